@@ -1,0 +1,46 @@
+"""``emd``: the one command-line entry point. Each subcommand lives next to the code it drives.
+
+A command module exposes ``register(subparsers)``, which adds its parser and sets
+``func=<callable(args) -> int>`` on it. Modules are listed here in pipeline order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command modules, in the order ``emd --help`` lists them
+COMMAND_MODULES = [
+    "services.commands.broker_cmd",     # emd broker, emd topics
+    "producer.cli",                     # emd publish
+    "services.commands.config_cmd",     # emd config
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emd",
+        description="emd-pipeline: electronic medical documents from a МИС to РЭМД over Kafka "
+                    "(created → signed → sent → acknowledged).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``emd`` that belong to no single stage."""

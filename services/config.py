@@ -1,0 +1,138 @@
+"""Every environment variable the pipeline reads, with its default, in one place.
+
+``Settings.from_env()`` is the only reader of ``os.environ`` in the code base (the tests
+check this). Each field documents its variable; ``emd config`` prints the effective values
+(secrets masked). Defaults are the local development set-up: a broker spawned on loopback,
+the РЭМД emulator, short consumer-group timeouts. Production overrides them (deploy/k8s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from services.errors import ConfigurationError
+
+_SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+
+
+def _env_name(f: dataclasses.Field) -> str:
+    return f.metadata["env"]
+
+
+def setting(env: str, default: Any, doc: str) -> Any:
+    """Declare a setting read from ``env`` (documented by ``doc``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"env": env, "doc": doc})
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "",
+        "Kafka bootstrap servers. Empty: commands that need a broker spawn the local Tansu broker.")
+    kafka_client_id: str = setting("KAFKA_CLIENT_ID", "emd-pipeline", "Kafka client id prefix.")
+    kafka_session_timeout_ms: int = setting(
+        "KAFKA_SESSION_TIMEOUT_MS", 6000,
+        "Consumer-group session timeout. Short by default: the local broker holds a JoinGroup for half "
+        "of it (docs/architecture.md). Production: 45000.")
+    kafka_heartbeat_interval_ms: int = setting(
+        "KAFKA_HEARTBEAT_INTERVAL_MS", 2000, "Consumer heartbeat interval (one third of the session timeout).")
+    kafka_max_poll_interval_ms: int = setting(
+        "KAFKA_MAX_POLL_INTERVAL_MS", 300000, "Longest a worker may go between polls before it leaves the group.")
+    kafka_topic_partitions: int = setting(
+        "KAFKA_TOPIC_PARTITIONS", 6, "Partitions of each pipeline topic when the pipeline creates it.")
+    kafka_replication_factor: int = setting(
+        "KAFKA_REPLICATION_FACTOR", 1, "Replication factor of topics the pipeline creates (3 in production).")
+    local_broker_port: int = setting(
+        "EMD_BROKER_PORT", 0, "Port of the spawned local broker; 0 picks a free port.")
+
+    # --- Observability ----------------------------------------------------------------------
+    log_format: str = setting("EMD_LOG_FORMAT", "console", "console (people) or json (production).")
+    log_level: str = setting("EMD_LOG_LEVEL", "info", "debug, info, warning, error.")
+    metrics_port: int = setting(
+        "EMD_METRICS_PORT", 0, "Port of a worker's /metrics and /healthz endpoint; 0 picks a free port.")
+    metrics_host: str = setting("EMD_METRICS_HOST", "127.0.0.1", "Interface /metrics binds to (0.0.0.0 in a pod).")
+
+    # --- Storage ----------------------------------------------------------------------------
+    data_dir: Path = setting(
+        "EMD_DATA_DIR", Path(".emd-data"),
+        "Local state: claim-check documents (filesystem backend), lifecycle database, health files.")
+    document_store_url: str = setting(
+        "EMD_DOCUMENT_STORE", "",
+        "Claim-check store for document bytes: empty = <data_dir>/documents on the filesystem, "
+        "file:///path, or s3://bucket/prefix (S3-compatible, see EMD_S3_*).")
+    s3_endpoint: str = setting("EMD_S3_ENDPOINT", "", "S3-compatible endpoint URL (MinIO, Ceph, Yandex Object Storage).")
+    s3_region: str = setting("EMD_S3_REGION", "us-east-1", "S3 region used in request signing.")
+    s3_access_key: str = setting("EMD_S3_ACCESS_KEY", "", "S3 access key id.")
+    s3_secret_key: str = setting("EMD_S3_SECRET_KEY", "", "S3 secret key.")
+    inline_document_limit: int = setting(
+        "EMD_INLINE_DOCUMENT_LIMIT", 256 * 1024,
+        "Documents up to this many bytes travel inline in the event; larger ones by claim-check reference.")
+    max_document_bytes: int = setting(
+        "EMD_MAX_DOCUMENT_BYTES", 50 * 1024 * 1024, "Largest СЭМД accepted; larger ones are rejected.")
+
+    # --- Worker runtime ---------------------------------------------------------------------
+    worker_concurrency: int = setting(
+        "EMD_WORKER_CONCURRENCY", 16, "Records a worker handles at once (per process).")
+    shutdown_grace_seconds: float = setting(
+        "EMD_SHUTDOWN_GRACE_SECONDS", 25.0,
+        "On SIGTERM, how long in-flight records may finish before the worker leaves "
+        "(keep below the pod's terminationGracePeriodSeconds).")
+    health_max_idle_seconds: float = setting(
+        "EMD_HEALTH_MAX_IDLE_SECONDS", 120.0,
+        "`--check` fails when the worker loop has not reported progress for this long.")
+
+    # --- Organisations, keys, РЭМД ----------------------------------------------------------
+    organizations_file: Path = setting(
+        "EMD_ORGANIZATIONS", Path("config/organizations.json"),
+        "Per-organisation settings: certificates, МЧД, signing mode, РЭМД environment, rate limit.")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_env_name(f))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, effective value, documentation) for every setting, secrets masked."""
+        rows = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown = str(value)
+            if any(m in _env_name(f) for m in _SECRET_MARKERS) and shown:
+                shown = "***"
+            rows.append((_env_name(f), shown, f.metadata["doc"]))
+        return rows
+
+
+def _convert(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "Path": Path, "str": str,
+                                                    "bool": bool}.get(str(f.type), str)
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{_env_name(f)}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def settings_table_markdown() -> str:
+    """The configuration table of the README, generated from the code so they cannot drift."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"| `{_env_name(f)}` | `{default}` | {f.metadata['doc']} |")
+    return "\n".join(lines)
