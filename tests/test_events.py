@@ -1,0 +1,141 @@
+"""services.events: the envelope and payload schemas, encoding, validation and headers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from services import events
+from services.errors import PermanentError
+
+ROOT = Path(__file__).resolve().parent.parent
+TYPES = list(events.EVENT_TYPES)
+
+
+def _example(type_: str) -> dict:
+    return copy.deepcopy(events.load_schema(type_)["examples"][0])
+
+
+def _invalid(event: dict) -> PermanentError:
+    with pytest.raises(PermanentError) as info:
+        events.decode(json.dumps(event).encode())
+    assert info.value.reason == "EVENT_INVALID"
+    return info.value
+
+
+@pytest.fixture
+def created() -> dict:
+    return dict(events.new_event(events.CREATED, _example(events.CREATED), source="test-mis"))
+
+
+def test_every_schema_is_valid_draft_2020_12_with_id_and_examples():
+    """Each packaged schema is a valid 2020-12 schema with an $id, a description and examples."""
+    files = events.schema_files()
+    assert set(files) == {"envelope.schema.json"} | {f"{t.removeprefix('emd.')}.schema.json" for t in TYPES}
+    for name in files:
+        schema = events.load_schema(name)
+        Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["$id"].endswith(name) and schema["description"] and schema["examples"]
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_schema_examples_validate_as_events(type_):
+    """Each schema's own example is a valid payload inside a fresh envelope of its type."""
+    event = events.new_event(type_, _example(type_), source="worker-x")
+    assert events.decode(events.encode(event), expected_type=type_)["data"] == _example(type_)
+
+
+def test_docs_schemas_is_the_packaged_folder():
+    """docs/schemas is the same folder the code loads, so documentation and validation cannot drift."""
+    docs = ROOT / "docs" / "schemas"
+    packaged = ROOT / "services" / "data" / "schemas"
+    assert docs.resolve() == packaged.resolve()
+    assert sorted(p.name for p in docs.iterdir()) == sorted(events.schema_files())
+
+
+def test_new_event_envelope_fields(created):
+    """new_event fills eventId (UUID), schemaVersion 1, UTC millisecond time, a 32-hex traceId and the source."""
+    assert created["type"] == "emd.document.created" and created["schemaVersion"] == 1
+    assert len(created["eventId"]) == 36 and created["time"].endswith("Z") and len(created["time"]) == 24
+    assert len(created["traceId"]) == 32 and created["source"] == "test-mis"
+    other = events.new_event(events.CREATED, _example(events.CREATED), source="m", trace_id=created["traceId"])
+    assert other["traceId"] == created["traceId"] and other["eventId"] != created["eventId"]
+
+
+def test_new_event_rejects_invalid_payload():
+    """new_event refuses to build an event whose payload breaks the schema."""
+    data = _example(events.CREATED)
+    data["kind"] = "not-a-code"
+    with pytest.raises(PermanentError) as info:
+        events.new_event(events.CREATED, data, source="m")
+    assert info.value.details["field"] == "data.kind"
+
+
+def test_encode_is_compact_utf8_with_cyrillic(created):
+    """encode writes compact UTF-8 JSON keeping Cyrillic unescaped."""
+    raw = events.encode(created)
+    assert "Сельченков".encode() in raw and b", " not in raw
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda e: e["data"]["patient"].__setitem__("snils", "123"), "data.patient.snils"),
+    (lambda e: e["data"].pop("kind"), "data.kind"),
+    (lambda e: e["data"].__setitem__("creation_time", "x"), "data.creation_time"),
+    (lambda e: e["data"].__setitem__("creationTime", "2021-01-25T16:00:00"), "data.creationTime"),
+    (lambda e: e["data"]["signers"][0].__setitem__("role", "nurse"), "data.signers[0].role"),
+    (lambda e: e["data"].__setitem__("signers", []), "data.signers"),
+    (lambda e: e["data"]["document"].__setitem__("sha256", "ABC"), "data.document.sha256"),
+    (lambda e: e["data"]["document"].pop("ref"), "data.document.inline"),  # neither inline nor ref
+    (lambda e: e["data"]["document"].__setitem__("ref", "http://x/y"), "data.document.ref"),
+    (lambda e: e.__setitem__("schemaVersion", 2), "schemaVersion"),
+    (lambda e: e.__setitem__("traceId", "xyz"), "traceId"),
+    (lambda e: e.pop("eventId"), "eventId"),
+    (lambda e: e.__setitem__("type", "emd.document.unknown"), "type"),
+])
+def test_bad_events_fail_naming_the_field(created, mutate, field):
+    """A broken envelope or payload is EVENT_INVALID and the error names the offending field."""
+    mutate(created)
+    err = _invalid(created)
+    assert err.details["field"] == field
+    assert field in err.message
+
+
+def test_error_message_never_echoes_the_value(created):
+    """The validation message names the field and rule but not the (possibly personal) value."""
+    created["data"]["patient"]["snils"] = "Иванов Иван Иванович"
+    err = _invalid(created)
+    assert "Иванов" not in err.message
+
+
+def test_signed_requires_signatures_and_keeps_created_fields():
+    """A signed payload without signatures, or missing a created field, is invalid."""
+    data = _example(events.SIGNED)
+    event = dict(events.new_event(events.SIGNED, data, source="signer"))
+    del event["data"]["signatures"]
+    assert _invalid(event).details["field"] == "data.signatures"
+    event["data"] = _example(events.SIGNED)
+    del event["data"]["localUid"]
+    assert _invalid(event).details["field"] == "data.localUid"
+
+
+def test_decode_checks_expected_type_and_json(created):
+    """decode rejects non-JSON bytes and an event of another type than expected."""
+    with pytest.raises(PermanentError) as info:
+        events.decode(b"\xff\xfe not json")
+    assert info.value.reason == "EVENT_INVALID"
+    with pytest.raises(PermanentError) as info:
+        events.decode(events.encode(created), expected_type=events.SIGNED)
+    assert info.value.details["field"] == "type"
+
+
+def test_headers_round_trip(created):
+    """headers_for emits the three emd-* headers and read_headers reads them back."""
+    headers = events.headers_for(created)
+    assert [k for k, _ in headers] == ["emd-event-type", "emd-trace-id", "emd-schema-version"]
+    assert events.read_headers(headers + [("other", b"x")]) == {
+        "emd-event-type": "emd.document.created", "emd-trace-id": created["traceId"], "emd-schema-version": "1"}
