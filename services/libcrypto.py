@@ -1,0 +1,142 @@
+"""The process's own OpenSSL ``libcrypto`` through ctypes: the GOST provider and symmetric ciphers.
+
+Python's ``hashlib`` is linked against a libcrypto; loading the ``gostprov`` provider (Debian
+``libengine-gost-openssl``) into *that* library makes ``hashlib.new("md_gost12_256")`` a C-speed Streebog.
+The same handle decrypts PFX bags (AES-CBC, 3DES, GOST 28147-89) without another dependency.
+Everything here is optional: :func:`load` returns None when no usable libcrypto 3 is found, and callers
+fall back to pure Python (gostcrypto).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import hashlib
+
+__all__ = ["load", "load_gost_provider", "cipher_decrypt", "has_digest"]
+
+
+@functools.cache
+def load() -> ctypes.CDLL | None:
+    """The libcrypto already mapped into this process by ``_hashlib`` (else the system one), or None."""
+    import _hashlib  # noqa: F401  (maps libcrypto into the process)
+
+    path = None
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                if "libcrypto.so" in line:
+                    path = line.split(None, 5)[-1].strip()
+                    break
+    except OSError:
+        pass
+    path = path or ctypes.util.find_library("crypto")
+    if not path:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        lib.OSSL_PROVIDER_load.restype = ctypes.c_void_p
+    except (OSError, AttributeError):
+        return None  # not OpenSSL 3
+    lib.OSSL_PROVIDER_load.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.EVP_CIPHER_fetch.restype = ctypes.c_void_p
+    lib.EVP_CIPHER_fetch.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    lib.EVP_CIPHER_free.argtypes = [ctypes.c_void_p]
+    lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
+    lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
+    lib.EVP_CipherInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    lib.EVP_CIPHER_CTX_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.EVP_CipherUpdate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),
+                                     ctypes.c_char_p, ctypes.c_int]
+    lib.EVP_CipherFinal_ex.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    lib.EVP_CIPHER_get_key_length.argtypes = [ctypes.c_void_p]
+    lib.EVP_CIPHER_get_iv_length.argtypes = [ctypes.c_void_p]
+    lib.d2i_ASN1_TYPE.restype = ctypes.c_void_p
+    lib.d2i_ASN1_TYPE.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
+    lib.ASN1_TYPE_free.argtypes = [ctypes.c_void_p]
+    lib.EVP_CIPHER_asn1_to_param.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    return lib
+
+
+@functools.cache
+def load_gost_provider() -> bool:
+    """Load ``default`` and ``gostprov`` into the process libcrypto; True if Streebog is then in hashlib."""
+    lib = load()
+    if lib is not None:
+        # loading any provider explicitly disables the implicit default one: keep it
+        lib.OSSL_PROVIDER_load(None, b"default")
+        lib.OSSL_PROVIDER_load(None, b"gostprov")
+    return has_digest("md_gost12_256")
+
+
+def has_digest(name: str) -> bool:
+    try:
+        hashlib.new(name, b"")
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+class CipherUnavailable(Exception):
+    """The requested cipher is not available in this libcrypto."""
+
+
+def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bool = True,
+                   asn1_params: bytes | None = None) -> bytes:
+    """Decrypt ``data`` with the OpenSSL cipher ``name`` (``AES-256-CBC``, ``DES-EDE3-CBC``, ``gost89``…).
+
+    ``asn1_params``: the DER AlgorithmIdentifier parameters, for ciphers whose parameters carry more
+    than the IV (GOST 28147-89: the S-box set); OpenSSL then takes the IV from them.
+
+    Raises :class:`CipherUnavailable` when the cipher cannot be fetched and ValueError when the
+    decryption fails (with CBC padding, a wrong key usually fails here).
+    """
+    lib = load()
+    if lib is None:
+        raise CipherUnavailable("no OpenSSL 3 libcrypto in this process")
+    if name.lower().startswith(("gost", "magma", "kuzn")):
+        load_gost_provider()
+    cipher = lib.EVP_CIPHER_fetch(None, name.encode(), None)
+    if not cipher:
+        lib.ERR_clear_error()
+        raise CipherUnavailable(f"cipher {name} is not available")
+    ctx = lib.EVP_CIPHER_CTX_new()
+    try:
+        if len(key) != lib.EVP_CIPHER_get_key_length(cipher):
+            raise ValueError(f"{name}: key must be {lib.EVP_CIPHER_get_key_length(cipher)} bytes")
+        if asn1_params is None and len(iv) != lib.EVP_CIPHER_get_iv_length(cipher):
+            raise ValueError(f"{name}: IV must be {lib.EVP_CIPHER_get_iv_length(cipher)} bytes")
+        if asn1_params is not None:
+            # as OpenSSL's own PBES2 does: cipher, then its ASN.1 parameters, then the key
+            if lib.EVP_CipherInit_ex(ctx, cipher, None, None, None, 0) != 1:
+                raise ValueError(f"{name}: init failed")
+            buf = ctypes.create_string_buffer(asn1_params, len(asn1_params))
+            pp = ctypes.c_char_p(ctypes.addressof(buf))
+            atype = lib.d2i_ASN1_TYPE(None, ctypes.byref(pp), len(asn1_params))
+            if not atype:
+                raise ValueError(f"{name}: bad parameters")
+            try:
+                if lib.EVP_CIPHER_asn1_to_param(ctx, atype) <= 0:
+                    raise CipherUnavailable(f"{name}: OpenSSL rejected the cipher parameters")
+            finally:
+                lib.ASN1_TYPE_free(atype)
+            if lib.EVP_CipherInit_ex(ctx, None, None, key, None, 0) != 1:
+                raise ValueError(f"{name}: init failed")
+        elif lib.EVP_CipherInit_ex(ctx, cipher, None, key, iv, 0) != 1:
+            raise ValueError(f"{name}: init failed")
+        lib.EVP_CIPHER_CTX_set_padding(ctx, 1 if padding else 0)
+        out = ctypes.create_string_buffer(len(data) + 64)
+        n = ctypes.c_int(0)
+        if lib.EVP_CipherUpdate(ctx, out, ctypes.byref(n), data, len(data)) != 1:
+            raise ValueError(f"{name}: decryption failed")
+        total = n.value
+        tail = ctypes.create_string_buffer(64)
+        if lib.EVP_CipherFinal_ex(ctx, tail, ctypes.byref(n)) != 1:
+            raise ValueError(f"{name}: bad padding (wrong key?)")
+        return out.raw[:total] + tail.raw[:n.value]
+    finally:
+        lib.ERR_clear_error()  # a failed decrypt must not leave errors for hashlib to trip over
+        lib.EVP_CIPHER_CTX_free(ctx)
+        lib.EVP_CIPHER_free(cipher)
