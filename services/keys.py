@@ -175,7 +175,7 @@ _PRFS = {
 _CIPHERS = {  # OID → (OpenSSL name, key length, padded)
     "2.16.840.1.101.3.4.1.2": ("AES-128-CBC", 16, True), "2.16.840.1.101.3.4.1.22": ("AES-192-CBC", 24, True),
     "2.16.840.1.101.3.4.1.42": ("AES-256-CBC", 32, True), "1.2.840.113549.3.7": ("DES-EDE3-CBC", 24, True),
-    "1.2.643.2.2.21": ("gost89", 32, False),
+    "1.2.643.2.2.21": ("1.2.643.2.2.21", 32, False)  # GOST 28147-89, by OID for the engine,
 }
 _OID_PBES2 = "1.2.840.113549.1.5.13"
 _OID_PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
@@ -293,7 +293,7 @@ def _decrypt(algorithm: core.Sequence, data: bytes, password: str) -> bytes:
     key = _pbkdf2(_PRFS[prf_oid], password.encode("utf-8"), kp["salt"].native,
                   kp["iteration_count"].native, kp["key_length"].native or key_len)
     scheme_params = scheme["parameters"].dump()
-    if name == "gost89":
+    if cipher_oid == "1.2.643.2.2.21":
         gp = _Gost89Params.load(scheme_params)
         return _cipher(name, key, gp["iv"].native, data, padded=False, asn1_params=scheme_params)
     return _cipher(name, key, core.OctetString.load(scheme_params).native, data, padded=padded)
@@ -344,7 +344,8 @@ def load_pfx(data: bytes, *, password: str | None) -> tuple[gost.PrivateKey, lis
                 elif bag_id == "key_bag" and key is None:
                     key = load_pkcs8(value.dump())
                 elif bag_id == "cert_bag" and value["cert_id"].native == "x509":
-                    certs.append(a_x509.Certificate.load(value["cert_value"].native))
+                    # .native would decode the GOST public key, which asn1crypto cannot: take the bytes
+                    certs.append(a_x509.Certificate.load(value["cert_value"].contents))
     except PermanentError:
         raise
     except (ValueError, TypeError, KeyError) as exc:

@@ -57,6 +57,12 @@ def load() -> ctypes.CDLL | None:
     lib.d2i_ASN1_TYPE.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
     lib.ASN1_TYPE_free.argtypes = [ctypes.c_void_p]
     lib.EVP_CIPHER_asn1_to_param.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.ENGINE_by_id.restype = ctypes.c_void_p
+    lib.ENGINE_by_id.argtypes = [ctypes.c_char_p]
+    lib.ENGINE_init.argtypes = [ctypes.c_void_p]
+    lib.ENGINE_get_cipher.restype = ctypes.c_void_p
+    lib.ENGINE_get_cipher.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.OBJ_txt2nid.argtypes = [ctypes.c_char_p]
     return lib
 
 
@@ -69,6 +75,18 @@ def load_gost_provider() -> bool:
         lib.OSSL_PROVIDER_load(None, b"default")
         lib.OSSL_PROVIDER_load(None, b"gostprov")
     return has_digest("md_gost12_256")
+
+
+@functools.cache
+def _gost_engine() -> int | None:
+    """The OpenSSL ``gost`` engine (loaded from ENGINESDIR on first use), or None."""
+    lib = load()
+    engine = lib.ENGINE_by_id(b"gost") if lib is not None else None
+    if not engine or lib.ENGINE_init(engine) != 1:
+        if lib is not None:
+            lib.ERR_clear_error()
+        return None
+    return engine
 
 
 def has_digest(name: str) -> bool:
@@ -96,9 +114,14 @@ def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bo
     lib = load()
     if lib is None:
         raise CipherUnavailable("no OpenSSL 3 libcrypto in this process")
-    if name.lower().startswith(("gost", "magma", "kuzn")):
-        load_gost_provider()
-    cipher = lib.EVP_CIPHER_fetch(None, name.encode(), None)
+    engine = None
+    if asn1_params is not None and (name.lower().startswith("gost") or name.startswith("1.2.643.")):
+        # the provider's GOST ciphers cannot take ASN.1 parameters (S-box OID); the engine's can
+        engine = _gost_engine()
+        nid = lib.OBJ_txt2nid(name.encode())
+        cipher = lib.ENGINE_get_cipher(engine, nid) if engine and nid else None
+    else:
+        cipher = lib.EVP_CIPHER_fetch(None, name.encode(), None)
     if not cipher:
         lib.ERR_clear_error()
         raise CipherUnavailable(f"cipher {name} is not available")
@@ -110,7 +133,7 @@ def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bo
             raise ValueError(f"{name}: IV must be {lib.EVP_CIPHER_get_iv_length(cipher)} bytes")
         if asn1_params is not None:
             # as OpenSSL's own PBES2 does: cipher, then its ASN.1 parameters, then the key
-            if lib.EVP_CipherInit_ex(ctx, cipher, None, None, None, 0) != 1:
+            if lib.EVP_CipherInit_ex(ctx, cipher, engine, None, None, 0) != 1:
                 raise ValueError(f"{name}: init failed")
             buf = ctypes.create_string_buffer(asn1_params, len(asn1_params))
             pp = ctypes.c_char_p(ctypes.addressof(buf))
