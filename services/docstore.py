@@ -1,0 +1,307 @@
+"""Claim-check store for document bytes: small documents travel inline, large ones by reference.
+
+A СЭМД with an embedded PDF can be many megabytes, over Kafka's 1 MB default record size. The
+producer therefore puts documents larger than ``Settings.inline_document_limit`` into a
+``DocumentStore`` and the event carries ``ref`` + ``sha256`` + ``size`` (docs/claim-check.md).
+
+Stores are content-addressed: the object name *is* the SHA-256 of the bytes, so ``put`` is
+idempotent (a retried publish writes the same object), two documents never collide, and ``get``
+verifies what it read against the name.
+
+Errors::
+
+    PermanentError DOCUMENT_CORRUPT     bytes read do not hash to the reference / the event's sha256
+    PermanentError DOCUMENT_REF_INVALID a reference this store cannot serve (wrong scheme, bucket, name)
+    TransientError DOCUMENT_MISSING     the object is not there (see below)
+    TransientError DOCUMENT_STORE_UNAVAILABLE  I/O or network failure, 5xx, throttling
+
+Why a missing object is *transient*: the producer writes (and fsyncs / gets the 200 for) the object
+before it publishes the event, so a reference on a topic always pointed at a stored object. If a
+consumer cannot find it, the likely causes are its own configuration (wrong ``EMD_DATA_DIR`` mount,
+wrong bucket or endpoint) or replication lag on an S3-compatible cluster — both fixable without
+touching the record. The retry tiers give the operator that time; when they run out the record is
+dead-lettered anyway, with ``DOCUMENT_MISSING`` as the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+from services.config import Settings
+from services.errors import ConfigurationError, PermanentError, TransientError
+
+__all__ = [
+    "DocumentStore", "FilesystemStore", "S3Store", "store_from_settings", "document_bytes", "document_field",
+    "sigv4_sign",
+]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _is_sha(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """Where large documents live; references are URIs the same store (or its peer) can ``get``."""
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (idempotent) and return its reference URI."""
+
+    def get(self, ref: str) -> bytes:
+        """The bytes behind ``ref``, verified against the SHA-256 in the name."""
+
+    def exists(self, ref: str) -> bool:
+        """Whether ``ref`` is stored."""
+
+
+class FilesystemStore:
+    """``<root>/<sha[:2]>/<sha>`` files, written via temp file + fsync + rename (never half-written).
+
+    ``root``: directory (created on first ``put``); the default deployment uses ``<data_dir>/documents``.
+    """
+
+    scheme = "file"
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def _digest_of(self, ref: str) -> str:
+        parts = urlsplit(ref)
+        path = Path(unquote(parts.path))
+        if parts.scheme != "file" or not _is_sha(path.name) or path.resolve() != self._path(path.name):
+            raise PermanentError(f"reference {ref!r} is not a document of the store at {self.root}",
+                                 reason="DOCUMENT_REF_INVALID", ref=ref)
+        return path.name
+
+    def put(self, data: bytes) -> str:
+        digest = _sha256(data)
+        target = self._path(digest)
+        if not target.exists():
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest[:8]}.", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, target)  # atomic: readers see nothing or everything
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+                # the rename itself must survive a crash before the event is published
+                dir_fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            except OSError as exc:
+                raise TransientError(f"cannot write document to {self.root}: {exc.strerror}",
+                                     reason="DOCUMENT_STORE_UNAVAILABLE") from exc
+        return target.as_uri()
+
+    def get(self, ref: str) -> bytes:
+        digest = self._digest_of(ref)
+        try:
+            data = self._path(digest).read_bytes()
+        except FileNotFoundError:
+            raise TransientError(f"document {digest} is not in {self.root}", reason="DOCUMENT_MISSING",
+                                 ref=ref) from None
+        except OSError as exc:
+            raise TransientError(f"cannot read document {digest}: {exc.strerror}",
+                                 reason="DOCUMENT_STORE_UNAVAILABLE", ref=ref) from exc
+        if _sha256(data) != digest:
+            raise PermanentError(f"document {digest} is corrupt: its bytes hash differently",
+                                 reason="DOCUMENT_CORRUPT", ref=ref)
+        return data
+
+    def exists(self, ref: str) -> bool:
+        return self._path(self._digest_of(ref)).is_file()
+
+
+# --- AWS Signature Version 4 (written out: it is small, and the tests pin it to AWS's own examples) ----
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sigv4_sign(method: str, url: str, headers: dict[str, str], *, payload_sha256: str, access_key: str,
+               secret_key: str, region: str, service: str = "s3", now: dt.datetime | None = None) -> dict[str, str]:
+    """Return ``headers`` plus ``x-amz-date`` and ``Authorization`` for an AWS SigV4 request.
+
+    ``url`` must already be URI-encoded the way it is sent (S3 object keys: each segment encoded once).
+    Every header passed in is signed (``host`` is added from the URL when absent).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    day = amz_date[:8]
+    parts = urlsplit(url)
+    out = {k: v for k, v in headers.items()}
+    lower = {k.lower(): v for k, v in out.items()}
+    if "host" not in lower:
+        lower["host"] = parts.netloc
+    if "x-amz-date" not in lower and "date" not in lower:
+        lower["x-amz-date"] = amz_date
+        out["x-amz-date"] = amz_date
+    query = sorted((quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~"))
+                   for k, _, v in (p.partition("=") for p in parts.query.split("&") if p))
+    canonical_query = "&".join(f"{k}={v}" for k, v in query)
+    names = sorted(lower)
+    canonical_headers = "".join(f"{n}:{' '.join(str(lower[n]).split())}\n" for n in names)
+    signed = ";".join(names)
+    canonical = "\n".join([method.upper(), parts.path or "/", canonical_query, canonical_headers, signed,
+                           payload_sha256])
+    scope = f"{day}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, _sha256(canonical.encode())])
+    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), day), region), service), "aws4_request")
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, "
+                            f"Signature={signature}")
+    return out
+
+
+class S3Store:
+    """S3-compatible object store (MinIO, Ceph, Yandex Object Storage) over httpx, path-style URLs.
+
+    ``s3://<bucket>/<prefix>/<sha256>`` references; objects are PUT with ``x-amz-content-sha256`` so
+    the server verifies the upload too. ``client``: an ``httpx.Client`` to reuse (tests pass one with
+    a MockTransport); by default one is created with ``timeout`` seconds.
+    """
+
+    scheme = "s3"
+
+    def __init__(self, *, endpoint: str, bucket: str, prefix: str = "", access_key: str, secret_key: str,
+                 region: str = "us-east-1", timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+        if not endpoint or not bucket:
+            raise ConfigurationError("S3 document store needs EMD_S3_ENDPOINT and a bucket in EMD_DOCUMENT_STORE")
+        self.endpoint = endpoint.rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._access_key, self._secret_key, self.region = access_key, secret_key, region
+        self._client = client or httpx.Client(timeout=timeout)
+
+    def _key(self, digest: str) -> str:
+        return f"{self.prefix}/{digest}" if self.prefix else digest
+
+    def _digest_of(self, ref: str) -> str:
+        parts = urlsplit(ref)
+        key = parts.path.lstrip("/")
+        digest = key.rsplit("/", 1)[-1]
+        if parts.scheme != "s3" or parts.netloc != self.bucket or key != self._key(digest) or not _is_sha(digest):
+            raise PermanentError(f"reference {ref!r} is not a document of s3://{self.bucket}/{self.prefix}",
+                                 reason="DOCUMENT_REF_INVALID", ref=ref)
+        return digest
+
+    def _request(self, method: str, digest: str, body: bytes = b"") -> httpx.Response:
+        url = f"{self.endpoint}/{quote(self.bucket)}/{quote(self._key(digest))}"
+        payload = _sha256(body)
+        headers = {"x-amz-content-sha256": payload}
+        if method == "PUT":
+            headers["content-type"] = "application/octet-stream"
+        signed = sigv4_sign(method, url, headers, payload_sha256=payload, access_key=self._access_key,
+                            secret_key=self._secret_key, region=self.region)
+        try:
+            response = self._client.request(method, url, headers=signed, content=body if method == "PUT" else None)
+        except httpx.HTTPError as exc:
+            raise TransientError(f"S3 {method} failed: {exc.__class__.__name__}",
+                                 reason="DOCUMENT_STORE_UNAVAILABLE") from exc
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise TransientError(f"S3 {method} answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+        if response.status_code in (401, 403):
+            raise ConfigurationError(f"S3 {method} refused ({response.status_code}): check EMD_S3_* credentials")
+        return response
+
+    def put(self, data: bytes) -> str:
+        digest = _sha256(data)
+        response = self._request("PUT", digest, data)
+        if response.status_code not in (200, 201, 204):
+            raise TransientError(f"S3 PUT answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+        return f"s3://{self.bucket}/{self._key(digest)}"
+
+    def get(self, ref: str) -> bytes:
+        digest = self._digest_of(ref)
+        response = self._request("GET", digest)
+        if response.status_code == 404:
+            raise TransientError(f"document {digest} is not in s3://{self.bucket}", reason="DOCUMENT_MISSING", ref=ref)
+        if response.status_code != 200:
+            raise TransientError(f"S3 GET answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+        if _sha256(response.content) != digest:
+            raise PermanentError(f"document {digest} is corrupt: its bytes hash differently",
+                                 reason="DOCUMENT_CORRUPT", ref=ref)
+        return response.content
+
+    def exists(self, ref: str) -> bool:
+        response = self._request("HEAD", self._digest_of(ref))
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise TransientError(f"S3 HEAD answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+        return True
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def store_from_settings(settings: Settings, *, client: httpx.Client | None = None) -> DocumentStore:
+    """The store ``EMD_DOCUMENT_STORE`` names: empty = ``<data_dir>/documents``, ``file:///path``, ``s3://bucket/prefix``."""
+    url = settings.document_store_url.strip()
+    if not url:
+        return FilesystemStore(Path(settings.data_dir) / "documents")
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return FilesystemStore(unquote(parts.path))
+    if parts.scheme == "s3":
+        return S3Store(endpoint=settings.s3_endpoint, bucket=parts.netloc, prefix=parts.path,
+                       access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
+                       region=settings.s3_region, client=client)
+    raise ConfigurationError(f"EMD_DOCUMENT_STORE={url!r}: expected empty, file:///path or s3://bucket/prefix")
+
+
+def document_field(data: bytes, store: DocumentStore | None, *, inline_limit: int,
+                   media_type: str = "text/xml") -> dict[str, Any]:
+    """The event's ``document`` object: inline up to ``inline_limit`` bytes, else stored and referenced."""
+    field: dict[str, Any] = {"sha256": _sha256(data), "size": len(data), "mediaType": media_type}
+    if len(data) <= inline_limit:
+        field["inline"] = base64.b64encode(data).decode("ascii")
+    else:
+        if store is None:
+            raise ConfigurationError(f"document of {len(data)} bytes exceeds the inline limit of {inline_limit} "
+                                     f"bytes and no document store is configured")
+        field["ref"] = store.put(data)
+    return field
+
+
+def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> bytes:
+    """Resolve an event's ``document`` object to the exact bytes, checking size and sha256."""
+    if "inline" in doc_field:
+        try:
+            data = base64.b64decode(doc_field["inline"], validate=True)
+        except (binascii.Error, ValueError):
+            raise PermanentError("document.inline is not valid base64", reason="DOCUMENT_CORRUPT") from None
+    elif "ref" in doc_field:
+        if store is None:
+            raise ConfigurationError("event references a stored document but no document store is configured")
+        data = store.get(doc_field["ref"])
+    else:
+        raise PermanentError("document has neither inline bytes nor a ref", reason="DOCUMENT_CORRUPT")
+    if len(data) != doc_field.get("size") or _sha256(data) != doc_field.get("sha256"):
+        raise PermanentError("document bytes do not match the event's size/sha256", reason="DOCUMENT_CORRUPT")
+    return data
