@@ -1,0 +1,301 @@
+"""The library a Python МИС embeds to hand СЭМД documents to the pipeline.
+
+    with DocumentPublisher("kafka:9092", store=FilesystemStore("/srv/emd/documents"),
+                           client_id="dental-mis-01") as pub:
+        published = pub.publish(xml_bytes, kind="119", organization_oid="1.2.643.5.1.13.13.12.2.77.7831")
+
+Everything the event says is read from the document itself (``services.cda``); what the caller also
+passes (kind, organisation, ``meta``) is *checked against* the document, never trusted over it:
+РЭМД cross-checks the registration request with the СЭМД and rejects mismatches, so the МИС should
+hear about a contradiction now, synchronously, not hours later from a dead letter.
+
+Errors::
+
+    PermanentError
+    └── InvalidDocument     the document (or the caller's metadata) cannot be published; ``field``
+                            names what is wrong (``patient.snils``, ``kind``, ``creationTime``...)
+    TransientError
+    └── PublishError        the broker did not confirm the record in time: it may or may not be
+                            stored; publishing again is safe (same key, consumers dedupe by localUid)
+
+Delivery: ``acks="all"``, idempotent producer, and every ``publish`` waits for the broker's
+acknowledgement (``future.get(timeout)``) — a record is either confirmed or an exception is raised.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from services import cda, events, nsi
+from services.docstore import DocumentStore, document_field
+from services.errors import PermanentError, TransientError
+from services.logs import get_logger
+from services.xmlsafe import XmlRejected, parse_xml
+
+try:  # the lead's topology module is the one place topic names live
+    from services.topology import CREATED as _CREATED_TOPIC
+    CREATED_TOPIC = _CREATED_TOPIC.name
+except ImportError:  # pragma: no cover - only while the module did not exist
+    CREATED_TOPIC = "emd.document.created"
+
+__all__ = ["CREATED_TOPIC", "META_FIELDS", "DocumentPublisher", "InvalidDocument", "PublishError",
+           "PublishedEvent", "build_created_data", "build_created_event"]
+
+log = get_logger(__name__)
+
+#: keys a caller may pass in ``meta``; each is cross-checked against the document
+META_FIELDS = ("localUid", "documentNumber", "departmentOid", "creationTime", "patientSnils", "signerSnils",
+               "signatures")
+DEFAULT_INLINE_LIMIT = 256 * 1024
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+
+class InvalidDocument(PermanentError):
+    """The document or the caller's metadata cannot be published; ``details['field']`` says what."""
+
+    reason = "INVALID_DOCUMENT"
+
+    @property
+    def field(self) -> str:
+        return str(self.details.get("field", "document"))
+
+
+class PublishError(TransientError):
+    """The broker did not acknowledge the record; it may not be stored. Safe to publish again."""
+
+    reason = "PUBLISH_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    local_uid: str
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+def _invalid(field: str, message: str, reason: str = "INVALID_DOCUMENT") -> InvalidDocument:
+    return InvalidDocument(f"{field}: {message}", reason=reason, field=field)
+
+
+def _digits(value: Any) -> str:
+    return re.sub(r"[\s-]", "", str(value))
+
+
+def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
+    """The 1520 kind to publish: the document's, or the caller's when the document's is unknowable."""
+    if meta.kind is not None:
+        if kind is not None and str(kind) != meta.kind.code:
+            raise _invalid("kind", f"caller says {kind}, the document is {meta.kind.code} "
+                                   f"(found by {meta.kind.method})", "KIND_MISMATCH")
+        return meta.kind.code
+    if kind is None:
+        raise _invalid("kind", meta.missing.get("kind", "document kind not found"), "KIND_UNKNOWN")
+    row = nsi.kind_by_code(str(kind))
+    if row is None:
+        raise _invalid("kind", f"{kind} is not in НСИ 1520 v{nsi.NSI_1520_VERSION}", "KIND_UNKNOWN")
+    # A legacy template still names its 1522 type: the caller's kind must be of that type.
+    for tid in meta.template_ids:
+        m = re.match(r"^(?:1\.2\.643\.5\.1\.13\.13\.14|1\.2\.643\.5\.1\.13\.2\.7\.5\.1)\.(\d+)\.3$", tid)
+        if m and m.group(1) != row.type_code:
+            raise _invalid("kind", f"{kind} is 1522 type {row.type_code}, the document's template {tid} is "
+                                   f"type {m.group(1)}", "KIND_MISMATCH")
+    return row.code
+
+
+def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[str, Any] | None,
+                       kind: str | None = None, organization_oid: str | None = None,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Cross-check the caller's claims against the CDA header and build the ``created`` payload.
+
+    ``document``: the event's ``document`` object (None while only checking). Raises InvalidDocument.
+    """
+    extra = dict(extra or {})
+    unknown = sorted(set(extra) - set(META_FIELDS))
+    if unknown:
+        raise _invalid(f"meta.{unknown[0]}", f"unknown metadata field (known: {', '.join(META_FIELDS)})",
+                       "META_UNKNOWN_FIELD")
+
+    for field_ in ("localUid", "creationTime", "organizationOid"):
+        if field_ in meta.missing:
+            raise _invalid(field_, meta.missing[field_], "MISSING_FIELD")
+    kind_code = _check_kind(meta, kind)
+
+    if organization_oid is not None and organization_oid != meta.organization_oid:
+        raise _invalid("organizationOid", f"caller says {organization_oid}, the custodian is "
+                                          f"{meta.organization_oid}", "META_MISMATCH")
+    if "localUid" in extra and str(extra["localUid"]) != meta.local_uid:
+        raise _invalid("localUid", "differs from ClinicalDocument/id/@extension", "META_MISMATCH")
+    if "documentNumber" in extra and str(extra["documentNumber"]) != meta.document_number:
+        raise _invalid("documentNumber", "differs from ClinicalDocument/setId/@extension", "META_MISMATCH")
+    if "creationTime" in extra:
+        from datetime import datetime
+        try:
+            claimed = datetime.fromisoformat(str(extra["creationTime"]))
+        except ValueError:
+            raise _invalid("creationTime", "meta creationTime is not ISO 8601", "META_MISMATCH") from None
+        if claimed.tzinfo is None or claimed != meta.creation_time:
+            raise _invalid("creationTime", "differs from ClinicalDocument/effectiveTime", "META_MISMATCH")
+    department = meta.department_oid
+    if "departmentOid" in extra:
+        claimed_dep = str(extra["departmentOid"])
+        if department is not None and claimed_dep != department:
+            raise _invalid("departmentOid", "differs from the author's representedOrganization", "META_MISMATCH")
+        department = claimed_dep  # the document names none: the МИС knows its structural unit
+
+    patient = meta.patient
+    if patient is None:
+        raise _invalid("patient", meta.missing.get("patient", "no patient"), "MISSING_FIELD")
+    if meta.requires_patient_snils and patient.snils is None:
+        raise _invalid("patient.snils", f"kind {kind_code} requires the patient's СНИЛС; "
+                                        f"{meta.missing.get('patient.snils', 'absent')}", "MISSING_FIELD")
+    if "patientSnils" in extra and _digits(extra["patientSnils"]) != patient.snils:
+        raise _invalid("patient.snils", "caller's patient СНИЛС differs from recordTarget", "META_MISMATCH")
+
+    if not meta.signers:
+        raise _invalid("signers", "the document has no author or legalAuthenticator", "MISSING_FIELD")
+    for key, problem in meta.missing.items():
+        if key.startswith("signers"):
+            raise _invalid(key, problem, "MISSING_FIELD")
+    doc_snils = {s.snils for s in meta.signers}
+    claimed_signers = extra.get("signerSnils", [])
+    for n, value in enumerate([claimed_signers] if isinstance(claimed_signers, str) else claimed_signers):
+        if _digits(value) not in doc_snils:
+            raise _invalid(f"signerSnils[{n}]", "no author or legalAuthenticator of the document has this СНИЛС",
+                           "META_MISMATCH")
+    signatures = extra.get("signatures", {})
+    if not isinstance(signatures, dict):
+        raise _invalid("meta.signatures", "expected an object {СНИЛС: base64 CMS}", "META_MISMATCH")
+    for snils, cms in signatures.items():
+        if _digits(snils) not in doc_snils:
+            raise _invalid("signatures", "a signature for a СНИЛС that is not a signer of the document",
+                           "META_MISMATCH")
+        try:
+            base64.b64decode(cms, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise _invalid("signatures", "signature is not base64", "META_MISMATCH") from None
+
+    def signer(s: cda.Signer) -> dict[str, Any]:
+        out = {"role": s.role, "snils": s.snils, "family": s.family, "given": s.given, "patronymic": s.patronymic,
+               "localId": s.local_id, "positionCode": s.position_code, "specialityCode": s.speciality_code}
+        sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
+        if sig is not None:
+            out["signature"] = sig
+        return out
+
+    data: dict[str, Any] = {
+        "localUid": meta.local_uid,
+        "kind": kind_code,
+        "organizationOid": meta.organization_oid,
+        "departmentOid": department,
+        "systemId": system_id,
+        "creationTime": meta.creation_time.isoformat(),  # type: ignore[union-attr]
+        "documentNumber": meta.document_number,
+        "patient": {"snils": patient.snils, "localId": patient.local_id, "family": patient.family,
+                    "given": patient.given, "patronymic": patient.patronymic, "gender": patient.gender,
+                    "birthDate": patient.birth_date.isoformat() if patient.birth_date else None},
+        "signers": [signer(s) for s in meta.signers],
+    }
+    if document is not None:
+        data["document"] = document
+    return data
+
+
+def read_document(document_bytes: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> cda.CdaMetadata:
+    """Parse (hardened) and extract; every failure is InvalidDocument naming the field."""
+    try:
+        root = parse_xml(document_bytes, max_bytes=max_bytes)
+    except XmlRejected as exc:
+        raise InvalidDocument(f"document: {exc.message}", reason=exc.reason, field="document") from None
+    try:
+        return cda.extract(root)
+    except cda.NotCda as exc:
+        raise InvalidDocument(f"ClinicalDocument: {exc.message}", reason="NOT_CDA", field="ClinicalDocument") from None
+
+
+def build_created_event(document_bytes: bytes, *, system_id: str, store: DocumentStore | None,
+                        inline_limit: int = DEFAULT_INLINE_LIMIT, max_bytes: int = DEFAULT_MAX_BYTES,
+                        kind: str | None = None, organization_oid: str | None = None,
+                        meta: dict[str, Any] | None = None, trace_id: str | None = None) -> events.Envelope:
+    """Everything ``publish`` does short of sending: parse, extract, cross-check, store, validate.
+
+    The document is stored (when over ``inline_limit``) only after every check has passed.
+    """
+    cda_meta = read_document(document_bytes, max_bytes=max_bytes)
+    build_created_data(cda_meta, system_id=system_id, document=None, kind=kind,
+                       organization_oid=organization_oid, extra=meta)  # checks before anything is stored
+    doc = document_field(document_bytes, store, inline_limit=inline_limit, media_type="text/xml")
+    data = build_created_data(cda_meta, system_id=system_id, document=doc, kind=kind,
+                              organization_oid=organization_oid, extra=meta)
+    try:
+        return events.new_event(events.CREATED, data, source=system_id, trace_id=trace_id)
+    except PermanentError as exc:
+        field = str(exc.details.get("field", "event")).removeprefix("data.")
+        raise InvalidDocument(f"{field}: {exc.message}", reason="EVENT_INVALID", field=field) from None
+
+
+class DocumentPublisher:
+    """Publish СЭМД documents to ``emd.document.created``, each send confirmed by the broker.
+
+    ``bootstrap_servers``: Kafka bootstrap list. ``store``: claim-check store for documents over
+    ``inline_limit`` bytes (default 256 KiB). ``client_id``: Kafka client id, also the event ``source``
+    and ``systemId`` unless ``system_id`` is given. ``timeout``: seconds to wait for each acknowledgement
+    (default 30). ``max_bytes``: largest document accepted (default 50 MiB).
+    """
+
+    def __init__(self, bootstrap_servers: str, *, store: DocumentStore | None = None, client_id: str = "emd-mis",
+                 system_id: str | None = None, timeout: float = 30.0, inline_limit: int = DEFAULT_INLINE_LIMIT,
+                 max_bytes: int = DEFAULT_MAX_BYTES, topic: str = CREATED_TOPIC) -> None:
+        from kafka import KafkaProducer
+
+        from services.kafka import sync_producer_config
+
+        self.store, self.timeout, self.topic = store, timeout, topic
+        self.system_id = system_id or client_id
+        self.inline_limit, self.max_bytes = inline_limit, max_bytes
+        config = sync_producer_config(bootstrap_servers, client_id=client_id)
+        # idempotence needs acks=all and at most 5 in flight; insist even if the shared config changes
+        config.update(acks="all", enable_idempotence=True,
+                      max_in_flight_requests_per_connection=min(5, config.get("max_in_flight_requests_per_connection", 5)))
+        try:
+            self._producer = KafkaProducer(**config)
+        except Exception as exc:  # NoBrokersAvailable and friends
+            raise PublishError(f"cannot connect to Kafka at {bootstrap_servers}: {exc.__class__.__name__}") from exc
+
+    def publish(self, document_bytes: bytes, *, kind: str | None = None, organization_oid: str | None = None,
+                meta: dict[str, Any] | None = None, trace_id: str | None = None) -> PublishedEvent:
+        """Check, store if large, and publish one document; return where the broker put it."""
+        event = build_created_event(document_bytes, system_id=self.system_id, store=self.store,
+                                    inline_limit=self.inline_limit, max_bytes=self.max_bytes, kind=kind,
+                                    organization_oid=organization_oid, meta=meta, trace_id=trace_id)
+        return self.send(event)
+
+    def send(self, event: events.Envelope) -> PublishedEvent:
+        """Send an already built and validated event; wait for the acknowledgement or raise PublishError."""
+        local_uid = event["data"]["localUid"]
+        try:
+            future = self._producer.send(self.topic, key=local_uid.encode("utf-8"), value=events.encode(event),
+                                         headers=events.headers_for(event))
+            meta = future.get(timeout=self.timeout)
+        except Exception as exc:
+            raise PublishError(f"broker did not acknowledge document {local_uid}: {exc.__class__.__name__}: {exc}",
+                               local_uid=local_uid, event_id=event["eventId"]) from exc
+        log.info("document published", kind=event["data"]["kind"], event_id=event["eventId"],
+                 partition=meta.partition, offset=meta.offset)
+        return PublishedEvent(local_uid=local_uid, event_id=event["eventId"], topic=meta.topic,
+                              partition=meta.partition, offset=meta.offset)
+
+    def close(self) -> None:
+        self._producer.flush(timeout=self.timeout)
+        self._producer.close(timeout=self.timeout)
+
+    def __enter__(self) -> DocumentPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
