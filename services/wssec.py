@@ -52,8 +52,8 @@ BST_VALUE_TYPE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-t
 
 #: what ``sign_envelope`` signs by default: the full ИПС recipe (brief §3)
 DEFAULT_REFERENCES = ("Body", "Timestamp", "MessageID", "ReplyTo", "To", "Action")
-#: what ``verify_envelope`` insists is signed (ReplyTo too, whenever it is present)
-REQUIRED_REFERENCES = ("Body", "Timestamp", "MessageID", "To", "Action")
+#: what ``verify_envelope`` insists is signed; "?" = only when the message carries it
+REQUIRED_REFERENCES = ("Body", "Timestamp", "MessageID", "To", "Action", "ReplyTo?")
 
 _WSU_ID = f"{{{n.NS_WSU}}}Id"
 # signable parts: name → (namespace, local name); Body and Timestamp are found specially
@@ -281,8 +281,8 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
 
     ``trusted_certificates``: certificates (objects with ``.der``, or DER bytes) the signer must be
     one of; ``None`` accepts any certificate that verifies (the caller then checks ``.certificate``).
-    ``required``: parts that must be present and signed (default Body, Timestamp, MessageID, To,
-    Action; a present ReplyTo is always required to be signed). ``max_skew``: seconds of clock
+    ``required``: parts that must be present once and signed; a name ending in ``?`` only when
+    present (default: Body, Timestamp, MessageID, To, Action, and ReplyTo if there is one). ``max_skew``: seconds of clock
     difference tolerated on Timestamp Created/Expires (default 300). ``certificate_loader``: DER →
     certificate with ``.public_key.verify_digest(digest, signature)`` (default
     ``services.certificates.load_certificate``).
@@ -352,11 +352,11 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
         signed.add(uri[1:])
 
     # coverage: the parts that matter are the ones actually in place, and they are signed
-    must = list(dict.fromkeys(required))
-    if header is not None and _part("ReplyTo", header, body, security) and "ReplyTo" not in must:
-        must.append("ReplyTo")
-    for name in must:
+    for name in dict.fromkeys(required):
+        optional, name = name.endswith("?"), name.rstrip("?")
         elements = _part(name, header, body, security)
+        if optional and not elements:
+            continue
         if len(elements) != 1:
             raise WsSecurityError(f"{name}: expected exactly one, found {len(elements)}", reason="WSS_NOT_COVERED")
         if elements[0].get(_WSU_ID) not in signed:
