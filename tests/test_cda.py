@@ -1,0 +1,165 @@
+"""services.cda and services.nsi: header extraction from every Ministry sample, and kind resolution."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from services import nsi
+from services.cda import NotCda, extract, parse_hl7_time
+from services.xmlsafe import parse_xml
+
+SAMPLES = Path("/work/shared/semd-samples/minzdrav-examples-autosemd")
+ALL = sorted(p.name for p in SAMPLES.glob("*.xml"))
+
+#: 1520 kind per sample, as SOURCES.md lists it (None = legacy template, no 1520 row)
+KINDS = {
+    "AdmissionToDriving.xml": None, "AmbCase.xml": None, "AmbCaseV5.xml": "233", "AmbCasev4.xml": "92",
+    "AmbStaged.xml": "133", "AmbStagedV2.xml": "200", "BirthCertificate.xml": "76",
+    "BloodTransfusionProtocol.xml": None, "Card072u.xml": "178", "CertForStateSecretsWork.xml": "155",
+    "CertOnPayForMedServ.xml": "100", "CertificateDonorRelease.xml": "107", "CertificateMedChild.xml": "145",
+    "CertificateOFStatusRegisteredInDispensary.xml": "73", "ChildPhysicalMedGroup.xml": "87",
+    "ConcResMedCustodian.xml": "156", "ConclusionMedicalInstitutionForInspectionStateService.xml": "188",
+    "ConclusionVaccineComplication.xml": "142", "Consult.xml": None, "ConsultDoctorsProtocol.xml": "190",
+    "ConsultRedaction3.xml": "68", "ConsultRedaction4.xml": "119", "ConsultRedaction5.xml": "227",
+    "CouponsTravelHospital.xml": "78", "DDConsult.xml": "94", "DDResults.xml": "96", "DDResults2.xml": "122",
+    "DeathCertificate.xml": "58", "DispensaryCertificate.xml": "172", "Drugs.xml": "64",
+    "ElderlyCareAssessment.xml": "143", "EmergencyNotification.xml": "104", "EmergencyPoisonNotification.xml": "136",
+    "Epicrisis.xml": None, "EpicrisisMedicalExamination.xml": "129", "EpicrisisV5.xml": "147",
+    "EpidContact.xml": "80", "Form88.xml": None, "Form88v5.xml": "109", "Form88v6.xml": "121",
+    "GroupForPhysicalEducation.xml": "82", "HospitalizationReferralHMC.xml": "123",
+    "HospitalizationReferralHMC_firstRedaction.xml": "97", "HospitalizationReferralSMC.xml": "124",
+    "HospitalizationReferralSMC_firstRedaction.xml": "98", "InitExamEmergencyDoctor.xml": "198",
+    "Instrumental.xml": None, "Instrumentalv3.xml": "110", "Laboratory.xml": None, "Laboratory4.xml": "75",
+    "Laboratory5.xml": "186", "LeaveCountry.xml": "88", "MedConclusionVehicleDrivers.xml": "171",
+    "MedExamination.xml": "191", "MedHistoryExtract.xml": "135", "MedReportOnResMedExam.xml": "103",
+    "MedReportOnResMedExam2.xml": "194", "MedicalCommissionProtocolExtract.xml": "99",
+    "MedicalExamForELMKSubsystem.xml": "230", "MedicalManipulationProtocol.xml": "163",
+    "MedicinalProductReceipt.xml": None, "PathologAnatomy.xml": "74", "PerinatalDeathCertificate.xml": "59",
+    "PerinatalEpicrisis.xml": None, "PerinatalEpicrisisv3.xml": "89", "PreferentialRecopeForMedicine.xml": "112",
+    "PreoperativeEpicrisisV1.xml": "134", "PreventiveVaccinations.xml": "105", "ProfessionalConclusion.xml": None,
+    "ProstheticsIndicationCert.xml": "144", "PsychNeuroCert.xml": "79", "Referral.xml": None,
+    "ReferralCabinet.xml": "85", "RefusalCertificate.xml": "102", "RegForPregnancy.xml": "106",
+    "ReturnSanatory.xml": "182", "ReturnSanatoryChild.xml": "183", "SMPCard.xml": "91", "Sanatory.xml": "65",
+    "SanatoryChild.xml": "179", "Sport.xml": "83", "StatisticalMapLeavingHospital.xml": "201",
+    "StudentTempInvalid.xml": "81", "SurgicalProtocol.xml": "189", "SwimmingPool.xml": "84",
+    "TelemedConsultProtocol.xml": None, "VoucherMedicalCare.xml": "132", "Weapon.xml": "63",
+    "WeaponNotification.xml": "116", "WeaponСancellation.xml": "212", "WorkAtHeightCertificate.xml": "101",
+}
+#: samples whose effectiveTime is not a date-time with offset, and why (Ministry examples leave it empty)
+NO_CREATION_TIME = {
+    "AdmissionToDriving.xml": "date without time", "BirthCertificate.xml": "date without time",
+    "DeathCertificate.xml": "date without time", "Laboratory.xml": "date without time",
+    **{n: "nullFlavor=NA" for n in (
+        "AmbStagedV2.xml", "CertificateMedChild.xml", "ConclusionMedicalInstitutionForInspectionStateService.xml",
+        "ConsultDoctorsProtocol.xml", "ConsultRedaction5.xml", "DispensaryCertificate.xml", "EpicrisisV5.xml",
+        "HospitalizationReferralHMC.xml", "HospitalizationReferralSMC.xml", "InitExamEmergencyDoctor.xml",
+        "Laboratory5.xml", "MedConclusionVehicleDrivers.xml", "MedExamination.xml", "MedReportOnResMedExam2.xml",
+        "MedicalExamForELMKSubsystem.xml", "ProstheticsIndicationCert.xml", "StatisticalMapLeavingHospital.xml",
+        "SurgicalProtocol.xml", "WeaponСancellation.xml")},
+}
+
+
+def _meta(name: str):
+    return extract(parse_xml((SAMPLES / name).read_bytes()))
+
+
+def test_all_91_samples_are_listed():
+    """The test knows every sample: 91 files, each with an expected kind."""
+    assert len(ALL) == 91 and set(ALL) == set(KINDS)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_sample_extracts(name):
+    """Each sample yields localUid, organisation, patient and signers; kind and creation time are either
+    derived or missing with the expected named reason."""
+    m = _meta(name)
+    assert m.local_uid and m.id_root and m.organization_oid and m.organization_oid.startswith("1.2.643.")
+    assert m.document_number and m.version_number and m.patient is not None and m.signers
+    assert m.kind_code == KINDS[name]
+    if KINDS[name] is None:
+        assert "legacy third-level template" in m.missing["kind"]
+    if name in NO_CREATION_TIME:
+        assert m.creation_time is None and NO_CREATION_TIME[name] in m.missing["creationTime"]
+    else:
+        assert m.creation_time is not None and m.creation_time.utcoffset() is not None
+    for key in m.missing:
+        assert key.split("[")[0].split(".")[0] in {
+            "kind", "creationTime", "departmentOid", "patient", "signers"}, key
+
+
+def test_consult_redaction4_header_in_detail():
+    """ConsultRedaction4: every header field as written in the document."""
+    m = _meta("ConsultRedaction4.xml")
+    assert (m.local_uid, m.id_root) == ("144632", "1.2.643.5.1.13.13.12.2.77.7831.100.1.1.51")
+    assert m.creation_time == datetime(2021, 1, 25, 16, 0, tzinfo=timezone(timedelta(hours=3)))
+    assert (m.kind.code, m.kind.method) == ("119", "derived")
+    assert m.document_number == "163725" and m.version_number == 1
+    assert m.organization_oid == "1.2.643.5.1.13.13.12.2.77.7831"
+    assert m.department_oid == "1.2.643.5.1.13.13.12.2.77.7831.0.364471"
+    p = m.patient
+    assert (p.snils, p.local_id, p.gender, p.birth_date) == ("25463625426", "735486", "1", date(1960, 2, 17))
+    assert p.family and p.given and p.patronymic
+    roles = [(s.role, s.snils, s.position_code) for s in m.signers]
+    assert roles == [("author", "52415372312", "34"), ("legalAuthenticator", "52415372312", "34")]
+    assert m.requires_patient_snils is True and m.missing == {}
+
+
+def test_kind_methods_on_samples():
+    """In-document 1520 codes, GIT_LINK templateIds and derived type+edition each resolve as documented."""
+    assert _meta("AmbStagedV2.xml").kind.method == "in_doc"
+    assert _meta("MedReportOnResMedExam2.xml").kind.method == "template_id"
+    assert _meta("BirthCertificate.xml").kind.code == "76"  # not its "paper form" twin 118
+    assert _meta("ConsultRedaction5.xml").kind.kind is None  # 227 is newer than НСИ v12.14
+    assert "kind.rules" in _meta("ConsultRedaction5.xml").missing
+
+
+def test_named_reasons_for_missing_people_fields():
+    """Malformed or absent СНИЛС are reported per person with the reason."""
+    assert "not 11 digits" in _meta("AmbCasev4.xml").missing["patient.snils"]
+    assert "1.2.643.100.3" in _meta("BirthCertificate.xml").missing["patient.snils"]
+    assert "not 11 digits" in _meta("ProstheticsIndicationCert.xml").missing["signers[legalAuthenticator 0].snils"]
+    assert "legalAuthenticator" in _meta("MedicalExamForELMKSubsystem.xml").missing["signers.legalAuthenticator"]
+
+
+def test_not_cda_is_rejected():
+    """A root element other than hl7 ClinicalDocument raises NotCda."""
+    with pytest.raises(NotCda):
+        extract(parse_xml(b"<ClinicalDocument/>"))
+
+
+def test_parse_hl7_time():
+    """HL7 timestamps become aware datetimes; dates stay dates; a time without offset is refused."""
+    assert parse_hl7_time("202101251600+0300") == datetime(2021, 1, 25, 16, tzinfo=timezone(timedelta(hours=3)))
+    assert parse_hl7_time("20220207162530.5-0130").microsecond == 500000
+    assert parse_hl7_time("19580217") == date(1958, 2, 17)
+    for bad in ("202101251600", "2021", "abc", "20210125+0300"):
+        with pytest.raises(ValueError):
+            parse_hl7_time(bad)
+
+
+def test_nsi_dump_and_requirements():
+    """The НСИ dump has 181 kinds; PATIENT_INFO maps to the patient/СНИЛС requirements."""
+    kinds = nsi.all_kinds()
+    assert len(kinds) == 181
+    k = nsi.kind_by_code("99")
+    assert k.type_code == "347" and k.edition == 1 and k.template_id == "1.2.643.5.1.13.13.15.75.1"
+    assert k.requires_patient and k.requires_patient_snils and k.organization_signature
+    assert not nsi.kind_by_code("76").requires_patient_snils
+    assert nsi.kind_by_code("100000") is None
+
+
+def test_nsi_resolution_rules():
+    """kind_for_document applies in-doc, then templateId, then derived; ambiguity returns nothing."""
+    assert nsi.kind_for_document("5", "1.2.643.5.1.13.13.11.1520", []).method == "in_doc"
+    m = nsi.kind_for_document("x", "y", ["1.2.643.5.1.13.13.15.75.1"])
+    assert (m.code, m.method) == ("99", "template_id")
+    m = nsi.kind_for_document("5", "1.2.643.5.1.13.13.11.1522", ["1.2.643.5.1.13.13.14.5.9.4"])
+    assert (m.code, m.method) == ("119", "derived")
+    # type 33 edition 4 is both 76 and 118: without a display name it is ambiguous
+    assert nsi.kind_for_document(None, None, ["1.2.643.5.1.13.2.7.5.1.33.9.4"]) is None
+    assert nsi.kind_for_document(None, None, ["1.2.643.5.1.13.2.7.5.1.33.9.4"],
+                                 display_name="Медицинское свидетельство о рождении").code == "76"
+    assert "legacy" in nsi.explain_no_kind("5", "1.2.643.5.1.13.13.11.1115", ["1.2.643.5.1.13.2.7.5.1.5.3"])
