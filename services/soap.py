@@ -45,6 +45,7 @@ from services import remd_names as n
 from services import wssec
 from services.errors import PermanentError
 from services.remd_codes import CodeInfo, classify
+from services.xmlsafe import parse_xml
 
 __all__ = [
     "CallbackAck", "Doctor", "FileRequest", "FileResponse", "Headers", "OrganizationSign", "Patient",
@@ -624,11 +625,6 @@ def build_registry_item_response(*, relates_to: str, item: RegistryItem | None, 
 
 # --- reading ------------------------------------------------------------------------------------
 
-def _parse(data: bytes) -> etree._Element:
-    from services.xmlsafe import parse_xml
-    return parse_xml(data)
-
-
 def _local(el: etree._Element) -> str:
     return etree.QName(el).localname
 
@@ -679,7 +675,7 @@ def _int(text: str | None) -> int | None:
 
 def _open(data: bytes) -> tuple[Headers, etree._Element]:
     """(headers, the Body's first element) of a SOAP 1.1/1.2 message."""
-    root = _parse(data)
+    root = parse_xml(data)
     ns = etree.QName(root).namespace
     if ns not in (n.NS_SOAP11, n.NS_SOAP12) or _local(root) != "Envelope":
         raise SoapParseError("not a SOAP envelope", reason="SOAP_NOT_ENVELOPE")

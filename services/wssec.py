@@ -35,7 +35,10 @@ from typing import Any
 from lxml import etree
 
 from services import remd_names as n
+from services.certificates import load_certificate
 from services.errors import PermanentError
+from services.gost import streebog256
+from services.xmlsafe import parse_xml
 
 __all__ = [
     "DEFAULT_REFERENCES", "REQUIRED_REFERENCES", "VerifiedEnvelope", "WsSecurityError",
@@ -82,14 +85,8 @@ class VerifiedEnvelope:
 
 # --- GOST primitives, from services.gost / services.certificates --------------------------------
 
-def _streebog256(data: bytes) -> bytes:
-    from services.gost import streebog256
-    return streebog256(data)
-
-
-def _load_certificate(der: bytes) -> Any:
-    from services.certificates import load_certificate
-    return load_certificate(der)
+_streebog256 = streebog256
+_load_certificate = load_certificate
 
 
 def _signer(key: Any) -> Callable[[bytes], bytes]:
@@ -117,9 +114,7 @@ def c14n(element: etree._Element) -> bytes:
     return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
 
 
-def _parse(data: bytes) -> etree._Element:
-    from services.xmlsafe import parse_xml
-    return parse_xml(data)
+_parse = parse_xml
 
 
 def _q(ns: str, local: str) -> str:
