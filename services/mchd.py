@@ -236,10 +236,14 @@ def _signature_error(message: str, **details: Any) -> PermanentError:
     return PermanentError(f"МЧД signature: {message}", reason="MCHD_SIGNATURE_INVALID", **details)
 
 
-def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: datetime | None = None) -> Any:
+def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: datetime | None = None,
+                          principal_certificates: Iterable[Any] | None = None) -> Any:
     """Verify the principal's detached CMS over ``poa.xml`` and that its signer is the principal's head.
 
-    Returns the ``services.cades.VerifiedSignature``; raises ``MCHD_SIGNATURE_INVALID``.
+    ``principal_certificates``: when given, the signer's certificate must be one of them. Without it,
+    the certificate embedded in the CMS is taken at its word (ОГРН/ИНН/СНИЛС must match, but its chain
+    to an accredited CA is not built here, as in ``services.cades``): deployments should pin the
+    heads' certificates. Returns the ``services.cades.VerifiedSignature``; raises ``MCHD_SIGNATURE_INVALID``.
     """
     from services.cades import verify_detached  # the CMS layer is only needed when a signature is checked
 
@@ -248,6 +252,8 @@ def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: dat
     except PermanentError as exc:
         raise _signature_error(f"does not verify: {exc.message}", cause=exc.reason) from None
     cert = verified.certificate
+    if principal_certificates is not None and cert not in list(principal_certificates):
+        raise _signature_error("the signer's certificate is not one of the pinned principal certificates")
     ogrn = getattr(cert, "ogrn", None)
     inn_le = getattr(cert, "inn_le", None)
     if ogrn != poa.principal_ogrn:
@@ -261,7 +267,8 @@ def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: dat
 
 def check_mchd(poa: PowerOfAttorney, *, signature_der: bytes, employee_certificate: Any,
                organization_inn: str, organization_ogrn: str, at: datetime | None = None,
-               revoked: Iterable[str] = (), required_powers: Iterable[str] = DEFAULT_REMD_POWERS) -> Any:
+               revoked: Iterable[str] = (), required_powers: Iterable[str] = DEFAULT_REMD_POWERS,
+               principal_certificates: Iterable[Any] | None = None) -> Any:
     """Check that ``poa`` lets ``employee_certificate`` sign for the organisation at time ``at``.
 
     :param signature_der: the principal's detached CMS signature over the exact МЧД bytes.
@@ -272,13 +279,15 @@ def check_mchd(poa: PowerOfAttorney, *, signature_der: bytes, employee_certifica
     :param revoked: МЧД numbers known to be revoked (case-insensitive GUIDs); default none.
     :param required_powers: accepted power codes: the МЧД must grant at least one of them
         (default :data:`DEFAULT_REMD_POWERS`).
+    :param principal_certificates: pin the principal heads' certificates (default None: any
+        certificate with the principal's ОГРН/ИНН and the head's СНИЛС; see :func:`verify_mchd_signature`).
 
     The signature is checked first (:func:`verify_mchd_signature`), then :func:`check_mchd_terms`;
     the first failure raises ``PermanentError`` with its reason (see the module docstring).
     Returns the verified principal signature.
     """
     at = _aware(at)
-    verified = verify_mchd_signature(poa, signature_der, at=at)
+    verified = verify_mchd_signature(poa, signature_der, at=at, principal_certificates=principal_certificates)
     check_mchd_terms(poa, employee_certificate=employee_certificate, organization_inn=organization_inn,
                      organization_ogrn=organization_ogrn, at=at, revoked=revoked,
                      required_powers=required_powers)

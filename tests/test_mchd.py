@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 from lxml import etree
 
 from services import mchd
-from services.devmchd import Person, build_mchd
+from services.devmchd import Person, build_mchd, sign_mchd
+from services.devpki import DevCA, SubjectInfo
 from services.errors import PermanentError
 
 ORG = {"organization_name": "ГБУЗ «Городская поликлиника № 1»", "organization_inn": "7701234567",
@@ -168,3 +169,102 @@ class TestTerms:
         """A naive datetime is a programming error, not a silent local-time guess."""
         with pytest.raises(ValueError):
             terms(mchd.parse_mchd(make_xml()), at=datetime(2026, 6, 1))
+
+
+# -- with real GOST signatures and certificates from services.devpki ---------------------------------
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    """A dev CA, the organisation head's and the employee's keys and certificates, and a good signed МЧД."""
+    ca = DevCA.create("МЧД test CA")
+    head_key, head_cert = ca.issue(subject=SubjectInfo(
+        "Главврачев", "Пётр Петрович", snils="11223344595", inn="770100000001", ogrn=ORG["organization_ogrn"],
+        inn_le=ORG["organization_inn"], org=ORG["organization_name"], title="Главный врач"))
+    emp_key, emp_cert = ca.issue(subject=SubjectInfo(
+        "Иванова", "Мария Ивановна", snils="12345678964", inn="770100000002"))
+    xml = make_xml(issued=NOW.date().replace(day=1), valid_until=date(NOW.year + 1, 12, 31))
+    signature = sign_mchd(xml, key=head_key, certificate=head_cert)
+    return SimpleNamespace(ca=ca, head_key=head_key, head_cert=head_cert, emp_key=emp_key, emp_cert=emp_cert,
+                           xml=xml, signature=signature)
+
+
+def full_check(pki, xml=None, signature=None, **overrides):
+    xml = pki.xml if xml is None else xml
+    args = {"signature_der": pki.signature if signature is None else signature,
+            "employee_certificate": pki.emp_cert, "organization_inn": ORG["organization_inn"],
+            "organization_ogrn": ORG["organization_ogrn"], "at": NOW, "revoked": set(),
+            "required_powers": mchd.DEFAULT_REMD_POWERS, **overrides}
+    return mchd.check_mchd(mchd.parse_mchd(xml), **args)
+
+
+class TestSigned:
+    def test_good_mchd_passes_with_real_certificates(self, pki):
+        """A МЧД signed by the head, for the employee's certificate, passes and returns the head's signature."""
+        verified = full_check(pki)
+        assert verified.certificate == pki.head_cert
+        full_check(pki, principal_certificates=[pki.head_cert])
+
+    def test_tampered_mchd_fails_the_signature(self, pki):
+        """Changing one byte of the signed МЧД (a later СрокДейст) breaks the principal's signature."""
+        tampered = pki.xml.replace(f'СрокДейст="{NOW.year + 1}-12-31"'.encode(),
+                                   f'СрокДейст="{NOW.year + 9}-12-31"'.encode())
+        assert tampered != pki.xml
+        with pytest.raises(PermanentError) as exc:
+            full_check(pki, xml=tampered)
+        assert exc.value.reason == "MCHD_SIGNATURE_INVALID"
+        assert exc.value.details["cause"] == "DIGEST_MISMATCH"
+
+    def test_garbage_signature_fails_the_signature(self, pki):
+        """A signature that is not a CMS is MCHD_SIGNATURE_INVALID, not a crash."""
+        assert reason_of(lambda: full_check(pki, signature=b"\x30\x03\x02\x01\x01")) == "MCHD_SIGNATURE_INVALID"
+
+    def test_mchd_signed_by_the_employee_themself_is_refused(self, pki):
+        """An employee cannot give themself powers: a signature by a non-head certificate is refused."""
+        own = sign_mchd(pki.xml, key=pki.emp_key, certificate=pki.emp_cert)
+        assert reason_of(lambda: full_check(pki, signature=own)) == "MCHD_SIGNATURE_INVALID"
+
+    def test_head_of_another_organisation_or_another_person_is_refused(self, pki):
+        """A signer with another ОГРН, or with the right ОГРН but not the head's СНИЛС, is refused."""
+        for subject in (
+            SubjectInfo("Чужой", "Глеб Глебович", snils="11223344595", ogrn="1027700000099", inn_le="7709999999"),
+            SubjectInfo("Бухгалтеров", "Ян Янович", snils="55566677788", ogrn=ORG["organization_ogrn"],
+                        inn_le=ORG["organization_inn"]),
+        ):
+            key, cert = pki.ca.issue(subject=subject)
+            signature = sign_mchd(pki.xml, key=key, certificate=cert)
+            assert reason_of(lambda s=signature: full_check(pki, signature=s)) == "MCHD_SIGNATURE_INVALID"
+
+    def test_look_alike_head_certificate_is_refused_when_pinned(self, pki):
+        """A certificate with the head's fields from another CA is refused once the head's certificate is pinned."""
+        other_ca = DevCA.create("somebody's CA")
+        key, cert = other_ca.issue(subject=SubjectInfo(
+            "Главврачев", "Пётр Петрович", snils="11223344595", ogrn=ORG["organization_ogrn"],
+            inn_le=ORG["organization_inn"]))
+        signature = sign_mchd(pki.xml, key=key, certificate=cert)
+        full_check(pki, signature=signature)  # unpinned: the fields match (see verify_mchd_signature)
+        assert reason_of(lambda: full_check(pki, signature=signature,
+                                            principal_certificates=[pki.head_cert])) == "MCHD_SIGNATURE_INVALID"
+
+    @pytest.mark.parametrize(("xml_overrides", "overrides", "reason"), [
+        ({}, {"revoked": {NUMBER}}, "MCHD_REVOKED"),
+        ({"issued": date.today() - timedelta(days=30), "valid_until": date.today() - timedelta(days=2)}, {},
+         "MCHD_EXPIRED"),
+        ({"issued": date.today() + timedelta(days=2), "valid_until": date.today() + timedelta(days=30)}, {},
+         "MCHD_NOT_YET_VALID"),
+        ({}, {"organization_inn": "7709999999"}, "MCHD_WRONG_ORGANIZATION"),
+        ({"powers": (("02.114", "Подписание транспортной накладной"),)}, {}, "MCHD_POWERS_MISSING"),
+    ], ids=["revoked", "expired", "not-yet-valid", "other-organisation", "powers-missing"])
+    def test_each_term_failure_has_its_own_reason(self, pki, xml_overrides, overrides, reason):
+        """A МЧД properly signed by the head but broken in one term fails with that term's reason."""
+        xml = make_xml(**{"issued": NOW.date().replace(day=1), "valid_until": date(NOW.year + 1, 12, 31),
+                          **xml_overrides})
+        signature = sign_mchd(xml, key=pki.head_key, certificate=pki.head_cert)
+        assert reason_of(lambda: full_check(pki, xml=xml, signature=signature, **overrides)) == reason
+
+    def test_other_employee_certificate(self, pki):
+        """A real certificate of another employee of the same organisation is MCHD_WRONG_EMPLOYEE."""
+        _, other = pki.ca.issue(subject=SubjectInfo("Сидорова", "Анна Павловна", snils="98765432100"))
+        assert reason_of(lambda: full_check(pki, employee_certificate=other)) == "MCHD_WRONG_EMPLOYEE"
