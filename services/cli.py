@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "services.commands.broker_cmd",     # emd broker, emd topics
     "producer.cli",                     # emd publish
+    "services.commands.sign_cmd",       # emd sign, emd verify (detached CAdES-BES)
     "services.commands.config_cmd",     # emd config
 ]
 

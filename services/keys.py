@@ -30,7 +30,7 @@ from services.errors import PermanentError
 
 __all__ = [
     "GostKeyParameters", "GostAlgorithmIdentifier", "GostPrivateKeyInfo", "GostPublicKeyInfo",
-    "load_private_key", "load_pkcs8", "load_pfx", "dump_pkcs8", "dump_pkcs8_pem", "read_password",
+    "load_private_key", "load_pkcs8", "load_pfx", "is_pfx", "dump_pkcs8", "dump_pkcs8_pem", "read_password",
     "public_key_info", "public_key_from_info",
 ]
 
@@ -140,7 +140,7 @@ def load_pkcs8(data: bytes) -> gost.PrivateKey:
 def load_private_key(source: bytes | str | os.PathLike, *, password: str | None = None) -> gost.PrivateKey:
     """A key from PKCS#8 (PEM/DER) or PFX bytes or a file path; PFX needs ``password``."""
     data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else source
-    if not pem.detect(data) and _looks_like_pfx(data):
+    if not pem.detect(data) and is_pfx(data):
         return load_pfx(data, password=password)[0]
     return load_pkcs8(data)
 
@@ -185,10 +185,11 @@ class _Gost89Params(core.Sequence):
     _fields = [("iv", core.OctetString), ("param_set", core.ObjectIdentifier)]
 
 
-def _looks_like_pfx(data: bytes) -> bool:
+def is_pfx(data: bytes) -> bool:
+    """True if ``data`` is a DER PFX (PKCS#12 v3) rather than a PKCS#8 key."""
     try:
         pfx = a_pkcs12.Pfx.load(data)
-        return pfx["version"].native == 3 and pfx["auth_safe"]["content_type"].native == "data"
+        return pfx["version"].native in (3, "v3") and pfx["auth_safe"]["content_type"].native == "data"
     except (ValueError, TypeError, KeyError):
         return False
 
