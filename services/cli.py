@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "services.commands.broker_cmd",     # emd broker, emd topics
     "producer.cli",                     # emd publish
     "services.commands.sign_cmd",       # emd sign, emd verify (detached CAdES-BES)
+    "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",     # emd config
 ]
 

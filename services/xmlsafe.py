@@ -48,7 +48,9 @@ def _parser() -> etree.XMLParser:
         load_dtd=False,
         dtd_validation=False,
         no_network=True,
-        huge_tree=False,  # keep libxml2's own depth / text-node limits
+        # A СЭМД may embed a PDF as one base64 text node over libxml2's 10 MB default text limit.
+        # Lifting it is safe here: entities are refused before parsing and max_bytes bounds the input.
+        huge_tree=True,
         remove_comments=False,
         remove_pis=False,
         collect_ids=False,
