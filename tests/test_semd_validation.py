@@ -255,3 +255,27 @@ def test_unsupported_constructs_are_refused():
         sch.to_xslt(_schema('<include href="other.sch"/>'))
     with pytest.raises(sch.SchematronError):
         sch.to_xslt(b"<schema/>")
+
+
+# -- emd validate -----------------------------------------------------------------------------------
+
+def _cli(*argv: str) -> int:
+    import argparse
+
+    from services.commands import validate_cmd
+
+    parser = argparse.ArgumentParser()
+    validate_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["validate", *argv])
+    return args.func(args)
+
+
+def test_cli_exit_status_says_valid_invalid_or_unreadable(tmp_path, capsys):
+    """emd validate exits 0 for a valid document, 1 for an invalid one (listing it), 2 for unreadable input."""
+    assert _cli(str(SAMPLES / "ConsultRedaction4.xml"), "--kind", "119") == 0
+    assert _cli(str(SAMPLES / "BirthCertificate.xml"), "--kind", "76") == 1
+    assert "line   414" in capsys.readouterr().out
+    assert _cli(str(tmp_path / "missing.xml"), "--kind", "76") == 2
+    (tmp_path / "bad.xml").write_bytes(b"<not-closed>")
+    assert _cli(str(tmp_path / "bad.xml"), "--kind", "76") == 2
+    assert "NOT_XML" in capsys.readouterr().err
