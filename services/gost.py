@@ -457,20 +457,25 @@ class Streebog:
         self.digest_size = bits // 8
         self.block_size = 64
         self.name = f"md_gost12_{bits}"
-        if FAST_STREEBOG and not fallback:
-            self._h = hashlib.new(self.name)
-        else:
-            from gostcrypto import gosthash
-
-            self._h = gosthash.new(f"streebog{bits}")
+        self._bits = bits
+        # gostcrypto's update() gives wrong digests for chunks that are not 64-byte aligned (measured),
+        # so the fallback buffers everything and hashes once
+        self._h = hashlib.new(self.name) if FAST_STREEBOG and not fallback else bytearray()
         if data:
             self.update(data)
 
     def update(self, data: bytes) -> None:
-        self._h.update(data)
+        if isinstance(self._h, bytearray):
+            self._h += data
+        else:
+            self._h.update(data)
 
     def digest(self) -> bytes:
-        return bytes(self._h.digest())
+        if isinstance(self._h, bytearray):
+            from gostcrypto import gosthash
+
+            return bytes(gosthash.new(f"streebog{self._bits}", data=bytes(self._h)).digest())
+        return self._h.digest()
 
     def hexdigest(self) -> str:
         return self.digest().hex()
@@ -478,6 +483,7 @@ class Streebog:
     def copy(self) -> Streebog:
         other = Streebog.__new__(Streebog)
         other.digest_size, other.block_size, other.name = self.digest_size, self.block_size, self.name
+        other._bits = self._bits
         other._h = self._h.copy()
         return other
 

@@ -1,0 +1,157 @@
+"""GOST R 34.10-2012 / Streebog: byte orders, curves, fast path against gostcrypto and OpenSSL."""
+
+from __future__ import annotations
+
+import pytest
+
+from services import byteorder, gost, keys
+from tests import openssl_gost as ossl
+
+# GOST R 34.11-2012, Appendix A, example 1 (M1) and its digests
+M1 = b"012345678901234567890123456789012345678901234567890123456789012"
+M1_256 = "9d151eefd8590b89daa6ba6cb74af9275dd051026bb149a452fd84e5e57b5500"
+M1_512 = ("1b54d01a4af5b9d5cc3d86d68d285462b19abc2475222f35c085122be4ba1ffa"
+          "00ad30f8767b3a82384c6574f024c311e2a481332b08ef7f41797891c1646f48")
+
+
+class TestByteOrder:
+    def test_digest_is_read_little_endian(self):
+        """The 34.10 integer e is the Streebog digest read little-endian."""
+        assert byteorder.digest_to_e(b"\x01" + b"\x00" * 31) == 1
+
+    def test_signature_is_s_then_r_big_endian(self):
+        """The wire signature is s‖r, each big-endian, and parses back to (r, s)."""
+        wire = byteorder.signature_to_bytes(r=1, s=2, size=32)
+        assert wire == (2).to_bytes(32, "big") + (1).to_bytes(32, "big")
+        assert byteorder.signature_from_bytes(wire) == (1, 2)
+
+    def test_public_key_is_x_then_y_little_endian(self):
+        """SPKI key bytes are X‖Y little-endian, raw or wrapped in an OCTET STRING."""
+        raw = byteorder.public_key_to_bytes(1, 2, 32)
+        assert raw[0] == 1 and raw[32] == 2
+        assert byteorder.public_key_from_bytes(raw) == (1, 2)
+        assert byteorder.public_key_from_bytes(b"\x04\x40" + raw) == (1, 2)
+
+    @pytest.mark.parametrize("encoded", [
+        (0x0102).to_bytes(32, "little"),                        # OpenSSL 3 engine: raw little-endian
+        b"\x04\x20" + (0x0102).to_bytes(32, "little"),          # older engine: OCTET STRING
+        b"\x02\x02\x01\x02",                                    # INTEGER (big-endian)
+    ])
+    def test_private_key_encodings(self, encoded):
+        """All three PKCS#8 private key encodings yield the same scalar."""
+        assert byteorder.private_key_from_bytes(encoded) == 0x0102
+
+    def test_unknown_private_key_encoding_is_rejected(self):
+        """A 33-byte blob of no known form is refused rather than misread."""
+        with pytest.raises(ValueError):
+            byteorder.private_key_from_bytes(b"\x30" * 33)
+
+
+class TestCurves:
+    @pytest.mark.parametrize("oid,name", [
+        ("1.2.643.2.2.35.1", "tc26-256-B"), ("1.2.643.2.2.35.2", "tc26-256-C"),
+        ("1.2.643.2.2.35.3", "tc26-256-D"), ("1.2.643.2.2.36.0", "tc26-256-B"),
+        ("1.2.643.2.2.36.1", "tc26-256-D"), ("1.2.643.7.1.2.1.1.1", "tc26-256-A"),
+        ("1.2.643.7.1.2.1.1.2", "tc26-256-B"), ("1.2.643.7.1.2.1.1.3", "tc26-256-C"),
+        ("1.2.643.7.1.2.1.1.4", "tc26-256-D"), ("1.2.643.7.1.2.1.2.1", "tc26-512-A"),
+        ("1.2.643.7.1.2.1.2.2", "tc26-512-B"), ("1.2.643.7.1.2.1.2.3", "tc26-512-C"),
+    ])
+    def test_oid_map(self, oid, name):
+        """Every CryptoPro and TC 26 parameter-set OID names the right curve."""
+        assert gost.curve_by_oid(oid) is gost.CURVES[name]
+
+    def test_unknown_oid(self):
+        """An unknown parameter set raises KeyError naming it."""
+        with pytest.raises(KeyError, match="1.2.3"):
+            gost.curve_by_oid("1.2.3")
+
+    @pytest.mark.parametrize("name", sorted(gost.CURVES))
+    def test_base_point_has_order_q(self, name):
+        """The base point lies on the curve and q·P is the point at infinity (table arithmetic included)."""
+        c = gost.CURVES[name]
+        assert c.contains(c.x, c.y)
+        assert gost._mul_base(c, c.q)[2] == 0
+        assert gost._mul_point(c, c.q, c.x, c.y)[2] == 0
+
+
+class TestSignatures:
+    @pytest.mark.parametrize("name", sorted(gost.CURVES))
+    def test_fast_and_reference_agree(self, name):
+        """Our signatures verify with gostcrypto, gostcrypto's verify with ours, and public keys match."""
+        c = gost.CURVES[name]
+        key = gost.PrivateKey.generate(c)
+        digest = gost.streebog(b"document", c.bits)
+        ours = key.sign_digest(digest)
+        assert gost.reference_verify(key.public_key(), digest, ours)
+        assert key.public_key().verify_digest(digest, gost.reference_sign(key, digest))
+        ref_pub = gost._gc(c).public_key_generate(bytearray(key.d.to_bytes(c.size, "big")))
+        assert int.from_bytes(ref_pub[:c.size], "big") == key.public_key().x
+
+    def test_tampering_is_detected(self):
+        """A changed digest, a changed signature and out-of-range r/s all fail verification."""
+        key = gost.PrivateKey.generate(gost.CURVES["tc26-256-B"])
+        digest = gost.streebog256(b"document")
+        sig = key.sign_digest(digest)
+        pub = key.public_key()
+        assert pub.verify_digest(digest, sig)
+        assert not pub.verify_digest(gost.streebog256(b"documenT"), sig)
+        assert not pub.verify_digest(digest, sig[:-1] + bytes([sig[-1] ^ 1]))
+        assert not pub.verify_digest(digest, bytes(64))
+        assert not pub.verify_digest(digest, b"\xff" * 64)
+
+    def test_signatures_are_randomised(self):
+        """Two signatures of one digest differ (fresh k from secrets) and both verify."""
+        key = gost.PrivateKey.generate(gost.CURVES["tc26-256-A"])
+        digest = gost.streebog256(b"x")
+        a, b = key.sign_digest(digest), key.sign_digest(digest)
+        assert a != b and key.public_key().verify_digest(digest, a) and key.public_key().verify_digest(digest, b)
+
+    def test_point_off_curve_is_rejected(self):
+        """A public key that is not a curve point cannot be constructed."""
+        c = gost.CURVES["tc26-256-B"]
+        with pytest.raises(ValueError):
+            gost.PublicKey(c, c.x, c.y + 1)
+
+    @pytest.mark.parametrize("paramset", ossl.PARAMSETS)
+    def test_openssl_signs_we_verify_and_back(self, tmp_path, paramset):
+        """Raw 34.10 signatures cross between OpenSSL's engine and us in both directions."""
+        key_pem, cert_pem = ossl.keypair(tmp_path, paramset)
+        key = keys.load_pkcs8(key_pem.read_bytes())
+        data = tmp_path / "data.bin"
+        data.write_bytes(b"signed by openssl" * 100)
+        theirs = ossl.run("dgst", "-md_gost12_256", "-sign", key_pem, data).stdout
+        digest = gost.streebog256(data.read_bytes())
+        assert key.public_key().verify_digest(digest, theirs)
+        pub_pem = tmp_path / "pub.pem"
+        ossl.run("pkey", "-in", key_pem, "-pubout", "-out", pub_pem)
+        sig = tmp_path / "ours.sig"
+        sig.write_bytes(key.sign_digest(digest))
+        ok = ossl.run("dgst", "-md_gost12_256", "-verify", pub_pem, "-signature", sig, data, check=False)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        sig.write_bytes(key.sign_digest(gost.streebog256(b"other")))
+        bad = ossl.run("dgst", "-md_gost12_256", "-verify", pub_pem, "-signature", sig, data, check=False)
+        assert bad.returncode != 0
+
+
+class TestStreebog:
+    def test_standard_vectors(self):
+        """Streebog-256/512 give the GOST R 34.11-2012 example-1 digests (as gost12sum prints them)."""
+        assert gost.streebog256(M1).hex() == M1_256
+        assert gost.streebog512(M1).hex() == M1_512
+
+    def test_fast_path_is_loaded_and_agrees_with_fallback(self):
+        """OpenSSL's gostprov Streebog is active and equals gostcrypto's, incremental updates included."""
+        assert gost.FAST_STREEBOG
+        data = bytes(range(256)) * 5
+        for bits in (256, 512):
+            slow = gost.Streebog(bits, fallback=True)
+            slow.update(data[:100])
+            slow.update(data[100:])
+            assert slow.digest() == gost.streebog(data, bits) == gost.Streebog(bits, data).digest()
+
+    def test_matches_openssl_dgst(self, tmp_path):
+        """Our digest bytes are the bytes `openssl dgst -md_gost12_256` prints (messageDigest order)."""
+        path = tmp_path / "doc.bin"
+        path.write_bytes(b"\x00\xff" * 1000)
+        assert gost.streebog256(path.read_bytes()) == ossl.dgst(path)
+        assert gost.streebog512(path.read_bytes()) == ossl.dgst(path, "md_gost12_512")
