@@ -72,7 +72,9 @@ MOSCOW = timezone(timedelta(hours=3), "MSK")
 #: the largest МЧД we parse (real ones are a few KB)
 MAX_MCHD_BYTES = 1_000_000
 
-log = get_logger(__name__)
+def _log():
+    # looked up per call: a logger bound at import would keep the configuration of that moment
+    return get_logger(__name__)
 _NS = {"m": EMCHD_NS}
 
 
@@ -344,7 +346,7 @@ def check_mchd_terms(poa: PowerOfAttorney, *, employee_certificate: Any, organiz
         raise PermanentError(
             f"МЧД {poa.number} grants none of the accepted powers {sorted(accepted)} "
             f"(it grants {sorted(poa.power_codes)})", reason="MCHD_POWERS_MISSING", number=poa.number)
-    log.info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
+    _log().info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
 
 
 def mchd_reference(poa: PowerOfAttorney, xml: bytes | None = None, signature: bytes = b"") -> dict[str, str]:

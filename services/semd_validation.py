@@ -42,7 +42,10 @@ __all__ = [
 HL7_NS = "urn:hl7-org:v3"
 DATA_DIR = Path(__file__).resolve().parent / "data" / "semd"
 
-log = get_logger(__name__)
+
+def _log():
+    # looked up per call: a logger bound at import would keep the configuration of that moment
+    return get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def _xsd_for(kind: str) -> etree.XMLSchema:
             except (etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
                 raise ConfigurationError(f"XSD for kind {kind} does not load: {exc}",
                                          reason="SCHEMA_BROKEN", kind=kind) from None
-            log.info("xsd_loaded", kind=kind)
+            _log().info("xsd_loaded", kind=kind)
         return schema
 
 
@@ -166,7 +169,7 @@ def _schematron_for(kind: str) -> CompiledSchematron:
         compiled = _sch.get(kind)
         if compiled is None:
             compiled = _sch[kind] = compile_schematron(_kind_dir(kind) / "schematron.sch")
-            log.info("schematron_compiled", kind=kind, checks=len(compiled.checks))
+            _log().info("schematron_compiled", kind=kind, checks=len(compiled.checks))
         return compiled
 
 
@@ -282,7 +285,7 @@ def _validate(root: etree._Element, kind: str, *, schematron: bool, stop_on_xsd:
         failures = _check_schematron(kind, root)
     report = ValidationReport(kind=kind, xsd_errors=xsd_errors, schematron_failures=failures,
                               checked_xsd=checked_xsd, checked_schematron=checked_sch)
-    log.debug("semd_validated", kind=kind, checked_xsd=checked_xsd, checked_schematron=checked_sch,
+    _log().debug("semd_validated", kind=kind, checked_xsd=checked_xsd, checked_schematron=checked_sch,
               xsd_errors=len(xsd_errors), schematron_failures=len(failures))
     return report
 

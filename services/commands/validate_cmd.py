@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from services import logs
 from services.errors import PermanentError
 from services.semd_validation import known_kinds, validate_semd
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    logs.configure(level="warning")  # stdout is for the report (and --json)
     try:
         data = args.file.read_bytes()
         report = validate_semd(data, args.kind, schematron=not args.no_schematron)
