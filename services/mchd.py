@@ -72,10 +72,12 @@ MOSCOW = timezone(timedelta(hours=3), "MSK")
 #: the largest МЧД we parse (real ones are a few KB)
 MAX_MCHD_BYTES = 1_000_000
 
+_NS = {"m": EMCHD_NS}
+
+
 def _log():
     # looked up per call: a logger bound at import would keep the configuration of that moment
     return get_logger(__name__)
-_NS = {"m": EMCHD_NS}
 
 
 @dataclass(frozen=True)
