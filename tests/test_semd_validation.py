@@ -279,3 +279,13 @@ def test_cli_exit_status_says_valid_invalid_or_unreadable(tmp_path, capsys):
     (tmp_path / "bad.xml").write_bytes(b"<not-closed>")
     assert _cli(str(tmp_path / "bad.xml"), "--kind", "76") == 2
     assert "NOT_XML" in capsys.readouterr().err
+
+
+def test_validation_from_worker_threads_gives_the_same_result():
+    """Documents validated concurrently from a thread pool (asyncio.to_thread) each get the right report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [("76", "BirthCertificate", 1), ("119", "ConsultRedaction4", 0), ("58", "DeathCertificate", 7)] * 4
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(lambda job: len(sv.validate_semd(sample(job[1]), job[0]).schematron_failures), jobs))
+    assert counts == [expected for _, _, expected in jobs]
