@@ -125,7 +125,7 @@ def _attribute(oid: str, value_der: bytes) -> bytes:
 
 
 def _time_der(when: dt.datetime) -> bytes:
-    when = when.astimezone(dt.timezone.utc)
+    when = when.astimezone(dt.UTC)
     if 1950 <= when.year < 2050:  # RFC 5652 §11.3: UTCTime until 2049, GeneralizedTime after
         return _tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())
     return _tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode())
@@ -180,9 +180,9 @@ def sign_detached(data: bytes, *, key: gost.PrivateKey, certificate: Certificate
     if key.curve is not certificate.public_key.curve:
         raise PermanentError("the key and the certificate are on different curves",
                              reason="KEY_CERT_MISMATCH")
-    when = (signing_time or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    when = (signing_time or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     digest = gost.streebog(data, tpl.bits)
     attrs = sorted((  # DER: a SET OF is sorted by encoding
         tpl.attr_content_type,
@@ -324,7 +324,7 @@ def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = Non
         if when is None:
             continue
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         if when < cert.not_before:
             raise _fail("CERT_NOT_YET_VALID", f"the certificate is not yet valid at the {label} "
                                               f"({when:%Y-%m-%d %H:%M:%S%z}, valid from {cert.not_before:%Y-%m-%d})")

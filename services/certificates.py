@@ -82,7 +82,7 @@ class Certificate:
     def is_valid_at(self, when: dt.datetime) -> bool:
         """True if ``when`` (timezone-aware; naive means UTC) lies in [notBefore, notAfter]."""
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         return self.not_before <= when <= self.not_after
 
     @property

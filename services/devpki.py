@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from asn1crypto import core, keys as a_keys, x509
+from asn1crypto import core, x509
+from asn1crypto import keys as a_keys
 
 from services import gost, keys
 from services.certificates import (
@@ -116,8 +117,8 @@ def _build(*, subject: x509.Name, issuer: x509.Name, public: gost.PublicKey, sig
 
 
 def _utc(when: dt.datetime) -> dt.datetime:
-    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).replace(microsecond=0)
 
 
 class DevCA:
@@ -133,7 +134,7 @@ class DevCA:
                org: str | None = None) -> DevCA:
         """A new CA; ``paramset`` as openssl's (A, B, C, TCA, TCB…) or a tc26 name. Valid 10 years."""
         key = gost.PrivateKey.generate(gost.curve_by_name(paramset))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         name_ = _name(SubjectInfo(family="", common_name=name, org=org or name))
         cert = _build(subject=name_, issuer=name_, public=key.public_key(), signer=key,
                       issuer_key_id=_key_id(key.public_key()),
@@ -154,7 +155,7 @@ class DevCA:
         if key is None:
             curve = gost.curve_by_name(paramset) if paramset else self.key.curve
             key = gost.PrivateKey.generate(curve)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = _build(subject=_name(subject), issuer=self.certificate.subject, public=key.public_key(),
                       signer=self.key, issuer_key_id=_key_id(self.key.public_key()),
                       not_before=_utc(not_before or now - dt.timedelta(days=1)),

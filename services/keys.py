@@ -221,7 +221,7 @@ def _pbkdf2(digest: str, password: bytes, salt: bytes, iterations: int, length: 
 def _pkcs12_kdf(digest: str, password: str, salt: bytes, iterations: int, key_id: int, n: int) -> bytes:
     """RFC 7292 appendix B.2 (MAC key, legacy PBE key and IV)."""
     h = hashlib.new(digest)
-    u, v = h.digest_size, h.block_size
+    v = h.block_size
     pw = (password.encode("utf-16-be") + b"\0\0") if password is not None else b""
     D = bytes([key_id]) * v
 

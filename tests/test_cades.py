@@ -16,7 +16,7 @@ from services.signing import LocalKeySigner, Signer
 from tests import openssl_gost as ossl
 
 SAMPLE = Path("/work/shared/semd-samples/minzdrav-examples-autosemd/AmbCase.xml")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture(scope="module")

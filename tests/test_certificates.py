@@ -11,7 +11,7 @@ from services.certificates import load_certificate
 from services.errors import PermanentError
 from tests import openssl_gost as ossl
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SUBJECT = devpki.SubjectInfo("Иванова", "Мария Петровна", snils="12345678901", inn="770123456789",
                              ogrn="1027700132195", org="ГБУЗ «Городская поликлиника № 2»",
                              title="Главный врач", inn_le="7701234567")

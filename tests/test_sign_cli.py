@@ -19,8 +19,8 @@ SAMPLE = Path("/work/shared/semd-samples/minzdrav-examples-autosemd/AmbCase.xml"
 def files(tmp_path):
     ca = devpki.DevCA.create(paramset="TCB")
     key, cert = ca.issue(subject=devpki.SubjectInfo("Смирнов", "Олег Ильич", snils="11223344595"),
-                         not_before=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-                         not_after=dt.datetime(2036, 1, 1, tzinfo=dt.timezone.utc))
+                         not_before=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                         not_after=dt.datetime(2036, 1, 1, tzinfo=dt.UTC))
     devpki.write_pem(key, cert, cert_path=tmp_path / "c.pem", key_path=tmp_path / "k.pem")
     doc = tmp_path / "doc.xml"
     doc.write_bytes(SAMPLE.read_bytes())

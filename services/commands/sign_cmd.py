@@ -47,7 +47,7 @@ def _date(text: str) -> dt.datetime:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _usage(message: str) -> int:
