@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "services.commands.sign_cmd",       # emd sign, emd verify (detached CAdES-BES)
     "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",     # emd config
+    "services.commands.certs_cmd",      # emd certs check / dev-config
 ]
 
 
