@@ -197,7 +197,9 @@ class _Ctx:
         self.file, self.where = file, where
 
     def at(self, more: str) -> _Ctx:
-        return _Ctx(self.file, f"{self.where}.{more}" if self.where else more)
+        if not self.where:
+            return _Ctx(self.file, more)
+        return _Ctx(self.file, f"{self.where} {more}" if self.where.endswith(":") else f"{self.where}.{more}")
 
     def error(self, message: str) -> ConfigurationError:
         return ConfigurationError(f"{self.file}: {self.where}: {message}" if self.where else f"{self.file}: {message}")
@@ -268,7 +270,7 @@ def _credential(ctx: _Ctx, raw: Any, label: str, *, extra: set[str] = frozenset(
 def _organization(ctx: _Ctx, raw: Any) -> Organization:
     spec = _obj(ctx, raw, {"oid", "name", "inn", "ogrn", "signing", "remd"}, {"oid", "name", "inn", "ogrn", "signing"})
     oid = _str(ctx.at("oid"), spec["oid"], r"\d+(\.\d+)+", "an OID (ФРМО)")
-    ctx = _Ctx(ctx.file, f"{ctx.where} ({oid})")
+    ctx = _Ctx(ctx.file, f"{ctx.where} ({oid}):")
     name = _str(ctx.at("name"), spec["name"])
     inn = _str(ctx.at("inn"), spec["inn"], r"\d{10}", "10 digits (ИНН ЮЛ)")
     ogrn = _str(ctx.at("ogrn"), spec["ogrn"], r"\d{13}", "13 digits (ОГРН)")
