@@ -49,6 +49,11 @@ class Settings:
         "KAFKA_TOPIC_PARTITIONS", 6, "Partitions of each pipeline topic when the pipeline creates it.")
     kafka_replication_factor: int = setting(
         "KAFKA_REPLICATION_FACTOR", 1, "Replication factor of topics the pipeline creates (3 in production).")
+    kafka_enable_idempotence: bool = setting(
+        "KAFKA_ENABLE_IDEMPOTENCE", True,
+        "Idempotent producers in the workers (acks=all either way). The local Tansu broker answers aiokafka's "
+        "InitProducerId with UnknownError, so the local set-up (tests, `emd run`) turns it off; downstream is "
+        "idempotent by localUid, so a retried send's duplicate is harmless.")
     local_broker_port: int = setting(
         "EMD_BROKER_PORT", 0, "Port of the spawned local broker; 0 picks a free port.")
 

@@ -114,8 +114,11 @@ class _MaskingFormatter(logging.Formatter):
 
 
 def get_logger(name: str | None = None, **context: Any) -> Any:
-    """A structlog logger bound to ``component=name`` and ``context``."""
-    log = structlog.get_logger()
+    """A structlog logger bound to ``component=name`` and ``context``.
+
+    It stays lazy (initial values, not ``.bind()``), so a module-level logger created at import
+    still follows a ``configure()`` made later, at start-up.
+    """
     if name:
-        log = log.bind(component=name)
-    return log.bind(**context) if context else log
+        context = {"component": name, **context}
+    return structlog.get_logger(**context)

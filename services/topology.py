@@ -1,0 +1,103 @@
+"""Every Kafka topic of the pipeline: name, partitions, retention, key. One place, created at start.
+
+Keys: every document topic is keyed by ``localUid``, so one document's events stay in one partition,
+in order, across every stage. Retry and dead-letter topics keep the key of the record they carry.
+
+Dead-letter topics follow Spring's convention (``<source topic>.dlt``, same partition count, so a
+record can keep its partition) and keep records for 30 days: support staff inspect, export and
+replay them (``emd dlq``). Retry tiers are separate topics per delay level (``…retry.0`` … ``…retry.N``)
+so a record waiting six hours never holds up one due in a minute (Spring/Uber non-blocking retries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.logs import get_logger
+
+log = get_logger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    #: who writes it → who reads it, and what the value is (docs/topics.md says more)
+    purpose: str
+    key: str = "localUid"
+    retention_ms: int = 7 * DAY_MS
+    #: None: the deployment's default partition count (Settings.kafka_topic_partitions)
+    partitions: int | None = None
+    cleanup_policy: str = "delete"
+
+
+CREATED = Topic("emd.document.created", "МИС (producer) → signer: a new СЭМД to sign and register")
+SIGNED = Topic("emd.document.signed", "signer → sender: document with doctor and organisation signatures")
+SENT = Topic("emd.document.sent", "sender → status: РЭМД accepted registerDocument (MessageID, attempt)")
+ACKNOWLEDGED = Topic("emd.document.acknowledged", "status → anyone: РЭМД registered the document (emdrId)",
+                     retention_ms=30 * DAY_MS)
+STATUS = Topic("emd.document.status", "every stage → МИС: the document's outcome, for the МИС to show",
+               retention_ms=30 * DAY_MS)
+CALLBACKS = Topic("emd.remd.callbacks",
+                  "callback service → status: raw registerDocumentResult callbacks from ИПС, persisted first",
+                  key="relatesToMessage (normalised MessageID)", retention_ms=14 * DAY_MS)
+
+#: retry tiers of the sender (exponential backoff levels; delays come from the sender's settings)
+SENDER_RETRY_TIERS = 6
+SENDER_RETRIES = tuple(
+    Topic(f"emd.document.signed.retry.{n}", f"sender → sender: transient failure, retry tier {n}")
+    for n in range(SENDER_RETRY_TIERS)
+)
+
+
+def dead_letter(source: Topic) -> Topic:
+    return Topic(f"{source.name}.dlt",
+                 f"dead letters of the stage reading {source.name}: original record + failure headers",
+                 retention_ms=30 * DAY_MS)
+
+
+CREATED_DLT = dead_letter(CREATED)   # signer failures
+SIGNED_DLT = dead_letter(SIGNED)     # sender failures (after the retry tiers, or permanent at once)
+SENT_DLT = dead_letter(SENT)         # status failures: РЭМД rejected, or no acknowledgment
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    CREATED, SIGNED, SENT, ACKNOWLEDGED, STATUS, CALLBACKS, *SENDER_RETRIES,
+    CREATED_DLT, SIGNED_DLT, SENT_DLT,
+)
+DEAD_LETTER_TOPICS = (CREATED_DLT, SIGNED_DLT, SENT_DLT)
+
+
+def by_name(name: str) -> Topic:
+    for t in ALL_TOPICS:
+        if t.name == name:
+            return t
+    raise KeyError(name)
+
+
+def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_factor: int = 1,
+                  topics: tuple[Topic, ...] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
+    """Create whichever of ``topics`` do not exist yet; return the names created. Idempotent."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="emd-topology",
+                             request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in topics if t.name not in existing]
+        created = []
+        for t in wanted:  # one by one: a concurrent creator must not fail the whole batch
+            config = {"retention.ms": str(t.retention_ms), "cleanup.policy": t.cleanup_policy}
+            try:
+                admin.create_topics([NewTopic(t.name, t.partitions or partitions, replication_factor,
+                                              topic_configs=config)])
+                created.append(t.name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("topics created", count=len(created), bootstrap=bootstrap_servers)
+        return created
+    finally:
+        admin.close()

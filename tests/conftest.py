@@ -1,0 +1,23 @@
+"""Shared fixtures: one real local broker (Tansu) for the whole test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services.broker import LocalBroker
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """A Kafka-protocol broker on loopback: the configured cluster if KAFKA_BOOTSTRAP_SERVERS is set."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        class External:
+            bootstrap_servers = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        yield External()
+        return
+    # Every Settings.from_env() in the tests (and the workers they spawn) must fit the local broker.
+    os.environ["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
+    with LocalBroker() as b:
+        yield b

@@ -1,0 +1,51 @@
+"""Reading topics in tests: always from the beginning, never trusting end offsets.
+
+The local broker's ListOffsets "latest" is wrong after batched produce (../shared/docs/broker.md), so
+``read_all`` assigns every partition itself (no consumer group, no join delay), reads from offset 0, and
+stops once the topic has been quiet for ``idle`` seconds (or ``expect`` records arrived and it stayed quiet).
+"""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+
+def read_all(bootstrap: str, topic: str, *, idle: float = 1.5, timeout: float = 60.0,
+             expect: int | None = None) -> list:
+    """Every record of ``topic`` from offset 0, as kafka-python ``ConsumerRecord`` objects."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             auto_offset_reset="earliest")
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list = []
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            got = [r for recs in batch.values() for r in recs]
+            if got:
+                records.extend(got)
+                last = time.monotonic()
+            quiet = time.monotonic() - last
+            if expect is not None and len(records) < expect:
+                continue  # wait (up to timeout) for what the test expects
+            if quiet >= idle:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def count(bootstrap: str, topic: str, **kw) -> int:
+    return len(read_all(bootstrap, topic, **kw))
