@@ -15,8 +15,10 @@ COMMAND_MODULES = [
     "services.commands.broker_cmd",     # emd broker, emd topics
     "producer.cli",                     # emd publish
     "services.commands.sign_cmd",       # emd sign, emd verify (detached CAdES-BES)
+    "services.commands.worker_cmd",     # emd worker NAME [--check]
     "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",     # emd config
+    "services.commands.emulator_cmd",   # emd emulator (ИПС/РЭМД sandbox)
     "services.commands.certs_cmd",      # emd certs check / dev-config
 ]
 

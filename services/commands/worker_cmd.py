@@ -1,0 +1,49 @@
+"""``emd worker NAME``: run one pipeline stage in the foreground; ``--check`` is its liveness probe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+
+from services.config import Settings
+from services.logs import configure, get_logger
+from services.runtime import check_health
+
+#: stage name → "module:factory"; a factory takes Settings and returns a services.runtime.Stage
+WORKERS = {
+    "signer": "workers.signer.worker:build_stage",
+    "sender": "workers.sender.worker:build_stage",
+    "status": "workers.status.worker:build_stage",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a pipeline stage (signer, sender, status)", description=__doc__)
+    p.add_argument("name", choices=sorted(WORKERS), help="the stage to run")
+    p.add_argument("--check", action="store_true",
+                   help="exit 0 if a running stage's heartbeat is fresh, 1 otherwise (exec liveness probe)")
+    p.set_defaults(func=run)
+
+
+def load_factory(name: str):
+    module, _, attr = WORKERS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.check:
+        ok, text = check_health(settings, args.name)
+        print(text)
+        return 0 if ok else 1
+    configure(fmt=settings.log_format, level=settings.log_level)
+    if not settings.kafka_bootstrap_servers:
+        print("emd worker: KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the address "
+              "it prints)", file=sys.stderr)
+        return 2
+    stage = load_factory(args.name)(settings)
+    get_logger("emd.worker").info("starting", stage=args.name, bootstrap=settings.kafka_bootstrap_servers)
+    asyncio.run(stage.run())
+    return 0
