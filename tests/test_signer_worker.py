@@ -1,0 +1,186 @@
+"""The signer stage on the real local broker: every accepted Ministry sample signed, every defect dead-lettered.
+
+One run (module fixture): the lab configuration (``tests/signing_lab.py``), the 56 samples ``emd publish``
+accepts plus one document per defect published to ``emd.document.created`` (the hostile XML ones by a raw
+producer, as a buggy МИС in another language would send them), the stage built by ``emd worker signer``'s
+factory running in-process until every record has an outcome. Records are told apart by trace id, so the
+tests hold on a broker other tests also write to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from producer.client import DocumentPublisher
+from services import deadletter as dl
+from services import events
+from services.config import Settings
+from services.docstore import FilesystemStore
+from services.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
+from tests import openssl_gost as ossl
+from tests import signing_lab as lab
+from tests.kafka_helpers import read_all
+from workers.signer.worker import build_stage
+
+TIMEOUT = 300.0
+
+
+class _Published:
+    def __init__(self, name: str, trace: str, uid: str, partition: int, offset: int, document: bytes,
+                 reason: str | None = None) -> None:
+        self.name, self.trace, self.uid, self.partition, self.offset = name, trace, uid, partition, offset
+        self.document, self.reason = document, reason
+
+
+def _run_stage(stage) -> tuple[threading.Thread, list]:
+    holder: list = []
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        holder.append(loop)
+        try:
+            loop.run_until_complete(stage.run(install_signal_handlers=False))
+        except BaseException as exc:  # surfaced by the fixture
+            holder.append(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=main, name="signer-stage", daemon=True)
+    thread.start()
+    return thread, holder
+
+
+def _by_trace(records) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in records:
+        trace = events.read_headers(r.headers).get(events.HEADER_TRACE_ID)
+        out.setdefault(trace, []).append(r)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(broker, tmp_path_factory):
+    bootstrap = broker.bootstrap_servers
+    ensure_topics(bootstrap, partitions=3, topics=(CREATED, SIGNED, STATUS, CREATED_DLT))
+    root = tmp_path_factory.mktemp("signer")
+    built = lab.build_lab(root / "config")
+    store = FilesystemStore(root / "data" / "documents")
+    tag = uuid.uuid4().hex[:8]
+    good: list[_Published] = []
+    bad: list[_Published] = []
+
+    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
+        def publish(name: str, document: bytes, reason: str | None = None, meta: dict | None = None) -> None:
+            trace = events.new_trace_id()
+            done = pub.publish(document, trace_id=trace, meta=meta)
+            (bad if reason else good).append(_Published(name, trace, done.local_uid, done.partition, done.offset,
+                                                        document, reason))
+
+        for path in lab.accepted_samples():
+            publish(path.name, path.read_bytes())
+        for defect, (oid, reason) in sorted(lab.DEFECT_ORGS.items()):
+            publish(defect, lab.variant(oid, f"{defect}-{tag}"), reason)
+        mis_ok = lab.variant(lab.MIS_OID, f"mis-ok-{tag}")
+        publish("mis_ok", mis_ok, meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.mis_doctor, mis_ok)}})
+        doc = lab.variant(lab.MIS_OID, f"mis-other-bytes-{tag}")
+        publish("signature_over_other_bytes", doc, "DIGEST_MISMATCH",
+                meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.mis_doctor, doc + b"\n")}})
+        doc = lab.variant(lab.MIS_OID, f"mis-other-person-{tag}")
+        publish("doctor_not_the_author", doc, "SIGNER_SNILS_MISMATCH",
+                meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.other_doctor, doc)}})
+        publish("xsd_invalid", lab.xsd_invalid(lab.variant(uid=f"xsd-{tag}")), "XSD_INVALID")
+        publish("too_large", lab.too_large(lab.variant(uid=f"large-{tag}")), "DOCUMENT_TOO_LARGE")
+
+    # hostile XML: `emd publish` refuses it, so a raw producer sends the event a buggy МИС would
+    raw = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for name, make, reason in (("xxe", lab.xxe, "XXE_FORBIDDEN"),
+                                   ("billion_laughs", lab.billion_laughs, "ENTITY_EXPANSION_FORBIDDEN")):
+            base = lab.variant(uid=f"{name}-{tag}")
+            event = lab.raw_event(base, make(base))
+            meta = raw.send(CREATED.name, key=event["data"]["localUid"].encode(), value=events.encode(event),
+                            headers=events.headers_for(event)).get(timeout=30)
+            bad.append(_Published(name, event["traceId"], event["data"]["localUid"], meta.partition,
+                                  meta.offset, base, reason))
+    finally:
+        raw.close()
+
+    settings = Settings.from_env({}, kafka_bootstrap_servers=bootstrap, organizations_file=built.config_path,
+                                 data_dir=root / "data", worker_concurrency=4,
+                                 kafka_enable_idempotence=False)  # Tansu refuses aiokafka's InitProducerId
+    stage = build_stage(settings, serve_metrics=False)
+    thread, holder = _run_stage(stage)
+    wanted_signed = {p.trace for p in good}
+    wanted_dlt = {p.trace for p in bad}
+    deadline = time.monotonic() + TIMEOUT
+    signed = dead = {}
+    try:
+        while time.monotonic() < deadline:
+            signed = _by_trace(read_all(bootstrap, SIGNED.name, idle=0.5))
+            dead = _by_trace(read_all(bootstrap, CREATED_DLT.name, idle=0.5))
+            if wanted_signed <= set(signed) and wanted_dlt <= set(dead):
+                break
+            assert thread.is_alive(), f"the stage stopped: {holder[1:]}"
+            time.sleep(1.0)
+    finally:
+        if holder:
+            holder[0].call_soon_threadsafe(stage.request_stop)
+        thread.join(timeout=60)
+    status = _by_trace(read_all(bootstrap, STATUS.name, idle=0.5))
+    return {"good": good, "bad": bad, "signed": signed, "dead": dead, "status": status, "root": root}
+
+
+def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(run):
+    """Each of the 56 accepted samples (and the good mis-mode document) reaches emd.document.signed,
+    keeps its trace id and data, and OpenSSL verifies every doctor and organisation signature over its bytes."""
+    assert len(run["good"]) == 57
+    tmp: Path = run["root"]
+    for p in run["good"]:
+        records = run["signed"].get(p.trace)
+        assert records, f"{p.name} was not signed (dead letter: {[dl.describe(dict(r.headers)) for r in run['dead'].get(p.trace, [])]})"
+        event = events.decode(records[0].value, expected_type=events.SIGNED)
+        assert records[0].key.decode() == p.uid == event["data"]["localUid"]
+        assert event["traceId"] == p.trace and p.trace not in run["dead"]
+        doc = tmp / "doc.xml"
+        doc.write_bytes(p.document)
+        sigs = event["data"]["signatures"]
+        cms = [s["cms"] for s in sigs["personal"]] + ([sigs["organization"]["cms"]] if sigs["organization"] else [])
+        assert len(sigs["personal"]) == len({s["snils"] for s in event["data"]["signers"]})
+        for n, value in enumerate(cms):
+            (tmp / "sig.der").write_bytes(base64.b64decode(value))
+            assert ossl.cms_verify(tmp / "sig.der", doc), f"{p.name}: signature {n} does not verify"
+
+
+def test_status_signed_is_published_for_the_mis(run):
+    """Every signed document also has an emd.document.status "signed" record with the same trace id."""
+    for p in run["good"]:
+        records = run["status"].get(p.trace)
+        assert records, p.name
+        event = events.decode(records[0].value, expected_type=events.STATUS)
+        assert event["data"]["status"] == "signed" and event["data"]["localUid"] == p.uid
+
+
+def test_each_defect_is_dead_lettered_with_its_own_reason(run):
+    """Thirteen defects, thirteen distinct reasons; the dead letter names localUid, kind, organisation and
+    the original topic/partition/offset, and nothing of them reaches emd.document.signed."""
+    reasons = [p.reason for p in run["bad"]]
+    assert len(reasons) == 13 and len(set(reasons)) == 13
+    for p in run["bad"]:
+        records = run["dead"].get(p.trace)
+        assert records, f"{p.name}: no dead letter"
+        headers = {k: v.decode() for k, v in records[0].headers}
+        assert headers[dl.REASON] == p.reason, (p.name, headers.get(dl.EXCEPTION_MESSAGE))
+        assert headers[dl.LOCAL_UID] == p.uid and records[0].key.decode() == p.uid
+        assert headers[dl.ORIGINAL_TOPIC] == CREATED.name
+        assert (int(headers[dl.ORIGINAL_PARTITION]), int(headers[dl.ORIGINAL_OFFSET])) == (p.partition, p.offset)
+        assert headers[dl.STAGE] == "signer" and headers[dl.KIND] and headers[dl.ORGANIZATION]
+        assert headers[events.HEADER_TRACE_ID] == p.trace  # the original headers are kept
+        assert p.trace not in run["signed"]
