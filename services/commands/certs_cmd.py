@@ -12,6 +12,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from services import logs
 from services.config import Settings
 from services.document_signing import mchd_expiry
 from services.errors import ConfigurationError
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    logs.configure(level="warning")  # stdout is for the report
     if args.days < 0:
         print("emd certs check: --days must be 0 or more", file=sys.stderr)
         return 2
@@ -77,6 +79,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_dev_config(args: argparse.Namespace) -> int:
+    logs.configure(level="warning")
     try:
         path = write_dev_config(args.directory, organizations=args.organizations, oids=args.oid,
                                 doctors=args.doctor or ("12345678901",), mode=args.mode)
