@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",     # emd config
     "services.commands.emulator_cmd",   # emd emulator (ИПС/РЭМД sandbox)
+    "services.commands.emulator_cmd",   # emd emulator (ИПС/РЭМД sandbox)
     "services.commands.certs_cmd",      # emd certs check / dev-config
 ]
 

@@ -1,0 +1,248 @@
+"""The asynchronous half of a registration: pull the file from the МИС, check it, call back the result.
+
+``Processor.process(job)`` runs, for one accepted ``registerDocument`` (brief §4 steps 4–7):
+
+1. ``getDocumentFile`` — a signed SOAP request POSTed to the request's ``wsa:ReplyTo``; the МИС's
+   answer must be signed by a certificate of the same ИС, carry ``wsa:RelatesTo`` = our MessageID and
+   a ``checksum`` matching the bytes. Connection errors and 5xx are retried (``file_attempts``), then
+   the registration fails with MIS_NOT_AVAILABLE / MIS_ERROR; a SOAP Fault gives RMIS_ERROR, a bad
+   signature or checksum GET_DOCUMENT_FILE_ERROR, a wrong RelatesTo WRONG_MESSAGE_ID.
+2. ``checks.check_document`` over exactly those bytes, then the scenario's rejections.
+3. Registration in the :class:`~services.emulator.registry.Registry` (NOT_UNIQUE_PROVIDED_ID if taken).
+4. ``registerDocumentResult`` (signed, SOAP 1.1) POSTed to ReplyTo, retried with exponential backoff
+   while the МИС answers 5xx, a SOAP Fault or nothing, at most ``callback_attempts`` times. Every
+   attempt is logged on the request entry; an acknowledgement that is unsigned or lacks the right
+   ``wsa:RelatesTo`` is accepted but noted (``ack_problem``), since real ИПС insists on both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from services import remd_names as n
+from services import soap
+from services.emulator import checks
+from services.emulator.faults import Decision, rejection_for
+from services.emulator.registry import Registry, RequestEntry
+from services.emulator.systems import System
+from services.errors import PermanentError
+from services.logs import get_logger
+from services.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
+from services.wssec import verify_envelope
+
+__all__ = ["Job", "Processor"]
+
+#: what the МИС's signed replies must cover (they carry no wsa:To, which only requests need)
+_REPLY_REFERENCES = ("Body", "Timestamp", "MessageID", "Action")
+
+
+@dataclass(slots=True)
+class Job:
+    """One accepted registration waiting for its asynchronous processing."""
+
+    request: RegisterRequest
+    system: System
+    entry: RequestEntry
+    arrival: dt.datetime
+    decision: Decision
+
+
+class Processor:
+    """Runs jobs; shared by every worker thread (it holds no per-job state)."""
+
+    def __init__(self, *, registry: Registry, key: Any, certificate: Any, stop: threading.Event,
+                 rejection_rate: float = 0.0, http_timeout: float = 10.0, file_attempts: int = 3,
+                 callback_attempts: int = 6, backoff: float = 0.5, backoff_max: float = 30.0) -> None:
+        self.registry = registry
+        self.key, self.certificate = key, certificate
+        self.stop = stop
+        self.rejection_rate = rejection_rate
+        self.http_timeout = http_timeout
+        self.file_attempts = file_attempts
+        self.callback_attempts = callback_attempts
+        self.backoff, self.backoff_max = backoff, backoff_max
+        self.log = get_logger(__name__)
+
+    # --- the flow ------------------------------------------------------------------------------
+
+    def process(self, job: Job) -> None:
+        try:
+            self._process(job)
+        except Exception as exc:  # noqa: BLE001 - a worker must never die silently
+            self.log.exception("emulator job failed", error=repr(exc), seq=job.entry.seq)
+            self.registry.update(job.entry, outcome="crashed", finished_at=dt.datetime.now(dt.UTC))
+
+    def _process(self, job: Job) -> None:
+        reg = job.request.registration
+        headers = job.request.headers
+        late = job.decision.callbacks.get("callback_late")
+        data_or_error = self._pull_file(job)
+        if isinstance(data_or_error, RemdError):
+            errors = [data_or_error]
+        else:
+            errors = checks.check_document(reg, data_or_error, arrival=job.arrival)
+            if not errors:
+                reject = job.decision.callbacks.get("reject")
+                if reject is not None:
+                    errors = [RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")]
+                elif self.rejection_rate:
+                    forced = rejection_for(reg.local_uid, rate=self.rejection_rate)
+                    errors = [forced] if forced else []
+        record = None
+        if not errors:
+            record = self.registry.register(
+                local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind,
+                message_id=soap.normalize_message_id(headers.message_id), client_entity_id=job.system.client_entity_id,
+                patient_snils=reg.patient.snils)
+            if record is None:
+                existing = self.registry.lookup(reg.organization, reg.local_uid)
+                errors = [RemdError("NOT_UNIQUE_PROVIDED_ID",
+                                    f"Документ с идентификатором [{reg.local_uid}] уже зарегистрирован "
+                                    f"[{existing.emdr_id if existing else '?'}]")]
+        if record is not None:
+            result = RegisterResult(
+                relates_to_message=headers.message_id or "", status=n.STATUS_SUCCESS, local_uid=reg.local_uid,
+                kind=reg.kind, organization=reg.organization,
+                registry_item=RegistryItem(emdr_id=record.emdr_id,
+                                           registration_date_time=record.registration_date_time.isoformat(),
+                                           store_till_date=record.store_till_date,
+                                           document_version=record.document_version))
+            self.registry.update(job.entry, outcome="registered", emdr_id=record.emdr_id)
+        else:
+            result = RegisterResult(relates_to_message=headers.message_id or "", status=n.STATUS_ERROR,
+                                    local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
+                                    errors=tuple(errors))
+            self.registry.update(job.entry, outcome="error", codes=[e.code for e in errors])
+
+        if late is not None and self.stop.wait(late.delay):
+            return
+        if "callback_lost" in job.decision.callbacks:
+            self.registry.append(job.entry, "callbacks", {"kind": "lost", "at": _now(), "delivered": False})
+        else:
+            self._deliver(job, result, kind="result")
+            if "callback_duplicate" in job.decision.callbacks:
+                self._deliver(job, result, kind="duplicate")
+            if "callback_out_of_order" in job.decision.callbacks and record is not None:
+                stale = RegisterResult(relates_to_message=result.relates_to_message, status=n.STATUS_ERROR,
+                                       local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
+                                       errors=(RemdError("RUNTIME_ERROR", "Непредвиденная ошибка"),))
+                self._deliver(job, stale, kind="stale")
+        self.registry.update(job.entry, finished_at=dt.datetime.now(dt.UTC))
+
+    # --- getDocumentFile -----------------------------------------------------------------------
+
+    def _pull_file(self, job: Job) -> bytes | RemdError:
+        reply_to = job.request.headers.reply_to or ""
+        local_uid = job.request.registration.local_uid
+        last: RemdError = RemdError("MIS_NOT_AVAILABLE", "Сервис предоставляющей системы недоступен")
+        for attempt in range(1, self.file_attempts + 1):
+            message_id = soap.new_message_id()
+            body = soap.build_file_request(local_uid=local_uid, to=reply_to, key=self.key,
+                                           certificate=self.certificate, reply_to=n.WSA_ANONYMOUS,
+                                           message_id=message_id)
+            note: dict[str, Any] = {"attempt": attempt, "at": _now(), "message_id": message_id}
+            try:
+                response = httpx.post(reply_to, content=body, timeout=self.http_timeout,
+                                      headers={"Content-Type": "application/soap+xml; charset=utf-8; "
+                                                               f'action="{n.ACTION_GET_DOCUMENT_FILE}"'})
+            except httpx.HTTPError as exc:
+                note.update(outcome="connection_error", error=type(exc).__name__)
+                self.registry.append(job.entry, "file_requests", note)
+                last = RemdError("MIS_NOT_AVAILABLE", f"Сервис предоставляющей системы недоступен: {type(exc).__name__}")
+                if self.stop.wait(self._delay(attempt)):
+                    return last
+                continue
+            note["http_status"] = response.status_code
+            if response.status_code >= 500 and not _is_fault(response.content):
+                note["outcome"] = "http_error"
+                self.registry.append(job.entry, "file_requests", note)
+                last = RemdError("MIS_ERROR", f"Сервис предоставляющей системы вернул HTTP {response.status_code}")
+                if self.stop.wait(self._delay(attempt)):
+                    return last
+                continue
+            outcome = self._read_file(response.content, job.system, message_id)
+            note["outcome"] = "ok" if isinstance(outcome, bytes) else outcome.code
+            self.registry.append(job.entry, "file_requests", note)
+            return outcome
+        return last
+
+    def _read_file(self, body: bytes, system: System, message_id: str) -> bytes | RemdError:
+        try:
+            parsed = soap.parse_file_response(body)
+        except PermanentError as exc:
+            return RemdError("GET_DOCUMENT_FILE_ERROR", f"Ответ getDocumentFile не разобран: {exc.message}")
+        if isinstance(parsed, soap.SoapFault):
+            return RemdError("RMIS_ERROR", f"Ошибка в ответе getDocumentFileResponse: {parsed.reason}")
+        try:
+            verify_envelope(body, trusted_certificates=system.certificates, required=_REPLY_REFERENCES)
+        except PermanentError as exc:
+            return RemdError("GET_DOCUMENT_FILE_ERROR", f"Подпись ответа getDocumentFile не прошла проверку "
+                                                        f"({exc.reason}): {exc.message}")
+        if soap.normalize_message_id(parsed.headers.relates_to) != soap.normalize_message_id(message_id):
+            return RemdError("WRONG_MESSAGE_ID", f"Асинхронный запрос файла с messageID "
+                                                 f"[{parsed.headers.relates_to}] не найден")
+        if not parsed.checksum_ok:
+            return RemdError("GET_DOCUMENT_FILE_ERROR", "Контрольная сумма файла не совпадает с данными")
+        return parsed.data
+
+    # --- registerDocumentResult ----------------------------------------------------------------
+
+    def _deliver(self, job: Job, result: RegisterResult, *, kind: str) -> bool:
+        reply_to = job.request.headers.reply_to or ""
+        for attempt in range(1, self.callback_attempts + 1):
+            message_id = soap.new_message_id()
+            body = soap.build_register_result(result, to=reply_to, key=self.key, certificate=self.certificate,
+                                              message_id=message_id)
+            note: dict[str, Any] = {"kind": kind, "attempt": attempt, "at": _now(), "message_id": message_id,
+                                    "status": result.status, "delivered": False}
+            try:
+                response = httpx.post(reply_to, content=body, timeout=self.http_timeout,
+                                      headers={"Content-Type": "text/xml; charset=utf-8",
+                                               "SOAPAction": f'"{n.ACTION_REGISTER_DOCUMENT_RESULT}"'})
+            except httpx.HTTPError as exc:
+                note["error"] = type(exc).__name__
+            else:
+                note["http_status"] = response.status_code
+                if response.status_code < 300 and not _is_fault(response.content):
+                    note["delivered"] = True
+                    problem = self._ack_problem(response.content, job.system, message_id)
+                    if problem:
+                        note["ack_problem"] = problem
+                    self.registry.append(job.entry, "callbacks", note)
+                    return True
+                note["error"] = "fault" if _is_fault(response.content) else f"http_{response.status_code}"
+            self.registry.append(job.entry, "callbacks", note)
+            if attempt < self.callback_attempts and self.stop.wait(self._delay(attempt)):
+                return False
+        self.log.warning("callback not delivered", seq=job.entry.seq, attempts=self.callback_attempts)
+        return False
+
+    def _ack_problem(self, body: bytes, system: System, message_id: str) -> str | None:
+        try:
+            verify_envelope(body, trusted_certificates=system.certificates, required=_REPLY_REFERENCES)
+            ack = soap.parse_callback_ack(body)
+        except PermanentError as exc:
+            return exc.reason
+        if soap.normalize_message_id(ack.headers.relates_to) != soap.normalize_message_id(message_id):
+            return "ACK_RELATES_TO_MISMATCH"
+        return None
+
+    def _delay(self, attempt: int) -> float:
+        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+
+
+def _is_fault(body: bytes) -> bool:
+    try:
+        soap.parse_fault(body)
+    except PermanentError:
+        return False
+    return True
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()

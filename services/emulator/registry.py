@@ -1,0 +1,179 @@
+"""The emulator's memory: registered documents and the log of every request it handled.
+
+Both are plain thread-safe objects the HTTP handlers, the background workers and the tests share.
+Nothing here is persisted: an emulator restart (or ``POST /_emulator/reset``) starts empty, as a
+fresh test stand would.
+
+``emdrId`` format: ``<region>.<2 digits>.<yy>.<mm>.<9-digit sequence>`` — the shape of the registry
+numbers seen in the wild (``16.62.23.09.000014523``, brief §8.4 [P]); the first two parts are
+configurable, the year and month are those of registration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = ["Registry", "RegistryRecord", "RequestEntry"]
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+@dataclass(slots=True)
+class RegistryRecord:
+    """One registered document, as ``getRegistryItem`` / ``searchRegistryItem`` answer it."""
+
+    emdr_id: str
+    local_uid: str
+    organization: str
+    kind: str
+    message_id: str
+    client_entity_id: str
+    registration_date_time: datetime
+    store_till_date: str
+    patient_snils: str | None = None
+    document_version: str = "1"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["registration_date_time"] = _iso(self.registration_date_time)
+        return data
+
+
+@dataclass(slots=True)
+class RequestEntry:
+    """What happened to one incoming request, kept for tests and for МИС teams debugging their client."""
+
+    seq: int
+    operation: str                      # registerDocument, searchRegistryItem, getRegistryItem, unknown
+    received_at: datetime
+    message_id: str | None = None
+    client_entity_id: str | None = None
+    local_uid: str | None = None
+    organization: str | None = None
+    reply_to: str | None = None
+    #: accepted | rejected | fault | answered | injected:<fault kind> ; then registered | error for async
+    outcome: str = "received"
+    sync_codes: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)          # codes of the asynchronous result
+    emdr_id: str | None = None
+    faults: list[str] = field(default_factory=list)         # fault kinds injected on this request
+    file_requests: list[dict[str, Any]] = field(default_factory=list)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)   # one per delivery attempt
+    finished_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["received_at"] = _iso(self.received_at)
+        data["finished_at"] = _iso(self.finished_at)
+        return data
+
+
+class Registry:
+    """Registered documents (unique by organisation + localUid) and the request log; thread-safe."""
+
+    def __init__(self, *, emdr_prefix: str = "16.62", store_years: int = 5) -> None:
+        self.emdr_prefix = emdr_prefix
+        self.store_years = store_years
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._records: dict[tuple[str, str], RegistryRecord] = {}
+        self._requests: list[RequestEntry] = []
+        self._emdr_seq = itertools.count(14523)
+        self._req_seq = itertools.count(1)
+
+    # --- registry ---------------------------------------------------------------------------
+
+    def register(self, *, local_uid: str, organization: str, kind: str, message_id: str,
+                 client_entity_id: str, patient_snils: str | None = None,
+                 now: datetime | None = None) -> RegistryRecord | None:
+        """Register a document; None when (organisation, localUid) is already registered (NOT_UNIQUE_PROVIDED_ID)."""
+        now = now or datetime.now(UTC)
+        with self._lock:
+            if (organization, local_uid) in self._records:
+                return None
+            emdr_id = f"{self.emdr_prefix}.{now:%y}.{now:%m}.{next(self._emdr_seq):09d}"
+            record = RegistryRecord(
+                emdr_id=emdr_id, local_uid=local_uid, organization=organization, kind=kind, message_id=message_id,
+                client_entity_id=client_entity_id, registration_date_time=now.replace(microsecond=0),
+                store_till_date=(now + timedelta(days=365 * self.store_years)).date().isoformat(),
+                patient_snils=patient_snils)
+            self._records[(organization, local_uid)] = record
+            self._changed.notify_all()
+            return record
+
+    def lookup(self, organization: str, local_uid: str) -> RegistryRecord | None:
+        with self._lock:
+            return self._records.get((organization, local_uid))
+
+    def by_emdr_id(self, emdr_id: str) -> RegistryRecord | None:
+        with self._lock:
+            return next((r for r in self._records.values() if r.emdr_id == emdr_id), None)
+
+    def records(self) -> list[RegistryRecord]:
+        with self._lock:
+            return list(self._records.values())
+
+    def search(self, *, organization: str | None = None, kind: str | None = None,
+               begin: datetime | None = None, end: datetime | None = None,
+               patient_snils: str | None = None, client_entity_id: str | None = None) -> list[RegistryRecord]:
+        """Records matching every given criterion (the ``searchRegistryItem`` semantics)."""
+        with self._lock:
+            out = []
+            for r in self._records.values():
+                if organization and r.organization != organization:
+                    continue
+                if kind and r.kind != kind:
+                    continue
+                if patient_snils and r.patient_snils != patient_snils:
+                    continue
+                if client_entity_id and r.client_entity_id != client_entity_id:
+                    continue
+                if begin and r.registration_date_time < begin:
+                    continue
+                if end and r.registration_date_time > end:
+                    continue
+                out.append(r)
+            return out
+
+    # --- request log ------------------------------------------------------------------------
+
+    def log_request(self, operation: str, **fields: Any) -> RequestEntry:
+        with self._lock:
+            entry = RequestEntry(seq=next(self._req_seq), operation=operation, received_at=datetime.now(UTC),
+                                 **fields)
+            self._requests.append(entry)
+            self._changed.notify_all()
+            return entry
+
+    def update(self, entry: RequestEntry, **fields: Any) -> None:
+        """Change an entry under the lock (the background worker and the handler both write)."""
+        with self._lock:
+            for name, value in fields.items():
+                setattr(entry, name, value)
+            self._changed.notify_all()
+
+    def append(self, entry: RequestEntry, name: str, value: Any) -> None:
+        with self._lock:
+            getattr(entry, name).append(value)
+            self._changed.notify_all()
+
+    def requests(self, *, operation: str | None = None) -> list[RequestEntry]:
+        with self._lock:
+            return [e for e in self._requests if operation is None or e.operation == operation]
+
+    def wait_for(self, predicate: Any, *, timeout: float = 30.0) -> bool:
+        """Block until ``predicate(registry)`` is true or ``timeout`` seconds pass (tests wait on this)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout=timeout)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._requests.clear()
+            self._changed.notify_all()

@@ -1,0 +1,542 @@
+"""The РЭМД/ИПС emulator over real HTTP, against a fake МИС that serves files and records callbacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+from services import cades, soap
+from services import remd_names as n
+from services.cda import HL7, extract
+from services.devpki import DevCA, SubjectInfo
+from services.emulator import Emulator, Rule, System, rejection_for
+from services.emulator.faults import SCENARIOS
+from services.errors import PermanentError
+from services.soap import Doctor, OrganizationSign, Patient, PersonalSign, Registration
+from services.wssec import verify_envelope
+from services.xmlsafe import parse_xml
+
+SAMPLE = Path(__file__).parent / "data" / "semd" / "CertOnPayForMedServ.xml"
+CLIENT = "17c74e63-dc38-438d-a27a-a1aa063ee7b8"
+VALID_FROM = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
+WAIT = 30.0
+CREATED = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).astimezone(dt.timezone(dt.timedelta(hours=3))).replace(
+    second=0, microsecond=0)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    """A dev CA with the ИС certificate, another ИС's certificate, a doctor and an organisation signer."""
+    ca = DevCA.create("test CA")
+    meta = extract(parse_xml(SAMPLE.read_bytes()))
+    doctor_snils = next(s.snils for s in meta.signers if s.role == "legalAuthenticator")
+    return {
+        "is": ca.issue(subject=SubjectInfo(family="", common_name="dental-mis-01", org="Клиника")),
+        "other_is": ca.issue(subject=SubjectInfo(family="", common_name="someone-else", org="Другая")),
+        "doctor": ca.issue(subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=doctor_snils),
+                           not_before=VALID_FROM),
+        "org": ca.issue(subject=SubjectInfo(family="", org="Клиника", ogrn="1027700000000", inn_le="7700000000"),
+                        not_before=VALID_FROM),
+        "late_doctor": ca.issue(subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=doctor_snils),
+                                not_before=CREATED + dt.timedelta(days=1)),
+        "ca": ca,
+    }
+
+
+class FakeMis:
+    """The МИС side: serves getDocumentFile with signed replies and records every callback it is sent."""
+
+    def __init__(self, key, certificate, emulator_certificate):
+        self.key, self.certificate, self.emulator_certificate = key, certificate, emulator_certificate
+        self.files: dict[str, bytes] = {}
+        self.callbacks: list[soap.RegisterResult] = []
+        self.file_requests: list[str] = []
+        self.fail_callbacks = 0          # answer this many callbacks with HTTP 503 first
+        self.events: list[str] = []
+        self.cond = threading.Condition()
+        mis = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, reply = mis.handle(body)
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml; charset=utf-8")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/emdr/callback"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def handle(self, body: bytes) -> tuple[int, bytes]:
+        verify_envelope(body, trusted_certificates=[self.emulator_certificate],
+                        required=("Body", "Timestamp", "MessageID", "Action"))
+        root = parse_xml(body)
+        op = etree.QName(root.find(".//{*}Body")[0]).localname
+        if op == n.GET_DOCUMENT_FILE:
+            req = soap.parse_file_request(body)
+            with self.cond:
+                self.file_requests.append(req.local_uid)
+                self.events.append(f"file:{req.local_uid}")
+            return 200, soap.build_file_response(relates_to=req.headers.message_id, data=self.files[req.local_uid],
+                                                 key=self.key, certificate=self.certificate)
+        result = soap.parse_register_result(body)
+        with self.cond:
+            if self.fail_callbacks > 0:
+                self.fail_callbacks -= 1
+                return 503, b"busy"
+            self.callbacks.append(result)
+            self.events.append(f"callback:{result.status}")
+            self.cond.notify_all()
+        return 200, soap.build_callback_ack(relates_to=result.headers.message_id, key=self.key,
+                                            certificate=self.certificate)
+
+    def wait_callbacks(self, count: int, timeout: float = WAIT) -> list[soap.RegisterResult]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.callbacks) >= count, timeout), self.callbacks
+            return list(self.callbacks)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def make_document(local_uid: str) -> bytes:
+    """The sample СЭМД with ClinicalDocument/id/@extension set to ``local_uid``."""
+    root = parse_xml(SAMPLE.read_bytes())
+    root.find(f"{{{HL7}}}id").set("extension", local_uid)
+    # the sample predates its kind's start in НСИ 1520: date it a month ago, as a fresh document would be
+    root.find(f"{{{HL7}}}effectiveTime").set("value", CREATED.strftime("%Y%m%d%H%M+0300"))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def make_registration(data: bytes, pki, *, doctor="doctor", org=True, snils=None,
+                      doctor_time=None, org_time=None, local_uid=None) -> Registration:
+    meta = extract(parse_xml(data))
+    la = next(s for s in meta.signers if s.role == "legalAuthenticator")
+    dkey, dcert = pki[doctor]
+    okey, ocert = pki["org"]
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    doctor_sig = cades.sign_detached(data, key=dkey, certificate=dcert, signing_time=doctor_time or t0)
+    org_sig = cades.sign_detached(data, key=okey, certificate=ocert,
+                                  signing_time=org_time or t0 + dt.timedelta(minutes=1))
+    p = meta.patient
+    return Registration(
+        kind=meta.kind_code, system=CLIENT, organization=meta.organization_oid, department=meta.department_oid,
+        local_uid=local_uid or meta.local_uid, document_number=meta.document_number,
+        creation_date_time=meta.creation_time.isoformat(),
+        patient=Patient(snils=snils or p.snils, local_id=p.local_id, family=p.family, given=p.given,
+                        patronymic=p.patronymic, gender=p.gender, birth_date=p.birth_date.isoformat()),
+        personal_signs=(PersonalSign(doctor=Doctor(role="legalAuthenticator", position=la.position_code,
+                                                   local_id=la.local_id, snils=la.snils, family=la.family,
+                                                   given=la.given, patronymic=la.patronymic),
+                                     signature=doctor_sig),),
+        organization_sign=OrganizationSign(signature=org_sig) if org else None)
+
+
+@pytest.fixture
+def world(pki):
+    """A running emulator (scenario ok unless re-created) and the fake МИС registered with it."""
+    made = []
+
+    def make(scenario="ok", **kw):
+        emu = Emulator(scenario=scenario, systems=[System.of(CLIENT, [pki["is"][1]], "dental-mis-01")],
+                       backoff=0.05, backoff_max=0.2, http_timeout=5.0, **kw).start()
+        mis = FakeMis(*pki["is"], emu.certificate)
+        made.append((emu, mis))
+        return emu, mis
+
+    yield make
+    for emu, mis in made:
+        emu.stop()
+        mis.close()
+
+
+def send(emu, mis, pki, local_uid=None, *, data=None, reg=None, key=None, certificate=None, client=CLIENT,
+         message_id=None, timeout=10.0):
+    """Register one document: returns (parsed sync answer, MessageID)."""
+    local_uid = local_uid or str(uuid.uuid4())
+    data = data or make_document(local_uid)
+    mis.files.setdefault(local_uid, data)
+    reg = reg or make_registration(data, pki)
+    k, c = pki["is"]
+    xml, mid = soap.build_register_document(reg, client_entity_id=client, to=emu.url, reply_to=mis.url,
+                                            key=key or k, certificate=certificate or c, message_id=message_id)
+    r = httpx.post(emu.url, content=xml, timeout=timeout, headers={"Content-Type": "application/soap+xml"})
+    return soap.parse_answer(r.content), mid
+
+
+# --- the happy path and the registry ------------------------------------------------------------
+
+def test_happy_path_registers_and_calls_back(world, pki):
+    """An accepted request is followed by a file pull and a signed success callback with an emdrId."""
+    emu, mis = world()
+    answer, mid = send(emu, mis, pki, "doc-1")
+    assert isinstance(answer, soap.SyncAnswer) and answer.accepted
+    assert soap.normalize_message_id(answer.headers.relates_to) == mid
+    [cb] = mis.wait_callbacks(1)
+    assert cb.registered and cb.relates_to_message == mid and cb.local_uid == "doc-1"
+    assert mis.file_requests == ["doc-1"]
+    emdr = cb.registry_item.emdr_id
+    assert __import__("re").fullmatch(r"\d{2}\.\d{2}\.\d{2}\.\d{2}\.\d{9}", emdr)
+    assert cb.registry_item.registration_date_time
+    record = emu.registry.by_emdr_id(emdr)
+    assert record.local_uid == "doc-1" and record.message_id == mid
+    entry = emu.registry.requests(operation="registerDocument")[0]
+    emu.registry.wait_for(lambda r: entry.finished_at is not None, timeout=WAIT)
+    assert entry.outcome == "registered" and entry.callbacks[0]["delivered"] and "ack_problem" not in entry.callbacks[0]
+
+
+def test_control_api_over_http(world, pki):
+    """/_emulator/registry, /requests, /health, /rules and /reset answer JSON about the same state."""
+    emu, mis = world()
+    send(emu, mis, pki, "doc-api")
+    mis.wait_callbacks(1)
+    registry = httpx.get(f"{emu.base_url}/_emulator/registry").json()
+    assert [r["local_uid"] for r in registry] == ["doc-api"]
+    requests = httpx.get(f"{emu.base_url}/_emulator/requests", params={"operation": "registerDocument"}).json()
+    assert requests[0]["local_uid"] == "doc-api" and requests[0]["client_entity_id"] == CLIENT
+    assert httpx.get(f"{emu.base_url}/_emulator/health").json()["status"] == "ok"
+    r = httpx.post(f"{emu.base_url}/_emulator/rules", json={"rules": [{"fault": "reset", "nth": 1}]})
+    assert r.status_code == 200 and r.json() == {"rules": 1}
+    assert httpx.post(f"{emu.base_url}/_emulator/rules", json={"rules": [{"fault": "nope"}]}).status_code == 400
+    assert httpx.post(f"{emu.base_url}/_emulator/reset").status_code == 200
+    assert httpx.get(f"{emu.base_url}/_emulator/registry").json() == []
+    assert httpx.get(f"{emu.base_url}/_emulator/rules").json()["rules"] == []
+    pem = httpx.get(f"{emu.base_url}/_emulator/certificate").content
+    assert pem == emu.certificate.to_pem()
+
+
+def test_search_and_get_registry_item(world, pki):
+    """Polling finds the registered document by organisation and by emdrId; another ИС cannot read it."""
+    emu, mis = world()
+    send(emu, mis, pki, "doc-poll")
+    [cb] = mis.wait_callbacks(1)
+    k, c = pki["is"]
+    xml, _ = soap.build_search_request(soap.SearchQuery(organization=cb.organization), client_entity_id=CLIENT,
+                                       to=emu.url, key=k, certificate=c)
+    found = soap.parse_search_response(httpx.post(emu.url, content=xml).content)
+    assert [i.local_uid for i in found.items] == ["doc-poll"]
+    xml, _ = soap.build_get_registry_item(emdr_id=cb.registry_item.emdr_id, client_entity_id=CLIENT, to=emu.url,
+                                          key=k, certificate=c)
+    item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
+    assert item.item.local_uid == "doc-poll" and item.item.emdr_id == cb.registry_item.emdr_id
+    emu.add_system(System.of("other", [pki["other_is"][1]]))
+    xml, _ = soap.build_get_registry_item(emdr_id=cb.registry_item.emdr_id, client_entity_id="other", to=emu.url,
+                                          key=pki["other_is"][0], certificate=pki["other_is"][1])
+    item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
+    assert item.item is None and item.errors[0].code == "REGISTRY_ITEM_NOT_FOUND"
+
+
+# --- authorisation --------------------------------------------------------------------------------
+
+def test_unsigned_request_is_refused(world, pki):
+    """A request without WS-Security gets an AuthorizationFault and nothing is pulled or called back."""
+    emu, mis = world()
+    data = make_document("doc-unsigned")
+    mis.files["doc-unsigned"] = data
+    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
+                                          reply_to=mis.url, key=None, certificate=None)
+    answer = soap.parse_answer(httpx.post(emu.url, content=xml).content)
+    assert isinstance(answer, soap.SoapFault) and answer.ips_fault == "AuthorizationFault"
+    assert emu.registry.requests()[0].outcome == "fault" and mis.file_requests == []
+
+
+def test_forged_request_is_refused(world, pki):
+    """A body changed after signing fails the WS-Security digest: AuthorizationFault."""
+    emu, mis = world()
+    data = make_document("doc-forged")
+    k, c = pki["is"]
+    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
+                                          reply_to=mis.url, key=k, certificate=c)
+    forged = xml.replace(b"doc-forged", b"doc-forgeX")
+    answer = soap.parse_answer(httpx.post(emu.url, content=forged).content)
+    assert isinstance(answer, soap.SoapFault) and answer.ips_fault == "AuthorizationFault"
+    assert "WSS_DIGEST_MISMATCH" in answer.detail_message
+
+
+def test_wrong_is_certificate_is_refused(world, pki):
+    """A valid signature by a certificate not registered for the clientEntityId is refused."""
+    emu, mis = world()
+    answer, _ = send(emu, mis, pki, "doc-other", key=pki["other_is"][0], certificate=pki["other_is"][1])
+    assert isinstance(answer, soap.SoapFault) and answer.ips_fault == "AuthorizationFault"
+    answer, _ = send(emu, mis, pki, "doc-unknown", client="00000000-0000-0000-0000-000000000000")
+    assert isinstance(answer, soap.SoapFault) and answer.ips_fault == "AuthorizationFault"
+    assert emu.registry.records() == []
+
+
+# --- the РЭМД checks ------------------------------------------------------------------------------
+
+def test_digest_mismatch_when_mis_serves_other_bytes(world, pki):
+    """The МИС answering getDocumentFile with bytes other than the signed ones gets DIGEST_MISMATCH."""
+    emu, mis = world()
+    data = make_document("doc-digest")
+    reg = make_registration(data, pki)
+    mis.files["doc-digest"] = data.replace(b"</ClinicalDocument>", b"<!-- changed --></ClinicalDocument>")
+    send(emu, mis, pki, "doc-digest", data=data, reg=reg)
+    [cb] = mis.wait_callbacks(1)
+    assert cb.status == "error" and [e.code for e in cb.errors] == ["DIGEST_MISMATCH"]
+    assert emu.registry.records() == []
+
+
+def test_not_unique_provided_id_on_second_registration(world, pki):
+    """A second registration of the same localUid is answered NOT_UNIQUE_PROVIDED_ID; the registry keeps one."""
+    emu, mis = world()
+    data = make_document("doc-twice")
+    send(emu, mis, pki, "doc-twice", data=data)
+    mis.wait_callbacks(1)
+    send(emu, mis, pki, "doc-twice", data=data)
+    first, second = mis.wait_callbacks(2)
+    assert first.registered
+    assert second.status == "error" and second.errors[0].code == "NOT_UNIQUE_PROVIDED_ID"
+    assert first.registry_item.emdr_id in second.errors[0].message
+    assert len(emu.registry.records()) == 1
+
+
+def test_patient_snils_mismatch(world, pki):
+    """A patient СНИЛС in the request that differs from the СЭМД is rejected naming the СНИЛС."""
+    emu, mis = world()
+    data = make_document("doc-snils")
+    send(emu, mis, pki, "doc-snils", data=data, reg=make_registration(data, pki, snils="11122233344"))
+    [cb] = mis.wait_callbacks(1)
+    assert cb.status == "error" and [e.code for e in cb.errors] == ["VALIDATION_ERROR"]
+    assert "СНИЛС пациента" in cb.errors[0].message
+
+
+def test_local_uid_mismatch(world, pki):
+    """A request localUid that is not the СЭМД's id is rejected."""
+    emu, mis = world()
+    data = make_document("doc-in-file")
+    mis.files["doc-in-request"] = data
+    send(emu, mis, pki, "doc-in-request", data=data, reg=make_registration(data, pki, local_uid="doc-in-request"))
+    [cb] = mis.wait_callbacks(1)
+    assert cb.status == "error" and "Идентификатор документа" in cb.errors[0].message
+
+
+def test_certificate_not_valid_on_creation_date(world, pki):
+    """A doctor's certificate issued after the document was created gives PERSONAL_SIG_CERT_NOT_ACTUAL_ON_DOC_CREATION_DT."""
+    emu, mis = world()
+    data = make_document("doc-cert-date")
+    send(emu, mis, pki, "doc-cert-date", data=data, reg=make_registration(data, pki, doctor="late_doctor"))
+    [cb] = mis.wait_callbacks(1)
+    assert [e.code for e in cb.errors] == ["PERSONAL_SIG_CERT_NOT_ACTUAL_ON_DOC_CREATION_DT"]
+
+
+def test_signing_time_order(world, pki):
+    """An organisation signature older than the doctor's breaks the order doctor ≤ organisation."""
+    emu, mis = world()
+    data = make_document("doc-order")
+    now = dt.datetime.now(dt.UTC)
+    reg = make_registration(data, pki, doctor_time=now - dt.timedelta(minutes=1), org_time=now - dt.timedelta(hours=1))
+    send(emu, mis, pki, "doc-order", data=data, reg=reg)
+    [cb] = mis.wait_callbacks(1)
+    assert cb.status == "error" and "позже подписи МО" in cb.errors[0].message
+
+
+def test_missing_organization_signature_is_a_sync_error(world, pki):
+    """A kind that needs the МО signature, sent without it, is refused synchronously with no callback."""
+    emu, mis = world()
+    data = make_document("doc-no-org")
+    answer, _ = send(emu, mis, pki, "doc-no-org", data=data, reg=make_registration(data, pki, org=False))
+    assert isinstance(answer, soap.SyncAnswer) and not answer.accepted
+    assert [e.code for e in answer.errors] == ["ORG_SIGNATURE_OCCURRENCE_MISMATCH"]
+    assert mis.file_requests == []
+
+
+def test_callback_retried_when_mis_answers_5xx(world, pki):
+    """The result callback is retried while the МИС answers 503, and delivered once it answers 200."""
+    emu, mis = world()
+    mis.fail_callbacks = 2
+    send(emu, mis, pki, "doc-retry")
+    [cb] = mis.wait_callbacks(1)
+    assert cb.registered
+    entry = emu.registry.requests()[0]
+    emu.registry.wait_for(lambda r: entry.finished_at is not None, timeout=WAIT)
+    assert [a.get("http_status") for a in entry.callbacks] == [503, 503, 200]
+
+
+# --- fault injection ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault,check", [
+    ("http_error", lambda r, e: r.status_code == 503),
+    ("malformed", lambda r, e: r.status_code == 200 and _not_xml(r.content)),
+    ("rate_limit", lambda r, e: soap.parse_answer(r.content).errors[0].code == "RATE_LIMIT"),
+    ("soap_fault", lambda r, e: soap.parse_answer(r.content).ips_fault == "SystemFault"),
+])
+def test_sync_faults_answer_as_configured(world, pki, fault, check):
+    """Each answered fault kind comes back as configured and the request is not processed."""
+    emu, mis = world()
+    emu.faults.add([Rule(fault=fault, local_uid="doc-f")])
+    data = make_document("doc-f")
+    mis.files["doc-f"] = data
+    k, c = pki["is"]
+    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
+                                          reply_to=mis.url, key=k, certificate=c)
+    r = httpx.post(emu.url, content=xml, timeout=10)
+    assert check(r, emu)
+    assert emu.registry.requests()[0].outcome == f"injected:{fault}"
+    assert mis.file_requests == [] and emu.registry.records() == []
+
+
+def _not_xml(body: bytes) -> bool:
+    try:
+        parse_xml(body)
+    except PermanentError:
+        return True
+    return False
+
+
+def test_timeout_and_reset_faults(world, pki):
+    """A held connection times the client out; a reset is seen as a connection error; then it works."""
+    emu, mis = world()
+    emu.faults.add([Rule(fault="timeout", nth=1, delay=3.0), Rule(fault="reset", nth=2)])
+    with pytest.raises(httpx.ReadTimeout):
+        send(emu, mis, pki, "doc-t", timeout=0.5)
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError)):
+        send(emu, mis, pki, "doc-t")
+    answer, _ = send(emu, mis, pki, "doc-t")
+    assert answer.accepted
+    assert mis.wait_callbacks(1)[0].registered
+
+
+def test_latency_and_processed_but_lost_answer(world, pki):
+    """latency still answers; an http_error with process=True registers the document although the МИС saw 503."""
+    emu, mis = world()
+    emu.faults.add([Rule(fault="latency", nth=1, delay=0.3), Rule(fault="http_error", nth=2, process=True)])
+    answer, _ = send(emu, mis, pki, "doc-lat")
+    assert answer.accepted
+    data = make_document("doc-lost")
+    mis.files["doc-lost"] = data
+    k, c = pki["is"]
+    xml, mid = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
+                                            reply_to=mis.url, key=k, certificate=c)
+    assert httpx.post(emu.url, content=xml).status_code == 503
+    callbacks = mis.wait_callbacks(2)
+    assert {cb.local_uid for cb in callbacks if cb.registered} == {"doc-lat", "doc-lost"}
+
+
+def test_callback_faults(world, pki):
+    """Lost, duplicated, out-of-order and early callbacks each happen as configured."""
+    emu, mis = world()
+    emu.faults.add([Rule(fault="callback_lost", local_uid="lost"), Rule(fault="callback_duplicate", local_uid="dup"),
+                    Rule(fault="callback_out_of_order", local_uid="ooo"), Rule(fault="callback_early", local_uid="early"),
+                    Rule(fault="callback_late", local_uid="late", delay=0.5)])
+    for uid in ("lost", "dup", "ooo", "late"):
+        send(emu, mis, pki, uid)
+    mis.wait_callbacks(5)   # dup ×2, ooo ×2, late ×1
+    answer, _ = send(emu, mis, pki, "early")
+    assert answer.accepted
+    with mis.cond:      # the early callback was recorded before the synchronous answer came back
+        assert "callback:success" == mis.events[-1] and len(mis.callbacks) == 6
+    by_uid: dict[str, list[str]] = {}
+    for cb in mis.callbacks:
+        by_uid.setdefault(cb.local_uid, []).append(cb.status)
+    assert "lost" not in by_uid
+    assert by_uid["dup"] == ["success", "success"]
+    assert by_uid["ooo"] == ["success", "error"]
+    assert by_uid["late"] == ["success"] and by_uid["early"] == ["success"]
+    assert len(emu.registry.records()) == 5   # the lost one is registered all the same: polling finds it
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+def test_rejections_scenario_is_deterministic(world, pki):
+    """In `rejections`, exactly the documents rejection_for() names are rejected, with that code."""
+    uids = [f"rej-{i}" for i in range(40)]
+    expected = {u: rejection_for(u) for u in uids}
+    doomed = [u for u, e in expected.items() if e is not None]
+    assert 0 < len(doomed) < 15 and expected == {u: rejection_for(u) for u in uids}
+    emu, mis = world("rejections")
+    picked = doomed[:2] + [u for u in uids if u not in doomed][:2]
+    for uid in picked:
+        send(emu, mis, pki, uid)
+    mis.wait_callbacks(len(picked))
+    for cb in mis.callbacks:
+        if cb.local_uid in doomed:
+            assert [e.code for e in cb.errors] == [expected[cb.local_uid].code]
+        else:
+            assert cb.registered
+
+
+def test_outage_scenario_503_then_back(world, pki):
+    """`outage` answers 503 from the first request for the configured time, then registers normally."""
+    emu, mis = world("outage", outage_seconds=1.0)
+    data = make_document("doc-outage")
+    mis.files["doc-outage"] = data
+    k, c = pki["is"]
+    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
+                                          reply_to=mis.url, key=k, certificate=c)
+    r = httpx.post(emu.url, content=xml)
+    assert r.status_code == 503 and "Retry-After" in r.headers
+    assert emu.registry.wait_for(lambda reg: not emu.outage.down(), timeout=WAIT) or not emu.outage.down()
+    import time
+    while emu.outage.down():
+        time.sleep(0.1)
+    assert soap.parse_answer(httpx.post(emu.url, content=xml).content).accepted
+    assert mis.wait_callbacks(1)[0].registered
+
+
+def test_outage_refused_mode(world, pki):
+    """In refused mode the port stops listening during the outage and listens again afterwards."""
+    emu, mis = world("outage", outage_seconds=1.0, outage_from="start", outage_mode="refused")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{emu.base_url}/_emulator/health", timeout=2)
+    import time
+    while emu.outage.down():
+        time.sleep(0.1)
+    for _ in range(50):
+        try:
+            assert httpx.get(f"{emu.base_url}/_emulator/health", timeout=2).json()["status"] == "ok"
+            break
+        except httpx.ConnectError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the emulator did not come back")
+
+
+def test_list_scenarios_cli():
+    """`emd emulator --list-scenarios` prints every scenario, one line each."""
+    r = subprocess.run([sys.executable, "-m", "services.cli", "emulator", "--list-scenarios"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(SCENARIOS)
+
+
+def test_emulator_runs_as_a_subprocess(tmp_path, pki):
+    """`emd emulator --port P --systems FILE` serves until terminated and loads the systems file."""
+    (tmp_path / "is.pem").write_bytes(pki["is"][1].to_pem())
+    (tmp_path / "systems.json").write_text(json.dumps({"systems": [
+        {"clientEntityId": CLIENT, "name": "dental", "certificates": ["is.pem"]}]}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "emulator", "--port", str(port), "--systems",
+                             str(tmp_path / "systems.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"127.0.0.1:{port}" in line
+        health = httpx.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=5).json()
+        assert health["scenario"] == "ok"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
