@@ -21,9 +21,9 @@ from services import cades, events
 from services.devmchd import Person, build_mchd, sign_mchd
 from services.devpki import DevCA, SubjectInfo, write_pem
 from services.organizations import dev_credential, write_dev_config
+from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
-SAMPLES = Path("/work/shared/semd-samples/minzdrav-examples-autosemd")
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 GOOD_OID = "1.2.643.5.1.13.13.12.2.77.7831"
 GOOD_UID = 'extension="144632"/>'
@@ -77,7 +77,7 @@ def xxe(document: bytes) -> bytes:
 
 def billion_laughs(document: bytes) -> bytes:
     body = document[document.index(b"<ClinicalDocument"):]
-    ents = '<!ENTITY l0 "ha">' + "".join(f'<!ENTITY l{i} "{("&l%d;" % (i - 1)) * 10}">' for i in range(1, 10))
+    ents = '<!ENTITY l0 "ha">' + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
     return f'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [{ents}]>\n'.encode() + body
 
 

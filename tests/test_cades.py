@@ -12,10 +12,11 @@ from asn1crypto import cms, tsp
 from services import cades, devpki, gost, keys
 from services.certificates import load_certificate
 from services.errors import ConfigurationError, PermanentError
+from services.samples import MINISTRY_SAMPLES  # noqa: E402
 from services.signing import LocalKeySigner, Signer
 from tests import openssl_gost as ossl
 
-SAMPLE = Path("/work/shared/semd-samples/minzdrav-examples-autosemd/AmbCase.xml")
+SAMPLE = MINISTRY_SAMPLES / "AmbCase.xml"
 UTC = dt.UTC
 
 

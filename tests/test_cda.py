@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from services import nsi
 from services.cda import NotCda, extract, parse_hl7_time
+from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
 from services.xmlsafe import parse_xml
 
-SAMPLES = Path("/work/shared/semd-samples/minzdrav-examples-autosemd")
 ALL = sorted(p.name for p in SAMPLES.glob("*.xml"))
 
 #: 1520 kind per sample, as SOURCES.md lists it (None = legacy template, no 1520 row)

@@ -18,10 +18,10 @@ from producer.client import (
 from services import events
 from services.cli import main as emd
 from services.docstore import FilesystemStore, document_bytes
+from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
 from services.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
 
-SAMPLES = Path("/work/shared/semd-samples/minzdrav-examples-autosemd")
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
 

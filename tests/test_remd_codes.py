@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from services import remd_codes
 from services.remd_codes import CODES, classify
-
-BRIEF = Path("/work/shared/docs/remd-protocol.md")
+from services.samples import PROTOCOL_BRIEF as BRIEF  # noqa: E402
 
 # The classifier v3.18 as listed in the brief §2.7, written out by hand (id → mnemonic).
 EXPECTED: dict[int, str] = {

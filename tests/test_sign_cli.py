@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
 from services import cades, devpki
 from services.cli import main
+from services.samples import MINISTRY_SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
-SAMPLE = Path("/work/shared/semd-samples/minzdrav-examples-autosemd/AmbCase.xml")
+SAMPLE = MINISTRY_SAMPLES / "AmbCase.xml"
 
 
 @pytest.fixture()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 
 from services.errors import PermanentError
+from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
 from services.xmlsafe import XmlRejected, parse_xml
-
-SAMPLES = Path("/work/shared/semd-samples/minzdrav-examples-autosemd")
 
 
 def _reject(data: bytes, **kw) -> XmlRejected:
