@@ -1,0 +1,379 @@
+"""Each document's lifecycle in РЭМД, durable and shared by every replica of the sender and status workers.
+
+States (one row per ``localUid``)::
+
+    signed ──record_attempt──▶ sending ──mark_accepted──▶ accepted ──mark_registered──▶ registered (final)
+                                 │  ▲                         │
+                                 │  └──── record_attempt ◀────┤ (never after accepted: the sender checks)
+                                 └──────mark_failed──────▶ failed ◀──── mark_failed (РЭМД rejected it later)
+                                                             │
+                                                             └── record_attempt (a replay after a fix)
+
+Attempts (one row per MessageID): attempt number, endpoint, ``sent_at``, and the outcome once known
+(``accepted``, ``transient``, ``permanent``; ``NULL`` while the request is in flight or when the process
+died before the answer). The sender records an attempt and **commits it before the request leaves**, so
+every MessageID РЭМД ever saw is findable here (``find_by_message_id``), including that of a request whose
+answer was lost to a crash: the status worker can match a callback to it, and support can give it to СТП.
+
+Backends:
+
+* ``SqliteLifecycleStore`` (the default, ``<data_dir>/lifecycle.sqlite3``): WAL mode, ``BEGIN IMMEDIATE``
+  transactions and a busy timeout, so several local processes (replicas of the workers on one host, the
+  tests' kill -9 runs) share it safely. Not for replicas on several hosts: SQLite over a network file
+  system does not lock reliably.
+* PostgreSQL for production (several hosts): the same two tables (``POSTGRES_SCHEMA`` below) and the same
+  statements with ``%s`` placeholders and ``INSERT … ON CONFLICT``; not implemented here (it needs a pinned
+  driver, psycopg 3, and a server in CI). ``LifecycleStore`` is the interface it must satisfy;
+  ``open_store(settings)`` is the one place that picks the backend.
+
+Every MessageID is stored normalised (``services.soap.normalize_message_id``) so any spelling matches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from services.errors import ConfigurationError
+from services.logs import get_logger
+from services.soap import normalize_message_id
+
+log = get_logger(__name__)
+
+SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED = "signed", "sending", "accepted", "registered", "failed"
+STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
+#: states in which the document must never be sent again
+DONE_STATES = (ACCEPTED, REGISTERED)
+
+OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient", "permanent"
+
+
+class LifecycleConflict(Exception):
+    """A transition the lifecycle does not allow (registered is final; no send after acceptance)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    local_uid: str
+    message_id: str
+    attempt: int
+    endpoint: str
+    sent_at: datetime
+    outcome: str | None = None
+    code: str | None = None
+    message: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    local_uid: str
+    organization: str
+    kind: str
+    state: str
+    signed_event: bytes | None = None
+    signed_ref: str | None = None
+    document_ref: str | None = None
+    emdr_id: str | None = None
+    accepted_message_id: str | None = None
+    failure_reason: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    accepted_at: datetime | None = None
+    registered_at: datetime | None = None
+    failed_at: datetime | None = None
+
+
+class LifecycleStore(Protocol):
+    """What the sender and status workers need; every method is one committed transaction."""
+
+    def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
+                 signed_ref: str | None = None, document_ref: str | None = None) -> Document:
+        """Create the document in state ``signed`` if unknown; return it as stored (never overwrites state)."""
+
+    def get(self, local_uid: str) -> Document | None: ...
+
+    def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
+                       sent_at: datetime | None = None) -> Attempt:
+        """Number and store an attempt (state → ``sending``); refuses once accepted or registered."""
+
+    def record_outcome(self, message_id: str, *, outcome: str, code: str | None = None,
+                       message: str | None = None) -> None: ...
+
+    def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None: ...
+
+    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document: ...
+
+    def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document: ...
+
+    def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
+                    message: str | None = None) -> Document: ...
+
+    def history(self, local_uid: str) -> list[Attempt]: ...
+
+    def close(self) -> None: ...
+
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    local_uid           TEXT PRIMARY KEY,
+    organization        TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    signed_event        BLOB,
+    signed_ref          TEXT,
+    document_ref        TEXT,
+    emdr_id             TEXT,
+    accepted_message_id TEXT,
+    failure_reason      TEXT,
+    failure_code        TEXT,
+    failure_message     TEXT,
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL,
+    accepted_at         TEXT,
+    registered_at       TEXT,
+    failed_at           TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    message_id   TEXT PRIMARY KEY,
+    local_uid    TEXT NOT NULL REFERENCES documents(local_uid),
+    attempt      INTEGER NOT NULL,
+    endpoint     TEXT NOT NULL,
+    sent_at      TEXT NOT NULL,
+    outcome      TEXT,
+    code         TEXT,
+    message      TEXT,
+    finished_at  TEXT,
+    UNIQUE (local_uid, attempt)
+);
+CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
+"""
+
+#: the production schema (PostgreSQL 13+); same columns, native types
+POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS emd_documents (
+    local_uid           text PRIMARY KEY,
+    organization        text NOT NULL,
+    kind                text NOT NULL,
+    state               text NOT NULL CHECK (state IN ('signed','sending','accepted','registered','failed')),
+    signed_event        bytea,
+    signed_ref          text,
+    document_ref        text,
+    emdr_id             text,
+    accepted_message_id uuid,
+    failure_reason      text,
+    failure_code        text,
+    failure_message     text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    accepted_at         timestamptz,
+    registered_at       timestamptz,
+    failed_at           timestamptz
+);
+CREATE TABLE IF NOT EXISTS emd_attempts (
+    message_id   text PRIMARY KEY,                 -- normalised (soap.normalize_message_id)
+    local_uid    text NOT NULL REFERENCES emd_documents(local_uid),
+    attempt      integer NOT NULL,
+    endpoint     text NOT NULL,
+    sent_at      timestamptz NOT NULL,
+    outcome      text,
+    code         text,
+    message      text,
+    finished_at  timestamptz,
+    UNIQUE (local_uid, attempt)
+);
+-- record_attempt: SELECT … FROM emd_documents WHERE local_uid = %s FOR UPDATE; then the same checks
+-- and inserts as the SQLite backend, in one transaction.
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+class SqliteLifecycleStore:
+    """The embedded backend: one SQLite file in WAL mode, safe for several processes on one host.
+
+    :param path: the database file (created with its directory).
+    :param busy_timeout: seconds a writer waits for another process's transaction (default 30).
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write never
+        # upgrades a shared lock (the cause of SQLITE_BUSY deadlocks between processes).
+        self._db = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()  # one connection, used from the event loop and worker threads
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")  # an attempt recorded must survive a power cut
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.executescript(SQLITE_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _get(self, db: sqlite3.Connection, local_uid: str) -> Document | None:
+        row = db.execute("SELECT * FROM documents WHERE local_uid = ?", (local_uid,)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        for k in ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at"):
+            d[k] = _dt(d[k])
+        return Document(**d)
+
+    @staticmethod
+    def _attempt(row: sqlite3.Row) -> Attempt:
+        d = dict(row)
+        d["sent_at"] = _dt(d["sent_at"])
+        d["finished_at"] = _dt(d["finished_at"])
+        return Attempt(**d)
+
+    def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
+                 signed_ref: str | None = None, document_ref: str | None = None) -> Document:
+        now = _iso(_now())
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO documents (local_uid, organization, kind, state, signed_event, signed_ref,"
+                " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(local_uid) DO NOTHING",
+                (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, now, now))
+            doc = self._get(db, local_uid)
+        assert doc is not None
+        return doc
+
+    def get(self, local_uid: str) -> Document | None:
+        with self._lock:
+            return self._get(self._db, local_uid)
+
+    def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
+                       sent_at: datetime | None = None) -> Attempt:
+        mid = normalize_message_id(message_id)
+        sent = _iso(sent_at or _now())
+        with self._tx() as db:
+            doc = self._get(db, local_uid)
+            if doc is None:
+                raise KeyError(f"unknown document {local_uid!r}: register it first")
+            if doc.state in DONE_STATES:
+                raise LifecycleConflict(f"{local_uid} is already {doc.state}; it must not be sent again")
+            n = db.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE local_uid = ?",
+                           (local_uid,)).fetchone()[0]
+            db.execute("INSERT INTO attempts (message_id, local_uid, attempt, endpoint, sent_at)"
+                       " VALUES (?,?,?,?,?)", (mid, local_uid, n, endpoint, sent))
+            db.execute("UPDATE documents SET state = ?, updated_at = ? WHERE local_uid = ?",
+                       (SENDING, sent, local_uid))
+        return Attempt(local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=_dt(sent))
+
+    def record_outcome(self, message_id: str, *, outcome: str, code: str | None = None,
+                       message: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET outcome = ?, code = ?, message = ?, finished_at = ?"
+                       " WHERE message_id = ?",
+                       (outcome, code, message, _iso(_now()), normalize_message_id(message_id)))
+
+    def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM attempts WHERE message_id = ?",
+                                   (normalize_message_id(message_id),)).fetchone()
+            if row is None:
+                return None
+            attempt = self._attempt(row)
+            doc = self._get(self._db, attempt.local_uid)
+        assert doc is not None
+        return doc, attempt
+
+    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document:
+        at = _iso(accepted_at or _now())
+        with self._tx() as db:
+            doc = self._get(db, local_uid)
+            if doc is None:
+                raise KeyError(local_uid)
+            if doc.state == REGISTERED:  # a late sync answer after the callback: keep the final state
+                return doc
+            db.execute("UPDATE documents SET state = ?, accepted_message_id = ?, accepted_at = ?, updated_at = ?"
+                       " WHERE local_uid = ?", (ACCEPTED, normalize_message_id(message_id), at, at, local_uid))
+            db.execute("UPDATE attempts SET outcome = ?, finished_at = COALESCE(finished_at, ?)"
+                       " WHERE message_id = ?", (OUTCOME_ACCEPTED, at, normalize_message_id(message_id)))
+            return self._get(db, local_uid)  # type: ignore[return-value]
+
+    def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:
+        at = _iso(registered_at or _now())
+        with self._tx() as db:
+            doc = self._get(db, local_uid)
+            if doc is None:
+                raise KeyError(local_uid)
+            if doc.state == REGISTERED and doc.emdr_id not in (None, emdr_id):
+                raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
+            db.execute("UPDATE documents SET state = ?, emdr_id = ?, registered_at = COALESCE(registered_at, ?),"
+                       " updated_at = ? WHERE local_uid = ?", (REGISTERED, emdr_id, at, at, local_uid))
+            return self._get(db, local_uid)  # type: ignore[return-value]
+
+    def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
+                    message: str | None = None) -> Document:
+        at = _iso(_now())
+        with self._tx() as db:
+            doc = self._get(db, local_uid)
+            if doc is None:
+                raise KeyError(local_uid)
+            if doc.state == REGISTERED:
+                raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+            db.execute("UPDATE documents SET state = ?, failure_reason = ?, failure_code = ?, failure_message = ?,"
+                       " failed_at = ?, updated_at = ? WHERE local_uid = ?",
+                       (FAILED, reason, code, message, at, at, local_uid))
+            return self._get(db, local_uid)  # type: ignore[return-value]
+
+    def history(self, local_uid: str) -> list[Attempt]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM attempts WHERE local_uid = ? ORDER BY attempt",
+                                    (local_uid,)).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def message_ids(self, local_uid: str) -> list[str]:
+        return [a.message_id for a in self.history(local_uid)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_store(data_dir: Path | str, *, url: str = "") -> SqliteLifecycleStore:
+    """The lifecycle store of a deployment: ``url`` empty or ``sqlite:///path`` → SQLite (default
+    ``<data_dir>/lifecycle.sqlite3``); ``postgresql://`` is the documented production backend, not built yet."""
+    if not url:
+        return SqliteLifecycleStore(Path(data_dir) / "lifecycle.sqlite3")
+    if url.startswith("sqlite:///"):
+        return SqliteLifecycleStore(url[len("sqlite:///"):])
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError("the PostgreSQL lifecycle backend is specified (services/lifecycle.py "
+                                 "POSTGRES_SCHEMA) but not implemented; use SQLite for now",
+                                 reason="LIFECYCLE_BACKEND_UNAVAILABLE")
+    raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
+                             reason="LIFECYCLE_BACKEND_UNKNOWN")

@@ -1,0 +1,156 @@
+"""The lifecycle store: states, attempts recorded before sending, MessageID lookup, several processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from services import lifecycle as lc
+from services.errors import ConfigurationError
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = lc.open_store(tmp_path)
+    yield s
+    s.close()
+
+
+def _register(store, uid="doc-1"):
+    return store.register(uid, organization="1.2.643.5.1.13.13.12.2.77.1", kind="119", document_ref="file:///x")
+
+
+def test_register_creates_signed_and_never_overwrites(store):
+    """register() creates the document in state signed once; a second call returns the stored row unchanged."""
+    doc = _register(store)
+    assert doc.state == lc.SIGNED and doc.kind == "119" and doc.document_ref == "file:///x"
+    store.record_attempt("doc-1", "urn:uuid:11111111-1111-1111-1111-111111111111", endpoint="http://a")
+    again = store.register("doc-1", organization="other", kind="999")
+    assert again.state == lc.SENDING and again.organization == "1.2.643.5.1.13.13.12.2.77.1"
+
+
+def test_attempts_are_numbered_and_stored_normalised(store):
+    """Attempts are numbered 1, 2, … and their MessageIDs are stored in the normalised form."""
+    _register(store)
+    a1 = store.record_attempt("doc-1", "urn:uuid:AAAAAAAA-0000-0000-0000-000000000001", endpoint="http://a")
+    a2 = store.record_attempt("doc-1", "aaaaaaaa000000000000000000000002", endpoint="http://b")
+    assert (a1.attempt, a2.attempt) == (1, 2)
+    assert store.message_ids("doc-1") == ["aaaaaaaa-0000-0000-0000-000000000001",
+                                          "aaaaaaaa-0000-0000-0000-000000000002"]
+    assert [a.endpoint for a in store.history("doc-1")] == ["http://a", "http://b"]
+
+
+def test_find_by_message_id_accepts_any_spelling(store):
+    """find_by_message_id finds the document and attempt whatever prefix or case the MessageID has."""
+    _register(store)
+    store.record_attempt("doc-1", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", endpoint="http://a")
+    found = store.find_by_message_id("urn:uuid:3F2504E0-4F89-11D3-9A0C-0305E82C3301")
+    assert found is not None
+    doc, attempt = found
+    assert doc.local_uid == "doc-1" and attempt.attempt == 1
+    assert store.find_by_message_id("urn:uuid:00000000-0000-0000-0000-000000000000") is None
+
+
+def test_outcomes_and_acceptance(store):
+    """A transient outcome is kept on its attempt; acceptance marks the document and its attempt accepted."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.record_outcome("m1", outcome=lc.OUTCOME_TRANSIENT, code="HTTP_503", message="unavailable")
+    store.record_attempt("doc-1", "m2", endpoint="e")
+    doc = store.mark_accepted("doc-1", message_id="m2")
+    assert doc.state == lc.ACCEPTED and doc.accepted_message_id == "m2" and doc.accepted_at is not None
+    h = store.history("doc-1")
+    assert [(a.outcome, a.code) for a in h] == [("transient", "HTTP_503"), ("accepted", None)]
+
+
+def test_no_attempt_after_acceptance(store):
+    """Once accepted (or registered) a document refuses any new attempt: it is never sent twice."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.mark_accepted("doc-1", message_id="m1")
+    with pytest.raises(lc.LifecycleConflict):
+        store.record_attempt("doc-1", "m2", endpoint="e")
+    store.mark_registered("doc-1", "EMDR-1")
+    with pytest.raises(lc.LifecycleConflict):
+        store.record_attempt("doc-1", "m3", endpoint="e")
+    assert store.message_ids("doc-1") == ["m1"]
+
+
+def test_registered_is_final(store):
+    """Registered is final: a late acceptance keeps it, failing it or re-registering with another emdrId is refused."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.mark_registered("doc-1", "EMDR-1")
+    assert store.mark_accepted("doc-1", message_id="m1").state == lc.REGISTERED
+    assert store.mark_registered("doc-1", "EMDR-1").emdr_id == "EMDR-1"
+    with pytest.raises(lc.LifecycleConflict):
+        store.mark_registered("doc-1", "EMDR-2")
+    with pytest.raises(lc.LifecycleConflict):
+        store.mark_failed("doc-1", reason="REMD_REJECTED")
+
+
+def test_failed_then_replayed(store):
+    """A failed document records its failure, and a replay after a fix may attempt it again."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    doc = store.mark_failed("doc-1", reason="REMD_REJECTED", code="NOT_VALID_SIGNATURE", message="bad")
+    assert (doc.state, doc.failure_code, doc.failure_reason) == (lc.FAILED, "NOT_VALID_SIGNATURE", "REMD_REJECTED")
+    assert store.record_attempt("doc-1", "m2", endpoint="e").attempt == 2
+    assert store.get("doc-1").state == lc.SENDING
+
+
+def test_attempt_for_unknown_document_is_refused(store):
+    """An attempt for a document never registered is a bug and raises KeyError."""
+    with pytest.raises(KeyError):
+        store.record_attempt("nope", "m1", endpoint="e")
+
+
+def test_database_is_in_wal_mode_and_durable(tmp_path):
+    """The file is in WAL mode and an attempt is visible to a fresh connection as soon as record_attempt returns."""
+    s = lc.open_store(tmp_path)
+    _register(s)
+    s.record_attempt("doc-1", "m1", endpoint="e")
+    other = sqlite3.connect(str(tmp_path / "lifecycle.sqlite3"))
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("SELECT message_id FROM attempts").fetchall() == [("m1",)]
+    other.close()
+    s.close()
+
+
+def _hammer(path: str, worker: int, n: int) -> None:
+    s = lc.SqliteLifecycleStore(path)
+    for i in range(n):
+        uid = f"doc-{i % 5}"
+        s.register(uid, organization="o", kind="119")
+        s.record_attempt(uid, f"w{worker}-m{i}", endpoint="e")
+    s.close()
+
+
+def test_two_processes_share_the_store(tmp_path):
+    """Two processes recording attempts on the same documents at once lose none and never reuse an attempt number."""
+    path = str(tmp_path / "lc.sqlite3")
+    lc.SqliteLifecycleStore(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(path, w, 60)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    s = lc.SqliteLifecycleStore(path)
+    total = 0
+    for d in range(5):
+        numbers = [a.attempt for a in s.history(f"doc-{d}")]
+        assert numbers == list(range(1, len(numbers) + 1))
+        total += len(numbers)
+    assert total == 120
+    s.close()
+
+
+def test_postgres_url_is_a_clear_configuration_error(tmp_path):
+    """A postgresql:// URL names the unimplemented backend instead of failing obscurely."""
+    with pytest.raises(ConfigurationError) as exc:
+        lc.open_store(tmp_path, url="postgresql://db/emd")
+    assert exc.value.reason == "LIFECYCLE_BACKEND_UNAVAILABLE"
