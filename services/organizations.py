@@ -439,8 +439,8 @@ def write_dev_config(directory: str | os.PathLike, *, organizations: int = 1, oi
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
-    not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
+    not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
     not_after = now + dt.timedelta(days=valid_days)
     window = {"not_before": not_before, "not_after": not_after}
     ca = DevCA.create("emd-pipeline dev CA", paramset=paramset, not_before=not_before,

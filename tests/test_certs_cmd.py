@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+
+import pytest
+import structlog
 
 from services.cli import main as emd
 from services.devpki import DevCA, SubjectInfo, write_pem
 from services.organizations import load_organizations
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The command points logging at the captured stderr; later tests must not write to it once closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
 
 
 def _dev(tmp_path, capsys, *extra: str):
@@ -48,8 +62,8 @@ def test_check_fails_on_a_certificate_expiring_in_days(tmp_path, capsys):
     config = json.loads(path.read_text(encoding="utf-8"))
     entry = config["organizations"][0]["signing"]["organization"]
     key_path = path.parent / entry["key"]
-    from services.keys import load_private_key
     from services.certificates import load_certificate
+    from services.keys import load_private_key
 
     old = load_certificate(path.parent / entry["certificate"])
     ca = DevCA.create("short CA")
