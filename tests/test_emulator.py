@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -487,8 +488,7 @@ def test_outage_scenario_503_then_back(world, pki):
                                           reply_to=mis.url, key=k, certificate=c)
     r = httpx.post(emu.url, content=xml)
     assert r.status_code == 503 and "Retry-After" in r.headers
-    assert emu.registry.wait_for(lambda reg: not emu.outage.down(), timeout=WAIT) or not emu.outage.down()
-    import time
+    assert emu.registry.requests()[0].outcome == "injected:outage" and mis.file_requests == []
     while emu.outage.down():
         time.sleep(0.1)
     assert soap.parse_answer(httpx.post(emu.url, content=xml).content).accepted
@@ -500,7 +500,6 @@ def test_outage_refused_mode(world, pki):
     emu, mis = world("outage", outage_seconds=1.0, outage_from="start", outage_mode="refused")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{emu.base_url}/_emulator/health", timeout=2)
-    import time
     while emu.outage.down():
         time.sleep(0.1)
     for _ in range(50):
@@ -540,3 +539,41 @@ def test_emulator_runs_as_a_subprocess(tmp_path, pki):
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0
+
+
+def test_flaky_scenario_a_retrying_client_registers_everything_once(world, pki):
+    """Under `flaky`, a client that retries transient failures gets every document registered exactly once."""
+    emu, mis = world("flaky", seed=3)
+    uids = [f"flaky-{i}" for i in range(8)]
+    message_ids: dict[str, set[str]] = {u: set() for u in uids}
+    for uid in uids:
+        data = make_document(uid)
+        mis.files[uid] = data
+        reg = make_registration(data, pki)
+        for _attempt in range(30):
+            k, c = pki["is"]
+            xml, mid = soap.build_register_document(reg, client_entity_id=CLIENT, to=emu.url, reply_to=mis.url,
+                                                    key=k, certificate=c)
+            message_ids[uid].add(mid)
+            try:
+                r = httpx.post(emu.url, content=xml, timeout=1.0)
+                answer = soap.parse_answer(r.content)
+            except (httpx.HTTPError, PermanentError):
+                continue
+            if isinstance(answer, soap.SyncAnswer) and answer.accepted:
+                break
+            assert isinstance(answer, soap.SoapFault) and answer.server_side or \
+                [e.code for e in answer.errors] == ["RATE_LIMIT"], answer
+        else:
+            pytest.fail(f"{uid} never accepted")
+    assert emu.registry.wait_for(lambda r: len(r.records()) == len(uids), timeout=WAIT)
+    injected = [f for e in emu.registry.requests() for f in e.faults]
+    assert injected, "the scenario injected nothing"
+    records = {r.local_uid: r for r in emu.registry.records()}
+    assert set(records) == set(uids)
+    for uid, record in records.items():
+        assert record.message_id in message_ids[uid]
+    with mis.cond:
+        assert mis.cond.wait_for(lambda: {c.local_uid for c in mis.callbacks if c.registered} == set(uids), WAIT)
+        codes = {e.code for cb in mis.callbacks for e in cb.errors}
+    assert codes <= {"NOT_UNIQUE_PROVIDED_ID"}
