@@ -184,3 +184,35 @@ def test_each_defect_is_dead_lettered_with_its_own_reason(run):
         assert headers[dl.STAGE] == "signer" and headers[dl.KIND] and headers[dl.ORGANIZATION]
         assert headers[events.HEADER_TRACE_ID] == p.trace  # the original headers are kept
         assert p.trace not in run["signed"]
+
+
+def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):
+    """`emd worker signer` configured only by environment signs a new document and exits 0 on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root: Path = run["root"]
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+           "EMD_ORGANIZATIONS": str(root / "config" / "organizations.json"), "EMD_DATA_DIR": str(root / "data"),
+           "KAFKA_ENABLE_IDEMPOTENCE": "false", "EMD_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "signer"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        trace = events.new_trace_id()
+        document = lab.variant(uid=f"subprocess-{uuid.uuid4().hex[:8]}")
+        with DocumentPublisher(broker.bootstrap_servers, client_id="test-mis") as pub:
+            pub.publish(document, trace_id=trace)
+        deadline = time.monotonic() + 120
+        found = []
+        while not found and time.monotonic() < deadline and proc.poll() is None:
+            found = _by_trace(read_all(broker.bootstrap_servers, SIGNED.name, idle=0.5)).get(trace, [])
+            time.sleep(0.5)
+        assert found, f"not signed; worker stderr: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}"
+        event = events.decode(found[0].value, expected_type=events.SIGNED)
+        assert event["data"]["signatures"]["organization"]["mchd"] is not None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0
