@@ -1,7 +1,8 @@
 """A stage used by the runtime's crash test: copies each input to an output topic, with a little work.
 
-Run: ``python -m tests.crash_worker BOOTSTRAP INPUT OUTPUT DLT GROUP DATA_DIR``. The handler sleeps a few
-milliseconds per record so a kill -9 lands while records are in flight, fetched but not finished.
+Run: ``python -m tests.crash_worker BOOTSTRAP INPUT OUTPUT DLT GROUP DATA_DIR``. The handler sleeps tens of
+milliseconds per record (about 200 records/s in all), so the backlog outlasts the kills and every kill -9 lands
+while records are in flight: fetched, some finished out of order, none committed past an unfinished one.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from services.runtime import Output, Record, Stage
 
 
 def build(bootstrap: str, input_topic: str, output_topic: str, dlt: str, group: str, data_dir: str) -> Stage:
-    settings = Settings.from_env(kafka_bootstrap_servers=bootstrap, worker_concurrency=32, kafka_enable_idempotence=False, data_dir=data_dir,
+    settings = Settings.from_env(kafka_bootstrap_servers=bootstrap, worker_concurrency=8, kafka_enable_idempotence=False, data_dir=data_dir,
                                  shutdown_grace_seconds=5.0)
 
     async def handle(record: Record) -> list[Output]:
         n = json.loads(record.value)["n"]
-        await asyncio.sleep(random.uniform(0, 0.004))
+        await asyncio.sleep(random.uniform(0.01, 0.07))
         return [Output(output_topic, {"n": n, "pid": os.getpid(), "offset": record.offset}, key=record.key)]
 
     return Stage(name="crashtest", input_topic=input_topic, handler=handle, dead_letter_topic=dlt,
