@@ -19,8 +19,9 @@ COMMAND_MODULES = [
     "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",     # emd config
     "services.commands.emulator_cmd",   # emd emulator (ИПС/РЭМД sandbox)
-    "services.commands.emulator_cmd",   # emd emulator (ИПС/РЭМД sandbox)
     "services.commands.certs_cmd",      # emd certs check / dev-config
+    "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
+    "services.commands.run_cmd",        # emd run, emd demo (the whole pipeline locally)
 ]
 
 

@@ -98,6 +98,18 @@ class Settings:
         "EMD_ORGANIZATIONS", Path("config/organizations.json"),
         "Per-organisation settings: certificates, МЧД, signing mode, РЭМД environment, rate limit.")
 
+    # --- Callbacks and acknowledgement (status worker) -------------------------------------
+    callback_host: str = setting("EMD_CALLBACK_HOST", "127.0.0.1", "Interface `emd callbacks` binds to.")
+    callback_port: int = setting("EMD_CALLBACK_PORT", 8086, "Port of the МИС callback endpoint ИПС calls.")
+    ips_certificates: str = setting(
+        "EMD_IPS_CERTIFICATES", "",
+        "Comma-separated PEM/DER files of the ИПС certificates a callback must be signed with (pinned).")
+    ack_timeout_seconds: float = setting(
+        "EMD_ACK_TIMEOUT_SECONDS", 24 * 3600.0,
+        "No registerDocumentResult this long after acceptance: poll РЭМД, then dead-letter NO_ACKNOWLEDGMENT.")
+    ack_scan_interval_seconds: float = setting(
+        "EMD_ACK_SCAN_INTERVAL_SECONDS", 60.0, "How often the status worker looks for overdue documents.")
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``); ``overrides`` win."""

@@ -1,0 +1,175 @@
+"""The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile`` (brief §4, §8.3–8.4).
+
+``CallbackService.handle(body)`` is the whole protocol, without HTTP or Kafka (both are injected), so it
+is tested directly and wired by ``workers/status/callbacks_app.py``. Every request:
+
+1. is verified (``wssec.verify_envelope``) against the pinned ИПС certificates. Callbacks are requests
+   addressed to us but ИПС need not sign ``wsa:To``, so the required coverage is Body, Timestamp,
+   MessageID and Action (To/ReplyTo when present). Unsigned, forged, expired → a SOAP Fault (HTTP 500,
+   ``soap:Client``), logged, counted in ``emd_callbacks_forged``; nothing is published or read.
+2. ``registerDocumentResult`` → ``publish(key, raw_bytes)`` (key = normalised ``relatesToMessage``),
+   and only once the broker has confirmed the write, a signed ack with ``wsa:RelatesTo`` = the
+   callback's MessageID. Broker down → a ``soap:Server`` fault, so ИПС delivers the callback again.
+   Processing (correlation, state) is the status worker's job, from the topic (ИПС etiquette: answer fast).
+3. ``getDocumentFile`` → exactly the bytes that were signed, from ``lookup_file(localUid)``, in a signed
+   reply with ``wsa:RelatesTo``; an unknown localUid → a ``soap:Client`` fault with РЭМД-style detail.
+
+Error hierarchy (what a caller of ``handle`` sees is always an HTTP status and SOAP bytes)::
+
+    CallbackRejected            → HTTP 500 + soap Fault, outcome label in emd_callbacks
+    ├── forged                  signature missing/invalid/untrusted/expired (WsSecurityError reason kept)
+    ├── malformed               not the SOAP message expected
+    ├── unknown_document        getDocumentFile for a localUid we never sent
+    └── broker_unavailable      the callback could not be persisted: ИПС must retry
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from services import metrics
+from services import remd_names as n
+from services import soap
+from services.errors import PermanentError
+from services.logs import get_logger
+from services.wssec import verify_envelope
+
+__all__ = ["CALLBACKS", "FORGED", "CallbackService", "INCOMING_REFERENCES", "operation_of"]
+
+log = get_logger(__name__)
+
+#: what an ИПС request to us must have signed ("?" = when present)
+INCOMING_REFERENCES = ("Body", "Timestamp", "MessageID", "Action", "To?", "ReplyTo?")
+
+CALLBACKS = Counter("emd_callbacks", "Requests to the МИС callback endpoint, by operation and outcome.",
+                    ["operation", "outcome"], registry=metrics.REGISTRY)
+FORGED = Counter("emd_callbacks_forged", "Callback requests refused for their WS-Security, by reason.",
+                 ["reason"], registry=metrics.REGISTRY)
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+LookupFile = Callable[[str], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    outcome: str
+
+
+def operation_of(body_local_name: str) -> str:
+    return {n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult",
+            n.GET_DOCUMENT_FILE: "getDocumentFile"}.get(body_local_name, "unknown")
+
+
+class CallbackService:
+    """The callback protocol. Keyword-only settings:
+
+    :param trusted_certificates: the ИПС certificates a request must be signed with (pinned DER).
+    :param key, certificate: the ИС key and certificate our replies are signed with.
+    :param publish: ``async (key, value)`` returning once the broker acknowledged the write.
+    :param lookup_file: ``async (localUid) -> bytes | None``: the exact signed document bytes.
+    :param publish_timeout: seconds to wait for the broker before answering a fault (default 10).
+    :param max_skew: tolerated clock difference on the WS-Security Timestamp (default 300 s).
+    """
+
+    def __init__(self, *, trusted_certificates: Iterable[Any], key: Any, certificate: Any, publish: Publish,
+                 lookup_file: LookupFile, publish_timeout: float = 10.0, max_skew: float = 300.0) -> None:
+        self.trusted = list(trusted_certificates)
+        if not self.trusted:
+            raise ValueError("at least one trusted ИПС certificate is needed")
+        self.key, self.certificate = key, certificate
+        self.publish, self.lookup_file = publish, lookup_file
+        self.publish_timeout, self.max_skew = publish_timeout, max_skew
+
+    async def handle(self, body: bytes) -> Reply:
+        """Answer one POSTed SOAP request (never raises)."""
+        operation = "unknown"
+        try:
+            headers, payload = soap._open(body)
+            operation = operation_of(soap._local(payload))
+            version = headers.soap_version
+        except PermanentError as exc:
+            return self._done(operation, "malformed", self._fault("Client", f"not a SOAP request: {exc.message}",
+                                                                   "VALIDATION_ERROR", None, "1.1"))
+        try:
+            # verify on the exact received bytes before believing anything in them
+            verify_envelope(body, trusted_certificates=self.trusted, required=INCOMING_REFERENCES,
+                            max_skew=self.max_skew)
+        except PermanentError as exc:
+            FORGED.labels(exc.reason).inc()
+            log.warning("callback refused: WS-Security", operation=operation, reason=exc.reason,
+                        error=exc.message, message_id=headers.message_id)
+            return self._done(operation, "forged", self._fault(
+                "Client", f"WS-Security check failed ({exc.reason})", "AUTHORIZATION_ERROR",
+                headers.message_id, version, ips_fault="AuthorizationFault"))
+        if operation == "registerDocumentResult":
+            return await self._result(body, version)
+        if operation == "getDocumentFile":
+            return await self._file(body, version)
+        return self._done(operation, "malformed", self._fault(
+            "Client", f"unsupported operation {soap._local(payload)}", "VALIDATION_ERROR", headers.message_id,
+            version))
+
+    async def _result(self, body: bytes, version: str) -> Reply:
+        op = "registerDocumentResult"
+        try:
+            result = soap.parse_register_result(body)
+        except PermanentError as exc:
+            return self._done(op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version))
+        callback_id = result.headers.message_id
+        key = soap.normalize_message_id(result.relates_to_message)
+        try:
+            await asyncio.wait_for(self.publish(key, body), timeout=self.publish_timeout)
+        except Exception as exc:  # noqa: BLE001 - whatever the broker did, ИПС must deliver again
+            log.warning("callback not persisted, answering a fault", relates_to=key, callback_id=callback_id,
+                        error=repr(exc))
+            return self._done(op, "broker_unavailable", self._fault(
+                "Server", "callback could not be stored, deliver it again", "INTERNAL_ERROR", callback_id,
+                version, ips_fault="SystemFault"))
+        log.info("callback persisted", relates_to=key, callback_id=callback_id, status=result.status)
+        ack = soap.build_callback_ack(relates_to=callback_id or "", key=self.key, certificate=self.certificate,
+                                      soap_version=version)
+        return self._done(op, "accepted", Reply(200, ack, "accepted"))
+
+    async def _file(self, body: bytes, version: str) -> Reply:
+        op = "getDocumentFile"
+        try:
+            req = soap.parse_file_request(body)
+        except PermanentError as exc:
+            return self._done(op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version))
+        try:
+            data = await self.lookup_file(req.local_uid)
+        except Exception as exc:  # noqa: BLE001 - a store outage is ours: ИПС may ask again
+            log.warning("document file unavailable", local_uid=req.local_uid, error=repr(exc))
+            return self._done(op, "store_unavailable", self._fault(
+                "Server", "document store unavailable", "INTERNAL_ERROR", req.headers.message_id, version,
+                ips_fault="SystemFault"))
+        if data is None:
+            log.warning("getDocumentFile for an unknown document", local_uid=req.local_uid)
+            return self._done(op, "unknown_document", self._fault(
+                "Client", f"document [{req.local_uid}] is not known to this system", "DOCUMENT_NOT_FOUND",
+                req.headers.message_id, version))
+        reply = soap.build_file_response(relates_to=req.headers.message_id or "", data=data, key=self.key,
+                                         certificate=self.certificate, soap_version=version)
+        log.info("document file served", local_uid=req.local_uid, size=len(data))
+        return self._done(op, "served", Reply(200, reply, "served"))
+
+    def _fault(self, code: str, reason: str, detail: str, relates_to: str | None, version: str, *,
+               ips_fault: str | None = None) -> Reply:
+        if version == "1.2":
+            code = {"Client": "Sender", "Server": "Receiver"}[code]
+        body = soap.build_fault(code=code, reason=reason, detail_code=detail, detail_message=reason,
+                                ips_fault=ips_fault, relates_to=relates_to, soap_version=version,
+                                key=self.key, certificate=self.certificate)
+        return Reply(500, body, "fault")
+
+    @staticmethod
+    def _done(operation: str, outcome: str, reply: Reply) -> Reply:
+        CALLBACKS.labels(operation, outcome).inc()
+        return Reply(reply.status, reply.body, outcome)

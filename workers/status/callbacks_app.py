@@ -1,0 +1,113 @@
+"""``emd callbacks``: the HTTP endpoint ИПС calls (thin wiring of ``services.callbacks.CallbackService``).
+
+aiohttp serves POST on any path; the publisher is an aiokafka producer with ``acks=all`` whose
+``send_and_wait`` returns only after the broker confirmed the write; the file lookup reads the lifecycle
+store (what the sender registered) and resolves the bytes through the claim-check store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from services import lifecycle, topology
+from services.callbacks import CallbackService
+from services.certificates import load_certificate
+from services.config import Settings
+from services.docstore import DocumentStore, document_bytes, store_from_settings
+from services.errors import ConfigurationError
+from services.kafka import aio_producer_config
+from services.logs import get_logger
+from services.organizations import load_organizations
+
+log = get_logger(__name__)
+
+
+def load_ips_certificates(spec: str) -> list[Any]:
+    """The pinned ИПС certificates from ``EMD_IPS_CERTIFICATES`` (comma-separated files)."""
+    certs = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        try:
+            certs.append(load_certificate(Path(part).read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"EMD_IPS_CERTIFICATES: {part}: {exc}") from None
+    if not certs:
+        raise ConfigurationError("EMD_IPS_CERTIFICATES is empty: callbacks cannot be verified")
+    return certs
+
+
+def reply_credentials(settings: Settings) -> tuple[Any, Any]:
+    """The ИС key/certificate replies are signed with: the first organisation's ``remd`` system credential."""
+    config = load_organizations(settings.organizations_file)
+    for org in config.organizations.values():
+        if org.remd is not None and org.remd.system is not None and org.remd.system.usable:
+            signer = org.remd.system.signer()
+            return signer._key, org.remd.system.certificate  # noqa: SLF001 - the raw GOST key signs XMLDSig
+    raise ConfigurationError("no organisation has a usable remd.system_key: callback replies cannot be signed")
+
+
+def file_lookup(store: lifecycle.SqliteLifecycleStore, docs: DocumentStore | None):
+    """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
+    def lookup(local_uid: str) -> bytes | None:
+        doc = store.get(local_uid)
+        if doc is None:
+            return None
+        if doc.signed_event:
+            return document_bytes(json.loads(doc.signed_event)["data"]["document"], docs)
+        if doc.document_ref and docs is not None:
+            return docs.get(doc.document_ref)
+        return None
+
+    async def run(local_uid: str) -> bytes | None:
+        return await asyncio.to_thread(lookup, local_uid)
+    return run
+
+
+def content_type(body: bytes) -> str:
+    return ("application/soap+xml; charset=utf-8" if b"http://www.w3.org/2003/05/soap-envelope" in body[:600]
+            else "text/xml; charset=utf-8")
+
+
+async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
+                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run the endpoint until ``stop`` is set (or forever)."""
+    key, certificate = reply_credentials(settings)
+    trusted = load_ips_certificates(settings.ips_certificates)
+    store = lifecycle.open_store(settings.data_dir)
+    docs = store_from_settings(settings)
+    producer = AIOKafkaProducer(**aio_producer_config(settings, client_id="callbacks"))
+    await producer.start()
+
+    async def publish(k: str, value: bytes) -> None:
+        await producer.send_and_wait(topology.CALLBACKS.name, value=value, key=k.encode())
+
+    service = CallbackService(trusted_certificates=trusted, key=key, certificate=certificate, publish=publish,
+                              lookup_file=file_lookup(store, docs))
+
+    async def handle(request: web.Request) -> web.Response:
+        reply = await service.handle(await request.read())
+        return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": content_type(reply.body)})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or settings.callback_host, port if port is not None else settings.callback_port)
+    await site.start()
+    log.info("callback endpoint listening", host=host or settings.callback_host,
+             port=port if port is not None else settings.callback_port)
+    if ready is not None:
+        ready.set()
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()
+        await producer.stop()
+        store.close()
