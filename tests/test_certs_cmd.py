@@ -98,3 +98,21 @@ def test_check_exits_2_on_a_broken_configuration(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{\"organizations\": []}")
     assert emd(["certs", "check", "--config", str(tmp_path / "bad.json")]) == 2
     assert "organizations: expected a non-empty list" in capsys.readouterr().err
+
+
+def test_check_reports_a_key_that_cannot_be_unlocked(tmp_path, capsys, monkeypatch):
+    """A key whose password variable is unset is listed as unusable and fails the check (exit 1)."""
+    path, _ = _dev(tmp_path, capsys)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["organizations"][0]["signing"]["organization"]["password_env"] = "EMD_TEST_UNSET_PASSWORD"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    monkeypatch.delenv("EMD_TEST_UNSET_PASSWORD", raising=False)
+    assert emd(["certs", "check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "KEY UNUSABLE" in out.splitlines()[0] and "organization" in out.splitlines()[0]
+
+
+def test_certs_without_an_action_prints_help_and_exits_2(capsys):
+    """`emd certs` alone is a usage error."""
+    assert emd(["certs"]) == 2
+    assert "check" in capsys.readouterr().out

@@ -211,3 +211,14 @@ class TestConfiguration:
         (tmp_path / "revoked.txt").write_text(f"{number.upper()}  # lost laptop\n")
         os.utime(tmp_path / "revoked.txt", (1, 1))  # a different mtime, whatever the clock resolution
         assert number in config.revoked
+
+
+def test_kind_without_mo_sign_gets_no_organisation_signature(setup, monkeypatch):
+    """When НСИ 1520 says the kind needs no MO_SIGN, only the doctors sign and organization is null."""
+    from services import cda
+
+    _, config = setup
+    monkeypatch.setattr(cda.CdaMetadata, "requires_organization_signature", property(lambda self: False))
+    doc = lab.GOOD.read_bytes()
+    sig = sign_document(_data(doc), doc, config)
+    assert sig["organization"] is None and len(sig["personal"]) == 1
