@@ -110,6 +110,28 @@ class Settings:
     ack_scan_interval_seconds: float = setting(
         "EMD_ACK_SCAN_INTERVAL_SECONDS", 60.0, "How often the status worker looks for overdue documents.")
 
+    # --- Sender (signed → sent) ----------------------------------------------------------------
+    sender_retry_base_seconds: float = setting(
+        "EMD_SENDER_RETRY_BASE_SECONDS", 60.0, "Delay before the first retry of a transient РЭМД failure; doubles each time.")
+    sender_retry_max_seconds: float = setting(
+        "EMD_SENDER_RETRY_MAX_SECONDS", 6 * 3600.0, "Longest delay between two attempts of one document.")
+    sender_max_attempts: int = setting(
+        "EMD_SENDER_MAX_ATTEMPTS", 12, "Attempts per document (first included) before the dead letter.")
+    sender_connect_timeout: float = setting("EMD_SENDER_CONNECT_TIMEOUT", 10.0, "Seconds to connect to ИПС.")
+    sender_read_timeout: float = setting("EMD_SENDER_READ_TIMEOUT", 60.0, "Seconds to wait for ИПС's answer.")
+    sender_breaker_failures: int = setting(
+        "EMD_SENDER_BREAKER_FAILURES", 5, "Consecutive transport failures that open an endpoint's circuit.")
+    sender_breaker_cool_down: float = setting(
+        "EMD_SENDER_BREAKER_COOL_DOWN", 30.0, "Seconds an open circuit waits before probing the endpoint.")
+    sender_endpoint_concurrency: int = setting(
+        "EMD_SENDER_ENDPOINT_CONCURRENCY", 8, "Requests in flight at once per endpoint and organisation.")
+    sender_hold_per_endpoint: int = setting(
+        "EMD_SENDER_HOLD_PER_ENDPOINT", 4,
+        "Records a worker holds in memory while an endpoint's circuit is open; more are parked on the first "
+        "retry tier (without using an attempt), so other organisations' records keep flowing.")
+    lifecycle_store_url: str = setting(
+        "EMD_LIFECYCLE_STORE", "", "Lifecycle database: empty = <data_dir>/lifecycle.sqlite3 (SQLite, WAL).")
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``); ``overrides`` win."""

@@ -1,0 +1,41 @@
+"""The sender stage: ``emd.document.signed`` → ``emd.document.sent`` (+ ``emd.document.status`` "sent").
+
+Wiring only; the logic is ``services.submission.Submitter``. Transient failures go through the sender's
+retry tiers (``services.topology.SENDER_RETRIES``) with exponential backoff and jitter
+(``EMD_SENDER_RETRY_*``); permanent ones to ``emd.document.signed.dlt`` with the РЭМД code and every MessageID.
+"""
+
+from __future__ import annotations
+
+from services import topology
+from services.config import Settings
+from services.lifecycle import open_store
+from services.organizations import load_organizations
+from services.runtime import RetryPolicy, Stage
+from services.submission import Submitter, describe_failure
+
+NAME = "sender"
+
+
+def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
+    """``emd worker sender``: configuration and lifecycle store opened (and checked) before consuming."""
+    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
+    submitter = Submitter(
+        config=config, store=store, breaker_failures=settings.sender_breaker_failures,
+        breaker_cool_down=settings.sender_breaker_cool_down,
+        endpoint_concurrency=settings.sender_endpoint_concurrency,
+        hold_per_endpoint=settings.sender_hold_per_endpoint,
+        transport_options={"connect_timeout": settings.sender_connect_timeout,
+                           "read_timeout": settings.sender_read_timeout})
+
+    async def on_stop() -> None:
+        await submitter.aclose()
+        store.close()
+
+    retry = RetryPolicy(topics=tuple(t.name for t in topology.SENDER_RETRIES),
+                        base_delay=settings.sender_retry_base_seconds,
+                        max_delay=settings.sender_retry_max_seconds, max_attempts=settings.sender_max_attempts)
+    return Stage(name=NAME, input_topic=topology.SIGNED.name, handler=submitter.handle,
+                 dead_letter_topic=topology.SIGNED_DLT.name, settings=settings, retry=retry,
+                 on_stop=on_stop, describe_failure=describe_failure, serve_metrics=serve_metrics)
