@@ -250,8 +250,10 @@ class Scenario:
 def _flaky() -> list[Rule]:
     return [
         # a fifth of all МИС → РЭМД calls fail transiently; the kinds are drawn from the seeded RNG
-        Rule(fault=("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed"),
-             probability=0.2, delay=3.0),
+        Rule(fault=("latency", "http_error", "reset", "rate_limit", "soap_fault", "malformed"),
+             probability=0.17, delay=2.0),
+        # a timeout holds the connection past a usual 30 s client timeout (stop() interrupts the hold)
+        Rule(fault="timeout", probability=0.03, delay=35.0),
         # some answers are lost after ИПС took the message: the МИС must cope with a callback it did not expect
         Rule(fault=("http_error", "timeout", "reset"), operation="registerDocument", probability=0.05,
              process=True, delay=3.0),

@@ -73,9 +73,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         emu = self.server.emulator
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
-            self.send_json({"error": "request too large"}, status=413)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_REQUEST_BYTES:
+            self.send_json({"error": "Content-Length missing, invalid or too large"}, status=413)
             return
         body = self.rfile.read(length) if length else b""
         if urlsplit(self.path).path.startswith("/_emulator/"):
@@ -271,7 +274,10 @@ class Emulator:
     def reset(self) -> None:
         """Empty registry and request log; the scenario's rules (fresh counters) and seed again."""
         self.registry.reset()
-        fresh = make_scenario(self.scenario.name) if self.scenario.name else self.scenario
+        try:
+            fresh = make_scenario(self.scenario.name)
+        except ValueError:  # a caller-made Scenario: its rules as they are (counters not reset)
+            fresh = self.scenario
         self.faults.replace(fresh.rules, seed=self._seed)
         if self.outage is not None:
             self.outage.restart()
