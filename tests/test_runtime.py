@@ -1,0 +1,163 @@
+"""The worker runtime: outputs, dead letters, retry tiers and shutdown, on the real broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from kafka import KafkaProducer
+
+from services import deadletter as dl
+from services.config import Settings
+from services.errors import PermanentError, TransientError
+from services.runtime import Output, Record, RetryPolicy, Stage
+from services.topology import Topic, ensure_topics
+from tests.kafka_helpers import read_all
+from tests.stage_helpers import running
+
+
+def _topics(broker, *suffixes: str) -> dict[str, str]:
+    run = uuid.uuid4().hex[:8]
+    names = {s: f"rt.{run}.{s}" for s in suffixes}
+    ensure_topics(broker.bootstrap_servers, partitions=2, topics=tuple(Topic(n, "test") for n in names.values()))
+    return names
+
+
+def _send(broker, topic: str, items: list[tuple[str, dict]]) -> None:
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    for key, value in items:
+        p.send(topic, key=key.encode(), value=json.dumps(value).encode(), headers=[("emd-trace-id", b"t-1")])
+    p.flush()
+    p.close()
+
+
+def _stage(broker, tmp_path, names, handler, **kw) -> Stage:
+    settings = Settings.from_env(kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
+                                 kafka_enable_idempotence=False, shutdown_grace_seconds=5.0)
+    return Stage(name="rt", input_topic=names["in"], handler=handler, dead_letter_topic=names["dlt"],
+                 settings=settings, group_id=f"g-{names['in']}", serve_metrics=False, **kw)
+
+
+def _headers(record) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+def test_outputs_are_produced_and_permanent_failures_dead_lettered(broker, tmp_path):
+    """Good records reach the output topic; a PermanentError sends the original record to the dead letter."""
+    names = _topics(broker, "in", "out", "dlt")
+
+    async def handle(record: Record) -> list[Output]:
+        body = json.loads(record.value)
+        if body["bad"]:
+            raise PermanentError("document is not valid", reason="XSD_INVALID", kind="119",
+                                 organization="1.2.643.5.1.13.13.12.2.77.7831")
+        return [Output(names["out"], {"n": body["n"]}, key=record.key)]
+
+    _send(broker, names["in"], [(f"doc-{n}", {"n": n, "bad": n == 3}) for n in range(6)])
+    with running(_stage(broker, tmp_path, names, handle)):
+        out = read_all(broker.bootstrap_servers, names["out"], expect=5, timeout=60)
+        dead = read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=30)
+    assert sorted(json.loads(r.value)["n"] for r in out) == [0, 1, 2, 4, 5]
+    assert len(dead) == 1
+    h = _headers(dead[0])
+    assert dead[0].key == b"doc-3" and json.loads(dead[0].value) == {"n": 3, "bad": True}
+    assert h[dl.REASON] == "XSD_INVALID" and h[dl.STAGE] == "rt" and h[dl.ORIGINAL_TOPIC] == names["in"]
+    assert h[dl.KIND] == "119" and h[dl.LOCAL_UID] == "doc-3" and h["emd-trace-id"] == "t-1"
+    assert h[dl.EXCEPTION_FQCN] == "services.errors.PermanentError"
+
+
+def test_an_unexpected_exception_is_dead_lettered_not_fatal(broker, tmp_path):
+    """A bug in the handler dead-letters that record as UNEXPECTED_ERROR and the stage goes on."""
+    names = _topics(broker, "in", "out", "dlt")
+
+    async def handle(record: Record) -> list[Output]:
+        if record.key == "doc-0":
+            raise KeyError("patient")
+        return [Output(names["out"], b"ok", key=record.key)]
+
+    _send(broker, names["in"], [("doc-0", {}), ("doc-1", {})])
+    with running(_stage(broker, tmp_path, names, handle)):
+        out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=60)
+        dead = read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=30)
+    assert [r.key for r in out] == [b"doc-1"]
+    assert _headers(dead[0])[dl.REASON] == "UNEXPECTED_ERROR"
+    assert _headers(dead[0])[dl.CATEGORY] == "internal"
+
+
+def test_transient_failure_goes_through_a_retry_tier_and_succeeds(broker, tmp_path):
+    """A TransientError parks the record in a retry tier until due; the next attempt succeeds."""
+    names = _topics(broker, "in", "out", "dlt", "retry0", "retry1")
+    attempts: list[int] = []
+
+    async def handle(record: Record) -> list[Output]:
+        attempts.append(record.attempt)
+        if record.attempt == 0:
+            raise TransientError("РЭМД busy", reason="RATE_LIMIT", message_id="m-1")
+        return [Output(names["out"], {"attempt": record.attempt,
+                                      "ids": record.header(dl.MESSAGE_IDS)}, key=record.key)]
+
+    retry = RetryPolicy(topics=(names["retry0"], names["retry1"]), base_delay=0.5, max_delay=1.0, jitter=0)
+    _send(broker, names["in"], [("doc-1", {})])
+    with running(_stage(broker, tmp_path, names, handle, retry=retry)):
+        out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=60)
+        parked = read_all(broker.bootstrap_servers, names["retry0"], expect=1, timeout=10)
+    assert attempts == [0, 1]
+    assert json.loads(out[0].value) == {"attempt": 1, "ids": "m-1"}
+    h = _headers(parked[0])
+    assert h[dl.ATTEMPTS] == "1" and h[dl.RETRY_REASON] == "RATE_LIMIT" and h[dl.RETRY_ORIGINAL_TOPIC] == names["in"]
+
+
+def test_exhausted_retries_dead_letter_with_every_message_id(broker, tmp_path):
+    """After max_attempts the record is dead-lettered as RETRIES_EXHAUSTED, naming its origin and all MessageIDs."""
+    names = _topics(broker, "in", "out", "dlt", "retry0")
+
+    async def handle(record: Record) -> list[Output]:
+        raise TransientError("ИПС unreachable", reason="NETWORK_ERROR", message_id=f"m-{record.attempt}")
+
+    retry = RetryPolicy(topics=(names["retry0"],), base_delay=0.2, max_delay=0.2, max_attempts=3, jitter=0)
+    _send(broker, names["in"], [("doc-1", {})])
+    with running(_stage(broker, tmp_path, names, handle, retry=retry)):
+        dead = read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=60)
+    h = _headers(dead[0])
+    assert h[dl.REASON] == "RETRIES_EXHAUSTED" and h[dl.ATTEMPTS] == "3"
+    assert h[dl.MESSAGE_IDS] == "m-0,m-1,m-2"
+    assert h[dl.ORIGINAL_TOPIC] == names["in"]
+
+
+def test_stop_request_lets_in_flight_records_finish(broker, tmp_path):
+    """On stop, records already being handled complete and their outputs are produced."""
+    import asyncio
+
+    names = _topics(broker, "in", "out", "dlt")
+
+    async def handle(record: Record) -> list[Output]:
+        await asyncio.sleep(1.5)
+        return [Output(names["out"], b"done", key=record.key)]
+
+    _send(broker, names["in"], [(f"doc-{n}", {}) for n in range(4)])
+    stage = _stage(broker, tmp_path, names, handle)
+    with running(stage):
+        import time
+        deadline = time.monotonic() + 30
+        while not stage._tasks and time.monotonic() < deadline:  # wait until records are in flight
+            time.sleep(0.05)
+        in_flight = len(stage._tasks)
+    out = read_all(broker.bootstrap_servers, names["out"], idle=1)
+    assert in_flight > 0 and len(out) >= in_flight
+
+
+def test_dead_lettering_again_replaces_failure_headers():
+    """A record dead-lettered a second time carries one set of failure headers, its first failure time and all ids."""
+    first = dl.dead_letter_headers(original_headers={"emd-trace-id": b"t"}, topic="a", partition=0, offset=5,
+                                   timestamp_ms=1, consumer_group="g",
+                                   failure=dl.Failure(stage="sender", reason="X", message="m",
+                                                      exception_fqcn="E", message_ids=("m-1",)))
+    second = dl.dead_letter_headers(original_headers=dict(first), topic="a", partition=0, offset=9,
+                                    timestamp_ms=2, consumer_group="g",
+                                    failure=dl.Failure(stage="sender", reason="Y", message="n",
+                                                       exception_fqcn="E", message_ids=("m-2",)))
+    names = [k for k, _ in second]
+    assert len(names) == len(set(names))
+    h = {k: v.decode() for k, v in second}
+    assert h[dl.REASON] == "Y" and h[dl.MESSAGE_IDS] == "m-1,m-2"
+    assert h[dl.FIRST_FAILURE] == dict(first)[dl.FIRST_FAILURE].decode()
