@@ -1,0 +1,154 @@
+"""The sender's handler without Kafka: idempotency, MessageIDs recorded before sending, circuit hold, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from services import events, lifecycle, topology
+from services.errors import PermanentError, TransientError
+from services.organizations import load_organizations, write_dev_config
+from services.runtime import Record
+from services.submission import Submitter
+from services.transport import SubmitOutcome
+
+ORG = "1.2.643.5.1.13.13.12.2.77.7831"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = write_dev_config(tmp_path_factory.mktemp("cfg"), oids=[ORG], endpoint="http://ips.test/emdr")
+    return load_organizations(path)
+
+
+def _record(uid="doc-1") -> Record:
+    data = dict(events.load_schema(events.SIGNED)["examples"][0])
+    data["localUid"] = uid
+    event = events.new_event(events.SIGNED, data, source="test")
+    return Record(topic=topology.SIGNED.name, partition=0, offset=0, key=uid, value=events.encode(event),
+                  headers={}, timestamp_ms=0)
+
+
+class FakeTransport:
+    name = "ips"
+
+    def __init__(self, *outcomes, store=None):
+        self.outcomes = list(outcomes)
+        self.requests = []
+        self.store = store
+        self.recorded_before_send = []
+
+    async def submit(self, request):
+        self.requests.append(request)
+        if self.store is not None:  # the attempt must already be durable when the request leaves
+            self.recorded_before_send.append(self.store.find_by_message_id(request.message_id) is not None)
+        return self.outcomes.pop(0) if self.outcomes else SubmitOutcome(kind="accepted", reason="ACCEPTED")
+
+    async def aclose(self):
+        pass
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = lifecycle.open_store(tmp_path)
+    yield s
+    s.close()
+
+
+def _submitter(config, store, transport, **kw):
+    return Submitter(config=config, store=store, transports={"ips": transport}, **kw)
+
+
+def test_accepted_emits_sent_and_status(config, store):
+    """An accepted registration gives a schema-valid sent event with the submission, and status "sent"."""
+    t = FakeTransport(store=store)
+    outs = asyncio.run(_submitter(config, store, t).handle(_record()))
+    assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
+    sent = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
+    assert sent["messageId"] == t.requests[0].message_id and sent["messageIds"] == [sent["messageId"]]
+    assert sent["attempt"] == 1 and sent["endpoint"] == "http://ips.test/emdr" and sent["environment"] == "test"
+    assert json.loads(outs[1].value)["data"]["status"] == "sent"
+    assert t.recorded_before_send == [True]
+    assert store.get("doc-1").state == lifecycle.ACCEPTED
+
+
+def test_redelivery_after_acceptance_never_sends_again(config, store):
+    """A redelivered (or replayed) record of an accepted document re-emits sent from the store and sends nothing."""
+    t = FakeTransport(store=store)
+    s = _submitter(config, store, t)
+    first = asyncio.run(s.handle(_record()))
+    again = asyncio.run(s.handle(_record()))
+    assert len(t.requests) == 1
+    a = events.decode(first[0].value)["data"]["submission"]
+    b = events.decode(again[0].value)["data"]["submission"]
+    assert a["messageId"] == b["messageId"]
+
+
+def test_transient_then_accepted_keeps_every_message_id(config, store):
+    """A transient failure raises TransientError with its MessageID; the next attempt's sent event lists both."""
+    t = FakeTransport(SubmitOutcome(kind="transient", reason="HTTP_503", message="down"), store=store)
+    s = _submitter(config, store, t)
+    with pytest.raises(TransientError) as exc:
+        asyncio.run(s.handle(_record()))
+    first_id = t.requests[0].message_id
+    assert exc.value.reason == "HTTP_503" and exc.value.details["message_ids"] == [first_id]
+    outs = asyncio.run(s.handle(_record()))
+    sub = events.decode(outs[0].value)["data"]["submission"]
+    assert sub["messageIds"] == [first_id, t.requests[1].message_id] and sub["attempt"] == 2
+
+
+def test_rate_limit_defers_a_minute(config, store):
+    """RATE_LIMIT becomes TransientError(defer ≥ 60) and pauses the endpoint's limiter."""
+    t = FakeTransport(SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0))
+    s = _submitter(config, store, t)
+    with pytest.raises(TransientError) as exc:
+        asyncio.run(s.handle(_record()))
+    assert exc.value.defer >= 60
+    (lim,) = s.limiters.values()
+    assert lim.bucket.take() > 50
+
+
+def test_permanent_dead_letters_with_code_and_message_ids(config, store):
+    """A rejection raises PermanentError carrying the РЭМД code, message, category, hint and MessageIDs."""
+    t = FakeTransport(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NO_SNILS",
+                                    remd_message="нет СНИЛС", category="data", hint="fix", message="NO_SNILS: нет"))
+    with pytest.raises(PermanentError) as exc:
+        asyncio.run(_submitter(config, store, t).handle(_record()))
+    d = exc.value.details
+    assert (exc.value.reason, d["remd_code"], d["category"], d["hint"]) == ("REMD_REJECTED", "NO_SNILS", "data", "fix")
+    assert d["message_ids"] == [t.requests[0].message_id] and d["local_uid"] == "doc-1"
+    assert store.get("doc-1").state == lifecycle.FAILED
+
+
+def test_unknown_organization_is_permanent(config, store):
+    """A document of an organisation absent from the configuration is dead-lettered, nothing sent."""
+    rec = _record()
+    ev = json.loads(rec.value)
+    ev["data"]["organizationOid"] = "1.2.643.5.1.13.13.12.2.77.1"
+    rec = Record(**{**rec.__dict__, "value": json.dumps(ev).encode()})
+    t = FakeTransport()
+    with pytest.raises(PermanentError) as exc:
+        asyncio.run(_submitter(config, store, t).handle(rec))
+    assert exc.value.reason == "ORGANIZATION_UNKNOWN" and t.requests == []
+
+
+def test_open_circuit_holds_instead_of_burning_attempts(config, store):
+    """Transport failures that open the circuit do not raise: the record waits for the probe and is then sent."""
+    down = SubmitOutcome(kind="transient", reason="CONNECT_ERROR", transport_failure=True)
+    t = FakeTransport(down, down, store=store)
+    s = _submitter(config, store, t, breaker_failures=1, breaker_cool_down=0.2)
+    outs = asyncio.run(asyncio.wait_for(s.handle(_record()), timeout=10))
+    assert outs[0].topic == topology.SENT.name and len(t.requests) == 3
+    assert s.breakers["http://ips.test/emdr"].state == "closed"
+
+
+def test_open_circuit_parks_beyond_the_hold_limit(config, store):
+    """With the circuit open and the hold limit reached, a record is parked on retry tier 0 without an attempt."""
+    t = FakeTransport()
+    s = _submitter(config, store, t, breaker_failures=1, breaker_cool_down=60, hold_per_endpoint=0)
+    s.breaker("http://ips.test/emdr").record_failure()
+    (out,) = asyncio.run(s.handle(_record()))
+    assert out.topic == topology.SENDER_RETRIES[0].name and t.requests == []
+    assert out.headers["emd-retry-reason"] == b"CIRCUIT_OPEN" and "emd-attempt" not in out.headers
