@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "services.commands.certs_cmd",      # emd certs check / dev-config
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
     "services.commands.run_cmd",        # emd run, emd demo (the whole pipeline locally)
+    "services.commands.dlq_cmd",        # emd dlq list/show/export/replay
 ]
 
 
