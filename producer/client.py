@@ -291,8 +291,19 @@ class DocumentPublisher:
                               partition=meta.partition, offset=meta.offset)
 
     def close(self) -> None:
-        self._producer.flush(timeout=self.timeout)
-        self._producer.close(timeout=self.timeout)
+        """Flush and close. Every publish already waited for its acknowledgement (or raised), so a record
+        still unconfirmed here was reported to its caller as a PublishError: closing never hides a loss."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=self.timeout)
+            self._producer.close(timeout=self.timeout)
+        except KafkaError as exc:
+            log.warning("closing with unconfirmed sends (each already raised PublishError)", error=str(exc))
+            try:
+                self._producer.close(timeout=0)
+            except KafkaError:
+                pass  # the same unconfirmed batch; kafka-python has released its resources by now
 
     def __enter__(self) -> DocumentPublisher:
         return self
