@@ -106,6 +106,9 @@ def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # kafka-python logs every refused connection and retried metadata request as ERROR; the pipeline
+    # reports (and raises on) the failures that matter itself, with context.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 class _MaskingFormatter(logging.Formatter):

@@ -22,6 +22,8 @@ import sys
 import time
 import uuid
 from contextlib import ExitStack
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 from lxml import etree
@@ -65,7 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------- documents
 def _load_documents(folder: Path, count: int | None) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
     """(name, bytes) of the documents the producer accepts, and (name, reason) of those it refuses."""
-    from producer.client import InvalidDocument, read_document
+    from producer.client import InvalidDocument, build_created_data, read_document
 
     files = sorted(folder.glob("*.xml"))
     if not files:
@@ -73,27 +75,27 @@ def _load_documents(folder: Path, count: int | None) -> tuple[list[tuple[str, by
     accepted, refused = [], []
     for f in files:
         data = f.read_bytes()
-        try:
-            read_document(data)
+        try:  # exactly the producer's checks, without storing or sending anything
+            build_created_data(read_document(data), system_id="emd-run", document=None)
         except InvalidDocument as exc:
             refused.append((f.name, f"{exc.reason}: {exc.message}"))
             continue
         accepted.append((f.name, data))
-    if count is None:
-        return accepted, refused
-    generated = []
-    for n in range(count):
-        name, data = accepted[n % len(accepted)]
-        generated.append((f"{name}#{n}", _with_fresh_local_uid(data)))
-    return generated, []
+    # The Ministry examples share ids (many are "144632") and were created in 2015–2022, before some of
+    # their kinds took effect: published as they are, РЭМД would refuse them as duplicates or out of date.
+    # Each is published as a clinic would today: a document of its own, created now.
+    count = len(accepted) if count is None else count
+    return [(f"{accepted[n % len(accepted)][0]}", _as_new_document(accepted[n % len(accepted)][1]))
+            for n in range(count)], refused
 
 
-def _with_fresh_local_uid(data: bytes) -> bytes:
-    """The same document with a new ClinicalDocument/id extension (a new localUid)."""
+def _as_new_document(data: bytes) -> bytes:
+    """The same document with a new localUid (ClinicalDocument/id extension) and a creation time of now."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
     root = etree.fromstring(data, parser)
-    doc_id = root.find(f"{{{HL7}}}id")
-    doc_id.set("extension", uuid.uuid4().hex[:20])
+    root.find(f"{{{HL7}}}id").set("extension", uuid.uuid4().hex[:20])
+    effective = root.find(f"{{{HL7}}}effectiveTime")
+    effective.set("value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%S%z"))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
@@ -122,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     documents, refused = _load_documents(args.samples, args.documents)
     say = print if args.documents is None else (lambda *a, **k: print(*a, **k, file=sys.stderr))
-    say(f"{len(documents)} documents to publish" + (f", {len(refused)} refused by the producer" if refused else ""))
+    say(f"{len(documents)} documents to publish, each with a fresh localUid and created now"
+        + (f"; {len(refused)} samples refused by the producer (reasons at the end)" if refused else ""))
 
     with ExitStack() as stack:
         if settings.kafka_bootstrap_servers:
@@ -166,7 +169,14 @@ def _start_components(sup: Supervisor, workdir: Path, documents, bootstrap: str,
     orgs_file = write_dev_config(config_dir, oids=oids, doctors=snils,
                                  endpoint=f"http://127.0.0.1:{emulator_port}/ips",
                                  callback_url=f"http://127.0.0.1:{callbacks_port}/callback")
-    orgs = json.loads(orgs_file.read_text())["organizations"]
+    # One МИС serving many clinics is one information system in ЕГИСЗ: one clientEntityId, one ИС key.
+    config = json.loads(orgs_file.read_text())
+    orgs = config["organizations"]
+    shared = {k: orgs[0]["remd"][k] for k in ("client_entity_id", "system_key", "system_certificate")}
+    for org in orgs:
+        org["remd"].update(shared)
+    orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    orgs = orgs[:1]
     systems = {"systems": [{"clientEntityId": o["remd"]["client_entity_id"], "name": o["name"],
                             "certificates": [str(config_dir / o["remd"]["system_certificate"])]} for o in orgs]}
     (config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
