@@ -21,3 +21,19 @@ def broker():
     os.environ["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
     with LocalBroker() as b:
         yield b
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts and ends with default logging, so no test logs into another test's closed capture stream.
+
+    Commands under test call services.logs.configure(), which binds the sys.stderr of that moment — pytest's
+    capture stream, closed when the test ends.
+    """
+    import logging
+
+    import structlog
+
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = []
