@@ -32,9 +32,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services import metrics
+from services import metrics, soap
 from services import remd_names as n
-from services import soap
 from services.errors import PermanentError
 from services.logs import get_logger
 from services.wssec import verify_envelope

@@ -119,6 +119,10 @@ class LifecycleStore(Protocol):
 
     def history(self, local_uid: str) -> list[Attempt]: ...
 
+    def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
+        """(localUid, accepted MessageID) of documents accepted before then and still without a result."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -355,6 +359,13 @@ class SqliteLifecycleStore:
             rows = self._db.execute("SELECT * FROM attempts WHERE local_uid = ? ORDER BY attempt",
                                     (local_uid,)).fetchall()
         return [self._attempt(r) for r in rows]
+
+    def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT local_uid, accepted_message_id FROM documents WHERE state = ? AND accepted_at < ?",
+                (ACCEPTED, accepted_before.astimezone(UTC).isoformat(timespec="microseconds"))).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     def message_ids(self, local_uid: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid)]

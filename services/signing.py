@@ -40,6 +40,11 @@ class Signer(Protocol):
 
     def sign(self, data: bytes, *, signing_time: dt.datetime | None = None) -> bytes: ...
 
+    def sign_digest(self, digest: bytes) -> bytes:
+        """Raw GOST R 34.10 signature (s‖r) over a Streebog digest: what WS-Security XMLDSig needs.
+        (A DSS service offers this as "sign hash"; a PKCS#11 token as C_Sign on the digest.)"""
+        ...
+
 
 class LocalKeySigner:
     """A software key in this process (PKCS#8 or PFX, see ``services.keys``)."""
@@ -58,6 +63,9 @@ class LocalKeySigner:
     def sign(self, data: bytes, *, signing_time: dt.datetime | None = None) -> bytes:
         return cades.sign_detached(data, key=self._key, certificate=self._certificate,
                                    signing_time=signing_time)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        return self._key.sign_digest(digest)
 
     def __repr__(self) -> str:
         return f"LocalKeySigner({self._certificate!r})"

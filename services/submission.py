@@ -165,12 +165,7 @@ class Submitter:
             log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
             return await self._sent_outputs(event, doc, remd)
 
-        signer = remd.system.signer()  # raises the deferred key error of this organisation only
-        # wssec needs the raw key for XMLDSig; LocalKeySigner is today's only Signer (see report/docs)
-        key = getattr(signer, "_key", None)
-        if key is None:
-            raise PermanentError("the system key cannot sign WS-Security here", reason="REMD_SYSTEM_KEY_UNSUPPORTED",
-                                 category="configuration", organization=org_oid)
+        key = remd.system.signer()  # raises the deferred key error of this organisation only
         registration = registration_from_event(data)
         if not registration.personal_signs:
             raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 import uuid
 from contextlib import ExitStack
 from datetime import datetime
-from zoneinfo import ZoneInfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 
 from services.broker import LocalBroker, free_port
 from services.config import Settings
 from services.logs import configure, get_logger
-from services.samples import MINISTRY_SAMPLES, ministry_samples
+from services.samples import MINISTRY_SAMPLES
 from services.supervisor import Supervisor
 from services.topology import ensure_topics
 from services.watch import STAGES, PipelineWatcher, Snapshot

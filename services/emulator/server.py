@@ -39,7 +39,8 @@ from services.certificates import Certificate
 from services.devpki import DevCA, SubjectInfo
 from services.emulator import checks
 from services.emulator.callbacks import Job, Processor
-from services.emulator.faults import Decision, FaultInjector, Outage, Rule, Scenario, scenario as make_scenario
+from services.emulator.faults import Decision, FaultInjector, Outage, Rule, Scenario
+from services.emulator.faults import scenario as make_scenario
 from services.emulator.registry import Registry
 from services.emulator.systems import System
 from services.errors import PermanentError

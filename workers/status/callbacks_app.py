@@ -48,8 +48,7 @@ def reply_credentials(settings: Settings) -> tuple[Any, Any]:
     config = load_organizations(settings.organizations_file)
     for org in config.organizations.values():
         if org.remd is not None and org.remd.system is not None and org.remd.system.usable:
-            signer = org.remd.system.signer()
-            return signer._key, org.remd.system.certificate  # noqa: SLF001 - the raw GOST key signs XMLDSig
+            return org.remd.system.signer(), org.remd.system.certificate  # signs XMLDSig via sign_digest
     raise ConfigurationError("no organisation has a usable remd.system_key: callback replies cannot be signed")
 
 

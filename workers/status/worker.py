@@ -38,18 +38,6 @@ log = get_logger(__name__)
 KIND_HEADER = "emd-callback-kind"
 
 
-def overdue(store: lc.SqliteLifecycleStore, accepted_before: datetime) -> list[tuple[str, str | None]]:
-    """(localUid, accepted MessageID) of documents accepted before ``accepted_before`` and still undecided.
-
-    Belongs in LifecycleStore; kept here as a read-only query until that interface grows it.
-    """
-    with store._lock:  # noqa: SLF001
-        rows = store._db.execute(  # noqa: SLF001
-            "SELECT local_uid, accepted_message_id FROM documents WHERE state = ? AND accepted_at < ?",
-            (lc.ACCEPTED, accepted_before.astimezone(UTC).isoformat(timespec="microseconds"))).fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
 class StatusWorker:
     """Both stages and the deadline scanner; ``run()`` is what ``emd worker status`` awaits."""
 
@@ -96,7 +84,7 @@ class StatusWorker:
             soap.SearchQuery(organization=doc.organization, kind=doc.kind, register_date_begin=since.date().isoformat(),
                              register_date_end=(datetime.now(UTC) + timedelta(days=1)).date().isoformat()),
             client_entity_id=org.remd.client_entity_id or "", to=org.remd.endpoint,
-            key=org.remd.system.signer()._key, certificate=org.remd.system.certificate)  # noqa: SLF001
+            key=org.remd.system.signer(), certificate=org.remd.system.certificate)
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 response = await client.post(org.remd.endpoint, content=body,
@@ -115,7 +103,7 @@ class StatusWorker:
         try:
             while not self._stop.is_set():
                 before = datetime.now(UTC) - timedelta(seconds=self.settings.ack_timeout_seconds)
-                for uid, mid in await asyncio.to_thread(overdue, self.store, before):
+                for uid, mid in await asyncio.to_thread(self.store.overdue, before):
                     if uid in self._fired:
                         continue
                     await producer.send_and_wait(topology.CALLBACKS.name, value=b"", key=(mid or uid).encode(),
