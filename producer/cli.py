@@ -21,7 +21,7 @@ from producer.client import (
     build_created_event,
 )
 from services.config import Settings
-from services.docstore import DocumentStore, FilesystemStore, S3Store, store_from_settings
+from services.docstore import DocumentStore, store_from_settings
 from services.errors import ConfigurationError
 
 
@@ -45,14 +45,7 @@ class _PreviewStore:
         self.real = real
 
     def put(self, data: bytes) -> str:
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
-        if isinstance(self.real, FilesystemStore):
-            return self.real._path(digest).as_uri()
-        if isinstance(self.real, S3Store):
-            return f"s3://{self.real.bucket}/{self.real._key(digest)}"
-        return f"file:///dry-run/{digest}"
+        return self.real.ref_for(data)
 
 
 def _fail(message: str, code: int = 1) -> int:

@@ -68,6 +68,9 @@ class DocumentStore(Protocol):
     def exists(self, ref: str) -> bool:
         """Whether ``ref`` is stored."""
 
+    def ref_for(self, data: bytes) -> str:
+        """The reference ``put(data)`` returns, without storing anything (content-addressed)."""
+
 
 class FilesystemStore:
     """``<root>/<sha[:2]>/<sha>`` files, written via temp file + fsync + rename (never half-written).
@@ -90,6 +93,9 @@ class FilesystemStore:
             raise PermanentError(f"reference {ref!r} is not a document of the store at {self.root}",
                                  reason="DOCUMENT_REF_INVALID", ref=ref)
         return path.name
+
+    def ref_for(self, data: bytes) -> str:
+        return self._path(_sha256(data)).as_uri()
 
     def put(self, data: bytes) -> str:
         digest = _sha256(data)
@@ -229,12 +235,18 @@ class S3Store:
             raise ConfigurationError(f"S3 {method} refused ({response.status_code}): check EMD_S3_* credentials")
         return response
 
+    def _ref(self, digest: str) -> str:
+        return f"s3://{self.bucket}/{self._key(digest)}"
+
+    def ref_for(self, data: bytes) -> str:
+        return self._ref(_sha256(data))
+
     def put(self, data: bytes) -> str:
         digest = _sha256(data)
         response = self._request("PUT", digest, data)
         if response.status_code not in (200, 201, 204):
             raise TransientError(f"S3 PUT answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
-        return f"s3://{self.bucket}/{self._key(digest)}"
+        return self._ref(digest)
 
     def get(self, ref: str) -> bytes:
         digest = self._digest_of(ref)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.broker import _die_with_parent
@@ -28,8 +28,6 @@ class Child:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -65,35 +63,8 @@ class Supervisor:
         out.close()
         log.debug("started", child=child.name, pid=child.process.pid)
 
-    def kill(self, name: str) -> None:
-        """SIGKILL one child (used by chaos tests)."""
-        child = self.children[name]
-        if child.alive:
-            assert child.process is not None
-            child.process.kill()
-            child.process.wait()
-
-    def restart(self, name: str) -> None:
-        child = self.children[name]
-        if child.alive:
-            self.stop_one(name)
-        child.restarts += 1
-        self._spawn(child)
-
     def dead(self) -> list[str]:
         return [c.name for c in self.children.values() if not c.alive]
-
-    def stop_one(self, name: str, timeout: float = 30.0) -> None:
-        child = self.children[name]
-        if not child.alive:
-            return
-        assert child.process is not None
-        child.process.send_signal(signal.SIGTERM)
-        try:
-            child.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to all, wait up to ``timeout`` in all, SIGKILL what is left."""

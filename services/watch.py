@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
@@ -61,7 +61,6 @@ class PipelineWatcher:
         self.final_stage = final_stage
         self.stage_of: dict[str, str] = {}
         self.dead: dict[str, DeadLetter] = {}
-        self.arrivals: dict[str, Counter[str]] = {s: Counter() for s in STAGES}
         self.recent: deque[DeadLetter] = deque(maxlen=5)
         self._done_times: deque[float] = deque(maxlen=10000)
         self._lock = threading.Lock()
@@ -115,7 +114,6 @@ class PipelineWatcher:
                 self.recent.append(dead)
                 return
             stage = _TOPIC_STAGE[topic]
-            self.arrivals[stage][key] += 1
             current = self.stage_of.get(key)
             if current is None or STAGES.index(stage) > STAGES.index(current):
                 self.stage_of[key] = stage
@@ -136,11 +134,6 @@ class PipelineWatcher:
             rate = sum(1 for t in self._done_times if now - t <= 10) / 10
             return Snapshot(per_stage=per_stage, dead_lettered=dead, final=final, total=len(keys), rate=rate,
                             errors=list(self.recent))
-
-    def duplicates(self, stage: str) -> dict[str, int]:
-        """localUids that arrived more than once on ``stage``'s topic (at-least-once shows up here)."""
-        with self._lock:
-            return {k: n for k, n in self.arrivals[stage].items() if n > 1}
 
     def wait_for(self, expected: set[str], *, timeout: float, on_tick=None, tick: float = 1.0) -> Snapshot:
         """Block until every expected localUid is final (or ``timeout``), calling ``on_tick(snapshot)``."""

@@ -149,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             say("\ninterrupted: stopping every component...")
             return 130
-        view.done()
         duplicated = _emulator_duplicates(env)
         lost = snap.total - snap.final
         _summary(snap, refused, workdir, env, say, args.until)
@@ -265,9 +264,6 @@ class _LiveView:
         elif time.monotonic() - self.last_plain >= 5:
             print(text[0] + "  " + text[1], file=sys.stderr, flush=True)
             self.last_plain = time.monotonic()
-
-    def done(self) -> None:
-        pass
 
 
 def _summary(snap: Snapshot, refused, workdir: Path, env: dict[str, str], say, until: str) -> None:
