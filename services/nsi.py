@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 
@@ -58,6 +59,12 @@ class DocumentKind:
     is_cda: bool                 #: FORMAT 2 (CDA); 1 is PDF/A-1
     start_date: str | None
     end_date: str | None         #: registration of this kind ends (dd.mm.yyyy); None = open
+
+    def registrable_on(self, day: date) -> bool:
+        """РЭМД registers documents of this kind created on ``day`` (within START_DATE … END_DATE)."""
+        start = datetime.strptime(self.start_date, "%d.%m.%Y").date() if self.start_date else None
+        end = datetime.strptime(self.end_date, "%d.%m.%Y").date() if self.end_date else None
+        return (start is None or day >= start) and (end is None or day <= end)
 
     @property
     def requires_patient(self) -> bool:

@@ -63,6 +63,23 @@ class Supervisor:
         out.close()
         log.debug("started", child=child.name, pid=child.process.pid)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL child ``name`` (no drain, no commit: a crash) and reap it."""
+        child = self.children[name]
+        if child.alive:
+            assert child.process is not None
+            child.process.kill()
+            child.process.wait()
+            log.info("killed", child=name, pid=child.process.pid)
+
+    def restart(self, name: str) -> Child:
+        """Start child ``name`` again with the same command and environment (its log is appended to)."""
+        child = self.children[name]
+        if child.alive:
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(child)
+        return child
+
     def dead(self) -> list[str]:
         return [c.name for c in self.children.values() if not c.alive]
 

@@ -46,7 +46,8 @@ class Snapshot:
     final: int
     total: int
     rate: float
-    errors: list[DeadLetter] = field(default_factory=list)
+    errors: list[DeadLetter] = field(default_factory=list)        #: the latest few, for a live view
+    dead_letters: list[DeadLetter] = field(default_factory=list)  #: every dead letter of the documents asked for
 
 
 class PipelineWatcher:
@@ -133,7 +134,7 @@ class PipelineWatcher:
             now = time.monotonic()
             rate = sum(1 for t in self._done_times if now - t <= 10) / 10
             return Snapshot(per_stage=per_stage, dead_lettered=dead, final=final, total=len(keys), rate=rate,
-                            errors=list(self.recent))
+                            errors=list(self.recent), dead_letters=[self.dead[k] for k in sorted(keys) if k in self.dead])
 
     def wait_for(self, expected: set[str], *, timeout: float, on_tick=None, tick: float = 1.0) -> Snapshot:
         """Block until every expected localUid is final (or ``timeout``), calling ``on_tick(snapshot)``."""

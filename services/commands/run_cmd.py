@@ -15,20 +15,15 @@ topic to topic until each is acknowledged or dead-lettered.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
-import uuid
 from contextlib import ExitStack
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from lxml import etree
-
-from services.broker import LocalBroker, free_port
+from services.broker import LocalBroker
 from services.config import Settings
+from services.local_pipeline import LocalPipeline, sample_documents
 from services.logs import configure, get_logger
 from services.samples import MINISTRY_SAMPLES
 from services.supervisor import Supervisor
@@ -36,7 +31,6 @@ from services.topology import ensure_topics
 from services.watch import STAGES, PipelineWatcher, Snapshot
 
 log = get_logger("emd.run")
-HL7 = "urn:hl7-org:v3"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,55 +57,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="configuration, data and child logs (emptied at start)")
 
 
-# ------------------------------------------------------------------------------------------- documents
-def _load_documents(folder: Path, count: int | None) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
-    """(name, bytes) of the documents the producer accepts, and (name, reason) of those it refuses."""
-    from producer.client import InvalidDocument, build_created_data, read_document
-
-    files = sorted(folder.glob("*.xml"))
-    if not files:
-        raise SystemExit(f"emd: no sample documents in {folder} (set EMD_SHARED_DIR, or give --samples)")
-    accepted, refused = [], []
-    for f in files:
-        data = f.read_bytes()
-        try:  # exactly the producer's checks, without storing or sending anything
-            build_created_data(read_document(data), system_id="emd-run", document=None)
-        except InvalidDocument as exc:
-            refused.append((f.name, f"{exc.reason}: {exc.message}"))
-            continue
-        accepted.append((f.name, data))
-    # The Ministry examples share ids (many are "144632") and were created in 2015–2022, before some of
-    # their kinds took effect: published as they are, РЭМД would refuse them as duplicates or out of date.
-    # Each is published as a clinic would today: a document of its own, created now.
-    count = len(accepted) if count is None else count
-    return [(f"{accepted[n % len(accepted)][0]}", _as_new_document(accepted[n % len(accepted)][1]))
-            for n in range(count)], refused
-
-
-def _as_new_document(data: bytes) -> bytes:
-    """The same document with a new localUid (ClinicalDocument/id extension) and a creation time of now."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
-    root = etree.fromstring(data, parser)
-    root.find(f"{{{HL7}}}id").set("extension", uuid.uuid4().hex[:20])
-    effective = root.find(f"{{{HL7}}}effectiveTime")
-    effective.set("value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%S%z"))
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-
-
-def _participants(documents: list[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
-    """Organisation OIDs and signer СНИЛСы the development configuration must cover."""
-    from services import cda
-    from services.xmlsafe import parse_xml
-
-    oids, snils = set(), set()
-    for _, data in documents:
-        meta = cda.extract(parse_xml(data))
-        if meta.organization_oid:
-            oids.add(meta.organization_oid)
-        snils.update(s.snils for s in meta.signers if s.snils)
-    return sorted(oids), sorted(snils)
-
-
 # ------------------------------------------------------------------------------------------- the run
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
@@ -121,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
 
-    documents, refused = _load_documents(args.samples, args.documents)
+    # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
+    # a demo generates only documents a clinic could register today
+    documents, refused = sample_documents(args.samples, args.documents, registrable_only=args.documents is not None)
     say = print if args.documents is None else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     say(f"{len(documents)} documents to publish, each with a fresh localUid and created now"
-        + (f"; {len(refused)} samples refused by the producer (reasons at the end)" if refused else ""))
+        + (f"; {len(refused)} samples left out (reasons at the end)" if refused else ""))
 
     with ExitStack() as stack:
         if settings.kafka_bootstrap_servers:
@@ -136,107 +83,28 @@ def run(args: argparse.Namespace) -> int:
         ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions)
         say(f"broker: {bootstrap}")
 
-        sup = Supervisor(log_dir=workdir / "logs")
-        stack.callback(sup.stop)
-        env = _start_components(sup, workdir, documents, bootstrap, kafka_env, args, settings, say)
+        pipeline = LocalPipeline(workdir=workdir, bootstrap_servers=bootstrap, documents=documents,
+                                 kafka_env=kafka_env, scenario=args.scenario)
+        stack.callback(pipeline.stop)
+        pipeline.start()
+        say(f"emulator: {pipeline.emulator_url} (scenario {args.scenario}); callbacks: {pipeline.callback_url}; "
+            f"logs: {pipeline.supervisor.log_dir}")
 
         watcher = PipelineWatcher(bootstrap, final_stage=args.until).start()
         stack.callback(watcher.stop)
-        expected = _publish(documents, bootstrap, env, say)
-        view = _LiveView(interactive, sup)
+        expected = set(pipeline.publish(say=say))
+        view = _LiveView(interactive, pipeline.supervisor)
         try:
             snap = watcher.wait_for(expected, timeout=args.timeout, on_tick=view.tick)
         except KeyboardInterrupt:
             say("\ninterrupted: stopping every component...")
             return 130
-        duplicated = _emulator_duplicates(env)
+        duplicated = pipeline.duplicates()
         lost = snap.total - snap.final
-        _summary(snap, refused, workdir, env, say, args.until)
+        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
         print(f"acknowledged={snap.per_stage[args.until]} dead_lettered={snap.dead_lettered} "
               f"lost={lost} duplicated={duplicated}", flush=True)
         return 0 if lost == 0 and duplicated == 0 else 1
-
-
-def _start_components(sup: Supervisor, workdir: Path, documents, bootstrap: str, kafka_env: dict[str, str],
-                      args: argparse.Namespace, settings: Settings, say) -> dict[str, str]:
-    from services.organizations import write_dev_config
-
-    emulator_port, callbacks_port = free_port(), free_port()
-    oids, snils = _participants(documents)
-    config_dir = workdir / "config"
-    orgs_file = write_dev_config(config_dir, oids=oids, doctors=snils,
-                                 endpoint=f"http://127.0.0.1:{emulator_port}/ips",
-                                 callback_url=f"http://127.0.0.1:{callbacks_port}/callback")
-    # One МИС serving many clinics is one information system in ЕГИСЗ: one clientEntityId, one ИС key.
-    config = json.loads(orgs_file.read_text())
-    orgs = config["organizations"]
-    shared = {k: orgs[0]["remd"][k] for k in ("client_entity_id", "system_key", "system_certificate")}
-    for org in orgs:
-        org["remd"].update(shared)
-    orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
-    orgs = orgs[:1]
-    systems = {"systems": [{"clientEntityId": o["remd"]["client_entity_id"], "name": o["name"],
-                            "certificates": [str(config_dir / o["remd"]["system_certificate"])]} for o in orgs]}
-    (config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
-    env = {
-        **kafka_env,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "EMD_ORGANIZATIONS": str(orgs_file),
-        "EMD_DATA_DIR": str(workdir / "data"),
-        "EMD_LOG_FORMAT": "json",
-        "EMD_EMULATOR_URL": f"http://127.0.0.1:{emulator_port}",
-        "EMD_IPS_CERTIFICATES": str(config_dir / "emulator.pem"),
-        "EMD_CALLBACKS_PORT": str(callbacks_port),
-    }
-    sup.base_env.update(env)
-    sup.start("emulator", "emulator", "--port", str(emulator_port), "--scenario", args.scenario,
-              "--systems", str(config_dir / "systems.json"), "--write-certificate", str(config_dir / "emulator.pem"))
-    _wait_for_file(config_dir / "emulator.pem", sup, "emulator")
-    for stage in ("signer", "sender", "status"):
-        sup.start(stage, "worker", stage)
-    sup.start("callbacks", "callbacks", "--port", str(callbacks_port))
-    say(f"emulator: {env['EMD_EMULATOR_URL']} (scenario {args.scenario}); callbacks: "
-        f"http://127.0.0.1:{callbacks_port}/callback; logs: {sup.log_dir}")
-    return env
-
-
-def _wait_for_file(path: Path, sup: Supervisor, name: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if name in sup.dead() or time.monotonic() > deadline:
-            raise SystemExit(f"emd: the {name} did not start:\n{sup.tail(name)}")
-        time.sleep(0.1)
-
-
-def _publish(documents, bootstrap: str, env: dict[str, str], say) -> set[str]:
-    from producer.client import DocumentPublisher
-    from services.docstore import FilesystemStore
-
-    store = FilesystemStore(Path(env["EMD_DATA_DIR"]) / "documents")
-    expected: set[str] = set()
-    with DocumentPublisher(bootstrap, store=store, system_id="emd-run") as publisher:
-        for i, (name, data) in enumerate(documents, 1):
-            published = publisher.publish(data)
-            expected.add(published.local_uid)
-            if i % 50 == 0 or i == len(documents):
-                say(f"published {i}/{len(documents)}")
-    return expected
-
-
-def _emulator_duplicates(env: dict[str, str]) -> int:
-    """localUids the emulator registered more than once (must be 0)."""
-    import httpx
-
-    try:
-        items = httpx.get(env["EMD_EMULATOR_URL"] + "/_emulator/registry", timeout=10).json()
-    except (httpx.HTTPError, ValueError):
-        return -1
-    rows = items.get("items", items) if isinstance(items, dict) else items
-    seen: dict[tuple[str, str], int] = {}
-    for row in rows:
-        k = (row.get("organization") or "", row.get("localUid") or row.get("local_uid") or "")
-        seen[k] = seen.get(k, 0) + 1
-    return sum(1 for n in seen.values() if n > 1)
 
 
 class _LiveView:
@@ -266,14 +134,14 @@ class _LiveView:
             self.last_plain = time.monotonic()
 
 
-def _summary(snap: Snapshot, refused, workdir: Path, env: dict[str, str], say, until: str) -> None:
+def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
     say("")
     say(f"{snap.per_stage[until]} {until}, {snap.dead_lettered} dead-lettered, "
         f"{snap.total - snap.final} not final, of {snap.total} published")
-    for e in snap.errors:
+    for e in snap.dead_letters:
         say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
     for name, reason in refused:
-        say(f"  refused by the producer: {name}: {reason[:140]}")
+        say(f"  left out: {name}: {reason[:140]}")
     say(f"dead letters: `emd dlq list`; one document: `emd status LOCALUID`; logs: {workdir / 'logs'}")
     say("metrics: each worker logs its /metrics address at start (see its log); "
-        f"emulator control API: {env['EMD_EMULATOR_URL']}/_emulator/requests")
+        f"emulator control API: {emulator_url}/_emulator/requests")

@@ -91,12 +91,9 @@ def check_request(reg: Registration, *, now: dt.datetime | None = None) -> list[
         errors.append(RemdError("WRONG_CREATION_DATE", f"Дата создания документа [{reg.creation_date_time}] "
                                                        f"позже даты регистрации"))
     kind = kind_by_code(reg.kind)
-    if kind is not None and created is not None and kind.start_date:
-        start = dt.datetime.strptime(kind.start_date, "%d.%m.%Y").date()
-        end = dt.datetime.strptime(kind.end_date, "%d.%m.%Y").date() if kind.end_date else None
-        if created.date() < start or (end is not None and created.date() > end):
-            errors.append(RemdError("NO_DOCUMENT_KIND_ON_DATE",
-                                    f"Вид документа [{reg.kind}] не действует на дату создания [{created.date()}]"))
+    if kind is not None and created is not None and not kind.registrable_on(created.date()):
+        errors.append(RemdError("NO_DOCUMENT_KIND_ON_DATE",
+                                f"Вид документа [{reg.kind}] не действует на дату создания [{created.date()}]"))
     if not reg.personal_signs:
         errors.append(RemdError("NO_SIGNATURE", "Документ не содержит подписей"))
     snils = reg.patient.snils
@@ -273,12 +270,15 @@ def _cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | No
             mismatch("Дата рождения пациента", p.birth_date, rp.birth_date)
 
     # medical workers: each signer of the request is in the СЭМД with the same data; the legal authenticator signs
-    doc_signers = {_digits(s.snils): s for s in meta.signers if s.snils}
+    # Matched by СНИЛС and role: one СНИЛС may appear in several roles (author, legalAuthenticator), and the
+    # request names the role each signature was made in.
+    by_role = {(_digits(s.snils), s.role): s for s in meta.signers if s.snils}
+    by_snils = {_digits(s.snils): s for s in reversed(meta.signers) if s.snils}
     request_snils = set()
     for sign in reg.personal_signs:
         d = sign.doctor
         request_snils.add(_digits(d.snils))
-        found = doc_signers.get(_digits(d.snils))
+        found = by_role.get((_digits(d.snils), d.role)) or by_snils.get(_digits(d.snils))
         if found is None:
             errors.append(RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД"))
             continue

@@ -1,0 +1,151 @@
+"""End-to-end test bench: a broker of its own, the emulator and every worker as real processes.
+
+Each ``pipeline_lab(...)`` starts a fresh local broker (the pipeline's topic names are fixed, so a test that
+runs whole workers must not share a broker with other tests), creates the topics, starts a
+:class:`~services.local_pipeline.LocalPipeline` on it, and follows the documents with a
+:class:`~services.watch.PipelineWatcher` that reads the topics themselves. Children are real
+``emd`` processes, so a test can ``kill -9`` one and restart it.
+
+Timings are short (retry base 1 s, breaker cool-down 3 s, read timeout 5 s) so faults resolve within a
+test; they are settings, not assertions: nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from services.broker import LocalBroker
+from services.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
+from services.samples import MINISTRY_SAMPLES
+from services.topology import ensure_topics
+from services.watch import PipelineWatcher, Snapshot
+
+#: settings that make transient faults resolve within seconds (a test run, not production)
+FAST = {
+    "EMD_SENDER_RETRY_BASE_SECONDS": "1",
+    "EMD_SENDER_RETRY_MAX_SECONDS": "4",
+    "EMD_SENDER_MAX_ATTEMPTS": "30",
+    "EMD_SENDER_READ_TIMEOUT": "5",
+    "EMD_SENDER_CONNECT_TIMEOUT": "2",
+    "EMD_SENDER_BREAKER_COOL_DOWN": "3",
+    "EMD_LOG_LEVEL": "info",
+}
+
+
+@dataclass
+class Lab:
+    pipeline: LocalPipeline
+    watcher: PipelineWatcher
+    documents: list[tuple[str, bytes]]
+    bootstrap_servers: str
+    published: list[str] = field(default_factory=list)
+
+    def publish(self, documents: Sequence[tuple[str, bytes]] | None = None) -> list[str]:
+        uids = self.pipeline.publish(documents)
+        self.published += uids
+        return uids
+
+    def wait(self, uids: Sequence[str] | None = None, *, timeout: float = 300.0,
+             until: str | None = None) -> Snapshot:
+        """Wait until each document is final (the watcher's final stage or a dead letter).
+
+        Fails with every child's log tail when the time runs out, so a stuck run explains itself.
+        """
+        expected = set(self.published if uids is None else uids)
+        if until is not None:
+            self.watcher.final_stage = until
+        snap = self.watcher.wait_for(expected, timeout=timeout, tick=0.5)
+        if snap.final < len(expected):
+            stuck = sorted(u for u in expected if u not in self.watcher.dead
+                           and self.watcher.stage_of.get(u) != self.watcher.final_stage)
+            raise AssertionError(
+                f"{len(stuck)} of {len(expected)} documents not final after {timeout:.0f} s "
+                f"(e.g. {stuck[:3]}, stages {[self.watcher.stage_of.get(u) for u in stuck[:3]]})\n"
+                + self.tails())
+        return snap
+
+    def tails(self, lines: int = 15) -> str:
+        sup = self.pipeline.supervisor
+        return "\n".join(f"--- {name} ({'alive' if c.alive else 'dead'}) ---\n{sup.tail(name, lines)}"
+                         for name, c in sup.children.items())
+
+    def requests(self, operation: str = "registerDocument") -> list[dict[str, Any]]:
+        """The emulator's request log for one operation."""
+        return self.pipeline.emulator("requests", operation=operation)
+
+    def registry(self) -> list[dict[str, Any]]:
+        return self.pipeline.emulator("registry")
+
+    def topic(self, name: str, *, idle: float = 2.0) -> list[Any]:
+        """Every record of a topic, read from the beginning (no group, nothing committed)."""
+        return read_topic(self.bootstrap_servers, name, idle=idle)
+
+    def log_events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines of child ``name`` (EMD_LOG_FORMAT=json)."""
+        path = self.pipeline.supervisor.children[name].log_path
+        out = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def read_topic(bootstrap: str, name: str, *, idle: float = 2.0, timeout: float = 60.0) -> list[Any]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    try:
+        parts = None
+        deadline = time.monotonic() + timeout
+        while parts is None and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(name)
+            if parts is None:
+                time.sleep(0.2)
+        tps = [TopicPartition(name, p) for p in sorted(parts or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records, last = [], time.monotonic()
+        while time.monotonic() - last < idle and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=300)
+            for rs in batch.values():
+                records.extend(rs)
+                last = time.monotonic()
+        return records
+    finally:
+        consumer.close()
+
+
+def documents(count: int) -> list[tuple[str, bytes]]:
+    """``count`` documents from the Ministry samples a clinic could register today, each with a fresh localUid."""
+    docs, _ = sample_documents(MINISTRY_SAMPLES, count, registrable_only=True)
+    return docs
+
+
+@contextmanager
+def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes]] | None = None,
+                 scenario: str = "ok", emulator_args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 components: Sequence[str] = COMPONENTS, partitions: int = 3, final_stage: str = "acknowledged",
+                 ) -> Iterator[Lab]:
+    """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``."""
+    docs = documents(count) if docs is None else docs
+    with LocalBroker(log_path=tmp_path / "broker.log") as broker:
+        ensure_topics(broker.bootstrap_servers, partitions=partitions)
+        pipeline = LocalPipeline(workdir=tmp_path / "run", bootstrap_servers=broker.bootstrap_servers,
+                                 documents=docs, kafka_env=broker.client_env(), scenario=scenario,
+                                 emulator_args=emulator_args, env={**FAST, **(env or {})}, components=components)
+        with pipeline:
+            watcher = PipelineWatcher(broker.bootstrap_servers, final_stage=final_stage).start()
+            try:
+                yield Lab(pipeline=pipeline, watcher=watcher, documents=docs,
+                          bootstrap_servers=broker.bootstrap_servers)
+            finally:
+                watcher.stop()
