@@ -121,6 +121,13 @@ class PipelineWatcher:
                 if stage == self.final_stage and key not in self.dead:
                     self._done_times.append(time.monotonic())
 
+    def is_final(self, local_uid: str) -> bool:
+        """Dead-lettered, or at (or past) the final stage."""
+        with self._lock:
+            stage = self.stage_of.get(local_uid)
+            return local_uid in self.dead or (
+                stage is not None and STAGES.index(stage) >= STAGES.index(self.final_stage))
+
     def snapshot(self, expected: set[str] | None = None) -> Snapshot:
         with self._lock:
             keys = expected if expected is not None else set(self.stage_of) | set(self.dead)
@@ -130,7 +137,8 @@ class PipelineWatcher:
                 if s and k not in self.dead:
                     per_stage[s] += 1
             dead = sum(1 for k in keys if k in self.dead)
-            final = dead + per_stage[self.final_stage]
+            # a document past the final stage (acknowledged while waiting for sent) is final too
+            final = dead + sum(per_stage[s] for s in STAGES[STAGES.index(self.final_stage):])
             now = time.monotonic()
             rate = sum(1 for t in self._done_times if now - t <= 10) / 10
             return Snapshot(per_stage=per_stage, dead_lettered=dead, final=final, total=len(keys), rate=rate,

@@ -64,8 +64,7 @@ class Lab:
             self.watcher.final_stage = until
         snap = self.watcher.wait_for(expected, timeout=timeout, tick=0.5)
         if snap.final < len(expected):
-            stuck = sorted(u for u in expected if u not in self.watcher.dead
-                           and self.watcher.stage_of.get(u) != self.watcher.final_stage)
+            stuck = sorted(u for u in expected if not self.watcher.is_final(u))
             raise AssertionError(
                 f"{len(stuck)} of {len(expected)} documents not final after {timeout:.0f} s "
                 f"(e.g. {stuck[:3]}, stages {[self.watcher.stage_of.get(u) for u in stuck[:3]]})\n"

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         duplicated = pipeline.duplicates()
         lost = snap.total - snap.final
         _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
-        print(f"acknowledged={snap.per_stage[args.until]} dead_lettered={snap.dead_lettered} "
+        print(f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
               f"lost={lost} duplicated={duplicated}", flush=True)
         return 0 if lost == 0 and duplicated == 0 else 1
 
@@ -136,7 +136,7 @@ class _LiveView:
 
 def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
     say("")
-    say(f"{snap.per_stage[until]} {until}, {snap.dead_lettered} dead-lettered, "
+    say(f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
         f"{snap.total - snap.final} not final, of {snap.total} published")
     for e in snap.dead_letters:
         say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
