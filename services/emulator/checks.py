@@ -29,7 +29,7 @@ from services.nsi import kind_by_code
 from services.soap import Registration, RemdError
 from services.xmlsafe import parse_xml
 
-__all__ = ["CLOCK_SKEW", "check_document", "check_request", "parse_time"]
+__all__ = ["CLOCK_SKEW", "check_document", "check_request", "cross_check", "parse_time"]
 
 #: tolerated difference between the МИС's clock and ours, seconds (signing times vs. arrival, creation time)
 CLOCK_SKEW = 120.0
@@ -239,11 +239,11 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
             errors.append(RemdError(SIGNING_ORDER, f"Подпись {s.label} создана позже подписи МО"))
 
     # 5. the request against the СЭМД header
-    errors += _cross_check(reg, meta, created)
+    errors += cross_check(reg, meta, created)
     return errors
 
 
-def _cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | None) -> list[RemdError]:
+def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | None) -> list[RemdError]:
     errors: list[RemdError] = []
 
     def mismatch(what: str, in_doc: object, in_request: object) -> None:

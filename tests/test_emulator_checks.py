@@ -1,0 +1,61 @@
+"""The emulator's cross-checks between a registerDocument request and the СЭМД it pulled (РЭМД's header checks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from services import nsi
+from services.cda import extract
+from services.emulator.checks import cross_check
+from services.samples import MINISTRY_SAMPLES
+from services.soap import Doctor, Patient, PersonalSign, Registration
+from services.xmlsafe import parse_xml
+
+# the Ministry example uses one СНИЛС for its author (Сидоров) and its legal authenticator (Николаев)
+SHARED_SNILS = MINISTRY_SAMPLES / "Instrumentalv3.xml"
+
+
+def _registration(meta, *, role: str, family: str, given: str, patronymic: str) -> Registration:
+    signer = next(s for s in meta.signers if s.role == role)
+    p = meta.patient
+    return Registration(
+        kind=meta.kind_code, system="mis", organization=meta.organization_oid, department=None,
+        local_uid=meta.local_uid, document_number=meta.document_number,
+        creation_date_time=meta.creation_time.isoformat(),
+        patient=Patient(snils=p.snils, local_id=p.local_id, family=p.family, given=p.given, patronymic=p.patronymic,
+                        gender=p.gender, birth_date=p.birth_date.isoformat() if p.birth_date else None),
+        personal_signs=(PersonalSign(doctor=Doctor(role=role, snils=signer.snils, local_id=signer.local_id,
+                                                   family=family, given=given, patronymic=patronymic),
+                                     signature=b""),))
+
+
+def _doctor_codes(errors) -> list[str]:
+    return [e.code for e in errors if e.code.startswith(("INVALID_DOCTOR", "LEGAL_AUTHENTICATOR"))]
+
+
+def test_a_signer_is_compared_with_the_participant_of_the_same_role():
+    """Two people sharing a СНИЛС are each checked against their own role's names, author and legal authenticator."""
+    meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
+    for role, names in (("author", ("Сидоров", "Сергей", "Сергеевич")),
+                        ("legalAuthenticator", ("Николаев", "Николай", "Николаевич"))):
+        reg = _registration(meta, role=role, family=names[0], given=names[1], patronymic=names[2])
+        codes = _doctor_codes(cross_check(reg, meta, meta.creation_time))
+        assert [c for c in codes if c.startswith("INVALID_DOCTOR")] == [], role
+
+
+def test_names_of_another_role_are_a_mismatch():
+    """The author's names sent for the legal authenticator's signature are refused as INVALID_DOCTOR_*."""
+    meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
+    reg = _registration(meta, role="legalAuthenticator", family="Сидоров", given="Сергей", patronymic="Сергеевич")
+    assert set(_doctor_codes(cross_check(reg, meta, meta.creation_time))) == {
+        "INVALID_DOCTOR_FAMILY", "INVALID_DOCTOR_NAME", "INVALID_DOCTOR_PATRONYMIC"}
+
+
+def test_a_kind_is_registrable_only_between_its_start_and_end_dates():
+    """НСИ 1520 dates bound registration: before START_DATE and after END_DATE a kind is not registrable."""
+    ended = next(k for k in nsi.all_kinds().values() if k.end_date and k.start_date)
+    start = dt.datetime.strptime(ended.start_date, "%d.%m.%Y").date()
+    end = dt.datetime.strptime(ended.end_date, "%d.%m.%Y").date()
+    assert ended.registrable_on(start) and ended.registrable_on(end)
+    assert not ended.registrable_on(start - dt.timedelta(days=1))
+    assert not ended.registrable_on(end + dt.timedelta(days=1))
