@@ -24,6 +24,7 @@ backlog on this broker; here the committed offset comes only from our own done-t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import signal
@@ -152,6 +153,8 @@ class Stage:
     :param group_id: consumer group (default ``emd-<name>``).
     :param on_start / on_stop: async hooks to open and close what the handler needs (HTTP clients...).
     :param describe_failure: maps (record, exception) to extra dead-letter fields (localUid, kind, org...).
+    :param on_dead_letter: ``(record, failure) -> outputs`` produced together with the dead letter, before the
+        commit (the МИС's ``failed`` status event); ``failure.message_ids`` holds every MessageID so far.
     :param serve_metrics: start the /metrics server (off in embedded uses such as tests of a handler).
     """
 
@@ -160,6 +163,7 @@ class Stage:
                  on_start: Callable[[], Awaitable[None]] | None = None,
                  on_stop: Callable[[], Awaitable[None]] | None = None,
                  describe_failure: Callable[[Record, BaseException], Mapping[str, Any]] | None = None,
+                 on_dead_letter: Callable[[Record, dl.Failure], Sequence[Output]] | None = None,
                  serve_metrics: bool = True, commit_interval: float = 0.5) -> None:
         self.name = name
         self.input_topic = input_topic
@@ -170,6 +174,7 @@ class Stage:
         self.group_id = group_id or f"emd-{name}"
         self.on_start, self.on_stop = on_start, on_stop
         self.describe_failure = describe_failure
+        self.on_dead_letter = on_dead_letter
         self.serve_metrics = serve_metrics
         self.commit_interval = commit_interval
         self.concurrency = settings.worker_concurrency
@@ -419,7 +424,14 @@ class Stage:
                                          failure=failure)
         hdrs = dict(headers)
         hdrs[dl.ATTEMPTS] = str(attempts if attempts is not None else record.attempt + 1).encode()
-        await self._produce([Output(self.dead_letter_topic, record.value, record.key, hdrs)])
+        extra: Sequence[Output] = ()
+        if self.on_dead_letter:
+            try:
+                ids = tuple(dl.split_ids(hdrs.get(dl.MESSAGE_IDS)))
+                extra = self.on_dead_letter(record, dataclasses.replace(failure, message_ids=ids)) or ()
+            except Exception:  # the hook must never lose the dead letter
+                log.exception("on_dead_letter failed", stage=self.name, local_uid=record.key)
+        await self._produce([Output(self.dead_letter_topic, record.value, record.key, hdrs), *extra])
         metrics.DEAD_LETTERS.labels(self.name, failure.reason).inc()
         log.warning("dead-lettered", stage=self.name, local_uid=record.key, reason=failure.reason,
                     error=failure.message, remd_code=failure.remd_code,

@@ -161,3 +161,50 @@ def test_dead_lettering_again_replaces_failure_headers():
     h = {k: v.decode() for k, v in second}
     assert h[dl.REASON] == "Y" and h[dl.MESSAGE_IDS] == "m-1,m-2"
     assert h[dl.FIRST_FAILURE] == dict(first)[dl.FIRST_FAILURE].decode()
+
+
+def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(broker, tmp_path):
+    """A stage's on_dead_letter outputs (the МИС's status) go out with the dead letter, with every MessageID so far."""
+    names = _topics(broker, "in", "dlt", "status")
+    seen: list[dl.Failure] = []
+
+    async def handle(record: Record) -> list[Output]:
+        raise PermanentError("РЭМД refused it", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND",
+                             message_id="m-2")
+
+    def on_dead_letter(record: Record, failure: dl.Failure) -> list[Output]:
+        seen.append(failure)
+        return [Output(names["status"], dl.status_data(failure, local_uid=record.key), key=record.key)]
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    p.send(names["in"], key=b"doc-1", value=b"{}", headers=[(dl.MESSAGE_IDS, b"m-1")])
+    p.flush()
+    p.close()
+    with running(_stage(broker, tmp_path, names, handle, on_dead_letter=on_dead_letter)):
+        dead = read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=60)
+        status = read_all(broker.bootstrap_servers, names["status"], expect=1, timeout=30)
+    assert len(dead) == 1 and len(status) == 1 and status[0].key == b"doc-1"
+    assert json.loads(status[0].value) == {
+        "localUid": "doc-1", "status": "rejected", "emdrId": None, "reason": "REMD_REJECTED",
+        "remdCode": "PERSON_NOT_FOUND", "message": "РЭМД refused it", "messageIds": ["m-1", "m-2"]}
+    assert seen[0].stage == "rt" and seen[0].message_ids == ("m-1", "m-2")
+
+
+def test_a_failing_on_dead_letter_hook_does_not_lose_the_dead_letter(broker, tmp_path):
+    """When on_dead_letter raises, the record is still dead-lettered and the stage goes on."""
+    names = _topics(broker, "in", "out", "dlt")
+
+    async def handle(record: Record) -> list[Output]:
+        if json.loads(record.value)["bad"]:
+            raise PermanentError("bad", reason="XSD_INVALID")
+        return [Output(names["out"], b"ok", key=record.key)]
+
+    def on_dead_letter(record: Record, failure: dl.Failure) -> list[Output]:
+        raise RuntimeError("hook bug")
+
+    _send(broker, names["in"], [("doc-1", {"bad": True}), ("doc-2", {"bad": False})])
+    with running(_stage(broker, tmp_path, names, handle, on_dead_letter=on_dead_letter)):
+        dead = read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=60)
+        out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=30)
+    assert [r.key for r in dead] == [b"doc-1"] and _headers(dead[0])[dl.REASON] == "XSD_INVALID"
+    assert [r.key for r in out] == [b"doc-2"]

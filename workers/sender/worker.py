@@ -7,14 +7,19 @@ retry tiers (``services.topology.SENDER_RETRIES``) with exponential backoff and 
 
 from __future__ import annotations
 
-from services import topology
+from services import deadletter, topology
 from services.config import Settings
 from services.lifecycle import open_store
 from services.organizations import load_organizations
-from services.runtime import RetryPolicy, Stage
-from services.submission import Submitter, describe_failure
+from services.runtime import Output, Record, RetryPolicy, Stage
+from services.submission import SOURCE, Submitter, describe_failure
 
 NAME = "sender"
+
+
+def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
+    """The МИС hears of the failure: ``rejected`` (РЭМД code) or ``failed``, with every MessageID."""
+    return deadletter.status_outputs(record, failure, source=SOURCE)
 
 
 def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
@@ -38,4 +43,5 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
                         max_delay=settings.sender_retry_max_seconds, max_attempts=settings.sender_max_attempts)
     return Stage(name=NAME, input_topic=topology.SIGNED.name, handler=submitter.handle,
                  dead_letter_topic=topology.SIGNED_DLT.name, settings=settings, retry=retry,
-                 on_stop=on_stop, describe_failure=describe_failure, serve_metrics=serve_metrics)
+                 on_stop=on_stop, describe_failure=describe_failure, on_dead_letter=on_dead_letter,
+                 serve_metrics=serve_metrics)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from services import events, topology
+from services import deadletter, events, topology
 from services.config import Settings
 from services.docstore import document_bytes, store_from_settings
 from services.document_signing import sign_document, update_expiry_metrics
@@ -77,6 +77,11 @@ def describe_failure(record: Record, exc: BaseException) -> Mapping[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
+    """The МИС hears of the failure: status ``failed`` with the reason, next to the dead letter."""
+    return deadletter.status_outputs(record, failure, source=SOURCE)
+
+
 def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     """``emd worker signer``: the configuration is loaded (and checked) here, before anything is consumed."""
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
@@ -84,4 +89,4 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     update_expiry_metrics(config)
     return Stage(name=NAME, input_topic=topology.CREATED.name, handler=build_handler(config, store),
                  dead_letter_topic=topology.CREATED_DLT.name, settings=settings,
-                 describe_failure=describe_failure, serve_metrics=serve_metrics)
+                 describe_failure=describe_failure, on_dead_letter=on_dead_letter, serve_metrics=serve_metrics)
