@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,3 +149,34 @@ def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes
                           bootstrap_servers=broker.bootstrap_servers)
             finally:
                 watcher.stop()
+
+
+# --- acknowledgment helpers (tests/test_acknowledgment_e2e.py) --------------------------------------------------
+def settle(lab: Lab, *, timeout: float = 180.0, quiet: float = 5.0) -> None:
+    """Wait until the emulator has finished every registration (late and stale callbacks included), then ``quiet``
+    seconds more so the status worker has handled what it was sent: a test then reads the final topics."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = [r for r in lab.requests() if r["outcome"] in ("accepted", "received") and not r["finished_at"]]
+        if not pending:
+            break
+        time.sleep(1.0)
+    time.sleep(quiet)
+
+
+def acknowledged_counts(lab: Lab) -> dict[str, int]:
+    """localUid → how many records it has on emd.document.acknowledged."""
+    return dict(Counter(r.key.decode() for r in lab.topic("emd.document.acknowledged")))
+
+
+def dead_letter_keys(lab: Lab) -> set[str]:
+    """localUids on any dead-letter topic of the pipeline."""
+    from services.topology import DEAD_LETTER_TOPICS
+
+    return {r.key.decode() for t in DEAD_LETTER_TOPICS for r in lab.topic(t.name, idle=1.0) if r.key}
+
+
+def registered_counts(lab: Lab, uids: Sequence[str]) -> dict[str, int]:
+    """localUid → how many times the emulator's registry holds it (0 for a document it never registered)."""
+    seen = Counter(r["local_uid"] for r in lab.registry())
+    return {u: seen[u] for u in uids}
