@@ -14,6 +14,8 @@ Attempts (one row per MessageID): attempt number, endpoint, ``sent_at``, and the
 died before the answer). The sender records an attempt and **commits it before the request leaves**, so
 every MessageID РЭМД ever saw is findable here (``find_by_message_id``), including that of a request whose
 answer was lost to a crash: the status worker can match a callback to it, and support can give it to СТП.
+A registered document is also findable by its РЭМД registry number (``find_by_emdr_id``): the last
+fallback when a callback's ``relatesToMessage`` and ``localUid`` match nothing.
 
 Backends:
 
@@ -110,6 +112,9 @@ class LifecycleStore(Protocol):
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None: ...
 
+    def find_by_emdr_id(self, emdr_id: str) -> Document | None:
+        """The document registered under this РЭМД registry number (the callbacks' last correlation fallback)."""
+
     def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document: ...
 
     def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document: ...
@@ -159,6 +164,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     UNIQUE (local_uid, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
+CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
 """
 
 #: the production schema (PostgreSQL 13+); same columns, native types
@@ -194,6 +200,8 @@ CREATE TABLE IF NOT EXISTS emd_attempts (
     finished_at  timestamptz,
     UNIQUE (local_uid, attempt)
 );
+CREATE INDEX IF NOT EXISTS emd_documents_by_emdr_id ON emd_documents(emdr_id);
+-- find_by_emdr_id: SELECT * FROM emd_documents WHERE emdr_id = %s ORDER BY registered_at LIMIT 1
 -- record_attempt: SELECT … FROM emd_documents WHERE local_uid = %s FOR UPDATE; then the same checks
 -- and inserts as the SQLite backend, in one transaction.
 """
@@ -313,6 +321,15 @@ class SqliteLifecycleStore:
             doc = self._get(self._db, attempt.local_uid)
         assert doc is not None
         return doc, attempt
+
+    def find_by_emdr_id(self, emdr_id: str) -> Document | None:
+        if not emdr_id:
+            return None
+        with self._lock:
+            # emdrId is set only by mark_registered, which refuses a second one: at most one row in practice
+            row = self._db.execute("SELECT local_uid FROM documents WHERE emdr_id = ? ORDER BY registered_at LIMIT 1",
+                                   (emdr_id.strip(),)).fetchone()
+            return self._get(self._db, row[0]) if row is not None else None
 
     def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document:
         at = _iso(accepted_at or _now())

@@ -154,3 +154,15 @@ def test_postgres_url_is_a_clear_configuration_error(tmp_path):
     with pytest.raises(ConfigurationError) as exc:
         lc.open_store(tmp_path, url="postgresql://db/emd")
     assert exc.value.reason == "LIFECYCLE_BACKEND_UNAVAILABLE"
+
+
+def test_find_by_emdr_id_finds_the_registered_document(store):
+    """find_by_emdr_id returns the document registered under that registry number, and None for any other."""
+    _register(store)
+    _register(store, "doc-2")
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    assert store.find_by_emdr_id("16.62.1") is None  # nothing registered yet
+    store.mark_registered("doc-1", "16.62.1")
+    found = store.find_by_emdr_id("16.62.1")
+    assert found is not None and found.local_uid == "doc-1" and found.state == lc.REGISTERED
+    assert store.find_by_emdr_id("16.62.2") is None and store.find_by_emdr_id("") is None
