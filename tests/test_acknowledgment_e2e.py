@@ -3,8 +3,15 @@ status worker and of the callback service. Real broker, the emulator over HTTP, 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
+import httpx
+
+from services import events, soap
+from services.certificates import load_certificate
+from services.devpki import DevCA, SubjectInfo
+from services.soap import RegisterResult
 from tests.pipeline_lab import (
     acknowledged_counts,
     dead_letter_keys,
@@ -40,3 +47,86 @@ def test_callback_chaos_every_document_acknowledged_once(tmp_path):
         assert dead_letter_keys(lab) == set()
         assert acknowledged_counts(lab) == dict.fromkeys(uids, 1)
         assert registered_counts(lab, uids) == dict.fromkeys(uids, 1)
+
+
+def _local_uid(data: bytes) -> str:
+    from services import cda
+    from services.xmlsafe import parse_xml
+
+    return cda.extract(parse_xml(data)).local_uid
+
+
+def _forgeries(lab, result: RegisterResult) -> dict[str, bytes]:
+    """The same callback unsigned, signed by a stranger's certificate, and signed with a stranger's key under the
+    real ИПС certificate."""
+    ips_cert = load_certificate((lab.pipeline.config_dir / "emulator.pem").read_bytes())
+    stranger_key, stranger_cert = DevCA.create("Не ИПС CA").issue(
+        subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
+    to = lab.pipeline.callback_url
+    return {"unsigned": soap.build_register_result(result, to=to, key=None, certificate=None),
+            "stranger": soap.build_register_result(result, to=to, key=stranger_key, certificate=stranger_cert),
+            "wrong_key": soap.build_register_result(result, to=to, key=stranger_key, certificate=ips_cert)}
+
+
+def test_forged_callbacks_change_nothing(tmp_path):
+    """Unsigned or wrongly signed callbacks claiming an error for a document РЭМД registers, or a success for one it
+    rejects, are each answered with a SOAP fault, never reach emd.remd.callbacks, and the documents end as the
+    emulator's real callbacks say."""
+    with pipeline_lab(tmp_path, count=12) as lab:
+        uids = [_local_uid(data) for _, data in lab.documents]
+        good, bad = uids[0], uids[1]
+        # the real callbacks of both come late, so the forgeries arrive first; РЭМД rejects ``bad``
+        lab.pipeline.add_rules([{"fault": "callback_late", "operation": "registerDocument", "local_uid": u,
+                                 "delay": 8.0} for u in (good, bad)]
+                               + [{"fault": "reject", "operation": "registerDocument", "local_uid": bad,
+                                   "code": "VALIDATION_ERROR"}])
+        lab.publish()
+        entries = _wait_for_registrations(lab, {good, bad})
+        forged = {
+            **{f"error-{k}": v for k, v in _forgeries(lab, RegisterResult(
+                relates_to_message=entries[good]["message_id"], status="error", local_uid=good,
+                errors=(soap.RemdError("PATIENT_MPI_MISMATCH", "Данные пациента отличаются"),))).items()},
+            **{f"success-{k}": v for k, v in _forgeries(lab, RegisterResult(
+                relates_to_message=entries[bad]["message_id"], status="success", local_uid=bad,
+                registry_item=soap.RegistryItem(emdr_id="16.62.26.01.999999999"))).items()},
+        }
+        for name, body in forged.items():
+            response = httpx.post(lab.pipeline.callback_url, content=body, timeout=60,
+                                  headers={"Content-Type": "text/xml; charset=utf-8"})
+            assert response.status_code == 500, name
+            fault = soap.parse_fault(response.content)
+            assert fault.detail_code == "AUTHORIZATION_ERROR", (name, fault)
+
+        snap = lab.wait(timeout=300)
+        settle(lab)
+        assert snap.per_stage["acknowledged"] == 11 and snap.dead_lettered == 1
+        assert set(lab.watcher.dead) == {bad} and lab.watcher.dead[bad].reason == "REMD_REJECTED"
+        assert lab.watcher.dead[bad].remd_code == "VALIDATION_ERROR"
+        assert acknowledged_counts(lab) == {u: 1 for u in uids if u != bad}
+        ack = [events.decode(r.value, events.ACKNOWLEDGED) for r in lab.topic("emd.document.acknowledged")
+               if r.key.decode() == good]
+        assert ack[0]["data"]["registration"]["emdrId"] == _emdr_id(lab, good)
+        assert registered_counts(lab, [good, bad]) == {good: 1, bad: 0}
+        # what reached the callback topic is exactly what the emulator delivered, not one forgery
+        forged_ids = {soap.normalize_message_id(soap.parse_register_result(b).headers.message_id)
+                      for b in forged.values()}
+        delivered = {soap.normalize_message_id(c["message_id"]) for r in lab.requests() for c in r["callbacks"]
+                     if c.get("delivered")}
+        on_topic = {soap.normalize_message_id(soap.parse_register_result(r.value).headers.message_id)
+                    for r in lab.topic("emd.remd.callbacks") if r.value}
+        assert on_topic == delivered and not on_topic & forged_ids
+
+
+def _wait_for_registrations(lab, uids: set[str], timeout: float = 180.0) -> dict[str, dict]:
+    """The emulator's registerDocument entry of each localUid, once all have arrived."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {r["local_uid"]: r for r in lab.requests() if r["local_uid"] in uids and r["outcome"] == "accepted"}
+        if set(found) == uids:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"registerDocument of {uids} not seen by the emulator\n{lab.tails()}")
+
+
+def _emdr_id(lab, uid: str) -> str | None:
+    return next((r["emdr_id"] for r in lab.registry() if r["local_uid"] == uid), None)
