@@ -1,22 +1,45 @@
 """sent → acknowledged: what one registerDocumentResult callback (or a missing one) does to a document.
 
-``on_callback(raw, store=..., ...)`` returns the outputs (the runtime produces them, then commits):
+``on_callback(raw, store=..., ...)`` returns the outputs (the runtime produces them, then commits);
+``handle_callback`` is the same for the status worker's event loop (it runs ``on_callback`` in a thread
+and lets it ask РЭМД through the worker's async ``poll``):
 
 * correlation: ``relatesToMessage`` is the MessageID of ANY attempt (the sender records it in the
   lifecycle store before the request leaves, so a callback that overtakes the ``sent`` event still
-  matches); fallback on ``localUid``. Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
+  matches); fallback on ``localUid``, then on ``registryItem/emdrId`` (a document we already know as
+  registered under that number). Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
   place until the document appears, dead-lettered after ``pending_limit`` seconds.
 * first final state wins, per attempt: the attempt row records which callback decided it
-  (``outcome`` = registered | rejected | transient, ``message`` = ``callback <its MessageID>``).
+  (``outcome`` = registered | rejected | transient | duplicate, ``message`` = ``callback <its MessageID>``).
   A second callback for a decided attempt, or any callback once the document is registered, changes
   nothing. The same callback re-delivered after a crash (same MessageID) re-emits its outputs:
   at-least-once, never a second decision.
 * success → ``mark_registered`` + ``emd.document.acknowledged`` (signed payload + submission rebuilt
-  from the attempts + registration) + ``emd.document.status`` ``registered``.
+  from the attempts + registration) + ``emd.document.status`` ``registered``. This holds also for a
+  document already dead-lettered (a rejection of another attempt, a NO_ACKNOWLEDGMENT): РЭМД registered
+  it, so registered is the truth and the МИС is told so; the earlier dead letter is obsolete (it stays on
+  the topic; replaying it is harmless, the sender re-emits ``sent`` for a registered document and never
+  sends it again).
+* error with ``NOT_UNIQUE_PROVIDED_ID`` (РЭМД already holds a document with this localUid) while another
+  attempt of ours may have reached ИПС — no outcome recorded (a crash or a lost answer), accepted, or a
+  sender-side transient outcome (a timeout or reset cannot be told from a refusal afterwards), i.e. anything
+  but a definite rejection — is a *duplicate registration*, not a rejection: the resend of a document
+  whose first registration went through. It is reconciled by asking РЭМД (``searchRegistryItem`` for the
+  localUid, via ``registry_lookup``): found → registered exactly as a success callback (the attempt
+  recorded ``duplicate``; the acknowledged event names the earliest such other attempt as the one
+  registered); not found yet (the first registration still running) → ``TransientError(
+  REGISTRATION_UNCONFIRMED)``, asked again later until ``pending_limit`` after the callback; then the
+  callback decides nothing and the document goes the normal way (the deadline poll, NO_ACKNOWLEDGMENT).
+  ``NOT_UNIQUE_PROVIDED_ID`` with no such other attempt stays a rejection: someone else registered
+  this localUid.
 * error, transient class (remd_codes) → ``mark_failed`` (the lifecycle then allows a new attempt) and
   the signed record onto the sender's first retry tier (a new MessageID comes with the resend).
 * error, otherwise → ``mark_failed`` + the signed record to ``emd.document.sent.dlt`` with MessageIDs,
   code, category and hint + status ``rejected``.
+
+Callbacks are keyed by their MessageID, so two callbacks of one document (the duplicate's and the first
+attempt's) may be handled at once; both may then emit ``acknowledged`` with the same emdrId — at-least-once,
+downstream is idempotent by localUid.
 
 ``on_deadline`` handles a document with no callback after ``ack_timeout``: poll ``searchRegistryItem``
 via ``poll(doc) -> RegistryItem | None``; found → registered, as above; not found → dead letter
@@ -25,6 +48,7 @@ via ``poll(doc) -> RegistryItem | None``; found → registered, as above; not fo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +65,13 @@ from services.runtime import Output
 log = get_logger(__name__)
 
 SOURCE = "emd-status"
-DECIDED = ("registered", "rejected", "transient")
+REGISTERED, REJECTED, TRANSIENT, DUPLICATE = "registered", "rejected", "transient", "duplicate"
+DECIDED = (REGISTERED, REJECTED, TRANSIENT, DUPLICATE)
+NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
+#: the longest wait between two registry look-ups of one duplicate registration
+RECONCILE_MAX_DEFER = 120.0
+
+RegistryLookup = Callable[[lc.Document], "soap.RegistryItem | None"]
 
 
 def _iso(t: datetime | None) -> str:
@@ -112,26 +142,63 @@ def correlate(store: Any, result: soap.RegisterResult) -> tuple[lc.Document, lc.
         doc = store.get(result.local_uid)
         if doc is not None:
             return doc, None
+    emdr_id = result.registry_item.emdr_id if result.registry_item is not None else None
+    if emdr_id:  # last fallback: a document we already hold as registered under that number
+        doc = store.find_by_emdr_id(emdr_id)
+        if doc is not None:
+            return doc, None
     return None
 
 
+def _definitely_not_taken(a: lc.Attempt) -> bool:
+    """The attempt got a definite "no": refused synchronously, or an error callback decided it."""
+    if a.outcome in (lc.OUTCOME_PERMANENT, REJECTED):
+        return True
+    return a.outcome == TRANSIENT and (a.message or "").startswith("callback ")
+
+
+def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
+    """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
+    return [a for a in store.history(doc.local_uid)
+            if a.message_id != message_id and not _definitely_not_taken(a)]
+
+
+def _wait_defer(waited: float, cap: float) -> float:
+    return min(cap, 1.0 + waited / 10)
+
+
 def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float = 24 * 3600.0,
-                retry_delay: float = 60.0, environment: str = "test", group: str = "emd-status") -> list[Output]:
+                retry_delay: float = 60.0, environment: str = "test", group: str = "emd-status",
+                registry_lookup: RegistryLookup | None = None) -> list[Output]:
+    """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
+    registered (``TransientError`` when it cannot be asked now); without it a duplicate registration is
+    never confirmed and waits for the deadline poll."""
     result = soap.parse_register_result(raw)
     callback_id = soap.normalize_message_id(result.headers.message_id) or "?"
+    waited = time.time() - received_ms / 1000
     found = correlate(store, result)
     if found is None:
-        waited = time.time() - received_ms / 1000
         if waited > pending_limit:
             raise PermanentError(f"callback for MessageID {result.relates_to_message} matches no document",
                                  reason="CALLBACK_UNCORRELATED", message_id=result.relates_to_message)
         raise TransientError("callback arrived before its document is known; waiting",
-                             reason="CALLBACK_UNCORRELATED", defer=min(30.0, 1.0 + waited / 10))
+                             reason="CALLBACK_UNCORRELATED", defer=_wait_defer(waited, 30.0))
     doc, attempt = found
     mid = attempt.message_id if attempt else soap.normalize_message_id(result.relates_to_message)
     mark = f"callback {callback_id}"
     replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
-    if not replay and (doc.state == lc.REGISTERED or (attempt is not None and attempt.outcome in DECIDED)):
+    if doc.state == lc.REGISTERED:
+        if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
+            return registered_outputs(store, doc, emdr_id=doc.emdr_id, registration_time=_iso(doc.registered_at),
+                                      message_id=_registering_id(store, doc, attempt), environment=environment)
+        emdr = result.registry_item.emdr_id if result.registry_item is not None else None
+        log.info("callback for a registered document ignored", local_uid=doc.local_uid, message_id=mid,
+                 callback_id=callback_id, status=result.status, emdr_id=doc.emdr_id)
+        if emdr and emdr != doc.emdr_id:
+            log.warning("callback names another emdrId than the registered one", local_uid=doc.local_uid,
+                        emdr_id=doc.emdr_id, callback_emdr_id=emdr, message_id=mid)
+        return []
+    if not replay and attempt is not None and attempt.outcome in DECIDED:
         log.info("duplicate or late callback ignored", local_uid=doc.local_uid, message_id=mid,
                  callback_id=callback_id, state=doc.state, status=result.status)
         return []
@@ -139,18 +206,26 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
         item = result.registry_item
         assert item is not None and item.emdr_id
         if attempt is not None:
-            store.record_outcome(mid, outcome="registered", code=item.emdr_id, message=mark)
+            store.record_outcome(mid, outcome=REGISTERED, code=item.emdr_id, message=mark)
+        if doc.state == lc.FAILED:
+            log.warning("registered after a dead letter: the dead letter is obsolete", local_uid=doc.local_uid,
+                        emdr_id=item.emdr_id, message_id=mid, failure_reason=doc.failure_reason)
         doc = store.mark_registered(doc.local_uid, item.emdr_id)
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
                                   message_id=mid, environment=environment)
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
+    if any(e.code == NOT_UNIQUE for e in errors):
+        others = duplicate_candidates(store, doc, mid)
+        if others:
+            return _reconcile(store, doc, attempt, mid=mid, mark=mark, others=others, waited=waited,
+                              pending_limit=pending_limit, lookup=registry_lookup, environment=environment)
     first = errors[0]
     info = first.info
     text = "; ".join(f"{e.code}: {e.message}" for e in errors)
     transient = all(e.info.transient for e in errors)
     if attempt is not None:
-        store.record_outcome(mid, outcome="transient" if transient else "rejected", code=first.code, message=mark)
+        store.record_outcome(mid, outcome=TRANSIENT if transient else REJECTED, code=first.code, message=mark)
     signed = _signed_event(doc)
     ids = store.message_ids(doc.local_uid)
     if doc.state != lc.FAILED:
@@ -171,6 +246,51 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
                          category=info.category, hint=info.hint, group=group),
             _status(doc, "rejected", ids, trace=signed.get("traceId"), reason="REMD_REJECTED", code=first.code,
                     message=text[:500])]
+
+
+def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
+    """The MessageID the acknowledged event names: the callback's own attempt when it registered, else (a
+    duplicate) the earliest other attempt ИПС may have taken."""
+    if attempt.outcome == REGISTERED:
+        return attempt.message_id
+    others = duplicate_candidates(store, doc, attempt.message_id)
+    return others[0].message_id if others else attempt.message_id
+
+
+def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid: str, mark: str,
+               others: list[lc.Attempt], waited: float, pending_limit: float, lookup: RegistryLookup | None,
+               environment: str) -> list[Output]:
+    """NOT_UNIQUE_PROVIDED_ID for a document another attempt of ours may have registered: ask РЭМД."""
+    item = lookup(doc) if lookup is not None else None
+    if item is not None and item.emdr_id and item.local_uid in (None, doc.local_uid):
+        registering = others[0].message_id
+        if attempt is not None:
+            store.record_outcome(mid, outcome=DUPLICATE, code=NOT_UNIQUE, message=mark)
+        doc = store.mark_registered(doc.local_uid, item.emdr_id)
+        log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
+                 message_id=mid, registered_by=registering)
+        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
+                                  message_id=registering, environment=environment)
+    if waited <= pending_limit:
+        raise TransientError("NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
+                             "to show the registration", reason="REGISTRATION_UNCONFIRMED",
+                             defer=_wait_defer(waited, RECONCILE_MAX_DEFER), local_uid=doc.local_uid,
+                             message_ids=[a.message_id for a in others])
+    log.warning("duplicate registration not confirmed in time: left to the deadline poll", local_uid=doc.local_uid,
+                message_id=mid, state=doc.state, candidates=[a.message_id for a in others])
+    return []
+
+
+async def handle_callback(raw: bytes, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
+                          received_ms: int, **options: Any) -> list[Output]:
+    """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
+    loop = asyncio.get_running_loop()
+
+    def lookup(doc: lc.Document) -> Any:
+        return asyncio.run_coroutine_threadsafe(poll(doc), loop).result()
+
+    return await asyncio.to_thread(on_callback, raw, store=store, received_ms=received_ms, registry_lookup=lookup,
+                                   **options)
 
 
 async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],

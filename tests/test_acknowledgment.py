@@ -116,3 +116,146 @@ def test_deadline_polls_then_registers_or_dead_letters(store, found):
     else:
         assert outs[0].topic == topology.SENT_DLT.name
         assert outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT" and M1 in outs[0].headers[dl.MESSAGE_IDS].decode()
+
+
+# --- NOT_UNIQUE_PROVIDED_ID: a resend of a document whose first registration went through ----------------
+
+M3 = "33333333-3333-4333-8333-333333333333"
+NOT_UNIQUE = [RemdError("NOT_UNIQUE_PROVIDED_ID", "Документ уже зарегистрирован")]
+
+
+@pytest.fixture
+def resent(tmp_path):
+    """doc-1: attempt M1 sent and its answer lost (a crash: no outcome), then M2 sent and accepted."""
+    s = lc.SqliteLifecycleStore(tmp_path / "resent.sqlite3")
+    data = dict(EXAMPLE, localUid="doc-1")
+    signed = events.encode(events.new_event(events.SIGNED, data, source="t"))
+    s.register("doc-1", organization=data["organizationOid"], kind=data["kind"], signed_event=signed)
+    s.record_attempt("doc-1", M1, endpoint="http://ips")
+    s.record_attempt("doc-1", M2, endpoint="http://ips")
+    s.mark_accepted("doc-1", message_id=M2)
+    yield s
+    s.close()
+
+
+class Registry:
+    """A stand-in for searchRegistryItem: what РЭМД holds for a localUid, and how often it was asked."""
+
+    def __init__(self, emdr_id=None):
+        self.emdr_id, self.asked = emdr_id, []
+
+    def __call__(self, doc):
+        self.asked.append(doc.local_uid)
+        return RegistryItem(emdr_id=self.emdr_id, local_uid=doc.local_uid) if self.emdr_id else None
+
+
+def run_with(raw, store, registry, *, received_ms=None, pending_limit=3600.0):
+    return ack.on_callback(raw, store=store, received_ms=received_ms or int(time.time() * 1000),
+                           pending_limit=pending_limit, registry_lookup=registry)
+
+
+def test_not_unique_after_a_lost_answer_is_acknowledged_with_the_registered_emdr_id(resent):
+    """NOT_UNIQUE_PROVIDED_ID for the resend of a document РЭМД registered from the first attempt acknowledges it
+    with that emdrId (naming the first attempt), records the resend as a duplicate, and dead-letters nothing."""
+    registry = Registry("16.62.7")
+    outs = run_with(callback(M2, errors=NOT_UNIQUE, callback_id="c-2"), resent, registry)
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    event = events.decode(outs[0].value, events.ACKNOWLEDGED)
+    registration = event["data"]["registration"]
+    assert (registration["emdrId"], registration["messageId"]) == ("16.62.7", M1)
+    assert event["data"]["submission"]["messageIds"] == [M1, M2]
+    assert events.decode(outs[1].value, events.STATUS)["data"]["status"] == "registered"
+    doc = resent.get("doc-1")
+    assert (doc.state, doc.emdr_id) == (lc.REGISTERED, "16.62.7") and registry.asked == ["doc-1"]
+    assert [(a.outcome, a.code) for a in resent.history("doc-1")][1] == ("duplicate", "NOT_UNIQUE_PROVIDED_ID")
+
+
+def test_reconciled_duplicate_then_first_success_emits_once_and_redelivery_reemits(resent):
+    """After a reconciled duplicate, the first attempt's late success callback changes nothing, and the duplicate
+    callback re-delivered after a crash re-emits the same acknowledgment."""
+    first = run_with(callback(M2, errors=NOT_UNIQUE, callback_id="c-2"), resent, Registry("16.62.7"))
+    assert run_with(callback(M1, emdr="16.62.7", callback_id="c-1"), resent, Registry("16.62.7")) == []
+    again = run_with(callback(M2, errors=NOT_UNIQUE, callback_id="c-2"), resent, Registry())
+    assert [o.topic for o in again] == [o.topic for o in first]
+    assert events.decode(again[0].value, events.ACKNOWLEDGED)["data"]["registration"]["emdrId"] == "16.62.7"
+
+
+def test_not_unique_before_the_registration_shows_waits_and_does_not_fail(resent):
+    """NOT_UNIQUE_PROVIDED_ID while РЭМД does not show the registration yet is a deferred retry, not a rejection."""
+    registry = Registry(None)
+    with pytest.raises(TransientError) as e:
+        run_with(callback(M2, errors=NOT_UNIQUE), resent, registry)
+    assert e.value.reason == "REGISTRATION_UNCONFIRMED" and e.value.defer and e.value.defer > 0
+    assert resent.get("doc-1").state == lc.ACCEPTED and registry.asked == ["doc-1"]
+    assert resent.history("doc-1")[1].outcome == "accepted"  # undecided by the callback
+
+
+def test_not_unique_unconfirmed_past_the_limit_is_left_to_the_deadline(resent):
+    """Past the ack timeout an unconfirmed duplicate decides nothing: the document stays accepted for the
+    deadline poll, which then dead-letters it NO_ACKNOWLEDGMENT."""
+    old = int((time.time() - 7200) * 1000)
+    assert run_with(callback(M2, errors=NOT_UNIQUE), resent, Registry(None), received_ms=old,
+                    pending_limit=3600.0) == []
+    assert resent.get("doc-1").state == lc.ACCEPTED
+
+    async def poll(doc):
+        return None
+    outs = asyncio.run(ack.on_deadline("doc-1", store=resent, poll=poll))
+    assert outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT"
+
+
+def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
+    """NOT_UNIQUE_PROVIDED_ID for a document sent once is someone else's registration: dead-lettered, РЭМД not asked."""
+    registry = Registry("16.62.7")
+    outs = run_with(callback(M1, errors=NOT_UNIQUE), store, registry)
+    assert outs[0].topic == topology.SENT_DLT.name and outs[0].headers[dl.REMD_CODE] == b"NOT_UNIQUE_PROVIDED_ID"
+    assert store.get("doc-1").state == lc.FAILED and registry.asked == []
+
+
+def test_not_unique_when_the_other_attempt_was_refused_is_a_rejection(store):
+    """An earlier attempt refused synchronously cannot be the registered one: NOT_UNIQUE stays a rejection."""
+    store.record_outcome(M1, outcome=lc.OUTCOME_PERMANENT, code="VALIDATION_ERROR")
+    store.mark_failed("doc-1", reason="REMD_REJECTED")
+    store.record_attempt("doc-1", M2, endpoint="http://ips")
+    store.mark_accepted("doc-1", message_id=M2)
+    registry = Registry("16.62.7")
+    outs = run_with(callback(M2, errors=NOT_UNIQUE), store, registry)
+    assert outs[0].topic == topology.SENT_DLT.name and registry.asked == []
+
+
+def test_success_after_a_rejection_dead_letter_registers(resent):
+    """A success callback for a document dead-lettered by another attempt's rejection registers it: РЭМД holds it."""
+    outs = run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None)
+    assert outs[0].topic == topology.SENT_DLT.name and resent.get("doc-1").state == lc.FAILED
+    outs = run_with(callback(M1, emdr="16.62.8", callback_id="c-1"), resent, None)
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    assert resent.get("doc-1").emdr_id == "16.62.8"
+    # the rejection callback re-delivered now changes nothing (no failure of a registered document)
+    assert run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None) == []
+
+
+def test_callback_correlates_by_emdr_id_last(store):
+    """A callback whose relatesToMessage and localUid match nothing is matched by the emdrId of a registered document."""
+    store.mark_registered("doc-1", "16.62.1")
+    result = RegisterResult(relates_to_message=M3, status="success", local_uid=None,
+                            registry_item=RegistryItem(emdr_id="16.62.1"))
+    doc, attempt = ack.correlate(store, result)
+    assert doc.local_uid == "doc-1" and attempt is None
+    raw = soap.build_register_result(result, to="x", key=None, certificate=None)
+    assert run(raw, store) == []  # already registered: nothing more to say
+    unknown = RegisterResult(relates_to_message=M3, status="success", registry_item=RegistryItem(emdr_id="16.62.99"))
+    assert ack.correlate(store, unknown) is None
+
+
+def test_handle_callback_reconciles_through_the_async_poll(resent):
+    """handle_callback runs the decision off the event loop and asks РЭМД through the worker's async poll."""
+    asked = []
+
+    async def poll(doc):
+        asked.append(doc.local_uid)
+        return RegistryItem(emdr_id="16.62.9", local_uid=doc.local_uid)
+
+    outs = asyncio.run(ack.handle_callback(callback(M2, errors=NOT_UNIQUE), store=resent, poll=poll,
+                                           received_ms=int(time.time() * 1000)))
+    assert outs[0].topic == topology.ACKNOWLEDGED.name and asked == ["doc-1"]
+    assert resent.get("doc-1").emdr_id == "16.62.9"

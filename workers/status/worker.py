@@ -5,7 +5,8 @@ One process runs two runtime Stages, one per input topic (the runtime consumes o
 * ``status`` on ``emd.document.sent``: the acknowledgement is driven by callbacks, so a ``sent`` event only
   confirms the lifecycle store knows the document (a callback that came first has already decided it);
 * ``status-callbacks`` on ``emd.remd.callbacks``: ``acknowledgment.on_callback`` for each persisted
-  callback, ``on_deadline`` for the deadline records the scanner writes there.
+  callback (``handle_callback``: its registry look-ups, for a duplicate registration, use the same
+  ``searchRegistryItem`` poll as the deadline), ``on_deadline`` for the deadline records the scanner writes there.
 
 The scanner (every ``ack_scan_interval_seconds``) finds documents accepted more than ``ack_timeout_seconds``
 ago and still undecided, and writes one deadline record per document to ``emd.remd.callbacks`` (header
@@ -68,8 +69,9 @@ class StatusWorker:
             uid = record.header("emd-local-uid") or ""
             return await acknowledgment.on_deadline(uid, store=self.store, poll=self._poll,
                                                     group=self.callbacks.group_id)
-        return await asyncio.to_thread(
-            acknowledgment.on_callback, record.value, store=self.store, received_ms=record.timestamp_ms,
+        # the poll also reconciles a NOT_UNIQUE_PROVIDED_ID (a resend of a document already registered)
+        return await acknowledgment.handle_callback(
+            record.value, store=self.store, poll=self._poll, received_ms=record.timestamp_ms,
             pending_limit=self.settings.ack_timeout_seconds, group=self.callbacks.group_id)
 
     # --- polling ------------------------------------------------------------------------------
