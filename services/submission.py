@@ -13,6 +13,14 @@
    (retry tiers; RATE_LIMIT defers ≥ 60 s); permanent → ``PermanentError`` with the РЭМД code, message,
    category, hint and every MessageID. Transport failures while the circuit is open are not the
    document's fault: the record waits for the circuit and is tried again without burning an attempt.
+
+A redelivery after a crash between send and record (an attempt with no outcome) is sent again with a new
+MessageID, without asking ``searchRegistryItem`` first: registration is asynchronous, so "not found" then
+proves nothing (the first request may still be in ИПС's queue or in РЭМД's checks), and only "found" would
+save the resend, at the price of a search on every crash recovery. If the first request did go through,
+РЭМД answers the resend with ``NOT_UNIQUE_PROVIDED_ID``, and the status worker reconciles exactly there
+(``services.acknowledgment``: it asks the registry, retrying until the registration shows, and acknowledges
+the document with its emdrId), which covers lost answers, timeouts and crashes alike.
 """
 
 from __future__ import annotations
