@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from lxml import etree
 
 from services import remd_names as n
 from services import soap
-from services.callbacks import CallbackService
+from services.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.devpki import DevCA, SubjectInfo
+from services.errors import PermanentError
 from services.soap import RegisterResult, RegistryItem
-from services.wssec import verify_envelope
+from services.wssec import sign_envelope, verify_envelope
 
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
 
@@ -127,3 +129,120 @@ def test_forged_file_request_reveals_nothing(pki):
     req = soap.build_file_request(local_uid="d-1", to="x", key=pki["rogue"][0], certificate=pki["rogue"][1])
     reply = h.handle(req)
     assert reply.outcome == "forged" and b"c2VjcmV0" not in reply.body
+
+
+# --- replies signed with the key of the information system the request is for -----------------------------
+
+ORG_A, ORG_B = "1.2.643.5.1.13.13.12.2.77.1", "1.2.643.5.1.13.13.12.2.77.2"
+MID_B = "7a1c0e2a-0000-4000-8000-0000000000b2"
+
+
+@pytest.fixture(scope="module")
+def systems():
+    ca = DevCA.create("two clinics CA")
+    return {"a": ca.issue(subject=SubjectInfo(family="", common_name="МИС А", org="Клиника А")),
+            "b": ca.issue(subject=SubjectInfo(family="", common_name="МИС Б", org="Клиника Б"))}
+
+
+class TwoClinics:
+    """A callback service for two ИС (clientEntityId mis-a / mis-b, one organisation each, different keys)."""
+
+    def __init__(self, pki, systems, *, documents=None, sent=None, credentials=("a", "b")):
+        self.published = []
+        self.documents = documents or {"doc-a": (ORG_A, b"<a/>"), "doc-b": (ORG_B, b"<b/>")}
+        self.sent = sent or {MID_B: ORG_B}
+
+        async def publish(key, value):
+            self.published.append((key, value))
+
+        async def lookup_file(uid):
+            return self.documents[uid][1] if uid in self.documents else None
+
+        async def lookup_organization(message_id, uid):
+            return self.sent.get(message_id) or (self.documents[uid][0] if uid in self.documents else None)
+
+        creds = {"a": ReplyCredential(key=systems["a"][0], certificate=systems["a"][1], client_entity_id="mis-a",
+                                      organizations=frozenset({ORG_A})),
+                 "b": ReplyCredential(key=systems["b"][0], certificate=systems["b"][1], client_entity_id="mis-b",
+                                      organizations=frozenset({ORG_B}))}
+        self.service = CallbackService(trusted_certificates=[pki["ips"][1]], publish=publish, lookup_file=lookup_file,
+                                       lookup_organization=lookup_organization,
+                                       reply_keys=ReplyKeys([creds[c] for c in credentials]))
+
+    def handle(self, body):
+        return asyncio.run(self.service.handle(body))
+
+
+def signed_by(reply, systems, which):
+    """Whether the reply verifies with system ``which``'s certificate (and not with the other's)."""
+    other = {"a": "b", "b": "a"}[which]
+    verify_envelope(reply.body, trusted_certificates=[systems[which][1]], required=REPLY_REFS)
+    with pytest.raises(PermanentError):
+        verify_envelope(reply.body, trusted_certificates=[systems[other][1]], required=REPLY_REFS)
+    return True
+
+
+def with_client_entity_id(body, client_entity_id, key, cert):
+    """The same unsigned ИПС message with transportHeader/authInfo/clientEntityId added, then signed."""
+    root = etree.fromstring(body)
+    header = root.find(f"{{{etree.QName(root).namespace}}}Header")
+    th = etree.SubElement(header, f"{{{n.NS_EGISZ}}}{n.TRANSPORT_HEADER}")
+    ai = etree.SubElement(th, f"{{{n.NS_EGISZ}}}{n.AUTH_INFO}")
+    etree.SubElement(ai, f"{{{n.NS_EGISZ}}}{n.CLIENT_ENTITY_ID}").text = client_entity_id
+    header.insert(0, th)
+    return sign_envelope(root, key=key, certificate=cert)
+
+
+def test_get_document_file_replies_are_signed_by_each_documents_information_system(pki, systems):
+    """getDocumentFile for each clinic's document is answered signed with that clinic's ИС key, not the other's."""
+    h = TwoClinics(pki, systems)
+    for uid, which in (("doc-a", "a"), ("doc-b", "b")):
+        req = soap.build_file_request(local_uid=uid, to="http://mis/cb", key=pki["ips"][0], certificate=pki["ips"][1])
+        reply = h.handle(req)
+        assert reply.status == 200 and signed_by(reply, systems, which)
+        assert soap.parse_file_response(reply.body).data == h.documents[uid][1]
+
+
+def test_result_ack_is_signed_by_the_information_system_that_sent_the_document(pki, systems):
+    """The ack of a callback for a MessageID clinic B sent is signed with B's ИС key, whichever comes first."""
+    h = TwoClinics(pki, systems)
+    reply = h.handle(result_body(pki, relates=f"urn:uuid:{MID_B}"))
+    assert reply.outcome == "accepted" and signed_by(reply, systems, "b")
+
+
+def test_client_entity_id_of_the_request_chooses_the_key(pki, systems):
+    """A request whose transportHeader names clientEntityId mis-a is answered with A's key even for B's document."""
+    h = TwoClinics(pki, systems)
+    raw = soap.build_file_request(local_uid="doc-b", to="http://mis/cb", key=None, certificate=None)
+    reply = h.handle(with_client_entity_id(raw, "mis-a", *pki["ips"]))
+    assert reply.status == 200 and signed_by(reply, systems, "a")
+
+
+def test_callback_names_its_organisation_when_the_store_does_not_know_it(pki, systems):
+    """A result callback for a MessageID not in the store is signed by the ИС of the organisation it names."""
+    h = TwoClinics(pki, systems, sent={})
+    key, cert = pki["ips"]
+    body = soap.build_register_result(RegisterResult(relates_to_message="urn:uuid:0-unknown", status="success",
+                                                      local_uid="elsewhere", organization=ORG_A,
+                                                      registry_item=RegistryItem(emdr_id="16.62.3")),
+                                       to="http://mis/cb", key=key, certificate=cert)
+    reply = h.handle(body)
+    assert reply.outcome == "accepted" and signed_by(reply, systems, "a")
+
+
+def test_no_matching_key_is_a_clear_fault_and_nothing_is_published(pki, systems):
+    """With two ИС and a callback no key matches (unknown MessageID, no organisation, no clientEntityId), the answer
+    is a Server fault naming the missing key, and the callback is not published (ИПС will deliver it again)."""
+    h = TwoClinics(pki, systems, sent={})
+    reply = h.handle(result_body(pki, relates="urn:uuid:00000000-0000-4000-8000-00000000dead"))
+    assert reply.status == 500 and reply.outcome == "no_signing_key" and h.published == []
+    fault = soap.parse_fault(reply.body)
+    assert fault.server_side and "no information-system key" in fault.reason
+
+
+def test_single_information_system_signs_everything(pki, systems):
+    """With one ИС configured its key signs every reply, even for a request no organisation matches."""
+    h = TwoClinics(pki, systems, sent={}, credentials=("b",))
+    reply = h.handle(result_body(pki, relates="urn:uuid:00000000-0000-4000-8000-00000000beef"))
+    assert reply.outcome == "accepted"
+    verify_envelope(reply.body, trusted_certificates=[systems["b"][1]], required=REPLY_REFS)

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+from pathlib import Path
 
 import httpx
+import pytest
 
-from services import soap, topology
+from services import events, lifecycle, soap, topology
 from services.broker import free_port
 from services.config import Settings
 from services.devpki import DevCA, SubjectInfo, write_pem
-from services.organizations import write_dev_config
+from services.errors import PermanentError
+from services.organizations import load_organizations, write_dev_config
 from services.soap import RegisterResult, RegistryItem
 from services.topology import ensure_topics
+from services.wssec import verify_envelope
 from tests.kafka_helpers import read_all
 from workers.status.callbacks_app import serve
 
+EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
+REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
 
-def _settings(tmp_path, bootstrap):
-    orgs = write_dev_config(tmp_path / "cfg")
+
+def _settings(tmp_path, bootstrap, *, organizations=1):
+    orgs = write_dev_config(tmp_path / "cfg", organizations=organizations)
     ca = DevCA.create("ИПС CA")
     key, cert = ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
     write_pem(None, cert, cert_path=tmp_path / "ips.pem")
@@ -54,3 +64,54 @@ def test_callback_over_http_is_on_the_topic_before_the_ack(broker, tmp_path):
         soap.parse_register_result(body).headers.message_id
     records = [r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()]
     assert len(records) == 1 and records[0].value == body
+
+
+def _register_document(store, uid: str, organization: str, data: bytes) -> None:
+    doc = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "mediaType": "text/xml",
+           "inline": base64.b64encode(data).decode()}
+    signed = events.encode(events.new_event(events.SIGNED, dict(EXAMPLE, localUid=uid, organizationOid=organization,
+                                                                 document=doc), source="t"))
+    store.register(uid, organization=organization, kind=EXAMPLE["kind"], signed_event=signed)
+
+
+async def _post_many_while_serving(settings, bodies):
+    port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
+    await asyncio.wait_for(ready.wait(), 60)
+    try:
+        async with httpx.AsyncClient(timeout=60) as c:
+            return [await c.post(f"http://127.0.0.1:{port}/callback", content=body,
+                                 headers={"Content-Type": "application/soap+xml; charset=utf-8"}) for body in bodies]
+    finally:
+        stop.set()
+        await task
+
+
+def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, tmp_path):
+    """With two organisations whose ИС keys differ, getDocumentFile answers and a result ack over HTTP each verify
+    with the certificate of the organisation the document belongs to, and not with the other's."""
+    ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
+    settings, key, cert = _settings(tmp_path, broker.bootstrap_servers, organizations=2)
+    config = load_organizations(settings.organizations_file)
+    (oid1, org1), (oid2, org2) = list(config.organizations.items())
+    certs = {oid1: org1.remd.system.certificate, oid2: org2.remd.system.certificate}
+    store = lifecycle.open_store(settings.data_dir)
+    files = {"doc-1": b"<ClinicalDocument>one</ClinicalDocument>", "doc-2": b"<ClinicalDocument>two</ClinicalDocument>"}
+    _register_document(store, "doc-1", oid1, files["doc-1"])
+    _register_document(store, "doc-2", oid2, files["doc-2"])
+    mid = soap.new_message_id()
+    store.record_attempt("doc-2", mid, endpoint="http://ips")
+    store.close()
+    bodies = [soap.build_file_request(local_uid=uid, to="http://mis/callback", key=key, certificate=cert)
+              for uid in ("doc-1", "doc-2")]
+    bodies.append(soap.build_register_result(RegisterResult(relates_to_message=mid, status="success",
+                                                            registry_item=RegistryItem(emdr_id="16.62.6")),
+                                             to="http://mis", key=key, certificate=cert))
+    r1, r2, r3 = asyncio.run(_post_many_while_serving(settings, bodies))
+    assert (r1.status_code, r2.status_code, r3.status_code) == (200, 200, 200)
+    for response, own, other in ((r1, oid1, oid2), (r2, oid2, oid1), (r3, oid2, oid1)):
+        verify_envelope(response.content, trusted_certificates=[certs[own]], required=REPLY_REFS)
+        with pytest.raises(PermanentError):
+            verify_envelope(response.content, trusted_certificates=[certs[other]], required=REPLY_REFS)
+    assert soap.parse_file_response(r1.content).data == files["doc-1"]
+    assert soap.parse_file_response(r2.content).data == files["doc-2"]

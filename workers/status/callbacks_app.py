@@ -2,7 +2,9 @@
 
 aiohttp serves POST on any path; the publisher is an aiokafka producer with ``acks=all`` whose
 ``send_and_wait`` returns only after the broker confirmed the write; the file lookup reads the lifecycle
-store (what the sender registered) and resolves the bytes through the claim-check store.
+store (what the sender registered) and resolves the bytes through the claim-check store. Replies are
+signed per information system: every organisation's ``remd`` system key, chosen per request by
+``services.callbacks.ReplyKeys`` (clientEntityId, then the document's organisation from the lifecycle store).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from services import lifecycle, topology
-from services.callbacks import CallbackService
+from services.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.certificates import load_certificate
 from services.config import Settings
 from services.docstore import DocumentStore, document_bytes, store_from_settings
@@ -43,13 +45,39 @@ def load_ips_certificates(spec: str) -> list[Any]:
     return certs
 
 
-def reply_credentials(settings: Settings) -> tuple[Any, Any]:
-    """The ИС key/certificate replies are signed with: the first organisation's ``remd`` system credential."""
+def reply_credentials(settings: Settings) -> ReplyKeys:
+    """The ИС keys replies are signed with: each organisation's ``remd`` system credential, under its
+    clientEntityId. An organisation whose key cannot be loaded is left out (its requests get a
+    ``no_signing_key`` fault; the others are served)."""
     config = load_organizations(settings.organizations_file)
+    credentials = []
     for org in config.organizations.values():
-        if org.remd is not None and org.remd.system is not None and org.remd.system.usable:
-            return org.remd.system.signer(), org.remd.system.certificate  # signs XMLDSig via sign_digest
-    raise ConfigurationError("no organisation has a usable remd.system_key: callback replies cannot be signed")
+        if org.remd is None or org.remd.system is None:
+            continue
+        if not org.remd.system.usable:
+            log.error("organisation's ИС key unusable: its callback replies cannot be signed", organization=org.oid)
+            continue
+        credentials.append(ReplyCredential(key=org.remd.system.signer(),  # signs XMLDSig via sign_digest
+                                           certificate=org.remd.system.certificate,
+                                           client_entity_id=org.remd.client_entity_id,
+                                           organizations=frozenset({org.oid})))
+    if not credentials:
+        raise ConfigurationError("no organisation has a usable remd.system_key: callback replies cannot be signed")
+    return ReplyKeys(credentials)
+
+
+def organization_lookup(store: lifecycle.LifecycleStore):
+    """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about."""
+    def lookup(message_id: str | None, local_uid: str | None) -> str | None:
+        found = store.find_by_message_id(message_id) if message_id else None
+        if found is not None:
+            return found[0].organization
+        doc = store.get(local_uid) if local_uid else None
+        return doc.organization if doc is not None else None
+
+    async def run(message_id: str | None, local_uid: str | None) -> str | None:
+        return await asyncio.to_thread(lookup, message_id, local_uid)
+    return run
 
 
 def file_lookup(store: lifecycle.SqliteLifecycleStore, docs: DocumentStore | None):
@@ -77,7 +105,7 @@ def content_type(body: bytes) -> str:
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Run the endpoint until ``stop`` is set (or forever)."""
-    key, certificate = reply_credentials(settings)
+    reply_keys = reply_credentials(settings)
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(settings.data_dir)
     docs = store_from_settings(settings)
@@ -87,8 +115,8 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     async def publish(k: str, value: bytes) -> None:
         await producer.send_and_wait(topology.CALLBACKS.name, value=value, key=k.encode())
 
-    service = CallbackService(trusted_certificates=trusted, key=key, certificate=certificate, publish=publish,
-                              lookup_file=file_lookup(store, docs))
+    service = CallbackService(trusted_certificates=trusted, reply_keys=reply_keys, publish=publish,
+                              lookup_file=file_lookup(store, docs), lookup_organization=organization_lookup(store))
 
     async def handle(request: web.Request) -> web.Response:
         reply = await service.handle(await request.read())
