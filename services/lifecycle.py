@@ -23,10 +23,11 @@ Backends:
   transactions and a busy timeout, so several local processes (replicas of the workers on one host, the
   tests' kill -9 runs) share it safely. Not for replicas on several hosts: SQLite over a network file
   system does not lock reliably.
-* PostgreSQL for production (several hosts): the same two tables (``POSTGRES_SCHEMA`` below) and the same
-  statements with ``%s`` placeholders and ``INSERT … ON CONFLICT``; not implemented here (it needs a pinned
-  driver, psycopg 3, and a server in CI). ``LifecycleStore`` is the interface it must satisfy;
-  ``open_store(settings)`` is the one place that picks the backend.
+* ``PostgresLifecycleStore`` (``services/lifecycle_pg.py``, psycopg 3) for production, replicas on several
+  hosts: the same two tables (``POSTGRES_SCHEMA`` below), the same statements, and a row lock
+  (``SELECT … FOR UPDATE``) on the document in every transition instead of SQLite's database lock.
+  ``LifecycleStore`` is the interface both satisfy; ``open_store(data_dir, url=EMD_LIFECYCLE_STORE)`` is
+  the one place that picks the backend.
 
 Every MessageID is stored normalised (``services.soap.normalize_message_id``) so any spelling matches.
 """
@@ -178,7 +179,7 @@ CREATE TABLE IF NOT EXISTS emd_documents (
     signed_ref          text,
     document_ref        text,
     emdr_id             text,
-    accepted_message_id uuid,
+    accepted_message_id text,                  -- normalised; not uuid: non-UUID ids are kept as sent
     failure_reason      text,
     failure_code        text,
     failure_message     text,
@@ -201,9 +202,11 @@ CREATE TABLE IF NOT EXISTS emd_attempts (
     UNIQUE (local_uid, attempt)
 );
 CREATE INDEX IF NOT EXISTS emd_documents_by_emdr_id ON emd_documents(emdr_id);
+CREATE INDEX IF NOT EXISTS emd_attempts_by_document ON emd_attempts(local_uid, attempt);
+CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) WHERE state = 'accepted';
 -- find_by_emdr_id: SELECT * FROM emd_documents WHERE emdr_id = %s ORDER BY registered_at LIMIT 1
--- record_attempt: SELECT … FROM emd_documents WHERE local_uid = %s FOR UPDATE; then the same checks
--- and inserts as the SQLite backend, in one transaction.
+-- every transition: SELECT … FROM emd_documents WHERE local_uid = %s FOR UPDATE; then the same checks
+-- and writes as the SQLite backend, in one transaction (services/lifecycle_pg.py).
 """
 
 
@@ -392,16 +395,16 @@ class SqliteLifecycleStore:
             self._db.close()
 
 
-def open_store(data_dir: Path | str, *, url: str = "") -> SqliteLifecycleStore:
+def open_store(data_dir: Path | str, *, url: str = "") -> LifecycleStore:
     """The lifecycle store of a deployment: ``url`` empty or ``sqlite:///path`` → SQLite (default
-    ``<data_dir>/lifecycle.sqlite3``); ``postgresql://`` is the documented production backend, not built yet."""
+    ``<data_dir>/lifecycle.sqlite3``); ``postgresql://…`` → PostgreSQL (schema created if missing)."""
     if not url:
         return SqliteLifecycleStore(Path(data_dir) / "lifecycle.sqlite3")
     if url.startswith("sqlite:///"):
         return SqliteLifecycleStore(url[len("sqlite:///"):])
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigurationError("the PostgreSQL lifecycle backend is specified (services/lifecycle.py "
-                                 "POSTGRES_SCHEMA) but not implemented; use SQLite for now",
-                                 reason="LIFECYCLE_BACKEND_UNAVAILABLE")
+        from services.lifecycle_pg import PostgresLifecycleStore  # psycopg only where it is used
+
+        return PostgresLifecycleStore(url)
     raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
                              reason="LIFECYCLE_BACKEND_UNKNOWN")

@@ -37,3 +37,23 @@ def _fresh_logging():
     yield
     structlog.reset_defaults()
     logging.getLogger().handlers[:] = []
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on a loopback port for the session (tests/postgres_server.py); fails, never skips, without it."""
+    from tests.postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh empty database on the session's PostgreSQL server, dropped after the test."""
+    with postgres_server.database() as url:
+        yield url

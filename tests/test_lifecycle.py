@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sqlite3
 
 import pytest
 
 from services import lifecycle as lc
-from services.errors import ConfigurationError
+from services.errors import ConfigurationError, TransientError
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = lc.open_store(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """The store under test: every contract test runs against both backends (PostgreSQL: a fresh database)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+    s = lc.open_store(tmp_path, url=url)
     yield s
     s.close()
 
@@ -149,11 +152,19 @@ def test_two_processes_share_the_store(tmp_path):
     s.close()
 
 
-def test_postgres_url_is_a_clear_configuration_error(tmp_path):
-    """A postgresql:// URL names the unimplemented backend instead of failing obscurely."""
+def test_open_store_picks_the_backend_by_url(tmp_path, postgres_url):
+    """open_store gives SQLite by default or for sqlite:///, PostgreSQL for postgresql://, and refuses other schemes."""
+    from services.lifecycle_pg import PostgresLifecycleStore
+
+    for url, kind in (("", lc.SqliteLifecycleStore), (f"sqlite:///{tmp_path}/x.sqlite3", lc.SqliteLifecycleStore),
+                      (postgres_url, PostgresLifecycleStore)):
+        s = lc.open_store(tmp_path, url=url)
+        assert isinstance(s, kind)
+        s.close()
+    assert (tmp_path / "x.sqlite3").exists()
     with pytest.raises(ConfigurationError) as exc:
-        lc.open_store(tmp_path, url="postgresql://db/emd")
-    assert exc.value.reason == "LIFECYCLE_BACKEND_UNAVAILABLE"
+        lc.open_store(tmp_path, url="mysql://db/emd")
+    assert exc.value.reason == "LIFECYCLE_BACKEND_UNKNOWN"
 
 
 def test_find_by_emdr_id_finds_the_registered_document(store):
@@ -166,3 +177,96 @@ def test_find_by_emdr_id_finds_the_registered_document(store):
     found = store.find_by_emdr_id("16.62.1")
     assert found is not None and found.local_uid == "doc-1" and found.state == lc.REGISTERED
     assert store.find_by_emdr_id("16.62.2") is None and store.find_by_emdr_id("") is None
+
+
+# --- PostgreSQL specifics: schema on open, lost connections, replicas racing -------------------------
+
+
+def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
+    """Opening the store creates the schema once; a second replica opening it later sees the same rows."""
+    from services.lifecycle_pg import PostgresLifecycleStore
+
+    first = PostgresLifecycleStore(postgres_url)
+    _register(first)
+    first.record_attempt("doc-1", "m1", endpoint="e")
+    second = PostgresLifecycleStore(postgres_url)
+    assert second.get("doc-1").state == lc.SENDING
+    assert second.find_by_message_id("M1")[1].attempt == 1
+    first.close()
+    second.close()
+
+
+def test_postgres_lost_connection_is_transient_then_reconnects(postgres_server, postgres_url):
+    """A connection the server drops fails that call as a transient LIFECYCLE_STORE_UNAVAILABLE; the next call reconnects."""
+    from services.lifecycle_pg import PostgresLifecycleStore
+
+    s = PostgresLifecycleStore(postgres_url)
+    _register(s)
+    assert postgres_server.terminate_connections(postgres_url.rsplit("/", 1)[1]) == 1
+    with pytest.raises(TransientError) as exc:
+        s.record_attempt("doc-1", "m1", endpoint="e")
+    assert exc.value.reason == "LIFECYCLE_STORE_UNAVAILABLE"
+    assert s.record_attempt("doc-1", "m1", endpoint="e").attempt == 1
+    assert s.message_ids("doc-1") == ["m1"]
+    s.close()
+
+
+def test_postgres_unreachable_server_is_transient_and_keeps_the_password_out(tmp_path):
+    """An unreachable server is a transient LIFECYCLE_STORE_UNAVAILABLE whose message does not carry the URL's password."""
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TransientError) as exc:
+        lc.open_store(tmp_path, url=f"postgresql://emd:s3cret-pw@127.0.0.1:{port}/emd?connect_timeout=2")
+    assert exc.value.reason == "LIFECYCLE_STORE_UNAVAILABLE"
+    assert "s3cret-pw" not in str(exc.value) and "s3cret-pw" not in repr(exc.value)
+
+
+def _replica(url: str, role: str, n: int, barrier) -> None:
+    """One worker replica: for each document, record an attempt in step with the other, then race on its fate."""
+    from services.lifecycle_pg import PostgresLifecycleStore
+
+    s = PostgresLifecycleStore(url)
+    for i in range(n):
+        uid = f"doc-{i}"
+        barrier.wait(120)
+        s.record_attempt(uid, f"{role}-{i}", endpoint=role)
+        barrier.wait(120)
+        if role == "a":  # the replica whose attempt РЭМД accepted and then registered
+            s.mark_accepted(uid, message_id=f"a-{i}")
+            s.mark_registered(uid, f"EMDR-{i}")
+        else:  # the replica handling a redelivery: resend, then a late transient failure
+            with contextlib.suppress(lc.LifecycleConflict):
+                s.record_attempt(uid, f"b2-{i}", endpoint=role)
+            with contextlib.suppress(lc.LifecycleConflict):
+                s.mark_failed(uid, reason="REMD_TRANSIENT")
+    s.close()
+
+
+def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postgres_url):
+    """Two replicas racing on each document's transitions number attempts without gaps or clashes and never lose the registration."""
+    from services.lifecycle_pg import PostgresLifecycleStore
+
+    n = 80
+    setup = PostgresLifecycleStore(postgres_url)
+    for i in range(n):
+        _register(setup, f"doc-{i}")
+        setup.record_attempt(f"doc-{i}", f"m0-{i}", endpoint="e")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_replica, args=(postgres_url, role, n, barrier)) for role in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    for i in range(n):
+        doc = setup.get(f"doc-{i}")
+        assert (doc.state, doc.emdr_id, doc.accepted_message_id) == (lc.REGISTERED, f"EMDR-{i}", f"a-{i}")
+        history = setup.history(f"doc-{i}")
+        assert [a.attempt for a in history] == list(range(1, len(history) + 1))
+        ids = [a.message_id for a in history]
+        assert ids[0] == f"m0-{i}" and {f"a-{i}", f"b-{i}"} <= set(ids) <= {f"m0-{i}", f"a-{i}", f"b-{i}", f"b2-{i}"}
+    setup.close()
