@@ -130,7 +130,9 @@ class Settings:
         "Records a worker holds in memory while an endpoint's circuit is open; more are parked on the first "
         "retry tier (without using an attempt), so other organisations' records keep flowing.")
     lifecycle_store_url: str = setting(
-        "EMD_LIFECYCLE_STORE", "", "Lifecycle database: empty = <data_dir>/lifecycle.sqlite3 (SQLite, WAL).")
+        "EMD_LIFECYCLE_STORE", "",
+        "Lifecycle database: empty = <data_dir>/lifecycle.sqlite3 (SQLite, WAL, one host); "
+        "postgresql://user@host/db for replicas on several hosts (docs/state.md).")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

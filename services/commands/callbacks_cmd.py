@@ -48,7 +48,7 @@ def _iso(t) -> str | None:
 def run_status(args: argparse.Namespace) -> int:
     from services.lifecycle import open_store
     settings = Settings.from_env()
-    store = open_store(settings.data_dir)
+    store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     try:
         doc = store.get(args.local_uid)
         if doc is None:

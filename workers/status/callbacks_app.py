@@ -107,7 +107,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     """Run the endpoint until ``stop`` is set (or forever)."""
     reply_keys = reply_credentials(settings)
     trusted = load_ips_certificates(settings.ips_certificates)
-    store = lifecycle.open_store(settings.data_dir)
+    store = lifecycle.open_store(settings.data_dir, url=settings.lifecycle_store_url)
     docs = store_from_settings(settings)
     producer = AIOKafkaProducer(**aio_producer_config(settings, client_id="callbacks"))
     await producer.start()

@@ -44,7 +44,7 @@ class StatusWorker:
 
     def __init__(self, settings: Settings, *, store: Any = None, poll: Any = None) -> None:
         self.settings = settings
-        self.store = store or lc.open_store(settings.data_dir)
+        self.store = store or lc.open_store(settings.data_dir, url=settings.lifecycle_store_url)
         self._orgs = None
         self._poll = poll or self._search
         self.sent = Stage(name="status", input_topic=topology.SENT.name, handler=self.handle_sent,
