@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import functools
 import json
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from services import deadletter as dl
@@ -29,6 +31,11 @@ from services.config import Settings
 
 STAGES = {"signer": topology.CREATED_DLT.name, "sender": topology.SIGNED_DLT.name, "status": topology.SENT_DLT.name}
 REPLAY_GROUP = "emd-dlq-replay"
+IDLE_SECONDS = 3.0            # reading ends once the topics were quiet this long after assignment
+JOIN_TIMEOUT_SECONDS = 60.0
+#: event type → the pipeline topic whose stage takes it (a replayed record goes where its type is handled)
+CONSUMES = {t.name: t.name for t in (topology.CREATED, topology.SIGNED, topology.SENT)}
+HEADER_EVENT_TYPE = "emd-event-type"
 _DROP_ON_REPLAY = (dl.ATTEMPTS, dl.RETRY_DUE, dl.RETRY_REASON, dl.RETRY_ORIGINAL_TOPIC, dl.RETRY_ORIGINAL_PARTITION,
                    dl.RETRY_ORIGINAL_OFFSET)
 
@@ -46,20 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = dsub.add_parser("list", help="one line per dead letter")
     filters(q)
-    q.set_defaults(func=cmd_list)
+    q.set_defaults(func=_cluster_errors(cmd_list))
     q = dsub.add_parser("show", help="every dead letter of one document, with all headers")
     q.add_argument("uid", metavar="LOCALUID")
-    q.set_defaults(func=cmd_show)
+    q.set_defaults(func=_cluster_errors(cmd_show))
     q = dsub.add_parser("export", help="write dead letters as JSON lines")
     filters(q)
     q.add_argument("--out", required=True, help="the .jsonl file to write")
-    q.set_defaults(func=cmd_export)
+    q.set_defaults(func=_cluster_errors(cmd_export))
     q = dsub.add_parser("replay", help="re-publish dead letters to their original topic")
     filters(q)
     q.add_argument("--dry-run", action="store_true", help="say what would be replayed, publish nothing")
-    q.add_argument("--max", type=int, default=None, help="replay at most N records")
-    q.add_argument("--limit", type=int, default=3, help="refuse records already replayed this many times")
-    q.set_defaults(func=cmd_replay)
+    q.add_argument("--max", type=_positive, default=None, help="replay at most N records")
+    q.add_argument("--limit", type=_positive, default=3, help="refuse records already replayed this many times")
+    q.set_defaults(func=_cluster_errors(cmd_replay))
 
 
 def _since(text: str) -> dt.datetime:
@@ -70,14 +77,24 @@ def _since(text: str) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def _headers(raw: Any) -> dict[str, bytes]:
     return {k: v for k, v in (raw or ()) if v is not None}
 
 
 def entry(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-          headers: dict[str, bytes]) -> dict[str, Any]:
-    """One dead letter as a JSON-able dict (the export line)."""
-    return {"topic": topic, "partition": partition, "offset": offset,
+          headers: dict[str, bytes], *, timestamp_ms: int | None = None) -> dict[str, Any]:
+    """One dead letter as a JSON-able dict (the export line); ``timestamp`` = when it was dead-lettered (ms)."""
+    return {"topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp_ms,
             "key": key.decode("utf-8", "replace") if key is not None else None,
             "value": base64.b64encode(value or b"").decode(),
             "headers": {k: v.decode("utf-8", "replace") for k, v in headers.items()},
@@ -106,6 +123,10 @@ def replay_record(e: dict[str, Any], *, limit: int) -> tuple[str, list[tuple[str
     topic = h.get(dl.ORIGINAL_TOPIC)
     if not topic:
         return "no original-topic header"
+    # The stage that takes this event type, not necessarily where it failed: the status worker dead-letters
+    # a rejected document's *signed* event (what must be sent again) with origin emd.document.sent, whose
+    # consumer would refuse it (EVENT_INVALID) and dead-letter it once more.
+    topic = CONSUMES.get(h.get(HEADER_EVENT_TYPE, ""), topic)
     kept = [(k, v.encode()) for k, v in h.items()
             if not k.startswith(("kafka_dlt-", "emd-dlt-")) and k not in _DROP_ON_REPLAY and k != dl.REPLAY_COUNT]
     # the MessageIDs stay: the next dead letter, if any, still lists every request ever sent
@@ -114,6 +135,21 @@ def replay_record(e: dict[str, Any], *, limit: int) -> tuple[str, list[tuple[str
 
 def _topics(args: argparse.Namespace) -> list[str]:
     return [STAGES[args.stage]] if getattr(args, "stage", None) else list(STAGES.values())
+
+
+def _cluster_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An unreachable or failing cluster is a clear one-line error and exit 1, not a kafka-python traceback."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from kafka.errors import KafkaError
+
+        try:
+            return command(args)
+        except KafkaError as exc:
+            print(f"emd dlq: the cluster at {Settings.from_env().kafka_bootstrap_servers} failed: {exc}",
+                  file=sys.stderr)
+            return 1
+    return run
 
 
 def _bootstrap() -> str:
@@ -125,15 +161,35 @@ def _bootstrap() -> str:
 
 
 def _read(args: argparse.Namespace, *, group: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
-    from kafka import KafkaConsumer
+    """Every dead letter of the chosen topics (from the group's committed offsets when ``group`` is given).
 
-    consumer = KafkaConsumer(*_topics(args), bootstrap_servers=_bootstrap(), group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=3000,
-                             client_id="emd-dlq")
+    Reading stops after ``IDLE_SECONDS`` without a record, counted from the moment partitions are assigned:
+    joining a consumer group takes seconds (the group coordinator's join delay), and a timeout counted from
+    the start would end the read before anything was fetched (a replay that replayed nothing).
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaTimeoutError
+
+    consumer = KafkaConsumer(bootstrap_servers=_bootstrap(), group_id=group, enable_auto_commit=False,
+                             auto_offset_reset="earliest", client_id="emd-dlq")
     try:
-        for m in consumer:
-            e = entry(m.topic, m.partition, m.offset, m.key, m.value, _headers(m.headers))
-            yield consumer, e
+        consumer.subscribe(_topics(args))
+        give_up = time.monotonic() + JOIN_TIMEOUT_SECONDS
+        last: float | None = None
+        while True:
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                for m in records:
+                    last = time.monotonic()
+                    yield consumer, entry(m.topic, m.partition, m.offset, m.key, m.value, _headers(m.headers),
+                                          timestamp_ms=m.timestamp)
+            now = time.monotonic()
+            if last is None and consumer.assignment():
+                last = now
+            if last is not None and now - last >= IDLE_SECONDS:
+                return
+            if last is None and now >= give_up:
+                raise KafkaTimeoutError(f"no partitions assigned within {JOIN_TIMEOUT_SECONDS:.0f} s")
     finally:
         consumer.close()
 
@@ -143,8 +199,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for _, e in _read(args):
         if matches(e, args):
             h = e["headers"]
+            # the last MessageID is the request РЭМД answered: the one СТП asks for
             print(f"{h.get(dl.LAST_FAILURE, '?')}  {h.get(dl.STAGE, '?'):7} {h.get(dl.REASON, '?'):28} "
-                  f"{e['key'] or '-'}  remd={h.get(dl.REMD_CODE, '-')}  ids={','.join(e['messageIds'][-1:]) or '-'}")
+                  f"{e['key'] or '-'}  remd={h.get(dl.REMD_CODE, '-')}  ids={','.join(e['messageIds'][-1:]) or '-'}"
+                  f"  hint={h.get(dl.HINT, '-')}")
             n += 1
     print(f"{n} dead letter(s)", file=sys.stderr)
     return 0
@@ -186,10 +244,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     producer = None if args.dry_run else KafkaProducer(bootstrap_servers=_bootstrap(), acks="all",
                                                        client_id="emd-dlq-replay")
     replayed = refused = 0
+    started_ms = int(time.time() * 1000)
+    newer: set[tuple[str, int]] = set()  # partitions that reached a dead letter newer than this run
     try:
         for consumer, e in _read(args, group=None if args.dry_run else replay_group(args)):
             if args.max is not None and replayed >= args.max:
                 break
+            tp = (e["topic"], e["partition"])
+            if tp in newer or (e["timestamp"] or 0) > started_ms:
+                # dead-lettered after this run began (perhaps our own replay failing again): left, uncommitted,
+                # for the next run, so one run never replays its own output in a loop
+                newer.add(tp)
+                continue
             if matches(e, args):
                 plan = replay_record(e, limit=args.limit)
                 if isinstance(plan, str):
@@ -203,7 +269,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                       value=base64.b64decode(e["value"]), headers=headers).get(timeout=30)
                     replayed += 1
             if not args.dry_run:  # commit only what was published (or deliberately skipped)
-                consumer.commit({TopicPartition(e["topic"], e["partition"]): OffsetAndMetadata(e["offset"] + 1, "", -1)})
+                consumer.commit({TopicPartition(*tp): OffsetAndMetadata(e["offset"] + 1, "", -1)})
     finally:
         if producer is not None:
             producer.flush()
