@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from services.errors import ConfigurationError
 
 _SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 def _env_name(f: dataclasses.Field) -> str:
@@ -155,6 +157,7 @@ class Settings:
             shown = str(value)
             if any(m in _env_name(f) for m in _SECRET_MARKERS) and shown:
                 shown = "***"
+            shown = _URL_PASSWORD.sub(r"\1***@", shown)  # postgresql://user:password@host → user:***@
             rows.append((_env_name(f), shown, f.metadata["doc"]))
         return rows
 

@@ -55,3 +55,10 @@ def test_readme_configuration_table_matches_the_code():
     block = re.search(r"<!-- config-table[^>]*-->\n(.*?)<!-- /config-table -->", readme, re.S)
     assert block is not None
     assert block.group(1).strip() == settings_table_markdown().strip()
+
+
+def test_a_password_inside_a_url_is_masked_in_the_description():
+    """A database URL's password is masked in `emd config`, its user and host kept."""
+    s = Settings.from_env({"EMD_LIFECYCLE_STORE": "postgresql://emd:pw-s3cret@db.example:5432/emd"})
+    shown = dict((name, value) for name, value, _ in s.describe())["EMD_LIFECYCLE_STORE"]
+    assert shown == "postgresql://emd:***@db.example:5432/emd"
