@@ -180,3 +180,26 @@ def registered_counts(lab: Lab, uids: Sequence[str]) -> dict[str, int]:
     """localUid → how many times the emulator's registry holds it (0 for a document it never registered)."""
     seen = Counter(r["local_uid"] for r in lab.registry())
     return {u: seen[u] for u in uids}
+
+
+def wait_progress(lab: Lab, *, acknowledged: int, timeout: float = 300.0) -> int:
+    """Wait until at least ``acknowledged`` published documents are acknowledged; how many are (for a crash test
+    that must strike mid-run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = lab.watcher.snapshot(set(lab.published)).per_stage["acknowledged"]
+        if done >= acknowledged:
+            return done
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {acknowledged} documents acknowledged after {timeout:.0f} s\n{lab.tails()}")
+
+
+def acknowledged_emdr_ids(lab: Lab) -> dict[str, set[str]]:
+    """localUid → every emdrId its acknowledged records carry (one per document, however many records)."""
+    from services import events
+
+    out: dict[str, set[str]] = {}
+    for r in lab.topic("emd.document.acknowledged"):
+        out.setdefault(r.key.decode(), set()).add(
+            events.decode(r.value, events.ACKNOWLEDGED)["data"]["registration"]["emdrId"])
+    return out

@@ -14,10 +14,12 @@ from services.devpki import DevCA, SubjectInfo
 from services.soap import RegisterResult
 from tests.pipeline_lab import (
     acknowledged_counts,
+    acknowledged_emdr_ids,
     dead_letter_keys,
     pipeline_lab,
     registered_counts,
     settle,
+    wait_progress,
 )
 
 #: a lost callback is recovered by polling searchRegistryItem after this long (seconds)
@@ -130,3 +132,59 @@ def _wait_for_registrations(lab, uids: set[str], timeout: float = 180.0) -> dict
 
 def _emdr_id(lab, uid: str) -> str | None:
     return next((r["emdr_id"] for r in lab.registry() if r["local_uid"] == uid), None)
+
+
+def _assert_all_acknowledged_registered_once(lab, uids) -> None:
+    """Nothing lost, nothing dead-lettered, each registered once, each acknowledged with the emdrId РЭМД gave it."""
+    assert dead_letter_keys(lab) == set()
+    assert registered_counts(lab, uids) == dict.fromkeys(uids, 1)
+    registry = {r["local_uid"]: r["emdr_id"] for r in lab.registry()}
+    assert acknowledged_emdr_ids(lab) == {u: {registry[u]} for u in uids}
+
+
+def test_status_worker_killed_mid_run_loses_nothing(tmp_path):
+    """kill -9 of the status worker with a backlog, then a restart: every document ends acknowledged with its
+    emdrId, none dead-lettered, none registered twice."""
+    with pipeline_lab(tmp_path, count=120, env=ACK_FAST) as lab:
+        uids = lab.publish()
+        at_kill = wait_progress(lab, acknowledged=20)
+        lab.pipeline.kill("status")
+        assert at_kill < len(uids), "the run finished before the kill: nothing was tested"
+        time.sleep(3.0)  # callbacks keep arriving on emd.remd.callbacks with nobody handling them
+        lab.pipeline.restart("status")
+        snap = lab.wait(timeout=600)
+        settle(lab)
+        assert snap.per_stage["acknowledged"] == len(uids) and snap.dead_lettered == 0
+        _assert_all_acknowledged_registered_once(lab, uids)
+        reemitted = sum(n - 1 for n in acknowledged_counts(lab).values())
+        print(f"acknowledged at the kill: {at_kill}/{len(uids)}; re-emitted after the crash: {reemitted}")
+
+
+def test_callback_service_killed_mid_run_loses_nothing(tmp_path):
+    """kill -9 of the callback service mid-run and a restart a few seconds later: callbacks that failed meanwhile
+    are delivered again by the emulator (or the document is found by polling), so every document ends acknowledged
+    once registered, none dead-lettered."""
+    # the deadline must outlast the emulator's own retries (3 file pulls, 6 deliveries with backoff up to ~16 s):
+    # a shorter one dead-letters, as NO_ACKNOWLEDGMENT, documents РЭМД is still working on
+    with pipeline_lab(tmp_path, count=120, env={**ACK_FAST, "EMD_ACK_TIMEOUT_SECONDS": "60"}) as lab:
+        # every callback waits 4 s after the file pull, so at any moment some are due: the kill hits deliveries
+        lab.pipeline.add_rules([{"fault": "callback_late", "operation": "registerDocument", "delay": 4.0}])
+        uids = lab.publish()
+        at_kill = wait_progress(lab, acknowledged=20)
+        lab.pipeline.kill("callbacks")
+        assert at_kill < len(uids), "the run finished before the kill: nothing was tested"
+        time.sleep(3.0)
+        lab.pipeline.restart("callbacks")
+        snap = lab.wait(timeout=600)
+        settle(lab)
+        requests = lab.requests()
+        failed = [c for r in requests for c in r["callbacks"] if not c.get("delivered")]
+        assert failed, "no callback delivery failed while the service was down: nothing was tested"
+        redelivered = [r for r in requests if any(not c.get("delivered") for c in r["callbacks"])
+                       and any(c.get("delivered") and c["attempt"] > 1 for c in r["callbacks"])]
+        assert redelivered, "no failed callback was delivered again by the emulator"
+        assert snap.per_stage["acknowledged"] == len(uids) and snap.dead_lettered == 0
+        _assert_all_acknowledged_registered_once(lab, uids)
+        assert acknowledged_counts(lab) == dict.fromkeys(uids, 1)
+        print(f"acknowledged at the kill: {at_kill}/{len(uids)}; failed callback deliveries: {len(failed)}; "
+              f"redelivered: {len(redelivered)}; searchRegistryItem polls: {len(lab.requests('searchRegistryItem'))}")
