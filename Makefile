@@ -1,6 +1,6 @@
-# emd-pipeline — every target installs what it needs on first use (a .venv, Debian's GOST engine).
+# emd-pipeline — every target installs what it needs on first use (a .venv, Debian's GOST engine, PostgreSQL).
 #   make run     the whole pipeline on a local broker and the РЭМД emulator, with the Ministry samples
-#   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier)
+#   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL)
 #   make bench   speed figures (recorded in docs/benchmarks.md)
 #   make lint    ruff
 
@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 	@echo "installed: $(VENV) (pinned dependencies of pyproject.toml)"
 
 # The tests verify our GOST signatures with an independent implementation: OpenSSL's GOST engine.
+# They run the lifecycle store against a throwaway PostgreSQL server (tests/postgres_server.py): Debian's
+# `postgresql`, installed only when no initdb is found (on PATH or in /usr/lib/postgresql/*/bin).
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
