@@ -18,6 +18,7 @@ next call reconnects. Timestamps come back in UTC, as the SQLite store's do.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,8 @@ log = get_logger(__name__)
 
 #: pg_advisory_xact_lock key serialising schema creation between replicas starting at once
 _SCHEMA_LOCK = 0x454D_444C  # "EMDL"
+#: the tables and indexes POSTGRES_SCHEMA creates
+_SCHEMA_OBJECTS = re.findall(r"IF NOT EXISTS (\w+)", POSTGRES_SCHEMA)
 
 
 def _now() -> datetime:
@@ -76,7 +79,12 @@ class PostgresLifecycleStore:
         self._closed = False
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            db.execute(POSTGRES_SCHEMA)
+            # only when something is missing: CREATE … IF NOT EXISTS needs CREATE on the schema even when
+            # it exists, and a production role may be granted only SELECT, INSERT, UPDATE
+            present = db.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n",
+                                 (_SCHEMA_OBJECTS,)).fetchone()
+            if not (present and present["ok"]):
+                db.execute(POSTGRES_SCHEMA)
         info = self._conn.info if self._conn is not None else None
         log.info("lifecycle store opened", backend="postgresql",
                  host=info.host if info else None, dbname=info.dbname if info else None)

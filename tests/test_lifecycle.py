@@ -270,3 +270,29 @@ def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postg
         ids = [a.message_id for a in history]
         assert ids[0] == f"m0-{i}" and {f"a-{i}", f"b-{i}"} <= set(ids) <= {f"m0-{i}", f"a-{i}", f"b-{i}", f"b2-{i}"}
     setup.close()
+
+
+def test_postgres_store_runs_on_a_dml_only_role_once_the_schema_exists(postgres_url):
+    """Once the schema exists, a role granted only SELECT, INSERT and UPDATE opens the store and records attempts."""
+    import uuid
+
+    import psycopg
+
+    from services.lifecycle_pg import PostgresLifecycleStore
+
+    PostgresLifecycleStore(postgres_url).close()  # the migration, by the owner
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON emd_documents, emd_attempts TO {role}")
+    try:
+        s = PostgresLifecycleStore(postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@"))
+        _register(s)
+        assert s.record_attempt("doc-1", "m1", endpoint="e").attempt == 1
+        assert s.mark_accepted("doc-1", message_id="m1").state == lc.ACCEPTED
+        s.close()
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
