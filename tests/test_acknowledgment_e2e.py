@@ -3,8 +3,12 @@ status worker and of the callback service. Real broker, the emulator over HTTP, 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 
@@ -22,6 +26,7 @@ from tests.pipeline_lab import (
     wait_progress,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 #: a lost callback is recovered by polling searchRegistryItem after this long (seconds)
 ACK_FAST = {"EMD_ACK_TIMEOUT_SECONDS": "10", "EMD_ACK_SCAN_INTERVAL_SECONDS": "1"}
 
@@ -188,3 +193,16 @@ def test_callback_service_killed_mid_run_loses_nothing(tmp_path):
         assert acknowledged_counts(lab) == dict.fromkeys(uids, 1)
         print(f"acknowledged at the kill: {at_kill}/{len(uids)}; failed callback deliveries: {len(failed)}; "
               f"redelivered: {len(redelivered)}; searchRegistryItem polls: {len(lab.requests('searchRegistryItem'))}")
+
+
+def test_emd_demo_500_documents(tmp_path):
+    """``emd demo --documents 500 --timeout 300`` on a broker of its own exits 0 and reports every document
+    acknowledged, none dead-lettered, lost or registered twice."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}  # so it spawns its own broker
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--documents", "500", "--timeout", "300",
+         "--workdir", str(tmp_path / "demo")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and lines, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert lines[-1] == "acknowledged=500 dead_lettered=0 lost=0 duplicated=0", result.stderr[-3000:]
