@@ -37,7 +37,8 @@ SECRET_KEYS = frozenset(
     )
 )
 
-_SNILS = re.compile(r"(?<!\d)(\d{3})[- ]?(\d{3})[- ]?(\d{3})[- ]?(\d{2})(?!\d)")
+# not inside a run of hex digits: localUids and MessageIDs are hex, and must stay searchable in the logs
+_SNILS = re.compile(r"(?<![0-9A-Fa-f])(\d{3})[- ]?(\d{3})[- ]?(\d{3})[- ]?(\d{2})(?![0-9A-Fa-f])")
 _FULL_NAME = re.compile(r"\b([А-ЯЁ])[а-яё]+(?:-[А-ЯЁ][а-яё]+)?\s+([А-ЯЁ])[а-яё]+\s+([А-ЯЁ])[а-яё]+(вич|вна|ична|чна|оглы|кызы)\b")
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(-----END [A-Z0-9 ]+-----|$)", re.S)
 _MASK = "***"

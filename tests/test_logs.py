@@ -39,6 +39,12 @@ def test_snils_in_free_text_keeps_only_its_control_digits():
     assert mask_text("СНИЛС 123-456-789 01 не найден") == "СНИЛС ***-***-*** 01 не найден"
 
 
+def test_a_hex_identifier_with_eleven_digits_in_a_row_stays_searchable():
+    """A localUid like 056e12345678901a38eb is not taken for a СНИЛС, while a bare СНИЛС still is."""
+    assert mask_text("localUid 056e12345678901a38eb") == "localUid 056e12345678901a38eb"
+    assert mask_text("snils=12345678901") == "snils=***-***-*** 01"
+
+
 def test_nested_lists_are_masked_too():
     """Signers in a list are masked like any mapping."""
     out = redact_value({"signers": [{"snils": "12345678901", "role": "author"}]})
