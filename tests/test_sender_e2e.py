@@ -79,8 +79,10 @@ def test_flaky_emulator_registers_every_document_once_and_all_are_acknowledged(t
 
         log = lab.requests()
         faulted = [e for e in log if e["faults"]]
-        lost_after_taken = [e for e in log if "+injected:" in (e["outcome"] or "")]
-        assert faulted and lost_after_taken, "the flaky scenario injected nothing: the test proves nothing"
+        # a lost answer after ИПС took the message: a sync fault on a request that was processed anyway
+        lost_after_taken = [e for e in faulted if set(e["faults"]) & {"http_error", "timeout", "reset"}
+                            and (e["emdr_id"] or e["codes"])]
+        assert faulted and lost_after_taken, "the flaky scenario injected no lost answer: the test proves little"
         registrations = _registrations_in_log(lab)
         assert {u: registrations[u] for u in uids} == dict.fromkeys(uids, 1)
         assert _registered_once(lab, uids) == {}
