@@ -47,6 +47,13 @@ def wait_acknowledged(lab: Lab, uids: list[str], timeout: float = 300.0) -> None
                          + lab.tails())
 
 
+def restart_workers(lab: Lab) -> None:
+    """Every child that reads the organisations file does so when it starts (there is no reload)."""
+    for name in ("signer", "sender", "status", "callbacks"):
+        lab.pipeline.kill(name)
+        lab.pipeline.restart(name)
+
+
 def sent_count(lab: Lab, uid: str) -> int:
     return sum(1 for r in lab.topic("emd.document.sent", idle=1.0) if r.key == uid.encode())
 
@@ -132,8 +139,7 @@ def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configurat
         config = json.loads(original)
         config["organizations"] = [o for o in config["organizations"] if o["oid"] != missing_oid]
         orgs_file.write_text(json.dumps(config, ensure_ascii=False))
-        lab.pipeline.kill("signer")
-        lab.pipeline.restart("signer")
+        restart_workers(lab)  # the workers read the organisations file when they start
 
         uids = lab.publish()
         snap = lab.wait(timeout=300)
@@ -149,8 +155,7 @@ def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configurat
         assert "hint=" in listed.stdout
 
         orgs_file.write_text(original)  # the fix: the organisation is configured again
-        lab.pipeline.kill("signer")
-        lab.pipeline.restart("signer")
+        restart_workers(lab)
         replayed = dlq(lab, "replay", "--stage", "signer", "--reason", "ORGANIZATION_UNKNOWN")
         assert replayed.returncode == 0 and "1 replayed" in replayed.stderr, replayed.stderr
         wait_acknowledged(lab, [missing_uid])

@@ -5,12 +5,14 @@
     emd dlq export --out FILE.jsonl [filters]               key, value (base64), every header, MessageIDs
     emd dlq replay [--stage S] [--reason R] [--local-uid U] [--dry-run] [--max N]
 
-Replay re-publishes the original record to its original topic with ``emd-replay-count`` incremented and
-the failure and retry headers removed (the attempt count starts again); a record already replayed
+Replay re-publishes the original record to the topic of the stage that takes its event type (else its
+original topic) with ``emd-replay-count`` incremented and the failure and retry headers removed (the
+attempt count starts again); a record already replayed
 ``--limit`` times (default 3) is refused, so a document that keeps failing cannot loop. It reads through
 its own consumer group (``emd-dlq-replay-<hash of the filters>``) and commits only after the broker acknowledged the
 re-published records: an interrupted replay resumes where it stopped and never publishes a record twice
-unless it was stopped between the publish and the commit. ``--dry-run`` reads without a group.
+unless it was stopped between the publish and the commit. Dead letters written after a run began are left
+for the next run (no loop within one run). ``--dry-run`` reads without a group.
 """
 
 from __future__ import annotations
