@@ -121,6 +121,10 @@ class Settings:
         "EMD_SENDER_MAX_ATTEMPTS", 12, "Attempts per document (first included) before the dead letter.")
     sender_connect_timeout: float = setting("EMD_SENDER_CONNECT_TIMEOUT", 10.0, "Seconds to connect to ИПС.")
     sender_read_timeout: float = setting("EMD_SENDER_READ_TIMEOUT", 60.0, "Seconds to wait for ИПС's answer.")
+    sender_rate_limit_defer_seconds: float = setting(
+        "EMD_SENDER_RATE_LIMIT_DEFER_SECONDS", 60.0,
+        "A RATE_LIMIT answer holds back the organisation's requests, and retries that document, after this long "
+        "(ИПС asks for a minute or more).")
     sender_breaker_failures: int = setting(
         "EMD_SENDER_BREAKER_FAILURES", 5, "Consecutive transport failures that open an endpoint's circuit.")
     sender_breaker_cool_down: float = setting(

@@ -10,7 +10,7 @@
    parked back on the first retry tier *without* using an attempt), then a rate-limit/concurrency slot;
 4. a new MessageID, recorded and committed in the lifecycle store **before** the request leaves;
 5. accepted → ``emd.document.sent`` + ``emd.document.status`` "sent"; transient → ``TransientError``
-   (retry tiers; RATE_LIMIT defers ≥ 60 s); permanent → ``PermanentError`` with the РЭМД code, message,
+   (retry tiers; RATE_LIMIT defers ``rate_limit_defer``, a minute by default); permanent → ``PermanentError`` with the РЭМД code, message,
    category, hint and every MessageID. Transport failures while the circuit is open are not the
    document's fault: the record waits for the circuit and is tried again without burning an attempt.
 
@@ -107,13 +107,15 @@ class Submitter:
     :param hold_per_endpoint: records held in memory per open circuit; the rest are parked.
     :param retry_topic: where parked records go (the first retry tier).
     :param transport_options: passed to ``transport_for`` (timeouts).
+    :param rate_limit_defer: after a RATE_LIMIT answer, the organisation's requests pause and the document
+        is retried this many seconds later (ИПС asks for a minute or more).
     """
 
     def __init__(self, *, config: OrganizationsConfig, store: lifecycle.LifecycleStore,
                  transports: Mapping[str, Transport] | None = None, breaker_failures: int = 5,
                  breaker_cool_down: float = 30.0, endpoint_concurrency: int = 8, hold_per_endpoint: int = 4,
                  retry_topic: str = topology.SENDER_RETRIES[0].name,
-                 transport_options: Mapping[str, Any] | None = None,
+                 transport_options: Mapping[str, Any] | None = None, rate_limit_defer: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
@@ -123,6 +125,7 @@ class Submitter:
         self.hold_per_endpoint = hold_per_endpoint
         self.retry_topic = retry_topic
         self.transport_options = dict(transport_options or {})
+        self.rate_limit_defer = rate_limit_defer
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], EndpointLimiter] = {}
@@ -218,7 +221,8 @@ class Submitter:
                 log.info("endpoint unavailable, holding the record", local_uid=uid, endpoint=endpoint,
                          reason=outcome.reason)
                 continue
-            raise TransientError(outcome.message or outcome.reason, reason=outcome.reason, defer=outcome.defer,
+            defer = self.rate_limit_defer if outcome.reason == "RATE_LIMIT" else outcome.defer
+            raise TransientError(outcome.message or outcome.reason, reason=outcome.reason, defer=defer,
                                  remd_code=outcome.remd_code, remd_message=outcome.remd_message,
                                  category=outcome.category or "transient", hint=outcome.hint, **common)
 
@@ -230,7 +234,7 @@ class Submitter:
         else:
             breaker.record_success()  # any real answer, even a rejection, proves the endpoint works
         if outcome.reason == "RATE_LIMIT":
-            limiter.pause(outcome.defer or 60.0)
+            limiter.pause(self.rate_limit_defer)
 
     async def _wait_for_circuit(self, breaker: CircuitBreaker, record: Record) -> list[Output] | None:
         if breaker.try_acquire():

@@ -6,7 +6,7 @@ runs whole workers must not share a broker with other tests), creates the topics
 :class:`~services.watch.PipelineWatcher` that reads the topics themselves. Children are real
 ``emd`` processes, so a test can ``kill -9`` one and restart it.
 
-Timings are short (retry base 1 s, breaker cool-down 3 s, read timeout 5 s) so faults resolve within a
+Timings are short (retry base 1 s, breaker cool-down 2 s, RATE_LIMIT pause 3 s, read timeout 5 s) so faults resolve within a
 test; they are settings, not assertions: nothing here asserts on speed.
 """
 
@@ -36,7 +36,8 @@ FAST = {
     "EMD_SENDER_MAX_ATTEMPTS": "30",
     "EMD_SENDER_READ_TIMEOUT": "5",
     "EMD_SENDER_CONNECT_TIMEOUT": "2",
-    "EMD_SENDER_BREAKER_COOL_DOWN": "3",
+    "EMD_SENDER_BREAKER_COOL_DOWN": "2",
+    "EMD_SENDER_RATE_LIMIT_DEFER_SECONDS": "3",
     "EMD_LOG_LEVEL": "info",
 }
 

@@ -110,6 +110,17 @@ def test_rate_limit_defers_a_minute(config, store):
     assert lim.bucket.take() > 50
 
 
+def test_rate_limit_defer_is_a_setting(config, store):
+    """With rate_limit_defer=5 a RATE_LIMIT answer retries the document, and pauses its organisation, 5 s later."""
+    t = FakeTransport(SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0))
+    s = _submitter(config, store, t, rate_limit_defer=5.0)
+    with pytest.raises(TransientError) as exc:
+        asyncio.run(s.handle(_record()))
+    assert exc.value.defer == 5.0
+    (lim,) = s.limiters.values()
+    assert 4 < lim.bucket.take() < 10  # paused about 5 s (plus a token's refill), not a minute
+
+
 def test_permanent_dead_letters_with_code_and_message_ids(config, store):
     """A rejection raises PermanentError carrying the РЭМД code, message, category, hint and MessageIDs."""
     t = FakeTransport(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NO_SNILS",
