@@ -208,3 +208,26 @@ def test_a_failing_on_dead_letter_hook_does_not_lose_the_dead_letter(broker, tmp
         out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=30)
     assert [r.key for r in dead] == [b"doc-1"] and _headers(dead[0])[dl.REASON] == "XSD_INVALID"
     assert [r.key for r in out] == [b"doc-2"]
+
+
+def test_status_outputs_say_rejected_for_a_remd_code_and_failed_otherwise():
+    """The МИС's status for a dead letter: rejected with a РЭМД code, failed without; trace id carried when valid."""
+    from services import events, topology
+
+    def record(key, trace):
+        return Record(topic="t", partition=0, offset=0, key=key, value=b"{}", timestamp_ms=0,
+                      headers={events.HEADER_TRACE_ID: trace.encode()})
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    remd = dl.Failure(stage="sender", reason="REMD_REJECTED", message="x", exception_fqcn="E",
+                      remd_code="PERSON_NOT_FOUND", remd_message="Сотрудник не найден", message_ids=("m-1", "m-2"))
+    [out] = dl.status_outputs(record("u1", trace), remd, source="emd-sender")
+    ev = events.decode(out.value, events.STATUS)
+    assert out.topic == topology.STATUS.name and out.key == "u1" and ev["traceId"] == trace
+    assert ev["data"] == {"localUid": "u1", "status": "rejected", "emdrId": None, "reason": "REMD_REJECTED",
+                          "remdCode": "PERSON_NOT_FOUND", "message": "Сотрудник не найден", "messageIds": ["m-1", "m-2"]}
+    config = dl.Failure(stage="signer", reason="ORGANIZATION_UNKNOWN", message="not configured", exception_fqcn="E")
+    [out] = dl.status_outputs(record("u2", "not-a-trace"), config, source="emd-signer")
+    ev = events.decode(out.value, events.STATUS)
+    assert ev["data"]["status"] == "failed" and ev["data"]["message"] == "not configured" and ev["traceId"] != "not-a-trace"
+    assert dl.status_outputs(record(None, trace), config, source="emd-signer") == []
