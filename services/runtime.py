@@ -238,7 +238,7 @@ class Stage:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.concurrency * 2)
             self._heartbeat()
             for tp, records in batches.items():
-                for i, raw in enumerate(records):
+                for raw in records:
                     if self._not_due(tp, raw):
                         break  # the rest of this partition's batch is later still
                     await self._slots.acquire()

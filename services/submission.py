@@ -271,8 +271,10 @@ class Submitter:
             "sentAt": _iso(accepted.sent_at), "acceptedAt": _iso(doc.accepted_at), "endpoint": accepted.endpoint,
             "environment": remd.environment}
         sent = events.new_event(events.SENT, data, source=SOURCE, trace_id=event["traceId"])
+        # a replay of a registered document must not move the МИС's view back from "registered" to "sent"
+        told = "registered" if doc.state == lifecycle.REGISTERED else "sent"
         status = events.new_event(events.STATUS, {
-            "localUid": doc.local_uid, "status": "sent", "emdrId": doc.emdr_id, "reason": None, "remdCode": None,
+            "localUid": doc.local_uid, "status": told, "emdrId": doc.emdr_id, "reason": None, "remdCode": None,
             "message": None, "messageIds": ids}, source=SOURCE, trace_id=event["traceId"])
         key = doc.local_uid
         return [Output(topology.SENT.name, events.encode(sent), key, dict(events.headers_for(sent))),

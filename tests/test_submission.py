@@ -86,6 +86,18 @@ def test_redelivery_after_acceptance_never_sends_again(config, store):
     assert a["messageId"] == b["messageId"]
 
 
+def test_replay_of_a_registered_document_tells_the_mis_registered_not_sent(config, store):
+    """A replayed record of a registered document sends nothing and its status event says registered, with the emdrId."""
+    t = FakeTransport(store=store)
+    s = _submitter(config, store, t)
+    asyncio.run(s.handle(_record()))
+    store.mark_registered("doc-1", "16.62.26.11.000000001")
+    again = asyncio.run(s.handle(_record()))
+    status = json.loads(again[1].value)["data"]
+    assert len(t.requests) == 1
+    assert (status["status"], status["emdrId"]) == ("registered", "16.62.26.11.000000001")
+
+
 def test_transient_then_accepted_keeps_every_message_id(config, store):
     """A transient failure raises TransientError with its MessageID; the next attempt's sent event lists both."""
     t = FakeTransport(SubmitOutcome(kind="transient", reason="HTTP_503", message="down"), store=store)
