@@ -20,12 +20,18 @@ EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text(
 M1, M2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = lc.SqliteLifecycleStore(tmp_path / "lc.sqlite3")
+def _store_with_doc(path) -> lc.SqliteLifecycleStore:
+    """A store holding doc-1 as the sender registers it, with its signed event."""
+    s = lc.SqliteLifecycleStore(path)
     data = dict(EXAMPLE, localUid="doc-1")
     signed = events.encode(events.new_event(events.SIGNED, data, source="t"))
     s.register("doc-1", organization=data["organizationOid"], kind=data["kind"], signed_event=signed)
+    return s
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = _store_with_doc(tmp_path / "lc.sqlite3")
     s.record_attempt("doc-1", M1, endpoint="http://ips")
     s.mark_accepted("doc-1", message_id=M1)
     yield s
@@ -127,10 +133,7 @@ NOT_UNIQUE = [RemdError("NOT_UNIQUE_PROVIDED_ID", "Документ уже за�
 @pytest.fixture
 def resent(tmp_path):
     """doc-1: attempt M1 sent and its answer lost (a crash: no outcome), then M2 sent and accepted."""
-    s = lc.SqliteLifecycleStore(tmp_path / "resent.sqlite3")
-    data = dict(EXAMPLE, localUid="doc-1")
-    signed = events.encode(events.new_event(events.SIGNED, data, source="t"))
-    s.register("doc-1", organization=data["organizationOid"], kind=data["kind"], signed_event=signed)
+    s = _store_with_doc(tmp_path / "resent.sqlite3")
     s.record_attempt("doc-1", M1, endpoint="http://ips")
     s.record_attempt("doc-1", M2, endpoint="http://ips")
     s.mark_accepted("doc-1", message_id=M2)
