@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,11 +104,16 @@ class LocalPipeline:
     :param scenario: the emulator scenario; ``emulator_args`` adds options (``--outage-seconds 20``…).
     :param env: extra environment for every child (``EMD_SENDER_RETRY_BASE_SECONDS``…).
     :param components: which children to start (default all of :data:`COMPONENTS`).
+    :param configure: called with the parsed organisations configuration (a dict, file names relative to
+        ``config_dir``) after :meth:`write_config` made it and before any child starts; what it changes in
+        the dict is written back (a test breaks one clinic: a dead endpoint, a certificate ИПС rejects).
     """
 
     def __init__(self, *, workdir: Path, bootstrap_servers: str, documents: Sequence[tuple[str, bytes]],
                  kafka_env: dict[str, str] | None = None, scenario: str = "ok", emulator_args: Sequence[str] = (),
-                 env: dict[str, str] | None = None, components: Sequence[str] = COMPONENTS) -> None:
+                 env: dict[str, str] | None = None, components: Sequence[str] = COMPONENTS,
+                 configure: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.configure = configure
         self.workdir = Path(workdir).resolve()
         self.bootstrap_servers = bootstrap_servers
         self.documents = documents
@@ -154,6 +159,9 @@ class LocalPipeline:
         systems = {"systems": [{"clientEntityId": first["remd"]["client_entity_id"], "name": first["name"],
                                 "certificates": [str(self.config_dir / first["remd"]["system_certificate"])]}]}
         (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
+        if self.configure is not None:
+            self.configure(config)
+            orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
 
     def start(self) -> LocalPipeline:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +135,19 @@ def documents(count: int) -> list[tuple[str, bytes]]:
 def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes]] | None = None,
                  scenario: str = "ok", emulator_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  components: Sequence[str] = COMPONENTS, partitions: int = 3, final_stage: str = "acknowledged",
-                 ) -> Iterator[Lab]:
-    """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``."""
+                 configure: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Lab]:
+    """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``.
+
+    ``configure``: edits the organisations configuration before the children start
+    (:class:`~services.local_pipeline.LocalPipeline`'s ``configure``).
+    """
     docs = documents(count) if docs is None else docs
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:
         ensure_topics(broker.bootstrap_servers, partitions=partitions)
         pipeline = LocalPipeline(workdir=tmp_path / "run", bootstrap_servers=broker.bootstrap_servers,
                                  documents=docs, kafka_env=broker.client_env(), scenario=scenario,
-                                 emulator_args=emulator_args, env={**FAST, **(env or {})}, components=components)
+                                 emulator_args=emulator_args, env={**FAST, **(env or {})}, components=components,
+                                 configure=configure)
         with pipeline:
             watcher = PipelineWatcher(broker.bootstrap_servers, final_stage=final_stage).start()
             try:
