@@ -107,6 +107,9 @@ class Submitter:
     :param hold_per_endpoint: records held in memory per open circuit; the rest are parked.
     :param retry_topic: where parked records go (the first retry tier).
     :param transport_options: passed to ``transport_for`` (timeouts).
+    :param park_max_seconds: a parked record is due again after the circuit's remaining cool-down, but at most
+        this long: the retry tier it waits on is shared with other clinics' first retries, which wait behind it
+        in its partition (keep it at the first tier's delay, ``EMD_SENDER_RETRY_BASE_SECONDS``).
     :param rate_limit_defer: after a RATE_LIMIT answer, the organisation's requests pause and the document
         is retried this many seconds later (ИПС asks for a minute or more).
     """
@@ -116,6 +119,7 @@ class Submitter:
                  breaker_cool_down: float = 30.0, endpoint_concurrency: int = 8, hold_per_endpoint: int = 4,
                  retry_topic: str = topology.SENDER_RETRIES[0].name,
                  transport_options: Mapping[str, Any] | None = None, rate_limit_defer: float = 60.0,
+                 park_max_seconds: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
@@ -126,6 +130,7 @@ class Submitter:
         self.retry_topic = retry_topic
         self.transport_options = dict(transport_options or {})
         self.rate_limit_defer = rate_limit_defer
+        self.park_max_seconds = park_max_seconds
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], EndpointLimiter] = {}
@@ -256,7 +261,8 @@ class Submitter:
         headers.setdefault(dl.RETRY_ORIGINAL_TOPIC, record.topic.encode())
         headers.setdefault(dl.RETRY_ORIGINAL_PARTITION, str(record.partition).encode())
         headers.setdefault(dl.RETRY_ORIGINAL_OFFSET, str(record.offset).encode())
-        headers[dl.RETRY_DUE] = str(int((time.time() + max(wait, 1.0)) * 1000)).encode()
+        wait = min(max(wait, 1.0), self.park_max_seconds)  # never hold up the tier longer than its own delay
+        headers[dl.RETRY_DUE] = str(int((time.time() + wait) * 1000)).encode()
         headers[dl.RETRY_REASON] = b"CIRCUIT_OPEN"
         log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
         return Output(self.retry_topic, record.value, record.key, headers)

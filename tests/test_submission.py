@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 
 import pytest
@@ -175,3 +176,15 @@ def test_open_circuit_parks_beyond_the_hold_limit(config, store):
     (out,) = asyncio.run(s.handle(_record()))
     assert out.topic == topology.SENDER_RETRIES[0].name and t.requests == []
     assert out.headers["emd-retry-reason"] == b"CIRCUIT_OPEN" and "emd-attempt" not in out.headers
+
+
+def test_a_parked_record_is_due_no_later_than_the_first_tiers_delay(config, store):
+    """A record parked behind a circuit that opens for 300 s is due within park_max_seconds, so it never holds up
+    other clinics' first retries queued behind it on the shared tier."""
+    s = _submitter(config, store, FakeTransport(), breaker_failures=1, breaker_cool_down=300, hold_per_endpoint=0,
+                   park_max_seconds=5)
+    s.breaker("http://ips.test/emdr").record_failure()
+    before = time.time()
+    (out,) = asyncio.run(s.handle(_record()))
+    due = int(out.headers["emd-retry-due"]) / 1000
+    assert before < due <= time.time() + 5

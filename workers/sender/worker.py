@@ -32,6 +32,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
         endpoint_concurrency=settings.sender_endpoint_concurrency,
         hold_per_endpoint=settings.sender_hold_per_endpoint,
         rate_limit_defer=settings.sender_rate_limit_defer_seconds,
+        park_max_seconds=settings.sender_retry_base_seconds,
         transport_options={"connect_timeout": settings.sender_connect_timeout,
                            "read_timeout": settings.sender_read_timeout})
 
