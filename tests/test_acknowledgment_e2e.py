@@ -129,7 +129,9 @@ def _wait_for_registrations(lab, uids: set[str], timeout: float = 180.0) -> dict
     """The emulator's registerDocument entry of each localUid, once all have arrived."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = {r["local_uid"]: r for r in lab.requests() if r["local_uid"] in uids and r["outcome"] == "accepted"}
+        # "accepted" becomes "registered" or "error" once the emulator has processed it: all three mean taken
+        found = {r["local_uid"]: r for r in lab.requests()
+                 if r["local_uid"] in uids and r["outcome"] in ("accepted", "registered", "error")}
         if set(found) == uids:
             return found
         time.sleep(0.3)
