@@ -210,6 +210,21 @@ CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) 
 """
 
 
+def check_transition(doc: Document | None, local_uid: str, target: str, *, emdr_id: str | None = None) -> Document:
+    """The lifecycle's rules, for both backends: the document (read under the transaction's lock) as it may move
+    to ``target``, or ``KeyError`` (unknown) / ``LifecycleConflict`` (forbidden). ``accepted`` after
+    ``registered`` is allowed here and left a no-op by ``mark_accepted`` (a late sync answer)."""
+    if doc is None:
+        raise KeyError(f"unknown document {local_uid!r}: register it first" if target == SENDING else local_uid)
+    if target == SENDING and doc.state in DONE_STATES:
+        raise LifecycleConflict(f"{local_uid} is already {doc.state}; it must not be sent again")
+    if target == REGISTERED and doc.state == REGISTERED and doc.emdr_id not in (None, emdr_id):
+        raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
+    if target == FAILED and doc.state == REGISTERED:
+        raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+    return doc
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -294,11 +309,7 @@ class SqliteLifecycleStore:
         mid = normalize_message_id(message_id)
         sent = _iso(sent_at or _now())
         with self._tx() as db:
-            doc = self._get(db, local_uid)
-            if doc is None:
-                raise KeyError(f"unknown document {local_uid!r}: register it first")
-            if doc.state in DONE_STATES:
-                raise LifecycleConflict(f"{local_uid} is already {doc.state}; it must not be sent again")
+            check_transition(self._get(db, local_uid), local_uid, SENDING)
             n = db.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE local_uid = ?",
                            (local_uid,)).fetchone()[0]
             db.execute("INSERT INTO attempts (message_id, local_uid, attempt, endpoint, sent_at)"
@@ -337,9 +348,7 @@ class SqliteLifecycleStore:
     def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document:
         at = _iso(accepted_at or _now())
         with self._tx() as db:
-            doc = self._get(db, local_uid)
-            if doc is None:
-                raise KeyError(local_uid)
+            doc = check_transition(self._get(db, local_uid), local_uid, ACCEPTED)
             if doc.state == REGISTERED:  # a late sync answer after the callback: keep the final state
                 return doc
             db.execute("UPDATE documents SET state = ?, accepted_message_id = ?, accepted_at = ?, updated_at = ?"
@@ -351,11 +360,7 @@ class SqliteLifecycleStore:
     def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:
         at = _iso(registered_at or _now())
         with self._tx() as db:
-            doc = self._get(db, local_uid)
-            if doc is None:
-                raise KeyError(local_uid)
-            if doc.state == REGISTERED and doc.emdr_id not in (None, emdr_id):
-                raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
+            check_transition(self._get(db, local_uid), local_uid, REGISTERED, emdr_id=emdr_id)
             db.execute("UPDATE documents SET state = ?, emdr_id = ?, registered_at = COALESCE(registered_at, ?),"
                        " updated_at = ? WHERE local_uid = ?", (REGISTERED, emdr_id, at, at, local_uid))
             return self._get(db, local_uid)  # type: ignore[return-value]
@@ -364,11 +369,7 @@ class SqliteLifecycleStore:
                     message: str | None = None) -> Document:
         at = _iso(_now())
         with self._tx() as db:
-            doc = self._get(db, local_uid)
-            if doc is None:
-                raise KeyError(local_uid)
-            if doc.state == REGISTERED:
-                raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+            check_transition(self._get(db, local_uid), local_uid, FAILED)
             db.execute("UPDATE documents SET state = ?, failure_reason = ?, failure_code = ?, failure_message = ?,"
                        " failed_at = ?, updated_at = ? WHERE local_uid = ?",
                        (FAILED, reason, code, message, at, at, local_uid))

@@ -32,7 +32,6 @@ from psycopg.rows import dict_row
 from services.errors import TransientError
 from services.lifecycle import (
     ACCEPTED,
-    DONE_STATES,
     FAILED,
     OUTCOME_ACCEPTED,
     POSTGRES_SCHEMA,
@@ -41,7 +40,7 @@ from services.lifecycle import (
     SIGNED,
     Attempt,
     Document,
-    LifecycleConflict,
+    check_transition,
 )
 from services.logs import get_logger
 from services.soap import normalize_message_id
@@ -174,11 +173,8 @@ class PostgresLifecycleStore:
         mid = normalize_message_id(message_id)
         sent = sent_at or _now()
         with self._tx() as db:
-            doc = self._get(db, local_uid, lock=True)  # replicas on one document queue here
-            if doc is None:
-                raise KeyError(f"unknown document {local_uid!r}: register it first")
-            if doc.state in DONE_STATES:
-                raise LifecycleConflict(f"{local_uid} is already {doc.state}; it must not be sent again")
+            # replicas on one document queue here
+            check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
             n = db.execute("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM emd_attempts WHERE local_uid = %s",
                            (local_uid,)).fetchone()["n"]  # type: ignore[index]
             row = db.execute("INSERT INTO emd_attempts (message_id, local_uid, attempt, endpoint, sent_at)"
@@ -220,9 +216,7 @@ class PostgresLifecycleStore:
         at = accepted_at or _now()
         mid = normalize_message_id(message_id)
         with self._tx() as db:
-            doc = self._get(db, local_uid, lock=True)
-            if doc is None:
-                raise KeyError(local_uid)
+            doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
             if doc.state == REGISTERED:  # a late sync answer after the callback: keep the final state
                 return doc
             db.execute("UPDATE emd_documents SET state = %s, accepted_message_id = %s, accepted_at = %s,"
@@ -234,11 +228,7 @@ class PostgresLifecycleStore:
     def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:
         at = registered_at or _now()
         with self._tx() as db:
-            doc = self._get(db, local_uid, lock=True)
-            if doc is None:
-                raise KeyError(local_uid)
-            if doc.state == REGISTERED and doc.emdr_id not in (None, emdr_id):
-                raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
+            check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
             db.execute("UPDATE emd_documents SET state = %s, emdr_id = %s,"
                        " registered_at = COALESCE(registered_at, %s), updated_at = %s WHERE local_uid = %s",
                        (REGISTERED, emdr_id, at, at, local_uid))
@@ -248,11 +238,7 @@ class PostgresLifecycleStore:
                     message: str | None = None) -> Document:
         at = _now()
         with self._tx() as db:
-            doc = self._get(db, local_uid, lock=True)
-            if doc is None:
-                raise KeyError(local_uid)
-            if doc.state == REGISTERED:
-                raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+            check_transition(self._get(db, local_uid, lock=True), local_uid, FAILED)
             db.execute("UPDATE emd_documents SET state = %s, failure_reason = %s, failure_code = %s,"
                        " failure_message = %s, failed_at = %s, updated_at = %s WHERE local_uid = %s",
                        (FAILED, reason, code, message, at, at, local_uid))
