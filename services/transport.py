@@ -42,7 +42,6 @@ import httpx
 from services import soap
 from services.errors import EmdError
 from services.logs import get_logger
-from services.remd_codes import RATE_LIMIT_DEFER_SECONDS
 
 log = get_logger(__name__)
 
@@ -139,10 +138,8 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
                              remd_message=e.message, category=info.category, hint=info.hint, errors=errors,
                              message="; ".join(f"{x.code}: {x.message}" for x in errors))
     e, info = infos[0]
-    defer = max((i.retry_after or 0.0 for _, i in infos), default=0.0) or None
+    defer = max((i.retry_after or 0.0 for _, i in infos), default=0.0) or None  # RATE_LIMIT's minute included
     rate_limited = any(x.code == "RATE_LIMIT" for x in errors)
-    if rate_limited:
-        defer = max(defer or 0.0, RATE_LIMIT_DEFER_SECONDS)
     return SubmitOutcome(kind=TRANSIENT, reason="RATE_LIMIT" if rate_limited else "REMD_TRANSIENT",
                          http_status=status, remd_code=e.code, remd_message=e.message, category=info.category,
                          hint=info.hint, errors=errors, defer=defer,
