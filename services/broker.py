@@ -4,25 +4,19 @@
 Kafka metadata request, and stops it cleanly. The child cannot outlive us: on Linux it gets
 ``PR_SET_PDEATHSIG = SIGKILL``, so even ``kill -9`` of the parent takes the broker down with it.
 
-When ``KAFKA_BOOTSTRAP_SERVERS`` is set, nothing is spawned: ``broker_for(settings)`` hands back
-that cluster instead (production, or a developer's own Kafka).
-
 Storage is memory only (this Tansu build refuses the others): data is gone when it stops.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from services.config import Settings
 from services.errors import ConfigurationError
 from services.logs import get_logger
 
@@ -152,12 +146,3 @@ class LocalBroker:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-@contextlib.contextmanager
-def broker_for(settings: Settings) -> Iterator[str]:
-    """Yield bootstrap servers: the configured cluster, or a local broker spawned for the duration."""
-    if settings.kafka_bootstrap_servers:
-        yield settings.kafka_bootstrap_servers
-        return
-    with LocalBroker(port=settings.local_broker_port) as broker:
-        yield broker.bootstrap_servers

@@ -68,13 +68,6 @@ ALL_TOPICS: tuple[Topic, ...] = (
 DEAD_LETTER_TOPICS = (CREATED_DLT, SIGNED_DLT, SENT_DLT)
 
 
-def by_name(name: str) -> Topic:
-    for t in ALL_TOPICS:
-        if t.name == name:
-            return t
-    raise KeyError(name)
-
-
 def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_factor: int = 1,
                   topics: tuple[Topic, ...] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
     """Create whichever of ``topics`` do not exist yet; return the names created. Idempotent."""
