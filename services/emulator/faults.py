@@ -46,14 +46,12 @@ from services.soap import RemdError, normalize_message_id
 
 __all__ = [
     "ASYNC_FAULTS", "Decision", "FaultInjector", "Outage", "REJECTION_CODES", "Rule", "SCENARIOS", "SYNC_FAULTS",
-    "Scenario", "TRANSIENT_SYNC_FAULTS", "rejection_for", "scenario",
+    "Scenario", "rejection_for", "scenario",
 ]
 
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
 ASYNC_FAULTS = ("callback_lost", "callback_duplicate", "callback_late", "callback_out_of_order",
                 "callback_early", "reject")
-#: what a correct client must survive by retrying (every sync kind is transient by construction)
-TRANSIENT_SYNC_FAULTS = SYNC_FAULTS
 
 #: real permanent РЭМД codes for checks the emulator cannot run itself (ФРМР, ФРМО, ГИП, НСИ look-ups)
 REJECTION_CODES: tuple[tuple[str, str], ...] = (
@@ -197,10 +195,6 @@ class FaultInjector:
                     continue
                 rule.fired += 1
         return decision
-
-    def uniform(self, low: float, high: float) -> float:
-        with self._lock:
-            return self._rng.uniform(low, high)
 
 
 class Outage:

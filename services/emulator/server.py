@@ -140,7 +140,7 @@ def _peek(data: bytes) -> tuple[str, str | None, str | None, str]:
 
 
 class Emulator:
-    """ИПС + РЭМД on one HTTP port, in a background thread (or in the foreground via ``serve_forever``).
+    """ИПС + РЭМД on one HTTP port, in a background thread.
 
     ``scenario``: a name from ``faults.SCENARIOS`` or a ``Scenario``. ``systems``: the registered ИС.
     ``key``/``certificate``: what the emulator signs its answers and callbacks with (default: a fresh
@@ -236,15 +236,6 @@ class Emulator:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-
-    def serve_forever(self) -> None:
-        """Start and block until ``stop()`` is called from another thread (or KeyboardInterrupt)."""
-        self.start()
-        try:
-            while not self._stop.wait(0.5):
-                pass
-        finally:
-            self.stop()
 
     def __enter__(self) -> Emulator:
         return self if self._executor is not None else self.start()
