@@ -125,6 +125,10 @@ class LifecycleStore(Protocol):
 
     def history(self, local_uid: str) -> list[Attempt]: ...
 
+    def message_ids(self, local_uid: str) -> list[str]:
+        """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
+        ...
+
     def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
         """(localUid, accepted MessageID) of documents accepted before then and still without a result."""
         ...

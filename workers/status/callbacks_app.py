@@ -80,7 +80,7 @@ def organization_lookup(store: lifecycle.LifecycleStore):
     return run
 
 
-def file_lookup(store: lifecycle.SqliteLifecycleStore, docs: DocumentStore | None):
+def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
     """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
     def lookup(local_uid: str) -> bytes | None:
         doc = store.get(local_uid)
