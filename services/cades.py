@@ -55,8 +55,8 @@ from services.certificates import Certificate
 from services.errors import PermanentError
 
 __all__ = [
-    "sign_detached", "verify_detached", "VerifiedSignature", "SignatureError", "to_base64",
-    "from_wire", "SIGNATURE_REASONS",
+    "sign_detached", "verify_detached", "verify_signature", "check_certificate", "VerifiedSignature",
+    "SignatureError", "to_base64", "from_wire", "SIGNATURE_REASONS",
 ]
 
 _OID_DATA = "1.2.840.113549.1.7.1"
@@ -262,6 +262,17 @@ def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = Non
     The certificate must be valid at the signingTime it claims, at ``document_time`` when given (the
     СЭМД's creation time) and at ``at`` when given (e.g. now, like ``openssl -attime``).
     """
+    verified = verify_signature(data, cms_der)
+    check_certificate(verified, at=at, document_time=document_time)
+    return verified
+
+
+def verify_signature(data: bytes, cms_der: bytes) -> VerifiedSignature:
+    """The checks of :func:`verify_detached` that depend only on the two byte strings, up to NO_SIGNING_TIME.
+
+    Its result may be cached for bytes that recur (an МЧД's signature); :func:`check_certificate` must
+    then still run for each moment of use.
+    """
     try:
         info = cms.ContentInfo.load(cms_der, strict=True)
         if info["content_type"].dotted != _OID_SIGNED_DATA:
@@ -319,7 +330,15 @@ def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = Non
     _check_ess(cert, ess_v2, ess_v1)
     if signing_time is None:
         raise _fail("NO_SIGNING_TIME", "no signingTime attribute")
-    for label, when in (("signing time", signing_time), ("document time", document_time),
+    return VerifiedSignature(certificate=cert, signing_time=signing_time, digest_algorithm=digest_oid,
+                             message_digest=message_digest)
+
+
+def check_certificate(verified: VerifiedSignature, *, at: dt.datetime | None = None,
+                      document_time: dt.datetime | None = None) -> None:
+    """The rest of :func:`verify_detached`: the certificate's validity at each moment, then its keyUsage."""
+    cert = verified.certificate
+    for label, when in (("signing time", verified.signing_time), ("document time", document_time),
                         ("verification time", at)):
         if when is None:
             continue
@@ -334,8 +353,6 @@ def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = Non
     usage = cert.key_usage
     if cert.asn1.key_usage_value is not None and not usage & {"digital_signature", "non_repudiation"}:
         raise _fail("INVALID_CERT_KEY_USAGE", "the certificate's keyUsage allows no signatures")
-    return VerifiedSignature(certificate=cert, signing_time=signing_time, digest_algorithm=digest_oid,
-                             message_digest=message_digest)
 
 
 def _check_ess(cert: Certificate, ess_v2: list, ess_v1: list) -> None:

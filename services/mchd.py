@@ -42,6 +42,7 @@ Reasons (``PermanentError.reason``) raised by :func:`parse_mchd` / :func:`check_
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import uuid
@@ -249,10 +250,11 @@ def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: dat
     to an accredited CA is not built here, as in ``services.cades``): deployments should pin the
     heads' certificates. Returns the ``services.cades.VerifiedSignature``; raises ``MCHD_SIGNATURE_INVALID``.
     """
-    from services.cades import verify_detached  # the CMS layer is only needed when a signature is checked
+    from services.cades import check_certificate  # the CMS layer is only needed when a signature is checked
 
     try:
-        verified = verify_detached(poa.xml, signature_der, at=at)
+        verified = _principal_signature(poa.xml, signature_der)
+        check_certificate(verified, at=at)
     except PermanentError as exc:
         raise _signature_error(f"does not verify: {exc.message}", cause=exc.reason) from None
     cert = verified.certificate
@@ -267,6 +269,19 @@ def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: dat
     if poa.head_snils and _digits(getattr(cert, "snils", None)) != poa.head_snils:
         raise _signature_error("the signer is not the head named in the МЧД (СНИЛС differs)")
     return verified
+
+
+@functools.lru_cache(maxsize=64)
+def _principal_signature(xml: bytes, signature_der: bytes) -> Any:
+    """The time-independent part of the principal's signature, verified once per (МЧД, signature) bytes.
+
+    The signer checks the same configured МЧД for every document; the GOST verification and the CMS
+    parsing need not be repeated (a failure is not cached, and the certificate's validity at the moment
+    of use is checked on every call by :func:`verify_mchd_signature`).
+    """
+    from services.cades import verify_signature
+
+    return verify_signature(xml, signature_der)
 
 
 def check_mchd(poa: PowerOfAttorney, *, signature_der: bytes, employee_certificate: Any,

@@ -268,3 +268,12 @@ class TestSigned:
         """A real certificate of another employee of the same organisation is MCHD_WRONG_EMPLOYEE."""
         _, other = pki.ca.issue(subject=SubjectInfo("Сидорова", "Анна Павловна", snils="98765432100"))
         assert reason_of(lambda: full_check(pki, employee_certificate=other)) == "MCHD_WRONG_EMPLOYEE"
+
+    def test_a_passed_mchd_still_fails_once_the_heads_certificate_has_expired(self, pki):
+        """The principal's signature verified once is still refused at a moment after the head's certificate expired."""
+        full_check(pki)
+        later = pki.head_cert.not_after + timedelta(days=1)
+        with pytest.raises(PermanentError) as exc:
+            full_check(pki, at=later)
+        assert exc.value.reason == "MCHD_SIGNATURE_INVALID"
+        assert exc.value.details["cause"] == "CERT_EXPIRED"
