@@ -198,7 +198,7 @@ class Submitter:
             try:
                 async with limiter.slot():
                     message_id = soap.new_message_id()
-                    await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint)
+                    attempt = await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint)
                     outcome = await transport.submit(SubmitRequest(
                         registration=registration, message_id=message_id, endpoint=endpoint,
                         client_entity_id=remd.client_entity_id, reply_to=remd.callback_url, key=key,
@@ -209,12 +209,13 @@ class Submitter:
             self._observe(breaker, limiter, outcome)
             await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
                                     code=outcome.remd_code or outcome.reason, message=outcome.message[:500] or None)
-            ids = await asyncio.to_thread(self.store.message_ids, uid)
-            common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.accepted:
                 doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id)
-                log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=len(ids), endpoint=endpoint)
-                return await self._sent_outputs(event, doc, remd)
+                log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,
+                         endpoint=endpoint)
+                return await self._sent_outputs(event, doc, remd)  # reads the MessageIDs with the history
+            ids = await asyncio.to_thread(self.store.message_ids, uid)
+            common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == "permanent":
                 await asyncio.to_thread(self.store.mark_failed, uid, reason=outcome.reason,
                                         code=outcome.remd_code, message=outcome.message[:500])
