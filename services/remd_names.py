@@ -25,12 +25,6 @@ NS_EGISZ = "http://egisz.rosminzdrav.ru"                        # [C] §2.2, tra
 NS_EMDR_SERVICE = "http://egisz.rosminzdrav.ru/iehr/emdr/service/"    # [C] §2.2
 NS_EMDR_CALLBACK = "http://egisz.rosminzdrav.ru/iehr/emdr/callback/"  # [C] §2.2
 
-#: the prefixes we write (receivers must not care; they are only for people reading the XML)
-PREFIXES = {
-    "wsa": NS_WSA, "wsse": NS_WSSE, "wsu": NS_WSU, "ds": NS_DS, "egisz": NS_EGISZ,
-    "emdr": NS_EMDR_SERVICE, "cb": NS_EMDR_CALLBACK,
-}
-
 # --- transport header (§2.3) ----------------------------------------------------------------------
 TRANSPORT_HEADER = "transportHeader"      # [C] §2.3, in NS_EGISZ
 AUTH_INFO = "authInfo"                    # [C] §2.3, in NS_EGISZ
