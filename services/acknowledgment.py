@@ -120,10 +120,8 @@ def _registration_time(text: str | None) -> str:
         return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _dead_letter(store: Any, doc: lc.Document, *, reason: str, code: str | None, message: str,
-                 category: str | None, hint: str | None, group: str) -> Output:
-    signed = _signed_event(doc)
-    ids = store.message_ids(doc.local_uid)
+def _dead_letter(doc: lc.Document, signed: dict[str, Any], ids: list[str], *, reason: str, code: str | None,
+                 message: str, category: str | None, hint: str | None, group: str) -> Output:
     failure = dl.Failure(stage="status", reason=reason, message=message, exception_fqcn="services.acknowledgment",
                          remd_code=code, remd_message=message, category=category, hint=hint,
                          message_ids=tuple(ids), local_uid=doc.local_uid, kind=doc.kind,
@@ -242,7 +240,7 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
                 _status(doc, "retrying", ids, trace=signed.get("traceId"), reason="REMD_TRANSIENT", code=first.code,
                         message=text[:500])]
     log.warning("rejected by РЭМД", local_uid=doc.local_uid, code=first.code, message_id=mid)
-    return [_dead_letter(store, doc, reason="REMD_REJECTED", code=first.code, message=text[:2000],
+    return [_dead_letter(doc, signed, ids, reason="REMD_REJECTED", code=first.code, message=text[:2000],
                          category=info.category, hint=info.hint, group=group),
             _status(doc, "rejected", ids, trace=signed.get("traceId"), reason="REMD_REJECTED", code=first.code,
                     message=text[:500])]
@@ -309,7 +307,7 @@ async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document
     doc = store.mark_failed(local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling")
     log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
     signed = _signed_event(doc)
-    return [_dead_letter(store, doc, reason="NO_ACKNOWLEDGMENT", code=None,
+    return [_dead_letter(doc, signed, ids, reason="NO_ACKNOWLEDGMENT", code=None,
                          message="no registerDocumentResult within the timeout and not found by searchRegistryItem",
                          category="transient", hint="give the MessageIDs to СТП ЕГИСЗ", group=group),
             _status(doc, "failed", ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT")]
