@@ -160,12 +160,14 @@ def _classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
         return SubmitOutcome(kind=TRANSIENT, reason="SOAP_FAULT", http_status=status, remd_code=fault.detail_code,
                              remd_message=text, category="transient", message=f"{fault.ips_fault or fault.code}: {text}",
                              transport_failure=True, ambiguous=True)
-    category = "configuration" if fault.ips_fault == "AuthorizationFault" else (
-        info.category if info is not None else "data")
-    hint = ("the ИПС does not accept this system's WS-Security certificate or clientEntityId: check the "
-            "organisation's remd settings and the system's registration in ИПС"
-            if fault.ips_fault == "AuthorizationFault" else
-            (info.hint if info is not None else "the request does not match the service schema"))
+    if fault.ips_fault == "AuthorizationFault":
+        category, hint = "configuration", ("the ИПС does not accept this system's WS-Security certificate or "
+                                           "clientEntityId: check the organisation's remd settings and the "
+                                           "system's registration in ИПС")
+    elif info is not None:  # a code the table does not know: configuration, for a person to look at
+        category, hint = info.category, info.hint
+    else:
+        category, hint = "data", "the request does not match the service schema"
     return SubmitOutcome(kind=PERMANENT, reason="SOAP_FAULT", http_status=status,
                          remd_code=fault.detail_code or fault.ips_fault, remd_message=text, category=category,
                          hint=hint, message=f"{fault.ips_fault or fault.code}: {text}")
