@@ -56,6 +56,12 @@ MAX_REQUEST_BYTES = 20 * 1024 * 1024
 _MALFORMED = b'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body><regis'
 
 
+#: operation → its parser (each request is parsed once, in ``Emulator._dispatch``)
+_PARSERS = {"registerDocument": soap.parse_register_document,
+            "searchRegistryItem": soap.parse_search_request,
+            "getRegistryItem": soap.parse_get_registry_item}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -425,27 +431,25 @@ class Emulator:
             return self._fault("ValidationFault", "Сообщение не является запросом к сервису РЭМД",
                                relates_to=relates, version=version, detail_code="VALIDATION_ERROR")
         try:
-            headers = {"registerDocument": lambda: soap.parse_register_document(body).headers,
-                       "searchRegistryItem": lambda: soap.parse_search_request(body).headers,
-                       "getRegistryItem": lambda: soap.parse_get_registry_item(body)[1]}[operation]()
+            parsed = _PARSERS[operation](body)
         except PermanentError as exc:
             self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
             return self._fault("ValidationFault", f"Запрос не соответствует схеме: {exc.message}",
                                relates_to=relates, version=version, detail_code="VALIDATION_ERROR")
+        headers = parsed[1] if operation == "getRegistryItem" else parsed.headers
         self.registry.update(entry, client_entity_id=headers.client_entity_id, reply_to=headers.reply_to)
         system = self._authorize(body, headers.client_entity_id)
         if isinstance(system, str):
             self.registry.update(entry, outcome="fault", sync_codes=["AuthorizationFault"])
             return self._fault("AuthorizationFault", system, relates_to=relates, version=version)
         if operation == "registerDocument":
-            return self._register(body, entry, system, decision, arrival, version)
+            return self._register(parsed, entry, system, decision, arrival, version)
         if operation == "searchRegistryItem":
-            return self._search(body, entry)
-        return self._get_item(body, entry, system)
+            return self._search(parsed, entry)
+        return self._get_item(*parsed, entry, system)
 
-    def _register(self, body: bytes, entry: Any, system: System, decision: Decision, arrival: dt.datetime,
-                  version: str) -> tuple[int, bytes]:
-        request = soap.parse_register_document(body)
+    def _register(self, request: soap.RegisterRequest, entry: Any, system: System, decision: Decision,
+                  arrival: dt.datetime, version: str) -> tuple[int, bytes]:
         reg, headers = request.registration, request.headers
         self.registry.update(entry, organization=reg.organization)
         if not headers.reply_to or headers.reply_to == n.WSA_ANONYMOUS or \
@@ -469,8 +473,7 @@ class Emulator:
         return 200, soap.build_sync_answer(relates_to=headers.message_id or "", soap_version=version,
                                            key=self.key, certificate=self.certificate)
 
-    def _search(self, body: bytes, entry: Any) -> tuple[int, bytes]:
-        req = soap.parse_search_request(body)
+    def _search(self, req: soap.SearchRequest, entry: Any) -> tuple[int, bytes]:
         q = req.query
         begin, end = checks.parse_time(q.register_date_begin), checks.parse_time(q.register_date_end)
         if begin is None and q.register_date_begin:  # a plain date
@@ -483,8 +486,7 @@ class Emulator:
         return 200, soap.build_search_response(relates_to=req.headers.message_id or "", items=[_item(r) for r in found],
                                                key=self.key, certificate=self.certificate)
 
-    def _get_item(self, body: bytes, entry: Any, system: System) -> tuple[int, bytes]:
-        emdr_id, headers = soap.parse_get_registry_item(body)
+    def _get_item(self, emdr_id: str, headers: soap.Headers, entry: Any, system: System) -> tuple[int, bytes]:
         record = self.registry.by_emdr_id(emdr_id)
         self.registry.update(entry, outcome="answered", finished_at=dt.datetime.now(dt.UTC))
         if record is None or record.client_entity_id != system.client_entity_id:
