@@ -34,13 +34,10 @@ from services import cda, events, nsi
 from services.docstore import DocumentStore, document_field
 from services.errors import PermanentError, TransientError
 from services.logs import get_logger
+from services.topology import CREATED
 from services.xmlsafe import XmlRejected, parse_xml
 
-try:  # the lead's topology module is the one place topic names live
-    from services.topology import CREATED as _CREATED_TOPIC
-    CREATED_TOPIC = _CREATED_TOPIC.name
-except ImportError:  # pragma: no cover - only while the module did not exist
-    CREATED_TOPIC = "emd.document.created"
+CREATED_TOPIC = CREATED.name
 
 __all__ = ["CREATED_TOPIC", "META_FIELDS", "DocumentPublisher", "InvalidDocument", "PublishError",
            "PublishedEvent", "build_created_data", "build_created_event"]
