@@ -224,11 +224,9 @@ def build_created_event(document_bytes: bytes, *, system_id: str, store: Documen
     The document is stored (when over ``inline_limit``) only after every check has passed.
     """
     cda_meta = read_document(document_bytes, max_bytes=max_bytes)
-    build_created_data(cda_meta, system_id=system_id, document=None, kind=kind,
-                       organization_oid=organization_oid, extra=meta)  # checks before anything is stored
-    doc = document_field(document_bytes, store, inline_limit=inline_limit, media_type="text/xml")
-    data = build_created_data(cda_meta, system_id=system_id, document=doc, kind=kind,
-                              organization_oid=organization_oid, extra=meta)
+    data = build_created_data(cda_meta, system_id=system_id, document=None, kind=kind,
+                              organization_oid=organization_oid, extra=meta)  # checks before anything is stored
+    data["document"] = document_field(document_bytes, store, inline_limit=inline_limit, media_type="text/xml")
     try:
         return events.new_event(events.CREATED, data, source=system_id, trace_id=trace_id)
     except PermanentError as exc:
