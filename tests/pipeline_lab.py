@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
 from services.broker import LocalBroker
 from services.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
 from services.samples import MINISTRY_SAMPLES
 from services.topology import ensure_topics
 from services.watch import PipelineWatcher, Snapshot
+from tests.kafka_helpers import read_all
 
 #: settings that make transient faults resolve within seconds (a test run, not production)
 FAST = {
@@ -87,7 +86,7 @@ class Lab:
 
     def topic(self, name: str, *, idle: float = 2.0) -> list[Any]:
         """Every record of a topic, read from the beginning (no group, nothing committed)."""
-        return read_topic(self.bootstrap_servers, name, idle=idle)
+        return read_all(self.bootstrap_servers, name, idle=idle)
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
         """The JSON log lines of child ``name`` (EMD_LOG_FORMAT=json)."""
@@ -99,30 +98,6 @@ class Lab:
             except ValueError:
                 continue
         return out
-
-
-def read_topic(bootstrap: str, name: str, *, idle: float = 2.0, timeout: float = 60.0) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
-    try:
-        parts = None
-        deadline = time.monotonic() + timeout
-        while parts is None and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(name)
-            if parts is None:
-                time.sleep(0.2)
-        tps = [TopicPartition(name, p) for p in sorted(parts or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records, last = [], time.monotonic()
-        while time.monotonic() - last < idle and time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=300)
-            for rs in batch.values():
-                records.extend(rs)
-                last = time.monotonic()
-        return records
-    finally:
-        consumer.close()
 
 
 def documents(count: int) -> list[tuple[str, bytes]]:
