@@ -27,6 +27,7 @@ from lxml import etree
 from services.broker import free_port
 from services.nsi import kind_by_code
 from services.supervisor import Supervisor
+from services.xmlsafe import parse_xml
 
 HL7 = "urn:hl7-org:v3"
 #: every child of a full pipeline, in start order (the emulator first: the others need its certificate)
@@ -71,8 +72,7 @@ def sample_documents(folder: Path, count: int | None, *, registrable_only: bool 
 
 def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
     """The same document with a new localUid (ClinicalDocument/id extension) and a creation time of now."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
-    root = etree.fromstring(data, parser)
+    root = parse_xml(data)
     root.find(f"{{{HL7}}}id").set("extension", local_uid or uuid.uuid4().hex[:20])
     effective = root.find(f"{{{HL7}}}effectiveTime")
     effective.set("value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%S%z"))
@@ -82,7 +82,6 @@ def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
 def participants(documents: Iterable[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
     """Organisation OIDs and signer СНИЛСы a development configuration must cover."""
     from services import cda
-    from services.xmlsafe import parse_xml
 
     oids, snils = set(), set()
     for _, data in documents:
