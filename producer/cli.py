@@ -73,7 +73,6 @@ def run_publish(args: argparse.Namespace) -> int:
         store = store_from_settings(settings)
     except ConfigurationError as exc:
         return _fail(str(exc), 2)
-    build_store: Any = _PreviewStore(store) if args.dry_run else store
 
     bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
     if not args.dry_run and not bootstrap:
@@ -90,22 +89,18 @@ def run_publish(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail(f"{path}: file: {exc.strerror}")
         try:
-            build_created_event(data, system_id=system_id, store=_PreviewStore(store),
-                                inline_limit=settings.inline_document_limit,
-                                max_bytes=settings.max_document_bytes, kind=args.kind,
-                                organization_oid=args.org, meta=meta)
+            event = build_created_event(data, system_id=system_id, store=_PreviewStore(store),
+                                        inline_limit=settings.inline_document_limit,
+                                        max_bytes=settings.max_document_bytes, kind=args.kind,
+                                        organization_oid=args.org, meta=meta)
         except InvalidDocument as exc:
             return _fail(f"{path}: {exc.message} [{exc.reason}]")
         except ConfigurationError as exc:
             return _fail(f"{path}: {exc}", 2)
-        checked.append((path, data))
+        checked.append((path, data, event))
 
     if args.dry_run:
-        for _path, data in checked:
-            event = build_created_event(data, system_id=system_id, store=build_store,
-                                        inline_limit=settings.inline_document_limit,
-                                        max_bytes=settings.max_document_bytes, kind=args.kind,
-                                        organization_oid=args.org, meta=meta)
+        for _path, _data, event in checked:
             print(json.dumps(event, ensure_ascii=False, indent=2))
         print(f"dry run: {len(checked)} document(s) valid, nothing published", file=sys.stderr)
         return 0
@@ -119,7 +114,7 @@ def run_publish(args: argparse.Namespace) -> int:
         return _fail(f"{exc.message} (is the broker running? `emd broker` starts one)", 3)
     total = len(checked)
     with publisher:
-        for n, (path, data) in enumerate(checked, 1):
+        for n, (path, data, _event) in enumerate(checked, 1):
             try:
                 done = publisher.publish(data, kind=args.kind, organization_oid=args.org, meta=meta)
             except PublishError as exc:

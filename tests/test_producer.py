@@ -207,3 +207,17 @@ def test_ten_megabyte_document_goes_by_claim_check(bootstrap, tmp_path):
     doc = events.decode(records[0].value)["data"]["document"]
     assert doc["ref"].startswith("file://") and "inline" not in doc and doc["size"] == len(data)
     assert document_bytes(doc, store) == data
+
+
+def test_dry_run_prints_each_checked_event_and_stores_nothing(tmp_path, monkeypatch, capsys):
+    """emd publish --dry-run prints the valid event of every file, with the claim-check reference a large one would get, and writes no document."""
+    monkeypatch.setenv("EMD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EMD_INLINE_DOCUMENT_LIMIT", "1000")  # the sample (97 KB) goes by reference
+    (tmp_path / "good.xml").write_bytes(GOOD.read_bytes())
+    assert emd(["publish", "--dry-run", str(tmp_path / "good.xml")]) == 0
+    out = capsys.readouterr()
+    event = json.loads(out.out)
+    events.validate(event)
+    assert event["data"]["localUid"] == "144632" and "ref" in event["data"]["document"]
+    assert "1 document(s) valid, nothing published" in out.err
+    assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
