@@ -24,13 +24,11 @@ from pathlib import Path
 from services.broker import LocalBroker
 from services.config import Settings
 from services.local_pipeline import LocalPipeline, sample_documents
-from services.logs import configure, get_logger
+from services.logs import configure
 from services.samples import MINISTRY_SAMPLES
 from services.supervisor import Supervisor
 from services.topology import ensure_topics
 from services.watch import STAGES, PipelineWatcher, Snapshot
-
-log = get_logger("emd.run")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
