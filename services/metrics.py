@@ -7,8 +7,7 @@ headers, never to labels). Every stage reports the same RED set, labelled by ``s
 * ``emd_records_total{stage,outcome}``: records handled (ok, retry, dead_letter);
 * ``emd_record_duration_seconds{stage}``: handling time histogram;
 * ``emd_dead_letters_total{stage,reason}`` and ``emd_retries_total{stage,reason}``;
-* ``emd_in_flight{stage}``, ``emd_last_progress_timestamp_seconds{stage}``;
-* ``emd_end_to_end_seconds{stage}``: time from "document created" to this stage's output.
+* ``emd_in_flight{stage}``, ``emd_last_progress_timestamp_seconds{stage}``.
 
 Domain modules declare their own metrics on ``REGISTRY`` next to the code that updates them.
 """
@@ -25,7 +24,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_E2E_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600)
 
 RECORDS = Counter("emd_records", "Records handled by a stage, by outcome.", ["stage", "outcome"],
                   registry=REGISTRY)
@@ -38,8 +36,6 @@ RETRIES = Counter("emd_retries", "Records sent to a retry topic, by reason code.
 IN_FLIGHT = Gauge("emd_in_flight", "Records being handled now.", ["stage"], registry=REGISTRY)
 LAST_PROGRESS = Gauge("emd_last_progress_timestamp_seconds",
                       "Unix time the stage last committed or polled successfully.", ["stage"], registry=REGISTRY)
-END_TO_END = Histogram("emd_end_to_end_seconds", "From the document's creation event to this stage's output.",
-                       ["stage"], buckets=_E2E_BUCKETS, registry=REGISTRY)
 COMMITS = Counter("emd_commits", "Offset commits made by a stage.", ["stage"], registry=REGISTRY)
 REBALANCES = Counter("emd_rebalances", "Partition assignments received by a stage.", ["stage"], registry=REGISTRY)
 
