@@ -25,8 +25,3 @@ def shared_dir() -> Path:
 SHARED = shared_dir()
 MINISTRY_SAMPLES = SHARED / "semd-samples" / "minzdrav-examples-autosemd"
 PROTOCOL_BRIEF = SHARED / "docs" / "remd-protocol.md"
-
-
-def ministry_samples() -> list[Path]:
-    """Every Ministry example document, sorted by name (empty if shared/ is not there)."""
-    return sorted(MINISTRY_SAMPLES.glob("*.xml"))
