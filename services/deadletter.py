@@ -47,7 +47,8 @@ RETRY_ORIGINAL_OFFSET = "emd-retry-original-offset"
 RETRY_DUE = "emd-retry-due"              # epoch milliseconds: not to be handled before
 RETRY_REASON = "emd-retry-reason"
 
-_FAILURE_PREFIXES = ("kafka_dlt-", "emd-dlt-")
+#: every failure header starts with one of these (replaced, not appended, on a second dead letter)
+FAILURE_PREFIXES = ("kafka_dlt-", "emd-dlt-")
 MAX_MESSAGE_CHARS = 2000  # a header, not a log file: long stack texts made records too large elsewhere
 
 
@@ -100,7 +101,7 @@ def dead_letter_headers(*, original_headers: Mapping[str, bytes], topic: str, pa
     o_part = _s(original_headers.get(RETRY_ORIGINAL_PARTITION)) or str(partition)
     o_off = _s(original_headers.get(RETRY_ORIGINAL_OFFSET)) or str(offset)
     kept = [(k, v) for k, v in original_headers.items()
-            if not k.startswith(_FAILURE_PREFIXES) and k != MESSAGE_IDS]
+            if not k.startswith(FAILURE_PREFIXES) and k != MESSAGE_IDS]
     now = failure.at.isoformat().replace("+00:00", "Z")
     ours: dict[str, str | None] = {
         ORIGINAL_TOPIC: o_topic,
@@ -129,7 +130,7 @@ def dead_letter_headers(*, original_headers: Mapping[str, bytes], topic: str, pa
 def describe(headers: Mapping[str, bytes]) -> dict[str, str]:
     """The failure headers of a dead letter as a plain dict (for `emd dlq` and support exports)."""
     return {k: _s(v) or "" for k, v in headers.items()
-            if k.startswith(_FAILURE_PREFIXES) or k in (MESSAGE_IDS, ATTEMPTS, REPLAY_COUNT)}
+            if k.startswith(FAILURE_PREFIXES) or k in (MESSAGE_IDS, ATTEMPTS, REPLAY_COUNT)}
 
 
 #: what the МИС is told about a dead letter: ``rejected`` when РЭМД refused it (a РЭМД code), else ``failed``

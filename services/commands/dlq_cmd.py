@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from services import deadletter as dl
-from services import topology
+from services import events, topology
 from services.config import Settings
 
 STAGES = {"signer": topology.CREATED_DLT.name, "sender": topology.SIGNED_DLT.name, "status": topology.SENT_DLT.name}
@@ -36,10 +36,10 @@ REPLAY_GROUP = "emd-dlq-replay"
 IDLE_SECONDS = 3.0            # reading ends once the topics were quiet this long after assignment
 JOIN_TIMEOUT_SECONDS = 60.0
 #: event type → the pipeline topic whose stage takes it (a replayed record goes where its type is handled)
-CONSUMES = {t.name: t.name for t in (topology.CREATED, topology.SIGNED, topology.SENT)}
-HEADER_EVENT_TYPE = "emd-event-type"
+CONSUMES = {events.CREATED: topology.CREATED.name, events.SIGNED: topology.SIGNED.name,
+            events.SENT: topology.SENT.name}
 _DROP_ON_REPLAY = (dl.ATTEMPTS, dl.RETRY_DUE, dl.RETRY_REASON, dl.RETRY_ORIGINAL_TOPIC, dl.RETRY_ORIGINAL_PARTITION,
-                   dl.RETRY_ORIGINAL_OFFSET)
+                   dl.RETRY_ORIGINAL_OFFSET, dl.REPLAY_COUNT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -128,9 +128,9 @@ def replay_record(e: dict[str, Any], *, limit: int) -> tuple[str, list[tuple[str
     # The stage that takes this event type, not necessarily where it failed: the status worker dead-letters
     # a rejected document's *signed* event (what must be sent again) with origin emd.document.sent, whose
     # consumer would refuse it (EVENT_INVALID) and dead-letter it once more.
-    topic = CONSUMES.get(h.get(HEADER_EVENT_TYPE, ""), topic)
+    topic = CONSUMES.get(h.get(events.HEADER_EVENT_TYPE, ""), topic)
     kept = [(k, v.encode()) for k, v in h.items()
-            if not k.startswith(("kafka_dlt-", "emd-dlt-")) and k not in _DROP_ON_REPLAY and k != dl.REPLAY_COUNT]
+            if not k.startswith(dl.FAILURE_PREFIXES) and k not in _DROP_ON_REPLAY]
     # the MessageIDs stay: the next dead letter, if any, still lists every request ever sent
     return topic, [*kept, (dl.REPLAY_COUNT, str(count + 1).encode())]
 
