@@ -46,6 +46,7 @@ class StatusWorker:
         self.settings = settings
         self.store = store or lc.open_store(settings.data_dir, url=settings.lifecycle_store_url)
         self._orgs = None
+        self._http: httpx.AsyncClient | None = None  # one connection pool for every poll, made by the first
         self._poll = poll or self._search
         self.sent = Stage(name="status", input_topic=topology.SENT.name, handler=self.handle_sent,
                           dead_letter_topic=topology.SENT_DLT.name, settings=settings)
@@ -87,9 +88,10 @@ class StatusWorker:
                              register_date_end=(datetime.now(UTC) + timedelta(days=1)).date().isoformat()),
             client_entity_id=org.remd.client_entity_id or "", to=org.remd.endpoint,
             key=org.remd.system.signer(), certificate=org.remd.system.certificate)
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=30)
         try:
-            async with httpx.AsyncClient(timeout=30) as client:
-                response = await client.post(org.remd.endpoint, content=body,
+            response = await self._http.post(org.remd.endpoint, content=body,
                                              headers={"Content-Type": "application/soap+xml; charset=utf-8"})
             answer = soap.parse_search_response(response.content)
         except (httpx.HTTPError, PermanentError) as exc:
@@ -140,6 +142,8 @@ class StatusWorker:
                 if t.exception() is not None:
                     raise t.exception()
         finally:
+            if self._http is not None:
+                await self._http.aclose()
             self.store.close()
 
 
