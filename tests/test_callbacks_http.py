@@ -21,7 +21,7 @@ from services.soap import RegisterResult, RegistryItem
 from services.topology import ensure_topics
 from services.wssec import verify_envelope
 from tests.kafka_helpers import read_all
-from workers.status.callbacks_app import serve
+from workers.status.callbacks_app import content_type, serve
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
@@ -37,14 +37,14 @@ def _settings(tmp_path, bootstrap, *, organizations=1):
     return s, key, cert
 
 
-async def _post_while_serving(settings, body):
+async def _post_while_serving(settings, *bodies):
     port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
     await asyncio.wait_for(ready.wait(), 60)
     try:
         async with httpx.AsyncClient(timeout=60) as c:
-            return await c.post(f"http://127.0.0.1:{port}/callback", content=body,
-                                headers={"Content-Type": "text/xml; charset=utf-8"})
+            return [await c.post(f"http://127.0.0.1:{port}/callback", content=body,
+                                 headers={"Content-Type": content_type(body)}) for body in bodies]
     finally:
         stop.set()
         await task
@@ -58,7 +58,7 @@ def test_callback_over_http_is_on_the_topic_before_the_ack(broker, tmp_path):
     body = soap.build_register_result(RegisterResult(
         relates_to_message=relates, status="success", local_uid="http-doc",
         registry_item=RegistryItem(emdr_id="16.62.5")), to="http://mis", key=key, certificate=cert)
-    response = asyncio.run(_post_while_serving(settings, body))
+    (response,) = asyncio.run(_post_while_serving(settings, body))
     assert response.status_code == 200
     assert soap.parse_callback_ack(response.content).headers.relates_to == \
         soap.parse_register_result(body).headers.message_id
@@ -72,19 +72,6 @@ def _register_document(store, uid: str, organization: str, data: bytes) -> None:
     signed = events.encode(events.new_event(events.SIGNED, dict(EXAMPLE, localUid=uid, organizationOid=organization,
                                                                  document=doc), source="t"))
     store.register(uid, organization=organization, kind=EXAMPLE["kind"], signed_event=signed)
-
-
-async def _post_many_while_serving(settings, bodies):
-    port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
-    await asyncio.wait_for(ready.wait(), 60)
-    try:
-        async with httpx.AsyncClient(timeout=60) as c:
-            return [await c.post(f"http://127.0.0.1:{port}/callback", content=body,
-                                 headers={"Content-Type": "application/soap+xml; charset=utf-8"}) for body in bodies]
-    finally:
-        stop.set()
-        await task
 
 
 def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, tmp_path):
@@ -107,7 +94,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     bodies.append(soap.build_register_result(RegisterResult(relates_to_message=mid, status="success",
                                                             registry_item=RegistryItem(emdr_id="16.62.6")),
                                              to="http://mis", key=key, certificate=cert))
-    r1, r2, r3 = asyncio.run(_post_many_while_serving(settings, bodies))
+    r1, r2, r3 = asyncio.run(_post_while_serving(settings, *bodies))
     assert (r1.status_code, r2.status_code, r3.status_code) == (200, 200, 200)
     for response, own, other in ((r1, oid1, oid2), (r2, oid2, oid1), (r3, oid2, oid1)):
         verify_envelope(response.content, trusted_certificates=[certs[own]], required=REPLY_REFS)
