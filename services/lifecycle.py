@@ -389,7 +389,7 @@ class SqliteLifecycleStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT local_uid, accepted_message_id FROM documents WHERE state = ? AND accepted_at < ?",
-                (ACCEPTED, accepted_before.astimezone(UTC).isoformat(timespec="microseconds"))).fetchall()
+                (ACCEPTED, _iso(accepted_before))).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def message_ids(self, local_uid: str) -> list[str]:
