@@ -105,8 +105,6 @@ def _parse(document: bytes, limit: int):
         if reason == "ENTITY_FORBIDDEN":
             # an external entity reads files / URLs (XXE); an internal one multiplies text (billion laughs)
             reason = "XXE_FORBIDDEN" if _EXTERNAL_ENTITY.search(document[:65536]) else "ENTITY_EXPANSION_FORBIDDEN"
-        elif reason == "TOO_LARGE":
-            reason = "DOCUMENT_TOO_LARGE"
         raise PermanentError(f"document rejected: {exc.message}", reason=reason) from None
 
 
