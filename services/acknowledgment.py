@@ -293,10 +293,15 @@ async def handle_callback(raw: bytes, *, store: Any, poll: Callable[[lc.Document
 
 async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
                       environment: str = "test", group: str = "emd-status") -> list[Output]:
-    doc = store.get(local_uid)
+    # the store is blocking I/O: off the event loop, which both status stages share
+    doc = await asyncio.to_thread(store.get, local_uid)
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
+    return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environment=environment, group=group)
+
+
+def _after_poll(local_uid: str, item: Any, *, store: Any, environment: str, group: str) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
         doc = store.mark_registered(local_uid, item.emdr_id)

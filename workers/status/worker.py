@@ -107,7 +107,10 @@ class StatusWorker:
         try:
             while not self._stop.is_set():
                 before = datetime.now(UTC) - timedelta(seconds=self.settings.ack_timeout_seconds)
-                for uid, mid in await asyncio.to_thread(self.store.overdue, before):
+                overdue = await asyncio.to_thread(self.store.overdue, before)
+                # forget documents decided since: the set stays as small as the overdue list, not the history
+                self._fired &= {uid for uid, _ in overdue}
+                for uid, mid in overdue:
                     if uid in self._fired:
                         continue
                     await producer.send_and_wait(topology.CALLBACKS.name, value=b"", key=(mid or uid).encode(),
