@@ -11,7 +11,8 @@ failure time and the MessageIDs of earlier attempts are carried forward.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -46,6 +47,26 @@ RETRY_ORIGINAL_PARTITION = "emd-retry-original-partition"
 RETRY_ORIGINAL_OFFSET = "emd-retry-original-offset"
 RETRY_DUE = "emd-retry-due"              # epoch milliseconds: not to be handled before
 RETRY_REASON = "emd-retry-reason"
+
+def retry_headers(headers: Mapping[str, bytes | str], *, topic: str, partition: int | None = None,
+                  offset: int | None = None, delay: float, reason: str, attempt: int | None = None,
+                  message_ids: Sequence[str] = ()) -> dict[str, bytes]:
+    """Headers of a record going to a retry tier: the origin it first came from (kept across tiers), when it is
+    due, why, and (when given) its attempt count and every MessageID so far."""
+    out = {k: v if isinstance(v, bytes) else str(v).encode() for k, v in headers.items()}
+    out.setdefault(RETRY_ORIGINAL_TOPIC, topic.encode())
+    if partition is not None:
+        out.setdefault(RETRY_ORIGINAL_PARTITION, str(partition).encode())
+    if offset is not None:
+        out.setdefault(RETRY_ORIGINAL_OFFSET, str(offset).encode())
+    out[RETRY_DUE] = str(int((time.time() + delay) * 1000)).encode()
+    out[RETRY_REASON] = reason.encode()
+    if attempt is not None:
+        out[ATTEMPTS] = str(attempt).encode()
+    if message_ids:
+        out[MESSAGE_IDS] = ",".join(message_ids).encode()
+    return out
+
 
 #: every failure header starts with one of these (replaced, not appended, on a second dead letter)
 FAILURE_PREFIXES = ("kafka_dlt-", "emd-dlt-")

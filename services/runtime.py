@@ -382,16 +382,10 @@ class Stage:
             await self._to_dead_letter(record, exc, reason="RETRIES_EXHAUSTED", attempts=attempt)
             return "dead_letter"
         delay = self.retry.delay(attempt, at_least=exc.defer)
-        headers = {k: v for k, v in record.headers.items()}
-        headers.setdefault(dl.RETRY_ORIGINAL_TOPIC, record.topic.encode())
-        headers.setdefault(dl.RETRY_ORIGINAL_PARTITION, str(record.partition).encode())
-        headers.setdefault(dl.RETRY_ORIGINAL_OFFSET, str(record.offset).encode())
-        headers[dl.ATTEMPTS] = str(attempt).encode()
-        headers[dl.RETRY_DUE] = str(int((time.time() + delay) * 1000)).encode()
-        headers[dl.RETRY_REASON] = exc.reason.encode()
         ids = dl.merge_ids(dl.split_ids(record.headers.get(dl.MESSAGE_IDS)), _ids(exc))
-        if ids:
-            headers[dl.MESSAGE_IDS] = ",".join(ids).encode()
+        headers = dl.retry_headers(record.headers, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, delay=delay, reason=exc.reason, attempt=attempt,
+                                   message_ids=ids)
         await self._produce([Output(self.retry.topic_for(attempt), record.value, record.key, headers)])
         metrics.RETRIES.labels(self.name, exc.reason).inc()
         log.info("scheduled retry", stage=self.name, local_uid=record.key, reason=exc.reason,

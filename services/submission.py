@@ -258,13 +258,9 @@ class Submitter:
     def _park(self, record: Record, wait: float) -> Output:
         """The record back on the first retry tier, due when the circuit probes, its attempt count unchanged."""
         PARKED.inc()
-        headers = dict(record.headers)
-        headers.setdefault(dl.RETRY_ORIGINAL_TOPIC, record.topic.encode())
-        headers.setdefault(dl.RETRY_ORIGINAL_PARTITION, str(record.partition).encode())
-        headers.setdefault(dl.RETRY_ORIGINAL_OFFSET, str(record.offset).encode())
         wait = min(max(wait, 1.0), self.park_max_seconds)  # never hold up the tier longer than its own delay
-        headers[dl.RETRY_DUE] = str(int((time.time() + wait) * 1000)).encode()
-        headers[dl.RETRY_REASON] = b"CIRCUIT_OPEN"
+        headers = dl.retry_headers(record.headers, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, delay=wait, reason="CIRCUIT_OPEN")
         log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
         return Output(self.retry_topic, record.value, record.key, headers)
 
