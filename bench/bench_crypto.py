@@ -12,7 +12,8 @@ import os
 import platform
 import time
 
-from services import cades, devpki, gost
+from services.crypto import cades, gost
+from services.dev import pki as devpki
 
 
 def rate(fn, seconds: float) -> float:

@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     logs.configure(level="warning")
     # imported after configure(): a module-level structlog logger binds the configuration it sees
-    from services import semd_validation as sv
+    from services.documents import validation as sv
 
     print(f"{'kind':>5} {'example':26} {'KB':>5} {'compile s':>10} {'XSD ms':>8} {'Schematron ms':>14}")
     for kind, name in CASES:

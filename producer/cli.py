@@ -21,7 +21,7 @@ from producer.client import (
     build_created_event,
 )
 from services.config import Settings
-from services.docstore import DocumentStore, store_from_settings
+from services.documents.store import DocumentStore, store_from_settings
 from services.errors import ConfigurationError
 
 

@@ -4,7 +4,7 @@
                            client_id="dental-mis-01") as pub:
         published = pub.publish(xml_bytes, kind="119", organization_oid="1.2.643.5.1.13.13.12.2.77.7831")
 
-Everything the event says is read from the document itself (``services.cda``); what the caller also
+Everything the event says is read from the document itself (``services.documents.cda``); what the caller also
 passes (kind, organisation, ``meta``) is *checked against* the document, never trusted over it:
 РЭМД cross-checks the registration request with the СЭМД and rejects mismatches, so the МИС should
 hear about a contradiction now, synchronously, not hours later from a dead letter.
@@ -30,12 +30,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from services import cda, events, nsi
-from services.docstore import DocumentStore, document_field
+from services import events
+from services.documents import cda, nsi
+from services.documents.store import DocumentStore, document_field
+from services.documents.xmlsafe import XmlRejected, parse_xml
 from services.errors import PermanentError, TransientError
 from services.logs import get_logger
-from services.topology import CREATED
-from services.xmlsafe import XmlRejected, parse_xml
+from services.messaging.topology import CREATED
 
 CREATED_TOPIC = CREATED.name
 
@@ -248,7 +249,7 @@ class DocumentPublisher:
                  max_bytes: int = DEFAULT_MAX_BYTES, topic: str = CREATED_TOPIC) -> None:
         from kafka import KafkaProducer
 
-        from services.kafka import sync_producer_config
+        from services.messaging.clients import sync_producer_config
 
         self.store, self.timeout, self.topic = store, timeout, topic
         self.system_id = system_id or client_id

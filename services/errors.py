@@ -9,7 +9,7 @@ Hierarchy::
     └── PermanentError            will never succeed as is: the record is dead-lettered at once
         └── ...                   invalid document, bad signature, rejected by РЭМД
 
-A handler raises one of these; the worker runtime (``services.runtime``) turns it into a
+A handler raises one of these; the worker runtime (``services.messaging.runtime``) turns it into a
 retry or a dead letter. ``reason`` is a short machine code (``XSD_INVALID``, ``CERT_EXPIRED``,
 ``REMD_REJECTED``...), stable for dashboards and support; ``message`` is for a person.
 Anything else a handler raises is a bug: the runtime dead-letters it as ``UNEXPECTED_ERROR``

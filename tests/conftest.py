@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from services.broker import LocalBroker
+from services.messaging.broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 Each ``pipeline_lab(...)`` starts a fresh local broker (the pipeline's topic names are fixed, so a test that
 runs whole workers must not share a broker with other tests), creates the topics, starts a
-:class:`~services.local_pipeline.LocalPipeline` on it, and follows the documents with a
-:class:`~services.watch.PipelineWatcher` that reads the topics themselves. Children are real
+:class:`~services.dev.local_pipeline.LocalPipeline` on it, and follows the documents with a
+:class:`~services.dev.watch.PipelineWatcher` that reads the topics themselves. Children are real
 ``emd`` processes, so a test can ``kill -9`` one and restart it.
 
 Timings are short (retry base 1 s, breaker cool-down 2 s, RATE_LIMIT pause 3 s, read timeout 5 s) so faults resolve within a
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.broker import LocalBroker
-from services.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
-from services.samples import MINISTRY_SAMPLES
-from services.topology import ensure_topics
-from services.watch import PipelineWatcher, Snapshot
+from services.dev.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
+from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.watch import PipelineWatcher, Snapshot
+from services.messaging.broker import LocalBroker
+from services.messaging.topology import ensure_topics
 from tests.kafka_helpers import read_all
 
 #: settings that make transient faults resolve within seconds (a test run, not production)
@@ -114,7 +114,7 @@ def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes
     """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``.
 
     ``configure``: edits the organisations configuration before the children start
-    (:class:`~services.local_pipeline.LocalPipeline`'s ``configure``).
+    (:class:`~services.dev.local_pipeline.LocalPipeline`'s ``configure``).
     """
     docs = documents(count) if docs is None else docs
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:
@@ -152,7 +152,7 @@ def acknowledged_counts(lab: Lab) -> dict[str, int]:
 
 def dead_letter_keys(lab: Lab) -> set[str]:
     """localUids on any dead-letter topic of the pipeline."""
-    from services.topology import DEAD_LETTER_TOPICS
+    from services.messaging.topology import DEAD_LETTER_TOPICS
 
     return {r.key.decode() for t in DEAD_LETTER_TOPICS for r in lab.topic(t.name, idle=1.0) if r.key}
 

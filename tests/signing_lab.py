@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from producer.client import build_created_event
-from services import cades, events
-from services.devmchd import Person, build_mchd, sign_mchd
-from services.devpki import DevCA, SubjectInfo, write_pem
-from services.organizations import dev_credential, write_dev_config
-from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
+from services import events
+from services.crypto import cades
+from services.dev.config import dev_credential, write_dev_config
+from services.dev.mchd import Person, build_mchd, sign_mchd
+from services.dev.pki import DevCA, SubjectInfo, write_pem
+from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"

@@ -1,4 +1,4 @@
-"""Run a services.runtime.Stage in a background thread for a test, and stop it cleanly afterwards."""
+"""Run a services.messaging.runtime.Stage in a background thread for a test, and stop it cleanly afterwards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from services.runtime import Stage
+from services.messaging.runtime import Stage
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""sent → acknowledged decisions (services.acknowledgment) over a real SQLite lifecycle store."""
+"""sent → acknowledged decisions (services.pipeline.acknowledgment) over a real SQLite lifecycle store."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from services import acknowledgment as ack
-from services import deadletter as dl
-from services import events, soap, topology
+from services import events
 from services import lifecycle as lc
 from services.errors import TransientError
-from services.soap import RegisterResult, RegistryItem, RemdError
+from services.messaging import deadletter as dl
+from services.messaging import topology
+from services.pipeline import acknowledgment as ack
+from services.remd import soap
+from services.remd.soap import RegisterResult, RegistryItem, RemdError
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 M1, M2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"

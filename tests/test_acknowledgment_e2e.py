@@ -12,10 +12,12 @@ from pathlib import Path
 
 import httpx
 
-from services import events, soap
-from services.certificates import load_certificate
-from services.devpki import DevCA, SubjectInfo
-from services.soap import RegisterResult
+from services import events
+from services.crypto.certificates import load_certificate
+from services.dev.pki import DevCA, SubjectInfo
+from services.ids import normalize_message_id
+from services.remd import soap
+from services.remd.soap import RegisterResult
 from tests.pipeline_lab import (
     acknowledged_counts,
     acknowledged_emdr_ids,
@@ -58,8 +60,8 @@ def test_callback_chaos_every_document_acknowledged_once(tmp_path):
 
 
 def _local_uid(data: bytes) -> str:
-    from services import cda
-    from services.xmlsafe import parse_xml
+    from services.documents import cda
+    from services.documents.xmlsafe import parse_xml
 
     return cda.extract(parse_xml(data)).local_uid
 
@@ -116,11 +118,11 @@ def test_forged_callbacks_change_nothing(tmp_path):
         assert ack[0]["data"]["registration"]["emdrId"] == _emdr_id(lab, good)
         assert registered_counts(lab, [good, bad]) == {good: 1, bad: 0}
         # what reached the callback topic is exactly what the emulator delivered, not one forgery
-        forged_ids = {soap.normalize_message_id(soap.parse_register_result(b).headers.message_id)
+        forged_ids = {normalize_message_id(soap.parse_register_result(b).headers.message_id)
                       for b in forged.values()}
-        delivered = {soap.normalize_message_id(c["message_id"]) for r in lab.requests() for c in r["callbacks"]
+        delivered = {normalize_message_id(c["message_id"]) for r in lab.requests() for c in r["callbacks"]
                      if c.get("delivered")}
-        on_topic = {soap.normalize_message_id(soap.parse_register_result(r.value).headers.message_id)
+        on_topic = {normalize_message_id(soap.parse_register_result(r.value).headers.message_id)
                     for r in lab.topic("emd.remd.callbacks") if r.value}
         assert on_topic == delivered and not on_topic & forged_ids
 

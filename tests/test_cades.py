@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from asn1crypto import cms, tsp
 
-from services import cades, devpki, gost, keys
-from services.certificates import load_certificate
+from services.crypto import cades, gost, keys
+from services.crypto.certificates import load_certificate
+from services.crypto.signer import LocalKeySigner, Signer
+from services.dev import pki as devpki
+from services.dev.samples import MINISTRY_SAMPLES  # noqa: E402
 from services.errors import ConfigurationError, PermanentError
-from services.samples import MINISTRY_SAMPLES  # noqa: E402
-from services.signing import LocalKeySigner, Signer
 from tests import openssl_gost as ossl
 
 SAMPLE = MINISTRY_SAMPLES / "AmbCase.xml"

@@ -1,4 +1,4 @@
-"""The callback protocol (services.callbacks) without HTTP: verification, persistence before ack, files."""
+"""The callback protocol (services.pipeline.callbacks) without HTTP: verification, persistence before ack, files."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import asyncio
 import pytest
 from lxml import etree
 
-from services import remd_names as n
-from services import soap
-from services.callbacks import CallbackService, ReplyCredential, ReplyKeys
-from services.devpki import DevCA, SubjectInfo
+from services.dev.pki import DevCA, SubjectInfo
 from services.errors import PermanentError
-from services.soap import RegisterResult, RegistryItem
-from services.wssec import sign_envelope, verify_envelope
+from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
+from services.remd import names as n
+from services.remd import soap
+from services.remd.soap import RegisterResult, RegistryItem
+from services.remd.wssec import sign_envelope, verify_envelope
 
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
 

@@ -11,15 +11,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import events, lifecycle, soap, topology
-from services.broker import free_port
+from services import events, lifecycle
 from services.config import Settings
-from services.devpki import DevCA, SubjectInfo, write_pem
+from services.dev.config import write_dev_config
+from services.dev.pki import DevCA, SubjectInfo, write_pem
 from services.errors import PermanentError
-from services.organizations import load_organizations, write_dev_config
-from services.soap import RegisterResult, RegistryItem
-from services.topology import ensure_topics
-from services.wssec import verify_envelope
+from services.ids import new_message_id
+from services.messaging import topology
+from services.messaging.broker import free_port
+from services.messaging.topology import ensure_topics
+from services.pipeline.organizations import load_organizations
+from services.remd import soap
+from services.remd.soap import RegisterResult, RegistryItem
+from services.remd.wssec import verify_envelope
 from tests.kafka_helpers import read_all
 from workers.status.callbacks_app import content_type, serve
 
@@ -86,7 +90,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     files = {"doc-1": b"<ClinicalDocument>one</ClinicalDocument>", "doc-2": b"<ClinicalDocument>two</ClinicalDocument>"}
     _register_document(store, "doc-1", oid1, files["doc-1"])
     _register_document(store, "doc-2", oid2, files["doc-2"])
-    mid = soap.new_message_id()
+    mid = new_message_id()
     store.record_attempt("doc-2", mid, endpoint="http://ips")
     store.close()
     bodies = [soap.build_file_request(local_uid=uid, to="http://mis/callback", key=key, certificate=cert)

@@ -1,4 +1,4 @@
-"""services.cda and services.nsi: header extraction from every Ministry sample, and kind resolution."""
+"""services.documents.cda and services.documents.nsi: header extraction from every Ministry sample, and kind resolution."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from services import nsi
-from services.cda import NotCda, extract, parse_hl7_time
-from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
-from services.xmlsafe import parse_xml
+from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
+from services.documents import nsi
+from services.documents.cda import NotCda, extract, parse_hl7_time
+from services.documents.xmlsafe import parse_xml
 
 ALL = sorted(p.name for p in SAMPLES.glob("*.xml"))
 

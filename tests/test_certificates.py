@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from services import devpki, gost
-from services.certificates import load_certificate
+from services.crypto import gost
+from services.crypto.certificates import load_certificate
+from services.dev import pki as devpki
 from services.errors import PermanentError
 from tests import openssl_gost as ossl
 

@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from services.cli import main as emd
-from services.devpki import DevCA, SubjectInfo, write_pem
-from services.organizations import load_organizations
+from services.dev.pki import DevCA, SubjectInfo, write_pem
+from services.pipeline.organizations import load_organizations
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +62,8 @@ def test_check_fails_on_a_certificate_expiring_in_days(tmp_path, capsys):
     config = json.loads(path.read_text(encoding="utf-8"))
     entry = config["organizations"][0]["signing"]["organization"]
     key_path = path.parent / entry["key"]
-    from services.certificates import load_certificate
-    from services.keys import load_private_key
+    from services.crypto.certificates import load_certificate
+    from services.crypto.keys import load_private_key
 
     old = load_certificate(path.parent / entry["certificate"])
     ca = DevCA.create("short CA")

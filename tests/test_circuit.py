@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from services.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from services.ratelimit import EndpointLimiter, TokenBucket
+from services.remd.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from services.remd.ratelimit import EndpointLimiter, TokenBucket
 
 
 class Clock:

@@ -7,8 +7,8 @@ import datetime as dt
 import subprocess
 import sys
 
-from services import deadletter as dl
 from services.commands.dlq_cmd import entry, matches, replay_record
+from services.messaging import deadletter as dl
 
 
 def _entry(**headers):
@@ -87,8 +87,8 @@ def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(t
 
     from kafka import KafkaProducer
 
-    from services.broker import LocalBroker
-    from services.topology import ensure_topics
+    from services.messaging.broker import LocalBroker
+    from services.messaging.topology import ensure_topics
     from tests.kafka_helpers import read_all
 
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:  # its own: the pipeline topic names are fixed

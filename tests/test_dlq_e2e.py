@@ -15,9 +15,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from services import cda
-from services import deadletter as dl
-from services.xmlsafe import parse_xml
+from services.documents import cda
+from services.documents.xmlsafe import parse_xml
+from services.messaging import deadletter as dl
 from tests.pipeline_lab import Lab, pipeline_lab
 
 REPO = Path(__file__).resolve().parents[1]

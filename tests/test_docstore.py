@@ -1,4 +1,4 @@
-"""services.docstore: content-addressed claim-check stores, SigV4 signing, inline/ref resolution."""
+"""services.documents.store: content-addressed claim-check stores, SigV4 signing, inline/ref resolution."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.config import Settings
-from services.docstore import (
+from services.documents.store import (
     DocumentStore,
     FilesystemStore,
     S3Store,

@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from services import cades
-from services.document_signing import check_document, sign_document, update_expiry_metrics
+from services.crypto import cades
+from services.dev.config import write_dev_config
 from services.errors import ConfigurationError, PermanentError
 from services.metrics import REGISTRY
-from services.organizations import load_organizations, write_dev_config
+from services.pipeline.organizations import load_organizations
+from services.pipeline.signing import check_document, sign_document, update_expiry_metrics
 from tests import openssl_gost as ossl
 from tests import signing_lab as lab
 
@@ -215,7 +216,7 @@ class TestConfiguration:
 
 def test_kind_without_mo_sign_gets_no_organisation_signature(setup, monkeypatch):
     """When НСИ 1520 says the kind needs no MO_SIGN, only the doctors sign and organization is null."""
-    from services import cda
+    from services.documents import cda
 
     _, config = setup
     monkeypatch.setattr(cda.CdaMetadata, "requires_organization_signature", property(lambda self: False))

@@ -3,8 +3,8 @@ status worker reconciles NOT_UNIQUE_PROVIDED_ID by asking the emulator's registr
 
 from __future__ import annotations
 
-from services import cda
-from services.xmlsafe import parse_xml
+from services.documents import cda
+from services.documents.xmlsafe import parse_xml
 from tests.pipeline_lab import (
     acknowledged_emdr_ids,
     dead_letter_keys,

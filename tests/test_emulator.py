@@ -17,16 +17,18 @@ import httpx
 import pytest
 from lxml import etree
 
-from services import cades, soap
-from services import remd_names as n
-from services.cda import HL7, extract
-from services.devpki import DevCA, SubjectInfo
+from services.crypto import cades
+from services.dev.pki import DevCA, SubjectInfo
+from services.documents.cda import HL7, extract
+from services.documents.xmlsafe import parse_xml
 from services.emulator import Emulator, Rule, System, rejection_for
 from services.emulator.faults import SCENARIOS
 from services.errors import PermanentError
-from services.soap import Doctor, OrganizationSign, Patient, PersonalSign, Registration
-from services.wssec import verify_envelope
-from services.xmlsafe import parse_xml
+from services.ids import normalize_message_id
+from services.remd import names as n
+from services.remd import soap
+from services.remd.soap import Doctor, OrganizationSign, Patient, PersonalSign, Registration
+from services.remd.wssec import verify_envelope
 
 SAMPLE = Path(__file__).parent / "data" / "semd" / "CertOnPayForMedServ.xml"
 CLIENT = "17c74e63-dc38-438d-a27a-a1aa063ee7b8"
@@ -193,7 +195,7 @@ def test_happy_path_registers_and_calls_back(world, pki):
     emu, mis = world()
     answer, mid = send(emu, mis, pki, "doc-1")
     assert isinstance(answer, soap.SyncAnswer) and answer.accepted
-    assert soap.normalize_message_id(answer.headers.relates_to) == mid
+    assert normalize_message_id(answer.headers.relates_to) == mid
     [cb] = mis.wait_callbacks(1)
     assert cb.registered and cb.relates_to_message == mid and cb.local_uid == "doc-1"
     assert mis.file_requests == ["doc-1"]

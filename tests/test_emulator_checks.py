@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services import nsi
-from services.cda import extract
+from services.dev.samples import MINISTRY_SAMPLES
+from services.documents import nsi
+from services.documents.cda import extract
+from services.documents.xmlsafe import parse_xml
 from services.emulator.checks import cross_check
-from services.samples import MINISTRY_SAMPLES
-from services.soap import Doctor, Patient, PersonalSign, Registration
-from services.xmlsafe import parse_xml
+from services.remd.soap import Doctor, Patient, PersonalSign, Registration
 
 # the Ministry example uses one СНИЛС for its author (Сидоров) and its legal authenticator (Николаев)
 SHARED_SNILS = MINISTRY_SAMPLES / "Instrumentalv3.xml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services import byteorder, gost, keys
+from services.crypto import byteorder, gost, keys
 from tests import openssl_gost as ossl
 
 # GOST R 34.11-2012, Appendix A, example 1 (M1) and its digests

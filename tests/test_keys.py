@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services import gost, keys
+from services.crypto import gost, keys
 from services.errors import PermanentError
 from tests import openssl_gost as ossl
 

@@ -154,7 +154,7 @@ def test_two_processes_share_the_store(tmp_path):
 
 def test_open_store_picks_the_backend_by_url(tmp_path, postgres_url):
     """open_store gives SQLite by default or for sqlite:///, PostgreSQL for postgresql://, and refuses other schemes."""
-    from services.lifecycle_pg import PostgresLifecycleStore
+    from services.lifecycle.postgres import PostgresLifecycleStore
 
     for url, kind in (("", lc.SqliteLifecycleStore), (f"sqlite:///{tmp_path}/x.sqlite3", lc.SqliteLifecycleStore),
                       (postgres_url, PostgresLifecycleStore)):
@@ -184,7 +184,7 @@ def test_find_by_emdr_id_finds_the_registered_document(store):
 
 def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
     """Opening the store creates the schema once; a second replica opening it later sees the same rows."""
-    from services.lifecycle_pg import PostgresLifecycleStore
+    from services.lifecycle.postgres import PostgresLifecycleStore
 
     first = PostgresLifecycleStore(postgres_url)
     _register(first)
@@ -198,7 +198,7 @@ def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
 
 def test_postgres_lost_connection_is_transient_then_reconnects(postgres_server, postgres_url):
     """A connection the server drops fails that call as a transient LIFECYCLE_STORE_UNAVAILABLE; the next call reconnects."""
-    from services.lifecycle_pg import PostgresLifecycleStore
+    from services.lifecycle.postgres import PostgresLifecycleStore
 
     s = PostgresLifecycleStore(postgres_url)
     _register(s)
@@ -226,7 +226,7 @@ def test_postgres_unreachable_server_is_transient_and_keeps_the_password_out(tmp
 
 def _replica(url: str, role: str, n: int, barrier) -> None:
     """One worker replica: for each document, record an attempt in step with the other, then race on its fate."""
-    from services.lifecycle_pg import PostgresLifecycleStore
+    from services.lifecycle.postgres import PostgresLifecycleStore
 
     s = PostgresLifecycleStore(url)
     for i in range(n):
@@ -247,7 +247,7 @@ def _replica(url: str, role: str, n: int, barrier) -> None:
 
 def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postgres_url):
     """Two replicas racing on each document's transitions number attempts without gaps or clashes and never lose the registration."""
-    from services.lifecycle_pg import PostgresLifecycleStore
+    from services.lifecycle.postgres import PostgresLifecycleStore
 
     n = 80
     setup = PostgresLifecycleStore(postgres_url)
@@ -278,7 +278,7 @@ def test_postgres_store_runs_on_a_dml_only_role_once_the_schema_exists(postgres_
 
     import psycopg
 
-    from services.lifecycle_pg import PostgresLifecycleStore
+    from services.lifecycle.postgres import PostgresLifecycleStore
 
     PostgresLifecycleStore(postgres_url).close()  # the migration, by the owner
     role = f"app_{uuid.uuid4().hex[:8]}"

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from lxml import etree
 
-from services import mchd
-from services.devmchd import Person, build_mchd, sign_mchd
-from services.devpki import DevCA, SubjectInfo
+from services.crypto import mchd
+from services.dev.mchd import Person, build_mchd, sign_mchd
+from services.dev.pki import DevCA, SubjectInfo
 from services.errors import PermanentError
 
 ORG = {"organization_name": "ГБУЗ «Городская поликлиника № 1»", "organization_inn": "7701234567",
@@ -32,7 +32,7 @@ def make_xml(**overrides) -> bytes:
 
 
 def employee_cert(**overrides):
-    """The employee's certificate fields as services.certificates.Certificate exposes them."""
+    """The employee's certificate fields as services.crypto.certificates.Certificate exposes them."""
     fields = {"snils": "12345678964", "surname": "Иванова", "given_name": "Мария Ивановна", "inn": "770100000002"}
     return SimpleNamespace(**{**fields, **overrides})
 
@@ -171,7 +171,7 @@ class TestTerms:
             terms(mchd.parse_mchd(make_xml()), at=datetime(2026, 6, 1))
 
 
-# -- with real GOST signatures and certificates from services.devpki ---------------------------------
+# -- with real GOST signatures and certificates from services.dev.pki ---------------------------------
 
 NOW = datetime.now(UTC)
 

@@ -17,9 +17,9 @@ from producer.client import (
 )
 from services import events
 from services.cli import main as emd
-from services.docstore import FilesystemStore, document_bytes
-from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
-from services.topology import CREATED, ensure_topics
+from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
+from services.documents.store import FilesystemStore, document_bytes
+from services.messaging.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from producer.client import DocumentPublisher, PublishError
-from services.broker import LocalBroker
-from services.docstore import FilesystemStore
-from services.samples import MINISTRY_SAMPLES
-from services.topology import CREATED, ensure_topics
+from services.dev.samples import MINISTRY_SAMPLES
+from services.documents.store import FilesystemStore
+from services.messaging.broker import LocalBroker
+from services.messaging.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
 
 DOC = MINISTRY_SAMPLES / "ConsultRedaction4.xml"

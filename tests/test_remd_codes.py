@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from services import remd_codes
-from services.remd_codes import CODES, classify
-from services.samples import PROTOCOL_BRIEF as BRIEF  # noqa: E402
+from services.dev.samples import PROTOCOL_BRIEF as BRIEF  # noqa: E402
+from services.remd import codes as remd_codes
+from services.remd.codes import CODES, classify
 
 # The classifier v3.18 as listed in the brief §2.7, written out by hand (id → mnemonic).
 EXPECTED: dict[int, str] = {

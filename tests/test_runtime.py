@@ -7,11 +7,11 @@ import uuid
 
 from kafka import KafkaProducer
 
-from services import deadletter as dl
 from services.config import Settings
 from services.errors import PermanentError, TransientError
-from services.runtime import Output, Record, RetryPolicy, Stage
-from services.topology import Topic, ensure_topics
+from services.messaging import deadletter as dl
+from services.messaging.runtime import Output, Record, RetryPolicy, Stage
+from services.messaging.topology import Topic, ensure_topics
 from tests.kafka_helpers import read_all
 from tests.stage_helpers import running
 
@@ -212,7 +212,8 @@ def test_a_failing_on_dead_letter_hook_does_not_lose_the_dead_letter(broker, tmp
 
 def test_status_outputs_say_rejected_for_a_remd_code_and_failed_otherwise():
     """The МИС's status for a dead letter: rejected with a РЭМД code, failed without; trace id carried when valid."""
-    from services import events, topology
+    from services import events
+    from services.messaging import topology
 
     def record(key, trace):
         return Record(topic="t", partition=0, offset=0, key=key, value=b"{}", timestamp_ms=0,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from services import schematron as sch
-from services import semd_validation as sv
+from services.documents import schematron as sch
+from services.documents import validation as sv
 from services.errors import PermanentError
 
 SAMPLES = Path(__file__).parent / "data" / "semd"
@@ -143,7 +143,7 @@ def test_schematron_can_be_switched_off():
 
 
 def test_untrusted_bytes_go_through_the_hardened_parser():
-    """Bytes with a DOCTYPE are refused by services.xmlsafe before any schema runs."""
+    """Bytes with a DOCTYPE are refused by services.documents.xmlsafe before any schema runs."""
     data = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "x">]><ClinicalDocument xmlns="urn:hl7-org:v3">&e;</ClinicalDocument>'
     with pytest.raises(PermanentError) as exc:
         sv.validate_semd(data, "119")

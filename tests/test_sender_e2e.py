@@ -12,12 +12,12 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
-from services import deadletter as dl
+from services.dev.local_pipeline import as_new_document
+from services.dev.samples import MINISTRY_SAMPLES
 from services.emulator.faults import rejection_for
-from services.local_pipeline import as_new_document
-from services.samples import MINISTRY_SAMPLES
-from services.soap import normalize_message_id
-from services.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
+from services.ids import normalize_message_id
+from services.messaging import deadletter as dl
+from services.messaging.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
 from tests.pipeline_lab import Lab, documents, pipeline_lab
 
 

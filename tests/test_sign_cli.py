@@ -7,9 +7,10 @@ import datetime as dt
 
 import pytest
 
-from services import cades, devpki
 from services.cli import main
-from services.samples import MINISTRY_SAMPLES  # noqa: E402
+from services.crypto import cades
+from services.dev import pki as devpki
+from services.dev.samples import MINISTRY_SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
 SAMPLE = MINISTRY_SAMPLES / "AmbCase.xml"

@@ -20,11 +20,11 @@ import pytest
 from kafka import KafkaProducer
 
 from producer.client import DocumentPublisher
-from services import deadletter as dl
 from services import events
 from services.config import Settings
-from services.docstore import FilesystemStore
-from services.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
+from services.documents.store import FilesystemStore
+from services.messaging import deadletter as dl
+from services.messaging.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
 from tests import openssl_gost as ossl
 from tests import signing_lab as lab
 from tests.kafka_helpers import read_all

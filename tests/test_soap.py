@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from services import remd_names as n
-from services import soap
-from services.certificates import load_certificate
-from services.keys import load_pkcs8
-from services.soap import (
+from services.crypto.certificates import load_certificate
+from services.crypto.keys import load_pkcs8
+from services.ids import normalize_message_id
+from services.remd import names as n
+from services.remd import soap
+from services.remd.soap import (
     Doctor,
     OrganizationSign,
     Patient,
@@ -30,7 +31,7 @@ from services.soap import (
     SoapParseError,
     SyncAnswer,
 )
-from services.wssec import verify_envelope
+from services.remd.wssec import verify_envelope
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=10)
@@ -165,7 +166,7 @@ def test_register_result_success_round_trip(ident):
     assert parsed.headers.soap_version == "1.1" and parsed.headers.action == n.ACTION_REGISTER_DOCUMENT_RESULT
     assert parsed.registered
     assert parsed == dataclasses.replace(result, headers=parsed.headers)
-    assert soap.normalize_message_id(parsed.relates_to_message) == "499c1284-ac8e-41d8-8957-b9b83de9a638"
+    assert normalize_message_id(parsed.relates_to_message) == "499c1284-ac8e-41d8-8957-b9b83de9a638"
 
 
 def test_register_result_error_round_trip(ident):
@@ -249,7 +250,7 @@ def test_wrong_message_kind_is_refused():
 
 def test_untrusted_bytes_go_through_xmlsafe():
     """A DOCTYPE in a received message is refused before any SOAP parsing."""
-    from services.xmlsafe import XmlRejected
+    from services.documents.xmlsafe import XmlRejected
     with pytest.raises(XmlRejected):
         soap.parse_answer(b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>')
 
@@ -260,10 +261,10 @@ def test_untrusted_bytes_go_through_xmlsafe():
 ])
 def test_normalize_message_id(raw):
     """Every spelling of one MessageID normalises to the same lower-case hyphenated UUID."""
-    assert soap.normalize_message_id(raw) == "499c1284-ac8e-41d8-8957-b9b83de9a638"
+    assert normalize_message_id(raw) == "499c1284-ac8e-41d8-8957-b9b83de9a638"
 
 
 def test_normalize_non_uuid_message_id():
     """A MessageID that is not a UUID is kept, without prefix, lower-cased."""
-    assert soap.normalize_message_id("urn:uuid:MSG-42") == "msg-42"
-    assert soap.normalize_message_id(None) == ""
+    assert normalize_message_id("urn:uuid:MSG-42") == "msg-42"
+    assert normalize_message_id(None) == ""

@@ -8,12 +8,14 @@ import time
 
 import pytest
 
-from services import events, lifecycle, topology
+from services import events, lifecycle
+from services.dev.config import write_dev_config
 from services.errors import PermanentError, TransientError
-from services.organizations import load_organizations, write_dev_config
-from services.runtime import Record
-from services.submission import Submitter
-from services.transport import SubmitOutcome
+from services.messaging import topology
+from services.messaging.runtime import Record
+from services.pipeline.organizations import load_organizations
+from services.pipeline.submission import Submitter
+from services.remd.transport import SubmitOutcome
 
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
 

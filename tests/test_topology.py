@@ -7,8 +7,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 
-from services import topology
-from services.topology import ALL_TOPICS, Topic, ensure_topics
+from services.messaging import topology
+from services.messaging.topology import ALL_TOPICS, Topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,11 @@ import asyncio
 import httpx
 import pytest
 
-from services import soap
-from services.devpki import DevCA, SubjectInfo
-from services.remd_names import STATUS_ERROR
-from services.transport import IpsSoapTransport, SubmitRequest, classify_answer
+from services.dev.pki import DevCA, SubjectInfo
+from services.ids import normalize_message_id
+from services.remd import soap
+from services.remd.names import STATUS_ERROR
+from services.remd.transport import IpsSoapTransport, SubmitRequest, classify_answer
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_accepted_and_request_is_signed_register_document(system_key):
     out = _submit(system_key, handler)
     assert out.kind == "accepted" and not out.transport_failure
     parsed = soap.parse_register_document(seen[0].content)
-    assert soap.normalize_message_id(parsed.headers.message_id) == "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    assert normalize_message_id(parsed.headers.message_id) == "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
     assert parsed.headers.client_entity_id == "mis-1" and parsed.headers.reply_to == "http://mis.test/cb"
     assert b"Signature" in seen[0].content
     assert seen[0].headers["content-type"].startswith("application/soap+xml")

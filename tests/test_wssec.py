@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from services import remd_names as n
-from services import wssec
-from services.certificates import load_certificate
-from services.gost import streebog256
-from services.keys import load_pkcs8
-from services.wssec import WsSecurityError, sign_envelope, verify_envelope
+from services.crypto.certificates import load_certificate
+from services.crypto.gost import streebog256
+from services.crypto.keys import load_pkcs8
+from services.remd import names as n
+from services.remd import wssec
+from services.remd.wssec import WsSecurityError, sign_envelope, verify_envelope
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 DS = {"ds": n.NS_DS, "wsu": n.NS_WSU, "wsa": n.NS_WSA, "soap": n.NS_SOAP12, "wsse": n.NS_WSSE}

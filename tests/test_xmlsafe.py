@@ -1,4 +1,4 @@
-"""services.xmlsafe: untrusted XML is parsed without DTDs, entities or network access."""
+"""services.documents.xmlsafe: untrusted XML is parsed without DTDs, entities or network access."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
+from services.documents.xmlsafe import XmlRejected, parse_xml
 from services.errors import PermanentError
-from services.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
-from services.xmlsafe import XmlRejected, parse_xml
 
 
 def _reject(data: bytes, **kw) -> XmlRejected:

@@ -7,10 +7,10 @@ import signal
 import sys
 import threading
 
-from services.broker import LocalBroker
 from services.config import Settings
 from services.logs import configure
-from services.topology import ALL_TOPICS, ensure_topics
+from services.messaging.broker import LocalBroker
+from services.messaging.topology import ALL_TOPICS, ensure_topics
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_broker)
 
     t = sub.add_parser("topics", help="create the pipeline's topics (idempotent) and list them",
-                       description="Create every topic of services/topology.py that does not exist yet.")
+                       description="Create every topic of services/messaging/topology.py that does not exist yet.")
     t.add_argument("--bootstrap", default=None, help="bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
     t.set_defaults(func=run_topics)
 

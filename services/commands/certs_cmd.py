@@ -14,9 +14,10 @@ from pathlib import Path
 
 from services import logs
 from services.config import Settings
-from services.document_signing import mchd_expiry
+from services.dev.config import write_dev_config
 from services.errors import ConfigurationError
-from services.organizations import load_organizations, write_dev_config
+from services.pipeline.organizations import load_organizations
+from services.pipeline.signing import mchd_expiry
 
 
 def register(sub: argparse._SubParsersAction) -> None:

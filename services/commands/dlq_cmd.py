@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from services import deadletter as dl
-from services import events, topology
+from services import events
 from services.config import Settings
+from services.messaging import deadletter as dl
+from services.messaging import topology
 
 STAGES = {"signer": topology.CREATED_DLT.name, "sender": topology.SIGNED_DLT.name, "status": topology.SENT_DLT.name}
 REPLAY_GROUP = "emd-dlq-replay"

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         for name in SCENARIOS:
             print(f"{name:<{width}}  {scenario(name).description}")
         return EXIT_OK
-    from services import keys
-    from services.certificates import load_certificate
+    from services.crypto import keys
+    from services.crypto.certificates import load_certificate
     from services.emulator import Emulator, load_systems
 
     if bool(args.key) != bool(args.certificate):

@@ -21,14 +21,14 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from services.broker import LocalBroker
 from services.config import Settings
-from services.local_pipeline import LocalPipeline, sample_documents
+from services.dev.local_pipeline import LocalPipeline, sample_documents
+from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.supervisor import Supervisor
+from services.dev.watch import STAGES, PipelineWatcher, Snapshot
 from services.logs import configure
-from services.samples import MINISTRY_SAMPLES
-from services.supervisor import Supervisor
-from services.topology import ensure_topics
-from services.watch import STAGES, PipelineWatcher, Snapshot
+from services.messaging.broker import LocalBroker
+from services.messaging.topology import ensure_topics
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,8 +11,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from services import cades, keys
-from services.certificates import Certificate, load_certificate
+from services.crypto import cades, keys
+from services.crypto.certificates import Certificate, load_certificate
 from services.errors import EmdError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from services import logs
+from services.documents.validation import known_kinds, validate_semd
 from services.errors import PermanentError
-from services.semd_validation import known_kinds, validate_semd
 
 
 def register(sub: argparse._SubParsersAction) -> None:

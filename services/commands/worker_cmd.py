@@ -9,9 +9,9 @@ import sys
 
 from services.config import Settings
 from services.logs import configure, get_logger
-from services.runtime import check_health
+from services.messaging.runtime import check_health
 
-#: stage name → "module:factory"; a factory takes Settings and returns a services.runtime.Stage
+#: stage name → "module:factory"; a factory takes Settings and returns a services.messaging.runtime.Stage
 WORKERS = {
     "signer": "workers.signer.worker:build_stage",
     "sender": "workers.sender.worker:build_stage",

@@ -24,16 +24,17 @@ from typing import Any
 
 import httpx
 
-from services import remd_names as n
-from services import soap
 from services.emulator import checks
 from services.emulator.faults import Decision, rejection_for
 from services.emulator.registry import Registry, RequestEntry
 from services.emulator.systems import System
 from services.errors import PermanentError
+from services.ids import new_message_id, normalize_message_id
 from services.logs import get_logger
-from services.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
-from services.wssec import verify_envelope
+from services.remd import names as n
+from services.remd import soap
+from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
+from services.remd.wssec import verify_envelope
 
 __all__ = ["Job", "Processor"]
 
@@ -97,7 +98,7 @@ class Processor:
         if not errors:
             record = self.registry.register(
                 local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind,
-                message_id=soap.normalize_message_id(headers.message_id), client_entity_id=job.system.client_entity_id,
+                message_id=normalize_message_id(headers.message_id), client_entity_id=job.system.client_entity_id,
                 patient_snils=reg.patient.snils)
             if record is None:
                 existing = self.registry.lookup(reg.organization, reg.local_uid)
@@ -141,7 +142,7 @@ class Processor:
         local_uid = job.request.registration.local_uid
         last: RemdError = RemdError("MIS_NOT_AVAILABLE", "Сервис предоставляющей системы недоступен")
         for attempt in range(1, self.file_attempts + 1):
-            message_id = soap.new_message_id()
+            message_id = new_message_id()
             body = soap.build_file_request(local_uid=local_uid, to=reply_to, key=self.key,
                                            certificate=self.certificate, reply_to=n.WSA_ANONYMOUS,
                                            message_id=message_id)
@@ -183,7 +184,7 @@ class Processor:
         except PermanentError as exc:
             return RemdError("GET_DOCUMENT_FILE_ERROR", f"Подпись ответа getDocumentFile не прошла проверку "
                                                         f"({exc.reason}): {exc.message}")
-        if soap.normalize_message_id(parsed.headers.relates_to) != soap.normalize_message_id(message_id):
+        if normalize_message_id(parsed.headers.relates_to) != normalize_message_id(message_id):
             return RemdError("WRONG_MESSAGE_ID", f"Асинхронный запрос файла с messageID "
                                                  f"[{parsed.headers.relates_to}] не найден")
         if not parsed.checksum_ok:
@@ -195,7 +196,7 @@ class Processor:
     def _deliver(self, job: Job, result: RegisterResult, *, kind: str) -> bool:
         reply_to = job.request.headers.reply_to or ""
         for attempt in range(1, self.callback_attempts + 1):
-            message_id = soap.new_message_id()
+            message_id = new_message_id()
             body = soap.build_register_result(result, to=reply_to, key=self.key, certificate=self.certificate,
                                               message_id=message_id)
             note: dict[str, Any] = {"kind": kind, "attempt": attempt, "at": _now(), "message_id": message_id,
@@ -228,7 +229,7 @@ class Processor:
             ack = soap.parse_callback_ack(body)
         except PermanentError as exc:
             return exc.reason
-        if soap.normalize_message_id(ack.headers.relates_to) != soap.normalize_message_id(message_id):
+        if normalize_message_id(ack.headers.relates_to) != normalize_message_id(message_id):
             return "ACK_RELATES_TO_MISMATCH"
         return None
 

@@ -3,9 +3,9 @@
 ``check_request`` — the coarse structural check answered synchronously (an error here ends the
 exchange: no file pull, no callback). ``check_document`` — the full check after the file was pulled
 from the МИС: every CMS signature over exactly those bytes, certificate dates, signing-time order,
-and the cross-checks between the request and the СЭМД header (``services.cda.extract``).
+and the cross-checks between the request and the СЭМД header (``services.documents.cda.extract``).
 
-Each failure is a ``services.soap.RemdError`` with a real НСИ 1.2.643.5.1.13.13.99.2.305 code. Where
+Each failure is a ``services.remd.soap.RemdError`` with a real НСИ 1.2.643.5.1.13.13.99.2.305 code. Where
 the classifier has no dedicated code for a cross-check (request vs. СЭМД header for localUid, kind,
 organisation, creation time and patient; signing-time order) the emulator answers VALIDATION_ERROR /
 SIGNATURE_VERIFICATION_ERROR with a message naming the field, which is how РЭМД reports them in
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 from asn1crypto import cms
 
-from services import cades, gost
-from services.cda import CdaMetadata, NotCda, extract
-from services.certificates import Certificate
+from services.crypto import cades, gost
+from services.crypto.certificates import Certificate
+from services.documents.cda import CdaMetadata, NotCda, extract
+from services.documents.nsi import kind_by_code
+from services.documents.xmlsafe import parse_xml
 from services.errors import PermanentError
-from services.nsi import kind_by_code
-from services.soap import Registration, RemdError
-from services.xmlsafe import parse_xml
+from services.remd.soap import Registration, RemdError
 
 __all__ = ["CLOCK_SKEW", "check_document", "check_request", "cross_check", "parse_time"]
 
@@ -37,7 +37,7 @@ CLOCK_SKEW = 120.0
 HEADER_MISMATCH = "VALIDATION_ERROR"               # request ≠ СЭМД header (no dedicated code in .305)
 SIGNING_ORDER = "SIGNATURE_VERIFICATION_ERROR"     # doctor ≤ organisation ≤ arrival violated
 
-# services.cades reasons → РЭМД codes
+# services.crypto.cades reasons → РЭМД codes
 _CADES_TO_REMD = {
     "SIGNATURE_DECODING_ERROR": "SIGNATURE_DECODING_ERROR",
     "MULTIPLE_SIGNERS": "MULTIPLE_SIGNERS",

@@ -42,7 +42,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from services.soap import RemdError, normalize_message_id
+from services.ids import normalize_message_id
+from services.remd.soap import RemdError
 
 __all__ = [
     "ASYNC_FAULTS", "Decision", "FaultInjector", "Outage", "REJECTION_CODES", "Rule", "SCENARIOS", "SYNC_FAULTS",

@@ -33,10 +33,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from lxml import etree
 
-from services import remd_names as n
-from services import soap
-from services.certificates import Certificate
-from services.devpki import DevCA, SubjectInfo
+from services.crypto.certificates import Certificate
+from services.dev.pki import DevCA, SubjectInfo
+from services.documents.xmlsafe import parse_xml
 from services.emulator import checks
 from services.emulator.callbacks import Job, Processor
 from services.emulator.faults import Decision, FaultInjector, Outage, Rule, Scenario
@@ -45,9 +44,10 @@ from services.emulator.registry import Registry
 from services.emulator.systems import System
 from services.errors import PermanentError
 from services.logs import get_logger
-from services.soap import RegistryItem, RemdError
-from services.wssec import verify_envelope
-from services.xmlsafe import parse_xml
+from services.remd import names as n
+from services.remd import soap
+from services.remd.soap import RegistryItem, RemdError
+from services.remd.wssec import verify_envelope
 
 __all__ = ["Emulator", "MAX_REQUEST_BYTES"]
 
@@ -150,7 +150,7 @@ class Emulator:
 
     ``scenario``: a name from ``faults.SCENARIOS`` or a ``Scenario``. ``systems``: the registered ИС.
     ``key``/``certificate``: what the emulator signs its answers and callbacks with (default: a fresh
-    development certificate from ``services.devpki``). ``seed``: the fault RNG's seed. ``outage_*``:
+    development certificate from ``services.dev.pki``). ``seed``: the fault RNG's seed. ``outage_*``:
     the ``outage`` scenario's length, trigger (``first-request`` | ``start``) and mode (``503`` |
     ``refused``). ``workers``: threads for file pulls and callbacks. The remaining keywords tune the
     МИС-facing HTTP client (``callbacks.Processor``).

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.certificates import Certificate, load_certificate
+from services.crypto.certificates import Certificate, load_certificate
 from services.errors import ConfigurationError
 
 __all__ = ["System", "load_systems"]

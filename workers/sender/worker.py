@@ -1,18 +1,18 @@
 """The sender stage: ``emd.document.signed`` → ``emd.document.sent`` (+ ``emd.document.status`` "sent").
 
-Wiring only; the logic is ``services.submission.Submitter``. Transient failures go through the sender's
-retry tiers (``services.topology.SENDER_RETRIES``) with exponential backoff and jitter
+Wiring only; the logic is ``services.pipeline.submission.Submitter``. Transient failures go through the sender's
+retry tiers (``services.messaging.topology.SENDER_RETRIES``) with exponential backoff and jitter
 (``EMD_SENDER_RETRY_*``); permanent ones to ``emd.document.signed.dlt`` with the РЭМД code and every MessageID.
 """
 
 from __future__ import annotations
 
-from services import deadletter, topology
 from services.config import Settings
 from services.lifecycle import open_store
-from services.organizations import load_organizations
-from services.runtime import Output, Record, RetryPolicy, Stage
-from services.submission import SOURCE, Submitter, describe_failure
+from services.messaging import deadletter, topology
+from services.messaging.runtime import Output, Record, RetryPolicy, Stage
+from services.pipeline.organizations import load_organizations
+from services.pipeline.submission import SOURCE, Submitter, describe_failure
 
 NAME = "sender"
 

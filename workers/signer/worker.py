@@ -1,6 +1,6 @@
 """The signer stage: ``emd.document.created`` → ``emd.document.signed`` (+ ``emd.document.status`` "signed").
 
-Wiring only; the checks and signatures are ``services.document_signing.sign_document``. CPU-bound work
+Wiring only; the checks and signatures are ``services.pipeline.signing.sign_document``. CPU-bound work
 (validation, signing) and the claim-check read run in a worker thread so the consumer keeps polling.
 """
 
@@ -13,13 +13,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from services import deadletter, events, topology
+from services import events
 from services.config import Settings
-from services.docstore import document_bytes, store_from_settings
-from services.document_signing import sign_document, update_expiry_metrics
+from services.documents.store import document_bytes, store_from_settings
 from services.errors import PermanentError
-from services.organizations import OrganizationsConfig, load_organizations
-from services.runtime import Output, Record, Stage
+from services.messaging import deadletter, topology
+from services.messaging.runtime import Output, Record, Stage
+from services.pipeline.organizations import OrganizationsConfig, load_organizations
+from services.pipeline.signing import sign_document, update_expiry_metrics
 
 NAME = "signer"
 SOURCE = "emd-signer"

@@ -1,10 +1,10 @@
-"""``emd callbacks``: the HTTP endpoint ИПС calls (thin wiring of ``services.callbacks.CallbackService``).
+"""``emd callbacks``: the HTTP endpoint ИПС calls (thin wiring of ``services.pipeline.callbacks.CallbackService``).
 
 aiohttp serves POST on any path; the publisher is an aiokafka producer with ``acks=all`` whose
 ``send_and_wait`` returns only after the broker confirmed the write; the file lookup reads the lifecycle
 store (what the sender registered) and resolves the bytes through the claim-check store. Replies are
 signed per information system: every organisation's ``remd`` system key, chosen per request by
-``services.callbacks.ReplyKeys`` (clientEntityId, then the document's organisation from the lifecycle store).
+``services.pipeline.callbacks.ReplyKeys`` (clientEntityId, then the document's organisation from the lifecycle store).
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from services import lifecycle, topology
-from services.callbacks import CallbackService, ReplyCredential, ReplyKeys
-from services.certificates import load_certificate
+from services import lifecycle
 from services.config import Settings
-from services.docstore import DocumentStore, document_bytes, store_from_settings
+from services.crypto.certificates import load_certificate
+from services.documents.store import DocumentStore, document_bytes, store_from_settings
 from services.errors import ConfigurationError
-from services.kafka import aio_producer_config
 from services.logs import get_logger
-from services.organizations import load_organizations
+from services.messaging import topology
+from services.messaging.clients import aio_producer_config
+from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
+from services.pipeline.organizations import load_organizations
 
 log = get_logger(__name__)
 

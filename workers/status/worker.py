@@ -1,4 +1,4 @@
-"""The status worker (sent → acknowledged): thin wiring of ``services.acknowledgment``.
+"""The status worker (sent → acknowledged): thin wiring of ``services.pipeline.acknowledgment``.
 
 One process runs two runtime Stages, one per input topic (the runtime consumes one input per Stage):
 
@@ -25,14 +25,17 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from services import acknowledgment, events, soap, topology
+from services import events
 from services import lifecycle as lc
 from services.config import Settings
 from services.errors import PermanentError, TransientError
-from services.kafka import aio_producer_config
 from services.logs import get_logger
-from services.organizations import load_organizations
-from services.runtime import Record, Stage
+from services.messaging import topology
+from services.messaging.clients import aio_producer_config
+from services.messaging.runtime import Record, Stage
+from services.pipeline import acknowledgment
+from services.pipeline.organizations import load_organizations
+from services.remd import soap
 
 log = get_logger(__name__)
 

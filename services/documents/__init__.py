@@ -1,0 +1,1 @@
+"""СЭМД documents: hardened XML parsing, what a CDA says about itself, НСИ kinds, XSD/Schematron, the claim-check store."""

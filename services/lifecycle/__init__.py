@@ -1,0 +1,78 @@
+"""Each document's lifecycle in РЭМД, durable and shared by every replica of the sender and status workers.
+
+States (one row per ``localUid``)::
+
+    signed ──record_attempt──▶ sending ──mark_accepted──▶ accepted ──mark_registered──▶ registered (final)
+                                 │  ▲                         │
+                                 │  └──── record_attempt ◀────┤ (never after accepted: the sender checks)
+                                 └──────mark_failed──────▶ failed ◀──── mark_failed (РЭМД rejected it later)
+                                                             │
+                                                             └── record_attempt (a replay after a fix)
+
+Attempts (one row per MessageID): attempt number, endpoint, ``sent_at``, and the outcome once known
+(``accepted``, ``transient``, ``permanent``; ``NULL`` while the request is in flight or when the process
+died before the answer). The sender records an attempt and **commits it before the request leaves**, so
+every MessageID РЭМД ever saw is findable here (``find_by_message_id``), including that of a request whose
+answer was lost to a crash: the status worker can match a callback to it, and support can give it to СТП.
+A registered document is also findable by its РЭМД registry number (``find_by_emdr_id``): the last
+fallback when a callback's ``relatesToMessage`` and ``localUid`` match nothing.
+
+Backends:
+
+* ``SqliteLifecycleStore`` (the default, ``<data_dir>/lifecycle.sqlite3``): WAL mode, ``BEGIN IMMEDIATE``
+  transactions and a busy timeout, so several local processes (replicas of the workers on one host, the
+  tests' kill -9 runs) share it safely. Not for replicas on several hosts: SQLite over a network file
+  system does not lock reliably.
+* ``PostgresLifecycleStore`` (``services/lifecycle/postgres.py``, psycopg 3) for production, replicas on several
+  hosts: the same two tables (``POSTGRES_SCHEMA`` below), the same statements, and a row lock
+  (``SELECT … FOR UPDATE``) on the document in every transition instead of SQLite's database lock.
+  ``LifecycleStore`` is the interface both satisfy; ``open_store(data_dir, url=EMD_LIFECYCLE_STORE)`` is
+  the one place that picks the backend.
+
+Every MessageID is stored normalised (``services.remd.normalize_message_id``) so any spelling matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.errors import ConfigurationError
+from services.lifecycle.model import (
+    ACCEPTED,
+    DONE_STATES,
+    FAILED,
+    OUTCOME_ACCEPTED,
+    OUTCOME_PERMANENT,
+    OUTCOME_TRANSIENT,
+    REGISTERED,
+    SENDING,
+    SIGNED,
+    STATES,
+    Attempt,
+    Document,
+    LifecycleConflict,
+    LifecycleStore,
+    check_transition,
+)
+from services.lifecycle.sqlite import SqliteLifecycleStore
+
+__all__ = [
+    "ACCEPTED", "DONE_STATES", "FAILED", "OUTCOME_ACCEPTED", "OUTCOME_PERMANENT", "OUTCOME_TRANSIENT",
+    "REGISTERED", "SENDING", "SIGNED", "STATES", "Attempt", "Document", "LifecycleConflict", "LifecycleStore",
+    "SqliteLifecycleStore", "check_transition", "open_store",
+]
+
+
+def open_store(data_dir: Path | str, *, url: str = "") -> LifecycleStore:
+    """The lifecycle store of a deployment: ``url`` empty or ``sqlite:///path`` → SQLite (default
+    ``<data_dir>/lifecycle.sqlite3``); ``postgresql://…`` → PostgreSQL (schema created if missing)."""
+    if not url:
+        return SqliteLifecycleStore(Path(data_dir) / "lifecycle.sqlite3")
+    if url.startswith("sqlite:///"):
+        return SqliteLifecycleStore(url[len("sqlite:///"):])
+    if url.startswith(("postgresql://", "postgres://")):
+        from services.lifecycle.postgres import PostgresLifecycleStore  # psycopg only where it is used
+
+        return PostgresLifecycleStore(url)
+    raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
+                             reason="LIFECYCLE_BACKEND_UNKNOWN")

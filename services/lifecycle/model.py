@@ -1,0 +1,109 @@
+"""The lifecycle's states, records and rules, and the interface every backend implements."""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED = "signed", "sending", "accepted", "registered", "failed"
+STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
+#: states in which the document must never be sent again
+DONE_STATES = (ACCEPTED, REGISTERED)
+
+OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient", "permanent"
+
+
+class LifecycleConflict(Exception):
+    """A transition the lifecycle does not allow (registered is final; no send after acceptance)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    local_uid: str
+    message_id: str
+    attempt: int
+    endpoint: str
+    sent_at: datetime
+    outcome: str | None = None
+    code: str | None = None
+    message: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    local_uid: str
+    organization: str
+    kind: str
+    state: str
+    signed_event: bytes | None = None
+    signed_ref: str | None = None
+    document_ref: str | None = None
+    emdr_id: str | None = None
+    accepted_message_id: str | None = None
+    failure_reason: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    accepted_at: datetime | None = None
+    registered_at: datetime | None = None
+    failed_at: datetime | None = None
+
+
+class LifecycleStore(Protocol):
+    """What the sender and status workers need; every method is one committed transaction."""
+
+    def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
+                 signed_ref: str | None = None, document_ref: str | None = None) -> Document:
+        """Create the document in state ``signed`` if unknown; return it as stored (never overwrites state)."""
+
+    def get(self, local_uid: str) -> Document | None: ...
+
+    def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
+                       sent_at: datetime | None = None) -> Attempt:
+        """Number and store an attempt (state → ``sending``); refuses once accepted or registered."""
+
+    def record_outcome(self, message_id: str, *, outcome: str, code: str | None = None,
+                       message: str | None = None) -> None: ...
+
+    def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None: ...
+
+    def find_by_emdr_id(self, emdr_id: str) -> Document | None:
+        """The document registered under this РЭМД registry number (the callbacks' last correlation fallback)."""
+
+    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document: ...
+
+    def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document: ...
+
+    def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
+                    message: str | None = None) -> Document: ...
+
+    def history(self, local_uid: str) -> list[Attempt]: ...
+
+    def message_ids(self, local_uid: str) -> list[str]:
+        """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
+        ...
+
+    def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
+        """(localUid, accepted MessageID) of documents accepted before then and still without a result."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_transition(doc: Document | None, local_uid: str, target: str, *, emdr_id: str | None = None) -> Document:
+    """The lifecycle's rules, for both backends: the document (read under the transaction's lock) as it may move
+    to ``target``, or ``KeyError`` (unknown) / ``LifecycleConflict`` (forbidden). ``accepted`` after
+    ``registered`` is allowed here and left a no-op by ``mark_accepted`` (a late sync answer)."""
+    if doc is None:
+        raise KeyError(f"unknown document {local_uid!r}: register it first" if target == SENDING else local_uid)
+    if target == SENDING and doc.state in DONE_STATES:
+        raise LifecycleConflict(f"{local_uid} is already {doc.state}; it must not be sent again")
+    if target == REGISTERED and doc.state == REGISTERED and doc.emdr_id not in (None, emdr_id):
+        raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
+    if target == FAILED and doc.state == REGISTERED:
+        raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+    return doc

@@ -1,0 +1,1 @@
+"""Kafka plumbing: client settings, topics, the dead-letter format, the local broker and the worker runtime."""

@@ -1,0 +1,542 @@
+"""The worker runtime: what every stage shares, so a worker is only its handler.
+
+A stage is ``async def handle(record: Record) -> Sequence[Output]`` plus its topics. ``Stage.run()``:
+
+1. consumes the input topic (and the stage's retry tiers) in a consumer group, auto-commit off;
+2. runs the handler with bounded concurrency; records with the same key never run at once, so one
+   document's events stay in order;
+3. produces the outputs (idempotent producer, ``acks=all``) and **waits for the broker's acknowledgement**;
+4. only then marks the input done. A partition's committed offset is its lowest offset not yet done: a
+   crash re-delivers what was in flight (at-least-once; downstream is idempotent by localUid), and never
+   skips a record that was fetched but not finished;
+5. ``PermanentError`` or an unexpected exception → dead-letter topic (``services.messaging.deadletter``);
+   ``TransientError`` → the next retry tier with a due time (or the dead letter once attempts run out), or,
+   for a stage without retry tiers, an in-place retry with backoff;
+6. SIGTERM/SIGINT: stop fetching, let in-flight records finish (``shutdown_grace_seconds``), commit, leave
+   the group;
+7. ``/metrics`` + ``/healthz`` (``services.metrics.MetricsServer``) and a heartbeat file for ``--check``.
+
+Why aiokafka and not faust's consumer: see docs/architecture.md. In short, faust acks records on its own
+schedule (including records whose agent raised) and was measured skipping offsets after restarts with a
+backlog on this broker; here the committed offset comes only from our own done-tracking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from services import metrics
+from services.config import Settings
+from services.errors import PermanentError, TransientError
+from services.logs import get_logger
+from services.messaging import deadletter as dl
+from services.messaging.clients import aio_consumer_config, aio_producer_config
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed record, as the handler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: Mapping[str, bytes]
+    timestamp_ms: int
+
+    def header(self, name: str) -> str | None:
+        v = self.headers.get(name)
+        return None if v is None else v.decode("utf-8", "replace")
+
+    @property
+    def attempt(self) -> int:
+        """Attempts already made for this record (0 on first delivery from the input topic)."""
+        try:
+            return int(self.header(dl.ATTEMPTS) or 0)
+        except ValueError:
+            return 0
+
+
+@dataclass(frozen=True)
+class Output:
+    """A record the handler wants produced. ``value`` may be bytes or a JSON-serialisable dict."""
+
+    topic: str
+    value: bytes | Mapping[str, Any]
+    key: str | None = None
+    headers: Mapping[str, bytes | str] = field(default_factory=dict)
+
+    def encoded(self) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+        value = self.value if isinstance(self.value, (bytes, bytearray)) else json.dumps(
+            self.value, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in self.headers.items()]
+        return (self.key.encode() if self.key is not None else None), bytes(value), headers
+
+
+Handler = Callable[[Record], Awaitable[Sequence[Output]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Non-blocking retries through tier topics, exponential backoff with jitter.
+
+    :param topics: the tier topics, shortest delay first (``services.messaging.topology.SENDER_RETRIES``).
+    :param base_delay: seconds before the first retry (default 60).
+    :param max_delay: the longest wait between attempts (default 6 h).
+    :param max_attempts: attempts in all, the first included, before the dead letter (default 12).
+    :param jitter: ± fraction of the delay, so a burst of failures does not come back as a burst.
+    """
+
+    topics: tuple[str, ...]
+    base_delay: float = 60.0
+    max_delay: float = 6 * 3600.0
+    max_attempts: int = 12
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, *, at_least: float | None = None) -> float:
+        d = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        d *= 1 + random.uniform(-self.jitter, self.jitter)
+        return max(d, at_least or 0.0)
+
+    def topic_for(self, attempt: int) -> str:
+        return self.topics[min(attempt - 1, len(self.topics) - 1)]
+
+
+class _PartitionTracker:
+    """Offsets handed out on one partition and which are done; the commit position is the first not done."""
+
+    def __init__(self) -> None:
+        self.pending: deque[list[Any]] = deque()  # [offset, done]
+        self.committed: int | None = None
+        self.position: int | None = None  # one past the highest offset fully done
+
+    def add(self, offset: int) -> list[Any]:
+        entry = [offset, False]
+        self.pending.append(entry)
+        return entry
+
+    def advance(self) -> int | None:
+        while self.pending and self.pending[0][1]:
+            self.position = self.pending.popleft()[0] + 1
+        return self.position
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for e in self.pending if not e[1])
+
+
+class Stage:
+    """A pipeline stage: one consumer group, one handler, its dead-letter topic and optional retry tiers.
+
+    :param name: the stage name (metrics label, consumer group suffix, health file name).
+    :param input_topic: the topic the stage consumes.
+    :param handler: ``async (Record) -> Sequence[Output]``.
+    :param dead_letter_topic: where failures go.
+    :param settings: deployment settings (bootstrap servers, timeouts, concurrency, grace period).
+    :param retry: non-blocking retry tiers; ``None``: transient errors are retried in place.
+    :param group_id: consumer group (default ``emd-<name>``).
+    :param on_start / on_stop: async hooks to open and close what the handler needs (HTTP clients...).
+    :param describe_failure: maps (record, exception) to extra dead-letter fields (localUid, kind, org...).
+    :param on_dead_letter: ``(record, failure) -> outputs`` produced together with the dead letter, before the
+        commit (the МИС's ``failed`` status event); ``failure.message_ids`` holds every MessageID so far.
+    :param serve_metrics: start the /metrics server (off in embedded uses such as tests of a handler).
+    """
+
+    def __init__(self, *, name: str, input_topic: str, handler: Handler, dead_letter_topic: str,
+                 settings: Settings, retry: RetryPolicy | None = None, group_id: str | None = None,
+                 on_start: Callable[[], Awaitable[None]] | None = None,
+                 on_stop: Callable[[], Awaitable[None]] | None = None,
+                 describe_failure: Callable[[Record, BaseException], Mapping[str, Any]] | None = None,
+                 on_dead_letter: Callable[[Record, dl.Failure], Sequence[Output]] | None = None,
+                 serve_metrics: bool = True, commit_interval: float = 0.5) -> None:
+        self.name = name
+        self.input_topic = input_topic
+        self.handler = handler
+        self.dead_letter_topic = dead_letter_topic
+        self.settings = settings
+        self.retry = retry
+        self.group_id = group_id or f"emd-{name}"
+        self.on_start, self.on_stop = on_start, on_stop
+        self.describe_failure = describe_failure
+        self.on_dead_letter = on_dead_letter
+        self.serve_metrics = serve_metrics
+        self.commit_interval = commit_interval
+        self.concurrency = settings.worker_concurrency
+        self._stopping = asyncio.Event()
+        self._trackers: dict[TopicPartition, _PartitionTracker] = {}
+        self._key_tails: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._paused_until: dict[TopicPartition, float] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.metrics_server: metrics.MetricsServer | None = None
+        self.health_file = Path(settings.data_dir) / "health" / f"{name}.json"
+        self._last_poll = time.time()
+        self._last_heartbeat_write = 0.0
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def request_stop(self) -> None:
+        """Ask the stage to drain and stop (what SIGTERM does)."""
+        self._stopping.set()
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        self._slots = asyncio.Semaphore(self.concurrency)
+        if self.serve_metrics:
+            self.metrics_server = metrics.MetricsServer(
+                host=self.settings.metrics_host, port=self.settings.metrics_port, health=self.health).start()
+            log.info("metrics", stage=self.name, url=self.metrics_server.url)
+        self._producer = AIOKafkaProducer(**aio_producer_config(self.settings, client_id=self.name))
+        topics = [self.input_topic, *(self.retry.topics if self.retry else ())]
+        self._consumer = AIOKafkaConsumer(**aio_consumer_config(self.settings, group_id=self.group_id,
+                                                                client_id=self.name))
+        await self._producer.start()
+        try:
+            if self.on_start:
+                await self.on_start()
+            self._consumer.subscribe(topics, listener=_Rebalance(self))
+            await self._consumer.start()
+            log.info("stage started", stage=self.name, topics=topics, group=self.group_id)
+            await self._loop()
+        finally:
+            await self._drain()
+            try:
+                await self._consumer.stop()  # leaves the group: the partitions move on at once
+            finally:
+                if self.on_stop:
+                    await self.on_stop()
+                await self._producer.stop()
+                if self.metrics_server:
+                    self.metrics_server.stop()
+                log.info("stage stopped", stage=self.name)
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None and self._slots is not None
+        last_commit = time.monotonic()
+        while not self._stopping.is_set():
+            self._resume_due()
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.concurrency * 2)
+            self._heartbeat()
+            for tp, records in batches.items():
+                for raw in records:
+                    if self._not_due(tp, raw):
+                        break  # the rest of this partition's batch is later still
+                    await self._slots.acquire()
+                    if self._stopping.is_set():
+                        self._slots.release()
+                        self._consumer.seek(tp, raw.offset)
+                        break
+                    self._dispatch(tp, raw)
+            if time.monotonic() - last_commit >= self.commit_interval:
+                await self._commit()
+                last_commit = time.monotonic()
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            log.info("draining in-flight records", stage=self.name, count=len(self._tasks),
+                     grace_seconds=self.settings.shutdown_grace_seconds)
+            done, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace_seconds)
+            for t in pending:
+                t.cancel()  # not marked done: re-delivered to whoever owns the partition next
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        await self._commit()
+
+    # ----------------------------------------------------------------------------- dispatch
+    def _not_due(self, tp: TopicPartition, raw: Any) -> bool:
+        """A retry-tier record whose time has not come: rewind and pause its partition until then."""
+        if self.retry is None or tp.topic not in self.retry.topics:
+            return False
+        due_ms = _header(raw, dl.RETRY_DUE)
+        if not due_ms:
+            return False
+        wait = int(due_ms) / 1000 - time.time()
+        if wait <= 0:
+            return False
+        assert self._consumer is not None
+        self._consumer.seek(tp, raw.offset)
+        self._consumer.pause(tp)
+        self._paused_until[tp] = time.time() + wait
+        return True
+
+    def _resume_due(self) -> None:
+        now = time.time()
+        for tp, until in list(self._paused_until.items()):
+            if until <= now:
+                del self._paused_until[tp]
+                if self._consumer is not None and tp in self._consumer.assignment():
+                    self._consumer.resume(tp)
+
+    def _dispatch(self, tp: TopicPartition, raw: Any) -> None:
+        tracker = self._trackers.setdefault(tp, _PartitionTracker())
+        entry = tracker.add(raw.offset)
+        record = Record(topic=raw.topic, partition=raw.partition, offset=raw.offset,
+                        key=raw.key.decode("utf-8", "replace") if raw.key is not None else None,
+                        value=raw.value or b"", headers={k: v for k, v in (raw.headers or ())},
+                        timestamp_ms=raw.timestamp)
+        previous = self._key_tails.get(record.key) if record.key is not None else None
+        task = asyncio.create_task(self._process(record, entry, previous))
+        self._tasks.add(task)
+        if record.key is not None:
+            self._key_tails[record.key] = task
+
+        def finished(t: asyncio.Task[None], key: str | None = record.key) -> None:
+            self._tasks.discard(t)
+            assert self._slots is not None
+            self._slots.release()
+            if key is not None and self._key_tails.get(key) is t:
+                del self._key_tails[key]
+
+        task.add_done_callback(finished)
+
+    async def _process(self, record: Record, entry: list[Any], previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:  # same key: strictly after the record before it
+            await asyncio.wait([previous])
+        metrics.IN_FLIGHT.labels(self.name).inc()
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            backoff = 1.0
+            while True:
+                try:
+                    outputs = await self.handler(record)
+                    await self._produce(outputs)
+                    break
+                except TransientError as exc:
+                    if self.retry is not None:
+                        outcome = await self._to_retry(record, exc)
+                        break
+                    # No retry tiers: retry in place; the partition's other records go on meanwhile.
+                    metrics.RETRIES.labels(self.name, exc.reason).inc()
+                    log.warning("transient failure, retrying in place", stage=self.name, reason=exc.reason,
+                                error=exc.message, local_uid=record.key, delay=backoff)
+                    if await self._sleep_or_stop(exc.defer or backoff):
+                        return  # stopping: left not done, re-delivered after restart
+                    backoff = min(backoff * 2, 60.0)
+                except PermanentError as exc:
+                    await self._to_dead_letter(record, exc)
+                    outcome = "dead_letter"
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except _ProduceFailed:
+                    raise
+                except Exception as exc:  # a bug: dead-letter it rather than block the partition forever
+                    log.exception("unexpected error in handler", stage=self.name, local_uid=record.key)
+                    await self._to_dead_letter(record, exc)
+                    outcome = "dead_letter"
+                    break
+            entry[1] = True  # done: outputs (or retry / dead letter) acknowledged by the broker
+            metrics.RECORDS.labels(self.name, outcome).inc()
+        except _ProduceFailed:
+            return  # stopping while the broker was unreachable: not done, re-delivered later
+        finally:
+            metrics.IN_FLIGHT.labels(self.name).dec()
+            metrics.DURATION.labels(self.name).observe(time.perf_counter() - started)
+
+    async def _produce(self, outputs: Sequence[Output]) -> None:
+        """Send every output and wait for the broker's acks; retry while the broker is unreachable."""
+        if not outputs:
+            return
+        assert self._producer is not None
+        backoff = 0.5
+        while True:
+            try:
+                futures = []
+                for out in outputs:
+                    key, value, headers = out.encoded()
+                    futures.append(await self._producer.send(out.topic, value=value, key=key, headers=headers))
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                # Re-sending after a partial failure may duplicate an output; downstream is idempotent.
+                log.warning("produce failed, retrying", stage=self.name, error=str(exc), delay=backoff)
+                if await self._sleep_or_stop(backoff):
+                    raise _ProduceFailed() from exc
+                backoff = min(backoff * 2, 10.0)
+
+    async def _to_retry(self, record: Record, exc: TransientError) -> str:
+        assert self.retry is not None
+        attempt = record.attempt + 1
+        if attempt >= self.retry.max_attempts:
+            await self._to_dead_letter(record, exc, reason="RETRIES_EXHAUSTED", attempts=attempt)
+            return "dead_letter"
+        delay = self.retry.delay(attempt, at_least=exc.defer)
+        ids = dl.merge_ids(dl.split_ids(record.headers.get(dl.MESSAGE_IDS)), _ids(exc))
+        headers = dl.retry_headers(record.headers, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, delay=delay, reason=exc.reason, attempt=attempt,
+                                   message_ids=ids)
+        await self._produce([Output(self.retry.topic_for(attempt), record.value, record.key, headers)])
+        metrics.RETRIES.labels(self.name, exc.reason).inc()
+        log.info("scheduled retry", stage=self.name, local_uid=record.key, reason=exc.reason,
+                 attempt=attempt, delay_seconds=round(delay, 1), message_ids=ids[-1:] or None)
+        return "retry"
+
+    async def _to_dead_letter(self, record: Record, exc: BaseException, *, reason: str | None = None,
+                              attempts: int | None = None) -> None:
+        details = dict(getattr(exc, "details", {}) or {})
+        if self.describe_failure:
+            try:
+                details = {**self.describe_failure(record, exc), **details}
+            except Exception:  # describing must never lose the dead letter
+                log.exception("describe_failure failed", stage=self.name)
+        failure = dl.Failure(
+            stage=self.name,
+            reason=reason or getattr(exc, "reason", None) or "UNEXPECTED_ERROR",
+            message=str(exc) or exc.__class__.__name__,
+            exception_fqcn=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            remd_code=details.get("remd_code"), remd_message=details.get("remd_message"),
+            category=details.get("category") or ("internal" if not isinstance(exc, (PermanentError,
+                                                                                  TransientError)) else None),
+            hint=details.get("hint"), message_ids=tuple(_ids(exc)),
+            local_uid=details.get("local_uid") or record.key, kind=details.get("kind"),
+            organization=details.get("organization"),
+        )
+        headers = dl.dead_letter_headers(original_headers=record.headers, topic=record.topic,
+                                         partition=record.partition, offset=record.offset,
+                                         timestamp_ms=record.timestamp_ms, consumer_group=self.group_id,
+                                         failure=failure)
+        hdrs = dict(headers)
+        hdrs[dl.ATTEMPTS] = str(attempts if attempts is not None else record.attempt + 1).encode()
+        extra: Sequence[Output] = ()
+        if self.on_dead_letter:
+            try:
+                ids = tuple(dl.split_ids(hdrs.get(dl.MESSAGE_IDS)))
+                extra = self.on_dead_letter(record, dataclasses.replace(failure, message_ids=ids)) or ()
+            except Exception:  # the hook must never lose the dead letter
+                log.exception("on_dead_letter failed", stage=self.name, local_uid=record.key)
+        await self._produce([Output(self.dead_letter_topic, record.value, record.key, hdrs), *extra])
+        metrics.DEAD_LETTERS.labels(self.name, failure.reason).inc()
+        log.warning("dead-lettered", stage=self.name, local_uid=record.key, reason=failure.reason,
+                    error=failure.message, remd_code=failure.remd_code,
+                    message_ids=dl.split_ids(hdrs.get(dl.MESSAGE_IDS)) or None, topic=self.dead_letter_topic)
+
+    async def _sleep_or_stop(self, seconds: float) -> bool:
+        """Sleep, or return True at once if the stage is stopping."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    # ----------------------------------------------------------------------------- offsets
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        assert self._consumer is not None
+        offsets = {}
+        for tp, tracker in self._trackers.items():
+            if only is not None and tp not in only:
+                continue
+            pos = tracker.advance()
+            if pos is not None and pos != tracker.committed:
+                offsets[tp] = pos
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Lost the partition in a rebalance: its new owner starts from the last commit (duplicates, no loss).
+            log.warning("commit failed", stage=self.name, error=str(exc))
+            return
+        for tp, pos in offsets.items():
+            self._trackers[tp].committed = pos
+        metrics.COMMITS.labels(self.name).inc()
+        metrics.LAST_PROGRESS.labels(self.name).set(time.time())
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        mine = [t for t in self._tasks]
+        if mine:  # let what is running finish (bounded), so the next owner does not redo it
+            await asyncio.wait(mine, timeout=min(10.0, self.settings.shutdown_grace_seconds))
+        await self._commit(only=set(revoked))
+        for tp in revoked:
+            self._trackers.pop(tp, None)
+            self._paused_until.pop(tp, None)
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self.name).inc()
+        for tp in assigned:
+            self._trackers[tp] = _PartitionTracker()  # positions come from the committed offsets
+        log.info("partitions assigned", stage=self.name, count=len(assigned))
+
+    # ----------------------------------------------------------------------------- health
+    def _heartbeat(self) -> None:
+        now = self._last_poll = time.time()
+        metrics.LAST_PROGRESS.labels(self.name).set(now)
+        if now - self._last_heartbeat_write < 2:
+            return
+        self._last_heartbeat_write = now
+        try:
+            self.health_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.health_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"stage": self.name, "time": now, "in_flight": len(self._tasks)}))
+            tmp.replace(self.health_file)
+        except OSError as exc:
+            log.warning("cannot write health file", path=str(self.health_file), error=str(exc))
+
+    def health(self) -> tuple[bool, str]:
+        """Liveness: the poll loop is turning. (Kafka or РЭМД being down is not a reason to restart.)"""
+        age = time.time() - self._last_poll
+        ok = age < self.settings.health_max_idle_seconds
+        return ok, f"{'ok' if ok else 'stalled'}: last poll {age:.1f}s ago, in flight {len(self._tasks)}\n"
+
+
+class _ProduceFailed(Exception):
+    """Internal: gave up producing because the stage is stopping."""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.stage._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.stage._on_assigned(set(assigned))
+
+
+def _header(raw: Any, name: str) -> str | None:
+    for k, v in raw.headers or ():
+        if k == name:
+            return v.decode()
+    return None
+
+
+def _ids(exc: BaseException) -> list[str]:
+    details = getattr(exc, "details", {}) or {}
+    ids = list(details.get("message_ids") or ())
+    if details.get("message_id"):
+        ids.append(details["message_id"])
+    return ids
+
+
+def check_health(settings: Settings, stage: str) -> tuple[bool, str]:
+    """``emd worker NAME --check``: is the stage's heartbeat file fresh? (an exec liveness probe)"""
+    path = Path(settings.data_dir) / "health" / f"{stage}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False, f"{stage}: no heartbeat at {path}"
+    age = time.time() - float(data.get("time", 0))
+    if age > settings.health_max_idle_seconds:
+        return False, f"{stage}: last heartbeat {age:.0f}s ago (limit {settings.health_max_idle_seconds:.0f}s)"
+    return True, f"{stage}: ok, heartbeat {age:.1f}s ago, {data.get('in_flight', 0)} in flight"

@@ -1,0 +1,321 @@
+"""sent → acknowledged: what one registerDocumentResult callback (or a missing one) does to a document.
+
+``on_callback(raw, store=..., ...)`` returns the outputs (the runtime produces them, then commits);
+``handle_callback`` is the same for the status worker's event loop (it runs ``on_callback`` in a thread
+and lets it ask РЭМД through the worker's async ``poll``):
+
+* correlation: ``relatesToMessage`` is the MessageID of ANY attempt (the sender records it in the
+  lifecycle store before the request leaves, so a callback that overtakes the ``sent`` event still
+  matches); fallback on ``localUid``, then on ``registryItem/emdrId`` (a document we already know as
+  registered under that number). Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
+  place until the document appears, dead-lettered after ``pending_limit`` seconds.
+* first final state wins, per attempt: the attempt row records which callback decided it
+  (``outcome`` = registered | rejected | transient | duplicate, ``message`` = ``callback <its MessageID>``).
+  A second callback for a decided attempt, or any callback once the document is registered, changes
+  nothing. The same callback re-delivered after a crash (same MessageID) re-emits its outputs:
+  at-least-once, never a second decision.
+* success → ``mark_registered`` + ``emd.document.acknowledged`` (signed payload + submission rebuilt
+  from the attempts + registration) + ``emd.document.status`` ``registered``. This holds also for a
+  document already dead-lettered (a rejection of another attempt, a NO_ACKNOWLEDGMENT): РЭМД registered
+  it, so registered is the truth and the МИС is told so; the earlier dead letter is obsolete (it stays on
+  the topic; replaying it is harmless, the sender re-emits ``sent`` for a registered document and never
+  sends it again).
+* error with ``NOT_UNIQUE_PROVIDED_ID`` (РЭМД already holds a document with this localUid) while another
+  attempt of ours may have reached ИПС — no outcome recorded (a crash or a lost answer), accepted, or a
+  sender-side transient outcome (a timeout or reset cannot be told from a refusal afterwards), i.e. anything
+  but a definite rejection — is a *duplicate registration*, not a rejection: the resend of a document
+  whose first registration went through. It is reconciled by asking РЭМД (``searchRegistryItem`` for the
+  localUid, via ``registry_lookup``): found → registered exactly as a success callback (the attempt
+  recorded ``duplicate``; the acknowledged event names the earliest such other attempt as the one
+  registered); not found yet (the first registration still running) → ``TransientError(
+  REGISTRATION_UNCONFIRMED)``, asked again later until ``pending_limit`` after the callback; then the
+  callback decides nothing and the document goes the normal way (the deadline poll, NO_ACKNOWLEDGMENT).
+  ``NOT_UNIQUE_PROVIDED_ID`` with no such other attempt stays a rejection: someone else registered
+  this localUid.
+* error, transient class (remd_codes) → ``mark_failed`` (the lifecycle then allows a new attempt) and
+  the signed record onto the sender's first retry tier (a new MessageID comes with the resend).
+* error, otherwise → ``mark_failed`` + the signed record to ``emd.document.sent.dlt`` with MessageIDs,
+  code, category and hint + status ``rejected``.
+
+Callbacks are keyed by their MessageID, so two callbacks of one document (the duplicate's and the first
+attempt's) may be handled at once; both may then emit ``acknowledged`` with the same emdrId — at-least-once,
+downstream is idempotent by localUid.
+
+``on_deadline`` handles a document with no callback after ``ack_timeout``: poll ``searchRegistryItem``
+via ``poll(doc) -> RegistryItem | None``; found → registered, as above; not found → dead letter
+``NO_ACKNOWLEDGMENT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from services import events
+from services import lifecycle as lc
+from services.errors import PermanentError, TransientError
+from services.ids import normalize_message_id
+from services.logs import get_logger
+from services.messaging import deadletter as dl
+from services.messaging import topology
+from services.messaging.runtime import Output
+from services.remd import soap
+
+log = get_logger(__name__)
+
+SOURCE = "emd-status"
+REGISTERED, REJECTED, TRANSIENT, DUPLICATE = "registered", "rejected", "transient", "duplicate"
+DECIDED = (REGISTERED, REJECTED, TRANSIENT, DUPLICATE)
+NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
+#: the longest wait between two registry look-ups of one duplicate registration
+RECONCILE_MAX_DEFER = 120.0
+
+RegistryLookup = Callable[[lc.Document], "soap.RegistryItem | None"]
+
+
+def _iso(t: datetime | None) -> str:
+    return (t or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _signed_event(doc: lc.Document) -> dict[str, Any]:
+    if not doc.signed_event:
+        raise PermanentError(f"{doc.local_uid}: the lifecycle store holds no signed event",
+                             reason="SIGNED_EVENT_MISSING", local_uid=doc.local_uid)
+    return json.loads(doc.signed_event)
+
+
+def _status(doc: lc.Document, status: str, ids: list[str], *, trace: str | None, emdr_id: str | None = None,
+            reason: str | None = None, code: str | None = None, message: str | None = None) -> Output:
+    ev = events.new_event(events.STATUS, {"localUid": doc.local_uid, "status": status, "emdrId": emdr_id,
+                                          "reason": reason, "remdCode": code, "message": message,
+                                          "messageIds": ids}, source=SOURCE, trace_id=trace)
+    return Output(topology.STATUS.name, events.encode(ev), doc.local_uid, dict(events.headers_for(ev)))
+
+
+def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str, registration_time: str | None,
+                       message_id: str, environment: str = "test") -> list[Output]:
+    signed = _signed_event(doc)
+    attempts = store.history(doc.local_uid)
+    ids = [a.message_id for a in attempts]
+    current = next((a for a in attempts if a.message_id == message_id), attempts[-1] if attempts else None)
+    data = dict(signed["data"])
+    data["submission"] = {
+        "messageId": message_id, "messageIds": ids, "attempt": current.attempt if current else 1,
+        "sentAt": _iso(current.sent_at if current else None), "acceptedAt": _iso(doc.accepted_at),
+        "endpoint": current.endpoint if current else "", "environment": environment}
+    data["registration"] = {"emdrId": emdr_id, "registrationTime": _registration_time(registration_time),
+                            "messageId": message_id}
+    trace = signed.get("traceId")
+    ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
+    return [Output(topology.ACKNOWLEDGED.name, events.encode(ack), doc.local_uid, dict(events.headers_for(ack))),
+            _status(doc, "registered", ids, trace=trace, emdr_id=emdr_id)]
+
+
+def _registration_time(text: str | None) -> str:
+    try:
+        t = datetime.fromisoformat((text or "").replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
+    except ValueError:
+        return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _dead_letter(doc: lc.Document, signed: dict[str, Any], ids: list[str], *, reason: str, code: str | None,
+                 message: str, category: str | None, hint: str | None, group: str) -> Output:
+    failure = dl.Failure(stage="status", reason=reason, message=message, exception_fqcn="services.pipeline.acknowledgment",
+                         remd_code=code, remd_message=message, category=category, hint=hint,
+                         message_ids=tuple(ids), local_uid=doc.local_uid, kind=doc.kind,
+                         organization=doc.organization)
+    headers = dl.dead_letter_headers(original_headers=dict(events.headers_for(signed)), topic=topology.SENT.name,
+                                     partition=-1, offset=-1, timestamp_ms=int(time.time() * 1000),
+                                     consumer_group=group, failure=failure)
+    return Output(topology.SENT_DLT.name, doc.signed_event or b"", doc.local_uid, dict(headers))
+
+
+def correlate(store: Any, result: soap.RegisterResult) -> tuple[lc.Document, lc.Attempt | None] | None:
+    found = store.find_by_message_id(result.relates_to_message)
+    if found is not None:
+        return found
+    if result.local_uid:  # fallback: the document itself (its attempt unknown)
+        doc = store.get(result.local_uid)
+        if doc is not None:
+            return doc, None
+    emdr_id = result.registry_item.emdr_id if result.registry_item is not None else None
+    if emdr_id:  # last fallback: a document we already hold as registered under that number
+        doc = store.find_by_emdr_id(emdr_id)
+        if doc is not None:
+            return doc, None
+    return None
+
+
+def _definitely_not_taken(a: lc.Attempt) -> bool:
+    """The attempt got a definite "no": refused synchronously, or an error callback decided it."""
+    if a.outcome in (lc.OUTCOME_PERMANENT, REJECTED):
+        return True
+    return a.outcome == TRANSIENT and (a.message or "").startswith("callback ")
+
+
+def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
+    """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
+    return [a for a in store.history(doc.local_uid)
+            if a.message_id != message_id and not _definitely_not_taken(a)]
+
+
+def _wait_defer(waited: float, cap: float) -> float:
+    return min(cap, 1.0 + waited / 10)
+
+
+def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float = 24 * 3600.0,
+                retry_delay: float = 60.0, environment: str = "test", group: str = "emd-status",
+                registry_lookup: RegistryLookup | None = None) -> list[Output]:
+    """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
+    registered (``TransientError`` when it cannot be asked now); without it a duplicate registration is
+    never confirmed and waits for the deadline poll."""
+    result = soap.parse_register_result(raw)
+    callback_id = normalize_message_id(result.headers.message_id) or "?"
+    waited = time.time() - received_ms / 1000
+    found = correlate(store, result)
+    if found is None:
+        if waited > pending_limit:
+            raise PermanentError(f"callback for MessageID {result.relates_to_message} matches no document",
+                                 reason="CALLBACK_UNCORRELATED", message_id=result.relates_to_message)
+        raise TransientError("callback arrived before its document is known; waiting",
+                             reason="CALLBACK_UNCORRELATED", defer=_wait_defer(waited, 30.0))
+    doc, attempt = found
+    mid = attempt.message_id if attempt else normalize_message_id(result.relates_to_message)
+    mark = f"callback {callback_id}"
+    replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
+    if doc.state == lc.REGISTERED:
+        if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
+            return registered_outputs(store, doc, emdr_id=doc.emdr_id, registration_time=_iso(doc.registered_at),
+                                      message_id=_registering_id(store, doc, attempt), environment=environment)
+        emdr = result.registry_item.emdr_id if result.registry_item is not None else None
+        log.info("callback for a registered document ignored", local_uid=doc.local_uid, message_id=mid,
+                 callback_id=callback_id, status=result.status, emdr_id=doc.emdr_id)
+        if emdr and emdr != doc.emdr_id:
+            log.warning("callback names another emdrId than the registered one", local_uid=doc.local_uid,
+                        emdr_id=doc.emdr_id, callback_emdr_id=emdr, message_id=mid)
+        return []
+    if not replay and attempt is not None and attempt.outcome in DECIDED:
+        log.info("duplicate or late callback ignored", local_uid=doc.local_uid, message_id=mid,
+                 callback_id=callback_id, state=doc.state, status=result.status)
+        return []
+    if result.registered:
+        item = result.registry_item
+        assert item is not None and item.emdr_id
+        if attempt is not None:
+            store.record_outcome(mid, outcome=REGISTERED, code=item.emdr_id, message=mark)
+        if doc.state == lc.FAILED:
+            log.warning("registered after a dead letter: the dead letter is obsolete", local_uid=doc.local_uid,
+                        emdr_id=item.emdr_id, message_id=mid, failure_reason=doc.failure_reason)
+        doc = store.mark_registered(doc.local_uid, item.emdr_id)
+        log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
+        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
+                                  message_id=mid, environment=environment)
+    errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
+    if any(e.code == NOT_UNIQUE for e in errors):
+        others = duplicate_candidates(store, doc, mid)
+        if others:
+            return _reconcile(store, doc, attempt, mid=mid, mark=mark, others=others, waited=waited,
+                              pending_limit=pending_limit, lookup=registry_lookup, environment=environment)
+    first = errors[0]
+    info = first.info
+    text = "; ".join(f"{e.code}: {e.message}" for e in errors)
+    transient = all(e.info.transient for e in errors)
+    if attempt is not None:
+        store.record_outcome(mid, outcome=TRANSIENT if transient else REJECTED, code=first.code, message=mark)
+    signed = _signed_event(doc)
+    ids = store.message_ids(doc.local_uid)
+    if doc.state != lc.FAILED:
+        doc = store.mark_failed(doc.local_uid, reason="REMD_TRANSIENT" if transient else "REMD_REJECTED",
+                                code=first.code, message=text[:2000])
+    if transient:
+        delay = max(retry_delay, info.retry_after or 0.0)
+        headers = dict(events.headers_for(signed))
+        headers.update({dl.RETRY_ORIGINAL_TOPIC: topology.SIGNED.name, dl.ATTEMPTS: str(len(ids)),
+                        dl.RETRY_DUE: str(int((time.time() + delay) * 1000)),
+                        dl.RETRY_REASON: f"REMD_{first.code}", dl.MESSAGE_IDS: ",".join(ids)})
+        log.warning("transient error callback: resending", local_uid=doc.local_uid, code=first.code, message_id=mid)
+        return [Output(topology.SENDER_RETRIES[0].name, doc.signed_event or b"", doc.local_uid, headers),
+                _status(doc, "retrying", ids, trace=signed.get("traceId"), reason="REMD_TRANSIENT", code=first.code,
+                        message=text[:500])]
+    log.warning("rejected by РЭМД", local_uid=doc.local_uid, code=first.code, message_id=mid)
+    return [_dead_letter(doc, signed, ids, reason="REMD_REJECTED", code=first.code, message=text[:2000],
+                         category=info.category, hint=info.hint, group=group),
+            _status(doc, "rejected", ids, trace=signed.get("traceId"), reason="REMD_REJECTED", code=first.code,
+                    message=text[:500])]
+
+
+def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
+    """The MessageID the acknowledged event names: the callback's own attempt when it registered, else (a
+    duplicate) the earliest other attempt ИПС may have taken."""
+    if attempt.outcome == REGISTERED:
+        return attempt.message_id
+    others = duplicate_candidates(store, doc, attempt.message_id)
+    return others[0].message_id if others else attempt.message_id
+
+
+def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid: str, mark: str,
+               others: list[lc.Attempt], waited: float, pending_limit: float, lookup: RegistryLookup | None,
+               environment: str) -> list[Output]:
+    """NOT_UNIQUE_PROVIDED_ID for a document another attempt of ours may have registered: ask РЭМД."""
+    item = lookup(doc) if lookup is not None else None
+    if item is not None and item.emdr_id and item.local_uid in (None, doc.local_uid):
+        registering = others[0].message_id
+        if attempt is not None:
+            store.record_outcome(mid, outcome=DUPLICATE, code=NOT_UNIQUE, message=mark)
+        doc = store.mark_registered(doc.local_uid, item.emdr_id)
+        log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
+                 message_id=mid, registered_by=registering)
+        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
+                                  message_id=registering, environment=environment)
+    if waited <= pending_limit:
+        raise TransientError("NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
+                             "to show the registration", reason="REGISTRATION_UNCONFIRMED",
+                             defer=_wait_defer(waited, RECONCILE_MAX_DEFER), local_uid=doc.local_uid,
+                             message_ids=[a.message_id for a in others])
+    log.warning("duplicate registration not confirmed in time: left to the deadline poll", local_uid=doc.local_uid,
+                message_id=mid, state=doc.state, candidates=[a.message_id for a in others])
+    return []
+
+
+async def handle_callback(raw: bytes, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
+                          received_ms: int, **options: Any) -> list[Output]:
+    """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
+    loop = asyncio.get_running_loop()
+
+    def lookup(doc: lc.Document) -> Any:
+        return asyncio.run_coroutine_threadsafe(poll(doc), loop).result()
+
+    return await asyncio.to_thread(on_callback, raw, store=store, received_ms=received_ms, registry_lookup=lookup,
+                                   **options)
+
+
+async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
+                      environment: str = "test", group: str = "emd-status") -> list[Output]:
+    # the store is blocking I/O: off the event loop, which both status stages share
+    doc = await asyncio.to_thread(store.get, local_uid)
+    if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
+        return []  # decided meanwhile
+    item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
+    return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environment=environment, group=group)
+
+
+def _after_poll(local_uid: str, item: Any, *, store: Any, environment: str, group: str) -> list[Output]:
+    ids = store.message_ids(local_uid)
+    if item is not None and item.emdr_id:
+        doc = store.mark_registered(local_uid, item.emdr_id)
+        log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
+        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
+                                  message_id=doc.accepted_message_id or (ids[-1] if ids else ""),
+                                  environment=environment)
+    doc = store.mark_failed(local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling")
+    log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
+    signed = _signed_event(doc)
+    return [_dead_letter(doc, signed, ids, reason="NO_ACKNOWLEDGMENT", code=None,
+                         message="no registerDocumentResult within the timeout and not found by searchRegistryItem",
+                         category="transient", hint="give the MessageIDs to СТП ЕГИСЗ", group=group),
+            _status(doc, "failed", ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT")]

@@ -1,0 +1,297 @@
+"""The sender's domain: one signed event → one registration accepted by РЭМД (or a typed failure).
+
+``Submitter.handle(record)`` in order:
+
+1. decode the ``emd.document.signed`` event; resolve the organisation's РЭМД settings;
+2. **idempotency first**: if the lifecycle store says the localUid is already accepted or registered, it
+   is never sent again — the ``sent`` event is re-emitted from the store instead (a crash between the
+   acceptance and the broker's ack of the ``sent`` event must not lose it; downstream is idempotent);
+3. per endpoint: wait while its circuit is open (holding at most ``hold_per_endpoint`` records; more are
+   parked back on the first retry tier *without* using an attempt), then a rate-limit/concurrency slot;
+4. a new MessageID, recorded and committed in the lifecycle store **before** the request leaves;
+5. accepted → ``emd.document.sent`` + ``emd.document.status`` "sent"; transient → ``TransientError``
+   (retry tiers; RATE_LIMIT defers ``rate_limit_defer``, a minute by default); permanent → ``PermanentError`` with the РЭМД code, message,
+   category, hint and every MessageID. Transport failures while the circuit is open are not the
+   document's fault: the record waits for the circuit and is tried again without burning an attempt.
+
+A redelivery after a crash between send and record (an attempt with no outcome) is sent again with a new
+MessageID, without asking ``searchRegistryItem`` first: registration is asynchronous, so "not found" then
+proves nothing (the first request may still be in ИПС's queue or in РЭМД's checks), and only "found" would
+save the resend, at the price of a search on every crash recovery. If the first request did go through,
+РЭМД answers the resend with ``NOT_UNIQUE_PROVIDED_ID``, and the status worker reconciles exactly there
+(``services.pipeline.acknowledgment``: it asks the registry, retrying until the registration shows, and acknowledges
+the document with its emdrId), which covers lost answers, timeouts and crashes alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from services import events, lifecycle
+from services.errors import PermanentError, TransientError
+from services.ids import new_message_id
+from services.logs import get_logger
+from services.messaging import deadletter as dl
+from services.messaging import topology
+from services.messaging.runtime import Output, Record
+from services.metrics import REGISTRY
+from services.pipeline.organizations import OrganizationsConfig
+from services.remd import soap
+from services.remd.circuit import CircuitBreaker
+from services.remd.ratelimit import EndpointLimiter
+from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, transport_for
+
+log = get_logger(__name__)
+SOURCE = "emd-sender"
+
+REQUESTS = Counter("emd_sender_requests", "registerDocument attempts by outcome and reason code.",
+                   ["outcome", "reason"], registry=REGISTRY)
+REQUEST_DURATION = Histogram("emd_sender_request_duration_seconds", "registerDocument round trip.",
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
+PARKED = Counter("emd_sender_parked", "Records parked on the retry tier while their endpoint's circuit was open.",
+                 registry=REGISTRY)
+
+
+def _b64(text: str | None) -> bytes | None:
+    return base64.b64decode(text) if text else None
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
+    """The registerDocument content of a signed event (signers matched to signatures by СНИЛС and role)."""
+    p = data.get("patient") or {}
+    signers = {(s.get("snils"), s.get("role")): s for s in data.get("signers") or []}
+    personal = []
+    for sig in (data.get("signatures") or {}).get("personal") or []:
+        s = signers.get((sig.get("snils"), sig.get("role"))) or {}
+        doctor = soap.Doctor(role=sig["role"], position=s.get("positionCode"), speciality=s.get("specialityCode"),
+                             local_id=s.get("localId"), snils=sig.get("snils"), family=s.get("family"),
+                             given=s.get("given"), patronymic=s.get("patronymic"))
+        personal.append(soap.PersonalSign(doctor=doctor, signature=base64.b64decode(sig["cms"])))
+    org_sign = None
+    org = (data.get("signatures") or {}).get("organization")
+    if org:
+        poa = None
+        if org.get("mchd"):
+            m = org["mchd"]
+            poa = soap.PowerOfAttorney(number=m["number"], principal_inn=m.get("principalInn"),
+                                       principal_ogrn=m.get("principalOgrn"), document=_b64(m.get("xml")),
+                                       signature=_b64(m.get("signature")))
+        org_sign = soap.OrganizationSign(signature=base64.b64decode(org["cms"]), power_of_attorney=poa)
+    return soap.Registration(
+        kind=data["kind"], system=data["systemId"], organization=data["organizationOid"],
+        department=data.get("departmentOid"), local_uid=data["localUid"], document_number=data.get("documentNumber"),
+        creation_date_time=data["creationTime"],
+        patient=soap.Patient(snils=p.get("snils"), local_id=p.get("localId"), family=p.get("family"),
+                             given=p.get("given"), patronymic=p.get("patronymic"), gender=p.get("gender"),
+                             birth_date=p.get("birthDate")),
+        personal_signs=tuple(personal), organization_sign=org_sign)
+
+
+class Submitter:
+    """The sender's handler and its per-endpoint state (breakers, limiters, transports).
+
+    :param config: the organisations (their ``remd`` settings: endpoint, environment, rate limit, keys).
+    :param store: the lifecycle store.
+    :param transports: ``name -> Transport`` (default: built with ``transport_for`` on first use).
+    :param breaker_failures / breaker_cool_down: the circuit breakers' settings.
+    :param endpoint_concurrency: requests in flight per (endpoint, organisation).
+    :param hold_per_endpoint: records held in memory per open circuit; the rest are parked.
+    :param retry_topic: where parked records go (the first retry tier).
+    :param transport_options: passed to ``transport_for`` (timeouts).
+    :param park_max_seconds: a parked record is due again after the circuit's remaining cool-down, but at most
+        this long: the retry tier it waits on is shared with other clinics' first retries, which wait behind it
+        in its partition (keep it at the first tier's delay, ``EMD_SENDER_RETRY_BASE_SECONDS``).
+    :param rate_limit_defer: after a RATE_LIMIT answer, the organisation's requests pause and the document
+        is retried this many seconds later (ИПС asks for a minute or more).
+    """
+
+    def __init__(self, *, config: OrganizationsConfig, store: lifecycle.LifecycleStore,
+                 transports: Mapping[str, Transport] | None = None, breaker_failures: int = 5,
+                 breaker_cool_down: float = 30.0, endpoint_concurrency: int = 8, hold_per_endpoint: int = 4,
+                 retry_topic: str = topology.SENDER_RETRIES[0].name,
+                 transport_options: Mapping[str, Any] | None = None, rate_limit_defer: float = 60.0,
+                 park_max_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.store = store
+        self.transports: dict[str, Transport] = dict(transports or {})
+        self.breaker_failures, self.breaker_cool_down = breaker_failures, breaker_cool_down
+        self.endpoint_concurrency = endpoint_concurrency
+        self.hold_per_endpoint = hold_per_endpoint
+        self.retry_topic = retry_topic
+        self.transport_options = dict(transport_options or {})
+        self.rate_limit_defer = rate_limit_defer
+        self.park_max_seconds = park_max_seconds
+        self._clock = clock
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.limiters: dict[tuple[str, str], EndpointLimiter] = {}
+        self._held: dict[str, int] = {}
+
+    # --- per-endpoint state ----------------------------------------------------------------------
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        if endpoint not in self.breakers:
+            self.breakers[endpoint] = CircuitBreaker(endpoint, failure_threshold=self.breaker_failures,
+                                                     cool_down=self.breaker_cool_down, clock=self._clock)
+        return self.breakers[endpoint]
+
+    def limiter(self, endpoint: str, organization: str, rate_per_minute: int) -> EndpointLimiter:
+        key = (endpoint, organization)  # each clinic its own budget: one clinic's burst never delays another
+        if key not in self.limiters:
+            self.limiters[key] = EndpointLimiter(rate_per_minute, max_concurrency=self.endpoint_concurrency)
+        return self.limiters[key]
+
+    def transport(self, name: str) -> Transport:
+        if name not in self.transports:
+            self.transports[name] = transport_for(name, **self.transport_options)
+        return self.transports[name]
+
+    async def aclose(self) -> None:
+        for t in self.transports.values():
+            await t.aclose()
+
+    # --- the handler -------------------------------------------------------------------------------
+    async def handle(self, record: Record) -> list[Output]:
+        event = events.decode(record.value, expected_type=events.SIGNED)
+        data = event["data"]
+        uid, org_oid = data["localUid"], data["organizationOid"]
+        org = self.config.organization(org_oid)
+        remd = org.remd
+        if remd is None:
+            raise PermanentError(f"organisation {org_oid} has no РЭМД settings", reason="REMD_NOT_CONFIGURED",
+                                 category="configuration", organization=org_oid,
+                                 hint="add a remd section for the organisation in the organisations file")
+        if remd.system is None or not remd.client_entity_id or not remd.callback_url:
+            raise PermanentError(f"organisation {org_oid}: remd needs system_key/system_certificate, "
+                                 "client_entity_id and callback_url", reason="REMD_NOT_CONFIGURED",
+                                 category="configuration", organization=org_oid)
+
+        doc = await asyncio.to_thread(
+            self.store.register, uid, organization=org_oid, kind=data["kind"], signed_event=record.value,
+            document_ref=(data.get("document") or {}).get("ref"))
+        if doc.state in lifecycle.DONE_STATES:
+            log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
+            return await self._sent_outputs(event, doc, remd)
+
+        key = remd.system.signer()  # raises the deferred key error of this organisation only
+        registration = registration_from_event(data)
+        if not registration.personal_signs:
+            raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
+                                 category="data", local_uid=uid)
+        endpoint = remd.endpoint
+        breaker = self.breaker(endpoint)
+        limiter = self.limiter(endpoint, org_oid, remd.rate_limit_per_minute)
+        transport = self.transport(remd.transport)
+
+        while True:
+            parked = await self._wait_for_circuit(breaker, record)
+            if parked is not None:
+                return parked
+            try:
+                async with limiter.slot():
+                    message_id = new_message_id()
+                    attempt = await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint)
+                    outcome = await transport.submit(SubmitRequest(
+                        registration=registration, message_id=message_id, endpoint=endpoint,
+                        client_entity_id=remd.client_entity_id, reply_to=remd.callback_url, key=key,
+                        certificate=remd.system.certificate))
+            except BaseException:
+                breaker.release()
+                raise
+            self._observe(breaker, limiter, outcome)
+            await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
+                                    code=outcome.remd_code or outcome.reason, message=outcome.message[:500] or None)
+            if outcome.accepted:
+                doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id)
+                log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,
+                         endpoint=endpoint)
+                return await self._sent_outputs(event, doc, remd)  # reads the MessageIDs with the history
+            ids = await asyncio.to_thread(self.store.message_ids, uid)
+            common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
+            if outcome.kind == "permanent":
+                await asyncio.to_thread(self.store.mark_failed, uid, reason=outcome.reason,
+                                        code=outcome.remd_code, message=outcome.message[:500])
+                raise PermanentError(outcome.message or outcome.reason, reason=outcome.reason,
+                                     remd_code=outcome.remd_code, remd_message=outcome.remd_message,
+                                     category=outcome.category, hint=outcome.hint, **common)
+            if outcome.transport_failure and breaker.state != "closed":
+                # the endpoint is down, not the document: wait for the circuit, no attempt used
+                log.info("endpoint unavailable, holding the record", local_uid=uid, endpoint=endpoint,
+                         reason=outcome.reason)
+                continue
+            defer = self.rate_limit_defer if outcome.reason == "RATE_LIMIT" else outcome.defer
+            raise TransientError(outcome.message or outcome.reason, reason=outcome.reason, defer=defer,
+                                 remd_code=outcome.remd_code, remd_message=outcome.remd_message,
+                                 category=outcome.category or "transient", hint=outcome.hint, **common)
+
+    def _observe(self, breaker: CircuitBreaker, limiter: EndpointLimiter, outcome: SubmitOutcome) -> None:
+        REQUESTS.labels(outcome.kind, outcome.remd_code or outcome.reason).inc()
+        REQUEST_DURATION.observe(outcome.duration)
+        if outcome.transport_failure:
+            breaker.record_failure()
+        else:
+            breaker.record_success()  # any real answer, even a rejection, proves the endpoint works
+        if outcome.reason == "RATE_LIMIT":
+            limiter.pause(self.rate_limit_defer)
+
+    async def _wait_for_circuit(self, breaker: CircuitBreaker, record: Record) -> list[Output] | None:
+        if breaker.try_acquire():
+            return None
+        held = self._held.get(breaker.name, 0)
+        if held >= self.hold_per_endpoint:
+            return [self._park(record, breaker.remaining())]
+        self._held[breaker.name] = held + 1
+        try:
+            await breaker.wait()
+        finally:
+            self._held[breaker.name] -= 1
+        return None
+
+    def _park(self, record: Record, wait: float) -> Output:
+        """The record back on the first retry tier, due when the circuit probes, its attempt count unchanged."""
+        PARKED.inc()
+        wait = min(max(wait, 1.0), self.park_max_seconds)  # never hold up the tier longer than its own delay
+        headers = dl.retry_headers(record.headers, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, delay=wait, reason="CIRCUIT_OPEN")
+        log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
+        return Output(self.retry_topic, record.value, record.key, headers)
+
+    async def _sent_outputs(self, event: Mapping[str, Any], doc: lifecycle.Document, remd: Any) -> list[Output]:
+        history = await asyncio.to_thread(self.store.history, doc.local_uid)
+        accepted = next((a for a in history if a.message_id == doc.accepted_message_id), history[-1])
+        ids = [a.message_id for a in history]
+        data = dict(event["data"])
+        data["submission"] = {
+            "messageId": accepted.message_id, "messageIds": ids, "attempt": accepted.attempt,
+            "sentAt": _iso(accepted.sent_at), "acceptedAt": _iso(doc.accepted_at), "endpoint": accepted.endpoint,
+            "environment": remd.environment}
+        sent = events.new_event(events.SENT, data, source=SOURCE, trace_id=event["traceId"])
+        # a replay of a registered document must not move the МИС's view back from "registered" to "sent"
+        told = "registered" if doc.state == lifecycle.REGISTERED else "sent"
+        status = events.new_event(events.STATUS, {
+            "localUid": doc.local_uid, "status": told, "emdrId": doc.emdr_id, "reason": None, "remdCode": None,
+            "message": None, "messageIds": ids}, source=SOURCE, trace_id=event["traceId"])
+        key = doc.local_uid
+        return [Output(topology.SENT.name, events.encode(sent), key, dict(events.headers_for(sent))),
+                Output(topology.STATUS.name, events.encode(status), key, dict(events.headers_for(status)))]
+
+
+def describe_failure(record: Record, exc: BaseException) -> Mapping[str, Any]:
+    """localUid / kind / organisation for the dead-letter headers, read leniently."""
+    try:
+        data = json.loads(record.value.decode("utf-8")).get("data") or {}
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return {}
+    out = {"local_uid": data.get("localUid"), "kind": data.get("kind"), "organization": data.get("organizationOid")}
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,0 +1,237 @@
+"""The typed values of the РЭМД messages: what :mod:`services.remd.soap` builds from and parses into."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from services.remd import names as n
+from services.remd.codes import CodeInfo, classify
+
+# --- checksums ------------------------------------------------------------------
+
+def checksum(data: bytes) -> int:
+    """The ``checksum`` that accompanies base64 ``data`` (brief §2.5 [G]: believed CRC32 of the bytes).
+
+    The one place this guess lives: change it here when the official XSD says otherwise.
+    """
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+
+# --- typed data ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RemdError:
+    """One ``errors/item`` of a РЭМД answer."""
+
+    code: str
+    message: str = ""
+
+    @property
+    def info(self) -> CodeInfo:
+        return classify(self.code)
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """WS-Addressing and transport header values of a received message."""
+
+    message_id: str | None = None
+    relates_to: str | None = None
+    action: str | None = None
+    to: str | None = None
+    reply_to: str | None = None
+    client_entity_id: str | None = None
+    soap_version: str = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    snils: str | None = None
+    local_id: str | None = None
+    family: str | None = None
+    given: str | None = None
+    patronymic: str | None = None
+    gender: str | None = None
+    birth_date: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Doctor:
+    role: str
+    position: str | None = None
+    speciality: str | None = None
+    local_id: str | None = None
+    snils: str | None = None
+    family: str | None = None
+    given: str | None = None
+    patronymic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PowerOfAttorney:
+    """МЧД reference on a signature (brief §6, all names [G]): НомДовер + optionally the МЧД and its signature."""
+
+    number: str
+    principal_inn: str | None = None
+    principal_ogrn: str | None = None
+    document: bytes | None = None
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalSign:
+    doctor: Doctor
+    signature: bytes                      # detached CMS, DER
+    power_of_attorney: PowerOfAttorney | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationSign:
+    signature: bytes                      # detached CMS, DER
+    power_of_attorney: PowerOfAttorney | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a ``registerDocument`` request says about one document (brief §2.4)."""
+
+    kind: str
+    system: str
+    organization: str
+    local_uid: str
+    creation_date_time: str
+    patient: Patient
+    personal_signs: Sequence[PersonalSign]
+    organization_sign: OrganizationSign | None = None
+    department: str | None = None
+    document_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """A parsed ``registerDocument`` request (the emulator's view)."""
+
+    headers: Headers
+    registration: Registration
+
+
+@dataclass(frozen=True, slots=True)
+class SyncAnswer:
+    """The synchronous ``registerDocumentResponse``: ``success`` means *accepted*, not registered."""
+
+    status: str
+    errors: tuple[RemdError, ...] = ()
+    headers: Headers = field(default_factory=Headers)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status.lower() == n.STATUS_SUCCESS and not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class SoapFault:
+    """A SOAP 1.1 or 1.2 Fault, with the РЭМД code and ИПС fault type when the detail has them."""
+
+    code: str                       # faultcode / Code/Value, e.g. "soap:Server"
+    reason: str                     # faultstring / Reason/Text
+    detail_code: str | None = None  # detail code (or errorCode): an НСИ .305 mnemonic when from РЭМД
+    detail_message: str | None = None
+    ips_fault: str | None = None    # ValidationFault | AuthorizationFault | SystemFault
+    headers: Headers = field(default_factory=Headers)
+
+    @property
+    def info(self) -> CodeInfo | None:
+        return classify(self.detail_code) if self.detail_code else None
+
+    @property
+    def server_side(self) -> bool:
+        """The fault blames the server (SOAP 1.1 Server / 1.2 Receiver): a retry may help."""
+        local = self.code.rsplit(":", 1)[-1]
+        return local in ("Server", "Receiver")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryItem:
+    emdr_id: str | None = None
+    local_uid: str | None = None
+    kind: str | None = None
+    organization: str | None = None
+    registration_date_time: str | None = None
+    store_till_date: str | None = None
+    document_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterResult:
+    """The asynchronous ``registerDocumentResult`` callback."""
+
+    relates_to_message: str
+    status: str
+    local_uid: str | None = None
+    kind: str | None = None
+    organization: str | None = None
+    registry_item: RegistryItem | None = None
+    errors: tuple[RemdError, ...] = ()
+    headers: Headers = field(default_factory=Headers)
+
+    @property
+    def registered(self) -> bool:
+        return self.status.lower() == n.STATUS_SUCCESS and self.registry_item is not None \
+            and bool(self.registry_item.emdr_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAck:
+    status: str
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRequest:
+    local_uid: str
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True, slots=True)
+class FileResponse:
+    data: bytes
+    checksum: int | None
+    headers: Headers = field(default_factory=Headers)
+
+    @property
+    def checksum_ok(self) -> bool:
+        return self.checksum is not None and self.checksum == checksum(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    organization: str | None = None
+    kind: str | None = None
+    register_date_begin: str | None = None
+    register_date_end: str | None = None
+    patient_snils: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    query: SearchQuery
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    status: str
+    items: tuple[RegistryItem, ...] = ()
+    errors: tuple[RemdError, ...] = ()
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryItemAnswer:
+    status: str
+    item: RegistryItem | None = None
+    errors: tuple[RemdError, ...] = ()
+    headers: Headers = field(default_factory=Headers)

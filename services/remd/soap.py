@@ -1,0 +1,455 @@
+"""Building and parsing the РЭМД SOAP messages, both directions (МИС and the emulator of РЭМД/ИПС).
+
+Messages (brief §2, §8), each with a ``build_*`` returning signed bytes and a ``parse_*`` returning
+a typed result:
+
+=============================  =====================  ==========================================
+message                        direction              build / parse
+=============================  =====================  ==========================================
+registerDocument request       МИС → РЭМД             build_register_document / parse_register_document
+synchronous answer             РЭМД → МИС             build_sync_answer / parse_answer → SyncAnswer | SoapFault
+SOAP Fault (1.1 and 1.2)       either                 build_fault / parse_answer, parse_fault
+registerDocumentResult         РЭМД → МИС callback    build_register_result / parse_register_result
+callback acknowledgement       МИС → РЭМД             build_callback_ack / parse_callback_ack
+getDocumentFile                РЭМД → МИС             build_file_request / parse_file_request
+getDocumentFileResponse        МИС → РЭМД             build_file_response / parse_file_response
+searchRegistryItem             МИС → РЭМД, answer     build_search_request / parse_search_request,
+                                                      build_search_response / parse_search_response
+getRegistryItem                МИС → РЭМД, answer     build_get_registry_item / parse_get_registry_item,
+                                                      build_registry_item_response / parse_registry_item_response
+=============================  =====================  ==========================================
+
+The envelope, headers and faults are :mod:`services.remd.envelope`; the typed values
+:mod:`services.remd.messages` (re-exported here: ``soap`` is the protocol's public face). Every element name comes from :mod:`services.remd.names` (most are guesses until the official XSD is
+obtained). Readers are tolerant: children are matched by local name in any namespace, so a
+namespace that turns out different does not break parsing, while writers use the brief's namespaces.
+Parsing only goes through ``services.documents.xmlsafe.parse_xml``. Signing (``key``/``certificate``) is
+``services.remd.wssec``; pass ``key=None`` to build an unsigned message (tests, the emulator's sync
+answers). Verifying a received message's signature is the caller's step (``wssec.verify_envelope``),
+done on the same bytes before parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from lxml import etree
+
+from services.ids import new_message_id
+from services.remd import names as n
+from services.remd.envelope import (
+    SoapParseError,
+    b64,
+    build_fault,
+    child,
+    children,
+    expect,
+    finish,
+    int_or_none,
+    local_name,
+    new_envelope,
+    open_envelope,
+    parse_fault,
+    qname,
+    read_fault,
+    required,
+    sub,
+    unb64,
+    value_of,
+)
+from services.remd.messages import (
+    CallbackAck,
+    Doctor,
+    FileRequest,
+    FileResponse,
+    Headers,
+    OrganizationSign,
+    Patient,
+    PersonalSign,
+    PowerOfAttorney,
+    RegisterRequest,
+    RegisterResult,
+    Registration,
+    RegistryItem,
+    RegistryItemAnswer,
+    RemdError,
+    SearchQuery,
+    SearchRequest,
+    SearchResult,
+    SoapFault,
+    SyncAnswer,
+    checksum,
+)
+
+__all__ = [
+    "CallbackAck", "Doctor", "FileRequest", "FileResponse", "Headers", "OrganizationSign", "Patient",
+    "PersonalSign", "PowerOfAttorney", "RegisterRequest", "RegisterResult", "Registration", "RegistryItem",
+    "RegistryItemAnswer", "RemdError", "SearchQuery", "SearchRequest", "SearchResult", "SoapFault",
+    "SoapParseError", "SyncAnswer", "build_callback_ack", "build_fault", "build_file_request",
+    "build_file_response", "build_get_registry_item", "build_register_document", "build_register_result",
+    "build_registry_item_response", "build_search_request", "build_search_response", "build_sync_answer",
+    "checksum", "parse_answer", "parse_callback_ack", "parse_fault",
+    "parse_file_request", "parse_file_response", "parse_get_registry_item", "parse_register_document",
+    "parse_register_result", "parse_registry_item_response", "parse_search_request", "parse_search_response",
+]
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+def _errors(parent: etree._Element, ns: str, errors: Iterable[RemdError]) -> None:
+    errors = list(errors)
+    if not errors:
+        return
+    container = etree.SubElement(parent, qname(ns, n.ERRORS))
+    for err in errors:
+        item = etree.SubElement(container, qname(ns, n.ITEM))
+        sub(item, ns, n.CODE, err.code, always=True)
+        sub(item, ns, n.MESSAGE, err.message, always=True)
+
+
+def _poa(parent: etree._Element, ns: str, poa: PowerOfAttorney | None) -> None:
+    if poa is None:
+        return
+    el = etree.SubElement(parent, qname(ns, n.POWER_OF_ATTORNEY))
+    sub(el, ns, n.POA_NUMBER, poa.number, always=True)
+    sub(el, ns, n.POA_PRINCIPAL_INN, poa.principal_inn)
+    sub(el, ns, n.POA_PRINCIPAL_OGRN, poa.principal_ogrn)
+    if poa.document is not None:
+        sub(el, ns, n.POA_DOCUMENT, b64(poa.document))
+    if poa.signature is not None:
+        sub(el, ns, n.POA_SIGNATURE, b64(poa.signature))
+
+
+def _signed_data(parent: etree._Element, ns: str, data: bytes) -> None:
+    sub(parent, ns, n.DATA, b64(data), always=True)
+    sub(parent, ns, n.CHECKSUM, checksum(data), always=True)
+
+
+def build_register_document(registration: Registration, *, client_entity_id: str, to: str, reply_to: str,
+                            key: Any, certificate: Any, message_id: str | None = None,
+                            soap_version: str = "1.2", now: datetime | None = None) -> tuple[bytes, str]:
+    """The signed ``registerDocument`` request and its MessageID (store it *before* sending, brief §4)."""
+    if not registration.personal_signs:
+        raise ValueError("registerDocument needs at least one personal signature")
+    message_id = message_id or new_message_id()
+    ns = n.NS_EMDR_SERVICE
+    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT, message_id=message_id,
+                          to=to, reply_to=reply_to, client_entity_id=client_entity_id, body_ns=ns)
+    r = registration
+    req = etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_REQUEST))
+    sub(req, ns, n.KIND, r.kind, always=True)
+    sub(req, ns, n.SYSTEM, r.system, always=True)
+    sub(req, ns, n.ORGANIZATION, r.organization, always=True)
+    sub(req, ns, n.DEPARTMENT, r.department)
+    sub(req, ns, n.LOCAL_UID, r.local_uid, always=True)
+    sub(req, ns, n.DOCUMENT_NUMBER, r.document_number)
+    sub(req, ns, n.CREATION_DATE_TIME, r.creation_date_time, always=True)
+    p = etree.SubElement(req, qname(ns, n.PATIENT))
+    for local, value in ((n.SNILS, r.patient.snils), (n.LOCAL_ID, r.patient.local_id), (n.FAMILY, r.patient.family),
+                         (n.GIVEN, r.patient.given), (n.PATRONYMIC, r.patient.patronymic),
+                         (n.GENDER, r.patient.gender), (n.BIRTH_DATE, r.patient.birth_date)):
+        sub(p, ns, local, value)
+    signs = etree.SubElement(req, qname(ns, n.PERSONAL_SIGNS))
+    for ps in r.personal_signs:
+        sign = etree.SubElement(signs, qname(ns, n.PERSONAL_SIGN))
+        doc = etree.SubElement(sign, qname(ns, n.DOCTOR))
+        d = ps.doctor
+        for local, value in ((n.ROLE, d.role), (n.POSITION, d.position), (n.SPECIALITY, d.speciality),
+                             (n.LOCAL_ID, d.local_id), (n.SNILS, d.snils), (n.FAMILY, d.family),
+                             (n.GIVEN, d.given), (n.PATRONYMIC, d.patronymic)):
+            sub(doc, ns, local, value)
+        _signed_data(etree.SubElement(sign, qname(ns, n.SIGNATURE)), ns, ps.signature)
+        _poa(sign, ns, ps.power_of_attorney)
+    if r.organization_sign is not None:
+        org = etree.SubElement(req, qname(ns, n.ORGANIZATION_SIGN))
+        _signed_data(org, ns, r.organization_sign.signature)
+        _poa(org, ns, r.organization_sign.power_of_attorney)
+    return finish(env, key, certificate, now), message_id
+
+
+def build_sync_answer(*, relates_to: str, status: str = n.STATUS_SUCCESS, errors: Iterable[RemdError] = (),
+                      key: Any = None, certificate: Any = None, message_id: str | None = None,
+                      soap_version: str = "1.2", now: datetime | None = None) -> bytes:
+    """РЭМД's synchronous ``registerDocumentResponse`` (the emulator's side)."""
+    ns = n.NS_EMDR_SERVICE
+    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESPONSE,
+                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    resp = etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESPONSE))
+    sub(resp, ns, n.STATUS, status, always=True)
+    _errors(resp, ns, errors)
+    return finish(env, key, certificate, now)
+
+
+def _registry_item(parent: etree._Element, ns: str, item: RegistryItem, *, full: bool) -> None:
+    el = etree.SubElement(parent, qname(ns, n.REGISTRY_ITEM if not full else n.ITEM))
+    sub(el, ns, n.EMDR_ID, item.emdr_id)
+    if full:
+        sub(el, ns, n.LOCAL_UID, item.local_uid)
+        sub(el, ns, n.KIND, item.kind)
+        sub(el, ns, n.ORGANIZATION, item.organization)
+    sub(el, ns, n.REGISTRATION_DATE_TIME, item.registration_date_time)
+    sub(el, ns, n.STORE_TILL_DATE, item.store_till_date)
+    sub(el, ns, n.DOCUMENT_VERSION, item.document_version)
+
+
+def build_register_result(result: RegisterResult, *, to: str, key: Any, certificate: Any,
+                          message_id: str | None = None, soap_version: str = "1.1",
+                          now: datetime | None = None) -> bytes:
+    """The ``registerDocumentResult`` callback (the emulator's side; SOAP 1.1 as in peer samples)."""
+    ns = n.NS_EMDR_CALLBACK
+    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESULT,
+                          message_id=message_id or new_message_id(), to=to, body_ns=ns)
+    el = etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESULT))
+    sub(el, ns, n.RELATES_TO_MESSAGE, result.relates_to_message, always=True)
+    sub(el, ns, n.STATUS, result.status, always=True)
+    sub(el, ns, n.LOCAL_UID, result.local_uid)
+    sub(el, ns, n.KIND, result.kind)
+    sub(el, ns, n.ORGANIZATION, result.organization)
+    if result.registry_item is not None:
+        _registry_item(el, ns, result.registry_item, full=False)
+    _errors(el, ns, result.errors)
+    return finish(env, key, certificate, now)
+
+
+def build_callback_ack(*, relates_to: str, key: Any, certificate: Any, status: str = n.STATUS_SUCCESS,
+                       message_id: str | None = None, soap_version: str = "1.1",
+                       now: datetime | None = None) -> bytes:
+    """Our signed acknowledgement of a callback: accept at once, ``wsa:RelatesTo`` = its MessageID (§8.4)."""
+    ns = n.NS_EMDR_CALLBACK
+    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESULT_RESPONSE,
+                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    sub(etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESULT_RESPONSE)), ns, n.STATUS, status, always=True)
+    return finish(env, key, certificate, now)
+
+
+def build_file_request(*, local_uid: str, to: str, key: Any, certificate: Any, reply_to: str | None = None,
+                       message_id: str | None = None, soap_version: str = "1.2",
+                       now: datetime | None = None) -> bytes:
+    """РЭМД's ``getDocumentFile`` request to the МИС (the emulator's side)."""
+    ns = n.NS_EMDR_CALLBACK
+    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_GET_DOCUMENT_FILE,
+                          message_id=message_id or new_message_id(), to=to, reply_to=reply_to, body_ns=ns)
+    sub(etree.SubElement(body, qname(ns, n.GET_DOCUMENT_FILE)), ns, n.LOCAL_UID, local_uid, always=True)
+    return finish(env, key, certificate, now)
+
+
+def build_file_response(*, relates_to: str, data: bytes, key: Any, certificate: Any,
+                        message_id: str | None = None, soap_version: str = "1.2",
+                        now: datetime | None = None) -> bytes:
+    """The МИС's ``getDocumentFileResponse``: exactly the signed bytes, base64, with their checksum."""
+    ns = n.NS_EMDR_CALLBACK
+    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_GET_DOCUMENT_FILE_RESPONSE,
+                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    _signed_data(etree.SubElement(body, qname(ns, n.GET_DOCUMENT_FILE_RESPONSE)), ns, data)
+    return finish(env, key, certificate, now)
+
+
+def build_search_request(query: SearchQuery, *, client_entity_id: str, to: str, key: Any, certificate: Any,
+                         message_id: str | None = None, now: datetime | None = None) -> tuple[bytes, str]:
+    """``searchRegistryItemRequest`` (element names [C] from the remd-dev stand, brief §2.1)."""
+    message_id = message_id or new_message_id()
+    ns = n.NS_EMDR_SERVICE
+    env, body = new_envelope(soap_version="1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM, message_id=message_id,
+                          to=to, reply_to=n.WSA_ANONYMOUS, client_entity_id=client_entity_id, body_ns=ns)
+    el = etree.SubElement(body, qname(ns, n.SEARCH_REGISTRY_ITEM_REQUEST))
+    sub(el, ns, n.ORGANIZATION, query.organization)
+    sub(el, ns, n.KIND, query.kind)
+    sub(el, ns, n.REGISTER_DATE_BEGIN, query.register_date_begin)
+    sub(el, ns, n.REGISTER_DATE_END, query.register_date_end)
+    sub(el, ns, n.PATIENT_SNILS, query.patient_snils)
+    return finish(env, key, certificate, now), message_id
+
+
+def build_search_response(*, relates_to: str, items: Iterable[RegistryItem] = (), status: str = n.STATUS_SUCCESS,
+                          errors: Iterable[RemdError] = (), key: Any = None, certificate: Any = None,
+                          message_id: str | None = None, now: datetime | None = None) -> bytes:
+    ns = n.NS_EMDR_SERVICE
+    env, body = new_envelope(soap_version="1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM_RESPONSE,
+                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    el = etree.SubElement(body, qname(ns, n.SEARCH_REGISTRY_ITEM_RESPONSE))
+    sub(el, ns, n.STATUS, status, always=True)
+    matches = etree.SubElement(el, qname(ns, n.MATCHES))
+    for item in items:
+        _registry_item(matches, ns, item, full=True)
+    _errors(el, ns, errors)
+    return finish(env, key, certificate, now)
+
+
+def build_get_registry_item(*, emdr_id: str, client_entity_id: str, to: str, key: Any, certificate: Any,
+                            message_id: str | None = None, now: datetime | None = None) -> tuple[bytes, str]:
+    message_id = message_id or new_message_id()
+    ns = n.NS_EMDR_SERVICE
+    env, body = new_envelope(soap_version="1.2", action=n.ACTION_GET_REGISTRY_ITEM, message_id=message_id, to=to,
+                          reply_to=n.WSA_ANONYMOUS, client_entity_id=client_entity_id, body_ns=ns)
+    sub(etree.SubElement(body, qname(ns, n.GET_REGISTRY_ITEM_REQUEST)), ns, n.EMDR_ID, emdr_id, always=True)
+    return finish(env, key, certificate, now), message_id
+
+
+def build_registry_item_response(*, relates_to: str, item: RegistryItem | None, status: str = n.STATUS_SUCCESS,
+                                 errors: Iterable[RemdError] = (), key: Any = None, certificate: Any = None,
+                                 message_id: str | None = None, now: datetime | None = None) -> bytes:
+    ns = n.NS_EMDR_SERVICE
+    env, body = new_envelope(soap_version="1.2", action=n.ACTION_GET_REGISTRY_ITEM_RESPONSE,
+                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    el = etree.SubElement(body, qname(ns, n.GET_REGISTRY_ITEM_RESPONSE))
+    sub(el, ns, n.STATUS, status, always=True)
+    if item is not None:
+        _registry_item(el, ns, item, full=True)
+    _errors(el, ns, errors)
+    return finish(env, key, certificate, now)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def _read_errors(parent: etree._Element) -> tuple[RemdError, ...]:
+    return tuple(RemdError(code=value_of(item, n.CODE) or "", message=value_of(item, n.MESSAGE) or "")
+                 for item in children(child(parent, n.ERRORS), n.ITEM))
+
+
+def _read_item(el: etree._Element | None) -> RegistryItem | None:
+    if el is None:
+        return None
+    return RegistryItem(
+        emdr_id=value_of(el, n.EMDR_ID), local_uid=value_of(el, n.LOCAL_UID), kind=value_of(el, n.KIND),
+        organization=value_of(el, n.ORGANIZATION),
+        registration_date_time=value_of(el, n.REGISTRATION_DATE_TIME) or value_of(el, n.REGISTRATION_DATE),
+        store_till_date=value_of(el, n.STORE_TILL_DATE), document_version=value_of(el, n.DOCUMENT_VERSION),
+    )
+
+
+def parse_answer(data: bytes) -> SyncAnswer | SoapFault:
+    """The synchronous answer to ``registerDocument``: a ``SyncAnswer`` or the ``SoapFault`` instead."""
+    headers, payload = open_envelope(data)
+    if local_name(payload) == "Fault":
+        return read_fault(headers, payload)
+    expect(payload, n.REGISTER_DOCUMENT_RESPONSE)
+    return SyncAnswer(status=required(payload, n.STATUS, n.REGISTER_DOCUMENT_RESPONSE),
+                      errors=_read_errors(payload), headers=headers)
+
+
+def _read_poa(parent: etree._Element) -> PowerOfAttorney | None:
+    el = child(parent, n.POWER_OF_ATTORNEY)
+    if el is None:
+        return None
+    doc, sig = value_of(el, n.POA_DOCUMENT), value_of(el, n.POA_SIGNATURE)
+    return PowerOfAttorney(
+        number=required(el, n.POA_NUMBER, n.POWER_OF_ATTORNEY),
+        principal_inn=value_of(el, n.POA_PRINCIPAL_INN), principal_ogrn=value_of(el, n.POA_PRINCIPAL_OGRN),
+        document=unb64(doc, "МЧД document") if doc else None,
+        signature=unb64(sig, "МЧД signature") if sig else None,
+    )
+
+
+def _read_signed_data(el: etree._Element, what: str) -> bytes:
+    data = unb64(required(el, n.DATA, what), what)
+    declared = int_or_none(value_of(el, n.CHECKSUM))
+    if declared is None or declared != checksum(data):
+        raise SoapParseError(f"{what}: checksum does not match the data", reason="SOAP_CHECKSUM_MISMATCH")
+    return data
+
+
+def parse_register_document(data: bytes) -> RegisterRequest:
+    """A ``registerDocument`` request (the emulator's side); checksums are checked."""
+    headers, req = open_envelope(data)
+    expect(req, n.REGISTER_DOCUMENT_REQUEST)
+    what = n.REGISTER_DOCUMENT_REQUEST
+    p = child(req, n.PATIENT)
+    patient = Patient(snils=value_of(p, n.SNILS), local_id=value_of(p, n.LOCAL_ID), family=value_of(p, n.FAMILY),
+                      given=value_of(p, n.GIVEN), patronymic=value_of(p, n.PATRONYMIC), gender=value_of(p, n.GENDER),
+                      birth_date=value_of(p, n.BIRTH_DATE))
+    signs = []
+    for ps in children(child(req, n.PERSONAL_SIGNS), n.PERSONAL_SIGN):
+        d = child(ps, n.DOCTOR)
+        if d is None:
+            raise SoapParseError(f"{n.PERSONAL_SIGN}: no {n.DOCTOR}", reason="SOAP_MISSING_ELEMENT")
+        sig = child(ps, n.SIGNATURE)
+        if sig is None:
+            raise SoapParseError(f"{n.PERSONAL_SIGN}: no {n.SIGNATURE}", reason="SOAP_MISSING_ELEMENT")
+        signs.append(PersonalSign(
+            doctor=Doctor(role=required(d, n.ROLE, n.DOCTOR), position=value_of(d, n.POSITION),
+                          speciality=value_of(d, n.SPECIALITY), local_id=value_of(d, n.LOCAL_ID), snils=value_of(d, n.SNILS),
+                          family=value_of(d, n.FAMILY), given=value_of(d, n.GIVEN), patronymic=value_of(d, n.PATRONYMIC)),
+            signature=_read_signed_data(sig, n.PERSONAL_SIGN), power_of_attorney=_read_poa(ps)))
+    org_el = child(req, n.ORGANIZATION_SIGN)
+    org = None if org_el is None else OrganizationSign(
+        signature=_read_signed_data(org_el, n.ORGANIZATION_SIGN), power_of_attorney=_read_poa(org_el))
+    return RegisterRequest(headers=headers, registration=Registration(
+        kind=required(req, n.KIND, what), system=required(req, n.SYSTEM, what),
+        organization=required(req, n.ORGANIZATION, what), department=value_of(req, n.DEPARTMENT),
+        local_uid=required(req, n.LOCAL_UID, what), document_number=value_of(req, n.DOCUMENT_NUMBER),
+        creation_date_time=required(req, n.CREATION_DATE_TIME, what), patient=patient,
+        personal_signs=tuple(signs), organization_sign=org))
+
+
+def parse_register_result(data: bytes) -> RegisterResult:
+    """A ``registerDocumentResult`` callback. ``kind`` may come nested (``kind/code``): its text is taken."""
+    headers, el = open_envelope(data)
+    expect(el, n.REGISTER_DOCUMENT_RESULT)
+    kind_el = child(el, n.KIND)
+    kind = None
+    if kind_el is not None:
+        kind = value_of(kind_el, n.CODE) or ("".join(kind_el.itertext()).strip() or None)
+    return RegisterResult(
+        relates_to_message=required(el, n.RELATES_TO_MESSAGE, n.REGISTER_DOCUMENT_RESULT),
+        status=required(el, n.STATUS, n.REGISTER_DOCUMENT_RESULT),
+        local_uid=value_of(el, n.LOCAL_UID), kind=kind, organization=value_of(el, n.ORGANIZATION),
+        registry_item=_read_item(child(el, n.REGISTRY_ITEM)), errors=_read_errors(el), headers=headers)
+
+
+def parse_callback_ack(data: bytes) -> CallbackAck:
+    headers, el = open_envelope(data)
+    expect(el, n.REGISTER_DOCUMENT_RESULT_RESPONSE)
+    return CallbackAck(status=value_of(el, n.STATUS) or "", headers=headers)
+
+
+def parse_file_request(data: bytes) -> FileRequest:
+    headers, el = open_envelope(data)
+    expect(el, n.GET_DOCUMENT_FILE)
+    return FileRequest(local_uid=required(el, n.LOCAL_UID, n.GET_DOCUMENT_FILE), headers=headers)
+
+
+def parse_file_response(data: bytes) -> FileResponse | SoapFault:
+    """The МИС's file answer (``checksum_ok`` tells whether it matches), or the fault it sent instead."""
+    headers, el = open_envelope(data)
+    if local_name(el) == "Fault":
+        return read_fault(headers, el)
+    expect(el, n.GET_DOCUMENT_FILE_RESPONSE)
+    return FileResponse(data=unb64(required(el, n.DATA, n.GET_DOCUMENT_FILE_RESPONSE), "file data"),
+                        checksum=int_or_none(value_of(el, n.CHECKSUM)), headers=headers)
+
+
+def parse_search_request(data: bytes) -> SearchRequest:
+    headers, el = open_envelope(data)
+    expect(el, n.SEARCH_REGISTRY_ITEM_REQUEST)
+    return SearchRequest(headers=headers, query=SearchQuery(
+        organization=value_of(el, n.ORGANIZATION), kind=value_of(el, n.KIND),
+        register_date_begin=value_of(el, n.REGISTER_DATE_BEGIN), register_date_end=value_of(el, n.REGISTER_DATE_END),
+        patient_snils=value_of(el, n.PATIENT_SNILS)))
+
+
+def parse_search_response(data: bytes) -> SearchResult | SoapFault:
+    headers, el = open_envelope(data)
+    if local_name(el) == "Fault":
+        return read_fault(headers, el)
+    expect(el, n.SEARCH_REGISTRY_ITEM_RESPONSE)
+    items = tuple(_read_item(i) for i in children(child(el, n.MATCHES), n.ITEM))
+    return SearchResult(status=required(el, n.STATUS, n.SEARCH_REGISTRY_ITEM_RESPONSE), items=items,
+                        errors=_read_errors(el), headers=headers)
+
+
+def parse_get_registry_item(data: bytes) -> tuple[str, Headers]:
+    """(emdrId, headers) of a ``getRegistryItem`` request (the emulator's side)."""
+    headers, el = open_envelope(data)
+    expect(el, n.GET_REGISTRY_ITEM_REQUEST)
+    return required(el, n.EMDR_ID, n.GET_REGISTRY_ITEM_REQUEST), headers
+
+
+def parse_registry_item_response(data: bytes) -> RegistryItemAnswer | SoapFault:
+    headers, el = open_envelope(data)
+    if local_name(el) == "Fault":
+        return read_fault(headers, el)
+    expect(el, n.GET_REGISTRY_ITEM_RESPONSE)
+    return RegistryItemAnswer(status=required(el, n.STATUS, n.GET_REGISTRY_ITEM_RESPONSE),
+                              item=_read_item(child(el, n.ITEM)), errors=_read_errors(el), headers=headers)

@@ -1,0 +1,252 @@
+"""How a registration reaches РЭМД: the ``Transport`` interface and its first implementation, ИПС SOAP.
+
+The sender only ever calls ``await transport.submit(request) -> SubmitOutcome``. ``IpsSoapTransport``
+builds and signs ``registerDocument`` (``services.remd.soap`` / ``services.remd.wssec``), POSTs it with an httpx
+``AsyncClient`` (separate connect and read timeouts) and classifies the answer. A regional bus
+(N3.Health, the "ОДЛИ"-style integration buses) is a second class with the same ``submit``; the
+organisation's ``remd.transport`` setting picks it, the worker does not change.
+
+Outcome classification (``SubmitOutcome.kind``)::
+
+    accepted    synchronous answer status=success without errors (accepted, NOT yet registered)
+    transient   may pass later → retry with backoff:
+                  network errors, connect/read timeouts, connection reset     (transport failure)
+                  HTTP 5xx / 408 / 429 without a SOAP body                      (transport failure)
+                  a 2xx body that is not a SOAP answer (malformed)              (transport failure)
+                  SOAP Fault from the server side (soap:Server / Receiver, ИПС SystemFault)
+                  РЭМД codes classified transient (remd_codes), RATE_LIMIT: defer ≥ 60 s
+    permanent   retrying the same bytes cannot help → dead letter:
+                  РЭМД codes classified data / configuration (and unknown codes: configuration)
+                  client-side SOAP Faults (ValidationFault, AuthorizationFault, soap:Client / Sender)
+                  HTTP 4xx without a SOAP body (wrong endpoint, proxy refusing us)
+
+Malformed answers are **transient**: a truncated or non-SOAP 2xx body is what a proxy or an ИПС node in
+trouble produces, not a verdict on the document; a real rejection always comes as parseable SOAP. The
+retry tiers bound the cost (attempts run out → dead letter with the reason MALFORMED_ANSWER).
+
+``transport_failure`` marks the outcomes that say the *endpoint* is unwell (they feed the circuit breaker);
+``ambiguous`` marks those after which ИПС may have taken the request anyway (read timeout, reset, 5xx,
+malformed 2xx): a resend may be a duplicate, which РЭМД answers with NOT_UNIQUE_PROVIDED_ID in the
+callback — the status worker reconciles it through the lifecycle store, where every MessageID is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from services.errors import EmdError
+from services.logs import get_logger
+from services.remd import soap
+
+log = get_logger(__name__)
+
+ACCEPTED, TRANSIENT, PERMANENT = "accepted", "transient", "permanent"
+Kind = Literal["accepted", "transient", "permanent"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitRequest:
+    """One attempt: the registration, its MessageID (already recorded in the lifecycle store), where and how."""
+
+    registration: soap.Registration
+    message_id: str
+    endpoint: str
+    client_entity_id: str
+    reply_to: str
+    #: the information system's WS-Security key (anything ``wssec.sign_envelope`` accepts) and certificate
+    key: Any = field(repr=False)
+    certificate: Any = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitOutcome:
+    kind: Kind
+    #: stable machine code: ACCEPTED, CONNECT_ERROR, TIMEOUT, CONNECTION_RESET, HTTP_<status>,
+    #: MALFORMED_ANSWER, SOAP_FAULT, REMD_TRANSIENT, RATE_LIMIT, REMD_REJECTED, REQUEST_BUILD_FAILED
+    reason: str
+    message: str = ""
+    remd_code: str | None = None
+    remd_message: str | None = None
+    category: str | None = None          # transient | data | configuration (remd_codes)
+    hint: str | None = None
+    errors: tuple[soap.RemdError, ...] = ()
+    http_status: int | None = None
+    defer: float | None = None           # do not retry before this many seconds
+    transport_failure: bool = False      # the endpoint is unwell (circuit breaker input)
+    ambiguous: bool = False              # ИПС may have taken the request anyway
+    duration: float = 0.0
+
+    @property
+    def accepted(self) -> bool:
+        return self.kind == ACCEPTED
+
+
+class Transport(Protocol):
+    """Sends one registration attempt and says what became of it; never raises for an answer it got."""
+
+    name: str
+
+    async def submit(self, request: SubmitRequest) -> SubmitOutcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP-date: rare from ИПС; the backoff applies instead
+
+
+def classify_answer(status: int, body: bytes, *, retry_after: float | None = None) -> SubmitOutcome:
+    """Classify an HTTP answer to registerDocument (see the module docstring for the table)."""
+    try:
+        answer = soap.parse_answer(body)
+    except EmdError as exc:
+        # not a SOAP answer: judge by the HTTP status alone
+        if status >= 500 or status in (408, 429):
+            return SubmitOutcome(kind=TRANSIENT, reason=f"HTTP_{status}", http_status=status,
+                                 message=f"HTTP {status} without a SOAP answer", defer=retry_after,
+                                 transport_failure=True, ambiguous=status >= 500)
+        if 400 <= status < 500:
+            return SubmitOutcome(kind=PERMANENT, reason=f"HTTP_{status}", http_status=status,
+                                 category="configuration", message=f"HTTP {status} without a SOAP answer",
+                                 hint="check the organisation's remd.endpoint and the ИПС access of the system")
+        return SubmitOutcome(kind=TRANSIENT, reason="MALFORMED_ANSWER", http_status=status,
+                             message=f"answer is not a registerDocument response ({exc.reason})",
+                             transport_failure=True, ambiguous=True)
+    if isinstance(answer, soap.SoapFault):
+        return _classify_fault(answer, status)
+    if answer.accepted:
+        return SubmitOutcome(kind=ACCEPTED, reason="ACCEPTED", http_status=status)
+    errors = answer.errors
+    if not errors:
+        # status=error and no code: nothing to act on; РЭМД does not do this on purpose, so retry (bounded)
+        return SubmitOutcome(kind=TRANSIENT, reason="REMD_ERROR_WITHOUT_CODE", http_status=status,
+                             message=f"status={answer.status} without errors", ambiguous=False)
+    infos = [(e, e.info) for e in errors]
+    blocking = [(e, i) for e, i in infos if not i.transient]
+    if blocking:
+        e, info = blocking[0]  # the first non-transient code decides; all of them go into the message
+        return SubmitOutcome(kind=PERMANENT, reason="REMD_REJECTED", http_status=status, remd_code=e.code,
+                             remd_message=e.message, category=info.category, hint=info.hint, errors=errors,
+                             message="; ".join(f"{x.code}: {x.message}" for x in errors))
+    e, info = infos[0]
+    defer = max((i.retry_after or 0.0 for _, i in infos), default=0.0) or None  # RATE_LIMIT's minute included
+    rate_limited = any(x.code == "RATE_LIMIT" for x in errors)
+    return SubmitOutcome(kind=TRANSIENT, reason="RATE_LIMIT" if rate_limited else "REMD_TRANSIENT",
+                         http_status=status, remd_code=e.code, remd_message=e.message, category=info.category,
+                         hint=info.hint, errors=errors, defer=defer,
+                         message="; ".join(f"{x.code}: {x.message}" for x in errors))
+
+
+def _classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
+    text = fault.detail_message or fault.reason
+    info = fault.info
+    if info is not None and not info.unknown:
+        kind: Kind = TRANSIENT if info.transient else PERMANENT
+        return SubmitOutcome(kind=kind, reason="SOAP_FAULT", http_status=status, remd_code=fault.detail_code,
+                             remd_message=text, category=info.category, hint=info.hint,
+                             message=f"{fault.ips_fault or fault.code}: {text}",
+                             defer=info.retry_after, transport_failure=kind == TRANSIENT and fault.server_side,
+                             ambiguous=kind == TRANSIENT)
+    if fault.server_side or fault.ips_fault == "SystemFault":
+        return SubmitOutcome(kind=TRANSIENT, reason="SOAP_FAULT", http_status=status, remd_code=fault.detail_code,
+                             remd_message=text, category="transient", message=f"{fault.ips_fault or fault.code}: {text}",
+                             transport_failure=True, ambiguous=True)
+    if fault.ips_fault == "AuthorizationFault":
+        category, hint = "configuration", ("the ИПС does not accept this system's WS-Security certificate or "
+                                           "clientEntityId: check the organisation's remd settings and the "
+                                           "system's registration in ИПС")
+    elif info is not None:  # a code the table does not know: configuration, for a person to look at
+        category, hint = info.category, info.hint
+    else:
+        category, hint = "data", "the request does not match the service schema"
+    return SubmitOutcome(kind=PERMANENT, reason="SOAP_FAULT", http_status=status,
+                         remd_code=fault.detail_code or fault.ips_fault, remd_message=text, category=category,
+                         hint=hint, message=f"{fault.ips_fault or fault.code}: {text}")
+
+
+class IpsSoapTransport:
+    """registerDocument over SOAP 1.2 + WS-Security to an ИПС endpoint.
+
+    :param client: an ``httpx.AsyncClient`` to use (tests pass one with ``httpx.MockTransport``);
+        default: one of our own, closed by ``aclose()``.
+    :param connect_timeout: seconds to open a connection (default 10).
+    :param read_timeout: seconds to wait for the answer (default 60: ИПС answers slowly under load).
+    :param soap_version: "1.2" (default) or "1.1".
+    :param max_connections: connection pool size (default 32).
+    """
+
+    name = "ips"
+
+    def __init__(self, *, client: httpx.AsyncClient | None = None, connect_timeout: float = 10.0,
+                 read_timeout: float = 60.0, soap_version: str = "1.2", max_connections: int = 32) -> None:
+        self.soap_version = soap_version
+        self._own = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+
+    def build(self, request: SubmitRequest) -> bytes:
+        """The signed registerDocument bytes (CPU work: call it off the event loop)."""
+        body, _ = soap.build_register_document(
+            request.registration, client_entity_id=request.client_entity_id, to=request.endpoint,
+            reply_to=request.reply_to, key=request.key, certificate=request.certificate,
+            message_id=request.message_id, soap_version=self.soap_version)
+        return body
+
+    async def submit(self, request: SubmitRequest) -> SubmitOutcome:
+        try:
+            body = await asyncio.to_thread(self.build, request)
+        except (ValueError, TypeError, EmdError) as exc:
+            return SubmitOutcome(kind=PERMANENT, reason="REQUEST_BUILD_FAILED", category="data",
+                                 message=f"registerDocument could not be built: {exc}")
+        ctype = ("application/soap+xml; charset=utf-8; action=\"registerDocument\"" if self.soap_version == "1.2"
+                 else "text/xml; charset=utf-8")
+        headers = {"Content-Type": ctype}
+        if self.soap_version == "1.1":
+            headers["SOAPAction"] = '"registerDocument"'
+        started = time.perf_counter()
+        try:
+            response = await self._client.post(request.endpoint, content=body, headers=headers)
+        except httpx.ConnectTimeout as exc:
+            return self._net(TRANSIENT, "TIMEOUT", f"connect timeout: {exc}", started, ambiguous=False)
+        except httpx.ConnectError as exc:
+            return self._net(TRANSIENT, "CONNECT_ERROR", f"cannot connect: {exc}", started, ambiguous=False)
+        except httpx.TimeoutException as exc:
+            return self._net(TRANSIENT, "TIMEOUT", f"no answer in time: {type(exc).__name__}", started, ambiguous=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            return self._net(TRANSIENT, "CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}",
+                             started, ambiguous=True)
+        except httpx.HTTPError as exc:
+            return self._net(TRANSIENT, "HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, ambiguous=True)
+        outcome = classify_answer(response.status_code, response.content, retry_after=_retry_after(response))
+        return _with_duration(outcome, time.perf_counter() - started)
+
+    @staticmethod
+    def _net(kind: Kind, reason: str, message: str, started: float, *, ambiguous: bool) -> SubmitOutcome:
+        return SubmitOutcome(kind=kind, reason=reason, message=message, transport_failure=True,
+                             ambiguous=ambiguous, category="transient", duration=time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        if self._own:
+            await self._client.aclose()
+
+
+def _with_duration(o: SubmitOutcome, duration: float) -> SubmitOutcome:
+    from dataclasses import replace
+    return replace(o, duration=duration)
+
+
+def transport_for(name: str, **options: Any) -> Transport:
+    """The transport an organisation's ``remd.transport`` names (only "ips" today)."""
+    if name == "ips":
+        return IpsSoapTransport(**options)
+    raise ValueError(f"unknown РЭМД transport {name!r}")

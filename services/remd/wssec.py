@@ -1,0 +1,373 @@
+"""WS-Security for ИПС ЕГИСЗ: GOST R 34.10-2012/256 XMLDSig over exclusive c14n (brief §3, §8.1).
+
+``sign_envelope`` adds to a SOAP envelope (1.1 or 1.2) a ``wsse:Security`` header holding, in the
+order of the reference signer: ``wsse:BinarySecurityToken`` (the ИС certificate), ``ds:Signature``,
+``wsu:Timestamp``. The signature has one ``ds:Reference`` per signed part — by default Body,
+Timestamp, MessageID, ReplyTo, To, Action, each with the exc-c14n transform and a Streebog-256
+digest; every signed header element gets ``wsu:Id="id-<uuid>"``, the Body ``wsu:Id="body"``.
+SignedInfo is exc-c14n too; SignatureValue is the raw 64-byte GOST signature, s‖r as in CMS.
+The message is serialised and re-parsed before any digest, so digests are over the final bytes.
+
+``verify_envelope`` checks, in this order, and raises ``WsSecurityError`` with one reason:
+
+* ``WSS_MISSING``                 no Security header, Signature, token, SignedInfo or Timestamp
+* ``WSS_MALFORMED``               broken structure: duplicate ids, bad base64, unreadable times
+* ``WSS_UNTRUSTED_CERTIFICATE``   the token's certificate is not one of ``trusted_certificates``
+* ``WSS_SIGNATURE_INVALID``       unsupported algorithm, or SignatureValue does not verify
+* ``WSS_DIGEST_MISMATCH``         a referenced part changed after signing
+* ``WSS_NOT_COVERED``             Body or a required header is absent, duplicated or not signed
+* ``WSS_EXPIRED``                 Timestamp not yet valid or expired (beyond ``max_skew``)
+
+Trust here is by pinning (the certificate's DER must equal a trusted one); chain building and
+revocation are the certificate module's concern, not the transport's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lxml import etree
+
+from services.crypto.certificates import load_certificate
+from services.crypto.gost import streebog256
+from services.documents.xmlsafe import parse_xml
+from services.errors import PermanentError
+from services.remd import names as n
+
+__all__ = [
+    "DEFAULT_REFERENCES", "REQUIRED_REFERENCES", "VerifiedEnvelope", "WsSecurityError",
+    "c14n", "sign_envelope", "verify_envelope",
+]
+
+# XMLDSig / WSS algorithm and profile URIs ([C], brief §3)
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+SIG_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34102012-gostr34112012-256"
+DIGEST_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34112012-256"
+BST_ENCODING = ("http://docs.oasis-open.org/wss/2004/01/"
+                "oasis-200401-wss-soap-message-security-1.0#Base64Binary")
+BST_VALUE_TYPE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
+
+#: what ``sign_envelope`` signs by default: the full ИПС recipe (brief §3)
+DEFAULT_REFERENCES = ("Body", "Timestamp", "MessageID", "ReplyTo", "To", "Action")
+#: what ``verify_envelope`` insists is signed; "?" = only when the message carries it
+REQUIRED_REFERENCES = ("Body", "Timestamp", "MessageID", "To", "Action", "ReplyTo?")
+
+_WSU_ID = f"{{{n.NS_WSU}}}Id"
+# signable parts: name → (namespace, local name); Body and Timestamp are found specially
+_HEADER_PARTS = {
+    "MessageID": n.NS_WSA, "ReplyTo": n.NS_WSA, "To": n.NS_WSA, "Action": n.NS_WSA,
+    "RelatesTo": n.NS_WSA, "FaultTo": n.NS_WSA, "From": n.NS_WSA,
+}
+_SOAP_NS = (n.NS_SOAP12, n.NS_SOAP11)
+
+
+class WsSecurityError(PermanentError):
+    """The message's WS-Security is missing, broken or fails verification (reasons: module docstring)."""
+
+    reason = "WSS_SIGNATURE_INVALID"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEnvelope:
+    """What a successful verification vouches for."""
+
+    certificate: Any                 # services.crypto.certificates.Certificate of the signer
+    signed_ids: frozenset[str]       # wsu:Id values whose digests verified
+    created: datetime                # Timestamp/Created
+    expires: datetime | None         # Timestamp/Expires
+
+
+# --- GOST primitives, from services.crypto.gost / services.crypto.certificates --------------------------------
+
+_streebog256 = streebog256
+_load_certificate = load_certificate
+
+
+def _signer(key: Any) -> Callable[[bytes], bytes]:
+    """A key object (``sign_digest``) or a plain ``sign(canonical_bytes) -> s‖r`` callable."""
+    if hasattr(key, "sign_digest"):
+        return lambda data: key.sign_digest(_streebog256(data))
+    if callable(key):
+        return key
+    raise TypeError("key must have sign_digest(digest) or be a callable sign(bytes) -> bytes")
+
+
+def _der(certificate: Any) -> bytes:
+    if isinstance(certificate, (bytes, bytearray)):
+        return bytes(certificate)
+    der = getattr(certificate, "der", None)
+    if not isinstance(der, (bytes, bytearray)):
+        raise TypeError("certificate must be DER bytes or have a .der attribute")
+    return bytes(der)
+
+
+# --- XML helpers --------------------------------------------------------------------------------
+
+def c14n(element: etree._Element) -> bytes:
+    """Exclusive XML canonicalisation 1.0 without comments of ``element``'s subtree."""
+    return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
+
+
+_parse = parse_xml
+
+
+def _q(ns: str, local: str) -> str:
+    return f"{{{ns}}}{local}"
+
+
+def _utc(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.astimezone(UTC).microsecond // 1000:03d}Z"
+
+
+def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element | None]:
+    """(SOAP namespace, Header, Body) of an envelope; raises if it is not one."""
+    ns = etree.QName(root).namespace
+    if ns not in _SOAP_NS or etree.QName(root).localname != "Envelope":
+        raise WsSecurityError("not a SOAP envelope", reason="WSS_MALFORMED")
+    headers = [c for c in root if c.tag == _q(ns, "Header")]
+    bodies = [c for c in root if c.tag == _q(ns, "Body")]
+    if len(headers) > 1 or len(bodies) != 1:
+        raise WsSecurityError("envelope must have one Body and at most one Header", reason="WSS_NOT_COVERED")
+    return ns, (headers[0] if headers else None), bodies[0]
+
+
+def _part(name: str, header: etree._Element | None, body: etree._Element,
+          security: etree._Element | None) -> list[etree._Element]:
+    """Every element that plays signable part ``name`` (more than one is an attack or a bug)."""
+    if name == "Body":
+        return [body]
+    if name == "Timestamp":
+        return [] if security is None else [c for c in security if c.tag == _q(n.NS_WSU, "Timestamp")]
+    if name not in _HEADER_PARTS:
+        raise ValueError(f"unknown reference {name!r}; known: Body, Timestamp, {', '.join(_HEADER_PARTS)}")
+    return [] if header is None else [c for c in header if c.tag == _q(_HEADER_PARTS[name], name)]
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+def sign_envelope(envelope: etree._Element | bytes, *, key: Any, certificate: Any,
+                  references: Iterable[str] = DEFAULT_REFERENCES, ttl: float = 300.0,
+                  now: datetime | None = None) -> bytes:
+    """Sign ``envelope`` for ИПС and return the serialised signed message.
+
+    ``key``: a ``services.crypto.gost.PrivateKey`` (anything with ``sign_digest``) or a callable
+    ``sign(canonical_signed_info) -> 64-byte s‖r``. ``certificate``: a ``Certificate`` or its DER.
+    ``references``: parts to sign (``DEFAULT_REFERENCES``); ReplyTo and other optional headers are
+    skipped when the envelope has none. ``ttl``: seconds from Created to Expires (default 300).
+    """
+    sign = _signer(key)
+    cert_der = _der(certificate)
+    now = now or datetime.now(UTC)
+    root = _parse(etree.tostring(envelope) if isinstance(envelope, etree._Element) else bytes(envelope))
+    ns, header, body = _soap_parts(root)
+    if header is None:
+        header = etree.Element(_q(ns, "Header"))
+        root.insert(0, header)
+    if any(c.tag == _q(n.NS_WSSE, "Security") for c in header):
+        raise ValueError("envelope already has a wsse:Security header")
+
+    security = etree.Element(_q(n.NS_WSSE, "Security"), nsmap={"wsse": n.NS_WSSE, "wsu": n.NS_WSU})
+    header.insert(0, security)
+    token_id = f"X509-{uuid.uuid4()}"
+    bst = etree.SubElement(security, _q(n.NS_WSSE, "BinarySecurityToken"),
+                           {"EncodingType": BST_ENCODING, "ValueType": BST_VALUE_TYPE, _WSU_ID: token_id})
+    bst.text = base64.b64encode(cert_der).decode("ascii")
+    ts = etree.SubElement(security, _q(n.NS_WSU, "Timestamp"), {_WSU_ID: f"TS-{uuid.uuid4()}"})
+    etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = _utc(now)
+    etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = _utc(now + timedelta(seconds=ttl))
+
+    ids: list[str] = []
+    for name in dict.fromkeys(references):
+        elements = _part(name, header, body, security)
+        if not elements:
+            if name in ("Body", "Timestamp"):
+                raise ValueError(f"cannot sign {name}: not found")
+            continue  # an optional header this message does not carry
+        if len(elements) > 1:
+            raise ValueError(f"cannot sign {name}: the envelope has {len(elements)} of them")
+        el = elements[0]
+        if el.get(_WSU_ID) is None:
+            el.set(_WSU_ID, "body" if name == "Body" else f"id-{uuid.uuid4()}")
+        ids.append(el.get(_WSU_ID))
+
+    # Digests over the final bytes: serialise, re-parse, then canonicalise what was parsed.
+    root = _parse(etree.tostring(root, encoding="UTF-8", xml_declaration=True))
+    by_id = _index_ids(root)
+    ns, header, _body = _soap_parts(root)
+    security = next(c for c in header if c.tag == _q(n.NS_WSSE, "Security"))
+
+    sig = etree.Element(_q(n.NS_DS, "Signature"), {"Id": f"SIG-{uuid.uuid4()}"}, nsmap={"ds": n.NS_DS})
+    signed_info = etree.SubElement(sig, _q(n.NS_DS, "SignedInfo"))
+    etree.SubElement(signed_info, _q(n.NS_DS, "CanonicalizationMethod"), Algorithm=EXC_C14N)
+    etree.SubElement(signed_info, _q(n.NS_DS, "SignatureMethod"), Algorithm=SIG_GOST2012_256)
+    for id_ in ids:
+        ref = etree.SubElement(signed_info, _q(n.NS_DS, "Reference"), URI=f"#{id_}")
+        transforms = etree.SubElement(ref, _q(n.NS_DS, "Transforms"))
+        etree.SubElement(transforms, _q(n.NS_DS, "Transform"), Algorithm=EXC_C14N)
+        etree.SubElement(ref, _q(n.NS_DS, "DigestMethod"), Algorithm=DIGEST_GOST2012_256)
+        digest = _streebog256(c14n(by_id[id_][0]))
+        etree.SubElement(ref, _q(n.NS_DS, "DigestValue")).text = base64.b64encode(digest).decode("ascii")
+    etree.SubElement(sig, _q(n.NS_DS, "SignatureValue"))
+    key_info = etree.SubElement(sig, _q(n.NS_DS, "KeyInfo"), Id=f"KI-{uuid.uuid4()}")
+    str_ = etree.SubElement(key_info, _q(n.NS_WSSE, "SecurityTokenReference"), {_WSU_ID: f"STR-{uuid.uuid4()}"})
+    etree.SubElement(str_, _q(n.NS_WSSE, "Reference"), URI=f"#{token_id}", ValueType=BST_VALUE_TYPE)
+    security.insert(1, sig)  # after the token, before the Timestamp, as the reference signer orders them
+
+    # SignedInfo canonicalised in its final place (its in-scope namespaces are part of the input).
+    root = _parse(etree.tostring(root, encoding="UTF-8", xml_declaration=True))
+    signed_info = root.find(f".//{_q(n.NS_DS, 'SignedInfo')}")
+    value = sign(c14n(signed_info))
+    if len(value) != 64:
+        raise ValueError(f"GOST R 34.10-2012/256 signature must be 64 bytes, got {len(value)}")
+    signed_info.getparent().find(_q(n.NS_DS, "SignatureValue")).text = base64.b64encode(value).decode("ascii")
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _index_ids(root: etree._Element) -> dict[str, list[etree._Element]]:
+    by_id: dict[str, list[etree._Element]] = {}
+    for el in root.iter(etree.Element):
+        id_ = el.get(_WSU_ID)
+        if id_ is not None:
+            by_id.setdefault(id_, []).append(el)
+    return by_id
+
+
+# --- verification -------------------------------------------------------------------------------
+
+def _b64(text: str | None, what: str) -> bytes:
+    try:
+        return base64.b64decode("".join((text or "").split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise WsSecurityError(f"{what} is not valid base64", reason="WSS_MALFORMED") from None
+
+
+def _time(el: etree._Element | None, what: str) -> datetime | None:
+    if el is None:
+        return None
+    try:
+        dt = datetime.fromisoformat((el.text or "").strip())
+    except ValueError:
+        raise WsSecurityError(f"Timestamp {what} is not an ISO 8601 time", reason="WSS_MALFORMED") from None
+    if dt.tzinfo is None:
+        raise WsSecurityError(f"Timestamp {what} has no time zone", reason="WSS_MALFORMED")
+    return dt
+
+
+def _one(parent: etree._Element, tag: str, what: str) -> etree._Element:
+    found = [c for c in parent if c.tag == tag]
+    if not found:
+        raise WsSecurityError(f"no {what}", reason="WSS_MISSING")
+    if len(found) > 1:
+        raise WsSecurityError(f"more than one {what}", reason="WSS_MALFORMED")
+    return found[0]
+
+
+def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | None = None,
+                    required: Iterable[str] = REQUIRED_REFERENCES, max_skew: float = 300.0,
+                    now: datetime | None = None,
+                    certificate_loader: Callable[[bytes], Any] | None = None) -> VerifiedEnvelope:
+    """Verify an ИПС-signed SOAP message, or raise ``WsSecurityError`` (reasons: module docstring).
+
+    ``trusted_certificates``: certificates (objects with ``.der``, or DER bytes) the signer must be
+    one of; ``None`` accepts any certificate that verifies (the caller then checks ``.certificate``).
+    ``required``: parts that must be present once and signed; a name ending in ``?`` only when
+    present (default: Body, Timestamp, MessageID, To, Action, and ReplyTo if there is one). ``max_skew``: seconds of clock
+    difference tolerated on Timestamp Created/Expires (default 300). ``certificate_loader``: DER →
+    certificate with ``.public_key.verify_digest(digest, signature)`` (default
+    ``services.crypto.certificates.load_certificate``).
+    """
+    now = now or datetime.now(UTC)
+    load = certificate_loader or _load_certificate
+    root = _parse(xml_bytes)
+    _ns, header, body = _soap_parts(root)
+    if header is None:
+        raise WsSecurityError("no SOAP Header", reason="WSS_MISSING")
+    security = _one(header, _q(n.NS_WSSE, "Security"), "wsse:Security header")
+    signature = _one(security, _q(n.NS_DS, "Signature"), "ds:Signature")
+    signed_info = _one(signature, _q(n.NS_DS, "SignedInfo"), "ds:SignedInfo")
+    value = _b64(_one(signature, _q(n.NS_DS, "SignatureValue"), "ds:SignatureValue").text, "SignatureValue")
+    by_id = _index_ids(root)
+    for id_, elements in by_id.items():
+        if len(elements) > 1:  # two elements with one id: the classic signature-wrapping set-up
+            raise WsSecurityError(f"wsu:Id {id_!r} occurs {len(elements)} times", reason="WSS_MALFORMED")
+
+    # the certificate: KeyInfo → SecurityTokenReference → BinarySecurityToken
+    ref = signature.find(f"{_q(n.NS_DS, 'KeyInfo')}/{_q(n.NS_WSSE, 'SecurityTokenReference')}/"
+                         f"{_q(n.NS_WSSE, 'Reference')}")
+    uri = ref.get("URI", "") if ref is not None else ""
+    token = by_id.get(uri[1:], [None])[0] if uri.startswith("#") else None
+    if token is None or token.tag != _q(n.NS_WSSE, "BinarySecurityToken") or token.getparent() is not security:
+        raise WsSecurityError("no BinarySecurityToken referenced from KeyInfo", reason="WSS_MISSING")
+    cert_der = _b64(token.text, "BinarySecurityToken")
+    if trusted_certificates is not None and cert_der not in {_der(c) for c in trusted_certificates}:
+        raise WsSecurityError("the signing certificate is not trusted", reason="WSS_UNTRUSTED_CERTIFICATE")
+    try:
+        certificate = load(cert_der)
+    except WsSecurityError:
+        raise
+    except Exception as exc:
+        raise WsSecurityError(f"BinarySecurityToken is not a usable certificate: {exc}",
+                              reason="WSS_MALFORMED") from None
+
+    # algorithms, then the signature over SignedInfo
+    c14n_method = signed_info.find(_q(n.NS_DS, "CanonicalizationMethod"))
+    sig_method = signed_info.find(_q(n.NS_DS, "SignatureMethod"))
+    if c14n_method is None or c14n_method.get("Algorithm") != EXC_C14N:
+        raise WsSecurityError("SignedInfo must use exclusive c14n", reason="WSS_SIGNATURE_INVALID")
+    if sig_method is None or sig_method.get("Algorithm") != SIG_GOST2012_256:
+        raise WsSecurityError("unsupported SignatureMethod", reason="WSS_SIGNATURE_INVALID",
+                              algorithm=None if sig_method is None else sig_method.get("Algorithm"))
+    if len(value) != 64 or not certificate.public_key.verify_digest(_streebog256(c14n(signed_info)), value):
+        raise WsSecurityError("SignatureValue does not verify against the token's certificate",
+                              reason="WSS_SIGNATURE_INVALID")
+
+    # each reference: same-document id, exc-c14n only, Streebog-256, digest matches
+    signed: set[str] = set()
+    for reference in signed_info.findall(_q(n.NS_DS, "Reference")):
+        uri = reference.get("URI", "")
+        target = by_id.get(uri[1:]) if uri.startswith("#") else None
+        if not target:
+            raise WsSecurityError(f"Reference {uri!r} points at nothing", reason="WSS_DIGEST_MISMATCH")
+        transforms = [t.get("Algorithm") for t in reference.iterfind(f"{_q(n.NS_DS, 'Transforms')}/"
+                                                                     f"{_q(n.NS_DS, 'Transform')}")]
+        method = reference.find(_q(n.NS_DS, "DigestMethod"))
+        if transforms != [EXC_C14N] or method is None or method.get("Algorithm") != DIGEST_GOST2012_256:
+            raise WsSecurityError(f"Reference {uri!r} uses unsupported transforms or digest",
+                                  reason="WSS_SIGNATURE_INVALID")
+        expected = _b64(reference.findtext(_q(n.NS_DS, "DigestValue")), "DigestValue")
+        if _streebog256(c14n(target[0])) != expected:
+            raise WsSecurityError(f"digest of {uri!r} does not match: the part changed after signing",
+                                  reason="WSS_DIGEST_MISMATCH", reference=uri)
+        signed.add(uri[1:])
+
+    # coverage: the parts that matter are the ones actually in place, and they are signed
+    for name in dict.fromkeys(required):
+        optional, name = name.endswith("?"), name.rstrip("?")
+        elements = _part(name, header, body, security)
+        if optional and not elements:
+            continue
+        if len(elements) != 1:
+            raise WsSecurityError(f"{name}: expected exactly one, found {len(elements)}", reason="WSS_NOT_COVERED")
+        if elements[0].get(_WSU_ID) not in signed:
+            raise WsSecurityError(f"{name} is not covered by the signature", reason="WSS_NOT_COVERED", part=name)
+
+    # freshness
+    timestamps = _part("Timestamp", header, body, security)
+    if not timestamps:
+        raise WsSecurityError("no wsu:Timestamp", reason="WSS_MISSING")
+    created = _time(timestamps[0].find(_q(n.NS_WSU, "Created")), "Created")
+    expires = _time(timestamps[0].find(_q(n.NS_WSU, "Expires")), "Expires")
+    if created is None:
+        raise WsSecurityError("wsu:Timestamp has no Created", reason="WSS_MISSING")
+    skew = timedelta(seconds=max_skew)
+    if created > now + skew:
+        raise WsSecurityError("Timestamp Created is in the future", reason="WSS_EXPIRED", created=created.isoformat())
+    if expires is not None and expires < now - skew:
+        raise WsSecurityError("Timestamp has expired", reason="WSS_EXPIRED", expires=expires.isoformat())
+    return VerifiedEnvelope(certificate=certificate, signed_ids=frozenset(signed), created=created, expires=expires)
