@@ -23,6 +23,7 @@ from producer.client import (
 from services.config import Settings
 from services.documents.store import DocumentStore, store_from_settings
 from services.errors import ConfigurationError
+from services.messaging.clients import KafkaSecurity
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +110,10 @@ def run_publish(args: argparse.Namespace) -> int:
     try:
         publisher = DocumentPublisher(bootstrap, store=store, client_id=f"{settings.kafka_client_id}-publish",
                                       system_id=system_id, inline_limit=settings.inline_document_limit,
-                                      max_bytes=settings.max_document_bytes, topic=CREATED_TOPIC)
+                                      max_bytes=settings.max_document_bytes, topic=CREATED_TOPIC,
+                                      security=KafkaSecurity.from_settings(settings))
+    except ConfigurationError as exc:
+        return _fail(str(exc), 2)
     except PublishError as exc:
         return _fail(f"{exc.message} (is the broker running? `emd broker` starts one)", 3)
     total = len(checked)

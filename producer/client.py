@@ -36,6 +36,7 @@ from services.documents.store import DocumentStore, document_field
 from services.documents.xmlsafe import XmlRejected, parse_xml
 from services.errors import PermanentError, TransientError
 from services.logs import get_logger
+from services.messaging.clients import KafkaSecurity, sync_producer_config
 from services.messaging.topology import CREATED
 
 CREATED_TOPIC = CREATED.name
@@ -241,20 +242,21 @@ class DocumentPublisher:
     ``bootstrap_servers``: Kafka bootstrap list. ``store``: claim-check store for documents over
     ``inline_limit`` bytes (default 256 KiB). ``client_id``: Kafka client id, also the event ``source``
     and ``systemId`` unless ``system_id`` is given. ``timeout``: seconds to wait for each acknowledgement
-    (default 30). ``max_bytes``: largest document accepted (default 50 MiB).
+    (default 30). ``max_bytes``: largest document accepted (default 50 MiB). ``security``: TLS/SASL to
+    the brokers, a ``services.messaging.clients.KafkaSecurity`` (default plaintext;
+    ``KafkaSecurity.from_settings(Settings.from_env())`` reads the ``KAFKA_SSL_*``/``KAFKA_SASL_*`` variables).
     """
 
     def __init__(self, bootstrap_servers: str, *, store: DocumentStore | None = None, client_id: str = "emd-mis",
                  system_id: str | None = None, timeout: float = 30.0, inline_limit: int = DEFAULT_INLINE_LIMIT,
-                 max_bytes: int = DEFAULT_MAX_BYTES, topic: str = CREATED_TOPIC) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, topic: str = CREATED_TOPIC,
+                 security: KafkaSecurity | None = None) -> None:
         from kafka import KafkaProducer
-
-        from services.messaging.clients import sync_producer_config
 
         self.store, self.timeout, self.topic = store, timeout, topic
         self.system_id = system_id or client_id
         self.inline_limit, self.max_bytes = inline_limit, max_bytes
-        config = sync_producer_config(bootstrap_servers, client_id=client_id)
+        config = sync_producer_config(bootstrap_servers, client_id=client_id, security=security)
         # idempotence needs acks=all and at most 5 in flight; insist even if the shared config changes
         config.update(acks="all", enable_idempotence=True,
                       max_in_flight_requests_per_connection=min(5, config.get("max_in_flight_requests_per_connection", 5)))

@@ -58,6 +58,23 @@ class Settings:
         "idempotent by localUid, so a retried send's duplicate is harmless.")
     local_broker_port: int = setting(
         "EMD_BROKER_PORT", 0, "Port of the spawned local broker; 0 picks a free port.")
+    kafka_min_insync_replicas: int = setting(
+        "KAFKA_MIN_INSYNC_REPLICAS", 1,
+        "min.insync.replicas of topics the pipeline creates: with acks=all a write succeeds only once this many "
+        "replicas have it (2 in production, with a replication factor of 3).")
+    kafka_security_protocol: str = setting(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_ssl_ca_file: str = setting(
+        "KAFKA_SSL_CA_FILE", "", "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL).")
+    kafka_ssl_cert_file: str = setting(
+        "KAFKA_SSL_CERT_FILE", "", "PEM client certificate, for brokers that authenticate clients by TLS (mTLS).")
+    kafka_ssl_key_file: str = setting("KAFKA_SSL_KEY_FILE", "", "PEM private key of KAFKA_SSL_CERT_FILE.")
+    kafka_ssl_key_password: str = setting(
+        "KAFKA_SSL_KEY_PASSWORD", "", "Password of KAFKA_SSL_KEY_FILE, when it is encrypted.")
+    kafka_sasl_mechanism: str = setting(
+        "KAFKA_SASL_MECHANISM", "", "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (SASL_PLAINTEXT, SASL_SSL).")
+    kafka_sasl_username: str = setting("KAFKA_SASL_USERNAME", "", "SASL user name.")
+    kafka_sasl_password: str = setting("KAFKA_SASL_PASSWORD", "", "SASL password.")
 
     # --- Observability ----------------------------------------------------------------------
     log_format: str = setting("EMD_LOG_FORMAT", "console", "console (people) or json (production).")

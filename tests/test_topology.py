@@ -37,3 +37,21 @@ def test_topics_are_created_once_and_again_is_a_no_op(broker):
         assert {t.name for t in mine} <= set(admin.list_topics())
     finally:
         admin.close()
+
+
+def test_topics_are_configured_with_min_insync_replicas():
+    """Every topic's broker configuration carries min.insync.replicas, so acks=all survives a lost broker."""
+    configs = [topology.topic_config(t, min_insync_replicas=2) for t in ALL_TOPICS]
+    assert {"2"} == {c["min.insync.replicas"] for c in configs}
+    assert str(topology.ACKNOWLEDGED.retention_ms) == topology.topic_config(topology.ACKNOWLEDGED)["retention.ms"]
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused(broker):
+    """No write could succeed with more in-sync replicas required than exist, so creating topics refuses it."""
+    import pytest
+
+    from services.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="KAFKA_MIN_INSYNC_REPLICAS"):
+        ensure_topics(broker.bootstrap_servers, replication_factor=1, min_insync_replicas=2,
+                      topics=(Topic("topo.never", "test"),))

@@ -8,8 +8,10 @@ import sys
 import threading
 
 from services.config import Settings
+from services.errors import ConfigurationError
 from services.logs import configure
 from services.messaging.broker import LocalBroker
+from services.messaging.clients import KafkaSecurity
 from services.messaging.topology import ALL_TOPICS, ensure_topics
 
 
@@ -53,8 +55,14 @@ def run_topics(args: argparse.Namespace) -> int:
     if not bootstrap:
         print("emd topics: give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
         return 2
-    created = set(ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
-                                replication_factor=settings.kafka_replication_factor))
+    try:
+        created = set(ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
+                                    replication_factor=settings.kafka_replication_factor,
+                                    min_insync_replicas=settings.kafka_min_insync_replicas,
+                                    security=KafkaSecurity.from_settings(settings)))
+    except ConfigurationError as exc:
+        print(f"emd topics: {exc}", file=sys.stderr)
+        return 2
     for t in ALL_TOPICS:
         print(f"{'created' if t.name in created else 'exists '}  {t.name:34} {t.purpose}")
     return 0

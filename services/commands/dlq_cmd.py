@@ -31,6 +31,7 @@ from services import events
 from services.config import Settings
 from services.messaging import deadletter as dl
 from services.messaging import topology
+from services.messaging.clients import kafka_python_config
 
 STAGES = {"signer": topology.CREATED_DLT.name, "sender": topology.SIGNED_DLT.name, "status": topology.SENT_DLT.name}
 REPLAY_GROUP = "emd-dlq-replay"
@@ -155,12 +156,13 @@ def _cluster_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[a
     return run
 
 
-def _bootstrap() -> str:
-    servers = Settings.from_env().kafka_bootstrap_servers
-    if not servers:
+def _kafka() -> dict[str, Any]:
+    """Bootstrap servers and TLS/SASL for a kafka-python client (the dead letters live on the cluster)."""
+    settings = Settings.from_env()
+    if not settings.kafka_bootstrap_servers:
         print("emd dlq: set KAFKA_BOOTSTRAP_SERVERS (dead letters live on the cluster)", file=sys.stderr)
         raise SystemExit(2)
-    return servers
+    return kafka_python_config(settings)
 
 
 def _read(args: argparse.Namespace, *, group: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
@@ -173,7 +175,7 @@ def _read(args: argparse.Namespace, *, group: str | None = None) -> Iterator[tup
     from kafka import KafkaConsumer
     from kafka.errors import KafkaTimeoutError
 
-    consumer = KafkaConsumer(bootstrap_servers=_bootstrap(), group_id=group, enable_auto_commit=False,
+    consumer = KafkaConsumer(**_kafka(), group_id=group, enable_auto_commit=False,
                              auto_offset_reset="earliest", client_id="emd-dlq")
     try:
         consumer.subscribe(_topics(args))
@@ -244,7 +246,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    producer = None if args.dry_run else KafkaProducer(bootstrap_servers=_bootstrap(), acks="all",
+    producer = None if args.dry_run else KafkaProducer(**_kafka(), acks="all",
                                                        client_id="emd-dlq-replay")
     replayed = refused = 0
     started_ms = int(time.time() * 1000)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.errors import ConfigurationError
 from services.logs import get_logger
+from services.messaging.clients import KafkaSecurity
 
 log = get_logger(__name__)
 
@@ -68,21 +70,40 @@ ALL_TOPICS: tuple[Topic, ...] = (
 DEAD_LETTER_TOPICS = (CREATED_DLT, SIGNED_DLT, SENT_DLT)
 
 
+def topic_config(topic: Topic, *, min_insync_replicas: int = 1) -> dict[str, str]:
+    """The broker-side configuration of ``topic``: what ``ensure_topics`` creates and the Strimzi KafkaTopics say.
+
+    ``min.insync.replicas`` makes ``acks=all`` mean something: a write is refused (and retried by the
+    producer) unless that many replicas have it, so losing one broker loses no acknowledged record.
+    """
+    return {"retention.ms": str(topic.retention_ms), "cleanup.policy": topic.cleanup_policy,
+            "min.insync.replicas": str(min_insync_replicas)}
+
+
 def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_factor: int = 1,
-                  topics: tuple[Topic, ...] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
-    """Create whichever of ``topics`` do not exist yet; return the names created. Idempotent."""
+                  min_insync_replicas: int = 1, topics: tuple[Topic, ...] = ALL_TOPICS, timeout_s: float = 30.0,
+                  security: KafkaSecurity | None = None) -> list[str]:
+    """Create whichever of ``topics`` do not exist yet; return the names created. Idempotent.
+
+    ``min_insync_replicas`` must not exceed ``replication_factor`` (no write could ever succeed);
+    ``security``: TLS/SASL to the brokers (default plaintext).
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    if not 1 <= min_insync_replicas <= replication_factor:
+        raise ConfigurationError(f"KAFKA_MIN_INSYNC_REPLICAS={min_insync_replicas} must be between 1 and "
+                                 f"KAFKA_REPLICATION_FACTOR={replication_factor}")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="emd-topology",
-                             request_timeout_ms=int(timeout_s * 1000))
+                             request_timeout_ms=int(timeout_s * 1000),
+                             **(security or KafkaSecurity()).kafka_python_options())
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in topics if t.name not in existing]
         created = []
         for t in wanted:  # one by one: a concurrent creator must not fail the whole batch
-            config = {"retention.ms": str(t.retention_ms), "cleanup.policy": t.cleanup_policy}
+            config = topic_config(t, min_insync_replicas=min_insync_replicas)
             try:
                 admin.create_topics([NewTopic(t.name, t.partitions or partitions, replication_factor,
                                               topic_configs=config)])
