@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -106,3 +107,44 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
             verify_envelope(response.content, trusted_certificates=[certs[other]], required=REPLY_REFS)
     assert soap.parse_file_response(r1.content).data == files["doc-1"]
     assert soap.parse_file_response(r2.content).data == files["doc-2"]
+
+
+def test_the_callback_service_serves_its_metrics(broker, tmp_path):
+    """`/metrics` on the metrics port counts an accepted callback and a forged one, pre-initialised series included."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
+    settings, key, cert = _settings(tmp_path, broker.bootstrap_servers)
+    settings = dataclasses.replace(settings, metrics_port=free_port())
+    good = soap.build_register_result(RegisterResult(relates_to_message=new_message_id(), status="success",
+                                                     local_uid="m-doc", registry_item=RegistryItem(emdr_id="16.62.7")),
+                                      to="http://mis", key=key, certificate=cert)
+    forged = good.replace(b"16.62.7", b"16.62.8")  # the signed body changed after signing
+
+    def scrape() -> dict[tuple[str, tuple], float]:
+        text = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    async def run() -> tuple[dict, dict]:
+        port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
+        await asyncio.wait_for(ready.wait(), 60)
+        try:
+            before = await asyncio.to_thread(scrape)
+            async with httpx.AsyncClient(timeout=60) as c:
+                for body in (good, forged):
+                    await c.post(f"http://127.0.0.1:{port}/callback", content=body,
+                                 headers={"Content-Type": content_type(body)})
+            return before, await asyncio.to_thread(scrape)
+        finally:
+            stop.set()
+            await task
+
+    before, after = asyncio.run(run())
+    accepted = ("emd_callbacks_total", (("operation", "registerDocumentResult"), ("outcome", "accepted")))
+    forged_total = ("emd_callbacks_total", (("operation", "registerDocumentResult"), ("outcome", "forged")))
+    assert accepted in before and forged_total in before  # exist before the first callback
+    assert (1, 1) == (after[accepted] - before[accepted], after[forged_total] - before[forged_total])
+    assert any(name == "emd_build_info" for name, _ in after)
+    assert any(name == "process_cpu_seconds_total" for name, _ in after)

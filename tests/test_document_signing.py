@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 
 import pytest
 
@@ -151,17 +152,28 @@ def test_schematron_policy_block_warn_off(tmp_path):
     assert check_document(data, doc, max_document_bytes=10**6, schematron="off").local_uid == data["localUid"]
 
 
-def test_expiry_gauges_are_set_per_configured_certificate_and_mchd(setup):
-    """update_expiry_metrics exports seconds to expiry for each certificate label and МЧД number."""
+def test_expiry_gauges_are_set_per_organisation_and_role(setup):
+    """update_expiry_metrics exports each organisation's certificate and МЧД expiry as Unix times, labelled by OID and role."""
     _, config = setup
     update_expiry_metrics(config)
     org = config.organization(lab.GOOD_OID)
-    cert_left = REGISTRY.get_sample_value("emd_certificate_expiry_seconds",
-                                          {"subject": org.organization.label})
-    mchd_left = REGISTRY.get_sample_value("emd_mchd_expiry_seconds", {"number": org.mchd.poa.number})
-    expired = config.organization(lab.DEFECT_ORGS["expired_certificate"][0]).organization.label
-    assert cert_left > 300 * 86400 and mchd_left > 300 * 86400
-    assert REGISTRY.get_sample_value("emd_certificate_expiry_seconds", {"subject": expired}) < 0
+    cert = REGISTRY.get_sample_value("emd_certificate_not_after_timestamp_seconds",
+                                     {"organization": lab.GOOD_OID, "role": "organization"})
+    mchd = REGISTRY.get_sample_value("emd_mchd_not_after_timestamp_seconds", {"organization": lab.GOOD_OID})
+    assert org.organization.certificate.not_after.timestamp() == cert
+    assert time.time() + 300 * 86400 < mchd
+    expired_oid = lab.DEFECT_ORGS["expired_certificate"][0]
+    assert REGISTRY.get_sample_value("emd_certificate_not_after_timestamp_seconds",
+                                     {"organization": expired_oid, "role": "organization"}) < time.time()
+
+
+def test_expiry_gauges_carry_no_serial_or_mchd_number(setup):
+    """No expiry series is labelled by a certificate serial or a МЧД number (the labels are OID and role only)."""
+    _, config = setup
+    update_expiry_metrics(config)
+    families = [m for m in REGISTRY.collect() if m.name.endswith("_not_after_timestamp_seconds")]
+    labels = {k for m in families for s in m.samples for k in s.labels}
+    assert {"organization", "role"} == labels
 
 
 class TestConfiguration:

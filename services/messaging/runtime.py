@@ -14,7 +14,9 @@ A stage is ``async def handle(record: Record) -> Sequence[Output]`` plus its top
    for a stage without retry tiers, an in-place retry with backoff;
 6. SIGTERM/SIGINT: stop fetching, let in-flight records finish (``shutdown_grace_seconds``), commit, leave
    the group;
-7. ``/metrics`` + ``/healthz`` (``services.metrics.MetricsServer``) and a heartbeat file for ``--check``.
+7. ``/metrics``, ``/healthz`` (liveness: the poll loop turns) and ``/readyz`` (readiness: joined the group)
+   (``services.metrics.MetricsServer``), a heartbeat file for ``--check``, and the consumer lag in records and
+   seconds (``services.messaging.lag``), reported every ``lag_interval`` seconds.
 
 Why aiokafka and not faust's consumer: see docs/architecture.md. In short, faust acks records on its own
 schedule (including records whose agent raised) and was measured skipping offsets after restarts with a
@@ -43,6 +45,7 @@ from services.config import Settings
 from services.errors import PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging import deadletter as dl
+from services.messaging import lag
 from services.messaging.clients import aio_consumer_config, aio_producer_config
 
 log = get_logger(__name__)
@@ -122,14 +125,22 @@ class _PartitionTracker:
     """Offsets handed out on one partition and which are done; the commit position is the first not done."""
 
     def __init__(self) -> None:
-        self.pending: deque[list[Any]] = deque()  # [offset, done]
+        self.pending: deque[list[Any]] = deque()  # [offset, done, timestamp_ms]
         self.committed: int | None = None
         self.position: int | None = None  # one past the highest offset fully done
+        self.waiting: tuple[int, int] | None = None  # (offset, timestamp_ms) of a retry record not yet due
 
-    def add(self, offset: int) -> list[Any]:
-        entry = [offset, False]
+    def add(self, offset: int, timestamp_ms: int = 0) -> list[Any]:
+        entry = [offset, False, timestamp_ms]
         self.pending.append(entry)
+        if self.waiting is not None and self.waiting[0] <= offset:
+            self.waiting = None
         return entry
+
+    def oldest_unprocessed(self) -> tuple[int, int] | None:
+        """(offset, timestamp_ms) of the first record handed out and not done, or of the record waiting."""
+        first = next((e for e in self.pending if not e[1]), None)
+        return (first[0], first[2]) if first is not None else self.waiting
 
     def advance(self) -> int | None:
         while self.pending and self.pending[0][1]:
@@ -164,7 +175,7 @@ class Stage:
                  on_stop: Callable[[], Awaitable[None]] | None = None,
                  describe_failure: Callable[[Record, BaseException], Mapping[str, Any]] | None = None,
                  on_dead_letter: Callable[[Record, dl.Failure], Sequence[Output]] | None = None,
-                 serve_metrics: bool = True, commit_interval: float = 0.5) -> None:
+                 serve_metrics: bool = True, commit_interval: float = 0.5, lag_interval: float = 1.0) -> None:
         self.name = name
         self.input_topic = input_topic
         self.handler = handler
@@ -177,6 +188,8 @@ class Stage:
         self.on_dead_letter = on_dead_letter
         self.serve_metrics = serve_metrics
         self.commit_interval = commit_interval
+        self.lag_interval = lag_interval
+        self._joined = False
         self.concurrency = settings.worker_concurrency
         self._stopping = asyncio.Event()
         self._trackers: dict[TopicPartition, _PartitionTracker] = {}
@@ -204,10 +217,13 @@ class Stage:
         self._slots = asyncio.Semaphore(self.concurrency)
         if self.serve_metrics:
             self.metrics_server = metrics.MetricsServer(
-                host=self.settings.metrics_host, port=self.settings.metrics_port, health=self.health).start()
+                host=self.settings.metrics_host, port=self.settings.metrics_port, health=self.health,
+                ready=self.ready).start()
             log.info("metrics", stage=self.name, url=self.metrics_server.url)
         self._producer = AIOKafkaProducer(**aio_producer_config(self.settings, client_id=self.name))
         topics = [self.input_topic, *(self.retry.topics if self.retry else ())]
+        metrics.init_stage(self.name, tuple(topics))
+        metrics.LAST_PROGRESS.labels(self.name).set(time.time())  # "not progressing" counts from the start
         self._consumer = AIOKafkaConsumer(**aio_consumer_config(self.settings, group_id=self.group_id,
                                                                 client_id=self.name))
         await self._producer.start()
@@ -217,7 +233,11 @@ class Stage:
             self._consumer.subscribe(topics, listener=_Rebalance(self))
             await self._consumer.start()
             log.info("stage started", stage=self.name, topics=topics, group=self.group_id)
-            await self._loop()
+            lag_task = asyncio.create_task(self._report_lag(tuple(topics)))
+            try:
+                await self._loop()
+            finally:
+                lag_task.cancel()
         finally:
             await self._drain()
             try:
@@ -274,6 +294,7 @@ class Stage:
         if wait <= 0:
             return False
         assert self._consumer is not None
+        self._trackers.setdefault(tp, _PartitionTracker()).waiting = (raw.offset, raw.timestamp)
         self._consumer.seek(tp, raw.offset)
         self._consumer.pause(tp)
         self._paused_until[tp] = time.time() + wait
@@ -289,7 +310,7 @@ class Stage:
 
     def _dispatch(self, tp: TopicPartition, raw: Any) -> None:
         tracker = self._trackers.setdefault(tp, _PartitionTracker())
-        entry = tracker.add(raw.offset)
+        entry = tracker.add(raw.offset, raw.timestamp)
         record = Record(topic=raw.topic, partition=raw.partition, offset=raw.offset,
                         key=raw.key.decode("utf-8", "replace") if raw.key is not None else None,
                         value=raw.value or b"", headers={k: v for k, v in (raw.headers or ())},
@@ -426,7 +447,7 @@ class Stage:
             except Exception:  # the hook must never lose the dead letter
                 log.exception("on_dead_letter failed", stage=self.name, local_uid=record.key)
         await self._produce([Output(self.dead_letter_topic, record.value, record.key, hdrs), *extra])
-        metrics.DEAD_LETTERS.labels(self.name, failure.reason).inc()
+        metrics.DEAD_LETTERS.labels(self.name, failure.reason, failure.category or "unknown").inc()
         log.warning("dead-lettered", stage=self.name, local_uid=record.key, reason=failure.reason,
                     error=failure.message, remd_code=failure.remd_code,
                     message_ids=dl.split_ids(hdrs.get(dl.MESSAGE_IDS)) or None, topic=self.dead_letter_topic)
@@ -472,15 +493,28 @@ class Stage:
             self._paused_until.pop(tp, None)
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._joined = True
         metrics.REBALANCES.labels(self.name).inc()
         for tp in assigned:
             self._trackers[tp] = _PartitionTracker()  # positions come from the committed offsets
         log.info("partitions assigned", stage=self.name, count=len(assigned))
 
     # ----------------------------------------------------------------------------- health
+    async def _report_lag(self, topics: tuple[str, ...]) -> None:
+        assert self._consumer is not None
+        while True:
+            now_ms = int(time.time() * 1000)
+            lags = {}
+            for tp in self._consumer.assignment():
+                tracker = self._trackers.get(tp) or _PartitionTracker()
+                end = self._consumer.last_stable_offset(tp) or self._consumer.highwater(tp)
+                lags[(tp.topic, tp.partition)] = lag.partition_lag(
+                    end=end, oldest=tracker.oldest_unprocessed(), done_position=tracker.advance(), now_ms=now_ms)
+            lag.report(self.name, topics, lags)
+            await asyncio.sleep(self.lag_interval)
+
     def _heartbeat(self) -> None:
         now = self._last_poll = time.time()
-        metrics.LAST_PROGRESS.labels(self.name).set(now)
         if now - self._last_heartbeat_write < 2:
             return
         self._last_heartbeat_write = now
@@ -497,6 +531,13 @@ class Stage:
         age = time.time() - self._last_poll
         ok = age < self.settings.health_max_idle_seconds
         return ok, f"{'ok' if ok else 'stalled'}: last poll {age:.1f}s ago, in flight {len(self._tasks)}\n"
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: joined the consumer group (and still live), so a rolling update may go on."""
+        ok, text = self.health()
+        if not self._joined:
+            return False, "not ready: has not joined the consumer group yet\n"
+        return ok, text
 
 
 class _ProduceFailed(Exception):

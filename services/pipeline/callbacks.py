@@ -67,6 +67,15 @@ CALLBACKS = Counter("emd_callbacks", "Requests to the МИС callback endpoint, 
                     ["operation", "outcome"], registry=metrics.REGISTRY)
 FORGED = Counter("emd_callbacks_forged", "Callback requests refused for their WS-Security, by reason.",
                  ["reason"], registry=metrics.REGISTRY)
+#: outcomes a dashboard shows from the start (a counter's labelled series exists only after its first use)
+OUTCOMES = {"registerDocumentResult": ("accepted", "forged", "malformed", "no_signing_key", "broker_unavailable"),
+            "getDocumentFile": ("served", "forged", "malformed", "unknown_document", "store_unavailable")}
+for _operation, _outcomes in OUTCOMES.items():
+    for _outcome in _outcomes:
+        CALLBACKS.labels(_operation, _outcome)
+for _reason in ("WSS_MISSING", "WSS_SIGNATURE_INVALID", "WSS_DIGEST_MISMATCH", "WSS_UNTRUSTED_CERTIFICATE",
+                "WSS_EXPIRED", "WSS_NOT_COVERED", "WSS_MALFORMED"):
+    FORGED.labels(_reason)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
 LookupFile = Callable[[str], Awaitable[bytes | None]]

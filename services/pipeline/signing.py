@@ -56,7 +56,7 @@ from services.metrics import REGISTRY
 from services.pipeline.organizations import Credential, Organization, OrganizationsConfig
 
 __all__ = ["sign_document", "check_document", "update_expiry_metrics", "SIGNATURES", "SIGNING_DURATION",
-           "CERTIFICATE_EXPIRY", "MCHD_EXPIRY", "SCHEMATRON_WARNINGS"]
+           "CERTIFICATE_NOT_AFTER", "MCHD_NOT_AFTER", "SCHEMATRON_WARNINGS"]
 
 SIGNATURES = Counter("emd_signatures", "Signatures produced or accepted, by kind.", ["kind", "source"],
                      registry=REGISTRY)
@@ -65,10 +65,12 @@ SIGNING_DURATION = Histogram("emd_signing_duration_seconds", "Checking and signi
                              registry=REGISTRY)
 SCHEMATRON_WARNINGS = Counter("emd_schematron_warnings", "Documents signed despite Schematron failures "
                               "(policy warn), by kind.", ["kind"], registry=REGISTRY)
-CERTIFICATE_EXPIRY = Gauge("emd_certificate_expiry_seconds", "Seconds until a configured certificate expires.",
-                           ["subject"], registry=REGISTRY)
-MCHD_EXPIRY = Gauge("emd_mchd_expiry_seconds", "Seconds until a configured МЧД expires (end of its last day, MSK).",
-                    ["number"], registry=REGISTRY)
+CERTIFICATE_NOT_AFTER = Gauge(
+    "emd_certificate_not_after_timestamp_seconds", "When the first configured certificate of an organisation and "
+    "role (doctor, organization, system) expires, Unix time (alert on this minus time()).", ["organization", "role"],
+    registry=REGISTRY)
+MCHD_NOT_AFTER = Gauge("emd_mchd_not_after_timestamp_seconds", "When an organisation's МЧД expires (the end of its "
+                       "last day, Moscow time), Unix time.", ["organization"], registry=REGISTRY)
 
 _EXTERNAL_ENTITY = re.compile(rb"<!ENTITY\s+(?:%\s*)?[^\s>]+\s+(?:SYSTEM|PUBLIC)\b", re.I)
 
@@ -273,18 +275,24 @@ def sign_document(data: dict[str, Any], document: bytes, config: OrganizationsCo
 # expiry gauges
 
 
-def update_expiry_metrics(config: OrganizationsConfig, *, now: dt.datetime | None = None) -> None:
-    """Set ``emd_certificate_expiry_seconds{subject}`` and ``emd_mchd_expiry_seconds{number}`` from the config.
+def update_expiry_metrics(config: OrganizationsConfig) -> None:
+    """Set ``emd_certificate_not_after_timestamp_seconds{organization,role}`` and
+    ``emd_mchd_not_after_timestamp_seconds{organization}`` from the configuration.
 
-    Subjects are configuration labels (``<oid>/organization``, ``<oid>/doctor/<serial>``, ``<oid>/system``):
-    few, fixed by the configuration, and free of personal data.
+    Labels are the organisation's OID and the role: few, fixed by the configuration, and free of personal
+    data (never a serial number, a СНИЛС or a МЧД number). Of several doctors' certificates the earliest
+    expiry counts: it is the one to renew first. Absolute times, so a value never goes stale between
+    refreshes; the signer refreshes them on a timer all the same, idle or not.
     """
-    now = _utc_now(now)
-    for _org, _role, cred in config.credentials():
-        CERTIFICATE_EXPIRY.labels(cred.label).set((cred.certificate.not_after - now).total_seconds())
+    earliest: dict[tuple[str, str], dt.datetime] = {}
+    for org, role, cred in config.credentials():
+        key = (org.oid, role)
+        earliest[key] = min(earliest.get(key, cred.certificate.not_after), cred.certificate.not_after)
+    for (oid, role), not_after in earliest.items():
+        CERTIFICATE_NOT_AFTER.labels(oid, role).set(not_after.timestamp())
     for org in config.organizations.values():
         if org.mchd is not None:
-            MCHD_EXPIRY.labels(org.mchd.poa.number).set((mchd_expiry(org.mchd.poa) - now).total_seconds())
+            MCHD_NOT_AFTER.labels(org.oid).set(mchd_expiry(org.mchd.poa).timestamp())
 
 
 def mchd_expiry(poa: mchd.PowerOfAttorney) -> dt.datetime:

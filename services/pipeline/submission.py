@@ -44,7 +44,7 @@ from services.messaging import topology
 from services.messaging.runtime import Output, Record
 from services.metrics import REGISTRY
 from services.pipeline.organizations import OrganizationsConfig
-from services.remd import soap
+from services.remd import codes, soap
 from services.remd.circuit import CircuitBreaker
 from services.remd.ratelimit import EndpointLimiter
 from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, transport_for
@@ -52,12 +52,33 @@ from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, tra
 log = get_logger(__name__)
 SOURCE = "emd-sender"
 
-REQUESTS = Counter("emd_sender_requests", "registerDocument attempts by outcome and reason code.",
-                   ["outcome", "reason"], registry=REGISTRY)
-REQUEST_DURATION = Histogram("emd_sender_request_duration_seconds", "registerDocument round trip.",
-                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=REGISTRY)
+REQUESTS = Counter("emd_sender_requests", "registerDocument attempts by outcome and reason (a РЭМД code of the "
+                   "code table, or the transport's reason).", ["outcome", "reason"], registry=REGISTRY)
+REQUEST_DURATION = Histogram("emd_sender_request_duration_seconds", "registerDocument round trip, by outcome.",
+                             ["outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+                             registry=REGISTRY)
 PARKED = Counter("emd_sender_parked", "Records parked on the retry tier while their endpoint's circuit was open.",
                  registry=REGISTRY)
+#: series a dashboard shows from the start (a counter's labelled series exists only after its first use)
+for _outcome, _reason in (("accepted", "ACCEPTED"), ("transient", "RATE_LIMIT"), ("transient", "TIMEOUT"),
+                          ("transient", "CONNECT_ERROR"), ("permanent", "UNKNOWN_REMD_CODE")):
+    REQUESTS.labels(_outcome, _reason)
+    REQUEST_DURATION.labels(_outcome)
+
+
+def reason_label(outcome: SubmitOutcome) -> str:
+    """The ``reason`` label of one attempt, from a bounded set whatever the server sends.
+
+    A РЭМД code counts only if the code table (НСИ 1.2.643.5.1.13.13.99.2.305) knows it, else
+    ``UNKNOWN_REMD_CODE``; HTTP statuses are grouped by class (``HTTP_5XX``); the transport's other reasons
+    are a fixed set of its own.
+    """
+    if outcome.remd_code:
+        info = codes.classify(outcome.remd_code)
+        return "UNKNOWN_REMD_CODE" if info.unknown else info.code
+    if outcome.reason.startswith("HTTP_") and outcome.reason[5:].isdigit():
+        return f"HTTP_{outcome.reason[5]}XX"
+    return outcome.reason
 
 
 def _b64(text: str | None) -> bytes | None:
@@ -236,8 +257,8 @@ class Submitter:
                                  category=outcome.category or "transient", hint=outcome.hint, **common)
 
     def _observe(self, breaker: CircuitBreaker, limiter: EndpointLimiter, outcome: SubmitOutcome) -> None:
-        REQUESTS.labels(outcome.kind, outcome.remd_code or outcome.reason).inc()
-        REQUEST_DURATION.observe(outcome.duration)
+        REQUESTS.labels(outcome.kind, reason_label(outcome)).inc()
+        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration)
         if outcome.transport_failure:
             breaker.record_failure()
         else:

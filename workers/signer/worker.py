@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +34,6 @@ EXPIRY_REFRESH_SECONDS = 60.0
 
 def build_handler(config: OrganizationsConfig, store: Any):
     """The stage's handler over a loaded configuration and a document store (tests call it directly)."""
-    last_expiry = [0.0]
-
     async def handle(record: Record) -> list[Output]:
         event = events.decode(record.value, expected_type=events.CREATED)
         data = event["data"]
@@ -46,9 +43,6 @@ def build_handler(config: OrganizationsConfig, store: Any):
                                  reason="DOCUMENT_TOO_LARGE", size=size, limit=config.max_document_bytes)
         document = await asyncio.to_thread(document_bytes, data["document"], store)
         signatures = await asyncio.to_thread(sign_document, data, document, config, now=dt.datetime.now(dt.UTC))
-        if time.monotonic() - last_expiry[0] > EXPIRY_REFRESH_SECONDS:
-            last_expiry[0] = time.monotonic()
-            update_expiry_metrics(config)
         signed = events.new_event(events.SIGNED, {**data, "signatures": signatures}, source=SOURCE,
                                   trace_id=event["traceId"])
         status = events.new_event(events.STATUS, {
@@ -88,6 +82,23 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
     store = store_from_settings(settings)
     update_expiry_metrics(config)
+    refresh: list[asyncio.Task[None]] = []
+
+    async def on_start() -> None:
+        refresh.append(asyncio.create_task(refresh_expiry_metrics(config)))
+
+    async def on_stop() -> None:
+        for task in refresh:
+            task.cancel()
+
     return Stage(name=NAME, input_topic=topology.CREATED.name, handler=build_handler(config, store),
-                 dead_letter_topic=topology.CREATED_DLT.name, settings=settings,
-                 describe_failure=describe_failure, on_dead_letter=on_dead_letter, serve_metrics=serve_metrics)
+                 dead_letter_topic=topology.CREATED_DLT.name, settings=settings, on_start=on_start,
+                 on_stop=on_stop, describe_failure=describe_failure, on_dead_letter=on_dead_letter,
+                 serve_metrics=serve_metrics)
+
+
+async def refresh_expiry_metrics(config: OrganizationsConfig, *, every: float = EXPIRY_REFRESH_SECONDS) -> None:
+    """The certificate and МЧД expiry gauges, set again every ``every`` seconds, whether documents come or not."""
+    while True:
+        update_expiry_metrics(config)
+        await asyncio.sleep(every)

@@ -1,5 +1,9 @@
 """``emd callbacks``: the HTTP endpoint ИПС calls (thin wiring of ``services.pipeline.callbacks.CallbackService``).
 
+Its metrics (``emd_callbacks_total``, ``emd_callbacks_forged_total``…) and ``/healthz`` are served on their own
+port (``EMD_METRICS_PORT``), apart from the SOAP port the ingress exposes: the world reaches the callback
+endpoint, only Prometheus and the kubelet the metrics.
+
 aiohttp serves POST on any path; the publisher is an aiokafka producer with ``acks=all`` whose
 ``send_and_wait`` returns only after the broker confirmed the write; the file lookup reads the lifecycle
 store (what the sender registered) and resolves the bytes through the claim-check store. Replies are
@@ -25,6 +29,7 @@ from services.errors import ConfigurationError
 from services.logs import get_logger
 from services.messaging import topology
 from services.messaging.clients import aio_producer_config
+from services.metrics import MetricsServer
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.pipeline.organizations import load_organizations
 
@@ -123,6 +128,8 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         reply = await service.handle(await request.read())
         return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": content_type(reply.body)})
 
+    metrics_server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port).start()
+    log.info("metrics", url=metrics_server.url)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
@@ -139,3 +146,4 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         await runner.cleanup()
         await producer.stop()
         store.close()
+        metrics_server.stop()

@@ -1,0 +1,47 @@
+# The emd-pipeline image: every worker, the callback service and the tools, `emd` as the entrypoint.
+#
+# Debian bookworm's own Python 3.11, because it is linked against Debian's OpenSSL 3, into which the
+# GOST provider of `libengine-gost-openssl` loads (services/crypto/libcrypto.py: C-speed Streebog, GOST
+# PFX ciphers); a python.org build would carry its own libcrypto without it. Runs as an unprivileged
+# user (10001) with a read-only root filesystem: the only writable places are /var/lib/emd (EMD_DATA_DIR:
+# heartbeat files, the SQLite lifecycle store of a one-node install) and /tmp (mount an emptyDir on both).
+#
+#   make image                      buildah, podman or docker, whichever is installed
+#   docker run --rm --read-only --tmpfs /tmp -v emd:/var/lib/emd emd-pipeline:0.1.0 worker signer
+
+ARG DEBIAN=debian:bookworm-slim
+
+FROM ${DEBIAN} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services services
+COPY producer producer
+COPY workers workers
+# pinned by pyproject.toml; compiled to .pyc here, since the root filesystem is read-only at run time
+RUN python3 -m venv /opt/emd \
+ && /opt/emd/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/emd/bin/python -m compileall -q /opt/emd/lib
+
+FROM ${DEBIAN}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 libengine-gost-openssl ca-certificates tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/emd --shell /usr/sbin/nologin emd \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/emd
+COPY --from=build /opt/emd /opt/emd
+ENV PATH=/opt/emd/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    EMD_DATA_DIR=/var/lib/emd \
+    EMD_LOG_FORMAT=json \
+    EMD_METRICS_HOST=0.0.0.0 \
+    EMD_METRICS_PORT=9100
+USER 10001:10001
+WORKDIR /var/lib/emd
+VOLUME ["/var/lib/emd"]
+EXPOSE 9100 8086
+ENTRYPOINT ["emd"]
+CMD ["--help"]
