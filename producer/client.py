@@ -38,6 +38,7 @@ from services.errors import PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging.clients import KafkaSecurity, sync_producer_config
 from services.messaging.topology import CREATED
+from services.remd import names as remd_names
 
 CREATED_TOPIC = CREATED.name
 
@@ -48,7 +49,7 @@ log = get_logger(__name__)
 
 #: keys a caller may pass in ``meta``; each is cross-checked against the document
 META_FIELDS = ("localUid", "documentNumber", "departmentOid", "creationTime", "patientSnils", "signerSnils",
-               "signatures")
+               "signatures", "signerRoles")
 DEFAULT_INLINE_LIMIT = 256 * 1024
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
@@ -179,9 +180,28 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
         except (binascii.Error, ValueError, TypeError):
             raise _invalid("signatures", "signature is not base64", "META_MISMATCH") from None
 
+    roles = _signer_roles(extra.get("signerRoles", {}), doc_snils)
+    for n, s in enumerate(meta.signers):
+        # РЭМД checks every signer's position against ФРМР: the code and its dictionary version are required
+        where = f"signers[{n}] ({s.role})"
+        if not s.position_code:
+            raise _invalid(f"{where}.positionCode", "the signer's position code (НСИ 1.2.643.5.1.13.13.11.1002) is missing",
+                           "MISSING_FIELD")
+        if not s.position_version:
+            raise _invalid(f"{where}.positionCodeSystemVersion",
+                           "the signer's position code has no codeSystemVersion", "MISSING_FIELD")
+        if s.speciality_code and not s.speciality_version:
+            raise _invalid(f"{where}.specialityCodeSystemVersion",
+                           "the signer's speciality code has no codeSystemVersion", "MISSING_FIELD")
+
     def signer(s: cda.Signer) -> dict[str, Any]:
+        role_code, role_version = roles.get(s.snils, (remd_names.DEFAULT_SIGNER_ROLE,
+                                                      remd_names.DEFAULT_SIGNER_ROLE_VERSION))
         out = {"role": s.role, "snils": s.snils, "family": s.family, "given": s.given, "patronymic": s.patronymic,
-               "localId": s.local_id, "positionCode": s.position_code, "specialityCode": s.speciality_code}
+               "localId": s.local_id, "positionCode": s.position_code, "specialityCode": s.speciality_code,
+               "positionCodeSystemVersion": s.position_version, "specialityCodeSystemVersion": s.speciality_version,
+               "departmentOid": s.department_oid or department, "roleCode": role_code,
+               "roleCodeSystemVersion": role_version}
         sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
         if sig is not None:
             out["signature"] = sig
@@ -199,10 +219,39 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
                     "given": patient.given, "patronymic": patient.patronymic, "gender": patient.gender,
                     "birthDate": patient.birth_date.isoformat() if patient.birth_date else None},
         "signers": [signer(s) for s in meta.signers],
+        "recipient": _recipient(meta.recipient),
+        "associations": [{"target": r.id_extension, "type": r.type_code} for r in meta.related if r.id_extension],
     }
     if document is not None:
         data["document"] = document
     return data
+
+
+def _signer_roles(raw: Any, doc_snils: set[str | None]) -> dict[str, tuple[str, str]]:
+    """``meta.signerRoles``: {СНИЛС: "CODE" | {"code", "codeSystemVersion"}} → {digits: (code, version)}."""
+    if not isinstance(raw, dict):
+        raise _invalid("meta.signerRoles", "expected an object {СНИЛС: role code}", "META_MISMATCH")
+    out = {}
+    for snils, value in raw.items():
+        if _digits(snils) not in doc_snils:
+            raise _invalid("signerRoles", "a role for a СНИЛС that is not a signer of the document", "META_MISMATCH")
+        if isinstance(value, str) and value:
+            out[_digits(snils)] = (value, remd_names.DEFAULT_SIGNER_ROLE_VERSION)
+        elif isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"] \
+                and isinstance(value.get("codeSystemVersion"), str) and value["codeSystemVersion"]:
+            out[_digits(snils)] = (value["code"], value["codeSystemVersion"])
+        else:
+            raise _invalid("signerRoles", 'a role is "CODE" or {"code": …, "codeSystemVersion": …}', "META_MISMATCH")
+    return out
+
+
+def _recipient(recipient: cda.Recipient | None) -> dict[str, Any] | None:
+    if recipient is None:
+        return None
+    if recipient.organization_oid:
+        return {"kind": remd_names.RECIPIENT_MEDICAL_ORGANIZATION, "organizationOid": recipient.organization_oid,
+                "snils": None}
+    return {"kind": remd_names.RECIPIENT_PATIENT_REPRESENTATIVE, "organizationOid": None, "snils": recipient.snils}
 
 
 def read_document(document_bytes: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> cda.CdaMetadata:

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
-from services.documents import nsi
+from services.documents import cda, nsi
 from services.documents.cda import NotCda, extract, parse_hl7_time
 from services.documents.xmlsafe import parse_xml
 
@@ -162,3 +162,22 @@ def test_nsi_resolution_rules():
     assert nsi.kind_for_document(None, None, ["1.2.643.5.1.13.2.7.5.1.33.9.4"],
                                  display_name="Медицинское свидетельство о рождении").code == "76"
     assert "legacy" in nsi.explain_no_kind("5", "1.2.643.5.1.13.13.11.1115", ["1.2.643.5.1.13.2.7.5.1.5.3"])
+
+
+def test_speciality_from_function_code_and_signer_department():
+    """The author's speciality is its functionCode (НСИ 1066) with its version; each signer's department is its
+    representedOrganization when that is a unit of the organisation, and positions carry their version."""
+    meta = cda.extract(parse_xml((SAMPLES / "Consult.xml").read_bytes()))
+    author = next(s for s in meta.signers if s.role == "author")
+    assert (author.speciality_code, author.speciality_version) == ("118", "4.1")
+    assert (author.position_code, author.position_version) == ("34", "2.2")
+    redaction4 = cda.extract(parse_xml((SAMPLES / "ConsultRedaction4.xml").read_bytes()))
+    assert {s.department_oid for s in redaction4.signers} == {"1.2.643.5.1.13.13.12.2.77.7831.0.364471"}
+
+
+def test_recipient_skips_the_ministry_and_null_flavours():
+    """The recipient is the first informationRecipient that is not РЭМД itself and has an OID."""
+    assert cda.extract(parse_xml((SAMPLES / "Consult.xml").read_bytes())).recipient is None
+    assert cda.extract(parse_xml((SAMPLES / "LeaveCountry.xml").read_bytes())).recipient is None  # nullFlavor
+    smp = cda.extract(parse_xml((SAMPLES / "SMPCard.xml").read_bytes())).recipient
+    assert smp == cda.Recipient(organization_oid="1.2.643.5.1.13.13.12.2.77.8330")

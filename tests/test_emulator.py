@@ -27,7 +27,7 @@ from services.errors import PermanentError
 from services.ids import normalize_message_id
 from services.remd import names as n
 from services.remd import soap
-from services.remd.soap import Doctor, OrganizationSign, Patient, PersonalSign, Registration
+from services.remd.soap import Coded, OrgSignature, Patient, PersonalSignature, Registration, Signer
 from services.remd.wssec import verify_envelope
 
 SAMPLE = Path(__file__).parent / "data" / "semd" / "CertOnPayForMedServ.xml"
@@ -149,11 +149,11 @@ def make_registration(data: bytes, pki, *, doctor="doctor", org=True, snils=None
         creation_date_time=meta.creation_time.isoformat(),
         patient=Patient(snils=snils or p.snils, local_id=p.local_id, family=p.family, given=p.given,
                         patronymic=p.patronymic, gender=p.gender, birth_date=p.birth_date.isoformat()),
-        personal_signs=(PersonalSign(doctor=Doctor(role="legalAuthenticator", position=la.position_code,
-                                                   local_id=la.local_id, snils=la.snils, family=la.family,
-                                                   given=la.given, patronymic=la.patronymic),
-                                     signature=doctor_sig),),
-        organization_sign=OrganizationSign(signature=org_sig) if org else None)
+        personal_signatures=(PersonalSignature(signer=Signer(
+            role=Coded("DOCTOR", "2.4"), position=Coded(la.position_code, la.position_version), local_id=la.local_id,
+            snils=la.snils, family=la.family, given=la.given, patronymic=la.patronymic),
+            signature=doctor_sig),),
+        org_signature=OrgSignature(signature=org_sig) if org else None)
 
 
 @pytest.fixture
@@ -248,6 +248,31 @@ def test_search_and_get_registry_item(world, pki):
                                           key=pki["other_is"][0], certificate=pki["other_is"][1])
     item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
     assert item.item is None and item.errors[0].code == "REGISTRY_ITEM_NOT_FOUND"
+
+
+def test_old_dialect_request_gets_the_unmarshalling_fault(world, pki):
+    """A signed request in the first pass's names (personalSigns, organizationSign) is refused as a schema-validating
+    service refuses it: a client-side ValidationFault naming the unexpected element; no file is pulled."""
+    from lxml import etree
+
+    from services.remd import names as n
+    from services.remd.wssec import sign_envelope
+
+    emu, mis = world()
+    data = make_document("doc-old")
+    mis.files["doc-old"] = data
+    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
+                                          reply_to=mis.url, key=None, certificate=None)
+    root = etree.fromstring(xml)
+    for new_name, old_name in ((n.PERSONAL_SIGNATURES, "personalSigns"), (n.ORG_SIGNATURE, "organizationSign")):
+        root.find(f".//{{{n.NS_EMDR_SERVICE}}}{new_name}").tag = f"{{{n.NS_EMDR_SERVICE}}}{old_name}"
+    signed = sign_envelope(root, key=pki["is"][0], certificate=pki["is"][1])
+    r = httpx.post(emu.url, content=signed, timeout=10, headers={"Content-Type": "application/soap+xml"})
+    fault = soap.parse_answer(r.content)
+    assert r.status_code == 500 and isinstance(fault, soap.SoapFault) and not fault.server_side
+    assert fault.ips_fault == "ValidationFault" and fault.detail_code == "VALIDATION_ERROR"
+    assert "Unmarshalling Error" in fault.reason and 'local:"personalSigns"' in fault.reason
+    assert mis.file_requests == []
 
 
 # --- authorisation --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from services.documents import nsi
 from services.documents.cda import extract
 from services.documents.xmlsafe import parse_xml
 from services.emulator.checks import cross_check
-from services.remd.soap import Doctor, Patient, PersonalSign, Registration
+from services.remd.soap import Coded, Patient, PersonalSignature, Registration, Signer
 
 # the Ministry example uses one СНИЛС for its author (Сидоров) and its legal authenticator (Николаев)
 SHARED_SNILS = MINISTRY_SAMPLES / "Instrumentalv3.xml"
@@ -24,17 +24,19 @@ def _registration(meta, *, role: str, family: str, given: str, patronymic: str) 
         creation_date_time=meta.creation_time.isoformat(),
         patient=Patient(snils=p.snils, local_id=p.local_id, family=p.family, given=p.given, patronymic=p.patronymic,
                         gender=p.gender, birth_date=p.birth_date.isoformat() if p.birth_date else None),
-        personal_signs=(PersonalSign(doctor=Doctor(role=role, snils=signer.snils, local_id=signer.local_id,
-                                                   family=family, given=given, patronymic=patronymic),
-                                     signature=b""),))
+        personal_signatures=(PersonalSignature(signer=Signer(
+            role=Coded("DOCTOR", "2.4"), snils=signer.snils, local_id=signer.local_id, family=family, given=given,
+            patronymic=patronymic, position=Coded(signer.position_code, signer.position_version)),
+            signature=b""),))
 
 
 def _doctor_codes(errors) -> list[str]:
     return [e.code for e in errors if e.code.startswith(("INVALID_DOCTOR", "LEGAL_AUTHENTICATOR"))]
 
 
-def test_a_signer_is_compared_with_the_participant_of_the_same_role():
-    """Two people sharing a СНИЛС are each checked against their own role's names, author and legal authenticator."""
+def test_a_signer_is_compared_with_the_participant_of_the_same_position():
+    """Two people sharing a СНИЛС (author and legal authenticator) are each checked against the participant
+    holding the position the request names: the request carries no CDA role, only the coded РЭМД one."""
     meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
     for role, names in (("author", ("Сидоров", "Сергей", "Сергеевич")),
                         ("legalAuthenticator", ("Николаев", "Николай", "Николаевич"))):
@@ -43,8 +45,8 @@ def test_a_signer_is_compared_with_the_participant_of_the_same_role():
         assert [c for c in codes if c.startswith("INVALID_DOCTOR")] == [], role
 
 
-def test_names_of_another_role_are_a_mismatch():
-    """The author's names sent for the legal authenticator's signature are refused as INVALID_DOCTOR_*."""
+def test_names_of_another_participant_are_a_mismatch():
+    """The author's names sent with the legal authenticator's position are refused as INVALID_DOCTOR_*."""
     meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
     reg = _registration(meta, role="legalAuthenticator", family="Сидоров", given="Сергей", patronymic="Сергеевич")
     assert set(_doctor_codes(cross_check(reg, meta, meta.creation_time))) == {
@@ -59,3 +61,23 @@ def test_a_kind_is_registrable_only_between_its_start_and_end_dates():
     assert ended.registrable_on(start) and ended.registrable_on(end)
     assert not ended.registrable_on(start - dt.timedelta(days=1))
     assert not ended.registrable_on(end + dt.timedelta(days=1))
+
+
+def test_position_and_recipient_are_cross_checked():
+    """A position the СЭМД does not give the signer is a header mismatch, and a recipient the СЭМД does not name
+    is RECIPIENT_INFO_MISMATCH (РЭМД's spelling of the classifier's RECEPIENT_*)."""
+    import dataclasses
+
+    from services.remd import names as n
+    from services.remd.soap import Recipient
+
+    meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
+    reg = _registration(meta, role="author", family="Сидоров", given="Сергей", patronymic="Сергеевич")
+    wrong = dataclasses.replace(reg.personal_signatures[0].signer, position=Coded("999", "7.5"))
+    moved = dataclasses.replace(reg, personal_signatures=(dataclasses.replace(reg.personal_signatures[0], signer=wrong),))
+    messages = [e.message for e in cross_check(moved, meta, meta.creation_time) if e.code == "VALIDATION_ERROR"]
+    assert any("Должность" in m and "[999]" in m for m in messages)
+    addressed = dataclasses.replace(reg, recipient=Recipient(kind=n.RECIPIENT_MEDICAL_ORGANIZATION,
+                                                            organization="1.2.643.5.1.13.13.12.2.77.1"))
+    codes = [e.code for e in cross_check(addressed, meta, meta.creation_time)]
+    assert "RECIPIENT_INFO_MISMATCH" in codes and "VALIDATION_ERROR" not in codes

@@ -221,3 +221,58 @@ def test_dry_run_prints_each_checked_event_and_stores_nothing(tmp_path, monkeypa
     assert event["data"]["localUid"] == "144632" and "ref" in event["data"]["document"]
     assert "1 document(s) valid, nothing published" in out.err
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
+
+
+# --- the registerDocument values the addendum added: from the CDA, else from the МИС ------------------
+
+def _set_first(data: bytes, xpath: str, **attrs) -> bytes:
+    root = etree.fromstring(data)
+    el = root.xpath(xpath, namespaces={"h": "urn:hl7-org:v3"})[0]
+    for k, v in attrs.items():
+        if v is None:
+            el.attrib.pop(k, None)
+        else:
+            el.set(k, v)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def test_signer_codes_versions_department_and_default_role_come_from_the_cda(tmp_path):
+    """Each signer carries its position code with its codeSystemVersion and its department from the CDA, and,
+    the CDA stating no РЭМД role, the default role DOCTOR with its dictionary version."""
+    signers = _build(GOOD.read_bytes(), tmp_path)["data"]["signers"]
+    author = next(s for s in signers if s["role"] == "author")
+    assert (author["positionCode"], author["positionCodeSystemVersion"]) == ("34", "7.5")
+    assert author["departmentOid"] == "1.2.643.5.1.13.13.12.2.77.7831.0.364471"
+    assert (author["roleCode"], author["roleCodeSystemVersion"]) == ("DOCTOR", "2.4")
+
+
+def test_signer_roles_come_from_the_mis_when_given(tmp_path):
+    """meta.signerRoles names a signer's РЭМД role (with or without a version); a СНИЛС that signs nothing is refused."""
+    event = _build(GOOD.read_bytes(), tmp_path, meta={"signerRoles": {
+        "524-153-723 12": {"code": "HEAD_OF_DEPARTMENT", "codeSystemVersion": "2.5"}}})
+    roles = {(s["roleCode"], s["roleCodeSystemVersion"]) for s in event["data"]["signers"]}
+    assert roles == {("HEAD_OF_DEPARTMENT", "2.5")}
+    err = _rejected(GOOD.read_bytes(), tmp_path, meta={"signerRoles": {"11111111111": "DOCTOR"}})
+    assert err.field == "signerRoles" and err.reason == "META_MISMATCH"
+
+
+def test_a_position_without_its_version_is_refused_with_the_field_named(tmp_path):
+    """A signer whose position code has no codeSystemVersion cannot be registered: refused, field named."""
+    data = _set_first(GOOD.read_bytes(), "//h:author/h:assignedAuthor/h:code", codeSystemVersion=None)
+    err = _rejected(data, tmp_path)
+    assert err.reason == "MISSING_FIELD" and err.field == "signers[0] (author).positionCodeSystemVersion"
+
+
+def test_recipient_and_related_documents_come_from_the_cda(tmp_path):
+    """An informationRecipient other than the Ministry becomes the recipient; a relatedDocument an association."""
+    root = etree.fromstring(SAMPLES.joinpath("StudentTempInvalid.xml").read_bytes())
+    hl7 = "urn:hl7-org:v3"
+    related = etree.Element(f"{{{hl7}}}relatedDocument", typeCode="RPLC")
+    parent = etree.SubElement(related, f"{{{hl7}}}parentDocument")
+    etree.SubElement(parent, f"{{{hl7}}}id", root="1.2.643.5.1.13.13.17.1.1", extension="16.62.23.09.000014500")
+    root.find(f"{{{hl7}}}legalAuthenticator").addnext(related)
+    data = _build(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), tmp_path)["data"]
+    assert data["recipient"] == {"kind": "MEDICAL_ORGANIZATION", "organizationOid": "1.2.643.5.1.13.13.12.4.70.184",
+                                 "snils": None}
+    assert data["associations"] == [{"target": "16.62.23.09.000014500", "type": "RPLC"}]
+    assert _build(GOOD.read_bytes(), tmp_path)["data"]["recipient"] is None  # only the Ministry: nobody else

@@ -17,16 +17,19 @@ from services.ids import normalize_message_id
 from services.remd import names as n
 from services.remd import soap
 from services.remd.soap import (
-    Doctor,
-    OrganizationSign,
+    Association,
+    Coded,
+    OrgSignature,
     Patient,
-    PersonalSign,
+    PersonalSignature,
     PowerOfAttorney,
+    Recipient,
     RegisterResult,
     Registration,
     RegistryItem,
     RemdError,
     SearchQuery,
+    Signer,
     SoapFault,
     SoapParseError,
     SyncAnswer,
@@ -55,11 +58,15 @@ def _registration(**over) -> Registration:
         document_number="Д-17", creation_date_time="2026-11-22T09:30:00+03:00",
         patient=Patient(snils="12345678901", local_id="p-1", family="Иванов", given="Иван", patronymic="Иванович",
                         gender="1", birth_date="1980-01-02"),
-        personal_signs=(PersonalSign(
-            doctor=Doctor(role="1", position="109", speciality="27", local_id="doc-7", snils="98765432109",
-                          family="Петрова", given="Анна", patronymic="Сергеевна"),
+        personal_signatures=(PersonalSignature(
+            signer=Signer(role=Coded("DOCTOR", "2.4"), position=Coded("109", "7.5"), speciality=Coded("27", "4.1"),
+                          local_id="doc-7", snils="98765432109", family="Петрова", given="Анна",
+                          patronymic="Сергеевна", birth_date="1975-05-06",
+                          department="1.2.643.5.1.13.13.12.2.77.1.0.1"),
             signature=b"\x30\x82cms-of-the-doctor"),),
-        organization_sign=OrganizationSign(
+        recipient=Recipient(kind=n.RECIPIENT_MEDICAL_ORGANIZATION, organization="1.2.643.5.1.13.13.12.2.77.8486"),
+        associations=(Association(target="16.62.23.09.000014500", type="RPLC"),),
+        org_signature=OrgSignature(
             signature=b"\x30\x82cms-of-the-mo",
             power_of_attorney=PowerOfAttorney(number="b1f0c7e2-3d4a-4e5f-9a8b-7c6d5e4f3a2b", principal_inn="7700000000",
                                               principal_ogrn="1027700000000", document="<Доверенность/>".encode(),
@@ -87,7 +94,7 @@ def test_register_document_round_trip(ident):
 
 def test_register_document_layout_and_checksum(ident):
     """Body elements are in the service namespace, signatures base64 with a CRC32 checksum, header order per §2.3."""
-    reg = _registration(organization_sign=None)
+    reg = _registration(org_signature=None)
     xml, _ = soap.build_register_document(reg, client_entity_id="c", to="t", reply_to="r", now=NOW, **ident)
     root = etree.fromstring(xml)
     header = root.find(f"{{{n.NS_SOAP12}}}Header")
@@ -97,9 +104,64 @@ def test_register_document_layout_and_checksum(ident):
     assert req is not None
     sig = req.find(f".//{{{n.NS_EMDR_SERVICE}}}{n.SIGNATURE}")
     data = base64.b64decode(sig.findtext(f"{{{n.NS_EMDR_SERVICE}}}{n.DATA}"))
-    assert data == reg.personal_signs[0].signature
+    assert data == reg.personal_signatures[0].signature
     assert int(sig.findtext(f"{{{n.NS_EMDR_SERVICE}}}{n.CHECKSUM}")) == zlib.crc32(data)
-    assert req.find(f"{{{n.NS_EMDR_SERVICE}}}{n.ORGANIZATION_SIGN}") is None
+    assert req.find(f"{{{n.NS_EMDR_SERVICE}}}{n.ORG_SIGNATURE}") is None
+
+
+def _paths(el, prefix=""):
+    out = []
+    for c in el:
+        path = f"{prefix}/{etree.QName(c).localname}"
+        out.append(path)
+        out += _paths(c, path)
+    return out
+
+
+def test_register_document_speaks_the_addendum_dialect():
+    """The request body uses the names the addendum found in two sources: personalSignatures/item/signer with
+    coded role, position and speciality (with codeSystemVersion), surname/name/patrName, a department per signer,
+    orgSignature, recipient and associations; the old guessed names appear nowhere."""
+    xml, _ = soap.build_register_document(_registration(), client_entity_id="c", to="t", reply_to="r",
+                                          key=None, certificate=None)
+    req = etree.fromstring(xml).find(f".//{{{n.NS_EMDR_SERVICE}}}{n.REGISTER_DOCUMENT_REQUEST}")
+    paths = set(_paths(req))
+    for expected in ("/kind/code", "/patient/surname", "/patient/name", "/patient/patrName",
+                     "/personalSignatures/item/signer/role/code", "/personalSignatures/item/signer/role/codeSystemVersion",
+                     "/personalSignatures/item/signer/position/codeSystemVersion",
+                     "/personalSignatures/item/signer/speciality/codeSystemVersion",
+                     "/personalSignatures/item/signer/department/localId/code",
+                     "/personalSignatures/item/signer/patrName", "/personalSignatures/item/signature/checksum",
+                     "/orgSignature/data", "/orgSignature/powerOfAttorney/number", "/recipient/kind/code",
+                     "/recipient/recipientKindMedicalOrganization/organization/code", "/associations/item/target",
+                     "/associations/item/type", "/department/localId/code"):
+        assert expected in paths, expected
+    text = xml.decode()
+    for old in ("personalSigns", "personalSign>", "doctor>", "organizationSign", "family>", "given>", "patronymic>"):
+        assert old not in text, old
+
+
+def test_register_document_without_position_version_is_not_built():
+    """A signer without its position's codeSystemVersion cannot be written: РЭМД checks every signer's post."""
+    reg = _registration()
+    signer = dataclasses.replace(reg.personal_signatures[0].signer, position=Coded("109", None))
+    bad = dataclasses.replace(reg, personal_signatures=(dataclasses.replace(reg.personal_signatures[0], signer=signer),))
+    with pytest.raises(ValueError, match="codeSystemVersion"):
+        soap.build_register_document(bad, client_entity_id="c", to="t", reply_to="r", key=None, certificate=None)
+
+
+def test_old_dialect_request_is_refused_as_unmarshalling_error():
+    """A request in the first pass's guessed names (personalSigns/personalSign/doctor, organizationSign) is
+    refused by the parser a schema-validating service runs, naming the unexpected element."""
+    xml, _ = soap.build_register_document(_registration(), client_entity_id="c", to="t", reply_to="r",
+                                          key=None, certificate=None)
+    root = etree.fromstring(xml)
+    node = root.find(f".//{{{n.NS_EMDR_SERVICE}}}{n.PERSONAL_SIGNATURES}")
+    node.tag = f"{{{n.NS_EMDR_SERVICE}}}personalSigns"
+    with pytest.raises(SoapParseError) as exc:
+        soap.parse_register_document(etree.tostring(root))
+    assert exc.value.reason == "SOAP_UNEXPECTED_ELEMENT"
+    assert 'local:"personalSigns"' in exc.value.message and "personalSignatures" in exc.value.message
 
 
 def test_register_document_bad_checksum_is_refused(ident):
@@ -180,7 +242,8 @@ def test_register_result_error_round_trip(ident):
 
 
 def test_register_result_peer_shapes():
-    """Older/peer callbacks: registrationDate instead of registrationDateTime, kind as a nested code."""
+    """Older/peer callbacks: registrationDate instead of registrationDateTime, kind as a nested code; the
+    relatesToMessage spelling is kept as sent and normalises to the one form."""
     xml = f"""<soap:Envelope xmlns:soap="{n.NS_SOAP11}" xmlns:cb="{n.NS_EMDR_CALLBACK}"><soap:Body>
       <cb:registerDocumentResult><cb:relatesToMessage>urn:uuid:ABC</cb:relatesToMessage><cb:status>success</cb:status>
       <cb:kind><cb:code>36</cb:code></cb:kind><cb:registryItem><cb:emdrId>1.2</cb:emdrId>
@@ -189,6 +252,7 @@ def test_register_result_peer_shapes():
     parsed = soap.parse_register_result(xml)
     assert parsed.kind == "36" and parsed.registry_item.registration_date_time == "2026-11-22"
     assert parsed.registered
+    assert parsed.relates_to_message == "urn:uuid:ABC" and normalize_message_id(parsed.relates_to_message) == "abc"
 
 
 def test_callback_ack_round_trip(ident):
@@ -197,6 +261,15 @@ def test_callback_ack_round_trip(ident):
     verify_envelope(xml, now=LATER, required=("Body", "Timestamp", "MessageID", "Action"))
     ack = soap.parse_callback_ack(xml)
     assert ack.status == "success" and ack.headers.relates_to == "cb-1"
+
+
+def test_file_request_by_emdr_id(ident):
+    """getDocumentFile may name a registered document by its emdrId instead of the localUid."""
+    req = soap.parse_file_request(soap.build_file_request(emdr_id="16.62.23.09.000014523", to="t", now=NOW,
+                                                          **ident))
+    assert (req.local_uid, req.emdr_id) == (None, "16.62.23.09.000014523")
+    with pytest.raises(ValueError):
+        soap.build_file_request(to="t", key=None, certificate=None)
 
 
 def test_file_request_and_response_round_trip(ident):

@@ -24,8 +24,10 @@ def _registration() -> soap.Registration:
     return soap.Registration(
         kind="119", system="mis", organization="1.2.643.5.1.13.13.12.2.77.1", local_uid="doc-1",
         creation_date_time="2026-01-01T10:00:00+03:00", patient=soap.Patient(snils="12345678901"),
-        personal_signs=(soap.PersonalSign(doctor=soap.Doctor(role="author", snils="12345678901"),
-                                          signature=b"\x30\x03\x02\x01\x01"),))
+        personal_signatures=(soap.PersonalSignature(
+            signer=soap.Signer(role=soap.Coded("DOCTOR", "2.4"), snils="12345678901",
+                               position=soap.Coded("109", "7.5")),
+            signature=b"\x30\x03\x02\x01\x01"),))
 
 
 def _submit(system_key, handler, **kw):
@@ -153,7 +155,7 @@ def test_request_that_cannot_be_built_is_permanent(system_key):
     """A registration without personal signatures never leaves: permanent REQUEST_BUILD_FAILED."""
     key, cert = system_key
     reg = soap.Registration(kind="119", system="m", organization="o", local_uid="u", creation_date_time="t",
-                            patient=soap.Patient(), personal_signs=())
+                            patient=soap.Patient(), personal_signatures=())
     calls = []
     client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))
     t = IpsSoapTransport(client=client)

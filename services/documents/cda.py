@@ -20,8 +20,17 @@ than guessed. Decisions:
 * **department** = the first author's ``representedOrganization/id/@extension`` when it is a ФРМО
   structural-unit OID of that organisation (``<org OID>.0.<n>``); older editions do not carry one.
 * **people**: СНИЛС is the ``id`` with root ``1.2.643.100.3`` (digits only); the local id is the
-  other ``id``'s extension; position = ``code`` in НСИ 1.2.643.5.1.13.13.11.1002; speciality = a
-  ``code`` in НСИ 1.2.643.5.1.13.13.11.1066 if the edition has one.
+  other ``id``'s extension; position = ``code`` in НСИ 1.2.643.5.1.13.13.11.1002 and its
+  ``codeSystemVersion``; speciality = a code in НСИ 1.2.643.5.1.13.13.11.1066 (the author's
+  ``functionCode``, or a code inside the person's role) and its version, if the edition has one; a
+  signer's department = its ``representedOrganization/id/@extension`` when that is a structural unit
+  of the organisation.
+* **recipient** = the first ``informationRecipient/intendedRecipient`` that is not РЭМД itself (the
+  Ministry's ``1.2.643.5.1.13``): a ``receivedOrganization`` with an OID (a medical organisation) or a
+  person with a СНИЛС (a patient's representative). Recipients with ``nullFlavor`` ids name nobody РЭМД
+  can check and are skipped.
+* **related documents** = each ``relatedDocument`` (``@typeCode``: RPLC, APND, XFRM) with its
+  ``parentDocument/id`` (root and extension), as the document states them.
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ from lxml import etree
 from services.documents import nsi
 from services.errors import PermanentError
 
-__all__ = ["HL7", "CdaMetadata", "NotCda", "Person", "Signer", "extract", "parse_hl7_time"]
+__all__ = ["HL7", "CdaMetadata", "NotCda", "Person", "Recipient", "RelatedDocument", "Signer", "extract",
+           "parse_hl7_time"]
 
 HL7 = "urn:hl7-org:v3"
 IDENTITY = "urn:hl7-ru:identity"
@@ -43,6 +53,8 @@ NS = {"h": HL7, "identity": IDENTITY}
 SNILS_ROOT = "1.2.643.100.3"
 POSITION_SYSTEM = "1.2.643.5.1.13.13.11.1002"
 SPECIALITY_SYSTEM = "1.2.643.5.1.13.13.11.1066"
+#: the Ministry (ЕГИСЗ/РЭМД) as the document's recipient: every СЭМД names it, it is not a recipient to report
+MINISTRY_OID = "1.2.643.5.1.13"
 
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4})?$")
 
@@ -74,7 +86,27 @@ class Patient(Person):
 class Signer(Person):
     role: str = "author"            #: author, legalAuthenticator, authenticator
     position_code: str | None = None
+    position_version: str | None = None     #: codeSystemVersion of the position code
     speciality_code: str | None = None
+    speciality_version: str | None = None
+    department_oid: str | None = None       #: the signer's structural unit (ФРМО OID), when stated
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """``informationRecipient``: an organisation (``organization_oid``) or a person (``snils``)."""
+
+    organization_oid: str | None = None
+    snils: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedDocument:
+    """``relatedDocument``: the link type and the related document's id as the document writes it."""
+
+    type_code: str
+    id_root: str | None
+    id_extension: str | None
 
 
 @dataclass(slots=True)
@@ -97,6 +129,8 @@ class CdaMetadata:
     patient: Patient | None
     signers: list[Signer]
     missing: dict[str, str] = field(default_factory=dict)
+    recipient: Recipient | None = None
+    related: list[RelatedDocument] = field(default_factory=list)
 
     @property
     def kind_code(self) -> str | None:
@@ -195,7 +229,8 @@ def _names(person: etree._Element | None) -> tuple[str | None, str | None, str |
     return family, (givens[0] if givens else None), patronymic
 
 
-def _signer(entity: etree._Element, role: str, person_path: str, missing: dict[str, str], key: str) -> Signer:
+def _signer(participation: etree._Element, entity: etree._Element, role: str, person_path: str,
+            missing: dict[str, str], key: str, organization_oid: str | None) -> Signer:
     ids = _x(entity, "h:id")
     snils, problem = _snils(ids)
     if problem:
@@ -204,10 +239,39 @@ def _signer(entity: etree._Element, role: str, person_path: str, missing: dict[s
     position = _first(entity, f"h:code[@codeSystem='{POSITION_SYSTEM}']")
     if position is None:
         position = _first(entity, "h:code")
-    speciality = _first(entity, f".//h:code[@codeSystem='{SPECIALITY_SYSTEM}']")
+    # the author's speciality is its functionCode; some editions put it inside the role instead
+    speciality = _first(participation, f"h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}']")
+    if speciality is None:
+        speciality = _first(entity, f".//h:code[@codeSystem='{SPECIALITY_SYSTEM}']")
+    unit = _attr(_first(entity, "h:representedOrganization/h:id"), "extension")
+    department = unit if organization_oid and unit and unit.startswith(organization_oid + ".0.") else None
     return Signer(role=role, snils=snils, local_id=_local_id(ids), family=family, given=given,
                   patronymic=patronymic, position_code=_attr(position, "code"),
-                  speciality_code=_attr(speciality, "code"))
+                  position_version=_attr(position, "codeSystemVersion"),
+                  speciality_code=_attr(speciality, "code"),
+                  speciality_version=_attr(speciality, "codeSystemVersion"), department_oid=department)
+
+
+def _recipient(root: etree._Element) -> Recipient | None:
+    for intended in _x(root, "h:informationRecipient/h:intendedRecipient"):
+        oid = _attr(_first(intended, "h:receivedOrganization/h:id"), "root")
+        if oid and oid != MINISTRY_OID:
+            return Recipient(organization_oid=oid)
+        snils, _ = _snils(_x(intended, "h:id") + _x(intended, "h:informationRecipient/h:id"))
+        if snils:
+            return Recipient(snils=snils)
+    return None
+
+
+def _related(root: etree._Element) -> list[RelatedDocument]:
+    out = []
+    for rel in _x(root, "h:relatedDocument"):
+        parent_id = _first(rel, "h:parentDocument/h:id")
+        type_code = _attr(rel, "typeCode")
+        if type_code and parent_id is not None:
+            out.append(RelatedDocument(type_code=type_code, id_root=_attr(parent_id, "root"),
+                                       id_extension=_attr(parent_id, "extension")))
+    return out
 
 
 def extract(root: etree._Element) -> CdaMetadata:
@@ -296,12 +360,14 @@ def extract(root: etree._Element) -> CdaMetadata:
                           patronymic=patronymic, gender=gender, birth_date=birth)
 
     signers: list[Signer] = []
-    for n, entity in enumerate(_x(root, "h:author/h:assignedAuthor")):
-        signers.append(_signer(entity, "author", "h:assignedPerson", missing, f"signers[author {n}]"))
-    for path, role_name in (("h:legalAuthenticator/h:assignedEntity", "legalAuthenticator"),
-                            ("h:authenticator/h:assignedEntity", "authenticator")):
-        for n, entity in enumerate(_x(root, path)):
-            signers.append(_signer(entity, role_name, "h:assignedPerson", missing, f"signers[{role_name} {n}]"))
+    for path, entity_name, role_name in (("h:author", "h:assignedAuthor", "author"),
+                                         ("h:legalAuthenticator", "h:assignedEntity", "legalAuthenticator"),
+                                         ("h:authenticator", "h:assignedEntity", "authenticator")):
+        for n, participation in enumerate(_x(root, path)):
+            entity = _first(participation, entity_name)
+            if entity is not None:
+                signers.append(_signer(participation, entity, role_name, "h:assignedPerson", missing,
+                                       f"signers[{role_name} {n}]", organization_oid))
     if not any(s.role == "legalAuthenticator" for s in signers):
         missing["signers.legalAuthenticator"] = "no legalAuthenticator/assignedEntity"
 
@@ -309,4 +375,5 @@ def extract(root: etree._Element) -> CdaMetadata:
         local_uid=local_uid, id_root=id_root, creation_time=creation_time, creation_time_raw=raw_time,
         code=code, code_system=code_system, display_name=display, template_ids=template_ids, kind=kind,
         document_number=document_number, version_number=version_number, organization_oid=organization_oid,
-        department_oid=department_oid, patient=patient, signers=signers, missing=missing)
+        department_oid=department_oid, patient=patient, signers=signers, missing=missing,
+        recipient=_recipient(root), related=_related(root))

@@ -94,18 +94,18 @@ def check_request(reg: Registration, *, now: dt.datetime | None = None) -> list[
     if kind is not None and created is not None and not kind.registrable_on(created.date()):
         errors.append(RemdError("NO_DOCUMENT_KIND_ON_DATE",
                                 f"Вид документа [{reg.kind}] не действует на дату создания [{created.date()}]"))
-    if not reg.personal_signs:
+    if not reg.personal_signatures:
         errors.append(RemdError("NO_SIGNATURE", "Документ не содержит подписей"))
     snils = reg.patient.snils
     if snils is not None and (not snils.isdigit() or len(snils) != 11):
         errors.append(RemdError("VALIDATION_ERROR", "СНИЛС пациента должен состоять из 11 цифр"))
     if kind is not None and kind.requires_patient_snils and not snils:
         errors.append(RemdError("NO_SNILS", f"Для вида документа [{reg.kind}] обязателен СНИЛС пациента"))
-    for sign in reg.personal_signs:
-        if not sign.doctor.snils:
+    for sign in reg.personal_signatures:
+        if not sign.signer.snils:
             errors.append(RemdError("INVALID_DOCTOR_SNILS", "В запросе не указан СНИЛС сотрудника"))
     if kind is not None and kind.organization_signature is not None \
-            and kind.organization_signature != (reg.organization_sign is not None):
+            and kind.organization_signature != (reg.org_signature is not None):
         errors.append(RemdError("ORG_SIGNATURE_OCCURRENCE_MISMATCH",
                                 f"Наличие подписи МО не соответствует требованиям вида документа [{reg.kind}]"))
     return errors
@@ -167,9 +167,10 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
     # 1. signatures: decodable, one signer each, one digest over exactly these bytes
     inspected: list[_Inspected] = []
     errors: list[RemdError] = []
-    items = [(f"сотрудника {s.doctor.snils or '?'}", s.signature, True, s.doctor.snils) for s in reg.personal_signs]
-    if reg.organization_sign is not None:
-        items.append(("МО", reg.organization_sign.signature, False, None))
+    items = [(f"сотрудника {s.signer.snils or '?'}", s.signature, True, s.signer.snils)
+             for s in reg.personal_signatures]
+    if reg.org_signature is not None:
+        items.append(("МО", reg.org_signature.signature, False, None))
     seen: set[bytes] = set()
     for label, der, personal, snils in items:
         if der in seen:
@@ -269,19 +270,19 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
         if rp.birth_date is not None and p.birth_date is not None and p.birth_date.isoformat() != rp.birth_date:
             mismatch("Дата рождения пациента", p.birth_date, rp.birth_date)
 
-    # medical workers: each signer of the request is in the СЭМД with the same data; the legal authenticator signs
-    # Matched by СНИЛС and role: one СНИЛС may appear in several roles (author, legalAuthenticator), and the
-    # request names the role each signature was made in.
-    by_role = {(_digits(s.snils), s.role): s for s in meta.signers if s.snils}
-    by_snils = {_digits(s.snils): s for s in reversed(meta.signers) if s.snils}
+    # medical workers: each signer of the request is in the СЭМД (by СНИЛС) with the same data; the legal
+    # authenticator signs. One СНИЛС may appear in several CDA roles (author, legalAuthenticator); the request
+    # carries the person once, so the first appearance with the same position is the one compared.
     request_snils = set()
-    for sign in reg.personal_signs:
-        d = sign.doctor
+    for sign in reg.personal_signatures:
+        d = sign.signer
         request_snils.add(_digits(d.snils))
-        found = by_role.get((_digits(d.snils), d.role)) or by_snils.get(_digits(d.snils))
-        if found is None:
+        same = [s for s in meta.signers if s.snils and _digits(s.snils) == _digits(d.snils)]
+        if not same:
             errors.append(RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД"))
             continue
+        position = d.position.code if d.position else None
+        found = next((s for s in same if s.position_code == position), same[0])
         for code, doc, req in (("INVALID_DOCTOR_FAMILY", found.family, d.family),
                                ("INVALID_DOCTOR_NAME", found.given, d.given),
                                ("INVALID_DOCTOR_PATRONYMIC", found.patronymic, d.patronymic)):
@@ -289,8 +290,30 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
                 errors.append(RemdError(code, f"Данные сотрудника [{d.snils}] в запросе не совпадают с ЭМД"))
         if d.local_id is not None and found.local_id is not None and d.local_id != found.local_id:
             errors.append(RemdError("INVALID_DOCTOR_ID", f"Идентификатор сотрудника [{d.snils}] не совпадает с ЭМД"))
+        if position != found.position_code:
+            mismatch(f"Должность сотрудника [{d.snils}]", found.position_code, position)
+        speciality = d.speciality.code if d.speciality else None
+        if speciality is not None and found.speciality_code is not None and speciality != found.speciality_code:
+            mismatch(f"Специальность сотрудника [{d.snils}]", found.speciality_code, speciality)
     for s in meta.signers:
         if s.role == "legalAuthenticator" and s.snils and _digits(s.snils) not in request_snils:
             errors.append(RemdError("LEGAL_AUTHENTICATOR_NOT_FOUND",
                                     "Подпись лица, заверившего документ (legalAuthenticator), отсутствует в запросе"))
+    errors += _recipient_check(reg, meta)
     return errors
+
+
+def _recipient_check(reg: Registration, meta: CdaMetadata) -> list[RemdError]:
+    """A recipient in the request must be the one the СЭМД names (РЭМД spells the codes RECIPIENT_*, [P])."""
+    r = reg.recipient
+    if r is None:
+        return []
+    doc = meta.recipient
+    if doc is None:
+        return [RemdError("RECIPIENT_INFO_MISMATCH", "Получатель из запроса не найден в ЭМД")]
+    if r.organization is not None and r.organization != doc.organization_oid:
+        return [RemdError("RECIPIENT_INFO_MISMATCH",
+                          f"Организация-получатель [{r.organization}] из запроса не найдена в ЭМД")]
+    if r.snils is not None and _digits(r.snils) != _digits(doc.snils):
+        return [RemdError("RECIPIENT_SNILS_MISMATCH", "СНИЛС получателя в запросе не совпадает с ЭМД")]
+    return []

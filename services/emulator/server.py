@@ -46,6 +46,7 @@ from services.errors import PermanentError
 from services.logs import get_logger
 from services.remd import names as n
 from services.remd import soap
+from services.remd.envelope import is_anonymous
 from services.remd.soap import RegistryItem, RemdError
 from services.remd.wssec import verify_envelope
 
@@ -452,7 +453,7 @@ class Emulator:
                   arrival: dt.datetime, version: str) -> tuple[int, bytes]:
         reg, headers = request.registration, request.headers
         self.registry.update(entry, organization=reg.organization)
-        if not headers.reply_to or headers.reply_to == n.WSA_ANONYMOUS or \
+        if not headers.reply_to or is_anonymous(headers.reply_to) or \
                 not headers.reply_to.startswith(("http://", "https://")):
             self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
             return self._fault("ValidationFault", "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного "

@@ -45,6 +45,7 @@ from services.messaging.runtime import Output, Record
 from services.metrics import REGISTRY
 from services.pipeline.organizations import OrganizationsConfig
 from services.remd import codes, soap
+from services.remd import names as remd_names
 from services.remd.circuit import CircuitBreaker
 from services.remd.ratelimit import EndpointLimiter
 from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, transport_for
@@ -89,17 +90,30 @@ def _iso(t: dt.datetime | None) -> str | None:
     return None if t is None else t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _coded(code: str | None, version: str | None) -> soap.Coded | None:
+    return soap.Coded(code=code, code_system_version=version) if code else None
+
+
 def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
-    """The registerDocument content of a signed event (signers matched to signatures by СНИЛС and role)."""
+    """The registerDocument content of a signed event (signers matched to signatures by СНИЛС and role).
+
+    Every value is the event's: the producer read it from the CDA or took it from the МИС (the event
+    contract, docs/schemas, says which). A signer without a role falls back to the default РЭМД role.
+    """
     p = data.get("patient") or {}
     signers = {(s.get("snils"), s.get("role")): s for s in data.get("signers") or []}
     personal = []
     for sig in (data.get("signatures") or {}).get("personal") or []:
         s = signers.get((sig.get("snils"), sig.get("role"))) or {}
-        doctor = soap.Doctor(role=sig["role"], position=s.get("positionCode"), speciality=s.get("specialityCode"),
-                             local_id=s.get("localId"), snils=sig.get("snils"), family=s.get("family"),
-                             given=s.get("given"), patronymic=s.get("patronymic"))
-        personal.append(soap.PersonalSign(doctor=doctor, signature=base64.b64decode(sig["cms"])))
+        signer = soap.Signer(
+            role=soap.Coded(code=s.get("roleCode") or remd_names.DEFAULT_SIGNER_ROLE,
+                            code_system_version=s.get("roleCodeSystemVersion") or remd_names.DEFAULT_SIGNER_ROLE_VERSION),
+            snils=sig.get("snils"), local_id=s.get("localId"), family=s.get("family"), given=s.get("given"),
+            patronymic=s.get("patronymic"),
+            position=_coded(s.get("positionCode"), s.get("positionCodeSystemVersion")),
+            speciality=_coded(s.get("specialityCode"), s.get("specialityCodeSystemVersion")),
+            department=s.get("departmentOid") or data.get("departmentOid"))
+        personal.append(soap.PersonalSignature(signer=signer, signature=base64.b64decode(sig["cms"])))
     org_sign = None
     org = (data.get("signatures") or {}).get("organization")
     if org:
@@ -109,7 +123,10 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
             poa = soap.PowerOfAttorney(number=m["number"], principal_inn=m.get("principalInn"),
                                        principal_ogrn=m.get("principalOgrn"), document=_b64(m.get("xml")),
                                        signature=_b64(m.get("signature")))
-        org_sign = soap.OrganizationSign(signature=base64.b64decode(org["cms"]), power_of_attorney=poa)
+        org_sign = soap.OrgSignature(signature=base64.b64decode(org["cms"]), power_of_attorney=poa)
+    r = data.get("recipient")
+    recipient = soap.Recipient(kind=r["kind"], organization=r.get("organizationOid"), snils=r.get("snils")) \
+        if r else None
     return soap.Registration(
         kind=data["kind"], system=data["systemId"], organization=data["organizationOid"],
         department=data.get("departmentOid"), local_uid=data["localUid"], document_number=data.get("documentNumber"),
@@ -117,7 +134,8 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
         patient=soap.Patient(snils=p.get("snils"), local_id=p.get("localId"), family=p.get("family"),
                              given=p.get("given"), patronymic=p.get("patronymic"), gender=p.get("gender"),
                              birth_date=p.get("birthDate")),
-        personal_signs=tuple(personal), organization_sign=org_sign)
+        personal_signatures=tuple(personal), org_signature=org_sign, recipient=recipient,
+        associations=tuple(soap.Association(target=a["target"], type=a["type"]) for a in data.get("associations") or ()))
 
 
 class Submitter:
@@ -207,7 +225,7 @@ class Submitter:
 
         key = remd.system.signer()  # raises the deferred key error of this organisation only
         registration = registration_from_event(data)
-        if not registration.personal_signs:
+        if not registration.personal_signatures:
             raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
                                  category="data", local_uid=uid)
         endpoint = remd.endpoint

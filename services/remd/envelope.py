@@ -23,9 +23,9 @@ from services.remd import wssec
 from services.remd.messages import Headers, SoapFault
 
 __all__ = [
-    "SoapParseError", "b64", "build_fault", "child", "children", "expect", "finish", "int_or_none", "local_name",
-    "new_envelope", "open_envelope", "parse_fault", "qname", "read_fault", "required", "soap_ns", "sub",
-    "text_of", "unb64", "value_of",
+    "SoapParseError", "b64", "build_fault", "check_shape", "child", "children", "code_of", "expect", "finish",
+    "int_or_none", "is_anonymous", "local_name", "new_envelope", "open_envelope", "parse_fault", "qname",
+    "read_fault", "required", "soap_ns", "sub", "text_of", "unb64", "value_of",
 ]
 
 
@@ -69,12 +69,23 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+#: the fixed wsu:Ids an ИПС callback uses for its signed headers (addendum [A]), for ``fixed_ids=True``
+FIXED_IDS = {"MessageID": "id-messageid", "ReplyTo": "id-replyto", "To": "id-to", "Action": "id-action"}
+
+
 def new_envelope(*, soap_version: str, action: str, message_id: str, to: str | None = None,
-              reply_to: str | None = None, relates_to: str | None = None,
-              client_entity_id: str | None = None, body_ns: str) -> tuple[etree._Element, etree._Element]:
-    """(Envelope, Body) with the header in the reference signer's order (brief §2.3)."""
+                 reply_to: str | None = None, relates_to: str | None = None,
+                 client_entity_id: str | None = None, body_ns: str, wsa_prefix: bool = True,
+                 fixed_ids: bool = False) -> tuple[etree._Element, etree._Element]:
+    """(Envelope, Body) with the header in the reference signer's order (brief §2.3).
+
+    ``wsa_prefix=False`` writes the WS-Addressing headers unprefixed (a default namespace on each), and
+    ``fixed_ids=True`` gives them the fixed wsu:Ids, as ИПС itself sends callbacks (addendum).
+    """
     soap = soap_ns(soap_version)
-    nsmap = {"soap": soap, "wsa": n.NS_WSA, "wsu": n.NS_WSU, "wsse": n.NS_WSSE, "ds": n.NS_DS}
+    nsmap = {"soap": soap, "wsu": n.NS_WSU, "wsse": n.NS_WSSE, "ds": n.NS_DS}
+    if wsa_prefix:
+        nsmap["wsa"] = n.NS_WSA
     if client_entity_id is not None:
         nsmap["egisz"] = n.NS_EGISZ
     nsmap["emdr" if body_ns == n.NS_EMDR_SERVICE else "cb"] = body_ns
@@ -84,17 +95,30 @@ def new_envelope(*, soap_version: str, action: str, message_id: str, to: str | N
         th = etree.SubElement(header, qname(n.NS_EGISZ, n.TRANSPORT_HEADER))
         ai = etree.SubElement(th, qname(n.NS_EGISZ, n.AUTH_INFO))
         etree.SubElement(ai, qname(n.NS_EGISZ, n.CLIENT_ENTITY_ID)).text = client_entity_id
-    etree.SubElement(header, qname(n.NS_WSA, "MessageID")).text = message_id
+
+    def wsa(parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
+        el = etree.SubElement(parent, qname(n.NS_WSA, local), nsmap=None if wsa_prefix else {None: n.NS_WSA})
+        if fixed_ids and local in FIXED_IDS:
+            el.set(qname(n.NS_WSU, "Id"), FIXED_IDS[local])
+        if text is not None:
+            el.text = text
+        return el
+
+    wsa(header, "MessageID", message_id)
     if reply_to is not None:
-        rt = etree.SubElement(header, qname(n.NS_WSA, "ReplyTo"))
-        etree.SubElement(rt, qname(n.NS_WSA, "Address")).text = reply_to
+        etree.SubElement(wsa(header, "ReplyTo"), qname(n.NS_WSA, "Address")).text = reply_to
     if to is not None:
-        etree.SubElement(header, qname(n.NS_WSA, "To")).text = to
-    etree.SubElement(header, qname(n.NS_WSA, "Action")).text = action
+        wsa(header, "To", to)
+    wsa(header, "Action", action)
     if relates_to is not None:
-        etree.SubElement(header, qname(n.NS_WSA, "RelatesTo")).text = relates_to
+        wsa(header, "RelatesTo", relates_to)
     body = etree.SubElement(env, qname(soap, "Body"))
     return env, body
+
+
+def is_anonymous(address: str | None) -> bool:
+    """Whether a ReplyTo address means "answer on this exchange" (either WS-Addressing spelling)."""
+    return (address or "").strip() in n.ANONYMOUS_ADDRESSES
 
 
 def finish(env: etree._Element, key: Any, certificate: Any, now: datetime | None) -> bytes:
@@ -166,6 +190,42 @@ def value_of(parent: etree._Element | None, local: str) -> str | None:
         return None
     text = "".join(el.itertext()).strip()
     return text or None
+
+
+def code_of(el: etree._Element | None) -> str | None:
+    """A coded value in any of the forms РЭМД messages use: ``<kind>58</kind>``, ``<kind><code>58</code>…
+    </kind>`` or ``<kind code="58"/>`` (brief §8.4, addendum: "kind as text or nested kind/code")."""
+    if el is None:
+        return None
+    nested = value_of(el, n.CODE)
+    if nested is not None:
+        return nested
+    attribute = (el.get(n.CODE) or "").strip()
+    if attribute:
+        return attribute
+    if any(isinstance(c.tag, str) for c in el):
+        return None  # structured, but without a code: nothing to read
+    text = (el.text or "").strip()
+    return text or None
+
+
+def check_shape(el: etree._Element, shape: dict[str, Any] | None, path: str) -> None:
+    """Refuse any element ``shape`` does not allow below ``el``, as a schema-validating service does.
+
+    ``shape``: child local name → its own shape (``None``: a text leaf, which must have no children).
+    The error's message is the unmarshalling text a JAXB endpoint answers with.
+    """
+    for c in el:
+        if not isinstance(c.tag, str):
+            continue
+        local = local_name(c)
+        if shape is None or local not in shape:
+            expected = ", ".join(f"<{{{etree.QName(c).namespace or ''}}}{x}>" for x in (shape or {}))
+            raise SoapParseError(
+                f'Unmarshalling Error: unexpected element (uri:"{etree.QName(c).namespace or ""}", local:"{local}") '
+                f"in {path}. Expected elements are {expected or 'none (text only)'}",
+                reason="SOAP_UNEXPECTED_ELEMENT", element=f"{path}/{local}")
+        check_shape(c, shape[local], f"{path}/{local}")
 
 
 def required(parent: etree._Element, local: str, what: str) -> str:

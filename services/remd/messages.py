@@ -22,6 +22,10 @@ def checksum(data: bytes) -> int:
 
 # --- typed data ---------------------------------------------------------------------------------
 
+#: the ``status`` values that mean success, lower-cased ("success" [C], "OK" [P])
+SUCCESS_STATUSES = (n.STATUS_SUCCESS, n.STATUS_OK.lower())
+
+
 @dataclass(frozen=True, slots=True)
 class RemdError:
     """One ``errors/item`` of a РЭМД answer."""
@@ -48,26 +52,38 @@ class Headers:
 
 
 @dataclass(frozen=True, slots=True)
+class Coded:
+    """A coded value with the version of its code system (``role``, ``position``, ``speciality``)."""
+
+    code: str
+    code_system_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Patient:
     snils: str | None = None
     local_id: str | None = None
-    family: str | None = None
-    given: str | None = None
-    patronymic: str | None = None
+    family: str | None = None          #: written as ``surname``
+    given: str | None = None           #: written as ``name``
+    patronymic: str | None = None      #: written as ``patrName``
     gender: str | None = None
     birth_date: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Doctor:
-    role: str
-    position: str | None = None
-    speciality: str | None = None
-    local_id: str | None = None
+class Signer:
+    """``personalSignatures/item/signer``: the medical worker a personal signature belongs to."""
+
+    role: Coded
     snils: str | None = None
+    local_id: str | None = None
     family: str | None = None
     given: str | None = None
     patronymic: str | None = None
+    birth_date: str | None = None
+    position: Coded | None = None
+    speciality: Coded | None = None
+    department: str | None = None      #: the signer's structural unit (ФРМО OID), ``department/localId/code``
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +98,38 @@ class PowerOfAttorney:
 
 
 @dataclass(frozen=True, slots=True)
-class PersonalSign:
-    doctor: Doctor
+class PersonalSignature:
+    signer: Signer
     signature: bytes                      # detached CMS, DER
     power_of_attorney: PowerOfAttorney | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class OrganizationSign:
+class OrgSignature:
     signature: bytes                      # detached CMS, DER
     power_of_attorney: PowerOfAttorney | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who the document is for: a medical organisation (its OID) or a patient's representative (СНИЛС)."""
+
+    kind: str                             # names.RECIPIENT_MEDICAL_ORGANIZATION | RECIPIENT_PATIENT_REPRESENTATIVE
+    organization: str | None = None
+    snils: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Association:
+    """A link to a related ЭМД: its РЭМД id and the link type."""
+
+    target: str
+    type: str
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """What a ``registerDocument`` request says about one document (brief §2.4)."""
+    """What a ``registerDocument`` request says about one document (brief §2.4, addendum)."""
 
     kind: str
     system: str
@@ -104,10 +137,12 @@ class Registration:
     local_uid: str
     creation_date_time: str
     patient: Patient
-    personal_signs: Sequence[PersonalSign]
-    organization_sign: OrganizationSign | None = None
+    personal_signatures: Sequence[PersonalSignature]
+    org_signature: OrgSignature | None = None
     department: str | None = None
     document_number: str | None = None
+    recipient: Recipient | None = None
+    associations: Sequence[Association] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +163,7 @@ class SyncAnswer:
 
     @property
     def accepted(self) -> bool:
-        return self.status.lower() == n.STATUS_SUCCESS and not self.errors
+        return self.status.lower() in SUCCESS_STATUSES and not self.errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +197,9 @@ class RegistryItem:
     registration_date_time: str | None = None
     store_till_date: str | None = None
     document_version: str | None = None
+    #: ``registrationWarnings/item``: remarks that did not stop the registration (passed on to the МИС)
+    warnings: tuple[RemdError, ...] = ()
+    creation_date_time: str | None = None  #: one peer puts the document's creation time here
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +214,12 @@ class RegisterResult:
     registry_item: RegistryItem | None = None
     errors: tuple[RemdError, ...] = ()
     headers: Headers = field(default_factory=Headers)
+    document_status: str | None = None    #: ``documentStatus``, e.g. "Зарегистрировано"
 
     @property
     def registered(self) -> bool:
-        return self.status.lower() == n.STATUS_SUCCESS and self.registry_item is not None \
+        """success (or OK) with a registry number and no errors: the document is in РЭМД."""
+        return self.status.lower() in SUCCESS_STATUSES and not self.errors and self.registry_item is not None \
             and bool(self.registry_item.emdr_id)
 
 
@@ -191,7 +231,11 @@ class CallbackAck:
 
 @dataclass(frozen=True, slots=True)
 class FileRequest:
-    local_uid: str
+    """``getDocumentFile``: by our ``localUid`` (RЭМД checking a registration) or by ``emdrId`` (another ИС
+    asking for a registered document later); exactly one of them is set."""
+
+    local_uid: str | None = None
+    emdr_id: str | None = None
     headers: Headers = field(default_factory=Headers)
 
 
