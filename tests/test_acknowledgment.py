@@ -217,10 +217,29 @@ def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
     assert store.get("doc-1").state == lc.FAILED and registry.asked == []
 
 
-def test_not_unique_when_the_other_attempt_was_refused_is_a_rejection(store):
-    """An earlier attempt refused synchronously cannot be the registered one: NOT_UNIQUE stays a rejection."""
-    store.record_outcome(M1, outcome=lc.OUTCOME_PERMANENT, code="VALIDATION_ERROR")
+@pytest.mark.parametrize("outcome, code, taken", [
+    (lc.OUTCOME_PERMANENT, "VALIDATION_ERROR", False),  # refused synchronously: cannot be the registered one
+    (lc.OUTCOME_TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
+])
+def test_not_unique_asks_remd_only_when_the_other_attempt_may_have_been_taken(store, outcome, code, taken):
+    """NOT_UNIQUE for a resend asks РЭМД (and acknowledges what it shows) when the earlier attempt's synchronous
+    answer was transient; after a synchronous refusal it stays a rejection and РЭМД is not asked."""
+    # the message reads like a callback's mark: only decided_by says who decided
+    store.record_outcome(M1, outcome=outcome, decided_by=lc.DECIDED_BY_ANSWER, code=code, message="callback c-9")
     store.mark_failed("doc-1", reason="REMD_REJECTED")
+    store.record_attempt("doc-1", M2, endpoint="http://ips")
+    store.mark_accepted("doc-1", message_id=M2)
+    registry = Registry("16.62.7")
+    outs = run_with(callback(M2, errors=NOT_UNIQUE), store, registry)
+    assert outs[0].topic == (topology.ACKNOWLEDGED.name if taken else topology.SENT_DLT.name)
+    assert registry.asked == (["doc-1"] if taken else [])
+
+
+def test_not_unique_when_a_transient_error_callback_decided_the_other_attempt_is_a_rejection(store):
+    """An earlier attempt a transient error callback decided was not taken (its attempt records decided_by
+    callback): NOT_UNIQUE for the resend stays a rejection and РЭМД is not asked."""
+    run(callback(errors=[RemdError("INTERNAL_ERROR", "x")], callback_id="c-1"), store)
+    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [("transient", lc.DECIDED_BY_CALLBACK)]
     store.record_attempt("doc-1", M2, endpoint="http://ips")
     store.mark_accepted("doc-1", message_id=M2)
     registry = Registry("16.62.7")

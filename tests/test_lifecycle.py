@@ -13,10 +13,17 @@ from services.errors import ConfigurationError, TransientError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
+def backend(request, tmp_path):
+    """Each backend's store URL: SQLite in tmp_path, PostgreSQL a fresh database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path}/lifecycle.sqlite3"
+
+
+@pytest.fixture
+def store(backend, tmp_path):
     """The store under test: every contract test runs against both backends (PostgreSQL: a fresh database)."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
-    s = lc.open_store(tmp_path, url=url)
+    s = lc.open_store(tmp_path, url=backend)
     yield s
     s.close()
 
@@ -60,12 +67,25 @@ def test_outcomes_and_acceptance(store):
     """A transient outcome is kept on its attempt; acceptance marks the document and its attempt accepted."""
     _register(store)
     store.record_attempt("doc-1", "m1", endpoint="e")
-    store.record_outcome("m1", outcome=lc.OUTCOME_TRANSIENT, code="HTTP_503", message="unavailable")
+    store.record_outcome("m1", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="HTTP_503",
+                         message="unavailable")
     store.record_attempt("doc-1", "m2", endpoint="e")
     doc = store.mark_accepted("doc-1", message_id="m2")
     assert doc.state == lc.ACCEPTED and doc.accepted_message_id == "m2" and doc.accepted_at is not None
     h = store.history("doc-1")
     assert [(a.outcome, a.code) for a in h] == [("transient", "HTTP_503"), ("accepted", None)]
+    assert [a.decided_by for a in h] == [lc.DECIDED_BY_ANSWER, lc.DECIDED_BY_ANSWER]
+
+
+def test_outcome_records_who_decided_it(store):
+    """record_outcome stores who decided the attempt; an attempt still in flight has no outcome and no decider."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.record_attempt("doc-1", "m2", endpoint="e")
+    store.record_outcome("m1", outcome="rejected", decided_by=lc.DECIDED_BY_CALLBACK, code="X", message="callback c")
+    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
+        ("rejected", lc.DECIDED_BY_CALLBACK), (None, None)]
+    assert store.find_by_message_id("m1")[1].decided_by == lc.DECIDED_BY_CALLBACK
 
 
 def test_no_attempt_after_acceptance(store):
@@ -108,6 +128,49 @@ def test_attempt_for_unknown_document_is_refused(store):
     """An attempt for a document never registered is a bug and raises KeyError."""
     with pytest.raises(KeyError):
         store.record_attempt("nope", "m1", endpoint="e")
+
+
+def _execute_raw(url: str, script: str) -> None:
+    """Run SQL statements on the store's database behind its back."""
+    if url.startswith("sqlite:///"):
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        db.executescript(script)
+        db.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(script)
+
+
+def test_a_database_from_before_decided_by_is_upgraded_on_open(backend, tmp_path):
+    """Opening a database created before the decided_by column adds it once, filled in from the old rows (a
+    "callback <id>" message was a callback's decision, any other outcome the sender's answer)."""
+    from services.lifecycle.postgres import POSTGRES_SCHEMA
+    from services.lifecycle.sqlite import SQLITE_SCHEMA
+
+    pg = backend.startswith("postgresql")
+    schema = POSTGRES_SCHEMA if pg else SQLITE_SCHEMA
+    old = "\n".join(line for line in schema.splitlines() if "decided_by" not in line)
+    assert "decided_by" in schema and "decided_by" not in old
+    attempts, documents = ("emd_attempts", "emd_documents") if pg else ("attempts", "documents")
+    now = "'2026-01-01T00:00:00.000000+00:00'"
+    _execute_raw(backend, old + f"""
+        ;INSERT INTO {documents} (local_uid, organization, kind, state, created_at, updated_at)
+             VALUES ('doc-1', 'o', '119', 'sending', {now}, {now});
+        INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at, outcome, message) VALUES
+            ('m1', 'doc-1', 1, 'e', {now}, 'transient', 'callback c-1'),
+            ('m2', 'doc-1', 2, 'e', {now}, 'transient', 'HTTP 503'),
+            ('m3', 'doc-1', 3, 'e', {now}, NULL, NULL);""")
+    s = lc.open_store(tmp_path, url=backend)
+    assert [(a.message_id, a.decided_by) for a in s.history("doc-1")] == [
+        ("m1", lc.DECIDED_BY_CALLBACK), ("m2", lc.DECIDED_BY_ANSWER), ("m3", None)]
+    s.record_outcome("m3", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, message="x")
+    s.close()
+    s = lc.open_store(tmp_path, url=backend)  # a second open finds the column and fills in nothing again
+    assert [a.decided_by for a in s.history("doc-1")] == [lc.DECIDED_BY_CALLBACK, lc.DECIDED_BY_ANSWER,
+                                                          lc.DECIDED_BY_CALLBACK]
+    s.close()
 
 
 def test_database_is_in_wal_mode_and_durable(tmp_path):

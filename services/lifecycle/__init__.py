@@ -11,20 +11,23 @@ States (one row per ``localUid``)::
 
 Attempts (one row per MessageID): attempt number, endpoint, ``sent_at``, and the outcome once known
 (``accepted``, ``transient``, ``permanent``; ``NULL`` while the request is in flight or when the process
-died before the answer). The sender records an attempt and **commits it before the request leaves**, so
-every MessageID РЭМД ever saw is findable here (``find_by_message_id``), including that of a request whose
-answer was lost to a crash: the status worker can match a callback to it, and support can give it to СТП.
-A registered document is also findable by its РЭМД registry number (``find_by_emdr_id``): the last
-fallback when a callback's ``relatesToMessage`` and ``localUid`` match nothing.
+died before the answer) with who decided it (``decided_by``: ``answer``, РЭМД's synchronous answer to the
+sender, or ``callback``; a database from before that column gets it on open, filled in from the old rows).
+The sender records an attempt and **commits it before the request leaves**, so every MessageID РЭМД ever
+saw is findable here (``find_by_message_id``), including that of a request whose answer was lost to a
+crash: the status worker can match a callback to it, and support can give it to СТП. A registered
+document is also findable by its РЭМД registry number (``find_by_emdr_id``): the last fallback when a
+callback's ``relatesToMessage`` and ``localUid`` match nothing.
 
-Backends:
+Backends (``services/lifecycle/store.py`` holds the statements and rules, written once; each backend module
+holds only its dialect):
 
 * ``SqliteLifecycleStore`` (the default, ``<data_dir>/lifecycle.sqlite3``): WAL mode, ``BEGIN IMMEDIATE``
   transactions and a busy timeout, so several local processes (replicas of the workers on one host, the
   tests' kill -9 runs) share it safely. Not for replicas on several hosts: SQLite over a network file
   system does not lock reliably.
 * ``PostgresLifecycleStore`` (``services/lifecycle/postgres.py``, psycopg 3) for production, replicas on several
-  hosts: the same two tables (``POSTGRES_SCHEMA`` below), the same statements, and a row lock
+  hosts: the same two tables (``POSTGRES_SCHEMA`` there), the same statements, and a row lock
   (``SELECT … FOR UPDATE``) on the document in every transition instead of SQLite's database lock.
   ``LifecycleStore`` is the interface both satisfy; ``open_store(data_dir, url=EMD_LIFECYCLE_STORE)`` is
   the one place that picks the backend.
@@ -39,6 +42,8 @@ from pathlib import Path
 from services.errors import ConfigurationError
 from services.lifecycle.model import (
     ACCEPTED,
+    DECIDED_BY_ANSWER,
+    DECIDED_BY_CALLBACK,
     DONE_STATES,
     FAILED,
     OUTCOME_ACCEPTED,
@@ -57,8 +62,8 @@ from services.lifecycle.model import (
 from services.lifecycle.sqlite import SqliteLifecycleStore
 
 __all__ = [
-    "ACCEPTED", "DONE_STATES", "FAILED", "OUTCOME_ACCEPTED", "OUTCOME_PERMANENT", "OUTCOME_TRANSIENT",
-    "REGISTERED", "SENDING", "SIGNED", "STATES", "Attempt", "Document", "LifecycleConflict", "LifecycleStore",
+    "ACCEPTED", "DECIDED_BY_ANSWER", "DECIDED_BY_CALLBACK", "DONE_STATES", "FAILED", "OUTCOME_ACCEPTED",
+    "OUTCOME_PERMANENT", "OUTCOME_TRANSIENT", "REGISTERED", "SENDING", "SIGNED", "STATES", "Attempt", "Document", "LifecycleConflict", "LifecycleStore",
     "SqliteLifecycleStore", "check_transition", "open_store",
 ]
 

@@ -13,6 +13,8 @@ STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
 DONE_STATES = (ACCEPTED, REGISTERED)
 
 OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient", "permanent"
+#: who decided an attempt's outcome: РЭМД's synchronous answer to the sender, or a registerDocumentResult callback
+DECIDED_BY_ANSWER, DECIDED_BY_CALLBACK = "answer", "callback"
 
 
 class LifecycleConflict(Exception):
@@ -30,6 +32,7 @@ class Attempt:
     code: str | None = None
     message: str | None = None
     finished_at: datetime | None = None
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,9 @@ class LifecycleStore(Protocol):
                        sent_at: datetime | None = None) -> Attempt:
         """Number and store an attempt (state → ``sending``); refuses once accepted or registered."""
 
-    def record_outcome(self, message_id: str, *, outcome: str, code: str | None = None,
-                       message: str | None = None) -> None: ...
+    def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
+                       message: str | None = None) -> None:
+        """Store an attempt's outcome and who decided it (``DECIDED_BY_ANSWER`` or ``DECIDED_BY_CALLBACK``)."""
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None: ...
 

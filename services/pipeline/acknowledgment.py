@@ -155,7 +155,7 @@ def _definitely_not_taken(a: lc.Attempt) -> bool:
     """The attempt got a definite "no": refused synchronously, or an error callback decided it."""
     if a.outcome in (lc.OUTCOME_PERMANENT, REJECTED):
         return True
-    return a.outcome == TRANSIENT and (a.message or "").startswith("callback ")
+    return a.outcome == TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
 
 
 def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
@@ -207,7 +207,8 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
         item = result.registry_item
         assert item is not None and item.emdr_id
         if attempt is not None:
-            store.record_outcome(mid, outcome=REGISTERED, code=item.emdr_id, message=mark)
+            store.record_outcome(mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id,
+                                 message=mark)
         if doc.state == lc.FAILED:
             log.warning("registered after a dead letter: the dead letter is obsolete", local_uid=doc.local_uid,
                         emdr_id=item.emdr_id, message_id=mid, failure_reason=doc.failure_reason)
@@ -226,7 +227,8 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
     text = "; ".join(f"{e.code}: {e.message}" for e in errors)
     transient = all(e.info.transient for e in errors)
     if attempt is not None:
-        store.record_outcome(mid, outcome=TRANSIENT if transient else REJECTED, code=first.code, message=mark)
+        store.record_outcome(mid, outcome=TRANSIENT if transient else REJECTED, decided_by=lc.DECIDED_BY_CALLBACK,
+                             code=first.code, message=mark)
     signed = _signed_event(doc)
     ids = store.message_ids(doc.local_uid)
     if doc.state != lc.FAILED:
@@ -266,7 +268,8 @@ def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid:
     if item is not None and item.emdr_id and item.local_uid in (None, doc.local_uid):
         registering = others[0].message_id
         if attempt is not None:
-            store.record_outcome(mid, outcome=DUPLICATE, code=NOT_UNIQUE, message=mark)
+            store.record_outcome(mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE,
+                                 message=mark)
         doc = store.mark_registered(doc.local_uid, item.emdr_id)
         log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
                  message_id=mid, registered_by=registering)

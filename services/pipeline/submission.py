@@ -250,7 +250,8 @@ class Submitter:
                 raise
             self._observe(breaker, limiter, outcome)
             await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
-                                    code=outcome.remd_code or outcome.reason, message=outcome.message[:500] or None)
+                                    decided_by=lifecycle.DECIDED_BY_ANSWER, code=outcome.remd_code or outcome.reason,
+                                    message=outcome.message[:500] or None)
             if outcome.accepted:
                 doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id)
                 log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,

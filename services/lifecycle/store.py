@@ -1,0 +1,239 @@
+"""The lifecycle store's logic, written once in SQL both backends speak (``services.lifecycle``).
+
+``SqlLifecycleStore`` holds every statement and every rule; a backend subclass supplies only what differs
+between SQLite and PostgreSQL:
+
+* the table names and the placeholder (statements here are written with ``{documents}``, ``{attempts}``,
+  ``{for_update}`` and ``?``, rendered once per backend);
+* ``FOR UPDATE``: PostgreSQL locks the document's row in every transition; SQLite needs nothing, its
+  ``BEGIN IMMEDIATE`` already holds the database's write lock;
+* how a timestamp is stored (ISO text in SQLite, ``timestamptz`` in PostgreSQL);
+* the connection, its transactions and their error mapping (``_transaction``, ``_reading``);
+* whether a column exists (``_has_column``), for the upgrade of an existing database on open.
+
+``register`` is ``INSERT … ON CONFLICT DO NOTHING`` in both.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from services.ids import normalize_message_id
+from services.lifecycle.model import (
+    ACCEPTED,
+    DECIDED_BY_ANSWER,
+    DECIDED_BY_CALLBACK,
+    FAILED,
+    OUTCOME_ACCEPTED,
+    REGISTERED,
+    SENDING,
+    SIGNED,
+    Attempt,
+    Document,
+    check_transition,
+)
+
+_DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
+_ATTEMPT_TIMES = ("sent_at", "finished_at")
+
+#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows)
+_UPGRADES = (
+    # who decided an attempt was, before the column, told by the callbacks' message "callback <id>"
+    ("attempts_table", "decided_by", "text",
+     ("UPDATE {attempts} SET decided_by = CASE WHEN message LIKE ? THEN ? ELSE ? END WHERE outcome IS NOT NULL",
+      ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER))),
+)
+
+
+@functools.cache
+def _render(template: str, documents: str, attempts: str, for_update: str, placeholder: str) -> str:
+    sql = template.format(documents=documents, attempts=attempts, for_update=for_update)
+    return sql.replace("?", placeholder)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlLifecycleStore:
+    """The ``LifecycleStore`` of both backends; a subclass supplies the dialect (see the module docstring)."""
+
+    documents_table: ClassVar[str]
+    attempts_table: ClassVar[str]
+    placeholder: ClassVar[str] = "?"
+    #: appended to the read of the document in every transition
+    for_update: ClassVar[str] = ""
+
+    # --- what a backend supplies ------------------------------------------------------------------
+
+    def _transaction(self, *, write: bool = True) -> AbstractContextManager[Any]:
+        """One committed transaction (``write=False``: a consistent read of several statements); yields an
+        object with ``execute(sql, params)`` whose result has ``fetchone``/``fetchall`` of mapping rows."""
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Any]:
+        """Single-statement reads outside a transaction, like ``_transaction``'s object."""
+        raise NotImplementedError
+
+    def _to_db(self, t: datetime) -> Any:
+        raise NotImplementedError
+
+    def _from_db(self, value: Any) -> datetime:
+        raise NotImplementedError
+
+    def _has_column(self, db: Any, table: str, column: str) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # --- shared plumbing --------------------------------------------------------------------------
+
+    def _q(self, template: str) -> str:
+        return _render(template, self.documents_table, self.attempts_table, self.for_update, self.placeholder)
+
+    def _upgrade(self, db: Any) -> None:
+        """Add the columns an older database lacks (idempotent; call inside the opening transaction)."""
+        for table_attr, column, sql_type, (backfill, params) in _UPGRADES:
+            table = getattr(self, table_attr)
+            if not self._has_column(db, table, column):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+                db.execute(self._q(backfill), params)
+
+    def _time(self, value: Any) -> datetime | None:
+        return None if value is None else self._from_db(value)
+
+    def _document(self, row: Any) -> Document | None:
+        if row is None:
+            return None
+        d = dict(row)
+        if d["signed_event"] is not None:
+            d["signed_event"] = bytes(d["signed_event"])  # PostgreSQL may hand back a memoryview
+        for k in _DOCUMENT_TIMES:
+            d[k] = self._time(d[k])
+        return Document(**d)
+
+    def _attempt(self, row: Any) -> Attempt:
+        d = dict(row)
+        for k in _ATTEMPT_TIMES:
+            d[k] = self._time(d[k])
+        return Attempt(**d)
+
+    def _get(self, db: Any, local_uid: str, *, lock: bool = False) -> Document | None:
+        sql = "SELECT * FROM {documents} WHERE local_uid = ?" + (" {for_update}" if lock else "")
+        return self._document(db.execute(self._q(sql), (local_uid,)).fetchone())
+
+    # --- the LifecycleStore interface -------------------------------------------------------------
+
+    def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
+                 signed_ref: str | None = None, document_ref: str | None = None) -> Document:
+        at = self._to_db(_now())
+        with self._transaction() as db:
+            db.execute(self._q(
+                "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
+                " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (local_uid) DO NOTHING"),
+                (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at))
+            doc = self._get(db, local_uid)
+        assert doc is not None
+        return doc
+
+    def get(self, local_uid: str) -> Document | None:
+        with self._reading() as db:
+            return self._get(db, local_uid)
+
+    def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
+                       sent_at: datetime | None = None) -> Attempt:
+        mid = normalize_message_id(message_id)
+        sent = self._to_db(sent_at or _now())
+        with self._transaction() as db:
+            # replicas on one document queue here (PostgreSQL: the row lock; SQLite: the database lock)
+            check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
+            n = db.execute(self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
+                           (local_uid,)).fetchone()["n"]
+            db.execute(self._q("INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at)"
+                               " VALUES (?,?,?,?,?)"), (mid, local_uid, n, endpoint, sent))
+            db.execute(self._q("UPDATE {documents} SET state = ?, updated_at = ? WHERE local_uid = ?"),
+                       (SENDING, sent, local_uid))
+        return Attempt(local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self._from_db(sent))
+
+    def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
+                       message: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
+                               " finished_at = ? WHERE message_id = ?"),
+                       (outcome, decided_by, code, message, self._to_db(_now()), normalize_message_id(message_id)))
+
+    def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None:
+        # one transaction: the attempt and its document from the same moment
+        with self._transaction(write=False) as db:
+            row = db.execute(self._q("SELECT * FROM {attempts} WHERE message_id = ?"),
+                             (normalize_message_id(message_id),)).fetchone()
+            if row is None:
+                return None
+            attempt = self._attempt(row)
+            doc = self._get(db, attempt.local_uid)
+        assert doc is not None
+        return doc, attempt
+
+    def find_by_emdr_id(self, emdr_id: str) -> Document | None:
+        if not emdr_id:
+            return None
+        with self._reading() as db:
+            # emdrId is set only by mark_registered, which refuses a second one: at most one row in practice
+            return self._document(db.execute(self._q("SELECT * FROM {documents} WHERE emdr_id = ?"
+                                                     " ORDER BY registered_at LIMIT 1"), (emdr_id.strip(),)).fetchone())
+
+    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document:
+        at = self._to_db(accepted_at or _now())
+        mid = normalize_message_id(message_id)
+        with self._transaction() as db:
+            doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
+            if doc.state == REGISTERED:  # a late sync answer after the callback: keep the final state
+                return doc
+            db.execute(self._q("UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
+                               " updated_at = ? WHERE local_uid = ?"), (ACCEPTED, mid, at, at, local_uid))
+            # acceptance is only ever the sender's synchronous answer
+            db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?,"
+                               " finished_at = COALESCE(finished_at, ?) WHERE message_id = ?"),
+                       (OUTCOME_ACCEPTED, DECIDED_BY_ANSWER, at, mid))
+            return self._get(db, local_uid)  # type: ignore[return-value]
+
+    def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:
+        at = self._to_db(registered_at or _now())
+        with self._transaction() as db:
+            check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
+            db.execute(self._q("UPDATE {documents} SET state = ?, emdr_id = ?,"
+                               " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"),
+                       (REGISTERED, emdr_id, at, at, local_uid))
+            return self._get(db, local_uid)  # type: ignore[return-value]
+
+    def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
+                    message: str | None = None) -> Document:
+        at = self._to_db(_now())
+        with self._transaction() as db:
+            check_transition(self._get(db, local_uid, lock=True), local_uid, FAILED)
+            db.execute(self._q("UPDATE {documents} SET state = ?, failure_reason = ?, failure_code = ?,"
+                               " failure_message = ?, failed_at = ?, updated_at = ? WHERE local_uid = ?"),
+                       (FAILED, reason, code, message, at, at, local_uid))
+            return self._get(db, local_uid)  # type: ignore[return-value]
+
+    def history(self, local_uid: str) -> list[Attempt]:
+        with self._reading() as db:
+            rows = db.execute(self._q("SELECT * FROM {attempts} WHERE local_uid = ? ORDER BY attempt"),
+                              (local_uid,)).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
+        with self._reading() as db:
+            rows = db.execute(self._q("SELECT local_uid, accepted_message_id FROM {documents}"
+                                      " WHERE state = ? AND accepted_at < ? ORDER BY accepted_at"),
+                              (ACCEPTED, self._to_db(accepted_before))).fetchall()
+        return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
+
+    def message_ids(self, local_uid: str) -> list[str]:
+        return [a.message_id for a in self.history(local_uid)]
+
