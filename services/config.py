@@ -156,6 +156,15 @@ class Settings:
         "EMD_LIFECYCLE_STORE", "",
         "Lifecycle database: empty = <data_dir>/lifecycle.sqlite3 (SQLite, WAL, one host); "
         "postgresql://user@host/db for replicas on several hosts (docs/state.md).")
+    unpromoted_clinics: str = setting(
+        "EMD_UNPROMOTED_CLINICS", "test-stand",
+        "Documents of a clinic not promoted to production (`emd clinic`): test-stand = sent to its remd.test_endpoint "
+        "(held when it has none), hold = dead-lettered CLINIC_NOT_PROMOTED for replay after promotion (docs/support.md).")
+    console_users_file: Path = setting(
+        "EMD_CONSOLE_USERS", Path("config/console-users.json"),
+        "Support console users allowed to replay and promote: name → scrypt hash (`emd console add-user`).")
+    console_host: str = setting("EMD_CONSOLE_HOST", "127.0.0.1", "Interface `emd console` binds to.")
+    console_port: int = setting("EMD_CONSOLE_PORT", 8087, "Port of the support console (`emd console`).")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

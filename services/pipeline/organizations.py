@@ -22,6 +22,7 @@ file …``). Paths are relative to the file. Shape::
                            "mchd": {"xml": "mchd.xml", "signature": "mchd.sig"}}   // mchd: optional
         },
         "remd": {"environment": "test", "endpoint": "https://…", "callback_url": "https://…",
+                 "test_endpoint": "https://…",      // the test stand, for clinics not yet promoted
                  "client_entity_id": "…", "system_key": "…", "system_certificate": "…",
                  "system_password_file": "…", "rate_limit_per_minute": 60, "transport": "ips"}
       }]
@@ -118,6 +119,8 @@ class RemdSettings:
     system: Credential | None
     rate_limit_per_minute: int
     transport: str = "ips"
+    #: the test stand's ИПС address, where a clinic not yet promoted sends (docs/support.md); None: held
+    test_endpoint: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -324,13 +327,15 @@ def _organization(ctx: _Ctx, raw: Any) -> Organization:
         rctx = ctx.at("remd")
         r = _obj(rctx, spec["remd"], {"environment", "endpoint", "callback_url", "client_entity_id", "system_key",
                                       "system_certificate", "system_password_file", "system_password_env",
-                                      "rate_limit_per_minute", "transport"}, {"environment", "endpoint"})
+                                      "rate_limit_per_minute", "transport", "test_endpoint"},
+                 {"environment", "endpoint"})
         if r["environment"] not in ENVIRONMENTS:
             raise rctx.at("environment").error(f"expected one of {', '.join(ENVIRONMENTS)}")
         if not re.match(r"^https?://", str(r["endpoint"])):
             raise rctx.at("endpoint").error("expected an http(s) URL")
-        if r.get("callback_url") is not None and not re.match(r"^https?://", str(r["callback_url"])):
-            raise rctx.at("callback_url").error("expected an http(s) URL")
+        for url_field in ("callback_url", "test_endpoint"):
+            if r.get(url_field) is not None and not re.match(r"^https?://", str(r[url_field])):
+                raise rctx.at(url_field).error("expected an http(s) URL")
         transport = r.get("transport", "ips")
         if transport not in TRANSPORTS:
             raise rctx.at("transport").error(f"expected one of {', '.join(TRANSPORTS)}")
@@ -346,7 +351,8 @@ def _organization(ctx: _Ctx, raw: Any) -> Organization:
             system, _ = _credential(rctx, sys_spec, f"{oid}/system")
         remd = RemdSettings(environment=r["environment"], endpoint=r["endpoint"],
                             callback_url=r.get("callback_url"), client_entity_id=r.get("client_entity_id"),
-                            system=system, rate_limit_per_minute=rate, transport=transport)
+                            system=system, rate_limit_per_minute=rate, transport=transport,
+                            test_endpoint=r.get("test_endpoint"))
     return Organization(oid=oid, name=name, inn=inn, ogrn=ogrn, mode=mode, doctors=doctors,
                         organization=org_cred, mchd=poa, remd=remd)
 

@@ -43,6 +43,8 @@ from services.messaging import deadletter as dl
 from services.messaging import topology
 from services.messaging.runtime import Output, Record
 from services.metrics import REGISTRY
+from services.pipeline import routing
+from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import OrganizationsConfig
 from services.remd import codes, soap
 from services.remd import names as remd_names
@@ -154,6 +156,10 @@ class Submitter:
         in its partition (keep it at the first tier's delay, ``EMD_SENDER_RETRY_BASE_SECONDS``).
     :param rate_limit_defer: after a RATE_LIMIT answer, the organisation's requests pause and the document
         is retried this many seconds later (ИПС asks for a minute or more).
+    :param clinic_state: ``oid -> onboarding state`` (``routing.ClinicStates``): a clinic not promoted never
+        reaches production (``services.pipeline.routing``); None (tools, tests): every clinic is in production.
+    :param unpromoted: ``routing.TEST_STAND`` (default) or ``routing.HOLD``, for such clinics.
+    :param exchanges: keeps each attempt's signed request and answer for support (``exchanges.ExchangeArchive``).
     """
 
     def __init__(self, *, config: OrganizationsConfig, store: lifecycle.LifecycleStore,
@@ -161,7 +167,8 @@ class Submitter:
                  breaker_cool_down: float = 30.0, endpoint_concurrency: int = 8, hold_per_endpoint: int = 4,
                  retry_topic: str = topology.SENDER_RETRIES[0].name,
                  transport_options: Mapping[str, Any] | None = None, rate_limit_defer: float = 60.0,
-                 park_max_seconds: float = 60.0,
+                 park_max_seconds: float = 60.0, clinic_state: Callable[[str], str] | None = None,
+                 unpromoted: str = routing.TEST_STAND, exchanges: ExchangeArchive | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
@@ -173,6 +180,7 @@ class Submitter:
         self.transport_options = dict(transport_options or {})
         self.rate_limit_defer = rate_limit_defer
         self.park_max_seconds = park_max_seconds
+        self.clinic_state, self.unpromoted, self.exchanges = clinic_state, unpromoted, exchanges
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], EndpointLimiter] = {}
@@ -221,14 +229,16 @@ class Submitter:
             document_ref=(data.get("document") or {}).get("ref"))
         if doc.state in lifecycle.DONE_STATES:
             log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
-            return await self._sent_outputs(event, doc, remd)
+            return await self._sent_outputs(event, doc, remd.environment)
 
+        where = routing.Route(remd.endpoint, remd.environment) if self.clinic_state is None else routing.route(
+            remd, await asyncio.to_thread(self.clinic_state, org_oid), unpromoted=self.unpromoted)
         key = remd.system.signer()  # raises the deferred key error of this organisation only
         registration = registration_from_event(data)
         if not registration.personal_signatures:
             raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
                                  category="data", local_uid=uid)
-        endpoint = remd.endpoint
+        endpoint = where.endpoint
         breaker = self.breaker(endpoint)
         limiter = self.limiter(endpoint, org_oid, remd.rate_limit_per_minute)
         transport = self.transport(remd.transport)
@@ -249,6 +259,9 @@ class Submitter:
                 breaker.release()
                 raise
             self._observe(breaker, limiter, outcome)
+            if self.exchanges is not None:
+                await asyncio.to_thread(self.exchanges.keep, message_id, local_uid=uid, endpoint=endpoint,
+                                        outcome=outcome)
             await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
                                     decided_by=lifecycle.DECIDED_BY_ANSWER, code=outcome.remd_code or outcome.reason,
                                     message=outcome.message[:500] or None)
@@ -256,7 +269,7 @@ class Submitter:
                 doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id)
                 log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,
                          endpoint=endpoint)
-                return await self._sent_outputs(event, doc, remd)  # reads the MessageIDs with the history
+                return await self._sent_outputs(event, doc, where.environment)  # reads the MessageIDs with the history
             ids = await asyncio.to_thread(self.store.message_ids, uid)
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == "permanent":
@@ -307,7 +320,7 @@ class Submitter:
         log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
         return Output(self.retry_topic, record.value, record.key, headers)
 
-    async def _sent_outputs(self, event: Mapping[str, Any], doc: lifecycle.Document, remd: Any) -> list[Output]:
+    async def _sent_outputs(self, event: Mapping[str, Any], doc: lifecycle.Document, environment: str) -> list[Output]:
         history = await asyncio.to_thread(self.store.history, doc.local_uid)
         accepted = next((a for a in history if a.message_id == doc.accepted_message_id), history[-1])
         ids = [a.message_id for a in history]
@@ -315,7 +328,7 @@ class Submitter:
         data["submission"] = {
             "messageId": accepted.message_id, "messageIds": ids, "attempt": accepted.attempt,
             "sentAt": _iso(accepted.sent_at), "acceptedAt": _iso(doc.accepted_at), "endpoint": accepted.endpoint,
-            "environment": remd.environment}
+            "environment": environment}
         sent = events.new_event(events.SENT, data, source=SOURCE, trace_id=event["traceId"])
         # a replay of a registered document must not move the МИС's view back from "registered" to "sent"
         told = "registered" if doc.state == lifecycle.REGISTERED else "sent"

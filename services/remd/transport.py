@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -80,6 +80,9 @@ class SubmitOutcome:
     transport_failure: bool = False      # the endpoint is unwell (circuit breaker input)
     ambiguous: bool = False              # ИПС may have taken the request anyway
     duration: float = 0.0
+    #: the signed request as sent and the answer's body as received (kept for support: СТП asks for them)
+    request: bytes | None = field(default=None, repr=False)
+    response: bytes | None = field(default=None, repr=False)
 
     @property
     def accepted(self) -> bool:
@@ -217,32 +220,31 @@ class IpsSoapTransport:
         try:
             response = await self._client.post(request.endpoint, content=body, headers=headers)
         except httpx.ConnectTimeout as exc:
-            return self._net(TRANSIENT, "TIMEOUT", f"connect timeout: {exc}", started, ambiguous=False)
+            return self._net(TRANSIENT, "TIMEOUT", f"connect timeout: {exc}", started, body, ambiguous=False)
         except httpx.ConnectError as exc:
-            return self._net(TRANSIENT, "CONNECT_ERROR", f"cannot connect: {exc}", started, ambiguous=False)
+            return self._net(TRANSIENT, "CONNECT_ERROR", f"cannot connect: {exc}", started, body, ambiguous=False)
         except httpx.TimeoutException as exc:
-            return self._net(TRANSIENT, "TIMEOUT", f"no answer in time: {type(exc).__name__}", started, ambiguous=True)
+            return self._net(TRANSIENT, "TIMEOUT", f"no answer in time: {type(exc).__name__}", started, body,
+                             ambiguous=True)
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             return self._net(TRANSIENT, "CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}",
-                             started, ambiguous=True)
+                             started, body, ambiguous=True)
         except httpx.HTTPError as exc:
-            return self._net(TRANSIENT, "HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, ambiguous=True)
+            return self._net(TRANSIENT, "HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, body,
+                             ambiguous=True)
         outcome = classify_answer(response.status_code, response.content, retry_after=_retry_after(response))
-        return _with_duration(outcome, time.perf_counter() - started)
+        return replace(outcome, duration=time.perf_counter() - started, request=body, response=response.content)
 
     @staticmethod
-    def _net(kind: Kind, reason: str, message: str, started: float, *, ambiguous: bool) -> SubmitOutcome:
+    def _net(kind: Kind, reason: str, message: str, started: float, request: bytes, *,
+             ambiguous: bool) -> SubmitOutcome:
         return SubmitOutcome(kind=kind, reason=reason, message=message, transport_failure=True,
-                             ambiguous=ambiguous, category="transient", duration=time.perf_counter() - started)
+                             ambiguous=ambiguous, category="transient", duration=time.perf_counter() - started,
+                             request=request)
 
     async def aclose(self) -> None:
         if self._own:
             await self._client.aclose()
-
-
-def _with_duration(o: SubmitOutcome, duration: float) -> SubmitOutcome:
-    from dataclasses import replace
-    return replace(o, duration=duration)
 
 
 def transport_for(name: str, **options: Any) -> Transport:

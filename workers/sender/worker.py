@@ -8,9 +8,14 @@ retry tiers (``services.messaging.topology.SENDER_RETRIES``) with exponential ba
 from __future__ import annotations
 
 from services.config import Settings
+from services.documents.store import store_from_settings
+from services.errors import ConfigurationError
 from services.lifecycle import open_store
+from services.lifecycle.desk import open_desk_store
 from services.messaging import deadletter, topology
 from services.messaging.runtime import Output, Record, RetryPolicy, Stage
+from services.pipeline import routing
+from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations
 from services.pipeline.submission import SOURCE, Submitter, describe_failure
 
@@ -25,7 +30,11 @@ def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
 def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     """``emd worker sender``: configuration and lifecycle store opened (and checked) before consuming."""
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    if settings.unpromoted_clinics not in routing.POLICIES:
+        raise ConfigurationError(f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of "
+                                 f"{', '.join(routing.POLICIES)}")
     store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
+    desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
     submitter = Submitter(
         config=config, store=store, breaker_failures=settings.sender_breaker_failures,
         breaker_cool_down=settings.sender_breaker_cool_down,
@@ -33,12 +42,16 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
         hold_per_endpoint=settings.sender_hold_per_endpoint,
         rate_limit_defer=settings.sender_rate_limit_defer_seconds,
         park_max_seconds=settings.sender_retry_base_seconds,
+        # a clinic's documents reach production only once it is promoted (`emd clinic promote`)
+        clinic_state=routing.ClinicStates(desk.clinic), unpromoted=settings.unpromoted_clinics,
+        exchanges=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
         transport_options={"connect_timeout": settings.sender_connect_timeout,
                            "read_timeout": settings.sender_read_timeout})
 
     async def on_stop() -> None:
         await submitter.aclose()
         store.close()
+        desk.close()
 
     retry = RetryPolicy(topics=tuple(t.name for t in topology.SENDER_RETRIES),
                         base_delay=settings.sender_retry_base_seconds,

@@ -1,0 +1,149 @@
+"""A clinic's documents never reach production before it is promoted: test stand or held (routing and the sender)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from services import events, lifecycle
+from services.dev.config import write_dev_config
+from services.documents.store import FilesystemStore
+from services.errors import PermanentError
+from services.lifecycle import desk
+from services.messaging import topology
+from services.pipeline import routing
+from services.pipeline.exchanges import ExchangeArchive
+from services.pipeline.organizations import load_organizations
+from services.remd.transport import SubmitOutcome
+from tests.test_submission import ORG, FakeTransport, _record, _submitter
+
+PRODUCTION_ENDPOINT, TEST_STAND = "https://ips.egisz.example/emdr", "https://ips-test.egisz.example/emdr"
+
+
+def _config(tmp_path, *, test_endpoint: str | None = TEST_STAND):
+    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint=PRODUCTION_ENDPOINT)
+    config = json.loads(path.read_text())
+    config["organizations"][0]["remd"]["environment"] = "production"
+    if test_endpoint:
+        config["organizations"][0]["remd"]["test_endpoint"] = test_endpoint
+    path.write_text(json.dumps(config))
+    return load_organizations(path)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = lifecycle.open_store(tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("state", [desk.ONBOARDING, desk.TESTING, desk.SUSPENDED])
+def test_an_unpromoted_clinic_sends_to_the_test_stand(tmp_path, store, state):
+    """Until promoted, a production-configured clinic's documents go to its test stand, and the sent event says test."""
+    t = FakeTransport()
+    outs = asyncio.run(_submitter(_config(tmp_path), store, t, clinic_state=lambda oid: state).handle(_record()))
+    assert [r.endpoint for r in t.requests] == [TEST_STAND]
+    submission = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
+    assert submission["endpoint"] == TEST_STAND and submission["environment"] == "test"
+
+
+def test_a_promoted_clinic_sends_to_production(tmp_path, store):
+    """Once promoted, the clinic's documents go to its production endpoint."""
+    t = FakeTransport()
+    outs = asyncio.run(_submitter(_config(tmp_path), store, t,
+                                  clinic_state=lambda oid: desk.PRODUCTION).handle(_record()))
+    assert [r.endpoint for r in t.requests] == [PRODUCTION_ENDPOINT]
+    assert events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]["environment"] == "production"
+
+
+@pytest.mark.parametrize("policy,test_endpoint", [(routing.HOLD, TEST_STAND), (routing.TEST_STAND, None)])
+def test_an_unpromoted_clinic_is_held_when_configured_so_or_without_a_test_stand(tmp_path, store, policy,
+                                                                                 test_endpoint):
+    """With the hold policy, or no test stand, nothing is sent: CLINIC_NOT_PROMOTED, to replay after promotion."""
+    t = FakeTransport()
+    sub = _submitter(_config(tmp_path, test_endpoint=test_endpoint), store, t,
+                     clinic_state=lambda oid: desk.ONBOARDING, unpromoted=policy)
+    with pytest.raises(PermanentError) as err:
+        asyncio.run(sub.handle(_record()))
+    assert err.value.reason == "CLINIC_NOT_PROMOTED" and "emd clinic promote" in err.value.details["hint"]
+    assert t.requests == []
+
+
+def test_clinic_states_are_cached_for_a_few_seconds():
+    """The sender reads a clinic's state at most once per ttl; after it, a promotion is seen."""
+    now = [0.0]
+    reads = []
+    state = {"v": desk.TESTING}
+
+    def read(oid):
+        reads.append(oid)
+        return desk.Clinic(oid=oid, state=state["v"])
+
+    states = routing.ClinicStates(read, ttl=5.0, clock=lambda: now[0])
+    assert states(ORG) == desk.TESTING
+    state["v"] = desk.PRODUCTION
+    now[0] = 4.9
+    assert states(ORG) == desk.TESTING and len(reads) == 1
+    now[0] = 5.1
+    assert states(ORG) == desk.PRODUCTION and len(reads) == 2
+
+
+def test_every_attempt_keeps_its_signed_request_and_answer(tmp_path, store):
+    """The sender keeps each attempt's request and answer bytes, found again by the attempt's MessageID."""
+    desk_store = desk.open_desk_store(tmp_path)
+    archive = ExchangeArchive(documents=FilesystemStore(tmp_path / "docs"), desk=desk_store)
+    rejected = SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND",
+                             http_status=200, request=b"<signed-request/>", response=b"<answer/>")
+    t = FakeTransport(rejected)
+    with pytest.raises(PermanentError):
+        asyncio.run(_submitter(_config(tmp_path), store, t, exchanges=archive).handle(_record()))
+    mid = t.requests[0].message_id
+    kept = archive.read([mid])
+    [(found_id, exchange)] = kept.items()
+    assert exchange.request == b"<signed-request/>" and exchange.response == b"<answer/>"
+    assert exchange.exchange.local_uid == "doc-1" and exchange.exchange.http_status == 200
+    desk_store.close()
+
+
+def test_an_archive_that_cannot_store_never_fails_the_document(tmp_path, store):
+    """A broken claim-check store loses the kept exchange, not the registration."""
+
+    class Broken:
+        def put(self, data):
+            raise OSError("disk full")
+
+    desk_store = desk.open_desk_store(tmp_path)
+    archive = ExchangeArchive(documents=Broken(), desk=desk_store)
+    t = FakeTransport(SubmitOutcome(kind="accepted", reason="ACCEPTED", request=b"<r/>"))
+    outs = asyncio.run(_submitter(_config(tmp_path), store, t, exchanges=archive).handle(_record()))
+    assert outs[0].topic == topology.SENT.name and archive.read([t.requests[0].message_id]) == {}
+    desk_store.close()
+
+
+def test_the_transport_hands_back_the_request_it_signed_and_the_answer_it_got():
+    """IpsSoapTransport's outcome carries the exact bytes it posted and received (a lost connection: the request)."""
+    import httpx
+
+    from services.dev.pki import DevCA, SubjectInfo
+    from services.remd import soap
+    from tests.test_transport import _submit
+
+    key = DevCA.create("routing test CA").issue(subject=SubjectInfo(family="", common_name="МИС", org="Тест"))
+    posted = []
+    answer = soap.build_sync_answer(relates_to="x")
+
+    def handler(request):
+        posted.append(request.content)
+        return httpx.Response(200, content=answer)
+
+    out = _submit(key, handler)
+    assert out.accepted and out.request == posted[0] and out.response == answer
+
+    def reset(request):
+        posted.append(request.content)
+        raise httpx.ReadError("reset", request=request)
+
+    lost = _submit(key, reset)
+    assert lost.reason == "CONNECTION_RESET" and lost.request == posted[1] and lost.response is None
