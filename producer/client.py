@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services import events
+from services.config import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES
 from services.documents import cda, nsi
 from services.documents.store import DocumentStore, document_field
 from services.documents.xmlsafe import XmlRejected, parse_xml
@@ -50,8 +51,6 @@ log = get_logger(__name__)
 #: keys a caller may pass in ``meta``; each is cross-checked against the document
 META_FIELDS = ("localUid", "documentNumber", "departmentOid", "creationTime", "patientSnils", "signerSnils",
                "signatures", "signerRoles")
-DEFAULT_INLINE_LIMIT = 256 * 1024
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 
 class InvalidDocument(PermanentError):
@@ -254,7 +253,7 @@ def _recipient(recipient: cda.Recipient | None) -> dict[str, Any] | None:
     return {"kind": remd_names.RECIPIENT_PATIENT_REPRESENTATIVE, "organizationOid": None, "snils": recipient.snils}
 
 
-def read_document(document_bytes: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> cda.CdaMetadata:
+def read_document(document_bytes: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> cda.CdaMetadata:
     """Parse (hardened) and extract; every failure is InvalidDocument naming the field."""
     try:
         root = parse_xml(document_bytes, max_bytes=max_bytes)
@@ -267,7 +266,7 @@ def read_document(document_bytes: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) 
 
 
 def build_created_event(document_bytes: bytes, *, system_id: str, store: DocumentStore | None,
-                        inline_limit: int = DEFAULT_INLINE_LIMIT, max_bytes: int = DEFAULT_MAX_BYTES,
+                        inline_limit: int = INLINE_DOCUMENT_LIMIT, max_bytes: int = MAX_DOCUMENT_BYTES,
                         kind: str | None = None, organization_oid: str | None = None,
                         meta: dict[str, Any] | None = None, trace_id: str | None = None) -> events.Envelope:
     """Everything ``publish`` does short of sending: parse, extract, cross-check, store, validate.
@@ -297,8 +296,8 @@ class DocumentPublisher:
     """
 
     def __init__(self, bootstrap_servers: str, *, store: DocumentStore | None = None, client_id: str = "emd-mis",
-                 system_id: str | None = None, timeout: float = 30.0, inline_limit: int = DEFAULT_INLINE_LIMIT,
-                 max_bytes: int = DEFAULT_MAX_BYTES, topic: str = CREATED_TOPIC,
+                 system_id: str | None = None, timeout: float = 30.0, inline_limit: int = INLINE_DOCUMENT_LIMIT,
+                 max_bytes: int = MAX_DOCUMENT_BYTES, topic: str = CREATED_TOPIC,
                  security: KafkaSecurity | None = None) -> None:
         from kafka import KafkaProducer
 

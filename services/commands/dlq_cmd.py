@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from services import events
+from services.commands.arguments import iso_datetime
 from services.config import Settings
 from services.messaging import deadletter as dl
 from services.messaging import topology
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     def filters(q: argparse.ArgumentParser) -> None:
         q.add_argument("--stage", choices=sorted(STAGES), help="only this stage's dead letters")
         q.add_argument("--reason", help="only this reason code (emd-dlt-reason)")
-        q.add_argument("--since", type=_since, help="only failures at or after this ISO time (UTC if no offset)")
+        q.add_argument("--since", type=iso_datetime, help="only failures at or after this ISO time (UTC if no offset)")
         q.add_argument("--local-uid", dest="local_uid", help="only this document")
 
     q = dsub.add_parser("list", help="one line per dead letter")
@@ -71,14 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--max", type=_positive, default=None, help="replay at most N records")
     q.add_argument("--limit", type=_positive, default=3, help="refuse records already replayed this many times")
     q.set_defaults(func=_cluster_errors(cmd_replay))
-
-
-def _since(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _positive(text: str) -> int:

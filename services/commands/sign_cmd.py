@@ -7,10 +7,10 @@ Exit codes: 0 done / valid, 1 the signature is invalid (the reason code and a se
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 
+from services.commands.arguments import iso_datetime
 from services.crypto import cades, keys
 from services.crypto.certificates import Certificate, load_certificate
 from services.errors import EmdError
@@ -35,19 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Verify SIG (base64 or DER) over DOC. Exit 0 valid, 1 invalid, 2 usage error.")
     v.add_argument("document", metavar="DOC")
     v.add_argument("signature", metavar="SIG")
-    v.add_argument("--at", type=_date, metavar="DATE",
+    v.add_argument("--at", type=iso_datetime, metavar="DATE",
                    help="also require the certificate to be valid at this time (ISO 8601; UTC if no offset)")
-    v.add_argument("--document-time", type=_date, metavar="DATE",
+    v.add_argument("--document-time", type=iso_datetime, metavar="DATE",
                    help="also require the certificate to be valid at the document's creation time")
     v.set_defaults(func=run_verify)
-
-
-def _date(text: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _usage(message: str) -> int:

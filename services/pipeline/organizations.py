@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.config import MAX_DOCUMENT_BYTES
 from services.crypto import keys, mchd
 from services.crypto.certificates import Certificate, load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
@@ -66,7 +67,6 @@ SIGNING_MODES = ("mis", "server")
 SCHEMATRON_POLICIES = ("block", "warn", "off")
 ENVIRONMENTS = ("test", "production")
 TRANSPORTS = ("ips",)
-DEFAULT_MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
 _SNILS = re.compile(r"^\d{11}$")
 
 
@@ -143,7 +143,7 @@ class OrganizationsConfig:
     path: Path
     organizations: dict[str, Organization]
     schematron: str = "warn"
-    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
     required_powers: frozenset[str] = mchd.DEFAULT_REMD_POWERS
     revoked_inline: frozenset[str] = frozenset()
     revocation_file: Path | None = None
@@ -376,7 +376,7 @@ def load_organizations(path: str | os.PathLike, *, max_document_bytes: int | Non
     schematron = top.get("schematron", "warn")
     if schematron not in SCHEMATRON_POLICIES:
         raise ctx.at("schematron").error(f"expected one of {', '.join(SCHEMATRON_POLICIES)}")
-    size = top.get("max_document_bytes", max_document_bytes or DEFAULT_MAX_DOCUMENT_BYTES)
+    size = top.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES)
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ctx.at("max_document_bytes").error("expected a positive integer")
     revoked = top.get("mchd_revoked", [])
