@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
-from services.documents.xmlsafe import XmlRejected, parse_xml
+from services.documents.xmlsafe import XmlRejected, base64_content, parse_xml
 from services.errors import PermanentError
 
 
@@ -157,3 +157,12 @@ def test_doctype_in_utf16_document_is_rejected():
 def test_doctype_text_inside_a_comment_is_harmless():
     """The string <!DOCTYPE inside a comment in the body is text, not a DTD, and parses."""
     assert parse_xml(b"<r><!-- <!DOCTYPE x> --><a/></r>").tag == "r"
+
+
+def test_base64_content_forgives_only_white_space():
+    """Base64 text with XML's line breaks and indentation decodes; a stray character or bad padding is refused."""
+    assert base64_content("\n    AAEC\n    AwQ=\n") == bytes(range(5))
+    assert base64_content(None) == b""
+    for bad in ("AAEC*AwQ=", "AAECAwQ", "AAEC AwQ=!"):
+        with pytest.raises(ValueError):
+            base64_content(bad)

@@ -42,7 +42,6 @@ the deployment, and РЭМД checks them again on registration.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import functools
 import hmac
@@ -52,6 +51,7 @@ from asn1crypto import algos, cms, core, tsp, x509
 
 from services.crypto import gost
 from services.crypto.certificates import Certificate
+from services.documents.xmlsafe import base64_content
 from services.errors import PermanentError
 
 __all__ = [
@@ -216,8 +216,8 @@ def from_wire(value: bytes | str) -> bytes:
     if "-----BEGIN" in text:
         text = "".join(line for line in text.splitlines() if not line.startswith("-----"))
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
+        return base64_content(text)
+    except ValueError:
         raise SignatureError("the signature is neither DER nor base64",
                              reason="SIGNATURE_DECODING_ERROR") from None
 

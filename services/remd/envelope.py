@@ -9,13 +9,12 @@ the brief's namespaces. Parsing only goes through ``services.documents.xmlsafe.p
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import date, datetime
 from typing import Any
 
 from lxml import etree
 
-from services.documents.xmlsafe import parse_xml
+from services.documents.xmlsafe import base64_content, parse_xml
 from services.errors import PermanentError
 from services.ids import new_message_id
 from services.remd import names as n
@@ -237,8 +236,8 @@ def required(parent: etree._Element, local: str, what: str) -> str:
 
 def unb64(text: str | None, what: str) -> bytes:
     try:
-        return base64.b64decode("".join((text or "").split()), validate=True)
-    except (binascii.Error, ValueError):
+        return base64_content(text)
+    except ValueError:
         raise SoapParseError(f"{what} is not valid base64", reason="SOAP_BAD_BASE64") from None
 
 

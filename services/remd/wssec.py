@@ -25,7 +25,6 @@ revocation are the certificate module's concern, not the transport's.
 from __future__ import annotations
 
 import base64
-import binascii
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from lxml import etree
 
 from services.crypto.certificates import load_certificate
 from services.crypto.gost import streebog256
-from services.documents.xmlsafe import parse_xml
+from services.documents.xmlsafe import base64_content, parse_xml
 from services.errors import PermanentError
 from services.remd import names as n
 
@@ -242,8 +241,8 @@ def _index_ids(root: etree._Element) -> dict[str, list[etree._Element]]:
 
 def _b64(text: str | None, what: str) -> bytes:
     try:
-        return base64.b64decode("".join((text or "").split()), validate=True)
-    except (binascii.Error, ValueError):
+        return base64_content(text)
+    except ValueError:
         raise WsSecurityError(f"{what} is not valid base64", reason="WSS_MALFORMED") from None
 
 
