@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from lxml import etree
 
 from services import logs
+from services.dev.samples import REPOSITORY_SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "semd"
+SAMPLES = REPOSITORY_SAMPLES
 CASES = [("119", "ConsultRedaction4"), ("58", "DeathCertificate"), ("76", "BirthCertificate"),
          ("191", "MedExamination"), ("101", "WorkAtHeightCertificate"), ("147", "EpicrisisV5")]
 

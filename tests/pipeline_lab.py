@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.dev.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.dev.watch import PipelineWatcher, Snapshot
 from services.messaging.broker import LocalBroker
 from services.messaging.topology import ensure_topics
@@ -102,7 +102,7 @@ class Lab:
 
 def documents(count: int) -> list[tuple[str, bytes]]:
     """``count`` documents from the Ministry samples a clinic could register today, each with a fresh localUid."""
-    docs, _ = sample_documents(MINISTRY_SAMPLES, count, registrable_only=True)
+    docs, _ = sample_documents(REPOSITORY_SAMPLES, count, registrable_only=True)
     return docs
 
 

@@ -22,14 +22,14 @@ from services.crypto import cades
 from services.dev.config import dev_credential, write_dev_config
 from services.dev.mchd import Person, build_mchd, sign_mchd
 from services.dev.pki import DevCA, SubjectInfo, write_pem
-from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
+from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 GOOD_OID = "1.2.643.5.1.13.13.12.2.77.7831"
 GOOD_UID = 'extension="144632"/>'
 AUTHOR = "52415372312"      # ConsultRedaction4's author (and legalAuthenticator)
-MAX_BYTES = 1_000_000       # the largest accepted sample is 277 KB
+MAX_BYTES = 1_000_000       # the largest accepted sample is 97 KB
 
 #: defect → (organisation OID, expected dead-letter reason)
 DEFECT_ORGS = {

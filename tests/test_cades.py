@@ -13,11 +13,11 @@ from services.crypto import cades, gost, keys
 from services.crypto.certificates import load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
 from services.dev import pki as devpki
-from services.dev.samples import MINISTRY_SAMPLES  # noqa: E402
+from services.dev.samples import REPOSITORY_SAMPLES  # noqa: E402
 from services.errors import ConfigurationError, PermanentError
 from tests import openssl_gost as ossl
 
-SAMPLE = MINISTRY_SAMPLES / "AmbCase.xml"
+SAMPLE = REPOSITORY_SAMPLES / "AmbCase.xml"
 UTC = dt.UTC
 
 

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from lxml import etree
 
 from services.crypto import cades
 from services.dev.pki import DevCA, SubjectInfo
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.documents.cda import HL7, extract
 from services.documents.xmlsafe import parse_xml
 from services.emulator import Emulator, Rule, System, rejection_for
@@ -30,7 +30,7 @@ from services.remd import soap
 from services.remd.soap import Coded, OrgSignature, Patient, PersonalSignature, Registration, Signer
 from services.remd.wssec import verify_envelope
 
-SAMPLE = Path(__file__).parent / "data" / "semd" / "CertOnPayForMedServ.xml"
+SAMPLE = REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml"
 CLIENT = "17c74e63-dc38-438d-a27a-a1aa063ee7b8"
 VALID_FROM = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
 WAIT = 30.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.documents import nsi
 from services.documents.cda import extract
 from services.documents.xmlsafe import parse_xml
@@ -12,7 +12,7 @@ from services.emulator.checks import cross_check
 from services.remd.soap import Coded, Patient, PersonalSignature, Registration, Signer
 
 # the Ministry example uses one СНИЛС for its author (Сидоров) and its legal authenticator (Николаев)
-SHARED_SNILS = MINISTRY_SAMPLES / "Instrumentalv3.xml"
+SHARED_SNILS = REPOSITORY_SAMPLES / "Instrumentalv3.xml"
 
 
 def _registration(meta, *, role: str, family: str, given: str, patronymic: str) -> Registration:

@@ -14,7 +14,7 @@ from itertools import zip_longest
 from typing import Any
 
 from services.dev.local_pipeline import as_new_document, sample_documents
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.documents import cda
 from services.documents.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
@@ -30,7 +30,7 @@ def clinic_documents() -> tuple[str, list[tuple[str, bytes]], dict[str, str]]:
     The clinic with the most samples is the broken one (``BROKEN_DOCS`` documents), the next ones are healthy
     (``DOCS_PER_HEALTHY`` each); few clinics keep the development configuration quick to write.
     """
-    samples, _ = sample_documents(MINISTRY_SAMPLES, None, registrable_only=True)
+    samples, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
     by_org: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     for name, data in samples:
         by_org[cda.extract(parse_xml(data)).organization_oid].append((name, data))

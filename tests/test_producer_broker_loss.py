@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from producer.client import DocumentPublisher, PublishError
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.documents.store import FilesystemStore
 from services.messaging.broker import LocalBroker
 from services.messaging.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
 
-DOC = MINISTRY_SAMPLES / "ConsultRedaction4.xml"
+DOC = REPOSITORY_SAMPLES / "ConsultRedaction4.xml"
 
 
 def test_killed_broker_makes_publish_raise_and_a_restart_recovers(tmp_path):

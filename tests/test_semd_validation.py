@@ -1,17 +1,16 @@
-"""СЭМД validation: the Ministry examples give the outcomes recorded in shared/semd-samples SOURCES.md."""
+"""СЭМД validation: the Ministry examples give the outcomes recorded in services/data/samples/SOURCES.md."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.documents import schematron as sch
 from services.documents import validation as sv
 from services.errors import PermanentError
 
-SAMPLES = Path(__file__).parent / "data" / "semd"
+SAMPLES = REPOSITORY_SAMPLES
 HL7 = "{urn:hl7-org:v3}"
 
 

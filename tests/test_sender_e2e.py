@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from services.dev.local_pipeline import as_new_document
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import REPOSITORY_SAMPLES
 from services.emulator.faults import rejection_for
 from services.ids import normalize_message_id
 from services.messaging import deadletter as dl
@@ -128,7 +128,7 @@ def test_rejection_after_file_pull_is_dead_lettered_with_the_rejected_message_id
 def test_permanent_error_in_the_synchronous_answer_is_dead_lettered_at_once(tmp_path):
     """A permanent SOAP fault and a synchronous refusal go to emd.document.signed.dlt on the first attempt with the MessageID the emulator logged; the others are acknowledged."""
     base = documents(10)
-    stale = MINISTRY_SAMPLES / "DDResults.xml"  # kind 96: registrable 2021–2023, so refused synchronously today
+    stale = REPOSITORY_SAMPLES / "DDResults.xml"  # kind 96: registrable 2021–2023, so refused synchronously today
     faulted_uid, refused_uid = uuid.uuid4().hex[:20], uuid.uuid4().hex[:20]
     uids = [faulted_uid] + [uuid.uuid4().hex[:20] for _ in base[1:]] + [refused_uid]
     docs = _with_uids(base + [(stale.name, stale.read_bytes())], uids)

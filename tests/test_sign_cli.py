@@ -10,10 +10,10 @@ import pytest
 from services.cli import main
 from services.crypto import cades
 from services.dev import pki as devpki
-from services.dev.samples import MINISTRY_SAMPLES  # noqa: E402
+from services.dev.samples import REPOSITORY_SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
-SAMPLE = MINISTRY_SAMPLES / "AmbCase.xml"
+SAMPLE = REPOSITORY_SAMPLES / "AmbCase.xml"
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """The signer stage on the real local broker: every accepted Ministry sample signed, every defect dead-lettered.
 
-One run (module fixture): the lab configuration (``tests/signing_lab.py``), the 56 samples ``emd publish``
+One run (module fixture): the lab configuration (``tests/signing_lab.py``), the 24 samples ``emd publish``
 accepts plus one document per defect published to ``emd.document.created`` (the hostile XML ones by a raw
 producer, as a buggy МИС in another language would send them), the stage built by ``emd worker signer``'s
 factory running in-process until every record has an outcome. Records are told apart by trace id, so the
@@ -139,9 +139,9 @@ def run(broker, tmp_path_factory):
 
 
 def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(run):
-    """Each of the 56 accepted samples (and the good mis-mode document) reaches emd.document.signed,
+    """Each of the 24 accepted samples (and the good mis-mode document) reaches emd.document.signed,
     keeps its trace id and data, and OpenSSL verifies every doctor and organisation signature over its bytes."""
-    assert len(run["good"]) == 57
+    assert len(run["good"]) == 25
     tmp: Path = run["root"]
     for p in run["good"]:
         records = run["signed"].get(p.trace)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from services.dev.samples import MINISTRY_SAMPLES as SAMPLES  # noqa: E402
+from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from services.documents.xmlsafe import XmlRejected, base64_content, parse_xml
 from services.errors import PermanentError
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from services.config import Settings
 from services.dev.local_pipeline import LocalPipeline, sample_documents
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import default_samples
 from services.dev.supervisor import Supervisor
 from services.dev.watch import STAGES, PipelineWatcher, Snapshot
 from services.logs import configure
@@ -35,14 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run the whole pipeline locally on the Ministry samples, with a live view",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(r)
-    r.add_argument("--samples", type=Path, default=MINISTRY_SAMPLES, help="folder of СЭМД to publish")
+    r.add_argument("--samples", type=Path, help="folder of СЭМД to publish (default: the Ministry corpus when "
+                   "present, else the repository's samples; services/dev/samples.py)")
     r.set_defaults(func=run, documents=None)
 
     d = sub.add_parser("demo", help="non-interactive run: N generated documents, machine-readable result",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(d)
     d.add_argument("--documents", type=int, default=100, help="how many documents (default 100)")
-    d.add_argument("--samples", type=Path, default=MINISTRY_SAMPLES, help="folder of СЭМД to generate from")
+    d.add_argument("--samples", type=Path, help="folder of СЭМД to generate from (default as for emd run)")
     d.set_defaults(func=run)
 
 
@@ -66,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
 
     # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
     # a demo generates only documents a clinic could register today
-    documents, refused = sample_documents(args.samples, args.documents, registrable_only=args.documents is not None)
+    samples = args.samples or default_samples()
+    documents, refused = sample_documents(samples, args.documents, registrable_only=args.documents is not None)
     say = print if args.documents is None else (lambda *a, **k: print(*a, **k, file=sys.stderr))
-    say(f"{len(documents)} documents to publish, each with a fresh localUid and created now"
+    say(f"{len(documents)} documents from {samples} to publish, each with a fresh localUid and created now"
         + (f"; {len(refused)} samples left out (reasons at the end)" if refused else ""))
 
     with ExitStack() as stack:

@@ -47,7 +47,7 @@ def sample_documents(folder: Path, count: int | None, *, registrable_only: bool 
 
     files = sorted(Path(folder).glob("*.xml"))
     if not files:
-        raise SystemExit(f"emd: no sample documents in {folder} (set EMD_SHARED_DIR, or give --samples)")
+        raise SystemExit(f"emd: no sample documents in {folder} (give --samples a folder of СЭМД)")
     accepted, refused = [], []
     today = datetime.now(ZoneInfo("Europe/Moscow")).date()
     for f in files:

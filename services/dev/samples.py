@@ -1,7 +1,12 @@
-"""Where the Ministry example СЭМД live: ``shared/semd-samples`` beside the repository.
+"""The sample СЭМД: the curated set the repository carries, and the Ministry's whole corpus when it is at hand.
 
-They are the documents real clinics send (see its SOURCES.md files): the tests, ``make run`` and
-``emd demo`` use them. ``EMD_SHARED_DIR`` overrides the location.
+``REPOSITORY_SAMPLES`` (``services/data/samples``, its SOURCES.md says which examples and why each) is what the
+tests always use, so they give the same result on every machine, and what ``emd run``, ``emd demo`` and
+``make bench`` fall back to: a clone needs nothing beside it.
+
+The Ministry corpus (``semd-samples/minzdrav-examples-autosemd``, 91 examples) is used by ``emd run`` and
+``emd demo`` when a ``shared/`` folder lies beside the repository, or where ``EMD_SHARED_DIR`` points; it is
+never required. ``EMD_SHARED_DIR`` set to a folder without the corpus (an empty one) hides it.
 """
 
 from __future__ import annotations
@@ -10,18 +15,26 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+REPOSITORY_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+CORPUS = Path("semd-samples") / "minzdrav-examples-autosemd"
 
 
 def shared_dir() -> Path:
+    """``EMD_SHARED_DIR``, else the ``shared/`` folder beside the repository (which may not exist)."""
     override = os.environ.get("EMD_SHARED_DIR")
-    if override:
-        return Path(override)
-    for candidate in (REPO.parent / "shared", Path("/work/shared")):
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / "shared"
+    return Path(override) if override else REPO.parent / "shared"
 
 
-SHARED = shared_dir()
-MINISTRY_SAMPLES = SHARED / "semd-samples" / "minzdrav-examples-autosemd"
-PROTOCOL_BRIEF = SHARED / "docs" / "remd-protocol.md"
+def ministry_corpus() -> Path | None:
+    """The folder of the Ministry's whole example corpus, or None when this machine has none."""
+    folder = shared_dir() / CORPUS
+    return folder if any(folder.glob("*.xml")) else None
+
+
+def default_samples() -> Path:
+    """What ``emd run`` and ``emd demo`` publish: the whole corpus when present, else the repository's set."""
+    return ministry_corpus() or REPOSITORY_SAMPLES
+
+
+#: the protocol brief the code's [C]/[P]/[A]/[G] tags refer to (team notes; absent in a user's clone)
+PROTOCOL_BRIEF = shared_dir() / "docs" / "remd-protocol.md"

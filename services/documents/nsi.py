@@ -1,7 +1,7 @@
 """НСИ 1.2.643.5.1.13.13.11.1520 «Электронные медицинские документы»: the document kinds РЭМД registers.
 
 The data is the ФНСИ JSON dump v12.14 (181 rows, 2023-09-21) shipped in ``services/data/nsi/``
-(provenance: /work/shared/semd-samples/1cmedicine-xsd-sch/SOURCES.md). Column meanings come from
+(provenance: 1CMedicine/semd_validator ``data/fnsi/``, commit 480ea866, 2024-02-07). Column meanings come from
 the passport: ``TYPE`` is the kind in НСИ 1522 (Виды медицинских документов), ``GIT_LINK`` the
 templateId of the implementation guide, ``PATIENT_INFO`` whether patient data (and СНИЛС) are
 mandatory, ``MO_SIGN`` whether the organisation must sign.
