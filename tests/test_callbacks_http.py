@@ -22,11 +22,11 @@ from services.messaging import topology
 from services.messaging.broker import free_port
 from services.messaging.topology import ensure_topics
 from services.pipeline.organizations import load_organizations
-from services.remd import soap
+from services.remd import envelope, soap
 from services.remd.soap import RegisterResult, RegistryItem
 from services.remd.wssec import verify_envelope
 from tests.kafka_helpers import read_all
-from workers.status.callbacks_app import content_type, serve
+from workers.status.callbacks_app import serve
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
@@ -49,7 +49,7 @@ async def _post_while_serving(settings, *bodies):
     try:
         async with httpx.AsyncClient(timeout=60) as c:
             return [await c.post(f"http://127.0.0.1:{port}/callback", content=body,
-                                 headers={"Content-Type": content_type(body)}) for body in bodies]
+                                 headers=envelope.http_headers(envelope.version_of(body))) for body in bodies]
     finally:
         stop.set()
         await task
@@ -135,7 +135,7 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
             async with httpx.AsyncClient(timeout=60) as c:
                 for body in (good, forged):
                     await c.post(f"http://127.0.0.1:{port}/callback", content=body,
-                                 headers={"Content-Type": content_type(body)})
+                                 headers=envelope.http_headers(envelope.version_of(body)))
             return before, await asyncio.to_thread(scrape)
         finally:
             stop.set()

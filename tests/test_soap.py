@@ -14,6 +14,7 @@ from lxml import etree
 from services.crypto.certificates import load_certificate
 from services.crypto.keys import load_pkcs8
 from services.ids import normalize_message_id
+from services.remd import envelope
 from services.remd import names as n
 from services.remd import soap
 from services.remd.soap import (
@@ -196,6 +197,28 @@ def test_fault_round_trip(version, code):
     assert (fault.detail_code, fault.detail_message) == ("SCHEMA_PROCESSING_ERROR", "шаблон")
     assert fault.info.transient and fault.headers.relates_to == "m-3"
     assert soap.parse_fault(xml) == fault
+
+
+@pytest.mark.parametrize("given,soap12", [("Client", "Sender"), ("Server", "Receiver"), ("Sender", "Sender")])
+def test_fault_codes_are_given_once_in_the_soap_11_names(given, soap12):
+    """build_fault takes the 1.1 names for every version: a 1.2 fault says Sender/Receiver, a 1.1 one keeps them."""
+    assert soap.parse_fault(soap.build_fault(code=given, reason="r", soap_version="1.2")).code == f"soap:{soap12}"
+    if given in ("Client", "Server"):
+        assert soap.parse_fault(soap.build_fault(code=given, reason="r", soap_version="1.1")).code == f"soap:{given}"
+
+
+def test_http_headers_carry_the_action_as_each_soap_version_does():
+    """SOAP 1.2 travels as application/soap+xml with the action a media-type parameter; 1.1 as text/xml with
+    SOAPAction; a message's version is read back from its envelope."""
+    assert envelope.http_headers("1.2", action="registerDocument") == {
+        "Content-Type": 'application/soap+xml; charset=utf-8; action="registerDocument"'}
+    assert envelope.http_headers("1.1", action="registerDocument") == {
+        "Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"registerDocument"'}
+    assert envelope.content_type("1.2") == "application/soap+xml; charset=utf-8"
+    for version in ("1.1", "1.2"):
+        assert envelope.version_of(soap.build_fault(code="Client", reason="r", soap_version=version)) == version
+    with pytest.raises(ValueError):
+        envelope.content_type("1.3")
 
 
 def test_ips_typed_fault():

@@ -31,8 +31,8 @@ from services.emulator.systems import System
 from services.errors import PermanentError
 from services.ids import new_message_id, normalize_message_id
 from services.logs import get_logger
+from services.remd import envelope, soap
 from services.remd import names as n
-from services.remd import soap
 from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
 from services.remd.wssec import verify_envelope
 
@@ -149,8 +149,7 @@ class Processor:
             note: dict[str, Any] = {"attempt": attempt, "at": _now(), "message_id": message_id}
             try:
                 response = httpx.post(reply_to, content=body, timeout=self.http_timeout,
-                                      headers={"Content-Type": "application/soap+xml; charset=utf-8; "
-                                                               f'action="{n.ACTION_GET_DOCUMENT_FILE}"'})
+                                      headers=envelope.http_headers("1.2", action=n.ACTION_GET_DOCUMENT_FILE))
             except httpx.HTTPError as exc:
                 note.update(outcome="connection_error", error=type(exc).__name__)
                 self.registry.append(job.entry, "file_requests", note)
@@ -203,8 +202,7 @@ class Processor:
                                     "status": result.status, "delivered": False}
             try:
                 response = httpx.post(reply_to, content=body, timeout=self.http_timeout,
-                                      headers={"Content-Type": "text/xml; charset=utf-8",
-                                               "SOAPAction": f'"{n.ACTION_REGISTER_DOCUMENT_RESULT}"'})
+                                      headers=envelope.http_headers("1.1", action=n.ACTION_REGISTER_DOCUMENT_RESULT))
             except httpx.HTTPError as exc:
                 note["error"] = type(exc).__name__
             else:

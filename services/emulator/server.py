@@ -44,8 +44,8 @@ from services.emulator.registry import Registry
 from services.emulator.systems import System
 from services.errors import PermanentError
 from services.logs import get_logger
+from services.remd import envelope, soap
 from services.remd import names as n
-from services.remd import soap
 from services.remd.envelope import is_anonymous
 from services.remd.soap import RegistryItem, RemdError
 from services.remd.wssec import verify_envelope
@@ -96,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- answers ---------------------------------------------------------------------------------
 
-    def send_bytes(self, body: bytes, *, status: int = 200, content_type: str = "application/soap+xml; charset=utf-8",
+    def send_bytes(self, body: bytes, *, status: int = 200, content_type: str = envelope.content_type("1.2"),
                    extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -121,10 +121,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
         except OSError:
             pass
-
-
-def _content_type(soap_version: str) -> str:
-    return "text/xml; charset=utf-8" if soap_version == "1.1" else "application/soap+xml; charset=utf-8"
 
 
 def _peek(data: bytes) -> tuple[str, str | None, str | None, str]:
@@ -360,7 +356,7 @@ class Emulator:
             self.registry.update(entry, outcome=f"injected:{kind}", sync_codes=[rule.code or
                                  ("RATE_LIMIT" if kind == "rate_limit" else "INTERNAL_ERROR")])
             h.send_bytes(self._injected_answer(operation, kind, rule, message_id, version),
-                         status=200 if kind == "rate_limit" else 500, content_type=_content_type(version))
+                         status=200 if kind == "rate_limit" else 500, content_type=envelope.content_type(version))
             return
 
         status, answer = self._dispatch(operation, body, entry, decision, arrival, version)
@@ -368,7 +364,7 @@ class Emulator:
             self.registry.update(entry, outcome=f"{entry.outcome}+injected:{kind}")
             self._fail(h, kind, rule)
             return
-        h.send_bytes(answer, status=status, content_type=_content_type(version))
+        h.send_bytes(answer, status=status, content_type=envelope.content_type(version))
 
     def _fail(self, h: _Handler, kind: str, rule: Rule) -> None:
         if kind == "http_error":
@@ -385,7 +381,7 @@ class Emulator:
     def _injected_answer(self, operation: str, kind: str, rule: Rule, message_id: str | None, version: str) -> bytes:
         relates = message_id or ""
         if kind == "soap_fault":
-            return soap.build_fault(code="Server" if version == "1.1" else "Receiver", reason="Внутренняя ошибка сервиса",
+            return soap.build_fault(code="Server", reason="Внутренняя ошибка сервиса",
                                     detail_code=rule.code or "INTERNAL_ERROR", detail_message="Внутренняя ошибка",
                                     ips_fault="SystemFault", relates_to=message_id, soap_version=version,
                                     key=self.key, certificate=self.certificate)
@@ -402,8 +398,6 @@ class Emulator:
 
     def _fault(self, ips_fault: str, message: str, *, code: str = "Client", relates_to: str | None,
                version: str, detail_code: str | None = None) -> tuple[int, bytes]:
-        if version == "1.2":
-            code = {"Client": "Sender", "Server": "Receiver"}[code]
         return 500, soap.build_fault(code=code, reason=message, ips_fault=ips_fault, detail_message=message,
                                      detail_code=detail_code, relates_to=relates_to, soap_version=version,
                                      key=self.key, certificate=self.certificate)

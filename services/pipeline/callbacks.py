@@ -269,8 +269,6 @@ class CallbackService:
     def _fault(self, code: str, reason: str, detail: str, relates_to: str | None, version: str, *,
                ips_fault: str | None = None, signer: ReplyCredential | None) -> Reply:
         """A SOAP fault, signed with ``signer`` (unsigned when no key of ours is the right one)."""
-        if version == "1.2":
-            code = {"Client": "Sender", "Server": "Receiver"}[code]
         body = soap.build_fault(code=code, reason=reason, detail_code=detail, detail_message=reason,
                                 ips_fault=ips_fault, relates_to=relates_to, soap_version=version,
                                 key=signer.key if signer else None,

@@ -22,9 +22,10 @@ from services.remd import wssec
 from services.remd.messages import Headers, SoapFault
 
 __all__ = [
-    "SoapParseError", "b64", "build_fault", "check_shape", "child", "children", "code_of", "expect", "finish",
-    "int_or_none", "is_anonymous", "local_name", "new_envelope", "open_envelope", "parse_fault", "qname",
-    "read_fault", "required", "soap_ns", "sub", "text_of", "unb64", "value_of",
+    "SoapParseError", "b64", "build_fault", "check_shape", "child", "children", "code_of", "content_type",
+    "expect", "finish", "http_headers", "int_or_none", "is_anonymous", "local_name", "new_envelope",
+    "open_envelope", "parse_fault", "qname", "read_fault", "required", "soap_ns", "sub", "text_of", "unb64",
+    "value_of", "version_of",
 ]
 
 
@@ -40,6 +41,27 @@ def soap_ns(version: str) -> str:
     if version not in ("1.1", "1.2"):
         raise ValueError("soap_version must be '1.1' or '1.2'")
     return n.NS_SOAP11 if version == "1.1" else n.NS_SOAP12
+
+
+def content_type(soap_version: str, *, action: str | None = None) -> str:
+    """The HTTP media type of a SOAP message: 1.1 ``text/xml``; 1.2 ``application/soap+xml``, which carries
+    the action as its ``action`` parameter (RFC 3902; 1.1 sends it as ``SOAPAction``, see ``http_headers``)."""
+    if soap_ns(soap_version) == n.NS_SOAP11:
+        return "text/xml; charset=utf-8"
+    return "application/soap+xml; charset=utf-8" + (f'; action="{action}"' if action else "")
+
+
+def http_headers(soap_version: str, *, action: str | None = None) -> dict[str, str]:
+    """The HTTP headers a SOAP request travels with: its ``content_type`` and, for 1.1, ``SOAPAction``."""
+    headers = {"Content-Type": content_type(soap_version, action=action)}
+    if soap_version == "1.1" and action:
+        headers["SOAPAction"] = f'"{action}"'
+    return headers
+
+
+def version_of(data: bytes) -> str:
+    """The SOAP version of a message we built, from its envelope's namespace (our envelopes declare it first)."""
+    return "1.2" if n.NS_SOAP12.encode() in data[:600] else "1.1"
 
 
 def qname(ns: str, local: str) -> str:
@@ -128,16 +150,23 @@ def finish(env: etree._Element, key: Any, certificate: Any, now: datetime | None
     return wssec.sign_envelope(env, key=key, certificate=certificate, now=now)
 
 
+#: the SOAP 1.2 names of the 1.1 fault codes
+_SOAP12_FAULT_CODES = {"Client": "Sender", "Server": "Receiver"}
+
+
 def build_fault(*, code: str, reason: str, detail_code: str | None = None, detail_message: str | None = None,
                 ips_fault: str | None = None, relates_to: str | None = None, soap_version: str = "1.1",
                 key: Any = None, certificate: Any = None, message_id: str | None = None,
                 now: datetime | None = None) -> bytes:
-    """A SOAP Fault. ``code``: ``Client``/``Server`` (1.1) or ``Sender``/``Receiver`` (1.2), unprefixed.
+    """A SOAP Fault. ``code``: ``Client`` or ``Server``, unprefixed; a 1.2 fault says ``Sender``/``Receiver``
+    for them (and takes those names too).
 
     The detail carries ``code``/``message`` (РЭМД style) and, with ``ips_fault``, an ИПС typed fault
     element holding the message.
     """
     soap = soap_ns(soap_version)
+    if soap_version == "1.2":
+        code = _SOAP12_FAULT_CODES.get(code, code)
     env, body = new_envelope(soap_version=soap_version, action=n.ACTION_FAULT, message_id=message_id or new_message_id(),
                           relates_to=relates_to, body_ns=n.NS_EMDR_SERVICE)
     fault = etree.SubElement(body, qname(soap, "Fault"))

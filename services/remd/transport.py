@@ -41,7 +41,7 @@ import httpx
 
 from services.errors import EmdError
 from services.logs import get_logger
-from services.remd import soap
+from services.remd import envelope, soap
 
 log = get_logger(__name__)
 
@@ -211,11 +211,7 @@ class IpsSoapTransport:
         except (ValueError, TypeError, EmdError) as exc:
             return SubmitOutcome(kind=PERMANENT, reason="REQUEST_BUILD_FAILED", category="data",
                                  message=f"registerDocument could not be built: {exc}")
-        ctype = ("application/soap+xml; charset=utf-8; action=\"registerDocument\"" if self.soap_version == "1.2"
-                 else "text/xml; charset=utf-8")
-        headers = {"Content-Type": ctype}
-        if self.soap_version == "1.1":
-            headers["SOAPAction"] = '"registerDocument"'
+        headers = envelope.http_headers(self.soap_version, action="registerDocument")
         started = time.perf_counter()
         try:
             response = await self._client.post(request.endpoint, content=body, headers=headers)

@@ -32,6 +32,7 @@ from services.messaging.clients import aio_producer_config
 from services.metrics import MetricsServer
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.pipeline.organizations import load_organizations
+from services.remd import envelope
 
 log = get_logger(__name__)
 
@@ -103,11 +104,6 @@ def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
     return run
 
 
-def content_type(body: bytes) -> str:
-    return ("application/soap+xml; charset=utf-8" if b"http://www.w3.org/2003/05/soap-envelope" in body[:600]
-            else "text/xml; charset=utf-8")
-
-
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Run the endpoint until ``stop`` is set (or forever)."""
@@ -126,7 +122,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
 
     async def handle(request: web.Request) -> web.Response:
         reply = await service.handle(await request.read())
-        return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": content_type(reply.body)})
+        return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": envelope.content_type(envelope.version_of(reply.body))})
 
     metrics_server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port).start()
     log.info("metrics", url=metrics_server.url)
