@@ -20,9 +20,11 @@ COPY pyproject.toml README.md ./
 COPY services services
 COPY producer producer
 COPY workers workers
-# pinned by pyproject.toml; compiled to .pyc here, since the root filesystem is read-only at run time
+# pinned by pyproject.toml; compiled to .pyc here, since the root filesystem is read-only at run time.
+# PIP_CERT: a CA bundle mounted for the build when PyPI is reached through a TLS-inspecting proxy (make image)
+ARG PIP_CERT=
 RUN python3 -m venv /opt/emd \
- && /opt/emd/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/emd/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_CERT:+--cert "$PIP_CERT"} . \
  && /opt/emd/bin/python -m compileall -q /opt/emd/lib
 
 FROM ${DEBIAN}

@@ -3,15 +3,18 @@
 #   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL)
 #   make bench   speed figures (recorded in docs/benchmarks.md)
 #   make lint    ruff
+#   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh)
+#   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := libengine-gost-openssl gostsum
+DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
+IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install system-deps run test bench lint clean
+.PHONY: install system-deps run test bench lint clean image manifests
 
 install: $(STAMP) system-deps
 
@@ -30,7 +33,7 @@ system-deps:
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 run: install
@@ -44,6 +47,22 @@ bench: install
 
 lint: install
 	@$(VENV)/bin/ruff check services producer workers tests bench
+
+# buildah builds without a daemon (vfs storage, chroot isolation: works unprivileged-ish in CI sandboxes too).
+# With no registry reachable, the base image is made from Debian's packages (deploy/image/debian-base.sh).
+# The host's CA bundle is lent to the build, for PyPI behind a TLS-inspecting proxy.
+image:
+	@command -v buildah >/dev/null || { echo "installing buildah"; $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null; }
+	@export STORAGE_DRIVER=vfs; \
+	buildah inspect --type image docker.io/library/debian:bookworm-slim >/dev/null 2>&1 \
+	  || buildah pull -q docker.io/library/debian:bookworm-slim >/dev/null 2>&1 \
+	  || $(SUDO) deploy/image/debian-base.sh; \
+	buildah bud --isolation chroot --pull=false --layers -q \
+	  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/build-ca.pem:ro --build-arg PIP_CERT=/etc/ssl/certs/build-ca.pem \
+	  -t $(IMAGE) . && deploy/image/smoke.sh $(IMAGE)
+
+manifests: install
+	@$(PY) -m services.dev.manifests
 
 clean:
 	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache
