@@ -115,3 +115,26 @@ def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_fa
         return created
     finally:
         admin.close()
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one component reads and writes, and its consumer groups: the least privilege its Kafka user gets."""
+
+    reads: tuple[Topic, ...]
+    writes: tuple[Topic, ...]
+    #: consumer groups it joins; a name ending in ``*`` is a prefix (``emd dlq replay`` derives one per filter)
+    groups: tuple[str, ...] = ()
+
+
+#: every component's topics (deploy/k8s KafkaUsers are generated from this; tests/test_manifests.py checks
+#: it against the stages the workers build)
+ACCESS: dict[str, Access] = {
+    "signer": Access(reads=(CREATED,), writes=(SIGNED, STATUS, CREATED_DLT), groups=("emd-signer",)),
+    "sender": Access(reads=(SIGNED, *SENDER_RETRIES), writes=(SENT, STATUS, *SENDER_RETRIES, SIGNED_DLT),
+                     groups=("emd-sender",)),
+    "status": Access(reads=(SENT, CALLBACKS), writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
+                     groups=("emd-status", "emd-status-callbacks")),
+    "callbacks": Access(reads=(), writes=(CALLBACKS,)),
+    "dlq": Access(reads=DEAD_LETTER_TOPICS, writes=(CREATED, SIGNED, SENT), groups=("emd-dlq-replay*",)),
+}
