@@ -283,3 +283,23 @@ def test_handle_callback_reconciles_through_the_async_poll(resent):
                                            received_ms=int(time.time() * 1000)))
     assert outs[0].topic == topology.ACKNOWLEDGED.name and asked == ["doc-1"]
     assert resent.get("doc-1").emdr_id == "16.62.9"
+
+
+def test_registration_warnings_reach_the_mis_status(store):
+    """registryItem/registrationWarnings of a success callback are passed to the МИС in emd.document.status,
+    and a redelivery of the same callback carries them again; a callback without warnings has no such field."""
+    warned = RegistryItem(emdr_id="16.62.1", registration_date_time="2026-01-01",
+                          warnings=(RemdError("IPS_VALIDATION_WARNING", "Замечание ИПС"),))
+    raw = soap.build_register_result(RegisterResult(relates_to_message=M1.replace("-", "").upper(), status="success",
+                                                    local_uid="doc-1", registry_item=warned),
+                                     to="http://mis", key=None, certificate=None, message_id="c-9")
+    for _ in range(2):
+        status = events.decode(run(raw, store)[1].value, events.STATUS)["data"]
+        assert status["status"] == "registered"
+        assert status["warnings"] == [{"code": "IPS_VALIDATION_WARNING", "message": "Замечание ИПС"}]
+
+
+def test_status_without_warnings_has_no_warnings_field(store):
+    """A plain success callback gives a registered status without a warnings field."""
+    status = events.decode(run(callback(), store)[1].value, events.STATUS)["data"]
+    assert "warnings" not in status

@@ -27,10 +27,12 @@ def pki():
 
 
 class Harness:
-    def __init__(self, pki, *, broker_down: bool = False, files: dict | None = None):
+    def __init__(self, pki, *, broker_down: bool = False, files: dict | None = None,
+                 registered: dict | None = None):
         self.published: list[tuple[str, bytes]] = []
         self.broker_down = broker_down
         self.files = files or {}
+        self.registered = registered or {}  # emdrId → localUid
 
         async def publish(key, value):
             if self.broker_down:
@@ -40,8 +42,12 @@ class Harness:
         async def lookup(local_uid):
             return self.files.get(local_uid)
 
+        async def by_emdr_id(emdr_id):
+            return self.registered.get(emdr_id)
+
         self.service = CallbackService(trusted_certificates=[pki["ips"][1]], key=pki["mis"][0],
-                                       certificate=pki["mis"][1], publish=publish, lookup_file=lookup)
+                                       certificate=pki["mis"][1], publish=publish, lookup_file=lookup,
+                                       lookup_emdr_id=by_emdr_id)
 
     def handle(self, body):
         return asyncio.run(self.service.handle(body))
@@ -246,3 +252,80 @@ def test_single_information_system_signs_everything(pki, systems):
     reply = h.handle(result_body(pki, relates="urn:uuid:00000000-0000-4000-8000-00000000beef"))
     assert reply.outcome == "accepted"
     verify_envelope(reply.body, trusted_certificates=[systems["b"][1]], required=REPLY_REFS)
+
+
+# --- as ИПС really sends them ----------------------------------------------------------------------
+
+UUID = "5f0c1e2a-0000-4000-8000-000000000002"
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+@pytest.mark.parametrize("spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}"])
+def test_signed_variant_callbacks_are_verified_and_keyed_by_the_normalised_id(pki, version, spelling):
+    """SOAP 1.1 or 1.2, unprefixed WS-Addressing with ИПС's fixed wsu:Ids and the 2004/08 anonymous ReplyTo, kind as a
+    nested code, registrationDate: the signature verifies, the callback is published under the one normalised
+    relatesToMessage whatever its spelling, and the ack relates to the callback's own MessageID as sent."""
+    key, cert = pki["ips"]
+    result = RegisterResult(relates_to_message=spelling, status="success", local_uid="d-1", kind="119",
+                            registry_item=RegistryItem(emdr_id="16.62.2", registration_date_time="2026-01-01"))
+    body = soap.build_register_result(result, to="http://mis/cb", key=key, certificate=cert, soap_version=version,
+                                      wsa_prefix=False, fixed_ids=True, reply_to=n.WSA_ANONYMOUS_2004,
+                                      kind_form="code", date_element=n.REGISTRATION_DATE,
+                                      message_id=f"urn:uuid:{UUID.upper()}")
+    assert b"<wsa:" not in body and b'Id="id-messageid"' in body
+    h = Harness(pki)
+    reply = h.handle(body)
+    assert reply.outcome == "accepted" and h.published == [(UUID, body)]
+    ack = soap.parse_callback_ack(reply.body)
+    assert ack.headers.relates_to == f"urn:uuid:{UUID.upper()}" and ack.headers.soap_version == version
+    parsed = soap.parse_register_result(body)
+    assert parsed.kind == "119" and parsed.registry_item.registration_date_time == "2026-01-01"
+
+
+def _file_request(pki, **key):
+    k, c = pki["ips"]
+    return soap.build_file_request(to="http://mis/cb", key=k, certificate=c, message_id=f"uuid:{UUID}", **key)
+
+
+def test_file_request_by_emdr_id_returns_the_signed_bytes(pki):
+    """getDocumentFile by emdrId (another ИС asks for a registered document later) returns exactly the signed bytes,
+    as the same request by localUid does."""
+    document = "<ClinicalDocument>Тот самый документ</ClinicalDocument>".encode()
+    h = Harness(pki, files={"d-7": document}, registered={"16.62.23.09.000014523": "d-7"})
+    for key in ({"emdr_id": "16.62.23.09.000014523"}, {"local_uid": "d-7"}):
+        reply = h.handle(_file_request(pki, **key))
+        assert reply.status == 200 and reply.outcome == "served", key
+        verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+        answer = soap.parse_file_response(reply.body)
+        assert answer.data == document and answer.checksum_ok and answer.headers.relates_to == f"uuid:{UUID}"
+
+
+def test_file_request_for_an_unknown_emdr_id_is_a_client_fault(pki):
+    """An emdrId we never registered gets a signed soap:Client fault DOCUMENT_NOT_FOUND naming it."""
+    h = Harness(pki, files={"d-7": b"<x/>"}, registered={"16.62.1": "d-7"})
+    reply = h.handle(_file_request(pki, emdr_id="16.62.999"))
+    fault = soap.parse_fault(reply.body)
+    assert reply.status == 500 and reply.outcome == "unknown_document" and not fault.server_side
+    assert fault.detail_code == "DOCUMENT_NOT_FOUND" and "16.62.999" in fault.reason
+    verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+
+
+@pytest.mark.parametrize("operation", [n.SEND_NOTICE, n.SEND_DOCUMENT_FILE])
+def test_related_document_notices_are_refused_with_a_documented_fault(pki, operation):
+    """sendNotice and sendDocumentFile, correctly signed, are refused with a signed soap:Client fault
+    NOTICE_NOT_ACCEPTED (never published); a forged one is refused as forged."""
+    from services.remd.envelope import finish, new_envelope
+
+    def notice(signer):
+        env, body = new_envelope(soap_version="1.1", action=operation, message_id=UUID, to="http://mis/cb",
+                                 body_ns=n.NS_EMDR_CALLBACK)
+        etree.SubElement(body, f"{{{n.NS_EMDR_CALLBACK}}}{operation}")
+        return finish(env, *pki[signer], None)
+
+    h = Harness(pki)
+    reply = h.handle(notice("ips"))
+    fault = soap.parse_fault(reply.body)
+    assert reply.outcome == "refused" and fault.detail_code == "NOTICE_NOT_ACCEPTED" and not fault.server_side
+    verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+    assert h.handle(notice("rogue")).outcome == "forged"
+    assert h.published == []

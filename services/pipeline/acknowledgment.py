@@ -51,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,15 +89,19 @@ def _signed_event(doc: lc.Document) -> dict[str, Any]:
 
 
 def _status(doc: lc.Document, status: str, ids: list[str], *, trace: str | None, emdr_id: str | None = None,
-            reason: str | None = None, code: str | None = None, message: str | None = None) -> Output:
-    ev = events.new_event(events.STATUS, {"localUid": doc.local_uid, "status": status, "emdrId": emdr_id,
-                                          "reason": reason, "remdCode": code, "message": message,
-                                          "messageIds": ids}, source=SOURCE, trace_id=trace)
+            reason: str | None = None, code: str | None = None, message: str | None = None,
+            warnings: Sequence[soap.RemdError] = ()) -> Output:
+    data = {"localUid": doc.local_uid, "status": status, "emdrId": emdr_id, "reason": reason, "remdCode": code,
+            "message": message, "messageIds": ids}
+    if warnings:  # РЭМД's registrationWarnings: remarks the МИС should show, though the document is registered
+        data["warnings"] = [{"code": w.code, "message": w.message} for w in warnings]
+    ev = events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace)
     return Output(topology.STATUS.name, events.encode(ev), doc.local_uid, dict(events.headers_for(ev)))
 
 
 def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str, registration_time: str | None,
-                       message_id: str, environment: str = "test") -> list[Output]:
+                       message_id: str, environment: str = "test",
+                       warnings: Sequence[soap.RemdError] = ()) -> list[Output]:
     signed = _signed_event(doc)
     attempts = store.history(doc.local_uid)
     ids = [a.message_id for a in attempts]
@@ -112,7 +116,11 @@ def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str, registrati
     trace = signed.get("traceId")
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
     return [Output(topology.ACKNOWLEDGED.name, events.encode(ack), doc.local_uid, dict(events.headers_for(ack))),
-            _status(doc, "registered", ids, trace=trace, emdr_id=emdr_id)]
+            _status(doc, "registered", ids, trace=trace, emdr_id=emdr_id, warnings=warnings)]
+
+
+def _warnings(item: Any) -> Sequence[soap.RemdError]:
+    return tuple(getattr(item, "warnings", None) or ())
 
 
 def _registration_time(text: str | None) -> str:
@@ -191,7 +199,8 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
     if doc.state == lc.REGISTERED:
         if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
             return registered_outputs(store, doc, emdr_id=doc.emdr_id, registration_time=_iso(doc.registered_at),
-                                      message_id=_registering_id(store, doc, attempt), environment=environment)
+                                      message_id=_registering_id(store, doc, attempt), environment=environment,
+                                      warnings=_warnings(result.registry_item))
         emdr = result.registry_item.emdr_id if result.registry_item is not None else None
         log.info("callback for a registered document ignored", local_uid=doc.local_uid, message_id=mid,
                  callback_id=callback_id, status=result.status, emdr_id=doc.emdr_id)
@@ -215,7 +224,7 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
         doc = store.mark_registered(doc.local_uid, item.emdr_id)
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
-                                  message_id=mid, environment=environment)
+                                  message_id=mid, environment=environment, warnings=item.warnings)
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
     if any(e.code == NOT_UNIQUE for e in errors):
         others = duplicate_candidates(store, doc, mid)
@@ -274,7 +283,7 @@ def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid:
         log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
                  message_id=mid, registered_by=registering)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
-                                  message_id=registering, environment=environment)
+                                  message_id=registering, environment=environment, warnings=_warnings(item))
     if waited <= pending_limit:
         raise TransientError("NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
                              "to show the registration", reason="REGISTRATION_UNCONFIRMED",
@@ -314,7 +323,7 @@ def _after_poll(local_uid: str, item: Any, *, store: Any, environment: str, grou
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
                                   message_id=doc.accepted_message_id or (ids[-1] if ids else ""),
-                                  environment=environment)
+                                  environment=environment, warnings=_warnings(item))
     doc = store.mark_failed(local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling")
     log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
     signed = _signed_event(doc)

@@ -12,7 +12,12 @@ is tested directly and wired by ``workers/status/callbacks_app.py``. Every reque
    callback's MessageID. Broker down → a ``soap:Server`` fault, so ИПС delivers the callback again.
    Processing (correlation, state) is the status worker's job, from the topic (ИПС etiquette: answer fast).
 3. ``getDocumentFile`` → exactly the bytes that were signed, from ``lookup_file(localUid)``, in a signed
-   reply with ``wsa:RelatesTo``; an unknown localUid → a ``soap:Client`` fault with РЭМД-style detail.
+   reply with ``wsa:RelatesTo``. It is keyed by our ``localUid`` (РЭМД checking a registration) or by
+   ``emdrId`` (another ИС asking for a registered document later: ``lookup_emdr_id(emdrId)`` gives the
+   localUid). An unknown id → a ``soap:Client`` fault ``DOCUMENT_NOT_FOUND`` naming it.
+4. ``sendNotice`` / ``sendDocumentFile`` (related-ЭМД notices) → verified like every request, then refused
+   with a signed ``soap:Client`` fault ``NOTICE_NOT_ACCEPTED``: their body is known by name only (addendum
+   [P]), and publishing a guessed shape to the МИС would make a contract of a guess (docs/transports.md).
 
 Replies are signed with the key of the information system (clientEntityId) the request is for: in ЕГИСЗ
 each ИС has its own key, and a deployment serving several clinics may have several (``ReplyKeys``). The
@@ -33,7 +38,8 @@ Error hierarchy (what a caller of ``handle`` sees is always an HTTP status and S
     CallbackRejected            → HTTP 500 + soap Fault, outcome label in emd_callbacks
     ├── forged                  signature missing/invalid/untrusted/expired (WsSecurityError reason kept)
     ├── malformed               not the SOAP message expected
-    ├── unknown_document        getDocumentFile for a localUid we never sent
+    ├── unknown_document        getDocumentFile for a localUid or emdrId we do not hold
+    ├── refused                 a related-ЭМД notice (sendNotice, sendDocumentFile): not taken, by design
     ├── no_signing_key          no ИС key of ours matches the request: the reply cannot be signed
     └── broker_unavailable      the callback could not be persisted: ИПС must retry
 """
@@ -79,6 +85,8 @@ for _reason in ("WSS_MISSING", "WSS_SIGNATURE_INVALID", "WSS_DIGEST_MISMATCH", "
 
 Publish = Callable[[str, bytes], Awaitable[None]]
 LookupFile = Callable[[str], Awaitable[bytes | None]]
+#: ``async (emdrId) -> localUid | None``: the document we registered under that registry number
+LookupEmdrId = Callable[[str], Awaitable[str | None]]
 #: ``async (message_id, local_uid) -> organisation OID | None``: whose document a request is about
 LookupOrganization = Callable[[str | None, str | None], Awaitable[str | None]]
 
@@ -129,8 +137,8 @@ class Reply:
 
 
 def operation_of(body_local_name: str) -> str:
-    return {n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult",
-            n.GET_DOCUMENT_FILE: "getDocumentFile"}.get(body_local_name, "unknown")
+    return {n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult", n.GET_DOCUMENT_FILE: "getDocumentFile",
+            n.SEND_NOTICE: n.SEND_NOTICE, n.SEND_DOCUMENT_FILE: n.SEND_DOCUMENT_FILE}.get(body_local_name, "unknown")
 
 
 class CallbackService:
@@ -143,13 +151,16 @@ class CallbackService:
     :param lookup_file: ``async (localUid) -> bytes | None``: the exact signed document bytes.
     :param lookup_organization: ``async (messageId, localUid) -> OID | None``: whose document it is
         (default: nobody's; the key is then chosen by clientEntityId, the callback's organisation, or the only key).
+    :param lookup_emdr_id: ``async (emdrId) -> localUid | None`` for file requests by registry number
+        (default: none known, so such a request is answered DOCUMENT_NOT_FOUND).
     :param publish_timeout: seconds to wait for the broker before answering a fault (default 10).
     :param max_skew: tolerated clock difference on the WS-Security Timestamp (default 300 s).
     """
 
     def __init__(self, *, trusted_certificates: Iterable[Any], publish: Publish, lookup_file: LookupFile,
                  reply_keys: ReplyKeys | None = None, key: Any = None, certificate: Any = None,
-                 lookup_organization: LookupOrganization | None = None, publish_timeout: float = 10.0,
+                 lookup_organization: LookupOrganization | None = None,
+                 lookup_emdr_id: LookupEmdrId | None = None, publish_timeout: float = 10.0,
                  max_skew: float = 300.0) -> None:
         self.trusted = list(trusted_certificates)
         if not self.trusted:
@@ -161,6 +172,7 @@ class CallbackService:
         self.reply_keys = reply_keys
         self.publish, self.lookup_file = publish, lookup_file
         self.lookup_organization = lookup_organization
+        self.lookup_emdr_id = lookup_emdr_id
         self.publish_timeout, self.max_skew = publish_timeout, max_skew
 
     async def handle(self, body: bytes) -> Reply:
@@ -191,6 +203,12 @@ class CallbackService:
             return await self._result(body, version)
         if operation == "getDocumentFile":
             return await self._file(body, version)
+        if operation in n.REFUSED_NOTICES:
+            log.info("related-ЭМД notice refused", operation=operation, message_id=headers.message_id)
+            return self._done(operation, "refused", self._fault(
+                "Client", f"{operation}: эта ИС не принимает уведомления о связанных ЭМД; связанный документ "
+                          f"запрашивается через demandContent", "NOTICE_NOT_ACCEPTED", headers.message_id, version,
+                signer=self.reply_keys.choose(headers.client_entity_id)))
         return self._done(operation, "malformed", self._fault(
             "Client", f"unsupported operation {envelope.local_name(payload)}", "VALIDATION_ERROR", headers.message_id,
             version, signer=self.reply_keys.choose(headers.client_entity_id)))
@@ -245,26 +263,31 @@ class CallbackService:
         except PermanentError as exc:
             return self._done(op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version,
                                                            signer=self.reply_keys.only()))
-        organization = await self._organization(None, req.local_uid)
-        signer = self.reply_keys.choose(req.headers.client_entity_id, organization)
+        asked = f"emdrId [{req.emdr_id}]" if req.emdr_id else f"localUid [{req.local_uid}]"
         try:
-            data = await self.lookup_file(req.local_uid)
+            local_uid = req.local_uid or await self._by_emdr_id(req.emdr_id or "")
+            organization = await self._organization(None, local_uid)
+            signer = self.reply_keys.choose(req.headers.client_entity_id, organization)
+            data = await self.lookup_file(local_uid) if local_uid else None
         except Exception as exc:  # noqa: BLE001 - a store outage is ours: ИПС may ask again
-            log.warning("document file unavailable", local_uid=req.local_uid, error=repr(exc))
+            log.warning("document file unavailable", asked=asked, error=repr(exc))
             return self._done(op, "store_unavailable", self._fault(
                 "Server", "document store unavailable", "INTERNAL_ERROR", req.headers.message_id, version,
-                ips_fault="SystemFault", signer=signer))
+                ips_fault="SystemFault", signer=self.reply_keys.choose(req.headers.client_entity_id)))
         if data is None:
-            log.warning("getDocumentFile for an unknown document", local_uid=req.local_uid)
+            log.warning("getDocumentFile for an unknown document", asked=asked)
             return self._done(op, "unknown_document", self._fault(
-                "Client", f"document [{req.local_uid}] is not known to this system", "DOCUMENT_NOT_FOUND",
+                "Client", f"document {asked} is not known to this system", "DOCUMENT_NOT_FOUND",
                 req.headers.message_id, version, signer=signer))
         if signer is None:
             return self._no_key(op, req.headers, organization, version)
         reply = soap.build_file_response(relates_to=req.headers.message_id or "", data=data, key=signer.key,
                                          certificate=signer.certificate, soap_version=version)
-        log.info("document file served", local_uid=req.local_uid, size=len(data))
+        log.info("document file served", local_uid=local_uid, emdr_id=req.emdr_id, size=len(data))
         return self._done(op, "served", Reply(200, reply, "served"))
+
+    async def _by_emdr_id(self, emdr_id: str) -> str | None:
+        return await self.lookup_emdr_id(emdr_id) if self.lookup_emdr_id is not None and emdr_id else None
 
     def _fault(self, code: str, reason: str, detail: str, relates_to: str | None, version: str, *,
                ips_fault: str | None = None, signer: ReplyCredential | None) -> Reply:

@@ -87,6 +87,17 @@ def organization_lookup(store: lifecycle.LifecycleStore):
     return run
 
 
+def emdr_lookup(store: lifecycle.LifecycleStore):
+    """``async (emdrId) -> localUid | None``: the document we registered under that registry number."""
+    def lookup(emdr_id: str) -> str | None:
+        doc = store.find_by_emdr_id(emdr_id)
+        return doc.local_uid if doc is not None else None
+
+    async def run(emdr_id: str) -> str | None:
+        return await asyncio.to_thread(lookup, emdr_id)
+    return run
+
+
 def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
     """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
     def lookup(local_uid: str) -> bytes | None:
@@ -118,7 +129,8 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         await producer.send_and_wait(topology.CALLBACKS.name, value=value, key=k.encode())
 
     service = CallbackService(trusted_certificates=trusted, reply_keys=reply_keys, publish=publish,
-                              lookup_file=file_lookup(store, docs), lookup_organization=organization_lookup(store))
+                              lookup_file=file_lookup(store, docs), lookup_organization=organization_lookup(store),
+                              lookup_emdr_id=emdr_lookup(store))
 
     async def handle(request: web.Request) -> web.Response:
         reply = await service.handle(await request.read())
