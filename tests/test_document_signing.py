@@ -1,17 +1,16 @@
-"""sign_document and the organisations file, without Kafka: every check, every reason code, OpenSSL cross-checks."""
+"""sign_document without Kafka: every check, every reason code, OpenSSL cross-checks (the organisations file:
+tests/test_organizations.py)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import time
 
 import pytest
 
 from services.crypto import cades
-from services.dev.config import write_dev_config
-from services.errors import ConfigurationError, PermanentError
+from services.errors import PermanentError
 from services.metrics import REGISTRY
 from services.pipeline.organizations import load_organizations
 from services.pipeline.signing import check_document, sign_document, update_expiry_metrics
@@ -174,56 +173,6 @@ def test_expiry_gauges_carry_no_serial_or_mchd_number(setup):
     families = [m for m in REGISTRY.collect() if m.name.endswith("_not_after_timestamp_seconds")]
     labels = {k for m in families for s in m.samples for k in s.labels}
     assert {"organization", "role"} == labels
-
-
-class TestConfiguration:
-    """load_organizations names the organisation and the field of every problem."""
-
-    def _write(self, tmp_path, mutate) -> str:
-        path = write_dev_config(tmp_path, organizations=2)
-        config = json.loads(path.read_text(encoding="utf-8"))
-        mutate(config)
-        path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
-        return str(path)
-
-    @pytest.mark.parametrize(("mutate", "expected"), [
-        (lambda c: c["organizations"][1]["signing"].update(mode="cloud"), "organizations[1] (1.2.643.5.1.13.13.12.2.77.9001): signing.mode"),
-        (lambda c: c["organizations"][0].update(inn="12"), "organizations[0] (1.2.643.5.1.13.13.12.2.77.9000): inn"),
-        (lambda c: c["organizations"][0]["signing"]["organization"].update(certificate="missing.pem"),
-         "signing.organization.certificate: no such file"),
-        (lambda c: c["organizations"][1]["remd"].update(environment="prod"), "(1.2.643.5.1.13.13.12.2.77.9001): remd.environment"),
-        (lambda c: c["organizations"][1].update(oid=c["organizations"][0]["oid"]), "configured twice"),
-        (lambda c: c["organizations"][0]["signing"]["organization"].update(key=c["organizations"][1]["signing"]["organization"]["key"]),
-         "does not belong to the certificate"),
-        (lambda c: c.update(schematron="maybe"), "schematron"),
-        (lambda c: c["organizations"][0].update(colour="red"), "colour: unknown field"),
-    ])
-    def test_problems_are_named(self, tmp_path, mutate, expected):
-        """Each misconfiguration is a ConfigurationError whose message names where it is."""
-        with pytest.raises(ConfigurationError) as err:
-            load_organizations(self._write(tmp_path, mutate))
-        assert expected in err.value.message
-
-    def test_paths_are_relative_to_the_file_and_dev_config_loads(self, tmp_path, monkeypatch):
-        """The dev configuration loads from any working directory: paths resolve against the file."""
-        path = write_dev_config(tmp_path / "conf", organizations=3, mode="mis")
-        monkeypatch.chdir(tmp_path)
-        config = load_organizations(path)
-        assert len(config.organizations) == 3
-        assert all(o.mode == "mis" and o.mchd is not None and o.remd.system is not None
-                   for o in config.organizations.values())
-
-    def test_revocation_file_is_reread_when_it_changes(self, tmp_path):
-        """Numbers added to mchd_revocation_file count without a restart."""
-        (tmp_path / "revoked.txt").write_text("# none yet\n")
-        path = self._write(tmp_path, lambda c: c.update(mchd_revocation_file="revoked.txt"))
-        config = load_organizations(path)
-        number = next(iter(config.organizations.values())).mchd.poa.number
-        assert number not in config.revoked
-        import os
-        (tmp_path / "revoked.txt").write_text(f"{number.upper()}  # lost laptop\n")
-        os.utime(tmp_path / "revoked.txt", (1, 1))  # a different mtime, whatever the clock resolution
-        assert number in config.revoked
 
 
 def test_kind_without_mo_sign_gets_no_organisation_signature(setup, monkeypatch):

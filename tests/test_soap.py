@@ -14,9 +14,8 @@ from lxml import etree
 from services.crypto.certificates import load_certificate
 from services.crypto.keys import load_pkcs8
 from services.ids import normalize_message_id
-from services.remd import envelope
+from services.remd import envelope, soap
 from services.remd import names as n
-from services.remd import soap
 from services.remd.soap import (
     Association,
     Coded,

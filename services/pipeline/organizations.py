@@ -1,9 +1,11 @@
 """Per-organisation settings: who signs for each organisation, with which keys, and where it registers.
 
 One JSON file (``Settings.organizations_file``, default ``config/organizations.json``), read and checked
-once at start by :func:`load_organizations`; every problem is a ``ConfigurationError`` naming the
-organisation and the field (``organizations[1] (1.2.643.…): signing.organization.certificate: no such
-file …``). Paths are relative to the file. Shape::
+once at start by :func:`load_organizations`: its shape by the JSON Schema packaged with the code
+(``services/data/organizations.schema.json``, which documents every field), then what a schema cannot
+check (files exist, keys match their certificates, a certificate's СНИЛС and ОГРН, each OID once). Every
+problem is a ``ConfigurationError`` naming the organisation and the field (``organizations[1]
+(1.2.643.…): signing.organization.certificate: no such file …``). Paths are relative to the file. Shape::
 
     {
       "schematron": "warn",                  // block | warn | off  (default warn, see below)
@@ -43,31 +45,45 @@ A missing file, an unreadable certificate or a key that does not match its certi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
 from services.config import MAX_DOCUMENT_BYTES
 from services.crypto import keys, mchd
+from services.crypto.cades import from_wire
 from services.crypto.certificates import Certificate, load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
 from services.errors import ConfigurationError, EmdError, PermanentError
 from services.logs import get_logger
 
 __all__ = [
-    "SIGNING_MODES", "SCHEMATRON_POLICIES", "ENVIRONMENTS", "Credential", "Mchd", "RemdSettings",
-    "Organization", "OrganizationsConfig", "load_organizations",
+    "SIGNING_MODES", "SCHEMATRON_POLICIES", "ENVIRONMENTS", "TRANSPORTS", "Credential", "Mchd", "RemdSettings",
+    "Organization", "OrganizationsConfig", "load_organizations", "schema",
 ]
 
-SIGNING_MODES = ("mis", "server")
-SCHEMATRON_POLICIES = ("block", "warn", "off")
-ENVIRONMENTS = ("test", "production")
-TRANSPORTS = ("ips",)
-_SNILS = re.compile(r"^\d{11}$")
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The organisations file's JSON Schema, ``services/data/organizations.schema.json`` (packaged)."""
+    text = resources.files("services").joinpath("data", "organizations.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+#: the choices the schema allows, for code that branches on them
+SIGNING_MODES = tuple(schema()["$defs"]["signing"]["properties"]["mode"]["enum"])
+SCHEMATRON_POLICIES = tuple(schema()["properties"]["schematron"]["enum"])
+ENVIRONMENTS = tuple(schema()["$defs"]["remd"]["properties"]["environment"]["enum"])
+TRANSPORTS = tuple(schema()["$defs"]["remd"]["properties"]["transport"]["enum"])
 
 
 def _log():
@@ -191,66 +207,110 @@ def _read_revocations(path: Path) -> frozenset[str]:
 # --------------------------------------------------------------------------------------------------
 # loading
 
+#: a place in the file, as JSON Schema paths give it: ("organizations", 0, "signing", "mode")
+Where = tuple[str | int, ...]
+_OID = re.compile(r"^\d+(\.\d+)+$")
 
-class _Ctx:
-    """Where we are in the file, so every error names the organisation and the field."""
 
-    def __init__(self, file: Path, where: str = "") -> None:
-        self.file, self.where = file, where
+class _File:
+    """The file being loaded: every error it raises names the organisation and the field."""
 
-    def at(self, more: str) -> _Ctx:
-        if not self.where:
-            return _Ctx(self.file, more)
-        return _Ctx(self.file, f"{self.where} {more}" if self.where.endswith(":") else f"{self.where}.{more}")
+    def __init__(self, path: Path, raw: Any) -> None:
+        self.path, self.raw = path, raw
 
-    def error(self, message: str) -> ConfigurationError:
-        return ConfigurationError(f"{self.file}: {self.where}: {message}" if self.where else f"{self.file}: {message}")
+    def where(self, at: Where) -> str:
+        """``organizations[1] (1.2.643…): signing.doctors[<СНИЛС>].certificate``: the organisation by index and
+        OID (once its OID is valid), then the field."""
+        text = ""
+        for i, part in enumerate(at):
+            if isinstance(part, int) or (i and at[i - 1] == "doctors"):
+                text += f"[{part}]"
+            else:
+                text += (" " if text.endswith(":") else "." if text else "") + part
+            if i == 1 and at[0] == "organizations" and len(at) > 2 and at[2] != "oid":
+                oid = self._oid(at[1])
+                text += f" ({oid}):" if oid else ""
+        return text
 
-    def path(self, value: Any) -> Path:
-        if not isinstance(value, str) or not value:
-            raise self.error("expected a file path")
+    def _oid(self, index: str | int) -> str | None:
+        try:
+            oid = self.raw["organizations"][index]["oid"]
+        except (KeyError, IndexError, TypeError):
+            return None
+        return oid if isinstance(oid, str) and _OID.match(oid) else None
+
+    def error(self, at: Where, message: str) -> ConfigurationError:
+        where = self.where(at)
+        return ConfigurationError(f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}")
+
+    def file(self, at: Where, value: str) -> Path:
+        """The existing file ``value`` names, relative to the organisations file."""
         p = Path(value)
-        p = p if p.is_absolute() else self.file.parent / p
+        p = p if p.is_absolute() else self.path.parent / p
         if not p.is_file():
-            raise self.error(f"no such file: {p}")
+            raise self.error(at, f"no such file: {p}")
         return p
 
 
-def _obj(ctx: _Ctx, value: Any, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ctx.error("expected an object")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise ctx.at(unknown[0]).error(f"unknown field (known: {', '.join(sorted(allowed))})")
-    for name in sorted(required):
-        if value.get(name) in (None, ""):
-            raise ctx.at(name).error("is required")
-    return value
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
 
 
-def _str(ctx: _Ctx, value: Any, pattern: str | None = None, what: str = "") -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ctx.error("expected a non-empty string")
-    if pattern and not re.fullmatch(pattern, value):
-        raise ctx.error(f"expected {what or pattern}")
-    return value.strip()
+def _known_fields(node: dict[str, Any]) -> set[str]:
+    known = set(node.get("properties", {}))
+    if "$ref" in node:  # the schema's references are all local: "#/$defs/<name>"
+        known |= _known_fields(schema()["$defs"][node["$ref"].rsplit("/", 1)[1]])
+    return known
 
 
-def _credential(ctx: _Ctx, raw: Any, label: str, *, extra: set[str] = frozenset()) -> tuple[Credential, dict]:
-    spec = _obj(ctx, raw, {"key", "certificate", "password_file", "password_env", *extra}, {"key", "certificate"})
-    if "password_file" in spec and "password_env" in spec:
-        raise ctx.error("give password_file or password_env, not both")
-    cert_path = ctx.at("certificate").path(spec["certificate"])
-    key_path = ctx.at("key").path(spec["key"])
+def _schema_problem(error: ValidationError) -> tuple[Where, str]:
+    """Where a schema violation is, and the message: the schema's ``errorMessage`` for that part (one for the
+    whole part, or one per keyword), else one made from the keyword."""
+    at: Where = tuple(error.absolute_path)
+    custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if isinstance(custom, dict):
+        custom = custom.get(str(error.validator))
+    if error.validator == "required":
+        missing = next(name for name in error.validator_value if name not in error.instance)
+        return at + (missing,), custom or "is required"
+    if error.validator == "dependentRequired":
+        missing = next(need for name, needs in error.validator_value.items() if name in error.instance
+                       for need in needs if need not in error.instance)
+        return at + (missing,), custom or "is required"
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        known = _known_fields(error.schema)
+        unknown = sorted(set(error.instance) - known)[0]
+        return at + (unknown,), f"unknown field (known: {', '.join(sorted(known))})"
+    if "propertyNames" in error.absolute_schema_path:
+        return at + (error.instance,), custom or "is not an allowed key"
+    if error.validator == "enum":
+        return at, custom or f"expected one of {', '.join(error.validator_value)}, got {error.instance!r}"
+    return at, custom or error.message
+
+
+def _check_shape(f: _File) -> None:
+    """The whole file against the schema, before anything is loaded; the most relevant problem is raised."""
+    error = best_match(_validator().iter_errors(f.raw))
+    if error is not None:
+        raise f.error(*_schema_problem(error))
+
+
+def _credential(f: _File, at: Where, spec: Mapping[str, Any], label: str, *, prefix: str = "") -> Credential:
+    """The credential in ``spec``'s fields ``<prefix>key``, ``<prefix>certificate``, ``<prefix>password_file``
+    and ``<prefix>password_env``."""
+    cert_path = f.file(at + (prefix + "certificate",), spec[prefix + "certificate"])
+    key_path = f.file(at + (prefix + "key",), spec[prefix + "key"])
     try:
         cert = load_certificate(cert_path)
     except EmdError as exc:
-        raise ctx.at("certificate").error(exc.message) from None
+        raise f.error(at + (prefix + "certificate",), exc.message) from None
     cred = Credential(label=label, certificate=cert, key_path=key_path)
+    password_file = spec.get(prefix + "password_file")
     try:
         password = keys.read_password(
-            file=ctx.at("password_file").path(spec["password_file"]) if "password_file" in spec else None,
-            env=spec.get("password_env"))
+            file=f.file(at + (prefix + "password_file",), password_file) if password_file else None,
+            env=spec.get(prefix + "password_env"))
         key = keys.load_private_key(key_path, password=password)
     except ConfigurationError:
         raise
@@ -258,149 +318,98 @@ def _credential(ctx: _Ctx, raw: Any, label: str, *, extra: set[str] = frozenset(
         if exc.reason in ("KEY_PASSWORD_INVALID", "KEY_PASSWORD_MISSING"):
             cred._error = exc  # deferred: the documents of this organisation fail, the others go on
             _log().error("key unusable", credential=label, reason=exc.reason)
-            return cred, spec
-        raise ctx.at("key").error(exc.message) from None
+            return cred
+        raise f.error(at + (prefix + "key",), exc.message) from None
     except OSError as exc:
-        raise ctx.at("key").error(str(exc)) from None
+        raise f.error(at + (prefix + "key",), str(exc)) from None
     try:
         cred._signer = LocalKeySigner(key, cert)
     except ConfigurationError:
-        raise ctx.at("key").error("the private key does not belong to the certificate") from None
-    return cred, spec
+        raise f.error(at + (prefix + "key",), "the private key does not belong to the certificate") from None
+    return cred
 
 
-def _organization(ctx: _Ctx, raw: Any) -> Organization:
-    spec = _obj(ctx, raw, {"oid", "name", "inn", "ogrn", "signing", "remd"}, {"oid", "name", "inn", "ogrn", "signing"})
-    oid = _str(ctx.at("oid"), spec["oid"], r"\d+(\.\d+)+", "an OID (ФРМО)")
-    ctx = _Ctx(ctx.file, f"{ctx.where} ({oid}):")
-    name = _str(ctx.at("name"), spec["name"])
-    inn = _str(ctx.at("inn"), spec["inn"], r"\d{10}", "10 digits (ИНН ЮЛ)")
-    ogrn = _str(ctx.at("ogrn"), spec["ogrn"], r"\d{13}", "13 digits (ОГРН)")
-
-    sctx = ctx.at("signing")
-    signing = _obj(sctx, spec["signing"], {"mode", "doctors", "organization"}, {"mode"})
-    mode = signing["mode"]
-    if mode not in SIGNING_MODES:
-        raise sctx.at("mode").error(f"expected one of {', '.join(SIGNING_MODES)}, got {mode!r}")
+def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
+    """One organisation whose shape the schema has checked: its files, keys and certificates."""
+    oid = spec["oid"]
+    signing = spec["signing"]
     doctors: dict[str, Credential] = {}
-    raw_doctors = signing.get("doctors") or {}
-    if not isinstance(raw_doctors, dict):
-        raise sctx.at("doctors").error("expected an object {СНИЛС: {key, certificate, ...}}")
-    if mode == "server" and not raw_doctors:
-        raise sctx.at("doctors").error("server mode needs at least one doctor's key")
-    for snils, dspec in raw_doctors.items():
-        digits = re.sub(r"\D", "", str(snils))
-        dctx = sctx.at(f"doctors[{snils}]")
-        if not _SNILS.match(digits):
-            raise dctx.error("the key must be a СНИЛС (11 digits)")
-        cred, _ = _credential(dctx, dspec, f"{oid}/doctor")
-        cert_snils = re.sub(r"\D", "", cred.certificate.snils or "")
-        if cert_snils != digits:
-            raise dctx.at("certificate").error("the certificate's СНИЛС is not the one it is configured for")
+    for snils, dspec in (signing.get("doctors") or {}).items():
+        digits = re.sub(r"\D", "", snils)
+        dat = at + ("signing", "doctors", snils)
+        cred = _credential(f, dat, dspec, f"{oid}/doctor")
+        if re.sub(r"\D", "", cred.certificate.snils or "") != digits:
+            raise f.error(dat + ("certificate",), "the certificate's СНИЛС is not the one it is configured for")
         cred.label = f"{oid}/doctor/{cred.certificate.serial_number:x}"  # no СНИЛС in labels: personal data
         doctors[digits] = cred
 
     org_cred: Credential | None = None
     poa: Mchd | None = None
     if signing.get("organization") is not None:
-        octx = sctx.at("organization")
-        org_cred, ospec = _credential(octx, signing["organization"], f"{oid}/organization", extra={"mchd"})
-        cert = org_cred.certificate
-        if cert.ogrn and cert.ogrn != ogrn:
-            raise octx.at("certificate").error(f"the certificate's ОГРН is not {ogrn}")
+        oat = at + ("signing", "organization")
+        ospec = signing["organization"]
+        org_cred = _credential(f, oat, ospec, f"{oid}/organization")
+        if org_cred.certificate.ogrn and org_cred.certificate.ogrn != spec["ogrn"]:
+            raise f.error(oat + ("certificate",), f"the certificate's ОГРН is not {spec['ogrn']}")
         if ospec.get("mchd") is not None:
-            mctx = octx.at("mchd")
-            mspec = _obj(mctx, ospec["mchd"], {"xml", "signature"}, {"xml", "signature"})
-            xml_path = mctx.at("xml").path(mspec["xml"])
-            sig_path = mctx.at("signature").path(mspec["signature"])
+            mat = oat + ("mchd",)
+            xml_path = f.file(mat + ("xml",), ospec["mchd"]["xml"])
+            sig_path = f.file(mat + ("signature",), ospec["mchd"]["signature"])
             xml = xml_path.read_bytes()
             try:
                 parsed = mchd.parse_mchd(xml)
-                from services.crypto.cades import from_wire
                 signature = from_wire(sig_path.read_bytes())
             except PermanentError as exc:
-                raise mctx.error(exc.message) from None
+                raise f.error(mat, exc.message) from None
             poa = Mchd(poa=parsed, xml=xml, signature=signature, xml_path=xml_path)
 
     remd: RemdSettings | None = None
     if spec.get("remd") is not None:
-        rctx = ctx.at("remd")
-        r = _obj(rctx, spec["remd"], {"environment", "endpoint", "callback_url", "client_entity_id", "system_key",
-                                      "system_certificate", "system_password_file", "system_password_env",
-                                      "rate_limit_per_minute", "transport", "test_endpoint"},
-                 {"environment", "endpoint"})
-        if r["environment"] not in ENVIRONMENTS:
-            raise rctx.at("environment").error(f"expected one of {', '.join(ENVIRONMENTS)}")
-        if not re.match(r"^https?://", str(r["endpoint"])):
-            raise rctx.at("endpoint").error("expected an http(s) URL")
-        for url_field in ("callback_url", "test_endpoint"):
-            if r.get(url_field) is not None and not re.match(r"^https?://", str(r[url_field])):
-                raise rctx.at(url_field).error("expected an http(s) URL")
-        transport = r.get("transport", "ips")
-        if transport not in TRANSPORTS:
-            raise rctx.at("transport").error(f"expected one of {', '.join(TRANSPORTS)}")
-        rate = r.get("rate_limit_per_minute", 60)
-        if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
-            raise rctx.at("rate_limit_per_minute").error("expected a positive integer")
+        r = spec["remd"]
         system = None
-        if r.get("system_key") or r.get("system_certificate"):
-            sys_spec = {"key": r.get("system_key"), "certificate": r.get("system_certificate")}
-            for src, dst in (("system_password_file", "password_file"), ("system_password_env", "password_env")):
-                if src in r:
-                    sys_spec[dst] = r[src]
-            system, _ = _credential(rctx, sys_spec, f"{oid}/system")
+        if r.get("system_key"):  # the schema requires the certificate with it
+            system = _credential(f, at + ("remd",), r, f"{oid}/system", prefix="system_")
         remd = RemdSettings(environment=r["environment"], endpoint=r["endpoint"],
                             callback_url=r.get("callback_url"), client_entity_id=r.get("client_entity_id"),
-                            system=system, rate_limit_per_minute=rate, transport=transport,
-                            test_endpoint=r.get("test_endpoint"))
-    return Organization(oid=oid, name=name, inn=inn, ogrn=ogrn, mode=mode, doctors=doctors,
-                        organization=org_cred, mchd=poa, remd=remd)
+                            system=system, rate_limit_per_minute=r.get("rate_limit_per_minute", 60),
+                            transport=r.get("transport", "ips"), test_endpoint=r.get("test_endpoint"))
+    return Organization(oid=oid, name=spec["name"].strip(), inn=spec["inn"], ogrn=spec["ogrn"], mode=signing["mode"],
+                        doctors=doctors, organization=org_cred, mchd=poa, remd=remd)
 
 
 def load_organizations(path: str | os.PathLike, *, max_document_bytes: int | None = None) -> OrganizationsConfig:
     """Read and check the organisations file; raise ``ConfigurationError`` naming the organisation and field.
 
-    ``max_document_bytes``: the deployment's default (``Settings.max_document_bytes``) when the file sets none.
+    The shape is checked first, whole, by the file's JSON Schema (``schema()``); then each organisation's
+    files, keys and certificates. ``max_document_bytes``: the deployment's default
+    (``Settings.max_document_bytes``) when the file sets none.
     """
     file = Path(path)
-    ctx = _Ctx(file)
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigurationError(f"{file}: no such file (EMD_ORGANIZATIONS; `emd certs dev-config DIR` writes "
                                  f"a development one)") from None
     except (OSError, ValueError) as exc:
-        raise ctx.error(f"not readable JSON: {exc}") from None
-    top = _obj(ctx, raw, {"organizations", "schematron", "max_document_bytes", "mchd_revoked",
-                          "mchd_revocation_file", "mchd_required_powers", "comment"}, {"organizations"})
-    schematron = top.get("schematron", "warn")
-    if schematron not in SCHEMATRON_POLICIES:
-        raise ctx.at("schematron").error(f"expected one of {', '.join(SCHEMATRON_POLICIES)}")
-    size = top.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES)
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ctx.at("max_document_bytes").error("expected a positive integer")
-    revoked = top.get("mchd_revoked", [])
-    if not isinstance(revoked, list) or not all(isinstance(r, str) for r in revoked):
-        raise ctx.at("mchd_revoked").error("expected a list of МЧД numbers")
-    revocation_file = ctx.at("mchd_revocation_file").path(top["mchd_revocation_file"]) \
-        if top.get("mchd_revocation_file") else None
-    powers = top.get("mchd_required_powers")
-    if powers is not None and (not isinstance(powers, list) or not powers
-                               or not all(isinstance(p, str) and p for p in powers)):
-        raise ctx.at("mchd_required_powers").error("expected a non-empty list of power codes")
-    orgs_raw = top["organizations"]
-    if not isinstance(orgs_raw, list) or not orgs_raw:
-        raise ctx.at("organizations").error("expected a non-empty list")
+        raise ConfigurationError(f"{file}: not readable JSON: {exc}") from None
+    f = _File(file, raw)
+    _check_shape(f)
+    schematron = raw.get("schematron", "warn")
+    revocation_file = f.file(("mchd_revocation_file",), raw["mchd_revocation_file"]) \
+        if raw.get("mchd_revocation_file") else None
+    powers = raw.get("mchd_required_powers")
     organizations: dict[str, Organization] = {}
-    for i, item in enumerate(orgs_raw):
-        org = _organization(ctx.at(f"organizations[{i}]"), item)
+    for i, item in enumerate(raw["organizations"]):
+        org = _organization(f, ("organizations", i), item)
         if org.oid in organizations:
-            raise ctx.at(f"organizations[{i}]").error(f"organisation {org.oid} is configured twice")
+            raise f.error(("organizations", i), f"organisation {org.oid} is configured twice")
         organizations[org.oid] = org
     config = OrganizationsConfig(
-        path=file, organizations=organizations, schematron=schematron, max_document_bytes=size,
+        path=file, organizations=organizations, schematron=schematron,
+        max_document_bytes=raw.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES),
         required_powers=frozenset(powers) if powers else mchd.DEFAULT_REMD_POWERS,
-        revoked_inline=frozenset(r.strip().lower() for r in revoked), revocation_file=revocation_file)
+        revoked_inline=frozenset(r.strip().lower() for r in raw.get("mchd_revoked", [])),
+        revocation_file=revocation_file)
     if revocation_file is not None:
         config.revoked  # noqa: B018 - read once now, so an unreadable file fails at start
     _log().info("organisations loaded", path=str(file), count=len(organizations), schematron=schematron)

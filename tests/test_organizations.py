@@ -1,0 +1,112 @@
+"""The organisations file (services.pipeline.organizations): its JSON Schema, and errors that name the
+organisation and the field."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from services.dev.config import write_dev_config
+from services.errors import ConfigurationError
+from services.pipeline import organizations as orgs
+from services.pipeline.organizations import load_organizations
+
+ORG0 = "organizations[0] (1.2.643.5.1.13.13.12.2.77.9000): "
+ORG1 = "organizations[1] (1.2.643.5.1.13.13.12.2.77.9001): "
+
+
+def _write(tmp_path, mutate) -> str:
+    path = write_dev_config(tmp_path, organizations=2)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    mutate(config)
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def _org(c, i=0):
+    return c["organizations"][i]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda c: _org(c, 1)["signing"].update(mode="cloud"), ORG1 + "signing.mode: expected one of mis, server"),
+    (lambda c: _org(c).update(inn="12"), ORG0 + "inn: expected 10 digits (ИНН ЮЛ)"),
+    (lambda c: _org(c)["signing"]["organization"].update(certificate="missing.pem"),
+     ORG0 + "signing.organization.certificate: no such file"),
+    (lambda c: _org(c, 1)["remd"].update(environment="prod"), ORG1 + "remd.environment: expected one of test, production"),
+    (lambda c: _org(c, 1).update(oid=_org(c)["oid"]), "organizations[1]: organisation 1.2.643.5.1.13.13.12.2.77.9000 "
+                                                       "is configured twice"),
+    (lambda c: _org(c)["signing"]["organization"].update(key=_org(c, 1)["signing"]["organization"]["key"]),
+     ORG0 + "signing.organization.key: the private key does not belong to the certificate"),
+    (lambda c: c.update(schematron="maybe"), "schematron: expected one of block, warn, off"),
+    (lambda c: _org(c).update(colour="red"), ORG0 + "colour: unknown field (known: inn, name, ogrn, oid, remd, signing)"),
+    (lambda c: _org(c).update(oid="x"), "organizations[0].oid: expected an OID (ФРМО)"),
+    (lambda c: _org(c).pop("name"), ORG0 + "name: is required"),
+    (lambda c: c.update(organizations=[]), "organizations: expected a non-empty list"),
+    (lambda c: c.update(max_document_bytes=0), "max_document_bytes: expected a positive integer"),
+    (lambda c: _org(c)["signing"].update(doctors={}), ORG0 + "signing.doctors: server mode needs at least one doctor's key"),
+    (lambda c: _org(c)["signing"]["doctors"].update({"123": {"key": "k", "certificate": "c"}}),
+     ORG0 + "signing.doctors[123]: the key must be a СНИЛС (11 digits)"),
+    (lambda c: _org(c)["signing"]["organization"].update(password_file="pw", password_env="PW"),
+     ORG0 + "signing.organization: give password_file or password_env, not both"),
+    (lambda c: _org(c)["signing"]["organization"]["mchd"].pop("signature"),
+     ORG0 + "signing.organization.mchd.signature: is required"),
+    (lambda c: _org(c)["remd"].pop("system_certificate"), ORG0 + "remd.system_certificate: is required"),
+    (lambda c: _org(c)["remd"].update(endpoint="ftp://ips"), ORG0 + "remd.endpoint: expected an http(s) URL"),
+    (lambda c: _org(c)["remd"].update(rate_limit_per_minute=True), ORG0 + "remd.rate_limit_per_minute: expected a positive"),
+    (lambda c: _org(c)["remd"].update(system_key="missing.key"), ORG0 + "remd.system_key: no such file"),
+])
+def test_problems_name_the_organisation_and_the_field(tmp_path, mutate, expected):
+    """Each misconfiguration, of shape (the schema) or of content (files, keys), is a ConfigurationError whose
+    message names the organisation, by index and OID, and the field."""
+    with pytest.raises(ConfigurationError) as err:
+        load_organizations(_write(tmp_path, mutate))
+    assert expected in err.value.message
+
+
+def test_the_schema_is_valid_and_its_example_and_the_dev_config_pass_it(tmp_path):
+    """The packaged schema is valid draft 2020-12; its own example and the development configuration validate."""
+    schema = orgs.schema()
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    validator.validate(schema["examples"][0])
+    validator.validate(json.loads(write_dev_config(tmp_path, organizations=2).read_text(encoding="utf-8")))
+    assert orgs.SIGNING_MODES == ("mis", "server") and orgs.ENVIRONMENTS == ("test", "production")
+
+
+def test_paths_are_relative_to_the_file_and_dev_config_loads(tmp_path, monkeypatch):
+    """The dev configuration loads from any working directory: paths resolve against the file."""
+    path = write_dev_config(tmp_path / "conf", organizations=3, mode="mis")
+    monkeypatch.chdir(tmp_path)
+    config = load_organizations(path)
+    assert len(config.organizations) == 3
+    assert all(o.mode == "mis" and o.mchd is not None and o.remd.system is not None
+               for o in config.organizations.values())
+
+
+def test_defaults_apply_when_the_file_sets_nothing(tmp_path):
+    """Without schematron, max_document_bytes, rate limit or transport the loader uses warn, the deployment's
+    size limit, 60 a minute and ips."""
+    def strip(c):
+        for org in c["organizations"]:
+            org["remd"].pop("rate_limit_per_minute")
+            org["remd"].pop("transport")
+        c.pop("schematron", None)
+    config = load_organizations(_write(tmp_path, strip), max_document_bytes=1234)
+    remd = next(iter(config.organizations.values())).remd
+    assert (config.schematron, config.max_document_bytes) == ("warn", 1234)
+    assert (remd.rate_limit_per_minute, remd.transport) == (60, "ips")
+
+
+def test_revocation_file_is_reread_when_it_changes(tmp_path):
+    """Numbers added to mchd_revocation_file count without a restart."""
+    (tmp_path / "revoked.txt").write_text("# none yet\n")
+    path = _write(tmp_path, lambda c: c.update(mchd_revocation_file="revoked.txt"))
+    config = load_organizations(path)
+    number = next(iter(config.organizations.values())).mchd.poa.number
+    assert number not in config.revoked
+    (tmp_path / "revoked.txt").write_text(f"{number.upper()}  # lost laptop\n")
+    os.utime(tmp_path / "revoked.txt", (1, 1))  # a different mtime, whatever the clock resolution
+    assert number in config.revoked
