@@ -4,7 +4,8 @@
   ``services.messaging.topology`` (partitions, retention, cleanup policy, ``min.insync.replicas``);
 * ``deploy/k8s/components/strimzi/kafka-users.yaml``: a ``KafkaUser`` per component with least-privilege ACLs
   from ``topology.ACCESS`` (read its inputs and join its groups, write its outputs, nothing else);
-* ``deploy/k8s/base/prometheus-rule.yaml``: the ``PrometheusRule`` wrapping ``deploy/prometheus/emd-rules.yaml``.
+* ``deploy/k8s/base/prometheus-rule.yaml``: the ``PrometheusRule`` wrapping ``deploy/prometheus/emd-rules.yaml``;
+* ``deploy/grafana/emd-pipeline.json``: the Grafana dashboard (``services.dev.dashboards``).
 
 ``python -m services.dev.manifests`` rewrites them; ``--check`` exits 1 if any differs from what the code
 says (``tests/test_manifests.py`` asserts the same).
@@ -13,10 +14,12 @@ says (``tests/test_manifests.py`` asserts the same).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from services.dev import dashboards
 from services.messaging import topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +106,7 @@ def generated() -> dict[Path, str]:
         DEPLOY / "k8s/components/strimzi/kafka-users.yaml": dump(kafka_users(),
                                                                  "services/messaging/topology.py (ACCESS)"),
         DEPLOY / "k8s/base/prometheus-rule.yaml": dump([prometheus_rule()], "deploy/prometheus/emd-rules.yaml"),
+        DEPLOY / "grafana/emd-pipeline.json": json.dumps(dashboards.dashboard(), ensure_ascii=False, indent=2) + "\n",
     }
 
 

@@ -1,0 +1,72 @@
+"""The Grafana dashboard and the alert rules name only metrics the code defines, with the variables Grafana needs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from services.dev import dashboards
+
+ROOT = Path(__file__).resolve().parents[1]
+#: every module that declares metrics on services.metrics.REGISTRY
+METRIC_MODULES = ("services.metrics", "services.messaging.runtime", "services.remd.circuit",
+                  "services.pipeline.submission", "services.pipeline.callbacks", "services.pipeline.signing")
+_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+             "info": ("_info",), "gauge": ("",), "summary": ("_sum", "_count", "")}
+
+
+def defined_metric_names() -> set[str]:
+    """Every sample name the code can expose (a counter ``x`` is ``x_total``, a histogram ``x_bucket``…)."""
+    for module in METRIC_MODULES:
+        importlib.import_module(module)
+    from services.metrics import REGISTRY
+
+    return {f.name + suffix for f in REGISTRY.collect() for suffix in _SUFFIXES.get(f.type, ("",))}
+
+
+def named_metrics(expressions) -> set[str]:
+    return {m for e in expressions for m in re.findall(r"\b(emd_[a-z0-9_]+)\b", e)}
+
+
+def dashboard_expressions() -> list[str]:
+    board = json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())
+    return [t["expr"] for p in board["panels"] for t in p.get("targets", ())]
+
+
+def rule_expressions() -> list[str]:
+    groups = yaml.safe_load((ROOT / "deploy/prometheus/emd-rules.yaml").read_text())["groups"]
+    return [r["expr"] for g in groups for r in g["rules"]]
+
+
+def test_every_metric_a_panel_or_rule_names_is_defined_in_the_code():
+    """No panel or alert queries a metric that no module of the pipeline declares."""
+    named = named_metrics(dashboard_expressions() + rule_expressions())
+    assert len(named) > 10
+    assert set() == named - defined_metric_names()
+
+
+def test_the_name_check_catches_a_misspelt_metric():
+    """A query on a metric nobody defines is reported (so the check above can fail)."""
+    assert {"emd_record_total"} == named_metrics(["rate(emd_record_total[5m])"]) - defined_metric_names()
+
+
+def test_the_dashboard_has_datasource_and_organisation_variables():
+    """Every target reads the `datasource` variable; the expiry panels filter by the `organization` variable."""
+    board = json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert "datasource" == variables["datasource"]["type"] and variables["organization"]["includeAll"]
+    targets = [t for p in board["panels"] for t in p.get("targets", ())]
+    assert {"${datasource}"} == {t["datasource"]["uid"] for t in targets}
+    assert any("$organization" in t["expr"] for t in targets)
+
+
+def test_the_dashboard_has_the_rows_sres_watch():
+    """Overview, РЭМД, Kafka, callbacks and certificates each have a row."""
+    rows = [p["title"] for p in json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())["panels"]
+            if p["type"] == "row"]
+    assert [title for title, _ in dashboards.ROWS] == rows
+    assert {"Overview", "РЭМД", "Kafka", "Callbacks", "Certificates and МЧД"} == set(rows)
