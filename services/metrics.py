@@ -6,7 +6,8 @@ headers, never to labels). Every stage reports the same RED set, labelled by ``s
 
 * ``emd_records_total{stage,outcome}``: records handled (ok, retry, dead_letter);
 * ``emd_record_duration_seconds{stage}``: handling time histogram;
-* ``emd_dead_letters_total{stage,reason}`` and ``emd_retries_total{stage,reason}``;
+* ``emd_dead_letters_total{stage,category}`` (the reason is in the dead letter's headers and the log: with it
+  as a label the series could not be pre-initialised) and ``emd_retries_total{stage,reason}``;
 * ``emd_in_flight{stage}``, ``emd_last_progress_timestamp_seconds{stage}`` (the last offset commit: progress
   is offsets committed, not loop turns), ``emd_commits_total{stage}``, ``emd_rebalances_total{stage}``;
 * ``emd_consumer_lag_records{stage,topic}`` and ``emd_consumer_lag_seconds{stage,topic}``: records not yet
@@ -65,8 +66,10 @@ RECORDS = Counter("emd_records", "Records handled by a stage, by outcome.", ["st
                   registry=REGISTRY)
 DURATION = Histogram("emd_record_duration_seconds", "Time to handle one record.", ["stage"],
                      buckets=_DURATION_BUCKETS, registry=REGISTRY)
-DEAD_LETTERS = Counter("emd_dead_letters", "Records dead-lettered, by reason code and category.",
-                       ["stage", "reason", "category"], registry=REGISTRY)
+DEAD_LETTERS = Counter("emd_dead_letters", "Records dead-lettered, by category (data, configuration, transient, "
+                       "internal, unknown).", ["stage", "category"], registry=REGISTRY)
+#: dead-letter categories (the emd-dlt-category header); "unknown" when a failure names none
+CATEGORIES = ("data", "configuration", "transient", "internal", "unknown")
 RETRIES = Counter("emd_retries", "Records sent to a retry topic, by reason code.", ["stage", "reason"],
                   registry=REGISTRY)
 IN_FLIGHT = Gauge("emd_in_flight", "Records being handled now.", ["stage"], registry=REGISTRY)
@@ -85,6 +88,8 @@ def init_stage(stage: str, topics: tuple[str, ...] = ()) -> None:
     """Create the stage's series at zero, so dashboards and ``increase()`` see them before the first event."""
     for outcome in OUTCOMES:
         RECORDS.labels(stage, outcome)
+    for category in CATEGORIES:
+        DEAD_LETTERS.labels(stage, category)
     DURATION.labels(stage)
     IN_FLIGHT.labels(stage)
     COMMITS.labels(stage)

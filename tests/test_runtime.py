@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from kafka import KafkaProducer
@@ -232,3 +233,28 @@ def test_status_outputs_say_rejected_for_a_remd_code_and_failed_otherwise():
     ev = events.decode(out.value, events.STATUS)
     assert ev["data"]["status"] == "failed" and ev["data"]["message"] == "not configured" and ev["traceId"] != "not-a-trace"
     assert dl.status_outputs(record(None, trace), config, source="emd-signer") == []
+
+
+def test_a_dead_letter_the_handler_produces_itself_is_counted(broker, tmp_path):
+    """A handler that returns a dead letter (the status worker for a РЭМД rejection) is counted by its category."""
+    from services.metrics import REGISTRY
+
+    names = _topics(broker, "in", "dlt")
+
+    async def handle(record: Record) -> list[Output]:
+        return [Output(names["dlt"], record.value, key=record.key, headers={dl.CATEGORY: "data"})]
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"stage": "rt-own-dlt", **labels}) or 0.0
+
+    _send(broker, names["in"], [("doc-0", {})])
+    stage = _stage(broker, tmp_path, names, handle)
+    stage.name = "rt-own-dlt"
+    with running(stage):
+        read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=60)
+        deadline = time.monotonic() + 30
+        while count("emd_records_total", outcome="dead_letter") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert (1.0, 1.0, 0.0) == (count("emd_dead_letters_total", category="data"),
+                               count("emd_records_total", outcome="dead_letter"),
+                               count("emd_records_total", outcome="ok"))

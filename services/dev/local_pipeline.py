@@ -123,6 +123,8 @@ class LocalPipeline:
             raise ValueError(f"unknown component(s) {sorted(unknown)}; known: {', '.join(COMPONENTS)}")
         self.supervisor = Supervisor(log_dir=self.workdir / "logs")
         self.emulator_port, self.callbacks_port = free_port(), free_port()
+        #: each pipeline process's /metrics port (what a Prometheus scrapes: tests/test_prometheus_live.py)
+        self.metrics_ports = {name: free_port() for name in ("signer", "sender", "status", "callbacks")}
         self.emulator_url = f"http://127.0.0.1:{self.emulator_port}"
         self.callback_url = f"http://127.0.0.1:{self.callbacks_port}/callback"
         self.config_dir = self.workdir / "config"
@@ -173,10 +175,18 @@ class LocalPipeline:
             self._wait_for_file(self.config_dir / "emulator.pem", "emulator")
         for stage in ("signer", "sender", "status"):
             if stage in self.components:
-                self.supervisor.start(stage, "worker", stage)
+                self.supervisor.start(stage, "worker", stage, env=self._metrics_env(stage))
         if "callbacks" in self.components:
-            self.supervisor.start("callbacks", "callbacks", "--port", str(self.callbacks_port))
+            self.supervisor.start("callbacks", "callbacks", "--port", str(self.callbacks_port),
+                                  env=self._metrics_env("callbacks"))
         return self
+
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        return {"EMD_METRICS_PORT": str(self.metrics_ports[name])}
+
+    def metrics_urls(self) -> dict[str, str]:
+        """``name -> http://127.0.0.1:PORT/metrics`` of every pipeline process started."""
+        return {n: f"http://127.0.0.1:{port}/metrics" for n, port in self.metrics_ports.items() if n in self.components}
 
     def stop(self) -> None:
         self.supervisor.stop()

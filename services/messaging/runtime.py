@@ -342,6 +342,8 @@ class Stage:
                 try:
                     outputs = await self.handler(record)
                     await self._produce(outputs)
+                    if self._count_dead_letters(outputs):
+                        outcome = "dead_letter"  # the handler decided it (the status worker: РЭМД rejected it)
                     break
                 except TransientError as exc:
                     if self.retry is not None:
@@ -447,10 +449,19 @@ class Stage:
             except Exception:  # the hook must never lose the dead letter
                 log.exception("on_dead_letter failed", stage=self.name, local_uid=record.key)
         await self._produce([Output(self.dead_letter_topic, record.value, record.key, hdrs), *extra])
-        metrics.DEAD_LETTERS.labels(self.name, failure.reason, failure.category or "unknown").inc()
+        metrics.DEAD_LETTERS.labels(self.name, failure.category or "unknown").inc()
         log.warning("dead-lettered", stage=self.name, local_uid=record.key, reason=failure.reason,
                     error=failure.message, remd_code=failure.remd_code,
                     message_ids=dl.split_ids(hdrs.get(dl.MESSAGE_IDS)) or None, topic=self.dead_letter_topic)
+
+    def _count_dead_letters(self, outputs: Sequence[Output]) -> int:
+        """Dead letters a handler produced itself, counted like the runtime's own (by their category header)."""
+        dead = [o for o in outputs if o.topic == self.dead_letter_topic]
+        for out in dead:
+            category = out.headers.get(dl.CATEGORY)
+            category = category.decode() if isinstance(category, bytes) else category
+            metrics.DEAD_LETTERS.labels(self.name, category or "unknown").inc()
+        return len(dead)
 
     async def _sleep_or_stop(self, seconds: float) -> bool:
         """Sleep, or return True at once if the stage is stopping."""

@@ -1,0 +1,108 @@
+"""A real Prometheus scrapes a small pipeline run with rejections; every panel query and alert expression is evaluated."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from services.dev import dashboards
+from tests.pipeline_lab import pipeline_lab
+from tests.prometheus_server import PrometheusServer, PrometheusUnavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "deploy" / "prometheus" / "emd-rules.yaml"
+SCREENSHOT = ROOT / "docs" / "images" / "prometheus-throughput.png"
+DOCUMENTS = 20
+THROUGHPUT = dashboards.ROWS[0][1][0].queries[0][0]
+
+
+def as_prometheus_query(expr: str) -> str:
+    """A Grafana query as Prometheus evaluates it: the rate window fixed, every organisation selected."""
+    return expr.replace("$__rate_interval", "1m").replace("$organization", ".*")
+
+
+def test_as_prometheus_query_leaves_no_grafana_variable():
+    """Every dashboard query is left without a Grafana variable once substituted."""
+    board = json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())
+    exprs = [as_prometheus_query(t["expr"]) for p in board["panels"] for t in p.get("targets", ())]
+    assert exprs and not [e for e in exprs if "$" in e]
+
+
+@pytest.fixture(scope="module")
+def scraped_run(tmp_path_factory):
+    """A pipeline run of DOCUMENTS documents, some rejected by РЭМД, scraped by Prometheus from start to end."""
+    tmp = tmp_path_factory.mktemp("prometheus-live")
+    with pipeline_lab(tmp, count=DOCUMENTS, scenario="rejections") as lab:
+        targets = {name: url.removeprefix("http://").removesuffix("/metrics")
+                   for name, url in lab.pipeline.metrics_urls().items()}
+        server = PrometheusServer(tmp / "prometheus", targets=targets, rule_files=(RULES,))
+        try:
+            server.start()
+        except PrometheusUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            server.wait_for_targets()
+            uids = lab.publish()
+            snapshot = lab.wait(uids, timeout=300)
+            # two scrapes after the last document, so every counter shows its final value
+            last = server.value('max(timestamp(up{job="status"}))')
+            while server.value('max(timestamp(up{job="status"}))') < last + 2:
+                time.sleep(0.5)
+            yield server, snapshot
+        finally:
+            server.stop()
+
+
+def test_every_process_is_scraped(scraped_run):
+    """Prometheus scrapes the signer, the sender, the status worker and the callback service."""
+    server, _ = scraped_run
+    up = {r["metric"]["job"]: r["value"][1] for r in server.query("up")["data"]["result"]}
+    assert {"signer": "1", "sender": "1", "status": "1", "callbacks": "1"} == up
+
+
+def test_every_panel_query_evaluates_and_the_panels_that_must_have_data_have_it(scraped_run):
+    """No dashboard query errors, and each panel a run with rejections fills has at least one series."""
+    server, _ = scraped_run
+    errors, empty = [], []
+    for panel in dashboards.panels():
+        for expr, _ in panel.queries:
+            answer = server.query(as_prometheus_query(expr))
+            if answer["status"] != "success":
+                errors.append(f"{panel.title}: {answer.get('error')}")
+            elif panel.must_have_data and not answer["data"]["result"]:
+                empty.append(panel.title)
+    assert ([], []) == (errors, empty)
+
+
+def test_every_alert_expression_evaluates_and_prometheus_runs_every_rule(scraped_run):
+    """Each alert expression is valid on the live data, and Prometheus reports every loaded rule healthy."""
+    server, _ = scraped_run
+    rules = server.rules()
+    assert {r["name"] for r in rules} >= {"EmdDeadLettersGrowing", "EmdWorkerNotProgressing", "EmdForgedCallbacks"}
+    assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert [] == [r["name"] for r in rules if server.query(r["query"])["status"] != "success"]
+
+
+def test_the_counts_match_what_happened_to_the_documents(scraped_run):
+    """Signed, accepted and dead-lettered counts on Prometheus equal the run's outcome (rejections included)."""
+    server, snapshot = scraped_run
+    assert DOCUMENTS == snapshot.total == snapshot.final
+    assert 0 < snapshot.dead_lettered < DOCUMENTS  # the scenario rejected some, acknowledged the rest
+    signed = server.value('sum(emd_records_total{stage="signer",outcome="ok"})')
+    accepted = server.value('sum(emd_sender_requests_total{outcome="accepted"})')
+    dead = server.value("sum(emd_dead_letters_total)")
+    assert (DOCUMENTS, DOCUMENTS, snapshot.dead_lettered) == (signed, accepted, dead)
+    assert 0 == server.value("sum(emd_consumer_lag_records)")
+
+
+def test_a_screenshot_of_the_throughput_graph_is_in_the_runbook(scraped_run):
+    """Headless Chromium photographs Prometheus's throughput graph into docs/images, which docs/operations.md shows."""
+    server, _ = scraped_run
+    path = server.screenshot(as_prometheus_query(THROUGHPUT), SCREENSHOT, range_input="2m")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    assert re.search(r"!\[[^\]]*\]\(images/prometheus-throughput\.png\)", (ROOT / "docs/operations.md").read_text())
