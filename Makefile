@@ -1,7 +1,7 @@
 # emd-pipeline — every target installs what it needs on first use (a .venv, Debian's GOST engine, PostgreSQL).
 #   make run     the whole pipeline on a local broker and the РЭМД emulator, with the Ministry samples
 #   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL)
-#   make bench   speed figures (recorded in docs/benchmarks.md)
+#   make bench   speed figures: micro-benchmarks, then `emd bench` (appended to docs/benchmarks.md)
 #   make lint    ruff
 #   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh)
 #   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
@@ -42,8 +42,11 @@ run: install
 test: install
 	@$(PY) -m pytest
 
+# BENCH_ARGS: options for `emd bench` (default the issue-#10 run: 3000 documents, with the stage ceilings)
+BENCH_ARGS ?= --documents 3000
 bench: install
 	@$(PY) bench/run_all.py
+	@$(VENV)/bin/emd bench $(BENCH_ARGS)
 
 lint: install
 	@$(VENV)/bin/ruff check services producer workers tests bench

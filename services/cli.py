@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
     "services.commands.run_cmd",        # emd run, emd demo (the whole pipeline locally)
     "services.commands.dlq_cmd",        # emd dlq list/show/export/replay
+    "services.commands.bench_cmd",      # emd bench (throughput, latency, CPU per document)
 ]
 
 

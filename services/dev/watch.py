@@ -63,6 +63,10 @@ class PipelineWatcher:
         self.stage_of: dict[str, str] = {}
         self.dead: dict[str, DeadLetter] = {}
         self.recent: deque[DeadLetter] = deque(maxlen=5)
+        #: record timestamps (ms) of each document's first created record and of its first final-stage record:
+        #: created → final latency from the topics themselves (``emd bench``)
+        self.created_ms: dict[str, int] = {}
+        self.final_ms: dict[str, int] = {}
         self._done_times: deque[float] = deque(maxlen=10000)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -115,6 +119,10 @@ class PipelineWatcher:
                 self.recent.append(dead)
                 return
             stage = _TOPIC_STAGE[topic]
+            if stage == "created":
+                self.created_ms.setdefault(key, record.timestamp)
+            if stage == self.final_stage:
+                self.final_ms.setdefault(key, record.timestamp)
             current = self.stage_of.get(key)
             if current is None or STAGES.index(stage) > STAGES.index(current):
                 self.stage_of[key] = stage
