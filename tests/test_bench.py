@@ -58,7 +58,7 @@ def test_usage_of_a_process_that_is_gone_is_none():
 def test_summary_line_names_every_figure():
     """The last line carries each figure of the issue's format, then acknowledged and documents."""
     result = bench.E2EResult(
-        documents=10, acknowledged=10, dead_lettered=0, lost=0, docs_per_s=12.5,
+        documents=10, acknowledged=10, dead_lettered=0, lost=0, docs_per_s=12.5, publish_per_s=40.0,
         latency_s={"p50": 0.5, "p95": 0.9, "p99": 1.25}, offered_rate=20,
         processes=[bench.ProcessFigures(n, 2.0, 100.0 + i, 1) for i, n in enumerate(
             ("signer", "sender", "status", "callbacks", "emulator", "broker"))],

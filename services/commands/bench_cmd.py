@@ -68,6 +68,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _recorded_options(argv: list[str]) -> list[str]:
+    """The options as recorded: without the paths of this machine (--workdir, --record, --samples)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--workdir", "--record", "--samples"):
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -90,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                                  rate=args.rate, scenario=args.scenario, samples=args.samples,
                                  workdir=args.workdir.resolve(), timeout=args.timeout, inline_limit=args.inline_limit,
                                  warm_up=args.warm_up)
-    command = "emd bench " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else [])
+    command = "emd bench " + shlex.join(_recorded_options(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []))
     _say(f"machine: {bench.machine()}")
     if args.backlog:
         result = bench.run_backlog(options, args.backlog, say=_say)

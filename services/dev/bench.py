@@ -92,6 +92,8 @@ class E2EResult:
     dead_lettered: int
     lost: int
     docs_per_s: float
+    #: how fast the МИС child published the throughput phase: when e2e is close to it, the МИС was the limit
+    publish_per_s: float
     latency_s: dict[str, float]        #: p50, p95, p99 (created → acknowledged, at the offered rate)
     offered_rate: float
     processes: list[ProcessFigures]
@@ -123,6 +125,7 @@ class _Publisher:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                             env={**os.environ, **env}, preexec_fn=die_with_parent, text=True)
         self.cpu_seconds = 0.0
+        self.last_seconds = 0.0
 
     def publish(self, count: int, rate: float = 0.0) -> list[str]:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -133,6 +136,7 @@ class _Publisher:
             raise SystemExit(f"emd bench: the publisher stopped (exit {self.process.wait()}); see its log")
         answer = json.loads(line)
         self.cpu_seconds += answer["cpu_seconds"]
+        self.last_seconds = answer["seconds"]
         return answer["uids"]
 
     def close(self) -> None:
@@ -233,9 +237,11 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
                 latency_uids = publisher.publish(latency_n, options.rate)
                 _wait(watcher, latency_uids, options.timeout, say, "latency", pipeline)
             burst_uids: list[str] = []
+            publish_per_s = 0.0
             if burst_n:
                 say(f"throughput: {burst_n} documents published as fast as the МИС goes")
                 burst_uids = publisher.publish(burst_n)
+                publish_per_s = burst_n / publisher.last_seconds if publisher.last_seconds else 0.0
                 _wait(watcher, burst_uids, options.timeout, say, "throughput", pipeline)
             time.sleep(1.0)  # the status messages after the last acknowledgement
             seconds = time.monotonic() - started
@@ -259,7 +265,7 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
                  for name in pids]
     return E2EResult(
         documents=options.documents, acknowledged=snap.final - snap.dead_lettered, dead_lettered=snap.dead_lettered,
-        lost=snap.total - snap.final, docs_per_s=steady_rate(done),
+        lost=snap.total - snap.final, docs_per_s=steady_rate(done), publish_per_s=publish_per_s,
         latency_s={f"p{q}": percentile(latencies, q / 100) for q in (50, 95, 99)}, offered_rate=options.rate,
         processes=processes, producer_cpu_ms_per_doc=publisher.cpu_seconds * 1000 / n if publisher else 0.0,
         seconds=seconds, load_before=load_before, load_after=load_after)
@@ -350,7 +356,8 @@ def e2e_table(result: E2EResult) -> str:
     return "\n".join(rows) + (
         f"\n\n{result.acknowledged} of {result.documents} acknowledged, {result.dead_lettered} dead-lettered, "
         f"{result.lost} lost, in {result.seconds:.0f} s. End to end **{result.docs_per_s:.1f} documents/s** over the "
-        f"steady state; created → acknowledged at an offered {result.offered_rate:g}/s: p50 {lat['p50']:.2f} s, "
+        f"steady state (the МИС published them at {result.publish_per_s:.1f}/s"
+        f"{': the МИС was the limit' if result.docs_per_s >= 0.9 * result.publish_per_s else ''}); created → acknowledged at an offered {result.offered_rate:g}/s: p50 {lat['p50']:.2f} s, "
         f"p95 {lat['p95']:.2f} s, p99 **{lat['p99']:.2f} s**. Load average before {_load(result.load_before)}, "
         f"after {_load(result.load_after)}.")
 
