@@ -239,6 +239,7 @@ class Emulator:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self.processor.close()
 
     def __enter__(self) -> Emulator:
         return self if self._executor is not None else self.start()
