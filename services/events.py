@@ -8,6 +8,10 @@ enforces. ``envelope.schema.json`` validates the envelope, ``<type minus "emd.">
 ``decode`` validates everything it returns: a producer bug or a foreign record on a topic becomes a
 ``PermanentError(reason="EVENT_INVALID", field=...)`` naming the offending field (``data.patient.snils``),
 which the runtime dead-letters instead of letting it reach a handler.
+
+Every event is checked by ``jsonschema-rs`` (the schemas compiled once per process, ~5× faster than the
+reference implementation); only an event it finds invalid goes through ``jsonschema``, which says which field
+and which rule, and is the judge: what it accepts passes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, NotRequired, TypedDict
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
@@ -127,6 +132,13 @@ def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(name), registry=_registry())
 
 
+@cache
+def _compiled(name: str) -> Any:
+    """The schema compiled by jsonschema-rs, its ``$ref``s resolved from the packaged schemas (never fetched)."""
+    registry = jsonschema_rs.Registry([(s["$id"], s) for s in map(load_schema, schema_files())])
+    return jsonschema_rs.Draft202012Validator(load_schema(name), registry=registry, offline=True)
+
+
 def _field_of(error: ValidationError, prefix: str) -> str:
     parts = [prefix] if prefix else []
     parts += [f"[{p}]" if isinstance(p, int) else str(p) for p in error.absolute_path]
@@ -142,6 +154,8 @@ def _field_of(error: ValidationError, prefix: str) -> str:
 
 
 def _check(name: str, instance: Any, prefix: str) -> None:
+    if _compiled(name).is_valid(instance):
+        return
     errors = sorted(_validator(name).iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), e.message))
     if errors:
         # The deepest concrete error is the most useful one; `oneOf` and friends hide it in context.

@@ -82,7 +82,7 @@ def test_encode_is_compact_utf8_with_cyrillic(created):
     assert "Сельченков".encode() in raw and b", " not in raw
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
+BROKEN = [
     (lambda e: e["data"]["patient"].__setitem__("snils", "123"), "data.patient.snils"),
     (lambda e: e["data"].pop("kind"), "data.kind"),
     (lambda e: e["data"].__setitem__("creation_time", "x"), "data.creation_time"),
@@ -96,13 +96,36 @@ def test_encode_is_compact_utf8_with_cyrillic(created):
     (lambda e: e.__setitem__("traceId", "xyz"), "traceId"),
     (lambda e: e.pop("eventId"), "eventId"),
     (lambda e: e.__setitem__("type", "emd.document.unknown"), "type"),
-])
+]
+
+
+@pytest.mark.parametrize(("mutate", "field"), BROKEN)
 def test_bad_events_fail_naming_the_field(created, mutate, field):
     """A broken envelope or payload is EVENT_INVALID and the error names the offending field."""
     mutate(created)
     err = _invalid(created)
     assert err.details["field"] == field
     assert field in err.message
+
+
+def _accepted_by(check, event: dict) -> bool:
+    return check("envelope.schema.json", event) and event.get("type") in TYPES and check(event["type"], event["data"])
+
+
+@pytest.mark.parametrize(("mutate", "field"), BROKEN)
+def test_the_compiled_check_refuses_what_the_reference_refuses(created, mutate, field):
+    """jsonschema-rs, the check every event passes first, refuses each broken event the reference jsonschema refuses."""
+    mutate(created)
+    assert not _accepted_by(lambda name, x: events._compiled(name).is_valid(x), created)
+    assert not _accepted_by(lambda name, x: events._validator(name).is_valid(x), created)
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_the_compiled_check_accepts_what_the_reference_accepts(type_):
+    """Each schema's example, in a fresh envelope, passes both the compiled check and the reference."""
+    event = dict(events.new_event(type_, _example(type_), source="worker-x"))
+    assert _accepted_by(lambda name, x: events._compiled(name).is_valid(x), event)
+    assert _accepted_by(lambda name, x: events._validator(name).is_valid(x), event)
 
 
 def test_error_message_never_echoes_the_value(created):
