@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import REPOSITORY_SAMPLES
 
 SUMMARY = re.compile(r"^e2e_docs_per_s=(?P<e2e>\S+) pipeline_cpu_ms_per_doc=(?P<pipeline>\S+) "
                      r"emulator_cpu_ms_per_doc=(?P<emulator>\S+) producer_cpu_ms_per_doc=(?P<producer>\S+) "
@@ -20,7 +20,7 @@ def test_bench_of_50_documents_prints_a_sane_summary_line(tmp_path):
     record = tmp_path / "benchmarks.md"
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "bench", "--documents", "50", "--latency-documents", "10",
-         "--warm-up", "5", "--ceiling-seconds", "0.2", "--samples", str(MINISTRY_SAMPLES),
+         "--warm-up", "5", "--ceiling-seconds", "0.2", "--samples", str(REPOSITORY_SAMPLES),
          "--workdir", str(tmp_path / "bench"), "--record", str(record), "--timeout", "400"],
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.dev.samples import MINISTRY_SAMPLES
+from services.dev.samples import default_samples
 
 
 def _positive(kind):
@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="documents published before measuring (default one of each sample kind)")
     p.add_argument("--ceiling-seconds", type=float, default=3.0,
                    help="seconds to measure each in-process stage ceiling (default 3; 0 skips the ceilings)")
-    p.add_argument("--samples", type=Path, default=MINISTRY_SAMPLES, help="folder of СЭМД to generate from")
+    p.add_argument("--samples", type=Path, help="folder of СЭМД to generate from (default: the Ministry corpus when "
+                   "present, else the repository's samples; services/dev/samples.py)")
     p.add_argument("--workdir", type=Path, default=Path(".emd-data/bench"),
                    help="configuration, data and child logs (emptied at start)")
     p.add_argument("--timeout", type=_positive(float), default=1800.0,
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.warm_up is not None and args.warm_up < 0:
         print("emd bench: --warm-up must be 0 or more", file=sys.stderr)
         return 2
+    args.samples = args.samples or default_samples()
     if not args.samples.is_dir():
         print(f"emd bench: no sample folder {args.samples} (give --samples)", file=sys.stderr)
         return 2

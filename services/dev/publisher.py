@@ -28,17 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bootstrap", help="Kafka bootstrap servers")
     p.add_argument("data_dir", type=Path, help="the pipeline's data directory (claim-check documents)")
     p.add_argument("samples", type=Path, help="folder of СЭМД to generate documents from")
-    p.add_argument("--inline-limit", type=int, default=None, help="the producer's inline limit (default its own)")
+    p.add_argument("--inline-limit", type=int, default=None, help="the producer's inline limit (default EMD_INLINE_DOCUMENT_LIMIT)")
     args = p.parse_args(argv)
 
-    from producer.client import DEFAULT_INLINE_LIMIT, DocumentPublisher
+    from producer.client import DocumentPublisher
+    from services.config import Settings
     from services.documents.store import FilesystemStore
     from services.logs import configure
 
     configure(fmt="json", level="warning")
     templates = [data for _, data in sample_documents(args.samples, None, registrable_only=True)[0]]
     store = FilesystemStore(args.data_dir / "documents")
-    limit = DEFAULT_INLINE_LIMIT if args.inline_limit is None else args.inline_limit
+    limit = Settings.from_env().inline_document_limit if args.inline_limit is None else args.inline_limit
     made = 0
     with DocumentPublisher(args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit) as publisher:
         for line in sys.stdin:
