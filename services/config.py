@@ -56,11 +56,15 @@ class Settings:
         "KAFKA_TOPIC_PARTITIONS", 6, "Partitions of each pipeline topic when the pipeline creates it.")
     kafka_replication_factor: int = setting(
         "KAFKA_REPLICATION_FACTOR", 1, "Replication factor of topics the pipeline creates (3 in production).")
-    kafka_enable_idempotence: bool = setting(
-        "KAFKA_ENABLE_IDEMPOTENCE", True,
-        "Idempotent producers in the workers (acks=all either way). The local Tansu broker answers aiokafka's "
-        "InitProducerId with UnknownError, so the local set-up (tests, `emd run`) turns it off; downstream is "
-        "idempotent by localUid, so a retried send's duplicate is harmless.")
+    kafka_enable_idempotence: bool | None = setting(
+        "KAFKA_ENABLE_IDEMPOTENCE", None,
+        "Idempotent producers in the workers (acks=all either way). Unset: on, unless the broker refuses them "
+        "(the local Tansu broker answers aiokafka's InitProducerId with UnknownError): then off, with a warning; "
+        "downstream is idempotent by localUid, so a retried send's duplicate is harmless. true: required, a worker "
+        "exits when the broker refuses; false: off.")
+    kafka_startup_grace_seconds: float = setting(
+        "KAFKA_STARTUP_GRACE_SECONDS", 30.0,
+        "How long a worker keeps trying an unreachable broker at start before it exits with an error.")
     local_broker_port: int = setting(
         "EMD_BROKER_PORT", 0, "Port of the spawned local broker; 0 picks a free port.")
     kafka_min_insync_replicas: int = setting(
@@ -189,7 +193,7 @@ class Settings:
         rows = []
         for f in fields(self):
             value = getattr(self, f.name)
-            shown = str(value)
+            shown = "" if value is None else str(value)
             if any(m in _env_name(f) for m in _SECRET_MARKERS) and shown:
                 shown = "***"
             shown = _URL_PASSWORD.sub(r"\1***@", shown)  # postgresql://user:password@host → user:***@
@@ -197,12 +201,17 @@ class Settings:
         return rows
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _convert(f: dataclasses.Field, raw: str) -> Any:
     kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "Path": Path, "str": str,
-                                                    "bool": bool}.get(str(f.type), str)
+                                                    "bool": bool}.get(str(f.type).removesuffix(" | None"), str)
     try:
-        if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind is bool:  # a typo must not silently mean "off"
+            if raw.strip().lower() not in _BOOLEANS:
+                raise ConfigurationError(f"{_env_name(f)}={raw!r} is neither true nor false")
+            return _BOOLEANS[raw.strip().lower()]
         return kind(raw)
     except ValueError as exc:
         raise ConfigurationError(f"{_env_name(f)}={raw!r} is not a valid {kind.__name__}") from exc
@@ -213,5 +222,5 @@ def settings_table_markdown() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for f in fields(Settings):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"| `{_env_name(f)}` | `{default}` | {f.metadata['doc']} |")
+        lines.append(f"| `{_env_name(f)}` | `{'' if default is None else default}` | {f.metadata['doc']} |")
     return "\n".join(lines)

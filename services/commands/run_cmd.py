@@ -26,6 +26,7 @@ from services.dev.local_pipeline import LocalPipeline, sample_documents
 from services.dev.samples import default_samples
 from services.dev.supervisor import Supervisor
 from services.dev.watch import STAGES, PipelineWatcher, Snapshot
+from services.errors import ConfigurationError
 from services.logs import configure
 from services.messaging.broker import LocalBroker
 from services.messaging.topology import ensure_topics
@@ -58,6 +59,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------------- the run
 def run(args: argparse.Namespace) -> int:
+    """Exit 2 with one line for a configuration error (a broker not answering…), 1 when a component stopped."""
+    try:
+        return _run(args)
+    except ConfigurationError as exc:
+        print(f"emd {getattr(args, 'command', 'run')}: {exc.message}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure(fmt=settings.log_format, level="warning")
     interactive = args.documents is None and sys.stdout.isatty()
@@ -80,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             broker = stack.enter_context(LocalBroker(port=settings.local_broker_port,
                                                      log_path=workdir / "broker.log"))
             bootstrap, kafka_env = broker.bootstrap_servers, broker.client_env()
-        ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions)
+        ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
+                      timeout_s=max(1.0, settings.kafka_startup_grace_seconds))
         say(f"broker: {bootstrap}")
 
         pipeline = LocalPipeline(workdir=workdir, bootstrap_servers=bootstrap, documents=documents,
@@ -100,12 +111,24 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             say("\ninterrupted: stopping every component...")
             return 130
+        except ComponentStopped as exc:  # a component that cannot work will not come back: say why now
+            print(f"emd {getattr(args, 'command', 'run')}: {exc}", file=sys.stderr, flush=True)
+            return 1
         duplicated = pipeline.duplicates()
         lost = snap.total - snap.final
         _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
         print(f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
               f"lost={lost} duplicated={duplicated}", flush=True)
         return 0 if lost == 0 and duplicated == 0 else 1
+
+
+class ComponentStopped(Exception):
+    """A child exited during the run; the message is the line it left (a configuration error says what to fix)."""
+
+    def __init__(self, name: str, sup: Supervisor) -> None:
+        lines = [line for line in sup.tail(name, 40).splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("emd ")]  # how `emd` commands report errors
+        super().__init__(f"the {name} stopped: {(said or lines or ['(no output)'])[-1]}")
 
 
 class _LiveView:
@@ -118,10 +141,11 @@ class _LiveView:
 
     def tick(self, snap: Snapshot) -> None:
         dead_children = self.sup.dead()
+        if dead_children:
+            raise ComponentStopped(dead_children[0], self.sup)
         text = [
             "  ".join(f"{s}: {snap.per_stage[s]:>4}" for s in STAGES) + f"  dead-lettered: {snap.dead_lettered:>4}",
-            f"final {snap.final}/{snap.total}   {snap.rate:.1f} documents/s"
-            + (f"   STOPPED: {', '.join(dead_children)}" if dead_children else ""),
+            f"final {snap.final}/{snap.total}   {snap.rate:.1f} documents/s",
         ]
         for e in snap.errors[-3:]:
             ids = f" MessageID {e.message_ids[-1]}" if e.message_ids else ""

@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from services.config import Settings
+from services.errors import ConfigurationError
 from services.logs import configure, get_logger
 from services.messaging.runtime import check_health
 
@@ -33,17 +34,21 @@ def load_factory(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    if args.check:
-        ok, text = check_health(settings, args.name)
-        print(text)
-        return 0 if ok else 1
-    configure(fmt=settings.log_format, level=settings.log_level)
-    if not settings.kafka_bootstrap_servers:
-        print("emd worker: KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the address "
-              "it prints)", file=sys.stderr)
+    """Exit 2 with one line on stderr when the configuration keeps the stage from working (at start, not later)."""
+    try:
+        settings = Settings.from_env()
+        if args.check:
+            ok, text = check_health(settings, args.name)
+            print(text)
+            return 0 if ok else 1
+        configure(fmt=settings.log_format, level=settings.log_level)
+        if not settings.kafka_bootstrap_servers:
+            raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the "
+                                     "address it prints)")
+        stage = load_factory(args.name)(settings)
+        get_logger("emd.worker").info("starting", stage=args.name, bootstrap=settings.kafka_bootstrap_servers)
+        asyncio.run(stage.run())
+    except ConfigurationError as exc:
+        print(f"emd worker {args.name}: {exc.message}", file=sys.stderr, flush=True)
         return 2
-    stage = load_factory(args.name)(settings)
-    get_logger("emd.worker").info("starting", stage=args.name, bootstrap=settings.kafka_bootstrap_servers)
-    asyncio.run(stage.run())
     return 0

@@ -59,7 +59,7 @@ def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
-                                 client_id="emd-probe")
+                                 bootstrap_timeout_ms=int(timeout * 1000), client_id="emd-probe")
     except (KafkaError, OSError):
         return False
     try:

@@ -9,17 +9,32 @@ certificate, SASL SCRAM-SHA-512/256 or PLAIN): read once from the ``KAFKA_SECURI
 ``KAFKA_SASL_*`` settings, checked for consistency at start (a missing file or a mechanism without a user
 fails loudly, not at the first reconnect), and spelt for each library (aiokafka wants an ``SSLContext``,
 kafka-python file names).
+
+``start_producer`` starts a worker's producer and turns what configuration can get wrong into a
+``ConfigurationError`` that says how to fix it: a broker still unreachable after the start-up grace, or
+one that refuses the idempotent producer ``KAFKA_ENABLE_IDEMPOTENCE=true`` requires. With the setting
+unset a refusal is detected, logged, and the producer goes on without idempotence. ``require_topics``
+refuses to start on a broker that lacks a topic the process needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
 from services.config import Settings
 from services.errors import ConfigurationError
+from services.logs import get_logger
+
+log = get_logger(__name__)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -129,7 +144,7 @@ def aio_producer_config(settings: Settings, *, client_id: str) -> dict[str, Any]
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "client_id": f"{settings.kafka_client_id}-{client_id}",
         "acks": "all",
-        "enable_idempotence": settings.kafka_enable_idempotence,
+        "enable_idempotence": settings.kafka_enable_idempotence is not False,
         "linger_ms": 5,
         "max_request_size": 1024 * 1024,
         "request_timeout_ms": 30000,
@@ -166,3 +181,49 @@ def sync_producer_config(bootstrap_servers: str, *, client_id: str = "emd-mis",
         "request_timeout_ms": 15000,
         "delivery_timeout_ms": 30000,
     }
+
+
+async def start_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
+    """A started aiokafka producer for a worker, or ``ConfigurationError`` naming what to fix."""
+    config = aio_producer_config(settings, client_id=client_id)
+    deadline = time.monotonic() + settings.kafka_startup_grace_seconds
+    while True:
+        producer = AIOKafkaProducer(**config)
+        try:
+            await producer.start()
+            return producer
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            if time.monotonic() >= deadline:
+                raise unreachable(settings.kafka_bootstrap_servers, exc,
+                                  after=settings.kafka_startup_grace_seconds) from None
+            await asyncio.sleep(1.0)
+        except KafkaError as exc:  # the broker answered, with an error (InitProducerId, authentication…)
+            await producer.stop()
+            if not config["enable_idempotence"]:
+                raise ConfigurationError(f"the Kafka broker at {settings.kafka_bootstrap_servers} refuses "
+                                         f"a producer: {exc}") from None
+            if settings.kafka_enable_idempotence:
+                raise ConfigurationError(
+                    f"the Kafka broker at {settings.kafka_bootstrap_servers} refuses idempotent producers "
+                    f"(InitProducerId: {exc}); KAFKA_ENABLE_IDEMPOTENCE=true requires them: use a broker "
+                    "that grants them (IdempotentWrite), or unset the variable") from None
+            log.warning("broker refuses idempotent producers: producing without idempotence (acks=all; "
+                        "downstream is idempotent by localUid)", bootstrap=settings.kafka_bootstrap_servers,
+                        error=str(exc), client=client_id)
+            config = {**config, "enable_idempotence": False}
+
+
+def unreachable(bootstrap_servers: str, exc: BaseException, *, after: float) -> ConfigurationError:
+    """What every command says when no broker answers at KAFKA_BOOTSTRAP_SERVERS."""
+    return ConfigurationError(f"the Kafka broker at {bootstrap_servers} is unreachable ({after:.0f} s after "
+                              f"start): {exc}; check KAFKA_BOOTSTRAP_SERVERS, or start one with `emd broker`")
+
+
+async def require_topics(producer: AIOKafkaProducer, names: Sequence[str], *, settings: Settings) -> None:
+    """``ConfigurationError`` when a topic a process needs is missing: a deployment error, not a reason to wait."""
+    existing = (await producer.client.fetch_all_metadata()).topics()
+    missing = sorted(set(names) - existing)
+    if missing:
+        raise ConfigurationError(f"topics missing on the Kafka broker at {settings.kafka_bootstrap_servers}: "
+                                 f"{', '.join(missing)}; create them with `emd topics`")

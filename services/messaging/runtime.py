@@ -46,7 +46,7 @@ from services.errors import PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import lag
-from services.messaging.clients import aio_consumer_config, aio_producer_config
+from services.messaging.clients import aio_consumer_config, require_topics, start_producer
 
 log = get_logger(__name__)
 
@@ -220,13 +220,20 @@ class Stage:
                 host=self.settings.metrics_host, port=self.settings.metrics_port, health=self.health,
                 ready=self.ready).start()
             log.info("metrics", stage=self.name, url=self.metrics_server.url)
-        self._producer = AIOKafkaProducer(**aio_producer_config(self.settings, client_id=self.name))
         topics = [self.input_topic, *(self.retry.topics if self.retry else ())]
         metrics.init_stage(self.name, tuple(topics))
         metrics.LAST_PROGRESS.labels(self.name).set(time.time())  # "not progressing" counts from the start
+        try:  # what configuration can get wrong fails here, in seconds, as a ConfigurationError
+            self._producer = await start_producer(self.settings, client_id=self.name)
+            await require_topics(self._producer, [*topics, self.dead_letter_topic], settings=self.settings)
+        except BaseException:
+            if self._producer is not None:
+                await self._producer.stop()
+            if self.metrics_server:
+                self.metrics_server.stop()
+            raise
         self._consumer = AIOKafkaConsumer(**aio_consumer_config(self.settings, group_id=self.group_id,
                                                                 client_id=self.name))
-        await self._producer.start()
         try:
             if self.on_start:
                 await self.on_start()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from services.errors import ConfigurationError
 from services.logs import get_logger
-from services.messaging.clients import KafkaSecurity
+from services.messaging.clients import KafkaSecurity, unreachable
 
 log = get_logger(__name__)
 
@@ -90,14 +90,17 @@ def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_fa
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
 
     if not 1 <= min_insync_replicas <= replication_factor:
         raise ConfigurationError(f"KAFKA_MIN_INSYNC_REPLICAS={min_insync_replicas} must be between 1 and "
                                  f"KAFKA_REPLICATION_FACTOR={replication_factor}")
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="emd-topology",
-                             request_timeout_ms=int(timeout_s * 1000),
-                             **(security or KafkaSecurity()).kafka_python_options())
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="emd-topology",
+                                 request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+                                 **(security or KafkaSecurity()).kafka_python_options())
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        raise unreachable(bootstrap_servers, exc, after=timeout_s) from None
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in topics if t.name not in existing]

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from services import events
 from services import lifecycle as lc
@@ -31,7 +30,7 @@ from services.config import Settings
 from services.errors import PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging import topology
-from services.messaging.clients import aio_producer_config
+from services.messaging.clients import start_producer
 from services.messaging.runtime import Record, Stage
 from services.pipeline import acknowledgment
 from services.pipeline.organizations import load_organizations
@@ -105,8 +104,7 @@ class StatusWorker:
 
     # --- deadline scanner ---------------------------------------------------------------------
     async def _scan(self) -> None:
-        producer = AIOKafkaProducer(**aio_producer_config(self.settings, client_id="status-deadlines"))
-        await producer.start()
+        producer = await start_producer(self.settings, client_id="status-deadlines")
         try:
             while not self._stop.is_set():
                 before = datetime.now(UTC) - timedelta(seconds=self.settings.ack_timeout_seconds)
