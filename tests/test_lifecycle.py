@@ -359,3 +359,19 @@ def test_postgres_store_runs_on_a_dml_only_role_once_the_schema_exists(postgres_
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_awaiting_counts_accepted_documents_and_their_oldest_acceptance(store):
+    """awaiting() counts documents accepted and not yet decided, with the earliest acceptance time."""
+    from datetime import UTC, datetime
+
+    assert (0, None) == store.awaiting()
+    times = {"a": datetime(2026, 11, 1, 10, 0, tzinfo=UTC), "b": datetime(2026, 11, 2, 10, 0, tzinfo=UTC),
+             "c": datetime(2026, 11, 3, 10, 0, tzinfo=UTC)}
+    for n, (uid, at) in enumerate(times.items()):
+        _register(store, uid)
+        mid = f"3f2504e0-4f89-11d3-9a0c-0305e82c330{n}"
+        store.record_attempt(uid, mid, endpoint="http://a")
+        store.mark_accepted(uid, message_id=mid, accepted_at=at)
+    store.mark_registered("a", "16.62.1")
+    assert (2, times["b"]) == store.awaiting()

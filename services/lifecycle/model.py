@@ -91,6 +91,10 @@ class LifecycleStore(Protocol):
         """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
         ...
 
+    def awaiting(self) -> tuple[int, datetime | None]:
+        """(documents accepted and not yet decided, when the oldest of them was accepted)."""
+        ...
+
     def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
         """(localUid, accepted MessageID) of documents accepted before then and still without a result."""
         ...

@@ -234,6 +234,13 @@ class SqlLifecycleStore:
                               (ACCEPTED, self._to_db(accepted_before))).fetchall()
         return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
 
+    def awaiting(self) -> tuple[int, datetime | None]:
+        """How many documents РЭМД accepted and has not decided yet, and when the oldest was accepted."""
+        with self._reading() as db:
+            row = db.execute(self._q("SELECT COUNT(*) AS n, MIN(accepted_at) AS oldest FROM {documents}"
+                                     " WHERE state = ?"), (ACCEPTED,)).fetchone()
+        return int(row["n"]), self._time(row["oldest"])
+
     def message_ids(self, local_uid: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid)]
 
