@@ -7,6 +7,8 @@ registered once each even when replayed again. The МИС hears of each failure 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -15,18 +17,24 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from services.documents import cda
 from services.documents.xmlsafe import parse_xml
-from services.messaging import deadletter as dl
 from tests.pipeline_lab import Lab, pipeline_lab
+from tests.pipeline_lab import documents as lab_documents
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dlq(lab: Lab | None, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def dlq(lab: Lab | None, *args: str, timeout: float = 180,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m services.cli dlq ARGS` against the lab's broker (or no broker at all when lab is None)."""
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    extra = env or {}
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.startswith("EMD_")}
+    env.update(extra)
     if lab is not None:
+        env.setdefault("EMD_DATA_DIR", str(lab.pipeline.data_dir))  # the desk's audit log goes next to the lab's
         env.update(KAFKA_BOOTSTRAP_SERVERS=lab.bootstrap_servers, KAFKA_ENABLE_IDEMPOTENCE="false")
     return subprocess.run([sys.executable, "-m", "services.cli", "dlq", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=timeout)
@@ -66,67 +74,113 @@ def statuses(lab: Lab) -> dict[str, list[dict]]:
     return out
 
 
-def test_rejected_documents_are_listed_exported_replayed_and_registered_once(tmp_path):
-    """Documents РЭМД rejected are listed with MessageID, code and hint, exported, replayed after the fix and registered once each."""
-    with pipeline_lab(tmp_path, count=5) as lab:
-        rejected = [uid_of(d) for _, d in lab.documents[:2]]
-        lab.pipeline.add_rules([{"fault": "reject", "local_uid": u, "code": "PERSON_NOT_FOUND"} for u in rejected])
+def rejected_and_accepted(count_rejected: int, count_ok: int) -> list[tuple[str, bytes]]:
+    """Documents whose fresh localUid the emulator's ``rejections`` scenario rejects (and some it registers)."""
+    from services.dev.local_pipeline import as_new_document
+    from services.emulator.faults import rejection_for
+
+    base = lab_documents(1)[0]
+    out, n = [], 0
+    while len(out) < count_rejected + count_ok:
+        uid = f"acc{n:017d}"
+        n += 1
+        rejected = rejection_for(uid) is not None
+        if (rejected and sum(1 for k, _ in out if k == "r") < count_rejected) or \
+                (not rejected and sum(1 for k, _ in out if k == "a") < count_ok):
+            out.append(("r" if rejected else "a", as_new_document(base[1], local_uid=uid)))
+    return [(kind, data) for kind, data in out]
+
+
+def desk_env(lab: Lab) -> dict[str, str]:
+    """What `emd dlq show/ticket` needs besides the cluster: the pipeline's data dir and organisations file."""
+    return {"EMD_DATA_DIR": str(lab.pipeline.data_dir),
+            "EMD_ORGANIZATIONS": str(lab.pipeline.config_dir / "organizations.json")}
+
+
+def test_support_journey_after_the_rejections_scenario(tmp_path):
+    """After the rejections scenario: list --json, CSV export, ticket and show (with the signed request) carry the
+    MessageID the emulator logged; scenario ok + replay acknowledges each once; replaying again registers nothing."""
+    from services.ids import normalize_message_id
+
+    chosen = rejected_and_accepted(2, 2)
+    docs = [(f"doc{i}", data) for i, (_, data) in enumerate(chosen)]
+    rejected = [uid_of(data) for kind, data in chosen if kind == "r"]
+    with pipeline_lab(tmp_path, docs=docs, scenario="rejections") as lab:
         uids = lab.publish()
         snap = lab.wait(timeout=300)
         assert sorted(d.local_uid for d in snap.dead_letters) == sorted(rejected)
-        assert snap.per_stage["acknowledged"] == 3
+        logged = {r["local_uid"]: normalize_message_id(r["message_id"]) for r in lab.requests()
+                  if r["local_uid"] in rejected}
+        assert set(logged) == set(rejected)
 
-        # the МИС was told, with the РЭМД code and the MessageID РЭМД answered
-        told = statuses(lab)
-        for u in rejected:
-            last = told[u][-1]
-            assert last["status"] == "rejected" and last["remdCode"] == "PERSON_NOT_FOUND" and last["messageIds"]
-
-        listed = dlq(lab, "list")
+        listed = dlq(lab, "list", "--json")
         assert listed.returncode == 0, listed.stderr
-        lines = [x for x in listed.stdout.splitlines() if x.strip()]
-        assert len(lines) == 2 and "2 dead letter(s)" in listed.stderr
-        dead = {d.local_uid: d for d in snap.dead_letters}
-        for u in rejected:
-            line = next(x for x in lines if u in x)
-            assert "PERSON_NOT_FOUND" in line and dead[u].message_ids[-1] in line and "hint=" in line
+        rows = [json.loads(x) for x in listed.stdout.splitlines()]
+        assert sorted(r["localUid"] for r in rows) == sorted(rejected)
+        assert all(normalize_message_id(r["messageId"]) == logged[r["localUid"]] for r in rows)
+        assert [r["failedAt"] for r in rows] == sorted((r["failedAt"] for r in rows), reverse=True)
 
-        shown = dlq(lab, "show", rejected[0])
-        assert shown.returncode == 0, shown.stderr
-        record = json.loads(shown.stdout)
-        assert record["headers"][dl.REMD_CODE] == "PERSON_NOT_FOUND" and record["headers"][dl.HINT]
-        assert record["messageIds"] == dead[rejected[0]].message_ids
-
-        out = tmp_path / "case.jsonl"
-        exported = dlq(lab, "export", "--out", str(out))
+        exported = dlq(lab, "export", "--format", "csv")
         assert exported.returncode == 0, exported.stderr
-        rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-        assert sorted(r["key"] for r in rows) == sorted(rejected)
-        assert all(r["messageIds"] == dead[r["key"]].message_ids for r in rows)
+        csv_rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+        assert sorted(r["localUid"] for r in csv_rows) == sorted(rejected)
+        assert all(normalize_message_id(r["messageId"]) == logged[r["localUid"]] and r["failedAtMoscow"].endswith(
+            "+03:00") and r["failedAtUtc"].endswith("Z") for r in csv_rows)
 
-        lab.pipeline.add_rules([], replace=True)  # the cause is fixed (ФРМР corrected)
-        dry = dlq(lab, "replay", "--dry-run")
-        assert dry.returncode == 0 and dry.stdout.count("would replay") == 2, dry.stderr
-        replayed = dlq(lab, "replay")
+        u = rejected[0]
+        patient_snils = next(cda.extract(parse_xml(d)).patient.snils for _, d in docs if uid_of(d) == u)
+        assert patient_snils
+        ticket = dlq(lab, "ticket", u, env=desk_env(lab))
+        assert ticket.returncode == 0, ticket.stderr
+        assert logged[u] in ticket.stdout.lower() and "Медицинская организация: ГБУЗ" in ticket.stdout
+        shown = dlq(lab, "show", u, env=desk_env(lab))
+        assert shown.returncode == 0, shown.stderr
+        assert logged[u] in shown.stdout.lower() and "signed request:" in shown.stdout
+        assert "registerDocument" in shown.stdout and "SignatureValue" in shown.stdout
+        assert patient_snils not in shown.stdout  # masked by default
+        unmasked = dlq(lab, "show", u, "--unmask", "--json", env=desk_env(lab))
+        case = json.loads(unmasked.stdout)
+        assert any(a["request"] and patient_snils in a["request"] for a in case["attempts"])
+
+        httpx.post(f"{lab.pipeline.emulator_url}/_emulator/scenario", json={"name": "ok"}).raise_for_status()
+        replayed = dlq(lab, "replay", env=desk_env(lab))
         assert replayed.returncode == 0 and "2 replayed, 0 refused" in replayed.stderr, replayed.stderr
         wait_acknowledged(lab, rejected)
 
-        again = dlq(lab, "replay")  # the same filter resumes after what it replayed: nothing to do
+        again = dlq(lab, "replay", env=desk_env(lab))  # the same filter resumes after what it replayed
         assert again.returncode == 0 and "0 replayed" in again.stderr, again.stderr
-        sent_before = sent_count(lab, rejected[0])
-        one = dlq(lab, "replay", "--local-uid", rejected[0])  # another filter replays it once more
+        sent_before = sent_count(lab, u)
+        one = dlq(lab, "replay", "--local-uid", u, env=desk_env(lab))  # another filter replays it once more
         assert one.returncode == 0 and "1 replayed" in one.stderr, one.stderr
-        # the sender answers a registered document from its lifecycle store: a sent event again, no request
         deadline = time.monotonic() + 180
-        while sent_count(lab, rejected[0]) == sent_before and time.monotonic() < deadline:
+        while sent_count(lab, u) == sent_before and time.monotonic() < deadline:
             time.sleep(1.0)
-        assert sent_count(lab, rejected[0]) > sent_before, lab.tails()
-
+        assert sent_count(lab, u) > sent_before, lab.tails()  # answered from the lifecycle store
         registered = Counter(r["local_uid"] for r in lab.registry())
-        assert {u: registered[u] for u in uids} == dict.fromkeys(uids, 1)
+        assert {x: registered[x] for x in uids} == dict.fromkeys(uids, 1)
         told = statuses(lab)
-        assert all(told[u][-1]["status"] in ("registered", "sent") for u in rejected)
-        assert any(s["status"] == "registered" for s in told[rejected[0]])
+        assert all(told[x][-1]["status"] in ("registered", "sent") for x in rejected)
+
+        # the same clinic, onboarded: promote is refused until a real test-stand round trip succeeded
+        oid = cda.extract(parse_xml(docs[0][1])).organization_oid
+        refused = clinic(lab, "promote", oid)
+        assert refused.returncode == 1 and "emd clinic test" in refused.stderr, refused.stderr
+        from services.dev.local_pipeline import as_new_document
+        test_doc = tmp_path / "test-document.xml"
+        test_doc.write_bytes(as_new_document(docs[0][1]))
+        tested = clinic(lab, "test", oid, "--document", str(test_doc), "--timeout", "240")
+        assert tested.returncode == 0 and "test passed" in tested.stdout, tested.stdout + tested.stderr
+        assert "MessageID" in tested.stdout
+        promoted = clinic(lab, "promote", oid)
+        assert promoted.returncode == 0 and "production" in promoted.stdout, promoted.stderr
+
+
+def clinic(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """`emd clinic ARGS` with the lab's cluster, data dir and organisations file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMD_", "KAFKA_"))}
+    env.update(desk_env(lab), KAFKA_BOOTSTRAP_SERVERS=lab.bootstrap_servers)
+    return subprocess.run([sys.executable, "-m", "services.cli", "clinic", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
 
 
 def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configuration_fix(tmp_path):

@@ -21,6 +21,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("crypto", ("services.crypto",)),
     ("protocol", ("services.remd",)),
     ("pipeline", ("services.pipeline", "producer")),
+    ("desk", ("services.desk",)),
+    ("console", ("services.console",)),
     ("workers", ("workers",)),
     ("dev tooling", ("services.dev",)),
     ("emulator", ("services.emulator",)),

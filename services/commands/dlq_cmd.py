@@ -1,80 +1,54 @@
-"""``emd dlq``: inspect, export and replay dead letters (format: docs/dead-letters.md).
+"""``emd dlq``: dead letters for escalation to СТП ЕГИСЗ, and their replay (docs/dead-letters.md, docs/support.md).
 
-    emd dlq list [--stage S] [--reason R] [--since ISO]     one line per dead letter
-    emd dlq show LOCALUID                                   every dead letter of one document, all headers
-    emd dlq export --out FILE.jsonl [filters]               key, value (base64), every header, MessageIDs
-    emd dlq replay [--stage S] [--reason R] [--local-uid U] [--dry-run] [--max N]
+    emd dlq list [filters] [--json] [--limit N]          newest first, one line (or JSON object) each
+    emd dlq show LOCALUID [--unmask] [--json]            every attempt: MessageID, time, code, hint, request, answer
+    emd dlq export --format csv|jsonl [--out F] [filters]  one row per dead letter, UTC and Moscow time
+    emd dlq ticket LOCALUID                              the Russian text of a request to СТП ЕГИСЗ
+    emd dlq replay [filters] [--dry-run] [--max N] [--limit N]
 
-Replay re-publishes the original record to the topic of the stage that takes its event type (else its
-original topic) with ``emd-replay-count`` incremented and the failure and retry headers removed (the
-attempt count starts again); a record already replayed
-``--limit`` times (default 3) is refused, so a document that keeps failing cannot loop. It reads through
-its own consumer group (``emd-dlq-replay-<hash of the filters>``) and commits only after the broker acknowledged the
-re-published records: an interrupted replay resumes where it stopped and never publishes a record twice
-unless it was stopped between the publish and the commit. Dead letters written after a run began are left
-for the next run (no loop within one run). ``--dry-run`` reads without a group.
+Filters: --stage --reason --code --category --org --kind --since --until --message-id --local-uid.
+Patient data is masked unless ``--unmask``, which is written to the desk's audit log with who asked.
+``replay`` prints each record, progress every few seconds and a summary line; it resumes where an
+interrupted run stopped (SIGTERM or Ctrl-C end it between records), so it runs unchanged as a Kubernetes
+Job: configuration from the environment, exit 0 when done, 1 when a stop request cut it short, 2 for bad
+input. The cluster is ``KAFKA_BOOTSTRAP_SERVERS``; attempts and kept requests come from the lifecycle and
+desk stores (``EMD_LIFECYCLE_STORE``, ``EMD_DATA_DIR``) and the claim-check store (``EMD_DOCUMENT_STORE``).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import datetime as dt
 import functools
+import getpass
 import json
+import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from services import events
+from services import logs
 from services.commands.arguments import iso_datetime
 from services.config import Settings
-from services.messaging import deadletter as dl
-from services.messaging import topology
-from services.messaging.clients import kafka_python_config
+from services.desk import reader
+from services.desk import replay as replaying
+from services.desk.case import build_case, case_json, case_text
+from services.desk.deadletters import (
+    TOPIC_OF_STAGE,
+    DeadLetter,
+    Filters,
+    export_csv,
+    export_jsonl,
+    newest_first,
+)
+from services.desk.ticket import ticket_text
+from services.errors import EmdError
 
-STAGES = {"signer": topology.CREATED_DLT.name, "sender": topology.SIGNED_DLT.name, "status": topology.SENT_DLT.name}
-REPLAY_GROUP = "emd-dlq-replay"
-IDLE_SECONDS = 3.0            # reading ends once the topics were quiet this long after assignment
-JOIN_TIMEOUT_SECONDS = 60.0
-#: event type → the pipeline topic whose stage takes it (a replayed record goes where its type is handled)
-CONSUMES = {events.CREATED: topology.CREATED.name, events.SIGNED: topology.SIGNED.name,
-            events.SENT: topology.SENT.name}
-_DROP_ON_REPLAY = (dl.ATTEMPTS, dl.RETRY_DUE, dl.RETRY_REASON, dl.RETRY_ORIGINAL_TOPIC, dl.RETRY_ORIGINAL_PARTITION,
-                   dl.RETRY_ORIGINAL_OFFSET, dl.REPLAY_COUNT)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dlq", help="inspect, export and replay dead letters", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    dsub = p.add_subparsers(dest="dlq_command", required=True)
-
-    def filters(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--stage", choices=sorted(STAGES), help="only this stage's dead letters")
-        q.add_argument("--reason", help="only this reason code (emd-dlt-reason)")
-        q.add_argument("--since", type=iso_datetime, help="only failures at or after this ISO time (UTC if no offset)")
-        q.add_argument("--local-uid", dest="local_uid", help="only this document")
-
-    q = dsub.add_parser("list", help="one line per dead letter")
-    filters(q)
-    q.set_defaults(func=_cluster_errors(cmd_list))
-    q = dsub.add_parser("show", help="every dead letter of one document, with all headers")
-    q.add_argument("uid", metavar="LOCALUID")
-    q.set_defaults(func=_cluster_errors(cmd_show))
-    q = dsub.add_parser("export", help="write dead letters as JSON lines")
-    filters(q)
-    q.add_argument("--out", required=True, help="the .jsonl file to write")
-    q.set_defaults(func=_cluster_errors(cmd_export))
-    q = dsub.add_parser("replay", help="re-publish dead letters to their original topic")
-    filters(q)
-    q.add_argument("--dry-run", action="store_true", help="say what would be replayed, publish nothing")
-    q.add_argument("--max", type=_positive, default=None, help="replay at most N records")
-    q.add_argument("--limit", type=_positive, default=3, help="refuse records already replayed this many times")
-    q.set_defaults(func=_cluster_errors(cmd_replay))
+STAGES = TOPIC_OF_STAGE  # stage → its dead-letter topic
+_log = logs.get_logger(__name__)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
@@ -84,73 +58,79 @@ def _positive(text: str) -> int:
     return n
 
 
-def _headers(raw: Any) -> dict[str, bytes]:
-    return {k: v for k, v in (raw or ()) if v is not None}
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dlq", help="dead letters: list, show, export, ticket for СТП ЕГИСЗ, replay",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dsub = p.add_subparsers(dest="dlq_command", required=True)
+
+    def filters(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--stage", choices=sorted(STAGES), help="only this stage's dead letters")
+        q.add_argument("--reason", help="only this reason code (emd-dlt-reason: REMD_REJECTED, CERT_EXPIRED…)")
+        q.add_argument("--code", help="only this РЭМД code (PERSON_NOT_FOUND…)")
+        q.add_argument("--category", choices=("transient", "data", "configuration", "internal"),
+                       help="only this category (who must act)")
+        q.add_argument("--org", help="only this organisation (ФРМО OID)")
+        q.add_argument("--kind", help="only this document kind (НСИ 1520 code)")
+        q.add_argument("--since", type=iso_datetime, help="failed at or after this ISO time (UTC if no offset)")
+        q.add_argument("--until", type=iso_datetime, help="failed before this ISO time (UTC if no offset)")
+        q.add_argument("--message-id", dest="message_id", help="only the document that sent this MessageID")
+        q.add_argument("--local-uid", dest="local_uid", help="only this document")
+
+    q = dsub.add_parser("list", help="dead letters, newest first")
+    filters(q)
+    q.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    q.add_argument("--limit", type=positive_int, default=None, help="at most N (the newest)")
+    q.set_defaults(func=_cluster_errors(cmd_list))
+    q = dsub.add_parser("show", help="one document: every attempt with MessageID, time, code, hint, request, answer")
+    q.add_argument("uid", metavar="LOCALUID")
+    q.add_argument("--unmask", action="store_true", help="show patient data (logged in the audit log)")
+    q.add_argument("--json", action="store_true", help="JSON instead of text")
+    q.set_defaults(func=_cluster_errors(cmd_show))
+    q = dsub.add_parser("export", help="one row per dead letter (CSV or JSON lines) for a ticket")
+    filters(q)
+    q.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
+    q.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    q.set_defaults(func=_cluster_errors(cmd_export))
+    q = dsub.add_parser("ticket", help="the Russian text of a request to СТП ЕГИСЗ for one document")
+    q.add_argument("uid", metavar="LOCALUID")
+    q.set_defaults(func=_cluster_errors(cmd_ticket))
+    q = dsub.add_parser("replay", help="re-publish dead letters to the stage that takes them (resumable)")
+    filters(q)
+    q.add_argument("--dry-run", action="store_true", help="say what would be replayed, publish nothing")
+    q.add_argument("--max", type=positive_int, default=None, help="replay at most N records")
+    q.add_argument("--limit", type=positive_int, default=3, help="refuse records already replayed this many times")
+    q.set_defaults(func=_cluster_errors(cmd_replay))
 
 
-def entry(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-          headers: dict[str, bytes], *, timestamp_ms: int | None = None) -> dict[str, Any]:
-    """One dead letter as a JSON-able dict (the export line); ``timestamp`` = when it was dead-lettered (ms)."""
-    return {"topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp_ms,
-            "key": key.decode("utf-8", "replace") if key is not None else None,
-            "value": base64.b64encode(value or b"").decode(),
-            "headers": {k: v.decode("utf-8", "replace") for k, v in headers.items()},
-            "messageIds": dl.split_ids(headers.get(dl.MESSAGE_IDS))}
-
-
-def matches(e: dict[str, Any], args: argparse.Namespace) -> bool:
-    h = e["headers"]
-    if getattr(args, "reason", None) and h.get(dl.REASON) != args.reason:
-        return False
-    if getattr(args, "local_uid", None) and (h.get(dl.LOCAL_UID) or e["key"]) != args.local_uid:
-        return False
-    if getattr(args, "since", None):
-        last = h.get(dl.LAST_FAILURE)
-        if not last or dt.datetime.fromisoformat(last.replace("Z", "+00:00")) < args.since:
-            return False
-    return True
-
-
-def replay_record(e: dict[str, Any], *, limit: int) -> tuple[str, list[tuple[str, bytes]]] | str:
-    """(topic, headers) to re-publish, or why it is refused."""
-    h = e["headers"]
-    count = int(h.get(dl.REPLAY_COUNT) or 0)
-    if count >= limit:
-        return f"already replayed {count} times (limit {limit})"
-    topic = h.get(dl.ORIGINAL_TOPIC)
-    if not topic:
-        return "no original-topic header"
-    # The stage that takes this event type, not necessarily where it failed: the status worker dead-letters
-    # a rejected document's *signed* event (what must be sent again) with origin emd.document.sent, whose
-    # consumer would refuse it (EVENT_INVALID) and dead-letter it once more.
-    topic = CONSUMES.get(h.get(events.HEADER_EVENT_TYPE, ""), topic)
-    kept = [(k, v.encode()) for k, v in h.items()
-            if not k.startswith(dl.FAILURE_PREFIXES) and k not in _DROP_ON_REPLAY]
-    # the MessageIDs stay: the next dead letter, if any, still lists every request ever sent
-    return topic, [*kept, (dl.REPLAY_COUNT, str(count + 1).encode())]
-
-
-def _topics(args: argparse.Namespace) -> list[str]:
-    return [STAGES[args.stage]] if getattr(args, "stage", None) else list(STAGES.values())
+def filters_of(args: argparse.Namespace) -> Filters:
+    return Filters(**{k: getattr(args, k, None) for k in ("stage", "reason", "code", "category", "kind", "since",
+                                                          "until", "message_id", "local_uid")},
+                   organization=getattr(args, "org", None))
 
 
 def _cluster_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """An unreachable or failing cluster is a clear one-line error and exit 1, not a kafka-python traceback."""
+    """An unreachable cluster or store is a clear one-line error and exit 1, not a traceback."""
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         from kafka.errors import KafkaError
 
+        logs.configure(level="warning")  # stdout is for the answer
         try:
             return command(args)
         except KafkaError as exc:
             print(f"emd dlq: the cluster at {Settings.from_env().kafka_bootstrap_servers} failed: {exc}",
                   file=sys.stderr)
             return 1
+        except EmdError as exc:
+            print(f"emd dlq: {exc.message}", file=sys.stderr)
+            return 1
     return run
 
 
 def _kafka() -> dict[str, Any]:
     """Bootstrap servers and TLS/SASL for a kafka-python client (the dead letters live on the cluster)."""
+    from services.messaging.clients import kafka_python_config
+
     settings = Settings.from_env()
     if not settings.kafka_bootstrap_servers:
         print("emd dlq: set KAFKA_BOOTSTRAP_SERVERS (dead letters live on the cluster)", file=sys.stderr)
@@ -158,119 +138,156 @@ def _kafka() -> dict[str, Any]:
     return kafka_python_config(settings)
 
 
-def _read(args: argparse.Namespace, *, group: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Every dead letter of the chosen topics (from the group's committed offsets when ``group`` is given).
+def _select(args: argparse.Namespace, filters: Filters | None = None) -> list[DeadLetter]:
+    filters = filters or filters_of(args)
+    return newest_first(reader.read_all(_kafka(), filters.topics()), filters, limit=getattr(args, "limit", None))
 
-    Reading stops after ``IDLE_SECONDS`` without a record, counted from the moment partitions are assigned:
-    joining a consumer group takes seconds (the group coordinator's join delay), and a timeout counted from
-    the start would end the read before anything was fetched (a replay that replayed nothing).
-    """
-    from kafka import KafkaConsumer
-    from kafka.errors import KafkaTimeoutError
 
-    consumer = KafkaConsumer(**_kafka(), group_id=group, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id="emd-dlq")
+def actor() -> str:
+    """Who is acting, for the audit log (the login name; a Job's pod runs as its service account's user)."""
     try:
-        consumer.subscribe(_topics(args))
-        give_up = time.monotonic() + JOIN_TIMEOUT_SECONDS
-        last: float | None = None
-        while True:
-            batch = consumer.poll(timeout_ms=500)
-            for records in batch.values():
-                for m in records:
-                    last = time.monotonic()
-                    yield consumer, entry(m.topic, m.partition, m.offset, m.key, m.value, _headers(m.headers),
-                                          timestamp_ms=m.timestamp)
-            now = time.monotonic()
-            if last is None and consumer.assignment():
-                last = now
-            if last is not None and now - last >= IDLE_SECONDS:
-                return
-            if last is None and now >= give_up:
-                raise KafkaTimeoutError(f"no partitions assigned within {JOIN_TIMEOUT_SECONDS:.0f} s")
-    finally:
-        consumer.close()
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class Desk:
+    """The stores ``show`` and ``ticket`` read (lifecycle, desk, claim-check), opened from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        from services.documents.store import store_from_settings
+        from services.lifecycle import open_store
+        from services.lifecycle.desk import open_desk_store
+        from services.pipeline.exchanges import ExchangeArchive
+
+        self.settings = settings
+        self.lifecycle = open_store(settings.data_dir, url=settings.lifecycle_store_url)
+        self.desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+        self.archive = ExchangeArchive(documents=store_from_settings(settings), desk=self.desk)
+
+    def organization(self, oid: str | None) -> Any:
+        from services.pipeline.organizations import load_organizations
+
+        try:
+            return load_organizations(self.settings.organizations_file).organizations.get(oid or "")
+        except EmdError:
+            return None  # the ticket names what the dead letter knows
+
+    def close(self) -> None:
+        self.lifecycle.close()
+        self.desk.close()
+
+
+def _audit(action: str, **detail: Any) -> None:
+    """An action in the desk's audit log, and in the command's log (a Job's pod log, where no store is
+    writable: the log line is then the record, and the warning says so)."""
+    import sqlite3
+
+    from services.lifecycle.desk import open_desk_store
+
+    _log.warning(action, actor=actor(), **detail)
+    settings = Settings.from_env()
+    try:
+        store = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+        try:
+            store.audit(action, actor=actor(), **detail)
+        finally:
+            store.close()
+    except (EmdError, OSError, sqlite3.Error) as exc:
+        print(f"emd dlq: the audit log could not be written ({exc}); the line above is the record", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    n = 0
-    for _, e in _read(args):
-        if matches(e, args):
-            h = e["headers"]
-            # the last MessageID is the request РЭМД answered: the one СТП asks for
-            print(f"{h.get(dl.LAST_FAILURE, '?')}  {h.get(dl.STAGE, '?'):7} {h.get(dl.REASON, '?'):28} "
-                  f"{e['key'] or '-'}  remd={h.get(dl.REMD_CODE, '-')}  ids={','.join(e['messageIds'][-1:]) or '-'}"
-                  f"  hint={h.get(dl.HINT, '-')}")
-            n += 1
-    print(f"{n} dead letter(s)", file=sys.stderr)
+    found = _select(args)
+    for d in found:
+        if args.json:
+            print(json.dumps(d.summary(), ensure_ascii=False))
+        else:
+            s = d.summary()
+            print(f"{s['failedAt']}  {d.stage:7} {d.reason or '?':28} {d.local_uid or '-'}  code={d.code or '-'}  "
+                  f"messageId={d.message_id or '-'}  org={d.organization or '-'}  hint={d.hint or '-'}")
+    print(f"{len(found)} dead letter(s)", file=sys.stderr)
     return 0
+
+
+def _case(args: argparse.Namespace, desk: Desk) -> Any:
+    letters = _select(args, Filters(local_uid=args.uid))
+    if not letters:
+        print(f"emd dlq: no dead letter for {args.uid}", file=sys.stderr)
+        return None
+    return build_case(args.uid, letters, lifecycle=desk.lifecycle, archive=desk.archive)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    args.local_uid = args.uid
-    found = [e for _, e in _read(args) if matches(e, args)]
-    for e in found:
-        print(json.dumps({k: v for k, v in e.items() if k != "value"}, ensure_ascii=False, indent=2))
-    if not found:
-        print(f"no dead letter for {args.uid}", file=sys.stderr)
-        return 1
-    return 0
+    desk = Desk(Settings.from_env())
+    try:
+        case = _case(args, desk)
+        if case is None:
+            return 1
+        if args.unmask:  # who looked at patient data, and at which document
+            desk.desk.audit("dlq.unmask", actor=actor(), target=args.uid, via="emd dlq show")
+            _log.warning("dlq.unmask", local_uid=args.uid, actor=actor())
+        print(json.dumps(case_json(case, unmask=args.unmask), ensure_ascii=False, indent=2) if args.json
+              else case_text(case, unmask=args.unmask), end="" if not args.json else "\n")
+        return 0
+    finally:
+        desk.close()
+
+
+def cmd_ticket(args: argparse.Namespace) -> int:
+    desk = Desk(Settings.from_env())
+    try:
+        case = _case(args, desk)
+        if case is None:
+            return 1
+        org = desk.organization(case.latest.organization)
+        print(ticket_text(case.latest, attempts=case.attempts, organization_name=org.name if org else None,
+                          client_entity_id=org.remd.client_entity_id if org and org.remd else None), end="")
+        return 0
+    finally:
+        desk.close()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    n = 0
-    with open(args.out, "w", encoding="utf-8") as f:
-        for _, e in _read(args):
-            if matches(e, args):
-                f.write(json.dumps(e, ensure_ascii=False) + "\n")
-                n += 1
-    print(f"{n} dead letter(s) written to {args.out}", file=sys.stderr)
+    found = _select(args)
+    text = export_csv(found) if args.format == "csv" else export_jsonl(found)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+    print(f"{len(found)} dead letter(s) exported" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0
-
-
-def replay_group(args: argparse.Namespace) -> str:
-    """One consumer group per filter: records another filter skipped are not committed away from it."""
-    import hashlib
-    spec = json.dumps([args.stage, args.reason, args.local_uid, str(args.since)])
-    return f"{REPLAY_GROUP}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer, TopicPartition
-    from kafka.structs import OffsetAndMetadata
+    kafka = _kafka()
+    filters = filters_of(args)
+    stop = {"asked": False}
 
-    producer = None if args.dry_run else KafkaProducer(**_kafka(), acks="all",
-                                                       client_id="emd-dlq-replay")
-    replayed = refused = 0
-    started_ms = int(time.time() * 1000)
-    newer: set[tuple[str, int]] = set()  # partitions that reached a dead letter newer than this run
+    def ask_stop(signum: int, _frame: Any) -> None:
+        stop["asked"] = True
+        print(f"emd dlq replay: {signal.Signals(signum).name}: stopping after the current record",
+              file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, ask_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_record(action: str, d: DeadLetter, detail: str) -> None:
+        if action == "refused":
+            print(f"refused {d.local_uid} ({d.topic}@{d.partition}:{d.offset}): {detail}", file=sys.stderr)
+        else:
+            print(f"{action} {d.local_uid} ({d.reason}, MessageID {d.message_id or '-'}) → {detail}", flush=True)
+
+    def on_progress(s: replaying.Summary) -> None:
+        print(f"progress: {s.read} read, {s.replayed} replayed, {s.refused} refused", file=sys.stderr, flush=True)
+
     try:
-        for consumer, e in _read(args, group=None if args.dry_run else replay_group(args)):
-            if args.max is not None and replayed >= args.max:
-                break
-            tp = (e["topic"], e["partition"])
-            if tp in newer or (e["timestamp"] or 0) > started_ms:
-                # dead-lettered after this run began (perhaps our own replay failing again): left, uncommitted,
-                # for the next run, so one run never replays its own output in a loop
-                newer.add(tp)
-                continue
-            if matches(e, args):
-                plan = replay_record(e, limit=args.limit)
-                if isinstance(plan, str):
-                    refused += 1
-                    print(f"refused {e['key']} ({e['topic']}@{e['offset']}): {plan}", file=sys.stderr)
-                else:
-                    topic, headers = plan
-                    print(f"{'would replay' if args.dry_run else 'replay'} {e['key']} → {topic}")
-                    if producer is not None:
-                        producer.send(topic, key=e["key"].encode() if e["key"] else None,
-                                      value=base64.b64decode(e["value"]), headers=headers).get(timeout=30)
-                    replayed += 1
-            if not args.dry_run:  # commit only what was published (or deliberately skipped)
-                consumer.commit({TopicPartition(*tp): OffsetAndMetadata(e["offset"] + 1, "", -1)})
+        summary = replaying.replay(kafka, filters, dry_run=args.dry_run, max_records=args.max, limit=args.limit,
+                                   on_record=on_record, on_progress=on_progress, should_stop=lambda: stop["asked"])
     finally:
-        if producer is not None:
-            producer.flush()
-            producer.close()
-    print(f"{replayed} replayed, {refused} refused", file=sys.stderr)
-    return 0
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not args.dry_run and (summary.replayed or summary.refused):
+        _audit("dlq.replay", target=filters.key(), replayed=summary.replayed, refused=summary.refused,
+               stopped=summary.stopped)
+    print(summary.line(dry_run=args.dry_run), file=sys.stderr, flush=True)
+    return 1 if summary.stopped else 0

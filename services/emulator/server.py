@@ -14,6 +14,7 @@ Control API (JSON)::
     GET  /_emulator/rules         the active fault rules
     POST /_emulator/rules         {"rules": [Rule…], "replace": false, "seed": 7}
     POST /_emulator/reset         empty registry and log, the scenario's rules again
+    POST /_emulator/scenario      {"name": "ok"}: switch scenario (its rules and rejections), registry kept
     GET  /_emulator/certificate   the emulator's own certificate (PEM), to trust its callbacks
 """
 
@@ -278,6 +279,14 @@ class Emulator:
         if self.outage is not None:
             self.outage.restart()
 
+    def switch_scenario(self, name: str) -> None:
+        """Another named scenario from now on (rules, rejection rate); the registry and log are kept, so a
+        support test can fix "РЭМД rejects" and replay into the same registry. Outage is fixed at start."""
+        fresh = make_scenario(name)
+        self.scenario = fresh
+        self.processor.rejection_rate = fresh.rejection_rate
+        self.faults.replace(fresh.rules, seed=self._seed)
+
     # --- control API ---------------------------------------------------------------------------
 
     def _control_get(self, h: _Handler) -> None:
@@ -304,6 +313,14 @@ class Emulator:
         if path == "/_emulator/reset":
             self.reset()
             h.send_json({"status": "reset"})
+            return
+        if path == "/_emulator/scenario":
+            try:
+                self.switch_scenario(str(json.loads(body or b"{}").get("name")))
+            except (ValueError, AttributeError) as exc:
+                h.send_json({"error": str(exc)}, status=400)
+                return
+            h.send_json({"scenario": self.scenario.name})
             return
         if path != "/_emulator/rules":
             h.send_json({"error": f"no such resource {path}"}, status=404)
