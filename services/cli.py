@@ -22,7 +22,8 @@ COMMAND_MODULES = [
     "services.commands.certs_cmd",      # emd certs check / dev-config
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
     "services.commands.run_cmd",        # emd run, emd demo (the whole pipeline locally)
-    "services.commands.dlq_cmd",        # emd dlq list/show/export/replay
+    "services.commands.dlq_cmd",        # emd dlq list/show/export/ticket/replay
+    "services.commands.clinic_cmd",     # emd clinic list/check/test/promote/suspend
     "services.commands.bench_cmd",      # emd bench (throughput, latency, CPU per document)
 ]
 

@@ -1,0 +1,141 @@
+"""Clinic onboarding: the readiness list on the development configuration and on broken ones; promote's refusal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from services.desk import readiness
+from services.dev.config import write_dev_config
+from services.lifecycle import desk
+from services.pipeline.organizations import load_organizations
+
+REPO = Path(__file__).resolve().parents[1]
+OID1, OID2 = "1.2.643.5.1.13.13.12.2.77.9000", "1.2.643.5.1.13.13.12.2.77.9001"
+
+
+@pytest.fixture(scope="module")
+def callback_url():
+    """A listening callback endpoint (any HTTP answer counts as reachable)."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(405)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/callback"
+    server.shutdown()
+    server.server_close()
+
+
+def _clinic(*args, env):
+    return subprocess.run([sys.executable, "-m", "services.cli", "clinic", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+
+
+def _env(tmp_path, orgs_file):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("EMD_", "KAFKA_"))}
+    return {**base, "EMD_ORGANIZATIONS": str(orgs_file), "EMD_DATA_DIR": str(tmp_path / "data")}
+
+
+def _lines(path, oid=OID1, **kw):
+    config = load_organizations(path)
+    cas = readiness.load_cas([Path(path).parent / "ca.pem"])
+    by_item = {}
+    for line in readiness.check(oid, config, cas=cas, clinic_state=desk.ONBOARDING, unpromoted="test-stand", **kw):
+        by_item.setdefault(line.item, line)
+    return by_item
+
+
+def test_the_development_configuration_is_all_ok(tmp_path, callback_url):
+    """`emd clinic check` on `emd certs dev-config`'s output, its callback service listening: every line ok, exit 0."""
+    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url)
+    r = _clinic("check", OID1, env=_env(tmp_path, orgs))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    items = ("ФРМО OID", "doctor ", "organisation certificate", "МЧД", "ИС certificate (ИПС)", "clientEntityId",
+             "ИПС endpoint", "callback URL", "environment")
+    assert all(x.startswith("ok") for x in lines) and all(any(i in x for x in lines) for i in items), r.stdout
+    assert "test stand" in r.stdout or "(test)" in r.stdout
+
+
+def test_an_expired_doctors_certificate_is_named_with_what_to_do(tmp_path, callback_url):
+    """A doctor's certificate past its notAfter fails its line with the date and the fix."""
+    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url,
+                            valid_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), valid_days=-2)
+    doctor = next(line for item, line in _lines(orgs).items() if item.startswith("doctor"))
+    assert not doctor.ok and "expired on" in doctor.text and "new certificate" in doctor.text
+
+
+def test_an_mchd_of_another_organisation_is_named(tmp_path, callback_url):
+    """Organisation 1 configured with organisation 2's МЧД: the МЧД line names MCHD_WRONG_ORGANIZATION."""
+    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1, OID2], callback_url=callback_url)
+    config = json.loads(orgs.read_text())
+    config["organizations"][0]["signing"]["organization"]["mchd"] = \
+        config["organizations"][1]["signing"]["organization"]["mchd"]
+    orgs.write_text(json.dumps(config, ensure_ascii=False))
+    line = _lines(orgs)["МЧД"]
+    assert not line.ok and "MCHD_WRONG_ORGANIZATION" in line.text and "another organisation" in line.text
+
+
+def test_a_missing_information_system_certificate_is_named(tmp_path, callback_url):
+    """No ИС key and certificate for ИПС: its line says what to add; the CLI exits 1."""
+    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url)
+    config = json.loads(orgs.read_text())
+    for k in ("system_key", "system_certificate"):
+        del config["organizations"][0]["remd"][k]
+    orgs.write_text(json.dumps(config, ensure_ascii=False))
+    line = _lines(orgs)["ИС certificate (ИПС)"]
+    assert not line.ok and "remd.system_certificate" in line.text
+    r = _clinic("check", OID1, env=_env(tmp_path, orgs))
+    assert r.returncode == 1 and "FAIL  ИС certificate (ИПС)" in r.stdout
+
+
+def test_an_unknown_clinic_and_an_unreachable_callback_fail_their_lines(tmp_path):
+    """A clinic not in the file fails the OID line; a callback URL nobody answers fails with the fix."""
+    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url="http://127.0.0.1:9/callback")
+    assert not _lines(orgs, oid=OID2)["ФРМО OID"].ok
+    assert not _lines(orgs, oid="1.2.3")["ФРМО OID"].ok
+    line = _lines(orgs)["callback URL"]
+    assert not line.ok and "emd callbacks" in line.text
+
+
+def test_promote_is_refused_before_a_test_and_force_is_logged(tmp_path, callback_url):
+    """`emd clinic promote` exits 1 without a recorded test; --force promotes and lands in the audit log."""
+    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url)
+    env = _env(tmp_path, orgs)
+    refused = _clinic("promote", OID1, env=env)
+    assert refused.returncode == 1 and "emd clinic test" in refused.stderr
+    forced = _clinic("promote", OID1, "--force", env=env)
+    assert forced.returncode == 0 and "production" in forced.stdout
+    assert "promoted without a recorded test" in forced.stderr
+    store = desk.open_desk_store(tmp_path / "data")
+    assert store.clinic(OID1).state == desk.PRODUCTION
+    assert store.audit_log()[0].action == "clinic.promote.forced"
+    store.close()
+    listed = _clinic("list", env=env)
+    assert listed.returncode == 0 and OID1 in listed.stdout and "production" in listed.stdout
+
+
+def test_clinic_commands_have_help_and_refuse_bad_input(tmp_path):
+    """Every `emd clinic` subcommand answers --help; suspend without a reason exits 2."""
+    env = _env(tmp_path, tmp_path / "none.json")
+    for sub in ("list", "check", "test", "promote", "suspend"):
+        r = _clinic(sub, "--help", env=env)
+        assert r.returncode == 0 and "usage:" in r.stdout, sub
+    r = _clinic("suspend", OID1, env=env)
+    assert r.returncode == 2 and "--reason" in r.stderr
+    r = _clinic("check", OID1, env=env)
+    assert r.returncode == 1 and "FAIL  organisations file" in r.stdout
