@@ -17,7 +17,7 @@ from services.cli import main as emd
 from services.config import Settings
 from services.errors import ConfigurationError
 from services.messaging.broker import free_port
-from services.messaging.clients import require_topics, start_producer
+from services.messaging.clients import start_producer
 from services.messaging.runtime import Stage
 from services.messaging.topology import Topic, ensure_topics
 
@@ -71,21 +71,34 @@ def test_a_broker_unreachable_after_the_grace_is_a_configuration_error():
         asyncio.run(_start_and_stop(settings))
 
 
-def test_missing_topics_are_named(broker):
-    """require_topics lists every missing topic and says how to create them."""
-    missing = [f"missing.{uuid.uuid4().hex[:8]}.{n}" for n in ("a", "b")]
+def test_a_broker_that_comes_up_within_the_grace_is_waited_for(tmp_path):
+    """A worker started before its broker keeps trying, and starts once the broker answers."""
+    from services.messaging.broker import LocalBroker
 
-    async def check() -> None:
-        producer = await start_producer(_settings(broker.bootstrap_servers, kafka_enable_idempotence=False),
+    late = LocalBroker(port=free_port())
+
+    async def start_before_the_broker() -> set[int]:
+        asyncio.get_running_loop().call_later(1.0, late.start)  # this thread: the broker dies with its starter
+        producer = await start_producer(_settings(late.bootstrap_servers, kafka_startup_grace_seconds=60.0),
                                         client_id="test")
         try:
-            await require_topics(producer, missing, settings=producer_settings)
+            return {b.port for b in (await producer.client.fetch_all_metadata()).brokers()}
         finally:
             await producer.stop()
 
-    producer_settings = _settings(broker.bootstrap_servers)
-    with pytest.raises(ConfigurationError, match=f"{missing[0]}, {missing[1]}; create them with `emd topics`"):
-        asyncio.run(check())
+    try:
+        assert asyncio.run(start_before_the_broker()) == {late.port}
+    finally:
+        late.stop()
+
+
+def test_missing_topics_are_named(broker, topic):
+    """A producer asked for topics the broker lacks is a ConfigurationError listing each and how to create them."""
+    run = uuid.uuid4().hex[:8]
+    missing = [f"missing.{run}.{n}" for n in ("a", "b")]
+    settings = _settings(broker.bootstrap_servers, kafka_enable_idempotence=False)
+    with pytest.raises(ConfigurationError, match=f": {missing[0]}, {missing[1]}; create them with `emd topics`"):
+        asyncio.run(start_producer(settings, client_id="test", topics=[topic, *missing]))
 
 
 def test_a_stage_on_missing_topics_stops_at_start(broker, tmp_path):

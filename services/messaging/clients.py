@@ -13,8 +13,8 @@ kafka-python file names).
 ``start_producer`` starts a worker's producer and turns what configuration can get wrong into a
 ``ConfigurationError`` that says how to fix it: a broker still unreachable after the start-up grace, or
 one that refuses the idempotent producer ``KAFKA_ENABLE_IDEMPOTENCE=true`` requires. With the setting
-unset a refusal is detected, logged, and the producer goes on without idempotence. ``require_topics``
-refuses to start on a broker that lacks a topic the process needs.
+unset a refusal is detected, logged, and the producer goes on without idempotence. A broker that lacks a
+topic the process needs is a ``ConfigurationError`` too: missing topics are not something to wait for.
 """
 
 from __future__ import annotations
@@ -183,21 +183,21 @@ def sync_producer_config(bootstrap_servers: str, *, client_id: str = "emd-mis",
     }
 
 
-async def start_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
-    """A started aiokafka producer for a worker, or ``ConfigurationError`` naming what to fix."""
+async def start_producer(settings: Settings, *, client_id: str, topics: Sequence[str] = ()) -> AIOKafkaProducer:
+    """A started aiokafka producer for a worker on a broker that has ``topics``, or ``ConfigurationError``."""
     config = aio_producer_config(settings, client_id=client_id)
     deadline = time.monotonic() + settings.kafka_startup_grace_seconds
     while True:
         producer = AIOKafkaProducer(**config)
         try:
             await producer.start()
-            return producer
         except KafkaConnectionError as exc:
             await producer.stop()
             if time.monotonic() >= deadline:
                 raise unreachable(settings.kafka_bootstrap_servers, exc,
                                   after=settings.kafka_startup_grace_seconds) from None
             await asyncio.sleep(1.0)
+            continue
         except KafkaError as exc:  # the broker answered, with an error (InitProducerId, authentication…)
             await producer.stop()
             if not config["enable_idempotence"]:
@@ -212,6 +212,13 @@ async def start_producer(settings: Settings, *, client_id: str) -> AIOKafkaProdu
                         "downstream is idempotent by localUid)", bootstrap=settings.kafka_bootstrap_servers,
                         error=str(exc), client=client_id)
             config = {**config, "enable_idempotence": False}
+            continue
+        try:
+            await _require_topics(producer, topics, settings=settings)
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
 
 
 def unreachable(bootstrap_servers: str, exc: BaseException, *, after: float) -> ConfigurationError:
@@ -220,7 +227,7 @@ def unreachable(bootstrap_servers: str, exc: BaseException, *, after: float) -> 
                               f"start): {exc}; check KAFKA_BOOTSTRAP_SERVERS, or start one with `emd broker`")
 
 
-async def require_topics(producer: AIOKafkaProducer, names: Sequence[str], *, settings: Settings) -> None:
+async def _require_topics(producer: AIOKafkaProducer, names: Sequence[str], *, settings: Settings) -> None:
     """``ConfigurationError`` when a topic a process needs is missing: a deployment error, not a reason to wait."""
     existing = (await producer.client.fetch_all_metadata()).topics()
     missing = sorted(set(names) - existing)

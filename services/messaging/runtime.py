@@ -46,7 +46,7 @@ from services.errors import PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import lag
-from services.messaging.clients import aio_consumer_config, require_topics, start_producer
+from services.messaging.clients import aio_consumer_config, start_producer
 
 log = get_logger(__name__)
 
@@ -224,11 +224,9 @@ class Stage:
         metrics.init_stage(self.name, tuple(topics))
         metrics.LAST_PROGRESS.labels(self.name).set(time.time())  # "not progressing" counts from the start
         try:  # what configuration can get wrong fails here, in seconds, as a ConfigurationError
-            self._producer = await start_producer(self.settings, client_id=self.name)
-            await require_topics(self._producer, [*topics, self.dead_letter_topic], settings=self.settings)
+            self._producer = await start_producer(self.settings, client_id=self.name,
+                                                  topics=[*topics, self.dead_letter_topic])
         except BaseException:
-            if self._producer is not None:
-                await self._producer.stop()
             if self.metrics_server:
                 self.metrics_server.stop()
             raise

@@ -27,7 +27,7 @@ from services.documents.store import DocumentStore, document_bytes, store_from_s
 from services.errors import ConfigurationError
 from services.logs import get_logger
 from services.messaging import topology
-from services.messaging.clients import require_topics, start_producer
+from services.messaging.clients import start_producer
 from services.metrics import MetricsServer
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.pipeline.organizations import load_organizations
@@ -121,12 +121,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(settings.data_dir, url=settings.lifecycle_store_url)
     docs = store_from_settings(settings)
-    producer = await start_producer(settings, client_id="callbacks")
-    try:
-        await require_topics(producer, [topology.CALLBACKS.name], settings=settings)
-    except ConfigurationError:
-        await producer.stop()
-        raise
+    producer = await start_producer(settings, client_id="callbacks", topics=[topology.CALLBACKS.name])
 
     async def publish(k: str, value: bytes) -> None:
         await producer.send_and_wait(topology.CALLBACKS.name, value=value, key=k.encode())
