@@ -1,19 +1,30 @@
 """The pipeline's exceptions: few, and each one says what the runtime must do.
 
-Hierarchy::
+The whole tree, with the module each class lives in::
 
-    EmdError                      base of everything raised on purpose
-    ├── ConfigurationError        the deployment is wrong (missing key, bad setting): fail at start
-    ├── TransientError            may succeed later: the record goes to a retry topic (``defer`` seconds)
-    │   └── ...                   network, 5xx, RATE_LIMIT, transient РЭМД codes
-    └── PermanentError            will never succeed as is: the record is dead-lettered at once
-        └── ...                   invalid document, bad signature, rejected by РЭМД
+    EmdError                      services.errors            base of everything raised on purpose
+    ├── ConfigurationError        services.errors            the deployment is wrong: fail at start
+    │   ├── SchematronError       services.documents.schematron   a rule file we cannot compile
+    │   └── CipherUnavailable     services.crypto.libcrypto  this OpenSSL lacks a key container's cipher
+    ├── TransientError            services.errors            may pass: retry tier (``defer`` seconds), or in place
+    │   └── PublishError          producer.client            the broker did not acknowledge a publish
+    ├── PermanentError            services.errors            retrying cannot fix it: dead letter now
+    │   ├── XmlRejected           services.documents.xmlsafe     not XML, DOCTYPE, entities, too large
+    │   ├── NotCda                services.documents.cda     XML, but not a ClinicalDocument
+    │   ├── SignatureError        services.crypto.cades      a CMS signature that does not verify
+    │   ├── SoapParseError        services.remd.envelope     XML, but not the SOAP message expected
+    │   ├── WsSecurityError       services.remd.wssec        WS-Security missing, broken or forged
+    │   └── InvalidDocument       producer.client            a document the producer refuses to publish
+    └── LifecycleConflict         services.lifecycle.model   a transition the lifecycle forbids: another
+                                                              replica decided first (caught where it means
+                                                              "already handled", never a dead letter)
 
-A handler raises one of these; the worker runtime (``services.messaging.runtime``) turns it into a
-retry or a dead letter. ``reason`` is a short machine code (``XSD_INVALID``, ``CERT_EXPIRED``,
-``REMD_REJECTED``...), stable for dashboards and support; ``message`` is for a person.
-Anything else a handler raises is a bug: the runtime dead-letters it as ``UNEXPECTED_ERROR``
-with the exception class, so one bad record never blocks a partition.
+A handler raises one of these; the worker runtime (``services.messaging.runtime``) turns ``TransientError``
+into a retry and ``PermanentError`` into a dead letter. ``reason`` is a short stable machine code
+(``XSD_INVALID``, ``CERT_EXPIRED``, ``REMD_REJECTED``...) for dashboards and support; ``message`` is for a
+person. ``services.reasons`` says, for every reason, who must act (its category) and what to do (a hint).
+Anything else a handler raises is a bug: the runtime dead-letters it as ``UNEXPECTED_ERROR`` (category
+``internal``) with the exception class, so one bad record never blocks a partition.
 """
 
 from __future__ import annotations

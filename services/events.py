@@ -5,6 +5,12 @@ The schemas are normative and live in ONE place, ``services/data/schemas/`` (pac
 enforces. ``envelope.schema.json`` validates the envelope, ``<type minus "emd.">.schema.json`` the
 ``data`` of that type (draft 2020-12; signed/sent/acknowledged extend created via ``$ref``).
 
+Every event the pipeline emits is built here, once: :func:`new_event` makes the envelope,
+:func:`status_data` the ``emd.document.status`` payload (every stage tells the МИС through it),
+:func:`submission_data` the ``submission`` block of ``sent`` and ``acknowledged``, and :func:`timestamp`
+writes every time the events carry, in one format. (The Kafka record around an event is
+``services.messaging.records.Output.of_event``.)
+
 ``decode`` validates everything it returns: a producer bug or a foreign record on a topic becomes a
 ``PermanentError(reason="EVENT_INVALID", field=...)`` naming the offending field (``data.patient.snils``),
 which the runtime dead-letters instead of letting it reach a handler.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -36,7 +43,8 @@ __all__ = [
     "HEADER_EVENT_TYPE", "HEADER_TRACE_ID", "HEADER_SCHEMA_VERSION",
     "Envelope", "CreatedData", "PatientData", "SignerData", "DocumentData",
     "new_event", "new_trace_id", "encode", "decode", "validate", "headers_for", "read_headers",
-    "schema_files", "load_schema",
+    "schema_files", "load_schema", "timestamp", "status_data", "submission_data",
+    "STATUS_SIGNED", "STATUS_SENT", "STATUS_RETRYING", "STATUS_REGISTERED", "STATUS_REJECTED", "STATUS_FAILED",
 ]
 
 SCHEMA_VERSION = 1
@@ -52,6 +60,13 @@ HEADER_TRACE_ID = "emd-trace-id"
 HEADER_SCHEMA_VERSION = "emd-schema-version"
 
 _TRACE = re.compile(r"^[0-9a-f]{32}$")
+
+#: what ``emd.document.status`` tells the МИС (``status``); rejected = РЭМД refused it (a РЭМД code),
+#: failed = the pipeline could not get it registered (our checks, configuration, no acknowledgment)
+STATUS_SIGNED, STATUS_SENT, STATUS_RETRYING = "signed", "sent", "retrying"
+STATUS_REGISTERED, STATUS_REJECTED, STATUS_FAILED = "registered", "rejected", "failed"
+#: the longest ``message`` a status carries (a МИС screen, not a log)
+MAX_STATUS_MESSAGE_CHARS = 500
 
 
 class PatientData(TypedDict):
@@ -184,6 +199,35 @@ def validate(event: dict[str, Any], expected_type: str | None = None) -> dict[st
     return event
 
 
+def timestamp(when: datetime | None = None) -> str:
+    """The one time format of every event: ISO 8601 in UTC with milliseconds and ``Z`` (now when ``None``)."""
+    t = (when or datetime.now(UTC)).astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def status_data(local_uid: str, status: str, *, emdr_id: str | None = None, reason: str | None = None,
+                remd_code: str | None = None, message: str | None = None, message_ids: Sequence[str] = (),
+                warnings: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The ``emd.document.status`` payload: what the МИС shows for its document. ``warnings``: РЭМД's
+    registrationWarnings as (code, message), remarks the МИС should show though the document is registered
+    (the field is present only when there are some)."""
+    data = {"localUid": local_uid, "status": status, "emdrId": emdr_id, "reason": reason, "remdCode": remd_code,
+            "message": (message or "")[:MAX_STATUS_MESSAGE_CHARS] or None, "messageIds": list(message_ids)}
+    if warnings:
+        data["warnings"] = [{"code": code, "message": text} for code, text in warnings]
+    return data
+
+
+def submission_data(*, message_id: str, message_ids: Sequence[str], attempt: int, sent_at: datetime,
+                    accepted_at: datetime | None, endpoint: str, environment: str) -> dict[str, Any]:
+    """The ``submission`` block of ``sent`` and ``acknowledged``: the accepted attempt, every MessageID, and
+    the organisation's РЭМД environment (test or production). ``accepted_at`` is unknown (``None``) when the
+    callback overtook the synchronous answer."""
+    return {"messageId": message_id, "messageIds": list(message_ids), "attempt": attempt,
+            "sentAt": timestamp(sent_at), "acceptedAt": timestamp(accepted_at) if accepted_at else None,
+            "endpoint": endpoint, "environment": environment}
+
+
 def new_trace_id() -> str:
     return uuid.uuid4().hex
 
@@ -194,12 +238,11 @@ def new_event(type: str, data: dict[str, Any], *, source: str, trace_id: str | N
         raise ValueError(f"unknown event type {type!r}")
     if trace_id is not None and not _TRACE.match(trace_id):
         raise ValueError(f"trace id must be 32 lower-case hex characters, got {trace_id!r}")
-    now = datetime.now(UTC)
     event: Envelope = {
         "eventId": str(uuid.uuid4()),
         "type": type,
         "schemaVersion": SCHEMA_VERSION,
-        "time": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+        "time": timestamp(),
         "traceId": trace_id or new_trace_id(),
         "source": source,
         "data": data,

@@ -15,7 +15,8 @@ import sys
 
 from services.config import Settings
 from services.logs import configure
-from services.messaging.runtime import Output, Record, Stage
+from services.messaging.records import Output, Record
+from services.messaging.runtime import Stage
 
 
 def build(bootstrap: str, input_topic: str, output_topic: str, dlt: str, group: str, data_dir: str) -> Stage:

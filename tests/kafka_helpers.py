@@ -50,3 +50,14 @@ def read_all(bootstrap: str, topic: str, *, idle: float = 1.5, timeout: float = 
 
 def count(bootstrap: str, topic: str, **kw) -> int:
     return len(read_all(bootstrap, topic, **kw))
+
+
+def wait_until(condition, *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass; whether it became true (a test then
+    asserts the outcome, never the time it took)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())

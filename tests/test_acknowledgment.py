@@ -19,6 +19,12 @@ from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem, RemdError
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
+
+
+def TEST(oid, endpoint=None):  # noqa: N802 - every organisation of these tests sends to the test stand
+    return "test"
+
+
 M1, M2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 
 
@@ -49,7 +55,7 @@ def callback(relates=M1, *, emdr="16.62.1", errors=(), callback_id=None):
 
 
 def run(raw, store):
-    return ack.on_callback(raw, store=store, received_ms=int(time.time() * 1000))
+    return ack.on_callback(raw, store=store, received_ms=int(time.time() * 1000), environments=TEST)
 
 
 def test_success_registers_and_emits_acknowledged_and_status(store):
@@ -60,6 +66,18 @@ def test_success_registers_and_emits_acknowledged_and_status(store):
     assert event["data"]["registration"]["emdrId"] == "16.62.1"
     assert event["data"]["registration"]["messageId"] == M1
     assert store.get("doc-1").state == lc.REGISTERED
+
+
+def test_an_organisation_configured_for_production_is_acknowledged_with_production(store):
+    """The acknowledged event's submission names the organisation's configured environment, and the
+    registration time is written in the events' one format (UTC, milliseconds)."""
+    def environments(oid, endpoint):
+        return {EXAMPLE["organizationOid"]: "production"}[oid]
+    outs = ack.on_callback(callback(), store=store, received_ms=int(time.time() * 1000), environments=environments)
+    data = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]
+    assert data["submission"]["environment"] == "production"
+    assert data["registration"]["registrationTime"] == "2026-01-01T07:00:00.000Z"
+    assert data["submission"]["sentAt"].endswith("Z") and len(data["submission"]["sentAt"]) == 24
 
 
 def test_duplicate_and_stale_callbacks_change_nothing(store):
@@ -106,10 +124,15 @@ def test_permanent_error_dead_letters_with_message_ids(store):
 
 
 def test_transient_error_goes_back_to_sender_retry_and_allows_resend(store):
-    """A transient error callback puts the signed record on retry tier 0 and the store allows a new attempt."""
+    """A transient error callback puts the signed record on retry tier 0 (as a resend from the signed topic,
+    due after the retry delay, with every MessageID so far) and the store allows a new attempt."""
+    before = time.time()
     outs = run(callback(errors=[RemdError("INTERNAL_ERROR", "x")]), store)
     assert outs[0].topic == topology.SENDER_RETRIES[0].name
-    assert outs[0].headers[dl.RETRY_ORIGINAL_TOPIC] == topology.SIGNED.name
+    headers = {k: v.decode() for k, v in outs[0].headers.items()}
+    assert headers[dl.RETRY_ORIGINAL_TOPIC] == topology.SIGNED.name
+    assert headers[dl.RETRY_REASON] == "REMD_INTERNAL_ERROR" and headers[dl.MESSAGE_IDS] == M1
+    assert int(headers[dl.RETRY_DUE]) >= (before + 60) * 1000
     store.record_attempt("doc-1", M2, endpoint="http://ips")  # would raise LifecycleConflict otherwise
 
 
@@ -118,7 +141,7 @@ def test_deadline_polls_then_registers_or_dead_letters(store, found):
     """No callback in time: found by polling → registered; not found → NO_ACKNOWLEDGMENT dead letter."""
     async def poll(doc):
         return RegistryItem(emdr_id="16.62.9", local_uid=doc.local_uid) if found else None
-    outs = asyncio.run(ack.on_deadline("doc-1", store=store, poll=poll))
+    outs = asyncio.run(ack.on_deadline("doc-1", store=store, poll=poll, environments=TEST))
     if found:
         assert outs[0].topic == topology.ACKNOWLEDGED.name and store.get("doc-1").emdr_id == "16.62.9"
     else:
@@ -156,7 +179,7 @@ class Registry:
 
 def run_with(raw, store, registry, *, received_ms=None, pending_limit=3600.0):
     return ack.on_callback(raw, store=store, received_ms=received_ms or int(time.time() * 1000),
-                           pending_limit=pending_limit, registry_lookup=registry)
+                           pending_limit=pending_limit, registry_lookup=registry, environments=TEST)
 
 
 def test_not_unique_after_a_lost_answer_is_acknowledged_with_the_registered_emdr_id(resent):
@@ -205,7 +228,7 @@ def test_not_unique_unconfirmed_past_the_limit_is_left_to_the_deadline(resent):
 
     async def poll(doc):
         return None
-    outs = asyncio.run(ack.on_deadline("doc-1", store=resent, poll=poll))
+    outs = asyncio.run(ack.on_deadline("doc-1", store=resent, poll=poll, environments=TEST))
     assert outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT"
 
 
@@ -280,7 +303,7 @@ def test_handle_callback_reconciles_through_the_async_poll(resent):
         return RegistryItem(emdr_id="16.62.9", local_uid=doc.local_uid)
 
     outs = asyncio.run(ack.handle_callback(callback(M2, errors=NOT_UNIQUE), store=resent, poll=poll,
-                                           received_ms=int(time.time() * 1000)))
+                                           received_ms=int(time.time() * 1000), environments=TEST))
     assert outs[0].topic == topology.ACKNOWLEDGED.name and asked == ["doc-1"]
     assert resent.get("doc-1").emdr_id == "16.62.9"
 

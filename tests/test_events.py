@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,29 @@ def test_headers_round_trip(created):
     assert [k for k, _ in headers] == ["emd-event-type", "emd-trace-id", "emd-schema-version"]
     assert events.read_headers(headers + [("other", b"x")]) == {
         "emd-event-type": "emd.document.created", "emd-trace-id": created["traceId"], "emd-schema-version": "1"}
+
+
+def test_every_time_an_event_carries_is_written_in_one_format():
+    """timestamp() writes UTC with milliseconds and Z, whatever the offset of the time it is given."""
+    moscow = dt.timezone(dt.timedelta(hours=3))
+    assert events.timestamp(dt.datetime(2026, 1, 2, 13, 4, 5, 678901, tzinfo=moscow)) == "2026-01-02T10:04:05.678Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", events.timestamp())
+
+
+def test_the_status_payload_is_schema_valid_and_its_message_short():
+    """status_data gives a valid emd.document.status payload; a long message is cut for the МИС's screen."""
+    data = events.status_data("u1", events.STATUS_REJECTED, reason="REMD_REJECTED", remd_code="X",
+                              message="ы" * 2000, message_ids=("m-1",))
+    event = events.new_event(events.STATUS, data, source="t")
+    assert len(event["data"]["message"]) == events.MAX_STATUS_MESSAGE_CHARS
+    assert events.status_data("u1", events.STATUS_SENT)["message"] is None
+
+
+def test_the_submission_block_has_the_environment_and_one_time_format():
+    """submission_data carries the environment it is given; an unknown acceptance time is null."""
+    sent = dt.datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=dt.UTC)
+    block = events.submission_data(message_id="m-2", message_ids=["m-1", "m-2"], attempt=2, sent_at=sent,
+                                   accepted_at=None, endpoint="http://ips", environment="production")
+    assert block == {"messageId": "m-2", "messageIds": ["m-1", "m-2"], "attempt": 2,
+                     "sentAt": "2026-01-02T10:00:00.123Z", "acceptedAt": None, "endpoint": "http://ips",
+                     "environment": "production"}

@@ -11,7 +11,8 @@ from kafka import KafkaProducer
 
 from services.config import Settings
 from services.messaging.lag import partition_lag
-from services.messaging.runtime import Output, Record, Stage
+from services.messaging.records import Output, Record
+from services.messaging.runtime import Stage
 from services.messaging.topology import Topic, ensure_topics
 from services.metrics import REGISTRY
 from tests.stage_helpers import running

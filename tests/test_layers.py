@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (layer, its units); a unit is a package or module prefix
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("services.errors", "services.config", "services.logs", "services.metrics", "services.events",
-              "services.ids")),
+              "services.ids", "services.reasons")),
     ("infrastructure", ("services.messaging", "services.documents", "services.lifecycle")),
     ("crypto", ("services.crypto",)),
     ("protocol", ("services.remd",)),

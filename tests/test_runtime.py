@@ -11,9 +11,11 @@ from kafka import KafkaProducer
 from services.config import Settings
 from services.errors import PermanentError, TransientError
 from services.messaging import deadletter as dl
-from services.messaging.runtime import Output, Record, RetryPolicy, Stage
+from services.messaging.records import Output, Record
+from services.messaging.runtime import RetryPolicy, Stage, Ticker, check_health
 from services.messaging.topology import Topic, ensure_topics
-from tests.kafka_helpers import read_all
+from services.pipeline.status import dead_letter_status
+from tests.kafka_helpers import read_all, wait_until
 from tests.stage_helpers import running
 
 
@@ -175,7 +177,8 @@ def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(broker, tmp_pa
 
     def on_dead_letter(record: Record, failure: dl.Failure) -> list[Output]:
         seen.append(failure)
-        return [Output(names["status"], dl.status_data(failure, local_uid=record.key), key=record.key)]
+        status = dead_letter_status(failure, local_uid=record.key, source="rt")
+        return [Output(names["status"], status["data"], key=record.key)]
 
     p = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
     p.send(names["in"], key=b"doc-1", value=b"{}", headers=[(dl.MESSAGE_IDS, b"m-1")])
@@ -211,28 +214,30 @@ def test_a_failing_on_dead_letter_hook_does_not_lose_the_dead_letter(broker, tmp
     assert [r.key for r in out] == [b"doc-2"]
 
 
-def test_status_outputs_say_rejected_for_a_remd_code_and_failed_otherwise():
-    """The МИС's status for a dead letter: rejected with a РЭМД code, failed without; trace id carried when valid."""
-    from services import events
-    from services.messaging import topology
+def test_a_tickers_outputs_are_produced_and_a_failing_ticker_fails_liveness(broker, tmp_path):
+    """A periodic job's outputs reach their topic through the stage's producer; when the job then keeps
+    failing, the stage's /healthz and its --check heartbeat say so, while the poll loop still turns."""
+    names = _topics(broker, "in", "out", "dlt")
+    ticks = {"n": 0}
 
-    def record(key, trace):
-        return Record(topic="t", partition=0, offset=0, key=key, value=b"{}", timestamp_ms=0,
-                      headers={events.HEADER_TRACE_ID: trace.encode()})
+    async def tick() -> list[Output]:
+        ticks["n"] += 1
+        if ticks["n"] > 1:
+            raise RuntimeError("the store is gone")
+        return [Output(names["out"], {"tick": 1}, key="k")]
 
-    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-    remd = dl.Failure(stage="sender", reason="REMD_REJECTED", message="x", exception_fqcn="E",
-                      remd_code="PERSON_NOT_FOUND", remd_message="Сотрудник не найден", message_ids=("m-1", "m-2"))
-    [out] = dl.status_outputs(record("u1", trace), remd, source="emd-sender")
-    ev = events.decode(out.value, events.STATUS)
-    assert out.topic == topology.STATUS.name and out.key == "u1" and ev["traceId"] == trace
-    assert ev["data"] == {"localUid": "u1", "status": "rejected", "emdrId": None, "reason": "REMD_REJECTED",
-                          "remdCode": "PERSON_NOT_FOUND", "message": "Сотрудник не найден", "messageIds": ["m-1", "m-2"]}
-    config = dl.Failure(stage="signer", reason="ORGANIZATION_UNKNOWN", message="not configured", exception_fqcn="E")
-    [out] = dl.status_outputs(record("u2", "not-a-trace"), config, source="emd-signer")
-    ev = events.decode(out.value, events.STATUS)
-    assert ev["data"]["status"] == "failed" and ev["data"]["message"] == "not configured" and ev["traceId"] != "not-a-trace"
-    assert dl.status_outputs(record(None, trace), config, source="emd-signer") == []
+    async def handle(record: Record) -> list[Output]:
+        return []
+
+    stage = _stage(broker, tmp_path, names, handle,
+                   tickers=[Ticker(name="scanner", interval=0.2, stale_after=1.0, tick=tick)])
+    with running(stage):
+        out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=60)
+        assert wait_until(lambda: not stage.health()[0], timeout=60)
+        ok, text = stage.health()
+        assert wait_until(lambda: not check_health(stage.settings, "rt")[0], timeout=30)
+    assert [json.loads(r.value) for r in out] == [{"tick": 1}]
+    assert "scanner: failing" in text and text.startswith("ok: last poll")
 
 
 def test_a_dead_letter_the_handler_produces_itself_is_counted(broker, tmp_path):

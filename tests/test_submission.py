@@ -12,7 +12,7 @@ from services import events, lifecycle
 from services.dev.config import write_dev_config
 from services.errors import PermanentError, TransientError
 from services.messaging import topology
-from services.messaging.runtime import Record
+from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
 from services.pipeline.submission import Submitter
 from services.remd.transport import SubmitOutcome
@@ -190,3 +190,41 @@ def test_a_parked_record_is_due_no_later_than_the_first_tiers_delay(config, stor
     (out,) = asyncio.run(s.handle(_record()))
     due = int(out.headers["emd-retry-due"]) / 1000
     assert before < due <= time.time() + 5
+
+
+def test_an_organisation_configured_for_production_sends_production_in_its_sent_event(tmp_path, store):
+    """The sent event's submission names the organisation's configured environment, not a default."""
+    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://ips.test/emdr")
+    raw = json.loads(path.read_text())
+    raw["organizations"][0]["remd"]["environment"] = "production"
+    path.write_text(json.dumps(raw, ensure_ascii=False))
+    outs = asyncio.run(_submitter(load_organizations(path), store, FakeTransport()).handle(_record()))
+    assert events.decode(outs[0].value, events.SENT)["data"]["submission"]["environment"] == "production"
+
+
+class AcceptedByAnotherReplica:
+    """A lifecycle store in which another sender replica accepts the document just before our attempt."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def record_attempt(self, local_uid, message_id, **kw):
+        other = "99999999-9999-4999-8999-999999999999"
+        self.store.record_attempt(local_uid, other, endpoint="http://ips.test/emdr")
+        self.store.mark_accepted(local_uid, message_id=other)
+        return self.store.record_attempt(local_uid, message_id, **kw)  # refused: already accepted
+
+
+def test_a_lifecycle_conflict_with_another_replica_is_not_a_failure(config, store):
+    """When another replica accepted the document first, the sender sends nothing, raises nothing (no dead
+    letter, no "failed" status) and re-emits the other replica's sent event."""
+    t = FakeTransport()
+    outs = asyncio.run(_submitter(config, AcceptedByAnotherReplica(store), t).handle(_record()))
+    assert t.requests == []
+    assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
+    sent = events.decode(outs[0].value, events.SENT)["data"]["submission"]
+    assert sent["messageId"] == "99999999-9999-4999-8999-999999999999"
+    assert json.loads(outs[1].value)["data"]["status"] == "sent"

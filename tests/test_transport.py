@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import httpx
 import pytest
 
 from services.dev.pki import DevCA, SubjectInfo
+from services.errors import TransientError
 from services.ids import normalize_message_id
+from services.reasons import reason_info
 from services.remd import soap
 from services.remd.names import STATUS_ERROR
-from services.remd.transport import IpsSoapTransport, SubmitRequest, classify_answer
+from services.remd.transport import IpsSoapTransport, LookupRequest, SubmitRequest, classify_answer
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +129,10 @@ def test_http_5xx_without_soap_is_transient_with_retry_after(system_key):
 
 
 def test_http_404_without_soap_is_permanent_configuration(system_key):
-    """404 from a proxy means a wrong endpoint: permanent, configuration."""
+    """404 from a proxy means a wrong endpoint: permanent, and the catalogue makes it the deployment's to fix."""
     out = _submit(system_key, lambda r: httpx.Response(404, text="no"))
-    assert (out.kind, out.reason, out.category) == ("permanent", "HTTP_404", "configuration")
+    assert (out.kind, out.reason, out.category) == ("permanent", "HTTP_404", None)
+    assert reason_info(out.reason).category == "configuration"
 
 
 def test_malformed_2xx_is_transient(system_key):
@@ -168,3 +172,55 @@ def test_classify_answer_error_status_without_codes():
     """status=error with no error items is retried (transient), not dead-lettered blindly."""
     out = classify_answer(200, soap.build_sync_answer(relates_to="x", status=STATUS_ERROR))
     assert out.kind == "transient" and out.reason == "REMD_ERROR_WITHOUT_CODE"
+
+
+def _lookup(system_key, handler):
+    key, cert = system_key
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    t = IpsSoapTransport(client=client)
+    req = LookupRequest(local_uid="doc-1", organization="1.2.643.5.1.13.13.12.2.77.1", kind="119",
+                        since=dt.date(2026, 1, 1), until=dt.date(2026, 1, 3), endpoint="http://ips.test/emdr",
+                        client_entity_id="mis-1", key=key, certificate=cert)
+
+    async def go():
+        try:
+            return await t.lookup(req)
+        finally:
+            await t.aclose()
+            await client.aclose()
+    return asyncio.run(go())
+
+
+def test_lookup_asks_search_registry_item_and_finds_the_document(system_key):
+    """lookup posts a signed searchRegistryItem for the organisation, kind and dates, and returns this
+    localUid's registry item (other documents of the answer ignored)."""
+    seen = []
+    items = [soap.RegistryItem(emdr_id="16.1", local_uid="other"), soap.RegistryItem(emdr_id="16.2", local_uid="doc-1")]
+
+    def handler(request):
+        seen.append(request)
+        return httpx.Response(200, content=soap.build_search_response(relates_to="x", items=items))
+
+    item = _lookup(system_key, handler)
+    assert item.emdr_id == "16.2"
+    query = soap.parse_search_request(seen[0].content).query
+    assert (query.organization, query.kind, query.register_date_begin, query.register_date_end) == (
+        "1.2.643.5.1.13.13.12.2.77.1", "119", "2026-01-01", "2026-01-03")
+    assert seen[0].headers["content-type"].startswith("application/soap+xml")
+    assert b"Security" in seen[0].content  # signed with the system's key
+
+
+def test_lookup_of_an_unregistered_document_is_none(system_key):
+    """A registry answer without this localUid means "not registered (yet)"."""
+    assert _lookup(system_key, lambda r: httpx.Response(200, content=soap.build_search_response(relates_to="x"))) is None
+
+
+@pytest.mark.parametrize("handler", [
+    lambda r: httpx.Response(503, text="down"),
+    lambda r: httpx.Response(200, content=soap.build_search_response(relates_to="x", status=STATUS_ERROR)),
+])
+def test_lookup_that_cannot_ask_is_transient(system_key, handler):
+    """An outage or an error answer is TransientError(REGISTRY_LOOKUP_FAILED): ask again later."""
+    with pytest.raises(TransientError) as info:
+        _lookup(system_key, handler)
+    assert info.value.reason == "REGISTRY_LOOKUP_FAILED"

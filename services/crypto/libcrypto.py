@@ -14,6 +14,8 @@ import ctypes.util
 import functools
 import hashlib
 
+from services.errors import ConfigurationError
+
 __all__ = ["load", "load_gost_provider", "cipher_decrypt", "has_digest"]
 
 
@@ -97,8 +99,10 @@ def has_digest(name: str) -> bool:
     return True
 
 
-class CipherUnavailable(Exception):
-    """The requested cipher is not available in this libcrypto."""
+class CipherUnavailable(ConfigurationError):
+    """The requested cipher is not available in this libcrypto (a key container this deployment cannot open)."""
+
+    reason = "CIPHER_UNAVAILABLE"
 
 
 def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bool = True,

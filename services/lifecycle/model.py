@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from services.errors import EmdError
+
 SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED = "signed", "sending", "accepted", "registered", "failed"
 STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
 #: states in which the document must never be sent again
@@ -17,8 +19,13 @@ OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient"
 DECIDED_BY_ANSWER, DECIDED_BY_CALLBACK = "answer", "callback"
 
 
-class LifecycleConflict(Exception):
-    """A transition the lifecycle does not allow (registered is final; no send after acceptance)."""
+class LifecycleConflict(EmdError):
+    """A transition the lifecycle does not allow (registered is final; no send after acceptance).
+
+    Between replicas it means "another one decided first": the sender and the status worker catch it
+    and treat the document as already handled."""
+
+    reason = "LIFECYCLE_CONFLICT"
 
 
 @dataclass(frozen=True)

@@ -152,37 +152,3 @@ def describe(headers: Mapping[str, bytes]) -> dict[str, str]:
     """The failure headers of a dead letter as a plain dict (for `emd dlq` and support exports)."""
     return {k: _s(v) or "" for k, v in headers.items()
             if k.startswith(FAILURE_PREFIXES) or k in (MESSAGE_IDS, ATTEMPTS, REPLAY_COUNT)}
-
-
-#: what the МИС is told about a dead letter: ``rejected`` when РЭМД refused it (a РЭМД code), else ``failed``
-STATUS_REJECTED, STATUS_FAILED = "rejected", "failed"
-MAX_STATUS_MESSAGE_CHARS = 500
-
-
-def status_data(failure: Failure, *, local_uid: str) -> dict[str, object]:
-    """The ``emd.document.status`` payload telling the МИС that a stage dead-lettered its document."""
-    return {"localUid": local_uid, "status": STATUS_REJECTED if failure.remd_code else STATUS_FAILED,
-            "emdrId": None, "reason": failure.reason, "remdCode": failure.remd_code,
-            "message": ((failure.remd_message or failure.message or "")[:MAX_STATUS_MESSAGE_CHARS] or None),
-            "messageIds": list(failure.message_ids)}
-
-
-def status_outputs(record, failure: Failure, *, source: str) -> list:
-    """``Stage(on_dead_letter=...)`` for a pipeline stage: the МИС's status event, keyed by localUid.
-
-    Produced with the dead letter, before the commit; nothing when the record names no document (a
-    foreign record on the topic has no МИС to tell). The trace id is carried on when the record has one.
-    """
-    from services import events
-    from services.messaging import topology
-    from services.messaging.runtime import Output  # runtime imports this module: imported here, when called
-
-    uid = failure.local_uid or record.key
-    if not uid:
-        return []
-    trace = record.header(events.HEADER_TRACE_ID)
-    try:
-        ev = events.new_event(events.STATUS, status_data(failure, local_uid=uid), source=source, trace_id=trace)
-    except ValueError:  # a malformed trace id on a bad record: a fresh one rather than no status
-        ev = events.new_event(events.STATUS, status_data(failure, local_uid=uid), source=source)
-    return [Output(topology.STATUS.name, events.encode(ev), uid, dict(events.headers_for(ev)))]

@@ -33,7 +33,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,54 +42,15 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from services import metrics
 from services.config import Settings
-from services.errors import PermanentError, TransientError
+from services.errors import EmdError, PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import lag
 from services.messaging.clients import aio_consumer_config, start_producer
+from services.messaging.records import Output, Record
+from services.reasons import reason_info
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One consumed record, as the handler sees it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes
-    headers: Mapping[str, bytes]
-    timestamp_ms: int
-
-    def header(self, name: str) -> str | None:
-        v = self.headers.get(name)
-        return None if v is None else v.decode("utf-8", "replace")
-
-    @property
-    def attempt(self) -> int:
-        """Attempts already made for this record (0 on first delivery from the input topic)."""
-        try:
-            return int(self.header(dl.ATTEMPTS) or 0)
-        except ValueError:
-            return 0
-
-
-@dataclass(frozen=True)
-class Output:
-    """A record the handler wants produced. ``value`` may be bytes or a JSON-serialisable dict."""
-
-    topic: str
-    value: bytes | Mapping[str, Any]
-    key: str | None = None
-    headers: Mapping[str, bytes | str] = field(default_factory=dict)
-
-    def encoded(self) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
-        value = self.value if isinstance(self.value, (bytes, bytearray)) else json.dumps(
-            self.value, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in self.headers.items()]
-        return (self.key.encode() if self.key is not None else None), bytes(value), headers
 
 
 Handler = Callable[[Record], Awaitable[Sequence[Output]]]
@@ -119,6 +80,25 @@ class RetryPolicy:
 
     def topic_for(self, attempt: int) -> str:
         return self.topics[min(attempt - 1, len(self.topics) - 1)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticker:
+    """A periodic job beside a stage's consumer (the status worker's deadline scanner).
+
+    Every ``interval`` seconds ``tick()`` returns outputs; the stage produces them like a handler's (acks
+    awaited). A tick that raises is logged and tried again at the next interval. The stage's liveness
+    fails when no tick has succeeded for ``stale_after`` seconds (default: three intervals).
+    """
+
+    name: str
+    interval: float
+    tick: Callable[[], Awaitable[Sequence[Output]]]
+    stale_after: float | None = None
+
+    @property
+    def max_age(self) -> float:
+        return self.stale_after if self.stale_after is not None else 3 * self.interval
 
 
 class _PartitionTracker:
@@ -167,6 +147,7 @@ class Stage:
     :param on_dead_letter: ``(record, failure) -> outputs`` produced together with the dead letter, before the
         commit (the МИС's ``failed`` status event); ``failure.message_ids`` holds every MessageID so far.
     :param serve_metrics: start the /metrics server (off in embedded uses such as tests of a handler).
+    :param tickers: periodic jobs whose outputs the stage produces; part of its liveness.
     """
 
     def __init__(self, *, name: str, input_topic: str, handler: Handler, dead_letter_topic: str,
@@ -175,7 +156,8 @@ class Stage:
                  on_stop: Callable[[], Awaitable[None]] | None = None,
                  describe_failure: Callable[[Record, BaseException], Mapping[str, Any]] | None = None,
                  on_dead_letter: Callable[[Record, dl.Failure], Sequence[Output]] | None = None,
-                 serve_metrics: bool = True, commit_interval: float = 0.5, lag_interval: float = 1.0) -> None:
+                 serve_metrics: bool = True, commit_interval: float = 0.5, lag_interval: float = 1.0,
+                 tickers: Sequence[Ticker] = ()) -> None:
         self.name = name
         self.input_topic = input_topic
         self.handler = handler
@@ -190,6 +172,8 @@ class Stage:
         self.commit_interval = commit_interval
         self.lag_interval = lag_interval
         self._joined = False
+        self.tickers = tuple(tickers)
+        self._ticked: dict[str, float] = {}  # ticker name → time of its last successful tick
         self.concurrency = settings.worker_concurrency
         self._stopping = asyncio.Event()
         self._trackers: dict[TopicPartition, _PartitionTracker] = {}
@@ -238,11 +222,14 @@ class Stage:
             self._consumer.subscribe(topics, listener=_Rebalance(self))
             await self._consumer.start()
             log.info("stage started", stage=self.name, topics=topics, group=self.group_id)
-            lag_task = asyncio.create_task(self._report_lag(tuple(topics)))
+            background = [asyncio.create_task(self._report_lag(tuple(topics))),
+                          *(asyncio.create_task(self._tick_forever(t)) for t in self.tickers)]
             try:
                 await self._loop()
             finally:
-                lag_task.cancel()
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
         finally:
             await self._drain()
             try:
@@ -275,6 +262,18 @@ class Stage:
             if time.monotonic() - last_commit >= self.commit_interval:
                 await self._commit()
                 last_commit = time.monotonic()
+
+    async def _tick_forever(self, ticker: Ticker) -> None:
+        self._ticked[ticker.name] = time.time()  # a fresh start counts: the first tick is one interval away
+        while not await self._sleep_or_stop(ticker.interval):
+            try:
+                await self._produce(await ticker.tick())
+            except _ProduceFailed:
+                return
+            except Exception:  # the next tick tries again; liveness shows a ticker that keeps failing
+                log.exception("periodic job failed", stage=self.name, job=ticker.name)
+                continue
+            self._ticked[ticker.name] = time.time()
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -428,15 +427,16 @@ class Stage:
                 details = {**self.describe_failure(record, exc), **details}
             except Exception:  # describing must never lose the dead letter
                 log.exception("describe_failure failed", stage=self.name)
+        code = reason or (exc.reason if isinstance(exc, EmdError) else None) or "UNEXPECTED_ERROR"
+        # who must act: the РЭМД code's own category when the failure carries one, else the catalogue's
+        known = reason_info(code) or reason_info("UNEXPECTED_ERROR")
         failure = dl.Failure(
-            stage=self.name,
-            reason=reason or getattr(exc, "reason", None) or "UNEXPECTED_ERROR",
+            stage=self.name, reason=code,
             message=str(exc) or exc.__class__.__name__,
             exception_fqcn=f"{type(exc).__module__}.{type(exc).__qualname__}",
             remd_code=details.get("remd_code"), remd_message=details.get("remd_message"),
-            category=details.get("category") or ("internal" if not isinstance(exc, (PermanentError,
-                                                                                  TransientError)) else None),
-            hint=details.get("hint"), message_ids=tuple(_ids(exc)),
+            category=details.get("category") or (known.category if known else None),
+            hint=details.get("hint") or (known.hint if known else None), message_ids=tuple(_ids(exc)),
             local_uid=details.get("local_uid") or record.key, kind=details.get("kind"),
             organization=details.get("organization"),
         )
@@ -537,16 +537,26 @@ class Stage:
         try:
             self.health_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.health_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"stage": self.name, "time": now, "in_flight": len(self._tasks)}))
+            ok, text = self.health()
+            tmp.write_text(json.dumps({"stage": self.name, "time": now, "in_flight": len(self._tasks), "ok": ok,
+                                       "health": text}))
             tmp.replace(self.health_file)
         except OSError as exc:
             log.warning("cannot write health file", path=str(self.health_file), error=str(exc))
 
     def health(self) -> tuple[bool, str]:
-        """Liveness: the poll loop is turning. (Kafka or РЭМД being down is not a reason to restart.)"""
-        age = time.time() - self._last_poll
+        """Liveness: the poll loop is turning and every periodic job succeeds. (Kafka or РЭМД being down is
+        not a reason to restart.)"""
+        now = time.time()
+        age = now - self._last_poll
         ok = age < self.settings.health_max_idle_seconds
-        return ok, f"{'ok' if ok else 'stalled'}: last poll {age:.1f}s ago, in flight {len(self._tasks)}\n"
+        lines = [f"{'ok' if ok else 'stalled'}: last poll {age:.1f}s ago, in flight {len(self._tasks)}"]
+        for ticker in self.tickers:
+            tick_age = now - self._ticked.get(ticker.name, now)
+            fresh = tick_age < ticker.max_age
+            ok = ok and fresh
+            lines.append(f"{ticker.name}: {'ok' if fresh else 'failing'}, last success {tick_age:.1f}s ago")
+        return ok, "\n".join(lines) + "\n"
 
     def ready(self) -> tuple[bool, str]:
         """Readiness: joined the consumer group (and still live), so a rolling update may go on."""
@@ -596,4 +606,6 @@ def check_health(settings: Settings, stage: str) -> tuple[bool, str]:
     age = time.time() - float(data.get("time", 0))
     if age > settings.health_max_idle_seconds:
         return False, f"{stage}: last heartbeat {age:.0f}s ago (limit {settings.health_max_idle_seconds:.0f}s)"
+    if data.get("ok") is False:
+        return False, f"{stage}: unhealthy: " + " | ".join(str(data.get("health", "")).strip().splitlines())
     return True, f"{stage}: ok, heartbeat {age:.1f}s ago, {data.get('in_flight', 0)} in flight"

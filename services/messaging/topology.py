@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services import events
 from services.errors import ConfigurationError
 from services.logs import get_logger
 from services.messaging.clients import KafkaSecurity, unreachable
@@ -68,6 +69,15 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CREATED_DLT, SIGNED_DLT, SENT_DLT,
 )
 DEAD_LETTER_TOPICS = (CREATED_DLT, SIGNED_DLT, SENT_DLT)
+
+#: event type → the topic its events go to (each pipeline event type has a topic of its own)
+EVENT_TOPICS = {events.CREATED: CREATED, events.SIGNED: SIGNED, events.SENT: SENT,
+                events.ACKNOWLEDGED: ACKNOWLEDGED, events.STATUS: STATUS}
+
+
+def topic_of_event(event_type: str) -> str:
+    """The topic name events of ``event_type`` are produced to."""
+    return EVENT_TOPICS[event_type].name
 
 
 def topic_config(topic: Topic, *, min_insync_replicas: int = 1) -> dict[str, str]:

@@ -62,7 +62,8 @@ from services.ids import normalize_message_id
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import topology
-from services.messaging.runtime import Output
+from services.messaging.records import Output
+from services.reasons import reason_info
 from services.remd import soap
 
 log = get_logger(__name__)
@@ -75,10 +76,9 @@ NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
 RECONCILE_MAX_DEFER = 120.0
 
 RegistryLookup = Callable[[lc.Document], "soap.RegistryItem | None"]
-
-
-def _iso(t: datetime | None) -> str:
-    return (t or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+#: (organisation OID, the attempt's endpoint) → the РЭМД environment ("test" / "production"):
+#: ``OrganizationsConfig.environment``
+Environments = Callable[[str, "str | None"], str]
 
 
 def _signed_event(doc: lc.Document) -> dict[str, Any]:
@@ -91,32 +91,32 @@ def _signed_event(doc: lc.Document) -> dict[str, Any]:
 def _status(doc: lc.Document, status: str, ids: list[str], *, trace: str | None, emdr_id: str | None = None,
             reason: str | None = None, code: str | None = None, message: str | None = None,
             warnings: Sequence[soap.RemdError] = ()) -> Output:
-    data = {"localUid": doc.local_uid, "status": status, "emdrId": emdr_id, "reason": reason, "remdCode": code,
-            "message": message, "messageIds": ids}
-    if warnings:  # РЭМД's registrationWarnings: remarks the МИС should show, though the document is registered
-        data["warnings"] = [{"code": w.code, "message": w.message} for w in warnings]
-    ev = events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace)
-    return Output(topology.STATUS.name, events.encode(ev), doc.local_uid, dict(events.headers_for(ev)))
+    data = events.status_data(doc.local_uid, status, emdr_id=emdr_id, reason=reason, remd_code=code,
+                              message=message, message_ids=ids, warnings=[(w.code, w.message) for w in warnings])
+    return Output.of_event(events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace))
 
 
 def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str, registration_time: str | None,
-                       message_id: str, environment: str = "test",
+                       message_id: str, environments: Environments,
                        warnings: Sequence[soap.RemdError] = ()) -> list[Output]:
+    """``acknowledged`` (the signed payload, the submission rebuilt from the attempts, the registration) and
+    the МИС's ``registered`` status (with РЭМД's registrationWarnings, if any)."""
     signed = _signed_event(doc)
     attempts = store.history(doc.local_uid)
     ids = [a.message_id for a in attempts]
     current = next((a for a in attempts if a.message_id == message_id), attempts[-1] if attempts else None)
     data = dict(signed["data"])
-    data["submission"] = {
-        "messageId": message_id, "messageIds": ids, "attempt": current.attempt if current else 1,
-        "sentAt": _iso(current.sent_at if current else None), "acceptedAt": _iso(doc.accepted_at),
-        "endpoint": current.endpoint if current else "", "environment": environment}
+    data["submission"] = events.submission_data(
+        message_id=message_id, message_ids=ids, attempt=current.attempt if current else 1,
+        sent_at=current.sent_at if current else (doc.created_at or datetime.now(UTC)),
+        accepted_at=doc.accepted_at, endpoint=current.endpoint if current else "",
+        environment=environments(doc.organization, current.endpoint if current else None))
     data["registration"] = {"emdrId": emdr_id, "registrationTime": _registration_time(registration_time),
                             "messageId": message_id}
     trace = signed.get("traceId")
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
-    return [Output(topology.ACKNOWLEDGED.name, events.encode(ack), doc.local_uid, dict(events.headers_for(ack))),
-            _status(doc, "registered", ids, trace=trace, emdr_id=emdr_id, warnings=warnings)]
+    return [Output.of_event(ack),
+            _status(doc, events.STATUS_REGISTERED, ids, trace=trace, emdr_id=emdr_id, warnings=warnings)]
 
 
 def _warnings(item: Any) -> Sequence[soap.RemdError]:
@@ -124,17 +124,21 @@ def _warnings(item: Any) -> Sequence[soap.RemdError]:
 
 
 def _registration_time(text: str | None) -> str:
+    """РЭМД's registration time in the events' one format (UTC; a time without an offset is taken as UTC)."""
     try:
         t = datetime.fromisoformat((text or "").replace("Z", "+00:00"))
-        return (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
     except ValueError:
-        return datetime.now(UTC).isoformat(timespec="seconds")
+        return events.timestamp()
+    return events.timestamp(t if t.tzinfo else t.replace(tzinfo=UTC))
 
 
 def _dead_letter(doc: lc.Document, signed: dict[str, Any], ids: list[str], *, reason: str, code: str | None,
                  message: str, category: str | None, hint: str | None, group: str) -> Output:
-    failure = dl.Failure(stage="status", reason=reason, message=message, exception_fqcn="services.pipeline.acknowledgment",
-                         remd_code=code, remd_message=message, category=category, hint=hint,
+    known = reason_info(reason)
+    failure = dl.Failure(stage="status", reason=reason, message=message, exception_fqcn=__name__,
+                         remd_code=code, remd_message=message,
+                         category=category or (known.category if known else None),
+                         hint=hint or (known.hint if known else None),
                          message_ids=tuple(ids), local_uid=doc.local_uid, kind=doc.kind,
                          organization=doc.organization)
     headers = dl.dead_letter_headers(original_headers=dict(events.headers_for(signed)), topic=topology.SENT.name,
@@ -177,7 +181,7 @@ def _wait_defer(waited: float, cap: float) -> float:
 
 
 def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float = 24 * 3600.0,
-                retry_delay: float = 60.0, environment: str = "test", group: str = "emd-status",
+                retry_delay: float = 60.0, environments: Environments, group: str = "emd-status",
                 registry_lookup: RegistryLookup | None = None) -> list[Output]:
     """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
     registered (``TransientError`` when it cannot be asked now); without it a duplicate registration is
@@ -198,8 +202,9 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
     replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
     if doc.state == lc.REGISTERED:
         if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
-            return registered_outputs(store, doc, emdr_id=doc.emdr_id, registration_time=_iso(doc.registered_at),
-                                      message_id=_registering_id(store, doc, attempt), environment=environment,
+            return registered_outputs(store, doc, emdr_id=doc.emdr_id,
+                                      registration_time=events.timestamp(doc.registered_at),
+                                      message_id=_registering_id(store, doc, attempt), environments=environments,
                                       warnings=_warnings(result.registry_item))
         emdr = result.registry_item.emdr_id if result.registry_item is not None else None
         log.info("callback for a registered document ignored", local_uid=doc.local_uid, message_id=mid,
@@ -224,13 +229,13 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
         doc = store.mark_registered(doc.local_uid, item.emdr_id)
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
-                                  message_id=mid, environment=environment, warnings=item.warnings)
+                                  message_id=mid, environments=environments, warnings=item.warnings)
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
     if any(e.code == NOT_UNIQUE for e in errors):
         others = duplicate_candidates(store, doc, mid)
         if others:
             return _reconcile(store, doc, attempt, mid=mid, mark=mark, others=others, waited=waited,
-                              pending_limit=pending_limit, lookup=registry_lookup, environment=environment)
+                              pending_limit=pending_limit, lookup=registry_lookup, environments=environments)
     first = errors[0]
     info = first.info
     text = "; ".join(f"{e.code}: {e.message}" for e in errors)
@@ -244,20 +249,19 @@ def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: floa
         doc = store.mark_failed(doc.local_uid, reason="REMD_TRANSIENT" if transient else "REMD_REJECTED",
                                 code=first.code, message=text[:2000])
     if transient:
-        delay = max(retry_delay, info.retry_after or 0.0)
-        headers = dict(events.headers_for(signed))
-        headers.update({dl.RETRY_ORIGINAL_TOPIC: topology.SIGNED.name, dl.ATTEMPTS: str(len(ids)),
-                        dl.RETRY_DUE: str(int((time.time() + delay) * 1000)),
-                        dl.RETRY_REASON: f"REMD_{first.code}", dl.MESSAGE_IDS: ",".join(ids)})
+        # the signed record back on the sender's first retry tier: a resend, with a new MessageID
+        headers = dl.retry_headers(dict(events.headers_for(signed)), topic=topology.SIGNED.name,
+                                   delay=max(retry_delay, info.retry_after or 0.0), reason=f"REMD_{first.code}",
+                                   attempt=len(ids), message_ids=ids)
         log.warning("transient error callback: resending", local_uid=doc.local_uid, code=first.code, message_id=mid)
         return [Output(topology.SENDER_RETRIES[0].name, doc.signed_event or b"", doc.local_uid, headers),
-                _status(doc, "retrying", ids, trace=signed.get("traceId"), reason="REMD_TRANSIENT", code=first.code,
-                        message=text[:500])]
+                _status(doc, events.STATUS_RETRYING, ids, trace=signed.get("traceId"), reason="REMD_TRANSIENT",
+                        code=first.code, message=text)]
     log.warning("rejected by РЭМД", local_uid=doc.local_uid, code=first.code, message_id=mid)
     return [_dead_letter(doc, signed, ids, reason="REMD_REJECTED", code=first.code, message=text[:2000],
                          category=info.category, hint=info.hint, group=group),
-            _status(doc, "rejected", ids, trace=signed.get("traceId"), reason="REMD_REJECTED", code=first.code,
-                    message=text[:500])]
+            _status(doc, events.STATUS_REJECTED, ids, trace=signed.get("traceId"), reason="REMD_REJECTED",
+                    code=first.code, message=text)]
 
 
 def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
@@ -271,7 +275,7 @@ def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
 
 def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid: str, mark: str,
                others: list[lc.Attempt], waited: float, pending_limit: float, lookup: RegistryLookup | None,
-               environment: str) -> list[Output]:
+               environments: Environments) -> list[Output]:
     """NOT_UNIQUE_PROVIDED_ID for a document another attempt of ours may have registered: ask РЭМД."""
     item = lookup(doc) if lookup is not None else None
     if item is not None and item.emdr_id and item.local_uid in (None, doc.local_uid):
@@ -283,7 +287,7 @@ def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid:
         log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
                  message_id=mid, registered_by=registering)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
-                                  message_id=registering, environment=environment, warnings=_warnings(item))
+                                  message_id=registering, environments=environments, warnings=_warnings(item))
     if waited <= pending_limit:
         raise TransientError("NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
                              "to show the registration", reason="REGISTRATION_UNCONFIRMED",
@@ -307,27 +311,27 @@ async def handle_callback(raw: bytes, *, store: Any, poll: Callable[[lc.Document
 
 
 async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
-                      environment: str = "test", group: str = "emd-status") -> list[Output]:
+                      environments: Environments, group: str = "emd-status") -> list[Output]:
     # the store is blocking I/O: off the event loop, which both status stages share
     doc = await asyncio.to_thread(store.get, local_uid)
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
-    return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environment=environment, group=group)
+    return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environments=environments, group=group)
 
 
-def _after_poll(local_uid: str, item: Any, *, store: Any, environment: str, group: str) -> list[Output]:
+def _after_poll(local_uid: str, item: Any, *, store: Any, environments: Environments, group: str) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
         doc = store.mark_registered(local_uid, item.emdr_id)
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
                                   message_id=doc.accepted_message_id or (ids[-1] if ids else ""),
-                                  environment=environment, warnings=_warnings(item))
+                                  environments=environments, warnings=_warnings(item))
     doc = store.mark_failed(local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling")
     log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
     signed = _signed_event(doc)
     return [_dead_letter(doc, signed, ids, reason="NO_ACKNOWLEDGMENT", code=None,
                          message="no registerDocumentResult within the timeout and not found by searchRegistryItem",
-                         category="transient", hint="give the MessageIDs to СТП ЕГИСЗ", group=group),
-            _status(doc, "failed", ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT")]
+                         category=None, hint=None, group=group),
+            _status(doc, events.STATUS_FAILED, ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT")]

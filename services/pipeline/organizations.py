@@ -173,6 +173,14 @@ class OrganizationsConfig:
             raise PermanentError(f"organisation {oid} is not configured in {self.path.name}",
                                  reason="ORGANIZATION_UNKNOWN", organization=oid) from None
 
+    def environment(self, oid: str, endpoint: str | None = None) -> str:
+        """The РЭМД environment ("test" or "production") of the organisation's request to ``endpoint``: its
+        configured one, except for a request to its test stand (``remd.test_endpoint``, before a promotion)."""
+        remd = self.organization(oid).remd
+        if remd is None or (endpoint is not None and endpoint == remd.test_endpoint):
+            return "test"
+        return remd.environment
+
     @property
     def revoked(self) -> frozenset[str]:
         """Revoked МЧД numbers: the inline list plus the revocation file (re-read when its mtime changes)."""

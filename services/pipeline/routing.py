@@ -43,10 +43,7 @@ def route(remd: Any, state: str, *, unpromoted: str = TEST_STAND) -> Route:
     if unpromoted == TEST_STAND and remd.test_endpoint:
         return Route(remd.test_endpoint, "test")
     raise PermanentError(
-        f"the clinic is {state}, not promoted to production: its documents are held", reason="CLINIC_NOT_PROMOTED",
-        category="configuration",
-        hint="test the clinic (`emd clinic test OID`), promote it (`emd clinic promote OID`), then "
-             "`emd dlq replay --reason CLINIC_NOT_PROMOTED`")
+        f"the clinic is {state}, not promoted to production: its documents are held", reason="CLINIC_NOT_PROMOTED")
 
 
 class ClinicStates:

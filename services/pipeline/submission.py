@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,7 +39,7 @@ from services.ids import new_message_id
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import topology
-from services.messaging.runtime import Output, Record
+from services.messaging.records import Output, Record
 from services.metrics import REGISTRY
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
@@ -50,7 +48,7 @@ from services.remd import codes, soap
 from services.remd import names as remd_names
 from services.remd.circuit import CircuitBreaker
 from services.remd.ratelimit import EndpointLimiter
-from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, transport_for
+from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, Transports
 
 log = get_logger(__name__)
 SOURCE = "emd-sender"
@@ -86,10 +84,6 @@ def reason_label(outcome: SubmitOutcome) -> str:
 
 def _b64(text: str | None) -> bytes | None:
     return base64.b64decode(text) if text else None
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _coded(code: str | None, version: str | None) -> soap.Coded | None:
@@ -150,7 +144,7 @@ class Submitter:
     :param endpoint_concurrency: requests in flight per (endpoint, organisation).
     :param hold_per_endpoint: records held in memory per open circuit; the rest are parked.
     :param retry_topic: where parked records go (the first retry tier).
-    :param transport_options: passed to ``transport_for`` (timeouts).
+    :param transport_options: passed to ``transport_for`` (timeouts) when a transport is made.
     :param park_max_seconds: a parked record is due again after the circuit's remaining cool-down, but at most
         this long: the retry tier it waits on is shared with other clinics' first retries, which wait behind it
         in its partition (keep it at the first tier's delay, ``EMD_SENDER_RETRY_BASE_SECONDS``).
@@ -172,12 +166,11 @@ class Submitter:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
-        self.transports: dict[str, Transport] = dict(transports or {})
+        self.transports = Transports(options=transport_options, preset=transports)
         self.breaker_failures, self.breaker_cool_down = breaker_failures, breaker_cool_down
         self.endpoint_concurrency = endpoint_concurrency
         self.hold_per_endpoint = hold_per_endpoint
         self.retry_topic = retry_topic
-        self.transport_options = dict(transport_options or {})
         self.rate_limit_defer = rate_limit_defer
         self.park_max_seconds = park_max_seconds
         self.clinic_state, self.unpromoted, self.exchanges = clinic_state, unpromoted, exchanges
@@ -199,14 +192,8 @@ class Submitter:
             self.limiters[key] = EndpointLimiter(rate_per_minute, max_concurrency=self.endpoint_concurrency)
         return self.limiters[key]
 
-    def transport(self, name: str) -> Transport:
-        if name not in self.transports:
-            self.transports[name] = transport_for(name, **self.transport_options)
-        return self.transports[name]
-
     async def aclose(self) -> None:
-        for t in self.transports.values():
-            await t.aclose()
+        await self.transports.aclose()
 
     # --- the handler -------------------------------------------------------------------------------
     async def handle(self, record: Record) -> list[Output]:
@@ -217,19 +204,18 @@ class Submitter:
         remd = org.remd
         if remd is None:
             raise PermanentError(f"organisation {org_oid} has no РЭМД settings", reason="REMD_NOT_CONFIGURED",
-                                 category="configuration", organization=org_oid,
-                                 hint="add a remd section for the organisation in the organisations file")
+                                 organization=org_oid)
         if remd.system is None or not remd.client_entity_id or not remd.callback_url:
             raise PermanentError(f"organisation {org_oid}: remd needs system_key/system_certificate, "
                                  "client_entity_id and callback_url", reason="REMD_NOT_CONFIGURED",
-                                 category="configuration", organization=org_oid)
+                                 organization=org_oid)
 
         doc = await asyncio.to_thread(
             self.store.register, uid, organization=org_oid, kind=data["kind"], signed_event=record.value,
             document_ref=(data.get("document") or {}).get("ref"))
         if doc.state in lifecycle.DONE_STATES:
             log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
-            return await self._sent_outputs(event, doc, remd.environment)
+            return await self._sent_outputs(event, doc)
 
         where = routing.Route(remd.endpoint, remd.environment) if self.clinic_state is None else routing.route(
             remd, await asyncio.to_thread(self.clinic_state, org_oid), unpromoted=self.unpromoted)
@@ -237,11 +223,21 @@ class Submitter:
         registration = registration_from_event(data)
         if not registration.personal_signatures:
             raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
-                                 category="data", local_uid=uid)
+                                 local_uid=uid)
+        try:
+            return await self._submit(record, event, registration, remd, where, key)
+        except lifecycle.LifecycleConflict as exc:
+            return await self._already_handled(event, uid, exc)
+
+    async def _submit(self, record: Record, event: Mapping[str, Any], registration: soap.Registration,
+                      remd: Any, where: routing.Route, key: Any) -> list[Output]:
+        """Attempts until one is accepted, the record is parked, or a failure is raised."""
+        data = event["data"]
+        uid, org_oid = data["localUid"], data["organizationOid"]
         endpoint = where.endpoint
         breaker = self.breaker(endpoint)
         limiter = self.limiter(endpoint, org_oid, remd.rate_limit_per_minute)
-        transport = self.transport(remd.transport)
+        transport = self.transports.get(remd.transport)
 
         while True:
             parked = await self._wait_for_circuit(breaker, record)
@@ -269,7 +265,7 @@ class Submitter:
                 doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id)
                 log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,
                          endpoint=endpoint)
-                return await self._sent_outputs(event, doc, where.environment)  # reads the MessageIDs with the history
+                return await self._sent_outputs(event, doc)  # reads the MessageIDs with the history
             ids = await asyncio.to_thread(self.store.message_ids, uid)
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == "permanent":
@@ -286,7 +282,18 @@ class Submitter:
             defer = self.rate_limit_defer if outcome.reason == "RATE_LIMIT" else outcome.defer
             raise TransientError(outcome.message or outcome.reason, reason=outcome.reason, defer=defer,
                                  remd_code=outcome.remd_code, remd_message=outcome.remd_message,
-                                 category=outcome.category or "transient", hint=outcome.hint, **common)
+                                 category=outcome.category, hint=outcome.hint, **common)
+
+    async def _already_handled(self, event: Mapping[str, Any], uid: str,
+                               conflict: lifecycle.LifecycleConflict) -> list[Output]:
+        """The lifecycle refused our transition: another replica (a redelivery after a rebalance) accepted or
+        registered the document while we were on it. Not a failure of the document: say what the store says."""
+        doc = await asyncio.to_thread(self.store.get, uid)
+        log.info("already handled by another replica", local_uid=uid, state=doc.state if doc else None,
+                 conflict=conflict.message)
+        if doc is not None and doc.state in lifecycle.DONE_STATES:
+            return await self._sent_outputs(event, doc)
+        return []
 
     def _observe(self, breaker: CircuitBreaker, limiter: EndpointLimiter, outcome: SubmitOutcome) -> None:
         REQUESTS.labels(outcome.kind, reason_label(outcome)).inc()
@@ -320,31 +327,19 @@ class Submitter:
         log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
         return Output(self.retry_topic, record.value, record.key, headers)
 
-    async def _sent_outputs(self, event: Mapping[str, Any], doc: lifecycle.Document, environment: str) -> list[Output]:
+    async def _sent_outputs(self, event: Mapping[str, Any], doc: lifecycle.Document) -> list[Output]:
         history = await asyncio.to_thread(self.store.history, doc.local_uid)
         accepted = next((a for a in history if a.message_id == doc.accepted_message_id), history[-1])
         ids = [a.message_id for a in history]
         data = dict(event["data"])
-        data["submission"] = {
-            "messageId": accepted.message_id, "messageIds": ids, "attempt": accepted.attempt,
-            "sentAt": _iso(accepted.sent_at), "acceptedAt": _iso(doc.accepted_at), "endpoint": accepted.endpoint,
-            "environment": environment}
+        data["submission"] = events.submission_data(
+            message_id=accepted.message_id, message_ids=ids, attempt=accepted.attempt, sent_at=accepted.sent_at,
+            accepted_at=doc.accepted_at, endpoint=accepted.endpoint,
+            environment=self.config.environment(doc.organization, endpoint=accepted.endpoint))
         sent = events.new_event(events.SENT, data, source=SOURCE, trace_id=event["traceId"])
         # a replay of a registered document must not move the МИС's view back from "registered" to "sent"
-        told = "registered" if doc.state == lifecycle.REGISTERED else "sent"
-        status = events.new_event(events.STATUS, {
-            "localUid": doc.local_uid, "status": told, "emdrId": doc.emdr_id, "reason": None, "remdCode": None,
-            "message": None, "messageIds": ids}, source=SOURCE, trace_id=event["traceId"])
-        key = doc.local_uid
-        return [Output(topology.SENT.name, events.encode(sent), key, dict(events.headers_for(sent))),
-                Output(topology.STATUS.name, events.encode(status), key, dict(events.headers_for(status)))]
-
-
-def describe_failure(record: Record, exc: BaseException) -> Mapping[str, Any]:
-    """localUid / kind / organisation for the dead-letter headers, read leniently."""
-    try:
-        data = json.loads(record.value.decode("utf-8")).get("data") or {}
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return {}
-    out = {"local_uid": data.get("localUid"), "kind": data.get("kind"), "organization": data.get("organizationOid")}
-    return {k: v for k, v in out.items() if v is not None}
+        told = events.STATUS_REGISTERED if doc.state == lifecycle.REGISTERED else events.STATUS_SENT
+        status = events.new_event(events.STATUS, events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id,
+                                                                    message_ids=ids),
+                                  source=SOURCE, trace_id=event["traceId"])
+        return [Output.of_event(sent), Output.of_event(status)]

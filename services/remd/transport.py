@@ -1,6 +1,9 @@
 """How a registration reaches РЭМД: the ``Transport`` interface and its first implementation, ИПС SOAP.
 
-The sender only ever calls ``await transport.submit(request) -> SubmitOutcome``. ``IpsSoapTransport``
+The sender only ever calls ``await transport.submit(request) -> SubmitOutcome``; the status worker
+``await transport.lookup(request) -> RegistryItem | None`` (is the document registered? — the deadline poll
+and the reconciliation of a duplicate registration). ``Transports`` holds one transport per name for a
+process, so the sender and the status worker share their connection pools. ``IpsSoapTransport``
 builds and signs ``registerDocument`` (``services.remd.soap`` / ``services.remd.wssec``), POSTs it with an httpx
 ``AsyncClient`` (separate connect and read timeouts) and classifies the answer. A regional bus
 (N3.Health, the "ОДЛИ"-style integration buses) is a second class with the same ``submit``; the
@@ -34,14 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import date
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import httpx
 
-from services.errors import EmdError
+from services.errors import EmdError, TransientError
 from services.logs import get_logger
 from services.remd import envelope, soap
+from services.remd import names as n
 
 log = get_logger(__name__)
 
@@ -72,7 +80,9 @@ class SubmitOutcome:
     message: str = ""
     remd_code: str | None = None
     remd_message: str | None = None
-    category: str | None = None          # transient | data | configuration (remd_codes)
+    #: transient | data | configuration, when the answer itself says (a РЭМД code, a fault kind);
+    #: otherwise the reason's category in ``services.reasons`` applies
+    category: str | None = None
     hint: str | None = None
     errors: tuple[soap.RemdError, ...] = ()
     http_status: int | None = None
@@ -89,12 +99,35 @@ class SubmitOutcome:
         return self.kind == ACCEPTED
 
 
+@dataclass(frozen=True, kw_only=True)
+class LookupRequest:
+    """Is ``local_uid`` registered? Asked of the registry for documents of ``organization`` and ``kind``
+    registered between ``since`` and ``until`` (dates), as the organisation's information system."""
+
+    local_uid: str
+    organization: str
+    kind: str
+    since: date
+    until: date
+    endpoint: str
+    client_entity_id: str
+    key: Any = field(repr=False)
+    certificate: Any = field(repr=False)
+
+
 class Transport(Protocol):
-    """Sends one registration attempt and says what became of it; never raises for an answer it got."""
+    """How registrations reach РЭМД and how РЭМД is asked about them.
+
+    ``submit`` sends one registration attempt and says what became of it; it never raises for an answer
+    it got. ``lookup`` returns the registry's entry for the document, ``None`` when the registry does not
+    (yet) hold it, and raises ``TransientError(REGISTRY_LOOKUP_FAILED)`` when РЭМД cannot be asked now.
+    """
 
     name: str
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome: ...
+
+    async def lookup(self, request: LookupRequest) -> soap.RegistryItem | None: ...
 
     async def aclose(self) -> None: ...
 
@@ -119,8 +152,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
                                  transport_failure=True, ambiguous=status >= 500)
         if 400 <= status < 500:
             return SubmitOutcome(kind=PERMANENT, reason=f"HTTP_{status}", http_status=status,
-                                 category="configuration", message=f"HTTP {status} without a SOAP answer",
-                                 hint="check the organisation's remd.endpoint and the ИПС access of the system")
+                                 message=f"HTTP {status} without a SOAP answer")
         return SubmitOutcome(kind=TRANSIENT, reason="MALFORMED_ANSWER", http_status=status,
                              message=f"answer is not a registerDocument response ({exc.reason})",
                              transport_failure=True, ambiguous=True)
@@ -192,6 +224,9 @@ class IpsSoapTransport:
     def __init__(self, *, client: httpx.AsyncClient | None = None, connect_timeout: float = 10.0,
                  read_timeout: float = 60.0, soap_version: str = "1.2", max_connections: int = 32) -> None:
         self.soap_version = soap_version
+        # Signing runs in threads of our own: the status worker calls lookup() from callback threads that
+        # block on it, and a shared default executor full of those would leave none for the signing.
+        self._signing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ips-sign")
         self._own = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
@@ -207,11 +242,11 @@ class IpsSoapTransport:
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome:
         try:
-            body = await asyncio.to_thread(self.build, request)
+            body = await asyncio.get_running_loop().run_in_executor(self._signing, self.build, request)
         except (ValueError, TypeError, EmdError) as exc:
-            return SubmitOutcome(kind=PERMANENT, reason="REQUEST_BUILD_FAILED", category="data",
+            return SubmitOutcome(kind=PERMANENT, reason="REQUEST_BUILD_FAILED",
                                  message=f"registerDocument could not be built: {exc}")
-        headers = envelope.http_headers(self.soap_version, action="registerDocument")
+        headers = envelope.http_headers(self.soap_version, action=n.ACTION_REGISTER_DOCUMENT)
         started = time.perf_counter()
         try:
             response = await self._client.post(request.endpoint, content=body, headers=headers)
@@ -231,14 +266,36 @@ class IpsSoapTransport:
         outcome = classify_answer(response.status_code, response.content, retry_after=_retry_after(response))
         return replace(outcome, duration=time.perf_counter() - started, request=body, response=response.content)
 
+    async def lookup(self, request: LookupRequest) -> soap.RegistryItem | None:
+        """``searchRegistryItem`` for the organisation's documents of that kind and dates; the item of this
+        localUid, or ``None``."""
+        query = soap.SearchQuery(organization=request.organization, kind=request.kind,
+                                 register_date_begin=request.since.isoformat(),
+                                 register_date_end=request.until.isoformat())
+        body, _ = await asyncio.get_running_loop().run_in_executor(self._signing, partial(
+            soap.build_search_request, query, client_entity_id=request.client_entity_id, to=request.endpoint,
+            key=request.key, certificate=request.certificate))
+        try:
+            response = await self._client.post(request.endpoint, content=body,
+                                               headers=envelope.http_headers("1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM))  # always built as 1.2
+            answer = soap.parse_search_response(response.content)
+        except (httpx.HTTPError, EmdError) as exc:
+            raise TransientError(f"searchRegistryItem failed: {type(exc).__name__}: {exc}",
+                                 reason="REGISTRY_LOOKUP_FAILED") from None
+        if isinstance(answer, soap.SoapFault) or answer.errors or answer.status != n.STATUS_SUCCESS:
+            # an error answer says nothing about the document: not "unregistered", just not known now
+            raise TransientError("searchRegistryItem answered an error", reason="REGISTRY_LOOKUP_FAILED")
+        return next((i for i in answer.items if i.local_uid == request.local_uid), None)
+
     @staticmethod
     def _net(kind: Kind, reason: str, message: str, started: float, request: bytes, *,
              ambiguous: bool) -> SubmitOutcome:
         return SubmitOutcome(kind=kind, reason=reason, message=message, transport_failure=True,
-                             ambiguous=ambiguous, category="transient", duration=time.perf_counter() - started,
+                             ambiguous=ambiguous, duration=time.perf_counter() - started,
                              request=request)
 
     async def aclose(self) -> None:
+        self._signing.shutdown(wait=False)
         if self._own:
             await self._client.aclose()
 
@@ -248,3 +305,25 @@ def transport_for(name: str, **options: Any) -> Transport:
     if name == "ips":
         return IpsSoapTransport(**options)
     raise ValueError(f"unknown РЭМД transport {name!r}")
+
+
+class Transports:
+    """One transport per name for a process, made on first use (``transport_for``) and closed together.
+
+    :param options: passed to ``transport_for`` (timeouts).
+    :param preset: transports to use instead of making them (tests pass fakes).
+    """
+
+    def __init__(self, *, options: Mapping[str, Any] | None = None,
+                 preset: Mapping[str, Transport] | None = None) -> None:
+        self._options = dict(options or {})
+        self._made: dict[str, Transport] = dict(preset or {})
+
+    def get(self, name: str) -> Transport:
+        if name not in self._made:
+            self._made[name] = transport_for(name, **self._options)
+        return self._made[name]
+
+    async def aclose(self) -> None:
+        for transport in self._made.values():
+            await transport.aclose()

@@ -13,18 +13,20 @@ from services.errors import ConfigurationError
 from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
 from services.messaging import deadletter, topology
-from services.messaging.runtime import Output, Record, RetryPolicy, Stage
-from services.pipeline import routing
+from services.messaging.records import Output, Record
+from services.messaging.runtime import RetryPolicy, Stage
+from services.pipeline import routing, status
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations
-from services.pipeline.submission import SOURCE, Submitter, describe_failure
+from services.pipeline.status import describe_document
+from services.pipeline.submission import SOURCE, Submitter
 
 NAME = "sender"
 
 
 def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
     """The МИС hears of the failure: ``rejected`` (РЭМД code) or ``failed``, with every MessageID."""
-    return deadletter.status_outputs(record, failure, source=SOURCE)
+    return status.on_dead_letter(record, failure, source=SOURCE)
 
 
 def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
@@ -58,5 +60,5 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
                         max_delay=settings.sender_retry_max_seconds, max_attempts=settings.sender_max_attempts)
     return Stage(name=NAME, input_topic=topology.SIGNED.name, handler=submitter.handle,
                  dead_letter_topic=topology.SIGNED_DLT.name, settings=settings, retry=retry,
-                 on_stop=on_stop, describe_failure=describe_failure, on_dead_letter=on_dead_letter,
+                 on_stop=on_stop, describe_failure=describe_document, on_dead_letter=on_dead_letter,
                  serve_metrics=serve_metrics)

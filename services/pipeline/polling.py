@@ -1,0 +1,103 @@
+"""Asking РЭМД instead of waiting for it: the registry poll, and the deadline scanner that triggers it.
+
+Callbacks drive acknowledgment (``services.pipeline.acknowledgment``). Two cases need a question instead:
+
+* **a deadline**: a document accepted ``ack_timeout`` ago has had no ``registerDocumentResult``.
+  :class:`DeadlineScanner` (a runtime ``Ticker`` of the status worker) finds such documents in the
+  lifecycle store and writes one *deadline record* per document to ``emd.remd.callbacks`` (header
+  ``emd-callback-kind: deadline``, key = its accepted MessageID), so the poll and its outcome go through the
+  runtime's produce-then-commit path like any callback. Several replicas may write the same deadline:
+  harmless, the first handled decides and the others find the document decided.
+* **a duplicate registration** (``NOT_UNIQUE_PROVIDED_ID`` for a resend): is the first one registered?
+
+Both ask with :class:`RegistryPoller`: ``searchRegistryItem`` through the organisation's ``Transport``
+(the same one the sender submits with, so an N3 clinic is asked through N3), as its information system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from services import lifecycle as lc
+from services.errors import PermanentError
+from services.logs import get_logger
+from services.messaging import topology
+from services.messaging.records import Output, Record
+from services.pipeline.organizations import OrganizationsConfig
+from services.remd import soap
+from services.remd.transport import LookupRequest, Transports
+
+log = get_logger(__name__)
+
+KIND_HEADER = "emd-callback-kind"
+LOCAL_UID_HEADER = "emd-local-uid"
+DEADLINE = "deadline"
+#: how far around the document's creation the registry is searched (РЭМД dates registrations, not creation)
+SEARCH_MARGIN = timedelta(days=1)
+
+
+def deadline_record(local_uid: str, accepted_message_id: str | None) -> Output:
+    """The record that asks the status worker to poll for ``local_uid`` (keyed like its callbacks would be)."""
+    return Output(topology.CALLBACKS.name, b"", accepted_message_id or local_uid,
+                  {KIND_HEADER: DEADLINE, LOCAL_UID_HEADER: local_uid})
+
+
+def deadline_of(record: Record) -> str | None:
+    """The localUid a deadline record is for; ``None`` for a real callback."""
+    if record.header(KIND_HEADER) != DEADLINE:
+        return None
+    return record.header(LOCAL_UID_HEADER) or ""
+
+
+class DeadlineScanner:
+    """Finds documents accepted ``timeout`` seconds ago and still undecided; one deadline record each.
+
+    :param store: the lifecycle store.
+    :param timeout: seconds after acceptance without a result (``EMD_ACK_TIMEOUT_SECONDS``).
+    """
+
+    def __init__(self, *, store: lc.LifecycleStore, timeout: float) -> None:
+        self.store = store
+        self.timeout = timeout
+        self._fired: set[str] = set()
+
+    async def tick(self) -> list[Output]:
+        before = datetime.now(UTC) - timedelta(seconds=self.timeout)
+        overdue = await asyncio.to_thread(self.store.overdue, before)
+        # forget documents decided since: the set stays as small as the overdue list, not the history
+        self._fired &= {uid for uid, _ in overdue}
+        out = []
+        for uid, mid in overdue:
+            if uid not in self._fired:
+                self._fired.add(uid)
+                out.append(deadline_record(uid, mid))
+                log.info("acknowledgment overdue: polling", local_uid=uid, message_id=mid)
+        return out
+
+
+class RegistryPoller:
+    """``await poller(doc)``: РЭМД's registry entry for the document, or ``None`` when it holds none (yet).
+
+    :param config: the organisations (their ``remd`` settings say where and as whom to ask).
+    :param transports: the process's transports (shared with the sender when both run in one process).
+    """
+
+    def __init__(self, *, config: OrganizationsConfig, transports: Transports) -> None:
+        self.config = config
+        self.transports = transports
+
+    async def __call__(self, doc: lc.Document) -> soap.RegistryItem | None:
+        org = self.config.organization(doc.organization)
+        remd = org.remd
+        if remd is None or remd.system is None:
+            raise PermanentError(f"{doc.organization}: no remd settings to poll with", reason="REMD_NOT_CONFIGURED",
+                                 organization=doc.organization)
+        created = doc.created_at or datetime.now(UTC)
+        request = LookupRequest(
+            local_uid=doc.local_uid, organization=doc.organization, kind=doc.kind,
+            since=(created - SEARCH_MARGIN).date(), until=(datetime.now(UTC) + SEARCH_MARGIN).date(),
+            endpoint=remd.endpoint, client_entity_id=remd.client_entity_id or "", key=remd.system.signer(),
+            certificate=remd.system.certificate)
+        return await self.transports.get(remd.transport).lookup(request)
+

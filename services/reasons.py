@@ -1,0 +1,169 @@
+"""Every reason code the pipeline raises, with who must act on it and what they should do.
+
+A reason (``PermanentError(..., reason="XSD_INVALID")``) is a stable machine code for dashboards and
+support; this catalogue is the one place that says, for each, its **category** — who must act — and a
+**hint** for the support person reading the dead letter (``emd-dlt-category`` / ``emd-dlt-hint``,
+docs/dead-letters.md):
+
+* ``transient``: it may pass by itself (network, a РЭМД outage, a store restarting): wait, or replay;
+* ``data``: the document or event is wrong: the МИС must send a corrected document (a new localUid);
+* ``configuration``: the deployment is wrong (keys, МЧД, endpoints): fix the organisations file, replay;
+* ``internal``: a bug or a broken invariant of ours: escalate to the developers.
+
+РЭМД's own codes (НСИ 1.2.643.5.1.13.13.99.2.305) have their category and a Russian hint in
+``services.remd.codes``; a failure that carries one (``remd_code``) takes its category and hint from
+there, and the reason here (``REMD_REJECTED``, ``SOAP_FAULT``…) is only the fallback.
+``tests/test_reasons.py`` checks that every reason raised anywhere in the code is in this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Category", "Reason", "REASONS", "reason_info"]
+
+Category = Literal["transient", "data", "configuration", "internal"]
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    category: Category
+    hint: str
+
+
+T, D, C, I = "transient", "data", "configuration", "internal"  # noqa: E741 - table shorthand
+
+_FIX_DOCUMENT = "МИС должна исправить документ и отправить его заново с новым localUid"
+_FIX_SIGNATURE = "Подпись врача, переданная МИС, не проверяется: МИС должна подписать документ заново"
+_FIX_KEYS = "Исправить ключи, сертификаты или МЧД организации в файле организаций, затем повторить (emd dlq replay)"
+_WAIT = "Проходящий сбой: дождаться восстановления и повторить (emd dlq replay)"
+_BAD_ANSWER = "Ответ ИПС/РЭМД не разобран: сохранить MessageID и при повторении обратиться в СТП ЕГИСЗ"
+_BUG = "Внутренняя ошибка конвейера: передать запись разработчикам"
+
+_TABLE: tuple[tuple[str, str, str], ...] = (
+    # --- the event contract and the document (signer, producer) ------------------------------------
+    ("EVENT_INVALID", D, "Событие не соответствует контракту docs/schemas: исправить МИС-публикатор"),
+    ("EVENT_DOCUMENT_MISMATCH", D, "Поля события расходятся с самим СЭМД: МИС должна передать согласованные данные"),
+    ("INVALID_DOCUMENT", D, _FIX_DOCUMENT),
+    ("NOT_XML", D, _FIX_DOCUMENT),
+    ("NOT_CDA", D, _FIX_DOCUMENT),
+    ("DTD_FORBIDDEN", D, "Документ содержит DOCTYPE: МИС должна отправить СЭМД без DTD"),
+    ("ENTITY_FORBIDDEN", D, "Документ содержит сущности XML: МИС должна отправить СЭМД без них"),
+    ("ENTITY_EXPANSION_FORBIDDEN", D, "Документ содержит сущности XML: МИС должна отправить СЭМД без них"),
+    ("XXE_FORBIDDEN", D, "Документ ссылается на внешние ресурсы (XXE): МИС должна отправить СЭМД без них"),
+    ("TOO_LARGE", D, "Документ больше допустимого размера (EMD_MAX_DOCUMENT_BYTES)"),
+    ("DOCUMENT_TOO_LARGE", D, "Документ больше допустимого размера (EMD_MAX_DOCUMENT_BYTES)"),
+    ("XSD_INVALID", D, _FIX_DOCUMENT),
+    ("SCHEMATRON_INVALID", D, _FIX_DOCUMENT),
+    ("DOCUMENT_CORRUPT", D, "Байты документа в хранилище не совпадают с хешем события: опубликовать заново"),
+    ("DOCUMENT_MISSING", D, "Документа нет в хранилище claim-check: МИС должна опубликовать его заново"),
+    ("DOCUMENT_REF_INVALID", D, "Ссылка claim-check в событии неверна: исправить МИС-публикатор"),
+    ("SIGNER_SNILS_MISSING", D, "У подписанта в СЭМД нет СНИЛС: МИС должна указать его"),
+    ("SIGNER_SNILS_MISMATCH", D, "СНИЛС подписанта не совпадает с сертификатом подписи"),
+    ("SIGNING_TIME_IN_FUTURE", D, "Время подписи позже текущего: проверить часы на рабочем месте врача"),
+    ("DOCTOR_SIGNATURE_MISSING", D, "МИС не приложила подпись врача (режим подписи mis)"),
+    ("NO_PERSONAL_SIGNATURE", D, "В событии нет ни одной подписи врача"),
+    # --- signatures (CAdES) --------------------------------------------------------------------------
+    ("SIGNATURE_DECODING_ERROR", D, _FIX_SIGNATURE),
+    ("SIGNATURE_INVALID", D, _FIX_SIGNATURE),
+    ("DIGEST_MISMATCH", D, "Подпись сделана над другими байтами документа: МИС должна подписать именно этот документ"),
+    ("MULTIPLE_SIGNERS", D, _FIX_SIGNATURE),
+    ("NO_END_ENTITY_CERTIFICATE", D, _FIX_SIGNATURE),
+    ("NO_SIGNED_ATTRIBUTES", D, _FIX_SIGNATURE),
+    ("NO_SIGNING_TIME", D, _FIX_SIGNATURE),
+    ("ESS_CERT_MISSING", D, _FIX_SIGNATURE),
+    ("ESS_CERT_MISMATCH", D, _FIX_SIGNATURE),
+    ("UNKNOWN_ALGORITHM", D, "Подпись не ГОСТ Р 34.10-2012: нужна УКЭП по ГОСТ"),
+    ("INVALID_CERT_KEY_USAGE", D, "Сертификат не разрешает подпись: нужен сертификат УКЭП"),
+    ("CERT_EXPIRED", D, "Сертификат подписанта истёк на момент подписи: выпустить новый и подписать заново"),
+    ("CERT_NOT_YET_VALID", D, "Сертификат подписанта ещё не действовал на момент подписи"),
+    ("CERT_INVALID", C, "Сертификат не читается: проверить файл сертификата в файле организаций"),
+    # --- keys, МЧД, organisations (the deployment) ------------------------------------------------------
+    ("ORGANIZATION_UNKNOWN", C, "Организации нет в файле организаций: подключить клинику (emd clinic)"),
+    ("ORGANIZATION_KEY_MISSING", C, _FIX_KEYS),
+    ("DOCTOR_KEY_UNKNOWN", C, "Нет ключа врача с этим СНИЛС (режим подписи server): добавить в файл организаций"),
+    ("KEY_PASSWORD_INVALID", C, _FIX_KEYS),
+    ("KEY_PASSWORD_MISSING", C, _FIX_KEYS),
+    ("KEY_INVALID", C, _FIX_KEYS),
+    ("KEY_UNSUPPORTED", C, _FIX_KEYS),
+    ("KEY_CERT_MISMATCH", C, _FIX_KEYS),
+    ("CIPHER_UNAVAILABLE", C, "В OpenSSL нет шифра контейнера ключа: установить libengine-gost-openssl"),
+    ("MCHD_INVALID", C, _FIX_KEYS),
+    ("MCHD_REVOKED", C, "МЧД отозвана: оформить новую МЧД и указать её в файле организаций"),
+    ("MCHD_EXPIRED", C, "Срок МЧД истёк: оформить новую МЧД"),
+    ("MCHD_NOT_YET_VALID", C, "МЧД ещё не действует"),
+    ("MCHD_WRONG_ORGANIZATION", C, "МЧД выдана другой организацией"),
+    ("MCHD_WRONG_EMPLOYEE", C, "МЧД выдана не тому сотруднику, чей сертификат подписывает"),
+    ("MCHD_POWERS_MISSING", C, "В МЧД нет полномочия на подпись ЭМД"),
+    ("MCHD_SIGNATURE_INVALID", C, "Подпись руководителя на МЧД не проверяется"),
+    ("MCHD_REVOCATION_UNAVAILABLE", T, "Список отозванных МЧД недоступен: проверить файл, затем повторить"),
+    ("CLINIC_NOT_PROMOTED", C, "Клиника не переведена в промышленный контур: проверить её (emd clinic test), "
+     "перевести (emd clinic promote), затем emd dlq replay --reason CLINIC_NOT_PROMOTED"),
+    ("REMD_NOT_CONFIGURED", C, "У организации нет настроек РЭМД (endpoint, ключ ИС, clientEntityId, callback_url)"),
+    ("CONFIGURATION_ERROR", C, "Ошибка конфигурации: см. сообщение"),
+    ("LIFECYCLE_BACKEND_UNKNOWN", C, "Неизвестная схема EMD_LIFECYCLE_STORE"),
+    ("SCHEMA_BROKEN", C, "Схема СЭМД в поставке повреждена: переустановить"),
+    ("SCHEMATRON_ENGINE_ERROR", C, "Правила Schematron не выполняются: проверить поставку (saxonche)"),
+    ("SCHEMATRON_UNSUPPORTED", C, "Правила Schematron этого вида не поддерживаются"),
+    # --- talking to ИПС / РЭМД (sender, status) ---------------------------------------------------------
+    ("CONNECT_ERROR", T, _WAIT),
+    ("TIMEOUT", T, _WAIT),
+    ("CONNECTION_RESET", T, _WAIT),
+    ("HTTP_CLIENT_ERROR", T, _WAIT),
+    ("CIRCUIT_OPEN", T, _WAIT),
+    ("RATE_LIMIT", T, "ИПС ограничила частоту запросов: повтор не раньше чем через минуту"),
+    ("REMD_TRANSIENT", T, _WAIT),
+    ("MALFORMED_ANSWER", T, _BAD_ANSWER),
+    ("REMD_ERROR_WITHOUT_CODE", D, _BAD_ANSWER),
+    ("REMD_REJECTED", D, "РЭМД отклонил документ: см. код и сообщение РЭМД"),
+    ("SOAP_FAULT", D, "ИПС ответила SOAP Fault: см. код; при повторении обратиться в СТП ЕГИСЗ с MessageID"),
+    ("REQUEST_BUILD_FAILED", D, "Запрос registerDocument не собран из события: проверить данные документа"),
+    ("RETRIES_EXHAUSTED", T, "Попытки исчерпаны: проверить доступность ИПС; с MessageID обратиться в СТП ЕГИСЗ"),
+    ("REGISTRY_LOOKUP_FAILED", T, _WAIT),
+    ("REGISTRATION_UNCONFIRMED", T, "РЭМД ещё не показывает регистрацию документа: ждать"),
+    ("CALLBACK_UNCORRELATED", T, "Обратный вызов не сопоставлен ни с одним документом: проверить MessageID"),
+    ("NO_ACKNOWLEDGMENT", T, "Нет ответа РЭМД и документ не найден поиском: передать MessageID в СТП ЕГИСЗ"),
+    ("SOAP_NOT_ENVELOPE", D, _BAD_ANSWER),
+    ("SOAP_EMPTY_BODY", D, _BAD_ANSWER),
+    ("SOAP_UNEXPECTED", D, _BAD_ANSWER),
+    ("SOAP_MISSING_ELEMENT", D, _BAD_ANSWER),
+    ("SOAP_UNEXPECTED_ELEMENT", D, _BAD_ANSWER),
+    ("SOAP_BAD_BASE64", D, _BAD_ANSWER),
+    ("SOAP_CHECKSUM_MISMATCH", D, _BAD_ANSWER),
+    ("WSS_MISSING", D, "Сообщение не подписано WS-Security"),
+    ("WSS_MALFORMED", D, "Подпись WS-Security не разобрана"),
+    ("WSS_SIGNATURE_INVALID", D, "Подпись WS-Security не проверяется: возможно, подделка"),
+    ("WSS_DIGEST_MISMATCH", D, "Подписанные части сообщения изменены: возможно, подделка"),
+    ("WSS_NOT_COVERED", D, "Подпись WS-Security не покрывает тело или заголовки"),
+    ("WSS_EXPIRED", D, "Метка времени WS-Security устарела: возможно, повтор старого сообщения"),
+    ("WSS_UNTRUSTED_CERTIFICATE", C, "Сертификат ИПС не из закреплённых (EMD_IPS_CERTIFICATES)"),
+    # --- our own state and stores ---------------------------------------------------------------------
+    ("LIFECYCLE_STORE_UNAVAILABLE", T, "База жизненного цикла недоступна: проверить PostgreSQL"),
+    ("DESK_STORE_UNAVAILABLE", T, "База службы поддержки (состояния клиник) недоступна: проверить PostgreSQL"),
+    ("DOCUMENT_STORE_UNAVAILABLE", T, "Хранилище документов (claim-check) недоступно: проверить S3/диск"),
+    ("PUBLISH_FAILED", T, "Брокер Kafka не подтвердил запись: повторить публикацию"),
+    ("LIFECYCLE_CONFLICT", I, "Переход состояния запрещён: документ уже обработан другой репликой"),
+    ("SIGNED_EVENT_MISSING", I, _BUG),
+    ("UNEXPECTED_ERROR", I, _BUG),
+    # the base classes' own reasons (raised without a specific one)
+    ("TRANSIENT_ERROR", T, _WAIT),
+    ("PERMANENT_ERROR", D, "См. сообщение"),
+)
+
+REASONS: dict[str, Reason] = {code: Reason(code, category, hint) for code, category, hint in _TABLE}
+
+
+def reason_info(code: str | None) -> Reason | None:
+    """The catalogue entry of ``code`` (``HTTP_503``, ``HTTP_404``… by their status class), or ``None``."""
+    if not code:
+        return None
+    if code in REASONS:
+        return REASONS[code]
+    if code.startswith("HTTP_") and code[5:].isdigit():
+        status = int(code[5:])
+        if status >= 500 or status in (408, 429):
+            return Reason(code, "transient", _WAIT)
+        return Reason(code, "configuration", "Проверить remd.endpoint организации и доступ ИС к ИПС")
+    return None

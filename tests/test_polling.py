@@ -1,0 +1,84 @@
+"""services.pipeline.polling: the deadline scanner and the registry poll, without Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from services import lifecycle as lc
+from services.dev.config import write_dev_config
+from services.messaging import topology
+from services.messaging.records import Record
+from services.pipeline.organizations import load_organizations
+from services.pipeline.polling import DeadlineScanner, RegistryPoller, deadline_of
+from services.remd import soap
+from services.remd.transport import Transports
+
+ORG = "1.2.643.5.1.13.13.12.2.77.7831"
+M1 = "11111111-1111-4111-8111-111111111111"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = lc.open_store(tmp_path)
+    s.register("doc-1", organization=ORG, kind="119", signed_event=b"{}")
+    s.record_attempt("doc-1", M1, endpoint="http://ips")
+    s.mark_accepted("doc-1", message_id=M1, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    yield s
+    s.close()
+
+
+def as_record(out) -> Record:
+    return Record(topic=out.topic, partition=0, offset=0, key=out.key, value=out.value, timestamp_ms=0,
+                  headers={k: v.encode() if isinstance(v, str) else v for k, v in out.headers.items()})
+
+
+def test_an_overdue_document_gets_one_deadline_record_keyed_by_its_message_id(store):
+    """A document accepted longer ago than the timeout gets a deadline record on the callbacks topic, once."""
+    scanner = DeadlineScanner(store=store, timeout=3600)
+    [out] = asyncio.run(scanner.tick())
+    assert (out.topic, out.key) == (topology.CALLBACKS.name, M1)
+    assert deadline_of(as_record(out)) == "doc-1"
+    assert asyncio.run(scanner.tick()) == []  # already asked: not again while it is still overdue
+
+
+def test_a_document_within_its_timeout_or_decided_gets_none(store):
+    """Nothing is written before the timeout, nor for a document decided meanwhile."""
+    assert asyncio.run(DeadlineScanner(store=store, timeout=3 * 3600).tick()) == []
+    store.mark_registered("doc-1", "16.62.1")
+    assert asyncio.run(DeadlineScanner(store=store, timeout=60).tick()) == []
+
+
+def test_a_real_callback_is_not_a_deadline():
+    """A record without the deadline header is a callback."""
+    assert deadline_of(Record(topic="t", partition=0, offset=0, key="k", value=b"<x/>", timestamp_ms=0,
+                              headers={})) is None
+
+
+class FakeTransport:
+    name = "ips"
+
+    def __init__(self, item):
+        self.item, self.asked = item, []
+
+    async def lookup(self, request):
+        self.asked.append(request)
+        return self.item
+
+    async def aclose(self):
+        pass
+
+
+def test_the_poll_asks_through_the_organisations_transport_as_its_information_system(tmp_path, store):
+    """RegistryPoller asks the organisation's endpoint, with its clientEntityId and ИС key, for this document."""
+    config = load_organizations(write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://ips.test/emdr"))
+    transport = FakeTransport(soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1"))
+    poll = RegistryPoller(config=config, transports=Transports(preset={"ips": transport}))
+    item = asyncio.run(poll(store.get("doc-1")))
+    assert item.emdr_id == "16.62.9"
+    [request] = transport.asked
+    assert (request.local_uid, request.organization, request.kind, request.endpoint, request.client_entity_id) == (
+        "doc-1", ORG, "119", "http://ips.test/emdr", "dev-mis-1")
+    assert request.since <= dt.date.today() <= request.until and request.key is not None
