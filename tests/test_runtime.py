@@ -11,8 +11,9 @@ from kafka import KafkaProducer
 from services.config import Settings
 from services.errors import PermanentError, TransientError
 from services.messaging import deadletter as dl
+from services.messaging.heartbeat import check_health
 from services.messaging.records import Output, Record
-from services.messaging.runtime import RetryPolicy, Stage, Ticker, check_health
+from services.messaging.runtime import RetryPolicy, Stage, Ticker
 from services.messaging.topology import Topic, ensure_topics
 from services.pipeline.status import dead_letter_status
 from tests.kafka_helpers import read_all, wait_until

@@ -10,7 +10,7 @@ import sys
 from services.config import Settings
 from services.errors import ConfigurationError
 from services.logs import configure, get_logger
-from services.messaging.runtime import check_health
+from services.messaging.heartbeat import check_health
 
 #: stage name → "module:factory"; a factory takes Settings and returns a services.messaging.runtime.Stage
 WORKERS = {

@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import random
 import signal
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -47,6 +44,8 @@ from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import lag
 from services.messaging.clients import aio_consumer_config, start_producer
+from services.messaging.heartbeat import heartbeat_path, write_heartbeat
+from services.messaging.offsets import PartitionTracker
 from services.messaging.records import Output, Record
 from services.reasons import reason_info
 
@@ -101,37 +100,6 @@ class Ticker:
         return self.stale_after if self.stale_after is not None else 3 * self.interval
 
 
-class _PartitionTracker:
-    """Offsets handed out on one partition and which are done; the commit position is the first not done."""
-
-    def __init__(self) -> None:
-        self.pending: deque[list[Any]] = deque()  # [offset, done, timestamp_ms]
-        self.committed: int | None = None
-        self.position: int | None = None  # one past the highest offset fully done
-        self.waiting: tuple[int, int] | None = None  # (offset, timestamp_ms) of a retry record not yet due
-
-    def add(self, offset: int, timestamp_ms: int = 0) -> list[Any]:
-        entry = [offset, False, timestamp_ms]
-        self.pending.append(entry)
-        if self.waiting is not None and self.waiting[0] <= offset:
-            self.waiting = None
-        return entry
-
-    def oldest_unprocessed(self) -> tuple[int, int] | None:
-        """(offset, timestamp_ms) of the first record handed out and not done, or of the record waiting."""
-        first = next((e for e in self.pending if not e[1]), None)
-        return (first[0], first[2]) if first is not None else self.waiting
-
-    def advance(self) -> int | None:
-        while self.pending and self.pending[0][1]:
-            self.position = self.pending.popleft()[0] + 1
-        return self.position
-
-    @property
-    def in_flight(self) -> int:
-        return sum(1 for e in self.pending if not e[1])
-
-
 class Stage:
     """A pipeline stage: one consumer group, one handler, its dead-letter topic and optional retry tiers.
 
@@ -176,7 +144,7 @@ class Stage:
         self._ticked: dict[str, float] = {}  # ticker name → time of its last successful tick
         self.concurrency = settings.worker_concurrency
         self._stopping = asyncio.Event()
-        self._trackers: dict[TopicPartition, _PartitionTracker] = {}
+        self._trackers: dict[TopicPartition, PartitionTracker] = {}
         self._key_tails: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
@@ -184,7 +152,7 @@ class Stage:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self.metrics_server: metrics.MetricsServer | None = None
-        self.health_file = Path(settings.data_dir) / "health" / f"{name}.json"
+        self.health_file = heartbeat_path(settings, name)
         self._last_poll = time.time()
         self._last_heartbeat_write = 0.0
 
@@ -298,7 +266,7 @@ class Stage:
         if wait <= 0:
             return False
         assert self._consumer is not None
-        self._trackers.setdefault(tp, _PartitionTracker()).waiting = (raw.offset, raw.timestamp)
+        self._trackers.setdefault(tp, PartitionTracker()).waiting = (raw.offset, raw.timestamp)
         self._consumer.seek(tp, raw.offset)
         self._consumer.pause(tp)
         self._paused_until[tp] = time.time() + wait
@@ -313,7 +281,7 @@ class Stage:
                     self._consumer.resume(tp)
 
     def _dispatch(self, tp: TopicPartition, raw: Any) -> None:
-        tracker = self._trackers.setdefault(tp, _PartitionTracker())
+        tracker = self._trackers.setdefault(tp, PartitionTracker())
         entry = tracker.add(raw.offset, raw.timestamp)
         record = Record(topic=raw.topic, partition=raw.partition, offset=raw.offset,
                         key=raw.key.decode("utf-8", "replace") if raw.key is not None else None,
@@ -512,7 +480,7 @@ class Stage:
         self._joined = True
         metrics.REBALANCES.labels(self.name).inc()
         for tp in assigned:
-            self._trackers[tp] = _PartitionTracker()  # positions come from the committed offsets
+            self._trackers[tp] = PartitionTracker()  # positions come from the committed offsets
         log.info("partitions assigned", stage=self.name, count=len(assigned))
 
     # ----------------------------------------------------------------------------- health
@@ -522,7 +490,7 @@ class Stage:
             now_ms = int(time.time() * 1000)
             lags = {}
             for tp in self._consumer.assignment():
-                tracker = self._trackers.get(tp) or _PartitionTracker()
+                tracker = self._trackers.get(tp) or PartitionTracker()
                 end = self._consumer.last_stable_offset(tp) or self._consumer.highwater(tp)
                 lags[(tp.topic, tp.partition)] = lag.partition_lag(
                     end=end, oldest=tracker.oldest_unprocessed(), done_position=tracker.advance(), now_ms=now_ms)
@@ -534,15 +502,8 @@ class Stage:
         if now - self._last_heartbeat_write < 2:
             return
         self._last_heartbeat_write = now
-        try:
-            self.health_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.health_file.with_suffix(".tmp")
-            ok, text = self.health()
-            tmp.write_text(json.dumps({"stage": self.name, "time": now, "in_flight": len(self._tasks), "ok": ok,
-                                       "health": text}))
-            tmp.replace(self.health_file)
-        except OSError as exc:
-            log.warning("cannot write health file", path=str(self.health_file), error=str(exc))
+        ok, text = self.health()
+        write_heartbeat(self.health_file, stage=self.name, at=now, in_flight=len(self._tasks), ok=ok, health=text)
 
     def health(self) -> tuple[bool, str]:
         """Liveness: the poll loop is turning and every periodic job succeeds. (Kafka or РЭМД being down is
@@ -594,18 +555,3 @@ def _ids(exc: BaseException) -> list[str]:
     if details.get("message_id"):
         ids.append(details["message_id"])
     return ids
-
-
-def check_health(settings: Settings, stage: str) -> tuple[bool, str]:
-    """``emd worker NAME --check``: is the stage's heartbeat file fresh? (an exec liveness probe)"""
-    path = Path(settings.data_dir) / "health" / f"{stage}.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False, f"{stage}: no heartbeat at {path}"
-    age = time.time() - float(data.get("time", 0))
-    if age > settings.health_max_idle_seconds:
-        return False, f"{stage}: last heartbeat {age:.0f}s ago (limit {settings.health_max_idle_seconds:.0f}s)"
-    if data.get("ok") is False:
-        return False, f"{stage}: unhealthy: " + " | ".join(str(data.get("health", "")).strip().splitlines())
-    return True, f"{stage}: ok, heartbeat {age:.1f}s ago, {data.get('in_flight', 0)} in flight"
