@@ -116,6 +116,7 @@ class _Publisher:
 
     def __init__(self, bootstrap: str, data_dir: Path, samples: Path, inline_limit: int | None, log: Path,
                  env: dict[str, str]) -> None:
+        from services.dev.supervisor import child_environment
         from services.messaging.broker import die_with_parent
 
         argv = [sys.executable, "-m", "services.dev.publisher", bootstrap, str(data_dir), str(samples)]
@@ -123,7 +124,7 @@ class _Publisher:
             argv += ["--inline-limit", str(inline_limit)]
         with open(log, "ab") as err:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                            env={**os.environ, **env}, preexec_fn=die_with_parent, text=True)
+                                            env=child_environment(env), preexec_fn=die_with_parent, text=True)
         self.cpu_seconds = 0.0
         self.last_seconds = 0.0
 

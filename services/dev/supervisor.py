@@ -34,6 +34,11 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
 
+def child_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment a child process of the dev tooling gets: ours, with ``extra`` on top."""
+    return {**os.environ, **extra}
+
+
 class Supervisor:
     """Start named commands, watch them, stop them all.
 
@@ -44,7 +49,7 @@ class Supervisor:
     def __init__(self, *, log_dir: Path, base_env: dict[str, str] | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.base_env = {**os.environ, **(base_env or {})}
+        self.base_env = child_environment(base_env or {})
         self.children: dict[str, Child] = {}
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
