@@ -101,6 +101,9 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("MCHD_REVOCATION_UNAVAILABLE", T, "Список отозванных МЧД недоступен: проверить файл, затем повторить"),
     ("CLINIC_NOT_PROMOTED", C, "Клиника не переведена в промышленный контур: проверить её (emd clinic test), "
      "перевести (emd clinic promote), затем emd dlq replay --reason CLINIC_NOT_PROMOTED"),
+    ("ONBOARDING_REFUSED", C, "Переход клиники не разрешён: сначала успешная проверка на тестовом контуре "
+     "(emd clinic test), затем emd clinic promote"),
+    ("NO_SAMPLE", C, "Нет документа для проверочной отправки: указать его (emd clinic test OID --document F)"),
     ("REMD_NOT_CONFIGURED", C, "У организации нет настроек РЭМД (endpoint, ключ ИС, clientEntityId, callback_url)"),
     ("CONFIGURATION_ERROR", C, "Ошибка конфигурации: см. сообщение"),
     ("LIFECYCLE_BACKEND_UNKNOWN", C, "Неизвестная схема EMD_LIFECYCLE_STORE"),
