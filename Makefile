@@ -14,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
 IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install system-deps run test bench lint clean image manifests
+.PHONY: install system-deps run test bench lint clean image manifests screenshot
 
 install: $(STAMP) system-deps
 
@@ -66,6 +66,10 @@ image:
 
 manifests: install
 	@$(PY) -m services.dev.manifests
+
+# the live Prometheus test, keeping its screenshot of the throughput graph as docs/images/prometheus-throughput.png
+screenshot: install
+	@EMD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_prometheus_live.py
 
 clean:
 	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache
