@@ -326,3 +326,25 @@ def test_status_without_warnings_has_no_warnings_field(store):
     """A plain success callback gives a registered status without a warnings field."""
     status = events.decode(run(callback(), store)[1].value, events.STATUS)["data"]
     assert "warnings" not in status
+
+
+class RegisteredByAnotherReplica:
+    """A lifecycle store in which another status replica registers the document just before this one decides."""
+
+    def __init__(self, store, emdr_id):
+        self.store, self.emdr_id = store, emdr_id
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def mark_failed(self, local_uid, **kw):
+        self.store.mark_registered(local_uid, self.emdr_id)
+        return self.store.mark_failed(local_uid, **kw)  # refused: registered is final
+
+
+def test_a_lifecycle_conflict_with_another_replica_is_not_dead_lettered(store):
+    """A rejection callback for a document another replica registered meanwhile emits nothing: no dead letter,
+    no "rejected" status; the registration stands."""
+    outs = run(callback(errors=[RemdError("PERSON_NOT_FOUND", "x")]), RegisteredByAnotherReplica(store, "16.62.5"))
+    assert outs == []
+    assert store.get("doc-1").state == lc.REGISTERED and store.get("doc-1").emdr_id == "16.62.5"

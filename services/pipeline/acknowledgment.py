@@ -180,12 +180,29 @@ def _wait_defer(waited: float, cap: float) -> float:
     return min(cap, 1.0 + waited / 10)
 
 
+def _decided_elsewhere(conflict: lc.LifecycleConflict, **where: Any) -> list[Output]:
+    """Another replica moved the document while this one decided (a redelivery after a rebalance): its
+    decision stands and it emitted the outputs; two different emdrIds for one localUid are worth a look."""
+    log.warning("lifecycle conflict: already decided by another replica", conflict=conflict.message, **where)
+    return []
+
+
 def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float = 24 * 3600.0,
                 retry_delay: float = 60.0, environments: Environments, group: str = "emd-status",
                 registry_lookup: RegistryLookup | None = None) -> list[Output]:
     """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
     registered (``TransientError`` when it cannot be asked now); without it a duplicate registration is
     never confirmed and waits for the deadline poll."""
+    try:
+        return _on_callback(raw, store=store, received_ms=received_ms, pending_limit=pending_limit,
+                            retry_delay=retry_delay, environments=environments, group=group,
+                            registry_lookup=registry_lookup)
+    except lc.LifecycleConflict as conflict:
+        return _decided_elsewhere(conflict)
+
+
+def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float, retry_delay: float,
+                 environments: Environments, group: str, registry_lookup: RegistryLookup | None) -> list[Output]:
     result = soap.parse_register_result(raw)
     callback_id = normalize_message_id(result.headers.message_id) or "?"
     waited = time.time() - received_ms / 1000
@@ -317,7 +334,11 @@ async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
-    return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environments=environments, group=group)
+    try:
+        return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environments=environments,
+                                       group=group)
+    except lc.LifecycleConflict as conflict:
+        return _decided_elsewhere(conflict, local_uid=local_uid)
 
 
 def _after_poll(local_uid: str, item: Any, *, store: Any, environments: Environments, group: str) -> list[Output]:
