@@ -63,6 +63,8 @@ class FakeMis:
     def __init__(self, key, certificate, emulator_certificate):
         self.key, self.certificate, self.emulator_certificate = key, certificate, emulator_certificate
         self.files: dict[str, bytes] = {}
+        self.registered: dict[str, str] = {}       # emdrId → localUid, learnt from success callbacks
+        self.raw_callbacks: list[bytes] = []
         self.callbacks: list[soap.RegisterResult] = []
         self.file_requests: list[str] = []
         self.fail_callbacks = 0          # answer this many callbacks with HTTP 503 first
@@ -97,17 +99,26 @@ class FakeMis:
         op = etree.QName(root.find(".//{*}Body")[0]).localname
         if op == n.GET_DOCUMENT_FILE:
             req = soap.parse_file_request(body)
+            uid = req.local_uid or self.registered.get(req.emdr_id)
             with self.cond:
-                self.file_requests.append(req.local_uid)
+                self.file_requests.append(req.local_uid or f"emdrId:{req.emdr_id}")
                 self.events.append(f"file:{req.local_uid}")
-            return 200, soap.build_file_response(relates_to=req.headers.message_id, data=self.files[req.local_uid],
-                                                 key=self.key, certificate=self.certificate)
+            if uid is None:
+                return 500, soap.build_fault(code="Client", reason=f"document [{req.emdr_id}] is not known",
+                                             detail_code="DOCUMENT_NOT_FOUND", key=self.key,
+                                             certificate=self.certificate, soap_version=req.headers.soap_version)
+            return 200, soap.build_file_response(relates_to=req.headers.message_id, data=self.files[uid],
+                                                 key=self.key, certificate=self.certificate,
+                                                 soap_version=req.headers.soap_version)
         result = soap.parse_register_result(body)
         with self.cond:
             if self.fail_callbacks > 0:
                 self.fail_callbacks -= 1
                 return 503, b"busy"
             self.callbacks.append(result)
+            self.raw_callbacks.append(body)
+            if result.registered:
+                self.registered[result.registry_item.emdr_id] = result.local_uid
             self.events.append(f"callback:{result.status}")
             self.cond.notify_all()
         return 200, soap.build_callback_ack(relates_to=result.headers.message_id, key=self.key,
@@ -338,6 +349,71 @@ def test_not_unique_provided_id_on_second_registration(world, pki):
     assert second.status == "error" and second.errors[0].code == "NOT_UNIQUE_PROVIDED_ID"
     assert first.registry_item.emdr_id in second.errors[0].message
     assert len(emu.registry.records()) == 1
+
+
+def test_changed_bytes_under_a_registered_local_uid_are_refused_in_plain_words(world, pki):
+    """Other bytes under a localUid already registered are NOT_UNIQUE_PROVIDED_ID whose message says the content
+    differs and a changed СЭМД needs a new localUid (a resend of the same bytes is told apart)."""
+    emu, mis = world()
+    first = make_document("doc-edited")
+    send(emu, mis, pki, "doc-edited", data=first)
+    mis.wait_callbacks(1)
+    edited = first.replace(b"</ClinicalDocument>", b"<!-- edited --></ClinicalDocument>")
+    mis.files["doc-edited"] = edited
+    send(emu, mis, pki, "doc-edited", data=edited, reg=make_registration(edited, pki))
+    _, second = mis.wait_callbacks(2)
+    assert [e.code for e in second.errors] == ["NOT_UNIQUE_PROVIDED_ID"]
+    assert "другим содержимым" in second.errors[0].message and "новым localUid" in second.errors[0].message
+    mis.files["doc-edited"] = first
+    send(emu, mis, pki, "doc-edited", data=first)
+    *_, third = mis.wait_callbacks(3)
+    assert third.errors[0].code == "NOT_UNIQUE_PROVIDED_ID" and "другим содержимым" not in third.errors[0].message
+
+
+def test_local_uid_is_unique_per_information_system(world, pki):
+    """The same localUid registered by another information system is its own registration, not a duplicate."""
+    emu, mis = world()
+    data = make_document("doc-shared-uid")
+    send(emu, mis, pki, "doc-shared-uid", data=data)
+    [mine] = mis.wait_callbacks(1)
+    emu.add_system(System.of("other", [pki["other_is"][1]]))
+    other = FakeMis(*pki["other_is"], emu.certificate)
+    try:
+        send(emu, other, pki, "doc-shared-uid", data=data, client="other", key=pki["other_is"][0],
+             certificate=pki["other_is"][1])
+        [theirs] = other.wait_callbacks(1)
+    finally:
+        other.close()
+    assert mine.registered and theirs.registered
+    assert mine.registry_item.emdr_id != theirs.registry_item.emdr_id and len(emu.registry.records()) == 2
+
+
+def test_ips_variants_scenario_sends_every_shape_and_asks_again_by_emdr_id(world, pki):
+    """ips-variants: a few registrations' callbacks come in SOAP 1.1 and 1.2, with unprefixed WS-Addressing, both
+    anonymous URIs, every relatesToMessage spelling (each normalising to the request's MessageID), kind forms,
+    registrationDate and ...DateTime, warnings; each registered document is then asked for by emdrId and served
+    exactly its registered bytes."""
+    from services.emulator.variants import DIMENSIONS
+
+    emu, mis = world("ips-variants")
+    count = max(len(options) for options in DIMENSIONS.values())
+    sent = [send(emu, mis, pki, f"doc-variant-{i}")[1] for i in range(count)]
+    callbacks = mis.wait_callbacks(count)
+    assert all(cb.registered for cb in callbacks)
+    assert {normalize_message_id(cb.relates_to_message) for cb in callbacks} == set(sent)
+    assert len({cb.relates_to_message for cb in callbacks}) == count  # spelled differently each time
+    raw = b"".join(mis.raw_callbacks)
+    assert n.NS_SOAP11.encode() in raw and n.NS_SOAP12.encode() in raw
+    assert f'xmlns="{n.NS_WSA}"'.encode() in raw and n.WSA_ANONYMOUS_2004.encode() in raw
+    kind = callbacks[0].kind
+    assert {cb.kind for cb in callbacks} == {kind} and f'kind code="{kind}"'.encode() in raw and b"<cb:kind><cb:code>" in raw
+    assert n.REGISTRATION_DATE.encode() + b">" in raw and n.REGISTRATION_DATE_TIME.encode() in raw
+    assert any(cb.registry_item.warnings for cb in callbacks) and any(cb.document_status for cb in callbacks)
+    entries = emu.registry.requests(operation="registerDocument")
+    assert emu.registry.wait_for(lambda r: all(e.later_pull not in (None, "pending") for e in entries),
+                                 timeout=WAIT)
+    assert [e.later_pull for e in entries] == ["ok"] * count
+    assert sum(1 for f in mis.file_requests if f.startswith("emdrId:")) >= count
 
 
 def test_patient_snils_mismatch(world, pki):

@@ -228,3 +228,20 @@ def test_a_lifecycle_conflict_with_another_replica_is_not_a_failure(config, stor
     sent = events.decode(outs[0].value, events.SENT)["data"]["submission"]
     assert sent["messageId"] == "99999999-9999-4999-8999-999999999999"
     assert json.loads(outs[1].value)["data"]["status"] == "sent"
+
+
+def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config, store):
+    """A signed event whose document differs from the one first held under its localUid (registered or not) is
+    dead-lettered LOCAL_UID_REUSED saying a changed СЭМД needs a new localUid; nothing is sent."""
+    t = FakeTransport(store=store)
+    s = _submitter(config, store, t)
+    asyncio.run(s.handle(_record()))
+    store.mark_registered("doc-1", "16.62.26.11.000000002")
+    data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
+    data["document"] = dict(data["document"], sha256="0" * 64)
+    changed = Record(topic=topology.SIGNED.name, partition=0, offset=1, key="doc-1", headers={}, timestamp_ms=0,
+                     value=events.encode(events.new_event(events.SIGNED, data, source="test")))
+    with pytest.raises(PermanentError) as exc:
+        asyncio.run(s.handle(changed))
+    assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
+    assert "16.62.26.11.000000002" in exc.value.message and "new localUid" in exc.value.message

@@ -8,16 +8,23 @@
    the registration fails with MIS_NOT_AVAILABLE / MIS_ERROR; a SOAP Fault gives RMIS_ERROR, a bad
    signature or checksum GET_DOCUMENT_FILE_ERROR, a wrong RelatesTo WRONG_MESSAGE_ID.
 2. ``checks.check_document`` over exactly those bytes, then the scenario's rejections.
-3. Registration in the :class:`~services.emulator.registry.Registry` (NOT_UNIQUE_PROVIDED_ID if taken).
+3. Registration in the :class:`~services.emulator.registry.Registry`: a localUid is unique per
+   information system; taken → NOT_UNIQUE_PROVIDED_ID, whose message says in plain words whether this is
+   the registered document again or different bytes under its localUid (a changed СЭМД needs a new one).
 4. ``registerDocumentResult`` (signed, SOAP 1.1) POSTed to ReplyTo, retried with exponential backoff
    while the МИС answers 5xx, a SOAP Fault or nothing, at most ``callback_attempts`` times. Every
    attempt is logged on the request entry; an acknowledgement that is unsigned or lacks the right
    ``wsa:RelatesTo`` is accepted but noted (``ack_problem``), since real ИПС insists on both.
+
+With ``variants`` (the ``ips-variants`` scenario) each registration's file requests and callback take the
+shape :func:`services.emulator.variants.shape_for` gives it, and a registered document is asked for again
+later by its emdrId (``later_pull`` on the entry: ok, different_bytes, a code, or gave_up).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +35,7 @@ from services.emulator import checks
 from services.emulator.faults import Decision, rejection_for
 from services.emulator.registry import Registry, RequestEntry
 from services.emulator.systems import System
+from services.emulator.variants import LaterRequests, Shape, shape_for, shaped_result, spell
 from services.errors import PermanentError
 from services.ids import new_message_id, normalize_message_id
 from services.logs import get_logger
@@ -58,7 +66,8 @@ class Processor:
 
     def __init__(self, *, registry: Registry, key: Any, certificate: Any, stop: threading.Event,
                  rejection_rate: float = 0.0, http_timeout: float = 10.0, file_attempts: int = 3,
-                 callback_attempts: int = 6, backoff: float = 0.5, backoff_max: float = 30.0) -> None:
+                 callback_attempts: int = 6, backoff: float = 0.5, backoff_max: float = 30.0,
+                 variants: bool = False, later_pull_delay: float = 2.0, later_pull_attempts: int = 8) -> None:
         self.registry = registry
         self.key, self.certificate = key, certificate
         self.stop = stop
@@ -67,6 +76,10 @@ class Processor:
         self.file_attempts = file_attempts
         self.callback_attempts = callback_attempts
         self.backoff, self.backoff_max = backoff, backoff_max
+        #: ips-variants: each registration's messages in its own Shape, and a later file request by emdrId
+        self.variants = variants
+        self.later = LaterRequests(stop)
+        self.later_pull_delay, self.later_pull_attempts = later_pull_delay, later_pull_attempts
         self.log = get_logger(__name__)
         # One client for every pull and callback, shared by the worker threads (httpx.Client is thread-safe):
         # a client per request built a new TLS context each time, ~40 ms of CPU, most of a document's cost here.
@@ -99,7 +112,8 @@ class Processor:
         reg = job.request.registration
         headers = job.request.headers
         late = job.decision.callbacks.get("callback_late")
-        data_or_error = self._pull_file(job)
+        shape = shape_for(job.entry.seq) if self.variants else Shape()
+        data_or_error = self._pull_file(job, shape)
         if isinstance(data_or_error, RemdError):
             errors = [data_or_error]
         else:
@@ -113,15 +127,13 @@ class Processor:
                     errors = [forced] if forced else []
         record = None
         if not errors:
-            record = self.registry.register(
+            digest = hashlib.sha256(data_or_error).hexdigest()
+            record, existing = self.registry.register(
                 local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind,
                 message_id=normalize_message_id(headers.message_id), client_entity_id=job.system.client_entity_id,
-                patient_snils=reg.patient.snils)
+                patient_snils=reg.patient.snils, digest=digest)
             if record is None:
-                existing = self.registry.lookup(reg.organization, reg.local_uid)
-                errors = [RemdError("NOT_UNIQUE_PROVIDED_ID",
-                                    f"Документ с идентификатором [{reg.local_uid}] уже зарегистрирован "
-                                    f"[{existing.emdr_id if existing else '?'}]")]
+                errors = [_not_unique(reg.local_uid, existing, same_content=existing.digest == digest)]
         if record is not None:
             result = RegisterResult(
                 relates_to_message=headers.message_id or "", status=n.STATUS_SUCCESS, local_uid=reg.local_uid,
@@ -136,57 +148,88 @@ class Processor:
                                     local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
                                     errors=tuple(errors))
             self.registry.update(job.entry, outcome="error", codes=[e.code for e in errors])
+        if self.variants:
+            result = shaped_result(result, shape, creation_date_time=reg.creation_date_time)
 
         if late is not None and self.stop.wait(late.delay):
             return
         if "callback_lost" in job.decision.callbacks:
             self.registry.append(job.entry, "callbacks", {"kind": "lost", "at": _now(), "delivered": False})
         else:
-            self._deliver(job, result, kind="result")
+            self._deliver(job, result, kind="result", shape=shape)
             if "callback_duplicate" in job.decision.callbacks:
-                self._deliver(job, result, kind="duplicate")
+                self._deliver(job, result, kind="duplicate", shape=shape)
             if "callback_out_of_order" in job.decision.callbacks and record is not None:
                 stale = RegisterResult(relates_to_message=result.relates_to_message, status=n.STATUS_ERROR,
                                        local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
                                        errors=(RemdError("RUNTIME_ERROR", "Непредвиденная ошибка"),))
-                self._deliver(job, stale, kind="stale")
+                self._deliver(job, stale, kind="stale", shape=shape)
+        if self.variants and record is not None:
+            self._ask_later(job, record.emdr_id, data_or_error, shape)
         self.registry.update(job.entry, finished_at=dt.datetime.now(dt.UTC))
 
     # --- getDocumentFile -----------------------------------------------------------------------
 
-    def _pull_file(self, job: Job) -> bytes | RemdError:
-        reply_to = job.request.headers.reply_to or ""
-        local_uid = job.request.registration.local_uid
+    def _pull_file(self, job: Job, shape: Shape) -> bytes | RemdError:
         last: RemdError = RemdError("MIS_NOT_AVAILABLE", "Сервис предоставляющей системы недоступен")
         for attempt in range(1, self.file_attempts + 1):
-            message_id = new_message_id()
-            body = soap.build_file_request(local_uid=local_uid, to=reply_to, key=self.key,
-                                           certificate=self.certificate, reply_to=n.WSA_ANONYMOUS,
-                                           message_id=message_id)
-            note: dict[str, Any] = {"attempt": attempt, "at": _now(), "message_id": message_id}
-            try:
-                response = self._client().post(reply_to, content=body,
-                                               headers=envelope.http_headers("1.2", action=n.ACTION_GET_DOCUMENT_FILE))
-            except httpx.HTTPError as exc:
-                note.update(outcome="connection_error", error=type(exc).__name__)
-                self.registry.append(job.entry, "file_requests", note)
-                last = RemdError("MIS_NOT_AVAILABLE", f"Сервис предоставляющей системы недоступен: {type(exc).__name__}")
+            outcome = self._request_file(job, shape, attempt, local_uid=job.request.registration.local_uid)
+            if outcome is None or (isinstance(outcome, RemdError) and outcome.code in _RETRIED):
+                last = outcome or last
                 if self.stop.wait(self._delay(attempt)):
                     return last
                 continue
-            note["http_status"] = response.status_code
-            if response.status_code >= 500 and not _is_fault(response.content):
-                note["outcome"] = "http_error"
-                self.registry.append(job.entry, "file_requests", note)
-                last = RemdError("MIS_ERROR", f"Сервис предоставляющей системы вернул HTTP {response.status_code}")
-                if self.stop.wait(self._delay(attempt)):
-                    return last
-                continue
-            outcome = self._read_file(response.content, job.system, message_id)
-            note["outcome"] = "ok" if isinstance(outcome, bytes) else outcome.code
-            self.registry.append(job.entry, "file_requests", note)
             return outcome
         return last
+
+    def _request_file(self, job: Job, shape: Shape, attempt: int, **key: str) -> bytes | RemdError | None:
+        """One getDocumentFile (by ``local_uid=`` or ``emdr_id=``), noted on the entry; None: nobody answered."""
+        reply_to = job.request.headers.reply_to or ""
+        message_id = spell(new_message_id(), shape.spelling)
+        body = soap.build_file_request(to=reply_to, key=self.key, certificate=self.certificate,
+                                       reply_to=shape.reply_to or n.WSA_ANONYMOUS, message_id=message_id,
+                                       soap_version=shape.file_soap_version, wsa_prefix=shape.wsa_prefix, **key)
+        note: dict[str, Any] = {"attempt": attempt, "at": _now(), "message_id": message_id,
+                                "by": "emdrId" if "emdr_id" in key else "localUid"}
+        try:
+            response = self._client().post(reply_to, content=body,
+                                           headers=envelope.http_headers(shape.file_soap_version,
+                                                                         action=n.ACTION_GET_DOCUMENT_FILE))
+        except httpx.HTTPError as exc:
+            note.update(outcome="connection_error", error=type(exc).__name__)
+            self.registry.append(job.entry, "file_requests", note)
+            return None
+        note["http_status"] = response.status_code
+        if response.status_code >= 500 and not _is_fault(response.content):
+            note["outcome"] = "http_error"
+            self.registry.append(job.entry, "file_requests", note)
+            return RemdError("MIS_ERROR", f"Сервис предоставляющей системы вернул HTTP {response.status_code}")
+        outcome = self._read_file(response.content, job.system, message_id)
+        note["outcome"] = "ok" if isinstance(outcome, bytes) else outcome.code
+        self.registry.append(job.entry, "file_requests", note)
+        return outcome
+
+    def _ask_later(self, job: Job, emdr_id: str, registered: bytes, shape: Shape) -> None:
+        """Later, as another ИС would, ask the МИС for the registered document by its emdrId; the bytes must be
+        those registered. Asked again while the МИС does not know the emdrId yet (it learns it from the callback)."""
+        attempts = iter(range(1, self.later_pull_attempts + 1))
+
+        def ask() -> float | None:
+            attempt = next(attempts, None)
+            if attempt is None or self.stop.is_set():
+                self.registry.update(job.entry, later_pull="gave_up")
+                return None
+            outcome = self._request_file(job, shape, attempt, emdr_id=emdr_id)
+            if isinstance(outcome, bytes):
+                self.registry.update(job.entry, later_pull="ok" if outcome == registered else "different_bytes")
+                return None
+            if outcome is None or outcome.code in _RETRIED or "DOCUMENT_NOT_FOUND" in outcome.message:
+                return min(self.backoff_max, self.later_pull_delay * 2 ** (attempt - 1))
+            self.registry.update(job.entry, later_pull=outcome.code)
+            return None
+
+        self.registry.update(job.entry, later_pull="pending")
+        self.later.schedule(self.later_pull_delay, ask)
 
     def _read_file(self, body: bytes, system: System, message_id: str) -> bytes | RemdError:
         try:
@@ -209,17 +252,18 @@ class Processor:
 
     # --- registerDocumentResult ----------------------------------------------------------------
 
-    def _deliver(self, job: Job, result: RegisterResult, *, kind: str) -> bool:
+    def _deliver(self, job: Job, result: RegisterResult, *, kind: str, shape: Shape) -> bool:
         reply_to = job.request.headers.reply_to or ""
         for attempt in range(1, self.callback_attempts + 1):
-            message_id = new_message_id()
+            message_id = spell(new_message_id(), shape.spelling)
             body = soap.build_register_result(result, to=reply_to, key=self.key, certificate=self.certificate,
-                                              message_id=message_id)
+                                              message_id=message_id, **shape.build_options())
             note: dict[str, Any] = {"kind": kind, "attempt": attempt, "at": _now(), "message_id": message_id,
                                     "status": result.status, "delivered": False}
             try:
                 response = self._client().post(reply_to, content=body,
-                                               headers=envelope.http_headers("1.1", action=n.ACTION_REGISTER_DOCUMENT_RESULT))
+                                               headers=envelope.http_headers(shape.soap_version,
+                                                                             action=n.ACTION_REGISTER_DOCUMENT_RESULT))
             except httpx.HTTPError as exc:
                 note["error"] = type(exc).__name__
             else:
@@ -250,6 +294,20 @@ class Processor:
 
     def _delay(self, attempt: int) -> float:
         return min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+
+
+#: what a file request answers when trying again later may help (the МИС's side is unwell)
+_RETRIED = ("MIS_ERROR", "MIS_NOT_AVAILABLE")
+
+
+def _not_unique(local_uid: str, existing: Any, *, same_content: bool) -> RemdError:
+    """NOT_UNIQUE_PROVIDED_ID in plain words: a resend of the registered document, or a changed one."""
+    if same_content:
+        return RemdError("NOT_UNIQUE_PROVIDED_ID", f"Документ с идентификатором [{local_uid}] уже зарегистрирован "
+                                                   f"[{existing.emdr_id}]")
+    return RemdError("NOT_UNIQUE_PROVIDED_ID",
+                     f"Документ с идентификатором [{local_uid}] уже зарегистрирован [{existing.emdr_id}] с другим "
+                     f"содержимым: изменённый СЭМД регистрируется под новым localUid")
 
 
 def _is_fault(body: bytes) -> bool:

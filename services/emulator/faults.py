@@ -240,6 +240,7 @@ class Scenario:
     rules: Sequence[Rule] = ()
     rejection_rate: float = 0.0
     outage: bool = False
+    variants: bool = False               #: messages to the МИС in every shape real ИПС traffic shows
 
 
 def _flaky() -> list[Rule]:
@@ -281,6 +282,11 @@ def scenario(name: str) -> Scenario:
         "outage": lambda: Scenario(
             "outage", "down (HTTP 503 or connection refused) for --outage-seconds from start or from the first "
                       "request, then back to ok", outage=True),
+        "ips-variants": lambda: Scenario(
+            "ips-variants", "every registration's file request and callback in another of the shapes real ИПС "
+                            "traffic shows (SOAP 1.1/1.2, unprefixed WS-Addressing, both anonymous URIs, MessageID "
+                            "spellings, kind forms, registrationDate(Time), warnings), and each registered document "
+                            "asked for again later by its emdrId (services/emulator/variants.py)", variants=True),
         "callback-chaos": lambda: Scenario(
             "callback-chaos", "callbacks lost (10 %), duplicated (20 %), before the sync answer (15 %), late "
                               "(20 %) and followed by a stale error callback (15 %)", rules=_chaos()),
@@ -291,4 +297,4 @@ def scenario(name: str) -> Scenario:
 
 
 #: scenario names in the order ``--list-scenarios`` prints them
-SCENARIOS = ("ok", "flaky", "rejections", "outage", "callback-chaos")
+SCENARIOS = ("ok", "flaky", "rejections", "outage", "callback-chaos", "ips-variants")

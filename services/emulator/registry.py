@@ -38,6 +38,7 @@ class RegistryRecord:
     store_till_date: str
     patient_snils: str | None = None
     document_version: str = "1"
+    digest: str | None = None           #: sha256 of the registered bytes: other bytes under this localUid are refused
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,6 +67,8 @@ class RequestEntry:
     file_requests: list[dict[str, Any]] = field(default_factory=list)
     callbacks: list[dict[str, Any]] = field(default_factory=list)   # one per delivery attempt
     finished_at: datetime | None = None
+    #: ips-variants: the later file request by emdrId — pending, ok, different_bytes, a code, gave_up
+    later_pull: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -75,7 +78,11 @@ class RequestEntry:
 
 
 class Registry:
-    """Registered documents (unique by organisation + localUid) and the request log; thread-safe."""
+    """Registered documents and the request log; thread-safe.
+
+    A localUid is unique per information system (clientEntityId), as РЭМД checks it across the registering
+    system's documents whatever their organisation (addendum [A]).
+    """
 
     def __init__(self, *, emdr_prefix: str = "16.62", store_years: int = 5) -> None:
         self.emdr_prefix = emdr_prefix
@@ -90,26 +97,28 @@ class Registry:
     # --- registry ---------------------------------------------------------------------------
 
     def register(self, *, local_uid: str, organization: str, kind: str, message_id: str,
-                 client_entity_id: str, patient_snils: str | None = None,
-                 now: datetime | None = None) -> RegistryRecord | None:
-        """Register a document; None when (organisation, localUid) is already registered (NOT_UNIQUE_PROVIDED_ID)."""
+                 client_entity_id: str, patient_snils: str | None = None, digest: str | None = None,
+                 now: datetime | None = None) -> tuple[RegistryRecord | None, RegistryRecord | None]:
+        """Register a document: (the new record, None), or (None, the record already holding this ИС's
+        localUid) — NOT_UNIQUE_PROVIDED_ID; compare ``digest`` to tell a resend from changed content."""
         now = now or datetime.now(UTC)
         with self._lock:
-            if (organization, local_uid) in self._records:
-                return None
+            existing = self._records.get((client_entity_id, local_uid))
+            if existing is not None:
+                return None, existing
             emdr_id = f"{self.emdr_prefix}.{now:%y}.{now:%m}.{next(self._emdr_seq):09d}"
             record = RegistryRecord(
                 emdr_id=emdr_id, local_uid=local_uid, organization=organization, kind=kind, message_id=message_id,
                 client_entity_id=client_entity_id, registration_date_time=now.replace(microsecond=0),
                 store_till_date=(now + timedelta(days=365 * self.store_years)).date().isoformat(),
-                patient_snils=patient_snils)
-            self._records[(organization, local_uid)] = record
+                patient_snils=patient_snils, digest=digest)
+            self._records[(client_entity_id, local_uid)] = record
             self._changed.notify_all()
-            return record
+            return record, None
 
-    def lookup(self, organization: str, local_uid: str) -> RegistryRecord | None:
+    def lookup(self, client_entity_id: str, local_uid: str) -> RegistryRecord | None:
         with self._lock:
-            return self._records.get((organization, local_uid))
+            return self._records.get((client_entity_id, local_uid))
 
     def by_emdr_id(self, emdr_id: str) -> RegistryRecord | None:
         with self._lock:

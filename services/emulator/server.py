@@ -177,7 +177,7 @@ class Emulator:
         self.processor = Processor(registry=self.registry, key=key, certificate=certificate, stop=self._stop,
                                    rejection_rate=self.scenario.rejection_rate, http_timeout=http_timeout,
                                    file_attempts=file_attempts, callback_attempts=callback_attempts,
-                                   backoff=backoff, backoff_max=backoff_max)
+                                   backoff=backoff, backoff_max=backoff_max, variants=self.scenario.variants)
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._httpd: _Server | None = None

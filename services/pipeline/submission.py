@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -134,6 +135,21 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
         associations=tuple(soap.Association(target=a["target"], type=a["type"]) for a in data.get("associations") or ()))
 
 
+def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) -> None:
+    """Other bytes under a localUid we already hold are refused in plain words: РЭМД keeps the first content of a
+    localUid (NOT_UNIQUE_PROVIDED_ID for anything else), so a changed СЭМД must come under a new localUid."""
+    if not doc.signed_event:
+        return
+    first = (json.loads(doc.signed_event).get("data") or {}).get("document") or {}
+    now = (data.get("document") or {}).get("sha256")
+    if first.get("sha256") and now and first["sha256"] != now:
+        held = f"registered in РЭМД as {doc.emdr_id}" if doc.emdr_id else f"already {doc.state}"
+        raise PermanentError(
+            f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
+            f"localUid it knows; publish the changed СЭМД under a new localUid", reason="LOCAL_UID_REUSED",
+            category="data", local_uid=doc.local_uid, hint="a changed СЭМД needs a new ClinicalDocument/id/@extension")
+
+
 class Submitter:
     """The sender's handler and its per-endpoint state (breakers, limiters, transports).
 
@@ -213,6 +229,7 @@ class Submitter:
         doc = await asyncio.to_thread(
             self.store.register, uid, organization=org_oid, kind=data["kind"], signed_event=record.value,
             document_ref=(data.get("document") or {}).get("ref"))
+        _refuse_changed_content(doc, data)
         if doc.state in lifecycle.DONE_STATES:
             log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
             return await self._sent_outputs(event, doc)
