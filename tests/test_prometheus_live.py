@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from services.dev import dashboards
-from tests.pipeline_lab import pipeline_lab
+from services.dev.local_pipeline import as_new_document
+from services.emulator import rejection_for
+from tests.pipeline_lab import documents, pipeline_lab
 from tests.prometheus_server import PrometheusServer, PrometheusUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,7 @@ SCREENSHOT = ROOT / "docs" / "images" / "prometheus-throughput.png"
 #: folder, so a plain `make test` never leaves a changed binary in the work tree)
 UPDATE_SCREENSHOT = os.environ.get("EMD_UPDATE_SCREENSHOT") == "1"
 DOCUMENTS = 20
+REJECTED = 3
 THROUGHPUT = dashboards.ROWS[0][1][0].queries[0][0]
 
 
@@ -36,11 +39,20 @@ def test_as_prometheus_query_leaves_no_grafana_variable():
     assert exprs and not [e for e in exprs if "$" in e]
 
 
+def run_documents() -> list[tuple[str, bytes]]:
+    """DOCUMENTS documents of which exactly REJECTED have a localUid the `rejections` scenario refuses."""
+    uids = (f"live-{n}" for n in range(10_000))
+    rejected = [u for u in uids if rejection_for(u) is not None][:REJECTED]
+    accepted = [u for u in (f"live-ok-{n}" for n in range(10_000)) if rejection_for(u) is None]
+    return [(name, as_new_document(data, local_uid=uid))
+            for (name, data), uid in zip(documents(DOCUMENTS), rejected + accepted, strict=False)]
+
+
 @pytest.fixture(scope="module")
 def scraped_run(tmp_path_factory):
-    """A pipeline run of DOCUMENTS documents, some rejected by РЭМД, scraped by Prometheus from start to end."""
+    """A pipeline run of DOCUMENTS documents, REJECTED of them rejected by РЭМД, scraped by Prometheus throughout."""
     tmp = tmp_path_factory.mktemp("prometheus-live")
-    with pipeline_lab(tmp, count=DOCUMENTS, scenario="rejections") as lab:
+    with pipeline_lab(tmp, docs=run_documents(), scenario="rejections") as lab:
         targets = {name: url.removeprefix("http://").removesuffix("/metrics")
                    for name, url in lab.pipeline.metrics_urls().items()}
         server = PrometheusServer(tmp / "prometheus", targets=targets, rule_files=(RULES,))
@@ -94,8 +106,7 @@ def test_every_alert_expression_evaluates_and_prometheus_runs_every_rule(scraped
 def test_the_counts_match_what_happened_to_the_documents(scraped_run):
     """Signed, accepted and dead-lettered counts on Prometheus equal the run's outcome (rejections included)."""
     server, snapshot = scraped_run
-    assert DOCUMENTS == snapshot.total == snapshot.final
-    assert 0 < snapshot.dead_lettered < DOCUMENTS  # the scenario rejected some, acknowledged the rest
+    assert (DOCUMENTS, DOCUMENTS, REJECTED) == (snapshot.total, snapshot.final, snapshot.dead_lettered)
     signed = server.value('sum(emd_records_total{stage="signer",outcome="ok"})')
     accepted = server.value('sum(emd_sender_requests_total{outcome="accepted"})')
     dead = server.value("sum(emd_dead_letters_total)")
