@@ -1,7 +1,14 @@
-"""Every environment variable the pipeline reads, with its default, in one place.
+"""Every setting the pipeline reads from the environment, with its default, in one place.
 
-``Settings.from_env()`` is the only reader of ``os.environ`` in the code base (the tests
-check this). Each field documents its variable; ``emd config`` prints the effective values
+``Settings.from_env()`` reads every setting. Besides it, only these read ``os.environ``, none of them for
+a setting (``tests/test_config.py`` holds the same list and fails on any other reader):
+
+* ``services/crypto/keys.py`` (``read_password``): a key's password from the variable the organisations
+  file or ``emd sign --password-env`` names, so a secret need not sit in a file;
+* ``services/dev/samples.py``: ``EMD_SHARED_DIR``, where development tooling finds the full sample corpus;
+* ``services/dev/supervisor.py``: passes the whole environment on to the local pipeline's child processes.
+
+Each field documents its variable; ``emd config`` prints the effective values
 (secrets masked). Defaults are the local development set-up: a broker spawned on loopback,
 the РЭМД emulator, short consumer-group timeouts. Production overrides them (deploy/k8s).
 """

@@ -109,14 +109,6 @@ class TestParse:
         assert ref == {"number": NUMBER, "principalInn": "7701234567", "principalOgrn": "1027700000001",
                        "xml": base64.b64encode(xml).decode(), "signature": base64.b64encode(b"\x30\x82sig").decode()}
 
-    def test_power_codes_are_configurable(self, monkeypatch):
-        """Accepted power codes come from the argument, else EMD_MCHD_POWERS, else the default set."""
-        assert mchd.power_codes(" A1, B2 ,,") == frozenset({"A1", "B2"})
-        monkeypatch.setenv("EMD_MCHD_POWERS", "X9")
-        assert mchd.power_codes() == frozenset({"X9"})
-        monkeypatch.delenv("EMD_MCHD_POWERS")
-        assert mchd.power_codes() == mchd.DEFAULT_REMD_POWERS
-
 
 class TestTerms:
     def test_good_mchd_passes(self):

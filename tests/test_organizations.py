@@ -9,6 +9,7 @@ import os
 import pytest
 from jsonschema import Draft202012Validator
 
+from services.crypto import mchd
 from services.dev.config import write_dev_config
 from services.errors import ConfigurationError
 from services.pipeline import organizations as orgs
@@ -98,6 +99,13 @@ def test_defaults_apply_when_the_file_sets_nothing(tmp_path):
     remd = next(iter(config.organizations.values())).remd
     assert (config.schematron, config.max_document_bytes) == ("warn", 1234)
     assert (remd.rate_limit_per_minute, remd.transport) == (60, "ips")
+    assert config.required_powers == mchd.DEFAULT_REMD_POWERS
+
+
+def test_required_mchd_powers_come_from_the_file(tmp_path):
+    """mchd_required_powers replaces the default power codes an МЧД must grant."""
+    config = load_organizations(_write(tmp_path, lambda c: c.update(mchd_required_powers=["X9", "Y1"])))
+    assert config.required_powers == frozenset({"X9", "Y1"})
 
 
 def test_revocation_file_is_reread_when_it_changes(tmp_path):

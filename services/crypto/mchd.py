@@ -23,8 +23,9 @@ this project, so:
   in the official schema still parses.
 
 Power codes: the ФНС classifier of powers is not available here either. :data:`DEFAULT_REMD_POWERS`
-holds our placeholder code for "sign electronic medical documents for РЭМД"; deployments pass the
-codes their МЧД actually use (``EMD_MCHD_POWERS``, comma-separated: see :func:`power_codes`).
+holds our placeholder code for "sign electronic medical documents for РЭМД"; :func:`check_mchd` takes
+the accepted codes as ``required_powers``, which the pipeline reads from the organisations file
+(``mchd_required_powers``, default this set).
 
 Reasons (``PermanentError.reason``) raised by :func:`parse_mchd` / :func:`check_mchd`::
 
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import re
 import uuid
 from collections.abc import Iterable
@@ -60,7 +60,7 @@ from services.logs import get_logger
 __all__ = [
     "DEFAULT_REMD_POWERS", "EMCHD_NS", "MOSCOW", "Power", "PowerOfAttorney", "check_mchd", "check_mchd_terms",
     "mchd_reference",
-    "parse_mchd", "power_codes", "verify_mchd_signature",
+    "parse_mchd", "verify_mchd_signature",
 ]
 
 EMCHD_NS = "urn://x-artefacts/EMCHD_1"
@@ -116,13 +116,6 @@ class PowerOfAttorney:
     @property
     def power_codes(self) -> frozenset[str]:
         return frozenset(p.code for p in self.powers)
-
-
-def power_codes(text: str | None = None) -> frozenset[str]:
-    """Accepted power codes from comma-separated ``text`` (default: ``$EMD_MCHD_POWERS``, else the default set)."""
-    text = os.environ.get("EMD_MCHD_POWERS") if text is None else text
-    codes = frozenset(c.strip() for c in (text or "").split(",") if c.strip())
-    return codes or DEFAULT_REMD_POWERS
 
 
 # -- parsing ----------------------------------------------------------------------------------------
