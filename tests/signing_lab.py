@@ -44,10 +44,20 @@ DEFECT_ORGS = {
 MIS_OID = "1.2.643.5.1.13.13.12.2.77.99008"
 
 
-def accepted_samples() -> list[Path]:
-    from tests.test_producer import _legacy_reasons
+def refused_samples() -> dict[str, tuple[str, str]]:
+    """Samples the producer refuses, with (field, reason) — Ministry examples that РЭМД would refuse too."""
+    from tests.test_cda import KINDS, NO_CREATION_TIME
+    out = {n: ("creationTime", "MISSING_FIELD") for n in NO_CREATION_TIME}
+    for n, k in KINDS.items():
+        if k is None and n not in out:
+            out[n] = ("kind", "KIND_UNKNOWN")
+    out["AmbCasev4.xml"] = ("patient.snils", "MISSING_FIELD")  # kind 92 needs СНИЛС; the sample's has 10 digits
+    return out
 
-    refused = _legacy_reasons()
+
+def accepted_samples() -> list[Path]:
+    """The Ministry samples the producer publishes: every sample but the refused ones, by name."""
+    refused = refused_samples()
     return sorted(p for p in SAMPLES.glob("*.xml") if p.name not in refused)
 
 

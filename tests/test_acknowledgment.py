@@ -89,11 +89,28 @@ def test_duplicate_and_stale_callbacks_change_nothing(store):
     assert doc.state == lc.REGISTERED and doc.emdr_id == "16.62.1"
 
 
+def _content(outputs) -> list[tuple]:
+    """What the outputs say: topic, key and each event's type and data (not its fresh eventId and time).
+
+    Not the registration time either: a re-emission names the time the store recorded the registration,
+    the first emission the time РЭМД's callback gives (a known drift, reported; the fix is in
+    acknowledgment.py)."""
+    out = []
+    for o in outputs:
+        event = events.decode(o.value)
+        data = dict(event["data"])
+        if "registration" in data:
+            data["registration"] = {k: v for k, v in data["registration"].items() if k != "registrationTime"}
+        out.append((o.topic, o.key, event["type"], data))
+    return out
+
+
 def test_redelivered_callback_reemits_after_crash(store):
-    """The same callback (same MessageID) delivered again re-emits its outputs: nothing lost after a crash."""
+    """The same callback (same MessageID) delivered again re-emits the same outputs: nothing lost after a crash."""
     first = run(callback(callback_id="c-1"), store)
     again = run(callback(callback_id="c-1"), store)
-    assert [o.topic for o in again] == [o.topic for o in first]
+    assert [o.topic for o in first] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    assert _content(again) == _content(first)
 
 
 def test_early_callback_before_sent_event_correlates_by_recorded_attempt(tmp_path, store):
@@ -204,8 +221,8 @@ def test_reconciled_duplicate_then_first_success_emits_once_and_redelivery_reemi
     first = run_with(callback(M2, errors=NOT_UNIQUE, callback_id="c-2"), resent, Registry("16.62.7"))
     assert run_with(callback(M1, emdr="16.62.7", callback_id="c-1"), resent, Registry("16.62.7")) == []
     again = run_with(callback(M2, errors=NOT_UNIQUE, callback_id="c-2"), resent, Registry())
-    assert [o.topic for o in again] == [o.topic for o in first]
-    assert events.decode(again[0].value, events.ACKNOWLEDGED)["data"]["registration"]["emdrId"] == "16.62.7"
+    assert events.decode(first[0].value, events.ACKNOWLEDGED)["data"]["registration"]["emdrId"] == "16.62.7"
+    assert _content(again) == _content(first)
 
 
 def test_not_unique_before_the_registration_shows_waits_and_does_not_fail(resent):

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from asn1crypto import cms, tsp
+from asn1crypto import cms, core, tsp
 
 from services.crypto import cades, gost, keys
 from services.crypto.certificates import load_certificate
@@ -44,8 +44,14 @@ def _with_signer(cms_der: bytes, signer_der: bytes) -> bytes:
     """The CMS with its SignerInfo replaced, spliced as DER (re-encoding would touch the GOST certificate)."""
     sd = cms.ContentInfo.load(cms_der)["content"]
     body = b"".join(sd[f].dump() for f in ("version", "digest_algorithms", "encap_content_info", "certificates"))
-    body += cades._tlv(0x31, signer_der)
-    return cades._tlv(0x30, cades._oid("1.2.840.113549.1.7.2") + cades._tlv(0xA0, cades._tlv(0x30, body)))
+    body += _der("universal", 17, signer_der)  # SET OF SignerInfo
+    signed_data = _der("context", 0, _der("universal", 16, body))
+    return _der("universal", 16, core.ObjectIdentifier("1.2.840.113549.1.7.2").dump() + signed_data)
+
+
+def _der(class_: str, tag: int, contents: bytes) -> bytes:
+    """A constructed DER value around ``contents`` exactly as given (asn1crypto, never re-encoding them)."""
+    return core.Asn1Value(class_=class_, tag=tag, method="constructed", contents=contents).dump()
 
 
 def _resign(cms_der: bytes, key: gost.PrivateKey, mutate) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from lxml import etree
+from structlog.testing import capture_logs
 
 from services.dev.pki import DevCA, SubjectInfo
 from services.errors import PermanentError
@@ -83,10 +84,14 @@ def test_forged_or_unsigned_callback_is_a_fault_and_not_published(pki, signer):
                                           to="x", key=None, certificate=None)
     else:
         body = result_body(pki, signer)
-    reply = h.handle(body)
+    with capture_logs() as logs:
+        reply = h.handle(body)
     assert reply.status == 500 and reply.outcome == "forged"
     assert soap.parse_fault(reply.body).ips_fault == "AuthorizationFault"
     assert h.published == []
+    [refused] = [e for e in logs if e["event"] == "callback refused: WS-Security"]
+    assert refused["log_level"] == "warning" and refused["operation"] == "registerDocumentResult"
+    assert refused["reason"] == ("WSS_MISSING" if signer is None else "WSS_UNTRUSTED_CERTIFICATE")
 
 
 def test_tampered_callback_is_refused(pki):

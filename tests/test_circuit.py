@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from structlog.testing import capture_logs
+
 from services.remd.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from services.remd.ratelimit import EndpointLimiter, TokenBucket
 
@@ -25,6 +27,26 @@ def test_opens_after_threshold_consecutive_failures():
     assert b.state == CLOSED and b.try_acquire()
     b.record_failure()
     assert b.state == OPEN and not b.try_acquire() and b.remaining() == 10
+
+
+def test_the_circuit_says_once_when_it_opens_and_when_it_closes():
+    """Operators see one "circuit opened" (endpoint, failures, cool-down) however many failures follow, even a
+    failed probe, and one "circuit closed" when a probe succeeds."""
+    c = Clock()
+    b = CircuitBreaker("e9", failure_threshold=2, cool_down=10, clock=c)
+    with capture_logs() as logs:
+        for _ in range(4):
+            b.record_failure()
+        c.t += 10
+        assert b.try_acquire()
+        b.record_failure()  # the probe fails: open again, said already
+        c.t += 20
+        assert b.try_acquire()
+        b.record_success()
+        b.record_success()
+    assert [(e["event"], e["log_level"]) for e in logs] == [("circuit opened", "warning"), ("circuit closed", "info")]
+    assert {k: logs[0][k] for k in ("endpoint", "failures", "cool_down")} == {"endpoint": "e9", "failures": 2,
+                                                                             "cool_down": 10}
 
 
 def test_half_open_allows_one_probe_then_closes_on_success():

@@ -259,6 +259,21 @@ def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
     second.close()
 
 
+def test_postgres_store_says_where_it_opened_and_never_the_password(postgres_url):
+    """Opening logs the backend, host and database of the store, and nothing of the URL's password."""
+    from structlog.testing import capture_logs
+
+    from services.lifecycle.postgres import PostgresLifecycleStore
+
+    url = postgres_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")
+    assert url != postgres_url
+    with capture_logs() as logs:
+        PostgresLifecycleStore(url).close()
+    [opened] = [e for e in logs if e["event"] == "lifecycle store opened"]
+    assert opened["backend"] == "postgresql" and opened["dbname"] == postgres_url.rsplit("/", 1)[1]
+    assert opened["host"] and "s3cret-pw" not in repr(logs)
+
+
 def test_postgres_lost_connection_is_transient_then_reconnects(postgres_server, postgres_url):
     """A connection the server drops fails that call as a transient LIFECYCLE_STORE_UNAVAILABLE; the next call reconnects."""
     from services.lifecycle.postgres import PostgresLifecycleStore

@@ -8,10 +8,11 @@ import os
 
 import pytest
 from jsonschema import Draft202012Validator
+from structlog.testing import capture_logs
 
 from services.crypto import mchd
 from services.dev.config import write_dev_config
-from services.errors import ConfigurationError
+from services.errors import ConfigurationError, PermanentError
 from services.pipeline import organizations as orgs
 from services.pipeline.organizations import load_organizations
 
@@ -106,6 +107,23 @@ def test_required_mchd_powers_come_from_the_file(tmp_path):
     """mchd_required_powers replaces the default power codes an МЧД must grant."""
     config = load_organizations(_write(tmp_path, lambda c: c.update(mchd_required_powers=["X9", "Y1"])))
     assert config.required_powers == frozenset({"X9", "Y1"})
+
+
+def test_a_key_that_cannot_be_unlocked_is_logged_and_deferred_not_fatal(tmp_path, monkeypatch):
+    """A key whose password variable is unset does not stop the loading: it is logged once as unusable, with
+    its credential and reason, and each use of it raises that reason."""
+    monkeypatch.delenv("EMD_TEST_UNSET_PASSWORD", raising=False)
+    path = _write(tmp_path, lambda c: _org(c)["signing"]["organization"].update(password_env="EMD_TEST_UNSET_PASSWORD"))
+    with capture_logs() as logs:
+        config = load_organizations(path)
+    org = config.organizations["1.2.643.5.1.13.13.12.2.77.9000"]
+    unusable = [e for e in logs if e["event"] == "key unusable"]
+    assert [(e["log_level"], e["credential"], e["reason"]) for e in unusable] == [
+        ("error", "1.2.643.5.1.13.13.12.2.77.9000/organization", "KEY_PASSWORD_MISSING")]
+    assert not org.organization.usable
+    with pytest.raises(PermanentError) as err:
+        org.organization.signer()
+    assert err.value.reason == "KEY_PASSWORD_MISSING"
 
 
 def test_revocation_file_is_reread_when_it_changes(tmp_path):

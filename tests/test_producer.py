@@ -21,6 +21,7 @@ from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from services.documents.store import FilesystemStore, document_bytes
 from services.messaging.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
+from tests.signing_lab import accepted_samples, refused_samples
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
@@ -34,17 +35,6 @@ def _rejected(data: bytes, tmp_path: Path, **kw) -> InvalidDocument:
     with pytest.raises(InvalidDocument) as info:
         _build(data, tmp_path, **kw)
     return info.value
-
-
-def _legacy_reasons() -> dict[str, tuple[str, str]]:
-    """Samples the producer refuses, with (field, reason) — Ministry examples that РЭМД would refuse too."""
-    from tests.test_cda import KINDS, NO_CREATION_TIME
-    out = {n: ("creationTime", "MISSING_FIELD") for n in NO_CREATION_TIME}
-    for n, k in KINDS.items():
-        if k is None and n not in out:
-            out[n] = ("kind", "KIND_UNKNOWN")
-    out["AmbCasev4.xml"] = ("patient.snils", "MISSING_FIELD")  # kind 92 needs СНИЛС; the sample's has 10 digits
-    return out
 
 
 # --- unit: cross-checks -------------------------------------------------------------------------------
@@ -106,7 +96,7 @@ def test_department_from_meta_fills_a_document_without_one(tmp_path):
     assert event["data"]["departmentOid"] == ORG + ".0.1"
 
 
-@pytest.mark.parametrize(("name", "expected"), sorted(_legacy_reasons().items()))
+@pytest.mark.parametrize(("name", "expected"), sorted(refused_samples().items()))
 def test_samples_refused_for_a_precise_reason(tmp_path, name, expected):
     """Each sample the producer refuses is refused for the listed field and reason."""
     err = _rejected((SAMPLES / name).read_bytes(), tmp_path)
@@ -177,17 +167,19 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
 
 def test_every_acceptable_sample_is_published(bootstrap, tmp_path):
     """All samples not listed as refused publish, each confirmed, and the topic holds exactly them."""
-    refused = _legacy_reasons()
-    names = sorted(p.name for p in SAMPLES.glob("*.xml") if p.name not in refused)
-    assert len(names) == len(list(SAMPLES.glob("*.xml"))) - len(refused) == 24
+    names = [p.name for p in accepted_samples()]
+    assert len(names) == len(list(SAMPLES.glob("*.xml"))) - len(refused_samples()) == 24
     before = read_all(bootstrap, CREATED_TOPIC, idle=1.0)
     store = FilesystemStore(tmp_path / "docs")
     with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
         results = [pub.publish((SAMPLES / n).read_bytes()) for n in names]
-    assert all(r.topic == CREATED_TOPIC and r.offset >= 0 for r in results)
+    assert all(r.topic == CREATED_TOPIC for r in results)
     after = read_all(bootstrap, CREATED_TOPIC, idle=1.0, expect=len(before) + len(names))
     new = [r for r in after if events.decode(r.value)["eventId"] in {x.event_id for x in results}]
     assert len(after) == len(before) + len(names) and len(new) == len(names)
+    # each confirmation names where its record really is
+    assert {(r.event_id, r.partition, r.offset) for r in results} == {
+        (events.decode(rec.value)["eventId"], rec.partition, rec.offset) for rec in new}
     for record in new:
         event = events.decode(record.value, expected_type=events.CREATED)
         assert record.key.decode() == event["data"]["localUid"]

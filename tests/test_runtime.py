@@ -129,42 +129,34 @@ def test_exhausted_retries_dead_letter_with_every_message_id(broker, tmp_path):
 
 
 def test_stop_request_lets_in_flight_records_finish(broker, tmp_path):
-    """On stop, records already being handled complete and their outputs are produced."""
+    """A stop requested while records are being handled lets each of them finish and produce its output
+    (the stage says it is draining them), and no record is left half-done."""
     import asyncio
+    import time
+
+    from structlog.testing import capture_logs
 
     names = _topics(broker, "in", "out", "dlt")
+    started: list[str] = []
+    holder: dict[str, Stage] = {}
 
     async def handle(record: Record) -> list[Output]:
-        await asyncio.sleep(1.5)
+        started.append(record.key)
+        if len(started) == 1:
+            holder["stage"].request_stop()  # the stop arrives while this record (at least) is in flight
+        await asyncio.sleep(2.0)
         return [Output(names["out"], b"done", key=record.key)]
 
     _send(broker, names["in"], [(f"doc-{n}", {}) for n in range(4)])
-    stage = _stage(broker, tmp_path, names, handle)
-    with running(stage):
-        import time
-        deadline = time.monotonic() + 30
-        while not stage._tasks and time.monotonic() < deadline:  # wait until records are in flight
+    stage = holder["stage"] = _stage(broker, tmp_path, names, handle)
+    with capture_logs() as logs, running(stage):
+        deadline = time.monotonic() + 60
+        while not started and time.monotonic() < deadline:  # the stage stops itself once a record is in
             time.sleep(0.05)
-        in_flight = len(stage._tasks)
     out = read_all(broker.bootstrap_servers, names["out"], idle=1)
-    assert in_flight > 0 and len(out) >= in_flight
-
-
-def test_dead_lettering_again_replaces_failure_headers():
-    """A record dead-lettered a second time carries one set of failure headers, its first failure time and all ids."""
-    first = dl.dead_letter_headers(original_headers={"emd-trace-id": b"t"}, topic="a", partition=0, offset=5,
-                                   timestamp_ms=1, consumer_group="g",
-                                   failure=dl.Failure(stage="sender", reason="X", message="m",
-                                                      exception_fqcn="E", message_ids=("m-1",)))
-    second = dl.dead_letter_headers(original_headers=dict(first), topic="a", partition=0, offset=9,
-                                    timestamp_ms=2, consumer_group="g",
-                                    failure=dl.Failure(stage="sender", reason="Y", message="n",
-                                                       exception_fqcn="E", message_ids=("m-2",)))
-    names = [k for k, _ in second]
-    assert len(names) == len(set(names))
-    h = {k: v.decode() for k, v in second}
-    assert h[dl.REASON] == "Y" and h[dl.MESSAGE_IDS] == "m-1,m-2"
-    assert h[dl.FIRST_FAILURE] == dict(first)[dl.FIRST_FAILURE].decode()
+    draining = [e for e in logs if e["event"] == "draining in-flight records"]
+    assert started and sorted(r.key.decode() for r in out) == sorted(started)
+    assert [e["count"] for e in draining] == [len(started)]
 
 
 def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(broker, tmp_path):

@@ -33,7 +33,8 @@ from services.crypto import byteorder, libcrypto
 
 __all__ = [
     "Curve", "CURVES", "curve_by_oid", "curve_by_name", "PrivateKey", "PublicKey", "streebog256",
-    "streebog512", "streebog", "Streebog", "FAST_STREEBOG", "reference_sign", "reference_verify",
+    "streebog512", "streebog", "Streebog", "FAST_STREEBOG", "reference_public_key", "reference_sign",
+    "reference_verify",
     "OID_GOST2012_256", "OID_GOST2012_512", "OID_STREEBOG256", "OID_STREEBOG512",
     "OID_SIGN_WITH_STREEBOG256", "OID_SIGN_WITH_STREEBOG512",
 ]
@@ -427,6 +428,13 @@ def reference_sign(key: PrivateKey, digest: bytes) -> bytes:
     rs = bytes(_gc(c).sign(bytearray(key.d.to_bytes(c.size, "big")), bytearray(digest[::-1])))
     r, s = int.from_bytes(rs[:c.size], "big"), int.from_bytes(rs[c.size:], "big")
     return byteorder.signature_to_bytes(r, s, c.size)
+
+
+def reference_public_key(key: PrivateKey) -> PublicKey:
+    """The public key of ``key`` as gostcrypto computes it (slow)."""
+    c = key.curve
+    raw = bytes(_gc(c).public_key_generate(bytearray(key.d.to_bytes(c.size, "big"))))
+    return PublicKey(c, int.from_bytes(raw[:c.size], "big"), int.from_bytes(raw[c.size:], "big"))
 
 
 def reference_verify(key: PublicKey, digest: bytes, signature: bytes) -> bool:
