@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.errors import ConfigurationError
 from services.lifecycle.model import (
     ACCEPTED,
     DECIDED_BY_ANSWER,
@@ -60,6 +59,7 @@ from services.lifecycle.model import (
     check_transition,
 )
 from services.lifecycle.sqlite import SqliteLifecycleStore
+from services.lifecycle.store import database_location
 
 __all__ = [
     "ACCEPTED", "DECIDED_BY_ANSWER", "DECIDED_BY_CALLBACK", "DONE_STATES", "FAILED", "OUTCOME_ACCEPTED",
@@ -71,13 +71,9 @@ __all__ = [
 def open_store(data_dir: Path | str, *, url: str = "") -> LifecycleStore:
     """The lifecycle store of a deployment: ``url`` empty or ``sqlite:///path`` → SQLite (default
     ``<data_dir>/lifecycle.sqlite3``); ``postgresql://…`` → PostgreSQL (schema created if missing)."""
-    if not url:
-        return SqliteLifecycleStore(Path(data_dir) / "lifecycle.sqlite3")
-    if url.startswith("sqlite:///"):
-        return SqliteLifecycleStore(url[len("sqlite:///"):])
-    if url.startswith(("postgresql://", "postgres://")):
-        from services.lifecycle.postgres import PostgresLifecycleStore  # psycopg only where it is used
+    kind, where = database_location(data_dir, url)
+    if kind == "sqlite":
+        return SqliteLifecycleStore(where)
+    from services.lifecycle.postgres import PostgresLifecycleStore  # psycopg only where it is used
 
-        return PostgresLifecycleStore(url)
-    raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
-                             reason="LIFECYCLE_BACKEND_UNKNOWN")
+    return PostgresLifecycleStore(where)

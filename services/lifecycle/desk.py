@@ -1,6 +1,7 @@
 """The support desk's durable state, next to the documents' lifecycle and in the same database.
 
-Three tables, created on open (``CREATE TABLE IF NOT EXISTS``: nothing to migrate in the lifecycle's own):
+Three tables, created on open when missing (``PostgresDatabase.ensure_schema``: after the first open a role
+with only ``SELECT, INSERT, UPDATE`` is enough), nothing to migrate in the lifecycle's own:
 
 * ``desk_clinics``: each clinic's onboarding state and its last successful test-stand registration::
 
@@ -26,8 +27,6 @@ transition the states do not allow; an unreachable PostgreSQL is ``TransientErro
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,40 +34,43 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.errors import ConfigurationError, TransientError
 from services.ids import normalize_message_id
+from services.lifecycle.sqlite import SqliteDatabase
+from services.lifecycle.store import database_location
 
 ONBOARDING, TESTING, PRODUCTION, SUSPENDED = "onboarding", "testing", "production", "suspended"
 CLINIC_STATES = (ONBOARDING, TESTING, PRODUCTION, SUSPENDED)
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS desk_clinics (
-        oid              TEXT PRIMARY KEY,
-        state            TEXT NOT NULL,
-        updated_at       TEXT NOT NULL,
-        tested_at        TEXT,
-        tested_local_uid TEXT,
-        tested_emdr_id   TEXT,
-        tested_message_ids TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS desk_exchanges (
-        message_id   TEXT PRIMARY KEY,
-        local_uid    TEXT NOT NULL,
-        endpoint     TEXT NOT NULL,
-        request_ref  TEXT,
-        response_ref TEXT,
-        http_status  INTEGER,
-        kept_at      TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS desk_exchanges_by_document ON desk_exchanges(local_uid)",
-    """CREATE TABLE IF NOT EXISTS desk_audit (
-        at      TEXT NOT NULL,
-        actor   TEXT NOT NULL,
-        action  TEXT NOT NULL,
-        target  TEXT,
-        detail  TEXT
-    )""",
-)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS desk_clinics (
+    oid              TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    tested_at        TEXT,
+    tested_local_uid TEXT,
+    tested_emdr_id   TEXT,
+    tested_message_ids TEXT
+);
+CREATE TABLE IF NOT EXISTS desk_exchanges (
+    message_id   TEXT PRIMARY KEY,
+    local_uid    TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    request_ref  TEXT,
+    response_ref TEXT,
+    http_status  INTEGER,
+    kept_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS desk_exchanges_by_document ON desk_exchanges(local_uid);
+CREATE TABLE IF NOT EXISTS desk_audit (
+    at      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT,
+    detail  TEXT
+);
+"""
+#: pg_advisory_xact_lock key serialising the desk schema's creation between replicas starting at once
+_SCHEMA_LOCK = 7201313
 
 
 class ClinicConflict(Exception):
@@ -125,63 +127,25 @@ class DeskStore:
     """
 
     def __init__(self, path: Path | str | None = None, *, url: str = "") -> None:
-        self._lock = threading.Lock()  # one connection, used from the event loop and worker threads
-        self._pg = bool(url)
-        self._url = url
-        if self._pg:
-            self._db: Any = None
-            self._connect()
+        if url:
+            from services.lifecycle.postgres import PostgresDatabase  # psycopg only where it is used
+
+            self.db: Any = PostgresDatabase(url, unavailable_reason="DESK_STORE_UNAVAILABLE")
         else:
             assert path is not None
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 30000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
-
-    def _connect(self) -> None:
-        import psycopg  # only where PostgreSQL is used
-
-        try:
-            self._db = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
-            with self._db.transaction():
-                self._db.execute("SELECT pg_advisory_xact_lock(7201313)")  # replicas starting together
-                for statement in _SCHEMA:
-                    self._db.execute(statement)
-        except psycopg.OperationalError as exc:
-            self._db = None
-            raise TransientError(f"desk store unreachable: {type(exc).__name__}",
-                                 reason="DESK_STORE_UNAVAILABLE") from None
+            self.db = SqliteDatabase(path)
+        self.db.ensure_schema(_SCHEMA, lock_key=_SCHEMA_LOCK)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
-        """One transaction; yields ``run(sql, params) -> rows`` (``?`` placeholders for both backends)."""
-        with self._lock:
-            if self._pg:
-                import psycopg
+        """One transaction; yields ``run(sql, params) -> rows`` (``?`` placeholders for both backends; each row a
+        tuple of its columns)."""
+        with self.db.transaction() as db:
+            def run(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                cursor = db.execute(sql.replace("?", self.db.placeholder), params)
+                return [tuple(row[k] for k in row.keys()) for row in cursor.fetchall()] if cursor.description else []
 
-                if self._db is None or self._db.closed:
-                    self._connect()
-                def run(sql: str, params: Sequence[Any] = ()) -> list[Any]:
-                    cur = self._db.execute(sql.replace("?", "%s"), params)
-                    return cur.fetchall() if cur.description else []
-
-                try:
-                    with self._db.transaction():
-                        yield run
-                except psycopg.OperationalError as exc:
-                    self._db.close()
-                    raise TransientError(f"desk store unreachable: {type(exc).__name__}",
-                                         reason="DESK_STORE_UNAVAILABLE") from None
-            else:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield lambda sql, params=(): self._db.execute(sql, params).fetchall()
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+            yield run
 
     # --- clinics ---------------------------------------------------------------------------------
     _CLINIC = "SELECT oid, state, updated_at, tested_at, tested_local_uid, tested_emdr_id, tested_message_ids " \
@@ -219,8 +183,7 @@ class DeskStore:
         return self._clinic(rows[0])
 
     def _locked(self, run: Any, oid: str) -> Clinic:
-        lock = " FOR UPDATE" if self._pg else ""
-        rows = run(f"{self._CLINIC} WHERE oid = ?{lock}", (oid,))
+        rows = run(f"{self._CLINIC} WHERE oid = ? {self.db.for_update}", (oid,))
         return self._clinic(rows[0]) if rows else Clinic(oid=oid)
 
     def start_test(self, oid: str, *, actor: str) -> Clinic:
@@ -309,18 +272,10 @@ class DeskStore:
         return [AuditEntry(_dt(r[0]), r[1], r[2], r[3], json.loads(r[4] or "{}")) for r in rows]
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
+        self.db.close()
 
 
 def open_desk_store(data_dir: Path | str, *, url: str = "") -> DeskStore:
-    """The desk store of a deployment, at the lifecycle store's URL (``EMD_LIFECYCLE_STORE``)."""
-    if not url:
-        return DeskStore(Path(data_dir) / "lifecycle.sqlite3")
-    if url.startswith("sqlite:///"):
-        return DeskStore(url[len("sqlite:///"):])
-    if url.startswith(("postgresql://", "postgres://")):
-        return DeskStore(url=url)
-    raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
-                             reason="LIFECYCLE_BACKEND_UNKNOWN")
+    """The desk store of a deployment, in the lifecycle store's database (``EMD_LIFECYCLE_STORE``)."""
+    kind, where = database_location(data_dir, url)
+    return DeskStore(where) if kind == "sqlite" else DeskStore(url=where)

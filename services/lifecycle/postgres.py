@@ -1,8 +1,9 @@
 """The production lifecycle backend: PostgreSQL, shared by replicas of the workers on several hosts.
 
-The statements and rules are ``services.lifecycle.store``'s, shared with ``SqliteLifecycleStore``; this module
-holds the dialect: ``POSTGRES_SCHEMA``, the connection and its error mapping, native timestamps, and what
-replaces SQLite's database-wide write lock:
+The statements and rules are ``services.lifecycle.store``'s, shared with ``SqliteLifecycleStore``. This
+module holds ``PostgresDatabase`` (the connection and its error mapping, native timestamps, the schema
+created under a lock; shared with the desk store, ``services.lifecycle.desk``), ``POSTGRES_SCHEMA``, and
+what replaces SQLite's database-wide write lock:
 
 * every transition reads the document with ``SELECT … FOR UPDATE``, so two replicas handling the same
   document (a redelivery after a rebalance) queue on that row and the second one decides on what the
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from services.errors import TransientError
-from services.lifecycle.store import SqlLifecycleStore
+from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
 from services.logs import get_logger
 
 log = get_logger(__name__)
@@ -78,90 +79,100 @@ CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) 
 -- and writes as the SQLite backend, in one transaction (services/lifecycle/store.py).
 """
 
-#: pg_advisory_xact_lock key serialising schema creation between replicas starting at once
-_SCHEMA_LOCK = 0x454D_444C  # "EMDL"
-#: the tables and indexes POSTGRES_SCHEMA creates
-_SCHEMA_OBJECTS = re.findall(r"IF NOT EXISTS (\w+)", POSTGRES_SCHEMA)
-
-
 #: a column of an existing table, in the schema the search path finds it in
 _COLUMN_EXISTS = ("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
                   " AND attname = %s AND NOT attisdropped) AS present")
 
 
-class PostgresLifecycleStore(SqlLifecycleStore):
-    """The lifecycle store in PostgreSQL (13+): tables ``emd_documents`` and ``emd_attempts``.
+class PostgresDatabase:
+    """One connection to a PostgreSQL database (13+), reconnecting after a lost one.
 
     :param url: a libpq connection URL (``postgresql://user@host:5432/db?sslmode=verify-full``); the
         password, if any, is best given by ``PGPASSWORD`` or a ``.pgpass`` file, never logged here.
     :param connect_timeout: seconds to wait for the server when (re)connecting (default 10).
+    :param unavailable_reason: the reason of the ``TransientError`` a lost or refused connection raises.
     """
 
-    documents_table = "emd_documents"
-    attempts_table = "emd_attempts"
     placeholder = "%s"
+    #: the document's row lock in every transition: replicas on one document queue on it
     for_update = "FOR UPDATE"
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 10.0,
+                 unavailable_reason: str = "LIFECYCLE_STORE_UNAVAILABLE") -> None:
         self._url = url
         self._connect_timeout = connect_timeout
+        self._reason = unavailable_reason
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self._closed = False
-        with self._transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+
+    def ensure_schema(self, schema: str, *, lock_key: int, then: Callable[[Any], None] | None = None) -> None:
+        """Create ``schema`` (``CREATE … IF NOT EXISTS`` statements) if any of its objects is missing, then run
+        ``then(db)`` (an upgrade), in one transaction holding the advisory lock ``lock_key``, so replicas
+        starting together do not race."""
+        objects = re.findall(r"IF NOT EXISTS (\w+)", schema)
+        with self.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
             # only when something is missing: CREATE … IF NOT EXISTS needs CREATE on the schema even when
             # it exists, and a production role may be granted only SELECT, INSERT, UPDATE
             present = db.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n",
-                                 (_SCHEMA_OBJECTS,)).fetchone()
+                                 (objects,)).fetchone()
             if not (present and present["ok"]):
-                db.execute(POSTGRES_SCHEMA)
-            self._upgrade(db)
+                db.execute(schema)
+            if then is not None:
+                then(db)
+
+    def where(self) -> dict[str, str | None]:
+        """Host and database of the live connection (for a log line; never the URL, which may hold a password)."""
         info = self._conn.info if self._conn is not None else None
-        log.info("lifecycle store opened", backend="postgresql",
-                 host=info.host if info else None, dbname=info.dbname if info else None)
+        return {"host": info.host if info else None, "dbname": info.dbname if info else None}
 
     def _connection(self) -> psycopg.Connection[dict[str, Any]]:
         """The live connection, reconnecting after a lost one (call with the lock held)."""
         if self._closed:
-            raise RuntimeError("the lifecycle store is closed")
+            raise RuntimeError("the database is closed")
         if self._conn is None or self._conn.closed:
             try:
                 params = conninfo_to_dict(self._url)  # the URL's own connect_timeout wins
                 params.setdefault("connect_timeout", str(max(1, int(self._connect_timeout))))
                 self._conn = psycopg.connect(**params, autocommit=True, row_factory=dict_row)
             except psycopg.OperationalError as exc:
-                raise _unavailable(exc) from None
+                raise self._unavailable(exc) from None
         return self._conn
 
+    def _unavailable(self, exc: psycopg.Error) -> TransientError:
+        # the class only: libpq messages name host and port, and the URL may carry a password
+        return TransientError(f"database unavailable ({type(exc).__name__})", reason=self._reason, defer=5.0)
+
     @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def transaction(self, *, write: bool = True) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """One committed transaction (reads in it see one snapshot)."""
         with self._lock:
             conn = self._connection()
             try:
                 with conn.transaction():
                     yield conn
             except psycopg.OperationalError as exc:  # connection lost: the outcome is not committed or unknown
-                raise _unavailable(exc) from None
+                raise self._unavailable(exc) from None
 
     @contextmanager
-    def _reading(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        # autocommit: each statement its own snapshot, like the SQLite store's plain reads
+    def reading(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """Reads in autocommit mode: each statement its own snapshot, like SQLite's plain reads."""
         with self._lock:
             conn = self._connection()
             try:
                 yield conn
             except psycopg.OperationalError as exc:
-                raise _unavailable(exc) from None
+                raise self._unavailable(exc) from None
 
-    def _to_db(self, t: datetime) -> datetime:
+    def to_db(self, t: datetime) -> datetime:
         return t.astimezone(UTC)
 
-    def _from_db(self, value: datetime) -> datetime:
+    def from_db(self, value: datetime) -> datetime:
         # timestamptz comes back in the session's time zone: give it in UTC, as the SQLite store does
         return value.astimezone(UTC)
 
-    def _has_column(self, db: psycopg.Connection[dict[str, Any]], table: str, column: str) -> bool:
+    def has_column(self, db: psycopg.Connection[dict[str, Any]], table: str, column: str) -> bool:
         row = db.execute(_COLUMN_EXISTS, (table, column)).fetchone()
         return bool(row and row["present"])
 
@@ -173,7 +184,18 @@ class PostgresLifecycleStore(SqlLifecycleStore):
                 self._conn = None
 
 
-def _unavailable(exc: psycopg.Error) -> TransientError:
-    # the class only: libpq messages name host and port, and the URL may carry a password
-    return TransientError(f"lifecycle database unavailable ({type(exc).__name__})",
-                          reason="LIFECYCLE_STORE_UNAVAILABLE", defer=5.0)
+class PostgresLifecycleStore(SqlLifecycleStore):
+    """The lifecycle store in PostgreSQL (see ``PostgresDatabase``): tables ``emd_documents`` and ``emd_attempts``.
+
+    :param url: a libpq connection URL (``postgresql://user@host:5432/db?sslmode=verify-full``); the
+        password, if any, is best given by ``PGPASSWORD`` or a ``.pgpass`` file, never logged here.
+    :param connect_timeout: seconds to wait for the server when (re)connecting (default 10).
+    """
+
+    documents_table = "emd_documents"
+    attempts_table = "emd_attempts"
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+        self.db = PostgresDatabase(url, connect_timeout=connect_timeout)
+        self.db.ensure_schema(POSTGRES_SCHEMA, lock_key=SCHEMA_LOCK, then=self._upgrade)
+        log.info("lifecycle store opened", backend="postgresql", **self.db.where())

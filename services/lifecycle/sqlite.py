@@ -1,19 +1,22 @@
-"""The embedded lifecycle backend: one SQLite file in WAL mode, for one host (``services.lifecycle``).
+"""The embedded backend: one SQLite file in WAL mode, for one host (``services.lifecycle``).
 
-Only the dialect lives here (schema, connection, transactions, timestamps as text); the statements and
-rules are ``services.lifecycle.store``'s.
+``SqliteDatabase`` is the connection and the dialect (transactions, ``?``, timestamps as text), shared by
+the lifecycle store and the desk store (``services.lifecycle.desk``), which keep their tables in the same
+file; ``SqliteLifecycleStore`` adds the lifecycle's schema to it. The statements and rules are
+``services.lifecycle.store``'s.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from services.lifecycle.store import SqlLifecycleStore
+from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -53,15 +56,16 @@ CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
 """
 
 
-class SqliteLifecycleStore(SqlLifecycleStore):
-    """The embedded backend: one SQLite file in WAL mode, safe for several processes on one host.
+class SqliteDatabase:
+    """One SQLite file in WAL mode, safe for several processes on one host.
 
     :param path: the database file (created with its directory).
     :param busy_timeout: seconds a writer waits for another process's transaction (default 30).
     """
 
-    documents_table = "documents"
-    attempts_table = "attempts"
+    placeholder = "?"
+    #: nothing to add to a read in a transition: ``BEGIN IMMEDIATE`` already holds the database's write lock
+    for_update = ""
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
@@ -77,13 +81,19 @@ class SqliteLifecycleStore(SqlLifecycleStore):
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")  # an attempt recorded must survive a power cut
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.executescript(SQLITE_SCHEMA)
-        with self._transaction() as db:
-            self._upgrade(db)
+
+    def ensure_schema(self, schema: str, *, lock_key: int, then: Callable[[Any], None] | None = None) -> None:
+        """Create what ``schema`` (``CREATE … IF NOT EXISTS`` statements) lacks, then run ``then(db)`` in the same
+        transaction (an upgrade). ``lock_key`` serialises PostgreSQL replicas; SQLite's write lock does it here."""
+        with self.transaction() as db:
+            for statement in filter(str.strip, schema.split(";")):
+                db.execute(statement)
+            if then is not None:
+                then(db)
 
     @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        # a deferred BEGIN is a consistent read (WAL snapshot) that takes no write lock
+    def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One committed transaction (``write=False``: a consistent read, a WAL snapshot taking no write lock)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -94,20 +104,37 @@ class SqliteLifecycleStore(SqlLifecycleStore):
             self._db.execute("COMMIT")
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Single-statement reads outside a transaction."""
         with self._lock:
             yield self._db
 
-    def _to_db(self, t: datetime) -> str:
+    def to_db(self, t: datetime) -> str:
         # the overdue scan compares these as text: one format, always UTC with microseconds
         return t.astimezone(UTC).isoformat(timespec="microseconds")
 
-    def _from_db(self, value: str) -> datetime:
+    def from_db(self, value: str) -> datetime:
         return datetime.fromisoformat(value)
 
-    def _has_column(self, db: sqlite3.Connection, table: str, column: str) -> bool:
+    def has_column(self, db: sqlite3.Connection, table: str, column: str) -> bool:
         return any(row["name"] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class SqliteLifecycleStore(SqlLifecycleStore):
+    """The lifecycle store in one SQLite file (see ``SqliteDatabase``); tables ``documents`` and ``attempts``.
+
+    :param path: the database file (created with its directory).
+    :param busy_timeout: seconds a writer waits for another process's transaction (default 30).
+    """
+
+    documents_table = "documents"
+    attempts_table = "attempts"
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
+        self.db = SqliteDatabase(path, busy_timeout=busy_timeout)
+        self.path = self.db.path
+        self.db.ensure_schema(SQLITE_SCHEMA, lock_key=SCHEMA_LOCK, then=self._upgrade)

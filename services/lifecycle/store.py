@@ -1,26 +1,24 @@
 """The lifecycle store's logic, written once in SQL both backends speak (``services.lifecycle``).
 
-``SqlLifecycleStore`` holds every statement and every rule; a backend subclass supplies only what differs
-between SQLite and PostgreSQL:
+``SqlLifecycleStore`` holds every statement and every rule. What differs between SQLite and PostgreSQL is
+the store's ``db`` (``SqliteDatabase`` or ``PostgresDatabase``: the connection, its transactions and their
+error mapping, the placeholder, ``FOR UPDATE``, how a timestamp is stored, whether a column exists), and
+the subclass's table names and schema. Statements here are written with ``{documents}``, ``{attempts}``,
+``{for_update}`` and ``?``, rendered once per backend. ``register`` is ``INSERT … ON CONFLICT DO NOTHING``
+in both.
 
-* the table names and the placeholder (statements here are written with ``{documents}``, ``{attempts}``,
-  ``{for_update}`` and ``?``, rendered once per backend);
-* ``FOR UPDATE``: PostgreSQL locks the document's row in every transition; SQLite needs nothing, its
-  ``BEGIN IMMEDIATE`` already holds the database's write lock;
-* how a timestamp is stored (ISO text in SQLite, ``timestamptz`` in PostgreSQL);
-* the connection, its transactions and their error mapping (``_transaction``, ``_reading``);
-* whether a column exists (``_has_column``), for the upgrade of an existing database on open.
-
-``register`` is ``INSERT … ON CONFLICT DO NOTHING`` in both.
+``database_location`` reads ``EMD_LIFECYCLE_STORE`` for every store kept in that database (this one and
+the desk's, ``services.lifecycle.desk``).
 """
 
 from __future__ import annotations
 
 import functools
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
+from services.errors import ConfigurationError
 from services.ids import normalize_message_id
 from services.lifecycle.model import (
     ACCEPTED,
@@ -48,6 +46,24 @@ _UPGRADES = (
 )
 
 
+#: pg_advisory_xact_lock key serialising the lifecycle schema's creation between replicas starting at once
+SCHEMA_LOCK = 0x454D_444C  # "EMDL"
+
+
+def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
+    """Where ``EMD_LIFECYCLE_STORE`` (``url``) keeps the database: ``("sqlite", file)`` for an empty URL
+    (``<data_dir>/lifecycle.sqlite3``) or ``sqlite:///path``, ``("postgresql", url)`` for ``postgresql://…``;
+    any other scheme is a ``ConfigurationError``."""
+    if not url:
+        return "sqlite", str(Path(data_dir) / "lifecycle.sqlite3")
+    if url.startswith("sqlite:///"):
+        return "sqlite", url[len("sqlite:///"):]
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql", url
+    raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
+                             reason="LIFECYCLE_BACKEND_UNKNOWN")
+
+
 @functools.cache
 def _render(template: str, documents: str, attempts: str, for_update: str, placeholder: str) -> str:
     sql = template.format(documents=documents, attempts=attempts, for_update=for_update)
@@ -59,52 +75,29 @@ def _now() -> datetime:
 
 
 class SqlLifecycleStore:
-    """The ``LifecycleStore`` of both backends; a subclass supplies the dialect (see the module docstring)."""
+    """The ``LifecycleStore`` of both backends; a subclass opens ``db`` and names its tables."""
 
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
-    placeholder: ClassVar[str] = "?"
-    #: appended to the read of the document in every transition
-    for_update: ClassVar[str] = ""
-
-    # --- what a backend supplies ------------------------------------------------------------------
-
-    def _transaction(self, *, write: bool = True) -> AbstractContextManager[Any]:
-        """One committed transaction (``write=False``: a consistent read of several statements); yields an
-        object with ``execute(sql, params)`` whose result has ``fetchone``/``fetchall`` of mapping rows."""
-        raise NotImplementedError
-
-    def _reading(self) -> AbstractContextManager[Any]:
-        """Single-statement reads outside a transaction, like ``_transaction``'s object."""
-        raise NotImplementedError
-
-    def _to_db(self, t: datetime) -> Any:
-        raise NotImplementedError
-
-    def _from_db(self, value: Any) -> datetime:
-        raise NotImplementedError
-
-    def _has_column(self, db: Any, table: str, column: str) -> bool:
-        raise NotImplementedError
+    #: SqliteDatabase or PostgresDatabase, opened by the subclass
+    db: Any
 
     def close(self) -> None:
-        raise NotImplementedError
-
-    # --- shared plumbing --------------------------------------------------------------------------
+        self.db.close()
 
     def _q(self, template: str) -> str:
-        return _render(template, self.documents_table, self.attempts_table, self.for_update, self.placeholder)
+        return _render(template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder)
 
     def _upgrade(self, db: Any) -> None:
-        """Add the columns an older database lacks (idempotent; call inside the opening transaction)."""
+        """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
         for table_attr, column, sql_type, (backfill, params) in _UPGRADES:
             table = getattr(self, table_attr)
-            if not self._has_column(db, table, column):
+            if not self.db.has_column(db, table, column):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
                 db.execute(self._q(backfill), params)
 
     def _time(self, value: Any) -> datetime | None:
-        return None if value is None else self._from_db(value)
+        return None if value is None else self.db.from_db(value)
 
     def _document(self, row: Any) -> Document | None:
         if row is None:
@@ -130,8 +123,8 @@ class SqlLifecycleStore:
 
     def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
                  signed_ref: str | None = None, document_ref: str | None = None) -> Document:
-        at = self._to_db(_now())
-        with self._transaction() as db:
+        at = self.db.to_db(_now())
+        with self.db.transaction() as db:
             db.execute(self._q(
                 "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
                 " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -142,14 +135,14 @@ class SqlLifecycleStore:
         return doc
 
     def get(self, local_uid: str) -> Document | None:
-        with self._reading() as db:
+        with self.db.reading() as db:
             return self._get(db, local_uid)
 
     def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
                        sent_at: datetime | None = None) -> Attempt:
         mid = normalize_message_id(message_id)
-        sent = self._to_db(sent_at or _now())
-        with self._transaction() as db:
+        sent = self.db.to_db(sent_at or _now())
+        with self.db.transaction() as db:
             # replicas on one document queue here (PostgreSQL: the row lock; SQLite: the database lock)
             check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
             n = db.execute(self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
@@ -158,18 +151,18 @@ class SqlLifecycleStore:
                                " VALUES (?,?,?,?,?)"), (mid, local_uid, n, endpoint, sent))
             db.execute(self._q("UPDATE {documents} SET state = ?, updated_at = ? WHERE local_uid = ?"),
                        (SENDING, sent, local_uid))
-        return Attempt(local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self._from_db(sent))
+        return Attempt(local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self.db.from_db(sent))
 
     def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
                        message: str | None = None) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
                                " finished_at = ? WHERE message_id = ?"),
-                       (outcome, decided_by, code, message, self._to_db(_now()), normalize_message_id(message_id)))
+                       (outcome, decided_by, code, message, self.db.to_db(_now()), normalize_message_id(message_id)))
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None:
         # one transaction: the attempt and its document from the same moment
-        with self._transaction(write=False) as db:
+        with self.db.transaction(write=False) as db:
             row = db.execute(self._q("SELECT * FROM {attempts} WHERE message_id = ?"),
                              (normalize_message_id(message_id),)).fetchone()
             if row is None:
@@ -182,15 +175,15 @@ class SqlLifecycleStore:
     def find_by_emdr_id(self, emdr_id: str) -> Document | None:
         if not emdr_id:
             return None
-        with self._reading() as db:
+        with self.db.reading() as db:
             # emdrId is set only by mark_registered, which refuses a second one: at most one row in practice
             return self._document(db.execute(self._q("SELECT * FROM {documents} WHERE emdr_id = ?"
                                                      " ORDER BY registered_at LIMIT 1"), (emdr_id.strip(),)).fetchone())
 
     def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document:
-        at = self._to_db(accepted_at or _now())
+        at = self.db.to_db(accepted_at or _now())
         mid = normalize_message_id(message_id)
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
             if doc.state == REGISTERED:  # a late sync answer after the callback: keep the final state
                 return doc
@@ -203,8 +196,8 @@ class SqlLifecycleStore:
             return self._get(db, local_uid)  # type: ignore[return-value]
 
     def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:
-        at = self._to_db(registered_at or _now())
-        with self._transaction() as db:
+        at = self.db.to_db(registered_at or _now())
+        with self.db.transaction() as db:
             check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
             db.execute(self._q("UPDATE {documents} SET state = ?, emdr_id = ?,"
                                " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"),
@@ -213,8 +206,8 @@ class SqlLifecycleStore:
 
     def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
                     message: str | None = None) -> Document:
-        at = self._to_db(_now())
-        with self._transaction() as db:
+        at = self.db.to_db(_now())
+        with self.db.transaction() as db:
             check_transition(self._get(db, local_uid, lock=True), local_uid, FAILED)
             db.execute(self._q("UPDATE {documents} SET state = ?, failure_reason = ?, failure_code = ?,"
                                " failure_message = ?, failed_at = ?, updated_at = ? WHERE local_uid = ?"),
@@ -222,21 +215,21 @@ class SqlLifecycleStore:
             return self._get(db, local_uid)  # type: ignore[return-value]
 
     def history(self, local_uid: str) -> list[Attempt]:
-        with self._reading() as db:
+        with self.db.reading() as db:
             rows = db.execute(self._q("SELECT * FROM {attempts} WHERE local_uid = ? ORDER BY attempt"),
                               (local_uid,)).fetchall()
         return [self._attempt(r) for r in rows]
 
     def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
-        with self._reading() as db:
+        with self.db.reading() as db:
             rows = db.execute(self._q("SELECT local_uid, accepted_message_id FROM {documents}"
                                       " WHERE state = ? AND accepted_at < ? ORDER BY accepted_at"),
-                              (ACCEPTED, self._to_db(accepted_before))).fetchall()
+                              (ACCEPTED, self.db.to_db(accepted_before))).fetchall()
         return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
 
     def awaiting(self) -> tuple[int, datetime | None]:
         """How many documents РЭМД accepted and has not decided yet, and when the oldest was accepted."""
-        with self._reading() as db:
+        with self.db.reading() as db:
             row = db.execute(self._q("SELECT COUNT(*) AS n, MIN(accepted_at) AS oldest FROM {documents}"
                                      " WHERE state = ?"), (ACCEPTED,)).fetchone()
         return int(row["n"]), self._time(row["oldest"])
