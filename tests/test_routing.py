@@ -16,8 +16,9 @@ from services.messaging import topology
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations
+from services.reasons import reason_info
 from services.remd.transport import SubmitOutcome
-from tests.test_submission import ORG, FakeTransport, _record, _submitter
+from tests.sender_helpers import ORG, FakeTransport, signed_record, submitter
 
 PRODUCTION_ENDPOINT, TEST_STAND = "https://ips.egisz.example/emdr", "https://ips-test.egisz.example/emdr"
 
@@ -43,7 +44,7 @@ def store(tmp_path):
 def test_an_unpromoted_clinic_sends_to_the_test_stand(tmp_path, store, state):
     """Until promoted, a production-configured clinic's documents go to its test stand, and the sent event says test."""
     t = FakeTransport()
-    outs = asyncio.run(_submitter(_config(tmp_path), store, t, clinic_state=lambda oid: state).handle(_record()))
+    outs = asyncio.run(submitter(_config(tmp_path), store, t, clinic_state=lambda oid: state).handle(signed_record()))
     assert [r.endpoint for r in t.requests] == [TEST_STAND]
     submission = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
     assert submission["endpoint"] == TEST_STAND and submission["environment"] == "test"
@@ -52,8 +53,8 @@ def test_an_unpromoted_clinic_sends_to_the_test_stand(tmp_path, store, state):
 def test_a_promoted_clinic_sends_to_production(tmp_path, store):
     """Once promoted, the clinic's documents go to its production endpoint."""
     t = FakeTransport()
-    outs = asyncio.run(_submitter(_config(tmp_path), store, t,
-                                  clinic_state=lambda oid: desk.PRODUCTION).handle(_record()))
+    outs = asyncio.run(submitter(_config(tmp_path), store, t,
+                                  clinic_state=lambda oid: desk.PRODUCTION).handle(signed_record()))
     assert [r.endpoint for r in t.requests] == [PRODUCTION_ENDPOINT]
     assert events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]["environment"] == "production"
 
@@ -63,11 +64,11 @@ def test_an_unpromoted_clinic_is_held_when_configured_so_or_without_a_test_stand
                                                                                  test_endpoint):
     """With the hold policy, or no test stand, nothing is sent: CLINIC_NOT_PROMOTED, to replay after promotion."""
     t = FakeTransport()
-    sub = _submitter(_config(tmp_path, test_endpoint=test_endpoint), store, t,
+    sub = submitter(_config(tmp_path, test_endpoint=test_endpoint), store, t,
                      clinic_state=lambda oid: desk.ONBOARDING, unpromoted=policy)
     with pytest.raises(PermanentError) as err:
-        asyncio.run(sub.handle(_record()))
-    assert err.value.reason == "CLINIC_NOT_PROMOTED" and "emd clinic promote" in err.value.details["hint"]
+        asyncio.run(sub.handle(signed_record()))
+    assert err.value.reason == "CLINIC_NOT_PROMOTED" and "emd clinic promote" in reason_info(err.value.reason).hint
     assert t.requests == []
 
 
@@ -98,7 +99,7 @@ def test_every_attempt_keeps_its_signed_request_and_answer(tmp_path, store):
                              http_status=200, request=b"<signed-request/>", response=b"<answer/>")
     t = FakeTransport(rejected)
     with pytest.raises(PermanentError):
-        asyncio.run(_submitter(_config(tmp_path), store, t, exchanges=archive).handle(_record()))
+        asyncio.run(submitter(_config(tmp_path), store, t, exchanges=archive).handle(signed_record()))
     mid = t.requests[0].message_id
     kept = archive.read([mid])
     [(found_id, exchange)] = kept.items()
@@ -117,33 +118,6 @@ def test_an_archive_that_cannot_store_never_fails_the_document(tmp_path, store):
     desk_store = desk.open_desk_store(tmp_path)
     archive = ExchangeArchive(documents=Broken(), desk=desk_store)
     t = FakeTransport(SubmitOutcome(kind="accepted", reason="ACCEPTED", request=b"<r/>"))
-    outs = asyncio.run(_submitter(_config(tmp_path), store, t, exchanges=archive).handle(_record()))
+    outs = asyncio.run(submitter(_config(tmp_path), store, t, exchanges=archive).handle(signed_record()))
     assert outs[0].topic == topology.SENT.name and archive.read([t.requests[0].message_id]) == {}
     desk_store.close()
-
-
-def test_the_transport_hands_back_the_request_it_signed_and_the_answer_it_got():
-    """IpsSoapTransport's outcome carries the exact bytes it posted and received (a lost connection: the request)."""
-    import httpx
-
-    from services.dev.pki import DevCA, SubjectInfo
-    from services.remd import soap
-    from tests.test_transport import _submit
-
-    key = DevCA.create("routing test CA").issue(subject=SubjectInfo(family="", common_name="МИС", org="Тест"))
-    posted = []
-    answer = soap.build_sync_answer(relates_to="x")
-
-    def handler(request):
-        posted.append(request.content)
-        return httpx.Response(200, content=answer)
-
-    out = _submit(key, handler)
-    assert out.accepted and out.request == posted[0] and out.response == answer
-
-    def reset(request):
-        posted.append(request.content)
-        raise httpx.ReadError("reset", request=request)
-
-    lost = _submit(key, reset)
-    assert lost.reason == "CONNECTION_RESET" and lost.request == posted[1] and lost.response is None

@@ -14,43 +14,14 @@ from services.errors import PermanentError, TransientError
 from services.messaging import topology
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
-from services.pipeline.submission import Submitter
 from services.remd.transport import SubmitOutcome
-
-ORG = "1.2.643.5.1.13.13.12.2.77.7831"
+from tests.sender_helpers import ORG, FakeTransport, signed_record, submitter
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
     path = write_dev_config(tmp_path_factory.mktemp("cfg"), oids=[ORG], endpoint="http://ips.test/emdr")
     return load_organizations(path)
-
-
-def _record(uid="doc-1") -> Record:
-    data = dict(events.load_schema(events.SIGNED)["examples"][0])
-    data["localUid"] = uid
-    event = events.new_event(events.SIGNED, data, source="test")
-    return Record(topic=topology.SIGNED.name, partition=0, offset=0, key=uid, value=events.encode(event),
-                  headers={}, timestamp_ms=0)
-
-
-class FakeTransport:
-    name = "ips"
-
-    def __init__(self, *outcomes, store=None):
-        self.outcomes = list(outcomes)
-        self.requests = []
-        self.store = store
-        self.recorded_before_send = []
-
-    async def submit(self, request):
-        self.requests.append(request)
-        if self.store is not None:  # the attempt must already be durable when the request leaves
-            self.recorded_before_send.append(self.store.find_by_message_id(request.message_id) is not None)
-        return self.outcomes.pop(0) if self.outcomes else SubmitOutcome(kind="accepted", reason="ACCEPTED")
-
-    async def aclose(self):
-        pass
 
 
 @pytest.fixture
@@ -60,14 +31,10 @@ def store(tmp_path):
     s.close()
 
 
-def _submitter(config, store, transport, **kw):
-    return Submitter(config=config, store=store, transports={"ips": transport}, **kw)
-
-
 def test_accepted_emits_sent_and_status(config, store):
     """An accepted registration gives a schema-valid sent event with the submission, and status "sent"."""
     t = FakeTransport(store=store)
-    outs = asyncio.run(_submitter(config, store, t).handle(_record()))
+    outs = asyncio.run(submitter(config, store, t).handle(signed_record()))
     assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
     sent = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
     assert sent["messageId"] == t.requests[0].message_id and sent["messageIds"] == [sent["messageId"]]
@@ -80,9 +47,9 @@ def test_accepted_emits_sent_and_status(config, store):
 def test_redelivery_after_acceptance_never_sends_again(config, store):
     """A redelivered (or replayed) record of an accepted document re-emits sent from the store and sends nothing."""
     t = FakeTransport(store=store)
-    s = _submitter(config, store, t)
-    first = asyncio.run(s.handle(_record()))
-    again = asyncio.run(s.handle(_record()))
+    s = submitter(config, store, t)
+    first = asyncio.run(s.handle(signed_record()))
+    again = asyncio.run(s.handle(signed_record()))
     assert len(t.requests) == 1
     a = events.decode(first[0].value)["data"]["submission"]
     b = events.decode(again[0].value)["data"]["submission"]
@@ -92,10 +59,10 @@ def test_redelivery_after_acceptance_never_sends_again(config, store):
 def test_replay_of_a_registered_document_tells_the_mis_registered_not_sent(config, store):
     """A replayed record of a registered document sends nothing and its status event says registered, with the emdrId."""
     t = FakeTransport(store=store)
-    s = _submitter(config, store, t)
-    asyncio.run(s.handle(_record()))
+    s = submitter(config, store, t)
+    asyncio.run(s.handle(signed_record()))
     store.mark_registered("doc-1", "16.62.26.11.000000001")
-    again = asyncio.run(s.handle(_record()))
+    again = asyncio.run(s.handle(signed_record()))
     status = json.loads(again[1].value)["data"]
     assert len(t.requests) == 1
     assert (status["status"], status["emdrId"]) == ("registered", "16.62.26.11.000000001")
@@ -104,12 +71,12 @@ def test_replay_of_a_registered_document_tells_the_mis_registered_not_sent(confi
 def test_transient_then_accepted_keeps_every_message_id(config, store):
     """A transient failure raises TransientError with its MessageID; the next attempt's sent event lists both."""
     t = FakeTransport(SubmitOutcome(kind="transient", reason="HTTP_503", message="down"), store=store)
-    s = _submitter(config, store, t)
+    s = submitter(config, store, t)
     with pytest.raises(TransientError) as exc:
-        asyncio.run(s.handle(_record()))
+        asyncio.run(s.handle(signed_record()))
     first_id = t.requests[0].message_id
     assert exc.value.reason == "HTTP_503" and exc.value.details["message_ids"] == [first_id]
-    outs = asyncio.run(s.handle(_record()))
+    outs = asyncio.run(s.handle(signed_record()))
     sub = events.decode(outs[0].value)["data"]["submission"]
     assert sub["messageIds"] == [first_id, t.requests[1].message_id] and sub["attempt"] == 2
 
@@ -117,9 +84,9 @@ def test_transient_then_accepted_keeps_every_message_id(config, store):
 def test_rate_limit_defers_a_minute(config, store):
     """RATE_LIMIT becomes TransientError(defer ≥ 60) and pauses the endpoint's limiter."""
     t = FakeTransport(SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0))
-    s = _submitter(config, store, t)
+    s = submitter(config, store, t)
     with pytest.raises(TransientError) as exc:
-        asyncio.run(s.handle(_record()))
+        asyncio.run(s.handle(signed_record()))
     assert exc.value.defer >= 60
     (lim,) = s.limiters.values()
     assert lim.bucket.take() > 50
@@ -128,9 +95,9 @@ def test_rate_limit_defers_a_minute(config, store):
 def test_rate_limit_defer_is_a_setting(config, store):
     """With rate_limit_defer=5 a RATE_LIMIT answer retries the document, and pauses its organisation, 5 s later."""
     t = FakeTransport(SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0))
-    s = _submitter(config, store, t, rate_limit_defer=5.0)
+    s = submitter(config, store, t, rate_limit_defer=5.0)
     with pytest.raises(TransientError) as exc:
-        asyncio.run(s.handle(_record()))
+        asyncio.run(s.handle(signed_record()))
     assert exc.value.defer == 5.0
     (lim,) = s.limiters.values()
     assert 4 < lim.bucket.take() < 10  # paused about 5 s (plus a token's refill), not a minute
@@ -141,7 +108,7 @@ def test_permanent_dead_letters_with_code_and_message_ids(config, store):
     t = FakeTransport(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NO_SNILS",
                                     remd_message="нет СНИЛС", category="data", hint="fix", message="NO_SNILS: нет"))
     with pytest.raises(PermanentError) as exc:
-        asyncio.run(_submitter(config, store, t).handle(_record()))
+        asyncio.run(submitter(config, store, t).handle(signed_record()))
     d = exc.value.details
     assert (exc.value.reason, d["remd_code"], d["category"], d["hint"]) == ("REMD_REJECTED", "NO_SNILS", "data", "fix")
     assert d["message_ids"] == [t.requests[0].message_id] and d["local_uid"] == "doc-1"
@@ -150,13 +117,13 @@ def test_permanent_dead_letters_with_code_and_message_ids(config, store):
 
 def test_unknown_organization_is_permanent(config, store):
     """A document of an organisation absent from the configuration is dead-lettered, nothing sent."""
-    rec = _record()
+    rec = signed_record()
     ev = json.loads(rec.value)
     ev["data"]["organizationOid"] = "1.2.643.5.1.13.13.12.2.77.1"
     rec = Record(**{**rec.__dict__, "value": json.dumps(ev).encode()})
     t = FakeTransport()
     with pytest.raises(PermanentError) as exc:
-        asyncio.run(_submitter(config, store, t).handle(rec))
+        asyncio.run(submitter(config, store, t).handle(rec))
     assert exc.value.reason == "ORGANIZATION_UNKNOWN" and t.requests == []
 
 
@@ -164,8 +131,8 @@ def test_open_circuit_holds_instead_of_burning_attempts(config, store):
     """Transport failures that open the circuit do not raise: the record waits for the probe and is then sent."""
     down = SubmitOutcome(kind="transient", reason="CONNECT_ERROR", transport_failure=True)
     t = FakeTransport(down, down, store=store)
-    s = _submitter(config, store, t, breaker_failures=1, breaker_cool_down=0.2)
-    outs = asyncio.run(asyncio.wait_for(s.handle(_record()), timeout=10))
+    s = submitter(config, store, t, breaker_failures=1, breaker_cool_down=0.2)
+    outs = asyncio.run(asyncio.wait_for(s.handle(signed_record()), timeout=10))
     assert outs[0].topic == topology.SENT.name and len(t.requests) == 3
     assert s.breakers["http://ips.test/emdr"].state == "closed"
 
@@ -173,9 +140,9 @@ def test_open_circuit_holds_instead_of_burning_attempts(config, store):
 def test_open_circuit_parks_beyond_the_hold_limit(config, store):
     """With the circuit open and the hold limit reached, a record is parked on retry tier 0 without an attempt."""
     t = FakeTransport()
-    s = _submitter(config, store, t, breaker_failures=1, breaker_cool_down=60, hold_per_endpoint=0)
+    s = submitter(config, store, t, breaker_failures=1, breaker_cool_down=60, hold_per_endpoint=0)
     s.breaker("http://ips.test/emdr").record_failure()
-    (out,) = asyncio.run(s.handle(_record()))
+    (out,) = asyncio.run(s.handle(signed_record()))
     assert out.topic == topology.SENDER_RETRIES[0].name and t.requests == []
     assert out.headers["emd-retry-reason"] == b"CIRCUIT_OPEN" and "emd-attempt" not in out.headers
 
@@ -183,11 +150,11 @@ def test_open_circuit_parks_beyond_the_hold_limit(config, store):
 def test_a_parked_record_is_due_no_later_than_the_first_tiers_delay(config, store):
     """A record parked behind a circuit that opens for 300 s is due within park_max_seconds, so it never holds up
     other clinics' first retries queued behind it on the shared tier."""
-    s = _submitter(config, store, FakeTransport(), breaker_failures=1, breaker_cool_down=300, hold_per_endpoint=0,
+    s = submitter(config, store, FakeTransport(), breaker_failures=1, breaker_cool_down=300, hold_per_endpoint=0,
                    park_max_seconds=5)
     s.breaker("http://ips.test/emdr").record_failure()
     before = time.time()
-    (out,) = asyncio.run(s.handle(_record()))
+    (out,) = asyncio.run(s.handle(signed_record()))
     due = int(out.headers["emd-retry-due"]) / 1000
     assert before < due <= time.time() + 5
 
@@ -198,7 +165,7 @@ def test_an_organisation_configured_for_production_sends_production_in_its_sent_
     raw = json.loads(path.read_text())
     raw["organizations"][0]["remd"]["environment"] = "production"
     path.write_text(json.dumps(raw, ensure_ascii=False))
-    outs = asyncio.run(_submitter(load_organizations(path), store, FakeTransport()).handle(_record()))
+    outs = asyncio.run(submitter(load_organizations(path), store, FakeTransport()).handle(signed_record()))
     assert events.decode(outs[0].value, events.SENT)["data"]["submission"]["environment"] == "production"
 
 
@@ -222,7 +189,7 @@ def test_a_lifecycle_conflict_with_another_replica_is_not_a_failure(config, stor
     """When another replica accepted the document first, the sender sends nothing, raises nothing (no dead
     letter, no "failed" status) and re-emits the other replica's sent event."""
     t = FakeTransport()
-    outs = asyncio.run(_submitter(config, AcceptedByAnotherReplica(store), t).handle(_record()))
+    outs = asyncio.run(submitter(config, AcceptedByAnotherReplica(store), t).handle(signed_record()))
     assert t.requests == []
     assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
     sent = events.decode(outs[0].value, events.SENT)["data"]["submission"]
@@ -234,8 +201,8 @@ def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config,
     """A signed event whose document differs from the one first held under its localUid (registered or not) is
     dead-lettered LOCAL_UID_REUSED saying a changed СЭМД needs a new localUid; nothing is sent."""
     t = FakeTransport(store=store)
-    s = _submitter(config, store, t)
-    asyncio.run(s.handle(_record()))
+    s = submitter(config, store, t)
+    asyncio.run(s.handle(signed_record()))
     store.mark_registered("doc-1", "16.62.26.11.000000002")
     data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
     data["document"] = dict(data["document"], sha256="0" * 64)

@@ -224,3 +224,23 @@ def test_lookup_that_cannot_ask_is_transient(system_key, handler):
     with pytest.raises(TransientError) as info:
         _lookup(system_key, handler)
     assert info.value.reason == "REGISTRY_LOOKUP_FAILED"
+
+
+def test_the_transport_hands_back_the_request_it_signed_and_the_answer_it_got(system_key):
+    """IpsSoapTransport's outcome carries the exact bytes it posted and received (a lost connection: the request)."""
+    posted = []
+    answer = soap.build_sync_answer(relates_to="x")
+
+    def handler(request):
+        posted.append(request.content)
+        return httpx.Response(200, content=answer)
+
+    out = _submit(system_key, handler)
+    assert out.accepted and out.request == posted[0] and out.response == answer
+
+    def reset(request):
+        posted.append(request.content)
+        raise httpx.ReadError("reset", request=request)
+
+    lost = _submit(system_key, reset)
+    assert lost.reason == "CONNECTION_RESET" and lost.request == posted[1] and lost.response is None
