@@ -117,6 +117,8 @@ def _emulator_and_broker(templates: list[bytes], *, workdir: Path, seconds: floa
     from services.pipeline.organizations import load_organizations
     from services.pipeline.signing import sign_document
     from services.pipeline.submission import registration_from_event
+    from services.remd import envelope
+    from services.remd import names as n
     from services.remd.transport import IpsSoapTransport, SubmitRequest
 
     out: list[Ceiling] = []
@@ -150,7 +152,8 @@ def _emulator_and_broker(templates: list[bytes], *, workdir: Path, seconds: floa
             with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
                 answers = list(pool.map(lambda b: client.post(
                     lab.emulator_url + "/ips", content=b,
-                    headers={"Content-Type": "application/soap+xml; charset=utf-8"}).status_code, bodies))
+                    headers=envelope.http_headers(transport.soap_version, action=n.ACTION_REGISTER_DOCUMENT)).status_code,
+                    bodies))
             if any(a != 200 for a in answers):
                 raise SystemExit(f"emd bench: the emulator refused {sum(a != 200 for a in answers)} requests; "
                                  f"see {lab.supervisor.log_dir}")
