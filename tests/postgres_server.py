@@ -188,3 +188,22 @@ class PostgresServer:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
+
+
+@contextlib.contextmanager
+def dml_only_role(url: str, *tables: str) -> Iterator[str]:
+    """A login role granted only SELECT, INSERT and UPDATE on ``tables`` of ``url``'s database, with no CREATE on
+    its public schema (what a production application role gets): the URL to connect as it. Dropped afterwards."""
+    import psycopg
+
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON {', '.join(tables)} TO {role}")
+    try:
+        yield url.replace("://postgres@", f"://{role}@")
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")

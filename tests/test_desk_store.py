@@ -79,21 +79,10 @@ def test_audit_entries_come_newest_first_with_their_detail(store):
 def test_the_postgres_desk_store_opens_on_a_dml_only_role_once_its_tables_exist(postgres_url):
     """Once the owner created the desk tables, a role granted only SELECT, INSERT and UPDATE opens the desk
     store and writes to it (no CREATE on every open)."""
-    import uuid
-
-    import psycopg
+    from tests.postgres_server import dml_only_role
 
     open_desk_store("", url=postgres_url).close()  # the migration, by the owner
-    role = f"desk_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON desk_clinics, desk_exchanges, desk_audit TO {role}")
-    try:
-        s = open_desk_store("", url=postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@"))
+    with dml_only_role(postgres_url, "desk_clinics", "desk_exchanges", "desk_audit") as url:
+        s = open_desk_store("", url=url)
         assert s.start_test(OID, actor="alice").state == desk.TESTING
         s.close()
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")

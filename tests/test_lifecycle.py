@@ -352,28 +352,16 @@ def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postg
 
 def test_postgres_store_runs_on_a_dml_only_role_once_the_schema_exists(postgres_url):
     """Once the schema exists, a role granted only SELECT, INSERT and UPDATE opens the store and records attempts."""
-    import uuid
-
-    import psycopg
-
     from services.lifecycle.postgres import PostgresLifecycleStore
+    from tests.postgres_server import dml_only_role
 
     PostgresLifecycleStore(postgres_url).close()  # the migration, by the owner
-    role = f"app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON emd_documents, emd_attempts TO {role}")
-    try:
-        s = PostgresLifecycleStore(postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@"))
+    with dml_only_role(postgres_url, "emd_documents", "emd_attempts") as url:
+        s = PostgresLifecycleStore(url)
         _register(s)
         assert s.record_attempt("doc-1", "m1", endpoint="e").attempt == 1
         assert s.mark_accepted("doc-1", message_id="m1").state == lc.ACCEPTED
         s.close()
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
 
 
 def test_awaiting_counts_accepted_documents_and_their_oldest_acceptance(store):
