@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from services.crypto import byteorder, gost, keys
@@ -98,6 +100,27 @@ class TestSignatures:
         assert not pub.verify_digest(digest, sig[:-1] + bytes([sig[-1] ^ 1]))
         assert not pub.verify_digest(digest, bytes(64))
         assert not pub.verify_digest(digest, b"\xff" * 64)
+
+    @pytest.mark.parametrize("name", sorted(gost.CURVES))
+    def test_a_key_verified_again_uses_its_table_and_still_refuses_forgeries(self, name):
+        """From its second verification a key's comb table is used; it accepts gostcrypto's signatures and refuses a
+        changed digest or signature exactly like the first, table-less verification."""
+        c = gost.CURVES[name]
+        key = gost.PrivateKey.generate(c)
+        pub = key.public_key()
+        digest = gost.streebog(b"document", c.bits)
+        theirs = gost.reference_sign(key, digest)
+        tampered = theirs[:-1] + bytes([theirs[-1] ^ 1])
+        other = gost.PrivateKey.generate(c).public_key()
+        first = [pub.verify_digest(digest, theirs), other.verify_digest(digest, theirs)]  # each key's first: wNAF
+        built = gost._key_table.cache_info().misses
+        again = [pub.verify_digest(digest, theirs), pub.verify_digest(digest, tampered),
+                 pub.verify_digest(gost.streebog(b"documenT", c.bits), theirs), other.verify_digest(digest, theirs)]
+        assert gost._key_table.cache_info().misses == built + 2  # one table per key, made once
+        assert first == [True, False] and again == [True, False, False, False]
+        z = secrets.randbelow(c.q)
+        assert gost._x_affine(gost._mul_key(c, z, pub.x, pub.y), c.p) == gost._x_affine(
+            gost._mul_point(c, z, pub.x, pub.y), c.p)
 
     def test_signatures_are_randomised(self):
         """Two signatures of one digest differ (fresh k from secrets) and both verify."""

@@ -5,7 +5,10 @@ Two implementations of 34.10, same results:
 * the **fast path** (used by default): pure-Python elliptic-curve arithmetic in Jacobian coordinates.
   Signing is one fixed-base multiplication ``k·P`` read from a per-curve precomputed table (8-bit comb:
   32 mixed additions, no doublings, one inversion), so a CAdES signature costs well under a millisecond.
-  Verification uses the same table for ``z1·P`` and a width-5 NAF for ``z2·Q``.
+  Verification uses the same table for ``z1·P``, and for ``z2·Q`` a width-5 NAF the first time a public key is
+  seen; from its second verification on, a 4-bit comb table of that key (built once, ~10 ms, ~0.1 MB, kept for
+  the 512 keys used last), which makes a verification about three times cheaper. A process verifies the same
+  few keys again and again (the ИПС key in the callback service, the ИС and doctors' keys in the emulator).
 * the **reference path**: ``gostcrypto`` (independent, ~30 signatures/s), exposed through
   :func:`reference_sign` / :func:`reference_verify` and used by the tests to cross-check the fast path.
 
@@ -298,6 +301,46 @@ def _odd_multiples(curve: Curve, x: int, y: int) -> list[tuple[int, int]]:
     return _to_affine_many(pts, p)
 
 
+_KEY_COMB_BITS = 4
+#: public keys seen once (their second verification builds a table); bounded, forgotten wholesale when full
+_seen_keys: set[tuple[str, int, int]] = set()
+
+
+@functools.lru_cache(maxsize=512)
+def _key_table(curve: Curve, x: int, y: int) -> list[list[tuple[int, int]]]:
+    """table[i][j-1] = j · 2^(4i) · Q, affine: a public key's comb, for repeat verifications."""
+    a, p = curve.a, curve.p
+    table = []
+    base = (x, y, 1)
+    for _ in range(-(-curve.q.bit_length() // _KEY_COMB_BITS)):
+        row = [base]
+        for _ in range((1 << _KEY_COMB_BITS) - 2):
+            row.append(_add(row[-1], base, a, p))
+        table.append(_to_affine_many(row, p))
+        base = (*_to_affine_many([_add(row[-1], base, a, p)], p)[0], 1)  # 2^4 · base
+    return table
+
+
+def _mul_key(curve: Curve, k: int, x: int, y: int):
+    """k · Q for a public key Q: from its comb table once the key has been seen before, else by wNAF."""
+    seen = (curve.name, x, y)
+    if seen not in _seen_keys:
+        if len(_seen_keys) >= 4096:
+            _seen_keys.clear()
+        _seen_keys.add(seen)
+        return _mul_point(curve, k, x, y)
+    a, p, table = curve.a, curve.p, _key_table(curve, x, y)
+    acc, i, mask = _INF, 0, (1 << _KEY_COMB_BITS) - 1
+    while k:
+        digit = k & mask
+        if digit:
+            x2, y2 = table[i][digit - 1]
+            acc = _add_affine(acc, x2, y2, a, p)
+        k >>= _KEY_COMB_BITS
+        i += 1
+    return acc
+
+
 def _mul_point(curve: Curve, k: int, x: int, y: int):
     a, p = curve.a, curve.p
     odd = _odd_multiples(curve, x, y)
@@ -348,7 +391,7 @@ class PublicKey:
         v = pow(e, -1, q)
         z1 = s * v % q
         z2 = (q - r) * v % q
-        C = _add(_mul_base(c, z1), _mul_point(c, z2, self.x, self.y), c.a, c.p)
+        C = _add(_mul_base(c, z1), _mul_key(c, z2, self.x, self.y), c.a, c.p)
         x = _x_affine(C, c.p)
         return x is not None and x % q == r
 
