@@ -3,12 +3,13 @@
 It is its own process so that its CPU time (``services.dev.procstat``) is the producer library's alone, apart
 from the bench's watcher. It reads one JSON command per line on stdin, ``{"count": N, "rate": R}``, publishes
 N documents made from the samples (each a fresh localUid, created now) at R per second (0: as fast as the
-library goes, each publish waiting for the broker's acknowledgement as a МИС does), and answers one JSON line
-on stdout: ``{"uids": [...], "cpu_seconds": C, "seconds": S}``. ``C`` is the process's CPU time spent inside
-``DocumentPublisher.publish`` (checks, claim-check, JSON, the Kafka client and its I/O thread), not in making
-the documents, which is the bench's own work. End of input ends it.
+library goes), and answers one JSON line on stdout: ``{"uids": [...], "cpu_seconds": C, "seconds": S}``.
+Each publish waits for the broker's acknowledgement, as a МИС does, so ``--threads`` publish at once (one
+``DocumentPublisher``, which is thread-safe), as a МИС with several users does. ``C`` is the process's CPU
+time less the time spent making the documents (the bench's own work, not the library's): the checks,
+claim-check, JSON, the Kafka client and its I/O thread. End of input ends it.
 
-    python -m services.dev.publisher BOOTSTRAP DATA_DIR SAMPLES [--inline-limit BYTES]
+    python -m services.dev.publisher BOOTSTRAP DATA_DIR SAMPLES [--inline-limit BYTES] [--threads N]
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.dev.local_pipeline import as_new_document, sample_documents
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data_dir", type=Path, help="the pipeline's data directory (claim-check documents)")
     p.add_argument("samples", type=Path, help="folder of СЭМД to generate documents from")
     p.add_argument("--inline-limit", type=int, default=None, help="the producer's inline limit (default EMD_INLINE_DOCUMENT_LIMIT)")
+    p.add_argument("--threads", type=int, default=8, help="publishes in flight at once (default 8)")
     args = p.parse_args(argv)
 
     from producer.client import DocumentPublisher
@@ -41,23 +45,30 @@ def main(argv: list[str] | None = None) -> int:
     store = FilesystemStore(args.data_dir / "documents")
     limit = Settings.from_env().inline_document_limit if args.inline_limit is None else args.inline_limit
     made = 0
-    with DocumentPublisher(args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit) as publisher:
+    ahead = threading.Semaphore(2 * max(1, args.threads))
+    with DocumentPublisher(args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit) as publisher, \
+            ThreadPoolExecutor(max(1, args.threads)) as pool:
         for line in sys.stdin:
             if not line.strip():
                 break
             command = json.loads(line)
             count, rate = int(command["count"]), float(command.get("rate") or 0)
-            uids, cpu, started = [], 0.0, time.monotonic()
+            started, cpu0, making = time.monotonic(), time.process_time(), 0.0
+            futures = []
             for i in range(count):
                 if rate > 0:
                     wait = started + i / rate - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
+                before = time.thread_time()
                 document = as_new_document(templates[made % len(templates)])
+                making += time.thread_time() - before
                 made += 1
-                before = time.process_time()
-                uids.append(publisher.publish(document).local_uid)
-                cpu += time.process_time() - before
+                ahead.acquire()  # never more than a few documents made ahead of the publishes
+                futures.append(pool.submit(publisher.publish, document))
+                futures[-1].add_done_callback(lambda _: ahead.release())
+            uids = [f.result().local_uid for f in futures]
+            cpu = time.process_time() - cpu0 - making
             print(json.dumps({"uids": uids, "cpu_seconds": cpu, "seconds": time.monotonic() - started}), flush=True)
     return 0
 
