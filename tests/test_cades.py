@@ -248,6 +248,32 @@ class TestVerificationFailures:
         assert issubclass(cades.SignatureError, PermanentError)
 
 
+class TestDigestHandedOn:
+    def test_a_digest_given_is_the_one_signed(self, doctor):
+        """Signing with the document's digest given gives a signature that verifies over the document; a digest of
+        other bytes is what gets attested, so that signature fails as DIGEST_MISMATCH; a wrong size is refused."""
+        key, cert = doctor
+        data = b"<doc>one</doc>"
+        assert cades.verify_detached(data, cades.sign_detached(data, key=key, certificate=cert,
+                                                                 digest=gost.streebog256(data)))
+        other = cades.sign_detached(data, key=key, certificate=cert, digest=gost.streebog256(b"<doc>two</doc>"))
+        assert _reason(data, other) == "DIGEST_MISMATCH"
+        with pytest.raises(ValueError):
+            cades.sign_detached(data, key=key, certificate=cert, digest=b"short")
+
+    def test_verifications_of_one_document_share_its_digest(self, doctor):
+        """The digests mapping is filled in by the first verification and read by the next; a changed document with
+        a fresh mapping still fails."""
+        key, cert = doctor
+        data = b"<doc>shared</doc>"
+        der = cades.sign_detached(data, key=key, certificate=cert)
+        digests: dict[int, bytes] = {}
+        cades.verify_detached(data, der, digests=digests)
+        assert digests == {256: gost.streebog256(data)}
+        assert cades.verify_detached(data, der, digests=digests)
+        assert _reason(data + b" ", der, digests={}) == "DIGEST_MISMATCH"
+
+
 class TestSigner:
     def test_local_key_signer(self, doctor):
         """LocalKeySigner is a Signer whose output verifies and names its certificate."""

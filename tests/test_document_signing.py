@@ -53,6 +53,20 @@ def test_good_document_gets_doctor_and_organisation_signatures_openssl_verifies(
     assert base64.b64decode(mchd["xml"]) == config.organization(lab.GOOD_OID).mchd.xml
 
 
+def test_the_document_is_hashed_once_for_all_its_signatures(setup, monkeypatch):
+    """The doctor's and the organisation's signatures over one document come from one Streebog pass over it."""
+    from services.crypto import gost
+
+    _, config = setup
+    doc = lab.GOOD.read_bytes()
+    passes = []
+    real = gost.streebog
+    monkeypatch.setattr(gost, "streebog", lambda data, bits: passes.append(data == doc) or real(data, bits))
+    sig = sign_document(_data(doc), doc, config)
+    assert sig["personal"] and sig["organization"]
+    assert passes.count(True) == 1
+
+
 def test_signing_times_are_ordered_doctor_organisation_now(setup):
     """Every doctor's signingTime ≤ the organisation's ≤ now, as the CMS itself says."""
     _, config = setup

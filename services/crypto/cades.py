@@ -45,6 +45,7 @@ import base64
 import datetime as dt
 import functools
 import hmac
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, tsp, x509
@@ -171,10 +172,12 @@ def _template(certificate: Certificate) -> _Template:
 
 
 def sign_detached(data: bytes, *, key: gost.PrivateKey, certificate: Certificate,
-                  signing_time: dt.datetime | None = None) -> bytes:
+                  signing_time: dt.datetime | None = None, digest: bytes | None = None) -> bytes:
     """DER CMS SignedData (CAdES-BES), detached, one signer, certificate embedded.
 
-    ``signing_time`` defaults to now (UTC, whole seconds). The key must match the certificate.
+    ``signing_time`` defaults to now (UTC, whole seconds). The key must match the certificate. ``digest``: the
+    Streebog digest of ``data`` of the certificate's size, when the caller already has it (a document signed by
+    several people is hashed once); it is what the signature attests, so it must be the digest of ``data``.
     """
     tpl = _template(certificate)
     if key.curve is not certificate.public_key.curve:
@@ -183,7 +186,10 @@ def sign_detached(data: bytes, *, key: gost.PrivateKey, certificate: Certificate
     when = (signing_time or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    digest = gost.streebog(data, tpl.bits)
+    if digest is None:
+        digest = gost.streebog(data, tpl.bits)
+    elif len(digest) != tpl.bits // 8:
+        raise ValueError(f"a {tpl.bits}-bit key signs a {tpl.bits // 8}-byte digest, got {len(digest)} bytes")
     attrs = sorted((  # DER: a SET OF is sorted by encoding
         tpl.attr_content_type,
         _attribute(_OID_SIGNING_TIME, _time_der(when)),
@@ -256,18 +262,21 @@ def _attr_values(signed_attrs: cms.CMSAttributes, oid: str) -> list:
 
 
 def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = None,
-                    document_time: dt.datetime | None = None) -> VerifiedSignature:
+                    document_time: dt.datetime | None = None,
+                    digests: MutableMapping[int, bytes] | None = None) -> VerifiedSignature:
     """Verify a detached CAdES-BES signature of ``data``; raise :class:`SignatureError` if invalid.
 
     The certificate must be valid at the signingTime it claims, at ``document_time`` when given (the
-    СЭМД's creation time) and at ``at`` when given (e.g. now, like ``openssl -attime``).
+    СЭМД's creation time) and at ``at`` when given (e.g. now, like ``openssl -attime``). ``digests``: bits →
+    Streebog digest of ``data``, read and filled in, so that several signatures over one document hash it once.
     """
-    verified = verify_signature(data, cms_der)
+    verified = verify_signature(data, cms_der, digests=digests)
     check_certificate(verified, at=at, document_time=document_time)
     return verified
 
 
-def verify_signature(data: bytes, cms_der: bytes) -> VerifiedSignature:
+def verify_signature(data: bytes, cms_der: bytes, *,
+                     digests: MutableMapping[int, bytes] | None = None) -> VerifiedSignature:
     """The checks of :func:`verify_detached` that depend only on the two byte strings, up to NO_SIGNING_TIME.
 
     Its result may be cached for bytes that recur (an МЧД's signature); :func:`check_certificate` must
@@ -323,7 +332,12 @@ def verify_signature(data: bytes, cms_der: bytes) -> VerifiedSignature:
         raise _fail("SIGNATURE_DECODING_ERROR", f"unreadable signed attributes: {exc}") from None
 
     bits = size * 8
-    if message_digest is None or not hmac.compare_digest(message_digest, gost.streebog(data, bits)):
+    computed = digests.get(bits) if digests is not None else None
+    if computed is None:
+        computed = gost.streebog(data, bits)
+        if digests is not None:
+            digests[bits] = computed
+    if message_digest is None or not hmac.compare_digest(message_digest, computed):
         raise _fail("DIGEST_MISMATCH", "the messageDigest is not the digest of this document")
     if not public_key.verify_digest(gost.streebog(tbs, bits), signature):
         raise _fail("SIGNATURE_INVALID", "the signature does not verify with the signer's key")

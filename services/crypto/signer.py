@@ -38,7 +38,10 @@ class Signer(Protocol):
     @property
     def certificate(self) -> Certificate: ...
 
-    def sign(self, data: bytes, *, signing_time: dt.datetime | None = None) -> bytes: ...
+    def sign(self, data: bytes, *, signing_time: dt.datetime | None = None, digest: bytes | None = None) -> bytes:
+        """Detached CAdES-BES of ``data``. ``digest``: its Streebog digest of the certificate's size, when the
+        caller has it already (DSS: "sign hash", IsHash=true; a token signs over it either way)."""
+        ...
 
     def sign_digest(self, digest: bytes) -> bytes:
         """Raw GOST R 34.10 signature (s‖r) over a Streebog digest: what WS-Security XMLDSig needs.
@@ -60,9 +63,9 @@ class LocalKeySigner:
     def certificate(self) -> Certificate:
         return self._certificate
 
-    def sign(self, data: bytes, *, signing_time: dt.datetime | None = None) -> bytes:
+    def sign(self, data: bytes, *, signing_time: dt.datetime | None = None, digest: bytes | None = None) -> bytes:
         return cades.sign_detached(data, key=self._key, certificate=self._certificate,
-                                   signing_time=signing_time)
+                                   signing_time=signing_time, digest=digest)
 
     def sign_digest(self, digest: bytes) -> bytes:
         return self._key.sign_digest(digest)

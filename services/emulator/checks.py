@@ -186,9 +186,11 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
         by_alg.setdefault(s.digest_oid or "", set()).add(s.message_digest or b"")
     if any(len(digests) > 1 for digests in by_alg.values()):
         return [RemdError("INCONSISTENT_DIGESTS", "Подписи содержат разные хеши документа")]
+    computed: dict[int, bytes] = {}  # bits → digest of the file: hashed once, then handed to each verification
     for alg, digests in by_alg.items():
         bits = 512 if alg == gost.OID_STREEBOG512 else 256
-        if not hmac.compare_digest(next(iter(digests)), gost.streebog(data, bits)):
+        computed[bits] = gost.streebog(data, bits)
+        if not hmac.compare_digest(next(iter(digests)), computed[bits]):
             return [RemdError("DIGEST_MISMATCH", "Хеш документа, полученного из предоставляющей системы, "
                                                  "не совпадает с хешем, указанным в подписях")]
 
@@ -219,7 +221,7 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
                                         f"Сертификат подписи {s.label} не действителен на дату проверки"))
                 continue
         try:
-            cades.verify_detached(data, s.cms_der)
+            cades.verify_detached(data, s.cms_der, digests=computed)
         except cades.SignatureError as exc:
             errors.append(RemdError(_CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
                                     f"Подпись {s.label}: {exc.message}"))

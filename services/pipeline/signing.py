@@ -45,7 +45,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.crypto import cades, mchd
+from services.crypto import cades, gost, mchd
 from services.crypto.certificates import Certificate
 from services.documents import cda
 from services.documents import validation as semd_validation
@@ -177,15 +177,32 @@ def _distinct_signers(data: dict[str, Any]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+class _Digests(dict):
+    """bits → the document's Streebog digest, each computed on first use: the document is hashed once, whoever
+    signs or is verified over it (the doctors, the organisation)."""
+
+    def __init__(self, document: bytes) -> None:
+        super().__init__()
+        self.document = document
+
+    def __missing__(self, bits: int) -> bytes:
+        self[bits] = digest = gost.streebog(self.document, bits)
+        return digest
+
+    def of(self, certificate: Certificate) -> bytes:
+        return self[certificate.public_key.curve.bits]
+
+
 def _doctor_from_mis(signer: dict[str, Any], document: bytes, created: dt.datetime,
-                     now: dt.datetime) -> dict[str, Any]:
+                     now: dt.datetime, digests: _Digests) -> dict[str, Any]:
     role = signer["role"]
     if not signer.get("signature"):
         raise PermanentError(f"the {role} has no attached signature (signing mode mis)",
                              reason="DOCTOR_SIGNATURE_MISSING", role=role)
     try:
         cms_der = cades.from_wire(signer["signature"])
-        verified = cades.verify_detached(document, cms_der, at=now, document_time=created)
+        verified = cades.verify_detached(document, cms_der, at=now, document_time=created,
+                                         digests=digests)
     except PermanentError as exc:
         raise PermanentError(f"the {role}'s signature: {exc.message}", reason=exc.reason, role=role) from None
     if _digits(verified.certificate.snils) != signer["snils"]:
@@ -200,7 +217,7 @@ def _doctor_from_mis(signer: dict[str, Any], document: bytes, created: dt.dateti
 
 
 def _doctor_on_server(signer: dict[str, Any], org: Organization, document: bytes, created: dt.datetime,
-                      at: dt.datetime) -> dict[str, Any]:
+                      at: dt.datetime, digests: _Digests) -> dict[str, Any]:
     role = signer["role"]
     cred: Credential | None = org.doctors.get(signer["snils"])
     if cred is None:
@@ -212,13 +229,13 @@ def _doctor_on_server(signer: dict[str, Any], org: Organization, document: bytes
     if _digits(cert.snils) != signer["snils"]:  # also checked at load; a key file swapped since must not sign
         raise PermanentError(f"the {role}'s configured certificate is another person's",
                              reason="SIGNER_SNILS_MISMATCH", role=role)
-    cms_der = cred.signer().sign(document, signing_time=at)
+    cms_der = cred.signer().sign(document, signing_time=at, digest=digests.of(cert))
     return {"snils": signer["snils"], "role": role, "cms": cades.to_base64(cms_der),
             "signingTime": _iso(at), "source": "server", "_time": at}
 
 
 def _organization_signature(org: Organization, config: OrganizationsConfig, document: bytes,
-                            at: dt.datetime) -> dict[str, Any]:
+                            at: dt.datetime, digests: _Digests) -> dict[str, Any]:
     cred = org.organization
     if cred is None:
         raise PermanentError(f"organisation {org.oid} has no organisation key, and this kind needs MO_SIGN",
@@ -230,7 +247,7 @@ def _organization_signature(org: Organization, config: OrganizationsConfig, docu
                         organization_inn=org.inn, organization_ogrn=org.ogrn, at=at,
                         revoked=config.revoked, required_powers=config.required_powers)
         reference = mchd.mchd_reference(org.mchd.poa, org.mchd.xml, org.mchd.signature)
-    cms_der = cred.signer().sign(document, signing_time=at)
+    cms_der = cred.signer().sign(document, signing_time=at, digest=digests.of(cred.certificate))
     return {"cms": cades.to_base64(cms_der), "signingTime": _iso(at), "mchd": reference}
 
 
@@ -250,18 +267,20 @@ def sign_document(data: dict[str, Any], document: bytes, config: OrganizationsCo
     created = dt.datetime.fromisoformat(data["creationTime"])
 
     personal = []
+    digests = _Digests(document)
     for signer in _distinct_signers(data):
         if org.mode == "mis":
-            personal.append(_doctor_from_mis(signer, document, created, now))
+            personal.append(_doctor_from_mis(signer, document, created, now, digests))
         else:
-            personal.append(_doctor_on_server(signer, org, document, created, at))
+            personal.append(_doctor_on_server(signer, org, document, created, at, digests))
 
     organization = None
     if meta.requires_organization_signature is not False:
         # every doctor's time ≤ the organisation's ≤ now: `at` ≤ now, and mis signatures were checked ≤ now;
         # a mis signature within the current second is truncated to it by the CMS encoding as well.
         latest = max((p["_time"] for p in personal), default=at)
-        organization = _organization_signature(org, config, document, max(at, latest.replace(microsecond=0)))
+        organization = _organization_signature(org, config, document, max(at, latest.replace(microsecond=0)),
+                                               digests)
     for p in personal:
         SIGNATURES.labels("doctor", p["source"]).inc()
         del p["_time"]
