@@ -120,6 +120,13 @@ class Settings:
     # --- Worker runtime ---------------------------------------------------------------------
     worker_concurrency: int = setting(
         "EMD_WORKER_CONCURRENCY", 16, "Records a worker handles at once (per process).")
+    signer_processes: int = setting(
+        "EMD_SIGNER_PROCESSES", 0,
+        "Processes the signer checks and signs in; 0: one per usable CPU (affinity, capped by the cgroup quota). "
+        "With one, signing runs in a thread of the signer itself.")
+    signer_recycle_documents: int = setting(
+        "EMD_SIGNER_RECYCLE_DOCUMENTS", 2000,
+        "Documents a signing process handles before it is replaced: bounds Saxon's memory, which grows late-collected.")
     shutdown_grace_seconds: float = setting(
         "EMD_SHUTDOWN_GRACE_SECONDS", 25.0,
         "On SIGTERM, how long in-flight records may finish before the worker leaves "

@@ -1,13 +1,15 @@
 """The signer stage: ``emd.document.created`` → ``emd.document.signed`` (+ ``emd.document.status`` "signed").
 
-Wiring only; the checks and signatures are ``services.pipeline.signing.sign_document``. CPU-bound work
-(validation, signing) and the claim-check read run in a worker thread so the consumer keeps polling.
+Wiring only; the checks and signatures are ``services.pipeline.signing.sign_document``, run in a pool of
+processes, one per usable CPU (``services.pipeline.signing_pool``; in a thread when there is one CPU), so the
+consumer keeps polling and every core signs. The claim-check read runs in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services import events
@@ -20,15 +22,27 @@ from services.messaging.runtime import Stage, Ticker
 from services.pipeline import status
 from services.pipeline.organizations import OrganizationsConfig, load_organizations
 from services.pipeline.signing import sign_document, update_expiry_metrics
+from services.pipeline.signing_pool import SigningPool, pool_size
 from services.pipeline.status import describe_document
+
+Sign = Callable[[dict[str, Any], bytes, dt.datetime], Awaitable[dict[str, Any]]]
 
 NAME = "signer"
 SOURCE = "emd-signer"
 EXPIRY_REFRESH_SECONDS = 60.0
 
 
-def build_handler(config: OrganizationsConfig, store: Any):
-    """The stage's handler over a loaded configuration and a document store (tests call it directly)."""
+def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None = None):
+    """The stage's handler over a loaded configuration and a document store (tests call it directly).
+
+    ``sign``: ``async (data, document, now) -> signatures`` (a ``SigningPool``'s); default ``sign_document`` in a
+    thread of this process.
+    """
+    async def in_thread(data: dict[str, Any], document: bytes, now: dt.datetime) -> dict[str, Any]:
+        return await asyncio.to_thread(sign_document, data, document, config, now=now)
+
+    sign = sign or in_thread
+
     async def handle(record: Record) -> list[Output]:
         event = events.decode(record.value, expected_type=events.CREATED)
         data = event["data"]
@@ -37,7 +51,7 @@ def build_handler(config: OrganizationsConfig, store: Any):
             raise PermanentError(f"document is {size} bytes, over the limit of {config.max_document_bytes} bytes",
                                  reason="DOCUMENT_TOO_LARGE", size=size, limit=config.max_document_bytes)
         document = await asyncio.to_thread(document_bytes, data["document"], store)
-        signatures = await asyncio.to_thread(sign_document, data, document, config, now=dt.datetime.now(dt.UTC))
+        signatures = await sign(data, document, dt.datetime.now(dt.UTC))
         signed = events.new_event(events.SIGNED, {**data, "signatures": signatures}, source=SOURCE,
                                   trace_id=event["traceId"])
         status = events.new_event(events.STATUS, events.status_data(data["localUid"], events.STATUS_SIGNED),
@@ -57,13 +71,22 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
     store = store_from_settings(settings)
     update_expiry_metrics(config)
+    processes = pool_size(settings.signer_processes)
+    pool = SigningPool(organizations_file=settings.organizations_file, max_document_bytes=settings.max_document_bytes,
+                       processes=processes, recycle_after=settings.signer_recycle_documents,
+                       log_format=settings.log_format, log_level=settings.log_level) if processes > 1 else None
 
     async def refresh_expiry_metrics() -> list[Output]:
         # the certificate and МЧД expiry gauges stay fresh whether documents come or not
         update_expiry_metrics(config)
         return []
 
-    return Stage(name=NAME, input_topic=topology.CREATED.name, handler=build_handler(config, store),
+    async def on_stop() -> None:
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
+
+    handler = build_handler(config, store, sign=pool.sign if pool is not None else None)
+    return Stage(name=NAME, input_topic=topology.CREATED.name, handler=handler, on_stop=on_stop,
                  dead_letter_topic=topology.CREATED_DLT.name, settings=settings,
                  describe_failure=describe_document, on_dead_letter=on_dead_letter, serve_metrics=serve_metrics,
                  tickers=[Ticker(name="expiry-metrics", interval=EXPIRY_REFRESH_SECONDS,
