@@ -99,3 +99,17 @@ def test_paramset_and_key_usage_are_chosen():
     key, cert = ca.issue(subject=SUBJECT, paramset="TCA", key_usage=("key_encipherment",))
     assert cert.public_key.curve is gost.CURVES["tc26-256-A"] and key.curve is gost.CURVES["tc26-256-A"]
     assert cert.key_usage == {"key_encipherment"}
+
+
+def test_one_der_is_parsed_once_and_shared():
+    """The same DER bytes, PEM-armoured or not, load as one shared Certificate; bytes that are no certificate are
+    refused every time (nothing wrong is kept)."""
+    from services.crypto.certificates import certificate_from_der
+
+    _, cert = devpki.DevCA.create("Кэш УЦ").issue(subject=devpki.SubjectInfo("Иванов", "Иван", snils="11223344595"))
+    first = certificate_from_der(bytes(cert.der))
+    assert certificate_from_der(bytes(cert.der)) is first
+    assert load_certificate(cert.to_pem()) is first and load_certificate(cert.der) is first
+    for _ in range(2):
+        with pytest.raises(PermanentError):
+            certificate_from_der(b"\x30\x03\x02\x01\x01")

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from asn1crypto import algos, cms, core, tsp, x509
 
 from services.crypto import gost
-from services.crypto.certificates import Certificate
+from services.crypto.certificates import Certificate, certificate_from_der
 from services.documents.xmlsafe import base64_content
 from services.errors import PermanentError
 
@@ -240,8 +240,7 @@ def _find_signer_cert(sd: cms.SignedData, sid: cms.SignerIdentifier) -> Certific
     for choice in sd["certificates"]:
         if choice.name != "certificate":
             continue
-        der = choice.chosen.dump()
-        cert = Certificate(der)
+        cert = certificate_from_der(choice.chosen.dump())
         if sid.name == "issuer_and_serial_number":
             want = sid.chosen
             if (cert.serial_number == want["serial_number"].native

@@ -10,6 +10,7 @@ key (asn1crypto cannot decode GOST keys, ``services.crypto.keys`` does), validit
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from asn1crypto import pem, x509
 from services.crypto import gost, keys
 from services.errors import PermanentError
 
-__all__ = ["Certificate", "load_certificate", "OID_SNILS", "OID_OGRN", "OID_OGRNIP", "OID_INN", "OID_INNLE"]
+__all__ = ["Certificate", "certificate_from_der", "load_certificate", "OID_SNILS", "OID_OGRN", "OID_OGRNIP", "OID_INN", "OID_INNLE"]
 
 OID_OGRN = "1.2.643.100.1"
 OID_SNILS = "1.2.643.100.3"
@@ -168,6 +169,14 @@ class Certificate:
         return f"Certificate(serial={self.serial_number:#x}, not_after={self.not_after:%Y-%m-%d})"
 
 
+@functools.lru_cache(maxsize=256)
+def certificate_from_der(der: bytes) -> Certificate:
+    """The certificate of these DER bytes, parsed once: the same few certificates arrive in every CMS and
+    WS-Security header a process verifies, and each parse (with its key and fields) cost more than the check.
+    A ``Certificate`` is immutable, so one object serves every caller; an unreadable one is not kept."""
+    return Certificate(der)
+
+
 def load_certificate(source: bytes | str | os.PathLike) -> Certificate:
     """A certificate from PEM or DER bytes, or from a file path holding either."""
     data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
@@ -175,4 +184,4 @@ def load_certificate(source: bytes | str | os.PathLike) -> Certificate:
         label, _, data = pem.unarmor(data)
         if label not in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
             raise PermanentError(f"expected a CERTIFICATE PEM block, got {label}", reason="CERT_INVALID")
-    return Certificate(data)
+    return certificate_from_der(bytes(data))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from asn1crypto import cms
 
 from services.crypto import cades, gost
-from services.crypto.certificates import Certificate
+from services.crypto.certificates import Certificate, certificate_from_der
 from services.documents.cda import CdaMetadata, NotCda, extract
 from services.documents.nsi import kind_by_code
 from services.documents.xmlsafe import parse_xml
@@ -148,7 +148,7 @@ def _inspect(label: str, cms_der: bytes, *, personal: bool, snils: str | None) -
         sid = si["sid"]
         for choice in sd["certificates"] or ():
             if choice.name == "certificate":
-                candidate = Certificate(choice.chosen.dump())
+                candidate = certificate_from_der(choice.chosen.dump())
                 if sid.name == "issuer_and_serial_number" and \
                         candidate.serial_number == sid.chosen["serial_number"].native:
                     cert = candidate
