@@ -225,8 +225,7 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
             pipeline.start()
             watcher = PipelineWatcher(broker.bootstrap_servers).start()
             publisher = _Publisher(broker.bootstrap_servers, pipeline.data_dir, options.samples,
-                                   options.inline_limit, options.workdir / "publisher.log",
-                                   broker.client_env())
+                                   options.inline_limit, options.workdir / "publisher.log", broker.client_env())
             warm = len(templates) if options.warm_up is None else options.warm_up
             say(f"warm-up: {warm} documents" + (", one of each sample kind" if options.warm_up is None else ""))
             _wait(watcher, publisher.publish(warm), options.timeout, say, "warm-up", pipeline)
