@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "services.commands.run_cmd",        # emd run, emd demo (the whole pipeline locally)
     "services.commands.dlq_cmd",        # emd dlq list/show/export/ticket/replay
     "services.commands.clinic_cmd",     # emd clinic list/check/test/promote/suspend
+    "services.commands.console_cmd",    # emd console (support console in a browser), add-user
     "services.commands.bench_cmd",      # emd bench (throughput, latency, CPU per document)
 ]
 

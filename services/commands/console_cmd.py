@@ -1,0 +1,123 @@
+"""``emd console``: the support console in a browser (docs/support.md); ``emd console add-user NAME``.
+
+    emd console [--host H] [--port P]      serve it (EMD_CONSOLE_HOST/PORT; SIGTERM/Ctrl-C stop it)
+    emd console add-user NAME              add or replace a user who may replay and promote; the password
+                                           is read from standard input (never from the command line)
+
+Read-only without a login; replay and promote need one (EMD_CONSOLE_USERS: names with scrypt hashes).
+It reads the dead-letter topics (KAFKA_BOOTSTRAP_SERVERS), the lifecycle and desk stores
+(EMD_LIFECYCLE_STORE / EMD_DATA_DIR), the claim-check store and the organisations file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from services import logs
+from services.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("console", help="the support console (browser): dead letters, documents, clinics, audit",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default=None, help="interface (default EMD_CONSOLE_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default EMD_CONSOLE_PORT, 8087)")
+    p.set_defaults(func=cmd_serve)
+    csub = p.add_subparsers(dest="console_command")
+    a = csub.add_parser("add-user", help="add a user who may replay and promote (password from stdin)")
+    a.add_argument("name")
+    a.add_argument("--users", type=Path, default=None, help="users file (default EMD_CONSOLE_USERS)")
+    a.set_defaults(func=cmd_add_user)
+
+
+def cmd_add_user(args: argparse.Namespace) -> int:
+    from services.console.auth import add_user
+
+    if not args.name.strip() or any(c.isspace() for c in args.name):
+        print("emd console add-user: the name must be one word", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 12:
+        print("emd console add-user: give a password of 12 characters or more on standard input", file=sys.stderr)
+        return 2
+    path = args.users or Settings.from_env().console_users_file
+    add_user(path, args.name, password)
+    print(f"{args.name} added to {path}")
+    return 0
+
+
+def build_console(settings: Settings) -> Any:
+    """The console's parts, opened from the settings (also what the tests start)."""
+    from services.console.app import Console
+    from services.console.auth import Sessions, load_users
+    from services.console.index import DeadLetterIndex
+    from services.desk import readiness
+    from services.desk import replay as replaying
+    from services.desk.deadletters import TOPIC_OF_STAGE
+    from services.documents.store import store_from_settings
+    from services.lifecycle import open_store
+    from services.lifecycle.desk import open_desk_store
+    from services.messaging.clients import kafka_python_config
+    from services.pipeline.exchanges import ExchangeArchive
+    from services.pipeline.organizations import load_organizations
+
+    kafka = kafka_python_config(settings)
+    desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    cache: dict[str, Any] = {}
+
+    def organizations() -> Any:
+        path = Path(settings.organizations_file)
+        mtime = path.stat().st_mtime  # keys are loaded once per version of the file, not per page
+        if cache.get("mtime") != mtime:
+            cache.update(mtime=mtime, config=load_organizations(path, max_document_bytes=settings.max_document_bytes))
+        return cache["config"]
+
+    def clinic_readiness(oid: str) -> list[Any]:
+        ca = Path(settings.organizations_file).parent / "ca.pem"
+        cas = readiness.load_cas([ca] if ca.is_file() else [])
+        return readiness.check(oid, organizations(), cas=cas, clinic_state=desk.clinic(oid).state,
+                               unpromoted=settings.unpromoted_clinics)
+
+    def replay(filters: Any, dry_run: bool) -> tuple[Any, list[str]]:
+        lines: list[str] = []
+        summary = replaying.replay(kafka, filters, dry_run=dry_run, on_record=lambda action, d, detail: lines.append(
+            f"{action} {d.local_uid} ({d.reason}, MessageID {d.message_id or '-'}) → {detail}"))
+        return summary, lines
+
+    return Console(index=DeadLetterIndex(kafka, list(TOPIC_OF_STAGE.values())).start(),
+                   lifecycle=open_store(settings.data_dir, url=settings.lifecycle_store_url), desk=desk,
+                   archive=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
+                   organizations=organizations, readiness=clinic_readiness, replay=replay,
+                   sessions=Sessions(load_users(settings.console_users_file)))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from services.console.app import make_app
+
+    settings = Settings.from_env()
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    if not settings.kafka_bootstrap_servers:
+        print("emd console: set KAFKA_BOOTSTRAP_SERVERS (the dead letters live on the cluster)", file=sys.stderr)
+        return 2
+    try:
+        console = build_console(settings)
+    except (ValueError, OSError) as exc:
+        print(f"emd console: {exc}", file=sys.stderr)
+        return 2
+    if not console.sessions.users:
+        print(f"emd console: no users in {settings.console_users_file}: read-only (emd console add-user NAME)",
+              file=sys.stderr)
+    host, port = args.host or settings.console_host, args.port or settings.console_port
+    try:
+        web.run_app(make_app(console), host=host, port=port, print=lambda *_: print(
+            f"emd console: http://{host}:{port}/", flush=True), handle_signals=True)
+    finally:
+        console.index.stop()
+        console.lifecycle.close()
+        console.desk.close()
+    return 0

@@ -1,0 +1,2 @@
+"""The support console (``emd console``): ``app`` (pages and JSON), ``auth`` (users, sessions, CSRF), ``index``
+(the dead-letter topics, followed). docs/support.md describes it."""
