@@ -113,3 +113,13 @@ def test_one_der_is_parsed_once_and_shared():
     for _ in range(2):
         with pytest.raises(PermanentError):
             certificate_from_der(b"\x30\x03\x02\x01\x01")
+
+
+def test_issued_by_checks_the_issuer_name_and_its_signature():
+    """A certificate is issued by its CA; not by another CA, even one that took the same name."""
+    from services.dev.pki import DevCA, SubjectInfo
+
+    ca, impostor, other = DevCA.create("Тестовый УЦ"), DevCA.create("Тестовый УЦ"), DevCA.create("Другой УЦ")
+    _, cert = ca.issue(subject=SubjectInfo("Иванов", "Иван Иванович", snils="11223344595"))
+    assert cert.issued_by(ca.certificate) and ca.certificate.issued_by(ca.certificate)
+    assert not cert.issued_by(impostor.certificate) and not cert.issued_by(other.certificate)

@@ -680,3 +680,61 @@ def test_flaky_scenario_a_retrying_client_registers_everything_once(world, pki):
         assert mis.cond.wait_for(lambda: {c.local_uid for c in mis.callbacks if c.registered} == set(uids), WAIT)
         codes = {e.code for cb in mis.callbacks for e in cb.errors}
     assert codes <= {"NOT_UNIQUE_PROVIDED_ID"}
+
+
+def test_a_restarted_emulator_keeps_its_registry_and_finishes_what_it_accepted(world, pki, tmp_path):
+    """With a state dir, a registration whose callback was pending when the emulator stopped is called back by
+    the next start, once, and the registry still refuses a second registration of that localUid."""
+    identity = pki["ca"].issue(subject=SubjectInfo(family="", common_name="ИПС (эмулятор)", org="emulator"))
+    emu, mis = world(key=identity[0], certificate=identity[1], state_dir=tmp_path)
+    emu.faults.add([Rule(fault="callback_late", local_uid="doc-kept", delay=120)])
+    data = make_document("doc-kept")
+    answer, mid = send(emu, mis, pki, "doc-kept", data=data)
+    assert answer.accepted and emu.registry.wait_for(lambda r: len(r.records()) == 1, timeout=WAIT)
+    emu.stop()  # as a restart would: the callback has not left
+    assert mis.callbacks == []
+
+    again, _ = world(key=identity[0], certificate=identity[1], state_dir=tmp_path)
+    [first] = mis.wait_callbacks(1)
+    assert first.registered and normalize_message_id(first.relates_to_message) == mid
+    send(again, mis, pki, "doc-kept", data=data)
+    second = mis.wait_callbacks(2)[1]
+    assert second.status == "error" and second.errors[0].code == "NOT_UNIQUE_PROVIDED_ID"
+    assert [r.emdr_id for r in again.registry.records()] == [first.registry_item.emdr_id]
+
+
+def test_without_a_state_dir_a_restart_forgets(world, pki):
+    """The default emulator is a fresh test stand at every start: nothing registered before is known."""
+    emu, mis = world()
+    send(emu, mis, pki, "doc-forgotten")
+    mis.wait_callbacks(1)
+    emu.stop()
+    fresh, _ = world()
+    assert fresh.registry.records() == []
+
+
+def test_state_dir_skips_a_registration_cut_short_by_a_kill(tmp_path):
+    """A registry line torn by kill -9 is left out on restart (its callback never left); whole lines are kept."""
+    from services.emulator.state import StateDir
+
+    state = StateDir(tmp_path)
+    state.append_record({"local_uid": "a"})
+    with state.registry_file.open("a") as f:
+        f.write('{"local_uid": "b", "emdr')
+    assert StateDir(tmp_path).records() == [{"local_uid": "a"}]
+
+
+def test_a_signature_from_an_unaccredited_ca_is_rejected_when_accredited_cas_are_given(world, pki):
+    """With accredited CAs, a doctor's certificate issued by any other CA gets CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT;
+    one of theirs registers."""
+    foreign = DevCA.create("foreign CA")
+    doctor = foreign.issue(subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=pki["doctor"][1].snils),
+                           not_before=VALID_FROM)
+    emu, mis = world(accredited=[pki["ca"].certificate])
+    data = make_document("doc-foreign-ca")
+    send(emu, mis, pki, "doc-foreign-ca", data=data, reg=make_registration(data, {**pki, "stranger": doctor},
+                                                                            doctor="stranger"))
+    send(emu, mis, pki, "doc-accredited")
+    by_uid = {cb.local_uid: cb for cb in mis.wait_callbacks(2)}
+    assert [e.code for e in by_uid["doc-foreign-ca"].errors] == ["CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT"]
+    assert by_uid["doc-accredited"].registered

@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-certificate", metavar="FILE",
                    help="write the emulator's certificate (PEM) here, for the МИС to trust its callbacks")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG (default 0)")
+    p.add_argument("--trusted-ca", metavar="FILE", action="append", default=[],
+                   help="an accredited CA (PEM/DER); signatures whose certificate no such CA issued are rejected "
+                        "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT (repeatable; default: any issuer)")
+    p.add_argument("--state", metavar="DIR",
+                   help="keep registrations and accepted requests here, so a restart forgets nothing "
+                        "(default: memory only, a fresh test stand at every start)")
     p.add_argument("--outage-seconds", type=float, default=30.0, help="outage scenario: how long (default 30)")
     p.add_argument("--outage-from", choices=("first-request", "start"), default="first-request",
                    help="outage scenario: when it begins (default first-request)")
@@ -60,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
         systems = load_systems(args.systems) if args.systems else []
         key = keys.load_private_key(args.key) if args.key else None
         cert = load_certificate(args.certificate) if args.certificate else None
+        accredited = [load_certificate(path) for path in args.trusted_ca]
         emu = Emulator(args.host, args.port, scenario=args.scenario, systems=systems, key=key, certificate=cert,
                        seed=args.seed, outage_seconds=args.outage_seconds, outage_from=args.outage_from,
-                       outage_mode=args.outage_mode)
+                       outage_mode=args.outage_mode, state_dir=args.state, accredited=accredited)
         emu.start()
     except (EmdError, OSError, ValueError) as exc:
         print(f"emd emulator: {exc}", file=sys.stderr)

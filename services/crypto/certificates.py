@@ -56,6 +56,16 @@ class Certificate:
             raise PermanentError(f"certificate key is not a usable GOST key: {exc}",
                                  reason="CERT_INVALID") from None
 
+    def issued_by(self, ca: Certificate) -> bool:
+        """True when ``ca`` is the issuer: its subject is our issuer and its key verifies our signature."""
+        if ca.subject.dump() != self.issuer.dump():
+            return False
+        try:
+            digest = gost.streebog(self.tbs.dump(), ca.public_key.curve.bits)
+            return ca.public_key.verify_digest(digest, self._cert["signature_value"].native)
+        except (PermanentError, ValueError):
+            return False
+
     @property
     def serial_number(self) -> int:
         return self.tbs["serial_number"].native

@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ import httpx
 from services.emulator import checks
 from services.emulator.faults import Decision, rejection_for
 from services.emulator.registry import Registry, RequestEntry
+from services.emulator.state import StateDir
 from services.emulator.systems import System
 from services.emulator.variants import LaterRequests, Shape, shape_for, shaped_result, spell
 from services.errors import PermanentError
@@ -59,6 +61,7 @@ class Job:
     entry: RequestEntry
     arrival: dt.datetime
     decision: Decision
+    journal: Path | None = None  # its StateDir file, removed once it is done (kept if we are stopped first)
 
 
 class Processor:
@@ -67,8 +70,10 @@ class Processor:
     def __init__(self, *, registry: Registry, key: Any, certificate: Any, stop: threading.Event,
                  rejection_rate: float = 0.0, http_timeout: float = 10.0, file_attempts: int = 3,
                  callback_attempts: int = 6, backoff: float = 0.5, backoff_max: float = 30.0,
-                 variants: bool = False, later_pull_delay: float = 2.0, later_pull_attempts: int = 8) -> None:
+                 variants: bool = False, later_pull_delay: float = 2.0, later_pull_attempts: int = 8,
+                 accredited: tuple[Any, ...] = ()) -> None:
         self.registry = registry
+        self.accredited = accredited
         self.key, self.certificate = key, certificate
         self.stop = stop
         self.rejection_rate = rejection_rate
@@ -107,6 +112,8 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - a worker must never die silently
             self.log.exception("emulator job failed", error=repr(exc), seq=job.entry.seq)
             self.registry.update(job.entry, outcome="crashed", finished_at=dt.datetime.now(dt.UTC))
+        if not self.stop.is_set():  # interrupted by a stop: left for the next start to finish
+            StateDir.finished(job.journal)
 
     def _process(self, job: Job) -> None:
         reg = job.request.registration
@@ -117,7 +124,7 @@ class Processor:
         if isinstance(data_or_error, RemdError):
             errors = [data_or_error]
         else:
-            errors = checks.check_document(reg, data_or_error, arrival=job.arrival)
+            errors = checks.check_document(reg, data_or_error, arrival=job.arrival, accredited=self.accredited)
             if not errors:
                 reject = job.decision.callbacks.get("reject")
                 if reject is not None:
@@ -132,7 +139,9 @@ class Processor:
                 local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind,
                 message_id=normalize_message_id(headers.message_id), client_entity_id=job.system.client_entity_id,
                 patient_snils=reg.patient.snils, digest=digest)
-            if record is None:
+            if record is None and existing.message_id == normalize_message_id(headers.message_id):
+                record = existing  # this very request, registered before a restart: answer it again, register once
+            elif record is None:
                 errors = [_not_unique(reg.local_uid, existing, same_content=existing.digest == digest)]
         if record is not None:
             result = RegisterResult(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn1crypto import cms
@@ -159,8 +160,12 @@ def _inspect(label: str, cms_der: bytes, *, personal: bool, snils: str | None) -
 
 
 def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
-                   now: dt.datetime | None = None) -> list[RemdError]:
-    """The full checks of the pulled file against the request (brief §4 step 6); [] means register it."""
+                   now: dt.datetime | None = None, accredited: Sequence[Certificate] = ()) -> list[RemdError]:
+    """The full checks of the pulled file against the request (brief §4 step 6); [] means register it.
+
+    ``accredited``: the CAs a signer's certificate must be issued by (РЭМД accepts only accredited УЦ);
+    empty = any issuer, as a sandbox without a trust list.
+    """
     now = now or dt.datetime.now(dt.UTC)
     skew = dt.timedelta(seconds=CLOCK_SKEW)
 
@@ -206,6 +211,10 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
     # 3. each signature: certificate dates, then the cryptography
     for s in inspected:
         cert = s.certificate
+        if cert is not None and accredited and not any(cert.issued_by(ca) for ca in accredited):
+            errors.append(RemdError("CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT",
+                                    f"Сертификат подписи {s.label} выпущен не аккредитованным УЦ"))
+            continue
         if cert is not None and created is not None:
             if not cert.is_valid_at(created):
                 if s.personal:

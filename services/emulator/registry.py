@@ -1,8 +1,9 @@
 """The emulator's memory: registered documents and the log of every request it handled.
 
 Both are plain thread-safe objects the HTTP handlers, the background workers and the tests share.
-Nothing here is persisted: an emulator restart (or ``POST /_emulator/reset``) starts empty, as a
-fresh test stand would.
+The request log lives in memory only. Registered documents do too, unless the registry is given a
+``StateDir`` (``emd emulator --state``): then each registration is appended there and a restart starts
+with them; ``POST /_emulator/reset`` empties both.
 
 ``emdrId`` format: ``<region>.<2 digits>.<yy>.<mm>.<9-digit sequence>`` — the shape of the registry
 numbers seen in the wild (``16.62.23.09.000014523``, brief §8.4 [P]); the first two parts are
@@ -16,6 +17,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from services.emulator.state import StateDir
 
 __all__ = ["Registry", "RegistryRecord", "RequestEntry"]
 
@@ -44,6 +47,10 @@ class RegistryRecord:
         data = asdict(self)
         data["registration_date_time"] = _iso(self.registration_date_time)
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegistryRecord:
+        return cls(**{**data, "registration_date_time": datetime.fromisoformat(data["registration_date_time"])})
 
 
 @dataclass(slots=True)
@@ -84,14 +91,19 @@ class Registry:
     system's documents whatever their organisation (addendum [A]).
     """
 
-    def __init__(self, *, emdr_prefix: str = "16.62", store_years: int = 5) -> None:
+    def __init__(self, *, emdr_prefix: str = "16.62", store_years: int = 5, state: StateDir | None = None) -> None:
         self.emdr_prefix = emdr_prefix
         self.store_years = store_years
+        self.state = state
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._records: dict[tuple[str, str], RegistryRecord] = {}
+        for data in state.records() if state is not None else ():
+            record = RegistryRecord.from_json(data)
+            self._records[(record.client_entity_id, record.local_uid)] = record
+        last = max((int(r.emdr_id.rsplit(".", 1)[1]) for r in self._records.values()), default=14522)
         self._requests: list[RequestEntry] = []
-        self._emdr_seq = itertools.count(14523)
+        self._emdr_seq = itertools.count(last + 1)
         self._req_seq = itertools.count(1)
 
     # --- registry ---------------------------------------------------------------------------
@@ -112,6 +124,8 @@ class Registry:
                 client_entity_id=client_entity_id, registration_date_time=now.replace(microsecond=0),
                 store_till_date=(now + timedelta(days=365 * self.store_years)).date().isoformat(),
                 patient_snils=patient_snils, digest=digest)
+            if self.state is not None:  # on disk before its callback can leave
+                self.state.append_record(record.to_json())
             self._records[(client_entity_id, local_uid)] = record
             self._changed.notify_all()
             return record, None
@@ -185,4 +199,6 @@ class Registry:
         with self._lock:
             self._records.clear()
             self._requests.clear()
+            if self.state is not None:
+                self.state.clear()
             self._changed.notify_all()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import struct
 import threading
@@ -42,6 +43,7 @@ from services.emulator.callbacks import Job, Processor
 from services.emulator.faults import Decision, FaultInjector, Outage, Rule, Scenario
 from services.emulator.faults import scenario as make_scenario
 from services.emulator.registry import Registry
+from services.emulator.state import StateDir
 from services.emulator.systems import System
 from services.errors import PermanentError
 from services.logs import get_logger
@@ -150,8 +152,10 @@ class Emulator:
     ``key``/``certificate``: what the emulator signs its answers and callbacks with (default: a fresh
     development certificate from ``services.dev.pki``). ``seed``: the fault RNG's seed. ``outage_*``:
     the ``outage`` scenario's length, trigger (``first-request`` | ``start``) and mode (``503`` |
-    ``refused``). ``workers``: threads for file pulls and callbacks. The remaining keywords tune the
-    МИС-facing HTTP client (``callbacks.Processor``).
+    ``refused``). ``workers``: threads for file pulls and callbacks. ``state_dir``: keep the registry and
+    accepted requests across restarts (``services.emulator.state``). ``accredited``: the CAs signers'
+    certificates must chain to (empty: any). The remaining keywords tune the МИС-facing HTTP client
+    (``callbacks.Processor``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, scenario: str | Scenario = "ok",
@@ -159,7 +163,8 @@ class Emulator:
                  seed: int = 0, outage_seconds: float = 30.0, outage_from: str = "first-request",
                  outage_mode: str = "503", workers: int = 16, http_timeout: float = 10.0,
                  file_attempts: int = 3, callback_attempts: int = 6, backoff: float = 0.5,
-                 backoff_max: float = 30.0) -> None:
+                 backoff_max: float = 30.0, state_dir: str | os.PathLike | None = None,
+                 accredited: Iterable[Certificate] = ()) -> None:
         self.host, self._port = host, port
         self.scenario = scenario if isinstance(scenario, Scenario) else make_scenario(scenario)
         self.systems: dict[str, System] = {s.client_entity_id: s for s in systems}
@@ -168,7 +173,8 @@ class Emulator:
             key, certificate = ca.issue(subject=SubjectInfo(family="", common_name="ИПС ЕГИСЗ (эмулятор)",
                                                             org="emd-pipeline emulator"))
         self.key, self.certificate = key, certificate
-        self.registry = Registry()
+        self.state = StateDir(state_dir) if state_dir is not None else None
+        self.registry = Registry(state=self.state)
         self.faults = FaultInjector(self.scenario.rules, seed=seed)
         self._seed = seed
         self.outage = (Outage(seconds=outage_seconds, start=outage_from, mode=outage_mode)
@@ -177,7 +183,8 @@ class Emulator:
         self.processor = Processor(registry=self.registry, key=key, certificate=certificate, stop=self._stop,
                                    rejection_rate=self.scenario.rejection_rate, http_timeout=http_timeout,
                                    file_attempts=file_attempts, callback_attempts=callback_attempts,
-                                   backoff=backoff, backoff_max=backoff_max, variants=self.scenario.variants)
+                                   backoff=backoff, backoff_max=backoff_max, variants=self.scenario.variants,
+                                   accredited=tuple(accredited))
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._httpd: _Server | None = None
@@ -228,7 +235,30 @@ class Emulator:
                 self._schedule_reopen()
                 return self
         self._serve(httpd)
+        self._resume()
         return self
+
+    def _resume(self) -> None:
+        """Finish the registrations a previous run accepted (``state_dir``), as РЭМД would after a restart."""
+        for pending in self.state.pending() if self.state is not None else ():
+            try:
+                request = soap.parse_register_document(pending.body)
+            except PermanentError:
+                StateDir.finished(pending.path)
+                continue
+            system = self.systems.get(pending.client_entity_id)
+            if system is None:
+                StateDir.finished(pending.path)
+                continue
+            entry = self.registry.log_request("registerDocument", message_id=request.headers.message_id,
+                                              local_uid=request.registration.local_uid, outcome="accepted",
+                                              client_entity_id=pending.client_entity_id,
+                                              organization=request.registration.organization,
+                                              reply_to=request.headers.reply_to, faults=["resumed"])
+            job = Job(request=request, system=system, entry=entry, arrival=pending.arrival, decision=Decision(),
+                      journal=pending.path)
+            assert self._executor is not None
+            self._executor.submit(self.processor.process, job)
 
     def stop(self) -> None:
         """Stop serving, abandon pending callbacks (their waits are interrupted) and free the port."""
@@ -456,13 +486,13 @@ class Emulator:
             self.registry.update(entry, outcome="fault", sync_codes=["AuthorizationFault"])
             return self._fault("AuthorizationFault", system, relates_to=relates, version=version)
         if operation == "registerDocument":
-            return self._register(parsed, entry, system, decision, arrival, version)
+            return self._register(parsed, entry, system, decision, arrival, version, body)
         if operation == "searchRegistryItem":
             return self._search(parsed, entry)
         return self._get_item(*parsed, entry, system)
 
     def _register(self, request: soap.RegisterRequest, entry: Any, system: System, decision: Decision,
-                  arrival: dt.datetime, version: str) -> tuple[int, bytes]:
+                  arrival: dt.datetime, version: str, body: bytes) -> tuple[int, bytes]:
         reg, headers = request.registration, request.headers
         self.registry.update(entry, organization=reg.organization)
         if not headers.reply_to or is_anonymous(headers.reply_to) or \
@@ -478,7 +508,9 @@ class Emulator:
                                                errors=errors, soap_version=version, key=self.key,
                                                certificate=self.certificate)
         self.registry.update(entry, outcome="accepted")
-        job = Job(request=request, system=system, entry=entry, arrival=arrival, decision=decision)
+        journal = (self.state.accept(body, client_entity_id=system.client_entity_id, arrival=arrival)
+                   if self.state is not None else None)  # durable before "success" is answered
+        job = Job(request=request, system=system, entry=entry, arrival=arrival, decision=decision, journal=journal)
         if "callback_early" in decision.callbacks:
             self.processor.process(job)  # file pull and callback before the synchronous answer
         elif self._executor is not None:
