@@ -118,16 +118,16 @@ def _accepted_by(check, event: dict) -> bool:
 def test_the_compiled_check_refuses_what_the_reference_refuses(created, mutate, field):
     """jsonschema-rs, the check every event passes first, refuses each broken event the reference jsonschema refuses."""
     mutate(created)
-    assert not _accepted_by(lambda name, x: events._compiled(name).is_valid(x), created)
-    assert not _accepted_by(lambda name, x: events._validator(name).is_valid(x), created)
+    assert not _accepted_by(lambda name, x: events.compiled_validator(name).is_valid(x), created)
+    assert not _accepted_by(lambda name, x: events.reference_validator(name).is_valid(x), created)
 
 
 @pytest.mark.parametrize("type_", TYPES)
 def test_the_compiled_check_accepts_what_the_reference_accepts(type_):
     """Each schema's example, in a fresh envelope, passes both the compiled check and the reference."""
     event = dict(events.new_event(type_, _example(type_), source="worker-x"))
-    assert _accepted_by(lambda name, x: events._compiled(name).is_valid(x), event)
-    assert _accepted_by(lambda name, x: events._validator(name).is_valid(x), event)
+    assert _accepted_by(lambda name, x: events.compiled_validator(name).is_valid(x), event)
+    assert _accepted_by(lambda name, x: events.reference_validator(name).is_valid(x), event)
 
 
 def test_error_message_never_echoes_the_value(created):

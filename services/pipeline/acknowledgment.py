@@ -96,7 +96,7 @@ def _status(doc: lc.Document, status: str, ids: list[str], *, trace: str | None,
     return Output.of_event(events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace))
 
 
-def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str, registration_time: str | None,
+def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str,
                        message_id: str, environments: Environments,
                        warnings: Sequence[soap.RemdError] = ()) -> list[Output]:
     """``acknowledged`` (the signed payload, the submission rebuilt from the attempts, the registration) and
@@ -111,7 +111,7 @@ def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str, registrati
         sent_at=current.sent_at if current else (doc.created_at or datetime.now(UTC)),
         accepted_at=doc.accepted_at, endpoint=current.endpoint if current else "",
         environment=environments(doc.organization, current.endpoint if current else None))
-    data["registration"] = {"emdrId": emdr_id, "registrationTime": _registration_time(registration_time),
+    data["registration"] = {"emdrId": emdr_id, "registrationTime": events.timestamp(doc.registered_at),
                             "messageId": message_id}
     trace = signed.get("traceId")
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
@@ -123,13 +123,15 @@ def _warnings(item: Any) -> Sequence[soap.RemdError]:
     return tuple(getattr(item, "warnings", None) or ())
 
 
-def _registration_time(text: str | None) -> str:
-    """РЭМД's registration time in the events' one format (UTC; a time without an offset is taken as UTC)."""
+def registered_at(item: Any) -> datetime:
+    """When РЭМД registered the document, as its registry item says (a time without an offset is UTC); now
+    when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the same."""
+    text = getattr(item, "registration_date_time", None) or ""
     try:
-        t = datetime.fromisoformat((text or "").replace("Z", "+00:00"))
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        return events.timestamp()
-    return events.timestamp(t if t.tzinfo else t.replace(tzinfo=UTC))
+        return datetime.now(UTC)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _dead_letter(doc: lc.Document, signed: dict[str, Any], ids: list[str], *, reason: str, code: str | None,
@@ -220,7 +222,6 @@ def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: flo
     if doc.state == lc.REGISTERED:
         if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
             return registered_outputs(store, doc, emdr_id=doc.emdr_id,
-                                      registration_time=events.timestamp(doc.registered_at),
                                       message_id=_registering_id(store, doc, attempt), environments=environments,
                                       warnings=_warnings(result.registry_item))
         emdr = result.registry_item.emdr_id if result.registry_item is not None else None
@@ -243,10 +244,10 @@ def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: flo
         if doc.state == lc.FAILED:
             log.warning("registered after a dead letter: the dead letter is obsolete", local_uid=doc.local_uid,
                         emdr_id=item.emdr_id, message_id=mid, failure_reason=doc.failure_reason)
-        doc = store.mark_registered(doc.local_uid, item.emdr_id)
+        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
-        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
-                                  message_id=mid, environments=environments, warnings=item.warnings)
+        return registered_outputs(store, doc, emdr_id=item.emdr_id, message_id=mid, environments=environments,
+                                  warnings=item.warnings)
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
     if any(e.code == NOT_UNIQUE for e in errors):
         others = duplicate_candidates(store, doc, mid)
@@ -300,11 +301,11 @@ def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid:
         if attempt is not None:
             store.record_outcome(mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE,
                                  message=mark)
-        doc = store.mark_registered(doc.local_uid, item.emdr_id)
+        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
         log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
                  message_id=mid, registered_by=registering)
-        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
-                                  message_id=registering, environments=environments, warnings=_warnings(item))
+        return registered_outputs(store, doc, emdr_id=item.emdr_id, message_id=registering,
+                                  environments=environments, warnings=_warnings(item))
     if waited <= pending_limit:
         raise TransientError("NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
                              "to show the registration", reason="REGISTRATION_UNCONFIRMED",
@@ -344,9 +345,9 @@ async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document
 def _after_poll(local_uid: str, item: Any, *, store: Any, environments: Environments, group: str) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
-        doc = store.mark_registered(local_uid, item.emdr_id)
+        doc = store.mark_registered(local_uid, item.emdr_id, registered_at=registered_at(item))
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
-        return registered_outputs(store, doc, emdr_id=item.emdr_id, registration_time=item.registration_date_time,
+        return registered_outputs(store, doc, emdr_id=item.emdr_id,
                                   message_id=doc.accepted_message_id or (ids[-1] if ids else ""),
                                   environments=environments, warnings=_warnings(item))
     doc = store.mark_failed(local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling")
