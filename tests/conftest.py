@@ -57,3 +57,13 @@ def postgres_url(postgres_server):
     """The URL of a fresh empty database on the session's PostgreSQL server, dropped after the test."""
     with postgres_server.database() as url:
         yield url
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A lifecycle store of the test's own (SQLite in tmp_path); modules with a store of another kind define theirs."""
+    from services import lifecycle
+
+    s = lifecycle.open_store(tmp_path)
+    yield s
+    s.close()

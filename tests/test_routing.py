@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from services import events, lifecycle
+from services import events
 from services.dev.config import write_dev_config
 from services.documents.store import FilesystemStore
 from services.errors import PermanentError
@@ -31,13 +31,6 @@ def _config(tmp_path, *, test_endpoint: str | None = TEST_STAND):
         config["organizations"][0]["remd"]["test_endpoint"] = test_endpoint
     path.write_text(json.dumps(config))
     return load_organizations(path)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = lifecycle.open_store(tmp_path)
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("state", [desk.ONBOARDING, desk.TESTING, desk.SUSPENDED])

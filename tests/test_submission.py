@@ -24,13 +24,6 @@ def config(tmp_path_factory):
     return load_organizations(path)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = lifecycle.open_store(tmp_path)
-    yield s
-    s.close()
-
-
 def test_accepted_emits_sent_and_status(config, store):
     """An accepted registration gives a schema-valid sent event with the submission, and status "sent"."""
     t = FakeTransport(store=store)

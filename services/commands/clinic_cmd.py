@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,15 @@ def _desk(settings: Settings) -> Any:
     return open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
 
 
+@contextmanager
+def _opened_desk() -> Iterator[Any]:
+    desk = _desk(Settings.from_env())
+    try:
+        yield desk
+    finally:
+        desk.close()
+
+
 def _actor() -> str:
     from services.commands.dlq_cmd import actor
 
@@ -111,11 +122,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except EmdError as exc:
         print(f"emd clinic check: --ca: {exc.message}", file=sys.stderr)
         return 2
-    desk = _desk(settings)
-    try:
+    with _opened_desk() as desk:
         state = desk.clinic(args.oid).state
-    finally:
-        desk.close()
     lines = readiness.check(args.oid, config, cas=cas, clinic_state=state, unpromoted=settings.unpromoted_clinics)
     for line in lines:
         print(line.render())
@@ -179,18 +187,14 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    desk = _desk(settings)
-    try:
-        from services.lifecycle.desk import ClinicConflict
+    from services.lifecycle.desk import ClinicConflict
 
+    with _opened_desk() as desk:
         try:
             clinic = desk.promote(args.oid, actor=_actor(), force=args.force)
         except ClinicConflict as exc:
             print(f"emd clinic promote: refused: {exc}", file=sys.stderr)
             return 1
-    finally:
-        desk.close()
     if args.force:
         _log.warning("clinic promoted without a recorded test", oid=args.oid, actor=_actor())
     print(f"{args.oid} is {clinic.state}: its documents now go to its production endpoint")
@@ -198,11 +202,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    desk = _desk(settings)
-    try:
+    with _opened_desk() as desk:
         clinic = desk.suspend(args.oid, actor=_actor(), reason=args.reason)
-    finally:
-        desk.close()
     print(f"{args.oid} is {clinic.state}: its documents go to the test stand or are held until promoted again")
     return 0
