@@ -63,6 +63,7 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("SIGNER_SNILS_MISSING", D, "У подписанта в СЭМД нет СНИЛС: МИС должна указать его"),
     ("SIGNER_SNILS_MISMATCH", D, "СНИЛС подписанта не совпадает с сертификатом подписи"),
     ("SIGNING_TIME_IN_FUTURE", D, "Время подписи позже текущего: проверить часы на рабочем месте врача"),
+    ("LOCAL_UID_REUSED", D, "Под этим localUid уже отправлен другой документ: изменённый СЭМД — только с новым localUid"),
     ("DOCTOR_SIGNATURE_MISSING", D, "МИС не приложила подпись врача (режим подписи mis)"),
     ("NO_PERSONAL_SIGNATURE", D, "В событии нет ни одной подписи врача"),
     # --- signatures (CAdES) --------------------------------------------------------------------------
@@ -147,6 +148,7 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("DESK_STORE_UNAVAILABLE", T, "База службы поддержки (состояния клиник) недоступна: проверить PostgreSQL"),
     ("DOCUMENT_STORE_UNAVAILABLE", T, "Хранилище документов (claim-check) недоступно: проверить S3/диск"),
     ("PUBLISH_FAILED", T, "Брокер Kafka не подтвердил запись: повторить публикацию"),
+    ("SIGNING_PROCESS_LOST", T, "Процесс подписи завершился во время работы: документ будет подписан повторно"),
     ("LIFECYCLE_CONFLICT", I, "Переход состояния запрещён: документ уже обработан другой репликой"),
     ("SIGNED_EVENT_MISSING", I, _BUG),
     ("UNEXPECTED_ERROR", I, _BUG),

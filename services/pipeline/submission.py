@@ -147,7 +147,7 @@ def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) ->
         raise PermanentError(
             f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
             f"localUid it knows; publish the changed СЭМД under a new localUid", reason="LOCAL_UID_REUSED",
-            category="data", local_uid=doc.local_uid, hint="a changed СЭМД needs a new ClinicalDocument/id/@extension")
+            local_uid=doc.local_uid)
 
 
 class Submitter:
