@@ -151,6 +151,9 @@ class Settings:
         "No registerDocumentResult this long after acceptance: poll РЭМД, then dead-letter NO_ACKNOWLEDGMENT.")
     ack_scan_interval_seconds: float = setting(
         "EMD_ACK_SCAN_INTERVAL_SECONDS", 60.0, "How often the status worker looks for overdue documents.")
+    poll_interval_seconds: float = setting(
+        "EMD_POLL_INTERVAL_SECONDS", 300.0,
+        "Routes without callbacks (N3.Health): how often an accepted document is looked up in the registry.")
 
     # --- Sender (signed → sent) ----------------------------------------------------------------
     sender_retry_base_seconds: float = setting(

@@ -59,6 +59,13 @@ def _org(c, i=0):
     (lambda c: _org(c)["remd"].update(endpoint="ftp://ips"), ORG0 + "remd.endpoint: expected an http(s) URL"),
     (lambda c: _org(c)["remd"].update(rate_limit_per_minute=True), ORG0 + "remd.rate_limit_per_minute: expected a positive"),
     (lambda c: _org(c)["remd"].update(system_key="missing.key"), ORG0 + "remd.system_key: no such file"),
+    (lambda c: _org(c)["remd"].update(transport="n3"),
+     ORG0 + "remd.n3: transport n3 needs the n3 object (lpu_id, token, docstorage_url)"),
+    (lambda c: _org(c)["remd"].update(transport="n3", n3={"lpu_id": "l", "docstorage_url": "http://n3/d"}),
+     ORG0 + "remd.n3: needs token_file or token_env (the N3 auth GUID)"),
+    (lambda c: _org(c)["remd"].update(transport="n3", n3={"lpu_id": "l", "docstorage_url": "http://n3/d",
+                                                          "token_env": "EMD_TEST_NO_SUCH_N3_TOKEN"}),
+     ORG0 + "remd.n3.token_env: environment variable EMD_TEST_NO_SUCH_N3_TOKEN is not set"),
 ])
 def test_problems_name_the_organisation_and_the_field(tmp_path, mutate, expected):
     """Each misconfiguration, of shape (the schema) or of content (files, keys), is a ConfigurationError whose
@@ -136,3 +143,13 @@ def test_revocation_file_is_reread_when_it_changes(tmp_path):
     (tmp_path / "revoked.txt").write_text(f"{number.upper()}  # lost laptop\n")
     os.utime(tmp_path / "revoked.txt", (1, 1))  # a different mtime, whatever the clock resolution
     assert number in config.revoked
+
+
+def test_an_n3_organisation_reads_its_token_at_start(tmp_path, monkeypatch):
+    """transport n3 with its n3 object loads the ЛПУ id, the document storage and the token (kept out of repr)."""
+    monkeypatch.setenv("EMD_TEST_N3_TOKEN", " 6f1c0e2a-1111-4222-8333-944455556666\n")
+    path = _write(tmp_path, lambda c: _org(c)["remd"].update(transport="n3", n3={
+        "lpu_id": "lpu-1", "token_env": "EMD_TEST_N3_TOKEN", "docstorage_url": "https://n3.example/docstorage/"}))
+    remd = load_organizations(path).organizations["1.2.643.5.1.13.13.12.2.77.9000"].remd
+    assert (remd.transport, remd.n3.lpu_id, remd.n3.token) == ("n3", "lpu-1", "6f1c0e2a-1111-4222-8333-944455556666")
+    assert "6f1c0e2a" not in repr(remd)

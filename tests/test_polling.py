@@ -12,7 +12,7 @@ from services.dev.config import write_dev_config
 from services.messaging import topology
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
-from services.pipeline.polling import DeadlineScanner, RegistryPoller, deadline_of
+from services.pipeline.polling import DeadlineScanner, PollScanner, RegistryPoller, deadline_of, poll_of
 from services.remd import soap
 from services.remd.transport import Transports
 
@@ -82,3 +82,53 @@ def test_the_poll_asks_through_the_organisations_transport_as_its_information_sy
     assert (request.local_uid, request.organization, request.kind, request.endpoint, request.client_entity_id) == (
         "doc-1", ORG, "119", "http://ips.test/emdr", "dev-mis-1")
     assert request.since <= dt.date.today() <= request.until and request.key is not None
+
+
+def test_documents_of_routes_without_callbacks_are_polled_every_interval(store):
+    """PollScanner writes a poll record (not a deadline) for an accepted document of a callback-less organisation,
+    again only after the interval, and none for other organisations or decided documents."""
+    scanner = PollScanner(store=store, organizations=frozenset({ORG}), interval=60)
+    [out] = asyncio.run(scanner.tick())
+    assert poll_of(as_record(out)) == "doc-1" and deadline_of(as_record(out)) is None
+    assert asyncio.run(scanner.tick()) == []  # asked a moment ago
+    scanner._last["doc-1"] -= 61  # the interval has passed
+    assert len(asyncio.run(scanner.tick())) == 1
+    assert asyncio.run(PollScanner(store=store, organizations=frozenset({"1.2.3"}), interval=60).tick()) == []
+    store.mark_registered("doc-1", "16.62.1")
+    scanner._last.clear()
+    assert asyncio.run(scanner.tick()) == []
+
+
+def test_a_routine_poll_that_finds_nothing_changes_nothing(store):
+    """A routine poll (final=False) that does not find the document, or finds it without an emdrId, emits nothing
+    and leaves it accepted (a deadline would dead-letter it)."""
+    from services.pipeline import acknowledgment
+
+    async def nothing(doc):
+        return None
+
+    async def held(doc):
+        return soap.RegistryItem(local_uid=doc.local_uid)
+
+    options = {"store": store, "environments": lambda oid: "test"}
+    for poll in (nothing, held):
+        assert asyncio.run(acknowledgment.on_deadline("doc-1", poll=poll, final=False, **options)) == []
+    assert store.get("doc-1").state == lc.ACCEPTED
+
+
+def test_an_n3_organisation_is_polled_in_its_document_storage_with_its_token(tmp_path, store):
+    """RegistryPoller asks an n3 organisation's document storage with its N3 token (no ИС key)."""
+    import json
+
+    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk")
+    raw = json.loads(path.read_text())
+    (path.parent / "n3.token").write_text("n3-guid")
+    raw["organizations"][0]["remd"].update(transport="n3", n3={"lpu_id": "lpu-1", "token_file": "n3.token",
+                                                               "docstorage_url": "http://n3.test/docstorage/"})
+    path.write_text(json.dumps(raw, ensure_ascii=False))
+    transport = FakeTransport(None)
+    transport.name = "n3"
+    poll = RegistryPoller(config=load_organizations(path), transports=Transports(preset={"n3": transport}))
+    assert asyncio.run(poll(store.get("doc-1"))) is None
+    [request] = transport.asked
+    assert (request.endpoint, request.auth_token, request.key) == ("http://n3.test/docstorage/", "n3-guid", None)

@@ -14,6 +14,7 @@ from services.errors import PermanentError, TransientError
 from services.messaging import topology
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
+from services.pipeline.submission import Submitter
 from services.remd.transport import SubmitOutcome
 from tests.sender_helpers import ORG, FakeTransport, signed_record, submitter
 
@@ -205,3 +206,37 @@ def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config,
         asyncio.run(s.handle(changed))
     assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
     assert "16.62.26.11.000000002" in exc.value.message and "new localUid" in exc.value.message
+
+
+def test_an_n3_organisation_sends_the_document_attached_with_its_token(tmp_path, store):
+    """An organisation on the n3 transport needs no ИПС key, clientEntityId or callback: its attempt carries the exact
+    signed document, the N3 token and the ЛПУ id, and its request id is the attempt's id in the lifecycle store."""
+    import base64
+
+    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk")
+    raw = json.loads(path.read_text())
+    (path.parent / "n3.token").write_text("n3-secret-guid\n")
+    remd = raw["organizations"][0]["remd"]
+    for field in ("system_key", "system_certificate", "client_entity_id", "callback_url"):
+        remd.pop(field)
+    remd.update(transport="n3", n3={"lpu_id": "lpu-7", "token_file": "n3.token",
+                                    "docstorage_url": "http://n3.test/docstorage/"})
+    path.write_text(json.dumps(raw, ensure_ascii=False))
+
+    class PushingTransport(FakeTransport):
+        name, pushes_document, has_callbacks = "n3", True, False
+
+    import hashlib
+
+    document = "<ClinicalDocument>подписанные байты</ClinicalDocument>".encode()
+    data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
+    data["document"] = {"sha256": hashlib.sha256(document).hexdigest(), "size": len(document), "mediaType": "text/xml",
+                        "inline": base64.b64encode(document).decode()}
+    record = Record(topic=topology.SIGNED.name, partition=0, offset=0, key="doc-1", headers={}, timestamp_ms=0,
+                    value=events.encode(events.new_event(events.SIGNED, data, source="test")))
+    t = PushingTransport(store=store)
+    asyncio.run(Submitter(config=load_organizations(path), store=store, transports={"n3": t}).handle(record))
+    [request] = t.requests
+    assert request.document == document
+    assert (request.auth_token, request.lpu_id, request.key) == ("n3-secret-guid", "lpu-7", None)
+    assert store.message_ids("doc-1") == [request.message_id]

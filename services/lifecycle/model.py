@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -102,8 +103,10 @@ class LifecycleStore(Protocol):
         """(documents accepted and not yet decided, when the oldest of them was accepted)."""
         ...
 
-    def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
-        """(localUid, accepted MessageID) of documents accepted before then and still without a result."""
+    def overdue(self, accepted_before: datetime, *,
+                organizations: Collection[str] | None = None) -> list[tuple[str, str | None]]:
+        """(localUid, accepted MessageID) of documents accepted before then and still without a result (of those
+        ``organizations`` only, when given)."""
         ...
 
     def close(self) -> None: ...

@@ -14,6 +14,7 @@ the desk's, ``services.lifecycle.desk``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -220,11 +221,14 @@ class SqlLifecycleStore:
                               (local_uid,)).fetchall()
         return [self._attempt(r) for r in rows]
 
-    def overdue(self, accepted_before: datetime) -> list[tuple[str, str | None]]:
+    def overdue(self, accepted_before: datetime, *,
+                organizations: Collection[str] | None = None) -> list[tuple[str, str | None]]:
+        only = sorted(organizations or ())
+        where = f" AND organization IN ({','.join('?' * len(only))})" if only else ""
         with self.db.reading() as db:
             rows = db.execute(self._q("SELECT local_uid, accepted_message_id FROM {documents}"
-                                      " WHERE state = ? AND accepted_at < ? ORDER BY accepted_at"),
-                              (ACCEPTED, self.db.to_db(accepted_before))).fetchall()
+                                      " WHERE state = ? AND accepted_at < ?" + where + " ORDER BY accepted_at"),
+                              (ACCEPTED, self.db.to_db(accepted_before), *only)).fetchall()
         return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
 
     def awaiting(self) -> tuple[int, datetime | None]:

@@ -329,12 +329,16 @@ async def handle_callback(raw: bytes, *, store: Any, poll: Callable[[lc.Document
 
 
 async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
-                      environments: Environments, group: str = "emd-status") -> list[Output]:
+                      environments: Environments, group: str = "emd-status", final: bool = True) -> list[Output]:
+    """Ask the registry about ``local_uid``: found → registered. Not found: a deadline (``final``) dead-letters
+    NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
     # the store is blocking I/O: off the event loop, which both status stages share
     doc = await asyncio.to_thread(store.get, local_uid)
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
+    if not final and (item is None or not item.emdr_id):
+        return []  # not registered yet: the next poll asks again
     try:
         return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environments=environments,
                                        group=group)

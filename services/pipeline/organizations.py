@@ -26,7 +26,9 @@ problem is a ``ConfigurationError`` naming the organisation and the field (``org
         "remd": {"environment": "test", "endpoint": "https://…", "callback_url": "https://…",
                  "test_endpoint": "https://…",      // the test stand, for clinics not yet promoted
                  "client_entity_id": "…", "system_key": "…", "system_certificate": "…",
-                 "system_password_file": "…", "rate_limit_per_minute": 60, "transport": "ips"}
+                 "system_password_file": "…", "rate_limit_per_minute": 60, "transport": "ips",
+                 // transport "n3" (N3.Health): endpoint = its EmkService, and
+                 "n3": {"lpu_id": "…", "token_file": "n3.token" | "token_env": "…", "docstorage_url": "https://…"}}
       }]
     }
 
@@ -67,7 +69,8 @@ from services.errors import ConfigurationError, EmdError, PermanentError
 from services.logs import get_logger
 
 __all__ = [
-    "SIGNING_MODES", "SCHEMATRON_POLICIES", "ENVIRONMENTS", "TRANSPORTS", "Credential", "Mchd", "RemdSettings",
+    "SIGNING_MODES", "SCHEMATRON_POLICIES", "ENVIRONMENTS", "TRANSPORTS", "Credential", "Mchd", "N3Settings",
+    "RemdSettings",
     "Organization", "OrganizationsConfig", "load_organizations", "schema",
 ]
 
@@ -127,6 +130,15 @@ class Mchd:
 
 
 @dataclass(frozen=True, kw_only=True)
+class N3Settings:
+    """An organisation on the N3.Health route: its platform id, its auth token (a secret) and N3's document storage."""
+
+    lpu_id: str
+    token: str = field(repr=False)
+    docstorage_url: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class RemdSettings:
     environment: str
     endpoint: str
@@ -137,6 +149,7 @@ class RemdSettings:
     transport: str = "ips"
     #: the test stand's ИПС address, where a clinic not yet promoted sends (docs/support.md); None: held
     test_endpoint: str | None = None
+    n3: N3Settings | None = None            #: transport "n3": N3.Health's settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,9 +393,22 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
         remd = RemdSettings(environment=r["environment"], endpoint=r["endpoint"],
                             callback_url=r.get("callback_url"), client_entity_id=r.get("client_entity_id"),
                             system=system, rate_limit_per_minute=r.get("rate_limit_per_minute", 60),
-                            transport=r.get("transport", "ips"), test_endpoint=r.get("test_endpoint"))
+                            transport=r.get("transport", "ips"), test_endpoint=r.get("test_endpoint"),
+                            n3=_n3(f, at + ("remd", "n3"), r["n3"]) if r.get("n3") else None)
     return Organization(oid=oid, name=spec["name"].strip(), inn=spec["inn"], ogrn=spec["ogrn"], mode=signing["mode"],
                         doctors=doctors, organization=org_cred, mchd=poa, remd=remd)
+
+
+def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
+    """The n3 object: the token read now (file or environment), so a missing one fails at start."""
+    try:
+        token = keys.read_password(file=f.file(at + ("token_file",), spec["token_file"]) if "token_file" in spec
+                                   else None, env=spec.get("token_env"))
+    except PermanentError as exc:
+        raise f.error(at + ("token_env",), exc.message) from None
+    if not token or not token.strip():
+        raise f.error(at, "the N3 token is empty")
+    return N3Settings(lpu_id=spec["lpu_id"], token=token.strip(), docstorage_url=spec["docstorage_url"])
 
 
 def load_organizations(path: str | os.PathLike, *, max_document_bytes: int | None = None) -> OrganizationsConfig:

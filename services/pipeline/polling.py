@@ -9,6 +9,10 @@ Callbacks drive acknowledgment (``services.pipeline.acknowledgment``). Two cases
   runtime's produce-then-commit path like any callback. Several replicas may write the same deadline:
   harmless, the first handled decides and the others find the document decided.
 * **a duplicate registration** (``NOT_UNIQUE_PROVIDED_ID`` for a resend): is the first one registered?
+* **a route without callbacks** (N3.Health, ``Transport.has_callbacks`` False): :class:`PollScanner` writes a
+  *poll record* (``emd-callback-kind: poll``) for each of its accepted documents every ``interval``; a poll
+  that finds the document registers it, one that does not changes nothing (the next tick asks again), and
+  the deadline above still ends the wait with NO_ACKNOWLEDGMENT.
 
 Both ask with :class:`RegistryPoller`: ``searchRegistryItem`` through the organisation's ``Transport``
 (the same one the sender submits with, so an N3 clinic is asked through N3), as its information system.
@@ -17,6 +21,7 @@ Both ask with :class:`RegistryPoller`: ``searchRegistryItem`` through the organi
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 from services import lifecycle as lc
@@ -33,19 +38,28 @@ log = get_logger(__name__)
 KIND_HEADER = "emd-callback-kind"
 LOCAL_UID_HEADER = "emd-local-uid"
 DEADLINE = "deadline"
+POLL = "poll"
 #: how far around the document's creation the registry is searched (РЭМД dates registrations, not creation)
 SEARCH_MARGIN = timedelta(days=1)
 
 
-def deadline_record(local_uid: str, accepted_message_id: str | None) -> Output:
-    """The record that asks the status worker to poll for ``local_uid`` (keyed like its callbacks would be)."""
+def deadline_record(local_uid: str, accepted_message_id: str | None, *, kind: str = DEADLINE) -> Output:
+    """The record that asks the status worker to poll for ``local_uid`` (keyed like its callbacks would be):
+    a ``DEADLINE`` (the last question: not found → NO_ACKNOWLEDGMENT) or a ``POLL`` (not found → ask later)."""
     return Output(topology.CALLBACKS.name, b"", accepted_message_id or local_uid,
-                  {KIND_HEADER: DEADLINE, LOCAL_UID_HEADER: local_uid})
+                  {KIND_HEADER: kind, LOCAL_UID_HEADER: local_uid})
 
 
 def deadline_of(record: Record) -> str | None:
-    """The localUid a deadline record is for; ``None`` for a real callback."""
+    """The localUid a deadline record is for; ``None`` for a real callback or a poll record."""
     if record.header(KIND_HEADER) != DEADLINE:
+        return None
+    return record.header(LOCAL_UID_HEADER) or ""
+
+
+def poll_of(record: Record) -> str | None:
+    """The localUid a poll record is for; ``None`` otherwise."""
+    if record.header(KIND_HEADER) != POLL:
         return None
     return record.header(LOCAL_UID_HEADER) or ""
 
@@ -76,6 +90,42 @@ class DeadlineScanner:
         return out
 
 
+class PollScanner:
+    """Documents of callback-less routes (N3) accepted at least ``interval`` ago and undecided: a poll record each,
+    at most one per document per ``interval``.
+
+    :param store: the lifecycle store.
+    :param organizations: the organisations whose route has no callbacks (nothing to do when empty).
+    :param interval: seconds between two polls of one document (``EMD_POLL_INTERVAL_SECONDS``).
+    """
+
+    def __init__(self, *, store: lc.LifecycleStore, organizations: frozenset[str], interval: float) -> None:
+        self.store, self.organizations, self.interval = store, organizations, interval
+        self._last: dict[str, float] = {}
+
+    async def tick(self) -> list[Output]:
+        if not self.organizations:
+            return []
+        now = time.monotonic()
+        before = datetime.now(UTC) - timedelta(seconds=self.interval)
+        waiting = await asyncio.to_thread(self.store.overdue, before, organizations=self.organizations)
+        self._last = {uid: t for uid, t in self._last.items() if uid in {u for u, _ in waiting}}
+        out = []
+        for uid, mid in waiting:
+            if now - self._last.get(uid, -self.interval) >= self.interval:
+                self._last[uid] = now
+                out.append(deadline_record(uid, mid, kind=POLL))
+        if out:
+            log.info("polling routes without callbacks", documents=len(out))
+        return out
+
+
+def callbackless(config: OrganizationsConfig, transports: Transports) -> frozenset[str]:
+    """The organisations whose route does not call back (their documents are polled)."""
+    return frozenset(oid for oid, org in config.organizations.items()
+                     if org.remd is not None and not getattr(transports.get(org.remd.transport), "has_callbacks", True))
+
+
 class RegistryPoller:
     """``await poller(doc)``: РЭМД's registry entry for the document, or ``None`` when it holds none (yet).
 
@@ -90,14 +140,18 @@ class RegistryPoller:
     async def __call__(self, doc: lc.Document) -> soap.RegistryItem | None:
         org = self.config.organization(doc.organization)
         remd = org.remd
-        if remd is None or remd.system is None:
+        if remd is None or (remd.system is None and remd.n3 is None):
             raise PermanentError(f"{doc.organization}: no remd settings to poll with", reason="REMD_NOT_CONFIGURED",
                                  organization=doc.organization)
         created = doc.created_at or datetime.now(UTC)
-        request = LookupRequest(
-            local_uid=doc.local_uid, organization=doc.organization, kind=doc.kind,
-            since=(created - SEARCH_MARGIN).date(), until=(datetime.now(UTC) + SEARCH_MARGIN).date(),
-            endpoint=remd.endpoint, client_entity_id=remd.client_entity_id or "", key=remd.system.signer(),
-            certificate=remd.system.certificate)
+        window = {"since": (created - SEARCH_MARGIN).date(), "until": (datetime.now(UTC) + SEARCH_MARGIN).date()}
+        if remd.n3 is not None:  # N3: its document storage, with the organisation's token
+            request = LookupRequest(local_uid=doc.local_uid, organization=doc.organization, kind=doc.kind, **window,
+                                    endpoint=remd.n3.docstorage_url, auth_token=remd.n3.token)
+        else:
+            request = LookupRequest(
+                local_uid=doc.local_uid, organization=doc.organization, kind=doc.kind, **window,
+                endpoint=remd.endpoint, client_entity_id=remd.client_entity_id or "", key=remd.system.signer(),
+                certificate=remd.system.certificate)
         return await self.transports.get(remd.transport).lookup(request)
 

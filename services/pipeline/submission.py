@@ -35,6 +35,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from services import events, lifecycle
+from services.documents.store import DocumentStore, document_bytes
 from services.errors import PermanentError, TransientError
 from services.ids import new_message_id
 from services.logs import get_logger
@@ -135,6 +136,20 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
         associations=tuple(soap.Association(target=a["target"], type=a["type"]) for a in data.get("associations") or ()))
 
 
+def _check_route(remd: Any, org_oid: str) -> None:
+    """What the organisation's route needs is configured: ИПС its ИС key, clientEntityId and callback address;
+    N3 its n3 settings (the schema asks for them too; this names them at the document)."""
+    if remd.transport == "n3":
+        if remd.n3 is None:
+            raise PermanentError(f"organisation {org_oid}: remd transport n3 needs the n3 settings",
+                                 reason="REMD_NOT_CONFIGURED", organization=org_oid)
+        return
+    if remd.system is None or not remd.client_entity_id or not remd.callback_url:
+        raise PermanentError(f"organisation {org_oid}: remd needs system_key/system_certificate, "
+                             "client_entity_id and callback_url", reason="REMD_NOT_CONFIGURED",
+                             organization=org_oid)
+
+
 def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) -> None:
     """Other bytes under a localUid we already hold are refused in plain words: РЭМД keeps the first content of a
     localUid (NOT_UNIQUE_PROVIDED_ID for anything else), so a changed СЭМД must come under a new localUid."""
@@ -170,6 +185,8 @@ class Submitter:
         reaches production (``services.pipeline.routing``); None (tools, tests): every clinic is in production.
     :param unpromoted: ``routing.TEST_STAND`` (default) or ``routing.HOLD``, for such clinics.
     :param exchanges: keeps each attempt's signed request and answer for support (``exchanges.ExchangeArchive``).
+    :param documents: the claim-check store, to read a document by reference for a route that takes the
+        document attached (N3); default none: documents carried inline only.
     """
 
     def __init__(self, *, config: OrganizationsConfig, store: lifecycle.LifecycleStore,
@@ -179,7 +196,7 @@ class Submitter:
                  transport_options: Mapping[str, Any] | None = None, rate_limit_defer: float = 60.0,
                  park_max_seconds: float = 60.0, clinic_state: Callable[[str], str] | None = None,
                  unpromoted: str = routing.TEST_STAND, exchanges: ExchangeArchive | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 documents: DocumentStore | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
         self.transports = Transports(options=transport_options, preset=transports)
@@ -190,6 +207,7 @@ class Submitter:
         self.rate_limit_defer = rate_limit_defer
         self.park_max_seconds = park_max_seconds
         self.clinic_state, self.unpromoted, self.exchanges = clinic_state, unpromoted, exchanges
+        self.documents = documents
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], EndpointLimiter] = {}
@@ -221,10 +239,7 @@ class Submitter:
         if remd is None:
             raise PermanentError(f"organisation {org_oid} has no РЭМД settings", reason="REMD_NOT_CONFIGURED",
                                  organization=org_oid)
-        if remd.system is None or not remd.client_entity_id or not remd.callback_url:
-            raise PermanentError(f"organisation {org_oid}: remd needs system_key/system_certificate, "
-                                 "client_entity_id and callback_url", reason="REMD_NOT_CONFIGURED",
-                                 organization=org_oid)
+        _check_route(remd, org_oid)
 
         doc = await asyncio.to_thread(
             self.store.register, uid, organization=org_oid, kind=data["kind"], signed_event=record.value,
@@ -236,7 +251,8 @@ class Submitter:
 
         where = routing.Route(remd.endpoint, remd.environment) if self.clinic_state is None else routing.route(
             remd, await asyncio.to_thread(self.clinic_state, org_oid), unpromoted=self.unpromoted)
-        key = remd.system.signer()  # raises the deferred key error of this organisation only
+        # raises the deferred key error of this organisation only (N3 needs no WS-Security key)
+        key = remd.system.signer() if remd.system is not None else None
         registration = registration_from_event(data)
         if not registration.personal_signatures:
             raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
@@ -255,6 +271,9 @@ class Submitter:
         breaker = self.breaker(endpoint)
         limiter = self.limiter(endpoint, org_oid, remd.rate_limit_per_minute)
         transport = self.transports.get(remd.transport)
+        # a route that takes the document attached (N3) gets the exact signed bytes, read once per record
+        document = await asyncio.to_thread(document_bytes, data["document"], self.documents) \
+            if getattr(transport, "pushes_document", False) else None
 
         while True:
             parked = await self._wait_for_circuit(breaker, record)
@@ -266,8 +285,10 @@ class Submitter:
                     attempt = await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint)
                     outcome = await transport.submit(SubmitRequest(
                         registration=registration, message_id=message_id, endpoint=endpoint,
-                        client_entity_id=remd.client_entity_id, reply_to=remd.callback_url, key=key,
-                        certificate=remd.system.certificate))
+                        client_entity_id=remd.client_entity_id or "", reply_to=remd.callback_url or "", key=key,
+                        certificate=remd.system.certificate if remd.system is not None else None, document=document,
+                        auth_token=remd.n3.token if remd.n3 is not None else None,
+                        lpu_id=remd.n3.lpu_id if remd.n3 is not None else None))
             except BaseException:
                 breaker.release()
                 raise

@@ -59,16 +59,22 @@ Kind = Literal["accepted", "transient", "permanent"]
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitRequest:
-    """One attempt: the registration, its MessageID (already recorded in the lifecycle store), where and how."""
+    """One attempt: the registration, its request id (the SOAP MessageID, already recorded in the lifecycle
+    store), where and how. Each transport reads the fields its route needs (ИПС: the ИС's clientEntityId,
+    ReplyTo and WS-Security key; N3: the auth token, the ЛПУ id and the document itself)."""
 
     registration: soap.Registration
     message_id: str
     endpoint: str
-    client_entity_id: str
-    reply_to: str
+    client_entity_id: str = ""
+    reply_to: str = ""
     #: the information system's WS-Security key (anything ``wssec.sign_envelope`` accepts) and certificate
-    key: Any = field(repr=False)
-    certificate: Any = field(repr=False)
+    key: Any = field(default=None, repr=False)
+    certificate: Any = field(default=None, repr=False)
+    #: the signed СЭМД bytes, for a transport that pushes the document (``pushes_document``)
+    document: bytes | None = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)   #: N3: the "Authorization: N3 <GUID>" token
+    lpu_id: str | None = None                                  #: N3: the organisation's id on the platform
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +116,10 @@ class LookupRequest:
     since: date
     until: date
     endpoint: str
-    client_entity_id: str
-    key: Any = field(repr=False)
-    certificate: Any = field(repr=False)
+    client_entity_id: str = ""
+    key: Any = field(default=None, repr=False)
+    certificate: Any = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)   #: N3's token (its lookup has no WS-Security)
 
 
 class Transport(Protocol):
@@ -124,6 +131,10 @@ class Transport(Protocol):
     """
 
     name: str
+    #: whether the route calls back (ИПС: registerDocumentResult); without, the status worker polls ``lookup``
+    has_callbacks: bool
+    #: whether ``submit`` needs ``SubmitRequest.document`` (ИПС pulls the file itself; N3 takes it attached)
+    pushes_document: bool
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome: ...
 
@@ -157,7 +168,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
                              message=f"answer is not a registerDocument response ({exc.reason})",
                              transport_failure=True, ambiguous=True)
     if isinstance(answer, soap.SoapFault):
-        return _classify_fault(answer, status)
+        return classify_fault(answer, status)
     if answer.accepted:
         return SubmitOutcome(kind=ACCEPTED, reason="ACCEPTED", http_status=status)
     errors = answer.errors
@@ -181,7 +192,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
                          message="; ".join(f"{x.code}: {x.message}" for x in errors))
 
 
-def _classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
+def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
     text = fault.detail_message or fault.reason
     info = fault.info
     if info is not None and not info.unknown:
@@ -220,6 +231,8 @@ class IpsSoapTransport:
     """
 
     name = "ips"
+    has_callbacks = True
+    pushes_document = False
 
     def __init__(self, *, client: httpx.AsyncClient | None = None, connect_timeout: float = 10.0,
                  read_timeout: float = 60.0, soap_version: str = "1.2", max_connections: int = 32) -> None:
@@ -248,21 +261,9 @@ class IpsSoapTransport:
                                  message=f"registerDocument could not be built: {exc}")
         headers = envelope.http_headers(self.soap_version, action=n.ACTION_REGISTER_DOCUMENT)
         started = time.perf_counter()
-        try:
-            response = await self._client.post(request.endpoint, content=body, headers=headers)
-        except httpx.ConnectTimeout as exc:
-            return self._net(TRANSIENT, "TIMEOUT", f"connect timeout: {exc}", started, body, ambiguous=False)
-        except httpx.ConnectError as exc:
-            return self._net(TRANSIENT, "CONNECT_ERROR", f"cannot connect: {exc}", started, body, ambiguous=False)
-        except httpx.TimeoutException as exc:
-            return self._net(TRANSIENT, "TIMEOUT", f"no answer in time: {type(exc).__name__}", started, body,
-                             ambiguous=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            return self._net(TRANSIENT, "CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}",
-                             started, body, ambiguous=True)
-        except httpx.HTTPError as exc:
-            return self._net(TRANSIENT, "HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, body,
-                             ambiguous=True)
+        response = await post(self._client, request.endpoint, body, headers, started)
+        if isinstance(response, SubmitOutcome):
+            return response
         outcome = classify_answer(response.status_code, response.content, retry_after=_retry_after(response))
         return replace(outcome, duration=time.perf_counter() - started, request=body, response=response.content)
 
@@ -287,23 +288,42 @@ class IpsSoapTransport:
             raise TransientError("searchRegistryItem answered an error", reason="REGISTRY_LOOKUP_FAILED")
         return next((i for i in answer.items if i.local_uid == request.local_uid), None)
 
-    @staticmethod
-    def _net(kind: Kind, reason: str, message: str, started: float, request: bytes, *,
-             ambiguous: bool) -> SubmitOutcome:
-        return SubmitOutcome(kind=kind, reason=reason, message=message, transport_failure=True,
-                             ambiguous=ambiguous, duration=time.perf_counter() - started,
-                             request=request)
-
     async def aclose(self) -> None:
         self._signing.shutdown(wait=False)
         if self._own:
             await self._client.aclose()
 
 
+def _net(reason: str, message: str, started: float, request: bytes, *, ambiguous: bool) -> SubmitOutcome:
+    return SubmitOutcome(kind=TRANSIENT, reason=reason, message=message, transport_failure=True, ambiguous=ambiguous,
+                         duration=time.perf_counter() - started, request=request)
+
+
+async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str],
+               started: float) -> httpx.Response | SubmitOutcome:
+    """POST one request: the answer, or the transient outcome a network failure is (every transport's one table:
+    connect timeout/error → not taken; read timeout, reset, other HTTP errors → ``ambiguous``, maybe taken)."""
+    try:
+        return await client.post(url, content=body, headers=dict(headers))
+    except httpx.ConnectTimeout as exc:
+        return _net("TIMEOUT", f"connect timeout: {exc}", started, body, ambiguous=False)
+    except httpx.ConnectError as exc:
+        return _net("CONNECT_ERROR", f"cannot connect: {exc}", started, body, ambiguous=False)
+    except httpx.TimeoutException as exc:
+        return _net("TIMEOUT", f"no answer in time: {type(exc).__name__}", started, body, ambiguous=True)
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        return _net("CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}", started, body, ambiguous=True)
+    except httpx.HTTPError as exc:
+        return _net("HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, body, ambiguous=True)
+
+
 def transport_for(name: str, **options: Any) -> Transport:
-    """The transport an organisation's ``remd.transport`` names (only "ips" today)."""
+    """The transport an organisation's ``remd.transport`` names: "ips" (ИПС ЕГИСЗ) or "n3" (N3.Health)."""
     if name == "ips":
         return IpsSoapTransport(**options)
+    if name == "n3":
+        from services.remd.n3_transport import N3Transport  # its module imports this one
+        return N3Transport(**options)
     raise ValueError(f"unknown РЭМД transport {name!r}")
 
 

@@ -37,6 +37,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
                                  f"{', '.join(routing.POLICIES)}")
     store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    documents = store_from_settings(settings)
     submitter = Submitter(
         config=config, store=store, breaker_failures=settings.sender_breaker_failures,
         breaker_cool_down=settings.sender_breaker_cool_down,
@@ -46,7 +47,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
         park_max_seconds=settings.sender_retry_base_seconds,
         # a clinic's documents reach production only once it is promoted (`emd clinic promote`)
         clinic_state=routing.ClinicStates(desk.clinic), unpromoted=settings.unpromoted_clinics,
-        exchanges=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
+        exchanges=ExchangeArchive(documents=documents, desk=desk), documents=documents,
         transport_options={"connect_timeout": settings.sender_connect_timeout,
                            "read_timeout": settings.sender_read_timeout})
 

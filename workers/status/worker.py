@@ -4,8 +4,8 @@ One process runs two runtime Stages (the runtime consumes one input topic per St
 
 * ``status`` on ``emd.remd.callbacks`` does the work: ``acknowledgment.handle_callback`` for each persisted
   callback, ``acknowledgment.on_deadline`` for each deadline record. Its ``DeadlineScanner`` ticker writes
-  those records (``services.pipeline.polling``); both ask РЭМД through ``RegistryPoller`` — the
-  organisation's ``Transport``. It serves ``/metrics`` and ``/healthz``, and its liveness covers the scanner.
+  those records (``services.pipeline.polling``), and a ``PollScanner`` poll records for the documents of
+  routes without callbacks (N3); all ask РЭМД through ``RegistryPoller`` — the organisation's ``Transport``. It serves ``/metrics`` and ``/healthz``, and its liveness covers the scanner.
 * ``status-sent`` on ``emd.document.sent``: acknowledgment is driven by callbacks, so a ``sent`` event only
   confirms, in the log, that the lifecycle store knows the document (a callback that came first has
   already decided it).
@@ -29,7 +29,14 @@ from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import acknowledgment
 from services.pipeline.organizations import load_organizations
-from services.pipeline.polling import DeadlineScanner, RegistryPoller, deadline_of
+from services.pipeline.polling import (
+    DeadlineScanner,
+    PollScanner,
+    RegistryPoller,
+    callbackless,
+    deadline_of,
+    poll_of,
+)
 from services.remd.transport import Transports
 
 log = get_logger(__name__)
@@ -51,11 +58,15 @@ class StatusWorker:
                                               "read_timeout": settings.sender_read_timeout})
         self.poll = poll or RegistryPoller(config=self.config, transports=self.transports)
         scanner = DeadlineScanner(store=self.store, timeout=settings.ack_timeout_seconds)
+        # routes that do not call back (N3) are polled every poll_interval_seconds instead
+        poller = PollScanner(store=self.store, organizations=callbackless(self.config, self.transports),
+                             interval=settings.poll_interval_seconds)
+        tickers = [Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds, tick=scanner.tick)]
+        if poller.organizations:
+            tickers.append(Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=poller.tick))
         self.callbacks = Stage(name="status", input_topic=topology.CALLBACKS.name, handler=self.handle_callback,
                                dead_letter_topic=topology.SENT_DLT.name, settings=settings,
-                               group_id="emd-status-callbacks",
-                               tickers=[Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds,
-                                               tick=scanner.tick)])
+                               group_id="emd-status-callbacks", tickers=tickers)
         self.sent = Stage(name="status-sent", input_topic=topology.SENT.name, handler=self.handle_sent,
                           dead_letter_topic=topology.SENT_DLT.name, settings=settings, group_id="emd-status",
                           serve_metrics=False)
@@ -66,6 +77,9 @@ class StatusWorker:
         uid = deadline_of(record)
         if uid is not None:
             return await acknowledgment.on_deadline(uid, **options)
+        uid = poll_of(record)
+        if uid is not None:
+            return await acknowledgment.on_deadline(uid, final=False, **options)
         # the poll also reconciles a NOT_UNIQUE_PROVIDED_ID (a resend of a document already registered)
         return await acknowledgment.handle_callback(record.value, received_ms=record.timestamp_ms,
                                                     pending_limit=self.settings.ack_timeout_seconds, **options)
