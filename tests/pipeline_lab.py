@@ -110,7 +110,7 @@ def documents(count: int) -> list[tuple[str, bytes]]:
 def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes]] | None = None,
                  scenario: str = "ok", emulator_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  components: Sequence[str] = COMPONENTS, partitions: int = 3, final_stage: str = "acknowledged",
-                 configure: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Lab]:
+                 configure: Callable[[dict[str, Any]], None] | None = None, n3_clinics: int = 0) -> Iterator[Lab]:
     """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``.
 
     ``configure``: edits the organisations configuration before the children start
@@ -122,7 +122,7 @@ def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes
         pipeline = LocalPipeline(workdir=tmp_path / "run", bootstrap_servers=broker.bootstrap_servers,
                                  documents=docs, kafka_env=broker.client_env(), scenario=scenario,
                                  emulator_args=emulator_args, env={**FAST, **(env or {})}, components=components,
-                                 configure=configure)
+                                 configure=configure, n3_clinics=n3_clinics)
         with pipeline:
             watcher = PipelineWatcher(broker.bootstrap_servers, final_stage=final_stage).start()
             try:

@@ -416,6 +416,58 @@ def test_ips_variants_scenario_sends_every_shape_and_asks_again_by_emdr_id(world
     assert sum(1 for f in mis.file_requests if f.startswith("emdrId:")) >= count
 
 
+def test_n3_face_takes_a_case_and_registers_it_in_the_same_registry(world, pki):
+    """The N3 face takes an AddCase with the signed СЭМД attached, logs it under our request id, registers it a moment
+    later in the shared registry, and the document storage then shows its emdrId; a wrong token is HTTP 401, a reject
+    rule a RequestFault with its code, other bytes under the localUid NOT_UNIQUE_PROVIDED_ID in plain words."""
+    import asyncio
+    from datetime import date
+
+    from services.remd.n3_transport import N3Transport
+    from services.remd.transport import LookupRequest, SubmitRequest
+
+    token = "6f1c0e2a-1111-4222-8333-944455556666"
+    emu, _ = world(n3_tokens={token: "lpu-1"}, n3_delay=0.2)
+    data = make_document("doc-n3")
+    edited = data.replace(b"</ClinicalDocument>", b"<!-- edited --></ClinicalDocument>")
+    emu.faults.add([Rule(fault="reject", operation="n3:AddCase", local_uid="doc-n3-rejected", code="PERSON_NOT_FOUND")])
+    rejected = make_document("doc-n3-rejected")
+
+    async def scenario():
+        t = N3Transport(read_timeout=30)
+
+        def case(doc, mid, auth_token=token):
+            return SubmitRequest(registration=make_registration(doc, pki), message_id=mid,
+                                 endpoint=f"{emu.base_url}/n3/emk", document=doc, auth_token=auth_token,
+                                 lpu_id="lpu-1")
+        try:
+            taken = await t.submit(case(data, "11111111-1111-4111-8111-111111111111"))
+            lookup = LookupRequest(local_uid="doc-n3", organization=extract(parse_xml(data)).organization_oid,
+                                   kind=extract(parse_xml(data)).kind_code, since=date(2000, 1, 1),
+                                   until=date(2100, 1, 1), endpoint=f"{emu.base_url}/n3/docstorage/", auth_token=token)
+            item = None
+            for _ in range(100):
+                item = await t.lookup(lookup)
+                if item is not None:
+                    break
+                await asyncio.sleep(0.1)
+            wrong = await t.submit(case(data, "22222222-2222-4222-8222-222222222222", auth_token="not-ours"))
+            refused = await t.submit(case(rejected, "33333333-3333-4333-8333-333333333333"))
+            changed = await t.submit(case(edited, "44444444-4444-4444-8444-444444444444"))
+            return taken, item, wrong, refused, changed
+        finally:
+            await t.aclose()
+
+    taken, item, wrong, refused, changed = asyncio.run(scenario())
+    assert taken.accepted and item is not None and item.emdr_id == emu.registry.lookup("n3-platform", "doc-n3").emdr_id
+    entry = emu.registry.requests(operation="n3:AddCase")[0]
+    assert (entry.message_id, entry.local_uid, entry.outcome) == ("11111111-1111-4111-8111-111111111111", "doc-n3",
+                                                                  "registered")
+    assert (wrong.kind, wrong.reason, wrong.category) == ("permanent", "HTTP_401", "configuration")
+    assert (refused.kind, refused.remd_code) == ("permanent", "PERSON_NOT_FOUND")
+    assert changed.remd_code == "NOT_UNIQUE_PROVIDED_ID" and "другим содержимым" in changed.remd_message
+
+
 def test_patient_snils_mismatch(world, pki):
     """A patient СНИЛС in the request that differs from the СЭМД is rejected naming the СНИЛС."""
     emu, mis = world()

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8099, help="port (default 8099; 0 = any free port)")
     p.add_argument("--scenario", default="ok", choices=SCENARIOS, help="behaviour (default ok; see --list-scenarios)")
     p.add_argument("--list-scenarios", action="store_true", help="print the scenarios, one line each, and exit")
-    p.add_argument("--systems", metavar="FILE", help="JSON: registered ИС, clientEntityId → certificates")
+    p.add_argument("--systems", metavar="FILE",
+                   help="JSON: registered ИС (clientEntityId → certificates) and N3 clients (token → ЛПУ id)")
     p.add_argument("--key", metavar="FILE", help="the emulator's signing key (default: a fresh dev key)")
     p.add_argument("--certificate", metavar="FILE", help="its certificate (with --key)")
     p.add_argument("--write-certificate", metavar="FILE",
@@ -58,18 +59,21 @@ def run(args: argparse.Namespace) -> int:
     from services.crypto import keys
     from services.crypto.certificates import load_certificate
     from services.emulator import Emulator, load_systems
+    from services.emulator.systems import load_n3_tokens
 
     if bool(args.key) != bool(args.certificate):
         print("emd emulator: --key and --certificate go together", file=sys.stderr)
         return EXIT_USAGE
     try:
         systems = load_systems(args.systems) if args.systems else []
+        n3_tokens = load_n3_tokens(args.systems) if args.systems else {}
         key = keys.load_private_key(args.key) if args.key else None
         cert = load_certificate(args.certificate) if args.certificate else None
         accredited = [load_certificate(path) for path in args.trusted_ca]
         emu = Emulator(args.host, args.port, scenario=args.scenario, systems=systems, key=key, certificate=cert,
                        seed=args.seed, outage_seconds=args.outage_seconds, outage_from=args.outage_from,
-                       outage_mode=args.outage_mode, state_dir=args.state, accredited=accredited)
+                       outage_mode=args.outage_mode, state_dir=args.state, accredited=accredited,
+                       n3_tokens=n3_tokens)
         emu.start()
     except (EmdError, OSError, ValueError) as exc:
         print(f"emd emulator: {exc}", file=sys.stderr)

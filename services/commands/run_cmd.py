@@ -55,6 +55,19 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the stage that counts as done (default acknowledged: the whole pipeline)")
     p.add_argument("--workdir", type=Path, default=Path(".emd-data/run"),
                    help="configuration, data and child logs (emptied at start)")
+    p.add_argument("--n3-clinics", type=_count, default=0, metavar="N",
+                   help="route the first N clinics through the emulator's N3.Health face instead of ИПС, side by "
+                        "side with the others (default 0; docs/transports.md)")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected 0 or more")
+    return value
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -95,11 +108,13 @@ def _run(args: argparse.Namespace) -> int:
         say(f"broker: {bootstrap}")
 
         pipeline = LocalPipeline(workdir=workdir, bootstrap_servers=bootstrap, documents=documents,
-                                 kafka_env=kafka_env, scenario=args.scenario)
+                                 kafka_env=kafka_env, scenario=args.scenario, n3_clinics=args.n3_clinics)
         stack.callback(pipeline.stop)
         pipeline.start()
         say(f"emulator: {pipeline.emulator_url} (scenario {args.scenario}); callbacks: {pipeline.callback_url}; "
             f"logs: {pipeline.supervisor.log_dir}")
+        if pipeline.n3_organizations:
+            say(f"through N3.Health: {', '.join(pipeline.n3_organizations)}; the others through ИПС")
         say("metrics: " + ", ".join(f"{name} {url}" for name, url in pipeline.metrics_urls().items()))
 
         watcher = PipelineWatcher(bootstrap, final_stage=args.until).start()

@@ -106,13 +106,19 @@ class LocalPipeline:
     :param configure: called with the parsed organisations configuration (a dict, file names relative to
         ``config_dir``) after :meth:`write_config` made it and before any child starts; what it changes in
         the dict is written back (a test breaks one clinic: a dead endpoint, a certificate ИПС rejects).
+    :param n3_clinics: how many of the documents' organisations (the first, by OID) register through the
+        emulator's N3.Health face instead of ИПС (default 0); their documents are polled every 2 s unless
+        ``env`` sets ``EMD_POLL_INTERVAL_SECONDS``.
     """
 
     def __init__(self, *, workdir: Path, bootstrap_servers: str, documents: Sequence[tuple[str, bytes]],
                  kafka_env: dict[str, str] | None = None, scenario: str = "ok", emulator_args: Sequence[str] = (),
                  env: dict[str, str] | None = None, components: Sequence[str] = COMPONENTS,
-                 configure: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 configure: Callable[[dict[str, Any]], None] | None = None, n3_clinics: int = 0) -> None:
         self.configure = configure
+        self.n3_clinics = n3_clinics
+        #: the organisations on the N3 route (set by write_config)
+        self.n3_organizations: list[str] = []
         self.workdir = Path(workdir).resolve()
         self.bootstrap_servers = bootstrap_servers
         self.documents = documents
@@ -138,6 +144,7 @@ class LocalPipeline:
             "EMD_IPS_CERTIFICATES": str(self.config_dir / "emulator.pem"),
             "EMD_CALLBACK_PORT": str(self.callbacks_port),
             "EMD_ORGANIZATIONS": str(self.config_dir / "organizations.json"),
+            **({"EMD_POLL_INTERVAL_SECONDS": "2"} if n3_clinics else {}),
             **(env or {}),
         }
 
@@ -158,12 +165,26 @@ class LocalPipeline:
         orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         first = orgs[0]
         systems = {"systems": [{"clientEntityId": first["remd"]["client_entity_id"], "name": first["name"],
-                                "certificates": [str(self.config_dir / first["remd"]["system_certificate"])]}]}
+                                "certificates": [str(self.config_dir / first["remd"]["system_certificate"])]}],
+                   "n3": self._route_through_n3(orgs)}
+        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
         if self.configure is not None:
             self.configure(config)
             orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
+
+    def _route_through_n3(self, orgs: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """The first ``n3_clinics`` organisations on the N3 route (the emulator's N3 face); its clients' tokens."""
+        clients = []
+        for i, org in enumerate(sorted(orgs, key=lambda o: o["oid"])[:self.n3_clinics], start=1):
+            token, lpu = str(uuid.uuid4()), f"dev-lpu-{i}"
+            (self.config_dir / f"n3-{i}.token").write_text(token + "\n")
+            org["remd"].update(transport="n3", endpoint=f"{self.emulator_url}/n3/emk", n3={
+                "lpu_id": lpu, "token_file": f"n3-{i}.token", "docstorage_url": f"{self.emulator_url}/n3/docstorage/"})
+            clients.append({"token": token, "lpuId": lpu})
+            self.n3_organizations.append(org["oid"])
+        return clients
 
     def start(self) -> LocalPipeline:
         self.write_config()

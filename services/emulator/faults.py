@@ -28,6 +28,7 @@ Fault kinds on the asynchronous side (decided when the registerDocument arrives)
     callback_out_of_order  after the success, a stale error callback (RUNTIME_ERROR) for the same request
     callback_early         the whole async flow (file pull, checks, callback) runs before the sync answer
     reject                 the document is rejected with ``code`` (default VALIDATION_ERROR) after the file pull
+                           (on N3's ``n3:AddCase``: at once, as a RequestFault)
 
 Scenarios (:data:`SCENARIOS`) are named sets of rules plus a few behaviours (rejections, outage).
 """
@@ -50,6 +51,8 @@ __all__ = [
     "Scenario", "rejection_for", "scenario",
 ]
 
+#: the operations that register a document (N3's AddCase takes only ``reject`` of the asynchronous kinds)
+_REGISTRATIONS = ("registerDocument", "n3:AddCase")
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
 ASYNC_FAULTS = ("callback_lost", "callback_duplicate", "callback_late", "callback_out_of_order",
                 "callback_early", "reject")
@@ -187,7 +190,8 @@ class FaultInjector:
                     continue
                 kind = rule.kinds[0] if len(rule.kinds) == 1 else self._rng.choice(rule.kinds)
                 if kind in ASYNC_FAULTS:
-                    if operation != "registerDocument" or kind in decision.callbacks:
+                    if operation not in _REGISTRATIONS or kind in decision.callbacks \
+                            or (operation != "registerDocument" and kind != "reject"):
                         continue
                     decision.callbacks[kind] = rule
                 elif decision.sync is None:

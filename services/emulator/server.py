@@ -27,7 +27,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,6 +42,7 @@ from services.emulator import checks
 from services.emulator.callbacks import Job, Processor
 from services.emulator.faults import Decision, FaultInjector, Outage, Rule, Scenario
 from services.emulator.faults import scenario as make_scenario
+from services.emulator.n3 import N3Face
 from services.emulator.registry import Registry
 from services.emulator.state import StateDir
 from services.emulator.systems import System
@@ -92,8 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_json({"error": "Content-Length missing, invalid or too large"}, status=413)
             return
         body = self.rfile.read(length) if length else b""
-        if urlsplit(self.path).path.startswith("/_emulator/"):
+        path = urlsplit(self.path).path
+        if path.startswith("/_emulator/"):
             emu._control_post(self, body)
+        elif path.startswith("/n3/"):  # the N3.Health face, in front of the same registry
+            status, answer, content_type = emu.n3.handle(path, body, self.headers)
+            self.send_bytes(answer, status=status, content_type=content_type)
         else:
             emu._soap(self, body)
 
@@ -154,8 +159,9 @@ class Emulator:
     the ``outage`` scenario's length, trigger (``first-request`` | ``start``) and mode (``503`` |
     ``refused``). ``workers``: threads for file pulls and callbacks. ``state_dir``: keep the registry and
     accepted requests across restarts (``services.emulator.state``). ``accredited``: the CAs signers'
-    certificates must chain to (empty: any). The remaining keywords tune the МИС-facing HTTP client
-    (``callbacks.Processor``).
+    certificates must chain to (empty: any). ``n3_tokens``: ``{token: ЛПУ id}`` of the N3 face's clients
+    (``/n3/…``, ``services.emulator.n3``); ``n3_delay``: seconds from a taken N3 case to its registration.
+    The remaining keywords tune the МИС-facing HTTP client (``callbacks.Processor``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, scenario: str | Scenario = "ok",
@@ -164,7 +170,8 @@ class Emulator:
                  outage_mode: str = "503", workers: int = 16, http_timeout: float = 10.0,
                  file_attempts: int = 3, callback_attempts: int = 6, backoff: float = 0.5,
                  backoff_max: float = 30.0, state_dir: str | os.PathLike | None = None,
-                 accredited: Iterable[Certificate] = ()) -> None:
+                 accredited: Iterable[Certificate] = (), n3_tokens: Mapping[str, str] | None = None,
+                 n3_delay: float = 1.0) -> None:
         self.host, self._port = host, port
         self.scenario = scenario if isinstance(scenario, Scenario) else make_scenario(scenario)
         self.systems: dict[str, System] = {s.client_entity_id: s for s in systems}
@@ -185,6 +192,8 @@ class Emulator:
                                    file_attempts=file_attempts, callback_attempts=callback_attempts,
                                    backoff=backoff, backoff_max=backoff_max, variants=self.scenario.variants,
                                    accredited=tuple(accredited))
+        self.n3 = N3Face(registry=self.registry, faults=self.faults, tokens=n3_tokens or {},
+                         later=self.processor.later, delay=n3_delay)
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._httpd: _Server | None = None

@@ -3,7 +3,8 @@
 JSON form (``emd emulator --systems systems.json``)::
 
     {"systems": [{"clientEntityId": "17c74e63-…", "name": "dental-mis-01",
-                  "certificates": ["mis.pem", "-----BEGIN CERTIFICATE-----\\n…"]}]}
+                  "certificates": ["mis.pem", "-----BEGIN CERTIFICATE-----\\n…"]}],
+     "n3": [{"token": "<N3 auth GUID>", "lpuId": "<the clinic's N3 id>"}]}      // the N3 face's clients
 
 A certificate entry is a PEM text or a path (relative paths are relative to the JSON file).
 """
@@ -20,7 +21,7 @@ from typing import Any
 from services.crypto.certificates import Certificate, load_certificate
 from services.errors import ConfigurationError
 
-__all__ = ["System", "load_systems"]
+__all__ = ["System", "load_n3_tokens", "load_systems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,17 @@ def load_systems(path: str | os.PathLike) -> list[System]:
                                          reason="EMULATOR_SYSTEMS") from None
         systems.append(System.of(entry["clientEntityId"], certs, entry.get("name")))
     return systems
+
+
+def load_n3_tokens(path: str | os.PathLike) -> dict[str, str]:
+    """The N3 face's clients of a systems file: ``{token: lpuId}`` (none when the file has no ``n3`` list)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read systems file {path}: {exc}", reason="EMULATOR_SYSTEMS") from None
+    entries = data.get("n3", []) if isinstance(data, dict) else []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("token") and e.get("lpuId")
+                                                for e in entries):
+        raise ConfigurationError(f"{path}: n3 must be a list of {{\"token\", \"lpuId\"}}", reason="EMULATOR_SYSTEMS")
+    return {e["token"]: e["lpuId"] for e in entries}
