@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 
-__all__ = ["iso_datetime"]
+__all__ = ["iso_datetime", "whole_number"]
 
 
 def iso_datetime(text: str) -> dt.datetime:
@@ -19,3 +20,16 @@ def iso_datetime(text: str) -> dt.datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """The type of a whole-number argument of at least ``minimum`` (``type=whole_number(1)``)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {n}")
+        return n
+    return parse

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from services import logs
-from services.commands.arguments import iso_datetime
+from services.commands.arguments import iso_datetime, whole_number
 from services.config import Settings
 from services.desk import reader
 from services.desk import replay as replaying
@@ -48,14 +48,7 @@ STAGES = TOPIC_OF_STAGE  # stage → its dead-letter topic
 _log = logs.get_logger(__name__)
 
 
-def positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
-    return n
+positive_int = whole_number(1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

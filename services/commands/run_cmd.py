@@ -21,6 +21,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from services.commands.arguments import whole_number
 from services.config import Settings
 from services.dev.local_pipeline import LocalPipeline, sample_documents
 from services.dev.samples import default_samples
@@ -55,19 +56,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the stage that counts as done (default acknowledged: the whole pipeline)")
     p.add_argument("--workdir", type=Path, default=Path(".emd-data/run"),
                    help="configuration, data and child logs (emptied at start)")
-    p.add_argument("--n3-clinics", type=_count, default=0, metavar="N",
+    p.add_argument("--n3-clinics", type=whole_number(0), default=0, metavar="N",
                    help="route the first N clinics through the emulator's N3.Health face instead of ИПС, side by "
                         "side with the others (default 0; docs/transports.md)")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("expected 0 or more")
-    return value
 
 
 # ------------------------------------------------------------------------------------------- the run
