@@ -55,3 +55,13 @@ def test_no_file_names_an_absolute_path_of_a_machine():
         offenders += [f"{path.relative_to(REPO)}:{n}" for n, line in enumerate(text.splitlines(), 1)
                       if MACHINE_PATH.search(line)]
     assert offenders == []
+
+
+def test_a_sample_made_new_still_passes_its_schemas():
+    """as_new_document (what emd run/demo publish) keeps a valid sample valid: ConsultRedaction4 with a fresh
+    localUid and creation time passes its XSD and the Ministry Schematron, which allows no seconds (У1-15)."""
+    from services.dev.local_pipeline import as_new_document
+
+    data = as_new_document((samples.REPOSITORY_SAMPLES / "ConsultRedaction4.xml").read_bytes(), local_uid="fresh-1")
+    report = validation.validate_semd(data, "119")
+    assert report.xsd_errors == () and report.schematron_failures == ()

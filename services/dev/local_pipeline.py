@@ -71,11 +71,15 @@ def sample_documents(folder: Path, count: int | None, *, registrable_only: bool 
 
 
 def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
-    """The same document with a new localUid (ClinicalDocument/id extension) and a creation time of now."""
+    """The same document with a new localUid (ClinicalDocument/id extension) and a creation time of now.
+
+    The time is to the minute, with its zone: the Ministry Schematron (rule У1-15) allows a day or a minute,
+    not seconds, so a document with seconds fails every kind's Schematron.
+    """
     root = parse_xml(data)
     root.find(f"{{{HL7}}}id").set("extension", local_uid or uuid.uuid4().hex[:20])
     effective = root.find(f"{{{HL7}}}effectiveTime")
-    effective.set("value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%S%z"))
+    effective.set("value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%z"))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
@@ -169,6 +173,7 @@ class LocalPipeline:
                    "n3": self._route_through_n3(orgs)}
         orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
+        self._write_emulator_identity()
         if self.configure is not None:
             self.configure(config)
             orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
@@ -186,12 +191,25 @@ class LocalPipeline:
             self.n3_organizations.append(org["oid"])
         return clients
 
+    def _write_emulator_identity(self) -> None:
+        """The emulator's key and certificate, made once: a restarted emulator signs as before (the callback
+        service pins this certificate), and its state dir keeps what it registered and accepted."""
+        from services.dev.pki import DevCA, SubjectInfo, write_pem
+
+        key, cert = DevCA.create("РЭМД emulator CA").issue(
+            subject=SubjectInfo(family="", common_name="ИПС ЕГИСЗ (эмулятор)", org="emd-pipeline emulator"))
+        write_pem(key, cert, cert_path=self.config_dir / "emulator-identity.pem",
+                  key_path=self.config_dir / "emulator-identity.key")
+
     def start(self) -> LocalPipeline:
         self.write_config()
         self.supervisor.base_env.update(self.env)
         if "emulator" in self.components:
             self.supervisor.start("emulator", "emulator", "--port", str(self.emulator_port), "--scenario",
                                   self.scenario, "--systems", str(self.config_dir / "systems.json"),
+                                  "--key", str(self.config_dir / "emulator-identity.key"),
+                                  "--certificate", str(self.config_dir / "emulator-identity.pem"),
+                                  "--state", str(self.workdir / "emulator-state"),
                                   "--write-certificate", str(self.config_dir / "emulator.pem"), *self.emulator_args)
             self._wait_for_file(self.config_dir / "emulator.pem", "emulator")
         for stage in ("signer", "sender", "status"):
