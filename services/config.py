@@ -69,9 +69,10 @@ class Settings:
         "(the local Tansu broker answers aiokafka's InitProducerId with UnknownError): then off, with a warning; "
         "downstream is idempotent by localUid, so a retried send's duplicate is harmless. true: required, a worker "
         "exits when the broker refuses; false: off.")
-    kafka_startup_grace_seconds: float = setting(
-        "KAFKA_STARTUP_GRACE_SECONDS", 30.0,
-        "How long a worker keeps trying an unreachable broker at start before it exits with an error.")
+    startup_grace_seconds: float = setting(
+        "EMD_STARTUP_GRACE_SECONDS", 30.0,
+        "How long a worker keeps trying an unreachable broker or lifecycle database at start before it exits "
+        "with an error.")
     local_broker_port: int = setting(
         "EMD_BROKER_PORT", 0, "Port of the spawned local broker; 0 picks a free port.")
     kafka_min_insync_replicas: int = setting(

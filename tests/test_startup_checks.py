@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -66,7 +67,7 @@ def test_explicit_idempotence_off_is_kept(broker, topic):
 
 def test_a_broker_unreachable_after_the_grace_is_a_configuration_error():
     """Nobody listening at KAFKA_BOOTSTRAP_SERVERS: after the start-up grace, a ConfigurationError says what to check."""
-    settings = _settings(f"127.0.0.1:{free_port()}", kafka_startup_grace_seconds=0.0)
+    settings = _settings(f"127.0.0.1:{free_port()}", startup_grace_seconds=0.0)
     with pytest.raises(ConfigurationError, match="unreachable.*KAFKA_BOOTSTRAP_SERVERS"):
         asyncio.run(_start_and_stop(settings))
 
@@ -79,7 +80,7 @@ def test_a_broker_that_comes_up_within_the_grace_is_waited_for(tmp_path):
 
     async def start_before_the_broker() -> set[int]:
         asyncio.get_running_loop().call_later(1.0, late.start)  # this thread: the broker dies with its starter
-        producer = await start_producer(_settings(late.bootstrap_servers, kafka_startup_grace_seconds=60.0),
+        producer = await start_producer(_settings(late.bootstrap_servers, startup_grace_seconds=60.0),
                                         client_id="test")
         try:
             return {b.port for b in (await producer.client.fetch_all_metadata()).brokers()}
@@ -185,8 +186,41 @@ def test_an_unreadable_ips_certificate_stops_the_callback_service_naming_it(tmp_
 def test_a_demo_on_an_unreachable_broker_exits_with_one_line(tmp_path, monkeypatch, capsys):
     """`emd demo` with KAFKA_BOOTSTRAP_SERVERS where nobody listens exits 2 after the grace, saying what to check."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
-    monkeypatch.setenv("KAFKA_STARTUP_GRACE_SECONDS", "1")
+    monkeypatch.setenv("EMD_STARTUP_GRACE_SECONDS", "1")
     assert emd(["demo", "--documents", "1", "--workdir", str(tmp_path / "run")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("emd demo: the Kafka broker at ") and "unreachable" in last
     assert "KAFKA_BOOTSTRAP_SERVERS" in last
+
+
+def test_a_lifecycle_database_unreachable_after_the_grace_is_a_configuration_error(tmp_path):
+    """open_store with a wait: a PostgreSQL nobody serves is a ConfigurationError naming EMD_LIFECYCLE_STORE,
+    and never the URL (it may carry a password)."""
+    from services.lifecycle import open_store
+
+    url = f"postgresql://emd:s3cret@127.0.0.1:{free_port()}/emd"
+    with pytest.raises(ConfigurationError, match="unreachable.*EMD_LIFECYCLE_STORE") as info:
+        open_store(tmp_path, url=url, wait=1.0)
+    assert "s3cret" not in str(info.value) and "127.0.0.1" not in str(info.value)
+
+
+def test_a_lifecycle_database_back_within_the_grace_is_waited_for(tmp_path):
+    """A worker that opens its store while PostgreSQL is down gets the store once the server is back."""
+    import threading
+
+    from services.lifecycle import open_store
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        server.pause()
+        opened: list = []
+        opener = threading.Thread(target=lambda: opened.append(open_store(tmp_path, url=server.url, wait=120.0)))
+        opener.start()
+        time.sleep(2.0)  # the opener is trying meanwhile; the server starts from this thread, which outlives it
+        server.resume()
+        opener.join(150)
+        assert len(opened) == 1 and opened[0].get("nothing-here") is None
+        opened[0].close()
+    finally:
+        server.stop()

@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
                                                      log_path=workdir / "broker.log"))
             bootstrap, kafka_env = broker.bootstrap_servers, broker.client_env()
         ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
-                      timeout_s=max(1.0, settings.kafka_startup_grace_seconds))
+                      timeout_s=max(1.0, settings.startup_grace_seconds))
         say(f"broker: {bootstrap}")
 
         pipeline = LocalPipeline(workdir=workdir, bootstrap_servers=bootstrap, documents=documents,

@@ -37,8 +37,10 @@ Every MessageID is stored normalised (``services.remd.normalize_message_id``) so
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from services.errors import ConfigurationError, TransientError
 from services.lifecycle.model import (
     ACCEPTED,
     DECIDED_BY_ANSWER,
@@ -68,12 +70,27 @@ __all__ = [
 ]
 
 
-def open_store(data_dir: Path | str, *, url: str = "") -> LifecycleStore:
+def open_store(data_dir: Path | str, *, url: str = "", wait: float = 0.0) -> LifecycleStore:
     """The lifecycle store of a deployment: ``url`` empty or ``sqlite:///path`` → SQLite (default
-    ``<data_dir>/lifecycle.sqlite3``); ``postgresql://…`` → PostgreSQL (schema created if missing)."""
+    ``<data_dir>/lifecycle.sqlite3``); ``postgresql://…`` → PostgreSQL (schema created if missing).
+
+    ``wait``: seconds to keep trying a database that is unreachable (a worker starting while PostgreSQL
+    restarts), then ``ConfigurationError``; 0 fails at once with the ``TransientError``.
+    """
     kind, where = database_location(data_dir, url)
     if kind == "sqlite":
         return SqliteLifecycleStore(where)
     from services.lifecycle.postgres import PostgresLifecycleStore  # psycopg only where it is used
 
-    return PostgresLifecycleStore(where)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return PostgresLifecycleStore(where)
+        except TransientError as exc:
+            if time.monotonic() >= deadline:
+                if not wait:
+                    raise
+                # the class only: the URL may carry a password
+                raise ConfigurationError(f"the lifecycle database is unreachable ({wait:.0f} s after start): "
+                                         f"{exc.message}; check EMD_LIFECYCLE_STORE") from None
+            time.sleep(1.0)

@@ -186,7 +186,7 @@ def sync_producer_config(bootstrap_servers: str, *, client_id: str = "emd-mis",
 async def start_producer(settings: Settings, *, client_id: str, topics: Sequence[str] = ()) -> AIOKafkaProducer:
     """A started aiokafka producer for a worker on a broker that has ``topics``, or ``ConfigurationError``."""
     config = aio_producer_config(settings, client_id=client_id)
-    deadline = time.monotonic() + settings.kafka_startup_grace_seconds
+    deadline = time.monotonic() + settings.startup_grace_seconds
     while True:
         producer = AIOKafkaProducer(**config)
         try:
@@ -195,7 +195,7 @@ async def start_producer(settings: Settings, *, client_id: str, topics: Sequence
             await producer.stop()
             if time.monotonic() >= deadline:
                 raise unreachable(settings.kafka_bootstrap_servers, exc,
-                                  after=settings.kafka_startup_grace_seconds) from None
+                                  after=settings.startup_grace_seconds) from None
             await asyncio.sleep(1.0)
             continue
         except KafkaError as exc:  # the broker answered, with an error (InitProducerId, authentication…)

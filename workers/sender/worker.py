@@ -35,7 +35,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     if settings.unpromoted_clinics not in routing.POLICIES:
         raise ConfigurationError(f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of "
                                  f"{', '.join(routing.POLICIES)}")
-    store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
+    store = open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
     desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
     documents = store_from_settings(settings)
     submitter = Submitter(

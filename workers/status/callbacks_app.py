@@ -119,7 +119,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     """Run the endpoint until ``stop`` is set (or forever)."""
     reply_keys = reply_credentials(settings)
     trusted = load_ips_certificates(settings.ips_certificates)
-    store = lifecycle.open_store(settings.data_dir, url=settings.lifecycle_store_url)
+    store = lifecycle.open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
     docs = store_from_settings(settings)
     producer = await start_producer(settings, client_id="callbacks", topics=[topology.CALLBACKS.name])
 
