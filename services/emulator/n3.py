@@ -53,6 +53,11 @@ class N3Face:
         self._held: dict[str, soap.RegistryItem] = {}   # localUid → taken, not yet registered
         self._lock = threading.Lock()
 
+    def reset(self) -> None:
+        """Forget the cases taken and not yet registered (with the registry's own reset)."""
+        with self._lock:
+            self._held.clear()
+
     def handle(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         if "docstorage" in path:
             return self._search(body, headers)

@@ -310,6 +310,7 @@ class Emulator:
     def reset(self) -> None:
         """Empty registry and request log; the scenario's rules (fresh counters) and seed again."""
         self.registry.reset()
+        self.n3.reset()
         try:
             fresh = make_scenario(self.scenario.name)
         except ValueError:  # a caller-made Scenario: its rules as they are (counters not reset)
