@@ -9,6 +9,14 @@ passes (kind, organisation, ``meta``) is *checked against* the document, never t
 РЭМД cross-checks the registration request with the СЭМД and rejects mismatches, so the МИС should
 hear about a contradiction now, synchronously, not hours later from a dead letter.
 
+One value registerDocument needs is not in a СЭМД: each signer's РЭМД role. The МИС gives it in
+``meta["signerRoles"]`` (``{СНИЛС: "CODE"}`` or ``{СНИЛС: {"code", "codeSystemVersion"}}``); a signer it
+does not name signs as ``DOCTOR`` (dictionary version 2.4, as the regional КРЭМД shows). Everything else —
+each signer's position and speciality with their code-system versions and department, the recipient, the
+related documents — comes from the CDA, and a signer whose position has no ``codeSystemVersion`` is refused
+(``signers[n] (role).positionCodeSystemVersion``). ``docs/schemas/document.created.schema.json`` says which
+field comes from where.
+
 Errors::
 
     PermanentError
