@@ -41,7 +41,7 @@ from services.errors import PermanentError
 __all__ = [
     "SCHEMA_VERSION", "EVENT_TYPES", "CREATED", "SIGNED", "SENT", "ACKNOWLEDGED", "STATUS",
     "HEADER_EVENT_TYPE", "HEADER_TRACE_ID", "HEADER_SCHEMA_VERSION",
-    "Envelope", "CreatedData", "PatientData", "SignerData", "DocumentData",
+    "Envelope", "CreatedData", "PatientData", "SignerData", "DocumentData", "RecipientData", "AssociationData",
     "new_event", "new_trace_id", "encode", "decode", "validate", "headers_for", "read_headers",
     "schema_files", "load_schema", "compiled_validator", "reference_validator", "timestamp", "status_data", "submission_data",
     "STATUS_SIGNED", "STATUS_SENT", "STATUS_RETRYING", "STATUS_REGISTERED", "STATUS_REJECTED", "STATUS_FAILED",
@@ -89,6 +89,22 @@ class SignerData(TypedDict):
     positionCode: str | None
     specialityCode: str | None
     signature: NotRequired[str]
+    positionCodeSystemVersion: NotRequired[str | None]
+    specialityCodeSystemVersion: NotRequired[str | None]
+    departmentOid: NotRequired[str | None]
+    roleCode: NotRequired[str]
+    roleCodeSystemVersion: NotRequired[str]
+
+
+class RecipientData(TypedDict):
+    kind: str  # MEDICAL_ORGANIZATION | PATIENT_REPRESENTATIVE
+    organizationOid: NotRequired[str | None]
+    snils: NotRequired[str | None]
+
+
+class AssociationData(TypedDict):
+    target: str
+    type: str
 
 
 class DocumentData(TypedDict):
@@ -110,6 +126,8 @@ class CreatedData(TypedDict):
     patient: PatientData
     signers: list[SignerData]
     document: DocumentData
+    recipient: NotRequired[RecipientData | None]
+    associations: NotRequired[list[AssociationData]]
 
 
 class Envelope(TypedDict):
