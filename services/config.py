@@ -132,6 +132,11 @@ class Settings:
         "EMD_SHUTDOWN_GRACE_SECONDS", 25.0,
         "On SIGTERM, how long in-flight records may finish before the worker leaves "
         "(keep below the pod's terminationGracePeriodSeconds).")
+    retry_in_place_max_seconds: float = setting(
+        "EMD_RETRY_IN_PLACE_MAX_SECONDS", 86400.0,
+        "A stage without retry tiers (the signer, the status worker) retries a transient failure in place for at "
+        "most this long, then dead-letters the record with its reason: one record never holds its partition's "
+        "commits forever.")
     health_max_idle_seconds: float = setting(
         "EMD_HEALTH_MAX_IDLE_SECONDS", 120.0,
         "`--check` fails when the worker loop has not reported progress for this long.")

@@ -35,9 +35,9 @@ def _send(broker, topic: str, items: list[tuple[str, dict]]) -> None:
     p.close()
 
 
-def _stage(broker, tmp_path, names, handler, **kw) -> Stage:
+def _stage(broker, tmp_path, names, handler, settings: dict | None = None, **kw) -> Stage:
     settings = Settings.from_env(kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
-                                 kafka_enable_idempotence=False, shutdown_grace_seconds=5.0)
+                                 kafka_enable_idempotence=False, shutdown_grace_seconds=5.0, **(settings or {}))
     return Stage(name="rt", input_topic=names["in"], handler=handler, dead_letter_topic=names["dlt"],
                  settings=settings, group_id=f"g-{names['in']}", serve_metrics=False, **kw)
 
@@ -86,6 +86,25 @@ def test_an_unexpected_exception_is_dead_lettered_not_fatal(broker, tmp_path):
     assert [r.key for r in out] == [b"doc-1"]
     assert _headers(dead[0])[dl.REASON] == "UNEXPECTED_ERROR"
     assert _headers(dead[0])[dl.CATEGORY] == "internal"
+
+
+def test_a_transient_failure_retried_in_place_too_long_is_dead_lettered_with_its_reason(broker, tmp_path):
+    """Without retry tiers a record that keeps failing transiently (a claim-check reference to a document the store
+    never gets) is dead-lettered with its own reason once EMD_RETRY_IN_PLACE_MAX_SECONDS has passed, instead of
+    being retried forever; the records after it go on."""
+    names = _topics(broker, "in", "out", "dlt")
+
+    async def handle(record: Record) -> list[Output]:
+        if record.key == "doc-missing":
+            raise TransientError("document abc is not in the store", reason="DOCUMENT_MISSING")
+        return [Output(names["out"], {"ok": record.key}, key=record.key)]
+
+    _send(broker, names["in"], [("doc-missing", {}), ("doc-fine", {})])
+    with running(_stage(broker, tmp_path, names, handle, settings={"retry_in_place_max_seconds": 2.0})):
+        dead = read_all(broker.bootstrap_servers, names["dlt"], expect=1, timeout=60)
+        out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=60)
+    assert [(r.key, _headers(r)[dl.REASON]) for r in dead] == [(b"doc-missing", "DOCUMENT_MISSING")]
+    assert [r.key for r in out] == [b"doc-fine"]
 
 
 def test_transient_failure_goes_through_a_retry_tier_and_succeeds(broker, tmp_path):

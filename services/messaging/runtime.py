@@ -11,7 +11,8 @@ A stage is ``async def handle(record: Record) -> Sequence[Output]`` plus its top
    skips a record that was fetched but not finished;
 5. ``PermanentError`` or an unexpected exception → dead-letter topic (``services.messaging.deadletter``);
    ``TransientError`` → the next retry tier with a due time (or the dead letter once attempts run out), or,
-   for a stage without retry tiers, an in-place retry with backoff;
+   for a stage without retry tiers, an in-place retry with backoff (a dead letter with its reason after
+   EMD_RETRY_IN_PLACE_MAX_SECONDS);
 6. SIGTERM/SIGINT: stop fetching, let in-flight records finish (``shutdown_grace_seconds``), commit, leave
    the group;
 7. ``/metrics``, ``/healthz`` (liveness: the poll loop turns) and ``/readyz`` (readiness: joined the group)
@@ -309,7 +310,7 @@ class Stage:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            backoff = 1.0
+            backoff, give_up = 1.0, time.monotonic() + self.settings.retry_in_place_max_seconds
             while True:
                 try:
                     outputs = await self.handler(record)
@@ -321,7 +322,12 @@ class Stage:
                     if self.retry is not None:
                         outcome = await self._to_retry(record, exc)
                         break
-                    # No retry tiers: retry in place; the partition's other records go on meanwhile.
+                    # No retry tiers: retry in place (the partition's other records go on meanwhile), for a
+                    # bounded time: a record that never succeeds must not hold its partition's commits forever
+                    if time.monotonic() >= give_up:
+                        await self._to_dead_letter(record, exc)
+                        outcome = "dead_letter"
+                        break
                     metrics.RETRIES.labels(self.name, exc.reason).inc()
                     log.warning("transient failure, retrying in place", stage=self.name, reason=exc.reason,
                                 error=exc.message, local_uid=record.key, delay=backoff)
