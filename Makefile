@@ -2,6 +2,7 @@
 #   make run     the whole pipeline on a local broker and the РЭМД emulator, with the Ministry samples
 #   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL)
 #   make bench   speed figures: micro-benchmarks, then `emd bench` (appended to docs/benchmarks.md)
+#   make reliability  the whole-system run: 2,000 documents, kill -9 of every component, faults (docs/reliability.md)
 #   make lint    ruff
 #   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh)
 #   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
@@ -14,7 +15,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
 IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install system-deps run test bench lint clean image manifests screenshot
+.PHONY: install system-deps run test bench reliability lint clean image manifests screenshot
 
 install: $(STAMP) system-deps
 
@@ -44,6 +45,9 @@ test: install
 
 # BENCH_ARGS: options for `emd bench` (default the issue-#10 run: 3000 documents, with the stage ceilings)
 BENCH_ARGS ?= --documents 3000
+reliability: install
+	@$(PY) -m tests.reliability
+
 bench: install
 	@$(PY) bench/run_all.py
 	@$(VENV)/bin/emd bench $(BENCH_ARGS)

@@ -111,8 +111,18 @@ class PostgresServer:
             self.stop()
             raise
 
-    def _spawn(self, data: Path) -> bool:
-        self.port = _free_port()
+    def pause(self) -> None:
+        """Shut the server down (fast: clients are disconnected), keeping its data: an outage until ``resume``."""
+        self._terminate()
+
+    def resume(self) -> None:
+        """Start it again on the same port and data (the lifecycle store's clients reconnect)."""
+        assert self.root is not None, "resume() of a server that was never started"
+        if not self._spawn(self.root / "data", port=self.port):
+            raise PostgresUnavailable(f"postgres would not start again on port {self.port}: {self._log_tail()}")
+
+    def _spawn(self, data: Path, *, port: int | None = None) -> bool:
+        self.port = port or _free_port()
         log = open(self.root / "server.log", "ab")  # type: ignore[operator]
         try:
             # the parent-death signal stops the server even if pytest dies without a teardown

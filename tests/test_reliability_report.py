@@ -1,0 +1,32 @@
+"""The whole-system run's log scan (tests/reliability/report.py) finds what it must, so a clean result means something."""
+
+from __future__ import annotations
+
+import json
+
+from tests.reliability.harness import sensitive_values
+from tests.reliability.report import leaks
+
+
+def test_the_log_scan_finds_patient_data_and_key_material_in_any_spelling(tmp_path):
+    """A СНИЛС (plain or formatted), a full name inside JSON with \\u escapes, a birth date, a PEM key and a
+    password are each found; an ordinary log line is not."""
+    values = sensitive_values()
+    snils = sorted(v for v in values["СНИЛС"] if len(v) == 11)[0]
+    formatted = f"{snils[:3]}-{snils[3:6]}-{snils[6:9]} {snils[9:]}"
+    name = sorted(values["full name"])[0]
+    birth = sorted(values["birth date"])[0]
+    log = tmp_path / "worker.log"
+    log.write_text("\n".join([
+        json.dumps({"event": "signed", "local_uid": "doc-1", "stage": "signer"}),
+        json.dumps({"event": "x", "patient": snils}),
+        f"plain line with {formatted}",
+        json.dumps({"event": "x", "who": name}, ensure_ascii=True),
+        json.dumps({"event": "x", "born": birth}),
+        "-----BEGIN PRIVATE KEY-----",
+        "connecting with password=hunter2",
+        json.dumps({"event": "ok", "password": "***"}),
+        json.dumps({"event": "pfx", "password": "hunter2"}),
+    ]) + "\n")
+    found = leaks([log], values)
+    assert [line.split(":")[1] for line in found] == ["2", "3", "4", "5", "6", "7", "9"]
