@@ -82,7 +82,7 @@ def measure(samples: Path, *, seconds: float, workdir: Path, say: Callable[[str]
     config_file = write_dev_config(workdir / "config", oids=oids, doctors=snils)
     config = load_organizations(config_file)
     created = [_created(d) for d in templates]
-    say(f"ceilings: warming up ({len(templates)} sample kinds: XSD and Schematron compiled once each)")
+    say(f"ceilings: warming up on the {len(templates)} samples (each kind's XSD and Schematron compiled once)")
     signatures = [sign_document(c, d, config) for c, d in zip(created, templates, strict=True)]
 
     def sign(i: int) -> None:

@@ -123,9 +123,11 @@ class SigningPool:
 
     async def sign(self, data: dict[str, Any], document: bytes, now: dt.datetime) -> dict[str, Any]:
         executor = self._pool()
+        # the bytes travel once: not again as the event's inline base64, which sign_document does not read
+        slim = {**data, "document": {k: v for k, v in data["document"].items() if k != "inline"}}
         try:
             signatures, seconds, warned = await asyncio.get_running_loop().run_in_executor(
-                executor, _sign, data, document, now)
+                executor, _sign, slim, document, now)
         except BrokenProcessPool:
             log.warning("a signing process died: making the pool anew", local_uid=data.get("localUid"))
             if self._executor is executor:
