@@ -94,3 +94,41 @@ def test_a_worker_process_killed_mid_document_is_a_transient_error_and_the_pool_
         assert asyncio.run(go())["organization"] is not None
     finally:
         pool.close()
+
+
+def test_the_signing_processes_die_with_a_signer_killed_hard(built, tmp_path):
+    """A signer killed with -9 leaves no signing process behind: each one dies with its parent."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import asyncio, datetime as dt, os, sys\n"
+        "from pathlib import Path\n"
+        "from services.pipeline.signing_pool import SigningPool\n"
+        "from tests import signing_lab as lab\n"
+        f"pool = SigningPool(organizations_file=Path({str(built.config_path)!r}), max_document_bytes=lab.MAX_BYTES,"
+        " processes=1, log_format='json', log_level='warning')\n"
+        "doc = lab.GOOD.read_bytes()\n"
+        "asyncio.run(pool.sign(lab.created_data(doc)['data'], doc, dt.datetime.now(dt.UTC)))\n"
+        "print('ready', flush=True)\n"
+        "import time; time.sleep(300)\n")
+    signer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert signer.stdout.readline().strip() == "ready"
+        children = [int(p) for p in subprocess.run(["ps", "--ppid", str(signer.pid), "-o", "pid="],
+                                                   capture_output=True, text=True).stdout.split()]
+        assert children  # the signing process (and multiprocessing's resource tracker)
+        signer.kill()
+        signer.wait()
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [p for p in children if os.path.exists(f"/proc/{p}") and
+                     open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"]
+        assert alive == []
+    finally:
+        if signer.poll() is None:
+            signer.kill()
+            signer.wait()

@@ -14,7 +14,8 @@ and at-least-once hold whichever process signed it.
   after ``recycle_after`` documents (``EMD_SIGNER_RECYCLE_DOCUMENTS``), which bounds it, at the price of
   compiling its Schematron again.
 * A worker process that dies (killed, out of memory) fails only the documents it had: they are a
-  ``TransientError`` (retried, not dead-lettered) and the pool is made anew.
+  ``TransientError`` (retried, not dead-lettered) and the pool is made anew. One never outlives the signer
+  (``PR_SET_PDEATHSIG``), even a signer killed with -9.
 * Metrics: a worker process's counters are its own, so the parent counts what each result says
   (:func:`observe`), and ``/metrics`` shows every signature whichever process made it.
 """
@@ -67,8 +68,10 @@ _config: Any = None
 def _start(organizations_file: str, max_document_bytes: int, log_format: str, log_level: str) -> None:
     global _config
     from services.logs import configure
+    from services.messaging.broker import die_with_parent
     from services.pipeline.organizations import load_organizations
 
+    die_with_parent()  # a signer killed with -9 must not leave its signing processes behind (and Ctrl-C is its own)
     configure(fmt=log_format, level=log_level)
     _config = load_organizations(Path(organizations_file), max_document_bytes=max_document_bytes)
 
