@@ -357,8 +357,7 @@ def e2e_table(result: E2EResult) -> str:
     return "\n".join(rows) + (
         f"\n\n{result.acknowledged} of {result.documents} acknowledged, {result.dead_lettered} dead-lettered, "
         f"{result.lost} lost, in {result.seconds:.0f} s. End to end **{result.docs_per_s:.1f} documents/s** over the "
-        f"steady state (the МИС published them at {result.publish_per_s:.1f}/s"
-        f"{': the МИС was the limit' if result.docs_per_s >= 0.9 * result.publish_per_s else ''}); created → acknowledged at an offered {result.offered_rate:g}/s: p50 {lat['p50']:.2f} s, "
+        f"steady state{_publish_note(result)}; created → acknowledged at an offered {result.offered_rate:g}/s: p50 {lat['p50']:.2f} s, "
         f"p95 {lat['p95']:.2f} s, p99 **{lat['p99']:.2f} s**. Load average before {_load(result.load_before)}, "
         f"after {_load(result.load_after)}.")
 
@@ -373,6 +372,14 @@ def backlog_table(result: BacklogResult) -> str:
     return "\n".join(rows) + (f"\n\nPublished in {result.publish_seconds:.0f} s "
                               f"({result.producer_cpu_ms_per_doc:.1f} ms CPU each); drained at "
                               f"{result.docs_per_s:.1f} documents/s.")
+
+
+def _publish_note(result: E2EResult) -> str:
+    """How fast the МИС published the throughput phase, and whether that was the limit (none without the phase)."""
+    if result.publish_per_s <= 0:
+        return " (the offered rate: no throughput phase)"
+    limit = ": the МИС was the limit" if result.docs_per_s >= 0.9 * result.publish_per_s else ""
+    return f" (the МИС published them at {result.publish_per_s:.1f}/s{limit})"
 
 
 def _load(load: tuple[float, float, float]) -> str:
