@@ -358,3 +358,48 @@ def test_a_lifecycle_conflict_with_another_replica_is_not_dead_lettered(store):
     outs = run(callback(errors=[RemdError("PERSON_NOT_FOUND", "x")]), RegisteredByAnotherReplica(store, "16.62.5"))
     assert outs == []
     assert store.get("doc-1").state == lc.REGISTERED and store.get("doc-1").emdr_id == "16.62.5"
+
+
+class TestMetrics:
+    @staticmethod
+    def _value(name: str, **labels: str) -> float:
+        from services.metrics import REGISTRY
+
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def test_a_registration_is_counted_once_with_its_latency_and_a_redelivery_is_not(self, store):
+        """A success callback counts one acknowledgment and one end-to-end observation; the same callback
+        redelivered after a crash re-emits its events but is not counted again."""
+        before = (self._value("emd_acknowledged_total", via="callback"), self._value("emd_end_to_end_seconds_count"))
+        run(callback(callback_id="c-1"), store)
+        run(callback(callback_id="c-1"), store)
+        after = (self._value("emd_acknowledged_total", via="callback"), self._value("emd_end_to_end_seconds_count"))
+        assert (1.0, 1.0) == (after[0] - before[0], after[1] - before[1])
+
+    def test_callbacks_about_a_decided_document_are_counted_as_duplicated(self, store):
+        """A second success and a later error callback for a registered document count as duplicated."""
+        run(callback(callback_id="c-1"), store)
+        before = self._value("emd_callbacks_duplicated_total")
+        run(callback(callback_id="c-2"), store)
+        run(callback(errors=[RemdError("RUNTIME_ERROR", "x")], callback_id="c-3"), store)
+        assert 2.0 == self._value("emd_callbacks_duplicated_total") - before
+
+    def test_what_awaits_acknowledgment_is_read_from_the_store_at_each_scrape(self, store):
+        """The collector reports the accepted document and its age, then nothing waiting once it is registered."""
+        collector = ack.AwaitingCollector(clock=lambda: store.get("doc-1").accepted_at.timestamp() + 90)
+        collector.watch(store)
+        samples = {f.name: f.samples[0].value for f in collector.collect()}
+        assert {"emd_awaiting_acknowledgment": 1, "emd_awaiting_acknowledgment_oldest_seconds": 90} == samples
+        run(callback(), store)
+        samples = {f.name: f.samples[0].value for f in collector.collect()}
+        assert {"emd_awaiting_acknowledgment": 0, "emd_awaiting_acknowledgment_oldest_seconds": 0} == samples
+
+    def test_a_store_that_cannot_answer_leaves_the_series_out(self):
+        """When the store fails, the scrape goes on without these series instead of failing."""
+        class Down:
+            def awaiting(self):
+                raise OSError("database unreachable")
+
+        collector = ack.AwaitingCollector()
+        collector.watch(Down())
+        assert [] == collector.collect()

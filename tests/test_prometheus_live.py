@@ -110,7 +110,10 @@ def test_the_counts_match_what_happened_to_the_documents(scraped_run):
     signed = server.value('sum(emd_records_total{stage="signer",outcome="ok"})')
     accepted = server.value('sum(emd_sender_requests_total{outcome="accepted"})')
     dead = server.value("sum(emd_dead_letters_total)")
-    assert (DOCUMENTS, DOCUMENTS, snapshot.dead_lettered) == (signed, accepted, dead)
+    acknowledged = server.value("sum(emd_acknowledged_total)")
+    assert (DOCUMENTS, DOCUMENTS, REJECTED, DOCUMENTS - REJECTED) == (signed, accepted, dead, acknowledged)
+    assert DOCUMENTS - REJECTED == server.value("sum(emd_end_to_end_seconds_count)")
+    assert 0 == server.value("max(emd_awaiting_acknowledgment)")
     assert 0 == server.value("sum(emd_consumer_lag_records)")
 
 

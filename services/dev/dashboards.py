@@ -43,6 +43,16 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               description="Records each stage finished successfully per second."),
         Panel("Outcomes per stage", (_q(f"sum by (stage, outcome) (rate(emd_records_total[{RATE}]))",
                                         "{{stage}} {{outcome}}"),), "ops", must_have_data=True),
+        Panel("End-to-end latency (signed → registered)", tuple(
+            _q(f"histogram_quantile({q}, sum by (le) (rate(emd_end_to_end_seconds_bucket[{RATE}])))", f"p{int(q * 100)}")
+            for q in (0.5, 0.95, 0.99)), "s", must_have_data=True),
+        Panel("Awaiting acknowledgment", (
+            _q("max(emd_awaiting_acknowledgment)", "documents waiting"),
+            _q("max(emd_awaiting_acknowledgment_oldest_seconds)", "oldest (s)")), must_have_data=True,
+            description="The lifecycle store's accepted documents without РЭМД's decision; every status replica "
+                        "reports the same number, hence max."),
+        Panel("Acknowledged", (_q("sum by (via) (increase(emd_acknowledged_total[1h]))", "{{via}}"),),
+              must_have_data=True),
         Panel("Dead letters by category", (
             _q("sum by (stage, category) (increase(emd_dead_letters_total[1h]))", "{{stage}} {{category}}"),),
             must_have_data=True, description="Each needs a person: docs/operations.md#emddeadlettersgrowing"),
@@ -80,6 +90,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Callbacks received", (
             _q(f"sum by (operation, outcome) (rate(emd_callbacks_total[{RATE}]))", "{{operation}} {{outcome}}"),),
             "reqps", must_have_data=True),
+        Panel("Duplicated callbacks", (_q("sum(increase(emd_callbacks_duplicated_total[1h]))", "duplicated"),),
+              must_have_data=True, description="Callbacks about a document already decided (ИПС delivered again)."),
         Panel("Forged callbacks", (_q("sum by (reason) (increase(emd_callbacks_forged_total[1h]))", "{{reason}}"),),
               must_have_data=True, description="Refused for their WS-Security: docs/operations.md#emdforgedcallbacks"),
     )),

@@ -44,6 +44,13 @@ downstream is idempotent by localUid.
 ``on_deadline`` handles a document with no callback after ``ack_timeout``: poll ``searchRegistryItem``
 via ``poll(doc) -> RegistryItem | None``; found → registered, as above; not found → dead letter
 ``NO_ACKNOWLEDGMENT``.
+
+Metrics: ``emd_acknowledged_total{via}`` (callback, duplicate, poll) and ``emd_end_to_end_seconds`` are
+counted where a registration is decided (a replayed callback re-emits its events but is not counted
+again); ``emd_callbacks_duplicated_total`` counts callbacks about a document already decided;
+``emd_awaiting_acknowledgment`` and ``emd_awaiting_acknowledgment_oldest_seconds`` are read from the
+lifecycle store at each scrape (``AWAITING``), so every replica reports the same store-wide numbers: query
+them with ``max``.
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services import events
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from services import events, metrics
 from services import lifecycle as lc
 from services.errors import PermanentError, TransientError
 from services.ids import normalize_message_id
@@ -74,6 +84,65 @@ DECIDED = (REGISTERED, REJECTED, TRANSIENT, DUPLICATE)
 NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
 #: the longest wait between two registry look-ups of one duplicate registration
 RECONCILE_MAX_DEFER = 120.0
+
+ACKNOWLEDGED = Counter("emd_acknowledged", "Documents РЭМД registered, by how the status worker learnt it.", ["via"],
+                       registry=metrics.REGISTRY)
+END_TO_END = Histogram(
+    "emd_end_to_end_seconds", "From the document's arrival at the sender (signed; the lifecycle store's created_at) to "
+    "the status worker learning РЭМД registered it.", registry=metrics.REGISTRY,
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400))
+DUPLICATED_CALLBACKS = Counter("emd_callbacks_duplicated", "Callbacks about a document already decided (ИПС delivered "
+                               "one again, or a late callback of another attempt).", registry=metrics.REGISTRY)
+for _via in ("callback", "duplicate", "poll"):
+    ACKNOWLEDGED.labels(_via)
+
+
+class AwaitingCollector:
+    """``emd_awaiting_acknowledgment`` and the age of the oldest, from ``LifecycleStore.awaiting()`` at each scrape.
+
+    Nothing is exported until ``watch(store)``; a store that cannot answer leaves the series out of that scrape
+    (the gap is visible) rather than failing ``/metrics``.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.store: Any = None
+        self.clock = clock
+
+    def watch(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return self._families()
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily("emd_awaiting_acknowledgment",
+                                  "Documents РЭМД accepted and has not decided yet (the whole lifecycle store)."),
+                GaugeMetricFamily("emd_awaiting_acknowledgment_oldest_seconds",
+                                  "Age of the oldest document awaiting РЭМД's decision (0 when none waits).")]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        if self.store is None:
+            return []
+        try:
+            count, oldest = self.store.awaiting()
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is away
+            log.warning("awaiting-acknowledgment metrics unavailable", error=repr(exc))
+            return []
+        waiting, age = self._families()
+        waiting.add_metric([], count)
+        age.add_metric([], max(0.0, self.clock() - oldest.timestamp()) if oldest is not None else 0.0)
+        return [waiting, age]
+
+
+AWAITING = AwaitingCollector()
+metrics.REGISTRY.register(AWAITING)
+
+
+def _acknowledged(doc: lc.Document, via: str) -> None:
+    ACKNOWLEDGED.labels(via).inc()
+    if doc.created_at is not None:
+        END_TO_END.observe(max(0.0, (datetime.now(UTC) - doc.created_at).total_seconds()))
+
 
 RegistryLookup = Callable[[lc.Document], "soap.RegistryItem | None"]
 #: (organisation OID, the attempt's endpoint) → the РЭМД environment ("test" / "production"):
@@ -225,6 +294,7 @@ def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: flo
                                       message_id=_registering_id(store, doc, attempt), environments=environments,
                                       warnings=_warnings(result.registry_item))
         emdr = result.registry_item.emdr_id if result.registry_item is not None else None
+        DUPLICATED_CALLBACKS.inc()
         log.info("callback for a registered document ignored", local_uid=doc.local_uid, message_id=mid,
                  callback_id=callback_id, status=result.status, emdr_id=doc.emdr_id)
         if emdr and emdr != doc.emdr_id:
@@ -232,6 +302,7 @@ def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: flo
                         emdr_id=doc.emdr_id, callback_emdr_id=emdr, message_id=mid)
         return []
     if not replay and attempt is not None and attempt.outcome in DECIDED:
+        DUPLICATED_CALLBACKS.inc()
         log.info("duplicate or late callback ignored", local_uid=doc.local_uid, message_id=mid,
                  callback_id=callback_id, state=doc.state, status=result.status)
         return []
@@ -245,6 +316,7 @@ def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: flo
             log.warning("registered after a dead letter: the dead letter is obsolete", local_uid=doc.local_uid,
                         emdr_id=item.emdr_id, message_id=mid, failure_reason=doc.failure_reason)
         doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        _acknowledged(doc, "callback")
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, message_id=mid, environments=environments,
                                   warnings=item.warnings)
@@ -302,6 +374,7 @@ def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid:
             store.record_outcome(mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE,
                                  message=mark)
         doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        _acknowledged(doc, "duplicate")
         log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
                  message_id=mid, registered_by=registering)
         return registered_outputs(store, doc, emdr_id=item.emdr_id, message_id=registering,
@@ -350,6 +423,7 @@ def _after_poll(local_uid: str, item: Any, *, store: Any, environments: Environm
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
         doc = store.mark_registered(local_uid, item.emdr_id, registered_at=registered_at(item))
+        _acknowledged(doc, "poll")
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(store, doc, emdr_id=item.emdr_id,
                                   message_id=doc.accepted_message_id or (ids[-1] if ids else ""),

@@ -54,6 +54,7 @@ class StatusWorker:
         self.settings = settings
         self.config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
         self.store = store or lc.open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
+        acknowledgment.AWAITING.watch(self.store)  # what awaits acknowledgment, read at each scrape
         self.transports = Transports(options={"connect_timeout": settings.sender_connect_timeout,
                                               "read_timeout": settings.sender_read_timeout})
         self.poll = poll or RegistryPoller(config=self.config, transports=self.transports)
