@@ -28,13 +28,15 @@ $(STAMP): pyproject.toml
 
 # The tests verify our GOST signatures with an independent implementation: OpenSSL's GOST engine.
 # They run the lifecycle store against a throwaway PostgreSQL server (tests/postgres_server.py): Debian's
-# `postgresql`, installed only when no initdb is found (on PATH or in /usr/lib/postgresql/*/bin).
+# `postgresql`, installed only when no initdb is found (on PATH or in /usr/lib/postgresql/*/bin). The live
+# metrics test starts its own Prometheus: the service Debian's package enables (port 9090) is turned off.
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case "$$missing" in *prometheus*) $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true;; esac; \
 	fi
 
 run: install

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -403,3 +404,20 @@ class TestMetrics:
         collector = ack.AwaitingCollector()
         collector.watch(Down())
         assert [] == collector.collect()
+
+
+def test_end_to_end_latency_runs_from_the_mis_publishing_the_document(tmp_path):
+    """emd_end_to_end_seconds counts from the created event's time the signed event carries, not from the sender."""
+    from services.metrics import REGISTRY
+
+    s = lc.SqliteLifecycleStore(tmp_path / "lc.sqlite3")
+    published = events.timestamp(datetime.now(UTC) - timedelta(minutes=10))
+    data = dict(EXAMPLE, localUid="doc-1", publishedAt=published)
+    s.register("doc-1", organization=data["organizationOid"], kind=data["kind"],
+               signed_event=events.encode(events.new_event(events.SIGNED, data, source="t")))
+    s.record_attempt("doc-1", M1, endpoint="http://ips")
+    s.mark_accepted("doc-1", message_id=M1)
+    before = REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0
+    run(callback(), s)
+    assert (REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0) - before >= 600
+    s.close()

@@ -140,7 +140,7 @@ def run(broker, tmp_path_factory):
 
 def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(run):
     """Each of the 24 accepted samples (and the good mis-mode document) reaches emd.document.signed,
-    keeps its trace id and data, and OpenSSL verifies every doctor and organisation signature over its bytes."""
+    keeps its trace id and data, carries the time the МИС published it, and OpenSSL verifies every doctor and organisation signature over its bytes."""
     assert len(run["good"]) == 25
     tmp: Path = run["root"]
     for p in run["good"]:
@@ -149,6 +149,7 @@ def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(ru
         event = events.decode(records[0].value, expected_type=events.SIGNED)
         assert records[0].key.decode() == p.uid == event["data"]["localUid"]
         assert event["traceId"] == p.trace and p.trace not in run["dead"]
+        assert event["data"]["publishedAt"] <= event["time"]  # the created event's time, carried on
         doc = tmp / "doc.xml"
         doc.write_bytes(p.document)
         sigs = event["data"]["signatures"]

@@ -88,8 +88,9 @@ RECONCILE_MAX_DEFER = 120.0
 ACKNOWLEDGED = Counter("emd_acknowledged", "Documents РЭМД registered, by how the status worker learnt it.", ["via"],
                        registry=metrics.REGISTRY)
 END_TO_END = Histogram(
-    "emd_end_to_end_seconds", "From the document's arrival at the sender (signed; the lifecycle store's created_at) to "
-    "the status worker learning РЭМД registered it.", registry=metrics.REGISTRY,
+    "emd_end_to_end_seconds", "From the МИС publishing the document (its created event; for documents signed before "
+    "the signer carried that time on, their arrival at the sender) to the status worker learning РЭМД registered it.",
+    registry=metrics.REGISTRY,
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400))
 DUPLICATED_CALLBACKS = Counter("emd_callbacks_duplicated", "Callbacks about a document already decided (ИПС delivered "
                                "one again, or a late callback of another attempt).", registry=metrics.REGISTRY)
@@ -140,8 +141,18 @@ metrics.REGISTRY.register(AWAITING)
 
 def _acknowledged(doc: lc.Document, via: str) -> None:
     ACKNOWLEDGED.labels(via).inc()
-    if doc.created_at is not None:
-        END_TO_END.observe(max(0.0, (datetime.now(UTC) - doc.created_at).total_seconds()))
+    started = _published_at(doc) or doc.created_at
+    if started is not None:
+        END_TO_END.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
+
+
+def _published_at(doc: lc.Document) -> datetime | None:
+    """When the МИС published the document (the signed event's ``publishedAt``), if the event says."""
+    try:
+        text = json.loads(doc.signed_event or b"{}").get("data", {}).get("publishedAt")
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except (ValueError, AttributeError):
+        return None
 
 
 RegistryLookup = Callable[[lc.Document], "soap.RegistryItem | None"]

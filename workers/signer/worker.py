@@ -52,8 +52,9 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
                                  reason="DOCUMENT_TOO_LARGE", size=size, limit=config.max_document_bytes)
         document = await asyncio.to_thread(document_bytes, data["document"], store)
         signatures = await sign(data, document, dt.datetime.now(dt.UTC))
-        signed = events.new_event(events.SIGNED, {**data, "signatures": signatures}, source=SOURCE,
-                                  trace_id=event["traceId"])
+        # publishedAt: when the МИС published it, so the status worker measures created → acknowledged
+        signed = events.new_event(events.SIGNED, {**data, "signatures": signatures, "publishedAt": event["time"]},
+                                  source=SOURCE, trace_id=event["traceId"])
         status = events.new_event(events.STATUS, events.status_data(data["localUid"], events.STATUS_SIGNED),
                                   source=SOURCE, trace_id=event["traceId"])
         return [Output.of_event(signed), Output.of_event(status)]
