@@ -77,6 +77,23 @@ def test_outcomes_and_acceptance(store):
     assert [a.decided_by for a in h] == [lc.DECIDED_BY_ANSWER, lc.DECIDED_BY_ANSWER]
 
 
+def test_a_sync_acceptance_after_the_callback_decided_the_attempt_changes_nothing(store):
+    """РЭМД's error callback for an attempt can overtake its synchronous "accepted" (callback_early): the late
+    acceptance leaves the attempt as the callback decided it and the document failed, so the resend goes out."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.record_outcome("m1", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, code="MIS_NOT_AVAILABLE",
+                         message="callback c1")
+    store.mark_failed("doc-1", reason="REMD_TRANSIENT", code="MIS_NOT_AVAILABLE")
+    # then the sender reads the synchronous answer, as it does for every attempt
+    store.record_outcome("m1", outcome=lc.OUTCOME_ACCEPTED, decided_by=lc.DECIDED_BY_ANSWER)
+    doc = store.mark_accepted("doc-1", message_id="m1")
+    assert doc.state == lc.FAILED and doc.accepted_message_id is None
+    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [("transient", lc.DECIDED_BY_CALLBACK)]
+    store.record_attempt("doc-1", "m2", endpoint="e")  # the resend is allowed
+    assert store.message_ids("doc-1") == ["m1", "m2"]
+
+
 def test_outcome_records_who_decided_it(store):
     """record_outcome stores who decided the attempt; an attempt still in flight has no outcome and no decider."""
     _register(store)

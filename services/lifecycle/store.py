@@ -156,10 +156,13 @@ class SqlLifecycleStore:
 
     def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
                        message: str | None = None) -> None:
+        """The attempt's outcome; a synchronous answer never overrides what a callback already decided (РЭМД's
+        callback can overtake the answer to the same request)."""
         with self.db.transaction() as db:
             db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
-                               " finished_at = ? WHERE message_id = ?"),
-                       (outcome, decided_by, code, message, self.db.to_db(_now()), normalize_message_id(message_id)))
+                               " finished_at = ? WHERE message_id = ? AND NOT (COALESCE(decided_by, '') = ? AND ? = ?)"),
+                       (outcome, decided_by, code, message, self.db.to_db(_now()), normalize_message_id(message_id),
+                        DECIDED_BY_CALLBACK, decided_by, DECIDED_BY_ANSWER))
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None:
         # one transaction: the attempt and its document from the same moment
@@ -186,7 +189,10 @@ class SqlLifecycleStore:
         mid = normalize_message_id(message_id)
         with self.db.transaction() as db:
             doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
-            if doc.state == REGISTERED:  # a late sync answer after the callback: keep the final state
+            decided = db.execute(self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)).fetchone()
+            if doc.state == REGISTERED or (decided is not None and decided["decided_by"] == DECIDED_BY_CALLBACK):
+                # a late sync answer: РЭМД's callback for this attempt came first and decided it (registered,
+                # or an error the status worker has acted on: a resend, a dead letter), so it stays decided
                 return doc
             db.execute(self._q("UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
                                " updated_at = ? WHERE local_uid = ?"), (ACCEPTED, mid, at, at, local_uid))
