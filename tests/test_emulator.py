@@ -736,7 +736,8 @@ def test_flaky_scenario_a_retrying_client_registers_everything_once(world, pki):
 
 def test_a_restarted_emulator_keeps_its_registry_and_finishes_what_it_accepted(world, pki, tmp_path):
     """With a state dir, a registration whose callback was pending when the emulator stopped is called back by
-    the next start, once, and the registry still refuses a second registration of that localUid."""
+    the next start, once and as registered — without pulling the file again, so a МИС that cannot serve it then
+    does not turn it into an error — and the registry still refuses a second registration of that localUid."""
     identity = pki["ca"].issue(subject=SubjectInfo(family="", common_name="ИПС (эмулятор)", org="emulator"))
     emu, mis = world(key=identity[0], certificate=identity[1], state_dir=tmp_path)
     emu.faults.add([Rule(fault="callback_late", local_uid="doc-kept", delay=120)])
@@ -744,11 +745,14 @@ def test_a_restarted_emulator_keeps_its_registry_and_finishes_what_it_accepted(w
     answer, mid = send(emu, mis, pki, "doc-kept", data=data)
     assert answer.accepted and emu.registry.wait_for(lambda r: len(r.records()) == 1, timeout=WAIT)
     emu.stop()  # as a restart would: the callback has not left
-    assert mis.callbacks == []
+    assert mis.callbacks == [] and mis.file_requests == ["doc-kept"]
+    mis.files.pop("doc-kept")  # the МИС could not serve it now
 
     again, _ = world(key=identity[0], certificate=identity[1], state_dir=tmp_path)
     [first] = mis.wait_callbacks(1)
     assert first.registered and normalize_message_id(first.relates_to_message) == mid
+    assert mis.file_requests == ["doc-kept"]
+    mis.files["doc-kept"] = data
     send(again, mis, pki, "doc-kept", data=data)
     second = mis.wait_callbacks(2)[1]
     assert second.status == "error" and second.errors[0].code == "NOT_UNIQUE_PROVIDED_ID"

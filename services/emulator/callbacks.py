@@ -120,29 +120,34 @@ class Processor:
         headers = job.request.headers
         late = job.decision.callbacks.get("callback_late")
         shape = shape_for(job.entry.seq) if self.variants else Shape()
-        data_or_error = self._pull_file(job, shape)
-        if isinstance(data_or_error, RemdError):
-            errors = [data_or_error]
-        else:
-            errors = checks.check_document(reg, data_or_error, arrival=job.arrival, accredited=self.accredited)
+        mid = normalize_message_id(headers.message_id)
+        record = self.registry.lookup(job.system.client_entity_id, reg.local_uid)
+        if record is not None and record.message_id != mid:
+            record = None
+        # a request registered before a restart (resumed from the state dir) is answered again, not re-pulled:
+        # a failed second pull must not call back an error for what РЭМД has registered
+        errors: list[RemdError] = []
+        data_or_error: bytes | RemdError = b""
+        if record is None:
+            data_or_error = self._pull_file(job, shape)
+            if isinstance(data_or_error, RemdError):
+                errors = [data_or_error]
+            else:
+                errors = checks.check_document(reg, data_or_error, arrival=job.arrival, accredited=self.accredited)
+                if not errors:
+                    reject = job.decision.callbacks.get("reject")
+                    if reject is not None:
+                        errors = [RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")]
+                    elif self.rejection_rate:
+                        forced = rejection_for(reg.local_uid, rate=self.rejection_rate)
+                        errors = [forced] if forced else []
             if not errors:
-                reject = job.decision.callbacks.get("reject")
-                if reject is not None:
-                    errors = [RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")]
-                elif self.rejection_rate:
-                    forced = rejection_for(reg.local_uid, rate=self.rejection_rate)
-                    errors = [forced] if forced else []
-        record = None
-        if not errors:
-            digest = hashlib.sha256(data_or_error).hexdigest()
-            record, existing = self.registry.register(
-                local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind,
-                message_id=normalize_message_id(headers.message_id), client_entity_id=job.system.client_entity_id,
-                patient_snils=reg.patient.snils, digest=digest)
-            if record is None and existing.message_id == normalize_message_id(headers.message_id):
-                record = existing  # this very request, registered before a restart: answer it again, register once
-            elif record is None:
-                errors = [_not_unique(reg.local_uid, existing, same_content=existing.digest == digest)]
+                digest = hashlib.sha256(data_or_error).hexdigest()
+                record, existing = self.registry.register(
+                    local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind, message_id=mid,
+                    client_entity_id=job.system.client_entity_id, patient_snils=reg.patient.snils, digest=digest)
+                if record is None:
+                    errors = [_not_unique(reg.local_uid, existing, same_content=existing.digest == digest)]
         if record is not None:
             result = RegisterResult(
                 relates_to_message=headers.message_id or "", status=n.STATUS_SUCCESS, local_uid=reg.local_uid,
@@ -173,7 +178,7 @@ class Processor:
                                        local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
                                        errors=(RemdError("RUNTIME_ERROR", "Непредвиденная ошибка"),))
                 self._deliver(job, stale, kind="stale", shape=shape)
-        if self.variants and record is not None:
+        if self.variants and record is not None and data_or_error:  # not for a request answered again
             self._ask_later(job, record.emdr_id, data_or_error, shape)
         self.registry.update(job.entry, finished_at=dt.datetime.now(dt.UTC))
 
