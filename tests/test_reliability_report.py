@@ -30,3 +30,22 @@ def test_the_log_scan_finds_patient_data_and_key_material_in_any_spelling(tmp_pa
     ]) + "\n")
     found = leaks([log], values)
     assert [line.split(":")[1] for line in found] == ["2", "3", "4", "5", "6", "7", "9"]
+
+
+def test_a_process_the_run_left_behind_is_found_and_killed(tmp_path):
+    """A process still carrying the run's EMD_DATA_DIR after the run is reported and killed; others are not."""
+    import os
+    import subprocess
+
+    from tests.reliability.harness import left_behind
+
+    data = tmp_path / "data"
+    stray = subprocess.Popen(["sleep", "300"], env={**os.environ, "EMD_DATA_DIR": str(data)})
+    other = subprocess.Popen(["sleep", "300"], env={**os.environ, "EMD_DATA_DIR": str(tmp_path / "elsewhere")})
+    try:
+        found = left_behind(data, grace=0)
+        assert found == [f"pid {stray.pid}: sleep 300 "] and stray.wait(10) == -9 and other.poll() is None
+    finally:
+        for p in (stray, other):
+            p.kill()
+            p.wait()

@@ -21,9 +21,12 @@ every topic (``docs/reliability.md``). Then it waits until every document is fin
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +119,7 @@ class Evidence:
     finished: bool
     elapsed: float
     notes: list[str] = field(default_factory=list)
+    left_behind: list[str] = field(default_factory=list)   # processes of the run still alive after it stopped
 
 
 def _valid(data: bytes) -> bool:
@@ -225,13 +229,14 @@ class Run:
         finally:
             watcher.stop()
             pipeline.stop()
+        left = left_behind(pipeline.data_dir)
         logs = sorted((self.workdir / "run" / "logs").glob("*.log")) + [
             self.workdir / name for name in ("broker.log", "postgres.log", "harness.log")]
         return Evidence(plan=plan, bootstrap=broker.bootstrap_servers, good=good, cases=cases, kills=self.kills,
                         pg_outages=self.pg_outages, registry_file=self.workdir / "run" / "emulator-state" /
                         "registry.jsonl", log_files=logs,
                         sensitive=sensitive_values(),
-                        finished=finished, elapsed=self.now(), notes=self.notes)
+                        finished=finished, elapsed=self.now(), notes=self.notes, left_behind=left)
 
     def _chaos(self, pipeline: LocalPipeline, pg: PostgresServer, publisher: DocumentPublisher,
                ctx: bad_inputs.Context, good_docs) -> tuple[list[str], list]:
@@ -345,6 +350,30 @@ class Run:
                 self.say(f"[{self.now():6.0f}s] final {snap.final}/{len(expected)}")
             time.sleep(0.5)
         return False
+
+
+def left_behind(data_dir: Path, *, grace: float = 10.0) -> list[str]:
+    """Processes still running with this run's EMD_DATA_DIR once it has stopped (``kill -9`` of a parent must take
+    its children along: a signer's signing processes…): described, then killed so nothing outlives the run."""
+    marker = f"EMD_DATA_DIR={data_dir}\0".encode()
+    deadline = time.monotonic() + grace
+    while True:
+        found = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if marker in (proc / "environ").read_bytes():
+                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+            except OSError:
+                continue
+        if not found or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"pid {pid}: {cmd}" for pid, cmd in sorted(found.items())]
 
 
 _FILE_FIELDS = ("key", "certificate", "password_file", "xml", "signature")

@@ -234,6 +234,10 @@ def evaluate(ev: Evidence) -> Result:
     rows.append(("broker restart", "n/a", "the local Tansu broker stores in memory (or S3) only: a restart loses "
                  "every topic"))
     rows.append(("finished within the timeout", "ok" if ev.finished else "FAIL", f"{ev.elapsed:.0f} s"))
+    rows.append(("no process left behind after the run", "ok" if not ev.left_behind else "FAIL",
+                 f"{len(ev.left_behind)}" + (f": {ev.left_behind[:3]}" if ev.left_behind else "")))
+    problems += [f"left behind: {x}" for x in ev.left_behind]
+    unexplained += ev.left_behind
     rows.append(("no component exited on its own", "ok" if not ev.notes else "FAIL",
                  f"{len(ev.notes)} exits" if ev.notes else "none"))
     problems += [f"exit: {note}" for note in ev.notes]
