@@ -56,15 +56,19 @@ def run(args: argparse.Namespace) -> int:
         for name in SCENARIOS:
             print(f"{name:<{width}}  {scenario(name).description}")
         return EXIT_OK
+    from services.config import Settings
     from services.crypto import keys
     from services.crypto.certificates import load_certificate
     from services.emulator import Emulator, load_systems
     from services.emulator.systems import load_n3_tokens
+    from services.logs import configure
 
     if bool(args.key) != bool(args.certificate):
         print("emd emulator: --key and --certificate go together", file=sys.stderr)
         return EXIT_USAGE
     try:
+        settings = Settings.from_env()
+        configure(fmt=settings.log_format, level=settings.log_level)  # its jobs' outcomes go to stderr
         systems = load_systems(args.systems) if args.systems else []
         n3_tokens = load_n3_tokens(args.systems) if args.systems else {}
         key = keys.load_private_key(args.key) if args.key else None

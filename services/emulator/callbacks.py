@@ -181,6 +181,9 @@ class Processor:
         if self.variants and record is not None and data_or_error:  # not for a request answered again
             self._ask_later(job, record.emdr_id, data_or_error, shape)
         self.registry.update(job.entry, finished_at=dt.datetime.now(dt.UTC))
+        self.log.info("registration done", seq=job.entry.seq, local_uid=reg.local_uid, message_id=mid,
+                      outcome=job.entry.outcome, codes=job.entry.codes or None,
+                      callbacks=[c.get("delivered") for c in job.entry.callbacks], resumed="resumed" in job.entry.faults)
 
     # --- getDocumentFile -----------------------------------------------------------------------
 
