@@ -1,9 +1,11 @@
 """What the whole-system run proves, read from what the system itself left: topics, РЭМД's registry, every log.
 
 * every valid document is acknowledged, or dead-lettered with a reason (and its MessageIDs when it was sent);
-  the only dead letter that is *explained* for a valid document is РЭМД's own refusal, which the emulator's
+  a dead letter of a valid document is *explained* only by РЭМД's own refusal: the one the emulator's
   ``rejections`` scenario predicts per localUid (``faults.rejection_for``) — as ``REMD_REJECTED`` with that
-  code, or ``NO_ACKNOWLEDGMENT`` when the refusal's callback was lost too (then the poll finds nothing);
+  code, or ``NO_ACKNOWLEDGMENT`` when the refusal's callback was lost too — or, for ``NO_ACKNOWLEDGMENT``, an
+  error the emulator's log says it answered one of the document's MessageIDs with and never delivered (a
+  lost callback; the file pull failed while the callback service was down): the poll then finds nothing;
 * ``lost``: neither acknowledged nor dead-lettered; ``duplicated``: registered (or acknowledged with) more than
   one emdrId for one localUid;
 * each bad input was refused where it entered with its expected reason, or dead-lettered by the expected
@@ -107,6 +109,29 @@ def registrations(registry_file: Path) -> dict[tuple[str, str], set[str]]:
     return out
 
 
+def emulator_outcomes(log_file: Path) -> dict[str, dict[str, Any]]:
+    """MessageID → how the emulator says it ended that registration ("registration done" lines of its log)."""
+    out: dict[str, dict[str, Any]] = {}
+    if log_file.exists():
+        for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "registration done" and event.get("message_id"):
+                out[normalize_message_id(event["message_id"])] = event
+    return out
+
+
+def _silent_error(letter: DeadLetter, emulator: dict[str, dict[str, Any]]) -> bool:
+    """РЭМД answered one of the document's requests with an error it never delivered."""
+    for mid in letter.message_ids:
+        done = emulator.get(normalize_message_id(mid))
+        if done and done.get("outcome") == "error" and not any(done.get("callbacks") or ()):
+            return True
+    return False
+
+
 def _text(line: str) -> str:
     """A log line as a person would read it: JSON values decoded and joined."""
     try:
@@ -150,11 +175,12 @@ def _matches(outcome: Outcome, expect: Outcome) -> bool:
 
 def evaluate(ev: Evidence) -> Result:
     dls, acks, regs = dead_letters(ev.bootstrap), acknowledged(ev.bootstrap), registrations(ev.registry_file)
+    emulator = emulator_outcomes(ev.registry_file.parent.parent / "logs" / "emulator.log")
     rows: list[tuple[str, str, str]] = []
     problems: list[str] = []
 
     # valid documents
-    lost, unexplained, dead_ok, rejected_ok, missing_ids = [], [], 0, 0, []
+    lost, unexplained, dead_ok, rejected_ok, silent, missing_ids = [], [], 0, 0, 0, []
     for uid in ev.good:
         if uid in acks:
             continue
@@ -168,14 +194,17 @@ def evaluate(ev: Evidence) -> Result:
         predicted = rejection_for(uid)
         if predicted is not None and (last.remd_code == predicted.code or last.reason == "NO_ACKNOWLEDGMENT"):
             rejected_ok += 1
+        elif last.reason == "NO_ACKNOWLEDGMENT" and _silent_error(last, emulator):
+            silent += 1
         else:
             unexplained.append(uid)
             problems.append(f"valid document {uid}: dead-lettered at {last.stage}: {last.reason} {last.remd_code or ''}"
                             f" (predicted: {predicted.code if predicted else 'registered'})")
         dead_ok += 1
     acked = sum(1 for u in ev.good if u in acks)
-    rows.append(("valid documents acknowledged", "ok" if acked + rejected_ok == len(ev.good) else "FAIL",
-                 f"{acked} of {len(ev.good)}; {rejected_ok} refused by РЭМД as predicted (rejections scenario)"))
+    rows.append(("valid documents acknowledged", "ok" if acked + rejected_ok + silent == len(ev.good) else "FAIL",
+                 f"{acked} of {len(ev.good)}; {rejected_ok} refused by РЭМД as predicted (rejections scenario), "
+                 f"{silent} NO_ACKNOWLEDGMENT after an error РЭМД never delivered"))
     rows.append(("valid documents missing", "ok" if not lost else "FAIL",
                  f"{len(lost)} neither acknowledged nor dead-lettered" + (f", e.g. {lost[:3]}" if lost else "")))
     rows.append(("dead letters after sending name MessageIDs", "ok" if not missing_ids else "FAIL",
