@@ -24,7 +24,7 @@ from typing import Any
 
 from services.errors import ConfigurationError
 
-#: documents up to this size travel inline in their event (256 KiB); the default of every inline limit
+#: documents up to this size travel inline in their created event (256 KiB); the default of every inline limit
 INLINE_DOCUMENT_LIMIT = 256 * 1024
 #: the largest СЭМД accepted (50 MiB); the default of every document size limit
 MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
@@ -114,7 +114,8 @@ class Settings:
     s3_secret_key: str = setting("EMD_S3_SECRET_KEY", "", "S3 secret key.")
     inline_document_limit: int = setting(
         "EMD_INLINE_DOCUMENT_LIMIT", INLINE_DOCUMENT_LIMIT,
-        "Documents up to this many bytes travel inline in the event; larger ones by claim-check reference.")
+        "Documents up to this many bytes travel inline in the created event; larger ones, and every document "
+        "after created, by claim-check reference.")
     max_document_bytes: int = setting(
         "EMD_MAX_DOCUMENT_BYTES", MAX_DOCUMENT_BYTES, "Largest СЭМД accepted; larger ones are rejected.")
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from services import events, lifecycle
 from services.config import Settings
 from services.dev.config import write_dev_config
 from services.dev.pki import DevCA, SubjectInfo, write_pem
+from services.documents.store import by_reference, document_field, mark_signer_store, store_from_settings
 from services.errors import PermanentError
 from services.ids import new_message_id
 from services.messaging import topology
@@ -39,6 +38,7 @@ def _settings(tmp_path, bootstrap, *, organizations=1):
     write_pem(None, cert, cert_path=tmp_path / "ips.pem")
     s = Settings.from_env(kafka_bootstrap_servers=bootstrap, organizations_file=orgs, data_dir=tmp_path / "data",
                           ips_certificates=str(tmp_path / "ips.pem"), kafka_enable_idempotence=False)
+    mark_signer_store(store_from_settings(s))  # as the signer does at start: the service waits for it
     return s, key, cert
 
 
@@ -71,9 +71,9 @@ def test_callback_over_http_is_on_the_topic_before_the_ack(broker, tmp_path):
     assert len(records) == 1 and records[0].value == body
 
 
-def _register_document(store, uid: str, organization: str, data: bytes) -> None:
-    doc = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "mediaType": "text/xml",
-           "inline": base64.b64encode(data).decode()}
+def _register_document(store, uid: str, organization: str, data: bytes, settings) -> None:
+    """As the signer and the sender leave it: the bytes in the claim-check store, the signed event referencing them."""
+    doc = by_reference(document_field(data, None, inline_limit=len(data)), data, store_from_settings(settings))
     signed = events.encode(events.new_event(events.SIGNED, dict(EXAMPLE, localUid=uid, organizationOid=organization,
                                                                  document=doc), source="t"))
     store.register(uid, organization=organization, kind=EXAMPLE["kind"], signed_event=signed)
@@ -89,8 +89,8 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     certs = {oid1: org1.remd.system.certificate, oid2: org2.remd.system.certificate}
     store = lifecycle.open_store(settings.data_dir)
     files = {"doc-1": b"<ClinicalDocument>one</ClinicalDocument>", "doc-2": b"<ClinicalDocument>two</ClinicalDocument>"}
-    _register_document(store, "doc-1", oid1, files["doc-1"])
-    _register_document(store, "doc-2", oid2, files["doc-2"])
+    _register_document(store, "doc-1", oid1, files["doc-1"], settings)
+    _register_document(store, "doc-2", oid2, files["doc-2"], settings)
     mid = new_message_id()
     store.record_attempt("doc-2", mid, endpoint="http://ips")
     store.close()

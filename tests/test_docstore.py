@@ -15,8 +15,11 @@ from services.documents.store import (
     DocumentStore,
     FilesystemStore,
     S3Store,
+    by_reference,
     document_bytes,
     document_field,
+    mark_signer_store,
+    require_signer_store,
     sigv4_sign,
     store_from_settings,
 )
@@ -220,3 +223,38 @@ def test_document_bytes_checks_the_event_hash(tmp_path):
     other["size"] = 3
     with pytest.raises(PermanentError):
         document_bytes(other, store)
+
+
+# --- after created: by reference, in the signer's store ---------------------------------------------
+
+def test_by_reference_stores_an_inline_document_and_keeps_a_reference(tmp_path):
+    """An inline document becomes a reference to its exact bytes with the same sha256, size and media type;
+    a document already by reference is left as it is (nothing stored again)."""
+    store = FilesystemStore(tmp_path)
+    data = b"<ClinicalDocument>signed bytes</ClinicalDocument>"
+    inline = document_field(data, None, inline_limit=len(data))
+    field = by_reference(inline, data, store)
+    assert set(field) == {"sha256", "size", "mediaType", "ref"} and "inline" in inline
+    assert {k: field[k] for k in ("sha256", "size", "mediaType")} == {k: inline[k] for k in ("sha256", "size", "mediaType")}
+    assert document_bytes(field, store) == data
+    referenced = document_field(b"large", store, inline_limit=0)
+    assert by_reference(referenced, b"large", FilesystemStore(tmp_path / "elsewhere")) is referenced
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_callback_service_check_finds_the_signers_mark_and_refuses_another_store(tmp_path):
+    """require_signer_store returns once the signer has marked the store (here during the wait), and a store the
+    signer never marked is a ConfigurationError after the wait, naming EMD_DOCUMENT_STORE and the store."""
+    signers, other = FilesystemStore(tmp_path / "shared"), FilesystemStore(tmp_path / "not-shared")
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 1.0:
+            mark_signer_store(signers)  # a signer starting alongside
+
+    require_signer_store(signers, wait=5.0, clock=lambda: now[0], sleep=sleep)
+    assert now[0] < 5.0
+    with pytest.raises(ConfigurationError, match="EMD_DOCUMENT_STORE") as info:
+        require_signer_store(other, wait=2.0, clock=lambda: now[0], sleep=sleep)
+    assert str(other) in info.value.message and "holds no mark of a signer" in info.value.message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from kafka import KafkaProducer
 from producer.client import DocumentPublisher
 from services import events
 from services.config import Settings
-from services.documents.store import FilesystemStore
+from services.documents.store import FilesystemStore, document_bytes
 from services.messaging import deadletter as dl
 from services.messaging.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
 from tests import openssl_gost as ossl
@@ -135,7 +136,8 @@ def run(broker, tmp_path_factory):
             holder[0].call_soon_threadsafe(stage.request_stop)
         thread.join(timeout=60)
     status = _by_trace(read_all(bootstrap, STATUS.name, idle=0.5))
-    return {"good": good, "bad": bad, "signed": signed, "dead": dead, "status": status, "root": root}
+    return {"good": good, "bad": bad, "signed": signed, "dead": dead, "status": status, "root": root,
+            "store": store}
 
 
 def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(run):
@@ -158,6 +160,16 @@ def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(ru
         for n, value in enumerate(cms):
             (tmp / "sig.der").write_bytes(base64.b64decode(value))
             assert ossl.cms_verify(tmp / "sig.der", doc), f"{p.name}: signature {n} does not verify"
+
+
+def test_the_signed_event_carries_the_document_by_reference_to_its_exact_bytes(run):
+    """After created the document travels by reference: each signed event's document has no inline bytes, keeps
+    sha256 and size, and its ref reads back, from the store the producer and the signer share, the bytes signed."""
+    for p in run["good"]:
+        field = events.decode(run["signed"][p.trace][0].value, expected_type=events.SIGNED)["data"]["document"]
+        assert "inline" not in field and field["ref"].startswith("file://"), p.name
+        assert (field["sha256"], field["size"]) == (hashlib.sha256(p.document).hexdigest(), len(p.document))
+        assert document_bytes(field, run["store"]) == p.document, p.name
 
 
 def test_status_signed_is_published_for_the_mis(run):

@@ -183,6 +183,26 @@ def test_an_unreadable_ips_certificate_stops_the_callback_service_naming_it(tmp_
     assert err.startswith("emd callbacks: EMD_IPS_CERTIFICATES: ") and "absent.pem" in err and err.count("\n") == 1
 
 
+def test_a_callback_service_without_the_signers_document_store_exits_with_one_line(tmp_path, monkeypatch, capsys):
+    """`emd callbacks` on a document store no signer has marked (another data dir, an unshared volume) exits 2
+    after the grace with one line naming EMD_DOCUMENT_STORE, instead of failing every getDocumentFile later."""
+    from services.dev.config import write_dev_config
+    from services.dev.pki import DevCA, SubjectInfo, write_pem
+
+    _, cert = DevCA.create("ИПС CA").issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
+    write_pem(None, cert, cert_path=tmp_path / "ips.pem")
+    monkeypatch.setenv("EMD_ORGANIZATIONS", str(write_dev_config(tmp_path / "cfg")))
+    monkeypatch.setenv("EMD_IPS_CERTIFICATES", str(tmp_path / "ips.pem"))
+    monkeypatch.setenv("EMD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EMD_STARTUP_GRACE_SECONDS", "0")
+    monkeypatch.setenv("EMD_LOG_LEVEL", "warning")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    assert emd(["callbacks", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emd callbacks: the document store ") and "holds no mark of a signer" in err
+    assert "EMD_DOCUMENT_STORE" in err and err.count("\n") == 1
+
+
 def test_a_demo_on_an_unreachable_broker_exits_with_one_line(tmp_path, monkeypatch, capsys):
     """`emd demo` with KAFKA_BOOTSTRAP_SERVERS where nobody listens exits 2 after the grace, saying what to check."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")

@@ -2,7 +2,12 @@
 
 A СЭМД with an embedded PDF can be many megabytes, over Kafka's 1 MB default record size. The
 producer therefore puts documents larger than ``Settings.inline_document_limit`` into a
-``DocumentStore`` and the event carries ``ref`` + ``sha256`` + ``size`` (docs/claim-check.md).
+``DocumentStore`` and the event carries ``ref`` + ``sha256`` + ``size`` (docs/claim-check.md). After
+``created`` every document travels by reference: the signer puts an inline one into the store
+(:func:`by_reference`), so no later event, dead letter or lifecycle row carries the ~100 KB again. The
+callback service serves those references to РЭМД, so it must use the signer's store: the signer marks the
+store at start (:func:`mark_signer_store`), and the callback service refuses to start without that mark
+(:func:`require_signer_store`).
 
 Stores are content-addressed: the object name *is* the SHA-256 of the bytes, so ``put`` is
 idempotent (a retried publish writes the same object), two documents never collide, and ``get``
@@ -32,6 +37,8 @@ import hashlib
 import hmac
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
@@ -43,7 +50,7 @@ from services.errors import ConfigurationError, PermanentError, TransientError
 
 __all__ = [
     "DocumentStore", "FilesystemStore", "S3Store", "store_from_settings", "document_bytes", "document_field",
-    "sigv4_sign",
+    "by_reference", "mark_signer_store", "require_signer_store", "SIGNER_MARK", "sigv4_sign",
 ]
 
 
@@ -141,6 +148,9 @@ class FilesystemStore:
 
     def exists(self, ref: str) -> bool:
         return self._path(self._digest_of(ref)).is_file()
+
+    def __str__(self) -> str:
+        return self.root.as_uri()
 
 
 # --- AWS Signature Version 4 (written out: it is small, and the tests pin it to AWS's own examples) ----
@@ -271,6 +281,9 @@ class S3Store:
     def close(self) -> None:
         self._client.close()
 
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
+
 
 def store_from_settings(settings: Settings, *, client: httpx.Client | None = None) -> DocumentStore:
     """The store ``EMD_DOCUMENT_STORE`` names: empty = ``<data_dir>/documents``, ``file:///path``, ``s3://bucket/prefix``."""
@@ -317,3 +330,46 @@ def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> by
     if len(data) != doc_field.get("size") or _sha256(data) != doc_field.get("sha256"):
         raise PermanentError("document bytes do not match the event's size/sha256", reason="DOCUMENT_CORRUPT")
     return data
+
+
+def by_reference(doc_field: dict[str, Any], data: bytes, store: DocumentStore) -> dict[str, Any]:
+    """The ``document`` object of every event after ``created``: a reference, as it came or, for an inline
+    document, after putting its exact bytes ``data`` (already checked against ``doc_field``) into ``store``."""
+    if "ref" in doc_field:
+        return doc_field
+    return {**{k: v for k, v in doc_field.items() if k != "inline"}, "ref": store.put(data)}
+
+
+#: what the signer puts into its store at start (content-addressed, so its name is the same everywhere): a
+#: process that serves the signer's references finds it only in the same store
+SIGNER_MARK = b"emd-pipeline: the signer's claim-check store; documents after emd.document.created are here\n"
+
+
+def mark_signer_store(store: DocumentStore) -> str:
+    """The signer's start: put :data:`SIGNER_MARK` (which also proves the store writable with its credentials)."""
+    return store.put(SIGNER_MARK)
+
+
+def require_signer_store(store: DocumentStore, *, wait: float, clock: Callable[[], float] = time.monotonic,
+                         sleep: Callable[[float], None] = time.sleep) -> None:
+    """The callback service's start: ``ConfigurationError`` unless the signer's mark is in ``store`` within
+    ``wait`` seconds (a signer starting alongside has that long to write it).
+
+    Without it every getDocumentFile would fail one document at a time, as РЭМД's rejection hours later: the
+    signer's references point into a store this process does not see (another ``EMD_DOCUMENT_STORE``, a volume
+    that is not shared, another bucket).
+    """
+    ref, deadline, why = store.ref_for(SIGNER_MARK), clock() + wait, ""
+    while True:
+        try:
+            if store.exists(ref):
+                return
+            why = "holds no mark of a signer"
+        except (TransientError, PermanentError) as exc:
+            why = f"cannot be read ({exc.message})"
+        if clock() >= deadline:
+            raise ConfigurationError(
+                f"the document store {store} {why} after {wait:.0f} s: the signer puts every signed document there "
+                "and this service serves them to РЭМД by reference, so both need the same EMD_DOCUMENT_STORE (S3, or "
+                "one volume mounted at the same path); on a new store, start the signer first")
+        sleep(min(0.5, max(0.0, deadline - clock())))

@@ -3,6 +3,11 @@
 Wiring only; the checks and signatures are ``services.pipeline.signing.sign_document``, run in a pool of
 processes, one per usable CPU (``services.pipeline.signing_pool``; in a thread when there is one CPU), so the
 consumer keeps polling and every core signs. The claim-check read runs in a thread.
+
+The signed event carries the document by reference: an inline one is put into the claim-check store first
+(``services.documents.store.by_reference``), so the sender, the status worker, the lifecycle store and every
+dead letter after this stage handle a few KB instead of ~130 KB of JSON each. The signer marks its store at
+start; the callback service, which serves these references to РЭМД, refuses to start without that mark.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from services import events
 from services.config import Settings
-from services.documents.store import document_bytes, store_from_settings
+from services.documents.store import by_reference, document_bytes, mark_signer_store, store_from_settings
 from services.errors import PermanentError
 from services.messaging import deadletter, topology
 from services.messaging.records import Output, Record
@@ -52,8 +57,11 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
                                  reason="DOCUMENT_TOO_LARGE", size=size, limit=config.max_document_bytes)
         document = await asyncio.to_thread(document_bytes, data["document"], store)
         signatures = await sign(data, document, dt.datetime.now(dt.UTC))
+        # stored (and durable) before the event that references it is produced
+        by_ref = await asyncio.to_thread(by_reference, data["document"], document, store)
         # publishedAt: when the МИС published it, so the status worker measures created → acknowledged
-        signed = events.new_event(events.SIGNED, {**data, "signatures": signatures, "publishedAt": event["time"]},
+        signed = events.new_event(events.SIGNED, {**data, "document": by_ref, "signatures": signatures,
+                                                  "publishedAt": event["time"]},
                                   source=SOURCE, trace_id=event["traceId"])
         status = events.new_event(events.STATUS, events.status_data(data["localUid"], events.STATUS_SIGNED),
                                   source=SOURCE, trace_id=event["traceId"])
@@ -68,9 +76,11 @@ def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
 
 
 def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
-    """``emd worker signer``: the configuration is loaded (and checked) here, before anything is consumed."""
-    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    """``emd worker signer``: the configuration is loaded (and checked) here, before anything is consumed; the
+    document store is marked first (the callback service starting alongside waits for the mark)."""
     store = store_from_settings(settings)
+    mark_signer_store(store)
+    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
     pool = SigningPool(organizations_file=settings.organizations_file, max_document_bytes=settings.max_document_bytes,

@@ -6,7 +6,8 @@ endpoint, only Prometheus and the kubelet the metrics.
 
 aiohttp serves POST on any path; the publisher is an aiokafka producer with ``acks=all`` whose
 ``send_and_wait`` returns only after the broker confirmed the write; the file lookup reads the lifecycle
-store (what the sender registered) and resolves the bytes through the claim-check store. Replies are
+store (what the sender registered) and resolves the bytes through the claim-check store, the signer's: the
+service does not start until it finds the signer's mark there (``require_signer_store``). Replies are
 signed per information system: every organisation's ``remd`` system key, chosen per request by
 ``services.pipeline.callbacks.ReplyKeys`` (clientEntityId, then the document's organisation from the lifecycle store).
 """
@@ -23,7 +24,7 @@ from aiohttp import web
 from services import lifecycle
 from services.config import Settings
 from services.crypto.certificates import load_certificate
-from services.documents.store import DocumentStore, document_bytes, store_from_settings
+from services.documents.store import DocumentStore, document_bytes, require_signer_store, store_from_settings
 from services.errors import ConfigurationError
 from services.logs import get_logger
 from services.messaging import topology
@@ -121,6 +122,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
     docs = store_from_settings(settings)
+    await asyncio.to_thread(require_signer_store, docs, wait=settings.startup_grace_seconds)
     producer = await start_producer(settings, client_id="callbacks", topics=[topology.CALLBACKS.name])
 
     async def publish(k: str, value: bytes) -> None:
