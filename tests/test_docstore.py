@@ -109,6 +109,21 @@ def test_filesystem_refuses_foreign_references(tmp_path):
         assert info.value.reason == "DOCUMENT_REF_INVALID"
 
 
+def test_a_durable_put_fsyncs_the_file_and_its_directory_and_a_best_effort_one_neither(tmp_path, monkeypatch):
+    """put() fsyncs the object and its directory before returning (a document is durable before its event);
+    put(durable=False), the exchange archive's, fsyncs nothing and stores the same readable object."""
+    import os
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    store = FilesystemStore(tmp_path)
+    store.put(b"<ClinicalDocument/>")
+    assert len(synced) == 2
+    ref = store.put(b"<soap:Envelope/>", durable=False)
+    assert len(synced) == 2 and store.get(ref) == b"<soap:Envelope/>"
+
+
 # --- S3 against an emulated server --------------------------------------------------------------------
 
 class FakeS3:

@@ -94,6 +94,36 @@ def test_a_sync_acceptance_after_the_callback_decided_the_attempt_changes_nothin
     assert store.message_ids("doc-1") == ["m1", "m2"]
 
 
+def test_a_first_attempt_creates_an_unknown_document_in_its_transaction(store):
+    """record_attempt with register= creates an unknown document (its signed event and reference kept) with
+    attempt 1; for a document already held it only adds the attempt, the row's content as it was."""
+    first = {"organization": "o", "kind": "119", "signed_event": b'{"v":1}', "document_ref": "file:///x"}
+    assert store.record_attempt("doc-9", "m1", endpoint="e", register=first).attempt == 1
+    doc = store.get("doc-9")
+    assert (doc.state, doc.organization, doc.signed_event, doc.document_ref) == (lc.SENDING, "o", b'{"v":1}', "file:///x")
+    store.record_attempt("doc-9", "m2", endpoint="e", register={"organization": "other", "kind": "999", "signed_event": b"{}"})
+    doc = store.get("doc-9")
+    assert (doc.organization, doc.kind, doc.signed_event) == ("o", "119", b'{"v":1}')
+    assert store.message_ids("doc-9") == ["m1", "m2"]
+
+
+def test_acceptance_keeps_the_answer_on_its_attempt_and_a_callbacks_decision(store):
+    """mark_accepted records the answer's code and message on the attempt with the acceptance; a late acceptance
+    of an attempt a callback already decided (registered) leaves that decision and the registered state."""
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.mark_accepted("doc-1", message_id="m1", code="ACCEPTED", message="принят")
+    (a,) = store.history("doc-1")
+    assert (a.outcome, a.decided_by, a.code, a.message) == ("accepted", lc.DECIDED_BY_ANSWER, "ACCEPTED", "принят")
+    _register(store, "doc-2")
+    store.record_attempt("doc-2", "m2", endpoint="e")
+    store.record_outcome("m2", outcome="registered", decided_by=lc.DECIDED_BY_CALLBACK, message="callback c")
+    store.mark_registered("doc-2", "EMDR-2")
+    assert store.mark_accepted("doc-2", message_id="m2", code="ACCEPTED").state == lc.REGISTERED
+    (a,) = store.history("doc-2")
+    assert (a.outcome, a.decided_by, a.message) == ("registered", lc.DECIDED_BY_CALLBACK, "callback c")
+
+
 def test_outcome_records_who_decided_it(store):
     """record_outcome stores who decided the attempt; an attempt still in flight has no outcome and no decider."""
     _register(store)

@@ -105,7 +105,7 @@ def test_an_archive_that_cannot_store_never_fails_the_document(tmp_path, store):
     """A broken claim-check store loses the kept exchange, not the registration."""
 
     class Broken:
-        def put(self, data):
+        def put(self, data, **options):
             raise OSError("disk full")
 
     desk_store = desk.open_desk_store(tmp_path)

@@ -174,7 +174,7 @@ class AcceptedByAnotherReplica:
 
     def record_attempt(self, local_uid, message_id, **kw):
         other = "99999999-9999-4999-8999-999999999999"
-        self.store.record_attempt(local_uid, other, endpoint="http://ips.test/emdr")
+        self.store.record_attempt(local_uid, other, endpoint="http://ips.test/emdr", register=kw.get("register"))
         self.store.mark_accepted(local_uid, message_id=other)
         return self.store.record_attempt(local_uid, message_id, **kw)  # refused: already accepted
 

@@ -66,8 +66,9 @@ def _is_sha(name: str) -> bool:
 class DocumentStore(Protocol):
     """Where large documents live; references are URIs the same store (or its peer) can ``get``."""
 
-    def put(self, data: bytes) -> str:
-        """Store ``data`` (idempotent) and return its reference URI."""
+    def put(self, data: bytes, *, durable: bool = True) -> str:
+        """Store ``data`` (idempotent) and return its reference URI; ``durable=False``: a file store may leave
+        flushing to the OS (best-effort data: a machine crash may lose the last seconds of it)."""
 
     def get(self, ref: str) -> bytes:
         """The bytes behind ``ref``, verified against the SHA-256 in the name."""
@@ -104,7 +105,7 @@ class FilesystemStore:
     def ref_for(self, data: bytes) -> str:
         return self._path(_sha256(data)).as_uri()
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, *, durable: bool = True) -> str:
         digest = _sha256(data)
         target = self._path(digest)
         if not target.exists():
@@ -115,17 +116,18 @@ class FilesystemStore:
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(data)
                         fh.flush()
-                        os.fsync(fh.fileno())
+                        if durable:
+                            os.fsync(fh.fileno())
                     os.replace(tmp, target)  # atomic: readers see nothing or everything
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-                # the rename itself must survive a crash before the event is published
-                dir_fd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                if durable:  # the rename itself must survive a crash before the event is published
+                    dir_fd = os.open(target.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
             except OSError as exc:
                 raise TransientError(f"cannot write document to {self.root}: {exc.strerror}",
                                      reason="DOCUMENT_STORE_UNAVAILABLE") from exc
@@ -251,8 +253,8 @@ class S3Store:
     def ref_for(self, data: bytes) -> str:
         return self._ref(_sha256(data))
 
-    def put(self, data: bytes) -> str:
-        digest = _sha256(data)
+    def put(self, data: bytes, *, durable: bool = True) -> str:
+        digest = _sha256(data)  # durable or not: S3 answers once it holds the object
         response = self._request("PUT", digest, data)
         if response.status_code not in (200, 201, 204):
             raise TransientError(f"S3 PUT answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")

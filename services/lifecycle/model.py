@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.errors import EmdError
 
@@ -74,8 +74,10 @@ class LifecycleStore(Protocol):
     def get(self, local_uid: str) -> Document | None: ...
 
     def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
-                       sent_at: datetime | None = None) -> Attempt:
-        """Number and store an attempt (state → ``sending``); refuses once accepted or registered."""
+                       sent_at: datetime | None = None, register: Mapping[str, Any] | None = None) -> Attempt:
+        """Number and store an attempt (state → ``sending``); refuses once accepted or registered.
+        ``register``: :meth:`register`'s keyword arguments, the document created if unknown in the same transaction
+        (the sender's first attempt is one commit)."""
 
     def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
                        message: str | None = None) -> None:
@@ -86,7 +88,9 @@ class LifecycleStore(Protocol):
     def find_by_emdr_id(self, emdr_id: str) -> Document | None:
         """The document registered under this РЭМД registry number (the callbacks' last correlation fallback)."""
 
-    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document: ...
+    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None,
+                      code: str | None = None, message: str | None = None) -> Document:
+        """State ``accepted`` and the attempt's outcome (``code``, ``message``: the answer's) in one transaction."""
 
     def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document: ...
 

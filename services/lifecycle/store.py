@@ -14,7 +14,7 @@ the desk's, ``services.lifecycle.desk``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,15 +122,20 @@ class SqlLifecycleStore:
 
     # --- the LifecycleStore interface -------------------------------------------------------------
 
+    def _insert(self, db: Any, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
+                signed_ref: str | None = None, document_ref: str | None = None) -> None:
+        at = self.db.to_db(_now())
+        db.execute(self._q(
+            "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
+            " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (local_uid) DO NOTHING"),
+            (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at))
+
     def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
                  signed_ref: str | None = None, document_ref: str | None = None) -> Document:
-        at = self.db.to_db(_now())
         with self.db.transaction() as db:
-            db.execute(self._q(
-                "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
-                " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (local_uid) DO NOTHING"),
-                (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at))
+            self._insert(db, local_uid, organization=organization, kind=kind, signed_event=signed_event,
+                         signed_ref=signed_ref, document_ref=document_ref)
             doc = self._get(db, local_uid)
         assert doc is not None
         return doc
@@ -140,10 +145,12 @@ class SqlLifecycleStore:
             return self._get(db, local_uid)
 
     def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
-                       sent_at: datetime | None = None) -> Attempt:
+                       sent_at: datetime | None = None, register: Mapping[str, Any] | None = None) -> Attempt:
         mid = normalize_message_id(message_id)
         sent = self.db.to_db(sent_at or _now())
         with self.db.transaction() as db:
+            if register is not None:
+                self._insert(db, local_uid, **register)
             # replicas on one document queue here (PostgreSQL: the row lock; SQLite: the database lock)
             check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
             n = db.execute(self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
@@ -184,22 +191,24 @@ class SqlLifecycleStore:
             return self._document(db.execute(self._q("SELECT * FROM {documents} WHERE emdr_id = ?"
                                                      " ORDER BY registered_at LIMIT 1"), (emdr_id.strip(),)).fetchone())
 
-    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None) -> Document:
+    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None,
+                      code: str | None = None, message: str | None = None) -> Document:
         at = self.db.to_db(accepted_at or _now())
         mid = normalize_message_id(message_id)
         with self.db.transaction() as db:
             doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
             decided = db.execute(self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)).fetchone()
-            if doc.state == REGISTERED or (decided is not None and decided["decided_by"] == DECIDED_BY_CALLBACK):
+            by_callback = decided is not None and decided["decided_by"] == DECIDED_BY_CALLBACK
+            if not by_callback:  # the answer's outcome on its attempt, in the same transaction as the acceptance
+                db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
+                                   " finished_at = ? WHERE message_id = ?"),
+                           (OUTCOME_ACCEPTED, DECIDED_BY_ANSWER, code, message, at, mid))
+            if doc.state == REGISTERED or by_callback:
                 # a late sync answer: РЭМД's callback for this attempt came first and decided it (registered,
                 # or an error the status worker has acted on: a resend, a dead letter), so it stays decided
                 return doc
             db.execute(self._q("UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
                                " updated_at = ? WHERE local_uid = ?"), (ACCEPTED, mid, at, at, local_uid))
-            # acceptance is only ever the sender's synchronous answer
-            db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?,"
-                               " finished_at = COALESCE(finished_at, ?) WHERE message_id = ?"),
-                       (OUTCOME_ACCEPTED, DECIDED_BY_ANSWER, at, mid))
             return self._get(db, local_uid)  # type: ignore[return-value]
 
     def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:

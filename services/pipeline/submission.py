@@ -8,8 +8,10 @@
    acceptance and the broker's ack of the ``sent`` event must not lose it; downstream is idempotent);
 3. per endpoint: wait while its circuit is open (holding at most ``hold_per_endpoint`` records; more are
    parked back on the first retry tier *without* using an attempt), then a rate-limit/concurrency slot;
-4. a new MessageID, recorded and committed in the lifecycle store **before** the request leaves;
-5. accepted → ``emd.document.sent`` + ``emd.document.status`` "sent"; transient → ``TransientError``
+4. a new MessageID, recorded and committed in the lifecycle store **before** the request leaves (a document the
+   store does not hold yet is created in that same transaction: one commit, not two);
+5. accepted → the attempt's outcome and the acceptance committed together, then ``emd.document.sent`` +
+   ``emd.document.status`` "sent"; transient → ``TransientError``
    (retry tiers; RATE_LIMIT defers ``rate_limit_defer``, a minute by default); permanent → ``PermanentError`` with the РЭМД code, message,
    category, hint and every MessageID. Transport failures while the circuit is open are not the
    document's fault: the record waits for the circuit and is tried again without burning an attempt.
@@ -241,13 +243,13 @@ class Submitter:
                                  organization=org_oid)
         _check_route(remd, org_oid)
 
-        doc = await asyncio.to_thread(
-            self.store.register, uid, organization=org_oid, kind=data["kind"], signed_event=record.value,
-            document_ref=(data.get("document") or {}).get("ref"))
-        _refuse_changed_content(doc, data)
-        if doc.state in lifecycle.DONE_STATES:
-            log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
-            return await self._sent_outputs(event, doc)
+        # a read: a new document is written with its first attempt, in that attempt's transaction
+        doc = await asyncio.to_thread(self.store.get, uid)
+        if doc is not None:
+            _refuse_changed_content(doc, data)
+            if doc.state in lifecycle.DONE_STATES:
+                log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
+                return await self._sent_outputs(event, doc)
 
         where = routing.Route(remd.endpoint, remd.environment) if self.clinic_state is None else routing.route(
             remd, await asyncio.to_thread(self.clinic_state, org_oid), unpromoted=self.unpromoted)
@@ -257,14 +259,17 @@ class Submitter:
         if not registration.personal_signatures:
             raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
                                  local_uid=uid)
+        new_document = {"organization": org_oid, "kind": data["kind"], "signed_event": record.value,
+                        "document_ref": (data.get("document") or {}).get("ref")}
         try:
-            return await self._submit(record, event, registration, remd, where, key)
+            return await self._submit(record, event, registration, remd, where, key, new_document)
         except lifecycle.LifecycleConflict as exc:
             return await self._already_handled(event, uid, exc)
 
     async def _submit(self, record: Record, event: Mapping[str, Any], registration: soap.Registration,
-                      remd: Any, where: routing.Route, key: Any) -> list[Output]:
-        """Attempts until one is accepted, the record is parked, or a failure is raised."""
+                      remd: Any, where: routing.Route, key: Any, new_document: Mapping[str, Any]) -> list[Output]:
+        """Attempts until one is accepted, the record is parked, or a failure is raised. ``new_document``: the
+        lifecycle row to create with the first attempt if the store does not hold the document yet."""
         data = event["data"]
         uid, org_oid = data["localUid"], data["organizationOid"]
         endpoint = where.endpoint
@@ -282,7 +287,8 @@ class Submitter:
             try:
                 async with limiter.slot():
                     message_id = new_message_id()
-                    attempt = await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint)
+                    attempt = await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint,
+                                                      register=new_document)
                     outcome = await transport.submit(SubmitRequest(
                         registration=registration, message_id=message_id, endpoint=endpoint,
                         client_entity_id=remd.client_entity_id or "", reply_to=remd.callback_url or "", key=key,
@@ -296,14 +302,15 @@ class Submitter:
             if self.exchanges is not None:
                 await asyncio.to_thread(self.exchanges.keep, message_id, local_uid=uid, endpoint=endpoint,
                                         outcome=outcome)
-            await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
-                                    decided_by=lifecycle.DECIDED_BY_ANSWER, code=outcome.remd_code or outcome.reason,
-                                    message=outcome.message[:500] or None)
-            if outcome.accepted:
-                doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id)
+            code, message = outcome.remd_code or outcome.reason, outcome.message[:500] or None
+            if outcome.accepted:  # the attempt's outcome and the document's state: one transaction
+                doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id, code=code,
+                                              message=message)
                 log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,
                          endpoint=endpoint)
                 return await self._sent_outputs(event, doc)  # reads the MessageIDs with the history
+            await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
+                                    decided_by=lifecycle.DECIDED_BY_ANSWER, code=code, message=message)
             ids = await asyncio.to_thread(self.store.message_ids, uid)
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == "permanent":
