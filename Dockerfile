@@ -1,8 +1,8 @@
 # The emd-pipeline image: every worker, the callback service and the tools, `emd` as the entrypoint.
 #
 # Debian bookworm's own Python 3.11, because it is linked against Debian's OpenSSL 3, into which the
-# GOST provider of `libengine-gost-openssl` loads (services/crypto/libcrypto.py: C-speed Streebog, GOST
-# PFX ciphers); a python.org build would carry its own libcrypto without it. Runs as an unprivileged
+# GOST provider and engine of `libengine-gost-openssl` load (services/crypto/libcrypto.py: C-speed Streebog,
+# GOST signatures and PFX ciphers); a python.org build would carry its own libcrypto without it. Runs as an unprivileged
 # user (10001) with a read-only root filesystem: the only writable places are /var/lib/emd (EMD_DATA_DIR:
 # heartbeat files, the SQLite lifecycle store of a one-node install) and /tmp (mount an emptyDir on both).
 #

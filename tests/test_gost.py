@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from services.crypto import byteorder, gost, keys
+from services.crypto import byteorder, gost, keys, native
 from tests import openssl_gost as ossl
 
 # GOST R 34.11-2012, Appendix A, example 1 (M1) and its digests
@@ -80,14 +80,44 @@ class TestCurves:
 class TestSignatures:
     @pytest.mark.parametrize("name", sorted(gost.CURVES))
     def test_fast_and_reference_agree(self, name):
-        """Our signatures verify with gostcrypto, gostcrypto's verify with ours, and public keys match."""
+        """Our signatures verify with gostcrypto, gostcrypto's verify with ours (OpenSSL's engine and the Python fast
+        path), and public keys match."""
         c = gost.CURVES[name]
         key = gost.PrivateKey.generate(c)
+        pub = key.public_key()
         digest = gost.streebog(b"document", c.bits)
-        ours = key.sign_digest(digest)
-        assert gost.reference_verify(key.public_key(), digest, ours)
-        assert key.public_key().verify_digest(digest, gost.reference_sign(key, digest))
-        assert gost.reference_public_key(key) == key.public_key()
+        assert gost.reference_verify(pub, digest, key.sign_digest(digest))
+        theirs = gost.reference_sign(key, digest)
+        assert pub.verify_digest(digest, theirs) and pub.verify_digest_in_python(digest, theirs)
+        assert gost.reference_public_key(key) == pub
+
+    @pytest.mark.parametrize("name", sorted(gost.CURVES))
+    def test_openssl_signs_and_verifies_as_the_python_path_does(self, name):
+        """Here OpenSSL's gost engine loads (the Makefile installs it) and is what sign_digest and verify_digest use:
+        its signatures verify in Python, Python's verify in it, and it refuses what Python refuses."""
+        c = gost.CURVES[name]
+        key = gost.PrivateKey.generate(c)
+        pub = key.public_key()
+        digest = gost.streebog(b"document", c.bits)
+        assert native.available()
+        theirs, ours = native.sign_digest(key, digest), key.sign_digest_in_python(digest)
+        assert pub.verify_digest_in_python(digest, theirs) and native.verify_digest(pub, digest, ours) is True
+        tampered = ours[:-1] + bytes([ours[-1] ^ 1])
+        other = gost.streebog(b"documenT", c.bits)
+        assert native.verify_digest(pub, digest, tampered) is False and not pub.verify_digest_in_python(digest, tampered)
+        assert native.verify_digest(pub, other, ours) is False and not pub.verify_digest_in_python(other, ours)
+        stranger = gost.PrivateKey.generate(c).public_key()
+        assert native.verify_digest(stranger, digest, ours) is False
+
+    def test_without_openssl_the_python_path_signs_and_verifies(self, monkeypatch):
+        """Where OpenSSL's engine is missing, sign_digest and verify_digest give the Python fast path's results."""
+        monkeypatch.setattr(native, "available", lambda: False)
+        key = gost.PrivateKey.generate(gost.CURVES["tc26-256-A"])
+        pub, digest = key.public_key(), gost.streebog256(b"document")
+        assert native.sign_digest(key, digest) is None and native.verify_digest(pub, digest, bytes(64)) is None
+        sig = key.sign_digest(digest)
+        assert gost.reference_verify(pub, digest, sig) and pub.verify_digest(digest, sig)
+        assert not pub.verify_digest(gost.streebog256(b"documenT"), sig)
 
     def test_tampering_is_detected(self):
         """A changed digest, a changed signature and out-of-range r/s all fail verification."""
@@ -103,7 +133,7 @@ class TestSignatures:
 
     @pytest.mark.parametrize("name", sorted(gost.CURVES))
     def test_a_key_verified_again_uses_its_table_and_still_refuses_forgeries(self, name):
-        """From its second verification a key's comb table is used; it accepts gostcrypto's signatures and refuses a
+        """In the Python fast path, from its second verification a key's comb table is used; it accepts gostcrypto's signatures and refuses a
         changed digest or signature exactly like the first, table-less verification."""
         c = gost.CURVES[name]
         key = gost.PrivateKey.generate(c)
@@ -112,10 +142,11 @@ class TestSignatures:
         theirs = gost.reference_sign(key, digest)
         tampered = theirs[:-1] + bytes([theirs[-1] ^ 1])
         other = gost.PrivateKey.generate(c).public_key()
-        first = [pub.verify_digest(digest, theirs), other.verify_digest(digest, theirs)]  # each key's first: wNAF
+        verify = gost.PublicKey.verify_digest_in_python  # the Python fast path's tables
+        first = [verify(pub, digest, theirs), verify(other, digest, theirs)]  # each key's first: wNAF
         built = gost._key_table.cache_info().misses
-        again = [pub.verify_digest(digest, theirs), pub.verify_digest(digest, tampered),
-                 pub.verify_digest(gost.streebog(b"documenT", c.bits), theirs), other.verify_digest(digest, theirs)]
+        again = [verify(pub, digest, theirs), verify(pub, digest, tampered),
+                 verify(pub, gost.streebog(b"documenT", c.bits), theirs), verify(other, digest, theirs)]
         assert gost._key_table.cache_info().misses == built + 2  # one table per key, made once
         assert first == [True, False] and again == [True, False, False, False]
         z = secrets.randbelow(c.q)

@@ -1,8 +1,10 @@
-"""The process's own OpenSSL ``libcrypto`` through ctypes: the GOST provider and symmetric ciphers.
+"""The process's own OpenSSL ``libcrypto`` through ctypes: the GOST provider, symmetric ciphers and GOST keys.
 
 Python's ``hashlib`` is linked against a libcrypto; loading the ``gostprov`` provider (Debian
 ``libengine-gost-openssl``) into *that* library makes ``hashlib.new("md_gost12_256")`` a C-speed Streebog.
-The same handle decrypts PFX bags (AES-CBC, 3DES, GOST 28147-89) without another dependency.
+The same handle decrypts PFX bags (AES-CBC, 3DES, GOST 28147-89) without another dependency, and signs and
+verifies GOST R 34.10-2012 through the ``gost`` engine of the same package (:func:`gost_pkey`; the provider has
+no signatures in this version), for ``services.crypto.native``.
 Everything here is optional: :func:`load` returns None when no usable libcrypto 3 is found, and callers
 fall back to pure Python (gostcrypto).
 """
@@ -16,7 +18,8 @@ import hashlib
 
 from services.errors import ConfigurationError
 
-__all__ = ["load", "load_gost_provider", "cipher_decrypt", "has_digest"]
+__all__ = ["load", "load_gost_provider", "cipher_decrypt", "has_digest", "Pkey", "gost_engine_keys", "gost_pkey", "pkey_sign",
+           "pkey_verify"]
 
 
 @functools.cache
@@ -65,7 +68,23 @@ def load() -> ctypes.CDLL | None:
     lib.ENGINE_get_cipher.restype = ctypes.c_void_p
     lib.ENGINE_get_cipher.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.OBJ_txt2nid.argtypes = [ctypes.c_char_p]
+    _bind_pkey(lib)
     return lib
+
+
+def _bind_pkey(lib: ctypes.CDLL) -> None:
+    v, der_p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)
+    for name, res, args in (
+            ("ENGINE_register_pkey_asn1_meths", ctypes.c_int, [v]), ("ENGINE_register_pkey_meths", ctypes.c_int, [v]),
+            ("d2i_AutoPrivateKey", v, [v, der_p, ctypes.c_long]), ("d2i_PUBKEY", v, [v, der_p, ctypes.c_long]),
+            ("EVP_PKEY_free", None, [v]), ("EVP_PKEY_CTX_new", v, [v, v]), ("EVP_PKEY_CTX_free", None, [v]),
+            ("EVP_PKEY_sign_init", ctypes.c_int, [v]), ("EVP_PKEY_verify_init", ctypes.c_int, [v]),
+            ("EVP_PKEY_sign", ctypes.c_int, [v, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p,
+                                             ctypes.c_size_t]),
+            ("EVP_PKEY_verify", ctypes.c_int, [v, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]),
+            ("ERR_clear_error", None, [])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
 
 
 @functools.cache
@@ -167,3 +186,75 @@ def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bo
         lib.ERR_clear_error()  # a failed decrypt must not leave errors for hashlib to trip over
         lib.EVP_CIPHER_CTX_free(ctx)
         lib.EVP_CIPHER_free(cipher)
+
+
+class Pkey:
+    """An ``EVP_PKEY`` of this process's libcrypto, freed with the object."""
+
+    __slots__ = ("handle", "_lib")
+
+    def __init__(self, lib: ctypes.CDLL, handle: int) -> None:
+        self._lib, self.handle = lib, handle
+
+    def __del__(self) -> None:
+        if self.handle:
+            self._lib.EVP_PKEY_free(self.handle)
+            self.handle = None
+
+
+@functools.cache
+def gost_engine_keys() -> ctypes.CDLL | None:
+    """libcrypto with the gost engine's key formats and signatures registered (once), or None."""
+    lib, engine = load(), _gost_engine()
+    if lib is None or not engine:
+        return None
+    if lib.ENGINE_register_pkey_asn1_meths(engine) != 1 or lib.ENGINE_register_pkey_meths(engine) != 1:
+        lib.ERR_clear_error()
+        return None
+    return lib
+
+
+def gost_pkey(der: bytes, *, private: bool) -> Pkey | None:
+    """A GOST key from DER (PKCS#8 when ``private``, else SubjectPublicKeyInfo), or None when OpenSSL cannot
+    take it (no gost engine, a parameter set it lacks)."""
+    lib = gost_engine_keys()
+    if lib is None:
+        return None
+    buf = ctypes.create_string_buffer(der, len(der))
+    pp = ctypes.c_char_p(ctypes.addressof(buf))
+    handle = (lib.d2i_AutoPrivateKey if private else lib.d2i_PUBKEY)(None, ctypes.byref(pp), len(der))
+    if not handle:
+        lib.ERR_clear_error()
+        return None
+    return Pkey(lib, handle)
+
+
+def pkey_sign(key: Pkey, digest: bytes, size: int) -> bytes | None:
+    """The key's signature (``size`` bytes) of a precomputed ``digest``, or None when OpenSSL fails."""
+    lib = key._lib
+    ctx = lib.EVP_PKEY_CTX_new(key.handle, None)
+    try:
+        out, n = ctypes.create_string_buffer(size), ctypes.c_size_t(size)
+        if not ctx or lib.EVP_PKEY_sign_init(ctx) != 1 or \
+                lib.EVP_PKEY_sign(ctx, out, ctypes.byref(n), digest, len(digest)) != 1 or n.value != size:
+            lib.ERR_clear_error()
+            return None
+        return out.raw
+    finally:
+        lib.EVP_PKEY_CTX_free(ctx)
+
+
+def pkey_verify(key: Pkey, digest: bytes, signature: bytes) -> bool | None:
+    """Whether ``signature`` is the key's over the precomputed ``digest``; None when OpenSSL could not say."""
+    lib = key._lib
+    ctx = lib.EVP_PKEY_CTX_new(key.handle, None)
+    try:
+        if not ctx or lib.EVP_PKEY_verify_init(ctx) != 1:
+            lib.ERR_clear_error()
+            return None
+        verdict = lib.EVP_PKEY_verify(ctx, signature, len(signature), digest, len(digest))
+        if verdict != 1:
+            lib.ERR_clear_error()  # a refused signature leaves errors that hashlib would trip over
+        return True if verdict == 1 else False if verdict == 0 else None
+    finally:
+        lib.EVP_PKEY_CTX_free(ctx)
