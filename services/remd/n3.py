@@ -212,7 +212,7 @@ def parse_search_answer(data: Any) -> list[soap.RegistryItem]:
     """The registry items of a document-storage answer; SoapParseError when it is not one."""
     rows = data.get(n3.DOC_RESULT) if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise SoapParseError("document storage answer has no result list", reason="N3_MALFORMED_ANSWER")
+        raise SoapParseError("document storage answer has no result list", reason="MALFORMED_ANSWER")
     return [soap.RegistryItem(emdr_id=r.get(n3.DOC_EMDR_ID), local_uid=r.get(n3.DOC_ID_DOCUMENT_MIS),
                               kind=r.get(n3.DOC_REMD_CODE), organization=r.get(n3.DOC_OID_MO),
                               creation_date_time=r.get(n3.DOC_CREATED_DATE),
