@@ -109,6 +109,23 @@ class TestSignatures:
         stranger = gost.PrivateKey.generate(c).public_key()
         assert native.verify_digest(stranger, digest, ours) is False
 
+    def test_an_openssl_key_handle_lives_as_long_as_its_key(self):
+        """A key is handed to OpenSSL once, however many other keys are used in between, and its handle goes with it."""
+        import gc
+
+        c = gost.CURVES["tc26-256-A"]
+        digest = gost.streebog256(b"document")
+        first = gost.PrivateKey.generate(c)
+        native.sign_digest(first, digest)
+        handle = native._handles[first]
+        for _ in range(80):  # more keys than the bounded cache this replaced held (64)
+            native.sign_digest(gost.PrivateKey.generate(c), digest)
+        assert native._handles[first] is handle
+        before = len(native._handles)
+        del first
+        gc.collect()
+        assert len(native._handles) < before
+
     def test_without_openssl_the_python_path_signs_and_verifies(self, monkeypatch):
         """Where OpenSSL's engine is missing, sign_digest and verify_digest give the Python fast path's results."""
         monkeypatch.setattr(native, "available", lambda: False)

@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import functools
 import hmac
+import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
@@ -145,8 +145,17 @@ class _Template:
     mdigest_oid: bytes
 
 
-@functools.lru_cache(maxsize=64)
+#: certificate → its template, kept as long as the certificate object: a signer holds its credentials' for its
+#: life, and a bounded cache (it was 64) turned over with a hundred doctors' keys, rebuilding one per signature
+_TEMPLATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _template(certificate: Certificate) -> _Template:
+    tpl = _TEMPLATES.get(certificate)
+    return tpl if tpl is not None else _TEMPLATES.setdefault(certificate, _build_template(certificate))
+
+
+def _build_template(certificate: Certificate) -> _Template:
     curve = certificate.public_key.curve
     bits = curve.bits
     digest_alg = algos.DigestAlgorithm({"algorithm": curve.digest_oid}).dump()

@@ -369,7 +369,7 @@ def _native():
 class PublicKey:
     """A GOST R 34.10-2012 public key: a point (x, y) on ``curve``."""
 
-    __slots__ = ("curve", "x", "y")
+    __slots__ = ("curve", "x", "y", "__weakref__")  # weak: native keeps its OpenSSL handle per key
 
     def __init__(self, curve: Curve, x: int, y: int) -> None:
         if not curve.contains(x, y):
@@ -424,7 +424,7 @@ class PublicKey:
 class PrivateKey:
     """A GOST R 34.10-2012 private key: the scalar ``d`` (1 ≤ d < q) on ``curve``."""
 
-    __slots__ = ("curve", "_d", "_public")
+    __slots__ = ("curve", "_d", "_public", "__weakref__")
 
     def __init__(self, curve: Curve, d: int) -> None:
         if not 0 < d < curve.q:

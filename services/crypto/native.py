@@ -8,23 +8,27 @@ curve. Measured alone on this project's machine (tc26-256): a signature 0.06 ms 
 0.14–0.28 ms instead of 0.76–0.88 with the key's comb table already built.
 
 A key reaches OpenSSL as DER once (PKCS#8 for a private key, SubjectPublicKeyInfo for a public one,
-``services.crypto.keys``); the handles of the keys used last are kept (:data:`PUBLIC_KEYS`, :data:`PRIVATE_KEYS`).
-Whatever OpenSSL refuses or fails at (no engine, a curve it lacks, an internal error) returns None here, and the
-caller takes the Python path: the verdict never depends on whether C was available.
+``services.crypto.keys``; ~3 ms, OpenSSL's decoders are slow) and its handle lives as long as the key object it was
+made for (certificates, and so their keys, are parsed once per process), so a process with a hundred doctors' keys pays that once per key, not
+whenever a bounded cache turns over. Whatever OpenSSL refuses or fails at (no engine, a curve it lacks, an internal
+error) returns None here, and the caller takes the Python path: the verdict never depends on whether C was
+available.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
+from collections.abc import Callable
 
 from services.crypto import gost, keys, libcrypto
 
-__all__ = ["available", "sign_digest", "verify_digest", "PUBLIC_KEYS", "PRIVATE_KEYS"]
+__all__ = ["available", "sign_digest", "verify_digest"]
 
-#: public-key handles kept (a process verifies the same few keys again and again, as with gost's comb tables)
-PUBLIC_KEYS = 512
-#: private-key handles kept (a process signs with its organisations' keys)
-PRIVATE_KEYS = 64
+#: key object → its EVP_PKEY (None: OpenSSL would not take it), dropped with the key
+_handles: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
 
 
 @functools.cache
@@ -33,23 +37,27 @@ def available() -> bool:
     return libcrypto.gost_engine_keys() is not None
 
 
-@functools.lru_cache(maxsize=PRIVATE_KEYS)
-def _private(curve: gost.Curve, d: int) -> libcrypto.Pkey | None:
-    return libcrypto.gost_pkey(keys.dump_pkcs8(gost.PrivateKey(curve, d)), private=True)
-
-
-@functools.lru_cache(maxsize=PUBLIC_KEYS)
-def _public(curve: gost.Curve, x: int, y: int) -> libcrypto.Pkey | None:
-    return libcrypto.gost_pkey(keys.public_key_info(gost.PublicKey(curve, x, y)).dump(), private=False)
+def _handle(key: gost.PrivateKey | gost.PublicKey, der: Callable[[], bytes], *, private: bool) -> libcrypto.Pkey | None:
+    try:
+        return _handles[key]
+    except KeyError:
+        pass
+    handle = libcrypto.gost_pkey(der(), private=private)
+    with _lock:
+        return _handles.setdefault(key, handle)
 
 
 def sign_digest(key: gost.PrivateKey, digest: bytes) -> bytes | None:
     """``s ‖ r`` of ``digest`` (of the curve's size, checked by the caller) made by OpenSSL, or None."""
-    handle = _private(key.curve, key.d) if available() else None
+    if not available():
+        return None
+    handle = _handle(key, lambda: keys.dump_pkcs8(key), private=True)
     return libcrypto.pkey_sign(handle, digest, 2 * key.curve.size) if handle is not None else None
 
 
 def verify_digest(key: gost.PublicKey, digest: bytes, signature: bytes) -> bool | None:
     """OpenSSL's verdict on ``signature`` over ``digest`` (sizes checked by the caller), or None."""
-    handle = _public(key.curve, key.x, key.y) if available() else None
+    if not available():
+        return None
+    handle = _handle(key, lambda: keys.public_key_info(key).dump(), private=False)
     return libcrypto.pkey_verify(handle, digest, signature) if handle is not None else None
