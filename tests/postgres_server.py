@@ -20,13 +20,14 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from services.messaging.broker import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -53,12 +54,6 @@ def find_bin_dir() -> Path:
         "PostgreSQL server binaries (initdb, postgres) not found on PATH nor in /usr/lib/postgresql/*/bin: "
         "run `make install` (it installs Debian's `postgresql` as root) or `apt-get install postgresql`, "
         "or set EMD_TEST_PG_BIN to the directory holding initdb and postgres")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
@@ -122,7 +117,7 @@ class PostgresServer:
             raise PostgresUnavailable(f"postgres would not start again on port {self.port}: {self._log_tail()}")
 
     def _spawn(self, data: Path, *, port: int | None = None) -> bool:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         log = open(self.root / "server.log", "ab")  # type: ignore[operator]
         try:
             # the parent-death signal stops the server even if pytest dies without a teardown

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,8 +38,37 @@ def resolve_binary() -> str:
         raise ConfigurationError(str(exc)) from exc
 
 
+#: ports this process has handed out already, never given twice
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a process that binds it a moment later.
+
+    Chosen below the kernel's ephemeral range: a port from ``bind(port 0)`` lies inside it, where any outgoing
+    connection (a Kafka client's, an HTTP client's) may take it before the listener binds it; a callback service
+    once died of that, ``Address already in use``, in the middle of a test run.
+    """
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(max(1025, low - 12000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # the range is full: the kernel's choice, with its small risk
         s.bind((host, 0))
         return s.getsockname()[1]
 
