@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.reliability.harness import sensitive_values
-from tests.reliability.report import leaks
+from tests.reliability.report import DeadLetter, _silent_error, emulator_outcomes, leaks
 
 
 def test_the_log_scan_finds_patient_data_and_key_material_in_any_spelling(tmp_path):
@@ -49,3 +49,20 @@ def test_a_process_the_run_left_behind_is_found_and_killed(tmp_path):
         for p in (stray, other):
             p.kill()
             p.wait()
+
+
+def test_a_refusal_whose_callback_was_never_delivered_explains_no_acknowledgment_only_for_its_own_code(tmp_path):
+    """A NO_ACKNOWLEDGMENT is explained by the emulator's log only when it answered that request with an error it
+    never delivered, and, for a bad input expecting a РЭМД code, only when that was the code."""
+    log = tmp_path / "emulator.log"
+    done = {"event": "registration done", "message_id": "urn:uuid:1FE61B9F-DEF5-4075-A3F1-D2ADDFD92F84",
+            "outcome": "error", "codes": ["CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT"], "callbacks": [False]}
+    delivered = {**done, "message_id": "2fe61b9f-def5-4075-a3f1-d2addfd92f84", "callbacks": [False, True]}
+    log.write_text(json.dumps(done) + "\n" + json.dumps(delivered) + "\n", encoding="utf-8")
+    emulator = emulator_outcomes(log)
+    lost = DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["1fe61b9f-def5-4075-a3f1-d2addfd92f84"])
+    assert _silent_error(lost, emulator, "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT")
+    assert _silent_error(lost, emulator)
+    assert not _silent_error(lost, emulator, "PERSON_NOT_FOUND")
+    assert not _silent_error(DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]),
+                             emulator)
