@@ -52,6 +52,7 @@ def test_every_name_has_a_tag_and_a_source(path, sources):
 
 
 def test_sources_name_no_machine_path():
-    """Sources are repository paths and document names, never a path of this machine."""
+    """Sources are repository paths, document names and web pages, never a path of this machine: nothing starts at
+    the root or a home folder, and no word is a rooted path three folders deep (a web page's path follows its host)."""
     for key, where in {**names.SOURCES, **n3_names.SOURCES}.items():
-        assert not where.startswith("/") and "/work/" not in where, key
+        assert not where.startswith(("/", "~")) and not re.search(r"(^|\s)/[^\s/]+/[^\s/]+/", where), key
