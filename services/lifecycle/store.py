@@ -161,15 +161,19 @@ class SqlLifecycleStore:
                        (SENDING, sent, local_uid))
         return Attempt(local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self.db.from_db(sent))
 
-    def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
-                       message: str | None = None) -> None:
+    def _set_outcome(self, db: Any, mid: str, *, outcome: str, decided_by: str, code: str | None,
+                     message: str | None, at: Any) -> None:
         """The attempt's outcome; a synchronous answer never overrides what a callback already decided (РЭМД's
         callback can overtake the answer to the same request)."""
+        db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
+                           " finished_at = ? WHERE message_id = ? AND NOT (COALESCE(decided_by, '') = ? AND ? = ?)"),
+                   (outcome, decided_by, code, message, at, mid, DECIDED_BY_CALLBACK, decided_by, DECIDED_BY_ANSWER))
+
+    def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
+                       message: str | None = None) -> None:
         with self.db.transaction() as db:
-            db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
-                               " finished_at = ? WHERE message_id = ? AND NOT (COALESCE(decided_by, '') = ? AND ? = ?)"),
-                       (outcome, decided_by, code, message, self.db.to_db(_now()), normalize_message_id(message_id),
-                        DECIDED_BY_CALLBACK, decided_by, DECIDED_BY_ANSWER))
+            self._set_outcome(db, normalize_message_id(message_id), outcome=outcome, decided_by=decided_by, code=code,
+                              message=message, at=self.db.to_db(_now()))
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None:
         # one transaction: the attempt and its document from the same moment
@@ -200,9 +204,8 @@ class SqlLifecycleStore:
             decided = db.execute(self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)).fetchone()
             by_callback = decided is not None and decided["decided_by"] == DECIDED_BY_CALLBACK
             if not by_callback:  # the answer's outcome on its attempt, in the same transaction as the acceptance
-                db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
-                                   " finished_at = ? WHERE message_id = ?"),
-                           (OUTCOME_ACCEPTED, DECIDED_BY_ANSWER, code, message, at, mid))
+                self._set_outcome(db, mid, outcome=OUTCOME_ACCEPTED, decided_by=DECIDED_BY_ANSWER, code=code,
+                                  message=message, at=at)
             if doc.state == REGISTERED or by_callback:
                 # a late sync answer: РЭМД's callback for this attempt came first and decided it (registered,
                 # or an error the status worker has acted on: a resend, a dead letter), so it stays decided
