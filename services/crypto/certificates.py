@@ -183,8 +183,17 @@ class Certificate:
 def certificate_from_der(der: bytes) -> Certificate:
     """The certificate of these DER bytes, parsed once: the same few certificates arrive in every CMS and
     WS-Security header a process verifies, and each parse (with its key and fields) cost more than the check.
-    A ``Certificate`` is immutable, so one object serves every caller; an unreadable one is not kept."""
-    return Certificate(der)
+    A ``Certificate`` is immutable, so one object serves every caller; an unreadable one is not kept.
+
+    Parsed whole before it is shared: asn1crypto parses a structure's children lazily, on first access, and two
+    threads doing that at once on one shared object can read a half-built child (an emulator job once failed on
+    a СНИЛС attribute with ``No field numbered 1``)."""
+    certificate = Certificate(der)
+    for name in (certificate._cert.subject, certificate._cert.issuer):  # the names' attributes, read by every check
+        for rdn in name.chosen:
+            for atv in rdn:
+                atv["type"].dotted, atv["value"].native  # noqa: B018 - parsed now, later reads do not mutate
+    return certificate
 
 
 def load_certificate(source: bytes | str | os.PathLike) -> Certificate:
