@@ -35,6 +35,7 @@ than guessed. Decisions:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -171,8 +172,15 @@ def parse_hl7_time(value: str) -> datetime | date:
     return datetime(int(y), int(mo), int(d), int(hh), int(mi or 0), int(ss or 0), micro, tzinfo=offset)
 
 
+@functools.cache
+def _compiled(path: str) -> etree.XPath:
+    # compiled once per expression: compiling on every call was half of extract()'s time. An XPath object
+    # serialises its own evaluations (lxml's eval lock), so the producer's threads may share it.
+    return etree.XPath(path, namespaces=NS)
+
+
 def _x(node: etree._Element, path: str) -> list:
-    return node.xpath(path, namespaces=NS)
+    return _compiled(path)(node)
 
 
 def _first(node: etree._Element, path: str) -> etree._Element | None:
