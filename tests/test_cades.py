@@ -175,6 +175,38 @@ class TestVerificationFailures:
         (tmp_path / "s").write_bytes(der)
         assert ossl.cms_verify(tmp_path / "s", tmp_path / "d")  # why we check it ourselves
 
+    def test_ess_naming_another_serial_fails(self, doctor):
+        """An ESS issuerSerial with another serial number (the certHash right) fails with ESS_CERT_MISMATCH."""
+        key, cert = doctor
+
+        def other_serial(attrs):
+            for a in attrs:
+                if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
+                    ess = tsp.SigningCertificateV2.load(a["values"][0].dump())
+                    ess["certs"][0]["issuer_serial"]["serial_number"] = cert.serial_number + 1
+                    a["values"] = [tsp.SigningCertificateV2.load(ess.dump(force=True))]
+            return attrs
+
+        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, other_serial)
+        assert _reason(b"doc", der) == "ESS_CERT_MISMATCH"
+
+    def test_ess_without_issuer_serial_is_accepted(self, doctor):
+        """issuerSerial is OPTIONAL in ESSCertIDv2: without it the certHash alone names the certificate."""
+        key, cert = doctor
+
+        def no_serial(attrs):
+            for a in attrs:
+                if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
+                    ess = tsp.SigningCertificateV2.load(a["values"][0].dump())
+                    cert_id = ess["certs"][0]
+                    bare = tsp.ESSCertIDv2({"hash_algorithm": cert_id["hash_algorithm"].native,
+                                            "cert_hash": cert_id["cert_hash"].native})
+                    a["values"] = [tsp.SigningCertificateV2({"certs": [bare]})]
+            return attrs
+
+        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, no_serial)
+        assert cades.verify_detached(b"doc", der).certificate.serial_number == cert.serial_number
+
     def test_missing_signing_time(self, doctor):
         """A signature without signingTime fails with NO_SIGNING_TIME."""
         key, cert = doctor

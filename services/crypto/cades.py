@@ -389,7 +389,8 @@ def _check_ess(cert: Certificate, ess_v2: list, ess_v1: list) -> None:
         else:
             raise _fail("ESS_CERT_MISSING", "no signingCertificateV2 attribute: not a CAdES-BES signature")
         issuer_serial = first["issuer_serial"]
-        serial = issuer_serial["serial_number"].native if issuer_serial.native is not None else None
+        # absent (OPTIONAL) is a Void; .native of a present one would convert the whole issuer name for nothing
+        serial = None if isinstance(issuer_serial, core.Void) else issuer_serial["serial_number"].native
     except SignatureError:
         raise
     except (ValueError, TypeError, KeyError, IndexError) as exc:
