@@ -271,27 +271,30 @@ def _attr_values(signed_attrs: cms.CMSAttributes, oid: str) -> list:
 
 def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = None,
                     document_time: dt.datetime | None = None,
-                    digests: MutableMapping[int, bytes] | None = None) -> VerifiedSignature:
+                    digests: MutableMapping[int, bytes] | None = None,
+                    parsed: cms.ContentInfo | None = None) -> VerifiedSignature:
     """Verify a detached CAdES-BES signature of ``data``; raise :class:`SignatureError` if invalid.
 
     The certificate must be valid at the signingTime it claims, at ``document_time`` when given (the
     СЭМД's creation time) and at ``at`` when given (e.g. now, like ``openssl -attime``). ``digests``: bits →
     Streebog digest of ``data``, read and filled in, so that several signatures over one document hash it once.
+    ``parsed``: ``cms_der`` already loaded by the caller (one parse, not two); asn1crypto parses lazily and is
+    not thread-safe, so it must be the caller's own object, never one shared between threads.
     """
-    verified = verify_signature(data, cms_der, digests=digests)
+    verified = verify_signature(data, cms_der, digests=digests, parsed=parsed)
     check_certificate(verified, at=at, document_time=document_time)
     return verified
 
 
-def verify_signature(data: bytes, cms_der: bytes, *,
-                     digests: MutableMapping[int, bytes] | None = None) -> VerifiedSignature:
+def verify_signature(data: bytes, cms_der: bytes, *, digests: MutableMapping[int, bytes] | None = None,
+                     parsed: cms.ContentInfo | None = None) -> VerifiedSignature:
     """The checks of :func:`verify_detached` that depend only on the two byte strings, up to NO_SIGNING_TIME.
 
     Its result may be cached for bytes that recur (an МЧД's signature); :func:`check_certificate` must
     then still run for each moment of use.
     """
     try:
-        info = cms.ContentInfo.load(cms_der, strict=True)
+        info = parsed if parsed is not None else cms.ContentInfo.load(cms_der, strict=True)
         if info["content_type"].dotted != _OID_SIGNED_DATA:
             raise _fail("SIGNATURE_DECODING_ERROR", "the CMS is not SignedData")
         sd = info["content"]

@@ -126,6 +126,7 @@ class _Inspected:
     message_digest: bytes | None = None
     signing_time: dt.datetime | None = None
     certificate: Certificate | None = None
+    parsed: cms.ContentInfo | None = None  #: this check's own parse, handed on to the verification
 
 
 def _inspect(label: str, cms_der: bytes, *, personal: bool, snils: str | None) -> _Inspected | RemdError:
@@ -156,7 +157,7 @@ def _inspect(label: str, cms_der: bytes, *, personal: bool, snils: str | None) -
         digest_oid = si["digest_algorithm"]["algorithm"].dotted
     except (ValueError, TypeError, KeyError, PermanentError) as exc:
         return RemdError("SIGNATURE_DECODING_ERROR", f"Подпись {label} не удалось декодировать: {exc}")
-    return _Inspected(label, cms_der, personal, snils, digest_oid, digest, when, cert)
+    return _Inspected(label, cms_der, personal, snils, digest_oid, digest, when, cert, info)
 
 
 def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
@@ -230,7 +231,7 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
                                         f"Сертификат подписи {s.label} не действителен на дату проверки"))
                 continue
         try:
-            cades.verify_detached(data, s.cms_der, digests=computed)
+            cades.verify_detached(data, s.cms_der, digests=computed, parsed=s.parsed)
         except cades.SignatureError as exc:
             errors.append(RemdError(_CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
                                     f"Подпись {s.label}: {exc.message}"))
