@@ -137,6 +137,16 @@ class TestStructure:
         assert exc.value.reason == "SIGNATURE_DECODING_ERROR"
 
 
+def _with_ess(change):
+    """A ``_resign`` mutation: the signingCertificateV2 attribute replaced by ``change(its SigningCertificateV2)``."""
+    def mutate(attrs):
+        for a in attrs:
+            if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
+                a["values"] = [change(tsp.SigningCertificateV2.load(a["values"][0].dump()))]
+        return attrs
+    return mutate
+
+
 def _reason(data: bytes, der: bytes, **kw) -> str:
     with pytest.raises(cades.SignatureError) as exc:
         cades.verify_detached(data, der, **kw)
@@ -161,15 +171,11 @@ class TestVerificationFailures:
         """A validly signed but wrong ESS certHash fails ours with ESS_CERT_MISMATCH; openssl does not notice."""
         key, cert = doctor
 
-        def wrong_hash(attrs):
-            for a in attrs:
-                if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
-                    ess = tsp.SigningCertificateV2.load(a["values"][0].dump())
-                    ess["certs"][0]["cert_hash"] = gost.streebog256(b"another certificate")
-                    a["values"] = [tsp.SigningCertificateV2.load(ess.dump(force=True))]
-            return attrs
+        def wrong_hash(ess):
+            ess["certs"][0]["cert_hash"] = gost.streebog256(b"another certificate")
+            return tsp.SigningCertificateV2.load(ess.dump(force=True))
 
-        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, wrong_hash)
+        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, _with_ess(wrong_hash))
         assert _reason(b"doc", der) == "ESS_CERT_MISMATCH"
         (tmp_path / "d").write_bytes(b"doc")
         (tmp_path / "s").write_bytes(der)
@@ -179,32 +185,23 @@ class TestVerificationFailures:
         """An ESS issuerSerial with another serial number (the certHash right) fails with ESS_CERT_MISMATCH."""
         key, cert = doctor
 
-        def other_serial(attrs):
-            for a in attrs:
-                if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
-                    ess = tsp.SigningCertificateV2.load(a["values"][0].dump())
-                    ess["certs"][0]["issuer_serial"]["serial_number"] = cert.serial_number + 1
-                    a["values"] = [tsp.SigningCertificateV2.load(ess.dump(force=True))]
-            return attrs
+        def other_serial(ess):
+            ess["certs"][0]["issuer_serial"]["serial_number"] = cert.serial_number + 1
+            return tsp.SigningCertificateV2.load(ess.dump(force=True))
 
-        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, other_serial)
+        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, _with_ess(other_serial))
         assert _reason(b"doc", der) == "ESS_CERT_MISMATCH"
 
     def test_ess_without_issuer_serial_is_accepted(self, doctor):
         """issuerSerial is OPTIONAL in ESSCertIDv2: without it the certHash alone names the certificate."""
         key, cert = doctor
 
-        def no_serial(attrs):
-            for a in attrs:
-                if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
-                    ess = tsp.SigningCertificateV2.load(a["values"][0].dump())
-                    cert_id = ess["certs"][0]
-                    bare = tsp.ESSCertIDv2({"hash_algorithm": cert_id["hash_algorithm"].native,
-                                            "cert_hash": cert_id["cert_hash"].native})
-                    a["values"] = [tsp.SigningCertificateV2({"certs": [bare]})]
-            return attrs
+        def no_serial(ess):
+            cert_id = ess["certs"][0]
+            return tsp.SigningCertificateV2({"certs": [tsp.ESSCertIDv2({
+                "hash_algorithm": cert_id["hash_algorithm"].native, "cert_hash": cert_id["cert_hash"].native})]})
 
-        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, no_serial)
+        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, _with_ess(no_serial))
         assert cades.verify_detached(b"doc", der).certificate.serial_number == cert.serial_number
 
     def test_missing_signing_time(self, doctor):
