@@ -16,6 +16,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# the deployable only: producer/ (the contract) and the pipeline; lab/ (emulator, dev PKI, test broker,
+# samples) never enters the image
 COPY pyproject.toml README.md ./
 COPY services services
 COPY producer producer
@@ -24,7 +26,7 @@ COPY workers workers
 # PIP_CERT: a CA bundle mounted for the build when PyPI is reached through a TLS-inspecting proxy (make image)
 ARG PIP_CERT=
 RUN python3 -m venv /opt/emd \
- && /opt/emd/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_CERT:+--cert "$PIP_CERT"} . \
+ && /opt/emd/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_CERT:+--cert "$PIP_CERT"} ./producer . \
  && /opt/emd/bin/python -m compileall -q /opt/emd/lib
 
 FROM ${DEBIAN}

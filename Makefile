@@ -10,7 +10,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml producer/pyproject.toml lab/pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
 IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -19,12 +19,12 @@ IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.to
 
 install: $(STAMP) system-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml producer/pyproject.toml lab/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e ./producer -e '.[test]' -e ./lab
 	@rm -f $(VENV)/.installed-* && touch $@
-	@echo "installed: $(VENV) (pinned dependencies of pyproject.toml)"
+	@echo "installed: $(VENV) (the three distributions, editable: producer/, the pipeline, lab/)"
 
 # The tests verify our GOST signatures with an independent implementation: OpenSSL's GOST engine.
 # They run the lifecycle store against a throwaway PostgreSQL server (tests/postgres_server.py): Debian's
@@ -71,7 +71,7 @@ image:
 	  -t $(IMAGE) . && deploy/image/smoke.sh $(IMAGE)
 
 manifests: install
-	@$(PY) -m services.dev.manifests
+	@$(PY) -m lab.dev.manifests
 
 # the live Prometheus test, keeping its screenshot of the throughput graph as docs/images/prometheus-throughput.png
 screenshot: install

@@ -12,8 +12,8 @@ import os
 import platform
 import time
 
+from lab.dev import pki as devpki
 from services.crypto import cades, gost, native
-from services.dev import pki as devpki
 
 
 def rate(fn, seconds: float) -> float:

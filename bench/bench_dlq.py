@@ -28,8 +28,8 @@ CODES = ("PERSON_NOT_FOUND", "PATIENT_MPI_MISMATCH", "POSITION_TO_ROLE_MISMATCH"
 def produce(bootstrap: str, count: int) -> None:
     from kafka import KafkaProducer
 
+    from producer import topology
     from services.messaging import deadletter as dl
-    from services.messaging import topology
 
     topics = [t.name for t in topology.DEAD_LETTER_TOPICS]
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
@@ -37,7 +37,7 @@ def produce(bootstrap: str, count: int) -> None:
     for i in range(count):
         uid = f"bench{i:015d}"
         failure = dl.Failure(stage=("signer", "sender", "status")[i % 3], reason="REMD_REJECTED",
-                             message="rejected", exception_fqcn="services.errors.PermanentError",
+                             message="rejected", exception_fqcn="producer.errors.PermanentError",
                              remd_code=CODES[i % len(CODES)], remd_message="Сотрудник со СНИЛС [..] не найден в ФРМР",
                              category="data", hint="Проверить данные сотрудника в ФРМР",
                              message_ids=(f"{i:08x}-0000-4000-8000-000000000000",), local_uid=uid, kind="119",
@@ -53,10 +53,10 @@ def produce(bootstrap: str, count: int) -> None:
 
 
 def main() -> int:
+    from lab.broker import LocalBroker
+    from producer.topology import DEAD_LETTER_TOPICS, ensure_topics
     from services.desk import reader
     from services.desk.deadletters import Filters, newest_first
-    from services.messaging.broker import LocalBroker
-    from services.messaging.topology import DEAD_LETTER_TOPICS, ensure_topics
 
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "broker.log") as broker:
         ensure_topics(broker.bootstrap_servers, partitions=3)

@@ -14,8 +14,8 @@ import time
 
 from lxml import etree
 
+from lab.dev.samples import REPOSITORY_SAMPLES
 from services import logs
-from services.dev.samples import REPOSITORY_SAMPLES
 
 SAMPLES = REPOSITORY_SAMPLES
 CASES = [("119", "ConsultRedaction4"), ("58", "DeathCertificate"), ("76", "BirthCertificate"),

@@ -4,7 +4,7 @@
                            client_id="dental-mis-01") as pub:
         published = pub.publish(xml_bytes, kind="119", organization_oid="1.2.643.5.1.13.13.12.2.77.7831")
 
-Everything the event says is read from the document itself (``services.documents.cda``); what the caller also
+Everything the event says is read from the document itself (``producer.cda``); what the caller also
 passes (kind, organisation, ``meta``) is *checked against* the document, never trusted over it:
 РЭМД cross-checks the registration request with the СЭМД and rejects mismatches, so the МИС should
 hear about a contradiction now, synchronously, not hours later from a dead letter.
@@ -34,27 +34,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from services import events
-from services.config import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES
-from services.documents import cda, nsi
-from services.documents.store import DocumentStore, document_field
-from services.documents.xmlsafe import XmlRejected, parse_xml
-from services.errors import PermanentError, TransientError
-from services.logs import get_logger
-from services.messaging.clients import KafkaSecurity, sync_producer_config
-from services.messaging.topology import CREATED
-from services.remd import names as remd_names
+from producer import cda, events, nsi
+from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
+from producer.errors import PermanentError, TransientError
+from producer.kafka import KafkaSecurity, sync_producer_config
+from producer.topology import CREATED
+from producer.xmlsafe import XmlRejected, parse_xml
 
 CREATED_TOPIC = CREATED.name
 
 __all__ = ["CREATED_TOPIC", "META_FIELDS", "DocumentPublisher", "InvalidDocument", "PublishError",
            "PublishedEvent", "build_created_data", "build_created_event"]
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 #: keys a caller may pass in ``meta``; each is cross-checked against the document
 META_FIELDS = ("localUid", "documentNumber", "departmentOid", "creationTime", "patientSnils", "signerSnils",
@@ -202,8 +199,8 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
                            "the signer's speciality code has no codeSystemVersion", "MISSING_FIELD")
 
     def signer(s: cda.Signer) -> dict[str, Any]:
-        role_code, role_version = roles.get(s.snils, (remd_names.DEFAULT_SIGNER_ROLE,
-                                                      remd_names.DEFAULT_SIGNER_ROLE_VERSION))
+        role_code, role_version = roles.get(s.snils, (events.DEFAULT_SIGNER_ROLE,
+                                                      events.DEFAULT_SIGNER_ROLE_VERSION))
         out = {"role": s.role, "snils": s.snils, "family": s.family, "given": s.given, "patronymic": s.patronymic,
                "localId": s.local_id, "positionCode": s.position_code, "specialityCode": s.speciality_code,
                "positionCodeSystemVersion": s.position_version, "specialityCodeSystemVersion": s.speciality_version,
@@ -243,7 +240,7 @@ def _signer_roles(raw: Any, doc_snils: set[str | None]) -> dict[str, tuple[str, 
         if _digits(snils) not in doc_snils:
             raise _invalid("signerRoles", "a role for a СНИЛС that is not a signer of the document", "META_MISMATCH")
         if isinstance(value, str) and value:
-            out[_digits(snils)] = (value, remd_names.DEFAULT_SIGNER_ROLE_VERSION)
+            out[_digits(snils)] = (value, events.DEFAULT_SIGNER_ROLE_VERSION)
         elif isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"] \
                 and isinstance(value.get("codeSystemVersion"), str) and value["codeSystemVersion"]:
             out[_digits(snils)] = (value["code"], value["codeSystemVersion"])
@@ -256,9 +253,9 @@ def _recipient(recipient: cda.Recipient | None) -> dict[str, Any] | None:
     if recipient is None:
         return None
     if recipient.organization_oid:
-        return {"kind": remd_names.RECIPIENT_MEDICAL_ORGANIZATION, "organizationOid": recipient.organization_oid,
+        return {"kind": events.RECIPIENT_MEDICAL_ORGANIZATION, "organizationOid": recipient.organization_oid,
                 "snils": None}
-    return {"kind": remd_names.RECIPIENT_PATIENT_REPRESENTATIVE, "organizationOid": None, "snils": recipient.snils}
+    return {"kind": events.RECIPIENT_PATIENT_REPRESENTATIVE, "organizationOid": None, "snils": recipient.snils}
 
 
 def read_document(document_bytes: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> cda.CdaMetadata:
@@ -299,8 +296,8 @@ class DocumentPublisher:
     ``inline_limit`` bytes (default 256 KiB). ``client_id``: Kafka client id, also the event ``source``
     and ``systemId`` unless ``system_id`` is given. ``timeout``: seconds to wait for each acknowledgement
     (default 30). ``max_bytes``: largest document accepted (default 50 MiB). ``security``: TLS/SASL to
-    the brokers, a ``services.messaging.clients.KafkaSecurity`` (default plaintext;
-    ``KafkaSecurity.from_settings(Settings.from_env())`` reads the ``KAFKA_SSL_*``/``KAFKA_SASL_*`` variables).
+    the brokers, a ``producer.kafka.KafkaSecurity`` (default plaintext;
+    ``services.messaging.clients.security_from(Settings.from_env())`` reads the ``KAFKA_SSL_*``/``KAFKA_SASL_*`` variables).
     """
 
     def __init__(self, bootstrap_servers: str, *, store: DocumentStore | None = None, client_id: str = "emd-mis",
@@ -339,8 +336,8 @@ class DocumentPublisher:
         except Exception as exc:
             raise PublishError(f"broker did not acknowledge document {local_uid}: {exc.__class__.__name__}: {exc}",
                                local_uid=local_uid, event_id=event["eventId"]) from exc
-        log.info("document published", kind=event["data"]["kind"], event_id=event["eventId"],
-                 partition=meta.partition, offset=meta.offset)
+        log.info("document published", extra={"kind": event["data"]["kind"], "event_id": event["eventId"],
+                                               "partition": meta.partition, "offset": meta.offset})
         return PublishedEvent(local_uid=local_uid, event_id=event["eventId"], topic=meta.topic,
                               partition=meta.partition, offset=meta.offset)
 
@@ -353,7 +350,7 @@ class DocumentPublisher:
             self._producer.flush(timeout=self.timeout)
             self._producer.close(timeout=self.timeout)
         except KafkaError as exc:
-            log.warning("closing with unconfirmed sends (each already raised PublishError)", error=str(exc))
+            log.warning("closing with unconfirmed sends (each already raised PublishError)", extra={"error": str(exc)})
             try:
                 self._producer.close(timeout=0)
             except KafkaError:

@@ -9,24 +9,31 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
+from typing import Any
 
-#: command modules, in the order ``emd --help`` lists them
+#: the deployable's command modules, in the order ``emd --help`` lists them
 COMMAND_MODULES = [
-    "services.commands.broker_cmd",     # emd broker, emd topics
-    "producer.cli",                     # emd publish
+    "services.commands.topics_cmd",     # emd topics
+    "services.commands.publish_cmd",    # emd publish
     "services.commands.sign_cmd",       # emd sign, emd verify (detached CAdES-BES)
     "services.commands.worker_cmd",     # emd worker NAME [--check]
     "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",     # emd config
-    "services.commands.emulator_cmd",   # emd emulator (ИПС/РЭМД sandbox)
-    "services.commands.certs_cmd",      # emd certs check / dev-config
+    "services.commands.certs_cmd",      # emd certs check
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
-    "services.commands.run_cmd",        # emd run, emd demo (the whole pipeline locally)
     "services.commands.dlq_cmd",        # emd dlq list/show/export/ticket/replay
     "services.commands.clinic_cmd",     # emd clinic list/check/test/promote/suspend
     "services.commands.console_cmd",    # emd console (support console in a browser), add-user
-    "services.commands.bench_cmd",      # emd bench (throughput, latency, CPU per document)
 ]
+#: installed packages add commands under this entry-point group (the development tooling, emd-lab, adds
+#: ``emd run``, ``emd demo``, ``emd broker``, ``emd emulator``, ``emd bench`` and ``emd certs dev-config``);
+#: the deployable never names them, so a production install simply has none
+PLUGIN_GROUP = "emd.commands"
+
+
+def _plugins() -> list[Any]:
+    return [ep.load() for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(created → signed → sent → acknowledged).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in [*map(importlib.import_module, COMMAND_MODULES), *_plugins()]:
+        module.register(sub)
     return parser
 
 

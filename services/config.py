@@ -5,8 +5,8 @@ a setting (``tests/test_config.py`` holds the same list and fails on any other r
 
 * ``services/crypto/keys.py`` (``read_password``): a key's password from the variable the organisations
   file or ``emd sign --password-env`` names, so a secret need not sit in a file;
-* ``services/dev/samples.py``: ``EMD_SHARED_DIR``, where development tooling finds the full sample corpus;
-* ``services/dev/supervisor.py``: passes the whole environment on to the local pipeline's child processes.
+* ``lab/dev/samples.py``: ``EMD_SHARED_DIR``, where development tooling finds the full sample corpus;
+* ``lab/dev/supervisor.py``: passes the whole environment on to the local pipeline's child processes.
 
 Each field documents its variable; ``emd config`` prints the effective values
 (secrets masked). Defaults are the local development set-up: a broker spawned on loopback,
@@ -22,12 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from services.errors import ConfigurationError
-
-#: documents up to this size travel inline in their created event (256 KiB); the default of every inline limit
-INLINE_DOCUMENT_LIMIT = 256 * 1024
-#: the largest СЭМД accepted (50 MiB); the default of every document size limit
-MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES
+from producer.errors import ConfigurationError
 
 _SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")

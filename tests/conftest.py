@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from services.messaging.broker import LocalBroker
+from lab.broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 Each ``pipeline_lab(...)`` starts a fresh local broker (the pipeline's topic names are fixed, so a test that
 runs whole workers must not share a broker with other tests), creates the topics, starts a
-:class:`~services.dev.local_pipeline.LocalPipeline` on it, and follows the documents with a
-:class:`~services.dev.watch.PipelineWatcher` that reads the topics themselves. Children are real
+:class:`~lab.dev.local_pipeline.LocalPipeline` on it, and follows the documents with a
+:class:`~lab.dev.watch.PipelineWatcher` that reads the topics themselves. Children are real
 ``emd`` processes, so a test can ``kill -9`` one and restart it.
 
 Timings are short (retry base 1 s, breaker cool-down 2 s, RATE_LIMIT pause 3 s, read timeout 5 s) so faults resolve within a
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.dev.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.dev.watch import PipelineWatcher, Snapshot
-from services.messaging.broker import LocalBroker
-from services.messaging.topology import ensure_topics
+from lab.broker import LocalBroker
+from lab.dev.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
+from lab.dev.samples import REPOSITORY_SAMPLES
+from lab.dev.watch import PipelineWatcher, Snapshot
+from producer.topology import ensure_topics
 from tests.kafka_helpers import read_all
 
 #: settings that make transient faults resolve within seconds (a test run, not production)
@@ -114,7 +114,7 @@ def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes
     """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``.
 
     ``configure``: edits the organisations configuration before the children start
-    (:class:`~services.dev.local_pipeline.LocalPipeline`'s ``configure``).
+    (:class:`~lab.dev.local_pipeline.LocalPipeline`'s ``configure``).
     """
     docs = documents(count) if docs is None else docs
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:
@@ -152,7 +152,7 @@ def acknowledged_counts(lab: Lab) -> dict[str, int]:
 
 def dead_letter_keys(lab: Lab) -> set[str]:
     """localUids on any dead-letter topic of the pipeline."""
-    from services.messaging.topology import DEAD_LETTER_TOPICS
+    from producer.topology import DEAD_LETTER_TOPICS
 
     return {r.key.decode() for t in DEAD_LETTER_TOPICS for r in lab.topic(t.name, idle=1.0) if r.key}
 
@@ -177,7 +177,7 @@ def wait_progress(lab: Lab, *, acknowledged: int, timeout: float = 300.0) -> int
 
 def acknowledged_emdr_ids(lab: Lab) -> dict[str, set[str]]:
     """localUid → every emdrId its acknowledged records carry (one per document, however many records)."""
-    from services import events
+    from producer import events
 
     out: dict[str, set[str]] = {}
     for r in lab.topic("emd.document.acknowledged"):

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.messaging.broker import free_port
+from lab.broker import free_port
 
 
 class PostgresUnavailable(RuntimeError):

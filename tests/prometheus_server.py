@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
-from services.messaging.broker import die_with_parent, free_port
+from lab.broker import free_port
+from services.processes import die_with_parent
 
 
 class PrometheusUnavailable(RuntimeError):

@@ -3,8 +3,7 @@ told (and notes whether each attempt was durable before its request left), and a
 
 from __future__ import annotations
 
-from services import events
-from services.messaging import topology
+from producer import events, topology
 from services.messaging.records import Record
 from services.pipeline.submission import Submitter
 from services.remd.transport import SubmitOutcome

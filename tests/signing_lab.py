@@ -16,13 +16,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.dev.config import dev_credential, write_dev_config
+from lab.dev.mchd import Person, build_mchd, sign_mchd
+from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
+from producer import events
 from producer.client import build_created_event
-from services import events
 from services.crypto import cades
-from services.dev.config import dev_credential, write_dev_config
-from services.dev.mchd import Person, build_mchd, sign_mchd
-from services.dev.pki import DevCA, SubjectInfo, write_pem
-from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services import events
+from producer import events, topology
+from producer.errors import TransientError
 from services import lifecycle as lc
-from services.errors import TransientError
 from services.messaging import deadletter as dl
-from services.messaging import topology
 from services.pipeline import acknowledgment as ack
 from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem, RemdError

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from services import events
+from lab.dev.pki import DevCA, SubjectInfo
+from producer import events
+from producer.ids import normalize_message_id
 from services.crypto.certificates import load_certificate
-from services.dev.pki import DevCA, SubjectInfo
-from services.ids import normalize_message_id
 from services.remd import soap
 from services.remd.soap import RegisterResult
 from tests.pipeline_lab import (
@@ -60,8 +60,8 @@ def test_callback_chaos_every_document_acknowledged_once(tmp_path):
 
 
 def _local_uid(data: bytes) -> str:
-    from services.documents import cda
-    from services.documents.xmlsafe import parse_xml
+    from producer import cda
+    from producer.xmlsafe import parse_xml
 
     return cda.extract(parse_xml(data)).local_uid
 

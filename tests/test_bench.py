@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from lab.dev import bench, procstat
 from services.cli import main
-from services.dev import bench, procstat
 
 
 def test_percentile_interpolates_between_ranks():

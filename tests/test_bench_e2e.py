@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from services.dev.samples import REPOSITORY_SAMPLES
+from lab.dev.samples import REPOSITORY_SAMPLES
 
 SUMMARY = re.compile(r"^e2e_docs_per_s=(?P<e2e>\S+) pipeline_cpu_ms_per_doc=(?P<pipeline>\S+) "
                      r"emulator_cpu_ms_per_doc=(?P<emulator>\S+) producer_cpu_ms_per_doc=(?P<producer>\S+) "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from services.messaging import broker
+from lab import broker
 
 
 def test_a_free_port_lies_below_the_range_outgoing_connections_take():

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from asn1crypto import cms, core, tsp
 
+from lab.dev import pki as devpki
+from lab.dev.samples import REPOSITORY_SAMPLES  # noqa: E402
+from producer.errors import ConfigurationError, PermanentError
 from services.crypto import cades, gost, keys
 from services.crypto.certificates import load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
-from services.dev import pki as devpki
-from services.dev.samples import REPOSITORY_SAMPLES  # noqa: E402
-from services.errors import ConfigurationError, PermanentError
 from tests import openssl_gost as ossl
 
 SAMPLE = REPOSITORY_SAMPLES / "AmbCase.xml"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ids import normalize_message_id
+from producer.ids import normalize_message_id
 from services.remd import names as n
 from services.remd import soap
 from services.remd.envelope import is_anonymous

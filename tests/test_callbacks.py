@@ -8,8 +8,8 @@ import pytest
 from lxml import etree
 from structlog.testing import capture_logs
 
-from services.dev.pki import DevCA, SubjectInfo
-from services.errors import PermanentError
+from lab.dev.pki import DevCA, SubjectInfo
+from producer.errors import PermanentError
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.remd import names as n
 from services.remd import soap

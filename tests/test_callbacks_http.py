@@ -1,4 +1,4 @@
-"""The callback endpoint over real HTTP and the real broker (workers/status/callbacks_app.py)."""
+"""The callback endpoint over real HTTP and the real broker (workers/callbacks/worker.py)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import events, lifecycle
+from lab.broker import free_port
+from lab.dev.config import write_dev_config
+from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from producer import events, topology
+from producer.errors import PermanentError
+from producer.ids import new_message_id
+from producer.topology import ensure_topics
+from services import lifecycle
 from services.config import Settings
-from services.dev.config import write_dev_config
-from services.dev.pki import DevCA, SubjectInfo, write_pem
 from services.documents.store import by_reference, document_field, mark_signer_store, store_from_settings
-from services.errors import PermanentError
-from services.ids import new_message_id
-from services.messaging import topology
-from services.messaging.broker import free_port
-from services.messaging.topology import ensure_topics
 from services.pipeline.organizations import load_organizations
 from services.remd import envelope, soap
 from services.remd.soap import RegisterResult, RegistryItem
 from services.remd.wssec import verify_envelope
 from tests.kafka_helpers import read_all
-from workers.status.callbacks_app import serve
+from workers.callbacks.worker import serve
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")

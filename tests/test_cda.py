@@ -1,4 +1,4 @@
-"""services.documents.cda and services.documents.nsi: header extraction from every sample the repository carries, and kind resolution."""
+"""producer.cda and producer.nsi: header extraction from every sample the repository carries, and kind resolution."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
-from services.documents import cda, nsi
-from services.documents.cda import NotCda, extract, parse_hl7_time
-from services.documents.xmlsafe import parse_xml
+from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
+from producer import cda, nsi
+from producer.cda import NotCda, extract, parse_hl7_time
+from producer.xmlsafe import parse_xml
 
 ALL = sorted(p.name for p in SAMPLES.glob("*.xml"))
 
-#: 1520 kind per sample, as services/data/samples/SOURCES.md lists it (None = legacy template, no 1520 row)
+#: 1520 kind per sample, as lab/data/samples/SOURCES.md lists it (None = legacy template, no 1520 row)
 KINDS = {
     "AmbCase.xml": None, "AmbCasev4.xml": "92", "AmbStagedV2.xml": "200", "BirthCertificate.xml": "76",
     "CertOnPayForMedServ.xml": "100", "ConclusionVaccineComplication.xml": "142", "Consult.xml": None,

@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
+from lab.dev import pki as devpki
+from producer.errors import PermanentError
 from services.crypto import gost
 from services.crypto.certificates import load_certificate
-from services.dev import pki as devpki
-from services.errors import PermanentError
 from tests import openssl_gost as ossl
 
 UTC = dt.UTC
@@ -117,7 +117,7 @@ def test_one_der_is_parsed_once_and_shared():
 
 def test_issued_by_checks_the_issuer_name_and_its_signature():
     """A certificate is issued by its CA; not by another CA, even one that took the same name."""
-    from services.dev.pki import DevCA, SubjectInfo
+    from lab.dev.pki import DevCA, SubjectInfo
 
     ca, impostor, other = DevCA.create("Тестовый УЦ"), DevCA.create("Тестовый УЦ"), DevCA.create("Другой УЦ")
     _, cert = ca.issue(subject=SubjectInfo("Иванов", "Иван Иванович", snils="11223344595"))

@@ -9,8 +9,8 @@ import logging
 import pytest
 import structlog
 
+from lab.dev.pki import DevCA, SubjectInfo, write_pem
 from services.cli import main as emd
-from services.dev.pki import DevCA, SubjectInfo, write_pem
 from services.pipeline.organizations import load_organizations
 
 

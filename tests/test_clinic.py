@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.dev.config import write_dev_config
 from services.desk import readiness
-from services.dev.config import write_dev_config
 from services.lifecycle import desk
 from services.pipeline.organizations import load_organizations
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from producer.errors import ConfigurationError
 from services.config import Settings, settings_table_markdown
-from services.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_secrets_are_masked_in_the_description():
 
 def test_only_the_config_module_reads_the_environment():
     """No module but services/config.py and the three its docstring names reads os.environ directly."""
-    allowed = {"services/config.py", "services/crypto/keys.py", "services/dev/samples.py", "services/dev/supervisor.py"}
+    allowed = {"services/config.py", "services/crypto/keys.py", "lab/dev/samples.py", "lab/dev/supervisor.py"}
     import services.config
 
     assert all(f"``{name}``" in services.config.__doc__ for name in allowed - {"services/config.py"})

@@ -9,11 +9,11 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from lab.dev.config import write_dev_config
 from services.console import auth
 from services.console.app import Console, make_app
 from services.console.index import DeadLetterIndex
 from services.desk.replay import Summary
-from services.dev.config import write_dev_config
 from services.lifecycle import desk, open_store
 from services.pipeline.organizations import load_organizations
 from tests.test_dlq_cmd import ORG, _letter

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 
+from lab.broker import LocalBroker, free_port
+from lab.dev.config import write_dev_config
+from producer.topology import ensure_topics
 from services.console.auth import add_user
-from services.dev.config import write_dev_config
 from services.messaging import deadletter as dl
-from services.messaging.broker import LocalBroker, free_port
-from services.messaging.topology import ensure_topics
 from tests.kafka_helpers import read_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def _publish(bootstrap: str) -> None:
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for uid, mid in MESSAGE_IDS.items():
         failure = dl.Failure(stage="sender", reason="REMD_REJECTED", message="PERSON_NOT_FOUND: Сотрудник не найден в ФРМР",
-                             exception_fqcn="services.errors.PermanentError", remd_code="PERSON_NOT_FOUND",
+                             exception_fqcn="producer.errors.PermanentError", remd_code="PERSON_NOT_FOUND",
                              remd_message="Сотрудник со СНИЛС [..] не найден в ФРМР", category="data",
                              hint="Проверить данные сотрудника в ФРМР", message_ids=(mid,), local_uid=uid,
                              kind="119", organization=ORG)

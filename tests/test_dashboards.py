@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from services.dev import dashboards
+from lab.dev import dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 #: every module that declares metrics on services.metrics.REGISTRY

@@ -146,8 +146,8 @@ def _publish_dead_letters(bootstrap, uids_and_times):
 
 def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(tmp_path):
     """A dead letter written after the replay began is neither replayed nor committed past: the next run takes it."""
-    from services.messaging.broker import LocalBroker
-    from services.messaging.topology import ensure_topics
+    from lab.broker import LocalBroker
+    from producer.topology import ensure_topics
     from tests.kafka_helpers import read_all
 
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:  # its own: the pipeline topic names are fixed
@@ -176,8 +176,8 @@ def test_an_interrupted_replay_resumed_replays_each_record_once(tmp_path):
     """SIGTERM mid-run stops the replay between records (exit 1, 'run again'); the next run replays the rest, each once."""
     from collections import Counter
 
-    from services.messaging.broker import LocalBroker
-    from services.messaging.topology import ensure_topics
+    from lab.broker import LocalBroker
+    from producer.topology import ensure_topics
     from tests.kafka_helpers import read_all
 
     uids = [f"doc-{i:03d}" for i in range(40)]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from services.documents import cda
-from services.documents.xmlsafe import parse_xml
+from producer import cda
+from producer.xmlsafe import parse_xml
 from tests.pipeline_lab import Lab, pipeline_lab
 from tests.pipeline_lab import documents as lab_documents
 
@@ -76,8 +76,8 @@ def statuses(lab: Lab) -> dict[str, list[dict]]:
 
 def rejected_and_accepted(count_rejected: int, count_ok: int) -> list[tuple[str, bytes]]:
     """Documents whose fresh localUid the emulator's ``rejections`` scenario rejects (and some it registers)."""
-    from services.dev.local_pipeline import as_new_document
-    from services.emulator.faults import rejection_for
+    from lab.dev.local_pipeline import as_new_document
+    from lab.emulator.faults import rejection_for
 
     base = lab_documents(1)[0]
     out, n = [], 0
@@ -100,7 +100,7 @@ def desk_env(lab: Lab) -> dict[str, str]:
 def test_support_journey_after_the_rejections_scenario(tmp_path):
     """After the rejections scenario: list --json, CSV export, ticket and show (with the signed request) carry the
     MessageID the emulator logged; scenario ok + replay acknowledges each once; replaying again registers nothing."""
-    from services.ids import normalize_message_id
+    from producer.ids import normalize_message_id
 
     chosen = rejected_and_accepted(2, 2)
     docs = [(f"doc{i}", data) for i, (_, data) in enumerate(chosen)]
@@ -165,7 +165,7 @@ def test_support_journey_after_the_rejections_scenario(tmp_path):
         oid = cda.extract(parse_xml(docs[0][1])).organization_oid
         refused = clinic(lab, "promote", oid)
         assert refused.returncode == 1 and "emd clinic test" in refused.stderr, refused.stderr
-        from services.dev.local_pipeline import as_new_document
+        from lab.dev.local_pipeline import as_new_document
         test_doc = tmp_path / "test-document.xml"
         test_doc.write_bytes(as_new_document(docs[0][1]))
         tested = clinic(lab, "test", oid, "--document", str(test_doc), "--timeout", "240")

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from producer.errors import ConfigurationError, PermanentError, TransientError
 from services.config import Settings
 from services.documents.store import (
     DocumentStore,
@@ -23,7 +24,6 @@ from services.documents.store import (
     sigv4_sign,
     store_from_settings,
 )
-from services.errors import ConfigurationError, PermanentError, TransientError
 
 EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 

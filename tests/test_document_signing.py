@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from producer.errors import PermanentError
 from services.crypto import cades
-from services.errors import PermanentError
 from services.metrics import REGISTRY
 from services.pipeline.organizations import load_organizations
 from services.pipeline.signing import check_document, sign_document, update_expiry_metrics
@@ -191,7 +191,7 @@ def test_expiry_gauges_carry_no_serial_or_mchd_number(setup):
 
 def test_kind_without_mo_sign_gets_no_organisation_signature(setup, monkeypatch):
     """When НСИ 1520 says the kind needs no MO_SIGN, only the doctors sign and organization is null."""
-    from services.documents import cda
+    from producer import cda
 
     _, config = setup
     monkeypatch.setattr(cda.CdaMetadata, "requires_organization_signature", property(lambda self: False))

@@ -3,8 +3,8 @@ status worker reconciles NOT_UNIQUE_PROVIDED_ID by asking the emulator's registr
 
 from __future__ import annotations
 
-from services.documents import cda
-from services.documents.xmlsafe import parse_xml
+from producer import cda
+from producer.xmlsafe import parse_xml
 from tests.pipeline_lab import (
     acknowledged_emdr_ids,
     dead_letter_keys,

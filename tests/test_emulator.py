@@ -16,15 +16,15 @@ import httpx
 import pytest
 from lxml import etree
 
+from lab.dev.pki import DevCA, SubjectInfo
+from lab.dev.samples import REPOSITORY_SAMPLES
+from lab.emulator import Emulator, Rule, System, rejection_for
+from lab.emulator.faults import SCENARIOS
+from producer.cda import HL7, extract
+from producer.errors import PermanentError
+from producer.ids import normalize_message_id
+from producer.xmlsafe import parse_xml
 from services.crypto import cades
-from services.dev.pki import DevCA, SubjectInfo
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.documents.cda import HL7, extract
-from services.documents.xmlsafe import parse_xml
-from services.emulator import Emulator, Rule, System, rejection_for
-from services.emulator.faults import SCENARIOS
-from services.errors import PermanentError
-from services.ids import normalize_message_id
 from services.remd import names as n
 from services.remd import soap
 from services.remd.soap import Coded, OrgSignature, Patient, PersonalSignature, Registration, Signer
@@ -393,7 +393,7 @@ def test_ips_variants_scenario_sends_every_shape_and_asks_again_by_emdr_id(world
     anonymous URIs, every relatesToMessage spelling (each normalising to the request's MessageID), kind forms,
     registrationDate and ...DateTime, warnings; each registered document is then asked for by emdrId and served
     exactly its registered bytes."""
-    from services.emulator.variants import DIMENSIONS
+    from lab.emulator.variants import DIMENSIONS
 
     emu, mis = world("ips-variants")
     count = max(len(options) for options in DIMENSIONS.values())
@@ -423,7 +423,7 @@ def test_n3_face_takes_a_case_and_registers_it_in_the_same_registry(world, pki):
     import asyncio
     from datetime import date
 
-    from services.remd.n3_transport import N3Transport
+    from services.remd._transports.n3 import N3Transport
     from services.remd.transport import LookupRequest, SubmitRequest
 
     token = "6f1c0e2a-1111-4222-8333-944455556666"
@@ -771,7 +771,7 @@ def test_without_a_state_dir_a_restart_forgets(world, pki):
 
 def test_state_dir_skips_a_registration_cut_short_by_a_kill(tmp_path):
     """A registry line torn by kill -9 is left out on restart (its callback never left); whole lines are kept."""
-    from services.emulator.state import StateDir
+    from lab.emulator.state import StateDir
 
     state = StateDir(tmp_path)
     state.append_record({"local_uid": "a"})

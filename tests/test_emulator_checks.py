@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.documents import nsi
-from services.documents.cda import extract
-from services.documents.xmlsafe import parse_xml
-from services.emulator.checks import cross_check
+from lab.dev.samples import REPOSITORY_SAMPLES
+from lab.emulator.checks import cross_check
+from producer import nsi
+from producer.cda import extract
+from producer.xmlsafe import parse_xml
 from services.remd.soap import Coded, Patient, PersonalSignature, Registration, Signer
 
 # the Ministry example uses one СНИЛС for its author (Сидоров) and its legal authenticator (Николаев)

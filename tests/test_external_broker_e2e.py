@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.messaging.broker import free_port
+from lab.broker import free_port
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from services import events
-from services.emulator.variants import shape_for
+from lab.emulator.variants import shape_for
+from producer import events
 from tests.pipeline_lab import acknowledged_counts, dead_letter_keys, pipeline_lab, registered_counts
 
 DOCUMENTS = 200

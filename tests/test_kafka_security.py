@@ -10,10 +10,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from producer.client import DocumentPublisher
+from producer.errors import ConfigurationError
+from producer.kafka import KafkaSecurity, sync_producer_config
+from producer.topology import CREATED, Topic, ensure_topics
 from services.config import Settings
-from services.errors import ConfigurationError
-from services.messaging.clients import KafkaSecurity, aio_producer_config, sync_producer_config
-from services.messaging.topology import CREATED, Topic, ensure_topics
+from services.messaging.clients import aio_producer_config, security_from
 from tests.kafka_helpers import read_all
 from tests.test_producer import GOOD  # the producer tests' valid СЭМД
 from tests.tls_front import TlsBroker, make_pki
@@ -41,12 +42,12 @@ def _tls_env(pki, bootstrap: str) -> dict[str, str]:
 class TestSettings:
     def test_plaintext_is_the_default(self):
         """With no security variables, clients speak plaintext and get no TLS or SASL options."""
-        security = KafkaSecurity.from_settings(Settings.from_env({}))
+        security = security_from(Settings.from_env({}))
         assert {"security_protocol": "PLAINTEXT"} == security.aiokafka_options() == security.kafka_python_options()
 
     def test_sasl_scram_over_tls_is_spelt_for_both_libraries(self, pki):
         """SASL_SSL with SCRAM-SHA-512 gives aiokafka a verifying SSLContext and kafka-python the CA file."""
-        security = KafkaSecurity.from_settings(Settings.from_env({
+        security = security_from(Settings.from_env({
             "KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_MECHANISM": "scram-sha-512",
             "KAFKA_SASL_USERNAME": "emd-sender", "KAFKA_SASL_PASSWORD": "s3cret", "KAFKA_SSL_CA_FILE": str(pki["ca.pem"])}))
         aio = security.aiokafka_options()
@@ -88,7 +89,7 @@ class TestSettings:
     def test_an_inconsistent_setting_fails_at_start_naming_the_variable(self, env, names):
         """A protocol, mechanism, missing credential or missing file is refused when the settings are read."""
         with pytest.raises(ConfigurationError, match=names):
-            KafkaSecurity.from_settings(Settings.from_env(env))
+            security_from(Settings.from_env(env))
 
     def test_the_producer_library_keeps_idempotence_with_security(self, pki):
         """The МИС producer config under TLS still asks for acks=all and idempotence."""
@@ -99,7 +100,7 @@ class TestSettings:
 class TestOverMutualTls:
     def test_topics_are_created_over_tls(self, tls_broker, pki):
         """ensure_topics reaches a TLS-only cluster with the client certificate."""
-        security = KafkaSecurity.from_settings(Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers)))
+        security = security_from(Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers)))
         created = ensure_topics(tls_broker.bootstrap_servers, partitions=1, topics=(CREATED, Topic("emd.tls", "t")),
                                 security=security)
         assert sorted([CREATED.name, "emd.tls"]) == sorted(created)
@@ -109,7 +110,7 @@ class TestOverMutualTls:
         """A worker's aiokafka producer, configured from the environment, writes through mutual TLS."""
         settings = Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers))
         ensure_topics(tls_broker.bootstrap_servers, partitions=1, topics=(Topic("emd.tls", "t"),),
-                      security=KafkaSecurity.from_settings(settings))
+                      security=security_from(settings))
 
         async def send() -> None:
             producer = AIOKafkaProducer(**aio_producer_config(settings, client_id="tls-test"))
@@ -127,8 +128,8 @@ class TestOverMutualTls:
         """DocumentPublisher with KafkaSecurity publishes a document through mutual TLS."""
         settings = Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers))
         ensure_topics(tls_broker.bootstrap_servers, partitions=1, topics=(CREATED,),
-                      security=KafkaSecurity.from_settings(settings))
-        with DocumentPublisher(tls_broker.bootstrap_servers, security=KafkaSecurity.from_settings(settings)) as pub:
+                      security=security_from(settings))
+        with DocumentPublisher(tls_broker.bootstrap_servers, security=security_from(settings)) as pub:
             published = pub.publish(GOOD.read_bytes())
         records = read_all(tls_broker.bootstrap_servers, CREATED.name, **_read_tls(pki))
         assert published.local_uid.encode() in [r.key for r in records]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from producer.errors import PermanentError
 from services.crypto import gost, keys
-from services.errors import PermanentError
 from tests import openssl_gost as ossl
 
 

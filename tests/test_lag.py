@@ -9,11 +9,11 @@ import uuid
 
 from kafka import KafkaProducer
 
+from producer.topology import Topic, ensure_topics
 from services.config import Settings
 from services.messaging.lag import partition_lag
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage
-from services.messaging.topology import Topic, ensure_topics
 from services.metrics import REGISTRY
 from tests.stage_helpers import running
 

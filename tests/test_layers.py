@@ -1,42 +1,48 @@
 """The dependency rule of docs/architecture.md, checked over the import graph of the code.
 
-Layers, lowest first. A module may import its own unit and any unit of a lower layer, never a unit of the
-same layer or a higher one. Every import counts, including those inside functions (a lazy import is
-still a dependency). The development tooling (``services.dev``, ``services.emulator``) sits above
-everything that runs in production, so nothing but the tooling itself and the commands can import it.
+Three import roots: ``producer`` (the МИС library and the event contract), the deployable pipeline
+(``services``, ``workers``), and ``lab`` (the development tooling). Inside them, layers, lowest first. A module
+may import its own unit and any unit of a lower layer, never a unit of the same layer or a higher one. Every
+import counts: those inside functions (a lazy import is still a dependency) and the modules that
+``importlib.import_module`` loads by name. Inside a unit, the imports form no cycle. The lab sits above
+everything that is deployed, so nothing deployed can import it.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: (layer, its units); a unit is a package or module prefix
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("services.errors", "services.config", "services.logs", "services.metrics", "services.events",
-              "services.ids", "services.reasons")),
+    ("contract", ("producer",)),
+    ("base", ("services.config", "services.logs", "services.metrics", "services.reasons", "services.processes", "services.outcome",
+              "services.telemetry")),
     ("infrastructure", ("services.messaging", "services.documents", "services.lifecycle")),
     ("crypto", ("services.crypto",)),
     ("protocol", ("services.remd",)),
-    ("pipeline", ("services.pipeline", "producer")),
-    ("desk", ("services.desk",)),
-    ("console", ("services.console",)),
-    ("workers", ("workers",)),
-    ("dev tooling", ("services.dev",)),
-    ("emulator", ("services.emulator",)),
+    ("pipeline", ("services.pipeline",)),
+    ("support", ("services.desk",)),
+    ("surfaces", ("services.console", "workers")),
     ("commands", ("services.commands", "services.cli")),
+    ("lab", ("lab",)),
 )
-#: the base modules are one unit: they may import each other (config → errors, logs → config)
-_BASE = LAYERS[0][1]
+#: the base modules are one unit: they may import each other (config → errors, logs → config); so are ``emd``
+#: and its commands
+_BASE = LAYERS[1][1]
+_SAME_UNIT = {"services.cli": "services.commands"}
+#: the import roots that are deployed (the image holds them and nothing else of the repository)
+DEPLOYED = ("producer", "services", "workers")
 
 
 def _unit_of(module: str) -> tuple[int, str] | None:
     for rank, (_, units) in enumerate(LAYERS):
         for unit in units:
             if module == unit or module.startswith(unit + "."):
-                return rank, ("base" if unit in _BASE else unit)
+                return rank, ("base" if unit in _BASE else _SAME_UNIT.get(unit, unit))
     return None
 
 
@@ -45,11 +51,14 @@ def _is_module(name: str) -> bool:
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
-def imports_of(source: str, module: str, *, is_package: bool = False) -> set[str]:
-    """Every project module ``source`` imports (absolute and relative, at any depth of the code)."""
+def imports_of(source: str, module: str, *, is_package: bool = False, exists: Any = _is_module) -> set[str]:
+    """Every project module ``source`` imports: absolute and relative, at any depth of the code, and every
+    module named by a string where the code loads modules by name (``importlib.import_module``)."""
     found: set[str] = set()
     package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    by_name = "import_module" in source or "__import__" in source
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -58,11 +67,15 @@ def imports_of(source: str, module: str, *, is_package: bool = False) -> set[str
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            # `from services import events` imports the module services.events; `from services.events
-            # import encode` imports services.events itself
+            # `from producer import events` imports the module producer.events; `from producer.events
+            # import encode` imports producer.events itself
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                found.add(sub if _is_module(sub) else target)
+                found.add(sub if exists(sub) else target)
+        elif by_name and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name = node.value.split(":")[0]
+            if _unit_of(name) is not None and exists(name):
+                found.add(name)
     return {m for m in found if _unit_of(m) is not None}
 
 
@@ -82,8 +95,57 @@ def violations(module: str, source: str, *, is_package: bool = False) -> list[st
     return out
 
 
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph`` (module → modules it imports), each as a sorted list of its modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def unit_cycles(sources: dict[str, tuple[str, bool]]) -> list[list[str]]:
+    """Cycles among the modules of one unit (``{module: (source, is_package)}``); a package's ``__init__``
+    importing its own modules is how a package exposes them, not a cycle."""
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        own = _unit_of(module)
+        found = imports_of(source, module, is_package=is_package, exists=lambda n: n in sources or _is_module(n))
+        graph[module] = {t for t in found
+                         if t != module and t in sources and _unit_of(t) == own
+                         and not (is_package and t.startswith(module + "."))
+                         and not sources[t][1]}
+    return cycles(graph)
+
+
 def project_modules() -> list[tuple[str, Path]]:
-    paths = [*ROOT.glob("services/**/*.py"), *ROOT.glob("workers/**/*.py"), *ROOT.glob("producer/**/*.py")]
+    paths = [p for root in ("services", "workers", "producer", "lab") for p in ROOT.glob(f"{root}/**/*.py")]
     out = []
     for path in sorted(paths):
         parts = path.relative_to(ROOT).with_suffix("").parts
@@ -91,10 +153,13 @@ def project_modules() -> list[tuple[str, Path]]:
     return out
 
 
+def _sources() -> dict[str, tuple[str, bool]]:
+    return {m: (p.read_text(encoding="utf-8"), p.name == "__init__.py") for m, p in project_modules()}
+
+
 def test_every_module_belongs_to_a_layer():
     """Each module of the code base is placed in exactly one layer of the rule."""
-    unplaced = [m for m, _ in project_modules() if m not in ("services", "workers", "producer")
-                and _unit_of(m) is None]
+    unplaced = [m for m, _ in project_modules() if m not in ("services", "workers") and _unit_of(m) is None]
     assert unplaced == []
 
 
@@ -106,6 +171,18 @@ def test_no_module_imports_a_higher_layer_or_a_peer():
     assert found == []
 
 
+def test_no_unit_has_an_import_cycle():
+    """Inside every unit, no module imports (even lazily) a module that imports it back."""
+    assert unit_cycles(_sources()) == []
+
+
+def test_the_contract_imports_nothing_of_the_pipeline():
+    """``producer`` (the МИС library) is the lowest layer: it imports nothing of ``services``, ``workers`` or ``lab``."""
+    found = [(m, t) for m, (source, pkg) in _sources().items() if m.startswith("producer")
+             for t in imports_of(source, m, is_package=pkg) if not t.startswith("producer")]
+    assert found == []
+
+
 def test_the_check_catches_a_lower_layer_importing_a_higher_one():
     """A crypto module importing the pipeline, even lazily inside a function, is reported."""
     source = "def f():\n    from services.pipeline import submission\n"
@@ -113,10 +190,24 @@ def test_the_check_catches_a_lower_layer_importing_a_higher_one():
         "services.crypto.fake (crypto) imports services.pipeline.submission (pipeline)"]
 
 
-def test_the_check_catches_production_code_importing_the_dev_tooling():
+def test_the_check_catches_the_deployable_importing_the_lab():
     """The pipeline importing the development PKI is reported."""
-    assert violations("services.pipeline.fake", "from services.dev import pki\n") == [
-        "services.pipeline.fake (pipeline) imports services.dev.pki (dev tooling)"]
+    assert violations("services.pipeline.fake", "from lab.dev import pki\n") == [
+        "services.pipeline.fake (pipeline) imports lab.dev.pki (lab)"]
+
+
+def test_the_check_catches_an_importlib_edge_that_breaks_the_rule():
+    """A deployed module loading the emulator by name through importlib is reported like an import."""
+    source = "import importlib\n\ndef f():\n    return importlib.import_module('lab.emulator.server')\n"
+    assert violations("services.commands.fake", source) == [
+        "services.commands.fake (commands) imports lab.emulator.server (lab)"]
+
+
+def test_the_check_catches_a_cycle_inside_a_unit():
+    """Two modules of one unit importing each other (one of them lazily) are a cycle."""
+    sources = {"services.crypto.fake_a": ("from services.crypto import fake_b\n", False),
+               "services.crypto.fake_b": ("def f():\n    from services.crypto import fake_a\n", False)}
+    assert unit_cycles(sources) == [["services.crypto.fake_a", "services.crypto.fake_b"]]
 
 
 def test_the_check_catches_peers_importing_each_other():
@@ -132,9 +223,7 @@ def test_the_check_allows_imports_within_a_unit_and_downwards():
 
 
 def test_services_top_level_stays_small():
-    """``services/`` keeps at most 10 modules at its top, at least 5 subpackages, and no module over 600 lines."""
+    """``services/`` keeps at most 10 modules at its top and at least 5 subpackages."""
     top = [p for p in (ROOT / "services").glob("*.py") if p.name != "__init__.py"]
     packages = [p for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()]
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "services").rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
-    assert len(top) <= 10 and len(packages) >= 5 and long == {}
+    assert len(top) <= 10 and len(packages) >= 5

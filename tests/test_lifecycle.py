@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
+from producer.errors import ConfigurationError, TransientError
 from services import lifecycle as lc
-from services.errors import ConfigurationError, TransientError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -15,8 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.dev import manifests
-from services.messaging import topology
+from lab.dev import manifests
+from producer import topology
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

@@ -13,12 +13,12 @@ from collections import defaultdict
 from itertools import zip_longest
 from typing import Any
 
-from services.dev.local_pipeline import as_new_document, sample_documents
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.documents import cda
-from services.documents.xmlsafe import parse_xml
+from lab.broker import free_port
+from lab.dev.local_pipeline import as_new_document, sample_documents
+from lab.dev.samples import REPOSITORY_SAMPLES
+from producer import cda
+from producer.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
-from services.messaging.broker import free_port
 from tests.pipeline_lab import Lab, acknowledged_counts, dead_letter_keys, pipeline_lab, registered_counts
 
 BROKEN_DOCS, HEALTHY_CLINICS, DOCS_PER_HEALTHY = 8, 3, 4

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from lxml import etree
 
+from lab.dev.mchd import Person, build_mchd, sign_mchd
+from lab.dev.pki import DevCA, SubjectInfo
+from producer.errors import PermanentError
 from services.crypto import mchd
-from services.dev.mchd import Person, build_mchd, sign_mchd
-from services.dev.pki import DevCA, SubjectInfo
-from services.errors import PermanentError
 
 ORG = {"organization_name": "ГБУЗ «Городская поликлиника № 1»", "organization_inn": "7701234567",
        "organization_ogrn": "1027700000001", "organization_kpp": "770101001"}
@@ -163,7 +163,7 @@ class TestTerms:
             terms(mchd.parse_mchd(make_xml()), at=datetime(2026, 6, 1))
 
 
-# -- with real GOST signatures and certificates from services.dev.pki ---------------------------------
+# -- with real GOST signatures and certificates from lab.dev.pki ---------------------------------
 
 NOW = datetime.now(UTC)
 

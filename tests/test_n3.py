@@ -9,11 +9,12 @@ from datetime import date
 import httpx
 import pytest
 
-from services.errors import TransientError
+from producer.errors import TransientError
 from services.remd import n3, soap
 from services.remd import n3_names as names
-from services.remd.n3_transport import N3Transport
-from services.remd.transport import LookupRequest, SubmitRequest, transport_for
+from services.remd._transports.n3 import N3Transport
+from services.remd.transport import LookupRequest, SubmitRequest
+from services.remd.transports import transport_for
 
 DOCUMENT = "<ClinicalDocument xmlns='urn:hl7-org:v3'>СЭМД</ClinicalDocument>".encode()
 TOKEN = "6f1c0e2a-1111-4222-8333-944455556666"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from services.dev.local_pipeline import as_new_document, sample_documents
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.documents import cda
-from services.documents.xmlsafe import parse_xml
-from services.ids import normalize_message_id
+from lab.dev.local_pipeline import as_new_document, sample_documents
+from lab.dev.samples import REPOSITORY_SAMPLES
+from producer import cda
+from producer.ids import normalize_message_id
+from producer.topology import SENT_DLT, SIGNED_DLT
+from producer.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
-from services.messaging.topology import SENT_DLT, SIGNED_DLT
 from tests.pipeline_lab import pipeline_lab, registered_counts
 
 PER_CLINIC = 4

@@ -10,9 +10,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from structlog.testing import capture_logs
 
+from lab.dev.config import write_dev_config
+from producer.errors import ConfigurationError, PermanentError
 from services.crypto import mchd
-from services.dev.config import write_dev_config
-from services.errors import ConfigurationError, PermanentError
 from services.pipeline import organizations as orgs
 from services.pipeline.organizations import load_organizations
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from services import events
+from producer import events, topology
 from services.messaging import deadletter as dl
-from services.messaging import topology
 from services.messaging.records import Record
 from services.pipeline import status
 

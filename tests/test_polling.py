@@ -7,14 +7,14 @@ import datetime as dt
 
 import pytest
 
+from lab.dev.config import write_dev_config
+from producer import topology
 from services import lifecycle as lc
-from services.dev.config import write_dev_config
-from services.messaging import topology
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
 from services.pipeline.polling import DeadlineScanner, PollScanner, RegistryPoller, deadline_of, poll_of
 from services.remd import soap
-from services.remd.transport import Transports
+from services.remd.transports import Transports
 
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
 M1 = "11111111-1111-4111-8111-111111111111"

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
+from producer import events
 from producer.client import (
     CREATED_TOPIC,
     DocumentPublisher,
     InvalidDocument,
     build_created_event,
 )
-from services import events
+from producer.topology import CREATED, ensure_topics
 from services.cli import main as emd
-from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from services.documents.store import FilesystemStore, document_bytes
-from services.messaging.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
 from tests.signing_lab import accepted_samples, refused_samples
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from lab.broker import LocalBroker
+from lab.dev.samples import REPOSITORY_SAMPLES
 from producer.client import DocumentPublisher, PublishError
-from services.dev.samples import REPOSITORY_SAMPLES
+from producer.topology import CREATED, ensure_topics
 from services.documents.store import FilesystemStore
-from services.messaging.broker import LocalBroker
-from services.messaging.topology import CREATED, ensure_topics
 from tests.kafka_helpers import read_all
 
 DOC = REPOSITORY_SAMPLES / "ConsultRedaction4.xml"

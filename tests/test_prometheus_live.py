@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from services.dev import dashboards
-from services.dev.local_pipeline import as_new_document
-from services.emulator import rejection_for
+from lab.dev import dashboards
+from lab.dev.local_pipeline import as_new_document
+from lab.emulator import rejection_for
 from tests.pipeline_lab import documents, pipeline_lab
 from tests.prometheus_server import PrometheusServer, PrometheusUnavailable
 

@@ -20,7 +20,7 @@ def raised_reasons() -> dict[str, str]:
     paths = [*ROOT.glob("services/**/*.py"), *ROOT.glob("workers/**/*.py"), *ROOT.glob("producer/**/*.py")]
     for path in paths:
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith(("services/dev/", "services/emulator/")):
+        if rel.startswith(("lab/dev/", "lab/emulator/")):
             continue
         for match in RAISED.finditer(path.read_text(encoding="utf-8")):
             found.setdefault(match.group(1) or match.group(2), rel)

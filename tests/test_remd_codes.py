@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from services.dev.samples import PROTOCOL_BRIEF as BRIEF  # noqa: E402
+from lab.dev.samples import PROTOCOL_BRIEF as BRIEF  # noqa: E402
 from services.remd import codes as remd_codes
 from services.remd.codes import CODES, classify
 

@@ -7,12 +7,11 @@ import json
 
 import pytest
 
-from services import events
-from services.dev.config import write_dev_config
+from lab.dev.config import write_dev_config
+from producer import events, topology
+from producer.errors import PermanentError
 from services.documents.store import FilesystemStore
-from services.errors import PermanentError
 from services.lifecycle import desk
-from services.messaging import topology
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations

@@ -8,13 +8,13 @@ import uuid
 
 from kafka import KafkaProducer
 
+from producer.errors import PermanentError, TransientError
+from producer.topology import Topic, ensure_topics
 from services.config import Settings
-from services.errors import PermanentError, TransientError
 from services.messaging import deadletter as dl
 from services.messaging.heartbeat import check_health
 from services.messaging.records import Output, Record
 from services.messaging.runtime import RetryPolicy, Stage, Ticker
-from services.messaging.topology import Topic, ensure_topics
 from services.pipeline.status import dead_letter_status
 from tests.kafka_helpers import read_all, wait_until
 from tests.stage_helpers import running
@@ -67,7 +67,7 @@ def test_outputs_are_produced_and_permanent_failures_dead_lettered(broker, tmp_p
     assert dead[0].key == b"doc-3" and json.loads(dead[0].value) == {"n": 3, "bad": True}
     assert h[dl.REASON] == "XSD_INVALID" and h[dl.STAGE] == "rt" and h[dl.ORIGINAL_TOPIC] == names["in"]
     assert h[dl.KIND] == "119" and h[dl.LOCAL_UID] == "doc-3" and h["emd-trace-id"] == "t-1"
-    assert h[dl.EXCEPTION_FQCN] == "services.errors.PermanentError"
+    assert h[dl.EXCEPTION_FQCN] == "producer.errors.PermanentError"
 
 
 def test_an_unexpected_exception_is_dead_lettered_not_fatal(broker, tmp_path):

@@ -13,7 +13,7 @@ import uuid
 
 from kafka import KafkaProducer
 
-from services.messaging.topology import Topic, ensure_topics
+from producer.topology import Topic, ensure_topics
 from tests.kafka_helpers import read_all
 
 RECORDS = 6000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from services.dev import samples
+from lab.dev import samples
 from services.documents import validation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,8 +17,8 @@ MACHINE_PATH = re.compile(r"(?<![\w.~-])/(work|home|root|Users)/\w")
 
 def test_repository_samples_cover_every_packaged_schema_kind():
     """Every kind with a packaged XSD or Schematron has a Ministry example among the repository's samples."""
-    from services.documents.cda import extract
-    from services.documents.xmlsafe import parse_xml
+    from producer.cda import extract
+    from producer.xmlsafe import parse_xml
 
     kinds = {extract(parse_xml(p.read_bytes())).kind_code for p in samples.REPOSITORY_SAMPLES.glob("*.xml")}
     assert set(validation.known_kinds()) <= kinds
@@ -60,7 +60,7 @@ def test_no_file_names_an_absolute_path_of_a_machine():
 def test_a_sample_made_new_still_passes_its_schemas():
     """as_new_document (what emd run/demo publish) keeps a valid sample valid: ConsultRedaction4 with a fresh
     localUid and creation time passes its XSD and the Ministry Schematron, which allows no seconds (У1-15)."""
-    from services.dev.local_pipeline import as_new_document
+    from lab.dev.local_pipeline import as_new_document
 
     data = as_new_document((samples.REPOSITORY_SAMPLES / "ConsultRedaction4.xml").read_bytes(), local_uid="fresh-1")
     report = validation.validate_semd(data, "119")

@@ -1,14 +1,14 @@
-"""СЭМД validation: the Ministry examples give the outcomes recorded in services/data/samples/SOURCES.md."""
+"""СЭМД validation: the Ministry examples give the outcomes recorded in lab/data/samples/SOURCES.md."""
 
 from __future__ import annotations
 
 import pytest
 from lxml import etree
 
-from services.dev.samples import REPOSITORY_SAMPLES
+from lab.dev.samples import REPOSITORY_SAMPLES
+from producer.errors import PermanentError
 from services.documents import schematron as sch
 from services.documents import validation as sv
-from services.errors import PermanentError
 
 SAMPLES = REPOSITORY_SAMPLES
 HL7 = "{urn:hl7-org:v3}"
@@ -142,7 +142,7 @@ def test_schematron_can_be_switched_off():
 
 
 def test_untrusted_bytes_go_through_the_hardened_parser():
-    """Bytes with a DOCTYPE are refused by services.documents.xmlsafe before any schema runs."""
+    """Bytes with a DOCTYPE are refused by producer.xmlsafe before any schema runs."""
     data = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "x">]><ClinicalDocument xmlns="urn:hl7-org:v3">&e;</ClinicalDocument>'
     with pytest.raises(PermanentError) as exc:
         sv.validate_semd(data, "119")

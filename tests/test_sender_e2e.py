@@ -12,12 +12,12 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
-from services.dev.local_pipeline import as_new_document
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.emulator.faults import rejection_for
-from services.ids import normalize_message_id
+from lab.dev.local_pipeline import as_new_document
+from lab.dev.samples import REPOSITORY_SAMPLES
+from lab.emulator.faults import rejection_for
+from producer.ids import normalize_message_id
+from producer.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
 from services.messaging import deadletter as dl
-from services.messaging.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
 from tests.pipeline_lab import Lab, documents, pipeline_lab
 
 

@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
+from lab.dev import pki as devpki
+from lab.dev.samples import REPOSITORY_SAMPLES  # noqa: E402
 from services.cli import main
 from services.crypto import cades
-from services.dev import pki as devpki
-from services.dev.samples import REPOSITORY_SAMPLES  # noqa: E402
 from tests import openssl_gost as ossl
 
 SAMPLE = REPOSITORY_SAMPLES / "AmbCase.xml"

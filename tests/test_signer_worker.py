@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from producer import events
 from producer.client import DocumentPublisher
-from services import events
+from producer.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
 from services.config import Settings
 from services.documents.store import FilesystemStore, document_bytes
 from services.messaging import deadletter as dl
-from services.messaging.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
 from tests import openssl_gost as ossl
 from tests import signing_lab as lab
 from tests.kafka_helpers import read_all

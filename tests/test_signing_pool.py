@@ -8,8 +8,8 @@ import os
 
 import pytest
 
+from producer.errors import PermanentError, TransientError
 from services.crypto import cades
-from services.errors import PermanentError, TransientError
 from services.metrics import REGISTRY
 from services.pipeline import signing_pool
 from services.pipeline.signing_pool import SigningPool

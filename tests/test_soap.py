@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
+from producer.ids import normalize_message_id
 from services.crypto.certificates import load_certificate
 from services.crypto.keys import load_pkcs8
-from services.ids import normalize_message_id
 from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.soap import (
@@ -345,7 +345,7 @@ def test_wrong_message_kind_is_refused():
 
 def test_untrusted_bytes_go_through_xmlsafe():
     """A DOCTYPE in a received message is refused before any SOAP parsing."""
-    from services.documents.xmlsafe import XmlRejected
+    from producer.xmlsafe import XmlRejected
     with pytest.raises(XmlRejected):
         soap.parse_answer(b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>')
 

@@ -14,13 +14,13 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
+from lab.broker import free_port
+from producer.errors import ConfigurationError
+from producer.topology import Topic, ensure_topics
 from services.cli import main as emd
 from services.config import Settings
-from services.errors import ConfigurationError
-from services.messaging.broker import free_port
 from services.messaging.clients import start_producer
 from services.messaging.runtime import Stage
-from services.messaging.topology import Topic, ensure_topics
 
 
 def _settings(bootstrap: str, **overrides) -> Settings:
@@ -74,7 +74,7 @@ def test_a_broker_unreachable_after_the_grace_is_a_configuration_error():
 
 def test_a_broker_that_comes_up_within_the_grace_is_waited_for(tmp_path):
     """A worker started before its broker keeps trying, and starts once the broker answers."""
-    from services.messaging.broker import LocalBroker
+    from lab.broker import LocalBroker
 
     late = LocalBroker(port=free_port())
 
@@ -133,7 +133,7 @@ def test_a_worker_with_a_bad_organisations_file_exits_with_one_line(tmp_path, mo
 
 def test_an_unreadable_key_stops_the_worker_naming_it(tmp_path, monkeypatch, capsys):
     """A doctor's key file that is not a key: `emd worker signer` exits 2 naming the organisation and the field."""
-    from services.dev.config import write_dev_config
+    from lab.dev.config import write_dev_config
 
     config = write_dev_config(tmp_path / "cfg")
     key = next((tmp_path / "cfg").glob("doctor-*.key"))
@@ -157,7 +157,7 @@ def test_a_malformed_setting_stops_the_worker_naming_the_variable(monkeypatch, c
 def test_a_worker_on_a_broker_refusing_what_it_needs_exits_with_a_clear_line(broker, tmp_path):
     """`emd worker sender` with KAFKA_ENABLE_IDEMPOTENCE=true on the local broker exits 2 at start with one line
     (the bound below only keeps a hang from stalling the suite)."""
-    from services.dev.config import write_dev_config
+    from lab.dev.config import write_dev_config
 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_ENABLE_IDEMPOTENCE": "true",
            "EMD_ORGANIZATIONS": str(write_dev_config(tmp_path / "cfg")), "EMD_DATA_DIR": str(tmp_path / "data"),
@@ -171,7 +171,7 @@ def test_a_worker_on_a_broker_refusing_what_it_needs_exits_with_a_clear_line(bro
 
 def test_an_unreadable_ips_certificate_stops_the_callback_service_naming_it(tmp_path, monkeypatch, capsys):
     """`emd callbacks` with an ИПС certificate file that is missing exits 2 with one line naming the variable."""
-    from services.dev.config import write_dev_config
+    from lab.dev.config import write_dev_config
 
     monkeypatch.setenv("EMD_ORGANIZATIONS", str(write_dev_config(tmp_path / "cfg")))
     monkeypatch.setenv("EMD_IPS_CERTIFICATES", str(tmp_path / "absent.pem"))
@@ -186,8 +186,8 @@ def test_an_unreadable_ips_certificate_stops_the_callback_service_naming_it(tmp_
 def test_a_callback_service_without_the_signers_document_store_exits_with_one_line(tmp_path, monkeypatch, capsys):
     """`emd callbacks` on a document store no signer has marked (another data dir, an unshared volume) exits 2
     after the grace with one line naming EMD_DOCUMENT_STORE, instead of failing every getDocumentFile later."""
-    from services.dev.config import write_dev_config
-    from services.dev.pki import DevCA, SubjectInfo, write_pem
+    from lab.dev.config import write_dev_config
+    from lab.dev.pki import DevCA, SubjectInfo, write_pem
 
     _, cert = DevCA.create("ИПС CA").issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
     write_pem(None, cert, cert_path=tmp_path / "ips.pem")

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from services import events, lifecycle
-from services.dev.config import write_dev_config
-from services.errors import PermanentError, TransientError
-from services.messaging import topology
+from lab.dev.config import write_dev_config
+from producer import events, topology
+from producer.errors import PermanentError, TransientError
+from services import lifecycle
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
 from services.pipeline.submission import Submitter

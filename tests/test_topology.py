@@ -7,8 +7,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 
-from services.messaging import topology
-from services.messaging.topology import ALL_TOPICS, Topic, ensure_topics
+from producer import topology
+from producer.topology import ALL_TOPICS, Topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_min_insync_replicas_above_the_replication_factor_is_refused(broker):
     """No write could succeed with more in-sync replicas required than exist, so creating topics refuses it."""
     import pytest
 
-    from services.errors import ConfigurationError
+    from producer.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="KAFKA_MIN_INSYNC_REPLICAS"):
         ensure_topics(broker.bootstrap_servers, replication_factor=1, min_insync_replicas=2,

@@ -8,13 +8,14 @@ import datetime as dt
 import httpx
 import pytest
 
-from services.dev.pki import DevCA, SubjectInfo
-from services.errors import TransientError
-from services.ids import normalize_message_id
+from lab.dev.pki import DevCA, SubjectInfo
+from producer.errors import TransientError
+from producer.ids import normalize_message_id
 from services.reasons import reason_info
 from services.remd import soap
+from services.remd._transports.ips import IpsSoapTransport
 from services.remd.names import STATUS_ERROR
-from services.remd.transport import IpsSoapTransport, LookupRequest, SubmitRequest, classify_answer
+from services.remd.transport import LookupRequest, SubmitRequest, classify_answer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""services.documents.xmlsafe: untrusted XML is parsed without DTDs, entities or network access."""
+"""producer.xmlsafe: untrusted XML is parsed without DTDs, entities or network access."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from services.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
-from services.documents.xmlsafe import XmlRejected, base64_content, parse_xml
-from services.errors import PermanentError
+from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
+from producer.errors import PermanentError
+from producer.xmlsafe import XmlRejected, base64_content, parse_xml
 
 
 def _reject(data: bytes, **kw) -> XmlRejected:

@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from services.messaging.broker import die_with_parent, free_port, resolve_binary
+from lab.broker import free_port, resolve_binary
+from services.processes import die_with_parent
 
 
 def _openssl(*args: str) -> None:

@@ -7,8 +7,8 @@ import asyncio
 import json
 import sys
 
+from producer.errors import ConfigurationError
 from services.config import Settings
-from services.errors import ConfigurationError
 from services.logs import configure
 
 
@@ -32,7 +32,7 @@ def run_callbacks(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap_servers:
         print("emd callbacks: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
-    from workers.status.callbacks_app import serve
+    from workers.callbacks.worker import serve
     try:
         asyncio.run(serve(settings, host=args.host, port=args.port))
     except ConfigurationError as exc:

@@ -1,4 +1,4 @@
-"""``emd certs check``: days to expiry of every configured certificate and МЧД; ``emd certs dev-config DIR``.
+"""``emd certs check``: days to expiry of every configured certificate and МЧД.
 
 ``check`` exits 0 when everything is valid for at least ``--days`` more days (default 30), 1 when
 something expires within that window (or already has, or a key cannot be unlocked), 2 when the
@@ -12,30 +12,23 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from producer.errors import ConfigurationError
 from services import logs
 from services.config import Settings
-from services.dev.config import write_dev_config
-from services.errors import ConfigurationError
 from services.pipeline.organizations import load_organizations
 from services.pipeline.signing import mchd_expiry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("certs", help="configured certificates and МЧД: expiry check, dev configuration",
+    p = sub.add_parser("certs", help="configured certificates and МЧД: expiry check",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     csub = p.add_subparsers(dest="certs_command", metavar="ACTION")
+    p.set_defaults(actions=csub)  # where a plugin adds its own (the lab: dev-config)
     c = csub.add_parser("check", help="days to expiry of every certificate and МЧД; exit 1 if any is due")
     c.add_argument("--days", type=int, default=30, help="warn window in days (default 30)")
     c.add_argument("--config", type=Path, default=None,
                    help="organisations file (default: EMD_ORGANIZATIONS, config/organizations.json)")
     c.set_defaults(func=run_check)
-    d = csub.add_parser("dev-config", help="write a development configuration (dev CA, keys, МЧД)")
-    d.add_argument("directory", type=Path)
-    d.add_argument("--organizations", type=int, default=1, help="how many organisations (default 1)")
-    d.add_argument("--oid", action="append", default=None, help="ФРМО OID of an organisation (repeatable)")
-    d.add_argument("--doctor", action="append", default=None, help="a doctor's СНИЛС, 11 digits (repeatable)")
-    d.add_argument("--mode", choices=("server", "mis"), default="server", help="signing mode (default server)")
-    d.set_defaults(func=run_dev_config)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -76,16 +69,4 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{len(due)} of {len(rows)} expire within {args.days} days (or are unusable)", file=sys.stderr)
         return 1
     print(f"all {len(rows)} valid for more than {args.days} days")
-    return 0
-
-
-def run_dev_config(args: argparse.Namespace) -> int:
-    logs.configure(level="warning")
-    try:
-        path = write_dev_config(args.directory, organizations=args.organizations, oids=args.oid,
-                                doctors=args.doctor or ("12345678901",), mode=args.mode)
-    except (OSError, ValueError) as exc:
-        print(f"emd certs dev-config: {exc}", file=sys.stderr)
-        return 2
-    print(path)
     return 0

@@ -18,12 +18,13 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from producer.errors import ConfigurationError, EmdError
 from services import logs
 from services.config import Settings
-from services.errors import ConfigurationError, EmdError
 
 _log = logs.get_logger(__name__)
 
@@ -133,17 +134,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _sample_for(oid: str) -> bytes:
-    """A development sample of organisation ``oid`` with a fresh localUid (dev tooling: samples ship with it)."""
-    from services.dev.local_pipeline import as_new_document, sample_documents
-    from services.dev.samples import MINISTRY_SAMPLES
-    from services.documents import cda
-    from services.documents.xmlsafe import parse_xml
+#: installed packages that offer test documents (``callable(oid) -> bytes | None``); the development tooling,
+#: emd-lab, offers its samples re-dated for the clinic, so a production install without it asks for --document
+TEST_DOCUMENTS_GROUP = "emd.test_documents"
 
-    docs, _ = sample_documents(MINISTRY_SAMPLES, None, registrable_only=True)
-    for _, data in docs:
-        if cda.extract(parse_xml(data)).organization_oid == oid:
-            return as_new_document(data)
+
+def _sample_for(oid: str) -> bytes:
+    """A test document of organisation ``oid`` with a fresh localUid, from an installed provider."""
+    providers = sorted(entry_points(group=TEST_DOCUMENTS_GROUP), key=lambda ep: ep.name)
+    if not providers:
+        raise EmdError("no --document given and no sample documents are installed (they ship with the "
+                       "development tooling, emd-lab): give one of the clinic's own documents with --document",
+                       reason="NO_SAMPLE")
+    for provider in providers:
+        document = provider.load()(oid)
+        if document is not None:
+            return bytes(document)
     raise EmdError(f"no sample document of organisation {oid}: give one with --document", reason="NO_SAMPLE")
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from producer.errors import EmdError
 from services import logs
 from services.commands.arguments import iso_datetime, whole_number
 from services.config import Settings
@@ -42,7 +43,6 @@ from services.desk.deadletters import (
     newest_first,
 )
 from services.desk.ticket import ticket_text
-from services.errors import EmdError
 
 STAGES = TOPIC_OF_STAGE  # stage → its dead-letter topic
 _log = logs.get_logger(__name__)

@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from producer.errors import EmdError
 from services.commands.arguments import iso_datetime
 from services.crypto import cades, keys
 from services.crypto.certificates import Certificate, load_certificate
-from services.errors import EmdError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 

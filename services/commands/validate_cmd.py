@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from producer.errors import PermanentError
 from services import logs
 from services.documents.validation import known_kinds, validate_semd
-from services.errors import PermanentError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

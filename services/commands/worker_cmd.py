@@ -7,8 +7,8 @@ import asyncio
 import importlib
 import sys
 
+from producer.errors import ConfigurationError
 from services.config import Settings
-from services.errors import ConfigurationError
 from services.logs import configure, get_logger
 from services.messaging.heartbeat import check_health
 

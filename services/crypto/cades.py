@@ -50,10 +50,10 @@ from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, tsp, x509
 
+from producer.errors import PermanentError
+from producer.xmlsafe import base64_content
 from services.crypto import gost
 from services.crypto.certificates import Certificate, certificate_from_der
-from services.documents.xmlsafe import base64_content
-from services.errors import PermanentError
 
 __all__ = [
     "sign_detached", "verify_detached", "verify_signature", "check_certificate", "VerifiedSignature",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from asn1crypto import pem, x509
 
+from producer.errors import PermanentError
 from services.crypto import gost, keys
-from services.errors import PermanentError
 
 __all__ = ["Certificate", "certificate_from_der", "load_certificate", "OID_SNILS", "OID_OGRN", "OID_OGRNIP", "OID_INN", "OID_INNLE"]
 

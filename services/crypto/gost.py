@@ -31,6 +31,7 @@ import functools
 import hashlib
 import secrets
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gostcrypto.gostsignature.gost_34_10_2012 import CURVES_R_1323565_1_024_2019 as _GC_CURVES
 
@@ -361,9 +362,32 @@ def _mul_point(curve: Curve, k: int, x: int, y: int):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _native():
-    from services.crypto import native  # imported on first use: it needs keys, which imports this module
-    return native
+class Accelerator(Protocol):
+    """A faster implementation of the two operations on keys: ``None`` from either means "not here, take the
+    Python path", so the verdict never depends on whether it was available."""
+
+    def sign_digest(self, key: PrivateKey, digest: bytes) -> bytes | None: ...
+
+    def verify_digest(self, key: PublicKey, digest: bytes, signature: bytes) -> bool | None: ...
+
+
+class _NoAccelerator:
+    def sign_digest(self, key: PrivateKey, digest: bytes) -> bytes | None:
+        return None
+
+    def verify_digest(self, key: PublicKey, digest: bytes, signature: bytes) -> bool | None:
+        return None
+
+
+#: the implementation ``sign_digest``/``verify_digest`` try first; ``services.crypto`` installs OpenSSL's
+#: (``services.crypto.native``) when the package is imported, and this module never imports it
+_accelerator: Accelerator = _NoAccelerator()
+
+
+def use_accelerator(accelerator: Accelerator | None) -> None:
+    """Install ``accelerator`` (None: pure Python only)."""
+    global _accelerator
+    _accelerator = accelerator or _NoAccelerator()
 
 
 class PublicKey:
@@ -390,7 +414,7 @@ class PublicKey:
         engine when it is there, ``services.crypto.native``; else :meth:`verify_digest_in_python`)."""
         if len(signature) != 2 * self.curve.size or len(digest) != self.curve.size:
             return False
-        verdict = _native().verify_digest(self, digest, signature)
+        verdict = _accelerator.verify_digest(self, digest, signature)
         return self.verify_digest_in_python(digest, signature) if verdict is None else verdict
 
     def verify_digest_in_python(self, digest: bytes, signature: bytes) -> bool:
@@ -452,7 +476,7 @@ class PrivateKey:
         gost engine when it is there (``services.crypto.native``), else :meth:`sign_digest_in_python`."""
         if len(digest) != self.curve.size:
             raise ValueError(f"{self.curve.name} signs {self.curve.size}-byte digests, got {len(digest)}")
-        return _native().sign_digest(self, digest) or self.sign_digest_in_python(digest)
+        return _accelerator.sign_digest(self, digest) or self.sign_digest_in_python(digest)
 
     def sign_digest_in_python(self, digest: bytes) -> bytes:
         """:meth:`sign_digest` by the fast path of this module (the base point's comb table)."""

@@ -25,8 +25,8 @@ from asn1crypto import algos, core, pem
 from asn1crypto import pkcs12 as a_pkcs12
 from asn1crypto import x509 as a_x509
 
+from producer.errors import PermanentError
 from services.crypto import byteorder, gost, libcrypto
-from services.errors import PermanentError
 
 __all__ = [
     "GostKeyParameters", "GostAlgorithmIdentifier", "GostPrivateKeyInfo", "GostPublicKeyInfo",

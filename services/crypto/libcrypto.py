@@ -16,7 +16,7 @@ import ctypes.util
 import functools
 import hashlib
 
-from services.errors import ConfigurationError
+from producer.errors import ConfigurationError
 
 __all__ = ["load", "load_gost_provider", "cipher_decrypt", "has_digest", "Pkey", "gost_engine_keys", "gost_pkey", "pkey_sign",
            "pkey_verify"]

@@ -53,8 +53,8 @@ from typing import Any
 
 from lxml import etree
 
-from services.documents.xmlsafe import parse_xml
-from services.errors import PermanentError
+from producer.errors import PermanentError
+from producer.xmlsafe import parse_xml
 from services.logs import get_logger
 
 __all__ = [
@@ -165,7 +165,7 @@ def _required(value: str | None, name: str, digits: tuple[int, ...] | None = Non
 
 
 def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
-    """Parse EMCHD_1 bytes (through ``services.documents.xmlsafe``) or raise ``PermanentError(MCHD_INVALID)``."""
+    """Parse EMCHD_1 bytes (through ``producer.xmlsafe``) or raise ``PermanentError(MCHD_INVALID)``."""
     try:
         root = parse_xml(xml_bytes, max_bytes=MAX_MCHD_BYTES)
     except PermanentError as exc:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol, runtime_checkable
 
+from producer.errors import ConfigurationError
 from services.crypto import cades, gost
 from services.crypto.certificates import Certificate
-from services.errors import ConfigurationError
 
 __all__ = ["Signer", "LocalKeySigner"]
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from producer.ids import normalize_message_id
 from services.desk.deadletters import DeadLetter, iso, mask_event, mask_xml
-from services.ids import normalize_message_id
 from services.remd import codes
 
 

@@ -22,9 +22,9 @@ from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from producer import topology
 from services.logs import mask_text, redact_value
 from services.messaging import deadletter as dl
-from services.messaging import topology
 from services.remd import names as n
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -212,7 +212,7 @@ class Filters:
         if self.until and d.failed_at >= self.until:
             return False
         if self.message_id:
-            from services.ids import normalize_message_id
+            from producer.ids import normalize_message_id
 
             wanted_id = normalize_message_id(self.message_id)
             if wanted_id not in {normalize_message_id(m) for m in d.message_ids}:

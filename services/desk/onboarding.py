@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.documents import cda
-from services.documents.xmlsafe import parse_xml
-from services.errors import EmdError
+from producer import cda
+from producer.errors import EmdError
+from producer.xmlsafe import parse_xml
 from services.lifecycle import FAILED, REGISTERED
 
 POLL_SECONDS = 1.0

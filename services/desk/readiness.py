@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from producer.errors import EmdError
 from services.crypto import gost
 from services.crypto.certificates import Certificate, load_certificate
-from services.errors import EmdError
 
 FRMO_OID = re.compile(r"^1\.2\.643\.5\.1\.13\.13\.12\.2\.\d+\.\d+(\.\d+)*$")
 #: certificates expiring sooner than this are flagged (still "ok", with the date to act by)

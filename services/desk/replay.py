@@ -24,11 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services import events
+from producer import events, topology
 from services.desk import reader
 from services.desk.deadletters import DeadLetter, Filters
 from services.messaging import deadletter as dl
-from services.messaging import topology
 
 GROUP_PREFIX = "emd-dlq-replay"
 #: event type → the pipeline topic whose stage takes it (a replayed record goes where its type is handled)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from producer.nsi import kind_by_code
 from services.desk.deadletters import MOSCOW, DeadLetter, iso, region_of
-from services.documents.nsi import kind_by_code
 from services.logs import mask_text
 
 _STAGE_WORDS = {"signer": "подписание документа в МИС (до отправки в РЭМД)",

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from services.errors import ConfigurationError
+from producer.errors import ConfigurationError
 
 __all__ = [
     "Check", "CompiledSchematron", "SchematronError", "SchematronHit", "compile_schematron", "to_xslt",
@@ -259,7 +259,7 @@ class CompiledSchematron:
         if isinstance(document, etree._Element):
             text = etree.tostring(document, encoding="unicode")
         elif isinstance(document, (bytes, bytearray)):
-            from services.documents.xmlsafe import parse_xml
+            from producer.xmlsafe import parse_xml
 
             text = etree.tostring(parse_xml(bytes(document)), encoding="unicode")
         else:

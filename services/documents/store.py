@@ -35,124 +35,22 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from producer.claimcheck import DocumentStore, FilesystemStore, document_field, is_sha256_hex, sha256_hex
+from producer.errors import ConfigurationError, PermanentError, TransientError
 from services.config import Settings
-from services.errors import ConfigurationError, PermanentError, TransientError
 
 __all__ = [
     "DocumentStore", "FilesystemStore", "S3Store", "store_from_settings", "document_bytes", "document_field",
     "by_reference", "mark_signer_store", "require_signer_store", "SIGNER_MARK", "sigv4_sign",
 ]
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _is_sha(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
-
-
-@runtime_checkable
-class DocumentStore(Protocol):
-    """Where large documents live; references are URIs the same store (or its peer) can ``get``."""
-
-    def put(self, data: bytes, *, durable: bool = True) -> str:
-        """Store ``data`` (idempotent) and return its reference URI; ``durable=False``: a file store may leave
-        flushing to the OS (best-effort data: a machine crash may lose the last seconds of it)."""
-
-    def get(self, ref: str) -> bytes:
-        """The bytes behind ``ref``, verified against the SHA-256 in the name."""
-
-    def exists(self, ref: str) -> bool:
-        """Whether ``ref`` is stored."""
-
-    def ref_for(self, data: bytes) -> str:
-        """The reference ``put(data)`` returns, without storing anything (content-addressed)."""
-
-
-class FilesystemStore:
-    """``<root>/<sha[:2]>/<sha>`` files, written via temp file + fsync + rename (never half-written).
-
-    ``root``: directory (created on first ``put``); the default deployment uses ``<data_dir>/documents``.
-    """
-
-    scheme = "file"
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).resolve()
-
-    def _path(self, digest: str) -> Path:
-        return self.root / digest[:2] / digest
-
-    def _digest_of(self, ref: str) -> str:
-        parts = urlsplit(ref)
-        path = Path(unquote(parts.path))
-        if parts.scheme != "file" or not _is_sha(path.name) or path.resolve() != self._path(path.name):
-            raise PermanentError(f"reference {ref!r} is not a document of the store at {self.root}",
-                                 reason="DOCUMENT_REF_INVALID", ref=ref)
-        return path.name
-
-    def ref_for(self, data: bytes) -> str:
-        return self._path(_sha256(data)).as_uri()
-
-    def put(self, data: bytes, *, durable: bool = True) -> str:
-        digest = _sha256(data)
-        target = self._path(digest)
-        if not target.exists():
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest[:8]}.", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(data)
-                        fh.flush()
-                        if durable:
-                            os.fsync(fh.fileno())
-                    os.replace(tmp, target)  # atomic: readers see nothing or everything
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-                if durable:  # the rename itself must survive a crash before the event is published
-                    dir_fd = os.open(target.parent, os.O_RDONLY)
-                    try:
-                        os.fsync(dir_fd)
-                    finally:
-                        os.close(dir_fd)
-            except OSError as exc:
-                raise TransientError(f"cannot write document to {self.root}: {exc.strerror}",
-                                     reason="DOCUMENT_STORE_UNAVAILABLE") from exc
-        return target.as_uri()
-
-    def get(self, ref: str) -> bytes:
-        digest = self._digest_of(ref)
-        try:
-            data = self._path(digest).read_bytes()
-        except FileNotFoundError:
-            raise TransientError(f"document {digest} is not in {self.root}", reason="DOCUMENT_MISSING",
-                                 ref=ref) from None
-        except OSError as exc:
-            raise TransientError(f"cannot read document {digest}: {exc.strerror}",
-                                 reason="DOCUMENT_STORE_UNAVAILABLE", ref=ref) from exc
-        if _sha256(data) != digest:
-            raise PermanentError(f"document {digest} is corrupt: its bytes hash differently",
-                                 reason="DOCUMENT_CORRUPT", ref=ref)
-        return data
-
-    def exists(self, ref: str) -> bool:
-        return self._path(self._digest_of(ref)).is_file()
-
-    def __str__(self) -> str:
-        return self.root.as_uri()
 
 
 # --- AWS Signature Version 4 (written out: it is small, and the tests pin it to AWS's own examples) ----
@@ -188,7 +86,7 @@ def sigv4_sign(method: str, url: str, headers: dict[str, str], *, payload_sha256
     canonical = "\n".join([method.upper(), parts.path or "/", canonical_query, canonical_headers, signed,
                            payload_sha256])
     scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, _sha256(canonical.encode())])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, sha256_hex(canonical.encode())])
     key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), day), region), service), "aws4_request")
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, "
@@ -223,14 +121,14 @@ class S3Store:
         parts = urlsplit(ref)
         key = parts.path.lstrip("/")
         digest = key.rsplit("/", 1)[-1]
-        if parts.scheme != "s3" or parts.netloc != self.bucket or key != self._key(digest) or not _is_sha(digest):
+        if parts.scheme != "s3" or parts.netloc != self.bucket or key != self._key(digest) or not is_sha256_hex(digest):
             raise PermanentError(f"reference {ref!r} is not a document of s3://{self.bucket}/{self.prefix}",
                                  reason="DOCUMENT_REF_INVALID", ref=ref)
         return digest
 
     def _request(self, method: str, digest: str, body: bytes = b"") -> httpx.Response:
         url = f"{self.endpoint}/{quote(self.bucket)}/{quote(self._key(digest))}"
-        payload = _sha256(body)
+        payload = sha256_hex(body)
         headers = {"x-amz-content-sha256": payload}
         if method == "PUT":
             headers["content-type"] = "application/octet-stream"
@@ -251,10 +149,10 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(digest)}"
 
     def ref_for(self, data: bytes) -> str:
-        return self._ref(_sha256(data))
+        return self._ref(sha256_hex(data))
 
     def put(self, data: bytes, *, durable: bool = True) -> str:
-        digest = _sha256(data)  # durable or not: S3 answers once it holds the object
+        digest = sha256_hex(data)  # durable or not: S3 answers once it holds the object
         response = self._request("PUT", digest, data)
         if response.status_code not in (200, 201, 204):
             raise TransientError(f"S3 PUT answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
@@ -267,7 +165,7 @@ class S3Store:
             raise TransientError(f"document {digest} is not in s3://{self.bucket}", reason="DOCUMENT_MISSING", ref=ref)
         if response.status_code != 200:
             raise TransientError(f"S3 GET answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
-        if _sha256(response.content) != digest:
+        if sha256_hex(response.content) != digest:
             raise PermanentError(f"document {digest} is corrupt: its bytes hash differently",
                                  reason="DOCUMENT_CORRUPT", ref=ref)
         return response.content
@@ -302,20 +200,6 @@ def store_from_settings(settings: Settings, *, client: httpx.Client | None = Non
     raise ConfigurationError(f"EMD_DOCUMENT_STORE={url!r}: expected empty, file:///path or s3://bucket/prefix")
 
 
-def document_field(data: bytes, store: DocumentStore | None, *, inline_limit: int,
-                   media_type: str = "text/xml") -> dict[str, Any]:
-    """The event's ``document`` object: inline up to ``inline_limit`` bytes, else stored and referenced."""
-    field: dict[str, Any] = {"sha256": _sha256(data), "size": len(data), "mediaType": media_type}
-    if len(data) <= inline_limit:
-        field["inline"] = base64.b64encode(data).decode("ascii")
-    else:
-        if store is None:
-            raise ConfigurationError(f"document of {len(data)} bytes exceeds the inline limit of {inline_limit} "
-                                     f"bytes and no document store is configured")
-        field["ref"] = store.put(data)
-    return field
-
-
 def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> bytes:
     """Resolve an event's ``document`` object to the exact bytes, checking size and sha256."""
     if "inline" in doc_field:
@@ -329,7 +213,7 @@ def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> by
         data = store.get(doc_field["ref"])
     else:
         raise PermanentError("document has neither inline bytes nor a ref", reason="DOCUMENT_CORRUPT")
-    if len(data) != doc_field.get("size") or _sha256(data) != doc_field.get("sha256"):
+    if len(data) != doc_field.get("size") or sha256_hex(data) != doc_field.get("sha256"):
         raise PermanentError("document bytes do not match the event's size/sha256", reason="DOCUMENT_CORRUPT")
     return data
 

@@ -16,7 +16,7 @@ reused for every document (compiling the largest Schematron takes about 1.5 s, c
 with it a fraction of that).
 
 Reasons raised by :func:`ensure_valid`: ``XSD_INVALID``, ``SCHEMATRON_INVALID`` (plus the
-``services.documents.xmlsafe`` reasons when given bytes that are not acceptable XML).
+``producer.xmlsafe`` reasons when given bytes that are not acceptable XML).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from lxml import etree
 
+from producer.errors import ConfigurationError, PermanentError
+from producer.xmlsafe import parse_xml
 from services.documents.schematron import CompiledSchematron, compile_schematron
-from services.documents.xmlsafe import parse_xml
-from services.errors import ConfigurationError, PermanentError
 from services.logs import get_logger
 
 __all__ = [
@@ -265,7 +265,7 @@ def _root(document: bytes | etree._Element, max_bytes: int | None) -> etree._Ele
 
 def validate_semd(document: bytes | etree._Element, kind: str, *, schematron: bool = True,
                   max_bytes: int | None = None) -> ValidationReport:
-    """Check ``document`` (bytes, parsed by ``services.documents.xmlsafe``, or a parsed root) against ``kind``'s schemas.
+    """Check ``document`` (bytes, parsed by ``producer.xmlsafe``, or a parsed root) against ``kind``'s schemas.
 
     ``schematron``: also run the Schematron (default True; it is the slower half).
     ``max_bytes``: size limit when ``document`` is bytes (default: none here).

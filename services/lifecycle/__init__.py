@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from services.errors import ConfigurationError, TransientError
+from producer.errors import ConfigurationError, TransientError
 from services.lifecycle.model import (
     ACCEPTED,
     DECIDED_BY_ANSWER,

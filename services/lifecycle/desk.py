@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.ids import normalize_message_id
+from producer.ids import normalize_message_id
 from services.lifecycle.sqlite import SqliteDatabase
 from services.lifecycle.store import database_location
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.errors import EmdError
+from producer.errors import EmdError
 
 SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED = "signed", "sending", "accepted", "registered", "failed"
 STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)

@@ -31,7 +31,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from services.errors import TransientError
+from producer.errors import TransientError
 from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
 from services.logs import get_logger
 

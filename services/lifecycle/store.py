@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from services.errors import ConfigurationError
-from services.ids import normalize_message_id
+from producer.errors import ConfigurationError
+from producer.ids import normalize_message_id
 from services.lifecycle.model import (
     ACCEPTED,
     DECIDED_BY_ANSWER,

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services import events
+from producer import events, topology
 from services.messaging import deadletter as dl
-from services.messaging import topology
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from producer.errors import EmdError, PermanentError, TransientError
 from services import metrics
 from services.config import Settings
-from services.errors import EmdError, PermanentError, TransientError
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging import lag
@@ -60,7 +60,7 @@ Handler = Callable[[Record], Awaitable[Sequence[Output]]]
 class RetryPolicy:
     """Non-blocking retries through tier topics, exponential backoff with jitter.
 
-    :param topics: the tier topics, shortest delay first (``services.messaging.topology.SENDER_RETRIES``).
+    :param topics: the tier topics, shortest delay first (``producer.topology.SENDER_RETRIES``).
     :param base_delay: seconds before the first retry (default 60).
     :param max_delay: the longest wait between attempts (default 6 h).
     :param max_attempts: attempts in all, the first included, before the dead letter (default 12).

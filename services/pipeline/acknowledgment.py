@@ -65,13 +65,13 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from services import events, metrics
+from producer import events, topology
+from producer.errors import PermanentError, TransientError
+from producer.ids import normalize_message_id
 from services import lifecycle as lc
-from services.errors import PermanentError, TransientError
-from services.ids import normalize_message_id
+from services import metrics
 from services.logs import get_logger
 from services.messaging import deadletter as dl
-from services.messaging import topology
 from services.messaging.records import Output
 from services.reasons import reason_info
 from services.remd import soap

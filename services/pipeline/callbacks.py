@@ -1,7 +1,7 @@
 """The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile`` (brief §4, §8.3–8.4).
 
 ``CallbackService.handle(body)`` is the whole protocol, without HTTP or Kafka (both are injected), so it
-is tested directly and wired by ``workers/status/callbacks_app.py``. Every request:
+is tested directly and wired by ``workers/callbacks/worker.py``. Every request:
 
 1. is verified (``wssec.verify_envelope``) against the pinned ИПС certificates. Callbacks are requests
    addressed to us but ИПС need not sign ``wsa:To``, so the required coverage is Body, Timestamp,
@@ -53,9 +53,9 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from producer.errors import PermanentError
+from producer.ids import normalize_message_id
 from services import metrics
-from services.errors import PermanentError
-from services.ids import normalize_message_id
 from services.logs import get_logger
 from services.remd import envelope, soap
 from services.remd import names as n

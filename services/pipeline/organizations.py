@@ -60,12 +60,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from producer.errors import ConfigurationError, EmdError, PermanentError
 from services.config import MAX_DOCUMENT_BYTES
 from services.crypto import keys, mchd
 from services.crypto.cades import from_wire
 from services.crypto.certificates import Certificate, load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
-from services.errors import ConfigurationError, EmdError, PermanentError
 from services.logs import get_logger
 
 __all__ = [

@@ -24,14 +24,15 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
+from producer import topology
+from producer.errors import PermanentError
 from services import lifecycle as lc
-from services.errors import PermanentError
 from services.logs import get_logger
-from services.messaging import topology
 from services.messaging.records import Output, Record
 from services.pipeline.organizations import OrganizationsConfig
 from services.remd import soap
-from services.remd.transport import LookupRequest, Transports
+from services.remd.transport import LookupRequest
+from services.remd.transports import Transports
 
 log = get_logger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.errors import PermanentError
+from producer.errors import PermanentError
 from services.lifecycle.desk import PRODUCTION
 
 TEST_STAND, HOLD = "test-stand", "hold"

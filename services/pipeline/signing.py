@@ -4,7 +4,7 @@
 and the loaded :class:`services.pipeline.organizations.OrganizationsConfig`, and returns the ``signatures`` object
 of ``emd.document.signed`` (docs/architecture.md). In order:
 
-1. the document, BEFORE anything is signed: size limit, hardened parsing (``services.documents.xmlsafe``: no DTD,
+1. the document, BEFORE anything is signed: size limit, hardened parsing (``producer.xmlsafe``: no DTD,
    no entities), a CDA header that agrees with the event (localUid, organisation, signers), XSD of its
    kind (always blocks) and Schematron (per the configured policy: block / warn / off);
 2. the doctors (each distinct СНИЛС among the signers): in ``mis`` mode the detached CMS the МИС attached
@@ -45,12 +45,12 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from producer import cda
+from producer.errors import PermanentError
+from producer.xmlsafe import XmlRejected, parse_xml
 from services.crypto import cades, gost, mchd
 from services.crypto.certificates import Certificate
-from services.documents import cda
 from services.documents import validation as semd_validation
-from services.documents.xmlsafe import XmlRejected, parse_xml
-from services.errors import PermanentError
 from services.logs import get_logger
 from services.metrics import REGISTRY
 from services.pipeline.organizations import Credential, Organization, OrganizationsConfig

@@ -33,7 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from services.errors import TransientError
+from producer.errors import TransientError
 from services.logs import get_logger
 from services.metrics import REGISTRY
 from services.pipeline import signing
@@ -68,8 +68,8 @@ _config: Any = None
 def _start(organizations_file: str, max_document_bytes: int, log_format: str, log_level: str) -> None:
     global _config
     from services.logs import configure
-    from services.messaging.broker import die_with_parent
     from services.pipeline.organizations import load_organizations
+    from services.processes import die_with_parent
 
     die_with_parent()  # a signer killed with -9 must not leave its signing processes behind (and Ctrl-C is its own)
     configure(fmt=log_format, level=log_level)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from services import events
+from producer import events
 from services.messaging.deadletter import Failure
 from services.messaging.records import Output, Record
 

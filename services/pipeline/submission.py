@@ -36,13 +36,13 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from services import events, lifecycle
+from producer import events, topology
+from producer.errors import PermanentError, TransientError
+from producer.ids import new_message_id
+from services import lifecycle
 from services.documents.store import DocumentStore, document_bytes
-from services.errors import PermanentError, TransientError
-from services.ids import new_message_id
 from services.logs import get_logger
 from services.messaging import deadletter as dl
-from services.messaging import topology
 from services.messaging.records import Output, Record
 from services.metrics import REGISTRY
 from services.pipeline import routing
@@ -52,7 +52,8 @@ from services.remd import codes, soap
 from services.remd import names as remd_names
 from services.remd.circuit import CircuitBreaker
 from services.remd.ratelimit import EndpointLimiter
-from services.remd.transport import SubmitOutcome, SubmitRequest, Transport, Transports
+from services.remd.transport import SubmitOutcome, SubmitRequest, Transport
+from services.remd.transports import Transports
 
 log = get_logger(__name__)
 SOURCE = "emd-sender"

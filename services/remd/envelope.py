@@ -3,7 +3,7 @@
 :mod:`services.remd.soap` builds and parses the operations on top of this; the callback service uses
 :func:`open_envelope` to see which operation arrived before it parses it. Readers match children by
 local name in any namespace (a namespace that turns out different does not break parsing); writers use
-the brief's namespaces. Parsing only goes through ``services.documents.xmlsafe.parse_xml``.
+the brief's namespaces. Parsing only goes through ``producer.xmlsafe.parse_xml``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 from lxml import etree
 
-from services.documents.xmlsafe import base64_content, parse_xml
-from services.errors import PermanentError
-from services.ids import new_message_id
+from producer.errors import PermanentError
+from producer.ids import new_message_id
+from producer.xmlsafe import base64_content, parse_xml
 from services.remd import names as n
 from services.remd import wssec
 from services.remd.messages import Headers, SoapFault

@@ -11,7 +11,7 @@
   ``parse_search_answer`` → the registry items it names.
 
 Every name is in :mod:`services.remd.n3_names`, most of them guesses (docs/transports.md says which).
-Received bytes are parsed only with ``services.documents.xmlsafe.parse_xml``.
+Received bytes are parsed only with ``producer.xmlsafe.parse_xml``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ code-system version, a department per signer, ``recipient`` and ``associations``
 
 from __future__ import annotations
 
+from producer import events
+
 #: source key → where the evidence is (repository paths are inside the named repository)
 SOURCES = {
     "brief": "remd-protocol.md, the protocol brief (§ = its section)",
@@ -107,15 +109,15 @@ ORG_SIGNATURE = "orgSignature"             # [A] kremd-dto, kremd-input
 RECIPIENT = "recipient"                    # [A] kremd-recipient
 RECIPIENT_KIND_PERSON = "recipientKindPerson"              # [A] kremd-recipient (…/snils)
 RECIPIENT_KIND_ORGANIZATION = "recipientKindMedicalOrganization"   # [A] kremd-recipient (…/organization/code)
-RECIPIENT_MEDICAL_ORGANIZATION = "MEDICAL_ORGANIZATION"    # [A] kremd-recipient (recipient.kind.code)
-RECIPIENT_PATIENT_REPRESENTATIVE = "PATIENT_REPRESENTATIVE"  # [A] kremd-recipient (recipient.kind.code)
+RECIPIENT_MEDICAL_ORGANIZATION = events.RECIPIENT_MEDICAL_ORGANIZATION      # [A] kremd-recipient (recipient.kind.code)
+RECIPIENT_PATIENT_REPRESENTATIVE = events.RECIPIENT_PATIENT_REPRESENTATIVE  # [A] kremd-recipient (recipient.kind.code)
 ASSOCIATIONS = "associations"              # [A] kremd-input (documentDto.associations); [P] egisz-proxy
 TARGET = "target"                          # [A] kremd-input (the related ЭМД's РЭМД id)
 TYPE = "type"                              # [A] kremd-input; link types of НСИ 1.2.643.5.1.13.13.99.2.122 [P] addendum
 #: the signer role a doctor signs in when the МИС names none (КРЭМД's doctor: role.code DOCTOR)  [A] kremd-signer
-DEFAULT_SIGNER_ROLE = "DOCTOR"
+DEFAULT_SIGNER_ROLE = events.DEFAULT_SIGNER_ROLE
 #: the role dictionary version the platform input writes as Role/@version                       [A] kremd-input
-DEFAULT_SIGNER_ROLE_VERSION = "2.4"
+DEFAULT_SIGNER_ROLE_VERSION = events.DEFAULT_SIGNER_ROLE_VERSION
 # МЧД block on a signature: nothing public on how РЭМД receives it (brief §6, addendum); shaped per the brief.
 POWER_OF_ATTORNEY = "powerOfAttorney"      # [G] brief §6
 POA_NUMBER = "number"                      # [G] brief §6 (НомДовер GUID)

@@ -27,7 +27,7 @@ comes from :mod:`services.remd.names`, tagged with its evidence. One dialect: th
 code-system version). Readers of what РЭМД/ИПС send are tolerant (children matched by local name in any
 namespace; ``kind`` as text, nested code or attribute; either registration-date element), the reader of a
 ``registerDocument`` request is strict, as the service is (an unknown element is an unmarshalling error).
-Parsing only goes through ``services.documents.xmlsafe.parse_xml``. Signing (``key``/``certificate``) is
+Parsing only goes through ``producer.xmlsafe.parse_xml``. Signing (``key``/``certificate``) is
 ``services.remd.wssec``; pass ``key=None`` to build an unsigned message (tests, the emulator's sync
 answers). Verifying a received message's signature is the caller's step (``wssec.verify_envelope``),
 done on the same bytes before parsing.
@@ -41,7 +41,7 @@ from typing import Any
 
 from lxml import etree
 
-from services.ids import new_message_id
+from producer.ids import new_message_id
 from services.remd import names as n
 from services.remd.envelope import (
     SoapParseError,

@@ -1,4 +1,7 @@
-"""How a registration reaches РЭМД: the ``Transport`` interface and its first implementation, ИПС SOAP.
+"""How a registration reaches РЭМД: the ``Transport`` interface, and what every implementation shares.
+
+The implementations live in ``services.remd._transports`` (``ips``: ИПС SOAP; ``n3``: N3.Health), and
+``services.remd.transports`` picks one by name; this module imports neither.
 
 The sender only ever calls ``await transport.submit(request) -> SubmitOutcome``; the status worker
 ``await transport.lookup(request) -> RegistryItem | None`` (is the document registered? — the deadline poll
@@ -35,21 +38,17 @@ callback — the status worker reconciles it through the lifecycle store, where 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
-from functools import partial
 from typing import Any, Literal, Protocol
 
 import httpx
 
-from services.errors import EmdError, TransientError
+from producer.errors import EmdError
 from services.logs import get_logger
-from services.remd import envelope, soap
-from services.remd import names as n
+from services.remd import soap
 
 log = get_logger(__name__)
 
@@ -143,7 +142,7 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
         return max(0.0, float(value)) if value else None
@@ -219,81 +218,6 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
                          hint=hint, message=f"{fault.ips_fault or fault.code}: {text}")
 
 
-class IpsSoapTransport:
-    """registerDocument over SOAP 1.2 + WS-Security to an ИПС endpoint.
-
-    :param client: an ``httpx.AsyncClient`` to use (tests pass one with ``httpx.MockTransport``);
-        default: one of our own, closed by ``aclose()``.
-    :param connect_timeout: seconds to open a connection (default 10).
-    :param read_timeout: seconds to wait for the answer (default 60: ИПС answers slowly under load).
-    :param soap_version: "1.2" (default) or "1.1".
-    :param max_connections: connection pool size (default 32).
-    """
-
-    name = "ips"
-    has_callbacks = True
-    pushes_document = False
-
-    def __init__(self, *, client: httpx.AsyncClient | None = None, connect_timeout: float = 10.0,
-                 read_timeout: float = 60.0, soap_version: str = "1.2", max_connections: int = 32) -> None:
-        self.soap_version = soap_version
-        # Signing runs in threads of our own: the status worker calls lookup() from callback threads that
-        # block on it, and a shared default executor full of those would leave none for the signing.
-        self._signing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ips-sign")
-        self._own = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
-
-    def build(self, request: SubmitRequest) -> bytes:
-        """The signed registerDocument bytes (CPU work: call it off the event loop)."""
-        body, _ = soap.build_register_document(
-            request.registration, client_entity_id=request.client_entity_id, to=request.endpoint,
-            reply_to=request.reply_to, key=request.key, certificate=request.certificate,
-            message_id=request.message_id, soap_version=self.soap_version)
-        return body
-
-    async def submit(self, request: SubmitRequest) -> SubmitOutcome:
-        try:
-            body = await asyncio.get_running_loop().run_in_executor(self._signing, self.build, request)
-        except (ValueError, TypeError, EmdError) as exc:
-            return SubmitOutcome(kind=PERMANENT, reason="REQUEST_BUILD_FAILED",
-                                 message=f"registerDocument could not be built: {exc}")
-        headers = envelope.http_headers(self.soap_version, action=n.ACTION_REGISTER_DOCUMENT)
-        started = time.perf_counter()
-        response = await post(self._client, request.endpoint, body, headers, started)
-        if isinstance(response, SubmitOutcome):
-            return response
-        outcome = classify_answer(response.status_code, response.content, retry_after=_retry_after(response))
-        return replace(outcome, duration=time.perf_counter() - started, request=body, response=response.content)
-
-    async def lookup(self, request: LookupRequest) -> soap.RegistryItem | None:
-        """``searchRegistryItem`` for the organisation's documents of that kind and dates; the item of this
-        localUid, or ``None``."""
-        query = soap.SearchQuery(organization=request.organization, kind=request.kind,
-                                 register_date_begin=request.since.isoformat(),
-                                 register_date_end=request.until.isoformat())
-        body, _ = await asyncio.get_running_loop().run_in_executor(self._signing, partial(
-            soap.build_search_request, query, client_entity_id=request.client_entity_id, to=request.endpoint,
-            key=request.key, certificate=request.certificate))
-        try:
-            response = await self._client.post(request.endpoint, content=body,
-                                               headers=envelope.http_headers("1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM))  # always built as 1.2
-            answer = soap.parse_search_response(response.content)
-        except (httpx.HTTPError, EmdError) as exc:
-            raise TransientError(f"searchRegistryItem failed: {type(exc).__name__}: {exc}",
-                                 reason="REGISTRY_LOOKUP_FAILED") from None
-        if isinstance(answer, soap.SoapFault) or answer.errors or answer.status != n.STATUS_SUCCESS:
-            # an error answer says nothing about the document: not "unregistered", just not known now
-            raise TransientError("searchRegistryItem answered an error", reason="REGISTRY_LOOKUP_FAILED")
-        return next((i for i in answer.items if i.local_uid == request.local_uid), None)
-
-    async def aclose(self) -> None:
-        self._signing.shutdown(wait=False)
-        if self._own:
-            await self._client.aclose()
-
-
 def _net(reason: str, message: str, started: float, request: bytes, *, ambiguous: bool) -> SubmitOutcome:
     return SubmitOutcome(kind=TRANSIENT, reason=reason, message=message, transport_failure=True, ambiguous=ambiguous,
                          duration=time.perf_counter() - started, request=request)
@@ -315,35 +239,3 @@ async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: Mappin
         return _net("CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}", started, body, ambiguous=True)
     except httpx.HTTPError as exc:
         return _net("HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, body, ambiguous=True)
-
-
-def transport_for(name: str, **options: Any) -> Transport:
-    """The transport an organisation's ``remd.transport`` names: "ips" (ИПС ЕГИСЗ) or "n3" (N3.Health)."""
-    if name == "ips":
-        return IpsSoapTransport(**options)
-    if name == "n3":
-        from services.remd.n3_transport import N3Transport  # its module imports this one
-        return N3Transport(**options)
-    raise ValueError(f"unknown РЭМД transport {name!r}")
-
-
-class Transports:
-    """One transport per name for a process, made on first use (``transport_for``) and closed together.
-
-    :param options: passed to ``transport_for`` (timeouts).
-    :param preset: transports to use instead of making them (tests pass fakes).
-    """
-
-    def __init__(self, *, options: Mapping[str, Any] | None = None,
-                 preset: Mapping[str, Transport] | None = None) -> None:
-        self._options = dict(options or {})
-        self._made: dict[str, Transport] = dict(preset or {})
-
-    def get(self, name: str) -> Transport:
-        if name not in self._made:
-            self._made[name] = transport_for(name, **self._options)
-        return self._made[name]
-
-    async def aclose(self) -> None:
-        for transport in self._made.values():
-            await transport.aclose()

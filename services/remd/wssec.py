@@ -33,10 +33,10 @@ from typing import Any
 
 from lxml import etree
 
+from producer.errors import PermanentError
+from producer.xmlsafe import base64_content, parse_xml
 from services.crypto.certificates import load_certificate
 from services.crypto.gost import streebog256
-from services.documents.xmlsafe import base64_content, parse_xml
-from services.errors import PermanentError
 from services.remd import names as n
 
 __all__ = [

@@ -31,15 +31,14 @@ from typing import Any
 import httpx
 from kafka import KafkaProducer
 
+from lab.dev.local_pipeline import as_new_document
+from lab.dev.pki import DevCA, SubjectInfo
+from lab.dev.samples import REPOSITORY_SAMPLES
+from producer import events, topology
 from producer.client import DocumentPublisher, InvalidDocument, build_created_event
-from services import events
+from producer.ids import new_message_id
 from services.crypto import keys
 from services.crypto.certificates import load_certificate
-from services.dev.local_pipeline import as_new_document
-from services.dev.pki import DevCA, SubjectInfo
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.ids import new_message_id
-from services.messaging import topology
 from services.remd import names as n
 from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem

@@ -34,16 +34,16 @@ from typing import Any
 
 import httpx
 
+from lab.broker import LocalBroker
+from lab.dev.local_pipeline import LocalPipeline, as_new_document, sample_documents
+from lab.dev.samples import REPOSITORY_SAMPLES
+from lab.dev.watch import PipelineWatcher
+from producer.cda import extract
 from producer.client import DocumentPublisher
-from services.dev.local_pipeline import LocalPipeline, as_new_document, sample_documents
-from services.dev.samples import REPOSITORY_SAMPLES
-from services.dev.watch import PipelineWatcher
+from producer.topology import ensure_topics
+from producer.xmlsafe import parse_xml
 from services.documents import validation
-from services.documents.cda import extract
 from services.documents.store import FilesystemStore
-from services.documents.xmlsafe import parse_xml
-from services.messaging.broker import LocalBroker
-from services.messaging.topology import ensure_topics
 from tests import signing_lab
 from tests.postgres_server import PostgresServer
 from tests.reliability import bad_inputs

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.emulator.faults import rejection_for
-from services.ids import normalize_message_id
+from lab.emulator.faults import rejection_for
+from producer import topology
+from producer.ids import normalize_message_id
 from services.messaging import deadletter as dl
-from services.messaging import topology
 from tests.kafka_helpers import read_all
 from tests.reliability.bad_inputs import Outcome, describe
 

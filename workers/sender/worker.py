@@ -1,18 +1,19 @@
 """The sender stage: ``emd.document.signed`` → ``emd.document.sent`` (+ ``emd.document.status`` "sent").
 
 Wiring only; the logic is ``services.pipeline.submission.Submitter``. Transient failures go through the sender's
-retry tiers (``services.messaging.topology.SENDER_RETRIES``) with exponential backoff and jitter
+retry tiers (``producer.topology.SENDER_RETRIES``) with exponential backoff and jitter
 (``EMD_SENDER_RETRY_*``); permanent ones to ``emd.document.signed.dlt`` with the РЭМД code and every MessageID.
 """
 
 from __future__ import annotations
 
+from producer import topology
+from producer.errors import ConfigurationError
 from services.config import Settings
 from services.documents.store import store_from_settings
-from services.errors import ConfigurationError
 from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
-from services.messaging import deadletter, topology
+from services.messaging import deadletter
 from services.messaging.records import Output, Record
 from services.messaging.runtime import RetryPolicy, Stage
 from services.pipeline import routing, status

@@ -17,11 +17,11 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services import events
+from producer import events, topology
+from producer.errors import PermanentError
 from services.config import Settings
 from services.documents.store import by_reference, document_bytes, mark_signer_store, store_from_settings
-from services.errors import PermanentError
-from services.messaging import deadletter, topology
+from services.messaging import deadletter
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import status

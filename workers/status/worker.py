@@ -20,11 +20,10 @@ import asyncio
 import signal
 from typing import Any
 
-from services import events
+from producer import events, topology
 from services import lifecycle as lc
 from services.config import Settings
 from services.logs import get_logger
-from services.messaging import topology
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import acknowledgment
@@ -37,7 +36,7 @@ from services.pipeline.polling import (
     deadline_of,
     poll_of,
 )
-from services.remd.transport import Transports
+from services.remd.transports import Transports
 
 log = get_logger(__name__)
 

@@ -1,0 +1,43 @@
+"""``emd broker`` runs the local Kafka-protocol broker (Tansu) in the foreground, with the pipeline's topics."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from lab.broker import LocalBroker
+from producer.topology import ensure_topics
+from services.config import Settings
+from services.logs import configure
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("broker", help="run the local broker (Tansu) on loopback until Ctrl-C",
+                       description=__doc__)
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: EMD_BROKER_PORT, or a free one)")
+    p.add_argument("--no-topics", action="store_true", help="do not create the pipeline's topics")
+    p.set_defaults(func=run_broker)
+
+
+
+def run_broker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure(fmt=settings.log_format, level=settings.log_level)
+    port = args.port if args.port is not None else settings.local_broker_port
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalBroker(port=port) as broker:
+        if not args.no_topics:
+            ensure_topics(broker.bootstrap_servers, partitions=settings.kafka_topic_partitions)
+        print(f"broker ready: export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        print("Ctrl-C to stop (its data is in memory and goes with it)", flush=True)
+        try:
+            while not stop.wait(0.5):
+                if broker.process is None or broker.process.poll() is not None:
+                    print("emd broker: the broker process exited", file=sys.stderr)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+    return 0

@@ -1,0 +1,177 @@
+"""``emd run`` and ``emd demo``: the whole pipeline on one machine, on the embedded defaults.
+
+Starts (or uses, with KAFKA_BOOTSTRAP_SERVERS) a broker, creates the topics, writes a development
+configuration (dev CA, doctors' and organisations' keys, МЧД, ИС keys), starts the РЭМД/ИПС emulator, the
+callback service and the three workers as child processes, publishes documents, and follows them from
+topic to topic until each is acknowledged or dead-lettered.
+
+* ``emd run`` (``make run``): the Ministry sample documents, a live terminal view, then a summary. Ctrl-C
+  stops everything; no process is left behind.
+* ``emd demo --documents N``: N documents generated from the samples with fresh localUids, no live view;
+  exit 0 only when every document reached a final state; the last line is machine-readable:
+  ``acknowledged=A dead_lettered=D lost=L duplicated=R``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from lab.broker import LocalBroker
+from lab.dev.local_pipeline import LocalPipeline, sample_documents
+from lab.dev.samples import default_samples
+from lab.dev.supervisor import Supervisor
+from lab.dev.watch import STAGES, PipelineWatcher, Snapshot
+from producer.errors import ConfigurationError
+from producer.topology import ensure_topics
+from services.commands.arguments import whole_number
+from services.config import Settings
+from services.logs import configure
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="run the whole pipeline locally on the Ministry samples, with a live view",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(r)
+    r.add_argument("--samples", type=Path, help="folder of СЭМД to publish (default: the Ministry corpus when "
+                   "present, else the repository's samples; lab/dev/samples.py)")
+    r.set_defaults(func=run, documents=None)
+
+    d = sub.add_parser("demo", help="non-interactive run: N generated documents, machine-readable result",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(d)
+    d.add_argument("--documents", type=int, default=100, help="how many documents (default 100)")
+    d.add_argument("--samples", type=Path, help="folder of СЭМД to generate from (default as for emd run)")
+    d.set_defaults(func=run)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for every document (default 600)")
+    p.add_argument("--scenario", default="ok", help="emulator scenario (emd emulator --list-scenarios)")
+    p.add_argument("--until", choices=STAGES[1:], default="acknowledged",
+                   help="the stage that counts as done (default acknowledged: the whole pipeline)")
+    p.add_argument("--workdir", type=Path, default=Path(".emd-data/run"),
+                   help="configuration, data and child logs (emptied at start)")
+    p.add_argument("--n3-clinics", type=whole_number(0), default=0, metavar="N",
+                   help="route the first N clinics through the emulator's N3.Health face instead of ИПС, side by "
+                        "side with the others (default 0; docs/transports.md)")
+
+
+# ------------------------------------------------------------------------------------------- the run
+def run(args: argparse.Namespace) -> int:
+    """Exit 2 with one line for a configuration error (a broker not answering…), 1 when a component stopped."""
+    try:
+        return _run(args)
+    except ConfigurationError as exc:
+        print(f"emd {getattr(args, 'command', 'run')}: {exc.message}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure(fmt=settings.log_format, level="warning")
+    interactive = args.documents is None and sys.stdout.isatty()
+    workdir: Path = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+
+    # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
+    # a demo generates only documents a clinic could register today
+    samples = args.samples or default_samples()
+    documents, refused = sample_documents(samples, args.documents, registrable_only=args.documents is not None)
+    say = print if args.documents is None else (lambda *a, **k: print(*a, **k, file=sys.stderr))
+    say(f"{len(documents)} documents from {samples} to publish, each with a fresh localUid and created now"
+        + (f"; {len(refused)} samples left out (reasons at the end)" if refused else ""))
+
+    with ExitStack() as stack:
+        if settings.kafka_bootstrap_servers:
+            bootstrap, kafka_env = settings.kafka_bootstrap_servers, {}
+        else:
+            broker = stack.enter_context(LocalBroker(port=settings.local_broker_port,
+                                                     log_path=workdir / "broker.log"))
+            bootstrap, kafka_env = broker.bootstrap_servers, broker.client_env()
+        ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
+                      timeout_s=max(1.0, settings.startup_grace_seconds))
+        say(f"broker: {bootstrap}")
+
+        pipeline = LocalPipeline(workdir=workdir, bootstrap_servers=bootstrap, documents=documents,
+                                 kafka_env=kafka_env, scenario=args.scenario, n3_clinics=args.n3_clinics)
+        stack.callback(pipeline.stop)
+        pipeline.start()
+        say(f"emulator: {pipeline.emulator_url} (scenario {args.scenario}); callbacks: {pipeline.callback_url}; "
+            f"logs: {pipeline.supervisor.log_dir}")
+        if pipeline.n3_organizations:
+            say(f"through N3.Health: {', '.join(pipeline.n3_organizations)}; the others through ИПС")
+        say("metrics: " + ", ".join(f"{name} {url}" for name, url in pipeline.metrics_urls().items()))
+
+        watcher = PipelineWatcher(bootstrap, final_stage=args.until).start()
+        stack.callback(watcher.stop)
+        expected = set(pipeline.publish(say=say))
+        view = _LiveView(interactive, pipeline.supervisor)
+        try:
+            snap = watcher.wait_for(expected, timeout=args.timeout, on_tick=view.tick)
+        except KeyboardInterrupt:
+            say("\ninterrupted: stopping every component...")
+            return 130
+        except ComponentStopped as exc:  # a component that cannot work will not come back: say why now
+            print(f"emd {getattr(args, 'command', 'run')}: {exc}", file=sys.stderr, flush=True)
+            return 1
+        duplicated = pipeline.duplicates()
+        lost = snap.total - snap.final
+        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
+        print(f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
+              f"lost={lost} duplicated={duplicated}", flush=True)
+        return 0 if lost == 0 and duplicated == 0 else 1
+
+
+class ComponentStopped(Exception):
+    """A child exited during the run; the message is the line it left (a configuration error says what to fix)."""
+
+    def __init__(self, name: str, sup: Supervisor) -> None:
+        lines = [line for line in sup.tail(name, 40).splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("emd ")]  # how `emd` commands report errors
+        super().__init__(f"the {name} stopped: {(said or lines or ['(no output)'])[-1]}")
+
+
+class _LiveView:
+    """A few lines redrawn in place on a terminal; a line every 5 s otherwise."""
+
+    def __init__(self, interactive: bool, sup: Supervisor) -> None:
+        self.interactive, self.sup = interactive, sup
+        self.lines = 0
+        self.last_plain = 0.0
+
+    def tick(self, snap: Snapshot) -> None:
+        dead_children = self.sup.dead()
+        if dead_children:
+            raise ComponentStopped(dead_children[0], self.sup)
+        text = [
+            "  ".join(f"{s}: {snap.per_stage[s]:>4}" for s in STAGES) + f"  dead-lettered: {snap.dead_lettered:>4}",
+            f"final {snap.final}/{snap.total}   {snap.rate:.1f} documents/s",
+        ]
+        for e in snap.errors[-3:]:
+            ids = f" MessageID {e.message_ids[-1]}" if e.message_ids else ""
+            text.append(f"  ✗ {e.local_uid} [{e.stage}] {e.reason}{ids}: {e.message[:90]}")
+        if self.interactive:
+            sys.stdout.write(("\x1b[F\x1b[K" * self.lines) + "\n".join(text) + "\n")
+            sys.stdout.flush()
+            self.lines = len(text)
+        elif time.monotonic() - self.last_plain >= 5:
+            print(text[0] + "  " + text[1], file=sys.stderr, flush=True)
+            self.last_plain = time.monotonic()
+
+
+def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
+    say("")
+    say(f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
+        f"{snap.total - snap.final} not final, of {snap.total} published")
+    for e in snap.dead_letters:
+        say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
+    for name, reason in refused:
+        say(f"  left out: {name}: {reason[:140]}")
+    say(f"dead letters: `emd dlq list`; one document: `emd status LOCALUID`; logs: {workdir / 'logs'}")
+    say(f"emulator control API: {emulator_url}/_emulator/requests")

@@ -1,0 +1,100 @@
+"""The development organisations file: a dev CA, doctors' keys, an employee signing under an МЧД, the ИС key.
+
+``emd certs dev-config``, ``emd run``/``emd demo`` and the tests write one with :func:`write_dev_config`;
+``services.pipeline.organizations.load_organizations`` reads it like any other. Development only:
+software keys issued by nobody's CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lab.dev.mchd import Person, build_mchd, sign_mchd
+from lab.dev.pki import DevCA, SubjectInfo, write_pem
+
+__all__ = ["write_dev_config", "dev_credential"]
+
+
+def _dev_numbers(index: int) -> tuple[str, str, str]:
+    """Distinct, well-formed dev ИНН ЮЛ (10), ОГРН (13) and head СНИЛС (11) for organisation ``index``."""
+    return f"77{index:08d}", f"10277{index:08d}", f"900{index:08d}"
+
+
+def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: Any) -> dict[str, str]:
+    """Issue a key + certificate from the dev ``ca``, write ``name.key``/``name.pem``; return the config entry."""
+    key, cert = ca.issue(subject=subject, **issue)
+    write_pem(key, cert, cert_path=directory / f"{name}.pem", key_path=directory / f"{name}.key")
+    return {"key": f"{name}.key", "certificate": f"{name}.pem"}
+
+
+def write_dev_config(directory: str | os.PathLike, *, organizations: int = 1, oids: list[str] | None = None,
+                     doctors: list[str] | tuple[str, ...] = ("12345678901",), mode: str = "server",
+                     valid_from: dt.datetime | None = None, valid_days: int = 730,
+                     endpoint: str = "http://127.0.0.1:8085/ips", callback_url: str | None = None,
+                     schematron: str = "warn", paramset: str = "A") -> Path:
+    """A complete development configuration in ``directory``; returns the path of ``organizations.json``.
+
+    Writes a dev CA (``lab.dev.pki``), one key per doctor СНИЛС in ``doctors`` (shared by every
+    organisation), and per organisation an employee certificate signing for it under an МЧД signed by
+    its head (``lab.dev.mchd``), plus the information system's WS-Security key. ``oids``: the ФРМО
+    OIDs (default ``1.2.643.5.1.13.13.12.2.77.<n>``; their count overrides ``organizations``).
+    ``valid_from``: certificates' notBefore (default 2015-01-01, so the Ministry samples' creation dates
+    fall inside); ``valid_days`` counts from now. Development only: software keys, nobody's CA.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
+    not_after = now + dt.timedelta(days=valid_days)
+    window = {"not_before": not_before, "not_after": not_after}
+    ca = DevCA.create("emd-pipeline dev CA", paramset=paramset, not_before=not_before,
+                      not_after=now + dt.timedelta(days=3650))
+    write_pem(None, ca.certificate, cert_path=out / "ca.pem")
+    oids = list(oids) if oids else [f"1.2.643.5.1.13.13.12.2.77.{9000 + i}" for i in range(organizations)]
+
+    doctor_entries = {}
+    for n, snils in enumerate(doctors):
+        doctor_entries[snils] = dev_credential(
+            out, f"doctor-{snils}", ca,
+            SubjectInfo(family=f"Врачев{n}", given="Иван Петрович", snils=snils, title="врач"), **window)
+
+    orgs = []
+    for i, oid in enumerate(oids, start=1):
+        inn, ogrn, head_snils = _dev_numbers(i)
+        name = f"ГБУЗ Тестовая больница № {i}"
+        head = Person(family="Главный", given="Пётр", patronymic="Сергеевич", snils=head_snils,
+                      position="Главный врач")
+        employee = Person(family="Подписантов", given="Олег", patronymic="Ильич", snils=f"800{i:08d}")
+        head_key, head_cert = ca.issue(subject=SubjectInfo(
+            family=head.family, given=f"{head.given} {head.patronymic}", snils=head_snils, ogrn=ogrn,
+            inn_le=inn, org=name, title="Главный врач"), **window)
+        write_pem(None, head_cert, cert_path=out / f"org{i}-head.pem")
+        entry = dev_credential(out, f"org{i}-employee", ca, SubjectInfo(
+            family=employee.family, given=f"{employee.given} {employee.patronymic}", snils=employee.snils,
+            ogrn=ogrn, inn_le=inn, org=name, title="Заместитель главного врача"), **window)
+        xml = build_mchd(organization_name=name, organization_inn=inn, organization_ogrn=ogrn, head=head,
+                         representative=employee, issued=not_before.date(), valid_until=not_after.date())
+        (out / f"org{i}-mchd.xml").write_bytes(xml)
+        (out / f"org{i}-mchd.sig").write_bytes(sign_mchd(xml, key=head_key, certificate=head_cert))
+        entry["mchd"] = {"xml": f"org{i}-mchd.xml", "signature": f"org{i}-mchd.sig"}
+        system = dev_credential(out, f"org{i}-system", ca, SubjectInfo(
+            family="", common_name=f"МИС {name}", ogrn=ogrn, inn_le=inn, org=name), **window)
+        orgs.append({
+            "oid": oid, "name": name, "inn": inn, "ogrn": ogrn,
+            "signing": {"mode": mode, "doctors": doctor_entries if mode == "server" else {},
+                        "organization": entry},
+            "remd": {"environment": "test", "endpoint": endpoint,
+                     "callback_url": callback_url or "http://127.0.0.1:8086/callback",
+                     "client_entity_id": f"dev-mis-{i}", "system_key": system["key"],
+                     "system_certificate": system["certificate"], "rate_limit_per_minute": 600,
+                     "transport": "ips"},
+        })
+    config = {"comment": "development configuration written by `emd certs dev-config`: software keys, dev CA",
+              "schematron": schematron, "mchd_revoked": [], "organizations": orgs}
+    path = out / "organizations.json"
+    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,129 @@
+"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created``) from the command line.
+
+Every file is read, checked and turned into its event first; only when *all* are valid is anything
+sent, so a bad file in a batch publishes nothing. ``--dry-run`` stops after the checks and prints the
+events (large documents show the reference they would get; nothing is stored or sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from producer.client import (
+    CREATED_TOPIC,
+    DocumentPublisher,
+    InvalidDocument,
+    PublishError,
+    build_created_event,
+)
+from producer.errors import ConfigurationError
+from services.config import Settings
+from services.documents.store import DocumentStore, store_from_settings
+from services.messaging.clients import security_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="publish СЭМД files to emd.document.created", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", type=Path, metavar="DOC.xml", help="СЭМД (HL7 CDA) files")
+    p.add_argument("--kind", help="НСИ 1520 kind; checked against the document (required for legacy templates)")
+    p.add_argument("--org", help="organisation OID; checked against the document's custodian")
+    p.add_argument("--meta", type=Path, help=f"JSON object with any of: {', '.join(__import__('producer.client').client.META_FIELDS)}")
+    p.add_argument("--system-id", help="registering system id (default: KAFKA_CLIENT_ID)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--dry-run", action="store_true", help="check and print the events; store and send nothing")
+    p.set_defaults(func=run_publish)
+
+
+class _PreviewStore:
+    """Gives the reference the real store would return, without writing (for --dry-run)."""
+
+    def __init__(self, real: DocumentStore) -> None:
+        self.real = real
+
+    def put(self, data: bytes) -> str:
+        return self.real.ref_for(data)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"emd publish: {message}", file=sys.stderr)
+    return code
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        return _fail(str(exc), 2)
+    system_id = args.system_id or settings.kafka_client_id
+    meta: dict[str, Any] | None = None
+    if args.meta:
+        try:
+            meta = json.loads(args.meta.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return _fail(f"{args.meta}: meta: file not found")
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _fail(f"{args.meta}: meta: not a JSON file ({exc})")
+        if not isinstance(meta, dict):
+            return _fail(f"{args.meta}: meta: expected a JSON object")
+    try:
+        store = store_from_settings(settings)
+    except ConfigurationError as exc:
+        return _fail(str(exc), 2)
+
+    bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
+    if not args.dry_run and not bootstrap:
+        return _fail("no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS (or --bootstrap), or start one with "
+                     "`emd broker` and export the address it prints", 2)
+
+    # 1. check everything; nothing is stored or sent unless every file passes
+    checked = []
+    for path in args.files:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return _fail(f"{path}: file: not found")
+        except OSError as exc:
+            return _fail(f"{path}: file: {exc.strerror}")
+        try:
+            event = build_created_event(data, system_id=system_id, store=_PreviewStore(store),
+                                        inline_limit=settings.inline_document_limit,
+                                        max_bytes=settings.max_document_bytes, kind=args.kind,
+                                        organization_oid=args.org, meta=meta)
+        except InvalidDocument as exc:
+            return _fail(f"{path}: {exc.message} [{exc.reason}]")
+        except ConfigurationError as exc:
+            return _fail(f"{path}: {exc}", 2)
+        checked.append((path, data, event))
+
+    if args.dry_run:
+        for _path, _data, event in checked:
+            print(json.dumps(event, ensure_ascii=False, indent=2))
+        print(f"dry run: {len(checked)} document(s) valid, nothing published", file=sys.stderr)
+        return 0
+
+    # 2. publish, each send confirmed by the broker
+    try:
+        publisher = DocumentPublisher(bootstrap, store=store, client_id=f"{settings.kafka_client_id}-publish",
+                                      system_id=system_id, inline_limit=settings.inline_document_limit,
+                                      max_bytes=settings.max_document_bytes, topic=CREATED_TOPIC,
+                                      security=security_from(settings))
+    except ConfigurationError as exc:
+        return _fail(str(exc), 2)
+    except PublishError as exc:
+        return _fail(f"{exc.message} (is the broker running? `emd broker` starts one)", 3)
+    total = len(checked)
+    with publisher:
+        for n, (path, data, _event) in enumerate(checked, 1):
+            try:
+                done = publisher.publish(data, kind=args.kind, organization_oid=args.org, meta=meta)
+            except PublishError as exc:
+                return _fail(f"{path}: {exc.message}; {n - 1} of {total} published before it", 3)
+            prefix = f"[{n}/{total}] " if total > 1 else ""
+            print(f"{prefix}{path.name}: published localUid={done.local_uid} to {done.topic} "
+                  f"partition {done.partition} offset {done.offset}", flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""The ``Transport`` implementations; ``services.remd.transports`` chooses among them."""
