@@ -35,36 +35,66 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, honestly
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"Python {platform.python_version()}, pinned to one core; Streebog in "
-          f"{'OpenSSL gostprov' if gost.FAST_STREEBOG else 'pure Python (gostcrypto)'}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        f"Python {platform.python_version()}, pinned to one core; Streebog in "
+        f"{'OpenSSL gostprov' if gost.FAST_STREEBOG else 'pure Python (gostcrypto)'}"
+    )
     ca = devpki.DevCA.create(paramset=args.paramset)
     key, cert = ca.issue(subject=devpki.SubjectInfo("Bench", "Mark"))
-    doc = (b"<ClinicalDocument>" + os.urandom(args.size // 2).hex().encode())[:args.size]
+    doc = (b"<ClinicalDocument>" + os.urandom(args.size // 2).hex().encode())[: args.size]
     sig = cades.sign_detached(doc, key=key, certificate=cert)
     s = args.seconds
-    print(f"CAdES-BES sign,   {len(doc)} B document: {rate(lambda: cades.sign_detached(doc, key=key, certificate=cert), s):8.0f} /s")
-    print(f"CAdES-BES verify, {len(doc)} B document: {rate(lambda: cades.verify_detached(doc, sig), s):8.0f} /s")
+    print(
+        f"CAdES-BES sign,   {len(doc)} B document: {rate(lambda: cades.sign_detached(doc, key=key, certificate=cert), s):8.0f} /s"
+    )
+    print(
+        f"CAdES-BES verify, {len(doc)} B document: {rate(lambda: cades.verify_detached(doc, sig), s):8.0f} /s"
+    )
     digest = gost.streebog256(doc)
     raw = key.sign_digest(digest)
     pub = key.public_key()
-    print(f"34.10-2012 256 sign   (OpenSSL engine):   {rate(lambda: native.sign_digest(key, digest), s):8.0f} /s")
-    print(f"34.10-2012 256 verify (OpenSSL engine):   {rate(lambda: native.verify_digest(pub, digest, raw), s):8.0f} /s")
-    print(f"34.10-2012 256 sign   (fast path):        {rate(lambda: key.sign_digest_in_python(digest), s):8.0f} /s")
-    print(f"34.10-2012 256 verify (fast path):        {rate(lambda: pub.verify_digest_in_python(digest, raw), s):8.0f} /s")
-    print(f"34.10-2012 256 sign   (gostcrypto):       {rate(lambda: gost.reference_sign(key, digest), s):8.1f} /s")
-    print(f"34.10-2012 256 verify (gostcrypto):       {rate(lambda: gost.reference_verify(pub, digest, raw), s):8.1f} /s")
+    print(
+        f"34.10-2012 256 sign   (OpenSSL engine):   {rate(lambda: native.sign_digest(key, digest), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 256 verify (OpenSSL engine):   {rate(lambda: native.verify_digest(pub, digest, raw), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 256 sign   (fast path):        {rate(lambda: key.sign_digest_in_python(digest), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 256 verify (fast path):        {rate(lambda: pub.verify_digest_in_python(digest, raw), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 256 sign   (gostcrypto):       {rate(lambda: gost.reference_sign(key, digest), s):8.1f} /s"
+    )
+    print(
+        f"34.10-2012 256 verify (gostcrypto):       {rate(lambda: gost.reference_verify(pub, digest, raw), s):8.1f} /s"
+    )
     k512 = gost.PrivateKey.generate(gost.CURVES["tc26-512-A"])
     d512 = gost.streebog512(doc)
     r512 = k512.sign_digest(d512)
     p512 = k512.public_key()
-    print(f"34.10-2012 512 sign   (OpenSSL engine):   {rate(lambda: native.sign_digest(k512, d512), s):8.0f} /s")
-    print(f"34.10-2012 512 verify (OpenSSL engine):   {rate(lambda: native.verify_digest(p512, d512, r512), s):8.0f} /s")
-    print(f"34.10-2012 512 sign   (fast path):        {rate(lambda: k512.sign_digest_in_python(d512), s):8.0f} /s")
-    print(f"34.10-2012 512 verify (fast path):        {rate(lambda: p512.verify_digest_in_python(d512, r512), s):8.0f} /s")
+    print(
+        f"34.10-2012 512 sign   (OpenSSL engine):   {rate(lambda: native.sign_digest(k512, d512), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 512 verify (OpenSSL engine):   {rate(lambda: native.verify_digest(p512, d512, r512), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 512 sign   (fast path):        {rate(lambda: k512.sign_digest_in_python(d512), s):8.0f} /s"
+    )
+    print(
+        f"34.10-2012 512 verify (fast path):        {rate(lambda: p512.verify_digest_in_python(d512, r512), s):8.0f} /s"
+    )
     mb = len(doc) / 1e6
-    print(f"Streebog-256 (active path):               {rate(lambda: gost.streebog256(doc), s) * mb:8.1f} MB/s")
-    print(f"Streebog-256 (gostcrypto fallback):       {rate(lambda: gost.Streebog(256, doc[:4096], fallback=True).digest(), s) * 4096 / 1e6:8.2f} MB/s")
+    print(
+        f"Streebog-256 (active path):               {rate(lambda: gost.streebog256(doc), s) * mb:8.1f} MB/s"
+    )
+    print(
+        f"Streebog-256 (gostcrypto fallback):       {rate(lambda: gost.Streebog(256, doc[:4096], fallback=True).digest(), s) * 4096 / 1e6:8.2f} MB/s"
+    )
 
 
 if __name__ == "__main__":

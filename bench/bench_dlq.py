@@ -36,17 +36,35 @@ def produce(bootstrap: str, count: int) -> None:
     now = time.time()
     for i in range(count):
         uid = f"bench{i:015d}"
-        failure = dl.Failure(stage=("signer", "sender", "status")[i % 3], reason="REMD_REJECTED",
-                             message="rejected", exception_fqcn="producer.errors.PermanentError",
-                             remd_code=CODES[i % len(CODES)], remd_message="Сотрудник со СНИЛС [..] не найден в ФРМР",
-                             category="data", hint="Проверить данные сотрудника в ФРМР",
-                             message_ids=(f"{i:08x}-0000-4000-8000-000000000000",), local_uid=uid, kind="119",
-                             organization=f"1.2.643.5.1.13.13.12.2.77.{9000 + i % 50}")
-        headers = dl.dead_letter_headers(original_headers={"emd-event-type": b"emd.document.signed"},
-                                         topic="emd.document.signed", partition=0, offset=i,
-                                         timestamp_ms=int(now * 1000), consumer_group="emd-sender", failure=failure)
-        value = json.dumps({"type": "emd.document.signed", "data": {"localUid": uid, "systemId": "dental-mis-01",
-                                                                   "kind": "119"}}).encode()
+        failure = dl.Failure(
+            stage=("signer", "sender", "status")[i % 3],
+            reason="REMD_REJECTED",
+            message="rejected",
+            exception_fqcn="producer.errors.PermanentError",
+            remd_code=CODES[i % len(CODES)],
+            remd_message="Сотрудник со СНИЛС [..] не найден в ФРМР",
+            category="data",
+            hint="Проверить данные сотрудника в ФРМР",
+            message_ids=(f"{i:08x}-0000-4000-8000-000000000000",),
+            local_uid=uid,
+            kind="119",
+            organization=f"1.2.643.5.1.13.13.12.2.77.{9000 + i % 50}",
+        )
+        headers = dl.dead_letter_headers(
+            original_headers={"emd-event-type": b"emd.document.signed"},
+            topic="emd.document.signed",
+            partition=0,
+            offset=i,
+            timestamp_ms=int(now * 1000),
+            consumer_group="emd-sender",
+            failure=failure,
+        )
+        value = json.dumps(
+            {
+                "type": "emd.document.signed",
+                "data": {"localUid": uid, "systemId": "dental-mis-01", "kind": "119"},
+            }
+        ).encode()
         p.send(topics[i % 3], key=uid.encode(), value=value, headers=headers)
     p.flush()
     p.close()
@@ -67,26 +85,37 @@ def main() -> int:
         env = {**os.environ, **broker.client_env(), "EMD_DATA_DIR": tmp}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "services.cli", "dlq", "list", "--json"], env=env, cwd=REPO,
-                             capture_output=True, text=True, timeout=1800)
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli", "dlq", "list", "--json"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         lines = out.stdout.count("\n")
         assert out.returncode == 0 and lines == COUNT, (out.returncode, lines, out.stderr[-500:])
-        print(f"emd dlq list --json, {lines} dead letters: {cpu:.1f} s CPU ({cpu / lines * 1e6:.0f} µs per dead "
-              f"letter), {wall:.1f} s wall (of which ~3 s is the quiet period that ends a read)")
+        print(
+            f"emd dlq list --json, {lines} dead letters: {cpu:.1f} s CPU ({cpu / lines * 1e6:.0f} µs per dead "
+            f"letter), {wall:.1f} s wall (of which ~3 s is the quiet period that ends a read)"
+        )
 
-        letters = reader.read_all({"bootstrap_servers": broker.bootstrap_servers},
-                                  [t.name for t in DEAD_LETTER_TOPICS])
+        letters = reader.read_all(
+            {"bootstrap_servers": broker.bootstrap_servers}, [t.name for t in DEAD_LETTER_TOPICS]
+        )
         c0 = time.process_time()
         found = newest_first(letters, Filters(code="PERSON_NOT_FOUND", stage="sender"), limit=500)
         query = time.process_time() - c0
         c0 = time.process_time()
         everything = newest_first(letters)
         sort_all = time.process_time() - c0
-        print(f"in memory ({len(letters)} loaded): filtered query (code+stage, newest 500) {query * 1000:.0f} ms CPU "
-              f"({len(found)} shown); all, newest first {sort_all * 1000:.0f} ms CPU ({len(everything)})")
+        print(
+            f"in memory ({len(letters)} loaded): filtered query (code+stage, newest 500) {query * 1000:.0f} ms CPU "
+            f"({len(found)} shown); all, newest first {sort_all * 1000:.0f} ms CPU ({len(everything)})"
+        )
     return 0
 
 

@@ -18,8 +18,14 @@ from lab.dev.samples import REPOSITORY_SAMPLES
 from services import logs
 
 SAMPLES = REPOSITORY_SAMPLES
-CASES = [("119", "ConsultRedaction4"), ("58", "DeathCertificate"), ("76", "BirthCertificate"),
-         ("191", "MedExamination"), ("101", "WorkAtHeightCertificate"), ("147", "EpicrisisV5")]
+CASES = [
+    ("119", "ConsultRedaction4"),
+    ("58", "DeathCertificate"),
+    ("76", "BirthCertificate"),
+    ("191", "MedExamination"),
+    ("101", "WorkAtHeightCertificate"),
+    ("147", "EpicrisisV5"),
+]
 
 
 def main() -> None:
@@ -47,7 +53,9 @@ def main() -> None:
             sch += time.perf_counter() - t
         per_xsd = xsd / args.repeat * 1000
         per_sch = sch / args.repeat * 1000 - (per_xsd if sv.has_xsd(kind) else 0)
-        print(f"{kind:>5} {name:26} {len(data) // 1024:>5} {compile_s:>10.2f} {per_xsd:>8.1f} {per_sch:>14.1f}")
+        print(
+            f"{kind:>5} {name:26} {len(data) // 1024:>5} {compile_s:>10.2f} {per_xsd:>8.1f} {per_sch:>14.1f}"
+        )
 
 
 if __name__ == "__main__":

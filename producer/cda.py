@@ -45,8 +45,17 @@ from lxml import etree
 from producer import nsi
 from producer.errors import PermanentError
 
-__all__ = ["HL7", "CdaMetadata", "NotCda", "Person", "Recipient", "RelatedDocument", "Signer", "extract",
-           "parse_hl7_time"]
+__all__ = [
+    "HL7",
+    "CdaMetadata",
+    "NotCda",
+    "Person",
+    "Recipient",
+    "RelatedDocument",
+    "Signer",
+    "extract",
+    "parse_hl7_time",
+]
 
 HL7 = "urn:hl7-org:v3"
 IDENTITY = "urn:hl7-ru:identity"
@@ -79,18 +88,18 @@ class Person:
 
 @dataclass(frozen=True, slots=True)
 class Patient(Person):
-    gender: str | None = None       #: administrativeGenderCode/@code, НСИ 1.2.643.5.1.13.13.11.1040
+    gender: str | None = None  #: administrativeGenderCode/@code, НСИ 1.2.643.5.1.13.13.11.1040
     birth_date: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Signer(Person):
-    role: str = "author"            #: author, legalAuthenticator, authenticator
+    role: str = "author"  #: author, legalAuthenticator, authenticator
     position_code: str | None = None
-    position_version: str | None = None     #: codeSystemVersion of the position code
+    position_version: str | None = None  #: codeSystemVersion of the position code
     speciality_code: str | None = None
     speciality_version: str | None = None
-    department_oid: str | None = None       #: the signer's structural unit (ФРМО OID), when stated
+    department_oid: str | None = None  #: the signer's structural unit (ФРМО OID), when stated
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +246,15 @@ def _names(person: etree._Element | None) -> tuple[str | None, str | None, str |
     return family, (givens[0] if givens else None), patronymic
 
 
-def _signer(participation: etree._Element, entity: etree._Element, role: str, person_path: str,
-            missing: dict[str, str], key: str, organization_oid: str | None) -> Signer:
+def _signer(
+    participation: etree._Element,
+    entity: etree._Element,
+    role: str,
+    person_path: str,
+    missing: dict[str, str],
+    key: str,
+    organization_oid: str | None,
+) -> Signer:
     ids = _x(entity, "h:id")
     snils, problem = _snils(ids)
     if problem:
@@ -253,11 +269,19 @@ def _signer(participation: etree._Element, entity: etree._Element, role: str, pe
         speciality = _first(entity, f".//h:code[@codeSystem='{SPECIALITY_SYSTEM}']")
     unit = _attr(_first(entity, "h:representedOrganization/h:id"), "extension")
     department = unit if organization_oid and unit and unit.startswith(organization_oid + ".0.") else None
-    return Signer(role=role, snils=snils, local_id=_local_id(ids), family=family, given=given,
-                  patronymic=patronymic, position_code=_attr(position, "code"),
-                  position_version=_attr(position, "codeSystemVersion"),
-                  speciality_code=_attr(speciality, "code"),
-                  speciality_version=_attr(speciality, "codeSystemVersion"), department_oid=department)
+    return Signer(
+        role=role,
+        snils=snils,
+        local_id=_local_id(ids),
+        family=family,
+        given=given,
+        patronymic=patronymic,
+        position_code=_attr(position, "code"),
+        position_version=_attr(position, "codeSystemVersion"),
+        speciality_code=_attr(speciality, "code"),
+        speciality_version=_attr(speciality, "codeSystemVersion"),
+        department_oid=department,
+    )
 
 
 def _recipient(root: etree._Element) -> Recipient | None:
@@ -277,8 +301,13 @@ def _related(root: etree._Element) -> list[RelatedDocument]:
         parent_id = _first(rel, "h:parentDocument/h:id")
         type_code = _attr(rel, "typeCode")
         if type_code and parent_id is not None:
-            out.append(RelatedDocument(type_code=type_code, id_root=_attr(parent_id, "root"),
-                                       id_extension=_attr(parent_id, "extension")))
+            out.append(
+                RelatedDocument(
+                    type_code=type_code,
+                    id_root=_attr(parent_id, "root"),
+                    id_extension=_attr(parent_id, "extension"),
+                )
+            )
     return out
 
 
@@ -298,8 +327,11 @@ def extract(root: etree._Element) -> CdaMetadata:
     creation_time = None
     if raw_time is None:
         flavor = _attr(eff, "nullFlavor")
-        missing["creationTime"] = (f"ClinicalDocument/effectiveTime is nullFlavor={flavor}" if flavor
-                                   else "ClinicalDocument/effectiveTime has no @value")
+        missing["creationTime"] = (
+            f"ClinicalDocument/effectiveTime is nullFlavor={flavor}"
+            if flavor
+            else "ClinicalDocument/effectiveTime has no @value"
+        )
     else:
         try:
             parsed = parse_hl7_time(raw_time)
@@ -309,8 +341,9 @@ def extract(root: etree._Element) -> CdaMetadata:
             if isinstance(parsed, datetime):
                 creation_time = parsed
             else:
-                missing["creationTime"] = (f"ClinicalDocument/effectiveTime {raw_time!r} is a date without "
-                                           f"time and UTC offset")
+                missing["creationTime"] = (
+                    f"ClinicalDocument/effectiveTime {raw_time!r} is a date without time and UTC offset"
+                )
 
     code_el = _first(root, "h:code")
     code, code_system = _attr(code_el, "code"), _attr(code_el, "codeSystem")
@@ -320,8 +353,10 @@ def extract(root: etree._Element) -> CdaMetadata:
     if kind is None:
         missing["kind"] = nsi.explain_no_kind(code, code_system, template_ids)
     elif kind.kind is None:
-        missing["kind.rules"] = (f"1520 code {kind.code} is newer than НСИ 1520 v{nsi.NSI_1520_VERSION}: "
-                                 f"its patient and signature rules are unknown")
+        missing["kind.rules"] = (
+            f"1520 code {kind.code} is newer than НСИ 1520 v{nsi.NSI_1520_VERSION}: "
+            f"its patient and signature rules are unknown"
+        )
 
     set_id = _first(root, "h:setId")
     document_number = _attr(set_id, "extension")
@@ -333,7 +368,9 @@ def extract(root: etree._Element) -> CdaMetadata:
     custodian = _first(root, "h:custodian/h:assignedCustodian/h:representedCustodianOrganization/h:id")
     organization_oid = _attr(custodian, "root")
     if organization_oid is None:
-        missing["organizationOid"] = "custodian/assignedCustodian/representedCustodianOrganization/id has no @root"
+        missing["organizationOid"] = (
+            "custodian/assignedCustodian/representedCustodianOrganization/id has no @root"
+        )
 
     department_oid = None
     rep = _first(root, "h:author/h:assignedAuthor/h:representedOrganization/h:id")
@@ -341,8 +378,10 @@ def extract(root: etree._Element) -> CdaMetadata:
     if organization_oid and ext and ext.startswith(organization_oid + ".0."):
         department_oid = ext
     else:
-        missing["departmentOid"] = ("author/assignedAuthor/representedOrganization/id/@extension is not a "
-                                    "structural-unit OID <organisation OID>.0.<n>")
+        missing["departmentOid"] = (
+            "author/assignedAuthor/representedOrganization/id/@extension is not a "
+            "structural-unit OID <organisation OID>.0.<n>"
+        )
 
     patient = None
     role = _first(root, "h:recordTarget/h:patientRole")
@@ -364,24 +403,56 @@ def extract(root: etree._Element) -> CdaMetadata:
             except ValueError:
                 missing["patient.birthDate"] = f"birthTime {birth_raw!r} is not a date"
         gender = _attr(_first(person, "h:administrativeGenderCode"), "code") if person is not None else None
-        patient = Patient(snils=snils, local_id=_local_id(ids), family=family, given=given,
-                          patronymic=patronymic, gender=gender, birth_date=birth)
+        patient = Patient(
+            snils=snils,
+            local_id=_local_id(ids),
+            family=family,
+            given=given,
+            patronymic=patronymic,
+            gender=gender,
+            birth_date=birth,
+        )
 
     signers: list[Signer] = []
-    for path, entity_name, role_name in (("h:author", "h:assignedAuthor", "author"),
-                                         ("h:legalAuthenticator", "h:assignedEntity", "legalAuthenticator"),
-                                         ("h:authenticator", "h:assignedEntity", "authenticator")):
+    for path, entity_name, role_name in (
+        ("h:author", "h:assignedAuthor", "author"),
+        ("h:legalAuthenticator", "h:assignedEntity", "legalAuthenticator"),
+        ("h:authenticator", "h:assignedEntity", "authenticator"),
+    ):
         for n, participation in enumerate(_x(root, path)):
             entity = _first(participation, entity_name)
             if entity is not None:
-                signers.append(_signer(participation, entity, role_name, "h:assignedPerson", missing,
-                                       f"signers[{role_name} {n}]", organization_oid))
+                signers.append(
+                    _signer(
+                        participation,
+                        entity,
+                        role_name,
+                        "h:assignedPerson",
+                        missing,
+                        f"signers[{role_name} {n}]",
+                        organization_oid,
+                    )
+                )
     if not any(s.role == "legalAuthenticator" for s in signers):
         missing["signers.legalAuthenticator"] = "no legalAuthenticator/assignedEntity"
 
     return CdaMetadata(
-        local_uid=local_uid, id_root=id_root, creation_time=creation_time, creation_time_raw=raw_time,
-        code=code, code_system=code_system, display_name=display, template_ids=template_ids, kind=kind,
-        document_number=document_number, version_number=version_number, organization_oid=organization_oid,
-        department_oid=department_oid, patient=patient, signers=signers, missing=missing,
-        recipient=_recipient(root), related=_related(root))
+        local_uid=local_uid,
+        id_root=id_root,
+        creation_time=creation_time,
+        creation_time_raw=raw_time,
+        code=code,
+        code_system=code_system,
+        display_name=display,
+        template_ids=template_ids,
+        kind=kind,
+        document_number=document_number,
+        version_number=version_number,
+        organization_oid=organization_oid,
+        department_oid=department_oid,
+        patient=patient,
+        signers=signers,
+        missing=missing,
+        recipient=_recipient(root),
+        related=_related(root),
+    )

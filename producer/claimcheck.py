@@ -73,8 +73,11 @@ class FilesystemStore:
         parts = urlsplit(ref)
         path = Path(unquote(parts.path))
         if parts.scheme != "file" or not is_sha256_hex(path.name) or path.resolve() != self._path(path.name):
-            raise PermanentError(f"reference {ref!r} is not a document of the store at {self.root}",
-                                 reason="DOCUMENT_REF_INVALID", ref=ref)
+            raise PermanentError(
+                f"reference {ref!r} is not a document of the store at {self.root}",
+                reason="DOCUMENT_REF_INVALID",
+                ref=ref,
+            )
         return path.name
 
     def ref_for(self, data: bytes) -> str:
@@ -104,8 +107,10 @@ class FilesystemStore:
                     finally:
                         os.close(dir_fd)
             except OSError as exc:
-                raise TransientError(f"cannot write document to {self.root}: {exc.strerror}",
-                                     reason="DOCUMENT_STORE_UNAVAILABLE") from exc
+                raise TransientError(
+                    f"cannot write document to {self.root}: {exc.strerror}",
+                    reason="DOCUMENT_STORE_UNAVAILABLE",
+                ) from exc
         return target.as_uri()
 
     def get(self, ref: str) -> bytes:
@@ -113,14 +118,19 @@ class FilesystemStore:
         try:
             data = self._path(digest).read_bytes()
         except FileNotFoundError:
-            raise TransientError(f"document {digest} is not in {self.root}", reason="DOCUMENT_MISSING",
-                                 ref=ref) from None
+            raise TransientError(
+                f"document {digest} is not in {self.root}", reason="DOCUMENT_MISSING", ref=ref
+            ) from None
         except OSError as exc:
-            raise TransientError(f"cannot read document {digest}: {exc.strerror}",
-                                 reason="DOCUMENT_STORE_UNAVAILABLE", ref=ref) from exc
+            raise TransientError(
+                f"cannot read document {digest}: {exc.strerror}", reason="DOCUMENT_STORE_UNAVAILABLE", ref=ref
+            ) from exc
         if sha256_hex(data) != digest:
-            raise PermanentError(f"document {digest} is corrupt: its bytes hash differently",
-                                 reason="DOCUMENT_CORRUPT", ref=ref)
+            raise PermanentError(
+                f"document {digest} is corrupt: its bytes hash differently",
+                reason="DOCUMENT_CORRUPT",
+                ref=ref,
+            )
         return data
 
     def exists(self, ref: str) -> bool:
@@ -130,15 +140,18 @@ class FilesystemStore:
         return self.root.as_uri()
 
 
-def document_field(data: bytes, store: DocumentStore | None, *, inline_limit: int,
-                   media_type: str = "text/xml") -> dict[str, Any]:
+def document_field(
+    data: bytes, store: DocumentStore | None, *, inline_limit: int, media_type: str = "text/xml"
+) -> dict[str, Any]:
     """The event's ``document`` object: inline up to ``inline_limit`` bytes, else stored and referenced."""
     field: dict[str, Any] = {"sha256": sha256_hex(data), "size": len(data), "mediaType": media_type}
     if len(data) <= inline_limit:
         field["inline"] = base64.b64encode(data).decode("ascii")
     else:
         if store is None:
-            raise ConfigurationError(f"document of {len(data)} bytes exceeds the inline limit of {inline_limit} "
-                                     f"bytes and no document store is configured")
+            raise ConfigurationError(
+                f"document of {len(data)} bytes exceeds the inline limit of {inline_limit} "
+                f"bytes and no document store is configured"
+            )
         field["ref"] = store.put(data)
     return field

@@ -48,14 +48,30 @@ from producer.xmlsafe import XmlRejected, parse_xml
 
 CREATED_TOPIC = CREATED.name
 
-__all__ = ["CREATED_TOPIC", "META_FIELDS", "DocumentPublisher", "InvalidDocument", "PublishError",
-           "PublishedEvent", "build_created_data", "build_created_event"]
+__all__ = [
+    "CREATED_TOPIC",
+    "META_FIELDS",
+    "DocumentPublisher",
+    "InvalidDocument",
+    "PublishError",
+    "PublishedEvent",
+    "build_created_data",
+    "build_created_event",
+]
 
 log = logging.getLogger(__name__)
 
 #: keys a caller may pass in ``meta``; each is cross-checked against the document
-META_FIELDS = ("localUid", "documentNumber", "departmentOid", "creationTime", "patientSnils", "signerSnils",
-               "signatures", "signerRoles")
+META_FIELDS = (
+    "localUid",
+    "documentNumber",
+    "departmentOid",
+    "creationTime",
+    "patientSnils",
+    "signerSnils",
+    "signatures",
+    "signerRoles",
+)
 
 
 class InvalidDocument(PermanentError):
@@ -95,8 +111,11 @@ def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
     """The 1520 kind to publish: the document's, or the caller's when the document's is unknowable."""
     if meta.kind is not None:
         if kind is not None and str(kind) != meta.kind.code:
-            raise _invalid("kind", f"caller says {kind}, the document is {meta.kind.code} "
-                                   f"(found by {meta.kind.method})", "KIND_MISMATCH")
+            raise _invalid(
+                "kind",
+                f"caller says {kind}, the document is {meta.kind.code} (found by {meta.kind.method})",
+                "KIND_MISMATCH",
+            )
         return meta.kind.code
     if kind is None:
         raise _invalid("kind", meta.missing.get("kind", "document kind not found"), "KIND_UNKNOWN")
@@ -107,14 +126,23 @@ def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
     for tid in meta.template_ids:
         m = re.match(r"^(?:1\.2\.643\.5\.1\.13\.13\.14|1\.2\.643\.5\.1\.13\.2\.7\.5\.1)\.(\d+)\.3$", tid)
         if m and m.group(1) != row.type_code:
-            raise _invalid("kind", f"{kind} is 1522 type {row.type_code}, the document's template {tid} is "
-                                   f"type {m.group(1)}", "KIND_MISMATCH")
+            raise _invalid(
+                "kind",
+                f"{kind} is 1522 type {row.type_code}, the document's template {tid} is type {m.group(1)}",
+                "KIND_MISMATCH",
+            )
     return row.code
 
 
-def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[str, Any] | None,
-                       kind: str | None = None, organization_oid: str | None = None,
-                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_created_data(
+    meta: cda.CdaMetadata,
+    *,
+    system_id: str,
+    document: dict[str, Any] | None,
+    kind: str | None = None,
+    organization_oid: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Cross-check the caller's claims against the CDA header and build the ``created`` payload.
 
     ``document``: the event's ``document`` object (None while only checking). Raises InvalidDocument.
@@ -122,8 +150,11 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
     extra = dict(extra or {})
     unknown = sorted(set(extra) - set(META_FIELDS))
     if unknown:
-        raise _invalid(f"meta.{unknown[0]}", f"unknown metadata field (known: {', '.join(META_FIELDS)})",
-                       "META_UNKNOWN_FIELD")
+        raise _invalid(
+            f"meta.{unknown[0]}",
+            f"unknown metadata field (known: {', '.join(META_FIELDS)})",
+            "META_UNKNOWN_FIELD",
+        )
 
     for field_ in ("localUid", "creationTime", "organizationOid"):
         if field_ in meta.missing:
@@ -131,14 +162,18 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
     kind_code = _check_kind(meta, kind)
 
     if organization_oid is not None and organization_oid != meta.organization_oid:
-        raise _invalid("organizationOid", f"caller says {organization_oid}, the custodian is "
-                                          f"{meta.organization_oid}", "META_MISMATCH")
+        raise _invalid(
+            "organizationOid",
+            f"caller says {organization_oid}, the custodian is {meta.organization_oid}",
+            "META_MISMATCH",
+        )
     if "localUid" in extra and str(extra["localUid"]) != meta.local_uid:
         raise _invalid("localUid", "differs from ClinicalDocument/id/@extension", "META_MISMATCH")
     if "documentNumber" in extra and str(extra["documentNumber"]) != meta.document_number:
         raise _invalid("documentNumber", "differs from ClinicalDocument/setId/@extension", "META_MISMATCH")
     if "creationTime" in extra:
         from datetime import datetime
+
         try:
             claimed = datetime.fromisoformat(str(extra["creationTime"]))
         except ValueError:
@@ -149,15 +184,20 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
     if "departmentOid" in extra:
         claimed_dep = str(extra["departmentOid"])
         if department is not None and claimed_dep != department:
-            raise _invalid("departmentOid", "differs from the author's representedOrganization", "META_MISMATCH")
+            raise _invalid(
+                "departmentOid", "differs from the author's representedOrganization", "META_MISMATCH"
+            )
         department = claimed_dep  # the document names none: the МИС knows its structural unit
 
     patient = meta.patient
     if patient is None:
         raise _invalid("patient", meta.missing.get("patient", "no patient"), "MISSING_FIELD")
     if meta.requires_patient_snils and patient.snils is None:
-        raise _invalid("patient.snils", f"kind {kind_code} requires the patient's СНИЛС; "
-                                        f"{meta.missing.get('patient.snils', 'absent')}", "MISSING_FIELD")
+        raise _invalid(
+            "patient.snils",
+            f"kind {kind_code} requires the patient's СНИЛС; {meta.missing.get('patient.snils', 'absent')}",
+            "MISSING_FIELD",
+        )
     if "patientSnils" in extra and _digits(extra["patientSnils"]) != patient.snils:
         raise _invalid("patient.snils", "caller's patient СНИЛС differs from recordTarget", "META_MISMATCH")
 
@@ -170,15 +210,19 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
     claimed_signers = extra.get("signerSnils", [])
     for n, value in enumerate([claimed_signers] if isinstance(claimed_signers, str) else claimed_signers):
         if _digits(value) not in doc_snils:
-            raise _invalid(f"signerSnils[{n}]", "no author or legalAuthenticator of the document has this СНИЛС",
-                           "META_MISMATCH")
+            raise _invalid(
+                f"signerSnils[{n}]",
+                "no author or legalAuthenticator of the document has this СНИЛС",
+                "META_MISMATCH",
+            )
     signatures = extra.get("signatures", {})
     if not isinstance(signatures, dict):
         raise _invalid("meta.signatures", "expected an object {СНИЛС: base64 CMS}", "META_MISMATCH")
     for snils, cms in signatures.items():
         if _digits(snils) not in doc_snils:
-            raise _invalid("signatures", "a signature for a СНИЛС that is not a signer of the document",
-                           "META_MISMATCH")
+            raise _invalid(
+                "signatures", "a signature for a СНИЛС that is not a signer of the document", "META_MISMATCH"
+            )
         try:
             base64.b64decode(cms, validate=True)
         except (binascii.Error, ValueError, TypeError):
@@ -189,23 +233,43 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
         # РЭМД checks every signer's position against ФРМР: the code and its dictionary version are required
         where = f"signers[{n}] ({s.role})"
         if not s.position_code:
-            raise _invalid(f"{where}.positionCode", "the signer's position code (НСИ 1.2.643.5.1.13.13.11.1002) is missing",
-                           "MISSING_FIELD")
+            raise _invalid(
+                f"{where}.positionCode",
+                "the signer's position code (НСИ 1.2.643.5.1.13.13.11.1002) is missing",
+                "MISSING_FIELD",
+            )
         if not s.position_version:
-            raise _invalid(f"{where}.positionCodeSystemVersion",
-                           "the signer's position code has no codeSystemVersion", "MISSING_FIELD")
+            raise _invalid(
+                f"{where}.positionCodeSystemVersion",
+                "the signer's position code has no codeSystemVersion",
+                "MISSING_FIELD",
+            )
         if s.speciality_code and not s.speciality_version:
-            raise _invalid(f"{where}.specialityCodeSystemVersion",
-                           "the signer's speciality code has no codeSystemVersion", "MISSING_FIELD")
+            raise _invalid(
+                f"{where}.specialityCodeSystemVersion",
+                "the signer's speciality code has no codeSystemVersion",
+                "MISSING_FIELD",
+            )
 
     def signer(s: cda.Signer) -> dict[str, Any]:
-        role_code, role_version = roles.get(s.snils, (events.DEFAULT_SIGNER_ROLE,
-                                                      events.DEFAULT_SIGNER_ROLE_VERSION))
-        out = {"role": s.role, "snils": s.snils, "family": s.family, "given": s.given, "patronymic": s.patronymic,
-               "localId": s.local_id, "positionCode": s.position_code, "specialityCode": s.speciality_code,
-               "positionCodeSystemVersion": s.position_version, "specialityCodeSystemVersion": s.speciality_version,
-               "departmentOid": s.department_oid or department, "roleCode": role_code,
-               "roleCodeSystemVersion": role_version}
+        role_code, role_version = roles.get(
+            s.snils, (events.DEFAULT_SIGNER_ROLE, events.DEFAULT_SIGNER_ROLE_VERSION)
+        )
+        out = {
+            "role": s.role,
+            "snils": s.snils,
+            "family": s.family,
+            "given": s.given,
+            "patronymic": s.patronymic,
+            "localId": s.local_id,
+            "positionCode": s.position_code,
+            "specialityCode": s.speciality_code,
+            "positionCodeSystemVersion": s.position_version,
+            "specialityCodeSystemVersion": s.speciality_version,
+            "departmentOid": s.department_oid or department,
+            "roleCode": role_code,
+            "roleCodeSystemVersion": role_version,
+        }
         sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
         if sig is not None:
             out["signature"] = sig
@@ -219,12 +283,20 @@ def build_created_data(meta: cda.CdaMetadata, *, system_id: str, document: dict[
         "systemId": system_id,
         "creationTime": meta.creation_time.isoformat(),  # type: ignore[union-attr]
         "documentNumber": meta.document_number,
-        "patient": {"snils": patient.snils, "localId": patient.local_id, "family": patient.family,
-                    "given": patient.given, "patronymic": patient.patronymic, "gender": patient.gender,
-                    "birthDate": patient.birth_date.isoformat() if patient.birth_date else None},
+        "patient": {
+            "snils": patient.snils,
+            "localId": patient.local_id,
+            "family": patient.family,
+            "given": patient.given,
+            "patronymic": patient.patronymic,
+            "gender": patient.gender,
+            "birthDate": patient.birth_date.isoformat() if patient.birth_date else None,
+        },
         "signers": [signer(s) for s in meta.signers],
         "recipient": _recipient(meta.recipient),
-        "associations": [{"target": r.id_extension, "type": r.type_code} for r in meta.related if r.id_extension],
+        "associations": [
+            {"target": r.id_extension, "type": r.type_code} for r in meta.related if r.id_extension
+        ],
     }
     if document is not None:
         data["document"] = document
@@ -238,14 +310,23 @@ def _signer_roles(raw: Any, doc_snils: set[str | None]) -> dict[str, tuple[str, 
     out = {}
     for snils, value in raw.items():
         if _digits(snils) not in doc_snils:
-            raise _invalid("signerRoles", "a role for a СНИЛС that is not a signer of the document", "META_MISMATCH")
+            raise _invalid(
+                "signerRoles", "a role for a СНИЛС that is not a signer of the document", "META_MISMATCH"
+            )
         if isinstance(value, str) and value:
             out[_digits(snils)] = (value, events.DEFAULT_SIGNER_ROLE_VERSION)
-        elif isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"] \
-                and isinstance(value.get("codeSystemVersion"), str) and value["codeSystemVersion"]:
+        elif (
+            isinstance(value, dict)
+            and isinstance(value.get("code"), str)
+            and value["code"]
+            and isinstance(value.get("codeSystemVersion"), str)
+            and value["codeSystemVersion"]
+        ):
             out[_digits(snils)] = (value["code"], value["codeSystemVersion"])
         else:
-            raise _invalid("signerRoles", 'a role is "CODE" or {"code": …, "codeSystemVersion": …}', "META_MISMATCH")
+            raise _invalid(
+                "signerRoles", 'a role is "CODE" or {"code": …, "codeSystemVersion": …}', "META_MISMATCH"
+            )
     return out
 
 
@@ -253,9 +334,16 @@ def _recipient(recipient: cda.Recipient | None) -> dict[str, Any] | None:
     if recipient is None:
         return None
     if recipient.organization_oid:
-        return {"kind": events.RECIPIENT_MEDICAL_ORGANIZATION, "organizationOid": recipient.organization_oid,
-                "snils": None}
-    return {"kind": events.RECIPIENT_PATIENT_REPRESENTATIVE, "organizationOid": None, "snils": recipient.snils}
+        return {
+            "kind": events.RECIPIENT_MEDICAL_ORGANIZATION,
+            "organizationOid": recipient.organization_oid,
+            "snils": None,
+        }
+    return {
+        "kind": events.RECIPIENT_PATIENT_REPRESENTATIVE,
+        "organizationOid": None,
+        "snils": recipient.snils,
+    }
 
 
 def read_document(document_bytes: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> cda.CdaMetadata:
@@ -267,20 +355,31 @@ def read_document(document_bytes: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES)
     try:
         return cda.extract(root)
     except cda.NotCda as exc:
-        raise InvalidDocument(f"ClinicalDocument: {exc.message}", reason="NOT_CDA", field="ClinicalDocument") from None
+        raise InvalidDocument(
+            f"ClinicalDocument: {exc.message}", reason="NOT_CDA", field="ClinicalDocument"
+        ) from None
 
 
-def build_created_event(document_bytes: bytes, *, system_id: str, store: DocumentStore | None,
-                        inline_limit: int = INLINE_DOCUMENT_LIMIT, max_bytes: int = MAX_DOCUMENT_BYTES,
-                        kind: str | None = None, organization_oid: str | None = None,
-                        meta: dict[str, Any] | None = None, trace_id: str | None = None) -> events.Envelope:
+def build_created_event(
+    document_bytes: bytes,
+    *,
+    system_id: str,
+    store: DocumentStore | None,
+    inline_limit: int = INLINE_DOCUMENT_LIMIT,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    kind: str | None = None,
+    organization_oid: str | None = None,
+    meta: dict[str, Any] | None = None,
+    trace_id: str | None = None,
+) -> events.Envelope:
     """Everything ``publish`` does short of sending: parse, extract, cross-check, store, validate.
 
     The document is stored (when over ``inline_limit``) only after every check has passed.
     """
     cda_meta = read_document(document_bytes, max_bytes=max_bytes)
-    data = build_created_data(cda_meta, system_id=system_id, document=None, kind=kind,
-                              organization_oid=organization_oid, extra=meta)  # checks before anything is stored
+    data = build_created_data(
+        cda_meta, system_id=system_id, document=None, kind=kind, organization_oid=organization_oid, extra=meta
+    )  # checks before anything is stored
     data["document"] = document_field(document_bytes, store, inline_limit=inline_limit, media_type="text/xml")
     try:
         return events.new_event(events.CREATED, data, source=system_id, trace_id=trace_id)
@@ -300,10 +399,19 @@ class DocumentPublisher:
     ``services.messaging.clients.security_from(Settings.from_env())`` reads the ``KAFKA_SSL_*``/``KAFKA_SASL_*`` variables).
     """
 
-    def __init__(self, bootstrap_servers: str, *, store: DocumentStore | None = None, client_id: str = "emd-mis",
-                 system_id: str | None = None, timeout: float = 30.0, inline_limit: int = INLINE_DOCUMENT_LIMIT,
-                 max_bytes: int = MAX_DOCUMENT_BYTES, topic: str = CREATED_TOPIC,
-                 security: KafkaSecurity | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        store: DocumentStore | None = None,
+        client_id: str = "emd-mis",
+        system_id: str | None = None,
+        timeout: float = 30.0,
+        inline_limit: int = INLINE_DOCUMENT_LIMIT,
+        max_bytes: int = MAX_DOCUMENT_BYTES,
+        topic: str = CREATED_TOPIC,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         from kafka import KafkaProducer
 
         self.store, self.timeout, self.topic = store, timeout, topic
@@ -311,35 +419,76 @@ class DocumentPublisher:
         self.inline_limit, self.max_bytes = inline_limit, max_bytes
         config = sync_producer_config(bootstrap_servers, client_id=client_id, security=security)
         # idempotence needs acks=all and at most 5 in flight; insist even if the shared config changes
-        config.update(acks="all", enable_idempotence=True,
-                      max_in_flight_requests_per_connection=min(5, config.get("max_in_flight_requests_per_connection", 5)))
+        config.update(
+            acks="all",
+            enable_idempotence=True,
+            max_in_flight_requests_per_connection=min(
+                5, config.get("max_in_flight_requests_per_connection", 5)
+            ),
+        )
         try:
             self._producer = KafkaProducer(**config)
         except Exception as exc:  # NoBrokersAvailable and friends
-            raise PublishError(f"cannot connect to Kafka at {bootstrap_servers}: {exc.__class__.__name__}") from exc
+            raise PublishError(
+                f"cannot connect to Kafka at {bootstrap_servers}: {exc.__class__.__name__}"
+            ) from exc
 
-    def publish(self, document_bytes: bytes, *, kind: str | None = None, organization_oid: str | None = None,
-                meta: dict[str, Any] | None = None, trace_id: str | None = None) -> PublishedEvent:
+    def publish(
+        self,
+        document_bytes: bytes,
+        *,
+        kind: str | None = None,
+        organization_oid: str | None = None,
+        meta: dict[str, Any] | None = None,
+        trace_id: str | None = None,
+    ) -> PublishedEvent:
         """Check, store if large, and publish one document; return where the broker put it."""
-        event = build_created_event(document_bytes, system_id=self.system_id, store=self.store,
-                                    inline_limit=self.inline_limit, max_bytes=self.max_bytes, kind=kind,
-                                    organization_oid=organization_oid, meta=meta, trace_id=trace_id)
+        event = build_created_event(
+            document_bytes,
+            system_id=self.system_id,
+            store=self.store,
+            inline_limit=self.inline_limit,
+            max_bytes=self.max_bytes,
+            kind=kind,
+            organization_oid=organization_oid,
+            meta=meta,
+            trace_id=trace_id,
+        )
         return self.send(event)
 
     def send(self, event: events.Envelope) -> PublishedEvent:
         """Send an already built and validated event; wait for the acknowledgement or raise PublishError."""
         local_uid = event["data"]["localUid"]
         try:
-            future = self._producer.send(self.topic, key=local_uid.encode("utf-8"), value=events.encode(event),
-                                         headers=events.headers_for(event))
+            future = self._producer.send(
+                self.topic,
+                key=local_uid.encode("utf-8"),
+                value=events.encode(event),
+                headers=events.headers_for(event),
+            )
             meta = future.get(timeout=self.timeout)
         except Exception as exc:
-            raise PublishError(f"broker did not acknowledge document {local_uid}: {exc.__class__.__name__}: {exc}",
-                               local_uid=local_uid, event_id=event["eventId"]) from exc
-        log.info("document published", extra={"kind": event["data"]["kind"], "event_id": event["eventId"],
-                                               "partition": meta.partition, "offset": meta.offset})
-        return PublishedEvent(local_uid=local_uid, event_id=event["eventId"], topic=meta.topic,
-                              partition=meta.partition, offset=meta.offset)
+            raise PublishError(
+                f"broker did not acknowledge document {local_uid}: {exc.__class__.__name__}: {exc}",
+                local_uid=local_uid,
+                event_id=event["eventId"],
+            ) from exc
+        log.info(
+            "document published",
+            extra={
+                "kind": event["data"]["kind"],
+                "event_id": event["eventId"],
+                "partition": meta.partition,
+                "offset": meta.offset,
+            },
+        )
+        return PublishedEvent(
+            local_uid=local_uid,
+            event_id=event["eventId"],
+            topic=meta.topic,
+            partition=meta.partition,
+            offset=meta.offset,
+        )
 
     def close(self) -> None:
         """Flush and close. Every publish already waited for its acknowledgement (or raised), so a record
@@ -350,7 +499,9 @@ class DocumentPublisher:
             self._producer.flush(timeout=self.timeout)
             self._producer.close(timeout=self.timeout)
         except KafkaError as exc:
-            log.warning("closing with unconfirmed sends (each already raised PublishError)", extra={"error": str(exc)})
+            log.warning(
+                "closing with unconfirmed sends (each already raised PublishError)", extra={"error": str(exc)}
+            )
             try:
                 self._producer.close(timeout=0)
             except KafkaError:

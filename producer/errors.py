@@ -60,8 +60,9 @@ class TransientError(EmdError):
 
     reason = "TRANSIENT_ERROR"
 
-    def __init__(self, message: str = "", *, reason: str | None = None, defer: float | None = None,
-                 **details: Any) -> None:
+    def __init__(
+        self, message: str = "", *, reason: str | None = None, defer: float | None = None, **details: Any
+    ) -> None:
         super().__init__(message, reason=reason, **details)
         self.defer = defer
 

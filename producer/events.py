@@ -36,12 +36,42 @@ import jsonschema_rs
 from producer.errors import PermanentError
 
 __all__ = [
-    "SCHEMA_VERSION", "EVENT_TYPES", "CREATED", "SIGNED", "SENT", "ACKNOWLEDGED", "STATUS",
-    "HEADER_EVENT_TYPE", "HEADER_TRACE_ID", "HEADER_SCHEMA_VERSION",
-    "Envelope", "CreatedData", "PatientData", "SignerData", "DocumentData", "RecipientData", "AssociationData",
-    "new_event", "new_trace_id", "encode", "decode", "validate", "headers_for", "read_headers",
-    "schema_files", "load_schema", "compiled_validator", "timestamp", "status_data", "submission_data",
-    "STATUS_SIGNED", "STATUS_SENT", "STATUS_RETRYING", "STATUS_REGISTERED", "STATUS_REJECTED", "STATUS_FAILED",
+    "SCHEMA_VERSION",
+    "EVENT_TYPES",
+    "CREATED",
+    "SIGNED",
+    "SENT",
+    "ACKNOWLEDGED",
+    "STATUS",
+    "HEADER_EVENT_TYPE",
+    "HEADER_TRACE_ID",
+    "HEADER_SCHEMA_VERSION",
+    "Envelope",
+    "CreatedData",
+    "PatientData",
+    "SignerData",
+    "DocumentData",
+    "RecipientData",
+    "AssociationData",
+    "new_event",
+    "new_trace_id",
+    "encode",
+    "decode",
+    "validate",
+    "headers_for",
+    "read_headers",
+    "schema_files",
+    "load_schema",
+    "compiled_validator",
+    "timestamp",
+    "status_data",
+    "submission_data",
+    "STATUS_SIGNED",
+    "STATUS_SENT",
+    "STATUS_RETRYING",
+    "STATUS_REGISTERED",
+    "STATUS_REJECTED",
+    "STATUS_FAILED",
 ]
 
 SCHEMA_VERSION = 1
@@ -182,8 +212,13 @@ def _field_of(error: Any, prefix: str) -> str:
     kind = error.kind
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
         parts.append(str(kind.property))
-    elif isinstance(kind, (jsonschema_rs.ValidationErrorKind.AdditionalProperties,
-                           jsonschema_rs.ValidationErrorKind.UnevaluatedProperties)):
+    elif isinstance(
+        kind,
+        (
+            jsonschema_rs.ValidationErrorKind.AdditionalProperties,
+            jsonschema_rs.ValidationErrorKind.UnevaluatedProperties,
+        ),
+    ):
         parts.append(str(sorted(kind.unexpected)[0]))
     return ".".join(parts).replace(".[", "[")
 
@@ -196,8 +231,12 @@ def _rule_of(error: Any) -> str:
     if keyword in ("additionalProperties", "unevaluatedProperties"):
         return "is not a field of this schema"
     kind = error.kind
-    detail = {"pattern": lambda: kind.pattern, "type": lambda: kind.types, "enum": lambda: kind.options,
-              "const": lambda: kind.expected_value}.get(keyword)
+    detail = {
+        "pattern": lambda: kind.pattern,
+        "type": lambda: kind.types,
+        "enum": lambda: kind.options,
+        "const": lambda: kind.expected_value,
+    }.get(keyword)
     try:
         value = json.dumps(detail(), ensure_ascii=False)[:120] if detail else ""
     except (AttributeError, TypeError):
@@ -212,15 +251,18 @@ def _check(name: str, instance: Any, prefix: str) -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.instance_path), e.message))
     err = _deepest(errors[0])
     field = _field_of(err, prefix) or prefix or "(root)"
-    raise PermanentError(f"event invalid: {field} {_rule_of(err)}", reason="EVENT_INVALID", field=field, schema=name)
+    raise PermanentError(
+        f"event invalid: {field} {_rule_of(err)}", reason="EVENT_INVALID", field=field, schema=name
+    )
 
 
 def validate(event: dict[str, Any], expected_type: str | None = None) -> dict[str, Any]:
     """Validate an envelope and its payload; raise ``PermanentError(EVENT_INVALID, field=...)``."""
     _check("envelope.schema.json", event, "")
     if expected_type is not None and event["type"] != expected_type:
-        raise PermanentError(f"event type {event['type']!r}, expected {expected_type!r}",
-                             reason="EVENT_INVALID", field="type")
+        raise PermanentError(
+            f"event type {event['type']!r}, expected {expected_type!r}", reason="EVENT_INVALID", field="type"
+        )
     _check(event["type"], event["data"], "data")
     return event
 
@@ -231,27 +273,56 @@ def timestamp(when: datetime | None = None) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def status_data(local_uid: str, status: str, *, emdr_id: str | None = None, reason: str | None = None,
-                remd_code: str | None = None, message: str | None = None, message_ids: Sequence[str] = (),
-                warnings: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+def status_data(
+    local_uid: str,
+    status: str,
+    *,
+    emdr_id: str | None = None,
+    reason: str | None = None,
+    remd_code: str | None = None,
+    message: str | None = None,
+    message_ids: Sequence[str] = (),
+    warnings: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
     """The ``emd.document.status`` payload: what the МИС shows for its document. ``warnings``: РЭМД's
     registrationWarnings as (code, message), remarks the МИС should show though the document is registered
     (the field is present only when there are some)."""
-    data = {"localUid": local_uid, "status": status, "emdrId": emdr_id, "reason": reason, "remdCode": remd_code,
-            "message": (message or "")[:MAX_STATUS_MESSAGE_CHARS] or None, "messageIds": list(message_ids)}
+    data = {
+        "localUid": local_uid,
+        "status": status,
+        "emdrId": emdr_id,
+        "reason": reason,
+        "remdCode": remd_code,
+        "message": (message or "")[:MAX_STATUS_MESSAGE_CHARS] or None,
+        "messageIds": list(message_ids),
+    }
     if warnings:
         data["warnings"] = [{"code": code, "message": text} for code, text in warnings]
     return data
 
 
-def submission_data(*, message_id: str, message_ids: Sequence[str], attempt: int, sent_at: datetime,
-                    accepted_at: datetime | None, endpoint: str, environment: str) -> dict[str, Any]:
+def submission_data(
+    *,
+    message_id: str,
+    message_ids: Sequence[str],
+    attempt: int,
+    sent_at: datetime,
+    accepted_at: datetime | None,
+    endpoint: str,
+    environment: str,
+) -> dict[str, Any]:
     """The ``submission`` block of ``sent`` and ``acknowledged``: the accepted attempt, every MessageID, and
     the organisation's РЭМД environment (test or production). ``accepted_at`` is unknown (``None``) when the
     callback overtook the synchronous answer."""
-    return {"messageId": message_id, "messageIds": list(message_ids), "attempt": attempt,
-            "sentAt": timestamp(sent_at), "acceptedAt": timestamp(accepted_at) if accepted_at else None,
-            "endpoint": endpoint, "environment": environment}
+    return {
+        "messageId": message_id,
+        "messageIds": list(message_ids),
+        "attempt": attempt,
+        "sentAt": timestamp(sent_at),
+        "acceptedAt": timestamp(accepted_at) if accepted_at else None,
+        "endpoint": endpoint,
+        "environment": environment,
+    }
 
 
 def new_trace_id() -> str:
@@ -287,15 +358,19 @@ def decode(value: bytes, expected_type: str | None = None) -> dict[str, Any]:
     try:
         event = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PermanentError(f"record value is not UTF-8 JSON: {exc}", reason="EVENT_INVALID", field="(value)") from None
+        raise PermanentError(
+            f"record value is not UTF-8 JSON: {exc}", reason="EVENT_INVALID", field="(value)"
+        ) from None
     return validate(event, expected_type)
 
 
 def headers_for(event: dict[str, Any]) -> list[tuple[str, bytes]]:
     """Kafka record headers every pipeline record carries."""
-    return [(HEADER_EVENT_TYPE, event["type"].encode()),
-            (HEADER_TRACE_ID, event["traceId"].encode()),
-            (HEADER_SCHEMA_VERSION, str(event["schemaVersion"]).encode())]
+    return [
+        (HEADER_EVENT_TYPE, event["type"].encode()),
+        (HEADER_TRACE_ID, event["traceId"].encode()),
+        (HEADER_SCHEMA_VERSION, str(event["schemaVersion"]).encode()),
+    ]
 
 
 def read_headers(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str]:

@@ -29,7 +29,7 @@ def normalize_message_id(value: str | None) -> str:
     low = text.lower()
     for prefix in ("urn:uuid:", "uuid:"):
         if low.startswith(prefix):
-            low = low[len(prefix):]
+            low = low[len(prefix) :]
             break
     try:
         return str(uuid.UUID(low))

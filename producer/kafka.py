@@ -43,25 +43,36 @@ class KafkaSecurity:
 
     def __post_init__(self) -> None:
         if self.protocol not in SECURITY_PROTOCOLS:
-            raise ConfigurationError(f"KAFKA_SECURITY_PROTOCOL={self.protocol!r}: expected one of "
-                                     f"{', '.join(SECURITY_PROTOCOLS)}")
+            raise ConfigurationError(
+                f"KAFKA_SECURITY_PROTOCOL={self.protocol!r}: expected one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
         if self.sasl:
             if self.sasl_mechanism not in SASL_MECHANISMS:
-                raise ConfigurationError(f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r}: {self.protocol} needs one "
-                                         f"of {', '.join(SASL_MECHANISMS)}")
+                raise ConfigurationError(
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r}: {self.protocol} needs one "
+                    f"of {', '.join(SASL_MECHANISMS)}"
+                )
             if not self.username or not self.password:
                 raise ConfigurationError(f"{self.protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         elif self.sasl_mechanism or self.username:
-            raise ConfigurationError(f"KAFKA_SASL_* is set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not "
-                                     "use SASL (SASL_SSL or SASL_PLAINTEXT)")
-        files = {"KAFKA_SSL_CA_FILE": self.ca_file, "KAFKA_SSL_CERT_FILE": self.cert_file,
-                 "KAFKA_SSL_KEY_FILE": self.key_file}
+            raise ConfigurationError(
+                f"KAFKA_SASL_* is set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not "
+                "use SASL (SASL_SSL or SASL_PLAINTEXT)"
+            )
+        files = {
+            "KAFKA_SSL_CA_FILE": self.ca_file,
+            "KAFKA_SSL_CERT_FILE": self.cert_file,
+            "KAFKA_SSL_KEY_FILE": self.key_file,
+        }
         if not self.tls and any(files.values()):
-            raise ConfigurationError(f"KAFKA_SSL_* is set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not "
-                                     "use TLS (SSL or SASL_SSL)")
+            raise ConfigurationError(
+                f"KAFKA_SSL_* is set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not "
+                "use TLS (SSL or SASL_SSL)"
+            )
         if bool(self.cert_file) != bool(self.key_file):
-            raise ConfigurationError("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together (a client certificate "
-                                     "and its key)")
+            raise ConfigurationError(
+                "KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together (a client certificate and its key)"
+            )
         for name, path in files.items():
             if path and not Path(path).is_file():
                 raise ConfigurationError(f"{name}={path}: no such file")
@@ -87,25 +98,36 @@ class KafkaSecurity:
         if self.tls:
             options["ssl_context"] = self.ssl_context()
         if self.sasl:
-            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
-                           sasl_plain_password=self.password)
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password,
+            )
         return options
 
     def kafka_python_options(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python's producer, consumer and admin client."""
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if self.tls:
-            options.update(ssl_check_hostname=True, ssl_cafile=self.ca_file or None,
-                           ssl_certfile=self.cert_file or None, ssl_keyfile=self.key_file or None,
-                           ssl_password=self.key_password or None)
+            options.update(
+                ssl_check_hostname=True,
+                ssl_cafile=self.ca_file or None,
+                ssl_certfile=self.cert_file or None,
+                ssl_keyfile=self.key_file or None,
+                ssl_password=self.key_password or None,
+            )
         if self.sasl:
-            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
-                           sasl_plain_password=self.password)
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password,
+            )
         return options
 
 
-def sync_producer_config(bootstrap_servers: str, *, client_id: str = "emd-mis",
-                         security: KafkaSecurity | None = None) -> dict[str, Any]:
+def sync_producer_config(
+    bootstrap_servers: str, *, client_id: str = "emd-mis", security: KafkaSecurity | None = None
+) -> dict[str, Any]:
     """kafka-python producer settings for the МИС-side library (``security``: default plaintext)."""
     return {
         **(security or KafkaSecurity()).kafka_python_options(),
@@ -123,5 +145,7 @@ def sync_producer_config(bootstrap_servers: str, *, client_id: str = "emd-mis",
 
 def unreachable(bootstrap_servers: str, exc: BaseException, *, after: float) -> ConfigurationError:
     """What every command says when no broker answers at KAFKA_BOOTSTRAP_SERVERS."""
-    return ConfigurationError(f"the Kafka broker at {bootstrap_servers} is unreachable ({after:.0f} s after "
-                              f"start): {exc}; check KAFKA_BOOTSTRAP_SERVERS, or start one with `emd broker`")
+    return ConfigurationError(
+        f"the Kafka broker at {bootstrap_servers} is unreachable ({after:.0f} s after "
+        f"start): {exc}; check KAFKA_BOOTSTRAP_SERVERS, or start one with `emd broker`"
+    )

@@ -31,8 +31,14 @@ from functools import cache
 from importlib import resources
 
 __all__ = [
-    "NSI_1520_OID", "NSI_1520_VERSION", "DocumentKind", "KindMatch", "all_kinds", "kind_by_code",
-    "kind_for_document", "explain_no_kind",
+    "NSI_1520_OID",
+    "NSI_1520_VERSION",
+    "DocumentKind",
+    "KindMatch",
+    "all_kinds",
+    "kind_by_code",
+    "kind_for_document",
+    "explain_no_kind",
 ]
 
 NSI_1520_OID = "1.2.643.5.1.13.13.11.1520"
@@ -49,16 +55,16 @@ _EDITION = re.compile(r"Редакция\s+(\d+)\s*$")
 class DocumentKind:
     """One row of НСИ 1520."""
 
-    code: str                    #: 1520 ID, e.g. "227"
-    name: str                    #: «Протокол консультации (CDA) Редакция 5»
-    type_code: str               #: 1522 kind (TYPE)
-    edition: int | None          #: from «Редакция N»; None for PDF/A kinds
-    template_id: str | None      #: GIT_LINK
-    patient_info: str            #: PATIENT_INFO as published
+    code: str  #: 1520 ID, e.g. "227"
+    name: str  #: «Протокол консультации (CDA) Редакция 5»
+    type_code: str  #: 1522 kind (TYPE)
+    edition: int | None  #: from «Редакция N»; None for PDF/A kinds
+    template_id: str | None  #: GIT_LINK
+    patient_info: str  #: PATIENT_INFO as published
     organization_signature: bool  #: MO_SIGN = «Да»
-    is_cda: bool                 #: FORMAT 2 (CDA); 1 is PDF/A-1
+    is_cda: bool  #: FORMAT 2 (CDA); 1 is PDF/A-1
     start_date: str | None
-    end_date: str | None         #: registration of this kind ends (dd.mm.yyyy); None = open
+    end_date: str | None  #: registration of this kind ends (dd.mm.yyyy); None = open
 
     def registrable_on(self, day: date) -> bool:
         """РЭМД registers documents of this kind created on ``day`` (within START_DATE … END_DATE)."""
@@ -90,10 +96,17 @@ def _row(raw: list[dict]) -> DocumentKind:
     r = {c["column"]: c["value"] for c in raw}
     m = _EDITION.search(r["NAME"] or "")
     return DocumentKind(
-        code=str(r["ID"]), name=r["NAME"], type_code=str(r["TYPE"]),
-        edition=int(m.group(1)) if m else None, template_id=r.get("GIT_LINK") or None,
-        patient_info=r.get("PATIENT_INFO") or "", organization_signature=(r.get("MO_SIGN") == "Да"),
-        is_cda=str(r.get("FORMAT")) == "2", start_date=r.get("START_DATE"), end_date=r.get("END_DATE"))
+        code=str(r["ID"]),
+        name=r["NAME"],
+        type_code=str(r["TYPE"]),
+        edition=int(m.group(1)) if m else None,
+        template_id=r.get("GIT_LINK") or None,
+        patient_info=r.get("PATIENT_INFO") or "",
+        organization_signature=(r.get("MO_SIGN") == "Да"),
+        is_cda=str(r.get("FORMAT")) == "2",
+        start_date=r.get("START_DATE"),
+        end_date=r.get("END_DATE"),
+    )
 
 
 @cache
@@ -119,8 +132,13 @@ def _pick(candidates: list[DocumentKind], display_name: str | None) -> DocumentK
     return None
 
 
-def kind_for_document(code: str | None, code_system: str | None, template_ids: list[str] | tuple[str, ...],
-                      *, display_name: str | None = None) -> KindMatch | None:
+def kind_for_document(
+    code: str | None,
+    code_system: str | None,
+    template_ids: list[str] | tuple[str, ...],
+    *,
+    display_name: str | None = None,
+) -> KindMatch | None:
     """The 1520 kind of a СЭМД from its ClinicalDocument/code and templateIds (rules in the module doc)."""
     if code and code_system == NSI_1520_OID:
         return KindMatch(code=code.strip(), method="in_doc", kind=kind_by_code(code))
@@ -134,23 +152,32 @@ def kind_for_document(code: str | None, code_system: str | None, template_ids: l
         if not m:
             continue
         type_code, edition = m.group(1), int(m.group(2))
-        found = _pick([k for k in kinds if k.type_code == type_code and k.edition == edition and k.is_cda],
-                      display_name)
+        found = _pick(
+            [k for k in kinds if k.type_code == type_code and k.edition == edition and k.is_cda], display_name
+        )
         if found:
             return KindMatch(code=found.code, method="derived", kind=found)
     return None
 
 
-def explain_no_kind(code: str | None, code_system: str | None, template_ids: list[str] | tuple[str, ...]) -> str:
+def explain_no_kind(
+    code: str | None, code_system: str | None, template_ids: list[str] | tuple[str, ...]
+) -> str:
     """Why ``kind_for_document`` found nothing, in one sentence naming the templateId or code."""
     for tid in template_ids:
         if _LEGACY.match(tid):
-            return (f"templateId {tid} is a legacy third-level template with no НСИ 1520 kind; "
-                    f"give the kind explicitly")
+            return (
+                f"templateId {tid} is a legacy third-level template with no НСИ 1520 kind; "
+                f"give the kind explicitly"
+            )
     for tid in template_ids:
         m = _DERIVED.match(tid)
         if m:
-            return (f"templateId {tid} names 1522 type {m.group(1)} edition {m.group(2)}, which has no single "
-                    f"НСИ 1520 v{NSI_1520_VERSION} row")
-    return (f"ClinicalDocument/code {code!r} (codeSystem {code_system!r}) and templateIds {list(template_ids)} "
-            f"match no НСИ 1520 v{NSI_1520_VERSION} kind")
+            return (
+                f"templateId {tid} names 1522 type {m.group(1)} edition {m.group(2)}, which has no single "
+                f"НСИ 1520 v{NSI_1520_VERSION} row"
+            )
+    return (
+        f"ClinicalDocument/code {code!r} (codeSystem {code_system!r}) and templateIds {list(template_ids)} "
+        f"match no НСИ 1520 v{NSI_1520_VERSION} kind"
+    )

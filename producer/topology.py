@@ -38,13 +38,22 @@ class Topic:
 CREATED = Topic("emd.document.created", "МИС (producer) → signer: a new СЭМД to sign and register")
 SIGNED = Topic("emd.document.signed", "signer → sender: document with doctor and organisation signatures")
 SENT = Topic("emd.document.sent", "sender → status: РЭМД accepted registerDocument (MessageID, attempt)")
-ACKNOWLEDGED = Topic("emd.document.acknowledged", "status → anyone: РЭМД registered the document (emdrId)",
-                     retention_ms=30 * DAY_MS)
-STATUS = Topic("emd.document.status", "every stage → МИС: the document's outcome, for the МИС to show",
-               retention_ms=30 * DAY_MS)
-CALLBACKS = Topic("emd.remd.callbacks",
-                  "callback service → status: raw registerDocumentResult callbacks from ИПС, persisted first",
-                  key="relatesToMessage (normalised MessageID)", retention_ms=14 * DAY_MS)
+ACKNOWLEDGED = Topic(
+    "emd.document.acknowledged",
+    "status → anyone: РЭМД registered the document (emdrId)",
+    retention_ms=30 * DAY_MS,
+)
+STATUS = Topic(
+    "emd.document.status",
+    "every stage → МИС: the document's outcome, for the МИС to show",
+    retention_ms=30 * DAY_MS,
+)
+CALLBACKS = Topic(
+    "emd.remd.callbacks",
+    "callback service → status: raw registerDocumentResult callbacks from ИПС, persisted first",
+    key="relatesToMessage (normalised MessageID)",
+    retention_ms=14 * DAY_MS,
+)
 
 #: retry tiers of the sender (exponential backoff levels; delays come from the sender's settings)
 SENDER_RETRY_TIERS = 6
@@ -55,24 +64,39 @@ SENDER_RETRIES = tuple(
 
 
 def dead_letter(source: Topic) -> Topic:
-    return Topic(f"{source.name}.dlt",
-                 f"dead letters of the stage reading {source.name}: original record + failure headers",
-                 retention_ms=30 * DAY_MS)
+    return Topic(
+        f"{source.name}.dlt",
+        f"dead letters of the stage reading {source.name}: original record + failure headers",
+        retention_ms=30 * DAY_MS,
+    )
 
 
-CREATED_DLT = dead_letter(CREATED)   # signer failures
-SIGNED_DLT = dead_letter(SIGNED)     # sender failures (after the retry tiers, or permanent at once)
-SENT_DLT = dead_letter(SENT)         # status failures: РЭМД rejected, or no acknowledgment
+CREATED_DLT = dead_letter(CREATED)  # signer failures
+SIGNED_DLT = dead_letter(SIGNED)  # sender failures (after the retry tiers, or permanent at once)
+SENT_DLT = dead_letter(SENT)  # status failures: РЭМД rejected, or no acknowledgment
 
 ALL_TOPICS: tuple[Topic, ...] = (
-    CREATED, SIGNED, SENT, ACKNOWLEDGED, STATUS, CALLBACKS, *SENDER_RETRIES,
-    CREATED_DLT, SIGNED_DLT, SENT_DLT,
+    CREATED,
+    SIGNED,
+    SENT,
+    ACKNOWLEDGED,
+    STATUS,
+    CALLBACKS,
+    *SENDER_RETRIES,
+    CREATED_DLT,
+    SIGNED_DLT,
+    SENT_DLT,
 )
 DEAD_LETTER_TOPICS = (CREATED_DLT, SIGNED_DLT, SENT_DLT)
 
 #: event type → the topic its events go to (each pipeline event type has a topic of its own)
-EVENT_TOPICS = {events.CREATED: CREATED, events.SIGNED: SIGNED, events.SENT: SENT,
-                events.ACKNOWLEDGED: ACKNOWLEDGED, events.STATUS: STATUS}
+EVENT_TOPICS = {
+    events.CREATED: CREATED,
+    events.SIGNED: SIGNED,
+    events.SENT: SENT,
+    events.ACKNOWLEDGED: ACKNOWLEDGED,
+    events.STATUS: STATUS,
+}
 
 
 def topic_of_event(event_type: str) -> str:
@@ -86,13 +110,23 @@ def topic_config(topic: Topic, *, min_insync_replicas: int = 1) -> dict[str, str
     ``min.insync.replicas`` makes ``acks=all`` mean something: a write is refused (and retried by the
     producer) unless that many replicas have it, so losing one broker loses no acknowledged record.
     """
-    return {"retention.ms": str(topic.retention_ms), "cleanup.policy": topic.cleanup_policy,
-            "min.insync.replicas": str(min_insync_replicas)}
+    return {
+        "retention.ms": str(topic.retention_ms),
+        "cleanup.policy": topic.cleanup_policy,
+        "min.insync.replicas": str(min_insync_replicas),
+    }
 
 
-def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_factor: int = 1,
-                  min_insync_replicas: int = 1, topics: tuple[Topic, ...] = ALL_TOPICS, timeout_s: float = 30.0,
-                  security: KafkaSecurity | None = None) -> list[str]:
+def ensure_topics(
+    bootstrap_servers: str,
+    *,
+    partitions: int = 6,
+    replication_factor: int = 1,
+    min_insync_replicas: int = 1,
+    topics: tuple[Topic, ...] = ALL_TOPICS,
+    timeout_s: float = 30.0,
+    security: KafkaSecurity | None = None,
+) -> list[str]:
     """Create whichever of ``topics`` do not exist yet; return the names created. Idempotent.
 
     ``min_insync_replicas`` must not exceed ``replication_factor`` (no write could ever succeed);
@@ -103,12 +137,18 @@ def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_fa
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
 
     if not 1 <= min_insync_replicas <= replication_factor:
-        raise ConfigurationError(f"KAFKA_MIN_INSYNC_REPLICAS={min_insync_replicas} must be between 1 and "
-                                 f"KAFKA_REPLICATION_FACTOR={replication_factor}")
+        raise ConfigurationError(
+            f"KAFKA_MIN_INSYNC_REPLICAS={min_insync_replicas} must be between 1 and "
+            f"KAFKA_REPLICATION_FACTOR={replication_factor}"
+        )
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="emd-topology",
-                                 request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
-                                 **(security or KafkaSecurity()).kafka_python_options())
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers,
+            client_id="emd-topology",
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            **(security or KafkaSecurity()).kafka_python_options(),
+        )
     except (KafkaConnectionError, KafkaTimeoutError) as exc:
         raise unreachable(bootstrap_servers, exc, after=timeout_s) from None
     try:
@@ -118,8 +158,9 @@ def ensure_topics(bootstrap_servers: str, *, partitions: int = 6, replication_fa
         for t in wanted:  # one by one: a concurrent creator must not fail the whole batch
             config = topic_config(t, min_insync_replicas=min_insync_replicas)
             try:
-                admin.create_topics([NewTopic(t.name, t.partitions or partitions, replication_factor,
-                                              topic_configs=config)])
+                admin.create_topics(
+                    [NewTopic(t.name, t.partitions or partitions, replication_factor, topic_configs=config)]
+                )
                 created.append(t.name)
             except TopicAlreadyExistsError:
                 pass
@@ -144,10 +185,16 @@ class Access:
 #: it against the stages the workers build)
 ACCESS: dict[str, Access] = {
     "signer": Access(reads=(CREATED,), writes=(SIGNED, STATUS, CREATED_DLT), groups=("emd-signer",)),
-    "sender": Access(reads=(SIGNED, *SENDER_RETRIES), writes=(SENT, STATUS, *SENDER_RETRIES, SIGNED_DLT),
-                     groups=("emd-sender",)),
-    "status": Access(reads=(SENT, CALLBACKS), writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
-                     groups=("emd-status", "emd-status-callbacks")),
+    "sender": Access(
+        reads=(SIGNED, *SENDER_RETRIES),
+        writes=(SENT, STATUS, *SENDER_RETRIES, SIGNED_DLT),
+        groups=("emd-sender",),
+    ),
+    "status": Access(
+        reads=(SENT, CALLBACKS),
+        writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
+        groups=("emd-status", "emd-status-callbacks"),
+    ),
     "callbacks": Access(reads=(), writes=(CALLBACKS,)),
     "dlq": Access(reads=DEAD_LETTER_TOPICS, writes=(CREATED, SIGNED, SENT), groups=("emd-dlq-replay*",)),
 }

@@ -74,8 +74,11 @@ def _prolog_text(data: bytes) -> str:
     other ASCII-compatible encodings a СЭМД may declare (windows-1251).
     """
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:2] in (b"<\x00", b"\x00<"):
-        enc = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else (
-            "utf-16-le" if data[:2] == b"<\x00" else "utf-16-be")
+        enc = (
+            "utf-16"
+            if data[:2] in (b"\xff\xfe", b"\xfe\xff")
+            else ("utf-16-le" if data[:2] == b"<\x00" else "utf-16-be")
+        )
         return data.decode(enc, errors="replace")
     if data[:3] == b"\xef\xbb\xbf":
         return " " * 3 + data[3:].decode("latin-1")  # keep offsets
@@ -91,17 +94,22 @@ def _check_prolog(data: bytes) -> None:
         if not m or m.end() == pos:
             break
         pos = m.end()
-    if text[pos:pos + 9].upper() != "<!DOCTYPE":
+    if text[pos : pos + 9].upper() != "<!DOCTYPE":
         return
     ascii_view = text.encode("latin-1", errors="replace")
     line, col = _line_col(ascii_view, pos)
     ent = re.search(r"<!ENTITY", text[pos:], re.I)
     if ent:
         line, col = _line_col(ascii_view, pos + ent.start())
-        raise XmlRejected(f"entity declaration not allowed at line {line}, column {col}",
-                          reason="ENTITY_FORBIDDEN", line=line, column=col)
-    raise XmlRejected(f"DOCTYPE not allowed at line {line}, column {col}",
-                      reason="DTD_FORBIDDEN", line=line, column=col)
+        raise XmlRejected(
+            f"entity declaration not allowed at line {line}, column {col}",
+            reason="ENTITY_FORBIDDEN",
+            line=line,
+            column=col,
+        )
+    raise XmlRejected(
+        f"DOCTYPE not allowed at line {line}, column {col}", reason="DTD_FORBIDDEN", line=line, column=col
+    )
 
 
 def _position_of(pattern: re.Pattern[bytes], data: bytes) -> tuple[int, int]:
@@ -125,7 +133,10 @@ def parse_xml(data: bytes, *, max_bytes: int | None = None) -> etree._Element:
     if max_bytes is not None and len(data) > max_bytes:
         raise XmlRejected(
             f"document is {len(data)} bytes, over the limit of {max_bytes} bytes",
-            reason="TOO_LARGE", size=len(data), limit=max_bytes)
+            reason="TOO_LARGE",
+            size=len(data),
+            limit=max_bytes,
+        )
     if not data.strip():
         raise XmlRejected("document is empty (line 1, column 1)", reason="NOT_XML", line=1, column=1)
 
@@ -133,14 +144,22 @@ def parse_xml(data: bytes, *, max_bytes: int | None = None) -> etree._Element:
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
-        line, col = (exc.position if exc.position else (exc.lineno or 1, 1))
+        line, col = exc.position if exc.position else (exc.lineno or 1, 1)
         text = str(exc.msg or exc)
         # An undeclared entity reference is an entity problem, not a syntax one: say so.
         if "Entity" in text and "not defined" in text:
-            raise XmlRejected(f"entity reference not allowed at line {line}, column {col}: {text}",
-                              reason="ENTITY_FORBIDDEN", line=line, column=col) from None
-        raise XmlRejected(f"not well-formed XML at line {line}, column {col}: {text}",
-                          reason="NOT_XML", line=line, column=col) from None
+            raise XmlRejected(
+                f"entity reference not allowed at line {line}, column {col}: {text}",
+                reason="ENTITY_FORBIDDEN",
+                line=line,
+                column=col,
+            ) from None
+        raise XmlRejected(
+            f"not well-formed XML at line {line}, column {col}: {text}",
+            reason="NOT_XML",
+            line=line,
+            column=col,
+        ) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml refuses
         raise XmlRejected(f"not XML (line 1, column 1): {exc}", reason="NOT_XML", line=1, column=1) from None
 
@@ -149,22 +168,36 @@ def parse_xml(data: bytes, *, max_bytes: int | None = None) -> etree._Element:
 
     # Second line of defence, should the prolog scan ever be fooled (an encoding it does not know).
     docinfo = root.getroottree().docinfo
-    if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.doctype or \
-            docinfo.system_url or docinfo.public_id:
+    if (
+        docinfo.internalDTD is not None
+        or docinfo.externalDTD is not None
+        or docinfo.doctype
+        or docinfo.system_url
+        or docinfo.public_id
+    ):
         dtd = docinfo.internalDTD
         has_entities = dtd is not None and any(True for _ in dtd.iterentities())
         if has_entities:
             line, col = _position_of(_ENTITY_DECL, data)
-            raise XmlRejected(f"entity declaration not allowed at line {line}, column {col}",
-                              reason="ENTITY_FORBIDDEN", line=line, column=col)
+            raise XmlRejected(
+                f"entity declaration not allowed at line {line}, column {col}",
+                reason="ENTITY_FORBIDDEN",
+                line=line,
+                column=col,
+            )
         line, col = _position_of(_DOCTYPE, data)
-        raise XmlRejected(f"DOCTYPE not allowed at line {line}, column {col}",
-                          reason="DTD_FORBIDDEN", line=line, column=col)
+        raise XmlRejected(
+            f"DOCTYPE not allowed at line {line}, column {col}", reason="DTD_FORBIDDEN", line=line, column=col
+        )
 
     for node in root.iter(etree.Entity):
         line = node.sourceline or 1
-        raise XmlRejected(f"entity reference &{node.name}; not allowed at line {line}",
-                          reason="ENTITY_FORBIDDEN", line=line, column=None)
+        raise XmlRejected(
+            f"entity reference &{node.name}; not allowed at line {line}",
+            reason="ENTITY_FORBIDDEN",
+            line=line,
+            column=None,
+        )
     return root
 
 

@@ -14,17 +14,17 @@ from typing import Any
 
 #: the deployable's command modules, in the order ``emd --help`` lists them
 COMMAND_MODULES = [
-    "services.commands.topics_cmd",     # emd topics
-    "services.commands.publish_cmd",    # emd publish
-    "services.commands.sign_cmd",       # emd sign, emd verify (detached CAdES-BES)
-    "services.commands.worker_cmd",     # emd worker NAME [--check]
-    "services.commands.validate_cmd",   # emd validate (СЭМД XSD + Schematron)
-    "services.commands.config_cmd",     # emd config
-    "services.commands.certs_cmd",      # emd certs check
+    "services.commands.topics_cmd",  # emd topics
+    "services.commands.publish_cmd",  # emd publish
+    "services.commands.sign_cmd",  # emd sign, emd verify (detached CAdES-BES)
+    "services.commands.worker_cmd",  # emd worker NAME [--check]
+    "services.commands.validate_cmd",  # emd validate (СЭМД XSD + Schematron)
+    "services.commands.config_cmd",  # emd config
+    "services.commands.certs_cmd",  # emd certs check
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
-    "services.commands.dlq_cmd",        # emd dlq list/show/export/ticket/replay
-    "services.commands.clinic_cmd",     # emd clinic list/check/test/promote/suspend
-    "services.commands.console_cmd",    # emd console (support console in a browser), add-user
+    "services.commands.dlq_cmd",  # emd dlq list/show/export/ticket/replay
+    "services.commands.clinic_cmd",  # emd clinic list/check/test/promote/suspend
+    "services.commands.console_cmd",  # emd console (support console in a browser), add-user
 ]
 #: installed packages add commands under this entry-point group (the development tooling, emd-lab, adds
 #: ``emd run``, ``emd demo``, ``emd broker``, ``emd emulator``, ``emd bench`` and ``emd certs dev-config``);
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emd",
         description="emd-pipeline: electronic medical documents from a МИС to РЭМД over Kafka "
-                    "(created → signed → sent → acknowledged).",
+        "(created → signed → sent → acknowledged).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in [*map(importlib.import_module, COMMAND_MODULES), *_plugins()]:

@@ -23,23 +23,54 @@ import structlog
 
 #: keys whose values are personal data (compared case-insensitively, without "_" and "-")
 PERSONAL_KEYS = frozenset(
-    k.replace("_", "") for k in (
-        "snils", "family", "given", "patronymic", "surname", "first_name", "last_name", "middle_name",
-        "fio", "full_name", "birth_date", "birthdate", "birth_time", "birthtime", "patient_name",
-        "given_name", "family_name", "name_family", "name_given", "dob",
+    k.replace("_", "")
+    for k in (
+        "snils",
+        "family",
+        "given",
+        "patronymic",
+        "surname",
+        "first_name",
+        "last_name",
+        "middle_name",
+        "fio",
+        "full_name",
+        "birth_date",
+        "birthdate",
+        "birth_time",
+        "birthtime",
+        "patient_name",
+        "given_name",
+        "family_name",
+        "name_family",
+        "name_given",
+        "dob",
     )
 )
 #: keys whose values are secrets: the key and its value are dropped from the event
 SECRET_KEYS = frozenset(
-    k.replace("_", "") for k in (
-        "password", "passwd", "pin", "private_key", "privatekey", "secret", "secret_key", "key_material",
-        "pfx", "pkcs12", "pkcs8", "token",
+    k.replace("_", "")
+    for k in (
+        "password",
+        "passwd",
+        "pin",
+        "private_key",
+        "privatekey",
+        "secret",
+        "secret_key",
+        "key_material",
+        "pfx",
+        "pkcs12",
+        "pkcs8",
+        "token",
     )
 )
 
 # not inside a run of hex digits: localUids and MessageIDs are hex, and must stay searchable in the logs
 _SNILS = re.compile(r"(?<![0-9A-Fa-f])(\d{3})[- ]?(\d{3})[- ]?(\d{3})[- ]?(\d{2})(?![0-9A-Fa-f])")
-_FULL_NAME = re.compile(r"\b([А-ЯЁ])[а-яё]+(?:-[А-ЯЁ][а-яё]+)?\s+([А-ЯЁ])[а-яё]+\s+([А-ЯЁ])[а-яё]+(вич|вна|ична|чна|оглы|кызы)\b")
+_FULL_NAME = re.compile(
+    r"\b([А-ЯЁ])[а-яё]+(?:-[А-ЯЁ][а-яё]+)?\s+([А-ЯЁ])[а-яё]+\s+([А-ЯЁ])[а-яё]+(вич|вна|ична|чна|оглы|кызы)\b"
+)
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(-----END [A-Z0-9 ]+-----|$)", re.S)
 _MASK = "***"
 
@@ -86,7 +117,9 @@ def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) 
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty() if hasattr(stream, "isatty") else False)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty() if hasattr(stream, "isatty") else False
+        )
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[
@@ -97,7 +130,9 @@ def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) 
             redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric if isinstance(numeric, int) else logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            numeric if isinstance(numeric, int) else logging.INFO
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

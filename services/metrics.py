@@ -62,26 +62,51 @@ OUTCOMES = ("ok", "retry", "dead_letter")
 
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-RECORDS = Counter("emd_records", "Records handled by a stage, by outcome.", ["stage", "outcome"],
-                  registry=REGISTRY)
-DURATION = Histogram("emd_record_duration_seconds", "Time to handle one record.", ["stage"],
-                     buckets=_DURATION_BUCKETS, registry=REGISTRY)
-DEAD_LETTERS = Counter("emd_dead_letters", "Records dead-lettered, by category (data, configuration, transient, "
-                       "internal, unknown).", ["stage", "category"], registry=REGISTRY)
+RECORDS = Counter(
+    "emd_records", "Records handled by a stage, by outcome.", ["stage", "outcome"], registry=REGISTRY
+)
+DURATION = Histogram(
+    "emd_record_duration_seconds",
+    "Time to handle one record.",
+    ["stage"],
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "emd_dead_letters",
+    "Records dead-lettered, by category (data, configuration, transient, internal, unknown).",
+    ["stage", "category"],
+    registry=REGISTRY,
+)
 #: dead-letter categories (the emd-dlt-category header); "unknown" when a failure names none
 CATEGORIES = ("data", "configuration", "transient", "internal", "unknown")
-RETRIES = Counter("emd_retries", "Records sent to a retry topic, by reason code.", ["stage", "reason"],
-                  registry=REGISTRY)
+RETRIES = Counter(
+    "emd_retries", "Records sent to a retry topic, by reason code.", ["stage", "reason"], registry=REGISTRY
+)
 IN_FLIGHT = Gauge("emd_in_flight", "Records being handled now.", ["stage"], registry=REGISTRY)
-LAST_PROGRESS = Gauge("emd_last_progress_timestamp_seconds",
-                      "Unix time the stage last committed or polled successfully.", ["stage"], registry=REGISTRY)
+LAST_PROGRESS = Gauge(
+    "emd_last_progress_timestamp_seconds",
+    "Unix time the stage last committed or polled successfully.",
+    ["stage"],
+    registry=REGISTRY,
+)
 COMMITS = Counter("emd_commits", "Offset commits made by a stage.", ["stage"], registry=REGISTRY)
-REBALANCES = Counter("emd_rebalances", "Partition assignments received by a stage.", ["stage"], registry=REGISTRY)
-LAG_RECORDS = Gauge("emd_consumer_lag_records", "Records of a topic the stage has not processed yet (high watermark "
-                    "minus the first unprocessed offset, summed over its partitions).", ["stage", "topic"],
-                    registry=REGISTRY)
-LAG_SECONDS = Gauge("emd_consumer_lag_seconds", "Age of the oldest record of a topic the stage has not processed "
-                    "yet (0 when it is caught up).", ["stage", "topic"], registry=REGISTRY)
+REBALANCES = Counter(
+    "emd_rebalances", "Partition assignments received by a stage.", ["stage"], registry=REGISTRY
+)
+LAG_RECORDS = Gauge(
+    "emd_consumer_lag_records",
+    "Records of a topic the stage has not processed yet (high watermark "
+    "minus the first unprocessed offset, summed over its partitions).",
+    ["stage", "topic"],
+    registry=REGISTRY,
+)
+LAG_SECONDS = Gauge(
+    "emd_consumer_lag_seconds",
+    "Age of the oldest record of a topic the stage has not processed yet (0 when it is caught up).",
+    ["stage", "topic"],
+    registry=REGISTRY,
+)
 
 
 def init_stage(stage: str, topics: tuple[str, ...] = ()) -> None:
@@ -108,10 +133,15 @@ class MetricsServer:
     :param ready: the same for ``/readyz`` (readiness: joined and able to work; default: ``health``).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 health: Callable[[], tuple[bool, str]] | None = None,
-                 ready: Callable[[], tuple[bool, str]] | None = None,
-                 registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        health: Callable[[], tuple[bool, str]] | None = None,
+        ready: Callable[[], tuple[bool, str]] | None = None,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         health = health or (lambda: (True, "ok\n"))
         checks = {"/healthz": health, "/readyz": ready or health}
 

@@ -37,7 +37,9 @@ T, D, C, I = "transient", "data", "configuration", "internal"  # noqa: E741 - ta
 
 _FIX_DOCUMENT = "МИС должна исправить документ и отправить его заново с новым localUid"
 _FIX_SIGNATURE = "Подпись врача, переданная МИС, не проверяется: МИС должна подписать документ заново"
-_FIX_KEYS = "Исправить ключи, сертификаты или МЧД организации в файле организаций, затем повторить (emd dlq replay)"
+_FIX_KEYS = (
+    "Исправить ключи, сертификаты или МЧД организации в файле организаций, затем повторить (emd dlq replay)"
+)
 _WAIT = "Проходящий сбой: дождаться восстановления и повторить (emd dlq replay)"
 _BAD_ANSWER = "Ответ ИПС/РЭМД не разобран: сохранить MessageID и при повторении обратиться в СТП ЕГИСЗ"
 _BUG = "Внутренняя ошибка конвейера: передать запись разработчикам"
@@ -45,7 +47,11 @@ _BUG = "Внутренняя ошибка конвейера: передать �
 _TABLE: tuple[tuple[str, str, str], ...] = (
     # --- the event contract and the document (signer, producer) ------------------------------------
     ("EVENT_INVALID", D, "Событие не соответствует контракту docs/schemas: исправить МИС-публикатор"),
-    ("EVENT_DOCUMENT_MISMATCH", D, "Поля события расходятся с самим СЭМД: МИС должна передать согласованные данные"),
+    (
+        "EVENT_DOCUMENT_MISMATCH",
+        D,
+        "Поля события расходятся с самим СЭМД: МИС должна передать согласованные данные",
+    ),
     ("INVALID_DOCUMENT", D, _FIX_DOCUMENT),
     ("NOT_XML", D, _FIX_DOCUMENT),
     ("NOT_CDA", D, _FIX_DOCUMENT),
@@ -63,13 +69,21 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("SIGNER_SNILS_MISSING", D, "У подписанта в СЭМД нет СНИЛС: МИС должна указать его"),
     ("SIGNER_SNILS_MISMATCH", D, "СНИЛС подписанта не совпадает с сертификатом подписи"),
     ("SIGNING_TIME_IN_FUTURE", D, "Время подписи позже текущего: проверить часы на рабочем месте врача"),
-    ("LOCAL_UID_REUSED", D, "Под этим localUid уже отправлен другой документ: изменённый СЭМД — только с новым localUid"),
+    (
+        "LOCAL_UID_REUSED",
+        D,
+        "Под этим localUid уже отправлен другой документ: изменённый СЭМД — только с новым localUid",
+    ),
     ("DOCTOR_SIGNATURE_MISSING", D, "МИС не приложила подпись врача (режим подписи mis)"),
     ("NO_PERSONAL_SIGNATURE", D, "В событии нет ни одной подписи врача"),
     # --- signatures (CAdES) --------------------------------------------------------------------------
     ("SIGNATURE_DECODING_ERROR", D, _FIX_SIGNATURE),
     ("SIGNATURE_INVALID", D, _FIX_SIGNATURE),
-    ("DIGEST_MISMATCH", D, "Подпись сделана над другими байтами документа: МИС должна подписать именно этот документ"),
+    (
+        "DIGEST_MISMATCH",
+        D,
+        "Подпись сделана над другими байтами документа: МИС должна подписать именно этот документ",
+    ),
     ("MULTIPLE_SIGNERS", D, _FIX_SIGNATURE),
     ("NO_END_ENTITY_CERTIFICATE", D, _FIX_SIGNATURE),
     ("NO_SIGNED_ATTRIBUTES", D, _FIX_SIGNATURE),
@@ -84,7 +98,11 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     # --- keys, МЧД, organisations (the deployment) ------------------------------------------------------
     ("ORGANIZATION_UNKNOWN", C, "Организации нет в файле организаций: подключить клинику (emd clinic)"),
     ("ORGANIZATION_KEY_MISSING", C, _FIX_KEYS),
-    ("DOCTOR_KEY_UNKNOWN", C, "Нет ключа врача с этим СНИЛС (режим подписи server): добавить в файл организаций"),
+    (
+        "DOCTOR_KEY_UNKNOWN",
+        C,
+        "Нет ключа врача с этим СНИЛС (режим подписи server): добавить в файл организаций",
+    ),
     ("KEY_PASSWORD_INVALID", C, _FIX_KEYS),
     ("KEY_PASSWORD_MISSING", C, _FIX_KEYS),
     ("KEY_INVALID", C, _FIX_KEYS),
@@ -100,12 +118,28 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("MCHD_POWERS_MISSING", C, "В МЧД нет полномочия на подпись ЭМД"),
     ("MCHD_SIGNATURE_INVALID", C, "Подпись руководителя на МЧД не проверяется"),
     ("MCHD_REVOCATION_UNAVAILABLE", T, "Список отозванных МЧД недоступен: проверить файл, затем повторить"),
-    ("CLINIC_NOT_PROMOTED", C, "Клиника не переведена в промышленный контур: проверить её (emd clinic test), "
-     "перевести (emd clinic promote), затем emd dlq replay --reason CLINIC_NOT_PROMOTED"),
-    ("ONBOARDING_REFUSED", C, "Переход клиники не разрешён: сначала успешная проверка на тестовом контуре "
-     "(emd clinic test), затем emd clinic promote"),
-    ("NO_SAMPLE", C, "Нет документа для проверочной отправки: указать его (emd clinic test OID --document F)"),
-    ("REMD_NOT_CONFIGURED", C, "У организации нет настроек РЭМД (endpoint, ключ ИС, clientEntityId, callback_url)"),
+    (
+        "CLINIC_NOT_PROMOTED",
+        C,
+        "Клиника не переведена в промышленный контур: проверить её (emd clinic test), "
+        "перевести (emd clinic promote), затем emd dlq replay --reason CLINIC_NOT_PROMOTED",
+    ),
+    (
+        "ONBOARDING_REFUSED",
+        C,
+        "Переход клиники не разрешён: сначала успешная проверка на тестовом контуре "
+        "(emd clinic test), затем emd clinic promote",
+    ),
+    (
+        "NO_SAMPLE",
+        C,
+        "Нет документа для проверочной отправки: указать его (emd clinic test OID --document F)",
+    ),
+    (
+        "REMD_NOT_CONFIGURED",
+        C,
+        "У организации нет настроек РЭМД (endpoint, ключ ИС, clientEntityId, callback_url)",
+    ),
     ("CONFIGURATION_ERROR", C, "Ошибка конфигурации: см. сообщение"),
     ("LIFECYCLE_BACKEND_UNKNOWN", C, "Неизвестная схема EMD_LIFECYCLE_STORE"),
     ("SCHEMA_BROKEN", C, "Схема СЭМД в поставке повреждена: переустановить"),
@@ -124,7 +158,11 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("REMD_REJECTED", D, "РЭМД отклонил документ: см. код и сообщение РЭМД"),
     ("SOAP_FAULT", D, "ИПС ответила SOAP Fault: см. код; при повторении обратиться в СТП ЕГИСЗ с MessageID"),
     ("REQUEST_BUILD_FAILED", D, "Запрос registerDocument не собран из события: проверить данные документа"),
-    ("RETRIES_EXHAUSTED", T, "Попытки исчерпаны: проверить доступность ИПС; с MessageID обратиться в СТП ЕГИСЗ"),
+    (
+        "RETRIES_EXHAUSTED",
+        T,
+        "Попытки исчерпаны: проверить доступность ИПС; с MessageID обратиться в СТП ЕГИСЗ",
+    ),
     ("REGISTRY_LOOKUP_FAILED", T, _WAIT),
     ("REGISTRATION_UNCONFIRMED", T, "РЭМД ещё не показывает регистрацию документа: ждать"),
     ("CALLBACK_UNCORRELATED", T, "Обратный вызов не сопоставлен ни с одним документом: проверить MessageID"),
@@ -145,10 +183,18 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("WSS_UNTRUSTED_CERTIFICATE", C, "Сертификат ИПС не из закреплённых (EMD_IPS_CERTIFICATES)"),
     # --- our own state and stores ---------------------------------------------------------------------
     ("LIFECYCLE_STORE_UNAVAILABLE", T, "База жизненного цикла недоступна: проверить PostgreSQL"),
-    ("DESK_STORE_UNAVAILABLE", T, "База службы поддержки (состояния клиник) недоступна: проверить PostgreSQL"),
+    (
+        "DESK_STORE_UNAVAILABLE",
+        T,
+        "База службы поддержки (состояния клиник) недоступна: проверить PostgreSQL",
+    ),
     ("DOCUMENT_STORE_UNAVAILABLE", T, "Хранилище документов (claim-check) недоступно: проверить S3/диск"),
     ("PUBLISH_FAILED", T, "Брокер Kafka не подтвердил запись: повторить публикацию"),
-    ("SIGNING_PROCESS_LOST", T, "Процесс подписи завершился во время работы: документ будет подписан повторно"),
+    (
+        "SIGNING_PROCESS_LOST",
+        T,
+        "Процесс подписи завершился во время работы: документ будет подписан повторно",
+    ),
     ("LIFECYCLE_CONFLICT", I, "Переход состояния запрещён: документ уже обработан другой репликой"),
     ("SIGNED_EVENT_MISSING", I, _BUG),
     ("UNEXPECTED_ERROR", I, _BUG),

@@ -13,8 +13,10 @@ from lab.broker import LocalBroker
 def broker():
     """A Kafka-protocol broker on loopback: the configured cluster if KAFKA_BOOTSTRAP_SERVERS is set."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+
         class External:
             bootstrap_servers = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+
         yield External()
         return
     # Every Settings.from_env() in the tests (and the workers they spawn) must fit the local broker.

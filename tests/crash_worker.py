@@ -20,16 +20,28 @@ from services.messaging.runtime import Stage
 
 
 def build(bootstrap: str, input_topic: str, output_topic: str, dlt: str, group: str, data_dir: str) -> Stage:
-    settings = Settings.from_env(kafka_bootstrap_servers=bootstrap, worker_concurrency=8, kafka_enable_idempotence=False, data_dir=data_dir,
-                                 shutdown_grace_seconds=5.0)
+    settings = Settings.from_env(
+        kafka_bootstrap_servers=bootstrap,
+        worker_concurrency=8,
+        kafka_enable_idempotence=False,
+        data_dir=data_dir,
+        shutdown_grace_seconds=5.0,
+    )
 
     async def handle(record: Record) -> list[Output]:
         n = json.loads(record.value)["n"]
         await asyncio.sleep(random.uniform(0.01, 0.07))
         return [Output(output_topic, {"n": n, "pid": os.getpid(), "offset": record.offset}, key=record.key)]
 
-    return Stage(name="crashtest", input_topic=input_topic, handler=handle, dead_letter_topic=dlt,
-                 settings=settings, group_id=group, serve_metrics=False)
+    return Stage(
+        name="crashtest",
+        input_topic=input_topic,
+        handler=handle,
+        dead_letter_topic=dlt,
+        settings=settings,
+        group_id=group,
+        serve_metrics=False,
+    )
 
 
 if __name__ == "__main__":

@@ -12,12 +12,24 @@ import time
 from kafka import KafkaConsumer, TopicPartition
 
 
-def read_all(bootstrap: str, topic: str, *, idle: float = 1.5, timeout: float = 60.0,
-             expect: int | None = None, **client_options) -> list:
+def read_all(
+    bootstrap: str,
+    topic: str,
+    *,
+    idle: float = 1.5,
+    timeout: float = 60.0,
+    expect: int | None = None,
+    **client_options,
+) -> list:
     """Every record of ``topic`` from offset 0, as kafka-python ``ConsumerRecord`` objects
     (``client_options``: more KafkaConsumer settings, e.g. TLS)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             auto_offset_reset="earliest", **client_options)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        **client_options,
+    )
     try:
         deadline = time.monotonic() + timeout
         partitions = None

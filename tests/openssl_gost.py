@@ -34,12 +34,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OPENSSL_CONF": str(conf)}
 
 
-def run(*args: str | os.PathLike, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    *args: str | os.PathLike, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run ``openssl ARGS`` with the GOST engine loaded; raise with stderr when it fails and ``check``."""
-    proc = subprocess.run(["openssl", *map(str, args)], input=input, capture_output=True, env=_env(),
-                          timeout=60)
+    proc = subprocess.run(
+        ["openssl", *map(str, args)], input=input, capture_output=True, env=_env(), timeout=60
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(map(str, args))} failed: {proc.stderr.decode(errors='replace')}")
+        raise AssertionError(
+            f"openssl {' '.join(map(str, args))} failed: {proc.stderr.decode(errors='replace')}"
+        )
     return proc
 
 
@@ -49,21 +54,64 @@ def genkey(path: Path, paramset: str) -> Path:
 
 
 def self_signed(key: Path, path: Path, subject: str = "/CN=Test Signer/O=Test", days: int = 30) -> Path:
-    run("req", "-x509", "-new", "-key", key, "-md_gost12_256", "-subj", subject, "-utf8",
-        "-days", str(days), "-out", path)
+    run(
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key,
+        "-md_gost12_256",
+        "-subj",
+        subject,
+        "-utf8",
+        "-days",
+        str(days),
+        "-out",
+        path,
+    )
     return path
 
 
 def cms_sign(document: Path, cert: Path, key: Path, out: Path) -> bytes:
-    run("cms", "-sign", "-binary", "-cades", "-nosmimecap", "-md", "md_gost12_256", "-outform", "DER",
-        "-in", document, "-signer", cert, "-inkey", key, "-out", out)
+    run(
+        "cms",
+        "-sign",
+        "-binary",
+        "-cades",
+        "-nosmimecap",
+        "-md",
+        "md_gost12_256",
+        "-outform",
+        "DER",
+        "-in",
+        document,
+        "-signer",
+        cert,
+        "-inkey",
+        key,
+        "-out",
+        out,
+    )
     return out.read_bytes()
 
 
 def cms_verify(signature: Path, document: Path, *, cafile: Path | None = None) -> bool:
     trust = ["-CAfile", cafile] if cafile else ["-noverify"]
-    proc = run("cms", "-verify", "-binary", "-inform", "DER", "-in", signature, "-content", document,
-               *trust, "-out", os.devnull, check=False)
+    proc = run(
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        signature,
+        "-content",
+        document,
+        *trust,
+        "-out",
+        os.devnull,
+        check=False,
+    )
     return proc.returncode == 0
 
 

@@ -54,8 +54,9 @@ class Lab:
         self.published += uids
         return uids
 
-    def wait(self, uids: Sequence[str] | None = None, *, timeout: float = 300.0,
-             until: str | None = None) -> Snapshot:
+    def wait(
+        self, uids: Sequence[str] | None = None, *, timeout: float = 300.0, until: str | None = None
+    ) -> Snapshot:
         """Wait until each document is final (the watcher's final stage or a dead letter).
 
         Fails with every child's log tail when the time runs out, so a stuck run explains itself.
@@ -69,13 +70,16 @@ class Lab:
             raise AssertionError(
                 f"{len(stuck)} of {len(expected)} documents not final after {timeout:.0f} s "
                 f"(e.g. {stuck[:3]}, stages {[self.watcher.stage_of.get(u) for u in stuck[:3]]})\n"
-                + self.tails())
+                + self.tails()
+            )
         return snap
 
     def tails(self, lines: int = 15) -> str:
         sup = self.pipeline.supervisor
-        return "\n".join(f"--- {name} ({'alive' if c.alive else 'dead'}) ---\n{sup.tail(name, lines)}"
-                         for name, c in sup.children.items())
+        return "\n".join(
+            f"--- {name} ({'alive' if c.alive else 'dead'}) ---\n{sup.tail(name, lines)}"
+            for name, c in sup.children.items()
+        )
 
     def requests(self, operation: str = "registerDocument") -> list[dict[str, Any]]:
         """The emulator's request log for one operation."""
@@ -107,10 +111,20 @@ def documents(count: int) -> list[tuple[str, bytes]]:
 
 
 @contextmanager
-def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes]] | None = None,
-                 scenario: str = "ok", emulator_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 components: Sequence[str] = COMPONENTS, partitions: int = 3, final_stage: str = "acknowledged",
-                 configure: Callable[[dict[str, Any]], None] | None = None, n3_clinics: int = 0) -> Iterator[Lab]:
+def pipeline_lab(
+    tmp_path: Path,
+    *,
+    count: int = 10,
+    docs: list[tuple[str, bytes]] | None = None,
+    scenario: str = "ok",
+    emulator_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    components: Sequence[str] = COMPONENTS,
+    partitions: int = 3,
+    final_stage: str = "acknowledged",
+    configure: Callable[[dict[str, Any]], None] | None = None,
+    n3_clinics: int = 0,
+) -> Iterator[Lab]:
     """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``.
 
     ``configure``: edits the organisations configuration before the children start
@@ -119,15 +133,27 @@ def pipeline_lab(tmp_path: Path, *, count: int = 10, docs: list[tuple[str, bytes
     docs = documents(count) if docs is None else docs
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:
         ensure_topics(broker.bootstrap_servers, partitions=partitions)
-        pipeline = LocalPipeline(workdir=tmp_path / "run", bootstrap_servers=broker.bootstrap_servers,
-                                 documents=docs, kafka_env=broker.client_env(), scenario=scenario,
-                                 emulator_args=emulator_args, env={**FAST, **(env or {})}, components=components,
-                                 configure=configure, n3_clinics=n3_clinics)
+        pipeline = LocalPipeline(
+            workdir=tmp_path / "run",
+            bootstrap_servers=broker.bootstrap_servers,
+            documents=docs,
+            kafka_env=broker.client_env(),
+            scenario=scenario,
+            emulator_args=emulator_args,
+            env={**FAST, **(env or {})},
+            components=components,
+            configure=configure,
+            n3_clinics=n3_clinics,
+        )
         with pipeline:
             watcher = PipelineWatcher(broker.bootstrap_servers, final_stage=final_stage).start()
             try:
-                yield Lab(pipeline=pipeline, watcher=watcher, documents=docs,
-                          bootstrap_servers=broker.bootstrap_servers)
+                yield Lab(
+                    pipeline=pipeline,
+                    watcher=watcher,
+                    documents=docs,
+                    bootstrap_servers=broker.bootstrap_servers,
+                )
             finally:
                 watcher.stop()
 
@@ -138,7 +164,9 @@ def settle(lab: Lab, *, timeout: float = 180.0, quiet: float = 5.0) -> None:
     seconds more so the status worker has handled what it was sent: a test then reads the final topics."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pending = [r for r in lab.requests() if r["outcome"] in ("accepted", "received") and not r["finished_at"]]
+        pending = [
+            r for r in lab.requests() if r["outcome"] in ("accepted", "received") and not r["finished_at"]
+        ]
         if not pending:
             break
         time.sleep(1.0)
@@ -172,7 +200,9 @@ def wait_progress(lab: Lab, *, acknowledged: int, timeout: float = 300.0) -> int
         if done >= acknowledged:
             return done
         time.sleep(0.2)
-    raise AssertionError(f"fewer than {acknowledged} documents acknowledged after {timeout:.0f} s\n{lab.tails()}")
+    raise AssertionError(
+        f"fewer than {acknowledged} documents acknowledged after {timeout:.0f} s\n{lab.tails()}"
+    )
 
 
 def acknowledged_emdr_ids(lab: Lab) -> dict[str, set[str]]:
@@ -182,5 +212,6 @@ def acknowledged_emdr_ids(lab: Lab) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for r in lab.topic("emd.document.acknowledged"):
         out.setdefault(r.key.decode(), set()).add(
-            events.decode(r.value, events.ACKNOWLEDGED)["data"]["registration"]["emdrId"])
+            events.decode(r.value, events.ACKNOWLEDGED)["data"]["registration"]["emdrId"]
+        )
     return out

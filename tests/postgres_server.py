@@ -53,7 +53,8 @@ def find_bin_dir() -> Path:
     raise PostgresUnavailable(
         "PostgreSQL server binaries (initdb, postgres) not found on PATH nor in /usr/lib/postgresql/*/bin: "
         "run `make install` (it installs Debian's `postgresql` as root) or `apt-get install postgresql`, "
-        "or set EMD_TEST_PG_BIN to the directory holding initdb and postgres")
+        "or set EMD_TEST_PG_BIN to the directory holding initdb and postgres"
+    )
 
 
 class PostgresServer:
@@ -72,10 +73,16 @@ class PostgresServer:
             try:
                 self._owner = pwd.getpwnam("postgres")
             except KeyError:
-                raise PostgresUnavailable("running as root and there is no `postgres` system user to run the "
-                                          "server as (Debian's postgresql package creates it)") from None
-            self._as = ["setpriv", f"--reuid={self._owner.pw_uid}", f"--regid={self._owner.pw_gid}",
-                        "--init-groups"]
+                raise PostgresUnavailable(
+                    "running as root and there is no `postgres` system user to run the "
+                    "server as (Debian's postgresql package creates it)"
+                ) from None
+            self._as = [
+                "setpriv",
+                f"--reuid={self._owner.pw_uid}",
+                f"--regid={self._owner.pw_gid}",
+                "--init-groups",
+            ]
 
     @property
     def url(self) -> str:
@@ -87,8 +94,9 @@ class PostgresServer:
     def _run(self, *args: str) -> None:
         res = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
-            raise PostgresUnavailable(f"{Path(args[0]).name} failed ({res.returncode}): "
-                                      f"{(res.stderr or res.stdout)[-2000:]}")
+            raise PostgresUnavailable(
+                f"{Path(args[0]).name} failed ({res.returncode}): {(res.stderr or res.stdout)[-2000:]}"
+            )
 
     def start(self) -> PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="emd-pg-"))
@@ -96,8 +104,18 @@ class PostgresServer:
             if self._owner is not None:
                 os.chown(self.root, self._owner.pw_uid, self._owner.pw_gid)
             data = self.root / "data"
-            self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                      "-E", "UTF8", "--locale=C", "--no-sync")
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
             for _ in range(5):  # a port taken between probe and bind: try another
                 if self._spawn(data):
                     return self
@@ -114,7 +132,9 @@ class PostgresServer:
         """Start it again on the same port and data (the lifecycle store's clients reconnect)."""
         assert self.root is not None, "resume() of a server that was never started"
         if not self._spawn(self.root / "data", port=self.port):
-            raise PostgresUnavailable(f"postgres would not start again on port {self.port}: {self._log_tail()}")
+            raise PostgresUnavailable(
+                f"postgres would not start again on port {self.port}: {self._log_tail()}"
+            )
 
     def _spawn(self, data: Path, *, port: int | None = None) -> bool:
         self.port = port or free_port()
@@ -123,10 +143,30 @@ class PostgresServer:
             # the parent-death signal stops the server even if pytest dies without a teardown
             prefix = [*(self._as or ["setpriv"]), "--pdeathsig=INT"] if shutil.which("setpriv") else self._as
             self.proc = subprocess.Popen(
-                [*prefix, str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.root),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=60", "-c", "shared_buffers=32MB"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    *prefix,
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.root),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=60",
+                    "-c",
+                    "shared_buffers=32MB",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         finally:
             log.close()
         import psycopg
@@ -142,8 +182,9 @@ class PostgresServer:
             except psycopg.OperationalError:
                 time.sleep(0.2)
         self._terminate()
-        raise PostgresUnavailable(f"postgres did not accept connections in {self.startup_timeout:.0f} s: "
-                                  f"{self._log_tail()}")
+        raise PostgresUnavailable(
+            f"postgres did not accept connections in {self.startup_timeout:.0f} s: {self._log_tail()}"
+        )
 
     def _log_tail(self) -> str:
         try:
@@ -170,8 +211,11 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as admin:
-            rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                 " WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchall()
+            rows = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchall()
         return len(rows)
 
     def _terminate(self) -> None:

@@ -40,21 +40,35 @@ class PrometheusServer:
         if binary is None:
             raise PrometheusUnavailable("no prometheus binary: `make test` installs Debian's prometheus")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "rule_files": [str(p) for p in self.rule_files],
-                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
-                                     for job, target in self.targets.items()]}
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in self.rule_files],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                for job, target in self.targets.items()
+            ],
+        }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            [
+                binary,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise PrometheusUnavailable(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}")
+                raise PrometheusUnavailable(
+                    f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
                     return self
@@ -72,7 +86,9 @@ class PrometheusServer:
             if len(active) == len(self.targets) and all(t["health"] == "up" for t in active):
                 return
             time.sleep(0.5)
-        raise AssertionError(f"targets not all up: {[(t['labels']['job'], t['health'], t['lastError']) for t in active]}")
+        raise AssertionError(
+            f"targets not all up: {[(t['labels']['job'], t['health'], t['lastError']) for t in active]}"
+        )
 
     def query(self, expr: str) -> dict[str, Any]:
         """The API's answer to an instant query now: ``{"status": ..., "data": ...}`` (or ``error``)."""
@@ -84,16 +100,31 @@ class PrometheusServer:
         return float(series["value"][1])
 
     def rules(self) -> list[dict[str, Any]]:
-        return [r for g in httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-                for r in g["rules"]]
+        return [
+            r
+            for g in httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+            for r in g["rules"]
+        ]
 
     def screenshot(self, expr: str, path: Path, *, range_input: str = "5m") -> Path:
         """A PNG of Prometheus's graph page for ``expr``, taken by ``chromium-headless-shell``."""
         query = urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": range_input})
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--window-size=1280,900", "--virtual-time-budget=5000", f"--screenshot={path}",
-                        f"{self.url}/classic/graph?{query}"], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "chromium-headless-shell",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                "--virtual-time-budget=5000",
+                f"--screenshot={path}",
+                f"{self.url}/classic/graph?{query}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         return path
 
     def stop(self) -> None:

@@ -17,8 +17,15 @@ def signed_record(uid="doc-1") -> Record:
     data = dict(events.load_schema(events.SIGNED)["examples"][0])
     data["localUid"] = uid
     event = events.new_event(events.SIGNED, data, source="test")
-    return Record(topic=topology.SIGNED.name, partition=0, offset=0, key=uid, value=events.encode(event),
-                  headers={}, timestamp_ms=0)
+    return Record(
+        topic=topology.SIGNED.name,
+        partition=0,
+        offset=0,
+        key=uid,
+        value=events.encode(event),
+        headers={},
+        timestamp_ms=0,
+    )
 
 
 class FakeTransport:

@@ -28,8 +28,8 @@ from tests import openssl_gost as ossl
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 GOOD_OID = "1.2.643.5.1.13.13.12.2.77.7831"
 GOOD_UID = 'extension="144632"/>'
-AUTHOR = "52415372312"      # ConsultRedaction4's author (and legalAuthenticator)
-MAX_BYTES = 1_000_000       # the largest accepted sample is 97 KB
+AUTHOR = "52415372312"  # ConsultRedaction4's author (and legalAuthenticator)
+MAX_BYTES = 1_000_000  # the largest accepted sample is 97 KB
 
 #: defect → (organisation OID, expected dead-letter reason)
 DEFECT_ORGS = {
@@ -47,11 +47,15 @@ MIS_OID = "1.2.643.5.1.13.13.12.2.77.99008"
 def refused_samples() -> dict[str, tuple[str, str]]:
     """Samples the producer refuses, with (field, reason) — Ministry examples that РЭМД would refuse too."""
     from tests.test_cda import KINDS, NO_CREATION_TIME
+
     out = {n: ("creationTime", "MISSING_FIELD") for n in NO_CREATION_TIME}
     for n, k in KINDS.items():
         if k is None and n not in out:
             out[n] = ("kind", "KIND_UNKNOWN")
-    out["AmbCasev4.xml"] = ("patient.snils", "MISSING_FIELD")  # kind 92 needs СНИЛС; the sample's has 10 digits
+    out["AmbCasev4.xml"] = (
+        "patient.snils",
+        "MISSING_FIELD",
+    )  # kind 92 needs СНИЛС; the sample's has 10 digits
     return out
 
 
@@ -76,25 +80,32 @@ def raw_event(base_document: bytes, payload: bytes) -> dict:
     """A created event for ``base_document`` whose bytes are replaced by ``payload`` (a buggy МИС)."""
     event = created_data(base_document)
     data = dict(event["data"])
-    data["document"] = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload),
-                        "mediaType": "text/xml", "inline": base64.b64encode(payload).decode()}
+    data["document"] = {
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "mediaType": "text/xml",
+        "inline": base64.b64encode(payload).decode(),
+    }
     return events.new_event(events.CREATED, data, source="buggy-mis")
 
 
 def xxe(document: bytes) -> bytes:
-    body = document[document.index(b"<ClinicalDocument"):]
-    return b'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n' + body
+    body = document[document.index(b"<ClinicalDocument") :]
+    return (
+        b'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+        + body
+    )
 
 
 def billion_laughs(document: bytes) -> bytes:
-    body = document[document.index(b"<ClinicalDocument"):]
+    body = document[document.index(b"<ClinicalDocument") :]
     ents = '<!ENTITY l0 "ha">' + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
     return f'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [{ents}]>\n'.encode() + body
 
 
 def xsd_invalid(document: bytes) -> bytes:
     # an element the CDA schema does not allow there
-    return document.replace(b"<realmCode code=\"RU\"/>", b"<realmCode code=\"RU\"/><unexpected/>", 1)
+    return document.replace(b'<realmCode code="RU"/>', b'<realmCode code="RU"/><unexpected/>', 1)
 
 
 def too_large(document: bytes) -> bytes:
@@ -113,8 +124,11 @@ class Lab:
 
 def mis_signature(key_cert: tuple, document: bytes, *, signing_time: dt.datetime | None = None) -> str:
     key, cert = key_cert
-    return cades.to_base64(cades.sign_detached(document, key=key, certificate=cert,
-                                               signing_time=signing_time or dt.datetime.now(dt.UTC)))
+    return cades.to_base64(
+        cades.sign_detached(
+            document, key=key, certificate=cert, signing_time=signing_time or dt.datetime.now(dt.UTC)
+        )
+    )
 
 
 def build_lab(out: Path) -> Lab:
@@ -135,44 +149,102 @@ def build_lab(out: Path) -> Lab:
     ca = DevCA.create("lab CA", not_before=old)
     author = {AUTHOR: good["signing"]["doctors"][AUTHOR]}
 
-    def org(n: int, oid: str, *, doctors=author, cert_window=None, mchd=None, mode="server",
-            password_pfx: bool = False) -> dict:
+    def org(
+        n: int,
+        oid: str,
+        *,
+        doctors=author,
+        cert_window=None,
+        mchd=None,
+        mode="server",
+        password_pfx: bool = False,
+    ) -> dict:
         inn, ogrn = f"55{n:08d}", f"10255{n:08d}"
         name = f"Лаборатория дефектов № {n}"
         employee = Person(family="Подписантов", given="Олег", patronymic="Ильич", snils=f"700{n:08d}")
         head = Person(family="Главный", given="Пётр", patronymic="Сергеевич", snils=f"600{n:08d}")
         window = cert_window or {"not_before": old, "not_after": now + dt.timedelta(days=365)}
-        entry = dev_credential(out, f"lab{n}-employee", ca, SubjectInfo(
-            family=employee.family, given=f"{employee.given} {employee.patronymic}", snils=employee.snils,
-            ogrn=ogrn, inn_le=inn, org=name), **window)
+        entry = dev_credential(
+            out,
+            f"lab{n}-employee",
+            ca,
+            SubjectInfo(
+                family=employee.family,
+                given=f"{employee.given} {employee.patronymic}",
+                snils=employee.snils,
+                ogrn=ogrn,
+                inn_le=inn,
+                org=name,
+            ),
+            **window,
+        )
         if password_pfx:
-            ossl.run("pkcs12", "-export", "-inkey", out / entry["key"], "-in", out / entry["certificate"],
-                     "-passout", "pass:right", "-out", out / f"lab{n}.pfx")
+            ossl.run(
+                "pkcs12",
+                "-export",
+                "-inkey",
+                out / entry["key"],
+                "-in",
+                out / entry["certificate"],
+                "-passout",
+                "pass:right",
+                "-out",
+                out / f"lab{n}.pfx",
+            )
             (out / f"lab{n}.pass").write_text("wrong\n")
             entry = {**entry, "key": f"lab{n}.pfx", "password_file": f"lab{n}.pass"}
         m = dict(mchd or {})
         principal = m.pop("principal", (name, inn, ogrn, head))
         p_name, p_inn, p_ogrn, p_head = principal
-        head_key, head_cert = ca.issue(subject=SubjectInfo(
-            family=p_head.family, given=f"{p_head.given} {p_head.patronymic}", snils=p_head.snils,
-            ogrn=p_ogrn, inn_le=p_inn, org=p_name), not_before=old)
-        xml = build_mchd(organization_name=p_name, organization_inn=p_inn, organization_ogrn=p_ogrn, head=p_head,
-                         representative=m.pop("representative", employee), **{"issued": old.date(), "valid_until": (now + dt.timedelta(days=365)).date(), **m})
+        head_key, head_cert = ca.issue(
+            subject=SubjectInfo(
+                family=p_head.family,
+                given=f"{p_head.given} {p_head.patronymic}",
+                snils=p_head.snils,
+                ogrn=p_ogrn,
+                inn_le=p_inn,
+                org=p_name,
+            ),
+            not_before=old,
+        )
+        xml = build_mchd(
+            organization_name=p_name,
+            organization_inn=p_inn,
+            organization_ogrn=p_ogrn,
+            head=p_head,
+            representative=m.pop("representative", employee),
+            **{"issued": old.date(), "valid_until": (now + dt.timedelta(days=365)).date(), **m},
+        )
         (out / f"lab{n}-mchd.xml").write_bytes(xml)
         (out / f"lab{n}-mchd.sig").write_bytes(sign_mchd(xml, key=head_key, certificate=head_cert))
         entry["mchd"] = {"xml": f"lab{n}-mchd.xml", "signature": f"lab{n}-mchd.sig"}
-        return {"oid": oid, "name": name, "inn": inn, "ogrn": ogrn,
-                "signing": {"mode": mode, "doctors": doctors if mode == "server" else {}, "organization": entry}}
+        return {
+            "oid": oid,
+            "name": name,
+            "inn": inn,
+            "ogrn": ogrn,
+            "signing": {"mode": mode, "doctors": doctors if mode == "server" else {}, "organization": entry},
+        }
 
     stranger = Person(family="Чужой", given="Семён", patronymic="Семёнович", snils="11122233344")
-    other_org = ("ООО Другая", "5500099999", "1025500099999",
-                 Person(family="Другой", given="Глав", patronymic="Врачевич", snils="60099999999"))
-    young = {AUTHOR: dev_credential(out, "young-author", ca, SubjectInfo(family="Молодой", given="Врач Врачевич",
-                                                                         snils=AUTHOR))}  # valid from yesterday
+    other_org = (
+        "ООО Другая",
+        "5500099999",
+        "1025500099999",
+        Person(family="Другой", given="Глав", patronymic="Врачевич", snils="60099999999"),
+    )
+    young = {
+        AUTHOR: dev_credential(
+            out, "young-author", ca, SubjectInfo(family="Молодой", given="Врач Врачевич", snils=AUTHOR)
+        )
+    }  # valid from yesterday
     d = DEFECT_ORGS
     lab_orgs = [
-        org(1, d["expired_certificate"][0],
-            cert_window={"not_before": old, "not_after": now - dt.timedelta(days=1)}),
+        org(
+            1,
+            d["expired_certificate"][0],
+            cert_window={"not_before": old, "not_after": now - dt.timedelta(days=1)},
+        ),
         org(2, d["not_yet_valid_on_creation"][0], doctors=young),
         org(3, d["mchd_other_employee"][0], mchd={"representative": stranger}),
         org(4, d["mchd_other_organization"][0], mchd={"principal": other_org}),
@@ -185,9 +257,11 @@ def build_lab(out: Path) -> Lab:
     config["mchd_revoked"] = ["0D9A1C3E-0000-4000-8000-00000000BEEF"]  # case-insensitive GUIDs
     path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
 
-    mis_doctor = ca.issue(subject=SubjectInfo(family="Смирнов", given="Александр Игоревич", snils=AUTHOR),
-                          not_before=old)
-    other_doctor = ca.issue(subject=SubjectInfo(family="Другой", given="Доктор Иванович", snils="99988877766"),
-                            not_before=old)
+    mis_doctor = ca.issue(
+        subject=SubjectInfo(family="Смирнов", given="Александр Игоревич", snils=AUTHOR), not_before=old
+    )
+    other_doctor = ca.issue(
+        subject=SubjectInfo(family="Другой", given="Доктор Иванович", snils="99988877766"), not_before=old
+    )
     write_pem(None, ca.certificate, cert_path=out / "lab-ca.pem")
     return Lab(config_path=path, ca=ca, mis_doctor=mis_doctor, other_doctor=other_doctor)

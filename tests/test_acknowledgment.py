@@ -48,10 +48,22 @@ def store(tmp_path):
 
 def callback(relates=M1, *, emdr="16.62.1", errors=(), callback_id=None):
     status = "error" if errors else "success"
-    item = RegistryItem(emdr_id=emdr, registration_date_time="2026-01-01T10:00:00+03:00") if not errors else None
-    return soap.build_register_result(RegisterResult(relates_to_message=f"urn:uuid:{relates.upper()}", status=status,
-                                                      local_uid="doc-1", registry_item=item, errors=tuple(errors)),
-                                       to="http://mis", key=None, certificate=None, message_id=callback_id)
+    item = (
+        RegistryItem(emdr_id=emdr, registration_date_time="2026-01-01T10:00:00+03:00") if not errors else None
+    )
+    return soap.build_register_result(
+        RegisterResult(
+            relates_to_message=f"urn:uuid:{relates.upper()}",
+            status=status,
+            local_uid="doc-1",
+            registry_item=item,
+            errors=tuple(errors),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+        message_id=callback_id,
+    )
 
 
 def run(raw, store):
@@ -71,9 +83,13 @@ def test_success_registers_and_emits_acknowledged_and_status(store):
 def test_an_organisation_configured_for_production_is_acknowledged_with_production(store):
     """The acknowledged event's submission names the organisation's configured environment, and the
     registration time is written in the events' one format (UTC, milliseconds)."""
+
     def environments(oid, endpoint):
         return {EXAMPLE["organizationOid"]: "production"}[oid]
-    outs = ack.on_callback(callback(), store=store, received_ms=int(time.time() * 1000), environments=environments)
+
+    outs = ack.on_callback(
+        callback(), store=store, received_ms=int(time.time() * 1000), environments=environments
+    )
     data = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]
     assert data["submission"]["environment"] == "production"
     assert data["registration"]["registrationTime"] == "2026-01-01T07:00:00.000Z"
@@ -116,8 +132,9 @@ def test_early_callback_before_sent_event_correlates_by_recorded_attempt(tmp_pat
 
 def test_uncorrelated_callback_waits(store):
     """A callback matching no MessageID nor localUid is a transient wait, not a decision."""
-    raw = soap.build_register_result(RegisterResult(relates_to_message=M2, status="success"), to="x", key=None,
-                                     certificate=None)
+    raw = soap.build_register_result(
+        RegisterResult(relates_to_message=M2, status="success"), to="x", key=None, certificate=None
+    )
     with pytest.raises(TransientError) as e:
         run(raw, store)
     assert e.value.reason == "CALLBACK_UNCORRELATED"
@@ -149,14 +166,19 @@ def test_transient_error_goes_back_to_sender_retry_and_allows_resend(store):
 @pytest.mark.parametrize("found", [True, False])
 def test_deadline_polls_then_registers_or_dead_letters(store, found):
     """No callback in time: found by polling → registered; not found → NO_ACKNOWLEDGMENT dead letter."""
+
     async def poll(doc):
         return RegistryItem(emdr_id="16.62.9", local_uid=doc.local_uid) if found else None
+
     outs = asyncio.run(ack.on_deadline("doc-1", store=store, poll=poll, environments=TEST))
     if found:
         assert outs[0].topic == topology.ACKNOWLEDGED.name and store.get("doc-1").emdr_id == "16.62.9"
     else:
         assert outs[0].topic == topology.SENT_DLT.name
-        assert outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT" and M1 in outs[0].headers[dl.MESSAGE_IDS].decode()
+        assert (
+            outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT"
+            and M1 in outs[0].headers[dl.MESSAGE_IDS].decode()
+        )
 
 
 # --- NOT_UNIQUE_PROVIDED_ID: a resend of a document whose first registration went through ----------------
@@ -188,8 +210,14 @@ class Registry:
 
 
 def run_with(raw, store, registry, *, received_ms=None, pending_limit=3600.0):
-    return ack.on_callback(raw, store=store, received_ms=received_ms or int(time.time() * 1000),
-                           pending_limit=pending_limit, registry_lookup=registry, environments=TEST)
+    return ack.on_callback(
+        raw,
+        store=store,
+        received_ms=received_ms or int(time.time() * 1000),
+        pending_limit=pending_limit,
+        registry_lookup=registry,
+        environments=TEST,
+    )
 
 
 def test_not_unique_after_a_lost_answer_is_acknowledged_with_the_registered_emdr_id(resent):
@@ -205,7 +233,10 @@ def test_not_unique_after_a_lost_answer_is_acknowledged_with_the_registered_emdr
     assert events.decode(outs[1].value, events.STATUS)["data"]["status"] == "registered"
     doc = resent.get("doc-1")
     assert (doc.state, doc.emdr_id) == (lc.REGISTERED, "16.62.7") and registry.asked == ["doc-1"]
-    assert [(a.outcome, a.code) for a in resent.history("doc-1")][1] == ("duplicate", "NOT_UNIQUE_PROVIDED_ID")
+    assert [(a.outcome, a.code) for a in resent.history("doc-1")][1] == (
+        "duplicate",
+        "NOT_UNIQUE_PROVIDED_ID",
+    )
 
 
 def test_reconciled_duplicate_then_first_success_emits_once_and_redelivery_reemits(resent):
@@ -232,12 +263,17 @@ def test_not_unique_unconfirmed_past_the_limit_is_left_to_the_deadline(resent):
     """Past the ack timeout an unconfirmed duplicate decides nothing: the document stays accepted for the
     deadline poll, which then dead-letters it NO_ACKNOWLEDGMENT."""
     old = int((time.time() - 7200) * 1000)
-    assert run_with(callback(M2, errors=NOT_UNIQUE), resent, Registry(None), received_ms=old,
-                    pending_limit=3600.0) == []
+    assert (
+        run_with(
+            callback(M2, errors=NOT_UNIQUE), resent, Registry(None), received_ms=old, pending_limit=3600.0
+        )
+        == []
+    )
     assert resent.get("doc-1").state == lc.ACCEPTED
 
     async def poll(doc):
         return None
+
     outs = asyncio.run(ack.on_deadline("doc-1", store=resent, poll=poll, environments=TEST))
     assert outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT"
 
@@ -246,19 +282,30 @@ def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
     """NOT_UNIQUE_PROVIDED_ID for a document sent once is someone else's registration: dead-lettered, РЭМД not asked."""
     registry = Registry("16.62.7")
     outs = run_with(callback(M1, errors=NOT_UNIQUE), store, registry)
-    assert outs[0].topic == topology.SENT_DLT.name and outs[0].headers[dl.REMD_CODE] == b"NOT_UNIQUE_PROVIDED_ID"
+    assert (
+        outs[0].topic == topology.SENT_DLT.name and outs[0].headers[dl.REMD_CODE] == b"NOT_UNIQUE_PROVIDED_ID"
+    )
     assert store.get("doc-1").state == lc.FAILED and registry.asked == []
 
 
-@pytest.mark.parametrize("outcome, code, taken", [
-    (lc.OUTCOME_PERMANENT, "VALIDATION_ERROR", False),  # refused synchronously: cannot be the registered one
-    (lc.OUTCOME_TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
-])
+@pytest.mark.parametrize(
+    "outcome, code, taken",
+    [
+        (
+            lc.OUTCOME_PERMANENT,
+            "VALIDATION_ERROR",
+            False,
+        ),  # refused synchronously: cannot be the registered one
+        (lc.OUTCOME_TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
+    ],
+)
 def test_not_unique_asks_remd_only_when_the_other_attempt_may_have_been_taken(store, outcome, code, taken):
     """NOT_UNIQUE for a resend asks РЭМД (and acknowledges what it shows) when the earlier attempt's synchronous
     answer was transient; after a synchronous refusal it stays a rejection and РЭМД is not asked."""
     # the message reads like a callback's mark: only decided_by says who decided
-    store.record_outcome(M1, outcome=outcome, decided_by=lc.DECIDED_BY_ANSWER, code=code, message="callback c-9")
+    store.record_outcome(
+        M1, outcome=outcome, decided_by=lc.DECIDED_BY_ANSWER, code=code, message="callback c-9"
+    )
     store.mark_failed("doc-1", reason="REMD_REJECTED")
     store.record_attempt("doc-1", M2, endpoint="http://ips")
     store.mark_accepted("doc-1", message_id=M2)
@@ -272,7 +319,9 @@ def test_not_unique_when_a_transient_error_callback_decided_the_other_attempt_is
     """An earlier attempt a transient error callback decided was not taken (its attempt records decided_by
     callback): NOT_UNIQUE for the resend stays a rejection and РЭМД is not asked."""
     run(callback(errors=[RemdError("INTERNAL_ERROR", "x")], callback_id="c-1"), store)
-    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [("transient", lc.DECIDED_BY_CALLBACK)]
+    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
+        ("transient", lc.DECIDED_BY_CALLBACK)
+    ]
     store.record_attempt("doc-1", M2, endpoint="http://ips")
     store.mark_accepted("doc-1", message_id=M2)
     registry = Registry("16.62.7")
@@ -282,25 +331,33 @@ def test_not_unique_when_a_transient_error_callback_decided_the_other_attempt_is
 
 def test_success_after_a_rejection_dead_letter_registers(resent):
     """A success callback for a document dead-lettered by another attempt's rejection registers it: РЭМД holds it."""
-    outs = run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None)
+    outs = run_with(
+        callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None
+    )
     assert outs[0].topic == topology.SENT_DLT.name and resent.get("doc-1").state == lc.FAILED
     outs = run_with(callback(M1, emdr="16.62.8", callback_id="c-1"), resent, None)
     assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
     assert resent.get("doc-1").emdr_id == "16.62.8"
     # the rejection callback re-delivered now changes nothing (no failure of a registered document)
-    assert run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None) == []
+    assert (
+        run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None)
+        == []
+    )
 
 
 def test_callback_correlates_by_emdr_id_last(store):
     """A callback whose relatesToMessage and localUid match nothing is matched by the emdrId of a registered document."""
     store.mark_registered("doc-1", "16.62.1")
-    result = RegisterResult(relates_to_message=M3, status="success", local_uid=None,
-                            registry_item=RegistryItem(emdr_id="16.62.1"))
+    result = RegisterResult(
+        relates_to_message=M3, status="success", local_uid=None, registry_item=RegistryItem(emdr_id="16.62.1")
+    )
     doc, attempt = ack.correlate(store, result)
     assert doc.local_uid == "doc-1" and attempt is None
     raw = soap.build_register_result(result, to="x", key=None, certificate=None)
     assert run(raw, store) == []  # already registered: nothing more to say
-    unknown = RegisterResult(relates_to_message=M3, status="success", registry_item=RegistryItem(emdr_id="16.62.99"))
+    unknown = RegisterResult(
+        relates_to_message=M3, status="success", registry_item=RegistryItem(emdr_id="16.62.99")
+    )
     assert ack.correlate(store, unknown) is None
 
 
@@ -312,8 +369,15 @@ def test_handle_callback_reconciles_through_the_async_poll(resent):
         asked.append(doc.local_uid)
         return RegistryItem(emdr_id="16.62.9", local_uid=doc.local_uid)
 
-    outs = asyncio.run(ack.handle_callback(callback(M2, errors=NOT_UNIQUE), store=resent, poll=poll,
-                                           received_ms=int(time.time() * 1000), environments=TEST))
+    outs = asyncio.run(
+        ack.handle_callback(
+            callback(M2, errors=NOT_UNIQUE),
+            store=resent,
+            poll=poll,
+            received_ms=int(time.time() * 1000),
+            environments=TEST,
+        )
+    )
     assert outs[0].topic == topology.ACKNOWLEDGED.name and asked == ["doc-1"]
     assert resent.get("doc-1").emdr_id == "16.62.9"
 
@@ -321,11 +385,23 @@ def test_handle_callback_reconciles_through_the_async_poll(resent):
 def test_registration_warnings_reach_the_mis_status(store):
     """registryItem/registrationWarnings of a success callback are passed to the МИС in emd.document.status,
     and a redelivery of the same callback carries them again; a callback without warnings has no such field."""
-    warned = RegistryItem(emdr_id="16.62.1", registration_date_time="2026-01-01",
-                          warnings=(RemdError("IPS_VALIDATION_WARNING", "Замечание ИПС"),))
-    raw = soap.build_register_result(RegisterResult(relates_to_message=M1.replace("-", "").upper(), status="success",
-                                                    local_uid="doc-1", registry_item=warned),
-                                     to="http://mis", key=None, certificate=None, message_id="c-9")
+    warned = RegistryItem(
+        emdr_id="16.62.1",
+        registration_date_time="2026-01-01",
+        warnings=(RemdError("IPS_VALIDATION_WARNING", "Замечание ИПС"),),
+    )
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=M1.replace("-", "").upper(),
+            status="success",
+            local_uid="doc-1",
+            registry_item=warned,
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+        message_id="c-9",
+    )
     for _ in range(2):
         status = events.decode(run(raw, store)[1].value, events.STATUS)["data"]
         assert status["status"] == "registered"
@@ -355,7 +431,9 @@ class RegisteredByAnotherReplica:
 def test_a_lifecycle_conflict_with_another_replica_is_not_dead_lettered(store):
     """A rejection callback for a document another replica registered meanwhile emits nothing: no dead letter,
     no "rejected" status; the registration stands."""
-    outs = run(callback(errors=[RemdError("PERSON_NOT_FOUND", "x")]), RegisteredByAnotherReplica(store, "16.62.5"))
+    outs = run(
+        callback(errors=[RemdError("PERSON_NOT_FOUND", "x")]), RegisteredByAnotherReplica(store, "16.62.5")
+    )
     assert outs == []
     assert store.get("doc-1").state == lc.REGISTERED and store.get("doc-1").emdr_id == "16.62.5"
 
@@ -370,10 +448,16 @@ class TestMetrics:
     def test_a_registration_is_counted_once_with_its_latency_and_a_redelivery_is_not(self, store):
         """A success callback counts one acknowledgment and one end-to-end observation; the same callback
         redelivered after a crash re-emits its events but is not counted again."""
-        before = (self._value("emd_acknowledged_total", via="callback"), self._value("emd_end_to_end_seconds_count"))
+        before = (
+            self._value("emd_acknowledged_total", via="callback"),
+            self._value("emd_end_to_end_seconds_count"),
+        )
         run(callback(callback_id="c-1"), store)
         run(callback(callback_id="c-1"), store)
-        after = (self._value("emd_acknowledged_total", via="callback"), self._value("emd_end_to_end_seconds_count"))
+        after = (
+            self._value("emd_acknowledged_total", via="callback"),
+            self._value("emd_end_to_end_seconds_count"),
+        )
         assert (1.0, 1.0) == (after[0] - before[0], after[1] - before[1])
 
     def test_callbacks_about_a_decided_document_are_counted_as_duplicated(self, store):
@@ -396,6 +480,7 @@ class TestMetrics:
 
     def test_a_store_that_cannot_answer_leaves_the_series_out(self):
         """When the store fails, the scrape goes on without these series instead of failing."""
+
         class Down:
             def awaiting(self):
                 raise OSError("database unreachable")
@@ -412,8 +497,12 @@ def test_end_to_end_latency_runs_from_the_mis_publishing_the_document(tmp_path):
     s = lc.SqliteLifecycleStore(tmp_path / "lc.sqlite3")
     published = events.timestamp(datetime.now(UTC) - timedelta(minutes=10))
     data = dict(EXAMPLE, localUid="doc-1", publishedAt=published)
-    s.register("doc-1", organization=data["organizationOid"], kind=data["kind"],
-               signed_event=events.encode(events.new_event(events.SIGNED, data, source="t")))
+    s.register(
+        "doc-1",
+        organization=data["organizationOid"],
+        kind=data["kind"],
+        signed_event=events.encode(events.new_event(events.SIGNED, data, source="t")),
+    )
     s.record_attempt("doc-1", M1, endpoint="http://ips")
     s.mark_accepted("doc-1", message_id=M1)
     before = REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0

@@ -47,8 +47,16 @@ def test_callback_chaos_every_document_acknowledged_once(tmp_path):
         faults = Counter(k for r in requests for k in r["faults"])
         deliveries = Counter(c["kind"] for r in requests for c in r["callbacks"] if c.get("delivered"))
         lost = [r for r in requests if any(c["kind"] == "lost" for c in r["callbacks"])]
-        assert all(faults[k] > 0 for k in ("callback_lost", "callback_duplicate", "callback_early", "callback_late",
-                                           "callback_out_of_order")), faults
+        assert all(
+            faults[k] > 0
+            for k in (
+                "callback_lost",
+                "callback_duplicate",
+                "callback_early",
+                "callback_late",
+                "callback_out_of_order",
+            )
+        ), faults
         assert lost and deliveries["duplicate"] > 0 and deliveries["stale"] > 0, deliveries
         assert lab.requests("searchRegistryItem"), "no lost callback was recovered by polling РЭМД"
         assert any(e.get("event") == "registered (found by polling)" for e in lab.log_events("status"))
@@ -71,11 +79,14 @@ def _forgeries(lab, result: RegisterResult) -> dict[str, bytes]:
     real ИПС certificate."""
     ips_cert = load_certificate((lab.pipeline.config_dir / "emulator.pem").read_bytes())
     stranger_key, stranger_cert = DevCA.create("Не ИПС CA").issue(
-        subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
+        subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ")
+    )
     to = lab.pipeline.callback_url
-    return {"unsigned": soap.build_register_result(result, to=to, key=None, certificate=None),
-            "stranger": soap.build_register_result(result, to=to, key=stranger_key, certificate=stranger_cert),
-            "wrong_key": soap.build_register_result(result, to=to, key=stranger_key, certificate=ips_cert)}
+    return {
+        "unsigned": soap.build_register_result(result, to=to, key=None, certificate=None),
+        "stranger": soap.build_register_result(result, to=to, key=stranger_key, certificate=stranger_cert),
+        "wrong_key": soap.build_register_result(result, to=to, key=stranger_key, certificate=ips_cert),
+    }
 
 
 def test_forged_callbacks_change_nothing(tmp_path):
@@ -86,23 +97,55 @@ def test_forged_callbacks_change_nothing(tmp_path):
         uids = [_local_uid(data) for _, data in lab.documents]
         good, bad = uids[0], uids[1]
         # the real callbacks of both come late, so the forgeries arrive first; РЭМД rejects ``bad``
-        lab.pipeline.add_rules([{"fault": "callback_late", "operation": "registerDocument", "local_uid": u,
-                                 "delay": 8.0} for u in (good, bad)]
-                               + [{"fault": "reject", "operation": "registerDocument", "local_uid": bad,
-                                   "code": "VALIDATION_ERROR"}])
+        lab.pipeline.add_rules(
+            [
+                {"fault": "callback_late", "operation": "registerDocument", "local_uid": u, "delay": 8.0}
+                for u in (good, bad)
+            ]
+            + [
+                {
+                    "fault": "reject",
+                    "operation": "registerDocument",
+                    "local_uid": bad,
+                    "code": "VALIDATION_ERROR",
+                }
+            ]
+        )
         lab.publish()
         entries = _wait_for_registrations(lab, {good, bad})
         forged = {
-            **{f"error-{k}": v for k, v in _forgeries(lab, RegisterResult(
-                relates_to_message=entries[good]["message_id"], status="error", local_uid=good,
-                errors=(soap.RemdError("PATIENT_MPI_MISMATCH", "Данные пациента отличаются"),))).items()},
-            **{f"success-{k}": v for k, v in _forgeries(lab, RegisterResult(
-                relates_to_message=entries[bad]["message_id"], status="success", local_uid=bad,
-                registry_item=soap.RegistryItem(emdr_id="16.62.26.01.999999999"))).items()},
+            **{
+                f"error-{k}": v
+                for k, v in _forgeries(
+                    lab,
+                    RegisterResult(
+                        relates_to_message=entries[good]["message_id"],
+                        status="error",
+                        local_uid=good,
+                        errors=(soap.RemdError("PATIENT_MPI_MISMATCH", "Данные пациента отличаются"),),
+                    ),
+                ).items()
+            },
+            **{
+                f"success-{k}": v
+                for k, v in _forgeries(
+                    lab,
+                    RegisterResult(
+                        relates_to_message=entries[bad]["message_id"],
+                        status="success",
+                        local_uid=bad,
+                        registry_item=soap.RegistryItem(emdr_id="16.62.26.01.999999999"),
+                    ),
+                ).items()
+            },
         }
         for name, body in forged.items():
-            response = httpx.post(lab.pipeline.callback_url, content=body, timeout=60,
-                                  headers={"Content-Type": "text/xml; charset=utf-8"})
+            response = httpx.post(
+                lab.pipeline.callback_url,
+                content=body,
+                timeout=60,
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+            )
             assert response.status_code == 500, name
             fault = soap.parse_fault(response.content)
             assert fault.detail_code == "AUTHORIZATION_ERROR", (name, fault)
@@ -113,17 +156,28 @@ def test_forged_callbacks_change_nothing(tmp_path):
         assert set(lab.watcher.dead) == {bad} and lab.watcher.dead[bad].reason == "REMD_REJECTED"
         assert lab.watcher.dead[bad].remd_code == "VALIDATION_ERROR"
         assert acknowledged_counts(lab) == {u: 1 for u in uids if u != bad}
-        ack = [events.decode(r.value, events.ACKNOWLEDGED) for r in lab.topic("emd.document.acknowledged")
-               if r.key.decode() == good]
+        ack = [
+            events.decode(r.value, events.ACKNOWLEDGED)
+            for r in lab.topic("emd.document.acknowledged")
+            if r.key.decode() == good
+        ]
         assert ack[0]["data"]["registration"]["emdrId"] == _emdr_id(lab, good)
         assert registered_counts(lab, [good, bad]) == {good: 1, bad: 0}
         # what reached the callback topic is exactly what the emulator delivered, not one forgery
-        forged_ids = {normalize_message_id(soap.parse_register_result(b).headers.message_id)
-                      for b in forged.values()}
-        delivered = {normalize_message_id(c["message_id"]) for r in lab.requests() for c in r["callbacks"]
-                     if c.get("delivered")}
-        on_topic = {normalize_message_id(soap.parse_register_result(r.value).headers.message_id)
-                    for r in lab.topic("emd.remd.callbacks") if r.value}
+        forged_ids = {
+            normalize_message_id(soap.parse_register_result(b).headers.message_id) for b in forged.values()
+        }
+        delivered = {
+            normalize_message_id(c["message_id"])
+            for r in lab.requests()
+            for c in r["callbacks"]
+            if c.get("delivered")
+        }
+        on_topic = {
+            normalize_message_id(soap.parse_register_result(r.value).headers.message_id)
+            for r in lab.topic("emd.remd.callbacks")
+            if r.value
+        }
         assert on_topic == delivered and not on_topic & forged_ids
 
 
@@ -132,8 +186,11 @@ def _wait_for_registrations(lab, uids: set[str], timeout: float = 180.0) -> dict
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # "accepted" becomes "registered" or "error" once the emulator has processed it: all three mean taken
-        found = {r["local_uid"]: r for r in lab.requests()
-                 if r["local_uid"] in uids and r["outcome"] in ("accepted", "registered", "error")}
+        found = {
+            r["local_uid"]: r
+            for r in lab.requests()
+            if r["local_uid"] in uids and r["outcome"] in ("accepted", "registered", "error")
+        }
         if set(found) == uids:
             return found
         time.sleep(0.3)
@@ -190,14 +247,20 @@ def test_callback_service_killed_mid_run_loses_nothing(tmp_path):
         requests = lab.requests()
         failed = [c for r in requests for c in r["callbacks"] if not c.get("delivered")]
         assert failed, "no callback delivery failed while the service was down: nothing was tested"
-        redelivered = [r for r in requests if any(not c.get("delivered") for c in r["callbacks"])
-                       and any(c.get("delivered") and c["attempt"] > 1 for c in r["callbacks"])]
+        redelivered = [
+            r
+            for r in requests
+            if any(not c.get("delivered") for c in r["callbacks"])
+            and any(c.get("delivered") and c["attempt"] > 1 for c in r["callbacks"])
+        ]
         assert redelivered, "no failed callback was delivered again by the emulator"
         assert snap.per_stage["acknowledged"] == len(uids) and snap.dead_lettered == 0
         _assert_all_acknowledged_registered_once(lab, uids)
         assert acknowledged_counts(lab) == dict.fromkeys(uids, 1)
-        print(f"acknowledged at the kill: {at_kill}/{len(uids)}; failed callback deliveries: {len(failed)}; "
-              f"redelivered: {len(redelivered)}; searchRegistryItem polls: {len(lab.requests('searchRegistryItem'))}")
+        print(
+            f"acknowledged at the kill: {at_kill}/{len(uids)}; failed callback deliveries: {len(failed)}; "
+            f"redelivered: {len(redelivered)}; searchRegistryItem polls: {len(lab.requests('searchRegistryItem'))}"
+        )
 
 
 def test_emd_demo_500_documents(tmp_path):
@@ -205,9 +268,26 @@ def test_emd_demo_500_documents(tmp_path):
     acknowledged, none dead-lettered, lost or registered twice."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}  # so it spawns its own broker
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--documents", "500", "--timeout", "300",
-         "--workdir", str(tmp_path / "demo")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--documents",
+            "500",
+            "--timeout",
+            "300",
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     lines = result.stdout.strip().splitlines()
-    assert result.returncode == 0 and lines, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 and lines, (
+        f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     assert lines[-1] == "acknowledged=500 dead_lettered=0 lost=0 duplicated=0", result.stderr[-3000:]

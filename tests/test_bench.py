@@ -29,8 +29,13 @@ def test_steady_rate_leaves_out_the_ramp_and_the_tail():
 
 def test_usage_counts_the_cpu_of_a_child_process():
     """A child that burns CPU shows it in its parent's tree: live children are read, not only reaped ones."""
-    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\n"
-                              "while time.process_time()-t<0.3: pass\ntime.sleep(30)"])
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)",
+        ]
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -58,18 +63,32 @@ def test_usage_of_a_process_that_is_gone_is_none():
 def test_summary_line_names_every_figure():
     """The last line carries each figure of the issue's format, then acknowledged and documents."""
     result = bench.E2EResult(
-        documents=10, acknowledged=10, dead_lettered=0, lost=0, docs_per_s=12.5, publish_per_s=40.0,
-        latency_s={"p50": 0.5, "p95": 0.9, "p99": 1.25}, offered_rate=20,
-        processes=[bench.ProcessFigures(n, 2.0, 100.0 + i, 1) for i, n in enumerate(
-            ("signer", "sender", "status", "callbacks", "emulator", "broker"))],
-        producer_cpu_ms_per_doc=3.0, seconds=5, load_before=(1, 1, 1), load_after=(1, 1, 1))
+        documents=10,
+        acknowledged=10,
+        dead_lettered=0,
+        lost=0,
+        docs_per_s=12.5,
+        publish_per_s=40.0,
+        latency_s={"p50": 0.5, "p95": 0.9, "p99": 1.25},
+        offered_rate=20,
+        processes=[
+            bench.ProcessFigures(n, 2.0, 100.0 + i, 1)
+            for i, n in enumerate(("signer", "sender", "status", "callbacks", "emulator", "broker"))
+        ],
+        producer_cpu_ms_per_doc=3.0,
+        seconds=5,
+        load_before=(1, 1, 1),
+        load_after=(1, 1, 1),
+    )
     assert bench.summary_line(result) == (
         "e2e_docs_per_s=12.5 pipeline_cpu_ms_per_doc=8.0 emulator_cpu_ms_per_doc=2.0 producer_cpu_ms_per_doc=3.0 "
-        "p99_s=1.25 max_worker_rss_mb=103 acknowledged=10 documents=10")
+        "p99_s=1.25 max_worker_rss_mb=103 acknowledged=10 documents=10"
+    )
 
 
-@pytest.mark.parametrize("argv", [["bench", "--documents", "0"], ["bench", "--rate", "-1"],
-                                  ["bench", "--documents", "many"]])
+@pytest.mark.parametrize(
+    "argv", [["bench", "--documents", "0"], ["bench", "--rate", "-1"], ["bench", "--documents", "many"]]
+)
 def test_bad_numbers_are_refused(argv, capsys):
     """A document count or rate that is not a positive number is a usage error, exit 2, saying which."""
     with pytest.raises(SystemExit) as exc:

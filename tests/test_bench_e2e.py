@@ -8,10 +8,12 @@ import sys
 
 from lab.dev.samples import REPOSITORY_SAMPLES
 
-SUMMARY = re.compile(r"^e2e_docs_per_s=(?P<e2e>\S+) pipeline_cpu_ms_per_doc=(?P<pipeline>\S+) "
-                     r"emulator_cpu_ms_per_doc=(?P<emulator>\S+) producer_cpu_ms_per_doc=(?P<producer>\S+) "
-                     r"p99_s=(?P<p99>\S+) max_worker_rss_mb=(?P<rss>\S+) acknowledged=(?P<acknowledged>\d+) "
-                     r"documents=(?P<documents>\d+)$")
+SUMMARY = re.compile(
+    r"^e2e_docs_per_s=(?P<e2e>\S+) pipeline_cpu_ms_per_doc=(?P<pipeline>\S+) "
+    r"emulator_cpu_ms_per_doc=(?P<emulator>\S+) producer_cpu_ms_per_doc=(?P<producer>\S+) "
+    r"p99_s=(?P<p99>\S+) max_worker_rss_mb=(?P<rss>\S+) acknowledged=(?P<acknowledged>\d+) "
+    r"documents=(?P<documents>\d+)$"
+)
 
 
 def test_bench_of_50_documents_prints_a_sane_summary_line(tmp_path):
@@ -19,10 +21,32 @@ def test_bench_of_50_documents_prints_a_sane_summary_line(tmp_path):
     its last line has every figure positive."""
     record = tmp_path / "benchmarks.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", "--documents", "50", "--latency-documents", "10",
-         "--warm-up", "5", "--ceiling-seconds", "0.2", "--samples", str(REPOSITORY_SAMPLES),
-         "--workdir", str(tmp_path / "bench"), "--record", str(record), "--timeout", "400"],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "bench",
+            "--documents",
+            "50",
+            "--latency-documents",
+            "10",
+            "--warm-up",
+            "5",
+            "--ceiling-seconds",
+            "0.2",
+            "--samples",
+            str(REPOSITORY_SAMPLES),
+            "--workdir",
+            str(tmp_path / "bench"),
+            "--record",
+            str(record),
+            "--timeout",
+            "400",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     m = SUMMARY.match(last)

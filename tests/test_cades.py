@@ -36,14 +36,19 @@ def ca():
 
 @pytest.fixture(scope="module")
 def doctor(ca):
-    return ca.issue(subject=devpki.SubjectInfo("Петрова", "Анна Сергеевна", snils="11223344595",
-                                               org="ГБУЗ Поликлиника 1", title="врач-терапевт"))
+    return ca.issue(
+        subject=devpki.SubjectInfo(
+            "Петрова", "Анна Сергеевна", snils="11223344595", org="ГБУЗ Поликлиника 1", title="врач-терапевт"
+        )
+    )
 
 
 def _with_signer(cms_der: bytes, signer_der: bytes) -> bytes:
     """The CMS with its SignerInfo replaced, spliced as DER (re-encoding would touch the GOST certificate)."""
     sd = cms.ContentInfo.load(cms_der)["content"]
-    body = b"".join(sd[f].dump() for f in ("version", "digest_algorithms", "encap_content_info", "certificates"))
+    body = b"".join(
+        sd[f].dump() for f in ("version", "digest_algorithms", "encap_content_info", "certificates")
+    )
     body += _der("universal", 17, signer_der)  # SET OF SignerInfo
     signed_data = _der("context", 0, _der("universal", 16, body))
     return _der("universal", 16, core.ObjectIdentifier("1.2.840.113549.1.7.2").dump() + signed_data)
@@ -72,8 +77,13 @@ class TestInteroperability:
         """Our detached CMS of a real СЭМД verifies with `openssl cms -verify`, and fails for a changed document."""
         key_pem, cert_pem = ossl.keypair(tmp_path, paramset)
         sig = tmp_path / "doc.sig"
-        sig.write_bytes(cades.sign_detached(sample.read_bytes(), key=keys.load_pkcs8(key_pem.read_bytes()),
-                                            certificate=load_certificate(cert_pem)))
+        sig.write_bytes(
+            cades.sign_detached(
+                sample.read_bytes(),
+                key=keys.load_pkcs8(key_pem.read_bytes()),
+                certificate=load_certificate(cert_pem),
+            )
+        )
         assert ossl.cms_verify(sig, sample)
         changed = tmp_path / "changed.xml"
         changed.write_bytes(sample.read_bytes().replace(b"<", b" <", 1))
@@ -128,7 +138,7 @@ class TestStructure:
         key, cert = doctor
         der = cades.sign_detached(b"doc", key=key, certificate=cert)
         b64 = cades.to_base64(der)
-        wrapped = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+        wrapped = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
         pem = f"-----BEGIN CMS-----\n{wrapped}\n-----END CMS-----\n"
         for form in (der, b64, b64.encode(), wrapped, pem):
             assert cades.from_wire(form) == der
@@ -139,11 +149,13 @@ class TestStructure:
 
 def _with_ess(change):
     """A ``_resign`` mutation: the signingCertificateV2 attribute replaced by ``change(its SigningCertificateV2)``."""
+
     def mutate(attrs):
         for a in attrs:
             if a["type"].dotted == "1.2.840.113549.1.9.16.2.47":
                 a["values"] = [change(tsp.SigningCertificateV2.load(a["values"][0].dump()))]
         return attrs
+
     return mutate
 
 
@@ -198,8 +210,18 @@ class TestVerificationFailures:
 
         def no_serial(ess):
             cert_id = ess["certs"][0]
-            return tsp.SigningCertificateV2({"certs": [tsp.ESSCertIDv2({
-                "hash_algorithm": cert_id["hash_algorithm"].native, "cert_hash": cert_id["cert_hash"].native})]})
+            return tsp.SigningCertificateV2(
+                {
+                    "certs": [
+                        tsp.ESSCertIDv2(
+                            {
+                                "hash_algorithm": cert_id["hash_algorithm"].native,
+                                "cert_hash": cert_id["cert_hash"].native,
+                            }
+                        )
+                    ]
+                }
+            )
 
         der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key, _with_ess(no_serial))
         assert cades.verify_detached(b"doc", der).certificate.serial_number == cert.serial_number
@@ -207,15 +229,21 @@ class TestVerificationFailures:
     def test_missing_signing_time(self, doctor):
         """A signature without signingTime fails with NO_SIGNING_TIME."""
         key, cert = doctor
-        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key,
-                      lambda attrs: [a for a in attrs if a["type"].dotted != "1.2.840.113549.1.9.5"])
+        der = _resign(
+            cades.sign_detached(b"doc", key=key, certificate=cert),
+            key,
+            lambda attrs: [a for a in attrs if a["type"].dotted != "1.2.840.113549.1.9.5"],
+        )
         assert _reason(b"doc", der) == "NO_SIGNING_TIME"
 
     def test_missing_ess_attribute(self, doctor):
         """A signature without signingCertificate(V2) is not CAdES-BES: ESS_CERT_MISSING."""
         key, cert = doctor
-        der = _resign(cades.sign_detached(b"doc", key=key, certificate=cert), key,
-                      lambda attrs: [a for a in attrs if a["type"].dotted != "1.2.840.113549.1.9.16.2.47"])
+        der = _resign(
+            cades.sign_detached(b"doc", key=key, certificate=cert),
+            key,
+            lambda attrs: [a for a in attrs if a["type"].dotted != "1.2.840.113549.1.9.16.2.47"],
+        )
         assert _reason(b"doc", der) == "ESS_CERT_MISSING"
 
     def test_two_signers(self, tmp_path, sample, doctor):
@@ -223,8 +251,25 @@ class TestVerificationFailures:
         key_pem, cert_pem = ossl.keypair(tmp_path, "A")
         key2, cert2 = ossl.keypair(tmp_path, "TCB")
         one = ossl.cms_sign(sample, cert_pem, key_pem, tmp_path / "one.der")
-        ossl.run("cms", "-resign", "-binary", "-inform", "DER", "-in", tmp_path / "one.der", "-signer", cert2,
-                 "-inkey", key2, "-md", "md_gost12_256", "-outform", "DER", "-out", tmp_path / "two.der")
+        ossl.run(
+            "cms",
+            "-resign",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            tmp_path / "one.der",
+            "-signer",
+            cert2,
+            "-inkey",
+            key2,
+            "-md",
+            "md_gost12_256",
+            "-outform",
+            "DER",
+            "-out",
+            tmp_path / "two.der",
+        )
         two = (tmp_path / "two.der").read_bytes()
         assert len(cms.ContentInfo.load(two)["content"]["signer_infos"]) == 2
         assert cades.verify_detached(sample.read_bytes(), one)
@@ -233,9 +278,26 @@ class TestVerificationFailures:
     def test_certificate_not_embedded(self, tmp_path, sample):
         """`openssl cms -sign -nocerts` output fails with NO_END_ENTITY_CERTIFICATE."""
         key_pem, cert_pem = ossl.keypair(tmp_path, "TCA")
-        ossl.run("cms", "-sign", "-binary", "-cades", "-nosmimecap", "-nocerts", "-md", "md_gost12_256",
-                 "-outform", "DER", "-in", sample, "-signer", cert_pem, "-inkey", key_pem,
-                 "-out", tmp_path / "s.der")
+        ossl.run(
+            "cms",
+            "-sign",
+            "-binary",
+            "-cades",
+            "-nosmimecap",
+            "-nocerts",
+            "-md",
+            "md_gost12_256",
+            "-outform",
+            "DER",
+            "-in",
+            sample,
+            "-signer",
+            cert_pem,
+            "-inkey",
+            key_pem,
+            "-out",
+            tmp_path / "s.der",
+        )
         assert _reason(sample.read_bytes(), (tmp_path / "s.der").read_bytes()) == "NO_END_ENTITY_CERTIFICATE"
 
     def test_garbage(self):
@@ -255,10 +317,16 @@ class TestVerificationFailures:
         """Signing time outside the certificate window fails with CERT_EXPIRED / CERT_NOT_YET_VALID."""
         nb, na = dt.datetime(2025, 1, 1, tzinfo=UTC), dt.datetime(2025, 12, 31, tzinfo=UTC)
         key, cert = ca.issue(subject=devpki.SubjectInfo("Сидоров", "Пётр"), not_before=nb, not_after=na)
-        inside = cades.sign_detached(b"d", key=key, certificate=cert, signing_time=dt.datetime(2025, 6, 1, tzinfo=UTC))
+        inside = cades.sign_detached(
+            b"d", key=key, certificate=cert, signing_time=dt.datetime(2025, 6, 1, tzinfo=UTC)
+        )
         assert cades.verify_detached(b"d", inside).signing_time == dt.datetime(2025, 6, 1, tzinfo=UTC)
-        late = cades.sign_detached(b"d", key=key, certificate=cert, signing_time=dt.datetime(2026, 1, 2, tzinfo=UTC))
-        early = cades.sign_detached(b"d", key=key, certificate=cert, signing_time=dt.datetime(2024, 12, 1, tzinfo=UTC))
+        late = cades.sign_detached(
+            b"d", key=key, certificate=cert, signing_time=dt.datetime(2026, 1, 2, tzinfo=UTC)
+        )
+        early = cades.sign_detached(
+            b"d", key=key, certificate=cert, signing_time=dt.datetime(2024, 12, 1, tzinfo=UTC)
+        )
         assert _reason(b"d", late) == "CERT_EXPIRED"
         assert _reason(b"d", early) == "CERT_NOT_YET_VALID"
         assert _reason(b"d", inside, document_time=dt.datetime(2026, 2, 1, tzinfo=UTC)) == "CERT_EXPIRED"
@@ -283,9 +351,12 @@ class TestDigestHandedOn:
         other bytes is what gets attested, so that signature fails as DIGEST_MISMATCH; a wrong size is refused."""
         key, cert = doctor
         data = b"<doc>one</doc>"
-        assert cades.verify_detached(data, cades.sign_detached(data, key=key, certificate=cert,
-                                                                 digest=gost.streebog256(data)))
-        other = cades.sign_detached(data, key=key, certificate=cert, digest=gost.streebog256(b"<doc>two</doc>"))
+        assert cades.verify_detached(
+            data, cades.sign_detached(data, key=key, certificate=cert, digest=gost.streebog256(data))
+        )
+        other = cades.sign_detached(
+            data, key=key, certificate=cert, digest=gost.streebog256(b"<doc>two</doc>")
+        )
         assert _reason(data, other) == "DIGEST_MISMATCH"
         with pytest.raises(ValueError):
             cades.sign_detached(data, key=key, certificate=cert, digest=b"short")
@@ -322,5 +393,7 @@ def test_base64_round_trip_is_what_openssl_reads(tmp_path, doctor):
     """The base64 wire form decodes to the DER openssl verifies."""
     key, cert = doctor
     (tmp_path / "d").write_bytes(b"wire")
-    (tmp_path / "s").write_bytes(base64.b64decode(cades.to_base64(cades.sign_detached(b"wire", key=key, certificate=cert))))
+    (tmp_path / "s").write_bytes(
+        base64.b64decode(cades.to_base64(cades.sign_detached(b"wire", key=key, certificate=cert)))
+    )
     assert ossl.cms_verify(tmp_path / "s", tmp_path / "d")

@@ -22,14 +22,17 @@ REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
 @pytest.fixture(scope="module")
 def pki():
     ca = DevCA.create("callbacks test CA")
-    return {"ips": ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ")),
-            "mis": ca.issue(subject=SubjectInfo(family="", common_name="МИС", org="Клиника")),
-            "rogue": ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))}
+    return {
+        "ips": ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ")),
+        "mis": ca.issue(subject=SubjectInfo(family="", common_name="МИС", org="Клиника")),
+        "rogue": ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ")),
+    }
 
 
 class Harness:
-    def __init__(self, pki, *, broker_down: bool = False, files: dict | None = None,
-                 registered: dict | None = None):
+    def __init__(
+        self, pki, *, broker_down: bool = False, files: dict | None = None, registered: dict | None = None
+    ):
         self.published: list[tuple[str, bytes]] = []
         self.broker_down = broker_down
         self.files = files or {}
@@ -46,21 +49,34 @@ class Harness:
         async def by_emdr_id(emdr_id):
             return self.registered.get(emdr_id)
 
-        self.service = CallbackService(trusted_certificates=[pki["ips"][1]], key=pki["mis"][0],
-                                       certificate=pki["mis"][1], publish=publish, lookup_file=lookup,
-                                       lookup_emdr_id=by_emdr_id)
+        self.service = CallbackService(
+            trusted_certificates=[pki["ips"][1]],
+            key=pki["mis"][0],
+            certificate=pki["mis"][1],
+            publish=publish,
+            lookup_file=lookup,
+            lookup_emdr_id=by_emdr_id,
+        )
 
     def handle(self, body):
         return asyncio.run(self.service.handle(body))
 
 
-def result_body(pki, signer="ips", *, relates="URN:UUID:5F0C1E2A-0000-4000-8000-000000000001", status="success"):
+def result_body(
+    pki, signer="ips", *, relates="URN:UUID:5F0C1E2A-0000-4000-8000-000000000001", status="success"
+):
     key, cert = pki[signer]
-    item = RegistryItem(emdr_id="16.62.1", registration_date_time="2026-01-01T10:00:00+03:00") \
-        if status == "success" else None
-    return soap.build_register_result(RegisterResult(relates_to_message=relates, status=status, local_uid="d-1",
-                                                      registry_item=item),
-                                       to="http://mis/cb", key=key, certificate=cert)
+    item = (
+        RegistryItem(emdr_id="16.62.1", registration_date_time="2026-01-01T10:00:00+03:00")
+        if status == "success"
+        else None
+    )
+    return soap.build_register_result(
+        RegisterResult(relates_to_message=relates, status=status, local_uid="d-1", registry_item=item),
+        to="http://mis/cb",
+        key=key,
+        certificate=cert,
+    )
 
 
 def test_result_is_persisted_then_acked_with_relates_to(pki):
@@ -80,8 +96,9 @@ def test_forged_or_unsigned_callback_is_a_fault_and_not_published(pki, signer):
     """A callback signed by an unpinned certificate, or unsigned, gets a Client fault and is never published."""
     h = Harness(pki)
     if signer is None:
-        body = soap.build_register_result(RegisterResult(relates_to_message="m", status="success"),
-                                          to="x", key=None, certificate=None)
+        body = soap.build_register_result(
+            RegisterResult(relates_to_message="m", status="success"), to="x", key=None, certificate=None
+        )
     else:
         body = result_body(pki, signer)
     with capture_logs() as logs:
@@ -115,8 +132,14 @@ def test_get_document_file_returns_exact_bytes(pki):
     """getDocumentFile returns exactly the stored bytes, with their checksum, signed, RelatesTo = the request id."""
     data = b"<ClinicalDocument>\r\n  bytes as signed \xd0\x9f</ClinicalDocument>\n"
     h = Harness(pki, files={"d-1": data})
-    req = soap.build_file_request(local_uid="d-1", to="http://mis/cb", key=pki["ips"][0], certificate=pki["ips"][1],
-                                  reply_to=n.WSA_ANONYMOUS, message_id="0e7c6a39-3e55-4c41-9d9e-1b1d3c4b5a6f")
+    req = soap.build_file_request(
+        local_uid="d-1",
+        to="http://mis/cb",
+        key=pki["ips"][0],
+        certificate=pki["ips"][1],
+        reply_to=n.WSA_ANONYMOUS,
+        message_id="0e7c6a39-3e55-4c41-9d9e-1b1d3c4b5a6f",
+    )
     reply = h.handle(req)
     assert reply.status == 200
     verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
@@ -128,7 +151,9 @@ def test_get_document_file_returns_exact_bytes(pki):
 def test_get_document_file_unknown_local_uid_is_a_fault(pki):
     """An unknown localUid gets a Client fault naming DOCUMENT_NOT_FOUND."""
     h = Harness(pki)
-    req = soap.build_file_request(local_uid="nope", to="http://mis/cb", key=pki["ips"][0], certificate=pki["ips"][1])
+    req = soap.build_file_request(
+        local_uid="nope", to="http://mis/cb", key=pki["ips"][0], certificate=pki["ips"][1]
+    )
     reply = h.handle(req)
     assert reply.status == 500 and reply.outcome == "unknown_document"
     assert soap.parse_fault(reply.body).detail_code == "DOCUMENT_NOT_FOUND"
@@ -151,8 +176,10 @@ MID_B = "7a1c0e2a-0000-4000-8000-0000000000b2"
 @pytest.fixture(scope="module")
 def systems():
     ca = DevCA.create("two clinics CA")
-    return {"a": ca.issue(subject=SubjectInfo(family="", common_name="МИС А", org="Клиника А")),
-            "b": ca.issue(subject=SubjectInfo(family="", common_name="МИС Б", org="Клиника Б"))}
+    return {
+        "a": ca.issue(subject=SubjectInfo(family="", common_name="МИС А", org="Клиника А")),
+        "b": ca.issue(subject=SubjectInfo(family="", common_name="МИС Б", org="Клиника Б")),
+    }
 
 
 class TwoClinics:
@@ -172,13 +199,27 @@ class TwoClinics:
         async def lookup_organization(message_id, uid):
             return self.sent.get(message_id) or (self.documents[uid][0] if uid in self.documents else None)
 
-        creds = {"a": ReplyCredential(key=systems["a"][0], certificate=systems["a"][1], client_entity_id="mis-a",
-                                      organizations=frozenset({ORG_A})),
-                 "b": ReplyCredential(key=systems["b"][0], certificate=systems["b"][1], client_entity_id="mis-b",
-                                      organizations=frozenset({ORG_B}))}
-        self.service = CallbackService(trusted_certificates=[pki["ips"][1]], publish=publish, lookup_file=lookup_file,
-                                       lookup_organization=lookup_organization,
-                                       reply_keys=ReplyKeys([creds[c] for c in credentials]))
+        creds = {
+            "a": ReplyCredential(
+                key=systems["a"][0],
+                certificate=systems["a"][1],
+                client_entity_id="mis-a",
+                organizations=frozenset({ORG_A}),
+            ),
+            "b": ReplyCredential(
+                key=systems["b"][0],
+                certificate=systems["b"][1],
+                client_entity_id="mis-b",
+                organizations=frozenset({ORG_B}),
+            ),
+        }
+        self.service = CallbackService(
+            trusted_certificates=[pki["ips"][1]],
+            publish=publish,
+            lookup_file=lookup_file,
+            lookup_organization=lookup_organization,
+            reply_keys=ReplyKeys([creds[c] for c in credentials]),
+        )
 
     def handle(self, body):
         return asyncio.run(self.service.handle(body))
@@ -208,7 +249,9 @@ def test_get_document_file_replies_are_signed_by_each_documents_information_syst
     """getDocumentFile for each clinic's document is answered signed with that clinic's ИС key, not the other's."""
     h = TwoClinics(pki, systems)
     for uid, which in (("doc-a", "a"), ("doc-b", "b")):
-        req = soap.build_file_request(local_uid=uid, to="http://mis/cb", key=pki["ips"][0], certificate=pki["ips"][1])
+        req = soap.build_file_request(
+            local_uid=uid, to="http://mis/cb", key=pki["ips"][0], certificate=pki["ips"][1]
+        )
         reply = h.handle(req)
         assert reply.status == 200 and signed_by(reply, systems, which)
         assert soap.parse_file_response(reply.body).data == h.documents[uid][1]
@@ -233,10 +276,18 @@ def test_callback_names_its_organisation_when_the_store_does_not_know_it(pki, sy
     """A result callback for a MessageID not in the store is signed by the ИС of the organisation it names."""
     h = TwoClinics(pki, systems, sent={})
     key, cert = pki["ips"]
-    body = soap.build_register_result(RegisterResult(relates_to_message="urn:uuid:0-unknown", status="success",
-                                                      local_uid="elsewhere", organization=ORG_A,
-                                                      registry_item=RegistryItem(emdr_id="16.62.3")),
-                                       to="http://mis/cb", key=key, certificate=cert)
+    body = soap.build_register_result(
+        RegisterResult(
+            relates_to_message="urn:uuid:0-unknown",
+            status="success",
+            local_uid="elsewhere",
+            organization=ORG_A,
+            registry_item=RegistryItem(emdr_id="16.62.3"),
+        ),
+        to="http://mis/cb",
+        key=key,
+        certificate=cert,
+    )
     reply = h.handle(body)
     assert reply.outcome == "accepted" and signed_by(reply, systems, "a")
 
@@ -265,18 +316,34 @@ UUID = "5f0c1e2a-0000-4000-8000-000000000002"
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
-@pytest.mark.parametrize("spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}"])
+@pytest.mark.parametrize(
+    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}"]
+)
 def test_signed_variant_callbacks_are_verified_and_keyed_by_the_normalised_id(pki, version, spelling):
     """SOAP 1.1 or 1.2, unprefixed WS-Addressing with ИПС's fixed wsu:Ids and the 2004/08 anonymous ReplyTo, kind as a
     nested code, registrationDate: the signature verifies, the callback is published under the one normalised
     relatesToMessage whatever its spelling, and the ack relates to the callback's own MessageID as sent."""
     key, cert = pki["ips"]
-    result = RegisterResult(relates_to_message=spelling, status="success", local_uid="d-1", kind="119",
-                            registry_item=RegistryItem(emdr_id="16.62.2", registration_date_time="2026-01-01"))
-    body = soap.build_register_result(result, to="http://mis/cb", key=key, certificate=cert, soap_version=version,
-                                      wsa_prefix=False, fixed_ids=True, reply_to=n.WSA_ANONYMOUS_2004,
-                                      kind_form="code", date_element=n.REGISTRATION_DATE,
-                                      message_id=f"urn:uuid:{UUID.upper()}")
+    result = RegisterResult(
+        relates_to_message=spelling,
+        status="success",
+        local_uid="d-1",
+        kind="119",
+        registry_item=RegistryItem(emdr_id="16.62.2", registration_date_time="2026-01-01"),
+    )
+    body = soap.build_register_result(
+        result,
+        to="http://mis/cb",
+        key=key,
+        certificate=cert,
+        soap_version=version,
+        wsa_prefix=False,
+        fixed_ids=True,
+        reply_to=n.WSA_ANONYMOUS_2004,
+        kind_form="code",
+        date_element=n.REGISTRATION_DATE,
+        message_id=f"urn:uuid:{UUID.upper()}",
+    )
     assert b"<wsa:" not in body and b'Id="id-messageid"' in body
     h = Harness(pki)
     reply = h.handle(body)
@@ -322,8 +389,13 @@ def test_related_document_notices_are_refused_with_a_documented_fault(pki, opera
     from services.remd.envelope import finish, new_envelope
 
     def notice(signer):
-        env, body = new_envelope(soap_version="1.1", action=operation, message_id=UUID, to="http://mis/cb",
-                                 body_ns=n.NS_EMDR_CALLBACK)
+        env, body = new_envelope(
+            soap_version="1.1",
+            action=operation,
+            message_id=UUID,
+            to="http://mis/cb",
+            body_ns=n.NS_EMDR_CALLBACK,
+        )
         etree.SubElement(body, f"{{{n.NS_EMDR_CALLBACK}}}{operation}")
         return finish(env, *pki[signer], None)
 

@@ -15,26 +15,61 @@ ALL = sorted(p.name for p in SAMPLES.glob("*.xml"))
 
 #: 1520 kind per sample, as lab/data/samples/SOURCES.md lists it (None = legacy template, no 1520 row)
 KINDS = {
-    "AmbCase.xml": None, "AmbCasev4.xml": "92", "AmbStagedV2.xml": "200", "BirthCertificate.xml": "76",
-    "CertOnPayForMedServ.xml": "100", "ConclusionVaccineComplication.xml": "142", "Consult.xml": None,
-    "ConsultRedaction3.xml": "68", "ConsultRedaction4.xml": "119", "ConsultRedaction5.xml": "227",
-    "DDResults.xml": "96", "DeathCertificate.xml": "58", "Drugs.xml": "64", "ElderlyCareAssessment.xml": "143",
-    "EpicrisisV5.xml": "147", "EpidContact.xml": "80", "GroupForPhysicalEducation.xml": "82",
-    "Instrumentalv3.xml": "110", "Laboratory.xml": None, "LeaveCountry.xml": "88", "MedExamination.xml": "191",
-    "MedReportOnResMedExam2.xml": "194", "MedicalExamForELMKSubsystem.xml": "230",
-    "MedicalManipulationProtocol.xml": "163", "PerinatalDeathCertificate.xml": "59",
-    "ProstheticsIndicationCert.xml": "144", "ReferralCabinet.xml": "85", "ReturnSanatory.xml": "182",
-    "ReturnSanatoryChild.xml": "183", "SMPCard.xml": "91", "Sanatory.xml": "65", "Sport.xml": "83",
-    "StudentTempInvalid.xml": "81", "SwimmingPool.xml": "84", "Weapon.xml": "63", "WeaponNotification.xml": "116",
+    "AmbCase.xml": None,
+    "AmbCasev4.xml": "92",
+    "AmbStagedV2.xml": "200",
+    "BirthCertificate.xml": "76",
+    "CertOnPayForMedServ.xml": "100",
+    "ConclusionVaccineComplication.xml": "142",
+    "Consult.xml": None,
+    "ConsultRedaction3.xml": "68",
+    "ConsultRedaction4.xml": "119",
+    "ConsultRedaction5.xml": "227",
+    "DDResults.xml": "96",
+    "DeathCertificate.xml": "58",
+    "Drugs.xml": "64",
+    "ElderlyCareAssessment.xml": "143",
+    "EpicrisisV5.xml": "147",
+    "EpidContact.xml": "80",
+    "GroupForPhysicalEducation.xml": "82",
+    "Instrumentalv3.xml": "110",
+    "Laboratory.xml": None,
+    "LeaveCountry.xml": "88",
+    "MedExamination.xml": "191",
+    "MedReportOnResMedExam2.xml": "194",
+    "MedicalExamForELMKSubsystem.xml": "230",
+    "MedicalManipulationProtocol.xml": "163",
+    "PerinatalDeathCertificate.xml": "59",
+    "ProstheticsIndicationCert.xml": "144",
+    "ReferralCabinet.xml": "85",
+    "ReturnSanatory.xml": "182",
+    "ReturnSanatoryChild.xml": "183",
+    "SMPCard.xml": "91",
+    "Sanatory.xml": "65",
+    "Sport.xml": "83",
+    "StudentTempInvalid.xml": "81",
+    "SwimmingPool.xml": "84",
+    "Weapon.xml": "63",
+    "WeaponNotification.xml": "116",
     "WorkAtHeightCertificate.xml": "101",
 }
 #: samples whose effectiveTime is not a date-time with offset, and why (Ministry examples leave it empty)
 NO_CREATION_TIME = {
-    "BirthCertificate.xml": "date without time", "DeathCertificate.xml": "date without time",
+    "BirthCertificate.xml": "date without time",
+    "DeathCertificate.xml": "date without time",
     "Laboratory.xml": "date without time",
-    **{n: "nullFlavor=NA" for n in (
-        "AmbStagedV2.xml", "ConsultRedaction5.xml", "EpicrisisV5.xml", "MedExamination.xml",
-        "MedReportOnResMedExam2.xml", "MedicalExamForELMKSubsystem.xml", "ProstheticsIndicationCert.xml")},
+    **{
+        n: "nullFlavor=NA"
+        for n in (
+            "AmbStagedV2.xml",
+            "ConsultRedaction5.xml",
+            "EpicrisisV5.xml",
+            "MedExamination.xml",
+            "MedReportOnResMedExam2.xml",
+            "MedicalExamForELMKSubsystem.xml",
+            "ProstheticsIndicationCert.xml",
+        )
+    },
 }
 
 
@@ -63,7 +98,12 @@ def test_every_sample_extracts(name):
         assert m.creation_time is not None and m.creation_time.utcoffset() is not None
     for key in m.missing:
         assert key.split("[")[0].split(".")[0] in {
-            "kind", "creationTime", "departmentOid", "patient", "signers"}, key
+            "kind",
+            "creationTime",
+            "departmentOid",
+            "patient",
+            "signers",
+        }, key
 
 
 def test_consult_redaction4_header_in_detail():
@@ -96,8 +136,13 @@ def test_named_reasons_for_missing_people_fields():
     """Malformed or absent СНИЛС are reported per person with the reason."""
     assert "not 11 digits" in _meta("AmbCasev4.xml").missing["patient.snils"]
     assert "1.2.643.100.3" in _meta("BirthCertificate.xml").missing["patient.snils"]
-    assert "not 11 digits" in _meta("ProstheticsIndicationCert.xml").missing["signers[legalAuthenticator 0].snils"]
-    assert "legalAuthenticator" in _meta("MedicalExamForELMKSubsystem.xml").missing["signers.legalAuthenticator"]
+    assert (
+        "not 11 digits"
+        in _meta("ProstheticsIndicationCert.xml").missing["signers[legalAuthenticator 0].snils"]
+    )
+    assert (
+        "legalAuthenticator" in _meta("MedicalExamForELMKSubsystem.xml").missing["signers.legalAuthenticator"]
+    )
 
 
 def test_not_cda_is_rejected():
@@ -108,7 +153,9 @@ def test_not_cda_is_rejected():
 
 def test_parse_hl7_time():
     """HL7 timestamps become aware datetimes; dates stay dates; a time without offset is refused."""
-    assert parse_hl7_time("202101251600+0300") == datetime(2021, 1, 25, 16, tzinfo=timezone(timedelta(hours=3)))
+    assert parse_hl7_time("202101251600+0300") == datetime(
+        2021, 1, 25, 16, tzinfo=timezone(timedelta(hours=3))
+    )
     assert parse_hl7_time("20220207162530.5-0130").microsecond == 500000
     assert parse_hl7_time("19580217") == date(1958, 2, 17)
     for bad in ("202101251600", "2021", "abc", "20210125+0300"):
@@ -136,8 +183,12 @@ def test_nsi_resolution_rules():
     assert (m.code, m.method) == ("119", "derived")
     # type 33 edition 4 is both 76 and 118: without a display name it is ambiguous
     assert nsi.kind_for_document(None, None, ["1.2.643.5.1.13.2.7.5.1.33.9.4"]) is None
-    assert nsi.kind_for_document(None, None, ["1.2.643.5.1.13.2.7.5.1.33.9.4"],
-                                 display_name="Медицинское свидетельство о рождении").code == "76"
+    assert (
+        nsi.kind_for_document(
+            None, None, ["1.2.643.5.1.13.2.7.5.1.33.9.4"], display_name="Медицинское свидетельство о рождении"
+        ).code
+        == "76"
+    )
     assert "legacy" in nsi.explain_no_kind("5", "1.2.643.5.1.13.13.11.1115", ["1.2.643.5.1.13.2.7.5.1.5.3"])
 
 

@@ -13,23 +13,43 @@ from services.crypto.certificates import load_certificate
 from tests import openssl_gost as ossl
 
 UTC = dt.UTC
-SUBJECT = devpki.SubjectInfo("Иванова", "Мария Петровна", snils="12345678901", inn="770123456789",
-                             ogrn="1027700132195", org="ГБУЗ «Городская поликлиника № 2»",
-                             title="Главный врач", inn_le="7701234567")
+SUBJECT = devpki.SubjectInfo(
+    "Иванова",
+    "Мария Петровна",
+    snils="12345678901",
+    inn="770123456789",
+    ogrn="1027700132195",
+    org="ГБУЗ «Городская поликлиника № 2»",
+    title="Главный врач",
+    inn_le="7701234567",
+)
 
 
 def test_openssl_certificate_fields(tmp_path):
     """A certificate openssl made with СНИЛС/ИНН/ОГРН OIDs in the subject reads back every field."""
     key = ossl.genkey(tmp_path / "k.pem", "TCA")
-    cert_pem = ossl.self_signed(key, tmp_path / "c.pem", "/CN=Иванова Мария/SN=Иванова/GN=Мария Петровна"
-                                "/O=ГБУЗ/title=Врач/1.2.643.100.3=12345678901/1.2.643.3.131.1.1=770123456789"
-                                "/1.2.643.100.1=1027700132195/1.2.643.100.5=304500116000157")
+    cert_pem = ossl.self_signed(
+        key,
+        tmp_path / "c.pem",
+        "/CN=Иванова Мария/SN=Иванова/GN=Мария Петровна"
+        "/O=ГБУЗ/title=Врач/1.2.643.100.3=12345678901/1.2.643.3.131.1.1=770123456789"
+        "/1.2.643.100.1=1027700132195/1.2.643.100.5=304500116000157",
+    )
     cert = load_certificate(cert_pem)
     # (openssl 3.0's -subj silently drops ИНН ЮЛ 1.2.643.100.4; the devpki test covers it)
     assert (cert.snils, cert.inn, cert.ogrn, cert.ogrnip) == (
-        "12345678901", "770123456789", "1027700132195", "304500116000157")
+        "12345678901",
+        "770123456789",
+        "1027700132195",
+        "304500116000157",
+    )
     assert (cert.surname, cert.given_name, cert.common_name, cert.organization, cert.title) == (
-        "Иванова", "Мария Петровна", "Иванова Мария", "ГБУЗ", "Врач")
+        "Иванова",
+        "Мария Петровна",
+        "Иванова Мария",
+        "ГБУЗ",
+        "Врач",
+    )
     assert cert.public_key == load_certificate(cert_pem.read_bytes()).public_key
     assert cert.public_key.curve is gost.CURVES["tc26-256-A"]
 
@@ -73,11 +93,20 @@ def test_devpki_certificates_verify_with_openssl(tmp_path, paramset):
     out = ossl.run("verify", "-CAfile", tmp_path / "ca.pem", tmp_path / "ee.pem")
     assert out.stdout.strip().endswith(b"OK")
     assert (tmp_path / "ee.key").stat().st_mode & 0o077 == 0
-    text = ossl.run("x509", "-in", tmp_path / "ee.pem", "-noout", "-subject", "-nameopt", "utf8").stdout.decode()
+    text = ossl.run(
+        "x509", "-in", tmp_path / "ee.pem", "-noout", "-subject", "-nameopt", "utf8"
+    ).stdout.decode()
     assert "SNILS=12345678901" in text and "INN=770123456789" in text and "OGRN=1027700132195" in text
     assert cert.key_usage == {"digital_signature", "non_repudiation"}
     assert (cert.snils, cert.inn, cert.ogrn, cert.inn_le, cert.surname, cert.given_name, cert.title) == (
-        "12345678901", "770123456789", "1027700132195", "7701234567", "Иванова", "Мария Петровна", "Главный врач")
+        "12345678901",
+        "770123456789",
+        "1027700132195",
+        "7701234567",
+        "Иванова",
+        "Мария Петровна",
+        "Главный врач",
+    )
     assert ca.certificate.is_ca and not cert.is_ca
     assert cert.public_key == key.public_key()
 
@@ -106,7 +135,9 @@ def test_one_der_is_parsed_once_and_shared():
     refused every time (nothing wrong is kept)."""
     from services.crypto.certificates import certificate_from_der
 
-    _, cert = devpki.DevCA.create("Кэш УЦ").issue(subject=devpki.SubjectInfo("Иванов", "Иван", snils="11223344595"))
+    _, cert = devpki.DevCA.create("Кэш УЦ").issue(
+        subject=devpki.SubjectInfo("Иванов", "Иван", snils="11223344595")
+    )
     first = certificate_from_der(bytes(cert.der))
     assert certificate_from_der(bytes(cert.der)) is first
     assert load_certificate(cert.to_pem()) is first and load_certificate(cert.der) is first

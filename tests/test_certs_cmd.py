@@ -32,8 +32,9 @@ def _dev(tmp_path, capsys, *extra: str):
 
 def test_dev_config_writes_a_loadable_configuration(tmp_path, capsys):
     """dev-config prints the path of an organisations file that loads with the asked organisations and doctors."""
-    path, printed = _dev(tmp_path, capsys, "--organizations", "2", "--doctor", "12345678901",
-                         "--doctor", "52415372312")
+    path, printed = _dev(
+        tmp_path, capsys, "--organizations", "2", "--doctor", "12345678901", "--doctor", "52415372312"
+    )
     assert printed == str(path)
     config = load_organizations(path)
     assert len(config.organizations) == 2
@@ -68,9 +69,13 @@ def test_check_fails_on_a_certificate_expiring_in_days(tmp_path, capsys):
     old = load_certificate(path.parent / entry["certificate"])
     ca = DevCA.create("short CA")
     now = dt.datetime.now(dt.UTC)
-    _, cert = ca.issue(subject=SubjectInfo(family=old.surname, given=old.given_name, snils=old.snils, ogrn=old.ogrn,
-                                           inn_le=old.inn_le), key=load_private_key(key_path),
-                       not_after=now + dt.timedelta(days=10))
+    _, cert = ca.issue(
+        subject=SubjectInfo(
+            family=old.surname, given=old.given_name, snils=old.snils, ogrn=old.ogrn, inn_le=old.inn_le
+        ),
+        key=load_private_key(key_path),
+        not_after=now + dt.timedelta(days=10),
+    )
     write_pem(None, cert, cert_path=path.parent / entry["certificate"])
     assert emd(["certs", "check", "--config", str(path)]) == 1
     captured = capsys.readouterr()
@@ -95,7 +100,7 @@ def test_check_exits_2_on_a_broken_configuration(tmp_path, capsys):
     """A missing or invalid organisations file is exit 2 with the reason on stderr."""
     assert emd(["certs", "check", "--config", str(tmp_path / "nope.json")]) == 2
     assert "no such file" in capsys.readouterr().err
-    (tmp_path / "bad.json").write_text("{\"organizations\": []}")
+    (tmp_path / "bad.json").write_text('{"organizations": []}')
     assert emd(["certs", "check", "--config", str(tmp_path / "bad.json")]) == 2
     assert "organizations: expected a non-empty list" in capsys.readouterr().err
 

@@ -44,9 +44,15 @@ def test_the_circuit_says_once_when_it_opens_and_when_it_closes():
         assert b.try_acquire()
         b.record_success()
         b.record_success()
-    assert [(e["event"], e["log_level"]) for e in logs] == [("circuit opened", "warning"), ("circuit closed", "info")]
-    assert {k: logs[0][k] for k in ("endpoint", "failures", "cool_down")} == {"endpoint": "e9", "failures": 2,
-                                                                             "cool_down": 10}
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("circuit opened", "warning"),
+        ("circuit closed", "info"),
+    ]
+    assert {k: logs[0][k] for k in ("endpoint", "failures", "cool_down")} == {
+        "endpoint": "e9",
+        "failures": 2,
+        "cool_down": 10,
+    }
 
 
 def test_half_open_allows_one_probe_then_closes_on_success():
@@ -96,12 +102,14 @@ def test_release_frees_the_probe_slot():
 
 def test_wait_returns_once_circuit_probes():
     """wait() holds the caller while open and returns when the probe may go (real clock, short cool-down)."""
+
     async def go():
         b = CircuitBreaker("e6", failure_threshold=1, cool_down=0.2)
         b.record_failure()
         assert b.state == OPEN
         await asyncio.wait_for(b.wait(), timeout=5)
         return b.state
+
     assert asyncio.run(go()) == HALF_OPEN
 
 
@@ -122,6 +130,7 @@ def test_token_bucket_rate_and_pause():
 
 def test_limiter_bounds_concurrency():
     """No more than max_concurrency requests are inside slot() at once."""
+
     async def go():
         lim = EndpointLimiter(60000, max_concurrency=2, burst=100)
         inside = peak = 0
@@ -133,6 +142,8 @@ def test_limiter_bounds_concurrency():
                 peak = max(peak, inside)
                 await asyncio.sleep(0.01)
                 inside -= 1
+
         await asyncio.gather(*(one() for _ in range(10)))
         return peak
+
     assert asyncio.run(go()) == 2

@@ -25,6 +25,7 @@ OID1, OID2 = "1.2.643.5.1.13.13.12.2.77.9000", "1.2.643.5.1.13.13.12.2.77.9001"
 @pytest.fixture(scope="module")
 def callback_url():
     """A listening callback endpoint (any HTTP answer counts as reachable)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(405)
@@ -41,8 +42,14 @@ def callback_url():
 
 
 def _clinic(*args, env):
-    return subprocess.run([sys.executable, "-m", "services.cli", "clinic", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "clinic", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
 
 
 def _env(tmp_path, orgs_file):
@@ -54,7 +61,9 @@ def _lines(path, oid=OID1, **kw):
     config = load_organizations(path)
     cas = readiness.load_cas([Path(path).parent / "ca.pem"])
     by_item = {}
-    for line in readiness.check(oid, config, cas=cas, clinic_state=desk.ONBOARDING, unpromoted="test-stand", **kw):
+    for line in readiness.check(
+        oid, config, cas=cas, clinic_state=desk.ONBOARDING, unpromoted="test-stand", **kw
+    ):
         by_item.setdefault(line.item, line)
     return by_item
 
@@ -65,16 +74,30 @@ def test_the_development_configuration_is_all_ok(tmp_path, callback_url):
     r = _clinic("check", OID1, env=_env(tmp_path, orgs))
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [x for x in r.stdout.splitlines() if x.strip()]
-    items = ("ФРМО OID", "doctor ", "organisation certificate", "МЧД", "ИС certificate (ИПС)", "clientEntityId",
-             "ИПС endpoint", "callback URL", "environment")
+    items = (
+        "ФРМО OID",
+        "doctor ",
+        "organisation certificate",
+        "МЧД",
+        "ИС certificate (ИПС)",
+        "clientEntityId",
+        "ИПС endpoint",
+        "callback URL",
+        "environment",
+    )
     assert all(x.startswith("ok") for x in lines) and all(any(i in x for x in lines) for i in items), r.stdout
     assert "test stand" in r.stdout or "(test)" in r.stdout
 
 
 def test_an_expired_doctors_certificate_is_named_with_what_to_do(tmp_path, callback_url):
     """A doctor's certificate past its notAfter fails its line with the date and the fix."""
-    orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url,
-                            valid_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), valid_days=-2)
+    orgs = write_dev_config(
+        tmp_path / "cfg",
+        oids=[OID1],
+        callback_url=callback_url,
+        valid_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+        valid_days=-2,
+    )
     doctor = next(line for item, line in _lines(orgs).items() if item.startswith("doctor"))
     assert not doctor.ok and "expired on" in doctor.text and "new certificate" in doctor.text
 
@@ -83,8 +106,9 @@ def test_an_mchd_of_another_organisation_is_named(tmp_path, callback_url):
     """Organisation 1 configured with organisation 2's МЧД: the МЧД line names MCHD_WRONG_ORGANIZATION."""
     orgs = write_dev_config(tmp_path / "cfg", oids=[OID1, OID2], callback_url=callback_url)
     config = json.loads(orgs.read_text())
-    config["organizations"][0]["signing"]["organization"]["mchd"] = \
-        config["organizations"][1]["signing"]["organization"]["mchd"]
+    config["organizations"][0]["signing"]["organization"]["mchd"] = config["organizations"][1]["signing"][
+        "organization"
+    ]["mchd"]
     orgs.write_text(json.dumps(config, ensure_ascii=False))
     line = _lines(orgs)["МЧД"]
     assert not line.ok and "MCHD_WRONG_ORGANIZATION" in line.text and "another organisation" in line.text

@@ -33,7 +33,9 @@ def test_a_malformed_number_names_the_variable():
 
 def test_secrets_are_masked_in_the_description():
     """`emd config` never prints a secret's value."""
-    rows = dict((env, value) for env, value, _ in Settings.from_env({"EMD_S3_SECRET_KEY": "hunter2"}).describe())
+    rows = dict(
+        (env, value) for env, value, _ in Settings.from_env({"EMD_S3_SECRET_KEY": "hunter2"}).describe()
+    )
     assert rows["EMD_S3_SECRET_KEY"] == "***"
 
 
@@ -44,7 +46,11 @@ def test_only_the_config_module_reads_the_environment():
 
     assert all(f"``{name}``" in services.config.__doc__ for name in allowed - {"services/config.py"})
     offenders = []
-    for path in [*ROOT.glob("services/**/*.py"), *ROOT.glob("workers/**/*.py"), *ROOT.glob("producer/**/*.py")]:
+    for path in [
+        *ROOT.glob("services/**/*.py"),
+        *ROOT.glob("workers/**/*.py"),
+        *ROOT.glob("producer/**/*.py"),
+    ]:
         rel = path.relative_to(ROOT).as_posix()
         if rel not in allowed and re.search(r"os\.environ|os\.getenv", path.read_text()):
             offenders.append(rel)

@@ -29,17 +29,28 @@ def organizations(tmp_path_factory):
 @pytest.fixture
 def console(tmp_path, organizations):
     index = DeadLetterIndex({}, [])  # not started: the tests give it the dead letters
-    index.add([_letter("u1", at="2026-11-20T10:00:00Z"), _letter("u2", at="2026-11-21T10:00:00Z",
-                                                                 **{"emd-message-ids": "c,d"})])
+    index.add(
+        [
+            _letter("u1", at="2026-11-20T10:00:00Z"),
+            _letter("u2", at="2026-11-21T10:00:00Z", **{"emd-message-ids": "c,d"}),
+        ]
+    )
     replays = []
 
     def replay(filters, dry_run):
         replays.append((filters.local_uid, dry_run))
         return Summary(replayed=1, read=1), ["replayed u1"]
 
-    c = Console(index=index, lifecycle=open_store(tmp_path), desk=desk.open_desk_store(tmp_path), archive=None,
-                organizations=lambda: organizations, readiness=lambda oid: [], replay=replay,
-                sessions=auth.Sessions({"support": auth.hash_password(PASSWORD)}))
+    c = Console(
+        index=index,
+        lifecycle=open_store(tmp_path),
+        desk=desk.open_desk_store(tmp_path),
+        archive=None,
+        organizations=lambda: organizations,
+        readiness=lambda oid: [],
+        replay=replay,
+        sessions=auth.Sessions({"support": auth.hash_password(PASSWORD)}),
+    )
     c.replays = replays
     yield c
     c.lifecycle.close()
@@ -57,6 +68,7 @@ def _run(console, scenario):
     async def go():
         async with TestClient(TestServer(make_app(console))) as client:
             return await scenario(client)
+
     return asyncio.run(go())
 
 
@@ -69,6 +81,7 @@ async def _login(client) -> str:
 
 def test_pages_and_apis_read_without_a_login(console):
     """Dead letters (filtered by MessageID), one dead letter with its ticket, a document, clinics and audit all answer."""
+
     async def scenario(client):
         listing = await (await client.get("/api/dead-letters", params={"messageId": "d"})).json()
         assert [d["localUid"] for d in listing] == ["u2"]
@@ -80,14 +93,22 @@ def test_pages_and_apis_read_without_a_login(console):
         doc = await client.get("/api/documents/u1")
         assert doc.status == 200 and (await doc.json())["deadLetters"][0]["messageId"] == "b"
         assert (await client.get("/api/documents/nothing")).status == 404
-        for path in ("/dead-letters?reason=REMD_REJECTED", "/documents/u1", "/clinics", "/certificates", "/audit"):
+        for path in (
+            "/dead-letters?reason=REMD_REJECTED",
+            "/documents/u1",
+            "/clinics",
+            "/certificates",
+            "/audit",
+        ):
             assert (await client.get(path)).status == 200, path
         assert (await client.get("/api/dead-letters", params={"since": "yesterday"})).status == 400
+
     _run(console, scenario)
 
 
 def test_writes_are_refused_without_a_login(console):
     """Replay and promote, page or API, without a session: 401 or a redirect to the login, and nothing done."""
+
     async def scenario(client):
         r = await client.post("/api/dead-letters/u1/replay")
         assert r.status == 401
@@ -97,18 +118,21 @@ def test_writes_are_refused_without_a_login(console):
         assert r.status == 303 and r.headers["Location"].startswith("/login")
         r = await client.post("/clinics/1.2/promote", allow_redirects=False)
         assert r.status == 303 and r.headers["Location"].startswith("/login")
+
     _run(console, scenario)
     assert console.replays == [] and console.desk.clinic("1.2").state == desk.ONBOARDING
 
 
 def test_writes_are_refused_without_the_csrf_token(console):
     """A logged-in session without (or with a wrong) CSRF token is refused 403, and the refusal is audited."""
+
     async def scenario(client):
         await _login(client)
         r = await client.post("/dead-letters/u1/replay", data={"confirm": "yes", "csrf": "forged"})
         assert r.status == 403
         r = await client.post("/api/dead-letters/u1/replay")
         assert r.status == 403
+
     _run(console, scenario)
     assert console.replays == []
     assert console.desk.audit_log()[0].action == "console.csrf.refused"
@@ -116,6 +140,7 @@ def test_writes_are_refused_without_the_csrf_token(console):
 
 def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
     """Preview is a dry run; the confirmed replay runs once and lands in the audit log with the user's name."""
+
     async def scenario(client):
         csrf = await _login(client)
         preview = await client.post("/dead-letters/u1/replay/preview", data={"csrf": csrf})
@@ -124,6 +149,7 @@ def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
         assert done.status == 200 and "Replay done: 1 replayed" in await done.text()
         api = await client.post("/api/dead-letters/u1/replay", headers={"X-CSRF-Token": csrf})
         assert (await api.json())["replayed"] == 1
+
     _run(console, scenario)
     assert console.replays == [("u1", True), ("u1", False), ("u1", False)]
     actions = [(e.action, e.actor) for e in console.desk.audit_log()]
@@ -132,19 +158,23 @@ def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
 
 def test_promote_through_the_console_is_refused_before_a_test(console):
     """The console's promote obeys the same rule as the command: no successful test, no production (409)."""
+
     async def scenario(client):
         csrf = await _login(client)
         r = await client.post(f"/api/clinics/{ORG}/promote", headers={"X-CSRF-Token": csrf})
         assert r.status == 409 and "emd clinic test" in (await r.json())["error"]
+
     _run(console, scenario)
     assert console.desk.clinic(ORG).state == desk.ONBOARDING
 
 
 def test_a_wrong_password_is_refused_and_audited(console):
     """A wrong password gives no session cookie, and the failed login is in the audit log."""
+
     async def scenario(client):
         r = await client.post("/login", data={"user": "support", "password": "wrong"})
         assert "wrong user or password" in await r.text() and auth.COOKIE not in r.cookies
+
     _run(console, scenario)
     assert console.desk.audit_log()[0].action == "console.login.failed"
 
@@ -166,4 +196,5 @@ def test_pages_escape_what_they_show(console):
     async def scenario(client):
         html = await (await client.get("/dead-letters")).text()
         assert "<script>x</script>" not in html and "&lt;script&gt;" in html
+
     _run(console, scenario)

@@ -27,7 +27,10 @@ from tests.kafka_helpers import read_all
 
 REPO = Path(__file__).resolve().parents[1]
 ORG = "1.2.643.5.1.13.13.12.2.77.9000"
-MESSAGE_IDS = {"doc-browser-1": "0f0e5d1c-1111-4c2b-9a55-6d0c7e3f0a01", "doc-browser-2": "0f0e5d1c-2222-4c2b-9a55-6d0c7e3f0a02"}
+MESSAGE_IDS = {
+    "doc-browser-1": "0f0e5d1c-1111-4c2b-9a55-6d0c7e3f0a01",
+    "doc-browser-2": "0f0e5d1c-2222-4c2b-9a55-6d0c7e3f0a02",
+}
 PASSWORD = "a long enough password"
 #: where the README's screenshot comes from (`cp` it from the test's tmp dir after a run)
 SCREENSHOT = "console.png"
@@ -38,18 +41,42 @@ def _publish(bootstrap: str) -> None:
 
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for uid, mid in MESSAGE_IDS.items():
-        failure = dl.Failure(stage="sender", reason="REMD_REJECTED", message="PERSON_NOT_FOUND: Сотрудник не найден в ФРМР",
-                             exception_fqcn="producer.errors.PermanentError", remd_code="PERSON_NOT_FOUND",
-                             remd_message="Сотрудник со СНИЛС [..] не найден в ФРМР", category="data",
-                             hint="Проверить данные сотрудника в ФРМР", message_ids=(mid,), local_uid=uid,
-                             kind="119", organization=ORG)
-        headers = dl.dead_letter_headers(original_headers={"emd-event-type": b"emd.document.signed"},
-                                         topic="emd.document.signed", partition=0, offset=1, timestamp_ms=0,
-                                         consumer_group="emd-sender", failure=failure)
-        value = json.dumps({"type": "emd.document.signed", "data": {"localUid": uid, "systemId": "dental-mis-01",
-                                                                   "organizationOid": ORG, "kind": "119"}}).encode()
-        p.send("emd.document.signed.dlt", key=uid.encode(), value=value, headers=headers,
-               timestamp_ms=int(time.time() * 1000) - 5000)
+        failure = dl.Failure(
+            stage="sender",
+            reason="REMD_REJECTED",
+            message="PERSON_NOT_FOUND: Сотрудник не найден в ФРМР",
+            exception_fqcn="producer.errors.PermanentError",
+            remd_code="PERSON_NOT_FOUND",
+            remd_message="Сотрудник со СНИЛС [..] не найден в ФРМР",
+            category="data",
+            hint="Проверить данные сотрудника в ФРМР",
+            message_ids=(mid,),
+            local_uid=uid,
+            kind="119",
+            organization=ORG,
+        )
+        headers = dl.dead_letter_headers(
+            original_headers={"emd-event-type": b"emd.document.signed"},
+            topic="emd.document.signed",
+            partition=0,
+            offset=1,
+            timestamp_ms=0,
+            consumer_group="emd-sender",
+            failure=failure,
+        )
+        value = json.dumps(
+            {
+                "type": "emd.document.signed",
+                "data": {"localUid": uid, "systemId": "dental-mis-01", "organizationOid": ORG, "kind": "119"},
+            }
+        ).encode()
+        p.send(
+            "emd.document.signed.dlt",
+            key=uid.encode(),
+            value=value,
+            headers=headers,
+            timestamp_ms=int(time.time() * 1000) - 5000,
+        )
     p.flush()
     p.close()
 
@@ -68,10 +95,21 @@ def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it
         ensure_topics(broker.bootstrap_servers, partitions=1)
         _publish(broker.bootstrap_servers)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("EMD_", "KAFKA_"))}
-        env.update(broker.client_env(), EMD_DATA_DIR=str(tmp_path / "data"), EMD_ORGANIZATIONS=str(orgs),
-                   EMD_CONSOLE_USERS=str(users), EMD_LOG_FORMAT="json")
-        console = subprocess.Popen([sys.executable, "-m", "services.cli", "console", "--port", str(port)], env=env,
-                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env.update(
+            broker.client_env(),
+            EMD_DATA_DIR=str(tmp_path / "data"),
+            EMD_ORGANIZATIONS=str(orgs),
+            EMD_CONSOLE_USERS=str(users),
+            EMD_LOG_FORMAT="json",
+        )
+        console = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "console", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -95,7 +133,9 @@ def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it
                 assert rows.count() == 2 and uid in rows.nth(1).inner_text()
                 page.click(f"text={uid}")
                 ticket = page.locator("#ticket").input_value()
-                assert f"MessageID запроса (из заголовка SOAP): {mid}" in ticket and "PERSON_NOT_FOUND" in ticket
+                assert (
+                    f"MessageID запроса (из заголовка SOAP): {mid}" in ticket and "PERSON_NOT_FOUND" in ticket
+                )
                 assert page.locator("#replay-preview").count() == 0  # read-only without a login
                 page.screenshot(path=str(tmp_path / SCREENSHOT), full_page=False)
 

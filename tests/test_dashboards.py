@@ -13,11 +13,22 @@ from lab.dev import dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 #: every module that declares metrics on services.metrics.REGISTRY
-METRIC_MODULES = ("services.metrics", "services.messaging.runtime", "services.remd.circuit",
-                  "services.pipeline.submission", "services.pipeline.callbacks", "services.pipeline.signing",
-                  "services.pipeline.acknowledgment")
-_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-             "info": ("_info",), "gauge": ("",), "summary": ("_sum", "_count", "")}
+METRIC_MODULES = (
+    "services.metrics",
+    "services.messaging.runtime",
+    "services.remd.circuit",
+    "services.pipeline.submission",
+    "services.pipeline.callbacks",
+    "services.pipeline.signing",
+    "services.pipeline.acknowledgment",
+)
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "gauge": ("",),
+    "summary": ("_sum", "_count", ""),
+}
 
 
 def defined_metric_names() -> set[str]:
@@ -76,7 +87,10 @@ def test_the_dashboard_has_datasource_and_organisation_variables():
 
 def test_the_dashboard_has_the_rows_sres_watch():
     """Overview, РЭМД, Kafka, callbacks and certificates each have a row."""
-    rows = [p["title"] for p in json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())["panels"]
-            if p["type"] == "row"]
+    rows = [
+        p["title"]
+        for p in json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())["panels"]
+        if p["type"] == "row"
+    ]
     assert [title for title, _ in dashboards.ROWS] == rows
     assert {"Overview", "РЭМД", "Kafka", "Callbacks", "Certificates and МЧД"} == set(rows)

@@ -59,10 +59,22 @@ def test_a_clinic_in_production_cannot_start_a_test_stand_test(store):
 def test_exchanges_are_found_by_any_spelling_of_the_message_id(store):
     """A kept exchange is found by its MessageID with or without the urn:uuid: prefix, and kept once."""
     mid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
-    store.keep_exchange(f"urn:uuid:{mid}", local_uid="u1", endpoint="http://x/ips", request_ref="file:///r",
-                        response_ref="file:///a", http_status=200)
-    store.keep_exchange(mid, local_uid="u1", endpoint="http://x/ips", request_ref="file:///other",
-                        response_ref=None, http_status=500)
+    store.keep_exchange(
+        f"urn:uuid:{mid}",
+        local_uid="u1",
+        endpoint="http://x/ips",
+        request_ref="file:///r",
+        response_ref="file:///a",
+        http_status=200,
+    )
+    store.keep_exchange(
+        mid,
+        local_uid="u1",
+        endpoint="http://x/ips",
+        request_ref="file:///other",
+        response_ref=None,
+        http_status=500,
+    )
     found = store.exchanges([mid.upper(), "unknown"])
     assert list(found) == [mid] and found[mid].request_ref == "file:///r" and found[mid].http_status == 200
 

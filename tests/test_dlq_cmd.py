@@ -22,16 +22,39 @@ ORG = "1.2.643.5.1.13.13.12.2.77.9000"
 PATIENT_SNILS = "11223344595"
 
 
-def _letter(uid="u1", *, at="2026-11-20T10:00:00Z", topic="emd.document.signed.dlt", offset=5, value=None, **headers):
-    base = {dl.ORIGINAL_TOPIC: "emd.document.signed", dl.REASON: "REMD_REJECTED", dl.LOCAL_UID: uid,
-            dl.STAGE: "sender", dl.LAST_FAILURE: at, dl.MESSAGE_IDS: "a,b", dl.ATTEMPTS: "3", dl.REMD_CODE:
-            "PERSON_NOT_FOUND", dl.CATEGORY: "data", dl.ORGANIZATION: ORG, dl.KIND: "119",
-            dl.REMD_MESSAGE: "Сотрудник со СНИЛС 123-456-789 01 не найден в ФРМР", dl.RETRY_DUE: "1",
-            "emd-trace-id": "t"}
+def _letter(
+    uid="u1", *, at="2026-11-20T10:00:00Z", topic="emd.document.signed.dlt", offset=5, value=None, **headers
+):
+    base = {
+        dl.ORIGINAL_TOPIC: "emd.document.signed",
+        dl.REASON: "REMD_REJECTED",
+        dl.LOCAL_UID: uid,
+        dl.STAGE: "sender",
+        dl.LAST_FAILURE: at,
+        dl.MESSAGE_IDS: "a,b",
+        dl.ATTEMPTS: "3",
+        dl.REMD_CODE: "PERSON_NOT_FOUND",
+        dl.CATEGORY: "data",
+        dl.ORGANIZATION: ORG,
+        dl.KIND: "119",
+        dl.REMD_MESSAGE: "Сотрудник со СНИЛС 123-456-789 01 не найден в ФРМР",
+        dl.RETRY_DUE: "1",
+        "emd-trace-id": "t",
+    }
     base.update(headers)
-    event = value if value is not None else json.dumps({"data": {"localUid": uid, "systemId": "dental-mis-01",
-                                                                 "patient": {"snils": PATIENT_SNILS,
-                                                                             "family": "Иванова"}}}).encode()
+    event = (
+        value
+        if value is not None
+        else json.dumps(
+            {
+                "data": {
+                    "localUid": uid,
+                    "systemId": "dental-mis-01",
+                    "patient": {"snils": PATIENT_SNILS, "family": "Иванова"},
+                }
+            }
+        ).encode()
+    )
     return DeadLetter.of(topic, 0, offset, uid.encode(), event, [(k, v.encode()) for k, v in base.items()])
 
 
@@ -39,10 +62,24 @@ def test_filters_select_by_every_field_and_time_window():
     """Each filter (stage, reason, code, category, org, kind, window, MessageID in any spelling, localUid) must match."""
     d = _letter()
     assert Filters().matches(d)
-    assert Filters(stage="sender", reason="REMD_REJECTED", code="PERSON_NOT_FOUND", category="data",
-                   organization=ORG, kind="119", local_uid="u1").matches(d)
-    for wrong in (Filters(stage="signer"), Filters(reason="X"), Filters(code="X"), Filters(category="transient"),
-                  Filters(organization="1.2"), Filters(kind="1"), Filters(local_uid="u2")):
+    assert Filters(
+        stage="sender",
+        reason="REMD_REJECTED",
+        code="PERSON_NOT_FOUND",
+        category="data",
+        organization=ORG,
+        kind="119",
+        local_uid="u1",
+    ).matches(d)
+    for wrong in (
+        Filters(stage="signer"),
+        Filters(reason="X"),
+        Filters(code="X"),
+        Filters(category="transient"),
+        Filters(organization="1.2"),
+        Filters(kind="1"),
+        Filters(local_uid="u2"),
+    ):
         assert not wrong.matches(d), wrong
     assert Filters(since=dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)).matches(d)
     assert not Filters(until=dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)).matches(d)
@@ -51,8 +88,11 @@ def test_filters_select_by_every_field_and_time_window():
 
 def test_listing_is_newest_first():
     """Dead letters come newest failure first, whatever order the topics gave them in."""
-    letters = [_letter("old", at="2026-11-19T10:00:00Z"), _letter("new", at="2026-11-21T10:00:00Z"),
-               _letter("mid", at="2026-11-20T10:00:00Z")]
+    letters = [
+        _letter("old", at="2026-11-19T10:00:00Z"),
+        _letter("new", at="2026-11-21T10:00:00Z"),
+        _letter("mid", at="2026-11-20T10:00:00Z"),
+    ]
     assert [d.local_uid for d in newest_first(letters)] == ["new", "mid", "old"]
     assert [d.local_uid for d in newest_first(letters, limit=1)] == ["new"]
 
@@ -67,17 +107,31 @@ def test_summary_names_the_failing_message_id_and_masks_personal_data():
 def test_csv_export_has_utc_and_moscow_time_and_nothing_about_the_patient():
     """An export row carries MessageID, the time in UTC and Moscow (+03:00), system, OID, region, kind and code."""
     rows = list(csv.DictReader(io.StringIO(dls.export_csv([_letter()]))))
-    assert rows == [{"messageId": "b", "failedAtUtc": "2026-11-20T10:00:00Z",
-                     "failedAtMoscow": "2026-11-20T13:00:00+03:00", "system": "dental-mis-01", "organization": ORG,
-                     "region": "77", "kind": "119", "localUid": "u1", "stage": "sender", "reason": "REMD_REJECTED",
-                     "code": "PERSON_NOT_FOUND", "message": rows[0]["message"]}]
+    assert rows == [
+        {
+            "messageId": "b",
+            "failedAtUtc": "2026-11-20T10:00:00Z",
+            "failedAtMoscow": "2026-11-20T13:00:00+03:00",
+            "system": "dental-mis-01",
+            "organization": ORG,
+            "region": "77",
+            "kind": "119",
+            "localUid": "u1",
+            "stage": "sender",
+            "reason": "REMD_REJECTED",
+            "code": "PERSON_NOT_FOUND",
+            "message": rows[0]["message"],
+        }
+    ]
     assert "***" in rows[0]["message"] and PATIENT_SNILS not in dls.export_jsonl([_letter()])
 
 
 def test_masking_hides_personal_elements_of_a_soap_request_and_of_the_event():
     """mask_xml replaces СНИЛС and names inside the SOAP message; mask_event masks the event's patient."""
-    xml = (b'<r:patient xmlns:r="urn:x"><r:snils>11223344595</r:snils><r:surname>\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd'
-           b'\xd0\xbe\xd0\xb2\xd0\xb0</r:surname><r:birthDate>1980-01-02</r:birthDate><r:kind>119</r:kind></r:patient>')
+    xml = (
+        b'<r:patient xmlns:r="urn:x"><r:snils>11223344595</r:snils><r:surname>\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd'
+        b"\xd0\xbe\xd0\xb2\xd0\xb0</r:surname><r:birthDate>1980-01-02</r:birthDate><r:kind>119</r:kind></r:patient>"
+    )
     masked = dls.mask_xml(xml)
     assert "11223344595" not in masked and "Иванова" not in masked and "1980-01-02" not in masked
     assert "<r:kind>119</r:kind>" in masked
@@ -87,12 +141,20 @@ def test_masking_hides_personal_elements_of_a_soap_request_and_of_the_event():
 
 def test_ticket_is_russian_text_with_every_field_sttp_asks_for():
     """The ticket names the system, organisation, region, steps with MessageIDs and times (Moscow and UTC), code."""
-    text = ticket_text(_letter(), organization_name="ГБУЗ Тестовая больница № 1", client_entity_id="dev-mis-1")
-    for needed in ("Информационная система: dental-mis-01 (clientEntityId dev-mis-1)",
-                   f"Медицинская организация: ГБУЗ Тестовая больница № 1, OID ФРМО {ORG}",
-                   "Субъект Российской Федерации: код 77", "Что произошло:", "MessageID b",
-                   "MessageID запроса (из заголовка SOAP): b", "2026-11-20T13:00:00+03:00 МСК (2026-11-20T10:00:00Z)",
-                   "Код ошибки: PERSON_NOT_FOUND", "MessageID всех попыток: a, b"):
+    text = ticket_text(
+        _letter(), organization_name="ГБУЗ Тестовая больница № 1", client_entity_id="dev-mis-1"
+    )
+    for needed in (
+        "Информационная система: dental-mis-01 (clientEntityId dev-mis-1)",
+        f"Медицинская организация: ГБУЗ Тестовая больница № 1, OID ФРМО {ORG}",
+        "Субъект Российской Федерации: код 77",
+        "Что произошло:",
+        "MessageID b",
+        "MessageID запроса (из заголовка SOAP): b",
+        "2026-11-20T13:00:00+03:00 МСК (2026-11-20T10:00:00Z)",
+        "Код ошибки: PERSON_NOT_FOUND",
+        "MessageID всех попыток: a, b",
+    ):
         assert needed in text, needed
     assert PATIENT_SNILS not in text and "123-456-789" not in text
 
@@ -118,12 +180,19 @@ def test_replay_is_refused_beyond_the_limit_and_goes_to_the_stage_that_takes_the
 def test_cli_help_and_bad_input():
     """Every `emd dlq` subcommand has --help; a bad time, number or format exits 2 naming the option."""
     for sub in ("list", "show", "export", "ticket", "replay"):
-        ok = subprocess.run([sys.executable, "-m", "services.cli", "dlq", sub, "--help"], capture_output=True,
-                            text=True)
+        ok = subprocess.run(
+            [sys.executable, "-m", "services.cli", "dlq", sub, "--help"], capture_output=True, text=True
+        )
         assert ok.returncode == 0 and "usage:" in ok.stdout, sub
-    for bad in (["list", "--since", "yesterday"], ["replay", "--max", "0"], ["replay", "--limit", "x"],
-                ["export", "--format", "xml"]):
-        r = subprocess.run([sys.executable, "-m", "services.cli", "dlq", *bad], capture_output=True, text=True)
+    for bad in (
+        ["list", "--since", "yesterday"],
+        ["replay", "--max", "0"],
+        ["replay", "--limit", "x"],
+        ["export", "--format", "xml"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "services.cli", "dlq", *bad], capture_output=True, text=True
+        )
         assert r.returncode == 2 and bad[1] in r.stderr, bad
 
 
@@ -137,8 +206,12 @@ def _publish_dead_letters(bootstrap, uids_and_times):
 
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for uid, ts in uids_and_times:
-        headers = [(dl.ORIGINAL_TOPIC, b"emd.document.signed"), (dl.REASON, b"X"), (dl.LOCAL_UID, uid.encode()),
-                   (dl.STAGE, b"sender")]
+        headers = [
+            (dl.ORIGINAL_TOPIC, b"emd.document.signed"),
+            (dl.REASON, b"X"),
+            (dl.LOCAL_UID, uid.encode()),
+            (dl.STAGE, b"sender"),
+        ]
         p.send("emd.document.signed.dlt", key=uid.encode(), value=b"{}", headers=headers, timestamp_ms=ts)
     p.flush()
     p.close()
@@ -150,7 +223,9 @@ def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(t
     from producer.topology import ensure_topics
     from tests.kafka_helpers import read_all
 
-    with LocalBroker(log_path=tmp_path / "broker.log") as broker:  # its own: the pipeline topic names are fixed
+    with LocalBroker(
+        log_path=tmp_path / "broker.log"
+    ) as broker:  # its own: the pipeline topic names are fixed
         ensure_topics(broker.bootstrap_servers, partitions=1)
         now = int(time.time() * 1000)
         later = now + 15_000
@@ -158,11 +233,18 @@ def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(t
         env = _dlq_env(broker, tmp_path)
 
         def replay() -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "services.cli", "dlq", "replay", "--stage", "sender"],
-                                  capture_output=True, text=True, env=env, timeout=180)
+            return subprocess.run(
+                [sys.executable, "-m", "services.cli", "dlq", "replay", "--stage", "sender"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=180,
+            )
 
         first = replay()
-        assert first.returncode == 0 and "1 replayed" in first.stderr and "replayed old" in first.stdout, first.stderr
+        assert first.returncode == 0 and "1 replayed" in first.stderr and "replayed old" in first.stdout, (
+            first.stderr
+        )
         while time.time() * 1000 <= later:  # the "new" dead letter is now in the past
             time.sleep(0.5)
         second = replay()

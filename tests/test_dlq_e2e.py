@@ -27,17 +27,26 @@ from tests.pipeline_lab import documents as lab_documents
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dlq(lab: Lab | None, *args: str, timeout: float = 180,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def dlq(
+    lab: Lab | None, *args: str, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m services.cli dlq ARGS` against the lab's broker (or no broker at all when lab is None)."""
     extra = env or {}
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.startswith("EMD_")}
     env.update(extra)
     if lab is not None:
-        env.setdefault("EMD_DATA_DIR", str(lab.pipeline.data_dir))  # the desk's audit log goes next to the lab's
+        env.setdefault(
+            "EMD_DATA_DIR", str(lab.pipeline.data_dir)
+        )  # the desk's audit log goes next to the lab's
         env.update(KAFKA_BOOTSTRAP_SERVERS=lab.bootstrap_servers, KAFKA_ENABLE_IDEMPOTENCE="false")
-    return subprocess.run([sys.executable, "-m", "services.cli", "dlq", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "dlq", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def uid_of(data: bytes) -> str:
@@ -51,8 +60,9 @@ def wait_acknowledged(lab: Lab, uids: list[str], timeout: float = 300.0) -> None
         if all(lab.watcher.stage_of.get(u) == "acknowledged" for u in uids):
             return
         time.sleep(1.0)
-    raise AssertionError(f"not acknowledged after replay: {[(u, lab.watcher.stage_of.get(u)) for u in uids]}\n"
-                         + lab.tails())
+    raise AssertionError(
+        f"not acknowledged after replay: {[(u, lab.watcher.stage_of.get(u)) for u in uids]}\n" + lab.tails()
+    )
 
 
 def restart_workers(lab: Lab) -> None:
@@ -85,16 +95,19 @@ def rejected_and_accepted(count_rejected: int, count_ok: int) -> list[tuple[str,
         uid = f"acc{n:017d}"
         n += 1
         rejected = rejection_for(uid) is not None
-        if (rejected and sum(1 for k, _ in out if k == "r") < count_rejected) or \
-                (not rejected and sum(1 for k, _ in out if k == "a") < count_ok):
+        if (rejected and sum(1 for k, _ in out if k == "r") < count_rejected) or (
+            not rejected and sum(1 for k, _ in out if k == "a") < count_ok
+        ):
             out.append(("r" if rejected else "a", as_new_document(base[1], local_uid=uid)))
     return [(kind, data) for kind, data in out]
 
 
 def desk_env(lab: Lab) -> dict[str, str]:
     """What `emd dlq show/ticket` needs besides the cluster: the pipeline's data dir and organisations file."""
-    return {"EMD_DATA_DIR": str(lab.pipeline.data_dir),
-            "EMD_ORGANIZATIONS": str(lab.pipeline.config_dir / "organizations.json")}
+    return {
+        "EMD_DATA_DIR": str(lab.pipeline.data_dir),
+        "EMD_ORGANIZATIONS": str(lab.pipeline.config_dir / "organizations.json"),
+    }
 
 
 def test_support_journey_after_the_rejections_scenario(tmp_path):
@@ -109,8 +122,11 @@ def test_support_journey_after_the_rejections_scenario(tmp_path):
         uids = lab.publish()
         snap = lab.wait(timeout=300)
         assert sorted(d.local_uid for d in snap.dead_letters) == sorted(rejected)
-        logged = {r["local_uid"]: normalize_message_id(r["message_id"]) for r in lab.requests()
-                  if r["local_uid"] in rejected}
+        logged = {
+            r["local_uid"]: normalize_message_id(r["message_id"])
+            for r in lab.requests()
+            if r["local_uid"] in rejected
+        }
         assert set(logged) == set(rejected)
 
         listed = dlq(lab, "list", "--json")
@@ -124,8 +140,12 @@ def test_support_journey_after_the_rejections_scenario(tmp_path):
         assert exported.returncode == 0, exported.stderr
         csv_rows = list(csv.DictReader(io.StringIO(exported.stdout)))
         assert sorted(r["localUid"] for r in csv_rows) == sorted(rejected)
-        assert all(normalize_message_id(r["messageId"]) == logged[r["localUid"]] and r["failedAtMoscow"].endswith(
-            "+03:00") and r["failedAtUtc"].endswith("Z") for r in csv_rows)
+        assert all(
+            normalize_message_id(r["messageId"]) == logged[r["localUid"]]
+            and r["failedAtMoscow"].endswith("+03:00")
+            and r["failedAtUtc"].endswith("Z")
+            for r in csv_rows
+        )
 
         u = rejected[0]
         patient_snils = next(cda.extract(parse_xml(d)).patient.snils for _, d in docs if uid_of(d) == u)
@@ -166,6 +186,7 @@ def test_support_journey_after_the_rejections_scenario(tmp_path):
         refused = clinic(lab, "promote", oid)
         assert refused.returncode == 1 and "emd clinic test" in refused.stderr, refused.stderr
         from lab.dev.local_pipeline import as_new_document
+
         test_doc = tmp_path / "test-document.xml"
         test_doc.write_bytes(as_new_document(docs[0][1]))
         tested = clinic(lab, "test", oid, "--document", str(test_doc), "--timeout", "240")
@@ -179,8 +200,14 @@ def clinic(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
     """`emd clinic ARGS` with the lab's cluster, data dir and organisations file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMD_", "KAFKA_"))}
     env.update(desk_env(lab), KAFKA_BOOTSTRAP_SERVERS=lab.bootstrap_servers)
-    return subprocess.run([sys.executable, "-m", "services.cli", "clinic", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "clinic", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configuration_fix(tmp_path):
@@ -198,14 +225,28 @@ def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configurat
         uids = lab.publish()
         snap = lab.wait(timeout=300)
         assert [(d.local_uid, d.stage, d.reason) for d in snap.dead_letters] == [
-            (missing_uid, "signer", "ORGANIZATION_UNKNOWN")]
+            (missing_uid, "signer", "ORGANIZATION_UNKNOWN")
+        ]
         failed = statuses(lab)[missing_uid]
-        assert failed == [{"localUid": missing_uid, "status": "failed", "emdrId": None, "reason": "ORGANIZATION_UNKNOWN",
-                           "remdCode": None, "message": failed[0]["message"], "messageIds": []}]
+        assert failed == [
+            {
+                "localUid": missing_uid,
+                "status": "failed",
+                "emdrId": None,
+                "reason": "ORGANIZATION_UNKNOWN",
+                "remdCode": None,
+                "message": failed[0]["message"],
+                "messageIds": [],
+            }
+        ]
         assert missing_oid in failed[0]["message"]
 
         listed = dlq(lab, "list", "--stage", "signer")
-        assert listed.returncode == 0 and missing_uid in listed.stdout and "ORGANIZATION_UNKNOWN" in listed.stdout
+        assert (
+            listed.returncode == 0
+            and missing_uid in listed.stdout
+            and "ORGANIZATION_UNKNOWN" in listed.stdout
+        )
         assert "hint=" in listed.stdout
 
         orgs_file.write_text(original)  # the fix: the organisation is configured again

@@ -30,40 +30,62 @@ EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 # --- SigV4: the examples AWS publishes -----------------------------------------------------------
 
+
 def test_sigv4_matches_aws_s3_get_object_example():
     """The signature equals AWS's documented S3 'GET Object' example (examplebucket/test.txt, Range)."""
     headers = sigv4_sign(
-        "GET", "https://examplebucket.s3.amazonaws.com/test.txt",
+        "GET",
+        "https://examplebucket.s3.amazonaws.com/test.txt",
         {"Range": "bytes=0-9", "x-amz-content-sha256": EMPTY_SHA, "x-amz-date": "20130524T000000Z"},
-        payload_sha256=EMPTY_SHA, access_key="AKIAIOSFODNN7EXAMPLE",
-        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", region="us-east-1",
-        now=dt.datetime(2013, 5, 24, tzinfo=dt.UTC))
+        payload_sha256=EMPTY_SHA,
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        region="us-east-1",
+        now=dt.datetime(2013, 5, 24, tzinfo=dt.UTC),
+    )
     assert headers["Authorization"] == (
         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+    )
 
 
 def test_sigv4_matches_aws_test_suite_get_vanilla():
     """The signature equals the AWS SigV4 test suite's get-vanilla vector."""
     headers = sigv4_sign(
-        "GET", "https://example.amazonaws.com/", {"X-Amz-Date": "20150830T123600Z"},
-        payload_sha256=EMPTY_SHA, access_key="AKIDEXAMPLE",
-        secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", region="us-east-1", service="service",
-        now=dt.datetime(2015, 8, 30, 12, 36, tzinfo=dt.UTC))
+        "GET",
+        "https://example.amazonaws.com/",
+        {"X-Amz-Date": "20150830T123600Z"},
+        payload_sha256=EMPTY_SHA,
+        access_key="AKIDEXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        region="us-east-1",
+        service="service",
+        now=dt.datetime(2015, 8, 30, 12, 36, tzinfo=dt.UTC),
+    )
     assert headers["Authorization"].endswith(
-        "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
+        "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+    )
 
 
 def test_sigv4_adds_date_when_absent():
     """Without a date header the signer adds x-amz-date for `now` and signs it."""
-    headers = sigv4_sign("HEAD", "http://minio:9000/b/k", {}, payload_sha256=EMPTY_SHA, access_key="a",
-                         secret_key="s", region="ru-central1", now=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    headers = sigv4_sign(
+        "HEAD",
+        "http://minio:9000/b/k",
+        {},
+        payload_sha256=EMPTY_SHA,
+        access_key="a",
+        secret_key="s",
+        region="ru-central1",
+        now=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    )
     assert headers["x-amz-date"] == "20260102T030405Z"
     assert "SignedHeaders=host;x-amz-date," in headers["Authorization"]
 
 
 # --- filesystem -------------------------------------------------------------------------------------
+
 
 def test_filesystem_put_get_round_trip_is_content_addressed(tmp_path):
     """put stores under the SHA-256 name, is idempotent, and get returns the same bytes."""
@@ -102,8 +124,12 @@ def test_filesystem_missing_is_transient(tmp_path):
 def test_filesystem_refuses_foreign_references(tmp_path):
     """References outside the store root, or not named by a SHA-256, are DOCUMENT_REF_INVALID."""
     store = FilesystemStore(tmp_path / "a")
-    for ref in ("file:///etc/passwd", f"file://{tmp_path}/b/{'0' * 2}/{'0' * 64}", "s3://bucket/" + "0" * 64,
-                (tmp_path / "a" / "00" / "../../../etc/passwd").as_uri()):
+    for ref in (
+        "file:///etc/passwd",
+        f"file://{tmp_path}/b/{'0' * 2}/{'0' * 64}",
+        "s3://bucket/" + "0" * 64,
+        (tmp_path / "a" / "00" / "../../../etc/passwd").as_uri(),
+    ):
         with pytest.raises(PermanentError) as info:
             store.get(ref)
         assert info.value.reason == "DOCUMENT_REF_INVALID"
@@ -125,6 +151,7 @@ def test_a_durable_put_fsyncs_the_file_and_its_directory_and_a_best_effort_one_n
 
 
 # --- S3 against an emulated server --------------------------------------------------------------------
+
 
 class FakeS3:
     """Just enough S3 for the store: path-style PUT/GET/HEAD, checking SigV4 headers and body hashes."""
@@ -152,8 +179,14 @@ class FakeS3:
 @pytest.fixture
 def s3():
     server = FakeS3()
-    store = S3Store(endpoint="http://minio:9000", bucket="emd", prefix="docs/", access_key="AK", secret_key="SK",
-                    client=httpx.Client(transport=httpx.MockTransport(server)))
+    store = S3Store(
+        endpoint="http://minio:9000",
+        bucket="emd",
+        prefix="docs/",
+        access_key="AK",
+        secret_key="SK",
+        client=httpx.Client(transport=httpx.MockTransport(server)),
+    )
     return server, store
 
 
@@ -187,8 +220,13 @@ def test_s3_missing_and_corrupt(s3):
 def test_s3_server_errors_are_transient_and_auth_errors_configuration():
     """5xx/429 become DOCUMENT_STORE_UNAVAILABLE (retry); 403 is a ConfigurationError."""
     for status, exc_type in ((503, TransientError), (429, TransientError), (403, ConfigurationError)):
-        store = S3Store(endpoint="http://s3", bucket="b", access_key="AK", secret_key="SK",
-                        client=httpx.Client(transport=httpx.MockTransport(lambda r, s=status: httpx.Response(s))))
+        store = S3Store(
+            endpoint="http://s3",
+            bucket="b",
+            access_key="AK",
+            secret_key="SK",
+            client=httpx.Client(transport=httpx.MockTransport(lambda r, s=status: httpx.Response(s))),
+        )
         with pytest.raises(exc_type):
             store.put(b"x")
 
@@ -203,13 +241,20 @@ def test_s3_refuses_other_bucket(s3):
 
 # --- settings and the event field ------------------------------------------------------------------
 
+
 def test_store_from_settings(tmp_path):
     """Empty EMD_DOCUMENT_STORE is <data_dir>/documents; file:// and s3:// pick their backends."""
     fs = store_from_settings(Settings(data_dir=tmp_path))
     assert isinstance(fs, FilesystemStore) and fs.root == (tmp_path / "documents").resolve()
-    assert store_from_settings(Settings(document_store_url=f"file://{tmp_path}/x")).root == (tmp_path / "x").resolve()
-    s3 = store_from_settings(Settings(document_store_url="s3://bkt/pre", s3_endpoint="http://s3", s3_access_key="a",
-                                      s3_secret_key="b"))
+    assert (
+        store_from_settings(Settings(document_store_url=f"file://{tmp_path}/x")).root
+        == (tmp_path / "x").resolve()
+    )
+    s3 = store_from_settings(
+        Settings(
+            document_store_url="s3://bkt/pre", s3_endpoint="http://s3", s3_access_key="a", s3_secret_key="b"
+        )
+    )
     assert isinstance(s3, S3Store) and s3.bucket == "bkt" and s3.prefix == "pre"
     with pytest.raises(ConfigurationError):
         store_from_settings(Settings(document_store_url="ftp://x"))
@@ -242,6 +287,7 @@ def test_document_bytes_checks_the_event_hash(tmp_path):
 
 # --- after created: by reference, in the signer's store ---------------------------------------------
 
+
 def test_by_reference_stores_an_inline_document_and_keeps_a_reference(tmp_path):
     """An inline document becomes a reference to its exact bytes with the same sha256, size and media type;
     a document already by reference is left as it is (nothing stored again)."""
@@ -250,7 +296,9 @@ def test_by_reference_stores_an_inline_document_and_keeps_a_reference(tmp_path):
     inline = document_field(data, None, inline_limit=len(data))
     field = by_reference(inline, data, store)
     assert set(field) == {"sha256", "size", "mediaType", "ref"} and "inline" in inline
-    assert {k: field[k] for k in ("sha256", "size", "mediaType")} == {k: inline[k] for k in ("sha256", "size", "mediaType")}
+    assert {k: field[k] for k in ("sha256", "size", "mediaType")} == {
+        k: inline[k] for k in ("sha256", "size", "mediaType")
+    }
     assert document_bytes(field, store) == data
     referenced = document_field(b"large", store, inline_limit=0)
     assert by_reference(referenced, b"large", FilesystemStore(tmp_path / "elsewhere")) is referenced

@@ -42,7 +42,9 @@ def test_good_document_gets_doctor_and_organisation_signatures_openssl_verifies(
     now = dt.datetime.now(dt.UTC)
     sig = sign_document(_data(doc), doc, config, now=now)
     (tmp_path / "doc.xml").write_bytes(doc)
-    assert [(p["snils"], p["role"], p["source"]) for p in sig["personal"]] == [(lab.AUTHOR, "author", "server")]
+    assert [(p["snils"], p["role"], p["source"]) for p in sig["personal"]] == [
+        (lab.AUTHOR, "author", "server")
+    ]
     for n, cms_b64 in enumerate([p["cms"] for p in sig["personal"]] + [sig["organization"]["cms"]]):
         (tmp_path / f"s{n}.der").write_bytes(base64.b64decode(cms_b64))
         assert ossl.cms_verify(tmp_path / f"s{n}.der", tmp_path / "doc.xml")
@@ -88,10 +90,15 @@ def test_each_configuration_defect_has_its_reason(setup, defect):
     assert _reason(doc, config) == reason
 
 
-@pytest.mark.parametrize(("make", "reason"), [
-    (lab.xxe, "XXE_FORBIDDEN"), (lab.billion_laughs, "ENTITY_EXPANSION_FORBIDDEN"),
-    (lab.xsd_invalid, "XSD_INVALID"), (lab.too_large, "DOCUMENT_TOO_LARGE"),
-])
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lab.xxe, "XXE_FORBIDDEN"),
+        (lab.billion_laughs, "ENTITY_EXPANSION_FORBIDDEN"),
+        (lab.xsd_invalid, "XSD_INVALID"),
+        (lab.too_large, "DOCUMENT_TOO_LARGE"),
+    ],
+)
 def test_bad_documents_are_refused_before_signing(setup, make, reason):
     """Hostile or invalid bytes are refused with their own reason (the event claims a good document)."""
     _, config = setup
@@ -110,7 +117,10 @@ def test_event_that_contradicts_its_document_is_refused(setup):
 def test_unconfigured_organisation_is_refused(setup):
     """A custodian missing from the organisations file is ORGANIZATION_UNKNOWN."""
     _, config = setup
-    assert _reason(lab.variant("1.2.643.5.1.13.13.12.2.77.424242", "unknown-org"), config) == "ORGANIZATION_UNKNOWN"
+    assert (
+        _reason(lab.variant("1.2.643.5.1.13.13.12.2.77.424242", "unknown-org"), config)
+        == "ORGANIZATION_UNKNOWN"
+    )
 
 
 class TestMisMode:
@@ -131,14 +141,19 @@ class TestMisMode:
         built, config = setup
         doc = lab.variant(lab.MIS_OID, "mis-other-bytes")
         cms_b64 = lab.mis_signature(built.mis_doctor, doc + b"\n")
-        assert _reason(doc, config, _data(doc, meta={"signatures": {lab.AUTHOR: cms_b64}})) == "DIGEST_MISMATCH"
+        assert (
+            _reason(doc, config, _data(doc, meta={"signatures": {lab.AUTHOR: cms_b64}})) == "DIGEST_MISMATCH"
+        )
 
     def test_signature_by_another_person(self, setup):
         """A valid signature by a certificate whose СНИЛС is not the author's is SIGNER_SNILS_MISMATCH."""
         built, config = setup
         doc = lab.variant(lab.MIS_OID, "mis-other-person")
         cms_b64 = lab.mis_signature(built.other_doctor, doc)
-        assert _reason(doc, config, _data(doc, meta={"signatures": {lab.AUTHOR: cms_b64}})) == "SIGNER_SNILS_MISMATCH"
+        assert (
+            _reason(doc, config, _data(doc, meta={"signatures": {lab.AUTHOR: cms_b64}}))
+            == "SIGNER_SNILS_MISMATCH"
+        )
 
     def test_missing_signature(self, setup):
         """No attached signature in mis mode is DOCTOR_SIGNATURE_MISSING."""
@@ -151,7 +166,10 @@ class TestMisMode:
         doc = lab.variant(lab.MIS_OID, "mis-future")
         later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         cms_b64 = lab.mis_signature(built.mis_doctor, doc, signing_time=later)
-        assert _reason(doc, config, _data(doc, meta={"signatures": {lab.AUTHOR: cms_b64}})) == "SIGNING_TIME_IN_FUTURE"
+        assert (
+            _reason(doc, config, _data(doc, meta={"signatures": {lab.AUTHOR: cms_b64}}))
+            == "SIGNING_TIME_IN_FUTURE"
+        )
 
 
 def test_schematron_policy_block_warn_off(tmp_path):
@@ -161,7 +179,9 @@ def test_schematron_policy_block_warn_off(tmp_path):
     with pytest.raises(PermanentError) as err:
         check_document(data, doc, max_document_bytes=10**6, schematron="block")
     assert err.value.reason == "SCHEMATRON_INVALID"
-    assert check_document(data, doc, max_document_bytes=10**6, schematron="warn").local_uid == data["localUid"]
+    assert (
+        check_document(data, doc, max_document_bytes=10**6, schematron="warn").local_uid == data["localUid"]
+    )
     assert check_document(data, doc, max_document_bytes=10**6, schematron="off").local_uid == data["localUid"]
 
 
@@ -170,14 +190,20 @@ def test_expiry_gauges_are_set_per_organisation_and_role(setup):
     _, config = setup
     update_expiry_metrics(config)
     org = config.organization(lab.GOOD_OID)
-    cert = REGISTRY.get_sample_value("emd_certificate_not_after_timestamp_seconds",
-                                     {"organization": lab.GOOD_OID, "role": "organization"})
+    cert = REGISTRY.get_sample_value(
+        "emd_certificate_not_after_timestamp_seconds", {"organization": lab.GOOD_OID, "role": "organization"}
+    )
     mchd = REGISTRY.get_sample_value("emd_mchd_not_after_timestamp_seconds", {"organization": lab.GOOD_OID})
     assert org.organization.certificate.not_after.timestamp() == cert
     assert time.time() + 300 * 86400 < mchd
     expired_oid = lab.DEFECT_ORGS["expired_certificate"][0]
-    assert REGISTRY.get_sample_value("emd_certificate_not_after_timestamp_seconds",
-                                     {"organization": expired_oid, "role": "organization"}) < time.time()
+    assert (
+        REGISTRY.get_sample_value(
+            "emd_certificate_not_after_timestamp_seconds",
+            {"organization": expired_oid, "role": "organization"},
+        )
+        < time.time()
+    )
 
 
 def test_expiry_gauges_carry_no_serial_or_mchd_number(setup):

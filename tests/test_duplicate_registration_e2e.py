@@ -19,9 +19,18 @@ def test_lost_answer_and_lost_callback_then_not_unique_is_acknowledged(tmp_path)
     NOT_UNIQUE_PROVIDED_ID: the document is acknowledged with the first registration's emdrId, never dead-lettered."""
     with pipeline_lab(tmp_path, count=3) as lab:
         uid = cda.extract(parse_xml(lab.documents[0][1])).local_uid
-        lab.pipeline.add_rules([
-            {"fault": "reset", "operation": "registerDocument", "local_uid": uid, "nth": 1, "process": True},
-            {"fault": "callback_lost", "operation": "registerDocument", "local_uid": uid, "nth": 1}])
+        lab.pipeline.add_rules(
+            [
+                {
+                    "fault": "reset",
+                    "operation": "registerDocument",
+                    "local_uid": uid,
+                    "nth": 1,
+                    "process": True,
+                },
+                {"fault": "callback_lost", "operation": "registerDocument", "local_uid": uid, "nth": 1},
+            ]
+        )
         uids = lab.publish()
         assert uid in uids
         lab.wait(timeout=300)
@@ -35,5 +44,7 @@ def test_lost_answer_and_lost_callback_then_not_unique_is_acknowledged(tmp_path)
         assert registered_counts(lab, uids) == dict.fromkeys(uids, 1)
         registry_emdr = {r["emdr_id"] for r in lab.registry() if r["local_uid"] == uid}
         assert acknowledged_emdr_ids(lab)[uid] == registry_emdr
-        assert any(e.get("event") == "registered (duplicate registration reconciled)" and e.get("local_uid") == uid
-                   for e in lab.log_events("status"))
+        assert any(
+            e.get("event") == "registered (duplicate registration reconciled)" and e.get("local_uid") == uid
+            for e in lab.log_events("status")
+        )

@@ -34,8 +34,11 @@ SAMPLE = REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml"
 CLIENT = "17c74e63-dc38-438d-a27a-a1aa063ee7b8"
 VALID_FROM = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
 WAIT = 30.0
-CREATED = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).astimezone(dt.timezone(dt.timedelta(hours=3))).replace(
-    second=0, microsecond=0)
+CREATED = (
+    (dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    .astimezone(dt.timezone(dt.timedelta(hours=3)))
+    .replace(second=0, microsecond=0)
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +50,17 @@ def pki():
     return {
         "is": ca.issue(subject=SubjectInfo(family="", common_name="dental-mis-01", org="Клиника")),
         "other_is": ca.issue(subject=SubjectInfo(family="", common_name="someone-else", org="Другая")),
-        "doctor": ca.issue(subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=doctor_snils),
-                           not_before=VALID_FROM),
-        "org": ca.issue(subject=SubjectInfo(family="", org="Клиника", ogrn="1027700000000", inn_le="7700000000"),
-                        not_before=VALID_FROM),
-        "late_doctor": ca.issue(subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=doctor_snils),
-                                not_before=CREATED + dt.timedelta(days=1)),
+        "doctor": ca.issue(
+            subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=doctor_snils), not_before=VALID_FROM
+        ),
+        "org": ca.issue(
+            subject=SubjectInfo(family="", org="Клиника", ogrn="1027700000000", inn_le="7700000000"),
+            not_before=VALID_FROM,
+        ),
+        "late_doctor": ca.issue(
+            subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=doctor_snils),
+            not_before=CREATED + dt.timedelta(days=1),
+        ),
         "ca": ca,
     }
 
@@ -63,11 +71,11 @@ class FakeMis:
     def __init__(self, key, certificate, emulator_certificate):
         self.key, self.certificate, self.emulator_certificate = key, certificate, emulator_certificate
         self.files: dict[str, bytes] = {}
-        self.registered: dict[str, str] = {}       # emdrId → localUid, learnt from success callbacks
+        self.registered: dict[str, str] = {}  # emdrId → localUid, learnt from success callbacks
         self.raw_callbacks: list[bytes] = []
         self.callbacks: list[soap.RegisterResult] = []
         self.file_requests: list[str] = []
-        self.fail_callbacks = 0          # answer this many callbacks with HTTP 503 first
+        self.fail_callbacks = 0  # answer this many callbacks with HTTP 503 first
         self.events: list[str] = []
         self.cond = threading.Condition()
         mis = self
@@ -93,8 +101,11 @@ class FakeMis:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def handle(self, body: bytes) -> tuple[int, bytes]:
-        verify_envelope(body, trusted_certificates=[self.emulator_certificate],
-                        required=("Body", "Timestamp", "MessageID", "Action"))
+        verify_envelope(
+            body,
+            trusted_certificates=[self.emulator_certificate],
+            required=("Body", "Timestamp", "MessageID", "Action"),
+        )
         root = parse_xml(body)
         op = etree.QName(root.find(".//{*}Body")[0]).localname
         if op == n.GET_DOCUMENT_FILE:
@@ -104,12 +115,21 @@ class FakeMis:
                 self.file_requests.append(req.local_uid or f"emdrId:{req.emdr_id}")
                 self.events.append(f"file:{req.local_uid}")
             if uid is None:
-                return 500, soap.build_fault(code="Client", reason=f"document [{req.emdr_id}] is not known",
-                                             detail_code="DOCUMENT_NOT_FOUND", key=self.key,
-                                             certificate=self.certificate, soap_version=req.headers.soap_version)
-            return 200, soap.build_file_response(relates_to=req.headers.message_id, data=self.files[uid],
-                                                 key=self.key, certificate=self.certificate,
-                                                 soap_version=req.headers.soap_version)
+                return 500, soap.build_fault(
+                    code="Client",
+                    reason=f"document [{req.emdr_id}] is not known",
+                    detail_code="DOCUMENT_NOT_FOUND",
+                    key=self.key,
+                    certificate=self.certificate,
+                    soap_version=req.headers.soap_version,
+                )
+            return 200, soap.build_file_response(
+                relates_to=req.headers.message_id,
+                data=self.files[uid],
+                key=self.key,
+                certificate=self.certificate,
+                soap_version=req.headers.soap_version,
+            )
         result = soap.parse_register_result(body)
         with self.cond:
             if self.fail_callbacks > 0:
@@ -121,8 +141,9 @@ class FakeMis:
                 self.registered[result.registry_item.emdr_id] = result.local_uid
             self.events.append(f"callback:{result.status}")
             self.cond.notify_all()
-        return 200, soap.build_callback_ack(relates_to=result.headers.message_id, key=self.key,
-                                            certificate=self.certificate)
+        return 200, soap.build_callback_ack(
+            relates_to=result.headers.message_id, key=self.key, certificate=self.certificate
+        )
 
     def wait_callbacks(self, count: int, timeout: float = WAIT) -> list[soap.RegisterResult]:
         with self.cond:
@@ -143,28 +164,60 @@ def make_document(local_uid: str) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-def make_registration(data: bytes, pki, *, doctor="doctor", org=True, snils=None,
-                      doctor_time=None, org_time=None, local_uid=None) -> Registration:
+def make_registration(
+    data: bytes,
+    pki,
+    *,
+    doctor="doctor",
+    org=True,
+    snils=None,
+    doctor_time=None,
+    org_time=None,
+    local_uid=None,
+) -> Registration:
     meta = extract(parse_xml(data))
     la = next(s for s in meta.signers if s.role == "legalAuthenticator")
     dkey, dcert = pki[doctor]
     okey, ocert = pki["org"]
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     doctor_sig = cades.sign_detached(data, key=dkey, certificate=dcert, signing_time=doctor_time or t0)
-    org_sig = cades.sign_detached(data, key=okey, certificate=ocert,
-                                  signing_time=org_time or t0 + dt.timedelta(minutes=1))
+    org_sig = cades.sign_detached(
+        data, key=okey, certificate=ocert, signing_time=org_time or t0 + dt.timedelta(minutes=1)
+    )
     p = meta.patient
     return Registration(
-        kind=meta.kind_code, system=CLIENT, organization=meta.organization_oid, department=meta.department_oid,
-        local_uid=local_uid or meta.local_uid, document_number=meta.document_number,
+        kind=meta.kind_code,
+        system=CLIENT,
+        organization=meta.organization_oid,
+        department=meta.department_oid,
+        local_uid=local_uid or meta.local_uid,
+        document_number=meta.document_number,
         creation_date_time=meta.creation_time.isoformat(),
-        patient=Patient(snils=snils or p.snils, local_id=p.local_id, family=p.family, given=p.given,
-                        patronymic=p.patronymic, gender=p.gender, birth_date=p.birth_date.isoformat()),
-        personal_signatures=(PersonalSignature(signer=Signer(
-            role=Coded("DOCTOR", "2.4"), position=Coded(la.position_code, la.position_version), local_id=la.local_id,
-            snils=la.snils, family=la.family, given=la.given, patronymic=la.patronymic),
-            signature=doctor_sig),),
-        org_signature=OrgSignature(signature=org_sig) if org else None)
+        patient=Patient(
+            snils=snils or p.snils,
+            local_id=p.local_id,
+            family=p.family,
+            given=p.given,
+            patronymic=p.patronymic,
+            gender=p.gender,
+            birth_date=p.birth_date.isoformat(),
+        ),
+        personal_signatures=(
+            PersonalSignature(
+                signer=Signer(
+                    role=Coded("DOCTOR", "2.4"),
+                    position=Coded(la.position_code, la.position_version),
+                    local_id=la.local_id,
+                    snils=la.snils,
+                    family=la.family,
+                    given=la.given,
+                    patronymic=la.patronymic,
+                ),
+                signature=doctor_sig,
+            ),
+        ),
+        org_signature=OrgSignature(signature=org_sig) if org else None,
+    )
 
 
 @pytest.fixture
@@ -173,8 +226,14 @@ def world(pki):
     made = []
 
     def make(scenario="ok", **kw):
-        emu = Emulator(scenario=scenario, systems=[System.of(CLIENT, [pki["is"][1]], "dental-mis-01")],
-                       backoff=0.05, backoff_max=0.2, http_timeout=5.0, **kw).start()
+        emu = Emulator(
+            scenario=scenario,
+            systems=[System.of(CLIENT, [pki["is"][1]], "dental-mis-01")],
+            backoff=0.05,
+            backoff_max=0.2,
+            http_timeout=5.0,
+            **kw,
+        ).start()
         mis = FakeMis(*pki["is"], emu.certificate)
         made.append((emu, mis))
         return emu, mis
@@ -185,21 +244,41 @@ def world(pki):
         mis.close()
 
 
-def send(emu, mis, pki, local_uid=None, *, data=None, reg=None, key=None, certificate=None, client=CLIENT,
-         message_id=None, timeout=10.0):
+def send(
+    emu,
+    mis,
+    pki,
+    local_uid=None,
+    *,
+    data=None,
+    reg=None,
+    key=None,
+    certificate=None,
+    client=CLIENT,
+    message_id=None,
+    timeout=10.0,
+):
     """Register one document: returns (parsed sync answer, MessageID)."""
     local_uid = local_uid or str(uuid.uuid4())
     data = data or make_document(local_uid)
     mis.files.setdefault(local_uid, data)
     reg = reg or make_registration(data, pki)
     k, c = pki["is"]
-    xml, mid = soap.build_register_document(reg, client_entity_id=client, to=emu.url, reply_to=mis.url,
-                                            key=key or k, certificate=certificate or c, message_id=message_id)
+    xml, mid = soap.build_register_document(
+        reg,
+        client_entity_id=client,
+        to=emu.url,
+        reply_to=mis.url,
+        key=key or k,
+        certificate=certificate or c,
+        message_id=message_id,
+    )
     r = httpx.post(emu.url, content=xml, timeout=timeout, headers={"Content-Type": "application/soap+xml"})
     return soap.parse_answer(r.content), mid
 
 
 # --- the happy path and the registry ------------------------------------------------------------
+
 
 def test_happy_path_registers_and_calls_back(world, pki):
     """An accepted request is followed by a file pull and a signed success callback with an emdrId."""
@@ -217,7 +296,11 @@ def test_happy_path_registers_and_calls_back(world, pki):
     assert record.local_uid == "doc-1" and record.message_id == mid
     entry = emu.registry.requests(operation="registerDocument")[0]
     emu.registry.wait_for(lambda r: entry.finished_at is not None, timeout=WAIT)
-    assert entry.outcome == "registered" and entry.callbacks[0]["delivered"] and "ack_problem" not in entry.callbacks[0]
+    assert (
+        entry.outcome == "registered"
+        and entry.callbacks[0]["delivered"]
+        and "ack_problem" not in entry.callbacks[0]
+    )
 
 
 def test_control_api_over_http(world, pki):
@@ -227,12 +310,16 @@ def test_control_api_over_http(world, pki):
     mis.wait_callbacks(1)
     registry = httpx.get(f"{emu.base_url}/_emulator/registry").json()
     assert [r["local_uid"] for r in registry] == ["doc-api"]
-    requests = httpx.get(f"{emu.base_url}/_emulator/requests", params={"operation": "registerDocument"}).json()
+    requests = httpx.get(
+        f"{emu.base_url}/_emulator/requests", params={"operation": "registerDocument"}
+    ).json()
     assert requests[0]["local_uid"] == "doc-api" and requests[0]["client_entity_id"] == CLIENT
     assert httpx.get(f"{emu.base_url}/_emulator/health").json()["status"] == "ok"
     r = httpx.post(f"{emu.base_url}/_emulator/rules", json={"rules": [{"fault": "reset", "nth": 1}]})
     assert r.status_code == 200 and r.json() == {"rules": 1}
-    assert httpx.post(f"{emu.base_url}/_emulator/rules", json={"rules": [{"fault": "nope"}]}).status_code == 400
+    assert (
+        httpx.post(f"{emu.base_url}/_emulator/rules", json={"rules": [{"fault": "nope"}]}).status_code == 400
+    )
     assert httpx.post(f"{emu.base_url}/_emulator/reset").status_code == 200
     assert httpx.get(f"{emu.base_url}/_emulator/registry").json() == []
     assert httpx.get(f"{emu.base_url}/_emulator/rules").json()["rules"] == []
@@ -246,17 +333,28 @@ def test_search_and_get_registry_item(world, pki):
     send(emu, mis, pki, "doc-poll")
     [cb] = mis.wait_callbacks(1)
     k, c = pki["is"]
-    xml, _ = soap.build_search_request(soap.SearchQuery(organization=cb.organization), client_entity_id=CLIENT,
-                                       to=emu.url, key=k, certificate=c)
+    xml, _ = soap.build_search_request(
+        soap.SearchQuery(organization=cb.organization),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        key=k,
+        certificate=c,
+    )
     found = soap.parse_search_response(httpx.post(emu.url, content=xml).content)
     assert [i.local_uid for i in found.items] == ["doc-poll"]
-    xml, _ = soap.build_get_registry_item(emdr_id=cb.registry_item.emdr_id, client_entity_id=CLIENT, to=emu.url,
-                                          key=k, certificate=c)
+    xml, _ = soap.build_get_registry_item(
+        emdr_id=cb.registry_item.emdr_id, client_entity_id=CLIENT, to=emu.url, key=k, certificate=c
+    )
     item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
     assert item.item.local_uid == "doc-poll" and item.item.emdr_id == cb.registry_item.emdr_id
     emu.add_system(System.of("other", [pki["other_is"][1]]))
-    xml, _ = soap.build_get_registry_item(emdr_id=cb.registry_item.emdr_id, client_entity_id="other", to=emu.url,
-                                          key=pki["other_is"][0], certificate=pki["other_is"][1])
+    xml, _ = soap.build_get_registry_item(
+        emdr_id=cb.registry_item.emdr_id,
+        client_entity_id="other",
+        to=emu.url,
+        key=pki["other_is"][0],
+        certificate=pki["other_is"][1],
+    )
     item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
     assert item.item is None and item.errors[0].code == "REGISTRY_ITEM_NOT_FOUND"
 
@@ -272,10 +370,19 @@ def test_old_dialect_request_gets_the_unmarshalling_fault(world, pki):
     emu, mis = world()
     data = make_document("doc-old")
     mis.files["doc-old"] = data
-    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
-                                          reply_to=mis.url, key=None, certificate=None)
+    xml, _ = soap.build_register_document(
+        make_registration(data, pki),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        reply_to=mis.url,
+        key=None,
+        certificate=None,
+    )
     root = etree.fromstring(xml)
-    for new_name, old_name in ((n.PERSONAL_SIGNATURES, "personalSigns"), (n.ORG_SIGNATURE, "organizationSign")):
+    for new_name, old_name in (
+        (n.PERSONAL_SIGNATURES, "personalSigns"),
+        (n.ORG_SIGNATURE, "organizationSign"),
+    ):
         root.find(f".//{{{n.NS_EMDR_SERVICE}}}{new_name}").tag = f"{{{n.NS_EMDR_SERVICE}}}{old_name}"
     signed = sign_envelope(root, key=pki["is"][0], certificate=pki["is"][1])
     r = httpx.post(emu.url, content=signed, timeout=10, headers={"Content-Type": "application/soap+xml"})
@@ -288,13 +395,20 @@ def test_old_dialect_request_gets_the_unmarshalling_fault(world, pki):
 
 # --- authorisation --------------------------------------------------------------------------------
 
+
 def test_unsigned_request_is_refused(world, pki):
     """A request without WS-Security gets an AuthorizationFault and nothing is pulled or called back."""
     emu, mis = world()
     data = make_document("doc-unsigned")
     mis.files["doc-unsigned"] = data
-    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
-                                          reply_to=mis.url, key=None, certificate=None)
+    xml, _ = soap.build_register_document(
+        make_registration(data, pki),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        reply_to=mis.url,
+        key=None,
+        certificate=None,
+    )
     answer = soap.parse_answer(httpx.post(emu.url, content=xml).content)
     assert isinstance(answer, soap.SoapFault) and answer.ips_fault == "AuthorizationFault"
     assert emu.registry.requests()[0].outcome == "fault" and mis.file_requests == []
@@ -305,8 +419,14 @@ def test_forged_request_is_refused(world, pki):
     emu, mis = world()
     data = make_document("doc-forged")
     k, c = pki["is"]
-    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
-                                          reply_to=mis.url, key=k, certificate=c)
+    xml, _ = soap.build_register_document(
+        make_registration(data, pki),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        reply_to=mis.url,
+        key=k,
+        certificate=c,
+    )
     forged = xml.replace(b"doc-forged", b"doc-forgeX")
     answer = soap.parse_answer(httpx.post(emu.url, content=forged).content)
     assert isinstance(answer, soap.SoapFault) and answer.ips_fault == "AuthorizationFault"
@@ -324,6 +444,7 @@ def test_wrong_is_certificate_is_refused(world, pki):
 
 
 # --- the РЭМД checks ------------------------------------------------------------------------------
+
 
 def test_digest_mismatch_when_mis_serves_other_bytes(world, pki):
     """The МИС answering getDocumentFile with bytes other than the signed ones gets DIGEST_MISMATCH."""
@@ -367,7 +488,10 @@ def test_changed_bytes_under_a_registered_local_uid_are_refused_in_plain_words(w
     mis.files["doc-edited"] = first
     send(emu, mis, pki, "doc-edited", data=first)
     *_, third = mis.wait_callbacks(3)
-    assert third.errors[0].code == "NOT_UNIQUE_PROVIDED_ID" and "другим содержимым" not in third.errors[0].message
+    assert (
+        third.errors[0].code == "NOT_UNIQUE_PROVIDED_ID"
+        and "другим содержимым" not in third.errors[0].message
+    )
 
 
 def test_local_uid_is_unique_per_information_system(world, pki):
@@ -379,8 +503,16 @@ def test_local_uid_is_unique_per_information_system(world, pki):
     emu.add_system(System.of("other", [pki["other_is"][1]]))
     other = FakeMis(*pki["other_is"], emu.certificate)
     try:
-        send(emu, other, pki, "doc-shared-uid", data=data, client="other", key=pki["other_is"][0],
-             certificate=pki["other_is"][1])
+        send(
+            emu,
+            other,
+            pki,
+            "doc-shared-uid",
+            data=data,
+            client="other",
+            key=pki["other_is"][0],
+            certificate=pki["other_is"][1],
+        )
         [theirs] = other.wait_callbacks(1)
     finally:
         other.close()
@@ -406,12 +538,17 @@ def test_ips_variants_scenario_sends_every_shape_and_asks_again_by_emdr_id(world
     assert n.NS_SOAP11.encode() in raw and n.NS_SOAP12.encode() in raw
     assert f'xmlns="{n.NS_WSA}"'.encode() in raw and n.WSA_ANONYMOUS_2004.encode() in raw
     kind = callbacks[0].kind
-    assert {cb.kind for cb in callbacks} == {kind} and f'kind code="{kind}"'.encode() in raw and b"<cb:kind><cb:code>" in raw
+    assert (
+        {cb.kind for cb in callbacks} == {kind}
+        and f'kind code="{kind}"'.encode() in raw
+        and b"<cb:kind><cb:code>" in raw
+    )
     assert n.REGISTRATION_DATE.encode() + b">" in raw and n.REGISTRATION_DATE_TIME.encode() in raw
     assert any(cb.registry_item.warnings for cb in callbacks) and any(cb.document_status for cb in callbacks)
     entries = emu.registry.requests(operation="registerDocument")
-    assert emu.registry.wait_for(lambda r: all(e.later_pull not in (None, "pending") for e in entries),
-                                 timeout=WAIT)
+    assert emu.registry.wait_for(
+        lambda r: all(e.later_pull not in (None, "pending") for e in entries), timeout=WAIT
+    )
     assert [e.later_pull for e in entries] == ["ok"] * count
     assert sum(1 for f in mis.file_requests if f.startswith("emdrId:")) >= count
 
@@ -430,21 +567,35 @@ def test_n3_face_takes_a_case_and_registers_it_in_the_same_registry(world, pki):
     emu, _ = world(n3_tokens={token: "lpu-1"}, n3_delay=0.2)
     data = make_document("doc-n3")
     edited = data.replace(b"</ClinicalDocument>", b"<!-- edited --></ClinicalDocument>")
-    emu.faults.add([Rule(fault="reject", operation="n3:AddCase", local_uid="doc-n3-rejected", code="PERSON_NOT_FOUND")])
+    emu.faults.add(
+        [Rule(fault="reject", operation="n3:AddCase", local_uid="doc-n3-rejected", code="PERSON_NOT_FOUND")]
+    )
     rejected = make_document("doc-n3-rejected")
 
     async def scenario():
         t = N3Transport(read_timeout=30)
 
         def case(doc, mid, auth_token=token):
-            return SubmitRequest(registration=make_registration(doc, pki), message_id=mid,
-                                 endpoint=f"{emu.base_url}/n3/emk", document=doc, auth_token=auth_token,
-                                 lpu_id="lpu-1")
+            return SubmitRequest(
+                registration=make_registration(doc, pki),
+                message_id=mid,
+                endpoint=f"{emu.base_url}/n3/emk",
+                document=doc,
+                auth_token=auth_token,
+                lpu_id="lpu-1",
+            )
+
         try:
             taken = await t.submit(case(data, "11111111-1111-4111-8111-111111111111"))
-            lookup = LookupRequest(local_uid="doc-n3", organization=extract(parse_xml(data)).organization_oid,
-                                   kind=extract(parse_xml(data)).kind_code, since=date(2000, 1, 1),
-                                   until=date(2100, 1, 1), endpoint=f"{emu.base_url}/n3/docstorage/", auth_token=token)
+            lookup = LookupRequest(
+                local_uid="doc-n3",
+                organization=extract(parse_xml(data)).organization_oid,
+                kind=extract(parse_xml(data)).kind_code,
+                since=date(2000, 1, 1),
+                until=date(2100, 1, 1),
+                endpoint=f"{emu.base_url}/n3/docstorage/",
+                auth_token=token,
+            )
             item = None
             for _ in range(100):
                 item = await t.lookup(lookup)
@@ -459,10 +610,17 @@ def test_n3_face_takes_a_case_and_registers_it_in_the_same_registry(world, pki):
             await t.aclose()
 
     taken, item, wrong, refused, changed = asyncio.run(scenario())
-    assert taken.accepted and item is not None and item.emdr_id == emu.registry.lookup("n3-platform", "doc-n3").emdr_id
+    assert (
+        taken.accepted
+        and item is not None
+        and item.emdr_id == emu.registry.lookup("n3-platform", "doc-n3").emdr_id
+    )
     entry = emu.registry.requests(operation="n3:AddCase")[0]
-    assert (entry.message_id, entry.local_uid, entry.outcome) == ("11111111-1111-4111-8111-111111111111", "doc-n3",
-                                                                  "registered")
+    assert (entry.message_id, entry.local_uid, entry.outcome) == (
+        "11111111-1111-4111-8111-111111111111",
+        "doc-n3",
+        "registered",
+    )
     assert (wrong.kind, wrong.reason, wrong.category) == ("permanent", "HTTP_401", "configuration")
     assert (refused.kind, refused.remd_code) == ("permanent", "PERSON_NOT_FOUND")
     assert changed.remd_code == "NOT_UNIQUE_PROVIDED_ID" and "другим содержимым" in changed.remd_message
@@ -483,7 +641,14 @@ def test_local_uid_mismatch(world, pki):
     emu, mis = world()
     data = make_document("doc-in-file")
     mis.files["doc-in-request"] = data
-    send(emu, mis, pki, "doc-in-request", data=data, reg=make_registration(data, pki, local_uid="doc-in-request"))
+    send(
+        emu,
+        mis,
+        pki,
+        "doc-in-request",
+        data=data,
+        reg=make_registration(data, pki, local_uid="doc-in-request"),
+    )
     [cb] = mis.wait_callbacks(1)
     assert cb.status == "error" and "Идентификатор документа" in cb.errors[0].message
 
@@ -502,7 +667,9 @@ def test_signing_time_order(world, pki):
     emu, mis = world()
     data = make_document("doc-order")
     now = dt.datetime.now(dt.UTC)
-    reg = make_registration(data, pki, doctor_time=now - dt.timedelta(minutes=1), org_time=now - dt.timedelta(hours=1))
+    reg = make_registration(
+        data, pki, doctor_time=now - dt.timedelta(minutes=1), org_time=now - dt.timedelta(hours=1)
+    )
     send(emu, mis, pki, "doc-order", data=data, reg=reg)
     [cb] = mis.wait_callbacks(1)
     assert cb.status == "error" and "позже подписи МО" in cb.errors[0].message
@@ -532,12 +699,16 @@ def test_callback_retried_when_mis_answers_5xx(world, pki):
 
 # --- fault injection ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fault,check", [
-    ("http_error", lambda r, e: r.status_code == 503),
-    ("malformed", lambda r, e: r.status_code == 200 and _not_xml(r.content)),
-    ("rate_limit", lambda r, e: soap.parse_answer(r.content).errors[0].code == "RATE_LIMIT"),
-    ("soap_fault", lambda r, e: soap.parse_answer(r.content).ips_fault == "SystemFault"),
-])
+
+@pytest.mark.parametrize(
+    "fault,check",
+    [
+        ("http_error", lambda r, e: r.status_code == 503),
+        ("malformed", lambda r, e: r.status_code == 200 and _not_xml(r.content)),
+        ("rate_limit", lambda r, e: soap.parse_answer(r.content).errors[0].code == "RATE_LIMIT"),
+        ("soap_fault", lambda r, e: soap.parse_answer(r.content).ips_fault == "SystemFault"),
+    ],
+)
 def test_sync_faults_answer_as_configured(world, pki, fault, check):
     """Each answered fault kind comes back as configured and the request is not processed."""
     emu, mis = world()
@@ -545,8 +716,14 @@ def test_sync_faults_answer_as_configured(world, pki, fault, check):
     data = make_document("doc-f")
     mis.files["doc-f"] = data
     k, c = pki["is"]
-    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
-                                          reply_to=mis.url, key=k, certificate=c)
+    xml, _ = soap.build_register_document(
+        make_registration(data, pki),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        reply_to=mis.url,
+        key=k,
+        certificate=c,
+    )
     r = httpx.post(emu.url, content=xml, timeout=10)
     assert check(r, emu)
     assert emu.registry.requests()[0].outcome == f"injected:{fault}"
@@ -583,8 +760,14 @@ def test_latency_and_processed_but_lost_answer(world, pki):
     data = make_document("doc-lost")
     mis.files["doc-lost"] = data
     k, c = pki["is"]
-    xml, mid = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
-                                            reply_to=mis.url, key=k, certificate=c)
+    xml, mid = soap.build_register_document(
+        make_registration(data, pki),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        reply_to=mis.url,
+        key=k,
+        certificate=c,
+    )
     assert httpx.post(emu.url, content=xml).status_code == 503
     callbacks = mis.wait_callbacks(2)
     assert {cb.local_uid for cb in callbacks if cb.registered} == {"doc-lat", "doc-lost"}
@@ -593,15 +776,21 @@ def test_latency_and_processed_but_lost_answer(world, pki):
 def test_callback_faults(world, pki):
     """Lost, duplicated, out-of-order and early callbacks each happen as configured."""
     emu, mis = world()
-    emu.faults.add([Rule(fault="callback_lost", local_uid="lost"), Rule(fault="callback_duplicate", local_uid="dup"),
-                    Rule(fault="callback_out_of_order", local_uid="ooo"), Rule(fault="callback_early", local_uid="early"),
-                    Rule(fault="callback_late", local_uid="late", delay=0.5)])
+    emu.faults.add(
+        [
+            Rule(fault="callback_lost", local_uid="lost"),
+            Rule(fault="callback_duplicate", local_uid="dup"),
+            Rule(fault="callback_out_of_order", local_uid="ooo"),
+            Rule(fault="callback_early", local_uid="early"),
+            Rule(fault="callback_late", local_uid="late", delay=0.5),
+        ]
+    )
     for uid in ("lost", "dup", "ooo", "late"):
         send(emu, mis, pki, uid)
-    mis.wait_callbacks(5)   # dup ×2, ooo ×2, late ×1
+    mis.wait_callbacks(5)  # dup ×2, ooo ×2, late ×1
     answer, _ = send(emu, mis, pki, "early")
     assert answer.accepted
-    with mis.cond:      # the early callback was recorded before the synchronous answer came back
+    with mis.cond:  # the early callback was recorded before the synchronous answer came back
         assert "callback:success" == mis.events[-1] and len(mis.callbacks) == 6
     by_uid: dict[str, list[str]] = {}
     for cb in mis.callbacks:
@@ -610,10 +799,11 @@ def test_callback_faults(world, pki):
     assert by_uid["dup"] == ["success", "success"]
     assert by_uid["ooo"] == ["success", "error"]
     assert by_uid["late"] == ["success"] and by_uid["early"] == ["success"]
-    assert len(emu.registry.records()) == 5   # the lost one is registered all the same: polling finds it
+    assert len(emu.registry.records()) == 5  # the lost one is registered all the same: polling finds it
 
 
 # --- scenarios ------------------------------------------------------------------------------------
+
 
 def test_rejections_scenario_is_deterministic(world, pki):
     """In `rejections`, exactly the documents rejection_for() names are rejected, with that code."""
@@ -639,8 +829,14 @@ def test_outage_scenario_503_then_back(world, pki):
     data = make_document("doc-outage")
     mis.files["doc-outage"] = data
     k, c = pki["is"]
-    xml, _ = soap.build_register_document(make_registration(data, pki), client_entity_id=CLIENT, to=emu.url,
-                                          reply_to=mis.url, key=k, certificate=c)
+    xml, _ = soap.build_register_document(
+        make_registration(data, pki),
+        client_entity_id=CLIENT,
+        to=emu.url,
+        reply_to=mis.url,
+        key=k,
+        certificate=c,
+    )
     r = httpx.post(emu.url, content=xml)
     assert r.status_code == 503 and "Retry-After" in r.headers
     assert emu.registry.requests()[0].outcome == "injected:outage" and mis.file_requests == []
@@ -669,8 +865,12 @@ def test_outage_refused_mode(world, pki):
 
 def test_list_scenarios_cli():
     """`emd emulator --list-scenarios` prints every scenario, one line each."""
-    r = subprocess.run([sys.executable, "-m", "services.cli", "emulator", "--list-scenarios"],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "services.cli", "emulator", "--list-scenarios"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(SCENARIOS)
@@ -679,13 +879,27 @@ def test_list_scenarios_cli():
 def test_emulator_runs_as_a_subprocess(tmp_path, pki):
     """`emd emulator --port P --systems FILE` serves until terminated and loads the systems file."""
     (tmp_path / "is.pem").write_bytes(pki["is"][1].to_pem())
-    (tmp_path / "systems.json").write_text(json.dumps({"systems": [
-        {"clientEntityId": CLIENT, "name": "dental", "certificates": ["is.pem"]}]}))
+    (tmp_path / "systems.json").write_text(
+        json.dumps({"systems": [{"clientEntityId": CLIENT, "name": "dental", "certificates": ["is.pem"]}]})
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "emulator", "--port", str(port), "--systems",
-                             str(tmp_path / "systems.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "emulator",
+            "--port",
+            str(port),
+            "--systems",
+            str(tmp_path / "systems.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert f"127.0.0.1:{port}" in line
@@ -707,8 +921,9 @@ def test_flaky_scenario_a_retrying_client_registers_everything_once(world, pki):
         reg = make_registration(data, pki)
         for _attempt in range(30):
             k, c = pki["is"]
-            xml, mid = soap.build_register_document(reg, client_entity_id=CLIENT, to=emu.url, reply_to=mis.url,
-                                                    key=k, certificate=c)
+            xml, mid = soap.build_register_document(
+                reg, client_entity_id=CLIENT, to=emu.url, reply_to=mis.url, key=k, certificate=c
+            )
             message_ids[uid].add(mid)
             try:
                 r = httpx.post(emu.url, content=xml, timeout=1.0)
@@ -717,8 +932,11 @@ def test_flaky_scenario_a_retrying_client_registers_everything_once(world, pki):
                 continue
             if isinstance(answer, soap.SyncAnswer) and answer.accepted:
                 break
-            assert isinstance(answer, soap.SoapFault) and answer.server_side or \
-                [e.code for e in answer.errors] == ["RATE_LIMIT"], answer
+            assert (
+                isinstance(answer, soap.SoapFault)
+                and answer.server_side
+                or [e.code for e in answer.errors] == ["RATE_LIMIT"]
+            ), answer
         else:
             pytest.fail(f"{uid} never accepted")
     assert emu.registry.wait_for(lambda r: len(r.records()) == len(uids), timeout=WAIT)
@@ -729,7 +947,9 @@ def test_flaky_scenario_a_retrying_client_registers_everything_once(world, pki):
     for uid, record in records.items():
         assert record.message_id in message_ids[uid]
     with mis.cond:
-        assert mis.cond.wait_for(lambda: {c.local_uid for c in mis.callbacks if c.registered} == set(uids), WAIT)
+        assert mis.cond.wait_for(
+            lambda: {c.local_uid for c in mis.callbacks if c.registered} == set(uids), WAIT
+        )
         codes = {e.code for cb in mis.callbacks for e in cb.errors}
     assert codes <= {"NOT_UNIQUE_PROVIDED_ID"}
 
@@ -784,13 +1004,23 @@ def test_a_signature_from_an_unaccredited_ca_is_rejected_when_accredited_cas_are
     """With accredited CAs, a doctor's certificate issued by any other CA gets CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT;
     one of theirs registers."""
     foreign = DevCA.create("foreign CA")
-    doctor = foreign.issue(subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=pki["doctor"][1].snils),
-                           not_before=VALID_FROM)
+    doctor = foreign.issue(
+        subject=SubjectInfo("Вайнулина", "Лариса Ивановна", snils=pki["doctor"][1].snils),
+        not_before=VALID_FROM,
+    )
     emu, mis = world(accredited=[pki["ca"].certificate])
     data = make_document("doc-foreign-ca")
-    send(emu, mis, pki, "doc-foreign-ca", data=data, reg=make_registration(data, {**pki, "stranger": doctor},
-                                                                            doctor="stranger"))
+    send(
+        emu,
+        mis,
+        pki,
+        "doc-foreign-ca",
+        data=data,
+        reg=make_registration(data, {**pki, "stranger": doctor}, doctor="stranger"),
+    )
     send(emu, mis, pki, "doc-accredited")
     by_uid = {cb.local_uid: cb for cb in mis.wait_callbacks(2)}
-    assert [e.code for e in by_uid["doc-foreign-ca"].errors] == ["CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT"]
+    assert [e.code for e in by_uid["doc-foreign-ca"].errors] == [
+        "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT"
+    ]
     assert by_uid["doc-accredited"].registered

@@ -19,15 +19,37 @@ def _registration(meta, *, role: str, family: str, given: str, patronymic: str) 
     signer = next(s for s in meta.signers if s.role == role)
     p = meta.patient
     return Registration(
-        kind=meta.kind_code, system="mis", organization=meta.organization_oid, department=None,
-        local_uid=meta.local_uid, document_number=meta.document_number,
+        kind=meta.kind_code,
+        system="mis",
+        organization=meta.organization_oid,
+        department=None,
+        local_uid=meta.local_uid,
+        document_number=meta.document_number,
         creation_date_time=meta.creation_time.isoformat(),
-        patient=Patient(snils=p.snils, local_id=p.local_id, family=p.family, given=p.given, patronymic=p.patronymic,
-                        gender=p.gender, birth_date=p.birth_date.isoformat() if p.birth_date else None),
-        personal_signatures=(PersonalSignature(signer=Signer(
-            role=Coded("DOCTOR", "2.4"), snils=signer.snils, local_id=signer.local_id, family=family, given=given,
-            patronymic=patronymic, position=Coded(signer.position_code, signer.position_version)),
-            signature=b""),))
+        patient=Patient(
+            snils=p.snils,
+            local_id=p.local_id,
+            family=p.family,
+            given=p.given,
+            patronymic=p.patronymic,
+            gender=p.gender,
+            birth_date=p.birth_date.isoformat() if p.birth_date else None,
+        ),
+        personal_signatures=(
+            PersonalSignature(
+                signer=Signer(
+                    role=Coded("DOCTOR", "2.4"),
+                    snils=signer.snils,
+                    local_id=signer.local_id,
+                    family=family,
+                    given=given,
+                    patronymic=patronymic,
+                    position=Coded(signer.position_code, signer.position_version),
+                ),
+                signature=b"",
+            ),
+        ),
+    )
 
 
 def _doctor_codes(errors) -> list[str]:
@@ -38,8 +60,10 @@ def test_a_signer_is_compared_with_the_participant_of_the_same_position():
     """Two people sharing a СНИЛС (author and legal authenticator) are each checked against the participant
     holding the position the request names: the request carries no CDA role, only the coded РЭМД one."""
     meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
-    for role, names in (("author", ("Сидоров", "Сергей", "Сергеевич")),
-                        ("legalAuthenticator", ("Николаев", "Николай", "Николаевич"))):
+    for role, names in (
+        ("author", ("Сидоров", "Сергей", "Сергеевич")),
+        ("legalAuthenticator", ("Николаев", "Николай", "Николаевич")),
+    ):
         reg = _registration(meta, role=role, family=names[0], given=names[1], patronymic=names[2])
         codes = _doctor_codes(cross_check(reg, meta, meta.creation_time))
         assert [c for c in codes if c.startswith("INVALID_DOCTOR")] == [], role
@@ -48,9 +72,14 @@ def test_a_signer_is_compared_with_the_participant_of_the_same_position():
 def test_names_of_another_participant_are_a_mismatch():
     """The author's names sent with the legal authenticator's position are refused as INVALID_DOCTOR_*."""
     meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
-    reg = _registration(meta, role="legalAuthenticator", family="Сидоров", given="Сергей", patronymic="Сергеевич")
+    reg = _registration(
+        meta, role="legalAuthenticator", family="Сидоров", given="Сергей", patronymic="Сергеевич"
+    )
     assert set(_doctor_codes(cross_check(reg, meta, meta.creation_time))) == {
-        "INVALID_DOCTOR_FAMILY", "INVALID_DOCTOR_NAME", "INVALID_DOCTOR_PATRONYMIC"}
+        "INVALID_DOCTOR_FAMILY",
+        "INVALID_DOCTOR_NAME",
+        "INVALID_DOCTOR_PATRONYMIC",
+    }
 
 
 def test_a_kind_is_registrable_only_between_its_start_and_end_dates():
@@ -74,10 +103,18 @@ def test_position_and_recipient_are_cross_checked():
     meta = extract(parse_xml(SHARED_SNILS.read_bytes()))
     reg = _registration(meta, role="author", family="Сидоров", given="Сергей", patronymic="Сергеевич")
     wrong = dataclasses.replace(reg.personal_signatures[0].signer, position=Coded("999", "7.5"))
-    moved = dataclasses.replace(reg, personal_signatures=(dataclasses.replace(reg.personal_signatures[0], signer=wrong),))
-    messages = [e.message for e in cross_check(moved, meta, meta.creation_time) if e.code == "VALIDATION_ERROR"]
+    moved = dataclasses.replace(
+        reg, personal_signatures=(dataclasses.replace(reg.personal_signatures[0], signer=wrong),)
+    )
+    messages = [
+        e.message for e in cross_check(moved, meta, meta.creation_time) if e.code == "VALIDATION_ERROR"
+    ]
     assert any("Должность" in m and "[999]" in m for m in messages)
-    addressed = dataclasses.replace(reg, recipient=Recipient(kind=n.RECIPIENT_MEDICAL_ORGANIZATION,
-                                                            organization="1.2.643.5.1.13.13.12.2.77.1"))
+    addressed = dataclasses.replace(
+        reg,
+        recipient=Recipient(
+            kind=n.RECIPIENT_MEDICAL_ORGANIZATION, organization="1.2.643.5.1.13.13.12.2.77.1"
+        ),
+    )
     codes = [e.code for e in cross_check(addressed, meta, meta.creation_time)]
     assert "RECIPIENT_INFO_MISMATCH" in codes and "VALIDATION_ERROR" not in codes

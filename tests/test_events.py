@@ -67,7 +67,9 @@ def test_new_event_envelope_fields(created):
     assert created["type"] == "emd.document.created" and created["schemaVersion"] == 1
     assert len(created["eventId"]) == 36 and created["time"].endswith("Z") and len(created["time"]) == 24
     assert len(created["traceId"]) == 32 and created["source"] == "test-mis"
-    other = events.new_event(events.CREATED, _example(events.CREATED), source="m", trace_id=created["traceId"])
+    other = events.new_event(
+        events.CREATED, _example(events.CREATED), source="m", trace_id=created["traceId"]
+    )
     assert other["traceId"] == created["traceId"] and other["eventId"] != created["eventId"]
 
 
@@ -116,12 +118,17 @@ def test_bad_events_fail_naming_the_field(created, mutate, field):
 def _reference(name: str) -> Draft202012Validator:
     """The pure-Python reference implementation over the same packaged schemas: the compiled check is held to it."""
     registry = Registry().with_resources(
-        [(s["$id"], Resource.from_contents(s)) for s in map(events.load_schema, events.schema_files())])
+        [(s["$id"], Resource.from_contents(s)) for s in map(events.load_schema, events.schema_files())]
+    )
     return Draft202012Validator(events.load_schema(name), registry=registry)
 
 
 def _accepted_by(check, event: dict) -> bool:
-    return check("envelope.schema.json", event) and event.get("type") in TYPES and check(event["type"], event["data"])
+    return (
+        check("envelope.schema.json", event)
+        and event.get("type") in TYPES
+        and check(event["type"], event["data"])
+    )
 
 
 @pytest.mark.parametrize(("mutate", "field"), BROKEN)
@@ -173,20 +180,32 @@ def test_headers_round_trip(created):
     headers = events.headers_for(created)
     assert [k for k, _ in headers] == ["emd-event-type", "emd-trace-id", "emd-schema-version"]
     assert events.read_headers(headers + [("other", b"x")]) == {
-        "emd-event-type": "emd.document.created", "emd-trace-id": created["traceId"], "emd-schema-version": "1"}
+        "emd-event-type": "emd.document.created",
+        "emd-trace-id": created["traceId"],
+        "emd-schema-version": "1",
+    }
 
 
 def test_every_time_an_event_carries_is_written_in_one_format():
     """timestamp() writes UTC with milliseconds and Z, whatever the offset of the time it is given."""
     moscow = dt.timezone(dt.timedelta(hours=3))
-    assert events.timestamp(dt.datetime(2026, 1, 2, 13, 4, 5, 678901, tzinfo=moscow)) == "2026-01-02T10:04:05.678Z"
+    assert (
+        events.timestamp(dt.datetime(2026, 1, 2, 13, 4, 5, 678901, tzinfo=moscow))
+        == "2026-01-02T10:04:05.678Z"
+    )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", events.timestamp())
 
 
 def test_the_status_payload_is_schema_valid_and_its_message_short():
     """status_data gives a valid emd.document.status payload; a long message is cut for the МИС's screen."""
-    data = events.status_data("u1", events.STATUS_REJECTED, reason="REMD_REJECTED", remd_code="X",
-                              message="ы" * 2000, message_ids=("m-1",))
+    data = events.status_data(
+        "u1",
+        events.STATUS_REJECTED,
+        reason="REMD_REJECTED",
+        remd_code="X",
+        message="ы" * 2000,
+        message_ids=("m-1",),
+    )
     event = events.new_event(events.STATUS, data, source="t")
     assert len(event["data"]["message"]) == events.MAX_STATUS_MESSAGE_CHARS
     assert events.status_data("u1", events.STATUS_SENT)["message"] is None
@@ -195,8 +214,21 @@ def test_the_status_payload_is_schema_valid_and_its_message_short():
 def test_the_submission_block_has_the_environment_and_one_time_format():
     """submission_data carries the environment it is given; an unknown acceptance time is null."""
     sent = dt.datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=dt.UTC)
-    block = events.submission_data(message_id="m-2", message_ids=["m-1", "m-2"], attempt=2, sent_at=sent,
-                                   accepted_at=None, endpoint="http://ips", environment="production")
-    assert block == {"messageId": "m-2", "messageIds": ["m-1", "m-2"], "attempt": 2,
-                     "sentAt": "2026-01-02T10:00:00.123Z", "acceptedAt": None, "endpoint": "http://ips",
-                     "environment": "production"}
+    block = events.submission_data(
+        message_id="m-2",
+        message_ids=["m-1", "m-2"],
+        attempt=2,
+        sent_at=sent,
+        accepted_at=None,
+        endpoint="http://ips",
+        environment="production",
+    )
+    assert block == {
+        "messageId": "m-2",
+        "messageIds": ["m-1", "m-2"],
+        "attempt": 2,
+        "sentAt": "2026-01-02T10:00:00.123Z",
+        "acceptedAt": None,
+        "endpoint": "http://ips",
+        "environment": "production",
+    }

@@ -24,8 +24,13 @@ def _env(**extra: str) -> dict[str, str]:
 def emd_broker() -> Iterator[str]:
     """`emd broker --port P` as its own process; its bootstrap address once it says it is ready."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "broker", "--port", str(port)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "broker", "--port", str(port)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -40,9 +45,13 @@ def emd_broker() -> Iterator[str]:
 
 
 def _demo(bootstrap: str, tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", "demo", "--workdir", str(tmp_path / "run"), *args],
-                          env=_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, **env), capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "demo", "--workdir", str(tmp_path / "run"), *args],
+        env=_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, **env),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_demo_through_an_external_local_broker_acknowledges_every_document(emd_broker, tmp_path):

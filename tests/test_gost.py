@@ -12,8 +12,10 @@ from tests import openssl_gost as ossl
 # GOST R 34.11-2012, Appendix A, example 1 (M1) and its digests
 M1 = b"012345678901234567890123456789012345678901234567890123456789012"
 M1_256 = "9d151eefd8590b89daa6ba6cb74af9275dd051026bb149a452fd84e5e57b5500"
-M1_512 = ("1b54d01a4af5b9d5cc3d86d68d285462b19abc2475222f35c085122be4ba1ffa"
-          "00ad30f8767b3a82384c6574f024c311e2a481332b08ef7f41797891c1646f48")
+M1_512 = (
+    "1b54d01a4af5b9d5cc3d86d68d285462b19abc2475222f35c085122be4ba1ffa"
+    "00ad30f8767b3a82384c6574f024c311e2a481332b08ef7f41797891c1646f48"
+)
 
 
 class TestByteOrder:
@@ -34,11 +36,14 @@ class TestByteOrder:
         assert byteorder.public_key_from_bytes(raw) == (1, 2)
         assert byteorder.public_key_from_bytes(b"\x04\x40" + raw) == (1, 2)
 
-    @pytest.mark.parametrize("encoded", [
-        (0x0102).to_bytes(32, "little"),                        # OpenSSL 3 engine: raw little-endian
-        b"\x04\x20" + (0x0102).to_bytes(32, "little"),          # older engine: OCTET STRING
-        b"\x02\x02\x01\x02",                                    # INTEGER (big-endian)
-    ])
+    @pytest.mark.parametrize(
+        "encoded",
+        [
+            (0x0102).to_bytes(32, "little"),  # OpenSSL 3 engine: raw little-endian
+            b"\x04\x20" + (0x0102).to_bytes(32, "little"),  # older engine: OCTET STRING
+            b"\x02\x02\x01\x02",  # INTEGER (big-endian)
+        ],
+    )
     def test_private_key_encodings(self, encoded):
         """All three PKCS#8 private key encodings yield the same scalar."""
         assert byteorder.private_key_from_bytes(encoded) == 0x0102
@@ -50,14 +55,23 @@ class TestByteOrder:
 
 
 class TestCurves:
-    @pytest.mark.parametrize("oid,name", [
-        ("1.2.643.2.2.35.1", "tc26-256-B"), ("1.2.643.2.2.35.2", "tc26-256-C"),
-        ("1.2.643.2.2.35.3", "tc26-256-D"), ("1.2.643.2.2.36.0", "tc26-256-B"),
-        ("1.2.643.2.2.36.1", "tc26-256-D"), ("1.2.643.7.1.2.1.1.1", "tc26-256-A"),
-        ("1.2.643.7.1.2.1.1.2", "tc26-256-B"), ("1.2.643.7.1.2.1.1.3", "tc26-256-C"),
-        ("1.2.643.7.1.2.1.1.4", "tc26-256-D"), ("1.2.643.7.1.2.1.2.1", "tc26-512-A"),
-        ("1.2.643.7.1.2.1.2.2", "tc26-512-B"), ("1.2.643.7.1.2.1.2.3", "tc26-512-C"),
-    ])
+    @pytest.mark.parametrize(
+        "oid,name",
+        [
+            ("1.2.643.2.2.35.1", "tc26-256-B"),
+            ("1.2.643.2.2.35.2", "tc26-256-C"),
+            ("1.2.643.2.2.35.3", "tc26-256-D"),
+            ("1.2.643.2.2.36.0", "tc26-256-B"),
+            ("1.2.643.2.2.36.1", "tc26-256-D"),
+            ("1.2.643.7.1.2.1.1.1", "tc26-256-A"),
+            ("1.2.643.7.1.2.1.1.2", "tc26-256-B"),
+            ("1.2.643.7.1.2.1.1.3", "tc26-256-C"),
+            ("1.2.643.7.1.2.1.1.4", "tc26-256-D"),
+            ("1.2.643.7.1.2.1.2.1", "tc26-512-A"),
+            ("1.2.643.7.1.2.1.2.2", "tc26-512-B"),
+            ("1.2.643.7.1.2.1.2.3", "tc26-512-C"),
+        ],
+    )
     def test_oid_map(self, oid, name):
         """Every CryptoPro and TC 26 parameter-set OID names the right curve."""
         assert gost.curve_by_oid(oid) is gost.CURVES[name]
@@ -104,8 +118,12 @@ class TestSignatures:
         assert pub.verify_digest_in_python(digest, theirs) and native.verify_digest(pub, digest, ours) is True
         tampered = ours[:-1] + bytes([ours[-1] ^ 1])
         other = gost.streebog(b"documenT", c.bits)
-        assert native.verify_digest(pub, digest, tampered) is False and not pub.verify_digest_in_python(digest, tampered)
-        assert native.verify_digest(pub, other, ours) is False and not pub.verify_digest_in_python(other, ours)
+        assert native.verify_digest(pub, digest, tampered) is False and not pub.verify_digest_in_python(
+            digest, tampered
+        )
+        assert native.verify_digest(pub, other, ours) is False and not pub.verify_digest_in_python(
+            other, ours
+        )
         stranger = gost.PrivateKey.generate(c).public_key()
         assert native.verify_digest(stranger, digest, ours) is False
 
@@ -131,7 +149,9 @@ class TestSignatures:
         monkeypatch.setattr(native, "available", lambda: False)
         key = gost.PrivateKey.generate(gost.CURVES["tc26-256-A"])
         pub, digest = key.public_key(), gost.streebog256(b"document")
-        assert native.sign_digest(key, digest) is None and native.verify_digest(pub, digest, bytes(64)) is None
+        assert (
+            native.sign_digest(key, digest) is None and native.verify_digest(pub, digest, bytes(64)) is None
+        )
         sig = key.sign_digest(digest)
         assert gost.reference_verify(pub, digest, sig) and pub.verify_digest(digest, sig)
         assert not pub.verify_digest(gost.streebog256(b"documenT"), sig)
@@ -162,20 +182,27 @@ class TestSignatures:
         verify = gost.PublicKey.verify_digest_in_python  # the Python fast path's tables
         first = [verify(pub, digest, theirs), verify(other, digest, theirs)]  # each key's first: wNAF
         built = gost._key_table.cache_info().misses
-        again = [verify(pub, digest, theirs), verify(pub, digest, tampered),
-                 verify(pub, gost.streebog(b"documenT", c.bits), theirs), verify(other, digest, theirs)]
+        again = [
+            verify(pub, digest, theirs),
+            verify(pub, digest, tampered),
+            verify(pub, gost.streebog(b"documenT", c.bits), theirs),
+            verify(other, digest, theirs),
+        ]
         assert gost._key_table.cache_info().misses == built + 2  # one table per key, made once
         assert first == [True, False] and again == [True, False, False, False]
         z = secrets.randbelow(c.q)
         assert gost._x_affine(gost._mul_key(c, z, pub.x, pub.y), c.p) == gost._x_affine(
-            gost._mul_point(c, z, pub.x, pub.y), c.p)
+            gost._mul_point(c, z, pub.x, pub.y), c.p
+        )
 
     def test_signatures_are_randomised(self):
         """Two signatures of one digest differ (fresh k from secrets) and both verify."""
         key = gost.PrivateKey.generate(gost.CURVES["tc26-256-A"])
         digest = gost.streebog256(b"x")
         a, b = key.sign_digest(digest), key.sign_digest(digest)
-        assert a != b and key.public_key().verify_digest(digest, a) and key.public_key().verify_digest(digest, b)
+        assert (
+            a != b and key.public_key().verify_digest(digest, a) and key.public_key().verify_digest(digest, b)
+        )
 
     def test_point_off_curve_is_rejected(self):
         """A public key that is not a curve point cannot be constructed."""

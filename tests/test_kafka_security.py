@@ -34,58 +34,109 @@ def tls_broker(pki):
 
 
 def _tls_env(pki, bootstrap: str) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SECURITY_PROTOCOL": "SSL",
-            "KAFKA_SSL_CA_FILE": str(pki["ca.pem"]), "KAFKA_SSL_CERT_FILE": str(pki["client.pem"]),
-            "KAFKA_SSL_KEY_FILE": str(pki["client.key"]), "KAFKA_ENABLE_IDEMPOTENCE": "false"}
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SSL_CA_FILE": str(pki["ca.pem"]),
+        "KAFKA_SSL_CERT_FILE": str(pki["client.pem"]),
+        "KAFKA_SSL_KEY_FILE": str(pki["client.key"]),
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+    }
 
 
 class TestSettings:
     def test_plaintext_is_the_default(self):
         """With no security variables, clients speak plaintext and get no TLS or SASL options."""
         security = security_from(Settings.from_env({}))
-        assert {"security_protocol": "PLAINTEXT"} == security.aiokafka_options() == security.kafka_python_options()
+        assert (
+            {"security_protocol": "PLAINTEXT"}
+            == security.aiokafka_options()
+            == security.kafka_python_options()
+        )
 
     def test_sasl_scram_over_tls_is_spelt_for_both_libraries(self, pki):
         """SASL_SSL with SCRAM-SHA-512 gives aiokafka a verifying SSLContext and kafka-python the CA file."""
-        security = security_from(Settings.from_env({
-            "KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_MECHANISM": "scram-sha-512",
-            "KAFKA_SASL_USERNAME": "emd-sender", "KAFKA_SASL_PASSWORD": "s3cret", "KAFKA_SSL_CA_FILE": str(pki["ca.pem"])}))
+        security = security_from(
+            Settings.from_env(
+                {
+                    "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+                    "KAFKA_SASL_MECHANISM": "scram-sha-512",
+                    "KAFKA_SASL_USERNAME": "emd-sender",
+                    "KAFKA_SASL_PASSWORD": "s3cret",
+                    "KAFKA_SSL_CA_FILE": str(pki["ca.pem"]),
+                }
+            )
+        )
         aio = security.aiokafka_options()
         assert ("SASL_SSL", "SCRAM-SHA-512", "emd-sender", "s3cret") == (
-            aio["security_protocol"], aio["sasl_mechanism"], aio["sasl_plain_username"], aio["sasl_plain_password"])
+            aio["security_protocol"],
+            aio["sasl_mechanism"],
+            aio["sasl_plain_username"],
+            aio["sasl_plain_password"],
+        )
         assert aio["ssl_context"].verify_mode == ssl.CERT_REQUIRED and aio["ssl_context"].check_hostname
         sync = security.kafka_python_options()
         assert (str(pki["ca.pem"]), "SCRAM-SHA-512", "emd-sender") == (
-            sync["ssl_cafile"], sync["sasl_mechanism"], sync["sasl_plain_username"])
+            sync["ssl_cafile"],
+            sync["sasl_mechanism"],
+            sync["sasl_plain_username"],
+        )
 
     def test_sasl_plain_without_tls(self):
         """SASL_PLAINTEXT with PLAIN carries the credentials and no TLS options."""
-        options = KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="u",
-                                password="p").kafka_python_options()
-        assert {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_plain_username": "u",
-                "sasl_plain_password": "p"} == options
+        options = KafkaSecurity(
+            protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="u", password="p"
+        ).kafka_python_options()
+        assert {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "u",
+            "sasl_plain_password": "p",
+        } == options
 
     def test_the_password_is_not_in_the_repr(self):
         """A logged KafkaSecurity never shows the SASL or key password."""
-        security = KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="u", password="hunter2")
+        security = KafkaSecurity(
+            protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="u", password="hunter2"
+        )
         assert "hunter2" not in repr(security)
 
     def test_the_passwords_are_masked_by_emd_config(self):
         """`emd config` masks the SASL and key passwords."""
-        rows = {env: value for env, value, _ in Settings.from_env({
-            "KAFKA_SASL_PASSWORD": "hunter2", "KAFKA_SSL_KEY_PASSWORD": "hunter3"}).describe()}
+        rows = {
+            env: value
+            for env, value, _ in Settings.from_env(
+                {"KAFKA_SASL_PASSWORD": "hunter2", "KAFKA_SSL_KEY_PASSWORD": "hunter3"}
+            ).describe()
+        }
         assert ("***", "***") == (rows["KAFKA_SASL_PASSWORD"], rows["KAFKA_SSL_KEY_PASSWORD"])
 
-    @pytest.mark.parametrize(("env", "names"), [
-        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
-        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u",
-          "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_MECHANISM"),
-        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_USERNAME"),
-        ({"KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_"),
-        ({"KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"}, "KAFKA_SSL_"),
-        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"}, "KAFKA_SSL_CA_FILE"),
-        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERT_FILE": "/etc/hostname"}, "KAFKA_SSL_KEY_FILE"),
-    ])
+    @pytest.mark.parametrize(
+        ("env", "names"),
+        [
+            ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+            (
+                {
+                    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                    "KAFKA_SASL_MECHANISM": "GSSAPI",
+                    "KAFKA_SASL_USERNAME": "u",
+                    "KAFKA_SASL_PASSWORD": "p",
+                },
+                "KAFKA_SASL_MECHANISM",
+            ),
+            ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_USERNAME"),
+            ({"KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_"),
+            ({"KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"}, "KAFKA_SSL_"),
+            (
+                {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"},
+                "KAFKA_SSL_CA_FILE",
+            ),
+            (
+                {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERT_FILE": "/etc/hostname"},
+                "KAFKA_SSL_KEY_FILE",
+            ),
+        ],
+    )
     def test_an_inconsistent_setting_fails_at_start_naming_the_variable(self, env, names):
         """A protocol, mechanism, missing credential or missing file is refused when the settings are read."""
         with pytest.raises(ConfigurationError, match=names):
@@ -93,24 +144,38 @@ class TestSettings:
 
     def test_the_producer_library_keeps_idempotence_with_security(self, pki):
         """The МИС producer config under TLS still asks for acks=all and idempotence."""
-        config = sync_producer_config("k:9093", security=KafkaSecurity(protocol="SSL", ca_file=str(pki["ca.pem"])))
-        assert ("all", True, "SSL") == (config["acks"], config["enable_idempotence"], config["security_protocol"])
+        config = sync_producer_config(
+            "k:9093", security=KafkaSecurity(protocol="SSL", ca_file=str(pki["ca.pem"]))
+        )
+        assert ("all", True, "SSL") == (
+            config["acks"],
+            config["enable_idempotence"],
+            config["security_protocol"],
+        )
 
 
 class TestOverMutualTls:
     def test_topics_are_created_over_tls(self, tls_broker, pki):
         """ensure_topics reaches a TLS-only cluster with the client certificate."""
         security = security_from(Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers)))
-        created = ensure_topics(tls_broker.bootstrap_servers, partitions=1, topics=(CREATED, Topic("emd.tls", "t")),
-                                security=security)
+        created = ensure_topics(
+            tls_broker.bootstrap_servers,
+            partitions=1,
+            topics=(CREATED, Topic("emd.tls", "t")),
+            security=security,
+        )
         assert sorted([CREATED.name, "emd.tls"]) == sorted(created)
         assert "emd-worker" in tls_broker.peers
 
     def test_a_worker_producer_writes_over_tls(self, tls_broker, pki):
         """A worker's aiokafka producer, configured from the environment, writes through mutual TLS."""
         settings = Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers))
-        ensure_topics(tls_broker.bootstrap_servers, partitions=1, topics=(Topic("emd.tls", "t"),),
-                      security=security_from(settings))
+        ensure_topics(
+            tls_broker.bootstrap_servers,
+            partitions=1,
+            topics=(Topic("emd.tls", "t"),),
+            security=security_from(settings),
+        )
 
         async def send() -> None:
             producer = AIOKafkaProducer(**aio_producer_config(settings, client_id="tls-test"))
@@ -121,14 +186,16 @@ class TestOverMutualTls:
                 await producer.stop()
 
         asyncio.run(send())
-        assert [b"over tls"] == [r.value for r in read_all(tls_broker.bootstrap_servers, "emd.tls", expect=1,
-                                                          **_read_tls(pki))]
+        assert [b"over tls"] == [
+            r.value for r in read_all(tls_broker.bootstrap_servers, "emd.tls", expect=1, **_read_tls(pki))
+        ]
 
     def test_the_mis_publisher_publishes_over_tls(self, tls_broker, pki, tmp_path):
         """DocumentPublisher with KafkaSecurity publishes a document through mutual TLS."""
         settings = Settings.from_env(_tls_env(pki, tls_broker.bootstrap_servers))
-        ensure_topics(tls_broker.bootstrap_servers, partitions=1, topics=(CREATED,),
-                      security=security_from(settings))
+        ensure_topics(
+            tls_broker.bootstrap_servers, partitions=1, topics=(CREATED,), security=security_from(settings)
+        )
         with DocumentPublisher(tls_broker.bootstrap_servers, security=security_from(settings)) as pub:
             published = pub.publish(GOOD.read_bytes())
         records = read_all(tls_broker.bootstrap_servers, CREATED.name, **_read_tls(pki))
@@ -136,12 +203,18 @@ class TestOverMutualTls:
 
     def test_a_client_without_the_certificate_is_refused(self, tls_broker, pki):
         """Without the client certificate the handshake fails: the TLS front is really checking."""
-        settings = Settings.from_env({**_tls_env(pki, tls_broker.bootstrap_servers), "KAFKA_SSL_CERT_FILE": "",
-                                      "KAFKA_SSL_KEY_FILE": ""})
+        settings = Settings.from_env(
+            {
+                **_tls_env(pki, tls_broker.bootstrap_servers),
+                "KAFKA_SSL_CERT_FILE": "",
+                "KAFKA_SSL_KEY_FILE": "",
+            }
+        )
 
         async def start() -> None:
-            producer = AIOKafkaProducer(**{**aio_producer_config(settings, client_id="no-cert"),
-                                           "request_timeout_ms": 3000})
+            producer = AIOKafkaProducer(
+                **{**aio_producer_config(settings, client_id="no-cert"), "request_timeout_ms": 3000}
+            )
             try:
                 await producer.start()
             finally:
@@ -152,5 +225,9 @@ class TestOverMutualTls:
 
 
 def _read_tls(pki) -> dict[str, str]:
-    return {"security_protocol": "SSL", "ssl_cafile": str(pki["ca.pem"]), "ssl_certfile": str(pki["client.pem"]),
-            "ssl_keyfile": str(pki["client.key"])}
+    return {
+        "security_protocol": "SSL",
+        "ssl_cafile": str(pki["ca.pem"]),
+        "ssl_certfile": str(pki["client.pem"]),
+        "ssl_keyfile": str(pki["client.key"]),
+    }

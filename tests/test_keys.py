@@ -14,7 +14,9 @@ def _openssl_public(tmp_path, key_pem) -> gost.PublicKey:
     return keys.public_key_from_info(der)
 
 
-@pytest.mark.parametrize("paramset,curve", [("A", "tc26-256-B"), ("TCA", "tc26-256-A"), ("TCB", "tc26-256-B")])
+@pytest.mark.parametrize(
+    "paramset,curve", [("A", "tc26-256-B"), ("TCA", "tc26-256-A"), ("TCB", "tc26-256-B")]
+)
 def test_pkcs8_from_openssl(tmp_path, paramset, curve):
     """An engine-written PKCS#8 PEM (and its DER) loads on the right curve with openssl's public key."""
     key_pem = ossl.genkey(tmp_path / "k.pem", paramset)
@@ -74,8 +76,19 @@ def test_pfx_loads(tmp_path, openssl_pair, variant):
     """`openssl pkcs12 -export` output loads with its password: key, and the certificate it holds."""
     key_pem, cert_pem = openssl_pair
     pfx = tmp_path / "k.pfx"
-    ossl.run("pkcs12", "-export", "-inkey", key_pem, "-in", cert_pem, "-passout", "pass:пароль 1",
-             *PFX_VARIANTS[variant], "-out", pfx)
+    ossl.run(
+        "pkcs12",
+        "-export",
+        "-inkey",
+        key_pem,
+        "-in",
+        cert_pem,
+        "-passout",
+        "pass:пароль 1",
+        *PFX_VARIANTS[variant],
+        "-out",
+        pfx,
+    )
     key, certs = keys.load_pfx(pfx.read_bytes(), password="пароль 1")
     assert key.d == keys.load_pkcs8(key_pem.read_bytes()).d
     assert len(certs) == 1
@@ -87,8 +100,19 @@ def test_pfx_wrong_password(tmp_path, openssl_pair, variant):
     """A wrong PFX password raises KEY_PASSWORD_INVALID, and no password KEY_PASSWORD_MISSING."""
     key_pem, cert_pem = openssl_pair
     pfx = tmp_path / "k.pfx"
-    ossl.run("pkcs12", "-export", "-inkey", key_pem, "-in", cert_pem, "-passout", "pass:right",
-             *PFX_VARIANTS[variant], "-out", pfx)
+    ossl.run(
+        "pkcs12",
+        "-export",
+        "-inkey",
+        key_pem,
+        "-in",
+        cert_pem,
+        "-passout",
+        "pass:right",
+        *PFX_VARIANTS[variant],
+        "-out",
+        pfx,
+    )
     with pytest.raises(PermanentError) as exc:
         keys.load_pfx(pfx.read_bytes(), password="Tr0ub4dor")
     assert exc.value.reason == "KEY_PASSWORD_INVALID"

@@ -43,7 +43,9 @@ def _sample(name: str, **labels: str) -> float | None:
 def test_a_stage_reports_its_lag_while_behind_and_zero_once_caught_up(broker, tmp_path):
     """A stage whose handler is held reports records behind and a growing age, then 0 once it catches up."""
     topic = f"lag.{uuid.uuid4().hex[:8]}"
-    ensure_topics(broker.bootstrap_servers, partitions=1, topics=(Topic(topic, "t"), Topic(topic + ".dlt", "t")))
+    ensure_topics(
+        broker.bootstrap_servers, partitions=1, topics=(Topic(topic, "t"), Topic(topic + ".dlt", "t"))
+    )
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
     for n in range(5):
         producer.send(topic, key=f"k{n}".encode(), value=b"{}")
@@ -55,10 +57,22 @@ def test_a_stage_reports_its_lag_while_behind_and_zero_once_caught_up(broker, tm
             await asyncio.sleep(0.05)
         return []
 
-    settings = Settings.from_env(kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
-                                 kafka_enable_idempotence=False, shutdown_grace_seconds=5.0)
-    stage = Stage(name="lagtest", input_topic=topic, handler=handle, dead_letter_topic=topic + ".dlt",
-                  settings=settings, group_id=f"g-{topic}", serve_metrics=False, lag_interval=0.2)
+    settings = Settings.from_env(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        data_dir=tmp_path,
+        kafka_enable_idempotence=False,
+        shutdown_grace_seconds=5.0,
+    )
+    stage = Stage(
+        name="lagtest",
+        input_topic=topic,
+        handler=handle,
+        dead_letter_topic=topic + ".dlt",
+        settings=settings,
+        group_id=f"g-{topic}",
+        serve_metrics=False,
+        lag_interval=0.2,
+    )
     with running(stage):
         deadline = time.monotonic() + 60
         while (_sample("emd_consumer_lag_records", stage="lagtest", topic=topic) or 0) < 5:

@@ -19,8 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (layer, its units); a unit is a package or module prefix
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contract", ("producer",)),
-    ("base", ("services.config", "services.logs", "services.metrics", "services.reasons", "services.processes", "services.outcome",
-              "services.telemetry")),
+    (
+        "base",
+        (
+            "services.config",
+            "services.logs",
+            "services.metrics",
+            "services.reasons",
+            "services.processes",
+            "services.outcome",
+            "services.telemetry",
+        ),
+    ),
     ("infrastructure", ("services.messaging", "services.documents", "services.lifecycle")),
     ("crypto", ("services.crypto",)),
     ("protocol", ("services.remd",)),
@@ -136,11 +146,18 @@ def unit_cycles(sources: dict[str, tuple[str, bool]]) -> list[list[str]]:
     graph: dict[str, set[str]] = {}
     for module, (source, is_package) in sources.items():
         own = _unit_of(module)
-        found = imports_of(source, module, is_package=is_package, exists=lambda n: n in sources or _is_module(n))
-        graph[module] = {t for t in found
-                         if t != module and t in sources and _unit_of(t) == own
-                         and not (is_package and t.startswith(module + "."))
-                         and not sources[t][1]}
+        found = imports_of(
+            source, module, is_package=is_package, exists=lambda n: n in sources or _is_module(n)
+        )
+        graph[module] = {
+            t
+            for t in found
+            if t != module
+            and t in sources
+            and _unit_of(t) == own
+            and not (is_package and t.startswith(module + "."))
+            and not sources[t][1]
+        }
     return cycles(graph)
 
 
@@ -178,8 +195,13 @@ def test_no_unit_has_an_import_cycle():
 
 def test_the_contract_imports_nothing_of_the_pipeline():
     """``producer`` (the МИС library) is the lowest layer: it imports nothing of ``services``, ``workers`` or ``lab``."""
-    found = [(m, t) for m, (source, pkg) in _sources().items() if m.startswith("producer")
-             for t in imports_of(source, m, is_package=pkg) if not t.startswith("producer")]
+    found = [
+        (m, t)
+        for m, (source, pkg) in _sources().items()
+        if m.startswith("producer")
+        for t in imports_of(source, m, is_package=pkg)
+        if not t.startswith("producer")
+    ]
     assert found == []
 
 
@@ -187,33 +209,39 @@ def test_the_check_catches_a_lower_layer_importing_a_higher_one():
     """A crypto module importing the pipeline, even lazily inside a function, is reported."""
     source = "def f():\n    from services.pipeline import submission\n"
     assert violations("services.crypto.fake", source) == [
-        "services.crypto.fake (crypto) imports services.pipeline.submission (pipeline)"]
+        "services.crypto.fake (crypto) imports services.pipeline.submission (pipeline)"
+    ]
 
 
 def test_the_check_catches_the_deployable_importing_the_lab():
     """The pipeline importing the development PKI is reported."""
     assert violations("services.pipeline.fake", "from lab.dev import pki\n") == [
-        "services.pipeline.fake (pipeline) imports lab.dev.pki (lab)"]
+        "services.pipeline.fake (pipeline) imports lab.dev.pki (lab)"
+    ]
 
 
 def test_the_check_catches_an_importlib_edge_that_breaks_the_rule():
     """A deployed module loading the emulator by name through importlib is reported like an import."""
     source = "import importlib\n\ndef f():\n    return importlib.import_module('lab.emulator.server')\n"
     assert violations("services.commands.fake", source) == [
-        "services.commands.fake (commands) imports lab.emulator.server (lab)"]
+        "services.commands.fake (commands) imports lab.emulator.server (lab)"
+    ]
 
 
 def test_the_check_catches_a_cycle_inside_a_unit():
     """Two modules of one unit importing each other (one of them lazily) are a cycle."""
-    sources = {"services.crypto.fake_a": ("from services.crypto import fake_b\n", False),
-               "services.crypto.fake_b": ("def f():\n    from services.crypto import fake_a\n", False)}
+    sources = {
+        "services.crypto.fake_a": ("from services.crypto import fake_b\n", False),
+        "services.crypto.fake_b": ("def f():\n    from services.crypto import fake_a\n", False),
+    }
     assert unit_cycles(sources) == [["services.crypto.fake_a", "services.crypto.fake_b"]]
 
 
 def test_the_check_catches_peers_importing_each_other():
     """Two units of one layer (the Kafka plumbing and the documents) stay independent."""
     assert violations("services.messaging.fake", "from services.documents.store import DocumentStore\n") == [
-        "services.messaging.fake (infrastructure) imports services.documents.store (infrastructure)"]
+        "services.messaging.fake (infrastructure) imports services.documents.store (infrastructure)"
+    ]
 
 
 def test_the_check_allows_imports_within_a_unit_and_downwards():

@@ -29,7 +29,9 @@ def store(backend, tmp_path):
 
 
 def _register(store, uid="doc-1"):
-    return store.register(uid, organization="1.2.643.5.1.13.13.12.2.77.1", kind="119", document_ref="file:///x")
+    return store.register(
+        uid, organization="1.2.643.5.1.13.13.12.2.77.1", kind="119", document_ref="file:///x"
+    )
 
 
 def test_register_creates_signed_and_never_overwrites(store):
@@ -47,8 +49,10 @@ def test_attempts_are_numbered_and_stored_normalised(store):
     a1 = store.record_attempt("doc-1", "urn:uuid:AAAAAAAA-0000-0000-0000-000000000001", endpoint="http://a")
     a2 = store.record_attempt("doc-1", "aaaaaaaa000000000000000000000002", endpoint="http://b")
     assert (a1.attempt, a2.attempt) == (1, 2)
-    assert store.message_ids("doc-1") == ["aaaaaaaa-0000-0000-0000-000000000001",
-                                          "aaaaaaaa-0000-0000-0000-000000000002"]
+    assert store.message_ids("doc-1") == [
+        "aaaaaaaa-0000-0000-0000-000000000001",
+        "aaaaaaaa-0000-0000-0000-000000000002",
+    ]
     assert [a.endpoint for a in store.history("doc-1")] == ["http://a", "http://b"]
 
 
@@ -67,8 +71,13 @@ def test_outcomes_and_acceptance(store):
     """A transient outcome is kept on its attempt; acceptance marks the document and its attempt accepted."""
     _register(store)
     store.record_attempt("doc-1", "m1", endpoint="e")
-    store.record_outcome("m1", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="HTTP_503",
-                         message="unavailable")
+    store.record_outcome(
+        "m1",
+        outcome=lc.OUTCOME_TRANSIENT,
+        decided_by=lc.DECIDED_BY_ANSWER,
+        code="HTTP_503",
+        message="unavailable",
+    )
     store.record_attempt("doc-1", "m2", endpoint="e")
     doc = store.mark_accepted("doc-1", message_id="m2")
     assert doc.state == lc.ACCEPTED and doc.accepted_message_id == "m2" and doc.accepted_at is not None
@@ -82,14 +91,21 @@ def test_a_sync_acceptance_after_the_callback_decided_the_attempt_changes_nothin
     acceptance leaves the attempt as the callback decided it and the document failed, so the resend goes out."""
     _register(store)
     store.record_attempt("doc-1", "m1", endpoint="e")
-    store.record_outcome("m1", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, code="MIS_NOT_AVAILABLE",
-                         message="callback c1")
+    store.record_outcome(
+        "m1",
+        outcome=lc.OUTCOME_TRANSIENT,
+        decided_by=lc.DECIDED_BY_CALLBACK,
+        code="MIS_NOT_AVAILABLE",
+        message="callback c1",
+    )
     store.mark_failed("doc-1", reason="REMD_TRANSIENT", code="MIS_NOT_AVAILABLE")
     # then the sender reads the synchronous answer, as it does for every attempt
     store.record_outcome("m1", outcome=lc.OUTCOME_ACCEPTED, decided_by=lc.DECIDED_BY_ANSWER)
     doc = store.mark_accepted("doc-1", message_id="m1")
     assert doc.state == lc.FAILED and doc.accepted_message_id is None
-    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [("transient", lc.DECIDED_BY_CALLBACK)]
+    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
+        ("transient", lc.DECIDED_BY_CALLBACK)
+    ]
     store.record_attempt("doc-1", "m2", endpoint="e")  # the resend is allowed
     assert store.message_ids("doc-1") == ["m1", "m2"]
 
@@ -100,8 +116,15 @@ def test_a_first_attempt_creates_an_unknown_document_in_its_transaction(store):
     first = {"organization": "o", "kind": "119", "signed_event": b'{"v":1}', "document_ref": "file:///x"}
     assert store.record_attempt("doc-9", "m1", endpoint="e", register=first).attempt == 1
     doc = store.get("doc-9")
-    assert (doc.state, doc.organization, doc.signed_event, doc.document_ref) == (lc.SENDING, "o", b'{"v":1}', "file:///x")
-    store.record_attempt("doc-9", "m2", endpoint="e", register={"organization": "other", "kind": "999", "signed_event": b"{}"})
+    assert (doc.state, doc.organization, doc.signed_event, doc.document_ref) == (
+        lc.SENDING,
+        "o",
+        b'{"v":1}',
+        "file:///x",
+    )
+    store.record_attempt(
+        "doc-9", "m2", endpoint="e", register={"organization": "other", "kind": "999", "signed_event": b"{}"}
+    )
     doc = store.get("doc-9")
     assert (doc.organization, doc.kind, doc.signed_event) == ("o", "119", b'{"v":1}')
     assert store.message_ids("doc-9") == ["m1", "m2"]
@@ -114,7 +137,12 @@ def test_acceptance_keeps_the_answer_on_its_attempt_and_a_callbacks_decision(sto
     store.record_attempt("doc-1", "m1", endpoint="e")
     store.mark_accepted("doc-1", message_id="m1", code="ACCEPTED", message="принят")
     (a,) = store.history("doc-1")
-    assert (a.outcome, a.decided_by, a.code, a.message) == ("accepted", lc.DECIDED_BY_ANSWER, "ACCEPTED", "принят")
+    assert (a.outcome, a.decided_by, a.code, a.message) == (
+        "accepted",
+        lc.DECIDED_BY_ANSWER,
+        "ACCEPTED",
+        "принят",
+    )
     _register(store, "doc-2")
     store.record_attempt("doc-2", "m2", endpoint="e")
     store.record_outcome("m2", outcome="registered", decided_by=lc.DECIDED_BY_CALLBACK, message="callback c")
@@ -129,9 +157,13 @@ def test_outcome_records_who_decided_it(store):
     _register(store)
     store.record_attempt("doc-1", "m1", endpoint="e")
     store.record_attempt("doc-1", "m2", endpoint="e")
-    store.record_outcome("m1", outcome="rejected", decided_by=lc.DECIDED_BY_CALLBACK, code="X", message="callback c")
+    store.record_outcome(
+        "m1", outcome="rejected", decided_by=lc.DECIDED_BY_CALLBACK, code="X", message="callback c"
+    )
     assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
-        ("rejected", lc.DECIDED_BY_CALLBACK), (None, None)]
+        ("rejected", lc.DECIDED_BY_CALLBACK),
+        (None, None),
+    ]
     assert store.find_by_message_id("m1")[1].decided_by == lc.DECIDED_BY_CALLBACK
 
 
@@ -166,7 +198,11 @@ def test_failed_then_replayed(store):
     _register(store)
     store.record_attempt("doc-1", "m1", endpoint="e")
     doc = store.mark_failed("doc-1", reason="REMD_REJECTED", code="NOT_VALID_SIGNATURE", message="bad")
-    assert (doc.state, doc.failure_code, doc.failure_reason) == (lc.FAILED, "NOT_VALID_SIGNATURE", "REMD_REJECTED")
+    assert (doc.state, doc.failure_code, doc.failure_reason) == (
+        lc.FAILED,
+        "NOT_VALID_SIGNATURE",
+        "REMD_REJECTED",
+    )
     assert store.record_attempt("doc-1", "m2", endpoint="e").attempt == 2
     assert store.get("doc-1").state == lc.SENDING
 
@@ -180,7 +216,7 @@ def test_attempt_for_unknown_document_is_refused(store):
 def _execute_raw(url: str, script: str) -> None:
     """Run SQL statements on the store's database behind its back."""
     if url.startswith("sqlite:///"):
-        db = sqlite3.connect(url[len("sqlite:///"):])
+        db = sqlite3.connect(url[len("sqlite:///") :])
         db.executescript(script)
         db.close()
         return
@@ -202,21 +238,31 @@ def test_a_database_from_before_decided_by_is_upgraded_on_open(backend, tmp_path
     assert "decided_by" in schema and "decided_by" not in old
     attempts, documents = ("emd_attempts", "emd_documents") if pg else ("attempts", "documents")
     now = "'2026-01-01T00:00:00.000000+00:00'"
-    _execute_raw(backend, old + f"""
+    _execute_raw(
+        backend,
+        old
+        + f"""
         ;INSERT INTO {documents} (local_uid, organization, kind, state, created_at, updated_at)
              VALUES ('doc-1', 'o', '119', 'sending', {now}, {now});
         INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at, outcome, message) VALUES
             ('m1', 'doc-1', 1, 'e', {now}, 'transient', 'callback c-1'),
             ('m2', 'doc-1', 2, 'e', {now}, 'transient', 'HTTP 503'),
-            ('m3', 'doc-1', 3, 'e', {now}, NULL, NULL);""")
+            ('m3', 'doc-1', 3, 'e', {now}, NULL, NULL);""",
+    )
     s = lc.open_store(tmp_path, url=backend)
     assert [(a.message_id, a.decided_by) for a in s.history("doc-1")] == [
-        ("m1", lc.DECIDED_BY_CALLBACK), ("m2", lc.DECIDED_BY_ANSWER), ("m3", None)]
+        ("m1", lc.DECIDED_BY_CALLBACK),
+        ("m2", lc.DECIDED_BY_ANSWER),
+        ("m3", None),
+    ]
     s.record_outcome("m3", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, message="x")
     s.close()
     s = lc.open_store(tmp_path, url=backend)  # a second open finds the column and fills in nothing again
-    assert [a.decided_by for a in s.history("doc-1")] == [lc.DECIDED_BY_CALLBACK, lc.DECIDED_BY_ANSWER,
-                                                          lc.DECIDED_BY_CALLBACK]
+    assert [a.decided_by for a in s.history("doc-1")] == [
+        lc.DECIDED_BY_CALLBACK,
+        lc.DECIDED_BY_ANSWER,
+        lc.DECIDED_BY_CALLBACK,
+    ]
     s.close()
 
 
@@ -266,8 +312,11 @@ def test_open_store_picks_the_backend_by_url(tmp_path, postgres_url):
     """open_store gives SQLite by default or for sqlite:///, PostgreSQL for postgresql://, and refuses other schemes."""
     from services.lifecycle.postgres import PostgresLifecycleStore
 
-    for url, kind in (("", lc.SqliteLifecycleStore), (f"sqlite:///{tmp_path}/x.sqlite3", lc.SqliteLifecycleStore),
-                      (postgres_url, PostgresLifecycleStore)):
+    for url, kind in (
+        ("", lc.SqliteLifecycleStore),
+        (f"sqlite:///{tmp_path}/x.sqlite3", lc.SqliteLifecycleStore),
+        (postgres_url, PostgresLifecycleStore),
+    ):
         s = lc.open_store(tmp_path, url=url)
         assert isinstance(s, kind)
         s.close()
@@ -393,7 +442,12 @@ def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postg
         history = setup.history(f"doc-{i}")
         assert [a.attempt for a in history] == list(range(1, len(history) + 1))
         ids = [a.message_id for a in history]
-        assert ids[0] == f"m0-{i}" and {f"a-{i}", f"b-{i}"} <= set(ids) <= {f"m0-{i}", f"a-{i}", f"b-{i}", f"b2-{i}"}
+        assert ids[0] == f"m0-{i}" and {f"a-{i}", f"b-{i}"} <= set(ids) <= {
+            f"m0-{i}",
+            f"a-{i}",
+            f"b-{i}",
+            f"b2-{i}",
+        }
     setup.close()
 
 
@@ -416,8 +470,11 @@ def test_awaiting_counts_accepted_documents_and_their_oldest_acceptance(store):
     from datetime import UTC, datetime
 
     assert (0, None) == store.awaiting()
-    times = {"a": datetime(2026, 11, 1, 10, 0, tzinfo=UTC), "b": datetime(2026, 11, 2, 10, 0, tzinfo=UTC),
-             "c": datetime(2026, 11, 3, 10, 0, tzinfo=UTC)}
+    times = {
+        "a": datetime(2026, 11, 1, 10, 0, tzinfo=UTC),
+        "b": datetime(2026, 11, 2, 10, 0, tzinfo=UTC),
+        "c": datetime(2026, 11, 3, 10, 0, tzinfo=UTC),
+    }
     for n, (uid, at) in enumerate(times.items()):
         _register(store, uid)
         mid = f"3f2504e0-4f89-11d3-9a0c-0305e82c330{n}"

@@ -17,10 +17,19 @@ def _line(**kw) -> str:
 
 def test_event_with_snils_and_full_name_logs_neither():
     """A created event carrying a СНИЛС and a full name is logged without either."""
-    event = {"data": {"localUid": "144632", "patient": {"snils": "254-636-254 26", "family": "Иванов",
-                                                         "given": "Иван", "patronymic": "Иванович",
-                                                         "birthDate": "1980-05-17"},
-                      "note": "Пациент Иванов Иван Иванович, СНИЛС 25463625426"}}
+    event = {
+        "data": {
+            "localUid": "144632",
+            "patient": {
+                "snils": "254-636-254 26",
+                "family": "Иванов",
+                "given": "Иван",
+                "patronymic": "Иванович",
+                "birthDate": "1980-05-17",
+            },
+            "note": "Пациент Иванов Иван Иванович, СНИЛС 25463625426",
+        }
+    }
     line = _line(created=event)
     for secret in ("254-636-254", "25463625426", "Иванов", "Иванович", "1980-05-17"):
         assert secret not in line

@@ -33,14 +33,19 @@ KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kub
 
 @functools.cache
 def rendered(overlay: str) -> tuple[dict, ...]:
-    out = subprocess.run([KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], check=True, capture_output=True, text=True
+    ).stdout
     return tuple(d for d in yaml.safe_load_all(out) if d)
 
 
 def _templates() -> list[dict]:
-    return [d for f in ("secrets/secrets.yaml", "jobs/dlq-replay.yaml")
-            for d in yaml.safe_load_all((K8S / f).read_text()) if d]
+    return [
+        d
+        for f in ("secrets/secrets.yaml", "jobs/dlq-replay.yaml")
+        for d in yaml.safe_load_all((K8S / f).read_text())
+        if d
+    ]
 
 
 def _of(docs, kind: str) -> list[dict]:
@@ -70,8 +75,9 @@ def test_prod_has_a_kafka_topic_per_topic_and_a_scaled_object_per_worker():
     """The prod overlay declares every topology topic as a KafkaTopic and scales each worker with KEDA."""
     docs = rendered("prod")
     assert {t.name for t in topology.ALL_TOPICS} == {d["spec"]["topicName"] for d in _of(docs, "KafkaTopic")}
-    assert {"emd-signer", "emd-sender", "emd-status"} == {d["spec"]["scaleTargetRef"]["name"]
-                                                          for d in _of(docs, "ScaledObject")}
+    assert {"emd-signer", "emd-sender", "emd-status"} == {
+        d["spec"]["scaleTargetRef"]["name"] for d in _of(docs, "ScaledObject")
+    }
     assert {"2"} == {d["spec"]["config"]["min.insync.replicas"] for d in _of(docs, "KafkaTopic")}
 
 
@@ -149,13 +155,18 @@ def test_pods_pass_the_restricted_pod_security_level(overlay):
 def test_components_have_probes_a_budget_and_their_own_account(overlay):
     """Each component has startup, liveness and readiness probes, a PodDisruptionBudget and a ServiceAccount."""
     docs = rendered(overlay)
-    budgets = {d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for d in _of(docs, "PodDisruptionBudget")}
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for d in _of(docs, "PodDisruptionBudget")
+    }
     accounts = {d["metadata"]["name"] for d in _of(docs, "ServiceAccount")}
     for d in _of(docs, "Deployment"):
         if not d["metadata"]["name"].startswith("emd-"):
             continue  # the dev overlay's Kafka
         spec = d["spec"]["template"]["spec"]
-        assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(spec["containers"][0]), d["metadata"]["name"]
+        assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(spec["containers"][0]), d[
+            "metadata"
+        ]["name"]
         assert d["metadata"]["name"] in budgets and spec["serviceAccountName"] in accounts
 
 
@@ -188,7 +199,11 @@ def test_kafka_users_have_only_what_their_component_needs():
     users = {d["metadata"]["name"]: d for d in _of(rendered("prod"), "KafkaUser")}
     for component, access in topology.ACCESS.items():
         acls = users[f"emd-{component}"]["spec"]["authorization"]["acls"]
-        reads = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "topic" and "Read" in a["operations"]}
+        reads = {
+            a["resource"]["name"]
+            for a in acls
+            if a["resource"]["type"] == "topic" and "Read" in a["operations"]
+        }
         writes = {a["resource"]["name"] for a in acls if "Write" in a["operations"]}
         assert ({t.name for t in access.reads}, {t.name for t in access.writes}) == (reads, writes), component
         assert not any(op in ("All", "Create", "Delete", "Alter") for a in acls for op in a["operations"])
@@ -201,7 +216,8 @@ def test_every_secret_a_pod_uses_has_a_template_or_an_operator(overlay):
     known = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} | OPERATOR_SECRETS
     text = json.dumps([spec for _, spec in _pod_specs(docs)])
     used = set(re.findall(r'"secretName": "([^"]+)"', text)) | {
-        m for m in re.findall(r'"secretKeyRef": \{"name": "([^"]+)"', text)}
+        m for m in re.findall(r'"secretKeyRef": \{"name": "([^"]+)"', text)
+    }
     assert used and set() == used - known
 
 
@@ -222,7 +238,9 @@ def test_the_callback_ingress_has_tls():
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["promtool", *args], cwd=ROOT / "deploy" / "prometheus", capture_output=True, text=True)
+    return subprocess.run(
+        ["promtool", *args], cwd=ROOT / "deploy" / "prometheus", capture_output=True, text=True
+    )
 
 
 def test_promtool_checks_the_alert_rules():
@@ -235,20 +253,30 @@ def test_promtool_unit_tests_of_every_alert_pass():
     """`promtool test rules` passes, and has a firing and a silent case for every alert."""
     result = _promtool("test", "rules", "emd-rules.test.yaml")
     assert 0 == result.returncode, result.stdout + result.stderr
-    alerts = {r["alert"] for g in yaml.safe_load((ROOT / "deploy/prometheus/emd-rules.yaml").read_text())["groups"]
-              for r in g["rules"] if "alert" in r}
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load((ROOT / "deploy/prometheus/emd-rules.yaml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
     tests = yaml.safe_load((ROOT / "deploy/prometheus/emd-rules.test.yaml").read_text())["tests"]
     cases = [c for t in tests for c in t["alert_rule_test"]]
     firing = {c["alertname"] for c in cases if c["exp_alerts"]}
     silent = {c["alertname"] for c in cases if not c["exp_alerts"]} | {
-        c["alertname"] for t in tests for c in t["alert_rule_test"] if len(t["input_series"]) > len(c["exp_alerts"])}
+        c["alertname"]
+        for t in tests
+        for c in t["alert_rule_test"]
+        if len(t["input_series"]) > len(c["exp_alerts"])
+    }
     assert (alerts, alerts) == (firing, silent & alerts)
 
 
 def test_every_alert_has_a_summary_a_description_and_a_runbook_section():
     """Each alert carries summary, description and a runbook_url whose section exists in docs/operations.md."""
     doc = (ROOT / "docs" / "operations.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", doc, re.M)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", doc, re.M)
+    }
     for group in yaml.safe_load((ROOT / "deploy/prometheus/emd-rules.yaml").read_text())["groups"]:
         for rule in group["rules"]:
             notes = rule["annotations"]

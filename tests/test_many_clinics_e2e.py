@@ -35,7 +35,7 @@ def clinic_documents() -> tuple[str, list[tuple[str, bytes]], dict[str, str]]:
     for name, data in samples:
         by_org[cda.extract(parse_xml(data)).organization_oid].append((name, data))
     ranked = sorted(by_org, key=lambda o: (-len(by_org[o]), o))
-    broken, healthy = ranked[0], ranked[1:1 + HEALTHY_CLINICS]
+    broken, healthy = ranked[0], ranked[1 : 1 + HEALTHY_CLINICS]
     lanes = [[(n, as_new_document(d)) for n, d in _cycle(by_org[broken], BROKEN_DOCS)]]
     lanes += [[(n, as_new_document(d)) for n, d in _cycle(by_org[o], DOCS_PER_HEALTHY)] for o in healthy]
     docs = [doc for row in zip_longest(*lanes) for doc in row if doc is not None]
@@ -93,12 +93,17 @@ def test_one_clinics_dead_endpoint_opens_its_circuit_only_and_the_other_clinics_
         assert {u: acknowledged.get(u, 0) for u in healthy_uids} == dict.fromkeys(healthy_uids, 1)
         assert registered_counts(lab, healthy_uids) == dict.fromkeys(healthy_uids, 1)
         assert not dead_letter_keys(lab) & set(uids), "a document was dead-lettered"
-        assert all(lab.watcher.stage_of.get(u) == "signed" for u in broken_uids), \
-            {u: lab.watcher.stage_of.get(u) for u in broken_uids}
+        assert all(lab.watcher.stage_of.get(u) == "signed" for u in broken_uids), {
+            u: lab.watcher.stage_of.get(u) for u in broken_uids
+        }
         assert not [r for r in lab.requests() if r.get("organization") == broken]
-        waiting = sender_events(lab, "circuit open: parked") + sender_events(lab, "endpoint unavailable, holding the record")
+        waiting = sender_events(lab, "circuit open: parked") + sender_events(
+            lab, "endpoint unavailable, holding the record"
+        )
         assert waiting, "the dead clinic's documents were neither held nor parked"
-        assert {e["local_uid"] for e in waiting} <= set(broken_uids), "a healthy clinic's document was held up"
+        assert {e["local_uid"] for e in waiting} <= set(broken_uids), (
+            "a healthy clinic's document was held up"
+        )
         assert {e["endpoint"] for e in sender_events(lab, "circuit opened")} == {dead_endpoint}, opened
 
         # the endpoint fixed in the organisations file; workers read it at start, so the sender restarts
@@ -144,8 +149,10 @@ def test_one_clinics_rejected_certificate_dead_letters_its_documents_only(tmp_pa
         assert not set(acknowledged) & set(broken_uids)
         assert registered_counts(lab, uids) == {u: int(owner[u] != broken) for u in uids}
 
-        letters = {r.key.decode(): {k: v.decode() for k, v in r.headers}
-                   for r in lab.topic("emd.document.signed.dlt", idle=1.0)}
+        letters = {
+            r.key.decode(): {k: v.decode() for k, v in r.headers}
+            for r in lab.topic("emd.document.signed.dlt", idle=1.0)
+        }
         assert set(letters) == set(broken_uids)
         assert dead_letter_keys(lab) == set(broken_uids)
         for uid, h in letters.items():
@@ -156,4 +163,6 @@ def test_one_clinics_rejected_certificate_dead_letters_its_documents_only(tmp_pa
             assert h[dl.MESSAGE_IDS], h  # the MessageID to give СТП ЕГИСЗ
         faults = [r for r in lab.requests() if "AuthorizationFault" in (r.get("sync_codes") or [])]
         assert len(faults) == len(broken_uids)
-        assert not sender_events(lab, "circuit opened"), "an authorisation fault opened the shared endpoint's circuit"
+        assert not sender_events(lab, "circuit opened"), (
+            "an authorisation fault opened the shared endpoint's circuit"
+        )

@@ -21,25 +21,48 @@ TOKEN = "6f1c0e2a-1111-4222-8333-944455556666"
 
 
 def _registration() -> soap.Registration:
-    signer = soap.Signer(role=soap.Coded("DOCTOR", "2.4"), snils="12345678901", local_id="d-7", family="Петрова",
-                         given="Анна", patronymic="Сергеевна", position=soap.Coded("109", "7.5"))
+    signer = soap.Signer(
+        role=soap.Coded("DOCTOR", "2.4"),
+        snils="12345678901",
+        local_id="d-7",
+        family="Петрова",
+        given="Анна",
+        patronymic="Сергеевна",
+        position=soap.Coded("109", "7.5"),
+    )
     return soap.Registration(
-        kind="119", system="mis", organization="1.2.643.5.1.13.13.12.2.77.1", local_uid="doc-n3",
-        creation_date_time="2026-11-22T09:30:00+03:00", document_number="Д-1",
+        kind="119",
+        system="mis",
+        organization="1.2.643.5.1.13.13.12.2.77.1",
+        local_uid="doc-n3",
+        creation_date_time="2026-11-22T09:30:00+03:00",
+        document_number="Д-1",
         patient=soap.Patient(snils="11111111111", local_id="p-1"),
         personal_signatures=(soap.PersonalSignature(signer=signer, signature=b"\x30\x82doctor"),),
-        org_signature=soap.OrgSignature(signature=b"\x30\x82mo"))
+        org_signature=soap.OrgSignature(signature=b"\x30\x82mo"),
+    )
 
 
 def test_add_case_round_trip():
     """AddCase carries the token, the ЛПУ, the localUid, the exact document bytes and every signature with its signer."""
-    case = n3.parse_add_case(n3.build_add_case(_registration(), document=DOCUMENT, token=TOKEN, lpu_id="lpu-9"))
+    case = n3.parse_add_case(
+        n3.build_add_case(_registration(), document=DOCUMENT, token=TOKEN, lpu_id="lpu-9")
+    )
     assert (case.token, case.lpu_id, case.local_uid, case.patient_local_id, case.kind) == (
-        TOKEN, "lpu-9", "doc-n3", "p-1", "119")
+        TOKEN,
+        "lpu-9",
+        "doc-n3",
+        "p-1",
+        "119",
+    )
     assert case.document == DOCUMENT and case.org_signature == b"\x30\x82mo"
     [ps] = case.personal_signatures
     assert ps.signature == b"\x30\x82doctor"
-    assert (ps.signer.snils, ps.signer.family, ps.signer.position) == ("12345678901", "Петрова", soap.Coded("109", "7.5"))
+    assert (ps.signer.snils, ps.signer.family, ps.signer.position) == (
+        "12345678901",
+        "Петрова",
+        soap.Coded("109", "7.5"),
+    )
 
 
 def test_request_fault_reads_as_a_soap_fault_with_the_error_code():
@@ -59,8 +82,12 @@ def _submit(handler, **over):
 
     transport = N3Transport(client=httpx.AsyncClient(transport=httpx.MockTransport(record)))
     fields = {"document": DOCUMENT, "auth_token": TOKEN, "lpu_id": "lpu-9", **over}
-    request = SubmitRequest(registration=_registration(), message_id="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-                            endpoint="http://n3.test/emk", **fields)
+    request = SubmitRequest(
+        registration=_registration(),
+        message_id="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        endpoint="http://n3.test/emk",
+        **fields,
+    )
     return asyncio.run(transport.submit(request)), seen
 
 
@@ -72,17 +99,26 @@ def test_taken_case_is_accepted_and_carries_token_and_request_id():
     assert req.headers[names.REQUEST_ID_HEADER] == "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
     assert req.headers["SOAPAction"] == '"http://tempuri.org/IEmkService/AddCase"'
     assert n3.parse_add_case(req.content).document == DOCUMENT
-    assert TOKEN not in repr(SubmitRequest(registration=_registration(), message_id="m", endpoint="e",
-                                           auth_token=TOKEN))
+    assert TOKEN not in repr(
+        SubmitRequest(registration=_registration(), message_id="m", endpoint="e", auth_token=TOKEN)
+    )
 
 
-@pytest.mark.parametrize("status,body,kind,reason", [
-    (500, n3.build_request_fault(code="NO_SNILS", message="Нет СНИЛС"), "permanent", "SOAP_FAULT"),
-    (500, n3.build_request_fault(code="INTERNAL_ERROR", message="x", server=True), "transient", "SOAP_FAULT"),
-    (401, b"Unauthorized", "permanent", "HTTP_401"),
-    (503, b"busy", "transient", "HTTP_503"),
-    (200, b"<html/>", "transient", "MALFORMED_ANSWER"),
-])
+@pytest.mark.parametrize(
+    "status,body,kind,reason",
+    [
+        (500, n3.build_request_fault(code="NO_SNILS", message="Нет СНИЛС"), "permanent", "SOAP_FAULT"),
+        (
+            500,
+            n3.build_request_fault(code="INTERNAL_ERROR", message="x", server=True),
+            "transient",
+            "SOAP_FAULT",
+        ),
+        (401, b"Unauthorized", "permanent", "HTTP_401"),
+        (503, b"busy", "transient", "HTTP_503"),
+        (200, b"<html/>", "transient", "MALFORMED_ANSWER"),
+    ],
+)
 def test_answers_are_classified(status, body, kind, reason):
     """Client RequestFaults and a refused token are permanent; server faults, 5xx and garbage are transient."""
     outcome, _ = _submit(lambda r: httpx.Response(status, content=body))
@@ -101,9 +137,15 @@ def test_a_case_without_its_document_or_token_never_leaves():
 
 def _lookup(handler):
     transport = N3Transport(client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
-    request = LookupRequest(local_uid="doc-n3", organization="1.2.643.5.1.13.13.12.2.77.1", kind="119",
-                            since=date(2026, 11, 21), until=date(2026, 11, 23),
-                            endpoint="http://n3.test/docstorage/", auth_token=TOKEN)
+    request = LookupRequest(
+        local_uid="doc-n3",
+        organization="1.2.643.5.1.13.13.12.2.77.1",
+        kind="119",
+        since=date(2026, 11, 21),
+        until=date(2026, 11, 23),
+        endpoint="http://n3.test/docstorage/",
+        auth_token=TOKEN,
+    )
     return asyncio.run(transport.lookup(request))
 
 
@@ -114,21 +156,39 @@ def test_lookup_finds_the_registered_document_in_the_document_storage():
     def handler(request):
         asked.append(json.loads(request.content))
         assert request.headers[names.AUTH_HEADER] == f"N3 {TOKEN}"
-        return httpx.Response(200, json=n3.search_answer([
-            soap.RegistryItem(local_uid="other", emdr_id="1"),
-            soap.RegistryItem(local_uid="doc-n3", emdr_id="16.62.26.11.000000009", kind="119",
-                              registration_date_time="2026-11-22T10:00:00+03:00")]))
+        return httpx.Response(
+            200,
+            json=n3.search_answer(
+                [
+                    soap.RegistryItem(local_uid="other", emdr_id="1"),
+                    soap.RegistryItem(
+                        local_uid="doc-n3",
+                        emdr_id="16.62.26.11.000000009",
+                        kind="119",
+                        registration_date_time="2026-11-22T10:00:00+03:00",
+                    ),
+                ]
+            ),
+        )
 
     item = _lookup(handler)
     assert item.emdr_id == "16.62.26.11.000000009" and item.local_uid == "doc-n3"
-    assert asked == [{"oidMo": "1.2.643.5.1.13.13.12.2.77.1", "remdCode": ["119"], "dateFrom": "2026-11-21",
-                      "dateTo": "2026-11-23"}]
+    assert asked == [
+        {
+            "oidMo": "1.2.643.5.1.13.13.12.2.77.1",
+            "remdCode": ["119"],
+            "dateFrom": "2026-11-21",
+            "dateTo": "2026-11-23",
+        }
+    ]
 
 
 def test_lookup_of_a_held_but_unregistered_document_is_none_and_errors_are_transient():
     """A document N3 holds without an emdrId is not registered yet; an error answer says nothing: transient."""
-    assert _lookup(lambda r: httpx.Response(200, json=n3.search_answer([soap.RegistryItem(local_uid="doc-n3")]))) \
+    assert (
+        _lookup(lambda r: httpx.Response(200, json=n3.search_answer([soap.RegistryItem(local_uid="doc-n3")])))
         is None
+    )
     with pytest.raises(TransientError) as exc:
         _lookup(lambda r: httpx.Response(502, text="bad gateway"))
     assert exc.value.reason == "REGISTRY_LOOKUP_FAILED"

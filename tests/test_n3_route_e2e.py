@@ -48,9 +48,22 @@ def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_r
     ips_refused = next(u for u, o in owner.items() if o == ips_org)
     with pipeline_lab(tmp_path, docs=docs, n3_clinics=1) as lab:
         assert lab.pipeline.n3_organizations == [n3_org]
-        lab.pipeline.add_rules([
-            {"fault": "reject", "operation": "n3:AddCase", "local_uid": n3_refused, "code": "PERSON_NOT_FOUND"},
-            {"fault": "reject", "operation": "registerDocument", "local_uid": ips_refused, "code": "PERSON_NOT_FOUND"}])
+        lab.pipeline.add_rules(
+            [
+                {
+                    "fault": "reject",
+                    "operation": "n3:AddCase",
+                    "local_uid": n3_refused,
+                    "code": "PERSON_NOT_FOUND",
+                },
+                {
+                    "fault": "reject",
+                    "operation": "registerDocument",
+                    "local_uid": ips_refused,
+                    "code": "PERSON_NOT_FOUND",
+                },
+            ]
+        )
         uids = lab.publish()
         snap = lab.wait(timeout=600)
         assert (snap.per_stage["acknowledged"], snap.dead_lettered) == (len(uids) - 2, 2)
@@ -63,12 +76,18 @@ def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_r
         def sent_ids(requests, uid):
             return {normalize_message_id(r["message_id"]) for r in requests if r["local_uid"] == uid}
 
-        letters = {r.key.decode(): {k: v.decode() for k, v in r.headers}
-                   for topic in (SIGNED_DLT, SENT_DLT) for r in lab.topic(topic.name, idle=1.0)}
+        letters = {
+            r.key.decode(): {k: v.decode() for k, v in r.headers}
+            for topic in (SIGNED_DLT, SENT_DLT)
+            for r in lab.topic(topic.name, idle=1.0)
+        }
         assert set(letters) == {n3_refused, ips_refused}
         n3_ids = set(dl.split_ids(letters[n3_refused][dl.MESSAGE_IDS].encode()))
         ips_ids = set(dl.split_ids(letters[ips_refused][dl.MESSAGE_IDS].encode()))
         assert n3_ids and n3_ids == sent_ids(n3_cases, n3_refused)
         assert ips_ids and ips_ids == sent_ids(lab.requests("registerDocument"), ips_refused)
-        assert letters[n3_refused]["emd-dlt-remd-code"] == letters[ips_refused]["emd-dlt-remd-code"] == \
-            "PERSON_NOT_FOUND"
+        assert (
+            letters[n3_refused]["emd-dlt-remd-code"]
+            == letters[ips_refused]["emd-dlt-remd-code"]
+            == "PERSON_NOT_FOUND"
+        )

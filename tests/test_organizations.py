@@ -32,41 +32,86 @@ def _org(c, i=0):
     return c["organizations"][i]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [
-    (lambda c: _org(c, 1)["signing"].update(mode="cloud"), ORG1 + "signing.mode: expected one of mis, server"),
-    (lambda c: _org(c).update(inn="12"), ORG0 + "inn: expected 10 digits (ИНН ЮЛ)"),
-    (lambda c: _org(c)["signing"]["organization"].update(certificate="missing.pem"),
-     ORG0 + "signing.organization.certificate: no such file"),
-    (lambda c: _org(c, 1)["remd"].update(environment="prod"), ORG1 + "remd.environment: expected one of test, production"),
-    (lambda c: _org(c, 1).update(oid=_org(c)["oid"]), "organizations[1]: organisation 1.2.643.5.1.13.13.12.2.77.9000 "
-                                                       "is configured twice"),
-    (lambda c: _org(c)["signing"]["organization"].update(key=_org(c, 1)["signing"]["organization"]["key"]),
-     ORG0 + "signing.organization.key: the private key does not belong to the certificate"),
-    (lambda c: c.update(schematron="maybe"), "schematron: expected one of block, warn, off"),
-    (lambda c: _org(c).update(colour="red"), ORG0 + "colour: unknown field (known: inn, name, ogrn, oid, remd, signing)"),
-    (lambda c: _org(c).update(oid="x"), "organizations[0].oid: expected an OID (ФРМО)"),
-    (lambda c: _org(c).pop("name"), ORG0 + "name: is required"),
-    (lambda c: c.update(organizations=[]), "organizations: expected a non-empty list"),
-    (lambda c: c.update(max_document_bytes=0), "max_document_bytes: expected a positive integer"),
-    (lambda c: _org(c)["signing"].update(doctors={}), ORG0 + "signing.doctors: server mode needs at least one doctor's key"),
-    (lambda c: _org(c)["signing"]["doctors"].update({"123": {"key": "k", "certificate": "c"}}),
-     ORG0 + "signing.doctors[123]: the key must be a СНИЛС (11 digits)"),
-    (lambda c: _org(c)["signing"]["organization"].update(password_file="pw", password_env="PW"),
-     ORG0 + "signing.organization: give password_file or password_env, not both"),
-    (lambda c: _org(c)["signing"]["organization"]["mchd"].pop("signature"),
-     ORG0 + "signing.organization.mchd.signature: is required"),
-    (lambda c: _org(c)["remd"].pop("system_certificate"), ORG0 + "remd.system_certificate: is required"),
-    (lambda c: _org(c)["remd"].update(endpoint="ftp://ips"), ORG0 + "remd.endpoint: expected an http(s) URL"),
-    (lambda c: _org(c)["remd"].update(rate_limit_per_minute=True), ORG0 + "remd.rate_limit_per_minute: expected a positive"),
-    (lambda c: _org(c)["remd"].update(system_key="missing.key"), ORG0 + "remd.system_key: no such file"),
-    (lambda c: _org(c)["remd"].update(transport="n3"),
-     ORG0 + "remd.n3: transport n3 needs the n3 object (lpu_id, token, docstorage_url)"),
-    (lambda c: _org(c)["remd"].update(transport="n3", n3={"lpu_id": "l", "docstorage_url": "http://n3/d"}),
-     ORG0 + "remd.n3: needs token_file or token_env (the N3 auth GUID)"),
-    (lambda c: _org(c)["remd"].update(transport="n3", n3={"lpu_id": "l", "docstorage_url": "http://n3/d",
-                                                          "token_env": "EMD_TEST_NO_SUCH_N3_TOKEN"}),
-     ORG0 + "remd.n3.token_env: environment variable EMD_TEST_NO_SUCH_N3_TOKEN is not set"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda c: _org(c, 1)["signing"].update(mode="cloud"),
+            ORG1 + "signing.mode: expected one of mis, server",
+        ),
+        (lambda c: _org(c).update(inn="12"), ORG0 + "inn: expected 10 digits (ИНН ЮЛ)"),
+        (
+            lambda c: _org(c)["signing"]["organization"].update(certificate="missing.pem"),
+            ORG0 + "signing.organization.certificate: no such file",
+        ),
+        (
+            lambda c: _org(c, 1)["remd"].update(environment="prod"),
+            ORG1 + "remd.environment: expected one of test, production",
+        ),
+        (
+            lambda c: _org(c, 1).update(oid=_org(c)["oid"]),
+            "organizations[1]: organisation 1.2.643.5.1.13.13.12.2.77.9000 is configured twice",
+        ),
+        (
+            lambda c: _org(c)["signing"]["organization"].update(
+                key=_org(c, 1)["signing"]["organization"]["key"]
+            ),
+            ORG0 + "signing.organization.key: the private key does not belong to the certificate",
+        ),
+        (lambda c: c.update(schematron="maybe"), "schematron: expected one of block, warn, off"),
+        (
+            lambda c: _org(c).update(colour="red"),
+            ORG0 + "colour: unknown field (known: inn, name, ogrn, oid, remd, signing)",
+        ),
+        (lambda c: _org(c).update(oid="x"), "organizations[0].oid: expected an OID (ФРМО)"),
+        (lambda c: _org(c).pop("name"), ORG0 + "name: is required"),
+        (lambda c: c.update(organizations=[]), "organizations: expected a non-empty list"),
+        (lambda c: c.update(max_document_bytes=0), "max_document_bytes: expected a positive integer"),
+        (
+            lambda c: _org(c)["signing"].update(doctors={}),
+            ORG0 + "signing.doctors: server mode needs at least one doctor's key",
+        ),
+        (
+            lambda c: _org(c)["signing"]["doctors"].update({"123": {"key": "k", "certificate": "c"}}),
+            ORG0 + "signing.doctors[123]: the key must be a СНИЛС (11 digits)",
+        ),
+        (
+            lambda c: _org(c)["signing"]["organization"].update(password_file="pw", password_env="PW"),
+            ORG0 + "signing.organization: give password_file or password_env, not both",
+        ),
+        (
+            lambda c: _org(c)["signing"]["organization"]["mchd"].pop("signature"),
+            ORG0 + "signing.organization.mchd.signature: is required",
+        ),
+        (lambda c: _org(c)["remd"].pop("system_certificate"), ORG0 + "remd.system_certificate: is required"),
+        (
+            lambda c: _org(c)["remd"].update(endpoint="ftp://ips"),
+            ORG0 + "remd.endpoint: expected an http(s) URL",
+        ),
+        (
+            lambda c: _org(c)["remd"].update(rate_limit_per_minute=True),
+            ORG0 + "remd.rate_limit_per_minute: expected a positive",
+        ),
+        (lambda c: _org(c)["remd"].update(system_key="missing.key"), ORG0 + "remd.system_key: no such file"),
+        (
+            lambda c: _org(c)["remd"].update(transport="n3"),
+            ORG0 + "remd.n3: transport n3 needs the n3 object (lpu_id, token, docstorage_url)",
+        ),
+        (
+            lambda c: _org(c)["remd"].update(
+                transport="n3", n3={"lpu_id": "l", "docstorage_url": "http://n3/d"}
+            ),
+            ORG0 + "remd.n3: needs token_file or token_env (the N3 auth GUID)",
+        ),
+        (
+            lambda c: _org(c)["remd"].update(
+                transport="n3",
+                n3={"lpu_id": "l", "docstorage_url": "http://n3/d", "token_env": "EMD_TEST_NO_SUCH_N3_TOKEN"},
+            ),
+            ORG0 + "remd.n3.token_env: environment variable EMD_TEST_NO_SUCH_N3_TOKEN is not set",
+        ),
+    ],
+)
 def test_problems_name_the_organisation_and_the_field(tmp_path, mutate, expected):
     """Each misconfiguration, of shape (the schema) or of content (files, keys), is a ConfigurationError whose
     message names the organisation, by index and OID, and the field."""
@@ -91,18 +136,22 @@ def test_paths_are_relative_to_the_file_and_dev_config_loads(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     config = load_organizations(path)
     assert len(config.organizations) == 3
-    assert all(o.mode == "mis" and o.mchd is not None and o.remd.system is not None
-               for o in config.organizations.values())
+    assert all(
+        o.mode == "mis" and o.mchd is not None and o.remd.system is not None
+        for o in config.organizations.values()
+    )
 
 
 def test_defaults_apply_when_the_file_sets_nothing(tmp_path):
     """Without schematron, max_document_bytes, rate limit or transport the loader uses warn, the deployment's
     size limit, 60 a minute and ips."""
+
     def strip(c):
         for org in c["organizations"]:
             org["remd"].pop("rate_limit_per_minute")
             org["remd"].pop("transport")
         c.pop("schematron", None)
+
     config = load_organizations(_write(tmp_path, strip), max_document_bytes=1234)
     remd = next(iter(config.organizations.values())).remd
     assert (config.schematron, config.max_document_bytes) == ("warn", 1234)
@@ -120,13 +169,16 @@ def test_a_key_that_cannot_be_unlocked_is_logged_and_deferred_not_fatal(tmp_path
     """A key whose password variable is unset does not stop the loading: it is logged once as unusable, with
     its credential and reason, and each use of it raises that reason."""
     monkeypatch.delenv("EMD_TEST_UNSET_PASSWORD", raising=False)
-    path = _write(tmp_path, lambda c: _org(c)["signing"]["organization"].update(password_env="EMD_TEST_UNSET_PASSWORD"))
+    path = _write(
+        tmp_path, lambda c: _org(c)["signing"]["organization"].update(password_env="EMD_TEST_UNSET_PASSWORD")
+    )
     with capture_logs() as logs:
         config = load_organizations(path)
     org = config.organizations["1.2.643.5.1.13.13.12.2.77.9000"]
     unusable = [e for e in logs if e["event"] == "key unusable"]
     assert [(e["log_level"], e["credential"], e["reason"]) for e in unusable] == [
-        ("error", "1.2.643.5.1.13.13.12.2.77.9000/organization", "KEY_PASSWORD_MISSING")]
+        ("error", "1.2.643.5.1.13.13.12.2.77.9000/organization", "KEY_PASSWORD_MISSING")
+    ]
     assert not org.organization.usable
     with pytest.raises(PermanentError) as err:
         org.organization.signer()
@@ -148,8 +200,21 @@ def test_revocation_file_is_reread_when_it_changes(tmp_path):
 def test_an_n3_organisation_reads_its_token_at_start(tmp_path, monkeypatch):
     """transport n3 with its n3 object loads the ЛПУ id, the document storage and the token (kept out of repr)."""
     monkeypatch.setenv("EMD_TEST_N3_TOKEN", " 6f1c0e2a-1111-4222-8333-944455556666\n")
-    path = _write(tmp_path, lambda c: _org(c)["remd"].update(transport="n3", n3={
-        "lpu_id": "lpu-1", "token_env": "EMD_TEST_N3_TOKEN", "docstorage_url": "https://n3.example/docstorage/"}))
+    path = _write(
+        tmp_path,
+        lambda c: _org(c)["remd"].update(
+            transport="n3",
+            n3={
+                "lpu_id": "lpu-1",
+                "token_env": "EMD_TEST_N3_TOKEN",
+                "docstorage_url": "https://n3.example/docstorage/",
+            },
+        ),
+    )
     remd = load_organizations(path).organizations["1.2.643.5.1.13.13.12.2.77.9000"].remd
-    assert (remd.transport, remd.n3.lpu_id, remd.n3.token) == ("n3", "lpu-1", "6f1c0e2a-1111-4222-8333-944455556666")
+    assert (remd.transport, remd.n3.lpu_id, remd.n3.token) == (
+        "n3",
+        "lpu-1",
+        "6f1c0e2a-1111-4222-8333-944455556666",
+    )
     assert "6f1c0e2a" not in repr(remd)

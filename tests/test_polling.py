@@ -31,8 +31,15 @@ def store(tmp_path):
 
 
 def as_record(out) -> Record:
-    return Record(topic=out.topic, partition=0, offset=0, key=out.key, value=out.value, timestamp_ms=0,
-                  headers={k: v.encode() if isinstance(v, str) else v for k, v in out.headers.items()})
+    return Record(
+        topic=out.topic,
+        partition=0,
+        offset=0,
+        key=out.key,
+        value=out.value,
+        timestamp_ms=0,
+        headers={k: v.encode() if isinstance(v, str) else v for k, v in out.headers.items()},
+    )
 
 
 def test_an_overdue_document_gets_one_deadline_record_keyed_by_its_message_id(store):
@@ -53,8 +60,12 @@ def test_a_document_within_its_timeout_or_decided_gets_none(store):
 
 def test_a_real_callback_is_not_a_deadline():
     """A record without the deadline header is a callback."""
-    assert deadline_of(Record(topic="t", partition=0, offset=0, key="k", value=b"<x/>", timestamp_ms=0,
-                              headers={})) is None
+    assert (
+        deadline_of(
+            Record(topic="t", partition=0, offset=0, key="k", value=b"<x/>", timestamp_ms=0, headers={})
+        )
+        is None
+    )
 
 
 class FakeTransport:
@@ -73,14 +84,21 @@ class FakeTransport:
 
 def test_the_poll_asks_through_the_organisations_transport_as_its_information_system(tmp_path, store):
     """RegistryPoller asks the organisation's endpoint, with its clientEntityId and ИС key, for this document."""
-    config = load_organizations(write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://ips.test/emdr"))
+    config = load_organizations(
+        write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://ips.test/emdr")
+    )
     transport = FakeTransport(soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1"))
     poll = RegistryPoller(config=config, transports=Transports(preset={"ips": transport}))
     item = asyncio.run(poll(store.get("doc-1")))
     assert item.emdr_id == "16.62.9"
     [request] = transport.asked
-    assert (request.local_uid, request.organization, request.kind, request.endpoint, request.client_entity_id) == (
-        "doc-1", ORG, "119", "http://ips.test/emdr", "dev-mis-1")
+    assert (
+        request.local_uid,
+        request.organization,
+        request.kind,
+        request.endpoint,
+        request.client_entity_id,
+    ) == ("doc-1", ORG, "119", "http://ips.test/emdr", "dev-mis-1")
     assert request.since <= dt.date.today() <= request.until and request.key is not None
 
 
@@ -123,12 +141,18 @@ def test_an_n3_organisation_is_polled_in_its_document_storage_with_its_token(tmp
     path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk")
     raw = json.loads(path.read_text())
     (path.parent / "n3.token").write_text("n3-guid")
-    raw["organizations"][0]["remd"].update(transport="n3", n3={"lpu_id": "lpu-1", "token_file": "n3.token",
-                                                               "docstorage_url": "http://n3.test/docstorage/"})
+    raw["organizations"][0]["remd"].update(
+        transport="n3",
+        n3={"lpu_id": "lpu-1", "token_file": "n3.token", "docstorage_url": "http://n3.test/docstorage/"},
+    )
     path.write_text(json.dumps(raw, ensure_ascii=False))
     transport = FakeTransport(None)
     transport.name = "n3"
     poll = RegistryPoller(config=load_organizations(path), transports=Transports(preset={"n3": transport}))
     assert asyncio.run(poll(store.get("doc-1"))) is None
     [request] = transport.asked
-    assert (request.endpoint, request.auth_token, request.key) == ("http://n3.test/docstorage/", "n3-guid", None)
+    assert (request.endpoint, request.auth_token, request.key) == (
+        "http://n3.test/docstorage/",
+        "n3-guid",
+        None,
+    )

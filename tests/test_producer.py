@@ -39,28 +39,37 @@ def _rejected(data: bytes, tmp_path: Path, **kw) -> InvalidDocument:
 
 # --- unit: cross-checks -------------------------------------------------------------------------------
 
+
 def test_good_document_builds_a_valid_event(tmp_path):
     """A valid СЭМД becomes a schema-valid created event with its bytes inline."""
     data = GOOD.read_bytes()
-    event = _build(data, tmp_path, kind="119", organization_oid=ORG,
-                   meta={"patientSnils": "254-636-254 26", "signerSnils": ["52415372312"], "localUid": "144632"})
+    event = _build(
+        data,
+        tmp_path,
+        kind="119",
+        organization_oid=ORG,
+        meta={"patientSnils": "254-636-254 26", "signerSnils": ["52415372312"], "localUid": "144632"},
+    )
     events.validate(event, events.CREATED)
     assert event["data"]["localUid"] == "144632" and event["data"]["kind"] == "119"
     assert base64.b64decode(event["data"]["document"]["inline"]) == data
 
 
-@pytest.mark.parametrize(("kw", "field", "reason"), [
-    ({"kind": "68"}, "kind", "KIND_MISMATCH"),
-    ({"organization_oid": "1.2.643.5.1.13.13.12.2.77.9999"}, "organizationOid", "META_MISMATCH"),
-    ({"meta": {"patientSnils": "00000000000"}}, "patient.snils", "META_MISMATCH"),
-    ({"meta": {"signerSnils": ["11111111111"]}}, "signerSnils[0]", "META_MISMATCH"),
-    ({"meta": {"localUid": "other"}}, "localUid", "META_MISMATCH"),
-    ({"meta": {"documentNumber": "1"}}, "documentNumber", "META_MISMATCH"),
-    ({"meta": {"creationTime": "2021-01-25T16:00:00+04:00"}}, "creationTime", "META_MISMATCH"),
-    ({"meta": {"departmentOid": "1.2.3"}}, "departmentOid", "META_MISMATCH"),
-    ({"meta": {"patient_snils": "1"}}, "meta.patient_snils", "META_UNKNOWN_FIELD"),
-    ({"meta": {"signatures": {"52415372312": "not base64!"}}}, "signatures", "META_MISMATCH"),
-])
+@pytest.mark.parametrize(
+    ("kw", "field", "reason"),
+    [
+        ({"kind": "68"}, "kind", "KIND_MISMATCH"),
+        ({"organization_oid": "1.2.643.5.1.13.13.12.2.77.9999"}, "organizationOid", "META_MISMATCH"),
+        ({"meta": {"patientSnils": "00000000000"}}, "patient.snils", "META_MISMATCH"),
+        ({"meta": {"signerSnils": ["11111111111"]}}, "signerSnils[0]", "META_MISMATCH"),
+        ({"meta": {"localUid": "other"}}, "localUid", "META_MISMATCH"),
+        ({"meta": {"documentNumber": "1"}}, "documentNumber", "META_MISMATCH"),
+        ({"meta": {"creationTime": "2021-01-25T16:00:00+04:00"}}, "creationTime", "META_MISMATCH"),
+        ({"meta": {"departmentOid": "1.2.3"}}, "departmentOid", "META_MISMATCH"),
+        ({"meta": {"patient_snils": "1"}}, "meta.patient_snils", "META_UNKNOWN_FIELD"),
+        ({"meta": {"signatures": {"52415372312": "not base64!"}}}, "signatures", "META_MISMATCH"),
+    ],
+)
 def test_caller_contradicting_the_document_is_rejected(tmp_path, kw, field, reason):
     """Caller metadata that contradicts the CDA header is refused, naming the field."""
     err = _rejected(GOOD.read_bytes(), tmp_path, **kw)
@@ -78,7 +87,9 @@ def test_signature_from_the_mis_is_attached_to_its_signer(tmp_path):
     """A doctor's detached signature passed in meta lands on the signer with that СНИЛС."""
     event = _build(GOOD.read_bytes(), tmp_path, meta={"signatures": {"524-153-723 12": "MIIB"}})
     assert {s["role"]: s.get("signature") for s in event["data"]["signers"]} == {
-        "author": "MIIB", "legalAuthenticator": "MIIB"}
+        "author": "MIIB",
+        "legalAuthenticator": "MIIB",
+    }
 
 
 def test_legacy_template_needs_a_kind_of_the_same_type(tmp_path):
@@ -86,13 +97,14 @@ def test_legacy_template_needs_a_kind_of_the_same_type(tmp_path):
     data = (SAMPLES / "Consult.xml").read_bytes()
     assert _rejected(data, tmp_path).reason == "KIND_UNKNOWN"
     assert _rejected(data, tmp_path, kind="99").reason == "KIND_MISMATCH"  # 99 is type 347, Consult is 5
-    assert _build(data, tmp_path, kind="16")["data"]["kind"] == "16"      # Протокол консультации Редакция 2
+    assert _build(data, tmp_path, kind="16")["data"]["kind"] == "16"  # Протокол консультации Редакция 2
 
 
 def test_department_from_meta_fills_a_document_without_one(tmp_path):
     """When the document names no structural unit, the МИС's departmentOid is used."""
-    event = _build((SAMPLES / "ConsultRedaction3.xml").read_bytes(), tmp_path,
-                   meta={"departmentOid": ORG + ".0.1"})
+    event = _build(
+        (SAMPLES / "ConsultRedaction3.xml").read_bytes(), tmp_path, meta={"departmentOid": ORG + ".0.1"}
+    )
     assert event["data"]["departmentOid"] == ORG + ".0.1"
 
 
@@ -104,6 +116,7 @@ def test_samples_refused_for_a_precise_reason(tmp_path, name, expected):
 
 
 # --- integration: the real broker -------------------------------------------------------------------
+
 
 def _big_document() -> bytes:
     """ConsultRedaction4 with a ~10 MB base64 "PDF" in an observationMedia entry of its first leaf section."""
@@ -136,10 +149,15 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
     files = {
         "notxml.xml": b"%PDF-1.7 not xml",
         "notcda.xml": b"<?xml version='1.0'?><html xmlns='http://www.w3.org/1999/xhtml'/>",
-        "xxe.xml": b'<!DOCTYPE c [<!ENTITY x SYSTEM "file:///etc/passwd">]>' + good[good.index(b"<ClinicalDocument"):],
+        "xxe.xml": b'<!DOCTYPE c [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        + good[good.index(b"<ClinicalDocument") :],
         "legacy.xml": (SAMPLES / "Consult.xml").read_bytes(),
-        "nosnils.xml": good.replace(b'root="1.2.643.100.3" extension="25463625426"', b'root="1.2.643.100.3" extension="2546"'),
-        "notime.xml": good.replace(b'<effectiveTime value="202101251600+0300"/>', b'<effectiveTime nullFlavor="NA"/>'),
+        "nosnils.xml": good.replace(
+            b'root="1.2.643.100.3" extension="25463625426"', b'root="1.2.643.100.3" extension="2546"'
+        ),
+        "notime.xml": good.replace(
+            b'<effectiveTime value="202101251600+0300"/>', b'<effectiveTime nullFlavor="NA"/>'
+        ),
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
@@ -147,9 +165,14 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
     (tmp_path / "meta.json").write_text(json.dumps({"patientSnils": "99999999999"}))
     before = _count(bootstrap)
     cases = [
-        (["notxml.xml"], "document"), (["notcda.xml"], "ClinicalDocument"), (["xxe.xml"], "document"),
-        (["legacy.xml"], "kind"), (["nosnils.xml"], "patient.snils"), (["notime.xml"], "creationTime"),
-        (["good.xml", "--kind", "68"], "kind"), (["good.xml", "--org", "1.2.643.1"], "organizationOid"),
+        (["notxml.xml"], "document"),
+        (["notcda.xml"], "ClinicalDocument"),
+        (["xxe.xml"], "document"),
+        (["legacy.xml"], "kind"),
+        (["nosnils.xml"], "patient.snils"),
+        (["notime.xml"], "creationTime"),
+        (["good.xml", "--kind", "68"], "kind"),
+        (["good.xml", "--org", "1.2.643.1"], "organizationOid"),
         (["good.xml", "--meta", str(tmp_path / "meta.json")], "patient.snils"),
         (["missing.xml"], "file"),
         (["good.xml", "notxml.xml"], "document"),  # one bad file in a batch: the good one is not sent either
@@ -179,7 +202,8 @@ def test_every_acceptable_sample_is_published(bootstrap, tmp_path):
     assert len(after) == len(before) + len(names) and len(new) == len(names)
     # each confirmation names where its record really is
     assert {(r.event_id, r.partition, r.offset) for r in results} == {
-        (events.decode(rec.value)["eventId"], rec.partition, rec.offset) for rec in new}
+        (events.decode(rec.value)["eventId"], rec.partition, rec.offset) for rec in new
+    }
     for record in new:
         event = events.decode(record.value, expected_type=events.CREATED)
         assert record.key.decode() == event["data"]["localUid"]
@@ -193,8 +217,11 @@ def test_ten_megabyte_document_goes_by_claim_check(bootstrap, tmp_path):
     store = FilesystemStore(tmp_path / "docs")
     with DocumentPublisher(bootstrap, store=store, client_id="test-mis", max_bytes=50 * 1024 * 1024) as pub:
         done = pub.publish(data)
-    records = [r for r in read_all(bootstrap, CREATED_TOPIC, idle=1.0)
-               if events.decode(r.value)["eventId"] == done.event_id]
+    records = [
+        r
+        for r in read_all(bootstrap, CREATED_TOPIC, idle=1.0)
+        if events.decode(r.value)["eventId"] == done.event_id
+    ]
     assert len(records) == 1 and len(records[0].value) < 64 * 1024
     doc = events.decode(records[0].value)["data"]["document"]
     assert doc["ref"].startswith("file://") and "inline" not in doc and doc["size"] == len(data)
@@ -216,6 +243,7 @@ def test_dry_run_prints_each_checked_event_and_stores_nothing(tmp_path, monkeypa
 
 
 # --- the registerDocument values the addendum added: from the CDA, else from the МИС ------------------
+
 
 def _set_first(data: bytes, xpath: str, **attrs) -> bytes:
     root = etree.fromstring(data)
@@ -240,8 +268,11 @@ def test_signer_codes_versions_department_and_default_role_come_from_the_cda(tmp
 
 def test_signer_roles_come_from_the_mis_when_given(tmp_path):
     """meta.signerRoles names a signer's РЭМД role (with or without a version); a СНИЛС that signs nothing is refused."""
-    event = _build(GOOD.read_bytes(), tmp_path, meta={"signerRoles": {
-        "524-153-723 12": {"code": "HEAD_OF_DEPARTMENT", "codeSystemVersion": "2.5"}}})
+    event = _build(
+        GOOD.read_bytes(),
+        tmp_path,
+        meta={"signerRoles": {"524-153-723 12": {"code": "HEAD_OF_DEPARTMENT", "codeSystemVersion": "2.5"}}},
+    )
     roles = {(s["roleCode"], s["roleCodeSystemVersion"]) for s in event["data"]["signers"]}
     assert roles == {("HEAD_OF_DEPARTMENT", "2.5")}
     err = _rejected(GOOD.read_bytes(), tmp_path, meta={"signerRoles": {"11111111111": "DOCTOR"}})
@@ -261,10 +292,15 @@ def test_recipient_and_related_documents_come_from_the_cda(tmp_path):
     hl7 = "urn:hl7-org:v3"
     related = etree.Element(f"{{{hl7}}}relatedDocument", typeCode="RPLC")
     parent = etree.SubElement(related, f"{{{hl7}}}parentDocument")
-    etree.SubElement(parent, f"{{{hl7}}}id", root="1.2.643.5.1.13.13.17.1.1", extension="16.62.23.09.000014500")
+    etree.SubElement(
+        parent, f"{{{hl7}}}id", root="1.2.643.5.1.13.13.17.1.1", extension="16.62.23.09.000014500"
+    )
     root.find(f"{{{hl7}}}legalAuthenticator").addnext(related)
     data = _build(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), tmp_path)["data"]
-    assert data["recipient"] == {"kind": "MEDICAL_ORGANIZATION", "organizationOid": "1.2.643.5.1.13.13.12.4.70.184",
-                                 "snils": None}
+    assert data["recipient"] == {
+        "kind": "MEDICAL_ORGANIZATION",
+        "organizationOid": "1.2.643.5.1.13.13.12.4.70.184",
+        "snils": None,
+    }
     assert data["associations"] == [{"target": "16.62.23.09.000014500", "type": "RPLC"}]
     assert _build(GOOD.read_bytes(), tmp_path)["data"]["recipient"] is None  # only the Ministry: nobody else

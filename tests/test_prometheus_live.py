@@ -44,8 +44,10 @@ def run_documents() -> list[tuple[str, bytes]]:
     uids = (f"live-{n}" for n in range(10_000))
     rejected = [u for u in uids if rejection_for(u) is not None][:REJECTED]
     accepted = [u for u in (f"live-ok-{n}" for n in range(10_000)) if rejection_for(u) is None]
-    return [(name, as_new_document(data, local_uid=uid))
-            for (name, data), uid in zip(documents(DOCUMENTS), rejected + accepted, strict=False)]
+    return [
+        (name, as_new_document(data, local_uid=uid))
+        for (name, data), uid in zip(documents(DOCUMENTS), rejected + accepted, strict=False)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,10 @@ def scraped_run(tmp_path_factory):
     """A pipeline run of DOCUMENTS documents, REJECTED of them rejected by РЭМД, scraped by Prometheus throughout."""
     tmp = tmp_path_factory.mktemp("prometheus-live")
     with pipeline_lab(tmp, docs=run_documents(), scenario="rejections") as lab:
-        targets = {name: url.removeprefix("http://").removesuffix("/metrics")
-                   for name, url in lab.pipeline.metrics_urls().items()}
+        targets = {
+            name: url.removeprefix("http://").removesuffix("/metrics")
+            for name, url in lab.pipeline.metrics_urls().items()
+        }
         server = PrometheusServer(tmp / "prometheus", targets=targets, rule_files=(RULES,))
         try:
             server.start()
@@ -98,7 +102,11 @@ def test_every_alert_expression_evaluates_and_prometheus_runs_every_rule(scraped
     """Each alert expression is valid on the live data, and Prometheus reports every loaded rule healthy."""
     server, _ = scraped_run
     rules = server.rules()
-    assert {r["name"] for r in rules} >= {"EmdDeadLettersGrowing", "EmdWorkerNotProgressing", "EmdForgedCallbacks"}
+    assert {r["name"] for r in rules} >= {
+        "EmdDeadLettersGrowing",
+        "EmdWorkerNotProgressing",
+        "EmdForgedCallbacks",
+    }
     assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert [] == [r["name"] for r in rules if server.query(r["query"])["status"] != "success"]
 
@@ -125,4 +133,6 @@ def test_a_screenshot_of_the_throughput_graph_is_in_the_runbook(scraped_run, tmp
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     assert SCREENSHOT.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert re.search(r"!\[[^\]]*\]\(images/prometheus-throughput\.png\)", (ROOT / "docs/operations.md").read_text())
+    assert re.search(
+        r"!\[[^\]]*\]\(images/prometheus-throughput\.png\)", (ROOT / "docs/operations.md").read_text()
+    )

@@ -29,7 +29,11 @@ def raised_reasons() -> dict[str, str]:
 
 def test_every_reason_raised_in_the_code_is_catalogued():
     """A new reason code cannot reach a dead letter without a category and a hint for support."""
-    missing = {code: where for code, where in raised_reasons().items() if reason_info(code) is None and code not in NOT_FAILURES}
+    missing = {
+        code: where
+        for code, where in raised_reasons().items()
+        if reason_info(code) is None and code not in NOT_FAILURES
+    }
     assert missing == {}
 
 
@@ -48,8 +52,19 @@ def test_http_statuses_are_classified_by_their_class():
 
 def test_the_signers_configuration_reasons_stay_configuration():
     """What the deployment must fix (keys, МЧД, organisations) is category configuration, as before the catalogue."""
-    for code in ("ORGANIZATION_UNKNOWN", "ORGANIZATION_KEY_MISSING", "DOCTOR_KEY_UNKNOWN", "KEY_PASSWORD_INVALID",
-                 "KEY_PASSWORD_MISSING", "MCHD_REVOKED", "MCHD_EXPIRED", "MCHD_NOT_YET_VALID",
-                 "MCHD_WRONG_ORGANIZATION", "MCHD_WRONG_EMPLOYEE", "MCHD_POWERS_MISSING", "MCHD_SIGNATURE_INVALID"):
+    for code in (
+        "ORGANIZATION_UNKNOWN",
+        "ORGANIZATION_KEY_MISSING",
+        "DOCTOR_KEY_UNKNOWN",
+        "KEY_PASSWORD_INVALID",
+        "KEY_PASSWORD_MISSING",
+        "MCHD_REVOKED",
+        "MCHD_EXPIRED",
+        "MCHD_NOT_YET_VALID",
+        "MCHD_WRONG_ORGANIZATION",
+        "MCHD_WRONG_EMPLOYEE",
+        "MCHD_POWERS_MISSING",
+        "MCHD_SIGNATURE_INVALID",
+    ):
         assert REASONS[code].category == "configuration", code
     assert REASONS["XSD_INVALID"].category == "data" and REASONS["UNEXPECTED_ERROR"].category == "internal"

@@ -11,7 +11,18 @@ def test_a_short_whole_system_run_accounts_for_every_document(tmp_path):
     """40 documents with 5 kills, a 10 s lifecycle-store outage and every bad input end acknowledged, refused or
     dead-lettered as expected, once each, and no log shows patient data, keys or passwords."""
     lines: list[str] = []
-    result = Run(Plan(workdir=tmp_path / "run", documents=40, kills=5, pg_outage_seconds=10.0, window=60.0,
-                      timeout=600.0), say=lines.append).execute()
+    result = Run(
+        Plan(
+            workdir=tmp_path / "run",
+            documents=40,
+            kills=5,
+            pg_outage_seconds=10.0,
+            window=60.0,
+            timeout=600.0,
+        ),
+        say=lines.append,
+    ).execute()
     report = result.table() + "\n" + "\n".join(result.problems) + "\n" + "\n".join(lines[-20:])
-    assert result.last_line == "documents=40 kills=5 lost=0 duplicated=0 unexplained=0 leaked_log_lines=0", report
+    assert result.last_line == "documents=40 kills=5 lost=0 duplicated=0 unexplained=0 leaked_log_lines=0", (
+        report
+    )

@@ -17,17 +17,22 @@ def test_the_log_scan_finds_patient_data_and_key_material_in_any_spelling(tmp_pa
     name = sorted(values["full name"])[0]
     birth = sorted(values["birth date"])[0]
     log = tmp_path / "worker.log"
-    log.write_text("\n".join([
-        json.dumps({"event": "signed", "local_uid": "doc-1", "stage": "signer"}),
-        json.dumps({"event": "x", "patient": snils}),
-        f"plain line with {formatted}",
-        json.dumps({"event": "x", "who": name}, ensure_ascii=True),
-        json.dumps({"event": "x", "born": birth}),
-        "-----BEGIN PRIVATE KEY-----",
-        "connecting with password=hunter2",
-        json.dumps({"event": "ok", "password": "***"}),
-        json.dumps({"event": "pfx", "password": "hunter2"}),
-    ]) + "\n")
+    log.write_text(
+        "\n".join(
+            [
+                json.dumps({"event": "signed", "local_uid": "doc-1", "stage": "signer"}),
+                json.dumps({"event": "x", "patient": snils}),
+                f"plain line with {formatted}",
+                json.dumps({"event": "x", "who": name}, ensure_ascii=True),
+                json.dumps({"event": "x", "born": birth}),
+                "-----BEGIN PRIVATE KEY-----",
+                "connecting with password=hunter2",
+                json.dumps({"event": "ok", "password": "***"}),
+                json.dumps({"event": "pfx", "password": "hunter2"}),
+            ]
+        )
+        + "\n"
+    )
     found = leaks([log], values)
     assert [line.split(":")[1] for line in found] == ["2", "3", "4", "5", "6", "7", "9"]
 
@@ -41,7 +46,9 @@ def test_a_process_the_run_left_behind_is_found_and_killed(tmp_path):
 
     data = tmp_path / "data"
     stray = subprocess.Popen(["sleep", "300"], env={**os.environ, "EMD_DATA_DIR": str(data)})
-    other = subprocess.Popen(["sleep", "300"], env={**os.environ, "EMD_DATA_DIR": str(tmp_path / "elsewhere")})
+    other = subprocess.Popen(
+        ["sleep", "300"], env={**os.environ, "EMD_DATA_DIR": str(tmp_path / "elsewhere")}
+    )
     try:
         found = left_behind(data, grace=0)
         assert found == [f"pid {stray.pid}: sleep 300 "] and stray.wait(10) == -9 and other.poll() is None
@@ -51,12 +58,19 @@ def test_a_process_the_run_left_behind_is_found_and_killed(tmp_path):
             p.wait()
 
 
-def test_a_refusal_whose_callback_was_never_delivered_explains_no_acknowledgment_only_for_its_own_code(tmp_path):
+def test_a_refusal_whose_callback_was_never_delivered_explains_no_acknowledgment_only_for_its_own_code(
+    tmp_path,
+):
     """A NO_ACKNOWLEDGMENT is explained by the emulator's log only when it answered that request with an error it
     never delivered, and, for a bad input expecting a РЭМД code, only when that was the code."""
     log = tmp_path / "emulator.log"
-    done = {"event": "registration done", "message_id": "urn:uuid:1FE61B9F-DEF5-4075-A3F1-D2ADDFD92F84",
-            "outcome": "error", "codes": ["CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT"], "callbacks": [False]}
+    done = {
+        "event": "registration done",
+        "message_id": "urn:uuid:1FE61B9F-DEF5-4075-A3F1-D2ADDFD92F84",
+        "outcome": "error",
+        "codes": ["CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT"],
+        "callbacks": [False],
+    }
     delivered = {**done, "message_id": "2fe61b9f-def5-4075-a3f1-d2addfd92f84", "callbacks": [False, True]}
     log.write_text(json.dumps(done) + "\n" + json.dumps(delivered) + "\n", encoding="utf-8")
     emulator = emulator_outcomes(log)
@@ -64,5 +78,6 @@ def test_a_refusal_whose_callback_was_never_delivered_explains_no_acknowledgment
     assert _silent_error(lost, emulator, "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT")
     assert _silent_error(lost, emulator)
     assert not _silent_error(lost, emulator, "PERSON_NOT_FOUND")
-    assert not _silent_error(DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]),
-                             emulator)
+    assert not _silent_error(
+        DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]), emulator
+    )

@@ -14,19 +14,28 @@ from services.remd import n3_names, names
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = re.compile(r"\[(C|P|A|G)\]")
-MODULES = [(ROOT / "services" / "remd" / "names.py", names.SOURCES),
-           (ROOT / "services" / "remd" / "n3_names.py", n3_names.SOURCES)]
+MODULES = [
+    (ROOT / "services" / "remd" / "names.py", names.SOURCES),
+    (ROOT / "services" / "remd" / "n3_names.py", n3_names.SOURCES),
+]
 
 
 def _annotated(path: Path) -> list[tuple[str, str]]:
     """(constant name, the comment that documents it: its own line's, else the ``#:`` lines above it)."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
-    comments = {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-                if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     out = []
     for node in ast.parse(source).body:
-        if not isinstance(node, ast.Assign) or len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+        if (
+            not isinstance(node, ast.Assign)
+            or len(node.targets) != 1
+            or not isinstance(node.targets[0], ast.Name)
+        ):
             continue
         name = node.targets[0].id
         if not name.isupper() or name.startswith("_") or name == "SOURCES":
@@ -47,8 +56,9 @@ def test_every_name_has_a_tag_and_a_source(path, sources):
     assert len(checked) > 40
     for name, comment in checked:
         assert TAG.search(comment), f"{name}: no [C]/[P]/[A]/[G] tag"
-        assert any(re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", comment) for key in sources), \
+        assert any(re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", comment) for key in sources), (
             f"{name}: no source (one of {', '.join(sources)})"
+        )
 
 
 def test_sources_name_no_machine_path():

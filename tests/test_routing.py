@@ -36,7 +36,9 @@ def _config(tmp_path, *, test_endpoint: str | None = TEST_STAND):
 def test_an_unpromoted_clinic_sends_to_the_test_stand(tmp_path, store, state):
     """Until promoted, a production-configured clinic's documents go to its test stand, and the sent event says test."""
     t = FakeTransport()
-    outs = asyncio.run(submitter(_config(tmp_path), store, t, clinic_state=lambda oid: state).handle(signed_record()))
+    outs = asyncio.run(
+        submitter(_config(tmp_path), store, t, clinic_state=lambda oid: state).handle(signed_record())
+    )
     assert [r.endpoint for r in t.requests] == [TEST_STAND]
     submission = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
     assert submission["endpoint"] == TEST_STAND and submission["environment"] == "test"
@@ -45,22 +47,37 @@ def test_an_unpromoted_clinic_sends_to_the_test_stand(tmp_path, store, state):
 def test_a_promoted_clinic_sends_to_production(tmp_path, store):
     """Once promoted, the clinic's documents go to its production endpoint."""
     t = FakeTransport()
-    outs = asyncio.run(submitter(_config(tmp_path), store, t,
-                                  clinic_state=lambda oid: desk.PRODUCTION).handle(signed_record()))
+    outs = asyncio.run(
+        submitter(_config(tmp_path), store, t, clinic_state=lambda oid: desk.PRODUCTION).handle(
+            signed_record()
+        )
+    )
     assert [r.endpoint for r in t.requests] == [PRODUCTION_ENDPOINT]
-    assert events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]["environment"] == "production"
+    assert (
+        events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]["environment"]
+        == "production"
+    )
 
 
 @pytest.mark.parametrize("policy,test_endpoint", [(routing.HOLD, TEST_STAND), (routing.TEST_STAND, None)])
-def test_an_unpromoted_clinic_is_held_when_configured_so_or_without_a_test_stand(tmp_path, store, policy,
-                                                                                 test_endpoint):
+def test_an_unpromoted_clinic_is_held_when_configured_so_or_without_a_test_stand(
+    tmp_path, store, policy, test_endpoint
+):
     """With the hold policy, or no test stand, nothing is sent: CLINIC_NOT_PROMOTED, to replay after promotion."""
     t = FakeTransport()
-    sub = submitter(_config(tmp_path, test_endpoint=test_endpoint), store, t,
-                     clinic_state=lambda oid: desk.ONBOARDING, unpromoted=policy)
+    sub = submitter(
+        _config(tmp_path, test_endpoint=test_endpoint),
+        store,
+        t,
+        clinic_state=lambda oid: desk.ONBOARDING,
+        unpromoted=policy,
+    )
     with pytest.raises(PermanentError) as err:
         asyncio.run(sub.handle(signed_record()))
-    assert err.value.reason == "CLINIC_NOT_PROMOTED" and "emd clinic promote" in reason_info(err.value.reason).hint
+    assert (
+        err.value.reason == "CLINIC_NOT_PROMOTED"
+        and "emd clinic promote" in reason_info(err.value.reason).hint
+    )
     assert t.requests == []
 
 
@@ -87,8 +104,14 @@ def test_every_attempt_keeps_its_signed_request_and_answer(tmp_path, store):
     """The sender keeps each attempt's request and answer bytes, found again by the attempt's MessageID."""
     desk_store = desk.open_desk_store(tmp_path)
     archive = ExchangeArchive(documents=FilesystemStore(tmp_path / "docs"), desk=desk_store)
-    rejected = SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND",
-                             http_status=200, request=b"<signed-request/>", response=b"<answer/>")
+    rejected = SubmitOutcome(
+        kind="permanent",
+        reason="REMD_REJECTED",
+        remd_code="PERSON_NOT_FOUND",
+        http_status=200,
+        request=b"<signed-request/>",
+        response=b"<answer/>",
+    )
     t = FakeTransport(rejected)
     with pytest.raises(PermanentError):
         asyncio.run(submitter(_config(tmp_path), store, t, exchanges=archive).handle(signed_record()))

@@ -23,7 +23,9 @@ from tests.stage_helpers import running
 def _topics(broker, *suffixes: str) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
     names = {s: f"rt.{run}.{s}" for s in suffixes}
-    ensure_topics(broker.bootstrap_servers, partitions=2, topics=tuple(Topic(n, "test") for n in names.values()))
+    ensure_topics(
+        broker.bootstrap_servers, partitions=2, topics=tuple(Topic(n, "test") for n in names.values())
+    )
     return names
 
 
@@ -36,10 +38,23 @@ def _send(broker, topic: str, items: list[tuple[str, dict]]) -> None:
 
 
 def _stage(broker, tmp_path, names, handler, settings: dict | None = None, **kw) -> Stage:
-    settings = Settings.from_env(kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
-                                 kafka_enable_idempotence=False, shutdown_grace_seconds=5.0, **(settings or {}))
-    return Stage(name="rt", input_topic=names["in"], handler=handler, dead_letter_topic=names["dlt"],
-                 settings=settings, group_id=f"g-{names['in']}", serve_metrics=False, **kw)
+    settings = Settings.from_env(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        data_dir=tmp_path,
+        kafka_enable_idempotence=False,
+        shutdown_grace_seconds=5.0,
+        **(settings or {}),
+    )
+    return Stage(
+        name="rt",
+        input_topic=names["in"],
+        handler=handler,
+        dead_letter_topic=names["dlt"],
+        settings=settings,
+        group_id=f"g-{names['in']}",
+        serve_metrics=False,
+        **kw,
+    )
 
 
 def _headers(record) -> dict[str, str]:
@@ -53,8 +68,12 @@ def test_outputs_are_produced_and_permanent_failures_dead_lettered(broker, tmp_p
     async def handle(record: Record) -> list[Output]:
         body = json.loads(record.value)
         if body["bad"]:
-            raise PermanentError("document is not valid", reason="XSD_INVALID", kind="119",
-                                 organization="1.2.643.5.1.13.13.12.2.77.7831")
+            raise PermanentError(
+                "document is not valid",
+                reason="XSD_INVALID",
+                kind="119",
+                organization="1.2.643.5.1.13.13.12.2.77.7831",
+            )
         return [Output(names["out"], {"n": body["n"]}, key=record.key)]
 
     _send(broker, names["in"], [(f"doc-{n}", {"n": n, "bad": n == 3}) for n in range(6)])
@@ -116,8 +135,13 @@ def test_transient_failure_goes_through_a_retry_tier_and_succeeds(broker, tmp_pa
         attempts.append(record.attempt)
         if record.attempt == 0:
             raise TransientError("РЭМД busy", reason="RATE_LIMIT", message_id="m-1")
-        return [Output(names["out"], {"attempt": record.attempt,
-                                      "ids": record.header(dl.MESSAGE_IDS)}, key=record.key)]
+        return [
+            Output(
+                names["out"],
+                {"attempt": record.attempt, "ids": record.header(dl.MESSAGE_IDS)},
+                key=record.key,
+            )
+        ]
 
     retry = RetryPolicy(topics=(names["retry0"], names["retry1"]), base_delay=0.5, max_delay=1.0, jitter=0)
     _send(broker, names["in"], [("doc-1", {})])
@@ -127,7 +151,11 @@ def test_transient_failure_goes_through_a_retry_tier_and_succeeds(broker, tmp_pa
     assert attempts == [0, 1]
     assert json.loads(out[0].value) == {"attempt": 1, "ids": "m-1"}
     h = _headers(parked[0])
-    assert h[dl.ATTEMPTS] == "1" and h[dl.RETRY_REASON] == "RATE_LIMIT" and h[dl.RETRY_ORIGINAL_TOPIC] == names["in"]
+    assert (
+        h[dl.ATTEMPTS] == "1"
+        and h[dl.RETRY_REASON] == "RATE_LIMIT"
+        and h[dl.RETRY_ORIGINAL_TOPIC] == names["in"]
+    )
 
 
 def test_exhausted_retries_dead_letter_with_every_message_id(broker, tmp_path):
@@ -184,8 +212,9 @@ def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(broker, tmp_pa
     seen: list[dl.Failure] = []
 
     async def handle(record: Record) -> list[Output]:
-        raise PermanentError("РЭМД refused it", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND",
-                             message_id="m-2")
+        raise PermanentError(
+            "РЭМД refused it", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND", message_id="m-2"
+        )
 
     def on_dead_letter(record: Record, failure: dl.Failure) -> list[Output]:
         seen.append(failure)
@@ -201,8 +230,14 @@ def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(broker, tmp_pa
         status = read_all(broker.bootstrap_servers, names["status"], expect=1, timeout=30)
     assert len(dead) == 1 and len(status) == 1 and status[0].key == b"doc-1"
     assert json.loads(status[0].value) == {
-        "localUid": "doc-1", "status": "rejected", "emdrId": None, "reason": "REMD_REJECTED",
-        "remdCode": "PERSON_NOT_FOUND", "message": "РЭМД refused it", "messageIds": ["m-1", "m-2"]}
+        "localUid": "doc-1",
+        "status": "rejected",
+        "emdrId": None,
+        "reason": "REMD_REJECTED",
+        "remdCode": "PERSON_NOT_FOUND",
+        "message": "РЭМД refused it",
+        "messageIds": ["m-1", "m-2"],
+    }
     assert seen[0].stage == "rt" and seen[0].message_ids == ("m-1", "m-2")
 
 
@@ -241,8 +276,13 @@ def test_a_tickers_outputs_are_produced_and_a_failing_ticker_fails_liveness(brok
     async def handle(record: Record) -> list[Output]:
         return []
 
-    stage = _stage(broker, tmp_path, names, handle,
-                   tickers=[Ticker(name="scanner", interval=0.2, stale_after=1.0, tick=tick)])
+    stage = _stage(
+        broker,
+        tmp_path,
+        names,
+        handle,
+        tickers=[Ticker(name="scanner", interval=0.2, stale_after=1.0, tick=tick)],
+    )
     with running(stage):
         out = read_all(broker.bootstrap_servers, names["out"], expect=1, timeout=60)
         assert wait_until(lambda: not stage.health()[0], timeout=60)
@@ -272,6 +312,8 @@ def test_a_dead_letter_the_handler_produces_itself_is_counted(broker, tmp_path):
         deadline = time.monotonic() + 30
         while count("emd_records_total", outcome="dead_letter") < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
-    assert (1.0, 1.0, 0.0) == (count("emd_dead_letters_total", category="data"),
-                               count("emd_records_total", outcome="dead_letter"),
-                               count("emd_records_total", outcome="ok"))
+    assert (1.0, 1.0, 0.0) == (
+        count("emd_dead_letters_total", category="data"),
+        count("emd_records_total", outcome="dead_letter"),
+        count("emd_records_total", outcome="ok"),
+    )

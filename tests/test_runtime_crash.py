@@ -21,16 +21,19 @@ KILLS = 6
 
 
 def _start(broker, names, tmp_path):
-    return subprocess.Popen([sys.executable, "-m", "tests.crash_worker", broker.bootstrap_servers, *names,
-                             str(tmp_path)], cwd=os.path.dirname(os.path.dirname(__file__)))
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.crash_worker", broker.bootstrap_servers, *names, str(tmp_path)],
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
 
 
 def test_every_input_has_an_output_after_repeated_kill_9(broker, tmp_path):
     """Six SIGKILLs at random moments while 6,000 records flow leave no input without its output."""
     run = uuid.uuid4().hex[:8]
     names = [f"crash.{run}.in", f"crash.{run}.out", f"crash.{run}.dlt", f"crash-{run}"]
-    ensure_topics(broker.bootstrap_servers, partitions=6,
-                  topics=tuple(Topic(n, "crash test") for n in names[:3]))
+    ensure_topics(
+        broker.bootstrap_servers, partitions=6, topics=tuple(Topic(n, "crash test") for n in names[:3])
+    )
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", enable_idempotence=True)
     for n in range(RECORDS):
         producer.send(names[0], key=f"doc-{n}".encode(), value=json.dumps({"n": n}).encode())

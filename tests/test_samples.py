@@ -42,8 +42,12 @@ def test_a_corpus_beside_the_repository_is_used_when_present(tmp_path, monkeypat
 
 def test_no_file_names_an_absolute_path_of_a_machine():
     """No source, test or document file refers to a home or work folder of the machine it was written on."""
-    files = [p for top in TREE for p in (REPO / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    files += [p for p in REPO.iterdir() if p.is_file() and p.name != ".git"]  # a worktree's .git names its main
+    files = [
+        p for top in TREE for p in (REPO / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ]
+    files += [
+        p for p in REPO.iterdir() if p.is_file() and p.name != ".git"
+    ]  # a worktree's .git names its main
     offenders = []
     for path in files:
         if path.suffix not in {".py", ".md", ".toml", ".yaml", ".yml", ".json", ".txt", ".cfg", ".sh", ""}:
@@ -52,8 +56,11 @@ def test_no_file_names_an_absolute_path_of_a_machine():
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        offenders += [f"{path.relative_to(REPO)}:{n}" for n, line in enumerate(text.splitlines(), 1)
-                      if MACHINE_PATH.search(line)]
+        offenders += [
+            f"{path.relative_to(REPO)}:{n}"
+            for n, line in enumerate(text.splitlines(), 1)
+            if MACHINE_PATH.search(line)
+        ]
     assert offenders == []
 
 
@@ -62,6 +69,8 @@ def test_a_sample_made_new_still_passes_its_schemas():
     localUid and creation time passes its XSD and the Ministry Schematron, which allows no seconds (У1-15)."""
     from lab.dev.local_pipeline import as_new_document
 
-    data = as_new_document((samples.REPOSITORY_SAMPLES / "ConsultRedaction4.xml").read_bytes(), local_uid="fresh-1")
+    data = as_new_document(
+        (samples.REPOSITORY_SAMPLES / "ConsultRedaction4.xml").read_bytes(), local_uid="fresh-1"
+    )
     report = validation.validate_semd(data, "119")
     assert report.xsd_errors == () and report.schematron_failures == ()

@@ -39,8 +39,9 @@ def test_known_kinds_are_the_packaged_schema_folders():
     assert sv.has_schematron("147") and not sv.has_xsd("147")
 
 
-@pytest.mark.parametrize(("kind", "name", "xsd", "schematron", "failures"), EXPECTED,
-                         ids=[f"{k}-{n}" for k, n, *_ in EXPECTED])
+@pytest.mark.parametrize(
+    ("kind", "name", "xsd", "schematron", "failures"), EXPECTED, ids=[f"{k}-{n}" for k, n, *_ in EXPECTED]
+)
 def test_ministry_example_gives_the_recorded_outcome(kind, name, xsd, schematron, failures):
     """Each Ministry example is XSD-valid for its kind and fails exactly as many Schematron checks as recorded."""
     report = sv.validate_semd(sample(name), kind)
@@ -159,7 +160,9 @@ def test_strip_hl7_namespace_copies_and_keeps_lines():
     assert root.tag == f"{HL7}ClinicalDocument"
     assert stripped.tag == "ClinicalDocument" and None not in stripped.nsmap
     assert "identity" in stripped.nsmap
-    assert [e.sourceline for e in root.iter(etree.Element)] == [e.sourceline for e in stripped.iter(etree.Element)]
+    assert [e.sourceline for e in root.iter(etree.Element)] == [
+        e.sourceline for e in stripped.iter(etree.Element)
+    ]
     assert b'xmlns="urn:hl7-org:v3"' not in etree.tostring(stripped)
 
 
@@ -174,8 +177,10 @@ def test_schemas_are_compiled_once_per_process(monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize(("kind", "name"), [("58", "DeathCertificate"), ("101", "WorkAtHeightCertificate"),
-                                            ("76", "BirthCertificate")])
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("58", "DeathCertificate"), ("101", "WorkAtHeightCertificate"), ("76", "BirthCertificate")],
+)
 def test_name_indexed_run_finds_what_the_full_walk_finds(kind, name):
     """The fast name-indexed Schematron run gives exactly the failures of walking the whole document per pattern."""
     path = sv.DATA_DIR / kind / "schematron.sch"
@@ -187,9 +192,12 @@ def test_name_indexed_run_finds_what_the_full_walk_finds(kind, name):
 
 # -- the Schematron compiler on small hand-written schemas ------------------------------------------
 
+
 def _schema(body: str) -> bytes:
-    return (f'<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">'
-            f'<ns prefix="x" uri="urn:x"/>{body}</schema>').encode()
+    return (
+        f'<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">'
+        f'<ns prefix="x" uri="urn:x"/>{body}</schema>'
+    ).encode()
 
 
 def _run(body: str, doc: str) -> list[sch.SchematronHit]:
@@ -199,41 +207,54 @@ def _run(body: str, doc: str) -> list[sch.SchematronHit]:
 
 def test_first_matching_rule_of_a_pattern_wins():
     """Within one pattern a node is handled by the first rule whose context matches, as ISO Schematron says."""
-    hits = _run('<pattern><rule context="item[@special]"><assert test="false()">special</assert></rule>'
-                '<rule context="item"><assert test="false()">plain</assert></rule></pattern>',
-                "<list><item special='1'/><item/></list>")
+    hits = _run(
+        '<pattern><rule context="item[@special]"><assert test="false()">special</assert></rule>'
+        '<rule context="item"><assert test="false()">plain</assert></rule></pattern>',
+        "<list><item special='1'/><item/></list>",
+    )
     assert [(h.message, h.location) for h in hits] == [
-        ("special", "/Q{}list[1]/Q{}item[1]"), ("plain", "/Q{}list[1]/Q{}item[2]")]
+        ("special", "/Q{}list[1]/Q{}item[1]"),
+        ("plain", "/Q{}list[1]/Q{}item[2]"),
+    ]
 
 
 def test_report_fires_when_true_and_patterns_are_independent():
     """A report fires on a true test, and a second pattern sees the same nodes again."""
-    hits = _run('<pattern><rule context="a"><report test="@n">has n</report></rule></pattern>'
-                '<pattern><rule context="a"><assert test="@m">needs m</assert></rule></pattern>',
-                "<r><a n='1'/><a m='1'/></r>")
+    hits = _run(
+        '<pattern><rule context="a"><report test="@n">has n</report></rule></pattern>'
+        '<pattern><rule context="a"><assert test="@m">needs m</assert></rule></pattern>',
+        "<r><a n='1'/><a m='1'/></r>",
+    )
     assert [(h.check.kind, h.message) for h in hits] == [("report", "has n"), ("assert", "needs m")]
 
 
 def test_let_value_of_and_namespaces_in_messages():
     """let variables, value-of and name() are evaluated, with the schema's ns prefixes."""
-    hits = _run('<let name="limit" value="2"/><pattern><rule context="x:v"><let name="n" value="number(.)"/>'
-                '<assert test="$n le $limit"><name/> is <value-of select="$n"/>, over <value-of select="$limit"/></assert>'
-                '</rule></pattern>', "<r xmlns:x='urn:x'><x:v>1</x:v><x:v>5</x:v></r>")
+    hits = _run(
+        '<let name="limit" value="2"/><pattern><rule context="x:v"><let name="n" value="number(.)"/>'
+        '<assert test="$n le $limit"><name/> is <value-of select="$n"/>, over <value-of select="$limit"/></assert>'
+        "</rule></pattern>",
+        "<r xmlns:x='urn:x'><x:v>1</x:v><x:v>5</x:v></r>",
+    )
     assert [h.message for h in hits] == ["x:v is 5, over 2"]
 
 
 def test_xpath_31_array_literal_as_the_ministry_uses_it():
     """The Ministry's ``@a=['1','2']`` (an XPath 3.1 array) compares against each member."""
-    hits = _run("<pattern><rule context='c'><assert test=\"@s=['1','2']\">bad</assert></rule></pattern>",
-                "<r><c s='2'/><c s='3'/></r>")
+    hits = _run(
+        "<pattern><rule context='c'><assert test=\"@s=['1','2']\">bad</assert></rule></pattern>",
+        "<r><c s='2'/><c s='3'/></r>",
+    )
     assert [h.location for h in hits] == ["/Q{}r[1]/Q{}c[2]"]
 
 
 def test_a_test_that_raises_is_a_failure_not_a_crash():
     """A test with a dynamic error (bad date cast) fails that check and the other checks still run."""
-    hits = _run('<ns prefix="xs" uri="http://www.w3.org/2001/XMLSchema"/><pattern><rule context="d">'
-                '<assert test="xs:date(@v) lt xs:date(\'2030-01-01\')">early</assert></rule></pattern>',
-                "<r><d v='2020-01-01'/><d v='not a date'/><d v='2040-01-01'/></r>")
+    hits = _run(
+        '<ns prefix="xs" uri="http://www.w3.org/2001/XMLSchema"/><pattern><rule context="d">'
+        "<assert test=\"xs:date(@v) lt xs:date('2030-01-01')\">early</assert></rule></pattern>",
+        "<r><d v='2020-01-01'/><d v='not a date'/><d v='2040-01-01'/></r>",
+    )
     assert [h.location for h in hits] == ["/Q{}r[1]/Q{}d[2]", "/Q{}r[1]/Q{}d[3]"]
     assert hits[0].message.startswith("test could not be evaluated")
     assert hits[1].message == "early"
@@ -241,15 +262,21 @@ def test_a_test_that_raises_is_a_failure_not_a_crash():
 
 def test_attribute_contexts_fall_back_to_the_full_walk():
     """A rule on attributes still fires: such a pattern walks attributes instead of selecting by name."""
-    hits = _run('<pattern><rule context="@code"><assert test="string-length(.) = 3">len</assert></rule></pattern>',
-                "<r><a code='abc'/><b code='ab'/></r>")
+    hits = _run(
+        '<pattern><rule context="@code"><assert test="string-length(.) = 3">len</assert></rule></pattern>',
+        "<r><a code='abc'/><b code='ab'/></r>",
+    )
     assert [h.location for h in hits] == ["/Q{}r[1]/Q{}b[1]/@code"]
 
 
 def test_unsupported_constructs_are_refused():
     """Abstract patterns and includes are refused at compile time rather than silently skipped."""
     with pytest.raises(sch.SchematronError):
-        sch.to_xslt(_schema('<pattern abstract="true" id="p"><rule context="$a"><assert test="1">x</assert></rule></pattern>'))
+        sch.to_xslt(
+            _schema(
+                '<pattern abstract="true" id="p"><rule context="$a"><assert test="1">x</assert></rule></pattern>'
+            )
+        )
     with pytest.raises(sch.SchematronError):
         sch.to_xslt(_schema('<include href="other.sch"/>'))
     with pytest.raises(sch.SchematronError):
@@ -257,6 +284,7 @@ def test_unsupported_constructs_are_refused():
 
 
 # -- emd validate -----------------------------------------------------------------------------------
+
 
 def _cli(*argv: str) -> int:
     import argparse
@@ -286,5 +314,7 @@ def test_validation_from_worker_threads_gives_the_same_result():
 
     jobs = [("76", "BirthCertificate", 1), ("119", "ConsultRedaction4", 0), ("58", "DeathCertificate", 7)] * 4
     with ThreadPoolExecutor(4) as pool:
-        counts = list(pool.map(lambda job: len(sv.validate_semd(sample(job[1]), job[0]).schematron_failures), jobs))
+        counts = list(
+            pool.map(lambda job: len(sv.validate_semd(sample(job[1]), job[0]).schematron_failures), jobs)
+        )
     assert counts == [expected for _, _, expected in jobs]

@@ -33,8 +33,11 @@ def _dead_letters(lab: Lab) -> dict[str, list[Any]]:
 
 def _describe(dead: dict[str, list[Any]]) -> list[tuple[str, str, str, str]]:
     """(topic, localUid, reason, РЭМД code) of each dead letter: what a failing assertion shows."""
-    return [(topic, r.key.decode(), _headers(r).get(dl.REASON, "?"), _headers(r).get(dl.REMD_CODE, ""))
-            for topic, records in dead.items() for r in records]
+    return [
+        (topic, r.key.decode(), _headers(r).get(dl.REASON, "?"), _headers(r).get(dl.REMD_CODE, ""))
+        for topic, records in dead.items()
+        for r in records
+    ]
 
 
 def _registered_once(lab: Lab, uids: list[str]) -> dict[str, int]:
@@ -57,7 +60,9 @@ def _uid_with(predicate) -> str:
 
 
 def _with_uids(docs: list[tuple[str, bytes]], uids: list[str]) -> list[tuple[str, bytes]]:
-    return [(name, as_new_document(data, local_uid=uid)) for (name, data), uid in zip(docs, uids, strict=True)]
+    return [
+        (name, as_new_document(data, local_uid=uid)) for (name, data), uid in zip(docs, uids, strict=True)
+    ]
 
 
 def _acknowledged(lab: Lab) -> set[str]:
@@ -80,9 +85,14 @@ def test_flaky_emulator_registers_every_document_once_and_all_are_acknowledged(t
         log = lab.requests()
         faulted = [e for e in log if e["faults"]]
         # a lost answer after ИПС took the message: a sync fault on a request that was processed anyway
-        lost_after_taken = [e for e in faulted if set(e["faults"]) & {"http_error", "timeout", "reset"}
-                            and (e["emdr_id"] or e["codes"])]
-        assert faulted and lost_after_taken, "the flaky scenario injected no lost answer: the test proves little"
+        lost_after_taken = [
+            e
+            for e in faulted
+            if set(e["faults"]) & {"http_error", "timeout", "reset"} and (e["emdr_id"] or e["codes"])
+        ]
+        assert faulted and lost_after_taken, (
+            "the flaky scenario injected no lost answer: the test proves little"
+        )
         registrations = _registrations_in_log(lab)
         assert {u: registrations[u] for u in uids} == dict.fromkeys(uids, 1)
         assert _registered_once(lab, uids) == {}
@@ -98,8 +108,16 @@ def test_rejection_after_file_pull_is_dead_lettered_with_the_rejected_message_id
     fine = [_uid_with(lambda u: rejection_for(u) is None) for _ in range(len(base) - len(doomed) - 1)]
     docs = _with_uids(base, doomed + [by_rule] + fine)
     with pipeline_lab(tmp_path, docs=docs, scenario="rejections") as lab:
-        lab.pipeline.add_rules([{"fault": "reject", "local_uid": by_rule, "code": "PERSON_NOT_FOUND",
-                                 "operation": "registerDocument"}])
+        lab.pipeline.add_rules(
+            [
+                {
+                    "fault": "reject",
+                    "local_uid": by_rule,
+                    "code": "PERSON_NOT_FOUND",
+                    "operation": "registerDocument",
+                }
+            ]
+        )
         uids = lab.publish()
         assert set(uids) == set(doomed + [by_rule] + fine)
         lab.wait(timeout=300)
@@ -128,17 +146,29 @@ def test_rejection_after_file_pull_is_dead_lettered_with_the_rejected_message_id
 def test_permanent_error_in_the_synchronous_answer_is_dead_lettered_at_once(tmp_path):
     """A permanent SOAP fault and a synchronous refusal go to emd.document.signed.dlt on the first attempt with the MessageID the emulator logged; the others are acknowledged."""
     base = documents(10)
-    stale = REPOSITORY_SAMPLES / "DDResults.xml"  # kind 96: registrable 2021–2023, so refused synchronously today
+    stale = (
+        REPOSITORY_SAMPLES / "DDResults.xml"
+    )  # kind 96: registrable 2021–2023, so refused synchronously today
     faulted_uid, refused_uid = uuid.uuid4().hex[:20], uuid.uuid4().hex[:20]
     uids = [faulted_uid] + [uuid.uuid4().hex[:20] for _ in base[1:]] + [refused_uid]
     docs = _with_uids(base + [(stale.name, stale.read_bytes())], uids)
     with pipeline_lab(tmp_path, docs=docs) as lab:
-        lab.pipeline.add_rules([{"fault": "soap_fault", "local_uid": faulted_uid, "code": "VALIDATION_ERROR",
-                                 "operation": "registerDocument"}])
+        lab.pipeline.add_rules(
+            [
+                {
+                    "fault": "soap_fault",
+                    "local_uid": faulted_uid,
+                    "code": "VALIDATION_ERROR",
+                    "operation": "registerDocument",
+                }
+            ]
+        )
         uids = lab.publish()
         lab.wait(timeout=300)
-        expected = {faulted_uid: ("SOAP_FAULT", "VALIDATION_ERROR", "injected:soap_fault"),
-                    refused_uid: ("REMD_REJECTED", "NO_DOCUMENT_KIND_ON_DATE", "rejected")}
+        expected = {
+            faulted_uid: ("SOAP_FAULT", "VALIDATION_ERROR", "injected:soap_fault"),
+            refused_uid: ("REMD_REJECTED", "NO_DOCUMENT_KIND_ON_DATE", "rejected"),
+        }
 
         log = defaultdict(list)
         for e in lab.requests():
@@ -195,9 +225,19 @@ def test_sender_killed_mid_run_loses_nothing_and_registers_nothing_twice(tmp_pat
 # --------------------------------------------------------------------------------------------- 4. outage
 def _outage(tmp_path, mode: str, seconds: int) -> None:
     count = 40
-    with pipeline_lab(tmp_path, count=count, scenario="outage",
-                      emulator_args=["--outage-seconds", str(seconds), "--outage-from", "first-request",
-                                     "--outage-mode", mode]) as lab:
+    with pipeline_lab(
+        tmp_path,
+        count=count,
+        scenario="outage",
+        emulator_args=[
+            "--outage-seconds",
+            str(seconds),
+            "--outage-from",
+            "first-request",
+            "--outage-mode",
+            mode,
+        ],
+    ) as lab:
         uids = lab.publish()
         snap = lab.wait(timeout=400)
         dead = _dead_letters(lab)
@@ -207,7 +247,7 @@ def _outage(tmp_path, mode: str, seconds: int) -> None:
 
         events = [e.get("event") for e in lab.log_events("sender")]
         assert "circuit opened" in events, sorted(set(events))
-        assert "circuit closed" in events[events.index("circuit opened"):]  # probed and found back
+        assert "circuit closed" in events[events.index("circuit opened") :]  # probed and found back
         outage_requests = [e for e in lab.requests() if "outage" in e["faults"]]
         assert outage_requests, "the emulator saw no request during its outage: the test proves nothing"
         assert _registered_once(lab, uids) == {}

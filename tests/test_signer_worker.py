@@ -35,8 +35,16 @@ TIMEOUT = 300.0
 
 
 class _Published:
-    def __init__(self, name: str, trace: str, uid: str, partition: int, offset: int, document: bytes,
-                 reason: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        trace: str,
+        uid: str,
+        partition: int,
+        offset: int,
+        document: bytes,
+        reason: str | None = None,
+    ) -> None:
         self.name, self.trace, self.uid, self.partition, self.offset = name, trace, uid, partition, offset
         self.document, self.reason = document, reason
 
@@ -79,44 +87,76 @@ def run(broker, tmp_path_factory):
     bad: list[_Published] = []
 
     with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
+
         def publish(name: str, document: bytes, reason: str | None = None, meta: dict | None = None) -> None:
             trace = events.new_trace_id()
             done = pub.publish(document, trace_id=trace, meta=meta)
-            (bad if reason else good).append(_Published(name, trace, done.local_uid, done.partition, done.offset,
-                                                        document, reason))
+            (bad if reason else good).append(
+                _Published(name, trace, done.local_uid, done.partition, done.offset, document, reason)
+            )
 
         for path in lab.accepted_samples():
             publish(path.name, path.read_bytes())
         for defect, (oid, reason) in sorted(lab.DEFECT_ORGS.items()):
             publish(defect, lab.variant(oid, f"{defect}-{tag}"), reason)
         mis_ok = lab.variant(lab.MIS_OID, f"mis-ok-{tag}")
-        publish("mis_ok", mis_ok, meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.mis_doctor, mis_ok)}})
+        publish(
+            "mis_ok", mis_ok, meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.mis_doctor, mis_ok)}}
+        )
         doc = lab.variant(lab.MIS_OID, f"mis-other-bytes-{tag}")
-        publish("signature_over_other_bytes", doc, "DIGEST_MISMATCH",
-                meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.mis_doctor, doc + b"\n")}})
+        publish(
+            "signature_over_other_bytes",
+            doc,
+            "DIGEST_MISMATCH",
+            meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.mis_doctor, doc + b"\n")}},
+        )
         doc = lab.variant(lab.MIS_OID, f"mis-other-person-{tag}")
-        publish("doctor_not_the_author", doc, "SIGNER_SNILS_MISMATCH",
-                meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.other_doctor, doc)}})
+        publish(
+            "doctor_not_the_author",
+            doc,
+            "SIGNER_SNILS_MISMATCH",
+            meta={"signatures": {lab.AUTHOR: lab.mis_signature(built.other_doctor, doc)}},
+        )
         publish("xsd_invalid", lab.xsd_invalid(lab.variant(uid=f"xsd-{tag}")), "XSD_INVALID")
         publish("too_large", lab.too_large(lab.variant(uid=f"large-{tag}")), "DOCUMENT_TOO_LARGE")
 
     # hostile XML: `emd publish` refuses it, so a raw producer sends the event a buggy МИС would
     raw = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
-        for name, make, reason in (("xxe", lab.xxe, "XXE_FORBIDDEN"),
-                                   ("billion_laughs", lab.billion_laughs, "ENTITY_EXPANSION_FORBIDDEN")):
+        for name, make, reason in (
+            ("xxe", lab.xxe, "XXE_FORBIDDEN"),
+            ("billion_laughs", lab.billion_laughs, "ENTITY_EXPANSION_FORBIDDEN"),
+        ):
             base = lab.variant(uid=f"{name}-{tag}")
             event = lab.raw_event(base, make(base))
-            meta = raw.send(CREATED.name, key=event["data"]["localUid"].encode(), value=events.encode(event),
-                            headers=events.headers_for(event)).get(timeout=30)
-            bad.append(_Published(name, event["traceId"], event["data"]["localUid"], meta.partition,
-                                  meta.offset, base, reason))
+            meta = raw.send(
+                CREATED.name,
+                key=event["data"]["localUid"].encode(),
+                value=events.encode(event),
+                headers=events.headers_for(event),
+            ).get(timeout=30)
+            bad.append(
+                _Published(
+                    name,
+                    event["traceId"],
+                    event["data"]["localUid"],
+                    meta.partition,
+                    meta.offset,
+                    base,
+                    reason,
+                )
+            )
     finally:
         raw.close()
 
-    settings = Settings.from_env({}, kafka_bootstrap_servers=bootstrap, organizations_file=built.config_path,
-                                 data_dir=root / "data", worker_concurrency=4,
-                                 kafka_enable_idempotence=False)  # Tansu refuses aiokafka's InitProducerId
+    settings = Settings.from_env(
+        {},
+        kafka_bootstrap_servers=bootstrap,
+        organizations_file=built.config_path,
+        data_dir=root / "data",
+        worker_concurrency=4,
+        kafka_enable_idempotence=False,
+    )  # Tansu refuses aiokafka's InitProducerId
     stage = build_stage(settings, serve_metrics=False)
     thread, holder = _run_stage(stage)
     wanted_signed = {p.trace for p in good}
@@ -136,8 +176,15 @@ def run(broker, tmp_path_factory):
             holder[0].call_soon_threadsafe(stage.request_stop)
         thread.join(timeout=60)
     status = _by_trace(read_all(bootstrap, STATUS.name, idle=0.5))
-    return {"good": good, "bad": bad, "signed": signed, "dead": dead, "status": status, "root": root,
-            "store": store}
+    return {
+        "good": good,
+        "bad": bad,
+        "signed": signed,
+        "dead": dead,
+        "status": status,
+        "root": root,
+        "store": store,
+    }
 
 
 def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(run):
@@ -147,7 +194,9 @@ def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(ru
     tmp: Path = run["root"]
     for p in run["good"]:
         records = run["signed"].get(p.trace)
-        assert records, f"{p.name} was not signed (dead letter: {[dl.describe(dict(r.headers)) for r in run['dead'].get(p.trace, [])]})"
+        assert records, (
+            f"{p.name} was not signed (dead letter: {[dl.describe(dict(r.headers)) for r in run['dead'].get(p.trace, [])]})"
+        )
         event = events.decode(records[0].value, expected_type=events.SIGNED)
         assert records[0].key.decode() == p.uid == event["data"]["localUid"]
         assert event["traceId"] == p.trace and p.trace not in run["dead"]
@@ -155,7 +204,9 @@ def test_every_accepted_sample_is_signed_and_openssl_verifies_every_signature(ru
         doc = tmp / "doc.xml"
         doc.write_bytes(p.document)
         sigs = event["data"]["signatures"]
-        cms = [s["cms"] for s in sigs["personal"]] + ([sigs["organization"]["cms"]] if sigs["organization"] else [])
+        cms = [s["cms"] for s in sigs["personal"]] + (
+            [sigs["organization"]["cms"]] if sigs["organization"] else []
+        )
         assert len(sigs["personal"]) == len({s["snils"] for s in event["data"]["signers"]})
         for n, value in enumerate(cms):
             (tmp / "sig.der").write_bytes(base64.b64decode(value))
@@ -166,7 +217,9 @@ def test_the_signed_event_carries_the_document_by_reference_to_its_exact_bytes(r
     """After created the document travels by reference: each signed event's document has no inline bytes, keeps
     sha256 and size, and its ref reads back, from the store the producer and the signer share, the bytes signed."""
     for p in run["good"]:
-        field = events.decode(run["signed"][p.trace][0].value, expected_type=events.SIGNED)["data"]["document"]
+        field = events.decode(run["signed"][p.trace][0].value, expected_type=events.SIGNED)["data"][
+            "document"
+        ]
         assert "inline" not in field and field["ref"].startswith("file://"), p.name
         assert (field["sha256"], field["size"]) == (hashlib.sha256(p.document).hexdigest(), len(p.document))
         assert document_bytes(field, run["store"]) == p.document, p.name
@@ -193,7 +246,10 @@ def test_each_defect_is_dead_lettered_with_its_own_reason(run):
         assert headers[dl.REASON] == p.reason, (p.name, headers.get(dl.EXCEPTION_MESSAGE))
         assert headers[dl.LOCAL_UID] == p.uid and records[0].key.decode() == p.uid
         assert headers[dl.ORIGINAL_TOPIC] == CREATED.name
-        assert (int(headers[dl.ORIGINAL_PARTITION]), int(headers[dl.ORIGINAL_OFFSET])) == (p.partition, p.offset)
+        assert (int(headers[dl.ORIGINAL_PARTITION]), int(headers[dl.ORIGINAL_OFFSET])) == (
+            p.partition,
+            p.offset,
+        )
         assert headers[dl.STAGE] == "signer" and headers[dl.KIND] and headers[dl.ORGANIZATION]
         assert headers[events.HEADER_TRACE_ID] == p.trace  # the original headers are kept
         assert p.trace not in run["signed"]
@@ -207,11 +263,20 @@ def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):
     import sys
 
     root: Path = run["root"]
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-           "EMD_ORGANIZATIONS": str(root / "config" / "organizations.json"), "EMD_DATA_DIR": str(root / "data"),
-           "KAFKA_ENABLE_IDEMPOTENCE": "false", "EMD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "signer"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "EMD_ORGANIZATIONS": str(root / "config" / "organizations.json"),
+        "EMD_DATA_DIR": str(root / "data"),
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "EMD_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "worker", "signer"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         trace = events.new_trace_id()
         document = lab.variant(uid=f"subprocess-{uuid.uuid4().hex[:8]}")
@@ -222,7 +287,9 @@ def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):
         while not found and time.monotonic() < deadline and proc.poll() is None:
             found = _by_trace(read_all(broker.bootstrap_servers, SIGNED.name, idle=0.5)).get(trace, [])
             time.sleep(0.5)
-        assert found, f"not signed; worker stderr: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}"
+        assert found, (
+            f"not signed; worker stderr: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}"
+        )
         event = events.decode(found[0].value, expected_type=events.SIGNED)
         assert event["data"]["signatures"]["organization"]["mchd"] is not None
     finally:

@@ -22,13 +22,20 @@ def built(tmp_path_factory):
 
 
 def _pool(built, **kw) -> SigningPool:
-    return SigningPool(organizations_file=built.config_path, max_document_bytes=lab.MAX_BYTES,
-                       log_format="json", log_level="warning", **kw)
+    return SigningPool(
+        organizations_file=built.config_path,
+        max_document_bytes=lab.MAX_BYTES,
+        log_format="json",
+        log_level="warning",
+        **kw,
+    )
 
 
 def _signatures() -> float:
-    return sum(REGISTRY.get_sample_value("emd_signatures_total", {"kind": k, "source": s}) or 0.0
-               for k, s in (("doctor", "server"), ("organization", "server")))
+    return sum(
+        REGISTRY.get_sample_value("emd_signatures_total", {"kind": k, "source": s}) or 0.0
+        for k, s in (("doctor", "server"), ("organization", "server"))
+    )
 
 
 def test_usable_cpus_is_capped_by_the_cgroup_quota(tmp_path, monkeypatch):
@@ -50,7 +57,10 @@ def test_documents_are_signed_in_worker_processes_and_counted_here(built):
     before = _signatures()
 
     async def go():
-        return await asyncio.gather(*(pool.sign(lab.created_data(d)["data"], d, dt.datetime.now(dt.UTC)) for d in documents))
+        return await asyncio.gather(
+            *(pool.sign(lab.created_data(d)["data"], d, dt.datetime.now(dt.UTC)) for d in documents)
+        )
+
     try:
         results = asyncio.run(go())
     finally:
@@ -90,6 +100,7 @@ def test_a_worker_process_killed_mid_document_is_a_transient_error_and_the_pool_
             await task
         assert err.value.reason == "SIGNING_PROCESS_LOST"
         return await pool.sign(data, document, dt.datetime.now(dt.UTC))
+
     try:
         assert asyncio.run(go())["organization"] is not None
     finally:
@@ -112,12 +123,17 @@ def test_the_signing_processes_die_with_a_signer_killed_hard(built, tmp_path):
         "doc = lab.GOOD.read_bytes()\n"
         "asyncio.run(pool.sign(lab.created_data(doc)['data'], doc, dt.datetime.now(dt.UTC)))\n"
         "print('ready', flush=True)\n"
-        "import time; time.sleep(300)\n")
+        "import time; time.sleep(300)\n"
+    )
     signer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert signer.stdout.readline().strip() == "ready"
-        children = [int(p) for p in subprocess.run(["ps", "--ppid", str(signer.pid), "-o", "pid="],
-                                                   capture_output=True, text=True).stdout.split()]
+        children = [
+            int(p)
+            for p in subprocess.run(
+                ["ps", "--ppid", str(signer.pid), "-o", "pid="], capture_output=True, text=True
+            ).stdout.split()
+        ]
         assert children  # the signing process (and multiprocessing's resource tracker)
         signer.kill()
         signer.wait()
@@ -125,8 +141,11 @@ def test_the_signing_processes_die_with_a_signer_killed_hard(built, tmp_path):
         alive = children
         while alive and time.monotonic() < deadline:
             time.sleep(0.2)
-            alive = [p for p in children if os.path.exists(f"/proc/{p}") and
-                     open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"]
+            alive = [
+                p
+                for p in children
+                if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"
+            ]
         assert alive == []
     finally:
         if signer.poll() is None:

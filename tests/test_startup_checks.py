@@ -47,21 +47,32 @@ def test_unset_idempotence_is_turned_off_with_a_warning_when_the_broker_refuses_
     """KAFKA_ENABLE_IDEMPOTENCE unset: the local broker's refusal is detected and logged, and the producer delivers."""
     with capture_logs() as logs:
         assert asyncio.run(_start_and_stop(_settings(broker.bootstrap_servers), topic)) >= 0
-    assert [e for e in logs if e["event"].startswith("broker refuses idempotent producers")
-            and e["log_level"] == "warning" and e["bootstrap"] == broker.bootstrap_servers]
+    assert [
+        e
+        for e in logs
+        if e["event"].startswith("broker refuses idempotent producers")
+        and e["log_level"] == "warning"
+        and e["bootstrap"] == broker.bootstrap_servers
+    ]
 
 
 def test_explicit_idempotence_on_a_broker_that_refuses_it_is_a_configuration_error(broker):
     """KAFKA_ENABLE_IDEMPOTENCE=true is never overridden: a refusing broker is a ConfigurationError naming the variable."""
-    with pytest.raises(ConfigurationError, match="refuses idempotent producers.*KAFKA_ENABLE_IDEMPOTENCE=true"):
+    with pytest.raises(
+        ConfigurationError, match="refuses idempotent producers.*KAFKA_ENABLE_IDEMPOTENCE=true"
+    ):
         asyncio.run(_start_and_stop(_settings(broker.bootstrap_servers, kafka_enable_idempotence=True)))
 
 
 def test_explicit_idempotence_off_is_kept(broker, topic):
     """KAFKA_ENABLE_IDEMPOTENCE=false starts a plain producer, which delivers, without trying idempotence first."""
     with capture_logs() as logs:
-        assert asyncio.run(_start_and_stop(_settings(broker.bootstrap_servers, kafka_enable_idempotence=False),
-                                           topic)) >= 0
+        assert (
+            asyncio.run(
+                _start_and_stop(_settings(broker.bootstrap_servers, kafka_enable_idempotence=False), topic)
+            )
+            >= 0
+        )
     assert not [e for e in logs if "idempotent" in e["event"]]
 
 
@@ -79,9 +90,12 @@ def test_a_broker_that_comes_up_within_the_grace_is_waited_for(tmp_path):
     late = LocalBroker(port=free_port())
 
     async def start_before_the_broker() -> set[int]:
-        asyncio.get_running_loop().call_later(1.0, late.start)  # this thread: the broker dies with its starter
-        producer = await start_producer(_settings(late.bootstrap_servers, startup_grace_seconds=60.0),
-                                        client_id="test")
+        asyncio.get_running_loop().call_later(
+            1.0, late.start
+        )  # this thread: the broker dies with its starter
+        producer = await start_producer(
+            _settings(late.bootstrap_servers, startup_grace_seconds=60.0), client_id="test"
+        )
         try:
             return {b.port for b in (await producer.client.fetch_all_metadata()).brokers()}
         finally:
@@ -98,7 +112,9 @@ def test_missing_topics_are_named(broker, topic):
     run = uuid.uuid4().hex[:8]
     missing = [f"missing.{run}.{n}" for n in ("a", "b")]
     settings = _settings(broker.bootstrap_servers, kafka_enable_idempotence=False)
-    with pytest.raises(ConfigurationError, match=f": {missing[0]}, {missing[1]}; create them with `emd topics`"):
+    with pytest.raises(
+        ConfigurationError, match=f": {missing[0]}, {missing[1]}; create them with `emd topics`"
+    ):
         asyncio.run(start_producer(settings, client_id="test", topics=[topic, *missing]))
 
 
@@ -109,17 +125,28 @@ def test_a_stage_on_missing_topics_stops_at_start(broker, tmp_path):
     async def handler(record):
         return []
 
-    stage = Stage(name="t", input_topic=f"absent.{run}", handler=handler, dead_letter_topic=f"absent.{run}.dlt",
-                  settings=_settings(broker.bootstrap_servers, data_dir=tmp_path), serve_metrics=False)
+    stage = Stage(
+        name="t",
+        input_topic=f"absent.{run}",
+        handler=handler,
+        dead_letter_topic=f"absent.{run}.dlt",
+        settings=_settings(broker.bootstrap_servers, data_dir=tmp_path),
+        serve_metrics=False,
+    )
     with pytest.raises(ConfigurationError, match=f"absent.{run}, absent.{run}.dlt"):
         asyncio.run(stage.run(install_signal_handlers=False))
 
 
-@pytest.mark.parametrize(("content", "says"), [
-    (None, "no such file"),
-    (b'{"organizations": [', "not readable JSON"),
-])
-def test_a_worker_with_a_bad_organisations_file_exits_with_one_line(tmp_path, monkeypatch, capsys, content, says):
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "no such file"),
+        (b'{"organizations": [', "not readable JSON"),
+    ],
+)
+def test_a_worker_with_a_bad_organisations_file_exits_with_one_line(
+    tmp_path, monkeypatch, capsys, content, says
+):
     """`emd worker signer` with a missing or broken organisations file exits 2 with one line naming the file."""
     path = tmp_path / "organizations.json"
     if content is not None:
@@ -151,7 +178,10 @@ def test_a_malformed_setting_stops_the_worker_naming_the_variable(monkeypatch, c
     """A boolean setting that is neither true nor false is refused rather than read as off."""
     monkeypatch.setenv("KAFKA_ENABLE_IDEMPOTENCE", "ture")
     assert emd(["worker", "sender"]) == 2
-    assert capsys.readouterr().err == "emd worker sender: KAFKA_ENABLE_IDEMPOTENCE='ture' is neither true nor false\n"
+    assert (
+        capsys.readouterr().err
+        == "emd worker sender: KAFKA_ENABLE_IDEMPOTENCE='ture' is neither true nor false\n"
+    )
 
 
 def test_a_worker_on_a_broker_refusing_what_it_needs_exits_with_a_clear_line(broker, tmp_path):
@@ -159,14 +189,26 @@ def test_a_worker_on_a_broker_refusing_what_it_needs_exits_with_a_clear_line(bro
     (the bound below only keeps a hang from stalling the suite)."""
     from lab.dev.config import write_dev_config
 
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_ENABLE_IDEMPOTENCE": "true",
-           "EMD_ORGANIZATIONS": str(write_dev_config(tmp_path / "cfg")), "EMD_DATA_DIR": str(tmp_path / "data"),
-           "EMD_LOG_LEVEL": "warning"}
-    done = subprocess.run([sys.executable, "-m", "services.cli", "worker", "sender"], env=env, capture_output=True,
-                          text=True, timeout=30)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_ENABLE_IDEMPOTENCE": "true",
+        "EMD_ORGANIZATIONS": str(write_dev_config(tmp_path / "cfg")),
+        "EMD_DATA_DIR": str(tmp_path / "data"),
+        "EMD_LOG_LEVEL": "warning",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "worker", "sender"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     said = [line for line in done.stderr.splitlines() if line.startswith("emd worker sender: ")]
-    assert len(said) == 1 and "refuses idempotent producers" in said[0] and "KAFKA_ENABLE_IDEMPOTENCE" in said[0]
+    assert (
+        len(said) == 1 and "refuses idempotent producers" in said[0] and "KAFKA_ENABLE_IDEMPOTENCE" in said[0]
+    )
 
 
 def test_an_unreadable_ips_certificate_stops_the_callback_service_naming_it(tmp_path, monkeypatch, capsys):
@@ -180,10 +222,16 @@ def test_an_unreadable_ips_certificate_stops_the_callback_service_naming_it(tmp_
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     assert emd(["callbacks", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("emd callbacks: EMD_IPS_CERTIFICATES: ") and "absent.pem" in err and err.count("\n") == 1
+    assert (
+        err.startswith("emd callbacks: EMD_IPS_CERTIFICATES: ")
+        and "absent.pem" in err
+        and err.count("\n") == 1
+    )
 
 
-def test_a_callback_service_without_the_signers_document_store_exits_with_one_line(tmp_path, monkeypatch, capsys):
+def test_a_callback_service_without_the_signers_document_store_exits_with_one_line(
+    tmp_path, monkeypatch, capsys
+):
     """`emd callbacks` on a document store no signer has marked (another data dir, an unshared volume) exits 2
     after the grace with one line naming EMD_DOCUMENT_STORE, instead of failing every getDocumentFile later."""
     from lab.dev.config import write_dev_config
@@ -235,9 +283,13 @@ def test_a_lifecycle_database_back_within_the_grace_is_waited_for(tmp_path):
     try:
         server.pause()
         opened: list = []
-        opener = threading.Thread(target=lambda: opened.append(open_store(tmp_path, url=server.url, wait=120.0)))
+        opener = threading.Thread(
+            target=lambda: opened.append(open_store(tmp_path, url=server.url, wait=120.0))
+        )
         opener.start()
-        time.sleep(2.0)  # the opener is trying meanwhile; the server starts from this thread, which outlives it
+        time.sleep(
+            2.0
+        )  # the opener is trying meanwhile; the server starts from this thread, which outlives it
         server.resume()
         opener.join(150)
         assert len(opened) == 1 and opened[0].get("nothing-here") is None

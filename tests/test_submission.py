@@ -32,7 +32,9 @@ def test_accepted_emits_sent_and_status(config, store):
     assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
     sent = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
     assert sent["messageId"] == t.requests[0].message_id and sent["messageIds"] == [sent["messageId"]]
-    assert sent["attempt"] == 1 and sent["endpoint"] == "http://ips.test/emdr" and sent["environment"] == "test"
+    assert (
+        sent["attempt"] == 1 and sent["endpoint"] == "http://ips.test/emdr" and sent["environment"] == "test"
+    )
     assert json.loads(outs[1].value)["data"]["status"] == "sent"
     assert t.recorded_before_send == [True]
     assert store.get("doc-1").state == lifecycle.ACCEPTED
@@ -77,7 +79,9 @@ def test_transient_then_accepted_keeps_every_message_id(config, store):
 
 def test_rate_limit_defers_a_minute(config, store):
     """RATE_LIMIT becomes TransientError(defer ≥ 60) and pauses the endpoint's limiter."""
-    t = FakeTransport(SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0))
+    t = FakeTransport(
+        SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0)
+    )
     s = submitter(config, store, t)
     with pytest.raises(TransientError) as exc:
         asyncio.run(s.handle(signed_record()))
@@ -88,7 +92,9 @@ def test_rate_limit_defers_a_minute(config, store):
 
 def test_rate_limit_defer_is_a_setting(config, store):
     """With rate_limit_defer=5 a RATE_LIMIT answer retries the document, and pauses its organisation, 5 s later."""
-    t = FakeTransport(SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0))
+    t = FakeTransport(
+        SubmitOutcome(kind="transient", reason="RATE_LIMIT", remd_code="RATE_LIMIT", defer=60.0)
+    )
     s = submitter(config, store, t, rate_limit_defer=5.0)
     with pytest.raises(TransientError) as exc:
         asyncio.run(s.handle(signed_record()))
@@ -99,12 +105,26 @@ def test_rate_limit_defer_is_a_setting(config, store):
 
 def test_permanent_dead_letters_with_code_and_message_ids(config, store):
     """A rejection raises PermanentError carrying the РЭМД code, message, category, hint and MessageIDs."""
-    t = FakeTransport(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NO_SNILS",
-                                    remd_message="нет СНИЛС", category="data", hint="fix", message="NO_SNILS: нет"))
+    t = FakeTransport(
+        SubmitOutcome(
+            kind="permanent",
+            reason="REMD_REJECTED",
+            remd_code="NO_SNILS",
+            remd_message="нет СНИЛС",
+            category="data",
+            hint="fix",
+            message="NO_SNILS: нет",
+        )
+    )
     with pytest.raises(PermanentError) as exc:
         asyncio.run(submitter(config, store, t).handle(signed_record()))
     d = exc.value.details
-    assert (exc.value.reason, d["remd_code"], d["category"], d["hint"]) == ("REMD_REJECTED", "NO_SNILS", "data", "fix")
+    assert (exc.value.reason, d["remd_code"], d["category"], d["hint"]) == (
+        "REMD_REJECTED",
+        "NO_SNILS",
+        "data",
+        "fix",
+    )
     assert d["message_ids"] == [t.requests[0].message_id] and d["local_uid"] == "doc-1"
     assert store.get("doc-1").state == lifecycle.FAILED
 
@@ -144,8 +164,15 @@ def test_open_circuit_parks_beyond_the_hold_limit(config, store):
 def test_a_parked_record_is_due_no_later_than_the_first_tiers_delay(config, store):
     """A record parked behind a circuit that opens for 300 s is due within park_max_seconds, so it never holds up
     other clinics' first retries queued behind it on the shared tier."""
-    s = submitter(config, store, FakeTransport(), breaker_failures=1, breaker_cool_down=300, hold_per_endpoint=0,
-                   park_max_seconds=5)
+    s = submitter(
+        config,
+        store,
+        FakeTransport(),
+        breaker_failures=1,
+        breaker_cool_down=300,
+        hold_per_endpoint=0,
+        park_max_seconds=5,
+    )
     s.breaker("http://ips.test/emdr").record_failure()
     before = time.time()
     (out,) = asyncio.run(s.handle(signed_record()))
@@ -174,7 +201,9 @@ class AcceptedByAnotherReplica:
 
     def record_attempt(self, local_uid, message_id, **kw):
         other = "99999999-9999-4999-8999-999999999999"
-        self.store.record_attempt(local_uid, other, endpoint="http://ips.test/emdr", register=kw.get("register"))
+        self.store.record_attempt(
+            local_uid, other, endpoint="http://ips.test/emdr", register=kw.get("register")
+        )
         self.store.mark_accepted(local_uid, message_id=other)
         return self.store.record_attempt(local_uid, message_id, **kw)  # refused: already accepted
 
@@ -200,8 +229,15 @@ def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config,
     store.mark_registered("doc-1", "16.62.26.11.000000002")
     data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
     data["document"] = dict(data["document"], sha256="0" * 64)
-    changed = Record(topic=topology.SIGNED.name, partition=0, offset=1, key="doc-1", headers={}, timestamp_ms=0,
-                     value=events.encode(events.new_event(events.SIGNED, data, source="test")))
+    changed = Record(
+        topic=topology.SIGNED.name,
+        partition=0,
+        offset=1,
+        key="doc-1",
+        headers={},
+        timestamp_ms=0,
+        value=events.encode(events.new_event(events.SIGNED, data, source="test")),
+    )
     with pytest.raises(PermanentError) as exc:
         asyncio.run(s.handle(changed))
     assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
@@ -219,8 +255,10 @@ def test_an_n3_organisation_sends_the_document_attached_with_its_token(tmp_path,
     remd = raw["organizations"][0]["remd"]
     for field in ("system_key", "system_certificate", "client_entity_id", "callback_url"):
         remd.pop(field)
-    remd.update(transport="n3", n3={"lpu_id": "lpu-7", "token_file": "n3.token",
-                                    "docstorage_url": "http://n3.test/docstorage/"})
+    remd.update(
+        transport="n3",
+        n3={"lpu_id": "lpu-7", "token_file": "n3.token", "docstorage_url": "http://n3.test/docstorage/"},
+    )
     path.write_text(json.dumps(raw, ensure_ascii=False))
 
     class PushingTransport(FakeTransport):
@@ -230,10 +268,21 @@ def test_an_n3_organisation_sends_the_document_attached_with_its_token(tmp_path,
 
     document = "<ClinicalDocument>подписанные байты</ClinicalDocument>".encode()
     data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
-    data["document"] = {"sha256": hashlib.sha256(document).hexdigest(), "size": len(document), "mediaType": "text/xml",
-                        "inline": base64.b64encode(document).decode()}
-    record = Record(topic=topology.SIGNED.name, partition=0, offset=0, key="doc-1", headers={}, timestamp_ms=0,
-                    value=events.encode(events.new_event(events.SIGNED, data, source="test")))
+    data["document"] = {
+        "sha256": hashlib.sha256(document).hexdigest(),
+        "size": len(document),
+        "mediaType": "text/xml",
+        "inline": base64.b64encode(document).decode(),
+    }
+    record = Record(
+        topic=topology.SIGNED.name,
+        partition=0,
+        offset=0,
+        key="doc-1",
+        headers={},
+        timestamp_ms=0,
+        value=events.encode(events.new_event(events.SIGNED, data, source="test")),
+    )
     t = PushingTransport(store=store)
     asyncio.run(Submitter(config=load_organizations(path), store=store, transports={"n3": t}).handle(record))
     [request] = t.requests

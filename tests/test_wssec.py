@@ -53,15 +53,35 @@ def pki(tmp_path_factory):
     out = {}
     for name in ("is", "other"):
         d: Path = tmp_path_factory.mktemp(name)
-        r = _openssl("req", "-x509", "-engine", "gost", "-newkey", "gost2012_256", "-pkeyopt", "paramset:A",
-                     "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "30",
-                     "-subj", f"/CN={name}", "-md_gost12_256")
+        r = _openssl(
+            "req",
+            "-x509",
+            "-engine",
+            "gost",
+            "-newkey",
+            "gost2012_256",
+            "-pkeyopt",
+            "paramset:A",
+            "-nodes",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+            "-days",
+            "30",
+            "-subj",
+            f"/CN={name}",
+            "-md_gost12_256",
+        )
         assert r.returncode == 0, r.stderr.decode()
         r = _openssl("x509", "-engine", "gost", "-in", str(d / "cert.pem"), "-pubkey", "-noout")
         assert r.returncode == 0, r.stderr.decode()
         (d / "pub.pem").write_bytes(r.stdout)
-        out[name] = {"key": load_pkcs8((d / "key.pem").read_bytes()),
-                     "cert": load_certificate((d / "cert.pem").read_bytes()), "dir": d}
+        out[name] = {
+            "key": load_pkcs8((d / "key.pem").read_bytes()),
+            "cert": load_certificate((d / "cert.pem").read_bytes()),
+            "dir": d,
+        }
     return out
 
 
@@ -89,13 +109,19 @@ def test_references_cover_the_ips_recipe(signed):
         el = root.xpath(f"//*[@wsu:Id='{ref.get('URI')[1:]}']", namespaces=DS)
         assert len(el) == 1
         targets[etree.QName(el[0]).localname] = el[0].get(f"{{{n.NS_WSU}}}Id")
-        assert [t.get("Algorithm") for t in ref.xpath("ds:Transforms/ds:Transform", namespaces=DS)] == [wssec.EXC_C14N]
+        assert [t.get("Algorithm") for t in ref.xpath("ds:Transforms/ds:Transform", namespaces=DS)] == [
+            wssec.EXC_C14N
+        ]
         assert ref.find(f"{{{n.NS_DS}}}DigestMethod").get("Algorithm") == wssec.DIGEST_GOST2012_256
     assert set(targets) == {"Body", "Timestamp", "MessageID", "ReplyTo", "To", "Action"}
     assert targets["Body"] == "body"
     assert all(targets[h].startswith("id-") for h in ("MessageID", "ReplyTo", "To", "Action"))
-    assert root.xpath("//ds:SignedInfo/ds:CanonicalizationMethod/@Algorithm", namespaces=DS) == [wssec.EXC_C14N]
-    assert root.xpath("//ds:SignedInfo/ds:SignatureMethod/@Algorithm", namespaces=DS) == [wssec.SIG_GOST2012_256]
+    assert root.xpath("//ds:SignedInfo/ds:CanonicalizationMethod/@Algorithm", namespaces=DS) == [
+        wssec.EXC_C14N
+    ]
+    assert root.xpath("//ds:SignedInfo/ds:SignatureMethod/@Algorithm", namespaces=DS) == [
+        wssec.SIG_GOST2012_256
+    ]
 
 
 def test_security_header_layout(signed, pki):
@@ -123,16 +149,36 @@ def test_signature_verifies_independently_with_openssl(signed, pki, tmp_path):
         assert r.returncode == 0, r.stderr.decode()
         assert r.stdout == digest_value
     signed_info = root.xpath("//ds:SignedInfo", namespaces=DS)[0]
-    (tmp_path / "si.xml").write_bytes(etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False))
+    (tmp_path / "si.xml").write_bytes(
+        etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
+    )
     value = base64.b64decode(root.xpath("//ds:SignatureValue", namespaces=DS)[0].text)
     (tmp_path / "sig.bin").write_bytes(value)  # s‖r, unchanged: what openssl dgst -sign writes too
     pub = str(pki["is"]["dir"] / "pub.pem")
-    r = _openssl("dgst", "-engine", "gost", "-md_gost12_256", "-verify", pub,
-                 "-signature", str(tmp_path / "sig.bin"), str(tmp_path / "si.xml"))
+    r = _openssl(
+        "dgst",
+        "-engine",
+        "gost",
+        "-md_gost12_256",
+        "-verify",
+        pub,
+        "-signature",
+        str(tmp_path / "sig.bin"),
+        str(tmp_path / "si.xml"),
+    )
     assert r.returncode == 0 and b"Verified OK" in r.stdout, r.stdout + r.stderr
     (tmp_path / "rev.bin").write_bytes(value[::-1])
-    r = _openssl("dgst", "-engine", "gost", "-md_gost12_256", "-verify", pub,
-                 "-signature", str(tmp_path / "rev.bin"), str(tmp_path / "si.xml"))
+    r = _openssl(
+        "dgst",
+        "-engine",
+        "gost",
+        "-md_gost12_256",
+        "-verify",
+        pub,
+        "-signature",
+        str(tmp_path / "rev.bin"),
+        str(tmp_path / "si.xml"),
+    )
     assert r.returncode != 0
 
 
@@ -141,11 +187,21 @@ def test_openssl_made_signature_verifies_with_ours(signed, pki, tmp_path):
     root = etree.fromstring(signed)
     signed_info = root.xpath("//ds:SignedInfo", namespaces=DS)[0]
     (tmp_path / "si.xml").write_bytes(etree.tostring(signed_info, method="c14n", exclusive=True))
-    r = _openssl("dgst", "-engine", "gost", "-md_gost12_256", "-sign", str(pki["is"]["dir"] / "key.pem"),
-                 "-out", str(tmp_path / "sig.bin"), str(tmp_path / "si.xml"))
+    r = _openssl(
+        "dgst",
+        "-engine",
+        "gost",
+        "-md_gost12_256",
+        "-sign",
+        str(pki["is"]["dir"] / "key.pem"),
+        "-out",
+        str(tmp_path / "sig.bin"),
+        str(tmp_path / "si.xml"),
+    )
     assert r.returncode == 0, r.stderr.decode()
     root.xpath("//ds:SignatureValue", namespaces=DS)[0].text = base64.b64encode(
-        (tmp_path / "sig.bin").read_bytes()).decode()
+        (tmp_path / "sig.bin").read_bytes()
+    ).decode()
     result = _verify(etree.tostring(root))
     assert result.certificate == pki["is"]["cert"]
 
@@ -158,10 +214,17 @@ def test_verify_returns_certificate_and_signed_ids(signed, pki):
     assert result.created == NOW and result.expires == NOW + timedelta(seconds=300)
 
 
-@pytest.mark.parametrize("xpath", [
-    "//emdr:localUid", "//wsa:MessageID", "//wsa:To", "//wsa:Action", "//wsa:ReplyTo/wsa:Address",
-    "//wsu:Timestamp/wsu:Expires",
-])
+@pytest.mark.parametrize(
+    "xpath",
+    [
+        "//emdr:localUid",
+        "//wsa:MessageID",
+        "//wsa:To",
+        "//wsa:Action",
+        "//wsa:ReplyTo/wsa:Address",
+        "//wsu:Timestamp/wsu:Expires",
+    ],
+)
 def test_tampered_part_fails_with_digest_mismatch(signed, xpath):
     """Changing the body or any signed header after signing is a digest mismatch."""
     DS["emdr"] = n.NS_EMDR_SERVICE
@@ -198,8 +261,13 @@ def test_untrusted_certificate(signed, pki):
 
 def test_body_only_signature_is_not_enough(pki):
     """The older body-only variant verifies its digests but fails the coverage check."""
-    xml = sign_envelope(ENVELOPE, key=pki["is"]["key"], certificate=pki["is"]["cert"], now=NOW,
-                        references=("Body", "Timestamp"))
+    xml = sign_envelope(
+        ENVELOPE,
+        key=pki["is"]["key"],
+        certificate=pki["is"]["cert"],
+        now=NOW,
+        references=("Body", "Timestamp"),
+    )
     with pytest.raises(WsSecurityError) as exc:
         _verify(xml)
     assert exc.value.reason == "WSS_NOT_COVERED"
@@ -270,8 +338,12 @@ def test_soap11_envelope_round_trip(pki):
 def test_callable_signer(pki):
     """A plain sign(bytes) callable (an HSM or DSS stand-in) can replace the key object."""
     key = pki["is"]["key"]
-    xml = sign_envelope(ENVELOPE, key=lambda data: key.sign_digest(streebog256(data)),
-                        certificate=pki["is"]["cert"].der, now=NOW)
+    xml = sign_envelope(
+        ENVELOPE,
+        key=lambda data: key.sign_digest(streebog256(data)),
+        certificate=pki["is"]["cert"].der,
+        now=NOW,
+    )
     assert _verify(xml).certificate == pki["is"]["cert"]
 
 

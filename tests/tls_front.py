@@ -28,19 +28,65 @@ def _openssl(*args: str) -> None:
 def make_pki(folder: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate (CN emd-worker), as PEM files."""
     folder.mkdir(parents=True, exist_ok=True)
-    p = {name: folder / name for name in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem",
-                                          "client.key")}
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(p["ca.key"]), "-out", str(p["ca.pem"]), "-days", "2", "-subj", "/CN=emd test CA")
-    for name, cn, ext in (("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
-                          ("client", "emd-worker", "extendedKeyUsage=clientAuth")):
+    p = {
+        name: folder / name
+        for name in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+    }
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(p["ca.key"]),
+        "-out",
+        str(p["ca.pem"]),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=emd test CA",
+    )
+    for name, cn, ext in (
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+        ("client", "emd-worker", "extendedKeyUsage=clientAuth"),
+    ):
         csr = folder / f"{name}.csr"
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", str(p[f"{name}.key"]), "-out", str(csr), "-subj", f"/CN={cn}")
+        _openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(p[f"{name}.key"]),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={cn}",
+        )
         extfile = folder / f"{name}.ext"
         extfile.write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", str(csr), "-CA", str(p["ca.pem"]), "-CAkey", str(p["ca.key"]),
-                 "-CAcreateserial", "-out", str(p[f"{name}.pem"]), "-days", "2", "-extfile", str(extfile))
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(p["ca.pem"]),
+            "-CAkey",
+            str(p["ca.key"]),
+            "-CAcreateserial",
+            "-out",
+            str(p[f"{name}.pem"]),
+            "-days",
+            "2",
+            "-extfile",
+            str(extfile),
+        )
     return p
 
 
@@ -66,9 +112,21 @@ class TlsBroker:
 
     def start(self) -> TlsBroker:
         self._process = subprocess.Popen(
-            [resolve_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.backend_port}",
-             "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}", "--storage-engine", "memory://tansu/"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            [
+                resolve_binary(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{self.backend_port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self.port}",
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.pki["ca.pem"]))
         context.load_cert_chain(str(self.pki["server.pem"]), str(self.pki["server.key"]))
         context.verify_mode = ssl.CERT_REQUIRED
@@ -120,4 +178,3 @@ class TlsBroker:
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-

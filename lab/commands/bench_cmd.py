@@ -36,36 +36,87 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
         return value
+
     return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure throughput, latency and CPU per document of the whole pipeline",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--documents", type=_positive(int), default=3000,
-                   help="documents to publish after the warm-up (default 3000)")
-    p.add_argument("--latency-documents", type=int, default=None,
-                   help="how many of them are offered at --rate for the latency figures "
-                        "(default a fifth, at most 600); the rest go as fast as the МИС publishes")
-    p.add_argument("--rate", type=_positive(float), default=20.0, help="offered documents/s for latency (default 20)")
-    p.add_argument("--scenario", default="ok", help="emulator scenario (default ok; emd emulator --list-scenarios)")
-    p.add_argument("--backlog", type=_positive(int), default=None,
-                   help="publish N documents before the workers start; report the drain at 1k, 10k, 100k")
-    p.add_argument("--inline-limit", type=int, default=None,
-                   help="the producer's inline limit in bytes (default its own; larger documents go by claim-check)")
-    p.add_argument("--warm-up", type=int, default=None,
-                   help="documents published before measuring (default one of each sample kind)")
-    p.add_argument("--ceiling-seconds", type=float, default=3.0,
-                   help="seconds to measure each in-process stage ceiling (default 3; 0 skips the ceilings)")
-    p.add_argument("--samples", type=Path, help="folder of СЭМД to generate from (default: the Ministry corpus when "
-                   "present, else the repository's samples; lab/dev/samples.py)")
-    p.add_argument("--workdir", type=Path, default=Path(".emd-data/bench"),
-                   help="configuration, data and child logs (emptied at start)")
-    p.add_argument("--timeout", type=_positive(float), default=1800.0,
-                   help="seconds to wait for each phase (default 1800)")
-    p.add_argument("--record", type=Path, default=Path("docs/benchmarks.md"),
-                   help="append the run to this file (default docs/benchmarks.md; --no-record to skip)")
-    p.add_argument("--no-record", dest="record", action="store_const", const=None, help="do not record the run")
+    p = sub.add_parser(
+        "bench",
+        help="measure throughput, latency and CPU per document of the whole pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--documents",
+        type=_positive(int),
+        default=3000,
+        help="documents to publish after the warm-up (default 3000)",
+    )
+    p.add_argument(
+        "--latency-documents",
+        type=int,
+        default=None,
+        help="how many of them are offered at --rate for the latency figures "
+        "(default a fifth, at most 600); the rest go as fast as the МИС publishes",
+    )
+    p.add_argument(
+        "--rate", type=_positive(float), default=20.0, help="offered documents/s for latency (default 20)"
+    )
+    p.add_argument(
+        "--scenario", default="ok", help="emulator scenario (default ok; emd emulator --list-scenarios)"
+    )
+    p.add_argument(
+        "--backlog",
+        type=_positive(int),
+        default=None,
+        help="publish N documents before the workers start; report the drain at 1k, 10k, 100k",
+    )
+    p.add_argument(
+        "--inline-limit",
+        type=int,
+        default=None,
+        help="the producer's inline limit in bytes (default its own; larger documents go by claim-check)",
+    )
+    p.add_argument(
+        "--warm-up",
+        type=int,
+        default=None,
+        help="documents published before measuring (default one of each sample kind)",
+    )
+    p.add_argument(
+        "--ceiling-seconds",
+        type=float,
+        default=3.0,
+        help="seconds to measure each in-process stage ceiling (default 3; 0 skips the ceilings)",
+    )
+    p.add_argument(
+        "--samples",
+        type=Path,
+        help="folder of СЭМД to generate from (default: the Ministry corpus when "
+        "present, else the repository's samples; lab/dev/samples.py)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(".emd-data/bench"),
+        help="configuration, data and child logs (emptied at start)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=1800.0,
+        help="seconds to wait for each phase (default 1800)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=Path("docs/benchmarks.md"),
+        help="append the run to this file (default docs/benchmarks.md; --no-record to skip)",
+    )
+    p.add_argument(
+        "--no-record", dest="record", action="store_const", const=None, help="do not record the run"
+    )
     p.set_defaults(func=run)
 
 
@@ -103,10 +154,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"emd bench: no sample folder {args.samples} (give --samples)", file=sys.stderr)
         return 2
     configure(fmt="console", level="warning")
-    options = bench.BenchOptions(documents=args.documents, latency_documents=args.latency_documents,
-                                 rate=args.rate, scenario=args.scenario, samples=args.samples,
-                                 workdir=args.workdir.resolve(), timeout=args.timeout, inline_limit=args.inline_limit,
-                                 warm_up=args.warm_up)
+    options = bench.BenchOptions(
+        documents=args.documents,
+        latency_documents=args.latency_documents,
+        rate=args.rate,
+        scenario=args.scenario,
+        samples=args.samples,
+        workdir=args.workdir.resolve(),
+        timeout=args.timeout,
+        inline_limit=args.inline_limit,
+        warm_up=args.warm_up,
+    )
     command = "emd bench " + shlex.join(_recorded_options(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []))
     _say(f"machine: {bench.machine()}")
     if args.backlog:
@@ -115,12 +173,20 @@ def run(args: argparse.Namespace) -> int:
         print(table)
         if args.record is not None:
             bench.record(args.record, command=command, sections=[("Backlog drain:", table)])
-        print(f"backlog={result.documents} drain_docs_per_s={result.docs_per_s:.1f} "
-              f"max_worker_rss_mb={max(result.peak_rss_mb.values(), default=0):.0f}", flush=True)
+        print(
+            f"backlog={result.documents} drain_docs_per_s={result.docs_per_s:.1f} "
+            f"max_worker_rss_mb={max(result.peak_rss_mb.values(), default=0):.0f}",
+            flush=True,
+        )
         return 0
 
-    limits = ceilings.measure(args.samples, seconds=args.ceiling_seconds, workdir=options.workdir / "ceilings",
-                              say=_say) if args.ceiling_seconds > 0 else None
+    limits = (
+        ceilings.measure(
+            args.samples, seconds=args.ceiling_seconds, workdir=options.workdir / "ceilings", say=_say
+        )
+        if args.ceiling_seconds > 0
+        else None
+    )
     result = bench.run(options, say=_say)
     sections = []
     if limits is not None:

@@ -14,12 +14,14 @@ from services.logs import configure
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("broker", help="run the local broker (Tansu) on loopback until Ctrl-C",
-                       description=__doc__)
-    p.add_argument("--port", type=int, default=None, help="TCP port (default: EMD_BROKER_PORT, or a free one)")
+    p = sub.add_parser(
+        "broker", help="run the local broker (Tansu) on loopback until Ctrl-C", description=__doc__
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="TCP port (default: EMD_BROKER_PORT, or a free one)"
+    )
     p.add_argument("--no-topics", action="store_true", help="do not create the pipeline's topics")
     p.set_defaults(func=run_broker)
-
 
 
 def run_broker(args: argparse.Namespace) -> int:

@@ -19,32 +19,63 @@ EXIT_OK, EXIT_USAGE = 0, 2
 def register(sub: argparse._SubParsersAction) -> None:
     from lab.emulator.faults import SCENARIOS
 
-    p = sub.add_parser("emulator", help="run the ИПС/РЭМД emulator (SOAP sandbox with fault injection)",
-                       description="An HTTP SOAP server that behaves like ИПС + РЭМД: registerDocument, "
-                                   "getDocumentFile pulls, registerDocumentResult callbacks, polling, faults. "
-                                   "Control API under /_emulator/ (see docs/emulator.md).")
+    p = sub.add_parser(
+        "emulator",
+        help="run the ИПС/РЭМД emulator (SOAP sandbox with fault injection)",
+        description="An HTTP SOAP server that behaves like ИПС + РЭМД: registerDocument, "
+        "getDocumentFile pulls, registerDocumentResult callbacks, polling, faults. "
+        "Control API under /_emulator/ (see docs/emulator.md).",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8099, help="port (default 8099; 0 = any free port)")
-    p.add_argument("--scenario", default="ok", choices=SCENARIOS, help="behaviour (default ok; see --list-scenarios)")
-    p.add_argument("--list-scenarios", action="store_true", help="print the scenarios, one line each, and exit")
-    p.add_argument("--systems", metavar="FILE",
-                   help="JSON: registered ИС (clientEntityId → certificates) and N3 clients (token → ЛПУ id)")
+    p.add_argument(
+        "--scenario", default="ok", choices=SCENARIOS, help="behaviour (default ok; see --list-scenarios)"
+    )
+    p.add_argument(
+        "--list-scenarios", action="store_true", help="print the scenarios, one line each, and exit"
+    )
+    p.add_argument(
+        "--systems",
+        metavar="FILE",
+        help="JSON: registered ИС (clientEntityId → certificates) and N3 clients (token → ЛПУ id)",
+    )
     p.add_argument("--key", metavar="FILE", help="the emulator's signing key (default: a fresh dev key)")
     p.add_argument("--certificate", metavar="FILE", help="its certificate (with --key)")
-    p.add_argument("--write-certificate", metavar="FILE",
-                   help="write the emulator's certificate (PEM) here, for the МИС to trust its callbacks")
+    p.add_argument(
+        "--write-certificate",
+        metavar="FILE",
+        help="write the emulator's certificate (PEM) here, for the МИС to trust its callbacks",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG (default 0)")
-    p.add_argument("--trusted-ca", metavar="FILE", action="append", default=[],
-                   help="an accredited CA (PEM/DER); signatures whose certificate no such CA issued are rejected "
-                        "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT (repeatable; default: any issuer)")
-    p.add_argument("--state", metavar="DIR",
-                   help="keep registrations and accepted requests here, so a restart forgets nothing "
-                        "(default: memory only, a fresh test stand at every start)")
-    p.add_argument("--outage-seconds", type=float, default=30.0, help="outage scenario: how long (default 30)")
-    p.add_argument("--outage-from", choices=("first-request", "start"), default="first-request",
-                   help="outage scenario: when it begins (default first-request)")
-    p.add_argument("--outage-mode", choices=("503", "refused"), default="503",
-                   help="outage scenario: HTTP 503 or connection refused (default 503)")
+    p.add_argument(
+        "--trusted-ca",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="an accredited CA (PEM/DER); signatures whose certificate no such CA issued are rejected "
+        "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT (repeatable; default: any issuer)",
+    )
+    p.add_argument(
+        "--state",
+        metavar="DIR",
+        help="keep registrations and accepted requests here, so a restart forgets nothing "
+        "(default: memory only, a fresh test stand at every start)",
+    )
+    p.add_argument(
+        "--outage-seconds", type=float, default=30.0, help="outage scenario: how long (default 30)"
+    )
+    p.add_argument(
+        "--outage-from",
+        choices=("first-request", "start"),
+        default="first-request",
+        help="outage scenario: when it begins (default first-request)",
+    )
+    p.add_argument(
+        "--outage-mode",
+        choices=("503", "refused"),
+        default="503",
+        help="outage scenario: HTTP 503 or connection refused (default 503)",
+    )
     p.set_defaults(func=run)
 
 
@@ -74,10 +105,21 @@ def run(args: argparse.Namespace) -> int:
         key = keys.load_private_key(args.key) if args.key else None
         cert = load_certificate(args.certificate) if args.certificate else None
         accredited = [load_certificate(path) for path in args.trusted_ca]
-        emu = Emulator(args.host, args.port, scenario=args.scenario, systems=systems, key=key, certificate=cert,
-                       seed=args.seed, outage_seconds=args.outage_seconds, outage_from=args.outage_from,
-                       outage_mode=args.outage_mode, state_dir=args.state, accredited=accredited,
-                       n3_tokens=n3_tokens)
+        emu = Emulator(
+            args.host,
+            args.port,
+            scenario=args.scenario,
+            systems=systems,
+            key=key,
+            certificate=cert,
+            seed=args.seed,
+            outage_seconds=args.outage_seconds,
+            outage_from=args.outage_from,
+            outage_mode=args.outage_mode,
+            state_dir=args.state,
+            accredited=accredited,
+            n3_tokens=n3_tokens,
+        )
         emu.start()
     except (EmdError, OSError, ValueError) as exc:
         print(f"emd emulator: {exc}", file=sys.stderr)
@@ -85,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
     if args.write_certificate:
         with open(args.write_certificate, "wb") as out:
             out.write(emu.certificate.to_pem())
-    print(f"emd emulator listening on {emu.url} (scenario {args.scenario}, {len(systems)} system(s))", flush=True)
+    print(
+        f"emd emulator listening on {emu.url} (scenario {args.scenario}, {len(systems)} system(s))",
+        flush=True,
+    )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -34,15 +34,27 @@ from services.logs import configure
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    r = sub.add_parser("run", help="run the whole pipeline locally on the Ministry samples, with a live view",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally on the Ministry samples, with a live view",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(r)
-    r.add_argument("--samples", type=Path, help="folder of СЭМД to publish (default: the Ministry corpus when "
-                   "present, else the repository's samples; lab/dev/samples.py)")
+    r.add_argument(
+        "--samples",
+        type=Path,
+        help="folder of СЭМД to publish (default: the Ministry corpus when "
+        "present, else the repository's samples; lab/dev/samples.py)",
+    )
     r.set_defaults(func=run, documents=None)
 
-    d = sub.add_parser("demo", help="non-interactive run: N generated documents, machine-readable result",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = sub.add_parser(
+        "demo",
+        help="non-interactive run: N generated documents, machine-readable result",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(d)
     d.add_argument("--documents", type=int, default=100, help="how many documents (default 100)")
     d.add_argument("--samples", type=Path, help="folder of СЭМД to generate from (default as for emd run)")
@@ -50,15 +62,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for every document (default 600)")
+    p.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait for every document (default 600)"
+    )
     p.add_argument("--scenario", default="ok", help="emulator scenario (emd emulator --list-scenarios)")
-    p.add_argument("--until", choices=STAGES[1:], default="acknowledged",
-                   help="the stage that counts as done (default acknowledged: the whole pipeline)")
-    p.add_argument("--workdir", type=Path, default=Path(".emd-data/run"),
-                   help="configuration, data and child logs (emptied at start)")
-    p.add_argument("--n3-clinics", type=whole_number(0), default=0, metavar="N",
-                   help="route the first N clinics through the emulator's N3.Health face instead of ИПС, side by "
-                        "side with the others (default 0; docs/transports.md)")
+    p.add_argument(
+        "--until",
+        choices=STAGES[1:],
+        default="acknowledged",
+        help="the stage that counts as done (default acknowledged: the whole pipeline)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(".emd-data/run"),
+        help="configuration, data and child logs (emptied at start)",
+    )
+    p.add_argument(
+        "--n3-clinics",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="route the first N clinics through the emulator's N3.Health face instead of ИПС, side by "
+        "side with the others (default 0; docs/transports.md)",
+    )
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -82,28 +109,44 @@ def _run(args: argparse.Namespace) -> int:
     # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
     # a demo generates only documents a clinic could register today
     samples = args.samples or default_samples()
-    documents, refused = sample_documents(samples, args.documents, registrable_only=args.documents is not None)
+    documents, refused = sample_documents(
+        samples, args.documents, registrable_only=args.documents is not None
+    )
     say = print if args.documents is None else (lambda *a, **k: print(*a, **k, file=sys.stderr))
-    say(f"{len(documents)} documents from {samples} to publish, each with a fresh localUid and created now"
-        + (f"; {len(refused)} samples left out (reasons at the end)" if refused else ""))
+    say(
+        f"{len(documents)} documents from {samples} to publish, each with a fresh localUid and created now"
+        + (f"; {len(refused)} samples left out (reasons at the end)" if refused else "")
+    )
 
     with ExitStack() as stack:
         if settings.kafka_bootstrap_servers:
             bootstrap, kafka_env = settings.kafka_bootstrap_servers, {}
         else:
-            broker = stack.enter_context(LocalBroker(port=settings.local_broker_port,
-                                                     log_path=workdir / "broker.log"))
+            broker = stack.enter_context(
+                LocalBroker(port=settings.local_broker_port, log_path=workdir / "broker.log")
+            )
             bootstrap, kafka_env = broker.bootstrap_servers, broker.client_env()
-        ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
-                      timeout_s=max(1.0, settings.startup_grace_seconds))
+        ensure_topics(
+            bootstrap,
+            partitions=settings.kafka_topic_partitions,
+            timeout_s=max(1.0, settings.startup_grace_seconds),
+        )
         say(f"broker: {bootstrap}")
 
-        pipeline = LocalPipeline(workdir=workdir, bootstrap_servers=bootstrap, documents=documents,
-                                 kafka_env=kafka_env, scenario=args.scenario, n3_clinics=args.n3_clinics)
+        pipeline = LocalPipeline(
+            workdir=workdir,
+            bootstrap_servers=bootstrap,
+            documents=documents,
+            kafka_env=kafka_env,
+            scenario=args.scenario,
+            n3_clinics=args.n3_clinics,
+        )
         stack.callback(pipeline.stop)
         pipeline.start()
-        say(f"emulator: {pipeline.emulator_url} (scenario {args.scenario}); callbacks: {pipeline.callback_url}; "
-            f"logs: {pipeline.supervisor.log_dir}")
+        say(
+            f"emulator: {pipeline.emulator_url} (scenario {args.scenario}); callbacks: {pipeline.callback_url}; "
+            f"logs: {pipeline.supervisor.log_dir}"
+        )
         if pipeline.n3_organizations:
             say(f"through N3.Health: {', '.join(pipeline.n3_organizations)}; the others through ИПС")
         say("metrics: " + ", ".join(f"{name} {url}" for name, url in pipeline.metrics_urls().items()))
@@ -123,8 +166,11 @@ def _run(args: argparse.Namespace) -> int:
         duplicated = pipeline.duplicates()
         lost = snap.total - snap.final
         _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
-        print(f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
-              f"lost={lost} duplicated={duplicated}", flush=True)
+        print(
+            f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
+            f"lost={lost} duplicated={duplicated}",
+            flush=True,
+        )
         return 0 if lost == 0 and duplicated == 0 else 1
 
 
@@ -150,7 +196,8 @@ class _LiveView:
         if dead_children:
             raise ComponentStopped(dead_children[0], self.sup)
         text = [
-            "  ".join(f"{s}: {snap.per_stage[s]:>4}" for s in STAGES) + f"  dead-lettered: {snap.dead_lettered:>4}",
+            "  ".join(f"{s}: {snap.per_stage[s]:>4}" for s in STAGES)
+            + f"  dead-lettered: {snap.dead_lettered:>4}",
             f"final {snap.final}/{snap.total}   {snap.rate:.1f} documents/s",
         ]
         for e in snap.errors[-3:]:
@@ -167,8 +214,10 @@ class _LiveView:
 
 def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
     say("")
-    say(f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
-        f"{snap.total - snap.final} not final, of {snap.total} published")
+    say(
+        f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
+        f"{snap.total - snap.final} not final, of {snap.total} published"
+    )
     for e in snap.dead_letters:
         say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
     for name, reason in refused:

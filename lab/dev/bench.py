@@ -94,7 +94,7 @@ class E2EResult:
     docs_per_s: float
     #: how fast the МИС child published the throughput phase: when e2e is close to it, the МИС was the limit
     publish_per_s: float
-    latency_s: dict[str, float]        #: p50, p95, p99 (created → acknowledged, at the offered rate)
+    latency_s: dict[str, float]  #: p50, p95, p99 (created → acknowledged, at the offered rate)
     offered_rate: float
     processes: list[ProcessFigures]
     producer_cpu_ms_per_doc: float
@@ -114,8 +114,15 @@ class E2EResult:
 class _Publisher:
     """The МИС child (``lab.dev.publisher``): one command in, one answer out."""
 
-    def __init__(self, bootstrap: str, data_dir: Path, samples: Path, inline_limit: int | None, log: Path,
-                 env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        data_dir: Path,
+        samples: Path,
+        inline_limit: int | None,
+        log: Path,
+        env: dict[str, str],
+    ) -> None:
         from lab.dev.supervisor import child_environment
         from services.processes import die_with_parent
 
@@ -123,8 +130,15 @@ class _Publisher:
         if inline_limit is not None:
             argv += ["--inline-limit", str(inline_limit)]
         with open(log, "ab") as err:
-            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                            env=child_environment(env), preexec_fn=die_with_parent, text=True)
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=child_environment(env),
+                preexec_fn=die_with_parent,
+                text=True,
+            )
         self.cpu_seconds = 0.0
         self.last_seconds = 0.0
 
@@ -164,8 +178,9 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def _wait(watcher: PipelineWatcher, uids: list[str], timeout: float, say: Say, what: str,
-          pipeline: LocalPipeline) -> None:
+def _wait(
+    watcher: PipelineWatcher, uids: list[str], timeout: float, say: Say, what: str, pipeline: LocalPipeline
+) -> None:
     def tick(snap: Any) -> None:
         now = time.monotonic()
         if now - tick.last >= 10:  # type: ignore[attr-defined]
@@ -173,12 +188,17 @@ def _wait(watcher: PipelineWatcher, uids: list[str], timeout: float, say: Say, w
             say(f"  {what}: {snap.final}/{snap.total} final, {snap.rate:.1f} documents/s")
             dead = pipeline.supervisor.dead()
             if dead:
-                raise SystemExit(f"emd bench: {', '.join(dead)} stopped:\n{pipeline.supervisor.tail(dead[0])}")
+                raise SystemExit(
+                    f"emd bench: {', '.join(dead)} stopped:\n{pipeline.supervisor.tail(dead[0])}"
+                )
+
     tick.last = time.monotonic()  # type: ignore[attr-defined]
     snap = watcher.wait_for(set(uids), timeout=timeout, on_tick=tick, tick=0.5)
     if snap.final < len(uids):
-        raise SystemExit(f"emd bench: {len(uids) - snap.final} of {len(uids)} documents not final after "
-                         f"{timeout:.0f} s ({what})")
+        raise SystemExit(
+            f"emd bench: {len(uids) - snap.final} of {len(uids)} documents not final after "
+            f"{timeout:.0f} s ({what})"
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -204,10 +224,17 @@ def steady_rate(times_ms: list[int]) -> float:
     return (hi - lo) / span if span > 0 else 0.0
 
 
-def _pipeline(options: BenchOptions, broker: LocalBroker, templates: list[tuple[str, bytes]]) -> LocalPipeline:
-    return LocalPipeline(workdir=options.workdir / "run", bootstrap_servers=broker.bootstrap_servers,
-                         documents=templates, kafka_env=broker.client_env(), scenario=options.scenario,
-                         env={"EMD_LOG_LEVEL": "warning", **options.env})
+def _pipeline(
+    options: BenchOptions, broker: LocalBroker, templates: list[tuple[str, bytes]]
+) -> LocalPipeline:
+    return LocalPipeline(
+        workdir=options.workdir / "run",
+        bootstrap_servers=broker.bootstrap_servers,
+        documents=templates,
+        kafka_env=broker.client_env(),
+        scenario=options.scenario,
+        env={"EMD_LOG_LEVEL": "warning", **options.env},
+    )
 
 
 # ------------------------------------------------------------------------------------------- the runs
@@ -224,10 +251,19 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
         try:
             pipeline.start()
             watcher = PipelineWatcher(broker.bootstrap_servers).start()
-            publisher = _Publisher(broker.bootstrap_servers, pipeline.data_dir, options.samples,
-                                   options.inline_limit, options.workdir / "publisher.log", broker.client_env())
+            publisher = _Publisher(
+                broker.bootstrap_servers,
+                pipeline.data_dir,
+                options.samples,
+                options.inline_limit,
+                options.workdir / "publisher.log",
+                broker.client_env(),
+            )
             warm = len(templates) if options.warm_up is None else options.warm_up
-            say(f"warm-up: {warm} documents" + (", one of each sample kind" if options.warm_up is None else ""))
+            say(
+                f"warm-up: {warm} documents"
+                + (", one of each sample kind" if options.warm_up is None else "")
+            )
             _wait(watcher, publisher.publish(warm), options.timeout, say, "warm-up", pipeline)
             pids = _pids(pipeline, broker)
             load_before = os.getloadavg()
@@ -250,8 +286,11 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
             load_after = os.getloadavg()
             peaks = {name: procstat.usage(pid) for name, pid in pids.items()}
             snap = watcher.snapshot(set(latency_uids) | set(burst_uids))
-            latencies = [(watcher.final_ms[u] - watcher.created_ms[u]) / 1000 for u in latency_uids
-                         if u in watcher.final_ms and u in watcher.created_ms]
+            latencies = [
+                (watcher.final_ms[u] - watcher.created_ms[u]) / 1000
+                for u in latency_uids
+                if u in watcher.final_ms and u in watcher.created_ms
+            ]
             done = [watcher.final_ms[u] for u in (burst_uids or latency_uids) if u in watcher.final_ms]
         finally:
             if publisher is not None:
@@ -260,16 +299,30 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
                 watcher.stop()
             pipeline.stop()
     n = max(options.documents, 1)
-    processes = [ProcessFigures(name=name, cpu_ms_per_doc=(cpu_after[name] - cpu_before[name]) * 1000 / n,
-                                peak_rss_mb=peaks[name].peak_rss_mb if peaks[name] else 0.0,
-                                processes=peaks[name].processes if peaks[name] else 0)
-                 for name in pids]
+    processes = [
+        ProcessFigures(
+            name=name,
+            cpu_ms_per_doc=(cpu_after[name] - cpu_before[name]) * 1000 / n,
+            peak_rss_mb=peaks[name].peak_rss_mb if peaks[name] else 0.0,
+            processes=peaks[name].processes if peaks[name] else 0,
+        )
+        for name in pids
+    ]
     return E2EResult(
-        documents=options.documents, acknowledged=snap.final - snap.dead_lettered, dead_lettered=snap.dead_lettered,
-        lost=snap.total - snap.final, docs_per_s=steady_rate(done), publish_per_s=publish_per_s,
-        latency_s={f"p{q}": percentile(latencies, q / 100) for q in (50, 95, 99)}, offered_rate=options.rate,
-        processes=processes, producer_cpu_ms_per_doc=publisher.cpu_seconds * 1000 / n if publisher else 0.0,
-        seconds=seconds, load_before=load_before, load_after=load_after)
+        documents=options.documents,
+        acknowledged=snap.final - snap.dead_lettered,
+        dead_lettered=snap.dead_lettered,
+        lost=snap.total - snap.final,
+        docs_per_s=steady_rate(done),
+        publish_per_s=publish_per_s,
+        latency_s={f"p{q}": percentile(latencies, q / 100) for q in (50, 95, 99)},
+        offered_rate=options.rate,
+        processes=processes,
+        producer_cpu_ms_per_doc=publisher.cpu_seconds * 1000 / n if publisher else 0.0,
+        seconds=seconds,
+        load_before=load_before,
+        load_after=load_after,
+    )
 
 
 @dataclass
@@ -277,7 +330,9 @@ class BacklogResult:
     documents: int
     publish_seconds: float
     producer_cpu_ms_per_doc: float
-    checkpoints: list[tuple[int, float, dict[str, float]]]  #: (acknowledged, seconds since the workers started, RSS MB)
+    checkpoints: list[
+        tuple[int, float, dict[str, float]]
+    ]  #: (acknowledged, seconds since the workers started, RSS MB)
     peak_rss_mb: dict[str, float]
     docs_per_s: float
 
@@ -289,8 +344,14 @@ def run_backlog(options: BenchOptions, backlog: int, *, say: Say = print) -> Bac
     with LocalBroker(log_path=_fresh(options.workdir) / "broker.log") as broker:
         ensure_topics(broker.bootstrap_servers, partitions=options.partitions)
         pipeline = _pipeline(options, broker, templates)
-        publisher = _Publisher(broker.bootstrap_servers, pipeline.data_dir, options.samples, options.inline_limit,
-                               options.workdir / "publisher.log", broker.client_env())
+        publisher = _Publisher(
+            broker.bootstrap_servers,
+            pipeline.data_dir,
+            options.samples,
+            options.inline_limit,
+            options.workdir / "publisher.log",
+            broker.client_env(),
+        )
         watcher = PipelineWatcher(broker.bootstrap_servers).start()
         try:
             say(f"backlog: publishing {backlog} documents with no worker running")
@@ -309,8 +370,10 @@ def run_backlog(options: BenchOptions, backlog: int, *, say: Say = print) -> Bac
                 rss = {n: (u.rss_mb if (u := procstat.usage(p)) else 0.0) for n, p in pids.items()}
                 while marks and snap.final >= marks[0]:
                     checkpoints.append((marks.pop(0), time.monotonic() - started, rss))
-                    say(f"  {checkpoints[-1][0]} final after {checkpoints[-1][1]:.0f} s; RSS MB "
-                        + ", ".join(f"{n} {v:.0f}" for n, v in rss.items()))
+                    say(
+                        f"  {checkpoints[-1][0]} final after {checkpoints[-1][1]:.0f} s; RSS MB "
+                        + ", ".join(f"{n} {v:.0f}" for n, v in rss.items())
+                    )
                 if pipeline.supervisor.dead():
                     raise SystemExit(f"emd bench: {', '.join(pipeline.supervisor.dead())} stopped")
                 time.sleep(0.5)
@@ -322,9 +385,14 @@ def run_backlog(options: BenchOptions, backlog: int, *, say: Say = print) -> Bac
             pipeline.stop()
     if marks:
         raise SystemExit(f"emd bench: the backlog was not drained within {options.timeout:.0f} s")
-    return BacklogResult(documents=backlog, publish_seconds=publish_seconds,
-                         producer_cpu_ms_per_doc=publisher.cpu_seconds * 1000 / max(backlog, 1),
-                         checkpoints=checkpoints, peak_rss_mb=peaks, docs_per_s=backlog / drained)
+    return BacklogResult(
+        documents=backlog,
+        publish_seconds=publish_seconds,
+        producer_cpu_ms_per_doc=publisher.cpu_seconds * 1000 / max(backlog, 1),
+        checkpoints=checkpoints,
+        peak_rss_mb=peaks,
+        docs_per_s=backlog / drained,
+    )
 
 
 def _fresh(workdir: Path) -> Path:
@@ -338,11 +406,13 @@ def _fresh(workdir: Path) -> Path:
 # ------------------------------------------------------------------------------------------- reporting
 def summary_line(result: E2EResult) -> str:
     """The machine-readable last line."""
-    return (f"e2e_docs_per_s={result.docs_per_s:.1f} pipeline_cpu_ms_per_doc={result.cpu(*PIPELINE):.1f} "
-            f"emulator_cpu_ms_per_doc={result.cpu('emulator'):.1f} "
-            f"producer_cpu_ms_per_doc={result.producer_cpu_ms_per_doc:.1f} p99_s={result.latency_s['p99']:.2f} "
-            f"max_worker_rss_mb={result.max_worker_rss_mb:.0f} acknowledged={result.acknowledged} "
-            f"documents={result.documents}")
+    return (
+        f"e2e_docs_per_s={result.docs_per_s:.1f} pipeline_cpu_ms_per_doc={result.cpu(*PIPELINE):.1f} "
+        f"emulator_cpu_ms_per_doc={result.cpu('emulator'):.1f} "
+        f"producer_cpu_ms_per_doc={result.producer_cpu_ms_per_doc:.1f} p99_s={result.latency_s['p99']:.2f} "
+        f"max_worker_rss_mb={result.max_worker_rss_mb:.0f} acknowledged={result.acknowledged} "
+        f"documents={result.documents}"
+    )
 
 
 def e2e_table(result: E2EResult) -> str:
@@ -350,28 +420,41 @@ def e2e_table(result: E2EResult) -> str:
     order = [*PIPELINE, "emulator", "broker"]
     for p in sorted(result.processes, key=lambda p: order.index(p.name) if p.name in order else 99):
         rows.append(f"| {p.name} | {p.cpu_ms_per_doc:.1f} | {p.peak_rss_mb:.0f} | {p.processes} |")
-    rows.append(f"| **pipeline** ({' + '.join(PIPELINE)}) | **{result.cpu(*PIPELINE):.1f}** | "
-                f"{result.max_worker_rss_mb:.0f} (largest) | |")
-    rows.append(f"| МИС producer library (publish: checks + produce) | {result.producer_cpu_ms_per_doc:.1f} | | 1 |")
+    rows.append(
+        f"| **pipeline** ({' + '.join(PIPELINE)}) | **{result.cpu(*PIPELINE):.1f}** | "
+        f"{result.max_worker_rss_mb:.0f} (largest) | |"
+    )
+    rows.append(
+        f"| МИС producer library (publish: checks + produce) | {result.producer_cpu_ms_per_doc:.1f} | | 1 |"
+    )
     lat = result.latency_s
     return "\n".join(rows) + (
         f"\n\n{result.acknowledged} of {result.documents} acknowledged, {result.dead_lettered} dead-lettered, "
         f"{result.lost} lost, in {result.seconds:.0f} s. End to end **{result.docs_per_s:.1f} documents/s** over the "
         f"steady state{_publish_note(result)}; created → acknowledged at an offered {result.offered_rate:g}/s: p50 {lat['p50']:.2f} s, "
         f"p95 {lat['p95']:.2f} s, p99 **{lat['p99']:.2f} s**. Load average before {_load(result.load_before)}, "
-        f"after {_load(result.load_after)}.")
+        f"after {_load(result.load_after)}."
+    )
 
 
 def backlog_table(result: BacklogResult) -> str:
     names = list(result.peak_rss_mb)
-    rows = ["| acknowledged | seconds since the workers started | " + " | ".join(f"{n} RSS MB" for n in names) + " |",
-            "|---" * (2 + len(names)) + "|"]
+    rows = [
+        "| acknowledged | seconds since the workers started | "
+        + " | ".join(f"{n} RSS MB" for n in names)
+        + " |",
+        "|---" * (2 + len(names)) + "|",
+    ]
     for count, seconds, rss in result.checkpoints:
-        rows.append(f"| {count} | {seconds:.0f} | " + " | ".join(f"{rss.get(n, 0):.0f}" for n in names) + " |")
+        rows.append(
+            f"| {count} | {seconds:.0f} | " + " | ".join(f"{rss.get(n, 0):.0f}" for n in names) + " |"
+        )
     rows.append("| peak (VmHWM) | | " + " | ".join(f"{result.peak_rss_mb[n]:.0f}" for n in names) + " |")
-    return "\n".join(rows) + (f"\n\nPublished in {result.publish_seconds:.0f} s "
-                              f"({result.producer_cpu_ms_per_doc:.1f} ms CPU each); drained at "
-                              f"{result.docs_per_s:.1f} documents/s.")
+    return "\n".join(rows) + (
+        f"\n\nPublished in {result.publish_seconds:.0f} s "
+        f"({result.producer_cpu_ms_per_doc:.1f} ms CPU each); drained at "
+        f"{result.docs_per_s:.1f} documents/s."
+    )
 
 
 def _publish_note(result: E2EResult) -> str:
@@ -399,20 +482,32 @@ def machine() -> str:
     quota = ""
     try:
         limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        quota = f", cgroup quota {int(limit) / int(period):g} CPU" if limit != "max" else ", no cgroup CPU quota"
+        quota = (
+            f", cgroup quota {int(limit) / int(period):g} CPU" if limit != "max" else ", no cgroup CPU quota"
+        )
     except (OSError, ValueError):
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{model}, {len(os.sched_getaffinity(0))} CPUs{quota}, {mem_gb:.0f} GB; {platform.system()} "
-            f"{platform.release()}; Python {platform.python_version()}; {ssl.OPENSSL_VERSION}; commit {commit()}")
+    return (
+        f"{model}, {len(os.sched_getaffinity(0))} CPUs{quota}, {mem_gb:.0f} GB; {platform.system()} "
+        f"{platform.release()}; Python {platform.python_version()}; {ssl.OPENSSL_VERSION}; commit {commit()}"
+    )
 
 
 def commit() -> str:
     try:
-        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha or "unknown") + (" (with uncommitted changes)" if dirty else "")

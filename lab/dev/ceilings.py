@@ -70,7 +70,9 @@ def _created(document: bytes) -> dict[str, Any]:
     return data
 
 
-def measure(samples: Path, *, seconds: float, workdir: Path, say: Callable[[str], None] = print) -> list[Ceiling]:
+def measure(
+    samples: Path, *, seconds: float, workdir: Path, say: Callable[[str], None] = print
+) -> list[Ceiling]:
     """Every stage's ceiling (module docstring); ``seconds`` of measurement each, after a warm-up."""
     from lab.dev.config import write_dev_config
     from services.pipeline.organizations import load_organizations
@@ -84,26 +86,39 @@ def measure(samples: Path, *, seconds: float, workdir: Path, say: Callable[[str]
     config_file = write_dev_config(workdir / "config", oids=oids, doctors=snils)
     config = load_organizations(config_file)
     created = [_created(d) for d in templates]
-    say(f"ceilings: warming up on the {len(templates)} samples (each kind's XSD and Schematron compiled once)")
+    say(
+        f"ceilings: warming up on the {len(templates)} samples (each kind's XSD and Schematron compiled once)"
+    )
     signatures = [sign_document(c, d, config) for c, d in zip(created, templates, strict=True)]
 
     def sign(i: int) -> None:
         k = i % len(templates)
         sign_document(created[k], templates[k], config)
 
-    out = [Ceiling("sign", "checks + doctors' and organisation's CAdES (sign_document)", *_timed(sign, seconds))]
+    out = [
+        Ceiling("sign", "checks + doctors' and organisation's CAdES (sign_document)", *_timed(sign, seconds))
+    ]
     say(f"  sign: {out[-1].cpu_ms_per_doc:.1f} ms CPU per document")
 
     transport = IpsSoapTransport()
-    registrations = [registration_from_event({**c, "signatures": s}) for c, s in zip(created, signatures, strict=True)]
+    registrations = [
+        registration_from_event({**c, "signatures": s}) for c, s in zip(created, signatures, strict=True)
+    ]
 
     def build(i: int) -> None:
         k = i % len(templates)
         remd = config.organization(created[k]["organizationOid"]).remd
-        transport.build(SubmitRequest(registration=registrations[k], message_id=f"urn:uuid:bench-{i}",
-                                      endpoint=remd.endpoint, client_entity_id=remd.client_entity_id,
-                                      reply_to=remd.callback_url, key=remd.system.signer(),
-                                      certificate=remd.system.certificate))
+        transport.build(
+            SubmitRequest(
+                registration=registrations[k],
+                message_id=f"urn:uuid:bench-{i}",
+                endpoint=remd.endpoint,
+                client_entity_id=remd.client_entity_id,
+                reply_to=remd.callback_url,
+                key=remd.system.signer(),
+                certificate=remd.system.certificate,
+            )
+        )
 
     out.append(Ceiling("soap", "registerDocument built and WS-Security signed", *_timed(build, seconds)))
     say(f"  soap: {out[-1].cpu_ms_per_doc:.1f} ms CPU per document")
@@ -111,8 +126,9 @@ def measure(samples: Path, *, seconds: float, workdir: Path, say: Callable[[str]
     return out
 
 
-def _emulator_and_broker(templates: list[bytes], *, workdir: Path, seconds: float,
-                         say: Callable[[str], None]) -> list[Ceiling]:
+def _emulator_and_broker(
+    templates: list[bytes], *, workdir: Path, seconds: float, say: Callable[[str], None]
+) -> list[Ceiling]:
     from lab.broker import LocalBroker
     from producer.topology import ensure_topics
     from services.documents.store import FilesystemStore, by_reference, mark_signer_store
@@ -128,9 +144,14 @@ def _emulator_and_broker(templates: list[bytes], *, workdir: Path, seconds: floa
     out: list[Ceiling] = []
     with LocalBroker(log_path=workdir / "broker.log") as broker:
         ensure_topics(broker.bootstrap_servers, partitions=6)
-        lab = LocalPipeline(workdir=workdir / "run", bootstrap_servers=broker.bootstrap_servers,
-                            documents=[("", d) for d in templates], kafka_env=broker.client_env(),
-                            components=("emulator", "callbacks"), env={"EMD_LOG_LEVEL": "warning"})
+        lab = LocalPipeline(
+            workdir=workdir / "run",
+            bootstrap_servers=broker.bootstrap_servers,
+            documents=[("", d) for d in templates],
+            kafka_env=broker.client_env(),
+            components=("emulator", "callbacks"),
+            env={"EMD_LOG_LEVEL": "warning"},
+        )
         # this process plays the signer: its store, marked before the callback service starts and looks for it
         documents = FilesystemStore(lab.data_dir / "documents")
         mark_signer_store(documents)
@@ -139,44 +160,86 @@ def _emulator_and_broker(templates: list[bytes], *, workdir: Path, seconds: floa
             config = load_organizations(lab.config_dir / "organizations.json")
             store = open_store(lab.data_dir)
             transport = IpsSoapTransport()
-            count, warm = max(5, int(seconds * 15)), 5  # warm: each key's first use (tables, parsing) not counted
+            count, warm = (
+                max(5, int(seconds * 15)),
+                5,
+            )  # warm: each key's first use (tables, parsing) not counted
             bodies = []
             for i in range(warm + count):  # each request a fresh document (РЭМД registers a localUid once)
                 document = as_new_document(templates[i % len(templates)])
                 data = _created(document)
-                signed = events.new_event(events.SIGNED, {
-                    **data, "document": by_reference(data["document"], document, documents),
-                    "signatures": sign_document(data, document, config)}, source="emd-bench")
+                signed = events.new_event(
+                    events.SIGNED,
+                    {
+                        **data,
+                        "document": by_reference(data["document"], document, documents),
+                        "signatures": sign_document(data, document, config),
+                    },
+                    source="emd-bench",
+                )
                 signed_sizes.append(len(events.encode(signed)))
-                store.register(data["localUid"], organization=data["organizationOid"], kind=data["kind"],
-                               signed_event=events.encode(signed), document_ref=signed["data"]["document"]["ref"])
+                store.register(
+                    data["localUid"],
+                    organization=data["organizationOid"],
+                    kind=data["kind"],
+                    signed_event=events.encode(signed),
+                    document_ref=signed["data"]["document"]["ref"],
+                )
                 remd = config.organization(data["organizationOid"]).remd
-                bodies.append(transport.build(SubmitRequest(
-                    registration=registration_from_event(signed["data"]), message_id=f"urn:uuid:{_uuid()}",
-                    endpoint=lab.emulator_url + "/ips", client_entity_id=remd.client_entity_id,
-                    reply_to=lab.callback_url, key=remd.system.signer(), certificate=remd.system.certificate)))
+                bodies.append(
+                    transport.build(
+                        SubmitRequest(
+                            registration=registration_from_event(signed["data"]),
+                            message_id=f"urn:uuid:{_uuid()}",
+                            endpoint=lab.emulator_url + "/ips",
+                            client_entity_id=remd.client_entity_id,
+                            reply_to=lab.callback_url,
+                            key=remd.system.signer(),
+                            certificate=remd.system.certificate,
+                        )
+                    )
+                )
             store.close()
             _wait_idle(lab)
             pid = lab.supervisor.children["emulator"].process.pid  # type: ignore[union-attr]
 
             def post(some: list[bytes], finished: int) -> None:
                 with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
-                    answers = list(pool.map(lambda b: client.post(
-                        lab.emulator_url + "/ips", content=b, headers=envelope.http_headers(
-                            transport.soap_version, action=n.ACTION_REGISTER_DOCUMENT)).status_code, some))
+                    answers = list(
+                        pool.map(
+                            lambda b: client.post(
+                                lab.emulator_url + "/ips",
+                                content=b,
+                                headers=envelope.http_headers(
+                                    transport.soap_version, action=n.ACTION_REGISTER_DOCUMENT
+                                ),
+                            ).status_code,
+                            some,
+                        )
+                    )
                 if any(a != 200 for a in answers):
-                    raise SystemExit(f"emd bench: the emulator refused {sum(a != 200 for a in answers)} requests; "
-                                     f"see {lab.supervisor.log_dir}")
+                    raise SystemExit(
+                        f"emd bench: the emulator refused {sum(a != 200 for a in answers)} requests; "
+                        f"see {lab.supervisor.log_dir}"
+                    )
                 _wait_finished(lab, finished)
 
             post(bodies[:warm], warm)
             cpu0 = procstat.usage(pid).cpu_seconds  # type: ignore[union-attr]
             post(bodies[warm:], warm + count)
             cpu = procstat.usage(pid).cpu_seconds - cpu0  # type: ignore[union-attr]
-        out.append(Ceiling("emulator", "registerDocument + file pull + checks + callback (emulator process)",
-                           cpu * 1000 / count, count))
+        out.append(
+            Ceiling(
+                "emulator",
+                "registerDocument + file pull + checks + callback (emulator process)",
+                cpu * 1000 / count,
+                count,
+            )
+        )
         say(f"  emulator: {out[-1].cpu_ms_per_doc:.1f} ms CPU per document")
-        out.append(_broker(broker, templates, later_size=sum(signed_sizes) // len(signed_sizes), seconds=seconds))
+        out.append(
+            _broker(broker, templates, later_size=sum(signed_sizes) // len(signed_sizes), seconds=seconds)
+        )
         say(f"  broker: {out[-1].cpu_ms_per_doc:.1f} ms CPU per document")
     return out
 
@@ -201,7 +264,9 @@ def _wait_idle(lab: LocalPipeline, timeout: float = 60.0) -> None:
             if lab.supervisor.dead():
                 break
             time.sleep(0.2)
-    raise SystemExit(f"emd bench: the emulator or the callback service did not start; see {lab.supervisor.log_dir}")
+    raise SystemExit(
+        f"emd bench: the emulator or the callback service did not start; see {lab.supervisor.log_dir}"
+    )
 
 
 def _wait_finished(lab: LocalPipeline, count: int, timeout: float = 300.0) -> None:
@@ -212,8 +277,10 @@ def _wait_finished(lab: LocalPipeline, count: int, timeout: float = 300.0) -> No
         if len(done) >= count:
             bad = [r for r in done if r.get("outcome") != "registered"]
             if bad:
-                raise SystemExit(f"emd bench: {len(bad)} emulator requests ended {bad[0].get('outcome')}: "
-                                 f"{json.dumps(bad[0], ensure_ascii=False)[:400]}")
+                raise SystemExit(
+                    f"emd bench: {len(bad)} emulator requests ended {bad[0].get('outcome')}: "
+                    f"{json.dumps(bad[0], ensure_ascii=False)[:400]}"
+                )
             return
         time.sleep(0.3)
     raise SystemExit("emd bench: the emulator did not finish its requests in time")
@@ -228,21 +295,34 @@ def _broker(broker: Any, templates: list[bytes], *, later_size: int, seconds: fl
 
     created_size = int(sum(len(base64.b64encode(d)) for d in templates) / len(templates)) + 2048
     count = max(200, int(seconds * 200))
-    topics = {size: Topic(f"emd.bench.records.{size}", "emd bench: the broker's ceiling", partitions=1)
-              for size in (created_size, later_size)}
+    topics = {
+        size: Topic(f"emd.bench.records.{size}", "emd bench: the broker's ceiling", partitions=1)
+        for size in (created_size, later_size)
+    }
     ensure_topics(broker.bootstrap_servers, topics=tuple(topics.values()))
 
     async def go(topic: Topic, value: bytes) -> float:
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=5,
-                                    max_request_size=2 * 1024 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_request_size=2 * 1024 * 1024,
+        )
         await producer.start()
         try:
-            futures = [await producer.send(topic.name, value=value, key=str(i).encode()) for i in range(count)]
+            futures = [
+                await producer.send(topic.name, value=value, key=str(i).encode()) for i in range(count)
+            ]
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=broker.bootstrap_servers, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            topic.name,
+            bootstrap_servers=broker.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             seen, deadline = 0, time.monotonic() + 120
@@ -256,21 +336,31 @@ def _broker(broker: Any, templates: list[bytes], *, later_size: int, seconds: fl
     def cpu_per_record(size: int) -> float:
         own0, broker0 = time.process_time(), procstat.usage(broker.process.pid).cpu_seconds
         asyncio.run(go(topics[size], b"x" * size))
-        return ((time.process_time() - own0) + procstat.usage(broker.process.pid).cpu_seconds - broker0) / count
+        return (
+            (time.process_time() - own0) + procstat.usage(broker.process.pid).cpu_seconds - broker0
+        ) / count
 
     total = cpu_per_record(created_size) + cpu_per_record(later_size) * LATER_RECORDS_PER_DOCUMENT
-    return Ceiling("broker", f"produce + consume, 1 record of {created_size // 1024} KB and "
-                   f"{LATER_RECORDS_PER_DOCUMENT} of {later_size // 1024} KB per document (broker + aiokafka clients)",
-                   total * 1000, count)
+    return Ceiling(
+        "broker",
+        f"produce + consume, 1 record of {created_size // 1024} KB and "
+        f"{LATER_RECORDS_PER_DOCUMENT} of {later_size // 1024} KB per document (broker + aiokafka clients)",
+        total * 1000,
+        count,
+    )
 
 
 def table(ceilings: list[Ceiling], *, e2e: float) -> str:
-    rows = ["| stage alone | CPU ms per document | ceiling, documents/s on one core | measured over |",
-            "|---|---|---|---|"]
+    rows = [
+        "| stage alone | CPU ms per document | ceiling, documents/s on one core | measured over |",
+        "|---|---|---|---|",
+    ]
     for c in ceilings:
         rows.append(f"| {c.stage}: {c.what} | {c.cpu_ms_per_doc:.1f} | {c.docs_per_s:.0f} | {c.samples} |")
     slowest = min(ceilings, key=lambda c: c.docs_per_s)
     ratio = e2e / slowest.docs_per_s if slowest.docs_per_s else 0.0
-    return "\n".join(rows) + (f"\n\nSlowest ceiling: {slowest.stage}, {slowest.docs_per_s:.0f} documents/s; "
-                              f"end to end {e2e:.1f} documents/s is **{ratio:.2f}×** of it "
-                              f"(stamped {dt.datetime.now(dt.UTC):%H:%M} UTC).")
+    return "\n".join(rows) + (
+        f"\n\nSlowest ceiling: {slowest.stage}, {slowest.docs_per_s:.0f} documents/s; "
+        f"end to end {e2e:.1f} documents/s is **{ratio:.2f}×** of it "
+        f"(stamped {dt.datetime.now(dt.UTC):%H:%M} UTC)."
+    )

@@ -31,11 +31,20 @@ def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: A
     return {"key": f"{name}.key", "certificate": f"{name}.pem"}
 
 
-def write_dev_config(directory: str | os.PathLike, *, organizations: int = 1, oids: list[str] | None = None,
-                     doctors: list[str] | tuple[str, ...] = ("12345678901",), mode: str = "server",
-                     valid_from: dt.datetime | None = None, valid_days: int = 730,
-                     endpoint: str = "http://127.0.0.1:8085/ips", callback_url: str | None = None,
-                     schematron: str = "warn", paramset: str = "A") -> Path:
+def write_dev_config(
+    directory: str | os.PathLike,
+    *,
+    organizations: int = 1,
+    oids: list[str] | None = None,
+    doctors: list[str] | tuple[str, ...] = ("12345678901",),
+    mode: str = "server",
+    valid_from: dt.datetime | None = None,
+    valid_days: int = 730,
+    endpoint: str = "http://127.0.0.1:8085/ips",
+    callback_url: str | None = None,
+    schematron: str = "warn",
+    paramset: str = "A",
+) -> Path:
     """A complete development configuration in ``directory``; returns the path of ``organizations.json``.
 
     Writes a dev CA (``lab.dev.pki``), one key per doctor СНИЛС in ``doctors`` (shared by every
@@ -51,50 +60,109 @@ def write_dev_config(directory: str | os.PathLike, *, organizations: int = 1, oi
     not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
     not_after = now + dt.timedelta(days=valid_days)
     window = {"not_before": not_before, "not_after": not_after}
-    ca = DevCA.create("emd-pipeline dev CA", paramset=paramset, not_before=not_before,
-                      not_after=now + dt.timedelta(days=3650))
+    ca = DevCA.create(
+        "emd-pipeline dev CA",
+        paramset=paramset,
+        not_before=not_before,
+        not_after=now + dt.timedelta(days=3650),
+    )
     write_pem(None, ca.certificate, cert_path=out / "ca.pem")
     oids = list(oids) if oids else [f"1.2.643.5.1.13.13.12.2.77.{9000 + i}" for i in range(organizations)]
 
     doctor_entries = {}
     for n, snils in enumerate(doctors):
         doctor_entries[snils] = dev_credential(
-            out, f"doctor-{snils}", ca,
-            SubjectInfo(family=f"Врачев{n}", given="Иван Петрович", snils=snils, title="врач"), **window)
+            out,
+            f"doctor-{snils}",
+            ca,
+            SubjectInfo(family=f"Врачев{n}", given="Иван Петрович", snils=snils, title="врач"),
+            **window,
+        )
 
     orgs = []
     for i, oid in enumerate(oids, start=1):
         inn, ogrn, head_snils = _dev_numbers(i)
         name = f"ГБУЗ Тестовая больница № {i}"
-        head = Person(family="Главный", given="Пётр", patronymic="Сергеевич", snils=head_snils,
-                      position="Главный врач")
+        head = Person(
+            family="Главный", given="Пётр", patronymic="Сергеевич", snils=head_snils, position="Главный врач"
+        )
         employee = Person(family="Подписантов", given="Олег", patronymic="Ильич", snils=f"800{i:08d}")
-        head_key, head_cert = ca.issue(subject=SubjectInfo(
-            family=head.family, given=f"{head.given} {head.patronymic}", snils=head_snils, ogrn=ogrn,
-            inn_le=inn, org=name, title="Главный врач"), **window)
+        head_key, head_cert = ca.issue(
+            subject=SubjectInfo(
+                family=head.family,
+                given=f"{head.given} {head.patronymic}",
+                snils=head_snils,
+                ogrn=ogrn,
+                inn_le=inn,
+                org=name,
+                title="Главный врач",
+            ),
+            **window,
+        )
         write_pem(None, head_cert, cert_path=out / f"org{i}-head.pem")
-        entry = dev_credential(out, f"org{i}-employee", ca, SubjectInfo(
-            family=employee.family, given=f"{employee.given} {employee.patronymic}", snils=employee.snils,
-            ogrn=ogrn, inn_le=inn, org=name, title="Заместитель главного врача"), **window)
-        xml = build_mchd(organization_name=name, organization_inn=inn, organization_ogrn=ogrn, head=head,
-                         representative=employee, issued=not_before.date(), valid_until=not_after.date())
+        entry = dev_credential(
+            out,
+            f"org{i}-employee",
+            ca,
+            SubjectInfo(
+                family=employee.family,
+                given=f"{employee.given} {employee.patronymic}",
+                snils=employee.snils,
+                ogrn=ogrn,
+                inn_le=inn,
+                org=name,
+                title="Заместитель главного врача",
+            ),
+            **window,
+        )
+        xml = build_mchd(
+            organization_name=name,
+            organization_inn=inn,
+            organization_ogrn=ogrn,
+            head=head,
+            representative=employee,
+            issued=not_before.date(),
+            valid_until=not_after.date(),
+        )
         (out / f"org{i}-mchd.xml").write_bytes(xml)
         (out / f"org{i}-mchd.sig").write_bytes(sign_mchd(xml, key=head_key, certificate=head_cert))
         entry["mchd"] = {"xml": f"org{i}-mchd.xml", "signature": f"org{i}-mchd.sig"}
-        system = dev_credential(out, f"org{i}-system", ca, SubjectInfo(
-            family="", common_name=f"МИС {name}", ogrn=ogrn, inn_le=inn, org=name), **window)
-        orgs.append({
-            "oid": oid, "name": name, "inn": inn, "ogrn": ogrn,
-            "signing": {"mode": mode, "doctors": doctor_entries if mode == "server" else {},
-                        "organization": entry},
-            "remd": {"environment": "test", "endpoint": endpoint,
-                     "callback_url": callback_url or "http://127.0.0.1:8086/callback",
-                     "client_entity_id": f"dev-mis-{i}", "system_key": system["key"],
-                     "system_certificate": system["certificate"], "rate_limit_per_minute": 600,
-                     "transport": "ips"},
-        })
-    config = {"comment": "development configuration written by `emd certs dev-config`: software keys, dev CA",
-              "schematron": schematron, "mchd_revoked": [], "organizations": orgs}
+        system = dev_credential(
+            out,
+            f"org{i}-system",
+            ca,
+            SubjectInfo(family="", common_name=f"МИС {name}", ogrn=ogrn, inn_le=inn, org=name),
+            **window,
+        )
+        orgs.append(
+            {
+                "oid": oid,
+                "name": name,
+                "inn": inn,
+                "ogrn": ogrn,
+                "signing": {
+                    "mode": mode,
+                    "doctors": doctor_entries if mode == "server" else {},
+                    "organization": entry,
+                },
+                "remd": {
+                    "environment": "test",
+                    "endpoint": endpoint,
+                    "callback_url": callback_url or "http://127.0.0.1:8086/callback",
+                    "client_entity_id": f"dev-mis-{i}",
+                    "system_key": system["key"],
+                    "system_certificate": system["certificate"],
+                    "rate_limit_per_minute": 600,
+                    "transport": "ips",
+                },
+            }
+        )
+    config = {
+        "comment": "development configuration written by `emd certs dev-config`: software keys, dev CA",
+        "schematron": schematron,
+        "mchd_revoked": [],
+        "organizations": orgs,
+    }
     path = out / "organizations.json"
     path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path

@@ -37,72 +37,208 @@ def _q(expr: str, legend: str = "") -> tuple[str, str]:
 
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
-    ("Overview", (
-        Panel("Throughput per stage", (_q(f'sum by (stage) (rate(emd_records_total{{outcome="ok"}}[{RATE}]))',
-                                          "{{stage}}"),), "ops", must_have_data=True,
-              description="Records each stage finished successfully per second."),
-        Panel("Outcomes per stage", (_q(f"sum by (stage, outcome) (rate(emd_records_total[{RATE}]))",
-                                        "{{stage}} {{outcome}}"),), "ops", must_have_data=True),
-        Panel("End-to-end latency (signed → registered)", tuple(
-            _q(f"histogram_quantile({q}, sum by (le) (rate(emd_end_to_end_seconds_bucket[{RATE}])))", f"p{int(q * 100)}")
-            for q in (0.5, 0.95, 0.99)), "s", must_have_data=True),
-        Panel("Awaiting acknowledgment", (
-            _q("max(emd_awaiting_acknowledgment)", "documents waiting"),
-            _q("max(emd_awaiting_acknowledgment_oldest_seconds)", "oldest (s)")), must_have_data=True,
-            description="The lifecycle store's accepted documents without РЭМД's decision; every status replica "
-                        "reports the same number, hence max."),
-        Panel("Acknowledged", (_q("sum by (via) (increase(emd_acknowledged_total[1h]))", "{{via}}"),),
-              must_have_data=True),
-        Panel("Dead letters by category", (
-            _q("sum by (stage, category) (increase(emd_dead_letters_total[1h]))", "{{stage}} {{category}}"),),
-            must_have_data=True, description="Each needs a person: docs/operations.md#emddeadlettersgrowing"),
-        Panel("Handling time p95 per stage", (
-            _q(f"histogram_quantile(0.95, sum by (le, stage) (rate(emd_record_duration_seconds_bucket[{RATE}])))",
-               "{{stage}}"),), "s", must_have_data=True),
-    )),
-    ("РЭМД", (
-        Panel("registerDocument by outcome and code", (
-            _q(f"sum by (outcome, reason) (rate(emd_sender_requests_total[{RATE}]))", "{{outcome}} {{reason}}"),),
-            "reqps", must_have_data=True),
-        Panel("registerDocument latency", tuple(
-            _q(f"histogram_quantile({q}, sum by (le) (rate(emd_sender_request_duration_seconds_bucket[{RATE}])))",
-               f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)), "s", must_have_data=True),
-        Panel("Circuit state per endpoint", (_q("max by (endpoint) (emd_sender_circuit_state)", "{{endpoint}}"),),
-              must_have_data=True, description="0 closed, 1 half-open, 2 open"),
-        Panel("Rate limiting", (
-            _q(f'sum(rate(emd_sender_requests_total{{reason="RATE_LIMIT"}}[{RATE}]))', "RATE_LIMIT answers"),
-            _q(f"sum(rate(emd_sender_parked_total[{RATE}]))", "parked (circuit open)")), "reqps"),
-    )),
-    ("Kafka", (
-        Panel("Lag in records", (_q("sum by (stage, topic) (emd_consumer_lag_records)", "{{stage}} {{topic}}"),),
-              must_have_data=True),
-        Panel("Lag in seconds (oldest unprocessed record)", (
-            _q("max by (stage, topic) (emd_consumer_lag_seconds)", "{{stage}} {{topic}}"),), "s", must_have_data=True),
-        Panel("Commits", (_q(f"sum by (stage) (rate(emd_commits_total[{RATE}]))", "{{stage}}"),), "ops",
-              must_have_data=True),
-        Panel("Rebalances", (_q("sum by (stage) (increase(emd_rebalances_total[1h]))", "{{stage}}"),),
-              must_have_data=True),
-        Panel("Seconds since the last commit", (
-            _q("time() - max by (stage) (emd_last_progress_timestamp_seconds)", "{{stage}}"),), "s",
-            must_have_data=True),
-    )),
-    ("Callbacks", (
-        Panel("Callbacks received", (
-            _q(f"sum by (operation, outcome) (rate(emd_callbacks_total[{RATE}]))", "{{operation}} {{outcome}}"),),
-            "reqps", must_have_data=True),
-        Panel("Duplicated callbacks", (_q("sum(increase(emd_callbacks_duplicated_total[1h]))", "duplicated"),),
-              must_have_data=True, description="Callbacks about a document already decided (ИПС delivered again)."),
-        Panel("Forged callbacks", (_q("sum by (reason) (increase(emd_callbacks_forged_total[1h]))", "{{reason}}"),),
-              must_have_data=True, description="Refused for their WS-Security: docs/operations.md#emdforgedcallbacks"),
-    )),
-    ("Certificates and МЧД", (
-        Panel("Days to certificate expiry", (
-            _q(f"(min by (organization, role) (emd_certificate_not_after_timestamp_seconds{{{ORG}}}) - time()) / 86400",
-               "{{organization}} {{role}}"),), "d", "table", must_have_data=True),
-        Panel("Days to МЧД expiry", (
-            _q(f"(min by (organization) (emd_mchd_not_after_timestamp_seconds{{{ORG}}}) - time()) / 86400",
-               "{{organization}}"),), "d", "table", must_have_data=True),
-    )),
+    (
+        "Overview",
+        (
+            Panel(
+                "Throughput per stage",
+                (_q(f'sum by (stage) (rate(emd_records_total{{outcome="ok"}}[{RATE}]))', "{{stage}}"),),
+                "ops",
+                must_have_data=True,
+                description="Records each stage finished successfully per second.",
+            ),
+            Panel(
+                "Outcomes per stage",
+                (_q(f"sum by (stage, outcome) (rate(emd_records_total[{RATE}]))", "{{stage}} {{outcome}}"),),
+                "ops",
+                must_have_data=True,
+            ),
+            Panel(
+                "End-to-end latency (signed → registered)",
+                tuple(
+                    _q(
+                        f"histogram_quantile({q}, sum by (le) (rate(emd_end_to_end_seconds_bucket[{RATE}])))",
+                        f"p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.95, 0.99)
+                ),
+                "s",
+                must_have_data=True,
+            ),
+            Panel(
+                "Awaiting acknowledgment",
+                (
+                    _q("max(emd_awaiting_acknowledgment)", "documents waiting"),
+                    _q("max(emd_awaiting_acknowledgment_oldest_seconds)", "oldest (s)"),
+                ),
+                must_have_data=True,
+                description="The lifecycle store's accepted documents without РЭМД's decision; every status replica "
+                "reports the same number, hence max.",
+            ),
+            Panel(
+                "Acknowledged",
+                (_q("sum by (via) (increase(emd_acknowledged_total[1h]))", "{{via}}"),),
+                must_have_data=True,
+            ),
+            Panel(
+                "Dead letters by category",
+                (
+                    _q(
+                        "sum by (stage, category) (increase(emd_dead_letters_total[1h]))",
+                        "{{stage}} {{category}}",
+                    ),
+                ),
+                must_have_data=True,
+                description="Each needs a person: docs/operations.md#emddeadlettersgrowing",
+            ),
+            Panel(
+                "Handling time p95 per stage",
+                (
+                    _q(
+                        f"histogram_quantile(0.95, sum by (le, stage) (rate(emd_record_duration_seconds_bucket[{RATE}])))",
+                        "{{stage}}",
+                    ),
+                ),
+                "s",
+                must_have_data=True,
+            ),
+        ),
+    ),
+    (
+        "РЭМД",
+        (
+            Panel(
+                "registerDocument by outcome and code",
+                (
+                    _q(
+                        f"sum by (outcome, reason) (rate(emd_sender_requests_total[{RATE}]))",
+                        "{{outcome}} {{reason}}",
+                    ),
+                ),
+                "reqps",
+                must_have_data=True,
+            ),
+            Panel(
+                "registerDocument latency",
+                tuple(
+                    _q(
+                        f"histogram_quantile({q}, sum by (le) (rate(emd_sender_request_duration_seconds_bucket[{RATE}])))",
+                        f"p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.95, 0.99)
+                ),
+                "s",
+                must_have_data=True,
+            ),
+            Panel(
+                "Circuit state per endpoint",
+                (_q("max by (endpoint) (emd_sender_circuit_state)", "{{endpoint}}"),),
+                must_have_data=True,
+                description="0 closed, 1 half-open, 2 open",
+            ),
+            Panel(
+                "Rate limiting",
+                (
+                    _q(
+                        f'sum(rate(emd_sender_requests_total{{reason="RATE_LIMIT"}}[{RATE}]))',
+                        "RATE_LIMIT answers",
+                    ),
+                    _q(f"sum(rate(emd_sender_parked_total[{RATE}]))", "parked (circuit open)"),
+                ),
+                "reqps",
+            ),
+        ),
+    ),
+    (
+        "Kafka",
+        (
+            Panel(
+                "Lag in records",
+                (_q("sum by (stage, topic) (emd_consumer_lag_records)", "{{stage}} {{topic}}"),),
+                must_have_data=True,
+            ),
+            Panel(
+                "Lag in seconds (oldest unprocessed record)",
+                (_q("max by (stage, topic) (emd_consumer_lag_seconds)", "{{stage}} {{topic}}"),),
+                "s",
+                must_have_data=True,
+            ),
+            Panel(
+                "Commits",
+                (_q(f"sum by (stage) (rate(emd_commits_total[{RATE}]))", "{{stage}}"),),
+                "ops",
+                must_have_data=True,
+            ),
+            Panel(
+                "Rebalances",
+                (_q("sum by (stage) (increase(emd_rebalances_total[1h]))", "{{stage}}"),),
+                must_have_data=True,
+            ),
+            Panel(
+                "Seconds since the last commit",
+                (_q("time() - max by (stage) (emd_last_progress_timestamp_seconds)", "{{stage}}"),),
+                "s",
+                must_have_data=True,
+            ),
+        ),
+    ),
+    (
+        "Callbacks",
+        (
+            Panel(
+                "Callbacks received",
+                (
+                    _q(
+                        f"sum by (operation, outcome) (rate(emd_callbacks_total[{RATE}]))",
+                        "{{operation}} {{outcome}}",
+                    ),
+                ),
+                "reqps",
+                must_have_data=True,
+            ),
+            Panel(
+                "Duplicated callbacks",
+                (_q("sum(increase(emd_callbacks_duplicated_total[1h]))", "duplicated"),),
+                must_have_data=True,
+                description="Callbacks about a document already decided (ИПС delivered again).",
+            ),
+            Panel(
+                "Forged callbacks",
+                (_q("sum by (reason) (increase(emd_callbacks_forged_total[1h]))", "{{reason}}"),),
+                must_have_data=True,
+                description="Refused for their WS-Security: docs/operations.md#emdforgedcallbacks",
+            ),
+        ),
+    ),
+    (
+        "Certificates and МЧД",
+        (
+            Panel(
+                "Days to certificate expiry",
+                (
+                    _q(
+                        f"(min by (organization, role) (emd_certificate_not_after_timestamp_seconds{{{ORG}}}) - time()) / 86400",
+                        "{{organization}} {{role}}",
+                    ),
+                ),
+                "d",
+                "table",
+                must_have_data=True,
+            ),
+            Panel(
+                "Days to МЧД expiry",
+                (
+                    _q(
+                        f"(min by (organization) (emd_mchd_not_after_timestamp_seconds{{{ORG}}}) - time()) / 86400",
+                        "{{organization}}",
+                    ),
+                ),
+                "d",
+                "table",
+                must_have_data=True,
+            ),
+        ),
+    ),
 )
 
 
@@ -111,15 +247,25 @@ def panels() -> list[Panel]:
 
 
 def _panel_json(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
-    targets = [{"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend,
-                "datasource": {"type": "prometheus", "uid": "${datasource}"}}
-               for i, (expr, legend) in enumerate(panel.queries)]
+    targets = [
+        {
+            "refId": chr(ord("A") + i),
+            "expr": expr,
+            "legendFormat": legend,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        }
+        for i, (expr, legend) in enumerate(panel.queries)
+    ]
     out: dict[str, Any] = {
-        "id": pid, "type": panel.kind, "title": panel.title, "description": panel.description,
+        "id": pid,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-        "options": {}, "targets": targets,
+        "options": {},
+        "targets": targets,
     }
     if panel.kind == "table":
         for t in targets:
@@ -132,26 +278,59 @@ def dashboard() -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     pid, y = 1, 0
     for title, row in ROWS:
-        items.append({"id": pid, "type": "row", "title": title, "collapsed": False, "panels": [],
-                      "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+        items.append(
+            {
+                "id": pid,
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            }
+        )
         pid, y = pid + 1, y + 1
         for n, panel in enumerate(row):
             items.append(_panel_json(panel, pid, 12 * (n % 2), y + 8 * (n // 2)))
             pid += 1
         y += 8 * ((len(row) + 1) // 2)
     return {
-        "uid": "emd-pipeline", "title": "emd-pipeline", "tags": ["emd", "kafka", "remd"],
-        "schemaVersion": 39, "version": 1, "editable": False, "timezone": "browser",
-        "time": {"from": "now-6h", "to": "now"}, "refresh": "30s",
-        "templating": {"list": [
-            {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
-             "current": {}, "hide": 0},
-            {"name": "organization", "label": "Organisation", "type": "query",
-             "datasource": {"type": "prometheus", "uid": "${datasource}"},
-             "query": {"query": "label_values(emd_certificate_not_after_timestamp_seconds, organization)",
-                       "refId": "organizations"},
-             "definition": "label_values(emd_certificate_not_after_timestamp_seconds, organization)",
-             "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "refresh": 2, "hide": 0},
-        ]},
+        "uid": "emd-pipeline",
+        "title": "emd-pipeline",
+        "tags": ["emd", "kafka", "remd"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "timezone": "browser",
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "30s",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "organization",
+                    "label": "Organisation",
+                    "type": "query",
+                    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    "query": {
+                        "query": "label_values(emd_certificate_not_after_timestamp_seconds, organization)",
+                        "refId": "organizations",
+                    },
+                    "definition": "label_values(emd_certificate_not_after_timestamp_seconds, organization)",
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "current": {},
+                    "refresh": 2,
+                    "hide": 0,
+                },
+            ]
+        },
         "panels": items,
     }

@@ -35,8 +35,9 @@ COMPONENTS = ("emulator", "signer", "sender", "status", "callbacks")
 
 
 # ------------------------------------------------------------------------------------------- documents
-def sample_documents(folder: Path, count: int | None, *, registrable_only: bool = False
-                     ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+def sample_documents(
+    folder: Path, count: int | None, *, registrable_only: bool = False
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
     """(sample name, bytes) of ``count`` documents made from the samples the producer accepts (all of them once
     when ``count`` is None), and (name, reason) of the samples left out.
 
@@ -59,15 +60,22 @@ def sample_documents(folder: Path, count: int | None, *, registrable_only: bool 
             continue
         kind = kind_by_code(created["kind"])
         if registrable_only and kind is not None and not kind.registrable_on(today):
-            refused.append((f.name, f"NO_DOCUMENT_KIND_ON_DATE: kind {kind.code} ({kind.name}) is registrable "
-                                    f"{kind.start_date or '…'} – {kind.end_date or '…'}, not today"))
+            refused.append(
+                (
+                    f.name,
+                    f"NO_DOCUMENT_KIND_ON_DATE: kind {kind.code} ({kind.name}) is registrable "
+                    f"{kind.start_date or '…'} – {kind.end_date or '…'}, not today",
+                )
+            )
             continue
         accepted.append((f.name, data))
     if not accepted:
         raise SystemExit(f"emd: none of the samples in {folder} can be published")
     count = len(accepted) if count is None else count
-    return [(accepted[n % len(accepted)][0], as_new_document(accepted[n % len(accepted)][1]))
-            for n in range(count)], refused
+    return [
+        (accepted[n % len(accepted)][0], as_new_document(accepted[n % len(accepted)][1]))
+        for n in range(count)
+    ], refused
 
 
 def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
@@ -115,10 +123,20 @@ class LocalPipeline:
         ``env`` sets ``EMD_POLL_INTERVAL_SECONDS``.
     """
 
-    def __init__(self, *, workdir: Path, bootstrap_servers: str, documents: Sequence[tuple[str, bytes]],
-                 kafka_env: dict[str, str] | None = None, scenario: str = "ok", emulator_args: Sequence[str] = (),
-                 env: dict[str, str] | None = None, components: Sequence[str] = COMPONENTS,
-                 configure: Callable[[dict[str, Any]], None] | None = None, n3_clinics: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        bootstrap_servers: str,
+        documents: Sequence[tuple[str, bytes]],
+        kafka_env: dict[str, str] | None = None,
+        scenario: str = "ok",
+        emulator_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        components: Sequence[str] = COMPONENTS,
+        configure: Callable[[dict[str, Any]], None] | None = None,
+        n3_clinics: int = 0,
+    ) -> None:
         self.configure = configure
         self.n3_clinics = n3_clinics
         #: the organisations on the N3 route (set by write_config)
@@ -158,8 +176,13 @@ class LocalPipeline:
         from lab.dev.config import write_dev_config
 
         oids, snils = participants(self.documents)
-        orgs_file = write_dev_config(self.config_dir, oids=oids, doctors=snils, endpoint=f"{self.emulator_url}/ips",
-                                     callback_url=self.callback_url)
+        orgs_file = write_dev_config(
+            self.config_dir,
+            oids=oids,
+            doctors=snils,
+            endpoint=f"{self.emulator_url}/ips",
+            callback_url=self.callback_url,
+        )
         # One МИС serving many clinics is one information system in ЕГИСЗ: one clientEntityId, one ИС key.
         config = json.loads(orgs_file.read_text())
         orgs = config["organizations"]
@@ -168,9 +191,16 @@ class LocalPipeline:
             org["remd"].update(shared)
         orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         first = orgs[0]
-        systems = {"systems": [{"clientEntityId": first["remd"]["client_entity_id"], "name": first["name"],
-                                "certificates": [str(self.config_dir / first["remd"]["system_certificate"])]}],
-                   "n3": self._route_through_n3(orgs)}
+        systems = {
+            "systems": [
+                {
+                    "clientEntityId": first["remd"]["client_entity_id"],
+                    "name": first["name"],
+                    "certificates": [str(self.config_dir / first["remd"]["system_certificate"])],
+                }
+            ],
+            "n3": self._route_through_n3(orgs),
+        }
         orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
         self._write_emulator_identity()
@@ -182,11 +212,18 @@ class LocalPipeline:
     def _route_through_n3(self, orgs: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The first ``n3_clinics`` organisations on the N3 route (the emulator's N3 face); its clients' tokens."""
         clients = []
-        for i, org in enumerate(sorted(orgs, key=lambda o: o["oid"])[:self.n3_clinics], start=1):
+        for i, org in enumerate(sorted(orgs, key=lambda o: o["oid"])[: self.n3_clinics], start=1):
             token, lpu = str(uuid.uuid4()), f"dev-lpu-{i}"
             (self.config_dir / f"n3-{i}.token").write_text(token + "\n")
-            org["remd"].update(transport="n3", endpoint=f"{self.emulator_url}/n3/emk", n3={
-                "lpu_id": lpu, "token_file": f"n3-{i}.token", "docstorage_url": f"{self.emulator_url}/n3/docstorage/"})
+            org["remd"].update(
+                transport="n3",
+                endpoint=f"{self.emulator_url}/n3/emk",
+                n3={
+                    "lpu_id": lpu,
+                    "token_file": f"n3-{i}.token",
+                    "docstorage_url": f"{self.emulator_url}/n3/docstorage/",
+                },
+            )
             clients.append({"token": token, "lpuId": lpu})
             self.n3_organizations.append(org["oid"])
         return clients
@@ -197,27 +234,50 @@ class LocalPipeline:
         from lab.dev.pki import DevCA, SubjectInfo, write_pem
 
         key, cert = DevCA.create("РЭМД emulator CA").issue(
-            subject=SubjectInfo(family="", common_name="ИПС ЕГИСЗ (эмулятор)", org="emd-pipeline emulator"))
-        write_pem(key, cert, cert_path=self.config_dir / "emulator-identity.pem",
-                  key_path=self.config_dir / "emulator-identity.key")
+            subject=SubjectInfo(family="", common_name="ИПС ЕГИСЗ (эмулятор)", org="emd-pipeline emulator")
+        )
+        write_pem(
+            key,
+            cert,
+            cert_path=self.config_dir / "emulator-identity.pem",
+            key_path=self.config_dir / "emulator-identity.key",
+        )
 
     def start(self) -> LocalPipeline:
         self.write_config()
         self.supervisor.base_env.update(self.env)
         if "emulator" in self.components:
-            self.supervisor.start("emulator", "emulator", "--port", str(self.emulator_port), "--scenario",
-                                  self.scenario, "--systems", str(self.config_dir / "systems.json"),
-                                  "--key", str(self.config_dir / "emulator-identity.key"),
-                                  "--certificate", str(self.config_dir / "emulator-identity.pem"),
-                                  "--state", str(self.workdir / "emulator-state"),
-                                  "--write-certificate", str(self.config_dir / "emulator.pem"), *self.emulator_args)
+            self.supervisor.start(
+                "emulator",
+                "emulator",
+                "--port",
+                str(self.emulator_port),
+                "--scenario",
+                self.scenario,
+                "--systems",
+                str(self.config_dir / "systems.json"),
+                "--key",
+                str(self.config_dir / "emulator-identity.key"),
+                "--certificate",
+                str(self.config_dir / "emulator-identity.pem"),
+                "--state",
+                str(self.workdir / "emulator-state"),
+                "--write-certificate",
+                str(self.config_dir / "emulator.pem"),
+                *self.emulator_args,
+            )
             self._wait_for_file(self.config_dir / "emulator.pem", "emulator")
         for stage in ("signer", "sender", "status"):
             if stage in self.components:
                 self.supervisor.start(stage, "worker", stage, env=self._metrics_env(stage))
         if "callbacks" in self.components:
-            self.supervisor.start("callbacks", "callbacks", "--port", str(self.callbacks_port),
-                                  env=self._metrics_env("callbacks"))
+            self.supervisor.start(
+                "callbacks",
+                "callbacks",
+                "--port",
+                str(self.callbacks_port),
+                env=self._metrics_env("callbacks"),
+            )
         return self
 
     def _metrics_env(self, name: str) -> dict[str, str]:
@@ -225,7 +285,11 @@ class LocalPipeline:
 
     def metrics_urls(self) -> dict[str, str]:
         """``name -> http://127.0.0.1:PORT/metrics`` of every pipeline process started."""
-        return {n: f"http://127.0.0.1:{port}/metrics" for n, port in self.metrics_ports.items() if n in self.components}
+        return {
+            n: f"http://127.0.0.1:{port}/metrics"
+            for n, port in self.metrics_ports.items()
+            if n in self.components
+        }
 
     def stop(self) -> None:
         self.supervisor.stop()
@@ -275,8 +339,9 @@ class LocalPipeline:
         return response.json()
 
     def add_rules(self, rules: list[dict[str, Any]], *, replace: bool = False) -> None:
-        httpx.post(f"{self.emulator_url}/_emulator/rules", json={"rules": rules, "replace": replace},
-                   timeout=30).raise_for_status()
+        httpx.post(
+            f"{self.emulator_url}/_emulator/rules", json={"rules": rules, "replace": replace}, timeout=30
+        ).raise_for_status()
 
     def duplicates(self) -> int:
         """localUids the emulator registered more than once (must be 0); -1 when it cannot be asked."""

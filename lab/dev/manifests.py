@@ -36,21 +36,40 @@ def resource_name(topic_name: str) -> str:
     return topic_name.replace(".", "-")
 
 
-def kafka_topics(*, cluster: str = CLUSTER, partitions: int = PARTITIONS, replicas: int = REPLICAS,
-                 min_insync_replicas: int = MIN_INSYNC_REPLICAS) -> list[dict[str, Any]]:
+def kafka_topics(
+    *,
+    cluster: str = CLUSTER,
+    partitions: int = PARTITIONS,
+    replicas: int = REPLICAS,
+    min_insync_replicas: int = MIN_INSYNC_REPLICAS,
+) -> list[dict[str, Any]]:
     """A ``KafkaTopic`` for every topic the pipeline declares, configured as ``ensure_topics`` would."""
-    return [{
-        "apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic",
-        "metadata": {"name": resource_name(t.name), "labels": {"strimzi.io/cluster": cluster}},
-        "spec": {"topicName": t.name, "partitions": t.partitions or partitions, "replicas": replicas,
-                 "config": topology.topic_config(t, min_insync_replicas=min_insync_replicas)},
-    } for t in topology.ALL_TOPICS]
+    return [
+        {
+            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "kind": "KafkaTopic",
+            "metadata": {"name": resource_name(t.name), "labels": {"strimzi.io/cluster": cluster}},
+            "spec": {
+                "topicName": t.name,
+                "partitions": t.partitions or partitions,
+                "replicas": replicas,
+                "config": topology.topic_config(t, min_insync_replicas=min_insync_replicas),
+            },
+        }
+        for t in topology.ALL_TOPICS
+    ]
 
 
 def _acl(kind: str, name: str, operations: list[str]) -> dict[str, Any]:
     prefix = name.endswith("*")
-    return {"resource": {"type": kind, "name": name.rstrip("*"), "patternType": "prefix" if prefix else "literal"},
-            "operations": operations}
+    return {
+        "resource": {
+            "type": kind,
+            "name": name.rstrip("*"),
+            "patternType": "prefix" if prefix else "literal",
+        },
+        "operations": operations,
+    }
 
 
 def kafka_users(*, cluster: str = CLUSTER) -> list[dict[str, Any]]:
@@ -64,21 +83,37 @@ def kafka_users(*, cluster: str = CLUSTER) -> list[dict[str, Any]]:
         acls = [_acl("topic", t.name, ["Read", "Describe"]) for t in access.reads]
         acls += [_acl("topic", t.name, ["Write", "Describe"]) for t in access.writes]
         acls += [_acl("group", g, ["Read"]) for g in access.groups]
-        users.append({
-            "apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
-            "metadata": {"name": f"emd-{component}", "labels": {"strimzi.io/cluster": cluster}},
-            "spec": {"authentication": {"type": "scram-sha-512"},
-                     "authorization": {"type": "simple", "acls": acls}},
-        })
+        users.append(
+            {
+                "apiVersion": "kafka.strimzi.io/v1beta2",
+                "kind": "KafkaUser",
+                "metadata": {"name": f"emd-{component}", "labels": {"strimzi.io/cluster": cluster}},
+                "spec": {
+                    "authentication": {"type": "scram-sha-512"},
+                    "authorization": {"type": "simple", "acls": acls},
+                },
+            }
+        )
     # KEDA reads the consumer groups' committed offsets and the topics' end offsets, nothing else
     groups = sorted({g for a in topology.ACCESS.values() for g in a.groups if not g.endswith("*")})
     inputs = sorted({t.name for name in ("signer", "sender", "status") for t in topology.ACCESS[name].reads})
-    users.append({
-        "apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
-        "metadata": {"name": "emd-keda", "labels": {"strimzi.io/cluster": cluster}},
-        "spec": {"authentication": {"type": "scram-sha-512"}, "authorization": {"type": "simple", "acls": [
-            *[_acl("topic", t, ["Describe"]) for t in inputs], *[_acl("group", g, ["Describe"]) for g in groups]]}},
-    })
+    users.append(
+        {
+            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "kind": "KafkaUser",
+            "metadata": {"name": "emd-keda", "labels": {"strimzi.io/cluster": cluster}},
+            "spec": {
+                "authentication": {"type": "scram-sha-512"},
+                "authorization": {
+                    "type": "simple",
+                    "acls": [
+                        *[_acl("topic", t, ["Describe"]) for t in inputs],
+                        *[_acl("group", g, ["Describe"]) for g in groups],
+                    ],
+                },
+            },
+        }
+    )
     return users
 
 
@@ -87,9 +122,12 @@ def prometheus_rule(rules_file: Path = DEPLOY / "prometheus" / "emd-rules.yaml")
     import yaml
 
     groups = yaml.safe_load(rules_file.read_text(encoding="utf-8"))["groups"]
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": {"name": "emd-pipeline", "labels": {"release": "prometheus"}},
-            "spec": {"groups": groups}}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "emd-pipeline", "labels": {"release": "prometheus"}},
+        "spec": {"groups": groups},
+    }
 
 
 def dump(documents: list[dict[str, Any]], source: str) -> str:
@@ -103,17 +141,26 @@ def generated() -> dict[Path, str]:
     """Every generated file and the text it must have."""
     return {
         DEPLOY / "k8s/components/strimzi/kafka-topics.yaml": dump(kafka_topics(), "producer/topology.py"),
-        DEPLOY / "k8s/components/strimzi/kafka-users.yaml": dump(kafka_users(),
-                                                                 "producer/topology.py (ACCESS)"),
-        DEPLOY / "k8s/base/prometheus-rule.yaml": dump([prometheus_rule()], "deploy/prometheus/emd-rules.yaml"),
-        DEPLOY / "grafana/emd-pipeline.json": json.dumps(dashboards.dashboard(), ensure_ascii=False, indent=2) + "\n",
+        DEPLOY / "k8s/components/strimzi/kafka-users.yaml": dump(
+            kafka_users(), "producer/topology.py (ACCESS)"
+        ),
+        DEPLOY / "k8s/base/prometheus-rule.yaml": dump(
+            [prometheus_rule()], "deploy/prometheus/emd-rules.yaml"
+        ),
+        DEPLOY / "grafana/emd-pipeline.json": json.dumps(dashboards.dashboard(), ensure_ascii=False, indent=2)
+        + "\n",
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.dev.manifests", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is out of date")
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.dev.manifests",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a file is out of date"
+    )
     args = parser.parse_args(argv)
     stale = []
     for path, text in generated().items():

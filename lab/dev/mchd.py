@@ -47,10 +47,20 @@ def _person(parent: etree._Element, tag: str, person: Person) -> etree._Element:
     return el
 
 
-def build_mchd(*, organization_name: str, organization_inn: str, organization_ogrn: str, head: Person,
-               representative: Person, issued: date | None = None, valid_until: date | None = None,
-               powers: tuple[tuple[str, str], ...] | None = None, organization_kpp: str | None = None,
-               number: str | None = None, internal_number: str | None = None) -> bytes:
+def build_mchd(
+    *,
+    organization_name: str,
+    organization_inn: str,
+    organization_ogrn: str,
+    head: Person,
+    representative: Person,
+    issued: date | None = None,
+    valid_until: date | None = None,
+    powers: tuple[tuple[str, str], ...] | None = None,
+    organization_kpp: str | None = None,
+    number: str | None = None,
+    internal_number: str | None = None,
+) -> bytes:
     """EMCHD_1 XML bytes (UTF-8) giving ``representative`` ``powers`` for the organisation.
 
     Defaults: ``issued`` today, ``valid_until`` a year later, ``powers`` the default РЭМД code
@@ -60,29 +70,53 @@ def build_mchd(*, organization_name: str, organization_inn: str, organization_og
     valid_until = valid_until or issued + timedelta(days=365)
     number = (number or str(uuid.uuid4())).lower()
     if powers is None:
-        powers = tuple((code, "Подписание электронных медицинских документов для регистрации в РЭМД")
-                       for code in sorted(DEFAULT_REMD_POWERS))
+        powers = tuple(
+            (code, "Подписание электронных медицинских документов для регистрации в РЭМД")
+            for code in sorted(DEFAULT_REMD_POWERS)
+        )
     m = f"{{{EMCHD_NS}}}"
-    root = etree.Element(m + "Доверенность", nsmap={None: EMCHD_NS}, attrib={
-        "ВерсФорм": EMCHD_VERSION, "ПрЭлФорм": "00000000",
-        "ИдФайл": f"ON_EMCHD_{issued.strftime('%Y%m%d')}_{number}"})
+    root = etree.Element(
+        m + "Доверенность",
+        nsmap={None: EMCHD_NS},
+        attrib={
+            "ВерсФорм": EMCHD_VERSION,
+            "ПрЭлФорм": "00000000",
+            "ИдФайл": f"ON_EMCHD_{issued.strftime('%Y%m%d')}_{number}",
+        },
+    )
     dover = etree.SubElement(etree.SubElement(root, m + "Документ"), m + "Довер")
-    sv = etree.SubElement(dover, m + "СвДов", {
-        "ВидДовер": "1", "ПрПередов": "1", "ВнНомДовер": internal_number or f"DEV-{number[:8]}",
-        "НомДовер": number, "ДатаВыдДовер": issued.isoformat(), "СрокДейст": valid_until.isoformat()})
+    sv = etree.SubElement(
+        dover,
+        m + "СвДов",
+        {
+            "ВидДовер": "1",
+            "ПрПередов": "1",
+            "ВнНомДовер": internal_number or f"DEV-{number[:8]}",
+            "НомДовер": number,
+            "ДатаВыдДовер": issued.isoformat(),
+            "СрокДейст": valid_until.isoformat(),
+        },
+    )
     etree.SubElement(sv, m + "СведСист").text = f"https://m4d.nalog.gov.ru/emchd/check-status?guid={number}"
 
-    principal = etree.SubElement(etree.SubElement(etree.SubElement(dover, m + "СвДоверит", ТипДоверит="1"),
-                                                  m + "Доверит"),
-                                 m + "РосОргДовер", ЕИОУК="0", ЕИОФЛ="1", ЕИОИП="0")
+    principal = etree.SubElement(
+        etree.SubElement(etree.SubElement(dover, m + "СвДоверит", ТипДоверит="1"), m + "Доверит"),
+        m + "РосОргДовер",
+        ЕИОУК="0",
+        ЕИОФЛ="1",
+        ЕИОИП="0",
+    )
     org = {"НаимОрг": organization_name, "ИННЮЛ": organization_inn, "ОГРН": organization_ogrn}
     if organization_kpp:
         org["КПП"] = organization_kpp
     etree.SubElement(principal, m + "СвРосОрг", org)
     _person(etree.SubElement(principal, m + "ЛицоБезДов", ПолнЮЛ="1"), "СвФЛ", head)
 
-    _person(etree.SubElement(etree.SubElement(dover, m + "СвУпПред", ТипПред="1"), m + "Пред"),
-            "СведФизЛ", representative)
+    _person(
+        etree.SubElement(etree.SubElement(dover, m + "СвУпПред", ТипПред="1"), m + "Пред"),
+        "СведФизЛ",
+        representative,
+    )
     granted = etree.SubElement(dover, m + "СвПолн", ТипПолн="0", ПрСовмПолн="1")
     for code, name in powers:
         etree.SubElement(granted, m + "МашПолн", КодПолн=code, НаимПолн=name)

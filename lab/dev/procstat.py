@@ -23,9 +23,9 @@ _PROC = Path("/proc")
 class Usage:
     """One process tree at one moment."""
 
-    cpu_seconds: float   #: the whole tree, reaped children included
-    rss_mb: float        #: the largest current resident set of one process of the tree
-    peak_rss_mb: float   #: the largest peak resident set (VmHWM) of one process of the tree
+    cpu_seconds: float  #: the whole tree, reaped children included
+    rss_mb: float  #: the largest current resident set of one process of the tree
+    peak_rss_mb: float  #: the largest peak resident set (VmHWM) of one process of the tree
     processes: int
 
 
@@ -35,7 +35,7 @@ def _stat(pid: int) -> tuple[int, float] | None:
         text = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
     ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
     return ppid, (utime + stime + cutime + cstime) / _TICK

@@ -26,12 +26,20 @@ from lab.dev.local_pipeline import as_new_document, sample_documents
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.dev.publisher", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m lab.dev.publisher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("bootstrap", help="Kafka bootstrap servers")
     p.add_argument("data_dir", type=Path, help="the pipeline's data directory (claim-check documents)")
     p.add_argument("samples", type=Path, help="folder of СЭМД to generate documents from")
-    p.add_argument("--inline-limit", type=int, default=None, help="the producer's inline limit (default EMD_INLINE_DOCUMENT_LIMIT)")
+    p.add_argument(
+        "--inline-limit",
+        type=int,
+        default=None,
+        help="the producer's inline limit (default EMD_INLINE_DOCUMENT_LIMIT)",
+    )
     p.add_argument("--threads", type=int, default=8, help="publishes in flight at once (default 8)")
     args = p.parse_args(argv)
 
@@ -46,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     limit = Settings.from_env().inline_document_limit if args.inline_limit is None else args.inline_limit
     made = 0
     ahead = threading.Semaphore(2 * max(1, args.threads))
-    with DocumentPublisher(args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit) as publisher, \
-            ThreadPoolExecutor(max(1, args.threads)) as pool:
+    with (
+        DocumentPublisher(
+            args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit
+        ) as publisher,
+        ThreadPoolExecutor(max(1, args.threads)) as pool,
+    ):
         for line in sys.stdin:
             if not line.strip():
                 break
@@ -69,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                 futures[-1].add_done_callback(lambda _: ahead.release())
             uids = [f.result().local_uid for f in futures]
             cpu = time.process_time() - cpu0 - making
-            print(json.dumps({"uids": uids, "cpu_seconds": cpu, "seconds": time.monotonic() - started}), flush=True)
+            print(
+                json.dumps({"uids": uids, "cpu_seconds": cpu, "seconds": time.monotonic() - started}),
+                flush=True,
+            )
     return 0
 
 

@@ -55,16 +55,23 @@ class Supervisor:
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
         """Run ``emd ARGS`` (this interpreter's ``services.cli``) as child ``name``."""
         argv = [sys.executable, "-m", "services.cli", *args]
-        child = Child(name=name, argv=argv, env={**self.base_env, **(env or {})},
-                      log_path=self.log_dir / f"{name}.log")
+        child = Child(
+            name=name, argv=argv, env={**self.base_env, **(env or {})}, log_path=self.log_dir / f"{name}.log"
+        )
         self._spawn(child)
         self.children[name] = child
         return child
 
     def _spawn(self, child: Child) -> None:
         out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
-        child.process = subprocess.Popen(child.argv, env=child.env, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        child.process = subprocess.Popen(
+            child.argv,
+            env=child.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
         out.close()
         log.debug("started", child=child.name, pid=child.process.pid)
 

@@ -46,8 +46,10 @@ class Snapshot:
     final: int
     total: int
     rate: float
-    errors: list[DeadLetter] = field(default_factory=list)        #: the latest few, for a live view
-    dead_letters: list[DeadLetter] = field(default_factory=list)  #: every dead letter of the documents asked for
+    errors: list[DeadLetter] = field(default_factory=list)  #: the latest few, for a live view
+    dead_letters: list[DeadLetter] = field(
+        default_factory=list
+    )  #: every dead letter of the documents asked for
 
 
 class PipelineWatcher:
@@ -81,8 +83,12 @@ class PipelineWatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                 enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         try:
             topics = list(_TOPIC_STAGE) + sorted(_DLT)
             tps = []
@@ -108,11 +114,13 @@ class PipelineWatcher:
             if topic in _DLT:
                 h = {k: v for k, v in record.headers or ()}
                 dead = DeadLetter(
-                    local_uid=key, stage=(h.get(dl.STAGE) or b"?").decode(),
+                    local_uid=key,
+                    stage=(h.get(dl.STAGE) or b"?").decode(),
                     reason=(h.get(dl.REASON) or b"?").decode(),
                     message=(h.get(dl.EXCEPTION_MESSAGE) or b"").decode("utf-8", "replace"),
                     message_ids=dl.split_ids(h.get(dl.MESSAGE_IDS)),
-                    remd_code=(h.get(dl.REMD_CODE) or b"").decode() or None)
+                    remd_code=(h.get(dl.REMD_CODE) or b"").decode() or None,
+                )
                 if key not in self.dead and self.stage_of.get(key) != self.final_stage:
                     self._done_times.append(time.monotonic())
                 self.dead[key] = dead
@@ -134,7 +142,8 @@ class PipelineWatcher:
         with self._lock:
             stage = self.stage_of.get(local_uid)
             return local_uid in self.dead or (
-                stage is not None and STAGES.index(stage) >= STAGES.index(self.final_stage))
+                stage is not None and STAGES.index(stage) >= STAGES.index(self.final_stage)
+            )
 
     def snapshot(self, expected: set[str] | None = None) -> Snapshot:
         with self._lock:
@@ -144,14 +153,23 @@ class PipelineWatcher:
                 s = self.stage_of.get(k)
                 if s and k not in self.dead:
                     per_stage[s] += 1
-            dead_keys = sorted(keys & self.dead.keys())  # not sorted(keys): a 100k backlog is watched twice a second
+            dead_keys = sorted(
+                keys & self.dead.keys()
+            )  # not sorted(keys): a 100k backlog is watched twice a second
             dead = len(dead_keys)
             # a document past the final stage (acknowledged while waiting for sent) is final too
-            final = dead + sum(per_stage[s] for s in STAGES[STAGES.index(self.final_stage):])
+            final = dead + sum(per_stage[s] for s in STAGES[STAGES.index(self.final_stage) :])
             now = time.monotonic()
             rate = sum(1 for t in self._done_times if now - t <= 10) / 10
-            return Snapshot(per_stage=per_stage, dead_lettered=dead, final=final, total=len(keys), rate=rate,
-                            errors=list(self.recent), dead_letters=[self.dead[k] for k in dead_keys])
+            return Snapshot(
+                per_stage=per_stage,
+                dead_lettered=dead,
+                final=final,
+                total=len(keys),
+                rate=rate,
+                errors=list(self.recent),
+                dead_letters=[self.dead[k] for k in dead_keys],
+            )
 
     def wait_for(self, expected: set[str], *, timeout: float, on_tick=None, tick: float = 1.0) -> Snapshot:
         """Block until every expected localUid is final (or ``timeout``), calling ``on_tick(snapshot)``."""

@@ -11,5 +11,16 @@ from lab.emulator.registry import Registry, RegistryRecord, RequestEntry
 from lab.emulator.server import Emulator
 from lab.emulator.systems import System, load_systems
 
-__all__ = ["SCENARIOS", "Emulator", "Registry", "RegistryRecord", "RequestEntry", "Rule", "Scenario", "System",
-           "load_systems", "rejection_for", "scenario"]
+__all__ = [
+    "SCENARIOS",
+    "Emulator",
+    "Registry",
+    "RegistryRecord",
+    "RequestEntry",
+    "Rule",
+    "Scenario",
+    "System",
+    "load_systems",
+    "rejection_for",
+    "scenario",
+]

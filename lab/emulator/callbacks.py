@@ -67,11 +67,24 @@ class Job:
 class Processor:
     """Runs jobs; shared by every worker thread (it holds no per-job state)."""
 
-    def __init__(self, *, registry: Registry, key: Any, certificate: Any, stop: threading.Event,
-                 rejection_rate: float = 0.0, http_timeout: float = 10.0, file_attempts: int = 3,
-                 callback_attempts: int = 6, backoff: float = 0.5, backoff_max: float = 30.0,
-                 variants: bool = False, later_pull_delay: float = 2.0, later_pull_attempts: int = 8,
-                 accredited: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        key: Any,
+        certificate: Any,
+        stop: threading.Event,
+        rejection_rate: float = 0.0,
+        http_timeout: float = 10.0,
+        file_attempts: int = 3,
+        callback_attempts: int = 6,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        variants: bool = False,
+        later_pull_delay: float = 2.0,
+        later_pull_attempts: int = 8,
+        accredited: tuple[Any, ...] = (),
+    ) -> None:
         self.registry = registry
         self.accredited = accredited
         self.key, self.certificate = key, certificate
@@ -133,34 +146,55 @@ class Processor:
             if isinstance(data_or_error, RemdError):
                 errors = [data_or_error]
             else:
-                errors = checks.check_document(reg, data_or_error, arrival=job.arrival, accredited=self.accredited)
+                errors = checks.check_document(
+                    reg, data_or_error, arrival=job.arrival, accredited=self.accredited
+                )
                 if not errors:
                     reject = job.decision.callbacks.get("reject")
                     if reject is not None:
-                        errors = [RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")]
+                        errors = [
+                            RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")
+                        ]
                     elif self.rejection_rate:
                         forced = rejection_for(reg.local_uid, rate=self.rejection_rate)
                         errors = [forced] if forced else []
             if not errors:
                 digest = hashlib.sha256(data_or_error).hexdigest()
                 record, existing = self.registry.register(
-                    local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind, message_id=mid,
-                    client_entity_id=job.system.client_entity_id, patient_snils=reg.patient.snils, digest=digest)
+                    local_uid=reg.local_uid,
+                    organization=reg.organization,
+                    kind=reg.kind,
+                    message_id=mid,
+                    client_entity_id=job.system.client_entity_id,
+                    patient_snils=reg.patient.snils,
+                    digest=digest,
+                )
                 if record is None:
                     errors = [_not_unique(reg.local_uid, existing, same_content=existing.digest == digest)]
         if record is not None:
             result = RegisterResult(
-                relates_to_message=headers.message_id or "", status=n.STATUS_SUCCESS, local_uid=reg.local_uid,
-                kind=reg.kind, organization=reg.organization,
-                registry_item=RegistryItem(emdr_id=record.emdr_id,
-                                           registration_date_time=record.registration_date_time.isoformat(),
-                                           store_till_date=record.store_till_date,
-                                           document_version=record.document_version))
+                relates_to_message=headers.message_id or "",
+                status=n.STATUS_SUCCESS,
+                local_uid=reg.local_uid,
+                kind=reg.kind,
+                organization=reg.organization,
+                registry_item=RegistryItem(
+                    emdr_id=record.emdr_id,
+                    registration_date_time=record.registration_date_time.isoformat(),
+                    store_till_date=record.store_till_date,
+                    document_version=record.document_version,
+                ),
+            )
             self.registry.update(job.entry, outcome="registered", emdr_id=record.emdr_id)
         else:
-            result = RegisterResult(relates_to_message=headers.message_id or "", status=n.STATUS_ERROR,
-                                    local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
-                                    errors=tuple(errors))
+            result = RegisterResult(
+                relates_to_message=headers.message_id or "",
+                status=n.STATUS_ERROR,
+                local_uid=reg.local_uid,
+                kind=reg.kind,
+                organization=reg.organization,
+                errors=tuple(errors),
+            )
             self.registry.update(job.entry, outcome="error", codes=[e.code for e in errors])
         if self.variants:
             result = shaped_result(result, shape, creation_date_time=reg.creation_date_time)
@@ -174,16 +208,28 @@ class Processor:
             if "callback_duplicate" in job.decision.callbacks:
                 self._deliver(job, result, kind="duplicate", shape=shape)
             if "callback_out_of_order" in job.decision.callbacks and record is not None:
-                stale = RegisterResult(relates_to_message=result.relates_to_message, status=n.STATUS_ERROR,
-                                       local_uid=reg.local_uid, kind=reg.kind, organization=reg.organization,
-                                       errors=(RemdError("RUNTIME_ERROR", "Непредвиденная ошибка"),))
+                stale = RegisterResult(
+                    relates_to_message=result.relates_to_message,
+                    status=n.STATUS_ERROR,
+                    local_uid=reg.local_uid,
+                    kind=reg.kind,
+                    organization=reg.organization,
+                    errors=(RemdError("RUNTIME_ERROR", "Непредвиденная ошибка"),),
+                )
                 self._deliver(job, stale, kind="stale", shape=shape)
         if self.variants and record is not None and data_or_error:  # not for a request answered again
             self._ask_later(job, record.emdr_id, data_or_error, shape)
         self.registry.update(job.entry, finished_at=dt.datetime.now(dt.UTC))
-        self.log.info("registration done", seq=job.entry.seq, local_uid=reg.local_uid, message_id=mid,
-                      outcome=job.entry.outcome, codes=job.entry.codes or None,
-                      callbacks=[c.get("delivered") for c in job.entry.callbacks], resumed="resumed" in job.entry.faults)
+        self.log.info(
+            "registration done",
+            seq=job.entry.seq,
+            local_uid=reg.local_uid,
+            message_id=mid,
+            outcome=job.entry.outcome,
+            codes=job.entry.codes or None,
+            callbacks=[c.get("delivered") for c in job.entry.callbacks],
+            resumed="resumed" in job.entry.faults,
+        )
 
     # --- getDocumentFile -----------------------------------------------------------------------
 
@@ -203,15 +249,28 @@ class Processor:
         """One getDocumentFile (by ``local_uid=`` or ``emdr_id=``), noted on the entry; None: nobody answered."""
         reply_to = job.request.headers.reply_to or ""
         message_id = spell(new_message_id(), shape.spelling)
-        body = soap.build_file_request(to=reply_to, key=self.key, certificate=self.certificate,
-                                       reply_to=shape.reply_to or n.WSA_ANONYMOUS, message_id=message_id,
-                                       soap_version=shape.file_soap_version, wsa_prefix=shape.wsa_prefix, **key)
-        note: dict[str, Any] = {"attempt": attempt, "at": _now(), "message_id": message_id,
-                                "by": "emdrId" if "emdr_id" in key else "localUid"}
+        body = soap.build_file_request(
+            to=reply_to,
+            key=self.key,
+            certificate=self.certificate,
+            reply_to=shape.reply_to or n.WSA_ANONYMOUS,
+            message_id=message_id,
+            soap_version=shape.file_soap_version,
+            wsa_prefix=shape.wsa_prefix,
+            **key,
+        )
+        note: dict[str, Any] = {
+            "attempt": attempt,
+            "at": _now(),
+            "message_id": message_id,
+            "by": "emdrId" if "emdr_id" in key else "localUid",
+        }
         try:
-            response = self._client().post(reply_to, content=body,
-                                           headers=envelope.http_headers(shape.file_soap_version,
-                                                                         action=n.ACTION_GET_DOCUMENT_FILE))
+            response = self._client().post(
+                reply_to,
+                content=body,
+                headers=envelope.http_headers(shape.file_soap_version, action=n.ACTION_GET_DOCUMENT_FILE),
+            )
         except httpx.HTTPError as exc:
             note.update(outcome="connection_error", error=type(exc).__name__)
             self.registry.append(job.entry, "file_requests", note)
@@ -220,7 +279,9 @@ class Processor:
         if response.status_code >= 500 and not _is_fault(response.content):
             note["outcome"] = "http_error"
             self.registry.append(job.entry, "file_requests", note)
-            return RemdError("MIS_ERROR", f"Сервис предоставляющей системы вернул HTTP {response.status_code}")
+            return RemdError(
+                "MIS_ERROR", f"Сервис предоставляющей системы вернул HTTP {response.status_code}"
+            )
         outcome = self._read_file(response.content, job.system, message_id)
         note["outcome"] = "ok" if isinstance(outcome, bytes) else outcome.code
         self.registry.append(job.entry, "file_requests", note)
@@ -238,7 +299,9 @@ class Processor:
                 return None
             outcome = self._request_file(job, shape, attempt, emdr_id=emdr_id)
             if isinstance(outcome, bytes):
-                self.registry.update(job.entry, later_pull="ok" if outcome == registered else "different_bytes")
+                self.registry.update(
+                    job.entry, later_pull="ok" if outcome == registered else "different_bytes"
+                )
                 return None
             if outcome is None or outcome.code in _RETRIED or "DOCUMENT_NOT_FOUND" in outcome.message:
                 return min(self.backoff_max, self.later_pull_delay * 2 ** (attempt - 1))
@@ -258,11 +321,15 @@ class Processor:
         try:
             verify_envelope(body, trusted_certificates=system.certificates, required=_REPLY_REFERENCES)
         except PermanentError as exc:
-            return RemdError("GET_DOCUMENT_FILE_ERROR", f"Подпись ответа getDocumentFile не прошла проверку "
-                                                        f"({exc.reason}): {exc.message}")
+            return RemdError(
+                "GET_DOCUMENT_FILE_ERROR",
+                f"Подпись ответа getDocumentFile не прошла проверку ({exc.reason}): {exc.message}",
+            )
         if normalize_message_id(parsed.headers.relates_to) != normalize_message_id(message_id):
-            return RemdError("WRONG_MESSAGE_ID", f"Асинхронный запрос файла с messageID "
-                                                 f"[{parsed.headers.relates_to}] не найден")
+            return RemdError(
+                "WRONG_MESSAGE_ID",
+                f"Асинхронный запрос файла с messageID [{parsed.headers.relates_to}] не найден",
+            )
         if not parsed.checksum_ok:
             return RemdError("GET_DOCUMENT_FILE_ERROR", "Контрольная сумма файла не совпадает с данными")
         return parsed.data
@@ -273,14 +340,30 @@ class Processor:
         reply_to = job.request.headers.reply_to or ""
         for attempt in range(1, self.callback_attempts + 1):
             message_id = spell(new_message_id(), shape.spelling)
-            body = soap.build_register_result(result, to=reply_to, key=self.key, certificate=self.certificate,
-                                              message_id=message_id, **shape.build_options())
-            note: dict[str, Any] = {"kind": kind, "attempt": attempt, "at": _now(), "message_id": message_id,
-                                    "status": result.status, "delivered": False}
+            body = soap.build_register_result(
+                result,
+                to=reply_to,
+                key=self.key,
+                certificate=self.certificate,
+                message_id=message_id,
+                **shape.build_options(),
+            )
+            note: dict[str, Any] = {
+                "kind": kind,
+                "attempt": attempt,
+                "at": _now(),
+                "message_id": message_id,
+                "status": result.status,
+                "delivered": False,
+            }
             try:
-                response = self._client().post(reply_to, content=body,
-                                               headers=envelope.http_headers(shape.soap_version,
-                                                                             action=n.ACTION_REGISTER_DOCUMENT_RESULT))
+                response = self._client().post(
+                    reply_to,
+                    content=body,
+                    headers=envelope.http_headers(
+                        shape.soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESULT
+                    ),
+                )
             except httpx.HTTPError as exc:
                 note["error"] = type(exc).__name__
             else:
@@ -320,11 +403,15 @@ _RETRIED = ("MIS_ERROR", "MIS_NOT_AVAILABLE")
 def _not_unique(local_uid: str, existing: Any, *, same_content: bool) -> RemdError:
     """NOT_UNIQUE_PROVIDED_ID in plain words: a resend of the registered document, or a changed one."""
     if same_content:
-        return RemdError("NOT_UNIQUE_PROVIDED_ID", f"Документ с идентификатором [{local_uid}] уже зарегистрирован "
-                                                   f"[{existing.emdr_id}]")
-    return RemdError("NOT_UNIQUE_PROVIDED_ID",
-                     f"Документ с идентификатором [{local_uid}] уже зарегистрирован [{existing.emdr_id}] с другим "
-                     f"содержимым: изменённый СЭМД регистрируется под новым localUid")
+        return RemdError(
+            "NOT_UNIQUE_PROVIDED_ID",
+            f"Документ с идентификатором [{local_uid}] уже зарегистрирован [{existing.emdr_id}]",
+        )
+    return RemdError(
+        "NOT_UNIQUE_PROVIDED_ID",
+        f"Документ с идентификатором [{local_uid}] уже зарегистрирован [{existing.emdr_id}] с другим "
+        f"содержимым: изменённый СЭМД регистрируется под новым localUid",
+    )
 
 
 def _is_fault(body: bytes) -> bool:

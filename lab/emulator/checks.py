@@ -35,8 +35,8 @@ __all__ = ["CLOCK_SKEW", "check_document", "check_request", "cross_check", "pars
 #: tolerated difference between the МИС's clock and ours, seconds (signing times vs. arrival, creation time)
 CLOCK_SKEW = 120.0
 
-HEADER_MISMATCH = "VALIDATION_ERROR"               # request ≠ СЭМД header (no dedicated code in .305)
-SIGNING_ORDER = "SIGNATURE_VERIFICATION_ERROR"     # doctor ≤ organisation ≤ arrival violated
+HEADER_MISMATCH = "VALIDATION_ERROR"  # request ≠ СЭМД header (no dedicated code in .305)
+SIGNING_ORDER = "SIGNATURE_VERIFICATION_ERROR"  # doctor ≤ organisation ≤ arrival violated
 
 # services.crypto.cades reasons → РЭМД codes
 _CADES_TO_REMD = {
@@ -80,21 +80,35 @@ def _same(a: str | None, b: str | None) -> bool:
 
 # --- stage 1: synchronous ----------------------------------------------------------------------
 
+
 def check_request(reg: Registration, *, now: dt.datetime | None = None) -> list[RemdError]:
     """The coarse checks answered in the synchronous response (brief §4 step 2)."""
     now = now or dt.datetime.now(dt.UTC)
     errors: list[RemdError] = []
     created = parse_time(reg.creation_date_time)
     if created is None:
-        errors.append(RemdError("VALIDATION_ERROR", f"Дата создания документа [{reg.creation_date_time}] "
-                                                    f"не соответствует формату dateTime со смещением"))
+        errors.append(
+            RemdError(
+                "VALIDATION_ERROR",
+                f"Дата создания документа [{reg.creation_date_time}] "
+                f"не соответствует формату dateTime со смещением",
+            )
+        )
     elif created > now + dt.timedelta(seconds=CLOCK_SKEW):
-        errors.append(RemdError("WRONG_CREATION_DATE", f"Дата создания документа [{reg.creation_date_time}] "
-                                                       f"позже даты регистрации"))
+        errors.append(
+            RemdError(
+                "WRONG_CREATION_DATE",
+                f"Дата создания документа [{reg.creation_date_time}] позже даты регистрации",
+            )
+        )
     kind = kind_by_code(reg.kind)
     if kind is not None and created is not None and not kind.registrable_on(created.date()):
-        errors.append(RemdError("NO_DOCUMENT_KIND_ON_DATE",
-                                f"Вид документа [{reg.kind}] не действует на дату создания [{created.date()}]"))
+        errors.append(
+            RemdError(
+                "NO_DOCUMENT_KIND_ON_DATE",
+                f"Вид документа [{reg.kind}] не действует на дату создания [{created.date()}]",
+            )
+        )
     if not reg.personal_signatures:
         errors.append(RemdError("NO_SIGNATURE", "Документ не содержит подписей"))
     snils = reg.patient.snils
@@ -105,14 +119,22 @@ def check_request(reg: Registration, *, now: dt.datetime | None = None) -> list[
     for sign in reg.personal_signatures:
         if not sign.signer.snils:
             errors.append(RemdError("INVALID_DOCTOR_SNILS", "В запросе не указан СНИЛС сотрудника"))
-    if kind is not None and kind.organization_signature is not None \
-            and kind.organization_signature != (reg.org_signature is not None):
-        errors.append(RemdError("ORG_SIGNATURE_OCCURRENCE_MISMATCH",
-                                f"Наличие подписи МО не соответствует требованиям вида документа [{reg.kind}]"))
+    if (
+        kind is not None
+        and kind.organization_signature is not None
+        and kind.organization_signature != (reg.org_signature is not None)
+    ):
+        errors.append(
+            RemdError(
+                "ORG_SIGNATURE_OCCURRENCE_MISMATCH",
+                f"Наличие подписи МО не соответствует требованиям вида документа [{reg.kind}]",
+            )
+        )
     return errors
 
 
 # --- stage 2: after the file pull --------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class _Inspected:
@@ -151,8 +173,10 @@ def _inspect(label: str, cms_der: bytes, *, personal: bool, snils: str | None) -
         for choice in sd["certificates"] or ():
             if choice.name == "certificate":
                 candidate = certificate_from_der(choice.chosen.dump())
-                if sid.name == "issuer_and_serial_number" and \
-                        candidate.serial_number == sid.chosen["serial_number"].native:
+                if (
+                    sid.name == "issuer_and_serial_number"
+                    and candidate.serial_number == sid.chosen["serial_number"].native
+                ):
                     cert = candidate
         digest_oid = si["digest_algorithm"]["algorithm"].dotted
     except (ValueError, TypeError, KeyError, PermanentError) as exc:
@@ -160,8 +184,14 @@ def _inspect(label: str, cms_der: bytes, *, personal: bool, snils: str | None) -
     return _Inspected(label, cms_der, personal, snils, digest_oid, digest, when, cert, info)
 
 
-def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
-                   now: dt.datetime | None = None, accredited: Sequence[Certificate] = ()) -> list[RemdError]:
+def check_document(
+    reg: Registration,
+    data: bytes,
+    *,
+    arrival: dt.datetime,
+    now: dt.datetime | None = None,
+    accredited: Sequence[Certificate] = (),
+) -> list[RemdError]:
     """The full checks of the pulled file against the request (brief §4 step 6); [] means register it.
 
     ``accredited``: the CAs a signer's certificate must be issued by (РЭМД accepts only accredited УЦ);
@@ -173,8 +203,10 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
     # 1. signatures: decodable, one signer each, one digest over exactly these bytes
     inspected: list[_Inspected] = []
     errors: list[RemdError] = []
-    items = [(f"сотрудника {s.signer.snils or '?'}", s.signature, True, s.signer.snils)
-             for s in reg.personal_signatures]
+    items = [
+        (f"сотрудника {s.signer.snils or '?'}", s.signature, True, s.signer.snils)
+        for s in reg.personal_signatures
+    ]
     if reg.org_signature is not None:
         items.append(("МО", reg.org_signature.signature, False, None))
     seen: set[bytes] = set()
@@ -192,13 +224,20 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
         by_alg.setdefault(s.digest_oid or "", set()).add(s.message_digest or b"")
     if any(len(digests) > 1 for digests in by_alg.values()):
         return [RemdError("INCONSISTENT_DIGESTS", "Подписи содержат разные хеши документа")]
-    computed: dict[int, bytes] = {}  # bits → digest of the file: hashed once, then handed to each verification
+    computed: dict[
+        int, bytes
+    ] = {}  # bits → digest of the file: hashed once, then handed to each verification
     for alg, digests in by_alg.items():
         bits = 512 if alg == gost.OID_STREEBOG512 else 256
         computed[bits] = gost.streebog(data, bits)
         if not hmac.compare_digest(next(iter(digests)), computed[bits]):
-            return [RemdError("DIGEST_MISMATCH", "Хеш документа, полученного из предоставляющей системы, "
-                                                 "не совпадает с хешем, указанным в подписях")]
+            return [
+                RemdError(
+                    "DIGEST_MISMATCH",
+                    "Хеш документа, полученного из предоставляющей системы, "
+                    "не совпадает с хешем, указанным в подписях",
+                )
+            ]
 
     # 2. the СЭМД itself
     try:
@@ -213,32 +252,63 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
     for s in inspected:
         cert = s.certificate
         if cert is not None and accredited and not any(cert.issued_by(ca) for ca in accredited):
-            errors.append(RemdError("CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT",
-                                    f"Сертификат подписи {s.label} выпущен не аккредитованным УЦ"))
+            errors.append(
+                RemdError(
+                    "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT",
+                    f"Сертификат подписи {s.label} выпущен не аккредитованным УЦ",
+                )
+            )
             continue
         if cert is not None and created is not None:
             if not cert.is_valid_at(created):
                 if s.personal:
-                    errors.append(RemdError("PERSONAL_SIG_CERT_NOT_ACTUAL_ON_DOC_CREATION_DT",
-                                            f"Сертификат подписи {s.label} не действителен на дату создания ЭМД"))
+                    errors.append(
+                        RemdError(
+                            "PERSONAL_SIG_CERT_NOT_ACTUAL_ON_DOC_CREATION_DT",
+                            f"Сертификат подписи {s.label} не действителен на дату создания ЭМД",
+                        )
+                    )
                 else:
-                    code = ("DOC_DATE_MISMATCH_CERT_NOT_AFTER" if created > cert.not_after
-                            else "DOC_DATE_MISMATCH_CERT_NOT_BEFORE")
-                    errors.append(RemdError(code, f"Дата создания ЭМД вне срока действия сертификата {s.label}"))
+                    code = (
+                        "DOC_DATE_MISMATCH_CERT_NOT_AFTER"
+                        if created > cert.not_after
+                        else "DOC_DATE_MISMATCH_CERT_NOT_BEFORE"
+                    )
+                    errors.append(
+                        RemdError(code, f"Дата создания ЭМД вне срока действия сертификата {s.label}")
+                    )
                 continue
             if s.personal and not cert.is_valid_at(now):
-                errors.append(RemdError("PERSONAL_SIG_CERT_NOT_ACTUAL_ON_CHECK_DT",
-                                        f"Сертификат подписи {s.label} не действителен на дату проверки"))
+                errors.append(
+                    RemdError(
+                        "PERSONAL_SIG_CERT_NOT_ACTUAL_ON_CHECK_DT",
+                        f"Сертификат подписи {s.label} не действителен на дату проверки",
+                    )
+                )
                 continue
         try:
             cades.verify_detached(data, s.cms_der, digests=computed, parsed=s.parsed)
         except cades.SignatureError as exc:
-            errors.append(RemdError(_CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
-                                    f"Подпись {s.label}: {exc.message}"))
+            errors.append(
+                RemdError(
+                    _CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
+                    f"Подпись {s.label}: {exc.message}",
+                )
+            )
             continue
-        if s.personal and cert is not None and cert.snils and s.snils and _digits(cert.snils) != _digits(s.snils):
-            errors.append(RemdError("VALUE_MISMATCH_METADATA_AND_CERTIFICATE",
-                                    f"СНИЛС сотрудника в запросе не совпадает со СНИЛС в сертификате подписи {s.label}"))
+        if (
+            s.personal
+            and cert is not None
+            and cert.snils
+            and s.snils
+            and _digits(cert.snils) != _digits(s.snils)
+        ):
+            errors.append(
+                RemdError(
+                    "VALUE_MISMATCH_METADATA_AND_CERTIFICATE",
+                    f"СНИЛС сотрудника в запросе не совпадает со СНИЛС в сертификате подписи {s.label}",
+                )
+            )
     if errors:
         return errors
 
@@ -246,9 +316,16 @@ def check_document(reg: Registration, data: bytes, *, arrival: dt.datetime,
     org = next((s for s in inspected if not s.personal), None)
     for s in inspected:
         if s.signing_time is not None and s.signing_time > arrival + skew:
-            errors.append(RemdError(SIGNING_ORDER, f"Время подписи {s.label} позже времени поступления запроса"))
-        if s.personal and org is not None and s.signing_time and org.signing_time \
-                and s.signing_time > org.signing_time + skew:
+            errors.append(
+                RemdError(SIGNING_ORDER, f"Время подписи {s.label} позже времени поступления запроса")
+            )
+        if (
+            s.personal
+            and org is not None
+            and s.signing_time
+            and org.signing_time
+            and s.signing_time > org.signing_time + skew
+        ):
             errors.append(RemdError(SIGNING_ORDER, f"Подпись {s.label} создана позже подписи МО"))
 
     # 5. the request against the СЭМД header
@@ -260,7 +337,9 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
     errors: list[RemdError] = []
 
     def mismatch(what: str, in_doc: object, in_request: object) -> None:
-        errors.append(RemdError(HEADER_MISMATCH, f"{what} в ЭМД [{in_doc}] не совпадает с запросом [{in_request}]"))
+        errors.append(
+            RemdError(HEADER_MISMATCH, f"{what} в ЭМД [{in_doc}] не совпадает с запросом [{in_request}]")
+        )
 
     if meta.local_uid != reg.local_uid:
         mismatch("Идентификатор документа", meta.local_uid, reg.local_uid)
@@ -274,12 +353,19 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
     if p is not None:
         if _digits(p.snils) != _digits(rp.snils):
             mismatch("СНИЛС пациента", p.snils, rp.snils)
-        for what, doc, req in (("Фамилия пациента", p.family, rp.family), ("Имя пациента", p.given, rp.given),
-                               ("Отчество пациента", p.patronymic, rp.patronymic),
-                               ("Пол пациента", p.gender, rp.gender)):
+        for what, doc, req in (
+            ("Фамилия пациента", p.family, rp.family),
+            ("Имя пациента", p.given, rp.given),
+            ("Отчество пациента", p.patronymic, rp.patronymic),
+            ("Пол пациента", p.gender, rp.gender),
+        ):
             if req is not None and not _same(doc, req):
                 mismatch(what, doc, req)
-        if rp.birth_date is not None and p.birth_date is not None and p.birth_date.isoformat() != rp.birth_date:
+        if (
+            rp.birth_date is not None
+            and p.birth_date is not None
+            and p.birth_date.isoformat() != rp.birth_date
+        ):
             mismatch("Дата рождения пациента", p.birth_date, rp.birth_date)
 
     # medical workers: each signer of the request is in the СЭМД (by СНИЛС) with the same data; the legal
@@ -291,26 +377,40 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
         request_snils.add(_digits(d.snils))
         same = [s for s in meta.signers if s.snils and _digits(s.snils) == _digits(d.snils)]
         if not same:
-            errors.append(RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД"))
+            errors.append(
+                RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД")
+            )
             continue
         position = d.position.code if d.position else None
         found = next((s for s in same if s.position_code == position), same[0])
-        for code, doc, req in (("INVALID_DOCTOR_FAMILY", found.family, d.family),
-                               ("INVALID_DOCTOR_NAME", found.given, d.given),
-                               ("INVALID_DOCTOR_PATRONYMIC", found.patronymic, d.patronymic)):
+        for code, doc, req in (
+            ("INVALID_DOCTOR_FAMILY", found.family, d.family),
+            ("INVALID_DOCTOR_NAME", found.given, d.given),
+            ("INVALID_DOCTOR_PATRONYMIC", found.patronymic, d.patronymic),
+        ):
             if req is not None and not _same(doc, req):
                 errors.append(RemdError(code, f"Данные сотрудника [{d.snils}] в запросе не совпадают с ЭМД"))
         if d.local_id is not None and found.local_id is not None and d.local_id != found.local_id:
-            errors.append(RemdError("INVALID_DOCTOR_ID", f"Идентификатор сотрудника [{d.snils}] не совпадает с ЭМД"))
+            errors.append(
+                RemdError("INVALID_DOCTOR_ID", f"Идентификатор сотрудника [{d.snils}] не совпадает с ЭМД")
+            )
         if position != found.position_code:
             mismatch(f"Должность сотрудника [{d.snils}]", found.position_code, position)
         speciality = d.speciality.code if d.speciality else None
-        if speciality is not None and found.speciality_code is not None and speciality != found.speciality_code:
+        if (
+            speciality is not None
+            and found.speciality_code is not None
+            and speciality != found.speciality_code
+        ):
             mismatch(f"Специальность сотрудника [{d.snils}]", found.speciality_code, speciality)
     for s in meta.signers:
         if s.role == "legalAuthenticator" and s.snils and _digits(s.snils) not in request_snils:
-            errors.append(RemdError("LEGAL_AUTHENTICATOR_NOT_FOUND",
-                                    "Подпись лица, заверившего документ (legalAuthenticator), отсутствует в запросе"))
+            errors.append(
+                RemdError(
+                    "LEGAL_AUTHENTICATOR_NOT_FOUND",
+                    "Подпись лица, заверившего документ (legalAuthenticator), отсутствует в запросе",
+                )
+            )
     errors += _recipient_check(reg, meta)
     return errors
 
@@ -324,8 +424,12 @@ def _recipient_check(reg: Registration, meta: CdaMetadata) -> list[RemdError]:
     if doc is None:
         return [RemdError("RECIPIENT_INFO_MISMATCH", "Получатель из запроса не найден в ЭМД")]
     if r.organization is not None and r.organization != doc.organization_oid:
-        return [RemdError("RECIPIENT_INFO_MISMATCH",
-                          f"Организация-получатель [{r.organization}] из запроса не найдена в ЭМД")]
+        return [
+            RemdError(
+                "RECIPIENT_INFO_MISMATCH",
+                f"Организация-получатель [{r.organization}] из запроса не найдена в ЭМД",
+            )
+        ]
     if r.snils is not None and _digits(r.snils) != _digits(doc.snils):
         return [RemdError("RECIPIENT_SNILS_MISMATCH", "СНИЛС получателя в запросе не совпадает с ЭМД")]
     return []

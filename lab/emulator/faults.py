@@ -47,15 +47,30 @@ from producer.ids import normalize_message_id
 from services.remd.soap import RemdError
 
 __all__ = [
-    "ASYNC_FAULTS", "Decision", "FaultInjector", "Outage", "REJECTION_CODES", "Rule", "SCENARIOS", "SYNC_FAULTS",
-    "Scenario", "rejection_for", "scenario",
+    "ASYNC_FAULTS",
+    "Decision",
+    "FaultInjector",
+    "Outage",
+    "REJECTION_CODES",
+    "Rule",
+    "SCENARIOS",
+    "SYNC_FAULTS",
+    "Scenario",
+    "rejection_for",
+    "scenario",
 ]
 
 #: the operations that register a document (N3's AddCase takes only ``reject`` of the asynchronous kinds)
 _REGISTRATIONS = ("registerDocument", "n3:AddCase")
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
-ASYNC_FAULTS = ("callback_lost", "callback_duplicate", "callback_late", "callback_out_of_order",
-                "callback_early", "reject")
+ASYNC_FAULTS = (
+    "callback_lost",
+    "callback_duplicate",
+    "callback_late",
+    "callback_out_of_order",
+    "callback_early",
+    "reject",
+)
 
 #: real permanent РЭМД codes for checks the emulator cannot run itself (ФРМР, ФРМО, ГИП, НСИ look-ups)
 REJECTION_CODES: tuple[tuple[str, str], ...] = (
@@ -104,7 +119,9 @@ class Rule:
         kinds = (self.fault,) if isinstance(self.fault, str) else tuple(self.fault)
         unknown = [k for k in kinds if k not in SYNC_FAULTS + ASYNC_FAULTS]
         if not kinds or unknown:
-            raise ValueError(f"unknown fault kind(s) {unknown or kinds}; known: {', '.join(SYNC_FAULTS + ASYNC_FAULTS)}")
+            raise ValueError(
+                f"unknown fault kind(s) {unknown or kinds}; known: {', '.join(SYNC_FAULTS + ASYNC_FAULTS)}"
+            )
         self.fault = kinds[0] if len(kinds) == 1 else kinds
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be within [0, 1]")
@@ -139,7 +156,7 @@ class Decision:
 
     sync: Rule | None = None
     sync_kind: str | None = None
-    callbacks: dict[str, Rule] = field(default_factory=dict)   # async kind → the rule that asked for it
+    callbacks: dict[str, Rule] = field(default_factory=dict)  # async kind → the rule that asked for it
 
     @property
     def kinds(self) -> list[str]:
@@ -190,8 +207,11 @@ class FaultInjector:
                     continue
                 kind = rule.kinds[0] if len(rule.kinds) == 1 else self._rng.choice(rule.kinds)
                 if kind in ASYNC_FAULTS:
-                    if operation not in _REGISTRATIONS or kind in decision.callbacks \
-                            or (operation != "registerDocument" and kind != "reject"):
+                    if (
+                        operation not in _REGISTRATIONS
+                        or kind in decision.callbacks
+                        or (operation != "registerDocument" and kind != "reject")
+                    ):
                         continue
                     decision.callbacks[kind] = rule
                 elif decision.sync is None:
@@ -244,21 +264,33 @@ class Scenario:
     rules: Sequence[Rule] = ()
     rejection_rate: float = 0.0
     outage: bool = False
-    variants: bool = False               #: messages to the МИС in every shape real ИПС traffic shows
+    variants: bool = False  #: messages to the МИС in every shape real ИПС traffic shows
 
 
 def _flaky() -> list[Rule]:
     return [
         # a fifth of all МИС → РЭМД calls fail transiently; the kinds are drawn from the seeded RNG
-        Rule(fault=("latency", "http_error", "reset", "rate_limit", "soap_fault", "malformed"),
-             probability=0.17, delay=2.0),
+        Rule(
+            fault=("latency", "http_error", "reset", "rate_limit", "soap_fault", "malformed"),
+            probability=0.17,
+            delay=2.0,
+        ),
         # a timeout holds the connection past a usual 30 s client timeout (stop() interrupts the hold)
         Rule(fault="timeout", probability=0.03, delay=35.0),
         # some answers are lost after ИПС took the message: the МИС must cope with a callback it did not expect
-        Rule(fault=("http_error", "timeout", "reset"), operation="registerDocument", probability=0.05,
-             process=True, delay=3.0),
-        Rule(fault=("callback_duplicate", "callback_late", "callback_early"), operation="registerDocument",
-             probability=0.2, delay=2.0),
+        Rule(
+            fault=("http_error", "timeout", "reset"),
+            operation="registerDocument",
+            probability=0.05,
+            process=True,
+            delay=3.0,
+        ),
+        Rule(
+            fault=("callback_duplicate", "callback_late", "callback_early"),
+            operation="registerDocument",
+            probability=0.2,
+            delay=2.0,
+        ),
     ]
 
 
@@ -275,25 +307,41 @@ def _chaos() -> list[Rule]:
 def scenario(name: str) -> Scenario:
     """A fresh Scenario (rules carry counters, so each emulator gets its own copies)."""
     factories = {
-        "ok": lambda: Scenario("ok", "everything works: every valid document is registered and called back once"),
+        "ok": lambda: Scenario(
+            "ok", "everything works: every valid document is registered and called back once"
+        ),
         "flaky": lambda: Scenario(
-            "flaky", "about 20 % of calls fail transiently (latency, 5xx, timeouts, resets, RATE_LIMIT, "
-                     "SOAP faults, malformed XML; duplicated/late/early callbacks) — never a permanent error",
-            rules=_flaky()),
+            "flaky",
+            "about 20 % of calls fail transiently (latency, 5xx, timeouts, resets, RATE_LIMIT, "
+            "SOAP faults, malformed XML; duplicated/late/early callbacks) — never a permanent error",
+            rules=_flaky(),
+        ),
         "rejections": lambda: Scenario(
-            "rejections", "about one document in ten is rejected with a real permanent code, chosen by "
-                          "sha256(localUid) (see faults.rejection_for)", rejection_rate=0.1),
+            "rejections",
+            "about one document in ten is rejected with a real permanent code, chosen by "
+            "sha256(localUid) (see faults.rejection_for)",
+            rejection_rate=0.1,
+        ),
         "outage": lambda: Scenario(
-            "outage", "down (HTTP 503 or connection refused) for --outage-seconds from start or from the first "
-                      "request, then back to ok", outage=True),
+            "outage",
+            "down (HTTP 503 or connection refused) for --outage-seconds from start or from the first "
+            "request, then back to ok",
+            outage=True,
+        ),
         "ips-variants": lambda: Scenario(
-            "ips-variants", "every registration's file request and callback in another of the shapes real ИПС "
-                            "traffic shows (SOAP 1.1/1.2, unprefixed WS-Addressing, both anonymous URIs, MessageID "
-                            "spellings, kind forms, registrationDate(Time), warnings), and each registered document "
-                            "asked for again later by its emdrId (lab/emulator/variants.py)", variants=True),
+            "ips-variants",
+            "every registration's file request and callback in another of the shapes real ИПС "
+            "traffic shows (SOAP 1.1/1.2, unprefixed WS-Addressing, both anonymous URIs, MessageID "
+            "spellings, kind forms, registrationDate(Time), warnings), and each registered document "
+            "asked for again later by its emdrId (lab/emulator/variants.py)",
+            variants=True,
+        ),
         "callback-chaos": lambda: Scenario(
-            "callback-chaos", "callbacks lost (10 %), duplicated (20 %), before the sync answer (15 %), late "
-                              "(20 %) and followed by a stale error callback (15 %)", rules=_chaos()),
+            "callback-chaos",
+            "callbacks lost (10 %), duplicated (20 %), before the sync answer (15 %), late "
+            "(20 %) and followed by a stale error callback (15 %)",
+            rules=_chaos(),
+        ),
     }
     if name not in factories:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(factories)}")

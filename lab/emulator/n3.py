@@ -46,11 +46,18 @@ _XML = "text/xml; charset=utf-8"
 class N3Face:
     """``handle(path, body, headers) -> (HTTP status, body, content type)`` for the ``/n3/`` paths."""
 
-    def __init__(self, *, registry: Registry, faults: FaultInjector, tokens: Mapping[str, str],
-                 later: LaterRequests, delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        faults: FaultInjector,
+        tokens: Mapping[str, str],
+        later: LaterRequests,
+        delay: float = 1.0,
+    ) -> None:
         self.registry, self.faults, self.later, self.delay = registry, faults, later, delay
-        self.tokens = dict(tokens)          # token → ЛПУ id
-        self._held: dict[str, soap.RegistryItem] = {}   # localUid → taken, not yet registered
+        self.tokens = dict(tokens)  # token → ЛПУ id
+        self._held: dict[str, soap.RegistryItem] = {}  # localUid → taken, not yet registered
         self._lock = threading.Lock()
 
     def reset(self) -> None:
@@ -89,37 +96,60 @@ class N3Face:
         except PermanentError as exc:
             return self._refuse(entry, "INVALID_CONTENT", f"Вложение не является СЭМД: {exc.message}")
         reg = _registration(case, meta)
-        errors = checks.check_request(reg, now=arrival) or checks.check_document(reg, case.document, arrival=arrival)
+        errors = checks.check_request(reg, now=arrival) or checks.check_document(
+            reg, case.document, arrival=arrival
+        )
         if errors:
             return self._refuse(entry, errors[0].code, "; ".join(e.message for e in errors))
         digest = hashlib.sha256(case.document).hexdigest()
         existing = self.registry.lookup(N3_SYSTEM, case.local_uid)
         if existing is not None and existing.digest != digest:
-            return self._refuse(entry, "NOT_UNIQUE_PROVIDED_ID",
-                                f"Документ с идентификатором [{case.local_uid}] уже зарегистрирован "
-                                f"[{existing.emdr_id}] с другим содержимым: изменённый СЭМД регистрируется под "
-                                f"новым localUid")
+            return self._refuse(
+                entry,
+                "NOT_UNIQUE_PROVIDED_ID",
+                f"Документ с идентификатором [{case.local_uid}] уже зарегистрирован "
+                f"[{existing.emdr_id}] с другим содержимым: изменённый СЭМД регистрируется под "
+                f"новым localUid",
+            )
         self.registry.update(entry, organization=reg.organization, outcome="accepted")
         if existing is None:
             with self._lock:
-                self._held.setdefault(case.local_uid, soap.RegistryItem(
-                    local_uid=case.local_uid, kind=reg.kind, organization=reg.organization,
-                    creation_date_time=reg.creation_date_time))
+                self._held.setdefault(
+                    case.local_uid,
+                    soap.RegistryItem(
+                        local_uid=case.local_uid,
+                        kind=reg.kind,
+                        organization=reg.organization,
+                        creation_date_time=reg.creation_date_time,
+                    ),
+                )
             self.later.schedule(self.delay, lambda: self._register(entry, reg, digest))
         return 200, n3.build_add_case_response(), _XML
 
     def _register(self, entry: Any, reg: soap.Registration, digest: str) -> None:
         record, existing = self.registry.register(
-            local_uid=reg.local_uid, organization=reg.organization, kind=reg.kind, message_id=entry.message_id or "",
-            client_entity_id=N3_SYSTEM, patient_snils=reg.patient.snils, digest=digest)
+            local_uid=reg.local_uid,
+            organization=reg.organization,
+            kind=reg.kind,
+            message_id=entry.message_id or "",
+            client_entity_id=N3_SYSTEM,
+            patient_snils=reg.patient.snils,
+            digest=digest,
+        )
         with self._lock:
             self._held.pop(reg.local_uid, None)
         done = record or existing
-        self.registry.update(entry, outcome="registered", emdr_id=done.emdr_id if done else None,
-                             finished_at=dt.datetime.now(dt.UTC))
+        self.registry.update(
+            entry,
+            outcome="registered",
+            emdr_id=done.emdr_id if done else None,
+            finished_at=dt.datetime.now(dt.UTC),
+        )
 
     def _refuse(self, entry: Any, code: str, message: str) -> tuple[int, bytes, str]:
-        self.registry.update(entry, outcome="rejected", sync_codes=[code], finished_at=dt.datetime.now(dt.UTC))
+        self.registry.update(
+            entry, outcome="rejected", sync_codes=[code], finished_at=dt.datetime.now(dt.UTC)
+        )
         return 500, n3.build_request_fault(code=code, message=message), _XML
 
     # --- document storage ----------------------------------------------------------------------
@@ -134,27 +164,54 @@ class N3Face:
             kinds = set(query.get(names.DOC_REMD_CODE) or ())
         except (ValueError, KeyError, TypeError):
             return 400, b'{"error": "oidMo and remdCode are required"}', "application/json; charset=utf-8"
-        items = [soap.RegistryItem(emdr_id=r.emdr_id, local_uid=r.local_uid, kind=r.kind, organization=r.organization,
-                                   registration_date_time=r.registration_date_time.isoformat())
-                 for r in self.registry.search(organization=organization, client_entity_id=N3_SYSTEM)
-                 if not kinds or r.kind in kinds]
+        items = [
+            soap.RegistryItem(
+                emdr_id=r.emdr_id,
+                local_uid=r.local_uid,
+                kind=r.kind,
+                organization=r.organization,
+                registration_date_time=r.registration_date_time.isoformat(),
+            )
+            for r in self.registry.search(organization=organization, client_entity_id=N3_SYSTEM)
+            if not kinds or r.kind in kinds
+        ]
         with self._lock:
-            items += [i for i in self._held.values() if i.organization == organization and (not kinds or i.kind in kinds)]
+            items += [
+                i
+                for i in self._held.values()
+                if i.organization == organization and (not kinds or i.kind in kinds)
+            ]
         self.registry.log_request("n3:docstorage", outcome="answered")
-        return 200, json.dumps(n3.search_answer(items), ensure_ascii=False).encode(), "application/json; charset=utf-8"
+        return (
+            200,
+            json.dumps(n3.search_answer(items), ensure_ascii=False).encode(),
+            "application/json; charset=utf-8",
+        )
 
 
 def _registration(case: n3.N3Case, meta: Any) -> soap.Registration:
     """What N3 would send РЭМД for this case: the document's own header, the case's signatures."""
     p = meta.patient
     return soap.Registration(
-        kind=meta.kind_code or case.kind or "", system=N3_SYSTEM, organization=meta.organization_oid or "",
-        local_uid=case.local_uid, creation_date_time=case.creation_date or (
-            meta.creation_time.isoformat() if meta.creation_time else ""),
-        patient=soap.Patient(snils=p.snils, local_id=p.local_id, family=p.family, given=p.given,
-                             patronymic=p.patronymic, gender=p.gender,
-                             birth_date=p.birth_date.isoformat() if p.birth_date else None) if p else soap.Patient(),
+        kind=meta.kind_code or case.kind or "",
+        system=N3_SYSTEM,
+        organization=meta.organization_oid or "",
+        local_uid=case.local_uid,
+        creation_date_time=case.creation_date
+        or (meta.creation_time.isoformat() if meta.creation_time else ""),
+        patient=soap.Patient(
+            snils=p.snils,
+            local_id=p.local_id,
+            family=p.family,
+            given=p.given,
+            patronymic=p.patronymic,
+            gender=p.gender,
+            birth_date=p.birth_date.isoformat() if p.birth_date else None,
+        )
+        if p
+        else soap.Patient(),
         personal_signatures=case.personal_signatures,
         org_signature=soap.OrgSignature(signature=case.org_signature) if case.org_signature else None,
-        department=meta.department_oid, document_number=meta.document_number)
-
+        department=meta.department_oid,
+        document_number=meta.document_number,
+    )

@@ -41,7 +41,7 @@ class RegistryRecord:
     store_till_date: str
     patient_snils: str | None = None
     document_version: str = "1"
-    digest: str | None = None           #: sha256 of the registered bytes: other bytes under this localUid are refused
+    digest: str | None = None  #: sha256 of the registered bytes: other bytes under this localUid are refused
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -50,7 +50,9 @@ class RegistryRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RegistryRecord:
-        return cls(**{**data, "registration_date_time": datetime.fromisoformat(data["registration_date_time"])})
+        return cls(
+            **{**data, "registration_date_time": datetime.fromisoformat(data["registration_date_time"])}
+        )
 
 
 @dataclass(slots=True)
@@ -58,7 +60,7 @@ class RequestEntry:
     """What happened to one incoming request, kept for tests and for МИС teams debugging their client."""
 
     seq: int
-    operation: str                      # registerDocument, searchRegistryItem, getRegistryItem, unknown
+    operation: str  # registerDocument, searchRegistryItem, getRegistryItem, unknown
     received_at: datetime
     message_id: str | None = None
     client_entity_id: str | None = None
@@ -68,11 +70,11 @@ class RequestEntry:
     #: accepted | rejected | fault | answered | injected:<fault kind> ; then registered | error for async
     outcome: str = "received"
     sync_codes: list[str] = field(default_factory=list)
-    codes: list[str] = field(default_factory=list)          # codes of the asynchronous result
+    codes: list[str] = field(default_factory=list)  # codes of the asynchronous result
     emdr_id: str | None = None
-    faults: list[str] = field(default_factory=list)         # fault kinds injected on this request
+    faults: list[str] = field(default_factory=list)  # fault kinds injected on this request
     file_requests: list[dict[str, Any]] = field(default_factory=list)
-    callbacks: list[dict[str, Any]] = field(default_factory=list)   # one per delivery attempt
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # one per delivery attempt
     finished_at: datetime | None = None
     #: ips-variants: the later file request by emdrId — pending, ok, different_bytes, a code, gave_up
     later_pull: str | None = None
@@ -91,7 +93,9 @@ class Registry:
     system's documents whatever their organisation (addendum [A]).
     """
 
-    def __init__(self, *, emdr_prefix: str = "16.62", store_years: int = 5, state: StateDir | None = None) -> None:
+    def __init__(
+        self, *, emdr_prefix: str = "16.62", store_years: int = 5, state: StateDir | None = None
+    ) -> None:
         self.emdr_prefix = emdr_prefix
         self.store_years = store_years
         self.state = state
@@ -108,9 +112,18 @@ class Registry:
 
     # --- registry ---------------------------------------------------------------------------
 
-    def register(self, *, local_uid: str, organization: str, kind: str, message_id: str,
-                 client_entity_id: str, patient_snils: str | None = None, digest: str | None = None,
-                 now: datetime | None = None) -> tuple[RegistryRecord | None, RegistryRecord | None]:
+    def register(
+        self,
+        *,
+        local_uid: str,
+        organization: str,
+        kind: str,
+        message_id: str,
+        client_entity_id: str,
+        patient_snils: str | None = None,
+        digest: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[RegistryRecord | None, RegistryRecord | None]:
         """Register a document: (the new record, None), or (None, the record already holding this ИС's
         localUid) — NOT_UNIQUE_PROVIDED_ID; compare ``digest`` to tell a resend from changed content."""
         now = now or datetime.now(UTC)
@@ -120,10 +133,17 @@ class Registry:
                 return None, existing
             emdr_id = f"{self.emdr_prefix}.{now:%y}.{now:%m}.{next(self._emdr_seq):09d}"
             record = RegistryRecord(
-                emdr_id=emdr_id, local_uid=local_uid, organization=organization, kind=kind, message_id=message_id,
-                client_entity_id=client_entity_id, registration_date_time=now.replace(microsecond=0),
+                emdr_id=emdr_id,
+                local_uid=local_uid,
+                organization=organization,
+                kind=kind,
+                message_id=message_id,
+                client_entity_id=client_entity_id,
+                registration_date_time=now.replace(microsecond=0),
                 store_till_date=(now + timedelta(days=365 * self.store_years)).date().isoformat(),
-                patient_snils=patient_snils, digest=digest)
+                patient_snils=patient_snils,
+                digest=digest,
+            )
             if self.state is not None:  # on disk before its callback can leave
                 self.state.append_record(record.to_json())
             self._records[(client_entity_id, local_uid)] = record
@@ -142,9 +162,16 @@ class Registry:
         with self._lock:
             return list(self._records.values())
 
-    def search(self, *, organization: str | None = None, kind: str | None = None,
-               begin: datetime | None = None, end: datetime | None = None,
-               patient_snils: str | None = None, client_entity_id: str | None = None) -> list[RegistryRecord]:
+    def search(
+        self,
+        *,
+        organization: str | None = None,
+        kind: str | None = None,
+        begin: datetime | None = None,
+        end: datetime | None = None,
+        patient_snils: str | None = None,
+        client_entity_id: str | None = None,
+    ) -> list[RegistryRecord]:
         """Records matching every given criterion (the ``searchRegistryItem`` semantics)."""
         with self._lock:
             out = []
@@ -168,8 +195,9 @@ class Registry:
 
     def log_request(self, operation: str, **fields: Any) -> RequestEntry:
         with self._lock:
-            entry = RequestEntry(seq=next(self._req_seq), operation=operation, received_at=datetime.now(UTC),
-                                 **fields)
+            entry = RequestEntry(
+                seq=next(self._req_seq), operation=operation, received_at=datetime.now(UTC), **fields
+            )
             self._requests.append(entry)
             self._changed.notify_all()
             return entry

@@ -62,9 +62,11 @@ _MALFORMED = b'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org
 
 
 #: operation → its parser (each request is parsed once, in ``Emulator._dispatch``)
-_PARSERS = {"registerDocument": soap.parse_register_document,
-            "searchRegistryItem": soap.parse_search_request,
-            "getRegistryItem": soap.parse_get_registry_item}
+_PARSERS = {
+    "registerDocument": soap.parse_register_document,
+    "searchRegistryItem": soap.parse_search_request,
+    "getRegistryItem": soap.parse_get_registry_item,
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -104,8 +106,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- answers ---------------------------------------------------------------------------------
 
-    def send_bytes(self, body: bytes, *, status: int = 200, content_type: str = envelope.content_type("1.2"),
-                   extra: dict[str, str] | None = None) -> None:
+    def send_bytes(
+        self,
+        body: bytes,
+        *,
+        status: int = 200,
+        content_type: str = envelope.content_type("1.2"),
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -115,8 +123,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def send_json(self, data: Any, *, status: int = 200) -> None:
-        self.send_bytes(json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"), status=status,
-                        content_type="application/json; charset=utf-8")
+        self.send_bytes(
+            json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"),
+            status=status,
+            content_type="application/json; charset=utf-8",
+        )
 
     def reset_connection(self) -> None:
         """Abort with a TCP RST (SO_LINGER 0), which the client sees as 'connection reset by peer'."""
@@ -140,14 +151,19 @@ def _peek(data: bytes) -> tuple[str, str | None, str | None, str]:
     version = "1.1" if etree.QName(root).namespace == n.NS_SOAP11 else "1.2"
     body = next((c for c in root if isinstance(c.tag, str) and etree.QName(c).localname == "Body"), None)
     payload = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
-    operation = {n.REGISTER_DOCUMENT_REQUEST: "registerDocument",
-                 n.SEARCH_REGISTRY_ITEM_REQUEST: "searchRegistryItem",
-                 n.GET_REGISTRY_ITEM_REQUEST: "getRegistryItem"}.get(
-        etree.QName(payload).localname if payload is not None else "", "unknown")
+    operation = {
+        n.REGISTER_DOCUMENT_REQUEST: "registerDocument",
+        n.SEARCH_REGISTRY_ITEM_REQUEST: "searchRegistryItem",
+        n.GET_REGISTRY_ITEM_REQUEST: "getRegistryItem",
+    }.get(etree.QName(payload).localname if payload is not None else "", "unknown")
     mid = root.find(f".//{{{n.NS_WSA}}}MessageID")
     uid = payload.find(f"{{*}}{n.LOCAL_UID}") if payload is not None else None
-    return (operation, mid.text.strip() if mid is not None and mid.text else None,
-            uid.text.strip() if uid is not None and uid.text else None, version)
+    return (
+        operation,
+        mid.text.strip() if mid is not None and mid.text else None,
+        uid.text.strip() if uid is not None and uid.text else None,
+        version,
+    )
 
 
 class Emulator:
@@ -164,36 +180,72 @@ class Emulator:
     The remaining keywords tune the МИС-facing HTTP client (``callbacks.Processor``).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, scenario: str | Scenario = "ok",
-                 systems: Iterable[System] = (), key: Any = None, certificate: Certificate | None = None,
-                 seed: int = 0, outage_seconds: float = 30.0, outage_from: str = "first-request",
-                 outage_mode: str = "503", workers: int = 16, http_timeout: float = 10.0,
-                 file_attempts: int = 3, callback_attempts: int = 6, backoff: float = 0.5,
-                 backoff_max: float = 30.0, state_dir: str | os.PathLike | None = None,
-                 accredited: Iterable[Certificate] = (), n3_tokens: Mapping[str, str] | None = None,
-                 n3_delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        scenario: str | Scenario = "ok",
+        systems: Iterable[System] = (),
+        key: Any = None,
+        certificate: Certificate | None = None,
+        seed: int = 0,
+        outage_seconds: float = 30.0,
+        outage_from: str = "first-request",
+        outage_mode: str = "503",
+        workers: int = 16,
+        http_timeout: float = 10.0,
+        file_attempts: int = 3,
+        callback_attempts: int = 6,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        state_dir: str | os.PathLike | None = None,
+        accredited: Iterable[Certificate] = (),
+        n3_tokens: Mapping[str, str] | None = None,
+        n3_delay: float = 1.0,
+    ) -> None:
         self.host, self._port = host, port
         self.scenario = scenario if isinstance(scenario, Scenario) else make_scenario(scenario)
         self.systems: dict[str, System] = {s.client_entity_id: s for s in systems}
         if key is None or certificate is None:
             ca = DevCA.create("РЭМД emulator CA")
-            key, certificate = ca.issue(subject=SubjectInfo(family="", common_name="ИПС ЕГИСЗ (эмулятор)",
-                                                            org="emd-pipeline emulator"))
+            key, certificate = ca.issue(
+                subject=SubjectInfo(
+                    family="", common_name="ИПС ЕГИСЗ (эмулятор)", org="emd-pipeline emulator"
+                )
+            )
         self.key, self.certificate = key, certificate
         self.state = StateDir(state_dir) if state_dir is not None else None
         self.registry = Registry(state=self.state)
         self.faults = FaultInjector(self.scenario.rules, seed=seed)
         self._seed = seed
-        self.outage = (Outage(seconds=outage_seconds, start=outage_from, mode=outage_mode)
-                       if self.scenario.outage else None)
+        self.outage = (
+            Outage(seconds=outage_seconds, start=outage_from, mode=outage_mode)
+            if self.scenario.outage
+            else None
+        )
         self._stop = threading.Event()
-        self.processor = Processor(registry=self.registry, key=key, certificate=certificate, stop=self._stop,
-                                   rejection_rate=self.scenario.rejection_rate, http_timeout=http_timeout,
-                                   file_attempts=file_attempts, callback_attempts=callback_attempts,
-                                   backoff=backoff, backoff_max=backoff_max, variants=self.scenario.variants,
-                                   accredited=tuple(accredited))
-        self.n3 = N3Face(registry=self.registry, faults=self.faults, tokens=n3_tokens or {},
-                         later=self.processor.later, delay=n3_delay)
+        self.processor = Processor(
+            registry=self.registry,
+            key=key,
+            certificate=certificate,
+            stop=self._stop,
+            rejection_rate=self.scenario.rejection_rate,
+            http_timeout=http_timeout,
+            file_attempts=file_attempts,
+            callback_attempts=callback_attempts,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            variants=self.scenario.variants,
+            accredited=tuple(accredited),
+        )
+        self.n3 = N3Face(
+            registry=self.registry,
+            faults=self.faults,
+            tokens=n3_tokens or {},
+            later=self.processor.later,
+            delay=n3_delay,
+        )
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._httpd: _Server | None = None
@@ -228,8 +280,9 @@ class Emulator:
 
     def _serve(self, httpd: _Server) -> None:
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="emd-emulator-http", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="emd-emulator-http", daemon=True
+        )
         self._thread.start()
 
     def start(self) -> Emulator:
@@ -259,13 +312,24 @@ class Emulator:
             if system is None:
                 StateDir.finished(pending.path)
                 continue
-            entry = self.registry.log_request("registerDocument", message_id=request.headers.message_id,
-                                              local_uid=request.registration.local_uid, outcome="accepted",
-                                              client_entity_id=pending.client_entity_id,
-                                              organization=request.registration.organization,
-                                              reply_to=request.headers.reply_to, faults=["resumed"])
-            job = Job(request=request, system=system, entry=entry, arrival=pending.arrival, decision=Decision(),
-                      journal=pending.path)
+            entry = self.registry.log_request(
+                "registerDocument",
+                message_id=request.headers.message_id,
+                local_uid=request.registration.local_uid,
+                outcome="accepted",
+                client_entity_id=pending.client_entity_id,
+                organization=request.registration.organization,
+                reply_to=request.headers.reply_to,
+                faults=["resumed"],
+            )
+            job = Job(
+                request=request,
+                system=system,
+                entry=entry,
+                arrival=pending.arrival,
+                decision=Decision(),
+                journal=pending.path,
+            )
             assert self._executor is not None
             self._executor.submit(self.processor.process, job)
 
@@ -305,6 +369,7 @@ class Emulator:
                     return
                 except OSError:
                     time.sleep(0.1)
+
         threading.Thread(target=reopen, name="emd-emulator-reopen", daemon=True).start()
 
     def reset(self) -> None:
@@ -333,9 +398,15 @@ class Emulator:
         url = urlsplit(h.path)
         query = parse_qs(url.query)
         if url.path == "/_emulator/health":
-            h.send_json({"status": "ok", "scenario": self.scenario.name,
-                         "down": bool(self.outage and self.outage.down()),
-                         "registered": len(self.registry.records()), "requests": len(self.registry.requests())})
+            h.send_json(
+                {
+                    "status": "ok",
+                    "scenario": self.scenario.name,
+                    "down": bool(self.outage and self.outage.down()),
+                    "registered": len(self.registry.records()),
+                    "requests": len(self.registry.requests()),
+                }
+            )
         elif url.path == "/_emulator/registry":
             h.send_json([r.to_json() for r in self.registry.records()])
         elif url.path == "/_emulator/requests":
@@ -389,18 +460,28 @@ class Emulator:
             if self.outage.start == "first-request":
                 self.outage.begin()
             if self.outage.down():
-                self.registry.log_request(operation, message_id=message_id, local_uid=local_uid,
-                                          outcome="injected:outage", faults=["outage"])
+                self.registry.log_request(
+                    operation,
+                    message_id=message_id,
+                    local_uid=local_uid,
+                    outcome="injected:outage",
+                    faults=["outage"],
+                )
                 if self.outage.mode == "refused":
                     h.reset_connection()
                     threading.Thread(target=self._go_down, daemon=True).start()
                 else:
-                    h.send_bytes("ИПС временно недоступна".encode(), status=503, content_type="text/plain; charset=utf-8",
-                                 extra={"Retry-After": str(max(1, int(self.outage.remaining())))})
+                    h.send_bytes(
+                        "ИПС временно недоступна".encode(),
+                        status=503,
+                        content_type="text/plain; charset=utf-8",
+                        extra={"Retry-After": str(max(1, int(self.outage.remaining())))},
+                    )
                 return
         decision = self.faults.decide(operation=operation, message_id=message_id, local_uid=local_uid)
-        entry = self.registry.log_request(operation, message_id=message_id, local_uid=local_uid,
-                                          faults=decision.kinds)
+        entry = self.registry.log_request(
+            operation, message_id=message_id, local_uid=local_uid, faults=decision.kinds
+        )
         rule, kind = decision.sync, decision.sync_kind
         if kind == "latency":
             if self._stop.wait(rule.delay):
@@ -411,10 +492,16 @@ class Emulator:
             self._fail(h, kind, rule)
             return
         if kind in ("rate_limit", "soap_fault"):
-            self.registry.update(entry, outcome=f"injected:{kind}", sync_codes=[rule.code or
-                                 ("RATE_LIMIT" if kind == "rate_limit" else "INTERNAL_ERROR")])
-            h.send_bytes(self._injected_answer(operation, kind, rule, message_id, version),
-                         status=200 if kind == "rate_limit" else 500, content_type=envelope.content_type(version))
+            self.registry.update(
+                entry,
+                outcome=f"injected:{kind}",
+                sync_codes=[rule.code or ("RATE_LIMIT" if kind == "rate_limit" else "INTERNAL_ERROR")],
+            )
+            h.send_bytes(
+                self._injected_answer(operation, kind, rule, message_id, version),
+                status=200 if kind == "rate_limit" else 500,
+                content_type=envelope.content_type(version),
+            )
             return
 
         status, answer = self._dispatch(operation, body, entry, decision, arrival, version)
@@ -426,8 +513,11 @@ class Emulator:
 
     def _fail(self, h: _Handler, kind: str, rule: Rule) -> None:
         if kind == "http_error":
-            h.send_bytes(f"HTTP {rule.status} (injected)".encode(), status=rule.status,
-                         content_type="text/plain; charset=utf-8")
+            h.send_bytes(
+                f"HTTP {rule.status} (injected)".encode(),
+                status=rule.status,
+                content_type="text/plain; charset=utf-8",
+            )
         elif kind == "malformed":
             h.send_bytes(_MALFORMED, status=200)
         elif kind == "timeout":
@@ -436,29 +526,74 @@ class Emulator:
         else:  # reset
             h.reset_connection()
 
-    def _injected_answer(self, operation: str, kind: str, rule: Rule, message_id: str | None, version: str) -> bytes:
+    def _injected_answer(
+        self, operation: str, kind: str, rule: Rule, message_id: str | None, version: str
+    ) -> bytes:
         relates = message_id or ""
         if kind == "soap_fault":
-            return soap.build_fault(code="Server", reason="Внутренняя ошибка сервиса",
-                                    detail_code=rule.code or "INTERNAL_ERROR", detail_message="Внутренняя ошибка",
-                                    ips_fault="SystemFault", relates_to=message_id, soap_version=version,
-                                    key=self.key, certificate=self.certificate)
-        error = RemdError("RATE_LIMIT", "Доступ к сервису временно запрещён — превышен лимит запросов. "
-                                        "Повторите попытку через минуту или позднее")
+            return soap.build_fault(
+                code="Server",
+                reason="Внутренняя ошибка сервиса",
+                detail_code=rule.code or "INTERNAL_ERROR",
+                detail_message="Внутренняя ошибка",
+                ips_fault="SystemFault",
+                relates_to=message_id,
+                soap_version=version,
+                key=self.key,
+                certificate=self.certificate,
+            )
+        error = RemdError(
+            "RATE_LIMIT",
+            "Доступ к сервису временно запрещён — превышен лимит запросов. "
+            "Повторите попытку через минуту или позднее",
+        )
         if operation == "searchRegistryItem":
-            return soap.build_search_response(relates_to=relates, status=n.STATUS_ERROR, errors=[error],
-                                              key=self.key, certificate=self.certificate)
+            return soap.build_search_response(
+                relates_to=relates,
+                status=n.STATUS_ERROR,
+                errors=[error],
+                key=self.key,
+                certificate=self.certificate,
+            )
         if operation == "getRegistryItem":
-            return soap.build_registry_item_response(relates_to=relates, item=None, status=n.STATUS_ERROR,
-                                                     errors=[error], key=self.key, certificate=self.certificate)
-        return soap.build_sync_answer(relates_to=relates, status=n.STATUS_ERROR, errors=[error], soap_version=version,
-                                      key=self.key, certificate=self.certificate)
+            return soap.build_registry_item_response(
+                relates_to=relates,
+                item=None,
+                status=n.STATUS_ERROR,
+                errors=[error],
+                key=self.key,
+                certificate=self.certificate,
+            )
+        return soap.build_sync_answer(
+            relates_to=relates,
+            status=n.STATUS_ERROR,
+            errors=[error],
+            soap_version=version,
+            key=self.key,
+            certificate=self.certificate,
+        )
 
-    def _fault(self, ips_fault: str, message: str, *, code: str = "Client", relates_to: str | None,
-               version: str, detail_code: str | None = None) -> tuple[int, bytes]:
-        return 500, soap.build_fault(code=code, reason=message, ips_fault=ips_fault, detail_message=message,
-                                     detail_code=detail_code, relates_to=relates_to, soap_version=version,
-                                     key=self.key, certificate=self.certificate)
+    def _fault(
+        self,
+        ips_fault: str,
+        message: str,
+        *,
+        code: str = "Client",
+        relates_to: str | None,
+        version: str,
+        detail_code: str | None = None,
+    ) -> tuple[int, bytes]:
+        return 500, soap.build_fault(
+            code=code,
+            reason=message,
+            ips_fault=ips_fault,
+            detail_message=message,
+            detail_code=detail_code,
+            relates_to=relates_to,
+            soap_version=version,
+            key=self.key,
+            certificate=self.certificate,
+        )
 
     def _authorize(self, body: bytes, client_entity_id: str | None) -> System | str:
         """The registered ИС that signed this message, or why not (an AuthorizationFault text)."""
@@ -476,19 +611,30 @@ class Emulator:
             return f"Сертификат подписи не принадлежит информационной системе [{client_entity_id}]"
         return system
 
-    def _dispatch(self, operation: str, body: bytes, entry: Any, decision: Decision, arrival: dt.datetime,
-                  version: str) -> tuple[int, bytes]:
+    def _dispatch(
+        self, operation: str, body: bytes, entry: Any, decision: Decision, arrival: dt.datetime, version: str
+    ) -> tuple[int, bytes]:
         relates = entry.message_id
         if operation == "unknown":
             self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
-            return self._fault("ValidationFault", "Сообщение не является запросом к сервису РЭМД",
-                               relates_to=relates, version=version, detail_code="VALIDATION_ERROR")
+            return self._fault(
+                "ValidationFault",
+                "Сообщение не является запросом к сервису РЭМД",
+                relates_to=relates,
+                version=version,
+                detail_code="VALIDATION_ERROR",
+            )
         try:
             parsed = _PARSERS[operation](body)
         except PermanentError as exc:
             self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
-            return self._fault("ValidationFault", f"Запрос не соответствует схеме: {exc.message}",
-                               relates_to=relates, version=version, detail_code="VALIDATION_ERROR")
+            return self._fault(
+                "ValidationFault",
+                f"Запрос не соответствует схеме: {exc.message}",
+                relates_to=relates,
+                version=version,
+                detail_code="VALIDATION_ERROR",
+            )
         headers = parsed[1] if operation == "getRegistryItem" else parsed.headers
         self.registry.update(entry, client_entity_id=headers.client_entity_id, reply_to=headers.reply_to)
         system = self._authorize(body, headers.client_entity_id)
@@ -501,32 +647,66 @@ class Emulator:
             return self._search(parsed, entry)
         return self._get_item(*parsed, entry, system)
 
-    def _register(self, request: soap.RegisterRequest, entry: Any, system: System, decision: Decision,
-                  arrival: dt.datetime, version: str, body: bytes) -> tuple[int, bytes]:
+    def _register(
+        self,
+        request: soap.RegisterRequest,
+        entry: Any,
+        system: System,
+        decision: Decision,
+        arrival: dt.datetime,
+        version: str,
+        body: bytes,
+    ) -> tuple[int, bytes]:
         reg, headers = request.registration, request.headers
         self.registry.update(entry, organization=reg.organization)
-        if not headers.reply_to or is_anonymous(headers.reply_to) or \
-                not headers.reply_to.startswith(("http://", "https://")):
+        if (
+            not headers.reply_to
+            or is_anonymous(headers.reply_to)
+            or not headers.reply_to.startswith(("http://", "https://"))
+        ):
             self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
-            return self._fault("ValidationFault", "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного "
-                               "вызова", relates_to=headers.message_id, version=version, detail_code="VALIDATION_ERROR")
+            return self._fault(
+                "ValidationFault",
+                "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного вызова",
+                relates_to=headers.message_id,
+                version=version,
+                detail_code="VALIDATION_ERROR",
+            )
         errors = checks.check_request(reg, now=arrival)
         if errors:
-            self.registry.update(entry, outcome="rejected", sync_codes=[e.code for e in errors],
-                                 finished_at=dt.datetime.now(dt.UTC))
-            return 200, soap.build_sync_answer(relates_to=headers.message_id or "", status=n.STATUS_ERROR,
-                                               errors=errors, soap_version=version, key=self.key,
-                                               certificate=self.certificate)
+            self.registry.update(
+                entry,
+                outcome="rejected",
+                sync_codes=[e.code for e in errors],
+                finished_at=dt.datetime.now(dt.UTC),
+            )
+            return 200, soap.build_sync_answer(
+                relates_to=headers.message_id or "",
+                status=n.STATUS_ERROR,
+                errors=errors,
+                soap_version=version,
+                key=self.key,
+                certificate=self.certificate,
+            )
         self.registry.update(entry, outcome="accepted")
-        journal = (self.state.accept(body, client_entity_id=system.client_entity_id, arrival=arrival)
-                   if self.state is not None else None)  # durable before "success" is answered
-        job = Job(request=request, system=system, entry=entry, arrival=arrival, decision=decision, journal=journal)
+        journal = (
+            self.state.accept(body, client_entity_id=system.client_entity_id, arrival=arrival)
+            if self.state is not None
+            else None
+        )  # durable before "success" is answered
+        job = Job(
+            request=request, system=system, entry=entry, arrival=arrival, decision=decision, journal=journal
+        )
         if "callback_early" in decision.callbacks:
             self.processor.process(job)  # file pull and callback before the synchronous answer
         elif self._executor is not None:
             self._executor.submit(self.processor.process, job)
-        return 200, soap.build_sync_answer(relates_to=headers.message_id or "", soap_version=version,
-                                           key=self.key, certificate=self.certificate)
+        return 200, soap.build_sync_answer(
+            relates_to=headers.message_id or "",
+            soap_version=version,
+            key=self.key,
+            certificate=self.certificate,
+        )
 
     def _search(self, req: soap.SearchRequest, entry: Any) -> tuple[int, bytes]:
         q = req.query
@@ -534,12 +714,19 @@ class Emulator:
         if begin is None and q.register_date_begin:  # a plain date
             begin = dt.datetime.fromisoformat(q.register_date_begin[:10]).replace(tzinfo=dt.UTC)
         if end is None and q.register_date_end:
-            end = dt.datetime.fromisoformat(q.register_date_end[:10]).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
-        found = self.registry.search(organization=q.organization, kind=q.kind, begin=begin, end=end,
-                                     patient_snils=q.patient_snils)
+            end = dt.datetime.fromisoformat(q.register_date_end[:10]).replace(tzinfo=dt.UTC) + dt.timedelta(
+                days=1
+            )
+        found = self.registry.search(
+            organization=q.organization, kind=q.kind, begin=begin, end=end, patient_snils=q.patient_snils
+        )
         self.registry.update(entry, outcome="answered", finished_at=dt.datetime.now(dt.UTC))
-        return 200, soap.build_search_response(relates_to=req.headers.message_id or "", items=[_item(r) for r in found],
-                                               key=self.key, certificate=self.certificate)
+        return 200, soap.build_search_response(
+            relates_to=req.headers.message_id or "",
+            items=[_item(r) for r in found],
+            key=self.key,
+            certificate=self.certificate,
+        )
 
     def _get_item(self, emdr_id: str, headers: soap.Headers, entry: Any, system: System) -> tuple[int, bytes]:
         record = self.registry.by_emdr_id(emdr_id)
@@ -547,15 +734,29 @@ class Emulator:
         if record is None or record.client_entity_id != system.client_entity_id:
             # only the registering ИС may read a record (brief §2.1); others are told it does not exist
             error = RemdError("REGISTRY_ITEM_NOT_FOUND", f"Регистрационная запись [{emdr_id}] не найдена")
-            return 200, soap.build_registry_item_response(relates_to=headers.message_id or "", item=None,
-                                                          status=n.STATUS_ERROR, errors=[error],
-                                                          key=self.key, certificate=self.certificate)
-        return 200, soap.build_registry_item_response(relates_to=headers.message_id or "", item=_item(record),
-                                                      key=self.key, certificate=self.certificate)
+            return 200, soap.build_registry_item_response(
+                relates_to=headers.message_id or "",
+                item=None,
+                status=n.STATUS_ERROR,
+                errors=[error],
+                key=self.key,
+                certificate=self.certificate,
+            )
+        return 200, soap.build_registry_item_response(
+            relates_to=headers.message_id or "",
+            item=_item(record),
+            key=self.key,
+            certificate=self.certificate,
+        )
 
 
 def _item(record: Any) -> RegistryItem:
-    return RegistryItem(emdr_id=record.emdr_id, local_uid=record.local_uid, kind=record.kind,
-                        organization=record.organization,
-                        registration_date_time=record.registration_date_time.isoformat(),
-                        store_till_date=record.store_till_date, document_version=record.document_version)
+    return RegistryItem(
+        emdr_id=record.emdr_id,
+        local_uid=record.local_uid,
+        kind=record.kind,
+        organization=record.organization,
+        registration_date_time=record.registration_date_time.isoformat(),
+        store_till_date=record.store_till_date,
+        document_version=record.document_version,
+    )

@@ -73,8 +73,16 @@ class StateDir:
         """Record an accepted request (write then rename, so a kill leaves it whole or absent)."""
         path = self.pending_dir / f"{arrival:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"body": base64.b64encode(body).decode(), "client": client_entity_id,
-                                   "arrival": arrival.isoformat()}), encoding="utf-8")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "body": base64.b64encode(body).decode(),
+                    "client": client_entity_id,
+                    "arrival": arrival.isoformat(),
+                }
+            ),
+            encoding="utf-8",
+        )
         tmp.replace(path)
         return path
 
@@ -83,8 +91,12 @@ class StateDir:
         for path in sorted(self.pending_dir.glob("*.json")):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-                yield PendingJob(path=path, body=base64.b64decode(data["body"]), client_entity_id=data["client"],
-                                 arrival=dt.datetime.fromisoformat(data["arrival"]))
+                yield PendingJob(
+                    path=path,
+                    body=base64.b64decode(data["body"]),
+                    client_entity_id=data["client"],
+                    arrival=dt.datetime.fromisoformat(data["arrival"]),
+                )
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)
 

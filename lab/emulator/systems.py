@@ -50,23 +50,27 @@ def load_systems(path: str | os.PathLike) -> list[System]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read systems file {path}: {exc}", reason="EMULATOR_SYSTEMS") from None
+        raise ConfigurationError(
+            f"cannot read systems file {path}: {exc}", reason="EMULATOR_SYSTEMS"
+        ) from None
     entries = data.get("systems") if isinstance(data, dict) else data
     if not isinstance(entries, list):
-        raise ConfigurationError(f"{path}: expected {{\"systems\": [...]}}", reason="EMULATOR_SYSTEMS")
+        raise ConfigurationError(f'{path}: expected {{"systems": [...]}}', reason="EMULATOR_SYSTEMS")
     systems = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("clientEntityId") or not entry.get("certificates"):
-            raise ConfigurationError(f"{path}: systems[{i}] needs clientEntityId and certificates",
-                                     reason="EMULATOR_SYSTEMS")
+            raise ConfigurationError(
+                f"{path}: systems[{i}] needs clientEntityId and certificates", reason="EMULATOR_SYSTEMS"
+            )
         certs = []
         for c in entry["certificates"]:
             source: Any = c.encode("ascii") if "-----BEGIN" in c else path.parent / c
             try:
                 certs.append(load_certificate(source))
             except Exception as exc:  # noqa: BLE001 - any failure is a configuration error with the entry named
-                raise ConfigurationError(f"{path}: systems[{i}]: bad certificate {c[:40]!r}: {exc}",
-                                         reason="EMULATOR_SYSTEMS") from None
+                raise ConfigurationError(
+                    f"{path}: systems[{i}]: bad certificate {c[:40]!r}: {exc}", reason="EMULATOR_SYSTEMS"
+                ) from None
         systems.append(System.of(entry["clientEntityId"], certs, entry.get("name")))
     return systems
 
@@ -77,9 +81,14 @@ def load_n3_tokens(path: str | os.PathLike) -> dict[str, str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read systems file {path}: {exc}", reason="EMULATOR_SYSTEMS") from None
+        raise ConfigurationError(
+            f"cannot read systems file {path}: {exc}", reason="EMULATOR_SYSTEMS"
+        ) from None
     entries = data.get("n3", []) if isinstance(data, dict) else []
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("token") and e.get("lpuId")
-                                                for e in entries):
-        raise ConfigurationError(f"{path}: n3 must be a list of {{\"token\", \"lpuId\"}}", reason="EMULATOR_SYSTEMS")
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and e.get("token") and e.get("lpuId") for e in entries
+    ):
+        raise ConfigurationError(
+            f'{path}: n3 must be a list of {{"token", "lpuId"}}', reason="EMULATOR_SYSTEMS"
+        )
     return {e["token"]: e["lpuId"] for e in entries}

@@ -49,8 +49,8 @@ DIMENSIONS: dict[str, tuple[Any, ...]] = {
 class Shape:
     """How one registration's messages to the МИС are written; the defaults are the emulator's plain ones."""
 
-    soap_version: str = "1.1"            #: of the registerDocumentResult callback
-    file_soap_version: str = "1.2"       #: of the getDocumentFile requests
+    soap_version: str = "1.1"  #: of the registerDocumentResult callback
+    file_soap_version: str = "1.2"  #: of the getDocumentFile requests
     wsa_prefix: bool = True
     reply_to: str | None = None
     spelling: str = "plain"
@@ -63,13 +63,21 @@ class Shape:
 
     def build_options(self) -> dict[str, Any]:
         """Keyword arguments of ``soap.build_register_result`` for this shape."""
-        return {"soap_version": self.soap_version, "wsa_prefix": self.wsa_prefix, "fixed_ids": not self.wsa_prefix,
-                "reply_to": self.reply_to, "kind_form": self.kind_form, "date_element": self.date_element}
+        return {
+            "soap_version": self.soap_version,
+            "wsa_prefix": self.wsa_prefix,
+            "fixed_ids": not self.wsa_prefix,
+            "reply_to": self.reply_to,
+            "kind_form": self.kind_form,
+            "date_element": self.date_element,
+        }
 
 
 def shape_for(seq: int) -> Shape:
     """The shape of the ``seq``-th registration: each dimension cycles through its options, offset by its index."""
-    return Shape(**{name: options[(seq + i) % len(options)] for i, (name, options) in enumerate(DIMENSIONS.items())})
+    return Shape(
+        **{name: options[(seq + i) % len(options)] for i, (name, options) in enumerate(DIMENSIONS.items())}
+    )
 
 
 def spell(message_id: str, spelling: str) -> str:
@@ -78,12 +86,18 @@ def spell(message_id: str, spelling: str) -> str:
         value = uuid.UUID(message_id.strip().lower().removeprefix("urn:uuid:").removeprefix("uuid:"))
     except ValueError:
         return message_id
-    return {"plain": str(value), "urn-upper": f"urn:uuid:{str(value).upper()}",
-            "compact-upper": value.hex.upper(), "uuid-prefix": f"uuid:{value}"}[spelling]
+    return {
+        "plain": str(value),
+        "urn-upper": f"urn:uuid:{str(value).upper()}",
+        "compact-upper": value.hex.upper(),
+        "uuid-prefix": f"uuid:{value}",
+    }[spelling]
 
 
 #: the remark a warned registration carries (a real .305 code for an ИПС remark)
-WARNING = RemdError("IPS_VALIDATION_WARNING", "Замечание по результатам проверок ИПС: эмулятор, сценарий ips-variants")
+WARNING = RemdError(
+    "IPS_VALIDATION_WARNING", "Замечание по результатам проверок ИПС: эмулятор, сценарий ips-variants"
+)
 
 
 def shaped_result(result: RegisterResult, shape: Shape, *, creation_date_time: str | None) -> RegisterResult:
@@ -96,8 +110,12 @@ def shaped_result(result: RegisterResult, shape: Shape, *, creation_date_time: s
         item = replace(item, warnings=(WARNING,))
     if shape.creation_in_item:
         item = replace(item, creation_date_time=creation_date_time)
-    return replace(out, registry_item=item, status=shape.status,
-                   document_status=n.DOCUMENT_STATUS_REGISTERED if shape.document_status else None)
+    return replace(
+        out,
+        registry_item=item,
+        status=shape.status,
+        document_status=n.DOCUMENT_STATUS_REGISTERED if shape.document_status else None,
+    )
 
 
 class LaterRequests:

@@ -24,6 +24,7 @@ def iso_datetime(text: str) -> dt.datetime:
 
 def whole_number(minimum: int) -> Callable[[str], int]:
     """The type of a whole-number argument of at least ``minimum`` (``type=whole_number(1)``)."""
+
     def parse(text: str) -> int:
         try:
             n = int(text)
@@ -32,4 +33,5 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         if n < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {n}")
         return n
+
     return parse

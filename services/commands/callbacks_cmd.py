@@ -13,14 +13,20 @@ from services.logs import configure
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("callbacks", help="serve the callback endpoint ИПС calls (registerDocumentResult, "
-                                         "getDocumentFile)", description=__doc__)
+    p = sub.add_parser(
+        "callbacks",
+        help="serve the callback endpoint ИПС calls (registerDocumentResult, getDocumentFile)",
+        description=__doc__,
+    )
     p.add_argument("--host", help="interface (default EMD_CALLBACK_HOST)")
     p.add_argument("--port", type=int, help="port (default EMD_CALLBACK_PORT)")
     p.set_defaults(func=run_callbacks)
 
-    s = sub.add_parser("status", help="one document's registration history from the lifecycle store",
-                       description="Every attempt (MessageID, time, outcome, code) and the current state.")
+    s = sub.add_parser(
+        "status",
+        help="one document's registration history from the lifecycle store",
+        description="Every attempt (MessageID, time, outcome, code) and the current state.",
+    )
     s.add_argument("local_uid", help="the document's localUid")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=run_status)
@@ -33,6 +39,7 @@ def run_callbacks(args: argparse.Namespace) -> int:
         print("emd callbacks: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
     from workers.callbacks.worker import serve
+
     try:
         asyncio.run(serve(settings, host=args.host, port=args.port))
     except ConfigurationError as exc:
@@ -47,6 +54,7 @@ def _iso(t) -> str | None:
 
 def run_status(args: argparse.Namespace) -> int:
     from services.lifecycle import open_store
+
     settings = Settings.from_env()
     store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     try:
@@ -58,15 +66,34 @@ def run_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     report = {
-        "localUid": doc.local_uid, "organization": doc.organization, "kind": doc.kind, "state": doc.state,
-        "emdrId": doc.emdr_id, "acceptedMessageId": doc.accepted_message_id,
-        "failure": ({"reason": doc.failure_reason, "code": doc.failure_code, "message": doc.failure_message}
-                    if doc.failure_reason else None),
-        "createdAt": _iso(doc.created_at), "acceptedAt": _iso(doc.accepted_at),
-        "registeredAt": _iso(doc.registered_at), "failedAt": _iso(doc.failed_at),
-        "attempts": [{"attempt": a.attempt, "messageId": a.message_id, "endpoint": a.endpoint,
-                      "sentAt": _iso(a.sent_at), "outcome": a.outcome, "code": a.code, "message": a.message,
-                      "finishedAt": _iso(a.finished_at)} for a in attempts],
+        "localUid": doc.local_uid,
+        "organization": doc.organization,
+        "kind": doc.kind,
+        "state": doc.state,
+        "emdrId": doc.emdr_id,
+        "acceptedMessageId": doc.accepted_message_id,
+        "failure": (
+            {"reason": doc.failure_reason, "code": doc.failure_code, "message": doc.failure_message}
+            if doc.failure_reason
+            else None
+        ),
+        "createdAt": _iso(doc.created_at),
+        "acceptedAt": _iso(doc.accepted_at),
+        "registeredAt": _iso(doc.registered_at),
+        "failedAt": _iso(doc.failed_at),
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "messageId": a.message_id,
+                "endpoint": a.endpoint,
+                "sentAt": _iso(a.sent_at),
+                "outcome": a.outcome,
+                "code": a.code,
+                "message": a.message,
+                "finishedAt": _iso(a.finished_at),
+            }
+            for a in attempts
+        ],
     }
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -78,6 +105,8 @@ def run_status(args: argparse.Namespace) -> int:
         f = report["failure"]
         print(f"  failed: {f['reason']} {f['code'] or ''} {f['message'] or ''}".rstrip())
     for a in report["attempts"]:
-        print(f"  #{a['attempt']}  {a['messageId']}  sent {a['sentAt']}  → {a['outcome'] or 'pending'}"
-              f"{'  ' + a['code'] if a['code'] else ''}{'  ' + a['message'] if a['message'] else ''}")
+        print(
+            f"  #{a['attempt']}  {a['messageId']}  sent {a['sentAt']}  → {a['outcome'] or 'pending'}"
+            f"{'  ' + a['code'] if a['code'] else ''}{'  ' + a['message'] if a['message'] else ''}"
+        )
     return 0

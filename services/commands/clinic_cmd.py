@@ -30,16 +30,25 @@ _log = logs.get_logger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("clinic", help="clinic onboarding: readiness check, test-stand test, promotion",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "clinic",
+        help="clinic onboarding: readiness check, test-stand test, promotion",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     csub = p.add_subparsers(dest="clinic_command", required=True)
     q = csub.add_parser("list", help="every configured clinic with its onboarding state")
     q.set_defaults(func=_errors(cmd_list))
     q = csub.add_parser("check", help="readiness list of one clinic (exit 1 when a line fails)")
     q.add_argument("oid", metavar="OID", help="the clinic's ФРМО OID")
-    q.add_argument("--ca", type=Path, action="append", default=None,
-                   help="a CA certificate the clinic's certificates must chain to (repeatable; default: ca.pem "
-                        "beside the organisations file)")
+    q.add_argument(
+        "--ca",
+        type=Path,
+        action="append",
+        default=None,
+        help="a CA certificate the clinic's certificates must chain to (repeatable; default: ca.pem "
+        "beside the organisations file)",
+    )
     q.add_argument("--config", type=Path, default=None, help="organisations file (default EMD_ORGANIZATIONS)")
     q.set_defaults(func=_errors(cmd_check))
     q = csub.add_parser("test", help="one real registration on the test stand, through the running pipeline")
@@ -47,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--document", type=Path, default=None, help="the СЭМД to register (default: a sample)")
     q.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for РЭМД (default 300)")
     q.set_defaults(func=_errors(cmd_test))
-    q = csub.add_parser("promote", help="switch to production (refused before a successful test unless --force)")
+    q = csub.add_parser(
+        "promote", help="switch to production (refused before a successful test unless --force)"
+    )
     q.add_argument("oid", metavar="OID")
     q.add_argument("--force", action="store_true", help="promote without a recorded test (logged)")
     q.set_defaults(func=_errors(cmd_promote))
@@ -65,6 +76,7 @@ def _errors(command):
         except EmdError as exc:
             print(f"emd clinic: {exc.message}", file=sys.stderr)
             return 1
+
     run.__doc__ = command.__doc__
     return run
 
@@ -99,7 +111,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     try:
         for oid, org in sorted(config.organizations.items()):
             c = desk.clinic(oid)
-            tested = f"tested {c.tested_at:%Y-%m-%d %H:%M} UTC ({c.tested_local_uid})" if c.tested_at else "not tested"
+            tested = (
+                f"tested {c.tested_at:%Y-%m-%d %H:%M} UTC ({c.tested_local_uid})"
+                if c.tested_at
+                else "not tested"
+            )
             print(f"{oid}  {c.state:<10}  {tested}  {org.name}")
     finally:
         desk.close()
@@ -125,12 +141,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     with _opened_desk() as desk:
         state = desk.clinic(args.oid).state
-    lines = readiness.check(args.oid, config, cas=cas, clinic_state=state, unpromoted=settings.unpromoted_clinics)
+    lines = readiness.check(
+        args.oid, config, cas=cas, clinic_state=state, unpromoted=settings.unpromoted_clinics
+    )
     for line in lines:
         print(line.render())
     failed = [line for line in lines if not line.ok]
-    print(f"{len(lines) - len(failed)} of {len(lines)} ok" + (f"; {len(failed)} to fix" if failed else ""),
-          file=sys.stderr)
+    print(
+        f"{len(lines) - len(failed)} of {len(lines)} ok" + (f"; {len(failed)} to fix" if failed else ""),
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 
@@ -143,9 +163,11 @@ def _sample_for(oid: str) -> bytes:
     """A test document of organisation ``oid`` with a fresh localUid, from an installed provider."""
     providers = sorted(entry_points(group=TEST_DOCUMENTS_GROUP), key=lambda ep: ep.name)
     if not providers:
-        raise EmdError("no --document given and no sample documents are installed (they ship with the "
-                       "development tooling, emd-lab): give one of the clinic's own documents with --document",
-                       reason="NO_SAMPLE")
+        raise EmdError(
+            "no --document given and no sample documents are installed (they ship with the "
+            "development tooling, emd-lab): give one of the clinic's own documents with --document",
+            reason="NO_SAMPLE",
+        )
     for provider in providers:
         document = provider.load()(oid)
         if document is not None:
@@ -161,8 +183,10 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if not settings.kafka_bootstrap_servers:
-        print("emd clinic test: set KAFKA_BOOTSTRAP_SERVERS (the test goes through the running pipeline)",
-              file=sys.stderr)
+        print(
+            "emd clinic test: set KAFKA_BOOTSTRAP_SERVERS (the test goes through the running pipeline)",
+            file=sys.stderr,
+        )
         return 2
     if args.document is not None:
         try:
@@ -175,11 +199,19 @@ def cmd_test(args: argparse.Namespace) -> int:
     lifecycle = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     desk = _desk(settings)
     try:
-        with DocumentPublisher(settings.kafka_bootstrap_servers, store=store_from_settings(settings),
-                               system_id="emd-clinic-test") as publisher:
-            result = run_test(args.oid, document, publish=lambda data: publisher.publish(data).local_uid,
-                              lifecycle=lifecycle, desk=desk, actor=_actor(), timeout=args.timeout,
-                              say=lambda s: print(s, flush=True))
+        with DocumentPublisher(
+            settings.kafka_bootstrap_servers, store=store_from_settings(settings), system_id="emd-clinic-test"
+        ) as publisher:
+            result = run_test(
+                args.oid,
+                document,
+                publish=lambda data: publisher.publish(data).local_uid,
+                lifecycle=lifecycle,
+                desk=desk,
+                actor=_actor(),
+                timeout=args.timeout,
+                say=lambda s: print(s, flush=True),
+            )
     finally:
         lifecycle.close()
         desk.close()
@@ -210,5 +242,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_suspend(args: argparse.Namespace) -> int:
     with _opened_desk() as desk:
         clinic = desk.suspend(args.oid, actor=_actor(), reason=args.reason)
-    print(f"{args.oid} is {clinic.state}: its documents go to the test stand or are held until promoted again")
+    print(
+        f"{args.oid} is {clinic.state}: its documents go to the test stand or are held until promoted again"
+    )
     return 0

@@ -8,8 +8,9 @@ from services.config import Settings, settings_table_markdown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="show the effective configuration (environment variables)",
-                       description=__doc__)
+    p = sub.add_parser(
+        "config", help="show the effective configuration (environment variables)", description=__doc__
+    )
     p.add_argument("--markdown", action="store_true", help="print the README's configuration table instead")
     p.set_defaults(func=run)
 

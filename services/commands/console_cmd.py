@@ -21,8 +21,12 @@ from services.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("console", help="the support console (browser): dead letters, documents, clinics, audit",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "console",
+        help="the support console (browser): dead letters, documents, clinics, audit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default=None, help="interface (default EMD_CONSOLE_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default EMD_CONSOLE_PORT, 8087)")
     p.set_defaults(func=cmd_serve)
@@ -41,7 +45,10 @@ def cmd_add_user(args: argparse.Namespace) -> int:
         return 2
     password = sys.stdin.readline().rstrip("\n")
     if len(password) < 12:
-        print("emd console add-user: give a password of 12 characters or more on standard input", file=sys.stderr)
+        print(
+            "emd console add-user: give a password of 12 characters or more on standard input",
+            file=sys.stderr,
+        )
         return 2
     path = args.users or Settings.from_env().console_users_file
     add_user(path, args.name, password)
@@ -72,26 +79,44 @@ def build_console(settings: Settings) -> Any:
         path = Path(settings.organizations_file)
         mtime = path.stat().st_mtime  # keys are loaded once per version of the file, not per page
         if cache.get("mtime") != mtime:
-            cache.update(mtime=mtime, config=load_organizations(path, max_document_bytes=settings.max_document_bytes))
+            cache.update(
+                mtime=mtime, config=load_organizations(path, max_document_bytes=settings.max_document_bytes)
+            )
         return cache["config"]
 
     def clinic_readiness(oid: str) -> list[Any]:
         ca = Path(settings.organizations_file).parent / "ca.pem"
         cas = readiness.load_cas([ca] if ca.is_file() else [])
-        return readiness.check(oid, organizations(), cas=cas, clinic_state=desk.clinic(oid).state,
-                               unpromoted=settings.unpromoted_clinics)
+        return readiness.check(
+            oid,
+            organizations(),
+            cas=cas,
+            clinic_state=desk.clinic(oid).state,
+            unpromoted=settings.unpromoted_clinics,
+        )
 
     def replay(filters: Any, dry_run: bool) -> tuple[Any, list[str]]:
         lines: list[str] = []
-        summary = replaying.replay(kafka, filters, dry_run=dry_run, on_record=lambda action, d, detail: lines.append(
-            f"{action} {d.local_uid} ({d.reason}, MessageID {d.message_id or '-'}) → {detail}"))
+        summary = replaying.replay(
+            kafka,
+            filters,
+            dry_run=dry_run,
+            on_record=lambda action, d, detail: lines.append(
+                f"{action} {d.local_uid} ({d.reason}, MessageID {d.message_id or '-'}) → {detail}"
+            ),
+        )
         return summary, lines
 
-    return Console(index=DeadLetterIndex(kafka, list(TOPIC_OF_STAGE.values())).start(),
-                   lifecycle=open_store(settings.data_dir, url=settings.lifecycle_store_url), desk=desk,
-                   archive=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
-                   organizations=organizations, readiness=clinic_readiness, replay=replay,
-                   sessions=Sessions(load_users(settings.console_users_file)))
+    return Console(
+        index=DeadLetterIndex(kafka, list(TOPIC_OF_STAGE.values())).start(),
+        lifecycle=open_store(settings.data_dir, url=settings.lifecycle_store_url),
+        desk=desk,
+        archive=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
+        organizations=organizations,
+        readiness=clinic_readiness,
+        replay=replay,
+        sessions=Sessions(load_users(settings.console_users_file)),
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -102,7 +127,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     logs.configure(fmt=settings.log_format, level=settings.log_level)
     if not settings.kafka_bootstrap_servers:
-        print("emd console: set KAFKA_BOOTSTRAP_SERVERS (the dead letters live on the cluster)", file=sys.stderr)
+        print(
+            "emd console: set KAFKA_BOOTSTRAP_SERVERS (the dead letters live on the cluster)", file=sys.stderr
+        )
         return 2
     try:
         console = build_console(settings)
@@ -110,12 +137,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"emd console: {exc}", file=sys.stderr)
         return 2
     if not console.sessions.users:
-        print(f"emd console: no users in {settings.console_users_file}: read-only (emd console add-user NAME)",
-              file=sys.stderr)
+        print(
+            f"emd console: no users in {settings.console_users_file}: read-only (emd console add-user NAME)",
+            file=sys.stderr,
+        )
     host, port = args.host or settings.console_host, args.port or settings.console_port
     try:
-        web.run_app(make_app(console), host=host, port=port, print=lambda *_: print(
-            f"emd console: http://{host}:{port}/", flush=True), handle_signals=True)
+        web.run_app(
+            make_app(console),
+            host=host,
+            port=port,
+            print=lambda *_: print(f"emd console: http://{host}:{port}/", flush=True),
+            handle_signals=True,
+        )
     finally:
         console.index.stop()
         console.lifecycle.close()

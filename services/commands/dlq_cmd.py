@@ -52,19 +52,30 @@ positive_int = whole_number(1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dlq", help="dead letters: list, show, export, ticket for СТП ЕГИСЗ, replay",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "dlq",
+        help="dead letters: list, show, export, ticket for СТП ЕГИСЗ, replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     dsub = p.add_subparsers(dest="dlq_command", required=True)
 
     def filters(q: argparse.ArgumentParser) -> None:
         q.add_argument("--stage", choices=sorted(STAGES), help="only this stage's dead letters")
-        q.add_argument("--reason", help="only this reason code (emd-dlt-reason: REMD_REJECTED, CERT_EXPIRED…)")
+        q.add_argument(
+            "--reason", help="only this reason code (emd-dlt-reason: REMD_REJECTED, CERT_EXPIRED…)"
+        )
         q.add_argument("--code", help="only this РЭМД code (PERSON_NOT_FOUND…)")
-        q.add_argument("--category", choices=("transient", "data", "configuration", "internal"),
-                       help="only this category (who must act)")
+        q.add_argument(
+            "--category",
+            choices=("transient", "data", "configuration", "internal"),
+            help="only this category (who must act)",
+        )
         q.add_argument("--org", help="only this organisation (ФРМО OID)")
         q.add_argument("--kind", help="only this document kind (НСИ 1520 code)")
-        q.add_argument("--since", type=iso_datetime, help="failed at or after this ISO time (UTC if no offset)")
+        q.add_argument(
+            "--since", type=iso_datetime, help="failed at or after this ISO time (UTC if no offset)"
+        )
         q.add_argument("--until", type=iso_datetime, help="failed before this ISO time (UTC if no offset)")
         q.add_argument("--message-id", dest="message_id", help="only the document that sent this MessageID")
         q.add_argument("--local-uid", dest="local_uid", help="only this document")
@@ -74,7 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     q.add_argument("--limit", type=positive_int, default=None, help="at most N (the newest)")
     q.set_defaults(func=_cluster_errors(cmd_list))
-    q = dsub.add_parser("show", help="one document: every attempt with MessageID, time, code, hint, request, answer")
+    q = dsub.add_parser(
+        "show", help="one document: every attempt with MessageID, time, code, hint, request, answer"
+    )
     q.add_argument("uid", metavar="LOCALUID")
     q.add_argument("--unmask", action="store_true", help="show patient data (logged in the audit log)")
     q.add_argument("--json", action="store_true", help="JSON instead of text")
@@ -91,18 +104,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     filters(q)
     q.add_argument("--dry-run", action="store_true", help="say what would be replayed, publish nothing")
     q.add_argument("--max", type=positive_int, default=None, help="replay at most N records")
-    q.add_argument("--limit", type=positive_int, default=3, help="refuse records already replayed this many times")
+    q.add_argument(
+        "--limit", type=positive_int, default=3, help="refuse records already replayed this many times"
+    )
     q.set_defaults(func=_cluster_errors(cmd_replay))
 
 
 def filters_of(args: argparse.Namespace) -> Filters:
-    return Filters(**{k: getattr(args, k, None) for k in ("stage", "reason", "code", "category", "kind", "since",
-                                                          "until", "message_id", "local_uid")},
-                   organization=getattr(args, "org", None))
+    return Filters(
+        **{
+            k: getattr(args, k, None)
+            for k in (
+                "stage",
+                "reason",
+                "code",
+                "category",
+                "kind",
+                "since",
+                "until",
+                "message_id",
+                "local_uid",
+            )
+        },
+        organization=getattr(args, "org", None),
+    )
 
 
 def _cluster_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """An unreachable cluster or store is a clear one-line error and exit 1, not a traceback."""
+
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         from kafka.errors import KafkaError
@@ -111,12 +141,15 @@ def _cluster_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[a
         try:
             return command(args)
         except KafkaError as exc:
-            print(f"emd dlq: the cluster at {Settings.from_env().kafka_bootstrap_servers} failed: {exc}",
-                  file=sys.stderr)
+            print(
+                f"emd dlq: the cluster at {Settings.from_env().kafka_bootstrap_servers} failed: {exc}",
+                file=sys.stderr,
+            )
             return 1
         except EmdError as exc:
             print(f"emd dlq: {exc.message}", file=sys.stderr)
             return 1
+
     return run
 
 
@@ -133,7 +166,9 @@ def _kafka() -> dict[str, Any]:
 
 def _select(args: argparse.Namespace, filters: Filters | None = None) -> list[DeadLetter]:
     filters = filters or filters_of(args)
-    return newest_first(reader.read_all(_kafka(), filters.topics()), filters, limit=getattr(args, "limit", None))
+    return newest_first(
+        reader.read_all(_kafka(), filters.topics()), filters, limit=getattr(args, "limit", None)
+    )
 
 
 def actor() -> str:
@@ -187,7 +222,10 @@ def _audit(action: str, **detail: Any) -> None:
         finally:
             store.close()
     except (EmdError, OSError, sqlite3.Error) as exc:
-        print(f"emd dlq: the audit log could not be written ({exc}); the line above is the record", file=sys.stderr)
+        print(
+            f"emd dlq: the audit log could not be written ({exc}); the line above is the record",
+            file=sys.stderr,
+        )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -197,8 +235,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(json.dumps(d.summary(), ensure_ascii=False))
         else:
             s = d.summary()
-            print(f"{s['failedAt']}  {d.stage:7} {d.reason or '?':28} {d.local_uid or '-'}  code={d.code or '-'}  "
-                  f"messageId={d.message_id or '-'}  org={d.organization or '-'}  hint={d.hint or '-'}")
+            print(
+                f"{s['failedAt']}  {d.stage:7} {d.reason or '?':28} {d.local_uid or '-'}  code={d.code or '-'}  "
+                f"messageId={d.message_id or '-'}  org={d.organization or '-'}  hint={d.hint or '-'}"
+            )
     print(f"{len(found)} dead letter(s)", file=sys.stderr)
     return 0
 
@@ -220,8 +260,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.unmask:  # who looked at patient data, and at which document
             desk.desk.audit("dlq.unmask", actor=actor(), target=args.uid, via="emd dlq show")
             _log.warning("dlq.unmask", local_uid=args.uid, actor=actor())
-        print(json.dumps(case_json(case, unmask=args.unmask), ensure_ascii=False, indent=2) if args.json
-              else case_text(case, unmask=args.unmask), end="" if not args.json else "\n")
+        print(
+            json.dumps(case_json(case, unmask=args.unmask), ensure_ascii=False, indent=2)
+            if args.json
+            else case_text(case, unmask=args.unmask),
+            end="" if not args.json else "\n",
+        )
         return 0
     finally:
         desk.close()
@@ -234,8 +278,15 @@ def cmd_ticket(args: argparse.Namespace) -> int:
         if case is None:
             return 1
         org = desk.organization(case.latest.organization)
-        print(ticket_text(case.latest, attempts=case.attempts, organization_name=org.name if org else None,
-                          client_entity_id=org.remd.client_entity_id if org and org.remd else None), end="")
+        print(
+            ticket_text(
+                case.latest,
+                attempts=case.attempts,
+                organization_name=org.name if org else None,
+                client_entity_id=org.remd.client_entity_id if org and org.remd else None,
+            ),
+            end="",
+        )
         return 0
     finally:
         desk.close()
@@ -259,8 +310,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def ask_stop(signum: int, _frame: Any) -> None:
         stop["asked"] = True
-        print(f"emd dlq replay: {signal.Signals(signum).name}: stopping after the current record",
-              file=sys.stderr, flush=True)
+        print(
+            f"emd dlq replay: {signal.Signals(signum).name}: stopping after the current record",
+            file=sys.stderr,
+            flush=True,
+        )
 
     previous = {s: signal.signal(s, ask_stop) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -268,19 +322,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if action == "refused":
             print(f"refused {d.local_uid} ({d.topic}@{d.partition}:{d.offset}): {detail}", file=sys.stderr)
         else:
-            print(f"{action} {d.local_uid} ({d.reason}, MessageID {d.message_id or '-'}) → {detail}", flush=True)
+            print(
+                f"{action} {d.local_uid} ({d.reason}, MessageID {d.message_id or '-'}) → {detail}", flush=True
+            )
 
     def on_progress(s: replaying.Summary) -> None:
-        print(f"progress: {s.read} read, {s.replayed} replayed, {s.refused} refused", file=sys.stderr, flush=True)
+        print(
+            f"progress: {s.read} read, {s.replayed} replayed, {s.refused} refused",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
-        summary = replaying.replay(kafka, filters, dry_run=args.dry_run, max_records=args.max, limit=args.limit,
-                                   on_record=on_record, on_progress=on_progress, should_stop=lambda: stop["asked"])
+        summary = replaying.replay(
+            kafka,
+            filters,
+            dry_run=args.dry_run,
+            max_records=args.max,
+            limit=args.limit,
+            on_record=on_record,
+            on_progress=on_progress,
+            should_stop=lambda: stop["asked"],
+        )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if not args.dry_run and (summary.replayed or summary.refused):
-        _audit("dlq.replay", target=filters.key(), replayed=summary.replayed, refused=summary.refused,
-               stopped=summary.stopped)
+        _audit(
+            "dlq.replay",
+            target=filters.key(),
+            replayed=summary.replayed,
+            refused=summary.refused,
+            stopped=summary.stopped,
+        )
     print(summary.line(dry_run=args.dry_run), file=sys.stderr, flush=True)
     return 1 if summary.stopped else 0

@@ -27,15 +27,27 @@ from services.messaging.clients import security_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("publish", help="publish СЭМД files to emd.document.created", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "publish",
+        help="publish СЭМД files to emd.document.created",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("files", nargs="+", type=Path, metavar="DOC.xml", help="СЭМД (HL7 CDA) files")
-    p.add_argument("--kind", help="НСИ 1520 kind; checked against the document (required for legacy templates)")
+    p.add_argument(
+        "--kind", help="НСИ 1520 kind; checked against the document (required for legacy templates)"
+    )
     p.add_argument("--org", help="organisation OID; checked against the document's custodian")
-    p.add_argument("--meta", type=Path, help=f"JSON object with any of: {', '.join(__import__('producer.client').client.META_FIELDS)}")
+    p.add_argument(
+        "--meta",
+        type=Path,
+        help=f"JSON object with any of: {', '.join(__import__('producer.client').client.META_FIELDS)}",
+    )
     p.add_argument("--system-id", help="registering system id (default: KAFKA_CLIENT_ID)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
-    p.add_argument("--dry-run", action="store_true", help="check and print the events; store and send nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="check and print the events; store and send nothing"
+    )
     p.set_defaults(func=run_publish)
 
 
@@ -77,8 +89,11 @@ def run_publish(args: argparse.Namespace) -> int:
 
     bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
     if not args.dry_run and not bootstrap:
-        return _fail("no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS (or --bootstrap), or start one with "
-                     "`emd broker` and export the address it prints", 2)
+        return _fail(
+            "no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS (or --bootstrap), or start one with "
+            "`emd broker` and export the address it prints",
+            2,
+        )
 
     # 1. check everything; nothing is stored or sent unless every file passes
     checked = []
@@ -90,10 +105,16 @@ def run_publish(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail(f"{path}: file: {exc.strerror}")
         try:
-            event = build_created_event(data, system_id=system_id, store=_PreviewStore(store),
-                                        inline_limit=settings.inline_document_limit,
-                                        max_bytes=settings.max_document_bytes, kind=args.kind,
-                                        organization_oid=args.org, meta=meta)
+            event = build_created_event(
+                data,
+                system_id=system_id,
+                store=_PreviewStore(store),
+                inline_limit=settings.inline_document_limit,
+                max_bytes=settings.max_document_bytes,
+                kind=args.kind,
+                organization_oid=args.org,
+                meta=meta,
+            )
         except InvalidDocument as exc:
             return _fail(f"{path}: {exc.message} [{exc.reason}]")
         except ConfigurationError as exc:
@@ -108,10 +129,16 @@ def run_publish(args: argparse.Namespace) -> int:
 
     # 2. publish, each send confirmed by the broker
     try:
-        publisher = DocumentPublisher(bootstrap, store=store, client_id=f"{settings.kafka_client_id}-publish",
-                                      system_id=system_id, inline_limit=settings.inline_document_limit,
-                                      max_bytes=settings.max_document_bytes, topic=CREATED_TOPIC,
-                                      security=security_from(settings))
+        publisher = DocumentPublisher(
+            bootstrap,
+            store=store,
+            client_id=f"{settings.kafka_client_id}-publish",
+            system_id=system_id,
+            inline_limit=settings.inline_document_limit,
+            max_bytes=settings.max_document_bytes,
+            topic=CREATED_TOPIC,
+            security=security_from(settings),
+        )
     except ConfigurationError as exc:
         return _fail(str(exc), 2)
     except PublishError as exc:
@@ -124,6 +151,9 @@ def run_publish(args: argparse.Namespace) -> int:
             except PublishError as exc:
                 return _fail(f"{path}: {exc.message}; {n - 1} of {total} published before it", 3)
             prefix = f"[{n}/{total}] " if total > 1 else ""
-            print(f"{prefix}{path.name}: published localUid={done.local_uid} to {done.topic} "
-                  f"partition {done.partition} offset {done.offset}", flush=True)
+            print(
+                f"{prefix}{path.name}: published localUid={done.local_uid} to {done.topic} "
+                f"partition {done.partition} offset {done.offset}",
+                flush=True,
+            )
     return 0

@@ -19,8 +19,11 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sign", help="sign a document: detached CAdES-BES (GOST R 34.10-2012)",
-                       description="Sign DOC with a GOST key; writes a detached CMS (base64 unless --der).")
+    p = sub.add_parser(
+        "sign",
+        help="sign a document: detached CAdES-BES (GOST R 34.10-2012)",
+        description="Sign DOC with a GOST key; writes a detached CMS (base64 unless --der).",
+    )
     p.add_argument("document", metavar="DOC", help="the document to sign (e.g. a СЭМД XML)")
     p.add_argument("--key", required=True, help="private key: PKCS#8 PEM/DER or PFX/PKCS#12")
     p.add_argument("--cert", help="signer certificate, PEM or DER (optional when the PFX holds it)")
@@ -31,14 +34,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--der", action="store_true", help="write DER instead of base64")
     p.set_defaults(func=run_sign)
 
-    v = sub.add_parser("verify", help="verify a detached CAdES-BES signature of a document",
-                       description="Verify SIG (base64 or DER) over DOC. Exit 0 valid, 1 invalid, 2 usage error.")
+    v = sub.add_parser(
+        "verify",
+        help="verify a detached CAdES-BES signature of a document",
+        description="Verify SIG (base64 or DER) over DOC. Exit 0 valid, 1 invalid, 2 usage error.",
+    )
     v.add_argument("document", metavar="DOC")
     v.add_argument("signature", metavar="SIG")
-    v.add_argument("--at", type=iso_datetime, metavar="DATE",
-                   help="also require the certificate to be valid at this time (ISO 8601; UTC if no offset)")
-    v.add_argument("--document-time", type=iso_datetime, metavar="DATE",
-                   help="also require the certificate to be valid at the document's creation time")
+    v.add_argument(
+        "--at",
+        type=iso_datetime,
+        metavar="DATE",
+        help="also require the certificate to be valid at this time (ISO 8601; UTC if no offset)",
+    )
+    v.add_argument(
+        "--document-time",
+        type=iso_datetime,
+        metavar="DATE",
+        help="also require the certificate to be valid at the document's creation time",
+    )
     v.set_defaults(func=run_verify)
 
 
@@ -60,8 +74,9 @@ def run_sign(args: argparse.Namespace) -> int:
         if args.cert:
             cert = load_certificate(args.cert)
         else:
-            matching = [c for c in (Certificate(x.dump()) for x in pfx_certs)
-                        if c.public_key == key.public_key()]
+            matching = [
+                c for c in (Certificate(x.dump()) for x in pfx_certs) if c.public_key == key.public_key()
+            ]
             if not matching:
                 return _usage("--cert is required (the key file holds no matching certificate)")
             cert = matching[0]
@@ -84,13 +99,16 @@ def run_verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _usage(f"{exc.filename or ''}: {exc.strerror or exc}")
     try:
-        result = cades.verify_detached(document, cades.from_wire(raw), at=args.at,
-                                       document_time=args.document_time)
+        result = cades.verify_detached(
+            document, cades.from_wire(raw), at=args.at, document_time=args.document_time
+        )
     except EmdError as exc:  # a cades.SignatureError, or e.g. an unreadable embedded certificate
         print(f"INVALID {exc.reason}: {exc.message}")
         return EXIT_INVALID
     cert = result.certificate
-    print(f"VALID: signed {result.signing_time:%Y-%m-%d %H:%M:%S%z} with certificate serial "
-          f"{cert.serial_number:x} ({cert.common_name or '?'}), valid {cert.not_before:%Y-%m-%d} – "
-          f"{cert.not_after:%Y-%m-%d}")
+    print(
+        f"VALID: signed {result.signing_time:%Y-%m-%d %H:%M:%S%z} with certificate serial "
+        f"{cert.serial_number:x} ({cert.common_name or '?'}), valid {cert.not_before:%Y-%m-%d} – "
+        f"{cert.not_after:%Y-%m-%d}"
+    )
     return EXIT_OK

@@ -12,8 +12,11 @@ from services.messaging.clients import security_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("topics", help="create the pipeline's topics (idempotent) and list them",
-                       description="Create every topic of producer/topology.py that does not exist yet.")
+    t = sub.add_parser(
+        "topics",
+        help="create the pipeline's topics (idempotent) and list them",
+        description="Create every topic of producer/topology.py that does not exist yet.",
+    )
     t.add_argument("--bootstrap", default=None, help="bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
     t.set_defaults(func=run_topics)
 
@@ -25,10 +28,15 @@ def run_topics(args: argparse.Namespace) -> int:
         print("emd topics: give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
         return 2
     try:
-        created = set(ensure_topics(bootstrap, partitions=settings.kafka_topic_partitions,
-                                    replication_factor=settings.kafka_replication_factor,
-                                    min_insync_replicas=settings.kafka_min_insync_replicas,
-                                    security=security_from(settings)))
+        created = set(
+            ensure_topics(
+                bootstrap,
+                partitions=settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+                security=security_from(settings),
+            )
+        )
     except ConfigurationError as exc:
         print(f"emd topics: {exc}", file=sys.stderr)
         return 2

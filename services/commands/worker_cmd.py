@@ -23,8 +23,11 @@ WORKERS = {
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a pipeline stage (signer, sender, status)", description=__doc__)
     p.add_argument("name", choices=sorted(WORKERS), help="the stage to run")
-    p.add_argument("--check", action="store_true",
-                   help="exit 0 if a running stage's heartbeat is fresh, 1 otherwise (exec liveness probe)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a running stage's heartbeat is fresh, 1 otherwise (exec liveness probe)",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
             return 0 if ok else 1
         configure(fmt=settings.log_format, level=settings.log_level)
         if not settings.kafka_bootstrap_servers:
-            raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the "
-                                     "address it prints)")
+            raise ConfigurationError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the address it prints)"
+            )
         stage = load_factory(args.name)(settings)
         get_logger("emd.worker").info("starting", stage=args.name, bootstrap=settings.kafka_bootstrap_servers)
         asyncio.run(stage.run())

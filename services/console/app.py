@@ -33,9 +33,18 @@ from services.logs import get_logger
 
 log = get_logger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
-FILTER_FIELDS = (("stage", "stage"), ("reason", "reason"), ("code", "РЭМД code"), ("category", "category"),
-                 ("org", "organisation OID"), ("kind", "kind"), ("since", "since (ISO)"), ("until", "until (ISO)"),
-                 ("messageId", "MessageID"), ("localUid", "localUid"))
+FILTER_FIELDS = (
+    ("stage", "stage"),
+    ("reason", "reason"),
+    ("code", "РЭМД code"),
+    ("category", "category"),
+    ("org", "organisation OID"),
+    ("kind", "kind"),
+    ("since", "since (ISO)"),
+    ("until", "until (ISO)"),
+    ("messageId", "MessageID"),
+    ("localUid", "localUid"),
+)
 PAGE_LIMIT = 500
 SESSION = web.RequestKey("session", object)  # the request's Session, or None
 EXPIRY_DAYS = 30
@@ -49,8 +58,8 @@ class Console:
     lifecycle: Any
     desk: Any
     archive: Any
-    organizations: Callable[[], Any]          # the loaded organisations file (re-read per request)
-    readiness: Callable[[str], list[Any]]     # oid → readiness lines
+    organizations: Callable[[], Any]  # the loaded organisations file (re-read per request)
+    readiness: Callable[[str], list[Any]]  # oid → readiness lines
     replay: Callable[[Filters, bool], tuple[Any, list[str]]]
     sessions: Sessions
     secure_cookies: bool = False
@@ -64,20 +73,33 @@ def _filters(q: Any) -> Filters:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
-    return Filters(stage=q.get("stage") or None, reason=q.get("reason") or None, code=q.get("code") or None,
-                   category=q.get("category") or None, organization=q.get("org") or None,
-                   kind=q.get("kind") or None, since=when("since"), until=when("until"),
-                   message_id=q.get("messageId") or None, local_uid=q.get("localUid") or None)
+    return Filters(
+        stage=q.get("stage") or None,
+        reason=q.get("reason") or None,
+        code=q.get("code") or None,
+        category=q.get("category") or None,
+        organization=q.get("org") or None,
+        kind=q.get("kind") or None,
+        since=when("since"),
+        until=when("until"),
+        message_id=q.get("messageId") or None,
+        local_uid=q.get("localUid") or None,
+    )
 
 
 def make_app(console: Console) -> web.Application:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     app = web.Application(middlewares=[_session_middleware(console)])
 
     def page(request: web.Request, template: str, **context: Any) -> web.Response:
-        html = env.get_template(template).render(session=request[SESSION], notice=request.query.get("notice"),
-                                                 error=context.pop("error", None), **context)
+        html = env.get_template(template).render(
+            session=request[SESSION],
+            notice=request.query.get("notice"),
+            error=context.pop("error", None),
+            **context,
+        )
         return web.Response(text=html, content_type="text/html", headers=_SECURITY_HEADERS)
 
     async def run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -88,11 +110,24 @@ def make_app(console: Console) -> web.Application:
         try:
             filters = _filters(request.query)
         except ValueError:
-            return page(request, "dead_letters.html", letters=[], truncated=False, fields=FILTER_FIELDS,
-                        query=request.query, error="since/until: not an ISO date-time")
+            return page(
+                request,
+                "dead_letters.html",
+                letters=[],
+                truncated=False,
+                fields=FILTER_FIELDS,
+                query=request.query,
+                error="since/until: not an ISO date-time",
+            )
         letters = console.index.query(filters, limit=PAGE_LIMIT + 1)
-        return page(request, "dead_letters.html", letters=[d.summary() for d in letters[:PAGE_LIMIT]],
-                    truncated=len(letters) > PAGE_LIMIT, fields=FILTER_FIELDS, query=request.query)
+        return page(
+            request,
+            "dead_letters.html",
+            letters=[d.summary() for d in letters[:PAGE_LIMIT]],
+            truncated=len(letters) > PAGE_LIMIT,
+            fields=FILTER_FIELDS,
+            query=request.query,
+        )
 
     async def api_dead_letters(request: web.Request) -> web.Response:
         try:
@@ -108,8 +143,12 @@ def make_app(console: Console) -> web.Application:
         ticket = ""
         if case.latest is not None:
             org = _organization(console, case.latest.organization)
-            ticket = ticket_text(case.latest, attempts=case.attempts, organization_name=org.name if org else None,
-                                 client_entity_id=org.remd.client_entity_id if org and org.remd else None)
+            ticket = ticket_text(
+                case.latest,
+                attempts=case.attempts,
+                organization_name=org.name if org else None,
+                client_entity_id=org.remd.client_entity_id if org and org.remd else None,
+            )
         return case, ticket
 
     async def dead_letter(request: web.Request) -> web.Response:
@@ -124,8 +163,11 @@ def make_app(console: Console) -> web.Application:
             return None
         out = case_json(case)
         doc = case.document
-        out["failure"] = " ".join(x for x in (doc.failure_reason, doc.failure_code, doc.failure_message) if x) \
-            if doc is not None else None
+        out["failure"] = (
+            " ".join(x for x in (doc.failure_reason, doc.failure_code, doc.failure_message) if x)
+            if doc is not None
+            else None
+        )
         for a in out["attempts"]:  # the history page and API: no message bodies
             a.pop("request"), a.pop("response")
         for d in out["deadLetters"]:
@@ -149,8 +191,15 @@ def make_app(console: Console) -> web.Application:
         out = []
         for oid, org in sorted(config.organizations.items()):
             c = console.desk.clinic(oid)
-            out.append({"oid": oid, "name": org.name, "state": c.state, "tested_at": iso(c.tested_at),
-                        "lines": console.readiness(oid)})
+            out.append(
+                {
+                    "oid": oid,
+                    "name": org.name,
+                    "state": c.state,
+                    "tested_at": iso(c.tested_at),
+                    "lines": console.readiness(oid),
+                }
+            )
         return out
 
     async def clinics(request: web.Request) -> web.Response:
@@ -161,8 +210,20 @@ def make_app(console: Console) -> web.Application:
 
     async def audit(request: web.Request) -> web.Response:
         entries = await run(console.desk.audit_log)
-        return page(request, "audit.html", entries=[{"at": iso(e.at), "actor": e.actor, "action": e.action,
-                                                     "target": e.target, "detail": e.detail} for e in entries])
+        return page(
+            request,
+            "audit.html",
+            entries=[
+                {
+                    "at": iso(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "detail": e.detail,
+                }
+                for e in entries
+            ],
+        )
 
     # --- login ------------------------------------------------------------------------------------
     async def login_form(request: web.Request) -> web.Response:
@@ -172,15 +233,28 @@ def make_app(console: Console) -> web.Application:
         form = await request.post()
         user = str(form.get("user", ""))
         found = await run(console.sessions.login, user, str(form.get("password", "")))
-        await run(console.desk.audit, "console.login" if found else "console.login.failed", actor=user or "?",
-                  remote=request.remote)
+        await run(
+            console.desk.audit,
+            "console.login" if found else "console.login.failed",
+            actor=user or "?",
+            remote=request.remote,
+        )
         if found is None:
-            return page(request, "login.html", next=str(form.get("next", "/")), error="wrong user or password")
+            return page(
+                request, "login.html", next=str(form.get("next", "/")), error="wrong user or password"
+            )
         token, _ = found
         target = str(form.get("next") or "/dead-letters")
         response = web.HTTPSeeOther(target if target.startswith("/") and not target.startswith("//") else "/")
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=console.secure_cookies,
-                            max_age=SESSION_SECONDS, path="/")
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="Strict",
+            secure=console.secure_cookies,
+            max_age=SESSION_SECONDS,
+            path="/",
+        )
         raise response
 
     async def logout(request: web.Request) -> web.Response:
@@ -193,15 +267,27 @@ def make_app(console: Console) -> web.Application:
     async def replay_preview(request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
         summary, lines = await run(console.replay, Filters(local_uid=uid), True)
-        return page(request, "replay_preview.html", uid=uid, summary={"line": summary.line(dry_run=True),
-                                                                       "replayed": summary.replayed}, lines=lines)
+        return page(
+            request,
+            "replay_preview.html",
+            uid=uid,
+            summary={"line": summary.line(dry_run=True), "replayed": summary.replayed},
+            lines=lines,
+        )
 
     async def _do_replay(request: web.Request) -> tuple[str, Any]:
         uid = request.match_info["uid"]
         summary, _ = await run(console.replay, Filters(local_uid=uid), False)
         session: Session = request[SESSION]
-        await run(console.desk.audit, "dlq.replay", actor=session.user, target=uid, replayed=summary.replayed,
-                  refused=summary.refused, via="console")
+        await run(
+            console.desk.audit,
+            "dlq.replay",
+            actor=session.user,
+            target=uid,
+            replayed=summary.replayed,
+            refused=summary.refused,
+            via="console",
+        )
         log.warning("dlq.replay", actor=session.user, local_uid=uid, replayed=summary.replayed)
         return uid, summary
 
@@ -214,8 +300,14 @@ def make_app(console: Console) -> web.Application:
 
     async def api_replay(request: web.Request) -> web.Response:
         uid, summary = await _do_replay(request)
-        return web.json_response({"localUid": uid, "replayed": summary.replayed, "refused": summary.refused,
-                                  "summary": summary.line()})
+        return web.json_response(
+            {
+                "localUid": uid,
+                "replayed": summary.replayed,
+                "refused": summary.refused,
+                "summary": summary.line(),
+            }
+        )
 
     async def _do_promote(request: web.Request) -> tuple[str, str | None]:
         from services.lifecycle.desk import ClinicConflict
@@ -230,7 +322,9 @@ def make_app(console: Console) -> web.Application:
 
     async def promote(request: web.Request) -> web.Response:
         oid, refused = await _do_promote(request)
-        raise web.HTTPSeeOther("/clinics?notice=" + _q(f"refused: {refused}" if refused else f"{oid} promoted"))
+        raise web.HTTPSeeOther(
+            "/clinics?notice=" + _q(f"refused: {refused}" if refused else f"{oid} promoted")
+        )
 
     async def api_promote(request: web.Request) -> web.Response:
         oid, refused = await _do_promote(request)
@@ -261,9 +355,12 @@ def make_app(console: Console) -> web.Application:
     return app
 
 
-_SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                                                "frame-ancestors 'none'; base-uri 'none'",
-                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _q(text: str) -> str:
@@ -274,6 +371,7 @@ def _q(text: str) -> str:
 
 def _session_middleware(console: Console) -> Any:
     """Attach the session; refuse every write (POST) but the login without a session (401) and token (403)."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         session = console.sessions.get(request.cookies.get(COOKIE))
@@ -282,16 +380,24 @@ def _session_middleware(console: Console) -> Any:
             if session is None:
                 if request.path.startswith("/api/"):
                     return web.json_response({"error": "login required"}, status=401)
-                raise web.HTTPSeeOther(f"/login?next={_q(request.path)}") if request.path != "/logout" \
+                raise (
+                    web.HTTPSeeOther(f"/login?next={_q(request.path)}")
+                    if request.path != "/logout"
                     else web.HTTPSeeOther("/dead-letters")
+                )
             token = request.headers.get("X-CSRF-Token")
-            if token is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            if token is None and request.content_type in (
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+            ):
                 token = (await request.post()).get("csrf")
             if not Sessions.csrf_ok(session, str(token) if token is not None else None):
-                await asyncio.to_thread(console.desk.audit, "console.csrf.refused", actor=session.user,
-                                        target=request.path)
+                await asyncio.to_thread(
+                    console.desk.audit, "console.csrf.refused", actor=session.user, target=request.path
+                )
                 return web.json_response({"error": "missing or wrong CSRF token"}, status=403)
         return await handler(request)
+
     return middleware
 
 
@@ -311,11 +417,25 @@ def _expiring(console: Console) -> list[dict[str, Any]]:
     rows = []
     for org, role, cred in config.credentials():
         cert = cred.certificate
-        rows.append({"days": (cert.not_after - now).total_seconds() / 86400, "what": f"{role} certificate",
-                     "oid": org.oid, "until": f"{cert.not_after:%Y-%m-%d}", "detail": f"serial {cert.serial_number:x}"})
+        rows.append(
+            {
+                "days": (cert.not_after - now).total_seconds() / 86400,
+                "what": f"{role} certificate",
+                "oid": org.oid,
+                "until": f"{cert.not_after:%Y-%m-%d}",
+                "detail": f"serial {cert.serial_number:x}",
+            }
+        )
     for org in config.organizations.values():
         if org.mchd is not None:
-            rows.append({"days": (mchd_expiry(org.mchd.poa) - now).total_seconds() / 86400, "what": "МЧД",
-                         "oid": org.oid, "until": org.mchd.poa.valid_until.isoformat(), "detail": org.mchd.poa.number})
+            rows.append(
+                {
+                    "days": (mchd_expiry(org.mchd.poa) - now).total_seconds() / 86400,
+                    "what": "МЧД",
+                    "oid": org.oid,
+                    "until": org.mchd.poa.valid_until.isoformat(),
+                    "detail": org.mchd.poa.number,
+                }
+            )
     rows.sort(key=lambda r: r["days"])
     return rows

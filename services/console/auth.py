@@ -29,7 +29,7 @@ from pathlib import Path
 
 SESSION_SECONDS = 8 * 3600
 COOKIE = "emd_console_session"
-_N, _R, _P, _LEN = 2 ** 14, 8, 1, 32
+_N, _R, _P, _LEN = 2**14, 8, 1, 32
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -46,8 +46,14 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         want = base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(want))
+        got = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(want),
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, want)
@@ -60,8 +66,10 @@ def load_users(path: Path) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     users = data.get("users") if isinstance(data, dict) else None
-    if not isinstance(users, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-        raise ValueError(f"{path}: expected {{\"users\": {{name: scrypt hash}}}}")
+    if not isinstance(users, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in users.items()
+    ):
+        raise ValueError(f'{path}: expected {{"users": {{name: scrypt hash}}}}')
     return dict(users)
 
 

@@ -54,8 +54,13 @@ class DeadLetterIndex:
 
         while not self._stop.is_set():
             try:
-                consumer = KafkaConsumer(**self.kafka, group_id=None, enable_auto_commit=False,
-                                         auto_offset_reset="earliest", client_id="emd-console")
+                consumer = KafkaConsumer(
+                    **self.kafka,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    client_id="emd-console",
+                )
             except KafkaError as exc:
                 log.warning("console cannot reach the cluster, retrying", error=str(exc))
                 self._stop.wait(5)
@@ -65,15 +70,29 @@ class DeadLetterIndex:
                 quiet_since: float | None = None
                 while not self._stop.is_set():
                     batch = consumer.poll(timeout_ms=500)
-                    got = [DeadLetter.of(m.topic, m.partition, m.offset, m.key, m.value, m.headers or (),
-                                         timestamp_ms=m.timestamp) for records in batch.values() for m in records]
+                    got = [
+                        DeadLetter.of(
+                            m.topic,
+                            m.partition,
+                            m.offset,
+                            m.key,
+                            m.value,
+                            m.headers or (),
+                            timestamp_ms=m.timestamp,
+                        )
+                        for records in batch.values()
+                        for m in records
+                    ]
                     if got:
                         self.add(got)
                         quiet_since = time.monotonic()
                     elif consumer.assignment() and quiet_since is None:
                         quiet_since = time.monotonic()
-                    if quiet_since is not None and not self.ready.is_set() and \
-                            time.monotonic() - quiet_since >= self.idle:
+                    if (
+                        quiet_since is not None
+                        and not self.ready.is_set()
+                        and time.monotonic() - quiet_since >= self.idle
+                    ):
                         self.ready.set()
                 return
             except KafkaError as exc:

@@ -17,8 +17,14 @@ The rules (all confirmed against OpenSSL's GOST engine, see ``shared/docs/gost-c
 from __future__ import annotations
 
 __all__ = [
-    "digest_to_e", "signature_to_bytes", "signature_from_bytes", "public_key_to_bytes",
-    "public_key_from_bytes", "private_key_to_bytes", "private_key_from_bytes", "der_octet_string",
+    "digest_to_e",
+    "signature_to_bytes",
+    "signature_from_bytes",
+    "public_key_to_bytes",
+    "public_key_from_bytes",
+    "private_key_to_bytes",
+    "private_key_from_bytes",
+    "der_octet_string",
 ]
 
 
@@ -99,4 +105,4 @@ def _der_length(data: bytes, pos: int) -> tuple[int, int]:
     n = first & 0x7F
     if not 1 <= n <= 4 or pos + 1 + n > len(data):
         raise ValueError("bad DER length")
-    return int.from_bytes(data[pos + 1:pos + 1 + n], "big"), pos + 1 + n
+    return int.from_bytes(data[pos + 1 : pos + 1 + n], "big"), pos + 1 + n

@@ -56,8 +56,15 @@ from services.crypto import gost
 from services.crypto.certificates import Certificate, certificate_from_der
 
 __all__ = [
-    "sign_detached", "verify_detached", "verify_signature", "check_certificate", "VerifiedSignature",
-    "SignatureError", "to_base64", "from_wire", "SIGNATURE_REASONS",
+    "sign_detached",
+    "verify_detached",
+    "verify_signature",
+    "check_certificate",
+    "VerifiedSignature",
+    "SignatureError",
+    "to_base64",
+    "from_wire",
+    "SIGNATURE_REASONS",
 ]
 
 _OID_DATA = "1.2.840.113549.1.7.1"
@@ -70,19 +77,34 @@ _OID_SIGNING_CERT_V2 = "1.2.840.113549.1.9.16.2.47"
 
 _DIGEST_BITS = {gost.OID_STREEBOG256: 256, gost.OID_STREEBOG512: 512}
 #: signature algorithm OID → key size in bytes (openssl writes the key OID; RFC 9337 the sign-with OID)
-_SIGNATURE_SIZES = {gost.OID_GOST2012_256: 32, gost.OID_SIGN_WITH_STREEBOG256: 32,
-                    gost.OID_GOST2012_512: 64, gost.OID_SIGN_WITH_STREEBOG512: 64}
+_SIGNATURE_SIZES = {
+    gost.OID_GOST2012_256: 32,
+    gost.OID_SIGN_WITH_STREEBOG256: 32,
+    gost.OID_GOST2012_512: 64,
+    gost.OID_SIGN_WITH_STREEBOG512: 64,
+}
 #: ESS hash algorithms we can recompute (OID → function of the certificate DER)
 _ESS_HASHES = {
-    gost.OID_STREEBOG256: gost.streebog256, gost.OID_STREEBOG512: gost.streebog512,
+    gost.OID_STREEBOG256: gost.streebog256,
+    gost.OID_STREEBOG512: gost.streebog512,
     "2.16.840.1.101.3.4.2.1": lambda d: __import__("hashlib").sha256(d).digest(),
     "1.3.14.3.2.26": lambda d: __import__("hashlib").sha1(d).digest(),
 }
 
 SIGNATURE_REASONS = (
-    "SIGNATURE_DECODING_ERROR", "MULTIPLE_SIGNERS", "NO_END_ENTITY_CERTIFICATE", "UNKNOWN_ALGORITHM",
-    "NO_SIGNED_ATTRIBUTES", "DIGEST_MISMATCH", "SIGNATURE_INVALID", "ESS_CERT_MISSING",
-    "ESS_CERT_MISMATCH", "NO_SIGNING_TIME", "CERT_NOT_YET_VALID", "CERT_EXPIRED", "INVALID_CERT_KEY_USAGE",
+    "SIGNATURE_DECODING_ERROR",
+    "MULTIPLE_SIGNERS",
+    "NO_END_ENTITY_CERTIFICATE",
+    "UNKNOWN_ALGORITHM",
+    "NO_SIGNED_ATTRIBUTES",
+    "DIGEST_MISMATCH",
+    "SIGNATURE_INVALID",
+    "ESS_CERT_MISSING",
+    "ESS_CERT_MISMATCH",
+    "NO_SIGNING_TIME",
+    "CERT_NOT_YET_VALID",
+    "CERT_EXPIRED",
+    "INVALID_CERT_KEY_USAGE",
 )
 
 
@@ -98,7 +120,7 @@ class VerifiedSignature:
 
     certificate: Certificate
     signing_time: dt.datetime
-    digest_algorithm: str          # OID, e.g. 1.2.643.7.1.1.2.2 (Streebog-256)
+    digest_algorithm: str  # OID, e.g. 1.2.643.7.1.1.2.2 (Streebog-256)
     message_digest: bytes
 
 
@@ -139,9 +161,9 @@ class _Template:
     bits: int
     attr_content_type: bytes
     attr_ess: bytes
-    signer_prefix: bytes    # version + sid + digestAlgorithm
+    signer_prefix: bytes  # version + sid + digestAlgorithm
     signer_suffix_alg: bytes  # signatureAlgorithm
-    sd_prefix: bytes        # version + digestAlgorithms + encapContentInfo + certificates
+    sd_prefix: bytes  # version + digestAlgorithms + encapContentInfo + certificates
     mdigest_oid: bytes
 
 
@@ -161,12 +183,22 @@ def _build_template(certificate: Certificate) -> _Template:
     digest_alg = algos.DigestAlgorithm({"algorithm": curve.digest_oid}).dump()
     sig_alg = algos.SignedDigestAlgorithm({"algorithm": curve.key_algorithm_oid}).dump()
     issuer = x509.Name.load(certificate.issuer_der)
-    ess = tsp.SigningCertificateV2({"certs": [tsp.ESSCertIDv2({
-        "hash_algorithm": {"algorithm": curve.digest_oid},
-        "cert_hash": certificate.fingerprint(bits),
-        "issuer_serial": {"issuer": [x509.GeneralName(name="directory_name", value=issuer)],
-                          "serial_number": certificate.serial_number},
-    })]}).dump()
+    ess = tsp.SigningCertificateV2(
+        {
+            "certs": [
+                tsp.ESSCertIDv2(
+                    {
+                        "hash_algorithm": {"algorithm": curve.digest_oid},
+                        "cert_hash": certificate.fingerprint(bits),
+                        "issuer_serial": {
+                            "issuer": [x509.GeneralName(name="directory_name", value=issuer)],
+                            "serial_number": certificate.serial_number,
+                        },
+                    }
+                )
+            ]
+        }
+    ).dump()
     sid = cms.IssuerAndSerialNumber({"issuer": issuer, "serial_number": certificate.serial_number}).dump()
     return _Template(
         bits=bits,
@@ -174,14 +206,24 @@ def _build_template(certificate: Certificate) -> _Template:
         attr_ess=_attribute(_OID_SIGNING_CERT_V2, ess),
         signer_prefix=b"\x02\x01\x01" + sid + digest_alg,
         signer_suffix_alg=sig_alg,
-        sd_prefix=(b"\x02\x01\x01" + _tlv(0x31, digest_alg) + _tlv(0x30, _oid(_OID_DATA))
-                   + _tlv(0xA0, certificate.der)),
+        sd_prefix=(
+            b"\x02\x01\x01"
+            + _tlv(0x31, digest_alg)
+            + _tlv(0x30, _oid(_OID_DATA))
+            + _tlv(0xA0, certificate.der)
+        ),
         mdigest_oid=_oid(_OID_MESSAGE_DIGEST),
     )
 
 
-def sign_detached(data: bytes, *, key: gost.PrivateKey, certificate: Certificate,
-                  signing_time: dt.datetime | None = None, digest: bytes | None = None) -> bytes:
+def sign_detached(
+    data: bytes,
+    *,
+    key: gost.PrivateKey,
+    certificate: Certificate,
+    signing_time: dt.datetime | None = None,
+    digest: bytes | None = None,
+) -> bytes:
     """DER CMS SignedData (CAdES-BES), detached, one signer, certificate embedded.
 
     ``signing_time`` defaults to now (UTC, whole seconds). The key must match the certificate. ``digest``: the
@@ -190,8 +232,9 @@ def sign_detached(data: bytes, *, key: gost.PrivateKey, certificate: Certificate
     """
     tpl = _template(certificate)
     if key.curve is not certificate.public_key.curve:
-        raise PermanentError("the key and the certificate are on different curves",
-                             reason="KEY_CERT_MISMATCH")
+        raise PermanentError(
+            "the key and the certificate are on different curves", reason="KEY_CERT_MISMATCH"
+        )
     when = (signing_time or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
@@ -199,17 +242,20 @@ def sign_detached(data: bytes, *, key: gost.PrivateKey, certificate: Certificate
         digest = gost.streebog(data, tpl.bits)
     elif len(digest) != tpl.bits // 8:
         raise ValueError(f"a {tpl.bits}-bit key signs a {tpl.bits // 8}-byte digest, got {len(digest)} bytes")
-    attrs = sorted((  # DER: a SET OF is sorted by encoding
-        tpl.attr_content_type,
-        _attribute(_OID_SIGNING_TIME, _time_der(when)),
-        _tlv(0x30, tpl.mdigest_oid + _tlv(0x31, _tlv(0x04, digest))),
-        tpl.attr_ess,
-    ))
+    attrs = sorted(
+        (  # DER: a SET OF is sorted by encoding
+            tpl.attr_content_type,
+            _attribute(_OID_SIGNING_TIME, _time_der(when)),
+            _tlv(0x30, tpl.mdigest_oid + _tlv(0x31, _tlv(0x04, digest))),
+            tpl.attr_ess,
+        )
+    )
     attrs_content = b"".join(attrs)
     # the signature covers the attributes with the SET tag (0x31), the message carries [0] (0xA0)
     signature = key.sign_digest(gost.streebog(_tlv(0x31, attrs_content), tpl.bits))
-    signer = _tlv(0x30, tpl.signer_prefix + _tlv(0xA0, attrs_content) + tpl.signer_suffix_alg
-                  + _tlv(0x04, signature))
+    signer = _tlv(
+        0x30, tpl.signer_prefix + _tlv(0xA0, attrs_content) + tpl.signer_suffix_alg + _tlv(0x04, signature)
+    )
     signed_data = _tlv(0x30, tpl.sd_prefix + _tlv(0x31, signer))
     return _tlv(0x30, _oid(_OID_SIGNED_DATA) + _tlv(0xA0, signed_data))
 
@@ -233,8 +279,9 @@ def from_wire(value: bytes | str) -> bytes:
     try:
         return base64_content(text)
     except ValueError:
-        raise SignatureError("the signature is neither DER nor base64",
-                             reason="SIGNATURE_DECODING_ERROR") from None
+        raise SignatureError(
+            "the signature is neither DER nor base64", reason="SIGNATURE_DECODING_ERROR"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,8 +299,10 @@ def _find_signer_cert(sd: cms.SignedData, sid: cms.SignerIdentifier) -> Certific
         cert = certificate_from_der(choice.chosen.dump())
         if sid.name == "issuer_and_serial_number":
             want = sid.chosen
-            if (cert.serial_number == want["serial_number"].native
-                    and cert.issuer_der == want["issuer"].dump()):
+            if (
+                cert.serial_number == want["serial_number"].native
+                and cert.issuer_der == want["issuer"].dump()
+            ):
                 return cert
         elif sid.name == "subject_key_identifier":
             ski = cert.asn1.key_identifier
@@ -269,10 +318,15 @@ def _attr_values(signed_attrs: cms.CMSAttributes, oid: str) -> list:
     return []
 
 
-def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = None,
-                    document_time: dt.datetime | None = None,
-                    digests: MutableMapping[int, bytes] | None = None,
-                    parsed: cms.ContentInfo | None = None) -> VerifiedSignature:
+def verify_detached(
+    data: bytes,
+    cms_der: bytes,
+    *,
+    at: dt.datetime | None = None,
+    document_time: dt.datetime | None = None,
+    digests: MutableMapping[int, bytes] | None = None,
+    parsed: cms.ContentInfo | None = None,
+) -> VerifiedSignature:
     """Verify a detached CAdES-BES signature of ``data``; raise :class:`SignatureError` if invalid.
 
     The certificate must be valid at the signingTime it claims, at ``document_time`` when given (the
@@ -286,8 +340,13 @@ def verify_detached(data: bytes, cms_der: bytes, *, at: dt.datetime | None = Non
     return verified
 
 
-def verify_signature(data: bytes, cms_der: bytes, *, digests: MutableMapping[int, bytes] | None = None,
-                     parsed: cms.ContentInfo | None = None) -> VerifiedSignature:
+def verify_signature(
+    data: bytes,
+    cms_der: bytes,
+    *,
+    digests: MutableMapping[int, bytes] | None = None,
+    parsed: cms.ContentInfo | None = None,
+) -> VerifiedSignature:
     """The checks of :func:`verify_detached` that depend only on the two byte strings, up to NO_SIGNING_TIME.
 
     Its result may be cached for bytes that recur (an МЧД's signature); :func:`check_certificate` must
@@ -326,8 +385,11 @@ def verify_signature(data: bytes, cms_der: bytes, *, digests: MutableMapping[int
     except PermanentError:
         raise _fail("UNKNOWN_ALGORITHM", "the signer's certificate has no GOST R 34.10-2012 key") from None
     size = public_key.curve.size
-    if (digest_oid not in _DIGEST_BITS or _DIGEST_BITS[digest_oid] != size * 8
-            or _SIGNATURE_SIZES.get(sig_oid) != size):
+    if (
+        digest_oid not in _DIGEST_BITS
+        or _DIGEST_BITS[digest_oid] != size * 8
+        or _SIGNATURE_SIZES.get(sig_oid) != size
+    ):
         raise _fail("UNKNOWN_ALGORITHM", f"unsupported algorithms: digest {digest_oid}, signature {sig_oid}")
     if not has_attrs:
         raise _fail("NO_SIGNED_ATTRIBUTES", "no signed attributes: not a CAdES signature")
@@ -355,26 +417,40 @@ def verify_signature(data: bytes, cms_der: bytes, *, digests: MutableMapping[int
     _check_ess(cert, ess_v2, ess_v1)
     if signing_time is None:
         raise _fail("NO_SIGNING_TIME", "no signingTime attribute")
-    return VerifiedSignature(certificate=cert, signing_time=signing_time, digest_algorithm=digest_oid,
-                             message_digest=message_digest)
+    return VerifiedSignature(
+        certificate=cert,
+        signing_time=signing_time,
+        digest_algorithm=digest_oid,
+        message_digest=message_digest,
+    )
 
 
-def check_certificate(verified: VerifiedSignature, *, at: dt.datetime | None = None,
-                      document_time: dt.datetime | None = None) -> None:
+def check_certificate(
+    verified: VerifiedSignature, *, at: dt.datetime | None = None, document_time: dt.datetime | None = None
+) -> None:
     """The rest of :func:`verify_detached`: the certificate's validity at each moment, then its keyUsage."""
     cert = verified.certificate
-    for label, when in (("signing time", verified.signing_time), ("document time", document_time),
-                        ("verification time", at)):
+    for label, when in (
+        ("signing time", verified.signing_time),
+        ("document time", document_time),
+        ("verification time", at),
+    ):
         if when is None:
             continue
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         if when < cert.not_before:
-            raise _fail("CERT_NOT_YET_VALID", f"the certificate is not yet valid at the {label} "
-                                              f"({when:%Y-%m-%d %H:%M:%S%z}, valid from {cert.not_before:%Y-%m-%d})")
+            raise _fail(
+                "CERT_NOT_YET_VALID",
+                f"the certificate is not yet valid at the {label} "
+                f"({when:%Y-%m-%d %H:%M:%S%z}, valid from {cert.not_before:%Y-%m-%d})",
+            )
         if when > cert.not_after:
-            raise _fail("CERT_EXPIRED", f"the certificate has expired by the {label} "
-                                        f"({when:%Y-%m-%d %H:%M:%S%z}, valid until {cert.not_after:%Y-%m-%d})")
+            raise _fail(
+                "CERT_EXPIRED",
+                f"the certificate has expired by the {label} "
+                f"({when:%Y-%m-%d %H:%M:%S%z}, valid until {cert.not_after:%Y-%m-%d})",
+            )
     usage = cert.key_usage
     if cert.asn1.key_usage_value is not None and not usage & {"digital_signature", "non_repudiation"}:
         raise _fail("INVALID_CERT_KEY_USAGE", "the certificate's keyUsage allows no signatures")

@@ -20,13 +20,23 @@ from asn1crypto import pem, x509
 from producer.errors import PermanentError
 from services.crypto import gost, keys
 
-__all__ = ["Certificate", "certificate_from_der", "load_certificate", "OID_SNILS", "OID_OGRN", "OID_OGRNIP", "OID_INN", "OID_INNLE"]
+__all__ = [
+    "Certificate",
+    "certificate_from_der",
+    "load_certificate",
+    "OID_SNILS",
+    "OID_OGRN",
+    "OID_OGRNIP",
+    "OID_INN",
+    "OID_INNLE",
+]
 
 OID_OGRN = "1.2.643.100.1"
 OID_SNILS = "1.2.643.100.3"
 OID_INNLE = "1.2.643.100.4"
 OID_OGRNIP = "1.2.643.100.5"
 OID_INN = "1.2.643.3.131.1.1"
+
 
 class Certificate:
     """An X.509 certificate with a GOST R 34.10-2012 key. Immutable; equality is by DER."""
@@ -53,8 +63,9 @@ class Certificate:
         try:
             return keys.public_key_from_info(self.tbs["subject_public_key_info"].dump())
         except (ValueError, KeyError) as exc:
-            raise PermanentError(f"certificate key is not a usable GOST key: {exc}",
-                                 reason="CERT_INVALID") from None
+            raise PermanentError(
+                f"certificate key is not a usable GOST key: {exc}", reason="CERT_INVALID"
+            ) from None
 
     def issued_by(self, ca: Certificate) -> bool:
         """True when ``ca`` is the issuer: its subject is our issuer and its key verifies our signature."""
@@ -189,7 +200,10 @@ def certificate_from_der(der: bytes) -> Certificate:
     threads doing that at once on one shared object can read a half-built child (an emulator job once failed on
     a СНИЛС attribute with ``No field numbered 1``)."""
     certificate = Certificate(der)
-    for name in (certificate._cert.subject, certificate._cert.issuer):  # the names' attributes, read by every check
+    for name in (
+        certificate._cert.subject,
+        certificate._cert.issuer,
+    ):  # the names' attributes, read by every check
         for rdn in name.chosen:
             for atv in rdn:
                 atv["type"].dotted, atv["value"].native  # noqa: B018 - parsed now, later reads do not mutate

@@ -38,15 +38,30 @@ from gostcrypto.gostsignature.gost_34_10_2012 import CURVES_R_1323565_1_024_2019
 from services.crypto import byteorder, libcrypto
 
 __all__ = [
-    "Curve", "CURVES", "curve_by_oid", "curve_by_name", "PrivateKey", "PublicKey", "streebog256",
-    "streebog512", "streebog", "Streebog", "FAST_STREEBOG", "reference_public_key", "reference_sign",
+    "Curve",
+    "CURVES",
+    "curve_by_oid",
+    "curve_by_name",
+    "PrivateKey",
+    "PublicKey",
+    "streebog256",
+    "streebog512",
+    "streebog",
+    "Streebog",
+    "FAST_STREEBOG",
+    "reference_public_key",
+    "reference_sign",
     "reference_verify",
-    "OID_GOST2012_256", "OID_GOST2012_512", "OID_STREEBOG256", "OID_STREEBOG512",
-    "OID_SIGN_WITH_STREEBOG256", "OID_SIGN_WITH_STREEBOG512",
+    "OID_GOST2012_256",
+    "OID_GOST2012_512",
+    "OID_STREEBOG256",
+    "OID_STREEBOG512",
+    "OID_SIGN_WITH_STREEBOG256",
+    "OID_SIGN_WITH_STREEBOG512",
 ]
 
 # algorithm OIDs (TC 26)
-OID_GOST2012_256 = "1.2.643.7.1.1.1.1"          # public key algorithm, 256-bit
+OID_GOST2012_256 = "1.2.643.7.1.1.1.1"  # public key algorithm, 256-bit
 OID_GOST2012_512 = "1.2.643.7.1.1.1.2"
 OID_STREEBOG256 = "1.2.643.7.1.1.2.2"
 OID_STREEBOG512 = "1.2.643.7.1.1.2.3"
@@ -102,31 +117,59 @@ def _curve(name: str, gc_name: str, oid: str, *aliases: str) -> Curve:
 
 
 #: every supported curve by its tc26 name
-CURVES: dict[str, Curve] = {c.name: c for c in (
-    _curve("tc26-256-A", "id-tc26-gost-3410-2012-256-paramSetA", "1.2.643.7.1.2.1.1.1", "TCA"),
-    _curve("tc26-256-B", "id-tc26-gost-3410-2012-256-paramSetB", "1.2.643.7.1.2.1.1.2",
-           "TCB", "A", "CryptoPro-A", "CryptoPro-XchA"),
-    _curve("tc26-256-C", "id-tc26-gost-3410-2012-256-paramSetC", "1.2.643.7.1.2.1.1.3",
-           "TCC", "B", "CryptoPro-B"),
-    _curve("tc26-256-D", "id-tc26-gost-3410-2012-256-paramSetD", "1.2.643.7.1.2.1.1.4",
-           "TCD", "C", "CryptoPro-C", "CryptoPro-XchB"),
-    _curve("tc26-512-A", "id-tc26-gost-3410-12-512-paramSetA", "1.2.643.7.1.2.1.2.1"),
-    _curve("tc26-512-B", "id-tc26-gost-3410-12-512-paramSetB", "1.2.643.7.1.2.1.2.2"),
-    _curve("tc26-512-C", "id-tc26-gost-3410-2012-512-paramSetC", "1.2.643.7.1.2.1.2.3"),
-)}
+CURVES: dict[str, Curve] = {
+    c.name: c
+    for c in (
+        _curve("tc26-256-A", "id-tc26-gost-3410-2012-256-paramSetA", "1.2.643.7.1.2.1.1.1", "TCA"),
+        _curve(
+            "tc26-256-B",
+            "id-tc26-gost-3410-2012-256-paramSetB",
+            "1.2.643.7.1.2.1.1.2",
+            "TCB",
+            "A",
+            "CryptoPro-A",
+            "CryptoPro-XchA",
+        ),
+        _curve(
+            "tc26-256-C",
+            "id-tc26-gost-3410-2012-256-paramSetC",
+            "1.2.643.7.1.2.1.1.3",
+            "TCC",
+            "B",
+            "CryptoPro-B",
+        ),
+        _curve(
+            "tc26-256-D",
+            "id-tc26-gost-3410-2012-256-paramSetD",
+            "1.2.643.7.1.2.1.1.4",
+            "TCD",
+            "C",
+            "CryptoPro-C",
+            "CryptoPro-XchB",
+        ),
+        _curve("tc26-512-A", "id-tc26-gost-3410-12-512-paramSetA", "1.2.643.7.1.2.1.2.1"),
+        _curve("tc26-512-B", "id-tc26-gost-3410-12-512-paramSetB", "1.2.643.7.1.2.1.2.2"),
+        _curve("tc26-512-C", "id-tc26-gost-3410-2012-512-paramSetC", "1.2.643.7.1.2.1.2.3"),
+    )
+}
 
 _BY_OID: dict[str, Curve] = {c.oid: c for c in CURVES.values()}
-_BY_OID.update({
-    "1.2.643.2.2.35.1": CURVES["tc26-256-B"],  # CryptoPro-A
-    "1.2.643.2.2.35.2": CURVES["tc26-256-C"],  # CryptoPro-B
-    "1.2.643.2.2.35.3": CURVES["tc26-256-D"],  # CryptoPro-C
-    "1.2.643.2.2.36.0": CURVES["tc26-256-B"],  # CryptoPro-XchA
-    "1.2.643.2.2.36.1": CURVES["tc26-256-D"],  # CryptoPro-XchB
-})
+_BY_OID.update(
+    {
+        "1.2.643.2.2.35.1": CURVES["tc26-256-B"],  # CryptoPro-A
+        "1.2.643.2.2.35.2": CURVES["tc26-256-C"],  # CryptoPro-B
+        "1.2.643.2.2.35.3": CURVES["tc26-256-D"],  # CryptoPro-C
+        "1.2.643.2.2.36.0": CURVES["tc26-256-B"],  # CryptoPro-XchA
+        "1.2.643.2.2.36.1": CURVES["tc26-256-D"],  # CryptoPro-XchB
+    }
+)
 #: the OID a certificate / key names for each curve when *we* write it: the CryptoPro OIDs are what
 #: deployed Russian software expects for the 256-bit CryptoPro curves
-PREFERRED_OID: dict[str, str] = {"tc26-256-B": "1.2.643.2.2.35.1", "tc26-256-C": "1.2.643.2.2.35.2",
-                                 "tc26-256-D": "1.2.643.2.2.35.3"}
+PREFERRED_OID: dict[str, str] = {
+    "tc26-256-B": "1.2.643.2.2.35.1",
+    "tc26-256-C": "1.2.643.2.2.35.2",
+    "tc26-256-D": "1.2.643.2.2.35.3",
+}
 
 
 def curve_by_oid(oid: str) -> Curve:
@@ -435,8 +478,12 @@ class PublicKey:
         return x is not None and x % q == r
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, PublicKey) and self.curve is other.curve
-                and self.x == other.x and self.y == other.y)
+        return (
+            isinstance(other, PublicKey)
+            and self.curve is other.curve
+            and self.x == other.x
+            and self.y == other.y
+        )
 
     def __hash__(self) -> int:
         return hash((self.curve.name, self.x, self.y))
@@ -467,7 +514,7 @@ class PrivateKey:
 
     def public_key(self) -> PublicKey:
         if self._public is None:
-            (px, py), = _to_affine_many([_mul_base(self.curve, self._d)], self.curve.p)
+            ((px, py),) = _to_affine_many([_mul_base(self.curve, self._d)], self.curve.p)
             self._public = PublicKey(self.curve, px, py)
         return self._public
 
@@ -506,8 +553,15 @@ class PrivateKey:
 def _gc(curve: Curve):
     from gostcrypto import gostsignature
 
-    params = {"p": curve.p, "a": curve.a, "b": curve.b, "m": curve.q, "q": curve.q, "x": curve.x,
-              "y": curve.y}
+    params = {
+        "p": curve.p,
+        "a": curve.a,
+        "b": curve.b,
+        "m": curve.q,
+        "q": curve.q,
+        "x": curve.x,
+        "y": curve.y,
+    }
     return gostsignature.new(gostsignature.MODE_512 if curve.size == 64 else gostsignature.MODE_256, params)
 
 
@@ -515,7 +569,7 @@ def reference_sign(key: PrivateKey, digest: bytes) -> bytes:
     """Sign with gostcrypto (slow); same wire format as :meth:`PrivateKey.sign_digest`."""
     c = key.curve
     rs = bytes(_gc(c).sign(bytearray(key.d.to_bytes(c.size, "big")), bytearray(digest[::-1])))
-    r, s = int.from_bytes(rs[:c.size], "big"), int.from_bytes(rs[c.size:], "big")
+    r, s = int.from_bytes(rs[: c.size], "big"), int.from_bytes(rs[c.size :], "big")
     return byteorder.signature_to_bytes(r, s, c.size)
 
 
@@ -523,7 +577,7 @@ def reference_public_key(key: PrivateKey) -> PublicKey:
     """The public key of ``key`` as gostcrypto computes it (slow)."""
     c = key.curve
     raw = bytes(_gc(c).public_key_generate(bytearray(key.d.to_bytes(c.size, "big"))))
-    return PublicKey(c, int.from_bytes(raw[:c.size], "big"), int.from_bytes(raw[c.size:], "big"))
+    return PublicKey(c, int.from_bytes(raw[: c.size], "big"), int.from_bytes(raw[c.size :], "big"))
 
 
 def reference_verify(key: PublicKey, digest: bytes, signature: bytes) -> bool:

@@ -29,9 +29,19 @@ from producer.errors import PermanentError
 from services.crypto import byteorder, gost, libcrypto
 
 __all__ = [
-    "GostKeyParameters", "GostAlgorithmIdentifier", "GostPrivateKeyInfo", "GostPublicKeyInfo",
-    "load_private_key", "load_pkcs8", "load_pfx", "is_pfx", "dump_pkcs8", "dump_pkcs8_pem", "read_password",
-    "public_key_info", "public_key_from_info",
+    "GostKeyParameters",
+    "GostAlgorithmIdentifier",
+    "GostPrivateKeyInfo",
+    "GostPublicKeyInfo",
+    "load_private_key",
+    "load_pkcs8",
+    "load_pfx",
+    "is_pfx",
+    "dump_pkcs8",
+    "dump_pkcs8_pem",
+    "read_password",
+    "public_key_info",
+    "public_key_from_info",
 ]
 
 
@@ -76,14 +86,16 @@ def _algorithm(curve: gost.Curve) -> GostAlgorithmIdentifier:
     if curve.size == 32 and curve.name != "tc26-256-A":
         # the digest OID is written for the CryptoPro-era curves only (RFC 9215 §4.2.2)
         params["digest_param_set"] = gost.OID_STREEBOG256
-    return GostAlgorithmIdentifier({"algorithm": curve.key_algorithm_oid,
-                                    "parameters": GostKeyParameters(params)})
+    return GostAlgorithmIdentifier(
+        {"algorithm": curve.key_algorithm_oid, "parameters": GostKeyParameters(params)}
+    )
 
 
 def public_key_info(key: gost.PublicKey) -> GostPublicKeyInfo:
     """SubjectPublicKeyInfo for a certificate: BIT STRING ⊃ OCTET STRING ⊃ X‖Y little-endian."""
-    return GostPublicKeyInfo({"algorithm": _algorithm(key.curve),
-                              "public_key": core.OctetString(key.to_bytes()).dump()})
+    return GostPublicKeyInfo(
+        {"algorithm": _algorithm(key.curve), "public_key": core.OctetString(key.to_bytes()).dump()}
+    )
 
 
 def public_key_from_info(spki_der: bytes) -> gost.PublicKey:
@@ -100,11 +112,13 @@ def public_key_from_info(spki_der: bytes) -> gost.PublicKey:
 
 def dump_pkcs8(key: gost.PrivateKey) -> bytes:
     """DER PKCS#8 exactly as the OpenSSL 3 GOST engine writes it (raw little-endian scalar)."""
-    return GostPrivateKeyInfo({
-        "version": 0,
-        "private_key_algorithm": _algorithm(key.curve),
-        "private_key": byteorder.private_key_to_bytes(key.d, key.curve.size),
-    }).dump()
+    return GostPrivateKeyInfo(
+        {
+            "version": 0,
+            "private_key_algorithm": _algorithm(key.curve),
+            "private_key": byteorder.private_key_to_bytes(key.d, key.curve.size),
+        }
+    ).dump()
 
 
 def dump_pkcs8_pem(key: gost.PrivateKey) -> bytes:
@@ -116,8 +130,9 @@ def load_pkcs8(data: bytes) -> gost.PrivateKey:
     if pem.detect(data):
         label, _, data = pem.unarmor(data)
         if label == "ENCRYPTED PRIVATE KEY":
-            raise PermanentError("the PKCS#8 key is encrypted; use a PFX or decrypt it first",
-                                 reason="KEY_UNSUPPORTED")
+            raise PermanentError(
+                "the PKCS#8 key is encrypted; use a PFX or decrypt it first", reason="KEY_UNSUPPORTED"
+            )
         if label != "PRIVATE KEY":
             raise PermanentError(f"expected a PRIVATE KEY PEM block, got {label}", reason="KEY_INVALID")
     try:
@@ -163,19 +178,29 @@ def read_password(*, file: str | os.PathLike | None = None, env: str | None = No
 _OID_STREEBOG_HMAC_256 = "1.2.643.7.1.1.4.1"
 _OID_STREEBOG_HMAC_512 = "1.2.643.7.1.1.4.2"
 _DIGESTS = {  # OID → hashlib name
-    "1.3.14.3.2.26": "sha1", "2.16.840.1.101.3.4.2.1": "sha256", "2.16.840.1.101.3.4.2.2": "sha384",
-    "2.16.840.1.101.3.4.2.3": "sha512", "2.16.840.1.101.3.4.2.4": "sha224",
-    gost.OID_STREEBOG256: "md_gost12_256", gost.OID_STREEBOG512: "md_gost12_512",
+    "1.3.14.3.2.26": "sha1",
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+    "2.16.840.1.101.3.4.2.4": "sha224",
+    gost.OID_STREEBOG256: "md_gost12_256",
+    gost.OID_STREEBOG512: "md_gost12_512",
 }
 _PRFS = {
-    "1.2.840.113549.2.7": "sha1", "1.2.840.113549.2.8": "sha224", "1.2.840.113549.2.9": "sha256",
-    "1.2.840.113549.2.10": "sha384", "1.2.840.113549.2.11": "sha512",
-    _OID_STREEBOG_HMAC_256: "md_gost12_256", _OID_STREEBOG_HMAC_512: "md_gost12_512",
+    "1.2.840.113549.2.7": "sha1",
+    "1.2.840.113549.2.8": "sha224",
+    "1.2.840.113549.2.9": "sha256",
+    "1.2.840.113549.2.10": "sha384",
+    "1.2.840.113549.2.11": "sha512",
+    _OID_STREEBOG_HMAC_256: "md_gost12_256",
+    _OID_STREEBOG_HMAC_512: "md_gost12_512",
 }
 _CIPHERS = {  # OID → (OpenSSL name, key length, padded)
-    "2.16.840.1.101.3.4.1.2": ("AES-128-CBC", 16, True), "2.16.840.1.101.3.4.1.22": ("AES-192-CBC", 24, True),
-    "2.16.840.1.101.3.4.1.42": ("AES-256-CBC", 32, True), "1.2.840.113549.3.7": ("DES-EDE3-CBC", 24, True),
-    "1.2.643.2.2.21": ("1.2.643.2.2.21", 32, False)  # GOST 28147-89, by OID for the engine,
+    "2.16.840.1.101.3.4.1.2": ("AES-128-CBC", 16, True),
+    "2.16.840.1.101.3.4.1.22": ("AES-192-CBC", 24, True),
+    "2.16.840.1.101.3.4.1.42": ("AES-256-CBC", 32, True),
+    "1.2.840.113549.3.7": ("DES-EDE3-CBC", 24, True),
+    "1.2.643.2.2.21": ("1.2.643.2.2.21", 32, False),  # GOST 28147-89, by OID for the engine,
 }
 _OID_PBES2 = "1.2.840.113549.1.5.13"
 _OID_PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
@@ -240,8 +265,8 @@ def _pkcs12_kdf(digest: str, password: str, salt: bytes, iterations: int, key_id
         out += A
         B = int.from_bytes(fill(A)[:v], "big")
         for j in range(0, len(I), v):
-            block = (int.from_bytes(I[j:j + v], "big") + B + 1) % (1 << (8 * v))
-            I[j:j + v] = block.to_bytes(v, "big")
+            block = (int.from_bytes(I[j : j + v], "big") + B + 1) % (1 << (8 * v))
+            I[j : j + v] = block.to_bytes(v, "big")
     return out[:n]
 
 
@@ -291,8 +316,13 @@ def _decrypt(algorithm: core.Sequence, data: bytes, password: str) -> bytes:
     if cipher_oid not in _CIPHERS:
         raise PermanentError(f"unsupported PFX cipher {cipher_oid}", reason="KEY_UNSUPPORTED")
     name, key_len, padded = _CIPHERS[cipher_oid]
-    key = _pbkdf2(_PRFS[prf_oid], password.encode("utf-8"), kp["salt"].native,
-                  kp["iteration_count"].native, kp["key_length"].native or key_len)
+    key = _pbkdf2(
+        _PRFS[prf_oid],
+        password.encode("utf-8"),
+        kp["salt"].native,
+        kp["iteration_count"].native,
+        kp["key_length"].native or key_len,
+    )
     scheme_params = scheme["parameters"].dump()
     if cipher_oid == "1.2.643.2.2.21":
         gp = _Gost89Params.load(scheme_params)
@@ -300,23 +330,26 @@ def _decrypt(algorithm: core.Sequence, data: bytes, password: str) -> bytes:
     return _cipher(name, key, core.OctetString.load(scheme_params).native, data, padded=padded)
 
 
-def _cipher(name: str, key: bytes, iv: bytes, data: bytes, *, padded: bool,
-            asn1_params: bytes | None = None) -> bytes:
+def _cipher(
+    name: str, key: bytes, iv: bytes, data: bytes, *, padded: bool, asn1_params: bytes | None = None
+) -> bytes:
     try:
         return libcrypto.cipher_decrypt(name, key, iv, data, padding=padded, asn1_params=asn1_params)
     except libcrypto.CipherUnavailable as exc:
         raise PermanentError(f"cannot decrypt the PFX: {exc}", reason="KEY_UNSUPPORTED") from None
     except ValueError:
         # padding failure: with no MAC to tell us first, a wrong password ends up here
-        raise PermanentError("wrong PFX password (decryption failed)",
-                             reason="KEY_PASSWORD_INVALID") from None
+        raise PermanentError(
+            "wrong PFX password (decryption failed)", reason="KEY_PASSWORD_INVALID"
+        ) from None
 
 
 def load_pfx(data: bytes, *, password: str | None) -> tuple[gost.PrivateKey, list[a_x509.Certificate]]:
     """The (first) GOST private key of a PFX and its certificates (asn1crypto objects, in file order)."""
     if password is None:
-        raise PermanentError("the PFX needs a password (--password-file or --password-env)",
-                             reason="KEY_PASSWORD_MISSING")
+        raise PermanentError(
+            "the PFX needs a password (--password-file or --password-env)", reason="KEY_PASSWORD_MISSING"
+        )
     try:
         pfx = a_pkcs12.Pfx.load(data)
         auth_safe = pfx["auth_safe"]["content"].native
@@ -332,8 +365,9 @@ def load_pfx(data: bytes, *, password: str | None) -> tuple[gost.PrivateKey, lis
                 safe = content_info["content"].native
             elif kind == "encrypted_data":
                 eci = content_info["content"]["encrypted_content_info"]
-                safe = _decrypt(eci["content_encryption_algorithm"], eci["encrypted_content"].native,
-                                password)
+                safe = _decrypt(
+                    eci["content_encryption_algorithm"], eci["encrypted_content"].native, password
+                )
             else:
                 continue
             for bag in a_pkcs12.SafeContents.load(safe):

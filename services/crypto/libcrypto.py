@@ -18,8 +18,17 @@ import hashlib
 
 from producer.errors import ConfigurationError
 
-__all__ = ["load", "load_gost_provider", "cipher_decrypt", "has_digest", "Pkey", "gost_engine_keys", "gost_pkey", "pkey_sign",
-           "pkey_verify"]
+__all__ = [
+    "load",
+    "load_gost_provider",
+    "cipher_decrypt",
+    "has_digest",
+    "Pkey",
+    "gost_engine_keys",
+    "gost_pkey",
+    "pkey_sign",
+    "pkey_verify",
+]
 
 
 @functools.cache
@@ -50,11 +59,22 @@ def load() -> ctypes.CDLL | None:
     lib.EVP_CIPHER_free.argtypes = [ctypes.c_void_p]
     lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
     lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
-    lib.EVP_CipherInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                      ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    lib.EVP_CipherInit_ex.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+    ]
     lib.EVP_CIPHER_CTX_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.EVP_CipherUpdate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),
-                                     ctypes.c_char_p, ctypes.c_int]
+    lib.EVP_CipherUpdate.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_char_p,
+        ctypes.c_int,
+    ]
     lib.EVP_CipherFinal_ex.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
     lib.EVP_CIPHER_get_key_length.argtypes = [ctypes.c_void_p]
     lib.EVP_CIPHER_get_iv_length.argtypes = [ctypes.c_void_p]
@@ -75,14 +95,27 @@ def load() -> ctypes.CDLL | None:
 def _bind_pkey(lib: ctypes.CDLL) -> None:
     v, der_p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)
     for name, res, args in (
-            ("ENGINE_register_pkey_asn1_meths", ctypes.c_int, [v]), ("ENGINE_register_pkey_meths", ctypes.c_int, [v]),
-            ("d2i_AutoPrivateKey", v, [v, der_p, ctypes.c_long]), ("d2i_PUBKEY", v, [v, der_p, ctypes.c_long]),
-            ("EVP_PKEY_free", None, [v]), ("EVP_PKEY_CTX_new", v, [v, v]), ("EVP_PKEY_CTX_free", None, [v]),
-            ("EVP_PKEY_sign_init", ctypes.c_int, [v]), ("EVP_PKEY_verify_init", ctypes.c_int, [v]),
-            ("EVP_PKEY_sign", ctypes.c_int, [v, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p,
-                                             ctypes.c_size_t]),
-            ("EVP_PKEY_verify", ctypes.c_int, [v, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]),
-            ("ERR_clear_error", None, [])):
+        ("ENGINE_register_pkey_asn1_meths", ctypes.c_int, [v]),
+        ("ENGINE_register_pkey_meths", ctypes.c_int, [v]),
+        ("d2i_AutoPrivateKey", v, [v, der_p, ctypes.c_long]),
+        ("d2i_PUBKEY", v, [v, der_p, ctypes.c_long]),
+        ("EVP_PKEY_free", None, [v]),
+        ("EVP_PKEY_CTX_new", v, [v, v]),
+        ("EVP_PKEY_CTX_free", None, [v]),
+        ("EVP_PKEY_sign_init", ctypes.c_int, [v]),
+        ("EVP_PKEY_verify_init", ctypes.c_int, [v]),
+        (
+            "EVP_PKEY_sign",
+            ctypes.c_int,
+            [v, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p, ctypes.c_size_t],
+        ),
+        (
+            "EVP_PKEY_verify",
+            ctypes.c_int,
+            [v, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t],
+        ),
+        ("ERR_clear_error", None, []),
+    ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
 
@@ -124,8 +157,9 @@ class CipherUnavailable(ConfigurationError):
     reason = "CIPHER_UNAVAILABLE"
 
 
-def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bool = True,
-                   asn1_params: bytes | None = None) -> bytes:
+def cipher_decrypt(
+    name: str, key: bytes, iv: bytes, data: bytes, *, padding: bool = True, asn1_params: bytes | None = None
+) -> bytes:
     """Decrypt ``data`` with the OpenSSL cipher ``name`` (``AES-256-CBC``, ``DES-EDE3-CBC``, ``gost89``…).
 
     ``asn1_params``: the DER AlgorithmIdentifier parameters, for ciphers whose parameters carry more
@@ -181,7 +215,7 @@ def cipher_decrypt(name: str, key: bytes, iv: bytes, data: bytes, *, padding: bo
         tail = ctypes.create_string_buffer(64)
         if lib.EVP_CipherFinal_ex(ctx, tail, ctypes.byref(n)) != 1:
             raise ValueError(f"{name}: bad padding (wrong key?)")
-        return out.raw[:total] + tail.raw[:n.value]
+        return out.raw[:total] + tail.raw[: n.value]
     finally:
         lib.ERR_clear_error()  # a failed decrypt must not leave errors for hashlib to trip over
         lib.EVP_CIPHER_CTX_free(ctx)
@@ -235,8 +269,12 @@ def pkey_sign(key: Pkey, digest: bytes, size: int) -> bytes | None:
     ctx = lib.EVP_PKEY_CTX_new(key.handle, None)
     try:
         out, n = ctypes.create_string_buffer(size), ctypes.c_size_t(size)
-        if not ctx or lib.EVP_PKEY_sign_init(ctx) != 1 or \
-                lib.EVP_PKEY_sign(ctx, out, ctypes.byref(n), digest, len(digest)) != 1 or n.value != size:
+        if (
+            not ctx
+            or lib.EVP_PKEY_sign_init(ctx) != 1
+            or lib.EVP_PKEY_sign(ctx, out, ctypes.byref(n), digest, len(digest)) != 1
+            or n.value != size
+        ):
             lib.ERR_clear_error()
             return None
         return out.raw

@@ -58,9 +58,16 @@ from producer.xmlsafe import parse_xml
 from services.logs import get_logger
 
 __all__ = [
-    "DEFAULT_REMD_POWERS", "EMCHD_NS", "MOSCOW", "Power", "PowerOfAttorney", "check_mchd", "check_mchd_terms",
+    "DEFAULT_REMD_POWERS",
+    "EMCHD_NS",
+    "MOSCOW",
+    "Power",
+    "PowerOfAttorney",
+    "check_mchd",
+    "check_mchd_terms",
     "mchd_reference",
-    "parse_mchd", "verify_mchd_signature",
+    "parse_mchd",
+    "verify_mchd_signature",
 ]
 
 EMCHD_NS = "urn://x-artefacts/EMCHD_1"
@@ -119,6 +126,7 @@ class PowerOfAttorney:
 
 
 # -- parsing ----------------------------------------------------------------------------------------
+
 
 def _invalid(message: str, **details: Any) -> PermanentError:
     return PermanentError(f"МЧД: {message}", reason="MCHD_INVALID", **details)
@@ -191,8 +199,9 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
     principal_part = dover.find("m:СвДоверит", _NS)
     org = _find_with(principal_part, "ИННЮЛ")
     if org is None:
-        raise _invalid("the principal organisation (element with ИННЮЛ under СвДоверит) is missing",
-                       field="СвРосОрг")
+        raise _invalid(
+            "the principal organisation (element with ИННЮЛ under СвДоверит) is missing", field="СвРосОрг"
+        )
     head = _find_with(principal_part.find(".//m:ЛицоБезДов", _NS), "СНИЛС")
     head_family, head_given, head_patronymic = _fio(head)
 
@@ -201,11 +210,16 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
         raise _invalid("the representative (element with СНИЛС under СвУпПред) is missing", field="СвУпПред")
     family, given, patronymic = _fio(rep)
 
-    powers = tuple(Power(code=p.get("КодПолн").strip(), name=p.get("НаимПолн"))
-                   for p in dover.findall("m:СвПолн/m:МашПолн", _NS) if (p.get("КодПолн") or "").strip())
+    powers = tuple(
+        Power(code=p.get("КодПолн").strip(), name=p.get("НаимПолн"))
+        for p in dover.findall("m:СвПолн/m:МашПолн", _NS)
+        if (p.get("КодПолн") or "").strip()
+    )
     rep_inn = rep.get("ИННФЛ")
     return PowerOfAttorney(
-        number=number, issued=issued, valid_until=valid_until,
+        number=number,
+        issued=issued,
+        valid_until=valid_until,
         principal_inn=_required(org.get("ИННЮЛ"), "ИННЮЛ", (10,)),
         principal_ogrn=_required(org.get("ОГРН"), "ОГРН", (13,)),
         principal_name=_required(org.get("НаимОрг"), "НаимОрг"),
@@ -218,13 +232,17 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
         powers=powers,
         head_snils=_digits(head.get("СНИЛС")) if head is not None else None,
         head_inn=head.get("ИННФЛ") if head is not None else None,
-        head_family=head_family, head_given=head_given, head_patronymic=head_patronymic,
-        internal_number=sv.get("ВнНомДовер"), file_id=root.get("ИдФайл"),
+        head_family=head_family,
+        head_given=head_given,
+        head_patronymic=head_patronymic,
+        internal_number=sv.get("ВнНомДовер"),
+        file_id=root.get("ИдФайл"),
         xml=bytes(xml_bytes),
     )
 
 
 # -- checking ---------------------------------------------------------------------------------------
+
 
 def _norm_name(value: str | None) -> str:
     return " ".join((value or "").replace("ё", "е").replace("Ё", "Е").casefold().split())
@@ -234,8 +252,13 @@ def _signature_error(message: str, **details: Any) -> PermanentError:
     return PermanentError(f"МЧД signature: {message}", reason="MCHD_SIGNATURE_INVALID", **details)
 
 
-def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: datetime | None = None,
-                          principal_certificates: Iterable[Any] | None = None) -> Any:
+def verify_mchd_signature(
+    poa: PowerOfAttorney,
+    signature_der: bytes,
+    *,
+    at: datetime | None = None,
+    principal_certificates: Iterable[Any] | None = None,
+) -> Any:
     """Verify the principal's detached CMS over ``poa.xml`` and that its signer is the principal's head.
 
     ``principal_certificates``: when given, the signer's certificate must be one of them. Without it,
@@ -260,7 +283,9 @@ def verify_mchd_signature(poa: PowerOfAttorney, signature_der: bytes, *, at: dat
     if ogrn != poa.principal_ogrn:
         raise _signature_error("the signer's certificate is not the principal organisation's (ОГРН differs)")
     if inn_le and inn_le != poa.principal_inn:
-        raise _signature_error("the signer's certificate is not the principal organisation's (ИНН ЮЛ differs)")
+        raise _signature_error(
+            "the signer's certificate is not the principal organisation's (ИНН ЮЛ differs)"
+        )
     if poa.head_snils and _digits(getattr(cert, "snils", None)) != poa.head_snils:
         raise _signature_error("the signer is not the head named in the МЧД (СНИЛС differs)")
     return verified
@@ -279,10 +304,18 @@ def _principal_signature(xml: bytes, signature_der: bytes) -> Any:
     return verify_signature(xml, signature_der)
 
 
-def check_mchd(poa: PowerOfAttorney, *, signature_der: bytes, employee_certificate: Any,
-               organization_inn: str, organization_ogrn: str, at: datetime | None = None,
-               revoked: Iterable[str] = (), required_powers: Iterable[str] = DEFAULT_REMD_POWERS,
-               principal_certificates: Iterable[Any] | None = None) -> Any:
+def check_mchd(
+    poa: PowerOfAttorney,
+    *,
+    signature_der: bytes,
+    employee_certificate: Any,
+    organization_inn: str,
+    organization_ogrn: str,
+    at: datetime | None = None,
+    revoked: Iterable[str] = (),
+    required_powers: Iterable[str] = DEFAULT_REMD_POWERS,
+    principal_certificates: Iterable[Any] | None = None,
+) -> Any:
     """Check that ``poa`` lets ``employee_certificate`` sign for the organisation at time ``at``.
 
     :param signature_der: the principal's detached CMS signature over the exact МЧД bytes.
@@ -302,9 +335,15 @@ def check_mchd(poa: PowerOfAttorney, *, signature_der: bytes, employee_certifica
     """
     at = _aware(at)
     verified = verify_mchd_signature(poa, signature_der, at=at, principal_certificates=principal_certificates)
-    check_mchd_terms(poa, employee_certificate=employee_certificate, organization_inn=organization_inn,
-                     organization_ogrn=organization_ogrn, at=at, revoked=revoked,
-                     required_powers=required_powers)
+    check_mchd_terms(
+        poa,
+        employee_certificate=employee_certificate,
+        organization_inn=organization_inn,
+        organization_ogrn=organization_ogrn,
+        at=at,
+        revoked=revoked,
+        required_powers=required_powers,
+    )
     return verified
 
 
@@ -315,9 +354,16 @@ def _aware(at: datetime | None) -> datetime:
     return at
 
 
-def check_mchd_terms(poa: PowerOfAttorney, *, employee_certificate: Any, organization_inn: str,
-                     organization_ogrn: str, at: datetime | None = None, revoked: Iterable[str] = (),
-                     required_powers: Iterable[str] = DEFAULT_REMD_POWERS) -> None:
+def check_mchd_terms(
+    poa: PowerOfAttorney,
+    *,
+    employee_certificate: Any,
+    organization_inn: str,
+    organization_ogrn: str,
+    at: datetime | None = None,
+    revoked: Iterable[str] = (),
+    required_powers: Iterable[str] = DEFAULT_REMD_POWERS,
+) -> None:
     """What :func:`check_mchd` checks after the signature, in order: revocation, validity window,
     organisation, employee, powers (parameters as there)."""
     at = _aware(at)
@@ -326,15 +372,24 @@ def check_mchd_terms(poa: PowerOfAttorney, *, employee_certificate: Any, organiz
 
     today = at.astimezone(MOSCOW).date()
     if today < poa.issued:
-        raise PermanentError(f"МЧД {poa.number} is valid from {poa.issued.isoformat()}",
-                             reason="MCHD_NOT_YET_VALID", number=poa.number)
+        raise PermanentError(
+            f"МЧД {poa.number} is valid from {poa.issued.isoformat()}",
+            reason="MCHD_NOT_YET_VALID",
+            number=poa.number,
+        )
     if today > poa.valid_until:
-        raise PermanentError(f"МЧД {poa.number} expired on {poa.valid_until.isoformat()}",
-                             reason="MCHD_EXPIRED", number=poa.number)
+        raise PermanentError(
+            f"МЧД {poa.number} expired on {poa.valid_until.isoformat()}",
+            reason="MCHD_EXPIRED",
+            number=poa.number,
+        )
 
     if poa.principal_inn != organization_inn.strip() or poa.principal_ogrn != organization_ogrn.strip():
-        raise PermanentError(f"МЧД {poa.number} is issued by another organisation (ИНН/ОГРН differ)",
-                             reason="MCHD_WRONG_ORGANIZATION", number=poa.number)
+        raise PermanentError(
+            f"МЧД {poa.number} is issued by another organisation (ИНН/ОГРН differ)",
+            reason="MCHD_WRONG_ORGANIZATION",
+            number=poa.number,
+        )
 
     cert = employee_certificate
     problems = []
@@ -350,14 +405,21 @@ def check_mchd_terms(poa: PowerOfAttorney, *, employee_certificate: Any, organiz
         problems.append("ИНН")
     if problems:
         # which fields differ, never their values: they are personal data
-        raise PermanentError(f"МЧД {poa.number} is for another person: {', '.join(problems)} differ",
-                             reason="MCHD_WRONG_EMPLOYEE", number=poa.number, fields=",".join(problems))
+        raise PermanentError(
+            f"МЧД {poa.number} is for another person: {', '.join(problems)} differ",
+            reason="MCHD_WRONG_EMPLOYEE",
+            number=poa.number,
+            fields=",".join(problems),
+        )
 
     accepted = frozenset(required_powers)
     if not accepted & poa.power_codes:
         raise PermanentError(
             f"МЧД {poa.number} grants none of the accepted powers {sorted(accepted)} "
-            f"(it grants {sorted(poa.power_codes)})", reason="MCHD_POWERS_MISSING", number=poa.number)
+            f"(it grants {sorted(poa.power_codes)})",
+            reason="MCHD_POWERS_MISSING",
+            number=poa.number,
+        )
     _log().info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
 
 

@@ -37,7 +37,9 @@ def available() -> bool:
     return libcrypto.gost_engine_keys() is not None
 
 
-def _handle(key: gost.PrivateKey | gost.PublicKey, der: Callable[[], bytes], *, private: bool) -> libcrypto.Pkey | None:
+def _handle(
+    key: gost.PrivateKey | gost.PublicKey, der: Callable[[], bytes], *, private: bool
+) -> libcrypto.Pkey | None:
     try:
         return _handles[key]
     except KeyError:

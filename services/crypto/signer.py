@@ -38,7 +38,9 @@ class Signer(Protocol):
     @property
     def certificate(self) -> Certificate: ...
 
-    def sign(self, data: bytes, *, signing_time: dt.datetime | None = None, digest: bytes | None = None) -> bytes:
+    def sign(
+        self, data: bytes, *, signing_time: dt.datetime | None = None, digest: bytes | None = None
+    ) -> bytes:
         """Detached CAdES-BES of ``data``. ``digest``: its Streebog digest of the certificate's size, when the
         caller has it already (DSS: "sign hash", IsHash=true; a token signs over it either way)."""
         ...
@@ -54,8 +56,9 @@ class LocalKeySigner:
 
     def __init__(self, key: gost.PrivateKey, certificate: Certificate) -> None:
         if key.public_key() != certificate.public_key:
-            raise ConfigurationError("the private key does not belong to the certificate",
-                                     reason="KEY_CERT_MISMATCH")
+            raise ConfigurationError(
+                "the private key does not belong to the certificate", reason="KEY_CERT_MISMATCH"
+            )
         self._key = key
         self._certificate = certificate
 
@@ -63,9 +66,12 @@ class LocalKeySigner:
     def certificate(self) -> Certificate:
         return self._certificate
 
-    def sign(self, data: bytes, *, signing_time: dt.datetime | None = None, digest: bytes | None = None) -> bytes:
-        return cades.sign_detached(data, key=self._key, certificate=self._certificate,
-                                   signing_time=signing_time, digest=digest)
+    def sign(
+        self, data: bytes, *, signing_time: dt.datetime | None = None, digest: bytes | None = None
+    ) -> bytes:
+        return cades.sign_detached(
+            data, key=self._key, certificate=self._certificate, signing_time=signing_time, digest=digest
+        )
 
     def sign_digest(self, digest: bytes) -> bytes:
         return self._key.sign_digest(digest)

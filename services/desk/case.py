@@ -20,9 +20,9 @@ from services.remd import codes
 @dataclass
 class Case:
     local_uid: str
-    dead_letters: list[DeadLetter]              # newest first
-    document: Any = None                        # lifecycle Document, when the sender knew it
-    attempts: list[Any] = field(default_factory=list)   # lifecycle Attempts, oldest first
+    dead_letters: list[DeadLetter]  # newest first
+    document: Any = None  # lifecycle Document, when the sender knew it
+    attempts: list[Any] = field(default_factory=list)  # lifecycle Attempts, oldest first
     exchanges: dict[str, Any] = field(default_factory=dict)  # normalised MessageID → KeptExchange
 
     @property
@@ -32,11 +32,17 @@ class Case:
     def message_ids(self) -> list[str]:
         ids = [a.message_id for a in self.attempts]
         for d in reversed(self.dead_letters):
-            ids += [m for m in d.message_ids if normalize_message_id(m) not in {normalize_message_id(i) for i in ids}]
+            ids += [
+                m
+                for m in d.message_ids
+                if normalize_message_id(m) not in {normalize_message_id(i) for i in ids}
+            ]
         return ids
 
 
-def build_case(local_uid: str, letters: Sequence[DeadLetter], *, lifecycle: Any = None, archive: Any = None) -> Case:
+def build_case(
+    local_uid: str, letters: Sequence[DeadLetter], *, lifecycle: Any = None, archive: Any = None
+) -> Case:
     """The case of ``local_uid`` (``letters``: its dead letters, newest first)."""
     case = Case(local_uid, list(letters))
     if lifecycle is not None:
@@ -62,14 +68,20 @@ def attempt_rows(case: Case, *, unmask: bool = False) -> list[dict[str, Any]]:
         kept = case.exchanges.get(normalize_message_id(mid))
         code = a.code if a is not None else None
         info = codes.classify(code) if code else None
-        rows.append({
-            "messageId": mid, "attempt": a.attempt if a else None, "sentAt": iso(a.sent_at) if a else None,
-            "outcome": a.outcome if a else None, "code": code,
-            "hint": info.hint if info is not None and not info.unknown else None,
-            "endpoint": (a.endpoint if a else None) or (kept.exchange.endpoint if kept else None),
-            "httpStatus": kept.exchange.http_status if kept else None,
-            "request": _text(kept.request, unmask) if kept else None,
-            "response": _text(kept.response, unmask) if kept else None})
+        rows.append(
+            {
+                "messageId": mid,
+                "attempt": a.attempt if a else None,
+                "sentAt": iso(a.sent_at) if a else None,
+                "outcome": a.outcome if a else None,
+                "code": code,
+                "hint": info.hint if info is not None and not info.unknown else None,
+                "endpoint": (a.endpoint if a else None) or (kept.exchange.endpoint if kept else None),
+                "httpStatus": kept.exchange.http_status if kept else None,
+                "request": _text(kept.request, unmask) if kept else None,
+                "response": _text(kept.response, unmask) if kept else None,
+            }
+        )
     return rows
 
 
@@ -79,10 +91,14 @@ def case_json(case: Case, *, unmask: bool = False) -> dict[str, Any]:
         "localUid": case.local_uid,
         "state": doc.state if doc is not None else None,
         "emdrId": doc.emdr_id if doc is not None else None,
-        "organization": doc.organization if doc is not None else (case.latest.organization if case.latest else None),
+        "organization": doc.organization
+        if doc is not None
+        else (case.latest.organization if case.latest else None),
         "kind": doc.kind if doc is not None else (case.latest.kind if case.latest else None),
-        "deadLetters": [{**d.summary(), "headers": dict(d.headers),
-                         "event": d.event if unmask else mask_event(d.event)} for d in case.dead_letters],
+        "deadLetters": [
+            {**d.summary(), "headers": dict(d.headers), "event": d.event if unmask else mask_event(d.event)}
+            for d in case.dead_letters
+        ],
         "attempts": attempt_rows(case, unmask=unmask),
         "masked": not unmask,
     }
@@ -90,19 +106,34 @@ def case_json(case: Case, *, unmask: bool = False) -> dict[str, Any]:
 
 def case_text(case: Case, *, unmask: bool = False) -> str:
     """What ``emd dlq show`` prints: the failure, then each attempt with its request and answer."""
-    out = [f"document {case.local_uid}"
-           + (f"  state {case.document.state}" if case.document is not None else "  (unknown to the lifecycle store)")
-           + ("" if unmask else "  [patient data masked; --unmask shows it, and is logged]")]
+    out = [
+        f"document {case.local_uid}"
+        + (
+            f"  state {case.document.state}"
+            if case.document is not None
+            else "  (unknown to the lifecycle store)"
+        )
+        + ("" if unmask else "  [patient data masked; --unmask shows it, and is logged]")
+    ]
     for d in case.dead_letters:
-        out += [f"dead letter {d.topic}@{d.partition}:{d.offset}  {iso(d.failed_at)}  stage {d.stage}",
-                f"  reason {d.reason}  code {d.code or '-'}  category {d.category or '-'}",
-                f"  message  {d.summary()['message'] or '-'}", f"  hint     {d.hint or '-'}",
-                f"  MessageIDs {', '.join(d.message_ids) or '-'} (the last one is the failing request)"]
+        out += [
+            f"dead letter {d.topic}@{d.partition}:{d.offset}  {iso(d.failed_at)}  stage {d.stage}",
+            f"  reason {d.reason}  code {d.code or '-'}  category {d.category or '-'}",
+            f"  message  {d.summary()['message'] or '-'}",
+            f"  hint     {d.hint or '-'}",
+            f"  MessageIDs {', '.join(d.message_ids) or '-'} (the last one is the failing request)",
+        ]
     for row in attempt_rows(case, unmask=unmask):
-        out.append(f"attempt {row['attempt'] or '?'}  MessageID {row['messageId']}  sent {row['sentAt'] or '?'}  "
-                   f"outcome {row['outcome'] or '?'}  code {row['code'] or '-'}  HTTP {row['httpStatus'] or '-'}"
-                   + (f"\n  hint {row['hint']}" if row["hint"] else ""))
-        out.append("  signed request:\n" + _indent(row["request"]) if row["request"] else "  signed request: not kept")
+        out.append(
+            f"attempt {row['attempt'] or '?'}  MessageID {row['messageId']}  sent {row['sentAt'] or '?'}  "
+            f"outcome {row['outcome'] or '?'}  code {row['code'] or '-'}  HTTP {row['httpStatus'] or '-'}"
+            + (f"\n  hint {row['hint']}" if row["hint"] else "")
+        )
+        out.append(
+            "  signed request:\n" + _indent(row["request"])
+            if row["request"]
+            else "  signed request: not kept"
+        )
         out.append("  answer:\n" + _indent(row["response"]) if row["response"] else "  answer: none kept")
     return "\n".join(out) + "\n"
 

@@ -29,13 +29,28 @@ from services.remd import names as n
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 #: dead-letter topic → the stage that wrote it
-STAGE_OF_TOPIC = {topology.CREATED_DLT.name: "signer", topology.SIGNED_DLT.name: "sender",
-                  topology.SENT_DLT.name: "status"}
+STAGE_OF_TOPIC = {
+    topology.CREATED_DLT.name: "signer",
+    topology.SIGNED_DLT.name: "sender",
+    topology.SENT_DLT.name: "status",
+}
 TOPIC_OF_STAGE = {stage: topic for topic, stage in STAGE_OF_TOPIC.items()}
 #: ФРМО OIDs are 1.2.643.5.1.13.13.12.2.<subject of the Federation>.<number>
 _FRMO = re.compile(r"^1\.2\.643\.5\.1\.13\.13\.12\.2\.(\d+)\.")
-EXPORT_FIELDS = ("messageId", "failedAtUtc", "failedAtMoscow", "system", "organization", "region", "kind",
-                 "localUid", "stage", "reason", "code", "message")
+EXPORT_FIELDS = (
+    "messageId",
+    "failedAtUtc",
+    "failedAtMoscow",
+    "system",
+    "organization",
+    "region",
+    "kind",
+    "localUid",
+    "stage",
+    "reason",
+    "code",
+    "message",
+)
 
 
 def region_of(oid: str | None) -> str | None:
@@ -74,10 +89,26 @@ class DeadLetter:
     headers: Mapping[str, str] = field(repr=False)
 
     @classmethod
-    def of(cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-           headers: Iterable[tuple[str, bytes | None]], *, timestamp_ms: int | None = None) -> DeadLetter:
-        return cls(topic, partition, offset, timestamp_ms, key.decode("utf-8", "replace") if key is not None else None,
-                   value or b"", {k: v.decode("utf-8", "replace") for k, v in headers if v is not None})
+    def of(
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | None]],
+        *,
+        timestamp_ms: int | None = None,
+    ) -> DeadLetter:
+        return cls(
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            key.decode("utf-8", "replace") if key is not None else None,
+            value or b"",
+            {k: v.decode("utf-8", "replace") for k, v in headers if v is not None},
+        )
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name) or None
@@ -142,8 +173,9 @@ class DeadLetter:
     @cached_property
     def failed_at(self) -> dt.datetime:
         """When it was dead-lettered (the last failure; the record's timestamp when the header is missing)."""
-        return (_time(self.header(dl.LAST_FAILURE))
-                or dt.datetime.fromtimestamp((self.timestamp_ms or 0) / 1000, dt.UTC))
+        return _time(self.header(dl.LAST_FAILURE)) or dt.datetime.fromtimestamp(
+            (self.timestamp_ms or 0) / 1000, dt.UTC
+        )
 
     @property
     def first_failed_at(self) -> dt.datetime | None:
@@ -165,21 +197,44 @@ class DeadLetter:
 
     def summary(self) -> dict[str, Any]:
         """The JSON form of ``emd dlq list --json`` and ``GET /api/dead-letters``: no value, no patient data."""
-        return {"localUid": self.local_uid, "stage": self.stage, "reason": self.reason, "code": self.code,
-                "category": self.category, "hint": self.hint, "message": mask_text(self.message),
-                "messageId": self.message_id, "messageIds": self.message_ids, "organization": self.organization,
-                "region": region_of(self.organization), "kind": self.kind, "system": self.system,
-                "failedAt": iso(self.failed_at), "firstFailedAt": iso(self.first_failed_at),
-                "replayCount": self.replay_count, "topic": self.topic, "partition": self.partition,
-                "offset": self.offset}
+        return {
+            "localUid": self.local_uid,
+            "stage": self.stage,
+            "reason": self.reason,
+            "code": self.code,
+            "category": self.category,
+            "hint": self.hint,
+            "message": mask_text(self.message),
+            "messageId": self.message_id,
+            "messageIds": self.message_ids,
+            "organization": self.organization,
+            "region": region_of(self.organization),
+            "kind": self.kind,
+            "system": self.system,
+            "failedAt": iso(self.failed_at),
+            "firstFailedAt": iso(self.first_failed_at),
+            "replayCount": self.replay_count,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
 
     def export_row(self) -> dict[str, str]:
         """One row of ``emd dlq export``: what a ticket to СТП needs, nothing about the patient."""
-        return {"messageId": self.message_id or "", "failedAtUtc": iso(self.failed_at) or "",
-                "failedAtMoscow": iso(self.failed_at, MOSCOW) or "", "system": self.system or "",
-                "organization": self.organization or "", "region": region_of(self.organization) or "",
-                "kind": self.kind or "", "localUid": self.local_uid or "", "stage": self.stage,
-                "reason": self.reason or "", "code": self.code or "", "message": mask_text(self.message)}
+        return {
+            "messageId": self.message_id or "",
+            "failedAtUtc": iso(self.failed_at) or "",
+            "failedAtMoscow": iso(self.failed_at, MOSCOW) or "",
+            "system": self.system or "",
+            "organization": self.organization or "",
+            "region": region_of(self.organization) or "",
+            "kind": self.kind or "",
+            "localUid": self.local_uid or "",
+            "stage": self.stage,
+            "reason": self.reason or "",
+            "code": self.code or "",
+            "message": mask_text(self.message),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,8 +258,14 @@ class Filters:
     def matches(self, d: DeadLetter) -> bool:
         if self.stage and d.stage != self.stage:
             return False
-        for wanted, have in ((self.reason, d.reason), (self.code, d.code), (self.category, d.category),
-                             (self.organization, d.organization), (self.kind, d.kind), (self.local_uid, d.local_uid)):
+        for wanted, have in (
+            (self.reason, d.reason),
+            (self.code, d.code),
+            (self.category, d.category),
+            (self.organization, d.organization),
+            (self.kind, d.kind),
+            (self.local_uid, d.local_uid),
+        ):
             if wanted and have != wanted:
                 return False
         if self.since and d.failed_at < self.since:
@@ -221,12 +282,25 @@ class Filters:
 
     def key(self) -> str:
         """A stable text of the filters (the replay's consumer group is one per filter)."""
-        return json.dumps([self.stage, self.reason, self.code, self.category, self.organization, self.kind,
-                           iso(self.since), iso(self.until), self.message_id, self.local_uid])
+        return json.dumps(
+            [
+                self.stage,
+                self.reason,
+                self.code,
+                self.category,
+                self.organization,
+                self.kind,
+                iso(self.since),
+                iso(self.until),
+                self.message_id,
+                self.local_uid,
+            ]
+        )
 
 
-def newest_first(letters: Iterable[DeadLetter], filters: Filters | None = None, *,
-                 limit: int | None = None) -> list[DeadLetter]:
+def newest_first(
+    letters: Iterable[DeadLetter], filters: Filters | None = None, *, limit: int | None = None
+) -> list[DeadLetter]:
     """The dead letters that match, newest failure first (ties: topic, partition, offset, for a stable order)."""
     found = [d for d in letters if filters is None or filters.matches(d)]
     found.sort(key=lambda d: (d.failed_at, d.topic, d.partition, d.offset), reverse=True)
@@ -249,10 +323,24 @@ def export_jsonl(letters: Sequence[DeadLetter]) -> str:
 # --- masking ---------------------------------------------------------------------------------------------
 #: elements holding a person's data in a РЭМД message (the names live in services.remd.names; the older
 #: spellings stay so a request kept before a rename is masked too)
-_PERSONAL_ELEMENTS = tuple(sorted({n.SNILS, n.SURNAME, n.NAME, n.PATR_NAME, n.BIRTH_DATE, n.PATIENT_SNILS,
-                                   "family", "given", "patronymic"}))
+_PERSONAL_ELEMENTS = tuple(
+    sorted(
+        {
+            n.SNILS,
+            n.SURNAME,
+            n.NAME,
+            n.PATR_NAME,
+            n.BIRTH_DATE,
+            n.PATIENT_SNILS,
+            "family",
+            "given",
+            "patronymic",
+        }
+    )
+)
 _XML_PERSONAL = re.compile(
-    r"(<(?:[\w.-]+:)?(?:" + "|".join(map(re.escape, _PERSONAL_ELEMENTS)) + r")(?:\s[^>]*)?>)([^<]+)(</)")
+    r"(<(?:[\w.-]+:)?(?:" + "|".join(map(re.escape, _PERSONAL_ELEMENTS)) + r")(?:\s[^>]*)?>)([^<]+)(</)"
+)
 
 
 def mask_xml(data: bytes | None) -> str | None:
@@ -269,6 +357,7 @@ _BASE64_BLOB = re.compile(r"^[A-Za-z0-9+/=\s]{200,}$")
 def mask_event(event: Mapping[str, Any]) -> Any:
     """The original event with personal fields masked; the inline СЭМД and other base64 blobs (signatures, the
     МЧД, which name people too) are summarised by size."""
+
     def shorten(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: shorten(x) for k, x in v.items()}

@@ -40,16 +40,27 @@ class OnboardingError(EmdError):
     reason = "ONBOARDING_REFUSED"
 
 
-def run_test(oid: str, document: bytes, *, publish: Callable[[bytes], str], lifecycle: Any, desk: Any,
-             actor: str, timeout: float = 300.0, say: Callable[[str], None] = lambda s: None,
-             sleep: Callable[[float], None] = time.sleep) -> TestResult:
+def run_test(
+    oid: str,
+    document: bytes,
+    *,
+    publish: Callable[[bytes], str],
+    lifecycle: Any,
+    desk: Any,
+    actor: str,
+    timeout: float = 300.0,
+    say: Callable[[str], None] = lambda s: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TestResult:
     """Publish ``document`` (a СЭМД of clinic ``oid``), wait until РЭМД decided it, record the result."""
     from services.lifecycle.desk import ClinicConflict
 
     meta = cda.extract(parse_xml(document))
     if meta.organization_oid != oid:
-        raise OnboardingError(f"the test document is for organisation {meta.organization_oid}, not {oid}: "
-                              "give a СЭМД of this clinic (--document)")
+        raise OnboardingError(
+            f"the test document is for organisation {meta.organization_oid}, not {oid}: "
+            "give a СЭМД of this clinic (--document)"
+        )
     try:
         desk.start_test(oid, actor=actor)
     except ClinicConflict as exc:
@@ -61,21 +72,38 @@ def run_test(oid: str, document: bytes, *, publish: Callable[[bytes], str], life
     while True:
         doc = lifecycle.get(uid)
         ids = lifecycle.message_ids(uid) if doc is not None else []
-        for mid in ids[len(seen_ids):]:
+        for mid in ids[len(seen_ids) :]:
             say(f"sent registerDocument, MessageID {mid}")
         seen_ids = ids
         if doc is not None and doc.state in (REGISTERED, FAILED):
             ok = doc.state == REGISTERED
-            detail = "" if ok else f"{doc.failure_reason}: {doc.failure_code or ''} {doc.failure_message or ''}".strip()
+            detail = (
+                ""
+                if ok
+                else f"{doc.failure_reason}: {doc.failure_code or ''} {doc.failure_message or ''}".strip()
+            )
             result = TestResult(ok, uid, doc.state, doc.emdr_id, ids, detail)
             break
         if time.monotonic() >= deadline:
             state = doc.state if doc is not None else "not yet at the sender"
-            result = TestResult(False, uid, doc.state if doc else None, None, ids,
-                                f"no decision within {timeout:.0f} s (state: {state}); see `emd dlq show {uid}` "
-                                "and `emd status " + uid + "`")
+            result = TestResult(
+                False,
+                uid,
+                doc.state if doc else None,
+                None,
+                ids,
+                f"no decision within {timeout:.0f} s (state: {state}); see `emd dlq show {uid}` "
+                "and `emd status " + uid + "`",
+            )
             break
         sleep(POLL_SECONDS)
-    desk.record_test(oid, ok=result.ok, local_uid=uid, message_ids=result.message_ids, emdr_id=result.emdr_id,
-                     actor=actor, detail=result.detail or None)
+    desk.record_test(
+        oid,
+        ok=result.ok,
+        local_uid=uid,
+        message_ids=result.message_ids,
+        emdr_id=result.emdr_id,
+        actor=actor,
+        detail=result.detail or None,
+    )
     return result

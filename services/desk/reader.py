@@ -20,15 +20,22 @@ IDLE_SECONDS = 3.0
 JOIN_TIMEOUT_SECONDS = 60.0
 
 
-def read(kafka: Mapping[str, Any], topics: Sequence[str], *, group: str | None = None, idle: float = IDLE_SECONDS,
-         client_id: str = "emd-dlq") -> Iterator[tuple[Any, DeadLetter]]:
+def read(
+    kafka: Mapping[str, Any],
+    topics: Sequence[str],
+    *,
+    group: str | None = None,
+    idle: float = IDLE_SECONDS,
+    client_id: str = "emd-dlq",
+) -> Iterator[tuple[Any, DeadLetter]]:
     """Every dead letter of ``topics`` (see the module docstring). ``kafka``: the client settings, bootstrap
     servers and security (``services.messaging.clients.kafka_python_config``)."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaTimeoutError
 
-    consumer = KafkaConsumer(**kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-                             client_id=client_id)
+    consumer = KafkaConsumer(
+        **kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", client_id=client_id
+    )
     try:
         consumer.subscribe(list(topics))
         give_up = time.monotonic() + JOIN_TIMEOUT_SECONDS
@@ -38,8 +45,18 @@ def read(kafka: Mapping[str, Any], topics: Sequence[str], *, group: str | None =
             for records in batch.values():
                 for m in records:
                     last = time.monotonic()
-                    yield consumer, DeadLetter.of(m.topic, m.partition, m.offset, m.key, m.value, m.headers or (),
-                                                  timestamp_ms=m.timestamp)
+                    yield (
+                        consumer,
+                        DeadLetter.of(
+                            m.topic,
+                            m.partition,
+                            m.offset,
+                            m.key,
+                            m.value,
+                            m.headers or (),
+                            timestamp_ms=m.timestamp,
+                        ),
+                    )
             now = time.monotonic()
             if last is None and consumer.assignment():
                 last = now

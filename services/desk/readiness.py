@@ -36,7 +36,7 @@ WARN_DAYS = 30
 class Line:
     item: str
     ok: bool
-    text: str          # "ok: …" details, or what to do
+    text: str  # "ok: …" details, or what to do
 
     def render(self) -> str:
         return f"{'ok  ' if self.ok else 'FAIL'}  {self.item:<28} {self.text}"
@@ -66,16 +66,27 @@ def _days(cert: Certificate, now: dt.datetime) -> float:
     return (cert.not_after - now).total_seconds() / 86400
 
 
-def _certificate(item: str, cert: Certificate, *, now: dt.datetime, cas: Sequence[Certificate], usable: bool,
-                 need_snils: bool = False) -> Line:
+def _certificate(
+    item: str,
+    cert: Certificate,
+    *,
+    now: dt.datetime,
+    cas: Sequence[Certificate],
+    usable: bool,
+    need_snils: bool = False,
+) -> Line:
     problems = []
     if need_snils and not cert.snils:
-        problems.append("the certificate carries no СНИЛС: ask the УЦ for a qualified certificate of the doctor")
+        problems.append(
+            "the certificate carries no СНИЛС: ask the УЦ for a qualified certificate of the doctor"
+        )
     if cert.not_before > now:
         problems.append(f"not valid before {cert.not_before:%Y-%m-%d}: wait, or configure the current one")
     if cert.not_after < now:
-        problems.append(f"expired on {cert.not_after:%Y-%m-%d}: get a new certificate and key, update the "
-                        "organisations file")
+        problems.append(
+            f"expired on {cert.not_after:%Y-%m-%d}: get a new certificate and key, update the "
+            "organisations file"
+        )
     if not cas:
         problems.append("no CA configured to check the chain (give --ca FILE)")
     elif issued_by(cert, cas) is None:
@@ -89,8 +100,16 @@ def _certificate(item: str, cert: Certificate, *, now: dt.datetime, cas: Sequenc
     return Line(item, True, f"ok: serial {cert.serial_number:x}, until {cert.not_after:%Y-%m-%d}{soon}")
 
 
-def check(oid: str, config: Any, *, cas: Sequence[Certificate], clinic_state: str, unpromoted: str,
-          now: dt.datetime | None = None, reachable: Callable[[str], str | None] | None = None) -> list[Line]:
+def check(
+    oid: str,
+    config: Any,
+    *,
+    cas: Sequence[Certificate],
+    clinic_state: str,
+    unpromoted: str,
+    now: dt.datetime | None = None,
+    reachable: Callable[[str], str | None] | None = None,
+) -> list[Line]:
     """The readiness lines of clinic ``oid`` (``config``: a loaded ``OrganizationsConfig``).
 
     ``reachable(url)`` → None when the URL answers, else why not (default: an HTTP GET with a short timeout).
@@ -103,8 +122,14 @@ def check(oid: str, config: Any, *, cas: Sequence[Certificate], clinic_state: st
     lines: list[Line] = []
     org = config.organizations.get(oid)
     if not FRMO_OID.match(oid):
-        lines.append(Line("ФРМО OID", False, f"{oid} is not a ФРМО OID (1.2.643.5.1.13.13.12.2.<region>.<n>): "
-                                               "take it from the clinic's ФРМО card"))
+        lines.append(
+            Line(
+                "ФРМО OID",
+                False,
+                f"{oid} is not a ФРМО OID (1.2.643.5.1.13.13.12.2.<region>.<n>): "
+                "take it from the clinic's ФРМО card",
+            )
+        )
     elif org is None:
         lines.append(Line("ФРМО OID", False, f"{oid} is not in {config.path.name}: add the organisation"))
     else:
@@ -113,19 +138,44 @@ def check(oid: str, config: Any, *, cas: Sequence[Certificate], clinic_state: st
         return lines
 
     if not org.doctors:
-        lines.append(Line("doctors' certificates", org.mode == "mis",
-                          "ok: the МИС signs for its doctors (mode mis)" if org.mode == "mis"
-                          else "no doctor's key configured (server mode needs each doctor's)"))
+        lines.append(
+            Line(
+                "doctors' certificates",
+                org.mode == "mis",
+                "ok: the МИС signs for its doctors (mode mis)"
+                if org.mode == "mis"
+                else "no doctor's key configured (server mode needs each doctor's)",
+            )
+        )
     for snils, cred in sorted(org.doctors.items()):
-        lines.append(_certificate(f"doctor ***-***-*** {snils[-2:]}", cred.certificate, now=now, cas=cas,
-                                  usable=cred.usable, need_snils=True))
+        lines.append(
+            _certificate(
+                f"doctor ***-***-*** {snils[-2:]}",
+                cred.certificate,
+                now=now,
+                cas=cas,
+                usable=cred.usable,
+                need_snils=True,
+            )
+        )
 
     if org.organization is None:
-        lines.append(Line("organisation certificate", False, "no organisation key: documents whose kind needs the "
-                                                             "organisation's signature (MO_SIGN) cannot be signed"))
+        lines.append(
+            Line(
+                "organisation certificate",
+                False,
+                "no organisation key: documents whose kind needs the "
+                "organisation's signature (MO_SIGN) cannot be signed",
+            )
+        )
     else:
-        line = _certificate("organisation certificate", org.organization.certificate, now=now, cas=cas,
-                            usable=org.organization.usable)
+        line = _certificate(
+            "organisation certificate",
+            org.organization.certificate,
+            now=now,
+            cas=cas,
+            usable=org.organization.usable,
+        )
         cert_ogrn = org.organization.certificate.ogrn
         if line.ok and cert_ogrn and cert_ogrn != org.ogrn:
             line = Line(line.item, False, f"the certificate's ОГРН is not the organisation's {org.ogrn}")
@@ -134,48 +184,109 @@ def check(oid: str, config: Any, *, cas: Sequence[Certificate], clinic_state: st
             lines.append(Line("МЧД", True, "ok: none configured (the certificate is the head's own)"))
         else:
             try:
-                mchd.check_mchd(org.mchd.poa, signature_der=org.mchd.signature,
-                                employee_certificate=org.organization.certificate, organization_inn=org.inn,
-                                organization_ogrn=org.ogrn, at=now, revoked=config.revoked,
-                                required_powers=config.required_powers)
+                mchd.check_mchd(
+                    org.mchd.poa,
+                    signature_der=org.mchd.signature,
+                    employee_certificate=org.organization.certificate,
+                    organization_inn=org.inn,
+                    organization_ogrn=org.ogrn,
+                    at=now,
+                    revoked=config.revoked,
+                    required_powers=config.required_powers,
+                )
                 poa = org.mchd.poa
-                lines.append(Line("МЧД", True, f"ok: {poa.number}, until {poa.valid_until.isoformat()}, powers "
-                                               f"{', '.join(sorted(poa.power_codes & config.required_powers))}"))
+                lines.append(
+                    Line(
+                        "МЧД",
+                        True,
+                        f"ok: {poa.number}, until {poa.valid_until.isoformat()}, powers "
+                        f"{', '.join(sorted(poa.power_codes & config.required_powers))}",
+                    )
+                )
             except EmdError as exc:
-                lines.append(Line("МЧД", False, f"{exc.reason}: {exc.message} — "
-                                                f"{_MCHD_ACTIONS.get(exc.reason, 'issue a new МЧД')}"))
+                lines.append(
+                    Line(
+                        "МЧД",
+                        False,
+                        f"{exc.reason}: {exc.message} — {_MCHD_ACTIONS.get(exc.reason, 'issue a new МЧД')}",
+                    )
+                )
 
     remd = org.remd
     if remd is None:
-        lines.append(Line("ИС certificate (ИПС)", False, "no remd section: add endpoint, callback_url, "
-                                                         "client_entity_id, system_key and system_certificate"))
+        lines.append(
+            Line(
+                "ИС certificate (ИПС)",
+                False,
+                "no remd section: add endpoint, callback_url, "
+                "client_entity_id, system_key and system_certificate",
+            )
+        )
         return lines
     if remd.system is None:
-        lines.append(Line("ИС certificate (ИПС)", False, "missing: add remd.system_key and remd.system_certificate "
-                                                         "(the certificate registered for the ИС in ИПС)"))
+        lines.append(
+            Line(
+                "ИС certificate (ИПС)",
+                False,
+                "missing: add remd.system_key and remd.system_certificate "
+                "(the certificate registered for the ИС in ИПС)",
+            )
+        )
     else:
-        lines.append(_certificate("ИС certificate (ИПС)", remd.system.certificate, now=now, cas=cas,
-                                  usable=remd.system.usable))
-    lines.append(Line("clientEntityId", bool(remd.client_entity_id),
-                      f"ok: {remd.client_entity_id}" if remd.client_entity_id
-                      else "missing: add remd.client_entity_id (issued when the ИС is registered in ИПС)"))
-    lines.append(Line("ИПС endpoint", True, f"ok: {remd.endpoint} ({remd.environment})"
-                      + (f", test stand {remd.test_endpoint}" if remd.test_endpoint else "")))
+        lines.append(
+            _certificate(
+                "ИС certificate (ИПС)", remd.system.certificate, now=now, cas=cas, usable=remd.system.usable
+            )
+        )
+    lines.append(
+        Line(
+            "clientEntityId",
+            bool(remd.client_entity_id),
+            f"ok: {remd.client_entity_id}"
+            if remd.client_entity_id
+            else "missing: add remd.client_entity_id (issued when the ИС is registered in ИПС)",
+        )
+    )
+    lines.append(
+        Line(
+            "ИПС endpoint",
+            True,
+            f"ok: {remd.endpoint} ({remd.environment})"
+            + (f", test stand {remd.test_endpoint}" if remd.test_endpoint else ""),
+        )
+    )
     if not remd.callback_url:
         lines.append(Line("callback URL", False, "missing: add remd.callback_url (where ИПС sends results)"))
     else:
         why = reachable(remd.callback_url)
-        lines.append(Line("callback URL", why is None, f"ok: {remd.callback_url} answers" if why is None
-                          else f"{remd.callback_url} does not answer ({why}): start `emd callbacks`, check the "
-                               "ingress and firewall"))
+        lines.append(
+            Line(
+                "callback URL",
+                why is None,
+                f"ok: {remd.callback_url} answers"
+                if why is None
+                else f"{remd.callback_url} does not answer ({why}): start `emd callbacks`, check the "
+                "ingress and firewall",
+            )
+        )
     try:
         where = routing.route(remd, clinic_state, unpromoted=unpromoted)
-        lines.append(Line("environment", True, f"ok: clinic {clinic_state}; documents go to {where.endpoint} "
-                                               f"({where.environment})"))
+        lines.append(
+            Line(
+                "environment",
+                True,
+                f"ok: clinic {clinic_state}; documents go to {where.endpoint} ({where.environment})",
+            )
+        )
     except EmdError:
-        lines.append(Line("environment", clinic_state != "production",
-                          f"clinic {clinic_state}: documents are held until it is promoted (no test stand "
-                          "configured, or EMD_UNPROMOTED_CLINICS=hold): add remd.test_endpoint to test it"))
+        lines.append(
+            Line(
+                "environment",
+                clinic_state != "production",
+                f"clinic {clinic_state}: documents are held until it is promoted (no test stand "
+                "configured, or EMD_UNPROMOTED_CLINICS=hold): add remd.test_endpoint to test it",
+            )
+        )
     return lines
 
 

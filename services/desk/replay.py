@@ -31,10 +31,20 @@ from services.messaging import deadletter as dl
 
 GROUP_PREFIX = "emd-dlq-replay"
 #: event type → the pipeline topic whose stage takes it (a replayed record goes where its type is handled)
-CONSUMES = {events.CREATED: topology.CREATED.name, events.SIGNED: topology.SIGNED.name,
-            events.SENT: topology.SENT.name}
-_DROP_ON_REPLAY = (dl.ATTEMPTS, dl.RETRY_DUE, dl.RETRY_REASON, dl.RETRY_ORIGINAL_TOPIC, dl.RETRY_ORIGINAL_PARTITION,
-                   dl.RETRY_ORIGINAL_OFFSET, dl.REPLAY_COUNT)
+CONSUMES = {
+    events.CREATED: topology.CREATED.name,
+    events.SIGNED: topology.SIGNED.name,
+    events.SENT: topology.SENT.name,
+}
+_DROP_ON_REPLAY = (
+    dl.ATTEMPTS,
+    dl.RETRY_DUE,
+    dl.RETRY_REASON,
+    dl.RETRY_ORIGINAL_TOPIC,
+    dl.RETRY_ORIGINAL_PARTITION,
+    dl.RETRY_ORIGINAL_OFFSET,
+    dl.REPLAY_COUNT,
+)
 PROGRESS_EVERY_SECONDS = 5.0
 
 
@@ -47,8 +57,11 @@ def plan(d: DeadLetter, *, limit: int) -> tuple[str, list[tuple[str, bytes]]] | 
     if not topic:
         return "no original-topic header"
     topic = CONSUMES.get(d.header(events.HEADER_EVENT_TYPE) or "", topic)
-    kept = [(k, v.encode()) for k, v in d.headers.items()
-            if not k.startswith(dl.FAILURE_PREFIXES) and k not in _DROP_ON_REPLAY]
+    kept = [
+        (k, v.encode())
+        for k, v in d.headers.items()
+        if not k.startswith(dl.FAILURE_PREFIXES) and k not in _DROP_ON_REPLAY
+    ]
     # the MessageIDs stay: the next dead letter, if any, still lists every request ever sent
     return topic, [*kept, (dl.REPLAY_COUNT, str(count + 1).encode())]
 
@@ -63,13 +76,15 @@ class Summary:
     replayed: int = 0
     refused: int = 0
     read: int = 0
-    left: int = 0            # written after the run began: for the next run
-    stopped: bool = False    # a stop request ended the run early
+    left: int = 0  # written after the run began: for the next run
+    stopped: bool = False  # a stop request ended the run early
 
     def line(self, *, dry_run: bool = False) -> str:
         """The summary line (the last line a replay prints)."""
-        text = f"{self.replayed} {'to replay (dry run)' if dry_run else 'replayed'}, {self.refused} refused, " \
-               f"{self.read} dead letters read"
+        text = (
+            f"{self.replayed} {'to replay (dry run)' if dry_run else 'replayed'}, {self.refused} refused, "
+            f"{self.read} dead letters read"
+        )
         if self.left:
             text += f", {self.left} newer than this run left for the next"
         if self.stopped:
@@ -77,10 +92,17 @@ class Summary:
         return text
 
 
-def replay(kafka: Mapping[str, Any], filters: Filters, *, dry_run: bool = False, max_records: int | None = None,
-           limit: int = 3, on_record: Callable[[str, DeadLetter, str], None] = lambda *a: None,
-           on_progress: Callable[[Summary], None] = lambda s: None,
-           should_stop: Callable[[], bool] = lambda: False) -> Summary:
+def replay(
+    kafka: Mapping[str, Any],
+    filters: Filters,
+    *,
+    dry_run: bool = False,
+    max_records: int | None = None,
+    limit: int = 3,
+    on_record: Callable[[str, DeadLetter, str], None] = lambda *a: None,
+    on_progress: Callable[[Summary], None] = lambda s: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Summary:
     """Replay the dead letters ``filters`` select (module docstring; ``kafka``: the client settings, as for
     ``reader.read``); ``on_record(action, dead_letter, detail)``
     is told each replay/refusal, ``on_progress`` every few seconds; ``should_stop`` is asked between records."""
@@ -93,14 +115,16 @@ def replay(kafka: Mapping[str, Any], filters: Filters, *, dry_run: bool = False,
     newer: set[tuple[str, int]] = set()  # partitions that reached a dead letter newer than this run
     last_progress = time.monotonic()
     try:
-        for consumer, d in reader.read(kafka, filters.topics(), group=None if dry_run else group_for(filters)):
+        for consumer, d in reader.read(
+            kafka, filters.topics(), group=None if dry_run else group_for(filters)
+        ):
             if should_stop() or (max_records is not None and summary.replayed >= max_records):
                 summary.stopped = should_stop()
                 break
             summary.read += 1
             tp = (d.topic, d.partition)
             if tp in newer or (d.timestamp_ms or 0) > started_ms:
-                newer.add(tp)   # left, uncommitted, for the next run
+                newer.add(tp)  # left, uncommitted, for the next run
                 summary.left += 1
                 continue
             if filters.matches(d):
@@ -111,8 +135,12 @@ def replay(kafka: Mapping[str, Any], filters: Filters, *, dry_run: bool = False,
                 else:
                     topic, headers = target
                     if producer is not None:
-                        producer.send(topic, key=d.key.encode() if d.key is not None else None, value=d.value,
-                                      headers=headers).get(timeout=30)
+                        producer.send(
+                            topic,
+                            key=d.key.encode() if d.key is not None else None,
+                            value=d.value,
+                            headers=headers,
+                        ).get(timeout=30)
                     summary.replayed += 1
                     on_record("would replay" if dry_run else "replayed", d, topic)
             if not dry_run:  # commit only what was published (or deliberately skipped)

@@ -16,20 +16,33 @@ from producer.nsi import kind_by_code
 from services.desk.deadletters import MOSCOW, DeadLetter, iso, region_of
 from services.logs import mask_text
 
-_STAGE_WORDS = {"signer": "подписание документа в МИС (до отправки в РЭМД)",
-                "sender": "отправка в РЭМД (registerDocument через ИПС ЕГИСЗ)",
-                "status": "обработка результата регистрации (registerDocumentResult от РЭМД)"}
-_OUTCOME_WORDS = {"accepted": "принят ИПС (status=success), ожидался результат регистрации",
-                  "transient": "временная ошибка", "permanent": "отклонён", "rejected": "отклонён РЭМД",
-                  "registered": "зарегистрирован", "duplicate": "повторная регистрация", None: "ответ не получен"}
+_STAGE_WORDS = {
+    "signer": "подписание документа в МИС (до отправки в РЭМД)",
+    "sender": "отправка в РЭМД (registerDocument через ИПС ЕГИСЗ)",
+    "status": "обработка результата регистрации (registerDocumentResult от РЭМД)",
+}
+_OUTCOME_WORDS = {
+    "accepted": "принят ИПС (status=success), ожидался результат регистрации",
+    "transient": "временная ошибка",
+    "permanent": "отклонён",
+    "rejected": "отклонён РЭМД",
+    "registered": "зарегистрирован",
+    "duplicate": "повторная регистрация",
+    None: "ответ не получен",
+}
 
 
 def _when(t: Any) -> str:
     return f"{iso(t, MOSCOW)} МСК ({iso(t)})" if t is not None else "время неизвестно"
 
 
-def ticket_text(d: DeadLetter, *, attempts: Sequence[Any] = (), organization_name: str | None = None,
-                client_entity_id: str | None = None) -> str:
+def ticket_text(
+    d: DeadLetter,
+    *,
+    attempts: Sequence[Any] = (),
+    organization_name: str | None = None,
+    client_entity_id: str | None = None,
+) -> str:
     """The ticket for dead letter ``d``; ``attempts``: its lifecycle ``Attempt`` rows, oldest first."""
     kind = kind_by_code(d.kind) if d.kind else None
     code = d.code or d.reason or "—"
@@ -53,15 +66,19 @@ def ticket_text(d: DeadLetter, *, attempts: Sequence[Any] = (), organization_nam
     for a in attempts:
         step += 1
         outcome = _OUTCOME_WORDS.get(a.outcome, a.outcome or "ответ не получен")
-        lines.append(f"{step}. {_when(a.sent_at)}: отправлен запрос registerDocument, MessageID {a.message_id}, "
-                     f"попытка {a.attempt}: {outcome}" + (f", код {a.code}" if a.code else ""))
+        lines.append(
+            f"{step}. {_when(a.sent_at)}: отправлен запрос registerDocument, MessageID {a.message_id}, "
+            f"попытка {a.attempt}: {outcome}" + (f", код {a.code}" if a.code else "")
+        )
     if not attempts:
         for mid in d.message_ids:
             step += 1
             lines.append(f"{step}. Отправлен запрос registerDocument, MessageID {mid}.")
     step += 1
-    lines.append(f"{step}. {_when(d.failed_at)}: этап «{_STAGE_WORDS.get(d.stage, d.stage)}» завершился ошибкой "
-                 f"{code}: {mask_text(d.message) or 'без текста'}.")
+    lines.append(
+        f"{step}. {_when(d.failed_at)}: этап «{_STAGE_WORDS.get(d.stage, d.stage)}» завершился ошибкой "
+        f"{code}: {mask_text(d.message) or 'без текста'}."
+    )
     lines += [
         "",
         f"MessageID запроса (из заголовка SOAP): {d.message_id or '— (запрос в РЭМД не отправлялся)'}",

@@ -39,7 +39,12 @@ from lxml import etree
 from producer.errors import ConfigurationError
 
 __all__ = [
-    "Check", "CompiledSchematron", "SchematronError", "SchematronHit", "compile_schematron", "to_xslt",
+    "Check",
+    "CompiledSchematron",
+    "SchematronError",
+    "SchematronHit",
+    "compile_schematron",
+    "to_xslt",
 ]
 
 SCH = "http://purl.oclc.org/dsdl/schematron"
@@ -92,8 +97,11 @@ def _local(el: etree._Element) -> str:
 
 
 def _sch_children(el: etree._Element, *names: str) -> list[etree._Element]:
-    return [c for c in el if isinstance(c.tag, str) and c.tag.startswith("{" + SCH + "}")
-            and (not names or _local(c) in names)]
+    return [
+        c
+        for c in el
+        if isinstance(c.tag, str) and c.tag.startswith("{" + SCH + "}") and (not names or _local(c) in names)
+    ]
 
 
 _UNSUPPORTED = {"include", "extends", "phase", "active", "param", "diagnostics", "diagnostic"}
@@ -105,9 +113,14 @@ def to_xslt(sch: etree._Element | bytes, *, walk_all: bool = False) -> tuple[byt
     ``walk_all``: always walk the whole document per pattern (no name-indexed selection); the
     results are the same, only slower. Default False.
     """
-    schema = etree.fromstring(sch, etree.XMLParser(resolve_entities=False, no_network=True,
-                                                   load_dtd=False, remove_comments=True)) \
-        if isinstance(sch, (bytes, bytearray)) else sch
+    schema = (
+        etree.fromstring(
+            sch,
+            etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True),
+        )
+        if isinstance(sch, (bytes, bytearray))
+        else sch
+    )
     if schema.tag != f"{{{SCH}}}schema":
         raise SchematronError(f"not an ISO Schematron schema: root is {schema.tag!r}")
     binding = (schema.get("queryBinding") or "xslt").lower()
@@ -115,7 +128,9 @@ def to_xslt(sch: etree._Element | bytes, *, walk_all: bool = False) -> tuple[byt
         raise SchematronError(f"queryBinding {binding!r} is not supported")
     for el in schema.iter(f"{{{SCH}}}*"):
         if _local(el) in _UNSUPPORTED or el.get("abstract") == "true" or el.get("is-a"):
-            raise SchematronError(f"Schematron construct <{_local(el)}> (line {el.sourceline}) is not supported")
+            raise SchematronError(
+                f"Schematron construct <{_local(el)}> (line {el.sourceline}) is not supported"
+            )
 
     nsmap = {"xsl": XSL, "err": _ERR}
     for ns in _sch_children(schema, "ns"):
@@ -139,23 +154,33 @@ def to_xslt(sch: etree._Element | bytes, *, walk_all: bool = False) -> tuple[byt
             _variable(sheet, let)
         rules = _sch_children(pattern, "rule")
         targets = None if walk_all else _targets([r.get("context") or "" for r in rules])
-        etree.SubElement(out, X + "apply-templates", mode=mode,
-                         select=" | ".join(targets) if targets else "/")
-        etree.SubElement(sheet, X + "mode", name=mode,
-                         **{"on-no-match": "deep-skip" if targets else "shallow-skip"})
+        etree.SubElement(
+            out, X + "apply-templates", mode=mode, select=" | ".join(targets) if targets else "/"
+        )
+        etree.SubElement(
+            sheet, X + "mode", name=mode, **{"on-no-match": "deep-skip" if targets else "shallow-skip"}
+        )
         for r_index, rule in enumerate(rules):
             context = rule.get("context")
             if not context:
                 raise SchematronError(f"rule without @context (line {rule.sourceline})")
-            tpl = etree.SubElement(sheet, X + "template", match=context, mode=mode,
-                                   priority=str(len(rules) - r_index))
+            tpl = etree.SubElement(
+                sheet, X + "template", match=context, mode=mode, priority=str(len(rules) - r_index)
+            )
             for child in _sch_children(rule):
                 name = _local(child)
                 if name == "let":
                     _variable(tpl, child)
                 elif name in ("assert", "report"):
-                    check = Check(index=len(checks), kind=name, pattern=p_name, context=context,
-                                  test=child.get("test"), role=child.get("role"), id=child.get("id"))
+                    check = Check(
+                        index=len(checks),
+                        kind=name,
+                        pattern=p_name,
+                        context=context,
+                        test=child.get("test"),
+                        role=child.get("role"),
+                        id=child.get("id"),
+                    )
                     checks.append(check)
                     _emit_check(tpl, check, child)
             if not targets:
@@ -269,12 +294,16 @@ class CompiledSchematron:
                 node = _saxon().parse_xml(xml_text=text, encoding="UTF-8")
                 result = self._executable.transform_to_string(xdm_node=node)
             except PySaxonApiError as exc:
-                raise SchematronError(f"{self.name}: Saxon failed: {exc}", reason="SCHEMATRON_ENGINE_ERROR") from None
+                raise SchematronError(
+                    f"{self.name}: Saxon failed: {exc}", reason="SCHEMATRON_ENGINE_ERROR"
+                ) from None
         root = etree.fromstring(result.encode("utf-8"))
         hits = []
         for f in root:
             check = self.checks[int(f.get("i"))]
-            hits.append(SchematronHit(check=check, message=_squash("".join(f.itertext())), location=f.get("l")))
+            hits.append(
+                SchematronHit(check=check, message=_squash("".join(f.itertext())), location=f.get("l"))
+            )
         return hits
 
 

@@ -48,19 +48,39 @@ from producer.errors import ConfigurationError, PermanentError, TransientError
 from services.config import Settings
 
 __all__ = [
-    "DocumentStore", "FilesystemStore", "S3Store", "store_from_settings", "document_bytes", "document_field",
-    "by_reference", "mark_signer_store", "require_signer_store", "SIGNER_MARK", "sigv4_sign",
+    "DocumentStore",
+    "FilesystemStore",
+    "S3Store",
+    "store_from_settings",
+    "document_bytes",
+    "document_field",
+    "by_reference",
+    "mark_signer_store",
+    "require_signer_store",
+    "SIGNER_MARK",
+    "sigv4_sign",
 ]
 
 
 # --- AWS Signature Version 4 (written out: it is small, and the tests pin it to AWS's own examples) ----
 
+
 def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
-def sigv4_sign(method: str, url: str, headers: dict[str, str], *, payload_sha256: str, access_key: str,
-               secret_key: str, region: str, service: str = "s3", now: dt.datetime | None = None) -> dict[str, str]:
+def sigv4_sign(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    *,
+    payload_sha256: str,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    service: str = "s3",
+    now: dt.datetime | None = None,
+) -> dict[str, str]:
     """Return ``headers`` plus ``x-amz-date`` and ``Authorization`` for an AWS SigV4 request.
 
     ``url`` must already be URI-encoded the way it is sent (S3 object keys: each segment encoded once).
@@ -77,20 +97,24 @@ def sigv4_sign(method: str, url: str, headers: dict[str, str], *, payload_sha256
     if "x-amz-date" not in lower and "date" not in lower:
         lower["x-amz-date"] = amz_date
         out["x-amz-date"] = amz_date
-    query = sorted((quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~"))
-                   for k, _, v in (p.partition("=") for p in parts.query.split("&") if p))
+    query = sorted(
+        (quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~"))
+        for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
     canonical_query = "&".join(f"{k}={v}" for k, v in query)
     names = sorted(lower)
     canonical_headers = "".join(f"{n}:{' '.join(str(lower[n]).split())}\n" for n in names)
     signed = ";".join(names)
-    canonical = "\n".join([method.upper(), parts.path or "/", canonical_query, canonical_headers, signed,
-                           payload_sha256])
+    canonical = "\n".join(
+        [method.upper(), parts.path or "/", canonical_query, canonical_headers, signed, payload_sha256]
+    )
     scope = f"{day}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, sha256_hex(canonical.encode())])
     key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), day), region), service), "aws4_request")
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, "
-                            f"Signature={signature}")
+    out["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    )
     return out
 
 
@@ -104,10 +128,22 @@ class S3Store:
 
     scheme = "s3"
 
-    def __init__(self, *, endpoint: str, bucket: str, prefix: str = "", access_key: str, secret_key: str,
-                 region: str = "us-east-1", timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        bucket: str,
+        prefix: str = "",
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+        timeout: float = 30.0,
+        client: httpx.Client | None = None,
+    ) -> None:
         if not endpoint or not bucket:
-            raise ConfigurationError("S3 document store needs EMD_S3_ENDPOINT and a bucket in EMD_DOCUMENT_STORE")
+            raise ConfigurationError(
+                "S3 document store needs EMD_S3_ENDPOINT and a bucket in EMD_DOCUMENT_STORE"
+            )
         self.endpoint = endpoint.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -121,9 +157,17 @@ class S3Store:
         parts = urlsplit(ref)
         key = parts.path.lstrip("/")
         digest = key.rsplit("/", 1)[-1]
-        if parts.scheme != "s3" or parts.netloc != self.bucket or key != self._key(digest) or not is_sha256_hex(digest):
-            raise PermanentError(f"reference {ref!r} is not a document of s3://{self.bucket}/{self.prefix}",
-                                 reason="DOCUMENT_REF_INVALID", ref=ref)
+        if (
+            parts.scheme != "s3"
+            or parts.netloc != self.bucket
+            or key != self._key(digest)
+            or not is_sha256_hex(digest)
+        ):
+            raise PermanentError(
+                f"reference {ref!r} is not a document of s3://{self.bucket}/{self.prefix}",
+                reason="DOCUMENT_REF_INVALID",
+                ref=ref,
+            )
         return digest
 
     def _request(self, method: str, digest: str, body: bytes = b"") -> httpx.Response:
@@ -132,17 +176,31 @@ class S3Store:
         headers = {"x-amz-content-sha256": payload}
         if method == "PUT":
             headers["content-type"] = "application/octet-stream"
-        signed = sigv4_sign(method, url, headers, payload_sha256=payload, access_key=self._access_key,
-                            secret_key=self._secret_key, region=self.region)
+        signed = sigv4_sign(
+            method,
+            url,
+            headers,
+            payload_sha256=payload,
+            access_key=self._access_key,
+            secret_key=self._secret_key,
+            region=self.region,
+        )
         try:
-            response = self._client.request(method, url, headers=signed, content=body if method == "PUT" else None)
+            response = self._client.request(
+                method, url, headers=signed, content=body if method == "PUT" else None
+            )
         except httpx.HTTPError as exc:
-            raise TransientError(f"S3 {method} failed: {exc.__class__.__name__}",
-                                 reason="DOCUMENT_STORE_UNAVAILABLE") from exc
+            raise TransientError(
+                f"S3 {method} failed: {exc.__class__.__name__}", reason="DOCUMENT_STORE_UNAVAILABLE"
+            ) from exc
         if response.status_code >= 500 or response.status_code in (408, 429):
-            raise TransientError(f"S3 {method} answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+            raise TransientError(
+                f"S3 {method} answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE"
+            )
         if response.status_code in (401, 403):
-            raise ConfigurationError(f"S3 {method} refused ({response.status_code}): check EMD_S3_* credentials")
+            raise ConfigurationError(
+                f"S3 {method} refused ({response.status_code}): check EMD_S3_* credentials"
+            )
         return response
 
     def _ref(self, digest: str) -> str:
@@ -155,19 +213,28 @@ class S3Store:
         digest = sha256_hex(data)  # durable or not: S3 answers once it holds the object
         response = self._request("PUT", digest, data)
         if response.status_code not in (200, 201, 204):
-            raise TransientError(f"S3 PUT answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+            raise TransientError(
+                f"S3 PUT answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE"
+            )
         return self._ref(digest)
 
     def get(self, ref: str) -> bytes:
         digest = self._digest_of(ref)
         response = self._request("GET", digest)
         if response.status_code == 404:
-            raise TransientError(f"document {digest} is not in s3://{self.bucket}", reason="DOCUMENT_MISSING", ref=ref)
+            raise TransientError(
+                f"document {digest} is not in s3://{self.bucket}", reason="DOCUMENT_MISSING", ref=ref
+            )
         if response.status_code != 200:
-            raise TransientError(f"S3 GET answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+            raise TransientError(
+                f"S3 GET answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE"
+            )
         if sha256_hex(response.content) != digest:
-            raise PermanentError(f"document {digest} is corrupt: its bytes hash differently",
-                                 reason="DOCUMENT_CORRUPT", ref=ref)
+            raise PermanentError(
+                f"document {digest} is corrupt: its bytes hash differently",
+                reason="DOCUMENT_CORRUPT",
+                ref=ref,
+            )
         return response.content
 
     def exists(self, ref: str) -> bool:
@@ -175,7 +242,9 @@ class S3Store:
         if response.status_code == 404:
             return False
         if response.status_code != 200:
-            raise TransientError(f"S3 HEAD answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE")
+            raise TransientError(
+                f"S3 HEAD answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE"
+            )
         return True
 
     def close(self) -> None:
@@ -194,10 +263,18 @@ def store_from_settings(settings: Settings, *, client: httpx.Client | None = Non
     if parts.scheme == "file":
         return FilesystemStore(unquote(parts.path))
     if parts.scheme == "s3":
-        return S3Store(endpoint=settings.s3_endpoint, bucket=parts.netloc, prefix=parts.path,
-                       access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
-                       region=settings.s3_region, client=client)
-    raise ConfigurationError(f"EMD_DOCUMENT_STORE={url!r}: expected empty, file:///path or s3://bucket/prefix")
+        return S3Store(
+            endpoint=settings.s3_endpoint,
+            bucket=parts.netloc,
+            prefix=parts.path,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            region=settings.s3_region,
+            client=client,
+        )
+    raise ConfigurationError(
+        f"EMD_DOCUMENT_STORE={url!r}: expected empty, file:///path or s3://bucket/prefix"
+    )
 
 
 def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> bytes:
@@ -236,8 +313,13 @@ def mark_signer_store(store: DocumentStore) -> str:
     return store.put(SIGNER_MARK)
 
 
-def require_signer_store(store: DocumentStore, *, wait: float, clock: Callable[[], float] = time.monotonic,
-                         sleep: Callable[[float], None] = time.sleep) -> None:
+def require_signer_store(
+    store: DocumentStore,
+    *,
+    wait: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """The callback service's start: ``ConfigurationError`` unless the signer's mark is in ``store`` within
     ``wait`` seconds (a signer starting alongside has that long to write it).
 
@@ -257,5 +339,6 @@ def require_signer_store(store: DocumentStore, *, wait: float, clock: Callable[[
             raise ConfigurationError(
                 f"the document store {store} {why} after {wait:.0f} s: the signer puts every signed document there "
                 "and this service serves them to РЭМД by reference, so both need the same EMD_DOCUMENT_STORE (S3, or "
-                "one volume mounted at the same path); on a new store, start the signer first")
+                "one volume mounted at the same path); on a new store, start the signer first"
+            )
         sleep(min(0.5, max(0.0, deadline - clock())))

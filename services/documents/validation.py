@@ -35,8 +35,18 @@ from services.documents.schematron import CompiledSchematron, compile_schematron
 from services.logs import get_logger
 
 __all__ = [
-    "DATA_DIR", "HL7_NS", "SchematronFailure", "ValidationReport", "XsdError", "ensure_valid",
-    "has_schematron", "has_xsd", "known_kinds", "preload", "strip_hl7_namespace", "validate_semd",
+    "DATA_DIR",
+    "HL7_NS",
+    "SchematronFailure",
+    "ValidationReport",
+    "XsdError",
+    "ensure_valid",
+    "has_schematron",
+    "has_xsd",
+    "known_kinds",
+    "preload",
+    "strip_hl7_namespace",
+    "validate_semd",
 ]
 
 HL7_NS = "urn:hl7-org:v3"
@@ -103,8 +113,11 @@ class ValidationReport:
             return f"kind {self.kind}: not checked (no XSD or Schematron for this kind)"
         parts = []
         parts.append(f"XSD {len(self.xsd_errors)} error(s)" if self.checked_xsd else "XSD not checked")
-        parts.append(f"Schematron {len(self.schematron_failures)} failure(s)" if self.checked_schematron
-                     else "Schematron not checked")
+        parts.append(
+            f"Schematron {len(self.schematron_failures)} failure(s)"
+            if self.checked_schematron
+            else "Schematron not checked"
+        )
         return f"kind {self.kind}: " + ", ".join(parts)
 
 
@@ -158,8 +171,9 @@ def _xsd_for(kind: str) -> etree.XMLSchema:
             try:
                 schema = _xsd[kind] = etree.XMLSchema(etree.parse(str(path), parser))
             except (etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
-                raise ConfigurationError(f"XSD for kind {kind} does not load: {exc}",
-                                         reason="SCHEMA_BROKEN", kind=kind) from None
+                raise ConfigurationError(
+                    f"XSD for kind {kind} does not load: {exc}", reason="SCHEMA_BROKEN", kind=kind
+                ) from None
             _log().info("xsd_loaded", kind=kind)
         return schema
 
@@ -184,13 +198,14 @@ def preload(kinds: list[str] | tuple[str, ...] | None = None) -> None:
 
 # -- validation -------------------------------------------------------------------------------------
 
+
 def strip_hl7_namespace(root: etree._Element) -> etree._Element:
     """A copy of ``root`` with ``urn:hl7-org:v3`` elements moved to no namespace (source lines kept)."""
     doc = copy.deepcopy(root)
     prefix = "{" + HL7_NS + "}"
     for el in doc.iter():
         if isinstance(el.tag, str) and el.tag.startswith(prefix):
-            el.tag = el.tag[len(prefix):]
+            el.tag = el.tag[len(prefix) :]
     # drop only the now-unused HL7 declaration; other prefixes may be used inside attribute values
     keep = {p for el in doc.iter() if isinstance(el.tag, str) for p in el.nsmap if p}
     etree.cleanup_namespaces(doc, keep_ns_prefixes=sorted(keep))
@@ -205,8 +220,12 @@ def _check_xsd(kind: str, root: etree._Element) -> tuple[XsdError, ...]:
     with _lock("xsd-run:" + kind):  # an XMLSchema keeps its error_log on the object
         schema.validate(root)
         entries = list(schema.error_log)
-    return tuple(XsdError(line=e.line, column=e.column, message=_LXML_NS.sub("", e.message),
-                          path=getattr(e, "path", None)) for e in entries)
+    return tuple(
+        XsdError(
+            line=e.line, column=e.column, message=_LXML_NS.sub("", e.message), path=getattr(e, "path", None)
+        )
+        for e in entries
+    )
 
 
 _EQNAME = re.compile(r"Q\{([^}]*)\}")
@@ -249,9 +268,17 @@ def _check_schematron(kind: str, root: etree._Element) -> tuple[SchematronFailur
     failures = []
     for hit in hits:
         xpath, namespaces = _to_xpath(hit.location, stripped)
-        failures.append(SchematronFailure(
-            kind=hit.check.kind, pattern=hit.check.pattern, context=hit.check.context, test=hit.check.test,
-            message=hit.message, location=xpath, line=_line_of(stripped, xpath, namespaces)))
+        failures.append(
+            SchematronFailure(
+                kind=hit.check.kind,
+                pattern=hit.check.pattern,
+                context=hit.check.context,
+                test=hit.check.test,
+                message=hit.message,
+                location=xpath,
+                line=_line_of(stripped, xpath, namespaces),
+            )
+        )
     return tuple(failures)
 
 
@@ -263,8 +290,9 @@ def _root(document: bytes | etree._Element, max_bytes: int | None) -> etree._Ele
     return parse_xml(document, max_bytes=max_bytes)
 
 
-def validate_semd(document: bytes | etree._Element, kind: str, *, schematron: bool = True,
-                  max_bytes: int | None = None) -> ValidationReport:
+def validate_semd(
+    document: bytes | etree._Element, kind: str, *, schematron: bool = True, max_bytes: int | None = None
+) -> ValidationReport:
     """Check ``document`` (bytes, parsed by ``producer.xmlsafe``, or a parsed root) against ``kind``'s schemas.
 
     ``schematron``: also run the Schematron (default True; it is the slower half).
@@ -283,15 +311,32 @@ def _validate(root: etree._Element, kind: str, *, schematron: bool, stop_on_xsd:
     checked_sch = schematron and has_schematron(kind) and not (stop_on_xsd and xsd_errors)
     if checked_sch:
         failures = _check_schematron(kind, root)
-    report = ValidationReport(kind=kind, xsd_errors=xsd_errors, schematron_failures=failures,
-                              checked_xsd=checked_xsd, checked_schematron=checked_sch)
-    _log().debug("semd_validated", kind=kind, checked_xsd=checked_xsd, checked_schematron=checked_sch,
-              xsd_errors=len(xsd_errors), schematron_failures=len(failures))
+    report = ValidationReport(
+        kind=kind,
+        xsd_errors=xsd_errors,
+        schematron_failures=failures,
+        checked_xsd=checked_xsd,
+        checked_schematron=checked_sch,
+    )
+    _log().debug(
+        "semd_validated",
+        kind=kind,
+        checked_xsd=checked_xsd,
+        checked_schematron=checked_sch,
+        xsd_errors=len(xsd_errors),
+        schematron_failures=len(failures),
+    )
     return report
 
 
-def ensure_valid(document: bytes | etree._Element, kind: str, *, schematron: bool = True,
-                 max_bytes: int | None = None, max_listed: int = 3) -> ValidationReport:
+def ensure_valid(
+    document: bytes | etree._Element,
+    kind: str,
+    *,
+    schematron: bool = True,
+    max_bytes: int | None = None,
+    max_listed: int = 3,
+) -> ValidationReport:
     """Like :func:`validate_semd`, but raise ``PermanentError`` on the first failing stage.
 
     ``XSD_INVALID`` (Schematron is then not run) or ``SCHEMATRON_INVALID``; the message lists the
@@ -301,13 +346,19 @@ def ensure_valid(document: bytes | etree._Element, kind: str, *, schematron: boo
     kind = str(kind).strip()
     report = _validate(_root(document, max_bytes), kind, schematron=schematron, stop_on_xsd=True)
     if report.xsd_errors:
-        raise PermanentError(_listing(f"СЭМД kind {kind} is not valid against its XSD",
-                                      report.xsd_errors, max_listed),
-                             reason="XSD_INVALID", kind=kind, errors=len(report.xsd_errors))
+        raise PermanentError(
+            _listing(f"СЭМД kind {kind} is not valid against its XSD", report.xsd_errors, max_listed),
+            reason="XSD_INVALID",
+            kind=kind,
+            errors=len(report.xsd_errors),
+        )
     if report.schematron_failures:
-        raise PermanentError(_listing(f"СЭМД kind {kind} fails its Schematron",
-                                      report.schematron_failures, max_listed),
-                             reason="SCHEMATRON_INVALID", kind=kind, errors=len(report.schematron_failures))
+        raise PermanentError(
+            _listing(f"СЭМД kind {kind} fails its Schematron", report.schematron_failures, max_listed),
+            reason="SCHEMATRON_INVALID",
+            kind=kind,
+            errors=len(report.schematron_failures),
+        )
     return report
 
 

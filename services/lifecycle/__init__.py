@@ -64,9 +64,25 @@ from services.lifecycle.sqlite import SqliteLifecycleStore
 from services.lifecycle.store import database_location
 
 __all__ = [
-    "ACCEPTED", "DECIDED_BY_ANSWER", "DECIDED_BY_CALLBACK", "DONE_STATES", "FAILED", "OUTCOME_ACCEPTED",
-    "OUTCOME_PERMANENT", "OUTCOME_TRANSIENT", "REGISTERED", "SENDING", "SIGNED", "STATES", "Attempt", "Document", "LifecycleConflict", "LifecycleStore",
-    "SqliteLifecycleStore", "check_transition", "open_store",
+    "ACCEPTED",
+    "DECIDED_BY_ANSWER",
+    "DECIDED_BY_CALLBACK",
+    "DONE_STATES",
+    "FAILED",
+    "OUTCOME_ACCEPTED",
+    "OUTCOME_PERMANENT",
+    "OUTCOME_TRANSIENT",
+    "REGISTERED",
+    "SENDING",
+    "SIGNED",
+    "STATES",
+    "Attempt",
+    "Document",
+    "LifecycleConflict",
+    "LifecycleStore",
+    "SqliteLifecycleStore",
+    "check_transition",
+    "open_store",
 ]
 
 
@@ -91,6 +107,8 @@ def open_store(data_dir: Path | str, *, url: str = "", wait: float = 0.0) -> Lif
                 if not wait:
                     raise
                 # the class only: the URL may carry a password
-                raise ConfigurationError(f"the lifecycle database is unreachable ({wait:.0f} s after start): "
-                                         f"{exc.message}; check EMD_LIFECYCLE_STORE") from None
+                raise ConfigurationError(
+                    f"the lifecycle database is unreachable ({wait:.0f} s after start): "
+                    f"{exc.message}; check EMD_LIFECYCLE_STORE"
+                ) from None
             time.sleep(1.0)

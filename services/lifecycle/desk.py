@@ -82,7 +82,7 @@ class Clinic:
     oid: str
     state: str = ONBOARDING
     updated_at: datetime | None = None
-    tested_at: datetime | None = None          # the last successful test-stand registration
+    tested_at: datetime | None = None  # the last successful test-stand registration
     tested_local_uid: str | None = None
     tested_emdr_id: str | None = None
     tested_message_ids: tuple[str, ...] = ()
@@ -141,21 +141,34 @@ class DeskStore:
         """One transaction; yields ``run(sql, params) -> rows`` (``?`` placeholders for both backends; each row a
         tuple of its columns)."""
         with self.db.transaction() as db:
+
             def run(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
                 cursor = db.execute(sql.replace("?", self.db.placeholder), params)
-                return [tuple(row[k] for k in row.keys()) for row in cursor.fetchall()] if cursor.description else []
+                return (
+                    [tuple(row[k] for k in row.keys()) for row in cursor.fetchall()]
+                    if cursor.description
+                    else []
+                )
 
             yield run
 
     # --- clinics ---------------------------------------------------------------------------------
-    _CLINIC = "SELECT oid, state, updated_at, tested_at, tested_local_uid, tested_emdr_id, tested_message_ids " \
-              "FROM desk_clinics"
+    _CLINIC = (
+        "SELECT oid, state, updated_at, tested_at, tested_local_uid, tested_emdr_id, tested_message_ids "
+        "FROM desk_clinics"
+    )
 
     @staticmethod
     def _clinic(row: Sequence[Any]) -> Clinic:
-        return Clinic(oid=row[0], state=row[1], updated_at=_dt(row[2]), tested_at=_dt(row[3]),
-                      tested_local_uid=row[4], tested_emdr_id=row[5],
-                      tested_message_ids=tuple(json.loads(row[6] or "[]")))
+        return Clinic(
+            oid=row[0],
+            state=row[1],
+            updated_at=_dt(row[2]),
+            tested_at=_dt(row[3]),
+            tested_local_uid=row[4],
+            tested_emdr_id=row[5],
+            tested_message_ids=tuple(json.loads(row[6] or "[]")),
+        )
 
     def clinic(self, oid: str) -> Clinic:
         """The clinic as stored; an unknown clinic is ``onboarding``."""
@@ -170,15 +183,26 @@ class DeskStore:
     def _save(self, run: Any, clinic: Clinic, state: str, **tested: Any) -> Clinic:
         now = _now()
         ids = json.dumps(list(tested.get("tested_message_ids", clinic.tested_message_ids)))
-        values = (state, now, tested.get("tested_at", clinic.tested_at and clinic.tested_at.isoformat()),
-                  tested.get("tested_local_uid", clinic.tested_local_uid),
-                  tested.get("tested_emdr_id", clinic.tested_emdr_id), ids)
+        values = (
+            state,
+            now,
+            tested.get("tested_at", clinic.tested_at and clinic.tested_at.isoformat()),
+            tested.get("tested_local_uid", clinic.tested_local_uid),
+            tested.get("tested_emdr_id", clinic.tested_emdr_id),
+            ids,
+        )
         if run("SELECT oid FROM desk_clinics WHERE oid = ?", (clinic.oid,)):
-            run("UPDATE desk_clinics SET state = ?, updated_at = ?, tested_at = ?, tested_local_uid = ?, "
-                "tested_emdr_id = ?, tested_message_ids = ? WHERE oid = ?", (*values, clinic.oid))
+            run(
+                "UPDATE desk_clinics SET state = ?, updated_at = ?, tested_at = ?, tested_local_uid = ?, "
+                "tested_emdr_id = ?, tested_message_ids = ? WHERE oid = ?",
+                (*values, clinic.oid),
+            )
         else:
-            run("INSERT INTO desk_clinics (state, updated_at, tested_at, tested_local_uid, tested_emdr_id, "
-                "tested_message_ids, oid) VALUES (?,?,?,?,?,?,?)", (*values, clinic.oid))
+            run(
+                "INSERT INTO desk_clinics (state, updated_at, tested_at, tested_local_uid, tested_emdr_id, "
+                "tested_message_ids, oid) VALUES (?,?,?,?,?,?,?)",
+                (*values, clinic.oid),
+            )
         rows = run(f"{self._CLINIC} WHERE oid = ?", (clinic.oid,))
         return self._clinic(rows[0])
 
@@ -192,22 +216,45 @@ class DeskStore:
         with self._tx() as run:
             clinic = self._locked(run, oid)
             if clinic.state in (PRODUCTION, SUSPENDED):
-                raise ClinicConflict(f"{oid} is {clinic.state}: a test-stand test is for clinics not yet promoted")
+                raise ClinicConflict(
+                    f"{oid} is {clinic.state}: a test-stand test is for clinics not yet promoted"
+                )
             out = self._save(run, clinic, TESTING)
             self._audit(run, actor, "clinic.test.start", oid, {"from": clinic.state})
             return out
 
-    def record_test(self, oid: str, *, ok: bool, local_uid: str, message_ids: Sequence[str], actor: str,
-                    emdr_id: str | None = None, detail: str | None = None) -> Clinic:
+    def record_test(
+        self,
+        oid: str,
+        *,
+        ok: bool,
+        local_uid: str,
+        message_ids: Sequence[str],
+        actor: str,
+        emdr_id: str | None = None,
+        detail: str | None = None,
+    ) -> Clinic:
         """The result of one test-stand round trip; a success is what ``promote`` looks for."""
         with self._tx() as run:
             clinic = self._locked(run, oid)
-            tested = {"tested_at": _now(), "tested_local_uid": local_uid, "tested_emdr_id": emdr_id,
-                      "tested_message_ids": list(message_ids)} if ok else {}
+            tested = (
+                {
+                    "tested_at": _now(),
+                    "tested_local_uid": local_uid,
+                    "tested_emdr_id": emdr_id,
+                    "tested_message_ids": list(message_ids),
+                }
+                if ok
+                else {}
+            )
             out = self._save(run, clinic, clinic.state, **tested)
-            self._audit(run, actor, "clinic.test.passed" if ok else "clinic.test.failed", oid,
-                        {"localUid": local_uid, "messageIds": list(message_ids), "emdrId": emdr_id,
-                         "detail": detail})
+            self._audit(
+                run,
+                actor,
+                "clinic.test.passed" if ok else "clinic.test.failed",
+                oid,
+                {"localUid": local_uid, "messageIds": list(message_ids), "emdrId": emdr_id, "detail": detail},
+            )
             return out
 
     def promote(self, oid: str, *, actor: str, force: bool = False) -> Clinic:
@@ -217,11 +264,18 @@ class DeskStore:
             if clinic.state == PRODUCTION:
                 return clinic
             if clinic.tested_at is None and not force:
-                raise ClinicConflict(f"{oid} has no successful test-stand registration recorded: run "
-                                     f"`emd clinic test {oid}` first (or promote --force, which is logged)")
+                raise ClinicConflict(
+                    f"{oid} has no successful test-stand registration recorded: run "
+                    f"`emd clinic test {oid}` first (or promote --force, which is logged)"
+                )
             out = self._save(run, clinic, PRODUCTION)
-            self._audit(run, actor, "clinic.promote.forced" if clinic.tested_at is None else "clinic.promote",
-                        oid, {"from": clinic.state, "testedLocalUid": clinic.tested_local_uid})
+            self._audit(
+                run,
+                actor,
+                "clinic.promote.forced" if clinic.tested_at is None else "clinic.promote",
+                oid,
+                {"from": clinic.state, "testedLocalUid": clinic.tested_local_uid},
+            )
             return out
 
     def suspend(self, oid: str, *, actor: str, reason: str = "") -> Clinic:
@@ -233,15 +287,25 @@ class DeskStore:
             return out
 
     # --- exchanges -------------------------------------------------------------------------------
-    def keep_exchange(self, message_id: str, *, local_uid: str, endpoint: str, request_ref: str | None,
-                      response_ref: str | None, http_status: int | None) -> None:
+    def keep_exchange(
+        self,
+        message_id: str,
+        *,
+        local_uid: str,
+        endpoint: str,
+        request_ref: str | None,
+        response_ref: str | None,
+        http_status: int | None,
+    ) -> None:
         """Where the request and answer of one attempt are kept (idempotent: a redelivery keeps the first)."""
         mid = normalize_message_id(message_id)
         with self._tx() as run:
             if not run("SELECT message_id FROM desk_exchanges WHERE message_id = ?", (mid,)):
-                run("INSERT INTO desk_exchanges (message_id, local_uid, endpoint, request_ref, response_ref, "
+                run(
+                    "INSERT INTO desk_exchanges (message_id, local_uid, endpoint, request_ref, response_ref, "
                     "http_status, kept_at) VALUES (?,?,?,?,?,?,?)",
-                    (mid, local_uid, endpoint, request_ref, response_ref, http_status, _now()))
+                    (mid, local_uid, endpoint, request_ref, response_ref, http_status, _now()),
+                )
 
     def exchanges(self, message_ids: Sequence[str]) -> dict[str, Exchange]:
         """The kept exchanges of these MessageIDs (any spelling), by normalised MessageID."""
@@ -249,15 +313,20 @@ class DeskStore:
         if not ids:
             return {}
         with self._tx() as run:
-            rows = run("SELECT message_id, local_uid, endpoint, request_ref, response_ref, http_status, kept_at "
-                       f"FROM desk_exchanges WHERE message_id IN ({','.join('?' * len(ids))})", tuple(ids))
+            rows = run(
+                "SELECT message_id, local_uid, endpoint, request_ref, response_ref, http_status, kept_at "
+                f"FROM desk_exchanges WHERE message_id IN ({','.join('?' * len(ids))})",
+                tuple(ids),
+            )
         return {r[0]: Exchange(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6])) for r in rows}
 
     # --- audit -----------------------------------------------------------------------------------
     @staticmethod
     def _audit(run: Any, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> None:
-        run("INSERT INTO desk_audit (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-            (_now(), actor, action, target, json.dumps(detail, ensure_ascii=False)))
+        run(
+            "INSERT INTO desk_audit (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+            (_now(), actor, action, target, json.dumps(detail, ensure_ascii=False)),
+        )
 
     def audit(self, action: str, *, actor: str, target: str | None = None, **detail: Any) -> None:
         """Record one action a person took (``dlq.replay``, ``dlq.unmask``, ``console.login``…)."""
@@ -267,8 +336,10 @@ class DeskStore:
     def audit_log(self, *, limit: int = 200) -> list[AuditEntry]:
         """The latest actions, newest first."""
         with self._tx() as run:
-            rows = run("SELECT at, actor, action, target, detail FROM desk_audit ORDER BY at DESC LIMIT ?",
-                       (int(limit),))
+            rows = run(
+                "SELECT at, actor, action, target, detail FROM desk_audit ORDER BY at DESC LIMIT ?",
+                (int(limit),),
+            )
         return [AuditEntry(_dt(r[0]), r[1], r[2], r[3], json.loads(r[4] or "{}")) for r in rows]
 
     def close(self) -> None:

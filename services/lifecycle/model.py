@@ -1,6 +1,5 @@
 """The lifecycle's states, records and rules, and the interface every backend implements."""
 
-
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
@@ -67,20 +66,42 @@ class Document:
 class LifecycleStore(Protocol):
     """What the sender and status workers need; every method is one committed transaction."""
 
-    def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
-                 signed_ref: str | None = None, document_ref: str | None = None) -> Document:
+    def register(
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes | None = None,
+        signed_ref: str | None = None,
+        document_ref: str | None = None,
+    ) -> Document:
         """Create the document in state ``signed`` if unknown; return it as stored (never overwrites state)."""
 
     def get(self, local_uid: str) -> Document | None: ...
 
-    def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
-                       sent_at: datetime | None = None, register: Mapping[str, Any] | None = None) -> Attempt:
+    def record_attempt(
+        self,
+        local_uid: str,
+        message_id: str,
+        *,
+        endpoint: str,
+        sent_at: datetime | None = None,
+        register: Mapping[str, Any] | None = None,
+    ) -> Attempt:
         """Number and store an attempt (state → ``sending``); refuses once accepted or registered.
         ``register``: :meth:`register`'s keyword arguments, the document created if unknown in the same transaction
         (the sender's first attempt is one commit)."""
 
-    def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
-                       message: str | None = None) -> None:
+    def record_outcome(
+        self,
+        message_id: str,
+        *,
+        outcome: str,
+        decided_by: str,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> None:
         """Store an attempt's outcome and who decided it (``DECIDED_BY_ANSWER`` or ``DECIDED_BY_CALLBACK``)."""
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None: ...
@@ -88,14 +109,24 @@ class LifecycleStore(Protocol):
     def find_by_emdr_id(self, emdr_id: str) -> Document | None:
         """The document registered under this РЭМД registry number (the callbacks' last correlation fallback)."""
 
-    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None,
-                      code: str | None = None, message: str | None = None) -> Document:
+    def mark_accepted(
+        self,
+        local_uid: str,
+        *,
+        message_id: str,
+        accepted_at: datetime | None = None,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> Document:
         """State ``accepted`` and the attempt's outcome (``code``, ``message``: the answer's) in one transaction."""
 
-    def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document: ...
+    def mark_registered(
+        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
+    ) -> Document: ...
 
-    def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
-                    message: str | None = None) -> Document: ...
+    def mark_failed(
+        self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
+    ) -> Document: ...
 
     def history(self, local_uid: str) -> list[Attempt]: ...
 
@@ -107,8 +138,9 @@ class LifecycleStore(Protocol):
         """(documents accepted and not yet decided, when the oldest of them was accepted)."""
         ...
 
-    def overdue(self, accepted_before: datetime, *,
-                organizations: Collection[str] | None = None) -> list[tuple[str, str | None]]:
+    def overdue(
+        self, accepted_before: datetime, *, organizations: Collection[str] | None = None
+    ) -> list[tuple[str, str | None]]:
         """(localUid, accepted MessageID) of documents accepted before then and still without a result (of those
         ``organizations`` only, when given)."""
         ...
@@ -116,12 +148,16 @@ class LifecycleStore(Protocol):
     def close(self) -> None: ...
 
 
-def check_transition(doc: Document | None, local_uid: str, target: str, *, emdr_id: str | None = None) -> Document:
+def check_transition(
+    doc: Document | None, local_uid: str, target: str, *, emdr_id: str | None = None
+) -> Document:
     """The lifecycle's rules, for both backends: the document (read under the transaction's lock) as it may move
     to ``target``, or ``KeyError`` (unknown) / ``LifecycleConflict`` (forbidden). ``accepted`` after
     ``registered`` is allowed here and left a no-op by ``mark_accepted`` (a late sync answer)."""
     if doc is None:
-        raise KeyError(f"unknown document {local_uid!r}: register it first" if target == SENDING else local_uid)
+        raise KeyError(
+            f"unknown document {local_uid!r}: register it first" if target == SENDING else local_uid
+        )
     if target == SENDING and doc.state in DONE_STATES:
         raise LifecycleConflict(f"{local_uid} is already {doc.state}; it must not be sent again")
     if target == REGISTERED and doc.state == REGISTERED and doc.emdr_id not in (None, emdr_id):

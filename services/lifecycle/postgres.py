@@ -80,8 +80,10 @@ CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) 
 """
 
 #: a column of an existing table, in the schema the search path finds it in
-_COLUMN_EXISTS = ("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
-                  " AND attname = %s AND NOT attisdropped) AS present")
+_COLUMN_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+    " AND attname = %s AND NOT attisdropped) AS present"
+)
 
 
 class PostgresDatabase:
@@ -97,8 +99,13 @@ class PostgresDatabase:
     #: the document's row lock in every transition: replicas on one document queue on it
     for_update = "FOR UPDATE"
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0,
-                 unavailable_reason: str = "LIFECYCLE_STORE_UNAVAILABLE") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 10.0,
+        unavailable_reason: str = "LIFECYCLE_STORE_UNAVAILABLE",
+    ) -> None:
         self._url = url
         self._connect_timeout = connect_timeout
         self._reason = unavailable_reason
@@ -115,8 +122,9 @@ class PostgresDatabase:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
             # only when something is missing: CREATE … IF NOT EXISTS needs CREATE on the schema even when
             # it exists, and a production role may be granted only SELECT, INSERT, UPDATE
-            present = db.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n",
-                                 (objects,)).fetchone()
+            present = db.execute(
+                "SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n", (objects,)
+            ).fetchone()
             if not (present and present["ok"]):
                 db.execute(schema)
             if then is not None:
@@ -152,7 +160,9 @@ class PostgresDatabase:
             try:
                 with conn.transaction():
                     yield conn
-            except psycopg.OperationalError as exc:  # connection lost: the outcome is not committed or unknown
+            except (
+                psycopg.OperationalError
+            ) as exc:  # connection lost: the outcome is not committed or unknown
                 raise self._unavailable(exc) from None
 
     @contextmanager

@@ -72,8 +72,9 @@ class SqliteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write never
         # upgrades a shared lock (the cause of SQLITE_BUSY deadlocks between processes).
-        self._db = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(
+            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()  # one connection, used from the event loop and worker threads
         with self._lock:

@@ -41,9 +41,15 @@ _ATTEMPT_TIMES = ("sent_at", "finished_at")
 #: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows)
 _UPGRADES = (
     # who decided an attempt was, before the column, told by the callbacks' message "callback <id>"
-    ("attempts_table", "decided_by", "text",
-     ("UPDATE {attempts} SET decided_by = CASE WHEN message LIKE ? THEN ? ELSE ? END WHERE outcome IS NOT NULL",
-      ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER))),
+    (
+        "attempts_table",
+        "decided_by",
+        "text",
+        (
+            "UPDATE {attempts} SET decided_by = CASE WHEN message LIKE ? THEN ? ELSE ? END WHERE outcome IS NOT NULL",
+            ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER),
+        ),
+    ),
 )
 
 
@@ -58,11 +64,12 @@ def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
     if not url:
         return "sqlite", str(Path(data_dir) / "lifecycle.sqlite3")
     if url.startswith("sqlite:///"):
-        return "sqlite", url[len("sqlite:///"):]
+        return "sqlite", url[len("sqlite:///") :]
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql", url
-    raise ConfigurationError(f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}",
-                             reason="LIFECYCLE_BACKEND_UNKNOWN")
+    raise ConfigurationError(
+        f"unknown lifecycle store URL scheme: {url.split(':', 1)[0]!r}", reason="LIFECYCLE_BACKEND_UNKNOWN"
+    )
 
 
 @functools.cache
@@ -87,7 +94,9 @@ class SqlLifecycleStore:
         self.db.close()
 
     def _q(self, template: str) -> str:
-        return _render(template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder)
+        return _render(
+            template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder
+        )
 
     def _upgrade(self, db: Any) -> None:
         """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
@@ -122,20 +131,47 @@ class SqlLifecycleStore:
 
     # --- the LifecycleStore interface -------------------------------------------------------------
 
-    def _insert(self, db: Any, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
-                signed_ref: str | None = None, document_ref: str | None = None) -> None:
+    def _insert(
+        self,
+        db: Any,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes | None = None,
+        signed_ref: str | None = None,
+        document_ref: str | None = None,
+    ) -> None:
         at = self.db.to_db(_now())
-        db.execute(self._q(
-            "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
-            " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (local_uid) DO NOTHING"),
-            (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at))
+        db.execute(
+            self._q(
+                "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
+                " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (local_uid) DO NOTHING"
+            ),
+            (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at),
+        )
 
-    def register(self, local_uid: str, *, organization: str, kind: str, signed_event: bytes | None = None,
-                 signed_ref: str | None = None, document_ref: str | None = None) -> Document:
+    def register(
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes | None = None,
+        signed_ref: str | None = None,
+        document_ref: str | None = None,
+    ) -> Document:
         with self.db.transaction() as db:
-            self._insert(db, local_uid, organization=organization, kind=kind, signed_event=signed_event,
-                         signed_ref=signed_ref, document_ref=document_ref)
+            self._insert(
+                db,
+                local_uid,
+                organization=organization,
+                kind=kind,
+                signed_event=signed_event,
+                signed_ref=signed_ref,
+                document_ref=document_ref,
+            )
             doc = self._get(db, local_uid)
         assert doc is not None
         return doc
@@ -144,8 +180,15 @@ class SqlLifecycleStore:
         with self.db.reading() as db:
             return self._get(db, local_uid)
 
-    def record_attempt(self, local_uid: str, message_id: str, *, endpoint: str,
-                       sent_at: datetime | None = None, register: Mapping[str, Any] | None = None) -> Attempt:
+    def record_attempt(
+        self,
+        local_uid: str,
+        message_id: str,
+        *,
+        endpoint: str,
+        sent_at: datetime | None = None,
+        register: Mapping[str, Any] | None = None,
+    ) -> Attempt:
         mid = normalize_message_id(message_id)
         sent = self.db.to_db(sent_at or _now())
         with self.db.transaction() as db:
@@ -153,33 +196,72 @@ class SqlLifecycleStore:
                 self._insert(db, local_uid, **register)
             # replicas on one document queue here (PostgreSQL: the row lock; SQLite: the database lock)
             check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
-            n = db.execute(self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
-                           (local_uid,)).fetchone()["n"]
-            db.execute(self._q("INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at)"
-                               " VALUES (?,?,?,?,?)"), (mid, local_uid, n, endpoint, sent))
-            db.execute(self._q("UPDATE {documents} SET state = ?, updated_at = ? WHERE local_uid = ?"),
-                       (SENDING, sent, local_uid))
-        return Attempt(local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self.db.from_db(sent))
+            n = db.execute(
+                self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
+                (local_uid,),
+            ).fetchone()["n"]
+            db.execute(
+                self._q(
+                    "INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at)"
+                    " VALUES (?,?,?,?,?)"
+                ),
+                (mid, local_uid, n, endpoint, sent),
+            )
+            db.execute(
+                self._q("UPDATE {documents} SET state = ?, updated_at = ? WHERE local_uid = ?"),
+                (SENDING, sent, local_uid),
+            )
+        return Attempt(
+            local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self.db.from_db(sent)
+        )
 
-    def _set_outcome(self, db: Any, mid: str, *, outcome: str, decided_by: str, code: str | None,
-                     message: str | None, at: Any) -> None:
+    def _set_outcome(
+        self,
+        db: Any,
+        mid: str,
+        *,
+        outcome: str,
+        decided_by: str,
+        code: str | None,
+        message: str | None,
+        at: Any,
+    ) -> None:
         """The attempt's outcome; a synchronous answer never overrides what a callback already decided (РЭМД's
         callback can overtake the answer to the same request)."""
-        db.execute(self._q("UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
-                           " finished_at = ? WHERE message_id = ? AND NOT (COALESCE(decided_by, '') = ? AND ? = ?)"),
-                   (outcome, decided_by, code, message, at, mid, DECIDED_BY_CALLBACK, decided_by, DECIDED_BY_ANSWER))
+        db.execute(
+            self._q(
+                "UPDATE {attempts} SET outcome = ?, decided_by = ?, code = ?, message = ?,"
+                " finished_at = ? WHERE message_id = ? AND NOT (COALESCE(decided_by, '') = ? AND ? = ?)"
+            ),
+            (outcome, decided_by, code, message, at, mid, DECIDED_BY_CALLBACK, decided_by, DECIDED_BY_ANSWER),
+        )
 
-    def record_outcome(self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None,
-                       message: str | None = None) -> None:
+    def record_outcome(
+        self,
+        message_id: str,
+        *,
+        outcome: str,
+        decided_by: str,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> None:
         with self.db.transaction() as db:
-            self._set_outcome(db, normalize_message_id(message_id), outcome=outcome, decided_by=decided_by, code=code,
-                              message=message, at=self.db.to_db(_now()))
+            self._set_outcome(
+                db,
+                normalize_message_id(message_id),
+                outcome=outcome,
+                decided_by=decided_by,
+                code=code,
+                message=message,
+                at=self.db.to_db(_now()),
+            )
 
     def find_by_message_id(self, message_id: str) -> tuple[Document, Attempt] | None:
         # one transaction: the attempt and its document from the same moment
         with self.db.transaction(write=False) as db:
-            row = db.execute(self._q("SELECT * FROM {attempts} WHERE message_id = ?"),
-                             (normalize_message_id(message_id),)).fetchone()
+            row = db.execute(
+                self._q("SELECT * FROM {attempts} WHERE message_id = ?"), (normalize_message_id(message_id),)
+            ).fetchone()
             if row is None:
                 return None
             attempt = self._attempt(row)
@@ -192,70 +274,115 @@ class SqlLifecycleStore:
             return None
         with self.db.reading() as db:
             # emdrId is set only by mark_registered, which refuses a second one: at most one row in practice
-            return self._document(db.execute(self._q("SELECT * FROM {documents} WHERE emdr_id = ?"
-                                                     " ORDER BY registered_at LIMIT 1"), (emdr_id.strip(),)).fetchone())
+            return self._document(
+                db.execute(
+                    self._q("SELECT * FROM {documents} WHERE emdr_id = ? ORDER BY registered_at LIMIT 1"),
+                    (emdr_id.strip(),),
+                ).fetchone()
+            )
 
-    def mark_accepted(self, local_uid: str, *, message_id: str, accepted_at: datetime | None = None,
-                      code: str | None = None, message: str | None = None) -> Document:
+    def mark_accepted(
+        self,
+        local_uid: str,
+        *,
+        message_id: str,
+        accepted_at: datetime | None = None,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> Document:
         at = self.db.to_db(accepted_at or _now())
         mid = normalize_message_id(message_id)
         with self.db.transaction() as db:
             doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
-            decided = db.execute(self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)).fetchone()
+            decided = db.execute(
+                self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)
+            ).fetchone()
             by_callback = decided is not None and decided["decided_by"] == DECIDED_BY_CALLBACK
-            if not by_callback:  # the answer's outcome on its attempt, in the same transaction as the acceptance
-                self._set_outcome(db, mid, outcome=OUTCOME_ACCEPTED, decided_by=DECIDED_BY_ANSWER, code=code,
-                                  message=message, at=at)
+            if (
+                not by_callback
+            ):  # the answer's outcome on its attempt, in the same transaction as the acceptance
+                self._set_outcome(
+                    db,
+                    mid,
+                    outcome=OUTCOME_ACCEPTED,
+                    decided_by=DECIDED_BY_ANSWER,
+                    code=code,
+                    message=message,
+                    at=at,
+                )
             if doc.state == REGISTERED or by_callback:
                 # a late sync answer: РЭМД's callback for this attempt came first and decided it (registered,
                 # or an error the status worker has acted on: a resend, a dead letter), so it stays decided
                 return doc
-            db.execute(self._q("UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
-                               " updated_at = ? WHERE local_uid = ?"), (ACCEPTED, mid, at, at, local_uid))
+            db.execute(
+                self._q(
+                    "UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
+                    " updated_at = ? WHERE local_uid = ?"
+                ),
+                (ACCEPTED, mid, at, at, local_uid),
+            )
             return self._get(db, local_uid)  # type: ignore[return-value]
 
-    def mark_registered(self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None) -> Document:
+    def mark_registered(
+        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
+    ) -> Document:
         at = self.db.to_db(registered_at or _now())
         with self.db.transaction() as db:
             check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
-            db.execute(self._q("UPDATE {documents} SET state = ?, emdr_id = ?,"
-                               " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"),
-                       (REGISTERED, emdr_id, at, at, local_uid))
+            db.execute(
+                self._q(
+                    "UPDATE {documents} SET state = ?, emdr_id = ?,"
+                    " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"
+                ),
+                (REGISTERED, emdr_id, at, at, local_uid),
+            )
             return self._get(db, local_uid)  # type: ignore[return-value]
 
-    def mark_failed(self, local_uid: str, *, reason: str, code: str | None = None,
-                    message: str | None = None) -> Document:
+    def mark_failed(
+        self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
+    ) -> Document:
         at = self.db.to_db(_now())
         with self.db.transaction() as db:
             check_transition(self._get(db, local_uid, lock=True), local_uid, FAILED)
-            db.execute(self._q("UPDATE {documents} SET state = ?, failure_reason = ?, failure_code = ?,"
-                               " failure_message = ?, failed_at = ?, updated_at = ? WHERE local_uid = ?"),
-                       (FAILED, reason, code, message, at, at, local_uid))
+            db.execute(
+                self._q(
+                    "UPDATE {documents} SET state = ?, failure_reason = ?, failure_code = ?,"
+                    " failure_message = ?, failed_at = ?, updated_at = ? WHERE local_uid = ?"
+                ),
+                (FAILED, reason, code, message, at, at, local_uid),
+            )
             return self._get(db, local_uid)  # type: ignore[return-value]
 
     def history(self, local_uid: str) -> list[Attempt]:
         with self.db.reading() as db:
-            rows = db.execute(self._q("SELECT * FROM {attempts} WHERE local_uid = ? ORDER BY attempt"),
-                              (local_uid,)).fetchall()
+            rows = db.execute(
+                self._q("SELECT * FROM {attempts} WHERE local_uid = ? ORDER BY attempt"), (local_uid,)
+            ).fetchall()
         return [self._attempt(r) for r in rows]
 
-    def overdue(self, accepted_before: datetime, *,
-                organizations: Collection[str] | None = None) -> list[tuple[str, str | None]]:
+    def overdue(
+        self, accepted_before: datetime, *, organizations: Collection[str] | None = None
+    ) -> list[tuple[str, str | None]]:
         only = sorted(organizations or ())
         where = f" AND organization IN ({','.join('?' * len(only))})" if only else ""
         with self.db.reading() as db:
-            rows = db.execute(self._q("SELECT local_uid, accepted_message_id FROM {documents}"
-                                      " WHERE state = ? AND accepted_at < ?" + where + " ORDER BY accepted_at"),
-                              (ACCEPTED, self.db.to_db(accepted_before), *only)).fetchall()
+            rows = db.execute(
+                self._q(
+                    "SELECT local_uid, accepted_message_id FROM {documents}"
+                    " WHERE state = ? AND accepted_at < ?" + where + " ORDER BY accepted_at"
+                ),
+                (ACCEPTED, self.db.to_db(accepted_before), *only),
+            ).fetchall()
         return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
 
     def awaiting(self) -> tuple[int, datetime | None]:
         """How many documents РЭМД accepted and has not decided yet, and when the oldest was accepted."""
         with self.db.reading() as db:
-            row = db.execute(self._q("SELECT COUNT(*) AS n, MIN(accepted_at) AS oldest FROM {documents}"
-                                     " WHERE state = ?"), (ACCEPTED,)).fetchone()
+            row = db.execute(
+                self._q("SELECT COUNT(*) AS n, MIN(accepted_at) AS oldest FROM {documents} WHERE state = ?"),
+                (ACCEPTED,),
+            ).fetchone()
         return int(row["n"]), self._time(row["oldest"])
 
     def message_ids(self, local_uid: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid)]
-

@@ -34,17 +34,25 @@ log = get_logger(__name__)
 
 def security_from(settings: Settings) -> KafkaSecurity:
     """The ``KAFKA_SECURITY_*``/``KAFKA_SSL_*``/``KAFKA_SASL_*`` settings as a ``KafkaSecurity``."""
-    return KafkaSecurity(protocol=settings.kafka_security_protocol.upper(), ca_file=settings.kafka_ssl_ca_file,
-                         cert_file=settings.kafka_ssl_cert_file, key_file=settings.kafka_ssl_key_file,
-                         key_password=settings.kafka_ssl_key_password,
-                         sasl_mechanism=settings.kafka_sasl_mechanism.upper(), username=settings.kafka_sasl_username,
-                         password=settings.kafka_sasl_password)
+    return KafkaSecurity(
+        protocol=settings.kafka_security_protocol.upper(),
+        ca_file=settings.kafka_ssl_ca_file,
+        cert_file=settings.kafka_ssl_cert_file,
+        key_file=settings.kafka_ssl_key_file,
+        key_password=settings.kafka_ssl_key_password,
+        sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+    )
 
 
 def kafka_python_config(settings: Settings, **options: Any) -> dict[str, Any]:
     """Bootstrap servers and security for any kafka-python client of the pipeline's own tools (admin, dlq)."""
-    return {"bootstrap_servers": settings.kafka_bootstrap_servers,
-            **security_from(settings).kafka_python_options(), **options}
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **security_from(settings).kafka_python_options(),
+        **options,
+    }
 
 
 def aio_producer_config(settings: Settings, *, client_id: str) -> dict[str, Any]:
@@ -75,7 +83,9 @@ def aio_consumer_config(settings: Settings, *, group_id: str, client_id: str) ->
     }
 
 
-async def start_producer(settings: Settings, *, client_id: str, topics: Sequence[str] = ()) -> AIOKafkaProducer:
+async def start_producer(
+    settings: Settings, *, client_id: str, topics: Sequence[str] = ()
+) -> AIOKafkaProducer:
     """A started aiokafka producer for a worker on a broker that has ``topics``, or ``ConfigurationError``."""
     config = aio_producer_config(settings, client_id=client_id)
     deadline = time.monotonic() + settings.startup_grace_seconds
@@ -86,23 +96,30 @@ async def start_producer(settings: Settings, *, client_id: str, topics: Sequence
         except KafkaConnectionError as exc:
             await producer.stop()
             if time.monotonic() >= deadline:
-                raise unreachable(settings.kafka_bootstrap_servers, exc,
-                                  after=settings.startup_grace_seconds) from None
+                raise unreachable(
+                    settings.kafka_bootstrap_servers, exc, after=settings.startup_grace_seconds
+                ) from None
             await asyncio.sleep(1.0)
             continue
         except KafkaError as exc:  # the broker answered, with an error (InitProducerId, authentication…)
             await producer.stop()
             if not config["enable_idempotence"]:
-                raise ConfigurationError(f"the Kafka broker at {settings.kafka_bootstrap_servers} refuses "
-                                         f"a producer: {exc}") from None
+                raise ConfigurationError(
+                    f"the Kafka broker at {settings.kafka_bootstrap_servers} refuses a producer: {exc}"
+                ) from None
             if settings.kafka_enable_idempotence:
                 raise ConfigurationError(
                     f"the Kafka broker at {settings.kafka_bootstrap_servers} refuses idempotent producers "
                     f"(InitProducerId: {exc}); KAFKA_ENABLE_IDEMPOTENCE=true requires them: use a broker "
-                    "that grants them (IdempotentWrite), or unset the variable") from None
-            log.warning("broker refuses idempotent producers: producing without idempotence (acks=all; "
-                        "downstream is idempotent by localUid)", bootstrap=settings.kafka_bootstrap_servers,
-                        error=str(exc), client=client_id)
+                    "that grants them (IdempotentWrite), or unset the variable"
+                ) from None
+            log.warning(
+                "broker refuses idempotent producers: producing without idempotence (acks=all; "
+                "downstream is idempotent by localUid)",
+                bootstrap=settings.kafka_bootstrap_servers,
+                error=str(exc),
+                client=client_id,
+            )
             config = {**config, "enable_idempotence": False}
             continue
         try:
@@ -118,5 +135,7 @@ async def _require_topics(producer: AIOKafkaProducer, names: Sequence[str], *, s
     existing = (await producer.client.fetch_all_metadata()).topics()
     missing = sorted(set(names) - existing)
     if missing:
-        raise ConfigurationError(f"topics missing on the Kafka broker at {settings.kafka_bootstrap_servers}: "
-                                 f"{', '.join(missing)}; create them with `emd topics`")
+        raise ConfigurationError(
+            f"topics missing on the Kafka broker at {settings.kafka_bootstrap_servers}: "
+            f"{', '.join(missing)}; create them with `emd topics`"
+        )

@@ -30,27 +30,36 @@ STAGE = "emd-dlt-stage"
 REASON = "emd-dlt-reason"
 REMD_CODE = "emd-dlt-remd-code"
 REMD_MESSAGE = "emd-dlt-remd-message"
-MESSAGE_IDS = "emd-message-ids"          # every SOAP MessageID sent for this document, oldest first
-ATTEMPTS = "emd-attempt"                 # attempts made so far (also used by the retry tiers)
+MESSAGE_IDS = "emd-message-ids"  # every SOAP MessageID sent for this document, oldest first
+ATTEMPTS = "emd-attempt"  # attempts made so far (also used by the retry tiers)
 FIRST_FAILURE = "emd-dlt-first-failure"
 LAST_FAILURE = "emd-dlt-last-failure"
 LOCAL_UID = "emd-dlt-local-uid"
 KIND = "emd-dlt-kind"
 ORGANIZATION = "emd-dlt-organization"
-CATEGORY = "emd-dlt-category"            # transient | data | configuration | internal
+CATEGORY = "emd-dlt-category"  # transient | data | configuration | internal
 HINT = "emd-dlt-hint"
-REPLAY_COUNT = "emd-replay-count"        # set by `emd dlq replay`: a loop guard
+REPLAY_COUNT = "emd-replay-count"  # set by `emd dlq replay`: a loop guard
 
 #: where a record first entered the retry path (so a dead letter names the real origin, not a tier)
 RETRY_ORIGINAL_TOPIC = "emd-retry-original-topic"
 RETRY_ORIGINAL_PARTITION = "emd-retry-original-partition"
 RETRY_ORIGINAL_OFFSET = "emd-retry-original-offset"
-RETRY_DUE = "emd-retry-due"              # epoch milliseconds: not to be handled before
+RETRY_DUE = "emd-retry-due"  # epoch milliseconds: not to be handled before
 RETRY_REASON = "emd-retry-reason"
 
-def retry_headers(headers: Mapping[str, bytes | str], *, topic: str, partition: int | None = None,
-                  offset: int | None = None, delay: float, reason: str, attempt: int | None = None,
-                  message_ids: Sequence[str] = ()) -> dict[str, bytes]:
+
+def retry_headers(
+    headers: Mapping[str, bytes | str],
+    *,
+    topic: str,
+    partition: int | None = None,
+    offset: int | None = None,
+    delay: float,
+    reason: str,
+    attempt: int | None = None,
+    message_ids: Sequence[str] = (),
+) -> dict[str, bytes]:
     """Headers of a record going to a retry tier: the origin it first came from (kept across tiers), when it is
     due, why, and (when given) its attempt count and every MessageID so far."""
     out = {k: v if isinstance(v, bytes) else str(v).encode() for k, v in headers.items()}
@@ -112,8 +121,16 @@ def merge_ids(*groups: Iterable[str]) -> list[str]:
     return seen
 
 
-def dead_letter_headers(*, original_headers: Mapping[str, bytes], topic: str, partition: int, offset: int,
-                        timestamp_ms: int, consumer_group: str, failure: Failure) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    *,
+    original_headers: Mapping[str, bytes],
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    consumer_group: str,
+    failure: Failure,
+) -> list[tuple[str, bytes]]:
     """Headers of the dead-letter record: the original ones (minus old failure headers) plus this failure's."""
     previous_first = _s(original_headers.get(FIRST_FAILURE))
     ids = merge_ids(split_ids(original_headers.get(MESSAGE_IDS)), failure.message_ids)
@@ -121,8 +138,9 @@ def dead_letter_headers(*, original_headers: Mapping[str, bytes], topic: str, pa
     o_topic = _s(original_headers.get(RETRY_ORIGINAL_TOPIC)) or topic
     o_part = _s(original_headers.get(RETRY_ORIGINAL_PARTITION)) or str(partition)
     o_off = _s(original_headers.get(RETRY_ORIGINAL_OFFSET)) or str(offset)
-    kept = [(k, v) for k, v in original_headers.items()
-            if not k.startswith(FAILURE_PREFIXES) and k != MESSAGE_IDS]
+    kept = [
+        (k, v) for k, v in original_headers.items() if not k.startswith(FAILURE_PREFIXES) and k != MESSAGE_IDS
+    ]
     now = failure.at.isoformat().replace("+00:00", "Z")
     ours: dict[str, str | None] = {
         ORIGINAL_TOPIC: o_topic,
@@ -150,5 +168,8 @@ def dead_letter_headers(*, original_headers: Mapping[str, bytes], topic: str, pa
 
 def describe(headers: Mapping[str, bytes]) -> dict[str, str]:
     """The failure headers of a dead letter as a plain dict (for `emd dlq` and support exports)."""
-    return {k: _s(v) or "" for k, v in headers.items()
-            if k.startswith(FAILURE_PREFIXES) or k in (MESSAGE_IDS, ATTEMPTS, REPLAY_COUNT)}
+    return {
+        k: _s(v) or ""
+        for k, v in headers.items()
+        if k.startswith(FAILURE_PREFIXES) or k in (MESSAGE_IDS, ATTEMPTS, REPLAY_COUNT)
+    }

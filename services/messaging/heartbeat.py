@@ -22,7 +22,9 @@ def write_heartbeat(path: Path, *, stage: str, at: float, in_flight: int, ok: bo
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"stage": stage, "time": at, "in_flight": in_flight, "ok": ok, "health": health}))
+        tmp.write_text(
+            json.dumps({"stage": stage, "time": at, "in_flight": in_flight, "ok": ok, "health": health})
+        )
         tmp.replace(path)
     except OSError as exc:
         log.warning("cannot write health file", path=str(path), error=str(exc))
@@ -37,7 +39,10 @@ def check_health(settings: Settings, stage: str) -> tuple[bool, str]:
         return False, f"{stage}: no heartbeat at {path}"
     age = time.time() - float(data.get("time", 0))
     if age > settings.health_max_idle_seconds:
-        return False, f"{stage}: last heartbeat {age:.0f}s ago (limit {settings.health_max_idle_seconds:.0f}s)"
+        return (
+            False,
+            f"{stage}: last heartbeat {age:.0f}s ago (limit {settings.health_max_idle_seconds:.0f}s)",
+        )
     if data.get("ok") is False:
         return False, f"{stage}: unhealthy: " + " | ".join(str(data.get("health", "")).strip().splitlines())
     return True, f"{stage}: ok, heartbeat {age:.1f}s ago, {data.get('in_flight', 0)} in flight"

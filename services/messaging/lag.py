@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping
 from services import metrics
 
 
-def partition_lag(*, end: int | None, oldest: tuple[int, int] | None, done_position: int | None,
-                  now_ms: int) -> tuple[int, float]:
+def partition_lag(
+    *, end: int | None, oldest: tuple[int, int] | None, done_position: int | None, now_ms: int
+) -> tuple[int, float]:
     """``(records, seconds)`` behind on one partition.
 
     :param end: the partition's high watermark (None: nothing fetched yet, so nothing known: ``(0, 0)``).

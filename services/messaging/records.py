@@ -53,11 +53,18 @@ class Output:
     @classmethod
     def of_event(cls, event: Mapping[str, Any], *, key: str | None = None) -> Output:
         """The record of a pipeline event: its type's topic, keyed by its ``localUid`` unless ``key`` is given."""
-        return cls(topology.topic_of_event(event["type"]), events.encode(dict(event)),
-                   key if key is not None else event["data"]["localUid"], dict(events.headers_for(event)))
+        return cls(
+            topology.topic_of_event(event["type"]),
+            events.encode(dict(event)),
+            key if key is not None else event["data"]["localUid"],
+            dict(events.headers_for(event)),
+        )
 
     def encoded(self) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
-        value = self.value if isinstance(self.value, (bytes, bytearray)) else json.dumps(
-            self.value, ensure_ascii=False, separators=(",", ":")).encode()
+        value = (
+            self.value
+            if isinstance(self.value, (bytes, bytearray))
+            else json.dumps(self.value, ensure_ascii=False, separators=(",", ":")).encode()
+        )
         headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in self.headers.items()]
         return (self.key.encode() if self.key is not None else None), bytes(value), headers

@@ -119,14 +119,25 @@ class Stage:
     :param tickers: periodic jobs whose outputs the stage produces; part of its liveness.
     """
 
-    def __init__(self, *, name: str, input_topic: str, handler: Handler, dead_letter_topic: str,
-                 settings: Settings, retry: RetryPolicy | None = None, group_id: str | None = None,
-                 on_start: Callable[[], Awaitable[None]] | None = None,
-                 on_stop: Callable[[], Awaitable[None]] | None = None,
-                 describe_failure: Callable[[Record, BaseException], Mapping[str, Any]] | None = None,
-                 on_dead_letter: Callable[[Record, dl.Failure], Sequence[Output]] | None = None,
-                 serve_metrics: bool = True, commit_interval: float = 0.5, lag_interval: float = 1.0,
-                 tickers: Sequence[Ticker] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        input_topic: str,
+        handler: Handler,
+        dead_letter_topic: str,
+        settings: Settings,
+        retry: RetryPolicy | None = None,
+        group_id: str | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        describe_failure: Callable[[Record, BaseException], Mapping[str, Any]] | None = None,
+        on_dead_letter: Callable[[Record, dl.Failure], Sequence[Output]] | None = None,
+        serve_metrics: bool = True,
+        commit_interval: float = 0.5,
+        lag_interval: float = 1.0,
+        tickers: Sequence[Ticker] = (),
+    ) -> None:
         self.name = name
         self.input_topic = input_topic
         self.handler = handler
@@ -170,29 +181,36 @@ class Stage:
         self._slots = asyncio.Semaphore(self.concurrency)
         if self.serve_metrics:
             self.metrics_server = metrics.MetricsServer(
-                host=self.settings.metrics_host, port=self.settings.metrics_port, health=self.health,
-                ready=self.ready).start()
+                host=self.settings.metrics_host,
+                port=self.settings.metrics_port,
+                health=self.health,
+                ready=self.ready,
+            ).start()
             log.info("metrics", stage=self.name, url=self.metrics_server.url)
         topics = [self.input_topic, *(self.retry.topics if self.retry else ())]
         metrics.init_stage(self.name, tuple(topics))
         metrics.LAST_PROGRESS.labels(self.name).set(time.time())  # "not progressing" counts from the start
         try:  # what configuration can get wrong fails here, in seconds, as a ConfigurationError
-            self._producer = await start_producer(self.settings, client_id=self.name,
-                                                  topics=[*topics, self.dead_letter_topic])
+            self._producer = await start_producer(
+                self.settings, client_id=self.name, topics=[*topics, self.dead_letter_topic]
+            )
         except BaseException:
             if self.metrics_server:
                 self.metrics_server.stop()
             raise
-        self._consumer = AIOKafkaConsumer(**aio_consumer_config(self.settings, group_id=self.group_id,
-                                                                client_id=self.name))
+        self._consumer = AIOKafkaConsumer(
+            **aio_consumer_config(self.settings, group_id=self.group_id, client_id=self.name)
+        )
         try:
             if self.on_start:
                 await self.on_start()
             self._consumer.subscribe(topics, listener=_Rebalance(self))
             await self._consumer.start()
             log.info("stage started", stage=self.name, topics=topics, group=self.group_id)
-            background = [asyncio.create_task(self._report_lag(tuple(topics))),
-                          *(asyncio.create_task(self._tick_forever(t)) for t in self.tickers)]
+            background = [
+                asyncio.create_task(self._report_lag(tuple(topics))),
+                *(asyncio.create_task(self._tick_forever(t)) for t in self.tickers),
+            ]
             try:
                 await self._loop()
             finally:
@@ -246,8 +264,12 @@ class Stage:
 
     async def _drain(self) -> None:
         if self._tasks:
-            log.info("draining in-flight records", stage=self.name, count=len(self._tasks),
-                     grace_seconds=self.settings.shutdown_grace_seconds)
+            log.info(
+                "draining in-flight records",
+                stage=self.name,
+                count=len(self._tasks),
+                grace_seconds=self.settings.shutdown_grace_seconds,
+            )
             done, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace_seconds)
             for t in pending:
                 t.cancel()  # not marked done: re-delivered to whoever owns the partition next
@@ -284,10 +306,15 @@ class Stage:
     def _dispatch(self, tp: TopicPartition, raw: Any) -> None:
         tracker = self._trackers.setdefault(tp, PartitionTracker())
         entry = tracker.add(raw.offset, raw.timestamp)
-        record = Record(topic=raw.topic, partition=raw.partition, offset=raw.offset,
-                        key=raw.key.decode("utf-8", "replace") if raw.key is not None else None,
-                        value=raw.value or b"", headers={k: v for k, v in (raw.headers or ())},
-                        timestamp_ms=raw.timestamp)
+        record = Record(
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            key=raw.key.decode("utf-8", "replace") if raw.key is not None else None,
+            value=raw.value or b"",
+            headers={k: v for k, v in (raw.headers or ())},
+            timestamp_ms=raw.timestamp,
+        )
         previous = self._key_tails.get(record.key) if record.key is not None else None
         task = asyncio.create_task(self._process(record, entry, previous))
         self._tasks.add(task)
@@ -316,7 +343,9 @@ class Stage:
                     outputs = await self.handler(record)
                     await self._produce(outputs)
                     if self._count_dead_letters(outputs):
-                        outcome = "dead_letter"  # the handler decided it (the status worker: РЭМД rejected it)
+                        outcome = (
+                            "dead_letter"  # the handler decided it (the status worker: РЭМД rejected it)
+                        )
                     break
                 except TransientError as exc:
                     if self.retry is not None:
@@ -329,8 +358,14 @@ class Stage:
                         outcome = "dead_letter"
                         break
                     metrics.RETRIES.labels(self.name, exc.reason).inc()
-                    log.warning("transient failure, retrying in place", stage=self.name, reason=exc.reason,
-                                error=exc.message, local_uid=record.key, delay=backoff)
+                    log.warning(
+                        "transient failure, retrying in place",
+                        stage=self.name,
+                        reason=exc.reason,
+                        error=exc.message,
+                        local_uid=record.key,
+                        delay=backoff,
+                    )
                     if await self._sleep_or_stop(exc.defer or backoff):
                         return  # stopping: left not done, re-delivered after restart
                     backoff = min(backoff * 2, 60.0)
@@ -366,7 +401,9 @@ class Stage:
                 futures = []
                 for out in outputs:
                     key, value, headers = out.encoded()
-                    futures.append(await self._producer.send(out.topic, value=value, key=key, headers=headers))
+                    futures.append(
+                        await self._producer.send(out.topic, value=value, key=key, headers=headers)
+                    )
                 await asyncio.gather(*futures)
                 return
             except KafkaError as exc:
@@ -384,17 +421,32 @@ class Stage:
             return "dead_letter"
         delay = self.retry.delay(attempt, at_least=exc.defer)
         ids = dl.merge_ids(dl.split_ids(record.headers.get(dl.MESSAGE_IDS)), _ids(exc))
-        headers = dl.retry_headers(record.headers, topic=record.topic, partition=record.partition,
-                                   offset=record.offset, delay=delay, reason=exc.reason, attempt=attempt,
-                                   message_ids=ids)
+        headers = dl.retry_headers(
+            record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            delay=delay,
+            reason=exc.reason,
+            attempt=attempt,
+            message_ids=ids,
+        )
         await self._produce([Output(self.retry.topic_for(attempt), record.value, record.key, headers)])
         metrics.RETRIES.labels(self.name, exc.reason).inc()
-        log.info("scheduled retry", stage=self.name, local_uid=record.key, reason=exc.reason,
-                 attempt=attempt, delay_seconds=round(delay, 1), message_ids=ids[-1:] or None)
+        log.info(
+            "scheduled retry",
+            stage=self.name,
+            local_uid=record.key,
+            reason=exc.reason,
+            attempt=attempt,
+            delay_seconds=round(delay, 1),
+            message_ids=ids[-1:] or None,
+        )
         return "retry"
 
-    async def _to_dead_letter(self, record: Record, exc: BaseException, *, reason: str | None = None,
-                              attempts: int | None = None) -> None:
+    async def _to_dead_letter(
+        self, record: Record, exc: BaseException, *, reason: str | None = None, attempts: int | None = None
+    ) -> None:
         details = dict(getattr(exc, "details", {}) or {})
         if self.describe_failure:
             try:
@@ -405,19 +457,28 @@ class Stage:
         # who must act: the РЭМД code's own category when the failure carries one, else the catalogue's
         known = reason_info(code) or reason_info("UNEXPECTED_ERROR")
         failure = dl.Failure(
-            stage=self.name, reason=code,
+            stage=self.name,
+            reason=code,
             message=str(exc) or exc.__class__.__name__,
             exception_fqcn=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            remd_code=details.get("remd_code"), remd_message=details.get("remd_message"),
+            remd_code=details.get("remd_code"),
+            remd_message=details.get("remd_message"),
             category=details.get("category") or (known.category if known else None),
-            hint=details.get("hint") or (known.hint if known else None), message_ids=tuple(_ids(exc)),
-            local_uid=details.get("local_uid") or record.key, kind=details.get("kind"),
+            hint=details.get("hint") or (known.hint if known else None),
+            message_ids=tuple(_ids(exc)),
+            local_uid=details.get("local_uid") or record.key,
+            kind=details.get("kind"),
             organization=details.get("organization"),
         )
-        headers = dl.dead_letter_headers(original_headers=record.headers, topic=record.topic,
-                                         partition=record.partition, offset=record.offset,
-                                         timestamp_ms=record.timestamp_ms, consumer_group=self.group_id,
-                                         failure=failure)
+        headers = dl.dead_letter_headers(
+            original_headers=record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp_ms,
+            consumer_group=self.group_id,
+            failure=failure,
+        )
         hdrs = dict(headers)
         hdrs[dl.ATTEMPTS] = str(attempts if attempts is not None else record.attempt + 1).encode()
         extra: Sequence[Output] = ()
@@ -429,9 +490,16 @@ class Stage:
                 log.exception("on_dead_letter failed", stage=self.name, local_uid=record.key)
         await self._produce([Output(self.dead_letter_topic, record.value, record.key, hdrs), *extra])
         metrics.DEAD_LETTERS.labels(self.name, failure.category or "unknown").inc()
-        log.warning("dead-lettered", stage=self.name, local_uid=record.key, reason=failure.reason,
-                    error=failure.message, remd_code=failure.remd_code,
-                    message_ids=dl.split_ids(hdrs.get(dl.MESSAGE_IDS)) or None, topic=self.dead_letter_topic)
+        log.warning(
+            "dead-lettered",
+            stage=self.name,
+            local_uid=record.key,
+            reason=failure.reason,
+            error=failure.message,
+            remd_code=failure.remd_code,
+            message_ids=dl.split_ids(hdrs.get(dl.MESSAGE_IDS)) or None,
+            topic=self.dead_letter_topic,
+        )
 
     def _count_dead_letters(self, outputs: Sequence[Output]) -> int:
         """Dead letters a handler produced itself, counted like the runtime's own (by their category header)."""
@@ -499,7 +567,11 @@ class Stage:
                 tracker = self._trackers.get(tp) or PartitionTracker()
                 end = self._consumer.last_stable_offset(tp) or self._consumer.highwater(tp)
                 lags[(tp.topic, tp.partition)] = lag.partition_lag(
-                    end=end, oldest=tracker.oldest_unprocessed(), done_position=tracker.advance(), now_ms=now_ms)
+                    end=end,
+                    oldest=tracker.oldest_unprocessed(),
+                    done_position=tracker.advance(),
+                    now_ms=now_ms,
+                )
             lag.report(self.name, topics, lags)
             await asyncio.sleep(self.lag_interval)
 
@@ -509,7 +581,9 @@ class Stage:
             return
         self._last_heartbeat_write = now
         ok, text = self.health()
-        write_heartbeat(self.health_file, stage=self.name, at=now, in_flight=len(self._tasks), ok=ok, health=text)
+        write_heartbeat(
+            self.health_file, stage=self.name, at=now, in_flight=len(self._tasks), ok=ok, health=text
+        )
 
     def health(self) -> tuple[bool, str]:
         """Liveness: the poll loop is turning and every periodic job succeeds. (Kafka or РЭМД being down is

@@ -85,15 +85,42 @@ NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
 #: the longest wait between two registry look-ups of one duplicate registration
 RECONCILE_MAX_DEFER = 120.0
 
-ACKNOWLEDGED = Counter("emd_acknowledged", "Documents РЭМД registered, by how the status worker learnt it.", ["via"],
-                       registry=metrics.REGISTRY)
+ACKNOWLEDGED = Counter(
+    "emd_acknowledged",
+    "Documents РЭМД registered, by how the status worker learnt it.",
+    ["via"],
+    registry=metrics.REGISTRY,
+)
 END_TO_END = Histogram(
-    "emd_end_to_end_seconds", "From the МИС publishing the document (its created event; for documents signed before "
+    "emd_end_to_end_seconds",
+    "From the МИС publishing the document (its created event; for documents signed before "
     "the signer carried that time on, their arrival at the sender) to the status worker learning РЭМД registered it.",
     registry=metrics.REGISTRY,
-    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400))
-DUPLICATED_CALLBACKS = Counter("emd_callbacks_duplicated", "Callbacks about a document already decided (ИПС delivered "
-                               "one again, or a late callback of another attempt).", registry=metrics.REGISTRY)
+    buckets=(
+        1,
+        5,
+        15,
+        30,
+        60,
+        120,
+        300,
+        600,
+        1800,
+        3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        86400,
+        2 * 86400,
+        7 * 86400,
+    ),
+)
+DUPLICATED_CALLBACKS = Counter(
+    "emd_callbacks_duplicated",
+    "Callbacks about a document already decided (ИПС delivered "
+    "one again, or a late callback of another attempt).",
+    registry=metrics.REGISTRY,
+)
 for _via in ("callback", "duplicate", "poll"):
     ACKNOWLEDGED.labels(_via)
 
@@ -116,10 +143,16 @@ class AwaitingCollector:
         return self._families()
 
     def _families(self) -> list[GaugeMetricFamily]:
-        return [GaugeMetricFamily("emd_awaiting_acknowledgment",
-                                  "Documents РЭМД accepted and has not decided yet (the whole lifecycle store)."),
-                GaugeMetricFamily("emd_awaiting_acknowledgment_oldest_seconds",
-                                  "Age of the oldest document awaiting РЭМД's decision (0 when none waits).")]
+        return [
+            GaugeMetricFamily(
+                "emd_awaiting_acknowledgment",
+                "Documents РЭМД accepted and has not decided yet (the whole lifecycle store).",
+            ),
+            GaugeMetricFamily(
+                "emd_awaiting_acknowledgment_oldest_seconds",
+                "Age of the oldest document awaiting РЭМД's decision (0 when none waits).",
+            ),
+        ]
 
     def collect(self) -> list[GaugeMetricFamily]:
         if self.store is None:
@@ -163,22 +196,48 @@ Environments = Callable[[str, "str | None"], str]
 
 def _signed_event(doc: lc.Document) -> dict[str, Any]:
     if not doc.signed_event:
-        raise PermanentError(f"{doc.local_uid}: the lifecycle store holds no signed event",
-                             reason="SIGNED_EVENT_MISSING", local_uid=doc.local_uid)
+        raise PermanentError(
+            f"{doc.local_uid}: the lifecycle store holds no signed event",
+            reason="SIGNED_EVENT_MISSING",
+            local_uid=doc.local_uid,
+        )
     return json.loads(doc.signed_event)
 
 
-def _status(doc: lc.Document, status: str, ids: list[str], *, trace: str | None, emdr_id: str | None = None,
-            reason: str | None = None, code: str | None = None, message: str | None = None,
-            warnings: Sequence[soap.RemdError] = ()) -> Output:
-    data = events.status_data(doc.local_uid, status, emdr_id=emdr_id, reason=reason, remd_code=code,
-                              message=message, message_ids=ids, warnings=[(w.code, w.message) for w in warnings])
+def _status(
+    doc: lc.Document,
+    status: str,
+    ids: list[str],
+    *,
+    trace: str | None,
+    emdr_id: str | None = None,
+    reason: str | None = None,
+    code: str | None = None,
+    message: str | None = None,
+    warnings: Sequence[soap.RemdError] = (),
+) -> Output:
+    data = events.status_data(
+        doc.local_uid,
+        status,
+        emdr_id=emdr_id,
+        reason=reason,
+        remd_code=code,
+        message=message,
+        message_ids=ids,
+        warnings=[(w.code, w.message) for w in warnings],
+    )
     return Output.of_event(events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace))
 
 
-def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str,
-                       message_id: str, environments: Environments,
-                       warnings: Sequence[soap.RemdError] = ()) -> list[Output]:
+def registered_outputs(
+    store: Any,
+    doc: lc.Document,
+    *,
+    emdr_id: str,
+    message_id: str,
+    environments: Environments,
+    warnings: Sequence[soap.RemdError] = (),
+) -> list[Output]:
     """``acknowledged`` (the signed payload, the submission rebuilt from the attempts, the registration) and
     the МИС's ``registered`` status (with РЭМД's registrationWarnings, if any)."""
     signed = _signed_event(doc)
@@ -187,16 +246,25 @@ def registered_outputs(store: Any, doc: lc.Document, *, emdr_id: str,
     current = next((a for a in attempts if a.message_id == message_id), attempts[-1] if attempts else None)
     data = dict(signed["data"])
     data["submission"] = events.submission_data(
-        message_id=message_id, message_ids=ids, attempt=current.attempt if current else 1,
+        message_id=message_id,
+        message_ids=ids,
+        attempt=current.attempt if current else 1,
         sent_at=current.sent_at if current else (doc.created_at or datetime.now(UTC)),
-        accepted_at=doc.accepted_at, endpoint=current.endpoint if current else "",
-        environment=environments(doc.organization, current.endpoint if current else None))
-    data["registration"] = {"emdrId": emdr_id, "registrationTime": events.timestamp(doc.registered_at),
-                            "messageId": message_id}
+        accepted_at=doc.accepted_at,
+        endpoint=current.endpoint if current else "",
+        environment=environments(doc.organization, current.endpoint if current else None),
+    )
+    data["registration"] = {
+        "emdrId": emdr_id,
+        "registrationTime": events.timestamp(doc.registered_at),
+        "messageId": message_id,
+    }
     trace = signed.get("traceId")
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
-    return [Output.of_event(ack),
-            _status(doc, events.STATUS_REGISTERED, ids, trace=trace, emdr_id=emdr_id, warnings=warnings)]
+    return [
+        Output.of_event(ack),
+        _status(doc, events.STATUS_REGISTERED, ids, trace=trace, emdr_id=emdr_id, warnings=warnings),
+    ]
 
 
 def _warnings(item: Any) -> Sequence[soap.RemdError]:
@@ -214,18 +282,42 @@ def registered_at(item: Any) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _dead_letter(doc: lc.Document, signed: dict[str, Any], ids: list[str], *, reason: str, code: str | None,
-                 message: str, category: str | None, hint: str | None, group: str) -> Output:
+def _dead_letter(
+    doc: lc.Document,
+    signed: dict[str, Any],
+    ids: list[str],
+    *,
+    reason: str,
+    code: str | None,
+    message: str,
+    category: str | None,
+    hint: str | None,
+    group: str,
+) -> Output:
     known = reason_info(reason)
-    failure = dl.Failure(stage="status", reason=reason, message=message, exception_fqcn=__name__,
-                         remd_code=code, remd_message=message,
-                         category=category or (known.category if known else None),
-                         hint=hint or (known.hint if known else None),
-                         message_ids=tuple(ids), local_uid=doc.local_uid, kind=doc.kind,
-                         organization=doc.organization)
-    headers = dl.dead_letter_headers(original_headers=dict(events.headers_for(signed)), topic=topology.SENT.name,
-                                     partition=-1, offset=-1, timestamp_ms=int(time.time() * 1000),
-                                     consumer_group=group, failure=failure)
+    failure = dl.Failure(
+        stage="status",
+        reason=reason,
+        message=message,
+        exception_fqcn=__name__,
+        remd_code=code,
+        remd_message=message,
+        category=category or (known.category if known else None),
+        hint=hint or (known.hint if known else None),
+        message_ids=tuple(ids),
+        local_uid=doc.local_uid,
+        kind=doc.kind,
+        organization=doc.organization,
+    )
+    headers = dl.dead_letter_headers(
+        original_headers=dict(events.headers_for(signed)),
+        topic=topology.SENT.name,
+        partition=-1,
+        offset=-1,
+        timestamp_ms=int(time.time() * 1000),
+        consumer_group=group,
+        failure=failure,
+    )
     return Output(topology.SENT_DLT.name, doc.signed_event or b"", doc.local_uid, dict(headers))
 
 
@@ -254,8 +346,9 @@ def _definitely_not_taken(a: lc.Attempt) -> bool:
 
 def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
-    return [a for a in store.history(doc.local_uid)
-            if a.message_id != message_id and not _definitely_not_taken(a)]
+    return [
+        a for a in store.history(doc.local_uid) if a.message_id != message_id and not _definitely_not_taken(a)
+    ]
 
 
 def _wait_defer(waited: float, cap: float) -> float:
@@ -269,100 +362,217 @@ def _decided_elsewhere(conflict: lc.LifecycleConflict, **where: Any) -> list[Out
     return []
 
 
-def on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float = 24 * 3600.0,
-                retry_delay: float = 60.0, environments: Environments, group: str = "emd-status",
-                registry_lookup: RegistryLookup | None = None) -> list[Output]:
+def on_callback(
+    raw: bytes,
+    *,
+    store: Any,
+    received_ms: int,
+    pending_limit: float = 24 * 3600.0,
+    retry_delay: float = 60.0,
+    environments: Environments,
+    group: str = "emd-status",
+    registry_lookup: RegistryLookup | None = None,
+) -> list[Output]:
     """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
     registered (``TransientError`` when it cannot be asked now); without it a duplicate registration is
     never confirmed and waits for the deadline poll."""
     try:
-        return _on_callback(raw, store=store, received_ms=received_ms, pending_limit=pending_limit,
-                            retry_delay=retry_delay, environments=environments, group=group,
-                            registry_lookup=registry_lookup)
+        return _on_callback(
+            raw,
+            store=store,
+            received_ms=received_ms,
+            pending_limit=pending_limit,
+            retry_delay=retry_delay,
+            environments=environments,
+            group=group,
+            registry_lookup=registry_lookup,
+        )
     except lc.LifecycleConflict as conflict:
         return _decided_elsewhere(conflict)
 
 
-def _on_callback(raw: bytes, *, store: Any, received_ms: int, pending_limit: float, retry_delay: float,
-                 environments: Environments, group: str, registry_lookup: RegistryLookup | None) -> list[Output]:
+def _on_callback(
+    raw: bytes,
+    *,
+    store: Any,
+    received_ms: int,
+    pending_limit: float,
+    retry_delay: float,
+    environments: Environments,
+    group: str,
+    registry_lookup: RegistryLookup | None,
+) -> list[Output]:
     result = soap.parse_register_result(raw)
     callback_id = normalize_message_id(result.headers.message_id) or "?"
     waited = time.time() - received_ms / 1000
     found = correlate(store, result)
     if found is None:
         if waited > pending_limit:
-            raise PermanentError(f"callback for MessageID {result.relates_to_message} matches no document",
-                                 reason="CALLBACK_UNCORRELATED", message_id=result.relates_to_message)
-        raise TransientError("callback arrived before its document is known; waiting",
-                             reason="CALLBACK_UNCORRELATED", defer=_wait_defer(waited, 30.0))
+            raise PermanentError(
+                f"callback for MessageID {result.relates_to_message} matches no document",
+                reason="CALLBACK_UNCORRELATED",
+                message_id=result.relates_to_message,
+            )
+        raise TransientError(
+            "callback arrived before its document is known; waiting",
+            reason="CALLBACK_UNCORRELATED",
+            defer=_wait_defer(waited, 30.0),
+        )
     doc, attempt = found
     mid = attempt.message_id if attempt else normalize_message_id(result.relates_to_message)
     mark = f"callback {callback_id}"
     replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
     if doc.state == lc.REGISTERED:
         if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
-            return registered_outputs(store, doc, emdr_id=doc.emdr_id,
-                                      message_id=_registering_id(store, doc, attempt), environments=environments,
-                                      warnings=_warnings(result.registry_item))
+            return registered_outputs(
+                store,
+                doc,
+                emdr_id=doc.emdr_id,
+                message_id=_registering_id(store, doc, attempt),
+                environments=environments,
+                warnings=_warnings(result.registry_item),
+            )
         emdr = result.registry_item.emdr_id if result.registry_item is not None else None
         DUPLICATED_CALLBACKS.inc()
-        log.info("callback for a registered document ignored", local_uid=doc.local_uid, message_id=mid,
-                 callback_id=callback_id, status=result.status, emdr_id=doc.emdr_id)
+        log.info(
+            "callback for a registered document ignored",
+            local_uid=doc.local_uid,
+            message_id=mid,
+            callback_id=callback_id,
+            status=result.status,
+            emdr_id=doc.emdr_id,
+        )
         if emdr and emdr != doc.emdr_id:
-            log.warning("callback names another emdrId than the registered one", local_uid=doc.local_uid,
-                        emdr_id=doc.emdr_id, callback_emdr_id=emdr, message_id=mid)
+            log.warning(
+                "callback names another emdrId than the registered one",
+                local_uid=doc.local_uid,
+                emdr_id=doc.emdr_id,
+                callback_emdr_id=emdr,
+                message_id=mid,
+            )
         return []
     if not replay and attempt is not None and attempt.outcome in DECIDED:
         DUPLICATED_CALLBACKS.inc()
-        log.info("duplicate or late callback ignored", local_uid=doc.local_uid, message_id=mid,
-                 callback_id=callback_id, state=doc.state, status=result.status)
+        log.info(
+            "duplicate or late callback ignored",
+            local_uid=doc.local_uid,
+            message_id=mid,
+            callback_id=callback_id,
+            state=doc.state,
+            status=result.status,
+        )
         return []
     if result.registered:
         item = result.registry_item
         assert item is not None and item.emdr_id
         if attempt is not None:
-            store.record_outcome(mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id,
-                                 message=mark)
+            store.record_outcome(
+                mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
+            )
         if doc.state == lc.FAILED:
-            log.warning("registered after a dead letter: the dead letter is obsolete", local_uid=doc.local_uid,
-                        emdr_id=item.emdr_id, message_id=mid, failure_reason=doc.failure_reason)
+            log.warning(
+                "registered after a dead letter: the dead letter is obsolete",
+                local_uid=doc.local_uid,
+                emdr_id=item.emdr_id,
+                message_id=mid,
+                failure_reason=doc.failure_reason,
+            )
         doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
         _acknowledged(doc, "callback")
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
-        return registered_outputs(store, doc, emdr_id=item.emdr_id, message_id=mid, environments=environments,
-                                  warnings=item.warnings)
+        return registered_outputs(
+            store,
+            doc,
+            emdr_id=item.emdr_id,
+            message_id=mid,
+            environments=environments,
+            warnings=item.warnings,
+        )
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
     if any(e.code == NOT_UNIQUE for e in errors):
         others = duplicate_candidates(store, doc, mid)
         if others:
-            return _reconcile(store, doc, attempt, mid=mid, mark=mark, others=others, waited=waited,
-                              pending_limit=pending_limit, lookup=registry_lookup, environments=environments)
+            return _reconcile(
+                store,
+                doc,
+                attempt,
+                mid=mid,
+                mark=mark,
+                others=others,
+                waited=waited,
+                pending_limit=pending_limit,
+                lookup=registry_lookup,
+                environments=environments,
+            )
     first = errors[0]
     info = first.info
     text = "; ".join(f"{e.code}: {e.message}" for e in errors)
     transient = all(e.info.transient for e in errors)
     if attempt is not None:
-        store.record_outcome(mid, outcome=TRANSIENT if transient else REJECTED, decided_by=lc.DECIDED_BY_CALLBACK,
-                             code=first.code, message=mark)
+        store.record_outcome(
+            mid,
+            outcome=TRANSIENT if transient else REJECTED,
+            decided_by=lc.DECIDED_BY_CALLBACK,
+            code=first.code,
+            message=mark,
+        )
     signed = _signed_event(doc)
     ids = store.message_ids(doc.local_uid)
     if doc.state != lc.FAILED:
-        doc = store.mark_failed(doc.local_uid, reason="REMD_TRANSIENT" if transient else "REMD_REJECTED",
-                                code=first.code, message=text[:2000])
+        doc = store.mark_failed(
+            doc.local_uid,
+            reason="REMD_TRANSIENT" if transient else "REMD_REJECTED",
+            code=first.code,
+            message=text[:2000],
+        )
     if transient:
         # the signed record back on the sender's first retry tier: a resend, with a new MessageID
-        headers = dl.retry_headers(dict(events.headers_for(signed)), topic=topology.SIGNED.name,
-                                   delay=max(retry_delay, info.retry_after or 0.0), reason=f"REMD_{first.code}",
-                                   attempt=len(ids), message_ids=ids)
-        log.warning("transient error callback: resending", local_uid=doc.local_uid, code=first.code, message_id=mid)
-        return [Output(topology.SENDER_RETRIES[0].name, doc.signed_event or b"", doc.local_uid, headers),
-                _status(doc, events.STATUS_RETRYING, ids, trace=signed.get("traceId"), reason="REMD_TRANSIENT",
-                        code=first.code, message=text)]
+        headers = dl.retry_headers(
+            dict(events.headers_for(signed)),
+            topic=topology.SIGNED.name,
+            delay=max(retry_delay, info.retry_after or 0.0),
+            reason=f"REMD_{first.code}",
+            attempt=len(ids),
+            message_ids=ids,
+        )
+        log.warning(
+            "transient error callback: resending", local_uid=doc.local_uid, code=first.code, message_id=mid
+        )
+        return [
+            Output(topology.SENDER_RETRIES[0].name, doc.signed_event or b"", doc.local_uid, headers),
+            _status(
+                doc,
+                events.STATUS_RETRYING,
+                ids,
+                trace=signed.get("traceId"),
+                reason="REMD_TRANSIENT",
+                code=first.code,
+                message=text,
+            ),
+        ]
     log.warning("rejected by РЭМД", local_uid=doc.local_uid, code=first.code, message_id=mid)
-    return [_dead_letter(doc, signed, ids, reason="REMD_REJECTED", code=first.code, message=text[:2000],
-                         category=info.category, hint=info.hint, group=group),
-            _status(doc, events.STATUS_REJECTED, ids, trace=signed.get("traceId"), reason="REMD_REJECTED",
-                    code=first.code, message=text)]
+    return [
+        _dead_letter(
+            doc,
+            signed,
+            ids,
+            reason="REMD_REJECTED",
+            code=first.code,
+            message=text[:2000],
+            category=info.category,
+            hint=info.hint,
+            group=group,
+        ),
+        _status(
+            doc,
+            events.STATUS_REJECTED,
+            ids,
+            trace=signed.get("traceId"),
+            reason="REMD_REJECTED",
+            code=first.code,
+            message=text,
+        ),
+    ]
 
 
 def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
@@ -374,46 +584,86 @@ def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
     return others[0].message_id if others else attempt.message_id
 
 
-def _reconcile(store: Any, doc: lc.Document, attempt: lc.Attempt | None, *, mid: str, mark: str,
-               others: list[lc.Attempt], waited: float, pending_limit: float, lookup: RegistryLookup | None,
-               environments: Environments) -> list[Output]:
+def _reconcile(
+    store: Any,
+    doc: lc.Document,
+    attempt: lc.Attempt | None,
+    *,
+    mid: str,
+    mark: str,
+    others: list[lc.Attempt],
+    waited: float,
+    pending_limit: float,
+    lookup: RegistryLookup | None,
+    environments: Environments,
+) -> list[Output]:
     """NOT_UNIQUE_PROVIDED_ID for a document another attempt of ours may have registered: ask РЭМД."""
     item = lookup(doc) if lookup is not None else None
     if item is not None and item.emdr_id and item.local_uid in (None, doc.local_uid):
         registering = others[0].message_id
         if attempt is not None:
-            store.record_outcome(mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE,
-                                 message=mark)
+            store.record_outcome(
+                mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE, message=mark
+            )
         doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
         _acknowledged(doc, "duplicate")
-        log.info("registered (duplicate registration reconciled)", local_uid=doc.local_uid, emdr_id=item.emdr_id,
-                 message_id=mid, registered_by=registering)
-        return registered_outputs(store, doc, emdr_id=item.emdr_id, message_id=registering,
-                                  environments=environments, warnings=_warnings(item))
+        log.info(
+            "registered (duplicate registration reconciled)",
+            local_uid=doc.local_uid,
+            emdr_id=item.emdr_id,
+            message_id=mid,
+            registered_by=registering,
+        )
+        return registered_outputs(
+            store,
+            doc,
+            emdr_id=item.emdr_id,
+            message_id=registering,
+            environments=environments,
+            warnings=_warnings(item),
+        )
     if waited <= pending_limit:
-        raise TransientError("NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
-                             "to show the registration", reason="REGISTRATION_UNCONFIRMED",
-                             defer=_wait_defer(waited, RECONCILE_MAX_DEFER), local_uid=doc.local_uid,
-                             message_ids=[a.message_id for a in others])
-    log.warning("duplicate registration not confirmed in time: left to the deadline poll", local_uid=doc.local_uid,
-                message_id=mid, state=doc.state, candidates=[a.message_id for a in others])
+        raise TransientError(
+            "NOT_UNIQUE_PROVIDED_ID for a document we may have registered: waiting for РЭМД "
+            "to show the registration",
+            reason="REGISTRATION_UNCONFIRMED",
+            defer=_wait_defer(waited, RECONCILE_MAX_DEFER),
+            local_uid=doc.local_uid,
+            message_ids=[a.message_id for a in others],
+        )
+    log.warning(
+        "duplicate registration not confirmed in time: left to the deadline poll",
+        local_uid=doc.local_uid,
+        message_id=mid,
+        state=doc.state,
+        candidates=[a.message_id for a in others],
+    )
     return []
 
 
-async def handle_callback(raw: bytes, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
-                          received_ms: int, **options: Any) -> list[Output]:
+async def handle_callback(
+    raw: bytes, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]], received_ms: int, **options: Any
+) -> list[Output]:
     """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
     loop = asyncio.get_running_loop()
 
     def lookup(doc: lc.Document) -> Any:
         return asyncio.run_coroutine_threadsafe(poll(doc), loop).result()
 
-    return await asyncio.to_thread(on_callback, raw, store=store, received_ms=received_ms, registry_lookup=lookup,
-                                   **options)
+    return await asyncio.to_thread(
+        on_callback, raw, store=store, received_ms=received_ms, registry_lookup=lookup, **options
+    )
 
 
-async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]],
-                      environments: Environments, group: str = "emd-status", final: bool = True) -> list[Output]:
+async def on_deadline(
+    local_uid: str,
+    *,
+    store: Any,
+    poll: Callable[[lc.Document], Awaitable[Any]],
+    environments: Environments,
+    group: str = "emd-status",
+    final: bool = True,
+) -> list[Output]:
     """Ask the registry about ``local_uid``: found → registered. Not found: a deadline (``final``) dead-letters
     NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
     # the store is blocking I/O: off the event loop, which both status stages share
@@ -424,25 +674,45 @@ async def on_deadline(local_uid: str, *, store: Any, poll: Callable[[lc.Document
     if not final and (item is None or not item.emdr_id):
         return []  # not registered yet: the next poll asks again
     try:
-        return await asyncio.to_thread(_after_poll, local_uid, item, store=store, environments=environments,
-                                       group=group)
+        return await asyncio.to_thread(
+            _after_poll, local_uid, item, store=store, environments=environments, group=group
+        )
     except lc.LifecycleConflict as conflict:
         return _decided_elsewhere(conflict, local_uid=local_uid)
 
 
-def _after_poll(local_uid: str, item: Any, *, store: Any, environments: Environments, group: str) -> list[Output]:
+def _after_poll(
+    local_uid: str, item: Any, *, store: Any, environments: Environments, group: str
+) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
         doc = store.mark_registered(local_uid, item.emdr_id, registered_at=registered_at(item))
         _acknowledged(doc, "poll")
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
-        return registered_outputs(store, doc, emdr_id=item.emdr_id,
-                                  message_id=doc.accepted_message_id or (ids[-1] if ids else ""),
-                                  environments=environments, warnings=_warnings(item))
-    doc = store.mark_failed(local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling")
+        return registered_outputs(
+            store,
+            doc,
+            emdr_id=item.emdr_id,
+            message_id=doc.accepted_message_id or (ids[-1] if ids else ""),
+            environments=environments,
+            warnings=_warnings(item),
+        )
+    doc = store.mark_failed(
+        local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling"
+    )
     log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
     signed = _signed_event(doc)
-    return [_dead_letter(doc, signed, ids, reason="NO_ACKNOWLEDGMENT", code=None,
-                         message="no registerDocumentResult within the timeout and not found by searchRegistryItem",
-                         category=None, hint=None, group=group),
-            _status(doc, events.STATUS_FAILED, ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT")]
+    return [
+        _dead_letter(
+            doc,
+            signed,
+            ids,
+            reason="NO_ACKNOWLEDGMENT",
+            code=None,
+            message="no registerDocumentResult within the timeout and not found by searchRegistryItem",
+            category=None,
+            hint=None,
+            group=group,
+        ),
+        _status(doc, events.STATUS_FAILED, ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT"),
+    ]

@@ -61,26 +61,50 @@ from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.wssec import verify_envelope
 
-__all__ = ["CALLBACKS", "FORGED", "CallbackService", "INCOMING_REFERENCES", "ReplyCredential", "ReplyKeys",
-           "operation_of"]
+__all__ = [
+    "CALLBACKS",
+    "FORGED",
+    "CallbackService",
+    "INCOMING_REFERENCES",
+    "ReplyCredential",
+    "ReplyKeys",
+    "operation_of",
+]
 
 log = get_logger(__name__)
 
 #: what an ИПС request to us must have signed ("?" = when present)
 INCOMING_REFERENCES = ("Body", "Timestamp", "MessageID", "Action", "To?", "ReplyTo?")
 
-CALLBACKS = Counter("emd_callbacks", "Requests to the МИС callback endpoint, by operation and outcome.",
-                    ["operation", "outcome"], registry=metrics.REGISTRY)
-FORGED = Counter("emd_callbacks_forged", "Callback requests refused for their WS-Security, by reason.",
-                 ["reason"], registry=metrics.REGISTRY)
+CALLBACKS = Counter(
+    "emd_callbacks",
+    "Requests to the МИС callback endpoint, by operation and outcome.",
+    ["operation", "outcome"],
+    registry=metrics.REGISTRY,
+)
+FORGED = Counter(
+    "emd_callbacks_forged",
+    "Callback requests refused for their WS-Security, by reason.",
+    ["reason"],
+    registry=metrics.REGISTRY,
+)
 #: outcomes a dashboard shows from the start (a counter's labelled series exists only after its first use)
-OUTCOMES = {"registerDocumentResult": ("accepted", "forged", "malformed", "no_signing_key", "broker_unavailable"),
-            "getDocumentFile": ("served", "forged", "malformed", "unknown_document", "store_unavailable")}
+OUTCOMES = {
+    "registerDocumentResult": ("accepted", "forged", "malformed", "no_signing_key", "broker_unavailable"),
+    "getDocumentFile": ("served", "forged", "malformed", "unknown_document", "store_unavailable"),
+}
 for _operation, _outcomes in OUTCOMES.items():
     for _outcome in _outcomes:
         CALLBACKS.labels(_operation, _outcome)
-for _reason in ("WSS_MISSING", "WSS_SIGNATURE_INVALID", "WSS_DIGEST_MISMATCH", "WSS_UNTRUSTED_CERTIFICATE",
-                "WSS_EXPIRED", "WSS_NOT_COVERED", "WSS_MALFORMED"):
+for _reason in (
+    "WSS_MISSING",
+    "WSS_SIGNATURE_INVALID",
+    "WSS_DIGEST_MISMATCH",
+    "WSS_UNTRUSTED_CERTIFICATE",
+    "WSS_EXPIRED",
+    "WSS_NOT_COVERED",
+    "WSS_MALFORMED",
+):
     FORGED.labels(_reason)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -110,8 +134,9 @@ class ReplyKeys:
             raise ValueError("at least one ИС reply key is needed")
 
     def by_client(self, client_entity_id: str | None) -> ReplyCredential | None:
-        return next((c for c in self.credentials if client_entity_id and c.client_entity_id == client_entity_id),
-                    None)
+        return next(
+            (c for c in self.credentials if client_entity_id and c.client_entity_id == client_entity_id), None
+        )
 
     def by_organization(self, organization: str | None) -> ReplyCredential | None:
         return next((c for c in self.credentials if organization and organization in c.organizations), None)
@@ -122,8 +147,10 @@ class ReplyKeys:
     def choose(self, client_entity_id: str | None, *organizations: str | None) -> ReplyCredential | None:
         found = self.by_client(client_entity_id)
         if found is None and client_entity_id:
-            log.info("request names a clientEntityId that is not ours: choosing the key by organisation",
-                     client_entity_id=client_entity_id)
+            log.info(
+                "request names a clientEntityId that is not ours: choosing the key by organisation",
+                client_entity_id=client_entity_id,
+            )
         for org in organizations:
             found = found or self.by_organization(org)
         return found or self.only()
@@ -137,8 +164,12 @@ class Reply:
 
 
 def operation_of(body_local_name: str) -> str:
-    return {n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult", n.GET_DOCUMENT_FILE: "getDocumentFile",
-            n.SEND_NOTICE: n.SEND_NOTICE, n.SEND_DOCUMENT_FILE: n.SEND_DOCUMENT_FILE}.get(body_local_name, "unknown")
+    return {
+        n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult",
+        n.GET_DOCUMENT_FILE: "getDocumentFile",
+        n.SEND_NOTICE: n.SEND_NOTICE,
+        n.SEND_DOCUMENT_FILE: n.SEND_DOCUMENT_FILE,
+    }.get(body_local_name, "unknown")
 
 
 class CallbackService:
@@ -157,11 +188,20 @@ class CallbackService:
     :param max_skew: tolerated clock difference on the WS-Security Timestamp (default 300 s).
     """
 
-    def __init__(self, *, trusted_certificates: Iterable[Any], publish: Publish, lookup_file: LookupFile,
-                 reply_keys: ReplyKeys | None = None, key: Any = None, certificate: Any = None,
-                 lookup_organization: LookupOrganization | None = None,
-                 lookup_emdr_id: LookupEmdrId | None = None, publish_timeout: float = 10.0,
-                 max_skew: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        trusted_certificates: Iterable[Any],
+        publish: Publish,
+        lookup_file: LookupFile,
+        reply_keys: ReplyKeys | None = None,
+        key: Any = None,
+        certificate: Any = None,
+        lookup_organization: LookupOrganization | None = None,
+        lookup_emdr_id: LookupEmdrId | None = None,
+        publish_timeout: float = 10.0,
+        max_skew: float = 300.0,
+    ) -> None:
         self.trusted = list(trusted_certificates)
         if not self.trusted:
             raise ValueError("at least one trusted ИПС certificate is needed")
@@ -183,35 +223,77 @@ class CallbackService:
             operation = operation_of(envelope.local_name(payload))
             version = headers.soap_version
         except PermanentError as exc:
-            return self._done(operation, "malformed", self._fault("Client", f"not a SOAP request: {exc.message}",
-                                                                   "VALIDATION_ERROR", None, "1.1",
-                                                                   signer=self.reply_keys.only()))
+            return self._done(
+                operation,
+                "malformed",
+                self._fault(
+                    "Client",
+                    f"not a SOAP request: {exc.message}",
+                    "VALIDATION_ERROR",
+                    None,
+                    "1.1",
+                    signer=self.reply_keys.only(),
+                ),
+            )
         try:
             # verify on the exact received bytes before believing anything in them
-            verify_envelope(body, trusted_certificates=self.trusted, required=INCOMING_REFERENCES,
-                            max_skew=self.max_skew)
+            verify_envelope(
+                body, trusted_certificates=self.trusted, required=INCOMING_REFERENCES, max_skew=self.max_skew
+            )
         except PermanentError as exc:
             FORGED.labels(exc.reason).inc()
-            log.warning("callback refused: WS-Security", operation=operation, reason=exc.reason,
-                        error=exc.message, message_id=headers.message_id)
+            log.warning(
+                "callback refused: WS-Security",
+                operation=operation,
+                reason=exc.reason,
+                error=exc.message,
+                message_id=headers.message_id,
+            )
             # nothing in a forged request is believed: no store look-up to choose the key
-            return self._done(operation, "forged", self._fault(
-                "Client", f"WS-Security check failed ({exc.reason})", "AUTHORIZATION_ERROR",
-                headers.message_id, version, ips_fault="AuthorizationFault",
-                signer=self.reply_keys.choose(headers.client_entity_id)))
+            return self._done(
+                operation,
+                "forged",
+                self._fault(
+                    "Client",
+                    f"WS-Security check failed ({exc.reason})",
+                    "AUTHORIZATION_ERROR",
+                    headers.message_id,
+                    version,
+                    ips_fault="AuthorizationFault",
+                    signer=self.reply_keys.choose(headers.client_entity_id),
+                ),
+            )
         if operation == "registerDocumentResult":
             return await self._result(body, version)
         if operation == "getDocumentFile":
             return await self._file(body, version)
         if operation in n.REFUSED_NOTICES:
             log.info("related-ЭМД notice refused", operation=operation, message_id=headers.message_id)
-            return self._done(operation, "refused", self._fault(
-                "Client", f"{operation}: эта ИС не принимает уведомления о связанных ЭМД; связанный документ "
-                          f"запрашивается через demandContent", "NOTICE_NOT_ACCEPTED", headers.message_id, version,
-                signer=self.reply_keys.choose(headers.client_entity_id)))
-        return self._done(operation, "malformed", self._fault(
-            "Client", f"unsupported operation {envelope.local_name(payload)}", "VALIDATION_ERROR", headers.message_id,
-            version, signer=self.reply_keys.choose(headers.client_entity_id)))
+            return self._done(
+                operation,
+                "refused",
+                self._fault(
+                    "Client",
+                    f"{operation}: эта ИС не принимает уведомления о связанных ЭМД; связанный документ "
+                    f"запрашивается через demandContent",
+                    "NOTICE_NOT_ACCEPTED",
+                    headers.message_id,
+                    version,
+                    signer=self.reply_keys.choose(headers.client_entity_id),
+                ),
+            )
+        return self._done(
+            operation,
+            "malformed",
+            self._fault(
+                "Client",
+                f"unsupported operation {envelope.local_name(payload)}",
+                "VALIDATION_ERROR",
+                headers.message_id,
+                version,
+                signer=self.reply_keys.choose(headers.client_entity_id),
+            ),
+        )
 
     async def _organization(self, message_id: str | None, local_uid: str | None) -> str | None:
         if self.lookup_organization is None:
@@ -223,20 +305,39 @@ class CallbackService:
             return None
 
     def _no_key(self, op: str, headers: soap.Headers, organization: str | None, version: str) -> Reply:
-        reason = (f"no information-system key for clientEntityId [{headers.client_entity_id or '-'}], "
-                  f"organisation [{organization or '-'}]: the reply cannot be signed")
-        log.error("no ИС key matches the request: answering a fault", operation=op,
-                  client_entity_id=headers.client_entity_id, organization=organization,
-                  message_id=headers.message_id)
-        return self._done(op, "no_signing_key", self._fault("Server", reason, "INTERNAL_ERROR", headers.message_id,
-                                                             version, ips_fault="SystemFault", signer=None))
+        reason = (
+            f"no information-system key for clientEntityId [{headers.client_entity_id or '-'}], "
+            f"organisation [{organization or '-'}]: the reply cannot be signed"
+        )
+        log.error(
+            "no ИС key matches the request: answering a fault",
+            operation=op,
+            client_entity_id=headers.client_entity_id,
+            organization=organization,
+            message_id=headers.message_id,
+        )
+        return self._done(
+            op,
+            "no_signing_key",
+            self._fault(
+                "Server",
+                reason,
+                "INTERNAL_ERROR",
+                headers.message_id,
+                version,
+                ips_fault="SystemFault",
+                signer=None,
+            ),
+        )
 
     async def _result(self, body: bytes, version: str) -> Reply:
         op = "registerDocumentResult"
         try:
             result = soap.parse_register_result(body)
         except PermanentError as exc:
-            return self._done(op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version))
+            return self._done(
+                op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version)
+            )
         callback_id = result.headers.message_id
         key = normalize_message_id(result.relates_to_message)
         organization = await self._organization(key, result.local_uid)
@@ -246,14 +347,29 @@ class CallbackService:
         try:
             await asyncio.wait_for(self.publish(key, body), timeout=self.publish_timeout)
         except Exception as exc:  # noqa: BLE001 - whatever the broker did, ИПС must deliver again
-            log.warning("callback not persisted, answering a fault", relates_to=key, callback_id=callback_id,
-                        error=repr(exc))
-            return self._done(op, "broker_unavailable", self._fault(
-                "Server", "callback could not be stored, deliver it again", "INTERNAL_ERROR", callback_id,
-                version, ips_fault="SystemFault", signer=signer))
+            log.warning(
+                "callback not persisted, answering a fault",
+                relates_to=key,
+                callback_id=callback_id,
+                error=repr(exc),
+            )
+            return self._done(
+                op,
+                "broker_unavailable",
+                self._fault(
+                    "Server",
+                    "callback could not be stored, deliver it again",
+                    "INTERNAL_ERROR",
+                    callback_id,
+                    version,
+                    ips_fault="SystemFault",
+                    signer=signer,
+                ),
+            )
         log.info("callback persisted", relates_to=key, callback_id=callback_id, status=result.status)
-        ack = soap.build_callback_ack(relates_to=callback_id or "", key=signer.key, certificate=signer.certificate,
-                                      soap_version=version)
+        ack = soap.build_callback_ack(
+            relates_to=callback_id or "", key=signer.key, certificate=signer.certificate, soap_version=version
+        )
         return self._done(op, "accepted", Reply(200, ack, "accepted"))
 
     async def _file(self, body: bytes, version: str) -> Reply:
@@ -261,8 +377,13 @@ class CallbackService:
         try:
             req = soap.parse_file_request(body)
         except PermanentError as exc:
-            return self._done(op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version,
-                                                           signer=self.reply_keys.only()))
+            return self._done(
+                op,
+                "malformed",
+                self._fault(
+                    "Client", exc.message, "VALIDATION_ERROR", None, version, signer=self.reply_keys.only()
+                ),
+            )
         asked = f"emdrId [{req.emdr_id}]" if req.emdr_id else f"localUid [{req.local_uid}]"
         try:
             local_uid = req.local_uid or await self._by_emdr_id(req.emdr_id or "")
@@ -271,31 +392,71 @@ class CallbackService:
             data = await self.lookup_file(local_uid) if local_uid else None
         except Exception as exc:  # noqa: BLE001 - a store outage is ours: ИПС may ask again
             log.warning("document file unavailable", asked=asked, error=repr(exc))
-            return self._done(op, "store_unavailable", self._fault(
-                "Server", "document store unavailable", "INTERNAL_ERROR", req.headers.message_id, version,
-                ips_fault="SystemFault", signer=self.reply_keys.choose(req.headers.client_entity_id)))
+            return self._done(
+                op,
+                "store_unavailable",
+                self._fault(
+                    "Server",
+                    "document store unavailable",
+                    "INTERNAL_ERROR",
+                    req.headers.message_id,
+                    version,
+                    ips_fault="SystemFault",
+                    signer=self.reply_keys.choose(req.headers.client_entity_id),
+                ),
+            )
         if data is None:
             log.warning("getDocumentFile for an unknown document", asked=asked)
-            return self._done(op, "unknown_document", self._fault(
-                "Client", f"document {asked} is not known to this system", "DOCUMENT_NOT_FOUND",
-                req.headers.message_id, version, signer=signer))
+            return self._done(
+                op,
+                "unknown_document",
+                self._fault(
+                    "Client",
+                    f"document {asked} is not known to this system",
+                    "DOCUMENT_NOT_FOUND",
+                    req.headers.message_id,
+                    version,
+                    signer=signer,
+                ),
+            )
         if signer is None:
             return self._no_key(op, req.headers, organization, version)
-        reply = soap.build_file_response(relates_to=req.headers.message_id or "", data=data, key=signer.key,
-                                         certificate=signer.certificate, soap_version=version)
+        reply = soap.build_file_response(
+            relates_to=req.headers.message_id or "",
+            data=data,
+            key=signer.key,
+            certificate=signer.certificate,
+            soap_version=version,
+        )
         log.info("document file served", local_uid=local_uid, emdr_id=req.emdr_id, size=len(data))
         return self._done(op, "served", Reply(200, reply, "served"))
 
     async def _by_emdr_id(self, emdr_id: str) -> str | None:
         return await self.lookup_emdr_id(emdr_id) if self.lookup_emdr_id is not None and emdr_id else None
 
-    def _fault(self, code: str, reason: str, detail: str, relates_to: str | None, version: str, *,
-               ips_fault: str | None = None, signer: ReplyCredential | None) -> Reply:
+    def _fault(
+        self,
+        code: str,
+        reason: str,
+        detail: str,
+        relates_to: str | None,
+        version: str,
+        *,
+        ips_fault: str | None = None,
+        signer: ReplyCredential | None,
+    ) -> Reply:
         """A SOAP fault, signed with ``signer`` (unsigned when no key of ours is the right one)."""
-        body = soap.build_fault(code=code, reason=reason, detail_code=detail, detail_message=reason,
-                                ips_fault=ips_fault, relates_to=relates_to, soap_version=version,
-                                key=signer.key if signer else None,
-                                certificate=signer.certificate if signer else None)
+        body = soap.build_fault(
+            code=code,
+            reason=reason,
+            detail_code=detail,
+            detail_message=reason,
+            ips_fault=ips_fault,
+            relates_to=relates_to,
+            soap_version=version,
+            key=signer.key if signer else None,
+            certificate=signer.certificate if signer else None,
+        )
         return Reply(500, body, "fault")
 
     @staticmethod

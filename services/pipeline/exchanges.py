@@ -29,8 +29,11 @@ from services.metrics import REGISTRY
 
 log = get_logger(__name__)
 
-UNKEPT = Counter("emd_exchanges_unkept", "Attempts whose SOAP request/answer could not be kept for support.",
-                 registry=REGISTRY)
+UNKEPT = Counter(
+    "emd_exchanges_unkept",
+    "Attempts whose SOAP request/answer could not be kept for support.",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
@@ -53,18 +56,30 @@ class ExchangeArchive:
         try:
             request_ref = self.documents.put(outcome.request, durable=False) if outcome.request else None
             response_ref = self.documents.put(outcome.response, durable=False) if outcome.response else None
-            self.desk.keep_exchange(message_id, local_uid=local_uid, endpoint=endpoint, request_ref=request_ref,
-                                    response_ref=response_ref, http_status=outcome.http_status)
+            self.desk.keep_exchange(
+                message_id,
+                local_uid=local_uid,
+                endpoint=endpoint,
+                request_ref=request_ref,
+                response_ref=response_ref,
+                http_status=outcome.http_status,
+            )
         except Exception as exc:  # noqa: BLE001 - support data: the document goes on without it
             UNKEPT.inc()
-            log.warning("exchange not kept", local_uid=local_uid, message_id=message_id,
-                        error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning(
+                "exchange not kept",
+                local_uid=local_uid,
+                message_id=message_id,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
 
     def read(self, message_ids: Sequence[str]) -> dict[str, KeptExchange]:
         """The kept exchanges of these MessageIDs, by normalised MessageID, in the order given."""
         found = self.desk.exchanges(message_ids)
-        return {mid: KeptExchange(ex, self._get(ex.request_ref), self._get(ex.response_ref))
-                for mid, ex in found.items()}
+        return {
+            mid: KeptExchange(ex, self._get(ex.request_ref), self._get(ex.response_ref))
+            for mid, ex in found.items()
+        }
 
     def _get(self, ref: str | None) -> bytes | None:
         if not ref:

@@ -69,16 +69,27 @@ from services.crypto.signer import LocalKeySigner, Signer
 from services.logs import get_logger
 
 __all__ = [
-    "SIGNING_MODES", "SCHEMATRON_POLICIES", "ENVIRONMENTS", "TRANSPORTS", "Credential", "Mchd", "N3Settings",
+    "SIGNING_MODES",
+    "SCHEMATRON_POLICIES",
+    "ENVIRONMENTS",
+    "TRANSPORTS",
+    "Credential",
+    "Mchd",
+    "N3Settings",
     "RemdSettings",
-    "Organization", "OrganizationsConfig", "load_organizations", "schema",
+    "Organization",
+    "OrganizationsConfig",
+    "load_organizations",
+    "schema",
 ]
 
 
 @functools.cache
 def schema() -> dict[str, Any]:
     """The organisations file's JSON Schema, ``services/data/organizations.schema.json`` (packaged)."""
-    text = resources.files("services").joinpath("data", "organizations.schema.json").read_text(encoding="utf-8")
+    text = (
+        resources.files("services").joinpath("data", "organizations.schema.json").read_text(encoding="utf-8")
+    )
     return json.loads(text)
 
 
@@ -101,7 +112,7 @@ def _log():
 class Credential:
     """A certificate and its private key. ``signer()`` raises the key's load error, if any, per use."""
 
-    label: str                       # "1.2.643…/organization", for messages and metric labels
+    label: str  # "1.2.643…/organization", for messages and metric labels
     certificate: Certificate
     key_path: Path
     _signer: Signer | None = field(default=None, repr=False)
@@ -149,7 +160,7 @@ class RemdSettings:
     transport: str = "ips"
     #: the test stand's ИПС address, where a clinic not yet promoted sends (docs/support.md); None: held
     test_endpoint: str | None = None
-    n3: N3Settings | None = None            #: transport "n3": N3.Health's settings
+    n3: N3Settings | None = None  #: transport "n3": N3.Health's settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,9 +169,9 @@ class Organization:
     name: str
     inn: str
     ogrn: str
-    mode: str                                   # "mis" | "server"
-    doctors: Mapping[str, Credential]           # СНИЛС → credential (server mode)
-    organization: Credential | None             # None: the kinds it registers need no MO_SIGN
+    mode: str  # "mis" | "server"
+    doctors: Mapping[str, Credential]  # СНИЛС → credential (server mode)
+    organization: Credential | None  # None: the kinds it registers need no MO_SIGN
     mchd: Mchd | None
     remd: RemdSettings | None
 
@@ -183,8 +194,11 @@ class OrganizationsConfig:
         try:
             return self.organizations[oid]
         except KeyError:
-            raise PermanentError(f"organisation {oid} is not configured in {self.path.name}",
-                                 reason="ORGANIZATION_UNKNOWN", organization=oid) from None
+            raise PermanentError(
+                f"organisation {oid} is not configured in {self.path.name}",
+                reason="ORGANIZATION_UNKNOWN",
+                organization=oid,
+            ) from None
 
     def environment(self, oid: str, endpoint: str | None = None) -> str:
         """The РЭМД environment ("test" or "production") of the organisation's request to ``endpoint``: its
@@ -203,8 +217,10 @@ class OrganizationsConfig:
             mtime = self.revocation_file.stat().st_mtime
         except OSError as exc:
             # a revocation list we cannot read must not be mistaken for "nothing revoked"
-            raise PermanentError(f"МЧД revocation file {self.revocation_file} is unreadable: {exc}",
-                                 reason="MCHD_REVOCATION_UNAVAILABLE") from None
+            raise PermanentError(
+                f"МЧД revocation file {self.revocation_file} is unreadable: {exc}",
+                reason="MCHD_REVOCATION_UNAVAILABLE",
+            ) from None
         if self._revocation_cache is None or self._revocation_cache[0] != mtime:
             self._revocation_cache = (mtime, _read_revocations(self.revocation_file))
         return self.revoked_inline | self._revocation_cache[1]
@@ -296,8 +312,13 @@ def _schema_problem(error: ValidationError) -> tuple[Where, str]:
         missing = next(name for name in error.validator_value if name not in error.instance)
         return at + (missing,), custom or "is required"
     if error.validator == "dependentRequired":
-        missing = next(need for name, needs in error.validator_value.items() if name in error.instance
-                       for need in needs if need not in error.instance)
+        missing = next(
+            need
+            for name, needs in error.validator_value.items()
+            if name in error.instance
+            for need in needs
+            if need not in error.instance
+        )
         return at + (missing,), custom or "is required"
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
         known = _known_fields(error.schema)
@@ -331,7 +352,8 @@ def _credential(f: _File, at: Where, spec: Mapping[str, Any], label: str, *, pre
     try:
         password = keys.read_password(
             file=f.file(at + (prefix + "password_file",), password_file) if password_file else None,
-            env=spec.get(prefix + "password_env"))
+            env=spec.get(prefix + "password_env"),
+        )
         key = keys.load_private_key(key_path, password=password)
     except ConfigurationError:
         raise
@@ -360,7 +382,9 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
         dat = at + ("signing", "doctors", snils)
         cred = _credential(f, dat, dspec, f"{oid}/doctor")
         if re.sub(r"\D", "", cred.certificate.snils or "") != digits:
-            raise f.error(dat + ("certificate",), "the certificate's СНИЛС is not the one it is configured for")
+            raise f.error(
+                dat + ("certificate",), "the certificate's СНИЛС is not the one it is configured for"
+            )
         cred.label = f"{oid}/doctor/{cred.certificate.serial_number:x}"  # no СНИЛС in labels: personal data
         doctors[digits] = cred
 
@@ -390,20 +414,37 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
         system = None
         if r.get("system_key"):  # the schema requires the certificate with it
             system = _credential(f, at + ("remd",), r, f"{oid}/system", prefix="system_")
-        remd = RemdSettings(environment=r["environment"], endpoint=r["endpoint"],
-                            callback_url=r.get("callback_url"), client_entity_id=r.get("client_entity_id"),
-                            system=system, rate_limit_per_minute=r.get("rate_limit_per_minute", 60),
-                            transport=r.get("transport", "ips"), test_endpoint=r.get("test_endpoint"),
-                            n3=_n3(f, at + ("remd", "n3"), r["n3"]) if r.get("n3") else None)
-    return Organization(oid=oid, name=spec["name"].strip(), inn=spec["inn"], ogrn=spec["ogrn"], mode=signing["mode"],
-                        doctors=doctors, organization=org_cred, mchd=poa, remd=remd)
+        remd = RemdSettings(
+            environment=r["environment"],
+            endpoint=r["endpoint"],
+            callback_url=r.get("callback_url"),
+            client_entity_id=r.get("client_entity_id"),
+            system=system,
+            rate_limit_per_minute=r.get("rate_limit_per_minute", 60),
+            transport=r.get("transport", "ips"),
+            test_endpoint=r.get("test_endpoint"),
+            n3=_n3(f, at + ("remd", "n3"), r["n3"]) if r.get("n3") else None,
+        )
+    return Organization(
+        oid=oid,
+        name=spec["name"].strip(),
+        inn=spec["inn"],
+        ogrn=spec["ogrn"],
+        mode=signing["mode"],
+        doctors=doctors,
+        organization=org_cred,
+        mchd=poa,
+        remd=remd,
+    )
 
 
 def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
     """The n3 object: the token read now (file or environment), so a missing one fails at start."""
     try:
-        token = keys.read_password(file=f.file(at + ("token_file",), spec["token_file"]) if "token_file" in spec
-                                   else None, env=spec.get("token_env"))
+        token = keys.read_password(
+            file=f.file(at + ("token_file",), spec["token_file"]) if "token_file" in spec else None,
+            env=spec.get("token_env"),
+        )
     except PermanentError as exc:
         raise f.error(at + ("token_env",), exc.message) from None
     if not token or not token.strip():
@@ -411,7 +452,9 @@ def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
     return N3Settings(lpu_id=spec["lpu_id"], token=token.strip(), docstorage_url=spec["docstorage_url"])
 
 
-def load_organizations(path: str | os.PathLike, *, max_document_bytes: int | None = None) -> OrganizationsConfig:
+def load_organizations(
+    path: str | os.PathLike, *, max_document_bytes: int | None = None
+) -> OrganizationsConfig:
     """Read and check the organisations file; raise ``ConfigurationError`` naming the organisation and field.
 
     The shape is checked first, whole, by the file's JSON Schema (``schema()``); then each organisation's
@@ -422,15 +465,19 @@ def load_organizations(path: str | os.PathLike, *, max_document_bytes: int | Non
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigurationError(f"{file}: no such file (EMD_ORGANIZATIONS; `emd certs dev-config DIR` writes "
-                                 f"a development one)") from None
+        raise ConfigurationError(
+            f"{file}: no such file (EMD_ORGANIZATIONS; `emd certs dev-config DIR` writes a development one)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"{file}: not readable JSON: {exc}") from None
     f = _File(file, raw)
     _check_shape(f)
     schematron = raw.get("schematron", "warn")
-    revocation_file = f.file(("mchd_revocation_file",), raw["mchd_revocation_file"]) \
-        if raw.get("mchd_revocation_file") else None
+    revocation_file = (
+        f.file(("mchd_revocation_file",), raw["mchd_revocation_file"])
+        if raw.get("mchd_revocation_file")
+        else None
+    )
     powers = raw.get("mchd_required_powers")
     organizations: dict[str, Organization] = {}
     for i, item in enumerate(raw["organizations"]):
@@ -439,11 +486,14 @@ def load_organizations(path: str | os.PathLike, *, max_document_bytes: int | Non
             raise f.error(("organizations", i), f"organisation {org.oid} is configured twice")
         organizations[org.oid] = org
     config = OrganizationsConfig(
-        path=file, organizations=organizations, schematron=schematron,
+        path=file,
+        organizations=organizations,
+        schematron=schematron,
         max_document_bytes=raw.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES),
         required_powers=frozenset(powers) if powers else mchd.DEFAULT_REMD_POWERS,
         revoked_inline=frozenset(r.strip().lower() for r in raw.get("mchd_revoked", [])),
-        revocation_file=revocation_file)
+        revocation_file=revocation_file,
+    )
     if revocation_file is not None:
         config.revoked  # noqa: B018 - read once now, so an unreadable file fails at start
     _log().info("organisations loaded", path=str(file), count=len(organizations), schematron=schematron)

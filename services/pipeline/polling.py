@@ -47,8 +47,12 @@ SEARCH_MARGIN = timedelta(days=1)
 def deadline_record(local_uid: str, accepted_message_id: str | None, *, kind: str = DEADLINE) -> Output:
     """The record that asks the status worker to poll for ``local_uid`` (keyed like its callbacks would be):
     a ``DEADLINE`` (the last question: not found → NO_ACKNOWLEDGMENT) or a ``POLL`` (not found → ask later)."""
-    return Output(topology.CALLBACKS.name, b"", accepted_message_id or local_uid,
-                  {KIND_HEADER: kind, LOCAL_UID_HEADER: local_uid})
+    return Output(
+        topology.CALLBACKS.name,
+        b"",
+        accepted_message_id or local_uid,
+        {KIND_HEADER: kind, LOCAL_UID_HEADER: local_uid},
+    )
 
 
 def deadline_of(record: Record) -> str | None:
@@ -123,8 +127,11 @@ class PollScanner:
 
 def callbackless(config: OrganizationsConfig, transports: Transports) -> frozenset[str]:
     """The organisations whose route does not call back (their documents are polled)."""
-    return frozenset(oid for oid, org in config.organizations.items()
-                     if org.remd is not None and not getattr(transports.get(org.remd.transport), "has_callbacks", True))
+    return frozenset(
+        oid
+        for oid, org in config.organizations.items()
+        if org.remd is not None and not getattr(transports.get(org.remd.transport), "has_callbacks", True)
+    )
 
 
 class RegistryPoller:
@@ -142,17 +149,34 @@ class RegistryPoller:
         org = self.config.organization(doc.organization)
         remd = org.remd
         if remd is None or (remd.system is None and remd.n3 is None):
-            raise PermanentError(f"{doc.organization}: no remd settings to poll with", reason="REMD_NOT_CONFIGURED",
-                                 organization=doc.organization)
+            raise PermanentError(
+                f"{doc.organization}: no remd settings to poll with",
+                reason="REMD_NOT_CONFIGURED",
+                organization=doc.organization,
+            )
         created = doc.created_at or datetime.now(UTC)
-        window = {"since": (created - SEARCH_MARGIN).date(), "until": (datetime.now(UTC) + SEARCH_MARGIN).date()}
+        window = {
+            "since": (created - SEARCH_MARGIN).date(),
+            "until": (datetime.now(UTC) + SEARCH_MARGIN).date(),
+        }
         if remd.n3 is not None:  # N3: its document storage, with the organisation's token
-            request = LookupRequest(local_uid=doc.local_uid, organization=doc.organization, kind=doc.kind, **window,
-                                    endpoint=remd.n3.docstorage_url, auth_token=remd.n3.token)
+            request = LookupRequest(
+                local_uid=doc.local_uid,
+                organization=doc.organization,
+                kind=doc.kind,
+                **window,
+                endpoint=remd.n3.docstorage_url,
+                auth_token=remd.n3.token,
+            )
         else:
             request = LookupRequest(
-                local_uid=doc.local_uid, organization=doc.organization, kind=doc.kind, **window,
-                endpoint=remd.endpoint, client_entity_id=remd.client_entity_id or "", key=remd.system.signer(),
-                certificate=remd.system.certificate)
+                local_uid=doc.local_uid,
+                organization=doc.organization,
+                kind=doc.kind,
+                **window,
+                endpoint=remd.endpoint,
+                client_entity_id=remd.client_entity_id or "",
+                key=remd.system.signer(),
+                certificate=remd.system.certificate,
+            )
         return await self.transports.get(remd.transport).lookup(request)
-

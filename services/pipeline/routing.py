@@ -43,14 +43,17 @@ def route(remd: Any, state: str, *, unpromoted: str = TEST_STAND) -> Route:
     if unpromoted == TEST_STAND and remd.test_endpoint:
         return Route(remd.test_endpoint, "test")
     raise PermanentError(
-        f"the clinic is {state}, not promoted to production: its documents are held", reason="CLINIC_NOT_PROMOTED")
+        f"the clinic is {state}, not promoted to production: its documents are held",
+        reason="CLINIC_NOT_PROMOTED",
+    )
 
 
 class ClinicStates:
     """``states(oid) -> state`` over a reader (``DeskStore.clinic``), each answer cached for ``ttl`` seconds."""
 
-    def __init__(self, read: Callable[[str], Any], *, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, read: Callable[[str], Any], *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._read, self._ttl, self._clock = read, ttl, clock
         self._cache: dict[str, tuple[float, str]] = {}
 

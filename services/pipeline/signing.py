@@ -55,22 +55,45 @@ from services.logs import get_logger
 from services.metrics import REGISTRY
 from services.pipeline.organizations import Credential, Organization, OrganizationsConfig
 
-__all__ = ["sign_document", "check_document", "update_expiry_metrics", "SIGNATURES", "SIGNING_DURATION",
-           "CERTIFICATE_NOT_AFTER", "MCHD_NOT_AFTER", "SCHEMATRON_WARNINGS"]
+__all__ = [
+    "sign_document",
+    "check_document",
+    "update_expiry_metrics",
+    "SIGNATURES",
+    "SIGNING_DURATION",
+    "CERTIFICATE_NOT_AFTER",
+    "MCHD_NOT_AFTER",
+    "SCHEMATRON_WARNINGS",
+]
 
-SIGNATURES = Counter("emd_signatures", "Signatures produced or accepted, by kind.", ["kind", "source"],
-                     registry=REGISTRY)
-SIGNING_DURATION = Histogram("emd_signing_duration_seconds", "Checking and signing one document.",
-                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-                             registry=REGISTRY)
-SCHEMATRON_WARNINGS = Counter("emd_schematron_warnings", "Documents signed despite Schematron failures "
-                              "(policy warn), by kind.", ["kind"], registry=REGISTRY)
+SIGNATURES = Counter(
+    "emd_signatures", "Signatures produced or accepted, by kind.", ["kind", "source"], registry=REGISTRY
+)
+SIGNING_DURATION = Histogram(
+    "emd_signing_duration_seconds",
+    "Checking and signing one document.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SCHEMATRON_WARNINGS = Counter(
+    "emd_schematron_warnings",
+    "Documents signed despite Schematron failures (policy warn), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
 CERTIFICATE_NOT_AFTER = Gauge(
-    "emd_certificate_not_after_timestamp_seconds", "When the first configured certificate of an organisation and "
-    "role (doctor, organization, system) expires, Unix time (alert on this minus time()).", ["organization", "role"],
-    registry=REGISTRY)
-MCHD_NOT_AFTER = Gauge("emd_mchd_not_after_timestamp_seconds", "When an organisation's МЧД expires (the end of its "
-                       "last day, Moscow time), Unix time.", ["organization"], registry=REGISTRY)
+    "emd_certificate_not_after_timestamp_seconds",
+    "When the first configured certificate of an organisation and "
+    "role (doctor, organization, system) expires, Unix time (alert on this minus time()).",
+    ["organization", "role"],
+    registry=REGISTRY,
+)
+MCHD_NOT_AFTER = Gauge(
+    "emd_mchd_not_after_timestamp_seconds",
+    "When an organisation's МЧД expires (the end of its last day, Moscow time), Unix time.",
+    ["organization"],
+    registry=REGISTRY,
+)
 
 _EXTERNAL_ENTITY = re.compile(rb"<!ENTITY\s+(?:%\s*)?[^\s>]+\s+(?:SYSTEM|PUBLIC)\b", re.I)
 
@@ -100,20 +123,27 @@ def _iso(when: dt.datetime) -> str:
 
 def _parse(document: bytes, limit: int):
     if len(document) > limit:
-        raise PermanentError(f"document is {len(document)} bytes, over the limit of {limit} bytes",
-                             reason="DOCUMENT_TOO_LARGE", size=len(document), limit=limit)
+        raise PermanentError(
+            f"document is {len(document)} bytes, over the limit of {limit} bytes",
+            reason="DOCUMENT_TOO_LARGE",
+            size=len(document),
+            limit=limit,
+        )
     try:
         return parse_xml(document, max_bytes=limit)
     except XmlRejected as exc:
         reason = exc.reason
         if reason == "ENTITY_FORBIDDEN":
             # an external entity reads files / URLs (XXE); an internal one multiplies text (billion laughs)
-            reason = "XXE_FORBIDDEN" if _EXTERNAL_ENTITY.search(document[:65536]) else "ENTITY_EXPANSION_FORBIDDEN"
+            reason = (
+                "XXE_FORBIDDEN" if _EXTERNAL_ENTITY.search(document[:65536]) else "ENTITY_EXPANSION_FORBIDDEN"
+            )
         raise PermanentError(f"document rejected: {exc.message}", reason=reason) from None
 
 
-def check_document(data: dict[str, Any], document: bytes, *, max_document_bytes: int,
-                   schematron: str = "warn") -> cda.CdaMetadata:
+def check_document(
+    data: dict[str, Any], document: bytes, *, max_document_bytes: int, schematron: str = "warn"
+) -> cda.CdaMetadata:
     """Step 1 alone: parse, cross-check the header with the event, XSD and Schematron. Returns the header."""
     root = _parse(document, max_document_bytes)
     try:
@@ -129,23 +159,36 @@ def check_document(data: dict[str, Any], document: bytes, *, max_document_bytes:
     if any((s["role"], s.get("snils")) not in doc_signers for s in data["signers"]):
         problems.append("signers")
     if problems:
-        raise PermanentError(f"the event's {', '.join(problems)} differ from the document's header",
-                             reason="EVENT_DOCUMENT_MISMATCH", fields=",".join(problems))
+        raise PermanentError(
+            f"the event's {', '.join(problems)} differ from the document's header",
+            reason="EVENT_DOCUMENT_MISMATCH",
+            fields=",".join(problems),
+        )
     kind = data["kind"]
     report = semd_validation.validate_semd(root, kind, schematron=schematron != "off")
     if report.xsd_errors:
         shown = "; ".join(str(e) for e in report.xsd_errors[:3])
-        raise PermanentError(f"СЭМД kind {kind} is not valid against its XSD: {len(report.xsd_errors)} "
-                             f"problem(s): {shown}", reason="XSD_INVALID", errors=len(report.xsd_errors))
+        raise PermanentError(
+            f"СЭМД kind {kind} is not valid against its XSD: {len(report.xsd_errors)} problem(s): {shown}",
+            reason="XSD_INVALID",
+            errors=len(report.xsd_errors),
+        )
     if report.schematron_failures:
         shown = "; ".join(str(f) for f in report.schematron_failures[:3])
         if schematron == "block":
-            raise PermanentError(f"СЭМД kind {kind} fails its Schematron: {len(report.schematron_failures)} "
-                                 f"assert(s): {shown}", reason="SCHEMATRON_INVALID",
-                                 errors=len(report.schematron_failures))
+            raise PermanentError(
+                f"СЭМД kind {kind} fails its Schematron: {len(report.schematron_failures)} "
+                f"assert(s): {shown}",
+                reason="SCHEMATRON_INVALID",
+                errors=len(report.schematron_failures),
+            )
         SCHEMATRON_WARNINGS.labels(kind).inc()
-        _log().warning("schematron failures, signing anyway (policy warn)", kind=kind,
-                       local_uid=data["localUid"], failures=len(report.schematron_failures))
+        _log().warning(
+            "schematron failures, signing anyway (policy warn)",
+            kind=kind,
+            local_uid=data["localUid"],
+            failures=len(report.schematron_failures),
+        )
     return meta
 
 
@@ -155,11 +198,19 @@ def check_document(data: dict[str, Any], document: bytes, *, max_document_bytes:
 
 def _check_validity(cert: Certificate, when: dt.datetime, *, role: str, what: str) -> None:
     if when < cert.not_before:
-        raise PermanentError(f"the {role} certificate is not yet valid on the {what} ({when:%Y-%m-%d %H:%M%z}, "
-                             f"valid from {cert.not_before:%Y-%m-%d})", reason="CERT_NOT_YET_VALID", role=role)
+        raise PermanentError(
+            f"the {role} certificate is not yet valid on the {what} ({when:%Y-%m-%d %H:%M%z}, "
+            f"valid from {cert.not_before:%Y-%m-%d})",
+            reason="CERT_NOT_YET_VALID",
+            role=role,
+        )
     if when > cert.not_after:
-        raise PermanentError(f"the {role} certificate has expired by the {what} ({when:%Y-%m-%d %H:%M%z}, "
-                             f"valid until {cert.not_after:%Y-%m-%d})", reason="CERT_EXPIRED", role=role)
+        raise PermanentError(
+            f"the {role} certificate has expired by the {what} ({when:%Y-%m-%d %H:%M%z}, "
+            f"valid until {cert.not_after:%Y-%m-%d})",
+            reason="CERT_EXPIRED",
+            role=role,
+        )
 
 
 def _distinct_signers(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -167,8 +218,11 @@ def _distinct_signers(data: dict[str, Any]) -> list[dict[str, Any]]:
     for s in data["signers"]:
         snils = s.get("snils")
         if not snils:
-            raise PermanentError(f"the {s['role']} has no СНИЛС: a doctor's signature cannot be attributed",
-                                 reason="SIGNER_SNILS_MISSING", role=s["role"])
+            raise PermanentError(
+                f"the {s['role']} has no СНИЛС: a doctor's signature cannot be attributed",
+                reason="SIGNER_SNILS_MISSING",
+                role=s["role"],
+            )
         current = seen.get(snils)
         if current is None:
             seen[snils] = dict(s)
@@ -193,66 +247,110 @@ class _Digests(dict):
         return self[certificate.public_key.curve.bits]
 
 
-def _doctor_from_mis(signer: dict[str, Any], document: bytes, created: dt.datetime,
-                     now: dt.datetime, digests: _Digests) -> dict[str, Any]:
+def _doctor_from_mis(
+    signer: dict[str, Any], document: bytes, created: dt.datetime, now: dt.datetime, digests: _Digests
+) -> dict[str, Any]:
     role = signer["role"]
     if not signer.get("signature"):
-        raise PermanentError(f"the {role} has no attached signature (signing mode mis)",
-                             reason="DOCTOR_SIGNATURE_MISSING", role=role)
+        raise PermanentError(
+            f"the {role} has no attached signature (signing mode mis)",
+            reason="DOCTOR_SIGNATURE_MISSING",
+            role=role,
+        )
     try:
         cms_der = cades.from_wire(signer["signature"])
-        verified = cades.verify_detached(document, cms_der, at=now, document_time=created,
-                                         digests=digests)
+        verified = cades.verify_detached(document, cms_der, at=now, document_time=created, digests=digests)
     except PermanentError as exc:
         raise PermanentError(f"the {role}'s signature: {exc.message}", reason=exc.reason, role=role) from None
     if _digits(verified.certificate.snils) != signer["snils"]:
-        raise PermanentError(f"the {role}'s signature is made with a certificate of another person "
-                             f"(СНИЛС differs)", reason="SIGNER_SNILS_MISMATCH", role=role)
+        raise PermanentError(
+            f"the {role}'s signature is made with a certificate of another person (СНИЛС differs)",
+            reason="SIGNER_SNILS_MISMATCH",
+            role=role,
+        )
     signing_time = verified.signing_time.astimezone(dt.UTC)
     if signing_time > now:
-        raise PermanentError(f"the {role}'s signature claims a signing time after now "
-                             f"({_iso(signing_time)} > {_iso(now)})", reason="SIGNING_TIME_IN_FUTURE", role=role)
-    return {"snils": signer["snils"], "role": role, "cms": cades.to_base64(cms_der),
-            "signingTime": _iso(signing_time), "source": "mis", "_time": signing_time}
+        raise PermanentError(
+            f"the {role}'s signature claims a signing time after now ({_iso(signing_time)} > {_iso(now)})",
+            reason="SIGNING_TIME_IN_FUTURE",
+            role=role,
+        )
+    return {
+        "snils": signer["snils"],
+        "role": role,
+        "cms": cades.to_base64(cms_der),
+        "signingTime": _iso(signing_time),
+        "source": "mis",
+        "_time": signing_time,
+    }
 
 
-def _doctor_on_server(signer: dict[str, Any], org: Organization, document: bytes, created: dt.datetime,
-                      at: dt.datetime, digests: _Digests) -> dict[str, Any]:
+def _doctor_on_server(
+    signer: dict[str, Any],
+    org: Organization,
+    document: bytes,
+    created: dt.datetime,
+    at: dt.datetime,
+    digests: _Digests,
+) -> dict[str, Any]:
     role = signer["role"]
     cred: Credential | None = org.doctors.get(signer["snils"])
     if cred is None:
-        raise PermanentError(f"no key is configured for the {role} of this document in organisation {org.oid}",
-                             reason="DOCTOR_KEY_UNKNOWN", role=role)
+        raise PermanentError(
+            f"no key is configured for the {role} of this document in organisation {org.oid}",
+            reason="DOCTOR_KEY_UNKNOWN",
+            role=role,
+        )
     cert = cred.certificate
     _check_validity(cert, created, role="doctor", what="document creation date")
     _check_validity(cert, at, role="doctor", what="signing time")
     if _digits(cert.snils) != signer["snils"]:  # also checked at load; a key file swapped since must not sign
-        raise PermanentError(f"the {role}'s configured certificate is another person's",
-                             reason="SIGNER_SNILS_MISMATCH", role=role)
+        raise PermanentError(
+            f"the {role}'s configured certificate is another person's",
+            reason="SIGNER_SNILS_MISMATCH",
+            role=role,
+        )
     cms_der = cred.signer().sign(document, signing_time=at, digest=digests.of(cert))
-    return {"snils": signer["snils"], "role": role, "cms": cades.to_base64(cms_der),
-            "signingTime": _iso(at), "source": "server", "_time": at}
+    return {
+        "snils": signer["snils"],
+        "role": role,
+        "cms": cades.to_base64(cms_der),
+        "signingTime": _iso(at),
+        "source": "server",
+        "_time": at,
+    }
 
 
-def _organization_signature(org: Organization, config: OrganizationsConfig, document: bytes,
-                            at: dt.datetime, digests: _Digests) -> dict[str, Any]:
+def _organization_signature(
+    org: Organization, config: OrganizationsConfig, document: bytes, at: dt.datetime, digests: _Digests
+) -> dict[str, Any]:
     cred = org.organization
     if cred is None:
-        raise PermanentError(f"organisation {org.oid} has no organisation key, and this kind needs MO_SIGN",
-                             reason="ORGANIZATION_KEY_MISSING")
+        raise PermanentError(
+            f"organisation {org.oid} has no organisation key, and this kind needs MO_SIGN",
+            reason="ORGANIZATION_KEY_MISSING",
+        )
     _check_validity(cred.certificate, at, role="organization", what="signing time")
     reference = None
     if org.mchd is not None:
-        mchd.check_mchd(org.mchd.poa, signature_der=org.mchd.signature, employee_certificate=cred.certificate,
-                        organization_inn=org.inn, organization_ogrn=org.ogrn, at=at,
-                        revoked=config.revoked, required_powers=config.required_powers)
+        mchd.check_mchd(
+            org.mchd.poa,
+            signature_der=org.mchd.signature,
+            employee_certificate=cred.certificate,
+            organization_inn=org.inn,
+            organization_ogrn=org.ogrn,
+            at=at,
+            revoked=config.revoked,
+            required_powers=config.required_powers,
+        )
         reference = mchd.mchd_reference(org.mchd.poa, org.mchd.xml, org.mchd.signature)
     cms_der = cred.signer().sign(document, signing_time=at, digest=digests.of(cred.certificate))
     return {"cms": cades.to_base64(cms_der), "signingTime": _iso(at), "mchd": reference}
 
 
-def sign_document(data: dict[str, Any], document: bytes, config: OrganizationsConfig, *,
-                  now: dt.datetime | None = None) -> dict[str, Any]:
+def sign_document(
+    data: dict[str, Any], document: bytes, config: OrganizationsConfig, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
     """The ``signatures`` object for a created event's ``data`` and its exact ``document`` bytes.
 
     ``config``: the loaded organisations file (the organisation is ``data["organizationOid"]``).
@@ -261,8 +359,9 @@ def sign_document(data: dict[str, Any], document: bytes, config: OrganizationsCo
     started = time.perf_counter()
     now = _utc_now(now)
     at = now.replace(microsecond=0)  # CMS signingTime has whole seconds: never later than now
-    meta = check_document(data, document, max_document_bytes=config.max_document_bytes,
-                          schematron=config.schematron)
+    meta = check_document(
+        data, document, max_document_bytes=config.max_document_bytes, schematron=config.schematron
+    )
     org = config.organization(data["organizationOid"])
     created = dt.datetime.fromisoformat(data["creationTime"])
 
@@ -279,8 +378,9 @@ def sign_document(data: dict[str, Any], document: bytes, config: OrganizationsCo
         # every doctor's time ≤ the organisation's ≤ now: `at` ≤ now, and mis signatures were checked ≤ now;
         # a mis signature within the current second is truncated to it by the CMS encoding as well.
         latest = max((p["_time"] for p in personal), default=at)
-        organization = _organization_signature(org, config, document, max(at, latest.replace(microsecond=0)),
-                                               digests)
+        organization = _organization_signature(
+            org, config, document, max(at, latest.replace(microsecond=0)), digests
+        )
     for p in personal:
         SIGNATURES.labels("doctor", p["source"]).inc()
         del p["_time"]

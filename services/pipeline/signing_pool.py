@@ -109,8 +109,16 @@ class SigningPool:
     :param log_format / log_level: the worker processes' logging, as the signer's.
     """
 
-    def __init__(self, *, organizations_file: Path, max_document_bytes: int, processes: int,
-                 recycle_after: int = 2000, log_format: str = "console", log_level: str = "info") -> None:
+    def __init__(
+        self,
+        *,
+        organizations_file: Path,
+        max_document_bytes: int,
+        processes: int,
+        recycle_after: int = 2000,
+        log_format: str = "console",
+        log_level: str = "info",
+    ) -> None:
         self.processes = max(1, processes)
         self.recycle_after = max(1, recycle_after)
         self._init = (str(organizations_file), max_document_bytes, log_format, log_level)
@@ -120,8 +128,12 @@ class SigningPool:
         if self._executor is None:
             # spawn: a fork of an asyncio process with Kafka clients' threads is not safe
             self._executor = ProcessPoolExecutor(
-                max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start, initargs=self._init, max_tasks_per_child=self.recycle_after)
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start,
+                initargs=self._init,
+                max_tasks_per_child=self.recycle_after,
+            )
         return self._executor
 
     async def sign(self, data: dict[str, Any], document: bytes, now: dt.datetime) -> dict[str, Any]:
@@ -130,14 +142,16 @@ class SigningPool:
         slim = {**data, "document": {k: v for k, v in data["document"].items() if k != "inline"}}
         try:
             signatures, seconds, warned = await asyncio.get_running_loop().run_in_executor(
-                executor, _sign, slim, document, now)
+                executor, _sign, slim, document, now
+            )
         except BrokenProcessPool:
             log.warning("a signing process died: making the pool anew", local_uid=data.get("localUid"))
             if self._executor is executor:
                 self._executor = None
                 executor.shutdown(wait=False, cancel_futures=True)
-            raise TransientError("the signing process stopped before it finished this document",
-                                 reason="SIGNING_PROCESS_LOST") from None
+            raise TransientError(
+                "the signing process stopped before it finished this document", reason="SIGNING_PROCESS_LOST"
+            ) from None
         observe(signatures, seconds, warned, data["kind"])
         return signatures
 

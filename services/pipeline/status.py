@@ -22,19 +22,28 @@ def describe_document(record: Record, exc: BaseException) -> Mapping[str, Any]:
     leniently from the record's event (it may be the invalid event being dead-lettered)."""
     try:
         data = json.loads(record.value.decode("utf-8")).get("data") or {}
-        out = {"local_uid": data.get("localUid"), "kind": data.get("kind"), "organization": data.get("organizationOid")}
+        out = {
+            "local_uid": data.get("localUid"),
+            "kind": data.get("kind"),
+            "organization": data.get("organizationOid"),
+        }
     except (ValueError, AttributeError, UnicodeDecodeError):
         return {}
     return {k: v for k, v in out.items() if isinstance(v, str) and v}
 
 
-def dead_letter_status(failure: Failure, *, local_uid: str, source: str, trace_id: str | None = None
-                       ) -> events.Envelope:
+def dead_letter_status(
+    failure: Failure, *, local_uid: str, source: str, trace_id: str | None = None
+) -> events.Envelope:
     """The status event for a dead-lettered document (a malformed trace id gets a fresh one)."""
     data = events.status_data(
-        local_uid, events.STATUS_REJECTED if failure.remd_code else events.STATUS_FAILED,
-        reason=failure.reason, remd_code=failure.remd_code, message=failure.remd_message or failure.message,
-        message_ids=failure.message_ids)
+        local_uid,
+        events.STATUS_REJECTED if failure.remd_code else events.STATUS_FAILED,
+        reason=failure.reason,
+        remd_code=failure.remd_code,
+        message=failure.remd_message or failure.message,
+        message_ids=failure.message_ids,
+    )
     try:
         return events.new_event(events.STATUS, data, source=source, trace_id=trace_id)
     except ValueError:  # a foreign record's trace header: a fresh trace rather than no status
@@ -47,5 +56,7 @@ def on_dead_letter(record: Record, failure: Failure, *, source: str) -> list[Out
     uid = failure.local_uid or record.key
     if not uid:
         return []
-    event = dead_letter_status(failure, local_uid=uid, source=source, trace_id=record.header(events.HEADER_TRACE_ID))
+    event = dead_letter_status(
+        failure, local_uid=uid, source=source, trace_id=record.header(events.HEADER_TRACE_ID)
+    )
     return [Output.of_event(event)]

@@ -58,16 +58,33 @@ from services.remd.transports import Transports
 log = get_logger(__name__)
 SOURCE = "emd-sender"
 
-REQUESTS = Counter("emd_sender_requests", "registerDocument attempts by outcome and reason (a РЭМД code of the "
-                   "code table, or the transport's reason).", ["outcome", "reason"], registry=REGISTRY)
-REQUEST_DURATION = Histogram("emd_sender_request_duration_seconds", "registerDocument round trip, by outcome.",
-                             ["outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-                             registry=REGISTRY)
-PARKED = Counter("emd_sender_parked", "Records parked on the retry tier while their endpoint's circuit was open.",
-                 registry=REGISTRY)
+REQUESTS = Counter(
+    "emd_sender_requests",
+    "registerDocument attempts by outcome and reason (a РЭМД code of the "
+    "code table, or the transport's reason).",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "emd_sender_request_duration_seconds",
+    "registerDocument round trip, by outcome.",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+PARKED = Counter(
+    "emd_sender_parked",
+    "Records parked on the retry tier while their endpoint's circuit was open.",
+    registry=REGISTRY,
+)
 #: series a dashboard shows from the start (a counter's labelled series exists only after its first use)
-for _outcome, _reason in (("accepted", "ACCEPTED"), ("transient", "RATE_LIMIT"), ("transient", "TIMEOUT"),
-                          ("transient", "CONNECT_ERROR"), ("permanent", "UNKNOWN_REMD_CODE")):
+for _outcome, _reason in (
+    ("accepted", "ACCEPTED"),
+    ("transient", "RATE_LIMIT"),
+    ("transient", "TIMEOUT"),
+    ("transient", "CONNECT_ERROR"),
+    ("permanent", "UNKNOWN_REMD_CODE"),
+):
     REQUESTS.labels(_outcome, _reason)
     REQUEST_DURATION.labels(_outcome)
 
@@ -107,13 +124,19 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
     for sig in (data.get("signatures") or {}).get("personal") or []:
         s = signers.get((sig.get("snils"), sig.get("role"))) or {}
         signer = soap.Signer(
-            role=soap.Coded(code=s.get("roleCode") or remd_names.DEFAULT_SIGNER_ROLE,
-                            code_system_version=s.get("roleCodeSystemVersion") or remd_names.DEFAULT_SIGNER_ROLE_VERSION),
-            snils=sig.get("snils"), local_id=s.get("localId"), family=s.get("family"), given=s.get("given"),
+            role=soap.Coded(
+                code=s.get("roleCode") or remd_names.DEFAULT_SIGNER_ROLE,
+                code_system_version=s.get("roleCodeSystemVersion") or remd_names.DEFAULT_SIGNER_ROLE_VERSION,
+            ),
+            snils=sig.get("snils"),
+            local_id=s.get("localId"),
+            family=s.get("family"),
+            given=s.get("given"),
             patronymic=s.get("patronymic"),
             position=_coded(s.get("positionCode"), s.get("positionCodeSystemVersion")),
             speciality=_coded(s.get("specialityCode"), s.get("specialityCodeSystemVersion")),
-            department=s.get("departmentOid") or data.get("departmentOid"))
+            department=s.get("departmentOid") or data.get("departmentOid"),
+        )
         personal.append(soap.PersonalSignature(signer=signer, signature=base64.b64decode(sig["cms"])))
     org_sign = None
     org = (data.get("signatures") or {}).get("organization")
@@ -121,22 +144,44 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
         poa = None
         if org.get("mchd"):
             m = org["mchd"]
-            poa = soap.PowerOfAttorney(number=m["number"], principal_inn=m.get("principalInn"),
-                                       principal_ogrn=m.get("principalOgrn"), document=_b64(m.get("xml")),
-                                       signature=_b64(m.get("signature")))
+            poa = soap.PowerOfAttorney(
+                number=m["number"],
+                principal_inn=m.get("principalInn"),
+                principal_ogrn=m.get("principalOgrn"),
+                document=_b64(m.get("xml")),
+                signature=_b64(m.get("signature")),
+            )
         org_sign = soap.OrgSignature(signature=base64.b64decode(org["cms"]), power_of_attorney=poa)
     r = data.get("recipient")
-    recipient = soap.Recipient(kind=r["kind"], organization=r.get("organizationOid"), snils=r.get("snils")) \
-        if r else None
+    recipient = (
+        soap.Recipient(kind=r["kind"], organization=r.get("organizationOid"), snils=r.get("snils"))
+        if r
+        else None
+    )
     return soap.Registration(
-        kind=data["kind"], system=data["systemId"], organization=data["organizationOid"],
-        department=data.get("departmentOid"), local_uid=data["localUid"], document_number=data.get("documentNumber"),
+        kind=data["kind"],
+        system=data["systemId"],
+        organization=data["organizationOid"],
+        department=data.get("departmentOid"),
+        local_uid=data["localUid"],
+        document_number=data.get("documentNumber"),
         creation_date_time=data["creationTime"],
-        patient=soap.Patient(snils=p.get("snils"), local_id=p.get("localId"), family=p.get("family"),
-                             given=p.get("given"), patronymic=p.get("patronymic"), gender=p.get("gender"),
-                             birth_date=p.get("birthDate")),
-        personal_signatures=tuple(personal), org_signature=org_sign, recipient=recipient,
-        associations=tuple(soap.Association(target=a["target"], type=a["type"]) for a in data.get("associations") or ()))
+        patient=soap.Patient(
+            snils=p.get("snils"),
+            local_id=p.get("localId"),
+            family=p.get("family"),
+            given=p.get("given"),
+            patronymic=p.get("patronymic"),
+            gender=p.get("gender"),
+            birth_date=p.get("birthDate"),
+        ),
+        personal_signatures=tuple(personal),
+        org_signature=org_sign,
+        recipient=recipient,
+        associations=tuple(
+            soap.Association(target=a["target"], type=a["type"]) for a in data.get("associations") or ()
+        ),
+    )
 
 
 def _check_route(remd: Any, org_oid: str) -> None:
@@ -144,13 +189,19 @@ def _check_route(remd: Any, org_oid: str) -> None:
     N3 its n3 settings (the schema asks for them too; this names them at the document)."""
     if remd.transport == "n3":
         if remd.n3 is None:
-            raise PermanentError(f"organisation {org_oid}: remd transport n3 needs the n3 settings",
-                                 reason="REMD_NOT_CONFIGURED", organization=org_oid)
+            raise PermanentError(
+                f"organisation {org_oid}: remd transport n3 needs the n3 settings",
+                reason="REMD_NOT_CONFIGURED",
+                organization=org_oid,
+            )
         return
     if remd.system is None or not remd.client_entity_id or not remd.callback_url:
-        raise PermanentError(f"organisation {org_oid}: remd needs system_key/system_certificate, "
-                             "client_entity_id and callback_url", reason="REMD_NOT_CONFIGURED",
-                             organization=org_oid)
+        raise PermanentError(
+            f"organisation {org_oid}: remd needs system_key/system_certificate, "
+            "client_entity_id and callback_url",
+            reason="REMD_NOT_CONFIGURED",
+            organization=org_oid,
+        )
 
 
 def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) -> None:
@@ -164,8 +215,10 @@ def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) ->
         held = f"registered in РЭМД as {doc.emdr_id}" if doc.emdr_id else f"already {doc.state}"
         raise PermanentError(
             f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
-            f"localUid it knows; publish the changed СЭМД under a new localUid", reason="LOCAL_UID_REUSED",
-            local_uid=doc.local_uid)
+            f"localUid it knows; publish the changed СЭМД under a new localUid",
+            reason="LOCAL_UID_REUSED",
+            local_uid=doc.local_uid,
+        )
 
 
 class Submitter:
@@ -192,14 +245,26 @@ class Submitter:
         document attached (N3); default none: documents carried inline only.
     """
 
-    def __init__(self, *, config: OrganizationsConfig, store: lifecycle.LifecycleStore,
-                 transports: Mapping[str, Transport] | None = None, breaker_failures: int = 5,
-                 breaker_cool_down: float = 30.0, endpoint_concurrency: int = 8, hold_per_endpoint: int = 4,
-                 retry_topic: str = topology.SENDER_RETRIES[0].name,
-                 transport_options: Mapping[str, Any] | None = None, rate_limit_defer: float = 60.0,
-                 park_max_seconds: float = 60.0, clinic_state: Callable[[str], str] | None = None,
-                 unpromoted: str = routing.TEST_STAND, exchanges: ExchangeArchive | None = None,
-                 documents: DocumentStore | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        config: OrganizationsConfig,
+        store: lifecycle.LifecycleStore,
+        transports: Mapping[str, Transport] | None = None,
+        breaker_failures: int = 5,
+        breaker_cool_down: float = 30.0,
+        endpoint_concurrency: int = 8,
+        hold_per_endpoint: int = 4,
+        retry_topic: str = topology.SENDER_RETRIES[0].name,
+        transport_options: Mapping[str, Any] | None = None,
+        rate_limit_defer: float = 60.0,
+        park_max_seconds: float = 60.0,
+        clinic_state: Callable[[str], str] | None = None,
+        unpromoted: str = routing.TEST_STAND,
+        exchanges: ExchangeArchive | None = None,
+        documents: DocumentStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.store = store
         self.transports = Transports(options=transport_options, preset=transports)
@@ -219,8 +284,12 @@ class Submitter:
     # --- per-endpoint state ----------------------------------------------------------------------
     def breaker(self, endpoint: str) -> CircuitBreaker:
         if endpoint not in self.breakers:
-            self.breakers[endpoint] = CircuitBreaker(endpoint, failure_threshold=self.breaker_failures,
-                                                     cool_down=self.breaker_cool_down, clock=self._clock)
+            self.breakers[endpoint] = CircuitBreaker(
+                endpoint,
+                failure_threshold=self.breaker_failures,
+                cool_down=self.breaker_cool_down,
+                clock=self._clock,
+            )
         return self.breakers[endpoint]
 
     def limiter(self, endpoint: str, organization: str, rate_per_minute: int) -> EndpointLimiter:
@@ -240,8 +309,11 @@ class Submitter:
         org = self.config.organization(org_oid)
         remd = org.remd
         if remd is None:
-            raise PermanentError(f"organisation {org_oid} has no РЭМД settings", reason="REMD_NOT_CONFIGURED",
-                                 organization=org_oid)
+            raise PermanentError(
+                f"organisation {org_oid} has no РЭМД settings",
+                reason="REMD_NOT_CONFIGURED",
+                organization=org_oid,
+            )
         _check_route(remd, org_oid)
 
         # a read: a new document is written with its first attempt, in that attempt's transaction
@@ -249,26 +321,46 @@ class Submitter:
         if doc is not None:
             _refuse_changed_content(doc, data)
             if doc.state in lifecycle.DONE_STATES:
-                log.info("already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state)
+                log.info(
+                    "already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state
+                )
                 return await self._sent_outputs(event, doc)
 
-        where = routing.Route(remd.endpoint, remd.environment) if self.clinic_state is None else routing.route(
-            remd, await asyncio.to_thread(self.clinic_state, org_oid), unpromoted=self.unpromoted)
+        where = (
+            routing.Route(remd.endpoint, remd.environment)
+            if self.clinic_state is None
+            else routing.route(
+                remd, await asyncio.to_thread(self.clinic_state, org_oid), unpromoted=self.unpromoted
+            )
+        )
         # raises the deferred key error of this organisation only (N3 needs no WS-Security key)
         key = remd.system.signer() if remd.system is not None else None
         registration = registration_from_event(data)
         if not registration.personal_signatures:
-            raise PermanentError("signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE",
-                                 local_uid=uid)
-        new_document = {"organization": org_oid, "kind": data["kind"], "signed_event": record.value,
-                        "document_ref": (data.get("document") or {}).get("ref")}
+            raise PermanentError(
+                "signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE", local_uid=uid
+            )
+        new_document = {
+            "organization": org_oid,
+            "kind": data["kind"],
+            "signed_event": record.value,
+            "document_ref": (data.get("document") or {}).get("ref"),
+        }
         try:
             return await self._submit(record, event, registration, remd, where, key, new_document)
         except lifecycle.LifecycleConflict as exc:
             return await self._already_handled(event, uid, exc)
 
-    async def _submit(self, record: Record, event: Mapping[str, Any], registration: soap.Registration,
-                      remd: Any, where: routing.Route, key: Any, new_document: Mapping[str, Any]) -> list[Output]:
+    async def _submit(
+        self,
+        record: Record,
+        event: Mapping[str, Any],
+        registration: soap.Registration,
+        remd: Any,
+        where: routing.Route,
+        key: Any,
+        new_document: Mapping[str, Any],
+    ) -> list[Output]:
         """Attempts until one is accepted, the record is parked, or a failure is raised. ``new_document``: the
         lifecycle row to create with the first attempt if the store does not hold the document yet."""
         data = event["data"]
@@ -278,8 +370,11 @@ class Submitter:
         limiter = self.limiter(endpoint, org_oid, remd.rate_limit_per_minute)
         transport = self.transports.get(remd.transport)
         # a route that takes the document attached (N3) gets the exact signed bytes, read once per record
-        document = await asyncio.to_thread(document_bytes, data["document"], self.documents) \
-            if getattr(transport, "pushes_document", False) else None
+        document = (
+            await asyncio.to_thread(document_bytes, data["document"], self.documents)
+            if getattr(transport, "pushes_document", False)
+            else None
+        )
 
         while True:
             parked = await self._wait_for_circuit(breaker, record)
@@ -288,55 +383,104 @@ class Submitter:
             try:
                 async with limiter.slot():
                     message_id = new_message_id()
-                    attempt = await asyncio.to_thread(self.store.record_attempt, uid, message_id, endpoint=endpoint,
-                                                      register=new_document)
-                    outcome = await transport.submit(SubmitRequest(
-                        registration=registration, message_id=message_id, endpoint=endpoint,
-                        client_entity_id=remd.client_entity_id or "", reply_to=remd.callback_url or "", key=key,
-                        certificate=remd.system.certificate if remd.system is not None else None, document=document,
-                        auth_token=remd.n3.token if remd.n3 is not None else None,
-                        lpu_id=remd.n3.lpu_id if remd.n3 is not None else None))
+                    attempt = await asyncio.to_thread(
+                        self.store.record_attempt, uid, message_id, endpoint=endpoint, register=new_document
+                    )
+                    outcome = await transport.submit(
+                        SubmitRequest(
+                            registration=registration,
+                            message_id=message_id,
+                            endpoint=endpoint,
+                            client_entity_id=remd.client_entity_id or "",
+                            reply_to=remd.callback_url or "",
+                            key=key,
+                            certificate=remd.system.certificate if remd.system is not None else None,
+                            document=document,
+                            auth_token=remd.n3.token if remd.n3 is not None else None,
+                            lpu_id=remd.n3.lpu_id if remd.n3 is not None else None,
+                        )
+                    )
             except BaseException:
                 breaker.release()
                 raise
             self._observe(breaker, limiter, outcome)
             if self.exchanges is not None:
-                await asyncio.to_thread(self.exchanges.keep, message_id, local_uid=uid, endpoint=endpoint,
-                                        outcome=outcome)
+                await asyncio.to_thread(
+                    self.exchanges.keep, message_id, local_uid=uid, endpoint=endpoint, outcome=outcome
+                )
             code, message = outcome.remd_code or outcome.reason, outcome.message[:500] or None
             if outcome.accepted:  # the attempt's outcome and the document's state: one transaction
-                doc = await asyncio.to_thread(self.store.mark_accepted, uid, message_id=message_id, code=code,
-                                              message=message)
-                log.info("accepted by РЭМД", local_uid=uid, message_id=message_id, attempt=attempt.attempt,
-                         endpoint=endpoint)
+                doc = await asyncio.to_thread(
+                    self.store.mark_accepted, uid, message_id=message_id, code=code, message=message
+                )
+                log.info(
+                    "accepted by РЭМД",
+                    local_uid=uid,
+                    message_id=message_id,
+                    attempt=attempt.attempt,
+                    endpoint=endpoint,
+                )
                 return await self._sent_outputs(event, doc)  # reads the MessageIDs with the history
-            await asyncio.to_thread(self.store.record_outcome, message_id, outcome=outcome.kind,
-                                    decided_by=lifecycle.DECIDED_BY_ANSWER, code=code, message=message)
+            await asyncio.to_thread(
+                self.store.record_outcome,
+                message_id,
+                outcome=outcome.kind,
+                decided_by=lifecycle.DECIDED_BY_ANSWER,
+                code=code,
+                message=message,
+            )
             ids = await asyncio.to_thread(self.store.message_ids, uid)
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == "permanent":
-                await asyncio.to_thread(self.store.mark_failed, uid, reason=outcome.reason,
-                                        code=outcome.remd_code, message=outcome.message[:500])
-                raise PermanentError(outcome.message or outcome.reason, reason=outcome.reason,
-                                     remd_code=outcome.remd_code, remd_message=outcome.remd_message,
-                                     category=outcome.category, hint=outcome.hint, **common)
+                await asyncio.to_thread(
+                    self.store.mark_failed,
+                    uid,
+                    reason=outcome.reason,
+                    code=outcome.remd_code,
+                    message=outcome.message[:500],
+                )
+                raise PermanentError(
+                    outcome.message or outcome.reason,
+                    reason=outcome.reason,
+                    remd_code=outcome.remd_code,
+                    remd_message=outcome.remd_message,
+                    category=outcome.category,
+                    hint=outcome.hint,
+                    **common,
+                )
             if outcome.transport_failure and breaker.state != "closed":
                 # the endpoint is down, not the document: wait for the circuit, no attempt used
-                log.info("endpoint unavailable, holding the record", local_uid=uid, endpoint=endpoint,
-                         reason=outcome.reason)
+                log.info(
+                    "endpoint unavailable, holding the record",
+                    local_uid=uid,
+                    endpoint=endpoint,
+                    reason=outcome.reason,
+                )
                 continue
             defer = self.rate_limit_defer if outcome.reason == "RATE_LIMIT" else outcome.defer
-            raise TransientError(outcome.message or outcome.reason, reason=outcome.reason, defer=defer,
-                                 remd_code=outcome.remd_code, remd_message=outcome.remd_message,
-                                 category=outcome.category, hint=outcome.hint, **common)
+            raise TransientError(
+                outcome.message or outcome.reason,
+                reason=outcome.reason,
+                defer=defer,
+                remd_code=outcome.remd_code,
+                remd_message=outcome.remd_message,
+                category=outcome.category,
+                hint=outcome.hint,
+                **common,
+            )
 
-    async def _already_handled(self, event: Mapping[str, Any], uid: str,
-                               conflict: lifecycle.LifecycleConflict) -> list[Output]:
+    async def _already_handled(
+        self, event: Mapping[str, Any], uid: str, conflict: lifecycle.LifecycleConflict
+    ) -> list[Output]:
         """The lifecycle refused our transition: another replica (a redelivery after a rebalance) accepted or
         registered the document while we were on it. Not a failure of the document: say what the store says."""
         doc = await asyncio.to_thread(self.store.get, uid)
-        log.info("already handled by another replica", local_uid=uid, state=doc.state if doc else None,
-                 conflict=conflict.message)
+        log.info(
+            "already handled by another replica",
+            local_uid=uid,
+            state=doc.state if doc else None,
+            conflict=conflict.message,
+        )
         if doc is not None and doc.state in lifecycle.DONE_STATES:
             return await self._sent_outputs(event, doc)
         return []
@@ -368,8 +512,14 @@ class Submitter:
         """The record back on the first retry tier, due when the circuit probes, its attempt count unchanged."""
         PARKED.inc()
         wait = min(max(wait, 1.0), self.park_max_seconds)  # never hold up the tier longer than its own delay
-        headers = dl.retry_headers(record.headers, topic=record.topic, partition=record.partition,
-                                   offset=record.offset, delay=wait, reason="CIRCUIT_OPEN")
+        headers = dl.retry_headers(
+            record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            delay=wait,
+            reason="CIRCUIT_OPEN",
+        )
         log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
         return Output(self.retry_topic, record.value, record.key, headers)
 
@@ -379,13 +529,21 @@ class Submitter:
         ids = [a.message_id for a in history]
         data = dict(event["data"])
         data["submission"] = events.submission_data(
-            message_id=accepted.message_id, message_ids=ids, attempt=accepted.attempt, sent_at=accepted.sent_at,
-            accepted_at=doc.accepted_at, endpoint=accepted.endpoint,
-            environment=self.config.environment(doc.organization, endpoint=accepted.endpoint))
+            message_id=accepted.message_id,
+            message_ids=ids,
+            attempt=accepted.attempt,
+            sent_at=accepted.sent_at,
+            accepted_at=doc.accepted_at,
+            endpoint=accepted.endpoint,
+            environment=self.config.environment(doc.organization, endpoint=accepted.endpoint),
+        )
         sent = events.new_event(events.SENT, data, source=SOURCE, trace_id=event["traceId"])
         # a replay of a registered document must not move the МИС's view back from "registered" to "sent"
         told = events.STATUS_REGISTERED if doc.state == lifecycle.REGISTERED else events.STATUS_SENT
-        status = events.new_event(events.STATUS, events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id,
-                                                                    message_ids=ids),
-                                  source=SOURCE, trace_id=event["traceId"])
+        status = events.new_event(
+            events.STATUS,
+            events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id, message_ids=ids),
+            source=SOURCE,
+            trace_id=event["traceId"],
+        )
         return [Output.of_event(sent), Output.of_event(status)]

@@ -28,8 +28,12 @@ log = get_logger(__name__)
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
-BREAKER_STATE = Gauge("emd_sender_circuit_state", "Circuit breaker per РЭМД endpoint: 0 closed, 1 half-open, 2 open.",
-                      ["endpoint"], registry=REGISTRY)
+BREAKER_STATE = Gauge(
+    "emd_sender_circuit_state",
+    "Circuit breaker per РЭМД endpoint: 0 closed, 1 half-open, 2 open.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
 
 
 class CircuitBreaker:
@@ -42,8 +46,15 @@ class CircuitBreaker:
     :param clock: monotonic clock (tests pass a fake one).
     """
 
-    def __init__(self, name: str, *, failure_threshold: int = 5, cool_down: float = 30.0,
-                 max_cool_down: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        cool_down: float = 30.0,
+        max_cool_down: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.base_cool_down = cool_down
@@ -117,7 +128,9 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._opened_at = self._clock()
         if self._state == CLOSED:
-            log.warning("circuit opened", endpoint=self.name, failures=self._failures, cool_down=self._cool_down)
+            log.warning(
+                "circuit opened", endpoint=self.name, failures=self._failures, cool_down=self._cool_down
+            )
         self._set(OPEN)
 
     def _set(self, state: str) -> None:

@@ -22,10 +22,32 @@ from services.remd import wssec
 from services.remd.messages import Headers, SoapFault
 
 __all__ = [
-    "SoapParseError", "b64", "build_fault", "check_shape", "child", "children", "code_of", "content_type",
-    "expect", "finish", "http_headers", "int_or_none", "is_anonymous", "local_name", "new_envelope",
-    "open_envelope", "parse_fault", "qname", "read_fault", "required", "soap_ns", "sub", "text_of", "unb64",
-    "value_of", "version_of",
+    "SoapParseError",
+    "b64",
+    "build_fault",
+    "check_shape",
+    "child",
+    "children",
+    "code_of",
+    "content_type",
+    "expect",
+    "finish",
+    "http_headers",
+    "int_or_none",
+    "is_anonymous",
+    "local_name",
+    "new_envelope",
+    "open_envelope",
+    "parse_fault",
+    "qname",
+    "read_fault",
+    "required",
+    "soap_ns",
+    "sub",
+    "text_of",
+    "unb64",
+    "value_of",
+    "version_of",
 ]
 
 
@@ -36,6 +58,7 @@ class SoapParseError(PermanentError):
 
 
 # --- writing -------------------------------------------------------------------------------------
+
 
 def soap_ns(version: str) -> str:
     if version not in ("1.1", "1.2"):
@@ -76,7 +99,9 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
-def sub(parent: etree._Element, ns: str, local: str, value: Any = None, *, always: bool = False) -> etree._Element | None:
+def sub(
+    parent: etree._Element, ns: str, local: str, value: Any = None, *, always: bool = False
+) -> etree._Element | None:
     """Append ``<local>value</local>``; skipped when value is None unless ``always``."""
     if value is None and not always:
         return None
@@ -94,10 +119,19 @@ def b64(data: bytes) -> str:
 FIXED_IDS = {"MessageID": "id-messageid", "ReplyTo": "id-replyto", "To": "id-to", "Action": "id-action"}
 
 
-def new_envelope(*, soap_version: str, action: str, message_id: str, to: str | None = None,
-                 reply_to: str | None = None, relates_to: str | None = None,
-                 client_entity_id: str | None = None, body_ns: str, wsa_prefix: bool = True,
-                 fixed_ids: bool = False) -> tuple[etree._Element, etree._Element]:
+def new_envelope(
+    *,
+    soap_version: str,
+    action: str,
+    message_id: str,
+    to: str | None = None,
+    reply_to: str | None = None,
+    relates_to: str | None = None,
+    client_entity_id: str | None = None,
+    body_ns: str,
+    wsa_prefix: bool = True,
+    fixed_ids: bool = False,
+) -> tuple[etree._Element, etree._Element]:
     """(Envelope, Body) with the header in the reference signer's order (brief §2.3).
 
     ``wsa_prefix=False`` writes the WS-Addressing headers unprefixed (a default namespace on each), and
@@ -154,10 +188,20 @@ def finish(env: etree._Element, key: Any, certificate: Any, now: datetime | None
 _SOAP12_FAULT_CODES = {"Client": "Sender", "Server": "Receiver"}
 
 
-def build_fault(*, code: str, reason: str, detail_code: str | None = None, detail_message: str | None = None,
-                ips_fault: str | None = None, relates_to: str | None = None, soap_version: str = "1.1",
-                key: Any = None, certificate: Any = None, message_id: str | None = None,
-                now: datetime | None = None) -> bytes:
+def build_fault(
+    *,
+    code: str,
+    reason: str,
+    detail_code: str | None = None,
+    detail_message: str | None = None,
+    ips_fault: str | None = None,
+    relates_to: str | None = None,
+    soap_version: str = "1.1",
+    key: Any = None,
+    certificate: Any = None,
+    message_id: str | None = None,
+    now: datetime | None = None,
+) -> bytes:
     """A SOAP Fault. ``code``: ``Client`` or ``Server``, unprefixed; a 1.2 fault says ``Sender``/``Receiver``
     for them (and takes those names too).
 
@@ -167,15 +211,22 @@ def build_fault(*, code: str, reason: str, detail_code: str | None = None, detai
     soap = soap_ns(soap_version)
     if soap_version == "1.2":
         code = _SOAP12_FAULT_CODES.get(code, code)
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_FAULT, message_id=message_id or new_message_id(),
-                          relates_to=relates_to, body_ns=n.NS_EMDR_SERVICE)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_FAULT,
+        message_id=message_id or new_message_id(),
+        relates_to=relates_to,
+        body_ns=n.NS_EMDR_SERVICE,
+    )
     fault = etree.SubElement(body, qname(soap, "Fault"))
     if soap_version == "1.1":
         etree.SubElement(fault, "faultcode").text = f"soap:{code}"
         etree.SubElement(fault, "faultstring").text = reason
         detail = etree.SubElement(fault, "detail")
     else:
-        etree.SubElement(etree.SubElement(fault, qname(soap, "Code")), qname(soap, "Value")).text = f"soap:{code}"
+        etree.SubElement(
+            etree.SubElement(fault, qname(soap, "Code")), qname(soap, "Value")
+        ).text = f"soap:{code}"
         text = etree.SubElement(etree.SubElement(fault, qname(soap, "Reason")), qname(soap, "Text"))
         text.text = reason
         text.set("{http://www.w3.org/XML/1998/namespace}lang", "ru")
@@ -183,8 +234,13 @@ def build_fault(*, code: str, reason: str, detail_code: str | None = None, detai
     if ips_fault is not None:
         if ips_fault not in n.IPS_FAULTS:
             raise ValueError(f"ips_fault must be one of {n.IPS_FAULTS}")
-        sub(etree.SubElement(detail, qname(n.NS_EGISZ, ips_fault)), n.NS_EGISZ, n.MESSAGE,
-             detail_message or reason, always=True)
+        sub(
+            etree.SubElement(detail, qname(n.NS_EGISZ, ips_fault)),
+            n.NS_EGISZ,
+            n.MESSAGE,
+            detail_message or reason,
+            always=True,
+        )
     if detail_code is not None:
         sub(detail, n.NS_EMDR_SERVICE, n.CODE, detail_code, always=True)
         sub(detail, n.NS_EMDR_SERVICE, n.MESSAGE, detail_message or "", always=True)
@@ -192,6 +248,7 @@ def build_fault(*, code: str, reason: str, detail_code: str | None = None, detai
 
 
 # --- reading -------------------------------------------------------------------------------------
+
 
 def local_name(el: etree._Element) -> str:
     return etree.QName(el).localname
@@ -252,7 +309,9 @@ def check_shape(el: etree._Element, shape: dict[str, Any] | None, path: str) -> 
             raise SoapParseError(
                 f'Unmarshalling Error: unexpected element (uri:"{etree.QName(c).namespace or ""}", local:"{local}") '
                 f"in {path}. Expected elements are {expected or 'none (text only)'}",
-                reason="SOAP_UNEXPECTED_ELEMENT", element=f"{path}/{local}")
+                reason="SOAP_UNEXPECTED_ELEMENT",
+                element=f"{path}/{local}",
+            )
         check_shape(c, shape[local], f"{path}/{local}")
 
 
@@ -293,10 +352,17 @@ def open_envelope(data: bytes) -> tuple[Headers, etree._Element]:
         el = header.find(qname(n.NS_WSA, local)) if header is not None else None
         return el.text.strip() if el is not None and el.text else None
 
-    reply = header.find(f"{qname(n.NS_WSA, 'ReplyTo')}/{qname(n.NS_WSA, 'Address')}") if header is not None else None
+    reply = (
+        header.find(f"{qname(n.NS_WSA, 'ReplyTo')}/{qname(n.NS_WSA, 'Address')}")
+        if header is not None
+        else None
+    )
     client = header.find(f".//{qname(n.NS_EGISZ, n.CLIENT_ENTITY_ID)}") if header is not None else None
     headers = Headers(
-        message_id=wsa("MessageID"), relates_to=wsa("RelatesTo"), action=wsa("Action"), to=wsa("To"),
+        message_id=wsa("MessageID"),
+        relates_to=wsa("RelatesTo"),
+        action=wsa("Action"),
+        to=wsa("To"),
         reply_to=reply.text.strip() if reply is not None and reply.text else None,
         client_entity_id=client.text.strip() if client is not None and client.text else None,
         soap_version="1.1" if ns == n.NS_SOAP11 else "1.2",
@@ -306,8 +372,11 @@ def open_envelope(data: bytes) -> tuple[Headers, etree._Element]:
 
 def expect(payload: etree._Element, *locals_: str) -> None:
     if local_name(payload) not in locals_:
-        raise SoapParseError(f"expected {' or '.join(locals_)}, got {local_name(payload)}",
-                             reason="SOAP_UNEXPECTED", element=local_name(payload))
+        raise SoapParseError(
+            f"expected {' or '.join(locals_)}, got {local_name(payload)}",
+            reason="SOAP_UNEXPECTED",
+            element=local_name(payload),
+        )
 
 
 def read_fault(headers: Headers, fault: etree._Element) -> SoapFault:
@@ -326,13 +395,26 @@ def read_fault(headers: Headers, fault: etree._Element) -> SoapFault:
             if local in n.IPS_FAULTS and ips_fault is None:
                 ips_fault = local
                 detail_message = detail_message or value_of(el, n.MESSAGE)
-            elif local in (n.CODE, n.FAULT_ERROR_CODE) and detail_code is None and el.text and el.text.strip():
+            elif (
+                local in (n.CODE, n.FAULT_ERROR_CODE) and detail_code is None and el.text and el.text.strip()
+            ):
                 detail_code = el.text.strip()
-            elif local == n.MESSAGE and el.getparent() is not None and local_name(el.getparent()) not in n.IPS_FAULTS \
-                    and detail_message is None and el.text:
+            elif (
+                local == n.MESSAGE
+                and el.getparent() is not None
+                and local_name(el.getparent()) not in n.IPS_FAULTS
+                and detail_message is None
+                and el.text
+            ):
                 detail_message = el.text.strip()
-    return SoapFault(code=code, reason=reason, detail_code=detail_code, detail_message=detail_message,
-                     ips_fault=ips_fault, headers=headers)
+    return SoapFault(
+        code=code,
+        reason=reason,
+        detail_code=detail_code,
+        detail_message=detail_message,
+        ips_fault=ips_fault,
+        headers=headers,
+    )
 
 
 def parse_fault(data: bytes) -> SoapFault:

@@ -11,13 +11,13 @@ from services.remd.codes import CodeInfo, classify
 
 # --- checksums ------------------------------------------------------------------
 
+
 def checksum(data: bytes) -> int:
     """The ``checksum`` that accompanies base64 ``data`` (brief §2.5 [G]: believed CRC32 of the bytes).
 
     The one place this guess lives: change it here when the official XSD says otherwise.
     """
     return zlib.crc32(data) & 0xFFFFFFFF
-
 
 
 # --- typed data ---------------------------------------------------------------------------------
@@ -63,9 +63,9 @@ class Coded:
 class Patient:
     snils: str | None = None
     local_id: str | None = None
-    family: str | None = None          #: written as ``surname``
-    given: str | None = None           #: written as ``name``
-    patronymic: str | None = None      #: written as ``patrName``
+    family: str | None = None  #: written as ``surname``
+    given: str | None = None  #: written as ``name``
+    patronymic: str | None = None  #: written as ``patrName``
     gender: str | None = None
     birth_date: str | None = None
 
@@ -83,7 +83,7 @@ class Signer:
     birth_date: str | None = None
     position: Coded | None = None
     speciality: Coded | None = None
-    department: str | None = None      #: the signer's structural unit (ФРМО OID), ``department/localId/code``
+    department: str | None = None  #: the signer's structural unit (ФРМО OID), ``department/localId/code``
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +100,13 @@ class PowerOfAttorney:
 @dataclass(frozen=True, slots=True)
 class PersonalSignature:
     signer: Signer
-    signature: bytes                      # detached CMS, DER
+    signature: bytes  # detached CMS, DER
     power_of_attorney: PowerOfAttorney | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OrgSignature:
-    signature: bytes                      # detached CMS, DER
+    signature: bytes  # detached CMS, DER
     power_of_attorney: PowerOfAttorney | None = None
 
 
@@ -114,7 +114,7 @@ class OrgSignature:
 class Recipient:
     """Who the document is for: a medical organisation (its OID) or a patient's representative (СНИЛС)."""
 
-    kind: str                             # names.RECIPIENT_MEDICAL_ORGANIZATION | RECIPIENT_PATIENT_REPRESENTATIVE
+    kind: str  # names.RECIPIENT_MEDICAL_ORGANIZATION | RECIPIENT_PATIENT_REPRESENTATIVE
     organization: str | None = None
     snils: str | None = None
 
@@ -170,11 +170,11 @@ class SyncAnswer:
 class SoapFault:
     """A SOAP 1.1 or 1.2 Fault, with the РЭМД code and ИПС fault type when the detail has them."""
 
-    code: str                       # faultcode / Code/Value, e.g. "soap:Server"
-    reason: str                     # faultstring / Reason/Text
+    code: str  # faultcode / Code/Value, e.g. "soap:Server"
+    reason: str  # faultstring / Reason/Text
     detail_code: str | None = None  # detail code (or errorCode): an НСИ .305 mnemonic when from РЭМД
     detail_message: str | None = None
-    ips_fault: str | None = None    # ValidationFault | AuthorizationFault | SystemFault
+    ips_fault: str | None = None  # ValidationFault | AuthorizationFault | SystemFault
     headers: Headers = field(default_factory=Headers)
 
     @property
@@ -214,13 +214,17 @@ class RegisterResult:
     registry_item: RegistryItem | None = None
     errors: tuple[RemdError, ...] = ()
     headers: Headers = field(default_factory=Headers)
-    document_status: str | None = None    #: ``documentStatus``, e.g. "Зарегистрировано"
+    document_status: str | None = None  #: ``documentStatus``, e.g. "Зарегистрировано"
 
     @property
     def registered(self) -> bool:
         """success (or OK) with a registry number and no errors: the document is in РЭМД."""
-        return self.status.lower() in SUCCESS_STATUSES and not self.errors and self.registry_item is not None \
+        return (
+            self.status.lower() in SUCCESS_STATUSES
+            and not self.errors
+            and self.registry_item is not None
             and bool(self.registry_item.emdr_id)
+        )
 
 
 @dataclass(frozen=True, slots=True)

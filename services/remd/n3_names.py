@@ -18,78 +18,80 @@ from __future__ import annotations
 SOURCES = {
     "brief": "remd-protocol.md §5, the protocol brief",
     "iemk-n3": "PoyarkinES/iemk_n3health EMKService.xml, Emk.Infrastructure/ExternalServices/Adapters/"
-               "EmkServiceAdapter.cs, Emk.Infrastructure/DocumentGeneration/DocConsultNote.cs (N3 ИЭМК client)",
+    "EmkServiceAdapter.cs, Emk.Infrastructure/DocumentGeneration/DocConsultNote.cs (N3 ИЭМК client)",
     "n3-api": "api.n3health.ru /docstorage/ and /sosnils/ pages; api.netrika.ru «IEMKService» (as stored)",
     "wcf": "WCF basicHttpBinding conventions (SOAPAction = <service ns>I<Service>/<Operation>, <Op>Response)",
 }
 
 # --- transport ------------------------------------------------------------------------------------
-AUTH_HEADER = "Authorization"              # [C] n3-api
-AUTH_SCHEME = "N3"                         # [C] n3-api ("Authorization: N3 <GUID>")
+AUTH_HEADER = "Authorization"  # [C] n3-api
+AUTH_SCHEME = "N3"  # [C] n3-api ("Authorization: N3 <GUID>")
 #: our per-attempt request id, sent so Нетрика's support can find the call; header name a guess   [G] brief
 REQUEST_ID_HEADER = "X-Request-ID"
 
 # --- EmkService (SOAP 1.1) ------------------------------------------------------------------------
-NS_SERVICE = "http://tempuri.org/"                                  # [C] brief §5, iemk-n3
-NS_DTO = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto"       # [C] brief §5 (prefix; the exact sub-namespace [G])
-NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"                # [C] iemk-n3 (WCF writes xsi:type)
-SERVICE_INTERFACE = "IEmkService"                                   # [G] wcf
-ADD_CASE = "AddCase"                       # [C] brief §5, iemk-n3
-ADD_CASE_RESPONSE = "AddCaseResponse"      # [G] wcf
-GUID = "guid"                              # [C] brief §5 (the auth token, first parameter of every call)
-ID_LPU = "idLpu"                           # [C] brief §5 (AddMedRecord's parameter)
-CASE_DTO = "caseDto"                       # [G] iemk-n3 (AddCase's case parameter name)
-CASE_TYPE = "CaseAmb"                      # [G] iemk-n3 (an outpatient case, xsi:type)
-ID_CASE_MIS = "IdCaseMis"                  # [C] brief §5 (idCaseMis); we use the localUid [G]
-ID_PATIENT_MIS = "IdPatientMis"            # [C] brief §5 (idPatientMis)
-OPEN_DATE = "OpenDate"                     # [G] iemk-n3
-CLOSE_DATE = "CloseDate"                   # [G] iemk-n3
-MED_RECORDS = "MedRecords"                 # [G] iemk-n3 (the case's records)
-MED_RECORD = "MedRecord"                   # [G] iemk-n3 (a list item; its xsi:type says which record)
-ID_LPU_FIELD = "IdLpu"                     # [G] iemk-n3 (the case's organisation in N3)
-MED_DOCUMENT = "MedDocument"               # [C] brief §5 (MedRecord + Attachments, …)
-ID_DOCUMENT_MIS = "IdDocumentMis"          # [C] brief §5; = the localUid
+NS_SERVICE = "http://tempuri.org/"  # [C] brief §5, iemk-n3
+NS_DTO = (
+    "http://schemas.datacontract.org/2004/07/N3.EMK.Dto"  # [C] brief §5 (prefix; the exact sub-namespace [G])
+)
+NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"  # [C] iemk-n3 (WCF writes xsi:type)
+SERVICE_INTERFACE = "IEmkService"  # [G] wcf
+ADD_CASE = "AddCase"  # [C] brief §5, iemk-n3
+ADD_CASE_RESPONSE = "AddCaseResponse"  # [G] wcf
+GUID = "guid"  # [C] brief §5 (the auth token, first parameter of every call)
+ID_LPU = "idLpu"  # [C] brief §5 (AddMedRecord's parameter)
+CASE_DTO = "caseDto"  # [G] iemk-n3 (AddCase's case parameter name)
+CASE_TYPE = "CaseAmb"  # [G] iemk-n3 (an outpatient case, xsi:type)
+ID_CASE_MIS = "IdCaseMis"  # [C] brief §5 (idCaseMis); we use the localUid [G]
+ID_PATIENT_MIS = "IdPatientMis"  # [C] brief §5 (idPatientMis)
+OPEN_DATE = "OpenDate"  # [G] iemk-n3
+CLOSE_DATE = "CloseDate"  # [G] iemk-n3
+MED_RECORDS = "MedRecords"  # [G] iemk-n3 (the case's records)
+MED_RECORD = "MedRecord"  # [G] iemk-n3 (a list item; its xsi:type says which record)
+ID_LPU_FIELD = "IdLpu"  # [G] iemk-n3 (the case's organisation in N3)
+MED_DOCUMENT = "MedDocument"  # [C] brief §5 (MedRecord + Attachments, …)
+ID_DOCUMENT_MIS = "IdDocumentMis"  # [C] brief §5; = the localUid
 #: N3's document type; carrying the НСИ 1520 kind in it is our reading                          [C] brief §5, [G] value
 ID_MED_DOCUMENT_TYPE = "IdMedDocumentType"
-CREATION_DATE = "CreationDate"             # [C] brief §5
-HEADER = "Header"                          # [C] brief §5 (the document's title)
-AUTHOR = "Author"                          # [C] brief §5 (MedicalStaff)
-ATTACHMENTS = "Attachments"                # [C] brief §5
+CREATION_DATE = "CreationDate"  # [C] brief §5
+HEADER = "Header"  # [C] brief §5 (the document's title)
+AUTHOR = "Author"  # [C] brief §5 (MedicalStaff)
+ATTACHMENTS = "Attachments"  # [C] brief §5
 DOCUMENT_ATTACHMENT = "DocumentAttachment"  # [C] brief §5
-DATA = "Data"                              # [C] brief §5 (base64 document)
-MIME_TYPE = "MimeType"                     # [C] brief §5
-ORGANIZATION_SIGN = "OrganizationSign"     # [C] brief §5 (base64 detached CMS of the МО)
-PERSONAL_SIGNS = "PersonalSigns"           # [C] brief §5
-PERSONAL_SIGN = "PersonalSign"             # [G] iemk-n3 (the list item's element name)
-SIGN = "Sign"                              # [C] brief §5 (base64 detached CMS of the doctor)
-DOCTOR = "Doctor"                          # [C] brief §5 (MedicalStaff)
+DATA = "Data"  # [C] brief §5 (base64 document)
+MIME_TYPE = "MimeType"  # [C] brief §5
+ORGANIZATION_SIGN = "OrganizationSign"  # [C] brief §5 (base64 detached CMS of the МО)
+PERSONAL_SIGNS = "PersonalSigns"  # [C] brief §5
+PERSONAL_SIGN = "PersonalSign"  # [G] iemk-n3 (the list item's element name)
+SIGN = "Sign"  # [C] brief §5 (base64 detached CMS of the doctor)
+DOCTOR = "Doctor"  # [C] brief §5 (MedicalStaff)
 # MedicalStaff / Person: the fields РЭМД cross-checks, in N3's naming as far as it is known
-PERSON = "Person"                          # [G] iemk-n3
-ID_PERSON_MIS = "IdPersonMis"              # [G] iemk-n3
-FAMILY_NAME = "FamilyName"                 # [G] iemk-n3
-GIVEN_NAME = "GivenName"                   # [G] iemk-n3
-MIDDLE_NAME = "MiddleName"                 # [G] iemk-n3
-SNILS = "Snils"                            # [G] iemk-n3 (N3 keeps it among Person/Documents)
-ID_POSITION = "IdPosition"                 # [G] iemk-n3 (НСИ 1.2.643.5.1.13.13.11.1002 code)
-POSITION_VERSION = "PositionVersion"       # [G] brief (the version РЭМД needs; no N3 field is known)
-ID_SPECIALITY = "IdSpeciality"             # [G] iemk-n3
-ROLE = "Role"                              # [G] brief (the РЭМД signer role; no N3 field is known)
-MIME_TYPE_SEMD = "text/xml"                # [G] brief (a СЭМД as an attachment)
+PERSON = "Person"  # [G] iemk-n3
+ID_PERSON_MIS = "IdPersonMis"  # [G] iemk-n3
+FAMILY_NAME = "FamilyName"  # [G] iemk-n3
+GIVEN_NAME = "GivenName"  # [G] iemk-n3
+MIDDLE_NAME = "MiddleName"  # [G] iemk-n3
+SNILS = "Snils"  # [G] iemk-n3 (N3 keeps it among Person/Documents)
+ID_POSITION = "IdPosition"  # [G] iemk-n3 (НСИ 1.2.643.5.1.13.13.11.1002 code)
+POSITION_VERSION = "PositionVersion"  # [G] brief (the version РЭМД needs; no N3 field is known)
+ID_SPECIALITY = "IdSpeciality"  # [G] iemk-n3
+ROLE = "Role"  # [G] brief (the РЭМД signer role; no N3 field is known)
+MIME_TYPE_SEMD = "text/xml"  # [G] brief (a СЭМД as an attachment)
 # fault: what EmkService answers when it refuses a request
-REQUEST_FAULT = "RequestFault"             # [G] iemk-n3
-FAULT_PROPERTY = "PropertyName"            # [G] iemk-n3
-FAULT_CODE = "ErrorCode"                   # [G] iemk-n3
-FAULT_MESSAGE = "Message"                  # [G] iemk-n3
+REQUEST_FAULT = "RequestFault"  # [G] iemk-n3
+FAULT_PROPERTY = "PropertyName"  # [G] iemk-n3
+FAULT_CODE = "ErrorCode"  # [G] iemk-n3
+FAULT_MESSAGE = "Message"  # [G] iemk-n3
 
 # --- document storage (REST, JSON): where polling asks whether РЭМД registered the document -------
-DOCSTORAGE_PATH = "/docstorage/"           # [C] n3-api
-DOC_OID_MO = "oidMo"                       # [C] n3-api (ФРМО OID of the organisation)
-DOC_REMD_CODE = "remdCode"                 # [C] n3-api (НСИ 1520 kind; a list in the request)
-DOC_DATE_FROM = "dateFrom"                 # [G] n3-api (the date window's names)
-DOC_DATE_TO = "dateTo"                     # [G] n3-api
-DOC_ID_DOCUMENT_MIS = "idDocumentMis"      # [C] n3-api (= our localUid)
-DOC_ID_CDA = "idCda"                       # [C] n3-api
-DOC_CREATED_DATE = "createdDate"           # [C] n3-api
-DOC_EMDR_ID = "emdrId"                     # [G] brief (the РЭМД registration number; no N3 field is known)
+DOCSTORAGE_PATH = "/docstorage/"  # [C] n3-api
+DOC_OID_MO = "oidMo"  # [C] n3-api (ФРМО OID of the organisation)
+DOC_REMD_CODE = "remdCode"  # [C] n3-api (НСИ 1520 kind; a list in the request)
+DOC_DATE_FROM = "dateFrom"  # [G] n3-api (the date window's names)
+DOC_DATE_TO = "dateTo"  # [G] n3-api
+DOC_ID_DOCUMENT_MIS = "idDocumentMis"  # [C] n3-api (= our localUid)
+DOC_ID_CDA = "idCda"  # [C] n3-api
+DOC_CREATED_DATE = "createdDate"  # [C] n3-api
+DOC_EMDR_ID = "emdrId"  # [G] brief (the РЭМД registration number; no N3 field is known)
 DOC_REGISTRATION_DATE = "registrationDateTime"  # [G] brief (as РЭМД's own callback names it)
-DOC_RESULT = "result"                      # [G] n3-api (the list of found documents)
+DOC_RESULT = "result"  # [G] n3-api (the list of found documents)

@@ -17,8 +17,13 @@ from contextlib import asynccontextmanager
 class TokenBucket:
     """``rate_per_minute`` tokens a minute, at most ``burst`` saved up (default: a second's worth, at least 1)."""
 
-    def __init__(self, rate_per_minute: float, *, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if rate_per_minute <= 0:
             raise ValueError("rate_per_minute must be positive")
         self.rate = rate_per_minute / 60.0
@@ -63,8 +68,14 @@ class EndpointLimiter:
     :param burst: tokens saved up at most (default one second's worth).
     """
 
-    def __init__(self, rate_per_minute: float, *, max_concurrency: int = 8, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        max_concurrency: int = 8,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bucket = TokenBucket(rate_per_minute, burst=burst, clock=clock)
         self.max_concurrency = max_concurrency
         self._sem = asyncio.Semaphore(max_concurrency)

@@ -93,20 +93,58 @@ from services.remd.messages import (
 )
 
 __all__ = [
-    "Association", "CallbackAck", "Coded", "FileRequest", "FileResponse", "Headers", "OrgSignature", "Patient",
-    "PersonalSignature", "PowerOfAttorney", "Recipient", "RegisterRequest", "RegisterResult", "Registration",
-    "RegistryItem", "RegistryItemAnswer", "RemdError", "SearchQuery", "SearchRequest", "SearchResult", "Signer",
+    "Association",
+    "CallbackAck",
+    "Coded",
+    "FileRequest",
+    "FileResponse",
+    "Headers",
+    "OrgSignature",
+    "Patient",
+    "PersonalSignature",
+    "PowerOfAttorney",
+    "Recipient",
+    "RegisterRequest",
+    "RegisterResult",
+    "Registration",
+    "RegistryItem",
+    "RegistryItemAnswer",
+    "RemdError",
+    "SearchQuery",
+    "SearchRequest",
+    "SearchResult",
+    "Signer",
     "SoapFault",
-    "SoapParseError", "SyncAnswer", "build_callback_ack", "build_fault", "build_file_request",
-    "build_file_response", "build_get_registry_item", "build_register_document", "build_register_result",
-    "build_registry_item_response", "build_search_request", "build_search_response", "build_sync_answer",
-    "checksum", "parse_answer", "parse_callback_ack", "parse_fault",
-    "parse_file_request", "parse_file_response", "parse_get_registry_item", "parse_register_document",
-    "parse_register_result", "parse_registry_item_response", "parse_search_request", "parse_search_response",
+    "SoapParseError",
+    "SyncAnswer",
+    "build_callback_ack",
+    "build_fault",
+    "build_file_request",
+    "build_file_response",
+    "build_get_registry_item",
+    "build_register_document",
+    "build_register_result",
+    "build_registry_item_response",
+    "build_search_request",
+    "build_search_response",
+    "build_sync_answer",
+    "checksum",
+    "parse_answer",
+    "parse_callback_ack",
+    "parse_fault",
+    "parse_file_request",
+    "parse_file_response",
+    "parse_get_registry_item",
+    "parse_register_document",
+    "parse_register_result",
+    "parse_registry_item_response",
+    "parse_search_request",
+    "parse_search_response",
 ]
 
 
 # --- writing ------------------------------------------------------------------------------------
+
 
 def _errors(parent: etree._Element, ns: str, errors: Iterable[RemdError], local: str = n.ERRORS) -> None:
     errors = list(errors)
@@ -147,16 +185,26 @@ def _coded(parent: etree._Element, ns: str, local: str, value: Coded | None) -> 
 
 def _department(parent: etree._Element, ns: str, oid: str | None) -> None:
     if oid is not None:
-        sub(etree.SubElement(etree.SubElement(parent, qname(ns, n.DEPARTMENT)), qname(ns, n.LOCAL_ID)),
-            ns, n.CODE, oid, always=True)
+        sub(
+            etree.SubElement(etree.SubElement(parent, qname(ns, n.DEPARTMENT)), qname(ns, n.LOCAL_ID)),
+            ns,
+            n.CODE,
+            oid,
+            always=True,
+        )
 
 
 def _signer(parent: etree._Element, ns: str, s: Signer) -> None:
     el = etree.SubElement(parent, qname(ns, n.SIGNER))
     sub(el, ns, n.LOCAL_ID, s.local_id)
     _coded(el, ns, n.ROLE, s.role)
-    for local, value in ((n.SURNAME, s.family), (n.NAME, s.given), (n.PATR_NAME, s.patronymic),
-                         (n.SNILS, s.snils), (n.BIRTH_DATE, s.birth_date)):
+    for local, value in (
+        (n.SURNAME, s.family),
+        (n.NAME, s.given),
+        (n.PATR_NAME, s.patronymic),
+        (n.SNILS, s.snils),
+        (n.BIRTH_DATE, s.birth_date),
+    ):
         sub(el, ns, local, value)
     _coded(el, ns, n.POSITION, s.position)
     _coded(el, ns, n.SPECIALITY, s.speciality)
@@ -171,14 +219,24 @@ def _recipient(parent: etree._Element, ns: str, r: Recipient | None) -> None:
     if r.snils is not None:
         sub(etree.SubElement(el, qname(ns, n.RECIPIENT_KIND_PERSON)), ns, n.SNILS, r.snils, always=True)
     if r.organization is not None:
-        org = etree.SubElement(etree.SubElement(el, qname(ns, n.RECIPIENT_KIND_ORGANIZATION)),
-                               qname(ns, n.ORGANIZATION))
+        org = etree.SubElement(
+            etree.SubElement(el, qname(ns, n.RECIPIENT_KIND_ORGANIZATION)), qname(ns, n.ORGANIZATION)
+        )
         sub(org, ns, n.CODE, r.organization, always=True)
 
 
-def build_register_document(registration: Registration, *, client_entity_id: str, to: str, reply_to: str,
-                            key: Any, certificate: Any, message_id: str | None = None,
-                            soap_version: str = "1.2", now: datetime | None = None) -> tuple[bytes, str]:
+def build_register_document(
+    registration: Registration,
+    *,
+    client_entity_id: str,
+    to: str,
+    reply_to: str,
+    key: Any,
+    certificate: Any,
+    message_id: str | None = None,
+    soap_version: str = "1.2",
+    now: datetime | None = None,
+) -> tuple[bytes, str]:
     """The signed ``registerDocument`` request and its MessageID (store it *before* sending, brief §4).
 
     ValueError when the registration lacks what every request must carry: a personal signature, and for
@@ -190,12 +248,21 @@ def build_register_document(registration: Registration, *, client_entity_id: str
     for ps in r.personal_signatures:
         s = ps.signer
         if not s.role.code or s.position is None or not s.position.code or not s.position.code_system_version:
-            raise ValueError(f"signer {s.local_id or '?'}: role, position and the position's codeSystemVersion "
-                             f"are required")
+            raise ValueError(
+                f"signer {s.local_id or '?'}: role, position and the position's codeSystemVersion "
+                f"are required"
+            )
     message_id = message_id or new_message_id()
     ns = n.NS_EMDR_SERVICE
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT, message_id=message_id,
-                             to=to, reply_to=reply_to, client_entity_id=client_entity_id, body_ns=ns)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_REGISTER_DOCUMENT,
+        message_id=message_id,
+        to=to,
+        reply_to=reply_to,
+        client_entity_id=client_entity_id,
+        body_ns=ns,
+    )
     req = etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_REQUEST))
     sub(etree.SubElement(req, qname(ns, n.KIND)), ns, n.CODE, r.kind, always=True)
     sub(req, ns, n.SYSTEM, r.system, always=True)
@@ -205,9 +272,15 @@ def build_register_document(registration: Registration, *, client_entity_id: str
     sub(req, ns, n.DOCUMENT_NUMBER, r.document_number)
     sub(req, ns, n.CREATION_DATE_TIME, r.creation_date_time, always=True)
     p = etree.SubElement(req, qname(ns, n.PATIENT))
-    for local, value in ((n.SNILS, r.patient.snils), (n.LOCAL_ID, r.patient.local_id), (n.SURNAME, r.patient.family),
-                         (n.NAME, r.patient.given), (n.PATR_NAME, r.patient.patronymic),
-                         (n.GENDER, r.patient.gender), (n.BIRTH_DATE, r.patient.birth_date)):
+    for local, value in (
+        (n.SNILS, r.patient.snils),
+        (n.LOCAL_ID, r.patient.local_id),
+        (n.SURNAME, r.patient.family),
+        (n.NAME, r.patient.given),
+        (n.PATR_NAME, r.patient.patronymic),
+        (n.GENDER, r.patient.gender),
+        (n.BIRTH_DATE, r.patient.birth_date),
+    ):
         sub(p, ns, local, value)
     _recipient(req, ns, r.recipient)
     if r.associations:
@@ -229,13 +302,26 @@ def build_register_document(registration: Registration, *, client_entity_id: str
     return finish(env, key, certificate, now), message_id
 
 
-def build_sync_answer(*, relates_to: str, status: str = n.STATUS_SUCCESS, errors: Iterable[RemdError] = (),
-                      key: Any = None, certificate: Any = None, message_id: str | None = None,
-                      soap_version: str = "1.2", now: datetime | None = None) -> bytes:
+def build_sync_answer(
+    *,
+    relates_to: str,
+    status: str = n.STATUS_SUCCESS,
+    errors: Iterable[RemdError] = (),
+    key: Any = None,
+    certificate: Any = None,
+    message_id: str | None = None,
+    soap_version: str = "1.2",
+    now: datetime | None = None,
+) -> bytes:
     """РЭМД's synchronous ``registerDocumentResponse`` (the emulator's side)."""
     ns = n.NS_EMDR_SERVICE
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESPONSE,
-                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_REGISTER_DOCUMENT_RESPONSE,
+        message_id=message_id or new_message_id(),
+        relates_to=relates_to,
+        body_ns=ns,
+    )
     resp = etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESPONSE))
     sub(resp, ns, n.STATUS, status, always=True)
     _errors(resp, ns, errors)
@@ -256,8 +342,15 @@ def _kind(parent: etree._Element, ns: str, code: str | None, form: str = "text")
         raise ValueError("kind form must be text, code or attribute")
 
 
-def _registry_item(parent: etree._Element, ns: str, item: RegistryItem, *, full: bool, kind_form: str = "text",
-                   date_element: str = n.REGISTRATION_DATE_TIME) -> None:
+def _registry_item(
+    parent: etree._Element,
+    ns: str,
+    item: RegistryItem,
+    *,
+    full: bool,
+    kind_form: str = "text",
+    date_element: str = n.REGISTRATION_DATE_TIME,
+) -> None:
     el = etree.SubElement(parent, qname(ns, n.REGISTRY_ITEM if not full else n.ITEM))
     sub(el, ns, n.EMDR_ID, item.emdr_id)
     if full:
@@ -271,10 +364,21 @@ def _registry_item(parent: etree._Element, ns: str, item: RegistryItem, *, full:
     _errors(el, ns, item.warnings, n.REGISTRATION_WARNINGS)
 
 
-def build_register_result(result: RegisterResult, *, to: str, key: Any, certificate: Any,
-                          message_id: str | None = None, soap_version: str = "1.1", wsa_prefix: bool = True,
-                          fixed_ids: bool = False, reply_to: str | None = None, kind_form: str = "text",
-                          date_element: str = n.REGISTRATION_DATE_TIME, now: datetime | None = None) -> bytes:
+def build_register_result(
+    result: RegisterResult,
+    *,
+    to: str,
+    key: Any,
+    certificate: Any,
+    message_id: str | None = None,
+    soap_version: str = "1.1",
+    wsa_prefix: bool = True,
+    fixed_ids: bool = False,
+    reply_to: str | None = None,
+    kind_form: str = "text",
+    date_element: str = n.REGISTRATION_DATE_TIME,
+    now: datetime | None = None,
+) -> bytes:
     """The ``registerDocumentResult`` callback (the emulator's side; SOAP 1.1 as in peer samples).
 
     The shape options are the variants real ИПС traffic shows (addendum): ``soap_version``, unprefixed
@@ -282,9 +386,16 @@ def build_register_result(result: RegisterResult, *, to: str, key: Any, certific
     URI), ``kind`` as text / ``kind/code`` / attribute, ``registrationDate`` instead of ``…DateTime``.
     """
     ns = n.NS_EMDR_CALLBACK
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESULT,
-                             message_id=message_id or new_message_id(), to=to, reply_to=reply_to, body_ns=ns,
-                             wsa_prefix=wsa_prefix, fixed_ids=fixed_ids)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_REGISTER_DOCUMENT_RESULT,
+        message_id=message_id or new_message_id(),
+        to=to,
+        reply_to=reply_to,
+        body_ns=ns,
+        wsa_prefix=wsa_prefix,
+        fixed_ids=fixed_ids,
+    )
     el = etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESULT))
     sub(el, ns, n.RELATES_TO_MESSAGE, result.relates_to_message, always=True)
     sub(el, ns, n.STATUS, result.status, always=True)
@@ -298,27 +409,61 @@ def build_register_result(result: RegisterResult, *, to: str, key: Any, certific
     return finish(env, key, certificate, now)
 
 
-def build_callback_ack(*, relates_to: str, key: Any, certificate: Any, status: str = n.STATUS_SUCCESS,
-                       message_id: str | None = None, soap_version: str = "1.1",
-                       now: datetime | None = None) -> bytes:
+def build_callback_ack(
+    *,
+    relates_to: str,
+    key: Any,
+    certificate: Any,
+    status: str = n.STATUS_SUCCESS,
+    message_id: str | None = None,
+    soap_version: str = "1.1",
+    now: datetime | None = None,
+) -> bytes:
     """Our signed acknowledgement of a callback: accept at once, ``wsa:RelatesTo`` = its MessageID (§8.4)."""
     ns = n.NS_EMDR_CALLBACK
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESULT_RESPONSE,
-                             message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
-    sub(etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESULT_RESPONSE)), ns, n.STATUS, status, always=True)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_REGISTER_DOCUMENT_RESULT_RESPONSE,
+        message_id=message_id or new_message_id(),
+        relates_to=relates_to,
+        body_ns=ns,
+    )
+    sub(
+        etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESULT_RESPONSE)),
+        ns,
+        n.STATUS,
+        status,
+        always=True,
+    )
     return finish(env, key, certificate, now)
 
 
-def build_file_request(*, to: str, key: Any, certificate: Any, local_uid: str | None = None,
-                       emdr_id: str | None = None, reply_to: str | None = None, message_id: str | None = None,
-                       soap_version: str = "1.2", wsa_prefix: bool = True, now: datetime | None = None) -> bytes:
+def build_file_request(
+    *,
+    to: str,
+    key: Any,
+    certificate: Any,
+    local_uid: str | None = None,
+    emdr_id: str | None = None,
+    reply_to: str | None = None,
+    message_id: str | None = None,
+    soap_version: str = "1.2",
+    wsa_prefix: bool = True,
+    now: datetime | None = None,
+) -> bytes:
     """РЭМД's ``getDocumentFile`` request to the МИС (the emulator's side): by localUid or by emdrId."""
     if (local_uid is None) == (emdr_id is None):
         raise ValueError("getDocumentFile names exactly one of local_uid, emdr_id")
     ns = n.NS_EMDR_CALLBACK
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_GET_DOCUMENT_FILE,
-                             message_id=message_id or new_message_id(), to=to, reply_to=reply_to, body_ns=ns,
-                             wsa_prefix=wsa_prefix)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_GET_DOCUMENT_FILE,
+        message_id=message_id or new_message_id(),
+        to=to,
+        reply_to=reply_to,
+        body_ns=ns,
+        wsa_prefix=wsa_prefix,
+    )
     el = etree.SubElement(body, qname(ns, n.GET_DOCUMENT_FILE))
     if local_uid is not None:
         sub(el, ns, n.LOCAL_UID, local_uid, always=True)
@@ -327,24 +472,51 @@ def build_file_request(*, to: str, key: Any, certificate: Any, local_uid: str | 
     return finish(env, key, certificate, now)
 
 
-def build_file_response(*, relates_to: str, data: bytes, key: Any, certificate: Any,
-                        message_id: str | None = None, soap_version: str = "1.2",
-                        now: datetime | None = None) -> bytes:
+def build_file_response(
+    *,
+    relates_to: str,
+    data: bytes,
+    key: Any,
+    certificate: Any,
+    message_id: str | None = None,
+    soap_version: str = "1.2",
+    now: datetime | None = None,
+) -> bytes:
     """The МИС's ``getDocumentFileResponse``: exactly the signed bytes, base64, with their checksum."""
     ns = n.NS_EMDR_CALLBACK
-    env, body = new_envelope(soap_version=soap_version, action=n.ACTION_GET_DOCUMENT_FILE_RESPONSE,
-                             message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_GET_DOCUMENT_FILE_RESPONSE,
+        message_id=message_id or new_message_id(),
+        relates_to=relates_to,
+        body_ns=ns,
+    )
     _signed_data(etree.SubElement(body, qname(ns, n.GET_DOCUMENT_FILE_RESPONSE)), ns, data)
     return finish(env, key, certificate, now)
 
 
-def build_search_request(query: SearchQuery, *, client_entity_id: str, to: str, key: Any, certificate: Any,
-                         message_id: str | None = None, now: datetime | None = None) -> tuple[bytes, str]:
+def build_search_request(
+    query: SearchQuery,
+    *,
+    client_entity_id: str,
+    to: str,
+    key: Any,
+    certificate: Any,
+    message_id: str | None = None,
+    now: datetime | None = None,
+) -> tuple[bytes, str]:
     """``searchRegistryItemRequest`` (element names [C] from the remd-dev stand, brief §2.1)."""
     message_id = message_id or new_message_id()
     ns = n.NS_EMDR_SERVICE
-    env, body = new_envelope(soap_version="1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM, message_id=message_id,
-                          to=to, reply_to=n.WSA_ANONYMOUS, client_entity_id=client_entity_id, body_ns=ns)
+    env, body = new_envelope(
+        soap_version="1.2",
+        action=n.ACTION_SEARCH_REGISTRY_ITEM,
+        message_id=message_id,
+        to=to,
+        reply_to=n.WSA_ANONYMOUS,
+        client_entity_id=client_entity_id,
+        body_ns=ns,
+    )
     el = etree.SubElement(body, qname(ns, n.SEARCH_REGISTRY_ITEM_REQUEST))
     sub(el, ns, n.ORGANIZATION, query.organization)
     sub(el, ns, n.KIND, query.kind)
@@ -354,12 +526,25 @@ def build_search_request(query: SearchQuery, *, client_entity_id: str, to: str, 
     return finish(env, key, certificate, now), message_id
 
 
-def build_search_response(*, relates_to: str, items: Iterable[RegistryItem] = (), status: str = n.STATUS_SUCCESS,
-                          errors: Iterable[RemdError] = (), key: Any = None, certificate: Any = None,
-                          message_id: str | None = None, now: datetime | None = None) -> bytes:
+def build_search_response(
+    *,
+    relates_to: str,
+    items: Iterable[RegistryItem] = (),
+    status: str = n.STATUS_SUCCESS,
+    errors: Iterable[RemdError] = (),
+    key: Any = None,
+    certificate: Any = None,
+    message_id: str | None = None,
+    now: datetime | None = None,
+) -> bytes:
     ns = n.NS_EMDR_SERVICE
-    env, body = new_envelope(soap_version="1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM_RESPONSE,
-                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    env, body = new_envelope(
+        soap_version="1.2",
+        action=n.ACTION_SEARCH_REGISTRY_ITEM_RESPONSE,
+        message_id=message_id or new_message_id(),
+        relates_to=relates_to,
+        body_ns=ns,
+    )
     el = etree.SubElement(body, qname(ns, n.SEARCH_REGISTRY_ITEM_RESPONSE))
     sub(el, ns, n.STATUS, status, always=True)
     matches = etree.SubElement(el, qname(ns, n.MATCHES))
@@ -369,22 +554,50 @@ def build_search_response(*, relates_to: str, items: Iterable[RegistryItem] = ()
     return finish(env, key, certificate, now)
 
 
-def build_get_registry_item(*, emdr_id: str, client_entity_id: str, to: str, key: Any, certificate: Any,
-                            message_id: str | None = None, now: datetime | None = None) -> tuple[bytes, str]:
+def build_get_registry_item(
+    *,
+    emdr_id: str,
+    client_entity_id: str,
+    to: str,
+    key: Any,
+    certificate: Any,
+    message_id: str | None = None,
+    now: datetime | None = None,
+) -> tuple[bytes, str]:
     message_id = message_id or new_message_id()
     ns = n.NS_EMDR_SERVICE
-    env, body = new_envelope(soap_version="1.2", action=n.ACTION_GET_REGISTRY_ITEM, message_id=message_id, to=to,
-                          reply_to=n.WSA_ANONYMOUS, client_entity_id=client_entity_id, body_ns=ns)
+    env, body = new_envelope(
+        soap_version="1.2",
+        action=n.ACTION_GET_REGISTRY_ITEM,
+        message_id=message_id,
+        to=to,
+        reply_to=n.WSA_ANONYMOUS,
+        client_entity_id=client_entity_id,
+        body_ns=ns,
+    )
     sub(etree.SubElement(body, qname(ns, n.GET_REGISTRY_ITEM_REQUEST)), ns, n.EMDR_ID, emdr_id, always=True)
     return finish(env, key, certificate, now), message_id
 
 
-def build_registry_item_response(*, relates_to: str, item: RegistryItem | None, status: str = n.STATUS_SUCCESS,
-                                 errors: Iterable[RemdError] = (), key: Any = None, certificate: Any = None,
-                                 message_id: str | None = None, now: datetime | None = None) -> bytes:
+def build_registry_item_response(
+    *,
+    relates_to: str,
+    item: RegistryItem | None,
+    status: str = n.STATUS_SUCCESS,
+    errors: Iterable[RemdError] = (),
+    key: Any = None,
+    certificate: Any = None,
+    message_id: str | None = None,
+    now: datetime | None = None,
+) -> bytes:
     ns = n.NS_EMDR_SERVICE
-    env, body = new_envelope(soap_version="1.2", action=n.ACTION_GET_REGISTRY_ITEM_RESPONSE,
-                          message_id=message_id or new_message_id(), relates_to=relates_to, body_ns=ns)
+    env, body = new_envelope(
+        soap_version="1.2",
+        action=n.ACTION_GET_REGISTRY_ITEM_RESPONSE,
+        message_id=message_id or new_message_id(),
+        relates_to=relates_to,
+        body_ns=ns,
+    )
     el = etree.SubElement(body, qname(ns, n.GET_REGISTRY_ITEM_RESPONSE))
     sub(el, ns, n.STATUS, status, always=True)
     if item is not None:
@@ -395,20 +608,27 @@ def build_registry_item_response(*, relates_to: str, item: RegistryItem | None, 
 
 # --- reading ------------------------------------------------------------------------------------
 
+
 def _read_errors(parent: etree._Element | None, local: str = n.ERRORS) -> tuple[RemdError, ...]:
-    return tuple(RemdError(code=value_of(item, n.CODE) or "", message=value_of(item, n.MESSAGE) or "")
-                 for item in children(child(parent, local), n.ITEM))
+    return tuple(
+        RemdError(code=value_of(item, n.CODE) or "", message=value_of(item, n.MESSAGE) or "")
+        for item in children(child(parent, local), n.ITEM)
+    )
 
 
 def _read_item(el: etree._Element | None) -> RegistryItem | None:
     if el is None:
         return None
     return RegistryItem(
-        emdr_id=value_of(el, n.EMDR_ID), local_uid=value_of(el, n.LOCAL_UID), kind=code_of(child(el, n.KIND)),
+        emdr_id=value_of(el, n.EMDR_ID),
+        local_uid=value_of(el, n.LOCAL_UID),
+        kind=code_of(child(el, n.KIND)),
         organization=value_of(el, n.ORGANIZATION),
         registration_date_time=value_of(el, n.REGISTRATION_DATE_TIME) or value_of(el, n.REGISTRATION_DATE),
-        store_till_date=value_of(el, n.STORE_TILL_DATE), document_version=value_of(el, n.DOCUMENT_VERSION),
-        warnings=_read_errors(el, n.REGISTRATION_WARNINGS), creation_date_time=value_of(el, n.CREATION_DATE_TIME),
+        store_till_date=value_of(el, n.STORE_TILL_DATE),
+        document_version=value_of(el, n.DOCUMENT_VERSION),
+        warnings=_read_errors(el, n.REGISTRATION_WARNINGS),
+        creation_date_time=value_of(el, n.CREATION_DATE_TIME),
     )
 
 
@@ -418,8 +638,11 @@ def parse_answer(data: bytes) -> SyncAnswer | SoapFault:
     if local_name(payload) == "Fault":
         return read_fault(headers, payload)
     expect(payload, n.REGISTER_DOCUMENT_RESPONSE)
-    return SyncAnswer(status=required(payload, n.STATUS, n.REGISTER_DOCUMENT_RESPONSE),
-                      errors=_read_errors(payload), headers=headers)
+    return SyncAnswer(
+        status=required(payload, n.STATUS, n.REGISTER_DOCUMENT_RESPONSE),
+        errors=_read_errors(payload),
+        headers=headers,
+    )
 
 
 def _read_poa(parent: etree._Element) -> PowerOfAttorney | None:
@@ -429,7 +652,8 @@ def _read_poa(parent: etree._Element) -> PowerOfAttorney | None:
     doc, sig = value_of(el, n.POA_DOCUMENT), value_of(el, n.POA_SIGNATURE)
     return PowerOfAttorney(
         number=required(el, n.POA_NUMBER, n.POWER_OF_ATTORNEY),
-        principal_inn=value_of(el, n.POA_PRINCIPAL_INN), principal_ogrn=value_of(el, n.POA_PRINCIPAL_OGRN),
+        principal_inn=value_of(el, n.POA_PRINCIPAL_INN),
+        principal_ogrn=value_of(el, n.POA_PRINCIPAL_OGRN),
         document=unb64(doc, "МЧД document") if doc else None,
         signature=unb64(sig, "МЧД signature") if sig else None,
     )
@@ -455,15 +679,26 @@ def _read_department(el: etree._Element | None) -> str | None:
 def _read_signer(item: etree._Element) -> Signer:
     s = child(item, n.SIGNER)
     if s is None:
-        raise SoapParseError(f"{n.PERSONAL_SIGNATURES}/{n.ITEM}: no {n.SIGNER}", reason="SOAP_MISSING_ELEMENT",
-                             element=n.SIGNER)
+        raise SoapParseError(
+            f"{n.PERSONAL_SIGNATURES}/{n.ITEM}: no {n.SIGNER}",
+            reason="SOAP_MISSING_ELEMENT",
+            element=n.SIGNER,
+        )
     role = _read_coded(child(s, n.ROLE))
     if role is None:
         raise SoapParseError(f"{n.SIGNER}: no {n.ROLE}", reason="SOAP_MISSING_ELEMENT", element=n.ROLE)
-    return Signer(role=role, snils=value_of(s, n.SNILS), local_id=value_of(s, n.LOCAL_ID),
-                  family=value_of(s, n.SURNAME), given=value_of(s, n.NAME), patronymic=value_of(s, n.PATR_NAME),
-                  birth_date=value_of(s, n.BIRTH_DATE), position=_read_coded(child(s, n.POSITION)),
-                  speciality=_read_coded(child(s, n.SPECIALITY)), department=_read_department(s))
+    return Signer(
+        role=role,
+        snils=value_of(s, n.SNILS),
+        local_id=value_of(s, n.LOCAL_ID),
+        family=value_of(s, n.SURNAME),
+        given=value_of(s, n.NAME),
+        patronymic=value_of(s, n.PATR_NAME),
+        birth_date=value_of(s, n.BIRTH_DATE),
+        position=_read_coded(child(s, n.POSITION)),
+        speciality=_read_coded(child(s, n.SPECIALITY)),
+        department=_read_department(s),
+    )
 
 
 def _read_recipient(el: etree._Element | None) -> Recipient | None:
@@ -472,8 +707,11 @@ def _read_recipient(el: etree._Element | None) -> Recipient | None:
     kind = code_of(child(el, n.KIND))
     if kind is None:
         raise SoapParseError(f"{n.RECIPIENT}: no {n.KIND}", reason="SOAP_MISSING_ELEMENT", element=n.KIND)
-    return Recipient(kind=kind, snils=value_of(child(el, n.RECIPIENT_KIND_PERSON), n.SNILS),
-                     organization=value_of(child(child(el, n.RECIPIENT_KIND_ORGANIZATION), n.ORGANIZATION), n.CODE))
+    return Recipient(
+        kind=kind,
+        snils=value_of(child(el, n.RECIPIENT_KIND_PERSON), n.SNILS),
+        organization=value_of(child(child(el, n.RECIPIENT_KIND_ORGANIZATION), n.ORGANIZATION), n.CODE),
+    )
 
 
 def parse_register_document(data: bytes) -> RegisterRequest:
@@ -484,32 +722,63 @@ def parse_register_document(data: bytes) -> RegisterRequest:
     check_shape(req, n.REGISTER_DOCUMENT_SHAPE, n.REGISTER_DOCUMENT_REQUEST)
     what = n.REGISTER_DOCUMENT_REQUEST
     p = child(req, n.PATIENT)
-    patient = Patient(snils=value_of(p, n.SNILS), local_id=value_of(p, n.LOCAL_ID), family=value_of(p, n.SURNAME),
-                      given=value_of(p, n.NAME), patronymic=value_of(p, n.PATR_NAME), gender=value_of(p, n.GENDER),
-                      birth_date=value_of(p, n.BIRTH_DATE))
+    patient = Patient(
+        snils=value_of(p, n.SNILS),
+        local_id=value_of(p, n.LOCAL_ID),
+        family=value_of(p, n.SURNAME),
+        given=value_of(p, n.NAME),
+        patronymic=value_of(p, n.PATR_NAME),
+        gender=value_of(p, n.GENDER),
+        birth_date=value_of(p, n.BIRTH_DATE),
+    )
     signatures = []
     for item in children(child(req, n.PERSONAL_SIGNATURES), n.ITEM):
         sig = child(item, n.SIGNATURE)
         if sig is None:
-            raise SoapParseError(f"{n.PERSONAL_SIGNATURES}/{n.ITEM}: no {n.SIGNATURE}", reason="SOAP_MISSING_ELEMENT",
-                                 element=n.SIGNATURE)
-        signatures.append(PersonalSignature(signer=_read_signer(item), signature=_read_signed_data(sig, n.SIGNATURE),
-                                            power_of_attorney=_read_poa(item)))
+            raise SoapParseError(
+                f"{n.PERSONAL_SIGNATURES}/{n.ITEM}: no {n.SIGNATURE}",
+                reason="SOAP_MISSING_ELEMENT",
+                element=n.SIGNATURE,
+            )
+        signatures.append(
+            PersonalSignature(
+                signer=_read_signer(item),
+                signature=_read_signed_data(sig, n.SIGNATURE),
+                power_of_attorney=_read_poa(item),
+            )
+        )
     org_el = child(req, n.ORG_SIGNATURE)
-    org = None if org_el is None else OrgSignature(
-        signature=_read_signed_data(org_el, n.ORG_SIGNATURE), power_of_attorney=_read_poa(org_el))
+    org = (
+        None
+        if org_el is None
+        else OrgSignature(
+            signature=_read_signed_data(org_el, n.ORG_SIGNATURE), power_of_attorney=_read_poa(org_el)
+        )
+    )
     kind = code_of(child(req, n.KIND))
     if kind is None:
         raise SoapParseError(f"{what}: no {n.KIND}", reason="SOAP_MISSING_ELEMENT", element=n.KIND)
-    associations = tuple(Association(target=required(a, n.TARGET, n.ASSOCIATIONS), type=required(a, n.TYPE, n.ASSOCIATIONS))
-                         for a in children(child(req, n.ASSOCIATIONS), n.ITEM))
-    return RegisterRequest(headers=headers, registration=Registration(
-        kind=kind, system=required(req, n.SYSTEM, what),
-        organization=required(req, n.ORGANIZATION, what), department=_read_department(req),
-        local_uid=required(req, n.LOCAL_UID, what), document_number=value_of(req, n.DOCUMENT_NUMBER),
-        creation_date_time=required(req, n.CREATION_DATE_TIME, what), patient=patient,
-        personal_signatures=tuple(signatures), org_signature=org, recipient=_read_recipient(child(req, n.RECIPIENT)),
-        associations=associations))
+    associations = tuple(
+        Association(target=required(a, n.TARGET, n.ASSOCIATIONS), type=required(a, n.TYPE, n.ASSOCIATIONS))
+        for a in children(child(req, n.ASSOCIATIONS), n.ITEM)
+    )
+    return RegisterRequest(
+        headers=headers,
+        registration=Registration(
+            kind=kind,
+            system=required(req, n.SYSTEM, what),
+            organization=required(req, n.ORGANIZATION, what),
+            department=_read_department(req),
+            local_uid=required(req, n.LOCAL_UID, what),
+            document_number=value_of(req, n.DOCUMENT_NUMBER),
+            creation_date_time=required(req, n.CREATION_DATE_TIME, what),
+            patient=patient,
+            personal_signatures=tuple(signatures),
+            org_signature=org,
+            recipient=_read_recipient(child(req, n.RECIPIENT)),
+            associations=associations,
+        ),
+    )
 
 
 def parse_register_result(data: bytes) -> RegisterResult:
@@ -521,9 +790,14 @@ def parse_register_result(data: bytes) -> RegisterResult:
     return RegisterResult(
         relates_to_message=required(el, n.RELATES_TO_MESSAGE, n.REGISTER_DOCUMENT_RESULT),
         status=required(el, n.STATUS, n.REGISTER_DOCUMENT_RESULT),
-        local_uid=value_of(el, n.LOCAL_UID), kind=code_of(child(el, n.KIND)), organization=value_of(el, n.ORGANIZATION),
-        registry_item=_read_item(child(el, n.REGISTRY_ITEM)), errors=_read_errors(el), headers=headers,
-        document_status=value_of(el, n.DOCUMENT_STATUS))
+        local_uid=value_of(el, n.LOCAL_UID),
+        kind=code_of(child(el, n.KIND)),
+        organization=value_of(el, n.ORGANIZATION),
+        registry_item=_read_item(child(el, n.REGISTRY_ITEM)),
+        errors=_read_errors(el),
+        headers=headers,
+        document_status=value_of(el, n.DOCUMENT_STATUS),
+    )
 
 
 def parse_callback_ack(data: bytes) -> CallbackAck:
@@ -538,8 +812,11 @@ def parse_file_request(data: bytes) -> FileRequest:
     expect(el, n.GET_DOCUMENT_FILE)
     local_uid, emdr_id = value_of(el, n.LOCAL_UID), value_of(el, n.EMDR_ID)
     if local_uid is None and emdr_id is None:
-        raise SoapParseError(f"{n.GET_DOCUMENT_FILE}: no {n.LOCAL_UID} or {n.EMDR_ID}", reason="SOAP_MISSING_ELEMENT",
-                             element=n.LOCAL_UID)
+        raise SoapParseError(
+            f"{n.GET_DOCUMENT_FILE}: no {n.LOCAL_UID} or {n.EMDR_ID}",
+            reason="SOAP_MISSING_ELEMENT",
+            element=n.LOCAL_UID,
+        )
     return FileRequest(local_uid=local_uid, emdr_id=None if local_uid else emdr_id, headers=headers)
 
 
@@ -549,17 +826,26 @@ def parse_file_response(data: bytes) -> FileResponse | SoapFault:
     if local_name(el) == "Fault":
         return read_fault(headers, el)
     expect(el, n.GET_DOCUMENT_FILE_RESPONSE)
-    return FileResponse(data=unb64(required(el, n.DATA, n.GET_DOCUMENT_FILE_RESPONSE), "file data"),
-                        checksum=int_or_none(value_of(el, n.CHECKSUM)), headers=headers)
+    return FileResponse(
+        data=unb64(required(el, n.DATA, n.GET_DOCUMENT_FILE_RESPONSE), "file data"),
+        checksum=int_or_none(value_of(el, n.CHECKSUM)),
+        headers=headers,
+    )
 
 
 def parse_search_request(data: bytes) -> SearchRequest:
     headers, el = open_envelope(data)
     expect(el, n.SEARCH_REGISTRY_ITEM_REQUEST)
-    return SearchRequest(headers=headers, query=SearchQuery(
-        organization=value_of(el, n.ORGANIZATION), kind=value_of(el, n.KIND),
-        register_date_begin=value_of(el, n.REGISTER_DATE_BEGIN), register_date_end=value_of(el, n.REGISTER_DATE_END),
-        patient_snils=value_of(el, n.PATIENT_SNILS)))
+    return SearchRequest(
+        headers=headers,
+        query=SearchQuery(
+            organization=value_of(el, n.ORGANIZATION),
+            kind=value_of(el, n.KIND),
+            register_date_begin=value_of(el, n.REGISTER_DATE_BEGIN),
+            register_date_end=value_of(el, n.REGISTER_DATE_END),
+            patient_snils=value_of(el, n.PATIENT_SNILS),
+        ),
+    )
 
 
 def parse_search_response(data: bytes) -> SearchResult | SoapFault:
@@ -568,8 +854,12 @@ def parse_search_response(data: bytes) -> SearchResult | SoapFault:
         return read_fault(headers, el)
     expect(el, n.SEARCH_REGISTRY_ITEM_RESPONSE)
     items = tuple(_read_item(i) for i in children(child(el, n.MATCHES), n.ITEM))
-    return SearchResult(status=required(el, n.STATUS, n.SEARCH_REGISTRY_ITEM_RESPONSE), items=items,
-                        errors=_read_errors(el), headers=headers)
+    return SearchResult(
+        status=required(el, n.STATUS, n.SEARCH_REGISTRY_ITEM_RESPONSE),
+        items=items,
+        errors=_read_errors(el),
+        headers=headers,
+    )
 
 
 def parse_get_registry_item(data: bytes) -> tuple[str, Headers]:
@@ -584,5 +874,9 @@ def parse_registry_item_response(data: bytes) -> RegistryItemAnswer | SoapFault:
     if local_name(el) == "Fault":
         return read_fault(headers, el)
     expect(el, n.GET_REGISTRY_ITEM_RESPONSE)
-    return RegistryItemAnswer(status=required(el, n.STATUS, n.GET_REGISTRY_ITEM_RESPONSE),
-                              item=_read_item(child(el, n.ITEM)), errors=_read_errors(el), headers=headers)
+    return RegistryItemAnswer(
+        status=required(el, n.STATUS, n.GET_REGISTRY_ITEM_RESPONSE),
+        item=_read_item(child(el, n.ITEM)),
+        errors=_read_errors(el),
+        headers=headers,
+    )

@@ -72,8 +72,8 @@ class SubmitRequest:
     certificate: Any = field(default=None, repr=False)
     #: the signed СЭМД bytes, for a transport that pushes the document (``pushes_document``)
     document: bytes | None = field(default=None, repr=False)
-    auth_token: str | None = field(default=None, repr=False)   #: N3: the "Authorization: N3 <GUID>" token
-    lpu_id: str | None = None                                  #: N3: the organisation's id on the platform
+    auth_token: str | None = field(default=None, repr=False)  #: N3: the "Authorization: N3 <GUID>" token
+    lpu_id: str | None = None  #: N3: the organisation's id on the platform
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,9 +91,9 @@ class SubmitOutcome:
     hint: str | None = None
     errors: tuple[soap.RemdError, ...] = ()
     http_status: int | None = None
-    defer: float | None = None           # do not retry before this many seconds
-    transport_failure: bool = False      # the endpoint is unwell (circuit breaker input)
-    ambiguous: bool = False              # ИПС may have taken the request anyway
+    defer: float | None = None  # do not retry before this many seconds
+    transport_failure: bool = False  # the endpoint is unwell (circuit breaker input)
+    ambiguous: bool = False  # ИПС may have taken the request anyway
     duration: float = 0.0
     #: the signed request as sent and the answer's body as received (kept for support: СТП asks for them)
     request: bytes | None = field(default=None, repr=False)
@@ -118,7 +118,7 @@ class LookupRequest:
     client_entity_id: str = ""
     key: Any = field(default=None, repr=False)
     certificate: Any = field(default=None, repr=False)
-    auth_token: str | None = field(default=None, repr=False)   #: N3's token (its lookup has no WS-Security)
+    auth_token: str | None = field(default=None, repr=False)  #: N3's token (its lookup has no WS-Security)
 
 
 class Transport(Protocol):
@@ -157,15 +157,30 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     except EmdError as exc:
         # not a SOAP answer: judge by the HTTP status alone
         if status >= 500 or status in (408, 429):
-            return SubmitOutcome(kind=TRANSIENT, reason=f"HTTP_{status}", http_status=status,
-                                 message=f"HTTP {status} without a SOAP answer", defer=retry_after,
-                                 transport_failure=True, ambiguous=status >= 500)
+            return SubmitOutcome(
+                kind=TRANSIENT,
+                reason=f"HTTP_{status}",
+                http_status=status,
+                message=f"HTTP {status} without a SOAP answer",
+                defer=retry_after,
+                transport_failure=True,
+                ambiguous=status >= 500,
+            )
         if 400 <= status < 500:
-            return SubmitOutcome(kind=PERMANENT, reason=f"HTTP_{status}", http_status=status,
-                                 message=f"HTTP {status} without a SOAP answer")
-        return SubmitOutcome(kind=TRANSIENT, reason="MALFORMED_ANSWER", http_status=status,
-                             message=f"answer is not a registerDocument response ({exc.reason})",
-                             transport_failure=True, ambiguous=True)
+            return SubmitOutcome(
+                kind=PERMANENT,
+                reason=f"HTTP_{status}",
+                http_status=status,
+                message=f"HTTP {status} without a SOAP answer",
+            )
+        return SubmitOutcome(
+            kind=TRANSIENT,
+            reason="MALFORMED_ANSWER",
+            http_status=status,
+            message=f"answer is not a registerDocument response ({exc.reason})",
+            transport_failure=True,
+            ambiguous=True,
+        )
     if isinstance(answer, soap.SoapFault):
         return classify_fault(answer, status)
     if answer.accepted:
@@ -173,22 +188,43 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     errors = answer.errors
     if not errors:
         # status=error and no code: nothing to act on; РЭМД does not do this on purpose, so retry (bounded)
-        return SubmitOutcome(kind=TRANSIENT, reason="REMD_ERROR_WITHOUT_CODE", http_status=status,
-                             message=f"status={answer.status} without errors", ambiguous=False)
+        return SubmitOutcome(
+            kind=TRANSIENT,
+            reason="REMD_ERROR_WITHOUT_CODE",
+            http_status=status,
+            message=f"status={answer.status} without errors",
+            ambiguous=False,
+        )
     infos = [(e, e.info) for e in errors]
     blocking = [(e, i) for e, i in infos if not i.transient]
     if blocking:
         e, info = blocking[0]  # the first non-transient code decides; all of them go into the message
-        return SubmitOutcome(kind=PERMANENT, reason="REMD_REJECTED", http_status=status, remd_code=e.code,
-                             remd_message=e.message, category=info.category, hint=info.hint, errors=errors,
-                             message="; ".join(f"{x.code}: {x.message}" for x in errors))
+        return SubmitOutcome(
+            kind=PERMANENT,
+            reason="REMD_REJECTED",
+            http_status=status,
+            remd_code=e.code,
+            remd_message=e.message,
+            category=info.category,
+            hint=info.hint,
+            errors=errors,
+            message="; ".join(f"{x.code}: {x.message}" for x in errors),
+        )
     e, info = infos[0]
     defer = max((i.retry_after or 0.0 for _, i in infos), default=0.0) or None  # RATE_LIMIT's minute included
     rate_limited = any(x.code == "RATE_LIMIT" for x in errors)
-    return SubmitOutcome(kind=TRANSIENT, reason="RATE_LIMIT" if rate_limited else "REMD_TRANSIENT",
-                         http_status=status, remd_code=e.code, remd_message=e.message, category=info.category,
-                         hint=info.hint, errors=errors, defer=defer,
-                         message="; ".join(f"{x.code}: {x.message}" for x in errors))
+    return SubmitOutcome(
+        kind=TRANSIENT,
+        reason="RATE_LIMIT" if rate_limited else "REMD_TRANSIENT",
+        http_status=status,
+        remd_code=e.code,
+        remd_message=e.message,
+        category=info.category,
+        hint=info.hint,
+        errors=errors,
+        defer=defer,
+        message="; ".join(f"{x.code}: {x.message}" for x in errors),
+    )
 
 
 def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
@@ -196,35 +232,71 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
     info = fault.info
     if info is not None and not info.unknown:
         kind: Kind = TRANSIENT if info.transient else PERMANENT
-        return SubmitOutcome(kind=kind, reason="SOAP_FAULT", http_status=status, remd_code=fault.detail_code,
-                             remd_message=text, category=info.category, hint=info.hint,
-                             message=f"{fault.ips_fault or fault.code}: {text}",
-                             defer=info.retry_after, transport_failure=kind == TRANSIENT and fault.server_side,
-                             ambiguous=kind == TRANSIENT)
+        return SubmitOutcome(
+            kind=kind,
+            reason="SOAP_FAULT",
+            http_status=status,
+            remd_code=fault.detail_code,
+            remd_message=text,
+            category=info.category,
+            hint=info.hint,
+            message=f"{fault.ips_fault or fault.code}: {text}",
+            defer=info.retry_after,
+            transport_failure=kind == TRANSIENT and fault.server_side,
+            ambiguous=kind == TRANSIENT,
+        )
     if fault.server_side or fault.ips_fault == "SystemFault":
-        return SubmitOutcome(kind=TRANSIENT, reason="SOAP_FAULT", http_status=status, remd_code=fault.detail_code,
-                             remd_message=text, category="transient", message=f"{fault.ips_fault or fault.code}: {text}",
-                             transport_failure=True, ambiguous=True)
+        return SubmitOutcome(
+            kind=TRANSIENT,
+            reason="SOAP_FAULT",
+            http_status=status,
+            remd_code=fault.detail_code,
+            remd_message=text,
+            category="transient",
+            message=f"{fault.ips_fault or fault.code}: {text}",
+            transport_failure=True,
+            ambiguous=True,
+        )
     if fault.ips_fault == "AuthorizationFault":
-        category, hint = "configuration", ("the ИПС does not accept this system's WS-Security certificate or "
-                                           "clientEntityId: check the organisation's remd settings and the "
-                                           "system's registration in ИПС")
+        category, hint = (
+            "configuration",
+            (
+                "the ИПС does not accept this system's WS-Security certificate or "
+                "clientEntityId: check the organisation's remd settings and the "
+                "system's registration in ИПС"
+            ),
+        )
     elif info is not None:  # a code the table does not know: configuration, for a person to look at
         category, hint = info.category, info.hint
     else:
         category, hint = "data", "the request does not match the service schema"
-    return SubmitOutcome(kind=PERMANENT, reason="SOAP_FAULT", http_status=status,
-                         remd_code=fault.detail_code or fault.ips_fault, remd_message=text, category=category,
-                         hint=hint, message=f"{fault.ips_fault or fault.code}: {text}")
+    return SubmitOutcome(
+        kind=PERMANENT,
+        reason="SOAP_FAULT",
+        http_status=status,
+        remd_code=fault.detail_code or fault.ips_fault,
+        remd_message=text,
+        category=category,
+        hint=hint,
+        message=f"{fault.ips_fault or fault.code}: {text}",
+    )
 
 
 def _net(reason: str, message: str, started: float, request: bytes, *, ambiguous: bool) -> SubmitOutcome:
-    return SubmitOutcome(kind=TRANSIENT, reason=reason, message=message, transport_failure=True, ambiguous=ambiguous,
-                         duration=time.perf_counter() - started, request=request)
+    return SubmitOutcome(
+        kind=TRANSIENT,
+        reason=reason,
+        message=message,
+        transport_failure=True,
+        ambiguous=ambiguous,
+        duration=time.perf_counter() - started,
+        request=request,
+    )
 
 
-async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str],
-               started: float) -> httpx.Response | SubmitOutcome:
+async def post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str], started: float
+) -> httpx.Response | SubmitOutcome:
     """POST one request: the answer, or the transient outcome a network failure is (every transport's one table:
     connect timeout/error → not taken; read timeout, reset, other HTTP errors → ``ambiguous``, maybe taken)."""
     try:
@@ -236,6 +308,8 @@ async def post(client: httpx.AsyncClient, url: str, body: bytes, headers: Mappin
     except httpx.TimeoutException as exc:
         return _net("TIMEOUT", f"no answer in time: {type(exc).__name__}", started, body, ambiguous=True)
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        return _net("CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}", started, body, ambiguous=True)
+        return _net(
+            "CONNECTION_RESET", f"connection lost: {type(exc).__name__}: {exc}", started, body, ambiguous=True
+        )
     except httpx.HTTPError as exc:
         return _net("HTTP_CLIENT_ERROR", f"{type(exc).__name__}: {exc}", started, body, ambiguous=True)

@@ -32,8 +32,9 @@ class Transports:
     :param preset: transports to use instead of making them (tests pass fakes).
     """
 
-    def __init__(self, *, options: Mapping[str, Any] | None = None,
-                 preset: Mapping[str, Transport] | None = None) -> None:
+    def __init__(
+        self, *, options: Mapping[str, Any] | None = None, preset: Mapping[str, Transport] | None = None
+    ) -> None:
         self._options = dict(options or {})
         self._made: dict[str, Transport] = dict(preset or {})
 

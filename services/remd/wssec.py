@@ -40,16 +40,22 @@ from services.crypto.gost import streebog256
 from services.remd import names as n
 
 __all__ = [
-    "DEFAULT_REFERENCES", "REQUIRED_REFERENCES", "VerifiedEnvelope", "WsSecurityError",
-    "c14n", "sign_envelope", "verify_envelope",
+    "DEFAULT_REFERENCES",
+    "REQUIRED_REFERENCES",
+    "VerifiedEnvelope",
+    "WsSecurityError",
+    "c14n",
+    "sign_envelope",
+    "verify_envelope",
 ]
 
 # XMLDSig / WSS algorithm and profile URIs ([C], brief §3)
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 SIG_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34102012-gostr34112012-256"
 DIGEST_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34112012-256"
-BST_ENCODING = ("http://docs.oasis-open.org/wss/2004/01/"
-                "oasis-200401-wss-soap-message-security-1.0#Base64Binary")
+BST_ENCODING = (
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
+)
 BST_VALUE_TYPE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 
 #: what ``sign_envelope`` signs by default: the full ИПС recipe (brief §3)
@@ -60,8 +66,13 @@ REQUIRED_REFERENCES = ("Body", "Timestamp", "MessageID", "To", "Action", "ReplyT
 _WSU_ID = f"{{{n.NS_WSU}}}Id"
 # signable parts: name → (namespace, local name); Body and Timestamp are found specially
 _HEADER_PARTS = {
-    "MessageID": n.NS_WSA, "ReplyTo": n.NS_WSA, "To": n.NS_WSA, "Action": n.NS_WSA,
-    "RelatesTo": n.NS_WSA, "FaultTo": n.NS_WSA, "From": n.NS_WSA,
+    "MessageID": n.NS_WSA,
+    "ReplyTo": n.NS_WSA,
+    "To": n.NS_WSA,
+    "Action": n.NS_WSA,
+    "RelatesTo": n.NS_WSA,
+    "FaultTo": n.NS_WSA,
+    "From": n.NS_WSA,
 }
 _SOAP_NS = (n.NS_SOAP12, n.NS_SOAP11)
 
@@ -76,10 +87,10 @@ class WsSecurityError(PermanentError):
 class VerifiedEnvelope:
     """What a successful verification vouches for."""
 
-    certificate: Any                 # services.crypto.certificates.Certificate of the signer
-    signed_ids: frozenset[str]       # wsu:Id values whose digests verified
-    created: datetime                # Timestamp/Created
-    expires: datetime | None         # Timestamp/Expires
+    certificate: Any  # services.crypto.certificates.Certificate of the signer
+    signed_ids: frozenset[str]  # wsu:Id values whose digests verified
+    created: datetime  # Timestamp/Created
+    expires: datetime | None  # Timestamp/Expires
 
 
 # --- GOST primitives, from services.crypto.gost / services.crypto.certificates --------------------------------
@@ -108,6 +119,7 @@ def _der(certificate: Any) -> bytes:
 
 # --- XML helpers --------------------------------------------------------------------------------
 
+
 def c14n(element: etree._Element) -> bytes:
     """Exclusive XML canonicalisation 1.0 without comments of ``element``'s subtree."""
     return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
@@ -121,7 +133,9 @@ def _q(ns: str, local: str) -> str:
 
 
 def _utc(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.astimezone(UTC).microsecond // 1000:03d}Z"
+    return (
+        dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.astimezone(UTC).microsecond // 1000:03d}Z"
+    )
 
 
 def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element | None]:
@@ -136,8 +150,9 @@ def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree
     return ns, (headers[0] if headers else None), bodies[0]
 
 
-def _part(name: str, header: etree._Element | None, body: etree._Element,
-          security: etree._Element | None) -> list[etree._Element]:
+def _part(
+    name: str, header: etree._Element | None, body: etree._Element, security: etree._Element | None
+) -> list[etree._Element]:
     """Every element that plays signable part ``name`` (more than one is an attack or a bug)."""
     if name == "Body":
         return [body]
@@ -150,9 +165,16 @@ def _part(name: str, header: etree._Element | None, body: etree._Element,
 
 # --- signing ------------------------------------------------------------------------------------
 
-def sign_envelope(envelope: etree._Element | bytes, *, key: Any, certificate: Any,
-                  references: Iterable[str] = DEFAULT_REFERENCES, ttl: float = 300.0,
-                  now: datetime | None = None) -> bytes:
+
+def sign_envelope(
+    envelope: etree._Element | bytes,
+    *,
+    key: Any,
+    certificate: Any,
+    references: Iterable[str] = DEFAULT_REFERENCES,
+    ttl: float = 300.0,
+    now: datetime | None = None,
+) -> bytes:
     """Sign ``envelope`` for ИПС and return the serialised signed message.
 
     ``key``: a ``services.crypto.gost.PrivateKey`` (anything with ``sign_digest``) or a callable
@@ -174,8 +196,11 @@ def sign_envelope(envelope: etree._Element | bytes, *, key: Any, certificate: An
     security = etree.Element(_q(n.NS_WSSE, "Security"), nsmap={"wsse": n.NS_WSSE, "wsu": n.NS_WSU})
     header.insert(0, security)
     token_id = f"X509-{uuid.uuid4()}"
-    bst = etree.SubElement(security, _q(n.NS_WSSE, "BinarySecurityToken"),
-                           {"EncodingType": BST_ENCODING, "ValueType": BST_VALUE_TYPE, _WSU_ID: token_id})
+    bst = etree.SubElement(
+        security,
+        _q(n.NS_WSSE, "BinarySecurityToken"),
+        {"EncodingType": BST_ENCODING, "ValueType": BST_VALUE_TYPE, _WSU_ID: token_id},
+    )
     bst.text = base64.b64encode(cert_der).decode("ascii")
     ts = etree.SubElement(security, _q(n.NS_WSU, "Timestamp"), {_WSU_ID: f"TS-{uuid.uuid4()}"})
     etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = _utc(now)
@@ -214,7 +239,9 @@ def sign_envelope(envelope: etree._Element | bytes, *, key: Any, certificate: An
         etree.SubElement(ref, _q(n.NS_DS, "DigestValue")).text = base64.b64encode(digest).decode("ascii")
     etree.SubElement(sig, _q(n.NS_DS, "SignatureValue"))
     key_info = etree.SubElement(sig, _q(n.NS_DS, "KeyInfo"), Id=f"KI-{uuid.uuid4()}")
-    str_ = etree.SubElement(key_info, _q(n.NS_WSSE, "SecurityTokenReference"), {_WSU_ID: f"STR-{uuid.uuid4()}"})
+    str_ = etree.SubElement(
+        key_info, _q(n.NS_WSSE, "SecurityTokenReference"), {_WSU_ID: f"STR-{uuid.uuid4()}"}
+    )
     etree.SubElement(str_, _q(n.NS_WSSE, "Reference"), URI=f"#{token_id}", ValueType=BST_VALUE_TYPE)
     security.insert(1, sig)  # after the token, before the Timestamp, as the reference signer orders them
 
@@ -238,6 +265,7 @@ def _index_ids(root: etree._Element) -> dict[str, list[etree._Element]]:
 
 
 # --- verification -------------------------------------------------------------------------------
+
 
 def _b64(text: str | None, what: str) -> bytes:
     try:
@@ -267,10 +295,15 @@ def _one(parent: etree._Element, tag: str, what: str) -> etree._Element:
     return found[0]
 
 
-def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | None = None,
-                    required: Iterable[str] = REQUIRED_REFERENCES, max_skew: float = 300.0,
-                    now: datetime | None = None,
-                    certificate_loader: Callable[[bytes], Any] | None = None) -> VerifiedEnvelope:
+def verify_envelope(
+    xml_bytes: bytes,
+    *,
+    trusted_certificates: Iterable[Any] | None = None,
+    required: Iterable[str] = REQUIRED_REFERENCES,
+    max_skew: float = 300.0,
+    now: datetime | None = None,
+    certificate_loader: Callable[[bytes], Any] | None = None,
+) -> VerifiedEnvelope:
     """Verify an ИПС-signed SOAP message, or raise ``WsSecurityError`` (reasons: module docstring).
 
     ``trusted_certificates``: certificates (objects with ``.der``, or DER bytes) the signer must be
@@ -297,11 +330,16 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
             raise WsSecurityError(f"wsu:Id {id_!r} occurs {len(elements)} times", reason="WSS_MALFORMED")
 
     # the certificate: KeyInfo → SecurityTokenReference → BinarySecurityToken
-    ref = signature.find(f"{_q(n.NS_DS, 'KeyInfo')}/{_q(n.NS_WSSE, 'SecurityTokenReference')}/"
-                         f"{_q(n.NS_WSSE, 'Reference')}")
+    ref = signature.find(
+        f"{_q(n.NS_DS, 'KeyInfo')}/{_q(n.NS_WSSE, 'SecurityTokenReference')}/{_q(n.NS_WSSE, 'Reference')}"
+    )
     uri = ref.get("URI", "") if ref is not None else ""
     token = by_id.get(uri[1:], [None])[0] if uri.startswith("#") else None
-    if token is None or token.tag != _q(n.NS_WSSE, "BinarySecurityToken") or token.getparent() is not security:
+    if (
+        token is None
+        or token.tag != _q(n.NS_WSSE, "BinarySecurityToken")
+        or token.getparent() is not security
+    ):
         raise WsSecurityError("no BinarySecurityToken referenced from KeyInfo", reason="WSS_MISSING")
     cert_der = _b64(token.text, "BinarySecurityToken")
     if trusted_certificates is not None and cert_der not in {_der(c) for c in trusted_certificates}:
@@ -311,8 +349,9 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
     except WsSecurityError:
         raise
     except Exception as exc:
-        raise WsSecurityError(f"BinarySecurityToken is not a usable certificate: {exc}",
-                              reason="WSS_MALFORMED") from None
+        raise WsSecurityError(
+            f"BinarySecurityToken is not a usable certificate: {exc}", reason="WSS_MALFORMED"
+        ) from None
 
     # algorithms, then the signature over SignedInfo
     c14n_method = signed_info.find(_q(n.NS_DS, "CanonicalizationMethod"))
@@ -320,11 +359,15 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
     if c14n_method is None or c14n_method.get("Algorithm") != EXC_C14N:
         raise WsSecurityError("SignedInfo must use exclusive c14n", reason="WSS_SIGNATURE_INVALID")
     if sig_method is None or sig_method.get("Algorithm") != SIG_GOST2012_256:
-        raise WsSecurityError("unsupported SignatureMethod", reason="WSS_SIGNATURE_INVALID",
-                              algorithm=None if sig_method is None else sig_method.get("Algorithm"))
+        raise WsSecurityError(
+            "unsupported SignatureMethod",
+            reason="WSS_SIGNATURE_INVALID",
+            algorithm=None if sig_method is None else sig_method.get("Algorithm"),
+        )
     if len(value) != 64 or not certificate.public_key.verify_digest(_streebog256(c14n(signed_info)), value):
-        raise WsSecurityError("SignatureValue does not verify against the token's certificate",
-                              reason="WSS_SIGNATURE_INVALID")
+        raise WsSecurityError(
+            "SignatureValue does not verify against the token's certificate", reason="WSS_SIGNATURE_INVALID"
+        )
 
     # each reference: same-document id, exc-c14n only, Streebog-256, digest matches
     signed: set[str] = set()
@@ -333,16 +376,22 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
         target = by_id.get(uri[1:]) if uri.startswith("#") else None
         if not target:
             raise WsSecurityError(f"Reference {uri!r} points at nothing", reason="WSS_DIGEST_MISMATCH")
-        transforms = [t.get("Algorithm") for t in reference.iterfind(f"{_q(n.NS_DS, 'Transforms')}/"
-                                                                     f"{_q(n.NS_DS, 'Transform')}")]
+        transforms = [
+            t.get("Algorithm")
+            for t in reference.iterfind(f"{_q(n.NS_DS, 'Transforms')}/{_q(n.NS_DS, 'Transform')}")
+        ]
         method = reference.find(_q(n.NS_DS, "DigestMethod"))
         if transforms != [EXC_C14N] or method is None or method.get("Algorithm") != DIGEST_GOST2012_256:
-            raise WsSecurityError(f"Reference {uri!r} uses unsupported transforms or digest",
-                                  reason="WSS_SIGNATURE_INVALID")
+            raise WsSecurityError(
+                f"Reference {uri!r} uses unsupported transforms or digest", reason="WSS_SIGNATURE_INVALID"
+            )
         expected = _b64(reference.findtext(_q(n.NS_DS, "DigestValue")), "DigestValue")
         if _streebog256(c14n(target[0])) != expected:
-            raise WsSecurityError(f"digest of {uri!r} does not match: the part changed after signing",
-                                  reason="WSS_DIGEST_MISMATCH", reference=uri)
+            raise WsSecurityError(
+                f"digest of {uri!r} does not match: the part changed after signing",
+                reason="WSS_DIGEST_MISMATCH",
+                reference=uri,
+            )
         signed.add(uri[1:])
 
     # coverage: the parts that matter are the ones actually in place, and they are signed
@@ -352,9 +401,13 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
         if optional and not elements:
             continue
         if len(elements) != 1:
-            raise WsSecurityError(f"{name}: expected exactly one, found {len(elements)}", reason="WSS_NOT_COVERED")
+            raise WsSecurityError(
+                f"{name}: expected exactly one, found {len(elements)}", reason="WSS_NOT_COVERED"
+            )
         if elements[0].get(_WSU_ID) not in signed:
-            raise WsSecurityError(f"{name} is not covered by the signature", reason="WSS_NOT_COVERED", part=name)
+            raise WsSecurityError(
+                f"{name} is not covered by the signature", reason="WSS_NOT_COVERED", part=name
+            )
 
     # freshness
     timestamps = _part("Timestamp", header, body, security)
@@ -366,7 +419,11 @@ def verify_envelope(xml_bytes: bytes, *, trusted_certificates: Iterable[Any] | N
         raise WsSecurityError("wsu:Timestamp has no Created", reason="WSS_MISSING")
     skew = timedelta(seconds=max_skew)
     if created > now + skew:
-        raise WsSecurityError("Timestamp Created is in the future", reason="WSS_EXPIRED", created=created.isoformat())
+        raise WsSecurityError(
+            "Timestamp Created is in the future", reason="WSS_EXPIRED", created=created.isoformat()
+        )
     if expires is not None and expires < now - skew:
         raise WsSecurityError("Timestamp has expired", reason="WSS_EXPIRED", expires=expires.isoformat())
-    return VerifiedEnvelope(certificate=certificate, signed_ids=frozenset(signed), created=created, expires=expires)
+    return VerifiedEnvelope(
+        certificate=certificate, signed_ids=frozenset(signed), created=created, expires=expires
+    )

@@ -50,7 +50,7 @@ MAX_BYTES = lab.MAX_BYTES
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str              # refused | dead | accepted (a callback the endpoint took: must not happen)
+    kind: str  # refused | dead | accepted (a callback the endpoint took: must not happen)
     reason: str
     stage: str = ""
 
@@ -58,9 +58,9 @@ class Outcome:
 @dataclass(frozen=True)
 class Case:
     name: str
-    entry: str             # publish | topic | signing | callback
+    entry: str  # publish | topic | signing | callback
     expect: Outcome
-    key: str               # the localUid / record key its dead letter carries
+    key: str  # the localUid / record key its dead letter carries
 
 
 @dataclass
@@ -89,7 +89,9 @@ def _created(uid: str) -> dict[str, Any]:
     return build_created_event(_good(uid), system_id="bad-mis", store=None, inline_limit=10**9)
 
 
-def _raw(ctx: Context, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+def _raw(
+    ctx: Context, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
+) -> None:
     producer = KafkaProducer(bootstrap_servers=ctx.bootstrap, acks="all")
     try:
         producer.send(topic, key=key.encode(), value=value, headers=headers or []).get(30)
@@ -111,27 +113,48 @@ def _publish_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | N
         return f"bad-{name}-{run}"
 
     good = _good(uid("x"))
-    body = good[good.index(b"<ClinicalDocument"):]
+    body = good[good.index(b"<ClinicalDocument") :]
     laughs = '<!ENTITY l0 "ha">' + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
     cases = {
         "not_xml": (b"%PDF-1.7 this is not XML", "refused", "NOT_XML"),
         "truncated": (_good(uid("truncated"))[:20000], "refused", "NOT_XML"),
-        "xxe": (b'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
-                + body, "refused", "ENTITY_FORBIDDEN"),
-        "billion_laughs": (f'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [{laughs}]>\n'.encode() + body,
-                           "refused", "ENTITY_FORBIDDEN"),
+        "xxe": (
+            b'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+            + body,
+            "refused",
+            "ENTITY_FORBIDDEN",
+        ),
+        "billion_laughs": (
+            f'<?xml version="1.0"?>\n<!DOCTYPE ClinicalDocument [{laughs}]>\n'.encode() + body,
+            "refused",
+            "ENTITY_FORBIDDEN",
+        ),
         "oversize": (lab.too_large(_good(uid("oversize"))), "refused", "TOO_LARGE"),
-        "unknown_kind": (as_new_document((REPOSITORY_SAMPLES / "Consult.xml").read_bytes(), local_uid=uid("unknown_kind")),
-                         "refused", "KIND_UNKNOWN"),
-        "missing_snils": (_good(uid("missing_snils")).replace(b'extension="25463625426"', b'extension=""', 1),
-                          "refused", "MISSING_FIELD"),
+        "unknown_kind": (
+            as_new_document((REPOSITORY_SAMPLES / "Consult.xml").read_bytes(), local_uid=uid("unknown_kind")),
+            "refused",
+            "KIND_UNKNOWN",
+        ),
+        "missing_snils": (
+            _good(uid("missing_snils")).replace(b'extension="25463625426"', b'extension=""', 1),
+            "refused",
+            "MISSING_FIELD",
+        ),
         "xsd_invalid": (lab.xsd_invalid(_good(uid("xsd_invalid"))), "dead", "XSD_INVALID"),
-        "schematron_invalid": (as_new_document((REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml").read_bytes(),
-                                               local_uid=uid("schematron_invalid")), "dead", "SCHEMATRON_INVALID"),
+        "schematron_invalid": (
+            as_new_document(
+                (REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml").read_bytes(),
+                local_uid=uid("schematron_invalid"),
+            ),
+            "dead",
+            "SCHEMATRON_INVALID",
+        ),
     }
     out = []
     for name, (data, kind, reason) in cases.items():
-        case = Case(name, "publish", Outcome(kind, reason, "signer" if kind == "dead" else "publish"), uid(name))
+        case = Case(
+            name, "publish", Outcome(kind, reason, "signer" if kind == "dead" else "publish"), uid(name)
+        )
         out.append((case, lambda ctx, d=data: _publish(d, ctx)))
     return out
 
@@ -141,8 +164,11 @@ Mutation = Callable[[dict[str, Any], str, Context], "bytes | dict[str, Any]"]
 
 
 def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | None]]]:
-    stages = {topology.CREATED.name: ("signer", events.CREATED), topology.SIGNED.name: ("sender", events.SIGNED),
-              topology.SENT.name: ("status", events.SENT)}
+    stages = {
+        topology.CREATED.name: ("signer", events.CREATED),
+        topology.SIGNED.name: ("sender", events.SIGNED),
+        topology.SENT.name: ("status", events.SENT),
+    }
     out = []
 
     def event_for(topic: str, key: str) -> dict[str, Any]:
@@ -151,8 +177,10 @@ def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | Non
         if etype == events.CREATED:
             return created
         data = copy.deepcopy(created["data"])
-        data["signatures"] = {"personal": [], "organization": {"cms": "", "signingTime": "2026-01-01T00:00:00Z",
-                                                                 "mchd": None}}
+        data["signatures"] = {
+            "personal": [],
+            "organization": {"cms": "", "signingTime": "2026-01-01T00:00:00Z", "mchd": None},
+        }
         if etype == events.SENT:
             data["submission"] = {"messageId": new_message_id(), "messageIds": [], "attempt": 1}
         # the shape of a real envelope, but not validated: the mutations below make it invalid anyway
@@ -182,7 +210,12 @@ def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | Non
     def reference(e, key, ctx, *, inside: bool):
         digest = hashlib.sha256(key.encode()).hexdigest()
         where = (ctx.store_root if inside else Path("/nonexistent")) / digest[:2] / digest
-        e["data"]["document"] = {"sha256": digest, "size": 1000, "mediaType": "text/xml", "ref": where.as_uri()}
+        e["data"]["document"] = {
+            "sha256": digest,
+            "size": 1000,
+            "mediaType": "text/xml",
+            "ref": where.as_uri(),
+        }
         return e
 
     def no_signatures(e, key, ctx):
@@ -202,9 +235,18 @@ def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | Non
     add(created, "created_unknown_version", version, "EVENT_INVALID")
     add(created, "created_missing_patient", no_patient, "EVENT_INVALID")
     add(created, "created_size_as_text", size_text, "EVENT_INVALID")
-    add(created, "created_reference_outside_the_store", lambda e, k, c: reference(e, k, c, inside=False),
-        "DOCUMENT_REF_INVALID")
-    add(created, "created_reference_to_nothing", lambda e, k, c: reference(e, k, c, inside=True), "DOCUMENT_MISSING")
+    add(
+        created,
+        "created_reference_outside_the_store",
+        lambda e, k, c: reference(e, k, c, inside=False),
+        "DOCUMENT_REF_INVALID",
+    )
+    add(
+        created,
+        "created_reference_to_nothing",
+        lambda e, k, c: reference(e, k, c, inside=True),
+        "DOCUMENT_MISSING",
+    )
     add(signed, "signed_not_json", lambda e, k, c: b"\xff\xfe not even utf-8", "EVENT_INVALID")
     add(signed, "signed_unknown_version", version, "EVENT_INVALID")
     add(signed, "signed_missing_signatures", no_signatures, "EVENT_INVALID")
@@ -221,29 +263,59 @@ def _signing_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | N
         if defect == "not_yet_valid_on_creation":
             continue  # needs a creation time before the certificate: the fresh documents are dated now
         uid = f"bad-{defect}-{run}"
-        out.append((Case(defect, "signing", Outcome("dead", reason, "signer"), uid),
-                    lambda ctx, o=oid, u=uid: _publish(_variant(o, u), ctx)))
+        out.append(
+            (
+                Case(defect, "signing", Outcome("dead", reason, "signer"), uid),
+                lambda ctx, o=oid, u=uid: _publish(_variant(o, u), ctx),
+            )
+        )
 
-    def mis_signed(uid: str, who: Callable[[Context], tuple], *, other_bytes: bool) -> Callable[[Context], None]:
+    def mis_signed(
+        uid: str, who: Callable[[Context], tuple], *, other_bytes: bool
+    ) -> Callable[[Context], None]:
         def inject(ctx: Context) -> Outcome | None:
             doc = _variant(lab.MIS_OID, uid)
             signature = lab.mis_signature(who(ctx), doc + b"\n" if other_bytes else doc)
             return _publish(doc, ctx, meta={"signatures": {lab.AUTHOR: signature}})
+
         return inject
 
     uid = f"bad-signature_over_other_bytes-{run}"
-    out.append((Case("signature_over_other_bytes", "signing", Outcome("dead", "DIGEST_MISMATCH", "signer"), uid),
-                mis_signed(uid, lambda ctx: ctx.lab.mis_doctor, other_bytes=True)))
+    out.append(
+        (
+            Case("signature_over_other_bytes", "signing", Outcome("dead", "DIGEST_MISMATCH", "signer"), uid),
+            mis_signed(uid, lambda ctx: ctx.lab.mis_doctor, other_bytes=True),
+        )
+    )
     uid = f"bad-signature_by_another_doctor-{run}"
-    out.append((Case("signature_by_another_doctor", "signing", Outcome("dead", "SIGNER_SNILS_MISMATCH", "signer"), uid),
-                mis_signed(uid, lambda ctx: ctx.lab.other_doctor, other_bytes=False)))
+    out.append(
+        (
+            Case(
+                "signature_by_another_doctor",
+                "signing",
+                Outcome("dead", "SIGNER_SNILS_MISMATCH", "signer"),
+                uid,
+            ),
+            mis_signed(uid, lambda ctx: ctx.lab.other_doctor, other_bytes=False),
+        )
+    )
     foreign = DevCA.create("foreign CA")
-    stranger = foreign.issue(subject=SubjectInfo(family="Смирнов", given="Александр Игоревич", snils=lab.AUTHOR),
-                             not_before=dt.datetime(2015, 1, 1, tzinfo=dt.UTC))
+    stranger = foreign.issue(
+        subject=SubjectInfo(family="Смирнов", given="Александр Игоревич", snils=lab.AUTHOR),
+        not_before=dt.datetime(2015, 1, 1, tzinfo=dt.UTC),
+    )
     uid = f"bad-signature_from_a_foreign_ca-{run}"
-    out.append((Case("signature_from_a_foreign_ca", "signing",
-                     Outcome("dead", "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT", "status"), uid),
-                mis_signed(uid, lambda ctx: stranger, other_bytes=False)))
+    out.append(
+        (
+            Case(
+                "signature_from_a_foreign_ca",
+                "signing",
+                Outcome("dead", "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT", "status"),
+                uid,
+            ),
+            mis_signed(uid, lambda ctx: stranger, other_bytes=False),
+        )
+    )
     return out
 
 
@@ -252,8 +324,12 @@ def _post(ctx: Context, body: bytes, *, wait: float = 120.0) -> Outcome | None:
     deadline = time.monotonic() + wait
     while True:  # the run may have just killed the callback service: what is under test is its answer
         try:
-            response = httpx.post(ctx.callback_url, content=body, timeout=60,
-                                  headers={"Content-Type": "text/xml; charset=utf-8"})
+            response = httpx.post(
+                ctx.callback_url,
+                content=body,
+                timeout=60,
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+            )
             break
         except httpx.ConnectError:
             if time.monotonic() > deadline:
@@ -270,13 +346,23 @@ def _post(ctx: Context, body: bytes, *, wait: float = 120.0) -> Outcome | None:
 
 def _callback_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | None]]]:
     def result(key: str) -> RegisterResult:
-        return RegisterResult(relates_to_message=key, status=n.STATUS_SUCCESS, local_uid=key, kind="119",
-                              organization=lab.GOOD_OID,
-                              registry_item=RegistryItem(emdr_id="16.62.26.12.999999999",
-                                                         registration_date_time="2026-12-01T10:00:00+00:00",
-                                                         store_till_date="2031-12-01", document_version="1"))
+        return RegisterResult(
+            relates_to_message=key,
+            status=n.STATUS_SUCCESS,
+            local_uid=key,
+            kind="119",
+            organization=lab.GOOD_OID,
+            registry_item=RegistryItem(
+                emdr_id="16.62.26.12.999999999",
+                registration_date_time="2026-12-01T10:00:00+00:00",
+                store_till_date="2031-12-01",
+                document_version="1",
+            ),
+        )
 
-    def signed(ctx: Context, key: str, *, signer: tuple | None = None, now: dt.datetime | None = None) -> bytes:
+    def signed(
+        ctx: Context, key: str, *, signer: tuple | None = None, now: dt.datetime | None = None
+    ) -> bytes:
         k, c = signer or (ctx.emulator_key, ctx.emulator_certificate)
         return soap.build_register_result(result(key), to=ctx.callback_url, key=k, certificate=c, now=now)
 
@@ -290,7 +376,7 @@ def _callback_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | 
     def doctype(ctx: Context, key: str) -> bytes:
         body = signed(ctx, key)
         if body.startswith(b"<?xml"):
-            body = body[body.index(b"?>") + 2:].lstrip()
+            body = body[body.index(b"?>") + 2 :].lstrip()
         return b'<!DOCTYPE Envelope [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n' + body
 
     def huge(ctx: Context, key: str) -> bytes:
@@ -300,15 +386,21 @@ def _callback_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | 
     builders = {
         "callback_unsigned": unsigned,
         "callback_foreign_key": lambda ctx, key: signed(ctx, key, signer=stranger),
-        "callback_replayed_old": lambda ctx, key: signed(ctx, key, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)),
+        "callback_replayed_old": lambda ctx, key: signed(
+            ctx, key, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        ),
         "callback_doctype": doctype,
         "callback_huge": huge,
     }
     out = []
     for name, build in builders.items():
         key = f"bad-{name}-{run}"
-        out.append((Case(name, "callback", Outcome("refused", "HTTP", "callbacks"), key),
-                    lambda ctx, b=build, k=key: _post(ctx, b(ctx, k))))
+        out.append(
+            (
+                Case(name, "callback", Outcome("refused", "HTTP", "callbacks"), key),
+                lambda ctx, b=build, k=key: _post(ctx, b(ctx, k)),
+            )
+        )
     return out
 
 
@@ -320,8 +412,10 @@ def corpus(run: str | None = None) -> list[tuple[Case, Callable[[Context], Outco
 
 def identity(config_dir: Path) -> tuple[Any, Any]:
     """The emulator's key and certificate (``LocalPipeline`` writes them), to sign callbacks as ИПС would."""
-    return (keys.load_private_key(config_dir / "emulator-identity.key"),
-            load_certificate(config_dir / "emulator-identity.pem"))
+    return (
+        keys.load_private_key(config_dir / "emulator-identity.key"),
+        load_certificate(config_dir / "emulator-identity.pem"),
+    )
 
 
 def describe(outcome: Outcome | None) -> str:

@@ -78,14 +78,24 @@ FAULT_RULES: list[dict[str, Any]] = [
     {"fault": "reset", "operation": "registerDocument", "probability": 0.02},
     {"fault": "rate_limit", "operation": "registerDocument", "probability": 0.02},
     {"fault": "soap_fault", "operation": "registerDocument", "probability": 0.02},
-    {"fault": ["reset", "http_error", "timeout"], "operation": "registerDocument", "probability": 0.02,
-     "process": True, "delay": 7.0},
+    {
+        "fault": ["reset", "http_error", "timeout"],
+        "operation": "registerDocument",
+        "probability": 0.02,
+        "process": True,
+        "delay": 7.0,
+    },
     {"fault": "callback_lost", "operation": "registerDocument", "probability": 0.02},
     {"fault": "callback_duplicate", "operation": "registerDocument", "probability": 0.05},
     {"fault": "callback_early", "operation": "registerDocument", "probability": 0.03},
     {"fault": "callback_late", "operation": "registerDocument", "probability": 0.05, "delay": 3.0},
     {"fault": "callback_out_of_order", "operation": "registerDocument", "probability": 0.03},
-    {"fault": ["latency", "http_error", "reset"], "operation": "searchRegistryItem", "probability": 0.1, "delay": 1.0},
+    {
+        "fault": ["latency", "http_error", "reset"],
+        "operation": "searchRegistryItem",
+        "probability": 0.1,
+        "delay": 1.0,
+    },
 ]
 
 
@@ -109,7 +119,7 @@ class Evidence:
 
     plan: Plan
     bootstrap: str
-    good: list[str]                                   # localUids of the valid documents published
+    good: list[str]  # localUids of the valid documents published
     cases: list[tuple[bad_inputs.Case, bad_inputs.Outcome | None]]
     kills: list[tuple[float, str]]
     pg_outages: list[tuple[float, float]]
@@ -119,7 +129,7 @@ class Evidence:
     finished: bool
     elapsed: float
     notes: list[str] = field(default_factory=list)
-    left_behind: list[str] = field(default_factory=list)   # processes of the run still alive after it stopped
+    left_behind: list[str] = field(default_factory=list)  # processes of the run still alive after it stopped
 
 
 def _valid(data: bytes) -> bool:
@@ -205,24 +215,46 @@ class Run:
 
         env = {**ENV, "EMD_LIFECYCLE_STORE": pg.url}
         # the configuration covers the valid documents' clinics and the Schematron-invalid sample's
-        participants = [*good_docs, ("CertOnPayForMedServ.xml", (REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml").read_bytes())]
-        pipeline = LocalPipeline(workdir=self.workdir / "run", bootstrap_servers=broker.bootstrap_servers,
-                                 documents=participants, kafka_env=broker.client_env(), scenario="rejections",
-                                 emulator_args=["--trusted-ca", str(self.workdir / "lab" / "lab-ca.pem"),
-                                                "--trusted-ca", str(self.workdir / "run" / "config" / "ca.pem")],
-                                 env=env, configure=configure)
+        participants = [
+            *good_docs,
+            ("CertOnPayForMedServ.xml", (REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml").read_bytes()),
+        ]
+        pipeline = LocalPipeline(
+            workdir=self.workdir / "run",
+            bootstrap_servers=broker.bootstrap_servers,
+            documents=participants,
+            kafka_env=broker.client_env(),
+            scenario="rejections",
+            emulator_args=[
+                "--trusted-ca",
+                str(self.workdir / "lab" / "lab-ca.pem"),
+                "--trusted-ca",
+                str(self.workdir / "run" / "config" / "ca.pem"),
+            ],
+            env=env,
+            configure=configure,
+        )
         watcher = PipelineWatcher(broker.bootstrap_servers).start()
         store = FilesystemStore(pipeline.data_dir / "documents")
         try:
             pipeline.start()
             self._wait_healthy(pipeline)
             pipeline.add_rules(FAULT_RULES)
-            with DocumentPublisher(broker.bootstrap_servers, store=store, system_id="reliability-mis",
-                                   max_bytes=bad_inputs.MAX_BYTES) as publisher:
-                ctx = bad_inputs.Context(bootstrap=broker.bootstrap_servers, publisher=publisher, store_root=store.root,
-                                         callback_url=pipeline.callback_url,
-                                         emulator_key=bad_inputs.identity(pipeline.config_dir)[0],
-                                         emulator_certificate=bad_inputs.identity(pipeline.config_dir)[1], lab=built)
+            with DocumentPublisher(
+                broker.bootstrap_servers,
+                store=store,
+                system_id="reliability-mis",
+                max_bytes=bad_inputs.MAX_BYTES,
+            ) as publisher:
+                ctx = bad_inputs.Context(
+                    bootstrap=broker.bootstrap_servers,
+                    publisher=publisher,
+                    store_root=store.root,
+                    callback_url=pipeline.callback_url,
+                    emulator_key=bad_inputs.identity(pipeline.config_dir)[0],
+                    emulator_certificate=bad_inputs.identity(pipeline.config_dir)[1],
+                    lab=built,
+                )
                 good, cases = self._chaos(pipeline, pg, publisher, ctx, good_docs)
             expected = set(good) | {c.key for c, o in cases if o is None}
             finished = self._settle(pipeline, watcher, expected)
@@ -231,29 +263,48 @@ class Run:
             pipeline.stop()
         left = left_behind(pipeline.data_dir)
         logs = sorted((self.workdir / "run" / "logs").glob("*.log")) + [
-            self.workdir / name for name in ("broker.log", "postgres.log", "harness.log")]
-        return Evidence(plan=plan, bootstrap=broker.bootstrap_servers, good=good, cases=cases, kills=self.kills,
-                        pg_outages=self.pg_outages, registry_file=self.workdir / "run" / "emulator-state" /
-                        "registry.jsonl", log_files=logs,
-                        sensitive=sensitive_values(),
-                        finished=finished, elapsed=self.now(), notes=self.notes, left_behind=left)
+            self.workdir / name for name in ("broker.log", "postgres.log", "harness.log")
+        ]
+        return Evidence(
+            plan=plan,
+            bootstrap=broker.bootstrap_servers,
+            good=good,
+            cases=cases,
+            kills=self.kills,
+            pg_outages=self.pg_outages,
+            registry_file=self.workdir / "run" / "emulator-state" / "registry.jsonl",
+            log_files=logs,
+            sensitive=sensitive_values(),
+            finished=finished,
+            elapsed=self.now(),
+            notes=self.notes,
+            left_behind=left,
+        )
 
-    def _chaos(self, pipeline: LocalPipeline, pg: PostgresServer, publisher: DocumentPublisher,
-               ctx: bad_inputs.Context, good_docs) -> tuple[list[str], list]:
+    def _chaos(
+        self,
+        pipeline: LocalPipeline,
+        pg: PostgresServer,
+        publisher: DocumentPublisher,
+        ctx: bad_inputs.Context,
+        good_docs,
+    ) -> tuple[list[str], list]:
         plan, rng = self.plan, self.rng
         start = self.now()
         window = plan.window
         # the schedule: (time, action, argument)
         order = [KILLABLE[i % len(KILLABLE)] for i in range(plan.kills)]
         rng.shuffle(order)
-        events: list[tuple[float, str, Any]] = [(start + rng.uniform(0.05, 0.95) * window, "kill", c) for c in order]
+        events: list[tuple[float, str, Any]] = [
+            (start + rng.uniform(0.05, 0.95) * window, "kill", c) for c in order
+        ]
         if plan.pg_outage_seconds > 0:
             events.append((start + rng.uniform(0.3, 0.5) * window, "pg_down", None))
         events.append((start + 0.1 * window, "bad_inputs", None))
         batches = max(1, int(window))
         per = -(-len(good_docs) // batches)
         for i in range(batches):
-            events.append((start + i * window * 0.9 / batches, "publish", good_docs[i * per:(i + 1) * per]))
+            events.append((start + i * window * 0.9 / batches, "publish", good_docs[i * per : (i + 1) * per]))
         events.sort(key=lambda e: e[0])
         good: list[str] = []
         cases: list = []
@@ -296,8 +347,10 @@ class Run:
                     cases.append((case, inject(ctx)))
             if now - last_say >= 10:
                 last_say = now
-                self.say(f"[{now:6.0f}s] published {len(good)}/{len(good_docs)}, kills {len(self.kills)}, "
-                         f"down: {', '.join(pipeline.supervisor.dead()) or '-'}")
+                self.say(
+                    f"[{now:6.0f}s] published {len(good)}/{len(good_docs)}, kills {len(self.kills)}, "
+                    f"down: {', '.join(pipeline.supervisor.dead()) or '-'}"
+                )
             time.sleep(0.1)
         return good, cases
 
@@ -315,7 +368,9 @@ class Run:
             self._wait_healthy(pipeline, only="emulator")
             pipeline.add_rules(FAULT_RULES)  # the rules lived in the killed process's memory
 
-    def _wait_healthy(self, pipeline: LocalPipeline, *, only: str | None = None, timeout: float = 120) -> None:
+    def _wait_healthy(
+        self, pipeline: LocalPipeline, *, only: str | None = None, timeout: float = 120
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -323,7 +378,9 @@ class Run:
                 return
             except (httpx.HTTPError, ValueError):
                 if "emulator" in pipeline.supervisor.dead():
-                    raise SystemExit(f"the emulator exited:\n{pipeline.supervisor.tail('emulator')}") from None
+                    raise SystemExit(
+                        f"the emulator exited:\n{pipeline.supervisor.tail('emulator')}"
+                    ) from None
                 time.sleep(0.2)
         raise SystemExit("the emulator did not answer its health check")
 
@@ -364,7 +421,9 @@ def left_behind(data_dir: Path, *, grace: float = 10.0) -> list[str]:
                 continue
             try:
                 if marker in (proc / "environ").read_bytes():
-                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+                    found[int(proc.name)] = (
+                        (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+                    )
             except OSError:
                 continue
         if not found or time.monotonic() >= deadline:
@@ -382,8 +441,10 @@ _FILE_FIELDS = ("key", "certificate", "password_file", "xml", "signature")
 def _absolute(value: Any, base: Path) -> Any:
     """A copy of an organisations-file entry whose file names point into ``base``."""
     if isinstance(value, dict):
-        return {k: (str(base / v) if k in _FILE_FIELDS and isinstance(v, str) and v else _absolute(v, base))
-                for k, v in value.items()}
+        return {
+            k: (str(base / v) if k in _FILE_FIELDS and isinstance(v, str) and v else _absolute(v, base))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_absolute(v, base) for v in value]
     return value

@@ -35,8 +35,14 @@ if TYPE_CHECKING:
     from tests.reliability.harness import Evidence
 
 #: key material and secrets, whatever the process
-SECRET_PATTERNS = [re.compile(p) for p in (r"-----BEGIN [A-Z ]*PRIVATE KEY-----", r"MII[A-Za-z0-9+/]{60,}",
-                                           r"(?i)password\s*[=:]\s*(?!\*|None|null|''|\"\")\S+")]
+SECRET_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+        r"MII[A-Za-z0-9+/]{60,}",
+        r"(?i)password\s*[=:]\s*(?!\*|None|null|''|\"\")\S+",
+    )
+]
 #: dead letters produced after a document was sent: they must name the MessageIDs
 SENT_STAGES = ("sender", "status")
 
@@ -57,13 +63,15 @@ class Result:
     duplicated: int
     unexplained: int
     leaked: int
-    rows: list[tuple[str, str, str]] = field(default_factory=list)     # check, outcome, detail
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # check, outcome, detail
     problems: list[str] = field(default_factory=list)
 
     @property
     def last_line(self) -> str:
-        return (f"documents={self.documents} kills={self.kills} lost={self.lost} duplicated={self.duplicated} "
-                f"unexplained={self.unexplained} leaked_log_lines={self.leaked}")
+        return (
+            f"documents={self.documents} kills={self.kills} lost={self.lost} duplicated={self.duplicated} "
+            f"unexplained={self.unexplained} leaked_log_lines={self.leaked}"
+        )
 
     @property
     def ok(self) -> bool:
@@ -82,9 +90,14 @@ def dead_letters(bootstrap: str) -> dict[str, list[DeadLetter]]:
         for r in read_all(bootstrap, topic.name, idle=2.0):
             h = {k: v for k, v in r.headers or ()}
             key = r.key.decode("utf-8", "replace") if r.key else ""
-            out[key].append(DeadLetter(stage=(h.get(dl.STAGE) or b"").decode(), reason=(h.get(dl.REASON) or b"").decode(),
-                                       remd_code=(h.get(dl.REMD_CODE) or b"").decode() or None,
-                                       message_ids=dl.split_ids(h.get(dl.MESSAGE_IDS))))
+            out[key].append(
+                DeadLetter(
+                    stage=(h.get(dl.STAGE) or b"").decode(),
+                    reason=(h.get(dl.REASON) or b"").decode(),
+                    remd_code=(h.get(dl.REMD_CODE) or b"").decode() or None,
+                    message_ids=dl.split_ids(h.get(dl.MESSAGE_IDS)),
+                )
+            )
     return out
 
 
@@ -119,7 +132,11 @@ def emulator_outcomes(log_file: Path) -> dict[str, dict[str, Any]]:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(event, dict) and event.get("event") == "registration done" and event.get("message_id"):
+            if (
+                isinstance(event, dict)
+                and event.get("event") == "registration done"
+                and event.get("message_id")
+            ):
                 out[normalize_message_id(event["message_id"])] = event
     return out
 
@@ -128,8 +145,12 @@ def _silent_error(letter: DeadLetter, emulator: dict[str, dict[str, Any]], code:
     """РЭМД answered one of the document's requests with an error (``code``, when given) it never delivered."""
     for mid in letter.message_ids:
         done = emulator.get(normalize_message_id(mid))
-        if (done and done.get("outcome") == "error" and not any(done.get("callbacks") or ())
-                and (code is None or code in (done.get("codes") or ()))):
+        if (
+            done
+            and done.get("outcome") == "error"
+            and not any(done.get("callbacks") or ())
+            and (code is None or code in (done.get("codes") or ()))
+        ):
             return True
     return False
 
@@ -151,6 +172,7 @@ def _text(line: str) -> str:
                 walk(x, key)
         else:
             parts.append(f"{key}={v}" if key else str(v))
+
     walk(data)
     return " ".join(parts)
 
@@ -200,29 +222,56 @@ def evaluate(ev: Evidence) -> Result:
             silent += 1
         else:
             unexplained.append(uid)
-            problems.append(f"valid document {uid}: dead-lettered at {last.stage}: {last.reason} {last.remd_code or ''}"
-                            f" (predicted: {predicted.code if predicted else 'registered'})")
+            problems.append(
+                f"valid document {uid}: dead-lettered at {last.stage}: {last.reason} {last.remd_code or ''}"
+                f" (predicted: {predicted.code if predicted else 'registered'})"
+            )
         dead_ok += 1
     acked = sum(1 for u in ev.good if u in acks)
-    rows.append(("valid documents acknowledged", "ok" if acked + rejected_ok + silent == len(ev.good) else "FAIL",
-                 f"{acked} of {len(ev.good)}; {rejected_ok} refused by РЭМД as predicted (rejections scenario), "
-                 f"{silent} NO_ACKNOWLEDGMENT after an error РЭМД never delivered"))
-    rows.append(("valid documents missing", "ok" if not lost else "FAIL",
-                 f"{len(lost)} neither acknowledged nor dead-lettered" + (f", e.g. {lost[:3]}" if lost else "")))
-    rows.append(("dead letters after sending name MessageIDs", "ok" if not missing_ids else "FAIL",
-                 f"{len(missing_ids)} without" + (f", e.g. {missing_ids[:3]}" if missing_ids else "")))
+    rows.append(
+        (
+            "valid documents acknowledged",
+            "ok" if acked + rejected_ok + silent == len(ev.good) else "FAIL",
+            f"{acked} of {len(ev.good)}; {rejected_ok} refused by РЭМД as predicted (rejections scenario), "
+            f"{silent} NO_ACKNOWLEDGMENT after an error РЭМД never delivered",
+        )
+    )
+    rows.append(
+        (
+            "valid documents missing",
+            "ok" if not lost else "FAIL",
+            f"{len(lost)} neither acknowledged nor dead-lettered" + (f", e.g. {lost[:3]}" if lost else ""),
+        )
+    )
+    rows.append(
+        (
+            "dead letters after sending name MessageIDs",
+            "ok" if not missing_ids else "FAIL",
+            f"{len(missing_ids)} without" + (f", e.g. {missing_ids[:3]}" if missing_ids else ""),
+        )
+    )
     unexplained += missing_ids
 
     # duplicates
-    doubled = sorted({uid for uid, ids in acks.items() if len(ids) > 1}
-                     | {uid for (_, uid), ids in regs.items() if len(ids) > 1})
-    rows.append(("РЭМД registry: each localUid once", "ok" if not doubled else "FAIL",
-                 f"{sum(len(v) for v in regs.values())} registrations of {len(regs)} localUids"
-                 + (f"; twice: {doubled[:5]}" if doubled else "")))
+    doubled = sorted(
+        {uid for uid, ids in acks.items() if len(ids) > 1}
+        | {uid for (_, uid), ids in regs.items() if len(ids) > 1}
+    )
+    rows.append(
+        (
+            "РЭМД registry: each localUid once",
+            "ok" if not doubled else "FAIL",
+            f"{sum(len(v) for v in regs.values())} registrations of {len(regs)} localUids"
+            + (f"; twice: {doubled[:5]}" if doubled else ""),
+        )
+    )
 
     # bad inputs
-    persisted = {r.key.decode("utf-8", "replace") for r in read_all(ev.bootstrap, topology.CALLBACKS.name, idle=2.0)
-                 if r.key}
+    persisted = {
+        r.key.decode("utf-8", "replace")
+        for r in read_all(ev.bootstrap, topology.CALLBACKS.name, idle=2.0)
+        if r.key
+    }
     wrong = []
     for case, at_entry in ev.cases:
         if at_entry is not None:
@@ -231,54 +280,112 @@ def evaluate(ev: Evidence) -> Result:
                 outcome, ok = Outcome("accepted", "persisted to emd.remd.callbacks"), False
         else:
             last = (dls.get(case.key) or [None])[-1]
-            outcome = (Outcome("dead", last.reason + (f" ({last.remd_code})" if last.remd_code else ""), last.stage)
-                       if last else Outcome("lost", "neither refused nor dead-lettered"))
-            ok = (last is not None and case.expect.kind == "dead" and last.stage.startswith(case.expect.stage)
-                  and (case.expect.reason in (last.reason, last.remd_code)
-                       # РЭМД's refusal whose callback was lost (a fault, the callback service down): the poll
-                       # finds nothing and the document ends NO_ACKNOWLEDGMENT, as for a valid document
-                       or (last.reason == "NO_ACKNOWLEDGMENT" and _silent_error(last, emulator, case.expect.reason))))
+            outcome = (
+                Outcome("dead", last.reason + (f" ({last.remd_code})" if last.remd_code else ""), last.stage)
+                if last
+                else Outcome("lost", "neither refused nor dead-lettered")
+            )
+            ok = (
+                last is not None
+                and case.expect.kind == "dead"
+                and last.stage.startswith(case.expect.stage)
+                and (
+                    case.expect.reason in (last.reason, last.remd_code)
+                    # РЭМД's refusal whose callback was lost (a fault, the callback service down): the poll
+                    # finds nothing and the document ends NO_ACKNOWLEDGMENT, as for a valid document
+                    or (
+                        last.reason == "NO_ACKNOWLEDGMENT"
+                        and _silent_error(last, emulator, case.expect.reason)
+                    )
+                )
+            )
         if not ok:
             wrong.append(case.name)
-            problems.append(f"bad input {case.name} ({case.entry}): expected {describe(case.expect)}, "
-                            f"got {describe(outcome)}")
+            problems.append(
+                f"bad input {case.name} ({case.entry}): expected {describe(case.expect)}, "
+                f"got {describe(outcome)}"
+            )
     by_entry = defaultdict(int)
     for case, _ in ev.cases:
         by_entry[case.entry] += 1
-    rows.append(("bad inputs refused or dead-lettered as expected", "ok" if not wrong else "FAIL",
-                 f"{len(ev.cases) - len(wrong)} of {len(ev.cases)} ("
-                 + ", ".join(f"{k} {v}" for k, v in sorted(by_entry.items())) + ")"
-                 + (f"; wrong: {wrong}" if wrong else "")))
+    rows.append(
+        (
+            "bad inputs refused or dead-lettered as expected",
+            "ok" if not wrong else "FAIL",
+            f"{len(ev.cases) - len(wrong)} of {len(ev.cases)} ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(by_entry.items()))
+            + ")"
+            + (f"; wrong: {wrong}" if wrong else ""),
+        )
+    )
     unexplained += wrong
 
     # logs
     leaked = leaks(ev.log_files, ev.sensitive)
-    rows.append(("no patient data, keys or passwords in any log", "ok" if not leaked else "FAIL",
-                 f"{len(ev.log_files)} logs scanned" + (f"; {len(leaked)} lines, e.g. {leaked[:3]}" if leaked else "")))
+    rows.append(
+        (
+            "no patient data, keys or passwords in any log",
+            "ok" if not leaked else "FAIL",
+            f"{len(ev.log_files)} logs scanned"
+            + (f"; {len(leaked)} lines, e.g. {leaked[:3]}" if leaked else ""),
+        )
+    )
     problems += [f"log leak: {x}" for x in leaked[:50]]
 
     # the chaos itself
     by_component = defaultdict(int)
     for _, name in ev.kills:
         by_component[name] += 1
-    rows.append(("kill -9, each restarted", "ok" if len(ev.kills) >= ev.plan.kills else "FAIL",
-                 f"{len(ev.kills)}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_component.items()))))
-    rows.append(("PostgreSQL (lifecycle store) outages", "ok" if ev.pg_outages or not ev.plan.pg_outage_seconds
-                 else "FAIL", ", ".join(f"{b - a:.0f} s at {a:.0f} s" for a, b in ev.pg_outages) or "none planned"))
-    rows.append(("broker restart", "n/a", "the local Tansu broker stores in memory (or S3) only: a restart loses "
-                 "every topic"))
+    rows.append(
+        (
+            "kill -9, each restarted",
+            "ok" if len(ev.kills) >= ev.plan.kills else "FAIL",
+            f"{len(ev.kills)}: " + ", ".join(f"{k} {v}" for k, v in sorted(by_component.items())),
+        )
+    )
+    rows.append(
+        (
+            "PostgreSQL (lifecycle store) outages",
+            "ok" if ev.pg_outages or not ev.plan.pg_outage_seconds else "FAIL",
+            ", ".join(f"{b - a:.0f} s at {a:.0f} s" for a, b in ev.pg_outages) or "none planned",
+        )
+    )
+    rows.append(
+        (
+            "broker restart",
+            "n/a",
+            "the local Tansu broker stores in memory (or S3) only: a restart loses every topic",
+        )
+    )
     rows.append(("finished within the timeout", "ok" if ev.finished else "FAIL", f"{ev.elapsed:.0f} s"))
-    rows.append(("no process left behind after the run", "ok" if not ev.left_behind else "FAIL",
-                 f"{len(ev.left_behind)}" + (f": {ev.left_behind[:3]}" if ev.left_behind else "")))
+    rows.append(
+        (
+            "no process left behind after the run",
+            "ok" if not ev.left_behind else "FAIL",
+            f"{len(ev.left_behind)}" + (f": {ev.left_behind[:3]}" if ev.left_behind else ""),
+        )
+    )
     problems += [f"left behind: {x}" for x in ev.left_behind]
     unexplained += ev.left_behind
-    rows.append(("no component exited on its own", "ok" if not ev.notes else "FAIL",
-                 f"{len(ev.notes)} exits" if ev.notes else "none"))
+    rows.append(
+        (
+            "no component exited on its own",
+            "ok" if not ev.notes else "FAIL",
+            f"{len(ev.notes)} exits" if ev.notes else "none",
+        )
+    )
     problems += [f"exit: {note}" for note in ev.notes]
     unexplained += [f"exit {i}" for i in range(len(ev.notes))]
     if not ev.finished:
         problems.append("not every document became final within the timeout")
 
-    return Result(documents=len(ev.good), kills=len(ev.kills), lost=len(lost), duplicated=len(doubled),
-                  unexplained=len(unexplained), leaked=len(leaked), rows=rows,
-                  problems=problems)
+    return Result(
+        documents=len(ev.good),
+        kills=len(ev.kills),
+        lost=len(lost),
+        duplicated=len(doubled),
+        unexplained=len(unexplained),
+        leaked=len(leaked),
+        rows=rows,
+        problems=problems,
+    )

@@ -62,19 +62,28 @@ def reply_credentials(settings: Settings) -> ReplyKeys:
         if org.remd is None or org.remd.system is None:
             continue
         if not org.remd.system.usable:
-            log.error("organisation's ИС key unusable: its callback replies cannot be signed", organization=org.oid)
+            log.error(
+                "organisation's ИС key unusable: its callback replies cannot be signed", organization=org.oid
+            )
             continue
-        credentials.append(ReplyCredential(key=org.remd.system.signer(),  # signs XMLDSig via sign_digest
-                                           certificate=org.remd.system.certificate,
-                                           client_entity_id=org.remd.client_entity_id,
-                                           organizations=frozenset({org.oid})))
+        credentials.append(
+            ReplyCredential(
+                key=org.remd.system.signer(),  # signs XMLDSig via sign_digest
+                certificate=org.remd.system.certificate,
+                client_entity_id=org.remd.client_entity_id,
+                organizations=frozenset({org.oid}),
+            )
+        )
     if not credentials:
-        raise ConfigurationError("no organisation has a usable remd.system_key: callback replies cannot be signed")
+        raise ConfigurationError(
+            "no organisation has a usable remd.system_key: callback replies cannot be signed"
+        )
     return ReplyKeys(credentials)
 
 
 def organization_lookup(store: lifecycle.LifecycleStore):
     """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about."""
+
     def lookup(message_id: str | None, local_uid: str | None) -> str | None:
         found = store.find_by_message_id(message_id) if message_id else None
         if found is not None:
@@ -84,22 +93,26 @@ def organization_lookup(store: lifecycle.LifecycleStore):
 
     async def run(message_id: str | None, local_uid: str | None) -> str | None:
         return await asyncio.to_thread(lookup, message_id, local_uid)
+
     return run
 
 
 def emdr_lookup(store: lifecycle.LifecycleStore):
     """``async (emdrId) -> localUid | None``: the document we registered under that registry number."""
+
     def lookup(emdr_id: str) -> str | None:
         doc = store.find_by_emdr_id(emdr_id)
         return doc.local_uid if doc is not None else None
 
     async def run(emdr_id: str) -> str | None:
         return await asyncio.to_thread(lookup, emdr_id)
+
     return run
 
 
 def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
     """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
+
     def lookup(local_uid: str) -> bytes | None:
         doc = store.get(local_uid)
         if doc is None:
@@ -112,15 +125,24 @@ def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
 
     async def run(local_uid: str) -> bytes | None:
         return await asyncio.to_thread(lookup, local_uid)
+
     return run
 
 
-async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Run the endpoint until ``stop`` is set (or forever)."""
     reply_keys = reply_credentials(settings)
     trusted = load_ips_certificates(settings.ips_certificates)
-    store = lifecycle.open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
+    store = lifecycle.open_store(
+        settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
+    )
     docs = store_from_settings(settings)
     await asyncio.to_thread(require_signer_store, docs, wait=settings.startup_grace_seconds)
     producer = await start_producer(settings, client_id="callbacks", topics=[topology.CALLBACKS.name])
@@ -128,13 +150,22 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     async def publish(k: str, value: bytes) -> None:
         await producer.send_and_wait(topology.CALLBACKS.name, value=value, key=k.encode())
 
-    service = CallbackService(trusted_certificates=trusted, reply_keys=reply_keys, publish=publish,
-                              lookup_file=file_lookup(store, docs), lookup_organization=organization_lookup(store),
-                              lookup_emdr_id=emdr_lookup(store))
+    service = CallbackService(
+        trusted_certificates=trusted,
+        reply_keys=reply_keys,
+        publish=publish,
+        lookup_file=file_lookup(store, docs),
+        lookup_organization=organization_lookup(store),
+        lookup_emdr_id=emdr_lookup(store),
+    )
 
     async def handle(request: web.Request) -> web.Response:
         reply = await service.handle(await request.read())
-        return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": envelope.content_type(envelope.version_of(reply.body))})
+        return web.Response(
+            status=reply.status,
+            body=reply.body,
+            headers={"Content-Type": envelope.content_type(envelope.version_of(reply.body))},
+        )
 
     metrics_server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port).start()
     log.info("metrics", url=metrics_server.url)
@@ -142,10 +173,15 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     app.router.add_post("/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host or settings.callback_host, port if port is not None else settings.callback_port)
+    site = web.TCPSite(
+        runner, host or settings.callback_host, port if port is not None else settings.callback_port
+    )
     await site.start()
-    log.info("callback endpoint listening", host=host or settings.callback_host,
-             port=port if port is not None else settings.callback_port)
+    log.info(
+        "callback endpoint listening",
+        host=host or settings.callback_host,
+        port=port if port is not None else settings.callback_port,
+    )
     if ready is not None:
         ready.set()
     try:

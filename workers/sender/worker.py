@@ -34,33 +34,55 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     """``emd worker sender``: configuration and lifecycle store opened (and checked) before consuming."""
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
     if settings.unpromoted_clinics not in routing.POLICIES:
-        raise ConfigurationError(f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of "
-                                 f"{', '.join(routing.POLICIES)}")
-    store = open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
+        raise ConfigurationError(
+            f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of "
+            f"{', '.join(routing.POLICIES)}"
+        )
+    store = open_store(
+        settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
+    )
     desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
     documents = store_from_settings(settings)
     submitter = Submitter(
-        config=config, store=store, breaker_failures=settings.sender_breaker_failures,
+        config=config,
+        store=store,
+        breaker_failures=settings.sender_breaker_failures,
         breaker_cool_down=settings.sender_breaker_cool_down,
         endpoint_concurrency=settings.sender_endpoint_concurrency,
         hold_per_endpoint=settings.sender_hold_per_endpoint,
         rate_limit_defer=settings.sender_rate_limit_defer_seconds,
         park_max_seconds=settings.sender_retry_base_seconds,
         # a clinic's documents reach production only once it is promoted (`emd clinic promote`)
-        clinic_state=routing.ClinicStates(desk.clinic), unpromoted=settings.unpromoted_clinics,
-        exchanges=ExchangeArchive(documents=documents, desk=desk), documents=documents,
-        transport_options={"connect_timeout": settings.sender_connect_timeout,
-                           "read_timeout": settings.sender_read_timeout})
+        clinic_state=routing.ClinicStates(desk.clinic),
+        unpromoted=settings.unpromoted_clinics,
+        exchanges=ExchangeArchive(documents=documents, desk=desk),
+        documents=documents,
+        transport_options={
+            "connect_timeout": settings.sender_connect_timeout,
+            "read_timeout": settings.sender_read_timeout,
+        },
+    )
 
     async def on_stop() -> None:
         await submitter.aclose()
         store.close()
         desk.close()
 
-    retry = RetryPolicy(topics=tuple(t.name for t in topology.SENDER_RETRIES),
-                        base_delay=settings.sender_retry_base_seconds,
-                        max_delay=settings.sender_retry_max_seconds, max_attempts=settings.sender_max_attempts)
-    return Stage(name=NAME, input_topic=topology.SIGNED.name, handler=submitter.handle,
-                 dead_letter_topic=topology.SIGNED_DLT.name, settings=settings, retry=retry,
-                 on_stop=on_stop, describe_failure=describe_document, on_dead_letter=on_dead_letter,
-                 serve_metrics=serve_metrics)
+    retry = RetryPolicy(
+        topics=tuple(t.name for t in topology.SENDER_RETRIES),
+        base_delay=settings.sender_retry_base_seconds,
+        max_delay=settings.sender_retry_max_seconds,
+        max_attempts=settings.sender_max_attempts,
+    )
+    return Stage(
+        name=NAME,
+        input_topic=topology.SIGNED.name,
+        handler=submitter.handle,
+        dead_letter_topic=topology.SIGNED_DLT.name,
+        settings=settings,
+        retry=retry,
+        on_stop=on_stop,
+        describe_failure=describe_document,
+        on_dead_letter=on_dead_letter,
+        serve_metrics=serve_metrics,
+    )

@@ -43,6 +43,7 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
     ``sign``: ``async (data, document, now) -> signatures`` (a ``SigningPool``'s); default ``sign_document`` in a
     thread of this process.
     """
+
     async def in_thread(data: dict[str, Any], document: bytes, now: dt.datetime) -> dict[str, Any]:
         return await asyncio.to_thread(sign_document, data, document, config, now=now)
 
@@ -53,18 +54,29 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
         data = event["data"]
         size = data["document"]["size"]
         if size > config.max_document_bytes:  # refuse before fetching it from the claim-check store
-            raise PermanentError(f"document is {size} bytes, over the limit of {config.max_document_bytes} bytes",
-                                 reason="DOCUMENT_TOO_LARGE", size=size, limit=config.max_document_bytes)
+            raise PermanentError(
+                f"document is {size} bytes, over the limit of {config.max_document_bytes} bytes",
+                reason="DOCUMENT_TOO_LARGE",
+                size=size,
+                limit=config.max_document_bytes,
+            )
         document = await asyncio.to_thread(document_bytes, data["document"], store)
         signatures = await sign(data, document, dt.datetime.now(dt.UTC))
         # stored (and durable) before the event that references it is produced
         by_ref = await asyncio.to_thread(by_reference, data["document"], document, store)
         # publishedAt: when the МИС published it, so the status worker measures created → acknowledged
-        signed = events.new_event(events.SIGNED, {**data, "document": by_ref, "signatures": signatures,
-                                                  "publishedAt": event["time"]},
-                                  source=SOURCE, trace_id=event["traceId"])
-        status = events.new_event(events.STATUS, events.status_data(data["localUid"], events.STATUS_SIGNED),
-                                  source=SOURCE, trace_id=event["traceId"])
+        signed = events.new_event(
+            events.SIGNED,
+            {**data, "document": by_ref, "signatures": signatures, "publishedAt": event["time"]},
+            source=SOURCE,
+            trace_id=event["traceId"],
+        )
+        status = events.new_event(
+            events.STATUS,
+            events.status_data(data["localUid"], events.STATUS_SIGNED),
+            source=SOURCE,
+            trace_id=event["traceId"],
+        )
         return [Output.of_event(signed), Output.of_event(status)]
 
     return handle
@@ -83,9 +95,18 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
-    pool = SigningPool(organizations_file=settings.organizations_file, max_document_bytes=settings.max_document_bytes,
-                       processes=processes, recycle_after=settings.signer_recycle_documents,
-                       log_format=settings.log_format, log_level=settings.log_level) if processes > 1 else None
+    pool = (
+        SigningPool(
+            organizations_file=settings.organizations_file,
+            max_document_bytes=settings.max_document_bytes,
+            processes=processes,
+            recycle_after=settings.signer_recycle_documents,
+            log_format=settings.log_format,
+            log_level=settings.log_level,
+        )
+        if processes > 1
+        else None
+    )
 
     async def refresh_expiry_metrics() -> list[Output]:
         # the certificate and МЧД expiry gauges stay fresh whether documents come or not
@@ -97,8 +118,15 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
             await asyncio.to_thread(pool.close)
 
     handler = build_handler(config, store, sign=pool.sign if pool is not None else None)
-    return Stage(name=NAME, input_topic=topology.CREATED.name, handler=handler, on_stop=on_stop,
-                 dead_letter_topic=topology.CREATED_DLT.name, settings=settings,
-                 describe_failure=describe_document, on_dead_letter=on_dead_letter, serve_metrics=serve_metrics,
-                 tickers=[Ticker(name="expiry-metrics", interval=EXPIRY_REFRESH_SECONDS,
-                                 tick=refresh_expiry_metrics)])
+    return Stage(
+        name=NAME,
+        input_topic=topology.CREATED.name,
+        handler=handler,
+        on_stop=on_stop,
+        dead_letter_topic=topology.CREATED_DLT.name,
+        settings=settings,
+        describe_failure=describe_document,
+        on_dead_letter=on_dead_letter,
+        serve_metrics=serve_metrics,
+        tickers=[Ticker(name="expiry-metrics", interval=EXPIRY_REFRESH_SECONDS, tick=refresh_expiry_metrics)],
+    )

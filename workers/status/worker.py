@@ -51,29 +51,60 @@ class StatusWorker:
 
     def __init__(self, settings: Settings, *, store: Any = None, poll: Any = None) -> None:
         self.settings = settings
-        self.config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
-        self.store = store or lc.open_store(settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds)
+        self.config = load_organizations(
+            settings.organizations_file, max_document_bytes=settings.max_document_bytes
+        )
+        self.store = store or lc.open_store(
+            settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
+        )
         acknowledgment.AWAITING.watch(self.store)  # what awaits acknowledgment, read at each scrape
-        self.transports = Transports(options={"connect_timeout": settings.sender_connect_timeout,
-                                              "read_timeout": settings.sender_read_timeout})
+        self.transports = Transports(
+            options={
+                "connect_timeout": settings.sender_connect_timeout,
+                "read_timeout": settings.sender_read_timeout,
+            }
+        )
         self.poll = poll or RegistryPoller(config=self.config, transports=self.transports)
         scanner = DeadlineScanner(store=self.store, timeout=settings.ack_timeout_seconds)
         # routes that do not call back (N3) are polled every poll_interval_seconds instead
-        poller = PollScanner(store=self.store, organizations=callbackless(self.config, self.transports),
-                             interval=settings.poll_interval_seconds)
-        tickers = [Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds, tick=scanner.tick)]
+        poller = PollScanner(
+            store=self.store,
+            organizations=callbackless(self.config, self.transports),
+            interval=settings.poll_interval_seconds,
+        )
+        tickers = [
+            Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds, tick=scanner.tick)
+        ]
         if poller.organizations:
-            tickers.append(Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=poller.tick))
-        self.callbacks = Stage(name="status", input_topic=topology.CALLBACKS.name, handler=self.handle_callback,
-                               dead_letter_topic=topology.SENT_DLT.name, settings=settings,
-                               group_id="emd-status-callbacks", tickers=tickers)
-        self.sent = Stage(name="status-sent", input_topic=topology.SENT.name, handler=self.handle_sent,
-                          dead_letter_topic=topology.SENT_DLT.name, settings=settings, group_id="emd-status",
-                          serve_metrics=False)
+            tickers.append(
+                Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=poller.tick)
+            )
+        self.callbacks = Stage(
+            name="status",
+            input_topic=topology.CALLBACKS.name,
+            handler=self.handle_callback,
+            dead_letter_topic=topology.SENT_DLT.name,
+            settings=settings,
+            group_id="emd-status-callbacks",
+            tickers=tickers,
+        )
+        self.sent = Stage(
+            name="status-sent",
+            input_topic=topology.SENT.name,
+            handler=self.handle_sent,
+            dead_letter_topic=topology.SENT_DLT.name,
+            settings=settings,
+            group_id="emd-status",
+            serve_metrics=False,
+        )
 
     async def handle_callback(self, record: Record) -> list[Output]:
-        options = {"store": self.store, "poll": self.poll, "environments": self.config.environment,
-                   "group": self.callbacks.group_id}
+        options = {
+            "store": self.store,
+            "poll": self.poll,
+            "environments": self.config.environment,
+            "group": self.callbacks.group_id,
+        }
         uid = deadline_of(record)
         if uid is not None:
             return await acknowledgment.on_deadline(uid, **options)
@@ -81,15 +112,23 @@ class StatusWorker:
         if uid is not None:
             return await acknowledgment.on_deadline(uid, final=False, **options)
         # the poll also reconciles a NOT_UNIQUE_PROVIDED_ID (a resend of a document already registered)
-        return await acknowledgment.handle_callback(record.value, received_ms=record.timestamp_ms,
-                                                    pending_limit=self.settings.ack_timeout_seconds, **options)
+        return await acknowledgment.handle_callback(
+            record.value,
+            received_ms=record.timestamp_ms,
+            pending_limit=self.settings.ack_timeout_seconds,
+            **options,
+        )
 
     async def handle_sent(self, record: Record) -> list[Output]:
         event = events.decode(record.value, events.SENT)
         uid = event["data"]["localUid"]
         doc = await asyncio.to_thread(self.store.get, uid)
-        log.info("sent event", local_uid=uid, state=doc.state if doc else None,
-                 message_id=event["data"]["submission"]["messageId"])
+        log.info(
+            "sent event",
+            local_uid=uid,
+            state=doc.state if doc else None,
+            message_id=event["data"]["submission"]["messageId"],
+        )
         return []
 
     def request_stop(self) -> None:
@@ -101,8 +140,10 @@ class StatusWorker:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        tasks = [asyncio.create_task(self.callbacks.run(install_signal_handlers=False)),
-                 asyncio.create_task(self.sent.run(install_signal_handlers=False))]
+        tasks = [
+            asyncio.create_task(self.callbacks.run(install_signal_handlers=False)),
+            asyncio.create_task(self.sent.run(install_signal_handlers=False)),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.request_stop()  # one stage ended (stop or failure): stop the other

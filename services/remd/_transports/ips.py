@@ -43,8 +43,15 @@ class IpsSoapTransport:
     has_callbacks = True
     pushes_document = False
 
-    def __init__(self, *, client: httpx.AsyncClient | None = None, connect_timeout: float = 10.0,
-                 read_timeout: float = 60.0, soap_version: str = "1.2", max_connections: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        soap_version: str = "1.2",
+        max_connections: int = 32,
+    ) -> None:
         self.soap_version = soap_version
         # Signing runs in threads of our own: the status worker calls lookup() from callback threads that
         # block on it, and a shared default executor full of those would leave none for the signing.
@@ -52,46 +59,73 @@ class IpsSoapTransport:
         self._own = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     def build(self, request: SubmitRequest) -> bytes:
         """The signed registerDocument bytes (CPU work: call it off the event loop)."""
         body, _ = soap.build_register_document(
-            request.registration, client_entity_id=request.client_entity_id, to=request.endpoint,
-            reply_to=request.reply_to, key=request.key, certificate=request.certificate,
-            message_id=request.message_id, soap_version=self.soap_version)
+            request.registration,
+            client_entity_id=request.client_entity_id,
+            to=request.endpoint,
+            reply_to=request.reply_to,
+            key=request.key,
+            certificate=request.certificate,
+            message_id=request.message_id,
+            soap_version=self.soap_version,
+        )
         return body
 
     async def submit(self, request: SubmitRequest) -> SubmitOutcome:
         try:
             body = await asyncio.get_running_loop().run_in_executor(self._signing, self.build, request)
         except (ValueError, TypeError, EmdError) as exc:
-            return SubmitOutcome(kind=PERMANENT, reason="REQUEST_BUILD_FAILED",
-                                 message=f"registerDocument could not be built: {exc}")
+            return SubmitOutcome(
+                kind=PERMANENT,
+                reason="REQUEST_BUILD_FAILED",
+                message=f"registerDocument could not be built: {exc}",
+            )
         headers = envelope.http_headers(self.soap_version, action=n.ACTION_REGISTER_DOCUMENT)
         started = time.perf_counter()
         response = await post(self._client, request.endpoint, body, headers, started)
         if isinstance(response, SubmitOutcome):
             return response
         outcome = classify_answer(response.status_code, response.content, retry_after=retry_after(response))
-        return replace(outcome, duration=time.perf_counter() - started, request=body, response=response.content)
+        return replace(
+            outcome, duration=time.perf_counter() - started, request=body, response=response.content
+        )
 
     async def lookup(self, request: LookupRequest) -> soap.RegistryItem | None:
         """``searchRegistryItem`` for the organisation's documents of that kind and dates; the item of this
         localUid, or ``None``."""
-        query = soap.SearchQuery(organization=request.organization, kind=request.kind,
-                                 register_date_begin=request.since.isoformat(),
-                                 register_date_end=request.until.isoformat())
-        body, _ = await asyncio.get_running_loop().run_in_executor(self._signing, partial(
-            soap.build_search_request, query, client_entity_id=request.client_entity_id, to=request.endpoint,
-            key=request.key, certificate=request.certificate))
+        query = soap.SearchQuery(
+            organization=request.organization,
+            kind=request.kind,
+            register_date_begin=request.since.isoformat(),
+            register_date_end=request.until.isoformat(),
+        )
+        body, _ = await asyncio.get_running_loop().run_in_executor(
+            self._signing,
+            partial(
+                soap.build_search_request,
+                query,
+                client_entity_id=request.client_entity_id,
+                to=request.endpoint,
+                key=request.key,
+                certificate=request.certificate,
+            ),
+        )
         try:
-            response = await self._client.post(request.endpoint, content=body,
-                                               headers=envelope.http_headers("1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM))  # always built as 1.2
+            response = await self._client.post(
+                request.endpoint,
+                content=body,
+                headers=envelope.http_headers("1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM),
+            )  # always built as 1.2
             answer = soap.parse_search_response(response.content)
         except (httpx.HTTPError, EmdError) as exc:
-            raise TransientError(f"searchRegistryItem failed: {type(exc).__name__}: {exc}",
-                                 reason="REGISTRY_LOOKUP_FAILED") from None
+            raise TransientError(
+                f"searchRegistryItem failed: {type(exc).__name__}: {exc}", reason="REGISTRY_LOOKUP_FAILED"
+            ) from None
         if isinstance(answer, soap.SoapFault) or answer.errors or answer.status != n.STATUS_SUCCESS:
             # an error answer says nothing about the document: not "unregistered", just not known now
             raise TransientError("searchRegistryItem answered an error", reason="REGISTRY_LOOKUP_FAILED")
@@ -101,5 +135,3 @@ class IpsSoapTransport:
         self._signing.shutdown(wait=False)
         if self._own:
             await self._client.aclose()
-
-
