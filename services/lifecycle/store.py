@@ -1,7 +1,8 @@
 """The lifecycle store's logic, written once in SQL both backends speak (``services.lifecycle``).
 
-``SqlLifecycleStore`` holds every statement and every rule. What differs between SQLite and PostgreSQL is
-the store's ``db`` (``SqliteDatabase`` or ``PostgresDatabase``: the connection, its transactions and their
+``SqlLifecycleStore`` holds every statement and every rule. A document is ``(organization, local_uid)``: every
+statement names both, so one organisation's document is never read or changed through another's (the DDL and its
+upgrades: ``services.lifecycle.schema``). What differs between SQLite and PostgreSQL is the store's ``db`` (``SqliteDatabase`` or ``PostgresDatabase``: the connection, its transactions and their
 error mapping, the placeholder, ``FOR UPDATE``, how a timestamp is stored, whether a column exists), and
 the subclass's table names and schema. Statements here are written with ``{documents}``, ``{attempts}``,
 ``{for_update}`` and ``?``, rendered once per backend. ``register`` is ``INSERT … ON CONFLICT DO NOTHING``
@@ -34,27 +35,14 @@ from services.lifecycle.model import (
     Document,
     check_transition,
 )
+from services.lifecycle.schema import SCHEMA_LOCK as _SCHEMA_LOCK
+from services.lifecycle.schema import ensure as _ensure_schema
 
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
 
-#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows)
-_UPGRADES = (
-    # who decided an attempt was, before the column, told by the callbacks' message "callback <id>"
-    (
-        "attempts_table",
-        "decided_by",
-        "text",
-        (
-            "UPDATE {attempts} SET decided_by = CASE WHEN message LIKE ? THEN ? ELSE ? END WHERE outcome IS NOT NULL",
-            ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER),
-        ),
-    ),
-)
-
-
-#: pg_advisory_xact_lock key serialising the lifecycle schema's creation between replicas starting at once
-SCHEMA_LOCK = 0x454D_444C  # "EMDL"
+#: pg_advisory_xact_lock key serialising the lifecycle schema's creation (``services.lifecycle.schema``)
+SCHEMA_LOCK = _SCHEMA_LOCK
 
 
 def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
@@ -87,6 +75,8 @@ class SqlLifecycleStore:
 
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
+    #: the dialect's DDL (``services.lifecycle.schema``)
+    schema: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
     db: Any
 
@@ -99,12 +89,10 @@ class SqlLifecycleStore:
         )
 
     def _upgrade(self, db: Any) -> None:
-        """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
-        for table_attr, column, sql_type, (backfill, params) in _UPGRADES:
-            table = getattr(self, table_attr)
-            if not self.db.has_column(db, table, column):
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-                db.execute(self._q(backfill), params)
+        """What an older database lacks (idempotent; run inside the opening transaction)."""
+        _ensure_schema(
+            self.db, db, documents=self.documents_table, attempts=self.attempts_table, schema=self.schema
+        )
 
     def _time(self, value: Any) -> datetime | None:
         return None if value is None else self.db.from_db(value)
@@ -125,9 +113,11 @@ class SqlLifecycleStore:
             d[k] = self._time(d[k])
         return Attempt(**d)
 
-    def _get(self, db: Any, local_uid: str, *, lock: bool = False) -> Document | None:
-        sql = "SELECT * FROM {documents} WHERE local_uid = ?" + (" {for_update}" if lock else "")
-        return self._document(db.execute(self._q(sql), (local_uid,)).fetchone())
+    def _get(self, db: Any, organization: str, local_uid: str, *, lock: bool = False) -> Document | None:
+        sql = "SELECT * FROM {documents} WHERE organization = ? AND local_uid = ?" + (
+            " {for_update}" if lock else ""
+        )
+        return self._document(db.execute(self._q(sql), (organization, local_uid)).fetchone())
 
     # --- the LifecycleStore interface -------------------------------------------------------------
 
@@ -147,7 +137,7 @@ class SqlLifecycleStore:
             self._q(
                 "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
                 " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (local_uid) DO NOTHING"
+                " ON CONFLICT (organization, local_uid) DO NOTHING"
             ),
             (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at),
         )
@@ -172,19 +162,20 @@ class SqlLifecycleStore:
                 signed_ref=signed_ref,
                 document_ref=document_ref,
             )
-            doc = self._get(db, local_uid)
+            doc = self._get(db, organization, local_uid)
         assert doc is not None
         return doc
 
-    def get(self, local_uid: str) -> Document | None:
+    def get(self, local_uid: str, *, organization: str) -> Document | None:
         with self.db.reading() as db:
-            return self._get(db, local_uid)
+            return self._get(db, organization, local_uid)
 
     def record_attempt(
         self,
         local_uid: str,
         message_id: str,
         *,
+        organization: str,
         endpoint: str,
         sent_at: datetime | None = None,
         register: Mapping[str, Any] | None = None,
@@ -193,26 +184,36 @@ class SqlLifecycleStore:
         sent = self.db.to_db(sent_at or _now())
         with self.db.transaction() as db:
             if register is not None:
-                self._insert(db, local_uid, **register)
+                self._insert(db, local_uid, organization=organization, **register)
             # replicas on one document queue here (PostgreSQL: the row lock; SQLite: the database lock)
-            check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
+            check_transition(self._get(db, organization, local_uid, lock=True), local_uid, SENDING)
             n = db.execute(
-                self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
-                (local_uid,),
+                self._q(
+                    "SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts}"
+                    " WHERE organization = ? AND local_uid = ?"
+                ),
+                (organization, local_uid),
             ).fetchone()["n"]
             db.execute(
                 self._q(
-                    "INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at)"
-                    " VALUES (?,?,?,?,?)"
+                    "INSERT INTO {attempts} (message_id, organization, local_uid, attempt, endpoint, sent_at)"
+                    " VALUES (?,?,?,?,?,?)"
                 ),
-                (mid, local_uid, n, endpoint, sent),
+                (mid, organization, local_uid, n, endpoint, sent),
             )
             db.execute(
-                self._q("UPDATE {documents} SET state = ?, updated_at = ? WHERE local_uid = ?"),
-                (SENDING, sent, local_uid),
+                self._q(
+                    "UPDATE {documents} SET state = ?, updated_at = ? WHERE organization = ? AND local_uid = ?"
+                ),
+                (SENDING, sent, organization, local_uid),
             )
         return Attempt(
-            local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self.db.from_db(sent)
+            local_uid=local_uid,
+            organization=organization,
+            message_id=mid,
+            attempt=n,
+            endpoint=endpoint,
+            sent_at=self.db.from_db(sent),
         )
 
     def _set_outcome(
@@ -265,7 +266,7 @@ class SqlLifecycleStore:
             if row is None:
                 return None
             attempt = self._attempt(row)
-            doc = self._get(db, attempt.local_uid)
+            doc = self._get(db, attempt.organization, attempt.local_uid)
         assert doc is not None
         return doc, attempt
 
@@ -285,6 +286,7 @@ class SqlLifecycleStore:
         self,
         local_uid: str,
         *,
+        organization: str,
         message_id: str,
         accepted_at: datetime | None = None,
         code: str | None = None,
@@ -293,7 +295,7 @@ class SqlLifecycleStore:
         at = self.db.to_db(accepted_at or _now())
         mid = normalize_message_id(message_id)
         with self.db.transaction() as db:
-            doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
+            doc = check_transition(self._get(db, organization, local_uid, lock=True), local_uid, ACCEPTED)
             decided = db.execute(
                 self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)
             ).fetchone()
@@ -317,63 +319,81 @@ class SqlLifecycleStore:
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
-                    " updated_at = ? WHERE local_uid = ?"
+                    " updated_at = ? WHERE organization = ? AND local_uid = ?"
                 ),
-                (ACCEPTED, mid, at, at, local_uid),
+                (ACCEPTED, mid, at, at, organization, local_uid),
             )
-            return self._get(db, local_uid)  # type: ignore[return-value]
+            return self._get(db, organization, local_uid)  # type: ignore[return-value]
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
+        self, local_uid: str, emdr_id: str, *, organization: str, registered_at: datetime | None = None
     ) -> Document:
         at = self.db.to_db(registered_at or _now())
         with self.db.transaction() as db:
-            check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
+            check_transition(
+                self._get(db, organization, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id
+            )
             db.execute(
                 self._q(
-                    "UPDATE {documents} SET state = ?, emdr_id = ?,"
-                    " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"
+                    "UPDATE {documents} SET state = ?, emdr_id = ?, registered_at = COALESCE(registered_at, ?),"
+                    " updated_at = ? WHERE organization = ? AND local_uid = ?"
                 ),
-                (REGISTERED, emdr_id, at, at, local_uid),
+                (REGISTERED, emdr_id, at, at, organization, local_uid),
             )
-            return self._get(db, local_uid)  # type: ignore[return-value]
+            return self._get(db, organization, local_uid)  # type: ignore[return-value]
 
     def mark_failed(
-        self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        reason: str,
+        code: str | None = None,
+        message: str | None = None,
     ) -> Document:
         at = self.db.to_db(_now())
         with self.db.transaction() as db:
-            check_transition(self._get(db, local_uid, lock=True), local_uid, FAILED)
+            check_transition(self._get(db, organization, local_uid, lock=True), local_uid, FAILED)
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, failure_reason = ?, failure_code = ?,"
-                    " failure_message = ?, failed_at = ?, updated_at = ? WHERE local_uid = ?"
+                    " failure_message = ?, failed_at = ?, updated_at = ? WHERE organization = ? AND local_uid = ?"
                 ),
-                (FAILED, reason, code, message, at, at, local_uid),
+                (FAILED, reason, code, message, at, at, organization, local_uid),
             )
-            return self._get(db, local_uid)  # type: ignore[return-value]
+            return self._get(db, organization, local_uid)  # type: ignore[return-value]
 
-    def history(self, local_uid: str) -> list[Attempt]:
+    def history(self, local_uid: str, *, organization: str) -> list[Attempt]:
         with self.db.reading() as db:
             rows = db.execute(
-                self._q("SELECT * FROM {attempts} WHERE local_uid = ? ORDER BY attempt"), (local_uid,)
+                self._q("SELECT * FROM {attempts} WHERE organization = ? AND local_uid = ? ORDER BY attempt"),
+                (organization, local_uid),
             ).fetchall()
         return [self._attempt(r) for r in rows]
 
     def overdue(
         self, accepted_before: datetime, *, organizations: Collection[str] | None = None
-    ) -> list[tuple[str, str | None]]:
+    ) -> list[tuple[str, str, str | None]]:
         only = sorted(organizations or ())
         where = f" AND organization IN ({','.join('?' * len(only))})" if only else ""
         with self.db.reading() as db:
             rows = db.execute(
                 self._q(
-                    "SELECT local_uid, accepted_message_id FROM {documents}"
+                    "SELECT organization, local_uid, accepted_message_id FROM {documents}"
                     " WHERE state = ? AND accepted_at < ?" + where + " ORDER BY accepted_at"
                 ),
                 (ACCEPTED, self.db.to_db(accepted_before), *only),
             ).fetchall()
-        return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
+        return [(r["organization"], r["local_uid"], r["accepted_message_id"]) for r in rows]
+
+    def documents_of(self, local_uid: str) -> list[Document]:
+        """Every organisation's document under ``local_uid``: for support, who searches by the localUid alone
+        (``emd status``, ``emd dlq show``) and then chooses the organisation; never for the pipeline's decisions."""
+        with self.db.reading() as db:
+            rows = db.execute(
+                self._q("SELECT * FROM {documents} WHERE local_uid = ? ORDER BY organization"), (local_uid,)
+            ).fetchall()
+        return [d for d in map(self._document, rows) if d is not None]
 
     def awaiting(self) -> tuple[int, datetime | None]:
         """How many documents РЭМД accepted and has not decided yet, and when the oldest was accepted."""
@@ -384,5 +404,5 @@ class SqlLifecycleStore:
             ).fetchone()
         return int(row["n"]), self._time(row["oldest"])
 
-    def message_ids(self, local_uid: str) -> list[str]:
-        return [a.message_id for a in self.history(local_uid)]
+    def message_ids(self, local_uid: str, *, organization: str) -> list[str]:
+        return [a.message_id for a in self.history(local_uid, organization=organization)]
