@@ -24,8 +24,10 @@ M1 = "11111111-1111-4111-8111-111111111111"
 def store(tmp_path):
     s = lc.open_store(tmp_path)
     s.register("doc-1", organization=ORG, kind="119", signed_event=b"{}")
-    s.record_attempt("doc-1", M1, endpoint="http://ips")
-    s.mark_accepted("doc-1", message_id=M1, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    s.record_attempt("doc-1", M1, organization=ORG, endpoint="http://ips")
+    s.mark_accepted(
+        "doc-1", organization=ORG, message_id=M1, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    )
     yield s
     s.close()
 
@@ -47,14 +49,14 @@ def test_an_overdue_document_gets_one_deadline_record_keyed_by_its_message_id(st
     scanner = DeadlineScanner(store=store, timeout=3600)
     [out] = asyncio.run(scanner.tick())
     assert (out.topic, out.key) == (topology.CALLBACKS.name, M1)
-    assert deadline_of(as_record(out)) == "doc-1"
+    assert deadline_of(as_record(out)) == (ORG, "doc-1")
     assert asyncio.run(scanner.tick()) == []  # already asked: not again while it is still overdue
 
 
 def test_a_document_within_its_timeout_or_decided_gets_none(store):
     """Nothing is written before the timeout, nor for a document decided meanwhile."""
     assert asyncio.run(DeadlineScanner(store=store, timeout=3 * 3600).tick()) == []
-    store.mark_registered("doc-1", "16.62.1")
+    store.mark_registered("doc-1", "16.62.1", organization=ORG)
     assert asyncio.run(DeadlineScanner(store=store, timeout=60).tick()) == []
 
 
@@ -89,7 +91,7 @@ def test_the_poll_asks_through_the_organisations_transport_as_its_information_sy
     )
     transport = FakeTransport(soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1"))
     poll = RegistryPoller(config=config, transports=Transports(preset={"ips": transport}))
-    item = asyncio.run(poll(store.get("doc-1")))
+    item = asyncio.run(poll(store.get("doc-1", organization=ORG)))
     assert item.emdr_id == "16.62.9"
     [request] = transport.asked
     assert (
@@ -107,12 +109,12 @@ def test_documents_of_routes_without_callbacks_are_polled_every_interval(store):
     again only after the interval, and none for other organisations or decided documents."""
     scanner = PollScanner(store=store, organizations=frozenset({ORG}), interval=60)
     [out] = asyncio.run(scanner.tick())
-    assert poll_of(as_record(out)) == "doc-1" and deadline_of(as_record(out)) is None
+    assert poll_of(as_record(out)) == (ORG, "doc-1") and deadline_of(as_record(out)) is None
     assert asyncio.run(scanner.tick()) == []  # asked a moment ago
-    scanner._last["doc-1"] -= 61  # the interval has passed
+    scanner._last[(ORG, "doc-1")] -= 61  # the interval has passed
     assert len(asyncio.run(scanner.tick())) == 1
     assert asyncio.run(PollScanner(store=store, organizations=frozenset({"1.2.3"}), interval=60).tick()) == []
-    store.mark_registered("doc-1", "16.62.1")
+    store.mark_registered("doc-1", "16.62.1", organization=ORG)
     scanner._last.clear()
     assert asyncio.run(scanner.tick()) == []
 
@@ -130,8 +132,13 @@ def test_a_routine_poll_that_finds_nothing_changes_nothing(store):
 
     options = {"store": store, "environments": lambda oid: "test"}
     for poll in (nothing, held):
-        assert asyncio.run(acknowledgment.on_deadline("doc-1", poll=poll, final=False, **options)) == []
-    assert store.get("doc-1").state == lc.ACCEPTED
+        assert (
+            asyncio.run(
+                acknowledgment.on_deadline("doc-1", organization=ORG, poll=poll, final=False, **options)
+            )
+            == []
+        )
+    assert store.get("doc-1", organization=ORG).state == lc.ACCEPTED
 
 
 def test_an_n3_organisation_is_polled_in_its_document_storage_with_its_token(tmp_path, store):
@@ -149,7 +156,7 @@ def test_an_n3_organisation_is_polled_in_its_document_storage_with_its_token(tmp
     transport = FakeTransport(None)
     transport.name = "n3"
     poll = RegistryPoller(config=load_organizations(path), transports=Transports(preset={"n3": transport}))
-    assert asyncio.run(poll(store.get("doc-1"))) is None
+    assert asyncio.run(poll(store.get("doc-1", organization=ORG))) is None
     [request] = transport.asked
     assert (request.endpoint, request.auth_token, request.key) == (
         "http://n3.test/docstorage/",

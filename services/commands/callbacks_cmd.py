@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Every attempt (MessageID, time, outcome, code) and the current state.",
     )
     s.add_argument("local_uid", help="the document's localUid")
+    s.add_argument(
+        "--org",
+        help="the organisation's OID (needed when several organisations have a document under this localUid)",
+    )
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=run_status)
 
@@ -58,11 +62,27 @@ def run_status(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     try:
-        doc = store.get(args.local_uid)
-        if doc is None:
-            print(f"emd status: no document {args.local_uid!r} in the lifecycle store", file=sys.stderr)
+        found = (
+            [d for d in [store.get(args.local_uid, organization=args.org)] if d is not None]
+            if args.org
+            else store.documents_of(args.local_uid)
+        )
+        if not found:
+            where = f" of organisation {args.org}" if args.org else ""
+            print(
+                f"emd status: no document {args.local_uid!r}{where} in the lifecycle store", file=sys.stderr
+            )
             return 1
-        attempts = store.history(args.local_uid)
+        if len(found) > 1:
+            orgs = ", ".join(d.organization for d in found)
+            print(
+                f"emd status: {len(found)} organisations have a document {args.local_uid!r} ({orgs}): "
+                "choose one with --org",
+                file=sys.stderr,
+            )
+            return 2
+        doc = found[0]
+        attempts = store.history(doc.local_uid, organization=doc.organization)
     finally:
         store.close()
     report = {

@@ -105,7 +105,7 @@ class Stage:
     """A pipeline stage: one consumer group, one handler, its dead-letter topic and optional retry tiers.
 
     :param name: the stage name (metrics label, consumer group suffix, health file name).
-    :param input_topic: the topic the stage consumes.
+    :param input_topic: the topic the stage consumes, or several (the signer: every МИС's created topic).
     :param handler: ``async (Record) -> Sequence[Output]``.
     :param dead_letter_topic: where failures go.
     :param settings: deployment settings (bootstrap servers, timeouts, concurrency, grace period).
@@ -123,7 +123,7 @@ class Stage:
         self,
         *,
         name: str,
-        input_topic: str,
+        input_topic: str | Sequence[str],
         handler: Handler,
         dead_letter_topic: str,
         settings: Settings,
@@ -139,7 +139,9 @@ class Stage:
         tickers: Sequence[Ticker] = (),
     ) -> None:
         self.name = name
-        self.input_topic = input_topic
+        self.input_topics = (input_topic,) if isinstance(input_topic, str) else tuple(input_topic)
+        if not self.input_topics:
+            raise ValueError(f"stage {name}: no input topic")
         self.handler = handler
         self.dead_letter_topic = dead_letter_topic
         self.settings = settings
@@ -187,7 +189,7 @@ class Stage:
                 ready=self.ready,
             ).start()
             log.info("metrics", stage=self.name, url=self.metrics_server.url)
-        topics = [self.input_topic, *(self.retry.topics if self.retry else ())]
+        topics = [*self.input_topics, *(self.retry.topics if self.retry else ())]
         metrics.init_stage(self.name, tuple(topics))
         metrics.LAST_PROGRESS.labels(self.name).set(time.time())  # "not progressing" counts from the start
         try:  # what configuration can get wrong fails here, in seconds, as a ConfigurationError

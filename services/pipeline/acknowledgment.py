@@ -58,8 +58,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -206,19 +207,22 @@ def _signed_event(doc: lc.Document) -> dict[str, Any]:
 
 def _status(
     doc: lc.Document,
+    signed: Mapping[str, Any],
     status: str,
     ids: list[str],
     *,
-    trace: str | None,
     emdr_id: str | None = None,
     reason: str | None = None,
     code: str | None = None,
     message: str | None = None,
     warnings: Sequence[soap.RemdError] = (),
 ) -> Output:
+    """The МИС's status for ``doc``, on the status topic of the МИС the signed event came from."""
     data = events.status_data(
         doc.local_uid,
         status,
+        organization=doc.organization,
+        mis_id=signed["data"]["misId"],
         emdr_id=emdr_id,
         reason=reason,
         remd_code=code,
@@ -226,7 +230,9 @@ def _status(
         message_ids=ids,
         warnings=[(w.code, w.message) for w in warnings],
     )
-    return Output.of_event(events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace))
+    return Output.of_event(
+        events.new_event(events.STATUS, data, source=SOURCE, trace_id=signed.get("traceId"))
+    )
 
 
 def registered_outputs(
@@ -241,7 +247,7 @@ def registered_outputs(
     """``acknowledged`` (the signed payload, the submission rebuilt from the attempts, the registration) and
     the МИС's ``registered`` status (with РЭМД's registrationWarnings, if any)."""
     signed = _signed_event(doc)
-    attempts = store.history(doc.local_uid)
+    attempts = store.history(doc.local_uid, organization=doc.organization)
     ids = [a.message_id for a in attempts]
     current = next((a for a in attempts if a.message_id == message_id), attempts[-1] if attempts else None)
     data = dict(signed["data"])
@@ -263,7 +269,7 @@ def registered_outputs(
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
     return [
         Output.of_event(ack),
-        _status(doc, events.STATUS_REGISTERED, ids, trace=trace, emdr_id=emdr_id, warnings=warnings),
+        _status(doc, signed, events.STATUS_REGISTERED, ids, emdr_id=emdr_id, warnings=warnings),
     ]
 
 
@@ -325,8 +331,10 @@ def correlate(store: Any, result: soap.RegisterResult) -> tuple[lc.Document, lc.
     found = store.find_by_message_id(result.relates_to_message)
     if found is not None:
         return found
-    if result.local_uid:  # fallback: the document itself (its attempt unknown)
-        doc = store.get(result.local_uid)
+    if (
+        result.local_uid and result.organization
+    ):  # fallback: the organisation's document (its attempt unknown)
+        doc = store.get(result.local_uid, organization=result.organization)
         if doc is not None:
             return doc, None
     emdr_id = result.registry_item.emdr_id if result.registry_item is not None else None
@@ -347,7 +355,9 @@ def _definitely_not_taken(a: lc.Attempt) -> bool:
 def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
     return [
-        a for a in store.history(doc.local_uid) if a.message_id != message_id and not _definitely_not_taken(a)
+        a
+        for a in store.history(doc.local_uid, organization=doc.organization)
+        if a.message_id != message_id and not _definitely_not_taken(a)
     ]
 
 
@@ -477,7 +487,9 @@ def _on_callback(
                 message_id=mid,
                 failure_reason=doc.failure_reason,
             )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = store.mark_registered(
+            doc.local_uid, item.emdr_id, organization=doc.organization, registered_at=registered_at(item)
+        )
         _acknowledged(doc, "callback")
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
         return registered_outputs(
@@ -517,10 +529,11 @@ def _on_callback(
             message=mark,
         )
     signed = _signed_event(doc)
-    ids = store.message_ids(doc.local_uid)
+    ids = store.message_ids(doc.local_uid, organization=doc.organization)
     if doc.state != lc.FAILED:
         doc = store.mark_failed(
             doc.local_uid,
+            organization=doc.organization,
             reason="REMD_TRANSIENT" if transient else "REMD_REJECTED",
             code=first.code,
             message=text[:2000],
@@ -542,9 +555,9 @@ def _on_callback(
             Output(topology.SENDER_RETRIES[0].name, doc.signed_event or b"", doc.local_uid, headers),
             _status(
                 doc,
+                signed,
                 events.STATUS_RETRYING,
                 ids,
-                trace=signed.get("traceId"),
                 reason="REMD_TRANSIENT",
                 code=first.code,
                 message=text,
@@ -565,9 +578,9 @@ def _on_callback(
         ),
         _status(
             doc,
+            signed,
             events.STATUS_REJECTED,
             ids,
-            trace=signed.get("traceId"),
             reason="REMD_REJECTED",
             code=first.code,
             message=text,
@@ -605,7 +618,9 @@ def _reconcile(
             store.record_outcome(
                 mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE, message=mark
             )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = store.mark_registered(
+            doc.local_uid, item.emdr_id, organization=doc.organization, registered_at=registered_at(item)
+        )
         _acknowledged(doc, "duplicate")
         log.info(
             "registered (duplicate registration reconciled)",
@@ -658,16 +673,18 @@ async def handle_callback(
 async def on_deadline(
     local_uid: str,
     *,
+    organization: str,
     store: Any,
     poll: Callable[[lc.Document], Awaitable[Any]],
     environments: Environments,
     group: str = "emd-status",
     final: bool = True,
 ) -> list[Output]:
-    """Ask the registry about ``local_uid``: found → registered. Not found: a deadline (``final``) dead-letters
-    NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
+    """Ask the registry about the organisation's ``local_uid``: found → registered. Not found: a deadline
+    (``final``) dead-letters NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``)
+    changes nothing."""
     # the store is blocking I/O: off the event loop, which both status stages share
-    doc = await asyncio.to_thread(store.get, local_uid)
+    doc = await asyncio.to_thread(partial(store.get, local_uid, organization=organization))
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
@@ -675,18 +692,21 @@ async def on_deadline(
         return []  # not registered yet: the next poll asks again
     try:
         return await asyncio.to_thread(
-            _after_poll, local_uid, item, store=store, environments=environments, group=group
+            partial(_after_poll, doc, item, store=store, environments=environments, group=group)
         )
     except lc.LifecycleConflict as conflict:
-        return _decided_elsewhere(conflict, local_uid=local_uid)
+        return _decided_elsewhere(conflict, local_uid=local_uid, organization=organization)
 
 
 def _after_poll(
-    local_uid: str, item: Any, *, store: Any, environments: Environments, group: str
+    doc: lc.Document, item: Any, *, store: Any, environments: Environments, group: str
 ) -> list[Output]:
-    ids = store.message_ids(local_uid)
+    local_uid, organization = doc.local_uid, doc.organization
+    ids = store.message_ids(local_uid, organization=organization)
     if item is not None and item.emdr_id:
-        doc = store.mark_registered(local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = store.mark_registered(
+            local_uid, item.emdr_id, organization=organization, registered_at=registered_at(item)
+        )
         _acknowledged(doc, "poll")
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(
@@ -698,7 +718,10 @@ def _after_poll(
             warnings=_warnings(item),
         )
     doc = store.mark_failed(
-        local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling"
+        local_uid,
+        organization=organization,
+        reason="NO_ACKNOWLEDGMENT",
+        message="no callback and not found by polling",
     )
     log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
     signed = _signed_event(doc)
@@ -714,5 +737,5 @@ def _after_poll(
             hint=None,
             group=group,
         ),
-        _status(doc, events.STATUS_FAILED, ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT"),
+        _status(doc, signed, events.STATUS_FAILED, ids, reason="NO_ACKNOWLEDGMENT"),
     ]

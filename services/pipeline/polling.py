@@ -5,7 +5,8 @@ Callbacks drive acknowledgment (``services.pipeline.acknowledgment``). Two cases
 * **a deadline**: a document accepted ``ack_timeout`` ago has had no ``registerDocumentResult``.
   :class:`DeadlineScanner` (a runtime ``Ticker`` of the status worker) finds such documents in the
   lifecycle store and writes one *deadline record* per document to ``emd.remd.callbacks`` (header
-  ``emd-callback-kind: deadline``, key = its accepted MessageID), so the poll and its outcome go through the
+  ``emd-callback-kind: deadline``, key = its accepted MessageID, the document named by ``emd-organization`` and
+  ``emd-local-uid``: a localUid alone names no document), so the poll and its outcome go through the
   runtime's produce-then-commit path like any callback. Several replicas may write the same deadline:
   harmless, the first handled decides and the others find the document decided.
 * **a duplicate registration** (``NOT_UNIQUE_PROVIDED_ID`` for a resend): is the first one registered?
@@ -38,35 +39,42 @@ log = get_logger(__name__)
 
 KIND_HEADER = "emd-callback-kind"
 LOCAL_UID_HEADER = "emd-local-uid"
+ORGANIZATION_HEADER = "emd-organization"
 DEADLINE = "deadline"
 POLL = "poll"
 #: how far around the document's creation the registry is searched (РЭМД dates registrations, not creation)
 SEARCH_MARGIN = timedelta(days=1)
 
 
-def deadline_record(local_uid: str, accepted_message_id: str | None, *, kind: str = DEADLINE) -> Output:
-    """The record that asks the status worker to poll for ``local_uid`` (keyed like its callbacks would be):
-    a ``DEADLINE`` (the last question: not found → NO_ACKNOWLEDGMENT) or a ``POLL`` (not found → ask later)."""
+def deadline_record(
+    organization: str, local_uid: str, accepted_message_id: str | None, *, kind: str = DEADLINE
+) -> Output:
+    """The record that asks the status worker to poll for the organisation's ``local_uid`` (keyed like its
+    callbacks would be): a ``DEADLINE`` (the last question: not found → NO_ACKNOWLEDGMENT) or a ``POLL`` (not
+    found → ask later)."""
     return Output(
         topology.CALLBACKS.name,
         b"",
         accepted_message_id or local_uid,
-        {KIND_HEADER: kind, LOCAL_UID_HEADER: local_uid},
+        {KIND_HEADER: kind, ORGANIZATION_HEADER: organization, LOCAL_UID_HEADER: local_uid},
     )
 
 
-def deadline_of(record: Record) -> str | None:
-    """The localUid a deadline record is for; ``None`` for a real callback or a poll record."""
-    if record.header(KIND_HEADER) != DEADLINE:
+def _document_of(record: Record, kind: str) -> tuple[str, str] | None:
+    if record.header(KIND_HEADER) != kind:
         return None
-    return record.header(LOCAL_UID_HEADER) or ""
+    return record.header(ORGANIZATION_HEADER) or "", record.header(LOCAL_UID_HEADER) or ""
 
 
-def poll_of(record: Record) -> str | None:
-    """The localUid a poll record is for; ``None`` otherwise."""
-    if record.header(KIND_HEADER) != POLL:
-        return None
-    return record.header(LOCAL_UID_HEADER) or ""
+def deadline_of(record: Record) -> tuple[str, str] | None:
+    """(organisation, localUid) of the document a deadline record is for; ``None`` for a real callback or a poll
+    record."""
+    return _document_of(record, DEADLINE)
+
+
+def poll_of(record: Record) -> tuple[str, str] | None:
+    """(organisation, localUid) of the document a poll record is for; ``None`` otherwise."""
+    return _document_of(record, POLL)
 
 
 class DeadlineScanner:
@@ -79,19 +87,19 @@ class DeadlineScanner:
     def __init__(self, *, store: lc.LifecycleStore, timeout: float) -> None:
         self.store = store
         self.timeout = timeout
-        self._fired: set[str] = set()
+        self._fired: set[tuple[str, str]] = set()
 
     async def tick(self) -> list[Output]:
         before = datetime.now(UTC) - timedelta(seconds=self.timeout)
         overdue = await asyncio.to_thread(self.store.overdue, before)
         # forget documents decided since: the set stays as small as the overdue list, not the history
-        self._fired &= {uid for uid, _ in overdue}
+        self._fired &= {(org, uid) for org, uid, _ in overdue}
         out = []
-        for uid, mid in overdue:
-            if uid not in self._fired:
-                self._fired.add(uid)
-                out.append(deadline_record(uid, mid))
-                log.info("acknowledgment overdue: polling", local_uid=uid, message_id=mid)
+        for org, uid, mid in overdue:
+            if (org, uid) not in self._fired:
+                self._fired.add((org, uid))
+                out.append(deadline_record(org, uid, mid))
+                log.info("acknowledgment overdue: polling", local_uid=uid, organization=org, message_id=mid)
         return out
 
 
@@ -106,7 +114,7 @@ class PollScanner:
 
     def __init__(self, *, store: lc.LifecycleStore, organizations: frozenset[str], interval: float) -> None:
         self.store, self.organizations, self.interval = store, organizations, interval
-        self._last: dict[str, float] = {}
+        self._last: dict[tuple[str, str], float] = {}
 
     async def tick(self) -> list[Output]:
         if not self.organizations:
@@ -114,12 +122,13 @@ class PollScanner:
         now = time.monotonic()
         before = datetime.now(UTC) - timedelta(seconds=self.interval)
         waiting = await asyncio.to_thread(self.store.overdue, before, organizations=self.organizations)
-        self._last = {uid: t for uid, t in self._last.items() if uid in {u for u, _ in waiting}}
+        keys = {(org, uid) for org, uid, _ in waiting}
+        self._last = {key: t for key, t in self._last.items() if key in keys}
         out = []
-        for uid, mid in waiting:
-            if now - self._last.get(uid, -self.interval) >= self.interval:
-                self._last[uid] = now
-                out.append(deadline_record(uid, mid, kind=POLL))
+        for org, uid, mid in waiting:
+            if now - self._last.get((org, uid), -self.interval) >= self.interval:
+                self._last[(org, uid)] = now
+                out.append(deadline_record(org, uid, mid, kind=POLL))
         if out:
             log.info("polling routes without callbacks", documents=len(out))
         return out

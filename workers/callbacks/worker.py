@@ -81,6 +81,17 @@ def reply_credentials(settings: Settings) -> ReplyKeys:
     return ReplyKeys(credentials)
 
 
+def _only_document(store: lifecycle.LifecycleStore, local_uid: str) -> lifecycle.Document | None:
+    """The one document under ``local_uid``; None when there is none, or when several organisations use that
+    localUid (a request naming only the localUid then names no document: it is not guessed)."""
+    found = store.documents_of(local_uid)
+    if len(found) > 1:
+        log.warning(
+            "a localUid of several organisations: the request names no one document", local_uid=local_uid
+        )
+    return found[0] if len(found) == 1 else None
+
+
 def organization_lookup(store: lifecycle.LifecycleStore):
     """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about."""
 
@@ -88,7 +99,7 @@ def organization_lookup(store: lifecycle.LifecycleStore):
         found = store.find_by_message_id(message_id) if message_id else None
         if found is not None:
             return found[0].organization
-        doc = store.get(local_uid) if local_uid else None
+        doc = _only_document(store, local_uid) if local_uid else None
         return doc.organization if doc is not None else None
 
     async def run(message_id: str | None, local_uid: str | None) -> str | None:
@@ -114,7 +125,7 @@ def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
     """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
 
     def lookup(local_uid: str) -> bytes | None:
-        doc = store.get(local_uid)
+        doc = _only_document(store, local_uid)
         if doc is None:
             return None
         if doc.signed_event:

@@ -1,4 +1,9 @@
-"""The signer stage: ``emd.document.created`` → ``emd.document.signed`` (+ ``emd.document.status`` "signed").
+"""The signer stage: ``emd.document.created.<misId>`` → ``emd.document.signed`` (+ the МИС's status "signed").
+
+It consumes the created topic of every МИС of the organisations file, and first of all checks that the МИС
+the topic names may publish for the event's organisation and systemId (``services.pipeline.trust``): nothing is
+fetched or signed for a document outside its writer's grant. The misId travels on in the signed event, so every
+later stage tells the same МИС, on its own status topic.
 
 Wiring only; the checks and signatures are ``services.pipeline.signing.sign_document``, run in a pool of
 processes, one per usable CPU (``services.pipeline.signing_pool``; in a thread when there is one CPU), so the
@@ -18,13 +23,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from producer import events, topology
-from producer.errors import PermanentError
+from producer.errors import ConfigurationError, PermanentError
 from services.config import Settings
 from services.documents.store import by_reference, document_bytes, mark_signer_store, store_from_settings
 from services.messaging import deadletter
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
-from services.pipeline import status
+from services.pipeline import status, trust
 from services.pipeline.organizations import OrganizationsConfig, load_organizations
 from services.pipeline.signing import sign_document, update_expiry_metrics
 from services.pipeline.signing_pool import SigningPool, pool_size
@@ -52,6 +57,7 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
     async def handle(record: Record) -> list[Output]:
         event = events.decode(record.value, expected_type=events.CREATED)
         data = event["data"]
+        grant = trust.check_publisher(config, record.topic, data)  # before anything is fetched or signed
         size = data["document"]["size"]
         if size > config.max_document_bytes:  # refuse before fetching it from the claim-check store
             raise PermanentError(
@@ -67,13 +73,21 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
         # publishedAt: when the МИС published it, so the status worker measures created → acknowledged
         signed = events.new_event(
             events.SIGNED,
-            {**data, "document": by_ref, "signatures": signatures, "publishedAt": event["time"]},
+            {
+                **data,
+                "misId": grant.id,
+                "document": by_ref,
+                "signatures": signatures,
+                "publishedAt": event["time"],
+            },
             source=SOURCE,
             trace_id=event["traceId"],
         )
         status = events.new_event(
             events.STATUS,
-            events.status_data(data["localUid"], events.STATUS_SIGNED),
+            events.status_data(
+                data["localUid"], events.STATUS_SIGNED, organization=data["organizationOid"], mis_id=grant.id
+            ),
             source=SOURCE,
             trace_id=event["traceId"],
         )
@@ -93,6 +107,11 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     store = store_from_settings(settings)
     mark_signer_store(store)
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    if not config.mis:
+        raise ConfigurationError(
+            f"{config.path}: no МИС is granted anything (mis): the signer would accept no document "
+            "(docs/security.md)"
+        )
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
     pool = (
@@ -120,7 +139,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     handler = build_handler(config, store, sign=pool.sign if pool is not None else None)
     return Stage(
         name=NAME,
-        input_topic=topology.CREATED.name,
+        input_topic=[topology.created_topic(m).name for m in sorted(config.mis)],
         handler=handler,
         on_stop=on_stop,
         dead_letter_topic=topology.CREATED_DLT.name,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from functools import partial
 from typing import Any
 
 from producer import events, topology
@@ -105,12 +106,14 @@ class StatusWorker:
             "environments": self.config.environment,
             "group": self.callbacks.group_id,
         }
-        uid = deadline_of(record)
-        if uid is not None:
-            return await acknowledgment.on_deadline(uid, **options)
-        uid = poll_of(record)
-        if uid is not None:
-            return await acknowledgment.on_deadline(uid, final=False, **options)
+        document = deadline_of(record)
+        if document is not None:
+            return await acknowledgment.on_deadline(document[1], organization=document[0], **options)
+        document = poll_of(record)
+        if document is not None:
+            return await acknowledgment.on_deadline(
+                document[1], organization=document[0], final=False, **options
+            )
         # the poll also reconciles a NOT_UNIQUE_PROVIDED_ID (a resend of a document already registered)
         return await acknowledgment.handle_callback(
             record.value,
@@ -121,8 +124,8 @@ class StatusWorker:
 
     async def handle_sent(self, record: Record) -> list[Output]:
         event = events.decode(record.value, events.SENT)
-        uid = event["data"]["localUid"]
-        doc = await asyncio.to_thread(self.store.get, uid)
+        uid, org = event["data"]["localUid"], event["data"]["organizationOid"]
+        doc = await asyncio.to_thread(partial(self.store.get, uid, organization=org))
         log.info(
             "sent event",
             local_uid=uid,
