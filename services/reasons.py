@@ -10,7 +10,7 @@ docs/dead-letters.md):
 * ``configuration``: the deployment is wrong (keys, МЧД, endpoints): fix the organisations file, replay;
 * ``internal``: a bug or a broken invariant of ours: escalate to the developers;
 * ``security``: a МИС tried to publish outside its grant (docs/security.md): support and the security officer
-  look at it, and the МИС's operator explains it; never replayed as it is.
+  look at it, and the МИС's operator explains it; replayed only once the grant is found to be the mistake.
 
 РЭМД's own codes (НСИ 1.2.643.5.1.13.13.99.2.305) have their category and a Russian hint in
 ``services.remd.codes``; a failure that carries one (``remd_code``) takes its category and hint from
@@ -60,7 +60,8 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
         "ORGANIZATION_NOT_ALLOWED",
         S,
         "МИС опубликовала документ для организации или systemId вне своего допуска (mis в файле "
-        "организаций): сообщить ответственному за безопасность и оператору МИС; не повторять",
+        "организаций): сообщить ответственному за безопасность и оператору МИС. Если МИС действительно "
+        "обслуживает организацию, добавить её в допуск и повторить (emd dlq replay); иначе не повторять",
     ),
     (
         "KIND_NOT_VALIDATED",

@@ -94,3 +94,27 @@ def test_min_insync_replicas_above_the_replication_factor_is_refused(broker):
             min_insync_replicas=2,
             topics=(Topic("topo.never", "test"),),
         )
+
+
+def test_emd_topics_creates_each_mis_topics_from_the_organisations_file_or_the_command_line(
+    broker, tmp_path, monkeypatch, capsys
+):
+    """`emd topics` creates the created and status topics of the МИС of the organisations file, or of those given
+    with --mis, beside the pipeline's; a misId that would name another topic is refused."""
+    from lab.dev.config import write_dev_config
+    from services.cli import main as emd
+
+    run = uuid.uuid4().hex[:6]
+    monkeypatch.setenv("EMD_ORGANIZATIONS", str(write_dev_config(tmp_path, mis_id=f"file-{run}")))
+    assert emd(["topics", "--bootstrap", broker.bootstrap_servers]) == 0
+    assert emd(["topics", "--bootstrap", broker.bootstrap_servers, "--mis", f"cli-{run}"]) == 0
+    out = capsys.readouterr().out
+    assert f"emd.document.created.file-{run}" in out and f"emd.document.status.cli-{run}" in out
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        names = set(admin.list_topics())
+    finally:
+        admin.close()
+    assert {t.name for t in topology.mis_topics([f"file-{run}", f"cli-{run}"])} <= names
+    assert emd(["topics", "--bootstrap", broker.bootstrap_servers, "--mis", "retry"]) == 2
+    assert "misId 'retry'" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created``) from the command line.
+"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created.<misId>``) from the command line.
+
+It publishes as one МИС (``--mis``, default ``EMD_MIS_ID``), to that МИС's own topic: the pipeline signs only
+for the organisations and systemIds the organisations file grants it (docs/security.md).
 
 Every file is read, checked and turned into its event first; only when *all* are valid is anything
 sent, so a bad file in a batch publishes nothing. ``--dry-run`` stops after the checks and prints the
@@ -13,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from producer import topology
 from producer.client import (
-    CREATED_TOPIC,
     DocumentPublisher,
     InvalidDocument,
     PublishError,
@@ -29,7 +32,7 @@ from services.messaging.clients import security_from
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "publish",
-        help="publish СЭМД files to emd.document.created",
+        help="publish СЭМД files to a МИС's emd.document.created.<misId>",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -42,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--meta",
         type=Path,
         help=f"JSON object with any of: {', '.join(__import__('producer.client').client.META_FIELDS)}",
+    )
+    p.add_argument(
+        "--mis", help="the МИС to publish as: its topic emd.document.created.<MIS> (default: EMD_MIS_ID)"
     )
     p.add_argument("--system-id", help="registering system id (default: KAFKA_CLIENT_ID)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
@@ -72,6 +78,15 @@ def run_publish(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         return _fail(str(exc), 2)
     system_id = args.system_id or settings.kafka_client_id
+    mis_id = args.mis or settings.mis_id
+    if not args.dry_run and not mis_id:
+        return _fail(
+            "which МИС publishes? give --mis ID or set EMD_MIS_ID (the organisations file's mis list)", 2
+        )
+    if mis_id and not topology.is_mis_id(mis_id):
+        return _fail(
+            f"--mis {mis_id!r}: expected lower-case letters, digits and dashes (not dlt or retry)", 2
+        )
     meta: dict[str, Any] | None = None
     if args.meta:
         try:
@@ -131,12 +146,12 @@ def run_publish(args: argparse.Namespace) -> int:
     try:
         publisher = DocumentPublisher(
             bootstrap,
+            mis_id=mis_id,
             store=store,
             client_id=f"{settings.kafka_client_id}-publish",
             system_id=system_id,
             inline_limit=settings.inline_document_limit,
             max_bytes=settings.max_document_bytes,
-            topic=CREATED_TOPIC,
             security=security_from(settings),
         )
     except ConfigurationError as exc:
