@@ -29,12 +29,33 @@ EXPECTED = [
     ("100", "CertOnPayForMedServ", True, True, 3),
     ("101", "WorkAtHeightCertificate", True, True, 20),
     ("147", "EpicrisisV5", False, True, 0),
+    # vendored from 1CMedicine/semd_validator c8164c61 (services/data/semd/SOURCES.md)
+    ("59", "PerinatalDeathCertificate", True, True, 10),
+    ("63", "Weapon", True, True, 0),
+    ("64", "Drugs", True, True, 0),
+    ("65", "Sanatory", True, True, 0),
+    ("80", "EpidContact", True, True, 0),
+    ("82", "GroupForPhysicalEducation", True, True, 0),
+    ("83", "Sport", True, True, 0),
+    ("84", "SwimmingPool", True, True, 0),
+    ("85", "ReferralCabinet", True, False, 0),
+    ("88", "LeaveCountry", True, True, 0),
+    ("96", "DDResults", True, True, 0),
+    ("110", "Instrumentalv3", True, True, 0),
+    ("116", "WeaponNotification", True, True, 1),
+    ("142", "ConclusionVaccineComplication", True, True, 0),
+    ("143", "ElderlyCareAssessment", True, True, 0),
+    ("144", "ProstheticsIndicationCert", True, True, 1),
+    ("163", "MedicalManipulationProtocol", True, True, 0),
+    ("182", "ReturnSanatory", True, True, 0),
+    ("183", "ReturnSanatoryChild", True, True, 0),
+    ("194", "MedReportOnResMedExam2", True, True, 0),
 ]
 
 
 def test_known_kinds_are_the_packaged_schema_folders():
     """known_kinds() lists every kind with an XSD or a Schematron, in numeric order."""
-    assert sv.known_kinds() == ("58", "68", "76", "81", "100", "101", "119", "147", "191")
+    assert sv.known_kinds() == tuple(sorted((k for k, *_ in EXPECTED), key=int))
     assert sv.has_xsd("68") and not sv.has_schematron("68")
     assert sv.has_schematron("147") and not sv.has_xsd("147")
 

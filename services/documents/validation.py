@@ -2,8 +2,9 @@
 
 Schemas live in ``services/data/semd/<kind>/``: ``CDA.xsd`` (and the files it includes) and/or
 ``schematron.sch``. Provenance is in ``services/data/semd/SOURCES.md``. A kind with no schema here is
-*not checked* (``ValidationReport.checked_xsd`` / ``checked_schematron`` are False), which is not an
-error: РЭМД itself remains the final judge.
+*not checked* (``ValidationReport.checked_xsd`` / ``checked_schematron`` are False). This module reports that;
+the signer fails closed on it (``KIND_NOT_VALIDATED``, ``services.pipeline.signing``) unless the organisation
+allows unvalidated kinds.
 
 * XSD: lxml ``XMLSchema`` on the document as received (``urn:hl7-org:v3`` namespace).
 * Schematron: the Ministry rules use unprefixed paths, so — as РЭМД and 1С:Медицина do — the default
