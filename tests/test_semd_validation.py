@@ -339,3 +339,20 @@ def test_validation_from_worker_threads_gives_the_same_result():
             pool.map(lambda job: len(sv.validate_semd(sample(job[1]), job[0]).schematron_failures), jobs)
         )
     assert counts == [expected for _, _, expected in jobs]
+
+
+def test_an_embedded_attachment_reaches_the_schematron_abbreviated_with_the_same_outcome():
+    """A text over 64 KiB (a base64 PDF inside the СЭМД) is cut to its start in the copy the Schematron checks: the
+    XSD sees it whole, the Schematron outcome is the document's without it, and the original is untouched."""
+    root = etree.fromstring(sample("ConsultRedaction4"))
+    section = next(s for s in root.iter(f"{HL7}section") if s.find(f"{HL7}component") is None)
+    entry = etree.SubElement(section, f"{HL7}entry")
+    media = etree.SubElement(entry, f"{HL7}observationMedia", classCode="OBS", moodCode="EVN")
+    value = etree.SubElement(media, f"{HL7}value", mediaType="application/pdf", representation="B64")
+    value.text = "JVBERi0xLjcK" * 50_000  # 600 KB of base64
+    copy = sv.strip_hl7_namespace(root)
+    assert sv.abbreviate_large_text(copy) == 1
+    assert len(copy.find(".//observationMedia/value").text) == sv.KEPT_TEXT_CHARS
+    assert len(value.text) == 600_000  # the document itself is not changed
+    report = sv.validate_semd(root, "119")
+    assert (report.checked_xsd, report.checked_schematron, report.valid) == (True, True, True)

@@ -34,9 +34,9 @@ class SpyStore:
     def __init__(self, real: FilesystemStore) -> None:
         self.real, self.gets, self.puts = real, [], []
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str, **limits) -> bytes:
         self.gets.append(ref)
-        return self.real.get(ref)
+        return self.real.get(ref, **limits)
 
     def put(self, data: bytes) -> str:
         self.puts.append(len(data))

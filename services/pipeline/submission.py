@@ -371,7 +371,11 @@ class Submitter:
         transport = self.transports.get(remd.transport)
         # a route that takes the document attached (N3) gets the exact signed bytes, read once per record
         document = (
-            await asyncio.to_thread(document_bytes, data["document"], self.documents)
+            await asyncio.to_thread(
+                partial(
+                    document_bytes, data["document"], self.documents, max_bytes=self.config.max_document_bytes
+                )
+            )
             if getattr(transport, "pushes_document", False)
             else None
         )

@@ -121,17 +121,18 @@ def emdr_lookup(store: lifecycle.LifecycleStore):
     return run
 
 
-def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
-    """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
+def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None, *, max_bytes: int | None = None):
+    """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference; a
+    document over ``max_bytes`` is refused before it is read."""
 
     def lookup(local_uid: str) -> bytes | None:
         doc = _only_document(store, local_uid)
         if doc is None:
             return None
         if doc.signed_event:
-            return document_bytes(json.loads(doc.signed_event)["data"]["document"], docs)
+            return document_bytes(json.loads(doc.signed_event)["data"]["document"], docs, max_bytes=max_bytes)
         if doc.document_ref and docs is not None:
-            return docs.get(doc.document_ref)
+            return docs.get(doc.document_ref, max_bytes=max_bytes)
         return None
 
     async def run(local_uid: str) -> bytes | None:
@@ -165,7 +166,7 @@ async def serve(
         trusted_certificates=trusted,
         reply_keys=reply_keys,
         publish=publish,
-        lookup_file=file_lookup(store, docs),
+        lookup_file=file_lookup(store, docs, max_bytes=settings.max_document_bytes),
         lookup_organization=organization_lookup(store),
         lookup_emdr_id=emdr_lookup(store),
     )

@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from producer import events, topology
-from producer.errors import ConfigurationError, PermanentError
+from producer.errors import ConfigurationError
 from services.config import Settings
 from services.documents.store import by_reference, document_bytes, mark_signer_store, store_from_settings
 from services.messaging import deadletter
@@ -58,15 +59,10 @@ def build_handler(config: OrganizationsConfig, store: Any, *, sign: Sign | None 
         event = events.decode(record.value, expected_type=events.CREATED)
         data = event["data"]
         grant = trust.check_publisher(config, record.topic, data)  # before anything is fetched or signed
-        size = data["document"]["size"]
-        if size > config.max_document_bytes:  # refuse before fetching it from the claim-check store
-            raise PermanentError(
-                f"document is {size} bytes, over the limit of {config.max_document_bytes} bytes",
-                reason="DOCUMENT_TOO_LARGE",
-                size=size,
-                limit=config.max_document_bytes,
-            )
-        document = await asyncio.to_thread(document_bytes, data["document"], store)
+        # refused before it is fetched, decoded or parsed when the event's size (or the stored object's) is over
+        document = await asyncio.to_thread(
+            partial(document_bytes, data["document"], store, max_bytes=config.max_document_bytes)
+        )
         signatures = await sign(data, document, dt.datetime.now(dt.UTC))
         # stored (and durable) before the event that references it is produced
         by_ref = await asyncio.to_thread(by_reference, data["document"], document, store)
