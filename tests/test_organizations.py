@@ -235,7 +235,8 @@ def test_an_n3_organisation_reads_its_token_at_start(tmp_path, monkeypatch):
 
 def test_the_mis_grants_consents_and_unvalidated_kinds_are_loaded_and_said_at_start(tmp_path):
     """Each МИС's grant (organisations, systemIds), each doctor's recorded consent and each organisation's
-    unvalidated kinds are loaded; the operator's decisions beyond the defaults are logged at start."""
+    unvalidated kinds are loaded; the operator's decisions beyond the defaults are logged (by the signer, at
+    start)."""
 
     def mutate(c):
         c["mis"].append({"id": "clinic-b", "organizations": [_org(c, 1)["oid"]], "systemIds": ["b-01"]})
@@ -244,8 +245,9 @@ def test_the_mis_grants_consents_and_unvalidated_kinds_are_loaded_and_said_at_st
         for doctor in _org(c, 1)["signing"]["doctors"].values():
             doctor.pop("server_signing_consent")
 
+    config = load_organizations(_write(tmp_path, mutate))
     with capture_logs() as logs:
-        config = load_organizations(_write(tmp_path, mutate))
+        orgs.log_operator_decisions(config)
     first, second = config.organizations.values()
     assert config.mis["clinic-b"] == orgs.MisGrant(
         id="clinic-b", organizations=frozenset({second.oid}), system_ids=frozenset({"b-01"})

@@ -51,7 +51,8 @@ A missing file, an unreadable certificate or a key that does not match its certi
 Who may publish for whom (``mis``; docs/security.md): each МИС by its id, with the organisations and
 systemIds it may publish for. Every granted organisation must be configured, and each id given once. Which
 organisations may sign kinds no XSD or Schematron is shipped for (``allow_unvalidated_kinds``), and which
-doctors have consented to server-side signing (``server_signing_consent``), are logged at start.
+doctors have consented to server-side signing (``server_signing_consent``), the signer logs at start
+(:func:`log_operator_decisions`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ __all__ = [
     "Organization",
     "OrganizationsConfig",
     "load_organizations",
+    "log_operator_decisions",
+    "read_grants",
+    "read_mis_ids",
     "schema",
 ]
 
@@ -497,8 +501,9 @@ def _grants(
     return grants
 
 
-def _log_operator_decisions(config: OrganizationsConfig) -> None:
-    """What the operator allowed beyond the defaults, said once at start (docs/security.md)."""
+def log_operator_decisions(config: OrganizationsConfig) -> None:
+    """What the operator allowed beyond the defaults, and each МИС's grant: said once by the signer at start, the
+    one process they matter to (docs/security.md)."""
     log = _log()
     for org in config.organizations.values():
         if org.unvalidated_kinds:
@@ -614,5 +619,4 @@ def load_organizations(
         mis=len(config.mis),
         schematron=schematron,
     )
-    _log_operator_decisions(config)
     return config

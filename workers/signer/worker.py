@@ -31,7 +31,7 @@ from services.messaging import deadletter
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import status, trust
-from services.pipeline.organizations import OrganizationsConfig, load_organizations
+from services.pipeline.organizations import OrganizationsConfig, load_organizations, log_operator_decisions
 from services.pipeline.signing import sign_document, update_expiry_metrics
 from services.pipeline.signing_pool import SigningPool, pool_size
 from services.pipeline.status import describe_document
@@ -108,6 +108,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
             f"{config.path}: no МИС is granted anything (mis): the signer would accept no document "
             "(docs/security.md)"
         )
+    log_operator_decisions(config)
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
     pool = (
