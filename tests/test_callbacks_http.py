@@ -1,4 +1,4 @@
-"""The callback endpoint over real HTTP and the real broker (workers/callbacks/worker.py)."""
+"""The callback endpoint over real HTTP and the real broker (the app ``workers/callbacks/worker.py`` builds)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from services.remd import envelope, soap
 from services.remd.soap import RegisterResult, RegistryItem
 from services.remd.wssec import verify_envelope
 from tests.kafka_helpers import read_all
-from workers.callbacks.worker import serve
+from workers.callbacks.worker import build
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
@@ -48,9 +48,10 @@ def _settings(tmp_path, bootstrap, *, organizations=1):
 
 
 async def _post_while_serving(settings, *bodies):
-    port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
-    await asyncio.wait_for(ready.wait(), 60)
+    port = free_port()
+    app = build(dataclasses.replace(settings, callback_host="127.0.0.1", callback_port=port, metrics_port=0))
+    task = asyncio.create_task(app.run(signals=False))
+    assert await app.wait_ready(60), app.ready()
     try:
         async with httpx.AsyncClient(timeout=60) as c:
             return [
@@ -62,7 +63,7 @@ async def _post_while_serving(settings, *bodies):
                 for body in bodies
             ]
     finally:
-        stop.set()
+        app.request_stop()
         await task
 
 
@@ -178,9 +179,10 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
         }
 
     async def run() -> tuple[dict, dict]:
-        port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
-        await asyncio.wait_for(ready.wait(), 60)
+        port = free_port()
+        app = build(dataclasses.replace(settings, callback_host="127.0.0.1", callback_port=port))
+        task = asyncio.create_task(app.run(signals=False))
+        assert await app.wait_ready(60), app.ready()
         try:
             before = await asyncio.to_thread(scrape)
             async with httpx.AsyncClient(timeout=60) as c:
@@ -192,7 +194,7 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
                     )
             return before, await asyncio.to_thread(scrape)
         finally:
-            stop.set()
+            app.request_stop()
             await task
 
     before, after = asyncio.run(run())
