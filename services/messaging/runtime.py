@@ -159,6 +159,8 @@ class Stage:
         self._stopping: asyncio.Event | None = None
         self._paused_until: dict[TopicPartition, float] = {}
         self._generation = 0  # bumped by every rebalance: a batch fetched before one is not dispatched
+        # between a revocation and the next assignment: nothing is known to be drained
+        self._rebalancing = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -421,7 +423,7 @@ class Stage:
         """Nothing in flight, everything done committed, every partition read to its end (burst runs); sets
         ``drained_as_of``."""
         assert self._consumer is not None
-        if not self.health_state.joined or self.scheduler.in_flight:
+        if not self.health_state.joined or self._rebalancing or self.scheduler.in_flight:
             return False
         await self._commit()
         as_of = time.time()
@@ -439,7 +441,7 @@ class Stage:
     async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Before the partitions move on: let what runs finish (bounded), so the next owner does not redo it."""
         self._generation += 1
-        self.drained = False
+        self._rebalancing, self.drained = True, False
         await self.scheduler.wait(min(10.0, self.settings.shutdown_grace_seconds))
         await self._commit(only=partitions)
         self.offsets.forget(partitions)
@@ -448,6 +450,7 @@ class Stage:
 
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         self._generation += 1
+        self._rebalancing = False
         self.health_state.joined = True
         metrics.REBALANCES.labels(self.name).inc()
         self.offsets.assign(partitions)  # positions come from the committed offsets
