@@ -369,3 +369,53 @@ class TestMemoryBroker:
                 await producer.send([Output("gone", b"x")])
 
         asyncio.run(main())
+
+
+class TestApp:
+    def test_a_failing_service_stops_the_others_and_the_hooks_close_everything_last_first(self, tmp_path):
+        """When one service fails, the app stops the others, awaits every stop hook (last first, a failing one
+        too) and raises the failure; its health names each service's lines."""
+        from services.config import Settings
+        from services.messaging.app import App
+
+        calls: list[str] = []
+
+        class Service:
+            def __init__(self, name: str, fails: bool) -> None:
+                self.name, self.fails = name, fails
+                self.stop = asyncio.Event()
+
+            async def run(self, *, burst: bool = False) -> None:
+                if self.fails:
+                    await asyncio.sleep(0.01)
+                    raise RuntimeError(f"{self.name} broke")
+                await self.stop.wait()
+                calls.append(f"{self.name} stopped")
+
+            def request_stop(self) -> None:
+                self.stop.set()
+
+            def health(self) -> tuple[bool, str]:
+                return not self.fails, "ok\n"
+
+            def ready(self) -> tuple[bool, str]:
+                return True, "ok\n"
+
+        async def closing() -> None:
+            calls.append("async hook")
+
+        def broken() -> None:
+            calls.append("broken hook")
+            raise OSError("already closed")
+
+        app = App(
+            "two",
+            Settings.from_env({}, data_dir=tmp_path),
+            [Service("steady", False), Service("fragile", True)],
+            on_stop=[lambda: calls.append("first hook"), broken, closing],
+            serve_metrics=False,
+        )
+        assert app.health() == (False, "steady ok\nfragile ok\n")
+        with pytest.raises(RuntimeError, match="fragile broke"):
+            asyncio.run(app.run(signals=False))
+        assert calls == ["steady stopped", "async hook", "broken hook", "first hook"]

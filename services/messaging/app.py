@@ -138,15 +138,15 @@ class App:
         handled = (signal.SIGTERM, signal.SIGINT) if signals else ()
         for sig in handled:
             loop.add_signal_handler(sig, self.request_stop)
-        if self.serve_metrics:
-            self.metrics_server = metrics.MetricsServer(
-                host=self.settings.metrics_host,
-                port=self.settings.metrics_port,
-                health=self.health,
-                ready=self.ready,
-            ).start()
-            log.info("metrics", app=self.name, url=self.metrics_server.url)
         try:
+            if self.serve_metrics:
+                self.metrics_server = metrics.MetricsServer(
+                    host=self.settings.metrics_host,
+                    port=self.settings.metrics_port,
+                    health=self.health,
+                    ready=self.ready,
+                ).start()
+                log.info("metrics", app=self.name, url=self.metrics_server.url)
             for hook in self.on_start:
                 await _call(hook)
             await self._run_services(burst=burst)
@@ -163,7 +163,7 @@ class App:
         if burst:
             watchers.append(asyncio.create_task(self._stop_when_drained()))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.request_stop()  # one service ended (stopped or failed): the others stop too
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -173,7 +173,6 @@ class App:
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, *tasks, return_exceptions=True)
-            self._write_heartbeat()
         for task in tasks:
             failure = None if task.cancelled() else task.exception()
             if failure is not None:
