@@ -18,10 +18,9 @@ from kafka import KafkaProducer
 
 from producer.topology import Topic, ensure_topics
 from services.config import Settings
-from services.messaging._transports.memory import MemoryBroker, MemoryTransport
 from services.messaging.records import Record
 from services.messaging.transport import Transport
-from services.messaging.transports import for_settings
+from services.messaging.transports import MemoryBroker, MemoryTransport, for_settings
 from tests.kafka_helpers import read_all
 
 Value = bytes | Mapping[str, Any]

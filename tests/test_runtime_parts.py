@@ -10,13 +10,13 @@ import pytest
 
 from producer.errors import PermanentError, TransientError
 from services.messaging import deadletter as dl
-from services.messaging._transports.memory import MemoryBroker, MemoryTransport
 from services.messaging.failures import FailurePolicy, RetryPolicy, own_dead_letters, route
 from services.messaging.health import StageHealth, combine
 from services.messaging.offsets import OffsetBook, PartitionOffsets
 from services.messaging.records import Output, Record
 from services.messaging.scheduler import KeyedScheduler
 from services.messaging.transport import CommitFailed, SendFailed, TopicPartition
+from services.messaging.transports import MemoryBroker, MemoryTransport
 
 NOW = 1_800_000_000.0
 
