@@ -412,3 +412,45 @@ def test_a_burst_run_returns_once_a_chain_of_stages_has_drained(kafka):
     assert sorted(v["n"] for v in _values(kafka.read(names["out"]))) == list(range(50))
     for stage in (first, second):
         assert stage.offsets.in_flight == 0 and stage.drained
+
+
+def test_a_simulated_rebalance_lets_in_flight_records_finish_so_none_is_handled_twice(tmp_path):
+    """The memory broker forces a rebalance of a running stage's group (a real broker does on a slow heartbeat):
+    the stage finishes and commits its in-flight records before the revocation completes and drops what it had
+    fetched but not handed out, so every record is handled exactly once, each key in order."""
+    kafka = MemoryKafka(tmp_path)
+    names = kafka.topics("in", "out", "dlt", partitions=3)
+    keys = [f"doc-{k}" for k in range(6)]
+    kafka.send(names["in"], [(key, {"n": n}) for n in range(15) for key in keys])
+    handled: list[tuple[str, int]] = []
+    revocations: list[int] = []
+
+    async def handle(record: Record) -> list[Output]:
+        await asyncio.sleep(0.002)
+        handled.append((record.key, json.loads(record.value)["n"]))
+        return [Output(names["out"], record.value, key=record.key)]
+
+    stage = _stage(kafka, names, handle, settings={"worker_concurrency": 4})
+    revoked = stage.revoked
+
+    async def counting(partitions):  # how many records were in flight when each revocation began
+        revocations.append(stage.in_flight)
+        await revoked(partitions)
+
+    stage.revoked = counting  # type: ignore[method-assign]  # observe the stage's own rebalance callback
+
+    async def scenario() -> None:
+        task = asyncio.create_task(_app(stage).run(burst=True, signals=False))
+        for threshold in (20, 50):
+            while len(handled) < threshold:
+                await asyncio.sleep(0.001)
+            await kafka.broker.rebalance(stage.group_id)
+        await task
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT))
+    assert sorted(handled) == sorted((key, n) for key in keys for n in range(15))  # each exactly once
+    assert {key: [n for k, n in handled if k == key] for key in keys} == {
+        key: list(range(15)) for key in keys
+    }
+    assert len(kafka.read(names["out"])) == len(keys) * 15
+    assert len(revocations) == 2 and any(revocations)  # the rebalances did find records in flight

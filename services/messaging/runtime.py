@@ -232,12 +232,13 @@ class Stage:
         """Hand out one partition's records in order; False when the rest of the fetch is not to be handed out."""
         assert self._consumer is not None and self._stopping is not None
         for record in records:
-            if self._generation != generation:
-                return False  # a rebalance since the fetch: positions restart from the committed offsets
+            if self._rebalancing or self._generation != generation:
+                # a rebalance since the fetch: what was fetched is read again from the committed offsets
+                return False
             if self._not_due(tp, record):
                 return True  # the rest of this partition's batch is later still
             await self.scheduler.reserve()
-            if self._stopping.is_set() or self._generation != generation:
+            if self._stopping.is_set() or self._rebalancing or self._generation != generation:
                 self.scheduler.release()
                 if self._stopping.is_set():
                     self._consumer.seek(tp, record.offset)
@@ -439,7 +440,8 @@ class Stage:
         return True
 
     async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
-        """Before the partitions move on: let what runs finish (bounded), so the next owner does not redo it."""
+        """Before the partitions move on: let what runs finish (bounded), so the next owner does not redo it.
+        Nothing new is handed out until the next assignment (``_dispatch_batch``)."""
         self._generation += 1
         self._rebalancing, self.drained = True, False
         await self.scheduler.wait(min(10.0, self.settings.shutdown_grace_seconds))
