@@ -127,7 +127,7 @@ def test_a_transient_failure_retried_in_place_too_long_is_dead_lettered_with_its
         return [Output(names["out"], {"ok": record.key}, key=record.key)]
 
     kafka.send(names["in"], [("doc-missing", {}), ("doc-fine", {})])
-    _burst(_stage(kafka, names, handle, in_place=InPlaceRetry(max_seconds=0.2, first_delay=0.05)))
+    _burst(_stage(kafka, names, handle, in_place=InPlaceRetry(max_seconds=0.1, first_delay=0.02)))
     dead, out = kafka.read(names["dlt"], expect=1), kafka.read(names["out"], expect=1)
     assert [(r.key, r.header(dl.REASON)) for r in dead] == [("doc-missing", "DOCUMENT_MISSING")]
     assert [r.key for r in out] == ["doc-fine"]
@@ -151,7 +151,7 @@ def test_transient_failure_goes_through_a_retry_tier_and_succeeds(kafka):
             )
         ]
 
-    retry = RetryPolicy(topics=(names["retry0"], names["retry1"]), base_delay=0.3, max_delay=1.0, jitter=0)
+    retry = RetryPolicy(topics=(names["retry0"], names["retry1"]), base_delay=0.1, max_delay=1.0, jitter=0)
     kafka.send(names["in"], [("doc-1", {})])
     _burst(_stage(kafka, names, handle, retry=retry))
     out, parked = kafka.read(names["out"], expect=1), kafka.read(names["retry0"], expect=1)
@@ -307,7 +307,7 @@ def test_a_rebalance_while_records_are_in_flight_loses_nothing_and_keeps_each_ke
 
         return handle
 
-    settings = {"worker_concurrency": 4, "shutdown_grace_seconds": 0.5}
+    settings = {"worker_concurrency": 4, "shutdown_grace_seconds": 0.2}
     first = _stage(kafka, names, member("a"), settings=settings)
     second = _stage(kafka, names, member("b"), settings=settings)
     assert first.group_id == second.group_id
@@ -336,23 +336,26 @@ def test_a_stop_request_lets_in_flight_records_finish(kafka):
     (the stage says it is draining them), and no record is left half-done."""
     names = kafka.topics("in", "out", "dlt")
     started: list[str] = []
-    holder: dict[str, App] = {}
+    app: App | None = None
+
+    def draining() -> list[dict]:
+        return [e for e in logs if e["event"] == "draining in-flight records"]
 
     async def handle(record: Record) -> list[Output]:
         started.append(record.key)
         if len(started) == 1:
-            holder["app"].request_stop()  # the stop arrives while this record (at least) is in flight
-        await asyncio.sleep(0.3)
+            app.request_stop()  # the stop arrives while this record (at least) is in flight
+        while not draining():  # still in flight when the stage begins to drain
+            await asyncio.sleep(0.005)
         return [Output(names["out"], b"done", key=record.key)]
 
     kafka.send(names["in"], [(f"doc-{n}", {}) for n in range(4)])
-    app = holder["app"] = _app(_stage(kafka, names, handle))
+    app = _app(_stage(kafka, names, handle))
     with capture_logs() as logs:
         asyncio.run(asyncio.wait_for(app.run(signals=False), TIMEOUT))
     out = kafka.read(names["out"], expect=len(started))
-    draining = [e for e in logs if e["event"] == "draining in-flight records"]
     assert started and sorted(r.key for r in out) == sorted(started)
-    assert [e["count"] for e in draining] == [len(started)]
+    assert [e["count"] for e in draining()] == [len(started)]
 
 
 def test_a_tickers_outputs_are_produced_and_a_failing_ticker_fails_liveness(kafka):
@@ -371,9 +374,9 @@ def test_a_tickers_outputs_are_produced_and_a_failing_ticker_fails_liveness(kafk
         return []
 
     stage = _stage(
-        kafka, names, handle, tickers=[Ticker(name="scanner", interval=0.1, stale_after=0.5, tick=tick)]
+        kafka, names, handle, tickers=[Ticker(name="scanner", interval=0.05, stale_after=0.25, tick=tick)]
     )
-    app = _app(stage, name=stage.name, heartbeat_interval=0.1)
+    app = _app(stage, name=stage.name, heartbeat_interval=0.05)
     seen: dict[str, object] = {}
 
     async def scenario() -> None:
