@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -53,6 +53,9 @@ __all__ = [
     "DocumentData",
     "RecipientData",
     "AssociationData",
+    "StatusData",
+    "StatusWarning",
+    "SubmissionData",
     "new_event",
     "new_trace_id",
     "encode",
@@ -160,9 +163,41 @@ class CreatedData(TypedDict):
     documentNumber: str | None
     patient: PatientData
     signers: list[SignerData]
-    document: DocumentData
+    #: absent only from what ``producer.client.build_created_data`` returns while it checks a document not yet
+    #: stored; every event has it (the schema requires it)
+    document: NotRequired[DocumentData]
     recipient: NotRequired[RecipientData | None]
     associations: NotRequired[list[AssociationData]]
+
+
+class StatusWarning(TypedDict):
+    code: str
+    message: str
+
+
+class StatusData(TypedDict):
+    """``data`` of ``emd.document.status``: what the МИС shows for its document (:func:`status_data`)."""
+
+    localUid: str
+    status: str
+    emdrId: str | None
+    reason: str | None
+    remdCode: str | None
+    message: str | None
+    messageIds: list[str]
+    warnings: NotRequired[list[StatusWarning]]
+
+
+class SubmissionData(TypedDict):
+    """The ``submission`` block of ``sent`` and ``acknowledged`` (:func:`submission_data`)."""
+
+    messageId: str
+    messageIds: list[str]
+    attempt: int
+    sentAt: str
+    acceptedAt: str | None
+    endpoint: str
+    environment: str
 
 
 class Envelope(TypedDict):
@@ -186,7 +221,8 @@ def load_schema(name: str) -> dict[str, Any]:
     """A schema by file name (``envelope.schema.json``) or event type (``emd.document.created``)."""
     if name in EVENT_TYPES:
         name = f"{name.removeprefix('emd.')}.schema.json"
-    return json.loads(schema_files()[name].read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(schema_files()[name].read_text(encoding="utf-8"))
+    return schema
 
 
 @cache
@@ -283,11 +319,11 @@ def status_data(
     message: str | None = None,
     message_ids: Sequence[str] = (),
     warnings: Sequence[tuple[str, str]] = (),
-) -> dict[str, Any]:
+) -> StatusData:
     """The ``emd.document.status`` payload: what the МИС shows for its document. ``warnings``: РЭМД's
     registrationWarnings as (code, message), remarks the МИС should show though the document is registered
     (the field is present only when there are some)."""
-    data = {
+    data: StatusData = {
         "localUid": local_uid,
         "status": status,
         "emdrId": emdr_id,
@@ -310,7 +346,7 @@ def submission_data(
     accepted_at: datetime | None,
     endpoint: str,
     environment: str,
-) -> dict[str, Any]:
+) -> SubmissionData:
     """The ``submission`` block of ``sent`` and ``acknowledged``: the accepted attempt, every MessageID, and
     the organisation's РЭМД environment (test or production). ``accepted_at`` is unknown (``None``) when the
     callback overtook the synchronous answer."""
@@ -329,7 +365,7 @@ def new_trace_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_event(type: str, data: dict[str, Any], *, source: str, trace_id: str | None = None) -> Envelope:
+def new_event(type: str, data: Mapping[str, Any], *, source: str, trace_id: str | None = None) -> Envelope:
     """A fresh, validated envelope (new eventId, time = now UTC, new trace id unless one is carried on)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
@@ -342,13 +378,13 @@ def new_event(type: str, data: dict[str, Any], *, source: str, trace_id: str | N
         "time": timestamp(),
         "traceId": trace_id or new_trace_id(),
         "source": source,
-        "data": data,
+        "data": dict(data),
     }
     validate(dict(event))
     return event
 
 
-def encode(event: dict[str, Any]) -> bytes:
+def encode(event: Mapping[str, Any]) -> bytes:
     """UTF-8 JSON, compact, Cyrillic kept as is (smaller and readable in kcat)."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -364,7 +400,7 @@ def decode(value: bytes, expected_type: str | None = None) -> dict[str, Any]:
     return validate(event, expected_type)
 
 
-def headers_for(event: dict[str, Any]) -> list[tuple[str, bytes]]:
+def headers_for(event: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """Kafka record headers every pipeline record carries."""
     return [
         (HEADER_EVENT_TYPE, event["type"].encode()),
