@@ -138,7 +138,7 @@ def _utc(dt: datetime) -> str:
     )
 
 
-def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element | None]:
+def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element]:
     """(SOAP namespace, Header, Body) of an envelope; raises if it is not one."""
     ns = etree.QName(root).namespace
     if ns not in _SOAP_NS or etree.QName(root).localname != "Envelope":
@@ -216,15 +216,17 @@ def sign_envelope(
         if len(elements) > 1:
             raise ValueError(f"cannot sign {name}: the envelope has {len(elements)} of them")
         el = elements[0]
-        if el.get(_WSU_ID) is None:
-            el.set(_WSU_ID, "body" if name == "Body" else f"id-{uuid.uuid4()}")
-        ids.append(el.get(_WSU_ID))
+        id_ = el.get(_WSU_ID)
+        if id_ is None:
+            id_ = "body" if name == "Body" else f"id-{uuid.uuid4()}"
+            el.set(_WSU_ID, id_)
+        ids.append(id_)
 
     # Digests over the final bytes: serialise, re-parse, then canonicalise what was parsed.
     root = _parse(etree.tostring(root, encoding="UTF-8", xml_declaration=True))
     by_id = _index_ids(root)
     ns, header, _body = _soap_parts(root)
-    security = next(c for c in header if c.tag == _q(n.NS_WSSE, "Security"))
+    security = next(c for c in _found(header, "Header") if c.tag == _q(n.NS_WSSE, "Security"))
 
     sig = etree.Element(_q(n.NS_DS, "Signature"), {"Id": f"SIG-{uuid.uuid4()}"}, nsmap={"ds": n.NS_DS})
     signed_info = etree.SubElement(sig, _q(n.NS_DS, "SignedInfo"))
@@ -247,12 +249,20 @@ def sign_envelope(
 
     # SignedInfo canonicalised in its final place (its in-scope namespaces are part of the input).
     root = _parse(etree.tostring(root, encoding="UTF-8", xml_declaration=True))
-    signed_info = root.find(f".//{_q(n.NS_DS, 'SignedInfo')}")
-    value = sign(c14n(signed_info))
+    placed = _found(root.find(f".//{_q(n.NS_DS, 'SignedInfo')}"), "SignedInfo")
+    value = sign(c14n(placed))
     if len(value) != 64:
         raise ValueError(f"GOST R 34.10-2012/256 signature must be 64 bytes, got {len(value)}")
-    signed_info.getparent().find(_q(n.NS_DS, "SignatureValue")).text = base64.b64encode(value).decode("ascii")
+    value_el = _found(placed.getparent(), "Signature").find(_q(n.NS_DS, "SignatureValue"))
+    _found(value_el, "SignatureValue").text = base64.b64encode(value).decode("ascii")
     return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _found(el: etree._Element | None, what: str) -> etree._Element:
+    """An element signing has just put in place (re-parsing the envelope it built cannot lose it)."""
+    if el is None:
+        raise ValueError(f"the signed envelope has no {what}")
+    return el
 
 
 def _index_ids(root: etree._Element) -> dict[str, list[etree._Element]]:
