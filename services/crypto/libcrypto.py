@@ -135,10 +135,11 @@ def load_gost_provider() -> bool:
 def _gost_engine() -> int | None:
     """The OpenSSL ``gost`` engine (loaded from ENGINESDIR on first use), or None."""
     lib = load()
-    engine = lib.ENGINE_by_id(b"gost") if lib is not None else None
+    if lib is None:
+        return None
+    engine = lib.ENGINE_by_id(b"gost")
     if not engine or lib.ENGINE_init(engine) != 1:
-        if lib is not None:
-            lib.ERR_clear_error()
+        lib.ERR_clear_error()
         return None
     return engine
 
@@ -233,7 +234,7 @@ class Pkey:
     def __del__(self) -> None:
         if self.handle:
             self._lib.EVP_PKEY_free(self.handle)
-            self.handle = None
+            self.handle = 0
 
 
 @functools.cache

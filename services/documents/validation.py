@@ -148,6 +148,14 @@ def has_xsd(kind: str) -> bool:
     return d is not None and (d / "CDA.xsd").is_file()
 
 
+def _kind_file(kind: str, name: str) -> Path:
+    """``name`` in the folder of ``kind``; its callers asked ``has_xsd`` or ``has_schematron`` first."""
+    folder = _kind_dir(kind)
+    if folder is None:
+        raise ConfigurationError(f"no schema folder for kind {kind!r}", reason="SCHEMA_BROKEN", kind=kind)
+    return folder / name
+
+
 def has_schematron(kind: str) -> bool:
     d = _kind_dir(kind)
     return d is not None and (d / "schematron.sch").is_file()
@@ -165,7 +173,7 @@ def _xsd_for(kind: str) -> etree.XMLSchema:
     with _lock("xsd-load:" + kind):
         schema = _xsd.get(kind)
         if schema is None:
-            path = _kind_dir(kind) / "CDA.xsd"
+            path = _kind_file(kind, "CDA.xsd")
             # the schema set is our own packaged data; includes are resolved from disk, never the network
             parser = etree.XMLParser(no_network=True, resolve_entities=False)
             try:
@@ -182,7 +190,7 @@ def _schematron_for(kind: str) -> CompiledSchematron:
     with _lock("sch-load:" + kind):
         compiled = _sch.get(kind)
         if compiled is None:
-            compiled = _sch[kind] = compile_schematron(_kind_dir(kind) / "schematron.sch")
+            compiled = _sch[kind] = compile_schematron(_kind_file(kind, "schematron.sch"))
             _log().info("schematron_compiled", kind=kind, checks=len(compiled.checks))
         return compiled
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -642,7 +642,12 @@ def _reconcile(
 
 
 async def handle_callback(
-    raw: bytes, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]], received_ms: int, **options: Any
+    raw: bytes,
+    *,
+    store: Any,
+    poll: Callable[[lc.Document], Coroutine[Any, Any, Any]],
+    received_ms: int,
+    **options: Any,
 ) -> list[Output]:
     """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
     loop = asyncio.get_running_loop()
