@@ -158,6 +158,27 @@ class CipherUnavailable(ConfigurationError):
     reason = "CIPHER_UNAVAILABLE"
 
 
+def _init_with_params(
+    lib: ctypes.CDLL, ctx: int, cipher: int, engine: int | None, key: bytes, asn1_params: bytes, name: str
+) -> None:
+    """Set up ``ctx`` for decryption as OpenSSL's own PBES2 does: the cipher, then its ASN.1 parameters (which
+    carry the IV), then the key."""
+    if lib.EVP_CipherInit_ex(ctx, cipher, engine, None, None, 0) != 1:
+        raise ValueError(f"{name}: init failed")
+    buf = ctypes.create_string_buffer(asn1_params, len(asn1_params))
+    pp = ctypes.c_char_p(ctypes.addressof(buf))
+    atype = lib.d2i_ASN1_TYPE(None, ctypes.byref(pp), len(asn1_params))
+    if not atype:
+        raise ValueError(f"{name}: bad parameters")
+    try:
+        if lib.EVP_CIPHER_asn1_to_param(ctx, atype) <= 0:
+            raise CipherUnavailable(f"{name}: OpenSSL rejected the cipher parameters")
+    finally:
+        lib.ASN1_TYPE_free(atype)
+    if lib.EVP_CipherInit_ex(ctx, None, None, key, None, 0) != 1:
+        raise ValueError(f"{name}: init failed")
+
+
 def cipher_decrypt(
     name: str, key: bytes, iv: bytes, data: bytes, *, padding: bool = True, asn1_params: bytes | None = None
 ) -> bytes:
@@ -190,21 +211,7 @@ def cipher_decrypt(
         if asn1_params is None and len(iv) != lib.EVP_CIPHER_get_iv_length(cipher):
             raise ValueError(f"{name}: IV must be {lib.EVP_CIPHER_get_iv_length(cipher)} bytes")
         if asn1_params is not None:
-            # as OpenSSL's own PBES2 does: cipher, then its ASN.1 parameters, then the key
-            if lib.EVP_CipherInit_ex(ctx, cipher, engine, None, None, 0) != 1:
-                raise ValueError(f"{name}: init failed")
-            buf = ctypes.create_string_buffer(asn1_params, len(asn1_params))
-            pp = ctypes.c_char_p(ctypes.addressof(buf))
-            atype = lib.d2i_ASN1_TYPE(None, ctypes.byref(pp), len(asn1_params))
-            if not atype:
-                raise ValueError(f"{name}: bad parameters")
-            try:
-                if lib.EVP_CIPHER_asn1_to_param(ctx, atype) <= 0:
-                    raise CipherUnavailable(f"{name}: OpenSSL rejected the cipher parameters")
-            finally:
-                lib.ASN1_TYPE_free(atype)
-            if lib.EVP_CipherInit_ex(ctx, None, None, key, None, 0) != 1:
-                raise ValueError(f"{name}: init failed")
+            _init_with_params(lib, ctx, cipher, engine, key, asn1_params, name)
         elif lib.EVP_CipherInit_ex(ctx, cipher, None, key, iv, 0) != 1:
             raise ValueError(f"{name}: init failed")
         lib.EVP_CIPHER_CTX_set_padding(ctx, 1 if padding else 0)

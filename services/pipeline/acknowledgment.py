@@ -405,52 +405,21 @@ def _on_callback(
     result = soap.parse_register_result(raw)
     callback_id = normalize_message_id(result.headers.message_id) or "?"
     waited = time.time() - received_ms / 1000
-    found = correlate(store, result)
-    if found is None:
-        if waited > pending_limit:
-            raise PermanentError(
-                f"callback for MessageID {result.relates_to_message} matches no document",
-                reason="CALLBACK_UNCORRELATED",
-                message_id=result.relates_to_message,
-            )
-        raise TransientError(
-            "callback arrived before its document is known; waiting",
-            reason="CALLBACK_UNCORRELATED",
-            defer=_wait_defer(waited, 30.0),
-        )
-    doc, attempt = found
+    doc, attempt = _correlated(store, result, waited=waited, pending_limit=pending_limit)
     mid = attempt.message_id if attempt else normalize_message_id(result.relates_to_message)
     mark = f"callback {callback_id}"
     replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
     if doc.state == lc.REGISTERED:
-        if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
-            return registered_outputs(
-                store,
-                doc,
-                emdr_id=doc.emdr_id,
-                message_id=_registering_id(store, doc, attempt),
-                environments=environments,
-                warnings=_warnings(result.registry_item),
-            )
-        emdr = result.registry_item.emdr_id if result.registry_item is not None else None
-        DUPLICATED_CALLBACKS.inc()
-        log.info(
-            "callback for a registered document ignored",
-            local_uid=doc.local_uid,
-            message_id=mid,
+        return _on_registered_document(
+            store,
+            doc,
+            attempt,
+            result,
+            replay=replay,
+            mid=mid,
             callback_id=callback_id,
-            status=result.status,
-            emdr_id=doc.emdr_id,
+            environments=environments,
         )
-        if emdr and emdr != doc.emdr_id:
-            log.warning(
-                "callback names another emdrId than the registered one",
-                local_uid=doc.local_uid,
-                emdr_id=doc.emdr_id,
-                callback_emdr_id=emdr,
-                message_id=mid,
-            )
-        return []
     if not replay and attempt is not None and attempt.outcome in DECIDED:
         DUPLICATED_CALLBACKS.inc()
         log.info(
@@ -463,30 +432,8 @@ def _on_callback(
         )
         return []
     if result.registered:
-        item = result.registry_item
-        assert item is not None and item.emdr_id
-        if attempt is not None:
-            store.record_outcome(
-                mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
-            )
-        if doc.state == lc.FAILED:
-            log.warning(
-                "registered after a dead letter: the dead letter is obsolete",
-                local_uid=doc.local_uid,
-                emdr_id=item.emdr_id,
-                message_id=mid,
-                failure_reason=doc.failure_reason,
-            )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
-        _acknowledged(doc, "callback")
-        log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
-        return registered_outputs(
-            store,
-            doc,
-            emdr_id=item.emdr_id,
-            message_id=mid,
-            environments=environments,
-            warnings=item.warnings,
+        return _registered_by_callback(
+            store, doc, attempt, result, mid=mid, mark=mark, environments=environments
         )
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
     if any(e.code == NOT_UNIQUE for e in errors):
@@ -573,6 +520,108 @@ def _on_callback(
             message=text,
         ),
     ]
+
+
+def _correlated(
+    store: Any, result: soap.RegisterResult, *, waited: float, pending_limit: float
+) -> tuple[lc.Document, lc.Attempt | None]:
+    """The document (and attempt) a callback answers; until ``pending_limit`` seconds an unknown one waits (it
+    may have overtaken its document), after that it is a dead letter."""
+    found = correlate(store, result)
+    if found is None:
+        if waited > pending_limit:
+            raise PermanentError(
+                f"callback for MessageID {result.relates_to_message} matches no document",
+                reason="CALLBACK_UNCORRELATED",
+                message_id=result.relates_to_message,
+            )
+        raise TransientError(
+            "callback arrived before its document is known; waiting",
+            reason="CALLBACK_UNCORRELATED",
+            defer=_wait_defer(waited, 30.0),
+        )
+    return found
+
+
+def _on_registered_document(
+    store: Any,
+    doc: lc.Document,
+    attempt: lc.Attempt | None,
+    result: soap.RegisterResult,
+    *,
+    replay: bool,
+    mid: str,
+    callback_id: str,
+    environments: Environments,
+) -> list[Output]:
+    """A callback for a document already registered: its own redelivery outputs again, any other is ignored."""
+    if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
+        return registered_outputs(
+            store,
+            doc,
+            emdr_id=doc.emdr_id,
+            message_id=_registering_id(store, doc, attempt),
+            environments=environments,
+            warnings=_warnings(result.registry_item),
+        )
+    emdr = result.registry_item.emdr_id if result.registry_item is not None else None
+    DUPLICATED_CALLBACKS.inc()
+    log.info(
+        "callback for a registered document ignored",
+        local_uid=doc.local_uid,
+        message_id=mid,
+        callback_id=callback_id,
+        status=result.status,
+        emdr_id=doc.emdr_id,
+    )
+    if emdr and emdr != doc.emdr_id:
+        log.warning(
+            "callback names another emdrId than the registered one",
+            local_uid=doc.local_uid,
+            emdr_id=doc.emdr_id,
+            callback_emdr_id=emdr,
+            message_id=mid,
+        )
+    return []
+
+
+def _registered_by_callback(
+    store: Any,
+    doc: lc.Document,
+    attempt: lc.Attempt | None,
+    result: soap.RegisterResult,
+    *,
+    mid: str,
+    mark: str,
+    environments: Environments,
+) -> list[Output]:
+    """A success callback: the attempt's outcome, the document registered (even after a dead letter), and
+    the acknowledged event and status."""
+    item = result.registry_item
+    assert item is not None and item.emdr_id
+    if attempt is not None:
+        store.record_outcome(
+            mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
+        )
+    if doc.state == lc.FAILED:
+        log.warning(
+            "registered after a dead letter: the dead letter is obsolete",
+            local_uid=doc.local_uid,
+            emdr_id=item.emdr_id,
+            message_id=mid,
+            failure_reason=doc.failure_reason,
+        )
+    doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+    _acknowledged(doc, "callback")
+    log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
+    return registered_outputs(
+        store,
+        doc,
+        emdr_id=item.emdr_id,
+        message_id=mid,
+        environments=environments,
+        warnings=item.warnings,
+    )
 
 
 def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
