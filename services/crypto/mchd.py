@@ -83,9 +83,7 @@ MAX_MCHD_BYTES = 1_000_000
 _NS = {"m": EMCHD_NS}
 
 
-def _log():
-    # looked up per call: a logger bound at import would keep the configuration of that moment
-    return get_logger(__name__)
+log = get_logger(__name__)  # lazy (services.logs): it follows the configure() made at start-up
 
 
 @dataclass(frozen=True)
@@ -420,7 +418,7 @@ def check_mchd_terms(
             reason="MCHD_POWERS_MISSING",
             number=poa.number,
         )
-    _log().info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
+    log.info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
 
 
 def mchd_reference(poa: PowerOfAttorney, xml: bytes | None = None, signature: bytes = b"") -> dict[str, str]:

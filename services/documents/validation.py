@@ -53,9 +53,7 @@ HL7_NS = "urn:hl7-org:v3"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "semd"
 
 
-def _log():
-    # looked up per call: a logger bound at import would keep the configuration of that moment
-    return get_logger(__name__)
+log = get_logger(__name__)  # lazy (services.logs): it follows the configure() made at start-up
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ def _xsd_for(kind: str) -> etree.XMLSchema:
                 raise ConfigurationError(
                     f"XSD for kind {kind} does not load: {exc}", reason="SCHEMA_BROKEN", kind=kind
                 ) from None
-            _log().info("xsd_loaded", kind=kind)
+            log.info("xsd_loaded", kind=kind)
         return schema
 
 
@@ -191,7 +189,7 @@ def _schematron_for(kind: str) -> CompiledSchematron:
         compiled = _sch.get(kind)
         if compiled is None:
             compiled = _sch[kind] = compile_schematron(_kind_file(kind, "schematron.sch"))
-            _log().info("schematron_compiled", kind=kind, checks=len(compiled.checks))
+            log.info("schematron_compiled", kind=kind, checks=len(compiled.checks))
         return compiled
 
 
@@ -326,7 +324,7 @@ def _validate(root: etree._Element, kind: str, *, schematron: bool, stop_on_xsd:
         checked_xsd=checked_xsd,
         checked_schematron=checked_sch,
     )
-    _log().debug(
+    log.debug(
         "semd_validated",
         kind=kind,
         checked_xsd=checked_xsd,
