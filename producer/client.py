@@ -106,7 +106,7 @@ def _invalid(field: str, message: str, reason: str = "INVALID_DOCUMENT") -> Inva
     return InvalidDocument(f"{field}: {message}", reason=reason, field=field)
 
 
-def _digits(value: Any) -> str:
+def _digits(value: object) -> str:
     return re.sub(r"[\s-]", "", str(value))
 
 
@@ -345,7 +345,7 @@ def _signer_data(
     return out
 
 
-def _signer_roles(raw: Any, doc_snils: set[str | None]) -> dict[str, tuple[str, str]]:
+def _signer_roles(raw: object, doc_snils: set[str | None]) -> dict[str, tuple[str, str]]:
     """``meta.signerRoles``: {СНИЛС: "CODE" | {"code", "codeSystemVersion"}} → {digits: (code, version)}."""
     if not isinstance(raw, dict):
         raise _invalid("meta.signerRoles", "expected an object {СНИЛС: role code}", "META_MISMATCH")

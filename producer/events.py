@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, NotRequired, TypedDict
 
 import jsonschema_rs
@@ -210,7 +211,7 @@ class Envelope(TypedDict):
     data: dict[str, Any]
 
 
-def schema_files() -> dict[str, Any]:
+def schema_files() -> dict[str, Traversable]:
     """``{file name: Traversable}`` of every packaged schema."""
     folder = resources.files("producer").joinpath("data", "schemas")
     return {p.name: p for p in folder.iterdir() if p.name.endswith(".schema.json")}
@@ -226,14 +227,14 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def compiled_validator(name: str) -> Any:
+def compiled_validator(name: str) -> jsonschema_rs.Draft202012Validator:
     """The check of every event: the schema compiled by jsonschema-rs, its ``$ref``s resolved from the packaged
     schemas (never fetched)."""
     registry = jsonschema_rs.Registry([(s["$id"], s) for s in map(load_schema, schema_files())])
     return jsonschema_rs.Draft202012Validator(load_schema(name), registry=registry, offline=True)
 
 
-def _deepest(error: Any) -> Any:
+def _deepest(error: jsonschema_rs.ValidationError) -> jsonschema_rs.ValidationError:
     """The most concrete error: ``oneOf``/``anyOf`` hide the useful one in their context."""
     while True:
         context = [e for branch in (getattr(error.kind, "context", None) or []) for e in branch]
@@ -242,7 +243,7 @@ def _deepest(error: Any) -> Any:
         error = max(context, key=lambda e: len(e.instance_path))
 
 
-def _field_of(error: Any, prefix: str) -> str:
+def _field_of(error: jsonschema_rs.ValidationError, prefix: str) -> str:
     parts = [prefix] if prefix else []
     parts += [f"[{p}]" if isinstance(p, int) else str(p) for p in error.instance_path]
     kind = error.kind
@@ -259,22 +260,20 @@ def _field_of(error: Any, prefix: str) -> str:
     return ".".join(parts).replace(".[", "[")
 
 
-def _rule_of(error: Any) -> str:
+#: the detail a failed keyword's error kind carries (its attribute), shown with the rule
+_RULE_DETAIL = {"pattern": "pattern", "type": "types", "enum": "options", "const": "expected_value"}
+
+
+def _rule_of(error: jsonschema_rs.ValidationError) -> str:
     """Which rule failed, never the value: it may be a СНИЛС or a name, and this message is logged."""
     keyword = str(error.schema_path[-1]) if error.schema_path else error.kind.name
     if keyword == "required":
         return "is required"
     if keyword in ("additionalProperties", "unevaluatedProperties"):
         return "is not a field of this schema"
-    kind = error.kind
-    detail = {
-        "pattern": lambda: kind.pattern,
-        "type": lambda: kind.types,
-        "enum": lambda: kind.options,
-        "const": lambda: kind.expected_value,
-    }.get(keyword)
+    attribute = _RULE_DETAIL.get(keyword)
     try:
-        value = json.dumps(detail(), ensure_ascii=False)[:120] if detail else ""
+        value = json.dumps(getattr(error.kind, attribute), ensure_ascii=False)[:120] if attribute else ""
     except (AttributeError, TypeError):
         value = ""
     return f"violates {keyword} {value}".rstrip()

@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import jinja2
 from aiohttp import web
@@ -30,6 +30,14 @@ from services.desk.case import Case, build_case, case_json
 from services.desk.deadletters import Filters, iso
 from services.desk.ticket import ticket_text
 from services.logs import get_logger
+
+if TYPE_CHECKING:
+    from services.desk.readiness import Line
+    from services.desk.replay import Summary
+    from services.lifecycle import LifecycleStore
+    from services.lifecycle.desk import DeskStore
+    from services.pipeline.exchanges import ExchangeArchive
+    from services.pipeline.organizations import Organization, OrganizationsConfig
 
 log = get_logger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,12 +63,12 @@ class Console:
     """What the pages read and do; ``replay(filters, dry_run)`` → (``Summary``, lines)."""
 
     index: DeadLetterIndex
-    lifecycle: Any
-    desk: Any
-    archive: Any
-    organizations: Callable[[], Any]  # the loaded organisations file (re-read per request)
-    readiness: Callable[[str], list[Any]]  # oid → readiness lines
-    replay: Callable[[Filters, bool], tuple[Any, list[str]]]
+    lifecycle: LifecycleStore
+    desk: DeskStore
+    archive: ExchangeArchive
+    organizations: Callable[[], OrganizationsConfig]  # the loaded organisations file (re-read per request)
+    readiness: Callable[[str], list[Line]]  # oid → readiness lines
+    replay: Callable[[Filters, bool], tuple[Summary, list[str]]]
     sessions: Sessions
     secure_cookies: bool = False
 
@@ -322,7 +330,7 @@ class _Handlers:
             lines=lines,
         )
 
-    async def _do_replay(self, request: web.Request) -> tuple[str, Any]:
+    async def _do_replay(self, request: web.Request) -> tuple[str, Summary]:
         uid = request.match_info["uid"]
         summary, _ = await _run(self.console.replay, Filters(local_uid=uid), False)
         actor = _actor(request)
@@ -427,20 +435,28 @@ def _session_middleware(console: Console) -> Any:
     return middleware
 
 
-def _organization(console: Console, oid: str | None) -> Any:
+def _organization(console: Console, oid: str | None) -> Organization | None:
     try:
         return console.organizations().organizations.get(oid or "")
     except Exception:  # noqa: BLE001 - the ticket then names what the dead letter knows
         return None
 
 
-def _expiring(console: Console) -> list[dict[str, Any]]:
+class _Expiry(TypedDict):
+    days: float
+    what: str
+    oid: str
+    until: str
+    detail: str
+
+
+def _expiring(console: Console) -> list[_Expiry]:
     """Certificates and МЧД of every clinic, soonest expiry first (the page marks those within 30 days)."""
     from services.pipeline.signing import mchd_expiry
 
     now = dt.datetime.now(dt.UTC)
     config = console.organizations()
-    rows = []
+    rows: list[_Expiry] = []
     for org, role, cred in config.credentials():
         cert = cred.certificate
         rows.append(

@@ -133,10 +133,10 @@ class AwaitingCollector:
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.store: Any = None
+        self.store: lc.LifecycleStore | None = None
         self.clock = clock
 
-    def watch(self, store: Any) -> None:
+    def watch(self, store: lc.LifecycleStore) -> None:
         self.store = store
 
     def describe(self) -> list[GaugeMetricFamily]:
@@ -230,7 +230,7 @@ def _status(
 
 
 def registered_outputs(
-    store: Any,
+    store: lc.LifecycleStore,
     doc: lc.Document,
     *,
     emdr_id: str,
@@ -267,11 +267,11 @@ def registered_outputs(
     ]
 
 
-def _warnings(item: Any) -> Sequence[soap.RemdError]:
+def _warnings(item: soap.RegistryItem | None) -> Sequence[soap.RemdError]:
     return tuple(getattr(item, "warnings", None) or ())
 
 
-def registered_at(item: Any) -> datetime:
+def registered_at(item: soap.RegistryItem | None) -> datetime:
     """When РЭМД registered the document, as its registry item says (a time without an offset is UTC); now
     when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the same."""
     text = getattr(item, "registration_date_time", None) or ""
@@ -321,7 +321,9 @@ def _dead_letter(
     return Output(topology.SENT_DLT.name, doc.signed_event or b"", doc.local_uid, dict(headers))
 
 
-def correlate(store: Any, result: soap.RegisterResult) -> tuple[lc.Document, lc.Attempt | None] | None:
+def correlate(
+    store: lc.LifecycleStore, result: soap.RegisterResult
+) -> tuple[lc.Document, lc.Attempt | None] | None:
     found = store.find_by_message_id(result.relates_to_message)
     if found is not None:
         return found
@@ -344,7 +346,7 @@ def _definitely_not_taken(a: lc.Attempt) -> bool:
     return a.outcome == TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
 
 
-def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
+def duplicate_candidates(store: lc.LifecycleStore, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
     return [
         a for a in store.history(doc.local_uid) if a.message_id != message_id and not _definitely_not_taken(a)
@@ -365,7 +367,7 @@ def _decided_elsewhere(conflict: lc.LifecycleConflict, **where: Any) -> list[Out
 def on_callback(
     raw: bytes,
     *,
-    store: Any,
+    store: lc.LifecycleStore,
     received_ms: int,
     pending_limit: float = 24 * 3600.0,
     retry_delay: float = 60.0,
@@ -394,7 +396,7 @@ def on_callback(
 def _on_callback(
     raw: bytes,
     *,
-    store: Any,
+    store: lc.LifecycleStore,
     received_ms: int,
     pending_limit: float,
     retry_delay: float,
@@ -523,7 +525,7 @@ def _on_callback(
 
 
 def _correlated(
-    store: Any, result: soap.RegisterResult, *, waited: float, pending_limit: float
+    store: lc.LifecycleStore, result: soap.RegisterResult, *, waited: float, pending_limit: float
 ) -> tuple[lc.Document, lc.Attempt | None]:
     """The document (and attempt) a callback answers; until ``pending_limit`` seconds an unknown one waits (it
     may have overtaken its document), after that it is a dead letter."""
@@ -544,7 +546,7 @@ def _correlated(
 
 
 def _on_registered_document(
-    store: Any,
+    store: lc.LifecycleStore,
     doc: lc.Document,
     attempt: lc.Attempt | None,
     result: soap.RegisterResult,
@@ -586,7 +588,7 @@ def _on_registered_document(
 
 
 def _registered_by_callback(
-    store: Any,
+    store: lc.LifecycleStore,
     doc: lc.Document,
     attempt: lc.Attempt | None,
     result: soap.RegisterResult,
@@ -624,7 +626,7 @@ def _registered_by_callback(
     )
 
 
-def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
+def _registering_id(store: lc.LifecycleStore, doc: lc.Document, attempt: lc.Attempt) -> str:
     """The MessageID the acknowledged event names: the callback's own attempt when it registered, else (a
     duplicate) the earliest other attempt ИПС may have taken."""
     if attempt.outcome == REGISTERED:
@@ -634,7 +636,7 @@ def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
 
 
 def _reconcile(
-    store: Any,
+    store: lc.LifecycleStore,
     doc: lc.Document,
     attempt: lc.Attempt | None,
     *,
@@ -693,15 +695,15 @@ def _reconcile(
 async def handle_callback(
     raw: bytes,
     *,
-    store: Any,
-    poll: Callable[[lc.Document], Coroutine[Any, Any, Any]],
+    store: lc.LifecycleStore,
+    poll: Callable[[lc.Document], Coroutine[Any, Any, soap.RegistryItem | None]],
     received_ms: int,
     **options: Any,
 ) -> list[Output]:
     """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
     loop = asyncio.get_running_loop()
 
-    def lookup(doc: lc.Document) -> Any:
+    def lookup(doc: lc.Document) -> soap.RegistryItem | None:
         return asyncio.run_coroutine_threadsafe(poll(doc), loop).result()
 
     return await asyncio.to_thread(
@@ -712,8 +714,8 @@ async def handle_callback(
 async def on_deadline(
     local_uid: str,
     *,
-    store: Any,
-    poll: Callable[[lc.Document], Awaitable[Any]],
+    store: lc.LifecycleStore,
+    poll: Callable[[lc.Document], Awaitable[soap.RegistryItem | None]],
     environments: Environments,
     group: str = "emd-status",
     final: bool = True,
@@ -736,7 +738,12 @@ async def on_deadline(
 
 
 def _after_poll(
-    local_uid: str, item: Any, *, store: Any, environments: Environments, group: str
+    local_uid: str,
+    item: soap.RegistryItem | None,
+    *,
+    store: lc.LifecycleStore,
+    environments: Environments,
+    group: str,
 ) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
