@@ -18,7 +18,7 @@ first has already decided it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from producer import events
@@ -27,6 +27,10 @@ from services.logs import get_logger
 from services.messaging.records import Output, Record
 from services.pipeline import acknowledgment
 from services.pipeline.polling import deadline_of, poll_of
+from services.remd import soap
+
+#: ``async (Document) -> RegistryItem | None``: asks РЭМД (``polling.RegistryPoller``)
+Poll = Callable[[lc.Document], Coroutine[Any, Any, soap.RegistryItem | None]]
 
 log = get_logger(__name__)
 
@@ -45,7 +49,7 @@ class Acknowledger:
         self,
         *,
         store: lc.LifecycleStore,
-        poll: Callable[[lc.Document], Awaitable[Any]],
+        poll: Poll,
         environments: acknowledgment.Environments,
         group: str,
         pending_limit: float,
@@ -58,20 +62,26 @@ class Acknowledger:
 
     async def handle(self, record: Record) -> list[Output]:
         """One record of ``emd.remd.callbacks``: a deadline, a poll, or a callback."""
-        options: dict[str, Any] = {
-            "store": self.store,
-            "poll": self.poll,
-            "environments": self.environments,
-            "group": self.group,
-        }
-        uid = deadline_of(record)
+        deadline = deadline_of(record)
+        uid = deadline if deadline is not None else poll_of(record)
         if uid is not None:
-            return await acknowledgment.on_deadline(uid, **options)
-        uid = poll_of(record)
-        if uid is not None:
-            return await acknowledgment.on_deadline(uid, final=False, **options)
+            # a deadline decides (registered or NO_ACKNOWLEDGMENT); a routine poll waits for the next one
+            return await acknowledgment.on_deadline(
+                uid,
+                store=self.store,
+                poll=self.poll,
+                environments=self.environments,
+                group=self.group,
+                final=deadline is not None,
+            )
         return await acknowledgment.handle_callback(
-            record.value, received_ms=record.timestamp_ms, pending_limit=self.pending_limit, **options
+            record.value,
+            store=self.store,
+            poll=self.poll,
+            received_ms=record.timestamp_ms,
+            pending_limit=self.pending_limit,
+            environments=self.environments,
+            group=self.group,
         )
 
     async def confirm_sent(self, record: Record) -> list[Output]:
