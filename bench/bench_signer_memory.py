@@ -145,8 +145,12 @@ def measure(processes: int, size_mb: float, workdir: Path) -> dict[str, float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="signing modes (default 1 2)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2], help="signing modes (default 1 2)"
+    )
     parser.add_argument("--size-mb", type=float, default=10.0, help="the document's size in MB (default 10)")
     args = parser.parse_args(argv)
     for processes in args.processes:

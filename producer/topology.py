@@ -277,8 +277,9 @@ def mis_groups(mis_id: str) -> tuple[str, ...]:
 
 
 def access(mis_ids: Sequence[str]) -> dict[str, Access]:
-    """Every component's topics and groups in a deployment whose МИС are ``mis_ids`` (deploy/k8s KafkaUsers are
-    generated from this; tests/test_manifests.py checks it against the stages the workers build).
+    """Every component's topics and consumer groups in a deployment whose МИС are ``mis_ids`` (deploy/k8s
+    KafkaUsers are generated from this; tests/test_workers.py checks the groups against the stages the workers
+    build: ``emd-<stage name>``).
 
     Each МИС (``mis-<misId>``) writes only its created topic and reads only its status topic. The signer reads
     every МИС's created topic; every stage that tells a МИС writes every status topic. Support (``dlq``) writes
@@ -296,7 +297,7 @@ def access(mis_ids: Sequence[str]) -> dict[str, Access]:
         "status": Access(
             reads=(SENT, CALLBACKS),
             writes=(ACKNOWLEDGED, *statuses, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
-            groups=("emd-status", "emd-status-callbacks"),
+            groups=("emd-status", "emd-status-sent"),
         ),
         "callbacks": Access(reads=(), writes=(CALLBACKS,)),
         "dlq": Access(reads=DEAD_LETTER_TOPICS, writes=(*created, SIGNED, SENT), groups=("emd-dlq-replay*",)),

@@ -19,9 +19,9 @@ from producer.errors import PermanentError
 from services.documents.store import FilesystemStore
 from services.messaging.records import Record
 from services.pipeline import signing
+from services.pipeline.document_signer import DocumentSigner
 from services.pipeline.organizations import load_organizations
 from tests import signing_lab as lab
-from workers.signer.worker import build_handler
 
 A_ORG, B_ORG = lab.GOOD_OID, "1.2.643.5.1.13.13.12.2.77.7832"
 A_MIS, B_MIS = "clinic-a-mis", "clinic-b-mis"
@@ -94,7 +94,7 @@ def _handle(config, store, record, signed: list):
         signed.append(data["localUid"])
         return await asyncio.to_thread(signing.sign_document, data, document, config, now=now)
 
-    return asyncio.run(build_handler(config, store, sign=sign)(record))
+    return asyncio.run(DocumentSigner(config=config, store=store, sign=sign).handle(record))
 
 
 @pytest.mark.parametrize(

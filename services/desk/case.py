@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from producer.ids import normalize_message_id
 from services.desk.deadletters import DeadLetter, iso, mask_event, mask_xml
 from services.remd import codes
+
+if TYPE_CHECKING:
+    from services.lifecycle import Attempt, Document, LifecycleStore
+    from services.pipeline.exchanges import ExchangeArchive, KeptExchange
 
 
 @dataclass
@@ -23,9 +27,9 @@ class Case:
     local_uid: str
     dead_letters: list[DeadLetter]  # newest first
     organization: str | None = None  # whose document: (organization, local_uid) is its identity
-    document: Any = None  # lifecycle Document, when the sender knew it
-    attempts: list[Any] = field(default_factory=list)  # lifecycle Attempts, oldest first
-    exchanges: dict[str, Any] = field(default_factory=dict)  # normalised MessageID → KeptExchange
+    document: Document | None = None  # when the sender knew it
+    attempts: list[Attempt] = field(default_factory=list)  # oldest first
+    exchanges: dict[str, KeptExchange] = field(default_factory=dict)  # normalised MessageID → its exchange
 
     @property
     def latest(self) -> DeadLetter | None:
@@ -46,8 +50,8 @@ def build_case(
     local_uid: str,
     letters: Sequence[DeadLetter],
     *,
-    lifecycle: Any = None,
-    archive: Any = None,
+    lifecycle: LifecycleStore | None = None,
+    archive: ExchangeArchive | None = None,
     organization: str | None = None,
 ) -> Case:
     """The case of the organisation's ``local_uid`` (``letters``: dead letters of that localUid, newest first).

@@ -119,6 +119,13 @@ class SqlLifecycleStore:
         )
         return self._document(db.execute(self._q(sql), (organization, local_uid)).fetchone())
 
+    def _updated(self, db: Any, organization: str, local_uid: str) -> Document:
+        """The document this transaction has just updated (its transition check found it)."""
+        doc = self._get(db, organization, local_uid)
+        if doc is None:
+            raise LookupError(f"document {local_uid} vanished inside its own transaction")
+        return doc
+
     # --- the LifecycleStore interface -------------------------------------------------------------
 
     def _insert(
@@ -323,7 +330,7 @@ class SqlLifecycleStore:
                 ),
                 (ACCEPTED, mid, at, at, organization, local_uid),
             )
-            return self._get(db, organization, local_uid)  # type: ignore[return-value]
+            return self._updated(db, organization, local_uid)
 
     def mark_registered(
         self, local_uid: str, emdr_id: str, *, organization: str, registered_at: datetime | None = None
@@ -340,7 +347,7 @@ class SqlLifecycleStore:
                 ),
                 (REGISTERED, emdr_id, at, at, organization, local_uid),
             )
-            return self._get(db, organization, local_uid)  # type: ignore[return-value]
+            return self._updated(db, organization, local_uid)
 
     def mark_failed(
         self,
@@ -361,7 +368,7 @@ class SqlLifecycleStore:
                 ),
                 (FAILED, reason, code, message, at, at, organization, local_uid),
             )
-            return self._get(db, organization, local_uid)  # type: ignore[return-value]
+            return self._updated(db, organization, local_uid)
 
     def history(self, local_uid: str, *, organization: str) -> list[Attempt]:
         with self.db.reading() as db:

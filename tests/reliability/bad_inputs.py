@@ -161,6 +161,12 @@ def _publish_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | N
 
 
 # --- events written straight onto the topics -------------------------------------------------------
+def _outside_the_grant(e: dict[str, Any], key: str, ctx: Context) -> dict[str, Any]:
+    """The event as a МИС would publish it under a systemId its grant does not name."""
+    e["data"]["systemId"] = "not-granted-01"
+    return e
+
+
 Mutation = Callable[[dict[str, Any], str, Context], "bytes | dict[str, Any]"]
 
 
@@ -236,12 +242,7 @@ def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | Non
     add(created, "created_unknown_version", version, "EVENT_INVALID")
     add(created, "created_missing_patient", no_patient, "EVENT_INVALID")
     add(created, "created_size_as_text", size_text, "EVENT_INVALID")
-
-    def stranger_system(e, key, ctx):
-        e["data"]["systemId"] = "not-granted-01"  # a systemId outside the development МИС's grant
-        return e
-
-    add(created, "created_outside_the_grant", stranger_system, "ORGANIZATION_NOT_ALLOWED")
+    add(created, "created_outside_the_grant", _outside_the_grant, "ORGANIZATION_NOT_ALLOWED")
     add(
         created,
         "created_reference_outside_the_store",
