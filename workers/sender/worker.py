@@ -13,6 +13,7 @@ from services.config import Settings
 from services.documents.store import store_from_settings
 from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
+from services.lifecycle.patients import open_patient_store
 from services.messaging import deadletter
 from services.messaging.records import Output, Record
 from services.messaging.runtime import RetryPolicy, Stage
@@ -42,6 +43,8 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
     )
     desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    # N3's AddPatient once per patient and clinic (docs/transports.md)
+    patients = open_patient_store(settings.data_dir, url=settings.lifecycle_store_url)
     documents = store_from_settings(settings)
     submitter = Submitter(
         config=config,
@@ -57,6 +60,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
         unpromoted=settings.unpromoted_clinics,
         exchanges=ExchangeArchive(documents=documents, desk=desk),
         documents=documents,
+        patients=patients,
         transport_options={
             "connect_timeout": settings.sender_connect_timeout,
             "read_timeout": settings.sender_read_timeout,
@@ -67,6 +71,7 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
         await submitter.aclose()
         store.close()
         desk.close()
+        patients.close()
 
     retry = RetryPolicy(
         topics=tuple(t.name for t in topology.SENDER_RETRIES),
