@@ -9,6 +9,8 @@ makes the sender's ``SubmitRequest`` of it, codes resolved as the sender resolve
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,20 @@ class N3Clinic:
     org: Organization
 
     @classmethod
-    def make(cls, directory: Path, document: bytes, *, route: str = "n3") -> N3Clinic:
+    def make(
+        cls,
+        directory: Path,
+        document: bytes,
+        *,
+        route: str = "n3",
+        change: Callable[[dict], None] | None = None,
+    ) -> N3Clinic:
+        """``change``: edits the organisations file (a dict) before it is loaded."""
         path = request_config(directory, document, route)
+        if change is not None:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            change(raw)
+            path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
         config = load_organizations(path)
         [org] = config.organizations.values()
         return cls(path=path, config=config, org=org)

@@ -19,7 +19,7 @@ from producer.cda import extract
 from producer.xmlsafe import parse_xml
 from services.remd import envelope, n3
 from services.remd import n3_names as names
-from services.remd._transports.n3 import N3Transport
+from services.remd._transports.n3 import N3Transport, build_requests
 from services.remd.transport import LookupRequest
 from tests.n3_helpers import N3Clinic, sample
 
@@ -62,7 +62,7 @@ def _requests(clinic, emu, document=None, **over):
     document = document or sample()
     signed = clinic.signed(document)
     request = clinic.request(signed, document, endpoint=_emk(emu), **over)
-    calls = N3Transport().build(request)
+    calls = build_requests(request)
     return calls[0][2], calls[-1][2], signed, document
 
 

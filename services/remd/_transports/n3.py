@@ -46,7 +46,7 @@ from services.remd.transport import (
     post,
 )
 
-__all__ = ["N3Status", "N3Transport", "PolledStatusMethod", "classify_n3_answer"]
+__all__ = ["N3Status", "N3Transport", "PolledStatusMethod", "build_requests", "classify_n3_answer"]
 
 log = get_logger(__name__)
 
@@ -179,6 +179,39 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
     )
 
 
+def build_requests(request: SubmitRequest) -> list[tuple[str, str, bytes]]:
+    """Every request of this attempt, in sending order: ``(operation, endpoint, body)``; AddPatient first when
+    asked for. ``ValueError`` for what cannot be built (no codes, no document, a request our schema refuses)."""
+    if request.document is None or not request.auth_token or not request.lpu_id:
+        raise ValueError("an N3 record needs the document, the clinic's N3 GUID and its ЛПУ id")
+    if request.n3_codes is None:
+        raise ValueError("an N3 record needs the dictionary-195 code of its kind and its doctors' codes")
+    r = request.registration
+    out = []
+    if request.add_patient:
+        pix = request.pix_endpoint or n3.pix_endpoint_for(request.endpoint)
+        out.append(
+            (
+                names.ADD_PATIENT,
+                pix,
+                n3.build_add_patient(r.patient, token=request.auth_token, lpu_id=request.lpu_id),
+            )
+        )
+    body = n3.build_add_med_record(
+        r,
+        document=request.document,
+        token=request.auth_token,
+        lpu_id=request.lpu_id,
+        codes=request.n3_codes,
+    )
+    out.append((names.ADD_MED_RECORD, request.endpoint, body))
+    for operation, _, data in out:
+        problems = n3.validate(envelope.open_envelope(data)[1])
+        if problems:
+            raise ValueError(f"{operation} fails the project's N3 schema: {problems[0]}")
+    return out
+
+
 class N3Status(Protocol):
     """How the N3 route learns what РЭМД made of a document. N3 publishes no way yet; whichever it gives (a
     callback, a status method) replaces :class:`PolledStatusMethod` here and nowhere else."""
@@ -242,36 +275,8 @@ class N3Transport:
         return self.status.calls_back
 
     def build(self, request: SubmitRequest) -> list[tuple[str, str, bytes]]:
-        """Every request of this attempt, in sending order: ``(operation, endpoint, body)``; AddPatient first when
-        asked for. ``ValueError`` for what cannot be built (no codes, no document, a request our schema refuses)."""
-        if request.document is None or not request.auth_token or not request.lpu_id:
-            raise ValueError("an N3 record needs the document, the clinic's N3 GUID and its ЛПУ id")
-        if request.n3_codes is None:
-            raise ValueError("an N3 record needs the dictionary-195 code of its kind and its doctors' codes")
-        r = request.registration
-        out = []
-        if request.add_patient:
-            pix = request.pix_endpoint or n3.pix_endpoint_for(request.endpoint)
-            out.append(
-                (
-                    names.ADD_PATIENT,
-                    pix,
-                    n3.build_add_patient(r.patient, token=request.auth_token, lpu_id=request.lpu_id),
-                )
-            )
-        body = n3.build_add_med_record(
-            r,
-            document=request.document,
-            token=request.auth_token,
-            lpu_id=request.lpu_id,
-            codes=request.n3_codes,
-        )
-        out.append((names.ADD_MED_RECORD, request.endpoint, body))
-        for operation, _, data in out:
-            problems = n3.validate(envelope.open_envelope(data)[1])
-            if problems:
-                raise ValueError(f"{operation} fails the project's N3 schema: {problems[0]}")
-        return out
+        """Every request of this attempt (:func:`build_requests`)."""
+        return build_requests(request)
 
     def headers(self, operation: str, request_id: str) -> dict[str, str]:
         """The HTTP headers of one call: SOAP 1.1 with the quoted SOAPAction, and our request id."""
