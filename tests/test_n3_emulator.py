@@ -342,3 +342,18 @@ def test_the_face_reads_namespaces_from_the_schema_files():
         names.NS_PIX,
     )
     assert json.dumps(found)  # plain strings
+
+
+def test_the_rejections_scenario_refuses_on_n3_the_documents_it_names(clinic):
+    """In `rejections`, an N3 document rejection_for() names is refused at once, quoting that РЭМД code."""
+    from lab.dev.local_pipeline import as_new_document
+    from lab.emulator import rejection_for
+
+    emulator = Emulator(scenario="rejections", n3_tokens={clinic.token: clinic.lpu}, n3_delay=0.2).start()
+    try:
+        uid = next(f"n3-rejected-{i}" for i in range(1000) if rejection_for(f"n3-rejected-{i}") is not None)
+        document = as_new_document(sample(fresh=False), local_uid=uid)
+        outcome = _submit(clinic.request(clinic.signed(document), document, endpoint=_emk(emulator)))
+    finally:
+        emulator.stop()
+    assert (outcome.kind, outcome.remd_code) == ("permanent", rejection_for(uid).code)

@@ -146,3 +146,20 @@ def test_the_signer_stage_dead_letters_an_unmapped_kind_and_tells_the_mis(broker
     ]
     assert [(s["status"], s["reason"]) for s in statuses] == [(events.STATUS_FAILED, "N3_KIND_UNMAPPED")]
     assert not [r for r in read_all(bootstrap, SIGNED.name, idle=0.5) if r.key == refused_uid.encode()]
+
+
+def test_the_demo_summary_names_each_dead_letters_ids_for_its_route(capsys):
+    """`emd run`/`emd demo` print each dead letter's request ids, called what its route's support calls them."""
+    from lab.commands.run_cmd import _summary
+    from lab.dev.watch import DeadLetter, Snapshot
+
+    letters = [
+        DeadLetter(
+            "u-n3", "sender", "N3_REQUEST_REFUSED", "m", ["id-1", "id-2"], "PERSON_NOT_FOUND", "1.2.3"
+        ),
+        DeadLetter("u-ips", "status", "REMD_REJECTED", "m", ["id-3"], "PERSON_NOT_FOUND", "1.2.4"),
+    ]
+    snap = Snapshot(per_stage={}, dead_lettered=2, final=2, total=2, rate=0.0, dead_letters=letters)
+    _summary(snap, [], Path("w"), "http://e", print, "acknowledged", ["1.2.3"])
+    out = capsys.readouterr().out
+    assert "N3 X-Request-IDs: id-1, id-2" in out and "ИПС MessageIDs: id-3" in out

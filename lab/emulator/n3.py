@@ -22,7 +22,8 @@ localUid rules. Problems of the document come as an ``ArrayOfRequestFault`` (the
 quoting the РЭМД code as N3's texts do (``Code: X``). A taken document is registered ``delay`` seconds later under
 the N3 platform's information system (``N3_SYSTEM``), unless dictionary 195 says N3 does not forward its type to
 РЭМД: then it is held for ever, as N3 would keep it in its ИЭМК. Rules: ``reject`` (a RequestFault quoting its
-code) and ``warn`` (taken, answered with a RequestWarning fault) on ``n3:AddMedRecord``.
+code) and ``warn`` (taken, answered with a RequestWarning fault) on ``n3:AddMedRecord``; the ``rejections``
+scenario refuses the documents it would refuse on ИПС (``faults.rejection_for``), at once, quoting the code.
 
 Each call is in the request log as ``n3:AddPatient`` / ``n3:AddMedRecord`` with the ``X-Request-ID`` it carried as
 its MessageID: the id Нетрика's support would be given.
@@ -47,7 +48,7 @@ from jsonschema import Draft202012Validator
 from lxml import etree
 
 from lab.emulator import checks
-from lab.emulator.faults import FaultInjector
+from lab.emulator.faults import FaultInjector, rejection_for
 from lab.emulator.registry import Registry
 from lab.emulator.variants import LaterRequests
 from producer.cda import extract
@@ -210,7 +211,9 @@ def _response(operation: str) -> bytes:
 class Refused(Exception):
     """A request this face refuses: the HTTP status and body to answer."""
 
-    def __init__(self, body: bytes, codes: list[str], status: int = 500, operation: str | None = None) -> None:
+    def __init__(
+        self, body: bytes, codes: list[str], status: int = 500, operation: str | None = None
+    ) -> None:
         super().__init__(codes)
         self.body, self.codes, self.status, self.operation = body, codes, status, operation
 
@@ -295,8 +298,11 @@ class N3Face:
         tokens: Mapping[str, str],
         later: LaterRequests,
         delay: float = 1.0,
+        rejection_rate: float = 0.0,
     ) -> None:
         self.registry, self.faults, self.later, self.delay = registry, faults, later, delay
+        #: the ``rejections`` scenario's share of documents refused, as on the ИПС face (``faults.rejection_for``)
+        self.rejection_rate = rejection_rate
         self.tokens = dict(tokens)  # token → ЛПУ id
         self._held: dict[str, tuple[str, str, str | None]] = {}  # localUid → (organisation, kind, creation)
         self._patients: dict[tuple[str, str], dict[str, str | None]] = {}  # (ЛПУ, IdPatientMIS) → patient
@@ -383,6 +389,9 @@ class N3Face:
             raise _refuse(
                 None, "Отклонено правилом эмулятора", code=2, remd=reject.code or "VALIDATION_ERROR"
             )
+        forced = rejection_for(local_uid, rate=self.rejection_rate) if self.rejection_rate else None
+        if forced is not None:
+            raise _refuse(None, forced.message, code=2, remd=forced.code)
         attachment = f"{record}Attachments/meddoc:MedDocumentDto.DocumentAttachment/meddoc:"
         document = base64.b64decode(_x(payload, f"{attachment}Data") or "")
         try:
