@@ -269,10 +269,8 @@ class N3Transport:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
         self.status: N3Status = status or PolledStatusMethod(self._client)
-
-    @property
-    def has_callbacks(self) -> bool:
-        return self.status.calls_back
+        #: as the status source says: a callback makes the route one that is not polled
+        self.has_callbacks = self.status.calls_back
 
     def build(self, request: SubmitRequest) -> list[tuple[str, str, bytes]]:
         """Every request of this attempt (:func:`build_requests`)."""
