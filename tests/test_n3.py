@@ -417,9 +417,13 @@ def test_the_status_source_is_one_replaceable_interface():
         async def registration(self, request):
             return soap.RegistryItem(local_uid=request.local_uid, emdr_id="pushed")
 
-    transport = N3Transport(status=CallsBack())
-    assert transport.has_callbacks and _lookup(None, transport).emdr_id == "pushed"
-    assert not N3Transport().has_callbacks
+    transport, polled = N3Transport(status=CallsBack()), N3Transport()
+    try:
+        assert transport.has_callbacks and _lookup(None, transport).emdr_id == "pushed"
+        assert not polled.has_callbacks
+    finally:
+        asyncio.run(transport.aclose())
+        asyncio.run(polled.aclose())
 
 
 def test_the_document_storage_search_uses_its_real_parameters_and_reads_its_real_output():

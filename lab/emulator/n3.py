@@ -370,7 +370,9 @@ class N3Face:
             self._patients[(lpu, _x(payload, f"{p}IdPatientMIS") or "")] = patient
         return _response("AddPatient")
 
-    def _add_med_record(self, payload: etree._Element, entry: Any, request_id: str | None):
+    def _add_med_record(
+        self, payload: etree._Element, entry: Any, request_id: str | None
+    ) -> tuple[int, bytes, str]:
         arrival = dt.datetime.now(dt.UTC)
         lpu = self._client(payload, "idLpu")
         record = "tempuri:medRecord/meddoc:"

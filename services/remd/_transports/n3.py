@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -125,7 +125,7 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
     said = "; ".join(p.describe() for p in answer.errors) or f"{fault.code}: {fault.reason}"
     listed = " (ListOf_RequestFault)" if answer.listed else ""
     message = f"{operation} refused{listed}: {said}"
-    common = {"http_status": status, "message": message, "warnings": _warnings(answer)}
+    common: dict[str, Any] = {"http_status": status, "message": message, "warnings": _warnings(answer)}
     if answer.remd_codes:  # РЭМД's own verdict, quoted by N3: the code table decides
         code = answer.remd_codes[0]
         info = codes.classify(code)
