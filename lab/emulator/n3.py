@@ -383,7 +383,7 @@ class N3Face:
         if patient is None:
             raise _refuse("idPatientMis", "Пациент не найден: сначала PixService.AddPatient", code=404)
         decision = self.faults.decide(operation=ADD_MED_RECORD, message_id=request_id, local_uid=local_uid)
-        if decision.sync_kind == "http_error":
+        if decision.sync_kind == "http_error" and decision.sync is not None:
             self.registry.update(entry, outcome="injected:http_error")
             return decision.sync.status, b"N3 temporarily unavailable (injected)", "text/plain; charset=utf-8"
         reject = decision.callbacks.get("reject")

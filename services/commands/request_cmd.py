@@ -161,7 +161,7 @@ def _signatures(
     org = config.organization(data["organizationOid"])
     if on_n3_route(org):
         n3_codes(data, org, dictionary_of(config))
-    personal = []
+    personal: list[dict[str, Any]] = []
     for s in data["signers"]:
         if any(p["snils"] == s["snils"] for p in personal):
             continue
