@@ -145,6 +145,7 @@ def test_the_signer_stage_dead_letters_an_unmapped_kind_and_tells_the_mis(broker
         if r.key == refused_uid.encode()
     ]
     assert [(s["status"], s["reason"]) for s in statuses] == [(events.STATUS_FAILED, "N3_KIND_UNMAPPED")]
+    assert "kind 227" in statuses[0]["message"] and "version 375" in statuses[0]["message"]
     assert not [r for r in read_all(bootstrap, SIGNED.name, idle=0.5) if r.key == refused_uid.encode()]
 
 
