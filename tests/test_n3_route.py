@@ -22,7 +22,7 @@ from services.pipeline.signing import sign_document
 from tests.kafka_helpers import read_all
 from tests.n3_helpers import CONSULT, N3Clinic, created_data, sample
 from tests.stage_helpers import running
-from workers.signer.worker import build_stage
+from workers.signer.worker import build
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "services" / "data" / "n3" / "nsi-195-v374.json"
@@ -124,8 +124,9 @@ def test_the_signer_stage_dead_letters_an_unmapped_kind_and_tells_the_mis(broker
         data_dir=tmp_path / "data",
         signer_processes=1,
         kafka_enable_idempotence=False,
+        metrics_port=0,
     )
-    with running(build_stage(settings, serve_metrics=False)):
+    with running(build(settings)):
         deadline = time.monotonic() + 120
         letters, signed = [], []
         while time.monotonic() < deadline and not (letters and signed):
