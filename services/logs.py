@@ -1,14 +1,27 @@
-"""structlog set-up: readable console for people, JSON for production, and no patient data.
+"""structlog set-up: readable console for people, JSON for production, and no patient data or secrets.
 
 The ``redact`` processor runs last before rendering, on every event from every module:
 
 * values under keys that name personal data (``snils``, ``family``, ``birth_date``...) are masked;
-* СНИЛС-shaped numbers anywhere in a string are masked (``***-***-*** 45``: the control digits
-  stay so support can still tell two documents apart);
-* a run of three capitalised Cyrillic words (a full name, Фамилия Имя Отчество) becomes ``Ф. И. О.``
-  initials;
-* anything that looks like key material (PEM blocks, keys named ``password``/``private_key``/``pin``)
-  is dropped entirely, not masked.
+* keys that name a secret are dropped with their value: the exact names of ``SECRET_KEYS`` and every key
+  that contains ``password``, ``passwd``, ``secret``, ``token``, ``private_key`` or ``credential``
+  (``s3_secret_key``, ``key_password``, ``sasl_password``, ``n3_token``…);
+* in free text (``mask_text``):
+
+  - СНИЛС-shaped numbers are masked (``***-***-*** 45``: the control digits stay so support can still
+    tell two documents apart);
+  - a Russian person's name becomes initials, in every spelling a log could carry: Фамилия Имя Отчество,
+    Имя Отчество Фамилия, ФАМИЛИЯ ИМЯ ОТЧЕСТВО, Фамилия Имя (a known given name, or a surname-shaped
+    word), Имя Фамилия, Имя Отчество, and the initialled forms «Фамилия И. О.», «И.О. Фамилия», whose
+    surname goes;
+  - a calendar date that is not part of a timestamp (``1980-05-17``, ``17.05.1980``, ``19800517``) is
+    masked: a birth date is one, and a log has no other reason to carry a bare date of birth;
+  - ``name=value`` settings whose name says secret (``s3_secret_key='…'``, ``password: …``) lose the
+    value; PEM blocks are removed;
+
+* values that are not strings are not let through unseen: numbers are masked like text when they read as
+  a СНИЛС or a date, and any other object (a dataclass, an exception, a path) is logged as its masked
+  ``repr``, so a ``Settings`` or an organisation object never carries a secret or a name out.
 """
 
 from __future__ import annotations
@@ -39,12 +52,16 @@ PERSONAL_KEYS = frozenset(
         "birthdate",
         "birth_time",
         "birthtime",
+        "birthday",
+        "date_of_birth",
         "patient_name",
         "given_name",
         "family_name",
         "name_family",
         "name_given",
         "dob",
+        "person",
+        "doctor_name",
     )
 )
 #: keys whose values are secrets: the key and its value are dropped from the event
@@ -63,46 +80,180 @@ SECRET_KEYS = frozenset(
         "pkcs12",
         "pkcs8",
         "token",
+        "authorization",
+        "cookie",
+        "api_key",
     )
 )
+#: a key containing one of these (normalised) is a secret whatever else it says: s3_secret_key, sasl_password
+SECRET_PARTS = ("password", "passwd", "secret", "token", "privatekey", "credential", "apikey")
 
 # not inside a run of hex digits: localUids and MessageIDs are hex, and must stay searchable in the logs
 _SNILS = re.compile(r"(?<![0-9A-Fa-f])(\d{3})[- ]?(\d{3})[- ]?(\d{3})[- ]?(\d{2})(?![0-9A-Fa-f])")
-_FULL_NAME = re.compile(
-    r"\b([А-ЯЁ])[а-яё]+(?:-[А-ЯЁ][а-яё]+)?\s+([А-ЯЁ])[а-яё]+\s+([А-ЯЁ])[а-яё]+(вич|вна|ична|чна|оглы|кызы)\b"
-)
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(-----END [A-Z0-9 ]+-----|$)", re.S)
 _MASK = "***"
+
+# --- names --------------------------------------------------------------------------------------------
+#: common Russian given names: a word beside one of these is taken for a surname
+GIVEN_NAMES = frozenset(
+    """
+    Александр Алексей Анатолий Андрей Антон Антонин Аркадий Арсений Артём Артем Борис Вадим Валентин Валерий
+    Василий Виктор Виталий Владимир Владислав Всеволод Вячеслав Геннадий Георгий Глеб Григорий Даниил Денис
+    Дмитрий Евгений Егор Иван Игорь Илья Кирилл Константин Лев Леонид Максим Марк Матвей Михаил Никита Николай
+    Олег Павел Пётр Петр Роман Руслан Семён Семен Сергей Станислав Степан Тимофей Тимур Фёдор Федор Филипп
+    Юрий Ярослав Эдуард Эльдар Рустам Ринат Айдар Азат Марат
+    Александра Алина Алиса Алла Анастасия Анжела Анна Антонина Анфиса Валентина Валерия Вера Вероника Виктория
+    Галина Дарья Диана Ева Евгения Екатерина Елена Елизавета Жанна Зинаида Зоя Инна Ирина Карина Кира Клавдия
+    Кристина Ксения Лариса Любовь Людмила Маргарита Марина Мария Милана Надежда Наталья Наталия Нина Оксана
+    Ольга Полина Раиса Светлана София Софья Таисия Тамара Татьяна Ульяна Юлия Яна Эльвира Гульнара Лилия
+    """.upper().split()
+)
+#: a patronymic in any case (Иванович, Ивановича, Ивановной, Ильич, Кузьминична), or оглы / кызы
+_PATRONYMIC = re.compile(r"(?:ОВИЧ|ЕВИЧ|ВИЧ|ИЧ|ОВН|ЕВН|ИЧН|ИНИЧ)[А-ЯЁ]{0,3}$|^(?:ОГЛЫ|КЫЗЫ)$")
+#: a word shaped like a Russian surname (Петров, Петрова, Гражданский, Добровольская, Спасских, Шевченко)
+_SURNAME = re.compile(
+    r"(?:ОВ|ЕВ|ЁВ|ИН|ЫН|ОВА|ЕВА|ЁВА|ИНА|ЫНА|СКИЙ|СКАЯ|ЦКИЙ|ЦКАЯ|СКОЙ|ЦКОЙ|ЫХ|ИХ|ЕНКО|КО|УК|ЮК|ЯН|ДЗЕ|ШВИЛИ)$"
+)
+#: a run of words that may hold a name: capitalised or capital Cyrillic words and initials, side by side
+_TOKEN = r"(?:[А-ЯЁ]\.|[А-ЯЁ][а-яё]+(?:-[А-ЯЁ][а-яё]+)?|[А-ЯЁ]{2,}(?:-[А-ЯЁ]{2,})?)"
+_RUN = re.compile(rf"(?<![\w-]){_TOKEN}(?:(?:\s+|(?<=\.)){_TOKEN})+(?![\w-])")
+_RUN_TOKEN = re.compile(_TOKEN)
+
+
+def _name_words(words: list[str]) -> set[int]:
+    """Which words of a run of capitalised words belong to a person's name."""
+    kinds = []
+    for w in words:
+        u = w.upper()
+        if w.endswith("."):
+            kinds.append("initial")
+        elif u in GIVEN_NAMES:
+            kinds.append("given")
+        elif len(u) > 3 and _PATRONYMIC.search(u):
+            kinds.append("patronymic")
+        elif len(u) > 3 and _SURNAME.search(u):
+            kinds.append("surname")
+        else:
+            kinds.append("word")
+    n = len(words)
+    name: set[int] = set()
+    i = 0
+    while i < n:
+        if kinds[i] in ("given", "patronymic"):  # Имя [Отчество], with the surname before or after it
+            j = i
+            while j + 1 < n and kinds[j + 1] == "patronymic":
+                j += 1
+            name.update(range(i, j + 1))
+            after = j + 1 < n and kinds[j + 1] in ("surname", "word", "given")
+            before = i > 0 and kinds[i - 1] in ("surname", "word") and i - 1 not in name
+            if after and (kinds[j + 1] == "surname" or not before or kinds[i - 1] != "surname"):
+                name.add(j + 1)
+                j += 1
+            elif before:
+                name.add(i - 1)
+            i = j + 1
+        elif kinds[i] == "initial":  # Фамилия И. О. or И. О. Фамилия
+            j = i
+            while j + 1 < n and kinds[j + 1] == "initial":
+                j += 1
+            before = i > 0 and kinds[i - 1] != "initial" and i - 1 not in name
+            after = j + 1 < n
+            # the surname-shaped neighbour; when neither is, both (a word too many rather than a surname shown)
+            if after and (kinds[j + 1] == "surname" or not before or kinds[i - 1] != "surname"):
+                name.add(j + 1)
+                j += 1
+            if before and (kinds[i - 1] == "surname" or j == i or kinds[j] != "surname"):
+                name.add(i - 1)
+            i = j + 1
+        elif kinds[i] == "surname" and i + 1 < n and kinds[i + 1] in ("word", "surname"):
+            name.update((i, i + 1))  # Фамилия Имя, the given name not one we know
+            i += 2
+        else:
+            i += 1
+    return name
+
+
+def _mask_names(match: re.Match[str]) -> str:
+    text = match.group(0)
+    tokens = list(_RUN_TOKEN.finditer(text))
+    hide = _name_words([t.group(0) for t in tokens])
+    if not hide:
+        return text
+    out, last = [], 0
+    for k, t in enumerate(tokens):
+        out.append(text[last : t.start()])
+        out.append(f"{t.group(0)[0]}." if k in hide else t.group(0))
+        last = t.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+# --- dates --------------------------------------------------------------------------------------------
+_YEAR = r"(?:19|20)\d\d"
+_MONTH = r"(?:0[1-9]|1[0-2])"
+_DAY = r"(?:0[1-9]|[12]\d|3[01])"
+#: a calendar date that is not part of a timestamp or of a longer number / identifier: 1980-05-17,
+#: 17.05.1980, 19800517 (an HL7 TS date)
+_DATE = re.compile(
+    rf"(?<![\w.:-])(?:{_YEAR}-{_MONTH}-{_DAY}(?![\w:]|[.+]\d|T|\s\d\d?:\d)"
+    rf"|{_DAY}\.{_MONTH}\.{_YEAR}(?!\w|[.:]\d|\s\d\d?:\d))"
+    rf"|(?<![0-9A-Fa-f.:-]){_YEAR}{_MONTH}{_DAY}(?![0-9A-Fa-f])"
+)
+
+# --- secrets in text ----------------------------------------------------------------------------------
+_SECRET_WORD = re.compile(r"(?i)password|passwd|secret|token|private_?key|credential|api_?key")
+_SECRET_SETTING = re.compile(
+    r"(?i)\b([\w.-]*(?:password|passwd|secret|token|private_?key|credential|api_?key)[\w.-]*)"
+    r"(\s*[=:]\s*)(?!\*\*\*)('[^']*'|\"[^\"]*\"|[^\s,;)}\]]+)"
+)
 
 
 def _norm(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "")
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether a field of this name holds a secret (its value is never shown)."""
+    nk = _norm(key)
+    return nk in SECRET_KEYS or any(part in nk for part in SECRET_PARTS)
+
+
 def mask_text(text: str) -> str:
-    """Mask СНИЛС numbers, full Russian names and PEM blocks inside free text."""
+    """Mask СНИЛС numbers, Russian names (every spelling), bare dates, secret settings and PEM blocks in text."""
     text = _PEM.sub("[key material removed]", text)
+    if _SECRET_WORD.search(text):  # the full pattern is slow: run it only where a secret's name occurs
+        text = _SECRET_SETTING.sub(lambda m: f"{m.group(1)}{m.group(2)}{_MASK}", text)
     text = _SNILS.sub(lambda m: f"***-***-*** {m.group(4)}", text)
-    return _FULL_NAME.sub(lambda m: f"{m.group(1)}. {m.group(2)}. {m.group(3)}.", text)
+    text = _DATE.sub("****-**-**", text)
+    return _RUN.sub(_mask_names, text)
 
 
 def redact_value(value: Any) -> Any:
-    """Recursively mask personal data and drop secrets in a logged value."""
+    """Recursively mask personal data and drop secrets in a logged value, whatever its type."""
     if isinstance(value, str):
         return mask_text(value)
+    if value is None or isinstance(value, bool):
+        return value
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
-            nk = _norm(str(k))
-            if nk in SECRET_KEYS:
+            if is_secret_key(str(k)):
                 continue
+            nk = _norm(str(k))
             out[k] = _MASK if nk in PERSONAL_KEYS and v not in (None, "") else redact_value(v)
         return out
     if isinstance(value, (list, tuple)):
         return type(value)(redact_value(v) for v in value)
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (set, frozenset)):
+        return [redact_value(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{len(value)} bytes>"
-    return value
+    if isinstance(value, (int, float)):
+        text = str(value)
+        masked = mask_text(text)
+        return value if masked == text else masked
+    # anything else (a dataclass, an exception, a path…) is rendered by repr: mask that text
+    return mask_text(repr(value))
 
 
 def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
