@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from producer.errors import ConfigurationError, PermanentError, TransientError
+from producer.files import private_dir
 
 #: documents up to this size travel inline in their created event (256 KiB); the default of every inline limit
 INLINE_DOCUMENT_LIMIT = 256 * 1024
@@ -88,7 +89,7 @@ class FilesystemStore:
         target = self._path(digest)
         if not target.exists():
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(target.parent)  # documents are patient data: 0700 directories, 0600 files
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest[:8]}.", suffix=".tmp")
                 try:
                     with os.fdopen(fd, "wb") as fh:

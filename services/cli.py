@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from importlib.metadata import entry_points
 from typing import Any
+
+from producer.files import PRIVATE_UMASK
 
 #: the deployable's command modules, in the order ``emd --help`` lists them
 COMMAND_MODULES = [
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # files at rest are private (producer.files): whatever this process and its children write is 0600 / 0700
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -27,6 +27,7 @@ from lab.dev.samples import default_samples
 from lab.dev.supervisor import Supervisor
 from lab.dev.watch import STAGES, PipelineWatcher, Snapshot
 from producer.errors import ConfigurationError
+from producer.files import private_dir
 from producer.topology import ensure_topics
 from services.commands.arguments import whole_number
 from services.config import Settings
@@ -104,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     interactive = args.documents is None and sys.stdout.isatty()
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    private_dir(workdir)  # what a run writes is private (0700 directories, 0600 files)
 
     # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
     # a demo generates only documents a clinic could register today

@@ -15,6 +15,7 @@ from typing import Any
 
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from producer.files import private_dir, write_private
 
 __all__ = ["write_dev_config", "dev_credential"]
 
@@ -55,7 +56,7 @@ def write_dev_config(
     fall inside); ``valid_days`` counts from now. Development only: software keys, nobody's CA.
     """
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out)  # private keys: 0600 files in a 0700 directory
     now = dt.datetime.now(dt.UTC)
     not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
     not_after = now + dt.timedelta(days=valid_days)
@@ -124,8 +125,8 @@ def write_dev_config(
             issued=not_before.date(),
             valid_until=not_after.date(),
         )
-        (out / f"org{i}-mchd.xml").write_bytes(xml)
-        (out / f"org{i}-mchd.sig").write_bytes(sign_mchd(xml, key=head_key, certificate=head_cert))
+        write_private(out / f"org{i}-mchd.xml", xml)
+        write_private(out / f"org{i}-mchd.sig", sign_mchd(xml, key=head_key, certificate=head_cert))
         entry["mchd"] = {"xml": f"org{i}-mchd.xml", "signature": f"org{i}-mchd.sig"}
         system = dev_credential(
             out,
@@ -164,5 +165,5 @@ def write_dev_config(
         "organizations": orgs,
     }
     path = out / "organizations.json"
-    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_private(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     return path

@@ -26,6 +26,7 @@ from lxml import etree
 
 from lab.broker import free_port
 from lab.dev.supervisor import Supervisor
+from producer.files import write_private
 from producer.nsi import kind_by_code
 from producer.xmlsafe import parse_xml
 
@@ -189,7 +190,7 @@ class LocalPipeline:
         shared = {k: orgs[0]["remd"][k] for k in ("client_entity_id", "system_key", "system_certificate")}
         for org in orgs:
             org["remd"].update(shared)
-        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+        write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         first = orgs[0]
         systems = {
             "systems": [
@@ -201,12 +202,12 @@ class LocalPipeline:
             ],
             "n3": self._route_through_n3(orgs),
         }
-        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
-        (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
+        write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
+        write_private(self.config_dir / "systems.json", json.dumps(systems, ensure_ascii=False, indent=2))
         self._write_emulator_identity()
         if self.configure is not None:
             self.configure(config)
-            orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+            write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
 
     def _route_through_n3(self, orgs: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -214,7 +215,7 @@ class LocalPipeline:
         clients = []
         for i, org in enumerate(sorted(orgs, key=lambda o: o["oid"])[: self.n3_clinics], start=1):
             token, lpu = str(uuid.uuid4()), f"dev-lpu-{i}"
-            (self.config_dir / f"n3-{i}.token").write_text(token + "\n")
+            write_private(self.config_dir / f"n3-{i}.token", token + "\n")
             org["remd"].update(
                 transport="n3",
                 endpoint=f"{self.emulator_url}/n3/emk",

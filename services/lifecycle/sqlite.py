@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from producer.files import private_file
 from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
 
 SQLITE_SCHEMA = """
@@ -69,7 +70,7 @@ class SqliteDatabase:
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 in a 0700 directory; SQLite gives -wal and -shm the same mode
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write never
         # upgrades a shared lock (the cause of SQLITE_BUSY deadlocks between processes).
         self._db = sqlite3.connect(
