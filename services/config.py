@@ -200,6 +200,29 @@ class Settings:
         "",
         "Comma-separated PEM/DER files of the ИПС certificates a callback must be signed with (pinned).",
     )
+    callback_addresses: str = setting(
+        "EMD_CALLBACK_ADDRESSES",
+        "",
+        "Comma-separated addresses a callback's signed wsa:To may name besides every organisation's "
+        "remd.callback_url (the ReplyTo we send); a callback addressed elsewhere is refused.",
+    )
+    callback_max_request_bytes: int = setting(
+        "EMD_CALLBACK_MAX_REQUEST_BYTES",
+        65536,
+        "Largest request the callback endpoint reads (callbacks and file requests are a few KB): a larger "
+        "one is answered 413 after at most this many bytes + 1, unparsed.",
+    )
+    callback_max_age_seconds: float = setting(
+        "EMD_CALLBACK_MAX_AGE_SECONDS",
+        300.0,
+        "A callback whose signed wsu:Created is older than this (plus the clock skew) is refused as stale; "
+        "each callback MessageID is remembered as long, so a replay within it is refused too.",
+    )
+    callback_clock_skew_seconds: float = setting(
+        "EMD_CALLBACK_CLOCK_SKEW_SECONDS",
+        300.0,
+        "Clock difference with ИПС tolerated on a callback's wsu:Created and wsu:Expires.",
+    )
     ack_timeout_seconds: float = setting(
         "EMD_ACK_TIMEOUT_SECONDS",
         24 * 3600.0,
@@ -268,6 +291,12 @@ class Settings:
     )
     console_host: str = setting("EMD_CONSOLE_HOST", "127.0.0.1", "Interface `emd console` binds to.")
     console_port: int = setting("EMD_CONSOLE_PORT", 8087, "Port of the support console (`emd console`).")
+    console_secure_cookies: str = setting(
+        "EMD_CONSOLE_SECURE_COOKIES",
+        "auto",
+        "Session cookie marked Secure: auto = when the request came over TLS (directly, or X-Forwarded-Proto "
+        "https from the TLS front), true = always (the console is only reached through TLS), false = never.",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

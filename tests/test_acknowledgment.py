@@ -131,7 +131,7 @@ def test_early_callback_before_sent_event_correlates_by_recorded_attempt(tmp_pat
 
 
 def test_uncorrelated_callback_waits(store):
-    """A callback matching no MessageID nor localUid is a transient wait, not a decision."""
+    """A callback matching none of our MessageIDs is a transient wait, not a decision."""
     raw = soap.build_register_result(
         RegisterResult(relates_to_message=M2, status="success"), to="x", key=None, certificate=None
     )
@@ -343,6 +343,28 @@ def test_success_after_a_rejection_dead_letter_registers(resent):
         run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None)
         == []
     )
+
+
+def test_a_callback_naming_our_local_uid_under_another_message_id_decides_nothing(store):
+    """A signed callback whose relatesToMessage is none of our attempts is not matched by its localUid alone: it
+    waits as uncorrelated, and the document (doc-1, sent under M1) is neither failed nor registered by it."""
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=M3,
+            status="error",
+            local_uid="doc-1",
+            errors=(RemdError("NO_SNILS", "нет СНИЛС"),),
+        ),
+        to="x",
+        key=None,
+        certificate=None,
+    )
+    assert ack.correlate(store, soap.parse_register_result(raw)) is None
+    with pytest.raises(TransientError) as e:
+        run(raw, store)
+    assert e.value.reason == "CALLBACK_UNCORRELATED"
+    doc = store.get("doc-1")
+    assert doc.state == lc.ACCEPTED and doc.emdr_id is None
 
 
 def test_callback_correlates_by_emdr_id_last(store):

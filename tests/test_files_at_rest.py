@@ -58,7 +58,9 @@ def test_stores_write_private_files_under_an_open_umask(tmp_path, open_umask):
     desk.audit("test", actor="support")
     desk.close()
     FilesystemStore(data / "documents").put(b"<ClinicalDocument/>")
-    write_heartbeat(data / "health" / "signer.json", stage="signer", at=0.0, in_flight=0, ok=True, health="ok")
+    write_heartbeat(
+        data / "health" / "signer.json", stage="signer", at=0.0, in_flight=0, ok=True, health="ok"
+    )
     write_dev_config(tmp_path / "config", organizations=1)
     dirs, files = _modes(tmp_path)
     assert "data/lifecycle.sqlite3" in files and "data/health/signer.json" in files

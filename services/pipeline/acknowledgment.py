@@ -6,8 +6,8 @@ and lets it ask РЭМД through the worker's async ``poll``):
 
 * correlation: ``relatesToMessage`` is the MessageID of ANY attempt (the sender records it in the
   lifecycle store before the request leaves, so a callback that overtakes the ``sent`` event still
-  matches); fallback on ``localUid``, then on ``registryItem/emdrId`` (a document we already know as
-  registered under that number). Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
+  matches), never a bare ``localUid`` (another МИС's document may share it); a document we already know as
+  registered is also found by ``registryItem/emdrId``. Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
   place until the document appears, dead-lettered after ``pending_limit`` seconds.
 * first final state wins, per attempt: the attempt row records which callback decided it
   (``outcome`` = registered | rejected | transient | duplicate, ``message`` = ``callback <its MessageID>``).
@@ -322,13 +322,13 @@ def _dead_letter(
 
 
 def correlate(store: Any, result: soap.RegisterResult) -> tuple[lc.Document, lc.Attempt | None] | None:
+    """The document and attempt a callback is about: by its relatesToMessage, the MessageID of one of our
+    attempts. Never by its bare ``localUid``: a localUid is the МИС's own id, another МИС's document may carry
+    the same one, and a callback ИПС signed for that document must not decide ours. A registered document is
+    also found by its emdrId (a registry number is unique, and a registered document changes no more)."""
     found = store.find_by_message_id(result.relates_to_message)
     if found is not None:
         return found
-    if result.local_uid:  # fallback: the document itself (its attempt unknown)
-        doc = store.get(result.local_uid)
-        if doc is not None:
-            return doc, None
     emdr_id = result.registry_item.emdr_id if result.registry_item is not None else None
     if emdr_id:  # last fallback: a document we already hold as registered under that number
         doc = store.find_by_emdr_id(emdr_id)

@@ -172,7 +172,7 @@ def sign_envelope(
     key: Any,
     certificate: Any,
     references: Iterable[str] = DEFAULT_REFERENCES,
-    ttl: float = 300.0,
+    ttl: float | None = 300.0,
     now: datetime | None = None,
 ) -> bytes:
     """Sign ``envelope`` for ИПС and return the serialised signed message.
@@ -180,7 +180,8 @@ def sign_envelope(
     ``key``: a ``services.crypto.gost.PrivateKey`` (anything with ``sign_digest``) or a callable
     ``sign(canonical_signed_info) -> 64-byte s‖r``. ``certificate``: a ``Certificate`` or its DER.
     ``references``: parts to sign (``DEFAULT_REFERENCES``); ReplyTo and other optional headers are
-    skipped when the envelope has none. ``ttl``: seconds from Created to Expires (default 300).
+    skipped when the envelope has none. ``ttl``: seconds from Created to Expires (default 300; None: a
+    Timestamp without Expires, as some senders write it).
     """
     sign = _signer(key)
     cert_der = _der(certificate)
@@ -204,7 +205,8 @@ def sign_envelope(
     bst.text = base64.b64encode(cert_der).decode("ascii")
     ts = etree.SubElement(security, _q(n.NS_WSU, "Timestamp"), {_WSU_ID: f"TS-{uuid.uuid4()}"})
     etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = _utc(now)
-    etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = _utc(now + timedelta(seconds=ttl))
+    if ttl is not None:
+        etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = _utc(now + timedelta(seconds=ttl))
 
     ids: list[str] = []
     for name in dict.fromkeys(references):

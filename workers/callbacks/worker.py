@@ -30,8 +30,14 @@ from services.documents.store import DocumentStore, document_bytes, require_sign
 from services.logs import get_logger
 from services.messaging.clients import start_producer
 from services.metrics import MetricsServer
-from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
-from services.pipeline.organizations import load_organizations
+from services.pipeline.callbacks import (
+    CallbackService,
+    ReplyCredential,
+    ReplyKeys,
+    RequestTooLarge,
+    read_limited,
+)
+from services.pipeline.organizations import OrganizationsConfig, load_organizations
 from services.remd import envelope
 
 log = get_logger(__name__)
@@ -52,11 +58,10 @@ def load_ips_certificates(spec: str) -> list[Any]:
     return certs
 
 
-def reply_credentials(settings: Settings) -> ReplyKeys:
+def reply_credentials(config: OrganizationsConfig) -> ReplyKeys:
     """The ИС keys replies are signed with: each organisation's ``remd`` system credential, under its
     clientEntityId. An organisation whose key cannot be loaded is left out (its requests get a
     ``no_signing_key`` fault; the others are served)."""
-    config = load_organizations(settings.organizations_file)
     credentials = []
     for org in config.organizations.values():
         if org.remd is None or org.remd.system is None:
@@ -82,12 +87,14 @@ def reply_credentials(settings: Settings) -> ReplyKeys:
 
 
 def organization_lookup(store: lifecycle.LifecycleStore):
-    """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about."""
+    """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about: by
+    the MessageID we sent when the request names one (a result callback: never by its bare localUid), else by
+    our localUid (a file request, which names nothing else)."""
 
     def lookup(message_id: str | None, local_uid: str | None) -> str | None:
-        found = store.find_by_message_id(message_id) if message_id else None
-        if found is not None:
-            return found[0].organization
+        if message_id:
+            found = store.find_by_message_id(message_id)
+            return found[0].organization if found is not None else None
         doc = store.get(local_uid) if local_uid else None
         return doc.organization if doc is not None else None
 
@@ -129,6 +136,59 @@ def file_lookup(store: lifecycle.LifecycleStore, docs: DocumentStore | None):
     return run
 
 
+def own_addresses(config: OrganizationsConfig, settings: Settings) -> list[str]:
+    """The addresses a callback's wsa:To may name: every organisation's ``remd.callback_url`` (the ReplyTo the
+    sender puts on its requests) and ``EMD_CALLBACK_ADDRESSES``."""
+    found = [o.remd.callback_url for o in config.organizations.values() if o.remd and o.remd.callback_url]
+    found += [a.strip() for a in settings.callback_addresses.split(",") if a.strip()]
+    if not found:
+        raise ConfigurationError(
+            "no remd.callback_url in the organisations file and EMD_CALLBACK_ADDRESSES is empty: "
+            "a callback's wsa:To cannot be checked"
+        )
+    return found
+
+
+def callback_app(service: CallbackService) -> web.Application:
+    """The aiohttp application: POST on any path, the body read with ``read_limited`` (never more than the
+    limit + 1 bytes: a larger request is answered 413 and its connection closed, the rest unread)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            body = await read_limited(
+                request.content.read, service.max_request_bytes, declared=request.content_length
+            )
+        except RequestTooLarge as exc:
+            log.warning("callback request too large: refused unread", limit=exc.limit, read=exc.read)
+            reply = service.too_large()
+            response = web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
+            response.force_close()  # the connection ends with this answer
+            return response
+        reply = await service.handle(body)
+        return web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
+
+    # aiohttp's own limit is a second fence, should anything call request.read()
+    app = web.Application(client_max_size=service.max_request_bytes + 1)
+    app.router.add_post("/{tail:.*}", handle)
+    return app
+
+
+#: after a 413, how long aiohttp goes on receiving the rest of the body, discarding it unbuffered, before it
+#: closes: a close with unread bytes pending makes the kernel send a reset that can destroy the 413 before the
+#: client reads it (nginx's lingering_close does the same). aiohttp's default is 10 s; 2 s bounds what one
+#: oversized request costs, and the handler itself never reads past the limit + 1.
+LINGERING_SECONDS = 2.0
+
+
+def callback_runner(service: CallbackService) -> web.AppRunner:
+    """The runner of ``callback_app`` (no access log: ИПС traffic is counted in metrics and logged by outcome)."""
+    return web.AppRunner(callback_app(service), access_log=None, lingering_time=LINGERING_SECONDS)
+
+
+def _content_type(body: bytes) -> dict[str, str]:
+    return {"Content-Type": envelope.content_type(envelope.version_of(body))}
+
+
 async def serve(
     settings: Settings,
     *,
@@ -138,7 +198,8 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run the endpoint until ``stop`` is set (or forever)."""
-    reply_keys = reply_credentials(settings)
+    config = load_organizations(settings.organizations_file)
+    reply_keys = reply_credentials(config)
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
@@ -157,21 +218,15 @@ async def serve(
         lookup_file=file_lookup(store, docs),
         lookup_organization=organization_lookup(store),
         lookup_emdr_id=emdr_lookup(store),
+        own_addresses=own_addresses(config, settings),
+        max_age=settings.callback_max_age_seconds,
+        max_skew=settings.callback_clock_skew_seconds,
+        max_request_bytes=settings.callback_max_request_bytes,
     )
-
-    async def handle(request: web.Request) -> web.Response:
-        reply = await service.handle(await request.read())
-        return web.Response(
-            status=reply.status,
-            body=reply.body,
-            headers={"Content-Type": envelope.content_type(envelope.version_of(reply.body))},
-        )
 
     metrics_server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port).start()
     log.info("metrics", url=metrics_server.url)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = callback_runner(service)
     await runner.setup()
     site = web.TCPSite(
         runner, host or settings.callback_host, port if port is not None else settings.callback_port
