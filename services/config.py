@@ -291,6 +291,12 @@ class Settings:
     )
     console_host: str = setting("EMD_CONSOLE_HOST", "127.0.0.1", "Interface `emd console` binds to.")
     console_port: int = setting("EMD_CONSOLE_PORT", 8087, "Port of the support console (`emd console`).")
+    console_trusted_proxies: str = setting(
+        "EMD_CONSOLE_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses or networks of the TLS front (ingress) before the console: from them "
+        "X-Forwarded-For names the client (for the login limit) and X-Forwarded-Proto the scheme.",
+    )
     console_secure_cookies: str = setting(
         "EMD_CONSOLE_SECURE_COOKIES",
         "auto",

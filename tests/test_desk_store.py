@@ -88,6 +88,27 @@ def test_audit_entries_come_newest_first_with_their_detail(store):
     assert log[0].detail == {"replayed": 2}
 
 
+def test_the_audit_log_is_append_only(store):
+    """An entry written to the audit log can be neither changed nor deleted through the store's database."""
+    store.audit("console.login", actor="mallory", target=None)
+    for statement in ("UPDATE desk_audit SET actor = 'someone else'", "DELETE FROM desk_audit"):
+        with pytest.raises(Exception, match="append-only"), store._tx() as run:
+            run(statement)
+    assert [(e.action, e.actor) for e in store.audit_log()] == [("console.login", "mallory")]
+
+
+def test_the_audit_log_is_read_a_page_at_a_time_so_a_flood_hides_nothing(store):
+    """250 flood entries after a real one: the first page holds 50, and the real entry is on the last page."""
+    store.audit("clinic.promote", actor="alice", target=OID)
+    for i in range(250):
+        store.audit("console.login.failed", actor=f"bot{i}")
+    assert store.audit_count() == 251
+    first = store.audit_log(limit=50)
+    assert len(first) == 50 and all(e.action == "console.login.failed" for e in first)
+    last = store.audit_log(limit=50, offset=250)
+    assert [(e.action, e.actor) for e in last] == [("clinic.promote", "alice")]
+
+
 def test_the_postgres_desk_store_opens_on_a_dml_only_role_once_its_tables_exist(postgres_url):
     """Once the owner created the desk tables, a role granted only SELECT, INSERT and UPDATE opens the desk
     store and writes to it (no CREATE on every open)."""

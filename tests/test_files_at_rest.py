@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from lab.dev.config import write_dev_config
 from producer.claimcheck import FilesystemStore
 from producer.files import private_dir, write_private
+from services.console.auth import load_users, verify_password
 from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
 from services.messaging.heartbeat import write_heartbeat
@@ -81,9 +83,10 @@ def test_an_existing_file_is_tightened_when_rewritten(tmp_path, open_umask):
     assert target.read_text() == "new"
 
 
-def test_every_file_a_demo_run_writes_is_private(tmp_path):
-    """`emd demo` leaves only 0600 files in 0700 directories: keys, documents, lifecycle, exchanges, logs."""
-    workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One `emd demo` of three documents: its work directory and what it printed."""
+    workdir = tmp_path_factory.mktemp("demo") / "run"
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     run = subprocess.run(
         [sys.executable, "-m", "services.cli", "demo", "--documents", "3", "--timeout", "300"]
@@ -96,6 +99,12 @@ def test_every_file_a_demo_run_writes_is_private(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "lost=0" in run.stdout
+    return workdir, run
+
+
+def test_every_file_a_demo_run_writes_is_private(demo):
+    """`emd demo` leaves only 0600 files in 0700 directories: keys, documents, lifecycle, exchanges, logs."""
+    workdir, _ = demo
     dirs, files = _modes(workdir)
     assert "data/lifecycle.sqlite3" in files, sorted(files)
     assert any(f.startswith("data/documents/") for f in files)  # documents and the kept exchanges
@@ -103,3 +112,13 @@ def test_every_file_a_demo_run_writes_is_private(tmp_path):
     assert any(f.startswith("config/") and f.endswith(".key") for f in files)
     assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
     assert [] == _not_private(workdir)
+
+
+def test_a_demo_run_prints_the_consoles_development_user(demo):
+    """`emd demo` says how to open the console and with which user and password, and that password logs in."""
+    workdir, run = demo
+    line = next(ln for ln in run.stderr.splitlines() if ln.startswith("console: "))
+    user, password = re.search(r"log in as (\S+), password (\S+)$", line).groups()
+    users = load_users(workdir / "config" / "console-users.json")
+    assert user == "dev" and verify_password(password, users["dev"])
+    assert f"EMD_CONSOLE_USERS={workdir / 'config' / 'console-users.json'}" in line

@@ -151,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         if pipeline.n3_organizations:
             say(f"through N3.Health: {', '.join(pipeline.n3_organizations)}; the others through ИПС")
         say("metrics: " + ", ".join(f"{name} {url}" for name, url in pipeline.metrics_urls().items()))
+        say(pipeline.console_hint())
 
         watcher = PipelineWatcher(bootstrap, final_stage=args.until).start()
         stack.callback(watcher.stop)

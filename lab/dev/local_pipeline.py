@@ -13,6 +13,7 @@ localUid and a creation time of now (the examples share ids and predate some of 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +30,9 @@ from lab.dev.supervisor import Supervisor
 from producer.files import write_private
 from producer.nsi import kind_by_code
 from producer.xmlsafe import parse_xml
+
+#: the support console's development user (its password is new on each run: `console_hint`)
+CONSOLE_USER = "dev"
 
 HL7 = "urn:hl7-org:v3"
 #: every child of a full pipeline, in start order (the emulator first: the others need its certificate)
@@ -158,6 +162,8 @@ class LocalPipeline:
         self.callback_url = f"http://127.0.0.1:{self.callbacks_port}/callback"
         self.config_dir = self.workdir / "config"
         self.data_dir = self.workdir / "data"
+        self.console_users_file = self.config_dir / "console-users.json"
+        self.console_password = ""  # written with the configuration
         self.env: dict[str, str] = {
             **(kafka_env or {}),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -167,6 +173,7 @@ class LocalPipeline:
             "EMD_IPS_CERTIFICATES": str(self.config_dir / "emulator.pem"),
             "EMD_CALLBACK_PORT": str(self.callbacks_port),
             "EMD_ORGANIZATIONS": str(self.config_dir / "organizations.json"),
+            "EMD_CONSOLE_USERS": str(self.config_dir / "console-users.json"),
             **({"EMD_POLL_INTERVAL_SECONDS": "2"} if n3_clinics else {}),
             **(env or {}),
         }
@@ -205,10 +212,27 @@ class LocalPipeline:
         write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         write_private(self.config_dir / "systems.json", json.dumps(systems, ensure_ascii=False, indent=2))
         self._write_emulator_identity()
+        self._write_console_user()
         if self.configure is not None:
             self.configure(config)
             write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
+
+    def _write_console_user(self) -> None:
+        """The console's development user, with a fresh random password: every console page needs a login, so
+        a development run prints this way in (``emd run`` / ``emd demo``)."""
+        from services.console.auth import add_user
+
+        self.console_password = secrets.token_urlsafe(12)
+        add_user(self.console_users_file, CONSOLE_USER, self.console_password)
+
+    def console_hint(self) -> str:
+        """How to open the support console on this run, with its development user."""
+        return (
+            f"console: EMD_CONSOLE_USERS={self.console_users_file} EMD_ORGANIZATIONS={self.config_dir / 'organizations.json'} "
+            f"EMD_DATA_DIR={self.data_dir} KAFKA_BOOTSTRAP_SERVERS={self.bootstrap_servers} emd console; "
+            f"log in as {CONSOLE_USER}, password {self.console_password}"
+        )
 
     def _route_through_n3(self, orgs: list[dict[str, Any]]) -> list[dict[str, str]]:
         """The first ``n3_clinics`` organisations on the N3 route (the emulator's N3 face); its clients' tokens."""

@@ -4,7 +4,9 @@
     emd console add-user NAME              add or replace a user who may replay and promote; the password
                                            is read from standard input (never from the command line)
 
-Read-only without a login; replay and promote need one (EMD_CONSOLE_USERS: names with scrypt hashes).
+Every page needs a login (EMD_CONSOLE_USERS: names with scrypt hashes); at most 10 failed logins per user
+and per address in 15 minutes, then a 15-minute lockout. Behind a TLS front, set EMD_CONSOLE_TRUSTED_PROXIES
+(and EMD_CONSOLE_SECURE_COOKIES=true when the console is only reached through it).
 It reads the dead-letter topics (KAFKA_BOOTSTRAP_SERVERS), the lifecycle and desk stores
 (EMD_LIFECYCLE_STORE / EMD_DATA_DIR), the claim-check store and the organisations file.
 """
@@ -116,6 +118,8 @@ def build_console(settings: Settings) -> Any:
         readiness=clinic_readiness,
         replay=replay,
         sessions=Sessions(load_users(settings.console_users_file)),
+        secure_cookies=settings.console_secure_cookies,
+        trusted_proxies=[p for p in settings.console_trusted_proxies.split(",") if p.strip()],
     )
 
 
@@ -133,12 +137,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         console = build_console(settings)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # a bad users file or EMD_CONSOLE_TRUSTED_PROXIES entry
         print(f"emd console: {exc}", file=sys.stderr)
         return 2
     if not console.sessions.users:
         print(
-            f"emd console: no users in {settings.console_users_file}: read-only (emd console add-user NAME)",
+            f"emd console: no users in {settings.console_users_file}: nobody can log in, and every page needs "
+            "a login (emd console add-user NAME)",
             file=sys.stderr,
         )
     host, port = args.host or settings.console_host, args.port or settings.console_port

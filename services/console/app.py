@@ -2,34 +2,53 @@
 
 Pages: dead letters (filters; detail with MessageIDs, code, hint, the masked request and answer of every
 attempt, the ticket text, replay with a dry-run preview and a confirmation), one document's history,
-clinics with their readiness and state (promote), certificates and МЧД that expire soon, the audit log.
-JSON: ``GET /api/dead-letters`` (the filters as query parameters: stage, reason, code, category, org, kind,
-since, until, messageId, localUid, limit), ``GET /api/documents/{localUid}``, ``POST
-/api/dead-letters/{localUid}/replay`` and ``POST /api/clinics/{oid}/promote``.
+clinics with their readiness and state (promote), certificates and МЧД that expire soon, the audit log
+(paged). JSON: ``GET /api/dead-letters`` (the filters as query parameters: stage, reason, code, category,
+org, kind, since, until, messageId, localUid, limit), ``GET /api/documents/{localUid}``, ``POST
+/api/dead-letters/{id}/replay`` and ``POST /api/clinics/{oid}/promote``.
 
-Access (``services.console.auth``): reading needs nothing and shows masked data; every POST but the login
-needs a session and its CSRF token, else 401/403 and nothing happens. Every action and every login attempt
-goes to the desk's audit log. Blocking work (Kafka, stores, readiness checks) runs in threads.
+Access (``services.console.auth``): **every page needs a login** — an anonymous request gets the login page
+(JSON: 401) and nothing else; every POST but the login needs its session's CSRF token too (403). Login
+attempts are limited (``LoginLimiter``). Every action, every login, failure and lockout goes to the desk's
+audit log. What a logged-in page shows is masked still: СНИЛС, names and birth dates in dead letters and
+kept SOAP exchanges, and signatures, МЧД and documents carried as base64 are described by size, never shown.
+
+URLs carry nothing a user wrote into them unescaped, and no action is keyed by a user's string:
+
+* every path segment and query parameter a template writes goes through ``|seg`` / ``|query``
+  (percent-encoding for its context) on top of HTML autoescaping;
+* a dead letter is addressed by its id, ``<stage>-<partition>-<offset>`` (``letter_id``), which the server
+  parses and finds in its own index before it does anything (404 otherwise); replaying it replays the
+  dead letters of the localUid *that record* carries, so a crafted localUid such as
+  ``../api/dead-letters/X/replay?`` can only ever replay itself;
+* promote takes an OID the organisations file configures (404 otherwise);
+* the login's ``next`` is followed only when it is a path of this console (``/…``, not ``//`` or ``/\\``).
+
+Blocking work (Kafka, stores, readiness checks) runs in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
 
-from services.console.auth import COOKIE, SESSION_SECONDS, Session, Sessions
-from services.console.index import DeadLetterIndex
+from services.console.auth import COOKIE, SESSION_SECONDS, LoginLimiter, Session, Sessions
+from services.console.index import DeadLetterIndex, letter_id
 from services.desk.case import build_case, case_json
-from services.desk.deadletters import Filters, iso
+from services.desk.deadletters import STAGE_OF_TOPIC, Filters, iso
 from services.desk.ticket import ticket_text
-from services.logs import get_logger
+from services.lifecycle.desk import AUDIT_PAGE
+from services.logs import get_logger, mask_text
 
 log = get_logger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -48,11 +67,18 @@ FILTER_FIELDS = (
 PAGE_LIMIT = 500
 SESSION = web.RequestKey("session", object)  # the request's Session, or None
 EXPIRY_DAYS = 30
+#: what an anonymous request may reach: the login form and its POST
+PUBLIC_PATHS = frozenset({"/login"})
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[^\s\\]*$")
 
 
 @dataclass(kw_only=True)
 class Console:
-    """What the pages read and do; ``replay(filters, dry_run)`` → (``Summary``, lines)."""
+    """What the pages read and do; ``replay(filters, dry_run)`` → (``Summary``, lines).
+
+    ``secure_cookies``: "auto" (Secure when the request came over TLS), "true", "false" (or a bool).
+    ``trusted_proxies``: addresses/networks whose X-Forwarded-For and X-Forwarded-Proto are believed.
+    """
 
     index: DeadLetterIndex
     lifecycle: Any
@@ -62,7 +88,45 @@ class Console:
     readiness: Callable[[str], list[Any]]  # oid → readiness lines
     replay: Callable[[Filters, bool], tuple[Any, list[str]]]
     sessions: Sessions
-    secure_cookies: bool = False
+    secure_cookies: bool | str = "auto"
+    trusted_proxies: Iterable[str] = ()
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+
+    def __post_init__(self) -> None:
+        self._proxies = tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in self.trusted_proxies if p
+        )
+
+    def _from_proxy(self, request: web.Request) -> bool:
+        try:
+            peer = ipaddress.ip_address(request.remote or "")
+        except ValueError:
+            return False
+        return any(peer in net for net in self._proxies)
+
+    def client_address(self, request: web.Request) -> str:
+        """The client's address: the TCP peer, or the last X-Forwarded-For hop before our trusted proxies."""
+        peer = request.remote or "?"
+        if not self._from_proxy(request):
+            return peer
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+        for hop in reversed(hops):
+            try:
+                if not any(ipaddress.ip_address(hop) in net for net in self._proxies):
+                    return hop
+            except ValueError:
+                return hop
+        return peer
+
+    def cookie_secure(self, request: web.Request) -> bool:
+        """Whether the session cookie gets ``Secure``: the setting, or (auto) whether the request came over TLS."""
+        mode = str(self.secure_cookies).lower()
+        if mode in ("true", "1", "yes"):
+            return True
+        if mode in ("false", "0", "no"):
+            return False
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return request.secure or (self._from_proxy(request) and forwarded == "https")
 
 
 def _filters(q: Any) -> Filters:
@@ -87,23 +151,55 @@ def _filters(q: Any) -> Filters:
     )
 
 
+def seg(value: Any) -> str:
+    """``value`` as one URL path segment: every character but the unreserved ones percent-encoded ('/' too)."""
+    return quote(str(value), safe="")
+
+
+def local_target(target: str | None, default: str = "/dead-letters") -> str:
+    """``target`` when it is a path of this console, else ``default`` (no open redirect through ``next``)."""
+    return target if target and _LOCAL_PATH.match(target) else default
+
+
+def _summary(d: Any) -> dict[str, Any]:
+    return {**d.summary(), "id": letter_id(d)}
+
+
+def _with_ids(case: dict[str, Any]) -> dict[str, Any]:
+    for d in case["deadLetters"]:
+        d["id"] = f"{STAGE_OF_TOPIC.get(d['topic'], d['stage'])}-{d['partition']}-{d['offset']}"
+    return case
+
+
 def make_app(console: Console) -> web.Application:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    env.filters["seg"] = seg
+    env.filters["query"] = lambda params: urlencode({k: v for k, v in dict(params).items() if v is not None})
     app = web.Application(middlewares=[_session_middleware(console)])
 
-    def page(request: web.Request, template: str, **context: Any) -> web.Response:
+    def page(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
         html = env.get_template(template).render(
             session=request[SESSION],
             notice=request.query.get("notice"),
             error=context.pop("error", None),
             **context,
         )
-        return web.Response(text=html, content_type="text/html", headers=_SECURITY_HEADERS)
+        return web.Response(text=html, status=status, content_type="text/html", headers=_SECURITY_HEADERS)
 
     async def run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kw)
+
+    def letter_or_404(request: web.Request, *, api: bool = False) -> Any:
+        letter = console.index.by_id(request.match_info["id"])
+        if letter is None:
+            if api:
+                raise web.HTTPNotFound(
+                    text='{"error": "no such dead letter"}', content_type="application/json"
+                )
+            raise web.HTTPNotFound(text="no such dead letter")
+        return letter
 
     # --- reading ----------------------------------------------------------------------------------
     async def dead_letters(request: web.Request) -> web.Response:
@@ -123,7 +219,7 @@ def make_app(console: Console) -> web.Application:
         return page(
             request,
             "dead_letters.html",
-            letters=[d.summary() for d in letters[:PAGE_LIMIT]],
+            letters=[_summary(d) for d in letters[:PAGE_LIMIT]],
             truncated=len(letters) > PAGE_LIMIT,
             fields=FILTER_FIELDS,
             query=request.query,
@@ -135,7 +231,7 @@ def make_app(console: Console) -> web.Application:
             limit = int(request.query.get("limit", PAGE_LIMIT))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response([d.summary() for d in console.index.query(filters, limit=max(1, limit))])
+        return web.json_response([_summary(d) for d in console.index.query(filters, limit=max(1, limit))])
 
     def _case(uid: str) -> tuple[Any, str]:
         letters = console.index.query(Filters(local_uid=uid))
@@ -152,19 +248,24 @@ def make_app(console: Console) -> web.Application:
         return case, ticket
 
     async def dead_letter(request: web.Request) -> web.Response:
-        case, ticket = await run(_case, request.match_info["uid"])
-        if not case.dead_letters:
-            raise web.HTTPNotFound(text=f"no dead letter for {request.match_info['uid']}")
-        return page(request, "dead_letter.html", case=case_json(case), ticket=ticket)
+        letter = letter_or_404(request)
+        case, ticket = await run(_case, letter.local_uid)
+        return page(
+            request,
+            "dead_letter.html",
+            case=_with_ids(case_json(case)),
+            ticket=ticket,
+            letter_id=letter_id(letter),
+        )
 
     def _document(uid: str) -> dict[str, Any] | None:
         case, _ = _case(uid)
         if case.document is None and not case.dead_letters:
             return None
-        out = case_json(case)
+        out = _with_ids(case_json(case))
         doc = case.document
         out["failure"] = (
-            " ".join(x for x in (doc.failure_reason, doc.failure_code, doc.failure_message) if x)
+            mask_text(" ".join(x for x in (doc.failure_reason, doc.failure_code, doc.failure_message) if x))
             if doc is not None
             else None
         )
@@ -177,7 +278,7 @@ def make_app(console: Console) -> web.Application:
     async def document(request: web.Request) -> web.Response:
         doc = await run(_document, request.match_info["uid"])
         if doc is None:
-            raise web.HTTPNotFound(text=f"no document {request.match_info['uid']}")
+            raise web.HTTPNotFound(text="no such document")
         return page(request, "document.html", doc=doc)
 
     async def api_document(request: web.Request) -> web.Response:
@@ -209,7 +310,14 @@ def make_app(console: Console) -> web.Application:
         return page(request, "certificates.html", rows=await run(_expiring, console), days=EXPIRY_DAYS)
 
     async def audit(request: web.Request) -> web.Response:
-        entries = await run(console.desk.audit_log)
+        try:
+            number = max(1, int(request.query.get("page", "1")))
+        except ValueError:
+            number = 1
+        total = await run(console.desk.audit_count)
+        pages = max(1, -(-total // AUDIT_PAGE))
+        number = min(number, pages)
+        entries = await run(console.desk.audit_log, limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE)
         return page(
             request,
             "audit.html",
@@ -223,35 +331,60 @@ def make_app(console: Console) -> web.Application:
                 }
                 for e in entries
             ],
+            number=number,
+            pages=pages,
+            total=total,
         )
 
     # --- login ------------------------------------------------------------------------------------
     async def login_form(request: web.Request) -> web.Response:
-        return page(request, "login.html", next=request.query.get("next", "/dead-letters"))
+        return page(request, "login.html", next=local_target(request.query.get("next")))
 
     async def login(request: web.Request) -> web.Response:
         form = await request.post()
-        user = str(form.get("user", ""))
-        found = await run(console.sessions.login, user, str(form.get("password", "")))
-        await run(
-            console.desk.audit,
-            "console.login" if found else "console.login.failed",
-            actor=user or "?",
-            remote=request.remote,
-        )
-        if found is None:
-            return page(
-                request, "login.html", next=str(form.get("next", "/")), error="wrong user or password"
+        user = str(form.get("user", ""))[:100]
+        target = local_target(str(form.get("next") or ""))
+        address = console.client_address(request)
+        locked = console.limiter.locked(user, address)
+        if locked is not None:
+            await run(
+                console.desk.audit, "console.login.locked", actor=user or "?", remote=address, locked=locked
             )
+            log.warning("console login refused: locked out", user=user, remote=address, locked=locked)
+            return page(
+                request,
+                "login.html",
+                status=429,
+                next=target,
+                error="too many failed logins: try again in 15 minutes",
+            )
+        found = await run(console.sessions.login, user, str(form.get("password", "")))
+        if found is None:
+            newly = console.limiter.failed(user, address)
+            await run(console.desk.audit, "console.login.failed", actor=user or "?", remote=address)
+            log.warning("console login failed", user=user, remote=address)
+            if newly is not None:
+                await run(
+                    console.desk.audit,
+                    "console.login.lockout",
+                    actor=user or "?",
+                    remote=address,
+                    locked=newly,
+                )
+                log.warning(
+                    "console login locked out for 15 minutes", user=user, remote=address, locked=newly
+                )
+            return page(request, "login.html", status=401, next=target, error="wrong user or password")
+        console.limiter.succeeded(user)
+        await run(console.desk.audit, "console.login", actor=user, remote=address)
         token, _ = found
-        target = str(form.get("next") or "/dead-letters")
-        response = web.HTTPSeeOther(target if target.startswith("/") and not target.startswith("//") else "/")
+        response = web.HTTPSeeOther(target)
         response.set_cookie(
             COOKIE,
             token,
             httponly=True,
             samesite="Strict",
-            secure=console.secure_cookies,
+            secure=console.cookie_secure(request),
             max_age=SESSION_SECONDS,
             path="/",
         )
@@ -259,24 +392,26 @@ def make_app(console: Console) -> web.Application:
 
     async def logout(request: web.Request) -> web.Response:
         console.sessions.logout(request.cookies.get(COOKIE))
-        response = web.HTTPSeeOther("/dead-letters")
+        response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE, path="/")
         raise response
 
     # --- actions ------------------------------------------------------------------------------------
     async def replay_preview(request: web.Request) -> web.Response:
-        uid = request.match_info["uid"]
-        summary, lines = await run(console.replay, Filters(local_uid=uid), True)
+        letter = letter_or_404(request)
+        summary, lines = await run(console.replay, Filters(local_uid=letter.local_uid), True)
         return page(
             request,
             "replay_preview.html",
-            uid=uid,
+            uid=letter.local_uid,
+            letter_id=letter_id(letter),
             summary={"line": summary.line(dry_run=True), "replayed": summary.replayed},
             lines=lines,
         )
 
-    async def _do_replay(request: web.Request) -> tuple[str, Any]:
-        uid = request.match_info["uid"]
+    async def _do_replay(request: web.Request, *, api: bool = False) -> tuple[Any, Any]:
+        letter = letter_or_404(request, api=api)
+        uid = letter.local_uid
         summary, _ = await run(console.replay, Filters(local_uid=uid), False)
         session: Session = request[SESSION]
         await run(
@@ -284,25 +419,30 @@ def make_app(console: Console) -> web.Application:
             "dlq.replay",
             actor=session.user,
             target=uid,
+            deadLetter=letter_id(letter),
             replayed=summary.replayed,
             refused=summary.refused,
             via="console",
         )
         log.warning("dlq.replay", actor=session.user, local_uid=uid, replayed=summary.replayed)
-        return uid, summary
+        return letter, summary
 
     async def replay(request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("confirm") != "yes":
             raise web.HTTPBadRequest(text="replay needs the confirmation from its preview")
-        uid, summary = await _do_replay(request)
-        raise web.HTTPSeeOther(f"/dead-letters/{uid}?notice=" + _q(f"Replay done: {summary.line()}"))
+        letter, summary = await _do_replay(request)
+        raise web.HTTPSeeOther(
+            f"/dead-letters/{seg(letter_id(letter))}?"
+            + urlencode({"notice": f"Replay done: {summary.line()}"})
+        )
 
     async def api_replay(request: web.Request) -> web.Response:
-        uid, summary = await _do_replay(request)
+        letter, summary = await _do_replay(request, api=True)
         return web.json_response(
             {
-                "localUid": uid,
+                "id": letter_id(letter),
+                "localUid": letter.local_uid,
                 "replayed": summary.replayed,
                 "refused": summary.refused,
                 "summary": summary.line(),
@@ -313,6 +453,9 @@ def make_app(console: Console) -> web.Application:
         from services.lifecycle.desk import ClinicConflict
 
         oid = request.match_info["oid"]
+        config = await run(console.organizations)
+        if oid not in config.organizations:  # only a configured clinic, never a string from the URL as such
+            raise web.HTTPNotFound(text="no such clinic")
         try:
             await run(console.desk.promote, oid, actor=request[SESSION].user)
             return oid, None
@@ -322,9 +465,8 @@ def make_app(console: Console) -> web.Application:
 
     async def promote(request: web.Request) -> web.Response:
         oid, refused = await _do_promote(request)
-        raise web.HTTPSeeOther(
-            "/clinics?notice=" + _q(f"refused: {refused}" if refused else f"{oid} promoted")
-        )
+        notice = f"refused: {refused}" if refused else f"{oid} promoted"
+        raise web.HTTPSeeOther("/clinics?" + urlencode({"notice": notice}))
 
     async def api_promote(request: web.Request) -> web.Response:
         oid, refused = await _do_promote(request)
@@ -337,9 +479,9 @@ def make_app(console: Console) -> web.Application:
 
     app.router.add_get("/", root)
     app.router.add_get("/dead-letters", dead_letters)
-    app.router.add_get("/dead-letters/{uid}", dead_letter)
-    app.router.add_post("/dead-letters/{uid}/replay/preview", replay_preview)
-    app.router.add_post("/dead-letters/{uid}/replay", replay)
+    app.router.add_get("/dead-letters/{id}", dead_letter)
+    app.router.add_post("/dead-letters/{id}/replay/preview", replay_preview)
+    app.router.add_post("/dead-letters/{id}/replay", replay)
     app.router.add_get("/documents/{uid}", document)
     app.router.add_get("/clinics", clinics)
     app.router.add_post("/clinics/{oid}/promote", promote)
@@ -350,7 +492,7 @@ def make_app(console: Console) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/api/dead-letters", api_dead_letters)
     app.router.add_get("/api/documents/{uid}", api_document)
-    app.router.add_post("/api/dead-letters/{uid}/replay", api_replay)
+    app.router.add_post("/api/dead-letters/{id}/replay", api_replay)
     app.router.add_post("/api/clinics/{oid}/promote", api_promote)
     return app
 
@@ -360,31 +502,27 @@ _SECURITY_HEADERS = {
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
 }
 
 
-def _q(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
-
-
 def _session_middleware(console: Console) -> Any:
-    """Attach the session; refuse every write (POST) but the login without a session (401) and token (403)."""
+    """Attach the session; anonymous requests reach the login only (pages: redirect there; JSON: 401); every
+    write (POST) but the login needs the session's CSRF token (403)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         session = console.sessions.get(request.cookies.get(COOKIE))
         request[SESSION] = session
-        if request.method not in ("GET", "HEAD") and request.path != "/login":
-            if session is None:
-                if request.path.startswith("/api/"):
-                    return web.json_response({"error": "login required"}, status=401)
-                raise (
-                    web.HTTPSeeOther(f"/login?next={_q(request.path)}")
-                    if request.path != "/logout"
-                    else web.HTTPSeeOther("/dead-letters")
-                )
+        if request.path in PUBLIC_PATHS:
+            return await handler(request)
+        if session is None:
+            if request.path.startswith("/api/"):
+                return web.json_response({"error": "login required"}, status=401)
+            if request.method in ("GET", "HEAD") and request.path != "/":
+                raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
+            raise web.HTTPSeeOther("/login")
+        if request.method not in ("GET", "HEAD"):
             token = request.headers.get("X-CSRF-Token")
             if token is None and request.content_type in (
                 "application/x-www-form-urlencoded",

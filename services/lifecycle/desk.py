@@ -15,7 +15,10 @@ with only ``SELECT, INSERT, UPDATE`` is enough), nothing to migrate in the lifec
   (claim-check references: the bytes live in ``services.documents.store``). The sender writes one row per
   attempt; a dead letter lists its MessageIDs, so ``emd dlq show`` finds the request of every attempt.
 * ``desk_audit``: every action a person took at the desk (promote, suspend, replay, ``--unmask``, console
-  logins), with who, when and on what; never patient data.
+  logins and lockouts), with who, when and on what; never patient data. It is **append-only**: a trigger
+  refuses every UPDATE and DELETE (and, on PostgreSQL, TRUNCATE), so an entry cannot be rewritten or removed
+  through this store's database role; it is read a page at a time (``audit_log(limit, offset)``), so a flood
+  of entries cannot push the real ones out of reach.
 
 Why a store of its own rather than columns in the lifecycle's tables: the lifecycle is the workers' hot
 path and its schema has its own migrations to keep; these tables are written rarely (one row per attempt,
@@ -71,6 +74,26 @@ CREATE TABLE IF NOT EXISTS desk_audit (
 """
 #: pg_advisory_xact_lock key serialising the desk schema's creation between replicas starting at once
 _SCHEMA_LOCK = 7201313
+#: the audit log is append-only: these refuse any change to a written entry (SQLite's triggers, one statement
+#: each because ensure_schema splits on ";"; PostgreSQL's, created once by the schema's owner)
+_SQLITE_APPEND_ONLY = tuple(
+    f"CREATE TRIGGER IF NOT EXISTS desk_audit_no_{op.lower()} BEFORE {op} ON desk_audit "
+    f"BEGIN SELECT RAISE(ABORT, 'desk_audit is append-only'); END"
+    for op in ("UPDATE", "DELETE")
+)
+_PG_APPEND_ONLY = """
+CREATE OR REPLACE FUNCTION desk_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'desk_audit is append-only';
+END
+$fn$;
+CREATE TRIGGER desk_audit_append_only BEFORE UPDATE OR DELETE ON desk_audit
+    FOR EACH ROW EXECUTE FUNCTION desk_audit_append_only();
+CREATE TRIGGER desk_audit_no_truncate BEFORE TRUNCATE ON desk_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION desk_audit_append_only();
+"""
+#: entries on one page of the audit log (the console's and ``audit_log``'s default)
+AUDIT_PAGE = 50
 
 
 class ClinicConflict(Exception):
@@ -134,7 +157,20 @@ class DeskStore:
         else:
             assert path is not None
             self.db = SqliteDatabase(path)
-        self.db.ensure_schema(_SCHEMA, lock_key=_SCHEMA_LOCK)
+        self.db.ensure_schema(_SCHEMA, lock_key=_SCHEMA_LOCK, then=self._append_only)
+
+    def _append_only(self, db: Any) -> None:
+        """The audit log's triggers, when missing (a role with DML only never needs to create them)."""
+        if self.db.placeholder == "?":
+            for statement in _SQLITE_APPEND_ONLY:
+                db.execute(statement)
+            return
+        present = db.execute(
+            "SELECT count(*) AS n FROM pg_trigger WHERE tgname IN "
+            "('desk_audit_append_only', 'desk_audit_no_truncate') AND NOT tgisinternal"
+        ).fetchone()
+        if not present or present["n"] < 2:
+            db.execute(_PG_APPEND_ONLY)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -333,14 +369,20 @@ class DeskStore:
         with self._tx() as run:
             self._audit(run, actor, action, target, detail)
 
-    def audit_log(self, *, limit: int = 200) -> list[AuditEntry]:
-        """The latest actions, newest first."""
+    def audit_log(self, *, limit: int = AUDIT_PAGE, offset: int = 0) -> list[AuditEntry]:
+        """One page of the actions, newest first: ``limit`` entries after skipping the ``offset`` newest."""
         with self._tx() as run:
             rows = run(
-                "SELECT at, actor, action, target, detail FROM desk_audit ORDER BY at DESC LIMIT ?",
-                (int(limit),),
+                "SELECT at, actor, action, target, detail FROM desk_audit "
+                "ORDER BY at DESC, action, actor, target LIMIT ? OFFSET ?",
+                (max(1, int(limit)), max(0, int(offset))),
             )
         return [AuditEntry(_dt(r[0]), r[1], r[2], r[3], json.loads(r[4] or "{}")) for r in rows]
+
+    def audit_count(self) -> int:
+        """How many entries the audit log holds (for its pages)."""
+        with self._tx() as run:
+            return int(run("SELECT count(*) FROM desk_audit")[0][0])
 
     def close(self) -> None:
         self.db.close()
