@@ -191,6 +191,12 @@ class Settings:
         Path("config/organizations.json"),
         "Per-organisation settings: certificates, МЧД, signing mode, РЭМД environment, rate limit.",
     )
+    organizations_reload_seconds: float = setting(
+        "EMD_ORGANIZATIONS_RELOAD_SECONDS",
+        10.0,
+        "How often a process looks for a changed organisations file or key (a clinic added, a key rotated: "
+        "Secret volumes update in place) and reloads it, without a restart.",
+    )
 
     # --- Callbacks and acknowledgement (status worker) -------------------------------------
     callback_host: str = setting("EMD_CALLBACK_HOST", "127.0.0.1", "Interface `emd callbacks` binds to.")

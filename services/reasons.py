@@ -103,6 +103,12 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
         C,
         "Нет ключа врача с этим СНИЛС (режим подписи server): добавить в файл организаций",
     ),
+    (
+        "KEY_NOT_HELD",
+        C,
+        "Ключ нужен процессу, роль которого его не держит: ключи врачей и организации — только у signer, ключи ИС "
+        "— у sender, status и callbacks (docs/security.md, «Keys per pod»); проверить роль и Secrets пода",
+    ),
     ("KEY_PASSWORD_INVALID", C, _FIX_KEYS),
     ("KEY_PASSWORD_MISSING", C, _FIX_KEYS),
     ("KEY_INVALID", C, _FIX_KEYS),

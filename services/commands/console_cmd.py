@@ -71,20 +71,18 @@ def build_console(settings: Settings) -> Any:
     from services.lifecycle.desk import open_desk_store
     from services.messaging.clients import kafka_python_config
     from services.pipeline.exchanges import ExchangeArchive
-    from services.pipeline.organizations import load_organizations
+    from services.pipeline.organizations import load_organizations, watch_organizations
 
     kafka = kafka_python_config(settings)
     desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
-    cache: dict[str, Any] = {}
+    # certificates and settings only: the console holds no key; reloaded when the file changes
+    config = load_organizations(
+        settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="console"
+    )
+    watch_organizations(config, interval=settings.organizations_reload_seconds)
 
     def organizations() -> Any:
-        path = Path(settings.organizations_file)
-        mtime = path.stat().st_mtime  # keys are loaded once per version of the file, not per page
-        if cache.get("mtime") != mtime:
-            cache.update(
-                mtime=mtime, config=load_organizations(path, max_document_bytes=settings.max_document_bytes)
-            )
-        return cache["config"]
+        return config
 
     def clinic_readiness(oid: str) -> list[Any]:
         ca = Path(settings.organizations_file).parent / "ca.pem"

@@ -11,7 +11,9 @@ The list follows what a МИС support team checks before connecting a clinic:
 5. endpoints: the ИПС address (and the test stand's), and the callback URL answering HTTP;
 6. environment: where its documents go in its current onboarding state (``services.pipeline.routing``).
 
-``check(...)`` returns the lines; nothing here raises for a problem it found: a problem is a line.
+``check(...)`` returns the lines; nothing here raises for a problem it found: a problem is a line. A key the
+process does not hold (the console holds none: docs/security.md) is not judged here: the process of its role
+checks it when it loads it (a missing or mismatched key stops it at start, a locked one is logged).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def check(
                 cred.certificate,
                 now=now,
                 cas=cas,
-                usable=cred.usable,
+                usable=cred.usable or not cred.held,
                 need_snils=True,
             )
         )
@@ -174,7 +176,7 @@ def check(
             org.organization.certificate,
             now=now,
             cas=cas,
-            usable=org.organization.usable,
+            usable=org.organization.usable or not org.organization.held,
         )
         cert_ogrn = org.organization.certificate.ogrn
         if line.ok and cert_ogrn and cert_ogrn != org.ogrn:
@@ -235,7 +237,11 @@ def check(
     else:
         lines.append(
             _certificate(
-                "ИС certificate (ИПС)", remd.system.certificate, now=now, cas=cas, usable=remd.system.usable
+                "ИС certificate (ИПС)",
+                remd.system.certificate,
+                now=now,
+                cas=cas,
+                usable=remd.system.usable or not remd.system.held,
             )
         )
     lines.append(

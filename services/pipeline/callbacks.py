@@ -353,20 +353,14 @@ class CallbackService:
             if key is None or certificate is None:
                 raise ValueError("reply_keys, or key and certificate, are needed to sign replies")
             reply_keys = ReplyKeys([ReplyCredential(key=key, certificate=certificate)])
-        self.reply_keys = reply_keys
         self.publish, self.lookup_file = publish, lookup_file
         self.lookup_organization = lookup_organization
         self.lookup_emdr_id = lookup_emdr_id
-        self.own_addresses = frozenset(normalize_address(a) for a in own_addresses if a and a.strip())
         self.publish_timeout, self.max_skew, self.max_age = publish_timeout, max_skew, max_age
         self.max_request_bytes = max_request_bytes
         self.clock = clock
         self.replays = ReplayCache(max_age + 2 * max_skew)
-        self.required = (
-            tuple(r for r in INCOMING_REFERENCES if r != "To?") + ("To",)
-            if self.own_addresses
-            else INCOMING_REFERENCES
-        )
+        self.configure(reply_keys=reply_keys, own_addresses=own_addresses)
 
     async def handle(self, body: bytes) -> Reply:
         """Answer one POSTed SOAP request; never raises (the module docstring says what each refusal gets)."""
@@ -396,6 +390,16 @@ class CallbackService:
             log.error("callback failed here", operation=operation, error=f"{type(exc).__name__}: {exc}"[:300])
             refused = _Refused("error", "INTERNAL_ERROR", "internal error", code="Server")
             return self._done(operation, "error", self._unsigned(refused, operation))
+
+    def configure(self, *, reply_keys: ReplyKeys, own_addresses: Iterable[str]) -> None:
+        """Take a reloaded configuration's ИС keys and addresses (a clinic added, a key rotated)."""
+        addresses = frozenset(normalize_address(a) for a in own_addresses if a and a.strip())
+        self.reply_keys, self.own_addresses = reply_keys, addresses
+        self.required = (
+            tuple(r for r in INCOMING_REFERENCES if r != "To?") + ("To",)
+            if addresses
+            else INCOMING_REFERENCES
+        )
 
     def too_large(self) -> Reply:
         """The answer to a body over ``max_request_bytes`` (the wiring stops reading it at limit + 1)."""

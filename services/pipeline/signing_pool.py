@@ -68,12 +68,17 @@ _config: Any = None
 def _start(organizations_file: str, max_document_bytes: int, log_format: str, log_level: str) -> None:
     global _config
     from services.logs import configure
-    from services.pipeline.organizations import load_organizations
+    from services.pipeline.organizations import load_organizations, watch_organizations
     from services.processes import die_with_parent
 
     die_with_parent()  # a signer killed with -9 must not leave its signing processes behind (and Ctrl-C is its own)
     configure(fmt=log_format, level=log_level)
-    _config = load_organizations(Path(organizations_file), max_document_bytes=max_document_bytes)
+    _config = load_organizations(
+        Path(organizations_file), max_document_bytes=max_document_bytes, role="signer"
+    )
+    watch_organizations(
+        _config
+    )  # a rotated key reaches the signing processes too, not only at their recycling
 
 
 def _warnings(kind: str) -> float:

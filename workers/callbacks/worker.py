@@ -37,7 +37,7 @@ from services.pipeline.callbacks import (
     RequestTooLarge,
     read_limited,
 )
-from services.pipeline.organizations import OrganizationsConfig, load_organizations
+from services.pipeline.organizations import OrganizationsConfig, load_organizations, watch_organizations
 from services.remd import envelope
 
 log = get_logger(__name__)
@@ -198,7 +198,8 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run the endpoint until ``stop`` is set (or forever)."""
-    config = load_organizations(settings.organizations_file)
+    # the ИС keys alone (never a doctor's or an organisation's); reloaded when their Secret changes
+    config = load_organizations(settings.organizations_file, role="callbacks")
     reply_keys = reply_credentials(config)
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(
@@ -224,6 +225,10 @@ async def serve(
         max_request_bytes=settings.callback_max_request_bytes,
     )
 
+    config.on_reload(
+        lambda c: service.configure(reply_keys=reply_credentials(c), own_addresses=own_addresses(c, settings))
+    )
+    watch_organizations(config, interval=settings.organizations_reload_seconds)
     metrics_server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port).start()
     log.info("metrics", url=metrics_server.url)
     runner = callback_runner(service)

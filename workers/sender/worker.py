@@ -18,7 +18,7 @@ from services.messaging.records import Output, Record
 from services.messaging.runtime import RetryPolicy, Stage
 from services.pipeline import routing, status
 from services.pipeline.exchanges import ExchangeArchive
-from services.pipeline.organizations import load_organizations
+from services.pipeline.organizations import load_organizations, watch_organizations
 from services.pipeline.status import describe_document
 from services.pipeline.submission import SOURCE, Submitter
 
@@ -32,7 +32,10 @@ def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
 
 def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     """``emd worker sender``: configuration and lifecycle store opened (and checked) before consuming."""
-    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    config = load_organizations(
+        settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="sender"
+    )
+    watch_organizations(config, interval=settings.organizations_reload_seconds)
     if settings.unpromoted_clinics not in routing.POLICIES:
         raise ConfigurationError(
             f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of "

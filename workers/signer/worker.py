@@ -25,7 +25,7 @@ from services.messaging import deadletter
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import status
-from services.pipeline.organizations import OrganizationsConfig, load_organizations
+from services.pipeline.organizations import OrganizationsConfig, load_organizations, watch_organizations
 from services.pipeline.signing import sign_document, update_expiry_metrics
 from services.pipeline.signing_pool import SigningPool, pool_size
 from services.pipeline.status import describe_document
@@ -92,7 +92,11 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
     document store is marked first (the callback service starting alongside waits for the mark)."""
     store = store_from_settings(settings)
     mark_signer_store(store)
-    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    # the signer alone holds the doctors' and organisations' keys; reloaded when their Secret changes
+    config = load_organizations(
+        settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="signer"
+    )
+    watch_organizations(config, interval=settings.organizations_reload_seconds)
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
     pool = (

@@ -27,7 +27,7 @@ from services.logs import get_logger
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import acknowledgment
-from services.pipeline.organizations import load_organizations
+from services.pipeline.organizations import load_organizations, watch_organizations
 from services.pipeline.polling import (
     DeadlineScanner,
     PollScanner,
@@ -52,8 +52,9 @@ class StatusWorker:
     def __init__(self, settings: Settings, *, store: Any = None, poll: Any = None) -> None:
         self.settings = settings
         self.config = load_organizations(
-            settings.organizations_file, max_document_bytes=settings.max_document_bytes
+            settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="status"
         )
+        watch_organizations(self.config, interval=settings.organizations_reload_seconds)
         self.store = store or lc.open_store(
             settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
         )
@@ -75,6 +76,10 @@ class StatusWorker:
         tickers = [
             Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds, tick=scanner.tick)
         ]
+        # a clinic added to (or moved off) N3 is polled without a restart (when the poll ticker runs at all)
+        self.config.on_reload(
+            lambda config: setattr(poller, "organizations", callbackless(config, self.transports))
+        )
         if poller.organizations:
             tickers.append(
                 Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=poller.tick)
