@@ -214,11 +214,76 @@ def test_every_secret_a_pod_uses_has_a_template_or_an_operator(overlay):
     """Each Secret referenced by a pod (env or volume) is in deploy/k8s/secrets or made by Strimzi."""
     docs = [*rendered(overlay), *_templates()]
     known = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} | OPERATOR_SECRETS
-    text = json.dumps([spec for _, spec in _pod_specs(docs)])
-    used = set(re.findall(r'"secretName": "([^"]+)"', text)) | {
-        m for m in re.findall(r'"secretKeyRef": \{"name": "([^"]+)"', text)
-    }
-    assert used and set() == used - known
+    used = set().union(*(_secrets_of(spec) for _, spec in _pod_specs(docs)))
+    # a sharded key set is documented by the template of its first shard (emd-signing-keys-0 for …-0 to -7)
+    missing = {s for s in used - known if re.sub(r"-\d+$", "-0", s) not in known}
+    assert used and set() == missing
+
+
+def _secrets_of(spec: dict) -> set[str]:
+    """Every Secret a pod spec reads: volumes (plain and projected sources) and environment references."""
+    text = json.dumps(spec)
+    return (
+        set(re.findall(r'"secretName": "([^"]+)"', text))
+        | set(re.findall(r'"secretKeyRef": \{"name": "([^"]+)"', text))
+        | {
+            source["secret"]["name"]
+            for volume in spec.get("volumes", [])
+            for source in volume.get("projected", {}).get("sources", [])
+            if "secret" in source
+        }
+    )
+
+
+#: the key sets and who may mount them (docs/security.md "Keys per pod"); the console is given none
+SIGNING_KEYS, SYSTEM_KEYS = "emd-signing-keys-", "emd-system-keys-"
+KEY_HOLDERS = {
+    "emd-signer": {SIGNING_KEYS},
+    "emd-sender": {SYSTEM_KEYS},
+    "emd-status": {SYSTEM_KEYS},
+    "emd-callbacks": {SYSTEM_KEYS},
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_signer_mounts_signing_keys_and_the_console_mounts_no_key(overlay):
+    """Doctors' and organisations' keys are mounted by the signer's pod alone, the ИС keys by the sender, status
+    and callback pods, and the console (like every other pod and Job) mounts no key at all."""
+    pods = dict(_pod_specs([*rendered(overlay), *_templates()]))
+    assert "emd-console" in pods
+    for name, spec in pods.items():
+        sets = {
+            prefix
+            for prefix in (SIGNING_KEYS, SYSTEM_KEYS)
+            for s in _secrets_of(spec)
+            if s.startswith(prefix)
+        }
+        assert sets == KEY_HOLDERS.get(name, set()), name
+        # and no other Secret of keys (the one emd-keys every pod once mounted) reaches a pod
+        others = {s for s in _secrets_of(spec) if "keys" in s and not s.startswith(tuple(sets))}
+        assert others == set(), (name, others)
+    assert not {s for s in _secrets_of(pods["emd-console"]) if "key" in s and s != "emd-s3"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keys_come_in_one_projected_volume_that_updates_in_place(overlay):
+    """Each pod's keys, certificates and organizations.json are one read-only projected volume at /etc/emd with
+    every shard of its sets listed, the shards optional (a clinic's shard may come later), and no subPath (a
+    subPath mount would never see an update)."""
+    for name, spec in _pod_specs(rendered(overlay)):
+        if name not in (*KEY_HOLDERS, "emd-console"):
+            continue
+        (keys,) = [v for v in spec["volumes"] if v["name"] == "keys"]
+        sources = [s["secret"] for s in keys["projected"]["sources"]]
+        assert sources[0] == {"name": "emd-organizations"}, name
+        assert all(s.get("optional") is True for s in sources[1:]), name
+        names = {s["name"] for s in sources}
+        assert {f"emd-certificates-{i}" for i in range(8)} <= names, name
+        for prefix in KEY_HOLDERS.get(name, ()):
+            expected = 8 if prefix == SIGNING_KEYS else 4
+            assert {f"{prefix}{i}" for i in range(expected)} <= names, name
+        mounts = [m for c in spec["containers"] for m in c["volumeMounts"] if m["name"] == "keys"]
+        assert mounts == [{"name": "keys", "mountPath": "/etc/emd", "readOnly": True}], name
 
 
 def test_network_policies_deny_by_default_and_open_the_callback_port_only_to_the_ingress():
