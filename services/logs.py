@@ -4,7 +4,7 @@ The ``redact`` processor runs last before rendering, on every event from every m
 
 * values under keys that name personal data (``snils``, ``family``, ``birth_date``...) are masked;
 * keys that name a secret are dropped with their value: the exact names of ``SECRET_KEYS`` and every key
-  that contains ``password``, ``passwd``, ``secret``, ``token``, ``private_key`` or ``credential``
+  that contains ``password``, ``passwd``, ``secret``, ``token``, ``private_key`` or ``api_key``
   (``s3_secret_key``, ``key_password``, ``sasl_password``, ``n3_token``…);
 * in free text (``mask_text``):
 
@@ -86,7 +86,7 @@ SECRET_KEYS = frozenset(
     )
 )
 #: a key containing one of these (normalised) is a secret whatever else it says: s3_secret_key, sasl_password
-SECRET_PARTS = ("password", "passwd", "secret", "token", "privatekey", "credential", "apikey")
+SECRET_PARTS = ("password", "passwd", "secret", "token", "privatekey", "apikey")
 
 # not inside a run of hex digits: localUids and MessageIDs are hex, and must stay searchable in the logs
 _SNILS = re.compile(r"(?<![0-9A-Fa-f])(\d{3})[- ]?(\d{3})[- ]?(\d{3})[- ]?(\d{2})(?![0-9A-Fa-f])")
@@ -201,9 +201,9 @@ _DATE = re.compile(
 )
 
 # --- secrets in text ----------------------------------------------------------------------------------
-_SECRET_WORD = re.compile(r"(?i)password|passwd|secret|token|private_?key|credential|api_?key")
+_SECRET_WORD = re.compile(r"(?i)password|passwd|secret|token|private_?key|api_?key")
 _SECRET_SETTING = re.compile(
-    r"(?i)\b([\w.-]*(?:password|passwd|secret|token|private_?key|credential|api_?key)[\w.-]*)"
+    r"(?i)\b([\w.-]*(?:password|passwd|secret|token|private_?key|api_?key)[\w.-]*)"
     r"(\s*[=:]\s*)(?!\*\*\*)('[^']*'|\"[^\"]*\"|[^\s,;)}\]]+)"
 )
 
