@@ -34,7 +34,14 @@ OURS = "http://127.0.0.1:8086/callback"
 
 
 def _settings(tmp_path, bootstrap, *, organizations=1):
+    """A development configuration as the callback pod holds it: the ИС keys, and no doctor's or organisation's
+    key (only the signer's pod mounts those), so every test here also shows the service starts without them."""
     orgs = write_dev_config(tmp_path / "cfg", organizations=organizations)
+    raw = json.loads(orgs.read_text())
+    for org in raw["organizations"]:
+        for entry in [*org["signing"].get("doctors", {}).values(), org["signing"].get("organization") or {}]:
+            if "key" in entry:
+                (orgs.parent / entry["key"]).unlink(missing_ok=True)
     ca = DevCA.create("ИПС CA")
     key, cert = ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
     write_pem(None, cert, cert_path=tmp_path / "ips.pem")
@@ -114,7 +121,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     with the certificate of the organisation the document belongs to, and not with the other's."""
     ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
     settings, key, cert = _settings(tmp_path, broker.bootstrap_servers, organizations=2)
-    config = load_organizations(settings.organizations_file)
+    config = load_organizations(settings.organizations_file, role="callbacks")
     (oid1, org1), (oid2, org2) = list(config.organizations.items())
     certs = {oid1: org1.remd.system.certificate, oid2: org2.remd.system.certificate}
     store = lifecycle.open_store(settings.data_dir)
