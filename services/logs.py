@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -120,52 +120,62 @@ _RUN = re.compile(rf"(?<![\w-]){_TOKEN}(?:(?:\s+|(?<=\.)){_TOKEN})+(?![\w-])")
 _RUN_TOKEN = re.compile(_TOKEN)
 
 
+def _kind(word: str) -> str:
+    """initial | given | patronymic | surname (surname-shaped) | word."""
+    u = word.upper()
+    if word.endswith("."):
+        return "initial"
+    if u in GIVEN_NAMES:
+        return "given"
+    if len(u) > 3 and _PATRONYMIC.search(u):
+        return "patronymic"
+    if len(u) > 3 and _SURNAME.search(u):
+        return "surname"
+    return "word"
+
+
+def _given_block(kinds: list[str], i: int, name: set[int]) -> int:
+    """Имя [Отчество] at ``i``, with its surname before or after it, into ``name``; the index after it."""
+    n, j = len(kinds), i
+    while j + 1 < n and kinds[j + 1] == "patronymic":
+        j += 1
+    name.update(range(i, j + 1))
+    after = j + 1 < n and kinds[j + 1] in ("surname", "word", "given")
+    before = i > 0 and kinds[i - 1] in ("surname", "word") and i - 1 not in name
+    if after and (kinds[j + 1] == "surname" or not before or kinds[i - 1] != "surname"):
+        name.add(j + 1)
+        j += 1
+    elif before:
+        name.add(i - 1)
+    return j + 1
+
+
+def _initials_block(kinds: list[str], i: int, name: set[int]) -> int:
+    """Initials at ``i`` (Фамилия И. О. or И. О. Фамилия): their surname-shaped neighbour into ``name``, or
+    both neighbours when neither is (a word too many rather than a surname shown); the index after them."""
+    n, j = len(kinds), i
+    while j + 1 < n and kinds[j + 1] == "initial":
+        j += 1
+    before = i > 0 and kinds[i - 1] != "initial" and i - 1 not in name
+    if j + 1 < n and (kinds[j + 1] == "surname" or not before or kinds[i - 1] != "surname"):
+        name.add(j + 1)
+        j += 1
+    if before and (kinds[i - 1] == "surname" or j == i or kinds[j] != "surname"):
+        name.add(i - 1)
+    return j + 1
+
+
 def _name_words(words: list[str]) -> set[int]:
     """Which words of a run of capitalised words belong to a person's name."""
-    kinds = []
-    for w in words:
-        u = w.upper()
-        if w.endswith("."):
-            kinds.append("initial")
-        elif u in GIVEN_NAMES:
-            kinds.append("given")
-        elif len(u) > 3 and _PATRONYMIC.search(u):
-            kinds.append("patronymic")
-        elif len(u) > 3 and _SURNAME.search(u):
-            kinds.append("surname")
-        else:
-            kinds.append("word")
-    n = len(words)
+    kinds = [_kind(w) for w in words]
     name: set[int] = set()
     i = 0
-    while i < n:
-        if kinds[i] in ("given", "patronymic"):  # Имя [Отчество], with the surname before or after it
-            j = i
-            while j + 1 < n and kinds[j + 1] == "patronymic":
-                j += 1
-            name.update(range(i, j + 1))
-            after = j + 1 < n and kinds[j + 1] in ("surname", "word", "given")
-            before = i > 0 and kinds[i - 1] in ("surname", "word") and i - 1 not in name
-            if after and (kinds[j + 1] == "surname" or not before or kinds[i - 1] != "surname"):
-                name.add(j + 1)
-                j += 1
-            elif before:
-                name.add(i - 1)
-            i = j + 1
-        elif kinds[i] == "initial":  # Фамилия И. О. or И. О. Фамилия
-            j = i
-            while j + 1 < n and kinds[j + 1] == "initial":
-                j += 1
-            before = i > 0 and kinds[i - 1] != "initial" and i - 1 not in name
-            after = j + 1 < n
-            # the surname-shaped neighbour; when neither is, both (a word too many rather than a surname shown)
-            if after and (kinds[j + 1] == "surname" or not before or kinds[i - 1] != "surname"):
-                name.add(j + 1)
-                j += 1
-            if before and (kinds[i - 1] == "surname" or j == i or kinds[j] != "surname"):
-                name.add(i - 1)
-            i = j + 1
-        elif kinds[i] == "surname" and i + 1 < n and kinds[i + 1] in ("word", "surname"):
+    while i < len(kinds):
+        if kinds[i] in ("given", "patronymic"):
+            i = _given_block(kinds, i, name)
+        elif kinds[i] == "initial":
+            i = _initials_block(kinds, i, name)
+        elif kinds[i] == "surname" and i + 1 < len(kinds) and kinds[i + 1] in ("word", "surname"):
             name.update((i, i + 1))  # Фамилия Имя, the given name not one we know
             i += 2
         else:
@@ -256,9 +266,10 @@ def redact_value(value: Any) -> Any:
     return mask_text(repr(value))
 
 
-def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: see the module docstring."""
-    return redact_value(event_dict)
+    redacted: dict[str, Any] = redact_value(event_dict)
+    return redacted
 
 
 def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) -> None:

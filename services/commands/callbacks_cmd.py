@@ -100,13 +100,12 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     print(f"{doc.local_uid}  state={doc.state}  organisation={doc.organization}  kind={doc.kind}")
     if doc.emdr_id:
-        print(f"  emdrId {doc.emdr_id}  registered {report['registeredAt']}")
-    if report["failure"]:
-        f = report["failure"]
-        print(f"  failed: {f['reason']} {f['code'] or ''} {f['message'] or ''}".rstrip())
-    for a in report["attempts"]:
+        print(f"  emdrId {doc.emdr_id}  registered {_iso(doc.registered_at)}")
+    if doc.failure_reason:
+        print(f"  failed: {doc.failure_reason} {doc.failure_code or ''} {doc.failure_message or ''}".rstrip())
+    for a in attempts:
         print(
-            f"  #{a['attempt']}  {a['messageId']}  sent {a['sentAt']}  → {a['outcome'] or 'pending'}"
-            f"{'  ' + a['code'] if a['code'] else ''}{'  ' + a['message'] if a['message'] else ''}"
+            f"  #{a.attempt}  {a.message_id}  sent {_iso(a.sent_at)}  → {a.outcome or 'pending'}"
+            f"{'  ' + a.code if a.code else ''}{'  ' + a.message if a.message else ''}"
         )
     return 0

@@ -33,10 +33,10 @@ import asyncio
 import datetime as dt
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -44,11 +44,19 @@ from aiohttp import web
 
 from services.console.auth import COOKIE, SESSION_SECONDS, LoginLimiter, Session, Sessions
 from services.console.index import DeadLetterIndex, letter_id
-from services.desk.case import build_case, case_json
-from services.desk.deadletters import STAGE_OF_TOPIC, Filters, iso
+from services.desk.case import Case, build_case, case_json
+from services.desk.deadletters import STAGE_OF_TOPIC, DeadLetter, Filters, iso
 from services.desk.ticket import ticket_text
 from services.lifecycle.desk import AUDIT_PAGE
 from services.logs import get_logger, mask_text
+
+if TYPE_CHECKING:
+    from services.desk.readiness import Line
+    from services.desk.replay import Summary
+    from services.lifecycle import LifecycleStore
+    from services.lifecycle.desk import DeskStore
+    from services.pipeline.exchanges import ExchangeArchive
+    from services.pipeline.organizations import Organization, OrganizationsConfig
 
 log = get_logger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -65,7 +73,7 @@ FILTER_FIELDS = (
     ("localUid", "localUid"),
 )
 PAGE_LIMIT = 500
-SESSION = web.RequestKey("session", object)  # the request's Session, or None
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")  # the request's Session, or None
 EXPIRY_DAYS = 30
 #: what an anonymous request may reach: the login form and its POST
 PUBLIC_PATHS = frozenset({"/login"})
@@ -81,12 +89,14 @@ class Console:
     """
 
     index: DeadLetterIndex
-    lifecycle: Any
-    desk: Any
-    archive: Any
-    organizations: Callable[[], Any]  # the loaded organisations file (re-read per request)
-    readiness: Callable[[str], list[Any]]  # oid → readiness lines
-    replay: Callable[[Filters, bool], tuple[Any, list[str]]]
+    lifecycle: LifecycleStore
+    desk: DeskStore
+    archive: ExchangeArchive
+    organizations: Callable[
+        [], OrganizationsConfig
+    ]  # the loaded organisations file (reloaded when it changes)
+    readiness: Callable[[str], list[Line]]  # oid → readiness lines
+    replay: Callable[[Filters, bool], tuple[Summary, list[str]]]
     sessions: Sessions
     secure_cookies: bool | str = "auto"
     trusted_proxies: Iterable[str] = ()
@@ -129,7 +139,7 @@ class Console:
         return request.secure or (self._from_proxy(request) and forwarded == "https")
 
 
-def _filters(q: Any) -> Filters:
+def _filters(q: Mapping[str, str]) -> Filters:
     def when(name: str) -> dt.datetime | None:
         text = q.get(name)
         if not text:
@@ -151,7 +161,7 @@ def _filters(q: Any) -> Filters:
     )
 
 
-def seg(value: Any) -> str:
+def seg(value: object) -> str:
     """``value`` as one URL path segment: every character but the unreserved ones percent-encoded ('/' too)."""
     return quote(str(value), safe="")
 
@@ -161,7 +171,7 @@ def local_target(target: str | None, default: str = "/dead-letters") -> str:
     return target if target and _LOCAL_PATH.match(target) else default
 
 
-def _summary(d: Any) -> dict[str, Any]:
+def _summary(d: DeadLetter) -> dict[str, Any]:
     return {**d.summary(), "id": letter_id(d)}
 
 
@@ -172,15 +182,57 @@ def _with_ids(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_app(console: Console) -> web.Application:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
-    )
-    env.filters["seg"] = seg
-    env.filters["query"] = lambda params: urlencode({k: v for k, v in dict(params).items() if v is not None})
+    """The console's aiohttp application: every page and JSON endpoint behind the session middleware."""
     app = web.Application(middlewares=[_session_middleware(console)])
+    h = _Handlers(console)
+    app.router.add_get("/", h.root)
+    app.router.add_get("/dead-letters", h.dead_letters)
+    app.router.add_get("/dead-letters/{id}", h.dead_letter)
+    app.router.add_post("/dead-letters/{id}/replay/preview", h.replay_preview)
+    app.router.add_post("/dead-letters/{id}/replay", h.replay)
+    app.router.add_get("/documents/{uid}", h.document)
+    app.router.add_get("/clinics", h.clinics)
+    app.router.add_post("/clinics/{oid}/promote", h.promote)
+    app.router.add_get("/certificates", h.certificates)
+    app.router.add_get("/audit", h.audit)
+    app.router.add_get("/login", h.login_form)
+    app.router.add_post("/login", h.login)
+    app.router.add_post("/logout", h.logout)
+    app.router.add_get("/api/dead-letters", h.api_dead_letters)
+    app.router.add_get("/api/documents/{uid}", h.api_document)
+    app.router.add_post("/api/dead-letters/{id}/replay", h.api_replay)
+    app.router.add_post("/api/clinics/{oid}/promote", h.api_promote)
+    return app
 
-    def page(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
-        html = env.get_template(template).render(
+
+async def _run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Blocking work (Kafka, stores, readiness checks) in a thread, off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+def _actor(request: web.Request) -> str:
+    """The signed-in user of a write; the session middleware has refused every write without one."""
+    session = request[SESSION]
+    if session is None:
+        raise web.HTTPUnauthorized(text="login required")
+    return session.user
+
+
+class _Handlers:
+    """The console's routes: one method per page or endpoint, over one ``Console``."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+        )
+        self.env.filters["seg"] = seg
+        self.env.filters["query"] = lambda params: urlencode(
+            {k: v for k, v in dict(params).items() if v is not None}
+        )
+
+    def page(self, request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
+        html = self.env.get_template(template).render(
             session=request[SESSION],
             notice=request.query.get("notice"),
             error=context.pop("error", None),
@@ -188,11 +240,9 @@ def make_app(console: Console) -> web.Application:
         )
         return web.Response(text=html, status=status, content_type="text/html", headers=_SECURITY_HEADERS)
 
-    async def run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kw)
-
-    def letter_or_404(request: web.Request, *, api: bool = False) -> Any:
-        letter = console.index.by_id(request.match_info["id"])
+    def letter(self, request: web.Request, *, api: bool = False) -> DeadLetter:
+        """The dead letter the URL's id names, found in the index; 404 for anything else."""
+        letter = self.console.index.by_id(request.match_info["id"])
         if letter is None:
             if api:
                 raise web.HTTPNotFound(
@@ -201,12 +251,15 @@ def make_app(console: Console) -> web.Application:
             raise web.HTTPNotFound(text="no such dead letter")
         return letter
 
+    async def root(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/dead-letters")
+
     # --- reading ----------------------------------------------------------------------------------
-    async def dead_letters(request: web.Request) -> web.Response:
+    async def dead_letters(self, request: web.Request) -> web.Response:
         try:
             filters = _filters(request.query)
         except ValueError:
-            return page(
+            return self.page(
                 request,
                 "dead_letters.html",
                 letters=[],
@@ -215,8 +268,8 @@ def make_app(console: Console) -> web.Application:
                 query=request.query,
                 error="since/until: not an ISO date-time",
             )
-        letters = console.index.query(filters, limit=PAGE_LIMIT + 1)
-        return page(
+        letters = self.console.index.query(filters, limit=PAGE_LIMIT + 1)
+        return self.page(
             request,
             "dead_letters.html",
             letters=[_summary(d) for d in letters[:PAGE_LIMIT]],
@@ -225,15 +278,18 @@ def make_app(console: Console) -> web.Application:
             query=request.query,
         )
 
-    async def api_dead_letters(request: web.Request) -> web.Response:
+    async def api_dead_letters(self, request: web.Request) -> web.Response:
         try:
             filters = _filters(request.query)
             limit = int(request.query.get("limit", PAGE_LIMIT))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response([_summary(d) for d in console.index.query(filters, limit=max(1, limit))])
+        return web.json_response(
+            [_summary(d) for d in self.console.index.query(filters, limit=max(1, limit))]
+        )
 
-    def _case(uid: str) -> tuple[Any, str]:
+    def _case(self, uid: str) -> tuple[Case, str]:
+        console = self.console
         letters = console.index.query(Filters(local_uid=uid))
         case = build_case(uid, letters, lifecycle=console.lifecycle, archive=console.archive)
         ticket = ""
@@ -247,10 +303,10 @@ def make_app(console: Console) -> web.Application:
             )
         return case, ticket
 
-    async def dead_letter(request: web.Request) -> web.Response:
-        letter = letter_or_404(request)
-        case, ticket = await run(_case, letter.local_uid)
-        return page(
+    async def dead_letter(self, request: web.Request) -> web.Response:
+        letter = self.letter(request)
+        case, ticket = await _run(self._case, letter.local_uid)
+        return self.page(
             request,
             "dead_letter.html",
             case=_with_ids(case_json(case)),
@@ -258,8 +314,8 @@ def make_app(console: Console) -> web.Application:
             letter_id=letter_id(letter),
         )
 
-    def _document(uid: str) -> dict[str, Any] | None:
-        case, _ = _case(uid)
+    def _document(self, uid: str) -> dict[str, Any] | None:
+        case, _ = self._case(uid)
         if case.document is None and not case.dead_letters:
             return None
         out = _with_ids(case_json(case))
@@ -275,19 +331,20 @@ def make_app(console: Console) -> web.Application:
             d.pop("event"), d.pop("headers")
         return out
 
-    async def document(request: web.Request) -> web.Response:
-        doc = await run(_document, request.match_info["uid"])
+    async def document(self, request: web.Request) -> web.Response:
+        doc = await _run(self._document, request.match_info["uid"])
         if doc is None:
             raise web.HTTPNotFound(text="no such document")
-        return page(request, "document.html", doc=doc)
+        return self.page(request, "document.html", doc=doc)
 
-    async def api_document(request: web.Request) -> web.Response:
-        doc = await run(_document, request.match_info["uid"])
+    async def api_document(self, request: web.Request) -> web.Response:
+        doc = await _run(self._document, request.match_info["uid"])
         if doc is None:
             return web.json_response({"error": "no such document"}, status=404)
         return web.json_response(doc)
 
-    def _clinics() -> list[dict[str, Any]]:
+    def _clinics(self) -> list[dict[str, Any]]:
+        console = self.console
         config = console.organizations()
         out = []
         for oid, org in sorted(config.organizations.items()):
@@ -303,22 +360,24 @@ def make_app(console: Console) -> web.Application:
             )
         return out
 
-    async def clinics(request: web.Request) -> web.Response:
-        return page(request, "clinics.html", clinics=await run(_clinics))
+    async def clinics(self, request: web.Request) -> web.Response:
+        return self.page(request, "clinics.html", clinics=await _run(self._clinics))
 
-    async def certificates(request: web.Request) -> web.Response:
-        return page(request, "certificates.html", rows=await run(_expiring, console), days=EXPIRY_DAYS)
+    async def certificates(self, request: web.Request) -> web.Response:
+        return self.page(
+            request, "certificates.html", rows=await _run(_expiring, self.console), days=EXPIRY_DAYS
+        )
 
-    async def audit(request: web.Request) -> web.Response:
+    async def audit(self, request: web.Request) -> web.Response:
         try:
             number = max(1, int(request.query.get("page", "1")))
         except ValueError:
             number = 1
-        total = await run(console.desk.audit_count)
+        total = await _run(self.console.desk.audit_count)
         pages = max(1, -(-total // AUDIT_PAGE))
         number = min(number, pages)
-        entries = await run(console.desk.audit_log, limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE)
-        return page(
+        entries = await _run(self.console.desk.audit_log, limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE)
+        return self.page(
             request,
             "audit.html",
             entries=[
@@ -337,46 +396,34 @@ def make_app(console: Console) -> web.Application:
         )
 
     # --- login ------------------------------------------------------------------------------------
-    async def login_form(request: web.Request) -> web.Response:
-        return page(request, "login.html", next=local_target(request.query.get("next")))
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self.page(request, "login.html", next=local_target(request.query.get("next")))
 
-    async def login(request: web.Request) -> web.Response:
+    async def login(self, request: web.Request) -> web.Response:
+        console = self.console
         form = await request.post()
         user = str(form.get("user", ""))[:100]
         target = local_target(str(form.get("next") or ""))
         address = console.client_address(request)
         locked = console.limiter.locked(user, address)
         if locked is not None:
-            await run(
+            await _run(
                 console.desk.audit, "console.login.locked", actor=user or "?", remote=address, locked=locked
             )
             log.warning("console login refused: locked out", user=user, remote=address, locked=locked)
-            return page(
+            return self.page(
                 request,
                 "login.html",
                 status=429,
                 next=target,
                 error="too many failed logins: try again in 15 minutes",
             )
-        found = await run(console.sessions.login, user, str(form.get("password", "")))
+        found = await _run(console.sessions.login, user, str(form.get("password", "")))
         if found is None:
-            newly = console.limiter.failed(user, address)
-            await run(console.desk.audit, "console.login.failed", actor=user or "?", remote=address)
-            log.warning("console login failed", user=user, remote=address)
-            if newly is not None:
-                await run(
-                    console.desk.audit,
-                    "console.login.lockout",
-                    actor=user or "?",
-                    remote=address,
-                    locked=newly,
-                )
-                log.warning(
-                    "console login locked out for 15 minutes", user=user, remote=address, locked=newly
-                )
-            return page(request, "login.html", status=401, next=target, error="wrong user or password")
+            await self._failed(user, address)
+            return self.page(request, "login.html", status=401, next=target, error="wrong user or password")
         console.limiter.succeeded(user)
-        await run(console.desk.audit, "console.login", actor=user, remote=address)
+        await _run(console.desk.audit, "console.login", actor=user, remote=address)
         token, _ = found
         response = web.HTTPSeeOther(target)
         response.set_cookie(
@@ -390,17 +437,29 @@ def make_app(console: Console) -> web.Application:
         )
         raise response
 
-    async def logout(request: web.Request) -> web.Response:
-        console.sessions.logout(request.cookies.get(COOKIE))
+    async def _failed(self, user: str, address: str) -> None:
+        """A wrong password: counted, audited and logged; the lockout it may start too."""
+        console = self.console
+        newly = console.limiter.failed(user, address)
+        await _run(console.desk.audit, "console.login.failed", actor=user or "?", remote=address)
+        log.warning("console login failed", user=user, remote=address)
+        if newly is not None:
+            await _run(
+                console.desk.audit, "console.login.lockout", actor=user or "?", remote=address, locked=newly
+            )
+            log.warning("console login locked out for 15 minutes", user=user, remote=address, locked=newly)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        self.console.sessions.logout(request.cookies.get(COOKIE))
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE, path="/")
         raise response
 
     # --- actions ------------------------------------------------------------------------------------
-    async def replay_preview(request: web.Request) -> web.Response:
-        letter = letter_or_404(request)
-        summary, lines = await run(console.replay, Filters(local_uid=letter.local_uid), True)
-        return page(
+    async def replay_preview(self, request: web.Request) -> web.Response:
+        letter = self.letter(request)
+        summary, lines = await _run(self.console.replay, Filters(local_uid=letter.local_uid), True)
+        return self.page(
             request,
             "replay_preview.html",
             uid=letter.local_uid,
@@ -409,36 +468,36 @@ def make_app(console: Console) -> web.Application:
             lines=lines,
         )
 
-    async def _do_replay(request: web.Request, *, api: bool = False) -> tuple[Any, Any]:
-        letter = letter_or_404(request, api=api)
+    async def _do_replay(self, request: web.Request, *, api: bool = False) -> tuple[DeadLetter, Summary]:
+        letter = self.letter(request, api=api)
         uid = letter.local_uid
-        summary, _ = await run(console.replay, Filters(local_uid=uid), False)
-        session: Session = request[SESSION]
-        await run(
-            console.desk.audit,
+        summary, _ = await _run(self.console.replay, Filters(local_uid=uid), False)
+        actor = _actor(request)
+        await _run(
+            self.console.desk.audit,
             "dlq.replay",
-            actor=session.user,
+            actor=actor,
             target=uid,
             deadLetter=letter_id(letter),
             replayed=summary.replayed,
             refused=summary.refused,
             via="console",
         )
-        log.warning("dlq.replay", actor=session.user, local_uid=uid, replayed=summary.replayed)
+        log.warning("dlq.replay", actor=actor, local_uid=uid, replayed=summary.replayed)
         return letter, summary
 
-    async def replay(request: web.Request) -> web.Response:
+    async def replay(self, request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("confirm") != "yes":
             raise web.HTTPBadRequest(text="replay needs the confirmation from its preview")
-        letter, summary = await _do_replay(request)
+        letter, summary = await self._do_replay(request)
         raise web.HTTPSeeOther(
             f"/dead-letters/{seg(letter_id(letter))}?"
             + urlencode({"notice": f"Replay done: {summary.line()}"})
         )
 
-    async def api_replay(request: web.Request) -> web.Response:
-        letter, summary = await _do_replay(request, api=True)
+    async def api_replay(self, request: web.Request) -> web.Response:
+        letter, summary = await self._do_replay(request, api=True)
         return web.json_response(
             {
                 "id": letter_id(letter),
@@ -449,52 +508,30 @@ def make_app(console: Console) -> web.Application:
             }
         )
 
-    async def _do_promote(request: web.Request) -> tuple[str, str | None]:
+    async def _do_promote(self, request: web.Request) -> tuple[str, str | None]:
         from services.lifecycle.desk import ClinicConflict
 
         oid = request.match_info["oid"]
-        config = await run(console.organizations)
+        config = await _run(self.console.organizations)
         if oid not in config.organizations:  # only a configured clinic, never a string from the URL as such
             raise web.HTTPNotFound(text="no such clinic")
         try:
-            await run(console.desk.promote, oid, actor=request[SESSION].user)
+            await _run(self.console.desk.promote, oid, actor=_actor(request))
             return oid, None
         except ClinicConflict as exc:
-            await run(console.desk.audit, "clinic.promote.refused", actor=request[SESSION].user, target=oid)
+            await _run(self.console.desk.audit, "clinic.promote.refused", actor=_actor(request), target=oid)
             return oid, str(exc)
 
-    async def promote(request: web.Request) -> web.Response:
-        oid, refused = await _do_promote(request)
+    async def promote(self, request: web.Request) -> web.Response:
+        oid, refused = await self._do_promote(request)
         notice = f"refused: {refused}" if refused else f"{oid} promoted"
         raise web.HTTPSeeOther("/clinics?" + urlencode({"notice": notice}))
 
-    async def api_promote(request: web.Request) -> web.Response:
-        oid, refused = await _do_promote(request)
+    async def api_promote(self, request: web.Request) -> web.Response:
+        oid, refused = await self._do_promote(request)
         if refused:
             return web.json_response({"oid": oid, "error": refused}, status=409)
         return web.json_response({"oid": oid, "state": "production"})
-
-    async def root(request: web.Request) -> web.Response:
-        raise web.HTTPFound("/dead-letters")
-
-    app.router.add_get("/", root)
-    app.router.add_get("/dead-letters", dead_letters)
-    app.router.add_get("/dead-letters/{id}", dead_letter)
-    app.router.add_post("/dead-letters/{id}/replay/preview", replay_preview)
-    app.router.add_post("/dead-letters/{id}/replay", replay)
-    app.router.add_get("/documents/{uid}", document)
-    app.router.add_get("/clinics", clinics)
-    app.router.add_post("/clinics/{oid}/promote", promote)
-    app.router.add_get("/certificates", certificates)
-    app.router.add_get("/audit", audit)
-    app.router.add_get("/login", login_form)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/api/dead-letters", api_dead_letters)
-    app.router.add_get("/api/documents/{uid}", api_document)
-    app.router.add_post("/api/dead-letters/{id}/replay", api_replay)
-    app.router.add_post("/api/clinics/{oid}/promote", api_promote)
-    return app
 
 
 _SECURITY_HEADERS = {
@@ -528,8 +565,9 @@ def _session_middleware(console: Console) -> Any:
                 "application/x-www-form-urlencoded",
                 "multipart/form-data",
             ):
-                token = (await request.post()).get("csrf")
-            if not Sessions.csrf_ok(session, str(token) if token is not None else None):
+                form_token = (await request.post()).get("csrf")
+                token = str(form_token) if form_token is not None else None
+            if not Sessions.csrf_ok(session, token):
                 await asyncio.to_thread(
                     console.desk.audit, "console.csrf.refused", actor=session.user, target=request.path
                 )
@@ -539,20 +577,28 @@ def _session_middleware(console: Console) -> Any:
     return middleware
 
 
-def _organization(console: Console, oid: str | None) -> Any:
+def _organization(console: Console, oid: str | None) -> Organization | None:
     try:
         return console.organizations().organizations.get(oid or "")
     except Exception:  # noqa: BLE001 - the ticket then names what the dead letter knows
         return None
 
 
-def _expiring(console: Console) -> list[dict[str, Any]]:
+class _Expiry(TypedDict):
+    days: float
+    what: str
+    oid: str
+    until: str
+    detail: str
+
+
+def _expiring(console: Console) -> list[_Expiry]:
     """Certificates and МЧД of every clinic, soonest expiry first (the page marks those within 30 days)."""
     from services.pipeline.signing import mchd_expiry
 
     now = dt.datetime.now(dt.UTC)
     config = console.organizations()
-    rows = []
+    rows: list[_Expiry] = []
     for org, role, cred in config.credentials():
         cert = cred.certificate
         rows.append(

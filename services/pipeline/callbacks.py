@@ -388,8 +388,8 @@ class CallbackService:
             if taken is not None:
                 self.replays.forget(taken)
             log.error("callback failed here", operation=operation, error=f"{type(exc).__name__}: {exc}"[:300])
-            refused = _Refused("error", "INTERNAL_ERROR", "internal error", code="Server")
-            return self._done(operation, "error", self._unsigned(refused, operation))
+            failure = _Refused("error", "INTERNAL_ERROR", "internal error", code="Server")
+            return self._done(operation, "error", self._unsigned(failure, operation))
 
     def configure(self, *, reply_keys: ReplyKeys, own_addresses: Iterable[str]) -> None:
         """Take a reloaded configuration's ИС keys and addresses (a clinic added, a key rotated)."""
