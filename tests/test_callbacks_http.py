@@ -114,7 +114,7 @@ def test_signed_callback_without_a_status_gets_a_soap_fault_over_http(broker, tm
     relates = "6b1f0c1e-0000-4000-8000-00000000dcba"
     unsigned = soap.build_register_result(
         RegisterResult(relates_to_message=relates, status="success", local_uid="no-status"),
-        to="http://mis",
+        to=OURS,
         key=None,
         certificate=None,
     )
@@ -131,7 +131,7 @@ def test_signed_callback_without_a_status_gets_a_soap_fault_over_http(broker, tm
     assert response.status_code == 500
     fault = soap.parse_fault(response.content)
     assert fault.detail_code == "VALIDATION_ERROR" and not fault.server_side
-    (org,) = load_organizations(settings.organizations_file).organizations.values()
+    (org,) = load_organizations(settings.organizations_file, role="callbacks").organizations.values()
     verify_envelope(response.content, trusted_certificates=[org.remd.system.certificate], required=REPLY_REFS)
     assert [
         r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()
