@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
-from lab.dev.config import write_dev_config
+from lab.dev.config import put_on_n3, write_dev_config
 from producer.errors import PermanentError
 from services.config import Settings
 from services.documents.store import mark_signer_store, store_from_settings
@@ -30,13 +31,11 @@ EXPECTED = {
 
 def _config(directory: Path) -> Path:
     """Two server-mode clinics, the second on N3 with a token file: every kind of secret there is."""
-    path = write_dev_config(directory, oids=OIDS, doctors=["12345678901", "23456789011"])
+    doctors = ["12345678901", "23456789011"]
+    path = write_dev_config(directory, oids=OIDS, doctors=doctors)
     raw = json.loads(path.read_text())
-    (directory / "n3.token").write_text("n3-secret-token\n")
-    raw["organizations"][1]["remd"].update(
-        transport="n3",
-        n3={"lpu_id": "lpu-1", "token_file": "n3.token", "docstorage_url": "http://n3/docstorage/"},
-    )
+    put_on_n3(raw["organizations"][1], directory, index=1, base_url="http://n3.example", doctors=doctors)
+    (directory / "n3-1.token").write_text("n3-secret-token\n")
     path.write_text(json.dumps(raw, ensure_ascii=False))
     return path
 
@@ -104,6 +103,7 @@ def _settings(path: Path, tmp_path: Path, **kw) -> Settings:
         data_dir=tmp_path / "data",
         signer_processes=1,
         kafka_bootstrap_servers="127.0.0.1:1",
+        ips_certificates=str(path.parent / "ca.pem"),  # any certificate: the callback service pins one
         **kw,
     )
 
@@ -122,10 +122,10 @@ def _spy(monkeypatch, module) -> list:
     return loaded
 
 
-@pytest.mark.parametrize("role", ["signer", "sender", "status", "console"])
+@pytest.mark.parametrize("role", ["signer", "sender", "status", "callbacks", "console"])
 def test_each_process_starts_in_a_pod_holding_only_its_roles_keys(tmp_path, monkeypatch, role):
-    """The signer's stage, the sender's, the status worker and the console are built from a configuration whose
-    other roles' key files are absent, and each asked for its own role's keys."""
+    """The signer's, the sender's, the status worker's and the callback service's apps and the console are built
+    from a configuration whose other roles' key files are absent, and each asked for its own role's keys."""
     path = _pod(tmp_path, role)
     settings = _settings(path, tmp_path)
     if role == "signer":
@@ -134,15 +134,15 @@ def test_each_process_starts_in_a_pod_holding_only_its_roles_keys(tmp_path, monk
         from workers.sender import worker as module
     elif role == "status":
         from workers.status import worker as module
+    elif role == "callbacks":
+        from workers.callbacks import worker as module
     else:
         module = orgs  # console_cmd imports them when it builds the console
-    monkeypatch.setattr(module, "watch_organizations", lambda *a, **kw: None)
+    monkeypatch.setattr(module, "watch_organizations", lambda *a, **kw: threading.Event())
     loaded = _spy(monkeypatch, module)
-    if role in ("signer", "sender"):
+    if role in ("signer", "sender", "status", "callbacks"):
         mark_signer_store(store_from_settings(settings))
-        module.build_stage(settings, serve_metrics=False)
-    elif role == "status":
-        module.StatusWorker(settings).store.close()
+        module.build(settings)  # the App is built, not run: what it loaded is what the process would hold
     else:
         from services.commands.console_cmd import build_console
 
@@ -156,7 +156,7 @@ def test_each_process_starts_in_a_pod_holding_only_its_roles_keys(tmp_path, monk
 
 def test_the_callback_service_signs_replies_with_the_information_system_keys_alone(tmp_path):
     """In the callback pod (ИС keys only) the reply keys are every organisation's ИС key, and nothing else."""
-    from workers.callbacks.worker import reply_credentials
+    from services.pipeline.callback_endpoint import reply_credentials
 
     config = load_organizations(_pod(tmp_path, "callbacks"), role="callbacks")
     keys = reply_credentials(config)

@@ -338,15 +338,19 @@ _PERSONAL_ELEMENTS = frozenset(
         n.PATR_NAME,
         n.BIRTH_DATE,
         n.PATIENT_SNILS,
-        n3n.FAMILY_NAME,
-        n3n.GIVEN_NAME,
-        n3n.MIDDLE_NAME,
-        n3n.SNILS,
         "family",
         "given",
         "patronymic",
         "birthDate",
         "birthTime",
+        # N3.Health: names, birth dates, the СНИЛС as an identity document, and the attached СЭМД itself
+        n3n.FAMILY_NAME,
+        n3n.GIVEN_NAME,
+        n3n.MIDDLE_NAME,
+        n3n.BIRTH_DATE,
+        "Birthdate",
+        n3n.DOC_N,
+        n3n.DATA,
     )
 )
 #: elements holding a secret: N3's ``guid`` is the clinic's auth token; any name saying password/secret/token
