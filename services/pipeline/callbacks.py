@@ -1,7 +1,7 @@
 """The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile`` (docs/transports.md).
 
 ``CallbackService.handle(body)`` is the whole protocol, without HTTP or Kafka (both are injected), so it
-is tested directly and wired by ``workers/callbacks/worker.py``; ``read_limited`` is the body reader the
+is tested directly and served by ``services.pipeline.callback_endpoint``; ``read_limited`` is the body reader the
 wiring uses. The endpoint faces the internet, so nothing in a request is trusted, and no work is done for
 it, until it has passed, in this order:
 
