@@ -1,4 +1,5 @@
-"""The checks РЭМД runs on a registration, in two stages (brief §4 steps 2 and 6).
+"""The checks РЭМД runs on a registration, in two stages (steps 2 and 6 of
+``docs/protocol.md#registration-flow``).
 
 ``check_request`` — the coarse structural check answered synchronously (an error here ends the
 exchange: no file pull, no callback). ``check_document`` — the full check after the file was pulled
@@ -83,7 +84,7 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 def check_request(reg: Registration, *, now: dt.datetime | None = None) -> list[RemdError]:
-    """The coarse checks answered in the synchronous response (brief §4 step 2)."""
+    """The coarse checks answered synchronously (step 2 of docs/protocol.md#registration-flow)."""
     now = now or dt.datetime.now(dt.UTC)
     errors: list[RemdError] = []
     created = parse_time(reg.creation_date_time)
@@ -193,7 +194,8 @@ def check_document(
     now: dt.datetime | None = None,
     accredited: Sequence[Certificate] = (),
 ) -> list[RemdError]:
-    """The full checks of the pulled file against the request (brief §4 step 6); [] means register it.
+    """The full checks of the pulled file against the request (step 6 of docs/protocol.md#registration-flow);
+    [] means register it.
 
     ``accredited``: the CAs a signer's certificate must be issued by (РЭМД accepts only accredited УЦ);
     empty = any issuer, as a sandbox without a trust list.

@@ -6,8 +6,8 @@ The request log lives in memory only. Registered documents do too, unless the re
 with them; ``POST /_emulator/reset`` empties both.
 
 ``emdrId`` format: ``<region>.<2 digits>.<yy>.<mm>.<9-digit sequence>`` — the shape of the registry
-numbers seen in the wild (``16.62.23.09.000014523``, brief §8.4 [P]); the first two parts are
-configurable, the year and month are those of registration.
+numbers seen in the wild (``16.62.23.09.000014523``, ``docs/protocol.md#callback-shapes`` [P]); the first
+two parts are configurable, the year and month are those of registration.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Registry:
     """Registered documents and the request log; thread-safe.
 
     A localUid is unique per information system (clientEntityId), as РЭМД checks it across the registering
-    system's documents whatever their organisation (addendum [A]).
+    system's documents whatever their organisation (``docs/protocol.md#request-body`` [A]).
     """
 
     def __init__(

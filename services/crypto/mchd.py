@@ -9,7 +9,8 @@ that the МЧД really says so.
 Element names. The official XSD (``ON_EMCHD_1_928_00_01_01_01.xsd``, ГНИВЦ ФНС) is not available to
 this project, so:
 
-* confirmed (several public МЧД parsers, validators and generators agree; docs/remd-protocol.md §6):
+* confirmed (several public МЧД parsers, validators and generators agree;
+  docs/protocol.md#power-of-attorney):
   root ``Доверенность`` in ``urn://x-artefacts/EMCHD_1`` with ``ВерсФорм="EMCHD_1"``, ``ПрЭлФорм``,
   ``ИдФайл``; ``Документ/Довер/СвДов`` with ``НомДовер`` (GUID), ``ДатаВыдДовер``, ``СрокДейст``,
   ``ВнНомДовер``, ``ВидДовер``, ``ПрПередов``, ``СведСист``; powers as ``СвПолн/МашПолн`` with

@@ -1,8 +1,8 @@
 """The N3.Health route's messages, both directions (our N3 transport and the emulator's N3 face).
 
 * ``AddCase`` — EmkService, SOAP 1.1, no WS-Security: the auth GUID is the call's first parameter
-  (brief §5). The case holds one ``MedDocument`` whose ``DocumentAttachment`` carries the signed СЭМД
-  (``Data``), the organisation's detached signature (``OrganizationSign``) and each doctor's
+  (docs/protocol.md#n3health). The case holds one ``MedDocument`` whose ``DocumentAttachment`` carries the
+  signed СЭМД (``Data``), the organisation's detached signature (``OrganizationSign``) and each doctor's
   (``PersonalSigns``: ``Sign`` + ``Doctor``). ``build_add_case`` / ``parse_add_case``.
 * its answer: ``AddCaseResponse`` (taken), or a SOAP Fault whose detail is N3's ``RequestFault``
   (``ErrorCode``, ``Message``, ``PropertyName``). ``build_add_case_response``, ``build_request_fault``,

@@ -1,4 +1,4 @@
-"""WS-Security for ИПС ЕГИСЗ: GOST R 34.10-2012/256 XMLDSig over exclusive c14n (brief §3, §8.1).
+"""WS-Security for ИПС ЕГИСЗ: GOST R 34.10-2012/256 XMLDSig, exclusive c14n (docs/protocol.md#ws-security).
 
 ``sign_envelope`` adds to a SOAP envelope (1.1 or 1.2) a ``wsse:Security`` header holding, in the
 order of the reference signer: ``wsse:BinarySecurityToken`` (the ИС certificate), ``ds:Signature``,
@@ -49,7 +49,7 @@ __all__ = [
     "verify_envelope",
 ]
 
-# XMLDSig / WSS algorithm and profile URIs ([C], brief §3)
+# XMLDSig / WSS algorithm and profile URIs ([C], docs/protocol.md#ws-security)
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 SIG_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34102012-gostr34112012-256"
 DIGEST_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34112012-256"
@@ -58,7 +58,7 @@ BST_ENCODING = (
 )
 BST_VALUE_TYPE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 
-#: what ``sign_envelope`` signs by default: the full ИПС recipe (brief §3)
+#: what ``sign_envelope`` signs by default: the full ИПС recipe (docs/protocol.md#ws-security)
 DEFAULT_REFERENCES = ("Body", "Timestamp", "MessageID", "ReplyTo", "To", "Action")
 #: what ``verify_envelope`` insists is signed; "?" = only when the message carries it
 REQUIRED_REFERENCES = ("Body", "Timestamp", "MessageID", "To", "Action", "ReplyTo?")
