@@ -47,6 +47,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from producer import cda
 from producer.errors import PermanentError
+from producer.text import digits
 from producer.xmlsafe import XmlRejected, parse_xml
 from services.crypto import cades, gost, mchd
 from services.crypto.certificates import Certificate
@@ -100,10 +101,6 @@ _EXTERNAL_ENTITY = re.compile(rb"<!ENTITY\s+(?:%\s*)?[^\s>]+\s+(?:SYSTEM|PUBLIC)
 
 def _log():
     return get_logger(__name__)
-
-
-def _digits(value: str | None) -> str:
-    return re.sub(r"\D", "", value or "")
 
 
 def _utc_now(now: dt.datetime | None) -> dt.datetime:
@@ -262,7 +259,7 @@ def _doctor_from_mis(
         verified = cades.verify_detached(document, cms_der, at=now, document_time=created, digests=digests)
     except PermanentError as exc:
         raise PermanentError(f"the {role}'s signature: {exc.message}", reason=exc.reason, role=role) from None
-    if _digits(verified.certificate.snils) != signer["snils"]:
+    if digits(verified.certificate.snils) != signer["snils"]:
         raise PermanentError(
             f"the {role}'s signature is made with a certificate of another person (СНИЛС differs)",
             reason="SIGNER_SNILS_MISMATCH",
@@ -304,7 +301,7 @@ def _doctor_on_server(
     cert = cred.certificate
     _check_validity(cert, created, role="doctor", what="document creation date")
     _check_validity(cert, at, role="doctor", what="signing time")
-    if _digits(cert.snils) != signer["snils"]:  # also checked at load; a key file swapped since must not sign
+    if digits(cert.snils) != signer["snils"]:  # also checked at load; a key file swapped since must not sign
         raise PermanentError(
             f"the {role}'s configured certificate is another person's",
             reason="SIGNER_SNILS_MISMATCH",
