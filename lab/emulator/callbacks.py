@@ -46,6 +46,7 @@ from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
 from services.remd.wssec import verify_envelope
+from services.timestamps import stored
 
 __all__ = ["Job", "Processor"]
 
@@ -450,4 +451,4 @@ def _is_fault(body: bytes) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+    return stored(dt.datetime.now(dt.UTC))

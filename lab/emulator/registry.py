@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lab.emulator.state import StateDir
+from services.timestamps import stored
 
 __all__ = ["Registry", "RegistryRecord", "RequestEntry"]
 
 
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
+def _stored(when: datetime | None) -> str | None:
+    return stored(when) if when is not None else None
 
 
 @dataclass(slots=True)
@@ -45,7 +46,7 @@ class RegistryRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["registration_date_time"] = _iso(self.registration_date_time)
+        data["registration_date_time"] = _stored(self.registration_date_time)
         return data
 
     @classmethod
@@ -81,8 +82,8 @@ class RequestEntry:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["received_at"] = _iso(self.received_at)
-        data["finished_at"] = _iso(self.finished_at)
+        data["received_at"] = _stored(self.received_at)
+        data["finished_at"] = _stored(self.finished_at)
         return data
 
 

@@ -10,6 +10,7 @@ import sys
 from producer.errors import ConfigurationError
 from services.config import Settings
 from services.logs import configure
+from services.timestamps import for_people
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,10 +49,6 @@ def run_callbacks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iso(t) -> str | None:
-    return t.isoformat() if t is not None else None
-
-
 def run_status(args: argparse.Namespace) -> int:
     from services.lifecycle import open_store
 
@@ -77,20 +74,20 @@ def run_status(args: argparse.Namespace) -> int:
             if doc.failure_reason
             else None
         ),
-        "createdAt": _iso(doc.created_at),
-        "acceptedAt": _iso(doc.accepted_at),
-        "registeredAt": _iso(doc.registered_at),
-        "failedAt": _iso(doc.failed_at),
+        "createdAt": for_people(doc.created_at),
+        "acceptedAt": for_people(doc.accepted_at),
+        "registeredAt": for_people(doc.registered_at),
+        "failedAt": for_people(doc.failed_at),
         "attempts": [
             {
                 "attempt": a.attempt,
                 "messageId": a.message_id,
                 "endpoint": a.endpoint,
-                "sentAt": _iso(a.sent_at),
+                "sentAt": for_people(a.sent_at),
                 "outcome": a.outcome,
                 "code": a.code,
                 "message": a.message,
-                "finishedAt": _iso(a.finished_at),
+                "finishedAt": for_people(a.finished_at),
             }
             for a in attempts
         ],
@@ -100,12 +97,12 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     print(f"{doc.local_uid}  state={doc.state}  organisation={doc.organization}  kind={doc.kind}")
     if doc.emdr_id:
-        print(f"  emdrId {doc.emdr_id}  registered {_iso(doc.registered_at)}")
+        print(f"  emdrId {doc.emdr_id}  registered {for_people(doc.registered_at)}")
     if doc.failure_reason:
         print(f"  failed: {doc.failure_reason} {doc.failure_code or ''} {doc.failure_message or ''}".rstrip())
     for a in attempts:
         print(
-            f"  #{a.attempt}  {a.message_id}  sent {_iso(a.sent_at)}  → {a.outcome or 'pending'}"
+            f"  #{a.attempt}  {a.message_id}  sent {for_people(a.sent_at)}  → {a.outcome or 'pending'}"
             f"{'  ' + a.code if a.code else ''}{'  ' + a.message if a.message else ''}"
         )
     return 0

@@ -27,9 +27,10 @@ from aiohttp import web
 from services.console.auth import COOKIE, SESSION_SECONDS, Session, Sessions
 from services.console.index import DeadLetterIndex
 from services.desk.case import Case, build_case, case_json
-from services.desk.deadletters import Filters, iso
+from services.desk.deadletters import Filters
 from services.desk.ticket import ticket_text
 from services.logs import get_logger
+from services.timestamps import for_people
 
 if TYPE_CHECKING:
     from services.desk.readiness import Line
@@ -248,7 +249,7 @@ class _Handlers:
                     "oid": oid,
                     "name": org.name,
                     "state": c.state,
-                    "tested_at": iso(c.tested_at),
+                    "tested_at": for_people(c.tested_at),
                     "lines": console.readiness(oid),
                 }
             )
@@ -269,7 +270,7 @@ class _Handlers:
             "audit.html",
             entries=[
                 {
-                    "at": iso(e.at),
+                    "at": for_people(e.at),
                     "actor": e.actor,
                     "action": e.action,
                     "target": e.target,

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from producer.nsi import kind_by_code
-from services.desk.deadletters import MOSCOW, DeadLetter, iso, region_of
+from services.desk.deadletters import MOSCOW, DeadLetter, region_of
 from services.logs import mask_text
+from services.timestamps import for_people
 
 _STAGE_WORDS = {
     "signer": "подписание документа в МИС (до отправки в РЭМД)",
@@ -33,7 +34,7 @@ _OUTCOME_WORDS = {
 
 
 def _when(t: Any) -> str:
-    return f"{iso(t, MOSCOW)} МСК ({iso(t)})" if t is not None else "время неизвестно"
+    return f"{for_people(t, MOSCOW)} МСК ({for_people(t)})" if t is not None else "время неизвестно"
 
 
 def ticket_text(

@@ -37,6 +37,7 @@ from typing import Any
 from producer.ids import normalize_message_id
 from services.lifecycle.sqlite import SqliteDatabase
 from services.lifecycle.store import database_location
+from services.timestamps import stored
 
 ONBOARDING, TESTING, PRODUCTION, SUSPENDED = "onboarding", "testing", "production", "suspended"
 CLINIC_STATES = (ONBOARDING, TESTING, PRODUCTION, SUSPENDED)
@@ -109,7 +110,7 @@ class AuditEntry:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    return stored(datetime.now(UTC))
 
 
 def _dt(text: Any) -> datetime | None:

@@ -12,11 +12,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
+from services.timestamps import stored
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -111,8 +112,8 @@ class SqliteDatabase:
             yield self._db
 
     def to_db(self, t: datetime) -> str:
-        # the overdue scan compares these as text: one format, always UTC with microseconds
-        return t.astimezone(UTC).isoformat(timespec="microseconds")
+        # the overdue scan compares these as text: one width, always UTC with microseconds
+        return stored(t)
 
     def from_db(self, value: str) -> datetime:
         return datetime.fromisoformat(value)

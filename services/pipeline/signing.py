@@ -55,6 +55,7 @@ from services.documents import validation as semd_validation
 from services.logs import get_logger
 from services.metrics import REGISTRY
 from services.pipeline.organizations import Credential, Organization, OrganizationsConfig
+from services.timestamps import signature_time
 
 __all__ = [
     "sign_document",
@@ -108,10 +109,6 @@ def _utc_now(now: dt.datetime | None) -> dt.datetime:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     return now.astimezone(dt.UTC)
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,7 +265,7 @@ def _doctor_from_mis(
     signing_time = verified.signing_time.astimezone(dt.UTC)
     if signing_time > now:
         raise PermanentError(
-            f"the {role}'s signature claims a signing time after now ({_iso(signing_time)} > {_iso(now)})",
+            f"the {role}'s signature claims a signing time after now ({signature_time(signing_time)} > {signature_time(now)})",
             reason="SIGNING_TIME_IN_FUTURE",
             role=role,
         )
@@ -276,7 +273,7 @@ def _doctor_from_mis(
         "snils": signer["snils"],
         "role": role,
         "cms": cades.to_base64(cms_der),
-        "signingTime": _iso(signing_time),
+        "signingTime": signature_time(signing_time),
         "source": "mis",
         "_time": signing_time,
     }
@@ -312,7 +309,7 @@ def _doctor_on_server(
         "snils": signer["snils"],
         "role": role,
         "cms": cades.to_base64(cms_der),
-        "signingTime": _iso(at),
+        "signingTime": signature_time(at),
         "source": "server",
         "_time": at,
     }
@@ -342,7 +339,7 @@ def _organization_signature(
         )
         reference = mchd.mchd_reference(org.mchd.poa, org.mchd.xml, org.mchd.signature)
     cms_der = cred.signer().sign(document, signing_time=at, digest=digests.of(cred.certificate))
-    return {"cms": cades.to_base64(cms_der), "signingTime": _iso(at), "mchd": reference}
+    return {"cms": cades.to_base64(cms_der), "signingTime": signature_time(at), "mchd": reference}
 
 
 def sign_document(

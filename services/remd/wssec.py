@@ -38,6 +38,7 @@ from producer.xmlsafe import base64_content, parse_xml
 from services.crypto.certificates import load_certificate
 from services.crypto.gost import streebog256
 from services.remd import names as n
+from services.timestamps import soap_time
 
 __all__ = [
     "DEFAULT_REFERENCES",
@@ -132,12 +133,6 @@ def _q(ns: str, local: str) -> str:
     return f"{{{ns}}}{local}"
 
 
-def _utc(dt: datetime) -> str:
-    return (
-        dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.astimezone(UTC).microsecond // 1000:03d}Z"
-    )
-
-
 def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element]:
     """(SOAP namespace, Header, Body) of an envelope; raises if it is not one."""
     ns = etree.QName(root).namespace
@@ -203,8 +198,8 @@ def sign_envelope(
     )
     bst.text = base64.b64encode(cert_der).decode("ascii")
     ts = etree.SubElement(security, _q(n.NS_WSU, "Timestamp"), {_WSU_ID: f"TS-{uuid.uuid4()}"})
-    etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = _utc(now)
-    etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = _utc(now + timedelta(seconds=ttl))
+    etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = soap_time(now)
+    etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = soap_time(now + timedelta(seconds=ttl))
 
     ids: list[str] = []
     for name in dict.fromkeys(references):
