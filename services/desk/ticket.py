@@ -15,6 +15,7 @@ from typing import Any
 from producer.nsi import kind_by_code
 from services.desk.deadletters import MOSCOW, DeadLetter, region_of
 from services.logs import mask_text
+from services.outcome import Outcome
 from services.timestamps import for_people
 
 _STAGE_WORDS = {
@@ -23,12 +24,12 @@ _STAGE_WORDS = {
     "status": "обработка результата регистрации (registerDocumentResult от РЭМД)",
 }
 _OUTCOME_WORDS = {
-    "accepted": "принят ИПС (status=success), ожидался результат регистрации",
-    "transient": "временная ошибка",
-    "permanent": "отклонён",
-    "rejected": "отклонён РЭМД",
-    "registered": "зарегистрирован",
-    "duplicate": "повторная регистрация",
+    Outcome.ACCEPTED: "принят ИПС (status=success), ожидался результат регистрации",
+    Outcome.TRANSIENT: "временная ошибка",
+    Outcome.PERMANENT: "отклонён",
+    Outcome.REJECTED: "отклонён РЭМД",
+    Outcome.REGISTERED: "зарегистрирован",
+    Outcome.DUPLICATE: "повторная регистрация",
     None: "ответ не получен",
 }
 

@@ -14,7 +14,6 @@ STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
 #: states in which the document must never be sent again
 DONE_STATES = (ACCEPTED, REGISTERED)
 
-OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient", "permanent"
 #: who decided an attempt's outcome: РЭМД's synchronous answer to the sender, or a registerDocumentResult callback
 DECIDED_BY_ANSWER, DECIDED_BY_CALLBACK = "answer", "callback"
 

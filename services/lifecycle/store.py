@@ -26,7 +26,6 @@ from services.lifecycle.model import (
     DECIDED_BY_ANSWER,
     DECIDED_BY_CALLBACK,
     FAILED,
-    OUTCOME_ACCEPTED,
     REGISTERED,
     SENDING,
     SIGNED,
@@ -34,6 +33,7 @@ from services.lifecycle.model import (
     Document,
     check_transition,
 )
+from services.outcome import Outcome
 
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
@@ -311,7 +311,7 @@ class SqlLifecycleStore:
                 self._set_outcome(
                     db,
                     mid,
-                    outcome=OUTCOME_ACCEPTED,
+                    outcome=Outcome.ACCEPTED,
                     decided_by=DECIDED_BY_ANSWER,
                     code=code,
                     message=message,

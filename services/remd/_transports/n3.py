@@ -25,12 +25,10 @@ import httpx
 
 from producer.errors import EmdError, TransientError
 from services.logs import get_logger
+from services.outcome import Outcome
 from services.remd import envelope, n3, soap
 from services.remd import n3_names as names
 from services.remd.transport import (
-    ACCEPTED,
-    PERMANENT,
-    TRANSIENT,
     LookupRequest,
     SubmitOutcome,
     SubmitRequest,
@@ -54,7 +52,7 @@ def classify_n3_answer(status: int, body: bytes) -> SubmitOutcome:
     except EmdError as exc:
         if status in (401, 403):
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 category="configuration",
@@ -63,7 +61,7 @@ def classify_n3_answer(status: int, body: bytes) -> SubmitOutcome:
             )
         if status >= 500 or status in (408, 429):
             return SubmitOutcome(
-                kind=TRANSIENT,
+                kind=Outcome.TRANSIENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 transport_failure=True,
@@ -72,7 +70,7 @@ def classify_n3_answer(status: int, body: bytes) -> SubmitOutcome:
             )
         if 400 <= status < 500:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 category="configuration",
@@ -80,7 +78,7 @@ def classify_n3_answer(status: int, body: bytes) -> SubmitOutcome:
                 hint="check the organisation's remd.endpoint (the N3 EmkService address)",
             )
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="MALFORMED_ANSWER",
             http_status=status,
             transport_failure=True,
@@ -88,7 +86,7 @@ def classify_n3_answer(status: int, body: bytes) -> SubmitOutcome:
             message=f"answer is not an AddCase response ({exc.reason})",
         )
     if answer is True:
-        return SubmitOutcome(kind=ACCEPTED, reason="ACCEPTED", http_status=status)
+        return SubmitOutcome(kind=Outcome.ACCEPTED, reason="ACCEPTED", http_status=status)
     return classify_fault(answer, status)
 
 
@@ -116,7 +114,7 @@ class N3Transport:
     async def submit(self, request: SubmitRequest) -> SubmitOutcome:
         if request.document is None or not request.auth_token or not request.lpu_id:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason="REQUEST_BUILD_FAILED",
                 category="configuration",
                 message="an N3 case needs the document, the organisation's N3 token and its ЛПУ id",
@@ -130,7 +128,9 @@ class N3Transport:
             )
         except (ValueError, TypeError, EmdError) as exc:
             return SubmitOutcome(
-                kind=PERMANENT, reason="REQUEST_BUILD_FAILED", message=f"AddCase could not be built: {exc}"
+                kind=Outcome.PERMANENT,
+                reason="REQUEST_BUILD_FAILED",
+                message=f"AddCase could not be built: {exc}",
             )
         headers = {
             **envelope.http_headers("1.1"),
