@@ -17,7 +17,7 @@ from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
 from services.messaging.app import App
 from services.messaging.runtime import RetryPolicy, Stage
-from services.pipeline import routing, status
+from services.pipeline import dead_letter_status, routing
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations
 from services.pipeline.submission import SOURCE, Submitter
@@ -68,7 +68,7 @@ def build(settings: Settings) -> App:
             max_delay=settings.sender_retry_max_seconds,
             max_attempts=settings.sender_max_attempts,
         ),
-        describe_failure=status.describe_document,
-        on_dead_letter=functools.partial(status.on_dead_letter, source=SOURCE),
+        describe_failure=dead_letter_status.describe_document,
+        on_dead_letter=functools.partial(dead_letter_status.on_dead_letter, source=SOURCE),
     )
     return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, desk.close])
