@@ -193,7 +193,7 @@ ACCESS: dict[str, Access] = {
     "status": Access(
         reads=(SENT, CALLBACKS),
         writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
-        groups=("emd-status", "emd-status-sent"),
+        groups=("emd-acknowledger", "emd-acknowledger-sent"),
     ),
     "callbacks": Access(reads=(), writes=(CALLBACKS,)),
     "dlq": Access(reads=DEAD_LETTER_TOPICS, writes=(CREATED, SIGNED, SENT), groups=("emd-dlq-replay*",)),

@@ -33,7 +33,7 @@ MOSCOW = ZoneInfo("Europe/Moscow")
 STAGE_OF_TOPIC = {
     topology.CREATED_DLT.name: "signer",
     topology.SIGNED_DLT.name: "sender",
-    topology.SENT_DLT.name: "status",
+    topology.SENT_DLT.name: "acknowledger",
 }
 TOPIC_OF_STAGE = {stage: topic for topic, stage in STAGE_OF_TOPIC.items()}
 #: ФРМО OIDs are 1.2.643.5.1.13.13.12.2.<subject of the Federation>.<number>

@@ -21,7 +21,7 @@ from services.timestamps import for_people
 _STAGE_WORDS = {
     "signer": "подписание документа в МИС (до отправки в РЭМД)",
     "sender": "отправка в РЭМД (registerDocument через ИПС ЕГИСЗ)",
-    "status": "обработка результата регистрации (registerDocumentResult от РЭМД)",
+    "acknowledger": "обработка результата регистрации (registerDocumentResult от РЭМД)",
 }
 _OUTCOME_WORDS = {
     Outcome.ACCEPTED: "принят ИПС (status=success), ожидался результат регистрации",

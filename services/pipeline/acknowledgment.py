@@ -295,7 +295,7 @@ def _dead_letter(
 ) -> Output:
     known = reason_info(reason)
     failure = dl.Failure(
-        stage="status",
+        stage="acknowledger",
         reason=reason,
         message=message,
         exception_fqcn=__name__,
@@ -371,7 +371,7 @@ def on_callback(
     pending_limit: float = 24 * 3600.0,
     retry_delay: float = 60.0,
     environments: Environments,
-    group: str = "emd-status",
+    group: str = "emd-acknowledger",
     registry_lookup: RegistryLookup | None = None,
 ) -> list[Output]:
     """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
@@ -729,12 +729,12 @@ async def on_deadline(
     store: lc.LifecycleStore,
     poll: Callable[[lc.Document], Awaitable[soap.RegistryItem | None]],
     environments: Environments,
-    group: str = "emd-status",
+    group: str = "emd-acknowledger",
     final: bool = True,
 ) -> list[Output]:
     """Ask the registry about ``local_uid``: found → registered. Not found: a deadline (``final``) dead-letters
     NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
-    # the store is blocking I/O: off the event loop, which both status stages share
+    # the store is blocking I/O: off the event loop, which both stages of the status worker share
     doc = await asyncio.to_thread(store.get, local_uid)
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile

@@ -2,10 +2,10 @@
 
 One process, two stages:
 
-* ``status`` on ``emd.remd.callbacks``: callbacks, and the deadline and poll records its tickers write: the
+* ``acknowledger`` on ``emd.remd.callbacks``: callbacks, and the deadline and poll records its tickers write: the
   ``DeadlineScanner`` for documents with no callback in time, the ``PollScanner`` for the documents of routes
   without callbacks (N3) (``services.pipeline.polling``); all ask РЭМД through ``RegistryPoller``;
-* ``status-sent`` on ``emd.document.sent``: a ``sent`` event only confirms, in the log, what the lifecycle store
+* ``acknowledger-sent`` on ``emd.document.sent``: a ``sent`` event only confirms, in the log, what the lifecycle store
   knows.
 """
 
@@ -23,7 +23,7 @@ from services.pipeline.polling import DeadlineScanner, PollScanner, RegistryPoll
 from services.remd.transports import Transports
 
 NAME = "status"
-CALLBACKS_STAGE, SENT_STAGE = "status", "status-sent"
+ACKNOWLEDGER_STAGE, SENT_STAGE = "acknowledger", "acknowledger-sent"
 
 
 def build(settings: Settings) -> App:
@@ -43,7 +43,7 @@ def build(settings: Settings) -> App:
         store=store,
         poll=RegistryPoller(config=config, transports=transports),
         environments=config.environment,
-        group=consumer_group(CALLBACKS_STAGE),
+        group=consumer_group(ACKNOWLEDGER_STAGE),
         pending_limit=settings.ack_timeout_seconds,
     )
     deadlines = DeadlineScanner(store=store, timeout=settings.ack_timeout_seconds)
@@ -58,8 +58,8 @@ def build(settings: Settings) -> App:
     ]
     if polls.organizations:
         tickers.append(Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=polls.tick))
-    callbacks = Stage(
-        name=CALLBACKS_STAGE,
+    acknowledge = Stage(
+        name=ACKNOWLEDGER_STAGE,
         input_topic=topology.CALLBACKS.name,
         handler=acknowledger.handle,
         dead_letter_topic=topology.SENT_DLT.name,
@@ -73,4 +73,4 @@ def build(settings: Settings) -> App:
         dead_letter_topic=topology.SENT_DLT.name,
         settings=settings,
     )
-    return App(NAME, settings, [callbacks, sent], on_stop=[transports.aclose, store.close])
+    return App(NAME, settings, [acknowledge, sent], on_stop=[transports.aclose, store.close])
