@@ -2,7 +2,7 @@
 
 The statements and rules are ``services.lifecycle.store``'s, shared with ``SqliteLifecycleStore``. This
 module holds ``PostgresDatabase`` (the connection and its error mapping, native timestamps, the schema
-created under a lock; shared with the desk store, ``services.lifecycle.desk``), ``POSTGRES_SCHEMA``, and
+created under a lock; shared with the support tables, ``services.lifecycle.support_tables``), ``POSTGRES_SCHEMA``, and
 what replaces SQLite's database-wide write lock:
 
 * every transition reads the document with ``SELECT … FOR UPDATE``, so two replicas handling the same

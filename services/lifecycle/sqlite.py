@@ -1,7 +1,7 @@
 """The embedded backend: one SQLite file in WAL mode, for one host (``services.lifecycle``).
 
 ``SqliteDatabase`` is the connection and the dialect (transactions, ``?``, timestamps as text), shared by
-the lifecycle store and the desk store (``services.lifecycle.desk``), which keep their tables in the same
+the lifecycle store and the support tables (``services.lifecycle.support_tables``), which keep their tables in the same
 file; ``SqliteLifecycleStore`` adds the lifecycle's schema to it. The statements and rules are
 ``services.lifecycle.store``'s.
 """

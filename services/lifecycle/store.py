@@ -8,7 +8,7 @@ the subclass's table names and schema. Statements here are written with ``{docum
 in both.
 
 ``database_location`` reads ``EMD_LIFECYCLE_STORE`` for every store kept in that database (this one and
-the desk's, ``services.lifecycle.desk``).
+the support tables', ``services.lifecycle.support_tables``).
 """
 
 from __future__ import annotations

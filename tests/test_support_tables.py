@@ -1,11 +1,11 @@
-"""The desk store: clinic onboarding states, kept exchanges and the audit log, on SQLite and PostgreSQL."""
+"""The support tables: clinic onboarding states, kept exchanges and the audit log, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.lifecycle import desk
-from services.lifecycle.desk import ClinicConflict, open_desk_store
+from services.lifecycle import support_tables
+from services.lifecycle.support_tables import ClinicConflict, open_support_tables
 
 OID = "1.2.643.5.1.13.13.12.2.77.9000"
 
@@ -13,7 +13,7 @@ OID = "1.2.643.5.1.13.13.12.2.77.9000"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
-    s = open_desk_store(tmp_path, url=url)
+    s = open_support_tables(tmp_path, url=url)
     yield s
     s.close()
 
@@ -21,7 +21,7 @@ def store(request, tmp_path):
 def test_an_unknown_clinic_is_onboarding(store):
     """A clinic the store has never seen is onboarding, with no test recorded."""
     clinic = store.clinic(OID)
-    assert clinic.state == desk.ONBOARDING and clinic.tested_at is None
+    assert clinic.state == support_tables.ONBOARDING and clinic.tested_at is None
 
 
 def test_promote_is_refused_before_a_successful_test_and_allowed_after(store):
@@ -30,17 +30,17 @@ def test_promote_is_refused_before_a_successful_test_and_allowed_after(store):
     store.record_test(OID, ok=False, local_uid="u0", message_ids=["m0"], actor="alice", detail="rejected")
     with pytest.raises(ClinicConflict, match="emd clinic test"):
         store.promote(OID, actor="alice")
-    assert store.clinic(OID).state == desk.TESTING
+    assert store.clinic(OID).state == support_tables.TESTING
     store.record_test(OID, ok=True, local_uid="u1", message_ids=["m1"], emdr_id="E1", actor="alice")
     promoted = store.promote(OID, actor="alice")
-    assert promoted.state == desk.PRODUCTION and promoted.tested_emdr_id == "E1"
+    assert promoted.state == support_tables.PRODUCTION and promoted.tested_emdr_id == "E1"
     assert promoted.tested_message_ids == ("m1",)
 
 
 def test_forced_promotion_is_recorded_in_the_audit_log(store):
     """promote with force skips the test requirement and leaves a clinic.promote.forced entry naming the actor."""
     store.promote(OID, actor="bob", force=True)
-    assert store.clinic(OID).state == desk.PRODUCTION
+    assert store.clinic(OID).state == support_tables.PRODUCTION
     entry = store.audit_log()[0]
     assert (entry.action, entry.actor, entry.target) == ("clinic.promote.forced", "bob", OID)
 
@@ -51,7 +51,7 @@ def test_a_clinic_in_production_cannot_start_a_test_stand_test(store):
     with pytest.raises(ClinicConflict, match="production"):
         store.start_test(OID, actor="a")
     store.suspend(OID, actor="a", reason="certificate revoked")
-    assert store.clinic(OID).state == desk.SUSPENDED
+    assert store.clinic(OID).state == support_tables.SUSPENDED
     with pytest.raises(ClinicConflict, match="suspended"):
         store.start_test(OID, actor="a")
 
@@ -93,8 +93,8 @@ def test_the_postgres_desk_store_opens_on_a_dml_only_role_once_its_tables_exist(
     store and writes to it (no CREATE on every open)."""
     from tests.postgres_server import dml_only_role
 
-    open_desk_store("", url=postgres_url).close()  # the migration, by the owner
+    open_support_tables("", url=postgres_url).close()  # the migration, by the owner
     with dml_only_role(postgres_url, "desk_clinics", "desk_exchanges", "desk_audit") as url:
-        s = open_desk_store("", url=url)
-        assert s.start_test(OID, actor="alice").state == desk.TESTING
+        s = open_support_tables("", url=url)
+        assert s.start_test(OID, actor="alice").state == support_tables.TESTING
         s.close()

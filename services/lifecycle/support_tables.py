@@ -1,4 +1,4 @@
-"""The support desk's durable state, next to the documents' lifecycle and in the same database.
+"""The support tables: the support desk's durable state, next to the documents' lifecycle, in the same database.
 
 Three tables, created on open when missing (``PostgresDatabase.ensure_schema``: after the first open a role
 with only ``SELECT, INSERT, UPDATE`` is enough), nothing to migrate in the lifecycle's own:
@@ -123,7 +123,7 @@ def _at(value: Any) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-class DeskStore:
+class SupportTables:
     """Clinics, kept exchanges and the audit log in one SQL database (SQLite file or PostgreSQL URL).
 
     :param path: the SQLite file (default deployment: the lifecycle's ``lifecycle.sqlite3``).
@@ -350,7 +350,7 @@ class DeskStore:
         self.db.close()
 
 
-def open_desk_store(data_dir: Path | str, *, url: str = "") -> DeskStore:
-    """The desk store of a deployment, in the lifecycle store's database (``EMD_LIFECYCLE_STORE``)."""
+def open_support_tables(data_dir: Path | str, *, url: str = "") -> SupportTables:
+    """The support tables of a deployment, in the lifecycle store's database (``EMD_LIFECYCLE_STORE``)."""
     kind, where = database_location(data_dir, url)
-    return DeskStore(where) if kind == "sqlite" else DeskStore(url=where)
+    return SupportTables(where) if kind == "sqlite" else SupportTables(url=where)
