@@ -14,6 +14,7 @@ from producer.errors import ConfigurationError
 from services.config import Settings
 from services.documents.store import store_from_settings
 from services.lifecycle import open_store
+from services.lifecycle.patients import open_patient_store
 from services.lifecycle.support_tables import open_support_tables
 from services.messaging.app import App
 from services.messaging.runtime import RetryPolicy, Stage
@@ -36,6 +37,8 @@ def build(settings: Settings) -> App:
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
     )
     tables = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
+    # N3's AddPatient once per patient and clinic (docs/transports.md)
+    patients = open_patient_store(settings.data_dir, url=settings.lifecycle_store_url)
     documents = store_from_settings(settings)
     submitter = Submitter(
         config=config,
@@ -51,6 +54,7 @@ def build(settings: Settings) -> App:
         unpromoted=settings.unpromoted_clinics,
         exchanges=ExchangeArchive(documents=documents, tables=tables),
         documents=documents,
+        patients=patients,
         transport_options={
             "connect_timeout": settings.sender_connect_timeout,
             "read_timeout": settings.sender_read_timeout,
@@ -71,4 +75,4 @@ def build(settings: Settings) -> App:
         describe_failure=dead_letter_status.describe_document,
         on_dead_letter=functools.partial(dead_letter_status.on_dead_letter, source=SOURCE),
     )
-    return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, tables.close])
+    return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, tables.close, patients.close])
