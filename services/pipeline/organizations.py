@@ -479,7 +479,7 @@ def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
     if not token or not token.strip():
         raise f.error(at, "the N3 token is empty")
     doctors = {
-        re.sub(r"\D", "", snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
+        digits(snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
         for snils, codes in (spec.get("doctors") or {}).items()
     }
     return N3Settings(
