@@ -5,7 +5,8 @@ One process runs two runtime Stages (the runtime consumes one input topic per St
 * ``status`` on ``emd.remd.callbacks`` does the work: ``acknowledgment.handle_callback`` for each persisted
   callback, ``acknowledgment.on_deadline`` for each deadline record. Its ``DeadlineScanner`` ticker writes
   those records (``services.pipeline.polling``), and a ``PollScanner`` poll records for the documents of
-  routes without callbacks (N3); all ask РЭМД through ``RegistryPoller`` — the organisation's ``Transport``. It serves ``/metrics`` and ``/healthz``, and its liveness covers the scanner.
+  routes without callbacks (N3); all ask РЭМД through ``RegistryPoller`` — the organisation's ``Transport``. It serves ``/metrics`` and ``/healthz``, and its liveness covers the scanner. The scanners run on one
+  replica at a time, the holder of the ``status-scanners`` lease (``services.pipeline.lease``).
 * ``status-sent`` on ``emd.document.sent``: acknowledgment is driven by callbacks, so a ``sent`` event only
   confirms, in the log, that the lifecycle store knows the document (a callback that came first has
   already decided it).
@@ -27,6 +28,7 @@ from services.logs import get_logger
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import acknowledgment
+from services.pipeline.lease import Lease, while_held
 from services.pipeline.organizations import load_organizations
 from services.pipeline.polling import (
     DeadlineScanner,
@@ -72,12 +74,23 @@ class StatusWorker:
             organizations=callbackless(self.config, self.transports),
             interval=settings.poll_interval_seconds,
         )
+        # the scanners look at the whole store: one replica runs them, the lease holder (services/pipeline/lease.py)
+        self.lease = Lease(self.store, "status-scanners", ttl=settings.scanner_lease_seconds)
         tickers = [
-            Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds, tick=scanner.tick)
+            Ticker(name="scanner-lease", interval=self.lease.renew_every, tick=self.lease.renew),
+            Ticker(
+                name="deadline-scanner",
+                interval=settings.ack_scan_interval_seconds,
+                tick=while_held(self.lease, scanner.tick, job="deadline-scanner"),
+            ),
         ]
         if poller.organizations:
             tickers.append(
-                Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=poller.tick)
+                Ticker(
+                    name="poll-scanner",
+                    interval=settings.poll_interval_seconds,
+                    tick=while_held(self.lease, poller.tick, job="poll-scanner"),
+                )
             )
         self.callbacks = Stage(
             name="status",
@@ -152,6 +165,7 @@ class StatusWorker:
                 if t.exception() is not None:
                     raise t.exception()
         finally:
+            await self.lease.release()  # the next replica takes the scanners over at once
             await self.transports.aclose()
             self.store.close()
 
