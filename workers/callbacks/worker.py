@@ -29,6 +29,7 @@ from services.crypto.certificates import load_certificate
 from services.documents.store import DocumentStore, document_bytes, require_signer_store, store_from_settings
 from services.logs import get_logger
 from services.messaging.clients import start_producer
+from services.messaging.shutdown import HttpDrain, stop_on_signals
 from services.metrics import MetricsServer
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.pipeline.organizations import load_organizations
@@ -137,7 +138,13 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the endpoint until ``stop`` is set (or forever)."""
+    """Run the endpoint until ``stop`` is set, or, without ``stop``, until SIGTERM or SIGINT; then drain: no new
+    connections, requests in flight finish within EMD_SHUTDOWN_GRACE_SECONDS (``services.messaging.shutdown``),
+    and only then the producer and the store close, so an acknowledged callback is always on the topic."""
+    remove_handlers = None
+    if stop is None:  # the process's own: PID 1 in a pod ignores SIGTERM unless told what to do with it
+        stop = asyncio.Event()
+        remove_handlers = stop_on_signals(stop.set, name="callbacks")
     reply_keys = reply_credentials(settings)
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(
@@ -169,9 +176,10 @@ async def serve(
 
     metrics_server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port).start()
     log.info("metrics", url=metrics_server.url)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    draining = HttpDrain(grace=settings.shutdown_grace_seconds)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[draining.middleware])
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = draining.runner(app)
     await runner.setup()
     site = web.TCPSite(
         runner, host or settings.callback_host, port if port is not None else settings.callback_port
@@ -185,9 +193,11 @@ async def serve(
     if ready is not None:
         ready.set()
     try:
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
+        await stop.wait()
     finally:
-        await runner.cleanup()
+        await draining.drain(runner, name="callbacks")
+        if remove_handlers is not None:
+            remove_handlers()
         await producer.stop()
         store.close()
         metrics_server.stop()
