@@ -268,6 +268,12 @@ class Settings:
         "`emd lifecycle prune` deletes documents decided (registered or failed) longer ago than this, with their "
         "attempts; documents on their way are kept whatever their age.",
     )
+    dead_letter_watch_seconds: float = setting(
+        "EMD_DEAD_LETTER_WATCH_SECONDS",
+        300.0,
+        "How often the status worker's lease holder reads new dead letters and asks the lifecycle store which are "
+        "handled (emd_dead_letters_unhandled, emd_dead_letters_unhandled_oldest_seconds).",
+    )
     scanner_lease_seconds: float = setting(
         "EMD_SCANNER_LEASE_SECONDS",
         60.0,

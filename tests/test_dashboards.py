@@ -21,6 +21,9 @@ METRIC_MODULES = (
     "services.pipeline.callbacks",
     "services.pipeline.signing",
     "services.pipeline.acknowledgment",
+    "services.pipeline.lease",
+    "services.messaging.trust",
+    "services.desk.unhandled",
 )
 _SUFFIXES = {
     "counter": ("_total", "_created"),

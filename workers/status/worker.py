@@ -24,7 +24,9 @@ from typing import Any
 from producer import events, topology
 from services import lifecycle as lc
 from services.config import Settings
+from services.desk.unhandled import DeadLetterWatch, watch_tick
 from services.logs import get_logger
+from services.messaging.clients import kafka_python_config
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import acknowledgment
@@ -84,6 +86,15 @@ class StatusWorker:
                 tick=while_held(self.lease, scanner.tick, job="deadline-scanner"),
             ),
         ]
+        # dead letters nobody has handled, and the oldest's age (services/desk/unhandled.py), on the holder too
+        self.dead_letters = DeadLetterWatch(kafka_python_config(settings), store=self.store)
+        tickers.append(
+            Ticker(
+                name="dead-letter-watch",
+                interval=settings.dead_letter_watch_seconds,
+                tick=watch_tick(self.dead_letters, self.lease),
+            )
+        )
         if poller.organizations:
             tickers.append(
                 Ticker(
@@ -166,6 +177,7 @@ class StatusWorker:
                     raise t.exception()
         finally:
             await self.lease.release()  # the next replica takes the scanners over at once
+            await asyncio.to_thread(self.dead_letters.close)
             await self.transports.aclose()
             self.store.close()
 
