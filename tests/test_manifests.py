@@ -550,3 +550,17 @@ def test_the_lifecycle_migration_runs_as_the_owner_and_the_pods_as_the_applicati
         "emd-status": "emd-lifecycle-db",
         "emd-callbacks": "emd-lifecycle-db",
     } == urls
+
+
+def test_the_runbook_states_the_supported_versions_and_the_sizing_for_120_documents_per_second():
+    """docs/operations.md names every release the CRDs are tested at, and sizes each stage for 120 documents/s."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    versions = doc.split("## Supported versions", 1)[1].split("\n## ", 1)[0]
+    for releases in crd_schemas.RELEASES.values():
+        for release in releases:
+            assert re.search(r"\d+\.\d+", release).group(0) in versions, release
+    sizing = doc.split("## Capacity for 120 documents/s", 1)[1].split("\n## ", 1)[0]
+    partitions = _of(rendered("prod"), "KafkaTopic")[0]["spec"]["partitions"]
+    assert f"Partitions: {partitions}" in sizing
+    for stage in ("signer", "sender", "status", "callbacks"):
+        assert re.search(rf"^\| {stage} \| [\d.]+ \| [\d.]+ \|", sizing, re.M), stage
