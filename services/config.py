@@ -230,11 +230,6 @@ class Settings:
     sender_connect_timeout: float = setting("EMD_SENDER_CONNECT_TIMEOUT", 10.0, "Seconds to connect to ИПС.")
     sender_read_timeout: float = setting("EMD_SENDER_READ_TIMEOUT", 60.0, "Seconds to wait for ИПС's answer.")
 
-    @property
-    def soap_call_seconds(self) -> float:
-        """The longest one call to ИПС may take (connect, then the answer): what a drain must outlast."""
-        return self.sender_connect_timeout + self.sender_read_timeout
-
     sender_rate_limit_defer_seconds: float = setting(
         "EMD_SENDER_RATE_LIMIT_DEFER_SECONDS",
         60.0,
