@@ -111,6 +111,7 @@ class StatusWorker:
             settings=settings,
             group_id="emd-status-callbacks",
             tickers=tickers,
+            on_start=self._take_lease,
         )
         self.sent = Stage(
             name="status-sent",
@@ -121,6 +122,10 @@ class StatusWorker:
             group_id="emd-status",
             serve_metrics=False,
         )
+
+    async def _take_lease(self) -> None:
+        """Try for the scanner lease at start, not one renewal interval later (a free lease is taken at once)."""
+        await self.lease.renew()
 
     async def handle_callback(self, record: Record) -> list[Output]:
         options = {
