@@ -141,7 +141,7 @@ def two_status_processes(broker, tmp_path):
         "EMD_ORGANIZATIONS": str(organizations),
         "EMD_ACK_TIMEOUT_SECONDS": "60",
         "EMD_ACK_SCAN_INTERVAL_SECONDS": "0.5",
-        "EMD_SCANNER_LEASE_SECONDS": "3",
+        "EMD_SCANNER_LEASE_SECONDS": "10",
         "EMD_LOG_FORMAT": "json",
     }
     try:
@@ -178,7 +178,7 @@ def test_two_status_processes_run_one_scanner_between_them(broker, tmp_path, two
     _overdue(store, first)
     assert wait_until(lambda: _deadlines(broker.bootstrap_servers, first) >= 1, timeout=120)
     # many scan intervals later, still one: the other process never scanned
-    assert wait_until(lambda: _held(ports[holder]) == 1.0 and _held(ports[1 - holder]) == 0.0, timeout=10)
+    assert wait_until(lambda: _held(ports[holder]) == 1.0 and _held(ports[1 - holder]) == 0.0, timeout=60)
     assert 1 == _deadlines(broker.bootstrap_servers, first)
 
     procs[holder].send_signal(signal.SIGTERM)  # a rolling update: the holder hands the lease over as it stops

@@ -52,6 +52,7 @@ UNHANDLED_OLDEST = Gauge(
 )
 #: what the dead-letter topics keep (producer/topology.py): a dead letter older than this is gone from Kafka
 RETENTION = dt.timedelta(milliseconds=topology.CREATED_DLT.retention_ms)
+DEAD_LETTER_TOPIC_NAMES = tuple(t.name for t in topology.DEAD_LETTER_TOPICS)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class DeadLetterWatch:
         kafka: Mapping[str, Any],
         *,
         store: lc.LifecycleStore,
-        topics: Sequence[str] = tuple(t.name for t in topology.DEAD_LETTER_TOPICS),
+        topics: Sequence[str] = DEAD_LETTER_TOPIC_NAMES,
     ) -> None:
         self.kafka, self.store, self.topics = dict(kafka), store, tuple(topics)
         self.view = UnhandledDeadLetters()

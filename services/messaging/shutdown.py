@@ -1,9 +1,8 @@
 """Stopping a process the way Kubernetes stops a pod: SIGTERM, a grace period, then SIGKILL.
 
-In a container the process is PID 1, and the kernel gives PID 1 no default action for SIGTERM: without a handler
-the signal is ignored and the pod dies by SIGKILL at the end of its grace period, mid-request. So:
+In a container the process is PID 1, and the kernel gives PID 1 no default action for SIGTERM: the process's
+``App`` (``services.messaging.app``) installs the handler and asks each service to stop. For an HTTP service:
 
-* :func:`stop_on_signals` turns SIGTERM (and SIGINT) into a call of ``on_stop`` on the event loop;
 * :class:`HttpDrain` drains an aiohttp service: its middleware counts the requests in flight, and
   :meth:`HttpDrain.drain` closes the listening sockets at once (new connections are refused, so the Service's
   other pods take them), waits up to ``grace`` seconds for every request in flight to end (one whose body is
@@ -18,7 +17,6 @@ The Kafka workers drain their records the same way in ``services.messaging.runti
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -26,26 +24,6 @@ from aiohttp import web
 from services.logs import get_logger
 
 log = get_logger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def stop_on_signals(on_stop: Callable[[], None], *, name: str) -> Callable[[], None]:
-    """Call ``on_stop`` on the running loop when SIGTERM or SIGINT arrives; returns what removes the handlers."""
-    loop = asyncio.get_running_loop()
-
-    def received(sig: signal.Signals) -> None:
-        log.info("stop requested", process=name, signal=sig.name)
-        on_stop()
-
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, received, sig)
-
-    def remove() -> None:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-
-    return remove
 
 
 class HttpDrain:

@@ -108,6 +108,10 @@ class Lease:
         LEASE_HELD.labels(self.name).set(1 if self.held() else 0)
         return []
 
+    async def renew_now(self) -> None:
+        """Try for the lease at start (an ``App``'s on_start hook), not one renewal interval later."""
+        await self.renew()
+
     async def release(self) -> None:
         """Hand the lease over (on shutdown); a failure leaves it to lapse."""
         held, self._valid_until = self.held(), 0.0
