@@ -17,7 +17,7 @@ from services.console import auth
 from services.console.app import Console, local_target, make_app
 from services.console.index import DeadLetterIndex
 from services.desk.replay import Summary
-from services.lifecycle import desk, open_store
+from services.lifecycle import open_store, support_tables
 from services.pipeline.organizations import load_organizations
 from tests.test_dlq_cmd import ORG, _letter
 
@@ -58,7 +58,7 @@ def console(tmp_path, organizations):
     c = Console(
         index=index,
         lifecycle=open_store(tmp_path),
-        desk=desk.open_desk_store(tmp_path),
+        tables=support_tables.open_support_tables(tmp_path),
         archive=None,
         organizations=lambda: organizations,
         readiness=lambda oid: [],
@@ -71,7 +71,7 @@ def console(tmp_path, organizations):
     c.clock = clock
     yield c
     c.lifecycle.close()
-    c.desk.close()
+    c.tables.close()
 
 
 class _Archive:
@@ -120,7 +120,7 @@ async def _login(client, user="support", password=PASSWORD, **headers) -> str:
 )
 def test_an_anonymous_request_gets_the_login_page_and_nothing_else(console, path):
     """Every page, asked without a session, answers with the login form: no dead letter, staff name or OID."""
-    console.desk.audit("clinic.promote", actor="alice", target=ORG)
+    console.tables.audit("clinic.promote", actor="alice", target=ORG)
 
     async def scenario(client):
         r = await client.get(path)
@@ -148,7 +148,7 @@ def test_the_json_api_answers_401_without_a_login(console):
             assert r.status == 401 and (await r.json()) == {"error": "login required"}, path
 
     _run(console, scenario)
-    assert console.replays == [] and console.desk.clinic(ORG).state == desk.ONBOARDING
+    assert console.replays == [] and console.tables.clinic(ORG).state == support_tables.ONBOARDING
 
 
 def test_logged_in_pages_and_apis_read(console):
@@ -191,7 +191,7 @@ def test_writes_are_refused_without_a_login(console):
         assert r.status == 303 and r.headers["Location"].startswith("/login")
 
     _run(console, scenario)
-    assert console.replays == [] and console.desk.clinic(ORG).state == desk.ONBOARDING
+    assert console.replays == [] and console.tables.clinic(ORG).state == support_tables.ONBOARDING
 
 
 def test_writes_are_refused_without_the_csrf_token(console):
@@ -206,7 +206,7 @@ def test_writes_are_refused_without_the_csrf_token(console):
 
     _run(console, scenario)
     assert console.replays == []
-    assert console.desk.audit_log()[0].action == "console.csrf.refused"
+    assert console.tables.audit_log()[0].action == "console.csrf.refused"
 
 
 def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
@@ -223,7 +223,7 @@ def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
 
     _run(console, scenario)
     assert console.replays == [("u1", True), ("u1", False), ("u1", False)]
-    actions = [(e.action, e.actor) for e in console.desk.audit_log()]
+    actions = [(e.action, e.actor) for e in console.tables.audit_log()]
     assert ("dlq.replay", "support") in actions and ("console.login", "support") in actions
 
 
@@ -238,7 +238,7 @@ def test_promote_through_the_console_is_refused_before_a_test(console):
         assert r.status == 404  # not a configured clinic
 
     _run(console, scenario)
-    assert console.desk.clinic(ORG).state == desk.ONBOARDING
+    assert console.tables.clinic(ORG).state == support_tables.ONBOARDING
 
 
 # --- crafted strings in URLs -----------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def test_a_crafted_local_uid_cannot_reach_promote(console):
         await client.post("/dead-letters/sender-0-8/replay/preview", data={"csrf": csrf})
 
     _run(console, scenario)
-    assert console.desk.clinic(ORG).state == desk.ONBOARDING
+    assert console.tables.clinic(ORG).state == support_tables.ONBOARDING
 
 
 def test_pages_escape_what_they_show_and_every_path_segment(console):
@@ -336,7 +336,7 @@ def test_a_wrong_password_is_refused_and_audited(console):
         assert r.status == 401 and "wrong user or password" in await r.text() and auth.COOKIE not in r.cookies
 
     _run(console, scenario)
-    assert console.desk.audit_log()[0].action == "console.login.failed"
+    assert console.tables.audit_log()[0].action == "console.login.failed"
 
 
 def test_ten_failures_lock_the_user_out_for_fifteen_minutes_even_with_the_right_password(console):
@@ -368,7 +368,7 @@ def test_ten_failures_lock_the_user_out_for_fifteen_minutes_even_with_the_right_
         assert await attempts(client, 1, PASSWORD, "198.51.100.1") == [303]
 
     _run(console, scenario)
-    actions = [e.action for e in reversed(console.desk.audit_log(limit=100))]
+    actions = [e.action for e in reversed(console.tables.audit_log(limit=100))]
     assert actions.count("console.login.failed") == 10
     assert actions.count("console.login.lockout") == 1 and actions.count("console.login.locked") == 2
     assert actions[-1] == "console.login"
@@ -435,7 +435,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(console):
         assert "Secure" not in r.headers["Set-Cookie"]
 
     _run(console, scenario)
-    assert console.desk.audit_log()[0].detail["remote"] == "127.0.0.1"
+    assert console.tables.audit_log()[0].detail["remote"] == "127.0.0.1"
 
 
 def test_passwords_are_scrypt_hashes_checked_in_constant_time(tmp_path):
@@ -453,9 +453,9 @@ def test_passwords_are_scrypt_hashes_checked_in_constant_time(tmp_path):
 
 def test_the_audit_page_is_paged_so_a_flood_hides_nothing(console):
     """120 failed logins after a real action: page 1 shows 50 entries and links older pages; the last holds it."""
-    console.desk.promote(ORG, actor="alice", force=True)
+    console.tables.promote(ORG, actor="alice", force=True)
     for i in range(120):
-        console.desk.audit("console.login.failed", actor=f"bot{i}")
+        console.tables.audit("console.login.failed", actor=f"bot{i}")
 
     async def scenario(client):
         await _login(client)
@@ -470,7 +470,7 @@ def test_the_audit_page_is_paged_so_a_flood_hides_nothing(console):
 def test_kept_requests_show_no_signature_mchd_or_token_even_logged_in(console):
     """A kept SOAP request carrying a doctor's signature (their name and СНИЛС inside), an МЧД, the patient's
     name and N3's token is shown with those described or masked, never decoded or in clear."""
-    from services.lifecycle.desk import Exchange
+    from services.lifecycle.support_tables import Exchange
     from services.pipeline.exchanges import KeptExchange
 
     cert_text = "CN=Петров Пётр Петрович, SNILS=25463625426".encode()

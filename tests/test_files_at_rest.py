@@ -16,7 +16,7 @@ from producer.claimcheck import FilesystemStore
 from producer.files import private_dir, write_private
 from services.console.auth import load_users, verify_password
 from services.lifecycle import open_store
-from services.lifecycle.desk import open_desk_store
+from services.lifecycle.support_tables import open_support_tables
 from services.messaging.heartbeat import write_heartbeat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_stores_write_private_files_under_an_open_umask(tmp_path, open_umask):
     data = tmp_path / "data"
     store = open_store(data)
     store.close()
-    desk = open_desk_store(data)
+    desk = open_support_tables(data)
     desk.audit("test", actor="support")
     desk.close()
     FilesystemStore(data / "documents").put(b"<ClinicalDocument/>")

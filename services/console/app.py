@@ -45,16 +45,17 @@ from aiohttp import web
 from services.console.auth import COOKIE, SESSION_SECONDS, LoginLimiter, Session, Sessions
 from services.console.index import DeadLetterIndex, letter_id
 from services.desk.case import Case, build_case, case_json
-from services.desk.deadletters import STAGE_OF_TOPIC, DeadLetter, Filters, iso
+from services.desk.deadletters import STAGE_OF_TOPIC, DeadLetter, Filters
 from services.desk.ticket import ticket_text
-from services.lifecycle.desk import AUDIT_PAGE
+from services.lifecycle.support_tables import AUDIT_PAGE
 from services.logs import get_logger, mask_text
+from services.timestamps import for_people
 
 if TYPE_CHECKING:
     from services.desk.readiness import Line
     from services.desk.replay import Summary
     from services.lifecycle import LifecycleStore
-    from services.lifecycle.desk import DeskStore
+    from services.lifecycle.support_tables import SupportTables
     from services.pipeline.exchanges import ExchangeArchive
     from services.pipeline.organizations import Organization, OrganizationsConfig
 
@@ -90,7 +91,7 @@ class Console:
 
     index: DeadLetterIndex
     lifecycle: LifecycleStore
-    desk: DeskStore
+    tables: SupportTables
     archive: ExchangeArchive
     organizations: Callable[
         [], OrganizationsConfig
@@ -348,13 +349,13 @@ class _Handlers:
         config = console.organizations()
         out = []
         for oid, org in sorted(config.organizations.items()):
-            c = console.desk.clinic(oid)
+            c = console.tables.clinic(oid)
             out.append(
                 {
                     "oid": oid,
                     "name": org.name,
                     "state": c.state,
-                    "tested_at": iso(c.tested_at),
+                    "tested_at": for_people(c.tested_at),
                     "lines": console.readiness(oid),
                 }
             )
@@ -373,16 +374,18 @@ class _Handlers:
             number = max(1, int(request.query.get("page", "1")))
         except ValueError:
             number = 1
-        total = await _run(self.console.desk.audit_count)
+        total = await _run(self.console.tables.audit_count)
         pages = max(1, -(-total // AUDIT_PAGE))
         number = min(number, pages)
-        entries = await _run(self.console.desk.audit_log, limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE)
+        entries = await _run(
+            self.console.tables.audit_log, limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE
+        )
         return self.page(
             request,
             "audit.html",
             entries=[
                 {
-                    "at": iso(e.at),
+                    "at": for_people(e.at),
                     "actor": e.actor,
                     "action": e.action,
                     "target": e.target,
@@ -408,7 +411,7 @@ class _Handlers:
         locked = console.limiter.locked(user, address)
         if locked is not None:
             await _run(
-                console.desk.audit, "console.login.locked", actor=user or "?", remote=address, locked=locked
+                console.tables.audit, "console.login.locked", actor=user or "?", remote=address, locked=locked
             )
             log.warning("console login refused: locked out", user=user, remote=address, locked=locked)
             return self.page(
@@ -423,7 +426,7 @@ class _Handlers:
             await self._failed(user, address)
             return self.page(request, "login.html", status=401, next=target, error="wrong user or password")
         console.limiter.succeeded(user)
-        await _run(console.desk.audit, "console.login", actor=user, remote=address)
+        await _run(console.tables.audit, "console.login", actor=user, remote=address)
         token, _ = found
         response = web.HTTPSeeOther(target)
         response.set_cookie(
@@ -441,11 +444,11 @@ class _Handlers:
         """A wrong password: counted, audited and logged; the lockout it may start too."""
         console = self.console
         newly = console.limiter.failed(user, address)
-        await _run(console.desk.audit, "console.login.failed", actor=user or "?", remote=address)
+        await _run(console.tables.audit, "console.login.failed", actor=user or "?", remote=address)
         log.warning("console login failed", user=user, remote=address)
         if newly is not None:
             await _run(
-                console.desk.audit, "console.login.lockout", actor=user or "?", remote=address, locked=newly
+                console.tables.audit, "console.login.lockout", actor=user or "?", remote=address, locked=newly
             )
             log.warning("console login locked out for 15 minutes", user=user, remote=address, locked=newly)
 
@@ -474,7 +477,7 @@ class _Handlers:
         summary, _ = await _run(self.console.replay, Filters(local_uid=uid), False)
         actor = _actor(request)
         await _run(
-            self.console.desk.audit,
+            self.console.tables.audit,
             "dlq.replay",
             actor=actor,
             target=uid,
@@ -509,17 +512,17 @@ class _Handlers:
         )
 
     async def _do_promote(self, request: web.Request) -> tuple[str, str | None]:
-        from services.lifecycle.desk import ClinicConflict
+        from services.lifecycle.support_tables import ClinicConflict
 
         oid = request.match_info["oid"]
         config = await _run(self.console.organizations)
         if oid not in config.organizations:  # only a configured clinic, never a string from the URL as such
             raise web.HTTPNotFound(text="no such clinic")
         try:
-            await _run(self.console.desk.promote, oid, actor=_actor(request))
+            await _run(self.console.tables.promote, oid, actor=_actor(request))
             return oid, None
         except ClinicConflict as exc:
-            await _run(self.console.desk.audit, "clinic.promote.refused", actor=_actor(request), target=oid)
+            await _run(self.console.tables.audit, "clinic.promote.refused", actor=_actor(request), target=oid)
             return oid, str(exc)
 
     async def promote(self, request: web.Request) -> web.Response:
@@ -569,7 +572,7 @@ def _session_middleware(console: Console) -> Any:
                 token = str(form_token) if form_token is not None else None
             if not Sessions.csrf_ok(session, token):
                 await asyncio.to_thread(
-                    console.desk.audit, "console.csrf.refused", actor=session.user, target=request.path
+                    console.tables.audit, "console.csrf.refused", actor=session.user, target=request.path
                 )
                 return web.json_response({"error": "missing or wrong CSRF token"}, status=403)
         return await handler(request)

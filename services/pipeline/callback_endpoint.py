@@ -12,8 +12,10 @@
   with ``role="callbacks"``), and takes a reloaded configuration's keys and addresses (``reconfigure``);
 * ``publish`` returns only after the broker confirmed the write (``Producer.send``), so a callback is on the
   topic before ИПС gets its ack;
-* on ``request_stop()`` (SIGTERM) it stops accepting connections and lets the requests in progress finish
-  for ``EMD_SHUTDOWN_GRACE_SECONDS`` before closing.
+* on ``request_stop()`` (SIGTERM) it drains (``services.messaging.shutdown.HttpDrain``): it stops accepting
+  connections and lets the requests in progress finish — one whose body is still arriving included — for
+  ``EMD_SHUTDOWN_GRACE_SECONDS`` before closing; the producer closes after that, so an acked callback is on the
+  topic.
 
 Its metrics and ``/healthz`` are the ``App``'s, on their own port (``EMD_METRICS_PORT``), apart from the SOAP port
 the ingress exposes. The lookups read the lifecycle store (what the sender registered) in a thread.
@@ -23,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from producer import topology
 from producer.errors import ConfigurationError
@@ -38,6 +41,7 @@ from services.documents.store import DocumentStore, document_bytes, require_sign
 from services.logs import get_logger
 from services.messaging import transports
 from services.messaging.records import Output
+from services.messaging.shutdown import HttpDrain
 from services.messaging.transport import Producer, Transport
 from services.pipeline.callbacks import (
     CallbackService,
@@ -168,7 +172,7 @@ def file_lookup(
     return run
 
 
-def callback_app(service: CallbackService) -> web.Application:
+def callback_app(service: CallbackService, *, middlewares: Sequence[Middleware] = ()) -> web.Application:
     """The aiohttp application: POST on any path, the body read with ``read_limited`` (never more than the
     limit + 1 bytes: a larger request is answered 413 and its connection closed, the rest unread)."""
 
@@ -187,18 +191,19 @@ def callback_app(service: CallbackService) -> web.Application:
         return web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
 
     # aiohttp's own limit is a second fence, should anything call request.read()
-    app = web.Application(client_max_size=service.max_request_bytes + 1)
+    app = web.Application(client_max_size=service.max_request_bytes + 1, middlewares=list(middlewares))
     app.router.add_post("/{tail:.*}", handle)
     return app
 
 
-def callback_runner(service: CallbackService, *, shutdown_timeout: float = 60.0) -> web.AppRunner:
-    """The runner of ``callback_app`` (no access log: ИПС traffic is counted in metrics and logged by outcome)."""
+def callback_runner(service: CallbackService, *, middlewares: Sequence[Middleware] = ()) -> web.AppRunner:
+    """The runner of ``callback_app`` (no access log: ИПС traffic is counted in metrics and logged by outcome),
+    stopped as ``HttpDrain.runner``'s is (its drain waits for the requests in flight; then one more second)."""
     return web.AppRunner(
-        callback_app(service),
+        callback_app(service, middlewares=middlewares),
         access_log=None,
         lingering_time=LINGERING_SECONDS,
-        shutdown_timeout=shutdown_timeout,
+        shutdown_timeout=1.0,
     )
 
 
@@ -271,10 +276,9 @@ class CallbackEndpoint:
         )
         transport = self.transport or transports.for_settings(self.settings)
         producer = await transport.producer(client_id=self.name, topics=[topology.CALLBACKS.name])
+        draining = HttpDrain(grace=self.settings.shutdown_grace_seconds)
         try:
-            runner = callback_runner(
-                self._service(producer), shutdown_timeout=self.settings.shutdown_grace_seconds
-            )
+            runner = callback_runner(self._service(producer), middlewares=[draining.middleware])
             await runner.setup()
             try:
                 await web.TCPSite(runner, self.host, self.port).start()
@@ -283,7 +287,7 @@ class CallbackEndpoint:
                 await self._stopping.wait()
             finally:
                 self._listening = False
-                await runner.cleanup()  # stops accepting, lets requests in progress finish (the grace)
+                await draining.drain(runner, name=self.name)  # no new connections; requests in flight finish
         finally:
             await producer.stop()
 

@@ -1,4 +1,7 @@
-"""The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile`` (docs/transports.md).
+"""The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile``.
+
+The protocol: steps 4–7 of ``docs/protocol.md#registration-flow``, the messages
+``docs/protocol.md#getdocumentfile`` and ``docs/protocol.md#registerdocumentresult``.
 
 ``CallbackService.handle(body)`` is the whole protocol, without HTTP or Kafka (both are injected), so it
 is tested directly and served by ``services.pipeline.callback_endpoint``; ``read_limited`` is the body reader the
@@ -33,8 +36,8 @@ signed with our ИС key, relating to a MessageID it chose). Only then:
   ``emdrId`` (another ИС asking for a registered document later: ``lookup_emdr_id(emdrId)`` gives the
   localUid). An unknown id → a ``soap:Client`` fault ``DOCUMENT_NOT_FOUND`` naming it.
 * ``sendNotice`` / ``sendDocumentFile`` (related-ЭМД notices) → refused with a signed ``soap:Client``
-  fault ``NOTICE_NOT_ACCEPTED``: their body is known by name only, and publishing a guessed shape to the
-  МИС would make a contract of a guess (docs/transports.md).
+  fault ``NOTICE_NOT_ACCEPTED``: their body is known by name only (``docs/protocol.md#operations``, [P]), and
+  publishing a guessed shape to the МИС would make a contract of a guess (docs/transports.md).
 
 ``handle`` never raises: whatever goes wrong inside is an unsigned ``soap:Server`` fault, never a bare
 HTTP 500 (faults travel with HTTP 500 as SOAP 1.1 prescribes, 413 for an oversized body).
@@ -44,7 +47,8 @@ each ИС has its own key, and a deployment serving several clinics may have sev
 key is chosen, in order, by
 
 1. the request's ``transportHeader/authInfo/clientEntityId``, when it names one of our ИС (whether ИПС
-   puts it on callbacks is not public: an unknown value is logged, not trusted to decide);
+   puts it on callbacks is not public, ``docs/protocol.md#soap-header``: an unknown value is logged, not
+   trusted to decide);
 2. the document's organisation: ``lookup_organization(relatesToMessage)`` (the lifecycle store, which
    knows every MessageID we sent) or, for a result, the ``organization`` the callback names; for
    ``getDocumentFile``, the localUid's organisation;

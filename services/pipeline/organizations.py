@@ -76,6 +76,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from prometheus_client import Counter
 
 from producer.errors import ConfigurationError, EmdError, PermanentError
+from producer.text import digits
 from services.config import MAX_DOCUMENT_BYTES
 from services.crypto import keys, mchd
 from services.crypto.cades import from_wire
@@ -502,15 +503,15 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
     signing = spec["signing"]
     doctors: dict[str, Credential] = {}
     for snils, dspec in (signing.get("doctors") or {}).items():
-        digits = re.sub(r"\D", "", snils)
+        number = digits(snils)
         dat = at + ("signing", "doctors", snils)
         cred = _credential(f, dat, dspec, f"{oid}/doctor", kind="doctor")
-        if re.sub(r"\D", "", cred.certificate.snils or "") != digits:
+        if digits(cred.certificate.snils) != number:
             raise f.error(
                 dat + ("certificate",), "the certificate's СНИЛС is not the one it is configured for"
             )
         cred.label = f"{oid}/doctor/{cred.certificate.serial_number:x}"  # no СНИЛС in labels: personal data
-        doctors[digits] = cred
+        doctors[number] = cred
 
     org_cred: Credential | None = None
     poa: Mchd | None = None
@@ -575,7 +576,7 @@ def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
     does not use N3 (the signer, the callback service, the console) does not read it."""
     token = _n3_token(f, at, spec) if "n3" in f.holds else ""
     doctors = {
-        re.sub(r"\D", "", snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
+        digits(snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
         for snils, codes in (spec.get("doctors") or {}).items()
     }
     return N3Settings(
