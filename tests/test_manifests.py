@@ -615,6 +615,7 @@ def test_the_lifecycle_migration_runs_as_the_owner_and_the_pods_as_the_applicati
         "emd-sender": "emd-lifecycle-db",
         "emd-status": "emd-lifecycle-db",
         "emd-callbacks": "emd-lifecycle-db",
+        "emd-console": "emd-lifecycle-db",
     } == urls
 
 
