@@ -509,3 +509,28 @@ def test_end_to_end_latency_runs_from_the_mis_publishing_the_document(tmp_path):
     run(callback(), s)
     assert (REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0) - before >= 600
     s.close()
+
+
+def test_a_mail_style_message_id_correlates_a_callback_to_its_attempt(tmp_path):
+    """A callback whose relatesToMessage is written mail-style (``<…>``, upper case) and names no localUid is matched
+    by MessageID to the attempt it answers: that attempt is the registered one."""
+    s = _store_with_doc(tmp_path / "lc.sqlite3")
+    s.record_attempt("doc-1", M1, endpoint="http://ips")
+    s.record_outcome(M1, outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="TIMEOUT")
+    s.record_attempt("doc-1", M2, endpoint="http://ips")
+    s.mark_accepted("doc-1", message_id=M2)
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=f"<{M2.upper()}>",
+            status="success",
+            registry_item=RegistryItem(emdr_id="16.62.7", registration_date_time="2026-01-01T10:00:00+03:00"),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+    )
+    outs = run(raw, s)
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert registration["messageId"] == M2 and registration["emdrId"] == "16.62.7"
+    assert [(a.message_id, a.outcome) for a in s.history("doc-1")] == [(M1, "transient"), (M2, "registered")]
+    s.close()

@@ -317,7 +317,7 @@ UUID = "5f0c1e2a-0000-4000-8000-000000000002"
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
 @pytest.mark.parametrize(
-    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}"]
+    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}", f"<{UUID}>"]
 )
 def test_signed_variant_callbacks_are_verified_and_keyed_by_the_normalised_id(pki, version, spelling):
     """SOAP 1.1 or 1.2, unprefixed WS-Addressing with ИПС's fixed wsu:Ids and the 2004/08 anonymous ReplyTo, kind as a

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from producer.ids import normalize_message_id
+from producer.ids import normalize_message_id, same_message_id
 from services.crypto.certificates import load_certificate
 from services.crypto.keys import load_pkcs8
 from services.remd import envelope, soap
@@ -516,6 +516,9 @@ def test_untrusted_bytes_go_through_xmlsafe():
         "urn:uuid:499C1284-AC8E-41D8-8957-B9B83DE9A638",
         "uuid:499c1284-ac8e-41d8-8957-b9b83de9a638",
         " 499C1284AC8E41D88957B9B83DE9A638 ",
+        "<499c1284-ac8e-41d8-8957-b9b83de9a638>",
+        " <urn:uuid:499C1284-AC8E-41D8-8957-B9B83DE9A638> ",
+        "{499C1284-AC8E-41D8-8957-B9B83DE9A638}",
     ],
 )
 def test_normalize_message_id(raw):
@@ -526,4 +529,14 @@ def test_normalize_message_id(raw):
 def test_normalize_non_uuid_message_id():
     """A MessageID that is not a UUID is kept, without prefix, lower-cased."""
     assert normalize_message_id("urn:uuid:MSG-42") == "msg-42"
+    assert normalize_message_id("<MSG-42@gateway>") == "msg-42@gateway"
     assert normalize_message_id(None) == ""
+
+
+def test_same_message_id_compares_spellings_and_never_matches_an_empty_id():
+    """Two spellings of one MessageID are the same message; an empty or missing id matches nothing, not even itself."""
+    assert same_message_id(
+        "<499C1284-AC8E-41D8-8957-B9B83DE9A638>", "urn:uuid:499c1284ac8e41d88957b9b83de9a638"
+    )
+    assert not same_message_id("499c1284-ac8e-41d8-8957-b9b83de9a638", "499c1284-ac8e-41d8-8957-b9b83de9a639")
+    assert not same_message_id(None, None) and not same_message_id("", " ")

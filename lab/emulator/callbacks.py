@@ -39,7 +39,7 @@ from lab.emulator.state import StateDir
 from lab.emulator.systems import System
 from lab.emulator.variants import LaterRequests, Shape, shape_for, shaped_result, spell
 from producer.errors import PermanentError
-from producer.ids import new_message_id, normalize_message_id
+from producer.ids import new_message_id, normalize_message_id, same_message_id
 from services.logs import get_logger
 from services.remd import envelope, soap
 from services.remd import names as n
@@ -325,7 +325,7 @@ class Processor:
                 "GET_DOCUMENT_FILE_ERROR",
                 f"Подпись ответа getDocumentFile не прошла проверку ({exc.reason}): {exc.message}",
             )
-        if normalize_message_id(parsed.headers.relates_to) != normalize_message_id(message_id):
+        if not same_message_id(parsed.headers.relates_to, message_id):
             return RemdError(
                 "WRONG_MESSAGE_ID",
                 f"Асинхронный запрос файла с messageID [{parsed.headers.relates_to}] не найден",
@@ -388,7 +388,7 @@ class Processor:
             ack = soap.parse_callback_ack(body)
         except PermanentError as exc:
             return exc.reason
-        if normalize_message_id(ack.headers.relates_to) != normalize_message_id(message_id):
+        if not same_message_id(ack.headers.relates_to, message_id):
             return "ACK_RELATES_TO_MISMATCH"
         return None
 

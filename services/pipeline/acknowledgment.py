@@ -67,7 +67,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from producer import events, topology
 from producer.errors import PermanentError, TransientError
-from producer.ids import normalize_message_id
+from producer.ids import normalize_message_id, same_message_id
 from services import lifecycle as lc
 from services import metrics
 from services.logs import get_logger
@@ -243,7 +243,9 @@ def registered_outputs(
     signed = _signed_event(doc)
     attempts = store.history(doc.local_uid)
     ids = [a.message_id for a in attempts]
-    current = next((a for a in attempts if a.message_id == message_id), attempts[-1] if attempts else None)
+    current = next(
+        (a for a in attempts if same_message_id(a.message_id, message_id)), attempts[-1] if attempts else None
+    )
     data = dict(signed["data"])
     data["submission"] = events.submission_data(
         message_id=message_id,
@@ -347,7 +349,9 @@ def _definitely_not_taken(a: lc.Attempt) -> bool:
 def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
     return [
-        a for a in store.history(doc.local_uid) if a.message_id != message_id and not _definitely_not_taken(a)
+        a
+        for a in store.history(doc.local_uid)
+        if not same_message_id(a.message_id, message_id) and not _definitely_not_taken(a)
     ]
 
 
