@@ -82,7 +82,7 @@ def test_success_registers_and_emits_acknowledged_and_status(store):
 
 def test_an_organisation_configured_for_production_is_acknowledged_with_production(store):
     """The acknowledged event's submission names the organisation's configured environment, and the
-    registration time is written in the events' one format (UTC, milliseconds)."""
+    registration time in UTC to the microsecond, the submission's times in the events' one format (milliseconds)."""
 
     def environments(oid, endpoint):
         return {EXAMPLE["organizationOid"]: "production"}[oid]
@@ -92,7 +92,7 @@ def test_an_organisation_configured_for_production_is_acknowledged_with_producti
     )
     data = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]
     assert data["submission"]["environment"] == "production"
-    assert data["registration"]["registrationTime"] == "2026-01-01T07:00:00.000Z"
+    assert data["registration"]["registrationTime"] == "2026-01-01T07:00:00.000000Z"
     assert data["submission"]["sentAt"].endswith("Z") and len(data["submission"]["sentAt"]) == 24
 
 
@@ -534,3 +534,33 @@ def test_a_mail_style_message_id_correlates_a_callback_to_its_attempt(tmp_path):
     assert registration["messageId"] == M2 and registration["emdrId"] == "16.62.7"
     assert [(a.message_id, a.outcome) for a in s.history("doc-1")] == [(M1, "transient"), (M2, "registered")]
     s.close()
+
+
+def test_both_date_formats_are_kept_in_the_lifecycle_and_the_acknowledged_event(store):
+    """A success callback with registrationDateTime to the microsecond (+03:00) and storeTillDate as a date with an
+    offset: the lifecycle keeps both, and the acknowledged event (valid against its schema) carries the time in UTC
+    to the microsecond and the date as РЭМД wrote it."""
+    from datetime import UTC
+
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=M1,
+            status="success",
+            local_uid="doc-1",
+            registry_item=RegistryItem(
+                emdr_id="16.62.23.09.000014523",
+                registration_date_time="2023-09-22T09:27:02.104123+03:00",
+                store_till_date="2048-09-22+03:00",
+            ),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+    )
+    outs = run(raw, store)
+    doc = store.get("doc-1")
+    assert doc.registered_at == datetime(2023, 9, 22, 6, 27, 2, 104123, tzinfo=UTC)
+    assert doc.store_till_date == "2048-09-22+03:00"
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert registration["registrationTime"] == "2023-09-22T06:27:02.104123Z"
+    assert registration["storeTillDate"] == "2048-09-22+03:00"

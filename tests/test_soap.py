@@ -540,3 +540,51 @@ def test_same_message_id_compares_spellings_and_never_matches_an_empty_id():
     )
     assert not same_message_id("499c1284-ac8e-41d8-8957-b9b83de9a638", "499c1284-ac8e-41d8-8957-b9b83de9a639")
     assert not same_message_id(None, None) and not same_message_id("", " ")
+
+
+def test_registration_date_time_with_microseconds_and_an_offset_is_read_to_the_microsecond():
+    """registrationDateTime as РЭМД writes it (microseconds, +03:00) reads as that instant to the microsecond; other
+    fraction lengths, Z, no offset (UTC) and the older date-only registrationDate read too; junk reads as None."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    msk = timezone(timedelta(hours=3))
+    item = RegistryItem(registration_date_time="2023-09-22T09:27:02.104000+03:00")
+    assert item.registered_at == datetime(2023, 9, 22, 9, 27, 2, 104000, tzinfo=msk)
+    assert item.registered_at.astimezone(UTC).isoformat() == "2023-09-22T06:27:02.104000+00:00"
+    assert soap.parse_date_time("2023-09-22T09:27:02.1041239+03:00").microsecond == 104123
+    assert soap.parse_date_time("2023-09-22T06:27:02Z") == datetime(2023, 9, 22, 6, 27, 2, tzinfo=UTC)
+    assert soap.parse_date_time("2023-09-22T06:27:02.5") == datetime(
+        2023, 9, 22, 6, 27, 2, 500000, tzinfo=UTC
+    )
+    assert soap.parse_date_time("2023-09-22") == datetime(2023, 9, 22, tzinfo=UTC)
+    assert soap.parse_date_time("22.09.2023 09:27") is None and RegistryItem().registered_at is None
+
+
+def test_store_till_date_with_an_offset_is_read_and_written_back_as_given():
+    """storeTillDate as РЭМД writes it, a date with an offset (2048-09-22+03:00, which date.fromisoformat refuses),
+    reads as that day in that zone and writes back unchanged; Z, a negative offset and a bare date too."""
+    from datetime import date, timedelta, timezone
+
+    till = RegistryItem(store_till_date="2048-09-22+03:00").store_till
+    assert till.day == date(2048, 9, 22) and till.offset == timezone(timedelta(hours=3))
+    for text in ("2048-09-22+03:00", "2048-09-22Z", "2048-09-22-05:30", "2048-09-22"):
+        assert soap.parse_date(text).isoformat() == text
+    assert soap.parse_date("2048-02-30+03:00") is None and soap.parse_date("22.09.2048") is None
+
+
+def test_a_callback_carries_both_date_formats_through_a_round_trip():
+    """A registerDocumentResult written with РЭМД's date formats parses back to the same instant and the same day."""
+    result = RegisterResult(
+        relates_to_message="m",
+        status="success",
+        registry_item=RegistryItem(
+            emdr_id="16.62.1",
+            registration_date_time="2023-09-22T09:27:02.104000+03:00",
+            store_till_date="2048-09-22+03:00",
+        ),
+    )
+    parsed = soap.parse_register_result(
+        soap.build_register_result(result, to="http://mis", key=None, certificate=None)
+    ).registry_item
+    assert parsed.registered_at.isoformat() == "2023-09-22T09:27:02.104000+03:00"
+    assert parsed.store_till.isoformat() == "2048-09-22+03:00"

@@ -180,8 +180,8 @@ class Processor:
                 organization=reg.organization,
                 registry_item=RegistryItem(
                     emdr_id=record.emdr_id,
-                    registration_date_time=record.registration_date_time.isoformat(),
-                    store_till_date=record.store_till_date,
+                    registration_date_time=record.registration_text,
+                    store_till_date=record.store_till_text,
                     document_version=record.document_version,
                 ),
             )

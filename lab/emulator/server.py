@@ -756,7 +756,7 @@ def _item(record: Any) -> RegistryItem:
         local_uid=record.local_uid,
         kind=record.kind,
         organization=record.organization,
-        registration_date_time=record.registration_date_time.isoformat(),
-        store_till_date=record.store_till_date,
+        registration_date_time=record.registration_text,
+        store_till_date=record.store_till_text,
         document_version=record.document_version,
     )

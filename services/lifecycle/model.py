@@ -61,6 +61,8 @@ class Document:
     accepted_at: datetime | None = None
     registered_at: datetime | None = None
     failed_at: datetime | None = None
+    #: РЭМД's storeTillDate as it wrote it, an xs:date with its offset ("2048-09-22+03:00")
+    store_till_date: str | None = None
 
 
 class LifecycleStore(Protocol):
@@ -121,8 +123,15 @@ class LifecycleStore(Protocol):
         """State ``accepted`` and the attempt's outcome (``code``, ``message``: the answer's) in one transaction."""
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
-    ) -> Document: ...
+        self,
+        local_uid: str,
+        emdr_id: str,
+        *,
+        registered_at: datetime | None = None,
+        store_till_date: str | None = None,
+    ) -> Document:
+        """State ``registered`` under ``emdr_id``; the first ``registered_at`` (РЭМД's registrationDateTime, to the
+        microsecond) and ``store_till_date`` (its storeTillDate with offset) are kept."""
 
     def mark_failed(
         self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS emd_documents (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     accepted_at         timestamptz,
     registered_at       timestamptz,
+    store_till_date     text,                  -- РЭМД's xs:date with its offset, as written: 2048-09-22+03:00
     failed_at           timestamptz
 );
 CREATE TABLE IF NOT EXISTS emd_attempts (

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS documents (
     updated_at          TEXT NOT NULL,
     accepted_at         TEXT,
     registered_at       TEXT,
+    store_till_date     TEXT,
     failed_at           TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (

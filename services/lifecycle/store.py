@@ -38,8 +38,8 @@ from services.lifecycle.model import (
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
 
-#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows)
-_UPGRADES = (
+#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows or None)
+_UPGRADES: tuple[tuple[str, str, str, tuple[str, tuple[Any, ...]] | None], ...] = (
     # who decided an attempt was, before the column, told by the callbacks' message "callback <id>"
     (
         "attempts_table",
@@ -50,6 +50,8 @@ _UPGRADES = (
             ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER),
         ),
     ),
+    # РЭМД's storeTillDate of a registered document ("2048-09-22+03:00"); unknown for older registrations
+    ("documents_table", "store_till_date", "text", None),
 )
 
 
@@ -100,11 +102,12 @@ class SqlLifecycleStore:
 
     def _upgrade(self, db: Any) -> None:
         """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
-        for table_attr, column, sql_type, (backfill, params) in _UPGRADES:
+        for table_attr, column, sql_type, backfill in _UPGRADES:
             table = getattr(self, table_attr)
             if not self.db.has_column(db, table, column):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-                db.execute(self._q(backfill), params)
+                if backfill is not None:
+                    db.execute(self._q(backfill[0]), backfill[1])
 
     def _time(self, value: Any) -> datetime | None:
         return None if value is None else self.db.from_db(value)
@@ -324,17 +327,24 @@ class SqlLifecycleStore:
             return self._get(db, local_uid)  # type: ignore[return-value]
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
+        self,
+        local_uid: str,
+        emdr_id: str,
+        *,
+        registered_at: datetime | None = None,
+        store_till_date: str | None = None,
     ) -> Document:
         at = self.db.to_db(registered_at or _now())
         with self.db.transaction() as db:
             check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
+            # the first registration's time and storeTillDate stay: a re-emission says what the first did
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, emdr_id = ?,"
-                    " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"
+                    " registered_at = COALESCE(registered_at, ?),"
+                    " store_till_date = COALESCE(store_till_date, ?), updated_at = ? WHERE local_uid = ?"
                 ),
-                (REGISTERED, emdr_id, at, at, local_uid),
+                (REGISTERED, emdr_id, at, store_till_date, at, local_uid),
             )
             return self._get(db, local_uid)  # type: ignore[return-value]
 

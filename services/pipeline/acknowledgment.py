@@ -258,9 +258,12 @@ def registered_outputs(
     )
     data["registration"] = {
         "emdrId": emdr_id,
-        "registrationTime": events.timestamp(doc.registered_at),
+        # РЭМД's registrationDateTime, kept to the microsecond it gives
+        "registrationTime": events.timestamp(doc.registered_at, microseconds=True),
         "messageId": message_id,
     }
+    if doc.store_till_date:
+        data["registration"]["storeTillDate"] = doc.store_till_date
     trace = signed.get("traceId")
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
     return [
@@ -274,14 +277,26 @@ def _warnings(item: Any) -> Sequence[soap.RemdError]:
 
 
 def registered_at(item: Any) -> datetime:
-    """When РЭМД registered the document, as its registry item says (a time without an offset is UTC); now
-    when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the same."""
-    text = getattr(item, "registration_date_time", None) or ""
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """When РЭМД registered the document, as its registry item says (to the microsecond; a time without an offset
+    is UTC); now when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the
+    same."""
+    when = getattr(item, "registered_at", None)
+    return when if isinstance(when, datetime) else datetime.now(UTC)
+
+
+def store_till(item: Any) -> str | None:
+    """РЭМД's storeTillDate, read and written back as an xs:date with its offset (``2048-09-22+03:00``)."""
+    day = getattr(item, "store_till", None)
+    if day is None and getattr(item, "store_till_date", None):
+        log.warning("storeTillDate not understood: not kept", store_till_date=item.store_till_date)
+    return day.isoformat() if day is not None else None
+
+
+def _mark_registered(store: Any, local_uid: str, item: Any) -> lc.Document:
+    """``mark_registered`` with what the registry item says: its emdrId, registration time and storeTillDate."""
+    return store.mark_registered(
+        local_uid, item.emdr_id, registered_at=registered_at(item), store_till_date=store_till(item)
+    )
 
 
 def _dead_letter(
@@ -481,7 +496,7 @@ def _on_callback(
                 message_id=mid,
                 failure_reason=doc.failure_reason,
             )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = _mark_registered(store, doc.local_uid, item)
         _acknowledged(doc, "callback")
         log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
         return registered_outputs(
@@ -609,7 +624,7 @@ def _reconcile(
             store.record_outcome(
                 mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE, message=mark
             )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = _mark_registered(store, doc.local_uid, item)
         _acknowledged(doc, "duplicate")
         log.info(
             "registered (duplicate registration reconciled)",
@@ -690,7 +705,7 @@ def _after_poll(
 ) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
-        doc = store.mark_registered(local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = _mark_registered(store, local_uid, item)
         _acknowledged(doc, "poll")
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(

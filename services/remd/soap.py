@@ -72,6 +72,7 @@ from services.remd.messages import (
     FileRequest,
     FileResponse,
     Headers,
+    OffsetDate,
     OrgSignature,
     Patient,
     PersonalSignature,
@@ -90,6 +91,8 @@ from services.remd.messages import (
     SoapFault,
     SyncAnswer,
     checksum,
+    parse_date,
+    parse_date_time,
 )
 
 __all__ = [
@@ -99,6 +102,7 @@ __all__ = [
     "FileRequest",
     "FileResponse",
     "Headers",
+    "OffsetDate",
     "OrgSignature",
     "Patient",
     "PersonalSignature",
@@ -131,6 +135,8 @@ __all__ = [
     "checksum",
     "parse_answer",
     "parse_callback_ack",
+    "parse_date",
+    "parse_date_time",
     "parse_fault",
     "parse_file_request",
     "parse_file_response",
