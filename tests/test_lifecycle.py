@@ -529,3 +529,25 @@ def test_a_database_from_before_store_till_date_is_upgraded_on_open(backend, tmp
         s.mark_registered("doc-1", "16.62.1", store_till_date="2048-09-22Z").store_till_date == "2048-09-22Z"
     )
     s.close()
+
+
+def test_a_registry_question_is_found_by_any_spelling_and_keeps_its_first_answer(store):
+    """A getRegistryItem question is stored with its document, found by any spelling of its MessageID, and keeps
+    the first answer: a second answer (another callback) changes nothing and the caller sees who decided."""
+    _register(store)
+    mid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    asked = store.record_registry_request(
+        f"urn:uuid:{mid.upper()}", "doc-1", emdr_id="16.62.1", purpose="duplicate", attempt_message_id="<M-1>"
+    )
+    assert (asked.message_id, asked.attempt_message_id, asked.outcome) == (mid, "m-1", None)
+    doc, request = store.find_registry_request(f"<{mid.upper()}>")
+    assert doc.local_uid == "doc-1" and request == asked
+    first = store.record_registry_answer(mid, outcome="registered", decided_by="callback c-1")
+    later = store.record_registry_answer(mid, outcome="error", decided_by="callback c-2", code="X")
+    assert first.decided_by == later.decided_by == "callback c-1" and later.outcome == "registered"
+    assert later.answered_at is not None and later.code is None
+    assert store.registry_requests("doc-1") == [later]
+    assert store.find_registry_request("00000000-0000-0000-0000-000000000000") is None
+    assert store.record_registry_answer("unknown", outcome="x", decided_by="y") is None
+    with pytest.raises(KeyError):
+        store.record_registry_request("m-2", "doc-unknown", emdr_id="1", purpose="deadline")

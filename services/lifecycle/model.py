@@ -43,6 +43,26 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class RegistryRequest:
+    """One question to the registry answered on the callback (``getRegistryItem``), by its MessageID.
+
+    ``purpose`` says why it was asked (the status worker's ``deadline`` or ``poll``, or ``duplicate`` with
+    ``attempt_message_id`` the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles); ``outcome``, ``decided_by``
+    (``callback <its MessageID>``) and ``code`` are set by the first answer."""
+
+    message_id: str
+    local_uid: str
+    emdr_id: str
+    purpose: str
+    asked_at: datetime
+    attempt_message_id: str | None = None
+    outcome: str | None = None
+    decided_by: str | None = None
+    code: str | None = None
+    answered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Document:
     local_uid: str
     organization: str
@@ -141,6 +161,35 @@ class LifecycleStore(Protocol):
 
     def message_ids(self, local_uid: str) -> list[str]:
         """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
+        ...
+
+    def record_registry_request(
+        self,
+        message_id: str,
+        local_uid: str,
+        *,
+        emdr_id: str,
+        purpose: str,
+        attempt_message_id: str | None = None,
+        asked_at: datetime | None = None,
+    ) -> RegistryRequest:
+        """Store a registry question about a known document **before it is sent**: its answer comes on the
+        callback, and may come before the request's own synchronous answer. ``KeyError`` for an unknown one."""
+        ...
+
+    def find_registry_request(self, message_id: str) -> tuple[Document, RegistryRequest] | None:
+        """The registry question a callback answers (any spelling of its MessageID), with its document."""
+        ...
+
+    def record_registry_answer(
+        self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None
+    ) -> RegistryRequest | None:
+        """Record the first answer to a registry question (a later one changes nothing); the question as stored
+        after the call, so the caller sees which answer decided it. None for an unknown question."""
+        ...
+
+    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+        """Every registry question about the document, oldest first."""
         ...
 
     def awaiting(self) -> tuple[int, datetime | None]:

@@ -32,6 +32,7 @@ from services.lifecycle.model import (
     SIGNED,
     Attempt,
     Document,
+    RegistryRequest,
     check_transition,
 )
 
@@ -75,8 +76,12 @@ def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
 
 
 @functools.cache
-def _render(template: str, documents: str, attempts: str, for_update: str, placeholder: str) -> str:
-    sql = template.format(documents=documents, attempts=attempts, for_update=for_update)
+def _render(
+    template: str, documents: str, attempts: str, registry_requests: str, for_update: str, placeholder: str
+) -> str:
+    sql = template.format(
+        documents=documents, attempts=attempts, registry_requests=registry_requests, for_update=for_update
+    )
     return sql.replace("?", placeholder)
 
 
@@ -89,6 +94,7 @@ class SqlLifecycleStore:
 
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
+    registry_requests_table: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
     db: Any
 
@@ -97,7 +103,12 @@ class SqlLifecycleStore:
 
     def _q(self, template: str) -> str:
         return _render(
-            template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder
+            template,
+            self.documents_table,
+            self.attempts_table,
+            self.registry_requests_table,
+            self.db.for_update,
+            self.db.placeholder,
         )
 
     def _upgrade(self, db: Any) -> None:
@@ -121,6 +132,12 @@ class SqlLifecycleStore:
         for k in _DOCUMENT_TIMES:
             d[k] = self._time(d[k])
         return Document(**d)
+
+    def _registry_request(self, row: Any) -> RegistryRequest:
+        d = dict(row)
+        for k in ("asked_at", "answered_at"):
+            d[k] = self._time(d[k])
+        return RegistryRequest(**d)
 
     def _attempt(self, row: Any) -> Attempt:
         d = dict(row)
@@ -396,3 +413,75 @@ class SqlLifecycleStore:
 
     def message_ids(self, local_uid: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid)]
+
+    # --- registry look-ups answered on the callback (getRegistryItem) ---------------------------------
+
+    def record_registry_request(
+        self,
+        message_id: str,
+        local_uid: str,
+        *,
+        emdr_id: str,
+        purpose: str,
+        attempt_message_id: str | None = None,
+        asked_at: datetime | None = None,
+    ) -> RegistryRequest:
+        mid = normalize_message_id(message_id)
+        attempt = normalize_message_id(attempt_message_id) if attempt_message_id else None
+        at = self.db.to_db(asked_at or _now())
+        with self.db.transaction() as db:
+            if self._get(db, local_uid) is None:
+                raise KeyError(local_uid)
+            db.execute(
+                self._q(
+                    "INSERT INTO {registry_requests} (message_id, local_uid, emdr_id, purpose, attempt_message_id,"
+                    " asked_at) VALUES (?,?,?,?,?,?)"
+                ),
+                (mid, local_uid, emdr_id, purpose, attempt, at),
+            )
+        return RegistryRequest(
+            message_id=mid,
+            local_uid=local_uid,
+            emdr_id=emdr_id,
+            purpose=purpose,
+            attempt_message_id=attempt,
+            asked_at=self.db.from_db(at),
+        )
+
+    def find_registry_request(self, message_id: str) -> tuple[Document, RegistryRequest] | None:
+        with self.db.transaction(write=False) as db:
+            row = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE message_id = ?"),
+                (normalize_message_id(message_id),),
+            ).fetchone()
+            if row is None:
+                return None
+            request = self._registry_request(row)
+            doc = self._get(db, request.local_uid)
+        assert doc is not None
+        return doc, request
+
+    def record_registry_answer(
+        self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None
+    ) -> RegistryRequest | None:
+        with self.db.transaction() as db:
+            mid = normalize_message_id(message_id)
+            db.execute(
+                self._q(
+                    "UPDATE {registry_requests} SET outcome = ?, decided_by = ?, code = ?, answered_at = ?"
+                    " WHERE message_id = ? AND outcome IS NULL"
+                ),
+                (outcome, decided_by, code, self.db.to_db(_now()), mid),
+            )
+            row = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE message_id = ?"), (mid,)
+            ).fetchone()
+        return self._registry_request(row) if row is not None else None
+
+    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE local_uid = ? ORDER BY asked_at"),
+                (local_uid,),
+            ).fetchall()
+        return [self._registry_request(r) for r in rows]
