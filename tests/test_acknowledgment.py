@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from producer import events, topology
-from producer.errors import TransientError
+from producer.errors import PermanentError, TransientError
 from services import lifecycle as lc
 from services.messaging import deadletter as dl
 from services.pipeline import acknowledgment as ack
@@ -564,3 +564,174 @@ def test_both_date_formats_are_kept_in_the_lifecycle_and_the_acknowledged_event(
     registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
     assert registration["registrationTime"] == "2023-09-22T06:27:02.104123Z"
     assert registration["storeTillDate"] == "2048-09-22+03:00"
+
+
+# --- getRegistryItem answers on the callback ---------------------------------------------------------------
+
+EMDR = "16.62.23.09.000014523"
+
+
+class AskingRegistry:
+    """The status worker's RegistryPoller as acknowledgment sees it: the search (``__call__``) finds the document,
+    ``ask`` stores the getRegistryItem's MessageID (as RegistryPoller does, before sending) and says it was asked."""
+
+    def __init__(self, store, emdr_id=EMDR):
+        self.store, self.emdr_id, self.asked = store, emdr_id, []
+
+    async def __call__(self, doc):
+        return RegistryItem(emdr_id=self.emdr_id, local_uid=doc.local_uid) if self.emdr_id else None
+
+    async def ask(self, doc, item, *, purpose, attempt_message_id=None):
+        mid = f"{len(self.asked) + 1:08d}-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+        self.store.record_registry_request(
+            mid, doc.local_uid, emdr_id=item.emdr_id, purpose=purpose, attempt_message_id=attempt_message_id
+        )
+        self.asked.append((mid, purpose, attempt_message_id))
+        return True
+
+
+def registry_answer(relates, *, emdr=EMDR, local_uid="doc-1", errors=(), callback_id=None):
+    """A getRegistryItemResult as ИПС delivers it: РЭМД's record with both date formats, or the errors."""
+    item = (
+        None
+        if errors
+        else RegistryItem(
+            emdr_id=emdr,
+            local_uid=local_uid,
+            registration_date_time="2023-09-22T09:27:02.104000+03:00",
+            store_till_date="2048-09-22+03:00",
+        )
+    )
+    return soap.build_registry_item_result(
+        soap.RegistryItemResult(
+            relates_to_message=f"<{relates.upper()}>",
+            status="error" if errors else "success",
+            registry_item=item,
+            errors=tuple(errors),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+        message_id=callback_id,
+    )
+
+
+def test_a_deadline_asks_for_the_record_and_its_answer_on_the_callback_registers(store):
+    """At the deadline the search finds the document and its record is asked for (nothing decided yet); the
+    getRegistryItemResult naming that request (mail-style spelling) registers it with РЭМД's dates; the same callback
+    delivered again re-emits the same outputs, another answer to the same request changes nothing."""
+    registry = AskingRegistry(store)
+    assert asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST)) == []
+    [(mid, purpose, _)] = registry.asked
+    assert purpose == "deadline" and store.get("doc-1").state == lc.ACCEPTED
+    outs = run(registry_answer(mid, callback_id="r-1"), store)
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert registration == {
+        "emdrId": EMDR,
+        "registrationTime": "2023-09-22T06:27:02.104000Z",
+        "messageId": M1,
+        "storeTillDate": "2048-09-22+03:00",
+    }
+    doc = store.get("doc-1")
+    assert (doc.state, doc.emdr_id, doc.store_till_date) == (lc.REGISTERED, EMDR, "2048-09-22+03:00")
+    assert _content(run(registry_answer(mid, callback_id="r-1"), store)) == _content(outs)
+    assert run(registry_answer(mid, callback_id="r-2"), store) == []
+    [asked] = store.registry_requests("doc-1")
+    assert (asked.outcome, asked.decided_by) == ("registered", "callback r-1")
+
+
+def test_a_registry_answer_for_a_document_registered_meanwhile_changes_nothing(store):
+    """The registration's own callback arrives after the deadline asked for the record: the record's answer then
+    emits nothing more."""
+    registry = AskingRegistry(store)
+    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST))
+    assert run(callback(emdr=EMDR), store)
+    assert run(registry_answer(registry.asked[0][0]), store) == []
+    assert store.registry_requests("doc-1")[0].outcome == "confirmed"
+
+
+@pytest.mark.parametrize(
+    "code,dead",
+    [("REGISTRY_ITEM_NOT_FOUND", True), ("INTERNAL_ERROR", False)],
+    ids=["permanent", "transient"],
+)
+def test_a_deadline_whose_record_cannot_be_read_ends_the_wait_only_for_a_lasting_code(store, code, dead):
+    """At a deadline, a getRegistryItemResult with a code retrying cannot change dead-letters NO_ACKNOWLEDGMENT with
+    that code and what the search had found; a transient code decides nothing (the deadline asks again)."""
+    registry = AskingRegistry(store)
+    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST))
+    outs = run(registry_answer(registry.asked[0][0], errors=[RemdError(code, "Запись не найдена")]), store)
+    if not dead:
+        assert outs == [] and store.get("doc-1").state == lc.ACCEPTED
+        return
+    assert [o.topic for o in outs] == [topology.SENT_DLT.name, topology.STATUS.name]
+    assert (
+        outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT" and outs[0].headers[dl.REMD_CODE] == code.encode()
+    )
+    doc = store.get("doc-1")
+    assert doc.state == lc.FAILED and EMDR in doc.failure_message and code in doc.failure_message
+
+
+def test_an_answer_naming_another_record_registers_nothing(store):
+    """A getRegistryItemResult whose record is not the one asked for (another localUid) registers nothing."""
+    registry = AskingRegistry(store)
+    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST, final=False))
+    assert run(registry_answer(registry.asked[0][0], local_uid="doc-2"), store) == []
+    assert store.get("doc-1").state == lc.ACCEPTED
+    assert registry.asked[0][1] == "poll"
+
+
+def test_a_registry_answer_to_no_question_of_ours_waits_then_dead_letters(store):
+    """A getRegistryItemResult matching no stored question waits (CALLBACK_UNCORRELATED, deferred) and is a permanent
+    error once past the pending limit."""
+    raw = registry_answer(M3)
+    with pytest.raises(TransientError) as e:
+        run(raw, store)
+    assert e.value.reason == "CALLBACK_UNCORRELATED" and e.value.defer
+    with pytest.raises(PermanentError):
+        ack.on_callback(raw, store=store, received_ms=0, pending_limit=60.0, environments=TEST)
+
+
+def test_a_duplicate_registration_is_reconciled_by_the_record_asked_for(resent):
+    """NOT_UNIQUE_PROVIDED_ID for a resend: the search finds the document, its record is asked for with the
+    resend's attempt named, and the answer registers it, records the resend as a duplicate and names the first
+    attempt as the registering one."""
+    registry = AskingRegistry(resent, emdr_id="16.62.7")
+
+    def asking(doc, item, **why):
+        return asyncio.run(registry.ask(doc, item, **why))
+
+    def lookup(doc):
+        return asyncio.run(registry(doc))
+
+    raw = callback(M2, errors=NOT_UNIQUE, callback_id="c-2")
+    outs = ack.on_callback(
+        raw,
+        store=resent,
+        received_ms=int(time.time() * 1000),
+        registry_lookup=lookup,
+        registry_ask=asking,
+        environments=TEST,
+    )
+    assert outs == [] and registry.asked[0][1:] == ("duplicate", M2)
+    outs = run(registry_answer(registry.asked[0][0], emdr="16.62.7"), resent)
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert (registration["emdrId"], registration["messageId"]) == ("16.62.7", M1)
+    assert [(a.message_id, a.outcome) for a in resent.history("doc-1")][1] == (M2, "duplicate")
+
+
+def test_handle_callback_asks_through_the_pollers_ask(resent):
+    """handle_callback hands on_callback the poller's ask, run on the event loop, so a duplicate is confirmed by the
+    record asked for on the callback."""
+    registry = AskingRegistry(resent, emdr_id="16.62.7")
+    outs = asyncio.run(
+        ack.handle_callback(
+            callback(M2, errors=NOT_UNIQUE),
+            store=resent,
+            poll=registry,
+            received_ms=int(time.time() * 1000),
+            environments=TEST,
+        )
+    )
+    assert outs == [] and len(registry.asked) == 1 and resent.get("doc-1").state == lc.ACCEPTED

@@ -470,28 +470,75 @@ def test_search_round_trip(ident):
     assert result.status == "success" and result.items == items and result.headers.relates_to == mid
 
 
-def test_get_registry_item_round_trip(ident):
-    """getRegistryItem by emdrId, and its answer with the registry record."""
+def test_get_registry_item_is_answered_by_an_acknowledgement_then_a_result_callback(ident):
+    """getRegistryItem by emdrId names the МИС callback address as ReplyTo; its synchronous answer is only an
+    acknowledgement; the record (status, emdrId, both date formats) comes as a getRegistryItemResult callback that
+    names the request's MessageID and that parse_callback tells from a registerDocumentResult."""
     xml, mid = soap.build_get_registry_item(
-        emdr_id="16.62.23.09.000014523", client_entity_id="c", to="t", now=NOW, **ident
+        emdr_id="16.62.23.09.000014523",
+        client_entity_id="c",
+        to="t",
+        reply_to="https://mis.example/callback",
+        now=NOW,
+        **ident,
     )
     emdr_id, headers = soap.parse_get_registry_item(xml)
     assert emdr_id == "16.62.23.09.000014523" and headers.message_id == mid
+    assert headers.reply_to == "https://mis.example/callback" and headers.action == n.ACTION_GET_REGISTRY_ITEM
+    ack = soap.parse_registry_item_response(soap.build_registry_item_response(relates_to=mid))
+    assert ack.accepted and ack.headers.relates_to == mid
+    refused = soap.parse_registry_item_response(
+        soap.build_registry_item_response(relates_to=mid, status="error", errors=[RemdError("RATE_LIMIT")])
+    )
+    assert not refused.accepted and refused.errors[0].code == "RATE_LIMIT"
+
     item = RegistryItem(
         emdr_id=emdr_id,
         local_uid="doc-1",
         kind="36",
         organization="o",
-        registration_date_time="2026-11-22T10:05:00+03:00",
+        registration_date_time="2023-09-22T09:27:02.104000+03:00",
+        store_till_date="2048-09-22+03:00",
     )
-    answer = soap.parse_registry_item_response(soap.build_registry_item_response(relates_to=mid, item=item))
-    assert answer.item == item
-    missing = soap.parse_registry_item_response(
-        soap.build_registry_item_response(
-            relates_to=mid, item=None, status="error", errors=[RemdError("REGISTRY_ITEM_NOT_FOUND")]
+    raw = soap.build_registry_item_result(
+        soap.RegistryItemResult(relates_to_message=f"<{mid.upper()}>", status="success", registry_item=item),
+        to="https://mis.example/callback",
+        key=None,
+        certificate=None,
+    )
+    result = soap.parse_callback(raw)
+    assert isinstance(result, soap.RegistryItemResult) and result.found
+    assert normalize_message_id(result.relates_to_message) == mid and result.registry_item == item
+    assert result.local_uid == "doc-1" and result.headers.action == n.ACTION_GET_REGISTRY_ITEM_RESULT
+    missing = soap.parse_registry_item_result(
+        soap.build_registry_item_result(
+            soap.RegistryItemResult(
+                relates_to_message=mid, status="error", errors=(RemdError("REGISTRY_ITEM_NOT_FOUND"),)
+            ),
+            to="x",
+            key=None,
+            certificate=None,
         )
     )
-    assert missing.item is None and missing.errors[0].info.id == 37
+    assert not missing.found and missing.registry_item is None and missing.errors[0].info.id == 37
+    assert isinstance(
+        soap.parse_callback(
+            soap.build_register_result(
+                RegisterResult(relates_to_message=mid, status="success"), to="x", key=None, certificate=None
+            )
+        ),
+        RegisterResult,
+    )
+
+
+def test_the_acknowledgement_of_each_callback_is_its_own_element(ident):
+    """Our ack of a getRegistryItemResult is a getRegistryItemResultResponse relating to the callback's MessageID."""
+    body = soap.build_callback_ack(relates_to="cb-1", answering=n.GET_REGISTRY_ITEM_RESULT, **ident)
+    ack = soap.parse_callback_ack(body)
+    assert (
+        ack.headers.relates_to == "cb-1" and ack.headers.action == n.ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE
+    )
+    assert f":{n.GET_REGISTRY_ITEM_RESULT_RESPONSE}>".encode() in body
 
 
 def test_wrong_message_kind_is_refused():

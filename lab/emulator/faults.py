@@ -20,9 +20,10 @@ Fault kinds on the synchronous exchange (the МИС's own HTTP request)::
 although the answer is lost: the МИС cannot tell, exactly as with a real network failure after ИПС
 accepted the message (a correct client then sees a callback for an earlier MessageID).
 
-Fault kinds on the asynchronous side (decided when the registerDocument arrives)::
+Fault kinds on the asynchronous side (decided when the registerDocument — or, for the first three, the
+getRegistryItem — arrives)::
 
-    callback_lost          the registerDocumentResult is never sent
+    callback_lost          the registerDocumentResult (getRegistryItemResult) is never sent
     callback_duplicate     it is sent twice (two MessageIDs, same relatesToMessage)
     callback_late          it is sent ``delay`` seconds later than it would be
     callback_out_of_order  after the success, a stale error callback (RUNTIME_ERROR) for the same request
@@ -62,6 +63,8 @@ __all__ = [
 
 #: the operations that register a document (N3's AddCase takes only ``reject`` of the asynchronous kinds)
 _REGISTRATIONS = ("registerDocument", "n3:AddCase")
+#: the asynchronous kinds getRegistryItem's answer on the callback takes
+_REGISTRY_ANSWER_FAULTS = ("callback_lost", "callback_duplicate", "callback_late")
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
 ASYNC_FAULTS = (
     "callback_lost",
@@ -207,11 +210,13 @@ class FaultInjector:
                     continue
                 kind = rule.kinds[0] if len(rule.kinds) == 1 else self._rng.choice(rule.kinds)
                 if kind in ASYNC_FAULTS:
-                    if (
-                        operation not in _REGISTRATIONS
-                        or kind in decision.callbacks
-                        or (operation != "registerDocument" and kind != "reject")
-                    ):
+                    takes = (
+                        kind in _REGISTRY_ANSWER_FAULTS
+                        if operation == "getRegistryItem"
+                        else operation in _REGISTRATIONS
+                        and (operation == "registerDocument" or kind == "reject")
+                    )
+                    if not takes or kind in decision.callbacks:
                         continue
                     decision.callbacks[kind] = rule
                 elif decision.sync is None:

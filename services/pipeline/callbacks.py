@@ -7,7 +7,8 @@ is tested directly and wired by ``workers/callbacks/worker.py``. Every request:
    addressed to us but ИПС need not sign ``wsa:To``, so the required coverage is Body, Timestamp,
    MessageID and Action (To/ReplyTo when present). Unsigned, forged, expired → a SOAP Fault (HTTP 500,
    ``soap:Client``), logged, counted in ``emd_callbacks_forged``; nothing is published or read.
-2. ``registerDocumentResult`` → ``publish(key, raw_bytes)`` (key = normalised ``relatesToMessage``),
+2. ``registerDocumentResult`` and ``getRegistryItemResult`` (the record a status question asked for, which
+   РЭМД sends on the callback too) → ``publish(key, raw_bytes)`` (key = normalised ``relatesToMessage``),
    and only once the broker has confirmed the write, a signed ack with ``wsa:RelatesTo`` = the
    callback's MessageID. Broker down → a ``soap:Server`` fault, so ИПС delivers the callback again.
    Processing (correlation, state) is the status worker's job, from the topic (ИПС etiquette: answer fast).
@@ -91,6 +92,7 @@ FORGED = Counter(
 #: outcomes a dashboard shows from the start (a counter's labelled series exists only after its first use)
 OUTCOMES = {
     "registerDocumentResult": ("accepted", "forged", "malformed", "no_signing_key", "broker_unavailable"),
+    "getRegistryItemResult": ("accepted", "forged", "malformed", "no_signing_key", "broker_unavailable"),
     "getDocumentFile": ("served", "forged", "malformed", "unknown_document", "store_unavailable"),
 }
 for _operation, _outcomes in OUTCOMES.items():
@@ -163,9 +165,17 @@ class Reply:
     outcome: str
 
 
+#: the result callbacks persisted for the status worker: operation → its body element
+_RESULTS = {
+    "registerDocumentResult": n.REGISTER_DOCUMENT_RESULT,
+    "getRegistryItemResult": n.GET_REGISTRY_ITEM_RESULT,
+}
+
+
 def operation_of(body_local_name: str) -> str:
     return {
         n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult",
+        n.GET_REGISTRY_ITEM_RESULT: "getRegistryItemResult",
         n.GET_DOCUMENT_FILE: "getDocumentFile",
         n.SEND_NOTICE: n.SEND_NOTICE,
         n.SEND_DOCUMENT_FILE: n.SEND_DOCUMENT_FILE,
@@ -263,8 +273,8 @@ class CallbackService:
                     signer=self.reply_keys.choose(headers.client_entity_id),
                 ),
             )
-        if operation == "registerDocumentResult":
-            return await self._result(body, version)
+        if operation in _RESULTS:
+            return await self._result(body, version, operation)
         if operation == "getDocumentFile":
             return await self._file(body, version)
         if operation in n.REFUSED_NOTICES:
@@ -330,10 +340,9 @@ class CallbackService:
             ),
         )
 
-    async def _result(self, body: bytes, version: str) -> Reply:
-        op = "registerDocumentResult"
+    async def _result(self, body: bytes, version: str, op: str) -> Reply:
         try:
-            result = soap.parse_register_result(body)
+            result = soap.parse_callback(body)
         except PermanentError as exc:
             return self._done(
                 op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version)
@@ -366,9 +375,15 @@ class CallbackService:
                     signer=signer,
                 ),
             )
-        log.info("callback persisted", relates_to=key, callback_id=callback_id, status=result.status)
+        log.info(
+            "callback persisted", operation=op, relates_to=key, callback_id=callback_id, status=result.status
+        )
         ack = soap.build_callback_ack(
-            relates_to=callback_id or "", key=signer.key, certificate=signer.certificate, soap_version=version
+            relates_to=callback_id or "",
+            key=signer.key,
+            certificate=signer.certificate,
+            soap_version=version,
+            answering=_RESULTS[op],
         )
         return self._done(op, "accepted", Reply(200, ack, "accepted"))
 

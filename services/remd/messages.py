@@ -371,7 +371,43 @@ class SearchResult:
 
 @dataclass(frozen=True, slots=True)
 class RegistryItemAnswer:
+    """The synchronous ``getRegistryItemResponse``: only an acknowledgement that РЭМД took the request; the record
+    comes later, on the callback, as a :class:`RegistryItemResult`."""
+
     status: str
-    item: RegistryItem | None = None
     errors: tuple[RemdError, ...] = ()
     headers: Headers = field(default_factory=Headers)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status.lower() in SUCCESS_STATUSES and not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryItemResult:
+    """The asynchronous ``getRegistryItemResult`` callback: the registry record a ``getRegistryItem`` asked for
+    (``relatesToMessage`` = that request's MessageID), or the errors (``REGISTRY_ITEM_NOT_FOUND``…)."""
+
+    relates_to_message: str
+    status: str
+    registry_item: RegistryItem | None = None
+    errors: tuple[RemdError, ...] = ()
+    headers: Headers = field(default_factory=Headers)
+
+    @property
+    def found(self) -> bool:
+        """success (or OK) with a registry number and no errors: РЭМД holds the record."""
+        return (
+            self.status.lower() in SUCCESS_STATUSES
+            and not self.errors
+            and self.registry_item is not None
+            and bool(self.registry_item.emdr_id)
+        )
+
+    @property
+    def local_uid(self) -> str | None:
+        return self.registry_item.local_uid if self.registry_item is not None else None
+
+    @property
+    def organization(self) -> str | None:
+        return self.registry_item.organization if self.registry_item is not None else None

@@ -34,6 +34,9 @@ SOURCES = {
     "PersonalSignatures/OrgSignature, Role {$, @version}; documentDto.associations[{target, type}], "
     "targets being РЭМД ids of related documents)",
     "medflex": "help.medflex.me /az/registerDocument (REST mirror of registerDocument)",
+    "medflex-registry-item": "help.medflex.ru «Метод getRegistryItem» (REST mirror of getRegistryItem: the request "
+    "is answered with a request id only; the result reaches the callback address later, naming the request it "
+    "answers, with status, emdr_id, registration_date_time, store_till_date)",
     "egisz-proxy": "asaf1n/EGISZ-Proxy-Reports-Airflow README.md, db/04_views.sql (gateway journal)",
     "vimis-callback": "ВИМИС callback through ИПС in the КРЭМД/ВИМИС autotests (addendum, 'Envelopes as ИПС sends them')",
 }
@@ -42,12 +45,10 @@ SOURCES = {
 NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"  # [C] brief §2.2: the remd-dev stand uses SOAP 1.2
 NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"  # [C] brief §2.2: callbacks in peer samples
 NS_WSA = "http://www.w3.org/2005/08/addressing"  # [C] brief §2.2
-NS_WSSE = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"  # [C] brief §2.2
-)
-NS_WSU = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"  # [C] brief §2.2
-)
+#: [C] brief §2.2
+NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+#: [C] brief §2.2
+NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"  # [C] brief §2.2
 NS_EGISZ = "http://egisz.rosminzdrav.ru"  # [C] brief §2.2: transportHeader
 NS_EMDR_SERVICE = "http://egisz.rosminzdrav.ru/iehr/emdr/service/"  # [C] brief §2.2
@@ -74,6 +75,10 @@ ACTION_SEARCH_REGISTRY_ITEM = "searchRegistryItem"  # [G] brief §2.1 (operation
 ACTION_SEARCH_REGISTRY_ITEM_RESPONSE = "searchRegistryItemResponse"  # [G] brief §2.1
 ACTION_GET_REGISTRY_ITEM = "getRegistryItem"  # [G] brief §2.1 (operation [P])
 ACTION_GET_REGISTRY_ITEM_RESPONSE = "getRegistryItemResponse"  # [G] brief §2.1
+#: [G] medflex-registry-item: getRegistryItem's result on the callback, by analogy with sendRegisterDocumentResult
+ACTION_GET_REGISTRY_ITEM_RESULT = "sendGetRegistryItemResult"
+#: [G] medflex-registry-item (our ack)
+ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE = "sendGetRegistryItemResultResponse"
 ACTION_FAULT = "fault"  # [G] brief §8.5: Action on a fault reply
 
 # --- shared building blocks -----------------------------------------------------------------------
@@ -87,9 +92,8 @@ DATA = "data"  # [A] kremd-dto, kremd-input (signature.data); brief §8.3 file d
 CHECKSUM = "checksum"
 
 # --- registerDocument request body ----------------------------------------------------------------
-REGISTER_DOCUMENT_REQUEST = (
-    "registerDocumentRequest"  # [G] brief §8.1 (by analogy with searchRegistryItemRequest [C])
-)
+#: [G] brief §8.1 (by analogy with searchRegistryItemRequest [C])
+REGISTER_DOCUMENT_REQUEST = "registerDocumentRequest"
 KIND = "kind"  # [A] kremd-dto (kind.code); [P] brief §2.4
 SYSTEM = "system"  # [G] brief §2.4
 ORGANIZATION = "organization"  # [P] brief §2.4
@@ -115,12 +119,10 @@ ORG_SIGNATURE = "orgSignature"  # [A] kremd-dto, kremd-input
 RECIPIENT = "recipient"  # [A] kremd-recipient
 RECIPIENT_KIND_PERSON = "recipientKindPerson"  # [A] kremd-recipient (…/snils)
 RECIPIENT_KIND_ORGANIZATION = "recipientKindMedicalOrganization"  # [A] kremd-recipient (…/organization/code)
-RECIPIENT_MEDICAL_ORGANIZATION = (
-    events.RECIPIENT_MEDICAL_ORGANIZATION
-)  # [A] kremd-recipient (recipient.kind.code)
-RECIPIENT_PATIENT_REPRESENTATIVE = (
-    events.RECIPIENT_PATIENT_REPRESENTATIVE
-)  # [A] kremd-recipient (recipient.kind.code)
+#: [A] kremd-recipient (recipient.kind.code)
+RECIPIENT_MEDICAL_ORGANIZATION = events.RECIPIENT_MEDICAL_ORGANIZATION
+#: [A] kremd-recipient (recipient.kind.code)
+RECIPIENT_PATIENT_REPRESENTATIVE = events.RECIPIENT_PATIENT_REPRESENTATIVE
 ASSOCIATIONS = "associations"  # [A] kremd-input (documentDto.associations); [P] egisz-proxy
 TARGET = "target"  # [A] kremd-input (the related ЭМД's РЭМД id)
 TYPE = "type"  # [A] kremd-input; link types of НСИ 1.2.643.5.1.13.13.99.2.122 [P] addendum
@@ -154,9 +156,8 @@ REGISTRATION_DATE_TIME = "registrationDateTime"  # [C] brief §8.4
 REGISTRATION_DATE = "registrationDate"  # [P] addendum (peer tests); [C] brief §8.4 (older payloads)
 STORE_TILL_DATE = "storeTillDate"  # [P] brief §8.4
 DOCUMENT_VERSION = "documentVersion"  # [A] brief §8.4
-REGISTRATION_WARNINGS = (
-    "registrationWarnings"  # [A] addendum (registryItem/registrationWarnings[{code, message}])
-)
+#: [A] addendum (registryItem/registrationWarnings[{code, message}])
+REGISTRATION_WARNINGS = "registrationWarnings"
 DOCUMENT_STATUS = "documentStatus"  # [P] addendum ("Зарегистрировано")
 DOCUMENT_STATUS_REGISTERED = "Зарегистрировано"  # [P] addendum
 REGISTER_DOCUMENT_RESULT_RESPONSE = "registerDocumentResultResponse"  # [G] brief §8.4 (our acknowledgement)
@@ -180,7 +181,12 @@ REGISTER_DATE_END = "registerDateEnd"  # [C] brief §2.1 (remd-dev pytest)
 PATIENT_SNILS = "patientSnils"  # [C] brief §2.1 (remd-dev pytest)
 MATCHES = "matches"  # [C] brief §2.1
 GET_REGISTRY_ITEM_REQUEST = "getRegistryItemRequest"  # [G] brief §2.1 (operation [P])
-GET_REGISTRY_ITEM_RESPONSE = "getRegistryItemResponse"  # [G] brief §2.1
+#: the synchronous answer: only an acknowledgement (status, errors), the record comes later   [P] medflex-registry-item
+GET_REGISTRY_ITEM_RESPONSE = "getRegistryItemResponse"
+#: the result on the callback: relatesToMessage, status, registryItem, errors, as registerDocumentResult [C] has
+#: them; the element name is by analogy                                                       [G] medflex-registry-item
+GET_REGISTRY_ITEM_RESULT = "getRegistryItemResult"
+GET_REGISTRY_ITEM_RESULT_RESPONSE = "getRegistryItemResultResponse"  # [G] medflex-registry-item (our ack)
 
 # --- SOAP Fault detail ----------------------------------------------------------------------------
 FAULT_ERROR_CODE = "errorCode"  # [P] brief §2.7 (peer reads code → errorCode → faultcode)

@@ -85,7 +85,12 @@ def organization_lookup(store: lifecycle.LifecycleStore):
     """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about."""
 
     def lookup(message_id: str | None, local_uid: str | None) -> str | None:
-        found = store.find_by_message_id(message_id) if message_id else None
+        # a registration's MessageID, or a registry question's (a getRegistryItemResult answers one)
+        found = (
+            (store.find_by_message_id(message_id) or store.find_registry_request(message_id))
+            if message_id
+            else None
+        )
         if found is not None:
             return found[0].organization
         doc = store.get(local_uid) if local_uid else None

@@ -64,7 +64,7 @@ class StatusWorker:
                 "read_timeout": settings.sender_read_timeout,
             }
         )
-        self.poll = poll or RegistryPoller(config=self.config, transports=self.transports)
+        self.poll = poll or RegistryPoller(config=self.config, transports=self.transports, store=self.store)
         scanner = DeadlineScanner(store=self.store, timeout=settings.ack_timeout_seconds)
         # routes that do not call back (N3) are polled every poll_interval_seconds instead
         poller = PollScanner(
