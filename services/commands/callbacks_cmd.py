@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "status",
         help="one document's registration history from the lifecycle store",
-        description="Every attempt (MessageID, time, outcome, code) and the current state.",
+        description="Every attempt (MessageID, time, outcome, code), every registry question (getRegistryItem, "
+        "answered on the callback) and the current state. Reads the lifecycle store of EMD_LIFECYCLE_STORE / "
+        "EMD_DATA_DIR: after `emd run` or `emd demo`, the EMD_DATA_DIR their last lines print.",
     )
     s.add_argument("local_uid", help="the document's localUid")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -60,9 +62,20 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         doc = store.get(args.local_uid)
         if doc is None:
-            print(f"emd status: no document {args.local_uid!r} in the lifecycle store", file=sys.stderr)
+            # the URL may carry a password: only the SQLite file is named
+            where = (
+                "EMD_LIFECYCLE_STORE"
+                if settings.lifecycle_store_url
+                else f"{settings.data_dir}/lifecycle.sqlite3"
+            )
+            print(
+                f"emd status: no document {args.local_uid!r} in the lifecycle store ({where}); after "
+                "`emd run` or `emd demo`, use the EMD_DATA_DIR their last lines print",
+                file=sys.stderr,
+            )
             return 1
         attempts = store.history(args.local_uid)
+        questions = store.registry_requests(args.local_uid)
     finally:
         store.close()
     report = {
@@ -80,6 +93,7 @@ def run_status(args: argparse.Namespace) -> int:
         "createdAt": _iso(doc.created_at),
         "acceptedAt": _iso(doc.accepted_at),
         "registeredAt": _iso(doc.registered_at),
+        "storeTillDate": doc.store_till_date,
         "failedAt": _iso(doc.failed_at),
         "attempts": [
             {
@@ -94,13 +108,27 @@ def run_status(args: argparse.Namespace) -> int:
             }
             for a in attempts
         ],
+        "registryQuestions": [
+            {
+                "messageId": q.message_id,
+                "emdrId": q.emdr_id,
+                "purpose": q.purpose,
+                "askedAt": _iso(q.asked_at),
+                "outcome": q.outcome,
+                "code": q.code,
+                "decidedBy": q.decided_by,
+                "answeredAt": _iso(q.answered_at),
+            }
+            for q in questions
+        ],
     }
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     print(f"{doc.local_uid}  state={doc.state}  organisation={doc.organization}  kind={doc.kind}")
     if doc.emdr_id:
-        print(f"  emdrId {doc.emdr_id}  registered {report['registeredAt']}")
+        till = f"  stored till {doc.store_till_date}" if doc.store_till_date else ""
+        print(f"  emdrId {doc.emdr_id}  registered {report['registeredAt']}{till}")
     if report["failure"]:
         f = report["failure"]
         print(f"  failed: {f['reason']} {f['code'] or ''} {f['message'] or ''}".rstrip())
@@ -108,5 +136,10 @@ def run_status(args: argparse.Namespace) -> int:
         print(
             f"  #{a['attempt']}  {a['messageId']}  sent {a['sentAt']}  → {a['outcome'] or 'pending'}"
             f"{'  ' + a['code'] if a['code'] else ''}{'  ' + a['message'] if a['message'] else ''}"
+        )
+    for q in report["registryQuestions"]:
+        print(
+            f"  getRegistryItem {q['emdrId']}  {q['messageId']}  asked {q['askedAt']} ({q['purpose']})"
+            f"  → {q['outcome'] or 'no answer yet'}{'  ' + q['code'] if q['code'] else ''}"
         )
     return 0
