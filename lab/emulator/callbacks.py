@@ -449,7 +449,7 @@ class Processor:
         record = self.registry.by_emdr_id(q.emdr_id)
         relates = q.headers.message_id or ""
         if record is None or record.client_entity_id != q.system.client_entity_id:
-            # only the registering ИС may read a record (brief §2.1); others are told it does not exist
+            # only the registering ИС may read a record (medflex's getRegistryItem); others are told it does not exist
             error = RemdError("REGISTRY_ITEM_NOT_FOUND", f"Регистрационная запись [{q.emdr_id}] не найдена")
             result = RegistryItemResult(relates_to_message=relates, status=n.STATUS_ERROR, errors=(error,))
             self.registry.update(q.entry, outcome="error", codes=[error.code])

@@ -738,7 +738,7 @@ class Emulator:
         decision: Decision,
         version: str,
     ) -> tuple[int, bytes]:
-        """Acknowledge at once; the record (only the registering ИС gets it, brief §2.1) goes to ReplyTo later."""
+        """Acknowledge at once; the record (only the ИС that registered it gets it) goes to ReplyTo later."""
         if (
             not headers.reply_to
             or is_anonymous(headers.reply_to)
