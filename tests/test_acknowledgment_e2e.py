@@ -290,4 +290,6 @@ def test_emd_demo_500_documents(tmp_path):
     assert result.returncode == 0 and lines, (
         f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
-    assert lines[-1] == "acknowledged=500 dead_lettered=0 unfinished=0 lost=0 duplicated=0", result.stderr[-3000:]
+    assert lines[-1] == "acknowledged=500 dead_lettered=0 unfinished=0 lost=0 duplicated=0", result.stderr[
+        -3000:
+    ]

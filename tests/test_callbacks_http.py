@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 
 from lab.broker import free_port
 from lab.dev.config import write_dev_config
@@ -20,10 +21,12 @@ from producer.topology import ensure_topics
 from services import lifecycle
 from services.config import Settings
 from services.documents.store import by_reference, document_field, mark_signer_store, store_from_settings
+from services.pipeline.callbacks import INCOMING_REFERENCES
 from services.pipeline.organizations import load_organizations
 from services.remd import envelope, soap
+from services.remd import names as n
 from services.remd.soap import RegisterResult, RegistryItem
-from services.remd.wssec import verify_envelope
+from services.remd.wssec import sign_envelope, verify_envelope
 from tests.kafka_helpers import read_all
 from workers.callbacks.worker import serve
 
@@ -92,6 +95,38 @@ def test_callback_over_http_is_on_the_topic_before_the_ack(broker, tmp_path):
         r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()
     ]
     assert len(records) == 1 and records[0].value == body
+
+
+def test_signed_callback_without_a_status_gets_a_soap_fault_over_http(broker, tmp_path):
+    """A correctly signed registerDocumentResult without its <status> is answered over HTTP with a signed SOAP
+    Client fault VALIDATION_ERROR (not a bare HTTP 500), and nothing reaches emd.remd.callbacks."""
+    ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
+    settings, key, cert = _settings(tmp_path, broker.bootstrap_servers)
+    relates = "6b1f0c1e-0000-4000-8000-00000000dcba"
+    unsigned = soap.build_register_result(
+        RegisterResult(relates_to_message=relates, status="success", local_uid="no-status"),
+        to="http://mis",
+        key=None,
+        certificate=None,
+    )
+    root = etree.fromstring(unsigned)
+    (status,) = [el for el in root.iter() if etree.QName(el).localname == n.STATUS]
+    status.getparent().remove(status)
+    body = sign_envelope(root, key=key, certificate=cert)
+    verify_envelope(
+        body, trusted_certificates=[cert], required=INCOMING_REFERENCES
+    )  # the attack is well signed
+
+    (response,) = asyncio.run(_post_while_serving(settings, body))
+
+    assert response.status_code == 500
+    fault = soap.parse_fault(response.content)
+    assert fault.detail_code == "VALIDATION_ERROR" and not fault.server_side
+    (org,) = load_organizations(settings.organizations_file).organizations.values()
+    verify_envelope(response.content, trusted_certificates=[org.remd.system.certificate], required=REPLY_REFS)
+    assert [
+        r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()
+    ] == []
 
 
 def _register_document(store, uid: str, organization: str, data: bytes, settings) -> None:

@@ -141,7 +141,9 @@ def test_make_run_then_status_and_dlq_show_read_that_run(tmp_path):
 
     history = _emd("status", *status[3:], cwd=clone, env=env, timeout=120)
     assert history.returncode == 0, history.stderr
-    assert "state=registered" in history.stdout and re.search(r"#1\s+\S+\s+sent .*→ registered", history.stdout)
+    assert "state=registered" in history.stdout and re.search(
+        r"#1\s+\S+\s+sent .*→ registered", history.stdout
+    )
     assert re.search(r"emdrId \S+\s+registered \S+\s+stored till \d{4}-\d\d-\d\d\+03:00", history.stdout)
 
     assert show[1:4] == ["emd", "dlq", "show"]

@@ -128,18 +128,17 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"{doc.local_uid}  state={doc.state}  organisation={doc.organization}  kind={doc.kind}")
     if doc.emdr_id:
         till = f"  stored till {doc.store_till_date}" if doc.store_till_date else ""
-        print(f"  emdrId {doc.emdr_id}  registered {report['registeredAt']}{till}")
-    if report["failure"]:
-        f = report["failure"]
-        print(f"  failed: {f['reason']} {f['code'] or ''} {f['message'] or ''}".rstrip())
-    for a in report["attempts"]:
+        print(f"  emdrId {doc.emdr_id}  registered {_iso(doc.registered_at)}{till}")
+    if doc.failure_reason:
+        print(f"  failed: {doc.failure_reason} {doc.failure_code or ''} {doc.failure_message or ''}".rstrip())
+    for a in attempts:
         print(
-            f"  #{a['attempt']}  {a['messageId']}  sent {a['sentAt']}  → {a['outcome'] or 'pending'}"
-            f"{'  ' + a['code'] if a['code'] else ''}{'  ' + a['message'] if a['message'] else ''}"
+            f"  #{a.attempt}  {a.message_id}  sent {_iso(a.sent_at)}  → {a.outcome or 'pending'}"
+            f"{'  ' + a.code if a.code else ''}{'  ' + a.message if a.message else ''}"
         )
-    for q in report["registryQuestions"]:
+    for q in questions:
         print(
-            f"  getRegistryItem {q['emdrId']}  {q['messageId']}  asked {q['askedAt']} ({q['purpose']})"
-            f"  → {q['outcome'] or 'no answer yet'}{'  ' + q['code'] if q['code'] else ''}"
+            f"  getRegistryItem {q.emdr_id}  {q.message_id}  asked {_iso(q.asked_at)} ({q.purpose})"
+            f"  → {q.outcome or 'no answer yet'}{'  ' + q.code if q.code else ''}"
         )
     return 0

@@ -74,7 +74,7 @@ class RetryPolicy:
     jitter: float = 0.2
 
     def delay(self, attempt: int, *, at_least: float | None = None) -> float:
-        d = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        d = min(self.max_delay, self.base_delay * (2.0 ** max(0, attempt - 1)))
         d *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(d, at_least or 0.0)
 
@@ -611,7 +611,7 @@ class _ProduceFailed(Exception):
     """Internal: gave up producing because the stage is stopping."""
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no types: its base is Any
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
 
@@ -625,7 +625,8 @@ class _Rebalance(ConsumerRebalanceListener):
 def _header(raw: Any, name: str) -> str | None:
     for k, v in raw.headers or ():
         if k == name:
-            return v.decode()
+            value: bytes = v  # aiokafka has no types: a header's value is bytes
+            return value.decode()
     return None
 
 

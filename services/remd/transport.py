@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import httpx
 
@@ -55,7 +55,9 @@ from services.remd import soap
 
 log = get_logger(__name__)
 
-ACCEPTED, TRANSIENT, PERMANENT = "accepted", "transient", "permanent"
+ACCEPTED: Final = "accepted"
+TRANSIENT: Final = "transient"
+PERMANENT: Final = "permanent"
 Kind = Literal["accepted", "transient", "permanent"]
 
 

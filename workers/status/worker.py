@@ -99,7 +99,7 @@ class StatusWorker:
         )
 
     async def handle_callback(self, record: Record) -> list[Output]:
-        options = {
+        options: dict[str, Any] = {
             "store": self.store,
             "poll": self.poll,
             "environments": self.config.environment,
@@ -149,8 +149,8 @@ class StatusWorker:
             self.request_stop()  # one stage ended (stop or failure): stop the other
             await asyncio.gather(*tasks, return_exceptions=True)
             for t in done:
-                if t.exception() is not None:
-                    raise t.exception()
+                if (exc := t.exception()) is not None:
+                    raise exc
         finally:
             await self.transports.aclose()
             self.store.close()
