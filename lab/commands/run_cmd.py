@@ -28,6 +28,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"emd {getattr(args, 'command', 'run')}: {exc}", file=sys.stderr, flush=True)
             return 1
         duplicated = pipeline.duplicates()
-        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
+        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until, pipeline.n3_organizations)
         _where(pipeline.data_dir, watcher, expected, say, kept=not settings.kafka_bootstrap_servers)
         print(
             f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
@@ -225,7 +226,9 @@ class _LiveView:
             self.last_plain = time.monotonic()
 
 
-def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
+def _summary(
+    snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str, n3_orgs: Sequence[str] = ()
+) -> None:
     say("")
     say(
         f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
@@ -234,6 +237,9 @@ def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, unt
     )
     for e in snap.dead_letters:
         say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
+        if e.message_ids:  # each route's own ids, for that route's support (docs/transports.md)
+            kind = "N3 X-Request-IDs" if e.organization in n3_orgs else "ИПС MessageIDs"
+            say(f"    {kind}: {', '.join(e.message_ids)}")
     for name, reason in refused:
         say(f"  left out: {name}: {reason[:140]}")
     say(f"logs: {workdir / 'logs'}; emulator control API: {emulator_url}/_emulator/requests")

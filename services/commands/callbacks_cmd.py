@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 
@@ -40,10 +41,14 @@ def run_callbacks(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap_servers:
         print("emd callbacks: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
-    from workers.callbacks.worker import serve
+    from workers.callbacks.worker import build
 
+    if args.host is not None:
+        settings = dataclasses.replace(settings, callback_host=args.host)
+    if args.port is not None:
+        settings = dataclasses.replace(settings, callback_port=args.port)
     try:
-        asyncio.run(serve(settings, host=args.host, port=args.port))
+        asyncio.run(build(settings).run())
     except ConfigurationError as exc:
         print(f"emd callbacks: {exc.message}", file=sys.stderr)
         return 2
