@@ -14,6 +14,7 @@ from producer import events, topology
 from producer.errors import PermanentError, TransientError
 from services import lifecycle as lc
 from services.messaging import deadletter as dl
+from services.outcome import Outcome
 from services.pipeline import acknowledgment as ack
 from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem, RemdError
@@ -292,11 +293,11 @@ def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
     "outcome, code, taken",
     [
         (
-            lc.OUTCOME_PERMANENT,
+            Outcome.PERMANENT,
             "VALIDATION_ERROR",
             False,
         ),  # refused synchronously: cannot be the registered one
-        (lc.OUTCOME_TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
+        (Outcome.TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
     ],
 )
 def test_not_unique_asks_remd_only_when_the_other_attempt_may_have_been_taken(store, outcome, code, taken):
@@ -516,7 +517,7 @@ def test_a_mail_style_message_id_correlates_a_callback_to_its_attempt(tmp_path):
     by MessageID to the attempt it answers: that attempt is the registered one."""
     s = _store_with_doc(tmp_path / "lc.sqlite3")
     s.record_attempt("doc-1", M1, endpoint="http://ips")
-    s.record_outcome(M1, outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="TIMEOUT")
+    s.record_outcome(M1, outcome=Outcome.TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="TIMEOUT")
     s.record_attempt("doc-1", M2, endpoint="http://ips")
     s.mark_accepted("doc-1", message_id=M2)
     raw = soap.build_register_result(

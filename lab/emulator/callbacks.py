@@ -1,6 +1,7 @@
 """The asynchronous half of a registration: pull the file from the МИС, check it, call back the result.
 
-``Processor.process(job)`` runs, for one accepted ``registerDocument`` (brief §4 steps 4–7):
+``Processor.process(job)`` runs, for one accepted ``registerDocument`` (steps 4–7 of
+``docs/protocol.md#registration-flow``):
 
 1. ``getDocumentFile`` — a signed SOAP request POSTed to the request's ``wsa:ReplyTo``; the МИС's
    answer must be signed by a certificate of the same ИС, carry ``wsa:RelatesTo`` = our MessageID and
@@ -51,6 +52,7 @@ from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RegistryItemResult, RemdError
 from services.remd.wssec import verify_envelope
+from services.timestamps import stored
 
 __all__ = ["Job", "Processor", "RegistryQuestion", "record_item"]
 
@@ -475,7 +477,8 @@ class Processor:
         record = self.registry.by_emdr_id(q.emdr_id)
         relates = q.headers.message_id or ""
         if record is None or record.client_entity_id != q.system.client_entity_id:
-            # only the registering ИС may read a record (medflex's getRegistryItem); others are told it does not exist
+            # only the registering ИС may read a record (docs/protocol.md#operations): others are told it
+            # does not exist
             error = RemdError("REGISTRY_ITEM_NOT_FOUND", f"Регистрационная запись [{q.emdr_id}] не найдена")
             result = RegistryItemResult(relates_to_message=relates, status=n.STATUS_ERROR, errors=(error,))
             self.registry.update(q.entry, outcome="error", codes=[error.code])
@@ -548,4 +551,4 @@ def _is_fault(body: bytes) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+    return stored(dt.datetime.now(dt.UTC))

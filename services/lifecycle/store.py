@@ -8,14 +8,14 @@ the subclass's table names and schema. Statements here are written with ``{docum
 in both.
 
 ``database_location`` reads ``EMD_LIFECYCLE_STORE`` for every store kept in that database (this one and
-the desk's, ``services.lifecycle.desk``).
+the support tables', ``services.lifecycle.support_tables``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +26,6 @@ from services.lifecycle.model import (
     DECIDED_BY_ANSWER,
     DECIDED_BY_CALLBACK,
     FAILED,
-    OUTCOME_ACCEPTED,
     REGISTERED,
     SENDING,
     SIGNED,
@@ -35,6 +34,7 @@ from services.lifecycle.model import (
     RegistryRequest,
     check_transition,
 )
+from services.outcome import Outcome
 
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
@@ -77,10 +77,20 @@ def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
 
 @functools.cache
 def _render(
-    template: str, documents: str, attempts: str, registry_requests: str, for_update: str, placeholder: str
+    template: str,
+    documents: str,
+    attempts: str,
+    registry_requests: str,
+    leases: str,
+    for_update: str,
+    placeholder: str,
 ) -> str:
     sql = template.format(
-        documents=documents, attempts=attempts, registry_requests=registry_requests, for_update=for_update
+        documents=documents,
+        attempts=attempts,
+        registry_requests=registry_requests,
+        leases=leases,
+        for_update=for_update,
     )
     return sql.replace("?", placeholder)
 
@@ -95,6 +105,7 @@ class SqlLifecycleStore:
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
     registry_requests_table: ClassVar[str]
+    leases_table: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
     db: Any
 
@@ -107,9 +118,15 @@ class SqlLifecycleStore:
             self.documents_table,
             self.attempts_table,
             self.registry_requests_table,
+            self.leases_table,
             self.db.for_update,
             self.db.placeholder,
         )
+
+    @property
+    def tables(self) -> list[str]:
+        """Every table of the lifecycle store (what ``emd lifecycle migrate --grant`` grants on)."""
+        return [self.documents_table, self.attempts_table, self.registry_requests_table, self.leases_table]
 
     def _upgrade(self, db: Any) -> None:
         """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
@@ -331,7 +348,7 @@ class SqlLifecycleStore:
                 self._set_outcome(
                     db,
                     mid,
-                    outcome=OUTCOME_ACCEPTED,
+                    outcome=Outcome.ACCEPTED,
                     decided_by=DECIDED_BY_ANSWER,
                     code=code,
                     message=message,
@@ -492,3 +509,44 @@ class SqlLifecycleStore:
                 (local_uid,),
             ).fetchall()
         return [self._registry_request(r) for r in rows]
+
+    # --- leases and retention ---------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        now = _now()
+        at, until = self.db.to_db(now), self.db.to_db(now + timedelta(seconds=ttl))
+        with self.db.transaction() as db:
+            # taken when free, renewed by its holder, taken over once its holder let it expire
+            db.execute(
+                self._q(
+                    "INSERT INTO {leases} (name, holder, expires_at) VALUES (?,?,?) ON CONFLICT (name) DO UPDATE"
+                    " SET holder = excluded.holder, expires_at = excluded.expires_at"
+                    " WHERE {leases}.holder = excluded.holder OR {leases}.expires_at < ?"
+                ),
+                (name, holder, until, at),
+            )
+            row = db.execute(self._q("SELECT holder FROM {leases} WHERE name = ?"), (name,)).fetchone()
+        return row is not None and row["holder"] == holder
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.db.transaction() as db:
+            db.execute(self._q("DELETE FROM {leases} WHERE name = ? AND holder = ?"), (name, holder))
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        before = self.db.to_db(decided_before)
+        decided = "SELECT local_uid FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"
+        with self.db.transaction() as db:
+            # a decided document's registry questions go with it (they reference it)
+            db.execute(
+                self._q("DELETE FROM {registry_requests} WHERE local_uid IN (" + decided + ")"),
+                (REGISTERED, FAILED, before),
+            )
+            attempts = db.execute(
+                self._q("DELETE FROM {attempts} WHERE local_uid IN (" + decided + ")"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+            documents = db.execute(
+                self._q("DELETE FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+        return documents, attempts

@@ -32,6 +32,7 @@ from producer.errors import ConfigurationError
 from producer.kafka import KafkaSecurity, unreachable
 from services.config import Settings
 from services.logs import get_logger
+from services.messaging.trust import observe_kafka_ca
 
 log = get_logger(__name__)
 
@@ -106,6 +107,7 @@ async def start_producer(
     sender_log = logging.getLogger("aiokafka.producer.sender")
     if _REFUSED_INIT_PRODUCER_ID not in sender_log.filters:
         sender_log.addFilter(_REFUSED_INIT_PRODUCER_ID)
+    observe_kafka_ca(settings.kafka_ssl_ca_file)  # what this process trusts, for EmdKafkaCaExpiresSoon
     config = aio_producer_config(settings, client_id=client_id)
     deadline = time.monotonic() + settings.startup_grace_seconds
     while True:
