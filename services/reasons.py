@@ -218,7 +218,12 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("REGISTRY_LOOKUP_FAILED", T, _WAIT),
     ("REGISTRATION_UNCONFIRMED", T, "РЭМД ещё не показывает регистрацию документа: ждать"),
     ("CALLBACK_UNCORRELATED", T, "Обратный вызов не сопоставлен ни с одним документом: проверить MessageID"),
-    ("NO_ACKNOWLEDGMENT", T, "Нет ответа РЭМД и документ не найден поиском: передать MessageID в СТП ЕГИСЗ"),
+    (
+        "NO_ACKNOWLEDGMENT",
+        T,
+        "Нет ответа РЭМД: документ не найден поиском или его регистрационная запись не получена (getRegistryItem): "
+        "передать MessageID в СТП ЕГИСЗ",
+    ),
     ("SOAP_NOT_ENVELOPE", D, _BAD_ANSWER),
     ("SOAP_EMPTY_BODY", D, _BAD_ANSWER),
     ("SOAP_UNEXPECTED", D, _BAD_ANSWER),
@@ -235,6 +240,11 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("WSS_UNTRUSTED_CERTIFICATE", C, "Сертификат ИПС не из закреплённых (EMD_IPS_CERTIFICATES)"),
     # --- our own state and stores ---------------------------------------------------------------------
     ("LIFECYCLE_STORE_UNAVAILABLE", T, "База жизненного цикла недоступна: проверить PostgreSQL"),
+    (
+        "LIFECYCLE_SCHEMA_MISSING",
+        C,
+        "Схема базы жизненного цикла не создана: выполнить emd lifecycle migrate (Job миграций)",
+    ),
     (
         "DESK_STORE_UNAVAILABLE",
         T,

@@ -265,7 +265,7 @@ def test_callback_service_killed_mid_run_loses_nothing(tmp_path):
 
 def test_emd_demo_500_documents(tmp_path):
     """``emd demo --documents 500 --timeout 300`` on a broker of its own exits 0 and reports every document
-    acknowledged, none dead-lettered, lost or registered twice."""
+    acknowledged, none dead-lettered, unfinished, lost or registered twice."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}  # so it spawns its own broker
     result = subprocess.run(
         [
@@ -290,4 +290,6 @@ def test_emd_demo_500_documents(tmp_path):
     assert result.returncode == 0 and lines, (
         f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
-    assert lines[-1] == "acknowledged=500 dead_lettered=0 lost=0 duplicated=0", result.stderr[-3000:]
+    assert lines[-1] == "acknowledged=500 dead_lettered=0 unfinished=0 lost=0 duplicated=0", result.stderr[
+        -3000:
+    ]

@@ -99,6 +99,46 @@ def test_result_is_persisted_then_acked_with_relates_to(pki):
     assert ack.headers.relates_to == soap.parse_register_result(body).headers.message_id
 
 
+def _registry_answer(pki, signer="ips", relates="<5F0C1E2A-0000-4000-8000-000000000003>"):
+    key, cert = pki[signer]
+    return soap.build_registry_item_result(
+        soap.RegistryItemResult(
+            relates_to_message=relates,
+            status="success",
+            registry_item=RegistryItem(
+                emdr_id="16.62.1",
+                local_uid="d-1",
+                registration_date_time="2023-09-22T09:27:02.104000+03:00",
+                store_till_date="2048-09-22+03:00",
+            ),
+        ),
+        to="http://mis/cb",
+        key=key,
+        certificate=cert,
+    )
+
+
+def test_a_registry_answer_is_persisted_then_acked_as_its_own_operation(pki):
+    """A signed getRegistryItemResult is published under the normalised relatesToMessage (its mail-style spelling
+    too), then acknowledged with a signed getRegistryItemResultResponse relating to its MessageID."""
+    h = Harness(pki)
+    body = _registry_answer(pki)
+    reply = h.handle(body)
+    assert reply.status == 200 and reply.outcome == "accepted"
+    assert h.published == [("5f0c1e2a-0000-4000-8000-000000000003", body)]
+    verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+    ack = soap.parse_callback_ack(reply.body)
+    assert ack.headers.relates_to == soap.parse_registry_item_result(body).headers.message_id
+    assert ack.headers.action == n.ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE
+
+
+def test_a_forged_registry_answer_is_refused_and_not_published(pki):
+    """A getRegistryItemResult signed by an unpinned certificate is a Client fault and never reaches the topic."""
+    h = Harness(pki)
+    reply = h.handle(_registry_answer(pki, "rogue"))
+    assert reply.outcome == "forged" and h.published == []
+
+
 @pytest.mark.parametrize("signer", ["rogue", None])
 def test_forged_or_unsigned_callback_is_a_fault_and_not_published(pki, signer):
     """A callback signed by an unpinned certificate, or unsigned, gets a Client fault and is never published."""
@@ -329,7 +369,7 @@ UUID = "5f0c1e2a-0000-4000-8000-000000000002"
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
 @pytest.mark.parametrize(
-    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}"]
+    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}", f"<{UUID}>"]
 )
 def test_signed_variant_callbacks_are_verified_and_keyed_by_the_normalised_id(pki, version, spelling):
     """SOAP 1.1 or 1.2, unprefixed WS-Addressing with ИПС's fixed wsu:Ids and the 2004/08 anonymous ReplyTo, kind as a

@@ -483,3 +483,72 @@ def test_awaiting_counts_accepted_documents_and_their_oldest_acceptance(store):
         store.mark_accepted(uid, message_id=mid, accepted_at=at)
     store.mark_registered("a", "16.62.1")
     assert (2, times["b"]) == store.awaiting()
+
+
+def test_registration_keeps_the_first_time_to_the_microsecond_and_store_till_date(store):
+    """mark_registered keeps РЭМД's registration time to the microsecond and its storeTillDate with the offset
+    as written; a second registration under the same emdrId (a redelivered callback) changes neither."""
+    from datetime import UTC, datetime
+
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.mark_accepted("doc-1", message_id="m1")
+    first = datetime(2023, 9, 22, 6, 27, 2, 104123, tzinfo=UTC)
+    doc = store.mark_registered("doc-1", "16.62.1", registered_at=first, store_till_date="2048-09-22+03:00")
+    assert (doc.registered_at, doc.store_till_date) == (first, "2048-09-22+03:00")
+    again = store.mark_registered(
+        "doc-1", "16.62.1", registered_at=datetime.now(UTC), store_till_date="2049-01-01+03:00"
+    )
+    assert (again.registered_at, again.store_till_date) == (first, "2048-09-22+03:00")
+
+
+def test_a_database_from_before_store_till_date_is_upgraded_on_open(backend, tmp_path):
+    """Opening a database created before the store_till_date column adds it: its registered documents read with
+    none, a new registration keeps one."""
+    from services.lifecycle.postgres import POSTGRES_SCHEMA
+    from services.lifecycle.sqlite import SQLITE_SCHEMA
+
+    pg = backend.startswith("postgresql")
+    schema = POSTGRES_SCHEMA if pg else SQLITE_SCHEMA
+    old = "\n".join(line for line in schema.splitlines() if "store_till_date" not in line)
+    assert "store_till_date" in schema and "store_till_date" not in old
+    documents = "emd_documents" if pg else "documents"
+    now = "'2026-01-01T00:00:00.000000+00:00'"
+    _execute_raw(
+        backend,
+        old
+        + f"""
+        ;INSERT INTO {documents} (local_uid, organization, kind, state, emdr_id, created_at, updated_at, registered_at)
+             VALUES ('doc-old', 'o', '119', 'registered', '16.62.0', {now}, {now}, {now});""",
+    )
+    s = lc.open_store(tmp_path, url=backend)
+    assert s.get("doc-old").store_till_date is None
+    _register(s)
+    s.record_attempt("doc-1", "m1", endpoint="e")
+    s.mark_accepted("doc-1", message_id="m1")
+    assert (
+        s.mark_registered("doc-1", "16.62.1", store_till_date="2048-09-22Z").store_till_date == "2048-09-22Z"
+    )
+    s.close()
+
+
+def test_a_registry_question_is_found_by_any_spelling_and_keeps_its_first_answer(store):
+    """A getRegistryItem question is stored with its document, found by any spelling of its MessageID, and keeps
+    the first answer: a second answer (another callback) changes nothing and the caller sees who decided."""
+    _register(store)
+    mid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    asked = store.record_registry_request(
+        f"urn:uuid:{mid.upper()}", "doc-1", emdr_id="16.62.1", purpose="duplicate", attempt_message_id="<M-1>"
+    )
+    assert (asked.message_id, asked.attempt_message_id, asked.outcome) == (mid, "m-1", None)
+    doc, request = store.find_registry_request(f"<{mid.upper()}>")
+    assert doc.local_uid == "doc-1" and request == asked
+    first = store.record_registry_answer(mid, outcome="registered", decided_by="callback c-1")
+    later = store.record_registry_answer(mid, outcome="error", decided_by="callback c-2", code="X")
+    assert first.decided_by == later.decided_by == "callback c-1" and later.outcome == "registered"
+    assert later.answered_at is not None and later.code is None
+    assert store.registry_requests("doc-1") == [later]
+    assert store.find_registry_request("00000000-0000-0000-0000-000000000000") is None
+    assert store.record_registry_answer("unknown", outcome="x", decided_by="y") is None
+    with pytest.raises(KeyError):
+        store.record_registry_request("m-2", "doc-unknown", emdr_id="1", purpose="deadline")

@@ -13,6 +13,9 @@ interrupted run stopped (SIGTERM or Ctrl-C end it between records), so it runs u
 Job: configuration from the environment, exit 0 when done, 1 when a stop request cut it short, 2 for bad
 input. The cluster is ``KAFKA_BOOTSTRAP_SERVERS``; attempts and kept requests come from the lifecycle and
 support tables (``EMD_LIFECYCLE_STORE``, ``EMD_DATA_DIR``) and the claim-check store (``EMD_DOCUMENT_STORE``).
+Without a cluster, ``list``, ``show``, ``export`` and ``ticket`` read the dead letters a local ``emd run`` or
+``emd demo`` kept in ``EMD_DATA_DIR`` (its broker's topics went with it); the line such a run prints at its end
+names that directory.
 """
 
 from __future__ import annotations
@@ -159,16 +162,31 @@ def _kafka() -> dict[str, Any]:
 
     settings = Settings.from_env()
     if not settings.kafka_bootstrap_servers:
-        print("emd dlq: set KAFKA_BOOTSTRAP_SERVERS (dead letters live on the cluster)", file=sys.stderr)
+        print(
+            "emd dlq: set KAFKA_BOOTSTRAP_SERVERS (dead letters live on the cluster; a local `emd run` keeps "
+            "its own in its EMD_DATA_DIR, which its last line names)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return kafka_python_config(settings)
 
 
+def _read(topics: list[str]) -> list[DeadLetter]:
+    """The dead letters of ``topics``: from the cluster, or without one from what a local run kept."""
+    settings = Settings.from_env()
+    kept = Path(settings.data_dir) / reader.KEPT_FILE
+    if not settings.kafka_bootstrap_servers and kept.is_file():
+        print(
+            f"emd dlq: no KAFKA_BOOTSTRAP_SERVERS: the dead letters a local run kept in {kept}",
+            file=sys.stderr,
+        )
+        return reader.read_kept(kept, topics)
+    return reader.read_all(_kafka(), topics)
+
+
 def _select(args: argparse.Namespace, filters: Filters | None = None) -> list[DeadLetter]:
     filters = filters or filters_of(args)
-    return newest_first(
-        reader.read_all(_kafka(), filters.topics()), filters, limit=getattr(args, "limit", None)
-    )
+    return newest_first(_read(filters.topics()), filters, limit=getattr(args, "limit", None))
 
 
 def actor() -> str:

@@ -42,6 +42,26 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class RegistryRequest:
+    """One question to the registry answered on the callback (``getRegistryItem``), by its MessageID.
+
+    ``purpose`` says why it was asked (the status worker's ``deadline`` or ``poll``, or ``duplicate`` with
+    ``attempt_message_id`` the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles); ``outcome``, ``decided_by``
+    (``callback <its MessageID>``) and ``code`` are set by the first answer."""
+
+    message_id: str
+    local_uid: str
+    emdr_id: str
+    purpose: str
+    asked_at: datetime
+    attempt_message_id: str | None = None
+    outcome: str | None = None
+    decided_by: str | None = None
+    code: str | None = None
+    answered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Document:
     local_uid: str
     organization: str
@@ -60,6 +80,8 @@ class Document:
     accepted_at: datetime | None = None
     registered_at: datetime | None = None
     failed_at: datetime | None = None
+    #: РЭМД's storeTillDate as it wrote it, an xs:date with its offset ("2048-09-22+03:00")
+    store_till_date: str | None = None
 
 
 class LifecycleStore(Protocol):
@@ -120,8 +142,15 @@ class LifecycleStore(Protocol):
         """State ``accepted`` and the attempt's outcome (``code``, ``message``: the answer's) in one transaction."""
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
-    ) -> Document: ...
+        self,
+        local_uid: str,
+        emdr_id: str,
+        *,
+        registered_at: datetime | None = None,
+        store_till_date: str | None = None,
+    ) -> Document:
+        """State ``registered`` under ``emdr_id``; the first ``registered_at`` (РЭМД's registrationDateTime, to the
+        microsecond) and ``store_till_date`` (its storeTillDate with offset) are kept."""
 
     def mark_failed(
         self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
@@ -131,6 +160,35 @@ class LifecycleStore(Protocol):
 
     def message_ids(self, local_uid: str) -> list[str]:
         """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
+        ...
+
+    def record_registry_request(
+        self,
+        message_id: str,
+        local_uid: str,
+        *,
+        emdr_id: str,
+        purpose: str,
+        attempt_message_id: str | None = None,
+        asked_at: datetime | None = None,
+    ) -> RegistryRequest:
+        """Store a registry question about a known document **before it is sent**: its answer comes on the
+        callback, and may come before the request's own synchronous answer. ``KeyError`` for an unknown one."""
+        ...
+
+    def find_registry_request(self, message_id: str) -> tuple[Document, RegistryRequest] | None:
+        """The registry question a callback answers (any spelling of its MessageID), with its document."""
+        ...
+
+    def record_registry_answer(
+        self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None
+    ) -> RegistryRequest | None:
+        """Record the first answer to a registry question (a later one changes nothing); the question as stored
+        after the call, so the caller sees which answer decided it. None for an unknown question."""
+        ...
+
+    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+        """Every registry question about the document, oldest first."""
         ...
 
     def awaiting(self) -> tuple[int, datetime | None]:
@@ -159,8 +217,8 @@ class LifecycleStore(Protocol):
         ...
 
     def prune(self, decided_before: datetime) -> tuple[int, int]:
-        """Delete documents decided (registered or failed) before then, with their attempts: (documents,
-        attempts) deleted. A document on its way is never touched (retention, ``emd lifecycle prune``)."""
+        """Delete documents decided (registered or failed) before then, with their attempts and registry questions:
+        (documents, attempts) deleted. A document on its way is never touched (retention, ``emd lifecycle prune``)."""
         ...
 
     def close(self) -> None: ...

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS emd_documents (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     accepted_at         timestamptz,
     registered_at       timestamptz,
+    store_till_date     text,                  -- РЭМД's xs:date with its offset, as written: 2048-09-22+03:00
     failed_at           timestamptz
 );
 CREATE TABLE IF NOT EXISTS emd_attempts (
@@ -79,6 +80,19 @@ CREATE TABLE IF NOT EXISTS emd_attempts (
     decided_by   text,                             -- DECIDED_BY_ANSWER or DECIDED_BY_CALLBACK
     UNIQUE (local_uid, attempt)
 );
+CREATE TABLE IF NOT EXISTS emd_registry_requests (
+    message_id         text PRIMARY KEY,         -- normalised; a getRegistryItem's MessageID
+    local_uid          text NOT NULL REFERENCES emd_documents(local_uid),
+    emdr_id            text NOT NULL,
+    purpose            text NOT NULL,            -- deadline | poll | duplicate
+    attempt_message_id text,                     -- duplicate: the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles
+    asked_at           timestamptz NOT NULL,
+    outcome            text,                     -- set once, by the first answer
+    decided_by         text,                     -- "callback <the answer's MessageID>"
+    code               text,
+    answered_at        timestamptz
+);
+CREATE INDEX IF NOT EXISTS emd_registry_requests_by_document ON emd_registry_requests(local_uid);
 CREATE INDEX IF NOT EXISTS emd_documents_by_emdr_id ON emd_documents(emdr_id);
 CREATE INDEX IF NOT EXISTS emd_attempts_by_document ON emd_attempts(local_uid, attempt);
 CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) WHERE state = 'accepted';
@@ -249,6 +263,7 @@ class PostgresLifecycleStore(SqlLifecycleStore):
 
     documents_table = "emd_documents"
     attempts_table = "emd_attempts"
+    registry_requests_table = "emd_registry_requests"
     leases_table = "emd_leases"
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:

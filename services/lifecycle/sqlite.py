@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS documents (
     updated_at          TEXT NOT NULL,
     accepted_at         TEXT,
     registered_at       TEXT,
+    store_till_date     TEXT,
     failed_at           TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -53,6 +54,19 @@ CREATE TABLE IF NOT EXISTS attempts (
     decided_by   TEXT,
     UNIQUE (local_uid, attempt)
 );
+CREATE TABLE IF NOT EXISTS registry_requests (
+    message_id         TEXT PRIMARY KEY,
+    local_uid          TEXT NOT NULL REFERENCES documents(local_uid),
+    emdr_id            TEXT NOT NULL,
+    purpose            TEXT NOT NULL,
+    attempt_message_id TEXT,
+    asked_at           TEXT NOT NULL,
+    outcome            TEXT,
+    decided_by         TEXT,
+    code               TEXT,
+    answered_at        TEXT
+);
+CREATE INDEX IF NOT EXISTS registry_requests_by_document ON registry_requests(local_uid);
 CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
 CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
 CREATE TABLE IF NOT EXISTS leases (
@@ -141,6 +155,7 @@ class SqliteLifecycleStore(SqlLifecycleStore):
 
     documents_table = "documents"
     attempts_table = "attempts"
+    registry_requests_table = "registry_requests"
     leases_table = "leases"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:

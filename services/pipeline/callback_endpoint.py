@@ -127,8 +127,10 @@ def organization_lookup(
 
     def lookup(message_id: str | None, local_uid: str | None) -> str | None:
         if message_id:
-            found = store.find_by_message_id(message_id)
-            return found[0].organization if found is not None else None
+            # a registration's MessageID, or a registry question's (a getRegistryItemResult answers one)
+            found = store.find_by_message_id(message_id) or store.find_registry_request(message_id)
+            if found is not None:
+                return found[0].organization
         doc = store.get(local_uid) if local_uid else None
         return doc.organization if doc is not None else None
 

@@ -25,7 +25,8 @@ A request refused at any of these steps gets an **unsigned** SOAP fault without 
 sign anything in answer to a request we could not authenticate (a forged callback must not obtain a fault
 signed with our ИС key, relating to a MessageID it chose). Only then:
 
-* ``registerDocumentResult`` → ``publish(key, raw_bytes)`` (key = normalised ``relatesToMessage``), and
+* ``registerDocumentResult`` and ``getRegistryItemResult`` (the record a status question asked for, which
+  РЭМД sends on the callback too) → ``publish(key, raw_bytes)`` (key = normalised ``relatesToMessage``), and
   only once the broker has confirmed the write, a signed ack with ``wsa:RelatesTo`` = the callback's
   MessageID. Broker down → a ``soap:Server`` fault, so ИПС delivers the callback again. Correlation is by
   MessageID alone, here (the reply key) and in the status worker (``acknowledgment.correlate``): never by
@@ -132,6 +133,7 @@ FORGED = Counter(
 _REFUSALS = ("too_large", "malformed", "forged", "misaddressed", "replayed", "error")
 OUTCOMES = {
     "registerDocumentResult": ("accepted", *_REFUSALS, "no_signing_key", "broker_unavailable"),
+    "getRegistryItemResult": ("accepted", *_REFUSALS, "no_signing_key", "broker_unavailable"),
     "getDocumentFile": ("served", *_REFUSALS, "unknown_document", "store_unavailable", "no_signing_key"),
     "unknown": ("too_large", "malformed", "forged"),
 }
@@ -290,9 +292,17 @@ class _Refused(Exception):
         self.outcome, self.reason, self.text, self.status, self.code = outcome, reason, text, status, code
 
 
+#: the result callbacks persisted for the status worker: operation → its body element
+_RESULTS = {
+    "registerDocumentResult": n.REGISTER_DOCUMENT_RESULT,
+    "getRegistryItemResult": n.GET_REGISTRY_ITEM_RESULT,
+}
+
+
 def operation_of(body_local_name: str) -> str:
     return {
         n.REGISTER_DOCUMENT_RESULT: "registerDocumentResult",
+        n.GET_REGISTRY_ITEM_RESULT: "getRegistryItemResult",
         n.GET_DOCUMENT_FILE: "getDocumentFile",
         n.SEND_NOTICE: n.SEND_NOTICE,
         n.SEND_DOCUMENT_FILE: n.SEND_DOCUMENT_FILE,
@@ -474,8 +484,8 @@ class CallbackService:
     async def _dispatch(
         self, operation: str, body: bytes, headers: soap.Headers, payload: Any, version: str
     ) -> Reply:
-        if operation == "registerDocumentResult":
-            return await self._result(body, version, headers)
+        if operation in _RESULTS:
+            return await self._result(body, version, headers, operation)
         if operation == "getDocumentFile":
             return await self._file(body, version, headers)
         signer = self.reply_keys.choose(headers.client_entity_id)
@@ -542,10 +552,9 @@ class CallbackService:
             ),
         )
 
-    async def _result(self, body: bytes, version: str, headers: soap.Headers) -> Reply:
-        op = "registerDocumentResult"
+    async def _result(self, body: bytes, version: str, headers: soap.Headers, op: str) -> Reply:
         try:
-            result = soap.parse_register_result(body)
+            result = soap.parse_callback(body)
         except PermanentError as exc:
             # authenticated, but not a result we can take (no <status>, say): a signed Client fault
             return self._done(
@@ -589,9 +598,15 @@ class CallbackService:
                     signer=signer,
                 ),
             )
-        log.info("callback persisted", relates_to=key, callback_id=callback_id, status=result.status)
+        log.info(
+            "callback persisted", operation=op, relates_to=key, callback_id=callback_id, status=result.status
+        )
         ack = soap.build_callback_ack(
-            relates_to=callback_id or "", key=signer.key, certificate=signer.certificate, soap_version=version
+            relates_to=callback_id or "",
+            key=signer.key,
+            certificate=signer.certificate,
+            soap_version=version,
+            answering=_RESULTS[op],
         )
         return self._done(op, "accepted", Reply(200, ack, "accepted"))
 

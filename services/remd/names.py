@@ -74,6 +74,10 @@ ACTION_SEARCH_REGISTRY_ITEM = "searchRegistryItem"  # [G] docs/protocol.md#opera
 ACTION_SEARCH_REGISTRY_ITEM_RESPONSE = "searchRegistryItemResponse"  # [G] docs/protocol.md#operations
 ACTION_GET_REGISTRY_ITEM = "getRegistryItem"  # [G] docs/protocol.md#operations (operation [P])
 ACTION_GET_REGISTRY_ITEM_RESPONSE = "getRegistryItemResponse"  # [G] docs/protocol.md#operations
+#: the record getRegistryItem asked for, on the callback (as sendRegisterDocumentResult)  [G] docs/protocol.md#getregistryitem
+ACTION_GET_REGISTRY_ITEM_RESULT = "sendGetRegistryItemResult"
+#: our acknowledgement of it                                                          [G] docs/protocol.md#getregistryitem
+ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE = "sendGetRegistryItemResultResponse"
 ACTION_FAULT = "fault"  # [G] docs/protocol.md#fault: Action on a fault reply
 
 # --- shared building blocks -----------------------------------------------------------------------
@@ -178,7 +182,12 @@ REGISTER_DATE_END = "registerDateEnd"  # [C] docs/protocol.md#operations (remd-d
 PATIENT_SNILS = "patientSnils"  # [C] docs/protocol.md#operations (remd-dev pytest)
 MATCHES = "matches"  # [C] docs/protocol.md#operations
 GET_REGISTRY_ITEM_REQUEST = "getRegistryItemRequest"  # [G] docs/protocol.md#operations (operation [P])
-GET_REGISTRY_ITEM_RESPONSE = "getRegistryItemResponse"  # [G] docs/protocol.md#operations
+#: the synchronous answer, an acknowledgement only (the record comes later)  [G] docs/protocol.md#getregistryitem
+GET_REGISTRY_ITEM_RESPONSE = "getRegistryItemResponse"
+#: the result on the callback: relatesToMessage, status, registryItem, errors  [G] docs/protocol.md#getregistryitem
+GET_REGISTRY_ITEM_RESULT = "getRegistryItemResult"
+#: our acknowledgement of it                                                  [G] docs/protocol.md#getregistryitem
+GET_REGISTRY_ITEM_RESULT_RESPONSE = "getRegistryItemResultResponse"
 
 # --- SOAP Fault detail ----------------------------------------------------------------------------
 FAULT_ERROR_CODE = "errorCode"  # [P] docs/protocol.md#faults (peer reads code → errorCode → faultcode)

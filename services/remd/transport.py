@@ -5,7 +5,10 @@ The implementations live in ``services.remd._transports`` (``ips``: ИПС SOAP;
 
 The sender only ever calls ``await transport.submit(request) -> SubmitOutcome``; the status worker
 ``await transport.lookup(request) -> RegistryItem | None`` (is the document registered? — the deadline poll
-and the reconciliation of a duplicate registration). ``Transports`` holds one transport per name for a
+and the reconciliation of a duplicate registration); a transport whose registry answers the record itself on
+the callback also implements :class:`AsksRegistryItem` (ИПС's ``getRegistryItem``: the status worker sends it
+once ``lookup`` found the document, and the record comes back as a callback). ``Transports`` holds one
+transport per name for a
 process, so the sender and the status worker share their connection pools. ``IpsSoapTransport``
 builds and signs ``registerDocument`` (``services.remd.soap`` / ``services.remd.wssec``), POSTs it with an httpx
 ``AsyncClient`` (separate connect and read timeouts) and classifies the answer. A regional bus
@@ -42,7 +45,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -126,6 +129,31 @@ class LookupRequest:
     key: Any = field(default=None, repr=False)
     certificate: Any = field(default=None, repr=False)
     auth_token: str | None = field(default=None, repr=False)  #: N3's token (its lookup has no WS-Security)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryItemRequest:
+    """Ask РЭМД for the record of ``emdr_id`` (``getRegistryItem``), as the organisation's information system; the
+    answer comes to ``reply_to`` (the МИС callback address), naming ``message_id`` — stored before asking."""
+
+    emdr_id: str
+    message_id: str
+    endpoint: str
+    reply_to: str
+    client_entity_id: str = ""
+    key: Any = field(default=None, repr=False)
+    certificate: Any = field(default=None, repr=False)
+
+
+@runtime_checkable
+class AsksRegistryItem(Protocol):
+    """A transport whose registry sends a record's details on the callback (ИПС's ``getRegistryItem``).
+
+    ``ask_registry_item`` returns once РЭМД acknowledged the request (the record comes later, as a
+    ``getRegistryItemResult`` callback) and raises ``TransientError(REGISTRY_LOOKUP_FAILED)`` when it cannot be
+    asked now or refused the request."""
+
+    async def ask_registry_item(self, request: RegistryItemRequest) -> None: ...
 
 
 class Transport(Protocol):

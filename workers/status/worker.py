@@ -51,7 +51,7 @@ def build(settings: Settings) -> App:
     )
     acknowledger = Acknowledger(
         store=store,
-        poll=RegistryPoller(config=config, transports=transports),
+        poll=RegistryPoller(config=config, transports=transports, store=store),
         environments=config.environment,
         group=consumer_group(ACKNOWLEDGER_STAGE),
         pending_limit=settings.ack_timeout_seconds,
