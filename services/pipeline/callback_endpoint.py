@@ -26,12 +26,12 @@ from aiohttp import web
 
 from producer import topology
 from producer.errors import ConfigurationError
-from services import lifecycle
+from services import lifecycle, telemetry
 from services.config import Settings
 from services.crypto.certificates import load_certificate
 from services.documents.store import DocumentStore, document_bytes, require_signer_store
 from services.logs import get_logger
-from services.messaging import transports
+from services.messaging import tracing, transports
 from services.messaging.records import Output
 from services.messaging.transport import Producer, Transport
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
@@ -214,7 +214,7 @@ class CallbackEndpoint:
 
     def _web_app(self, producer: Producer) -> web.Application:
         async def publish(key: str, value: bytes) -> None:
-            await producer.send([Output(topology.CALLBACKS.name, value, key)])
+            await producer.send(tracing.stamped([Output(topology.CALLBACKS.name, value, key)]))
 
         service = CallbackService(
             trusted_certificates=self.trusted_certificates,
@@ -226,7 +226,14 @@ class CallbackEndpoint:
         )
 
         async def handle(request: web.Request) -> web.Response:
-            reply = await service.handle(await request.read())
+            with telemetry.span("callback", attributes={"emd.stage": self.name}) as span:
+                reply = await service.handle(await request.read())
+                telemetry.set_outcome(
+                    span,
+                    "ok" if reply.status < 400 else reply.outcome,
+                    reason=None if reply.status < 400 else reply.outcome,
+                    name=f"callback {reply.operation}",
+                )
             return web.Response(
                 status=reply.status,
                 body=reply.body,

@@ -50,6 +50,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from producer import cda
 from producer.errors import PermanentError
 from producer.xmlsafe import XmlRejected, parse_xml
+from services import telemetry
 from services.crypto import cades, gost, mchd
 from services.crypto.certificates import Certificate
 from services.documents import validation as semd_validation
@@ -391,7 +392,7 @@ def sign_document(
         del p["_time"]
     if organization is not None:
         SIGNATURES.labels("organization", "server").inc()
-    SIGNING_DURATION.observe(time.perf_counter() - started)
+    SIGNING_DURATION.observe(time.perf_counter() - started, exemplar=telemetry.exemplar())
     return {"personal": personal, "organization": organization}
 
 
