@@ -157,21 +157,24 @@ def start(
     *,
     instrument: Sequence[str] = INSTRUMENTATIONS,
     environ: Mapping[str, str] | None = None,
+    exporter: Any = None,
 ) -> bool:
     """Turn tracing on for this process when the ``OTEL_*`` variables ask for it; whether it is on.
 
     ``service`` is the ``service.name`` unless ``OTEL_SERVICE_NAME`` (or ``OTEL_RESOURCE_ATTRIBUTES``) names one.
-    ``instrument``: which of ``INSTRUMENTATIONS`` to turn on. Once per process: a second call changes nothing.
+    ``instrument``: which of ``INSTRUMENTATIONS`` to turn on. Once per process: a second call changes nothing
+    (``shutdown`` first). ``exporter``: tests pass an in-memory one, which gets every span as it ends, whatever
+    the variables say; the provider is then not made the process's global one.
     Raises ``ConfigurationError`` for variables that name what this build cannot do.
     """
     global _state
-    exporters = wanted(environ)
+    exporters = ("test",) if exporter is not None else wanted(environ)
     if _state is not None or not exporters:
         return _state is not None
     from opentelemetry import trace
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     resource = Resource.create(
         {
@@ -181,9 +184,12 @@ def start(
         }
     )
     provider = TracerProvider(resource=resource, id_generator=_event_trace_ids())
-    for name in exporters:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
-    trace.set_tracer_provider(provider)
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        for name in exporters:
+            provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+        trace.set_tracer_provider(provider)
     _state = _Tracing(provider=provider, tracer=provider.get_tracer("emd-pipeline"), service=service)
     _instrument(instrument, provider)
     return True
@@ -223,6 +229,9 @@ def _event_trace_ids() -> Any:
         def generate_trace_id(self) -> int:
             pinned = _PINNED.get()
             return pinned if pinned is not None else super().generate_trace_id()
+
+        def is_trace_id_random(self) -> bool:
+            return False  # an event's traceId need not be (a UUID4's is not wholly): no W3C "random" flag
 
     return EventTraceIds()
 
