@@ -359,7 +359,9 @@ def test_the_mis_library_starts_the_trace_whose_id_the_event_carries():
     first, second = seen["headers"]
     assert first["emd-trace-id"] == seen["trace"]
     version, trace_id, span_id, flags = first["traceparent"].split("-")
-    assert (version, trace_id, span_id) == ("00", seen["trace"], seen["span"]) and int(flags, 16) & 1  # sampled
+    assert (version, trace_id, span_id) == ("00", seen["trace"], seen["span"]) and int(
+        flags, 16
+    ) & 1  # sampled
     assert seen["parent"] == seen["request"] and seen["uid"]
     assert second["emd-trace-id"] == OTHER and "traceparent" not in second
 
