@@ -69,6 +69,11 @@ def publishing(topic: str, trace_id: str | None = None) -> Iterator[Publishing]:
     if trace_id is not None and not (current.is_valid and format(current.trace_id, "032x") == trace_id):
         yield Publishing(trace_id)
         return
+    if not current.is_valid and isinstance(
+        _trace.get_tracer_provider(), (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+    ):  # the API without an SDK, and no context to pass on: a span would be nothing, so make none
+        yield Publishing(trace_id)
+        return
     with _TRACER.start_as_current_span(
         f"publish {topic}",
         kind=_trace.SpanKind.PRODUCER,

@@ -321,6 +321,32 @@ def test_the_mis_library_publishes_as_before_without_opentelemetry():
     assert seen["headers"] == ["emd-event-type", "emd-schema-version", "emd-trace-id"]
 
 
+def test_the_mis_library_with_the_api_and_no_sdk_sends_no_traceparent():
+    """opentelemetry-api installed but no SDK configured by the МИС: nothing to record, so no span and no
+    traceparent; inside a context the МИС propagates, its traceparent is passed on with the event's trace id."""
+    script = (
+        _FAKE_KAFKA
+        + f"OTHER = {OTHER!r}\n"
+        + textwrap.dedent(
+            """
+        import json
+        from opentelemetry import context, propagate
+        with DocumentPublisher("unused:9092") as publisher:
+            publisher.publish(document)
+            parent = propagate.extract({"traceparent": f"00-{OTHER}-00f067aa0ba902b7-01"})
+            token = context.attach(parent)
+            publisher.publish(document)
+            context.detach(token)
+        print(json.dumps([{k: v.decode() for k, v in h.items()} for h in sent]))
+        """
+        )
+    )
+    alone, propagated = _run(script)
+    assert "traceparent" not in alone
+    assert propagated["emd-trace-id"] == OTHER
+    assert propagated["traceparent"] == f"00-{OTHER}-00f067aa0ba902b7-01"
+
+
 def test_the_mis_library_starts_the_trace_whose_id_the_event_carries():
     """With the МИС's SDK configured: publish is a span (a root, or a child of the МИС's own), the event's traceId
     is its trace id, and the record's traceparent names it; a caller's trace id of another trace gets none."""
