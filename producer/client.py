@@ -44,6 +44,7 @@ from producer import cda, events, nsi, tracing
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
 from producer.errors import PermanentError, TransientError
 from producer.kafka import KafkaSecurity, sync_producer_config
+from producer.text import digits
 from producer.topology import CREATED
 from producer.xmlsafe import XmlRejected, parse_xml
 
@@ -104,10 +105,6 @@ class PublishedEvent:
 
 def _invalid(field: str, message: str, reason: str = "INVALID_DOCUMENT") -> InvalidDocument:
     return InvalidDocument(f"{field}: {message}", reason=reason, field=field)
-
-
-def _digits(value: object) -> str:
-    return re.sub(r"[\s-]", "", str(value))
 
 
 def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
@@ -239,7 +236,7 @@ def _check_patient(meta: cda.CdaMetadata, extra: dict[str, Any], kind_code: str)
             f"kind {kind_code} requires the patient's СНИЛС; {meta.missing.get('patient.snils', 'absent')}",
             "MISSING_FIELD",
         )
-    if "patientSnils" in extra and _digits(extra["patientSnils"]) != patient.snils:
+    if "patientSnils" in extra and digits(extra["patientSnils"]) != patient.snils:
         raise _invalid("patient.snils", "caller's patient СНИЛС differs from recordTarget", "META_MISMATCH")
     return patient
 
@@ -257,7 +254,7 @@ def _check_signer_claims(
     doc_snils = {s.snils for s in meta.signers}
     claimed_signers = extra.get("signerSnils", [])
     for n, value in enumerate([claimed_signers] if isinstance(claimed_signers, str) else claimed_signers):
-        if _digits(value) not in doc_snils:
+        if digits(value) not in doc_snils:
             raise _invalid(
                 f"signerSnils[{n}]",
                 "no author or legalAuthenticator of the document has this СНИЛС",
@@ -267,7 +264,7 @@ def _check_signer_claims(
     if not isinstance(signatures, dict):
         raise _invalid("meta.signatures", "expected an object {СНИЛС: base64 CMS}", "META_MISMATCH")
     for snils, cms in signatures.items():
-        if _digits(snils) not in doc_snils:
+        if digits(snils) not in doc_snils:
             raise _invalid(
                 "signatures", "a signature for a СНИЛС that is not a signer of the document", "META_MISMATCH"
             )
@@ -339,7 +336,7 @@ def _signer_data(
         "roleCode": role_code,
         "roleCodeSystemVersion": role_version,
     }
-    sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
+    sig = next((v for k, v in signatures.items() if digits(k) == s.snils), None)
     if sig is not None:
         out["signature"] = sig
     return out
@@ -351,12 +348,12 @@ def _signer_roles(raw: object, doc_snils: set[str | None]) -> dict[str, tuple[st
         raise _invalid("meta.signerRoles", "expected an object {СНИЛС: role code}", "META_MISMATCH")
     out: dict[str, tuple[str, str]] = {}
     for snils, value in raw.items():
-        if _digits(snils) not in doc_snils:
+        if digits(snils) not in doc_snils:
             raise _invalid(
                 "signerRoles", "a role for a СНИЛС that is not a signer of the document", "META_MISMATCH"
             )
         if isinstance(value, str) and value:
-            out[_digits(snils)] = (value, events.DEFAULT_SIGNER_ROLE_VERSION)
+            out[digits(snils)] = (value, events.DEFAULT_SIGNER_ROLE_VERSION)
         elif (
             isinstance(value, dict)
             and isinstance(value.get("code"), str)
@@ -364,7 +361,7 @@ def _signer_roles(raw: object, doc_snils: set[str | None]) -> dict[str, tuple[st
             and isinstance(value.get("codeSystemVersion"), str)
             and value["codeSystemVersion"]
         ):
-            out[_digits(snils)] = (value["code"], value["codeSystemVersion"])
+            out[digits(snils)] = (value["code"], value["codeSystemVersion"])
         else:
             raise _invalid(
                 "signerRoles", 'a role is "CODE" or {"code": …, "codeSystemVersion": …}', "META_MISMATCH"

@@ -1,8 +1,8 @@
 """The identifiers every layer compares, each in one normal form.
 
 A SOAP MessageID is written by many hands: our sender, ИПС, regional gateways and support journals spell
-the same UUID with or without ``urn:uuid:``, in upper case, without hyphens (remd-protocol addendum,
-"Envelopes as ИПС sends them"). Everything that stores or compares one — the lifecycle store, the
+the same UUID with or without ``urn:uuid:``, in upper case, without hyphens
+(``docs/protocol.md#messageid-spellings``). Everything that stores or compares one — the lifecycle store, the
 callback service, the status worker, the emulator, dead letters — goes through
 :func:`normalize_message_id`, so the spelling a gateway chose never decides whether two ids match.
 """
@@ -15,15 +15,17 @@ __all__ = ["new_message_id", "normalize_message_id"]
 
 
 def new_message_id() -> str:
-    """A fresh wsa:MessageID: a plain random UUID, as the reference signer writes it (brief §2.3 [C])."""
+    """A fresh wsa:MessageID: a plain random UUID, as the reference signer writes it [C]
+    (docs/protocol.md#soap-header)."""
     return str(uuid.uuid4())
 
 
 def normalize_message_id(value: str | None) -> str:
     """The one form MessageIDs are compared in: no ``urn:uuid:``/``uuid:`` prefix, lower case.
 
-    A UUID written without hyphens (seen in gateway journals, brief §2.3) gets its hyphens back,
-    so every spelling of one UUID compares equal. Non-UUID ids are kept, stripped and lower-cased.
+    A UUID written without hyphens (seen in gateway journals, docs/protocol.md#messageid-spellings) gets its
+    hyphens back, so every spelling of one UUID compares equal. Non-UUID ids are kept, stripped and
+    lower-cased.
     """
     text = (value or "").strip()
     low = text.lower()

@@ -1,7 +1,7 @@
 """Reading topics in tests: always from the beginning, never trusting end offsets.
 
-The local broker's ListOffsets "latest" is wrong after batched produce (../shared/docs/broker.md), so
-``read_all`` assigns every partition itself (no consumer group, no join delay), reads from offset 0, and
+The local broker's ListOffsets "latest" is wrong after batched produce (docs/broker.md#what-it-does-not-do),
+so ``read_all`` assigns every partition itself (no consumer group, no join delay), reads from offset 0, and
 stops once the topic has been quiet for ``idle`` seconds (or ``expect`` records arrived and it stayed quiet).
 """
 

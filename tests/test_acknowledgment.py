@@ -14,6 +14,7 @@ from producer import events, topology
 from producer.errors import TransientError
 from services import lifecycle as lc
 from services.messaging import deadletter as dl
+from services.outcome import Outcome
 from services.pipeline import acknowledgment as ack
 from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem, RemdError
@@ -292,11 +293,11 @@ def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
     "outcome, code, taken",
     [
         (
-            lc.OUTCOME_PERMANENT,
+            Outcome.PERMANENT,
             "VALIDATION_ERROR",
             False,
         ),  # refused synchronously: cannot be the registered one
-        (lc.OUTCOME_TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
+        (Outcome.TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
     ],
 )
 def test_not_unique_asks_remd_only_when_the_other_attempt_may_have_been_taken(store, outcome, code, taken):

@@ -15,7 +15,7 @@ import pytest
 
 from lab.dev.config import write_dev_config
 from services.desk import readiness
-from services.lifecycle import desk
+from services.lifecycle import support_tables
 from services.pipeline.organizations import load_organizations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def _lines(path, oid=OID1, **kw):
     cas = readiness.load_cas([Path(path).parent / "ca.pem"])
     by_item = {}
     for line in readiness.check(
-        oid, config, cas=cas, clinic_state=desk.ONBOARDING, unpromoted="test-stand", **kw
+        oid, config, cas=cas, clinic_state=support_tables.ONBOARDING, unpromoted="test-stand", **kw
     ):
         by_item.setdefault(line.item, line)
     return by_item
@@ -145,8 +145,8 @@ def test_promote_is_refused_before_a_test_and_force_is_logged(tmp_path, callback
     forced = _clinic("promote", OID1, "--force", env=env)
     assert forced.returncode == 0 and "production" in forced.stdout
     assert "promoted without a recorded test" in forced.stderr
-    store = desk.open_desk_store(tmp_path / "data")
-    assert store.clinic(OID1).state == desk.PRODUCTION
+    store = support_tables.open_support_tables(tmp_path / "data")
+    assert store.clinic(OID1).state == support_tables.PRODUCTION
     assert store.audit_log()[0].action == "clinic.promote.forced"
     store.close()
     listed = _clinic("list", env=env)

@@ -14,7 +14,7 @@ from services.console import auth
 from services.console.app import Console, make_app
 from services.console.index import DeadLetterIndex
 from services.desk.replay import Summary
-from services.lifecycle import desk, open_store
+from services.lifecycle import open_store, support_tables
 from services.pipeline.organizations import load_organizations
 from tests.test_dlq_cmd import ORG, _letter
 
@@ -44,7 +44,7 @@ def console(tmp_path, organizations):
     c = Console(
         index=index,
         lifecycle=open_store(tmp_path),
-        desk=desk.open_desk_store(tmp_path),
+        tables=support_tables.open_support_tables(tmp_path),
         archive=None,
         organizations=lambda: organizations,
         readiness=lambda oid: [],
@@ -54,7 +54,7 @@ def console(tmp_path, organizations):
     c.replays = replays
     yield c
     c.lifecycle.close()
-    c.desk.close()
+    c.tables.close()
 
 
 class _Archive:
@@ -120,7 +120,7 @@ def test_writes_are_refused_without_a_login(console):
         assert r.status == 303 and r.headers["Location"].startswith("/login")
 
     _run(console, scenario)
-    assert console.replays == [] and console.desk.clinic("1.2").state == desk.ONBOARDING
+    assert console.replays == [] and console.tables.clinic("1.2").state == support_tables.ONBOARDING
 
 
 def test_writes_are_refused_without_the_csrf_token(console):
@@ -135,7 +135,7 @@ def test_writes_are_refused_without_the_csrf_token(console):
 
     _run(console, scenario)
     assert console.replays == []
-    assert console.desk.audit_log()[0].action == "console.csrf.refused"
+    assert console.tables.audit_log()[0].action == "console.csrf.refused"
 
 
 def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
@@ -152,7 +152,7 @@ def test_a_logged_in_replay_previews_then_replays_and_is_audited(console):
 
     _run(console, scenario)
     assert console.replays == [("u1", True), ("u1", False), ("u1", False)]
-    actions = [(e.action, e.actor) for e in console.desk.audit_log()]
+    actions = [(e.action, e.actor) for e in console.tables.audit_log()]
     assert ("dlq.replay", "support") in actions and ("console.login", "support") in actions
 
 
@@ -165,7 +165,7 @@ def test_promote_through_the_console_is_refused_before_a_test(console):
         assert r.status == 409 and "emd clinic test" in (await r.json())["error"]
 
     _run(console, scenario)
-    assert console.desk.clinic(ORG).state == desk.ONBOARDING
+    assert console.tables.clinic(ORG).state == support_tables.ONBOARDING
 
 
 def test_a_wrong_password_is_refused_and_audited(console):
@@ -176,7 +176,7 @@ def test_a_wrong_password_is_refused_and_audited(console):
         assert "wrong user or password" in await r.text() and auth.COOKIE not in r.cookies
 
     _run(console, scenario)
-    assert console.desk.audit_log()[0].action == "console.login.failed"
+    assert console.tables.audit_log()[0].action == "console.login.failed"
 
 
 def test_passwords_are_scrypt_hashes_checked_in_constant_time(tmp_path):

@@ -54,7 +54,7 @@ def uid_of(data: bytes) -> str:
 
 
 def wait_acknowledged(lab: Lab, uids: list[str], timeout: float = 300.0) -> None:
-    """Until every uid is on emd.document.acknowledged (the watcher counts dead letters as final, so not lab.wait)."""
+    """Until every uid is on emd.document.acknowledged (not Lab.wait: it counts dead letters as final)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(lab.watcher.stage_of.get(u) == "acknowledged" for u in uids):

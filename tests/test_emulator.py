@@ -360,8 +360,9 @@ def test_search_and_get_registry_item(world, pki):
 
 
 def test_old_dialect_request_gets_the_unmarshalling_fault(world, pki):
-    """A signed request in the first pass's names (personalSigns, organizationSign) is refused as a schema-validating
-    service refuses it: a client-side ValidationFault naming the unexpected element; no file is pulled."""
+    """A signed request in our first guess's names (personalSigns, organizationSign) is refused as a
+    schema-validating service refuses it: a client-side ValidationFault naming the unexpected element; no file
+    is pulled."""
     from lxml import etree
 
     from services.remd import names as n

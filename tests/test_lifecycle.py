@@ -10,6 +10,7 @@ import pytest
 
 from producer.errors import ConfigurationError, TransientError
 from services import lifecycle as lc
+from services.outcome import Outcome
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -73,7 +74,7 @@ def test_outcomes_and_acceptance(store):
     store.record_attempt("doc-1", "m1", endpoint="e")
     store.record_outcome(
         "m1",
-        outcome=lc.OUTCOME_TRANSIENT,
+        outcome=Outcome.TRANSIENT,
         decided_by=lc.DECIDED_BY_ANSWER,
         code="HTTP_503",
         message="unavailable",
@@ -93,14 +94,14 @@ def test_a_sync_acceptance_after_the_callback_decided_the_attempt_changes_nothin
     store.record_attempt("doc-1", "m1", endpoint="e")
     store.record_outcome(
         "m1",
-        outcome=lc.OUTCOME_TRANSIENT,
+        outcome=Outcome.TRANSIENT,
         decided_by=lc.DECIDED_BY_CALLBACK,
         code="MIS_NOT_AVAILABLE",
         message="callback c1",
     )
     store.mark_failed("doc-1", reason="REMD_TRANSIENT", code="MIS_NOT_AVAILABLE")
     # then the sender reads the synchronous answer, as it does for every attempt
-    store.record_outcome("m1", outcome=lc.OUTCOME_ACCEPTED, decided_by=lc.DECIDED_BY_ANSWER)
+    store.record_outcome("m1", outcome=Outcome.ACCEPTED, decided_by=lc.DECIDED_BY_ANSWER)
     doc = store.mark_accepted("doc-1", message_id="m1")
     assert doc.state == lc.FAILED and doc.accepted_message_id is None
     assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
@@ -255,7 +256,7 @@ def test_a_database_from_before_decided_by_is_upgraded_on_open(backend, tmp_path
         ("m2", lc.DECIDED_BY_ANSWER),
         ("m3", None),
     ]
-    s.record_outcome("m3", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, message="x")
+    s.record_outcome("m3", outcome=Outcome.TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, message="x")
     s.close()
     s = lc.open_store(tmp_path, url=backend)  # a second open finds the column and fills in nothing again
     assert [a.decided_by for a in s.history("doc-1")] == [

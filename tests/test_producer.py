@@ -242,7 +242,7 @@ def test_dry_run_prints_each_checked_event_and_stores_nothing(tmp_path, monkeypa
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
 
 
-# --- the registerDocument values the addendum added: from the CDA, else from the МИС ------------------
+# --- the registerDocument values of the КРЭМД names: from the CDA, else from the МИС -----------------
 
 
 def _set_first(data: bytes, xpath: str, **attrs) -> bytes:

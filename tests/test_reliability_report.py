@@ -74,10 +74,11 @@ def test_a_refusal_whose_callback_was_never_delivered_explains_no_acknowledgment
     delivered = {**done, "message_id": "2fe61b9f-def5-4075-a3f1-d2addfd92f84", "callbacks": [False, True]}
     log.write_text(json.dumps(done) + "\n" + json.dumps(delivered) + "\n", encoding="utf-8")
     emulator = emulator_outcomes(log)
-    lost = DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["1fe61b9f-def5-4075-a3f1-d2addfd92f84"])
+    lost = DeadLetter("acknowledger", "NO_ACKNOWLEDGMENT", None, ["1fe61b9f-def5-4075-a3f1-d2addfd92f84"])
     assert _silent_error(lost, emulator, "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT")
     assert _silent_error(lost, emulator)
     assert not _silent_error(lost, emulator, "PERSON_NOT_FOUND")
     assert not _silent_error(
-        DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]), emulator
+        DeadLetter("acknowledger", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]),
+        emulator,
     )

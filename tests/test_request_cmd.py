@@ -14,7 +14,7 @@ from lab.dev.samples import REPOSITORY_SAMPLES
 from producer.client import InvalidDocument, build_created_data, read_document
 from producer.errors import PermanentError
 from services.cli import main
-from services.lifecycle.desk import open_desk_store
+from services.lifecycle.support_tables import open_support_tables
 from services.remd import envelope, n3
 from services.remd import n3_names as names
 from services.remd.n3_kinds import packaged
@@ -176,11 +176,11 @@ def test_unmask_shows_patient_data_and_is_written_to_the_audit_log(configured, c
     """--unmask shows the patient's data and leaves a request.unmask entry naming the document in the audit log."""
     code, out, _ = _run(capsys, REPOSITORY_SAMPLES / CONSULT, "--unmask")
     assert code == 0 and "Сельченков" in out and configured.token not in out
-    desk = open_desk_store(tmp_path / "data")
+    tables = open_support_tables(tmp_path / "data")
     try:
-        [entry] = [e for e in desk.audit_log() if e.action == "request.unmask"]
+        [entry] = [e for e in tables.audit_log() if e.action == "request.unmask"]
     finally:
-        desk.close()
+        tables.close()
     assert entry.target == "144632"
 
 

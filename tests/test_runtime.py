@@ -22,7 +22,7 @@ from services.messaging.heartbeat import check_health
 from services.messaging.records import Output, Record
 from services.messaging.runtime import InPlaceRetry, RetryPolicy, Stage, Ticker
 from services.metrics import REGISTRY
-from services.pipeline.status import dead_letter_status
+from services.pipeline.dead_letter_status import dead_letter_status
 from tests.runtime_kafka import MemoryKafka, TansuKafka, TestKafka
 
 #: the longest a run may take on a loaded machine (a failure, not a measurement)

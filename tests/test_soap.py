@@ -156,7 +156,8 @@ def test_register_document_round_trip(ident):
 
 
 def test_register_document_layout_and_checksum(ident):
-    """Body elements are in the service namespace, signatures base64 with a CRC32 checksum, header order per §2.3."""
+    """Body elements are in the service namespace, signatures base64 with a CRC32 checksum, the header in the
+    reference signer's order (docs/protocol.md#soap-header)."""
     reg = _registration(org_signature=None)
     xml, _ = soap.build_register_document(reg, client_entity_id="c", to="t", reply_to="r", now=NOW, **ident)
     root = etree.fromstring(xml)
@@ -187,10 +188,11 @@ def _paths(el, prefix=""):
     return out
 
 
-def test_register_document_speaks_the_addendum_dialect():
-    """The request body uses the names the addendum found in two sources: personalSignatures/item/signer with
-    coded role, position and speciality (with codeSystemVersion), surname/name/patrName, a department per signer,
-    orgSignature, recipient and associations; the old guessed names appear nowhere."""
+def test_register_document_speaks_the_kremd_dialect():
+    """The request body uses the names two sources agree on (docs/protocol.md#request-body):
+    personalSignatures/item/signer with coded role, position and speciality (with codeSystemVersion),
+    surname/name/patrName, a department per signer, orgSignature, recipient and associations; the old guessed
+    names appear nowhere."""
     xml, _ = soap.build_register_document(
         _registration(), client_entity_id="c", to="t", reply_to="r", key=None, certificate=None
     )
@@ -244,7 +246,7 @@ def test_register_document_without_position_version_is_not_built():
 
 
 def test_old_dialect_request_is_refused_as_unmarshalling_error():
-    """A request in the first pass's guessed names (personalSigns/personalSign/doctor, organizationSign) is
+    """A request in our first guess's names (personalSigns/personalSign/doctor, organizationSign) is
     refused by the parser a schema-validating service runs, naming the unexpected element."""
     xml, _ = soap.build_register_document(
         _registration(), client_entity_id="c", to="t", reply_to="r", key=None, certificate=None

@@ -28,6 +28,7 @@ from lab.broker import free_port
 from lab.dev.supervisor import Supervisor
 from producer.nsi import kind_by_code
 from producer.xmlsafe import parse_xml
+from services.timestamps import cda_minute
 
 HL7 = "urn:hl7-org:v3"
 #: every child of a full pipeline, in start order (the emulator first: the others need its certificate)
@@ -86,9 +87,7 @@ def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
     """
     root = parse_xml(data)
     _header(root, "id").set("extension", local_uid or uuid.uuid4().hex[:20])
-    _header(root, "effectiveTime").set(
-        "value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%z")
-    )
+    _header(root, "effectiveTime").set("value", cda_minute(datetime.now(ZoneInfo("Europe/Moscow"))))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 

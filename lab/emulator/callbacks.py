@@ -1,6 +1,7 @@
 """The asynchronous half of a registration: pull the file from the МИС, check it, call back the result.
 
-``Processor.process(job)`` runs, for one accepted ``registerDocument`` (brief §4 steps 4–7):
+``Processor.process(job)`` runs, for one accepted ``registerDocument`` (steps 4–7 of
+``docs/protocol.md#registration-flow``):
 
 1. ``getDocumentFile`` — a signed SOAP request POSTed to the request's ``wsa:ReplyTo``; the МИС's
    answer must be signed by a certificate of the same ИС, carry ``wsa:RelatesTo`` = our MessageID and
@@ -46,6 +47,7 @@ from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
 from services.remd.wssec import verify_envelope
+from services.timestamps import stored
 
 __all__ = ["Job", "Processor"]
 
@@ -462,4 +464,4 @@ def _is_fault(body: bytes) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+    return stored(dt.datetime.now(dt.UTC))

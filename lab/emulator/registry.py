@@ -6,8 +6,8 @@ The request log lives in memory only. Registered documents do too, unless the re
 with them; ``POST /_emulator/reset`` empties both.
 
 ``emdrId`` format: ``<region>.<2 digits>.<yy>.<mm>.<9-digit sequence>`` — the shape of the registry
-numbers seen in the wild (``16.62.23.09.000014523``, brief §8.4 [P]); the first two parts are
-configurable, the year and month are those of registration.
+numbers seen in the wild (``16.62.23.09.000014523``, ``docs/protocol.md#callback-shapes`` [P]); the first
+two parts are configurable, the year and month are those of registration.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lab.emulator.state import StateDir
+from services.timestamps import stored
 
 __all__ = ["Registry", "RegistryRecord", "RequestEntry"]
 
 
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
+def _stored(when: datetime | None) -> str | None:
+    return stored(when) if when is not None else None
 
 
 @dataclass(slots=True)
@@ -45,7 +46,7 @@ class RegistryRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["registration_date_time"] = _iso(self.registration_date_time)
+        data["registration_date_time"] = _stored(self.registration_date_time)
         return data
 
     @classmethod
@@ -81,8 +82,8 @@ class RequestEntry:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["received_at"] = _iso(self.received_at)
-        data["finished_at"] = _iso(self.finished_at)
+        data["received_at"] = _stored(self.received_at)
+        data["finished_at"] = _stored(self.finished_at)
         return data
 
 
@@ -90,7 +91,7 @@ class Registry:
     """Registered documents and the request log; thread-safe.
 
     A localUid is unique per information system (clientEntityId), as РЭМД checks it across the registering
-    system's documents whatever their organisation (addendum [A]).
+    system's documents whatever their organisation (``docs/protocol.md#request-body`` [A]).
     """
 
     def __init__(

@@ -768,7 +768,8 @@ class Emulator:
         record = self.registry.by_emdr_id(emdr_id)
         self.registry.update(entry, outcome="answered", finished_at=dt.datetime.now(dt.UTC))
         if record is None or record.client_entity_id != system.client_entity_id:
-            # only the registering ИС may read a record (brief §2.1); others are told it does not exist
+            # only the registering ИС may read a record (docs/protocol.md#operations): others are told it
+            # does not exist
             error = RemdError("REGISTRY_ITEM_NOT_FOUND", f"Регистрационная запись [{emdr_id}] не найдена")
             return 200, soap.build_registry_item_response(
                 relates_to=headers.message_id or "",

@@ -1,4 +1,5 @@
-"""The ``ips-variants`` scenario: what РЭМД/ИПС sends the МИС, in every shape real traffic shows (addendum).
+"""The ``ips-variants`` scenario: what РЭМД/ИПС sends the МИС, in every shape real traffic shows
+(``docs/protocol.md#callback-shapes``).
 
 A :class:`Shape` fixes, for one registration, how its ``getDocumentFile`` and ``registerDocumentResult`` are
 written: SOAP 1.1 or 1.2 (each message kind), WS-Addressing with a prefix or unprefixed with ИПС's fixed wsu:Ids, a ReplyTo

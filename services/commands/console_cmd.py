@@ -5,7 +5,7 @@
                                            is read from standard input (never from the command line)
 
 Read-only without a login; replay and promote need one (EMD_CONSOLE_USERS: names with scrypt hashes).
-It reads the dead-letter topics (KAFKA_BOOTSTRAP_SERVERS), the lifecycle and desk stores
+It reads the dead-letter topics (KAFKA_BOOTSTRAP_SERVERS), the lifecycle store and the support tables
 (EMD_LIFECYCLE_STORE / EMD_DATA_DIR), the claim-check store and the organisations file.
 """
 
@@ -66,13 +66,13 @@ def build_console(settings: Settings) -> Any:
     from services.desk.deadletters import TOPIC_OF_STAGE
     from services.documents.store import store_from_settings
     from services.lifecycle import open_store
-    from services.lifecycle.desk import open_desk_store
+    from services.lifecycle.support_tables import open_support_tables
     from services.messaging.clients import kafka_python_config
     from services.pipeline.exchanges import ExchangeArchive
     from services.pipeline.organizations import load_organizations
 
     kafka = kafka_python_config(settings)
-    desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    tables = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
     cache: dict[str, Any] = {}
 
     def organizations() -> Any:
@@ -91,7 +91,7 @@ def build_console(settings: Settings) -> Any:
             oid,
             organizations(),
             cas=cas,
-            clinic_state=desk.clinic(oid).state,
+            clinic_state=tables.clinic(oid).state,
             unpromoted=settings.unpromoted_clinics,
         )
 
@@ -110,8 +110,8 @@ def build_console(settings: Settings) -> Any:
     return Console(
         index=DeadLetterIndex(kafka, list(TOPIC_OF_STAGE.values())).start(),
         lifecycle=open_store(settings.data_dir, url=settings.lifecycle_store_url),
-        desk=desk,
-        archive=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
+        tables=tables,
+        archive=ExchangeArchive(documents=store_from_settings(settings), tables=tables),
         organizations=organizations,
         readiness=clinic_readiness,
         replay=replay,
@@ -153,5 +153,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         console.index.stop()
         console.lifecycle.close()
-        console.desk.close()
+        console.tables.close()
     return 0

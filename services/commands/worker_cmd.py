@@ -24,7 +24,7 @@ WORKERS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run a pipeline stage (signer, sender, status)", description=__doc__)
+    p = sub.add_parser("worker", help="run a pipeline worker (signer, sender, status)", description=__doc__)
     p.add_argument("name", choices=sorted(WORKERS), help="the stage to run")
     p.add_argument(
         "--check",

@@ -27,15 +27,16 @@ from aiohttp import web
 from services.console.auth import COOKIE, SESSION_SECONDS, Session, Sessions
 from services.console.index import DeadLetterIndex
 from services.desk.case import Case, build_case, case_json
-from services.desk.deadletters import Filters, iso
+from services.desk.deadletters import Filters
 from services.desk.ticket import ticket_text
 from services.logs import get_logger
+from services.timestamps import for_people
 
 if TYPE_CHECKING:
     from services.desk.readiness import Line
     from services.desk.replay import Summary
     from services.lifecycle import LifecycleStore
-    from services.lifecycle.desk import DeskStore
+    from services.lifecycle.support_tables import SupportTables
     from services.pipeline.exchanges import ExchangeArchive
     from services.pipeline.organizations import Organization, OrganizationsConfig
 
@@ -64,7 +65,7 @@ class Console:
 
     index: DeadLetterIndex
     lifecycle: LifecycleStore
-    desk: DeskStore
+    tables: SupportTables
     archive: ExchangeArchive
     organizations: Callable[[], OrganizationsConfig]  # the loaded organisations file (re-read per request)
     readiness: Callable[[str], list[Line]]  # oid → readiness lines
@@ -242,13 +243,13 @@ class _Handlers:
         config = console.organizations()
         out = []
         for oid, org in sorted(config.organizations.items()):
-            c = console.desk.clinic(oid)
+            c = console.tables.clinic(oid)
             out.append(
                 {
                     "oid": oid,
                     "name": org.name,
                     "state": c.state,
-                    "tested_at": iso(c.tested_at),
+                    "tested_at": for_people(c.tested_at),
                     "lines": console.readiness(oid),
                 }
             )
@@ -263,13 +264,13 @@ class _Handlers:
         )
 
     async def audit(self, request: web.Request) -> web.Response:
-        entries = await _run(self.console.desk.audit_log)
+        entries = await _run(self.console.tables.audit_log)
         return self.page(
             request,
             "audit.html",
             entries=[
                 {
-                    "at": iso(e.at),
+                    "at": for_people(e.at),
                     "actor": e.actor,
                     "action": e.action,
                     "target": e.target,
@@ -289,7 +290,7 @@ class _Handlers:
         user = str(form.get("user", ""))
         found = await _run(console.sessions.login, user, str(form.get("password", "")))
         await _run(
-            console.desk.audit,
+            console.tables.audit,
             "console.login" if found else "console.login.failed",
             actor=user or "?",
             remote=request.remote,
@@ -335,7 +336,7 @@ class _Handlers:
         summary, _ = await _run(self.console.replay, Filters(local_uid=uid), False)
         actor = _actor(request)
         await _run(
-            self.console.desk.audit,
+            self.console.tables.audit,
             "dlq.replay",
             actor=actor,
             target=uid,
@@ -365,14 +366,14 @@ class _Handlers:
         )
 
     async def _do_promote(self, request: web.Request) -> tuple[str, str | None]:
-        from services.lifecycle.desk import ClinicConflict
+        from services.lifecycle.support_tables import ClinicConflict
 
         oid = request.match_info["oid"]
         try:
-            await _run(self.console.desk.promote, oid, actor=_actor(request))
+            await _run(self.console.tables.promote, oid, actor=_actor(request))
             return oid, None
         except ClinicConflict as exc:
-            await _run(self.console.desk.audit, "clinic.promote.refused", actor=_actor(request), target=oid)
+            await _run(self.console.tables.audit, "clinic.promote.refused", actor=_actor(request), target=oid)
             return oid, str(exc)
 
     async def promote(self, request: web.Request) -> web.Response:
@@ -427,7 +428,7 @@ def _session_middleware(console: Console) -> Any:
                 token = str(form_token) if form_token is not None else None
             if not Sessions.csrf_ok(session, token):
                 await asyncio.to_thread(
-                    console.desk.audit, "console.csrf.refused", actor=session.user, target=request.path
+                    console.tables.audit, "console.csrf.refused", actor=session.user, target=request.path
                 )
                 return web.json_response({"error": "missing or wrong CSRF token"}, status=403)
         return await handler(request)

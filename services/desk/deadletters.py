@@ -27,13 +27,14 @@ from services.logs import mask_text, redact_value
 from services.messaging import deadletter as dl
 from services.remd import n3_names as n3
 from services.remd import names as n
+from services.timestamps import for_people
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 #: dead-letter topic → the stage that wrote it
 STAGE_OF_TOPIC = {
     topology.CREATED_DLT.name: "signer",
     topology.SIGNED_DLT.name: "sender",
-    topology.SENT_DLT.name: "status",
+    topology.SENT_DLT.name: "acknowledger",
 }
 TOPIC_OF_STAGE = {stage: topic for topic, stage in STAGE_OF_TOPIC.items()}
 #: ФРМО OIDs are 1.2.643.5.1.13.13.12.2.<subject of the Federation>.<number>
@@ -68,13 +69,6 @@ def _time(text: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
-def iso(t: dt.datetime | None, tz: dt.tzinfo = dt.UTC) -> str | None:
-    if t is None:
-        return None
-    out = t.astimezone(tz).isoformat(timespec="seconds")
-    return out.replace("+00:00", "Z") if tz is dt.UTC else out
 
 
 @dataclass(frozen=True)
@@ -212,8 +206,8 @@ class DeadLetter:
             "region": region_of(self.organization),
             "kind": self.kind,
             "system": self.system,
-            "failedAt": iso(self.failed_at),
-            "firstFailedAt": iso(self.first_failed_at),
+            "failedAt": for_people(self.failed_at),
+            "firstFailedAt": for_people(self.first_failed_at),
             "replayCount": self.replay_count,
             "topic": self.topic,
             "partition": self.partition,
@@ -224,8 +218,8 @@ class DeadLetter:
         """One row of ``emd dlq export``: what a ticket to СТП needs, nothing about the patient."""
         return {
             "messageId": self.message_id or "",
-            "failedAtUtc": iso(self.failed_at) or "",
-            "failedAtMoscow": iso(self.failed_at, MOSCOW) or "",
+            "failedAtUtc": for_people(self.failed_at) or "",
+            "failedAtMoscow": for_people(self.failed_at, MOSCOW) or "",
             "system": self.system or "",
             "organization": self.organization or "",
             "region": region_of(self.organization) or "",
@@ -291,8 +285,8 @@ class Filters:
                 self.category,
                 self.organization,
                 self.kind,
-                iso(self.since),
-                iso(self.until),
+                for_people(self.since),
+                for_people(self.until),
                 self.message_id,
                 self.local_uid,
             ]

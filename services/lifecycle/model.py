@@ -14,7 +14,6 @@ STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
 #: states in which the document must never be sent again
 DONE_STATES = (ACCEPTED, REGISTERED)
 
-OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient", "permanent"
 #: who decided an attempt's outcome: РЭМД's synchronous answer to the sender, or a registerDocumentResult callback
 DECIDED_BY_ANSWER, DECIDED_BY_CALLBACK = "answer", "callback"
 
@@ -143,6 +142,25 @@ class LifecycleStore(Protocol):
     ) -> list[tuple[str, str | None]]:
         """(localUid, accepted MessageID) of documents accepted before then and still without a result (of those
         ``organizations`` only, when given)."""
+        ...
+
+    @property
+    def tables(self) -> list[str]:
+        """The store's tables (``emd lifecycle migrate --grant`` grants on them)."""
+        ...
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; False while another holder's has
+        not expired (one replica at a time runs what the lease guards: ``services.pipeline.lease``)."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (only ``holder``'s own), so another replica takes it over at once."""
+        ...
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        """Delete documents decided (registered or failed) before then, with their attempts: (documents,
+        attempts) deleted. A document on its way is never touched (retention, ``emd lifecycle prune``)."""
         ...
 
     def close(self) -> None: ...

@@ -1,7 +1,7 @@
 """The embedded backend: one SQLite file in WAL mode, for one host (``services.lifecycle``).
 
 ``SqliteDatabase`` is the connection and the dialect (transactions, ``?``, timestamps as text), shared by
-the lifecycle store and the desk store (``services.lifecycle.desk``), which keep their tables in the same
+the lifecycle store and the support tables (``services.lifecycle.support_tables``), which keep their tables in the same
 file; ``SqliteLifecycleStore`` adds the lifecycle's schema to it. The statements and rules are
 ``services.lifecycle.store``'s.
 """
@@ -12,11 +12,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
+from services.timestamps import stored
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
 CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 """
 
 
@@ -111,8 +117,8 @@ class SqliteDatabase:
             yield self._db
 
     def to_db(self, t: datetime) -> str:
-        # the overdue scan compares these as text: one format, always UTC with microseconds
-        return t.astimezone(UTC).isoformat(timespec="microseconds")
+        # the overdue scan compares these as text: one width, always UTC with microseconds
+        return stored(t)
 
     def from_db(self, value: str) -> datetime:
         return datetime.fromisoformat(value)
@@ -134,6 +140,7 @@ class SqliteLifecycleStore(SqlLifecycleStore):
 
     documents_table = "documents"
     attempts_table = "attempts"
+    leases_table = "leases"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.db = SqliteDatabase(path, busy_timeout=busy_timeout)

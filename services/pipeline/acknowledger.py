@@ -41,7 +41,7 @@ class Acknowledger:
     :param store: the lifecycle store.
     :param poll: ``async (Document) -> RegistryItem | None``: asks РЭМД (``polling.RegistryPoller``).
     :param environments: ``oid -> environment`` of the organisations (``OrganizationsConfig.environment``).
-    :param group: the consumer group of the callbacks stage (dead-letter headers).
+    :param group: the consumer group of the acknowledger stage (dead-letter headers).
     :param pending_limit: seconds a callback may wait for its document (``EMD_ACK_TIMEOUT_SECONDS``).
     """
 

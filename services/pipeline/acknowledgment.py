@@ -73,14 +73,13 @@ from services import metrics, telemetry
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging.records import Output
+from services.outcome import CALLBACK_DECIDED, Outcome
 from services.reasons import reason_info
 from services.remd import soap
 
 log = get_logger(__name__)
 
 SOURCE = "emd-status"
-REGISTERED, REJECTED, TRANSIENT, DUPLICATE = "registered", "rejected", "transient", "duplicate"
-DECIDED = (REGISTERED, REJECTED, TRANSIENT, DUPLICATE)
 NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
 #: the longest wait between two registry look-ups of one duplicate registration
 RECONCILE_MAX_DEFER = 120.0
@@ -298,7 +297,7 @@ def _dead_letter(
 ) -> Output:
     known = reason_info(reason)
     failure = dl.Failure(
-        stage="status",
+        stage="acknowledger",
         reason=reason,
         message=message,
         exception_fqcn=__name__,
@@ -343,9 +342,9 @@ def correlate(
 
 def _definitely_not_taken(a: lc.Attempt) -> bool:
     """The attempt got a definite "no": refused synchronously, or an error callback decided it."""
-    if a.outcome in (lc.OUTCOME_PERMANENT, REJECTED):
+    if a.outcome in (Outcome.PERMANENT, Outcome.REJECTED):
         return True
-    return a.outcome == TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
+    return a.outcome == Outcome.TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
 
 
 def duplicate_candidates(store: lc.LifecycleStore, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
@@ -374,7 +373,7 @@ def on_callback(
     pending_limit: float = 24 * 3600.0,
     retry_delay: float = 60.0,
     environments: Environments,
-    group: str = "emd-status",
+    group: str = "emd-acknowledger",
     registry_lookup: RegistryLookup | None = None,
 ) -> list[Output]:
     """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
@@ -412,7 +411,7 @@ def _on_callback(
     doc, attempt = _correlated(store, result, waited=waited, pending_limit=pending_limit)
     mid = attempt.message_id if attempt else normalize_message_id(result.relates_to_message)
     mark = f"callback {callback_id}"
-    replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
+    replay = attempt is not None and attempt.outcome in CALLBACK_DECIDED and attempt.message == mark
     if doc.state == lc.REGISTERED:
         return _on_registered_document(
             store,
@@ -424,7 +423,7 @@ def _on_callback(
             callback_id=callback_id,
             environments=environments,
         )
-    if not replay and attempt is not None and attempt.outcome in DECIDED:
+    if not replay and attempt is not None and attempt.outcome in CALLBACK_DECIDED:
         DUPLICATED_CALLBACKS.inc()
         log.info(
             "duplicate or late callback ignored",
@@ -462,7 +461,7 @@ def _on_callback(
     if attempt is not None:
         store.record_outcome(
             mid,
-            outcome=TRANSIENT if transient else REJECTED,
+            outcome=Outcome.TRANSIENT if transient else Outcome.REJECTED,
             decided_by=lc.DECIDED_BY_CALLBACK,
             code=first.code,
             message=mark,
@@ -559,7 +558,12 @@ def _on_registered_document(
     environments: Environments,
 ) -> list[Output]:
     """A callback for a document already registered: its own redelivery outputs again, any other is ignored."""
-    if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
+    if (
+        replay
+        and attempt is not None
+        and attempt.outcome in (Outcome.REGISTERED, Outcome.DUPLICATE)
+        and doc.emdr_id
+    ):
         return registered_outputs(
             store,
             doc,
@@ -605,7 +609,11 @@ def _registered_by_callback(
     assert item is not None and item.emdr_id
     if attempt is not None:
         store.record_outcome(
-            mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
+            mid,
+            outcome=Outcome.REGISTERED,
+            decided_by=lc.DECIDED_BY_CALLBACK,
+            code=item.emdr_id,
+            message=mark,
         )
     if doc.state == lc.FAILED:
         log.warning(
@@ -631,7 +639,7 @@ def _registered_by_callback(
 def _registering_id(store: lc.LifecycleStore, doc: lc.Document, attempt: lc.Attempt) -> str:
     """The MessageID the acknowledged event names: the callback's own attempt when it registered, else (a
     duplicate) the earliest other attempt ИПС may have taken."""
-    if attempt.outcome == REGISTERED:
+    if attempt.outcome == Outcome.REGISTERED:
         return attempt.message_id
     others = duplicate_candidates(store, doc, attempt.message_id)
     return others[0].message_id if others else attempt.message_id
@@ -656,7 +664,11 @@ def _reconcile(
         registering = others[0].message_id
         if attempt is not None:
             store.record_outcome(
-                mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE, message=mark
+                mid,
+                outcome=Outcome.DUPLICATE,
+                decided_by=lc.DECIDED_BY_CALLBACK,
+                code=NOT_UNIQUE,
+                message=mark,
             )
         doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
         _acknowledged(doc, "duplicate")
@@ -719,12 +731,12 @@ async def on_deadline(
     store: lc.LifecycleStore,
     poll: Callable[[lc.Document], Awaitable[soap.RegistryItem | None]],
     environments: Environments,
-    group: str = "emd-status",
+    group: str = "emd-acknowledger",
     final: bool = True,
 ) -> list[Output]:
     """Ask the registry about ``local_uid``: found → registered. Not found: a deadline (``final``) dead-letters
     NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
-    # the store is blocking I/O: off the event loop, which both status stages share
+    # the store is blocking I/O: off the event loop, which both stages of the status worker share
     doc = await asyncio.to_thread(store.get, local_uid)
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile

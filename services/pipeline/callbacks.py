@@ -1,4 +1,7 @@
-"""The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile`` (brief §4, §8.3–8.4).
+"""The МИС callback endpoint ИПС calls: ``registerDocumentResult`` and ``getDocumentFile``.
+
+The protocol: steps 4–7 of ``docs/protocol.md#registration-flow``, the messages
+``docs/protocol.md#getdocumentfile`` and ``docs/protocol.md#registerdocumentresult``.
 
 ``CallbackService.handle(body)`` is the whole protocol, without HTTP or Kafka (both are injected), so it
 is tested directly and wired by ``workers/callbacks/worker.py``. Every request:
@@ -16,15 +19,17 @@ is tested directly and wired by ``workers/callbacks/worker.py``. Every request:
    ``emdrId`` (another ИС asking for a registered document later: ``lookup_emdr_id(emdrId)`` gives the
    localUid). An unknown id → a ``soap:Client`` fault ``DOCUMENT_NOT_FOUND`` naming it.
 4. ``sendNotice`` / ``sendDocumentFile`` (related-ЭМД notices) → verified like every request, then refused
-   with a signed ``soap:Client`` fault ``NOTICE_NOT_ACCEPTED``: their body is known by name only (addendum
-   [P]), and publishing a guessed shape to the МИС would make a contract of a guess (docs/transports.md).
+   with a signed ``soap:Client`` fault ``NOTICE_NOT_ACCEPTED``: their body is known by name only
+   (``docs/protocol.md#operations``, [P]), and publishing a guessed shape to the МИС would make a contract of
+   a guess (docs/transports.md).
 
 Replies are signed with the key of the information system (clientEntityId) the request is for: in ЕГИСЗ
 each ИС has its own key, and a deployment serving several clinics may have several (``ReplyKeys``). The
 key is chosen, in order, by
 
 1. the request's ``transportHeader/authInfo/clientEntityId``, when it names one of our ИС (whether ИПС
-   puts it on callbacks is not public, brief §2.3: an unknown value is logged, not trusted to decide);
+   puts it on callbacks is not public, ``docs/protocol.md#soap-header``: an unknown value is logged, not
+   trusted to decide);
 2. the document's organisation: ``lookup_organization(relatesToMessage, localUid)`` (the lifecycle store,
    which knows every MessageID we sent) or, for a result, the ``organization`` the callback names; for
    ``getDocumentFile``, the localUid's organisation;

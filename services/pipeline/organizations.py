@@ -65,6 +65,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from producer.errors import ConfigurationError, EmdError, PermanentError
+from producer.text import digits
 from services.config import MAX_DOCUMENT_BYTES
 from services.crypto import keys, mchd
 from services.crypto.cades import from_wire
@@ -398,15 +399,15 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
     signing = spec["signing"]
     doctors: dict[str, Credential] = {}
     for snils, dspec in (signing.get("doctors") or {}).items():
-        digits = re.sub(r"\D", "", snils)
+        number = digits(snils)
         dat = at + ("signing", "doctors", snils)
         cred = _credential(f, dat, dspec, f"{oid}/doctor")
-        if re.sub(r"\D", "", cred.certificate.snils or "") != digits:
+        if digits(cred.certificate.snils) != number:
             raise f.error(
                 dat + ("certificate",), "the certificate's СНИЛС is not the one it is configured for"
             )
         cred.label = f"{oid}/doctor/{cred.certificate.serial_number:x}"  # no СНИЛС in labels: personal data
-        doctors[digits] = cred
+        doctors[number] = cred
 
     org_cred: Credential | None = None
     poa: Mchd | None = None
@@ -478,7 +479,7 @@ def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
     if not token or not token.strip():
         raise f.error(at, "the N3 token is empty")
     doctors = {
-        re.sub(r"\D", "", snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
+        digits(snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
         for snils, codes in (spec.get("doctors") or {}).items()
     }
     return N3Settings(

@@ -50,6 +50,7 @@ from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging.records import Output, Record
 from services.metrics import REGISTRY
+from services.outcome import Outcome
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.n3_route import dictionary_of, n3_codes
@@ -85,11 +86,11 @@ PARKED = Counter(
 )
 #: series a dashboard shows from the start (a counter's labelled series exists only after its first use)
 for _outcome, _reason in (
-    ("accepted", "ACCEPTED"),
-    ("transient", "RATE_LIMIT"),
-    ("transient", "TIMEOUT"),
-    ("transient", "CONNECT_ERROR"),
-    ("permanent", "UNKNOWN_REMD_CODE"),
+    (Outcome.ACCEPTED, "ACCEPTED"),
+    (Outcome.TRANSIENT, "RATE_LIMIT"),
+    (Outcome.TRANSIENT, "TIMEOUT"),
+    (Outcome.TRANSIENT, "CONNECT_ERROR"),
+    (Outcome.PERMANENT, "UNKNOWN_REMD_CODE"),
 ):
     REQUESTS.labels(_outcome, _reason)
     REQUEST_DURATION.labels(_outcome)
@@ -451,7 +452,7 @@ class Submitter:
             )
             ids = await asyncio.to_thread(self.store.message_ids, uid)
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
-            if outcome.kind == "permanent":
+            if outcome.kind == Outcome.PERMANENT:
                 await asyncio.to_thread(
                     self.store.mark_failed,
                     uid,

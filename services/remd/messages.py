@@ -13,7 +13,8 @@ from services.remd.codes import CodeInfo, classify
 
 
 def checksum(data: bytes) -> int:
-    """The ``checksum`` that accompanies base64 ``data`` (brief §2.5 [G]: believed CRC32 of the bytes).
+    """The ``checksum`` that accompanies base64 ``data``: believed a CRC32 of the bytes [G]
+    (docs/protocol.md#checksum).
 
     The one place this guess lives: change it here when the official XSD says otherwise.
     """
@@ -88,7 +89,8 @@ class Signer:
 
 @dataclass(frozen=True, slots=True)
 class PowerOfAttorney:
-    """МЧД reference on a signature (brief §6, all names [G]): НомДовер + optionally the МЧД and its signature."""
+    """МЧД reference on a signature, all names [G] (docs/protocol.md#power-of-attorney): НомДовер, optionally
+    the МЧД and its signature."""
 
     number: str
     principal_inn: str | None = None
@@ -129,7 +131,7 @@ class Association:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """What a ``registerDocument`` request says about one document (brief §2.4, addendum)."""
+    """What a ``registerDocument`` request says about one document (docs/protocol.md#request-body)."""
 
     kind: str
     system: str

@@ -1,7 +1,7 @@
 """Building and parsing the РЭМД SOAP messages, both directions (МИС and the emulator of РЭМД/ИПС).
 
-Messages (brief §2, §8), each with a ``build_*`` returning signed bytes and a ``parse_*`` returning
-a typed result:
+Messages (``docs/protocol.md#message-shapes``), each with a ``build_*`` returning signed bytes and a
+``parse_*`` returning a typed result:
 
 =============================  =====================  ==========================================
 message                        direction              build / parse
@@ -22,7 +22,7 @@ getRegistryItem                МИС → РЭМД, answer     build_get_registr
 
 The envelope, headers and faults are :mod:`services.remd.envelope`; the typed values
 :mod:`services.remd.messages` (re-exported here: ``soap`` is the protocol's public face). Every element name
-comes from :mod:`services.remd.names`, tagged with its evidence. One dialect: the addendum's names
+comes from :mod:`services.remd.names`, tagged with its evidence. One dialect: the names of the КРЭМД request
 (``personalSignatures/item/signer``, ``orgSignature``, ``surname/name/patrName``, coded values with their
 code-system version). Readers of what РЭМД/ИПС send are tolerant (children matched by local name in any
 namespace; ``kind`` as text, nested code or attribute; either registration-date element), the reader of a
@@ -237,7 +237,8 @@ def build_register_document(
     soap_version: str = "1.2",
     now: datetime | None = None,
 ) -> tuple[bytes, str]:
-    """The signed ``registerDocument`` request and its MessageID (store it *before* sending, brief §4).
+    """The signed ``registerDocument`` request and its MessageID (store it *before* sending:
+    docs/protocol.md#registration-flow).
 
     ValueError when the registration lacks what every request must carry: a personal signature, and for
     each signer its role and its position with the position's code-system version.
@@ -329,7 +330,8 @@ def build_sync_answer(
 
 
 def _kind(parent: etree._Element, ns: str, code: str | None, form: str = "text") -> None:
-    """``kind`` as text, as ``kind/code`` or as a ``code`` attribute: the forms callbacks use (addendum)."""
+    """``kind`` as text, as ``kind/code`` or as a ``code`` attribute: the forms callbacks use
+    (docs/protocol.md#callback-shapes)."""
     if code is None:
         return
     if form == "text":
@@ -381,9 +383,10 @@ def build_register_result(
 ) -> bytes:
     """The ``registerDocumentResult`` callback (the emulator's side; SOAP 1.1 as in peer samples).
 
-    The shape options are the variants real ИПС traffic shows (addendum): ``soap_version``, unprefixed
-    WS-Addressing (``wsa_prefix=False``) with ИПС's fixed wsu:Ids, a ``reply_to`` (the 2004/08 anonymous
-    URI), ``kind`` as text / ``kind/code`` / attribute, ``registrationDate`` instead of ``…DateTime``.
+    The shape options are the variants real ИПС traffic shows (docs/protocol.md#callback-shapes):
+    ``soap_version``, unprefixed WS-Addressing (``wsa_prefix=False``) with ИПС's fixed wsu:Ids, a ``reply_to``
+    (the 2004/08 anonymous URI), ``kind`` as text / ``kind/code`` / attribute, ``registrationDate`` instead
+    of ``…DateTime``.
     """
     ns = n.NS_EMDR_CALLBACK
     env, body = new_envelope(
@@ -419,7 +422,8 @@ def build_callback_ack(
     soap_version: str = "1.1",
     now: datetime | None = None,
 ) -> bytes:
-    """Our signed acknowledgement of a callback: accept at once, ``wsa:RelatesTo`` = its MessageID (§8.4)."""
+    """Our signed acknowledgement of a callback: accept at once, ``wsa:RelatesTo`` = its MessageID
+    (docs/protocol.md#registerdocumentresult)."""
     ns = n.NS_EMDR_CALLBACK
     env, body = new_envelope(
         soap_version=soap_version,
@@ -505,7 +509,7 @@ def build_search_request(
     message_id: str | None = None,
     now: datetime | None = None,
 ) -> tuple[bytes, str]:
-    """``searchRegistryItemRequest`` (element names [C] from the remd-dev stand, brief §2.1)."""
+    """``searchRegistryItemRequest``, its names [C] from the remd-dev stand (docs/protocol.md#operations)."""
     message_id = message_id or new_message_id()
     ns = n.NS_EMDR_SERVICE
     env, body = new_envelope(
@@ -782,7 +786,8 @@ def parse_register_document(data: bytes) -> RegisterRequest:
 
 
 def parse_register_result(data: bytes) -> RegisterResult:
-    """A ``registerDocumentResult`` callback, in any of the shapes ИПС delivers (addendum): SOAP 1.1 or 1.2,
+    """A ``registerDocumentResult`` callback, in any of the shapes ИПС delivers
+    (docs/protocol.md#callback-shapes): SOAP 1.1 or 1.2,
     ``kind`` as text, nested ``kind/code`` or an attribute, ``registrationDate`` or ``…DateTime``,
     ``documentStatus`` and ``registryItem/registrationWarnings`` when present."""
     headers, el = open_envelope(data)

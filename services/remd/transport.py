@@ -42,20 +42,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from producer.errors import EmdError
 from services.logs import get_logger
+from services.outcome import Answered, Outcome
 from services.remd import soap
 
 log = get_logger(__name__)
-
-ACCEPTED: Final = "accepted"
-TRANSIENT: Final = "transient"
-PERMANENT: Final = "permanent"
-Kind = Literal["accepted", "transient", "permanent"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +81,7 @@ class SubmitRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitOutcome:
-    kind: Kind
+    kind: Answered
     #: stable machine code: ACCEPTED, CONNECT_ERROR, TIMEOUT, CONNECTION_RESET, HTTP_<status>,
     #: MALFORMED_ANSWER, SOAP_FAULT, REMD_TRANSIENT, RATE_LIMIT, REMD_REJECTED, REQUEST_BUILD_FAILED
     reason: str
@@ -112,7 +108,7 @@ class SubmitOutcome:
 
     @property
     def accepted(self) -> bool:
-        return self.kind == ACCEPTED
+        return self.kind == Outcome.ACCEPTED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,7 +165,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
         # not a SOAP answer: judge by the HTTP status alone
         if status >= 500 or status in (408, 429):
             return SubmitOutcome(
-                kind=TRANSIENT,
+                kind=Outcome.TRANSIENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 message=f"HTTP {status} without a SOAP answer",
@@ -179,13 +175,13 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
             )
         if 400 <= status < 500:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 message=f"HTTP {status} without a SOAP answer",
             )
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="MALFORMED_ANSWER",
             http_status=status,
             message=f"answer is not a registerDocument response ({exc.reason})",
@@ -195,12 +191,12 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     if isinstance(answer, soap.SoapFault):
         return classify_fault(answer, status)
     if answer.accepted:
-        return SubmitOutcome(kind=ACCEPTED, reason="ACCEPTED", http_status=status)
+        return SubmitOutcome(kind=Outcome.ACCEPTED, reason="ACCEPTED", http_status=status)
     errors = answer.errors
     if not errors:
         # status=error and no code: nothing to act on; РЭМД does not do this on purpose, so retry (bounded)
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="REMD_ERROR_WITHOUT_CODE",
             http_status=status,
             message=f"status={answer.status} without errors",
@@ -211,7 +207,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     if blocking:
         e, info = blocking[0]  # the first non-transient code decides; all of them go into the message
         return SubmitOutcome(
-            kind=PERMANENT,
+            kind=Outcome.PERMANENT,
             reason="REMD_REJECTED",
             http_status=status,
             remd_code=e.code,
@@ -225,7 +221,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     defer = max((i.retry_after or 0.0 for _, i in infos), default=0.0) or None  # RATE_LIMIT's minute included
     rate_limited = any(x.code == "RATE_LIMIT" for x in errors)
     return SubmitOutcome(
-        kind=TRANSIENT,
+        kind=Outcome.TRANSIENT,
         reason="RATE_LIMIT" if rate_limited else "REMD_TRANSIENT",
         http_status=status,
         remd_code=e.code,
@@ -242,7 +238,7 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
     text = fault.detail_message or fault.reason
     info = fault.info
     if info is not None and not info.unknown:
-        kind: Kind = TRANSIENT if info.transient else PERMANENT
+        kind: Answered = Outcome.TRANSIENT if info.transient else Outcome.PERMANENT
         return SubmitOutcome(
             kind=kind,
             reason="SOAP_FAULT",
@@ -253,12 +249,12 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
             hint=info.hint,
             message=f"{fault.ips_fault or fault.code}: {text}",
             defer=info.retry_after,
-            transport_failure=kind == TRANSIENT and fault.server_side,
-            ambiguous=kind == TRANSIENT,
+            transport_failure=kind == Outcome.TRANSIENT and fault.server_side,
+            ambiguous=kind == Outcome.TRANSIENT,
         )
     if fault.server_side or fault.ips_fault == "SystemFault":
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="SOAP_FAULT",
             http_status=status,
             remd_code=fault.detail_code,
@@ -282,7 +278,7 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
     else:
         category, hint = "data", "the request does not match the service schema"
     return SubmitOutcome(
-        kind=PERMANENT,
+        kind=Outcome.PERMANENT,
         reason="SOAP_FAULT",
         http_status=status,
         remd_code=fault.detail_code or fault.ips_fault,
@@ -295,7 +291,7 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
 
 def _net(reason: str, message: str, started: float, request: bytes, *, ambiguous: bool) -> SubmitOutcome:
     return SubmitOutcome(
-        kind=TRANSIENT,
+        kind=Outcome.TRANSIENT,
         reason=reason,
         message=message,
         transport_failure=True,

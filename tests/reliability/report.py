@@ -44,7 +44,7 @@ SECRET_PATTERNS = [
     )
 ]
 #: dead letters produced after a document was sent: they must name the MessageIDs
-SENT_STAGES = ("sender", "status")
+SENT_STAGES = ("sender", "acknowledger")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from services.documents.store import mark_signer_store, store_from_settings
 from services.messaging.app import App
 from services.messaging.records import Output
 from services.messaging.runtime import Stage, Ticker
-from services.pipeline import status
+from services.pipeline import dead_letter_status
 from services.pipeline.document_signer import SOURCE, DocumentSigner
 from services.pipeline.organizations import load_organizations
 from services.pipeline.signing import update_expiry_metrics
@@ -61,8 +61,8 @@ def build(settings: Settings) -> App:
         handler=signer.handle,
         dead_letter_topic=topology.CREATED_DLT.name,
         settings=settings,
-        describe_failure=status.describe_document,
-        on_dead_letter=functools.partial(status.on_dead_letter, source=SOURCE),
+        describe_failure=dead_letter_status.describe_document,
+        on_dead_letter=functools.partial(dead_letter_status.on_dead_letter, source=SOURCE),
         tickers=[Ticker(name="expiry-metrics", interval=EXPIRY_REFRESH_SECONDS, tick=refresh_expiry_metrics)],
     )
     return App(NAME, settings, [stage], on_stop=[close_pool])

@@ -13,10 +13,10 @@ import httpx
 
 from producer.errors import EmdError, TransientError
 from services.logs import get_logger
+from services.outcome import Outcome
 from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.transport import (
-    PERMANENT,
     LookupRequest,
     SubmitOutcome,
     SubmitRequest,
@@ -81,7 +81,7 @@ class IpsSoapTransport:
             body = await asyncio.get_running_loop().run_in_executor(self._signing, self.build, request)
         except (ValueError, TypeError, EmdError) as exc:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason="REQUEST_BUILD_FAILED",
                 message=f"registerDocument could not be built: {exc}",
             )
