@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+from producer import tracing
 from producer.errors import ConfigurationError, PermanentError, TransientError
 from producer.events import DocumentData
 from producer.files import private_dir
@@ -155,5 +156,6 @@ def document_field(
                 f"document of {len(data)} bytes exceeds the inline limit of {inline_limit} "
                 f"bytes and no document store is configured"
             )
-        field["ref"] = store.put(data)
+        with tracing.step("claimcheck put"):
+            field["ref"] = store.put(data)
     return field

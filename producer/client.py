@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from producer import cda, events, nsi
+from producer import cda, events, nsi, tracing
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
 from producer.errors import PermanentError, TransientError
 from producer.kafka import KafkaSecurity, sync_producer_config
@@ -481,19 +481,25 @@ class DocumentPublisher:
         meta: dict[str, Any] | None = None,
         trace_id: str | None = None,
     ) -> PublishedEvent:
-        """Check, store if large, and publish one document; return where the broker put it."""
-        event = build_created_event(
-            document_bytes,
-            system_id=self.system_id,
-            store=self.store,
-            inline_limit=self.inline_limit,
-            max_bytes=self.max_bytes,
-            kind=kind,
-            organization_oid=organization_oid,
-            meta=meta,
-            trace_id=trace_id,
-        )
-        return self.send(event)
+        """Check, store if large, and publish one document; return where the broker put it.
+
+        With ``opentelemetry-api`` installed (``emd-producer[otel]``) this is a ``publish`` span, child of the
+        current one, whose trace id the event carries as its ``traceId`` (``producer.tracing``).
+        """
+        with tracing.publishing(self.topic, trace_id) as traced:
+            event = build_created_event(
+                document_bytes,
+                system_id=self.system_id,
+                store=self.store,
+                inline_limit=self.inline_limit,
+                max_bytes=self.max_bytes,
+                kind=kind,
+                organization_oid=organization_oid,
+                meta=meta,
+                trace_id=traced.trace_id,
+            )
+            traced.document(event["data"]["localUid"])
+            return self.send(event)
 
     def send(self, event: events.Envelope) -> PublishedEvent:
         """Send an already built and validated event; wait for the acknowledgement or raise PublishError."""
@@ -503,7 +509,7 @@ class DocumentPublisher:
                 self.topic,
                 key=local_uid.encode("utf-8"),
                 value=events.encode(event),
-                headers=events.headers_for(event),
+                headers=events.headers_for(event) + tracing.traceparent_for(event["traceId"]),
             )
             meta = future.get(timeout=self.timeout)
         except Exception as exc:

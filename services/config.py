@@ -5,6 +5,8 @@ a setting (``tests/test_config.py`` holds the same list and fails on any other r
 
 * ``services/crypto/keys.py`` (``read_password``): a key's password from the variable the organisations
   file or ``emd sign --password-env`` names, so a secret need not sit in a file;
+* ``services/telemetry.py``: whether the standard ``OTEL_*`` variables ask for tracing; the OpenTelemetry SDK
+  reads them itself (exporter endpoint, sampler, service name: docs/operations.md);
 * ``lab/dev/samples.py``: ``EMD_SHARED_DIR``, where development tooling finds the full sample corpus;
 * ``lab/dev/supervisor.py``: passes the whole environment on to the local pipeline's child processes.
 

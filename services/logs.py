@@ -34,6 +34,8 @@ from typing import Any
 
 import structlog
 
+from services import telemetry
+
 #: keys whose values are personal data (compared case-insensitively, without "_" and "-")
 PERSONAL_KEYS = frozenset(
     k.replace("_", "")
@@ -272,6 +274,27 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return redacted
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``trace_id`` and ``span_id`` of the span the line is logged in (tracing on,
+    ``services.telemetry``), so a log line leads to its document's trace and back."""
+    ids = telemetry.current_ids()
+    if ids is not None:
+        event_dict["trace_id"], event_dict["span_id"] = ids
+    return event_dict
+
+
+def _stdlib_component(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A stdlib record's logger name as ``component``, the key our own lines carry it under."""
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict.setdefault("component", record.name)
+    return event_dict
+
+
 def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) -> None:
     """Configure structlog (and route stdlib logging through it) once per process."""
     stream = stream or sys.stderr
@@ -288,6 +311,7 @@ def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) 
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_trace_ids,
             structlog.processors.format_exc_info,
             redact,
             renderer,
@@ -298,12 +322,35 @@ def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) 
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # Libraries (aiokafka, kafka-python, httpx) log through stdlib: keep them quiet and masked.
+    # Libraries (aiokafka, kafka-python, httpx) log through stdlib: keep them quiet and masked. In JSON, every
+    # stdlib record (the МИС library's producer.* among them) is a JSON line like ours: the same keys, trace ids
+    # and redaction.
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    structlog.stdlib.ExtraAdder(),
+                    _stdlib_component,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    add_trace_ids,
+                ],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    redact,
+                    renderer,
+                ],
+            )
+        )
+    else:
+        handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # the МИС library's own lines follow the level of ours (it logs through stdlib: it has no structlog)
+    logging.getLogger("producer").setLevel(numeric if isinstance(numeric, int) else logging.INFO)
     # kafka-python logs every refused connection and retried metadata request as ERROR; the pipeline
     # reports (and raises on) the failures that matter itself, with context.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -53,7 +53,9 @@ def merge(python_sbom: dict[str, Any], dpkg_list: str, *, image: str, digest: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/image/sbom.py", description=__doc__)
-    parser.add_argument("--python", required=True, type=Path, help="the build stage's CycloneDX JSON of /opt/emd")
+    parser.add_argument(
+        "--python", required=True, type=Path, help="the build stage's CycloneDX JSON of /opt/emd"
+    )
     parser.add_argument("--dpkg", required=True, type=Path, help="dpkg-query's list from the image")
     parser.add_argument("--image", required=True, help="the image's name (registry/repository:tag)")
     parser.add_argument("--digest", required=True, help="the image's digest (sha256:…)")

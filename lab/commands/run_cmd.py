@@ -40,6 +40,7 @@ from lab.dev.watch import STAGES, PipelineWatcher, Snapshot
 from producer.errors import ConfigurationError
 from producer.files import private_dir
 from producer.topology import ensure_topics
+from services import telemetry
 from services.commands.arguments import whole_number
 from services.config import Settings
 from services.desk import reader
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure(fmt=settings.log_format, level="warning")
+    telemetry.start("emd-mis", instrument=())  # this process is the МИС: each document's trace starts here
     interactive = args.documents is None and sys.stdout.isatty()
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)

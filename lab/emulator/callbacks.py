@@ -47,6 +47,7 @@ from lab.emulator.systems import System
 from lab.emulator.variants import LaterRequests, Shape, shape_for, shaped_result, spell
 from producer.errors import PermanentError
 from producer.ids import new_message_id, normalize_message_id, same_message_id
+from services import telemetry
 from services.logs import get_logger
 from services.remd import envelope, soap
 from services.remd import names as n
@@ -70,6 +71,7 @@ class Job:
     arrival: dt.datetime
     decision: Decision
     journal: Path | None = None  # its StateDir file, removed once it is done (kept if we are stopped first)
+    trace: Any = None  # the registerDocument request's trace context (``telemetry.capture``), when tracing
 
 
 @dataclass(slots=True)
@@ -153,6 +155,17 @@ class Processor:
     # --- the flow ------------------------------------------------------------------------------
 
     def process(self, job: Job) -> None:
+        if job.trace is None:  # tracing off (or a registration resumed from before a restart)
+            self._process_safely(job)
+            return
+        attributes = {
+            telemetry.MESSAGE_ID: normalize_message_id(job.request.headers.message_id),
+            telemetry.LOCAL_UID: job.request.registration.local_uid,
+        }
+        with telemetry.resumed(job.trace, "emulator registration", attributes=attributes):
+            self._process_safely(job)
+
+    def _process_safely(self, job: Job) -> None:
         try:
             self._process(job)
         except Exception as exc:  # noqa: BLE001 - a worker must never die silently

@@ -47,7 +47,9 @@ from lab.emulator.registry import Registry
 from lab.emulator.state import StateDir
 from lab.emulator.systems import System
 from producer.errors import PermanentError
+from producer.ids import normalize_message_id
 from producer.xmlsafe import parse_xml
+from services import telemetry
 from services.crypto.certificates import Certificate
 from services.logs import get_logger
 from services.remd import envelope, soap
@@ -102,8 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             emu._control_post(self, body)
         elif path.startswith("/n3/"):  # the N3.Health face, in front of the same registry
-            # the request's header Message answers get() without regard to case: all the N3 face asks of it
-            status, answer, content_type = emu.n3.handle(path, body, self.headers)  # type: ignore[arg-type]
+            with telemetry.server_span(f"emulator n3 {path.rsplit('/', 1)[-1]}", headers=self.headers):
+                # the request's header Message answers get() without regard to case: all the N3 face asks of it
+                status, answer, content_type = emu.n3.handle(path, body, self.headers)  # type: ignore[arg-type]
             self.send_bytes(answer, status=status, content_type=content_type)
         else:
             emu._soap(self, body)
@@ -463,6 +466,24 @@ class Emulator:
     def _soap(self, h: _Handler, body: bytes) -> None:
         arrival = dt.datetime.now(dt.UTC)
         operation, message_id, local_uid, version = _peek(body)
+        attributes = {
+            telemetry.MESSAGE_ID: normalize_message_id(message_id) if message_id else None,
+            telemetry.LOCAL_UID: local_uid,
+            "rpc.method": operation,
+        }
+        with telemetry.server_span(f"emulator {operation}", headers=h.headers, attributes=attributes):
+            self._answer_soap(h, body, arrival, operation, message_id, local_uid, version)
+
+    def _answer_soap(
+        self,
+        h: _Handler,
+        body: bytes,
+        arrival: dt.datetime,
+        operation: str,
+        message_id: str | None,
+        local_uid: str | None,
+        version: str,
+    ) -> None:
         if self.outage is not None:
             if self.outage.start == "first-request":
                 self.outage.begin()
@@ -705,7 +726,13 @@ class Emulator:
             else None
         )  # durable before "success" is answered
         job = Job(
-            request=request, system=system, entry=entry, arrival=arrival, decision=decision, journal=journal
+            request=request,
+            system=system,
+            entry=entry,
+            arrival=arrival,
+            decision=decision,
+            journal=journal,
+            trace=telemetry.capture(),  # its file pull and callback continue this request's trace
         )
         if "callback_early" in decision.callbacks:
             self.processor.process(job)  # file pull and callback before the synchronous answer

@@ -8,6 +8,7 @@ import dataclasses
 import sys
 
 from producer.errors import ConfigurationError
+from services import telemetry
 from services.config import Settings
 from services.logs import configure
 
@@ -36,6 +37,7 @@ def run_callbacks(args: argparse.Namespace) -> int:
     if args.port is not None:
         settings = dataclasses.replace(settings, callback_port=args.port)
     try:
+        telemetry.start("emd-callbacks")  # before build: the document store it makes is traced
         asyncio.run(build(settings).run())
     except ConfigurationError as exc:
         print(f"emd callbacks: {exc.message}", file=sys.stderr)

@@ -79,7 +79,7 @@ from producer import events, topology
 from producer.errors import PermanentError, TransientError
 from producer.ids import normalize_message_id, same_message_id
 from services import lifecycle as lc
-from services import metrics
+from services import metrics, telemetry
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging.records import Output
@@ -188,7 +188,9 @@ def _acknowledged(doc: lc.Document, via: str) -> None:
     ACKNOWLEDGED.labels(via).inc()
     started = _published_at(doc) or doc.created_at
     if started is not None:
-        END_TO_END.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
+        END_TO_END.observe(
+            max(0.0, (datetime.now(UTC) - started).total_seconds()), exemplar=telemetry.exemplar()
+        )
 
 
 def _published_at(doc: lc.Document) -> datetime | None:

@@ -34,12 +34,12 @@ from aiohttp.typedefs import Middleware
 
 from producer import topology
 from producer.errors import ConfigurationError
-from services import lifecycle
+from services import lifecycle, telemetry
 from services.config import Settings
 from services.crypto.certificates import load_certificate
 from services.documents.store import DocumentStore, document_bytes, require_signer_store
 from services.logs import get_logger
-from services.messaging import transports
+from services.messaging import tracing, transports
 from services.messaging.records import Output
 from services.messaging.shutdown import HttpDrain
 from services.messaging.transport import Producer, Transport
@@ -189,7 +189,14 @@ def callback_app(service: CallbackService, *, middlewares: Sequence[Middleware] 
             response = web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
             response.force_close()  # the connection ends with this answer
             return response
-        reply = await service.handle(body)
+        with telemetry.span("callback", attributes={"emd.stage": "callbacks"}) as span:
+            reply = await service.handle(body)
+            telemetry.set_outcome(
+                span,
+                "ok" if reply.status < 400 else reply.outcome,
+                reason=None if reply.status < 400 else reply.outcome,
+                name=f"callback {reply.operation}",
+            )
         return web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
 
     # aiohttp's own limit is a second fence, should anything call request.read()
@@ -295,7 +302,7 @@ class CallbackEndpoint:
 
     def _service(self, producer: Producer) -> CallbackService:
         async def publish(key: str, value: bytes) -> None:
-            await producer.send([Output(topology.CALLBACKS.name, value, key)])
+            await producer.send(tracing.stamped([Output(topology.CALLBACKS.name, value, key)]))
 
         self.service = CallbackService(
             trusted_certificates=self.trusted_certificates,

@@ -89,7 +89,7 @@ from prometheus_client import Counter
 
 from producer.errors import PermanentError
 from producer.ids import normalize_message_id
-from services import metrics
+from services import metrics, telemetry
 from services.logs import get_logger
 from services.remd import envelope, soap
 from services.remd import names as n
@@ -280,6 +280,7 @@ class Reply:
     status: int
     body: bytes
     outcome: str
+    operation: str = "unknown"
 
 
 class _Refused(Exception):
@@ -571,6 +572,7 @@ class CallbackService:
             )
         callback_id = result.headers.message_id
         key = normalize_message_id(result.relates_to_message)
+        telemetry.annotate(message_id=key, local_uid=result.local_uid)
         # whose document: by the MessageID we sent alone, never by a bare localUid (another МИС may use it)
         organization = await self._organization(key, None)
         signer = self.reply_keys.choose(result.headers.client_entity_id, organization, result.organization)
@@ -628,6 +630,7 @@ class CallbackService:
                 ),
             )
         asked = f"emdrId [{req.emdr_id}]" if req.emdr_id else f"localUid [{req.local_uid}]"
+        telemetry.annotate(message_id=req.headers.message_id, local_uid=req.local_uid)
         try:
             local_uid = req.local_uid or await self._by_emdr_id(req.emdr_id or "")
             organization = await self._organization(None, local_uid)
@@ -706,4 +709,4 @@ class CallbackService:
     @staticmethod
     def _done(operation: str, outcome: str, reply: Reply) -> Reply:
         CALLBACKS.labels(operation, outcome).inc()
-        return Reply(reply.status, reply.body, outcome)
+        return Reply(reply.status, reply.body, outcome, operation)

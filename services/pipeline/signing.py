@@ -51,6 +51,7 @@ from producer import cda
 from producer.errors import PermanentError
 from producer.text import digits
 from producer.xmlsafe import XmlRejected, parse_xml
+from services import telemetry
 from services.crypto import cades, gost, mchd
 from services.crypto.certificates import Certificate
 from services.documents import validation as semd_validation
@@ -385,7 +386,7 @@ def sign_document(
         del p["_time"]
     if organization is not None:
         SIGNATURES.labels("organization", "server").inc()
-    SIGNING_DURATION.observe(time.perf_counter() - started)
+    SIGNING_DURATION.observe(time.perf_counter() - started, exemplar=telemetry.exemplar())
     return {"personal": personal, "organization": organization}
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.errors import TransientError
+from services import telemetry
 from services.logs import get_logger
 from services.metrics import REGISTRY
 from services.pipeline import signing
@@ -101,7 +102,7 @@ def observe(signatures: dict[str, Any], seconds: float, warned: bool, kind: str)
         signing.SIGNATURES.labels("organization", "server").inc()
     if warned:
         signing.SCHEMATRON_WARNINGS.labels(kind).inc()
-    signing.SIGNING_DURATION.observe(seconds)
+    signing.SIGNING_DURATION.observe(seconds, exemplar=telemetry.exemplar())
 
 
 class SigningPool:

@@ -44,7 +44,7 @@ from prometheus_client import Counter, Histogram
 from producer import events, topology
 from producer.errors import PermanentError, TransientError
 from producer.ids import new_message_id
-from services import lifecycle
+from services import lifecycle, telemetry
 from services.documents.store import DocumentStore, document_bytes
 from services.logs import get_logger
 from services.messaging import deadletter as dl
@@ -508,7 +508,7 @@ class Submitter:
 
     def _observe(self, breaker: CircuitBreaker, limiter: EndpointLimiter, outcome: SubmitOutcome) -> None:
         REQUESTS.labels(outcome.kind, reason_label(outcome)).inc()
-        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration)
+        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration, exemplar=telemetry.exemplar())
         if outcome.transport_failure:
             breaker.record_failure()
         else:
