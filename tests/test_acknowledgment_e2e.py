@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lab.dev.pki import DevCA, SubjectInfo
 from producer import events
@@ -27,6 +28,8 @@ from tests.pipeline_lab import (
     settle,
     wait_progress,
 )
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 #: a lost callback is recovered by polling searchRegistryItem after this long (seconds); not much shorter: a

@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from lab.dev.samples import REPOSITORY_SAMPLES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUMMARY = re.compile(
     r"^e2e_docs_per_s=(?P<e2e>\S+) pipeline_cpu_ms_per_doc=(?P<pipeline>\S+) "

@@ -27,6 +27,8 @@ from services.remd.wssec import verify_envelope
 from tests.kafka_helpers import read_all
 from workers.callbacks.worker import serve
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
 

@@ -10,7 +10,7 @@ from services.lifecycle.desk import ClinicConflict, open_desk_store
 OID = "1.2.643.5.1.13.13.12.2.77.9000"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store(request, tmp_path):
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
     s = open_desk_store(tmp_path, url=url)
@@ -88,6 +88,7 @@ def test_audit_entries_come_newest_first_with_their_detail(store):
     assert log[0].detail == {"replayed": 2}
 
 
+@pytest.mark.integration
 def test_the_postgres_desk_store_opens_on_a_dml_only_role_once_its_tables_exist(postgres_url):
     """Once the owner created the desk tables, a role granted only SELECT, INSERT and UPDATE opens the desk
     store and writes to it (no CREATE on every open)."""

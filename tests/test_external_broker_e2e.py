@@ -13,6 +13,8 @@ import pytest
 
 from lab.broker import free_port
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 def _env(**extra: str) -> dict[str, str]:
     # the session's broker fixture sets KAFKA_ENABLE_IDEMPOTENCE=false for the tests; a user has nothing set

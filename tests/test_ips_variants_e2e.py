@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from lab.emulator.variants import shape_for
 from producer import events
 from tests.pipeline_lab import acknowledged_counts, dead_letter_keys, pipeline_lab, registered_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DOCUMENTS = 200
 

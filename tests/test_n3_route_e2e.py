@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
 from lab.dev.local_pipeline import as_new_document, sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer import cda
@@ -18,6 +20,8 @@ from producer.topology import SENT_DLT, SIGNED_DLT
 from producer.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
 from tests.pipeline_lab import pipeline_lab, registered_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PER_CLINIC = 4
 

@@ -4,7 +4,11 @@ callback chaos, the whole bad-input corpus — and then nothing lost, duplicated
 
 from __future__ import annotations
 
+import pytest
+
 from tests.reliability.harness import Plan, Run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_short_whole_system_run_accounts_for_every_document(tmp_path):

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 
+import pytest
 from kafka import KafkaProducer
 
 from producer.errors import PermanentError, TransientError
@@ -18,6 +19,8 @@ from services.messaging.runtime import RetryPolicy, Stage, Ticker
 from services.pipeline.status import dead_letter_status
 from tests.kafka_helpers import read_all, wait_until
 from tests.stage_helpers import running
+
+pytestmark = pytest.mark.integration
 
 
 def _topics(broker, *suffixes: str) -> dict[str, str]:

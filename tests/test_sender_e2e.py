@@ -12,6 +12,8 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
+import pytest
+
 from lab.dev.local_pipeline import as_new_document
 from lab.dev.samples import REPOSITORY_SAMPLES
 from lab.emulator.faults import rejection_for
@@ -19,6 +21,8 @@ from producer.ids import normalize_message_id
 from producer.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
 from services.messaging import deadletter as dl
 from tests.pipeline_lab import Lab, documents, pipeline_lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 # --------------------------------------------------------------------------------------------- helpers

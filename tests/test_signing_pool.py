@@ -107,6 +107,7 @@ def test_a_worker_process_killed_mid_document_is_a_transient_error_and_the_pool_
         pool.close()
 
 
+@pytest.mark.integration
 def test_the_signing_processes_die_with_a_signer_killed_hard(built, tmp_path):
     """A signer killed with -9 leaves no signing process behind: each one dies with its parent."""
     import subprocess
