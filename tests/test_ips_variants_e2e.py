@@ -29,7 +29,7 @@ def test_ips_variants_200_documents_acknowledged_none_lost_none_registered_twice
     registrations РЭМД warned about reached the МИС with their warnings."""
     with pipeline_lab(tmp_path, count=DOCUMENTS, scenario="ips-variants") as lab:
         uids = lab.publish()
-        snap = lab.wait(timeout=900)
+        snap = lab.wait(timeout=400)
         assert (snap.per_stage["acknowledged"], snap.dead_lettered) == (DOCUMENTS, 0)
         assert dead_letter_keys(lab) == set()
         assert registered_counts(lab, uids) == dict.fromkeys(uids, 1)

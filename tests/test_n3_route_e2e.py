@@ -69,7 +69,7 @@ def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_r
             ]
         )
         uids = lab.publish()
-        snap = lab.wait(timeout=600)
+        snap = lab.wait(timeout=300)
         assert (snap.per_stage["acknowledged"], snap.dead_lettered) == (len(uids) - 2, 2)
         accepted = [u for u in uids if u not in (n3_refused, ips_refused)]
         assert registered_counts(lab, accepted) == dict.fromkeys(accepted, 1)
