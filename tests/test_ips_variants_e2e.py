@@ -11,6 +11,7 @@ documents cost.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_ips_variants_200_documents_acknowledged_none_lost_none_registered_twice
         while any(r["later_pull"] == "pending" for r in lab.requests()) and time.monotonic() < deadline:
             time.sleep(1.0)
         pulls = [r["later_pull"] for r in lab.requests()]
-        assert pulls == ["ok"] * DOCUMENTS, sorted(set(pulls))
+        assert pulls == ["ok"] * DOCUMENTS, Counter(pulls)  # e.g. {'ok': 190, 'pending': 10}
 
         warned = {r["local_uid"] for r in lab.requests() if shape_for(r["seq"]).warnings}
         statuses = [events.decode(r.value, events.STATUS)["data"] for r in lab.topic("emd.document.status")]
