@@ -5,7 +5,7 @@
 #   make test-fast  the unit tests only (no broker, PostgreSQL or emd process): about a minute
 #   make bench   speed figures: micro-benchmarks, then `emd bench` (appended to docs/benchmarks.md)
 #   make reliability  the whole-system run: 2,000 documents, kill -9 of every component, faults (docs/reliability.md)
-#   make lint    ruff
+#   make lint    the gate: ruff check, ruff format --check, mypy (strict for producer/ and services/messaging/)
 #   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh)
 #   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
 
@@ -24,7 +24,7 @@ install: $(STAMP) system-deps
 $(STAMP): pyproject.toml producer/pyproject.toml lab/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e ./producer -e '.[test]' -e ./lab
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e ./producer -e '.[test]' -e './lab[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "installed: $(VENV) (the three distributions, editable: producer/, the pipeline, lab/)"
 
@@ -71,8 +71,12 @@ bench: install
 	@$(PY) bench/run_all.py
 	@$(VENV)/bin/emd bench $(BENCH_ARGS)
 
-lint: install
-	@$(VENV)/bin/ruff check services producer workers tests bench
+# the gate, run by .ci/run before the tests; it needs the venv only (no Debian packages, no broker)
+LINT_PATHS := services producer workers lab tests bench
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check $(LINT_PATHS)
+	@$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	@$(VENV)/bin/mypy
 
 # buildah builds without a daemon (vfs storage, chroot isolation: works unprivileged-ish in CI sandboxes too).
 # With no registry reachable, the base image is made from Debian's packages (deploy/image/debian-base.sh).

@@ -147,7 +147,7 @@ class LocalBroker:
     def start(self) -> LocalBroker:
         binary = resolve_binary()
         url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log_file = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 binary,
@@ -160,12 +160,12 @@ class LocalBroker:
                 "memory://tansu/",
             ],
             stdin=subprocess.DEVNULL,
-            stdout=out,
+            stdout=subprocess.DEVNULL if log_file is None else log_file,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
-        if out is not subprocess.DEVNULL:
-            out.close()
+        if log_file is not None:
+            log_file.close()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

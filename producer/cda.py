@@ -39,6 +39,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import cast
 
 from lxml import etree
 
@@ -188,8 +189,9 @@ def _compiled(path: str) -> etree.XPath:
     return etree.XPath(path, namespaces=NS)
 
 
-def _x(node: etree._Element, path: str) -> list:
-    return _compiled(path)(node)
+def _x(node: etree._Element, path: str) -> list[etree._Element]:
+    # every path of this module selects elements, never text or attributes
+    return cast("list[etree._Element]", _compiled(path)(node))
 
 
 def _first(node: etree._Element, path: str) -> etree._Element | None:
@@ -322,41 +324,13 @@ def extract(root: etree._Element) -> CdaMetadata:
     if local_uid is None:
         missing["localUid"] = "ClinicalDocument/id has no @extension"
 
-    eff = _first(root, "h:effectiveTime")
-    raw_time = _attr(eff, "value")
-    creation_time = None
-    if raw_time is None:
-        flavor = _attr(eff, "nullFlavor")
-        missing["creationTime"] = (
-            f"ClinicalDocument/effectiveTime is nullFlavor={flavor}"
-            if flavor
-            else "ClinicalDocument/effectiveTime has no @value"
-        )
-    else:
-        try:
-            parsed = parse_hl7_time(raw_time)
-        except ValueError as exc:
-            missing["creationTime"] = f"ClinicalDocument/effectiveTime: {exc}"
-        else:
-            if isinstance(parsed, datetime):
-                creation_time = parsed
-            else:
-                missing["creationTime"] = (
-                    f"ClinicalDocument/effectiveTime {raw_time!r} is a date without time and UTC offset"
-                )
+    raw_time, creation_time = _creation_time(root, missing)
 
     code_el = _first(root, "h:code")
     code, code_system = _attr(code_el, "code"), _attr(code_el, "codeSystem")
     display = _attr(code_el, "displayName")
     template_ids = [t for t in (_attr(e, "root") for e in _x(root, "h:templateId")) if t]
-    kind = nsi.kind_for_document(code, code_system, template_ids, display_name=display)
-    if kind is None:
-        missing["kind"] = nsi.explain_no_kind(code, code_system, template_ids)
-    elif kind.kind is None:
-        missing["kind.rules"] = (
-            f"1520 code {kind.code} is newer than НСИ 1520 v{nsi.NSI_1520_VERSION}: "
-            f"its patient and signature rules are unknown"
-        )
+    kind = _kind(code, code_system, template_ids, display, missing)
 
     set_id = _first(root, "h:setId")
     document_number = _attr(set_id, "extension")
@@ -372,47 +346,120 @@ def extract(root: etree._Element) -> CdaMetadata:
             "custodian/assignedCustodian/representedCustodianOrganization/id has no @root"
         )
 
-    department_oid = None
+    return CdaMetadata(
+        local_uid=local_uid,
+        id_root=id_root,
+        creation_time=creation_time,
+        creation_time_raw=raw_time,
+        code=code,
+        code_system=code_system,
+        display_name=display,
+        template_ids=template_ids,
+        kind=kind,
+        document_number=document_number,
+        version_number=version_number,
+        organization_oid=organization_oid,
+        department_oid=_department(root, organization_oid, missing),
+        patient=_patient(root, missing),
+        signers=_signers(root, organization_oid, missing),
+        missing=missing,
+        recipient=_recipient(root),
+        related=_related(root),
+    )
+
+
+def _creation_time(root: etree._Element, missing: dict[str, str]) -> tuple[str | None, datetime | None]:
+    """ClinicalDocument/effectiveTime as written and as a moment (None, and why in ``missing``, when it is no
+    moment with a UTC offset)."""
+    eff = _first(root, "h:effectiveTime")
+    raw_time = _attr(eff, "value")
+    if raw_time is None:
+        flavor = _attr(eff, "nullFlavor")
+        missing["creationTime"] = (
+            f"ClinicalDocument/effectiveTime is nullFlavor={flavor}"
+            if flavor
+            else "ClinicalDocument/effectiveTime has no @value"
+        )
+        return raw_time, None
+    try:
+        parsed = parse_hl7_time(raw_time)
+    except ValueError as exc:
+        missing["creationTime"] = f"ClinicalDocument/effectiveTime: {exc}"
+        return raw_time, None
+    if isinstance(parsed, datetime):
+        return raw_time, parsed
+    missing["creationTime"] = (
+        f"ClinicalDocument/effectiveTime {raw_time!r} is a date without time and UTC offset"
+    )
+    return raw_time, None
+
+
+def _kind(
+    code: str | None,
+    code_system: str | None,
+    template_ids: list[str],
+    display: str | None,
+    missing: dict[str, str],
+) -> nsi.KindMatch | None:
+    """The document's 1520 kind, from its code, templates or title (None, and why in ``missing``)."""
+    kind = nsi.kind_for_document(code, code_system, template_ids, display_name=display)
+    if kind is None:
+        missing["kind"] = nsi.explain_no_kind(code, code_system, template_ids)
+    elif kind.kind is None:
+        missing["kind.rules"] = (
+            f"1520 code {kind.code} is newer than НСИ 1520 v{nsi.NSI_1520_VERSION}: "
+            f"its patient and signature rules are unknown"
+        )
+    return kind
+
+
+def _department(root: etree._Element, organization_oid: str | None, missing: dict[str, str]) -> str | None:
+    """The author's structural unit, an OID ``<organisation OID>.0.<n>`` (None, and why in ``missing``)."""
     rep = _first(root, "h:author/h:assignedAuthor/h:representedOrganization/h:id")
     ext = _attr(rep, "extension")
     if organization_oid and ext and ext.startswith(organization_oid + ".0."):
-        department_oid = ext
-    else:
-        missing["departmentOid"] = (
-            "author/assignedAuthor/representedOrganization/id/@extension is not a "
-            "structural-unit OID <organisation OID>.0.<n>"
-        )
+        return ext
+    missing["departmentOid"] = (
+        "author/assignedAuthor/representedOrganization/id/@extension is not a "
+        "structural-unit OID <organisation OID>.0.<n>"
+    )
+    return None
 
-    patient = None
+
+def _patient(root: etree._Element, missing: dict[str, str]) -> Patient | None:
+    """recordTarget/patientRole (None, and why in ``missing``, when the document has none)."""
     role = _first(root, "h:recordTarget/h:patientRole")
     if role is None:
         missing["patient"] = "no recordTarget/patientRole"
-    else:
-        ids = _x(role, "h:id")
-        snils, problem = _snils(ids)
-        if problem:
-            missing["patient.snils"] = problem
-        person = _first(role, "h:patient")
-        family, given, patronymic = _names(person)
-        birth = None
-        birth_raw = _attr(_first(person, "h:birthTime"), "value") if person is not None else None
-        if birth_raw:
-            try:
-                parsed_birth = parse_hl7_time(birth_raw[:8])
-                birth = parsed_birth if isinstance(parsed_birth, date) else None
-            except ValueError:
-                missing["patient.birthDate"] = f"birthTime {birth_raw!r} is not a date"
-        gender = _attr(_first(person, "h:administrativeGenderCode"), "code") if person is not None else None
-        patient = Patient(
-            snils=snils,
-            local_id=_local_id(ids),
-            family=family,
-            given=given,
-            patronymic=patronymic,
-            gender=gender,
-            birth_date=birth,
-        )
+        return None
+    ids = _x(role, "h:id")
+    snils, problem = _snils(ids)
+    if problem:
+        missing["patient.snils"] = problem
+    person = _first(role, "h:patient")
+    family, given, patronymic = _names(person)
+    birth = None
+    birth_raw = _attr(_first(person, "h:birthTime"), "value") if person is not None else None
+    if birth_raw:
+        try:
+            parsed_birth = parse_hl7_time(birth_raw[:8])
+            birth = parsed_birth if isinstance(parsed_birth, date) else None
+        except ValueError:
+            missing["patient.birthDate"] = f"birthTime {birth_raw!r} is not a date"
+    gender = _attr(_first(person, "h:administrativeGenderCode"), "code") if person is not None else None
+    return Patient(
+        snils=snils,
+        local_id=_local_id(ids),
+        family=family,
+        given=given,
+        patronymic=patronymic,
+        gender=gender,
+        birth_date=birth,
+    )
 
+
+def _signers(root: etree._Element, organization_oid: str | None, missing: dict[str, str]) -> list[Signer]:
+    """Every author, legalAuthenticator and authenticator, in that order."""
     signers: list[Signer] = []
     for path, entity_name, role_name in (
         ("h:author", "h:assignedAuthor", "author"),
@@ -435,24 +482,4 @@ def extract(root: etree._Element) -> CdaMetadata:
                 )
     if not any(s.role == "legalAuthenticator" for s in signers):
         missing["signers.legalAuthenticator"] = "no legalAuthenticator/assignedEntity"
-
-    return CdaMetadata(
-        local_uid=local_uid,
-        id_root=id_root,
-        creation_time=creation_time,
-        creation_time_raw=raw_time,
-        code=code,
-        code_system=code_system,
-        display_name=display,
-        template_ids=template_ids,
-        kind=kind,
-        document_number=document_number,
-        version_number=version_number,
-        organization_oid=organization_oid,
-        department_oid=department_oid,
-        patient=patient,
-        signers=signers,
-        missing=missing,
-        recipient=_recipient(root),
-        related=_related(root),
-    )
+    return signers

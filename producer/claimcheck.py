@@ -18,10 +18,11 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from producer.errors import ConfigurationError, PermanentError, TransientError
+from producer.events import DocumentData
 
 #: documents up to this size travel inline in their created event (256 KiB); the default of every inline limit
 INLINE_DOCUMENT_LIMIT = 256 * 1024
@@ -142,9 +143,9 @@ class FilesystemStore:
 
 def document_field(
     data: bytes, store: DocumentStore | None, *, inline_limit: int, media_type: str = "text/xml"
-) -> dict[str, Any]:
+) -> DocumentData:
     """The event's ``document`` object: inline up to ``inline_limit`` bytes, else stored and referenced."""
-    field: dict[str, Any] = {"sha256": sha256_hex(data), "size": len(data), "mediaType": media_type}
+    field: DocumentData = {"sha256": sha256_hex(data), "size": len(data), "mediaType": media_type}
     if len(data) <= inline_limit:
         field["inline"] = base64.b64encode(data).decode("ascii")
     else:

@@ -37,7 +37,8 @@ import binascii
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from producer import cda, events, nsi
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: keys a caller may pass in ``meta``; each is cross-checked against the document
 META_FIELDS = (
@@ -103,7 +106,7 @@ def _invalid(field: str, message: str, reason: str = "INVALID_DOCUMENT") -> Inva
     return InvalidDocument(f"{field}: {message}", reason=reason, field=field)
 
 
-def _digits(value: Any) -> str:
+def _digits(value: object) -> str:
     return re.sub(r"[\s-]", "", str(value))
 
 
@@ -138,11 +141,11 @@ def build_created_data(
     meta: cda.CdaMetadata,
     *,
     system_id: str,
-    document: dict[str, Any] | None,
+    document: events.DocumentData | None,
     kind: str | None = None,
     organization_oid: str | None = None,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> events.CreatedData:
     """Cross-check the caller's claims against the CDA header and build the ``created`` payload.
 
     ``document``: the event's ``document`` object (None while only checking). Raises InvalidDocument.
@@ -155,12 +158,48 @@ def build_created_data(
             f"unknown metadata field (known: {', '.join(META_FIELDS)})",
             "META_UNKNOWN_FIELD",
         )
-
-    for field_ in ("localUid", "creationTime", "organizationOid"):
-        if field_ in meta.missing:
-            raise _invalid(field_, meta.missing[field_], "MISSING_FIELD")
+    local_uid = _required(meta, "localUid", meta.local_uid)
+    creation_time = _required(meta, "creationTime", meta.creation_time)
+    custodian = _required(meta, "organizationOid", meta.organization_oid)
     kind_code = _check_kind(meta, kind)
+    department = _check_header_claims(meta, extra, organization_oid)
+    patient = _check_patient(meta, extra, kind_code)
+    doc_snils, signatures = _check_signer_claims(meta, extra)
+    roles = _signer_roles(extra.get("signerRoles", {}), doc_snils)
+    _check_signer_codes(meta)
 
+    data: events.CreatedData = {
+        "localUid": local_uid,
+        "kind": kind_code,
+        "organizationOid": custodian,
+        "departmentOid": department,
+        "systemId": system_id,
+        "creationTime": creation_time.isoformat(),
+        "documentNumber": meta.document_number,
+        "patient": _patient_data(patient),
+        "signers": [_signer_data(s, roles, signatures, department) for s in meta.signers],
+        "recipient": _recipient(meta.recipient),
+        "associations": [
+            {"target": r.id_extension, "type": r.type_code} for r in meta.related if r.id_extension
+        ],
+    }
+    if document is not None:
+        data["document"] = document
+    return data
+
+
+def _required(meta: cda.CdaMetadata, field_: str, value: _T | None) -> _T:
+    """A header value the event cannot do without, or InvalidDocument saying why the document has none."""
+    if value is None or field_ in meta.missing:
+        raise _invalid(field_, meta.missing.get(field_, "absent from the document"), "MISSING_FIELD")
+    return value
+
+
+def _check_header_claims(
+    meta: cda.CdaMetadata, extra: dict[str, Any], organization_oid: str | None
+) -> str | None:
+    """The caller's organisation, localUid, number and creation time agree with the header; the department
+    to publish (the document's, or the caller's when the document names none)."""
     if organization_oid is not None and organization_oid != meta.organization_oid:
         raise _invalid(
             "organizationOid",
@@ -172,8 +211,6 @@ def build_created_data(
     if "documentNumber" in extra and str(extra["documentNumber"]) != meta.document_number:
         raise _invalid("documentNumber", "differs from ClinicalDocument/setId/@extension", "META_MISMATCH")
     if "creationTime" in extra:
-        from datetime import datetime
-
         try:
             claimed = datetime.fromisoformat(str(extra["creationTime"]))
         except ValueError:
@@ -188,7 +225,11 @@ def build_created_data(
                 "departmentOid", "differs from the author's representedOrganization", "META_MISMATCH"
             )
         department = claimed_dep  # the document names none: the МИС knows its structural unit
+    return department
 
+
+def _check_patient(meta: cda.CdaMetadata, extra: dict[str, Any], kind_code: str) -> cda.Patient:
+    """The document's patient, with the СНИЛС its kind requires and the caller claims."""
     patient = meta.patient
     if patient is None:
         raise _invalid("patient", meta.missing.get("patient", "no patient"), "MISSING_FIELD")
@@ -200,7 +241,14 @@ def build_created_data(
         )
     if "patientSnils" in extra and _digits(extra["patientSnils"]) != patient.snils:
         raise _invalid("patient.snils", "caller's patient СНИЛС differs from recordTarget", "META_MISMATCH")
+    return patient
 
+
+def _check_signer_claims(
+    meta: cda.CdaMetadata, extra: dict[str, Any]
+) -> tuple[set[str | None], dict[str, Any]]:
+    """The document has signers, and the caller's signer СНИЛС and signatures are of them: the signers'
+    СНИЛС and the caller's ``{СНИЛС: base64 CMS}``."""
     if not meta.signers:
         raise _invalid("signers", "the document has no author or legalAuthenticator", "MISSING_FIELD")
     for key, problem in meta.missing.items():
@@ -227,10 +275,12 @@ def build_created_data(
             base64.b64decode(cms, validate=True)
         except (binascii.Error, ValueError, TypeError):
             raise _invalid("signatures", "signature is not base64", "META_MISMATCH") from None
+    return doc_snils, signatures
 
-    roles = _signer_roles(extra.get("signerRoles", {}), doc_snils)
+
+def _check_signer_codes(meta: cda.CdaMetadata) -> None:
+    """РЭМД checks every signer's position against ФРМР: the code and its dictionary version are required."""
     for n, s in enumerate(meta.signers):
-        # РЭМД checks every signer's position against ФРМР: the code and its dictionary version are required
         where = f"signers[{n}] ({s.role})"
         if not s.position_code:
             raise _invalid(
@@ -251,63 +301,55 @@ def build_created_data(
                 "MISSING_FIELD",
             )
 
-    def signer(s: cda.Signer) -> dict[str, Any]:
-        role_code, role_version = roles.get(
-            s.snils, (events.DEFAULT_SIGNER_ROLE, events.DEFAULT_SIGNER_ROLE_VERSION)
-        )
-        out = {
-            "role": s.role,
-            "snils": s.snils,
-            "family": s.family,
-            "given": s.given,
-            "patronymic": s.patronymic,
-            "localId": s.local_id,
-            "positionCode": s.position_code,
-            "specialityCode": s.speciality_code,
-            "positionCodeSystemVersion": s.position_version,
-            "specialityCodeSystemVersion": s.speciality_version,
-            "departmentOid": s.department_oid or department,
-            "roleCode": role_code,
-            "roleCodeSystemVersion": role_version,
-        }
-        sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
-        if sig is not None:
-            out["signature"] = sig
-        return out
 
-    data: dict[str, Any] = {
-        "localUid": meta.local_uid,
-        "kind": kind_code,
-        "organizationOid": meta.organization_oid,
-        "departmentOid": department,
-        "systemId": system_id,
-        "creationTime": meta.creation_time.isoformat(),  # type: ignore[union-attr]
-        "documentNumber": meta.document_number,
-        "patient": {
-            "snils": patient.snils,
-            "localId": patient.local_id,
-            "family": patient.family,
-            "given": patient.given,
-            "patronymic": patient.patronymic,
-            "gender": patient.gender,
-            "birthDate": patient.birth_date.isoformat() if patient.birth_date else None,
-        },
-        "signers": [signer(s) for s in meta.signers],
-        "recipient": _recipient(meta.recipient),
-        "associations": [
-            {"target": r.id_extension, "type": r.type_code} for r in meta.related if r.id_extension
-        ],
+def _patient_data(patient: cda.Patient) -> events.PatientData:
+    return {
+        "snils": patient.snils,
+        "localId": patient.local_id,
+        "family": patient.family,
+        "given": patient.given,
+        "patronymic": patient.patronymic,
+        "gender": patient.gender,
+        "birthDate": patient.birth_date.isoformat() if patient.birth_date else None,
     }
-    if document is not None:
-        data["document"] = document
-    return data
 
 
-def _signer_roles(raw: Any, doc_snils: set[str | None]) -> dict[str, tuple[str, str]]:
+def _signer_data(
+    s: cda.Signer,
+    roles: dict[str, tuple[str, str]],
+    signatures: dict[str, Any],
+    department: str | None,
+) -> events.SignerData:
+    """One signer of the event: the document's person, the caller's role and, when given, signature."""
+    role_code, role_version = roles.get(
+        s.snils or "", (events.DEFAULT_SIGNER_ROLE, events.DEFAULT_SIGNER_ROLE_VERSION)
+    )
+    out: events.SignerData = {
+        "role": s.role,
+        "snils": s.snils,
+        "family": s.family,
+        "given": s.given,
+        "patronymic": s.patronymic,
+        "localId": s.local_id,
+        "positionCode": s.position_code,
+        "specialityCode": s.speciality_code,
+        "positionCodeSystemVersion": s.position_version,
+        "specialityCodeSystemVersion": s.speciality_version,
+        "departmentOid": s.department_oid or department,
+        "roleCode": role_code,
+        "roleCodeSystemVersion": role_version,
+    }
+    sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
+    if sig is not None:
+        out["signature"] = sig
+    return out
+
+
+def _signer_roles(raw: object, doc_snils: set[str | None]) -> dict[str, tuple[str, str]]:
     """``meta.signerRoles``: {СНИЛС: "CODE" | {"code", "codeSystemVersion"}} → {digits: (code, version)}."""
     if not isinstance(raw, dict):
         raise _invalid("meta.signerRoles", "expected an object {СНИЛС: role code}", "META_MISMATCH")
-    out = {}
+    out: dict[str, tuple[str, str]] = {}
     for snils, value in raw.items():
         if _digits(snils) not in doc_snils:
             raise _invalid(
@@ -330,7 +372,7 @@ def _signer_roles(raw: Any, doc_snils: set[str | None]) -> dict[str, tuple[str, 
     return out
 
 
-def _recipient(recipient: cda.Recipient | None) -> dict[str, Any] | None:
+def _recipient(recipient: cda.Recipient | None) -> events.RecipientData | None:
     if recipient is None:
         return None
     if recipient.organization_oid:

@@ -1,23 +1,29 @@
 """The pipeline's exceptions: few, and each one says what the runtime must do.
 
-The whole tree, with the module each class lives in::
+The whole tree of the code's own exceptions, with the module each class lives in::
 
-    EmdError                      producer.errors            base of everything raised on purpose
+    EmdError                      producer.errors            base of what the code raises on purpose
     ├── ConfigurationError        producer.errors            the deployment is wrong: fail at start
     │   ├── SchematronError       services.documents.schematron   a rule file we cannot compile
     │   └── CipherUnavailable     services.crypto.libcrypto  this OpenSSL lacks a key container's cipher
     ├── TransientError            producer.errors            may pass: retry tier (``defer`` seconds), or in place
     │   └── PublishError          producer.client            the broker did not acknowledge a publish
     ├── PermanentError            producer.errors            retrying cannot fix it: dead letter now
-    │   ├── XmlRejected           producer.xmlsafe     not XML, DOCTYPE, entities, too large
-    │   ├── NotCda                producer.cda     XML, but not a ClinicalDocument
+    │   ├── XmlRejected           producer.xmlsafe           not XML, DOCTYPE, entities, too large
+    │   ├── NotCda                producer.cda               XML, but not a ClinicalDocument
     │   ├── SignatureError        services.crypto.cades      a CMS signature that does not verify
     │   ├── SoapParseError        services.remd.envelope     XML, but not the SOAP message expected
     │   ├── WsSecurityError       services.remd.wssec        WS-Security missing, broken or forged
     │   └── InvalidDocument       producer.client            a document the producer refuses to publish
-    └── LifecycleConflict         services.lifecycle.model   a transition the lifecycle forbids: another
-                                                              replica decided first (caught where it means
-                                                              "already handled", never a dead letter)
+    ├── LifecycleConflict         services.lifecycle.model   a transition the lifecycle forbids: another
+    │                                                         replica decided first (caught where it means
+    │                                                         "already handled", never a dead letter)
+    └── OnboardingError           services.desk.onboarding   ``emd clinic test`` cannot run as asked
+
+    Exception
+    └── ClinicConflict            services.lifecycle.desk    a clinic transition the onboarding states forbid
+                                                              (promote before a passed test): ``emd clinic``
+                                                              and the console catch it by name
 
 A handler raises one of these; the worker runtime (``services.messaging.runtime``) turns ``TransientError``
 into a retry and ``PermanentError`` into a dead letter. ``reason`` is a short stable machine code

@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, NotRequired, TypedDict
 
 import jsonschema_rs
@@ -53,6 +54,9 @@ __all__ = [
     "DocumentData",
     "RecipientData",
     "AssociationData",
+    "StatusData",
+    "StatusWarning",
+    "SubmissionData",
     "new_event",
     "new_trace_id",
     "encode",
@@ -160,9 +164,41 @@ class CreatedData(TypedDict):
     documentNumber: str | None
     patient: PatientData
     signers: list[SignerData]
-    document: DocumentData
+    #: absent only from what ``producer.client.build_created_data`` returns while it checks a document not yet
+    #: stored; every event has it (the schema requires it)
+    document: NotRequired[DocumentData]
     recipient: NotRequired[RecipientData | None]
     associations: NotRequired[list[AssociationData]]
+
+
+class StatusWarning(TypedDict):
+    code: str
+    message: str
+
+
+class StatusData(TypedDict):
+    """``data`` of ``emd.document.status``: what the МИС shows for its document (:func:`status_data`)."""
+
+    localUid: str
+    status: str
+    emdrId: str | None
+    reason: str | None
+    remdCode: str | None
+    message: str | None
+    messageIds: list[str]
+    warnings: NotRequired[list[StatusWarning]]
+
+
+class SubmissionData(TypedDict):
+    """The ``submission`` block of ``sent`` and ``acknowledged`` (:func:`submission_data`)."""
+
+    messageId: str
+    messageIds: list[str]
+    attempt: int
+    sentAt: str
+    acceptedAt: str | None
+    endpoint: str
+    environment: str
 
 
 class Envelope(TypedDict):
@@ -175,7 +211,7 @@ class Envelope(TypedDict):
     data: dict[str, Any]
 
 
-def schema_files() -> dict[str, Any]:
+def schema_files() -> dict[str, Traversable]:
     """``{file name: Traversable}`` of every packaged schema."""
     folder = resources.files("producer").joinpath("data", "schemas")
     return {p.name: p for p in folder.iterdir() if p.name.endswith(".schema.json")}
@@ -186,18 +222,19 @@ def load_schema(name: str) -> dict[str, Any]:
     """A schema by file name (``envelope.schema.json``) or event type (``emd.document.created``)."""
     if name in EVENT_TYPES:
         name = f"{name.removeprefix('emd.')}.schema.json"
-    return json.loads(schema_files()[name].read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(schema_files()[name].read_text(encoding="utf-8"))
+    return schema
 
 
 @cache
-def compiled_validator(name: str) -> Any:
+def compiled_validator(name: str) -> jsonschema_rs.Draft202012Validator:
     """The check of every event: the schema compiled by jsonschema-rs, its ``$ref``s resolved from the packaged
     schemas (never fetched)."""
     registry = jsonschema_rs.Registry([(s["$id"], s) for s in map(load_schema, schema_files())])
     return jsonschema_rs.Draft202012Validator(load_schema(name), registry=registry, offline=True)
 
 
-def _deepest(error: Any) -> Any:
+def _deepest(error: jsonschema_rs.ValidationError) -> jsonschema_rs.ValidationError:
     """The most concrete error: ``oneOf``/``anyOf`` hide the useful one in their context."""
     while True:
         context = [e for branch in (getattr(error.kind, "context", None) or []) for e in branch]
@@ -206,7 +243,7 @@ def _deepest(error: Any) -> Any:
         error = max(context, key=lambda e: len(e.instance_path))
 
 
-def _field_of(error: Any, prefix: str) -> str:
+def _field_of(error: jsonschema_rs.ValidationError, prefix: str) -> str:
     parts = [prefix] if prefix else []
     parts += [f"[{p}]" if isinstance(p, int) else str(p) for p in error.instance_path]
     kind = error.kind
@@ -223,22 +260,20 @@ def _field_of(error: Any, prefix: str) -> str:
     return ".".join(parts).replace(".[", "[")
 
 
-def _rule_of(error: Any) -> str:
+#: the detail a failed keyword's error kind carries (its attribute), shown with the rule
+_RULE_DETAIL = {"pattern": "pattern", "type": "types", "enum": "options", "const": "expected_value"}
+
+
+def _rule_of(error: jsonschema_rs.ValidationError) -> str:
     """Which rule failed, never the value: it may be a СНИЛС or a name, and this message is logged."""
     keyword = str(error.schema_path[-1]) if error.schema_path else error.kind.name
     if keyword == "required":
         return "is required"
     if keyword in ("additionalProperties", "unevaluatedProperties"):
         return "is not a field of this schema"
-    kind = error.kind
-    detail = {
-        "pattern": lambda: kind.pattern,
-        "type": lambda: kind.types,
-        "enum": lambda: kind.options,
-        "const": lambda: kind.expected_value,
-    }.get(keyword)
+    attribute = _RULE_DETAIL.get(keyword)
     try:
-        value = json.dumps(detail(), ensure_ascii=False)[:120] if detail else ""
+        value = json.dumps(getattr(error.kind, attribute), ensure_ascii=False)[:120] if attribute else ""
     except (AttributeError, TypeError):
         value = ""
     return f"violates {keyword} {value}".rstrip()
@@ -283,11 +318,11 @@ def status_data(
     message: str | None = None,
     message_ids: Sequence[str] = (),
     warnings: Sequence[tuple[str, str]] = (),
-) -> dict[str, Any]:
+) -> StatusData:
     """The ``emd.document.status`` payload: what the МИС shows for its document. ``warnings``: РЭМД's
     registrationWarnings as (code, message), remarks the МИС should show though the document is registered
     (the field is present only when there are some)."""
-    data = {
+    data: StatusData = {
         "localUid": local_uid,
         "status": status,
         "emdrId": emdr_id,
@@ -310,7 +345,7 @@ def submission_data(
     accepted_at: datetime | None,
     endpoint: str,
     environment: str,
-) -> dict[str, Any]:
+) -> SubmissionData:
     """The ``submission`` block of ``sent`` and ``acknowledged``: the accepted attempt, every MessageID, and
     the organisation's РЭМД environment (test or production). ``accepted_at`` is unknown (``None``) when the
     callback overtook the synchronous answer."""
@@ -329,7 +364,7 @@ def new_trace_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_event(type: str, data: dict[str, Any], *, source: str, trace_id: str | None = None) -> Envelope:
+def new_event(type: str, data: Mapping[str, Any], *, source: str, trace_id: str | None = None) -> Envelope:
     """A fresh, validated envelope (new eventId, time = now UTC, new trace id unless one is carried on)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
@@ -342,13 +377,13 @@ def new_event(type: str, data: dict[str, Any], *, source: str, trace_id: str | N
         "time": timestamp(),
         "traceId": trace_id or new_trace_id(),
         "source": source,
-        "data": data,
+        "data": dict(data),
     }
     validate(dict(event))
     return event
 
 
-def encode(event: dict[str, Any]) -> bytes:
+def encode(event: Mapping[str, Any]) -> bytes:
     """UTF-8 JSON, compact, Cyrillic kept as is (smaller and readable in kcat)."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -364,7 +399,7 @@ def decode(value: bytes, expected_type: str | None = None) -> dict[str, Any]:
     return validate(event, expected_type)
 
 
-def headers_for(event: dict[str, Any]) -> list[tuple[str, bytes]]:
+def headers_for(event: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """Kafka record headers every pipeline record carries."""
     return [
         (HEADER_EVENT_TYPE, event["type"].encode()),

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
+from typing import Any
 
 __all__ = [
     "NSI_1520_OID",
@@ -92,7 +93,7 @@ class KindMatch:
     kind: DocumentKind | None  #: None when the code came from the document but is newer than the dump
 
 
-def _row(raw: list[dict]) -> DocumentKind:
+def _row(raw: list[dict[str, Any]]) -> DocumentKind:
     r = {c["column"]: c["value"] for c in raw}
     m = _EDITION.search(r["NAME"] or "")
     return DocumentKind(

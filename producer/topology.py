@@ -181,8 +181,8 @@ class Access:
     groups: tuple[str, ...] = ()
 
 
-#: every component's topics (deploy/k8s KafkaUsers are generated from this; tests/test_manifests.py checks
-#: it against the stages the workers build)
+#: every component's topics and consumer groups (deploy/k8s KafkaUsers are generated from this;
+#: tests/test_workers.py checks the groups against the stages the workers build: ``emd-<stage name>``)
 ACCESS: dict[str, Access] = {
     "signer": Access(reads=(CREATED,), writes=(SIGNED, STATUS, CREATED_DLT), groups=("emd-signer",)),
     "sender": Access(
@@ -193,7 +193,7 @@ ACCESS: dict[str, Access] = {
     "status": Access(
         reads=(SENT, CALLBACKS),
         writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
-        groups=("emd-status", "emd-status-callbacks"),
+        groups=("emd-status", "emd-status-sent"),
     ),
     "callbacks": Access(reads=(), writes=(CALLBACKS,)),
     "dlq": Access(reads=DEAD_LETTER_TOPICS, writes=(CREATED, SIGNED, SENT), groups=("emd-dlq-replay*",)),

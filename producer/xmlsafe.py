@@ -163,7 +163,7 @@ def parse_xml(data: bytes, *, max_bytes: int | None = None) -> etree._Element:
     except ValueError as exc:  # e.g. an encoding declaration lxml refuses
         raise XmlRejected(f"not XML (line 1, column 1): {exc}", reason="NOT_XML", line=1, column=1) from None
 
-    if not isinstance(root, etree._Element) or root.tag is etree.Comment:
+    if not isinstance(root, etree._Element) or isinstance(root, etree._Comment):
         raise XmlRejected("no root element (line 1, column 1)", reason="NOT_XML", line=1, column=1)
 
     # Second line of defence, should the prolog scan ever be fooled (an encoding it does not know).
@@ -193,7 +193,7 @@ def parse_xml(data: bytes, *, max_bytes: int | None = None) -> etree._Element:
     for node in root.iter(etree.Entity):
         line = node.sourceline or 1
         raise XmlRejected(
-            f"entity reference &{node.name}; not allowed at line {line}",
+            f"entity reference {node.text} not allowed at line {line}",
             reason="ENTITY_FORBIDDEN",
             line=line,
             column=None,

@@ -15,7 +15,9 @@ the РЭМД emulator, short consumer-group timeouts. Production overrides them 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -36,7 +38,7 @@ def _env_name(f: dataclasses.Field) -> str:
 def setting(env: str, default: Any, doc: str) -> Any:
     """Declare a setting read from ``env`` (documented by ``doc``)."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"env": env, "doc": doc})
+        return field(default_factory=functools.partial(copy.copy, default), metadata={"env": env, "doc": doc})
     return field(default=default, metadata={"env": env, "doc": doc})
 
 
@@ -329,6 +331,11 @@ def settings_table_markdown() -> str:
     """The configuration table of the README, generated from the code so they cannot drift."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for f in fields(Settings):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
         lines.append(f"| `{_env_name(f)}` | `{'' if default is None else default}` | {f.metadata['doc']} |")
     return "\n".join(lines)

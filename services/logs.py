@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -105,9 +105,10 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: see the module docstring."""
-    return redact_value(event_dict)
+    redacted: dict[str, Any] = redact_value(event_dict)
+    return redacted
 
 
 def configure(*, fmt: str = "console", level: str = "info", stream: Any = None) -> None:

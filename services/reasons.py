@@ -19,7 +19,7 @@ there, and the reason here (``REMD_REJECTED``, ``SOAP_FAULT``…) is only the fa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = ["Category", "Reason", "REASONS", "reason_info"]
 
@@ -33,7 +33,11 @@ class Reason:
     hint: str
 
 
-T, D, C, I = "transient", "data", "configuration", "internal"  # noqa: E741 - table shorthand
+# table shorthands
+T: Final = "transient"
+D: Final = "data"
+C: Final = "configuration"
+I: Final = "internal"  # noqa: E741
 
 _FIX_DOCUMENT = "МИС должна исправить документ и отправить его заново с новым localUid"
 _FIX_SIGNATURE = "Подпись врача, переданная МИС, не проверяется: МИС должна подписать документ заново"
@@ -44,7 +48,7 @@ _WAIT = "Проходящий сбой: дождаться восстановл�
 _BAD_ANSWER = "Ответ ИПС/РЭМД не разобран: сохранить MessageID и при повторении обратиться в СТП ЕГИСЗ"
 _BUG = "Внутренняя ошибка конвейера: передать запись разработчикам"
 
-_TABLE: tuple[tuple[str, str, str], ...] = (
+_TABLE: tuple[tuple[str, Category, str], ...] = (
     # --- the event contract and the document (signer, producer) ------------------------------------
     ("EVENT_INVALID", D, "Событие не соответствует контракту docs/schemas: исправить МИС-публикатор"),
     (

@@ -1,14 +1,16 @@
-"""The callback endpoint over real HTTP and the real broker (workers/callbacks/worker.py)."""
+"""The callback endpoint over real HTTP and the real broker (the app ``workers/callbacks/worker.py`` builds)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 
 from lab.broker import free_port
 from lab.dev.config import write_dev_config
@@ -20,12 +22,14 @@ from producer.topology import ensure_topics
 from services import lifecycle
 from services.config import Settings
 from services.documents.store import by_reference, document_field, mark_signer_store, store_from_settings
+from services.pipeline.callbacks import INCOMING_REFERENCES
 from services.pipeline.organizations import load_organizations
 from services.remd import envelope, soap
+from services.remd import names as n
 from services.remd.soap import RegisterResult, RegistryItem
-from services.remd.wssec import verify_envelope
+from services.remd.wssec import sign_envelope, verify_envelope
 from tests.kafka_helpers import read_all
-from workers.callbacks.worker import serve
+from workers.callbacks.worker import build
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +54,10 @@ def _settings(tmp_path, bootstrap, *, organizations=1):
 
 
 async def _post_while_serving(settings, *bodies):
-    port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
-    await asyncio.wait_for(ready.wait(), 60)
+    port = free_port()
+    app = build(dataclasses.replace(settings, callback_host="127.0.0.1", callback_port=port, metrics_port=0))
+    task = asyncio.create_task(app.run(signals=False))
+    assert await app.wait_ready(60), app.ready()
     try:
         async with httpx.AsyncClient(timeout=60) as c:
             return [
@@ -64,7 +69,7 @@ async def _post_while_serving(settings, *bodies):
                 for body in bodies
             ]
     finally:
-        stop.set()
+        app.request_stop()
         await task
 
 
@@ -94,6 +99,38 @@ def test_callback_over_http_is_on_the_topic_before_the_ack(broker, tmp_path):
         r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()
     ]
     assert len(records) == 1 and records[0].value == body
+
+
+def test_signed_callback_without_a_status_gets_a_soap_fault_over_http(broker, tmp_path):
+    """A correctly signed registerDocumentResult without its <status> is answered over HTTP with a signed SOAP
+    Client fault VALIDATION_ERROR (not a bare HTTP 500), and nothing reaches emd.remd.callbacks."""
+    ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
+    settings, key, cert = _settings(tmp_path, broker.bootstrap_servers)
+    relates = "6b1f0c1e-0000-4000-8000-00000000dcba"
+    unsigned = soap.build_register_result(
+        RegisterResult(relates_to_message=relates, status="success", local_uid="no-status"),
+        to="http://mis",
+        key=None,
+        certificate=None,
+    )
+    root = etree.fromstring(unsigned)
+    (status,) = [el for el in root.iter() if etree.QName(el).localname == n.STATUS]
+    status.getparent().remove(status)
+    body = sign_envelope(root, key=key, certificate=cert)
+    verify_envelope(
+        body, trusted_certificates=[cert], required=INCOMING_REFERENCES
+    )  # the attack is well signed
+
+    (response,) = asyncio.run(_post_while_serving(settings, body))
+
+    assert response.status_code == 500
+    fault = soap.parse_fault(response.content)
+    assert fault.detail_code == "VALIDATION_ERROR" and not fault.server_side
+    (org,) = load_organizations(settings.organizations_file).organizations.values()
+    verify_envelope(response.content, trusted_certificates=[org.remd.system.certificate], required=REPLY_REFS)
+    assert [
+        r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()
+    ] == []
 
 
 def _register_document(store, uid: str, organization: str, data: bytes, settings) -> None:
@@ -180,9 +217,10 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
         }
 
     async def run() -> tuple[dict, dict]:
-        port, ready, stop = free_port(), asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(serve(settings, host="127.0.0.1", port=port, ready=ready, stop=stop))
-        await asyncio.wait_for(ready.wait(), 60)
+        port = free_port()
+        app = build(dataclasses.replace(settings, callback_host="127.0.0.1", callback_port=port))
+        task = asyncio.create_task(app.run(signals=False))
+        assert await app.wait_ready(60), app.ready()
         try:
             before = await asyncio.to_thread(scrape)
             async with httpx.AsyncClient(timeout=60) as c:
@@ -194,7 +232,7 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
                     )
             return before, await asyncio.to_thread(scrape)
         finally:
-            stop.set()
+            app.request_stop()
             await task
 
     before, after = asyncio.run(run())
@@ -204,3 +242,56 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
     assert (1, 1) == (after[accepted] - before[accepted], after[forged_total] - before[forged_total])
     assert any(name == "emd_build_info" for name, _ in after)
     assert any(name == "process_cpu_seconds_total" for name, _ in after)
+
+
+def test_emd_callbacks_answers_then_exits_0_on_sigterm(broker, tmp_path):
+    """`emd callbacks` configured by environment answers a callback over HTTP, and on SIGTERM stops serving and
+    exits 0 (its App handles the signal: before, SIGTERM killed it with whatever it was doing)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
+    settings, key, cert = _settings(tmp_path, broker.bootstrap_servers)
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "EMD_ORGANIZATIONS": str(settings.organizations_file),
+        "EMD_DATA_DIR": str(settings.data_dir),
+        "EMD_IPS_CERTIFICATES": settings.ips_certificates,
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "EMD_METRICS_PORT": "0",
+        "EMD_LOG_LEVEL": "warning",
+    }
+    body = soap.build_register_result(
+        RegisterResult(relates_to_message=new_message_id(), status="success", local_uid="sigterm-doc"),
+        to="http://mis",
+        key=key,
+        certificate=cert,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "callbacks", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        response = None
+        deadline = time.monotonic() + 120
+        while response is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/callback",
+                    content=body,
+                    headers=envelope.http_headers(envelope.version_of(body)),
+                    timeout=60,
+                )
+            except httpx.TransportError:  # not listening yet
+                time.sleep(0.2)
+        assert response is not None and response.status_code == 200, proc.stderr.read().decode()[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, proc.stderr.read().decode()[-2000:]

@@ -167,3 +167,53 @@ def test_clinic_commands_have_help_and_refuse_bad_input(tmp_path):
     assert r.returncode == 2 and "--reason" in r.stderr
     r = _clinic("check", OID1, env=env)
     assert r.returncode == 1 and "FAIL  organisations file" in r.stdout
+
+
+def _sample_organisations() -> dict[str, set[str]]:
+    """{organisation OID: the localUids of its registrable repository samples}."""
+    from lab.dev.local_pipeline import sample_documents
+    from lab.dev.samples import REPOSITORY_SAMPLES
+    from producer import cda
+    from producer.xmlsafe import parse_xml
+
+    documents, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
+    out: dict[str, set[str]] = {}
+    for _, data in documents:
+        meta = cda.extract(parse_xml(data))
+        out.setdefault(meta.organization_oid, set()).add(meta.local_uid)
+    return out
+
+
+def test_clinic_test_without_a_document_takes_a_sample_of_that_organisation(tmp_path, monkeypatch):
+    """`emd clinic test OID` without --document gets, from the installed emd.test_documents provider, a sample
+    of that organisation with a fresh localUid each time."""
+    from producer import cda
+    from producer.xmlsafe import parse_xml
+    from services.commands.clinic_cmd import _sample_for
+
+    monkeypatch.setenv("EMD_SHARED_DIR", str(tmp_path))  # the repository's samples, not a corpus beside it
+    samples = _sample_organisations()
+    oid = sorted(samples)[0]
+    first, second = (cda.extract(parse_xml(_sample_for(oid))) for _ in range(2))
+    assert first.organization_oid == second.organization_oid == oid
+    assert first.local_uid not in samples[oid] and second.local_uid not in samples[oid]
+    assert first.local_uid != second.local_uid
+
+
+def test_clinic_test_without_a_document_names_what_to_do_when_no_sample_fits(tmp_path, monkeypatch):
+    """An organisation no provider has a sample of, or no provider installed at all, is a NO_SAMPLE error that
+    says to give the clinic's own document with --document."""
+    from producer.errors import EmdError
+    from services.commands import clinic_cmd
+
+    monkeypatch.setenv("EMD_SHARED_DIR", str(tmp_path))
+    with pytest.raises(EmdError) as unknown:
+        clinic_cmd._sample_for(OID1)
+    assert unknown.value.reason == "NO_SAMPLE" and OID1 in unknown.value.message
+    assert "--document" in unknown.value.message
+
+    monkeypatch.setattr(clinic_cmd, "entry_points", lambda group: [])  # the image: no lab installed
+    with pytest.raises(EmdError) as none:
+        clinic_cmd._sample_for(OID1)
+    assert none.value.reason == "NO_SAMPLE" and "emd-lab" in none.value.message
+    assert "--document" in none.value.message

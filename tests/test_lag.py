@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 
 from producer.topology import Topic, ensure_topics
 from services.config import Settings
+from services.messaging.app import App
 from services.messaging.lag import partition_lag
 from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage
@@ -66,32 +67,31 @@ def test_a_stage_reports_its_lag_while_behind_and_zero_once_caught_up(broker, tm
         kafka_enable_idempotence=False,
         shutdown_grace_seconds=5.0,
     )
+    name = f"lagtest-{topic.rpartition('.')[2]}"  # the test's own consumer group, emd-<name>
     stage = Stage(
-        name="lagtest",
+        name=name,
         input_topic=topic,
         handler=handle,
         dead_letter_topic=topic + ".dlt",
         settings=settings,
-        group_id=f"g-{topic}",
-        serve_metrics=False,
         lag_interval=0.2,
     )
-    with running(stage):
+    with running(App(name, settings, [stage], serve_metrics=False)):
         deadline = time.monotonic() + 60
-        while (_sample("emd_consumer_lag_records", stage="lagtest", topic=topic) or 0) < 5:
+        while (_sample("emd_consumer_lag_records", stage=name, topic=topic) or 0) < 5:
             assert time.monotonic() < deadline, "the stage never reported its lag"
             time.sleep(0.2)
-        first_age = _sample("emd_consumer_lag_seconds", stage="lagtest", topic=topic)
-        while _sample("emd_consumer_lag_seconds", stage="lagtest", topic=topic) <= first_age:
+        first_age = _sample("emd_consumer_lag_seconds", stage=name, topic=topic)
+        while _sample("emd_consumer_lag_seconds", stage=name, topic=topic) <= first_age:
             assert time.monotonic() < deadline, "the age of the oldest record did not grow"
             time.sleep(0.2)
         assert stage.ready()[0]
         release.set()
-        while _sample("emd_consumer_lag_records", stage="lagtest", topic=topic) != 0:
+        while _sample("emd_consumer_lag_records", stage=name, topic=topic) != 0:
             assert time.monotonic() < deadline, "the lag did not come back to 0"
             time.sleep(0.2)
-        assert 0 == _sample("emd_consumer_lag_seconds", stage="lagtest", topic=topic)
+        assert 0 == _sample("emd_consumer_lag_seconds", stage=name, topic=topic)
         # the lag counts records done; their commit follows within the commit interval
-        while not _sample("emd_commits_total", stage="lagtest"):
+        while not _sample("emd_commits_total", stage=name):
             assert time.monotonic() < deadline, "the done records were never committed"
             time.sleep(0.2)

@@ -2,8 +2,8 @@
 
 One run (module fixture): the lab configuration (``tests/signing_lab.py``), the 24 samples ``emd publish``
 accepts plus one document per defect published to ``emd.document.created`` (the hostile XML ones by a raw
-producer, as a buggy МИС in another language would send them), the stage built by ``emd worker signer``'s
-factory running in-process until every record has an outcome. Records are told apart by trace id, so the
+producer, as a buggy МИС in another language would send them), the app built by ``emd worker signer``'s
+``build`` running in-process until every record has an outcome. Records are told apart by trace id, so the
 tests hold on a broker other tests also write to.
 """
 
@@ -29,7 +29,7 @@ from services.messaging import deadletter as dl
 from tests import openssl_gost as ossl
 from tests import signing_lab as lab
 from tests.kafka_helpers import read_all
-from workers.signer.worker import build_stage
+from workers.signer.worker import build
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +51,14 @@ class _Published:
         self.document, self.reason = document, reason
 
 
-def _run_stage(stage) -> tuple[threading.Thread, list]:
+def _run_app(app) -> tuple[threading.Thread, list]:
     holder: list = []
 
     def main() -> None:
         loop = asyncio.new_event_loop()
         holder.append(loop)
         try:
-            loop.run_until_complete(stage.run(install_signal_handlers=False))
+            loop.run_until_complete(app.run(signals=False))
         except BaseException as exc:  # surfaced by the fixture
             holder.append(exc)
         finally:
@@ -158,9 +158,10 @@ def run(broker, tmp_path_factory):
         data_dir=root / "data",
         worker_concurrency=4,
         kafka_enable_idempotence=False,
+        metrics_port=0,
     )  # Tansu refuses aiokafka's InitProducerId
-    stage = build_stage(settings, serve_metrics=False)
-    thread, holder = _run_stage(stage)
+    app = build(settings)
+    thread, holder = _run_app(app)
     wanted_signed = {p.trace for p in good}
     wanted_dlt = {p.trace for p in bad}
     deadline = time.monotonic() + TIMEOUT
@@ -175,7 +176,7 @@ def run(broker, tmp_path_factory):
             time.sleep(1.0)
     finally:
         if holder:
-            holder[0].call_soon_threadsafe(stage.request_stop)
+            holder[0].call_soon_threadsafe(app.request_stop)
         thread.join(timeout=60)
     status = _by_trace(read_all(bootstrap, STATUS.name, idle=0.5))
     return {

@@ -137,10 +137,9 @@ def test_a_stage_on_missing_topics_stops_at_start(broker, tmp_path):
         handler=handler,
         dead_letter_topic=f"absent.{run}.dlt",
         settings=_settings(broker.bootstrap_servers, data_dir=tmp_path),
-        serve_metrics=False,
     )
     with pytest.raises(ConfigurationError, match=f"absent.{run}, absent.{run}.dlt"):
-        asyncio.run(stage.run(install_signal_handlers=False))
+        asyncio.run(stage.run())
 
 
 @pytest.mark.parametrize(

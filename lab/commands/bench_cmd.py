@@ -168,14 +168,14 @@ def run(args: argparse.Namespace) -> int:
     command = "emd bench " + shlex.join(_recorded_options(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []))
     _say(f"machine: {bench.machine()}")
     if args.backlog:
-        result = bench.run_backlog(options, args.backlog, say=_say)
-        table = bench.backlog_table(result)
+        backlog = bench.run_backlog(options, args.backlog, say=_say)
+        table = bench.backlog_table(backlog)
         print(table)
         if args.record is not None:
             bench.record(args.record, command=command, sections=[("Backlog drain:", table)])
         print(
-            f"backlog={result.documents} drain_docs_per_s={result.docs_per_s:.1f} "
-            f"max_worker_rss_mb={max(result.peak_rss_mb.values(), default=0):.0f}",
+            f"backlog={backlog.documents} drain_docs_per_s={backlog.docs_per_s:.1f} "
+            f"max_worker_rss_mb={max(backlog.peak_rss_mb.values(), default=0):.0f}",
             flush=True,
         )
         return 0

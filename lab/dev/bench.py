@@ -181,10 +181,13 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 def _wait(
     watcher: PipelineWatcher, uids: list[str], timeout: float, say: Say, what: str, pipeline: LocalPipeline
 ) -> None:
+    last = time.monotonic()
+
     def tick(snap: Any) -> None:
+        nonlocal last
         now = time.monotonic()
-        if now - tick.last >= 10:  # type: ignore[attr-defined]
-            tick.last = now  # type: ignore[attr-defined]
+        if now - last >= 10:
+            last = now
             say(f"  {what}: {snap.final}/{snap.total} final, {snap.rate:.1f} documents/s")
             dead = pipeline.supervisor.dead()
             if dead:
@@ -192,7 +195,6 @@ def _wait(
                     f"emd bench: {', '.join(dead)} stopped:\n{pipeline.supervisor.tail(dead[0])}"
                 )
 
-    tick.last = time.monotonic()  # type: ignore[attr-defined]
     snap = watcher.wait_for(set(uids), timeout=timeout, on_tick=tick, tick=0.5)
     if snap.final < len(uids):
         raise SystemExit(
@@ -303,10 +305,10 @@ def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
         ProcessFigures(
             name=name,
             cpu_ms_per_doc=(cpu_after[name] - cpu_before[name]) * 1000 / n,
-            peak_rss_mb=peaks[name].peak_rss_mb if peaks[name] else 0.0,
-            processes=peaks[name].processes if peaks[name] else 0,
+            peak_rss_mb=peak.peak_rss_mb if peak else 0.0,
+            processes=peak.processes if peak else 0,
         )
-        for name in pids
+        for name, peak in ((name, peaks[name]) for name in pids)
     ]
     return E2EResult(
         documents=options.documents,

@@ -65,9 +65,28 @@ def _created(document: bytes) -> dict[str, Any]:
     from producer.client import build_created_data, read_document
     from services.documents.store import document_field
 
-    data = build_created_data(read_document(document), system_id="emd-bench", document=None)
-    data["document"] = document_field(document, None, inline_limit=len(document))
-    return data
+    data = build_created_data(
+        read_document(document),
+        system_id="emd-bench",
+        document=document_field(document, None, inline_limit=len(document)),
+    )
+    return dict(data)
+
+
+def _ips(config: Any, oid: str) -> Any:
+    """The organisation's ИПС settings (``remd`` with its ``system`` credential): the bench signs as it."""
+    remd = config.organization(oid).remd
+    if remd is None or remd.system is None:
+        raise SystemExit(f"emd bench: organisation {oid} has no ИПС settings (remd.system) in the dev config")
+    return remd
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU seconds of the process tree rooted at ``pid``, which must still run."""
+    usage = procstat.usage(pid)
+    if usage is None:
+        raise SystemExit(f"emd bench: process {pid} ended during the measurement")
+    return usage.cpu_seconds
 
 
 def measure(
@@ -107,14 +126,14 @@ def measure(
 
     def build(i: int) -> None:
         k = i % len(templates)
-        remd = config.organization(created[k]["organizationOid"]).remd
+        remd = _ips(config, created[k]["organizationOid"])
         transport.build(
             SubmitRequest(
                 registration=registrations[k],
                 message_id=f"urn:uuid:bench-{i}",
                 endpoint=remd.endpoint,
-                client_entity_id=remd.client_entity_id,
-                reply_to=remd.callback_url,
+                client_entity_id=remd.client_entity_id or "",
+                reply_to=remd.callback_url or "",
                 key=remd.system.signer(),
                 certificate=remd.system.certificate,
             )
@@ -185,14 +204,14 @@ def _emulator_and_broker(
                     signed_event=events.encode(signed),
                     document_ref=signed["data"]["document"]["ref"],
                 )
-                remd = config.organization(data["organizationOid"]).remd
+                remd = _ips(config, data["organizationOid"])
                 bodies.append(
                     transport.build(
                         SubmitRequest(
                             registration=registration_from_event(signed["data"]),
                             message_id=f"urn:uuid:{_uuid()}",
                             endpoint=lab.emulator_url + "/ips",
-                            client_entity_id=remd.client_entity_id,
+                            client_entity_id=remd.client_entity_id or "",
                             reply_to=lab.callback_url,
                             key=remd.system.signer(),
                             certificate=remd.system.certificate,
@@ -201,7 +220,10 @@ def _emulator_and_broker(
                 )
             store.close()
             _wait_idle(lab)
-            pid = lab.supervisor.children["emulator"].process.pid  # type: ignore[union-attr]
+            emulator = lab.supervisor.children["emulator"].process
+            if emulator is None:
+                raise SystemExit("emd bench: the emulator is not running")
+            pid = emulator.pid
 
             def post(some: list[bytes], finished: int) -> None:
                 with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
@@ -225,9 +247,9 @@ def _emulator_and_broker(
                 _wait_finished(lab, finished)
 
             post(bodies[:warm], warm)
-            cpu0 = procstat.usage(pid).cpu_seconds  # type: ignore[union-attr]
+            cpu0 = _cpu_seconds(pid)
             post(bodies[warm:], warm + count)
-            cpu = procstat.usage(pid).cpu_seconds - cpu0  # type: ignore[union-attr]
+            cpu = _cpu_seconds(pid) - cpu0
         out.append(
             Ceiling(
                 "emulator",
@@ -334,11 +356,9 @@ def _broker(broker: Any, templates: list[bytes], *, later_size: int, seconds: fl
         return seen
 
     def cpu_per_record(size: int) -> float:
-        own0, broker0 = time.process_time(), procstat.usage(broker.process.pid).cpu_seconds
+        own0, broker0 = time.process_time(), _cpu_seconds(broker.process.pid)
         asyncio.run(go(topics[size], b"x" * size))
-        return (
-            (time.process_time() - own0) + procstat.usage(broker.process.pid).cpu_seconds - broker0
-        ) / count
+        return ((time.process_time() - own0) + _cpu_seconds(broker.process.pid) - broker0) / count
 
     total = cpu_per_record(created_size) + cpu_per_record(later_size) * LATER_RECORDS_PER_DOCUMENT
     return Ceiling(

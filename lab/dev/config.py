@@ -24,7 +24,7 @@ def _dev_numbers(index: int) -> tuple[str, str, str]:
     return f"77{index:08d}", f"10277{index:08d}", f"900{index:08d}"
 
 
-def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: Any) -> dict[str, str]:
+def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: Any) -> dict[str, Any]:
     """Issue a key + certificate from the dev ``ca``, write ``name.key``/``name.pem``; return the config entry."""
     key, cert = ca.issue(subject=subject, **issue)
     write_pem(key, cert, cert_path=directory / f"{name}.pem", key_path=directory / f"{name}.key")
@@ -59,7 +59,7 @@ def write_dev_config(
     now = dt.datetime.now(dt.UTC)
     not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
     not_after = now + dt.timedelta(days=valid_days)
-    window = {"not_before": not_before, "not_after": not_after}
+    window: dict[str, Any] = {"not_before": not_before, "not_after": not_after}
     ca = DevCA.create(
         "emd-pipeline dev CA",
         paramset=paramset,

@@ -247,7 +247,7 @@ def panels() -> list[Panel]:
 
 
 def _panel_json(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
-    targets = [
+    targets: list[dict[str, Any]] = [
         {
             "refId": chr(ord("A") + i),
             "expr": expr,

@@ -85,17 +85,26 @@ def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
     not seconds, so a document with seconds fails every kind's Schematron.
     """
     root = parse_xml(data)
-    root.find(f"{{{HL7}}}id").set("extension", local_uid or uuid.uuid4().hex[:20])
-    effective = root.find(f"{{{HL7}}}effectiveTime")
-    effective.set("value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%z"))
+    _header(root, "id").set("extension", local_uid or uuid.uuid4().hex[:20])
+    _header(root, "effectiveTime").set(
+        "value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%z")
+    )
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _header(root: etree._Element, name: str) -> etree._Element:
+    el = root.find(f"{{{HL7}}}{name}")
+    if el is None:
+        raise ValueError(f"not a СЭМД: no ClinicalDocument/{name}")
+    return el
 
 
 def participants(documents: Iterable[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
     """Organisation OIDs and signer СНИЛСы a development configuration must cover."""
     from producer import cda
 
-    oids, snils = set(), set()
+    oids: set[str] = set()
+    snils: set[str] = set()
     for _, data in documents:
         meta = cda.extract(parse_xml(data))
         if meta.organization_oid:

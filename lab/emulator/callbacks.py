@@ -34,7 +34,7 @@ import httpx
 
 from lab.emulator import checks
 from lab.emulator.faults import Decision, rejection_for
-from lab.emulator.registry import Registry, RequestEntry
+from lab.emulator.registry import Registry, RegistryRecord, RequestEntry
 from lab.emulator.state import StateDir
 from lab.emulator.systems import System
 from lab.emulator.variants import LaterRequests, Shape, shape_for, shaped_result, spell
@@ -140,62 +140,10 @@ class Processor:
         # a request registered before a restart (resumed from the state dir) is answered again, not re-pulled:
         # a failed second pull must not call back an error for what РЭМД has registered
         errors: list[RemdError] = []
-        data_or_error: bytes | RemdError = b""
+        data = b""
         if record is None:
-            data_or_error = self._pull_file(job, shape)
-            if isinstance(data_or_error, RemdError):
-                errors = [data_or_error]
-            else:
-                errors = checks.check_document(
-                    reg, data_or_error, arrival=job.arrival, accredited=self.accredited
-                )
-                if not errors:
-                    reject = job.decision.callbacks.get("reject")
-                    if reject is not None:
-                        errors = [
-                            RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")
-                        ]
-                    elif self.rejection_rate:
-                        forced = rejection_for(reg.local_uid, rate=self.rejection_rate)
-                        errors = [forced] if forced else []
-            if not errors:
-                digest = hashlib.sha256(data_or_error).hexdigest()
-                record, existing = self.registry.register(
-                    local_uid=reg.local_uid,
-                    organization=reg.organization,
-                    kind=reg.kind,
-                    message_id=mid,
-                    client_entity_id=job.system.client_entity_id,
-                    patient_snils=reg.patient.snils,
-                    digest=digest,
-                )
-                if record is None:
-                    errors = [_not_unique(reg.local_uid, existing, same_content=existing.digest == digest)]
-        if record is not None:
-            result = RegisterResult(
-                relates_to_message=headers.message_id or "",
-                status=n.STATUS_SUCCESS,
-                local_uid=reg.local_uid,
-                kind=reg.kind,
-                organization=reg.organization,
-                registry_item=RegistryItem(
-                    emdr_id=record.emdr_id,
-                    registration_date_time=record.registration_date_time.isoformat(),
-                    store_till_date=record.store_till_date,
-                    document_version=record.document_version,
-                ),
-            )
-            self.registry.update(job.entry, outcome="registered", emdr_id=record.emdr_id)
-        else:
-            result = RegisterResult(
-                relates_to_message=headers.message_id or "",
-                status=n.STATUS_ERROR,
-                local_uid=reg.local_uid,
-                kind=reg.kind,
-                organization=reg.organization,
-                errors=tuple(errors),
-            )
-            self.registry.update(job.entry, outcome="error", codes=[e.code for e in errors])
+            record, errors, data = self._register(job, shape, mid)
+        result = self._result(job, record, errors)
         if self.variants:
             result = shaped_result(result, shape, creation_date_time=reg.creation_date_time)
 
@@ -217,8 +165,8 @@ class Processor:
                     errors=(RemdError("RUNTIME_ERROR", "Непредвиденная ошибка"),),
                 )
                 self._deliver(job, stale, kind="stale", shape=shape)
-        if self.variants and record is not None and data_or_error:  # not for a request answered again
-            self._ask_later(job, record.emdr_id, data_or_error, shape)
+        if self.variants and record is not None and data:  # not for a request answered again
+            self._ask_later(job, record.emdr_id, data, shape)
         self.registry.update(job.entry, finished_at=dt.datetime.now(dt.UTC))
         self.log.info(
             "registration done",
@@ -229,6 +177,75 @@ class Processor:
             codes=job.entry.codes or None,
             callbacks=[c.get("delivered") for c in job.entry.callbacks],
             resumed="resumed" in job.entry.faults,
+        )
+
+    def _register(
+        self, job: Job, shape: Shape, mid: str
+    ) -> tuple[RegistryRecord | None, list[RemdError], bytes]:
+        """Pull the document, check it, and register it: (the record or None, the errors, the pulled bytes)."""
+        reg = job.request.registration
+        pulled = self._pull_file(job, shape)
+        if isinstance(pulled, RemdError):
+            return None, [pulled], b""
+        errors = self._refusals(job, pulled)
+        if errors:
+            return None, errors, pulled
+        digest = hashlib.sha256(pulled).hexdigest()
+        record, existing = self.registry.register(
+            local_uid=reg.local_uid,
+            organization=reg.organization,
+            kind=reg.kind,
+            message_id=mid,
+            client_entity_id=job.system.client_entity_id,
+            patient_snils=reg.patient.snils,
+            digest=digest,
+        )
+        if record is None:
+            same = existing is not None and existing.digest == digest
+            return None, [_not_unique(reg.local_uid, existing, same_content=same)], pulled
+        return record, [], pulled
+
+    def _refusals(self, job: Job, data: bytes) -> list[RemdError]:
+        """What РЭМД would refuse the pulled document for: its checks, then the scenario's rejections."""
+        reg = job.request.registration
+        errors = checks.check_document(reg, data, arrival=job.arrival, accredited=self.accredited)
+        if errors:
+            return errors
+        reject = job.decision.callbacks.get("reject")
+        if reject is not None:
+            return [RemdError(reject.code or "VALIDATION_ERROR", "Отклонено правилом эмулятора")]
+        if self.rejection_rate:
+            forced = rejection_for(reg.local_uid, rate=self.rejection_rate)
+            return [forced] if forced else []
+        return []
+
+    def _result(self, job: Job, record: RegistryRecord | None, errors: list[RemdError]) -> RegisterResult:
+        """The registration's outcome as the callback tells it, noted on the journal entry."""
+        reg = job.request.registration
+        relates_to = job.request.headers.message_id or ""
+        if record is not None:
+            self.registry.update(job.entry, outcome="registered", emdr_id=record.emdr_id)
+            return RegisterResult(
+                relates_to_message=relates_to,
+                status=n.STATUS_SUCCESS,
+                local_uid=reg.local_uid,
+                kind=reg.kind,
+                organization=reg.organization,
+                registry_item=RegistryItem(
+                    emdr_id=record.emdr_id,
+                    registration_date_time=record.registration_date_time.isoformat(),
+                    store_till_date=record.store_till_date,
+                    document_version=record.document_version,
+                ),
+            )
+        self.registry.update(job.entry, outcome="error", codes=[e.code for e in errors])
+        return RegisterResult(
+            relates_to_message=relates_to,
+            status=n.STATUS_ERROR,
+            local_uid=reg.local_uid,
+            kind=reg.kind,
+            organization=reg.organization,
+            errors=tuple(errors),
         )
 
     # --- getDocumentFile -----------------------------------------------------------------------
@@ -245,7 +262,15 @@ class Processor:
             return outcome
         return last
 
-    def _request_file(self, job: Job, shape: Shape, attempt: int, **key: str) -> bytes | RemdError | None:
+    def _request_file(
+        self,
+        job: Job,
+        shape: Shape,
+        attempt: int,
+        *,
+        local_uid: str | None = None,
+        emdr_id: str | None = None,
+    ) -> bytes | RemdError | None:
         """One getDocumentFile (by ``local_uid=`` or ``emdr_id=``), noted on the entry; None: nobody answered."""
         reply_to = job.request.headers.reply_to or ""
         message_id = spell(new_message_id(), shape.spelling)
@@ -257,13 +282,14 @@ class Processor:
             message_id=message_id,
             soap_version=shape.file_soap_version,
             wsa_prefix=shape.wsa_prefix,
-            **key,
+            local_uid=local_uid,
+            emdr_id=emdr_id,
         )
         note: dict[str, Any] = {
             "attempt": attempt,
             "at": _now(),
             "message_id": message_id,
-            "by": "emdrId" if "emdr_id" in key else "localUid",
+            "by": "emdrId" if emdr_id is not None else "localUid",
         }
         try:
             response = self._client().post(

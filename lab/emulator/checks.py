@@ -28,6 +28,7 @@ from producer.nsi import kind_by_code
 from producer.xmlsafe import parse_xml
 from services.crypto import cades, gost
 from services.crypto.certificates import Certificate, certificate_from_der
+from services.remd.messages import Signer
 from services.remd.soap import Registration, RemdError
 
 __all__ = ["CLOCK_SKEW", "check_document", "check_request", "cross_check", "parse_time"]
@@ -198,9 +199,40 @@ def check_document(
     empty = any issuer, as a sandbox without a trust list.
     """
     now = now or dt.datetime.now(dt.UTC)
-    skew = dt.timedelta(seconds=CLOCK_SKEW)
 
     # 1. signatures: decodable, one signer each, one digest over exactly these bytes
+    inspected, errors = _inspect_all(reg)
+    if errors:
+        return errors
+    computed = _file_digests(inspected, data)
+    if isinstance(computed, RemdError):
+        return [computed]
+
+    # 2. the СЭМД itself
+    meta = _read_cda(data)
+    if isinstance(meta, RemdError):
+        return [meta]
+    created = parse_time(reg.creation_date_time) or meta.creation_time
+
+    # 3. each signature: certificate dates, then the cryptography
+    for s in inspected:
+        error = _signature_error(s, data, computed, created=created, now=now, accredited=accredited)
+        if error is not None:
+            errors.append(error)
+    if errors:
+        return errors
+
+    # 4. signing-time order: every doctor ≤ the organisation ≤ the request's arrival
+    errors += _signing_order(inspected, arrival)
+
+    # 5. the request against the СЭМД header
+    errors += cross_check(reg, meta, created)
+    return errors
+
+
+def _inspect_all(reg: Registration) -> tuple[list[_Inspected], list[RemdError]]:
+    """Every signature of the request decoded (personal ones first, then the organisation's), and the
+    errors of those that are not decodable or are sent twice."""
     inspected: list[_Inspected] = []
     errors: list[RemdError] = []
     items = [
@@ -216,103 +248,106 @@ def check_document(
             continue
         seen.add(der)
         result = _inspect(label, der, personal=personal, snils=snils)
-        (errors.append if isinstance(result, RemdError) else inspected.append)(result)
-    if errors:
-        return errors
+        if isinstance(result, RemdError):
+            errors.append(result)
+        else:
+            inspected.append(result)
+    return inspected, errors
+
+
+def _file_digests(inspected: list[_Inspected], data: bytes) -> dict[int, bytes] | RemdError:
+    """The file's digest for each Streebog size the signatures use ({bits: digest}: hashed once, then handed
+    to each verification), or the error when the signatures disagree or do not match the file."""
     by_alg: dict[str, set[bytes]] = {}
     for s in inspected:
         by_alg.setdefault(s.digest_oid or "", set()).add(s.message_digest or b"")
     if any(len(digests) > 1 for digests in by_alg.values()):
-        return [RemdError("INCONSISTENT_DIGESTS", "Подписи содержат разные хеши документа")]
-    computed: dict[
-        int, bytes
-    ] = {}  # bits → digest of the file: hashed once, then handed to each verification
+        return RemdError("INCONSISTENT_DIGESTS", "Подписи содержат разные хеши документа")
+    computed: dict[int, bytes] = {}
     for alg, digests in by_alg.items():
         bits = 512 if alg == gost.OID_STREEBOG512 else 256
         computed[bits] = gost.streebog(data, bits)
         if not hmac.compare_digest(next(iter(digests)), computed[bits]):
-            return [
-                RemdError(
-                    "DIGEST_MISMATCH",
-                    "Хеш документа, полученного из предоставляющей системы, "
-                    "не совпадает с хешем, указанным в подписях",
-                )
-            ]
+            return RemdError(
+                "DIGEST_MISMATCH",
+                "Хеш документа, полученного из предоставляющей системы, не совпадает с хешем, указанным в подписях",
+            )
+    return computed
 
-    # 2. the СЭМД itself
+
+def _read_cda(data: bytes) -> CdaMetadata | RemdError:
     try:
-        meta = extract(parse_xml(data))
+        return extract(parse_xml(data))
     except NotCda as exc:
-        return [RemdError("INVALID_CONTENT", f"Файл не является СЭМД (HL7 CDA R2): {exc.message}")]
+        return RemdError("INVALID_CONTENT", f"Файл не является СЭМД (HL7 CDA R2): {exc.message}")
     except PermanentError as exc:
-        return [RemdError("INVALID_CONTENT", f"Файл не является корректным XML: {exc.message}")]
-    created = parse_time(reg.creation_date_time) or meta.creation_time
+        return RemdError("INVALID_CONTENT", f"Файл не является корректным XML: {exc.message}")
 
-    # 3. each signature: certificate dates, then the cryptography
-    for s in inspected:
-        cert = s.certificate
-        if cert is not None and accredited and not any(cert.issued_by(ca) for ca in accredited):
-            errors.append(
-                RemdError(
-                    "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT",
-                    f"Сертификат подписи {s.label} выпущен не аккредитованным УЦ",
-                )
-            )
-            continue
-        if cert is not None and created is not None:
-            if not cert.is_valid_at(created):
-                if s.personal:
-                    errors.append(
-                        RemdError(
-                            "PERSONAL_SIG_CERT_NOT_ACTUAL_ON_DOC_CREATION_DT",
-                            f"Сертификат подписи {s.label} не действителен на дату создания ЭМД",
-                        )
-                    )
-                else:
-                    code = (
-                        "DOC_DATE_MISMATCH_CERT_NOT_AFTER"
-                        if created > cert.not_after
-                        else "DOC_DATE_MISMATCH_CERT_NOT_BEFORE"
-                    )
-                    errors.append(
-                        RemdError(code, f"Дата создания ЭМД вне срока действия сертификата {s.label}")
-                    )
-                continue
-            if s.personal and not cert.is_valid_at(now):
-                errors.append(
-                    RemdError(
-                        "PERSONAL_SIG_CERT_NOT_ACTUAL_ON_CHECK_DT",
-                        f"Сертификат подписи {s.label} не действителен на дату проверки",
-                    )
-                )
-                continue
-        try:
-            cades.verify_detached(data, s.cms_der, digests=computed, parsed=s.parsed)
-        except cades.SignatureError as exc:
-            errors.append(
-                RemdError(
-                    _CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
-                    f"Подпись {s.label}: {exc.message}",
-                )
-            )
-            continue
-        if (
-            s.personal
-            and cert is not None
-            and cert.snils
-            and s.snils
-            and _digits(cert.snils) != _digits(s.snils)
-        ):
-            errors.append(
-                RemdError(
-                    "VALUE_MISMATCH_METADATA_AND_CERTIFICATE",
-                    f"СНИЛС сотрудника в запросе не совпадает со СНИЛС в сертификате подписи {s.label}",
-                )
-            )
-    if errors:
-        return errors
 
-    # 4. signing-time order: every doctor ≤ the organisation ≤ the request's arrival
+def _signature_error(
+    s: _Inspected,
+    data: bytes,
+    computed: dict[int, bytes],
+    *,
+    created: dt.datetime | None,
+    now: dt.datetime,
+    accredited: Sequence[Certificate],
+) -> RemdError | None:
+    """The first thing wrong with one signature: its certificate's issuer and dates, the cryptography, the
+    signer's СНИЛС (None: nothing)."""
+    cert = s.certificate
+    if cert is not None and accredited and not any(cert.issued_by(ca) for ca in accredited):
+        return RemdError(
+            "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT",
+            f"Сертификат подписи {s.label} выпущен не аккредитованным УЦ",
+        )
+    if cert is not None and created is not None:
+        dates = _certificate_dates_error(s, cert, created=created, now=now)
+        if dates is not None:
+            return dates
+    try:
+        cades.verify_detached(data, s.cms_der, digests=computed, parsed=s.parsed)
+    except cades.SignatureError as exc:
+        return RemdError(
+            _CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
+            f"Подпись {s.label}: {exc.message}",
+        )
+    if s.personal and cert is not None and cert.snils and s.snils and _digits(cert.snils) != _digits(s.snils):
+        return RemdError(
+            "VALUE_MISMATCH_METADATA_AND_CERTIFICATE",
+            f"СНИЛС сотрудника в запросе не совпадает со СНИЛС в сертификате подписи {s.label}",
+        )
+    return None
+
+
+def _certificate_dates_error(
+    s: _Inspected, cert: Certificate, *, created: dt.datetime, now: dt.datetime
+) -> RemdError | None:
+    """A certificate not valid when the document was created or, for a doctor's, when it is checked."""
+    if not cert.is_valid_at(created):
+        if s.personal:
+            return RemdError(
+                "PERSONAL_SIG_CERT_NOT_ACTUAL_ON_DOC_CREATION_DT",
+                f"Сертификат подписи {s.label} не действителен на дату создания ЭМД",
+            )
+        code = (
+            "DOC_DATE_MISMATCH_CERT_NOT_AFTER"
+            if created > cert.not_after
+            else "DOC_DATE_MISMATCH_CERT_NOT_BEFORE"
+        )
+        return RemdError(code, f"Дата создания ЭМД вне срока действия сертификата {s.label}")
+    if s.personal and not cert.is_valid_at(now):
+        return RemdError(
+            "PERSONAL_SIG_CERT_NOT_ACTUAL_ON_CHECK_DT",
+            f"Сертификат подписи {s.label} не действителен на дату проверки",
+        )
+    return None
+
+
+def _signing_order(inspected: list[_Inspected], arrival: dt.datetime) -> list[RemdError]:
+    """Every doctor signs before the organisation, and everyone before the request arrives (with skew)."""
+    skew = dt.timedelta(seconds=CLOCK_SKEW)
+    errors: list[RemdError] = []
     org = next((s for s in inspected if not s.personal), None)
     for s in inspected:
         if s.signing_time is not None and s.signing_time > arrival + skew:
@@ -327,82 +362,17 @@ def check_document(
             and s.signing_time > org.signing_time + skew
         ):
             errors.append(RemdError(SIGNING_ORDER, f"Подпись {s.label} создана позже подписи МО"))
-
-    # 5. the request against the СЭМД header
-    errors += cross_check(reg, meta, created)
     return errors
 
 
 def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | None) -> list[RemdError]:
-    errors: list[RemdError] = []
-
-    def mismatch(what: str, in_doc: object, in_request: object) -> None:
-        errors.append(
-            RemdError(HEADER_MISMATCH, f"{what} в ЭМД [{in_doc}] не совпадает с запросом [{in_request}]")
-        )
-
-    if meta.local_uid != reg.local_uid:
-        mismatch("Идентификатор документа", meta.local_uid, reg.local_uid)
-    if meta.kind_code is not None and meta.kind_code != reg.kind:
-        mismatch("Вид документа", meta.kind_code, reg.kind)
-    if meta.organization_oid != reg.organization:
-        mismatch("OID организации", meta.organization_oid, reg.organization)
-    if meta.creation_time is not None and created is not None and meta.creation_time != created:
-        mismatch("Дата создания документа", meta.creation_time_raw, reg.creation_date_time)
-    p, rp = meta.patient, reg.patient
-    if p is not None:
-        if _digits(p.snils) != _digits(rp.snils):
-            mismatch("СНИЛС пациента", p.snils, rp.snils)
-        for what, doc, req in (
-            ("Фамилия пациента", p.family, rp.family),
-            ("Имя пациента", p.given, rp.given),
-            ("Отчество пациента", p.patronymic, rp.patronymic),
-            ("Пол пациента", p.gender, rp.gender),
-        ):
-            if req is not None and not _same(doc, req):
-                mismatch(what, doc, req)
-        if (
-            rp.birth_date is not None
-            and p.birth_date is not None
-            and p.birth_date.isoformat() != rp.birth_date
-        ):
-            mismatch("Дата рождения пациента", p.birth_date, rp.birth_date)
-
+    """The request's metadata against the СЭМД header: document, patient, signers, recipient."""
+    errors = _header_mismatches(reg, meta, created) + _patient_mismatches(reg, meta)
     # medical workers: each signer of the request is in the СЭМД (by СНИЛС) with the same data; the legal
-    # authenticator signs. One СНИЛС may appear in several CDA roles (author, legalAuthenticator); the request
-    # carries the person once, so the first appearance with the same position is the one compared.
-    request_snils = set()
+    # authenticator signs
     for sign in reg.personal_signatures:
-        d = sign.signer
-        request_snils.add(_digits(d.snils))
-        same = [s for s in meta.signers if s.snils and _digits(s.snils) == _digits(d.snils)]
-        if not same:
-            errors.append(
-                RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД")
-            )
-            continue
-        position = d.position.code if d.position else None
-        found = next((s for s in same if s.position_code == position), same[0])
-        for code, doc, req in (
-            ("INVALID_DOCTOR_FAMILY", found.family, d.family),
-            ("INVALID_DOCTOR_NAME", found.given, d.given),
-            ("INVALID_DOCTOR_PATRONYMIC", found.patronymic, d.patronymic),
-        ):
-            if req is not None and not _same(doc, req):
-                errors.append(RemdError(code, f"Данные сотрудника [{d.snils}] в запросе не совпадают с ЭМД"))
-        if d.local_id is not None and found.local_id is not None and d.local_id != found.local_id:
-            errors.append(
-                RemdError("INVALID_DOCTOR_ID", f"Идентификатор сотрудника [{d.snils}] не совпадает с ЭМД")
-            )
-        if position != found.position_code:
-            mismatch(f"Должность сотрудника [{d.snils}]", found.position_code, position)
-        speciality = d.speciality.code if d.speciality else None
-        if (
-            speciality is not None
-            and found.speciality_code is not None
-            and speciality != found.speciality_code
-        ):
-            mismatch(f"Специальность сотрудника [{d.snils}]", found.speciality_code, speciality)
+        errors += _signer_mismatches(sign.signer, meta)
+    request_snils = {_digits(sign.signer.snils) for sign in reg.personal_signatures}
     for s in meta.signers:
         if s.role == "legalAuthenticator" and s.snils and _digits(s.snils) not in request_snils:
             errors.append(
@@ -412,6 +382,72 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
                 )
             )
     errors += _recipient_check(reg, meta)
+    return errors
+
+
+def _mismatch(what: str, in_doc: object, in_request: object) -> RemdError:
+    return RemdError(HEADER_MISMATCH, f"{what} в ЭМД [{in_doc}] не совпадает с запросом [{in_request}]")
+
+
+def _header_mismatches(reg: Registration, meta: CdaMetadata, created: dt.datetime | None) -> list[RemdError]:
+    errors: list[RemdError] = []
+    if meta.local_uid != reg.local_uid:
+        errors.append(_mismatch("Идентификатор документа", meta.local_uid, reg.local_uid))
+    if meta.kind_code is not None and meta.kind_code != reg.kind:
+        errors.append(_mismatch("Вид документа", meta.kind_code, reg.kind))
+    if meta.organization_oid != reg.organization:
+        errors.append(_mismatch("OID организации", meta.organization_oid, reg.organization))
+    if meta.creation_time is not None and created is not None and meta.creation_time != created:
+        errors.append(_mismatch("Дата создания документа", meta.creation_time_raw, reg.creation_date_time))
+    return errors
+
+
+def _patient_mismatches(reg: Registration, meta: CdaMetadata) -> list[RemdError]:
+    p, rp = meta.patient, reg.patient
+    if p is None:
+        return []
+    errors: list[RemdError] = []
+    if _digits(p.snils) != _digits(rp.snils):
+        errors.append(_mismatch("СНИЛС пациента", p.snils, rp.snils))
+    for what, doc, req in (
+        ("Фамилия пациента", p.family, rp.family),
+        ("Имя пациента", p.given, rp.given),
+        ("Отчество пациента", p.patronymic, rp.patronymic),
+        ("Пол пациента", p.gender, rp.gender),
+    ):
+        if req is not None and not _same(doc, req):
+            errors.append(_mismatch(what, doc, req))
+    if rp.birth_date is not None and p.birth_date is not None and p.birth_date.isoformat() != rp.birth_date:
+        errors.append(_mismatch("Дата рождения пациента", p.birth_date, rp.birth_date))
+    return errors
+
+
+def _signer_mismatches(d: Signer, meta: CdaMetadata) -> list[RemdError]:
+    """One signer of the request against the СЭМД. One СНИЛС may appear in several CDA roles (author,
+    legalAuthenticator); the request carries the person once, so the first appearance with the same position
+    is the one compared."""
+    same = [s for s in meta.signers if s.snils and _digits(s.snils) == _digits(d.snils)]
+    if not same:
+        return [RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД")]
+    errors: list[RemdError] = []
+    position = d.position.code if d.position else None
+    found = next((s for s in same if s.position_code == position), same[0])
+    for code, doc, req in (
+        ("INVALID_DOCTOR_FAMILY", found.family, d.family),
+        ("INVALID_DOCTOR_NAME", found.given, d.given),
+        ("INVALID_DOCTOR_PATRONYMIC", found.patronymic, d.patronymic),
+    ):
+        if req is not None and not _same(doc, req):
+            errors.append(RemdError(code, f"Данные сотрудника [{d.snils}] в запросе не совпадают с ЭМД"))
+    if d.local_id is not None and found.local_id is not None and d.local_id != found.local_id:
+        errors.append(
+            RemdError("INVALID_DOCTOR_ID", f"Идентификатор сотрудника [{d.snils}] не совпадает с ЭМД")
+        )
+    if position != found.position_code:
+        errors.append(_mismatch(f"Должность сотрудника [{d.snils}]", found.position_code, position))
+    speciality = d.speciality.code if d.speciality else None
+    if speciality is not None and found.speciality_code is not None and speciality != found.speciality_code:
+        errors.append(_mismatch(f"Специальность сотрудника [{d.snils}]", found.speciality_code, speciality))
     return errors
 
 

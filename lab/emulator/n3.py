@@ -85,7 +85,7 @@ class N3Face:
             self.registry.update(entry, outcome="fault", sync_codes=["UNAUTHORIZED"])
             return 401, "Неверный токен авторизации N3 для этой МО".encode(), "text/plain; charset=utf-8"
         decision = self.faults.decide(operation=ADD_CASE, message_id=request_id, local_uid=case.local_uid)
-        if decision.sync_kind == "http_error":
+        if decision.sync_kind == "http_error" and decision.sync is not None:
             self.registry.update(entry, outcome="injected:http_error")
             return decision.sync.status, b"N3 temporarily unavailable (injected)", "text/plain; charset=utf-8"
         reject = decision.callbacks.get("reject")

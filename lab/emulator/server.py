@@ -27,7 +27,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,8 +61,9 @@ MAX_REQUEST_BYTES = 20 * 1024 * 1024
 _MALFORMED = b'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body><regis'
 
 
-#: operation → its parser (each request is parsed once, in ``Emulator._dispatch``)
-_PARSERS = {
+#: operation → its parser (each request is parsed once, in ``Emulator._dispatch``); each returns its
+#: operation's request, getRegistryItem's the pair (emdrId, headers)
+_PARSERS: dict[str, Callable[[bytes], Any]] = {
     "registerDocument": soap.parse_register_document,
     "searchRegistryItem": soap.parse_search_request,
     "getRegistryItem": soap.parse_get_registry_item,
@@ -99,7 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             emu._control_post(self, body)
         elif path.startswith("/n3/"):  # the N3.Health face, in front of the same registry
-            status, answer, content_type = emu.n3.handle(path, body, self.headers)
+            # the request's header Message answers get() without regard to case: all the N3 face asks of it
+            status, answer, content_type = emu.n3.handle(path, body, self.headers)  # type: ignore[arg-type]
             self.send_bytes(answer, status=status, content_type=content_type)
         else:
             emu._soap(self, body)
@@ -410,7 +412,8 @@ class Emulator:
         elif url.path == "/_emulator/registry":
             h.send_json([r.to_json() for r in self.registry.records()])
         elif url.path == "/_emulator/requests":
-            op = (query.get("operation") or [None])[0]
+            ops = query.get("operation")
+            op = ops[0] if ops else None
             h.send_json([e.to_json() for e in self.registry.requests(operation=op)])
         elif url.path == "/_emulator/rules":
             h.send_json({"seed": self.faults.seed, "rules": [r.to_json() for r in self.faults.rules()]})
@@ -483,29 +486,32 @@ class Emulator:
             operation, message_id=message_id, local_uid=local_uid, faults=decision.kinds
         )
         rule, kind = decision.sync, decision.sync_kind
-        if kind == "latency":
-            if self._stop.wait(rule.delay):
+        if rule is not None and kind is not None:
+            if kind == "latency":
+                if self._stop.wait(rule.delay):
+                    return
+                kind = None
+            elif kind in ("http_error", "timeout", "reset", "malformed") and not rule.process:
+                self.registry.update(entry, outcome=f"injected:{kind}")
+                self._fail(h, kind, rule)
                 return
-            kind = None
-        if kind in ("http_error", "timeout", "reset", "malformed") and not rule.process:
-            self.registry.update(entry, outcome=f"injected:{kind}")
-            self._fail(h, kind, rule)
-            return
-        if kind in ("rate_limit", "soap_fault"):
-            self.registry.update(
-                entry,
-                outcome=f"injected:{kind}",
-                sync_codes=[rule.code or ("RATE_LIMIT" if kind == "rate_limit" else "INTERNAL_ERROR")],
-            )
-            h.send_bytes(
-                self._injected_answer(operation, kind, rule, message_id, version),
-                status=200 if kind == "rate_limit" else 500,
-                content_type=envelope.content_type(version),
-            )
-            return
+            elif kind in ("rate_limit", "soap_fault"):
+                self.registry.update(
+                    entry,
+                    outcome=f"injected:{kind}",
+                    sync_codes=[rule.code or ("RATE_LIMIT" if kind == "rate_limit" else "INTERNAL_ERROR")],
+                )
+                h.send_bytes(
+                    self._injected_answer(operation, kind, rule, message_id, version),
+                    status=200 if kind == "rate_limit" else 500,
+                    content_type=envelope.content_type(version),
+                )
+                return
 
         status, answer = self._dispatch(operation, body, entry, decision, arrival, version)
-        if kind is not None:  # a fault with process=True: the work is done, the answer is lost
+        if (
+            rule is not None and kind is not None
+        ):  # a fault with process=True: the work is done, the answer is lost
             self.registry.update(entry, outcome=f"{entry.outcome}+injected:{kind}")
             self._fail(h, kind, rule)
             return
@@ -645,7 +651,8 @@ class Emulator:
             return self._register(parsed, entry, system, decision, arrival, version, body)
         if operation == "searchRegistryItem":
             return self._search(parsed, entry)
-        return self._get_item(*parsed, entry, system)
+        emdr_id, item_headers = parsed
+        return self._get_item(emdr_id, item_headers, entry, system)
 
     def _register(
         self,

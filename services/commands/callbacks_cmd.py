@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 
@@ -38,10 +39,14 @@ def run_callbacks(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap_servers:
         print("emd callbacks: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
-    from workers.callbacks.worker import serve
+    from workers.callbacks.worker import build
 
+    if args.host is not None:
+        settings = dataclasses.replace(settings, callback_host=args.host)
+    if args.port is not None:
+        settings = dataclasses.replace(settings, callback_port=args.port)
     try:
-        asyncio.run(serve(settings, host=args.host, port=args.port))
+        asyncio.run(build(settings).run())
     except ConfigurationError as exc:
         print(f"emd callbacks: {exc.message}", file=sys.stderr)
         return 2
@@ -100,13 +105,12 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     print(f"{doc.local_uid}  state={doc.state}  organisation={doc.organization}  kind={doc.kind}")
     if doc.emdr_id:
-        print(f"  emdrId {doc.emdr_id}  registered {report['registeredAt']}")
-    if report["failure"]:
-        f = report["failure"]
-        print(f"  failed: {f['reason']} {f['code'] or ''} {f['message'] or ''}".rstrip())
-    for a in report["attempts"]:
+        print(f"  emdrId {doc.emdr_id}  registered {_iso(doc.registered_at)}")
+    if doc.failure_reason:
+        print(f"  failed: {doc.failure_reason} {doc.failure_code or ''} {doc.failure_message or ''}".rstrip())
+    for a in attempts:
         print(
-            f"  #{a['attempt']}  {a['messageId']}  sent {a['sentAt']}  → {a['outcome'] or 'pending'}"
-            f"{'  ' + a['code'] if a['code'] else ''}{'  ' + a['message'] if a['message'] else ''}"
+            f"  #{a.attempt}  {a.message_id}  sent {_iso(a.sent_at)}  → {a.outcome or 'pending'}"
+            f"{'  ' + a.code if a.code else ''}{'  ' + a.message if a.message else ''}"
         )
     return 0

@@ -21,6 +21,7 @@ from producer.client import (
     build_created_event,
 )
 from producer.errors import ConfigurationError
+from producer.events import Envelope
 from services.config import Settings
 from services.documents.store import DocumentStore, store_from_settings
 from services.messaging.clients import security_from
@@ -57,7 +58,16 @@ class _PreviewStore:
     def __init__(self, real: DocumentStore) -> None:
         self.real = real
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, *, durable: bool = True) -> str:
+        return self.real.ref_for(data)
+
+    def get(self, ref: str) -> bytes:
+        return self.real.get(ref)
+
+    def exists(self, ref: str) -> bool:
+        return self.real.exists(ref)
+
+    def ref_for(self, data: bytes) -> str:
         return self.real.ref_for(data)
 
 
@@ -66,61 +76,43 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+class _Refused(Exception):
+    """What stops ``emd publish``: its message and exit status (1 bad input, 2 configuration, 3 broker)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
 def run_publish(args: argparse.Namespace) -> int:
+    try:
+        return _publish(args)
+    except _Refused as exc:
+        return _fail(exc.message, exc.code)
+
+
+def _publish(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:
-        return _fail(str(exc), 2)
+        raise _Refused(str(exc), 2) from None
     system_id = args.system_id or settings.kafka_client_id
-    meta: dict[str, Any] | None = None
-    if args.meta:
-        try:
-            meta = json.loads(args.meta.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return _fail(f"{args.meta}: meta: file not found")
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _fail(f"{args.meta}: meta: not a JSON file ({exc})")
-        if not isinstance(meta, dict):
-            return _fail(f"{args.meta}: meta: expected a JSON object")
+    meta = _read_meta(args.meta) if args.meta else None
     try:
         store = store_from_settings(settings)
     except ConfigurationError as exc:
-        return _fail(str(exc), 2)
+        raise _Refused(str(exc), 2) from None
 
     bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
     if not args.dry_run and not bootstrap:
-        return _fail(
+        raise _Refused(
             "no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS (or --bootstrap), or start one with "
             "`emd broker` and export the address it prints",
             2,
         )
 
     # 1. check everything; nothing is stored or sent unless every file passes
-    checked = []
-    for path in args.files:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return _fail(f"{path}: file: not found")
-        except OSError as exc:
-            return _fail(f"{path}: file: {exc.strerror}")
-        try:
-            event = build_created_event(
-                data,
-                system_id=system_id,
-                store=_PreviewStore(store),
-                inline_limit=settings.inline_document_limit,
-                max_bytes=settings.max_document_bytes,
-                kind=args.kind,
-                organization_oid=args.org,
-                meta=meta,
-            )
-        except InvalidDocument as exc:
-            return _fail(f"{path}: {exc.message} [{exc.reason}]")
-        except ConfigurationError as exc:
-            return _fail(f"{path}: {exc}", 2)
-        checked.append((path, data, event))
-
+    checked = [_checked(path, args, settings, store, system_id, meta) for path in args.files]
     if args.dry_run:
         for _path, _data, event in checked:
             print(json.dumps(event, ensure_ascii=False, indent=2))
@@ -140,16 +132,16 @@ def run_publish(args: argparse.Namespace) -> int:
             security=security_from(settings),
         )
     except ConfigurationError as exc:
-        return _fail(str(exc), 2)
+        raise _Refused(str(exc), 2) from None
     except PublishError as exc:
-        return _fail(f"{exc.message} (is the broker running? `emd broker` starts one)", 3)
+        raise _Refused(f"{exc.message} (is the broker running? `emd broker` starts one)", 3) from None
     total = len(checked)
     with publisher:
         for n, (path, data, _event) in enumerate(checked, 1):
             try:
                 done = publisher.publish(data, kind=args.kind, organization_oid=args.org, meta=meta)
             except PublishError as exc:
-                return _fail(f"{path}: {exc.message}; {n - 1} of {total} published before it", 3)
+                raise _Refused(f"{path}: {exc.message}; {n - 1} of {total} published before it", 3) from None
             prefix = f"[{n}/{total}] " if total > 1 else ""
             print(
                 f"{prefix}{path.name}: published localUid={done.local_uid} to {done.topic} "
@@ -157,3 +149,49 @@ def run_publish(args: argparse.Namespace) -> int:
                 flush=True,
             )
     return 0
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The ``--meta`` JSON object."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _Refused(f"{path}: meta: file not found") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Refused(f"{path}: meta: not a JSON file ({exc})") from None
+    if not isinstance(meta, dict):
+        raise _Refused(f"{path}: meta: expected a JSON object")
+    return meta
+
+
+def _checked(
+    path: Path,
+    args: argparse.Namespace,
+    settings: Settings,
+    store: DocumentStore,
+    system_id: str,
+    meta: dict[str, Any] | None,
+) -> tuple[Path, bytes, Envelope]:
+    """One file read and checked as ``publish`` would send it, nothing stored: (path, bytes, the event)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _Refused(f"{path}: file: not found") from None
+    except OSError as exc:
+        raise _Refused(f"{path}: file: {exc.strerror}") from None
+    try:
+        event = build_created_event(
+            data,
+            system_id=system_id,
+            store=_PreviewStore(store),
+            inline_limit=settings.inline_document_limit,
+            max_bytes=settings.max_document_bytes,
+            kind=args.kind,
+            organization_oid=args.org,
+            meta=meta,
+        )
+    except InvalidDocument as exc:
+        raise _Refused(f"{path}: {exc.message} [{exc.reason}]") from None
+    except ConfigurationError as exc:
+        raise _Refused(f"{path}: {exc}", 2) from None
+    return path, data, event

@@ -1,4 +1,4 @@
-"""``emd worker NAME``: run one pipeline stage in the foreground; ``--check`` is its liveness probe."""
+"""``emd worker NAME``: run one pipeline process in the foreground; ``--check`` is its liveness probe."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import argparse
 import asyncio
 import importlib
 import sys
+from collections.abc import Callable
 
 from producer.errors import ConfigurationError
 from services.config import Settings
 from services.logs import configure, get_logger
+from services.messaging.app import App
 from services.messaging.heartbeat import check_health
 
-#: stage name → "module:factory"; a factory takes Settings and returns a services.messaging.runtime.Stage
+#: worker name → "module:build"; ``build(settings)`` returns the process's services.messaging.app.App
 WORKERS = {
-    "signer": "workers.signer.worker:build_stage",
-    "sender": "workers.sender.worker:build_stage",
-    "status": "workers.status.worker:build_stage",
+    "signer": "workers.signer.worker:build",
+    "sender": "workers.sender.worker:build",
+    "status": "workers.status.worker:build",
 }
 
 
@@ -31,9 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_factory(name: str):
+def load_build(name: str) -> Callable[[Settings], App]:
+    """The ``build(settings)`` of worker ``name``."""
     module, _, attr = WORKERS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    build: Callable[[Settings], App] = getattr(importlib.import_module(module), attr)
+    return build
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError(
                 "KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the address it prints)"
             )
-        stage = load_factory(args.name)(settings)
+        app = load_build(args.name)(settings)
         get_logger("emd.worker").info("starting", stage=args.name, bootstrap=settings.kafka_bootstrap_servers)
-        asyncio.run(stage.run())
+        asyncio.run(app.run())
     except ConfigurationError as exc:
         print(f"emd worker {args.name}: {exc.message}", file=sys.stderr, flush=True)
         return 2

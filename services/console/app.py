@@ -19,17 +19,25 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import jinja2
 from aiohttp import web
 
 from services.console.auth import COOKIE, SESSION_SECONDS, Session, Sessions
 from services.console.index import DeadLetterIndex
-from services.desk.case import build_case, case_json
+from services.desk.case import Case, build_case, case_json
 from services.desk.deadletters import Filters, iso
 from services.desk.ticket import ticket_text
 from services.logs import get_logger
+
+if TYPE_CHECKING:
+    from services.desk.readiness import Line
+    from services.desk.replay import Summary
+    from services.lifecycle import LifecycleStore
+    from services.lifecycle.desk import DeskStore
+    from services.pipeline.exchanges import ExchangeArchive
+    from services.pipeline.organizations import Organization, OrganizationsConfig
 
 log = get_logger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -46,7 +54,7 @@ FILTER_FIELDS = (
     ("localUid", "localUid"),
 )
 PAGE_LIMIT = 500
-SESSION = web.RequestKey("session", object)  # the request's Session, or None
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")  # the request's Session, or None
 EXPIRY_DAYS = 30
 
 
@@ -55,12 +63,12 @@ class Console:
     """What the pages read and do; ``replay(filters, dry_run)`` → (``Summary``, lines)."""
 
     index: DeadLetterIndex
-    lifecycle: Any
-    desk: Any
-    archive: Any
-    organizations: Callable[[], Any]  # the loaded organisations file (re-read per request)
-    readiness: Callable[[str], list[Any]]  # oid → readiness lines
-    replay: Callable[[Filters, bool], tuple[Any, list[str]]]
+    lifecycle: LifecycleStore
+    desk: DeskStore
+    archive: ExchangeArchive
+    organizations: Callable[[], OrganizationsConfig]  # the loaded organisations file (re-read per request)
+    readiness: Callable[[str], list[Line]]  # oid → readiness lines
+    replay: Callable[[Filters, bool], tuple[Summary, list[str]]]
     sessions: Sessions
     secure_cookies: bool = False
 
@@ -88,13 +96,53 @@ def _filters(q: Any) -> Filters:
 
 
 def make_app(console: Console) -> web.Application:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
-    )
+    """The console's aiohttp application: every page and JSON endpoint behind the session middleware."""
     app = web.Application(middlewares=[_session_middleware(console)])
+    h = _Handlers(console)
+    app.router.add_get("/", h.root)
+    app.router.add_get("/dead-letters", h.dead_letters)
+    app.router.add_get("/dead-letters/{uid}", h.dead_letter)
+    app.router.add_post("/dead-letters/{uid}/replay/preview", h.replay_preview)
+    app.router.add_post("/dead-letters/{uid}/replay", h.replay)
+    app.router.add_get("/documents/{uid}", h.document)
+    app.router.add_get("/clinics", h.clinics)
+    app.router.add_post("/clinics/{oid}/promote", h.promote)
+    app.router.add_get("/certificates", h.certificates)
+    app.router.add_get("/audit", h.audit)
+    app.router.add_get("/login", h.login_form)
+    app.router.add_post("/login", h.login)
+    app.router.add_post("/logout", h.logout)
+    app.router.add_get("/api/dead-letters", h.api_dead_letters)
+    app.router.add_get("/api/documents/{uid}", h.api_document)
+    app.router.add_post("/api/dead-letters/{uid}/replay", h.api_replay)
+    app.router.add_post("/api/clinics/{oid}/promote", h.api_promote)
+    return app
 
-    def page(request: web.Request, template: str, **context: Any) -> web.Response:
-        html = env.get_template(template).render(
+
+async def _run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Blocking work (Kafka, stores, readiness checks) in a thread, off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+def _actor(request: web.Request) -> str:
+    """The signed-in user of a write; the session middleware has refused every write without one."""
+    session = request[SESSION]
+    if session is None:
+        raise web.HTTPUnauthorized(text="login required")
+    return session.user
+
+
+class _Handlers:
+    """The console's routes: one method per page or endpoint, over one ``Console``."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+        )
+
+    def page(self, request: web.Request, template: str, **context: Any) -> web.Response:
+        html = self.env.get_template(template).render(
             session=request[SESSION],
             notice=request.query.get("notice"),
             error=context.pop("error", None),
@@ -102,15 +150,15 @@ def make_app(console: Console) -> web.Application:
         )
         return web.Response(text=html, content_type="text/html", headers=_SECURITY_HEADERS)
 
-    async def run(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kw)
+    async def root(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/dead-letters")
 
     # --- reading ----------------------------------------------------------------------------------
-    async def dead_letters(request: web.Request) -> web.Response:
+    async def dead_letters(self, request: web.Request) -> web.Response:
         try:
             filters = _filters(request.query)
         except ValueError:
-            return page(
+            return self.page(
                 request,
                 "dead_letters.html",
                 letters=[],
@@ -119,8 +167,8 @@ def make_app(console: Console) -> web.Application:
                 query=request.query,
                 error="since/until: not an ISO date-time",
             )
-        letters = console.index.query(filters, limit=PAGE_LIMIT + 1)
-        return page(
+        letters = self.console.index.query(filters, limit=PAGE_LIMIT + 1)
+        return self.page(
             request,
             "dead_letters.html",
             letters=[d.summary() for d in letters[:PAGE_LIMIT]],
@@ -129,15 +177,18 @@ def make_app(console: Console) -> web.Application:
             query=request.query,
         )
 
-    async def api_dead_letters(request: web.Request) -> web.Response:
+    async def api_dead_letters(self, request: web.Request) -> web.Response:
         try:
             filters = _filters(request.query)
             limit = int(request.query.get("limit", PAGE_LIMIT))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response([d.summary() for d in console.index.query(filters, limit=max(1, limit))])
+        return web.json_response(
+            [d.summary() for d in self.console.index.query(filters, limit=max(1, limit))]
+        )
 
-    def _case(uid: str) -> tuple[Any, str]:
+    def _case(self, uid: str) -> tuple[Case, str]:
+        console = self.console
         letters = console.index.query(Filters(local_uid=uid))
         case = build_case(uid, letters, lifecycle=console.lifecycle, archive=console.archive)
         ticket = ""
@@ -151,14 +202,14 @@ def make_app(console: Console) -> web.Application:
             )
         return case, ticket
 
-    async def dead_letter(request: web.Request) -> web.Response:
-        case, ticket = await run(_case, request.match_info["uid"])
+    async def dead_letter(self, request: web.Request) -> web.Response:
+        case, ticket = await _run(self._case, request.match_info["uid"])
         if not case.dead_letters:
             raise web.HTTPNotFound(text=f"no dead letter for {request.match_info['uid']}")
-        return page(request, "dead_letter.html", case=case_json(case), ticket=ticket)
+        return self.page(request, "dead_letter.html", case=case_json(case), ticket=ticket)
 
-    def _document(uid: str) -> dict[str, Any] | None:
-        case, _ = _case(uid)
+    def _document(self, uid: str) -> dict[str, Any] | None:
+        case, _ = self._case(uid)
         if case.document is None and not case.dead_letters:
             return None
         out = case_json(case)
@@ -174,19 +225,20 @@ def make_app(console: Console) -> web.Application:
             d.pop("event"), d.pop("headers")
         return out
 
-    async def document(request: web.Request) -> web.Response:
-        doc = await run(_document, request.match_info["uid"])
+    async def document(self, request: web.Request) -> web.Response:
+        doc = await _run(self._document, request.match_info["uid"])
         if doc is None:
             raise web.HTTPNotFound(text=f"no document {request.match_info['uid']}")
-        return page(request, "document.html", doc=doc)
+        return self.page(request, "document.html", doc=doc)
 
-    async def api_document(request: web.Request) -> web.Response:
-        doc = await run(_document, request.match_info["uid"])
+    async def api_document(self, request: web.Request) -> web.Response:
+        doc = await _run(self._document, request.match_info["uid"])
         if doc is None:
             return web.json_response({"error": "no such document"}, status=404)
         return web.json_response(doc)
 
-    def _clinics() -> list[dict[str, Any]]:
+    def _clinics(self) -> list[dict[str, Any]]:
+        console = self.console
         config = console.organizations()
         out = []
         for oid, org in sorted(config.organizations.items()):
@@ -202,15 +254,17 @@ def make_app(console: Console) -> web.Application:
             )
         return out
 
-    async def clinics(request: web.Request) -> web.Response:
-        return page(request, "clinics.html", clinics=await run(_clinics))
+    async def clinics(self, request: web.Request) -> web.Response:
+        return self.page(request, "clinics.html", clinics=await _run(self._clinics))
 
-    async def certificates(request: web.Request) -> web.Response:
-        return page(request, "certificates.html", rows=await run(_expiring, console), days=EXPIRY_DAYS)
+    async def certificates(self, request: web.Request) -> web.Response:
+        return self.page(
+            request, "certificates.html", rows=await _run(_expiring, self.console), days=EXPIRY_DAYS
+        )
 
-    async def audit(request: web.Request) -> web.Response:
-        entries = await run(console.desk.audit_log)
-        return page(
+    async def audit(self, request: web.Request) -> web.Response:
+        entries = await _run(self.console.desk.audit_log)
+        return self.page(
             request,
             "audit.html",
             entries=[
@@ -226,21 +280,22 @@ def make_app(console: Console) -> web.Application:
         )
 
     # --- login ------------------------------------------------------------------------------------
-    async def login_form(request: web.Request) -> web.Response:
-        return page(request, "login.html", next=request.query.get("next", "/dead-letters"))
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self.page(request, "login.html", next=request.query.get("next", "/dead-letters"))
 
-    async def login(request: web.Request) -> web.Response:
+    async def login(self, request: web.Request) -> web.Response:
+        console = self.console
         form = await request.post()
         user = str(form.get("user", ""))
-        found = await run(console.sessions.login, user, str(form.get("password", "")))
-        await run(
+        found = await _run(console.sessions.login, user, str(form.get("password", "")))
+        await _run(
             console.desk.audit,
             "console.login" if found else "console.login.failed",
             actor=user or "?",
             remote=request.remote,
         )
         if found is None:
-            return page(
+            return self.page(
                 request, "login.html", next=str(form.get("next", "/")), error="wrong user or password"
             )
         token, _ = found
@@ -257,17 +312,17 @@ def make_app(console: Console) -> web.Application:
         )
         raise response
 
-    async def logout(request: web.Request) -> web.Response:
-        console.sessions.logout(request.cookies.get(COOKIE))
+    async def logout(self, request: web.Request) -> web.Response:
+        self.console.sessions.logout(request.cookies.get(COOKIE))
         response = web.HTTPSeeOther("/dead-letters")
         response.del_cookie(COOKIE, path="/")
         raise response
 
     # --- actions ------------------------------------------------------------------------------------
-    async def replay_preview(request: web.Request) -> web.Response:
+    async def replay_preview(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
-        summary, lines = await run(console.replay, Filters(local_uid=uid), True)
-        return page(
+        summary, lines = await _run(self.console.replay, Filters(local_uid=uid), True)
+        return self.page(
             request,
             "replay_preview.html",
             uid=uid,
@@ -275,31 +330,31 @@ def make_app(console: Console) -> web.Application:
             lines=lines,
         )
 
-    async def _do_replay(request: web.Request) -> tuple[str, Any]:
+    async def _do_replay(self, request: web.Request) -> tuple[str, Summary]:
         uid = request.match_info["uid"]
-        summary, _ = await run(console.replay, Filters(local_uid=uid), False)
-        session: Session = request[SESSION]
-        await run(
-            console.desk.audit,
+        summary, _ = await _run(self.console.replay, Filters(local_uid=uid), False)
+        actor = _actor(request)
+        await _run(
+            self.console.desk.audit,
             "dlq.replay",
-            actor=session.user,
+            actor=actor,
             target=uid,
             replayed=summary.replayed,
             refused=summary.refused,
             via="console",
         )
-        log.warning("dlq.replay", actor=session.user, local_uid=uid, replayed=summary.replayed)
+        log.warning("dlq.replay", actor=actor, local_uid=uid, replayed=summary.replayed)
         return uid, summary
 
-    async def replay(request: web.Request) -> web.Response:
+    async def replay(self, request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("confirm") != "yes":
             raise web.HTTPBadRequest(text="replay needs the confirmation from its preview")
-        uid, summary = await _do_replay(request)
+        uid, summary = await self._do_replay(request)
         raise web.HTTPSeeOther(f"/dead-letters/{uid}?notice=" + _q(f"Replay done: {summary.line()}"))
 
-    async def api_replay(request: web.Request) -> web.Response:
-        uid, summary = await _do_replay(request)
+    async def api_replay(self, request: web.Request) -> web.Response:
+        uid, summary = await self._do_replay(request)
         return web.json_response(
             {
                 "localUid": uid,
@@ -309,50 +364,28 @@ def make_app(console: Console) -> web.Application:
             }
         )
 
-    async def _do_promote(request: web.Request) -> tuple[str, str | None]:
+    async def _do_promote(self, request: web.Request) -> tuple[str, str | None]:
         from services.lifecycle.desk import ClinicConflict
 
         oid = request.match_info["oid"]
         try:
-            await run(console.desk.promote, oid, actor=request[SESSION].user)
+            await _run(self.console.desk.promote, oid, actor=_actor(request))
             return oid, None
         except ClinicConflict as exc:
-            await run(console.desk.audit, "clinic.promote.refused", actor=request[SESSION].user, target=oid)
+            await _run(self.console.desk.audit, "clinic.promote.refused", actor=_actor(request), target=oid)
             return oid, str(exc)
 
-    async def promote(request: web.Request) -> web.Response:
-        oid, refused = await _do_promote(request)
+    async def promote(self, request: web.Request) -> web.Response:
+        oid, refused = await self._do_promote(request)
         raise web.HTTPSeeOther(
             "/clinics?notice=" + _q(f"refused: {refused}" if refused else f"{oid} promoted")
         )
 
-    async def api_promote(request: web.Request) -> web.Response:
-        oid, refused = await _do_promote(request)
+    async def api_promote(self, request: web.Request) -> web.Response:
+        oid, refused = await self._do_promote(request)
         if refused:
             return web.json_response({"oid": oid, "error": refused}, status=409)
         return web.json_response({"oid": oid, "state": "production"})
-
-    async def root(request: web.Request) -> web.Response:
-        raise web.HTTPFound("/dead-letters")
-
-    app.router.add_get("/", root)
-    app.router.add_get("/dead-letters", dead_letters)
-    app.router.add_get("/dead-letters/{uid}", dead_letter)
-    app.router.add_post("/dead-letters/{uid}/replay/preview", replay_preview)
-    app.router.add_post("/dead-letters/{uid}/replay", replay)
-    app.router.add_get("/documents/{uid}", document)
-    app.router.add_get("/clinics", clinics)
-    app.router.add_post("/clinics/{oid}/promote", promote)
-    app.router.add_get("/certificates", certificates)
-    app.router.add_get("/audit", audit)
-    app.router.add_get("/login", login_form)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/api/dead-letters", api_dead_letters)
-    app.router.add_get("/api/documents/{uid}", api_document)
-    app.router.add_post("/api/dead-letters/{uid}/replay", api_replay)
-    app.router.add_post("/api/clinics/{oid}/promote", api_promote)
-    return app
 
 
 _SECURITY_HEADERS = {
@@ -390,8 +423,9 @@ def _session_middleware(console: Console) -> Any:
                 "application/x-www-form-urlencoded",
                 "multipart/form-data",
             ):
-                token = (await request.post()).get("csrf")
-            if not Sessions.csrf_ok(session, str(token) if token is not None else None):
+                form_token = (await request.post()).get("csrf")
+                token = str(form_token) if form_token is not None else None
+            if not Sessions.csrf_ok(session, token):
                 await asyncio.to_thread(
                     console.desk.audit, "console.csrf.refused", actor=session.user, target=request.path
                 )
@@ -401,20 +435,28 @@ def _session_middleware(console: Console) -> Any:
     return middleware
 
 
-def _organization(console: Console, oid: str | None) -> Any:
+def _organization(console: Console, oid: str | None) -> Organization | None:
     try:
         return console.organizations().organizations.get(oid or "")
     except Exception:  # noqa: BLE001 - the ticket then names what the dead letter knows
         return None
 
 
-def _expiring(console: Console) -> list[dict[str, Any]]:
+class _Expiry(TypedDict):
+    days: float
+    what: str
+    oid: str
+    until: str
+    detail: str
+
+
+def _expiring(console: Console) -> list[_Expiry]:
     """Certificates and МЧД of every clinic, soonest expiry first (the page marks those within 30 days)."""
     from services.pipeline.signing import mchd_expiry
 
     now = dt.datetime.now(dt.UTC)
     config = console.organizations()
-    rows = []
+    rows: list[_Expiry] = []
     for org, role, cred in config.credentials():
         cert = cred.certificate
         rows.append(

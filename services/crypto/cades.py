@@ -352,6 +352,46 @@ def verify_signature(
     Its result may be cached for bytes that recur (an МЧД's signature); :func:`check_certificate` must
     then still run for each moment of use.
     """
+    sd, si = _only_signer_info(cms_der, parsed)
+    try:
+        cert = _find_signer_cert(sd, si["sid"])
+        digest_oid = si["digest_algorithm"]["algorithm"].dotted
+        sig_oid = si["signature_algorithm"]["algorithm"].dotted
+        signature = si["signature"].native
+        signed_attrs = si["signed_attrs"]
+        has_attrs = bool(signed_attrs.contents)
+    except PermanentError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _fail("SIGNATURE_DECODING_ERROR", f"unreadable SignerInfo: {exc}") from None
+    if cert is None:
+        raise _fail("NO_END_ENTITY_CERTIFICATE", "the signer's certificate is not in the CMS")
+    public_key = _signer_key(cert, digest_oid, sig_oid)
+    if not has_attrs:
+        raise _fail("NO_SIGNED_ATTRIBUTES", "no signed attributes: not a CAdES signature")
+    message_digest, signing_time, ess_v2, ess_v1, tbs = _signed_attributes(signed_attrs)
+
+    bits = public_key.curve.size * 8
+    computed = _document_digest(data, bits, digests)
+    if message_digest is None or not hmac.compare_digest(message_digest, computed):
+        raise _fail("DIGEST_MISMATCH", "the messageDigest is not the digest of this document")
+    if not public_key.verify_digest(gost.streebog(tbs, bits), signature):
+        raise _fail("SIGNATURE_INVALID", "the signature does not verify with the signer's key")
+    _check_ess(cert, ess_v2, ess_v1)
+    if signing_time is None:
+        raise _fail("NO_SIGNING_TIME", "no signingTime attribute")
+    return VerifiedSignature(
+        certificate=cert,
+        signing_time=signing_time,
+        digest_algorithm=digest_oid,
+        message_digest=message_digest,
+    )
+
+
+def _only_signer_info(
+    cms_der: bytes, parsed: cms.ContentInfo | None
+) -> tuple[cms.SignedData, cms.SignerInfo]:
+    """(SignedData, its one SignerInfo) of the CMS; DECODING_ERROR or MULTIPLE_SIGNERS otherwise."""
     try:
         info = parsed if parsed is not None else cms.ContentInfo.load(cms_der, strict=True)
         if info["content_type"].dotted != _OID_SIGNED_DATA:
@@ -366,20 +406,13 @@ def verify_signature(
     if count != 1:
         raise _fail("MULTIPLE_SIGNERS", f"expected exactly one signer, found {count}")
     try:
-        si = signer_infos[0]
-        sid = si["sid"]
-        cert = _find_signer_cert(sd, sid)
-        digest_oid = si["digest_algorithm"]["algorithm"].dotted
-        sig_oid = si["signature_algorithm"]["algorithm"].dotted
-        signature = si["signature"].native
-        signed_attrs = si["signed_attrs"]
-        has_attrs = bool(signed_attrs.contents)
-    except PermanentError:
-        raise
+        return sd, signer_infos[0]
     except (ValueError, TypeError, KeyError) as exc:
         raise _fail("SIGNATURE_DECODING_ERROR", f"unreadable SignerInfo: {exc}") from None
-    if cert is None:
-        raise _fail("NO_END_ENTITY_CERTIFICATE", "the signer's certificate is not in the CMS")
+
+
+def _signer_key(cert: Certificate, digest_oid: str, sig_oid: str) -> gost.PublicKey:
+    """The certificate's GOST R 34.10-2012 key, when the digest and signature algorithms are of its size."""
     try:
         public_key = cert.public_key
     except PermanentError:
@@ -391,8 +424,14 @@ def verify_signature(
         or _SIGNATURE_SIZES.get(sig_oid) != size
     ):
         raise _fail("UNKNOWN_ALGORITHM", f"unsupported algorithms: digest {digest_oid}, signature {sig_oid}")
-    if not has_attrs:
-        raise _fail("NO_SIGNED_ATTRIBUTES", "no signed attributes: not a CAdES signature")
+    return public_key
+
+
+def _signed_attributes(
+    signed_attrs: cms.CMSAttributes,
+) -> tuple[bytes | None, dt.datetime | None, list[cms.CMSAttribute], list[cms.CMSAttribute], bytes]:
+    """(messageDigest, signingTime, ESS signingCertificateV2 values, ESS signingCertificate values, the bytes
+    the signature is over) of the signed attributes."""
     try:
         md_values = _attr_values(signed_attrs, _OID_MESSAGE_DIGEST)
         message_digest = md_values[0].native if md_values else None
@@ -403,26 +442,17 @@ def verify_signature(
         tbs = b"\x31" + signed_attrs.dump()[1:]  # signed as a SET, carried as [0]
     except (ValueError, TypeError, KeyError) as exc:
         raise _fail("SIGNATURE_DECODING_ERROR", f"unreadable signed attributes: {exc}") from None
+    return message_digest, signing_time, ess_v2, ess_v1, tbs
 
-    bits = size * 8
+
+def _document_digest(data: bytes, bits: int, digests: MutableMapping[int, bytes] | None) -> bytes:
+    """Streebog-``bits`` of ``data``, taken from ``digests`` when it has it, else computed and put there."""
     computed = digests.get(bits) if digests is not None else None
     if computed is None:
         computed = gost.streebog(data, bits)
         if digests is not None:
             digests[bits] = computed
-    if message_digest is None or not hmac.compare_digest(message_digest, computed):
-        raise _fail("DIGEST_MISMATCH", "the messageDigest is not the digest of this document")
-    if not public_key.verify_digest(gost.streebog(tbs, bits), signature):
-        raise _fail("SIGNATURE_INVALID", "the signature does not verify with the signer's key")
-    _check_ess(cert, ess_v2, ess_v1)
-    if signing_time is None:
-        raise _fail("NO_SIGNING_TIME", "no signingTime attribute")
-    return VerifiedSignature(
-        certificate=cert,
-        signing_time=signing_time,
-        digest_algorithm=digest_oid,
-        message_digest=message_digest,
-    )
+    return computed
 
 
 def check_certificate(

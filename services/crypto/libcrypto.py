@@ -135,10 +135,11 @@ def load_gost_provider() -> bool:
 def _gost_engine() -> int | None:
     """The OpenSSL ``gost`` engine (loaded from ENGINESDIR on first use), or None."""
     lib = load()
-    engine = lib.ENGINE_by_id(b"gost") if lib is not None else None
+    if lib is None:
+        return None
+    engine = lib.ENGINE_by_id(b"gost")
     if not engine or lib.ENGINE_init(engine) != 1:
-        if lib is not None:
-            lib.ERR_clear_error()
+        lib.ERR_clear_error()
         return None
     return engine
 
@@ -155,6 +156,27 @@ class CipherUnavailable(ConfigurationError):
     """The requested cipher is not available in this libcrypto (a key container this deployment cannot open)."""
 
     reason = "CIPHER_UNAVAILABLE"
+
+
+def _init_with_params(
+    lib: ctypes.CDLL, ctx: int, cipher: int, engine: int | None, key: bytes, asn1_params: bytes, name: str
+) -> None:
+    """Set up ``ctx`` for decryption as OpenSSL's own PBES2 does: the cipher, then its ASN.1 parameters (which
+    carry the IV), then the key."""
+    if lib.EVP_CipherInit_ex(ctx, cipher, engine, None, None, 0) != 1:
+        raise ValueError(f"{name}: init failed")
+    buf = ctypes.create_string_buffer(asn1_params, len(asn1_params))
+    pp = ctypes.c_char_p(ctypes.addressof(buf))
+    atype = lib.d2i_ASN1_TYPE(None, ctypes.byref(pp), len(asn1_params))
+    if not atype:
+        raise ValueError(f"{name}: bad parameters")
+    try:
+        if lib.EVP_CIPHER_asn1_to_param(ctx, atype) <= 0:
+            raise CipherUnavailable(f"{name}: OpenSSL rejected the cipher parameters")
+    finally:
+        lib.ASN1_TYPE_free(atype)
+    if lib.EVP_CipherInit_ex(ctx, None, None, key, None, 0) != 1:
+        raise ValueError(f"{name}: init failed")
 
 
 def cipher_decrypt(
@@ -189,21 +211,7 @@ def cipher_decrypt(
         if asn1_params is None and len(iv) != lib.EVP_CIPHER_get_iv_length(cipher):
             raise ValueError(f"{name}: IV must be {lib.EVP_CIPHER_get_iv_length(cipher)} bytes")
         if asn1_params is not None:
-            # as OpenSSL's own PBES2 does: cipher, then its ASN.1 parameters, then the key
-            if lib.EVP_CipherInit_ex(ctx, cipher, engine, None, None, 0) != 1:
-                raise ValueError(f"{name}: init failed")
-            buf = ctypes.create_string_buffer(asn1_params, len(asn1_params))
-            pp = ctypes.c_char_p(ctypes.addressof(buf))
-            atype = lib.d2i_ASN1_TYPE(None, ctypes.byref(pp), len(asn1_params))
-            if not atype:
-                raise ValueError(f"{name}: bad parameters")
-            try:
-                if lib.EVP_CIPHER_asn1_to_param(ctx, atype) <= 0:
-                    raise CipherUnavailable(f"{name}: OpenSSL rejected the cipher parameters")
-            finally:
-                lib.ASN1_TYPE_free(atype)
-            if lib.EVP_CipherInit_ex(ctx, None, None, key, None, 0) != 1:
-                raise ValueError(f"{name}: init failed")
+            _init_with_params(lib, ctx, cipher, engine, key, asn1_params, name)
         elif lib.EVP_CipherInit_ex(ctx, cipher, None, key, iv, 0) != 1:
             raise ValueError(f"{name}: init failed")
         lib.EVP_CIPHER_CTX_set_padding(ctx, 1 if padding else 0)
@@ -233,7 +241,7 @@ class Pkey:
     def __del__(self) -> None:
         if self.handle:
             self._lib.EVP_PKEY_free(self.handle)
-            self.handle = None
+            self.handle = 0
 
 
 @functools.cache

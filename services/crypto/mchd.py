@@ -83,9 +83,7 @@ MAX_MCHD_BYTES = 1_000_000
 _NS = {"m": EMCHD_NS}
 
 
-def _log():
-    # looked up per call: a logger bound at import would keep the configuration of that moment
-    return get_logger(__name__)
+log = get_logger(__name__)  # lazy (services.logs): it follows the configure() made at start-up
 
 
 @dataclass(frozen=True)
@@ -184,7 +182,7 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
         raise _invalid(f"ВерсФорм is {root.get('ВерсФорм')!r}, expected {EMCHD_VERSION}")
     dover = root.find("m:Документ/m:Довер", _NS)
     sv = None if dover is None else dover.find("m:СвДов", _NS)
-    if sv is None:
+    if dover is None or sv is None:
         raise _invalid("Документ/Довер/СвДов is missing", field="СвДов")
     number = _required(sv.get("НомДовер"), "НомДовер").lower()
     try:
@@ -198,7 +196,7 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
 
     principal_part = dover.find("m:СвДоверит", _NS)
     org = _find_with(principal_part, "ИННЮЛ")
-    if org is None:
+    if principal_part is None or org is None:
         raise _invalid(
             "the principal organisation (element with ИННЮЛ under СвДоверит) is missing", field="СвРосОрг"
         )
@@ -211,7 +209,7 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
     family, given, patronymic = _fio(rep)
 
     powers = tuple(
-        Power(code=p.get("КодПолн").strip(), name=p.get("НаимПолн"))
+        Power(code=(p.get("КодПолн") or "").strip(), name=p.get("НаимПолн"))
         for p in dover.findall("m:СвПолн/m:МашПолн", _NS)
         if (p.get("КодПолн") or "").strip()
     )
@@ -420,7 +418,7 @@ def check_mchd_terms(
             reason="MCHD_POWERS_MISSING",
             number=poa.number,
         )
-    _log().info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
+    log.info("mchd_accepted", number=poa.number, valid_until=poa.valid_until.isoformat())
 
 
 def mchd_reference(poa: PowerOfAttorney, xml: bytes | None = None, signature: bytes = b"") -> dict[str, str]:

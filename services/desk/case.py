@@ -10,20 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from producer.ids import normalize_message_id
 from services.desk.deadletters import DeadLetter, iso, mask_event, mask_xml
 from services.remd import codes
+
+if TYPE_CHECKING:
+    from services.lifecycle import Attempt, Document, LifecycleStore
+    from services.pipeline.exchanges import ExchangeArchive, KeptExchange
 
 
 @dataclass
 class Case:
     local_uid: str
     dead_letters: list[DeadLetter]  # newest first
-    document: Any = None  # lifecycle Document, when the sender knew it
-    attempts: list[Any] = field(default_factory=list)  # lifecycle Attempts, oldest first
-    exchanges: dict[str, Any] = field(default_factory=dict)  # normalised MessageID → KeptExchange
+    document: Document | None = None  # when the sender knew it
+    attempts: list[Attempt] = field(default_factory=list)  # oldest first
+    exchanges: dict[str, KeptExchange] = field(default_factory=dict)  # normalised MessageID → its exchange
 
     @property
     def latest(self) -> DeadLetter | None:
@@ -41,7 +45,11 @@ class Case:
 
 
 def build_case(
-    local_uid: str, letters: Sequence[DeadLetter], *, lifecycle: Any = None, archive: Any = None
+    local_uid: str,
+    letters: Sequence[DeadLetter],
+    *,
+    lifecycle: LifecycleStore | None = None,
+    archive: ExchangeArchive | None = None,
 ) -> Case:
     """The case of ``local_uid`` (``letters``: its dead letters, newest first)."""
     case = Case(local_uid, list(letters))

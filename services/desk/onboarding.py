@@ -14,12 +14,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from producer import cda
 from producer.errors import EmdError
 from producer.xmlsafe import parse_xml
-from services.lifecycle import FAILED, REGISTERED
+from services.lifecycle import FAILED, REGISTERED, LifecycleStore
+
+if TYPE_CHECKING:
+    from services.lifecycle.desk import DeskStore
 
 POLL_SECONDS = 1.0
 
@@ -45,8 +48,8 @@ def run_test(
     document: bytes,
     *,
     publish: Callable[[bytes], str],
-    lifecycle: Any,
-    desk: Any,
+    lifecycle: LifecycleStore,
+    desk: DeskStore,
     actor: str,
     timeout: float = 300.0,
     say: Callable[[str], None] = lambda s: None,

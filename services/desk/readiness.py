@@ -114,7 +114,6 @@ def check(
 
     ``reachable(url)`` → None when the URL answers, else why not (default: an HTTP GET with a short timeout).
     """
-    from services.crypto import mchd
     from services.pipeline import routing
 
     now = now or dt.datetime.now(dt.UTC)
@@ -137,80 +136,8 @@ def check(
     if org is None:
         return lines
 
-    if not org.doctors:
-        lines.append(
-            Line(
-                "doctors' certificates",
-                org.mode == "mis",
-                "ok: the МИС signs for its doctors (mode mis)"
-                if org.mode == "mis"
-                else "no doctor's key configured (server mode needs each doctor's)",
-            )
-        )
-    for snils, cred in sorted(org.doctors.items()):
-        lines.append(
-            _certificate(
-                f"doctor ***-***-*** {snils[-2:]}",
-                cred.certificate,
-                now=now,
-                cas=cas,
-                usable=cred.usable,
-                need_snils=True,
-            )
-        )
-
-    if org.organization is None:
-        lines.append(
-            Line(
-                "organisation certificate",
-                False,
-                "no organisation key: documents whose kind needs the "
-                "organisation's signature (MO_SIGN) cannot be signed",
-            )
-        )
-    else:
-        line = _certificate(
-            "organisation certificate",
-            org.organization.certificate,
-            now=now,
-            cas=cas,
-            usable=org.organization.usable,
-        )
-        cert_ogrn = org.organization.certificate.ogrn
-        if line.ok and cert_ogrn and cert_ogrn != org.ogrn:
-            line = Line(line.item, False, f"the certificate's ОГРН is not the organisation's {org.ogrn}")
-        lines.append(line)
-        if org.mchd is None:
-            lines.append(Line("МЧД", True, "ok: none configured (the certificate is the head's own)"))
-        else:
-            try:
-                mchd.check_mchd(
-                    org.mchd.poa,
-                    signature_der=org.mchd.signature,
-                    employee_certificate=org.organization.certificate,
-                    organization_inn=org.inn,
-                    organization_ogrn=org.ogrn,
-                    at=now,
-                    revoked=config.revoked,
-                    required_powers=config.required_powers,
-                )
-                poa = org.mchd.poa
-                lines.append(
-                    Line(
-                        "МЧД",
-                        True,
-                        f"ok: {poa.number}, until {poa.valid_until.isoformat()}, powers "
-                        f"{', '.join(sorted(poa.power_codes & config.required_powers))}",
-                    )
-                )
-            except EmdError as exc:
-                lines.append(
-                    Line(
-                        "МЧД",
-                        False,
-                        f"{exc.reason}: {exc.message} — {_MCHD_ACTIONS.get(exc.reason, 'issue a new МЧД')}",
-                    )
-                )
+    lines += _doctor_lines(org, now=now, cas=cas)
+    lines += _organization_lines(org, config, now=now, cas=cas)
 
     remd = org.remd
     if remd is None:
@@ -309,3 +236,90 @@ def _http_reachable(url: str) -> str | None:
         return None
     except httpx.HTTPError as exc:
         return type(exc).__name__
+
+
+def _doctor_lines(org: Any, *, now: dt.datetime, cas: Sequence[Certificate]) -> list[Line]:
+    """Each doctor's certificate, or why none is needed (mode mis) or missing."""
+    lines: list[Line] = []
+    if not org.doctors:
+        lines.append(
+            Line(
+                "doctors' certificates",
+                org.mode == "mis",
+                "ok: the МИС signs for its doctors (mode mis)"
+                if org.mode == "mis"
+                else "no doctor's key configured (server mode needs each doctor's)",
+            )
+        )
+    for snils, cred in sorted(org.doctors.items()):
+        lines.append(
+            _certificate(
+                f"doctor ***-***-*** {snils[-2:]}",
+                cred.certificate,
+                now=now,
+                cas=cas,
+                usable=cred.usable,
+                need_snils=True,
+            )
+        )
+    return lines
+
+
+def _organization_lines(org: Any, config: Any, *, now: dt.datetime, cas: Sequence[Certificate]) -> list[Line]:
+    """The organisation's certificate (its ОГРН the organisation's) and its МЧД."""
+    from services.crypto import mchd
+
+    lines: list[Line] = []
+    if org.organization is None:
+        lines.append(
+            Line(
+                "organisation certificate",
+                False,
+                "no organisation key: documents whose kind needs the "
+                "organisation's signature (MO_SIGN) cannot be signed",
+            )
+        )
+    else:
+        line = _certificate(
+            "organisation certificate",
+            org.organization.certificate,
+            now=now,
+            cas=cas,
+            usable=org.organization.usable,
+        )
+        cert_ogrn = org.organization.certificate.ogrn
+        if line.ok and cert_ogrn and cert_ogrn != org.ogrn:
+            line = Line(line.item, False, f"the certificate's ОГРН is not the organisation's {org.ogrn}")
+        lines.append(line)
+        if org.mchd is None:
+            lines.append(Line("МЧД", True, "ok: none configured (the certificate is the head's own)"))
+        else:
+            try:
+                mchd.check_mchd(
+                    org.mchd.poa,
+                    signature_der=org.mchd.signature,
+                    employee_certificate=org.organization.certificate,
+                    organization_inn=org.inn,
+                    organization_ogrn=org.ogrn,
+                    at=now,
+                    revoked=config.revoked,
+                    required_powers=config.required_powers,
+                )
+                poa = org.mchd.poa
+                lines.append(
+                    Line(
+                        "МЧД",
+                        True,
+                        f"ok: {poa.number}, until {poa.valid_until.isoformat()}, powers "
+                        f"{', '.join(sorted(poa.power_codes & config.required_powers))}",
+                    )
+                )
+            except EmdError as exc:
+                lines.append(
+                    Line(
+                        "МЧД",
+                        False,
+                        f"{exc.reason}: {exc.message} — {_MCHD_ACTIONS.get(exc.reason, 'issue a new МЧД')}",
+                    )
+                )
+    return lines

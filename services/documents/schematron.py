@@ -113,28 +113,10 @@ def to_xslt(sch: etree._Element | bytes, *, walk_all: bool = False) -> tuple[byt
     ``walk_all``: always walk the whole document per pattern (no name-indexed selection); the
     results are the same, only slower. Default False.
     """
-    schema = (
-        etree.fromstring(
-            sch,
-            etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True),
-        )
-        if isinstance(sch, (bytes, bytearray))
-        else sch
-    )
-    if schema.tag != f"{{{SCH}}}schema":
-        raise SchematronError(f"not an ISO Schematron schema: root is {schema.tag!r}")
-    binding = (schema.get("queryBinding") or "xslt").lower()
-    if binding not in ("xslt", "xslt2", "xslt3", "xpath2", "xpath3", "xpath31"):
-        raise SchematronError(f"queryBinding {binding!r} is not supported")
-    for el in schema.iter(f"{{{SCH}}}*"):
-        if _local(el) in _UNSUPPORTED or el.get("abstract") == "true" or el.get("is-a"):
-            raise SchematronError(
-                f"Schematron construct <{_local(el)}> (line {el.sourceline}) is not supported"
-            )
-
-    nsmap = {"xsl": XSL, "err": _ERR}
+    schema = _supported_schema(sch)
+    nsmap: dict[str | None, str] = {"xsl": XSL, "err": _ERR}
     for ns in _sch_children(schema, "ns"):
-        nsmap[ns.get("prefix")] = ns.get("uri")
+        nsmap[ns.get("prefix")] = _attribute(ns, "uri")
     X = f"{{{XSL}}}"
     sheet = etree.Element(X + "stylesheet", nsmap=nsmap, version="3.0")
     sheet.set("exclude-result-prefixes", "#all")
@@ -158,34 +140,79 @@ def to_xslt(sch: etree._Element | bytes, *, walk_all: bool = False) -> tuple[byt
             out, X + "apply-templates", mode=mode, select=" | ".join(targets) if targets else "/"
         )
         etree.SubElement(
-            sheet, X + "mode", name=mode, **{"on-no-match": "deep-skip" if targets else "shallow-skip"}
+            sheet, X + "mode", {"name": mode, "on-no-match": "deep-skip" if targets else "shallow-skip"}
         )
         for r_index, rule in enumerate(rules):
-            context = rule.get("context")
-            if not context:
-                raise SchematronError(f"rule without @context (line {rule.sourceline})")
-            tpl = etree.SubElement(
-                sheet, X + "template", match=context, mode=mode, priority=str(len(rules) - r_index)
+            tpl = _rule_template(
+                sheet, rule, mode, priority=len(rules) - r_index, pattern=p_name, checks=checks
             )
-            for child in _sch_children(rule):
-                name = _local(child)
-                if name == "let":
-                    _variable(tpl, child)
-                elif name in ("assert", "report"):
-                    check = Check(
-                        index=len(checks),
-                        kind=name,
-                        pattern=p_name,
-                        context=context,
-                        test=child.get("test"),
-                        role=child.get("role"),
-                        id=child.get("id"),
-                    )
-                    checks.append(check)
-                    _emit_check(tpl, check, child)
             if not targets:
                 etree.SubElement(tpl, X + "apply-templates", select="@*|node()", mode=mode)
     return etree.tostring(sheet, encoding="UTF-8", xml_declaration=True), tuple(checks)
+
+
+def _supported_schema(sch: etree._Element | bytes) -> etree._Element:
+    """The schema's root, parsed without entities or network; SchematronError for what is not supported."""
+    schema = (
+        etree.fromstring(
+            sch,
+            etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True),
+        )
+        if isinstance(sch, (bytes, bytearray))
+        else sch
+    )
+    if schema.tag != f"{{{SCH}}}schema":
+        raise SchematronError(f"not an ISO Schematron schema: root is {schema.tag!r}")
+    binding = (schema.get("queryBinding") or "xslt").lower()
+    if binding not in ("xslt", "xslt2", "xslt3", "xpath2", "xpath3", "xpath31"):
+        raise SchematronError(f"queryBinding {binding!r} is not supported")
+    for el in schema.iter(f"{{{SCH}}}*"):
+        if _local(el) in _UNSUPPORTED or el.get("abstract") == "true" or el.get("is-a"):
+            raise SchematronError(
+                f"Schematron construct <{_local(el)}> (line {el.sourceline}) is not supported"
+            )
+    return schema
+
+
+def _rule_template(
+    sheet: etree._Element,
+    rule: etree._Element,
+    mode: str,
+    *,
+    priority: int,
+    pattern: str,
+    checks: list[Check],
+) -> etree._Element:
+    """One rule as an XSLT template of its pattern's mode, each assert and report a check added to ``checks``."""
+    context = rule.get("context")
+    if not context:
+        raise SchematronError(f"rule without @context (line {rule.sourceline})")
+    tpl = etree.SubElement(sheet, f"{{{XSL}}}template", match=context, mode=mode, priority=str(priority))
+    for child in _sch_children(rule):
+        name = _local(child)
+        if name == "let":
+            _variable(tpl, child)
+        elif name in ("assert", "report"):
+            check = Check(
+                index=len(checks),
+                kind=name,
+                pattern=pattern,
+                context=context,
+                test=_attribute(child, "test"),
+                role=child.get("role"),
+                id=child.get("id"),
+            )
+            checks.append(check)
+            _emit_check(tpl, check, child)
+    return tpl
+
+
+def _attribute(el: etree._Element, name: str) -> str:
+    """An attribute the construct cannot do without; SchematronError naming the construct when absent."""
+    value = el.get(name)
+    if value is None:
+        raise SchematronError(f"<{_local(el)}> without @{name} (line {el.sourceline})")
+    return value
 
 
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -220,9 +247,10 @@ def _targets(contexts: list[str]) -> list[str] | None:
 
 
 def _variable(parent: etree._Element, let: etree._Element) -> None:
-    var = etree.SubElement(parent, f"{{{XSL}}}variable", name=let.get("name"))
-    if let.get("value") is not None:
-        var.set("select", let.get("value"))
+    var = etree.SubElement(parent, f"{{{XSL}}}variable", name=_attribute(let, "name"))
+    value = let.get("value")
+    if value is not None:
+        var.set("select", value)
 
 
 def _emit_check(tpl: etree._Element, check: Check, source: etree._Element) -> None:
@@ -246,7 +274,7 @@ def _message(target: etree._Element, source: etree._Element) -> None:
     for child in source:
         name = _local(child) if isinstance(child.tag, str) and child.tag.startswith("{" + SCH) else ""
         if name == "value-of":
-            last = etree.SubElement(target, X + "value-of", select=child.get("select"))
+            last = etree.SubElement(target, X + "value-of", select=_attribute(child, "select"))
         elif name == "name":
             last = etree.SubElement(target, X + "value-of", select=f"name({child.get('path') or '.'})")
         else:  # emph, dir, span, foreign elements: their text only
@@ -300,9 +328,9 @@ class CompiledSchematron:
         root = etree.fromstring(result.encode("utf-8"))
         hits = []
         for f in root:
-            check = self.checks[int(f.get("i"))]
+            check = self.checks[int(f.attrib["i"])]  # the stylesheet writes i and l on every hit
             hits.append(
-                SchematronHit(check=check, message=_squash("".join(f.itertext())), location=f.get("l"))
+                SchematronHit(check=check, message=_squash("".join(f.itertext())), location=f.attrib["l"])
             )
         return hits
 

@@ -53,9 +53,7 @@ HL7_NS = "urn:hl7-org:v3"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "semd"
 
 
-def _log():
-    # looked up per call: a logger bound at import would keep the configuration of that moment
-    return get_logger(__name__)
+log = get_logger(__name__)  # lazy (services.logs): it follows the configure() made at start-up
 
 
 @dataclass(frozen=True)
@@ -148,6 +146,14 @@ def has_xsd(kind: str) -> bool:
     return d is not None and (d / "CDA.xsd").is_file()
 
 
+def _kind_file(kind: str, name: str) -> Path:
+    """``name`` in the folder of ``kind``; its callers asked ``has_xsd`` or ``has_schematron`` first."""
+    folder = _kind_dir(kind)
+    if folder is None:
+        raise ConfigurationError(f"no schema folder for kind {kind!r}", reason="SCHEMA_BROKEN", kind=kind)
+    return folder / name
+
+
 def has_schematron(kind: str) -> bool:
     d = _kind_dir(kind)
     return d is not None and (d / "schematron.sch").is_file()
@@ -165,7 +171,7 @@ def _xsd_for(kind: str) -> etree.XMLSchema:
     with _lock("xsd-load:" + kind):
         schema = _xsd.get(kind)
         if schema is None:
-            path = _kind_dir(kind) / "CDA.xsd"
+            path = _kind_file(kind, "CDA.xsd")
             # the schema set is our own packaged data; includes are resolved from disk, never the network
             parser = etree.XMLParser(no_network=True, resolve_entities=False)
             try:
@@ -174,7 +180,7 @@ def _xsd_for(kind: str) -> etree.XMLSchema:
                 raise ConfigurationError(
                     f"XSD for kind {kind} does not load: {exc}", reason="SCHEMA_BROKEN", kind=kind
                 ) from None
-            _log().info("xsd_loaded", kind=kind)
+            log.info("xsd_loaded", kind=kind)
         return schema
 
 
@@ -182,8 +188,8 @@ def _schematron_for(kind: str) -> CompiledSchematron:
     with _lock("sch-load:" + kind):
         compiled = _sch.get(kind)
         if compiled is None:
-            compiled = _sch[kind] = compile_schematron(_kind_dir(kind) / "schematron.sch")
-            _log().info("schematron_compiled", kind=kind, checks=len(compiled.checks))
+            compiled = _sch[kind] = compile_schematron(_kind_file(kind, "schematron.sch"))
+            log.info("schematron_compiled", kind=kind, checks=len(compiled.checks))
         return compiled
 
 
@@ -318,7 +324,7 @@ def _validate(root: etree._Element, kind: str, *, schematron: bool, stop_on_xsd:
         checked_xsd=checked_xsd,
         checked_schematron=checked_sch,
     )
-    _log().debug(
+    log.debug(
         "semd_validated",
         kind=kind,
         checked_xsd=checked_xsd,

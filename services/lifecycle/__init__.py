@@ -32,7 +32,7 @@ holds only its dialect):
   ``LifecycleStore`` is the interface both satisfy; ``open_store(data_dir, url=EMD_LIFECYCLE_STORE)`` is
   the one place that picks the backend.
 
-Every MessageID is stored normalised (``services.remd.normalize_message_id``) so any spelling matches.
+Every MessageID is stored normalised (``producer.ids.normalize_message_id``) so any spelling matches.
 """
 
 from __future__ import annotations

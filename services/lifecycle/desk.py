@@ -113,9 +113,12 @@ def _now() -> str:
 
 
 def _dt(text: Any) -> datetime | None:
-    if text is None:
-        return None
-    t = text if isinstance(text, datetime) else datetime.fromisoformat(str(text))
+    return None if text is None else _at(text)
+
+
+def _at(value: Any) -> datetime:
+    """A time column that is never NULL, as an aware datetime (SQLite keeps text, PostgreSQL timestamptz)."""
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -318,7 +321,7 @@ class DeskStore:
                 f"FROM desk_exchanges WHERE message_id IN ({','.join('?' * len(ids))})",
                 tuple(ids),
             )
-        return {r[0]: Exchange(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6])) for r in rows}
+        return {r[0]: Exchange(r[0], r[1], r[2], r[3], r[4], r[5], _at(r[6])) for r in rows}
 
     # --- audit -----------------------------------------------------------------------------------
     @staticmethod
@@ -340,7 +343,7 @@ class DeskStore:
                 "SELECT at, actor, action, target, detail FROM desk_audit ORDER BY at DESC LIMIT ?",
                 (int(limit),),
             )
-        return [AuditEntry(_dt(r[0]), r[1], r[2], r[3], json.loads(r[4] or "{}")) for r in rows]
+        return [AuditEntry(_at(r[0]), r[1], r[2], r[3], json.loads(r[4] or "{}")) for r in rows]
 
     def close(self) -> None:
         self.db.close()

@@ -141,7 +141,7 @@ class PostgresDatabase:
             raise RuntimeError("the database is closed")
         if self._conn is None or self._conn.closed:
             try:
-                params = conninfo_to_dict(self._url)  # the URL's own connect_timeout wins
+                params: dict[str, Any] = conninfo_to_dict(self._url)  # the URL's own connect_timeout wins
                 params.setdefault("connect_timeout", str(max(1, int(self._connect_timeout))))
                 self._conn = psycopg.connect(**params, autocommit=True, row_factory=dict_row)
             except psycopg.OperationalError as exc:

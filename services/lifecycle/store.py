@@ -129,6 +129,13 @@ class SqlLifecycleStore:
         sql = "SELECT * FROM {documents} WHERE local_uid = ?" + (" {for_update}" if lock else "")
         return self._document(db.execute(self._q(sql), (local_uid,)).fetchone())
 
+    def _updated(self, db: Any, local_uid: str) -> Document:
+        """The document this transaction has just updated (its transition check found it)."""
+        doc = self._get(db, local_uid)
+        if doc is None:
+            raise LookupError(f"document {local_uid} vanished inside its own transaction")
+        return doc
+
     # --- the LifecycleStore interface -------------------------------------------------------------
 
     def _insert(
@@ -321,7 +328,7 @@ class SqlLifecycleStore:
                 ),
                 (ACCEPTED, mid, at, at, local_uid),
             )
-            return self._get(db, local_uid)  # type: ignore[return-value]
+            return self._updated(db, local_uid)
 
     def mark_registered(
         self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
@@ -336,7 +343,7 @@ class SqlLifecycleStore:
                 ),
                 (REGISTERED, emdr_id, at, at, local_uid),
             )
-            return self._get(db, local_uid)  # type: ignore[return-value]
+            return self._updated(db, local_uid)
 
     def mark_failed(
         self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
@@ -351,7 +358,7 @@ class SqlLifecycleStore:
                 ),
                 (FAILED, reason, code, message, at, at, local_uid),
             )
-            return self._get(db, local_uid)  # type: ignore[return-value]
+            return self._updated(db, local_uid)
 
     def history(self, local_uid: str) -> list[Attempt]:
         with self.db.reading() as db:

@@ -59,16 +59,18 @@ def retry_headers(
     reason: str,
     attempt: int | None = None,
     message_ids: Sequence[str] = (),
+    now: float | None = None,
 ) -> dict[str, bytes]:
     """Headers of a record going to a retry tier: the origin it first came from (kept across tiers), when it is
-    due, why, and (when given) its attempt count and every MessageID so far."""
+    due (``delay`` seconds after ``now``, epoch seconds, default the present), why, and (when given) its attempt
+    count and every MessageID so far."""
     out = {k: v if isinstance(v, bytes) else str(v).encode() for k, v in headers.items()}
     out.setdefault(RETRY_ORIGINAL_TOPIC, topic.encode())
     if partition is not None:
         out.setdefault(RETRY_ORIGINAL_PARTITION, str(partition).encode())
     if offset is not None:
         out.setdefault(RETRY_ORIGINAL_OFFSET, str(offset).encode())
-    out[RETRY_DUE] = str(int((time.time() + delay) * 1000)).encode()
+    out[RETRY_DUE] = str(int(((time.time() if now is None else now) + delay) * 1000)).encode()
     out[RETRY_REASON] = reason.encode()
     if attempt is not None:
         out[ATTEMPTS] = str(attempt).encode()
@@ -99,6 +101,11 @@ class Failure:
     kind: str | None = None
     organization: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def utc(epoch_seconds: float) -> datetime:
+    """An epoch time as an aware UTC datetime (a failure's ``at``)."""
+    return datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 def _s(v: bytes | str | None) -> str | None:

@@ -57,7 +57,7 @@ class Output:
             topology.topic_of_event(event["type"]),
             events.encode(dict(event)),
             key if key is not None else event["data"]["localUid"],
-            dict(events.headers_for(event)),
+            dict(events.headers_for(dict(event))),
         )
 
     def encoded(self) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:

@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,10 +133,10 @@ class AwaitingCollector:
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.store: Any = None
+        self.store: lc.LifecycleStore | None = None
         self.clock = clock
 
-    def watch(self, store: Any) -> None:
+    def watch(self, store: lc.LifecycleStore) -> None:
         self.store = store
 
     def describe(self) -> list[GaugeMetricFamily]:
@@ -230,7 +230,7 @@ def _status(
 
 
 def registered_outputs(
-    store: Any,
+    store: lc.LifecycleStore,
     doc: lc.Document,
     *,
     emdr_id: str,
@@ -267,11 +267,11 @@ def registered_outputs(
     ]
 
 
-def _warnings(item: Any) -> Sequence[soap.RemdError]:
+def _warnings(item: soap.RegistryItem | None) -> Sequence[soap.RemdError]:
     return tuple(getattr(item, "warnings", None) or ())
 
 
-def registered_at(item: Any) -> datetime:
+def registered_at(item: soap.RegistryItem | None) -> datetime:
     """When РЭМД registered the document, as its registry item says (a time without an offset is UTC); now
     when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the same."""
     text = getattr(item, "registration_date_time", None) or ""
@@ -321,7 +321,9 @@ def _dead_letter(
     return Output(topology.SENT_DLT.name, doc.signed_event or b"", doc.local_uid, dict(headers))
 
 
-def correlate(store: Any, result: soap.RegisterResult) -> tuple[lc.Document, lc.Attempt | None] | None:
+def correlate(
+    store: lc.LifecycleStore, result: soap.RegisterResult
+) -> tuple[lc.Document, lc.Attempt | None] | None:
     found = store.find_by_message_id(result.relates_to_message)
     if found is not None:
         return found
@@ -344,7 +346,7 @@ def _definitely_not_taken(a: lc.Attempt) -> bool:
     return a.outcome == TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
 
 
-def duplicate_candidates(store: Any, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
+def duplicate_candidates(store: lc.LifecycleStore, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
     return [
         a for a in store.history(doc.local_uid) if a.message_id != message_id and not _definitely_not_taken(a)
@@ -365,7 +367,7 @@ def _decided_elsewhere(conflict: lc.LifecycleConflict, **where: Any) -> list[Out
 def on_callback(
     raw: bytes,
     *,
-    store: Any,
+    store: lc.LifecycleStore,
     received_ms: int,
     pending_limit: float = 24 * 3600.0,
     retry_delay: float = 60.0,
@@ -394,7 +396,7 @@ def on_callback(
 def _on_callback(
     raw: bytes,
     *,
-    store: Any,
+    store: lc.LifecycleStore,
     received_ms: int,
     pending_limit: float,
     retry_delay: float,
@@ -405,52 +407,21 @@ def _on_callback(
     result = soap.parse_register_result(raw)
     callback_id = normalize_message_id(result.headers.message_id) or "?"
     waited = time.time() - received_ms / 1000
-    found = correlate(store, result)
-    if found is None:
-        if waited > pending_limit:
-            raise PermanentError(
-                f"callback for MessageID {result.relates_to_message} matches no document",
-                reason="CALLBACK_UNCORRELATED",
-                message_id=result.relates_to_message,
-            )
-        raise TransientError(
-            "callback arrived before its document is known; waiting",
-            reason="CALLBACK_UNCORRELATED",
-            defer=_wait_defer(waited, 30.0),
-        )
-    doc, attempt = found
+    doc, attempt = _correlated(store, result, waited=waited, pending_limit=pending_limit)
     mid = attempt.message_id if attempt else normalize_message_id(result.relates_to_message)
     mark = f"callback {callback_id}"
     replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
     if doc.state == lc.REGISTERED:
-        if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
-            return registered_outputs(
-                store,
-                doc,
-                emdr_id=doc.emdr_id,
-                message_id=_registering_id(store, doc, attempt),
-                environments=environments,
-                warnings=_warnings(result.registry_item),
-            )
-        emdr = result.registry_item.emdr_id if result.registry_item is not None else None
-        DUPLICATED_CALLBACKS.inc()
-        log.info(
-            "callback for a registered document ignored",
-            local_uid=doc.local_uid,
-            message_id=mid,
+        return _on_registered_document(
+            store,
+            doc,
+            attempt,
+            result,
+            replay=replay,
+            mid=mid,
             callback_id=callback_id,
-            status=result.status,
-            emdr_id=doc.emdr_id,
+            environments=environments,
         )
-        if emdr and emdr != doc.emdr_id:
-            log.warning(
-                "callback names another emdrId than the registered one",
-                local_uid=doc.local_uid,
-                emdr_id=doc.emdr_id,
-                callback_emdr_id=emdr,
-                message_id=mid,
-            )
-        return []
     if not replay and attempt is not None and attempt.outcome in DECIDED:
         DUPLICATED_CALLBACKS.inc()
         log.info(
@@ -463,30 +434,8 @@ def _on_callback(
         )
         return []
     if result.registered:
-        item = result.registry_item
-        assert item is not None and item.emdr_id
-        if attempt is not None:
-            store.record_outcome(
-                mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
-            )
-        if doc.state == lc.FAILED:
-            log.warning(
-                "registered after a dead letter: the dead letter is obsolete",
-                local_uid=doc.local_uid,
-                emdr_id=item.emdr_id,
-                message_id=mid,
-                failure_reason=doc.failure_reason,
-            )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
-        _acknowledged(doc, "callback")
-        log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
-        return registered_outputs(
-            store,
-            doc,
-            emdr_id=item.emdr_id,
-            message_id=mid,
-            environments=environments,
-            warnings=item.warnings,
+        return _registered_by_callback(
+            store, doc, attempt, result, mid=mid, mark=mark, environments=environments
         )
     errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
     if any(e.code == NOT_UNIQUE for e in errors):
@@ -575,7 +524,109 @@ def _on_callback(
     ]
 
 
-def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
+def _correlated(
+    store: lc.LifecycleStore, result: soap.RegisterResult, *, waited: float, pending_limit: float
+) -> tuple[lc.Document, lc.Attempt | None]:
+    """The document (and attempt) a callback answers; until ``pending_limit`` seconds an unknown one waits (it
+    may have overtaken its document), after that it is a dead letter."""
+    found = correlate(store, result)
+    if found is None:
+        if waited > pending_limit:
+            raise PermanentError(
+                f"callback for MessageID {result.relates_to_message} matches no document",
+                reason="CALLBACK_UNCORRELATED",
+                message_id=result.relates_to_message,
+            )
+        raise TransientError(
+            "callback arrived before its document is known; waiting",
+            reason="CALLBACK_UNCORRELATED",
+            defer=_wait_defer(waited, 30.0),
+        )
+    return found
+
+
+def _on_registered_document(
+    store: lc.LifecycleStore,
+    doc: lc.Document,
+    attempt: lc.Attempt | None,
+    result: soap.RegisterResult,
+    *,
+    replay: bool,
+    mid: str,
+    callback_id: str,
+    environments: Environments,
+) -> list[Output]:
+    """A callback for a document already registered: its own redelivery outputs again, any other is ignored."""
+    if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
+        return registered_outputs(
+            store,
+            doc,
+            emdr_id=doc.emdr_id,
+            message_id=_registering_id(store, doc, attempt),
+            environments=environments,
+            warnings=_warnings(result.registry_item),
+        )
+    emdr = result.registry_item.emdr_id if result.registry_item is not None else None
+    DUPLICATED_CALLBACKS.inc()
+    log.info(
+        "callback for a registered document ignored",
+        local_uid=doc.local_uid,
+        message_id=mid,
+        callback_id=callback_id,
+        status=result.status,
+        emdr_id=doc.emdr_id,
+    )
+    if emdr and emdr != doc.emdr_id:
+        log.warning(
+            "callback names another emdrId than the registered one",
+            local_uid=doc.local_uid,
+            emdr_id=doc.emdr_id,
+            callback_emdr_id=emdr,
+            message_id=mid,
+        )
+    return []
+
+
+def _registered_by_callback(
+    store: lc.LifecycleStore,
+    doc: lc.Document,
+    attempt: lc.Attempt | None,
+    result: soap.RegisterResult,
+    *,
+    mid: str,
+    mark: str,
+    environments: Environments,
+) -> list[Output]:
+    """A success callback: the attempt's outcome, the document registered (even after a dead letter), and
+    the acknowledged event and status."""
+    item = result.registry_item
+    assert item is not None and item.emdr_id
+    if attempt is not None:
+        store.record_outcome(
+            mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
+        )
+    if doc.state == lc.FAILED:
+        log.warning(
+            "registered after a dead letter: the dead letter is obsolete",
+            local_uid=doc.local_uid,
+            emdr_id=item.emdr_id,
+            message_id=mid,
+            failure_reason=doc.failure_reason,
+        )
+    doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+    _acknowledged(doc, "callback")
+    log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
+    return registered_outputs(
+        store,
+        doc,
+        emdr_id=item.emdr_id,
+        message_id=mid,
+        environments=environments,
+        warnings=item.warnings,
+    )
+
+
+def _registering_id(store: lc.LifecycleStore, doc: lc.Document, attempt: lc.Attempt) -> str:
     """The MessageID the acknowledged event names: the callback's own attempt when it registered, else (a
     duplicate) the earliest other attempt ИПС may have taken."""
     if attempt.outcome == REGISTERED:
@@ -585,7 +636,7 @@ def _registering_id(store: Any, doc: lc.Document, attempt: lc.Attempt) -> str:
 
 
 def _reconcile(
-    store: Any,
+    store: lc.LifecycleStore,
     doc: lc.Document,
     attempt: lc.Attempt | None,
     *,
@@ -642,12 +693,17 @@ def _reconcile(
 
 
 async def handle_callback(
-    raw: bytes, *, store: Any, poll: Callable[[lc.Document], Awaitable[Any]], received_ms: int, **options: Any
+    raw: bytes,
+    *,
+    store: lc.LifecycleStore,
+    poll: Callable[[lc.Document], Coroutine[Any, Any, soap.RegistryItem | None]],
+    received_ms: int,
+    **options: Any,
 ) -> list[Output]:
     """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
     loop = asyncio.get_running_loop()
 
-    def lookup(doc: lc.Document) -> Any:
+    def lookup(doc: lc.Document) -> soap.RegistryItem | None:
         return asyncio.run_coroutine_threadsafe(poll(doc), loop).result()
 
     return await asyncio.to_thread(
@@ -658,8 +714,8 @@ async def handle_callback(
 async def on_deadline(
     local_uid: str,
     *,
-    store: Any,
-    poll: Callable[[lc.Document], Awaitable[Any]],
+    store: lc.LifecycleStore,
+    poll: Callable[[lc.Document], Awaitable[soap.RegistryItem | None]],
     environments: Environments,
     group: str = "emd-status",
     final: bool = True,
@@ -682,7 +738,12 @@ async def on_deadline(
 
 
 def _after_poll(
-    local_uid: str, item: Any, *, store: Any, environments: Environments, group: str
+    local_uid: str,
+    item: soap.RegistryItem | None,
+    *,
+    store: lc.LifecycleStore,
+    environments: Environments,
+    group: str,
 ) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:

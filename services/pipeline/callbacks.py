@@ -216,7 +216,8 @@ class CallbackService:
         self.publish_timeout, self.max_skew = publish_timeout, max_skew
 
     async def handle(self, body: bytes) -> Reply:
-        """Answer one POSTed SOAP request (never raises)."""
+        """Answer one POSTed SOAP request: the acknowledgement, the file, or a SOAP fault saying what is wrong.
+        Only a bug (an exception no step expects) escapes, and the HTTP server answers it with a bare 500."""
         operation = "unknown"
         try:
             headers, payload = envelope.open_envelope(body)
@@ -336,7 +337,11 @@ class CallbackService:
             result = soap.parse_register_result(body)
         except PermanentError as exc:
             return self._done(
-                op, "malformed", self._fault("Client", exc.message, "VALIDATION_ERROR", None, version)
+                op,
+                "malformed",
+                self._fault(
+                    "Client", exc.message, "VALIDATION_ERROR", None, version, signer=self.reply_keys.only()
+                ),
             )
         callback_id = result.headers.message_id
         key = normalize_message_id(result.relates_to_message)

@@ -305,29 +305,33 @@ def _schema_problem(error: ValidationError) -> tuple[Where, str]:
     """Where a schema violation is, and the message: the schema's ``errorMessage`` for that part (one for the
     whole part, or one per keyword), else one made from the keyword."""
     at: Where = tuple(error.absolute_path)
-    custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    # JSON values, all set on a raised error (jsonschema's types allow them to be unset)
+    schema_part: Any = error.schema
+    value: Any = error.validator_value
+    instance: Any = error.instance
+    custom = schema_part.get("errorMessage") if isinstance(schema_part, dict) else None
     if isinstance(custom, dict):
         custom = custom.get(str(error.validator))
     if error.validator == "required":
-        missing = next(name for name in error.validator_value if name not in error.instance)
+        missing = next(name for name in value if name not in instance)
         return at + (missing,), custom or "is required"
     if error.validator == "dependentRequired":
         missing = next(
             need
-            for name, needs in error.validator_value.items()
-            if name in error.instance
+            for name, needs in value.items()
+            if name in instance
             for need in needs
-            if need not in error.instance
+            if need not in instance
         )
         return at + (missing,), custom or "is required"
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        known = _known_fields(error.schema)
-        unknown = sorted(set(error.instance) - known)[0]
+        known = _known_fields(schema_part)
+        unknown = sorted(set(instance) - known)[0]
         return at + (unknown,), f"unknown field (known: {', '.join(sorted(known))})"
     if "propertyNames" in error.absolute_schema_path:
-        return at + (error.instance,), custom or "is not an allowed key"
+        return at + (instance,), custom or "is not an allowed key"
     if error.validator == "enum":
-        return at, custom or f"expected one of {', '.join(error.validator_value)}, got {error.instance!r}"
+        return at, custom or f"expected one of {', '.join(value)}, got {instance!r}"
     return at, custom or error.message
 
 

@@ -148,35 +148,37 @@ class RegistryPoller:
     async def __call__(self, doc: lc.Document) -> soap.RegistryItem | None:
         org = self.config.organization(doc.organization)
         remd = org.remd
-        if remd is None or (remd.system is None and remd.n3 is None):
-            raise PermanentError(
-                f"{doc.organization}: no remd settings to poll with",
-                reason="REMD_NOT_CONFIGURED",
-                organization=doc.organization,
-            )
         created = doc.created_at or datetime.now(UTC)
-        window = {
-            "since": (created - SEARCH_MARGIN).date(),
-            "until": (datetime.now(UTC) + SEARCH_MARGIN).date(),
-        }
-        if remd.n3 is not None:  # N3: its document storage, with the organisation's token
+        since = (created - SEARCH_MARGIN).date()
+        until = (datetime.now(UTC) + SEARCH_MARGIN).date()
+        if (
+            remd is not None and remd.n3 is not None
+        ):  # N3: its document storage, with the organisation's token
             request = LookupRequest(
                 local_uid=doc.local_uid,
                 organization=doc.organization,
                 kind=doc.kind,
-                **window,
+                since=since,
+                until=until,
                 endpoint=remd.n3.docstorage_url,
                 auth_token=remd.n3.token,
             )
-        else:
+        elif remd is not None and remd.system is not None:
             request = LookupRequest(
                 local_uid=doc.local_uid,
                 organization=doc.organization,
                 kind=doc.kind,
-                **window,
+                since=since,
+                until=until,
                 endpoint=remd.endpoint,
                 client_entity_id=remd.client_entity_id or "",
                 key=remd.system.signer(),
                 certificate=remd.system.certificate,
+            )
+        else:
+            raise PermanentError(
+                f"{doc.organization}: no remd settings to poll with",
+                reason="REMD_NOT_CONFIGURED",
+                organization=doc.organization,
             )
         return await self.transports.get(remd.transport).lookup(request)

@@ -47,7 +47,7 @@ from services.messaging.records import Output, Record
 from services.metrics import REGISTRY
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
-from services.pipeline.organizations import OrganizationsConfig
+from services.pipeline.organizations import OrganizationsConfig, RemdSettings
 from services.remd import codes, soap
 from services.remd import names as remd_names
 from services.remd.circuit import CircuitBreaker
@@ -184,7 +184,7 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
     )
 
 
-def _check_route(remd: Any, org_oid: str) -> None:
+def _check_route(remd: RemdSettings, org_oid: str) -> None:
     """What the organisation's route needs is configured: ИПС its ИС key, clientEntityId and callback address;
     N3 its n3 settings (the schema asks for them too; this names them at the document)."""
     if remd.transport == "n3":
@@ -356,7 +356,7 @@ class Submitter:
         record: Record,
         event: Mapping[str, Any],
         registration: soap.Registration,
-        remd: Any,
+        remd: RemdSettings,
         where: routing.Route,
         key: Any,
         new_document: Mapping[str, Any],

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = ["CATEGORIES", "CODES", "CodeInfo", "NSI_OID", "NSI_VERSION", "by_id", "classify"]
 
@@ -53,10 +53,12 @@ class CodeInfo:
         return self.category == "transient"
 
 
-T, D, C = "transient", "data", "configuration"
+T: Final = "transient"
+D: Final = "data"
+C: Final = "configuration"
 
 # (id, code, category, meaning in Russian, hint for support staff)
-_REGISTRATION: tuple[tuple[int, str, str, str, str], ...] = (
+_REGISTRATION: tuple[tuple[int, str, Category, str, str], ...] = (
     (
         1,
         "ACCESS_DENIED",
@@ -657,7 +659,7 @@ _REGISTRATION: tuple[tuple[int, str, str, str, str], ...] = (
 )
 
 # ЕПГУ «заказ справок онлайн»
-_ONLINE_ORDERS: tuple[tuple[int, str, str, str, str], ...] = (
+_ONLINE_ORDERS: tuple[tuple[int, str, Category, str, str], ...] = (
     (
         63,
         "PATIENT_NOT_FOUND",
@@ -691,7 +693,7 @@ _ONLINE_ORDERS: tuple[tuple[int, str, str, str, str], ...] = (
 )
 
 # ФРЛЛО (льготное лекарственное обеспечение); 88 (duplicate of 85) left out
-_FRLLO: tuple[tuple[int, str, str, str, str], ...] = (
+_FRLLO: tuple[tuple[int, str, Category, str, str], ...] = (
     (
         71,
         "FRLLO_VALIDATION_ERROR",
@@ -854,7 +856,7 @@ def _build() -> dict[str, CodeInfo]:
                 meaning=meaning,
                 category=category,
                 hint=hint,
-                group=group,  # type: ignore[arg-type]
+                group=group,
                 retry_after=RATE_LIMIT_DEFER_SECONDS if code == "RATE_LIMIT" else None,
             )
     return table

@@ -315,7 +315,7 @@ def check_shape(el: etree._Element, shape: dict[str, Any] | None, path: str) -> 
         check_shape(c, shape[local], f"{path}/{local}")
 
 
-def required(parent: etree._Element, local: str, what: str) -> str:
+def required(parent: etree._Element | None, local: str, what: str) -> str:
     value = value_of(parent, local)
     if value is None:
         raise SoapParseError(f"{what}: no {local}", reason="SOAP_MISSING_ELEMENT", element=local)
@@ -401,8 +401,8 @@ def read_fault(headers: Headers, fault: etree._Element) -> SoapFault:
                 detail_code = el.text.strip()
             elif (
                 local == n.MESSAGE
-                and el.getparent() is not None
-                and local_name(el.getparent()) not in n.IPS_FAULTS
+                and (parent := el.getparent()) is not None
+                and local_name(parent) not in n.IPS_FAULTS
                 and detail_message is None
                 and el.text
             ):

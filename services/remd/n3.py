@@ -20,7 +20,7 @@ import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -218,7 +218,7 @@ def build_request_fault(
     return etree.tostring(env, encoding="UTF-8", xml_declaration=True)
 
 
-def parse_add_case_answer(data: bytes) -> bool | soap.SoapFault:
+def parse_add_case_answer(data: bytes) -> Literal[True] | soap.SoapFault:
     """True for ``AddCaseResponse``; the fault (``detail_code`` = ``RequestFault/ErrorCode``) otherwise."""
     headers, payload = envelope.open_envelope(data)
     if envelope.local_name(payload) != "Fault":

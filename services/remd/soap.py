@@ -853,7 +853,7 @@ def parse_search_response(data: bytes) -> SearchResult | SoapFault:
     if local_name(el) == "Fault":
         return read_fault(headers, el)
     expect(el, n.SEARCH_REGISTRY_ITEM_RESPONSE)
-    items = tuple(_read_item(i) for i in children(child(el, n.MATCHES), n.ITEM))
+    items = tuple(item for i in children(child(el, n.MATCHES), n.ITEM) if (item := _read_item(i)) is not None)
     return SearchResult(
         status=required(el, n.STATUS, n.SEARCH_REGISTRY_ITEM_RESPONSE),
         items=items,

@@ -42,7 +42,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx
 
@@ -52,7 +52,9 @@ from services.remd import soap
 
 log = get_logger(__name__)
 
-ACCEPTED, TRANSIENT, PERMANENT = "accepted", "transient", "permanent"
+ACCEPTED: Final = "accepted"
+TRANSIENT: Final = "transient"
+PERMANENT: Final = "permanent"
 Kind = Literal["accepted", "transient", "permanent"]
 
 

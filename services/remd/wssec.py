@@ -138,7 +138,7 @@ def _utc(dt: datetime) -> str:
     )
 
 
-def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element | None]:
+def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element]:
     """(SOAP namespace, Header, Body) of an envelope; raises if it is not one."""
     ns = etree.QName(root).namespace
     if ns not in _SOAP_NS or etree.QName(root).localname != "Envelope":
@@ -216,15 +216,17 @@ def sign_envelope(
         if len(elements) > 1:
             raise ValueError(f"cannot sign {name}: the envelope has {len(elements)} of them")
         el = elements[0]
-        if el.get(_WSU_ID) is None:
-            el.set(_WSU_ID, "body" if name == "Body" else f"id-{uuid.uuid4()}")
-        ids.append(el.get(_WSU_ID))
+        id_ = el.get(_WSU_ID)
+        if id_ is None:
+            id_ = "body" if name == "Body" else f"id-{uuid.uuid4()}"
+            el.set(_WSU_ID, id_)
+        ids.append(id_)
 
     # Digests over the final bytes: serialise, re-parse, then canonicalise what was parsed.
     root = _parse(etree.tostring(root, encoding="UTF-8", xml_declaration=True))
     by_id = _index_ids(root)
     ns, header, _body = _soap_parts(root)
-    security = next(c for c in header if c.tag == _q(n.NS_WSSE, "Security"))
+    security = next(c for c in _found(header, "Header") if c.tag == _q(n.NS_WSSE, "Security"))
 
     sig = etree.Element(_q(n.NS_DS, "Signature"), {"Id": f"SIG-{uuid.uuid4()}"}, nsmap={"ds": n.NS_DS})
     signed_info = etree.SubElement(sig, _q(n.NS_DS, "SignedInfo"))
@@ -247,12 +249,20 @@ def sign_envelope(
 
     # SignedInfo canonicalised in its final place (its in-scope namespaces are part of the input).
     root = _parse(etree.tostring(root, encoding="UTF-8", xml_declaration=True))
-    signed_info = root.find(f".//{_q(n.NS_DS, 'SignedInfo')}")
-    value = sign(c14n(signed_info))
+    placed = _found(root.find(f".//{_q(n.NS_DS, 'SignedInfo')}"), "SignedInfo")
+    value = sign(c14n(placed))
     if len(value) != 64:
         raise ValueError(f"GOST R 34.10-2012/256 signature must be 64 bytes, got {len(value)}")
-    signed_info.getparent().find(_q(n.NS_DS, "SignatureValue")).text = base64.b64encode(value).decode("ascii")
+    value_el = _found(placed.getparent(), "Signature").find(_q(n.NS_DS, "SignatureValue"))
+    _found(value_el, "SignatureValue").text = base64.b64encode(value).decode("ascii")
     return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _found(el: etree._Element | None, what: str) -> etree._Element:
+    """An element signing has just put in place (re-parsing the envelope it built cannot lose it)."""
+    if el is None:
+        raise ValueError(f"the signed envelope has no {what}")
+    return el
 
 
 def _index_ids(root: etree._Element) -> dict[str, list[etree._Element]]:
@@ -315,7 +325,6 @@ def verify_envelope(
     ``services.crypto.certificates.load_certificate``).
     """
     now = now or datetime.now(UTC)
-    load = certificate_loader or _load_certificate
     root = _parse(xml_bytes)
     _ns, header, body = _soap_parts(root)
     if header is None:
@@ -324,12 +333,37 @@ def verify_envelope(
     signature = _one(security, _q(n.NS_DS, "Signature"), "ds:Signature")
     signed_info = _one(signature, _q(n.NS_DS, "SignedInfo"), "ds:SignedInfo")
     value = _b64(_one(signature, _q(n.NS_DS, "SignatureValue"), "ds:SignatureValue").text, "SignatureValue")
+    by_id = _unique_ids(root)
+    certificate = _token_certificate(
+        signature, security, by_id, trusted_certificates, certificate_loader or _load_certificate
+    )
+    _check_signature_value(signed_info, value, certificate)
+    signed = _verified_references(signed_info, by_id)
+    _check_coverage(required, header, body, security, signed)
+    created, expires = _fresh_timestamp(header, body, security, now=now, max_skew=max_skew)
+    return VerifiedEnvelope(
+        certificate=certificate, signed_ids=frozenset(signed), created=created, expires=expires
+    )
+
+
+def _unique_ids(root: etree._Element) -> dict[str, list[etree._Element]]:
+    """Every wsu:Id of the message; two elements with one id (the classic signature-wrapping set-up) is an error."""
     by_id = _index_ids(root)
     for id_, elements in by_id.items():
-        if len(elements) > 1:  # two elements with one id: the classic signature-wrapping set-up
+        if len(elements) > 1:
             raise WsSecurityError(f"wsu:Id {id_!r} occurs {len(elements)} times", reason="WSS_MALFORMED")
+    return by_id
 
-    # the certificate: KeyInfo → SecurityTokenReference → BinarySecurityToken
+
+def _token_certificate(
+    signature: etree._Element,
+    security: etree._Element,
+    by_id: dict[str, list[etree._Element]],
+    trusted_certificates: Iterable[Any] | None,
+    load: Callable[[bytes], Any],
+) -> Any:
+    """The signing certificate: KeyInfo → SecurityTokenReference → a BinarySecurityToken of this Security
+    header, trusted (when a list is given) and loadable."""
     ref = signature.find(
         f"{_q(n.NS_DS, 'KeyInfo')}/{_q(n.NS_WSSE, 'SecurityTokenReference')}/{_q(n.NS_WSSE, 'Reference')}"
     )
@@ -345,7 +379,7 @@ def verify_envelope(
     if trusted_certificates is not None and cert_der not in {_der(c) for c in trusted_certificates}:
         raise WsSecurityError("the signing certificate is not trusted", reason="WSS_UNTRUSTED_CERTIFICATE")
     try:
-        certificate = load(cert_der)
+        return load(cert_der)
     except WsSecurityError:
         raise
     except Exception as exc:
@@ -353,7 +387,9 @@ def verify_envelope(
             f"BinarySecurityToken is not a usable certificate: {exc}", reason="WSS_MALFORMED"
         ) from None
 
-    # algorithms, then the signature over SignedInfo
+
+def _check_signature_value(signed_info: etree._Element, value: bytes, certificate: Any) -> None:
+    """The algorithms SignedInfo names, then the signature over it."""
     c14n_method = signed_info.find(_q(n.NS_DS, "CanonicalizationMethod"))
     sig_method = signed_info.find(_q(n.NS_DS, "SignatureMethod"))
     if c14n_method is None or c14n_method.get("Algorithm") != EXC_C14N:
@@ -369,7 +405,10 @@ def verify_envelope(
             "SignatureValue does not verify against the token's certificate", reason="WSS_SIGNATURE_INVALID"
         )
 
-    # each reference: same-document id, exc-c14n only, Streebog-256, digest matches
+
+def _verified_references(signed_info: etree._Element, by_id: dict[str, list[etree._Element]]) -> set[str]:
+    """The ids SignedInfo covers, each reference checked: same-document id, exc-c14n only, Streebog-256,
+    digest matching."""
     signed: set[str] = set()
     for reference in signed_info.findall(_q(n.NS_DS, "Reference")):
         uri = reference.get("URI", "")
@@ -393,8 +432,17 @@ def verify_envelope(
                 reference=uri,
             )
         signed.add(uri[1:])
+    return signed
 
-    # coverage: the parts that matter are the ones actually in place, and they are signed
+
+def _check_coverage(
+    required: Iterable[str],
+    header: etree._Element,
+    body: etree._Element,
+    security: etree._Element,
+    signed: set[str],
+) -> None:
+    """The parts that matter are the ones actually in place, and they are signed."""
     for name in dict.fromkeys(required):
         optional, name = name.endswith("?"), name.rstrip("?")
         elements = _part(name, header, body, security)
@@ -409,7 +457,16 @@ def verify_envelope(
                 f"{name} is not covered by the signature", reason="WSS_NOT_COVERED", part=name
             )
 
-    # freshness
+
+def _fresh_timestamp(
+    header: etree._Element,
+    body: etree._Element,
+    security: etree._Element,
+    *,
+    now: datetime,
+    max_skew: float,
+) -> tuple[datetime, datetime | None]:
+    """(Created, Expires) of the wsu:Timestamp, which is neither from the future nor expired."""
     timestamps = _part("Timestamp", header, body, security)
     if not timestamps:
         raise WsSecurityError("no wsu:Timestamp", reason="WSS_MISSING")
@@ -424,6 +481,4 @@ def verify_envelope(
         )
     if expires is not None and expires < now - skew:
         raise WsSecurityError("Timestamp has expired", reason="WSS_EXPIRED", expires=expires.isoformat())
-    return VerifiedEnvelope(
-        certificate=certificate, signed_ids=frozenset(signed), created=created, expires=expires
-    )
+    return created, expires

@@ -289,23 +289,8 @@ class Run:
         ctx: bad_inputs.Context,
         good_docs,
     ) -> tuple[list[str], list]:
-        plan, rng = self.plan, self.rng
-        start = self.now()
-        window = plan.window
-        # the schedule: (time, action, argument)
-        order = [KILLABLE[i % len(KILLABLE)] for i in range(plan.kills)]
-        rng.shuffle(order)
-        events: list[tuple[float, str, Any]] = [
-            (start + rng.uniform(0.05, 0.95) * window, "kill", c) for c in order
-        ]
-        if plan.pg_outage_seconds > 0:
-            events.append((start + rng.uniform(0.3, 0.5) * window, "pg_down", None))
-        events.append((start + 0.1 * window, "bad_inputs", None))
-        batches = max(1, int(window))
-        per = -(-len(good_docs) // batches)
-        for i in range(batches):
-            events.append((start + i * window * 0.9 / batches, "publish", good_docs[i * per : (i + 1) * per]))
-        events.sort(key=lambda e: e[0])
+        plan = self.plan
+        events = self._schedule(self.now(), good_docs)
         good: list[str] = []
         cases: list = []
         restarts: list[tuple[float, str]] = []
@@ -327,13 +312,7 @@ class Run:
                     for _, data in arg:
                         good.append(publisher.publish(data).local_uid)
                 elif action == "kill":
-                    if not pipeline.supervisor.children[arg].alive:
-                        events.append((now + 2.0, "kill", arg))  # already down: a little later
-                        events.sort(key=lambda e: e[0])
-                        continue
-                    pipeline.kill(arg)
-                    self.kills.append((now, arg))
-                    restarts.append((now + rng.uniform(0.5, 3.0), arg))
+                    self._kill(pipeline, arg, now=now, events=events, restarts=restarts)
                 elif action == "pg_down":
                     self._pg_down(pg)
                     self.pg_outages.append((now, now))
@@ -353,6 +332,43 @@ class Run:
                 )
             time.sleep(0.1)
         return good, cases
+
+    def _kill(
+        self,
+        pipeline: LocalPipeline,
+        name: str,
+        *,
+        now: float,
+        events: list[tuple[float, str, Any]],
+        restarts: list[tuple[float, str]],
+    ) -> None:
+        """kill -9 of one component, its restart scheduled; one already down is killed a little later."""
+        if not pipeline.supervisor.children[name].alive:
+            events.append((now + 2.0, "kill", name))
+            events.sort(key=lambda e: e[0])
+            return
+        pipeline.kill(name)
+        self.kills.append((now, name))
+        restarts.append((now + self.rng.uniform(0.5, 3.0), name))
+
+    def _schedule(self, start: float, good_docs) -> list[tuple[float, str, Any]]:
+        """The chaos window's events in time order, (time, action, argument): the kills at random moments, the
+        PostgreSQL outage, the bad inputs, and the good documents published in batches over the window."""
+        plan, rng, window = self.plan, self.rng, self.plan.window
+        order = [KILLABLE[i % len(KILLABLE)] for i in range(plan.kills)]
+        rng.shuffle(order)
+        events: list[tuple[float, str, Any]] = [
+            (start + rng.uniform(0.05, 0.95) * window, "kill", c) for c in order
+        ]
+        if plan.pg_outage_seconds > 0:
+            events.append((start + rng.uniform(0.3, 0.5) * window, "pg_down", None))
+        events.append((start + 0.1 * window, "bad_inputs", None))
+        batches = max(1, int(window))
+        per = -(-len(good_docs) // batches)
+        for i in range(batches):
+            events.append((start + i * window * 0.9 / batches, "publish", good_docs[i * per : (i + 1) * per]))
+        events.sort(key=lambda e: e[0])
+        return events
 
     def _revive(self, pipeline: LocalPipeline, *, pending: set[str] = frozenset()) -> None:
         """A component that exited although nobody killed it is a defect: noted (the report counts it), restarted."""

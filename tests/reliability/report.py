@@ -197,6 +197,30 @@ def _matches(outcome: Outcome, expect: Outcome) -> bool:
     return outcome.kind == expect.kind == "refused" and outcome.reason.startswith(expect.reason)
 
 
+def _judge(case, at_entry: Outcome | None, *, dls, persisted: set[str], emulator) -> tuple[Outcome, bool]:
+    """What became of one bad input, and whether that is what its case expects: refused at the entry (a
+    callback must also not be persisted), or dead-lettered at the expected stage for the expected reason."""
+    if at_entry is not None:
+        if case.entry == "callback" and normalize_message_id(case.key) in persisted:
+            return Outcome("accepted", "persisted to emd.remd.callbacks"), False
+        return at_entry, _matches(at_entry, case.expect)
+    last = (dls.get(case.key) or [None])[-1]
+    if last is None:
+        return Outcome("lost", "neither refused nor dead-lettered"), False
+    outcome = Outcome("dead", last.reason + (f" ({last.remd_code})" if last.remd_code else ""), last.stage)
+    ok = (
+        case.expect.kind == "dead"
+        and last.stage.startswith(case.expect.stage)
+        and (
+            case.expect.reason in (last.reason, last.remd_code)
+            # РЭМД's refusal whose callback was lost (a fault, the callback service down): the poll
+            # finds nothing and the document ends NO_ACKNOWLEDGMENT, as for a valid document
+            or (last.reason == "NO_ACKNOWLEDGMENT" and _silent_error(last, emulator, case.expect.reason))
+        )
+    )
+    return outcome, ok
+
+
 def evaluate(ev: Evidence) -> Result:
     dls, acks, regs = dead_letters(ev.bootstrap), acknowledged(ev.bootstrap), registrations(ev.registry_file)
     emulator = emulator_outcomes(ev.registry_file.parent.parent / "logs" / "emulator.log")
@@ -274,31 +298,7 @@ def evaluate(ev: Evidence) -> Result:
     }
     wrong = []
     for case, at_entry in ev.cases:
-        if at_entry is not None:
-            outcome, ok = at_entry, _matches(at_entry, case.expect)
-            if case.entry == "callback" and normalize_message_id(case.key) in persisted:
-                outcome, ok = Outcome("accepted", "persisted to emd.remd.callbacks"), False
-        else:
-            last = (dls.get(case.key) or [None])[-1]
-            outcome = (
-                Outcome("dead", last.reason + (f" ({last.remd_code})" if last.remd_code else ""), last.stage)
-                if last
-                else Outcome("lost", "neither refused nor dead-lettered")
-            )
-            ok = (
-                last is not None
-                and case.expect.kind == "dead"
-                and last.stage.startswith(case.expect.stage)
-                and (
-                    case.expect.reason in (last.reason, last.remd_code)
-                    # РЭМД's refusal whose callback was lost (a fault, the callback service down): the poll
-                    # finds nothing and the document ends NO_ACKNOWLEDGMENT, as for a valid document
-                    or (
-                        last.reason == "NO_ACKNOWLEDGMENT"
-                        and _silent_error(last, emulator, case.expect.reason)
-                    )
-                )
-            )
+        outcome, ok = _judge(case, at_entry, dls=dls, persisted=persisted, emulator=emulator)
         if not ok:
             wrong.append(case.name)
             problems.append(

@@ -1,11 +1,13 @@
-"""The sender stage: ``emd.document.signed`` → ``emd.document.sent`` (+ ``emd.document.status`` "sent").
+"""The sender: ``emd.document.signed`` → ``emd.document.sent`` (+ ``emd.document.status`` "sent").
 
-Wiring only; the logic is ``services.pipeline.submission.Submitter``. Transient failures go through the sender's
-retry tiers (``producer.topology.SENDER_RETRIES``) with exponential backoff and jitter
-(``EMD_SENDER_RETRY_*``); permanent ones to ``emd.document.signed.dlt`` with the РЭМД code and every MessageID.
+The handler is ``services.pipeline.submission.Submitter``. Transient failures go through the sender's retry
+tiers (``producer.topology.SENDER_RETRIES``) with exponential backoff and jitter (``EMD_SENDER_RETRY_*``);
+permanent ones to ``emd.document.signed.dlt`` with the РЭМД code and every MessageID.
 """
 
 from __future__ import annotations
+
+import functools
 
 from producer import topology
 from producer.errors import ConfigurationError
@@ -13,30 +15,22 @@ from services.config import Settings
 from services.documents.store import store_from_settings
 from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
-from services.messaging import deadletter
-from services.messaging.records import Output, Record
+from services.messaging.app import App
 from services.messaging.runtime import RetryPolicy, Stage
 from services.pipeline import routing, status
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations
-from services.pipeline.status import describe_document
 from services.pipeline.submission import SOURCE, Submitter
 
 NAME = "sender"
 
 
-def on_dead_letter(record: Record, failure: deadletter.Failure) -> list[Output]:
-    """The МИС hears of the failure: ``rejected`` (РЭМД code) or ``failed``, with every MessageID."""
-    return status.on_dead_letter(record, failure, source=SOURCE)
-
-
-def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
+def build(settings: Settings) -> App:
     """``emd worker sender``: configuration and lifecycle store opened (and checked) before consuming."""
     config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
     if settings.unpromoted_clinics not in routing.POLICIES:
         raise ConfigurationError(
-            f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of "
-            f"{', '.join(routing.POLICIES)}"
+            f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of {', '.join(routing.POLICIES)}"
         )
     store = open_store(
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
@@ -62,27 +56,19 @@ def build_stage(settings: Settings, *, serve_metrics: bool = True) -> Stage:
             "read_timeout": settings.sender_read_timeout,
         },
     )
-
-    async def on_stop() -> None:
-        await submitter.aclose()
-        store.close()
-        desk.close()
-
-    retry = RetryPolicy(
-        topics=tuple(t.name for t in topology.SENDER_RETRIES),
-        base_delay=settings.sender_retry_base_seconds,
-        max_delay=settings.sender_retry_max_seconds,
-        max_attempts=settings.sender_max_attempts,
-    )
-    return Stage(
+    stage = Stage(
         name=NAME,
         input_topic=topology.SIGNED.name,
         handler=submitter.handle,
         dead_letter_topic=topology.SIGNED_DLT.name,
         settings=settings,
-        retry=retry,
-        on_stop=on_stop,
-        describe_failure=describe_document,
-        on_dead_letter=on_dead_letter,
-        serve_metrics=serve_metrics,
+        retry=RetryPolicy(
+            topics=tuple(t.name for t in topology.SENDER_RETRIES),
+            base_delay=settings.sender_retry_base_seconds,
+            max_delay=settings.sender_retry_max_seconds,
+            max_attempts=settings.sender_max_attempts,
+        ),
+        describe_failure=status.describe_document,
+        on_dead_letter=functools.partial(status.on_dead_letter, source=SOURCE),
     )
+    return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, desk.close])

@@ -1,0 +1,1 @@
+"""Implementations of ``services.messaging.transport`` (``services.messaging.transports`` picks one)."""

@@ -1,0 +1,49 @@
+"""Which ``Transport`` a process uses: the one module that knows the implementations.
+
+``for_settings(settings)`` is what a worker gets when it names none: aiokafka on the cluster of
+``KAFKA_BOOTSTRAP_SERVERS``. Tests hand a ``MemoryTransport`` to the ``App``/``Stage`` themselves. A second
+client library is a module in ``_transports/`` and one entry in ``CLIENTS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from services.config import Settings
+from services.messaging._transports.aiokafka import AiokafkaTransport
+from services.messaging._transports.memory import MemoryBroker, MemoryTransport
+from services.messaging.transport import Transport
+
+#: client name → how to make its transport from the settings
+CLIENTS: dict[str, Callable[[Settings], Transport]] = {
+    "aiokafka": AiokafkaTransport,
+}
+
+DEFAULT_CLIENT = "aiokafka"
+
+
+def for_settings(settings: Settings, client: str = DEFAULT_CLIENT) -> Transport:
+    """The transport of ``client`` (default aiokafka) on the cluster ``settings`` names."""
+    try:
+        make = CLIENTS[client]
+    except KeyError:
+        raise ValueError(
+            f"unknown Kafka client {client!r}: expected one of {', '.join(sorted(CLIENTS))}"
+        ) from None
+    return make(settings)
+
+
+def in_memory(broker: MemoryBroker | None = None) -> MemoryTransport:
+    """A transport on an in-process broker (a new one unless ``broker`` is given): tests and burst runs."""
+    return MemoryTransport(broker)
+
+
+__all__ = [
+    "CLIENTS",
+    "DEFAULT_CLIENT",
+    "MemoryBroker",
+    "MemoryTransport",
+    "Transport",
+    "for_settings",
+    "in_memory",
+]
