@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "services.commands.certs_cmd",  # emd certs check
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
     "services.commands.dlq_cmd",  # emd dlq list/show/export/ticket/replay
+    "services.commands.request_cmd",  # emd request DOC.xml (every request it would send, nothing sent)
     "services.commands.clinic_cmd",  # emd clinic list/check/test/promote/suspend
     "services.commands.console_cmd",  # emd console (support console in a browser), add-user
 ]

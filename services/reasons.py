@@ -149,6 +149,48 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("SCHEMA_BROKEN", C, "Схема СЭМД в поставке повреждена: переустановить"),
     ("SCHEMATRON_ENGINE_ERROR", C, "Правила Schematron не выполняются: проверить поставку (saxonche)"),
     ("SCHEMATRON_UNSUPPORTED", C, "Правила Schematron этого вида не поддерживаются"),
+    # --- the N3.Health route: N3's own codes, checked at the signer before signing (services.pipeline.n3_route)
+    (
+        "N3_KIND_UNMAPPED",
+        C,
+        "У вида документа нет кода в справочнике N3 1.2.643.2.69.1.1.1.195: направить документ через ИПС "
+        "или указать более новую выгрузку справочника (n3_dictionary в файле организаций), затем emd dlq replay",
+    ),
+    (
+        "N3_KIND_NOT_EXPORTED",
+        C,
+        "N3 не передаёт документы этого типа в РЭМД (allowRemdExport в справочнике 195): направить через ИПС "
+        "или уточнить у Нетрики; после обновления справочника — emd dlq replay",
+    ),
+    (
+        "N3_KIND_AMBIGUOUS",
+        C,
+        "Виду документа соответствует несколько кодов справочника 195: уточнить у Нетрики, какой передавать",
+    ),
+    (
+        "N3_DOCTOR_UNMAPPED",
+        C,
+        "У врача нет кодов N3 (IdSpeciality, IdPosition): добавить их в remd.n3.doctors файла организаций, "
+        "затем emd dlq replay",
+    ),
+    (
+        "N3_PERSON_INCOMPLETE",
+        D,
+        "В документе нет сведений, обязательных для N3 (СНИЛС, ФИО, дата рождения, пол пациента; СНИЛС, ФИО, "
+        "идентификатор врача): МИС должна дополнить документ",
+    ),
+    (
+        "N3_REQUEST_REFUSED",
+        D,
+        "N3 отклонил запрос (RequestFault): см. PropertyName и сообщение; при неясности — в поддержку Нетрики "
+        "с X-Request-ID и localUid",
+    ),
+    ("N3_SERVER_FAULT", T, "Сбой на стороне N3: дождаться восстановления и повторить (emd dlq replay)"),
+    (
+        "N3_PATIENT_UNKNOWN",
+        T,
+        "N3 не знает пациента: следующая попытка сначала отправит PixService.AddPatient",
+    ),
     # --- talking to ИПС / РЭМД (sender, status) ---------------------------------------------------------
     ("CONNECT_ERROR", T, _WAIT),
     ("TIMEOUT", T, _WAIT),

@@ -12,7 +12,14 @@ from producer import topology
 from services import lifecycle as lc
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
-from services.pipeline.polling import DeadlineScanner, PollScanner, RegistryPoller, deadline_of, poll_of
+from services.pipeline.polling import (
+    DeadlineScanner,
+    PollScanner,
+    RegistryPoller,
+    callbackless,
+    deadline_of,
+    poll_of,
+)
 from services.remd import soap
 from services.remd.transports import Transports
 
@@ -134,25 +141,30 @@ def test_a_routine_poll_that_finds_nothing_changes_nothing(store):
     assert store.get("doc-1").state == lc.ACCEPTED
 
 
-def test_an_n3_organisation_is_polled_in_its_document_storage_with_its_token(tmp_path, store):
-    """RegistryPoller asks an n3 organisation's document storage with its N3 token (no ИС key)."""
+def test_an_n3_organisation_is_polled_at_its_status_method_with_its_guid(tmp_path, store):
+    """RegistryPoller asks an n3 organisation's status method with its N3 GUID (no ИС key); one without a status
+    method is not polled (its documents wait for the deadline) and is left out of the poll scanner."""
     import json
 
-    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk")
+    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk/EMKService.svc")
     raw = json.loads(path.read_text())
     (path.parent / "n3.token").write_text("n3-guid")
     raw["organizations"][0]["remd"].update(
         transport="n3",
-        n3={"lpu_id": "lpu-1", "token_file": "n3.token", "docstorage_url": "http://n3.test/docstorage/"},
+        n3={"lpu_id": "lpu-1", "token_file": "n3.token", "status_url": "http://n3.test/status"},
     )
     path.write_text(json.dumps(raw, ensure_ascii=False))
     transport = FakeTransport(None)
-    transport.name = "n3"
-    poll = RegistryPoller(config=load_organizations(path), transports=Transports(preset={"n3": transport}))
+    transport.name, transport.has_callbacks = "n3", False
+    transports = Transports(preset={"n3": transport})
+    config = load_organizations(path)
+    poll = RegistryPoller(config=config, transports=transports)
     assert asyncio.run(poll(store.get("doc-1"))) is None
     [request] = transport.asked
-    assert (request.endpoint, request.auth_token, request.key) == (
-        "http://n3.test/docstorage/",
-        "n3-guid",
-        None,
-    )
+    assert (request.endpoint, request.auth_token, request.key) == ("http://n3.test/status", "n3-guid", None)
+    assert callbackless(config, transports) == {ORG}
+    del raw["organizations"][0]["remd"]["n3"]["status_url"]
+    path.write_text(json.dumps(raw, ensure_ascii=False))
+    config = load_organizations(path)
+    assert asyncio.run(RegistryPoller(config=config, transports=transports)(store.get("doc-1"))) is None
+    assert len(transport.asked) == 1 and callbackless(config, transports) == frozenset()

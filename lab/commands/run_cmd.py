@@ -18,6 +18,7 @@ import argparse
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         duplicated = pipeline.duplicates()
         lost = snap.total - snap.final
-        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
+        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until, pipeline.n3_organizations)
         print(
             f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
             f"lost={lost} duplicated={duplicated}",
@@ -212,7 +213,9 @@ class _LiveView:
             self.last_plain = time.monotonic()
 
 
-def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
+def _summary(
+    snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str, n3_orgs: Sequence[str] = ()
+) -> None:
     say("")
     say(
         f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
@@ -220,6 +223,9 @@ def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, unt
     )
     for e in snap.dead_letters:
         say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
+        if e.message_ids:  # each route's own ids, for that route's support (docs/transports.md)
+            kind = "N3 X-Request-IDs" if e.organization in n3_orgs else "ИПС MessageIDs"
+            say(f"    {kind}: {', '.join(e.message_ids)}")
     for name, reason in refused:
         say(f"  left out: {name}: {reason[:140]}")
     say(f"dead letters: `emd dlq list`; one document: `emd status LOCALUID`; logs: {workdir / 'logs'}")

@@ -92,6 +92,28 @@ def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
+def _organization_of(data: bytes) -> str:
+    from producer import cda
+
+    return cda.extract(parse_xml(data)).organization_oid or ""
+
+
+def n3_refusal(data: bytes) -> str | None:
+    """Why the N3 route would refuse this document whoever signs it (its kind in N3's dictionary 195 as shipped,
+    the patient and signers' data N3 needs), or None: the reason code and message the signer would give."""
+    from producer.client import build_created_data, read_document
+    from producer.errors import PermanentError
+    from services.pipeline.n3_route import n3_carries
+    from services.remd.n3_kinds import packaged
+
+    created = build_created_data(read_document(data), system_id="emd-run", document=None)
+    try:
+        n3_carries(created, packaged())
+    except PermanentError as exc:
+        return f"{exc.reason}: {exc.message}"
+    return None
+
+
 def _header(root: etree._Element, name: str) -> etree._Element:
     el = root.find(f"{{{HL7}}}{name}")
     if el is None:
@@ -127,9 +149,9 @@ class LocalPipeline:
     :param configure: called with the parsed organisations configuration (a dict, file names relative to
         ``config_dir``) after :meth:`write_config` made it and before any child starts; what it changes in
         the dict is written back (a test breaks one clinic: a dead endpoint, a certificate ИПС rejects).
-    :param n3_clinics: how many of the documents' organisations (the first, by OID) register through the
-        emulator's N3.Health face instead of ИПС (default 0); their documents are polled every 2 s unless
-        ``env`` sets ``EMD_POLL_INTERVAL_SECONDS``.
+    :param n3_clinics: how many of the documents' organisations register through the emulator's N3.Health face
+        instead of ИПС (default 0): the first by OID whose every document N3 can carry (``n3_refusal``); their
+        documents are polled every 2 s unless ``env`` sets ``EMD_POLL_INTERVAL_SECONDS``.
     """
 
     def __init__(
@@ -208,7 +230,7 @@ class LocalPipeline:
                     "certificates": [str(self.config_dir / first["remd"]["system_certificate"])],
                 }
             ],
-            "n3": self._route_through_n3(orgs),
+            "n3": self._route_through_n3(orgs, snils),
         }
         orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
@@ -218,21 +240,22 @@ class LocalPipeline:
             orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
 
-    def _route_through_n3(self, orgs: list[dict[str, Any]]) -> list[dict[str, str]]:
-        """The first ``n3_clinics`` organisations on the N3 route (the emulator's N3 face); its clients' tokens."""
+    def _route_through_n3(self, orgs: list[dict[str, Any]], doctors: list[str]) -> list[dict[str, str]]:
+        """The first ``n3_clinics`` organisations (by OID) whose every document N3 can carry (``n3_refusal``), on the
+        N3 route of the emulator's N3 face; the face's clients (GUID → ЛПУ id)."""
+        from lab.dev.config import put_on_n3
+
+        by_org: dict[str, list[bytes]] = {}
+        for _, data in self.documents:
+            by_org.setdefault(_organization_of(data), []).append(data)
+        ready = [
+            o
+            for o in sorted(orgs, key=lambda o: o["oid"])
+            if not any(n3_refusal(d) for d in by_org.get(o["oid"], []))
+        ]
         clients = []
-        for i, org in enumerate(sorted(orgs, key=lambda o: o["oid"])[: self.n3_clinics], start=1):
-            token, lpu = str(uuid.uuid4()), f"dev-lpu-{i}"
-            (self.config_dir / f"n3-{i}.token").write_text(token + "\n")
-            org["remd"].update(
-                transport="n3",
-                endpoint=f"{self.emulator_url}/n3/emk",
-                n3={
-                    "lpu_id": lpu,
-                    "token_file": f"n3-{i}.token",
-                    "docstorage_url": f"{self.emulator_url}/n3/docstorage/",
-                },
-            )
+        for i, org in enumerate(ready[: self.n3_clinics], start=1):
+            token, lpu = put_on_n3(org, self.config_dir, index=i, base_url=self.emulator_url, doctors=doctors)
             clients.append({"token": token, "lpuId": lpu})
             self.n3_organizations.append(org["oid"])
         return clients

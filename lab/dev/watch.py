@@ -37,6 +37,7 @@ class DeadLetter:
     message: str
     message_ids: list[str]
     remd_code: str | None
+    organization: str | None = None
 
 
 @dataclass
@@ -120,6 +121,7 @@ class PipelineWatcher:
                     message=(h.get(dl.EXCEPTION_MESSAGE) or b"").decode("utf-8", "replace"),
                     message_ids=dl.split_ids(h.get(dl.MESSAGE_IDS)),
                     remd_code=(h.get(dl.REMD_CODE) or b"").decode() or None,
+                    organization=(h.get(dl.ORGANIZATION) or b"").decode() or None,
                 )
                 if key not in self.dead and self.stage_of.get(key) != self.final_stage:
                     self._done_times.append(time.monotonic())

@@ -28,7 +28,9 @@ Fault kinds on the asynchronous side (decided when the registerDocument arrives)
     callback_out_of_order  after the success, a stale error callback (RUNTIME_ERROR) for the same request
     callback_early         the whole async flow (file pull, checks, callback) runs before the sync answer
     reject                 the document is rejected with ``code`` (default VALIDATION_ERROR) after the file pull
-                           (on N3's ``n3:AddCase``: at once, as a RequestFault)
+                           (on N3's ``n3:AddMedRecord``: at once, as a RequestFault quoting the code)
+    warn                   N3's ``n3:AddMedRecord`` only: taken, answered with a RequestWarning fault (``code``
+                           in its text)
 
 Scenarios (:data:`SCENARIOS`) are named sets of rules plus a few behaviours (rejections, outage).
 """
@@ -60,8 +62,10 @@ __all__ = [
     "scenario",
 ]
 
-#: the operations that register a document (N3's AddCase takes only ``reject`` of the asynchronous kinds)
-_REGISTRATIONS = ("registerDocument", "n3:AddCase")
+#: the operations that register a document (N3's AddMedRecord takes only ``reject`` and ``warn`` of the
+#: asynchronous kinds, registerDocument every one but ``warn``)
+_REGISTRATIONS = ("registerDocument", "n3:AddMedRecord")
+_N3_ONLY = ("warn",)
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
 ASYNC_FAULTS = (
     "callback_lost",
@@ -70,6 +74,7 @@ ASYNC_FAULTS = (
     "callback_out_of_order",
     "callback_early",
     "reject",
+    "warn",
 )
 
 #: real permanent РЭМД codes for checks the emulator cannot run itself (ФРМР, ФРМО, ГИП, НСИ look-ups)
@@ -210,7 +215,8 @@ class FaultInjector:
                     if (
                         operation not in _REGISTRATIONS
                         or kind in decision.callbacks
-                        or (operation != "registerDocument" and kind != "reject")
+                        or (operation != "registerDocument" and kind not in ("reject", *_N3_ONLY))
+                        or (operation == "registerDocument" and kind in _N3_ONLY)
                     ):
                         continue
                     decision.callbacks[kind] = rule

@@ -247,6 +247,7 @@ class Emulator:
             tokens=n3_tokens or {},
             later=self.processor.later,
             delay=n3_delay,
+            rejection_rate=self.scenario.rejection_rate,
         )
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
@@ -392,6 +393,7 @@ class Emulator:
         fresh = make_scenario(name)
         self.scenario = fresh
         self.processor.rejection_rate = fresh.rejection_rate
+        self.n3.rejection_rate = fresh.rejection_rate
         self.faults.replace(fresh.rules, seed=self._seed)
 
     # --- control API ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from producer import topology
 from services.logs import mask_text, redact_value
 from services.messaging import deadletter as dl
+from services.remd import n3_names as n3
 from services.remd import names as n
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -335,6 +336,14 @@ _PERSONAL_ELEMENTS = tuple(
             "family",
             "given",
             "patronymic",
+            # N3.Health: names, birth dates, the СНИЛС as an identity document, and the attached СЭМД itself
+            n3.FAMILY_NAME,
+            n3.GIVEN_NAME,
+            n3.MIDDLE_NAME,
+            n3.BIRTH_DATE,
+            "Birthdate",
+            n3.DOC_N,
+            n3.DATA,
         }
     )
 )

@@ -13,6 +13,7 @@ problem is a ``ConfigurationError`` naming the organisation and the field (``org
       "mchd_revoked": ["<НомДовер GUID>"],   // and/or
       "mchd_revocation_file": "revoked.txt", // one GUID a line, '#' comments; re-read when it changes
       "mchd_required_powers": ["EMD_REMD_SIGN"],
+      "n3_dictionary": "nsi-195.json",       // N3's dictionary 195 (default: the one shipped); re-read on change
       "organizations": [{
         "oid": "1.2.643.5.1.13.13.12.2.77.7831", "name": "…", "inn": "7701234567", "ogrn": "1027700000000",
         "signing": {
@@ -27,8 +28,11 @@ problem is a ``ConfigurationError`` naming the organisation and the field (``org
                  "test_endpoint": "https://…",      // the test stand, for clinics not yet promoted
                  "client_entity_id": "…", "system_key": "…", "system_certificate": "…",
                  "system_password_file": "…", "rate_limit_per_minute": 60, "transport": "ips",
-                 // transport "n3" (N3.Health): endpoint = its EmkService, and
-                 "n3": {"lpu_id": "…", "token_file": "n3.token" | "token_env": "…", "docstorage_url": "https://…"}}
+                 // transport "n3" (N3.Health): endpoint = its EmkService (…/EMKService.svc), and
+                 "n3": {"lpu_id": "…", "token_file": "n3.token" | "token_env": "…",
+                        "status_url": "https://…",            // [G] optional: the status poll
+                        "pix_endpoint": "https://…",          // optional: default the sibling PixService.svc
+                        "doctors": {"<СНИЛС>": {"id_speciality": 28, "id_position": 114}}}}
       }]
     }
 
@@ -67,6 +71,8 @@ from services.crypto.cades import from_wire
 from services.crypto.certificates import Certificate, load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
 from services.logs import get_logger
+from services.remd.n3 import StaffCodes, pix_endpoint_for
+from services.remd.n3_kinds import DictionaryFile
 
 __all__ = [
     "SIGNING_MODES",
@@ -142,11 +148,19 @@ class Mchd:
 
 @dataclass(frozen=True, kw_only=True)
 class N3Settings:
-    """An organisation on the N3.Health route: its platform id, its auth token (a secret) and N3's document storage."""
+    """An organisation on the N3.Health route: its platform id, its auth GUID (a secret), where PixService and the
+    [G] status method are, and each doctor's N3 codes (СНИЛС → ``StaffCodes``)."""
 
     lpu_id: str
     token: str = field(repr=False)
-    docstorage_url: str
+    pix_endpoint: str | None = None  #: None: the sibling PixService.svc of the EmkService address in use
+    status_url: str | None = None  #: None: nothing to poll (the deadline decides)
+    docstorage_url: str | None = None
+    doctors: Mapping[str, StaffCodes] = field(default_factory=dict)
+
+    def pix_for(self, emk_endpoint: str) -> str:
+        """PixService's address for a document sent to ``emk_endpoint`` (production or the test stand)."""
+        return self.pix_endpoint or pix_endpoint_for(emk_endpoint)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +202,8 @@ class OrganizationsConfig:
     revoked_inline: frozenset[str] = frozenset()
     revocation_file: Path | None = None
     _revocation_cache: tuple[float, frozenset[str]] | None = field(default=None, repr=False)
+    #: N3's dictionary 195 (``n3_dictionary``, else the one shipped), read when an organisation is on the n3 route
+    n3_dictionary: DictionaryFile | None = field(default=None, repr=False)
 
     def organization(self, oid: str) -> Organization:
         """The organisation with this ФРМО OID, or ``PermanentError(ORGANIZATION_UNKNOWN)``."""
@@ -429,6 +445,14 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
             test_endpoint=r.get("test_endpoint"),
             n3=_n3(f, at + ("remd", "n3"), r["n3"]) if r.get("n3") else None,
         )
+        if remd.transport == "n3" and remd.n3 is not None and remd.n3.pix_endpoint is None:
+            for name in ("endpoint", "test_endpoint"):
+                address = getattr(remd, name)
+                try:
+                    if address:
+                        pix_endpoint_for(address)
+                except ValueError as exc:
+                    raise f.error(at + ("remd", name), str(exc)) from None
     return Organization(
         oid=oid,
         name=spec["name"].strip(),
@@ -453,7 +477,18 @@ def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
         raise f.error(at + ("token_env",), exc.message) from None
     if not token or not token.strip():
         raise f.error(at, "the N3 token is empty")
-    return N3Settings(lpu_id=spec["lpu_id"], token=token.strip(), docstorage_url=spec["docstorage_url"])
+    doctors = {
+        re.sub(r"\D", "", snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
+        for snils, codes in (spec.get("doctors") or {}).items()
+    }
+    return N3Settings(
+        lpu_id=spec["lpu_id"],
+        token=token.strip(),
+        pix_endpoint=spec.get("pix_endpoint"),
+        status_url=spec.get("status_url"),
+        docstorage_url=spec.get("docstorage_url"),
+        doctors=doctors,
+    )
 
 
 def load_organizations(
@@ -489,8 +524,16 @@ def load_organizations(
         if org.oid in organizations:
             raise f.error(("organizations", i), f"organisation {org.oid} is configured twice")
         organizations[org.oid] = org
+    n3_dictionary = None
+    if any(o.remd is not None and o.remd.transport == "n3" for o in organizations.values()):
+        named = f.file(("n3_dictionary",), raw["n3_dictionary"]) if raw.get("n3_dictionary") else None
+        try:
+            n3_dictionary = DictionaryFile(named)
+        except ConfigurationError as exc:
+            raise f.error(("n3_dictionary",), exc.message) from None
     config = OrganizationsConfig(
         path=file,
+        n3_dictionary=n3_dictionary,
         organizations=organizations,
         schematron=schematron,
         max_document_bytes=raw.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES),

@@ -12,7 +12,9 @@ Callbacks drive acknowledgment (``services.pipeline.acknowledgment``). Two cases
 * **a route without callbacks** (N3.Health, ``Transport.has_callbacks`` False): :class:`PollScanner` writes a
   *poll record* (``emd-callback-kind: poll``) for each of its accepted documents every ``interval``; a poll
   that finds the document registers it, one that does not changes nothing (the next tick asks again), and
-  the deadline above still ends the wait with NO_ACKNOWLEDGMENT.
+  the deadline above still ends the wait with NO_ACKNOWLEDGMENT. On N3 the question goes to the organisation's
+  ``remd.n3.status_url`` ([G]: N3 publishes no status method, docs/transports.md); an N3 organisation without one
+  is not polled, and only the deadline decides.
 
 Both ask with :class:`RegistryPoller`: ``searchRegistryItem`` through the organisation's ``Transport``
 (the same one the sender submits with, so an N3 clinic is asked through N3), as its information system.
@@ -130,7 +132,9 @@ def callbackless(config: OrganizationsConfig, transports: Transports) -> frozens
     return frozenset(
         oid
         for oid, org in config.organizations.items()
-        if org.remd is not None and not getattr(transports.get(org.remd.transport), "has_callbacks", True)
+        if org.remd is not None
+        and not getattr(transports.get(org.remd.transport), "has_callbacks", True)
+        and (org.remd.n3 is None or org.remd.n3.status_url)
     )
 
 
@@ -151,16 +155,16 @@ class RegistryPoller:
         created = doc.created_at or datetime.now(UTC)
         since = (created - SEARCH_MARGIN).date()
         until = (datetime.now(UTC) + SEARCH_MARGIN).date()
-        if (
-            remd is not None and remd.n3 is not None
-        ):  # N3: its document storage, with the organisation's token
+        if remd is not None and remd.n3 is not None:  # N3: the [G] status method, with the clinic's GUID
+            if not remd.n3.status_url:
+                return None  # nothing to ask: the deadline decides
             request = LookupRequest(
                 local_uid=doc.local_uid,
                 organization=doc.organization,
                 kind=doc.kind,
                 since=since,
                 until=until,
-                endpoint=remd.n3.docstorage_url,
+                endpoint=remd.n3.status_url,
                 auth_token=remd.n3.token,
             )
         elif remd is not None and remd.system is not None:

@@ -34,6 +34,8 @@ Every failure is a ``PermanentError`` whose ``reason`` says which check failed::
     SIGNING_TIME_IN_FUTURE       an attached signature claims a time after now
     KEY_PASSWORD_INVALID / KEY_PASSWORD_MISSING   the key needed cannot be unlocked
     MCHD_*                       the organisation's МЧД (services.crypto.mchd reasons: revoked, expired, …)
+    N3_*                         an organisation on the N3.Health route: the kind or a doctor has no N3 code, or
+                                 the document lacks what N3 needs (services.pipeline.n3_route), before signing
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from services.crypto.certificates import Certificate
 from services.documents import validation as semd_validation
 from services.logs import get_logger
 from services.metrics import REGISTRY
+from services.pipeline.n3_route import dictionary_of, n3_codes, on_n3_route
 from services.pipeline.organizations import Credential, Organization, OrganizationsConfig
 
 __all__ = [
@@ -363,6 +366,8 @@ def sign_document(
         data, document, max_document_bytes=config.max_document_bytes, schematron=config.schematron
     )
     org = config.organization(data["organizationOid"])
+    if on_n3_route(org):  # N3's own codes, resolved before a qualified signature is spent on the document
+        n3_codes(data, org, dictionary_of(config))
     created = dt.datetime.fromisoformat(data["creationTime"])
 
     personal = []

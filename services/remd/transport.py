@@ -74,8 +74,13 @@ class SubmitRequest:
     certificate: Any = field(default=None, repr=False)
     #: the signed СЭМД bytes, for a transport that pushes the document (``pushes_document``)
     document: bytes | None = field(default=None, repr=False)
-    auth_token: str | None = field(default=None, repr=False)  #: N3: the "Authorization: N3 <GUID>" token
+    auth_token: str | None = field(default=None, repr=False)  #: N3: the clinic's auth GUID (a secret)
     lpu_id: str | None = None  #: N3: the organisation's id on the platform
+    #: N3: the dictionary-195 code of the kind and each doctor's codes (``services.remd.n3.N3Codes``)
+    n3_codes: Any = None
+    #: N3: send PixService AddPatient first (the patient is not yet, or no longer, known to N3 as sent)
+    add_patient: bool = True
+    pix_endpoint: str | None = None  #: N3: PixService's address (the sibling of ``endpoint``)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +105,10 @@ class SubmitOutcome:
     #: the signed request as sent and the answer's body as received (kept for support: СТП asks for them)
     request: bytes | None = field(default=None, repr=False)
     response: bytes | None = field(default=None, repr=False)
+    #: remarks the МИС should see though the document was taken, as (code, message): N3's RequestWarning
+    warnings: tuple[tuple[str, str], ...] = ()
+    #: N3: PixService took the patient in this attempt (the sender remembers it, keyed by organisation)
+    patient_added: bool = False
 
     @property
     def accepted(self) -> bool:

@@ -15,6 +15,7 @@ from services.config import Settings
 from services.documents.store import store_from_settings
 from services.lifecycle import open_store
 from services.lifecycle.desk import open_desk_store
+from services.lifecycle.patients import open_patient_store
 from services.messaging.app import App
 from services.messaging.runtime import RetryPolicy, Stage
 from services.pipeline import routing, status
@@ -36,6 +37,8 @@ def build(settings: Settings) -> App:
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
     )
     desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    # N3's AddPatient once per patient and clinic (docs/transports.md)
+    patients = open_patient_store(settings.data_dir, url=settings.lifecycle_store_url)
     documents = store_from_settings(settings)
     submitter = Submitter(
         config=config,
@@ -51,6 +54,7 @@ def build(settings: Settings) -> App:
         unpromoted=settings.unpromoted_clinics,
         exchanges=ExchangeArchive(documents=documents, desk=desk),
         documents=documents,
+        patients=patients,
         transport_options={
             "connect_timeout": settings.sender_connect_timeout,
             "read_timeout": settings.sender_read_timeout,
@@ -71,4 +75,4 @@ def build(settings: Settings) -> App:
         describe_failure=status.describe_document,
         on_dead_letter=functools.partial(status.on_dead_letter, source=SOURCE),
     )
-    return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, desk.close])
+    return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, desk.close, patients.close])
