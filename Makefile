@@ -57,10 +57,11 @@ test: install
 	echo "coverage: $$($(PY) -m coverage report --format=total) % of the statements and branches of services, workers, producer and lab (every emd process the tests started included)"; \
 	exit $$status
 
-# The unit tests: every test not marked integration (tests/conftest.py says what the marker means).
-FAST_WORKERS ?= 2
+# The unit tests: every test not marked integration (tests/conftest.py says what the marker means). They are CPU
+# work, so one worker per core; `--dist loadfile` builds each module's fixtures (keys, PKIs) once, not per worker.
+FAST_WORKERS ?= auto
 test-fast: install
-	@$(PY) -m pytest -n $(FAST_WORKERS) --dist loadgroup -m "not integration" $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(FAST_WORKERS) --dist loadfile -m "not integration" $(PYTEST_ARGS)
 
 # BENCH_ARGS: options for `emd bench` (default the issue-#10 run: 3000 documents, with the stage ceilings)
 BENCH_ARGS ?= --documents 3000

@@ -6,9 +6,9 @@ Markers (``pyproject.toml`` declares them):
 * ``integration``: the test needs more than its own process: a Kafka broker, a PostgreSQL server, or the
   project's own processes (``emd`` commands, workers, the whole pipeline). Quick tool children (``openssl``,
   ``kubectl``, ``promtool``) and HTTP servers inside the test's process do not count. ``make test-fast`` runs
-  everything else (``-m "not integration"``); a test that starts a broker, a PostgreSQL server, a pipeline or an
-  ``emd`` process without the marker fails, and so does one that asks for the ``broker`` or ``postgres_*``
-  fixtures: the marker cannot drift from what the test does.
+  everything else (``-m "not integration"``); a test that asks for the ``broker`` or ``postgres_*`` fixtures
+  without the marker errors before its fixtures start, and one that starts a broker, a PostgreSQL server, a
+  pipeline or an ``emd`` process without it fails there: the marker cannot drift from what the test does.
 * ``slow``: a long end-to-end run (the whole pipeline as processes, kills, outages; tens of seconds or more).
   Always also ``integration``. Under parallel workers the slow tests are handed out first, so no long test starts
   last while the other workers idle.
@@ -33,23 +33,30 @@ from lab.broker import LocalBroker
 SERVER_FIXTURES = frozenset({"broker", "postgres_server", "postgres_url"})
 
 
+#: the stash key under which a test carries why its markers are wrong
+WRONG_MARKERS = pytest.StashKey[str]()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse markers that do not match what a test uses; under parallel workers put the slow tests first."""
-    wrong = []
+    """Find markers that do not match what a test uses; under parallel workers put the slow tests first."""
     for item in items:
         integration = item.get_closest_marker("integration") is not None
         servers = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if servers and not integration:
-            wrong.append(f"{item.nodeid}: uses {', '.join(sorted(servers))} but is not marked integration")
-        if item.get_closest_marker("slow") is not None and not integration:
-            wrong.append(f"{item.nodeid}: marked slow but not integration")
-    if wrong:
-        raise pytest.UsageError(
-            "markers that do not match the tests (tests/conftest.py):\n" + "\n".join(wrong)
-        )
+            item.stash[WRONG_MARKERS] = f"uses {', '.join(sorted(servers))} but is not marked integration"
+        elif item.get_closest_marker("slow") is not None and not integration:
+            item.stash[WRONG_MARKERS] = "is marked slow but not integration"
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # every worker sorts the same way, so they still agree on the collection; a stable sort keeps the rest
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test whose markers are wrong errors before any fixture starts a server (a collection error would stop
+    every test, and under parallel workers only say that a worker crashed)."""
+    if (wrong := item.stash.get(WRONG_MARKERS, None)) is not None:
+        pytest.fail(f"{item.nodeid} {wrong} (tests/conftest.py says what the markers mean)", pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
