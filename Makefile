@@ -6,7 +6,9 @@
 #   make bench   speed figures: micro-benchmarks, then `emd bench` (appended to docs/benchmarks.md)
 #   make reliability  the whole-system run: 2,000 documents, kill -9 of every component, faults (docs/reliability.md)
 #   make lint    the gate: ruff check, ruff format --check, mypy (strict for producer/ and services/messaging/)
-#   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh)
+#   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh), its SBOM in
+#                build/sbom.cdx.json and its digest in build/image.digest
+#   make lock    re-resolve the image's hash-locked requirements (deploy/image/*.txt) after a dependency change
 #   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
 
 PYTHON ?= python3
@@ -17,7 +19,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
 IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install system-deps run test test-fast bench reliability lint clean image manifests screenshot
+.PHONY: install system-deps run test test-fast bench reliability lint clean image lock manifests screenshot
 
 install: $(STAMP) system-deps
 
@@ -90,7 +92,17 @@ image:
 	  || $(SUDO) deploy/image/debian-base.sh; \
 	buildah bud --isolation chroot --pull=false --layers -q \
 	  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/build-ca.pem:ro --build-arg PIP_CERT=/etc/ssl/certs/build-ca.pem \
-	  -t $(IMAGE) . && deploy/image/smoke.sh $(IMAGE)
+	  -t $(IMAGE) . && deploy/image/smoke.sh $(IMAGE) \
+	  && mkdir -p build && deploy/image/sbom.sh $(IMAGE) build/sbom.cdx.json \
+	  && buildah images --no-trunc --digests --format '{{.Digest}}' $(IMAGE) | head -1 > build/image.digest \
+	  && echo "image $(IMAGE)@$$(cat build/image.digest), SBOM build/sbom.cdx.json. Push it with" \
+	  && echo "  buildah push --digestfile build/image.digest $(IMAGE) docker://REGISTRY/emd/emd-pipeline" \
+	  && echo "and write the pushed digest (build/image.digest) into deploy/k8s/overlays/prod/kustomization.yaml (images: digest)."
+
+# the image's dependencies, resolved and hash-locked (every transitive one) for pip --require-hashes
+lock: install
+	@cd deploy/image && ../../$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras -o requirements.txt requirements.in
+	@cd deploy/image && ../../$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links -o sbom-tools.txt sbom-tools.in
 
 manifests: install
 	@$(PY) -m lab.dev.manifests
@@ -100,4 +112,4 @@ screenshot: install
 	@EMD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_prometheus_live.py
 
 clean:
-	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache .coverage .coverage.*
+	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache build .coverage .coverage.*

@@ -191,7 +191,8 @@ ACCESS: dict[str, Access] = {
         groups=("emd-sender",),
     ),
     "status": Access(
-        reads=(SENT, CALLBACKS),
+        # the dead-letter topics: its lease holder counts the unhandled ones (services/desk/unhandled.py)
+        reads=(SENT, CALLBACKS, *DEAD_LETTER_TOPICS),
         writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
         groups=("emd-status", "emd-status-sent"),
     ),

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "services.commands.config_cmd",  # emd config
     "services.commands.certs_cmd",  # emd certs check
     "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
+    "services.commands.lifecycle_cmd",  # emd lifecycle migrate/prune
     "services.commands.dlq_cmd",  # emd dlq list/show/export/ticket/replay
     "services.commands.request_cmd",  # emd request DOC.xml (every request it would send, nothing sent)
     "services.commands.clinic_cmd",  # emd clinic list/check/test/promote/suspend

@@ -171,8 +171,9 @@ class Settings:
     shutdown_grace_seconds: float = setting(
         "EMD_SHUTDOWN_GRACE_SECONDS",
         25.0,
-        "On SIGTERM, how long in-flight records may finish before the worker leaves "
-        "(keep below the pod's terminationGracePeriodSeconds).",
+        "On SIGTERM, how long in-flight records (the callback service: requests) may finish before the process "
+        "leaves (keep below the pod's terminationGracePeriodSeconds). The sender and the status worker wait on "
+        "ИПС: give them at least EMD_SENDER_CONNECT_TIMEOUT + EMD_SENDER_READ_TIMEOUT, or a call is cut off.",
     )
     retry_in_place_max_seconds: float = setting(
         "EMD_RETRY_IN_PLACE_MAX_SECONDS",
@@ -230,6 +231,7 @@ class Settings:
     )
     sender_connect_timeout: float = setting("EMD_SENDER_CONNECT_TIMEOUT", 10.0, "Seconds to connect to ИПС.")
     sender_read_timeout: float = setting("EMD_SENDER_READ_TIMEOUT", 60.0, "Seconds to wait for ИПС's answer.")
+
     sender_rate_limit_defer_seconds: float = setting(
         "EMD_SENDER_RATE_LIMIT_DEFER_SECONDS",
         60.0,
@@ -256,6 +258,24 @@ class Settings:
         "",
         "Lifecycle database: empty = <data_dir>/lifecycle.sqlite3 (SQLite, WAL, one host); "
         "postgresql://user@host/db for replicas on several hosts (docs/state.md).",
+    )
+    lifecycle_retention_days: float = setting(
+        "EMD_LIFECYCLE_RETENTION_DAYS",
+        180.0,
+        "`emd lifecycle prune` deletes documents decided (registered or failed) longer ago than this, with their "
+        "attempts; documents on their way are kept whatever their age.",
+    )
+    dead_letter_watch_seconds: float = setting(
+        "EMD_DEAD_LETTER_WATCH_SECONDS",
+        300.0,
+        "How often the status worker's lease holder reads new dead letters and asks the lifecycle store which are "
+        "handled (emd_dead_letters_unhandled, emd_dead_letters_unhandled_oldest_seconds).",
+    )
+    scanner_lease_seconds: float = setting(
+        "EMD_SCANNER_LEASE_SECONDS",
+        60.0,
+        "The status worker's scanners (deadlines, N3 polls, unhandled dead letters) run on the one replica holding "
+        "this lease in the lifecycle store; renewed every third of it, taken over this long after its holder died.",
     )
     unpromoted_clinics: str = setting(
         "EMD_UNPROMOTED_CLINICS",

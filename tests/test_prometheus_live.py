@@ -37,8 +37,11 @@ def live(test):
 
 
 def as_prometheus_query(expr: str) -> str:
-    """A Grafana query as Prometheus evaluates it: the rate window fixed, every organisation selected."""
-    return expr.replace("$__rate_interval", "1m").replace("$organization", ".*")
+    """A Grafana query as Prometheus evaluates it: the rate window fixed, every namespace, pod and organisation
+    selected (`=~".*"` also matches the local run's series, which have no namespace or pod label)."""
+    for variable in ("$namespace", "$pod", "$organization"):
+        expr = expr.replace(variable, ".*")
+    return expr.replace("$__rate_interval", "1m")
 
 
 def test_as_prometheus_query_leaves_no_grafana_variable():

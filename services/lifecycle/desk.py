@@ -27,6 +27,7 @@ transition the states do not allow; an unreachable PostgreSQL is ``TransientErro
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -344,6 +345,11 @@ class DeskStore:
                 (int(limit),),
             )
         return [AuditEntry(_at(r[0]), r[1], r[2], r[3], json.loads(r[4] or "{}")) for r in rows]
+
+    @property
+    def tables(self) -> list[str]:
+        """The desk's tables (what ``emd lifecycle migrate --grant`` grants on)."""
+        return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA)
 
     def close(self) -> None:
         self.db.close()

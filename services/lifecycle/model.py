@@ -145,6 +145,25 @@ class LifecycleStore(Protocol):
         ``organizations`` only, when given)."""
         ...
 
+    @property
+    def tables(self) -> list[str]:
+        """The store's tables (``emd lifecycle migrate --grant`` grants on them)."""
+        ...
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; False while another holder's has
+        not expired (one replica at a time runs what the lease guards: ``services.pipeline.lease``)."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (only ``holder``'s own), so another replica takes it over at once."""
+        ...
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        """Delete documents decided (registered or failed) before then, with their attempts: (documents,
+        attempts) deleted. A document on its way is never touched (retention, ``emd lifecycle prune``)."""
+        ...
+
     def close(self) -> None: ...
 
 

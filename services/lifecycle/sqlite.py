@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
 CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 """
 
 
@@ -134,6 +139,7 @@ class SqliteLifecycleStore(SqlLifecycleStore):
 
     documents_table = "documents"
     attempts_table = "attempts"
+    leases_table = "leases"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.db = SqliteDatabase(path, busy_timeout=busy_timeout)

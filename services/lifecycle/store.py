@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,8 +73,10 @@ def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
 
 
 @functools.cache
-def _render(template: str, documents: str, attempts: str, for_update: str, placeholder: str) -> str:
-    sql = template.format(documents=documents, attempts=attempts, for_update=for_update)
+def _render(
+    template: str, documents: str, attempts: str, leases: str, for_update: str, placeholder: str
+) -> str:
+    sql = template.format(documents=documents, attempts=attempts, leases=leases, for_update=for_update)
     return sql.replace("?", placeholder)
 
 
@@ -87,6 +89,7 @@ class SqlLifecycleStore:
 
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
+    leases_table: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
     db: Any
 
@@ -95,8 +98,18 @@ class SqlLifecycleStore:
 
     def _q(self, template: str) -> str:
         return _render(
-            template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder
+            template,
+            self.documents_table,
+            self.attempts_table,
+            self.leases_table,
+            self.db.for_update,
+            self.db.placeholder,
         )
+
+    @property
+    def tables(self) -> list[str]:
+        """Every table of the lifecycle store (what ``emd lifecycle migrate --grant`` grants on)."""
+        return [self.documents_table, self.attempts_table, self.leases_table]
 
     def _upgrade(self, db: Any) -> None:
         """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
@@ -393,3 +406,39 @@ class SqlLifecycleStore:
 
     def message_ids(self, local_uid: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid)]
+
+    # --- leases and retention ---------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        now = _now()
+        at, until = self.db.to_db(now), self.db.to_db(now + timedelta(seconds=ttl))
+        with self.db.transaction() as db:
+            # taken when free, renewed by its holder, taken over once its holder let it expire
+            db.execute(
+                self._q(
+                    "INSERT INTO {leases} (name, holder, expires_at) VALUES (?,?,?) ON CONFLICT (name) DO UPDATE"
+                    " SET holder = excluded.holder, expires_at = excluded.expires_at"
+                    " WHERE {leases}.holder = excluded.holder OR {leases}.expires_at < ?"
+                ),
+                (name, holder, until, at),
+            )
+            row = db.execute(self._q("SELECT holder FROM {leases} WHERE name = ?"), (name,)).fetchone()
+        return row is not None and row["holder"] == holder
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.db.transaction() as db:
+            db.execute(self._q("DELETE FROM {leases} WHERE name = ? AND holder = ?"), (name, holder))
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        before = self.db.to_db(decided_before)
+        decided = "SELECT local_uid FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"
+        with self.db.transaction() as db:
+            attempts = db.execute(
+                self._q("DELETE FROM {attempts} WHERE local_uid IN (" + decided + ")"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+            documents = db.execute(
+                self._q("DELETE FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+        return documents, attempts

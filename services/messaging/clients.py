@@ -28,6 +28,7 @@ from producer.errors import ConfigurationError
 from producer.kafka import KafkaSecurity, unreachable
 from services.config import Settings
 from services.logs import get_logger
+from services.messaging.trust import observe_kafka_ca
 
 log = get_logger(__name__)
 
@@ -87,6 +88,7 @@ async def start_producer(
     settings: Settings, *, client_id: str, topics: Sequence[str] = ()
 ) -> AIOKafkaProducer:
     """A started aiokafka producer for a worker on a broker that has ``topics``, or ``ConfigurationError``."""
+    observe_kafka_ca(settings.kafka_ssl_ca_file)  # what this process trusts, for EmdKafkaCaExpiresSoon
     config = aio_producer_config(settings, client_id=client_id)
     deadline = time.monotonic() + settings.startup_grace_seconds
     while True:

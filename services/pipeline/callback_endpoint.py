@@ -7,8 +7,10 @@
   and serves POST on any path on ``EMD_CALLBACK_HOST``:``EMD_CALLBACK_PORT``;
 * ``publish`` returns only after the broker confirmed the write (``Producer.send``), so a callback is on the
   topic before ИПС gets its ack;
-* on ``request_stop()`` (SIGTERM) it stops accepting connections and lets the requests in progress finish
-  for ``EMD_SHUTDOWN_GRACE_SECONDS`` before closing.
+* on ``request_stop()`` (SIGTERM) it drains (``services.messaging.shutdown.HttpDrain``): it stops accepting
+  connections and lets the requests in progress finish — one whose body is still arriving included — for
+  ``EMD_SHUTDOWN_GRACE_SECONDS`` before closing; the producer closes after that, so an acked callback is on the
+  topic.
 
 Its metrics and ``/healthz`` are the ``App``'s, on their own port (``EMD_METRICS_PORT``), apart from the SOAP port
 the ingress exposes. The lookups read the lifecycle store (what the sender registered) in a thread.
@@ -33,6 +35,7 @@ from services.documents.store import DocumentStore, document_bytes, require_sign
 from services.logs import get_logger
 from services.messaging import transports
 from services.messaging.records import Output
+from services.messaging.shutdown import HttpDrain
 from services.messaging.transport import Producer, Transport
 from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
 from services.pipeline.organizations import load_organizations
@@ -194,12 +197,9 @@ class CallbackEndpoint:
         )
         transport = self.transport or transports.for_settings(self.settings)
         producer = await transport.producer(client_id=self.name, topics=[topology.CALLBACKS.name])
+        draining = HttpDrain(grace=self.settings.shutdown_grace_seconds)
         try:
-            runner = web.AppRunner(
-                self._web_app(producer),
-                access_log=None,
-                shutdown_timeout=self.settings.shutdown_grace_seconds,
-            )
+            runner = draining.runner(self._web_app(producer, draining))
             await runner.setup()
             try:
                 await web.TCPSite(runner, self.host, self.port).start()
@@ -208,11 +208,11 @@ class CallbackEndpoint:
                 await self._stopping.wait()
             finally:
                 self._listening = False
-                await runner.cleanup()  # stops accepting, lets requests in progress finish (the grace)
+                await draining.drain(runner, name=self.name)  # no new connections; requests in flight finish
         finally:
             await producer.stop()
 
-    def _web_app(self, producer: Producer) -> web.Application:
+    def _web_app(self, producer: Producer, draining: HttpDrain) -> web.Application:
         async def publish(key: str, value: bytes) -> None:
             await producer.send([Output(topology.CALLBACKS.name, value, key)])
 
@@ -233,6 +233,6 @@ class CallbackEndpoint:
                 headers={"Content-Type": envelope.content_type(envelope.version_of(reply.body))},
             )
 
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[draining.middleware])
         app.router.add_post("/{tail:.*}", handle)
         return app

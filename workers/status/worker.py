@@ -7,6 +7,9 @@ One process, two stages:
   without callbacks (N3) (``services.pipeline.polling``); all ask РЭМД through ``RegistryPoller``;
 * ``status-sent`` on ``emd.document.sent``: a ``sent`` event only confirms, in the log, what the lifecycle store
   knows.
+
+The scanners look at the whole store, so they run on one replica at a time: the holder of the ``status-scanners``
+lease (``services.pipeline.lease``), which also counts the unhandled dead letters (``services.desk.unhandled``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from __future__ import annotations
 from producer import topology
 from services import lifecycle
 from services.config import Settings
+from services.desk.unhandled import DeadLetterWatch, watch_tick
 from services.messaging.app import App
+from services.messaging.clients import kafka_python_config
 from services.messaging.runtime import Stage, Ticker, consumer_group
 from services.pipeline import acknowledgment
 from services.pipeline.acknowledger import Acknowledger
+from services.pipeline.lease import Lease, while_held
 from services.pipeline.organizations import load_organizations
 from services.pipeline.polling import DeadlineScanner, PollScanner, RegistryPoller, callbackless
 from services.remd.transports import Transports
@@ -53,11 +59,30 @@ def build(settings: Settings) -> App:
         organizations=callbackless(config, transports),
         interval=settings.poll_interval_seconds,
     )
+    # one replica runs the scanners: the lease holder; it also counts the dead letters nobody has handled
+    lease = Lease(store, "status-scanners", ttl=settings.scanner_lease_seconds)
+    dead_letters = DeadLetterWatch(kafka_python_config(settings), store=store)
     tickers = [
-        Ticker(name="deadline-scanner", interval=settings.ack_scan_interval_seconds, tick=deadlines.tick)
+        Ticker(name="scanner-lease", interval=lease.renew_every, tick=lease.renew),
+        Ticker(
+            name="deadline-scanner",
+            interval=settings.ack_scan_interval_seconds,
+            tick=while_held(lease, deadlines.tick, job="deadline-scanner"),
+        ),
+        Ticker(
+            name="dead-letter-watch",
+            interval=settings.dead_letter_watch_seconds,
+            tick=watch_tick(dead_letters, lease),
+        ),
     ]
     if polls.organizations:
-        tickers.append(Ticker(name="poll-scanner", interval=settings.poll_interval_seconds, tick=polls.tick))
+        tickers.append(
+            Ticker(
+                name="poll-scanner",
+                interval=settings.poll_interval_seconds,
+                tick=while_held(lease, polls.tick, job="poll-scanner"),
+            )
+        )
     callbacks = Stage(
         name=CALLBACKS_STAGE,
         input_topic=topology.CALLBACKS.name,
@@ -73,4 +98,11 @@ def build(settings: Settings) -> App:
         dead_letter_topic=topology.SENT_DLT.name,
         settings=settings,
     )
-    return App(NAME, settings, [callbacks, sent], on_stop=[transports.aclose, store.close])
+    # on_stop runs last first: the lease is handed over, then the watch, the transports and the store close
+    return App(
+        NAME,
+        settings,
+        [callbacks, sent],
+        on_start=[lease.renew_now],
+        on_stop=[store.close, transports.aclose, dead_letters.close, lease.release],
+    )
