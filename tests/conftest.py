@@ -3,9 +3,10 @@ what keeps parallel test processes apart.
 
 Markers (``pyproject.toml`` declares them):
 
-* ``integration``: the test needs more than its own process: a Kafka broker, a PostgreSQL server, or the
-  project's own processes (``emd`` commands, workers, the whole pipeline). Quick tool children (``openssl``,
-  ``kubectl``, ``promtool``) and HTTP servers inside the test's process do not count. ``make test-fast`` runs
+* ``integration``: the test needs more than its own process: a Kafka broker, a PostgreSQL server, the package
+  index, or Python processes running the project (``emd`` commands, workers, the whole pipeline, the signer's
+  process pool, the image's SBOM steps). Quick tool children (``openssl``, ``kubectl``, ``promtool``) and HTTP
+  servers inside the test's process do not count. ``make test-fast`` runs
   everything else (``-m "not integration"``); a test that asks for the ``broker`` or ``postgres_*`` fixtures
   without the marker errors before its fixtures start, and one that starts a broker, a PostgreSQL server, a
   pipeline or an ``emd`` process without it fails there: the marker cannot drift from what the test does.

@@ -287,6 +287,7 @@ def _hammer(path: str, worker: int, n: int) -> None:
     s.close()
 
 
+@pytest.mark.integration
 def test_two_processes_share_the_store(tmp_path):
     """Two processes recording attempts on the same documents at once lose none and never reuse an attempt number."""
     path = str(tmp_path / "lc.sqlite3")
