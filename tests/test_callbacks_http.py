@@ -31,6 +31,8 @@ from services.remd.wssec import sign_envelope, verify_envelope
 from tests.kafka_helpers import read_all
 from workers.callbacks.worker import build
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
 #: our callback address: the development configuration's remd.callback_url, which a callback's wsa:To must name

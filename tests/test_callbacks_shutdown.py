@@ -22,6 +22,8 @@ from services.remd import envelope, soap
 from services.remd.soap import RegisterResult, RegistryItem
 from tests.kafka_helpers import read_all, wait_until
 
+pytestmark = pytest.mark.integration
+
 GRACE = 20
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lab.broker import LocalBroker, free_port
 from lab.dev.config import write_dev_config
@@ -24,6 +25,8 @@ from producer.topology import ensure_topics
 from services.console.auth import add_user
 from services.messaging import deadletter as dl
 from tests.kafka_helpers import read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 ORG = "1.2.643.5.1.13.13.12.2.77.9000"

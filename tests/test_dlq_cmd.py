@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from services.desk import deadletters as dls
 from services.desk.deadletters import DeadLetter, Filters, newest_first
 from services.desk.replay import plan
@@ -177,6 +179,7 @@ def test_replay_is_refused_beyond_the_limit_and_goes_to_the_stage_that_takes_the
     assert plan(_letter(**{dl.ORIGINAL_TOPIC: "emd.remd.callbacks"}), limit=3)[0] == "emd.remd.callbacks"
 
 
+@pytest.mark.integration
 def test_cli_help_and_bad_input():
     """Every `emd dlq` subcommand has --help; a bad time, number or format exits 2 naming the option."""
     for sub in ("list", "show", "export", "ticket", "replay"):
@@ -217,6 +220,8 @@ def _publish_dead_letters(bootstrap, uids_and_times):
     p.close()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(tmp_path):
     """A dead letter written after the replay began is neither replayed nor committed past: the next run takes it."""
     from lab.broker import LocalBroker
@@ -254,6 +259,8 @@ def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(t
     assert all(dict(r.headers)[dl.REPLAY_COUNT] == b"1" for r in replayed)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_an_interrupted_replay_resumed_replays_each_record_once(tmp_path):
     """SIGTERM mid-run stops the replay between records (exit 1, 'run again'); the next run replays the rest, each once."""
     from collections import Counter

@@ -18,11 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from producer import cda
 from producer.xmlsafe import parse_xml
 from tests.pipeline_lab import Lab, pipeline_lab
 from tests.pipeline_lab import documents as lab_documents
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 

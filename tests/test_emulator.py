@@ -859,6 +859,7 @@ def test_outage_refused_mode(world, pki):
         pytest.fail("the emulator did not come back")
 
 
+@pytest.mark.integration
 def test_list_scenarios_cli():
     """`emd emulator --list-scenarios` prints every scenario, one line each."""
     r = subprocess.run(
@@ -872,6 +873,7 @@ def test_list_scenarios_cli():
     assert [line.split()[0] for line in lines] == list(SCENARIOS)
 
 
+@pytest.mark.integration
 def test_emulator_runs_as_a_subprocess(tmp_path, pki):
     """`emd emulator --port P --systems FILE` serves until terminated and loads the systems file."""
     (tmp_path / "is.pem").write_bytes(pki["is"][1].to_pem())

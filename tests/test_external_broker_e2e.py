@@ -13,9 +13,11 @@ import pytest
 
 from lab.broker import free_port
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 def _env(**extra: str) -> dict[str, str]:
-    # the session's broker fixture sets KAFKA_ENABLE_IDEMPOTENCE=false for the tests; a user has nothing set
+    # tests/conftest.py sets KAFKA_ENABLE_IDEMPOTENCE=false and EMD_DATA_DIR for the tests; a user has nothing set
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EMD_"))}
     return {**env, **extra}
 
@@ -46,11 +48,22 @@ def emd_broker() -> Iterator[str]:
 
 def _demo(bootstrap: str, tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--workdir", str(tmp_path / "run"), *args],
+        # the demo's own --timeout fires first and says which documents it waited for
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "demo",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--timeout",
+            "300",
+            *args,
+        ],
         env=_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, **env),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=420,
     )
 
 

@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "deploy" / "image"
 LOCK = IMAGE / "requirements.txt"
@@ -60,6 +62,7 @@ def test_the_lock_agrees_with_pyproject():
         assert req.specifier.contains(lock[_requirement(req.name + "==")[0]][0]), spec
 
 
+@pytest.mark.integration
 def test_the_image_requirements_install_with_require_hashes(tmp_path):
     """pip accepts the lock in hash-checking mode: every file matches its sha256 and every transitive dependency is
     listed (pip refuses an unhashed or unlisted one), as the image's build does."""
@@ -80,7 +83,7 @@ def test_the_image_requirements_install_with_require_hashes(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=300,  # below the per-test timeout, so a hung index shows as this wait (4 s when measured)
     )
     assert 0 == done.returncode, done.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
@@ -91,6 +94,7 @@ def test_the_image_requirements_install_with_require_hashes(tmp_path):
     assert {n: v for n, (v, _) in locked(LOCK).items()} == resolved
 
 
+@pytest.mark.integration
 def test_a_wrong_hash_is_refused(tmp_path):
     """The check above can fail: a requirement whose listed hash matches no file of it makes pip refuse."""
     version, _ = locked(LOCK)["sniffio"]
@@ -116,6 +120,7 @@ def test_a_wrong_hash_is_refused(tmp_path):
     assert 0 != done.returncode and "DO NOT MATCH THE HASHES" in done.stderr
 
 
+@pytest.mark.integration
 def test_make_image_writes_an_sbom_of_the_python_packages_and_the_debian_ones(tmp_path):
     """`make image` runs deploy/image/sbom.sh after the build, which merges what the build stage's cyclonedx-py wrote
     with the image's Debian packages: here the same two steps on this venv and a dpkg list give one CycloneDX 1.6

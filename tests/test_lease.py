@@ -165,6 +165,7 @@ def two_status_processes(broker, tmp_path):
         store.close()
 
 
+@pytest.mark.integration
 def test_two_status_processes_run_one_scanner_between_them(broker, tmp_path, two_status_processes):
     """With two status workers on one store, exactly one holds the scanner lease and an overdue document gets one
     deadline record, not one per process; when the holder stops, the other takes the scanners over."""

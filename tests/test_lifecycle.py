@@ -13,7 +13,7 @@ from services import lifecycle as lc
 from services.outcome import Outcome
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def backend(request, tmp_path):
     """Each backend's store URL: SQLite in tmp_path, PostgreSQL a fresh database."""
     if request.param == "postgresql":
@@ -288,6 +288,7 @@ def _hammer(path: str, worker: int, n: int) -> None:
     s.close()
 
 
+@pytest.mark.integration
 def test_two_processes_share_the_store(tmp_path):
     """Two processes recording attempts on the same documents at once lose none and never reuse an attempt number."""
     path = str(tmp_path / "lc.sqlite3")
@@ -309,6 +310,7 @@ def test_two_processes_share_the_store(tmp_path):
     s.close()
 
 
+@pytest.mark.integration
 def test_open_store_picks_the_backend_by_url(tmp_path, postgres_url):
     """open_store gives SQLite by default or for sqlite:///, PostgreSQL for postgresql://, and refuses other schemes."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -342,6 +344,7 @@ def test_find_by_emdr_id_finds_the_registered_document(store):
 # --- PostgreSQL specifics: schema on open, lost connections, replicas racing -------------------------
 
 
+@pytest.mark.integration
 def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
     """Opening the store creates the schema once; a second replica opening it later sees the same rows."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -356,6 +359,7 @@ def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
     second.close()
 
 
+@pytest.mark.integration
 def test_postgres_store_says_where_it_opened_and_never_the_password(postgres_url):
     """Opening logs the backend, host and database of the store, and nothing of the URL's password."""
     from structlog.testing import capture_logs
@@ -371,6 +375,7 @@ def test_postgres_store_says_where_it_opened_and_never_the_password(postgres_url
     assert opened["host"] and "s3cret-pw" not in repr(logs)
 
 
+@pytest.mark.integration
 def test_postgres_lost_connection_is_transient_then_reconnects(postgres_server, postgres_url):
     """A connection the server drops fails that call as a transient LIFECYCLE_STORE_UNAVAILABLE; the next call reconnects."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -420,6 +425,7 @@ def _replica(url: str, role: str, n: int, barrier) -> None:
     s.close()
 
 
+@pytest.mark.integration
 def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postgres_url):
     """Two replicas racing on each document's transitions number attempts without gaps or clashes and never lose the registration."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -452,6 +458,7 @@ def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postg
     setup.close()
 
 
+@pytest.mark.integration
 def test_postgres_store_runs_on_a_dml_only_role_once_the_schema_exists(postgres_url):
     """Once the schema exists, a role granted only SELECT, INSERT and UPDATE opens the store and records attempts."""
     from services.lifecycle.postgres import PostgresLifecycleStore

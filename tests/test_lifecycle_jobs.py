@@ -67,6 +67,7 @@ def _refused(url: str, statement: str) -> bool:
     return False
 
 
+@pytest.mark.integration
 def test_a_worker_on_the_application_role_cannot_run_ddl(roles, tmp_path):
     """On an empty database, the application role can neither create a table itself nor have the store create
     its schema: opening the store says to run the migration."""
@@ -80,6 +81,7 @@ def test_a_worker_on_the_application_role_cannot_run_ddl(roles, tmp_path):
     )
 
 
+@pytest.mark.integration
 def test_the_migration_job_creates_the_schema_and_the_application_role_then_only_reads_and_writes(
     roles, tmp_path
 ):
@@ -110,6 +112,7 @@ def test_the_migration_job_creates_the_schema_and_the_application_role_then_only
         assert _refused(app_url, statement), statement
 
 
+@pytest.mark.integration
 def test_a_database_older_than_the_code_waits_for_the_migration_instead_of_half_migrating(roles, tmp_path):
     """When this version needs a table the database lacks, a pod on the application role changes nothing, waits
     its startup grace and then fails saying what to run; after the migration it opens."""
@@ -126,13 +129,14 @@ def test_a_database_older_than_the_code_waits_for_the_migration_instead_of_half_
     lc.open_store(tmp_path, url=app_url).close()
 
 
+@pytest.mark.integration
 def test_migrate_refuses_to_grant_on_sqlite(tmp_path):
     """--grant names a PostgreSQL role: on the SQLite store it is a clear error, exit 2."""
     done = run_migrate("", "--grant", "emd_app", tmp_path=tmp_path)
     assert 2 == done.returncode and "needs a PostgreSQL lifecycle store" in done.stderr
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def any_store(request, tmp_path):
     """A lifecycle store of each backend."""
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""

@@ -29,9 +29,9 @@ from tests.runtime_kafka import MemoryKafka, TansuKafka, TestKafka
 TIMEOUT = 180.0
 
 
-@pytest.fixture(params=["memory", "tansu"])
+@pytest.fixture(params=["memory", pytest.param("tansu", marks=pytest.mark.integration)])
 def kafka(request, tmp_path) -> TestKafka:
-    """The broker a test body runs on: the in-memory one, then the real one."""
+    """The broker a test body runs on: the in-memory one, then the real one (an integration test)."""
     if request.param == "memory":
         return MemoryKafka(tmp_path)
     return TansuKafka(tmp_path, request.getfixturevalue("broker").bootstrap_servers)

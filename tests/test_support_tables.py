@@ -10,7 +10,7 @@ from services.lifecycle.support_tables import ClinicConflict, open_support_table
 OID = "1.2.643.5.1.13.13.12.2.77.9000"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store(request, tmp_path):
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
     s = open_support_tables(tmp_path, url=url)
@@ -109,6 +109,7 @@ def test_the_audit_log_is_read_a_page_at_a_time_so_a_flood_hides_nothing(store):
     assert [(e.action, e.actor) for e in last] == [("clinic.promote", "alice")]
 
 
+@pytest.mark.integration
 def test_the_postgres_desk_store_opens_on_a_dml_only_role_once_its_tables_exist(postgres_url):
     """Once the owner created the desk tables, a role granted only SELECT, INSERT and UPDATE opens the desk
     store and writes to it (no CREATE on every open)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import pytest
 from kafka import KafkaProducer
 
 from producer import topology
@@ -93,6 +94,7 @@ def _dead_letter(
     producer.flush()
 
 
+@pytest.mark.integration
 def test_the_watch_reads_the_topics_incrementally_and_follows_a_replay(broker, store):
     """On the real topics: the watch finds new dead letters (only what is new on the second read), and a document
     replayed since drops out of the unhandled ones."""

@@ -300,6 +300,15 @@ class LocalPipeline:
         )
 
     def start(self) -> LocalPipeline:
+        """Write the configuration and start the children; if one does not start, stop those already running
+        (``with LocalPipeline(...)`` never reaches ``__exit__`` when ``start`` raises)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalPipeline:
         self.write_config()
         self.supervisor.base_env.update(self.env)
         if "emulator" in self.components:
@@ -356,7 +365,9 @@ class LocalPipeline:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _wait_for_file(self, path: Path, name: str, timeout: float = 30) -> None:
+    # 120 s: on a 2-core machine at load average 30-40 (parallel test runs) importing the emulator alone took 11 s,
+    # and 30 s ran out before it wrote its certificate
+    def _wait_for_file(self, path: Path, name: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if name in self.supervisor.dead() or time.monotonic() > deadline:
