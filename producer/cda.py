@@ -149,7 +149,7 @@ class CdaMetadata:
 
     @property
     def requires_patient_snils(self) -> bool | None:
-        """Whether the kind demands the patient's СНИЛС; None when the kind is unknown to НСИ v12.14."""
+        """Whether the kind demands the patient's СНИЛС; None when the shipped НСИ 1520 does not say."""
         if self.kind is None or self.kind.kind is None:
             return None
         return self.kind.kind.requires_patient_snils
@@ -407,8 +407,12 @@ def _kind(
         missing["kind"] = nsi.explain_no_kind(code, code_system, template_ids)
     elif kind.kind is None:
         missing["kind.rules"] = (
-            f"1520 code {kind.code} is newer than НСИ 1520 v{nsi.NSI_1520_VERSION}: "
-            f"its patient and signature rules are unknown"
+            f"1520 code {kind.code} is not in {nsi.SHIPPED}: its patient and signature rules are unknown"
+        )
+    elif kind.kind.organization_signature is None:
+        missing["kind.rules"] = (
+            f"1520 code {kind.code} is a row of the supplement to НСИ 1520 v{nsi.NSI_1520_VERSION}: its patient "
+            "and signature rules are unknown"
         )
     return kind
 
