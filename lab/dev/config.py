@@ -23,8 +23,12 @@ from typing import Any
 
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from lab.dev.ports import DEV_CALLBACK_URL, DEV_EMULATOR, DEV_EMULATOR_PORT
 
 __all__ = [
+    "DEV_CALLBACK_URL",
+    "DEV_EMULATOR",
+    "DEV_EMULATOR_PORT",
     "DEV_MIS_ID",
     "DEV_SYSTEM_IDS",
     "N3_DEV_CODES",
@@ -54,8 +58,8 @@ def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: A
     return {"key": f"{name}.key", "certificate": f"{name}.pem"}
 
 
-#: where the development configuration points when no emulator runs (``emd emulator``'s default port)
-DEV_EMULATOR = "http://127.0.0.1:8085"
+#: the emulator's file of registered information systems, written beside organizations.json
+SYSTEMS_FILE = "systems.json"
 
 
 def write_dev_config(
@@ -67,7 +71,7 @@ def write_dev_config(
     mode: str = "server",
     valid_from: dt.datetime | None = None,
     valid_days: int = 730,
-    endpoint: str = "http://127.0.0.1:8085/ips",
+    endpoint: str = f"{DEV_EMULATOR}/ips",
     callback_url: str | None = None,
     schematron: str = "warn",
     paramset: str = "A",
@@ -75,7 +79,10 @@ def write_dev_config(
     system_ids: tuple[str, ...] = DEV_SYSTEM_IDS,
     allow_unvalidated_kinds: bool = True,
 ) -> Path:
-    """A complete development configuration in ``directory``; returns the path of ``organizations.json``.
+    """A complete development configuration in ``directory``; returns the path of ``organizations.json``. Beside
+    it, ``systems.json`` registers each organisation's information system (its clientEntityId and WS-Security
+    certificate) with the emulator (``emd emulator --systems``): the defaults of both agree with ``emd emulator``
+    and ``emd callbacks`` on their default ports (:data:`DEV_EMULATOR`, :data:`DEV_CALLBACK_URL`).
 
     Writes a dev CA (``lab.dev.pki``), one key per doctor СНИЛС in ``doctors`` (shared by every
     organisation), and per organisation an employee certificate signing for it under an МЧД signed by
@@ -113,6 +120,7 @@ def write_dev_config(
         doctor_entries[snils]["server_signing_consent"] = "development configuration (emd certs dev-config)"
 
     orgs = []
+    registered: list[dict[str, Any]] = []  # the emulator's systems.json
     for i, oid in enumerate(oids, start=1):
         inn, ogrn, head_snils = _dev_numbers(i)
         name = f"ГБУЗ Тестовая больница № {i}"
@@ -167,6 +175,10 @@ def write_dev_config(
             SubjectInfo(family="", common_name=f"МИС {name}", ogrn=ogrn, inn_le=inn, org=name),
             **window,
         )
+        client_entity_id = f"dev-mis-{i}"
+        registered.append(
+            {"clientEntityId": client_entity_id, "name": name, "certificates": [system["certificate"]]}
+        )
         orgs.append(
             {
                 "oid": oid,
@@ -182,8 +194,8 @@ def write_dev_config(
                 "remd": {
                     "environment": "test",
                     "endpoint": endpoint,
-                    "callback_url": callback_url or "http://127.0.0.1:8086/callback",
-                    "client_entity_id": f"dev-mis-{i}",
+                    "callback_url": callback_url or DEV_CALLBACK_URL,
+                    "client_entity_id": client_entity_id,
                     "system_key": system["key"],
                     "system_certificate": system["certificate"],
                     "rate_limit_per_minute": 600,
@@ -200,6 +212,14 @@ def write_dev_config(
     }
     path = out / "organizations.json"
     path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    systems = {
+        "comment": "the information systems the emulator admits (emd emulator --systems); written with "
+        "organizations.json by `emd certs dev-config`",
+        "systems": registered,
+    }
+    (out / SYSTEMS_FILE).write_text(
+        json.dumps(systems, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     return path
 
 
