@@ -239,3 +239,75 @@ def test_the_supplement_adds_kinds_and_changes_no_official_row():
     assert (
         nsi.kind_by_code("100").end_date is None
     )  # 12.14 says it is open: the seed's 01.07.2025 is not applied
+
+
+def _xpath_value(node, path: str) -> str | None:
+    """The first node's text or attribute value a published XPath selects, stripped (None: nothing)."""
+    from lxml import etree
+
+    found = etree.XPath(path, namespaces=cda.NS)(node)
+    if not found:
+        return None
+    first = found[0]
+    text = first if isinstance(first, str) else "".join(first.itertext())
+    return text.strip() or None
+
+
+@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.xml")), ids=lambda p: p.name)
+def test_the_published_xpaths_read_what_extract_reads(path):
+    """cda.FIELD_XPATHS and SIGNER_XPATHS (what docs/integration.md and docs/asyncapi.yaml give a МИС in another
+    language) select, on every sample, the values extract() reads, where it reads them by that path."""
+    root = parse_xml(path.read_bytes())
+    m = extract(root)
+    x = {field: _xpath_value(root, p) for field, p in cda.FIELD_XPATHS.items()}
+    assert (x["localUid"], x["organizationOid"], x["documentNumber"]) == (
+        m.local_uid,
+        m.organization_oid,
+        m.document_number,
+    )
+    assert x["creationTime"] == m.creation_time_raw
+    if m.kind is not None and m.kind.method == "in_doc":
+        assert x["kind"] == m.kind.code
+    if m.department_oid is not None:
+        assert x["departmentOid"] == m.department_oid
+    if m.patient is not None:
+        p = m.patient
+        assert (x["patient.localId"], x["patient.family"], x["patient.given"], x["patient.gender"]) == (
+            p.local_id,
+            p.family,
+            p.given,
+            p.gender,
+        )
+        if p.snils is not None:
+            assert x["patient.snils"].replace("-", "").replace(" ", "") == p.snils
+        if x["patient.patronymic"] is not None:
+            assert x["patient.patronymic"] == p.patronymic
+    entities = [
+        (role, entity)
+        for role, entity_path in cda.SIGNER_ENTITIES.items()
+        for entity in _nodes(root, entity_path)
+    ]
+    assert [role for role, _ in entities] == [s.role for s in m.signers]
+    for (_, entity), signer in zip(entities, m.signers, strict=True):
+        v = {field: _xpath_value(entity, p) for field, p in cda.SIGNER_XPATHS.items()}
+        assert (v["localId"], v["family"], v["given"]) == (signer.local_id, signer.family, signer.given)
+        if signer.snils is not None:
+            assert v["snils"].replace("-", "").replace(" ", "") == signer.snils
+        if v["positionCode"] is not None:
+            assert (v["positionCode"], v["positionCodeSystemVersion"]) == (
+                signer.position_code,
+                signer.position_version,
+            )
+        if v["specialityCode"] is not None:
+            assert (v["specialityCode"], v["specialityCodeSystemVersion"]) == (
+                signer.speciality_code,
+                signer.speciality_version,
+            )
+        if signer.department_oid is not None:
+            assert v["departmentOid"] == signer.department_oid
+
+
+def _nodes(node, path: str) -> list:
+    from lxml import etree
+
+    return etree.XPath(path, namespaces=cda.NS)(node)
