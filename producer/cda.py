@@ -70,6 +70,24 @@ SPECIALITY_SYSTEM = "1.2.643.5.1.13.13.11.1066"
 #: the Ministry (ЕГИСЗ/РЭМД) as the document's recipient: every СЭМД names it, it is not a recipient to report
 MINISTRY_OID = "1.2.643.5.1.13"
 
+
+def _patronymic(name: str) -> str:
+    """identity:Patronymic, or (legacy templates) the second ``given`` of a name without one."""
+    return f"{name}[1]/identity:Patronymic | {name}[1][not(identity:Patronymic)]/h:given[2]"
+
+
+#: a signer's position: its code in НСИ 1002, else (editions with another dictionary) its first code
+_POSITION = (
+    f"h:code[@codeSystem='{POSITION_SYSTEM}'][1] | h:code[not(../h:code[@codeSystem='{POSITION_SYSTEM}'])][1]"
+)
+#: a signer's speciality: the participation's functionCode in НСИ 1066, else one inside the role
+_SPECIALITY = (
+    f"../h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}'][1]"
+    f" | self::node()[not(../h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}'])]"
+    f"/descendant::h:code[@codeSystem='{SPECIALITY_SYSTEM}'][1]"
+)
+
+
 #: Where each field of the ``created`` event is read, as absolute XPath 1.0 (prefixes: ``NS``). What
 #: :func:`extract` reads, published for a МИС in another language (docs/integration.md, docs/asyncapi.yaml);
 #: ``tests/test_cda.py`` evaluates each on every sample against :func:`extract`. Where a value needs more than the
@@ -88,7 +106,7 @@ FIELD_XPATHS: dict[str, str] = {
     ),
     "patient.family": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name/h:family",
     "patient.given": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name/h:given[1]",
-    "patient.patronymic": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name/identity:Patronymic",
+    "patient.patronymic": _patronymic("/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name"),
     "patient.gender": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:administrativeGenderCode/@code",
     "patient.birthDate": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:birthTime/@value",
     "recipient.organizationOid": (
@@ -109,11 +127,11 @@ SIGNER_XPATHS: dict[str, str] = {
     "localId": f"h:id[not(@root='{SNILS_ROOT}')][@extension][1]/@extension",
     "family": "h:assignedPerson/h:name/h:family",
     "given": "h:assignedPerson/h:name/h:given[1]",
-    "patronymic": "h:assignedPerson/h:name/identity:Patronymic",
-    "positionCode": f"h:code[@codeSystem='{POSITION_SYSTEM}']/@code",
-    "positionCodeSystemVersion": f"h:code[@codeSystem='{POSITION_SYSTEM}']/@codeSystemVersion",
-    "specialityCode": f"../h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}']/@code",
-    "specialityCodeSystemVersion": f"../h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}']/@codeSystemVersion",
+    "patronymic": _patronymic("h:assignedPerson/h:name"),
+    "positionCode": f"({_POSITION})/@code",
+    "positionCodeSystemVersion": f"({_POSITION})/@codeSystemVersion",
+    "specialityCode": f"({_SPECIALITY})/@code",
+    "specialityCodeSystemVersion": f"({_SPECIALITY})/@codeSystemVersion",
     "departmentOid": "h:representedOrganization/h:id/@extension",
 }
 

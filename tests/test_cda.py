@@ -280,8 +280,7 @@ def test_the_published_xpaths_read_what_extract_reads(path):
         )
         if p.snils is not None:
             assert x["patient.snils"].replace("-", "").replace(" ", "") == p.snils
-        if x["patient.patronymic"] is not None:
-            assert x["patient.patronymic"] == p.patronymic
+        assert x["patient.patronymic"] == p.patronymic
     entities = [
         (role, entity)
         for role, entity_path in cda.SIGNER_ENTITIES.items()
@@ -293,16 +292,15 @@ def test_the_published_xpaths_read_what_extract_reads(path):
         assert (v["localId"], v["family"], v["given"]) == (signer.local_id, signer.family, signer.given)
         if signer.snils is not None:
             assert v["snils"].replace("-", "").replace(" ", "") == signer.snils
-        if v["positionCode"] is not None:
-            assert (v["positionCode"], v["positionCodeSystemVersion"]) == (
-                signer.position_code,
-                signer.position_version,
-            )
-        if v["specialityCode"] is not None:
-            assert (v["specialityCode"], v["specialityCodeSystemVersion"]) == (
-                signer.speciality_code,
-                signer.speciality_version,
-            )
+        assert v["patronymic"] == signer.patronymic
+        assert (v["positionCode"], v["positionCodeSystemVersion"]) == (
+            signer.position_code,
+            signer.position_version,
+        )
+        assert (v["specialityCode"], v["specialityCodeSystemVersion"]) == (
+            signer.speciality_code,
+            signer.speciality_version,
+        )
         if signer.department_oid is not None:
             assert v["departmentOid"] == signer.department_oid
 

@@ -74,15 +74,25 @@ def _header(description: str, **schema: Any) -> dict[str, Any]:
     return {"type": "string", "description": description, **schema}
 
 
+#: the extension of a header saying which payload field it repeats (a runtime expression, as ``x-emd-key``)
+VALUE_OF = "x-emd-value-of"
+
+
 def _event_headers(event_type: str) -> dict[str, Any]:
     """The headers every record of an event type carries (``producer.contract.REQUIRED_HEADERS``)."""
     props = {
-        events.HEADER_EVENT_TYPE: _header("The event's `type`.", const=event_type),
+        events.HEADER_EVENT_TYPE: _header(
+            "The event's `type`.", const=event_type, **{VALUE_OF: "$message.payload#/type"}
+        ),
         events.HEADER_TRACE_ID: _header(
-            "The event's `traceId`: 32 lower-case hex.", pattern="^[0-9a-f]{32}$"
+            "The event's `traceId`: 32 lower-case hex.",
+            pattern="^[0-9a-f]{32}$",
+            **{VALUE_OF: "$message.payload#/traceId"},
         ),
         events.HEADER_SCHEMA_VERSION: _header(
-            "The event's `schemaVersion`, in decimal.", const=str(events.SCHEMA_VERSION)
+            "The event's `schemaVersion`, in decimal.",
+            const=str(events.SCHEMA_VERSION),
+            **{VALUE_OF: "$message.payload#/schemaVersion"},
         ),
     }
     assert tuple(props) == contract.REQUIRED_HEADERS
