@@ -155,6 +155,12 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
         "Согласие врача на подпись его ключом на сервере не записано (server_signing_consent в файле "
         "организаций): получить согласие или перевести врача на подпись в МИС, затем emd dlq replay",
     ),
+    (
+        "KEY_NOT_HELD",
+        C,
+        "Ключ нужен процессу, роль которого его не держит: ключи врачей и организации — только у signer, ключи ИС "
+        "— у sender, status и callbacks (docs/security.md, «Keys per pod»); проверить роль и Secrets пода",
+    ),
     ("KEY_PASSWORD_INVALID", C, _FIX_KEYS),
     ("KEY_PASSWORD_MISSING", C, _FIX_KEYS),
     ("KEY_INVALID", C, _FIX_KEYS),
@@ -265,7 +271,12 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("REGISTRY_LOOKUP_FAILED", T, _WAIT),
     ("REGISTRATION_UNCONFIRMED", T, "РЭМД ещё не показывает регистрацию документа: ждать"),
     ("CALLBACK_UNCORRELATED", T, "Обратный вызов не сопоставлен ни с одним документом: проверить MessageID"),
-    ("NO_ACKNOWLEDGMENT", T, "Нет ответа РЭМД и документ не найден поиском: передать MessageID в СТП ЕГИСЗ"),
+    (
+        "NO_ACKNOWLEDGMENT",
+        T,
+        "Нет ответа РЭМД: документ не найден поиском или его регистрационная запись не получена (getRegistryItem): "
+        "передать MessageID в СТП ЕГИСЗ",
+    ),
     ("SOAP_NOT_ENVELOPE", D, _BAD_ANSWER),
     ("SOAP_EMPTY_BODY", D, _BAD_ANSWER),
     ("SOAP_UNEXPECTED", D, _BAD_ANSWER),
@@ -282,6 +293,11 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("WSS_UNTRUSTED_CERTIFICATE", C, "Сертификат ИПС не из закреплённых (EMD_IPS_CERTIFICATES)"),
     # --- our own state and stores ---------------------------------------------------------------------
     ("LIFECYCLE_STORE_UNAVAILABLE", T, "База жизненного цикла недоступна: проверить PostgreSQL"),
+    (
+        "LIFECYCLE_SCHEMA_MISSING",
+        C,
+        "Схема базы жизненного цикла не создана: выполнить emd lifecycle migrate (Job миграций)",
+    ),
     (
         "DESK_STORE_UNAVAILABLE",
         T,

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "services.processes",
             "services.outcome",
             "services.telemetry",
+            "services.timestamps",
         ),
     ),
     ("infrastructure", ("services.messaging", "services.documents", "services.lifecycle")),

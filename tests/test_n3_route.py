@@ -106,6 +106,7 @@ def test_a_patient_without_a_snils_is_refused_for_n3(tmp_path, monkeypatch):
     assert exc.value.reason == "N3_PERSON_INCOMPLETE" and "СНИЛС" in exc.value.message
 
 
+@pytest.mark.integration
 def test_the_signer_stage_dead_letters_an_unmapped_kind_and_tells_the_mis(broker, tmp_path):
     """Through the signer stage on the broker: the document is dead-lettered N3_KIND_UNMAPPED (category
     configuration, its message naming the kind and the dictionary version), the МИС status says failed with that

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
 from lab.dev.local_pipeline import as_new_document, n3_refusal, sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer import cda
@@ -18,6 +20,8 @@ from producer.topology import SENT_DLT, SIGNED_DLT
 from producer.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
 from tests.pipeline_lab import pipeline_lab, registered_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PER_CLINIC = 4
 
@@ -67,7 +71,7 @@ def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_r
             ]
         )
         uids = lab.publish()
-        snap = lab.wait(timeout=600)
+        snap = lab.wait(timeout=300)
         assert (snap.per_stage["acknowledged"], snap.dead_lettered) == (len(uids) - 2, 2)
         accepted = [u for u in uids if u not in (n3_refused, ips_refused)]
         assert registered_counts(lab, accepted) == dict.fromkeys(accepted, 1)

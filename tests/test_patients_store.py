@@ -9,7 +9,7 @@ from services.lifecycle.patients import open_patient_store
 ORG, OTHER = "1.2.643.5.1.13.13.12.2.77.9000", "1.2.643.5.1.13.13.12.2.77.9001"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store(request, tmp_path):
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
     s = open_patient_store(tmp_path, url=url)

@@ -22,16 +22,16 @@ from services.messaging.heartbeat import check_health
 from services.messaging.records import Output, Record
 from services.messaging.runtime import InPlaceRetry, RetryPolicy, Stage, Ticker
 from services.metrics import REGISTRY
-from services.pipeline.status import dead_letter_status
+from services.pipeline.dead_letter_status import dead_letter_status
 from tests.runtime_kafka import MemoryKafka, TansuKafka, TestKafka
 
 #: the longest a run may take on a loaded machine (a failure, not a measurement)
 TIMEOUT = 180.0
 
 
-@pytest.fixture(params=["memory", "tansu"])
+@pytest.fixture(params=["memory", pytest.param("tansu", marks=pytest.mark.integration)])
 def kafka(request, tmp_path) -> TestKafka:
-    """The broker a test body runs on: the in-memory one, then the real one."""
+    """The broker a test body runs on: the in-memory one, then the real one (an integration test)."""
     if request.param == "memory":
         return MemoryKafka(tmp_path)
     return TansuKafka(tmp_path, request.getfixturevalue("broker").bootstrap_servers)

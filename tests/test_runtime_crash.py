@@ -11,10 +11,13 @@ import sys
 import time
 import uuid
 
+import pytest
 from kafka import KafkaProducer
 
 from producer.topology import Topic, ensure_topics
 from tests.kafka_helpers import read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECORDS = 6000
 KILLS = 6

@@ -33,6 +33,8 @@ from tests import signing_lab as lab
 from tests.kafka_helpers import read_all
 from workers.signer.worker import build
 
+pytestmark = pytest.mark.integration
+
 TIMEOUT = 300.0
 CREATED = created_topic(DEV_MIS_ID)
 STATUS = status_topic(DEV_MIS_ID)

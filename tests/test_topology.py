@@ -61,6 +61,7 @@ def test_dead_letter_topics_follow_the_source_name():
     ]
 
 
+@pytest.mark.integration
 def test_topics_are_created_once_and_again_is_a_no_op(broker):
     """ensure_topics creates what is missing, and a second call creates nothing."""
     mine = (Topic(f"topo.{uuid.uuid4().hex[:6]}.a", "test"), Topic(f"topo.{uuid.uuid4().hex[:6]}.b", "test"))
@@ -85,6 +86,7 @@ def test_topics_are_configured_with_min_insync_replicas():
     )
 
 
+@pytest.mark.integration
 def test_min_insync_replicas_above_the_replication_factor_is_refused(broker):
     """No write could succeed with more in-sync replicas required than exist, so creating topics refuses it."""
     with pytest.raises(ConfigurationError, match="KAFKA_MIN_INSYNC_REPLICAS"):
@@ -96,6 +98,7 @@ def test_min_insync_replicas_above_the_replication_factor_is_refused(broker):
         )
 
 
+@pytest.mark.integration
 def test_emd_topics_creates_each_mis_topics_from_the_organisations_file_or_the_command_line(
     broker, tmp_path, monkeypatch, capsys
 ):

@@ -24,6 +24,7 @@ from typing import Any
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
 from lab.dev.ports import DEV_CALLBACK_URL, DEV_EMULATOR, DEV_EMULATOR_PORT
+from producer.files import private_dir, write_private
 
 __all__ = [
     "DEV_CALLBACK_URL",
@@ -94,7 +95,7 @@ def write_dev_config(
     Schematron. Development only: software keys, nobody's CA.
     """
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out)  # private keys: 0600 files in a 0700 directory
     now = dt.datetime.now(dt.UTC)
     not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
     not_after = now + dt.timedelta(days=valid_days)
@@ -165,8 +166,8 @@ def write_dev_config(
             issued=not_before.date(),
             valid_until=not_after.date(),
         )
-        (out / f"org{i}-mchd.xml").write_bytes(xml)
-        (out / f"org{i}-mchd.sig").write_bytes(sign_mchd(xml, key=head_key, certificate=head_cert))
+        write_private(out / f"org{i}-mchd.xml", xml)
+        write_private(out / f"org{i}-mchd.sig", sign_mchd(xml, key=head_key, certificate=head_cert))
         entry["mchd"] = {"xml": f"org{i}-mchd.xml", "signature": f"org{i}-mchd.sig"}
         system = dev_credential(
             out,
@@ -211,7 +212,7 @@ def write_dev_config(
         "mis": [{"id": mis_id, "organizations": list(oids), "systemIds": list(system_ids)}],
     }
     path = out / "organizations.json"
-    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_private(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     systems = {
         "comment": "the information systems the emulator admits (emd emulator --systems); written with "
         "organizations.json by `emd certs dev-config`",
@@ -230,7 +231,7 @@ def put_on_n3(
     at ``base_url``: its GUID in ``n3-<index>.token``, EmkService and PixService as on N3's stand, the [G] status
     method, and N3 codes for each of ``doctors``. Returns (GUID, ЛПУ id), what the emulator's systems file lists."""
     token, lpu = str(uuid.uuid4()), f"dev-lpu-{index}"
-    (directory / f"n3-{index}.token").write_text(token + "\n")
+    write_private(directory / f"n3-{index}.token", token + "\n")  # a secret: 0600
     org["remd"].update(
         transport="n3",
         endpoint=f"{base_url}/n3/emk/EMKService.svc",

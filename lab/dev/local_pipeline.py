@@ -13,6 +13,7 @@ localUid and a creation time of now (the examples share ids and predate some of 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +27,12 @@ from lxml import etree
 
 from lab.broker import free_port
 from lab.dev.supervisor import Supervisor
+from producer.files import write_private
 from producer.xmlsafe import parse_xml
+from services.timestamps import cda_minute
+
+#: the support console's development user (its password is new on each run: `console_hint`)
+CONSOLE_USER = "dev"
 
 HL7 = "urn:hl7-org:v3"
 #: every child of a full pipeline, in start order (the emulator first: the others need its certificate)
@@ -81,9 +87,7 @@ def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
     """
     root = parse_xml(data)
     _header(root, "id").set("extension", local_uid or uuid.uuid4().hex[:20])
-    _header(root, "effectiveTime").set(
-        "value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%z")
-    )
+    _header(root, "effectiveTime").set("value", cda_minute(datetime.now(ZoneInfo("Europe/Moscow"))))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
@@ -184,6 +188,8 @@ class LocalPipeline:
         self.callback_url = f"http://127.0.0.1:{self.callbacks_port}/callback"
         self.config_dir = self.workdir / "config"
         self.data_dir = self.workdir / "data"
+        self.console_users_file = self.config_dir / "console-users.json"
+        self.console_password = ""  # written with the configuration
         self.env: dict[str, str] = {
             **(kafka_env or {}),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -193,6 +199,7 @@ class LocalPipeline:
             "EMD_IPS_CERTIFICATES": str(self.config_dir / "emulator.pem"),
             "EMD_CALLBACK_PORT": str(self.callbacks_port),
             "EMD_ORGANIZATIONS": str(self.config_dir / "organizations.json"),
+            "EMD_CONSOLE_USERS": str(self.config_dir / "console-users.json"),
             **({"EMD_POLL_INTERVAL_SECONDS": "2"} if n3_clinics else {}),
             **(env or {}),
         }
@@ -216,7 +223,7 @@ class LocalPipeline:
         shared = {k: orgs[0]["remd"][k] for k in ("client_entity_id", "system_key", "system_certificate")}
         for org in orgs:
             org["remd"].update(shared)
-        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+        write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         first = orgs[0]
         systems = {
             "systems": [
@@ -228,13 +235,30 @@ class LocalPipeline:
             ],
             "n3": self._route_through_n3(orgs, snils),
         }
-        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
-        (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
+        write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
+        write_private(self.config_dir / "systems.json", json.dumps(systems, ensure_ascii=False, indent=2))
         self._write_emulator_identity()
+        self._write_console_user()
         if self.configure is not None:
             self.configure(config)
-            orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+            write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
+
+    def _write_console_user(self) -> None:
+        """The console's development user, with a fresh random password: every console page needs a login, so
+        a development run prints this way in (``emd run`` / ``emd demo``)."""
+        from services.console.auth import add_user
+
+        self.console_password = secrets.token_urlsafe(12)
+        add_user(self.console_users_file, CONSOLE_USER, self.console_password)
+
+    def console_hint(self) -> str:
+        """How to open the support console on this run, with its development user."""
+        return (
+            f"console: EMD_CONSOLE_USERS={self.console_users_file} EMD_ORGANIZATIONS={self.config_dir / 'organizations.json'} "
+            f"EMD_DATA_DIR={self.data_dir} KAFKA_BOOTSTRAP_SERVERS={self.bootstrap_servers} emd console; "
+            f"log in as {CONSOLE_USER}, password {self.console_password}"
+        )
 
     def _route_through_n3(self, orgs: list[dict[str, Any]], doctors: list[str]) -> list[dict[str, str]]:
         """The first ``n3_clinics`` organisations (by OID) whose every document N3 can carry (``n3_refusal``), on the
@@ -272,6 +296,15 @@ class LocalPipeline:
         )
 
     def start(self) -> LocalPipeline:
+        """Write the configuration and start the children; if one does not start, stop those already running
+        (``with LocalPipeline(...)`` never reaches ``__exit__`` when ``start`` raises)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalPipeline:
         self.write_config()
         self.supervisor.base_env.update(self.env)
         if "emulator" in self.components:
@@ -328,7 +361,9 @@ class LocalPipeline:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _wait_for_file(self, path: Path, name: str, timeout: float = 30) -> None:
+    # 120 s: on a 2-core machine at load average 30-40 (parallel test runs) importing the emulator alone took 11 s,
+    # and 30 s ran out before it wrote its certificate
+    def _wait_for_file(self, path: Path, name: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if name in self.supervisor.dead() or time.monotonic() > deadline:

@@ -23,9 +23,10 @@ Fault kinds on the synchronous exchange (the МИС's own HTTP request)::
 although the answer is lost: the МИС cannot tell, exactly as with a real network failure after ИПС
 accepted the message (a correct client then sees a callback for an earlier MessageID).
 
-Fault kinds on the asynchronous side (decided when the registerDocument arrives)::
+Fault kinds on the asynchronous side (decided when the registerDocument — or, for the first three, the
+getRegistryItem — arrives)::
 
-    callback_lost          the registerDocumentResult is never sent
+    callback_lost          the registerDocumentResult (getRegistryItemResult) is never sent
     callback_duplicate     it is sent twice (two MessageIDs, same relatesToMessage)
     callback_late          it is sent ``delay`` seconds later than it would be
     callback_out_of_order  after the success, a stale error callback (RUNTIME_ERROR) for the same request
@@ -69,6 +70,8 @@ __all__ = [
 #: asynchronous kinds, registerDocument every one but ``warn``)
 _REGISTRATIONS = ("registerDocument", "n3:AddMedRecord")
 _N3_ONLY = ("warn",)
+#: the asynchronous kinds getRegistryItem's answer on the callback takes
+_REGISTRY_ANSWER_FAULTS = ("callback_lost", "callback_duplicate", "callback_late")
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "refuse", "soap_fault", "malformed")
 ASYNC_FAULTS = (
     "callback_lost",
@@ -215,12 +218,7 @@ class FaultInjector:
                     continue
                 kind = rule.kinds[0] if len(rule.kinds) == 1 else self._rng.choice(rule.kinds)
                 if kind in ASYNC_FAULTS:
-                    if (
-                        operation not in _REGISTRATIONS
-                        or kind in decision.callbacks
-                        or (operation != "registerDocument" and kind not in ("reject", *_N3_ONLY))
-                        or (operation == "registerDocument" and kind in _N3_ONLY)
-                    ):
+                    if not _takes(operation, kind) or kind in decision.callbacks:
                         continue
                     decision.callbacks[kind] = rule
                 elif decision.sync is None:
@@ -229,6 +227,15 @@ class FaultInjector:
                     continue
                 rule.fired += 1
         return decision
+
+
+def _takes(operation: str, kind: str) -> bool:
+    """Whether ``operation`` has an asynchronous side ``kind`` can act on."""
+    if operation == "getRegistryItem":
+        return kind in _REGISTRY_ANSWER_FAULTS
+    if operation == "registerDocument":
+        return kind not in _N3_ONLY
+    return operation in _REGISTRATIONS and kind in ("reject", *_N3_ONLY)
 
 
 class Outage:

@@ -31,6 +31,7 @@ from producer.client import (
 )
 from producer.errors import ConfigurationError, PermanentError
 from producer.events import Envelope
+from services import telemetry
 from services.config import Settings
 from services.documents.store import DocumentStore, store_from_settings
 from services.messaging.clients import security_from
@@ -127,6 +128,7 @@ def _check_records(args: argparse.Namespace) -> None:
 def _publish(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
+        telemetry.start("emd-mis", instrument=())  # the МИС library's publish spans, the store's
     except ConfigurationError as exc:
         raise _Refused(str(exc), 2) from None
     system_id = args.system_id or settings.kafka_client_id

@@ -333,13 +333,13 @@ def _audit(local_uid: str) -> None:
     """``--unmask`` is written to the desk's audit log (who looked at which document's patient data)."""
     from services.commands.dlq_cmd import actor
     from services.config import Settings
-    from services.lifecycle.desk import open_desk_store
+    from services.lifecycle.support_tables import open_support_tables
     from services.logs import get_logger
 
     settings = Settings.from_env()
-    desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    tables = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
     try:
-        desk.audit("request.unmask", actor=actor(), target=local_uid, via="emd request")
+        tables.audit("request.unmask", actor=actor(), target=local_uid, via="emd request")
     finally:
-        desk.close()
+        tables.close()
     get_logger(__name__).warning("request.unmask", local_uid=local_uid, actor=actor())

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.lifecycle.sqlite import SqliteDatabase
 from services.lifecycle.store import database_location
+from services.timestamps import stored
 
 __all__ = ["PatientStore", "open_patient_store"]
 
@@ -78,7 +79,7 @@ class PatientStore:
 
     def remember(self, route: str, organization: str, patient_id: str, fingerprint: str) -> None:
         """The platform took the patient as ``fingerprint`` describes it (an older description is replaced)."""
-        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        now = stored(datetime.now(UTC))
         with self._tx() as run:
             run(
                 "DELETE FROM route_patients WHERE route = ? AND organization = ? AND patient_id = ?",

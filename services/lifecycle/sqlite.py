@@ -1,7 +1,7 @@
 """The embedded backend: one SQLite file in WAL mode, for one host (``services.lifecycle``).
 
 ``SqliteDatabase`` is the connection and the dialect (transactions, ``?``, timestamps as text), shared by
-the lifecycle store and the desk store (``services.lifecycle.desk``), which keep their tables in the same
+the lifecycle store and the support tables (``services.lifecycle.support_tables``), which keep their tables in the same
 file; ``SqliteLifecycleStore`` adds the lifecycle's schema to it. The statements and rules are
 ``services.lifecycle.store``'s.
 """
@@ -12,12 +12,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from producer.files import private_file
 from services.lifecycle.schema import SCHEMA_LOCK, SQLITE_SCHEMA
 from services.lifecycle.store import SqlLifecycleStore
+from services.timestamps import stored
 
 #: the lifecycle's tables here (the DDL of every dialect is ``services.lifecycle.schema``'s)
 __all__ = ["SQLITE_SCHEMA", "SqliteDatabase", "SqliteLifecycleStore"]
@@ -36,7 +38,7 @@ class SqliteDatabase:
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 in a 0700 directory; SQLite gives -wal and -shm the same mode
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write never
         # upgrades a shared lock (the cause of SQLITE_BUSY deadlocks between processes).
         self._db = sqlite3.connect(
@@ -88,8 +90,8 @@ class SqliteDatabase:
             yield self._db
 
     def to_db(self, t: datetime) -> str:
-        # the overdue scan compares these as text: one format, always UTC with microseconds
-        return t.astimezone(UTC).isoformat(timespec="microseconds")
+        # the overdue scan compares these as text: one width, always UTC with microseconds
+        return stored(t)
 
     def from_db(self, value: str) -> datetime:
         return datetime.fromisoformat(value)
@@ -112,6 +114,8 @@ class SqliteLifecycleStore(SqlLifecycleStore):
     documents_table = "documents"
     attempts_table = "attempts"
     schema = SQLITE_SCHEMA
+    registry_requests_table = "registry_requests"
+    leases_table = "leases"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.db = SqliteDatabase(path, busy_timeout=busy_timeout)

@@ -9,14 +9,14 @@ the subclass's table names and schema. Statements here are written with ``{docum
 in both.
 
 ``database_location`` reads ``EMD_LIFECYCLE_STORE`` for every store kept in that database (this one and
-the desk's, ``services.lifecycle.desk``).
+the support tables', ``services.lifecycle.support_tables``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,16 +27,17 @@ from services.lifecycle.model import (
     DECIDED_BY_ANSWER,
     DECIDED_BY_CALLBACK,
     FAILED,
-    OUTCOME_ACCEPTED,
     REGISTERED,
     SENDING,
     SIGNED,
     Attempt,
     Document,
+    RegistryRequest,
     check_transition,
 )
 from services.lifecycle.schema import SCHEMA_LOCK as _SCHEMA_LOCK
 from services.lifecycle.schema import ensure as _ensure_schema
+from services.outcome import Outcome
 
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
@@ -61,8 +62,22 @@ def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
 
 
 @functools.cache
-def _render(template: str, documents: str, attempts: str, for_update: str, placeholder: str) -> str:
-    sql = template.format(documents=documents, attempts=attempts, for_update=for_update)
+def _render(
+    template: str,
+    documents: str,
+    attempts: str,
+    registry_requests: str,
+    leases: str,
+    for_update: str,
+    placeholder: str,
+) -> str:
+    sql = template.format(
+        documents=documents,
+        attempts=attempts,
+        registry_requests=registry_requests,
+        leases=leases,
+        for_update=for_update,
+    )
     return sql.replace("?", placeholder)
 
 
@@ -75,6 +90,8 @@ class SqlLifecycleStore:
 
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
+    registry_requests_table: ClassVar[str]
+    leases_table: ClassVar[str]
     #: the dialect's DDL (``services.lifecycle.schema``)
     schema: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
@@ -85,13 +102,27 @@ class SqlLifecycleStore:
 
     def _q(self, template: str) -> str:
         return _render(
-            template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder
+            template,
+            self.documents_table,
+            self.attempts_table,
+            self.registry_requests_table,
+            self.leases_table,
+            self.db.for_update,
+            self.db.placeholder,
         )
+
+    @property
+    def tables(self) -> list[str]:
+        """Every table of the lifecycle store (what ``emd lifecycle migrate --grant`` grants on)."""
+        return [self.documents_table, self.attempts_table, self.registry_requests_table, self.leases_table]
 
     def _upgrade(self, db: Any) -> None:
         """What an older database lacks (idempotent; run inside the opening transaction)."""
         _ensure_schema(
-            self.db, db, documents=self.documents_table, attempts=self.attempts_table, schema=self.schema
+            self.db,
+            db,
+            tables=(self.documents_table, self.attempts_table, self.registry_requests_table),
+            schema=self.schema,
         )
 
     def _time(self, value: Any) -> datetime | None:
@@ -106,6 +137,12 @@ class SqlLifecycleStore:
         for k in _DOCUMENT_TIMES:
             d[k] = self._time(d[k])
         return Document(**d)
+
+    def _registry_request(self, row: Any) -> RegistryRequest:
+        d = dict(row)
+        for k in ("asked_at", "answered_at"):
+            d[k] = self._time(d[k])
+        return RegistryRequest(**d)
 
     def _attempt(self, row: Any) -> Attempt:
         d = dict(row)
@@ -313,7 +350,7 @@ class SqlLifecycleStore:
                 self._set_outcome(
                     db,
                     mid,
-                    outcome=OUTCOME_ACCEPTED,
+                    outcome=Outcome.ACCEPTED,
                     decided_by=DECIDED_BY_ANSWER,
                     code=code,
                     message=message,
@@ -333,19 +370,28 @@ class SqlLifecycleStore:
             return self._updated(db, organization, local_uid)
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, organization: str, registered_at: datetime | None = None
+        self,
+        local_uid: str,
+        emdr_id: str,
+        *,
+        organization: str,
+        registered_at: datetime | None = None,
+        store_till_date: str | None = None,
     ) -> Document:
         at = self.db.to_db(registered_at or _now())
         with self.db.transaction() as db:
             check_transition(
                 self._get(db, organization, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id
             )
+            # the first registration's time and storeTillDate stay: a re-emission says what the first did
             db.execute(
                 self._q(
-                    "UPDATE {documents} SET state = ?, emdr_id = ?, registered_at = COALESCE(registered_at, ?),"
-                    " updated_at = ? WHERE organization = ? AND local_uid = ?"
+                    "UPDATE {documents} SET state = ?, emdr_id = ?,"
+                    " registered_at = COALESCE(registered_at, ?),"
+                    " store_till_date = COALESCE(store_till_date, ?), updated_at = ?"
+                    " WHERE organization = ? AND local_uid = ?"
                 ),
-                (REGISTERED, emdr_id, at, at, organization, local_uid),
+                (REGISTERED, emdr_id, at, store_till_date, at, organization, local_uid),
             )
             return self._updated(db, organization, local_uid)
 
@@ -436,3 +482,120 @@ class SqlLifecycleStore:
 
     def message_ids(self, local_uid: str, *, organization: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid, organization=organization)]
+
+    # --- registry look-ups answered on the callback (getRegistryItem) ---------------------------------
+
+    def record_registry_request(
+        self,
+        message_id: str,
+        local_uid: str,
+        *,
+        organization: str,
+        emdr_id: str,
+        purpose: str,
+        attempt_message_id: str | None = None,
+        asked_at: datetime | None = None,
+    ) -> RegistryRequest:
+        mid = normalize_message_id(message_id)
+        attempt = normalize_message_id(attempt_message_id) if attempt_message_id else None
+        at = self.db.to_db(asked_at or _now())
+        with self.db.transaction() as db:
+            if self._get(db, organization, local_uid) is None:
+                raise KeyError(local_uid)
+            db.execute(
+                self._q(
+                    "INSERT INTO {registry_requests} (message_id, organization, local_uid, emdr_id, purpose,"
+                    " attempt_message_id, asked_at) VALUES (?,?,?,?,?,?,?)"
+                ),
+                (mid, organization, local_uid, emdr_id, purpose, attempt, at),
+            )
+        return RegistryRequest(
+            message_id=mid,
+            organization=organization,
+            local_uid=local_uid,
+            emdr_id=emdr_id,
+            purpose=purpose,
+            attempt_message_id=attempt,
+            asked_at=self.db.from_db(at),
+        )
+
+    def find_registry_request(self, message_id: str) -> tuple[Document, RegistryRequest] | None:
+        with self.db.transaction(write=False) as db:
+            row = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE message_id = ?"),
+                (normalize_message_id(message_id),),
+            ).fetchone()
+            if row is None:
+                return None
+            request = self._registry_request(row)
+            doc = self._get(db, request.organization, request.local_uid)
+        assert doc is not None
+        return doc, request
+
+    def record_registry_answer(
+        self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None
+    ) -> RegistryRequest | None:
+        with self.db.transaction() as db:
+            mid = normalize_message_id(message_id)
+            db.execute(
+                self._q(
+                    "UPDATE {registry_requests} SET outcome = ?, decided_by = ?, code = ?, answered_at = ?"
+                    " WHERE message_id = ? AND outcome IS NULL"
+                ),
+                (outcome, decided_by, code, self.db.to_db(_now()), mid),
+            )
+            row = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE message_id = ?"), (mid,)
+            ).fetchone()
+        return self._registry_request(row) if row is not None else None
+
+    def registry_requests(self, local_uid: str, *, organization: str) -> list[RegistryRequest]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT * FROM {registry_requests} WHERE organization = ? AND local_uid = ? ORDER BY asked_at"
+                ),
+                (organization, local_uid),
+            ).fetchall()
+        return [self._registry_request(r) for r in rows]
+
+    # --- leases and retention ---------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        now = _now()
+        at, until = self.db.to_db(now), self.db.to_db(now + timedelta(seconds=ttl))
+        with self.db.transaction() as db:
+            # taken when free, renewed by its holder, taken over once its holder let it expire
+            db.execute(
+                self._q(
+                    "INSERT INTO {leases} (name, holder, expires_at) VALUES (?,?,?) ON CONFLICT (name) DO UPDATE"
+                    " SET holder = excluded.holder, expires_at = excluded.expires_at"
+                    " WHERE {leases}.holder = excluded.holder OR {leases}.expires_at < ?"
+                ),
+                (name, holder, until, at),
+            )
+            row = db.execute(self._q("SELECT holder FROM {leases} WHERE name = ?"), (name,)).fetchone()
+        return row is not None and row["holder"] == holder
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.db.transaction() as db:
+            db.execute(self._q("DELETE FROM {leases} WHERE name = ? AND holder = ?"), (name, holder))
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        before = self.db.to_db(decided_before)
+        decided = (
+            " WHERE (organization, local_uid) IN"
+            " (SELECT organization, local_uid FROM {documents} WHERE state IN (?, ?) AND updated_at < ?)"
+        )
+        with self.db.transaction() as db:
+            # a decided document's registry questions and attempts go with it (they reference it)
+            db.execute(self._q("DELETE FROM {registry_requests}" + decided), (REGISTERED, FAILED, before))
+            attempts = db.execute(
+                self._q("DELETE FROM {attempts}" + decided),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+            documents = db.execute(
+                self._q("DELETE FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+        return documents, attempts

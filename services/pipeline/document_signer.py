@@ -19,7 +19,7 @@
    on the created event's trace.
 
 A ``PermanentError`` from the checks goes to the dead letter with its reason; the МИС hears ``failed``
-(``services.pipeline.status.on_dead_letter``).
+(``services.pipeline.dead_letter_status.on_dead_letter``).
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ sender calls it again to build the request (the dictionary may have changed in b
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from producer.errors import PermanentError
+from producer.text import digits
 from services.pipeline.organizations import Organization, OrganizationsConfig
 from services.remd import n3, soap
 from services.remd.n3_kinds import DictionaryFile, KindDictionary, N3Kind
@@ -89,7 +89,7 @@ def n3_codes(data: Mapping[str, Any], org: Organization, dictionary: KindDiction
     known = org.remd.n3.doctors if org.remd is not None and org.remd.n3 is not None else {}
     staff: dict[str, n3.StaffCodes] = {}
     for s in data.get("signers") or ():
-        snils = re.sub(r"\D", "", s.get("snils") or "")
+        snils = digits(s.get("snils"))
         codes = known.get(snils)
         if codes is None:
             raise PermanentError(

@@ -48,12 +48,13 @@ from prometheus_client import Counter, Histogram
 from producer import events, topology
 from producer.errors import PermanentError, TransientError
 from producer.ids import new_message_id
-from services import lifecycle
+from services import lifecycle, telemetry
 from services.documents.store import DocumentStore, document_bytes
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging.records import Output, Record
 from services.metrics import REGISTRY
+from services.outcome import Outcome
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.n3_route import dictionary_of, n3_codes
@@ -89,11 +90,11 @@ PARKED = Counter(
 )
 #: series a dashboard shows from the start (a counter's labelled series exists only after its first use)
 for _outcome, _reason in (
-    ("accepted", "ACCEPTED"),
-    ("transient", "RATE_LIMIT"),
-    ("transient", "TIMEOUT"),
-    ("transient", "CONNECT_ERROR"),
-    ("permanent", "UNKNOWN_REMD_CODE"),
+    (Outcome.ACCEPTED, "ACCEPTED"),
+    (Outcome.TRANSIENT, "RATE_LIMIT"),
+    (Outcome.TRANSIENT, "TIMEOUT"),
+    (Outcome.TRANSIENT, "CONNECT_ERROR"),
+    (Outcome.PERMANENT, "UNKNOWN_REMD_CODE"),
 ):
     REQUESTS.labels(_outcome, _reason)
     REQUEST_DURATION.labels(_outcome)
@@ -516,7 +517,7 @@ class Submitter:
             )
             ids = await asyncio.to_thread(partial(self.store.message_ids, uid, organization=org_oid))
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
-            if outcome.kind == "permanent":
+            if outcome.kind == Outcome.PERMANENT:
                 await asyncio.to_thread(
                     self.store.mark_failed,
                     uid,
@@ -575,7 +576,7 @@ class Submitter:
 
     def _observe(self, breaker: CircuitBreaker, limiter: EndpointLimiter, outcome: SubmitOutcome) -> None:
         REQUESTS.labels(outcome.kind, reason_label(outcome)).inc()
-        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration)
+        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration, exemplar=telemetry.exemplar())
         if outcome.transport_failure:
             breaker.record_failure()
         else:

@@ -35,6 +35,7 @@ from typing import Any
 
 from lxml import etree
 
+from producer.text import digits
 from services.remd import envelope, soap
 from services.remd import n3_names as n3
 from services.remd import names as n
@@ -61,8 +62,6 @@ __all__ = [
     "status_query",
     "validate",
 ]
-
-_DIGITS = re.compile(r"\D")
 
 
 def soap_action(operation: str) -> str:
@@ -122,16 +121,12 @@ class N3Codes:
     dictionary_version: str = ""
 
 
-def _digits(value: str | None) -> str:
-    return _DIGITS.sub("", value or "")
-
-
 def patient_problems(patient: soap.Patient) -> list[str]:
     """What AddPatient would lack for this patient (N3's minimal sample makes each of these mandatory)."""
     problems = []
     if not patient.local_id:
         problems.append("the patient's id in the МИС")
-    if len(_digits(patient.snils)) != 11:
+    if len(digits(patient.snils)) != 11:
         problems.append("the patient's СНИЛС (identity document 223)")
     if not patient.family or not patient.given:
         problems.append("the patient's family and given names")
@@ -145,7 +140,7 @@ def patient_problems(patient: soap.Patient) -> list[str]:
 def staff_problems(signer: soap.Signer) -> list[str]:
     """What a doctor's MedicalStaff would lack (names, id in the МИС, СНИЛС)."""
     problems = []
-    if len(_digits(signer.snils)) != 11:
+    if len(digits(signer.snils)) != 11:
         problems.append("a signer's СНИЛС")
     if not signer.family or not signer.given:
         problems.append("a signer's family and given names")
@@ -156,7 +151,7 @@ def staff_problems(signer: soap.Signer) -> list[str]:
 
 def patient_fingerprint(patient: soap.Patient, lpu_id: str) -> str:
     """A digest of what AddPatient tells N3 about the patient: it is sent again when this changes."""
-    fields = (lpu_id, patient.local_id, _digits(patient.snils), patient.family, patient.given,
+    fields = (lpu_id, patient.local_id, digits(patient.snils), patient.family, patient.given,
               patient.patronymic, patient.birth_date, patient.gender)  # fmt: skip
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
@@ -191,7 +186,7 @@ def _serialise(env: etree._Element) -> bytes:
 
 def _snils_document(parent: etree._Element, ns: str, item: str, snils: str | None) -> None:
     doc = etree.SubElement(etree.SubElement(parent, _q(ns, n3.DOCUMENTS)), _q(ns, item))
-    _text(doc, ns, n3.DOC_N, _digits(snils))
+    _text(doc, ns, n3.DOC_N, digits(snils))
     _text(doc, ns, n3.ID_DOCUMENT_TYPE, n3.SNILS_DOCUMENT_TYPE)
     _text(doc, ns, n3.PROVIDER_NAME, n3.SNILS_PROVIDER)
 
@@ -229,7 +224,7 @@ def _staff(parent: etree._Element, local: str, signer: soap.Signer, codes: Staff
 
 
 def _codes_of(codes: N3Codes, signer: soap.Signer) -> StaffCodes:
-    found = codes.staff.get(_digits(signer.snils))
+    found = codes.staff.get(digits(signer.snils))
     if found is None:  # the pipeline refuses such a document at the signer (N3_DOCTOR_UNMAPPED): a bug here
         raise ValueError("a signer has no N3 codes (IdSpeciality, IdPosition)")
     return found

@@ -34,12 +34,10 @@ import httpx
 
 from producer.errors import EmdError, TransientError
 from services.logs import get_logger
+from services.outcome import Outcome
 from services.remd import codes, envelope, n3, soap
 from services.remd import n3_names as names
 from services.remd.transport import (
-    ACCEPTED,
-    PERMANENT,
-    TRANSIENT,
     LookupRequest,
     SubmitOutcome,
     SubmitRequest,
@@ -73,7 +71,7 @@ def _leaf(property_name: str | None) -> str:
 def _no_soap(status: int, operation: str, exc: EmdError) -> SubmitOutcome:
     if status in (401, 403):
         return SubmitOutcome(
-            kind=PERMANENT,
+            kind=Outcome.PERMANENT,
             reason=f"HTTP_{status}",
             http_status=status,
             category="configuration",
@@ -82,7 +80,7 @@ def _no_soap(status: int, operation: str, exc: EmdError) -> SubmitOutcome:
         )
     if status >= 500 or status in (408, 429):
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason=f"HTTP_{status}",
             http_status=status,
             transport_failure=True,
@@ -91,7 +89,7 @@ def _no_soap(status: int, operation: str, exc: EmdError) -> SubmitOutcome:
         )
     if 400 <= status < 500:
         return SubmitOutcome(
-            kind=PERMANENT,
+            kind=Outcome.PERMANENT,
             reason=f"HTTP_{status}",
             http_status=status,
             category="configuration",
@@ -99,7 +97,7 @@ def _no_soap(status: int, operation: str, exc: EmdError) -> SubmitOutcome:
             hint="check the organisation's remd.endpoint (N3's EmkService address) and PixService's",
         )
     return SubmitOutcome(
-        kind=TRANSIENT,
+        kind=Outcome.TRANSIENT,
         reason="MALFORMED_ANSWER",
         http_status=status,
         transport_failure=True,
@@ -119,7 +117,9 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
     except EmdError as exc:
         return _no_soap(status, operation, exc)
     if answer.taken:
-        return SubmitOutcome(kind=ACCEPTED, reason="ACCEPTED", http_status=status, warnings=_warnings(answer))
+        return SubmitOutcome(
+            kind=Outcome.ACCEPTED, reason="ACCEPTED", http_status=status, warnings=_warnings(answer)
+        )
     fault = answer.fault
     assert fault is not None
     said = "; ".join(p.describe() for p in answer.errors) or f"{fault.code}: {fault.reason}"
@@ -130,7 +130,7 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
         code = answer.remd_codes[0]
         info = codes.classify(code)
         return SubmitOutcome(
-            kind=TRANSIENT if info.transient else PERMANENT,
+            kind=Outcome.TRANSIENT if info.transient else Outcome.PERMANENT,
             reason="N3_REQUEST_REFUSED",
             remd_code=code,
             remd_message=said,
@@ -142,7 +142,7 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
     if not answer.errors or fault.server_side:
         if fault.server_side:
             return SubmitOutcome(
-                kind=TRANSIENT,
+                kind=Outcome.TRANSIENT,
                 reason="N3_SERVER_FAULT",
                 category="transient",
                 transport_failure=True,
@@ -150,7 +150,7 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
                 **common,
             )
         return SubmitOutcome(  # a bare client fault: WCF could not read the request at all
-            kind=PERMANENT,
+            kind=Outcome.PERMANENT,
             reason="N3_REQUEST_REFUSED",
             category="configuration",
             hint=f"N3 could not read the request (not its contract?): {_ASK_NETRIKA}",
@@ -159,7 +159,7 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
     leaves = {_leaf(p.property_name) for p in answer.errors}
     if operation == names.ADD_MED_RECORD and names.PATIENT_UNKNOWN_PROPERTY.lower() in leaves:
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="N3_PATIENT_UNKNOWN",
             category="transient",
             hint="N3 does not know the patient: the next attempt sends AddPatient first",
@@ -167,7 +167,7 @@ def classify_n3_answer(status: int, body: bytes, operation: str = names.ADD_MED_
         )
     configuration = bool(leaves & _CONFIGURATION_PROPERTIES) or leaves == {""}
     return SubmitOutcome(
-        kind=PERMANENT,
+        kind=Outcome.PERMANENT,
         reason="N3_REQUEST_REFUSED",
         category="configuration" if configuration else "data",
         hint=(
@@ -289,7 +289,7 @@ class N3Transport:
             calls = self.build(request)
         except (ValueError, TypeError, EmdError) as exc:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason="REQUEST_BUILD_FAILED",
                 category="internal" if request.n3_codes is not None else "configuration",
                 message=f"the N3 requests could not be built: {exc}",
