@@ -12,6 +12,8 @@ import hashlib
 import time
 import uuid
 
+import pytest
+
 from lab.dev.local_pipeline import as_new_document
 from producer import events
 from producer.topology import SENT_DLT, SIGNED_DLT
@@ -36,6 +38,8 @@ def _statuses(lab, uid: str) -> list[str]:
     ]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_refused_document_once_corrected_is_registered_under_its_local_uid(tmp_path):
     """One document refused in РЭМД's synchronous answer and one refused in its callback are each dead-lettered
     and told `rejected`; published again, corrected, under the same localUids, both are registered, with the

@@ -321,6 +321,7 @@ def test_recipient_and_related_documents_come_from_the_cda(tmp_path):
     assert _build(GOOD.read_bytes(), tmp_path)["data"]["recipient"] is None  # only the Ministry: nobody else
 
 
+@pytest.mark.integration
 def test_publishing_needs_the_mis_it_publishes_as(bootstrap, tmp_path, monkeypatch, capsys):
     """emd publish without --mis (or EMD_MIS_ID) publishes nothing and says how to name the МИС; a misId that could
     name another topic (dlt) is refused; the library refuses one too."""
