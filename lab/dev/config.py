@@ -218,9 +218,7 @@ def write_dev_config(
         "organizations.json by `emd certs dev-config`",
         "systems": registered,
     }
-    (out / SYSTEMS_FILE).write_text(
-        json.dumps(systems, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+    write_private(out / SYSTEMS_FILE, json.dumps(systems, ensure_ascii=False, indent=2) + "\n")
     return path
 
 
