@@ -1,10 +1,11 @@
 # emd-pipeline — every target installs what it needs on first use (a .venv, Debian's GOST engine, PostgreSQL).
 #   make run     the whole pipeline on a local broker and the РЭМД emulator, with the Ministry samples
 #   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL),
-#                on parallel workers, with the coverage figure at the end
+#                on parallel workers; `make coverage` is the same with the coverage figure at the end
 #   make test-fast  the unit tests only (no broker, PostgreSQL or emd process): about a minute
 #   make bench   speed figures: micro-benchmarks, then `emd bench` (appended to docs/benchmarks.md)
-#   make reliability  the whole-system run: 2,000 documents, kill -9 of every component, faults (docs/reliability.md)
+#   make reliability  the long scenario tests (marker `long`), then the whole-system run: 2,000 documents, kill -9
+#                of every component, faults (docs/reliability.md)
 #   make lint    the gate: ruff check, ruff format --check, mypy (strict for producer/ and services/messaging/)
 #   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh), its SBOM in
 #                build/sbom.cdx.json and its digest in build/image.digest
@@ -64,13 +65,19 @@ run: install
 
 # The suite on TEST_WORKERS pytest-xdist workers (DEVELOPERS.md has the measurements behind the default): each
 # worker has its own broker, PostgreSQL server, ports and data directory (tests/conftest.py). `--dist loadgroup`
-# hands out one test at a time, slow ones first, except the tests an xdist_group keeps on one worker.
-# Coverage (branches too) is measured in every Python process the tests start (pyproject.toml [tool.coverage]),
-# combined, and its total printed last; `.venv/bin/coverage report` then shows it file by file.
+# hands out one test at a time, slow ones first, except the tests an xdist_group keeps on one worker. The `long`
+# scenarios run in `make reliability` instead (tests/conftest.py).
 TEST_WORKERS ?= 4
+TEST_SELECTION ?= not long
 test: install node-deps
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "$(TEST_SELECTION)" $(PYTEST_ARGS)
+
+# `make test` measuring coverage (branches too) in every Python process the tests start (pyproject.toml
+# [tool.coverage]), combined, its total printed last; `.venv/bin/coverage report` then shows it file by file.
+# Tracing every process costs time, so it is a target of its own.
+coverage: install node-deps
 	@$(PY) -m coverage erase
-	@status=0; $(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "$(TEST_SELECTION)" $(PYTEST_ARGS) || status=$$?; \
 	$(PY) -m coverage combine -q && \
 	echo "coverage: $$($(PY) -m coverage report --format=total) % of the statements and branches of services, workers, producer and lab (every emd process the tests started included)"; \
 	exit $$status
@@ -83,7 +90,8 @@ test-fast: install
 
 # BENCH_ARGS: options for `emd bench` (default the issue-#10 run: 3000 documents, with the stage ceilings)
 BENCH_ARGS ?= --documents 3000
-reliability: install
+reliability: install node-deps
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m long $(PYTEST_ARGS)
 	@$(PY) -m tests.reliability
 
 bench: install

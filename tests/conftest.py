@@ -13,6 +13,10 @@ Markers (``pyproject.toml`` declares them):
 * ``slow``: a long end-to-end run (the whole pipeline as processes, kills, outages; tens of seconds or more).
   Always also ``integration``. Under parallel workers the slow tests are handed out first, so no long test starts
   last while the other workers idle.
+* ``long``: a long scenario (hundreds of documents, a minute of outage, kill -9 of one component mid-run) that
+  ``make reliability`` runs and ``make test`` leaves out, to keep the suite inside its time budget. Each has a
+  shorter test of the same behaviour in ``make test`` (the short whole-system run kills every component; the
+  sender's 503 outage opens and closes the circuit; the interrupted replay resumes once). Always also ``slow``.
 
 ``make test`` runs the suite in parallel (pytest-xdist, ``--dist loadgroup``). Each worker process has its own
 session broker and PostgreSQL server (a test pauses the server to make an outage), its own slice of ports
@@ -47,6 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.stash[WRONG_MARKERS] = f"uses {', '.join(sorted(servers))} but is not marked integration"
         elif item.get_closest_marker("slow") is not None and not integration:
             item.stash[WRONG_MARKERS] = "is marked slow but not integration"
+        elif item.get_closest_marker("long") is not None and item.get_closest_marker("slow") is None:
+            item.stash[WRONG_MARKERS] = "is marked long but not slow"
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # every worker sorts the same way, so they still agree on the collection; a stable sort keeps the rest
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 ACK_FAST = {"EMD_ACK_TIMEOUT_SECONDS": "15", "EMD_ACK_SCAN_INTERVAL_SECONDS": "1"}
 
 
+@pytest.mark.long
 def test_callback_chaos_every_document_acknowledged_once(tmp_path):
     """Under callback-chaos (lost, duplicated, early, late, stale callbacks) every document is acknowledged exactly
     once, none dead-lettered, and РЭМД registered each exactly once."""
@@ -212,6 +213,7 @@ def _assert_all_acknowledged_registered_once(lab, uids) -> None:
     assert acknowledged_emdr_ids(lab) == {u: {registry[u]} for u in uids}
 
 
+@pytest.mark.long
 def test_status_worker_killed_mid_run_loses_nothing(tmp_path):
     """kill -9 of the status worker with a backlog, then a restart: every document ends acknowledged with its
     emdrId, none dead-lettered, none registered twice."""
@@ -230,6 +232,7 @@ def test_status_worker_killed_mid_run_loses_nothing(tmp_path):
         print(f"acknowledged at the kill: {at_kill}/{len(uids)}; re-emitted after the crash: {reemitted}")
 
 
+@pytest.mark.long
 def test_callback_service_killed_mid_run_loses_nothing(tmp_path):
     """kill -9 of the callback service mid-run and a restart a few seconds later: callbacks that failed meanwhile
     are delivered again by the emulator (or the document is found by polling), so every document ends acknowledged
@@ -266,6 +269,7 @@ def test_callback_service_killed_mid_run_loses_nothing(tmp_path):
         )
 
 
+@pytest.mark.long
 def test_emd_demo_500_documents(tmp_path):
     """``emd demo --documents 500 --timeout 300`` on a broker of its own exits 0 and reports every document
     acknowledged, none dead-lettered, unfinished, lost or registered twice."""

@@ -231,6 +231,7 @@ def _publish_dead_letters(bootstrap, uids_and_times):
     p.close()
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.integration
 def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(tmp_path):

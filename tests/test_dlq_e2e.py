@@ -114,6 +114,7 @@ def desk_env(lab: Lab) -> dict[str, str]:
     }
 
 
+@pytest.mark.long
 def test_support_journey_after_the_rejections_scenario(tmp_path):
     """After the rejections scenario: list --json, CSV export, ticket and show (with the signed request) carry the
     MessageID the emulator logged; scenario ok + replay acknowledges each once; replaying again registers nothing."""

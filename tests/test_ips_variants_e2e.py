@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DOCUMENTS = 200
 
 
+@pytest.mark.long
 def test_ips_variants_200_documents_acknowledged_none_lost_none_registered_twice(tmp_path):
     """200 documents through every ИПС message shape end acknowledged once each, none lost or dead-lettered, each
     registered exactly once; every later file request by emdrId got back exactly the registered bytes, and the

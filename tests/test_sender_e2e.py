@@ -73,6 +73,7 @@ def _acknowledged(lab: Lab) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------- 1. flaky
+@pytest.mark.long
 def test_flaky_emulator_registers_every_document_once_and_all_are_acknowledged(tmp_path):
     """With ~20 % transient faults (lost answers included), 200 documents are all sent and acknowledged, none dead-lettered, each registered exactly once."""
     with pipeline_lab(tmp_path, count=200, scenario="flaky") as lab:
@@ -200,6 +201,7 @@ def test_permanent_error_in_the_synchronous_answer_is_dead_lettered_at_once(tmp_
 
 
 # --------------------------------------------------------------------------------------------- 3. kill -9
+@pytest.mark.long
 def test_sender_killed_mid_run_loses_nothing_and_registers_nothing_twice(tmp_path):
     """After kill -9 of the sender with a third of 150 documents sent and a restart, every document is acknowledged and registered exactly once."""
     total = 150
@@ -267,6 +269,7 @@ def test_outage_503_opens_the_circuit_and_every_document_goes_through_after(tmp_
     _outage(tmp_path, "503", 25)
 
 
+@pytest.mark.long
 def test_a_minute_down_opens_the_circuit_and_every_document_goes_through_after(tmp_path):
     """While the emulator is down for a minute (connections refused) the sender's circuit opens, nothing is dead-lettered, and afterwards all 40 documents are acknowledged once."""
     _outage(tmp_path, "refused", 60)
