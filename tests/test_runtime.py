@@ -1,7 +1,8 @@
 """The worker runtime: outputs, dead letters, retries, ordering, rebalances, shutdown and burst runs.
 
-Every test body runs twice (the ``kafka`` fixture): on the in-memory broker, in milliseconds, and on the real
-broker (Tansu, through aiokafka as deployed), which keeps the memory broker honest. A stage runs in an ``App``
+Every test body runs three times (the ``kafka`` fixture): on the in-memory broker, in milliseconds, and on the
+real broker (Tansu) through aiokafka as deployed, which keeps the memory broker honest, and through librdkafka
+(``EMD_KAFKA_CLIENT=confluent``), which must keep the same promises. A stage runs in an ``App``
 in ``burst`` mode: ``run`` returns once every input is handled and every output acknowledged.
 """
 
@@ -23,18 +24,19 @@ from services.messaging.records import Output, Record
 from services.messaging.runtime import InPlaceRetry, RetryPolicy, Stage, Ticker
 from services.metrics import REGISTRY
 from services.pipeline.status import dead_letter_status
-from tests.runtime_kafka import MemoryKafka, TansuKafka, TestKafka
+from tests.runtime_kafka import ConfluentKafka, MemoryKafka, TansuKafka, TestKafka
 
 #: the longest a run may take on a loaded machine (a failure, not a measurement)
 TIMEOUT = 180.0
 
 
-@pytest.fixture(params=["memory", "tansu"])
+@pytest.fixture(params=["memory", "tansu", "confluent"])
 def kafka(request, tmp_path) -> TestKafka:
-    """The broker a test body runs on: the in-memory one, then the real one."""
+    """The broker a test body runs on: the in-memory one, then the real one through aiokafka and librdkafka."""
     if request.param == "memory":
         return MemoryKafka(tmp_path)
-    return TansuKafka(tmp_path, request.getfixturevalue("broker").bootstrap_servers)
+    real = TansuKafka if request.param == "tansu" else ConfluentKafka
+    return real(tmp_path, request.getfixturevalue("broker").bootstrap_servers)
 
 
 def _stage(
