@@ -140,10 +140,10 @@ class DeskStore:
         self.db.ensure_schema(_SCHEMA, lock_key=_SCHEMA_LOCK)
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _tx(self, *, durable: bool = True) -> Iterator[Any]:
         """One transaction; yields ``run(sql, params) -> rows`` (``?`` placeholders for both backends; each row a
-        tuple of its columns)."""
-        with self.db.transaction() as db:
+        tuple of its columns). ``durable=False``: see the databases' ``transaction``."""
+        with self.db.transaction(durable=durable) as db:
 
             def run(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
                 cursor = db.execute(sql.replace("?", self.db.placeholder), params)
@@ -300,9 +300,13 @@ class DeskStore:
         response_ref: str | None,
         http_status: int | None,
     ) -> None:
-        """Where the request and answer of one attempt are kept (idempotent: a redelivery keeps the first)."""
+        """Where the request and answer of one attempt are kept (idempotent: a redelivery keeps the first).
+
+        Support data, like the files it points to: committed without waiting for the disk (a power cut may
+        lose the last few; the document goes on without them), which spares the sender an fsync per attempt.
+        """
         mid = normalize_message_id(message_id)
-        with self._tx() as run:
+        with self._tx(durable=False) as run:
             if not run("SELECT message_id FROM desk_exchanges WHERE message_id = ?", (mid,)):
                 run(
                     "INSERT INTO desk_exchanges (message_id, local_uid, endpoint, request_ref, response_ref, "
