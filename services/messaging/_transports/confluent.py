@@ -6,23 +6,29 @@ aiokafka transport keeps, with librdkafka's own means:
 * **commits**: ``enable.auto.commit=false`` and ``enable.auto.offset.store=false``: librdkafka commits
   nothing by itself; ``commit`` sends exactly the offsets the runtime gives, synchronously, and a refusal (a
   rebalance took the partition) is ``CommitFailed``;
-* **rebalances**: librdkafka calls ``on_revoke``/``on_assign`` inside ``consume``. ``consume`` runs on the
-  consumer's own thread, so the callback can block that thread until the event loop has awaited the
-  runtime's ``revoked`` (which finishes in-flight records and commits them); meanwhile that thread serves
-  the consumer calls the loop asks for (the commit), since librdkafka's Python consumer admits one thread at
-  a time and lets only the thread already inside a call back in. The partitions move only after that;
-* **thread, not a timer**: the loop never calls the consumer itself: ``seek``, ``pause`` and ``resume`` are
-  queued to the consumer's thread and take effect before its next ``consume``; ``assignment``, ``position``
-  and ``end_offset`` are answered from what that thread saw. A ``poll(0)`` on a timer in the loop would save
-  the thread hop, but librdkafka runs the rebalance callbacks inside that poll, where the loop cannot await
-  ``revoked``: the partitions would move before in-flight records are committed (docs/benchmarks.md);
+* **one thread calls the consumer**: librdkafka's Python consumer admits one thread at a time (a call from
+  another waits until the running one returns), and it runs the rebalance callbacks only from inside
+  ``consume``. So each consumer has a thread of its own that consumes all the time into a bounded buffer
+  (``fetch`` takes from it; a full buffer pauses fetching, not consuming) and runs the calls the loop asks
+  for (commit, seek, pause, resume) between two ``consume``\ s. A rebalance is therefore served even while
+  the stage is busy and not fetching, as aiokafka's coordinator task serves it;
+* **rebalances**: inside ``on_revoke`` the thread waits until the event loop has awaited the runtime's
+  ``revoked`` (which finishes in-flight records and commits them), running meanwhile the commit the loop
+  sends it: the partitions move on only after that. Buffered records of a revoked partition are dropped;
+  the next owner starts from the committed offset. Leaving the group at stop is not a revocation (the
+  runtime has drained and committed before; aiokafka and the memory broker do the same);
+* **why a thread and not ``poll(0)`` on a timer in the loop**: the timer would save the hand-over between
+  threads, but the rebalance callbacks would then run on the loop's own thread, inside a synchronous call,
+  where ``revoked`` cannot be awaited: the partitions would move before in-flight records are committed.
+  What the thread costs is measured in docs/benchmarks.md;
 * **end offsets**: librdkafka reports a partition's end as an event (``enable.partition.eof``) when a fetch
   response shows nothing beyond the consumer's position; such an event after a seek to that position comes
   from a fetch sent after the seek, so the seek's time is when the broker said so. When the runtime asks
-  for an end, the thread re-seeks each partition sitting at its end, once, to have a fresh answer (the
-  burst runs wait for one; the lag report reads one a second). Nothing here asks ListOffsets "latest";
-* **producer**: idempotent (``enable.idempotence``, which implies ``acks=all``) unless the setting says no
-  or the broker refuses it; ``send`` waits for every delivery report, served by a thread of its own;
+  for an end older than ``FRESH_END_SECONDS``, the thread re-seeks that partition to its position, once,
+  for a fresh answer (burst runs wait for one; the lag report asks once a second). Nothing here asks
+  ListOffsets "latest", which the local broker gets wrong after a batched produce;
+* **producer**: idempotent (``enable.idempotence``, with ``acks=all``) unless the setting says no or the
+  broker refuses it; ``send`` waits for every delivery report, served by a thread of its own;
 * **security**: ``producer.kafka.KafkaSecurity.librdkafka_options`` (TLS files, SASL).
 """
 
