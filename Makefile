@@ -1,10 +1,14 @@
 # emd-pipeline — every target installs what it needs on first use (a .venv, Debian's GOST engine, PostgreSQL).
 #   make run     the whole pipeline on a local broker and the РЭМД emulator, with the Ministry samples
-#   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL)
+#   make test    the test suite (real broker, real HTTP, OpenSSL as the independent GOST verifier, PostgreSQL),
+#                on parallel workers, with the coverage figure at the end
+#   make test-fast  the unit tests only (no broker, PostgreSQL or emd process): about a minute
 #   make bench   speed figures: micro-benchmarks, then `emd bench` (appended to docs/benchmarks.md)
 #   make reliability  the whole-system run: 2,000 documents, kill -9 of every component, faults (docs/reliability.md)
 #   make lint    the gate: ruff check, ruff format --check, mypy (strict for producer/ and services/messaging/)
-#   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh)
+#   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh), its SBOM in
+#                build/sbom.cdx.json and its digest in build/image.digest
+#   make lock    re-resolve the image's hash-locked requirements (deploy/image/*.txt) after a dependency change
 #   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
 
 PYTHON ?= python3
@@ -15,7 +19,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
 IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install system-deps run test bench reliability lint clean image manifests screenshot
+.PHONY: install system-deps run test test-fast bench reliability lint clean image lock manifests screenshot
 
 install: $(STAMP) system-deps
 
@@ -42,8 +46,24 @@ system-deps:
 run: install
 	@$(VENV)/bin/emd run
 
+# The suite on TEST_WORKERS pytest-xdist workers (DEVELOPERS.md has the measurements behind the default): each
+# worker has its own broker, PostgreSQL server, ports and data directory (tests/conftest.py). `--dist loadgroup`
+# hands out one test at a time, slow ones first, except the tests an xdist_group keeps on one worker.
+# Coverage (branches too) is measured in every Python process the tests start (pyproject.toml [tool.coverage]),
+# combined, and its total printed last; `.venv/bin/coverage report` then shows it file by file.
+TEST_WORKERS ?= 4
 test: install
-	@$(PY) -m pytest
+	@$(PY) -m coverage erase
+	@status=0; $(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m coverage combine -q && \
+	echo "coverage: $$($(PY) -m coverage report --format=total) % of the statements and branches of services, workers, producer and lab (every emd process the tests started included)"; \
+	exit $$status
+
+# The unit tests: every test not marked integration (tests/conftest.py says what the marker means). They are CPU
+# work, so one worker per core; `--dist loadfile` builds each module's fixtures (keys, PKIs) once, not per worker.
+FAST_WORKERS ?= auto
+test-fast: install
+	@$(PY) -m pytest -n $(FAST_WORKERS) --dist loadfile -m "not integration" $(PYTEST_ARGS)
 
 # BENCH_ARGS: options for `emd bench` (default the issue-#10 run: 3000 documents, with the stage ceilings)
 BENCH_ARGS ?= --documents 3000
@@ -72,7 +92,17 @@ image:
 	  || $(SUDO) deploy/image/debian-base.sh; \
 	buildah bud --isolation chroot --pull=false --layers -q \
 	  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/build-ca.pem:ro --build-arg PIP_CERT=/etc/ssl/certs/build-ca.pem \
-	  -t $(IMAGE) . && deploy/image/smoke.sh $(IMAGE)
+	  -t $(IMAGE) . && deploy/image/smoke.sh $(IMAGE) \
+	  && mkdir -p build && deploy/image/sbom.sh $(IMAGE) build/sbom.cdx.json \
+	  && buildah images --no-trunc --digests --format '{{.Digest}}' $(IMAGE) | head -1 > build/image.digest \
+	  && echo "image $(IMAGE)@$$(cat build/image.digest), SBOM build/sbom.cdx.json. Push it with" \
+	  && echo "  buildah push --digestfile build/image.digest $(IMAGE) docker://REGISTRY/emd/emd-pipeline" \
+	  && echo "and write the pushed digest (build/image.digest) into deploy/k8s/overlays/prod/kustomization.yaml (images: digest)."
+
+# the image's dependencies, resolved and hash-locked (every transitive one) for pip --require-hashes
+lock: install
+	@cd deploy/image && ../../$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras -o requirements.txt requirements.in
+	@cd deploy/image && ../../$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links -o sbom-tools.txt sbom-tools.in
 
 manifests: install
 	@$(PY) -m lab.dev.manifests
@@ -82,4 +112,4 @@ screenshot: install
 	@EMD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_prometheus_live.py
 
 clean:
-	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache
+	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache build .coverage .coverage.*

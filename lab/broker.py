@@ -9,6 +9,7 @@ Storage is memory only (this Tansu build refuses the others): data is gone when 
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
@@ -45,16 +46,36 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def port_range(low: int | None = None) -> tuple[int, int]:
+    """The ports ``free_port`` chooses from: ``[start, stop)``, the 12,000 below the kernel's ephemeral range.
+
+    Under the test runner's parallel workers (pytest-xdist sets ``PYTEST_XDIST_WORKER=gwN`` and
+    ``PYTEST_XDIST_WORKER_COUNT`` in each worker, and the processes a worker spawns inherit them), worker N gets
+    the N-th of as many equal slices: two workers never hand out the same port, though each only knows its own.
+    """
+    low = _ephemeral_low() if low is None else low
+    start, stop = max(1025, low - 12000), low
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        index, slices = int(worker[2:]), int(count)
+        if index < slices:
+            width = (stop - start) // slices
+            start, stop = start + index * width, start + (index + 1) * width
+    return start, stop
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on, for a process that binds it a moment later.
 
     Chosen below the kernel's ephemeral range: a port from ``bind(port 0)`` lies inside it, where any outgoing
     connection (a Kafka client's, an HTTP client's) may take it before the listener binds it; a callback service
-    once died of that, ``Address already in use``, in the middle of a test run.
+    once died of that, ``Address already in use``, in the middle of a test run. Parallel test workers each
+    choose from their own slice (``port_range``).
     """
-    low = _ephemeral_low()
+    start, stop = port_range()
     for _ in range(500):
-        port = random.randrange(max(1025, low - 12000), low)
+        port = random.randrange(start, stop)
         if port in _handed_out:
             continue
         with socket.socket() as s:

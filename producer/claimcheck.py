@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+from producer import tracing
 from producer.errors import ConfigurationError, PermanentError, TransientError
 from producer.events import DocumentData
+from producer.files import private_dir
 
 #: documents up to this size travel inline in their created event (256 KiB); the default of every inline limit
 INLINE_DOCUMENT_LIMIT = 256 * 1024
@@ -89,7 +91,7 @@ class FilesystemStore:
         target = self._path(digest)
         if not target.exists():
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(target.parent)  # documents are patient data: 0700 directories, 0600 files
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest[:8]}.", suffix=".tmp")
                 try:
                     with os.fdopen(fd, "wb") as fh:
@@ -154,5 +156,6 @@ def document_field(
                 f"document of {len(data)} bytes exceeds the inline limit of {inline_limit} "
                 f"bytes and no document store is configured"
             )
-        field["ref"] = store.put(data)
+        with tracing.step("claimcheck put"):
+            field["ref"] = store.put(data)
     return field

@@ -40,10 +40,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from producer import cda, events, nsi
+from producer import cda, events, nsi, tracing
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
 from producer.errors import PermanentError, TransientError
 from producer.kafka import KafkaSecurity, sync_producer_config
+from producer.text import digits
 from producer.topology import CREATED
 from producer.xmlsafe import XmlRejected, parse_xml
 
@@ -104,10 +105,6 @@ class PublishedEvent:
 
 def _invalid(field: str, message: str, reason: str = "INVALID_DOCUMENT") -> InvalidDocument:
     return InvalidDocument(f"{field}: {message}", reason=reason, field=field)
-
-
-def _digits(value: object) -> str:
-    return re.sub(r"[\s-]", "", str(value))
 
 
 def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
@@ -239,7 +236,7 @@ def _check_patient(meta: cda.CdaMetadata, extra: dict[str, Any], kind_code: str)
             f"kind {kind_code} requires the patient's СНИЛС; {meta.missing.get('patient.snils', 'absent')}",
             "MISSING_FIELD",
         )
-    if "patientSnils" in extra and _digits(extra["patientSnils"]) != patient.snils:
+    if "patientSnils" in extra and digits(extra["patientSnils"]) != patient.snils:
         raise _invalid("patient.snils", "caller's patient СНИЛС differs from recordTarget", "META_MISMATCH")
     return patient
 
@@ -257,7 +254,7 @@ def _check_signer_claims(
     doc_snils = {s.snils for s in meta.signers}
     claimed_signers = extra.get("signerSnils", [])
     for n, value in enumerate([claimed_signers] if isinstance(claimed_signers, str) else claimed_signers):
-        if _digits(value) not in doc_snils:
+        if digits(value) not in doc_snils:
             raise _invalid(
                 f"signerSnils[{n}]",
                 "no author or legalAuthenticator of the document has this СНИЛС",
@@ -267,7 +264,7 @@ def _check_signer_claims(
     if not isinstance(signatures, dict):
         raise _invalid("meta.signatures", "expected an object {СНИЛС: base64 CMS}", "META_MISMATCH")
     for snils, cms in signatures.items():
-        if _digits(snils) not in doc_snils:
+        if digits(snils) not in doc_snils:
             raise _invalid(
                 "signatures", "a signature for a СНИЛС that is not a signer of the document", "META_MISMATCH"
             )
@@ -339,7 +336,7 @@ def _signer_data(
         "roleCode": role_code,
         "roleCodeSystemVersion": role_version,
     }
-    sig = next((v for k, v in signatures.items() if _digits(k) == s.snils), None)
+    sig = next((v for k, v in signatures.items() if digits(k) == s.snils), None)
     if sig is not None:
         out["signature"] = sig
     return out
@@ -351,12 +348,12 @@ def _signer_roles(raw: object, doc_snils: set[str | None]) -> dict[str, tuple[st
         raise _invalid("meta.signerRoles", "expected an object {СНИЛС: role code}", "META_MISMATCH")
     out: dict[str, tuple[str, str]] = {}
     for snils, value in raw.items():
-        if _digits(snils) not in doc_snils:
+        if digits(snils) not in doc_snils:
             raise _invalid(
                 "signerRoles", "a role for a СНИЛС that is not a signer of the document", "META_MISMATCH"
             )
         if isinstance(value, str) and value:
-            out[_digits(snils)] = (value, events.DEFAULT_SIGNER_ROLE_VERSION)
+            out[digits(snils)] = (value, events.DEFAULT_SIGNER_ROLE_VERSION)
         elif (
             isinstance(value, dict)
             and isinstance(value.get("code"), str)
@@ -364,7 +361,7 @@ def _signer_roles(raw: object, doc_snils: set[str | None]) -> dict[str, tuple[st
             and isinstance(value.get("codeSystemVersion"), str)
             and value["codeSystemVersion"]
         ):
-            out[_digits(snils)] = (value["code"], value["codeSystemVersion"])
+            out[digits(snils)] = (value["code"], value["codeSystemVersion"])
         else:
             raise _invalid(
                 "signerRoles", 'a role is "CODE" or {"code": …, "codeSystemVersion": …}', "META_MISMATCH"
@@ -484,19 +481,25 @@ class DocumentPublisher:
         meta: dict[str, Any] | None = None,
         trace_id: str | None = None,
     ) -> PublishedEvent:
-        """Check, store if large, and publish one document; return where the broker put it."""
-        event = build_created_event(
-            document_bytes,
-            system_id=self.system_id,
-            store=self.store,
-            inline_limit=self.inline_limit,
-            max_bytes=self.max_bytes,
-            kind=kind,
-            organization_oid=organization_oid,
-            meta=meta,
-            trace_id=trace_id,
-        )
-        return self.send(event)
+        """Check, store if large, and publish one document; return where the broker put it.
+
+        With ``opentelemetry-api`` installed (``emd-producer[otel]``) this is a ``publish`` span, child of the
+        current one, whose trace id the event carries as its ``traceId`` (``producer.tracing``).
+        """
+        with tracing.publishing(self.topic, trace_id) as traced:
+            event = build_created_event(
+                document_bytes,
+                system_id=self.system_id,
+                store=self.store,
+                inline_limit=self.inline_limit,
+                max_bytes=self.max_bytes,
+                kind=kind,
+                organization_oid=organization_oid,
+                meta=meta,
+                trace_id=traced.trace_id,
+            )
+            traced.document(event["data"]["localUid"])
+            return self.send(event)
 
     def send(self, event: events.Envelope) -> PublishedEvent:
         """Send an already built and validated event; wait for the acknowledgement or raise PublishError."""
@@ -506,7 +509,7 @@ class DocumentPublisher:
                 self.topic,
                 key=local_uid.encode("utf-8"),
                 value=events.encode(event),
-                headers=events.headers_for(event),
+                headers=events.headers_for(event) + tracing.traceparent_for(event["traceId"]),
             )
             meta = future.get(timeout=self.timeout)
         except Exception as exc:

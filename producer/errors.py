@@ -21,7 +21,8 @@ The whole tree of the code's own exceptions, with the module each class lives in
     └── OnboardingError           services.desk.onboarding   ``emd clinic test`` cannot run as asked
 
     Exception
-    └── ClinicConflict            services.lifecycle.desk    a clinic transition the onboarding states forbid
+    └── ClinicConflict            services.lifecycle.support_tables
+                                                              a clinic transition the onboarding states forbid
                                                               (promote before a passed test): ``emd clinic``
                                                               and the console catch it by name
 

@@ -302,10 +302,14 @@ def validate(event: dict[str, Any], expected_type: str | None = None) -> dict[st
     return event
 
 
-def timestamp(when: datetime | None = None) -> str:
-    """The one time format of every event: ISO 8601 in UTC with milliseconds and ``Z`` (now when ``None``)."""
+def timestamp(when: datetime | None = None, *, microseconds: bool = False) -> str:
+    """The one time format of every event: ISO 8601 in UTC with milliseconds and ``Z`` (now when ``None``).
+
+    ``microseconds``: six fractional digits instead of three, for a time another system gave to the microsecond
+    (РЭМД's registrationDateTime), which milliseconds would cut."""
     t = (when or datetime.now(UTC)).astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    fraction = f"{t.microsecond:06d}" if microseconds else f"{t.microsecond // 1000:03d}"
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + fraction + "Z"
 
 
 def status_data(

@@ -191,9 +191,10 @@ ACCESS: dict[str, Access] = {
         groups=("emd-sender",),
     ),
     "status": Access(
-        reads=(SENT, CALLBACKS),
+        # the dead-letter topics: its lease holder counts the unhandled ones (services/desk/unhandled.py)
+        reads=(SENT, CALLBACKS, *DEAD_LETTER_TOPICS),
         writes=(ACKNOWLEDGED, STATUS, SENT_DLT, SENDER_RETRIES[0], CALLBACKS),
-        groups=("emd-status", "emd-status-sent"),
+        groups=("emd-acknowledger", "emd-acknowledger-sent"),
     ),
     "callbacks": Access(reads=(), writes=(CALLBACKS,)),
     "dlq": Access(reads=DEAD_LETTER_TOPICS, writes=(CREATED, SIGNED, SENT), groups=("emd-dlq-replay*",)),

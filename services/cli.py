@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from importlib.metadata import entry_points
 from typing import Any
+
+from producer.files import PRIVATE_UMASK
 
 #: the deployable's command modules, in the order ``emd --help`` lists them
 COMMAND_MODULES = [
@@ -21,8 +24,11 @@ COMMAND_MODULES = [
     "services.commands.validate_cmd",  # emd validate (СЭМД XSD + Schematron)
     "services.commands.config_cmd",  # emd config
     "services.commands.certs_cmd",  # emd certs check
-    "services.commands.callbacks_cmd",  # emd callbacks, emd status LOCALUID
+    "services.commands.callbacks_cmd",  # emd callbacks
+    "services.commands.status_cmd",  # emd status LOCALUID
+    "services.commands.lifecycle_cmd",  # emd lifecycle migrate/prune
     "services.commands.dlq_cmd",  # emd dlq list/show/export/ticket/replay
+    "services.commands.request_cmd",  # emd request DOC.xml (every request it would send, nothing sent)
     "services.commands.clinic_cmd",  # emd clinic list/check/test/promote/suspend
     "services.commands.console_cmd",  # emd console (support console in a browser), add-user
 ]
@@ -49,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # files at rest are private (producer.files): whatever this process and its children write is 0600 / 0700
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

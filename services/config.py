@@ -5,6 +5,8 @@ a setting (``tests/test_config.py`` holds the same list and fails on any other r
 
 * ``services/crypto/keys.py`` (``read_password``): a key's password from the variable the organisations
   file or ``emd sign --password-env`` names, so a secret need not sit in a file;
+* ``services/telemetry.py``: whether the standard ``OTEL_*`` variables ask for tracing; the OpenTelemetry SDK
+  reads them itself (exporter endpoint, sampler, service name: docs/operations.md);
 * ``lab/dev/samples.py``: ``EMD_SHARED_DIR``, where development tooling finds the full sample corpus;
 * ``lab/dev/supervisor.py``: passes the whole environment on to the local pipeline's child processes.
 
@@ -177,8 +179,9 @@ class Settings:
     shutdown_grace_seconds: float = setting(
         "EMD_SHUTDOWN_GRACE_SECONDS",
         25.0,
-        "On SIGTERM, how long in-flight records may finish before the worker leaves "
-        "(keep below the pod's terminationGracePeriodSeconds).",
+        "On SIGTERM, how long in-flight records (the callback service: requests) may finish before the process "
+        "leaves (keep below the pod's terminationGracePeriodSeconds). The sender and the status worker wait on "
+        "ИПС: give them at least EMD_SENDER_CONNECT_TIMEOUT + EMD_SENDER_READ_TIMEOUT, or a call is cut off.",
     )
     retry_in_place_max_seconds: float = setting(
         "EMD_RETRY_IN_PLACE_MAX_SECONDS",
@@ -199,6 +202,12 @@ class Settings:
         Path("config/organizations.json"),
         "Per-organisation settings: certificates, МЧД, signing mode, РЭМД environment, rate limit.",
     )
+    organizations_reload_seconds: float = setting(
+        "EMD_ORGANIZATIONS_RELOAD_SECONDS",
+        10.0,
+        "How often a process looks for a changed organisations file or key (a clinic added, a key rotated: "
+        "Secret volumes update in place) and reloads it, without a restart.",
+    )
 
     # --- Callbacks and acknowledgement (status worker) -------------------------------------
     callback_host: str = setting("EMD_CALLBACK_HOST", "127.0.0.1", "Interface `emd callbacks` binds to.")
@@ -207,6 +216,29 @@ class Settings:
         "EMD_IPS_CERTIFICATES",
         "",
         "Comma-separated PEM/DER files of the ИПС certificates a callback must be signed with (pinned).",
+    )
+    callback_addresses: str = setting(
+        "EMD_CALLBACK_ADDRESSES",
+        "",
+        "Comma-separated addresses a callback's signed wsa:To may name besides every organisation's "
+        "remd.callback_url (the ReplyTo we send); a callback addressed elsewhere is refused.",
+    )
+    callback_max_request_bytes: int = setting(
+        "EMD_CALLBACK_MAX_REQUEST_BYTES",
+        65536,
+        "Largest request the callback endpoint reads (callbacks and file requests are a few KB): a larger "
+        "one is answered 413 after at most this many bytes + 1, unparsed.",
+    )
+    callback_max_age_seconds: float = setting(
+        "EMD_CALLBACK_MAX_AGE_SECONDS",
+        300.0,
+        "A callback whose signed wsu:Created is older than this (plus the clock skew) is refused as stale; "
+        "each callback MessageID is remembered as long, so a replay within it is refused too.",
+    )
+    callback_clock_skew_seconds: float = setting(
+        "EMD_CALLBACK_CLOCK_SKEW_SECONDS",
+        300.0,
+        "Clock difference with ИПС tolerated on a callback's wsu:Created and wsu:Expires.",
     )
     ack_timeout_seconds: float = setting(
         "EMD_ACK_TIMEOUT_SECONDS",
@@ -236,6 +268,7 @@ class Settings:
     )
     sender_connect_timeout: float = setting("EMD_SENDER_CONNECT_TIMEOUT", 10.0, "Seconds to connect to ИПС.")
     sender_read_timeout: float = setting("EMD_SENDER_READ_TIMEOUT", 60.0, "Seconds to wait for ИПС's answer.")
+
     sender_rate_limit_defer_seconds: float = setting(
         "EMD_SENDER_RATE_LIMIT_DEFER_SECONDS",
         60.0,
@@ -263,6 +296,24 @@ class Settings:
         "Lifecycle database: empty = <data_dir>/lifecycle.sqlite3 (SQLite, WAL, one host); "
         "postgresql://user@host/db for replicas on several hosts (docs/state.md).",
     )
+    lifecycle_retention_days: float = setting(
+        "EMD_LIFECYCLE_RETENTION_DAYS",
+        180.0,
+        "`emd lifecycle prune` deletes documents decided (registered or failed) longer ago than this, with their "
+        "attempts; documents on their way are kept whatever their age.",
+    )
+    dead_letter_watch_seconds: float = setting(
+        "EMD_DEAD_LETTER_WATCH_SECONDS",
+        300.0,
+        "How often the status worker's lease holder reads new dead letters and asks the lifecycle store which are "
+        "handled (emd_dead_letters_unhandled, emd_dead_letters_unhandled_oldest_seconds).",
+    )
+    scanner_lease_seconds: float = setting(
+        "EMD_SCANNER_LEASE_SECONDS",
+        60.0,
+        "The status worker's scanners (deadlines, N3 polls, unhandled dead letters) run on the one replica holding "
+        "this lease in the lifecycle store; renewed every third of it, taken over this long after its holder died.",
+    )
     unpromoted_clinics: str = setting(
         "EMD_UNPROMOTED_CLINICS",
         "test-stand",
@@ -276,6 +327,18 @@ class Settings:
     )
     console_host: str = setting("EMD_CONSOLE_HOST", "127.0.0.1", "Interface `emd console` binds to.")
     console_port: int = setting("EMD_CONSOLE_PORT", 8087, "Port of the support console (`emd console`).")
+    console_trusted_proxies: str = setting(
+        "EMD_CONSOLE_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses or networks of the TLS front (ingress) before the console: from them "
+        "X-Forwarded-For names the client (for the login limit) and X-Forwarded-Proto the scheme.",
+    )
+    console_secure_cookies: str = setting(
+        "EMD_CONSOLE_SECURE_COOKIES",
+        "auto",
+        "Session cookie marked Secure: auto = when the request came over TLS (directly, or X-Forwarded-Proto "
+        "https from the TLS front), true = always (the console is only reached through TLS), false = never.",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -5,7 +5,9 @@ and no high-cardinality labels (localUid, MessageID and patient ids go to logs a
 headers, never to labels). Every stage reports the same RED set, labelled by ``stage``:
 
 * ``emd_records_total{stage,outcome}``: records handled (ok, retry, dead_letter);
-* ``emd_record_duration_seconds{stage}``: handling time histogram;
+* ``emd_record_duration_seconds{stage}``: handling time histogram, with the handling span's ``trace_id`` and
+  ``span_id`` as exemplars when tracing is on (``services.telemetry``; the OpenMetrics exposition only, which
+  ``/metrics`` serves to a scraper that asks for it, as Prometheus does);
 * ``emd_dead_letters_total{stage,category}`` (the reason is in the dead letter's headers and the log: with it
   as a label the series could not be pre-initialised) and ``emd_retries_total{stage,reason}``;
 * ``emd_in_flight{stage}``, ``emd_last_progress_timestamp_seconds{stage}`` (the last offset commit: progress
@@ -38,9 +40,8 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -148,7 +149,9 @@ class MetricsServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 if self.path.startswith("/metrics"):
-                    body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                    # OpenMetrics when the scraper asks for it (Prometheus does): only it carries exemplars
+                    encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
+                    body, status = encoder(registry), 200
                 elif self.path.split("?")[0] in checks:
                     ok, text = checks[self.path.split("?")[0]]()
                     body, status, ctype = text.encode(), 200 if ok else 503, "text/plain; charset=utf-8"

@@ -107,6 +107,12 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
         C,
         "Нет ключа врача с этим СНИЛС (режим подписи server): добавить в файл организаций",
     ),
+    (
+        "KEY_NOT_HELD",
+        C,
+        "Ключ нужен процессу, роль которого его не держит: ключи врачей и организации — только у signer, ключи ИС "
+        "— у sender, status и callbacks (docs/security.md, «Keys per pod»); проверить роль и Secrets пода",
+    ),
     ("KEY_PASSWORD_INVALID", C, _FIX_KEYS),
     ("KEY_PASSWORD_MISSING", C, _FIX_KEYS),
     ("KEY_INVALID", C, _FIX_KEYS),
@@ -149,6 +155,48 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("SCHEMA_BROKEN", C, "Схема СЭМД в поставке повреждена: переустановить"),
     ("SCHEMATRON_ENGINE_ERROR", C, "Правила Schematron не выполняются: проверить поставку (saxonche)"),
     ("SCHEMATRON_UNSUPPORTED", C, "Правила Schematron этого вида не поддерживаются"),
+    # --- the N3.Health route: N3's own codes, checked at the signer before signing (services.pipeline.n3_route)
+    (
+        "N3_KIND_UNMAPPED",
+        C,
+        "У вида документа нет кода в справочнике N3 1.2.643.2.69.1.1.1.195: направить документ через ИПС "
+        "или указать более новую выгрузку справочника (n3_dictionary в файле организаций), затем emd dlq replay",
+    ),
+    (
+        "N3_KIND_NOT_EXPORTED",
+        C,
+        "N3 не передаёт документы этого типа в РЭМД (allowRemdExport в справочнике 195): направить через ИПС "
+        "или уточнить у Нетрики; после обновления справочника — emd dlq replay",
+    ),
+    (
+        "N3_KIND_AMBIGUOUS",
+        C,
+        "Виду документа соответствует несколько кодов справочника 195: уточнить у Нетрики, какой передавать",
+    ),
+    (
+        "N3_DOCTOR_UNMAPPED",
+        C,
+        "У врача нет кодов N3 (IdSpeciality, IdPosition): добавить их в remd.n3.doctors файла организаций, "
+        "затем emd dlq replay",
+    ),
+    (
+        "N3_PERSON_INCOMPLETE",
+        D,
+        "В документе нет сведений, обязательных для N3 (СНИЛС, ФИО, дата рождения, пол пациента; СНИЛС, ФИО, "
+        "идентификатор врача): МИС должна дополнить документ",
+    ),
+    (
+        "N3_REQUEST_REFUSED",
+        D,
+        "N3 отклонил запрос (RequestFault): см. PropertyName и сообщение; при неясности — в поддержку Нетрики "
+        "с X-Request-ID и localUid",
+    ),
+    ("N3_SERVER_FAULT", T, "Сбой на стороне N3: дождаться восстановления и повторить (emd dlq replay)"),
+    (
+        "N3_PATIENT_UNKNOWN",
+        T,
+        "N3 не знает пациента: следующая попытка сначала отправит PixService.AddPatient",
+    ),
     # --- talking to ИПС / РЭМД (sender, status) ---------------------------------------------------------
     ("CONNECT_ERROR", T, _WAIT),
     ("TIMEOUT", T, _WAIT),
@@ -170,7 +218,12 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("REGISTRY_LOOKUP_FAILED", T, _WAIT),
     ("REGISTRATION_UNCONFIRMED", T, "РЭМД ещё не показывает регистрацию документа: ждать"),
     ("CALLBACK_UNCORRELATED", T, "Обратный вызов не сопоставлен ни с одним документом: проверить MessageID"),
-    ("NO_ACKNOWLEDGMENT", T, "Нет ответа РЭМД и документ не найден поиском: передать MessageID в СТП ЕГИСЗ"),
+    (
+        "NO_ACKNOWLEDGMENT",
+        T,
+        "Нет ответа РЭМД: документ не найден поиском или его регистрационная запись не получена (getRegistryItem): "
+        "передать MessageID в СТП ЕГИСЗ",
+    ),
     ("SOAP_NOT_ENVELOPE", D, _BAD_ANSWER),
     ("SOAP_EMPTY_BODY", D, _BAD_ANSWER),
     ("SOAP_UNEXPECTED", D, _BAD_ANSWER),
@@ -187,6 +240,11 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     ("WSS_UNTRUSTED_CERTIFICATE", C, "Сертификат ИПС не из закреплённых (EMD_IPS_CERTIFICATES)"),
     # --- our own state and stores ---------------------------------------------------------------------
     ("LIFECYCLE_STORE_UNAVAILABLE", T, "База жизненного цикла недоступна: проверить PostgreSQL"),
+    (
+        "LIFECYCLE_SCHEMA_MISSING",
+        C,
+        "Схема базы жизненного цикла не создана: выполнить emd lifecycle migrate (Job миграций)",
+    ),
     (
         "DESK_STORE_UNAVAILABLE",
         T,

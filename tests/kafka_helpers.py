@@ -1,7 +1,7 @@
 """Reading topics in tests: always from the beginning, never trusting end offsets.
 
-The local broker's ListOffsets "latest" is wrong after batched produce (../shared/docs/broker.md), so
-``read_all`` assigns every partition itself (no consumer group, no join delay), reads from offset 0, and
+The local broker's ListOffsets "latest" is wrong after batched produce (docs/broker.md#what-it-does-not-do),
+so ``read_all`` assigns every partition itself (no consumer group, no join delay), reads from offset 0, and
 stops once the topic has been quiet for ``idle`` seconds (or ``expect`` records arrived and it stayed quiet).
 """
 
@@ -42,6 +42,8 @@ def read_all(
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
+        for tp in tps:  # where to start, resolved before the quiet clock starts: a slow answer is not quiet
+            consumer.position(tp, timeout_ms=max(1, int((deadline - time.monotonic()) * 1000)))
         records: list = []
         last = time.monotonic()
         while time.monotonic() < deadline:

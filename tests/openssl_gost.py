@@ -1,7 +1,8 @@
 """OpenSSL with the GOST engine as the independent implementation our GOST code is tested against.
 
 ``OPENSSL_CONF`` points at a config written to a temporary directory that loads the ``gost`` engine
-(keys, signatures) and the ``gostprov`` provider (digests), as ``shared/docs/gost-crypto.md`` describes.
+(keys, signatures) and the ``gostprov`` provider (digests), as
+``docs/gost.md#openssls-gost-engine-and-provider`` describes.
 """
 
 from __future__ import annotations

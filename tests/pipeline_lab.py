@@ -125,7 +125,7 @@ def pipeline_lab(
     configure: Callable[[dict[str, Any]], None] | None = None,
     n3_clinics: int = 0,
 ) -> Iterator[Lab]:
-    """A running pipeline on a broker of its own; ``lab.publish()`` then ``lab.wait()``.
+    """A running pipeline on a broker of its own; ``Lab.publish()`` then ``Lab.wait()``.
 
     ``configure``: edits the organisations configuration before the children start
     (:class:`~lab.dev.local_pipeline.LocalPipeline`'s ``configure``).

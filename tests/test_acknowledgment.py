@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from producer import events, topology
-from producer.errors import TransientError
+from producer.errors import PermanentError, TransientError
 from services import lifecycle as lc
 from services.messaging import deadletter as dl
+from services.outcome import Outcome
 from services.pipeline import acknowledgment as ack
 from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem, RemdError
@@ -82,7 +83,7 @@ def test_success_registers_and_emits_acknowledged_and_status(store):
 
 def test_an_organisation_configured_for_production_is_acknowledged_with_production(store):
     """The acknowledged event's submission names the organisation's configured environment, and the
-    registration time is written in the events' one format (UTC, milliseconds)."""
+    registration time in UTC to the microsecond, the submission's times in the events' one format (milliseconds)."""
 
     def environments(oid, endpoint):
         return {EXAMPLE["organizationOid"]: "production"}[oid]
@@ -92,7 +93,7 @@ def test_an_organisation_configured_for_production_is_acknowledged_with_producti
     )
     data = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]
     assert data["submission"]["environment"] == "production"
-    assert data["registration"]["registrationTime"] == "2026-01-01T07:00:00.000Z"
+    assert data["registration"]["registrationTime"] == "2026-01-01T07:00:00.000000Z"
     assert data["submission"]["sentAt"].endswith("Z") and len(data["submission"]["sentAt"]) == 24
 
 
@@ -131,7 +132,7 @@ def test_early_callback_before_sent_event_correlates_by_recorded_attempt(tmp_pat
 
 
 def test_uncorrelated_callback_waits(store):
-    """A callback matching no MessageID nor localUid is a transient wait, not a decision."""
+    """A callback matching none of our MessageIDs is a transient wait, not a decision."""
     raw = soap.build_register_result(
         RegisterResult(relates_to_message=M2, status="success"), to="x", key=None, certificate=None
     )
@@ -292,11 +293,11 @@ def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
     "outcome, code, taken",
     [
         (
-            lc.OUTCOME_PERMANENT,
+            Outcome.PERMANENT,
             "VALIDATION_ERROR",
             False,
         ),  # refused synchronously: cannot be the registered one
-        (lc.OUTCOME_TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
+        (Outcome.TRANSIENT, "TIMEOUT", True),  # no answer in time: ИПС may have taken it
     ],
 )
 def test_not_unique_asks_remd_only_when_the_other_attempt_may_have_been_taken(store, outcome, code, taken):
@@ -343,6 +344,28 @@ def test_success_after_a_rejection_dead_letter_registers(resent):
         run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None)
         == []
     )
+
+
+def test_a_callback_naming_our_local_uid_under_another_message_id_decides_nothing(store):
+    """A signed callback whose relatesToMessage is none of our attempts is not matched by its localUid alone: it
+    waits as uncorrelated, and the document (doc-1, sent under M1) is neither failed nor registered by it."""
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=M3,
+            status="error",
+            local_uid="doc-1",
+            errors=(RemdError("NO_SNILS", "нет СНИЛС"),),
+        ),
+        to="x",
+        key=None,
+        certificate=None,
+    )
+    assert ack.correlate(store, soap.parse_register_result(raw)) is None
+    with pytest.raises(TransientError) as e:
+        run(raw, store)
+    assert e.value.reason == "CALLBACK_UNCORRELATED"
+    doc = store.get("doc-1")
+    assert doc.state == lc.ACCEPTED and doc.emdr_id is None
 
 
 def test_callback_correlates_by_emdr_id_last(store):
@@ -509,3 +532,229 @@ def test_end_to_end_latency_runs_from_the_mis_publishing_the_document(tmp_path):
     run(callback(), s)
     assert (REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0) - before >= 600
     s.close()
+
+
+def test_a_mail_style_message_id_correlates_a_callback_to_its_attempt(tmp_path):
+    """A callback whose relatesToMessage is written mail-style (``<…>``, upper case) and names no localUid is matched
+    by MessageID to the attempt it answers: that attempt is the registered one."""
+    s = _store_with_doc(tmp_path / "lc.sqlite3")
+    s.record_attempt("doc-1", M1, endpoint="http://ips")
+    s.record_outcome(M1, outcome=Outcome.TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="TIMEOUT")
+    s.record_attempt("doc-1", M2, endpoint="http://ips")
+    s.mark_accepted("doc-1", message_id=M2)
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=f"<{M2.upper()}>",
+            status="success",
+            registry_item=RegistryItem(emdr_id="16.62.7", registration_date_time="2026-01-01T10:00:00+03:00"),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+    )
+    outs = run(raw, s)
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert registration["messageId"] == M2 and registration["emdrId"] == "16.62.7"
+    assert [(a.message_id, a.outcome) for a in s.history("doc-1")] == [(M1, "transient"), (M2, "registered")]
+    s.close()
+
+
+def test_both_date_formats_are_kept_in_the_lifecycle_and_the_acknowledged_event(store):
+    """A success callback with registrationDateTime to the microsecond (+03:00) and storeTillDate as a date with an
+    offset: the lifecycle keeps both, and the acknowledged event (valid against its schema) carries the time in UTC
+    to the microsecond and the date as РЭМД wrote it."""
+    from datetime import UTC
+
+    raw = soap.build_register_result(
+        RegisterResult(
+            relates_to_message=M1,
+            status="success",
+            local_uid="doc-1",
+            registry_item=RegistryItem(
+                emdr_id="16.62.23.09.000014523",
+                registration_date_time="2023-09-22T09:27:02.104123+03:00",
+                store_till_date="2048-09-22+03:00",
+            ),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+    )
+    outs = run(raw, store)
+    doc = store.get("doc-1")
+    assert doc.registered_at == datetime(2023, 9, 22, 6, 27, 2, 104123, tzinfo=UTC)
+    assert doc.store_till_date == "2048-09-22+03:00"
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert registration["registrationTime"] == "2023-09-22T06:27:02.104123Z"
+    assert registration["storeTillDate"] == "2048-09-22+03:00"
+
+
+# --- getRegistryItem answers on the callback ---------------------------------------------------------------
+
+EMDR = "16.62.23.09.000014523"
+
+
+class AskingRegistry:
+    """The status worker's RegistryPoller as acknowledgment sees it: the search (``__call__``) finds the document,
+    ``ask`` stores the getRegistryItem's MessageID (as RegistryPoller does, before sending) and says it was asked."""
+
+    def __init__(self, store, emdr_id=EMDR):
+        self.store, self.emdr_id, self.asked = store, emdr_id, []
+
+    async def __call__(self, doc):
+        return RegistryItem(emdr_id=self.emdr_id, local_uid=doc.local_uid) if self.emdr_id else None
+
+    async def ask(self, doc, item, *, purpose, attempt_message_id=None):
+        mid = f"{len(self.asked) + 1:08d}-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+        self.store.record_registry_request(
+            mid, doc.local_uid, emdr_id=item.emdr_id, purpose=purpose, attempt_message_id=attempt_message_id
+        )
+        self.asked.append((mid, purpose, attempt_message_id))
+        return True
+
+
+def registry_answer(relates, *, emdr=EMDR, local_uid="doc-1", errors=(), callback_id=None):
+    """A getRegistryItemResult as ИПС delivers it: РЭМД's record with both date formats, or the errors."""
+    item = (
+        None
+        if errors
+        else RegistryItem(
+            emdr_id=emdr,
+            local_uid=local_uid,
+            registration_date_time="2023-09-22T09:27:02.104000+03:00",
+            store_till_date="2048-09-22+03:00",
+        )
+    )
+    return soap.build_registry_item_result(
+        soap.RegistryItemResult(
+            relates_to_message=f"<{relates.upper()}>",
+            status="error" if errors else "success",
+            registry_item=item,
+            errors=tuple(errors),
+        ),
+        to="http://mis",
+        key=None,
+        certificate=None,
+        message_id=callback_id,
+    )
+
+
+def test_a_deadline_asks_for_the_record_and_its_answer_on_the_callback_registers(store):
+    """At the deadline the search finds the document and its record is asked for (nothing decided yet); the
+    getRegistryItemResult naming that request (mail-style spelling) registers it with РЭМД's dates; the same callback
+    delivered again re-emits the same outputs, another answer to the same request changes nothing."""
+    registry = AskingRegistry(store)
+    assert asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST)) == []
+    [(mid, purpose, _)] = registry.asked
+    assert purpose == "deadline" and store.get("doc-1").state == lc.ACCEPTED
+    outs = run(registry_answer(mid, callback_id="r-1"), store)
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert registration == {
+        "emdrId": EMDR,
+        "registrationTime": "2023-09-22T06:27:02.104000Z",
+        "messageId": M1,
+        "storeTillDate": "2048-09-22+03:00",
+    }
+    doc = store.get("doc-1")
+    assert (doc.state, doc.emdr_id, doc.store_till_date) == (lc.REGISTERED, EMDR, "2048-09-22+03:00")
+    assert _content(run(registry_answer(mid, callback_id="r-1"), store)) == _content(outs)
+    assert run(registry_answer(mid, callback_id="r-2"), store) == []
+    [asked] = store.registry_requests("doc-1")
+    assert (asked.outcome, asked.decided_by) == ("registered", "callback r-1")
+
+
+def test_a_registry_answer_for_a_document_registered_meanwhile_changes_nothing(store):
+    """The registration's own callback arrives after the deadline asked for the record: the record's answer then
+    emits nothing more."""
+    registry = AskingRegistry(store)
+    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST))
+    assert run(callback(emdr=EMDR), store)
+    assert run(registry_answer(registry.asked[0][0]), store) == []
+    assert store.registry_requests("doc-1")[0].outcome == "confirmed"
+
+
+@pytest.mark.parametrize(
+    "code,dead",
+    [("REGISTRY_ITEM_NOT_FOUND", True), ("INTERNAL_ERROR", False)],
+    ids=["permanent", "transient"],
+)
+def test_a_deadline_whose_record_cannot_be_read_ends_the_wait_only_for_a_lasting_code(store, code, dead):
+    """At a deadline, a getRegistryItemResult with a code retrying cannot change dead-letters NO_ACKNOWLEDGMENT with
+    that code and what the search had found; a transient code decides nothing (the deadline asks again)."""
+    registry = AskingRegistry(store)
+    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST))
+    outs = run(registry_answer(registry.asked[0][0], errors=[RemdError(code, "Запись не найдена")]), store)
+    if not dead:
+        assert outs == [] and store.get("doc-1").state == lc.ACCEPTED
+        return
+    assert [o.topic for o in outs] == [topology.SENT_DLT.name, topology.STATUS.name]
+    assert (
+        outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT" and outs[0].headers[dl.REMD_CODE] == code.encode()
+    )
+    doc = store.get("doc-1")
+    assert doc.state == lc.FAILED and EMDR in doc.failure_message and code in doc.failure_message
+
+
+def test_an_answer_naming_another_record_registers_nothing(store):
+    """A getRegistryItemResult whose record is not the one asked for (another localUid) registers nothing."""
+    registry = AskingRegistry(store)
+    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST, final=False))
+    assert run(registry_answer(registry.asked[0][0], local_uid="doc-2"), store) == []
+    assert store.get("doc-1").state == lc.ACCEPTED
+    assert registry.asked[0][1] == "poll"
+
+
+def test_a_registry_answer_to_no_question_of_ours_waits_then_dead_letters(store):
+    """A getRegistryItemResult matching no stored question waits (CALLBACK_UNCORRELATED, deferred) and is a permanent
+    error once past the pending limit."""
+    raw = registry_answer(M3)
+    with pytest.raises(TransientError) as e:
+        run(raw, store)
+    assert e.value.reason == "CALLBACK_UNCORRELATED" and e.value.defer
+    with pytest.raises(PermanentError):
+        ack.on_callback(raw, store=store, received_ms=0, pending_limit=60.0, environments=TEST)
+
+
+def test_a_duplicate_registration_is_reconciled_by_the_record_asked_for(resent):
+    """NOT_UNIQUE_PROVIDED_ID for a resend: the search finds the document, its record is asked for with the
+    resend's attempt named, and the answer registers it, records the resend as a duplicate and names the first
+    attempt as the registering one."""
+    registry = AskingRegistry(resent, emdr_id="16.62.7")
+
+    def asking(doc, item, **why):
+        return asyncio.run(registry.ask(doc, item, **why))
+
+    def lookup(doc):
+        return asyncio.run(registry(doc))
+
+    raw = callback(M2, errors=NOT_UNIQUE, callback_id="c-2")
+    outs = ack.on_callback(
+        raw,
+        store=resent,
+        received_ms=int(time.time() * 1000),
+        registry_lookup=lookup,
+        registry_ask=asking,
+        environments=TEST,
+    )
+    assert outs == [] and registry.asked[0][1:] == ("duplicate", M2)
+    outs = run(registry_answer(registry.asked[0][0], emdr="16.62.7"), resent)
+    registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
+    assert (registration["emdrId"], registration["messageId"]) == ("16.62.7", M1)
+    assert [(a.message_id, a.outcome) for a in resent.history("doc-1")][1] == (M2, "duplicate")
+
+
+def test_handle_callback_asks_through_the_pollers_ask(resent):
+    """handle_callback hands on_callback the poller's ask, run on the event loop, so a duplicate is confirmed by the
+    record asked for on the callback."""
+    registry = AskingRegistry(resent, emdr_id="16.62.7")
+    outs = asyncio.run(
+        ack.handle_callback(
+            callback(M2, errors=NOT_UNIQUE),
+            store=resent,
+            poll=registry,
+            received_ms=int(time.time() * 1000),
+            environments=TEST,
+        )
+    )
+    assert outs == [] and len(registry.asked) == 1 and resent.get("doc-1").state == lc.ACCEPTED

@@ -1,4 +1,4 @@
-"""registerDocumentResult and getDocumentFile as ИПС really sends them (addendum, "Envelopes as ИПС sends them").
+"""registerDocumentResult and getDocumentFile as ИПС really sends them (docs/protocol.md#callback-shapes).
 
 Each test is a hand-written message of one variant: SOAP 1.1 or 1.2, WS-Addressing with or without a prefix,
 either anonymous URI, ``kind`` in each of its forms, ``registrationDate`` or ``registrationDateTime``,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from lxml import etree
@@ -10,7 +11,14 @@ from structlog.testing import capture_logs
 
 from lab.dev.pki import DevCA, SubjectInfo
 from producer.errors import PermanentError
-from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
+from services.pipeline.callbacks import (
+    CallbackService,
+    ReplayCache,
+    ReplyCredential,
+    ReplyKeys,
+    RequestTooLarge,
+    read_limited,
+)
 from services.remd import names as n
 from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem
@@ -91,6 +99,46 @@ def test_result_is_persisted_then_acked_with_relates_to(pki):
     assert ack.headers.relates_to == soap.parse_register_result(body).headers.message_id
 
 
+def _registry_answer(pki, signer="ips", relates="<5F0C1E2A-0000-4000-8000-000000000003>"):
+    key, cert = pki[signer]
+    return soap.build_registry_item_result(
+        soap.RegistryItemResult(
+            relates_to_message=relates,
+            status="success",
+            registry_item=RegistryItem(
+                emdr_id="16.62.1",
+                local_uid="d-1",
+                registration_date_time="2023-09-22T09:27:02.104000+03:00",
+                store_till_date="2048-09-22+03:00",
+            ),
+        ),
+        to="http://mis/cb",
+        key=key,
+        certificate=cert,
+    )
+
+
+def test_a_registry_answer_is_persisted_then_acked_as_its_own_operation(pki):
+    """A signed getRegistryItemResult is published under the normalised relatesToMessage (its mail-style spelling
+    too), then acknowledged with a signed getRegistryItemResultResponse relating to its MessageID."""
+    h = Harness(pki)
+    body = _registry_answer(pki)
+    reply = h.handle(body)
+    assert reply.status == 200 and reply.outcome == "accepted"
+    assert h.published == [("5f0c1e2a-0000-4000-8000-000000000003", body)]
+    verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+    ack = soap.parse_callback_ack(reply.body)
+    assert ack.headers.relates_to == soap.parse_registry_item_result(body).headers.message_id
+    assert ack.headers.action == n.ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE
+
+
+def test_a_forged_registry_answer_is_refused_and_not_published(pki):
+    """A getRegistryItemResult signed by an unpinned certificate is a Client fault and never reaches the topic."""
+    h = Harness(pki)
+    reply = h.handle(_registry_answer(pki, "rogue"))
+    assert reply.outcome == "forged" and h.published == []
+
+
 @pytest.mark.parametrize("signer", ["rogue", None])
 def test_forged_or_unsigned_callback_is_a_fault_and_not_published(pki, signer):
     """A callback signed by an unpinned certificate, or unsigned, gets a Client fault and is never published."""
@@ -104,7 +152,11 @@ def test_forged_or_unsigned_callback_is_a_fault_and_not_published(pki, signer):
     with capture_logs() as logs:
         reply = h.handle(body)
     assert reply.status == 500 and reply.outcome == "forged"
-    assert soap.parse_fault(reply.body).ips_fault == "AuthorizationFault"
+    fault = soap.parse_fault(reply.body)
+    assert fault.ips_fault == "AuthorizationFault"
+    assert (
+        b"SignatureValue" not in reply.body and fault.headers.relates_to is None
+    )  # nothing signed, nothing echoed
     assert h.published == []
     [refused] = [e for e in logs if e["event"] == "callback refused: WS-Security"]
     assert refused["log_level"] == "warning" and refused["operation"] == "registerDocumentResult"
@@ -317,7 +369,7 @@ UUID = "5f0c1e2a-0000-4000-8000-000000000002"
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
 @pytest.mark.parametrize(
-    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}"]
+    "spelling", [UUID, f"urn:uuid:{UUID.upper()}", UUID.replace("-", "").upper(), f"uuid:{UUID}", f"<{UUID}>"]
 )
 def test_signed_variant_callbacks_are_verified_and_keyed_by_the_normalised_id(pki, version, spelling):
     """SOAP 1.1 or 1.2, unprefixed WS-Addressing with ИПС's fixed wsu:Ids and the 2004/08 anonymous ReplyTo, kind as a
@@ -363,8 +415,8 @@ def test_file_request_by_emdr_id_returns_the_signed_bytes(pki):
     """getDocumentFile by emdrId (another ИС asks for a registered document later) returns exactly the signed bytes,
     as the same request by localUid does."""
     document = "<ClinicalDocument>Тот самый документ</ClinicalDocument>".encode()
-    h = Harness(pki, files={"d-7": document}, registered={"16.62.23.09.000014523": "d-7"})
     for key in ({"emdr_id": "16.62.23.09.000014523"}, {"local_uid": "d-7"}):
+        h = Harness(pki, files={"d-7": document}, registered={"16.62.23.09.000014523": "d-7"})
         reply = h.handle(_file_request(pki, **key))
         assert reply.status == 200 and reply.outcome == "served", key
         verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
@@ -433,3 +485,198 @@ def test_a_document_pulled_again_is_answered_from_its_kept_canonical_body(pki):
         assert parsed.headers.relates_to.startswith(message_id)
     info = soap.file_response_body.cache_info()
     assert (info.misses, info.hits) == (1, 1)
+
+
+# --- nothing is trusted, and nothing is signed, before the request is authenticated ------------------------
+
+OURS = "https://mis.example.org/callback"
+
+
+class Guarded(Harness):
+    """A service that knows its own address, with a clock the test can move."""
+
+    def __init__(self, pki, *, now=None, **kw):
+        super().__init__(pki, **kw)
+        self.now = now or datetime.now(UTC)
+        self.service = CallbackService(
+            trusted_certificates=[pki["ips"][1]],
+            key=pki["mis"][0],
+            certificate=pki["mis"][1],
+            publish=self.service.publish,
+            lookup_file=self.service.lookup_file,
+            own_addresses=[OURS],
+            max_age=300,
+            max_skew=60,
+            max_request_bytes=16384,
+            clock=lambda: self.now,
+        )
+
+
+def signed_result(pki, *, to=OURS, created=None, ttl=300.0, drop=None, message_id=None):
+    """A registerDocumentResult signed by the pinned ИПС key, optionally created at ``created``, without Expires
+    (``ttl=None``), or without the element ``drop`` (removed before signing)."""
+    unsigned = soap.build_register_result(
+        RegisterResult(
+            relates_to_message="5f0c1e2a-0000-4000-8000-000000000001",
+            status="success",
+            local_uid="d-1",
+            registry_item=RegistryItem(emdr_id="16.62.1", registration_date_time="2026-01-01T10:00:00+03:00"),
+        ),
+        to=to,
+        key=None,
+        certificate=None,
+        message_id=message_id,
+    )
+    if drop is not None:
+        root = etree.fromstring(unsigned)
+        for el in root.iter(f"{{{n.NS_EMDR_CALLBACK}}}{drop}"):
+            el.getparent().remove(el)
+        unsigned = etree.tostring(root)
+    return sign_envelope(unsigned, key=pki["ips"][0], certificate=pki["ips"][1], ttl=ttl, now=created)
+
+
+def _unsigned_refusal(reply) -> None:
+    fault = soap.parse_fault(reply.body)
+    assert b"SignatureValue" not in reply.body and fault.headers.relates_to is None
+
+
+def test_a_replayed_callback_is_refused_unsigned_and_published_once(pki):
+    """The same signed callback delivered twice: the first is taken, the replay refused without a signed reply."""
+    h = Guarded(pki)
+    body = signed_result(pki)
+    assert h.handle(body).outcome == "accepted"
+    again = h.handle(body)
+    assert again.status == 500 and again.outcome == "replayed"
+    _unsigned_refusal(again)
+    assert len(h.published) == 1
+
+
+def test_a_callback_we_failed_to_store_may_be_delivered_again(pki):
+    """A MessageID answered with broker_unavailable is not a replay the next time ИПС delivers it."""
+    h = Guarded(pki, broker_down=True)
+    body = signed_result(pki)
+    assert h.handle(body).outcome == "broker_unavailable"
+    h.broker_down = False
+    assert h.handle(body).outcome == "accepted" and len(h.published) == 1
+
+
+def test_a_two_year_old_signed_callback_without_expires_is_refused(pki):
+    """A correctly signed callback created two years ago, with no Expires, is stale: refused, not published."""
+    h = Guarded(pki)
+    body = signed_result(pki, created=h.now - timedelta(days=730), ttl=None)
+    assert b"Expires" not in body
+    reply = h.handle(body)
+    assert reply.outcome == "forged" and h.published == []
+    assert "WSS_STALE" in soap.parse_fault(reply.body).reason
+    _unsigned_refusal(reply)
+
+
+def test_an_expired_callback_is_refused_and_the_skew_window_is_kept(pki):
+    """Expires passed beyond the skew: refused; a callback from a clock 50 s ahead (skew 60) is accepted."""
+    h = Guarded(pki)
+    expired = signed_result(pki, created=h.now - timedelta(seconds=200), ttl=30)
+    assert h.handle(expired).outcome == "forged"
+    ahead = signed_result(pki, created=h.now + timedelta(seconds=50))
+    assert h.handle(ahead).outcome == "accepted"
+    assert len(h.published) == 1
+
+
+def test_a_callback_addressed_to_another_mis_is_refused(pki):
+    """A callback ИПС signed for another МИС (its wsa:To) is refused and never published; ours is taken."""
+    h = Guarded(pki)
+    reply = h.handle(signed_result(pki, to="https://other-mis.example.org/callback"))
+    assert reply.outcome == "misaddressed" and h.published == []
+    _unsigned_refusal(reply)
+    assert h.handle(signed_result(pki, to="HTTPS://MIS.example.org:443/callback/")).outcome == "accepted"
+
+
+def test_a_callback_without_wsa_to_is_refused_once_our_address_is_known(pki):
+    """With our address configured, wsa:To must be there and signed: a callback without it is refused."""
+    h = Guarded(pki)
+    body = soap.build_register_result(
+        RegisterResult(relates_to_message="m-1", status="success"),
+        to="",
+        key=None,
+        certificate=None,
+    )
+    root = etree.fromstring(body)
+    for el in root.iter(f"{{{n.NS_WSA}}}To"):
+        el.getparent().remove(el)
+    signed = sign_envelope(etree.tostring(root), key=pki["ips"][0], certificate=pki["ips"][1])
+    reply = h.handle(signed)
+    assert reply.outcome == "forged" and h.published == []
+
+
+def test_a_forged_callback_gets_no_signed_reply(pki):
+    """A callback signed by an unpinned key, with a RelatesTo of its choosing, gets an unsigned fault relating to
+    nothing: our ИС key signs nothing for it."""
+    h = Guarded(pki)
+    body = result_body(pki, "rogue")
+    reply = h.handle(body)
+    assert reply.outcome == "forged"
+    _unsigned_refusal(reply)
+    with pytest.raises(PermanentError):
+        verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not xml at all", b"<a/>", b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY y 'z'>]><x>&y;</x>"],
+)
+def test_a_malformed_request_gets_an_unsigned_soap_fault(pki, body):
+    """Anything that is not a SOAP request is answered with an unsigned SOAP fault, never an exception."""
+    reply = Guarded(pki).handle(body)
+    assert reply.status == 500 and reply.outcome == "malformed"
+    _unsigned_refusal(reply)
+
+
+def test_a_signed_callback_without_status_gets_a_signed_soap_fault(pki):
+    """A correctly signed registerDocumentResult without <status> is a signed soap:Client fault, not an HTTP 500."""
+    h = Guarded(pki)
+    reply = h.handle(signed_result(pki, drop="status"))
+    assert reply.status == 500 and reply.outcome == "malformed" and h.published == []
+    fault = soap.parse_fault(reply.body)
+    assert not fault.server_side and fault.detail_code == "VALIDATION_ERROR"
+    verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(pki):
+    """A request over max_request_bytes is a 413 SOAP fault, whatever it holds."""
+    reply = Guarded(pki).handle(signed_result(pki) + b" " * 16384)
+    assert reply.status == 413 and reply.outcome == "too_large"
+    _unsigned_refusal(reply)
+
+
+def test_the_reader_stops_an_8_mib_body_after_the_limit_and_one_byte():
+    """read_limited on an 8 MiB stream raises after reading at most limit + 1 bytes; a small body is read whole."""
+    limit = 65536
+
+    class Stream:
+        def __init__(self, size):
+            self.left, self.read_bytes = size, 0
+
+        async def read(self, n):
+            chunk = min(n, self.left, 16384)
+            self.left -= chunk
+            self.read_bytes += chunk
+            return b"x" * chunk
+
+    big = Stream(8 * 1024 * 1024)
+    with pytest.raises(RequestTooLarge) as exc:
+        asyncio.run(read_limited(big.read, limit))
+    assert big.read_bytes <= limit + 1 and exc.value.read == big.read_bytes
+    small = Stream(1000)
+    assert asyncio.run(read_limited(small.read, limit)) == b"x" * 1000
+    declared = Stream(8 * 1024 * 1024)
+    with pytest.raises(RequestTooLarge):
+        asyncio.run(read_limited(declared.read, limit, declared=8 * 1024 * 1024))
+    assert declared.read_bytes == 0
+
+
+def test_a_replay_cache_forgets_after_its_window():
+    """A MessageID is refused within the window and accepted again once the window has passed."""
+    now = [0.0]
+    cache = ReplayCache(10, clock=lambda: now[0])
+    assert cache.take("a") and not cache.take("a")
+    now[0] = 11
+    assert cache.take("a")

@@ -31,12 +31,23 @@ from services.remd.wssec import sign_envelope, verify_envelope
 from tests.kafka_helpers import read_all
 from workers.callbacks.worker import build
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
 REPLY_REFS = ("Body", "Timestamp", "MessageID", "Action")
+#: our callback address: the development configuration's remd.callback_url, which a callback's wsa:To must name
+OURS = "http://127.0.0.1:8086/callback"
 
 
 def _settings(tmp_path, bootstrap, *, organizations=1):
+    """A development configuration as the callback pod holds it: the ИС keys, and no doctor's or organisation's
+    key (only the signer's pod mounts those), so every test here also shows the service starts without them."""
     orgs = write_dev_config(tmp_path / "cfg", organizations=organizations)
+    raw = json.loads(orgs.read_text())
+    for org in raw["organizations"]:
+        for entry in [*org["signing"].get("doctors", {}).values(), org["signing"].get("organization") or {}]:
+            if "key" in entry:
+                (orgs.parent / entry["key"]).unlink(missing_ok=True)
     ca = DevCA.create("ИПС CA")
     key, cert = ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
     write_pem(None, cert, cert_path=tmp_path / "ips.pem")
@@ -83,7 +94,7 @@ def test_callback_over_http_is_on_the_topic_before_the_ack(broker, tmp_path):
             local_uid="http-doc",
             registry_item=RegistryItem(emdr_id="16.62.5"),
         ),
-        to="http://mis",
+        to=OURS,
         key=key,
         certificate=cert,
     )
@@ -107,7 +118,7 @@ def test_signed_callback_without_a_status_gets_a_soap_fault_over_http(broker, tm
     relates = "6b1f0c1e-0000-4000-8000-00000000dcba"
     unsigned = soap.build_register_result(
         RegisterResult(relates_to_message=relates, status="success", local_uid="no-status"),
-        to="http://mis",
+        to=OURS,
         key=None,
         certificate=None,
     )
@@ -124,7 +135,7 @@ def test_signed_callback_without_a_status_gets_a_soap_fault_over_http(broker, tm
     assert response.status_code == 500
     fault = soap.parse_fault(response.content)
     assert fault.detail_code == "VALIDATION_ERROR" and not fault.server_side
-    (org,) = load_organizations(settings.organizations_file).organizations.values()
+    (org,) = load_organizations(settings.organizations_file, role="callbacks").organizations.values()
     verify_envelope(response.content, trusted_certificates=[org.remd.system.certificate], required=REPLY_REFS)
     assert [
         r for r in read_all(broker.bootstrap_servers, topology.CALLBACKS.name) if r.key == relates.encode()
@@ -149,7 +160,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     with the certificate of the organisation the document belongs to, and not with the other's."""
     ensure_topics(broker.bootstrap_servers, topics=(topology.CALLBACKS,))
     settings, key, cert = _settings(tmp_path, broker.bootstrap_servers, organizations=2)
-    config = load_organizations(settings.organizations_file)
+    config = load_organizations(settings.organizations_file, role="callbacks")
     (oid1, org1), (oid2, org2) = list(config.organizations.items())
     certs = {oid1: org1.remd.system.certificate, oid2: org2.remd.system.certificate}
     store = lifecycle.open_store(settings.data_dir)
@@ -163,7 +174,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     store.record_attempt("doc-2", mid, endpoint="http://ips")
     store.close()
     bodies = [
-        soap.build_file_request(local_uid=uid, to="http://mis/callback", key=key, certificate=cert)
+        soap.build_file_request(local_uid=uid, to=OURS, key=key, certificate=cert)
         for uid in ("doc-1", "doc-2")
     ]
     bodies.append(
@@ -171,7 +182,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
             RegisterResult(
                 relates_to_message=mid, status="success", registry_item=RegistryItem(emdr_id="16.62.6")
             ),
-            to="http://mis",
+            to=OURS,
             key=key,
             certificate=cert,
         )
@@ -200,7 +211,7 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
             local_uid="m-doc",
             registry_item=RegistryItem(emdr_id="16.62.7"),
         ),
-        to="http://mis",
+        to=OURS,
         key=key,
         certificate=cert,
     )
@@ -242,6 +253,88 @@ def test_the_callback_service_serves_its_metrics(broker, tmp_path):
     assert any(name == "process_cpu_seconds_total" for name, _ in after)
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_8_mib_callback_gets_413_after_at_most_the_limit_and_one_byte(monkeypatch, declared):
+    """An 8 MiB POST over HTTP is answered 413 (a SOAP fault) with the service having read at most the limit + 1
+    bytes of it: with a Content-Length none at all, chunked no more than the limit + 1 (what aiohttp receives and
+    discards afterwards, so that the client gets the answer, is not read by the handler)."""
+    from aiohttp import streams, web
+
+    from services.pipeline.callback_endpoint import callback_runner
+    from services.pipeline.callbacks import CallbackService
+
+    limit = 65536
+    ca = DevCA.create("ИПС CA")
+    key, cert = ca.issue(subject=SubjectInfo(family="", common_name="ИПС", org="ЕГИСЗ"))
+    published = []
+
+    async def publish(k, v):
+        published.append(k)
+
+    async def lookup(uid):
+        return None
+
+    service = CallbackService(
+        trusted_certificates=[cert],
+        key=key,
+        certificate=cert,
+        publish=publish,
+        lookup_file=lookup,
+        own_addresses=[OURS],
+        max_request_bytes=limit,
+    )
+    read = {"bytes": 0}
+    original = streams.StreamReader.read
+
+    async def counting_read(self, n=-1):
+        chunk = await original(self, n)
+        read["bytes"] += len(chunk)
+        return chunk
+
+    monkeypatch.setattr(streams.StreamReader, "read", counting_read)
+    size = 8 * 1024 * 1024
+
+    async def scenario() -> bytes:
+        runner, port = callback_runner(service), free_port()
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            framing = f"Content-Length: {size}" if declared else "Transfer-Encoding: chunked"
+            writer.write(
+                f"POST /callback HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n{framing}\r\n\r\n".encode()
+            )
+
+            async def send() -> None:
+                chunk = b"<" * 65536
+                try:
+                    for _ in range(size // len(chunk)):
+                        writer.write(chunk if declared else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        await writer.drain()
+                    if not declared:
+                        writer.write(b"0\r\n\r\n")
+                        await writer.drain()
+                except (ConnectionError, OSError):
+                    pass  # the server closed the connection after its answer: what we want
+
+            sending = asyncio.create_task(send())
+            answer = await asyncio.wait_for(reader.read(), 120)  # to the end: the server closes after it
+            sending.cancel()
+            writer.close()
+            return answer
+        finally:
+            await runner.cleanup()
+
+    answer = asyncio.run(scenario())
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), answer[:200]
+    fault = soap.parse_fault(rest.partition(b"\r\n\r\n")[2])
+    assert "over 65536 bytes" in fault.reason and published == []
+    assert read["bytes"] <= limit + 1
+    if declared:
+        assert read["bytes"] == 0
+
+
 def test_emd_callbacks_answers_then_exits_0_on_sigterm(broker, tmp_path):
     """`emd callbacks` configured by environment answers a callback over HTTP, and on SIGTERM stops serving and
     exits 0 (its App handles the signal: before, SIGTERM killed it with whatever it was doing)."""
@@ -265,7 +358,7 @@ def test_emd_callbacks_answers_then_exits_0_on_sigterm(broker, tmp_path):
     }
     body = soap.build_register_result(
         RegisterResult(relates_to_message=new_message_id(), status="success", local_uid="sigterm-doc"),
-        to="http://mis",
+        to=OURS,
         key=key,
         certificate=cert,
     )

@@ -146,6 +146,20 @@ def test_one_der_is_parsed_once_and_shared():
             certificate_from_der(b"\x30\x03\x02\x01\x01")
 
 
+def test_a_shared_certificate_is_parsed_whole_before_anyone_reads_it():
+    """The shared certificate's extensions and every part of its tree are parsed when it is made, so threads reading
+    it later (the emulator's jobs) only read: asn1crypto parses lazily, and two first reads at once can collide."""
+    from services.crypto.certificates import certificate_from_der
+
+    _, cert = devpki.DevCA.create("Разбор УЦ").issue(
+        subject=devpki.SubjectInfo("Петров", "Пётр", snils="11223344595")
+    )
+    shared = certificate_from_der(bytes(cert.der) + b"")
+    assert shared._cert._processed_extensions
+    tbs = shared._cert["tbs_certificate"]
+    assert tbs.children is not None and tbs["extensions"].children is not None
+
+
 def test_issued_by_checks_the_issuer_name_and_its_signature():
     """A certificate is issued by its CA; not by another CA, even one that took the same name."""
     from lab.dev.pki import DevCA, SubjectInfo

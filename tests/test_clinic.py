@@ -15,7 +15,7 @@ import pytest
 
 from lab.dev.config import write_dev_config
 from services.desk import readiness
-from services.lifecycle import desk
+from services.lifecycle import support_tables
 from services.pipeline.organizations import load_organizations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +62,13 @@ def _lines(path, oid=OID1, **kw):
     cas = readiness.load_cas([Path(path).parent / "ca.pem"])
     by_item = {}
     for line in readiness.check(
-        oid, config, cas=cas, clinic_state=desk.ONBOARDING, unpromoted="test-stand", **kw
+        oid, config, cas=cas, clinic_state=support_tables.ONBOARDING, unpromoted="test-stand", **kw
     ):
         by_item.setdefault(line.item, line)
     return by_item
 
 
+@pytest.mark.integration
 def test_the_development_configuration_is_all_ok(tmp_path, callback_url):
     """`emd clinic check` on `emd certs dev-config`'s output, its callback service listening: every line ok, exit 0."""
     orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url)
@@ -114,6 +115,7 @@ def test_an_mchd_of_another_organisation_is_named(tmp_path, callback_url):
     assert not line.ok and "MCHD_WRONG_ORGANIZATION" in line.text and "another organisation" in line.text
 
 
+@pytest.mark.integration
 def test_a_missing_information_system_certificate_is_named(tmp_path, callback_url):
     """No ИС key and certificate for ИПС: its line says what to add; the CLI exits 1."""
     orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url)
@@ -136,6 +138,7 @@ def test_an_unknown_clinic_and_an_unreachable_callback_fail_their_lines(tmp_path
     assert not line.ok and "emd callbacks" in line.text
 
 
+@pytest.mark.integration
 def test_promote_is_refused_before_a_test_and_force_is_logged(tmp_path, callback_url):
     """`emd clinic promote` exits 1 without a recorded test; --force promotes and lands in the audit log."""
     orgs = write_dev_config(tmp_path / "cfg", oids=[OID1], callback_url=callback_url)
@@ -145,14 +148,15 @@ def test_promote_is_refused_before_a_test_and_force_is_logged(tmp_path, callback
     forced = _clinic("promote", OID1, "--force", env=env)
     assert forced.returncode == 0 and "production" in forced.stdout
     assert "promoted without a recorded test" in forced.stderr
-    store = desk.open_desk_store(tmp_path / "data")
-    assert store.clinic(OID1).state == desk.PRODUCTION
+    store = support_tables.open_support_tables(tmp_path / "data")
+    assert store.clinic(OID1).state == support_tables.PRODUCTION
     assert store.audit_log()[0].action == "clinic.promote.forced"
     store.close()
     listed = _clinic("list", env=env)
     assert listed.returncode == 0 and OID1 in listed.stdout and "production" in listed.stdout
 
 
+@pytest.mark.integration
 def test_clinic_commands_have_help_and_refuse_bad_input(tmp_path):
     """Every `emd clinic` subcommand answers --help; suspend without a reason exits 2."""
     env = _env(tmp_path, tmp_path / "none.json")

@@ -1,8 +1,8 @@
 """The support console in a real headless Chromium (Debian's chromium-headless-shell, driven by Playwright).
 
-A real `emd console` process on a broker of its own with two dead letters: the page loads, a dead letter is
-found by its MessageID, its ticket is shown, and after logging in a replay is previewed and confirmed — the
-record is back on the sender's topic.
+A real `emd console` process on a broker of its own with two dead letters: an anonymous visit gets the login
+page; logged in, a dead letter is found by its MessageID, its ticket is shown, and a replay is previewed and
+confirmed — the record is back on the sender's topic.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lab.broker import LocalBroker, free_port
 from lab.dev.config import write_dev_config
@@ -24,6 +25,8 @@ from producer.topology import ensure_topics
 from services.console.auth import add_user
 from services.messaging import deadletter as dl
 from tests.kafka_helpers import read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 ORG = "1.2.643.5.1.13.13.12.2.77.9000"
@@ -82,7 +85,8 @@ def _publish(bootstrap: str) -> None:
 
 
 def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it(tmp_path):
-    """Page loads; the dead letter is found by MessageID; its ticket shows the MessageID; a logged-in replay is confirmed."""
+    """The login page first; logged in, the dead letter is found by MessageID; its ticket shows the MessageID; a
+    replay is previewed and confirmed."""
     from playwright.sync_api import sync_playwright
 
     orgs = write_dev_config(tmp_path / "cfg", oids=[ORG])
@@ -110,11 +114,14 @@ def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it
             stderr=subprocess.STDOUT,
             text=True,
         )
+        staff = httpx.Client(base_url=base, timeout=10, follow_redirects=True)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 try:
-                    if len(httpx.get(f"{base}/api/dead-letters", timeout=5).json()) == 2:
+                    if staff.get("/api/dead-letters").status_code == 401:
+                        staff.post("/login", data={"user": "support", "password": PASSWORD})
+                    elif len(staff.get("/api/dead-letters").json()) == 2:
                         break
                 except httpx.HTTPError:
                     pass
@@ -124,6 +131,11 @@ def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it
                 browser = pw.chromium.launch(executable_path=shutil.which("chromium-headless-shell"))
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(f"{base}/")
+                assert page.title().startswith("Log in")  # anonymous: the login page, nothing else
+                assert page.locator("#dead-letters").count() == 0
+                page.fill("#user", "support")
+                page.fill("#password", PASSWORD)
+                page.click("#login")
                 assert page.title().startswith("Dead letters")
                 assert page.locator("#dead-letters tr").count() == 3  # header + two dead letters
 
@@ -136,13 +148,7 @@ def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it
                 assert (
                     f"MessageID запроса (из заголовка SOAP): {mid}" in ticket and "PERSON_NOT_FOUND" in ticket
                 )
-                assert page.locator("#replay-preview").count() == 0  # read-only without a login
                 page.screenshot(path=str(tmp_path / SCREENSHOT), full_page=False)
-
-                page.goto(f"{base}/login?next=/dead-letters/{uid}")
-                page.fill("#user", "support")
-                page.fill("#password", PASSWORD)
-                page.click("#login")
                 page.click("#replay-preview")
                 assert "1 to replay (dry run)" in page.locator("#preview").inner_text()
                 page.click("#replay-confirm")
@@ -150,9 +156,10 @@ def test_console_in_chromium_finds_a_dead_letter_shows_its_ticket_and_replays_it
                 browser.close()
             replayed = read_all(broker.bootstrap_servers, "emd.document.signed", expect=1)
             assert [r.key for r in replayed] == [uid.encode()]
-            audit = httpx.get(f"{base}/audit", timeout=10).text
+            audit = staff.get("/audit").text
             assert "dlq.replay" in audit and "support" in audit
         finally:
+            staff.close()
             console.send_signal(signal.SIGTERM)
             out = console.communicate(timeout=60)[0]
         assert console.returncode == 0, out

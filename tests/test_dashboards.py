@@ -21,6 +21,9 @@ METRIC_MODULES = (
     "services.pipeline.callbacks",
     "services.pipeline.signing",
     "services.pipeline.acknowledgment",
+    "services.pipeline.lease",
+    "services.messaging.trust",
+    "services.desk.unhandled",
 )
 _SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -93,4 +96,37 @@ def test_the_dashboard_has_the_rows_sres_watch():
         if p["type"] == "row"
     ]
     assert [title for title, _ in dashboards.ROWS] == rows
-    assert {"Overview", "РЭМД", "Kafka", "Callbacks", "Certificates and МЧД"} == set(rows)
+    assert {"Overview", "РЭМД", "Kafka", "Callbacks", "Pods", "Certificates and МЧД"} == set(rows)
+
+
+def test_every_pipeline_query_is_scoped_by_the_namespace_and_pod_variables():
+    """The dashboard has namespace and pod variables, and every selector of a pipeline metric uses both, so a test
+    stand beside production, or one replica among many, can be looked at alone."""
+    board = json.loads((ROOT / "deploy/grafana/emd-pipeline.json").read_text())
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert {"namespace", "pod"} <= variables
+    selectors = [
+        m.group(2) or ""
+        for e in dashboard_expressions()
+        for m in re.finditer(r"\b(emd_[a-z0-9_]+)(\{[^}]*\})?", e)
+    ]
+    assert selectors and all('namespace=~"$namespace"' in s and 'pod=~"$pod"' in s for s in selectors)
+
+
+def test_the_pods_row_shows_restarts_throttling_and_memory_against_limits():
+    """Restarts (kube-state-metrics), CPU throttling and memory over the limit (cAdvisor) have panels of their own."""
+    exprs = " ".join(dashboard_expressions())
+    for metric in (
+        "kube_pod_container_status_restarts_total",
+        "container_cpu_cfs_throttled_periods_total",
+        "container_memory_working_set_bytes",
+        'kube_pod_container_resource_limits{namespace=~"$namespace", pod=~"$pod"',
+    ):
+        assert metric in exprs
+
+
+def test_input_lag_and_the_retry_tiers_are_apart():
+    """The input-lag panels exclude the retry tiers and a panel of their own shows what is parked there."""
+    titles = {p.title: p for p in dashboards.panels()}
+    assert all("topic!~" in q for q, _ in titles["Input lag in records"].queries)
+    assert all("topic=~" in q for q, _ in titles["Parked on the retry tiers"].queries)

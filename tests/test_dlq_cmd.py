@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from services.desk import deadletters as dls
 from services.desk.deadletters import DeadLetter, Filters, newest_first
 from services.desk.replay import plan
@@ -177,6 +179,7 @@ def test_replay_is_refused_beyond_the_limit_and_goes_to_the_stage_that_takes_the
     assert plan(_letter(**{dl.ORIGINAL_TOPIC: "emd.remd.callbacks"}), limit=3)[0] == "emd.remd.callbacks"
 
 
+@pytest.mark.integration
 def test_cli_help_and_bad_input():
     """Every `emd dlq` subcommand has --help; a bad time, number or format exits 2 naming the option."""
     for sub in ("list", "show", "export", "ticket", "replay"):
@@ -217,6 +220,8 @@ def _publish_dead_letters(bootstrap, uids_and_times):
     p.close()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(tmp_path):
     """A dead letter written after the replay began is neither replayed nor committed past: the next run takes it."""
     from lab.broker import LocalBroker
@@ -254,6 +259,8 @@ def test_one_replay_run_leaves_dead_letters_newer_than_itself_for_the_next_run(t
     assert all(dict(r.headers)[dl.REPLAY_COUNT] == b"1" for r in replayed)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_an_interrupted_replay_resumed_replays_each_record_once(tmp_path):
     """SIGTERM mid-run stops the replay between records (exit 1, 'run again'); the next run replays the rest, each once."""
     from collections import Counter
@@ -282,3 +289,33 @@ def test_an_interrupted_replay_resumed_replays_each_record_once(tmp_path):
     assert counts == Counter(dict.fromkeys(uids, 1))
     first_run = 1 + out.count("replayed ")
     assert 0 < first_run < len(uids) and second.stdout.count("replayed ") == len(uids) - first_run
+
+
+def test_dead_letters_kept_by_a_local_run_read_back_as_they_were(tmp_path):
+    """keep writes the dead letters a local run read (only its owner may read the file); read_kept gives them back
+    record for record, of the topics asked only, skipping a line that is not one."""
+    from services.desk import reader
+
+    letters = [_letter("u1"), _letter("u2", topic="emd.document.sent.dlt", offset=7)]
+    path = tmp_path / "data" / reader.KEPT_FILE
+    assert reader.keep(letters, path) == 2
+    assert path.stat().st_mode & 0o077 == 0
+    with path.open("a", encoding="utf-8") as f:
+        f.write("not json\n")
+    assert reader.read_kept(path) == letters
+    assert reader.read_kept(path, ["emd.document.sent.dlt"]) == letters[1:]
+
+
+def test_dlq_without_a_cluster_reads_what_a_local_run_kept_and_says_so(tmp_path):
+    """`emd dlq list` with no KAFKA_BOOTSTRAP_SERVERS lists the dead letters a local run kept in EMD_DATA_DIR and names
+    the file; with nothing kept it still asks for the cluster (exit 2)."""
+    from services.desk import reader
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EMD_"))}
+    run = [sys.executable, "-m", "services.cli", "dlq", "list"]
+    empty = subprocess.run(run, env={**env, "EMD_DATA_DIR": str(tmp_path)}, capture_output=True, text=True)
+    assert empty.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in empty.stderr
+    reader.keep([_letter("u1")], tmp_path / reader.KEPT_FILE)
+    kept = subprocess.run(run, env={**env, "EMD_DATA_DIR": str(tmp_path)}, capture_output=True, text=True)
+    assert kept.returncode == 0 and " u1 " in kept.stdout and "code=PERSON_NOT_FOUND" in kept.stdout
+    assert str(tmp_path / reader.KEPT_FILE) in kept.stderr and "1 dead letter(s)" in kept.stderr

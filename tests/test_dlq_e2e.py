@@ -18,11 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from producer import cda
 from producer.xmlsafe import parse_xml
 from tests.pipeline_lab import Lab, pipeline_lab
 from tests.pipeline_lab import documents as lab_documents
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +57,7 @@ def uid_of(data: bytes) -> str:
 
 
 def wait_acknowledged(lab: Lab, uids: list[str], timeout: float = 300.0) -> None:
-    """Until every uid is on emd.document.acknowledged (the watcher counts dead letters as final, so not lab.wait)."""
+    """Until every uid is on emd.document.acknowledged (not Lab.wait: it counts dead letters as final)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(lab.watcher.stage_of.get(u) == "acknowledged" for u in uids):

@@ -3,6 +3,8 @@ status worker reconciles NOT_UNIQUE_PROVIDED_ID by asking the emulator's registr
 
 from __future__ import annotations
 
+import pytest
+
 from producer import cda
 from producer.xmlsafe import parse_xml
 from tests.pipeline_lab import (
@@ -12,6 +14,8 @@ from tests.pipeline_lab import (
     registered_counts,
     settle,
 )
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_lost_answer_and_lost_callback_then_not_unique_is_acknowledged(tmp_path):

@@ -74,6 +74,7 @@ class FakeMis:
         self.registered: dict[str, str] = {}  # emdrId → localUid, learnt from success callbacks
         self.raw_callbacks: list[bytes] = []
         self.callbacks: list[soap.RegisterResult] = []
+        self.registry_results: list[soap.RegistryItemResult] = []  # getRegistryItem's answers
         self.file_requests: list[str] = []
         self.fail_callbacks = 0  # answer this many callbacks with HTTP 503 first
         self.events: list[str] = []
@@ -130,6 +131,17 @@ class FakeMis:
                 certificate=self.certificate,
                 soap_version=req.headers.soap_version,
             )
+        if op == n.GET_REGISTRY_ITEM_RESULT:
+            answer = soap.parse_registry_item_result(body)
+            with self.cond:
+                self.registry_results.append(answer)
+                self.cond.notify_all()
+            return 200, soap.build_callback_ack(
+                relates_to=answer.headers.message_id,
+                key=self.key,
+                certificate=self.certificate,
+                answering=n.GET_REGISTRY_ITEM_RESULT,
+            )
         result = soap.parse_register_result(body)
         with self.cond:
             if self.fail_callbacks > 0:
@@ -144,6 +156,13 @@ class FakeMis:
         return 200, soap.build_callback_ack(
             relates_to=result.headers.message_id, key=self.key, certificate=self.certificate
         )
+
+    def wait_registry_results(self, count: int, timeout: float = WAIT) -> list[soap.RegistryItemResult]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.registry_results) >= count, timeout), (
+                self.registry_results
+            )
+            return list(self.registry_results)
 
     def wait_callbacks(self, count: int, timeout: float = WAIT) -> list[soap.RegisterResult]:
         with self.cond:
@@ -327,8 +346,10 @@ def test_control_api_over_http(world, pki):
     assert pem == emu.certificate.to_pem()
 
 
-def test_search_and_get_registry_item(world, pki):
-    """Polling finds the registered document by organisation and by emdrId; another ИС cannot read it."""
+def test_search_finds_a_registration_and_get_registry_item_answers_it_on_the_callback(world, pki):
+    """searchRegistryItem finds the registered document by organisation at once; getRegistryItem is only acknowledged,
+    and its record (both date formats) comes to the ReplyTo as a getRegistryItemResult naming the request; another ИС
+    is told REGISTRY_ITEM_NOT_FOUND the same way; an anonymous ReplyTo is refused."""
     emu, mis = world()
     send(emu, mis, pki, "doc-poll")
     [cb] = mis.wait_callbacks(1)
@@ -342,26 +363,74 @@ def test_search_and_get_registry_item(world, pki):
     )
     found = soap.parse_search_response(httpx.post(emu.url, content=xml).content)
     assert [i.local_uid for i in found.items] == ["doc-poll"]
-    xml, _ = soap.build_get_registry_item(
-        emdr_id=cb.registry_item.emdr_id, client_entity_id=CLIENT, to=emu.url, key=k, certificate=c
+    emdr_id = cb.registry_item.emdr_id
+    xml, mid = soap.build_get_registry_item(
+        emdr_id=emdr_id, client_entity_id=CLIENT, to=emu.url, reply_to=mis.url, key=k, certificate=c
     )
-    item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
-    assert item.item.local_uid == "doc-poll" and item.item.emdr_id == cb.registry_item.emdr_id
+    ack = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
+    assert ack.accepted and normalize_message_id(ack.headers.relates_to) == mid
+    [answer] = mis.wait_registry_results(1)
+    assert answer.found and normalize_message_id(answer.relates_to_message) == mid
+    item = answer.registry_item
+    assert (item.local_uid, item.emdr_id) == ("doc-poll", emdr_id)
+    assert item.registered_at.utcoffset() == dt.timedelta(hours=3) and "." in item.registration_date_time
+    assert item.store_till_date.endswith("+03:00") and item.store_till.day > dt.date.today()
     emu.add_system(System.of("other", [pki["other_is"][1]]))
-    xml, _ = soap.build_get_registry_item(
-        emdr_id=cb.registry_item.emdr_id,
+    xml, other = soap.build_get_registry_item(
+        emdr_id=emdr_id,
         client_entity_id="other",
         to=emu.url,
+        reply_to=mis.url,
         key=pki["other_is"][0],
         certificate=pki["other_is"][1],
     )
-    item = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
-    assert item.item is None and item.errors[0].code == "REGISTRY_ITEM_NOT_FOUND"
+    assert soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content).accepted
+    refused = mis.wait_registry_results(2)[1]
+    assert normalize_message_id(refused.relates_to_message) == other and not refused.found
+    assert refused.registry_item is None and refused.errors[0].code == "REGISTRY_ITEM_NOT_FOUND"
+    xml, _ = soap.build_get_registry_item(
+        emdr_id=emdr_id, client_entity_id=CLIENT, to=emu.url, reply_to=n.WSA_ANONYMOUS, key=k, certificate=c
+    )
+    fault = soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content)
+    assert isinstance(fault, soap.SoapFault) and fault.ips_fault == "ValidationFault"
+
+
+def test_a_lost_registry_answer_is_never_sent_and_a_duplicated_one_twice(world, pki):
+    """callback_lost and callback_duplicate rules on getRegistryItem: the first answer never reaches the МИС, the next
+    one reaches it twice under two MessageIDs naming the same request."""
+    emu, mis = world()
+    send(emu, mis, pki, "doc-faults")
+    [cb] = mis.wait_callbacks(1)
+    emu.faults.add([Rule(fault="callback_lost", operation="getRegistryItem", times=1)])
+    emu.faults.add([Rule(fault="callback_duplicate", operation="getRegistryItem", nth=2)])
+    k, c = pki["is"]
+
+    def ask() -> str:
+        xml, mid = soap.build_get_registry_item(
+            emdr_id=cb.registry_item.emdr_id,
+            client_entity_id=CLIENT,
+            to=emu.url,
+            reply_to=mis.url,
+            key=k,
+            certificate=c,
+        )
+        assert soap.parse_registry_item_response(httpx.post(emu.url, content=xml).content).accepted
+        return mid
+
+    lost, twice = ask(), ask()
+    answers = mis.wait_registry_results(2)
+    assert [normalize_message_id(a.relates_to_message) for a in answers] == [twice, twice]
+    assert len({a.headers.message_id for a in answers}) == 2
+    entries = emu.registry.requests(operation="getRegistryItem")
+    assert [c["kind"] for c in entries[0].callbacks] == ["lost"] and normalize_message_id(
+        entries[0].message_id
+    ) == lost
 
 
 def test_old_dialect_request_gets_the_unmarshalling_fault(world, pki):
-    """A signed request in the first pass's names (personalSigns, organizationSign) is refused as a schema-validating
-    service refuses it: a client-side ValidationFault naming the unexpected element; no file is pulled."""
+    """A signed request in our first guess's names (personalSigns, organizationSign) is refused as a
+    schema-validating service refuses it: a client-side ValidationFault naming the unexpected element; no file
+    is pulled."""
     from lxml import etree
 
     from services.remd import names as n
@@ -551,79 +620,6 @@ def test_ips_variants_scenario_sends_every_shape_and_asks_again_by_emdr_id(world
     )
     assert [e.later_pull for e in entries] == ["ok"] * count
     assert sum(1 for f in mis.file_requests if f.startswith("emdrId:")) >= count
-
-
-def test_n3_face_takes_a_case_and_registers_it_in_the_same_registry(world, pki):
-    """The N3 face takes an AddCase with the signed СЭМД attached, logs it under our request id, registers it a moment
-    later in the shared registry, and the document storage then shows its emdrId; a wrong token is HTTP 401, a reject
-    rule a RequestFault with its code, other bytes under the localUid NOT_UNIQUE_PROVIDED_ID in plain words."""
-    import asyncio
-    from datetime import date
-
-    from services.remd._transports.n3 import N3Transport
-    from services.remd.transport import LookupRequest, SubmitRequest
-
-    token = "6f1c0e2a-1111-4222-8333-944455556666"
-    emu, _ = world(n3_tokens={token: "lpu-1"}, n3_delay=0.2)
-    data = make_document("doc-n3")
-    edited = data.replace(b"</ClinicalDocument>", b"<!-- edited --></ClinicalDocument>")
-    emu.faults.add(
-        [Rule(fault="reject", operation="n3:AddCase", local_uid="doc-n3-rejected", code="PERSON_NOT_FOUND")]
-    )
-    rejected = make_document("doc-n3-rejected")
-
-    async def scenario():
-        t = N3Transport(read_timeout=30)
-
-        def case(doc, mid, auth_token=token):
-            return SubmitRequest(
-                registration=make_registration(doc, pki),
-                message_id=mid,
-                endpoint=f"{emu.base_url}/n3/emk",
-                document=doc,
-                auth_token=auth_token,
-                lpu_id="lpu-1",
-            )
-
-        try:
-            taken = await t.submit(case(data, "11111111-1111-4111-8111-111111111111"))
-            lookup = LookupRequest(
-                local_uid="doc-n3",
-                organization=extract(parse_xml(data)).organization_oid,
-                kind=extract(parse_xml(data)).kind_code,
-                since=date(2000, 1, 1),
-                until=date(2100, 1, 1),
-                endpoint=f"{emu.base_url}/n3/docstorage/",
-                auth_token=token,
-            )
-            item = None
-            for _ in range(100):
-                item = await t.lookup(lookup)
-                if item is not None:
-                    break
-                await asyncio.sleep(0.1)
-            wrong = await t.submit(case(data, "22222222-2222-4222-8222-222222222222", auth_token="not-ours"))
-            refused = await t.submit(case(rejected, "33333333-3333-4333-8333-333333333333"))
-            changed = await t.submit(case(edited, "44444444-4444-4444-8444-444444444444"))
-            return taken, item, wrong, refused, changed
-        finally:
-            await t.aclose()
-
-    taken, item, wrong, refused, changed = asyncio.run(scenario())
-    assert (
-        taken.accepted
-        and item is not None
-        and item.emdr_id == emu.registry.lookup("n3-platform", "doc-n3").emdr_id
-    )
-    entry = emu.registry.requests(operation="n3:AddCase")[0]
-    assert (entry.message_id, entry.local_uid, entry.outcome) == (
-        "11111111-1111-4111-8111-111111111111",
-        "doc-n3",
-        "registered",
-    )
-    assert (wrong.kind, wrong.reason, wrong.category) == ("permanent", "HTTP_401", "configuration")
-    assert (refused.kind, refused.remd_code) == ("permanent", "PERSON_NOT_FOUND")
-    assert changed.remd_code == "NOT_UNIQUE_PROVIDED_ID" and "другим содержимым" in changed.remd_message
 
 
 def test_patient_snils_mismatch(world, pki):
@@ -863,6 +859,7 @@ def test_outage_refused_mode(world, pki):
         pytest.fail("the emulator did not come back")
 
 
+@pytest.mark.integration
 def test_list_scenarios_cli():
     """`emd emulator --list-scenarios` prints every scenario, one line each."""
     r = subprocess.run(
@@ -876,6 +873,7 @@ def test_list_scenarios_cli():
     assert [line.split()[0] for line in lines] == list(SCENARIOS)
 
 
+@pytest.mark.integration
 def test_emulator_runs_as_a_subprocess(tmp_path, pki):
     """`emd emulator --port P --systems FILE` serves until terminated and loads the systems file."""
     (tmp_path / "is.pem").write_bytes(pki["is"][1].to_pem())

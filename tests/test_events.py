@@ -232,3 +232,10 @@ def test_the_submission_block_has_the_environment_and_one_time_format():
         "endpoint": "http://ips",
         "environment": "production",
     }
+
+
+def test_timestamp_with_microseconds_keeps_all_six_digits():
+    """timestamp(microseconds=True) writes UTC with six fractional digits, for a time given to the microsecond."""
+    moscow = dt.timezone(dt.timedelta(hours=3))
+    when = dt.datetime(2023, 9, 22, 9, 27, 2, 104123, tzinfo=moscow)
+    assert events.timestamp(when, microseconds=True) == "2023-09-22T06:27:02.104123Z"

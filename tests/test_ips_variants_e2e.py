@@ -11,10 +11,15 @@ documents cost.
 from __future__ import annotations
 
 import time
+from collections import Counter
+
+import pytest
 
 from lab.emulator.variants import shape_for
 from producer import events
 from tests.pipeline_lab import acknowledged_counts, dead_letter_keys, pipeline_lab, registered_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DOCUMENTS = 200
 
@@ -25,7 +30,7 @@ def test_ips_variants_200_documents_acknowledged_none_lost_none_registered_twice
     registrations РЭМД warned about reached the МИС with their warnings."""
     with pipeline_lab(tmp_path, count=DOCUMENTS, scenario="ips-variants") as lab:
         uids = lab.publish()
-        snap = lab.wait(timeout=900)
+        snap = lab.wait(timeout=400)
         assert (snap.per_stage["acknowledged"], snap.dead_lettered) == (DOCUMENTS, 0)
         assert dead_letter_keys(lab) == set()
         assert registered_counts(lab, uids) == dict.fromkeys(uids, 1)
@@ -35,7 +40,7 @@ def test_ips_variants_200_documents_acknowledged_none_lost_none_registered_twice
         while any(r["later_pull"] == "pending" for r in lab.requests()) and time.monotonic() < deadline:
             time.sleep(1.0)
         pulls = [r["later_pull"] for r in lab.requests()]
-        assert pulls == ["ok"] * DOCUMENTS, sorted(set(pulls))
+        assert pulls == ["ok"] * DOCUMENTS, Counter(pulls)  # e.g. {'ok': 190, 'pending': 10}
 
         warned = {r["local_uid"] for r in lab.requests() if shape_for(r["seq"]).warnings}
         statuses = [events.decode(r.value, events.STATUS)["data"] for r in lab.topic("emd.document.status")]

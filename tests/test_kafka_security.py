@@ -188,6 +188,7 @@ class TestSettings:
         )
 
 
+@pytest.mark.integration
 class TestOverMutualTls:
     def test_topics_are_created_over_tls(self, tls_broker, pki):
         """ensure_topics reaches a TLS-only cluster with the client certificate."""

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from kafka import KafkaProducer
 
 from producer.topology import Topic, ensure_topics
@@ -17,6 +18,8 @@ from services.messaging.records import Output, Record
 from services.messaging.runtime import Stage
 from services.metrics import REGISTRY
 from tests.stage_helpers import running
+
+pytestmark = pytest.mark.integration
 
 
 class TestPartitionLag:

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "services.processes",
             "services.outcome",
             "services.telemetry",
+            "services.timestamps",
         ),
     ),
     ("infrastructure", ("services.messaging", "services.documents", "services.lifecycle")),
@@ -255,3 +256,36 @@ def test_services_top_level_stays_small():
     top = [p for p in (ROOT / "services").glob("*.py") if p.name != "__init__.py"]
     packages = [p for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()]
     assert len(top) <= 10 and len(packages) >= 5
+
+
+#: what the N3 transport believes N3's contract is: the emulator must not share it (docs/transports.md)
+N3_READING = {
+    "services.remd.n3",
+    "services.remd.n3_names",
+    "services.remd.n3_kinds",
+    "services.remd._transports.n3",
+}
+
+
+def n3_reading_in(module: str, source: str) -> set[str]:
+    """The modules of our N3 reading (builder, names, dictionary rules, transport) that ``source`` imports."""
+    return imports_of(source, module) & N3_READING
+
+
+def test_the_emulators_n3_face_reads_requests_through_the_schema_not_our_builder():
+    """No module of the emulator imports the N3 transport's builder, names, dictionary rules or transport, even
+    lazily: its N3 face reads requests through the project's schema, so it tests our guesses instead of sharing
+    them."""
+    found = {
+        m: n3_reading_in(m, path.read_text(encoding="utf-8"))
+        for m, path in project_modules()
+        if m.startswith("lab.emulator")
+    }
+    assert "lab.emulator.n3" in found
+    assert {m: s for m, s in found.items() if s} == {}
+
+
+def test_the_n3_rule_catches_the_names_module_imported_lazily():
+    """A lazy import of the N3 names module inside a function is caught."""
+    source = "def f():\n    from services.remd import n3_names\n    return n3_names.GUID\n"
+    assert n3_reading_in("lab.emulator.fake", source) == {"services.remd.n3_names"}

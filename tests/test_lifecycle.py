@@ -10,9 +10,10 @@ import pytest
 
 from producer.errors import ConfigurationError, TransientError
 from services import lifecycle as lc
+from services.outcome import Outcome
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def backend(request, tmp_path):
     """Each backend's store URL: SQLite in tmp_path, PostgreSQL a fresh database."""
     if request.param == "postgresql":
@@ -73,7 +74,7 @@ def test_outcomes_and_acceptance(store):
     store.record_attempt("doc-1", "m1", endpoint="e")
     store.record_outcome(
         "m1",
-        outcome=lc.OUTCOME_TRANSIENT,
+        outcome=Outcome.TRANSIENT,
         decided_by=lc.DECIDED_BY_ANSWER,
         code="HTTP_503",
         message="unavailable",
@@ -93,14 +94,14 @@ def test_a_sync_acceptance_after_the_callback_decided_the_attempt_changes_nothin
     store.record_attempt("doc-1", "m1", endpoint="e")
     store.record_outcome(
         "m1",
-        outcome=lc.OUTCOME_TRANSIENT,
+        outcome=Outcome.TRANSIENT,
         decided_by=lc.DECIDED_BY_CALLBACK,
         code="MIS_NOT_AVAILABLE",
         message="callback c1",
     )
     store.mark_failed("doc-1", reason="REMD_TRANSIENT", code="MIS_NOT_AVAILABLE")
     # then the sender reads the synchronous answer, as it does for every attempt
-    store.record_outcome("m1", outcome=lc.OUTCOME_ACCEPTED, decided_by=lc.DECIDED_BY_ANSWER)
+    store.record_outcome("m1", outcome=Outcome.ACCEPTED, decided_by=lc.DECIDED_BY_ANSWER)
     doc = store.mark_accepted("doc-1", message_id="m1")
     assert doc.state == lc.FAILED and doc.accepted_message_id is None
     assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
@@ -255,7 +256,7 @@ def test_a_database_from_before_decided_by_is_upgraded_on_open(backend, tmp_path
         ("m2", lc.DECIDED_BY_ANSWER),
         ("m3", None),
     ]
-    s.record_outcome("m3", outcome=lc.OUTCOME_TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, message="x")
+    s.record_outcome("m3", outcome=Outcome.TRANSIENT, decided_by=lc.DECIDED_BY_CALLBACK, message="x")
     s.close()
     s = lc.open_store(tmp_path, url=backend)  # a second open finds the column and fills in nothing again
     assert [a.decided_by for a in s.history("doc-1")] == [
@@ -287,6 +288,7 @@ def _hammer(path: str, worker: int, n: int) -> None:
     s.close()
 
 
+@pytest.mark.integration
 def test_two_processes_share_the_store(tmp_path):
     """Two processes recording attempts on the same documents at once lose none and never reuse an attempt number."""
     path = str(tmp_path / "lc.sqlite3")
@@ -308,6 +310,7 @@ def test_two_processes_share_the_store(tmp_path):
     s.close()
 
 
+@pytest.mark.integration
 def test_open_store_picks_the_backend_by_url(tmp_path, postgres_url):
     """open_store gives SQLite by default or for sqlite:///, PostgreSQL for postgresql://, and refuses other schemes."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -341,6 +344,7 @@ def test_find_by_emdr_id_finds_the_registered_document(store):
 # --- PostgreSQL specifics: schema on open, lost connections, replicas racing -------------------------
 
 
+@pytest.mark.integration
 def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
     """Opening the store creates the schema once; a second replica opening it later sees the same rows."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -355,6 +359,7 @@ def test_postgres_schema_is_created_idempotently_and_shared(postgres_url):
     second.close()
 
 
+@pytest.mark.integration
 def test_postgres_store_says_where_it_opened_and_never_the_password(postgres_url):
     """Opening logs the backend, host and database of the store, and nothing of the URL's password."""
     from structlog.testing import capture_logs
@@ -370,6 +375,7 @@ def test_postgres_store_says_where_it_opened_and_never_the_password(postgres_url
     assert opened["host"] and "s3cret-pw" not in repr(logs)
 
 
+@pytest.mark.integration
 def test_postgres_lost_connection_is_transient_then_reconnects(postgres_server, postgres_url):
     """A connection the server drops fails that call as a transient LIFECYCLE_STORE_UNAVAILABLE; the next call reconnects."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -419,6 +425,7 @@ def _replica(url: str, role: str, n: int, barrier) -> None:
     s.close()
 
 
+@pytest.mark.integration
 def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postgres_url):
     """Two replicas racing on each document's transitions number attempts without gaps or clashes and never lose the registration."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -451,6 +458,7 @@ def test_two_postgres_replicas_racing_on_the_same_documents_end_consistent(postg
     setup.close()
 
 
+@pytest.mark.integration
 def test_postgres_store_runs_on_a_dml_only_role_once_the_schema_exists(postgres_url):
     """Once the schema exists, a role granted only SELECT, INSERT and UPDATE opens the store and records attempts."""
     from services.lifecycle.postgres import PostgresLifecycleStore
@@ -482,3 +490,72 @@ def test_awaiting_counts_accepted_documents_and_their_oldest_acceptance(store):
         store.mark_accepted(uid, message_id=mid, accepted_at=at)
     store.mark_registered("a", "16.62.1")
     assert (2, times["b"]) == store.awaiting()
+
+
+def test_registration_keeps_the_first_time_to_the_microsecond_and_store_till_date(store):
+    """mark_registered keeps РЭМД's registration time to the microsecond and its storeTillDate with the offset
+    as written; a second registration under the same emdrId (a redelivered callback) changes neither."""
+    from datetime import UTC, datetime
+
+    _register(store)
+    store.record_attempt("doc-1", "m1", endpoint="e")
+    store.mark_accepted("doc-1", message_id="m1")
+    first = datetime(2023, 9, 22, 6, 27, 2, 104123, tzinfo=UTC)
+    doc = store.mark_registered("doc-1", "16.62.1", registered_at=first, store_till_date="2048-09-22+03:00")
+    assert (doc.registered_at, doc.store_till_date) == (first, "2048-09-22+03:00")
+    again = store.mark_registered(
+        "doc-1", "16.62.1", registered_at=datetime.now(UTC), store_till_date="2049-01-01+03:00"
+    )
+    assert (again.registered_at, again.store_till_date) == (first, "2048-09-22+03:00")
+
+
+def test_a_database_from_before_store_till_date_is_upgraded_on_open(backend, tmp_path):
+    """Opening a database created before the store_till_date column adds it: its registered documents read with
+    none, a new registration keeps one."""
+    from services.lifecycle.postgres import POSTGRES_SCHEMA
+    from services.lifecycle.sqlite import SQLITE_SCHEMA
+
+    pg = backend.startswith("postgresql")
+    schema = POSTGRES_SCHEMA if pg else SQLITE_SCHEMA
+    old = "\n".join(line for line in schema.splitlines() if "store_till_date" not in line)
+    assert "store_till_date" in schema and "store_till_date" not in old
+    documents = "emd_documents" if pg else "documents"
+    now = "'2026-01-01T00:00:00.000000+00:00'"
+    _execute_raw(
+        backend,
+        old
+        + f"""
+        ;INSERT INTO {documents} (local_uid, organization, kind, state, emdr_id, created_at, updated_at, registered_at)
+             VALUES ('doc-old', 'o', '119', 'registered', '16.62.0', {now}, {now}, {now});""",
+    )
+    s = lc.open_store(tmp_path, url=backend)
+    assert s.get("doc-old").store_till_date is None
+    _register(s)
+    s.record_attempt("doc-1", "m1", endpoint="e")
+    s.mark_accepted("doc-1", message_id="m1")
+    assert (
+        s.mark_registered("doc-1", "16.62.1", store_till_date="2048-09-22Z").store_till_date == "2048-09-22Z"
+    )
+    s.close()
+
+
+def test_a_registry_question_is_found_by_any_spelling_and_keeps_its_first_answer(store):
+    """A getRegistryItem question is stored with its document, found by any spelling of its MessageID, and keeps
+    the first answer: a second answer (another callback) changes nothing and the caller sees who decided."""
+    _register(store)
+    mid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    asked = store.record_registry_request(
+        f"urn:uuid:{mid.upper()}", "doc-1", emdr_id="16.62.1", purpose="duplicate", attempt_message_id="<M-1>"
+    )
+    assert (asked.message_id, asked.attempt_message_id, asked.outcome) == (mid, "m-1", None)
+    doc, request = store.find_registry_request(f"<{mid.upper()}>")
+    assert doc.local_uid == "doc-1" and request == asked
+    first = store.record_registry_answer(mid, outcome="registered", decided_by="callback c-1")
+    later = store.record_registry_answer(mid, outcome="error", decided_by="callback c-2", code="X")
+    assert first.decided_by == later.decided_by == "callback c-1" and later.outcome == "registered"
+    assert later.answered_at is not None and later.code is None
+    assert store.registry_requests("doc-1") == [later]
+    assert store.find_registry_request("00000000-0000-0000-0000-000000000000") is None
+    assert store.record_registry_answer("unknown", outcome="x", decided_by="y") is None
+    with pytest.raises(KeyError):
+        store.record_registry_request("m-2", "doc-unknown", emdr_id="1", purpose="deadline")

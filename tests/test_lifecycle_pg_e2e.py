@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from services import lifecycle as lc
 from tests.pipeline_lab import pipeline_lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_pipeline_on_the_postgres_lifecycle_store_registers_every_document_once(tmp_path, postgres_url):

@@ -13,6 +13,8 @@ from collections import defaultdict
 from itertools import zip_longest
 from typing import Any
 
+import pytest
+
 from lab.broker import free_port
 from lab.dev.local_pipeline import as_new_document, sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
@@ -20,6 +22,8 @@ from producer import cda
 from producer.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
 from tests.pipeline_lab import Lab, acknowledged_counts, dead_letter_keys, pipeline_lab, registered_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BROKEN_DOCS, HEALTHY_CLINICS, DOCS_PER_HEALTHY = 8, 3, 4
 

@@ -1,8 +1,8 @@
 """`emd demo --n3-clinics 1`: one clinic through ИПС and one through N3.Health, side by side, as real processes.
 
 The emulator's N3 face sits in front of the same registry as its ИПС face; the N3 clinic's documents are
-registered through EmkService AddCase and found by polling the document storage (no callback), the ИПС
-clinic's through registerDocument and its callback. One document of each clinic is refused by an emulator rule,
+registered through PixService AddPatient and EmkService AddMedRecord and found by polling the [G] status method
+(no callback), the ИПС clinic's through registerDocument and its callback. One document of each clinic is refused by an emulator rule,
 so each route produces a dead letter: each must carry its own route's request ids.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lab.dev.local_pipeline import as_new_document, sample_documents
+import pytest
+
+from lab.dev.local_pipeline import as_new_document, n3_refusal, sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer import cda
 from producer.ids import normalize_message_id
@@ -19,17 +21,21 @@ from producer.xmlsafe import parse_xml
 from services.messaging import deadletter as dl
 from tests.pipeline_lab import pipeline_lab, registered_counts
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 PER_CLINIC = 4
 
 
 def two_clinics() -> tuple[str, str, list[tuple[str, bytes]], dict[str, str]]:
-    """(the N3 clinic's OID — the lowest, as LocalPipeline picks it —, the ИПС clinic's, their documents
-    interleaved, localUid → OID)."""
+    """(the N3 clinic's OID — the lowest whose every document N3 can carry, as LocalPipeline picks it —, the ИПС
+    clinic's — the next one —, their documents interleaved, localUid → OID)."""
     samples, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
     by_org: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     for name, data in samples:
         by_org[cda.extract(parse_xml(data)).organization_oid].append((name, data))
-    n3_org, ips_org = sorted(by_org)[:2]
+    ready = [o for o in sorted(by_org) if not any(n3_refusal(d) for _, d in by_org[o])]
+    n3_org = ready[0]
+    ips_org = next(o for o in sorted(by_org) if o > n3_org)
     docs = []
     for i in range(PER_CLINIC):
         for org in (n3_org, ips_org):
@@ -42,7 +48,7 @@ def two_clinics() -> tuple[str, str, list[tuple[str, bytes]], dict[str, str]]:
 def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_routes_request_ids(tmp_path):
     """Both clinics' documents are acknowledged and registered once (the N3 one's by polling), and the refused
     document of each route is dead-lettered with the request ids that route's service logged for it: ИПС's
-    registerDocument MessageIDs, N3's AddCase X-Request-IDs."""
+    registerDocument MessageIDs, N3's AddMedRecord X-Request-IDs."""
     n3_org, ips_org, docs, owner = two_clinics()
     n3_refused = next(u for u, o in owner.items() if o == n3_org)
     ips_refused = next(u for u, o in owner.items() if o == ips_org)
@@ -52,7 +58,7 @@ def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_r
             [
                 {
                     "fault": "reject",
-                    "operation": "n3:AddCase",
+                    "operation": "n3:AddMedRecord",
                     "local_uid": n3_refused,
                     "code": "PERSON_NOT_FOUND",
                 },
@@ -65,11 +71,11 @@ def test_an_ips_clinic_and_an_n3_clinic_side_by_side_each_dead_letter_with_its_r
             ]
         )
         uids = lab.publish()
-        snap = lab.wait(timeout=600)
+        snap = lab.wait(timeout=300)
         assert (snap.per_stage["acknowledged"], snap.dead_lettered) == (len(uids) - 2, 2)
         accepted = [u for u in uids if u not in (n3_refused, ips_refused)]
         assert registered_counts(lab, accepted) == dict.fromkeys(accepted, 1)
-        n3_cases = lab.requests("n3:AddCase")
+        n3_cases = lab.requests("n3:AddMedRecord")
         assert {r["local_uid"] for r in n3_cases} == {u for u in uids if owner[u] == n3_org}
         assert not any(owner[r["local_uid"]] == n3_org for r in lab.requests("registerDocument"))
 

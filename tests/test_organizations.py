@@ -15,6 +15,7 @@ from producer.errors import ConfigurationError, PermanentError
 from services.crypto import mchd
 from services.pipeline import organizations as orgs
 from services.pipeline.organizations import load_organizations
+from services.remd.n3 import StaffCodes
 
 ORG0 = "organizations[0] (1.2.643.5.1.13.13.12.2.77.9000): "
 ORG1 = "organizations[1] (1.2.643.5.1.13.13.12.2.77.9001): "
@@ -95,20 +96,44 @@ def _org(c, i=0):
         (lambda c: _org(c)["remd"].update(system_key="missing.key"), ORG0 + "remd.system_key: no such file"),
         (
             lambda c: _org(c)["remd"].update(transport="n3"),
-            ORG0 + "remd.n3: transport n3 needs the n3 object (lpu_id, token, docstorage_url)",
+            ORG0 + "remd.n3: transport n3 needs the n3 object (lpu_id, token)",
         ),
         (
             lambda c: _org(c)["remd"].update(
-                transport="n3", n3={"lpu_id": "l", "docstorage_url": "http://n3/d"}
+                transport="n3", endpoint="http://n3/emk/EMKService.svc", n3={"lpu_id": "l"}
             ),
             ORG0 + "remd.n3: needs token_file or token_env (the N3 auth GUID)",
         ),
         (
             lambda c: _org(c)["remd"].update(
                 transport="n3",
-                n3={"lpu_id": "l", "docstorage_url": "http://n3/d", "token_env": "EMD_TEST_NO_SUCH_N3_TOKEN"},
+                endpoint="http://n3/emk/EMKService.svc",
+                n3={"lpu_id": "l", "token_env": "EMD_TEST_NO_SUCH_N3_TOKEN"},
             ),
             ORG0 + "remd.n3.token_env: environment variable EMD_TEST_NO_SUCH_N3_TOKEN is not set",
+        ),
+        (
+            lambda c: _org(c)["remd"].update(
+                transport="n3", endpoint="http://n3/emk", n3={"lpu_id": "l", "token_env": "HOME"}
+            ),
+            ORG0 + "remd.endpoint: http://n3/emk does not end in /EMKService.svc",
+        ),
+        (
+            lambda c: _org(c)["remd"].update(
+                transport="n3",
+                endpoint="http://n3/emk/EMKService.svc",
+                n3={"lpu_id": "l", "token_env": "HOME", "doctors": {"12345678901": {"id_speciality": "28"}}},
+            ),
+            ORG0 + "remd.n3.doctors[12345678901]",
+        ),
+        (
+            lambda c: c.update(n3_dictionary="missing.json")
+            or _org(c)["remd"].update(
+                transport="n3",
+                endpoint="http://n3/emk/EMKService.svc",
+                n3={"lpu_id": "l", "token_env": "HOME"},
+            ),
+            "n3_dictionary: no such file",
         ),
     ],
 )
@@ -198,20 +223,28 @@ def test_revocation_file_is_reread_when_it_changes(tmp_path):
 
 
 def test_an_n3_organisation_reads_its_token_at_start(tmp_path, monkeypatch):
-    """transport n3 with its n3 object loads the ЛПУ id, the document storage and the token (kept out of repr)."""
+    """transport n3 with its n3 object loads the ЛПУ id, the token (kept out of repr), the status method, PixService's
+    address (the sibling of EmkService's) and each doctor's N3 codes; the shipped dictionary 195 is in force."""
     monkeypatch.setenv("EMD_TEST_N3_TOKEN", " 6f1c0e2a-1111-4222-8333-944455556666\n")
     path = _write(
         tmp_path,
         lambda c: _org(c)["remd"].update(
             transport="n3",
+            endpoint="https://n3.example/emk/EMKService.svc",
             n3={
                 "lpu_id": "lpu-1",
                 "token_env": "EMD_TEST_N3_TOKEN",
-                "docstorage_url": "https://n3.example/docstorage/",
+                "status_url": "https://n3.example/status",
+                "doctors": {"123-456-789 01": {"id_speciality": 28, "id_position": 114}},
             },
         ),
     )
-    remd = load_organizations(path).organizations["1.2.643.5.1.13.13.12.2.77.9000"].remd
+    config = load_organizations(path)
+    remd = config.organizations["1.2.643.5.1.13.13.12.2.77.9000"].remd
+    assert remd.n3.pix_for(remd.endpoint) == "https://n3.example/emk/PixService.svc"
+    assert remd.n3.status_url == "https://n3.example/status"
+    assert remd.n3.doctors["12345678901"] == StaffCodes(speciality=28, position=114)
+    assert config.n3_dictionary.current().version == "374"
     assert (remd.transport, remd.n3.lpu_id, remd.n3.token) == (
         "n3",
         "lpu-1",

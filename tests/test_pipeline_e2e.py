@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from tests.pipeline_lab import pipeline_lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_every_document_is_acknowledged_and_registered_once(tmp_path):

@@ -12,7 +12,14 @@ from producer import topology
 from services import lifecycle as lc
 from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
-from services.pipeline.polling import DeadlineScanner, PollScanner, RegistryPoller, deadline_of, poll_of
+from services.pipeline.polling import (
+    DeadlineScanner,
+    PollScanner,
+    RegistryPoller,
+    callbackless,
+    deadline_of,
+    poll_of,
+)
 from services.remd import soap
 from services.remd.transports import Transports
 
@@ -134,25 +141,105 @@ def test_a_routine_poll_that_finds_nothing_changes_nothing(store):
     assert store.get("doc-1").state == lc.ACCEPTED
 
 
-def test_an_n3_organisation_is_polled_in_its_document_storage_with_its_token(tmp_path, store):
-    """RegistryPoller asks an n3 organisation's document storage with its N3 token (no ИС key)."""
+def test_an_n3_organisation_is_polled_at_its_status_method_with_its_guid(tmp_path, store):
+    """RegistryPoller asks an n3 organisation's status method with its N3 GUID (no ИС key); one without a status
+    method is not polled (its documents wait for the deadline) and is left out of the poll scanner."""
     import json
 
-    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk")
+    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk/EMKService.svc")
     raw = json.loads(path.read_text())
     (path.parent / "n3.token").write_text("n3-guid")
     raw["organizations"][0]["remd"].update(
         transport="n3",
-        n3={"lpu_id": "lpu-1", "token_file": "n3.token", "docstorage_url": "http://n3.test/docstorage/"},
+        n3={"lpu_id": "lpu-1", "token_file": "n3.token", "status_url": "http://n3.test/status"},
     )
     path.write_text(json.dumps(raw, ensure_ascii=False))
     transport = FakeTransport(None)
-    transport.name = "n3"
-    poll = RegistryPoller(config=load_organizations(path), transports=Transports(preset={"n3": transport}))
+    transport.name, transport.has_callbacks = "n3", False
+    transports = Transports(preset={"n3": transport})
+    config = load_organizations(path)
+    poll = RegistryPoller(config=config, transports=transports)
     assert asyncio.run(poll(store.get("doc-1"))) is None
     [request] = transport.asked
-    assert (request.endpoint, request.auth_token, request.key) == (
-        "http://n3.test/docstorage/",
-        "n3-guid",
-        None,
+    assert (request.endpoint, request.auth_token, request.key) == ("http://n3.test/status", "n3-guid", None)
+    assert callbackless(config, transports) == {ORG}
+    del raw["organizations"][0]["remd"]["n3"]["status_url"]
+    path.write_text(json.dumps(raw, ensure_ascii=False))
+    config = load_organizations(path)
+    assert asyncio.run(RegistryPoller(config=config, transports=transports)(store.get("doc-1"))) is None
+    assert len(transport.asked) == 1 and callbackless(config, transports) == frozenset()
+
+
+def test_an_undecided_deadline_is_asked_again_after_the_interval(store):
+    """A document still undecided after its deadline question (its registry answer lost) gets another deadline
+    record once ``again`` seconds have passed, not before; a decided one gets none."""
+    now = [1000.0]
+    scanner = DeadlineScanner(store=store, timeout=3600, again=600, clock=lambda: now[0])
+    assert len(asyncio.run(scanner.tick())) == 1
+    now[0] += 599
+    assert asyncio.run(scanner.tick()) == []
+    now[0] += 1
+    [again] = asyncio.run(scanner.tick())
+    assert deadline_of(as_record(again)) == "doc-1"
+    store.mark_registered("doc-1", "16.62.1")
+    now[0] += 600
+    assert asyncio.run(scanner.tick()) == []
+
+
+class AskingTransport(FakeTransport):
+    """An ИПС-like transport: getRegistryItem acknowledged; checks the question was stored before it was sent."""
+
+    def __init__(self, item, store):
+        super().__init__(item)
+        self.store, self.questions = store, []
+
+    async def ask_registry_item(self, request):
+        assert self.store.find_registry_request(request.message_id) is not None, "asked before it was stored"
+        self.questions.append(request)
+
+
+def test_ask_stores_the_question_then_asks_for_the_record_with_the_callback_address(tmp_path, store):
+    """RegistryPoller.ask stores the getRegistryItem's MessageID with the document, emdrId and purpose, then sends it
+    to the organisation's endpoint with its callback address as ReplyTo, as its information system."""
+    config = load_organizations(
+        write_dev_config(
+            tmp_path / "cfg", oids=[ORG], endpoint="http://ips.test/emdr", callback_url="http://mis.test/cb"
+        )
     )
+    transport = AskingTransport(None, store)
+    poll = RegistryPoller(config=config, transports=Transports(preset={"ips": transport}), store=store)
+    item = soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1")
+    assert asyncio.run(poll.ask(store.get("doc-1"), item, purpose="duplicate", attempt_message_id=M1))
+    [request] = transport.questions
+    assert (request.emdr_id, request.endpoint, request.reply_to, request.client_entity_id) == (
+        "16.62.9",
+        "http://ips.test/emdr",
+        "http://mis.test/cb",
+        "dev-mis-1",
+    )
+    [asked] = store.registry_requests("doc-1")
+    assert (asked.message_id, asked.emdr_id, asked.purpose, asked.attempt_message_id) == (
+        request.message_id,
+        "16.62.9",
+        "duplicate",
+        M1,
+    )
+
+
+def test_ask_declines_where_the_search_must_decide(tmp_path, store):
+    """Without a store, or on a transport that cannot ask for a record on the callback, ask stores and sends nothing
+    and says so (the search's own answer then decides)."""
+    config = load_organizations(
+        write_dev_config(
+            tmp_path / "cfg", oids=[ORG], endpoint="http://ips.test/emdr", callback_url="http://mis.test/cb"
+        )
+    )
+    item = soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1")
+    asking = AskingTransport(None, store)
+    without_store = RegistryPoller(config=config, transports=Transports(preset={"ips": asking}))
+    plain = RegistryPoller(
+        config=config, transports=Transports(preset={"ips": FakeTransport(None)}), store=store
+    )
+    for poll in (without_store, plain):
+        assert asyncio.run(poll.ask(store.get("doc-1"), item, purpose="deadline")) is False
+    assert asking.questions == [] and store.registry_requests("doc-1") == []

@@ -141,6 +141,7 @@ def _count(bootstrap: str) -> int:
     return len(read_all(bootstrap, CREATED_TOPIC, idle=1.0))
 
 
+@pytest.mark.integration
 def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, capsys):
     """Nine kinds of bad input exit non-zero naming the field, and the topic gains no record."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
@@ -188,6 +189,7 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
     assert _count(bootstrap) == before
 
 
+@pytest.mark.integration
 def test_every_acceptable_sample_is_published(bootstrap, tmp_path):
     """All samples not listed as refused publish, each confirmed, and the topic holds exactly them."""
     names = [p.name for p in accepted_samples()]
@@ -210,6 +212,7 @@ def test_every_acceptable_sample_is_published(bootstrap, tmp_path):
         assert events.read_headers(record.headers)["emd-trace-id"] == event["traceId"]
 
 
+@pytest.mark.integration
 def test_ten_megabyte_document_goes_by_claim_check(bootstrap, tmp_path):
     """A ~10 MB СЭМД is stored, referenced in a small record, and its exact bytes come back from the store."""
     data = _big_document()
@@ -242,7 +245,7 @@ def test_dry_run_prints_each_checked_event_and_stores_nothing(tmp_path, monkeypa
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
 
 
-# --- the registerDocument values the addendum added: from the CDA, else from the МИС ------------------
+# --- the registerDocument values of the КРЭМД names: from the CDA, else from the МИС -----------------
 
 
 def _set_first(data: bytes, xpath: str, **attrs) -> bytes:

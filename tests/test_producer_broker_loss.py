@@ -11,6 +11,8 @@ from producer.topology import CREATED, ensure_topics
 from services.documents.store import FilesystemStore
 from tests.kafka_helpers import read_all
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 DOC = REPOSITORY_SAMPLES / "ConsultRedaction4.xml"
 
 

@@ -25,11 +25,23 @@ UPDATE_SCREENSHOT = os.environ.get("EMD_UPDATE_SCREENSHOT") == "1"
 DOCUMENTS = 20
 REJECTED = 3
 THROUGHPUT = dashboards.ROWS[0][1][0].queries[0][0]
+#: the tests that read the one scraped run: together in one parallel worker, so the run happens once
+LIVE = (pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("prometheus-live"))
+
+
+def live(test):
+    """Mark ``test`` as one that reads the scraped run (:data:`LIVE`)."""
+    for mark in LIVE:
+        test = mark(test)
+    return test
 
 
 def as_prometheus_query(expr: str) -> str:
-    """A Grafana query as Prometheus evaluates it: the rate window fixed, every organisation selected."""
-    return expr.replace("$__rate_interval", "1m").replace("$organization", ".*")
+    """A Grafana query as Prometheus evaluates it: the rate window fixed, every namespace, pod and organisation
+    selected (`=~".*"` also matches the local run's series, which have no namespace or pod label)."""
+    for variable in ("$namespace", "$pod", "$organization"):
+        expr = expr.replace(variable, ".*")
+    return expr.replace("$__rate_interval", "1m")
 
 
 def test_as_prometheus_query_leaves_no_grafana_variable():
@@ -70,13 +82,16 @@ def scraped_run(tmp_path_factory):
             snapshot = lab.wait(uids, timeout=300)
             # two scrapes after the last document, so every counter shows its final value
             last = server.value('max(timestamp(up{job="status"}))')
+            deadline = time.monotonic() + 60
             while server.value('max(timestamp(up{job="status"}))') < last + 2:
+                assert time.monotonic() < deadline, "Prometheus stopped scraping the status worker"
                 time.sleep(0.5)
             yield server, snapshot
         finally:
             server.stop()
 
 
+@live
 def test_every_process_is_scraped(scraped_run):
     """Prometheus scrapes the signer, the sender, the status worker and the callback service."""
     server, _ = scraped_run
@@ -84,6 +99,7 @@ def test_every_process_is_scraped(scraped_run):
     assert {"signer": "1", "sender": "1", "status": "1", "callbacks": "1"} == up
 
 
+@live
 def test_every_panel_query_evaluates_and_the_panels_that_must_have_data_have_it(scraped_run):
     """No dashboard query errors, and each panel a run with rejections fills has at least one series."""
     server, _ = scraped_run
@@ -98,6 +114,7 @@ def test_every_panel_query_evaluates_and_the_panels_that_must_have_data_have_it(
     assert ([], []) == (errors, empty)
 
 
+@live
 def test_every_alert_expression_evaluates_and_prometheus_runs_every_rule(scraped_run):
     """Each alert expression is valid on the live data, and Prometheus reports every loaded rule healthy."""
     server, _ = scraped_run
@@ -111,6 +128,7 @@ def test_every_alert_expression_evaluates_and_prometheus_runs_every_rule(scraped
     assert [] == [r["name"] for r in rules if server.query(r["query"])["status"] != "success"]
 
 
+@live
 def test_the_counts_match_what_happened_to_the_documents(scraped_run):
     """Signed, accepted and dead-lettered counts on Prometheus equal the run's outcome (rejections included)."""
     server, snapshot = scraped_run
@@ -125,6 +143,7 @@ def test_the_counts_match_what_happened_to_the_documents(scraped_run):
     assert 0 == server.value("sum(emd_consumer_lag_records)")
 
 
+@live
 def test_a_screenshot_of_the_throughput_graph_is_in_the_runbook(scraped_run, tmp_path):
     """Headless Chromium photographs Prometheus's throughput graph (the image docs/operations.md shows)."""
     server, _ = scraped_run

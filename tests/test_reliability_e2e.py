@@ -4,7 +4,11 @@ callback chaos, the whole bad-input corpus — and then nothing lost, duplicated
 
 from __future__ import annotations
 
+import pytest
+
 from tests.reliability.harness import Plan, Run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_short_whole_system_run_accounts_for_every_document(tmp_path):
@@ -18,7 +22,7 @@ def test_a_short_whole_system_run_accounts_for_every_document(tmp_path):
             kills=5,
             pg_outage_seconds=10.0,
             window=60.0,
-            timeout=600.0,
+            timeout=300.0,  # after start-up (health waits of 120 s at most) and the 60 s window
         ),
         say=lines.append,
     ).execute()

@@ -37,6 +37,37 @@ def test_the_log_scan_finds_patient_data_and_key_material_in_any_spelling(tmp_pa
     assert [line.split(":")[1] for line in found] == ["2", "3", "4", "5", "6", "7", "9"]
 
 
+def test_the_log_scan_finds_other_name_spellings_secret_settings_and_the_runs_secrets(tmp_path):
+    """A sample's name in capitals, given name first or initialled, a secret setting with its value (s3_secret_key,
+    key_password, sasl_password, a token) and the run's own password and token files are each found; their
+    masked forms are not."""
+    secrets = tmp_path / "config"
+    secrets.mkdir()
+    (secrets / "lab1.pass").write_text("pfx-password-1\n")
+    (secrets / "n3-1.token").write_text("9d2f0c1e-n3-token\n")
+    values = sensitive_values(secrets)
+    assert {"Иванов Иван", "ИВАНОВ ИВАН", "Иван Иванов", "Иванов И."} <= values["full name"] | values[
+        "name spelling"
+    ]
+    log = tmp_path / "worker.log"
+    lines = [
+        json.dumps({"event": "x", "who": "ИВАНОВ ИВАН"}, ensure_ascii=True),
+        "signed by Иванов И. at 10:00",
+        json.dumps({"event": "x", "who": "Иван Иванов"}),
+        "Settings(s3_secret_key='AKIAEXAMPLE', region='ru')",
+        json.dumps({"event": "tls", "key_password": "p4ss"}),
+        "sasl_password: s3cr3t",
+        json.dumps({"event": "n3", "auth_token": "abc123"}),
+        "opened with pfx-password-1 from the file",
+        json.dumps({"event": "n3 call", "detail": "guid 9d2f0c1e-n3-token"}),
+        json.dumps({"event": "masked", "who": "И. И.", "s3_secret_key": "***", "token": None}),
+        "Settings(s3_secret_key=***, key_password=***)",
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    found = leaks([log], values)
+    assert [int(line.split(":")[1]) for line in found] == list(range(1, 10))
+
+
 def test_a_process_the_run_left_behind_is_found_and_killed(tmp_path):
     """A process still carrying the run's EMD_DATA_DIR after the run is reported and killed; others are not."""
     import os
@@ -74,10 +105,11 @@ def test_a_refusal_whose_callback_was_never_delivered_explains_no_acknowledgment
     delivered = {**done, "message_id": "2fe61b9f-def5-4075-a3f1-d2addfd92f84", "callbacks": [False, True]}
     log.write_text(json.dumps(done) + "\n" + json.dumps(delivered) + "\n", encoding="utf-8")
     emulator = emulator_outcomes(log)
-    lost = DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["1fe61b9f-def5-4075-a3f1-d2addfd92f84"])
+    lost = DeadLetter("acknowledger", "NO_ACKNOWLEDGMENT", None, ["1fe61b9f-def5-4075-a3f1-d2addfd92f84"])
     assert _silent_error(lost, emulator, "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT")
     assert _silent_error(lost, emulator)
     assert not _silent_error(lost, emulator, "PERSON_NOT_FOUND")
     assert not _silent_error(
-        DeadLetter("status", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]), emulator
+        DeadLetter("acknowledger", "NO_ACKNOWLEDGMENT", None, ["2fe61b9f-def5-4075-a3f1-d2addfd92f84"]),
+        emulator,
     )

@@ -1,16 +1,16 @@
-"""The РЭМД message-code table: complete against the protocol brief, classified, with aliases."""
+"""The РЭМД message-code table: complete against docs/protocol.md#message-codes, classified, with aliases."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from lab.dev.samples import PROTOCOL_BRIEF as BRIEF  # noqa: E402
 from services.remd import codes as remd_codes
 from services.remd.codes import CODES, classify
 
-# The classifier v3.18 as listed in the brief §2.7, written out by hand (id → mnemonic).
+# The classifier v3.18 as docs/protocol.md#message-codes lists it, written out by hand (id → mnemonic).
 EXPECTED: dict[int, str] = {
     1: "ACCESS_DENIED",
     2: "ATTRIBUTE_MISMATCH",
@@ -141,43 +141,18 @@ EXPECTED: dict[int, str] = {
     128: "ORDER_NOT_FOUND",
 }
 
-# The brief's "T" column and §4 retry list: codes where a retry may help.
+# The "retry" column of docs/protocol.md#message-codes: codes where a retry may help.
 EXPECTED_TRANSIENT = {11, 15, 16, 29, 40, 56, 59, 60, 61, 62, 95, 96, 97, 102, 103, 119}
 
-
-def _expand_condensed(ids: str, names: str) -> dict[int, str]:
-    """'106–108' + 'INVALID_DOCTOR_FAMILY / _NAME / _PATRONYMIC' → three entries (the brief's shorthand)."""
-    first, last = (int(x) for x in re.split(r"[–-]", ids))
-    parts = [p.strip() for p in names.split("/")]
-    tail = ""
-    if " " in parts[-1]:  # 'RECEPIENT_INFO / _SNILS / … / _PATRONYMIC _MISMATCH': the tail applies to all
-        parts[-1], tail = parts[-1].split(" ", 1)
-        tail = tail.strip()
-    base = parts[0].rsplit("_", 1)[0]
-    full = [p if not p.startswith("_") else base + p for p in parts]
-    full = [f + tail for f in full]
-    assert len(full) == last - first + 1, (ids, names)
-    return dict(zip(range(first, last + 1), full, strict=True))
+PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
 
-def parse_brief(text: str) -> dict[int, str]:
-    """Every (id, mnemonic) the brief's §2.7 lists, from its table, shorthand rows and prose."""
-    section = text.split("### 2.7", 1)[1].split("\n## 3", 1)[0]
-    found: dict[int, str] = {}
-    for m in re.finditer(r"^\| (\d+(?:[–-]\d+)?) \| ([A-Z_ /]+?) \|", section, re.M):
-        ids, names = m.group(1), m.group(2)
-        found.update(_expand_condensed(ids, names) if "–" in ids or "-" in ids else {int(ids): names.strip()})
-    orders = re.search(r"ЕПГУ online orders:(.*?)\n(?=ФРЛЛО)", section, re.S).group(1)
-    found.update({int(i): n for i, n in re.findall(r"(\d+) ([A-Z_]+)", orders)})
-    frllo = re.search(r"ФРЛЛО[^:]*: ([\d–, -]+)\(([^)]*)\)", section, re.S)
-    ids = [
-        i
-        for rng in frllo.group(1).strip().rstrip(",").split(",")
-        for i in range(*(lambda a, b: (a, b + 1))(*(int(x) for x in rng.strip().split("–"))))
-    ]
-    names = re.findall(r"FRLLO_[A-Z_]+", frllo.group(2))
-    found.update(dict(zip(ids, names, strict=True)))
-    return found
+def documented_codes(text: str) -> tuple[dict[int, str], set[int]]:
+    """(id → mnemonic, the ids marked for retry) from the table of the "Message codes" section of the page."""
+    section = text.split("\n## Message codes\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| ([A-Z_]+) \| ([^|]*) \|", section, re.M)
+    assert len(rows) == len({int(i) for i, _, _ in rows}), "an id listed twice"
+    return {int(i): code for i, code, _ in rows}, {int(i) for i, _, retry in rows if retry.startswith("yes")}
 
 
 def test_explicit_list_is_the_127_codes():
@@ -191,13 +166,11 @@ def test_table_matches_explicit_list():
     assert {info.id: code for code, info in CODES.items()} == EXPECTED
 
 
-def test_table_matches_the_brief_when_present():
-    """The table equals the list parsed out of the protocol brief (when the brief is on this machine)."""
-    if not BRIEF.exists():  # a clean machine without the team's shared docs: the explicit list still holds
-        return
-    parsed = parse_brief(BRIEF.read_text(encoding="utf-8"))
-    assert parsed == EXPECTED
-    assert {info.id: code for code, info in CODES.items()} == parsed
+def test_table_matches_the_documented_list():
+    """The table, and the hand-written list, equal the codes docs/protocol.md lists with their ids."""
+    documented, _ = documented_codes(PROTOCOL.read_text(encoding="utf-8"))
+    assert documented == EXPECTED
+    assert {info.id: code for code, info in CODES.items()} == documented
 
 
 def test_every_entry_is_complete():
@@ -211,7 +184,9 @@ def test_every_entry_is_complete():
 
 
 def test_transient_codes_are_the_retryable_ones():
-    """Exactly the codes the brief marks retryable are classified transient."""
+    """Exactly the codes docs/protocol.md marks for retry are classified transient."""
+    _, retryable = documented_codes(PROTOCOL.read_text(encoding="utf-8"))
+    assert retryable == EXPECTED_TRANSIENT
     assert {info.id for info in CODES.values() if info.transient} == EXPECTED_TRANSIENT
 
 

@@ -40,7 +40,11 @@ def _annotated(path: Path) -> list[tuple[str, str]]:
         name = node.targets[0].id
         if not name.isupper() or name.startswith("_") or name == "SOURCES":
             continue
-        comment = comments.get(node.lineno, "")
+        # its own line's comment, or one inside the assignment when the formatter wrapped it in parentheses
+        comment = next(
+            (comments[n] for n in range(node.lineno, (node.end_lineno or node.lineno) + 1) if n in comments),
+            "",
+        )
         above = node.lineno - 1
         while not comment and above >= 1 and lines[above - 1].lstrip().startswith("#:"):
             comment = comments.get(above, "")

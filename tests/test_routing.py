@@ -11,7 +11,7 @@ from lab.dev.config import write_dev_config
 from producer import events, topology
 from producer.errors import PermanentError
 from services.documents.store import FilesystemStore
-from services.lifecycle import desk
+from services.lifecycle import support_tables
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
 from services.pipeline.organizations import load_organizations
@@ -32,7 +32,9 @@ def _config(tmp_path, *, test_endpoint: str | None = TEST_STAND):
     return load_organizations(path)
 
 
-@pytest.mark.parametrize("state", [desk.ONBOARDING, desk.TESTING, desk.SUSPENDED])
+@pytest.mark.parametrize(
+    "state", [support_tables.ONBOARDING, support_tables.TESTING, support_tables.SUSPENDED]
+)
 def test_an_unpromoted_clinic_sends_to_the_test_stand(tmp_path, store, state):
     """Until promoted, a production-configured clinic's documents go to its test stand, and the sent event says test."""
     t = FakeTransport()
@@ -48,7 +50,7 @@ def test_a_promoted_clinic_sends_to_production(tmp_path, store):
     """Once promoted, the clinic's documents go to its production endpoint."""
     t = FakeTransport()
     outs = asyncio.run(
-        submitter(_config(tmp_path), store, t, clinic_state=lambda oid: desk.PRODUCTION).handle(
+        submitter(_config(tmp_path), store, t, clinic_state=lambda oid: support_tables.PRODUCTION).handle(
             signed_record()
         )
     )
@@ -69,7 +71,7 @@ def test_an_unpromoted_clinic_is_held_when_configured_so_or_without_a_test_stand
         _config(tmp_path, test_endpoint=test_endpoint),
         store,
         t,
-        clinic_state=lambda oid: desk.ONBOARDING,
+        clinic_state=lambda oid: support_tables.ONBOARDING,
         unpromoted=policy,
     )
     with pytest.raises(PermanentError) as err:
@@ -85,25 +87,25 @@ def test_clinic_states_are_cached_for_a_few_seconds():
     """The sender reads a clinic's state at most once per ttl; after it, a promotion is seen."""
     now = [0.0]
     reads = []
-    state = {"v": desk.TESTING}
+    state = {"v": support_tables.TESTING}
 
     def read(oid):
         reads.append(oid)
-        return desk.Clinic(oid=oid, state=state["v"])
+        return support_tables.Clinic(oid=oid, state=state["v"])
 
     states = routing.ClinicStates(read, ttl=5.0, clock=lambda: now[0])
-    assert states(ORG) == desk.TESTING
-    state["v"] = desk.PRODUCTION
+    assert states(ORG) == support_tables.TESTING
+    state["v"] = support_tables.PRODUCTION
     now[0] = 4.9
-    assert states(ORG) == desk.TESTING and len(reads) == 1
+    assert states(ORG) == support_tables.TESTING and len(reads) == 1
     now[0] = 5.1
-    assert states(ORG) == desk.PRODUCTION and len(reads) == 2
+    assert states(ORG) == support_tables.PRODUCTION and len(reads) == 2
 
 
 def test_every_attempt_keeps_its_signed_request_and_answer(tmp_path, store):
     """The sender keeps each attempt's request and answer bytes, found again by the attempt's MessageID."""
-    desk_store = desk.open_desk_store(tmp_path)
-    archive = ExchangeArchive(documents=FilesystemStore(tmp_path / "docs"), desk=desk_store)
+    tables = support_tables.open_support_tables(tmp_path)
+    archive = ExchangeArchive(documents=FilesystemStore(tmp_path / "docs"), tables=tables)
     rejected = SubmitOutcome(
         kind="permanent",
         reason="REMD_REJECTED",
@@ -120,7 +122,7 @@ def test_every_attempt_keeps_its_signed_request_and_answer(tmp_path, store):
     [(found_id, exchange)] = kept.items()
     assert exchange.request == b"<signed-request/>" and exchange.response == b"<answer/>"
     assert exchange.exchange.local_uid == "doc-1" and exchange.exchange.http_status == 200
-    desk_store.close()
+    tables.close()
 
 
 def test_an_archive_that_cannot_store_never_fails_the_document(tmp_path, store):
@@ -130,9 +132,9 @@ def test_an_archive_that_cannot_store_never_fails_the_document(tmp_path, store):
         def put(self, data, **options):
             raise OSError("disk full")
 
-    desk_store = desk.open_desk_store(tmp_path)
-    archive = ExchangeArchive(documents=Broken(), desk=desk_store)
+    tables = support_tables.open_support_tables(tmp_path)
+    archive = ExchangeArchive(documents=Broken(), tables=tables)
     t = FakeTransport(SubmitOutcome(kind="accepted", reason="ACCEPTED", request=b"<r/>"))
     outs = asyncio.run(submitter(_config(tmp_path), store, t, exchanges=archive).handle(signed_record()))
     assert outs[0].topic == topology.SENT.name and archive.read([t.requests[0].message_id]) == {}
-    desk_store.close()
+    tables.close()

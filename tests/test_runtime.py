@@ -24,16 +24,23 @@ from services.messaging.records import Output, Record
 from services.messaging.runtime import InPlaceRetry, RetryPolicy, Stage, Ticker
 from services.messaging.transports import CLIENTS, for_settings
 from services.metrics import REGISTRY
-from services.pipeline.status import dead_letter_status
+from services.pipeline.dead_letter_status import dead_letter_status
 from tests.runtime_kafka import ConfluentKafka, MemoryKafka, TansuKafka, TestKafka
 
 #: the longest a run may take on a loaded machine (a failure, not a measurement)
 TIMEOUT = 180.0
 
 
-@pytest.fixture(params=["memory", "tansu", "confluent"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("tansu", marks=pytest.mark.integration),
+        pytest.param("confluent", marks=pytest.mark.integration),
+    ]
+)
 def kafka(request, tmp_path) -> TestKafka:
-    """The broker a test body runs on: the in-memory one, then the real one through aiokafka and librdkafka."""
+    """The broker a test body runs on: the in-memory one, then the real one through aiokafka and librdkafka
+    (integration tests)."""
     if request.param == "memory":
         return MemoryKafka(tmp_path)
     real = TansuKafka if request.param == "tansu" else ConfluentKafka

@@ -18,6 +18,8 @@ from kafka import KafkaProducer
 from producer.topology import Topic, ensure_topics
 from tests.kafka_helpers import read_all
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 RECORDS = 6000
 KILLS = 6
 

@@ -12,6 +12,8 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
+import pytest
+
 from lab.dev.local_pipeline import as_new_document
 from lab.dev.samples import REPOSITORY_SAMPLES
 from lab.emulator.faults import rejection_for
@@ -19,6 +21,8 @@ from producer.ids import normalize_message_id
 from producer.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
 from services.messaging import deadletter as dl
 from tests.pipeline_lab import Lab, documents, pipeline_lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -74,9 +78,9 @@ def test_flaky_emulator_registers_every_document_once_and_all_are_acknowledged(t
     """With ~20 % transient faults (lost answers included), 200 documents are all sent and acknowledged, none dead-lettered, each registered exactly once."""
     with pipeline_lab(tmp_path, count=200, scenario="flaky") as lab:
         uids = lab.publish()
-        sent = lab.wait(timeout=600, until="sent")
+        sent = lab.wait(timeout=240, until="sent")
         assert sent.dead_lettered == 0, _describe(_dead_letters(lab))
-        snap = lab.wait(timeout=600, until="acknowledged")
+        snap = lab.wait(timeout=240, until="acknowledged")
         dead = _dead_letters(lab)
         assert sum(len(v) for v in dead.values()) == 0, _describe(dead)
         assert snap.per_stage["acknowledged"] == 200

@@ -31,6 +31,8 @@ from tests import signing_lab as lab
 from tests.kafka_helpers import read_all
 from workers.signer.worker import build
 
+pytestmark = pytest.mark.integration
+
 TIMEOUT = 300.0
 
 

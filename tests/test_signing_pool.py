@@ -49,6 +49,7 @@ def test_usable_cpus_is_capped_by_the_cgroup_quota(tmp_path, monkeypatch):
     assert signing_pool.pool_size(0) == signing_pool.usable_cpus() and signing_pool.pool_size(3) == 3
 
 
+@pytest.mark.integration
 def test_documents_are_signed_in_worker_processes_and_counted_here(built):
     """Three documents through a pool whose processes are replaced after each one: every signature verifies over its
     document, and this process's emd_signatures counts them."""
@@ -71,6 +72,7 @@ def test_documents_are_signed_in_worker_processes_and_counted_here(built):
     assert _signatures() - before == 6  # a doctor and the organisation for each
 
 
+@pytest.mark.integration
 def test_a_refusal_in_a_worker_process_keeps_its_reason(built):
     """A document refused in a worker process arrives here as the same PermanentError reason."""
     pool = _pool(built, processes=1)
@@ -83,6 +85,7 @@ def test_a_refusal_in_a_worker_process_keeps_its_reason(built):
     assert err.value.reason == "XSD_INVALID"
 
 
+@pytest.mark.integration
 def test_a_worker_process_killed_mid_document_is_a_transient_error_and_the_pool_recovers(built):
     """Killing the worker processes while a document is being signed fails that document as SIGNING_PROCESS_LOST
     (retried, not dead-lettered); the next document is signed by a new pool."""
@@ -107,6 +110,7 @@ def test_a_worker_process_killed_mid_document_is_a_transient_error_and_the_pool_
         pool.close()
 
 
+@pytest.mark.integration
 def test_the_signing_processes_die_with_a_signer_killed_hard(built, tmp_path):
     """A signer killed with -9 leaves no signing process behind: each one dies with its parent."""
     import subprocess

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from producer.ids import normalize_message_id
+from producer.ids import normalize_message_id, same_message_id
 from services.crypto.certificates import load_certificate
 from services.crypto.keys import load_pkcs8
 from services.remd import envelope, soap
@@ -156,7 +156,8 @@ def test_register_document_round_trip(ident):
 
 
 def test_register_document_layout_and_checksum(ident):
-    """Body elements are in the service namespace, signatures base64 with a CRC32 checksum, header order per §2.3."""
+    """Body elements are in the service namespace, signatures base64 with a CRC32 checksum, the header in the
+    reference signer's order (docs/protocol.md#soap-header)."""
     reg = _registration(org_signature=None)
     xml, _ = soap.build_register_document(reg, client_entity_id="c", to="t", reply_to="r", now=NOW, **ident)
     root = etree.fromstring(xml)
@@ -187,10 +188,11 @@ def _paths(el, prefix=""):
     return out
 
 
-def test_register_document_speaks_the_addendum_dialect():
-    """The request body uses the names the addendum found in two sources: personalSignatures/item/signer with
-    coded role, position and speciality (with codeSystemVersion), surname/name/patrName, a department per signer,
-    orgSignature, recipient and associations; the old guessed names appear nowhere."""
+def test_register_document_speaks_the_kremd_dialect():
+    """The request body uses the names two sources agree on (docs/protocol.md#request-body):
+    personalSignatures/item/signer with coded role, position and speciality (with codeSystemVersion),
+    surname/name/patrName, a department per signer, orgSignature, recipient and associations; the old guessed
+    names appear nowhere."""
     xml, _ = soap.build_register_document(
         _registration(), client_entity_id="c", to="t", reply_to="r", key=None, certificate=None
     )
@@ -244,7 +246,7 @@ def test_register_document_without_position_version_is_not_built():
 
 
 def test_old_dialect_request_is_refused_as_unmarshalling_error():
-    """A request in the first pass's guessed names (personalSigns/personalSign/doctor, organizationSign) is
+    """A request in our first guess's names (personalSigns/personalSign/doctor, organizationSign) is
     refused by the parser a schema-validating service runs, naming the unexpected element."""
     xml, _ = soap.build_register_document(
         _registration(), client_entity_id="c", to="t", reply_to="r", key=None, certificate=None
@@ -470,28 +472,75 @@ def test_search_round_trip(ident):
     assert result.status == "success" and result.items == items and result.headers.relates_to == mid
 
 
-def test_get_registry_item_round_trip(ident):
-    """getRegistryItem by emdrId, and its answer with the registry record."""
+def test_get_registry_item_is_answered_by_an_acknowledgement_then_a_result_callback(ident):
+    """getRegistryItem by emdrId names the МИС callback address as ReplyTo; its synchronous answer is only an
+    acknowledgement; the record (status, emdrId, both date formats) comes as a getRegistryItemResult callback that
+    names the request's MessageID and that parse_callback tells from a registerDocumentResult."""
     xml, mid = soap.build_get_registry_item(
-        emdr_id="16.62.23.09.000014523", client_entity_id="c", to="t", now=NOW, **ident
+        emdr_id="16.62.23.09.000014523",
+        client_entity_id="c",
+        to="t",
+        reply_to="https://mis.example/callback",
+        now=NOW,
+        **ident,
     )
     emdr_id, headers = soap.parse_get_registry_item(xml)
     assert emdr_id == "16.62.23.09.000014523" and headers.message_id == mid
+    assert headers.reply_to == "https://mis.example/callback" and headers.action == n.ACTION_GET_REGISTRY_ITEM
+    ack = soap.parse_registry_item_response(soap.build_registry_item_response(relates_to=mid))
+    assert ack.accepted and ack.headers.relates_to == mid
+    refused = soap.parse_registry_item_response(
+        soap.build_registry_item_response(relates_to=mid, status="error", errors=[RemdError("RATE_LIMIT")])
+    )
+    assert not refused.accepted and refused.errors[0].code == "RATE_LIMIT"
+
     item = RegistryItem(
         emdr_id=emdr_id,
         local_uid="doc-1",
         kind="36",
         organization="o",
-        registration_date_time="2026-11-22T10:05:00+03:00",
+        registration_date_time="2023-09-22T09:27:02.104000+03:00",
+        store_till_date="2048-09-22+03:00",
     )
-    answer = soap.parse_registry_item_response(soap.build_registry_item_response(relates_to=mid, item=item))
-    assert answer.item == item
-    missing = soap.parse_registry_item_response(
-        soap.build_registry_item_response(
-            relates_to=mid, item=None, status="error", errors=[RemdError("REGISTRY_ITEM_NOT_FOUND")]
+    raw = soap.build_registry_item_result(
+        soap.RegistryItemResult(relates_to_message=f"<{mid.upper()}>", status="success", registry_item=item),
+        to="https://mis.example/callback",
+        key=None,
+        certificate=None,
+    )
+    result = soap.parse_callback(raw)
+    assert isinstance(result, soap.RegistryItemResult) and result.found
+    assert normalize_message_id(result.relates_to_message) == mid and result.registry_item == item
+    assert result.local_uid == "doc-1" and result.headers.action == n.ACTION_GET_REGISTRY_ITEM_RESULT
+    missing = soap.parse_registry_item_result(
+        soap.build_registry_item_result(
+            soap.RegistryItemResult(
+                relates_to_message=mid, status="error", errors=(RemdError("REGISTRY_ITEM_NOT_FOUND"),)
+            ),
+            to="x",
+            key=None,
+            certificate=None,
         )
     )
-    assert missing.item is None and missing.errors[0].info.id == 37
+    assert not missing.found and missing.registry_item is None and missing.errors[0].info.id == 37
+    assert isinstance(
+        soap.parse_callback(
+            soap.build_register_result(
+                RegisterResult(relates_to_message=mid, status="success"), to="x", key=None, certificate=None
+            )
+        ),
+        RegisterResult,
+    )
+
+
+def test_the_acknowledgement_of_each_callback_is_its_own_element(ident):
+    """Our ack of a getRegistryItemResult is a getRegistryItemResultResponse relating to the callback's MessageID."""
+    body = soap.build_callback_ack(relates_to="cb-1", answering=n.GET_REGISTRY_ITEM_RESULT, **ident)
+    ack = soap.parse_callback_ack(body)
+    assert (
+        ack.headers.relates_to == "cb-1" and ack.headers.action == n.ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE
+    )
+    assert f":{n.GET_REGISTRY_ITEM_RESULT_RESPONSE}>".encode() in body
 
 
 def test_wrong_message_kind_is_refused():
@@ -516,6 +565,9 @@ def test_untrusted_bytes_go_through_xmlsafe():
         "urn:uuid:499C1284-AC8E-41D8-8957-B9B83DE9A638",
         "uuid:499c1284-ac8e-41d8-8957-b9b83de9a638",
         " 499C1284AC8E41D88957B9B83DE9A638 ",
+        "<499c1284-ac8e-41d8-8957-b9b83de9a638>",
+        " <urn:uuid:499C1284-AC8E-41D8-8957-B9B83DE9A638> ",
+        "{499C1284-AC8E-41D8-8957-B9B83DE9A638}",
     ],
 )
 def test_normalize_message_id(raw):
@@ -526,4 +578,62 @@ def test_normalize_message_id(raw):
 def test_normalize_non_uuid_message_id():
     """A MessageID that is not a UUID is kept, without prefix, lower-cased."""
     assert normalize_message_id("urn:uuid:MSG-42") == "msg-42"
+    assert normalize_message_id("<MSG-42@gateway>") == "msg-42@gateway"
     assert normalize_message_id(None) == ""
+
+
+def test_same_message_id_compares_spellings_and_never_matches_an_empty_id():
+    """Two spellings of one MessageID are the same message; an empty or missing id matches nothing, not even itself."""
+    assert same_message_id(
+        "<499C1284-AC8E-41D8-8957-B9B83DE9A638>", "urn:uuid:499c1284ac8e41d88957b9b83de9a638"
+    )
+    assert not same_message_id("499c1284-ac8e-41d8-8957-b9b83de9a638", "499c1284-ac8e-41d8-8957-b9b83de9a639")
+    assert not same_message_id(None, None) and not same_message_id("", " ")
+
+
+def test_registration_date_time_with_microseconds_and_an_offset_is_read_to_the_microsecond():
+    """registrationDateTime as РЭМД writes it (microseconds, +03:00) reads as that instant to the microsecond; other
+    fraction lengths, Z, no offset (UTC) and the older date-only registrationDate read too; junk reads as None."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    msk = timezone(timedelta(hours=3))
+    item = RegistryItem(registration_date_time="2023-09-22T09:27:02.104000+03:00")
+    assert item.registered_at == datetime(2023, 9, 22, 9, 27, 2, 104000, tzinfo=msk)
+    assert item.registered_at.astimezone(UTC).isoformat() == "2023-09-22T06:27:02.104000+00:00"
+    assert soap.parse_date_time("2023-09-22T09:27:02.1041239+03:00").microsecond == 104123
+    assert soap.parse_date_time("2023-09-22T06:27:02Z") == datetime(2023, 9, 22, 6, 27, 2, tzinfo=UTC)
+    assert soap.parse_date_time("2023-09-22T06:27:02.5") == datetime(
+        2023, 9, 22, 6, 27, 2, 500000, tzinfo=UTC
+    )
+    assert soap.parse_date_time("2023-09-22") == datetime(2023, 9, 22, tzinfo=UTC)
+    assert soap.parse_date_time("22.09.2023 09:27") is None and RegistryItem().registered_at is None
+
+
+def test_store_till_date_with_an_offset_is_read_and_written_back_as_given():
+    """storeTillDate as РЭМД writes it, a date with an offset (2048-09-22+03:00, which date.fromisoformat refuses),
+    reads as that day in that zone and writes back unchanged; Z, a negative offset and a bare date too."""
+    from datetime import date, timedelta, timezone
+
+    till = RegistryItem(store_till_date="2048-09-22+03:00").store_till
+    assert till.day == date(2048, 9, 22) and till.offset == timezone(timedelta(hours=3))
+    for text in ("2048-09-22+03:00", "2048-09-22Z", "2048-09-22-05:30", "2048-09-22"):
+        assert soap.parse_date(text).isoformat() == text
+    assert soap.parse_date("2048-02-30+03:00") is None and soap.parse_date("22.09.2048") is None
+
+
+def test_a_callback_carries_both_date_formats_through_a_round_trip():
+    """A registerDocumentResult written with РЭМД's date formats parses back to the same instant and the same day."""
+    result = RegisterResult(
+        relates_to_message="m",
+        status="success",
+        registry_item=RegistryItem(
+            emdr_id="16.62.1",
+            registration_date_time="2023-09-22T09:27:02.104000+03:00",
+            store_till_date="2048-09-22+03:00",
+        ),
+    )
+    parsed = soap.parse_register_result(
+        soap.build_register_result(result, to="http://mis", key=None, certificate=None)
+    ).registry_item
+    assert parsed.registered_at.isoformat() == "2023-09-22T09:27:02.104000+03:00"
+    assert parsed.store_till.isoformat() == "2048-09-22+03:00"

@@ -43,6 +43,7 @@ async def _start_and_stop(settings: Settings, topic: str = "") -> int:
         await producer.stop()
 
 
+@pytest.mark.integration
 def test_unset_idempotence_is_turned_off_with_a_warning_when_the_broker_refuses_it(broker, topic):
     """KAFKA_ENABLE_IDEMPOTENCE unset: the local broker's refusal is detected and logged, and the producer delivers."""
     with capture_logs() as logs:
@@ -56,6 +57,7 @@ def test_unset_idempotence_is_turned_off_with_a_warning_when_the_broker_refuses_
     ]
 
 
+@pytest.mark.integration
 def test_explicit_idempotence_on_a_broker_that_refuses_it_is_a_configuration_error(broker):
     """KAFKA_ENABLE_IDEMPOTENCE=true is never overridden: a refusing broker is a ConfigurationError naming the variable."""
     with pytest.raises(
@@ -64,6 +66,7 @@ def test_explicit_idempotence_on_a_broker_that_refuses_it_is_a_configuration_err
         asyncio.run(_start_and_stop(_settings(broker.bootstrap_servers, kafka_enable_idempotence=True)))
 
 
+@pytest.mark.integration
 def test_explicit_idempotence_off_is_kept(broker, topic):
     """KAFKA_ENABLE_IDEMPOTENCE=false starts a plain producer, which delivers, without trying idempotence first."""
     with capture_logs() as logs:
@@ -83,6 +86,7 @@ def test_a_broker_unreachable_after_the_grace_is_a_configuration_error():
         asyncio.run(_start_and_stop(settings))
 
 
+@pytest.mark.integration
 def test_a_broker_that_comes_up_within_the_grace_is_waited_for(tmp_path):
     """A worker started before its broker keeps trying, and starts once the broker answers."""
     from lab.broker import LocalBroker
@@ -107,6 +111,7 @@ def test_a_broker_that_comes_up_within_the_grace_is_waited_for(tmp_path):
         late.stop()
 
 
+@pytest.mark.integration
 def test_missing_topics_are_named(broker, topic):
     """A producer asked for topics the broker lacks is a ConfigurationError listing each and how to create them."""
     run = uuid.uuid4().hex[:8]
@@ -118,6 +123,7 @@ def test_missing_topics_are_named(broker, topic):
         asyncio.run(start_producer(settings, client_id="test", topics=[topic, *missing]))
 
 
+@pytest.mark.integration
 def test_a_stage_on_missing_topics_stops_at_start(broker, tmp_path):
     """A Stage whose input and dead-letter topics do not exist raises ConfigurationError from run() instead of waiting."""
     run = uuid.uuid4().hex[:8]
@@ -183,6 +189,7 @@ def test_a_malformed_setting_stops_the_worker_naming_the_variable(monkeypatch, c
     )
 
 
+@pytest.mark.integration
 def test_a_worker_on_a_broker_refusing_what_it_needs_exits_with_a_clear_line(broker, tmp_path):
     """`emd worker sender` with KAFKA_ENABLE_IDEMPOTENCE=true on the local broker exits 2 at start with one line
     (the bound below only keeps a hang from stalling the suite)."""
@@ -271,6 +278,7 @@ def test_a_lifecycle_database_unreachable_after_the_grace_is_a_configuration_err
     assert "s3cret" not in str(info.value) and "127.0.0.1" not in str(info.value)
 
 
+@pytest.mark.integration
 def test_a_lifecycle_database_back_within_the_grace_is_waited_for(tmp_path):
     """A worker that opens its store while PostgreSQL is down gets the store once the server is back."""
     import threading

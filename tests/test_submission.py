@@ -244,48 +244,132 @@ def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config,
     assert "16.62.26.11.000000002" in exc.value.message and "new localUid" in exc.value.message
 
 
-def test_an_n3_organisation_sends_the_document_attached_with_its_token(tmp_path, store):
-    """An organisation on the n3 transport needs no ИПС key, clientEntityId or callback: its attempt carries the exact
-    signed document, the N3 token and the ЛПУ id, and its request id is the attempt's id in the lifecycle store."""
-    import base64
+ORG2 = "1.2.643.5.1.13.13.12.2.77.7832"
+AUTHOR = "52415372312"  #: the signed example's author
 
-    path = write_dev_config(tmp_path / "cfg", oids=[ORG], endpoint="http://n3.test/emk")
-    raw = json.loads(path.read_text())
-    (path.parent / "n3.token").write_text("n3-secret-guid\n")
-    remd = raw["organizations"][0]["remd"]
-    for field in ("system_key", "system_certificate", "client_entity_id", "callback_url"):
-        remd.pop(field)
-    remd.update(
-        transport="n3",
-        n3={"lpu_id": "lpu-7", "token_file": "n3.token", "docstorage_url": "http://n3.test/docstorage/"},
+
+def _n3_config(tmp_path, **top):
+    """Two organisations on the n3 route (the signed example's and another), with N3 codes for its author."""
+    path = write_dev_config(
+        tmp_path / "cfg", oids=[ORG, ORG2], doctors=(AUTHOR,), endpoint="http://n3.test/emk/EMKService.svc"
     )
+    raw = json.loads(path.read_text())
+    raw.update(top)
+    (path.parent / "n3.token").write_text("n3-secret-guid\n")
+    for org in raw["organizations"]:
+        remd = org["remd"]
+        for field in ("system_key", "system_certificate", "client_entity_id", "callback_url"):
+            remd.pop(field)
+        remd.update(
+            transport="n3",
+            n3={
+                "lpu_id": f"lpu-{org['oid'][-1]}",
+                "token_file": "n3.token",
+                "doctors": {AUTHOR: {"id_speciality": 28, "id_position": 114}},
+            },
+        )
     path.write_text(json.dumps(raw, ensure_ascii=False))
+    return load_organizations(path)
 
-    class PushingTransport(FakeTransport):
-        name, pushes_document, has_callbacks = "n3", True, False
 
+def _n3_record(uid="doc-1", org=ORG, **patient):
+    """The signed example under ``uid`` for ``org``, its document inline (N3 takes it attached)."""
+    import base64
     import hashlib
 
     document = "<ClinicalDocument>подписанные байты</ClinicalDocument>".encode()
-    data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
+    data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid=uid, organizationOid=org)
+    data["patient"] = {**data["patient"], **patient}
     data["document"] = {
         "sha256": hashlib.sha256(document).hexdigest(),
         "size": len(document),
         "mediaType": "text/xml",
         "inline": base64.b64encode(document).decode(),
     }
-    record = Record(
-        topic=topology.SIGNED.name,
-        partition=0,
-        offset=0,
-        key="doc-1",
-        headers={},
-        timestamp_ms=0,
-        value=events.encode(events.new_event(events.SIGNED, data, source="test")),
-    )
-    t = PushingTransport(store=store)
-    asyncio.run(Submitter(config=load_organizations(path), store=store, transports={"n3": t}).handle(record))
+    value = events.encode(events.new_event(events.SIGNED, data, source="test"))
+    return Record(
+        topic=topology.SIGNED.name, partition=0, offset=0, key=uid, headers={}, timestamp_ms=0, value=value
+    ), document
+
+
+class N3Like(FakeTransport):
+    """Takes every request; says the patient was added when the request asked for it."""
+
+    name, pushes_document, has_callbacks = "n3", True, False
+
+    async def submit(self, request):
+        self.requests.append(request)
+        if self.outcomes:
+            return self.outcomes.pop(0)
+        return SubmitOutcome(kind="accepted", reason="ACCEPTED", patient_added=request.add_patient)
+
+
+def test_an_n3_organisation_sends_the_document_with_its_guid_and_n3s_codes(tmp_path, store):
+    """An organisation on the n3 transport needs no ИПС key, clientEntityId or callback: its attempt carries the exact
+    signed document, the GUID, the ЛПУ id, dictionary 195's code of the kind (119 → 198), its author's N3 codes and
+    PixService's address, and its request id is the attempt's id in the lifecycle store."""
+    record, document = _n3_record()
+    t = N3Like(store=store)
+    asyncio.run(Submitter(config=_n3_config(tmp_path), store=store, transports={"n3": t}).handle(record))
     [request] = t.requests
     assert request.document == document
-    assert (request.auth_token, request.lpu_id, request.key) == ("n3-secret-guid", "lpu-7", None)
+    assert (request.auth_token, request.lpu_id, request.key) == ("n3-secret-guid", "lpu-1", None)
+    assert (request.n3_codes.document_type, request.n3_codes.staff[AUTHOR].position) == (198, 114)
+    assert (request.pix_endpoint, request.add_patient) == ("http://n3.test/emk/PixService.svc", True)
     assert store.message_ids("doc-1") == [request.message_id]
+
+
+def test_n3_adds_a_patient_once_per_patient_and_clinic(tmp_path, store):
+    """With the patient store, AddPatient goes with a patient's first document of a clinic only; again when what it
+    says about the patient changes, for another clinic, and after N3 says it does not know the patient."""
+    from services.lifecycle.patients import PatientStore
+
+    patients = PatientStore(tmp_path / "patients.sqlite3")
+    t = N3Like(store=store)
+    s = Submitter(config=_n3_config(tmp_path), store=store, transports={"n3": t}, patients=patients)
+
+    def send(uid, **kw):
+        asked = len(t.requests)
+        try:
+            asyncio.run(s.handle(_n3_record(uid, **kw)[0]))
+        except TransientError:
+            pass
+        return [r.add_patient for r in t.requests[asked:]]
+
+    assert send("d1") == [True]
+    assert send("d2") == [False]  # the same patient, the same clinic
+    t.outcomes.append(SubmitOutcome(kind="transient", reason="N3_PATIENT_UNKNOWN"))
+    assert send("d3") == [False]  # N3 has lost the patient...
+    assert send("d3") == [True]  # ...so the retry adds it first
+    assert send("d4") == [False]
+    assert send("d5", family="Сельченкова") == [True]  # what AddPatient says changed
+    assert send("d6", org=ORG2) == [True]  # another clinic
+
+
+def test_n3_warnings_reach_the_mis_in_the_sent_status(tmp_path, store):
+    """N3's RequestWarnings on a taken document go to the МИС in the "sent" status event, code and text."""
+    t = N3Like(store=store)
+    warning = ("N3:7", "N3 7 [Header]: Заголовок короткий")
+    t.outcomes.append(SubmitOutcome(kind="accepted", reason="ACCEPTED", warnings=(warning,)))
+    outputs = asyncio.run(
+        Submitter(config=_n3_config(tmp_path), store=store, transports={"n3": t}).handle(_n3_record()[0])
+    )
+    status = next(json.loads(o.value)["data"] for o in outputs if o.topic == topology.STATUS.name)
+    assert (status["status"], status["warnings"]) == ("sent", [{"code": "N3:7", "message": warning[1]}])
+
+
+def test_an_n3_kind_without_a_code_never_leaves_the_sender(tmp_path, store):
+    """A kind the organisations file's dictionary does not code (replaced since the signer passed it) is refused by
+    the sender before any attempt: N3_KIND_UNMAPPED naming the kind and the dictionary's version."""
+    export = tmp_path / "nsi-195.json"
+    export.write_text(json.dumps({"oid": "1.2.643.2.69.1.1.1.195", "version": "375", "items": []}))
+    t = N3Like(store=store)
+    config = _n3_config(tmp_path, n3_dictionary=str(export))
+    with pytest.raises(PermanentError) as exc:
+        asyncio.run(Submitter(config=config, store=store, transports={"n3": t}).handle(_n3_record()[0]))
+    assert (
+        exc.value.reason == "N3_KIND_UNMAPPED"
+        and "kind 119" in exc.value.message
+        and "375" in exc.value.message
+    )
+    assert t.requests == [] and store.get("doc-1") is None

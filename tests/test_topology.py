@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 from kafka import KafkaAdminClient
 
 from producer import topology
@@ -30,6 +31,7 @@ def test_dead_letter_topics_follow_the_source_name():
     ]
 
 
+@pytest.mark.integration
 def test_topics_are_created_once_and_again_is_a_no_op(broker):
     """ensure_topics creates what is missing, and a second call creates nothing."""
     mine = (Topic(f"topo.{uuid.uuid4().hex[:6]}.a", "test"), Topic(f"topo.{uuid.uuid4().hex[:6]}.b", "test"))
@@ -54,10 +56,9 @@ def test_topics_are_configured_with_min_insync_replicas():
     )
 
 
+@pytest.mark.integration
 def test_min_insync_replicas_above_the_replication_factor_is_refused(broker):
     """No write could succeed with more in-sync replicas required than exist, so creating topics refuses it."""
-    import pytest
-
     from producer.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="KAFKA_MIN_INSYNC_REPLICAS"):

@@ -78,7 +78,7 @@ def test_each_stage_consumes_in_the_group_of_its_name_which_the_topology_grants(
             assert {t for stage in app.stages for t in stage.topics} <= {
                 t.name for t in topology.ACCESS[name].reads
             }
-        assert [s.name for s in apps["status"].stages] == ["status", "status-sent"]
+        assert [s.name for s in apps["status"].stages] == ["acknowledger", "acknowledger-sent"]
         assert apps["status"].stages[0].input_topic == topology.CALLBACKS.name
     finally:
         for app in apps.values():

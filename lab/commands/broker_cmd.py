@@ -33,7 +33,9 @@ def run_broker(args: argparse.Namespace) -> int:
     with LocalBroker(port=port) as broker:
         if not args.no_topics:
             ensure_topics(broker.bootstrap_servers, partitions=settings.kafka_topic_partitions)
-        print(f"broker ready: export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        # what this broker supports: it refuses the idempotent producer, so the workers are told not to ask
+        env = " ".join(f"{k}={v}" for k, v in broker.client_env().items())
+        print(f"broker ready: export {env}", flush=True)
         print("Ctrl-C to stop (its data is in memory and goes with it)", flush=True)
         try:
             while not stop.wait(0.5):

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     from lab.emulator import Emulator, load_systems
     from lab.emulator.systems import load_n3_tokens
+    from services import telemetry
     from services.config import Settings
     from services.crypto import keys
     from services.crypto.certificates import load_certificate
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         configure(fmt=settings.log_format, level=settings.log_level)  # its jobs' outcomes go to stderr
+        telemetry.start("emd-emulator", instrument=("httpx",))  # its file pulls and callbacks carry the trace
         systems = load_systems(args.systems) if args.systems else []
         n3_tokens = load_n3_tokens(args.systems) if args.systems else {}
         key = keys.load_private_key(args.key) if args.key else None

@@ -9,15 +9,26 @@ topic to topic until each is acknowledged or dead-lettered.
   stops everything; no process is left behind.
 * ``emd demo --documents N``: N documents generated from the samples with fresh localUids, no live view;
   exit 0 only when every document reached a final state; the last line is machine-readable:
-  ``acknowledged=A dead_lettered=D lost=L duplicated=R``.
+  ``acknowledged=A dead_lettered=D unfinished=U lost=L duplicated=R``. ``unfinished``: documents still on their
+  way at the timeout (on a topic, not final yet); ``lost``: published, acknowledged by the broker, and on no
+  topic at all.
+
+Afterwards the run's data stays in ``WORKDIR/data`` until the next run: the last lines print the
+``EMD_DATA_DIR=… emd status LOCALUID`` and ``… emd dlq show LOCALUID`` commands that read it. The run keeps its
+own data directory, rather than writing into the default one, because everything in it (development keys,
+emulator, lifecycle database) belongs to that run and is replaced by the next. A broker the run spawned keeps
+its topics in memory, so its dead letters are written to ``WORKDIR/data/dead-letters.jsonl`` before it stops;
+``emd dlq`` reads them there when no ``KAFKA_BOOTSTRAP_SERVERS`` is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,9 +38,12 @@ from lab.dev.samples import default_samples
 from lab.dev.supervisor import Supervisor
 from lab.dev.watch import STAGES, PipelineWatcher, Snapshot
 from producer.errors import ConfigurationError
+from producer.files import private_dir
 from producer.topology import ensure_topics
+from services import telemetry
 from services.commands.arguments import whole_number
 from services.config import Settings
+from services.desk import reader
 from services.logs import configure
 
 
@@ -101,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure(fmt=settings.log_format, level="warning")
+    telemetry.start("emd-mis", instrument=())  # this process is the МИС: each document's trace starts here
     interactive = args.documents is None and sys.stdout.isatty()
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    private_dir(workdir)  # what a run writes is private (0700 directories, 0600 files)
 
     # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
     # a demo generates only documents a clinic could register today
@@ -150,9 +165,12 @@ def _run(args: argparse.Namespace) -> int:
         if pipeline.n3_organizations:
             say(f"through N3.Health: {', '.join(pipeline.n3_organizations)}; the others through ИПС")
         say("metrics: " + ", ".join(f"{name} {url}" for name, url in pipeline.metrics_urls().items()))
+        say(pipeline.console_hint())
 
         watcher = PipelineWatcher(bootstrap, final_stage=args.until).start()
         stack.callback(watcher.stop)
+        if not settings.kafka_bootstrap_servers:  # the broker's topics go with it: keep its dead letters
+            stack.callback(_keep_dead_letters, watcher, pipeline.data_dir)
         expected = set(pipeline.publish(say=say))
         view = _LiveView(interactive, pipeline.supervisor)
         try:
@@ -164,14 +182,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"emd {getattr(args, 'command', 'run')}: {exc}", file=sys.stderr, flush=True)
             return 1
         duplicated = pipeline.duplicates()
-        lost = snap.total - snap.final
-        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until)
+        _summary(snap, refused, workdir, pipeline.emulator_url, say, args.until, pipeline.n3_organizations)
+        _where(pipeline.data_dir, watcher, expected, say, kept=not settings.kafka_bootstrap_servers)
         print(
             f"acknowledged={snap.final - snap.dead_lettered} dead_lettered={snap.dead_lettered} "
-            f"lost={lost} duplicated={duplicated}",
+            f"unfinished={snap.unfinished} lost={snap.unseen} duplicated={duplicated}",
             flush=True,
         )
-        return 0 if lost == 0 and duplicated == 0 else 1
+        return 0 if snap.final == snap.total and duplicated == 0 else 1
 
 
 class ComponentStopped(Exception):
@@ -212,15 +230,41 @@ class _LiveView:
             self.last_plain = time.monotonic()
 
 
-def _summary(snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str) -> None:
+def _summary(
+    snap: Snapshot, refused, workdir: Path, emulator_url: str, say, until: str, n3_orgs: Sequence[str] = ()
+) -> None:
     say("")
     say(
         f"{snap.final - snap.dead_lettered} {until}, {snap.dead_lettered} dead-lettered, "
-        f"{snap.total - snap.final} not final, of {snap.total} published"
+        f"{snap.unfinished} unfinished (still on their way at the timeout), {snap.unseen} lost (on no topic), "
+        f"of {snap.total} published"
     )
     for e in snap.dead_letters:
         say(f"  dead letter: {e.local_uid} at {e.stage}: {e.reason} — {e.message[:120]}")
+        if e.message_ids:  # each route's own ids, for that route's support (docs/transports.md)
+            kind = "N3 X-Request-IDs" if e.organization in n3_orgs else "ИПС MessageIDs"
+            say(f"    {kind}: {', '.join(e.message_ids)}")
     for name, reason in refused:
         say(f"  left out: {name}: {reason[:140]}")
-    say(f"dead letters: `emd dlq list`; one document: `emd status LOCALUID`; logs: {workdir / 'logs'}")
-    say(f"emulator control API: {emulator_url}/_emulator/requests")
+    say(f"logs: {workdir / 'logs'}; emulator control API: {emulator_url}/_emulator/requests")
+
+
+def _keep_dead_letters(watcher: PipelineWatcher, data_dir: Path) -> None:
+    """The dead letters read from the run's own broker, kept where ``emd dlq`` finds them once it is gone."""
+    reader.keep(watcher.dead_letter_records(), data_dir / reader.KEPT_FILE)
+
+
+def _where(data_dir: Path, watcher: PipelineWatcher, uids: set[str], say, *, kept: bool) -> None:
+    """The commands that read this run's documents and dead letters afterwards, with one of its localUids each."""
+    env = f"EMD_DATA_DIR={shlex.quote(str(data_dir))}"
+    dead = sorted(uid for uid in uids if uid in watcher.dead)
+    done = sorted(uid for uid in uids if uid not in watcher.dead and watcher.is_final(uid))
+    example = (done or dead or sorted(uids) or ["LOCALUID"])[0]
+    say(f"this run's data: {data_dir} (kept until the next run)")
+    lines = [("one document's history:", f"emd status {example}"), ("its dead letters:", "emd dlq list")]
+    if dead:
+        lines.append(("one of them in full:", f"emd dlq show {dead[0]}"))
+    for label, command in lines:
+        say(f"  {label:<24} {env} {command}")
+    if not kept:
+        say("  (the dead letters are on the cluster KAFKA_BOOTSTRAP_SERVERS names: keep it set)")

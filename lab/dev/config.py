@@ -10,13 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from producer.files import private_dir, write_private
 
-__all__ = ["write_dev_config", "dev_credential"]
+__all__ = ["N3_DEV_CODES", "dev_credential", "put_on_n3", "request_config", "write_dev_config"]
+
+#: the N3 codes every development doctor gets (IdSpeciality, IdPosition): the values of N3's own minimal sample
+N3_DEV_CODES = {"id_speciality": 28, "id_position": 114}
 
 
 def _dev_numbers(index: int) -> tuple[str, str, str]:
@@ -29,6 +35,10 @@ def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: A
     key, cert = ca.issue(subject=subject, **issue)
     write_pem(key, cert, cert_path=directory / f"{name}.pem", key_path=directory / f"{name}.key")
     return {"key": f"{name}.key", "certificate": f"{name}.pem"}
+
+
+#: where the development configuration points when no emulator runs (``emd emulator``'s default port)
+DEV_EMULATOR = "http://127.0.0.1:8085"
 
 
 def write_dev_config(
@@ -55,7 +65,7 @@ def write_dev_config(
     fall inside); ``valid_days`` counts from now. Development only: software keys, nobody's CA.
     """
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out)  # private keys: 0600 files in a 0700 directory
     now = dt.datetime.now(dt.UTC)
     not_before = valid_from or dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
     not_after = now + dt.timedelta(days=valid_days)
@@ -124,8 +134,8 @@ def write_dev_config(
             issued=not_before.date(),
             valid_until=not_after.date(),
         )
-        (out / f"org{i}-mchd.xml").write_bytes(xml)
-        (out / f"org{i}-mchd.sig").write_bytes(sign_mchd(xml, key=head_key, certificate=head_cert))
+        write_private(out / f"org{i}-mchd.xml", xml)
+        write_private(out / f"org{i}-mchd.sig", sign_mchd(xml, key=head_key, certificate=head_cert))
         entry["mchd"] = {"xml": f"org{i}-mchd.xml", "signature": f"org{i}-mchd.sig"}
         system = dev_credential(
             out,
@@ -164,5 +174,47 @@ def write_dev_config(
         "organizations": orgs,
     }
     path = out / "organizations.json"
-    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_private(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    return path
+
+
+def put_on_n3(
+    org: dict[str, Any], directory: Path, *, index: int, base_url: str, doctors: Sequence[str]
+) -> tuple[str, str]:
+    """Move one organisation of a development configuration (a dict, as written) to the N3 route of the emulator
+    at ``base_url``: its GUID in ``n3-<index>.token``, EmkService and PixService as on N3's stand, the [G] status
+    method, and N3 codes for each of ``doctors``. Returns (GUID, ЛПУ id), what the emulator's systems file lists."""
+    token, lpu = str(uuid.uuid4()), f"dev-lpu-{index}"
+    write_private(directory / f"n3-{index}.token", token + "\n")  # a secret: 0600
+    org["remd"].update(
+        transport="n3",
+        endpoint=f"{base_url}/n3/emk/EMKService.svc",
+        n3={
+            "lpu_id": lpu,
+            "token_file": f"n3-{index}.token",
+            "status_url": f"{base_url}/n3/status",
+            "docstorage_url": f"{base_url}/n3/docstorage/",
+            "doctors": {snils: dict(N3_DEV_CODES) for snils in doctors},
+        },
+    )
+    return token, lpu
+
+
+def request_config(directory: str | os.PathLike, document: bytes, route: str) -> Path:
+    """A throwaway development configuration for ``emd request --dev``: the document's organisation and signers
+    (keys from a fresh dev CA, as ``emd run`` writes them), on ``route`` ("ips" or "n3") against a local emulator
+    address. Entry point ``emd.dev_config`` (the deployable reaches the lab only through it)."""
+    from producer import cda
+    from producer.xmlsafe import parse_xml
+
+    meta = cda.extract(parse_xml(document))
+    out = Path(directory)
+    doctors = sorted({s.snils for s in meta.signers if s.snils}) or ["12345678901"]
+    path = write_dev_config(
+        out, oids=[meta.organization_oid or "1.2.643.5.1.13.13.12.2.77.9000"], doctors=doctors
+    )
+    if route == "n3":
+        config = json.loads(path.read_text(encoding="utf-8"))
+        put_on_n3(config["organizations"][0], out, index=1, base_url=DEV_EMULATOR, doctors=doctors)
+        path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path

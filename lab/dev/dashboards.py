@@ -8,17 +8,28 @@ libraries (grafanalib, grafana-foundation-sdk) would add a dependency for what i
 (``tests/test_prometheus_live.py``) evaluates every query against a real Prometheus, and a test checks that
 every metric a query names is defined in the code.
 
+Every pipeline metric is scoped by the ``namespace`` and ``pod`` variables (``scoped``: production and a test
+stand side by side in one Prometheus, one pod among the replicas). The "Pods" row reads what Kubernetes and the
+kubelet export (kube-state-metrics' restarts and limits, cAdvisor's CPU throttling and memory: kube-prometheus-stack
+scrapes both), and the Kafka row the brokers' view of each consumer group (Strimzi's Kafka Exporter).
+
 ``MUST_HAVE_DATA`` marks the panels that a demo run with rejections must fill (the others may stay empty:
 no circuit opens, no callback is forged).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 RATE = "$__rate_interval"
 ORG = 'organization=~"$organization"'
+#: the selector every pipeline metric gets, and that of the containers of the pipeline's pods
+SCOPE = 'namespace=~"$namespace", pod=~"$pod"'
+PODS = SCOPE + ', container=~"signer|sender|status|callbacks"'
+#: the retry tiers' topics, as a PromQL string (a regex: `\\.` is a dot)
+RETRY = r'".+\\.retry\\..+"'
 
 
 @dataclass(frozen=True)
@@ -32,8 +43,21 @@ class Panel:
     description: str = ""
 
 
+_METRIC = re.compile(r"\b(emd_[a-z0-9_]+)(?:\{([^}]*)\})?")
+
+
+def scoped(expr: str) -> str:
+    """``expr`` with every pipeline metric (``emd_…``) limited to the chosen namespace and pods."""
+
+    def one(m: re.Match[str]) -> str:
+        inner = m.group(2)
+        return f"{m.group(1)}{{{SCOPE}{', ' + inner if inner else ''}}}"
+
+    return _METRIC.sub(one, expr)
+
+
 def _q(expr: str, legend: str = "") -> tuple[str, str]:
-    return expr, legend
+    return scoped(expr), legend
 
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
@@ -90,6 +114,18 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 ),
                 must_have_data=True,
                 description="Each needs a person: docs/operations.md#emddeadlettersgrowing",
+            ),
+            Panel(
+                "Unhandled dead letters and the oldest's age",
+                (
+                    _q("max by (stage, category) (emd_dead_letters_unhandled)", "{{stage}} {{category}}"),
+                    _q(
+                        "max by (stage, category) (emd_dead_letters_unhandled_oldest_seconds) / 86400",
+                        "oldest, days: {{stage}} {{category}}",
+                    ),
+                ),
+                description="Dead letters whose document has not moved on since (no replay, no resend); the topics delete "
+                "them after 30 days. Counted by the status replica holding the scanner lease.",
             ),
             Panel(
                 "Handling time p95 per stage",
@@ -153,15 +189,42 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         "Kafka",
         (
             Panel(
-                "Lag in records",
-                (_q("sum by (stage, topic) (emd_consumer_lag_records)", "{{stage}} {{topic}}"),),
+                "Input lag in records",
+                (
+                    _q(
+                        f"sum by (stage, topic) (emd_consumer_lag_records{{topic!~{RETRY}}})",
+                        "{{stage}} {{topic}}",
+                    ),
+                ),
+                must_have_data=True,
+                description="Records waiting on each stage's input. The retry tiers are apart (next panel): records "
+                "wait there on purpose.",
+            ),
+            Panel(
+                "Input lag in seconds (oldest unprocessed record)",
+                (
+                    _q(
+                        f"max by (stage, topic) (emd_consumer_lag_seconds{{topic!~{RETRY}}})",
+                        "{{stage}} {{topic}}",
+                    ),
+                ),
+                "s",
                 must_have_data=True,
             ),
             Panel(
-                "Lag in seconds (oldest unprocessed record)",
-                (_q("max by (stage, topic) (emd_consumer_lag_seconds)", "{{stage}} {{topic}}"),),
-                "s",
-                must_have_data=True,
+                "Parked on the retry tiers",
+                (_q(f"sum by (topic) (emd_consumer_lag_records{{topic=~{RETRY}}})", "{{topic}}"),),
+                description="Records waiting for their due time after a transient failure (up to 6 hours): not lag.",
+            ),
+            Panel(
+                "Consumer-group lag, as the brokers see it",
+                (
+                    _q(
+                        f'sum by (consumergroup, topic) (kafka_consumergroup_lag{{namespace=~"$namespace", topic!~{RETRY[:-1]}|.+\\\\.dlt"}})',
+                        "{{consumergroup}} {{topic}}",
+                    ),
+                ),
+                description="Strimzi's Kafka Exporter: still there when a stage is dead and reports nothing itself.",
             ),
             Panel(
                 "Commits",
@@ -207,6 +270,63 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 (_q("sum by (reason) (increase(emd_callbacks_forged_total[1h]))", "{{reason}}"),),
                 must_have_data=True,
                 description="Refused for their WS-Security: docs/operations.md#emdforgedcallbacks",
+            ),
+        ),
+    ),
+    (
+        "Pods",
+        (
+            Panel(
+                "Restarts in the last hour",
+                (
+                    _q(
+                        f"sum by (pod) (increase(kube_pod_container_status_restarts_total{{{PODS}}}[1h]))",
+                        "{{pod}}",
+                    ),
+                ),
+                description="kube-state-metrics. A pod restarting: its previous log (kubectl logs --previous).",
+            ),
+            Panel(
+                "CPU throttling",
+                (
+                    _q(
+                        f"sum by (pod) (rate(container_cpu_cfs_throttled_periods_total{{{PODS}}}[{RATE}]))"
+                        f" / sum by (pod) (rate(container_cpu_cfs_periods_total{{{PODS}}}[{RATE}]))",
+                        "{{pod}}",
+                    ),
+                ),
+                "percentunit",
+                description="Share of CPU periods in which the container hit its limit (cAdvisor). Sustained: raise "
+                "limits.cpu or let the autoscaler add pods.",
+            ),
+            Panel(
+                "Memory against the limit",
+                (
+                    _q(
+                        f"sum by (pod) (container_memory_working_set_bytes{{{PODS}}})"
+                        f' / sum by (pod) (kube_pod_container_resource_limits{{{PODS}, resource="memory"}})',
+                        "{{pod}}",
+                    ),
+                ),
+                "percentunit",
+                description="Working set over limits.memory: at 1 the kernel kills the container (OOMKilled).",
+            ),
+            Panel(
+                "CPU against the request",
+                (
+                    _q(
+                        f"sum by (pod) (rate(container_cpu_usage_seconds_total{{{PODS}}}[{RATE}]))"
+                        f' / sum by (pod) (kube_pod_container_resource_requests{{{PODS}, resource="cpu"}})',
+                        "{{pod}}",
+                    ),
+                ),
+                "percentunit",
+            ),
+            Panel(
+                "Scanner lease",
+                (_q('max by (pod) (emd_lease_held{lease="status-scanners"})', "{{pod}}"),),
+                description="1 on the status replica that runs the deadline and poll scanners and counts unhandled dead "
+                "letters.",
             ),
         ),
     ),
@@ -311,6 +431,36 @@ def dashboard() -> dict[str, Any]:
                     "type": "datasource",
                     "query": "prometheus",
                     "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "namespace",
+                    "label": "Namespace",
+                    "type": "query",
+                    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    "query": {"query": "label_values(emd_build_info, namespace)", "refId": "namespaces"},
+                    "definition": "label_values(emd_build_info, namespace)",
+                    "includeAll": False,
+                    "multi": False,
+                    "current": {},
+                    "refresh": 2,
+                    "hide": 0,
+                },
+                {
+                    "name": "pod",
+                    "label": "Pod",
+                    "type": "query",
+                    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    "query": {
+                        "query": 'label_values(emd_build_info{namespace=~"$namespace"}, pod)',
+                        "refId": "pods",
+                    },
+                    "definition": 'label_values(emd_build_info{namespace=~"$namespace"}, pod)',
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "current": {},
+                    "refresh": 2,
                     "hide": 0,
                 },
                 {

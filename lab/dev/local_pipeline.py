@@ -13,6 +13,7 @@ localUid and a creation time of now (the examples share ids and predate some of 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -26,8 +27,13 @@ from lxml import etree
 
 from lab.broker import free_port
 from lab.dev.supervisor import Supervisor
+from producer.files import write_private
 from producer.nsi import kind_by_code
 from producer.xmlsafe import parse_xml
+from services.timestamps import cda_minute
+
+#: the support console's development user (its password is new on each run: `console_hint`)
+CONSOLE_USER = "dev"
 
 HL7 = "urn:hl7-org:v3"
 #: every child of a full pipeline, in start order (the emulator first: the others need its certificate)
@@ -86,10 +92,30 @@ def as_new_document(data: bytes, *, local_uid: str | None = None) -> bytes:
     """
     root = parse_xml(data)
     _header(root, "id").set("extension", local_uid or uuid.uuid4().hex[:20])
-    _header(root, "effectiveTime").set(
-        "value", datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y%m%d%H%M%z")
-    )
+    _header(root, "effectiveTime").set("value", cda_minute(datetime.now(ZoneInfo("Europe/Moscow"))))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _organization_of(data: bytes) -> str:
+    from producer import cda
+
+    return cda.extract(parse_xml(data)).organization_oid or ""
+
+
+def n3_refusal(data: bytes) -> str | None:
+    """Why the N3 route would refuse this document whoever signs it (its kind in N3's dictionary 195 as shipped,
+    the patient and signers' data N3 needs), or None: the reason code and message the signer would give."""
+    from producer.client import build_created_data, read_document
+    from producer.errors import PermanentError
+    from services.pipeline.n3_route import n3_carries
+    from services.remd.n3_kinds import packaged
+
+    created = build_created_data(read_document(data), system_id="emd-run", document=None)
+    try:
+        n3_carries(created, packaged())
+    except PermanentError as exc:
+        return f"{exc.reason}: {exc.message}"
+    return None
 
 
 def _header(root: etree._Element, name: str) -> etree._Element:
@@ -127,9 +153,9 @@ class LocalPipeline:
     :param configure: called with the parsed organisations configuration (a dict, file names relative to
         ``config_dir``) after :meth:`write_config` made it and before any child starts; what it changes in
         the dict is written back (a test breaks one clinic: a dead endpoint, a certificate ИПС rejects).
-    :param n3_clinics: how many of the documents' organisations (the first, by OID) register through the
-        emulator's N3.Health face instead of ИПС (default 0); their documents are polled every 2 s unless
-        ``env`` sets ``EMD_POLL_INTERVAL_SECONDS``.
+    :param n3_clinics: how many of the documents' organisations register through the emulator's N3.Health face
+        instead of ИПС (default 0): the first by OID whose every document N3 can carry (``n3_refusal``); their
+        documents are polled every 2 s unless ``env`` sets ``EMD_POLL_INTERVAL_SECONDS``.
     """
 
     def __init__(
@@ -166,6 +192,8 @@ class LocalPipeline:
         self.callback_url = f"http://127.0.0.1:{self.callbacks_port}/callback"
         self.config_dir = self.workdir / "config"
         self.data_dir = self.workdir / "data"
+        self.console_users_file = self.config_dir / "console-users.json"
+        self.console_password = ""  # written with the configuration
         self.env: dict[str, str] = {
             **(kafka_env or {}),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -175,6 +203,7 @@ class LocalPipeline:
             "EMD_IPS_CERTIFICATES": str(self.config_dir / "emulator.pem"),
             "EMD_CALLBACK_PORT": str(self.callbacks_port),
             "EMD_ORGANIZATIONS": str(self.config_dir / "organizations.json"),
+            "EMD_CONSOLE_USERS": str(self.config_dir / "console-users.json"),
             **({"EMD_POLL_INTERVAL_SECONDS": "2"} if n3_clinics else {}),
             **(env or {}),
         }
@@ -198,7 +227,7 @@ class LocalPipeline:
         shared = {k: orgs[0]["remd"][k] for k in ("client_entity_id", "system_key", "system_certificate")}
         for org in orgs:
             org["remd"].update(shared)
-        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+        write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         first = orgs[0]
         systems = {
             "systems": [
@@ -208,31 +237,49 @@ class LocalPipeline:
                     "certificates": [str(self.config_dir / first["remd"]["system_certificate"])],
                 }
             ],
-            "n3": self._route_through_n3(orgs),
+            "n3": self._route_through_n3(orgs, snils),
         }
-        orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
-        (self.config_dir / "systems.json").write_text(json.dumps(systems, ensure_ascii=False, indent=2))
+        write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
+        write_private(self.config_dir / "systems.json", json.dumps(systems, ensure_ascii=False, indent=2))
         self._write_emulator_identity()
+        self._write_console_user()
         if self.configure is not None:
             self.configure(config)
-            orgs_file.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+            write_private(orgs_file, json.dumps(config, ensure_ascii=False, indent=2))
         return orgs_file
 
-    def _route_through_n3(self, orgs: list[dict[str, Any]]) -> list[dict[str, str]]:
-        """The first ``n3_clinics`` organisations on the N3 route (the emulator's N3 face); its clients' tokens."""
+    def _write_console_user(self) -> None:
+        """The console's development user, with a fresh random password: every console page needs a login, so
+        a development run prints this way in (``emd run`` / ``emd demo``)."""
+        from services.console.auth import add_user
+
+        self.console_password = secrets.token_urlsafe(12)
+        add_user(self.console_users_file, CONSOLE_USER, self.console_password)
+
+    def console_hint(self) -> str:
+        """How to open the support console on this run, with its development user."""
+        return (
+            f"console: EMD_CONSOLE_USERS={self.console_users_file} EMD_ORGANIZATIONS={self.config_dir / 'organizations.json'} "
+            f"EMD_DATA_DIR={self.data_dir} KAFKA_BOOTSTRAP_SERVERS={self.bootstrap_servers} emd console; "
+            f"log in as {CONSOLE_USER}, password {self.console_password}"
+        )
+
+    def _route_through_n3(self, orgs: list[dict[str, Any]], doctors: list[str]) -> list[dict[str, str]]:
+        """The first ``n3_clinics`` organisations (by OID) whose every document N3 can carry (``n3_refusal``), on the
+        N3 route of the emulator's N3 face; the face's clients (GUID → ЛПУ id)."""
+        from lab.dev.config import put_on_n3
+
+        by_org: dict[str, list[bytes]] = {}
+        for _, data in self.documents:
+            by_org.setdefault(_organization_of(data), []).append(data)
+        ready = [
+            o
+            for o in sorted(orgs, key=lambda o: o["oid"])
+            if not any(n3_refusal(d) for d in by_org.get(o["oid"], []))
+        ]
         clients = []
-        for i, org in enumerate(sorted(orgs, key=lambda o: o["oid"])[: self.n3_clinics], start=1):
-            token, lpu = str(uuid.uuid4()), f"dev-lpu-{i}"
-            (self.config_dir / f"n3-{i}.token").write_text(token + "\n")
-            org["remd"].update(
-                transport="n3",
-                endpoint=f"{self.emulator_url}/n3/emk",
-                n3={
-                    "lpu_id": lpu,
-                    "token_file": f"n3-{i}.token",
-                    "docstorage_url": f"{self.emulator_url}/n3/docstorage/",
-                },
-            )
+        for i, org in enumerate(ready[: self.n3_clinics], start=1):
+            token, lpu = put_on_n3(org, self.config_dir, index=i, base_url=self.emulator_url, doctors=doctors)
             clients.append({"token": token, "lpuId": lpu})
             self.n3_organizations.append(org["oid"])
         return clients
@@ -253,6 +300,15 @@ class LocalPipeline:
         )
 
     def start(self) -> LocalPipeline:
+        """Write the configuration and start the children; if one does not start, stop those already running
+        (``with LocalPipeline(...)`` never reaches ``__exit__`` when ``start`` raises)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalPipeline:
         self.write_config()
         self.supervisor.base_env.update(self.env)
         if "emulator" in self.components:
@@ -309,7 +365,9 @@ class LocalPipeline:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def _wait_for_file(self, path: Path, name: str, timeout: float = 30) -> None:
+    # 120 s: on a 2-core machine at load average 30-40 (parallel test runs) importing the emulator alone took 11 s,
+    # and 30 s ran out before it wrote its certificate
+    def _wait_for_file(self, path: Path, name: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if name in self.supervisor.dead() or time.monotonic() > deadline:

@@ -20,11 +20,11 @@ import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from asn1crypto import core, x509
 from asn1crypto import keys as a_keys
 
+from producer.files import write_private
 from services.crypto import gost, keys
 from services.crypto.certificates import (
     OID_INN,
@@ -232,10 +232,7 @@ def write_pem(
     cert_path: str | os.PathLike,
     key_path: str | os.PathLike | None = None,
 ) -> None:
-    """Write the certificate (PEM) and, if given, the key (PKCS#8 PEM, mode 0600)."""
-    Path(cert_path).write_bytes(certificate.to_pem())
+    """Write the certificate (PEM) and, if given, the key (PKCS#8 PEM); both 0600 in a 0700 directory."""
+    write_private(cert_path, certificate.to_pem())
     if key is not None and key_path is not None:
-        path = Path(key_path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(keys.dump_pkcs8_pem(key))
+        write_private(key_path, keys.dump_pkcs8_pem(key))

@@ -36,10 +36,6 @@ def default_samples() -> Path:
     return ministry_corpus() or REPOSITORY_SAMPLES
 
 
-#: the protocol brief the code's [C]/[P]/[A]/[G] tags refer to (team notes; absent in a user's clone)
-PROTOCOL_BRIEF = shared_dir() / "docs" / "remd-protocol.md"
-
-
 def test_document_for(oid: str) -> bytes | None:
     """A repository sample of organisation ``oid``, re-dated and with a fresh localUid, for ``emd clinic test``
     (entry point ``emd.test_documents``); None when no sample is of that organisation."""

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from producer.files import private_dir
 from services.logs import get_logger
 from services.processes import die_with_parent
 
@@ -48,7 +49,7 @@ class Supervisor:
 
     def __init__(self, *, log_dir: Path, base_env: dict[str, str] | None = None) -> None:
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)  # logs are masked, still nobody else's business: 0700, files 0600
         self.base_env = child_environment(base_env or {})
         self.children: dict[str, Child] = {}
 
@@ -63,7 +64,7 @@ class Supervisor:
         return child
 
     def _spawn(self, child: Child) -> None:
-        out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
+        out = os.fdopen(os.open(child.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         child.process = subprocess.Popen(
             child.argv,
             env=child.env,

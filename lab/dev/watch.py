@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, TopicPartition
 
 from producer import topology
+from services.desk import deadletters as desk
 from services.messaging import deadletter as dl
 
 #: stage reached, in pipeline order; a dead letter is final whatever came before
@@ -37,6 +38,7 @@ class DeadLetter:
     message: str
     message_ids: list[str]
     remd_code: str | None
+    organization: str | None = None
 
 
 @dataclass
@@ -47,9 +49,15 @@ class Snapshot:
     total: int
     rate: float
     errors: list[DeadLetter] = field(default_factory=list)  #: the latest few, for a live view
-    dead_letters: list[DeadLetter] = field(
-        default_factory=list
-    )  #: every dead letter of the documents asked for
+    #: every dead letter of the documents asked for
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: documents asked for that are on no topic at all: published (the broker acknowledged them) and gone
+    unseen: int = 0
+
+    @property
+    def unfinished(self) -> int:
+        """Documents on their way, not final yet: seen on a topic, neither at the final stage nor dead-lettered."""
+        return self.total - self.final - self.unseen
 
 
 class PipelineWatcher:
@@ -70,6 +78,8 @@ class PipelineWatcher:
         self.created_ms: dict[str, int] = {}
         self.final_ms: dict[str, int] = {}
         self._done_times: deque[float] = deque(maxlen=10000)
+        #: every dead-letter record read, as support reads them (``emd run`` keeps them when its broker goes)
+        self.dead_records: list[desk.DeadLetter] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline-watch", daemon=True)
@@ -112,6 +122,17 @@ class PipelineWatcher:
         key = record.key.decode("utf-8", "replace") if record.key else "?"
         with self._lock:
             if topic in _DLT:
+                self.dead_records.append(
+                    desk.DeadLetter.of(
+                        topic,
+                        record.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                        record.headers or (),
+                        timestamp_ms=record.timestamp,
+                    )
+                )
                 h = {k: v for k, v in record.headers or ()}
                 dead = DeadLetter(
                     local_uid=key,
@@ -120,6 +141,7 @@ class PipelineWatcher:
                     message=(h.get(dl.EXCEPTION_MESSAGE) or b"").decode("utf-8", "replace"),
                     message_ids=dl.split_ids(h.get(dl.MESSAGE_IDS)),
                     remd_code=(h.get(dl.REMD_CODE) or b"").decode() or None,
+                    organization=(h.get(dl.ORGANIZATION) or b"").decode() or None,
                 )
                 if key not in self.dead and self.stage_of.get(key) != self.final_stage:
                     self._done_times.append(time.monotonic())
@@ -136,6 +158,11 @@ class PipelineWatcher:
                 self.stage_of[key] = stage
                 if stage == self.final_stage and key not in self.dead:
                     self._done_times.append(time.monotonic())
+
+    def dead_letter_records(self) -> list[desk.DeadLetter]:
+        """Every dead-letter record read so far, in the order read."""
+        with self._lock:
+            return list(self.dead_records)
 
     def is_final(self, local_uid: str) -> bool:
         """Dead-lettered, or at (or past) the final stage."""
@@ -161,6 +188,8 @@ class PipelineWatcher:
             final = dead + sum(per_stage[s] for s in STAGES[STAGES.index(self.final_stage) :])
             now = time.monotonic()
             rate = sum(1 for t in self._done_times if now - t <= 10) / 10
+            # neither at a stage nor dead-lettered: on no topic at all
+            unseen = len(keys) - sum(per_stage.values()) - dead
             return Snapshot(
                 per_stage=per_stage,
                 dead_lettered=dead,
@@ -169,6 +198,7 @@ class PipelineWatcher:
                 rate=rate,
                 errors=list(self.recent),
                 dead_letters=[self.dead[k] for k in dead_keys],
+                unseen=unseen,
             )
 
     def wait_for(self, expected: set[str], *, timeout: float, on_tick=None, tick: float = 1.0) -> Snapshot:

@@ -1,6 +1,7 @@
 """The asynchronous half of a registration: pull the file from the МИС, check it, call back the result.
 
-``Processor.process(job)`` runs, for one accepted ``registerDocument`` (brief §4 steps 4–7):
+``Processor.process(job)`` runs, for one accepted ``registerDocument`` (steps 4–7 of
+``docs/protocol.md#registration-flow``):
 
 1. ``getDocumentFile`` — a signed SOAP request POSTed to the request's ``wsa:ReplyTo``; the МИС's
    answer must be signed by a certificate of the same ИС, carry ``wsa:RelatesTo`` = our MessageID and
@@ -19,6 +20,12 @@
 With ``variants`` (the ``ips-variants`` scenario) each registration's file requests and callback take the
 shape :func:`lab.emulator.variants.shape_for` gives it, and a registered document is asked for again
 later by its emdrId (``later_pull`` on the entry: ok, different_bytes, a code, or gave_up).
+
+``Processor.answer_registry_item(question)`` is ``getRegistryItem``'s asynchronous half: the record (for the ИС
+that registered it; any other gets ``REGISTRY_ITEM_NOT_FOUND``) as a signed ``getRegistryItemResult`` POSTed to
+the request's ReplyTo, with the same retries as a registration's result. The ``callback_lost``,
+``callback_late`` and ``callback_duplicate`` faults apply to it too. Questions are not kept across a restart:
+an answer lost so is asked for again by the МИС (its deadline scanner).
 """
 
 from __future__ import annotations
@@ -39,14 +46,16 @@ from lab.emulator.state import StateDir
 from lab.emulator.systems import System
 from lab.emulator.variants import LaterRequests, Shape, shape_for, shaped_result, spell
 from producer.errors import PermanentError
-from producer.ids import new_message_id, normalize_message_id
+from producer.ids import new_message_id, normalize_message_id, same_message_id
+from services import telemetry
 from services.logs import get_logger
 from services.remd import envelope, soap
 from services.remd import names as n
-from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RemdError
+from services.remd.soap import RegisterRequest, RegisterResult, RegistryItem, RegistryItemResult, RemdError
 from services.remd.wssec import verify_envelope
+from services.timestamps import stored
 
-__all__ = ["Job", "Processor"]
+__all__ = ["Job", "Processor", "RegistryQuestion", "record_item"]
 
 #: what the МИС's signed replies must cover (they carry no wsa:To, which only requests need)
 _REPLY_REFERENCES = ("Body", "Timestamp", "MessageID", "Action")
@@ -62,6 +71,32 @@ class Job:
     arrival: dt.datetime
     decision: Decision
     journal: Path | None = None  # its StateDir file, removed once it is done (kept if we are stopped first)
+    trace: Any = None  # the registerDocument request's trace context (``telemetry.capture``), when tracing
+
+
+@dataclass(slots=True)
+class RegistryQuestion:
+    """One acknowledged ``getRegistryItem`` waiting for its asynchronous answer."""
+
+    emdr_id: str
+    headers: soap.Headers
+    system: System
+    entry: RequestEntry
+    decision: Decision
+
+
+def record_item(record: Any) -> RegistryItem:
+    """A registry record as РЭМД describes it (search matches, getRegistryItem results), its dates as РЭМД
+    writes them."""
+    return RegistryItem(
+        emdr_id=record.emdr_id,
+        local_uid=record.local_uid,
+        kind=record.kind,
+        organization=record.organization,
+        registration_date_time=record.registration_text,
+        store_till_date=record.store_till_text,
+        document_version=record.document_version,
+    )
 
 
 class Processor:
@@ -120,6 +155,17 @@ class Processor:
     # --- the flow ------------------------------------------------------------------------------
 
     def process(self, job: Job) -> None:
+        if job.trace is None:  # tracing off (or a registration resumed from before a restart)
+            self._process_safely(job)
+            return
+        attributes = {
+            telemetry.MESSAGE_ID: normalize_message_id(job.request.headers.message_id),
+            telemetry.LOCAL_UID: job.request.registration.local_uid,
+        }
+        with telemetry.resumed(job.trace, "emulator registration", attributes=attributes):
+            self._process_safely(job)
+
+    def _process_safely(self, job: Job) -> None:
         try:
             self._process(job)
         except Exception as exc:  # noqa: BLE001 - a worker must never die silently
@@ -233,8 +279,8 @@ class Processor:
                 organization=reg.organization,
                 registry_item=RegistryItem(
                     emdr_id=record.emdr_id,
-                    registration_date_time=record.registration_date_time.isoformat(),
-                    store_till_date=record.store_till_date,
+                    registration_date_time=record.registration_text,
+                    store_till_date=record.store_till_text,
                     document_version=record.document_version,
                 ),
             )
@@ -351,7 +397,7 @@ class Processor:
                 "GET_DOCUMENT_FILE_ERROR",
                 f"Подпись ответа getDocumentFile не прошла проверку ({exc.reason}): {exc.message}",
             )
-        if normalize_message_id(parsed.headers.relates_to) != normalize_message_id(message_id):
+        if not same_message_id(parsed.headers.relates_to, message_id):
             return RemdError(
                 "WRONG_MESSAGE_ID",
                 f"Асинхронный запрос файла с messageID [{parsed.headers.relates_to}] не найден",
@@ -364,31 +410,54 @@ class Processor:
 
     def _deliver(self, job: Job, result: RegisterResult, *, kind: str, shape: Shape) -> bool:
         reply_to = job.request.headers.reply_to or ""
-        for attempt in range(1, self.callback_attempts + 1):
-            message_id = spell(new_message_id(), shape.spelling)
-            body = soap.build_register_result(
+        return self._post_callback(
+            job.entry,
+            job.system,
+            reply_to,
+            lambda message_id: soap.build_register_result(
                 result,
                 to=reply_to,
                 key=self.key,
                 certificate=self.certificate,
                 message_id=message_id,
                 **shape.build_options(),
-            )
+            ),
+            kind=kind,
+            status=result.status,
+            soap_version=shape.soap_version,
+            action=n.ACTION_REGISTER_DOCUMENT_RESULT,
+            spelling=shape.spelling,
+        )
+
+    def _post_callback(
+        self,
+        entry: RequestEntry,
+        system: System,
+        reply_to: str,
+        build: Any,
+        *,
+        kind: str,
+        status: str,
+        soap_version: str,
+        action: str,
+        spelling: str = "plain",
+    ) -> bool:
+        """POST ``build(message_id)`` to ``reply_to`` until the МИС acknowledges it, at most ``callback_attempts``
+        times with backoff; every attempt noted on the entry."""
+        for attempt in range(1, self.callback_attempts + 1):
+            message_id = spell(new_message_id(), spelling)
+            body = build(message_id)
             note: dict[str, Any] = {
                 "kind": kind,
                 "attempt": attempt,
                 "at": _now(),
                 "message_id": message_id,
-                "status": result.status,
+                "status": status,
                 "delivered": False,
             }
             try:
                 response = self._client().post(
-                    reply_to,
-                    content=body,
-                    headers=envelope.http_headers(
-                        shape.soap_version, action=n.ACTION_REGISTER_DOCUMENT_RESULT
-                    ),
+                    reply_to, content=body, headers=envelope.http_headers(soap_version, action=action)
                 )
             except httpx.HTTPError as exc:
                 note["error"] = type(exc).__name__
@@ -396,17 +465,63 @@ class Processor:
                 note["http_status"] = response.status_code
                 if response.status_code < 300 and not _is_fault(response.content):
                     note["delivered"] = True
-                    problem = self._ack_problem(response.content, job.system, message_id)
+                    problem = self._ack_problem(response.content, system, message_id)
                     if problem:
                         note["ack_problem"] = problem
-                    self.registry.append(job.entry, "callbacks", note)
+                    self.registry.append(entry, "callbacks", note)
                     return True
                 note["error"] = "fault" if _is_fault(response.content) else f"http_{response.status_code}"
-            self.registry.append(job.entry, "callbacks", note)
+            self.registry.append(entry, "callbacks", note)
             if attempt < self.callback_attempts and self.stop.wait(self._delay(attempt)):
                 return False
-        self.log.warning("callback not delivered", seq=job.entry.seq, attempts=self.callback_attempts)
+        self.log.warning("callback not delivered", seq=entry.seq, attempts=self.callback_attempts)
         return False
+
+    # --- getRegistryItem's asynchronous answer ----------------------------------------------------------
+
+    def answer_registry_item(self, question: RegistryQuestion) -> None:
+        try:
+            self._answer_registry_item(question)
+        except Exception as exc:  # noqa: BLE001 - a worker must never die silently
+            self.log.exception("emulator registry answer failed", error=repr(exc), seq=question.entry.seq)
+            self.registry.update(question.entry, outcome="crashed", finished_at=dt.datetime.now(dt.UTC))
+
+    def _answer_registry_item(self, q: RegistryQuestion) -> None:
+        record = self.registry.by_emdr_id(q.emdr_id)
+        relates = q.headers.message_id or ""
+        if record is None or record.client_entity_id != q.system.client_entity_id:
+            # only the registering ИС may read a record (docs/protocol.md#operations): others are told it
+            # does not exist
+            error = RemdError("REGISTRY_ITEM_NOT_FOUND", f"Регистрационная запись [{q.emdr_id}] не найдена")
+            result = RegistryItemResult(relates_to_message=relates, status=n.STATUS_ERROR, errors=(error,))
+            self.registry.update(q.entry, outcome="error", codes=[error.code])
+        else:
+            result = RegistryItemResult(
+                relates_to_message=relates, status=n.STATUS_SUCCESS, registry_item=record_item(record)
+            )
+            self.registry.update(q.entry, outcome="answered", local_uid=record.local_uid)
+        late = q.decision.callbacks.get("callback_late")
+        if late is not None and self.stop.wait(late.delay):
+            return
+        reply_to = q.headers.reply_to or ""
+
+        def build(message_id: str) -> bytes:
+            return soap.build_registry_item_result(
+                result, to=reply_to, key=self.key, certificate=self.certificate, message_id=message_id
+            )
+
+        if "callback_lost" in q.decision.callbacks:
+            self.registry.append(q.entry, "callbacks", {"kind": "lost", "at": _now(), "delivered": False})
+        else:
+            options = {
+                "status": result.status,
+                "soap_version": "1.1",
+                "action": n.ACTION_GET_REGISTRY_ITEM_RESULT,
+            }
+            self._post_callback(q.entry, q.system, reply_to, build, kind="result", **options)
+            if "callback_duplicate" in q.decision.callbacks:
+                self._post_callback(q.entry, q.system, reply_to, build, kind="duplicate", **options)
+        self.registry.update(q.entry, finished_at=dt.datetime.now(dt.UTC))
 
     def _ack_problem(self, body: bytes, system: System, message_id: str) -> str | None:
         try:
@@ -414,7 +529,7 @@ class Processor:
             ack = soap.parse_callback_ack(body)
         except PermanentError as exc:
             return exc.reason
-        if normalize_message_id(ack.headers.relates_to) != normalize_message_id(message_id):
+        if not same_message_id(ack.headers.relates_to, message_id):
             return "ACK_RELATES_TO_MISMATCH"
         return None
 
@@ -449,4 +564,4 @@ def _is_fault(body: bytes) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+    return stored(dt.datetime.now(dt.UTC))

@@ -1,4 +1,5 @@
-"""The checks РЭМД runs on a registration, in two stages (brief §4 steps 2 and 6).
+"""The checks РЭМД runs on a registration, in two stages (steps 2 and 6 of
+``docs/protocol.md#registration-flow``).
 
 ``check_request`` — the coarse structural check answered synchronously (an error here ends the
 exchange: no file pull, no callback). ``check_document`` — the full check after the file was pulled
@@ -25,6 +26,7 @@ from asn1crypto import cms
 from producer.cda import CdaMetadata, NotCda, extract
 from producer.errors import PermanentError
 from producer.nsi import kind_by_code
+from producer.text import digits
 from producer.xmlsafe import parse_xml
 from services.crypto import cades, gost
 from services.crypto.certificates import Certificate, certificate_from_der
@@ -68,13 +70,6 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return when if when.tzinfo is not None else None
 
 
-def _digits(value: str | None) -> str | None:
-    if value is None:
-        return None
-    digits = "".join(ch for ch in value if ch.isdigit())
-    return digits or None
-
-
 def _same(a: str | None, b: str | None) -> bool:
     return (a or "").strip().casefold().replace("ё", "е") == (b or "").strip().casefold().replace("ё", "е")
 
@@ -83,7 +78,7 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 def check_request(reg: Registration, *, now: dt.datetime | None = None) -> list[RemdError]:
-    """The coarse checks answered in the synchronous response (brief §4 step 2)."""
+    """The coarse checks answered synchronously (step 2 of docs/protocol.md#registration-flow)."""
     now = now or dt.datetime.now(dt.UTC)
     errors: list[RemdError] = []
     created = parse_time(reg.creation_date_time)
@@ -193,7 +188,8 @@ def check_document(
     now: dt.datetime | None = None,
     accredited: Sequence[Certificate] = (),
 ) -> list[RemdError]:
-    """The full checks of the pulled file against the request (brief §4 step 6); [] means register it.
+    """The full checks of the pulled file against the request (step 6 of docs/protocol.md#registration-flow);
+    [] means register it.
 
     ``accredited``: the CAs a signer's certificate must be issued by (РЭМД accepts only accredited УЦ);
     empty = any issuer, as a sandbox without a trust list.
@@ -312,7 +308,7 @@ def _signature_error(
             _CADES_TO_REMD.get(exc.reason, "SIGNATURE_VERIFICATION_ERROR"),
             f"Подпись {s.label}: {exc.message}",
         )
-    if s.personal and cert is not None and cert.snils and s.snils and _digits(cert.snils) != _digits(s.snils):
+    if s.personal and cert is not None and cert.snils and s.snils and digits(cert.snils) != digits(s.snils):
         return RemdError(
             "VALUE_MISMATCH_METADATA_AND_CERTIFICATE",
             f"СНИЛС сотрудника в запросе не совпадает со СНИЛС в сертификате подписи {s.label}",
@@ -372,9 +368,9 @@ def cross_check(reg: Registration, meta: CdaMetadata, created: dt.datetime | Non
     # authenticator signs
     for sign in reg.personal_signatures:
         errors += _signer_mismatches(sign.signer, meta)
-    request_snils = {_digits(sign.signer.snils) for sign in reg.personal_signatures}
+    request_snils = {digits(sign.signer.snils) for sign in reg.personal_signatures}
     for s in meta.signers:
-        if s.role == "legalAuthenticator" and s.snils and _digits(s.snils) not in request_snils:
+        if s.role == "legalAuthenticator" and s.snils and digits(s.snils) not in request_snils:
             errors.append(
                 RemdError(
                     "LEGAL_AUTHENTICATOR_NOT_FOUND",
@@ -407,7 +403,7 @@ def _patient_mismatches(reg: Registration, meta: CdaMetadata) -> list[RemdError]
     if p is None:
         return []
     errors: list[RemdError] = []
-    if _digits(p.snils) != _digits(rp.snils):
+    if digits(p.snils) != digits(rp.snils):
         errors.append(_mismatch("СНИЛС пациента", p.snils, rp.snils))
     for what, doc, req in (
         ("Фамилия пациента", p.family, rp.family),
@@ -426,7 +422,7 @@ def _signer_mismatches(d: Signer, meta: CdaMetadata) -> list[RemdError]:
     """One signer of the request against the СЭМД. One СНИЛС may appear in several CDA roles (author,
     legalAuthenticator); the request carries the person once, so the first appearance with the same position
     is the one compared."""
-    same = [s for s in meta.signers if s.snils and _digits(s.snils) == _digits(d.snils)]
+    same = [s for s in meta.signers if s.snils and digits(s.snils) == digits(d.snils)]
     if not same:
         return [RemdError("INVALID_DOCTOR_SNILS", f"Сотрудник со СНИЛС [{d.snils}] не найден в ЭМД")]
     errors: list[RemdError] = []
@@ -466,6 +462,6 @@ def _recipient_check(reg: Registration, meta: CdaMetadata) -> list[RemdError]:
                 f"Организация-получатель [{r.organization}] из запроса не найдена в ЭМД",
             )
         ]
-    if r.snils is not None and _digits(r.snils) != _digits(doc.snils):
+    if r.snils is not None and digits(r.snils) != digits(doc.snils):
         return [RemdError("RECIPIENT_SNILS_MISMATCH", "СНИЛС получателя в запросе не совпадает с ЭМД")]
     return []

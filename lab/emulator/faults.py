@@ -20,15 +20,18 @@ Fault kinds on the synchronous exchange (the МИС's own HTTP request)::
 although the answer is lost: the МИС cannot tell, exactly as with a real network failure after ИПС
 accepted the message (a correct client then sees a callback for an earlier MessageID).
 
-Fault kinds on the asynchronous side (decided when the registerDocument arrives)::
+Fault kinds on the asynchronous side (decided when the registerDocument — or, for the first three, the
+getRegistryItem — arrives)::
 
-    callback_lost          the registerDocumentResult is never sent
+    callback_lost          the registerDocumentResult (getRegistryItemResult) is never sent
     callback_duplicate     it is sent twice (two MessageIDs, same relatesToMessage)
     callback_late          it is sent ``delay`` seconds later than it would be
     callback_out_of_order  after the success, a stale error callback (RUNTIME_ERROR) for the same request
     callback_early         the whole async flow (file pull, checks, callback) runs before the sync answer
     reject                 the document is rejected with ``code`` (default VALIDATION_ERROR) after the file pull
-                           (on N3's ``n3:AddCase``: at once, as a RequestFault)
+                           (on N3's ``n3:AddMedRecord``: at once, as a RequestFault quoting the code)
+    warn                   N3's ``n3:AddMedRecord`` only: taken, answered with a RequestWarning fault (``code``
+                           in its text)
 
 Scenarios (:data:`SCENARIOS`) are named sets of rules plus a few behaviours (rejections, outage).
 """
@@ -60,8 +63,12 @@ __all__ = [
     "scenario",
 ]
 
-#: the operations that register a document (N3's AddCase takes only ``reject`` of the asynchronous kinds)
-_REGISTRATIONS = ("registerDocument", "n3:AddCase")
+#: the operations that register a document (N3's AddMedRecord takes only ``reject`` and ``warn`` of the
+#: asynchronous kinds, registerDocument every one but ``warn``)
+_REGISTRATIONS = ("registerDocument", "n3:AddMedRecord")
+_N3_ONLY = ("warn",)
+#: the asynchronous kinds getRegistryItem's answer on the callback takes
+_REGISTRY_ANSWER_FAULTS = ("callback_lost", "callback_duplicate", "callback_late")
 SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
 ASYNC_FAULTS = (
     "callback_lost",
@@ -70,6 +77,7 @@ ASYNC_FAULTS = (
     "callback_out_of_order",
     "callback_early",
     "reject",
+    "warn",
 )
 
 #: real permanent РЭМД codes for checks the emulator cannot run itself (ФРМР, ФРМО, ГИП, НСИ look-ups)
@@ -207,11 +215,7 @@ class FaultInjector:
                     continue
                 kind = rule.kinds[0] if len(rule.kinds) == 1 else self._rng.choice(rule.kinds)
                 if kind in ASYNC_FAULTS:
-                    if (
-                        operation not in _REGISTRATIONS
-                        or kind in decision.callbacks
-                        or (operation != "registerDocument" and kind != "reject")
-                    ):
+                    if not _takes(operation, kind) or kind in decision.callbacks:
                         continue
                     decision.callbacks[kind] = rule
                 elif decision.sync is None:
@@ -220,6 +224,15 @@ class FaultInjector:
                     continue
                 rule.fired += 1
         return decision
+
+
+def _takes(operation: str, kind: str) -> bool:
+    """Whether ``operation`` has an asynchronous side ``kind`` can act on."""
+    if operation == "getRegistryItem":
+        return kind in _REGISTRY_ANSWER_FAULTS
+    if operation == "registerDocument":
+        return kind not in _N3_ONLY
+    return operation in _REGISTRATIONS and kind in ("reject", *_N3_ONLY)
 
 
 class Outage:

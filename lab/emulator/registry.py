@@ -6,8 +6,12 @@ The request log lives in memory only. Registered documents do too, unless the re
 with them; ``POST /_emulator/reset`` empties both.
 
 ``emdrId`` format: ``<region>.<2 digits>.<yy>.<mm>.<9-digit sequence>`` — the shape of the registry
-numbers seen in the wild (``16.62.23.09.000014523``, brief §8.4 [P]); the first two parts are
-configurable, the year and month are those of registration.
+numbers seen in the wild (``16.62.23.09.000014523``, ``docs/protocol.md#callback-shapes`` [P]); the first
+two parts are configurable, the year and month are those of registration.
+
+Dates are written as РЭМД writes them (``docs/protocol.md#callback-shapes``): ``registrationDateTime`` to the
+microsecond with the Moscow offset (``2023-09-22T09:27:02.104000+03:00``), ``storeTillDate`` a date with the
+offset (``2048-09-22+03:00``).
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from lab.emulator.state import StateDir
+from services.timestamps import stored
 
-__all__ = ["Registry", "RegistryRecord", "RequestEntry"]
+__all__ = ["MOSCOW", "Registry", "RegistryRecord", "RequestEntry"]
+
+#: the offset РЭМД writes its dates and times in
+MOSCOW = timezone(timedelta(hours=3))
 
 
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
+def _stored(when: datetime | None) -> str | None:
+    return stored(when) if when is not None else None
 
 
 @dataclass(slots=True)
@@ -45,8 +53,18 @@ class RegistryRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["registration_date_time"] = _iso(self.registration_date_time)
+        data["registration_date_time"] = _stored(self.registration_date_time)
         return data
+
+    @property
+    def registration_text(self) -> str:
+        """``registrationDateTime`` as РЭМД writes it: Moscow offset, microseconds."""
+        return self.registration_date_time.astimezone(MOSCOW).isoformat(timespec="microseconds")
+
+    @property
+    def store_till_text(self) -> str:
+        """``storeTillDate`` as РЭМД writes it: a date with the Moscow offset."""
+        return f"{self.store_till_date[:10]}+03:00"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RegistryRecord:
@@ -81,8 +99,8 @@ class RequestEntry:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["received_at"] = _iso(self.received_at)
-        data["finished_at"] = _iso(self.finished_at)
+        data["received_at"] = _stored(self.received_at)
+        data["finished_at"] = _stored(self.finished_at)
         return data
 
 
@@ -90,7 +108,7 @@ class Registry:
     """Registered documents and the request log; thread-safe.
 
     A localUid is unique per information system (clientEntityId), as РЭМД checks it across the registering
-    system's documents whatever their organisation (addendum [A]).
+    system's documents whatever their organisation (``docs/protocol.md#request-body`` [A]).
     """
 
     def __init__(
@@ -139,8 +157,10 @@ class Registry:
                 kind=kind,
                 message_id=message_id,
                 client_entity_id=client_entity_id,
-                registration_date_time=now.replace(microsecond=0),
-                store_till_date=(now + timedelta(days=365 * self.store_years)).date().isoformat(),
+                registration_date_time=now,
+                store_till_date=(now.astimezone(MOSCOW) + timedelta(days=365 * self.store_years))
+                .date()
+                .isoformat(),
                 patient_snils=patient_snils,
                 digest=digest,
             )

@@ -4,7 +4,9 @@ Every POST outside ``/_emulator/`` is a SOAP request for РЭМД (the path does
 ИПС address). In order: outage → fault rules → WS-Security (the signature verifies, the certificate
 belongs to the ``clientEntityId``; else an ИПС AuthorizationFault) → the operation
 (``registerDocument``, ``searchRegistryItem``, ``getRegistryItem``). An accepted ``registerDocument``
-is handed to a worker thread (``callbacks.Processor``) and answered ``status=success`` at once.
+is handed to a worker thread (``callbacks.Processor``) and answered ``status=success`` at once; so is a
+``getRegistryItem``, whose record (or ``REGISTRY_ITEM_NOT_FOUND``) then goes to the request's ``wsa:ReplyTo``
+as a ``getRegistryItemResult`` callback, as РЭМД answers it asynchronously.
 
 Control API (JSON)::
 
@@ -37,7 +39,7 @@ from lxml import etree
 
 from lab.dev.pki import DevCA, SubjectInfo
 from lab.emulator import checks
-from lab.emulator.callbacks import Job, Processor
+from lab.emulator.callbacks import Job, Processor, RegistryQuestion, record_item
 from lab.emulator.faults import Decision, FaultInjector, Outage, Rule, Scenario
 from lab.emulator.faults import scenario as make_scenario
 from lab.emulator.n3 import N3Face
@@ -45,13 +47,15 @@ from lab.emulator.registry import Registry
 from lab.emulator.state import StateDir
 from lab.emulator.systems import System
 from producer.errors import PermanentError
+from producer.ids import normalize_message_id
 from producer.xmlsafe import parse_xml
+from services import telemetry
 from services.crypto.certificates import Certificate
 from services.logs import get_logger
 from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.envelope import is_anonymous
-from services.remd.soap import RegistryItem, RemdError
+from services.remd.soap import RemdError
 from services.remd.wssec import verify_envelope
 
 __all__ = ["Emulator", "MAX_REQUEST_BYTES"]
@@ -100,8 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             emu._control_post(self, body)
         elif path.startswith("/n3/"):  # the N3.Health face, in front of the same registry
-            # the request's header Message answers get() without regard to case: all the N3 face asks of it
-            status, answer, content_type = emu.n3.handle(path, body, self.headers)  # type: ignore[arg-type]
+            with telemetry.server_span(f"emulator n3 {path.rsplit('/', 1)[-1]}", headers=self.headers):
+                # the request's header Message answers get() without regard to case: all the N3 face asks of it
+                status, answer, content_type = emu.n3.handle(path, body, self.headers)  # type: ignore[arg-type]
             self.send_bytes(answer, status=status, content_type=content_type)
         else:
             emu._soap(self, body)
@@ -247,6 +252,7 @@ class Emulator:
             tokens=n3_tokens or {},
             later=self.processor.later,
             delay=n3_delay,
+            rejection_rate=self.scenario.rejection_rate,
         )
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
@@ -392,6 +398,7 @@ class Emulator:
         fresh = make_scenario(name)
         self.scenario = fresh
         self.processor.rejection_rate = fresh.rejection_rate
+        self.n3.rejection_rate = fresh.rejection_rate
         self.faults.replace(fresh.rules, seed=self._seed)
 
     # --- control API ---------------------------------------------------------------------------
@@ -459,6 +466,24 @@ class Emulator:
     def _soap(self, h: _Handler, body: bytes) -> None:
         arrival = dt.datetime.now(dt.UTC)
         operation, message_id, local_uid, version = _peek(body)
+        attributes = {
+            telemetry.MESSAGE_ID: normalize_message_id(message_id) if message_id else None,
+            telemetry.LOCAL_UID: local_uid,
+            "rpc.method": operation,
+        }
+        with telemetry.server_span(f"emulator {operation}", headers=h.headers, attributes=attributes):
+            self._answer_soap(h, body, arrival, operation, message_id, local_uid, version)
+
+    def _answer_soap(
+        self,
+        h: _Handler,
+        body: bytes,
+        arrival: dt.datetime,
+        operation: str,
+        message_id: str | None,
+        local_uid: str | None,
+        version: str,
+    ) -> None:
         if self.outage is not None:
             if self.outage.start == "first-request":
                 self.outage.begin()
@@ -564,7 +589,6 @@ class Emulator:
         if operation == "getRegistryItem":
             return soap.build_registry_item_response(
                 relates_to=relates,
-                item=None,
                 status=n.STATUS_ERROR,
                 errors=[error],
                 key=self.key,
@@ -652,7 +676,7 @@ class Emulator:
         if operation == "searchRegistryItem":
             return self._search(parsed, entry)
         emdr_id, item_headers = parsed
-        return self._get_item(emdr_id, item_headers, entry, system)
+        return self._get_item(emdr_id, item_headers, entry, system, decision, version)
 
     def _register(
         self,
@@ -702,7 +726,13 @@ class Emulator:
             else None
         )  # durable before "success" is answered
         job = Job(
-            request=request, system=system, entry=entry, arrival=arrival, decision=decision, journal=journal
+            request=request,
+            system=system,
+            entry=entry,
+            arrival=arrival,
+            decision=decision,
+            journal=journal,
+            trace=telemetry.capture(),  # its file pull and callback continue this request's trace
         )
         if "callback_early" in decision.callbacks:
             self.processor.process(job)  # file pull and callback before the synchronous answer
@@ -730,40 +760,40 @@ class Emulator:
         self.registry.update(entry, outcome="answered", finished_at=dt.datetime.now(dt.UTC))
         return 200, soap.build_search_response(
             relates_to=req.headers.message_id or "",
-            items=[_item(r) for r in found],
+            items=[record_item(r) for r in found],
             key=self.key,
             certificate=self.certificate,
         )
 
-    def _get_item(self, emdr_id: str, headers: soap.Headers, entry: Any, system: System) -> tuple[int, bytes]:
-        record = self.registry.by_emdr_id(emdr_id)
-        self.registry.update(entry, outcome="answered", finished_at=dt.datetime.now(dt.UTC))
-        if record is None or record.client_entity_id != system.client_entity_id:
-            # only the registering ИС may read a record (brief §2.1); others are told it does not exist
-            error = RemdError("REGISTRY_ITEM_NOT_FOUND", f"Регистрационная запись [{emdr_id}] не найдена")
-            return 200, soap.build_registry_item_response(
-                relates_to=headers.message_id or "",
-                item=None,
-                status=n.STATUS_ERROR,
-                errors=[error],
-                key=self.key,
-                certificate=self.certificate,
+    def _get_item(
+        self,
+        emdr_id: str,
+        headers: soap.Headers,
+        entry: Any,
+        system: System,
+        decision: Decision,
+        version: str,
+    ) -> tuple[int, bytes]:
+        """Acknowledge at once; the record (only the ИС that registered it gets it) goes to ReplyTo later."""
+        if (
+            not headers.reply_to
+            or is_anonymous(headers.reply_to)
+            or not headers.reply_to.startswith(("http://", "https://"))
+        ):
+            self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
+            return self._fault(
+                "ValidationFault",
+                "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного вызова",
+                relates_to=headers.message_id,
+                version=version,
+                detail_code="VALIDATION_ERROR",
             )
-        return 200, soap.build_registry_item_response(
-            relates_to=headers.message_id or "",
-            item=_item(record),
-            key=self.key,
-            certificate=self.certificate,
+        self.registry.update(entry, outcome="accepted", emdr_id=emdr_id)
+        question = RegistryQuestion(
+            emdr_id=emdr_id, headers=headers, system=system, entry=entry, decision=decision
         )
-
-
-def _item(record: Any) -> RegistryItem:
-    return RegistryItem(
-        emdr_id=record.emdr_id,
-        local_uid=record.local_uid,
-        kind=record.kind,
-        organization=record.organization,
-        registration_date_time=record.registration_date_time.isoformat(),
-        store_till_date=record.store_till_date,
-        document_version=record.document_version,
-    )
+        if self._executor is not None:
+            self._executor.submit(self.processor.answer_registry_item, question)
+        return 200, soap.build_registry_item_response(
+            relates_to=headers.message_id or "", key=self.key, certificate=self.certificate
+        )

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.timestamps import file_stamp
+
 __all__ = ["PendingJob", "StateDir"]
 
 
@@ -71,7 +73,7 @@ class StateDir:
     # --- accepted, not finished ----------------------------------------------------------------
     def accept(self, body: bytes, *, client_entity_id: str, arrival: dt.datetime) -> Path:
         """Record an accepted request (write then rename, so a kill leaves it whole or absent)."""
-        path = self.pending_dir / f"{arrival:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.json"
+        path = self.pending_dir / f"{file_stamp(arrival)}-{uuid.uuid4().hex[:8]}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(
             json.dumps(

@@ -1,9 +1,10 @@
-"""The ``ips-variants`` scenario: what РЭМД/ИПС sends the МИС, in every shape real traffic shows (addendum).
+"""The ``ips-variants`` scenario: what РЭМД/ИПС sends the МИС, in every shape real traffic shows
+(``docs/protocol.md#callback-shapes``).
 
 A :class:`Shape` fixes, for one registration, how its ``getDocumentFile`` and ``registerDocumentResult`` are
 written: SOAP 1.1 or 1.2 (each message kind), WS-Addressing with a prefix or unprefixed with ИПС's fixed wsu:Ids, a ReplyTo
 with either anonymous URI (or none), the spelling of ``relatesToMessage`` (bare, ``urn:uuid:`` upper case,
-upper case without hyphens, ``uuid:``), ``kind`` as text / ``kind/code`` / attribute,
+upper case without hyphens, ``uuid:``, the mail-style ``<…>``), ``kind`` as text / ``kind/code`` / attribute,
 ``registrationDate`` or ``registrationDateTime``, ``status`` success or OK, ``documentStatus``,
 ``registrationWarnings`` and a ``creationDateTime`` inside ``registryItem``. :func:`shape_for` walks every
 option of every dimension within the first few registrations (dimension *i* takes option ``(seq + i) % k``),
@@ -35,7 +36,7 @@ DIMENSIONS: dict[str, tuple[Any, ...]] = {
     "file_soap_version": ("1.2", "1.1"),
     "wsa_prefix": (False, True),
     "reply_to": (n.WSA_ANONYMOUS_2004, None, n.WSA_ANONYMOUS),
-    "spelling": ("urn-upper", "plain", "compact-upper", "uuid-prefix"),
+    "spelling": ("urn-upper", "plain", "compact-upper", "uuid-prefix", "mail"),
     "kind_form": ("code", "text", "attribute"),
     "date_element": (n.REGISTRATION_DATE, n.REGISTRATION_DATE_TIME),
     "status": (n.STATUS_OK, n.STATUS_SUCCESS),
@@ -91,6 +92,7 @@ def spell(message_id: str, spelling: str) -> str:
         "urn-upper": f"urn:uuid:{str(value).upper()}",
         "compact-upper": value.hex.upper(),
         "uuid-prefix": f"uuid:{value}",
+        "mail": f"<{value}>",  # the mail-style Message-ID form some gateways and journals write
     }[spelling]
 
 

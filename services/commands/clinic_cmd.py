@@ -6,7 +6,7 @@
     emd clinic promote OID [--force]         to production, only after a successful test (--force is logged)
     emd clinic suspend OID --reason TEXT     hold the clinic's documents again
 
-States: onboarding → testing → production (→ suspended), kept in the desk store next to the lifecycle
+States: onboarding → testing → production (→ suspended), kept in the support tables next to the lifecycle
 (``EMD_LIFECYCLE_STORE``). Until a clinic is promoted its documents go to its test stand or are held
 (``EMD_UNPROMOTED_CLINICS``, docs/support.md). ``test`` needs the pipeline running (broker, workers,
 callback service); without ``--document`` it uses a development sample of that organisation.
@@ -81,19 +81,19 @@ def _errors(command):
     return run
 
 
-def _desk(settings: Settings) -> Any:
-    from services.lifecycle.desk import open_desk_store
+def _tables(settings: Settings) -> Any:
+    from services.lifecycle.support_tables import open_support_tables
 
-    return open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    return open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
 
 
 @contextmanager
-def _opened_desk() -> Iterator[Any]:
-    desk = _desk(Settings.from_env())
+def _opened_tables() -> Iterator[Any]:
+    tables = _tables(Settings.from_env())
     try:
-        yield desk
+        yield tables
     finally:
-        desk.close()
+        tables.close()
 
 
 def _actor() -> str:
@@ -107,10 +107,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     config = load_organizations(settings.organizations_file)
-    desk = _desk(settings)
+    tables = _tables(settings)
     try:
         for oid, org in sorted(config.organizations.items()):
-            c = desk.clinic(oid)
+            c = tables.clinic(oid)
             tested = (
                 f"tested {c.tested_at:%Y-%m-%d %H:%M} UTC ({c.tested_local_uid})"
                 if c.tested_at
@@ -118,7 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
             print(f"{oid}  {c.state:<10}  {tested}  {org.name}")
     finally:
-        desk.close()
+        tables.close()
     return 0
 
 
@@ -139,8 +139,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except EmdError as exc:
         print(f"emd clinic check: --ca: {exc.message}", file=sys.stderr)
         return 2
-    with _opened_desk() as desk:
-        state = desk.clinic(args.oid).state
+    with _opened_tables() as tables:
+        state = tables.clinic(args.oid).state
     lines = readiness.check(
         args.oid, config, cas=cas, clinic_state=state, unpromoted=settings.unpromoted_clinics
     )
@@ -197,7 +197,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     else:
         document = _sample_for(args.oid)
     lifecycle = open_store(settings.data_dir, url=settings.lifecycle_store_url)
-    desk = _desk(settings)
+    tables = _tables(settings)
     try:
         with DocumentPublisher(
             settings.kafka_bootstrap_servers, store=store_from_settings(settings), system_id="emd-clinic-test"
@@ -207,14 +207,14 @@ def cmd_test(args: argparse.Namespace) -> int:
                 document,
                 publish=lambda data: publisher.publish(data).local_uid,
                 lifecycle=lifecycle,
-                desk=desk,
+                tables=tables,
                 actor=_actor(),
                 timeout=args.timeout,
                 say=lambda s: print(s, flush=True),
             )
     finally:
         lifecycle.close()
-        desk.close()
+        tables.close()
     ids = ", ".join(result.message_ids) or "-"
     if result.ok:
         print(f"test passed: {result.local_uid} registered as {result.emdr_id}; MessageIDs {ids}")
@@ -225,11 +225,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from services.lifecycle.desk import ClinicConflict
+    from services.lifecycle.support_tables import ClinicConflict
 
-    with _opened_desk() as desk:
+    with _opened_tables() as tables:
         try:
-            clinic = desk.promote(args.oid, actor=_actor(), force=args.force)
+            clinic = tables.promote(args.oid, actor=_actor(), force=args.force)
         except ClinicConflict as exc:
             print(f"emd clinic promote: refused: {exc}", file=sys.stderr)
             return 1
@@ -240,8 +240,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
-    with _opened_desk() as desk:
-        clinic = desk.suspend(args.oid, actor=_actor(), reason=args.reason)
+    with _opened_tables() as tables:
+        clinic = tables.suspend(args.oid, actor=_actor(), reason=args.reason)
     print(
         f"{args.oid} is {clinic.state}: its documents go to the test stand or are held until promoted again"
     )

@@ -4,8 +4,10 @@
     emd console add-user NAME              add or replace a user who may replay and promote; the password
                                            is read from standard input (never from the command line)
 
-Read-only without a login; replay and promote need one (EMD_CONSOLE_USERS: names with scrypt hashes).
-It reads the dead-letter topics (KAFKA_BOOTSTRAP_SERVERS), the lifecycle and desk stores
+Every page needs a login (EMD_CONSOLE_USERS: names with scrypt hashes); at most 10 failed logins per user
+and per address in 15 minutes, then a 15-minute lockout. Behind a TLS front, set EMD_CONSOLE_TRUSTED_PROXIES
+(and EMD_CONSOLE_SECURE_COOKIES=true when the console is only reached through it).
+It reads the dead-letter topics (KAFKA_BOOTSTRAP_SERVERS), the lifecycle store and the support tables
 (EMD_LIFECYCLE_STORE / EMD_DATA_DIR), the claim-check store and the organisations file.
 """
 
@@ -66,23 +68,21 @@ def build_console(settings: Settings) -> Any:
     from services.desk.deadletters import TOPIC_OF_STAGE
     from services.documents.store import store_from_settings
     from services.lifecycle import open_store
-    from services.lifecycle.desk import open_desk_store
+    from services.lifecycle.support_tables import open_support_tables
     from services.messaging.clients import kafka_python_config
     from services.pipeline.exchanges import ExchangeArchive
-    from services.pipeline.organizations import load_organizations
+    from services.pipeline.organizations import load_organizations, watch_organizations
 
     kafka = kafka_python_config(settings)
-    desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
-    cache: dict[str, Any] = {}
+    tables = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
+    # certificates and settings only: the console holds no key; reloaded when the file changes
+    config = load_organizations(
+        settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="console"
+    )
+    watch_organizations(config, interval=settings.organizations_reload_seconds)
 
     def organizations() -> Any:
-        path = Path(settings.organizations_file)
-        mtime = path.stat().st_mtime  # keys are loaded once per version of the file, not per page
-        if cache.get("mtime") != mtime:
-            cache.update(
-                mtime=mtime, config=load_organizations(path, max_document_bytes=settings.max_document_bytes)
-            )
-        return cache["config"]
+        return config
 
     def clinic_readiness(oid: str) -> list[Any]:
         ca = Path(settings.organizations_file).parent / "ca.pem"
@@ -91,7 +91,7 @@ def build_console(settings: Settings) -> Any:
             oid,
             organizations(),
             cas=cas,
-            clinic_state=desk.clinic(oid).state,
+            clinic_state=tables.clinic(oid).state,
             unpromoted=settings.unpromoted_clinics,
         )
 
@@ -110,12 +110,14 @@ def build_console(settings: Settings) -> Any:
     return Console(
         index=DeadLetterIndex(kafka, list(TOPIC_OF_STAGE.values())).start(),
         lifecycle=open_store(settings.data_dir, url=settings.lifecycle_store_url),
-        desk=desk,
-        archive=ExchangeArchive(documents=store_from_settings(settings), desk=desk),
+        tables=tables,
+        archive=ExchangeArchive(documents=store_from_settings(settings), tables=tables),
         organizations=organizations,
         readiness=clinic_readiness,
         replay=replay,
         sessions=Sessions(load_users(settings.console_users_file)),
+        secure_cookies=settings.console_secure_cookies,
+        trusted_proxies=[p for p in settings.console_trusted_proxies.split(",") if p.strip()],
     )
 
 
@@ -133,12 +135,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         console = build_console(settings)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # a bad users file or EMD_CONSOLE_TRUSTED_PROXIES entry
         print(f"emd console: {exc}", file=sys.stderr)
         return 2
     if not console.sessions.users:
         print(
-            f"emd console: no users in {settings.console_users_file}: read-only (emd console add-user NAME)",
+            f"emd console: no users in {settings.console_users_file}: nobody can log in, and every page needs "
+            "a login (emd console add-user NAME)",
             file=sys.stderr,
         )
     host, port = args.host or settings.console_host, args.port or settings.console_port
@@ -153,5 +156,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         console.index.stop()
         console.lifecycle.close()
-        console.desk.close()
+        console.tables.close()
     return 0

@@ -12,7 +12,10 @@ Patient data is masked unless ``--unmask``, which is written to the desk's audit
 interrupted run stopped (SIGTERM or Ctrl-C end it between records), so it runs unchanged as a Kubernetes
 Job: configuration from the environment, exit 0 when done, 1 when a stop request cut it short, 2 for bad
 input. The cluster is ``KAFKA_BOOTSTRAP_SERVERS``; attempts and kept requests come from the lifecycle and
-desk stores (``EMD_LIFECYCLE_STORE``, ``EMD_DATA_DIR``) and the claim-check store (``EMD_DOCUMENT_STORE``).
+support tables (``EMD_LIFECYCLE_STORE``, ``EMD_DATA_DIR``) and the claim-check store (``EMD_DOCUMENT_STORE``).
+Without a cluster, ``list``, ``show``, ``export`` and ``ticket`` read the dead letters a local ``emd run`` or
+``emd demo`` kept in ``EMD_DATA_DIR`` (its broker's topics went with it); the line such a run prints at its end
+names that directory.
 """
 
 from __future__ import annotations
@@ -159,16 +162,31 @@ def _kafka() -> dict[str, Any]:
 
     settings = Settings.from_env()
     if not settings.kafka_bootstrap_servers:
-        print("emd dlq: set KAFKA_BOOTSTRAP_SERVERS (dead letters live on the cluster)", file=sys.stderr)
+        print(
+            "emd dlq: set KAFKA_BOOTSTRAP_SERVERS (dead letters live on the cluster; a local `emd run` keeps "
+            "its own in its EMD_DATA_DIR, which its last line names)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return kafka_python_config(settings)
 
 
+def _read(topics: list[str]) -> list[DeadLetter]:
+    """The dead letters of ``topics``: from the cluster, or without one from what a local run kept."""
+    settings = Settings.from_env()
+    kept = Path(settings.data_dir) / reader.KEPT_FILE
+    if not settings.kafka_bootstrap_servers and kept.is_file():
+        print(
+            f"emd dlq: no KAFKA_BOOTSTRAP_SERVERS: the dead letters a local run kept in {kept}",
+            file=sys.stderr,
+        )
+        return reader.read_kept(kept, topics)
+    return reader.read_all(_kafka(), topics)
+
+
 def _select(args: argparse.Namespace, filters: Filters | None = None) -> list[DeadLetter]:
     filters = filters or filters_of(args)
-    return newest_first(
-        reader.read_all(_kafka(), filters.topics()), filters, limit=getattr(args, "limit", None)
-    )
+    return newest_first(_read(filters.topics()), filters, limit=getattr(args, "limit", None))
 
 
 def actor() -> str:
@@ -180,18 +198,18 @@ def actor() -> str:
 
 
 class Desk:
-    """The stores ``show`` and ``ticket`` read (lifecycle, desk, claim-check), opened from the settings."""
+    """The stores ``show`` and ``ticket`` read (lifecycle, support tables, claim-check), opened from the settings."""
 
     def __init__(self, settings: Settings) -> None:
         from services.documents.store import store_from_settings
         from services.lifecycle import open_store
-        from services.lifecycle.desk import open_desk_store
+        from services.lifecycle.support_tables import open_support_tables
         from services.pipeline.exchanges import ExchangeArchive
 
         self.settings = settings
         self.lifecycle = open_store(settings.data_dir, url=settings.lifecycle_store_url)
-        self.desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
-        self.archive = ExchangeArchive(documents=store_from_settings(settings), desk=self.desk)
+        self.tables = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
+        self.archive = ExchangeArchive(documents=store_from_settings(settings), tables=self.tables)
 
     def organization(self, oid: str | None) -> Any:
         from services.pipeline.organizations import load_organizations
@@ -203,7 +221,7 @@ class Desk:
 
     def close(self) -> None:
         self.lifecycle.close()
-        self.desk.close()
+        self.tables.close()
 
 
 def _audit(action: str, **detail: Any) -> None:
@@ -211,12 +229,12 @@ def _audit(action: str, **detail: Any) -> None:
     writable: the log line is then the record, and the warning says so)."""
     import sqlite3
 
-    from services.lifecycle.desk import open_desk_store
+    from services.lifecycle.support_tables import open_support_tables
 
     _log.warning(action, actor=actor(), **detail)
     settings = Settings.from_env()
     try:
-        store = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+        store = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
         try:
             store.audit(action, actor=actor(), **detail)
         finally:
@@ -258,7 +276,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if case is None:
             return 1
         if args.unmask:  # who looked at patient data, and at which document
-            desk.desk.audit("dlq.unmask", actor=actor(), target=args.uid, via="emd dlq show")
+            desk.tables.audit("dlq.unmask", actor=actor(), target=args.uid, via="emd dlq show")
             _log.warning("dlq.unmask", local_uid=args.uid, actor=actor())
         print(
             json.dumps(case_json(case, unmask=args.unmask), ensure_ascii=False, indent=2)

@@ -22,6 +22,7 @@ from producer.client import (
 )
 from producer.errors import ConfigurationError
 from producer.events import Envelope
+from services import telemetry
 from services.config import Settings
 from services.documents.store import DocumentStore, store_from_settings
 from services.messaging.clients import security_from
@@ -94,6 +95,7 @@ def run_publish(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
+        telemetry.start("emd-mis", instrument=())  # the МИС library's publish spans, the store's
     except ConfigurationError as exc:
         raise _Refused(str(exc), 2) from None
     system_id = args.system_id or settings.kafka_client_id

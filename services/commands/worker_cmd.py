@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from producer.errors import ConfigurationError
+from services import telemetry
 from services.config import Settings
 from services.logs import configure, get_logger
 from services.messaging.app import App
@@ -23,7 +24,7 @@ WORKERS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run a pipeline stage (signer, sender, status)", description=__doc__)
+    p = sub.add_parser("worker", help="run a pipeline worker (signer, sender, status)", description=__doc__)
     p.add_argument("name", choices=sorted(WORKERS), help="the stage to run")
     p.add_argument(
         "--check",
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print(text)
             return 0 if ok else 1
         configure(fmt=settings.log_format, level=settings.log_level)
+        telemetry.start(f"emd-{args.name}")  # before build: the stores and transports it makes are traced
         if not settings.kafka_bootstrap_servers:
             raise ConfigurationError(
                 "KAFKA_BOOTSTRAP_SERVERS is not set (start `emd broker` and export the address it prints)"

@@ -8,14 +8,22 @@ quiet end, so the first page is complete rather than half-loaded.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from services.desk.deadletters import DeadLetter, Filters, newest_first
+from services.desk.deadletters import STAGE_OF_TOPIC, TOPIC_OF_STAGE, DeadLetter, Filters, newest_first
 from services.logs import get_logger
 
 log = get_logger(__name__)
+#: a dead letter's id in the console's URLs and forms: the stage whose topic holds it, partition, offset
+_LETTER_ID = re.compile(r"^(signer|sender|status)-(\d{1,9})-(\d{1,19})$")
+
+
+def letter_id(d: DeadLetter) -> str:
+    """``<stage>-<partition>-<offset>``: where the record is, which is all an action needs to name it."""
+    return f"{STAGE_OF_TOPIC.get(d.topic, d.stage)}-{d.partition}-{d.offset}"
 
 
 class DeadLetterIndex:
@@ -25,6 +33,7 @@ class DeadLetterIndex:
         self.kafka, self.topics, self.idle = dict(kafka), list(topics), idle
         self.ready = threading.Event()
         self._letters: list[DeadLetter] = []
+        self._by_position: dict[tuple[str, int, int], DeadLetter] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="emd-console-dlt", daemon=True)
@@ -40,6 +49,16 @@ class DeadLetterIndex:
     def add(self, letters: Sequence[DeadLetter]) -> None:
         with self._lock:
             self._letters.extend(letters)
+            for d in letters:
+                self._by_position[(d.topic, d.partition, d.offset)] = d
+
+    def by_id(self, text: str) -> DeadLetter | None:
+        """The dead letter ``letter_id`` names, when ``text`` is one and the index holds it; else None."""
+        m = _LETTER_ID.match(text or "")
+        if m is None:
+            return None
+        with self._lock:
+            return self._by_position.get((TOPIC_OF_STAGE[m.group(1)], int(m.group(2)), int(m.group(3))))
 
     def query(self, filters: Filters | None = None, *, limit: int | None = None) -> list[DeadLetter]:
         with self._lock:
@@ -99,5 +118,6 @@ class DeadLetterIndex:
                 log.warning("console lost the cluster, reading again", error=str(exc))
                 with self._lock:
                     self._letters.clear()  # read again from the beginning: no duplicates, no gaps
+                    self._by_position.clear()
             finally:
                 consumer.close()

@@ -1,7 +1,7 @@
 """Every GOST byte-order conversion, in one place.
 
 GOST structures mix byte orders, and each mix-up produces signatures that look fine and verify nowhere.
-The rules (all confirmed against OpenSSL's GOST engine, see ``shared/docs/gost-crypto.md``):
+The rules (all confirmed against OpenSSL's GOST engine, ``docs/gost.md#byte-order``):
 
 * **digest → e**: the Streebog digest bytes (as in messageDigest, XML DigestValue, ``openssl dgst``) are
   read **little-endian** to get the integer ``e`` of GOST R 34.10-2012;

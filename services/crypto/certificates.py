@@ -197,16 +197,19 @@ def certificate_from_der(der: bytes) -> Certificate:
     A ``Certificate`` is immutable, so one object serves every caller; an unreadable one is not kept.
 
     Parsed whole before it is shared: asn1crypto parses a structure's children lazily, on first access, and two
-    threads doing that at once on one shared object can read a half-built child (an emulator job once failed on
-    a СНИЛС attribute with ``No field numbered 1``)."""
+    threads doing that at once on one shared object can read a half-built child (emulator jobs failed on a
+    СНИЛС attribute with ``No field numbered 1``, and on the key usage extension with ``No field numbered 2``).
+    So the parts a check reads are parsed here, and the extensions asn1crypto sets on first use are set now."""
     certificate = Certificate(der)
-    for name in (
-        certificate._cert.subject,
-        certificate._cert.issuer,
-    ):  # the names' attributes, read by every check
+    tbs = certificate._cert["tbs_certificate"]
+    for name in (tbs["subject"], tbs["issuer"]):  # the names' attributes, read by every check
         for rdn in name.chosen:
             for atv in rdn:
                 atv["type"].dotted, atv["value"].native  # noqa: B018 - parsed now, later reads do not mutate
+    for part in ("validity", "extensions"):  # the rest a check reads (Certificate parsed the key already)
+        if hasattr(tbs[part], "_parse_children"):  # absent extensions are a Void
+            tbs[part]._parse_children(recurse=True)
+    certificate._cert.key_usage_value  # noqa: B018 - and the extension attributes asn1crypto caches on first use
     return certificate
 
 

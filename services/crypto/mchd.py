@@ -9,7 +9,8 @@ that the МЧД really says so.
 Element names. The official XSD (``ON_EMCHD_1_928_00_01_01_01.xsd``, ГНИВЦ ФНС) is not available to
 this project, so:
 
-* confirmed (several public МЧД parsers, validators and generators agree; docs/remd-protocol.md §6):
+* confirmed (several public МЧД parsers, validators and generators agree;
+  docs/protocol.md#power-of-attorney):
   root ``Доверенность`` in ``urn://x-artefacts/EMCHD_1`` with ``ВерсФорм="EMCHD_1"``, ``ПрЭлФорм``,
   ``ИдФайл``; ``Документ/Довер/СвДов`` with ``НомДовер`` (GUID), ``ДатаВыдДовер``, ``СрокДейст``,
   ``ВнНомДовер``, ``ВидДовер``, ``ПрПередов``, ``СведСист``; powers as ``СвПолн/МашПолн`` with
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +54,7 @@ from typing import Any
 from lxml import etree
 
 from producer.errors import PermanentError
+from producer.text import digits
 from producer.xmlsafe import parse_xml
 from services.logs import get_logger
 
@@ -130,10 +131,6 @@ def _invalid(message: str, **details: Any) -> PermanentError:
     return PermanentError(f"МЧД: {message}", reason="MCHD_INVALID", **details)
 
 
-def _digits(value: str | None) -> str:
-    return re.sub(r"\D", "", value or "")
-
-
 def _date(value: str | None, name: str) -> date:
     if not value:
         raise _invalid(f"{name} is missing", field=name)
@@ -159,14 +156,14 @@ def _fio(person: etree._Element | None) -> tuple[str | None, str | None, str | N
     return fio.get("Фамилия"), fio.get("Имя"), fio.get("Отчество") or None
 
 
-def _required(value: str | None, name: str, digits: tuple[int, ...] | None = None) -> str:
+def _required(value: str | None, name: str, lengths: tuple[int, ...] | None = None) -> str:
     if not value or not value.strip():
         raise _invalid(f"{name} is missing", field=name)
     value = value.strip()
-    if digits is not None:
-        value = _digits(value) if name.endswith("СНИЛС") else value
-        if not value.isdigit() or len(value) not in digits:
-            raise _invalid(f"{name} must be {' or '.join(map(str, digits))} digits", field=name)
+    if lengths is not None:
+        value = digits(value) if name.endswith("СНИЛС") else value
+        if not value.isdigit() or len(value) not in lengths:
+            raise _invalid(f"{name} must be {' or '.join(map(str, lengths))} digits", field=name)
     return value
 
 
@@ -228,7 +225,7 @@ def parse_mchd(xml_bytes: bytes) -> PowerOfAttorney:
         representative_patronymic=patronymic,
         representative_inn=_required(rep_inn, "Представитель ИННФЛ", (12,)) if rep_inn else None,
         powers=powers,
-        head_snils=_digits(head.get("СНИЛС")) if head is not None else None,
+        head_snils=digits(head.get("СНИЛС")) if head is not None else None,
         head_inn=head.get("ИННФЛ") if head is not None else None,
         head_family=head_family,
         head_given=head_given,
@@ -284,7 +281,7 @@ def verify_mchd_signature(
         raise _signature_error(
             "the signer's certificate is not the principal organisation's (ИНН ЮЛ differs)"
         )
-    if poa.head_snils and _digits(getattr(cert, "snils", None)) != poa.head_snils:
+    if poa.head_snils and digits(getattr(cert, "snils", None)) != poa.head_snils:
         raise _signature_error("the signer is not the head named in the МЧД (СНИЛС differs)")
     return verified
 
@@ -391,7 +388,7 @@ def check_mchd_terms(
 
     cert = employee_certificate
     problems = []
-    if _digits(getattr(cert, "snils", None)) != poa.representative_snils:
+    if digits(getattr(cert, "snils", None)) != poa.representative_snils:
         problems.append("СНИЛС")
     if _norm_name(getattr(cert, "surname", None)) != _norm_name(poa.representative_family):
         problems.append("фамилия")

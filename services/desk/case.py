@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from producer.ids import normalize_message_id
-from services.desk.deadletters import DeadLetter, iso, mask_event, mask_xml
+from services.desk.deadletters import DeadLetter, mask_event, mask_xml
 from services.remd import codes
+from services.timestamps import for_people
 
 if TYPE_CHECKING:
     from services.lifecycle import Attempt, Document, LifecycleStore
@@ -80,7 +81,7 @@ def attempt_rows(case: Case, *, unmask: bool = False) -> list[dict[str, Any]]:
             {
                 "messageId": mid,
                 "attempt": a.attempt if a else None,
-                "sentAt": iso(a.sent_at) if a else None,
+                "sentAt": for_people(a.sent_at) if a else None,
                 "outcome": a.outcome if a else None,
                 "code": code,
                 "hint": info.hint if info is not None and not info.unknown else None,
@@ -125,7 +126,7 @@ def case_text(case: Case, *, unmask: bool = False) -> str:
     ]
     for d in case.dead_letters:
         out += [
-            f"dead letter {d.topic}@{d.partition}:{d.offset}  {iso(d.failed_at)}  stage {d.stage}",
+            f"dead letter {d.topic}@{d.partition}:{d.offset}  {for_people(d.failed_at)}  stage {d.stage}",
             f"  reason {d.reason}  code {d.code or '-'}  category {d.category or '-'}",
             f"  message  {d.summary()['message'] or '-'}",
             f"  hint     {d.hint or '-'}",

@@ -11,6 +11,8 @@ in the desk's audit log) shows the bytes as they were.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import datetime as dt
 import io
@@ -22,17 +24,22 @@ from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from lxml import etree
+
 from producer import topology
-from services.logs import mask_text, redact_value
+from producer.xmlsafe import parse_xml
+from services.logs import is_secret_key, mask_text, redact_value
 from services.messaging import deadletter as dl
+from services.remd import n3_names as n3n
 from services.remd import names as n
+from services.timestamps import for_people
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 #: dead-letter topic → the stage that wrote it
 STAGE_OF_TOPIC = {
     topology.CREATED_DLT.name: "signer",
     topology.SIGNED_DLT.name: "sender",
-    topology.SENT_DLT.name: "status",
+    topology.SENT_DLT.name: "acknowledger",
 }
 TOPIC_OF_STAGE = {stage: topic for topic, stage in STAGE_OF_TOPIC.items()}
 #: ФРМО OIDs are 1.2.643.5.1.13.13.12.2.<subject of the Federation>.<number>
@@ -67,13 +74,6 @@ def _time(text: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
-def iso(t: dt.datetime | None, tz: dt.tzinfo = dt.UTC) -> str | None:
-    if t is None:
-        return None
-    out = t.astimezone(tz).isoformat(timespec="seconds")
-    return out.replace("+00:00", "Z") if tz is dt.UTC else out
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,8 @@ class DeadLetter:
             "region": region_of(self.organization),
             "kind": self.kind,
             "system": self.system,
-            "failedAt": iso(self.failed_at),
-            "firstFailedAt": iso(self.first_failed_at),
+            "failedAt": for_people(self.failed_at),
+            "firstFailedAt": for_people(self.first_failed_at),
             "replayCount": self.replay_count,
             "topic": self.topic,
             "partition": self.partition,
@@ -223,8 +223,8 @@ class DeadLetter:
         """One row of ``emd dlq export``: what a ticket to СТП needs, nothing about the patient."""
         return {
             "messageId": self.message_id or "",
-            "failedAtUtc": iso(self.failed_at) or "",
-            "failedAtMoscow": iso(self.failed_at, MOSCOW) or "",
+            "failedAtUtc": for_people(self.failed_at) or "",
+            "failedAtMoscow": for_people(self.failed_at, MOSCOW) or "",
             "system": self.system or "",
             "organization": self.organization or "",
             "region": region_of(self.organization) or "",
@@ -290,8 +290,8 @@ class Filters:
                 self.category,
                 self.organization,
                 self.kind,
-                iso(self.since),
-                iso(self.until),
+                for_people(self.since),
+                for_people(self.until),
                 self.message_id,
                 self.local_uid,
             ]
@@ -321,34 +321,93 @@ def export_jsonl(letters: Sequence[DeadLetter]) -> str:
 
 
 # --- masking ---------------------------------------------------------------------------------------------
-#: elements holding a person's data in a РЭМД message (the names live in services.remd.names; the older
-#: spellings stay so a request kept before a rename is masked too)
-_PERSONAL_ELEMENTS = tuple(
-    sorted(
-        {
-            n.SNILS,
-            n.SURNAME,
-            n.NAME,
-            n.PATR_NAME,
-            n.BIRTH_DATE,
-            n.PATIENT_SNILS,
-            "family",
-            "given",
-            "patronymic",
-        }
+#: elements holding a person's data in a РЭМД or N3 message (the names live in services.remd.names and
+#: n3_names; the older spellings stay so a request kept before a rename is masked too), compared lower-case
+_PERSONAL_ELEMENTS = frozenset(
+    e.lower()
+    for e in (
+        n.SNILS,
+        n.SURNAME,
+        n.NAME,
+        n.PATR_NAME,
+        n.BIRTH_DATE,
+        n.PATIENT_SNILS,
+        "family",
+        "given",
+        "patronymic",
+        "birthDate",
+        "birthTime",
+        # N3.Health: names, birth dates, the СНИЛС as an identity document, and the attached СЭМД itself
+        n3n.FAMILY_NAME,
+        n3n.GIVEN_NAME,
+        n3n.MIDDLE_NAME,
+        n3n.BIRTH_DATE,
+        "Birthdate",
+        n3n.DOC_N,
+        n3n.DATA,
     )
 )
+#: elements holding a secret: N3's ``guid`` is the clinic's auth token; any name saying password/secret/token
+_SECRET_ELEMENTS = frozenset({n3n.GUID.lower()})
 _XML_PERSONAL = re.compile(
-    r"(<(?:[\w.-]+:)?(?:" + "|".join(map(re.escape, _PERSONAL_ELEMENTS)) + r")(?:\s[^>]*)?>)([^<]+)(</)"
+    r"(<(?:[\w.-]+:)?(?:"
+    + "|".join(map(re.escape, sorted(_PERSONAL_ELEMENTS | _SECRET_ELEMENTS)))
+    + r")(?:\s[^>]*)?>)([^<]+)(</)",
+    re.I,
 )
+_B64_TEXT = re.compile(r"^[A-Za-z0-9+/=\s]{100,}$")
+
+
+def _blob(text: str) -> str:
+    """What a base64 value is, by size, never its content: a signature's certificate names the doctor (name,
+    СНИЛС), an МЧД names the head and the representative, a document the patient."""
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (ValueError, binascii.Error):
+        return mask_text(text)
+    if raw[:1] == b"\x30":
+        what = "CMS signature or certificate (DER)"
+    elif raw.lstrip()[:1] == b"<":
+        what = "XML document"
+    else:
+        what = "binary data"
+    return f"[{what}, {len(raw)} bytes, base64: not shown]"
+
+
+def _mask_element_text(element: Any) -> None:
+    local = etree.QName(element).localname.lower() if isinstance(element.tag, str) else ""
+    text = element.text
+    if text is None or not text.strip():
+        pass
+    elif local in _PERSONAL_ELEMENTS or local in _SECRET_ELEMENTS or is_secret_key(local):
+        element.text = "***"
+    elif _B64_TEXT.match(text):
+        element.text = _blob(text)
+    elif text.lstrip().startswith("<"):  # an XML document carried as escaped text: masked in turn
+        element.text = mask_xml(text.encode("utf-8")) or ""
+    else:
+        element.text = mask_text(text)
+    for name, value in element.attrib.items():
+        element.set(name, "***" if is_secret_key(str(name)) else mask_text(value))
 
 
 def mask_xml(data: bytes | None) -> str | None:
-    """A SOAP message as text with every personal element's value replaced, and СНИЛС/names in free text."""
+    """A SOAP message as text with every personal and secret element's value replaced, every base64 value
+    (signatures, the МЧД, the document) described by size instead of shown, and СНИЛС / names / dates in the
+    remaining text masked. Bytes that do not parse as XML are masked as text."""
     if data is None:
         return None
-    text = data.decode("utf-8", "replace")
-    return mask_text(_XML_PERSONAL.sub(lambda m: f"{m.group(1)}***{m.group(3)}", text))
+    try:
+        root = parse_xml(data)
+    except Exception:  # noqa: BLE001 - a truncated or odd exchange is still shown, masked as text
+        text = data.decode("utf-8", "replace")
+        text = re.sub(r"[A-Za-z0-9+/=]{100,}", lambda m: _blob(m.group(0)), text)
+        return mask_text(_XML_PERSONAL.sub(lambda m: f"{m.group(1)}***{m.group(3)}", text))
+    for element in root.iter():
+        _mask_element_text(element)
+        if element.tail and element.tail.strip():
+            element.tail = mask_text(element.tail)
+    return etree.tostring(root, encoding="unicode")
 
 
 _BASE64_BLOB = re.compile(r"^[A-Za-z0-9+/=\s]{200,}$")
@@ -365,6 +424,8 @@ def mask_event(event: Mapping[str, Any]) -> Any:
             return [shorten(x) for x in v]
         if isinstance(v, str) and _BASE64_BLOB.match(v):
             return f"<{len(v)} characters of base64, not shown>"
+        if isinstance(v, str) and v.lstrip().startswith("<"):  # an XML document (an МЧД) carried as text
+            return mask_xml(v.encode("utf-8"))
         return v
 
     return redact_value(shorten(json.loads(json.dumps(event))))

@@ -4,7 +4,7 @@ The test document is published like any МИС document (``producer.client``) fo
 promoted, so the pipeline's own routing sends it to the test stand (``services.pipeline.routing``): signed
 by the signer worker with the clinic's keys and МЧД, sent by the sender, pulled with getDocumentFile and
 called back by the test stand's РЭМД. The command follows the document in the lifecycle store until the
-callback decided it (registered or rejected), then records the result in the desk store, where
+callback decided it (registered or rejected), then records the result in the support tables, where
 ``promote`` looks for it. Nothing here is a shortcut around the pipeline: a test that passes proves the
 path a real document of that clinic will take.
 """
@@ -22,7 +22,7 @@ from producer.xmlsafe import parse_xml
 from services.lifecycle import FAILED, REGISTERED, LifecycleStore
 
 if TYPE_CHECKING:
-    from services.lifecycle.desk import DeskStore
+    from services.lifecycle.support_tables import SupportTables
 
 POLL_SECONDS = 1.0
 
@@ -49,14 +49,14 @@ def run_test(
     *,
     publish: Callable[[bytes], str],
     lifecycle: LifecycleStore,
-    desk: DeskStore,
+    tables: SupportTables,
     actor: str,
     timeout: float = 300.0,
     say: Callable[[str], None] = lambda s: None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> TestResult:
     """Publish ``document`` (a СЭМД of clinic ``oid``), wait until РЭМД decided it, record the result."""
-    from services.lifecycle.desk import ClinicConflict
+    from services.lifecycle.support_tables import ClinicConflict
 
     meta = cda.extract(parse_xml(document))
     if meta.organization_oid != oid:
@@ -65,7 +65,7 @@ def run_test(
             "give a СЭМД of this clinic (--document)"
         )
     try:
-        desk.start_test(oid, actor=actor)
+        tables.start_test(oid, actor=actor)
     except ClinicConflict as exc:
         raise OnboardingError(str(exc)) from None
     uid = publish(document)
@@ -100,7 +100,7 @@ def run_test(
             )
             break
         sleep(POLL_SECONDS)
-    desk.record_test(
+    tables.record_test(
         oid,
         ok=result.ok,
         local_uid=uid,

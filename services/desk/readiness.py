@@ -11,7 +11,9 @@ The list follows what a МИС support team checks before connecting a clinic:
 5. endpoints: the ИПС address (and the test stand's), and the callback URL answering HTTP;
 6. environment: where its documents go in its current onboarding state (``services.pipeline.routing``).
 
-``check(...)`` returns the lines; nothing here raises for a problem it found: a problem is a line.
+``check(...)`` returns the lines; nothing here raises for a problem it found: a problem is a line. A key the
+process does not hold (the console holds none: docs/security.md) is not judged here: the process of its role
+checks it when it loads it (a missing or mismatched key stops it at start, a locked one is logged).
 """
 
 from __future__ import annotations
@@ -162,7 +164,11 @@ def check(
     else:
         lines.append(
             _certificate(
-                "ИС certificate (ИПС)", remd.system.certificate, now=now, cas=cas, usable=remd.system.usable
+                "ИС certificate (ИПС)",
+                remd.system.certificate,
+                now=now,
+                cas=cas,
+                usable=remd.system.usable or not remd.system.held,
             )
         )
     lines.append(
@@ -258,7 +264,7 @@ def _doctor_lines(org: Any, *, now: dt.datetime, cas: Sequence[Certificate]) -> 
                 cred.certificate,
                 now=now,
                 cas=cas,
-                usable=cred.usable,
+                usable=cred.usable or not cred.held,
                 need_snils=True,
             )
         )
@@ -285,7 +291,7 @@ def _organization_lines(org: Any, config: Any, *, now: dt.datetime, cas: Sequenc
             org.organization.certificate,
             now=now,
             cas=cas,
-            usable=org.organization.usable,
+            usable=org.organization.usable or not org.organization.held,
         )
         cert_ogrn = org.organization.certificate.ogrn
         if line.ok and cert_ogrn and cert_ogrn != org.ogrn:

@@ -13,27 +13,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from producer.nsi import kind_by_code
-from services.desk.deadletters import MOSCOW, DeadLetter, iso, region_of
+from services.desk.deadletters import MOSCOW, DeadLetter, region_of
 from services.logs import mask_text
+from services.outcome import Outcome
+from services.timestamps import for_people
 
 _STAGE_WORDS = {
     "signer": "подписание документа в МИС (до отправки в РЭМД)",
     "sender": "отправка в РЭМД (registerDocument через ИПС ЕГИСЗ)",
-    "status": "обработка результата регистрации (registerDocumentResult от РЭМД)",
+    "acknowledger": "обработка результата регистрации (registerDocumentResult от РЭМД)",
 }
 _OUTCOME_WORDS = {
-    "accepted": "принят ИПС (status=success), ожидался результат регистрации",
-    "transient": "временная ошибка",
-    "permanent": "отклонён",
-    "rejected": "отклонён РЭМД",
-    "registered": "зарегистрирован",
-    "duplicate": "повторная регистрация",
+    Outcome.ACCEPTED: "принят ИПС (status=success), ожидался результат регистрации",
+    Outcome.TRANSIENT: "временная ошибка",
+    Outcome.PERMANENT: "отклонён",
+    Outcome.REJECTED: "отклонён РЭМД",
+    Outcome.REGISTERED: "зарегистрирован",
+    Outcome.DUPLICATE: "повторная регистрация",
     None: "ответ не получен",
 }
 
 
 def _when(t: Any) -> str:
-    return f"{iso(t, MOSCOW)} МСК ({iso(t)})" if t is not None else "время неизвестно"
+    return f"{for_people(t, MOSCOW)} МСК ({for_people(t)})" if t is not None else "время неизвестно"
 
 
 def ticket_text(

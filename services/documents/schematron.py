@@ -15,7 +15,8 @@ itself, in the same shape SchXslt produces:
   Schematron standard says; after the rule fires, the walk goes on into the node's children;
 * ``assert`` emits a failure when its test is false, ``report`` when its test is true;
 * ``let`` (schema, pattern and rule level) becomes ``xsl:variable``; ``value-of`` and ``name`` in a
-  message are evaluated;
+  message are evaluated, each ``value-of`` inside a ``<v>`` so that ``SchematronHit.rule`` can give the
+  message without the document's values (a name, a birth date, a СНИЛС) for logs and dead letters;
 * every test runs inside ``xsl:try``: a test that raises a dynamic error (a cast of a malformed
   date, say) is reported as a failure of that test instead of aborting the whole validation.
 
@@ -81,6 +82,9 @@ class SchematronHit:
     check: Check
     message: str
     location: str  # fn:path() of the node, as Saxon prints it (``/Q{}ClinicalDocument[1]/…``)
+    #: the message with every value taken from the document (``value-of``) replaced by "…": what may leave
+    #: the process (logs, dead letters, status events)
+    rule: str = ""
 
 
 def _saxon():
@@ -263,7 +267,7 @@ def _emit_check(tpl: etree._Element, check: Check, source: etree._Element) -> No
     catch = etree.SubElement(attempt, X + "catch")
     failed = etree.SubElement(catch, "f", i=str(check.index), l="{path()}")
     failed.text = "test could not be evaluated: "
-    etree.SubElement(failed, X + "value-of", select="$err:description")
+    etree.SubElement(etree.SubElement(failed, "v"), X + "value-of", select="$err:description")
 
 
 def _message(target: etree._Element, source: etree._Element) -> None:
@@ -273,8 +277,9 @@ def _message(target: etree._Element, source: etree._Element) -> None:
     last = None
     for child in source:
         name = _local(child) if isinstance(child.tag, str) and child.tag.startswith("{" + SCH) else ""
-        if name == "value-of":
-            last = etree.SubElement(target, X + "value-of", select=_attribute(child, "select"))
+        if name == "value-of":  # a value of the document: marked, so a message can be shown without it
+            last = etree.SubElement(target, "v")
+            etree.SubElement(last, X + "value-of", select=_attribute(child, "select"))
         elif name == "name":
             last = etree.SubElement(target, X + "value-of", select=f"name({child.get('path') or '.'})")
         else:  # emph, dir, span, foreign elements: their text only
@@ -283,6 +288,15 @@ def _message(target: etree._Element, source: etree._Element) -> None:
         last.tail = child.tail
     if last is None:
         target.text = _squash(target.text)
+
+
+def _without_values(f: etree._Element) -> str:
+    """The text of a result element with each ``<v>`` (a value of the document) replaced by "…"."""
+    parts = [f.text or ""]
+    for child in f:
+        parts.append("…" if child.tag == "v" else "".join(child.itertext()))
+        parts.append(child.tail or "")
+    return "".join(parts)
 
 
 def _squash(text: str) -> str:
@@ -330,7 +344,12 @@ class CompiledSchematron:
         for f in root:
             check = self.checks[int(f.attrib["i"])]  # the stylesheet writes i and l on every hit
             hits.append(
-                SchematronHit(check=check, message=_squash("".join(f.itertext())), location=f.attrib["l"])
+                SchematronHit(
+                    check=check,
+                    message=_squash("".join(f.itertext())),
+                    location=f.attrib["l"],
+                    rule=_squash(_without_values(f)),
+                )
             )
         return hits
 

@@ -45,12 +45,14 @@ import httpx
 
 from producer.claimcheck import DocumentStore, FilesystemStore, document_field, is_sha256_hex, sha256_hex
 from producer.errors import ConfigurationError, PermanentError, TransientError
+from services import telemetry
 from services.config import Settings
 
 __all__ = [
     "DocumentStore",
     "FilesystemStore",
     "S3Store",
+    "TracedStore",
     "store_from_settings",
     "document_bytes",
     "document_field",
@@ -256,6 +258,11 @@ class S3Store:
 
 def store_from_settings(settings: Settings, *, client: httpx.Client | None = None) -> DocumentStore:
     """The store ``EMD_DOCUMENT_STORE`` names: empty = ``<data_dir>/documents``, ``file:///path``, ``s3://bucket/prefix``."""
+    store = _store_of(settings, client)
+    return TracedStore(store) if telemetry.enabled() else store
+
+
+def _store_of(settings: Settings, client: httpx.Client | None) -> DocumentStore:
     url = settings.document_store_url.strip()
     if not url:
         return FilesystemStore(Path(settings.data_dir) / "documents")
@@ -275,6 +282,48 @@ def store_from_settings(settings: Settings, *, client: httpx.Client | None = Non
     raise ConfigurationError(
         f"EMD_DOCUMENT_STORE={url!r}: expected empty, file:///path or s3://bucket/prefix"
     )
+
+
+class TracedStore:
+    """A store whose every call is a span (``claimcheck put``, ``claimcheck get``…) with the store's scheme and
+    the document's size: ``store_from_settings`` makes one when tracing is on."""
+
+    def __init__(self, inner: DocumentStore) -> None:
+        self.inner = inner
+        self._scheme = str(getattr(inner, "scheme", type(inner).__name__))
+
+    def _span(self, operation: str, size: int | None = None) -> Any:
+        return telemetry.span(
+            f"claimcheck {operation}",
+            kind="client",
+            attributes={"emd.store": self._scheme, "emd.operation": operation, "emd.size": size},
+        )
+
+    def put(self, data: bytes, *, durable: bool = True) -> str:
+        with self._span("put", len(data)):
+            return self.inner.put(data, durable=durable)
+
+    def get(self, ref: str) -> bytes:
+        with self._span("get") as span:
+            data = self.inner.get(ref)
+            if span is not None:
+                span.set_attribute("emd.size", len(data))
+            return data
+
+    def exists(self, ref: str) -> bool:
+        with self._span("exists"):
+            return self.inner.exists(ref)
+
+    def ref_for(self, data: bytes) -> str:
+        return self.inner.ref_for(data)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    def __str__(self) -> str:
+        return str(self.inner)
 
 
 def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> bytes:

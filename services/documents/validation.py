@@ -15,6 +15,10 @@ Each schema is compiled once per process, on first use or by :func:`preload` at 
 reused for every document (compiling the largest Schematron takes about 1.5 s, checking a document
 with it a fraction of that).
 
+Error texts name the line, the XPath and the rule that failed, never the value that failed it (a name,
+a birth date, a СНИЛС): ``str()`` of an ``XsdError`` or ``SchematronFailure`` is what may be logged,
+dead-lettered or sent to the МИС (``safe_xsd_message``; the Schematron's ``value-of`` parts are left out).
+
 Reasons raised by :func:`ensure_valid`: ``XSD_INVALID``, ``SCHEMATRON_INVALID`` (plus the
 ``producer.xmlsafe`` reasons when given bytes that are not acceptable XML).
 """
@@ -32,7 +36,7 @@ from lxml import etree
 from producer.errors import ConfigurationError, PermanentError
 from producer.xmlsafe import parse_xml
 from services.documents.schematron import CompiledSchematron, compile_schematron
-from services.logs import get_logger
+from services.logs import get_logger, mask_text
 
 __all__ = [
     "DATA_DIR",
@@ -56,22 +60,68 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "semd"
 log = get_logger(__name__)  # lazy (services.logs): it follows the configure() made at start-up
 
 
+# -- error texts that carry no value of the document -------------------------------------------------
+#
+# A validation error leaves the process in logs, dead letters, the МИС's status events and the console, so
+# its text says *where* (the line and the XPath) and *which rule* (the schema's facet, type or assert), never
+# the value that broke it: that value is often a name, a birth date or a СНИЛС. libxml2 quotes a value in
+# a few fixed phrasings (xmlschemas.c): "The value '…' is not accepted / is not an element / has a length…",
+# "'…' is not a valid value of …", "Duplicate key-sequence ['…']", "No match found for key-sequence ['…']".
+# Each is rewritten; what remains is masked again as free text (services.logs.mask_text), in case a
+# phrasing was missed. ``XsdError.message`` keeps libxml2's own text for `emd validate`, which shows a
+# person their own file on their own terminal.
+_VALUE_PHRASES = (
+    # The value 'X' is not accepted by the pattern… / has a length of… / is less than… / is not an element of…
+    (
+        re.compile(r"The value '.*'(?= (?:is|has) )", re.S),
+        "The value",
+    ),
+    # Element 'a', attribute 'b': 'X' is not a valid value of the atomic type 'ts'.
+    (re.compile(r"(^|: )'.*'(?= is not (?:a valid value|facet-valid|an element))", re.S), r"\1the value"),
+    (re.compile(r"key-sequence \[.*\](?= (?:in|of) )", re.S), "key-sequence [the values]"),
+    (re.compile(r"(The QName value|The value of the attribute) '.*?'", re.S), r"\1"),
+)
+#: libxml2's own element path for namespaced documents is positional (/*/*[12]/*[3]); a readable one is built
+_LOCAL = re.compile(r"^\{[^}]*\}")
+
+
+def safe_xsd_message(message: str) -> str:
+    """libxml2's XSD message with the document's values removed: the rule is kept (facet, pattern, type)."""
+    text = _LXML_NS.sub("", message)
+    for pattern, replacement in _VALUE_PHRASES:
+        text = pattern.sub(replacement, text)
+    return mask_text(text)
+
+
 @dataclass(frozen=True)
 class XsdError:
-    """One XSD violation, at a line of the document as received."""
+    """One XSD violation, at a line of the document as received.
+
+    ``message`` is libxml2's text, which may quote the offending value; ``rule`` is that text without the
+    value, and ``str()`` (what logs, dead letters and status events carry) is the line, the XPath and the rule.
+    """
 
     line: int
     column: int
     message: str
     path: str | None = None
 
+    @property
+    def rule(self) -> str:
+        return safe_xsd_message(self.message)
+
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        where = f"line {self.line}" + (f" {self.path}" if self.path else "")
+        return f"{where}: {self.rule}"
 
 
 @dataclass(frozen=True)
 class SchematronFailure:
-    """A failed Schematron ``assert`` (or a fired ``report``) at one node of the document."""
+    """A failed Schematron ``assert`` (or a fired ``report``) at one node of the document.
+
+    ``message`` is the assert's text with the document's values (``value-of``) filled in; ``rule`` is the
+    same text without them. ``str()`` carries the line, the XPath and the rule.
+    """
 
     kind: str  # "assert" | "report"
     pattern: str
@@ -80,10 +130,12 @@ class SchematronFailure:
     message: str
     location: str  # XPath of the node, HL7 elements unprefixed: /ClinicalDocument[1]/author[1]/time[1]
     line: int | None
+    rule: str = ""
 
     def __str__(self) -> str:
-        where = f"line {self.line}" if self.line else self.location
-        return f"{where}: {self.message}"
+        where = f"line {self.line} {self.location}" if self.line else self.location
+        rule = self.rule or f"{self.kind} {self.pattern}: {self.test}"
+        return f"{where}: {mask_text(rule)}"
 
 
 @dataclass(frozen=True)
@@ -228,10 +280,34 @@ def _check_xsd(kind: str, root: etree._Element) -> tuple[XsdError, ...]:
         entries = list(schema.error_log)
     return tuple(
         XsdError(
-            line=e.line, column=e.column, message=_LXML_NS.sub("", e.message), path=getattr(e, "path", None)
+            line=e.line,
+            column=e.column,
+            message=_LXML_NS.sub("", e.message),
+            path=_readable_path(root, getattr(e, "path", None)),
         )
         for e in entries
     )
+
+
+def _readable_path(root: etree._Element, path: str | None) -> str | None:
+    """libxml2's positional path of an error (``/*/*[12]/*[3]``) as element names: /ClinicalDocument[1]/…"""
+    if not path:
+        return None
+    try:
+        found = root.getroottree().xpath(path)
+    except etree.XPathError:
+        return path
+    node = found[0] if isinstance(found, list) and found else None
+    if not isinstance(node, etree._Element):
+        return path
+    steps = []
+    while node is not None:
+        parent = node.getparent()
+        name = _LOCAL.sub("", node.tag) if isinstance(node.tag, str) else "node()"
+        index = 1 + sum(1 for sib in node.itersiblings(preceding=True) if sib.tag == node.tag)
+        steps.append(f"{name}[{index}]")
+        node = parent
+    return "/" + "/".join(reversed(steps))
 
 
 _EQNAME = re.compile(r"Q\{([^}]*)\}")
@@ -283,6 +359,7 @@ def _check_schematron(kind: str, root: etree._Element) -> tuple[SchematronFailur
                 message=hit.message,
                 location=xpath,
                 line=_line_of(stripped, xpath, namespaces),
+                rule=hit.rule,
             )
         )
     return tuple(failures)

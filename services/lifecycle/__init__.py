@@ -19,6 +19,12 @@ crash: the status worker can match a callback to it, and support can give it to 
 document is also findable by its РЭМД registry number (``find_by_emdr_id``): the last fallback when a
 callback's ``relatesToMessage`` and ``localUid`` match nothing.
 
+Registry questions (one row per MessageID): the status worker's ``getRegistryItem`` requests, whose answer
+comes on the callback like a registration's. Each is stored before it leaves (``record_registry_request``:
+the document, the emdrId asked, why) and the first answer is kept on it (``record_registry_answer``), so a
+``getRegistryItemResult`` is matched to its document by the request's MessageID (``find_registry_request``).
+A registered document also keeps РЭМД's ``storeTillDate`` (``store_till_date``, as written, with its offset).
+
 Backends (``services/lifecycle/store.py`` holds the statements and rules, written once; each backend module
 holds only its dialect):
 
@@ -27,7 +33,7 @@ holds only its dialect):
   tests' kill -9 runs) share it safely. Not for replicas on several hosts: SQLite over a network file
   system does not lock reliably.
 * ``PostgresLifecycleStore`` (``services/lifecycle/postgres.py``, psycopg 3) for production, replicas on several
-  hosts: the same two tables (``POSTGRES_SCHEMA`` there), the same statements, and a row lock
+  hosts: the same tables (``POSTGRES_SCHEMA`` there), the same statements, and a row lock
   (``SELECT … FOR UPDATE``) on the document in every transition instead of SQLite's database lock.
   ``LifecycleStore`` is the interface both satisfy; ``open_store(data_dir, url=EMD_LIFECYCLE_STORE)`` is
   the one place that picks the backend.
@@ -47,9 +53,6 @@ from services.lifecycle.model import (
     DECIDED_BY_CALLBACK,
     DONE_STATES,
     FAILED,
-    OUTCOME_ACCEPTED,
-    OUTCOME_PERMANENT,
-    OUTCOME_TRANSIENT,
     REGISTERED,
     SENDING,
     SIGNED,
@@ -58,6 +61,7 @@ from services.lifecycle.model import (
     Document,
     LifecycleConflict,
     LifecycleStore,
+    RegistryRequest,
     check_transition,
 )
 from services.lifecycle.sqlite import SqliteLifecycleStore
@@ -69,9 +73,6 @@ __all__ = [
     "DECIDED_BY_CALLBACK",
     "DONE_STATES",
     "FAILED",
-    "OUTCOME_ACCEPTED",
-    "OUTCOME_PERMANENT",
-    "OUTCOME_TRANSIENT",
     "REGISTERED",
     "SENDING",
     "SIGNED",
@@ -80,6 +81,7 @@ __all__ = [
     "Document",
     "LifecycleConflict",
     "LifecycleStore",
+    "RegistryRequest",
     "SqliteLifecycleStore",
     "check_transition",
     "open_store",

@@ -14,7 +14,6 @@ STATES = (SIGNED, SENDING, ACCEPTED, REGISTERED, FAILED)
 #: states in which the document must never be sent again
 DONE_STATES = (ACCEPTED, REGISTERED)
 
-OUTCOME_ACCEPTED, OUTCOME_TRANSIENT, OUTCOME_PERMANENT = "accepted", "transient", "permanent"
 #: who decided an attempt's outcome: РЭМД's synchronous answer to the sender, or a registerDocumentResult callback
 DECIDED_BY_ANSWER, DECIDED_BY_CALLBACK = "answer", "callback"
 
@@ -43,6 +42,26 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class RegistryRequest:
+    """One question to the registry answered on the callback (``getRegistryItem``), by its MessageID.
+
+    ``purpose`` says why it was asked (the status worker's ``deadline`` or ``poll``, or ``duplicate`` with
+    ``attempt_message_id`` the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles); ``outcome``, ``decided_by``
+    (``callback <its MessageID>``) and ``code`` are set by the first answer."""
+
+    message_id: str
+    local_uid: str
+    emdr_id: str
+    purpose: str
+    asked_at: datetime
+    attempt_message_id: str | None = None
+    outcome: str | None = None
+    decided_by: str | None = None
+    code: str | None = None
+    answered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Document:
     local_uid: str
     organization: str
@@ -61,6 +80,8 @@ class Document:
     accepted_at: datetime | None = None
     registered_at: datetime | None = None
     failed_at: datetime | None = None
+    #: РЭМД's storeTillDate as it wrote it, an xs:date with its offset ("2048-09-22+03:00")
+    store_till_date: str | None = None
 
 
 class LifecycleStore(Protocol):
@@ -121,8 +142,15 @@ class LifecycleStore(Protocol):
         """State ``accepted`` and the attempt's outcome (``code``, ``message``: the answer's) in one transaction."""
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
-    ) -> Document: ...
+        self,
+        local_uid: str,
+        emdr_id: str,
+        *,
+        registered_at: datetime | None = None,
+        store_till_date: str | None = None,
+    ) -> Document:
+        """State ``registered`` under ``emdr_id``; the first ``registered_at`` (РЭМД's registrationDateTime, to the
+        microsecond) and ``store_till_date`` (its storeTillDate with offset) are kept."""
 
     def mark_failed(
         self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
@@ -134,6 +162,35 @@ class LifecycleStore(Protocol):
         """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
         ...
 
+    def record_registry_request(
+        self,
+        message_id: str,
+        local_uid: str,
+        *,
+        emdr_id: str,
+        purpose: str,
+        attempt_message_id: str | None = None,
+        asked_at: datetime | None = None,
+    ) -> RegistryRequest:
+        """Store a registry question about a known document **before it is sent**: its answer comes on the
+        callback, and may come before the request's own synchronous answer. ``KeyError`` for an unknown one."""
+        ...
+
+    def find_registry_request(self, message_id: str) -> tuple[Document, RegistryRequest] | None:
+        """The registry question a callback answers (any spelling of its MessageID), with its document."""
+        ...
+
+    def record_registry_answer(
+        self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None
+    ) -> RegistryRequest | None:
+        """Record the first answer to a registry question (a later one changes nothing); the question as stored
+        after the call, so the caller sees which answer decided it. None for an unknown question."""
+        ...
+
+    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+        """Every registry question about the document, oldest first."""
+        ...
+
     def awaiting(self) -> tuple[int, datetime | None]:
         """(documents accepted and not yet decided, when the oldest of them was accepted)."""
         ...
@@ -143,6 +200,25 @@ class LifecycleStore(Protocol):
     ) -> list[tuple[str, str | None]]:
         """(localUid, accepted MessageID) of documents accepted before then and still without a result (of those
         ``organizations`` only, when given)."""
+        ...
+
+    @property
+    def tables(self) -> list[str]:
+        """The store's tables (``emd lifecycle migrate --grant`` grants on them)."""
+        ...
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; False while another holder's has
+        not expired (one replica at a time runs what the lease guards: ``services.pipeline.lease``)."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (only ``holder``'s own), so another replica takes it over at once."""
+        ...
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        """Delete documents decided (registered or failed) before then, with their attempts and registry questions:
+        (documents, attempts) deleted. A document on its way is never touched (retention, ``emd lifecycle prune``)."""
         ...
 
     def close(self) -> None: ...

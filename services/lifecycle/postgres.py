@@ -2,7 +2,7 @@
 
 The statements and rules are ``services.lifecycle.store``'s, shared with ``SqliteLifecycleStore``. This
 module holds ``PostgresDatabase`` (the connection and its error mapping, native timestamps, the schema
-created under a lock; shared with the desk store, ``services.lifecycle.desk``), ``POSTGRES_SCHEMA``, and
+created under a lock; shared with the support tables, ``services.lifecycle.support_tables``), ``POSTGRES_SCHEMA``, and
 what replaces SQLite's database-wide write lock:
 
 * every transition reads the document with ``SELECT … FOR UPDATE``, so two replicas handling the same
@@ -11,6 +11,13 @@ what replaces SQLite's database-wide write lock:
   ``mark_failed`` never overwrites ``registered``;
 * ``register`` is ``INSERT … ON CONFLICT DO NOTHING``; the schema is created on open under a transaction
   advisory lock, so replicas starting together do not race on ``CREATE TABLE IF NOT EXISTS``.
+
+Two roles in production (docs/operations.md, step 4): the tables' owner, which ``emd lifecycle migrate`` (the
+migration Job) uses to create and upgrade them and to ``grant`` the application role SELECT, INSERT, UPDATE and
+DELETE; and that application role, which the pods use. Opening a store checks, without DDL, that nothing is
+missing: as the application role a missing table or column is ``TransientError(reason=
+"LIFECYCLE_SCHEMA_MISSING")`` (``open_store`` waits for the migration, then says to run it), never a half-made
+schema.
 
 One connection per store (autocommit, explicit transactions), guarded by a lock because the workers call
 the store from ``asyncio.to_thread``. A lost connection (server restart, network) raises
@@ -28,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
@@ -56,6 +64,7 @@ CREATE TABLE IF NOT EXISTS emd_documents (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     accepted_at         timestamptz,
     registered_at       timestamptz,
+    store_till_date     text,                  -- РЭМД's xs:date with its offset, as written: 2048-09-22+03:00
     failed_at           timestamptz
 );
 CREATE TABLE IF NOT EXISTS emd_attempts (
@@ -71,9 +80,29 @@ CREATE TABLE IF NOT EXISTS emd_attempts (
     decided_by   text,                             -- DECIDED_BY_ANSWER or DECIDED_BY_CALLBACK
     UNIQUE (local_uid, attempt)
 );
+CREATE TABLE IF NOT EXISTS emd_registry_requests (
+    message_id         text PRIMARY KEY,         -- normalised; a getRegistryItem's MessageID
+    local_uid          text NOT NULL REFERENCES emd_documents(local_uid),
+    emdr_id            text NOT NULL,
+    purpose            text NOT NULL,            -- deadline | poll | duplicate
+    attempt_message_id text,                     -- duplicate: the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles
+    asked_at           timestamptz NOT NULL,
+    outcome            text,                     -- set once, by the first answer
+    decided_by         text,                     -- "callback <the answer's MessageID>"
+    code               text,
+    answered_at        timestamptz
+);
+CREATE INDEX IF NOT EXISTS emd_registry_requests_by_document ON emd_registry_requests(local_uid);
 CREATE INDEX IF NOT EXISTS emd_documents_by_emdr_id ON emd_documents(emdr_id);
 CREATE INDEX IF NOT EXISTS emd_attempts_by_document ON emd_attempts(local_uid, attempt);
 CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) WHERE state = 'accepted';
+CREATE INDEX IF NOT EXISTS emd_documents_decided ON emd_documents(updated_at) WHERE state IN ('registered','failed');
+-- one holder at a time of what runs on a single replica (the status worker's scanners: services/pipeline/lease.py)
+CREATE TABLE IF NOT EXISTS emd_leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
 -- find_by_emdr_id: SELECT * FROM emd_documents WHERE emdr_id = %s ORDER BY registered_at LIMIT 1
 -- every transition: SELECT … FROM emd_documents WHERE local_uid = %s FOR UPDATE; then the same checks
 -- and writes as the SQLite backend, in one transaction (services/lifecycle/store.py).
@@ -118,17 +147,47 @@ class PostgresDatabase:
         ``then(db)`` (an upgrade), in one transaction holding the advisory lock ``lock_key``, so replicas
         starting together do not race."""
         objects = re.findall(r"IF NOT EXISTS (\w+)", schema)
+        try:
+            with self.transaction() as db:
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+                # only when something is missing: CREATE … IF NOT EXISTS needs CREATE on the schema even when
+                # it exists, and the application role is granted only SELECT, INSERT, UPDATE, DELETE
+                present = db.execute(
+                    "SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n", (objects,)
+                ).fetchone()
+                if not (present and present["ok"]):
+                    db.execute(schema)
+                if then is not None:
+                    then(db)
+        except psycopg.errors.InsufficientPrivilege:
+            # the application role met a table or column this version needs and may not create it
+            raise TransientError(
+                "the database lacks tables or columns this version needs, and this role may not create them: "
+                "run `emd lifecycle migrate` as the tables' owner (the migration Job)",
+                reason="LIFECYCLE_SCHEMA_MISSING",
+                defer=5.0,
+            ) from None
+
+    def grant(self, role: str, tables: list[str]) -> None:
+        """Give ``role`` what the application needs on ``tables`` and nothing more: USAGE on their schema and
+        SELECT, INSERT, UPDATE, DELETE (no CREATE, ALTER, DROP, TRUNCATE: those stay with the owner)."""
         with self.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-            # only when something is missing: CREATE … IF NOT EXISTS needs CREATE on the schema even when
-            # it exists, and a production role may be granted only SELECT, INSERT, UPDATE
-            present = db.execute(
-                "SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok FROM unnest(%s::text[]) n", (objects,)
-            ).fetchone()
-            if not (present and present["ok"]):
-                db.execute(schema)
-            if then is not None:
-                then(db)
+            who = sql.Identifier(role)
+            db.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(self._schema(db)), who)
+            )
+            for table in tables:
+                db.execute(
+                    sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                        sql.Identifier(table), who
+                    )
+                )
+
+    @staticmethod
+    def _schema(db: psycopg.Connection[dict[str, Any]]) -> str:
+        row = db.execute("SELECT current_schema() AS s").fetchone()
+        assert row is not None and row["s"], "no schema on the search path"
+        return str(row["s"])
 
     def where(self) -> dict[str, str | None]:
         """Host and database of the live connection (for a log line; never the URL, which may hold a password)."""
@@ -209,6 +268,8 @@ class PostgresLifecycleStore(SqlLifecycleStore):
 
     documents_table = "emd_documents"
     attempts_table = "emd_attempts"
+    registry_requests_table = "emd_registry_requests"
+    leases_table = "emd_leases"
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self.db = PostgresDatabase(url, connect_timeout=connect_timeout)

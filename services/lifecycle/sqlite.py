@@ -1,7 +1,7 @@
 """The embedded backend: one SQLite file in WAL mode, for one host (``services.lifecycle``).
 
 ``SqliteDatabase`` is the connection and the dialect (transactions, ``?``, timestamps as text), shared by
-the lifecycle store and the desk store (``services.lifecycle.desk``), which keep their tables in the same
+the lifecycle store and the support tables (``services.lifecycle.support_tables``), which keep their tables in the same
 file; ``SqliteLifecycleStore`` adds the lifecycle's schema to it. The statements and rules are
 ``services.lifecycle.store``'s.
 """
@@ -12,11 +12,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from producer.files import private_file
 from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
+from services.timestamps import stored
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS documents (
     updated_at          TEXT NOT NULL,
     accepted_at         TEXT,
     registered_at       TEXT,
+    store_till_date     TEXT,
     failed_at           TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -51,8 +54,26 @@ CREATE TABLE IF NOT EXISTS attempts (
     decided_by   TEXT,
     UNIQUE (local_uid, attempt)
 );
+CREATE TABLE IF NOT EXISTS registry_requests (
+    message_id         TEXT PRIMARY KEY,
+    local_uid          TEXT NOT NULL REFERENCES documents(local_uid),
+    emdr_id            TEXT NOT NULL,
+    purpose            TEXT NOT NULL,
+    attempt_message_id TEXT,
+    asked_at           TEXT NOT NULL,
+    outcome            TEXT,
+    decided_by         TEXT,
+    code               TEXT,
+    answered_at        TEXT
+);
+CREATE INDEX IF NOT EXISTS registry_requests_by_document ON registry_requests(local_uid);
 CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
 CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 """
 
 
@@ -69,7 +90,7 @@ class SqliteDatabase:
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 in a 0700 directory; SQLite gives -wal and -shm the same mode
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-then-write never
         # upgrades a shared lock (the cause of SQLITE_BUSY deadlocks between processes).
         self._db = sqlite3.connect(
@@ -122,8 +143,8 @@ class SqliteDatabase:
             yield self._db
 
     def to_db(self, t: datetime) -> str:
-        # the overdue scan compares these as text: one format, always UTC with microseconds
-        return t.astimezone(UTC).isoformat(timespec="microseconds")
+        # the overdue scan compares these as text: one width, always UTC with microseconds
+        return stored(t)
 
     def from_db(self, value: str) -> datetime:
         return datetime.fromisoformat(value)
@@ -145,6 +166,8 @@ class SqliteLifecycleStore(SqlLifecycleStore):
 
     documents_table = "documents"
     attempts_table = "attempts"
+    registry_requests_table = "registry_requests"
+    leases_table = "leases"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.db = SqliteDatabase(path, busy_timeout=busy_timeout)

@@ -8,14 +8,14 @@ the subclass's table names and schema. Statements here are written with ``{docum
 in both.
 
 ``database_location`` reads ``EMD_LIFECYCLE_STORE`` for every store kept in that database (this one and
-the desk's, ``services.lifecycle.desk``).
+the support tables', ``services.lifecycle.support_tables``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,20 +26,21 @@ from services.lifecycle.model import (
     DECIDED_BY_ANSWER,
     DECIDED_BY_CALLBACK,
     FAILED,
-    OUTCOME_ACCEPTED,
     REGISTERED,
     SENDING,
     SIGNED,
     Attempt,
     Document,
+    RegistryRequest,
     check_transition,
 )
+from services.outcome import Outcome
 
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
 
-#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows)
-_UPGRADES = (
+#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows or None)
+_UPGRADES: tuple[tuple[str, str, str, tuple[str, tuple[Any, ...]] | None], ...] = (
     # who decided an attempt was, before the column, told by the callbacks' message "callback <id>"
     (
         "attempts_table",
@@ -50,6 +51,8 @@ _UPGRADES = (
             ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER),
         ),
     ),
+    # РЭМД's storeTillDate of a registered document ("2048-09-22+03:00"); unknown for older registrations
+    ("documents_table", "store_till_date", "text", None),
 )
 
 
@@ -73,8 +76,22 @@ def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
 
 
 @functools.cache
-def _render(template: str, documents: str, attempts: str, for_update: str, placeholder: str) -> str:
-    sql = template.format(documents=documents, attempts=attempts, for_update=for_update)
+def _render(
+    template: str,
+    documents: str,
+    attempts: str,
+    registry_requests: str,
+    leases: str,
+    for_update: str,
+    placeholder: str,
+) -> str:
+    sql = template.format(
+        documents=documents,
+        attempts=attempts,
+        registry_requests=registry_requests,
+        leases=leases,
+        for_update=for_update,
+    )
     return sql.replace("?", placeholder)
 
 
@@ -87,6 +104,8 @@ class SqlLifecycleStore:
 
     documents_table: ClassVar[str]
     attempts_table: ClassVar[str]
+    registry_requests_table: ClassVar[str]
+    leases_table: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
     db: Any
 
@@ -95,16 +114,28 @@ class SqlLifecycleStore:
 
     def _q(self, template: str) -> str:
         return _render(
-            template, self.documents_table, self.attempts_table, self.db.for_update, self.db.placeholder
+            template,
+            self.documents_table,
+            self.attempts_table,
+            self.registry_requests_table,
+            self.leases_table,
+            self.db.for_update,
+            self.db.placeholder,
         )
+
+    @property
+    def tables(self) -> list[str]:
+        """Every table of the lifecycle store (what ``emd lifecycle migrate --grant`` grants on)."""
+        return [self.documents_table, self.attempts_table, self.registry_requests_table, self.leases_table]
 
     def _upgrade(self, db: Any) -> None:
         """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
-        for table_attr, column, sql_type, (backfill, params) in _UPGRADES:
+        for table_attr, column, sql_type, backfill in _UPGRADES:
             table = getattr(self, table_attr)
             if not self.db.has_column(db, table, column):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-                db.execute(self._q(backfill), params)
+                if backfill is not None:
+                    db.execute(self._q(backfill[0]), backfill[1])
 
     def _time(self, value: Any) -> datetime | None:
         return None if value is None else self.db.from_db(value)
@@ -118,6 +149,12 @@ class SqlLifecycleStore:
         for k in _DOCUMENT_TIMES:
             d[k] = self._time(d[k])
         return Document(**d)
+
+    def _registry_request(self, row: Any) -> RegistryRequest:
+        d = dict(row)
+        for k in ("asked_at", "answered_at"):
+            d[k] = self._time(d[k])
+        return RegistryRequest(**d)
 
     def _attempt(self, row: Any) -> Attempt:
         d = dict(row)
@@ -311,7 +348,7 @@ class SqlLifecycleStore:
                 self._set_outcome(
                     db,
                     mid,
-                    outcome=OUTCOME_ACCEPTED,
+                    outcome=Outcome.ACCEPTED,
                     decided_by=DECIDED_BY_ANSWER,
                     code=code,
                     message=message,
@@ -331,17 +368,24 @@ class SqlLifecycleStore:
             return self._updated(db, local_uid)
 
     def mark_registered(
-        self, local_uid: str, emdr_id: str, *, registered_at: datetime | None = None
+        self,
+        local_uid: str,
+        emdr_id: str,
+        *,
+        registered_at: datetime | None = None,
+        store_till_date: str | None = None,
     ) -> Document:
         at = self.db.to_db(registered_at or _now())
         with self.db.transaction() as db:
             check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
+            # the first registration's time and storeTillDate stay: a re-emission says what the first did
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, emdr_id = ?,"
-                    " registered_at = COALESCE(registered_at, ?), updated_at = ? WHERE local_uid = ?"
+                    " registered_at = COALESCE(registered_at, ?),"
+                    " store_till_date = COALESCE(store_till_date, ?), updated_at = ? WHERE local_uid = ?"
                 ),
-                (REGISTERED, emdr_id, at, at, local_uid),
+                (REGISTERED, emdr_id, at, store_till_date, at, local_uid),
             )
             return self._updated(db, local_uid)
 
@@ -393,3 +437,116 @@ class SqlLifecycleStore:
 
     def message_ids(self, local_uid: str) -> list[str]:
         return [a.message_id for a in self.history(local_uid)]
+
+    # --- registry look-ups answered on the callback (getRegistryItem) ---------------------------------
+
+    def record_registry_request(
+        self,
+        message_id: str,
+        local_uid: str,
+        *,
+        emdr_id: str,
+        purpose: str,
+        attempt_message_id: str | None = None,
+        asked_at: datetime | None = None,
+    ) -> RegistryRequest:
+        mid = normalize_message_id(message_id)
+        attempt = normalize_message_id(attempt_message_id) if attempt_message_id else None
+        at = self.db.to_db(asked_at or _now())
+        with self.db.transaction() as db:
+            if self._get(db, local_uid) is None:
+                raise KeyError(local_uid)
+            db.execute(
+                self._q(
+                    "INSERT INTO {registry_requests} (message_id, local_uid, emdr_id, purpose, attempt_message_id,"
+                    " asked_at) VALUES (?,?,?,?,?,?)"
+                ),
+                (mid, local_uid, emdr_id, purpose, attempt, at),
+            )
+        return RegistryRequest(
+            message_id=mid,
+            local_uid=local_uid,
+            emdr_id=emdr_id,
+            purpose=purpose,
+            attempt_message_id=attempt,
+            asked_at=self.db.from_db(at),
+        )
+
+    def find_registry_request(self, message_id: str) -> tuple[Document, RegistryRequest] | None:
+        with self.db.transaction(write=False) as db:
+            row = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE message_id = ?"),
+                (normalize_message_id(message_id),),
+            ).fetchone()
+            if row is None:
+                return None
+            request = self._registry_request(row)
+            doc = self._get(db, request.local_uid)
+        assert doc is not None
+        return doc, request
+
+    def record_registry_answer(
+        self, message_id: str, *, outcome: str, decided_by: str, code: str | None = None
+    ) -> RegistryRequest | None:
+        with self.db.transaction() as db:
+            mid = normalize_message_id(message_id)
+            db.execute(
+                self._q(
+                    "UPDATE {registry_requests} SET outcome = ?, decided_by = ?, code = ?, answered_at = ?"
+                    " WHERE message_id = ? AND outcome IS NULL"
+                ),
+                (outcome, decided_by, code, self.db.to_db(_now()), mid),
+            )
+            row = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE message_id = ?"), (mid,)
+            ).fetchone()
+        return self._registry_request(row) if row is not None else None
+
+    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                self._q("SELECT * FROM {registry_requests} WHERE local_uid = ? ORDER BY asked_at"),
+                (local_uid,),
+            ).fetchall()
+        return [self._registry_request(r) for r in rows]
+
+    # --- leases and retention ---------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        now = _now()
+        at, until = self.db.to_db(now), self.db.to_db(now + timedelta(seconds=ttl))
+        with self.db.transaction() as db:
+            # taken when free, renewed by its holder, taken over once its holder let it expire
+            db.execute(
+                self._q(
+                    "INSERT INTO {leases} (name, holder, expires_at) VALUES (?,?,?) ON CONFLICT (name) DO UPDATE"
+                    " SET holder = excluded.holder, expires_at = excluded.expires_at"
+                    " WHERE {leases}.holder = excluded.holder OR {leases}.expires_at < ?"
+                ),
+                (name, holder, until, at),
+            )
+            row = db.execute(self._q("SELECT holder FROM {leases} WHERE name = ?"), (name,)).fetchone()
+        return row is not None and row["holder"] == holder
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.db.transaction() as db:
+            db.execute(self._q("DELETE FROM {leases} WHERE name = ? AND holder = ?"), (name, holder))
+
+    def prune(self, decided_before: datetime) -> tuple[int, int]:
+        before = self.db.to_db(decided_before)
+        decided = "SELECT local_uid FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"
+        with self.db.transaction() as db:
+            # a decided document's registry questions go with it (they reference it)
+            db.execute(
+                self._q("DELETE FROM {registry_requests} WHERE local_uid IN (" + decided + ")"),
+                (REGISTERED, FAILED, before),
+            )
+            attempts = db.execute(
+                self._q("DELETE FROM {attempts} WHERE local_uid IN (" + decided + ")"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+            documents = db.execute(
+                self._q("DELETE FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"),
+                (REGISTERED, FAILED, before),
+            ).rowcount
+        return documents, attempts

@@ -10,13 +10,17 @@ what it has finished (``services/messaging/runtime.py``).
 ``start_producer`` starts a worker's producer and turns what configuration can get wrong into a
 ``ConfigurationError`` that says how to fix it: a broker still unreachable after the start-up grace, or
 one that refuses the idempotent producer ``KAFKA_ENABLE_IDEMPOTENCE=true`` requires. With the setting
-unset a refusal is detected, logged, and the producer goes on without idempotence. A broker that lacks a
-topic the process needs is a ``ConfigurationError`` too: missing topics are not something to wait for.
+unset a refusal is detected, logged as one warning (the production default was refused), and the producer
+goes on without idempotence; aiokafka's own ERROR line about the refused InitProducerId is dropped, since
+this is handled and said here. The local broker (Tansu) refuses it: ``emd run`` and the line ``emd broker``
+prints set ``KAFKA_ENABLE_IDEMPOTENCE=false`` for it, so a healthy local start logs neither. A broker that
+lacks a topic the process needs is a ``ConfigurationError`` too: missing topics are not something to wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +32,7 @@ from producer.errors import ConfigurationError
 from producer.kafka import KafkaSecurity, unreachable
 from services.config import Settings
 from services.logs import get_logger
+from services.messaging.trust import observe_kafka_ca
 
 log = get_logger(__name__)
 
@@ -83,10 +88,26 @@ def aio_consumer_config(settings: Settings, *, group_id: str, client_id: str) ->
     }
 
 
+class _RefusedInitProducerId(logging.Filter):
+    """Drops aiokafka's ERROR about a refused InitProducerId: ``start_producer`` handles that refusal and says so
+    itself (a warning, or a ConfigurationError when idempotence is required), so the library's line is noise that
+    reads as a failure on a healthy start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unexpected error during InitProducerIdRequest")
+
+
+_REFUSED_INIT_PRODUCER_ID = _RefusedInitProducerId()
+
+
 async def start_producer(
     settings: Settings, *, client_id: str, topics: Sequence[str] = ()
 ) -> AIOKafkaProducer:
     """A started aiokafka producer for a worker on a broker that has ``topics``, or ``ConfigurationError``."""
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    if _REFUSED_INIT_PRODUCER_ID not in sender_log.filters:
+        sender_log.addFilter(_REFUSED_INIT_PRODUCER_ID)
+    observe_kafka_ca(settings.kafka_ssl_ca_file)  # what this process trusts, for EmdKafkaCaExpiresSoon
     config = aio_producer_config(settings, client_id=client_id)
     deadline = time.monotonic() + settings.startup_grace_seconds
     while True:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from producer import events
+
 #: Spring-compatible headers
 ORIGINAL_TOPIC = "kafka_dlt-original-topic"
 ORIGINAL_PARTITION = "kafka_dlt-original-partition"
@@ -148,7 +150,7 @@ def dead_letter_headers(
     kept = [
         (k, v) for k, v in original_headers.items() if not k.startswith(FAILURE_PREFIXES) and k != MESSAGE_IDS
     ]
-    now = failure.at.isoformat().replace("+00:00", "Z")
+    now = events.timestamp(failure.at)
     ours: dict[str, str | None] = {
         ORIGINAL_TOPIC: o_topic,
         ORIGINAL_PARTITION: o_part,

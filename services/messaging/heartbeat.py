@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from producer.files import write_private
 from services.config import Settings
 from services.logs import get_logger
 
@@ -20,10 +21,9 @@ def heartbeat_path(settings: Settings, stage: str) -> Path:
 def write_heartbeat(path: Path, *, stage: str, at: float, in_flight: int, ok: bool, health: str) -> None:
     """Replace the heartbeat atomically (a reader never sees half a file); a full disk is logged, not fatal."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"stage": stage, "time": at, "in_flight": in_flight, "ok": ok, "health": health})
+        write_private(
+            tmp, json.dumps({"stage": stage, "time": at, "in_flight": in_flight, "ok": ok, "health": health})
         )
         tmp.replace(path)
     except OSError as exc:

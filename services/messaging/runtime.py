@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from producer.errors import PermanentError, TransientError
-from services import metrics
+from services import metrics, telemetry
 from services.config import Settings
 from services.logs import get_logger
 from services.messaging import deadletter as dl
-from services.messaging import failures, lag, transports
+from services.messaging import failures, lag, tracing, transports
 from services.messaging.failures import (
     DescribeFailure,
     FailurePolicy,
@@ -301,19 +301,24 @@ class Stage:
 
     async def process(self, record: Record, entry: InFlight) -> None:
         """Handle one record until it is settled (outputs, a retry or a dead letter acknowledged): then done."""
-        metrics.IN_FLIGHT.labels(self.name).inc()
-        started = time.perf_counter()
-        try:
-            outcome = await self._settle(record)
-            if outcome is None:
-                return  # stopping: left not done, re-delivered after restart
-            entry.done = True
-            metrics.RECORDS.labels(self.name, outcome).inc()
-        except _ProduceFailed:
-            return  # stopping while the broker was unreachable: not done, re-delivered later
-        finally:
-            metrics.IN_FLIGHT.labels(self.name).dec()
-            metrics.DURATION.labels(self.name).observe(time.perf_counter() - started)
+        with tracing.handling(self.name, self.group_id, record) as span:
+            metrics.IN_FLIGHT.labels(self.name).inc()
+            started = time.perf_counter()
+            outcome: str | None = None
+            try:
+                outcome = await self._settle(record)
+                if outcome is None:
+                    return  # stopping: left not done, re-delivered after restart
+                entry.done = True
+                metrics.RECORDS.labels(self.name, outcome).inc()
+            except _ProduceFailed:
+                return  # stopping while the broker was unreachable: not done, re-delivered later
+            finally:
+                metrics.IN_FLIGHT.labels(self.name).dec()
+                metrics.DURATION.labels(self.name).observe(
+                    time.perf_counter() - started, exemplar=telemetry.exemplar()
+                )
+                telemetry.set_outcome(span, outcome or "stopped")
 
     async def _settle(self, record: Record) -> str | None:
         """The record's outcome once its outputs are acknowledged; None if the stage stopped first."""
@@ -351,6 +356,7 @@ class Stage:
 
     async def _route(self, record: Record, exc: BaseException) -> str:
         routed = failures.route(record, exc, self.policy, now=time.time())
+        telemetry.annotate(reason=routed.reason)
         await self._produce(routed.outputs)
         if routed.outcome == "retry":
             metrics.RETRIES.labels(self.name, routed.reason).inc()
@@ -384,6 +390,7 @@ class Stage:
         if not outputs:
             return
         assert self._producer is not None
+        outputs = tracing.stamped(outputs)
         backoff = 0.5
         while True:
             try:

@@ -7,8 +7,9 @@
   (``acknowledgment.on_deadline``);
 * a poll record (``polling.poll_of``, written by the ``PollScanner`` for routes without callbacks, N3): ask the
   registry, registered or nothing yet (``on_deadline(final=False)``);
-* otherwise a callback ИПС delivered (``registerDocumentResult``, persisted by the callback service):
-  ``acknowledgment.handle_callback``, which also reconciles a ``NOT_UNIQUE_PROVIDED_ID`` by asking the registry.
+* otherwise a callback ИПС delivered (``registerDocumentResult``, or ``getRegistryItemResult``: the record a
+  deadline or a reconciliation asked for, persisted by the callback service): ``acknowledgment.handle_callback``,
+  which also reconciles a ``NOT_UNIQUE_PROVIDED_ID`` by asking the registry.
 
 ``Acknowledger.confirm_sent(record)`` (``emd.document.sent``): acknowledgment is driven by callbacks, so a
 ``sent`` event only confirms, in the log, that the lifecycle store knows the document (a callback that came
@@ -41,7 +42,7 @@ class Acknowledger:
     :param store: the lifecycle store.
     :param poll: ``async (Document) -> RegistryItem | None``: asks РЭМД (``polling.RegistryPoller``).
     :param environments: ``oid -> environment`` of the organisations (``OrganizationsConfig.environment``).
-    :param group: the consumer group of the callbacks stage (dead-letter headers).
+    :param group: the consumer group of the acknowledger stage (dead-letter headers).
     :param pending_limit: seconds a callback may wait for its document (``EMD_ACK_TIMEOUT_SECONDS``).
     """
 

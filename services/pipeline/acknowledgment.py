@@ -6,8 +6,8 @@ and lets it ask РЭМД through the worker's async ``poll``):
 
 * correlation: ``relatesToMessage`` is the MessageID of ANY attempt (the sender records it in the
   lifecycle store before the request leaves, so a callback that overtakes the ``sent`` event still
-  matches); fallback on ``localUid``, then on ``registryItem/emdrId`` (a document we already know as
-  registered under that number). Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
+  matches), never a bare ``localUid`` (another МИС's document may share it); a document we already know as
+  registered is also found by ``registryItem/emdrId``. Unknown → ``TransientError(CALLBACK_UNCORRELATED)``: retried in
   place until the document appears, dead-lettered after ``pending_limit`` seconds.
 * first final state wins, per attempt: the attempt row records which callback decided it
   (``outcome`` = registered | rejected | transient | duplicate, ``message`` = ``callback <its MessageID>``).
@@ -25,7 +25,8 @@ and lets it ask РЭМД through the worker's async ``poll``):
   sender-side transient outcome (a timeout or reset cannot be told from a refusal afterwards), i.e. anything
   but a definite rejection — is a *duplicate registration*, not a rejection: the resend of a document
   whose first registration went through. It is reconciled by asking РЭМД (``searchRegistryItem`` for the
-  localUid, via ``registry_lookup``): found → registered exactly as a success callback (the attempt
+  localUid, via ``registry_lookup``; on ИПС followed by ``getRegistryItem``, whose answer then decides, below):
+  found → registered exactly as a success callback (the attempt
   recorded ``duplicate``; the acknowledged event names the earliest such other attempt as the one
   registered); not found yet (the first registration still running) → ``TransientError(
   REGISTRATION_UNCONFIRMED)``, asked again later until ``pending_limit`` after the callback; then the
@@ -42,8 +43,17 @@ attempt's) may be handled at once; both may then emit ``acknowledged`` with the 
 downstream is idempotent by localUid.
 
 ``on_deadline`` handles a document with no callback after ``ack_timeout``: poll ``searchRegistryItem``
-via ``poll(doc) -> RegistryItem | None``; found → registered, as above; not found → dead letter
-``NO_ACKNOWLEDGMENT``.
+via ``poll(doc) -> RegistryItem | None``; not found → dead letter ``NO_ACKNOWLEDGMENT``; found → on ИПС its record
+is asked for (``poll.ask``: ``getRegistryItem``, the MessageID stored first) and nothing is decided yet; on a
+route that cannot be asked so (N3), registered at once, as above.
+
+A ``getRegistryItemResult`` (``on_callback`` tells it from a registration's callback by its element) is matched by
+``relatesToMessage`` to the question asked (``find_registry_request``); the first answer is recorded on the
+question and decides: the record asked for → registered, as above (``via`` poll, or duplicate when it
+reconciles a NOT_UNIQUE_PROVIDED_ID, whose attempt is then recorded ``duplicate``); the document registered
+meanwhile → nothing; an error or another record → nothing, except at a deadline with a code retrying cannot
+change, which dead-letters ``NO_ACKNOWLEDGMENT`` with that code. A second answer changes nothing; the same one
+delivered again re-emits.
 
 Metrics: ``emd_acknowledged_total{via}`` (callback, duplicate, poll) and ``emd_end_to_end_seconds`` are
 counted where a registration is decided (a replayed callback re-emits its events but is not counted
@@ -67,20 +77,22 @@ from prometheus_client.core import GaugeMetricFamily
 
 from producer import events, topology
 from producer.errors import PermanentError, TransientError
-from producer.ids import normalize_message_id
+from producer.ids import normalize_message_id, same_message_id
 from services import lifecycle as lc
-from services import metrics
+from services import metrics, telemetry
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging.records import Output
+from services.outcome import CALLBACK_DECIDED, Outcome
+from services.pipeline.polling import DEADLINE as DEADLINE_QUESTION
+from services.pipeline.polling import DUPLICATE as DUPLICATE_QUESTION
+from services.pipeline.polling import POLL as POLL_QUESTION
 from services.reasons import reason_info
 from services.remd import soap
 
 log = get_logger(__name__)
 
 SOURCE = "emd-status"
-REGISTERED, REJECTED, TRANSIENT, DUPLICATE = "registered", "rejected", "transient", "duplicate"
-DECIDED = (REGISTERED, REJECTED, TRANSIENT, DUPLICATE)
 NOT_UNIQUE = "NOT_UNIQUE_PROVIDED_ID"
 #: the longest wait between two registry look-ups of one duplicate registration
 RECONCILE_MAX_DEFER = 120.0
@@ -176,7 +188,9 @@ def _acknowledged(doc: lc.Document, via: str) -> None:
     ACKNOWLEDGED.labels(via).inc()
     started = _published_at(doc) or doc.created_at
     if started is not None:
-        END_TO_END.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
+        END_TO_END.observe(
+            max(0.0, (datetime.now(UTC) - started).total_seconds()), exemplar=telemetry.exemplar()
+        )
 
 
 def _published_at(doc: lc.Document) -> datetime | None:
@@ -189,6 +203,9 @@ def _published_at(doc: lc.Document) -> datetime | None:
 
 
 RegistryLookup = Callable[[lc.Document], "soap.RegistryItem | None"]
+#: ``(doc, item, *, purpose, attempt_message_id=None) -> bool``: ask for a found document's record on the callback
+#: (``RegistryPoller.ask``, run from the callback thread); False when the route decides on the search's item
+RegistryAsk = Callable[..., bool]
 #: (organisation OID, the attempt's endpoint) → the РЭМД environment ("test" / "production"):
 #: ``OrganizationsConfig.environment``
 Environments = Callable[[str, "str | None"], str]
@@ -243,7 +260,9 @@ def registered_outputs(
     signed = _signed_event(doc)
     attempts = store.history(doc.local_uid)
     ids = [a.message_id for a in attempts]
-    current = next((a for a in attempts if a.message_id == message_id), attempts[-1] if attempts else None)
+    current = next(
+        (a for a in attempts if same_message_id(a.message_id, message_id)), attempts[-1] if attempts else None
+    )
     data = dict(signed["data"])
     data["submission"] = events.submission_data(
         message_id=message_id,
@@ -256,9 +275,12 @@ def registered_outputs(
     )
     data["registration"] = {
         "emdrId": emdr_id,
-        "registrationTime": events.timestamp(doc.registered_at),
+        # РЭМД's registrationDateTime, kept to the microsecond it gives
+        "registrationTime": events.timestamp(doc.registered_at, microseconds=True),
         "messageId": message_id,
     }
+    if doc.store_till_date:
+        data["registration"]["storeTillDate"] = doc.store_till_date
     trace = signed.get("traceId")
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
     return [
@@ -272,14 +294,28 @@ def _warnings(item: soap.RegistryItem | None) -> Sequence[soap.RemdError]:
 
 
 def registered_at(item: soap.RegistryItem | None) -> datetime:
-    """When РЭМД registered the document, as its registry item says (a time without an offset is UTC); now
-    when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the same."""
-    text = getattr(item, "registration_date_time", None) or ""
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """When РЭМД registered the document, as its registry item says (to the microsecond; a time without an offset
+    is UTC); now when it says nothing usable. ``mark_registered`` keeps the first one, so a re-emission says the
+    same."""
+    when = item.registered_at if item is not None else None
+    return when if when is not None else datetime.now(UTC)
+
+
+def store_till(item: soap.RegistryItem | None) -> str | None:
+    """РЭМД's storeTillDate, read and written back as an xs:date with its offset (``2048-09-22+03:00``)."""
+    if item is None:
+        return None
+    day = item.store_till
+    if day is None and item.store_till_date:
+        log.warning("storeTillDate not understood: not kept", store_till_date=item.store_till_date)
+    return day.isoformat() if day is not None else None
+
+
+def _mark_registered(store: lc.LifecycleStore, local_uid: str, item: soap.RegistryItem) -> lc.Document:
+    """``mark_registered`` with what the registry item says: its emdrId, registration time and storeTillDate."""
+    return store.mark_registered(
+        local_uid, item.emdr_id or "", registered_at=registered_at(item), store_till_date=store_till(item)
+    )
 
 
 def _dead_letter(
@@ -296,7 +332,7 @@ def _dead_letter(
 ) -> Output:
     known = reason_info(reason)
     failure = dl.Failure(
-        stage="status",
+        stage="acknowledger",
         reason=reason,
         message=message,
         exception_fqcn=__name__,
@@ -324,13 +360,13 @@ def _dead_letter(
 def correlate(
     store: lc.LifecycleStore, result: soap.RegisterResult
 ) -> tuple[lc.Document, lc.Attempt | None] | None:
+    """The document and attempt a callback is about: by its relatesToMessage, the MessageID of one of our
+    attempts. Never by its bare ``localUid``: a localUid is the МИС's own id, another МИС's document may carry
+    the same one, and a callback ИПС signed for that document must not decide ours. A registered document is
+    also found by its emdrId (a registry number is unique, and a registered document changes no more)."""
     found = store.find_by_message_id(result.relates_to_message)
     if found is not None:
         return found
-    if result.local_uid:  # fallback: the document itself (its attempt unknown)
-        doc = store.get(result.local_uid)
-        if doc is not None:
-            return doc, None
     emdr_id = result.registry_item.emdr_id if result.registry_item is not None else None
     if emdr_id:  # last fallback: a document we already hold as registered under that number
         doc = store.find_by_emdr_id(emdr_id)
@@ -341,15 +377,17 @@ def correlate(
 
 def _definitely_not_taken(a: lc.Attempt) -> bool:
     """The attempt got a definite "no": refused synchronously, or an error callback decided it."""
-    if a.outcome in (lc.OUTCOME_PERMANENT, REJECTED):
+    if a.outcome in (Outcome.PERMANENT, Outcome.REJECTED):
         return True
-    return a.outcome == TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
+    return a.outcome == Outcome.TRANSIENT and a.decided_by == lc.DECIDED_BY_CALLBACK
 
 
 def duplicate_candidates(store: lc.LifecycleStore, doc: lc.Document, message_id: str) -> list[lc.Attempt]:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
     return [
-        a for a in store.history(doc.local_uid) if a.message_id != message_id and not _definitely_not_taken(a)
+        a
+        for a in store.history(doc.local_uid)
+        if not same_message_id(a.message_id, message_id) and not _definitely_not_taken(a)
     ]
 
 
@@ -372,15 +410,29 @@ def on_callback(
     pending_limit: float = 24 * 3600.0,
     retry_delay: float = 60.0,
     environments: Environments,
-    group: str = "emd-status",
+    group: str = "emd-acknowledger",
     registry_lookup: RegistryLookup | None = None,
+    registry_ask: RegistryAsk | None = None,
 ) -> list[Output]:
-    """The outputs of one persisted callback. ``registry_lookup(doc)`` asks РЭМД whether the localUid is
-    registered (``TransientError`` when it cannot be asked now); without it a duplicate registration is
-    never confirmed and waits for the deadline poll."""
+    """The outputs of one persisted callback: a ``registerDocumentResult`` or a ``getRegistryItemResult``.
+
+    ``registry_lookup(doc)`` asks РЭМД whether the localUid is registered (``TransientError`` when it cannot be
+    asked now); without it a duplicate registration is never confirmed and waits for the deadline poll.
+    ``registry_ask(doc, item, purpose=…, attempt_message_id=…)`` asks for a found document's record on the
+    callback (``RegistryPoller.ask``): True when asked, and the record's callback then decides."""
+    callback = soap.parse_callback(raw)
     try:
+        if isinstance(callback, soap.RegistryItemResult):
+            return _on_registry_result(
+                callback,
+                store=store,
+                received_ms=received_ms,
+                pending_limit=pending_limit,
+                environments=environments,
+                group=group,
+            )
         return _on_callback(
-            raw,
+            callback,
             store=store,
             received_ms=received_ms,
             pending_limit=pending_limit,
@@ -388,13 +440,14 @@ def on_callback(
             environments=environments,
             group=group,
             registry_lookup=registry_lookup,
+            registry_ask=registry_ask,
         )
     except lc.LifecycleConflict as conflict:
         return _decided_elsewhere(conflict)
 
 
 def _on_callback(
-    raw: bytes,
+    result: soap.RegisterResult,
     *,
     store: lc.LifecycleStore,
     received_ms: int,
@@ -403,14 +456,14 @@ def _on_callback(
     environments: Environments,
     group: str,
     registry_lookup: RegistryLookup | None,
+    registry_ask: RegistryAsk | None,
 ) -> list[Output]:
-    result = soap.parse_register_result(raw)
     callback_id = normalize_message_id(result.headers.message_id) or "?"
     waited = time.time() - received_ms / 1000
     doc, attempt = _correlated(store, result, waited=waited, pending_limit=pending_limit)
     mid = attempt.message_id if attempt else normalize_message_id(result.relates_to_message)
     mark = f"callback {callback_id}"
-    replay = attempt is not None and attempt.outcome in DECIDED and attempt.message == mark
+    replay = attempt is not None and attempt.outcome in CALLBACK_DECIDED and attempt.message == mark
     if doc.state == lc.REGISTERED:
         return _on_registered_document(
             store,
@@ -422,7 +475,7 @@ def _on_callback(
             callback_id=callback_id,
             environments=environments,
         )
-    if not replay and attempt is not None and attempt.outcome in DECIDED:
+    if not replay and attempt is not None and attempt.outcome in CALLBACK_DECIDED:
         DUPLICATED_CALLBACKS.inc()
         log.info(
             "duplicate or late callback ignored",
@@ -451,6 +504,7 @@ def _on_callback(
                 waited=waited,
                 pending_limit=pending_limit,
                 lookup=registry_lookup,
+                ask=registry_ask,
                 environments=environments,
             )
     first = errors[0]
@@ -460,7 +514,7 @@ def _on_callback(
     if attempt is not None:
         store.record_outcome(
             mid,
-            outcome=TRANSIENT if transient else REJECTED,
+            outcome=Outcome.TRANSIENT if transient else Outcome.REJECTED,
             decided_by=lc.DECIDED_BY_CALLBACK,
             code=first.code,
             message=mark,
@@ -557,7 +611,12 @@ def _on_registered_document(
     environments: Environments,
 ) -> list[Output]:
     """A callback for a document already registered: its own redelivery outputs again, any other is ignored."""
-    if replay and attempt is not None and attempt.outcome in (REGISTERED, DUPLICATE) and doc.emdr_id:
+    if (
+        replay
+        and attempt is not None
+        and attempt.outcome in (Outcome.REGISTERED, Outcome.DUPLICATE)
+        and doc.emdr_id
+    ):
         return registered_outputs(
             store,
             doc,
@@ -603,7 +662,11 @@ def _registered_by_callback(
     assert item is not None and item.emdr_id
     if attempt is not None:
         store.record_outcome(
-            mid, outcome=REGISTERED, decided_by=lc.DECIDED_BY_CALLBACK, code=item.emdr_id, message=mark
+            mid,
+            outcome=Outcome.REGISTERED,
+            decided_by=lc.DECIDED_BY_CALLBACK,
+            code=item.emdr_id,
+            message=mark,
         )
     if doc.state == lc.FAILED:
         log.warning(
@@ -613,7 +676,7 @@ def _registered_by_callback(
             message_id=mid,
             failure_reason=doc.failure_reason,
         )
-    doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+    doc = _mark_registered(store, doc.local_uid, item)
     _acknowledged(doc, "callback")
     log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
     return registered_outputs(
@@ -629,7 +692,7 @@ def _registered_by_callback(
 def _registering_id(store: lc.LifecycleStore, doc: lc.Document, attempt: lc.Attempt) -> str:
     """The MessageID the acknowledged event names: the callback's own attempt when it registered, else (a
     duplicate) the earliest other attempt ИПС may have taken."""
-    if attempt.outcome == REGISTERED:
+    if attempt.outcome == Outcome.REGISTERED:
         return attempt.message_id
     others = duplicate_candidates(store, doc, attempt.message_id)
     return others[0].message_id if others else attempt.message_id
@@ -646,17 +709,31 @@ def _reconcile(
     waited: float,
     pending_limit: float,
     lookup: RegistryLookup | None,
+    ask: RegistryAsk | None,
     environments: Environments,
 ) -> list[Output]:
-    """NOT_UNIQUE_PROVIDED_ID for a document another attempt of ours may have registered: ask РЭМД."""
+    """NOT_UNIQUE_PROVIDED_ID for a document another attempt of ours may have registered: ask РЭМД. On ИПС the
+    search that finds it is followed by getRegistryItem, whose answer on the callback decides."""
     item = lookup(doc) if lookup is not None else None
     if item is not None and item.emdr_id and item.local_uid in (None, doc.local_uid):
+        if ask is not None and ask(doc, item, purpose=DUPLICATE_QUESTION, attempt_message_id=mid):
+            log.info(
+                "duplicate registration found by the search: its record is asked for",
+                local_uid=doc.local_uid,
+                emdr_id=item.emdr_id,
+                message_id=mid,
+            )
+            return []
         registering = others[0].message_id
         if attempt is not None:
             store.record_outcome(
-                mid, outcome=DUPLICATE, decided_by=lc.DECIDED_BY_CALLBACK, code=NOT_UNIQUE, message=mark
+                mid,
+                outcome=Outcome.DUPLICATE,
+                decided_by=lc.DECIDED_BY_CALLBACK,
+                code=NOT_UNIQUE,
+                message=mark,
             )
-        doc = store.mark_registered(doc.local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = _mark_registered(store, doc.local_uid, item)
         _acknowledged(doc, "duplicate")
         log.info(
             "registered (duplicate registration reconciled)",
@@ -692,6 +769,212 @@ def _reconcile(
     return []
 
 
+# --- getRegistryItemResult: the record a status question asked for --------------------------------------
+
+#: a registry question's outcome: its answer registered the document, found it registered already, or did not
+#: give the record asked for (an error, or another record)
+ANSWER_REGISTERED, ANSWER_CONFIRMED, ANSWER_ERROR = "registered", "confirmed", "error"
+
+
+def _answer_of(
+    doc: lc.Document, asked: lc.RegistryRequest, result: soap.RegistryItemResult
+) -> tuple[str, str | None]:
+    """What a registry answer says about the question it answers: (outcome, code)."""
+    item = result.registry_item
+    if not result.found or item is None:
+        errors = result.errors or (soap.RemdError("UNKNOWN_ERROR", "status error without errors"),)
+        return ANSWER_ERROR, errors[0].code
+    if (item.emdr_id or "").strip() != asked.emdr_id.strip() or item.local_uid not in (None, doc.local_uid):
+        return ANSWER_ERROR, None  # another record than the one asked for
+    return (ANSWER_CONFIRMED if doc.state == lc.REGISTERED else ANSWER_REGISTERED), None
+
+
+def _on_registry_result(
+    result: soap.RegistryItemResult,
+    *,
+    store: lc.LifecycleStore,
+    received_ms: int,
+    pending_limit: float,
+    environments: Environments,
+    group: str,
+) -> list[Output]:
+    """A ``getRegistryItemResult``: correlated by the request's MessageID to the question the status worker
+    asked; its first answer decides (recorded on the question, ``decided_by`` = this callback), and the same
+    callback delivered again re-emits what it decided."""
+    callback_id = normalize_message_id(result.headers.message_id) or "?"
+    mark = f"callback {callback_id}"
+    waited = time.time() - received_ms / 1000
+    found = store.find_registry_request(result.relates_to_message)
+    if found is None:
+        if waited > pending_limit:
+            raise PermanentError(
+                f"getRegistryItem result for MessageID {result.relates_to_message} answers no question we asked",
+                reason="CALLBACK_UNCORRELATED",
+                message_id=result.relates_to_message,
+            )
+        raise TransientError(
+            "registry answer arrived before its question is known; waiting",
+            reason="CALLBACK_UNCORRELATED",
+            defer=_wait_defer(waited, 30.0),
+        )
+    doc, asked = found
+    if asked.outcome is None:
+        outcome, code = _answer_of(doc, asked, result)
+        asked = (
+            store.record_registry_answer(asked.message_id, outcome=outcome, decided_by=mark, code=code)
+            or asked
+        )
+    if asked.decided_by != mark:
+        DUPLICATED_CALLBACKS.inc()
+        log.info(
+            "duplicate registry answer ignored",
+            local_uid=doc.local_uid,
+            message_id=asked.message_id,
+            callback_id=callback_id,
+            decided_by=asked.decided_by,
+        )
+        return []
+    item = result.registry_item
+    if asked.outcome == ANSWER_CONFIRMED:
+        log.info(
+            "registry answer for a document already registered",
+            local_uid=doc.local_uid,
+            emdr_id=doc.emdr_id,
+            message_id=asked.message_id,
+        )
+        return []
+    if asked.outcome == ANSWER_REGISTERED and item is not None and item.emdr_id:
+        return _registered_by_answer(store, doc, asked, item, mark=mark, environments=environments)
+    return _registry_error(store, doc, asked, result, group=group)
+
+
+def _registered_by_answer(
+    store: lc.LifecycleStore,
+    doc: lc.Document,
+    asked: lc.RegistryRequest,
+    item: soap.RegistryItem,
+    *,
+    mark: str,
+    environments: Environments,
+) -> list[Output]:
+    duplicate = asked.purpose == DUPLICATE_QUESTION
+    if duplicate and asked.attempt_message_id:
+        store.record_outcome(
+            asked.attempt_message_id,
+            outcome=Outcome.DUPLICATE,
+            decided_by=lc.DECIDED_BY_CALLBACK,
+            code=NOT_UNIQUE,
+            message=mark,
+        )
+    if doc.state != lc.REGISTERED:  # a redelivery after a crash finds it registered: only re-emitted
+        if doc.state == lc.FAILED:
+            log.warning(
+                "registered after a dead letter: the dead letter is obsolete",
+                local_uid=doc.local_uid,
+                emdr_id=item.emdr_id,
+                failure_reason=doc.failure_reason,
+            )
+        doc = _mark_registered(store, doc.local_uid, item)
+        _acknowledged(doc, "duplicate" if duplicate else "poll")
+    if duplicate:
+        others = duplicate_candidates(store, doc, asked.attempt_message_id or "")
+        registering = others[0].message_id if others else asked.attempt_message_id or ""
+    else:
+        ids = store.message_ids(doc.local_uid)
+        registering = doc.accepted_message_id or (ids[-1] if ids else "")
+    log.info(
+        "registered (duplicate registration reconciled)" if duplicate else "registered (found by polling)",
+        local_uid=doc.local_uid,
+        emdr_id=item.emdr_id,
+        message_id=registering,
+        registry_message_id=asked.message_id,
+    )
+    return registered_outputs(
+        store,
+        doc,
+        emdr_id=doc.emdr_id or item.emdr_id or "",
+        message_id=registering,
+        environments=environments,
+        warnings=_warnings(item),
+    )
+
+
+def _registry_error(
+    store: lc.LifecycleStore,
+    doc: lc.Document,
+    asked: lc.RegistryRequest,
+    result: soap.RegistryItemResult,
+    *,
+    group: str,
+) -> list[Output]:
+    """The registry did not give the record asked for. At a deadline, with a code retrying cannot change (or another
+    record than the one asked for), the wait ends: NO_ACKNOWLEDGMENT with РЭМД's code, for a person to look at
+    (the search found the document, its record cannot be read). Otherwise nothing is decided: a poll or a later
+    deadline asks again."""
+    item = result.registry_item
+    errors = result.errors
+    if errors:
+        said = "; ".join(f"{e.code}: {e.message}" for e in errors)
+    elif item is not None:
+        said = f"another record (emdrId {item.emdr_id}, localUid {item.local_uid})"
+    else:
+        said = f"status {result.status} without errors"
+    first = errors[0] if errors else None
+    final = asked.purpose == DEADLINE_QUESTION and not (errors and all(e.info.transient for e in errors))
+    if (
+        not final
+        or doc.state not in (lc.ACCEPTED, lc.SENDING, lc.FAILED)
+        or (doc.state == lc.FAILED and doc.failure_reason != "NO_ACKNOWLEDGMENT")
+    ):
+        log.warning(
+            "registry answer without the record asked for: nothing decided",
+            local_uid=doc.local_uid,
+            emdr_id=asked.emdr_id,
+            message_id=asked.message_id,
+            code=first.code if first else None,
+            purpose=asked.purpose,
+        )
+        return []
+    code = first.code if first else None
+    message = (
+        f"no registerDocumentResult within the timeout; searchRegistryItem found it as {asked.emdr_id}, "
+        f"but getRegistryItem answered {said}"
+    )[:2000]
+    if doc.state != lc.FAILED:
+        doc = store.mark_failed(doc.local_uid, reason="NO_ACKNOWLEDGMENT", code=code, message=message)
+    ids = store.message_ids(doc.local_uid)
+    log.warning(
+        "no acknowledgment: the registry record could not be read, dead-lettered",
+        local_uid=doc.local_uid,
+        code=code,
+        message_ids=ids,
+        registry_message_id=asked.message_id,
+    )
+    signed = _signed_event(doc)
+    return [
+        _dead_letter(
+            doc,
+            signed,
+            ids,
+            reason="NO_ACKNOWLEDGMENT",
+            code=code,
+            message=message,
+            category=first.info.category if first else None,
+            hint=first.info.hint if first else None,
+            group=group,
+        ),
+        _status(
+            doc,
+            events.STATUS_FAILED,
+            ids,
+            trace=signed.get("traceId"),
+            reason="NO_ACKNOWLEDGMENT",
+            code=code,
+            message=message,
+        ),
+    ]
+
+
 async def handle_callback(
     raw: bytes,
     *,
@@ -700,14 +983,26 @@ async def handle_callback(
     received_ms: int,
     **options: Any,
 ) -> list[Output]:
-    """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop."""
+    """``on_callback`` off the event loop, its registry look-ups done by ``poll`` on the loop (and, when ``poll``
+    can ask for a record on the callback — ``RegistryPoller.ask`` — that too)."""
     loop = asyncio.get_running_loop()
+    asker = getattr(poll, "ask", None)
 
     def lookup(doc: lc.Document) -> soap.RegistryItem | None:
         return asyncio.run_coroutine_threadsafe(poll(doc), loop).result()
 
+    def ask(doc: lc.Document, item: soap.RegistryItem, **why: Any) -> bool:
+        assert asker is not None  # handed on only when the poll has one
+        return bool(asyncio.run_coroutine_threadsafe(asker(doc, item, **why), loop).result())
+
     return await asyncio.to_thread(
-        on_callback, raw, store=store, received_ms=received_ms, registry_lookup=lookup, **options
+        on_callback,
+        raw,
+        store=store,
+        received_ms=received_ms,
+        registry_lookup=lookup,
+        registry_ask=ask if asker is not None else None,
+        **options,
     )
 
 
@@ -717,18 +1012,27 @@ async def on_deadline(
     store: lc.LifecycleStore,
     poll: Callable[[lc.Document], Awaitable[soap.RegistryItem | None]],
     environments: Environments,
-    group: str = "emd-status",
+    group: str = "emd-acknowledger",
     final: bool = True,
 ) -> list[Output]:
-    """Ask the registry about ``local_uid``: found → registered. Not found: a deadline (``final``) dead-letters
+    """Ask the registry about ``local_uid``: found → registered (on ИПС: its record asked for with getRegistryItem,
+    whose answer on the callback registers it, ``on_callback``). Not found: a deadline (``final``) dead-letters
     NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
-    # the store is blocking I/O: off the event loop, which both status stages share
+    # the store is blocking I/O: off the event loop, which both stages of the status worker share
     doc = await asyncio.to_thread(store.get, local_uid)
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
-    if not final and (item is None or not item.emdr_id):
+    found = item is not None and bool(item.emdr_id)
+    if not final and not found:
         return []  # not registered yet: the next poll asks again
+    asker = getattr(poll, "ask", None)
+    if (
+        found
+        and asker is not None
+        and await asker(doc, item, purpose=DEADLINE_QUESTION if final else POLL_QUESTION)
+    ):
+        return []  # the record comes on the callback, and decides there
     try:
         return await asyncio.to_thread(
             _after_poll, local_uid, item, store=store, environments=environments, group=group
@@ -747,7 +1051,7 @@ def _after_poll(
 ) -> list[Output]:
     ids = store.message_ids(local_uid)
     if item is not None and item.emdr_id:
-        doc = store.mark_registered(local_uid, item.emdr_id, registered_at=registered_at(item))
+        doc = _mark_registered(store, local_uid, item)
         _acknowledged(doc, "poll")
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(

@@ -5,10 +5,17 @@
 * it waits for the signer's mark in the claim-check store (``require_signer_store``: the references it serves
   to РЭМД are the signer's), starts a producer on ``emd.remd.callbacks`` through the runtime's transport,
   and serves POST on any path on ``EMD_CALLBACK_HOST``:``EMD_CALLBACK_PORT``;
+* it reads a body with ``read_limited``: never more than ``EMD_CALLBACK_MAX_REQUEST_BYTES`` + 1 bytes, a
+  larger request answered 413 unparsed (``callback_app``), before ``CallbackService`` checks the signature,
+  freshness, ``wsa:To`` (``own_addresses``) and replay;
+* it signs replies with the information systems' keys alone (``reply_credentials`` of a configuration loaded
+  with ``role="callbacks"``), and takes a reloaded configuration's keys and addresses (``reconfigure``);
 * ``publish`` returns only after the broker confirmed the write (``Producer.send``), so a callback is on the
   topic before ИПС gets its ack;
-* on ``request_stop()`` (SIGTERM) it stops accepting connections and lets the requests in progress finish
-  for ``EMD_SHUTDOWN_GRACE_SECONDS`` before closing.
+* on ``request_stop()`` (SIGTERM) it drains (``services.messaging.shutdown.HttpDrain``): it stops accepting
+  connections and lets the requests in progress finish — one whose body is still arriving included — for
+  ``EMD_SHUTDOWN_GRACE_SECONDS`` before closing; the producer closes after that, so an acked callback is on the
+  topic.
 
 Its metrics and ``/healthz`` are the ``App``'s, on their own port (``EMD_METRICS_PORT``), apart from the SOAP port
 the ingress exposes. The lookups read the lifecycle store (what the sender registered) in a thread.
@@ -18,30 +25,41 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from producer import topology
 from producer.errors import ConfigurationError
-from services import lifecycle
+from services import lifecycle, telemetry
 from services.config import Settings
 from services.crypto.certificates import load_certificate
 from services.documents.store import DocumentStore, document_bytes, require_signer_store
 from services.logs import get_logger
-from services.messaging import transports
+from services.messaging import tracing, transports
 from services.messaging.records import Output
+from services.messaging.shutdown import HttpDrain
 from services.messaging.transport import Producer, Transport
-from services.pipeline.callbacks import CallbackService, ReplyCredential, ReplyKeys
-from services.pipeline.organizations import load_organizations
+from services.pipeline.callbacks import (
+    CallbackService,
+    ReplyCredential,
+    ReplyKeys,
+    RequestTooLarge,
+    read_limited,
+)
+from services.pipeline.organizations import OrganizationsConfig
 from services.remd import envelope
 
 log = get_logger(__name__)
 
-#: the largest request body accepted (a getDocumentFile request is small; a result callback a few KB)
-MAX_BODY_BYTES = 64 * 1024 * 1024
+#: after a 413, how long aiohttp goes on receiving the rest of the body, discarding it unbuffered, before it
+#: closes: a close with unread bytes pending makes the kernel send a reset that can destroy the 413 before the
+#: client reads it (nginx's lingering_close does the same). aiohttp's default is 10 s; 2 s bounds what one
+#: oversized request costs, and the handler itself never reads past the limit + 1.
+LINGERING_SECONDS = 2.0
 
 
 def load_ips_certificates(spec: str) -> list[Any]:
@@ -59,11 +77,10 @@ def load_ips_certificates(spec: str) -> list[Any]:
     return certs
 
 
-def reply_credentials(settings: Settings) -> ReplyKeys:
+def reply_credentials(config: OrganizationsConfig) -> ReplyKeys:
     """The ИС keys replies are signed with: each organisation's ``remd`` system credential, under its
     clientEntityId. An organisation whose key cannot be loaded is left out (its requests get a
     ``no_signing_key`` fault; the others are served)."""
-    config = load_organizations(settings.organizations_file)
     credentials = []
     for org in config.organizations.values():
         if org.remd is None or org.remd.system is None:
@@ -88,15 +105,32 @@ def reply_credentials(settings: Settings) -> ReplyKeys:
     return ReplyKeys(credentials)
 
 
+def own_addresses(config: OrganizationsConfig, settings: Settings) -> list[str]:
+    """The addresses a callback's wsa:To may name: every organisation's ``remd.callback_url`` (the ReplyTo the
+    sender puts on its requests) and ``EMD_CALLBACK_ADDRESSES``."""
+    found = [o.remd.callback_url for o in config.organizations.values() if o.remd and o.remd.callback_url]
+    found += [a.strip() for a in settings.callback_addresses.split(",") if a.strip()]
+    if not found:
+        raise ConfigurationError(
+            "no remd.callback_url in the organisations file and EMD_CALLBACK_ADDRESSES is empty: "
+            "a callback's wsa:To cannot be checked"
+        )
+    return found
+
+
 def organization_lookup(
     store: lifecycle.LifecycleStore,
 ) -> Callable[[str | None, str | None], Awaitable[str | None]]:
-    """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about."""
+    """``async (messageId, localUid) -> OID | None``: the organisation of the document a request is about: by
+    the MessageID we sent when the request names one (a result callback: never by its bare localUid), else by
+    our localUid (a file request, which names nothing else)."""
 
     def lookup(message_id: str | None, local_uid: str | None) -> str | None:
-        found = store.find_by_message_id(message_id) if message_id else None
-        if found is not None:
-            return found[0].organization
+        if message_id:
+            # a registration's MessageID, or a registry question's (a getRegistryItemResult answers one)
+            found = store.find_by_message_id(message_id) or store.find_registry_request(message_id)
+            if found is not None:
+                return found[0].organization
         doc = store.get(local_uid) if local_uid else None
         return doc.organization if doc is not None else None
 
@@ -140,6 +174,52 @@ def file_lookup(
     return run
 
 
+def callback_app(service: CallbackService, *, middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """The aiohttp application: POST on any path, the body read with ``read_limited`` (never more than the
+    limit + 1 bytes: a larger request is answered 413 and its connection closed, the rest unread)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            body = await read_limited(
+                request.content.read, service.max_request_bytes, declared=request.content_length
+            )
+        except RequestTooLarge as exc:
+            log.warning("callback request too large: refused unread", limit=exc.limit, read=exc.read)
+            reply = service.too_large()
+            response = web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
+            response.force_close()  # the connection ends with this answer
+            return response
+        with telemetry.span("callback", attributes={"emd.stage": "callbacks"}) as span:
+            reply = await service.handle(body)
+            telemetry.set_outcome(
+                span,
+                "ok" if reply.status < 400 else reply.outcome,
+                reason=None if reply.status < 400 else reply.outcome,
+                name=f"callback {reply.operation}",
+            )
+        return web.Response(status=reply.status, body=reply.body, headers=_content_type(reply.body))
+
+    # aiohttp's own limit is a second fence, should anything call request.read()
+    app = web.Application(client_max_size=service.max_request_bytes + 1, middlewares=list(middlewares))
+    app.router.add_post("/{tail:.*}", handle)
+    return app
+
+
+def callback_runner(service: CallbackService, *, middlewares: Sequence[Middleware] = ()) -> web.AppRunner:
+    """The runner of ``callback_app`` (no access log: ИПС traffic is counted in metrics and logged by outcome),
+    stopped as ``HttpDrain.runner``'s is (its drain waits for the requests in flight; then one more second)."""
+    return web.AppRunner(
+        callback_app(service, middlewares=middlewares),
+        access_log=None,
+        lingering_time=LINGERING_SECONDS,
+        shutdown_timeout=1.0,
+    )
+
+
+def _content_type(body: bytes) -> dict[str, str]:
+    return {"Content-Type": envelope.content_type(envelope.version_of(body))}
+
+
 class CallbackEndpoint:
     """The HTTP endpoint ИПС calls, as a service of an ``App``.
 
@@ -148,6 +228,7 @@ class CallbackEndpoint:
     :param documents: the claim-check store (the signer's).
     :param reply_keys: the ИС keys replies are signed with.
     :param trusted_certificates: the pinned ИПС certificates.
+    :param own_addresses: what a callback's signed ``wsa:To`` must name (``own_addresses``).
     :param transport: where callbacks are published (default: ``transports.for_settings(settings)``).
     """
 
@@ -161,6 +242,7 @@ class CallbackEndpoint:
         documents: DocumentStore,
         reply_keys: ReplyKeys,
         trusted_certificates: list[Any],
+        own_addresses: list[str],
         transport: Transport | None = None,
     ) -> None:
         self.settings = settings
@@ -168,11 +250,20 @@ class CallbackEndpoint:
         self.documents = documents
         self.reply_keys = reply_keys
         self.trusted_certificates = trusted_certificates
+        self.own_addresses = own_addresses
+        self.service: CallbackService | None = None
         self.transport = transport
         self.host, self.port = settings.callback_host, settings.callback_port
         self._listening = False
         self._stop_requested = False
         self._stopping: asyncio.Event | None = None
+
+    def reconfigure(self, config: OrganizationsConfig) -> None:
+        """Take a reloaded configuration's ИС keys and callback addresses (a clinic added, a key rotated)."""
+        self.reply_keys = reply_credentials(config)
+        self.own_addresses = own_addresses(config, self.settings)
+        if self.service is not None:
+            self.service.configure(reply_keys=self.reply_keys, own_addresses=self.own_addresses)
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -194,12 +285,9 @@ class CallbackEndpoint:
         )
         transport = self.transport or transports.for_settings(self.settings)
         producer = await transport.producer(client_id=self.name, topics=[topology.CALLBACKS.name])
+        draining = HttpDrain(grace=self.settings.shutdown_grace_seconds)
         try:
-            runner = web.AppRunner(
-                self._web_app(producer),
-                access_log=None,
-                shutdown_timeout=self.settings.shutdown_grace_seconds,
-            )
+            runner = callback_runner(self._service(producer), middlewares=[draining.middleware])
             await runner.setup()
             try:
                 await web.TCPSite(runner, self.host, self.port).start()
@@ -208,31 +296,24 @@ class CallbackEndpoint:
                 await self._stopping.wait()
             finally:
                 self._listening = False
-                await runner.cleanup()  # stops accepting, lets requests in progress finish (the grace)
+                await draining.drain(runner, name=self.name)  # no new connections; requests in flight finish
         finally:
             await producer.stop()
 
-    def _web_app(self, producer: Producer) -> web.Application:
+    def _service(self, producer: Producer) -> CallbackService:
         async def publish(key: str, value: bytes) -> None:
-            await producer.send([Output(topology.CALLBACKS.name, value, key)])
+            await producer.send(tracing.stamped([Output(topology.CALLBACKS.name, value, key)]))
 
-        service = CallbackService(
+        self.service = CallbackService(
             trusted_certificates=self.trusted_certificates,
             reply_keys=self.reply_keys,
             publish=publish,
             lookup_file=file_lookup(self.store, self.documents),
             lookup_organization=organization_lookup(self.store),
             lookup_emdr_id=emdr_lookup(self.store),
+            own_addresses=self.own_addresses,
+            max_age=self.settings.callback_max_age_seconds,
+            max_skew=self.settings.callback_clock_skew_seconds,
+            max_request_bytes=self.settings.callback_max_request_bytes,
         )
-
-        async def handle(request: web.Request) -> web.Response:
-            reply = await service.handle(await request.read())
-            return web.Response(
-                status=reply.status,
-                body=reply.body,
-                headers={"Content-Type": envelope.content_type(envelope.version_of(reply.body))},
-            )
-
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_post("/{tail:.*}", handle)
-        return app
+        return self.service

@@ -15,7 +15,7 @@
    created → acknowledged) and the ``signed`` status, both on the created event's trace.
 
 A ``PermanentError`` from the checks goes to the dead letter with its reason; the МИС hears ``failed``
-(``services.pipeline.status.on_dead_letter``).
+(``services.pipeline.dead_letter_status.on_dead_letter``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The sender hands every attempt's outcome to :meth:`ExchangeArchive.keep`: the bytes go to the claim-check
 store (``services.documents.store``: content-addressed, the retention of its bucket or directory applies —
-keep it at least as long as the dead-letter topics, 30 days), the MessageID → references row to the desk
-store (``services.lifecycle.desk``). Nothing about the exchange goes into a record header: a dead letter
+keep it at least as long as the dead-letter topics, 30 days), the MessageID → references row to the support
+tables (``services.lifecycle.support_tables``). Nothing about the exchange goes into a record header: a dead letter
 already lists every MessageID (``emd-message-ids``), and that is the key (no header growth, no patient
 data in headers — the request carries the patient's СНИЛС and name, so it is read masked by default).
 
@@ -23,7 +23,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from services.documents.store import DocumentStore
-from services.lifecycle.desk import DeskStore, Exchange
+from services.lifecycle.support_tables import Exchange, SupportTables
 from services.logs import get_logger
 from services.metrics import REGISTRY
 
@@ -46,17 +46,17 @@ class KeptExchange:
 
 
 class ExchangeArchive:
-    """Keeps and reads attempts' exchanges (``documents``: the claim-check store; ``desk``: the index)."""
+    """Keeps and reads attempts' exchanges (``documents``: the claim-check store; ``tables``: the index)."""
 
-    def __init__(self, *, documents: DocumentStore, desk: DeskStore) -> None:
-        self.documents, self.desk = documents, desk
+    def __init__(self, *, documents: DocumentStore, tables: SupportTables) -> None:
+        self.documents, self.tables = documents, tables
 
     def keep(self, message_id: str, *, local_uid: str, endpoint: str, outcome: Any) -> None:
         """Store ``outcome.request`` / ``outcome.response`` of one attempt (a ``SubmitOutcome``)."""
         try:
             request_ref = self.documents.put(outcome.request, durable=False) if outcome.request else None
             response_ref = self.documents.put(outcome.response, durable=False) if outcome.response else None
-            self.desk.keep_exchange(
+            self.tables.keep_exchange(
                 message_id,
                 local_uid=local_uid,
                 endpoint=endpoint,
@@ -75,7 +75,7 @@ class ExchangeArchive:
 
     def read(self, message_ids: Sequence[str]) -> dict[str, KeptExchange]:
         """The kept exchanges of these MessageIDs, by normalised MessageID, in the order given."""
-        found = self.desk.exchanges(message_ids)
+        found = self.tables.exchanges(message_ids)
         return {
             mid: KeptExchange(ex, self._get(ex.request_ref), self._get(ex.response_ref))
             for mid, ex in found.items()

@@ -13,6 +13,7 @@ problem is a ``ConfigurationError`` naming the organisation and the field (``org
       "mchd_revoked": ["<НомДовер GUID>"],   // and/or
       "mchd_revocation_file": "revoked.txt", // one GUID a line, '#' comments; re-read when it changes
       "mchd_required_powers": ["EMD_REMD_SIGN"],
+      "n3_dictionary": "nsi-195.json",       // N3's dictionary 195 (default: the one shipped); re-read on change
       "organizations": [{
         "oid": "1.2.643.5.1.13.13.12.2.77.7831", "name": "…", "inn": "7701234567", "ogrn": "1027700000000",
         "signing": {
@@ -27,8 +28,11 @@ problem is a ``ConfigurationError`` naming the organisation and the field (``org
                  "test_endpoint": "https://…",      // the test stand, for clinics not yet promoted
                  "client_entity_id": "…", "system_key": "…", "system_certificate": "…",
                  "system_password_file": "…", "rate_limit_per_minute": 60, "transport": "ips",
-                 // transport "n3" (N3.Health): endpoint = its EmkService, and
-                 "n3": {"lpu_id": "…", "token_file": "n3.token" | "token_env": "…", "docstorage_url": "https://…"}}
+                 // transport "n3" (N3.Health): endpoint = its EmkService (…/EMKService.svc), and
+                 "n3": {"lpu_id": "…", "token_file": "n3.token" | "token_env": "…",
+                        "status_url": "https://…",            // [G] optional: the status poll
+                        "pix_endpoint": "https://…",          // optional: default the sibling PixService.svc
+                        "doctors": {"<СНИЛС>": {"id_speciality": 28, "id_position": 114}}}}
       }]
     }
 
@@ -38,8 +42,17 @@ because the Ministry's own published examples fail some asserts of the rule file
 (``semd-samples/.../SOURCES.md``: signature time left NI, package-version drift), and РЭМД runs its
 own ФЛК on registration; XSD failures always block.
 
-Keys are loaded once, at start. A key that cannot be *unlocked* (wrong or missing password) does not
-stop the process: the other organisations keep working, and each document that needs that key is
+**Each process loads only the keys of its role** (``role=``, ``ROLES``; docs/security.md "Keys per pod"):
+the signer the doctors' and organisations' signing keys; the sender, the status worker and the callback
+service the information systems' keys (and N3 tokens where they use them); the console none. A key outside
+the role is not even opened (its pod does not mount it): its certificate is loaded, and a use of the key
+raises ``KEY_NOT_HELD``. Without a role (the command-line tools) every key is loaded.
+
+Keys are loaded at start and **reloaded when the files change** (``reload_if_changed``, polled by
+``watch_organizations``): a Kubernetes projected Secret volume is updated in place, all its files at once,
+when a clinic is added or a key rotated, so the fleet picks it up without a restart. A new version that does
+not load is logged and the previous one kept. A key that cannot be *unlocked* (wrong or missing password)
+does not stop the process: the other organisations keep working, and each document that needs that key is
 dead-lettered with the key's reason (``KEY_PASSWORD_INVALID``…) until the configuration is fixed.
 A missing file, an unreadable certificate or a key that does not match its certificate is a
 ``ConfigurationError`` at start. Passwords are never logged.
@@ -51,7 +64,8 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,16 +73,22 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
+from prometheus_client import Counter
 
 from producer.errors import ConfigurationError, EmdError, PermanentError
+from producer.text import digits
 from services.config import MAX_DOCUMENT_BYTES
 from services.crypto import keys, mchd
 from services.crypto.cades import from_wire
 from services.crypto.certificates import Certificate, load_certificate
 from services.crypto.signer import LocalKeySigner, Signer
 from services.logs import get_logger
+from services.metrics import REGISTRY
+from services.remd.n3 import StaffCodes, pix_endpoint_for
+from services.remd.n3_kinds import DictionaryFile
 
 __all__ = [
+    "ROLES",
     "SIGNING_MODES",
     "SCHEMATRON_POLICIES",
     "ENVIRONMENTS",
@@ -81,6 +101,7 @@ __all__ = [
     "OrganizationsConfig",
     "load_organizations",
     "schema",
+    "watch_organizations",
 ]
 
 
@@ -104,6 +125,29 @@ def _log():
     return get_logger(__name__)
 
 
+#: the secrets each process of the pipeline holds, by role: which kinds of key it loads (docs/security.md)
+ROLES: dict[str, frozenset[str]] = {
+    "signer": frozenset({"doctor", "organization"}),
+    "sender": frozenset({"system", "n3"}),
+    "status": frozenset({"system", "n3"}),
+    "callbacks": frozenset({"system"}),
+    "console": frozenset(),
+}
+#: without a role (the command-line tools): every key
+ALL_SECRETS = frozenset({"doctor", "organization", "system", "n3"})
+#: how often a watched configuration looks at its files (seconds)
+RELOAD_SECONDS = 10.0
+
+RELOADS = Counter(
+    "emd_organizations_reloads",
+    "Reloads of the organisations file and its keys after a change, by outcome (loaded | refused).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("loaded", "refused"):
+    RELOADS.labels(_outcome)
+
+
 # --------------------------------------------------------------------------------------------------
 # model
 
@@ -117,6 +161,8 @@ class Credential:
     key_path: Path
     _signer: Signer | None = field(default=None, repr=False)
     _error: EmdError | None = field(default=None, repr=False)
+    #: False: this process's role does not hold the key (not loaded; ``signer()`` raises KEY_NOT_HELD)
+    held: bool = True
 
     def signer(self) -> Signer:
         if self._error is not None:
@@ -142,11 +188,19 @@ class Mchd:
 
 @dataclass(frozen=True, kw_only=True)
 class N3Settings:
-    """An organisation on the N3.Health route: its platform id, its auth token (a secret) and N3's document storage."""
+    """An organisation on the N3.Health route: its platform id, its auth GUID (a secret), where PixService and the
+    [G] status method are, and each doctor's N3 codes (СНИЛС → ``StaffCodes``)."""
 
     lpu_id: str
     token: str = field(repr=False)
-    docstorage_url: str
+    pix_endpoint: str | None = None  #: None: the sibling PixService.svc of the EmkService address in use
+    status_url: str | None = None  #: None: nothing to poll (the deadline decides)
+    docstorage_url: str | None = None
+    doctors: Mapping[str, StaffCodes] = field(default_factory=dict)
+
+    def pix_for(self, emk_endpoint: str) -> str:
+        """PixService's address for a document sent to ``emk_endpoint`` (production or the test stand)."""
+        return self.pix_endpoint or pix_endpoint_for(emk_endpoint)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +242,56 @@ class OrganizationsConfig:
     revoked_inline: frozenset[str] = frozenset()
     revocation_file: Path | None = None
     _revocation_cache: tuple[float, frozenset[str]] | None = field(default=None, repr=False)
+    #: N3's dictionary 195 (``n3_dictionary``, else the one shipped), read when an organisation is on the n3 route
+    n3_dictionary: DictionaryFile | None = field(default=None, repr=False)
+    #: the role whose keys were loaded (None: every key)
+    role: str | None = None
+    #: the files read, and their state then: a change to any of them is a new version to load
+    _watched: tuple[Path, ...] = field(default=(), repr=False)
+    _fingerprint: tuple[Any, ...] = field(default=(), repr=False)
+    _default_max_bytes: int | None = field(default=None, repr=False)
+    _listeners: list[Callable[[OrganizationsConfig], None]] = field(default_factory=list, repr=False)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def on_reload(self, listener: Callable[[OrganizationsConfig], None]) -> None:
+        """Call ``listener(config)`` after each successful reload (for what a process derived from the file)."""
+        self._listeners.append(listener)
+
+    def reload_if_changed(self) -> bool:
+        """Load the file again if it, or a file it names, changed since it was loaded; on success the new
+        organisations replace the old ones in this object (so every holder of it sees them) and the listeners
+        are told. A new version that does not load is logged and counted, and the old one kept: True only when
+        a new version is in place."""
+        with self._reload_lock:
+            now = _fingerprint(self._watched)
+            if now == self._fingerprint:
+                return False
+            try:
+                new = load_organizations(
+                    self.path, max_document_bytes=self._default_max_bytes, role=self.role
+                )
+            except EmdError as exc:
+                self._fingerprint = now  # tried: the next change tries again
+                RELOADS.labels("refused").inc()
+                _log().error(
+                    "organisations file changed but does not load: keeping the previous version",
+                    path=str(self.path),
+                    error=exc.message,
+                )
+                return False
+            self.organizations = new.organizations
+            self.schematron, self.max_document_bytes = new.schematron, new.max_document_bytes
+            self.required_powers, self.revoked_inline = new.required_powers, new.revoked_inline
+            self.revocation_file, self._revocation_cache = new.revocation_file, None
+            self.n3_dictionary = new.n3_dictionary
+            self._watched, self._fingerprint = new._watched, new._fingerprint
+        RELOADS.labels("loaded").inc()
+        _log().info(
+            "organisations reloaded", path=str(self.path), count=len(self.organizations), role=self.role
+        )
+        for listener in list(self._listeners):
+            listener(self)
+        return True
 
     def organization(self, oid: str) -> Organization:
         """The organisation with this ФРМО OID, or ``PermanentError(ORGANIZATION_UNKNOWN)``."""
@@ -252,8 +356,16 @@ _OID = re.compile(r"^\d+(\.\d+)+$")
 class _File:
     """The file being loaded: every error it raises names the organisation and the field."""
 
-    def __init__(self, path: Path, raw: Any) -> None:
-        self.path, self.raw = path, raw
+    def __init__(self, path: Path, raw: Any, *, role: str | None = None) -> None:
+        self.path, self.raw, self.role = path, raw, role
+        self.holds = ROLES[role] if role is not None else ALL_SECRETS
+        self.seen: list[Path] = []  # every file read, watched for changes
+
+    def not_held(self, kind: str) -> PermanentError:
+        return PermanentError(
+            f"this process ({self.role}) does not hold {kind} keys: only the pods of their role mount them",
+            reason="KEY_NOT_HELD",
+        )
 
     def where(self, at: Where) -> str:
         """``organizations[1] (1.2.643…): signing.doctors[<СНИЛС>].certificate``: the organisation by index and
@@ -286,6 +398,7 @@ class _File:
         p = p if p.is_absolute() else self.path.parent / p
         if not p.is_file():
             raise self.error(at, f"no such file: {p}")
+        self.seen.append(p)
         return p
 
 
@@ -342,15 +455,23 @@ def _check_shape(f: _File) -> None:
         raise f.error(*_schema_problem(error))
 
 
-def _credential(f: _File, at: Where, spec: Mapping[str, Any], label: str, *, prefix: str = "") -> Credential:
+def _credential(
+    f: _File, at: Where, spec: Mapping[str, Any], label: str, *, kind: str, prefix: str = ""
+) -> Credential:
     """The credential in ``spec``'s fields ``<prefix>key``, ``<prefix>certificate``, ``<prefix>password_file``
-    and ``<prefix>password_env``."""
+    and ``<prefix>password_env``. ``kind`` (doctor, organization, system): a key the role does not hold is not
+    opened, only its certificate loaded."""
     cert_path = f.file(at + (prefix + "certificate",), spec[prefix + "certificate"])
-    key_path = f.file(at + (prefix + "key",), spec[prefix + "key"])
     try:
         cert = load_certificate(cert_path)
     except EmdError as exc:
         raise f.error(at + (prefix + "certificate",), exc.message) from None
+    if kind not in f.holds:
+        key_path = Path(spec[prefix + "key"])
+        return Credential(
+            label=label, certificate=cert, key_path=key_path, _error=f.not_held(kind), held=False
+        )
+    key_path = f.file(at + (prefix + "key",), spec[prefix + "key"])
     cred = Credential(label=label, certificate=cert, key_path=key_path)
     password_file = spec.get(prefix + "password_file")
     try:
@@ -382,22 +503,22 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
     signing = spec["signing"]
     doctors: dict[str, Credential] = {}
     for snils, dspec in (signing.get("doctors") or {}).items():
-        digits = re.sub(r"\D", "", snils)
+        number = digits(snils)
         dat = at + ("signing", "doctors", snils)
-        cred = _credential(f, dat, dspec, f"{oid}/doctor")
-        if re.sub(r"\D", "", cred.certificate.snils or "") != digits:
+        cred = _credential(f, dat, dspec, f"{oid}/doctor", kind="doctor")
+        if digits(cred.certificate.snils) != number:
             raise f.error(
                 dat + ("certificate",), "the certificate's СНИЛС is not the one it is configured for"
             )
         cred.label = f"{oid}/doctor/{cred.certificate.serial_number:x}"  # no СНИЛС in labels: personal data
-        doctors[digits] = cred
+        doctors[number] = cred
 
     org_cred: Credential | None = None
     poa: Mchd | None = None
     if signing.get("organization") is not None:
         oat = at + ("signing", "organization")
         ospec = signing["organization"]
-        org_cred = _credential(f, oat, ospec, f"{oid}/organization")
+        org_cred = _credential(f, oat, ospec, f"{oid}/organization", kind="organization")
         if org_cred.certificate.ogrn and org_cred.certificate.ogrn != spec["ogrn"]:
             raise f.error(oat + ("certificate",), f"the certificate's ОГРН is not {spec['ogrn']}")
         if ospec.get("mchd") is not None:
@@ -417,7 +538,7 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
         r = spec["remd"]
         system = None
         if r.get("system_key"):  # the schema requires the certificate with it
-            system = _credential(f, at + ("remd",), r, f"{oid}/system", prefix="system_")
+            system = _credential(f, at + ("remd",), r, f"{oid}/system", kind="system", prefix="system_")
         remd = RemdSettings(
             environment=r["environment"],
             endpoint=r["endpoint"],
@@ -429,6 +550,14 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
             test_endpoint=r.get("test_endpoint"),
             n3=_n3(f, at + ("remd", "n3"), r["n3"]) if r.get("n3") else None,
         )
+        if remd.transport == "n3" and remd.n3 is not None and remd.n3.pix_endpoint is None:
+            for name in ("endpoint", "test_endpoint"):
+                address = getattr(remd, name)
+                try:
+                    if address:
+                        pix_endpoint_for(address)
+                except ValueError as exc:
+                    raise f.error(at + ("remd", name), str(exc)) from None
     return Organization(
         oid=oid,
         name=spec["name"].strip(),
@@ -443,7 +572,25 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
 
 
 def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
-    """The n3 object: the token read now (file or environment), so a missing one fails at start."""
+    """The n3 object: the token read now (file or environment), so a missing one fails at start; a role that
+    does not use N3 (the signer, the callback service, the console) does not read it."""
+    token = _n3_token(f, at, spec) if "n3" in f.holds else ""
+    doctors = {
+        digits(snils): StaffCodes(speciality=codes["id_speciality"], position=codes["id_position"])
+        for snils, codes in (spec.get("doctors") or {}).items()
+    }
+    return N3Settings(
+        lpu_id=spec["lpu_id"],
+        token=token,
+        pix_endpoint=spec.get("pix_endpoint"),
+        status_url=spec.get("status_url"),
+        docstorage_url=spec.get("docstorage_url"),
+        doctors=doctors,
+    )
+
+
+def _n3_token(f: _File, at: Where, spec: Mapping[str, Any]) -> str:
+    """The organisation's N3 token (file or environment), read now so that a missing one fails at start."""
     try:
         token = keys.read_password(
             file=f.file(at + ("token_file",), spec["token_file"]) if "token_file" in spec else None,
@@ -453,18 +600,21 @@ def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
         raise f.error(at + ("token_env",), exc.message) from None
     if not token or not token.strip():
         raise f.error(at, "the N3 token is empty")
-    return N3Settings(lpu_id=spec["lpu_id"], token=token.strip(), docstorage_url=spec["docstorage_url"])
+    return token.strip()
 
 
 def load_organizations(
-    path: str | os.PathLike, *, max_document_bytes: int | None = None
+    path: str | os.PathLike, *, max_document_bytes: int | None = None, role: str | None = None
 ) -> OrganizationsConfig:
     """Read and check the organisations file; raise ``ConfigurationError`` naming the organisation and field.
 
     The shape is checked first, whole, by the file's JSON Schema (``schema()``); then each organisation's
     files, keys and certificates. ``max_document_bytes``: the deployment's default
-    (``Settings.max_document_bytes``) when the file sets none.
+    (``Settings.max_document_bytes``) when the file sets none. ``role``: one of ``ROLES``, whose keys alone
+    are loaded (None: every key, for the command-line tools).
     """
+    if role is not None and role not in ROLES:
+        raise ConfigurationError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     file = Path(path)
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
@@ -474,7 +624,7 @@ def load_organizations(
         ) from None
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"{file}: not readable JSON: {exc}") from None
-    f = _File(file, raw)
+    f = _File(file, raw, role=role)
     _check_shape(f)
     schematron = raw.get("schematron", "warn")
     revocation_file = (
@@ -489,16 +639,59 @@ def load_organizations(
         if org.oid in organizations:
             raise f.error(("organizations", i), f"organisation {org.oid} is configured twice")
         organizations[org.oid] = org
+    n3_dictionary = None
+    if any(o.remd is not None and o.remd.transport == "n3" for o in organizations.values()):
+        named = f.file(("n3_dictionary",), raw["n3_dictionary"]) if raw.get("n3_dictionary") else None
+        try:
+            n3_dictionary = DictionaryFile(named)
+        except ConfigurationError as exc:
+            raise f.error(("n3_dictionary",), exc.message) from None
     config = OrganizationsConfig(
         path=file,
+        n3_dictionary=n3_dictionary,
         organizations=organizations,
         schematron=schematron,
         max_document_bytes=raw.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES),
         required_powers=frozenset(powers) if powers else mchd.DEFAULT_REMD_POWERS,
         revoked_inline=frozenset(r.strip().lower() for r in raw.get("mchd_revoked", [])),
         revocation_file=revocation_file,
+        role=role,
+        _default_max_bytes=max_document_bytes,
     )
+    config._watched = (file, *dict.fromkeys(f.seen))
+    config._fingerprint = _fingerprint(config._watched)
     if revocation_file is not None:
         config.revoked  # noqa: B018 - read once now, so an unreadable file fails at start
-    _log().info("organisations loaded", path=str(file), count=len(organizations), schematron=schematron)
+    _log().info(
+        "organisations loaded", path=str(file), count=len(organizations), schematron=schematron, role=role
+    )
     return config
+
+
+def _fingerprint(paths: tuple[Path, ...]) -> tuple[Any, ...]:
+    """What changes when a file is replaced: identity, time and size of each (following symlinks: Kubernetes
+    swaps a volume's ``..data`` link to a new directory); None for a file that is gone."""
+    out: list[Any] = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append((str(p), st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(p), None))
+    return tuple(out)
+
+
+def watch_organizations(config: OrganizationsConfig, *, interval: float = RELOAD_SECONDS) -> threading.Event:
+    """Look at ``config``'s files every ``interval`` seconds in a daemon thread and reload it when they changed
+    (``reload_if_changed``); set the returned event to stop."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                config.reload_if_changed()
+            except Exception as exc:  # noqa: BLE001 - a listener failed: logged, the next change tries again
+                _log().error("organisations reload failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    threading.Thread(target=run, name="emd-organizations-reload", daemon=True).start()
+    return stop

@@ -12,26 +12,40 @@ Callbacks drive acknowledgment (``services.pipeline.acknowledgment``). Two cases
 * **a route without callbacks** (N3.Health, ``Transport.has_callbacks`` False): :class:`PollScanner` writes a
   *poll record* (``emd-callback-kind: poll``) for each of its accepted documents every ``interval``; a poll
   that finds the document registers it, one that does not changes nothing (the next tick asks again), and
-  the deadline above still ends the wait with NO_ACKNOWLEDGMENT.
+  the deadline above still ends the wait with NO_ACKNOWLEDGMENT. On N3 the question goes to the organisation's
+  ``remd.n3.status_url`` ([G]: N3 publishes no status method, docs/transports.md); an N3 organisation without one
+  is not polled, and only the deadline decides.
 
 Both ask with :class:`RegistryPoller`: ``searchRegistryItem`` through the organisation's ``Transport``
 (the same one the sender submits with, so an N3 clinic is asked through N3), as its information system.
+
+On ИПС the search is only the first half. A document it finds is then asked for by its registry number
+(:meth:`RegistryPoller.ask`, ``getRegistryItem``), which РЭМД answers **asynchronously**: the synchronous answer
+only acknowledges the request, and the record (``status``, ``emdrId``, ``registrationDateTime``,
+``storeTillDate``) arrives later on the МИС callback. The request's MessageID is stored in the lifecycle store
+before it leaves (``record_registry_request``); the callback service persists the ``getRegistryItemResult``
+to ``emd.remd.callbacks`` like any callback, and the status worker decides when it handles it
+(``acknowledgment.on_callback``). A route whose transport cannot be asked so (N3) decides on the search's own
+answer, as before. A deadline whose answer never comes (lost on the way) is asked again: the scanner writes a
+document's deadline record once per ``timeout`` while it stays undecided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from producer import topology
 from producer.errors import PermanentError
+from producer.ids import new_message_id
 from services import lifecycle as lc
 from services.logs import get_logger
 from services.messaging.records import Output, Record
 from services.pipeline.organizations import OrganizationsConfig
 from services.remd import soap
-from services.remd.transport import LookupRequest
+from services.remd.transport import AsksRegistryItem, LookupRequest, RegistryItemRequest
 from services.remd.transports import Transports
 
 log = get_logger(__name__)
@@ -40,6 +54,9 @@ KIND_HEADER = "emd-callback-kind"
 LOCAL_UID_HEADER = "emd-local-uid"
 DEADLINE = "deadline"
 POLL = "poll"
+#: why a getRegistryItem was asked (kept on the lifecycle store's registry request): a deadline, a routine poll,
+#: or the reconciliation of a NOT_UNIQUE_PROVIDED_ID (``DUPLICATE``, with the attempt it answers)
+DUPLICATE = "duplicate"
 #: how far around the document's creation the registry is searched (РЭМД dates registrations, not creation)
 SEARCH_MARGIN = timedelta(days=1)
 
@@ -70,28 +87,47 @@ def poll_of(record: Record) -> str | None:
 
 
 class DeadlineScanner:
-    """Finds documents accepted ``timeout`` seconds ago and still undecided; one deadline record each.
+    """Finds documents accepted ``timeout`` seconds ago and still undecided; one deadline record each, and another
+    every ``again`` seconds while the document stays undecided (a registry answer that never came).
 
     :param store: the lifecycle store.
     :param timeout: seconds after acceptance without a result (``EMD_ACK_TIMEOUT_SECONDS``).
+    :param again: seconds before an undecided document's deadline is asked again (default ``timeout``).
+    :param clock: monotonic seconds (tests move it).
     """
 
-    def __init__(self, *, store: lc.LifecycleStore, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        store: lc.LifecycleStore,
+        timeout: float,
+        again: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.timeout = timeout
-        self._fired: set[str] = set()
+        self.again = timeout if again is None else again
+        self.clock = clock
+        self._fired: dict[str, float] = {}
 
     async def tick(self) -> list[Output]:
         before = datetime.now(UTC) - timedelta(seconds=self.timeout)
         overdue = await asyncio.to_thread(self.store.overdue, before)
-        # forget documents decided since: the set stays as small as the overdue list, not the history
-        self._fired &= {uid for uid, _ in overdue}
+        now = self.clock()
+        # forget documents decided since: the map stays as small as the overdue list, not the history
+        waiting = {uid for uid, _ in overdue}
+        self._fired = {uid: t for uid, t in self._fired.items() if uid in waiting}
         out = []
         for uid, mid in overdue:
-            if uid not in self._fired:
-                self._fired.add(uid)
+            fired = self._fired.get(uid)
+            if fired is None or now - fired >= self.again:
+                self._fired[uid] = now
                 out.append(deadline_record(uid, mid))
-                log.info("acknowledgment overdue: polling", local_uid=uid, message_id=mid)
+                log.info(
+                    "acknowledgment overdue: polling" if fired is None else "still undecided: polling again",
+                    local_uid=uid,
+                    message_id=mid,
+                )
         return out
 
 
@@ -130,20 +166,83 @@ def callbackless(config: OrganizationsConfig, transports: Transports) -> frozens
     return frozenset(
         oid
         for oid, org in config.organizations.items()
-        if org.remd is not None and not getattr(transports.get(org.remd.transport), "has_callbacks", True)
+        if org.remd is not None
+        and not getattr(transports.get(org.remd.transport), "has_callbacks", True)
+        and (org.remd.n3 is None or org.remd.n3.status_url)
     )
 
 
 class RegistryPoller:
-    """``await poller(doc)``: РЭМД's registry entry for the document, or ``None`` when it holds none (yet).
+    """``await poller(doc)``: РЭМД's registry entry for the document, or ``None`` when it holds none (yet);
+    ``await poller.ask(doc, item, purpose=…)``: the registry record asked for on the callback (getRegistryItem).
 
     :param config: the organisations (their ``remd`` settings say where and as whom to ask).
     :param transports: the process's transports (shared with the sender when both run in one process).
+    :param store: the lifecycle store the asked MessageIDs are kept in (without one, ``ask`` asks nothing and
+        the search's answer decides).
     """
 
-    def __init__(self, *, config: OrganizationsConfig, transports: Transports) -> None:
+    def __init__(
+        self, *, config: OrganizationsConfig, transports: Transports, store: lc.LifecycleStore | None = None
+    ) -> None:
         self.config = config
         self.transports = transports
+        self.store = store
+
+    async def ask(
+        self,
+        doc: lc.Document,
+        item: soap.RegistryItem,
+        *,
+        purpose: str,
+        attempt_message_id: str | None = None,
+    ) -> bool:
+        """Ask РЭМД for ``item``'s record (``getRegistryItem``), the answer to come on the callback: True once asked
+        (the request's MessageID stored first, then the request acknowledged); False when this route's registry is
+        not asked so (N3, no callback address, no store), and the search's own ``item`` must decide.
+        ``TransientError(REGISTRY_LOOKUP_FAILED)`` when РЭМД cannot be asked now."""
+        org = self.config.organization(doc.organization)
+        remd = org.remd
+        if (
+            self.store is None
+            or remd is None
+            or remd.system is None
+            or not remd.callback_url
+            or not item.emdr_id
+        ):
+            return False
+        transport = self.transports.get(remd.transport)
+        if not isinstance(transport, AsksRegistryItem):
+            return False
+        message_id = new_message_id()
+        # stored before it leaves: the result may come back on the callback before the request's own answer
+        await asyncio.to_thread(
+            self.store.record_registry_request,
+            message_id,
+            doc.local_uid,
+            emdr_id=item.emdr_id,
+            purpose=purpose,
+            attempt_message_id=attempt_message_id,
+        )
+        await transport.ask_registry_item(
+            RegistryItemRequest(
+                emdr_id=item.emdr_id,
+                message_id=message_id,
+                endpoint=remd.endpoint,
+                reply_to=remd.callback_url,
+                client_entity_id=remd.client_entity_id or "",
+                key=remd.system.signer(),
+                certificate=remd.system.certificate,
+            )
+        )
+        log.info(
+            "registry record asked for: the answer comes on the callback",
+            local_uid=doc.local_uid,
+            emdr_id=item.emdr_id,
+            message_id=message_id,
+            purpose=purpose,
+        )
+        return True
 
     async def __call__(self, doc: lc.Document) -> soap.RegistryItem | None:
         org = self.config.organization(doc.organization)
@@ -151,16 +250,16 @@ class RegistryPoller:
         created = doc.created_at or datetime.now(UTC)
         since = (created - SEARCH_MARGIN).date()
         until = (datetime.now(UTC) + SEARCH_MARGIN).date()
-        if (
-            remd is not None and remd.n3 is not None
-        ):  # N3: its document storage, with the organisation's token
+        if remd is not None and remd.n3 is not None:  # N3: the [G] status method, with the clinic's GUID
+            if not remd.n3.status_url:
+                return None  # nothing to ask: the deadline decides
             request = LookupRequest(
                 local_uid=doc.local_uid,
                 organization=doc.organization,
                 kind=doc.kind,
                 since=since,
                 until=until,
-                endpoint=remd.n3.docstorage_url,
+                endpoint=remd.n3.status_url,
                 auth_token=remd.n3.token,
             )
         elif remd is not None and remd.system is not None:

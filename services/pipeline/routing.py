@@ -1,6 +1,6 @@
 """Where a clinic's documents go: production only once the clinic is promoted (``emd clinic promote``).
 
-The rule (docs/support.md), for a clinic's onboarding state (``services.lifecycle.desk``)::
+The rule (docs/support.md), for a clinic's onboarding state (``services.lifecycle.support_tables``)::
 
     production                      → remd.endpoint, as configured (its remd.environment)
     onboarding / testing / suspended:
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from producer.errors import PermanentError
-from services.lifecycle.desk import PRODUCTION
+from services.lifecycle.support_tables import PRODUCTION
 
 TEST_STAND, HOLD = "test-stand", "hold"
 POLICIES = (TEST_STAND, HOLD)
@@ -49,7 +49,7 @@ def route(remd: Any, state: str, *, unpromoted: str = TEST_STAND) -> Route:
 
 
 class ClinicStates:
-    """``states(oid) -> state`` over a reader (``DeskStore.clinic``), each answer cached for ``ttl`` seconds."""
+    """``states(oid) -> state`` over a reader (``SupportTables.clinic``), each answer cached for ``ttl`` seconds."""
 
     def __init__(
         self, read: Callable[[str], Any], *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic

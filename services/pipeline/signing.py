@@ -34,6 +34,8 @@ Every failure is a ``PermanentError`` whose ``reason`` says which check failed::
     SIGNING_TIME_IN_FUTURE       an attached signature claims a time after now
     KEY_PASSWORD_INVALID / KEY_PASSWORD_MISSING   the key needed cannot be unlocked
     MCHD_*                       the organisation's МЧД (services.crypto.mchd reasons: revoked, expired, …)
+    N3_*                         an organisation on the N3.Health route: the kind or a doctor has no N3 code, or
+                                 the document lacks what N3 needs (services.pipeline.n3_route), before signing
 """
 
 from __future__ import annotations
@@ -47,13 +49,17 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from producer import cda
 from producer.errors import PermanentError
+from producer.text import digits
 from producer.xmlsafe import XmlRejected, parse_xml
+from services import telemetry
 from services.crypto import cades, gost, mchd
 from services.crypto.certificates import Certificate
 from services.documents import validation as semd_validation
 from services.logs import get_logger
 from services.metrics import REGISTRY
+from services.pipeline.n3_route import dictionary_of, n3_codes, on_n3_route
 from services.pipeline.organizations import Credential, Organization, OrganizationsConfig
+from services.timestamps import signature_time
 
 __all__ = [
     "sign_document",
@@ -102,19 +108,11 @@ def _log():
     return get_logger(__name__)
 
 
-def _digits(value: str | None) -> str:
-    return re.sub(r"\D", "", value or "")
-
-
 def _utc_now(now: dt.datetime | None) -> dt.datetime:
     now = now or dt.datetime.now(dt.UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     return now.astimezone(dt.UTC)
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,7 +260,7 @@ def _doctor_from_mis(
         verified = cades.verify_detached(document, cms_der, at=now, document_time=created, digests=digests)
     except PermanentError as exc:
         raise PermanentError(f"the {role}'s signature: {exc.message}", reason=exc.reason, role=role) from None
-    if _digits(verified.certificate.snils) != signer["snils"]:
+    if digits(verified.certificate.snils) != signer["snils"]:
         raise PermanentError(
             f"the {role}'s signature is made with a certificate of another person (СНИЛС differs)",
             reason="SIGNER_SNILS_MISMATCH",
@@ -271,7 +269,7 @@ def _doctor_from_mis(
     signing_time = verified.signing_time.astimezone(dt.UTC)
     if signing_time > now:
         raise PermanentError(
-            f"the {role}'s signature claims a signing time after now ({_iso(signing_time)} > {_iso(now)})",
+            f"the {role}'s signature claims a signing time after now ({signature_time(signing_time)} > {signature_time(now)})",
             reason="SIGNING_TIME_IN_FUTURE",
             role=role,
         )
@@ -279,7 +277,7 @@ def _doctor_from_mis(
         "snils": signer["snils"],
         "role": role,
         "cms": cades.to_base64(cms_der),
-        "signingTime": _iso(signing_time),
+        "signingTime": signature_time(signing_time),
         "source": "mis",
         "_time": signing_time,
     }
@@ -304,7 +302,7 @@ def _doctor_on_server(
     cert = cred.certificate
     _check_validity(cert, created, role="doctor", what="document creation date")
     _check_validity(cert, at, role="doctor", what="signing time")
-    if _digits(cert.snils) != signer["snils"]:  # also checked at load; a key file swapped since must not sign
+    if digits(cert.snils) != signer["snils"]:  # also checked at load; a key file swapped since must not sign
         raise PermanentError(
             f"the {role}'s configured certificate is another person's",
             reason="SIGNER_SNILS_MISMATCH",
@@ -315,7 +313,7 @@ def _doctor_on_server(
         "snils": signer["snils"],
         "role": role,
         "cms": cades.to_base64(cms_der),
-        "signingTime": _iso(at),
+        "signingTime": signature_time(at),
         "source": "server",
         "_time": at,
     }
@@ -345,7 +343,7 @@ def _organization_signature(
         )
         reference = mchd.mchd_reference(org.mchd.poa, org.mchd.xml, org.mchd.signature)
     cms_der = cred.signer().sign(document, signing_time=at, digest=digests.of(cred.certificate))
-    return {"cms": cades.to_base64(cms_der), "signingTime": _iso(at), "mchd": reference}
+    return {"cms": cades.to_base64(cms_der), "signingTime": signature_time(at), "mchd": reference}
 
 
 def sign_document(
@@ -363,6 +361,8 @@ def sign_document(
         data, document, max_document_bytes=config.max_document_bytes, schematron=config.schematron
     )
     org = config.organization(data["organizationOid"])
+    if on_n3_route(org):  # N3's own codes, resolved before a qualified signature is spent on the document
+        n3_codes(data, org, dictionary_of(config))
     created = dt.datetime.fromisoformat(data["creationTime"])
 
     personal = []
@@ -386,7 +386,7 @@ def sign_document(
         del p["_time"]
     if organization is not None:
         SIGNATURES.labels("organization", "server").inc()
-    SIGNING_DURATION.observe(time.perf_counter() - started)
+    SIGNING_DURATION.observe(time.perf_counter() - started, exemplar=telemetry.exemplar())
     return {"personal": personal, "organization": organization}
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.errors import TransientError
+from services import telemetry
 from services.logs import get_logger
 from services.metrics import REGISTRY
 from services.pipeline import signing
@@ -68,12 +69,17 @@ _config: Any = None
 def _start(organizations_file: str, max_document_bytes: int, log_format: str, log_level: str) -> None:
     global _config
     from services.logs import configure
-    from services.pipeline.organizations import load_organizations
+    from services.pipeline.organizations import load_organizations, watch_organizations
     from services.processes import die_with_parent
 
     die_with_parent()  # a signer killed with -9 must not leave its signing processes behind (and Ctrl-C is its own)
     configure(fmt=log_format, level=log_level)
-    _config = load_organizations(Path(organizations_file), max_document_bytes=max_document_bytes)
+    _config = load_organizations(
+        Path(organizations_file), max_document_bytes=max_document_bytes, role="signer"
+    )
+    watch_organizations(
+        _config
+    )  # a rotated key reaches the signing processes too, not only at their recycling
 
 
 def _warnings(kind: str) -> float:
@@ -96,7 +102,7 @@ def observe(signatures: dict[str, Any], seconds: float, warned: bool, kind: str)
         signing.SIGNATURES.labels("organization", "server").inc()
     if warned:
         signing.SCHEMATRON_WARNINGS.labels(kind).inc()
-    signing.SIGNING_DURATION.observe(seconds)
+    signing.SIGNING_DURATION.observe(seconds, exemplar=telemetry.exemplar())
 
 
 class SigningPool:

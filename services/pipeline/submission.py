@@ -16,6 +16,11 @@
    category, hint and every MessageID. Transport failures while the circuit is open are not the
    document's fault: the record waits for the circuit and is tried again without burning an attempt.
 
+On the N3.Health route an attempt is PixService ``AddPatient`` (only when ``patients`` does not hold the patient
+of this organisation as described now) then EmkService ``AddMedRecord``, with N3's codes resolved here again
+(``services.pipeline.n3_route``); N3's warnings on a taken document go to the МИС in the "sent" status, as РЭМД's
+registrationWarnings go in the "registered" one.
+
 A redelivery after a crash between send and record (an attempt with no outcome) is sent again with a new
 MessageID, without asking ``searchRegistryItem`` first: registration is asynchronous, so "not found" then
 proves nothing (the first request may still be in ИПС's queue or in РЭМД's checks), and only "found" would
@@ -39,16 +44,18 @@ from prometheus_client import Counter, Histogram
 from producer import events, topology
 from producer.errors import PermanentError, TransientError
 from producer.ids import new_message_id
-from services import lifecycle
+from services import lifecycle, telemetry
 from services.documents.store import DocumentStore, document_bytes
 from services.logs import get_logger
 from services.messaging import deadletter as dl
 from services.messaging.records import Output, Record
 from services.metrics import REGISTRY
+from services.outcome import Outcome
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
-from services.pipeline.organizations import OrganizationsConfig, RemdSettings
-from services.remd import codes, soap
+from services.pipeline.n3_route import dictionary_of, n3_codes
+from services.pipeline.organizations import Organization, OrganizationsConfig, RemdSettings
+from services.remd import codes, n3, soap
 from services.remd import names as remd_names
 from services.remd.circuit import CircuitBreaker
 from services.remd.ratelimit import EndpointLimiter
@@ -79,11 +86,11 @@ PARKED = Counter(
 )
 #: series a dashboard shows from the start (a counter's labelled series exists only after its first use)
 for _outcome, _reason in (
-    ("accepted", "ACCEPTED"),
-    ("transient", "RATE_LIMIT"),
-    ("transient", "TIMEOUT"),
-    ("transient", "CONNECT_ERROR"),
-    ("permanent", "UNKNOWN_REMD_CODE"),
+    (Outcome.ACCEPTED, "ACCEPTED"),
+    (Outcome.TRANSIENT, "RATE_LIMIT"),
+    (Outcome.TRANSIENT, "TIMEOUT"),
+    (Outcome.TRANSIENT, "CONNECT_ERROR"),
+    (Outcome.PERMANENT, "UNKNOWN_REMD_CODE"),
 ):
     REQUESTS.labels(_outcome, _reason)
     REQUEST_DURATION.labels(_outcome)
@@ -243,6 +250,8 @@ class Submitter:
     :param exchanges: keeps each attempt's signed request and answer for support (``exchanges.ExchangeArchive``).
     :param documents: the claim-check store, to read a document by reference for a route that takes the
         document attached (N3); default none: documents carried inline only.
+    :param patients: which patients N3 already holds per organisation (``services.lifecycle.patients``); None:
+        AddPatient before every N3 document.
     """
 
     def __init__(
@@ -263,6 +272,7 @@ class Submitter:
         unpromoted: str = routing.TEST_STAND,
         exchanges: ExchangeArchive | None = None,
         documents: DocumentStore | None = None,
+        patients: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -276,6 +286,7 @@ class Submitter:
         self.park_max_seconds = park_max_seconds
         self.clinic_state, self.unpromoted, self.exchanges = clinic_state, unpromoted, exchanges
         self.documents = documents
+        self.patients = patients
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], EndpointLimiter] = {}
@@ -346,8 +357,9 @@ class Submitter:
             "signed_event": record.value,
             "document_ref": (data.get("document") or {}).get("ref"),
         }
+        route = self._n3(data, org, registration, where) if remd.transport == "n3" else {}
         try:
-            return await self._submit(record, event, registration, remd, where, key, new_document)
+            return await self._submit(record, event, registration, remd, where, key, new_document, route)
         except lifecycle.LifecycleConflict as exc:
             return await self._already_handled(event, uid, exc)
 
@@ -360,9 +372,11 @@ class Submitter:
         where: routing.Route,
         key: Any,
         new_document: Mapping[str, Any],
+        route: Mapping[str, Any],
     ) -> list[Output]:
         """Attempts until one is accepted, the record is parked, or a failure is raised. ``new_document``: the
-        lifecycle row to create with the first attempt if the store does not hold the document yet."""
+        lifecycle row to create with the first attempt if the store does not hold the document yet. ``route``:
+        the N3 fields of the request (``_n3``)."""
         data = event["data"]
         uid, org_oid = data["localUid"], data["organizationOid"]
         endpoint = where.endpoint
@@ -383,6 +397,7 @@ class Submitter:
             try:
                 async with limiter.slot():
                     message_id = new_message_id()
+                    add_patient = await self._patient_unknown(route)
                     attempt = await asyncio.to_thread(
                         self.store.record_attempt, uid, message_id, endpoint=endpoint, register=new_document
                     )
@@ -398,12 +413,16 @@ class Submitter:
                             document=document,
                             auth_token=remd.n3.token if remd.n3 is not None else None,
                             lpu_id=remd.n3.lpu_id if remd.n3 is not None else None,
+                            n3_codes=route.get("codes"),
+                            add_patient=add_patient,
+                            pix_endpoint=route.get("pix"),
                         )
                     )
             except BaseException:
                 breaker.release()
                 raise
             self._observe(breaker, limiter, outcome)
+            await self._note_patient(route, outcome)
             if self.exchanges is not None:
                 await asyncio.to_thread(
                     self.exchanges.keep, message_id, local_uid=uid, endpoint=endpoint, outcome=outcome
@@ -419,8 +438,10 @@ class Submitter:
                     message_id=message_id,
                     attempt=attempt.attempt,
                     endpoint=endpoint,
+                    warnings=len(outcome.warnings),
                 )
-                return await self._sent_outputs(event, doc)  # reads the MessageIDs with the history
+                # reads the MessageIDs with the history
+                return await self._sent_outputs(event, doc, warnings=outcome.warnings)
             await asyncio.to_thread(
                 self.store.record_outcome,
                 message_id,
@@ -431,7 +452,7 @@ class Submitter:
             )
             ids = await asyncio.to_thread(self.store.message_ids, uid)
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
-            if outcome.kind == "permanent":
+            if outcome.kind == Outcome.PERMANENT:
                 await asyncio.to_thread(
                     self.store.mark_failed,
                     uid,
@@ -487,7 +508,7 @@ class Submitter:
 
     def _observe(self, breaker: CircuitBreaker, limiter: EndpointLimiter, outcome: SubmitOutcome) -> None:
         REQUESTS.labels(outcome.kind, reason_label(outcome)).inc()
-        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration)
+        REQUEST_DURATION.labels(outcome.kind).observe(outcome.duration, exemplar=telemetry.exemplar())
         if outcome.transport_failure:
             breaker.record_failure()
         else:
@@ -523,7 +544,50 @@ class Submitter:
         log.info("circuit open: parked", local_uid=record.key, due_in=round(wait, 1))
         return Output(self.retry_topic, record.value, record.key, headers)
 
-    async def _sent_outputs(self, event: Mapping[str, Any], doc: lifecycle.Document) -> list[Output]:
+    def _n3(
+        self,
+        data: Mapping[str, Any],
+        org: Organization,
+        registration: soap.Registration,
+        where: routing.Route,
+    ) -> dict[str, Any]:
+        """An N3 document's codes (``PermanentError`` when it has none: see n3_route), PixService's address for
+        where it goes, and how the patient is keyed and described in the patient store."""
+        assert org.remd is not None and org.remd.n3 is not None
+        settings = org.remd.n3
+        try:
+            pix = settings.pix_for(where.endpoint)
+        except ValueError as exc:
+            raise PermanentError(str(exc), reason="REMD_NOT_CONFIGURED", organization=org.oid) from None
+        return {
+            "codes": n3_codes(data, org, dictionary_of(self.config)),
+            "pix": pix,
+            "patient": (
+                "n3",
+                org.oid,
+                registration.patient.local_id or "",
+                n3.patient_fingerprint(registration.patient, settings.lpu_id),
+            ),
+        }
+
+    async def _patient_unknown(self, route: Mapping[str, Any]) -> bool:
+        """Whether this N3 attempt must add the patient first (always, without a patient store)."""
+        if not route or self.patients is None:
+            return True
+        return not await asyncio.to_thread(self.patients.known, *route["patient"])
+
+    async def _note_patient(self, route: Mapping[str, Any], outcome: SubmitOutcome) -> None:
+        if not route or self.patients is None:
+            return
+        r, org, patient_id, fingerprint = route["patient"]
+        if outcome.patient_added:
+            await asyncio.to_thread(self.patients.remember, r, org, patient_id, fingerprint)
+        elif outcome.reason == "N3_PATIENT_UNKNOWN":
+            await asyncio.to_thread(self.patients.forget, r, org, patient_id)
+
+    async def _sent_outputs(
+        self, event: Mapping[str, Any], doc: lifecycle.Document, *, warnings: tuple[tuple[str, str], ...] = ()
+    ) -> list[Output]:
         history = await asyncio.to_thread(self.store.history, doc.local_uid)
         accepted = next((a for a in history if a.message_id == doc.accepted_message_id), history[-1])
         ids = [a.message_id for a in history]
@@ -542,7 +606,7 @@ class Submitter:
         told = events.STATUS_REGISTERED if doc.state == lifecycle.REGISTERED else events.STATUS_SENT
         status = events.new_event(
             events.STATUS,
-            events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id, message_ids=ids),
+            events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id, message_ids=ids, warnings=warnings),
             source=SOURCE,
             trace_id=event["traceId"],
         )

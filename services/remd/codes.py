@@ -9,11 +9,12 @@ pipeline does with it:
 * ``configuration``  — the ИС, organisation, certificate or registry records (ФРМО/ФРМР/ГИП) are set up
   wrong: escalate to the administrator or to СТП ЕГИСЗ; resending the same thing will not help.
 
-Categories are ours (the brief §2.7 "T" column plus judgement); ids, mnemonics and meanings follow
-the classifier, meanings condensed. Id 88 (a duplicate ``FRLLO_RELISE_POSITION_ERROR``) is left out,
-as the peer source does. РЭМД emits ``RECIPIENT_*`` where the classifier spells ``RECEPIENT_*``;
-both are accepted. A code not in the table is classified ``configuration`` and flagged ``unknown``:
-it means the classifier has a newer version than this table, which a person must look at.
+Categories are ours (the "retry" column of ``docs/protocol.md#message-codes`` plus judgement); ids,
+mnemonics and meanings follow the classifier, meanings condensed. Id 88 (a duplicate
+``FRLLO_RELISE_POSITION_ERROR``) is left out, as the peer source does. РЭМД emits ``RECIPIENT_*`` where the
+classifier spells ``RECEPIENT_*``; both are accepted. A code not in the table is classified ``configuration``
+and flagged ``unknown``: it means the classifier has a newer version than this table, which a person must
+look at.
 """
 
 from __future__ import annotations

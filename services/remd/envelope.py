@@ -3,7 +3,7 @@
 :mod:`services.remd.soap` builds and parses the operations on top of this; the callback service uses
 :func:`open_envelope` to see which operation arrived before it parses it. Readers match children by
 local name in any namespace (a namespace that turns out different does not break parsing); writers use
-the brief's namespaces. Parsing only goes through ``producer.xmlsafe.parse_xml``.
+the namespaces of docs/protocol.md#namespaces. Parsing only goes through ``producer.xmlsafe.parse_xml``.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-#: the fixed wsu:Ids an ИПС callback uses for its signed headers (addendum [A]), for ``fixed_ids=True``
+#: the fixed wsu:Ids an ИПС callback uses for its signed headers, for ``fixed_ids=True``
+#: (``docs/protocol.md#callback-shapes``, [A])
 FIXED_IDS = {"MessageID": "id-messageid", "ReplyTo": "id-replyto", "To": "id-to", "Action": "id-action"}
 
 
@@ -132,10 +133,11 @@ def new_envelope(
     wsa_prefix: bool = True,
     fixed_ids: bool = False,
 ) -> tuple[etree._Element, etree._Element]:
-    """(Envelope, Body) with the header in the reference signer's order (brief §2.3).
+    """(Envelope, Body) with the header in the reference signer's order (docs/protocol.md#soap-header).
 
     ``wsa_prefix=False`` writes the WS-Addressing headers unprefixed (a default namespace on each), and
-    ``fixed_ids=True`` gives them the fixed wsu:Ids, as ИПС itself sends callbacks (addendum).
+    ``fixed_ids=True`` gives them the fixed wsu:Ids, as ИПС itself sends callbacks
+    (``docs/protocol.md#callback-shapes``).
     """
     soap = soap_ns(soap_version)
     nsmap = {"soap": soap, "wsu": n.NS_WSU, "wsse": n.NS_WSSE, "ds": n.NS_DS}
@@ -279,7 +281,7 @@ def value_of(parent: etree._Element | None, local: str) -> str | None:
 
 def code_of(el: etree._Element | None) -> str | None:
     """A coded value in any of the forms РЭМД messages use: ``<kind>58</kind>``, ``<kind><code>58</code>…
-    </kind>`` or ``<kind code="58"/>`` (brief §8.4, addendum: "kind as text or nested kind/code")."""
+    </kind>`` or ``<kind code="58"/>`` (docs/protocol.md#callback-shapes)."""
     if el is None:
         return None
     nested = value_of(el, n.CODE)

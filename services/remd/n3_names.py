@@ -1,97 +1,140 @@
 """Every N3.Health (Нетрика) name the N3 route uses, with its evidence tag and source, in one place.
 
-What is public (the protocol brief, ``remd-protocol.md`` §5, [C]): REST services authenticate with
-``Authorization: N3 <GUID>``; the regional ИЭМК ``EmkService`` is WCF SOAP 1.1 (service namespace
-``http://tempuri.org/``, data contracts under ``http://schemas.datacontract.org/2004/07/N3.EMK.Dto…``) with
-``AddCase`` / ``CreateCase`` + ``CloseCase`` / ``AddMedRecord``, the auth GUID as the first parameter of every
-call; a ``MedDocument`` carries ``Attachments`` of ``DocumentAttachment`` (``Data``, ``OrganizationSign``,
-``PersonalSigns`` of ``Sign`` + ``Doctor``, ``MimeType``); the document storage service finds documents by
-``remdCode`` and ``oidMo`` and answers ``idDocumentMis``, ``remdCode``, ``createdDate``. What is *not* public:
-how N3 takes a ready СЭМД with its УКЭП for РЭМД, its statuses, and whether it calls back. Everything of that
-is [G] here and listed, with what to ask Нетрика, in ``docs/transports.md``. ``tests/test_remd_names.py``
-checks that every name has a tag and a source.
+The facts are in ``docs/n3-contract.md`` (N3's own WSDLs of EmkService and PixService, N3's minimal request
+samples, a peer МИС's client); ``docs/transports.md`` has one row per constant below with the same tag
+(``tests/test_n3_schema.py`` checks it), and says what to ask Нетрика about the [G] ones. Tags: [C] seen in N3's
+own WSDL, sample or page; [P] a peer's client; [G] our guess. ``tests/test_remd_names.py`` checks that every name
+has a tag and a source. The schema of what we send is ``services/data/n3/n3-subset.xsd``.
 """
 
 from __future__ import annotations
 
-#: source key → where the evidence is
+#: source key → where the evidence is (docs/n3-contract.md cites each by commit)
 SOURCES = {
-    "brief": "remd-protocol.md §5, the protocol brief",
-    "iemk-n3": "PoyarkinES/iemk_n3health EMKService.xml, Emk.Infrastructure/ExternalServices/Adapters/"
-    "EmkServiceAdapter.cs, Emk.Infrastructure/DocumentGeneration/DocConsultNote.cs (N3 ИЭМК client)",
-    "n3-api": "api.n3health.ru /docstorage/ and /sosnils/ pages; api.netrika.ru «IEMKService» (as stored)",
-    "wcf": "WCF basicHttpBinding conventions (SOAPAction = <service ns>I<Service>/<Operation>, <Op>Response)",
+    "emk-wsdl": "PoyarkinES/iemk_n3health EMKService.xml (N3's EmkService WSDL)",
+    "pix-wsdl": "PoyarkinES/iemk_n3health PixService.xml (N3's PixService WSDL)",
+    "emk10": "PoyarkinES/iemk_n3health Emk/Connected Services/EmkSvc/EMKService10.xsd (newer MedDoc schema)",
+    "n3-samples": "ClawedRex555-creator/dental-mental docs/n3-samples/minimal-AddPatient.xml, minimal-AddMedRecord.xml",
+    "peer": "ClawedRex555-creator/dental-mental lib/egisz/n3/client.ts, mappers.ts (a МИС on the N3 route)",
+    "n3-api": "api.n3health.ru /docstorage/ page (N3's document storage)",
+    "n3-internal": "a public SQL script over N3's RegistrySemd database (RegistryRemd Status, Message)",
+    "wcf": "WCF basicHttpBinding conventions (SOAPAction = <ns>I<Service>/<Operation>, <Op>Response)",
+    "ours": "our own choice where nothing public says (docs/transports.md, what to ask Нетрика)",
 }
 
 # --- transport ------------------------------------------------------------------------------------
-AUTH_HEADER = "Authorization"  # [C] n3-api
+#: N3's REST services authorise with this header (the document storage; our status poll copies it)  [C] n3-api
+AUTH_HEADER = "Authorization"
 AUTH_SCHEME = "N3"  # [C] n3-api ("Authorization: N3 <GUID>")
-#: our per-attempt request id, sent so Нетрика's support can find the call; header name a guess   [G] brief
+#: our per-attempt request id on every call, so Нетрика's support can find it; N3 names none  [G] ours
 REQUEST_ID_HEADER = "X-Request-ID"
+#: PixService is the sibling of EmkService on N3's hosts: the service files' names  [C] n3-samples
+EMK_SERVICE_FILE = "EMKService.svc"
+PIX_SERVICE_FILE = "PixService.svc"  # [C] n3-samples, peer (derives one address from the other)
 
-# --- EmkService (SOAP 1.1) ------------------------------------------------------------------------
-NS_SERVICE = "http://tempuri.org/"  # [C] brief §5, iemk-n3
-NS_DTO = (
-    "http://schemas.datacontract.org/2004/07/N3.EMK.Dto"  # [C] brief §5 (prefix; the exact sub-namespace [G])
-)
-NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"  # [C] iemk-n3 (WCF writes xsi:type)
-SERVICE_INTERFACE = "IEmkService"  # [G] wcf
-ADD_CASE = "AddCase"  # [C] brief §5, iemk-n3
-ADD_CASE_RESPONSE = "AddCaseResponse"  # [G] wcf
-GUID = "guid"  # [C] brief §5 (the auth token, first parameter of every call)
-ID_LPU = "idLpu"  # [C] brief §5 (AddMedRecord's parameter)
-CASE_DTO = "caseDto"  # [G] iemk-n3 (AddCase's case parameter name)
-CASE_TYPE = "CaseAmb"  # [G] iemk-n3 (an outpatient case, xsi:type)
-ID_CASE_MIS = "IdCaseMis"  # [C] brief §5 (idCaseMis); we use the localUid [G]
-ID_PATIENT_MIS = "IdPatientMis"  # [C] brief §5 (idPatientMis)
-OPEN_DATE = "OpenDate"  # [G] iemk-n3
-CLOSE_DATE = "CloseDate"  # [G] iemk-n3
-MED_RECORDS = "MedRecords"  # [G] iemk-n3 (the case's records)
-MED_RECORD = "MedRecord"  # [G] iemk-n3 (a list item; its xsi:type says which record)
-ID_LPU_FIELD = "IdLpu"  # [G] iemk-n3 (the case's organisation in N3)
-MED_DOCUMENT = "MedDocument"  # [C] brief §5 (MedRecord + Attachments, …)
-ID_DOCUMENT_MIS = "IdDocumentMis"  # [C] brief §5; = the localUid
-#: N3's document type; carrying the НСИ 1520 kind in it is our reading                          [C] brief §5, [G] value
+# --- namespaces -------------------------------------------------------------------------------------
+NS_SERVICE = "http://tempuri.org/"  # [C] emk-wsdl, pix-wsdl (operations and their parameters)
+NS_PIX = "http://schemas.datacontract.org/2004/07/EMKService.Data.Dto"  # [C] pix-wsdl (PatientDto)
+NS_MEDREC = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto.MedRec"  # [C] emk-wsdl (MedRecord)
+NS_MEDDOC = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto.MedRec.MedDoc"  # [C] emk-wsdl (MedDocument)
+NS_DTO = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto"  # [C] emk-wsdl (MedicalStaff, Person)
+NS_COMMON = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto.Common"  # [C] emk-wsdl (faults)
+NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"  # [C] n3-samples (medRecord's xsi:type)
+
+# --- operations -------------------------------------------------------------------------------------
+PIX_INTERFACE = "IPixService"  # [C] pix-wsdl (SOAPAction http://tempuri.org/IPixService/AddPatient)
+EMK_INTERFACE = "IEmkService"  # [C] emk-wsdl (SOAPAction http://tempuri.org/IEmkService/AddMedRecord)
+ADD_PATIENT = "AddPatient"  # [C] pix-wsdl, n3-samples
+ADD_PATIENT_RESPONSE = "AddPatientResponse"  # [C] pix-wsdl (an empty sequence)
+ADD_MED_RECORD = "AddMedRecord"  # [C] emk-wsdl, n3-samples
+ADD_MED_RECORD_RESPONSE = "AddMedRecordResponse"  # [C] emk-wsdl (an empty sequence)
+GUID = "guid"  # [C] emk-wsdl, pix-wsdl (the clinic's auth GUID, first parameter of every call)
+PIX_ID_LPU = "idLPU"  # [C] pix-wsdl (PixService's spelling)
+EMK_ID_LPU = "idLpu"  # [C] emk-wsdl (EmkService's spelling)
+ID_PATIENT_MIS = "idPatientMis"  # [C] emk-wsdl (the patient AddPatient registered)
+PATIENT = "patient"  # [C] pix-wsdl
+MED_RECORD = "medRecord"  # [C] emk-wsdl (declared MedRecord, sent with xsi:type MedDocument)
+
+# --- PixService PatientDto, in the WSDL's order -------------------------------------------------------
+BIRTH_DATE = "BirthDate"  # [C] pix-wsdl, n3-samples (a bare date in the sample)
+DOCUMENTS = "Documents"  # [C] pix-wsdl, emk-wsdl (a person's identity documents)
+DOCUMENT_DTO = "DocumentDto"  # [C] pix-wsdl (PatientDto's list item)
+FAMILY_NAME = "FamilyName"  # [C] pix-wsdl, emk-wsdl
+GIVEN_NAME = "GivenName"  # [C] pix-wsdl, emk-wsdl
+ID_PATIENT_MIS_DTO = "IdPatientMIS"  # [C] pix-wsdl (capital MIS)
+MIDDLE_NAME = "MiddleName"  # [C] pix-wsdl, emk-wsdl
+SEX = "Sex"  # [C] pix-wsdl (xs:unsignedByte: НСИ 1040 gender code, 1 in the sample)
+
+# --- identity documents: the СНИЛС --------------------------------------------------------------------
+DOC_N = "DocN"  # [C] pix-wsdl, emk-wsdl (the СНИЛС, 11 digits without separators)
+ID_DOCUMENT_TYPE = "IdDocumentType"  # [C] pix-wsdl, emk-wsdl
+PROVIDER_NAME = "ProviderName"  # [C] pix-wsdl, emk-wsdl
+IDENTITY_DOCUMENT = "IdentityDocument"  # [C] emk-wsdl (Person's list item)
+SNILS_DOCUMENT_TYPE = "223"  # [C] n3-samples, peer (the СНИЛС as document type 223)
+SNILS_PROVIDER = "ПФР"  # [C] n3-samples, peer
+
+# --- EmkService MedDocument, in the WSDL's order --------------------------------------------------------
+MED_DOCUMENT = "MedDocument"  # [C] emk-wsdl, n3-samples (medRecord's xsi:type, in the MedDoc namespace)
+ATTACHMENTS = "Attachments"  # [C] emk-wsdl
+DOCUMENT_ATTACHMENT = "MedDocumentDto.DocumentAttachment"  # [C] emk-wsdl (the dotted data-contract name)
+DATA = "Data"  # [C] emk-wsdl (base64 of the exact signed СЭМД)
+ORGANIZATION_SIGN = "OrganizationSign"  # [C] emk-wsdl (the МО's detached CMS, base64)
+PERSONAL_SIGNS = "PersonalSigns"  # [C] emk-wsdl
+PERSONAL_SIGN = "MedDocumentDto.PersonalSign"  # [C] emk-wsdl (the dotted data-contract name)
+SIGN = "Sign"  # [C] emk-wsdl (a doctor's detached CMS, base64)
+DOCTOR = "Doctor"  # [C] emk-wsdl (MedicalStaff)
+MIME_TYPE = "MimeType"  # [C] emk-wsdl
+MIME_TYPE_SEMD = "text/xml"  # [C] n3-samples
+AUTHOR = "Author"  # [C] emk-wsdl (MedicalStaff: the document's author)
+CREATION_DATE = "CreationDate"  # [C] emk-wsdl (dateTime with offset in the sample)
+#: the document's title; we send the dictionary-195 name of its type  [C] n3-samples, [G] ours
+HEADER = "Header"
+ID_DOCUMENT_MIS = "IdDocumentMis"  # [C] emk-wsdl (= the localUid)
+#: a dictionary-195 code, right after IdDocumentMis  [C] emk10, n3-samples
 ID_MED_DOCUMENT_TYPE = "IdMedDocumentType"
-CREATION_DATE = "CreationDate"  # [C] brief §5
-HEADER = "Header"  # [C] brief §5 (the document's title)
-AUTHOR = "Author"  # [C] brief §5 (MedicalStaff)
-ATTACHMENTS = "Attachments"  # [C] brief §5
-DOCUMENT_ATTACHMENT = "DocumentAttachment"  # [C] brief §5
-DATA = "Data"  # [C] brief §5 (base64 document)
-MIME_TYPE = "MimeType"  # [C] brief §5
-ORGANIZATION_SIGN = "OrganizationSign"  # [C] brief §5 (base64 detached CMS of the МО)
-PERSONAL_SIGNS = "PersonalSigns"  # [C] brief §5
-PERSONAL_SIGN = "PersonalSign"  # [G] iemk-n3 (the list item's element name)
-SIGN = "Sign"  # [C] brief §5 (base64 detached CMS of the doctor)
-DOCTOR = "Doctor"  # [C] brief §5 (MedicalStaff)
-# MedicalStaff / Person: the fields РЭМД cross-checks, in N3's naming as far as it is known
-PERSON = "Person"  # [G] iemk-n3
-ID_PERSON_MIS = "IdPersonMis"  # [G] iemk-n3
-FAMILY_NAME = "FamilyName"  # [G] iemk-n3
-GIVEN_NAME = "GivenName"  # [G] iemk-n3
-MIDDLE_NAME = "MiddleName"  # [G] iemk-n3
-SNILS = "Snils"  # [G] iemk-n3 (N3 keeps it among Person/Documents)
-ID_POSITION = "IdPosition"  # [G] iemk-n3 (НСИ 1.2.643.5.1.13.13.11.1002 code)
-POSITION_VERSION = "PositionVersion"  # [G] brief (the version РЭМД needs; no N3 field is known)
-ID_SPECIALITY = "IdSpeciality"  # [G] iemk-n3
-ROLE = "Role"  # [G] brief (the РЭМД signer role; no N3 field is known)
-MIME_TYPE_SEMD = "text/xml"  # [G] brief (a СЭМД as an attachment)
-# fault: what EmkService answers when it refuses a request
-REQUEST_FAULT = "RequestFault"  # [G] iemk-n3
-FAULT_PROPERTY = "PropertyName"  # [G] iemk-n3
-FAULT_CODE = "ErrorCode"  # [G] iemk-n3
-FAULT_MESSAGE = "Message"  # [G] iemk-n3
 
-# --- document storage (REST, JSON): where polling asks whether РЭМД registered the document -------
-DOCSTORAGE_PATH = "/docstorage/"  # [C] n3-api
+# --- MedicalStaff and Person ------------------------------------------------------------------------------
+PERSON = "Person"  # [C] emk-wsdl (PersonWithIdentity)
+HUMAN_NAME = "HumanName"  # [C] emk-wsdl (GivenName, MiddleName, FamilyName, in that order)
+ID_PERSON_MIS = "IdPersonMis"  # [C] emk-wsdl (the doctor's id in the МИС)
+#: N3's own codes, per doctor in the organisations file (whether ФРМР codes would do is open)  [C] emk-wsdl, [G] ours
+ID_SPECIALITY = "IdSpeciality"
+ID_POSITION = "IdPosition"  # [C] emk-wsdl, [G] ours (xs:unsignedShort; N3 code, 114 in the sample)
+
+# --- faults and warnings (soap:Fault/detail) ---------------------------------------------------------------
+REQUEST_FAULT = "RequestFault"  # [C] emk-wsdl, pix-wsdl
+ARRAY_OF_REQUEST_FAULT = "ArrayOfRequestFault"  # [C] emk-wsdl, pix-wsdl (the ListOf_ fault's detail)
+REQUEST_WARNING = "RequestWarning"  # [C] emk-wsdl
+ARRAY_OF_REQUEST_WARNING = "ArrayOfRequestWarning"  # [C] emk-wsdl (the ListOf_ warning's detail)
+FAULT_PROPERTY = "PropertyName"  # [C] emk-wsdl
+FAULT_MESSAGE = "Message"  # [C] emk-wsdl
+FAULT_CODE = "ErrorCode"  # [C] emk-wsdl (xs:int; N3's numbers are not public)
+FAULT_ERRORS = "Errors"  # [C] emk-wsdl (nested RequestFault list)
+WARNING_CODE = "WarningCode"  # [C] emk-wsdl (xs:int)
+WARNINGS = "Warnings"  # [C] emk-wsdl (nested RequestWarning list)
+#: how a РЭМД code shows inside N3's message text ("Code: OBJECT_NOT_FOUND")  [C] n3-internal, [G] in a fault
+REMD_CODE_MARKER = "Code:"
+#: the property a fault names when EmkService does not know the patient (AddPatient again)  [G] ours
+PATIENT_UNKNOWN_PROPERTY = "idPatientMis"
+
+# --- the status poll: a status method N3 does not publish (docs/transports.md) -------------------------
+#: the document asked about, by its localUid (as the document storage names it)  [G] ours
+STATUS_ID_DOCUMENT_MIS = "idDocumentMis"
+STATUS_OID_MO = "oidMo"  # [G] ours (as the document storage names the organisation)
+STATUS_STATE = "status"  # [G] ours (N3's per-document РЭМД status, kept in its RegistryRemd)
+#: RegistryRemd's status for «Успешно зарегистрировано в МЗ»  [C] n3-internal, [G] exposed
+STATUS_REGISTERED = 4
+STATUS_EMDR_ID = "emdrId"  # [G] ours (the РЭМД registration number; N3 keeps a registry id)
+STATUS_REGISTRATION_DATE = "registrationDateTime"  # [G] ours (as РЭМД's own callback names it)
+STATUS_MESSAGE = "message"  # [G] ours (RegistryRemd's Message: РЭМД's answer)
+
+# --- the document storage: «Поиск документа по ДМС» (not a status channel) --------------------------------
+DOC_DMS_VALUE = "dmsValue"  # [C] n3-api (the patient's ДМС policy number; required)
+DOC_REMD_CODE = "remdCode"  # [C] n3-api (НСИ 1520 kinds, a list; an int in the answer)
+DOC_DATE_START = "dateStart"  # [C] n3-api (required date)
+DOC_DATE_END = "dateEnd"  # [C] n3-api (required date)
 DOC_OID_MO = "oidMo"  # [C] n3-api (ФРМО OID of the organisation)
-DOC_REMD_CODE = "remdCode"  # [C] n3-api (НСИ 1520 kind; a list in the request)
-DOC_DATE_FROM = "dateFrom"  # [G] n3-api (the date window's names)
-DOC_DATE_TO = "dateTo"  # [G] n3-api
-DOC_ID_DOCUMENT_MIS = "idDocumentMis"  # [C] n3-api (= our localUid)
 DOC_ID_CDA = "idCda"  # [C] n3-api
+DOC_ID_DOCUMENT_MIS = "idDocumentMis"  # [C] n3-api (= our localUid)
 DOC_CREATED_DATE = "createdDate"  # [C] n3-api
-DOC_EMDR_ID = "emdrId"  # [G] brief (the РЭМД registration number; no N3 field is known)
-DOC_REGISTRATION_DATE = "registrationDateTime"  # [G] brief (as РЭМД's own callback names it)
-DOC_RESULT = "result"  # [G] n3-api (the list of found documents)
+DOC_RESULT = "result"  # [G] n3-api (the page shows no wrapper; a bare list is read too)

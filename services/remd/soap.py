@@ -1,7 +1,7 @@
 """Building and parsing the РЭМД SOAP messages, both directions (МИС and the emulator of РЭМД/ИПС).
 
-Messages (brief §2, §8), each with a ``build_*`` returning signed bytes and a ``parse_*`` returning
-a typed result:
+Messages (``docs/protocol.md#message-shapes``), each with a ``build_*`` returning signed bytes and a
+``parse_*`` returning a typed result:
 
 =============================  =====================  ==========================================
 message                        direction              build / parse
@@ -17,12 +17,19 @@ getDocumentFileResponse        МИС → РЭМД             build_file_respon
 searchRegistryItem             МИС → РЭМД, answer     build_search_request / parse_search_request,
                                                       build_search_response / parse_search_response
 getRegistryItem                МИС → РЭМД, answer     build_get_registry_item / parse_get_registry_item,
-                                                      build_registry_item_response / parse_registry_item_response
+                               (an acknowledgement)   build_registry_item_response / parse_registry_item_response
+getRegistryItemResult          РЭМД → МИС callback    build_registry_item_result / parse_registry_item_result
+either callback                РЭМД → МИС             parse_callback → RegisterResult | RegistryItemResult
 =============================  =====================  ==========================================
+
+``getRegistryItem`` answers asynchronously, like ``registerDocument``: the synchronous answer only says РЭМД
+took the request; the record (``status``, ``emdrId``, ``registrationDateTime``, ``storeTillDate``) arrives
+later on the МИС's callback address (the request's ``wsa:ReplyTo``), ``relatesToMessage`` naming the
+request's MessageID ([P] medflex, ``docs/protocol.md#getregistryitem``; element names [G]).
 
 The envelope, headers and faults are :mod:`services.remd.envelope`; the typed values
 :mod:`services.remd.messages` (re-exported here: ``soap`` is the protocol's public face). Every element name
-comes from :mod:`services.remd.names`, tagged with its evidence. One dialect: the addendum's names
+comes from :mod:`services.remd.names`, tagged with its evidence. One dialect: the names of the КРЭМД request
 (``personalSignatures/item/signer``, ``orgSignature``, ``surname/name/patrName``, coded values with their
 code-system version). Readers of what РЭМД/ИПС send are tolerant (children matched by local name in any
 namespace; ``kind`` as text, nested code or attribute; either registration-date element), the reader of a
@@ -74,6 +81,7 @@ from services.remd.messages import (
     FileRequest,
     FileResponse,
     Headers,
+    OffsetDate,
     OrgSignature,
     Patient,
     PersonalSignature,
@@ -84,6 +92,7 @@ from services.remd.messages import (
     Registration,
     RegistryItem,
     RegistryItemAnswer,
+    RegistryItemResult,
     RemdError,
     SearchQuery,
     SearchRequest,
@@ -92,6 +101,8 @@ from services.remd.messages import (
     SoapFault,
     SyncAnswer,
     checksum,
+    parse_date,
+    parse_date_time,
 )
 
 __all__ = [
@@ -101,6 +112,7 @@ __all__ = [
     "FileRequest",
     "FileResponse",
     "Headers",
+    "OffsetDate",
     "OrgSignature",
     "Patient",
     "PersonalSignature",
@@ -111,6 +123,7 @@ __all__ = [
     "Registration",
     "RegistryItem",
     "RegistryItemAnswer",
+    "RegistryItemResult",
     "RemdError",
     "SearchQuery",
     "SearchRequest",
@@ -127,12 +140,16 @@ __all__ = [
     "build_register_document",
     "build_register_result",
     "build_registry_item_response",
+    "build_registry_item_result",
     "build_search_request",
     "build_search_response",
     "build_sync_answer",
     "checksum",
     "parse_answer",
+    "parse_callback",
     "parse_callback_ack",
+    "parse_date",
+    "parse_date_time",
     "parse_fault",
     "parse_file_request",
     "parse_file_response",
@@ -140,6 +157,7 @@ __all__ = [
     "parse_register_document",
     "parse_register_result",
     "parse_registry_item_response",
+    "parse_registry_item_result",
     "parse_search_request",
     "parse_search_response",
 ]
@@ -239,7 +257,8 @@ def build_register_document(
     soap_version: str = "1.2",
     now: datetime | None = None,
 ) -> tuple[bytes, str]:
-    """The signed ``registerDocument`` request and its MessageID (store it *before* sending, brief §4).
+    """The signed ``registerDocument`` request and its MessageID (store it *before* sending:
+    docs/protocol.md#registration-flow).
 
     ValueError when the registration lacks what every request must carry: a personal signature, and for
     each signer its role and its position with the position's code-system version.
@@ -331,7 +350,8 @@ def build_sync_answer(
 
 
 def _kind(parent: etree._Element, ns: str, code: str | None, form: str = "text") -> None:
-    """``kind`` as text, as ``kind/code`` or as a ``code`` attribute: the forms callbacks use (addendum)."""
+    """``kind`` as text, as ``kind/code`` or as a ``code`` attribute: the forms callbacks use
+    (docs/protocol.md#callback-shapes)."""
     if code is None:
         return
     if form == "text":
@@ -352,8 +372,11 @@ def _registry_item(
     full: bool,
     kind_form: str = "text",
     date_element: str = n.REGISTRATION_DATE_TIME,
+    element: str | None = None,
 ) -> None:
-    el = etree.SubElement(parent, qname(ns, n.REGISTRY_ITEM if not full else n.ITEM))
+    """A registry record: as ``registryItem`` of a result (``full``: with its localUid, kind and organisation) or
+    as a search match's ``item``."""
+    el = etree.SubElement(parent, qname(ns, element or (n.REGISTRY_ITEM if not full else n.ITEM)))
     sub(el, ns, n.EMDR_ID, item.emdr_id)
     if full:
         sub(el, ns, n.LOCAL_UID, item.local_uid)
@@ -383,9 +406,10 @@ def build_register_result(
 ) -> bytes:
     """The ``registerDocumentResult`` callback (the emulator's side; SOAP 1.1 as in peer samples).
 
-    The shape options are the variants real ИПС traffic shows (addendum): ``soap_version``, unprefixed
-    WS-Addressing (``wsa_prefix=False``) with ИПС's fixed wsu:Ids, a ``reply_to`` (the 2004/08 anonymous
-    URI), ``kind`` as text / ``kind/code`` / attribute, ``registrationDate`` instead of ``…DateTime``.
+    The shape options are the variants real ИПС traffic shows (docs/protocol.md#callback-shapes):
+    ``soap_version``, unprefixed WS-Addressing (``wsa_prefix=False``) with ИПС's fixed wsu:Ids, a ``reply_to``
+    (the 2004/08 anonymous URI), ``kind`` as text / ``kind/code`` / attribute, ``registrationDate`` instead
+    of ``…DateTime``.
     """
     ns = n.NS_EMDR_CALLBACK
     env, body = new_envelope(
@@ -411,6 +435,19 @@ def build_register_result(
     return finish(env, key, certificate, now)
 
 
+#: callback element → (our acknowledgement's element, its wsa:Action)
+_ACKS = {
+    n.REGISTER_DOCUMENT_RESULT: (
+        n.REGISTER_DOCUMENT_RESULT_RESPONSE,
+        n.ACTION_REGISTER_DOCUMENT_RESULT_RESPONSE,
+    ),
+    n.GET_REGISTRY_ITEM_RESULT: (
+        n.GET_REGISTRY_ITEM_RESULT_RESPONSE,
+        n.ACTION_GET_REGISTRY_ITEM_RESULT_RESPONSE,
+    ),
+}
+
+
 def build_callback_ack(
     *,
     relates_to: str,
@@ -419,24 +456,22 @@ def build_callback_ack(
     status: str = n.STATUS_SUCCESS,
     message_id: str | None = None,
     soap_version: str = "1.1",
+    answering: str = n.REGISTER_DOCUMENT_RESULT,
     now: datetime | None = None,
 ) -> bytes:
-    """Our signed acknowledgement of a callback: accept at once, ``wsa:RelatesTo`` = its MessageID (§8.4)."""
+    """Our signed acknowledgement of a callback: accept at once, ``wsa:RelatesTo`` = its MessageID
+    (docs/protocol.md#registerdocumentresult). ``answering``: the callback's element (``registerDocumentResult``
+    or ``getRegistryItemResult``)."""
     ns = n.NS_EMDR_CALLBACK
+    element, action = _ACKS[answering]
     env, body = new_envelope(
         soap_version=soap_version,
-        action=n.ACTION_REGISTER_DOCUMENT_RESULT_RESPONSE,
+        action=action,
         message_id=message_id or new_message_id(),
         relates_to=relates_to,
         body_ns=ns,
     )
-    sub(
-        etree.SubElement(body, qname(ns, n.REGISTER_DOCUMENT_RESULT_RESPONSE)),
-        ns,
-        n.STATUS,
-        status,
-        always=True,
-    )
+    sub(etree.SubElement(body, qname(ns, element)), ns, n.STATUS, status, always=True)
     return finish(env, key, certificate, now)
 
 
@@ -536,7 +571,7 @@ def build_search_request(
     message_id: str | None = None,
     now: datetime | None = None,
 ) -> tuple[bytes, str]:
-    """``searchRegistryItemRequest`` (element names [C] from the remd-dev stand, brief §2.1)."""
+    """``searchRegistryItemRequest``, its names [C] from the remd-dev stand (docs/protocol.md#operations)."""
     message_id = message_id or new_message_id()
     ns = n.NS_EMDR_SERVICE
     env, body = new_envelope(
@@ -590,11 +625,14 @@ def build_get_registry_item(
     emdr_id: str,
     client_entity_id: str,
     to: str,
+    reply_to: str,
     key: Any,
     certificate: Any,
     message_id: str | None = None,
     now: datetime | None = None,
 ) -> tuple[bytes, str]:
+    """``getRegistryItemRequest`` for one registry number, and its MessageID (store it *before* sending: the result
+    arrives on ``reply_to``, the МИС callback address, naming it)."""
     message_id = message_id or new_message_id()
     ns = n.NS_EMDR_SERVICE
     env, body = new_envelope(
@@ -602,7 +640,7 @@ def build_get_registry_item(
         action=n.ACTION_GET_REGISTRY_ITEM,
         message_id=message_id,
         to=to,
-        reply_to=n.WSA_ANONYMOUS,
+        reply_to=reply_to,
         client_entity_id=client_entity_id,
         body_ns=ns,
     )
@@ -613,7 +651,6 @@ def build_get_registry_item(
 def build_registry_item_response(
     *,
     relates_to: str,
-    item: RegistryItem | None,
     status: str = n.STATUS_SUCCESS,
     errors: Iterable[RemdError] = (),
     key: Any = None,
@@ -621,6 +658,7 @@ def build_registry_item_response(
     message_id: str | None = None,
     now: datetime | None = None,
 ) -> bytes:
+    """РЭМД's synchronous ``getRegistryItemResponse`` (the emulator's side): an acknowledgement, no record."""
     ns = n.NS_EMDR_SERVICE
     env, body = new_envelope(
         soap_version="1.2",
@@ -631,9 +669,35 @@ def build_registry_item_response(
     )
     el = etree.SubElement(body, qname(ns, n.GET_REGISTRY_ITEM_RESPONSE))
     sub(el, ns, n.STATUS, status, always=True)
-    if item is not None:
-        _registry_item(el, ns, item, full=True)
     _errors(el, ns, errors)
+    return finish(env, key, certificate, now)
+
+
+def build_registry_item_result(
+    result: RegistryItemResult,
+    *,
+    to: str,
+    key: Any,
+    certificate: Any,
+    message_id: str | None = None,
+    soap_version: str = "1.1",
+    now: datetime | None = None,
+) -> bytes:
+    """The ``getRegistryItemResult`` callback (the emulator's side), shaped as ``registerDocumentResult``."""
+    ns = n.NS_EMDR_CALLBACK
+    env, body = new_envelope(
+        soap_version=soap_version,
+        action=n.ACTION_GET_REGISTRY_ITEM_RESULT,
+        message_id=message_id or new_message_id(),
+        to=to,
+        body_ns=ns,
+    )
+    el = etree.SubElement(body, qname(ns, n.GET_REGISTRY_ITEM_RESULT))
+    sub(el, ns, n.RELATES_TO_MESSAGE, result.relates_to_message, always=True)
+    sub(el, ns, n.STATUS, result.status, always=True)
+    if result.registry_item is not None:
+        _registry_item(el, ns, result.registry_item, full=True, element=n.REGISTRY_ITEM)
+    _errors(el, ns, result.errors)
     return finish(env, key, certificate, now)
 
 
@@ -813,7 +877,8 @@ def parse_register_document(data: bytes) -> RegisterRequest:
 
 
 def parse_register_result(data: bytes) -> RegisterResult:
-    """A ``registerDocumentResult`` callback, in any of the shapes ИПС delivers (addendum): SOAP 1.1 or 1.2,
+    """A ``registerDocumentResult`` callback, in any of the shapes ИПС delivers
+    (docs/protocol.md#callback-shapes): SOAP 1.1 or 1.2,
     ``kind`` as text, nested ``kind/code`` or an attribute, ``registrationDate`` or ``…DateTime``,
     ``documentStatus`` and ``registryItem/registrationWarnings`` when present."""
     headers, el = open_envelope(data)
@@ -831,9 +896,33 @@ def parse_register_result(data: bytes) -> RegisterResult:
     )
 
 
-def parse_callback_ack(data: bytes) -> CallbackAck:
+def parse_registry_item_result(data: bytes) -> RegistryItemResult:
+    """A ``getRegistryItemResult`` callback, read as tolerantly as ``registerDocumentResult`` (any SOAP version,
+    ``kind`` in any form, ``registrationDate`` or ``…DateTime``)."""
     headers, el = open_envelope(data)
-    expect(el, n.REGISTER_DOCUMENT_RESULT_RESPONSE)
+    expect(el, n.GET_REGISTRY_ITEM_RESULT)
+    return RegistryItemResult(
+        relates_to_message=required(el, n.RELATES_TO_MESSAGE, n.GET_REGISTRY_ITEM_RESULT),
+        status=required(el, n.STATUS, n.GET_REGISTRY_ITEM_RESULT),
+        registry_item=_read_item(child(el, n.REGISTRY_ITEM)),
+        errors=_read_errors(el),
+        headers=headers,
+    )
+
+
+def parse_callback(data: bytes) -> RegisterResult | RegistryItemResult:
+    """Either result callback РЭМД sends the МИС, told apart by its body element."""
+    _, el = open_envelope(data)
+    if local_name(el) == n.GET_REGISTRY_ITEM_RESULT:
+        return parse_registry_item_result(data)
+    return parse_register_result(data)
+
+
+def parse_callback_ack(data: bytes) -> CallbackAck:
+    """Our acknowledgement of either result callback."""
+    headers, el = open_envelope(data)
+    if local_name(el) != n.GET_REGISTRY_ITEM_RESULT_RESPONSE:
+        expect(el, n.REGISTER_DOCUMENT_RESULT_RESPONSE)
     return CallbackAck(status=value_of(el, n.STATUS) or "", headers=headers)
 
 
@@ -901,13 +990,13 @@ def parse_get_registry_item(data: bytes) -> tuple[str, Headers]:
 
 
 def parse_registry_item_response(data: bytes) -> RegistryItemAnswer | SoapFault:
+    """The synchronous answer to ``getRegistryItem``: the acknowledgement, or the fault instead."""
     headers, el = open_envelope(data)
     if local_name(el) == "Fault":
         return read_fault(headers, el)
     expect(el, n.GET_REGISTRY_ITEM_RESPONSE)
     return RegistryItemAnswer(
         status=required(el, n.STATUS, n.GET_REGISTRY_ITEM_RESPONSE),
-        item=_read_item(child(el, n.ITEM)),
         errors=_read_errors(el),
         headers=headers,
     )

@@ -5,7 +5,10 @@ The implementations live in ``services.remd._transports`` (``ips``: ИПС SOAP;
 
 The sender only ever calls ``await transport.submit(request) -> SubmitOutcome``; the status worker
 ``await transport.lookup(request) -> RegistryItem | None`` (is the document registered? — the deadline poll
-and the reconciliation of a duplicate registration). ``Transports`` holds one transport per name for a
+and the reconciliation of a duplicate registration); a transport whose registry answers the record itself on
+the callback also implements :class:`AsksRegistryItem` (ИПС's ``getRegistryItem``: the status worker sends it
+once ``lookup`` found the document, and the record comes back as a callback). ``Transports`` holds one
+transport per name for a
 process, so the sender and the status worker share their connection pools. ``IpsSoapTransport``
 builds and signs ``registerDocument`` (``services.remd.soap`` / ``services.remd.wssec``), POSTs it with an httpx
 ``AsyncClient`` (separate connect and read timeouts) and classifies the answer. A regional bus
@@ -42,20 +45,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
 from producer.errors import EmdError
 from services.logs import get_logger
+from services.outcome import Answered, Outcome
 from services.remd import soap
 
 log = get_logger(__name__)
-
-ACCEPTED: Final = "accepted"
-TRANSIENT: Final = "transient"
-PERMANENT: Final = "permanent"
-Kind = Literal["accepted", "transient", "permanent"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,13 +73,18 @@ class SubmitRequest:
     certificate: Any = field(default=None, repr=False)
     #: the signed СЭМД bytes, for a transport that pushes the document (``pushes_document``)
     document: bytes | None = field(default=None, repr=False)
-    auth_token: str | None = field(default=None, repr=False)  #: N3: the "Authorization: N3 <GUID>" token
+    auth_token: str | None = field(default=None, repr=False)  #: N3: the clinic's auth GUID (a secret)
     lpu_id: str | None = None  #: N3: the organisation's id on the platform
+    #: N3: the dictionary-195 code of the kind and each doctor's codes (``services.remd.n3.N3Codes``)
+    n3_codes: Any = None
+    #: N3: send PixService AddPatient first (the patient is not yet, or no longer, known to N3 as sent)
+    add_patient: bool = True
+    pix_endpoint: str | None = None  #: N3: PixService's address (the sibling of ``endpoint``)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitOutcome:
-    kind: Kind
+    kind: Answered
     #: stable machine code: ACCEPTED, CONNECT_ERROR, TIMEOUT, CONNECTION_RESET, HTTP_<status>,
     #: MALFORMED_ANSWER, SOAP_FAULT, REMD_TRANSIENT, RATE_LIMIT, REMD_REJECTED, REQUEST_BUILD_FAILED
     reason: str
@@ -100,10 +104,14 @@ class SubmitOutcome:
     #: the signed request as sent and the answer's body as received (kept for support: СТП asks for them)
     request: bytes | None = field(default=None, repr=False)
     response: bytes | None = field(default=None, repr=False)
+    #: remarks the МИС should see though the document was taken, as (code, message): N3's RequestWarning
+    warnings: tuple[tuple[str, str], ...] = ()
+    #: N3: PixService took the patient in this attempt (the sender remembers it, keyed by organisation)
+    patient_added: bool = False
 
     @property
     def accepted(self) -> bool:
-        return self.kind == ACCEPTED
+        return self.kind == Outcome.ACCEPTED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +129,31 @@ class LookupRequest:
     key: Any = field(default=None, repr=False)
     certificate: Any = field(default=None, repr=False)
     auth_token: str | None = field(default=None, repr=False)  #: N3's token (its lookup has no WS-Security)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryItemRequest:
+    """Ask РЭМД for the record of ``emdr_id`` (``getRegistryItem``), as the organisation's information system; the
+    answer comes to ``reply_to`` (the МИС callback address), naming ``message_id`` — stored before asking."""
+
+    emdr_id: str
+    message_id: str
+    endpoint: str
+    reply_to: str
+    client_entity_id: str = ""
+    key: Any = field(default=None, repr=False)
+    certificate: Any = field(default=None, repr=False)
+
+
+@runtime_checkable
+class AsksRegistryItem(Protocol):
+    """A transport whose registry sends a record's details on the callback (ИПС's ``getRegistryItem``).
+
+    ``ask_registry_item`` returns once РЭМД acknowledged the request (the record comes later, as a
+    ``getRegistryItemResult`` callback) and raises ``TransientError(REGISTRY_LOOKUP_FAILED)`` when it cannot be
+    asked now or refused the request."""
+
+    async def ask_registry_item(self, request: RegistryItemRequest) -> None: ...
 
 
 class Transport(Protocol):
@@ -160,7 +193,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
         # not a SOAP answer: judge by the HTTP status alone
         if status >= 500 or status in (408, 429):
             return SubmitOutcome(
-                kind=TRANSIENT,
+                kind=Outcome.TRANSIENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 message=f"HTTP {status} without a SOAP answer",
@@ -170,13 +203,13 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
             )
         if 400 <= status < 500:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason=f"HTTP_{status}",
                 http_status=status,
                 message=f"HTTP {status} without a SOAP answer",
             )
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="MALFORMED_ANSWER",
             http_status=status,
             message=f"answer is not a registerDocument response ({exc.reason})",
@@ -186,12 +219,12 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     if isinstance(answer, soap.SoapFault):
         return classify_fault(answer, status)
     if answer.accepted:
-        return SubmitOutcome(kind=ACCEPTED, reason="ACCEPTED", http_status=status)
+        return SubmitOutcome(kind=Outcome.ACCEPTED, reason="ACCEPTED", http_status=status)
     errors = answer.errors
     if not errors:
         # status=error and no code: nothing to act on; РЭМД does not do this on purpose, so retry (bounded)
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="REMD_ERROR_WITHOUT_CODE",
             http_status=status,
             message=f"status={answer.status} without errors",
@@ -202,7 +235,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     if blocking:
         e, info = blocking[0]  # the first non-transient code decides; all of them go into the message
         return SubmitOutcome(
-            kind=PERMANENT,
+            kind=Outcome.PERMANENT,
             reason="REMD_REJECTED",
             http_status=status,
             remd_code=e.code,
@@ -216,7 +249,7 @@ def classify_answer(status: int, body: bytes, *, retry_after: float | None = Non
     defer = max((i.retry_after or 0.0 for _, i in infos), default=0.0) or None  # RATE_LIMIT's minute included
     rate_limited = any(x.code == "RATE_LIMIT" for x in errors)
     return SubmitOutcome(
-        kind=TRANSIENT,
+        kind=Outcome.TRANSIENT,
         reason="RATE_LIMIT" if rate_limited else "REMD_TRANSIENT",
         http_status=status,
         remd_code=e.code,
@@ -233,7 +266,7 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
     text = fault.detail_message or fault.reason
     info = fault.info
     if info is not None and not info.unknown:
-        kind: Kind = TRANSIENT if info.transient else PERMANENT
+        kind: Answered = Outcome.TRANSIENT if info.transient else Outcome.PERMANENT
         return SubmitOutcome(
             kind=kind,
             reason="SOAP_FAULT",
@@ -244,12 +277,12 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
             hint=info.hint,
             message=f"{fault.ips_fault or fault.code}: {text}",
             defer=info.retry_after,
-            transport_failure=kind == TRANSIENT and fault.server_side,
-            ambiguous=kind == TRANSIENT,
+            transport_failure=kind == Outcome.TRANSIENT and fault.server_side,
+            ambiguous=kind == Outcome.TRANSIENT,
         )
     if fault.server_side or fault.ips_fault == "SystemFault":
         return SubmitOutcome(
-            kind=TRANSIENT,
+            kind=Outcome.TRANSIENT,
             reason="SOAP_FAULT",
             http_status=status,
             remd_code=fault.detail_code,
@@ -273,7 +306,7 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
     else:
         category, hint = "data", "the request does not match the service schema"
     return SubmitOutcome(
-        kind=PERMANENT,
+        kind=Outcome.PERMANENT,
         reason="SOAP_FAULT",
         http_status=status,
         remd_code=fault.detail_code or fault.ips_fault,
@@ -286,7 +319,7 @@ def classify_fault(fault: soap.SoapFault, status: int) -> SubmitOutcome:
 
 def _net(reason: str, message: str, started: float, request: bytes, *, ambiguous: bool) -> SubmitOutcome:
     return SubmitOutcome(
-        kind=TRANSIENT,
+        kind=Outcome.TRANSIENT,
         reason=reason,
         message=message,
         transport_failure=True,

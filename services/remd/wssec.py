@@ -1,4 +1,4 @@
-"""WS-Security for ИПС ЕГИСЗ: GOST R 34.10-2012/256 XMLDSig over exclusive c14n (brief §3, §8.1).
+"""WS-Security for ИПС ЕГИСЗ: GOST R 34.10-2012/256 XMLDSig, exclusive c14n (docs/protocol.md#ws-security).
 
 ``sign_envelope`` adds to a SOAP envelope (1.1 or 1.2) a ``wsse:Security`` header holding, in the
 order of the reference signer: ``wsse:BinarySecurityToken`` (the ИС certificate), ``ds:Signature``,
@@ -45,6 +45,7 @@ from producer.xmlsafe import base64_content, parse_xml
 from services.crypto.certificates import load_certificate
 from services.crypto.gost import streebog256
 from services.remd import names as n
+from services.timestamps import soap_time
 
 __all__ = [
     "CanonicalBody",
@@ -58,7 +59,7 @@ __all__ = [
     "verify_envelope",
 ]
 
-# XMLDSig / WSS algorithm and profile URIs ([C], brief §3)
+# XMLDSig / WSS algorithm and profile URIs ([C], docs/protocol.md#ws-security)
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 SIG_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34102012-gostr34112012-256"
 DIGEST_GOST2012_256 = "http://www.w3.org/2001/04/xmldsig-more#gostr34112012-256"
@@ -67,7 +68,7 @@ BST_ENCODING = (
 )
 BST_VALUE_TYPE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 
-#: what ``sign_envelope`` signs by default: the full ИПС recipe (brief §3)
+#: what ``sign_envelope`` signs by default: the full ИПС recipe (docs/protocol.md#ws-security)
 DEFAULT_REFERENCES = ("Body", "Timestamp", "MessageID", "ReplyTo", "To", "Action")
 #: what ``verify_envelope`` insists is signed; "?" = only when the message carries it
 REQUIRED_REFERENCES = ("Body", "Timestamp", "MessageID", "To", "Action", "ReplyTo?")
@@ -152,12 +153,6 @@ def _q(ns: str, local: str) -> str:
     return f"{{{ns}}}{local}"
 
 
-def _utc(dt: datetime) -> str:
-    return (
-        dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.astimezone(UTC).microsecond // 1000:03d}Z"
-    )
-
-
 def _soap_parts(root: etree._Element) -> tuple[str, etree._Element | None, etree._Element]:
     """(SOAP namespace, Header, Body) of an envelope; raises if it is not one."""
     ns = etree.QName(root).namespace
@@ -204,7 +199,7 @@ def sign_envelope(
     key: Any,
     certificate: Any,
     references: Iterable[str] = DEFAULT_REFERENCES,
-    ttl: float = 300.0,
+    ttl: float | None = 300.0,
     now: datetime | None = None,
     body: CanonicalBody | None = None,
 ) -> bytes:
@@ -213,7 +208,8 @@ def sign_envelope(
     ``key``: a ``services.crypto.gost.PrivateKey`` (anything with ``sign_digest``) or a callable
     ``sign(canonical_signed_info) -> 64-byte s‖r``. ``certificate``: a ``Certificate`` or its DER.
     ``references``: parts to sign (``DEFAULT_REFERENCES``); ReplyTo and other optional headers are
-    skipped when the envelope has none. ``ttl``: seconds from Created to Expires (default 300).
+    skipped when the envelope has none. ``ttl``: seconds from Created to Expires (default 300; None: a
+    Timestamp without Expires, as some senders write it).
     ``body``: the Body, already canonical (``canonical_body``): it replaces whatever the envelope's Body holds.
     """
     sign = _signer(key)
@@ -238,8 +234,9 @@ def sign_envelope(
     )
     bst.text = base64.b64encode(cert_der).decode("ascii")
     ts = etree.SubElement(security, _q(n.NS_WSU, "Timestamp"), {_WSU_ID: f"TS-{uuid.uuid4()}"})
-    etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = _utc(now)
-    etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = _utc(now + timedelta(seconds=ttl))
+    etree.SubElement(ts, _q(n.NS_WSU, "Created")).text = soap_time(now)
+    if ttl is not None:
+        etree.SubElement(ts, _q(n.NS_WSU, "Expires")).text = soap_time(now + timedelta(seconds=ttl))
 
     ids: list[str] = []
     for name in dict.fromkeys(references):

@@ -167,7 +167,7 @@ def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | Non
     stages = {
         topology.CREATED.name: ("signer", events.CREATED),
         topology.SIGNED.name: ("sender", events.SIGNED),
-        topology.SENT.name: ("status", events.SENT),
+        topology.SENT.name: ("acknowledger", events.SENT),
     }
     out = []
 
@@ -310,7 +310,7 @@ def _signing_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | N
             Case(
                 "signature_from_a_foreign_ca",
                 "signing",
-                Outcome("dead", "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT", "status"),
+                Outcome("dead", "CANT_BUILD_CERT_CHAIN_TO_ACCREDITED_CA_CERT", "acknowledger"),
                 uid,
             ),
             mis_signed(uid, lambda ctx: stranger, other_bytes=False),

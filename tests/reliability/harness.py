@@ -145,10 +145,31 @@ def valid_documents(count: int) -> list[tuple[str, bytes]]:
     return [(pool[i % len(pool)][0], as_new_document(pool[i % len(pool)][1])) for i in range(count)]
 
 
-def sensitive_values() -> dict[str, set[str]]:
-    """The patients' and doctors' СНИЛС, full names and birth dates of every sample the run draws from, in the
-    spellings a log could show them: what no log line may contain."""
-    out: dict[str, set[str]] = {"СНИЛС": set(), "full name": set(), "birth date": set()}
+def name_spellings(family: str, given: str, patronymic: str | None = None) -> set[str]:
+    """Every way a log could spell one person's name: Фамилия Имя [Отчество], in capitals, given name first,
+    and with initials (Фамилия И., Фамилия И.О., Фамилия И. О., И.О. Фамилия)."""
+    f, g = family.strip(), given.strip()
+    initials = [f"{g[0]}."] + (
+        [f"{g[0]}.{patronymic[0]}.", f"{g[0]}. {patronymic[0]}."] if patronymic else []
+    )
+    out = {f"{f} {g}", f"{g} {f}", f"{f} {g}".upper(), f"{g} {f}".upper()}
+    out |= {f"{f} {i}" for i in initials} | {f"{i} {f}" for i in initials[1:]}
+    if patronymic:
+        out |= {f"{f} {g} {patronymic}", f"{g} {patronymic} {f}", f"{f} {g} {patronymic}".upper()}
+    return out
+
+
+def sensitive_values(*secret_dirs: Path) -> dict[str, set[str]]:
+    """The patients' and doctors' СНИЛС, names and birth dates of every sample the run draws from, in the
+    spellings a log could show them, and the run's own secrets (the password and token files in
+    ``secret_dirs``): what no log line may contain."""
+    out: dict[str, set[str]] = {
+        "СНИЛС": set(),
+        "full name": set(),
+        "name spelling": set(),
+        "birth date": set(),
+        "secret": set(),
+    }
     for path in REPOSITORY_SAMPLES.glob("*.xml"):
         meta = extract(parse_xml(path.read_bytes()))
         for person in [meta.patient, *meta.signers]:
@@ -159,10 +180,25 @@ def sensitive_values() -> dict[str, set[str]]:
                 out["СНИЛС"] |= {s, f"{s[:3]}-{s[3:6]}-{s[6:9]} {s[9:]}"}
             if person.family and person.given:
                 out["full name"].add(f"{person.family} {person.given}")
+                out["name spelling"] |= name_spellings(person.family, person.given, person.patronymic)
         if meta.patient is not None and meta.patient.birth_date:
             b = meta.patient.birth_date
             out["birth date"] |= {b.isoformat(), b.strftime("%Y%m%d"), b.strftime("%d.%m.%Y")}
+    out["name spelling"] -= out["full name"]
+    for directory in secret_dirs:
+        for path in directory.glob("*"):
+            if path.is_file() and path.suffix in (".pass", ".password", ".token"):
+                value = path.read_text(encoding="utf-8", errors="replace").strip()
+                if len(value) >= 6:  # a value this long is no ordinary word of a log line
+                    out["secret"].add(value)
     return out
+
+
+def _with_console_password(values: dict[str, set[str]], password: str) -> dict[str, set[str]]:
+    """The console's development password is a secret of the run too (printed to the terminal, never logged)."""
+    if password:
+        values["secret"].add(password)
+    return values
 
 
 class Run:
@@ -274,7 +310,9 @@ class Run:
             pg_outages=self.pg_outages,
             registry_file=self.workdir / "run" / "emulator-state" / "registry.jsonl",
             log_files=logs,
-            sensitive=sensitive_values(),
+            sensitive=_with_console_password(
+                sensitive_values(lab_dir, pipeline.config_dir), pipeline.console_password
+            ),
             finished=finished,
             elapsed=self.now(),
             notes=self.notes,

@@ -11,8 +11,10 @@
 * each bad input was refused where it entered with its expected reason, or dead-lettered by the expected
   stage with it (one РЭМД refuses: with that code, or ``NO_ACKNOWLEDGMENT`` when the emulator's log shows it
   answered with that code and never delivered the callback);
-* no line of any log contains a СНИЛС, a full name or a birth date of the samples, key material or a
-  password; JSON lines are decoded first (Cyrillic travels as \\u escapes).
+* no line of any log contains a СНИЛС, a name (in any spelling: capitals, without a patronymic, initials) or a
+  birth date of the samples, key material, a secret setting with its value (``s3_secret_key``,
+  ``key_password``, ``sasl_password``, a token…) or one of the run's own secrets (key passwords, N3 tokens,
+  the console's password); JSON lines are decoded first (Cyrillic travels as \\u escapes).
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ from tests.reliability.bad_inputs import Outcome, describe
 if TYPE_CHECKING:
     from tests.reliability.harness import Evidence
 
-#: key material and secrets, whatever the process
+#: key material and secrets, whatever the process: a PEM or DER key, and any setting whose name says password,
+#: secret or token (s3_secret_key, key_password, sasl_password, n3 tokens…) shown with a value
 SECRET_PATTERNS = [
     re.compile(p)
     for p in (
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
         r"MII[A-Za-z0-9+/]{60,}",
         r"(?i)password\s*[=:]\s*(?!\*|None|null|''|\"\")\S+",
+        r"(?i)\b[\w.-]*(?:secret|passwd|token|private_?key)[\w.-]*\s*[=:]\s*(?!\*|None|null|''|\"\"|,|\s|$)\S+",
     )
 ]
 #: dead letters produced after a document was sent: they must name the MessageIDs
-SENT_STAGES = ("sender", "status")
+SENT_STAGES = ("sender", "acknowledger")
 
 
 @dataclass

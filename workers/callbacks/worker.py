@@ -12,14 +12,22 @@ from services import lifecycle
 from services.config import Settings
 from services.documents.store import store_from_settings
 from services.messaging.app import App
-from services.pipeline.callback_endpoint import CallbackEndpoint, load_ips_certificates, reply_credentials
+from services.pipeline.callback_endpoint import (
+    CallbackEndpoint,
+    load_ips_certificates,
+    own_addresses,
+    reply_credentials,
+)
+from services.pipeline.organizations import load_organizations, watch_organizations
 
 NAME = "callbacks"
 
 
 def build(settings: Settings) -> App:
     """``emd callbacks``: keys, pinned certificates and the lifecycle store loaded (and checked) before serving."""
-    reply_keys = reply_credentials(settings)
+    # the ИС keys alone (never a doctor's or an organisation's); reloaded when their Secret changes
+    config = load_organizations(settings.organizations_file, role="callbacks")
+    reply_keys = reply_credentials(config)
     trusted = load_ips_certificates(settings.ips_certificates)
     store = lifecycle.open_store(
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
@@ -30,5 +38,8 @@ def build(settings: Settings) -> App:
         documents=store_from_settings(settings),
         reply_keys=reply_keys,
         trusted_certificates=trusted,
+        own_addresses=own_addresses(config, settings),
     )
-    return App(NAME, settings, [endpoint], on_stop=[store.close])
+    config.on_reload(endpoint.reconfigure)
+    watching = watch_organizations(config, interval=settings.organizations_reload_seconds)
+    return App(NAME, settings, [endpoint], on_stop=[store.close, watching.set])

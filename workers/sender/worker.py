@@ -14,12 +14,13 @@ from producer.errors import ConfigurationError
 from services.config import Settings
 from services.documents.store import store_from_settings
 from services.lifecycle import open_store
-from services.lifecycle.desk import open_desk_store
+from services.lifecycle.patients import open_patient_store
+from services.lifecycle.support_tables import open_support_tables
 from services.messaging.app import App
 from services.messaging.runtime import RetryPolicy, Stage
-from services.pipeline import routing, status
+from services.pipeline import dead_letter_status, routing
 from services.pipeline.exchanges import ExchangeArchive
-from services.pipeline.organizations import load_organizations
+from services.pipeline.organizations import load_organizations, watch_organizations
 from services.pipeline.submission import SOURCE, Submitter
 
 NAME = "sender"
@@ -27,7 +28,11 @@ NAME = "sender"
 
 def build(settings: Settings) -> App:
     """``emd worker sender``: configuration and lifecycle store opened (and checked) before consuming."""
-    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    # the ИС keys alone (never a doctor's or an organisation's); reloaded when their Secret changes
+    config = load_organizations(
+        settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="sender"
+    )
+    watching = watch_organizations(config, interval=settings.organizations_reload_seconds)
     if settings.unpromoted_clinics not in routing.POLICIES:
         raise ConfigurationError(
             f"EMD_UNPROMOTED_CLINICS={settings.unpromoted_clinics!r}: expected one of {', '.join(routing.POLICIES)}"
@@ -35,7 +40,9 @@ def build(settings: Settings) -> App:
     store = open_store(
         settings.data_dir, url=settings.lifecycle_store_url, wait=settings.startup_grace_seconds
     )
-    desk = open_desk_store(settings.data_dir, url=settings.lifecycle_store_url)
+    tables = open_support_tables(settings.data_dir, url=settings.lifecycle_store_url)
+    # N3's AddPatient once per patient and clinic (docs/transports.md)
+    patients = open_patient_store(settings.data_dir, url=settings.lifecycle_store_url)
     documents = store_from_settings(settings)
     submitter = Submitter(
         config=config,
@@ -47,10 +54,11 @@ def build(settings: Settings) -> App:
         rate_limit_defer=settings.sender_rate_limit_defer_seconds,
         park_max_seconds=settings.sender_retry_base_seconds,
         # a clinic's documents reach production only once it is promoted (`emd clinic promote`)
-        clinic_state=routing.ClinicStates(desk.clinic),
+        clinic_state=routing.ClinicStates(tables.clinic),
         unpromoted=settings.unpromoted_clinics,
-        exchanges=ExchangeArchive(documents=documents, desk=desk),
+        exchanges=ExchangeArchive(documents=documents, tables=tables),
         documents=documents,
+        patients=patients,
         transport_options={
             "connect_timeout": settings.sender_connect_timeout,
             "read_timeout": settings.sender_read_timeout,
@@ -68,7 +76,12 @@ def build(settings: Settings) -> App:
             max_delay=settings.sender_retry_max_seconds,
             max_attempts=settings.sender_max_attempts,
         ),
-        describe_failure=status.describe_document,
-        on_dead_letter=functools.partial(status.on_dead_letter, source=SOURCE),
+        describe_failure=dead_letter_status.describe_document,
+        on_dead_letter=functools.partial(dead_letter_status.on_dead_letter, source=SOURCE),
     )
-    return App(NAME, settings, [stage], on_stop=[submitter.aclose, store.close, desk.close])
+    return App(
+        NAME,
+        settings,
+        [stage],
+        on_stop=[submitter.aclose, store.close, tables.close, patients.close, watching.set],
+    )

@@ -16,9 +16,9 @@ from services.documents.store import mark_signer_store, store_from_settings
 from services.messaging.app import App
 from services.messaging.records import Output
 from services.messaging.runtime import Stage, Ticker
-from services.pipeline import status
+from services.pipeline import dead_letter_status
 from services.pipeline.document_signer import SOURCE, DocumentSigner
-from services.pipeline.organizations import load_organizations
+from services.pipeline.organizations import load_organizations, watch_organizations
 from services.pipeline.signing import update_expiry_metrics
 from services.pipeline.signing_pool import SigningPool, pool_size
 
@@ -30,7 +30,11 @@ def build(settings: Settings) -> App:
     """``emd worker signer``: the configuration is loaded (and checked) before anything is consumed."""
     store = store_from_settings(settings)
     mark_signer_store(store)
-    config = load_organizations(settings.organizations_file, max_document_bytes=settings.max_document_bytes)
+    # the signer alone holds the doctors' and organisations' keys; reloaded when their Secret changes
+    config = load_organizations(
+        settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="signer"
+    )
+    watching = watch_organizations(config, interval=settings.organizations_reload_seconds)
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
     pool = (
@@ -61,8 +65,8 @@ def build(settings: Settings) -> App:
         handler=signer.handle,
         dead_letter_topic=topology.CREATED_DLT.name,
         settings=settings,
-        describe_failure=status.describe_document,
-        on_dead_letter=functools.partial(status.on_dead_letter, source=SOURCE),
+        describe_failure=dead_letter_status.describe_document,
+        on_dead_letter=functools.partial(dead_letter_status.on_dead_letter, source=SOURCE),
         tickers=[Ticker(name="expiry-metrics", interval=EXPIRY_REFRESH_SECONDS, tick=refresh_expiry_metrics)],
     )
-    return App(NAME, settings, [stage], on_stop=[close_pool])
+    return App(NAME, settings, [stage], on_stop=[close_pool, watching.set])

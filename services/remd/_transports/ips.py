@@ -13,11 +13,12 @@ import httpx
 
 from producer.errors import EmdError, TransientError
 from services.logs import get_logger
+from services.outcome import Outcome
 from services.remd import envelope, soap
 from services.remd import names as n
 from services.remd.transport import (
-    PERMANENT,
     LookupRequest,
+    RegistryItemRequest,
     SubmitOutcome,
     SubmitRequest,
     classify_answer,
@@ -81,7 +82,7 @@ class IpsSoapTransport:
             body = await asyncio.get_running_loop().run_in_executor(self._signing, self.build, request)
         except (ValueError, TypeError, EmdError) as exc:
             return SubmitOutcome(
-                kind=PERMANENT,
+                kind=Outcome.PERMANENT,
                 reason="REQUEST_BUILD_FAILED",
                 message=f"registerDocument could not be built: {exc}",
             )
@@ -130,6 +131,53 @@ class IpsSoapTransport:
             # an error answer says nothing about the document: not "unregistered", just not known now
             raise TransientError("searchRegistryItem answered an error", reason="REGISTRY_LOOKUP_FAILED")
         return next((i for i in answer.items if i.local_uid == request.local_uid), None)
+
+    async def ask_registry_item(self, request: RegistryItemRequest) -> None:
+        """``getRegistryItem`` for one registry number: returns once РЭМД acknowledged it; the record comes to
+        ``request.reply_to`` as a ``getRegistryItemResult`` naming ``request.message_id``."""
+        body, _ = await asyncio.get_running_loop().run_in_executor(
+            self._signing,
+            partial(
+                soap.build_get_registry_item,
+                emdr_id=request.emdr_id,
+                client_entity_id=request.client_entity_id,
+                to=request.endpoint,
+                reply_to=request.reply_to,
+                key=request.key,
+                certificate=request.certificate,
+                message_id=request.message_id,
+            ),
+        )
+        try:
+            response = await self._client.post(
+                request.endpoint,
+                content=body,
+                headers=envelope.http_headers("1.2", action=n.ACTION_GET_REGISTRY_ITEM),
+            )  # always built as 1.2
+            answer = soap.parse_registry_item_response(response.content)
+        except (httpx.HTTPError, EmdError) as exc:
+            raise TransientError(
+                f"getRegistryItem failed: {type(exc).__name__}: {exc}",
+                reason="REGISTRY_LOOKUP_FAILED",
+                message_id=request.message_id,
+            ) from None
+        if isinstance(answer, soap.SoapFault):
+            raise TransientError(
+                f"getRegistryItem answered a fault ({answer.detail_code or answer.ips_fault or answer.code})",
+                reason="REGISTRY_LOOKUP_FAILED",
+                defer=answer.info.retry_after if answer.info else None,
+                message_id=request.message_id,
+                remd_code=answer.detail_code,
+            )
+        if not answer.accepted:
+            codes = ", ".join(e.code for e in answer.errors) or answer.status
+            raise TransientError(
+                f"getRegistryItem was not accepted ({codes})",
+                reason="REGISTRY_LOOKUP_FAILED",
+                defer=max((e.info.retry_after or 0.0 for e in answer.errors), default=0.0) or None,
+                message_id=request.message_id,
+                remd_code=answer.errors[0].code if answer.errors else None,
+            )
 
     async def aclose(self) -> None:
         self._signing.shutdown(wait=False)
