@@ -306,6 +306,7 @@ def test_dead_letters_kept_by_a_local_run_read_back_as_they_were(tmp_path):
     assert reader.read_kept(path, ["emd.document.sent.dlt"]) == letters[1:]
 
 
+@pytest.mark.integration
 def test_dlq_without_a_cluster_reads_what_a_local_run_kept_and_says_so(tmp_path):
     """`emd dlq list` with no KAFKA_BOOTSTRAP_SERVERS lists the dead letters a local run kept in EMD_DATA_DIR and names
     the file; with nothing kept it still asks for the cluster (exit 2)."""

@@ -95,7 +95,7 @@ def demo(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=540,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "lost=0" in run.stdout

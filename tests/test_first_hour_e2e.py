@@ -18,6 +18,8 @@ import pytest
 from lab.dev.samples import REPOSITORY_SAMPLES
 from tests.pipeline_lab import pipeline_lab
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 #: a plain stdlib log line (aiokafka, httpx…) at error level: "2026-12-07 10:01:02,071 ERROR aiokafka…"
 _STDLIB_ERROR = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (ERROR|CRITICAL) ")
@@ -80,7 +82,7 @@ def test_a_healthy_local_start_logs_no_error_line(tmp_path, idempotence):
 
 
 def _emd(
-    *args: str, cwd: Path, env: dict[str, str], timeout: float = 900
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 540
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],

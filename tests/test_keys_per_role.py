@@ -149,7 +149,7 @@ def test_each_process_starts_in_a_pod_holding_only_its_roles_keys(tmp_path, monk
         console = build_console(settings)
         console.index.stop()
         console.lifecycle.close()
-        console.desk.close()
+        console.tables.close()
     assert [r for r, _ in loaded] == [role]
     assert _held(loaded[0][1]) == EXPECTED[role]
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from producer import events
 from services import lifecycle as lc
 from tests.pipeline_lab import acknowledged_counts, dead_letter_keys, pipeline_lab, settle
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: no registerDocumentResult arrives, so each document reaches its deadline after this long (seconds)
 ACK_FAST = {"EMD_ACK_TIMEOUT_SECONDS": "15", "EMD_ACK_SCAN_INTERVAL_SECONDS": "1"}

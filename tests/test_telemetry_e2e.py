@@ -28,10 +28,14 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer import cda
 from producer.xmlsafe import parse_xml
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = 3
@@ -83,7 +87,7 @@ def _demo(receiver: OtlpReceiver, workdir: Path) -> tuple[subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "EMD_", "OTEL_"))}
     env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
     argv = [sys.executable, "-m", "services.cli", "demo", "--documents", str(DOCUMENTS)]
-    argv += ["--samples", str(REPOSITORY_SAMPLES), "--workdir", str(workdir), "--timeout", "600"]
+    argv += ["--samples", str(REPOSITORY_SAMPLES), "--workdir", str(workdir), "--timeout", "420"]
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -101,7 +105,7 @@ def _demo(receiver: OtlpReceiver, workdir: Path) -> tuple[subprocess.CompletedPr
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    out = proc.communicate(timeout=900)[0]
+    out = proc.communicate(timeout=540)[0]
     reader.join(30)
     assert scraper is not None, "".join(err)[-3000:]
     scraper.done.set()
@@ -142,7 +146,10 @@ def test_a_demo_exports_one_trace_per_document_across_every_process(tmp_path):
     with OtlpReceiver() as receiver:
         done, scraper = _demo(receiver, tmp_path / "run")
         assert done.returncode == 0, done.stderr[-4000:]
-        assert done.stdout.splitlines()[-1] == f"acknowledged={DOCUMENTS} dead_lettered=0 lost=0 duplicated=0"
+        assert (
+            done.stdout.splitlines()[-1]
+            == f"acknowledged={DOCUMENTS} dead_lettered=0 unfinished=0 lost=0 duplicated=0"
+        )
         traces = _traces(receiver, DOCUMENTS)
 
     starts = [
