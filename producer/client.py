@@ -1,6 +1,6 @@
 """The library a Python МИС embeds to hand СЭМД documents to the pipeline.
 
-    with DocumentPublisher("kafka:9092", store=FilesystemStore("/srv/emd/documents"),
+    with DocumentPublisher("kafka:9092", mis_id="dental-mis", store=FilesystemStore("/srv/emd/documents"),
                            client_id="dental-mis-01") as pub:
         published = pub.publish(xml_bytes, kind="119", organization_oid="1.2.643.5.1.13.13.12.2.77.7831")
 
@@ -26,6 +26,10 @@ Errors::
     └── PublishError        the broker did not confirm the record in time: it may or may not be
                             stored; publishing again is safe (same key, consumers dedupe by localUid)
 
+Where: each МИС publishes to its own topic, ``emd.document.created.<misId>`` (its Kafka user may write no other),
+and reads its documents' outcomes from ``emd.document.status.<misId>`` (docs/security.md). The pipeline signs a
+document only for an organisation and a systemId the organisations file grants that МИС.
+
 Delivery: ``acks="all"``, idempotent producer, and every ``publish`` waits for the broker's
 acknowledgement (``future.get(timeout)``) — a record is either confirmed or an exception is raised.
 """
@@ -42,16 +46,13 @@ from typing import Any, TypeVar
 
 from producer import cda, events, nsi, tracing
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
-from producer.errors import PermanentError, TransientError
+from producer.errors import ConfigurationError, PermanentError, TransientError
 from producer.kafka import KafkaSecurity, sync_producer_config
 from producer.text import digits
-from producer.topology import CREATED
+from producer.topology import created_topic, status_topic
 from producer.xmlsafe import XmlRejected, parse_xml
 
-CREATED_TOPIC = CREATED.name
-
 __all__ = [
-    "CREATED_TOPIC",
     "META_FIELDS",
     "DocumentPublisher",
     "InvalidDocument",
@@ -428,9 +429,10 @@ def build_created_event(
 
 
 class DocumentPublisher:
-    """Publish СЭМД documents to ``emd.document.created``, each send confirmed by the broker.
+    """Publish СЭМД documents to the МИС's own ``emd.document.created.<misId>``, each send confirmed by the broker.
 
-    ``bootstrap_servers``: Kafka bootstrap list. ``store``: claim-check store for documents over
+    ``bootstrap_servers``: Kafka bootstrap list. ``mis_id``: the МИС's id, as the organisations file grants it
+    (its topics; its outcomes are on ``status_topic``). ``store``: claim-check store for documents over
     ``inline_limit`` bytes (default 256 KiB). ``client_id``: Kafka client id, also the event ``source``
     and ``systemId`` unless ``system_id`` is given. ``timeout``: seconds to wait for each acknowledgement
     (default 30). ``max_bytes``: largest document accepted (default 50 MiB). ``security``: TLS/SASL to
@@ -442,18 +444,27 @@ class DocumentPublisher:
         self,
         bootstrap_servers: str,
         *,
+        mis_id: str,
         store: DocumentStore | None = None,
         client_id: str = "emd-mis",
         system_id: str | None = None,
         timeout: float = 30.0,
         inline_limit: int = INLINE_DOCUMENT_LIMIT,
         max_bytes: int = MAX_DOCUMENT_BYTES,
-        topic: str = CREATED_TOPIC,
         security: KafkaSecurity | None = None,
     ) -> None:
         from kafka import KafkaProducer
 
-        self.store, self.timeout, self.topic = store, timeout, topic
+        try:
+            self.topic = created_topic(mis_id).name
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"DocumentPublisher(mis_id=...): {exc.message}", reason=exc.reason
+            ) from None
+        #: where the pipeline tells this МИС its documents' outcomes
+        self.status_topic = status_topic(mis_id).name
+        self.mis_id = mis_id
+        self.store, self.timeout = store, timeout
         self.system_id = system_id or client_id
         self.inline_limit, self.max_bytes = inline_limit, max_bytes
         config = sync_producer_config(bootstrap_servers, client_id=client_id, security=security)

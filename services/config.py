@@ -59,6 +59,13 @@ class Settings:
         "The Kafka client library of the workers' runtime: aiokafka or confluent (librdkafka); the same "
         "commit discipline, rebalance handling and security either way (docs/architecture.md).",
     )
+    mis_id: str = setting(
+        "EMD_MIS_ID",
+        "",
+        "The МИС `emd publish` and `emd clinic test` publish as (its topic emd.document.created.<id>, granted in "
+        "the organisations file's mis list). Empty: `emd publish` needs --mis; `emd clinic test` takes the МИС "
+        "granted the organisation.",
+    )
     kafka_session_timeout_ms: int = setting(
         "KAFKA_SESSION_TIMEOUT_MS",
         6000,

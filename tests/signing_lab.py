@@ -4,7 +4,8 @@
 producer accepts (their custodian OIDs and signer СНИЛС), then adds one organisation per defect (expired
 certificate, МЧД for another employee, …) and a ``mis``-mode organisation. ``variant(oid, uid)`` gives
 the good sample ConsultRedaction4 re-addressed to one of those organisations under a new localUid, so
-each defect is exercised by an otherwise valid document.
+each defect is exercised by an otherwise valid document. The development МИС (``local-mis``) is granted every
+organisation; a second МИС (``OTHER_MIS``) only the ``mis``-mode one, to publish outside its grant.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.dev.config import dev_credential, write_dev_config
+from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS, dev_credential, write_dev_config
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
 from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
@@ -42,6 +43,11 @@ DEFECT_ORGS = {
     "wrong_key_password": ("1.2.643.5.1.13.13.12.2.77.99007", "KEY_PASSWORD_INVALID"),
 }
 MIS_OID = "1.2.643.5.1.13.13.12.2.77.99008"
+#: the lab's second МИС: granted only MIS_OID, under its own systemId (the development МИС is granted every
+#: organisation of the lab)
+OTHER_MIS, OTHER_SYSTEM_ID = "lab-other-mis", "lab-other-01"
+#: the systemId the development МИС publishes as
+SYSTEM_ID = DEV_SYSTEM_IDS[0]
 
 
 def refused_samples() -> dict[str, tuple[str, str]]:
@@ -73,7 +79,7 @@ def variant(oid: str = GOOD_OID, uid: str = "144632", data: bytes | None = None)
 
 def created_data(document: bytes, *, meta: dict | None = None) -> dict:
     """The created event for ``document`` as the producer builds it (inline)."""
-    return build_created_event(document, system_id="test-mis", store=None, inline_limit=10**9, meta=meta)
+    return build_created_event(document, system_id=SYSTEM_ID, store=None, inline_limit=10**9, meta=meta)
 
 
 def raw_event(base_document: bytes, payload: bytes) -> dict:
@@ -234,9 +240,12 @@ def build_lab(out: Path) -> Lab:
         Person(family="Другой", given="Глав", patronymic="Врачевич", snils="60099999999"),
     )
     young = {
-        AUTHOR: dev_credential(
-            out, "young-author", ca, SubjectInfo(family="Молодой", given="Врач Врачевич", snils=AUTHOR)
-        )
+        AUTHOR: {
+            **dev_credential(
+                out, "young-author", ca, SubjectInfo(family="Молодой", given="Врач Врачевич", snils=AUTHOR)
+            ),
+            "server_signing_consent": "lab",
+        }
     }  # valid from yesterday
     d = DEFECT_ORGS
     lab_orgs = [
@@ -254,6 +263,10 @@ def build_lab(out: Path) -> Lab:
         org(8, MIS_OID, mode="mis"),
     ]
     config["organizations"] += lab_orgs
+    (dev_mis,) = config["mis"]
+    assert dev_mis["id"] == DEV_MIS_ID
+    dev_mis["organizations"] += [o["oid"] for o in lab_orgs]
+    config["mis"].append({"id": OTHER_MIS, "organizations": [MIS_OID], "systemIds": [OTHER_SYSTEM_ID]})
     config["mchd_revoked"] = ["0D9A1C3E-0000-4000-8000-00000000BEEF"]  # case-insensitive GUIDs
     path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
 

@@ -12,12 +12,12 @@ from lxml import etree
 from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from producer import events
 from producer.client import (
-    CREATED_TOPIC,
     DocumentPublisher,
     InvalidDocument,
     build_created_event,
 )
-from producer.topology import CREATED, ensure_topics
+from producer.errors import ConfigurationError
+from producer.topology import created_topic, ensure_topics
 from services.cli import main as emd
 from services.documents.store import FilesystemStore, document_bytes
 from tests.kafka_helpers import read_all
@@ -25,6 +25,9 @@ from tests.signing_lab import accepted_samples, refused_samples
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
+#: the МИС these tests publish as, and its topic
+MIS = "test-mis"
+CREATED_TOPIC = created_topic(MIS).name
 
 
 def _build(data: bytes, tmp_path: Path, **kw):
@@ -133,7 +136,7 @@ def _big_document() -> bytes:
 
 @pytest.fixture(scope="module")
 def bootstrap(broker):
-    ensure_topics(broker.bootstrap_servers, partitions=3, topics=(CREATED,))
+    ensure_topics(broker.bootstrap_servers, partitions=3, topics=(created_topic(MIS),))
     return broker.bootstrap_servers
 
 
@@ -146,6 +149,7 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
     """Nine kinds of bad input exit non-zero naming the field, and the topic gains no record."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.setenv("EMD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMD_MIS_ID", MIS)
     good = GOOD.read_bytes()
     files = {
         "notxml.xml": b"%PDF-1.7 not xml",
@@ -196,7 +200,7 @@ def test_every_acceptable_sample_is_published(bootstrap, tmp_path):
     assert len(names) == len(list(SAMPLES.glob("*.xml"))) - len(refused_samples()) == 24
     before = read_all(bootstrap, CREATED_TOPIC, idle=1.0)
     store = FilesystemStore(tmp_path / "docs")
-    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
+    with DocumentPublisher(bootstrap, mis_id=MIS, store=store, client_id="test-mis", timeout=30) as pub:
         results = [pub.publish((SAMPLES / n).read_bytes()) for n in names]
     assert all(r.topic == CREATED_TOPIC for r in results)
     after = read_all(bootstrap, CREATED_TOPIC, idle=1.0, expect=len(before) + len(names))
@@ -218,7 +222,9 @@ def test_ten_megabyte_document_goes_by_claim_check(bootstrap, tmp_path):
     data = _big_document()
     assert len(data) > 10_000_000
     store = FilesystemStore(tmp_path / "docs")
-    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", max_bytes=50 * 1024 * 1024) as pub:
+    with DocumentPublisher(
+        bootstrap, mis_id=MIS, store=store, client_id="test-mis", max_bytes=50 * 1024 * 1024
+    ) as pub:
         done = pub.publish(data)
     records = [
         r
@@ -307,3 +313,22 @@ def test_recipient_and_related_documents_come_from_the_cda(tmp_path):
     }
     assert data["associations"] == [{"target": "16.62.23.09.000014500", "type": "RPLC"}]
     assert _build(GOOD.read_bytes(), tmp_path)["data"]["recipient"] is None  # only the Ministry: nobody else
+
+
+def test_publishing_needs_the_mis_it_publishes_as(bootstrap, tmp_path, monkeypatch, capsys):
+    """emd publish without --mis (or EMD_MIS_ID) publishes nothing and says how to name the МИС; a misId that could
+    name another topic (dlt) is refused; the library refuses one too."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.setenv("EMD_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("EMD_MIS_ID", raising=False)
+    (tmp_path / "good.xml").write_bytes(GOOD.read_bytes())
+    before = _count(bootstrap)
+    assert emd(["publish", str(tmp_path / "good.xml")]) == 2
+    assert "--mis" in capsys.readouterr().err
+    assert emd(["publish", "--mis", "dlt", str(tmp_path / "good.xml")]) == 2
+    assert "not dlt or retry" in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="dlt"):
+        DocumentPublisher(bootstrap, mis_id="dlt")
+    assert _count(bootstrap) == before
+    assert emd(["publish", "--mis", MIS, str(tmp_path / "good.xml")]) == 0
+    assert f"to {CREATED_TOPIC} " in capsys.readouterr().out

@@ -33,6 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from lab.broker import LocalBroker
+from lab.dev.config import DEV_MIS_ID
 from lab.dev.local_pipeline import LocalPipeline, sample_documents
 from lab.dev.samples import default_samples
 from lab.dev.supervisor import Supervisor
@@ -144,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         ensure_topics(
             bootstrap,
             partitions=settings.kafka_topic_partitions,
+            mis_ids=(DEV_MIS_ID,),
             timeout_s=max(1.0, settings.startup_grace_seconds),
         )
         say(f"broker: {bootstrap}")

@@ -3,6 +3,12 @@
 ``emd certs dev-config``, ``emd run``/``emd demo`` and the tests write one with :func:`write_dev_config`;
 ``services.pipeline.organizations.load_organizations`` reads it like any other. Development only:
 software keys issued by nobody's CA.
+
+Its one МИС, ``local-mis`` (:data:`DEV_MIS_ID`), is granted every organisation of the file under the development
+systemIds (:data:`DEV_SYSTEM_IDS`): every development publisher (``emd run``, ``emd demo``, ``emd bench``,
+``make reliability``, the tests) writes ``emd.document.created.local-mis``. Each doctor's key carries a
+development consent to server-side signing, and the organisations allow the sample kinds no XSD or Schematron is
+shipped for (``allow_unvalidated_kinds``): an operator's decision that a development run makes for you.
 """
 
 from __future__ import annotations
@@ -19,8 +25,20 @@ from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
 from producer.files import private_dir, write_private
 
-__all__ = ["N3_DEV_CODES", "dev_credential", "put_on_n3", "request_config", "write_dev_config"]
+__all__ = [
+    "DEV_MIS_ID",
+    "DEV_SYSTEM_IDS",
+    "N3_DEV_CODES",
+    "dev_credential",
+    "put_on_n3",
+    "request_config",
+    "write_dev_config",
+]
 
+#: the development МИС: its topics are emd.document.created.local-mis and emd.document.status.local-mis
+DEV_MIS_ID = "local-mis"
+#: the systemIds the development МИС may publish as: the first is what the development publishers use
+DEV_SYSTEM_IDS = ("local-mis", "emd-clinic-test")
 #: the N3 codes every development doctor gets (IdSpeciality, IdPosition): the values of N3's own minimal sample
 N3_DEV_CODES = {"id_speciality": 28, "id_position": 114}
 
@@ -54,6 +72,9 @@ def write_dev_config(
     callback_url: str | None = None,
     schematron: str = "warn",
     paramset: str = "A",
+    mis_id: str = DEV_MIS_ID,
+    system_ids: tuple[str, ...] = DEV_SYSTEM_IDS,
+    allow_unvalidated_kinds: bool = True,
 ) -> Path:
     """A complete development configuration in ``directory``; returns the path of ``organizations.json``.
 
@@ -62,7 +83,9 @@ def write_dev_config(
     its head (``lab.dev.mchd``), plus the information system's WS-Security key. ``oids``: the ФРМО
     OIDs (default ``1.2.643.5.1.13.13.12.2.77.<n>``; their count overrides ``organizations``).
     ``valid_from``: certificates' notBefore (default 2015-01-01, so the Ministry samples' creation dates
-    fall inside); ``valid_days`` counts from now. Development only: software keys, nobody's CA.
+    fall inside); ``valid_days`` counts from now. ``mis_id``/``system_ids``: the one МИС granted every
+    organisation; ``allow_unvalidated_kinds``: what each organisation says about kinds without a shipped XSD or
+    Schematron. Development only: software keys, nobody's CA.
     """
     out = Path(directory)
     out = private_dir(out)  # private keys: 0600 files in a 0700 directory
@@ -88,6 +111,7 @@ def write_dev_config(
             SubjectInfo(family=f"Врачев{n}", given="Иван Петрович", snils=snils, title="врач"),
             **window,
         )
+        doctor_entries[snils]["server_signing_consent"] = "development configuration (emd certs dev-config)"
 
     orgs = []
     for i, oid in enumerate(oids, start=1):
@@ -150,6 +174,7 @@ def write_dev_config(
                 "name": name,
                 "inn": inn,
                 "ogrn": ogrn,
+                "allow_unvalidated_kinds": allow_unvalidated_kinds,
                 "signing": {
                     "mode": mode,
                     "doctors": doctor_entries if mode == "server" else {},
@@ -172,6 +197,7 @@ def write_dev_config(
         "schematron": schematron,
         "mchd_revoked": [],
         "organizations": orgs,
+        "mis": [{"id": mis_id, "organizations": list(oids), "systemIds": list(system_ids)}],
     }
     path = out / "organizations.json"
     write_private(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")

@@ -144,7 +144,8 @@ class LocalPipeline:
     """Emulator, workers and callback service as children, on a broker you give it.
 
     :param workdir: configuration, data (claim-check documents, lifecycle database) and child logs.
-    :param bootstrap_servers: the broker; topics must exist (``producer.topology.ensure_topics``).
+    :param bootstrap_servers: the broker; topics must exist (``producer.topology.ensure_topics``, with the
+        development МИС's: ``mis_ids=(lab.dev.config.DEV_MIS_ID,)``), and documents are published as that МИС.
     :param documents: the documents the configuration must cover (their organisations and signers).
     :param kafka_env: environment the children need for this broker (``LocalBroker.client_env()``).
     :param scenario: the emulator scenario; ``emulator_args`` adds options (``--outage-seconds 20``…).
@@ -385,13 +386,16 @@ class LocalPipeline:
     # --- documents ----------------------------------------------------------------------------------
     def publish(self, documents: Iterable[tuple[str, bytes]] | None = None, *, say=None) -> list[str]:
         """Publish through the МИС producer library (claim-check store in the data dir); their localUids."""
+        from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
         from producer.client import DocumentPublisher
         from services.documents.store import FilesystemStore
 
         documents = list(self.documents if documents is None else documents)
         store = FilesystemStore(self.data_dir / "documents")
         uids: list[str] = []
-        with DocumentPublisher(self.bootstrap_servers, store=store, system_id="emd-run") as publisher:
+        with DocumentPublisher(
+            self.bootstrap_servers, mis_id=DEV_MIS_ID, store=store, system_id=DEV_SYSTEM_IDS[0]
+        ) as publisher:
             for i, (_, data) in enumerate(documents, 1):
                 uids.append(publisher.publish(data).local_uid)
                 if say is not None and (i % 50 == 0 or i == len(documents)):

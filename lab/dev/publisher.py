@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=8, help="publishes in flight at once (default 8)")
     args = p.parse_args(argv)
 
+    from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
     from producer.client import DocumentPublisher
     from services.config import Settings
     from services.documents.store import FilesystemStore
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ahead = threading.Semaphore(2 * max(1, args.threads))
     with (
         DocumentPublisher(
-            args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit
+            args.bootstrap, mis_id=DEV_MIS_ID, store=store, system_id=DEV_SYSTEM_IDS[0], inline_limit=limit
         ) as publisher,
         ThreadPoolExecutor(max(1, args.threads)) as pool,
     ):

@@ -1,4 +1,7 @@
-"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created``) from the command line.
+"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created.<misId>``) from the command line.
+
+It publishes as one МИС (``--mis``, default ``EMD_MIS_ID``), to that МИС's own topic: the pipeline signs only
+for the organisations and systemIds the organisations file grants it (docs/security.md).
 
 Every file is read, checked and turned into its event first; only when *all* are valid is anything
 sent, so a bad file in a batch publishes nothing. ``--dry-run`` stops after the checks and prints the
@@ -13,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from producer import topology
 from producer.client import (
-    CREATED_TOPIC,
     DocumentPublisher,
     InvalidDocument,
     PublishError,
@@ -31,7 +34,7 @@ from services.messaging.clients import security_from
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "publish",
-        help="publish СЭМД files to emd.document.created",
+        help="publish СЭМД files to a МИС's emd.document.created.<misId>",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--meta",
         type=Path,
         help=f"JSON object with any of: {', '.join(__import__('producer.client').client.META_FIELDS)}",
+    )
+    p.add_argument(
+        "--mis", help="the МИС to publish as: its topic emd.document.created.<MIS> (default: EMD_MIS_ID)"
     )
     p.add_argument("--system-id", help="registering system id (default: KAFKA_CLIENT_ID)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
@@ -62,8 +68,8 @@ class _PreviewStore:
     def put(self, data: bytes, *, durable: bool = True) -> str:
         return self.real.ref_for(data)
 
-    def get(self, ref: str) -> bytes:
-        return self.real.get(ref)
+    def get(self, ref: str, *, max_bytes: int | None = None) -> bytes:
+        return self.real.get(ref, max_bytes=max_bytes)
 
     def exists(self, ref: str) -> bool:
         return self.real.exists(ref)
@@ -99,6 +105,15 @@ def _publish(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         raise _Refused(str(exc), 2) from None
     system_id = args.system_id or settings.kafka_client_id
+    mis_id = args.mis or settings.mis_id
+    if not args.dry_run and not mis_id:
+        raise _Refused(
+            "which МИС publishes? give --mis ID or set EMD_MIS_ID (the organisations file's mis list)", 2
+        )
+    if mis_id and not topology.is_mis_id(mis_id):
+        raise _Refused(
+            f"--mis {mis_id!r}: expected lower-case letters, digits and dashes (not dlt or retry)", 2
+        )
     meta = _read_meta(args.meta) if args.meta else None
     try:
         store = store_from_settings(settings)
@@ -125,12 +140,12 @@ def _publish(args: argparse.Namespace) -> int:
     try:
         publisher = DocumentPublisher(
             bootstrap,
+            mis_id=mis_id,
             store=store,
             client_id=f"{settings.kafka_client_id}-publish",
             system_id=system_id,
             inline_limit=settings.inline_document_limit,
             max_bytes=settings.max_document_bytes,
-            topic=CREATED_TOPIC,
             security=security_from(settings),
         )
     except ConfigurationError as exc:

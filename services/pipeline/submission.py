@@ -37,6 +37,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -328,7 +329,7 @@ class Submitter:
         _check_route(remd, org_oid)
 
         # a read: a new document is written with its first attempt, in that attempt's transaction
-        doc = await asyncio.to_thread(self.store.get, uid)
+        doc = await asyncio.to_thread(partial(self.store.get, uid, organization=org_oid))
         if doc is not None:
             _refuse_changed_content(doc, data)
             if doc.state in lifecycle.DONE_STATES:
@@ -352,7 +353,6 @@ class Submitter:
                 "signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE", local_uid=uid
             )
         new_document = {
-            "organization": org_oid,
             "kind": data["kind"],
             "signed_event": record.value,
             "document_ref": (data.get("document") or {}).get("ref"),
@@ -385,7 +385,11 @@ class Submitter:
         transport = self.transports.get(remd.transport)
         # a route that takes the document attached (N3) gets the exact signed bytes, read once per record
         document = (
-            await asyncio.to_thread(document_bytes, data["document"], self.documents)
+            await asyncio.to_thread(
+                partial(
+                    document_bytes, data["document"], self.documents, max_bytes=self.config.max_document_bytes
+                )
+            )
             if getattr(transport, "pushes_document", False)
             else None
         )
@@ -399,7 +403,14 @@ class Submitter:
                     message_id = new_message_id()
                     add_patient = await self._patient_unknown(route)
                     attempt = await asyncio.to_thread(
-                        self.store.record_attempt, uid, message_id, endpoint=endpoint, register=new_document
+                        partial(
+                            self.store.record_attempt,
+                            uid,
+                            message_id,
+                            organization=org_oid,
+                            endpoint=endpoint,
+                            register=new_document,
+                        )
                     )
                     outcome = await transport.submit(
                         SubmitRequest(
@@ -430,7 +441,14 @@ class Submitter:
             code, message = outcome.remd_code or outcome.reason, outcome.message[:500] or None
             if outcome.accepted:  # the attempt's outcome and the document's state: one transaction
                 doc = await asyncio.to_thread(
-                    self.store.mark_accepted, uid, message_id=message_id, code=code, message=message
+                    partial(
+                        self.store.mark_accepted,
+                        uid,
+                        organization=org_oid,
+                        message_id=message_id,
+                        code=code,
+                        message=message,
+                    )
                 )
                 log.info(
                     "accepted by РЭМД",
@@ -450,12 +468,13 @@ class Submitter:
                 code=code,
                 message=message,
             )
-            ids = await asyncio.to_thread(self.store.message_ids, uid)
+            ids = await asyncio.to_thread(partial(self.store.message_ids, uid, organization=org_oid))
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == Outcome.PERMANENT:
                 await asyncio.to_thread(
                     self.store.mark_failed,
                     uid,
+                    organization=org_oid,
                     reason=outcome.reason,
                     code=outcome.remd_code,
                     message=outcome.message[:500],
@@ -495,7 +514,9 @@ class Submitter:
     ) -> list[Output]:
         """The lifecycle refused our transition: another replica (a redelivery after a rebalance) accepted or
         registered the document while we were on it. Not a failure of the document: say what the store says."""
-        doc = await asyncio.to_thread(self.store.get, uid)
+        doc = await asyncio.to_thread(
+            partial(self.store.get, uid, organization=event["data"]["organizationOid"])
+        )
         log.info(
             "already handled by another replica",
             local_uid=uid,
@@ -588,7 +609,9 @@ class Submitter:
     async def _sent_outputs(
         self, event: Mapping[str, Any], doc: lifecycle.Document, *, warnings: tuple[tuple[str, str], ...] = ()
     ) -> list[Output]:
-        history = await asyncio.to_thread(self.store.history, doc.local_uid)
+        history = await asyncio.to_thread(
+            partial(self.store.history, doc.local_uid, organization=doc.organization)
+        )
         accepted = next((a for a in history if a.message_id == doc.accepted_message_id), history[-1])
         ids = [a.message_id for a in history]
         data = dict(event["data"])
@@ -606,7 +629,15 @@ class Submitter:
         told = events.STATUS_REGISTERED if doc.state == lifecycle.REGISTERED else events.STATUS_SENT
         status = events.new_event(
             events.STATUS,
-            events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id, message_ids=ids, warnings=warnings),
+            events.status_data(
+                doc.local_uid,
+                told,
+                organization=doc.organization,
+                mis_id=data["misId"],
+                emdr_id=doc.emdr_id,
+                message_ids=ids,
+                warnings=warnings,
+            ),
             source=SOURCE,
             trace_id=event["traceId"],
         )
