@@ -15,7 +15,9 @@ does not name signs as ``DOCTOR`` (dictionary version 2.4, as the regional КР�
 each signer's position and speciality with their code-system versions and department, the recipient, the
 related documents — comes from the CDA, and a signer whose position has no ``codeSystemVersion`` is refused
 (``signers[n] (role).positionCodeSystemVersion``). ``docs/schemas/document.created.schema.json`` says which
-field comes from where.
+field comes from where. A document whose kind is not in force on its creation date (НСИ 1520 START_DATE …
+END_DATE) is refused (``KIND_NOT_VALID_ON_DATE``), as the signer and РЭМД would refuse it: a МИС dates its
+document when it is made (``effectiveTime``, to the minute, with its UTC offset), never with a template's date.
 
 Errors::
 
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from producer import cda, events, nsi, tracing
+from producer import cda, contract, events, nsi, tracing
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
 from producer.errors import ConfigurationError, PermanentError, TransientError
 from producer.kafka import KafkaSecurity, sync_producer_config
@@ -122,7 +124,7 @@ def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
         raise _invalid("kind", meta.missing.get("kind", "document kind not found"), "KIND_UNKNOWN")
     row = nsi.kind_by_code(str(kind))
     if row is None:
-        raise _invalid("kind", f"{kind} is not in НСИ 1520 v{nsi.NSI_1520_VERSION}", "KIND_UNKNOWN")
+        raise _invalid("kind", f"{kind} is not in {nsi.SHIPPED}", "KIND_UNKNOWN")
     # A legacy template still names its 1522 type: the caller's kind must be of that type.
     for tid in meta.template_ids:
         m = re.match(r"^(?:1\.2\.643\.5\.1\.13\.13\.14|1\.2\.643\.5\.1\.13\.2\.7\.5\.1)\.(\d+)\.3$", tid)
@@ -160,6 +162,9 @@ def build_created_data(
     creation_time = _required(meta, "creationTime", meta.creation_time)
     custodian = _required(meta, "organizationOid", meta.organization_oid)
     kind_code = _check_kind(meta, kind)
+    on_date = contract.kind_date_problem(kind_code, creation_time.isoformat())
+    if on_date is not None:
+        raise _invalid("kind", on_date, "KIND_NOT_VALID_ON_DATE")
     department = _check_header_claims(meta, extra, organization_oid)
     patient = _check_patient(meta, extra, kind_code)
     doc_snils, signatures = _check_signer_claims(meta, extra)
@@ -513,14 +518,23 @@ class DocumentPublisher:
             return self.send(event)
 
     def send(self, event: events.Envelope) -> PublishedEvent:
-        """Send an already built and validated event; wait for the acknowledgement or raise PublishError."""
+        """Send an already built and validated event; wait for the acknowledgement or raise PublishError.
+
+        The record is checked as the signer will check it (``producer.contract``: key, headers, the kind on its
+        creation date) before anything is sent: InvalidDocument names what is wrong."""
         local_uid = event["data"]["localUid"]
+        key, headers = local_uid.encode("utf-8"), events.headers_for(event)
+        try:
+            contract.check_record(key, headers, event)
+        except PermanentError as exc:
+            field = str(exc.details.get("field", "event"))
+            raise InvalidDocument(f"{field}: {exc.message}", reason=exc.reason, field=field) from None
         try:
             future = self._producer.send(
                 self.topic,
-                key=local_uid.encode("utf-8"),
+                key=key,
                 value=events.encode(event),
-                headers=events.headers_for(event) + tracing.traceparent_for(event["traceId"]),
+                headers=headers + tracing.traceparent_for(event["traceId"]),
             )
             meta = future.get(timeout=self.timeout)
         except Exception as exc:

@@ -6,7 +6,8 @@ support; this catalogue is the one place that says, for each, its **category** �
 docs/dead-letters.md):
 
 * ``transient``: it may pass by itself (network, a РЭМД outage, a store restarting): wait, or replay;
-* ``data``: the document or event is wrong: the МИС must send a corrected document (a new localUid);
+* ``data``: the document or event is wrong: the МИС must send a corrected document (under the same localUid, which
+  РЭМД has not registered: docs/dead-letters.md, "A corrected document");
 * ``configuration``: the deployment is wrong (keys, МЧД, endpoints): fix the organisations file, replay;
 * ``internal``: a bug or a broken invariant of ours: escalate to the developers;
 * ``security``: a МИС tried to publish outside its grant (docs/security.md): support and the security officer
@@ -42,7 +43,9 @@ C: Final = "configuration"
 I: Final = "internal"  # noqa: E741
 S: Final = "security"
 
-_FIX_DOCUMENT = "МИС должна исправить документ и отправить его заново с новым localUid"
+_FIX_DOCUMENT = (
+    "МИС должна исправить документ и отправить его заново (под тем же localUid: он не зарегистрирован)"
+)
 _FIX_SIGNATURE = "Подпись врача, переданная МИС, не проверяется: МИС должна подписать документ заново"
 _FIX_KEYS = (
     "Исправить ключи, сертификаты или МЧД организации в файле организаций, затем повторить (emd dlq replay)"
@@ -60,6 +63,28 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
         "Поля события расходятся с самим СЭМД: МИС должна передать согласованные данные",
     ),
     ("INVALID_DOCUMENT", D, _FIX_DOCUMENT),
+    (
+        "KEY_NOT_LOCAL_UID",
+        D,
+        "Ключ записи Kafka не равен localUid документа: исправить МИС-публикатор (docs/integration.md)",
+    ),
+    (
+        "HEADER_MISSING",
+        D,
+        "В записи нет обязательного заголовка emd-event-type / emd-trace-id / emd-schema-version: исправить "
+        "МИС-публикатор (docs/integration.md)",
+    ),
+    (
+        "HEADER_MISMATCH",
+        D,
+        "Заголовок записи расходится с полем события (type, traceId, schemaVersion): исправить МИС-публикатор",
+    ),
+    (
+        "KIND_NOT_VALID_ON_DATE",
+        D,
+        "Вид документа (НСИ 1520) не действует на дату создания документа: МИС должна датировать документ "
+        "моментом его создания или выбрать действующую редакцию вида",
+    ),
     (
         "ORGANIZATION_NOT_ALLOWED",
         S,
@@ -92,7 +117,8 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     (
         "LOCAL_UID_REUSED",
         D,
-        "Под этим localUid уже отправлен другой документ: изменённый СЭМД — только с новым localUid",
+        "Под этим localUid РЭМД уже принял или зарегистрировал другой документ: изменённый СЭМД — только с "
+        "новым localUid",
     ),
     ("DOCTOR_SIGNATURE_MISSING", D, "МИС не приложила подпись врача (режим подписи mis)"),
     ("NO_PERSONAL_SIGNATURE", D, "В событии нет ни одной подписи врача"),

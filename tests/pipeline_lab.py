@@ -110,7 +110,7 @@ class Lab:
 
 def documents(count: int) -> list[tuple[str, bytes]]:
     """``count`` documents from the Ministry samples a clinic could register today, each with a fresh localUid."""
-    docs, _ = sample_documents(REPOSITORY_SAMPLES, count, registrable_only=True)
+    docs, _ = sample_documents(REPOSITORY_SAMPLES, count)
     return docs
 
 

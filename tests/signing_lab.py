@@ -95,6 +95,99 @@ def raw_event(base_document: bytes, payload: bytes) -> dict:
     return events.new_event(events.CREATED, data, source="buggy-mis")
 
 
+#: ConsultRedaction4's creation time, and one before its kind 119 came into force (01.01.2022)
+GOOD_TIME = b'<effectiveTime value="202201011600+0300"/>'
+BEFORE_KIND = b'<effectiveTime value="202101251600+0300"/>'
+#: the author's position code with its codeSystemVersion, and without it
+POSITION = b'code="34" codeSystem="1.2.643.5.1.13.13.11.1002" codeSystemVersion="7.5"'
+POSITION_NO_VERSION = b'code="34" codeSystem="1.2.643.5.1.13.13.11.1002"'
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A record a МИС in another language could send that breaks the contract at the door (producer.contract):
+    its key, headers and event (not validated: the schema is part of what is broken), and the reason and the
+    field the signer and `emd publish --dry-run --record` must name."""
+
+    name: str
+    key: str
+    headers: dict[str, str]
+    event: dict
+    reason: str
+    field: str
+
+    def record_json(self) -> dict:
+        """The record as `emd publish --dry-run --record` reads it."""
+        return {"key": self.key, "headers": self.headers, "value": self.event}
+
+
+def _inline(data: dict, document: bytes) -> dict:
+    return {
+        **data,
+        "document": {
+            "sha256": hashlib.sha256(document).hexdigest(),
+            "size": len(document),
+            "mediaType": "text/xml",
+            "inline": base64.b64encode(document).decode(),
+        },
+    }
+
+
+def contract_breaches(tag: str, oid: str = GOOD_OID) -> list[Breach]:
+    """One record per breach of the contract at the door, each an otherwise valid document of ``oid``: a key that
+    is not the localUid, a missing header, a kind not registrable on the creation date, a signer with a position
+    code but no codeSystemVersion. Each document is consistent with its event (the breach is the record's)."""
+
+    def headers(event: dict) -> dict[str, str]:
+        return {k: v.decode() for k, v in events.headers_for(event)}
+
+    good = created_data(variant(oid, f"key-{tag}"))
+    missing = created_data(variant(oid, f"header-{tag}"))
+    early_doc = variant(oid, f"date-{tag}").replace(GOOD_TIME, BEFORE_KIND)
+    early = created_data(variant(oid, f"date-{tag}"))
+    early = events.new_event(
+        events.CREATED,
+        _inline({**early["data"], "creationTime": "2021-01-25T16:00:00+03:00"}, early_doc),
+        source=SYSTEM_ID,
+    )
+    position_doc = variant(oid, f"position-{tag}").replace(POSITION, POSITION_NO_VERSION)
+    position = created_data(variant(oid, f"position-{tag}"))
+    signers = [
+        {**s, "positionCodeSystemVersion": None} if s["positionCode"] == "34" else s
+        for s in position["data"]["signers"]
+    ]
+    position = {**position, "data": _inline({**position["data"], "signers": signers}, position_doc)}
+    no_version = headers(missing)
+    del no_version[events.HEADER_SCHEMA_VERSION]
+    return [
+        Breach("wrong_key", f"not-{tag}", headers(good), dict(good), "KEY_NOT_LOCAL_UID", "key"),
+        Breach(
+            "missing_header",
+            missing["data"]["localUid"],
+            no_version,
+            dict(missing),
+            "HEADER_MISSING",
+            f"headers.{events.HEADER_SCHEMA_VERSION}",
+        ),
+        Breach(
+            "kind_not_on_date",
+            early["data"]["localUid"],
+            headers(early),
+            dict(early),
+            "KIND_NOT_VALID_ON_DATE",
+            "kind",
+        ),
+        Breach(
+            "position_without_version",
+            position["data"]["localUid"],
+            headers(position),
+            position,
+            "EVENT_INVALID",
+            "data.signers[0].positionCodeSystemVersion",
+        ),
+    ]
+
+
 def xxe(document: bytes) -> bytes:
     body = document[document.index(b"<ClinicalDocument") :]
     return (

@@ -194,7 +194,7 @@ def _sample_organisations() -> dict[str, set[str]]:
     from producer import cda
     from producer.xmlsafe import parse_xml
 
-    documents, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
+    documents, _ = sample_documents(REPOSITORY_SAMPLES, None)
     out: dict[str, set[str]] = {}
     for _, data in documents:
         meta = cda.extract(parse_xml(data))

@@ -67,7 +67,7 @@ def test_good_document_builds_a_valid_event(tmp_path):
         ({"meta": {"signerSnils": ["11111111111"]}}, "signerSnils[0]", "META_MISMATCH"),
         ({"meta": {"localUid": "other"}}, "localUid", "META_MISMATCH"),
         ({"meta": {"documentNumber": "1"}}, "documentNumber", "META_MISMATCH"),
-        ({"meta": {"creationTime": "2021-01-25T16:00:00+04:00"}}, "creationTime", "META_MISMATCH"),
+        ({"meta": {"creationTime": "2022-01-01T16:00:00+04:00"}}, "creationTime", "META_MISMATCH"),
         ({"meta": {"departmentOid": "1.2.3"}}, "departmentOid", "META_MISMATCH"),
         ({"meta": {"patient_snils": "1"}}, "meta.patient_snils", "META_UNKNOWN_FIELD"),
         ({"meta": {"signatures": {"52415372312": "not base64!"}}}, "signatures", "META_MISMATCH"),
@@ -82,8 +82,8 @@ def test_caller_contradicting_the_document_is_rejected(tmp_path, kw, field, reas
 
 def test_matching_creation_time_in_another_offset_is_accepted(tmp_path):
     """The same instant written in UTC agrees with the document's +03:00 effectiveTime."""
-    event = _build(GOOD.read_bytes(), tmp_path, meta={"creationTime": "2021-01-25T13:00:00+00:00"})
-    assert event["data"]["creationTime"] == "2021-01-25T16:00:00+03:00"
+    event = _build(GOOD.read_bytes(), tmp_path, meta={"creationTime": "2022-01-01T13:00:00+00:00"})
+    assert event["data"]["creationTime"] == "2022-01-01T16:00:00+03:00"
 
 
 def test_signature_from_the_mis_is_attached_to_its_signer(tmp_path):
@@ -96,11 +96,17 @@ def test_signature_from_the_mis_is_attached_to_its_signer(tmp_path):
 
 
 def test_legacy_template_needs_a_kind_of_the_same_type(tmp_path):
-    """A legacy template is published only with an explicit kind whose 1522 type matches the template."""
+    """A legacy template is published only with an explicit kind whose 1522 type matches the template, and dated
+    when that kind is in force."""
     data = (SAMPLES / "Consult.xml").read_bytes()
     assert _rejected(data, tmp_path).reason == "KIND_UNKNOWN"
     assert _rejected(data, tmp_path, kind="99").reason == "KIND_MISMATCH"  # 99 is type 347, Consult is 5
-    assert _build(data, tmp_path, kind="16")["data"]["kind"] == "16"  # Протокол консультации Редакция 2
+    # Протокол консультации Редакция 2 is registrable from 16.02.2019; the example is dated 2017
+    assert _rejected(data, tmp_path, kind="16").reason == "KIND_NOT_VALID_ON_DATE"
+    dated = data.replace(
+        b'<effectiveTime value="201709251600+0300"/>', b'<effectiveTime value="201902161600+0300"/>'
+    )
+    assert _build(dated, tmp_path, kind="16")["data"]["kind"] == "16"
 
 
 def test_department_from_meta_fills_a_document_without_one(tmp_path):
@@ -161,7 +167,7 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
             b'root="1.2.643.100.3" extension="25463625426"', b'root="1.2.643.100.3" extension="2546"'
         ),
         "notime.xml": good.replace(
-            b'<effectiveTime value="202101251600+0300"/>', b'<effectiveTime nullFlavor="NA"/>'
+            b'<effectiveTime value="202201011600+0300"/>', b'<effectiveTime nullFlavor="NA"/>'
         ),
     }
     for name, data in files.items():
@@ -315,6 +321,7 @@ def test_recipient_and_related_documents_come_from_the_cda(tmp_path):
     assert _build(GOOD.read_bytes(), tmp_path)["data"]["recipient"] is None  # only the Ministry: nobody else
 
 
+@pytest.mark.integration
 def test_publishing_needs_the_mis_it_publishes_as(bootstrap, tmp_path, monkeypatch, capsys):
     """emd publish without --mis (or EMD_MIS_ID) publishes nothing and says how to name the МИС; a misId that could
     name another topic (dlt) is refused; the library refuses one too."""

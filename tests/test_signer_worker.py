@@ -93,6 +93,7 @@ def run(broker, tmp_path_factory):
     good: list[_Published] = []
     bad: list[_Published] = []
     refused: list[_Published] = []  # outside the publishing МИС's grant
+    breaches: list[_Published] = []  # the contract at the door broken (producer.contract)
 
     with DocumentPublisher(
         bootstrap, mis_id=DEV_MIS_ID, store=store, system_id=lab.SYSTEM_ID, timeout=30
@@ -169,6 +170,26 @@ def run(broker, tmp_path_factory):
                     reason,
                 )
             )
+        # the contract at the door: a wrong key, a missing header, a kind not on its date, a position without
+        # its version, each as a МИС in another language could send it
+        for breach in lab.contract_breaches(tag):
+            meta = raw.send(
+                CREATED.name,
+                key=breach.key.encode(),
+                value=events.encode(breach.event),
+                headers=[(k, v.encode()) for k, v in breach.headers.items()],
+            ).get(timeout=30)
+            breaches.append(
+                _Published(
+                    breach.name,
+                    breach.event["traceId"],
+                    breach.event["data"]["localUid"],
+                    meta.partition,
+                    meta.offset,
+                    b"",
+                    f"{breach.reason} {breach.field}",
+                )
+            )
     finally:
         raw.close()
 
@@ -184,7 +205,7 @@ def run(broker, tmp_path_factory):
     app = build(settings)
     thread, holder = _run_app(app)
     wanted_signed = {p.trace for p in good}
-    wanted_dlt = {p.trace for p in bad + refused}
+    wanted_dlt = {p.trace for p in bad + refused + breaches}
     deadline = time.monotonic() + TIMEOUT
     signed = dead = {}
     try:
@@ -205,6 +226,7 @@ def run(broker, tmp_path_factory):
         "good": good,
         "bad": bad,
         "refused": refused,
+        "breaches": breaches,
         "other_status": other_status,
         "signed": signed,
         "dead": dead,
@@ -280,6 +302,28 @@ def test_each_defect_is_dead_lettered_with_its_own_reason(run):
         assert headers[dl.STAGE] == "signer" and headers[dl.KIND] and headers[dl.ORGANIZATION]
         assert headers[events.HEADER_TRACE_ID] == p.trace  # the original headers are kept
         assert p.trace not in run["signed"]
+
+
+def test_each_breach_of_the_contract_at_the_door_is_dead_lettered_with_its_reason(run):
+    """A record keyed other than by its localUid, one missing a required header, a kind not registrable on the
+    document's creation date, and a signer with a position code but no codeSystemVersion are each dead-lettered by
+    the signer stage with their own reason and the field named, nothing signed, and the МИС is told `failed`."""
+    assert [p.name for p in run["breaches"]] == [
+        "wrong_key",
+        "missing_header",
+        "kind_not_on_date",
+        "position_without_version",
+    ]
+    for p in run["breaches"]:
+        reason, field = p.reason.split(" ")
+        (record,) = run["dead"][p.trace]
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers[dl.REASON] == reason, (p.name, headers.get(dl.EXCEPTION_MESSAGE))
+        assert field.split(".")[-1] in headers[dl.EXCEPTION_MESSAGE], p.name
+        assert headers[dl.CATEGORY] == "data" and p.trace not in run["signed"]
+        (status,) = run["status"][p.trace]
+        told = events.decode(status.value, expected_type=events.STATUS)["data"]
+        assert (told["status"], told["reason"], told["localUid"]) == ("failed", reason, p.uid)
 
 
 def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):

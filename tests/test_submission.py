@@ -256,8 +256,8 @@ def test_a_lifecycle_conflict_with_another_replica_is_not_a_failure(config, stor
 
 
 def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config, store):
-    """A signed event whose document differs from the one first held under its localUid (registered or not) is
-    dead-lettered LOCAL_UID_REUSED saying a changed СЭМД needs a new localUid; nothing is sent."""
+    """A signed event whose document differs from the one registered under its localUid is dead-lettered
+    LOCAL_UID_REUSED saying a changed СЭМД needs a new localUid; nothing is sent."""
     t = FakeTransport(store=store)
     s = submitter(config, store, t)
     asyncio.run(s.handle(signed_record()))
@@ -277,6 +277,62 @@ def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config,
         asyncio.run(s.handle(changed))
     assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
     assert "16.62.26.11.000000002" in exc.value.message and "new localUid" in exc.value.message
+
+
+def _changed(uid: str = "doc-1", sha: str = "0" * 64) -> Record:
+    """The signed example under ``uid`` with other bytes (a corrected СЭМД): a different sha256."""
+    data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid=uid, organizationOid=ORG)
+    data["document"] = dict(data["document"], sha256=sha, ref="file:///corrected")
+    event = events.new_event(events.SIGNED, data, source="test")
+    return Record(topology.SIGNED.name, 0, 1, uid, events.encode(event), {}, 0)
+
+
+def test_a_document_remd_refused_is_sent_again_under_its_local_uid_once_corrected(config, store):
+    """РЭМД registers nothing it refuses: after a refusal with its code, the corrected document (other bytes) under
+    the same localUid is sent with a new MessageID, and the lifecycle now holds the corrected content, which is what
+    getDocumentFile will serve."""
+    t = FakeTransport(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND"))
+    s = submitter(config, store, t)
+    with pytest.raises(PermanentError):
+        asyncio.run(s.handle(signed_record()))
+    assert store.get("doc-1", organization=ORG).state == lifecycle.FAILED
+    corrected = _changed()
+    outs = asyncio.run(s.handle(corrected))
+    assert len(t.requests) == 2 and t.requests[0].message_id != t.requests[1].message_id
+    doc = store.get("doc-1", organization=ORG)
+    assert (doc.state, doc.signed_event, doc.document_ref) == (
+        lifecycle.ACCEPTED,
+        corrected.value,
+        "file:///corrected",
+    )
+    assert doc.failure_reason is None and len(store.message_ids("doc-1", organization=ORG)) == 2
+    assert json.loads(outs[1].value)["data"]["status"] == "sent"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NOT_UNIQUE_PROVIDED_ID"),
+        SubmitOutcome(kind="permanent", reason="SOAP_FAULT"),
+    ],
+)
+def test_other_content_is_refused_while_remd_may_hold_the_local_uid(config, store, refusal):
+    """РЭМД saying the localUid is taken (NOT_UNIQUE_PROVIDED_ID), or a failure without a РЭМД refusal code, leaves
+    the localUid possibly held: other bytes under it are LOCAL_UID_REUSED, nothing is sent."""
+    t = FakeTransport(refusal)
+    s = submitter(config, store, t)
+    with pytest.raises(PermanentError):
+        asyncio.run(s.handle(signed_record()))
+    with pytest.raises(PermanentError) as exc:
+        asyncio.run(s.handle(_changed()))
+    assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
+
+
+def test_only_a_failed_document_takes_new_content(store):
+    """The lifecycle refuses to replace the content of a document that is not failed (in flight or done)."""
+    store.register("doc-9", organization=ORG, kind="119", signed_event=b"{}")
+    with pytest.raises(lifecycle.LifecycleConflict):
+        store.resubmit("doc-9", organization=ORG, kind="119", signed_event=b"{}")
 
 
 ORG2 = "1.2.643.5.1.13.13.12.2.77.7832"

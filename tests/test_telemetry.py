@@ -287,7 +287,7 @@ kafka.KafkaProducer = FakeProducer
 from lab.dev.local_pipeline import sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer.client import DocumentPublisher
-(_, document), = sample_documents(REPOSITORY_SAMPLES, 1, registrable_only=True)[0]
+(_, document), = sample_documents(REPOSITORY_SAMPLES, 1)[0]
 """
 
 

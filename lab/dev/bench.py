@@ -244,7 +244,7 @@ def _pipeline(
 # ------------------------------------------------------------------------------------------- the runs
 def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
     """Warm-up, the latency phase, the throughput phase; figures per process (module docstring)."""
-    templates, _ = sample_documents(options.samples, None, registrable_only=True)
+    templates, _ = sample_documents(options.samples, None)
     latency_n = options.latency_count
     burst_n = options.documents - latency_n
     with LocalBroker(log_path=_fresh(options.workdir) / "broker.log") as broker:
@@ -343,7 +343,7 @@ class BacklogResult:
 
 def run_backlog(options: BenchOptions, backlog: int, *, say: Say = print) -> BacklogResult:
     """Publish ``backlog`` documents with no worker running, then start them and follow the drain."""
-    templates, _ = sample_documents(options.samples, None, registrable_only=True)
+    templates, _ = sample_documents(options.samples, None)
     marks = sorted({c for c in CHECKPOINTS if c < backlog} | {backlog})
     with LocalBroker(log_path=_fresh(options.workdir) / "broker.log") as broker:
         ensure_topics(broker.bootstrap_servers, partitions=options.partitions, mis_ids=(DEV_MIS_ID,))

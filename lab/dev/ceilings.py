@@ -100,7 +100,7 @@ def measure(
     from services.remd._transports.ips import IpsSoapTransport
     from services.remd.transport import SubmitRequest
 
-    templates = [d for _, d in sample_documents(samples, None, registrable_only=True)[0]]
+    templates = [d for _, d in sample_documents(samples, None)[0]]
     oids, snils = participants([("", d) for d in templates])
     config_file = write_dev_config(workdir / "config", oids=oids, doctors=snils)
     config = load_organizations(config_file)

@@ -23,9 +23,13 @@ from typing import Any
 
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from lab.dev.ports import DEV_CALLBACK_URL, DEV_EMULATOR, DEV_EMULATOR_PORT
 from producer.files import private_dir, write_private
 
 __all__ = [
+    "DEV_CALLBACK_URL",
+    "DEV_EMULATOR",
+    "DEV_EMULATOR_PORT",
     "DEV_MIS_ID",
     "DEV_SYSTEM_IDS",
     "N3_DEV_CODES",
@@ -55,8 +59,8 @@ def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: A
     return {"key": f"{name}.key", "certificate": f"{name}.pem"}
 
 
-#: where the development configuration points when no emulator runs (``emd emulator``'s default port)
-DEV_EMULATOR = "http://127.0.0.1:8085"
+#: the emulator's file of registered information systems, written beside organizations.json
+SYSTEMS_FILE = "systems.json"
 
 
 def write_dev_config(
@@ -68,7 +72,7 @@ def write_dev_config(
     mode: str = "server",
     valid_from: dt.datetime | None = None,
     valid_days: int = 730,
-    endpoint: str = "http://127.0.0.1:8085/ips",
+    endpoint: str = f"{DEV_EMULATOR}/ips",
     callback_url: str | None = None,
     schematron: str = "warn",
     paramset: str = "A",
@@ -76,7 +80,10 @@ def write_dev_config(
     system_ids: tuple[str, ...] = DEV_SYSTEM_IDS,
     allow_unvalidated_kinds: bool = True,
 ) -> Path:
-    """A complete development configuration in ``directory``; returns the path of ``organizations.json``.
+    """A complete development configuration in ``directory``; returns the path of ``organizations.json``. Beside
+    it, ``systems.json`` registers each organisation's information system (its clientEntityId and WS-Security
+    certificate) with the emulator (``emd emulator --systems``): the defaults of both agree with ``emd emulator``
+    and ``emd callbacks`` on their default ports (:data:`DEV_EMULATOR`, :data:`DEV_CALLBACK_URL`).
 
     Writes a dev CA (``lab.dev.pki``), one key per doctor СНИЛС in ``doctors`` (shared by every
     organisation), and per organisation an employee certificate signing for it under an МЧД signed by
@@ -114,6 +121,7 @@ def write_dev_config(
         doctor_entries[snils]["server_signing_consent"] = "development configuration (emd certs dev-config)"
 
     orgs = []
+    registered: list[dict[str, Any]] = []  # the emulator's systems.json
     for i, oid in enumerate(oids, start=1):
         inn, ogrn, head_snils = _dev_numbers(i)
         name = f"ГБУЗ Тестовая больница № {i}"
@@ -168,6 +176,10 @@ def write_dev_config(
             SubjectInfo(family="", common_name=f"МИС {name}", ogrn=ogrn, inn_le=inn, org=name),
             **window,
         )
+        client_entity_id = f"dev-mis-{i}"
+        registered.append(
+            {"clientEntityId": client_entity_id, "name": name, "certificates": [system["certificate"]]}
+        )
         orgs.append(
             {
                 "oid": oid,
@@ -183,8 +195,8 @@ def write_dev_config(
                 "remd": {
                     "environment": "test",
                     "endpoint": endpoint,
-                    "callback_url": callback_url or "http://127.0.0.1:8086/callback",
-                    "client_entity_id": f"dev-mis-{i}",
+                    "callback_url": callback_url or DEV_CALLBACK_URL,
+                    "client_entity_id": client_entity_id,
                     "system_key": system["key"],
                     "system_certificate": system["certificate"],
                     "rate_limit_per_minute": 600,
@@ -201,6 +213,12 @@ def write_dev_config(
     }
     path = out / "organizations.json"
     write_private(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    systems = {
+        "comment": "the information systems the emulator admits (emd emulator --systems); written with "
+        "organizations.json by `emd certs dev-config`",
+        "systems": registered,
+    }
+    write_private(out / SYSTEMS_FILE, json.dumps(systems, ensure_ascii=False, indent=2) + "\n")
     return path
 
 

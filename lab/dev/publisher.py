@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.logs import configure
 
     configure(fmt="json", level="warning")
-    templates = [data for _, data in sample_documents(args.samples, None, registrable_only=True)[0]]
+    templates = [data for _, data in sample_documents(args.samples, None)[0]]
     store = FilesystemStore(args.data_dir / "documents")
     limit = Settings.from_env().inline_document_limit if args.inline_limit is None else args.inline_limit
     made = 0

@@ -178,6 +178,21 @@ class LifecycleStore(Protocol):
         message: str | None = None,
     ) -> Document: ...
 
+    def resubmit(
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes,
+        document_ref: str | None = None,
+    ) -> Document:
+        """A corrected document under the localUid of a failed one: its content replaces the failed one's and the
+        state goes back to ``signed`` (the failure and the acceptance cleared); the attempts stay, so every
+        MessageID ever sent for the localUid is kept. Only from ``failed`` (``LifecycleConflict`` otherwise):
+        whether РЭМД allows it is the sender's decision (``services.pipeline.submission``)."""
+        ...
+
     def history(self, local_uid: str, *, organization: str) -> list[Attempt]: ...
 
     def message_ids(self, local_uid: str, *, organization: str) -> list[str]:
@@ -263,4 +278,6 @@ def check_transition(
         raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
     if target == FAILED and doc.state == REGISTERED:
         raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+    if target == SIGNED and doc.state != FAILED:
+        raise LifecycleConflict(f"{local_uid} is {doc.state}: only a failed document takes new content")
     return doc

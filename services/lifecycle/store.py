@@ -416,6 +416,29 @@ class SqlLifecycleStore:
             )
             return self._updated(db, organization, local_uid)
 
+    def resubmit(
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes,
+        document_ref: str | None = None,
+    ) -> Document:
+        at = self.db.to_db(_now())
+        with self.db.transaction() as db:
+            check_transition(self._get(db, organization, local_uid, lock=True), local_uid, SIGNED)
+            db.execute(
+                self._q(
+                    "UPDATE {documents} SET state = ?, kind = ?, signed_event = ?, document_ref = ?,"
+                    " signed_ref = NULL, accepted_message_id = NULL, accepted_at = NULL, failure_reason = NULL,"
+                    " failure_code = NULL, failure_message = NULL, failed_at = NULL, updated_at = ?"
+                    " WHERE organization = ? AND local_uid = ?"
+                ),
+                (SIGNED, kind, signed_event, document_ref, at, organization, local_uid),
+            )
+            return self._updated(db, organization, local_uid)
+
     def history(self, local_uid: str, *, organization: str) -> list[Attempt]:
         with self.db.reading() as db:
             rows = db.execute(

@@ -3,8 +3,9 @@
 ``DocumentSigner.handle(record)`` in order:
 
 1. decode the created event; check that the МИС whose topic it came from may publish for its organisation and
-   systemId (``services.pipeline.trust.check_publisher``: ``ORGANIZATION_NOT_ALLOWED``), before anything is
-   fetched or signed;
+   systemId (``services.pipeline.trust.check_publisher``: ``ORGANIZATION_NOT_ALLOWED``), then the rest of the
+   record contract (``producer.contract``: the key is the localUid, the required headers agree with the event,
+   the kind is registrable on the creation date), before anything is fetched or signed;
 2. read the document's bytes (inline, or from the claim-check store) in a thread, a document over the size limit
    refused before it is read (``DOCUMENT_TOO_LARGE``: by the event's size, then the stored object's);
 3. check and sign it: ``services.pipeline.signing.sign_document`` (XSD, Schematron, the doctors' signatures
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from producer import events
+from producer import contract, events
 from services.documents.store import DocumentStore, by_reference, document_bytes
 from services.messaging.records import Output, Record
 from services.pipeline.organizations import OrganizationsConfig
@@ -67,6 +68,7 @@ class DocumentSigner:
         event = events.decode(record.value, expected_type=events.CREATED)
         data = event["data"]
         grant = check_publisher(self.config, record.topic, data)  # before anything is fetched or signed
+        contract.check_record(record.key, record.headers, event)
         document = await asyncio.to_thread(
             partial(document_bytes, data["document"], self.store, max_bytes=self.config.max_document_bytes)
         )

@@ -5,7 +5,10 @@
 1. decode the ``emd.document.signed`` event; resolve the organisation's РЭМД settings;
 2. **idempotency first**: if the lifecycle store says the localUid is already accepted or registered, it
    is never sent again — the ``sent`` event is re-emitted from the store instead (a crash between the
-   acceptance and the broker's ack of the ``sent`` event must not lose it; downstream is idempotent);
+   acceptance and the broker's ack of the ``sent`` event must not lose it; downstream is idempotent). Other
+   bytes under a localUid the store holds are a corrected document: taken (the store's content replaced,
+   ``resubmit``) only when РЭМД refused what it held, for it registers nothing it refuses; else
+   ``LOCAL_UID_REUSED`` (docs/dead-letters.md, "A corrected document");
 3. per endpoint: wait while its circuit is open (holding at most ``hold_per_endpoint`` records; more are
    parked back on the first retry tier *without* using an attempt), then a rate-limit/concurrency slot;
 4. a new MessageID, recorded and committed in the lifecycle store **before** the request leaves (a document the
@@ -212,21 +215,47 @@ def _check_route(remd: RemdSettings, org_oid: str) -> None:
         )
 
 
-def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) -> None:
-    """Other bytes under a localUid we already hold are refused in plain words: РЭМД keeps the first content of a
-    localUid (NOT_UNIQUE_PROVIDED_ID for anything else), so a changed СЭМД must come under a new localUid."""
+#: РЭМД's refusal that says it holds the localUid (a document is registered under it)
+LOCAL_UID_TAKEN = "NOT_UNIQUE_PROVIDED_ID"
+#: failures of the pipeline's own after which nothing reached РЭМД (the request was never sent)
+NOT_SENT = frozenset({"REQUEST_BUILD_FAILED"})
+
+
+def refused_by_remd(doc: lifecycle.Document) -> bool:
+    """Whether РЭМД holds nothing under the document's localUid, so a corrected document may go under it: the
+    document failed, and either РЭМД's last word was a refusal with one of its codes (any but
+    ``NOT_UNIQUE_PROVIDED_ID``, and not a transient one, which is resent) or the request never left. A document
+    in flight, accepted, registered, or failed without an answer (``NO_ACKNOWLEDGMENT``) may be held by РЭМД."""
+    if doc.state != lifecycle.FAILED:
+        return False
+    if doc.failure_reason in NOT_SENT:
+        return True
+    code = doc.failure_code
+    if not code or code == LOCAL_UID_TAKEN or doc.failure_reason == "REMD_TRANSIENT":
+        return False
+    return not codes.classify(code).unknown
+
+
+def _is_correction(doc: lifecycle.Document, data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` brings other bytes than the document held under its localUid and РЭМД refused the held
+    one (a corrected document, to be sent under the same localUid); other bytes under a localUid РЭМД may hold are
+    refused in plain words: РЭМД keeps the first content of a localUid it registered (NOT_UNIQUE_PROVIDED_ID for
+    anything else), so a changed СЭМД must then come under a new localUid."""
     if not doc.signed_event:
-        return
+        return False
     first = (json.loads(doc.signed_event).get("data") or {}).get("document") or {}
     now = (data.get("document") or {}).get("sha256")
-    if first.get("sha256") and now and first["sha256"] != now:
-        held = f"registered in РЭМД as {doc.emdr_id}" if doc.emdr_id else f"already {doc.state}"
-        raise PermanentError(
-            f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
-            f"localUid it knows; publish the changed СЭМД under a new localUid",
-            reason="LOCAL_UID_REUSED",
-            local_uid=doc.local_uid,
-        )
+    if not (first.get("sha256") and now and first["sha256"] != now):
+        return False
+    if refused_by_remd(doc):
+        return True
+    held = f"registered in РЭМД as {doc.emdr_id}" if doc.emdr_id else f"already {doc.state}"
+    raise PermanentError(
+        f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
+        f"localUid it may hold; publish the changed СЭМД under a new localUid",
+        reason="LOCAL_UID_REUSED",
+        local_uid=doc.local_uid,
+    )
 
 
 class Submitter:
@@ -330,8 +359,26 @@ class Submitter:
 
         # a read: a new document is written with its first attempt, in that attempt's transaction
         doc = await asyncio.to_thread(partial(self.store.get, uid, organization=org_oid))
+        if doc is not None and _is_correction(doc, data):
+            log.info(
+                "corrected document under a localUid РЭМД refused",
+                local_uid=uid,
+                refused=doc.failure_code or doc.failure_reason,
+            )
+            try:
+                doc = await asyncio.to_thread(
+                    partial(
+                        self.store.resubmit,
+                        uid,
+                        organization=org_oid,
+                        kind=data["kind"],
+                        signed_event=record.value,
+                        document_ref=(data.get("document") or {}).get("ref"),
+                    )
+                )
+            except lifecycle.LifecycleConflict as exc:  # another replica moved it on meanwhile
+                return await self._already_handled(event, uid, exc)
         if doc is not None:
-            _refuse_changed_content(doc, data)
             if doc.state in lifecycle.DONE_STATES:
                 log.info(
                     "already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state
