@@ -9,7 +9,9 @@
 #   make image   the container image (Dockerfile) with buildah, smoke-tested (deploy/image/smoke.sh), its SBOM in
 #                build/sbom.cdx.json and its digest in build/image.digest
 #   make lock    re-resolve the image's hash-locked requirements (deploy/image/*.txt) after a dependency change
-#   make manifests  rewrite the generated Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule)
+#   make manifests  rewrite the generated files: Kubernetes manifests (KafkaTopics, KafkaUsers, PrometheusRule),
+#                   docs/asyncapi.yaml and docs/asyncapi.html (`make docs` rewrites only the last two)
+#   make node-deps  the pinned npm tools (tools/*/package-lock.json): the AsyncAPI CLI, the Node МИС example
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +21,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libengine-gost-openssl gostsum prometheus chromium-headless-shell
 IMAGE   ?= emd-pipeline:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install system-deps run test test-fast bench reliability lint clean image lock manifests screenshot
+.PHONY: install system-deps node-deps run test test-fast bench reliability lint clean image lock manifests docs screenshot
 
 install: $(STAMP) system-deps
 
@@ -37,11 +39,25 @@ $(STAMP): pyproject.toml producer/pyproject.toml lab/pyproject.toml
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	{ command -v node && command -v npm; } >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  case "$$missing" in *prometheus*) $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true;; esac; \
 	fi
+
+# The npm tools the tests run (tools/asyncapi: @asyncapi/cli validates docs/asyncapi.yaml; tools/mis-node: a МИС
+# written in JavaScript). `npm ci` installs exactly the lock file, preferring npm's cache (~/.npm) to the network
+# and running no install script; the stamp makes a second run free until the lock file changes.
+NODE_TOOLS := asyncapi mis-node
+NODE_STAMPS := $(foreach t,$(NODE_TOOLS),tools/$(t)/node_modules/.emd-installed)
+node-deps: $(NODE_STAMPS)
+
+tools/%/node_modules/.emd-installed: tools/%/package.json tools/%/package-lock.json
+	@command -v npm >/dev/null 2>&1 || $(MAKE) -s system-deps
+	@cd tools/$* && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
+	@touch $@
+	@echo "installed: tools/$*/node_modules (npm ci, from tools/$*/package-lock.json)"
 
 run: install
 	@$(VENV)/bin/emd run
@@ -52,7 +68,7 @@ run: install
 # Coverage (branches too) is measured in every Python process the tests start (pyproject.toml [tool.coverage]),
 # combined, and its total printed last; `.venv/bin/coverage report` then shows it file by file.
 TEST_WORKERS ?= 4
-test: install
+test: install node-deps
 	@$(PY) -m coverage erase
 	@status=0; $(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=$$?; \
 	$(PY) -m coverage combine -q && \
@@ -104,12 +120,17 @@ lock: install
 	@cd deploy/image && ../../$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras -o requirements.txt requirements.in
 	@cd deploy/image && ../../$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links -o sbom-tools.txt sbom-tools.in
 
-manifests: install
+manifests: install docs
 	@$(PY) -m lab.dev.manifests
+
+# docs/asyncapi.yaml and its page docs/asyncapi.html, from producer/topology.py and the schemas (tests/test_asyncapi.py
+# fails when they are out of date)
+docs: $(STAMP)
+	@$(PY) -m lab.dev.asyncapi
 
 # the live Prometheus test, keeping its screenshot of the throughput graph as docs/images/prometheus-throughput.png
 screenshot: install
 	@EMD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_prometheus_live.py
 
 clean:
-	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache build .coverage .coverage.*
+	rm -rf $(VENV) .emd-data .pytest_cache .ruff_cache build .coverage .coverage.* tools/*/node_modules

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     samples = default_samples()
-    templates, _ = sample_documents(samples, None, registrable_only=True)
+    templates, _ = sample_documents(samples, None)
     cgroup = Cgroup(f"emd-signer-soak-{os.getpid()}", memory_bytes=args.memory_mib * 2**20, cpus=args.cpus)
     signer = publisher = watcher = None
     stop, seen = threading.Event(), Samples()

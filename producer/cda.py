@@ -47,7 +47,10 @@ from producer import nsi
 from producer.errors import PermanentError
 
 __all__ = [
+    "FIELD_XPATHS",
     "HL7",
+    "SIGNER_ENTITIES",
+    "SIGNER_XPATHS",
     "CdaMetadata",
     "NotCda",
     "Person",
@@ -66,6 +69,71 @@ POSITION_SYSTEM = "1.2.643.5.1.13.13.11.1002"
 SPECIALITY_SYSTEM = "1.2.643.5.1.13.13.11.1066"
 #: the Ministry (ЕГИСЗ/РЭМД) as the document's recipient: every СЭМД names it, it is not a recipient to report
 MINISTRY_OID = "1.2.643.5.1.13"
+
+
+def _patronymic(name: str) -> str:
+    """identity:Patronymic, or (legacy templates) the second ``given`` of a name without one."""
+    return f"{name}[1]/identity:Patronymic | {name}[1][not(identity:Patronymic)]/h:given[2]"
+
+
+#: a signer's position: its code in НСИ 1002, else (editions with another dictionary) its first code
+_POSITION = (
+    f"h:code[@codeSystem='{POSITION_SYSTEM}'][1] | h:code[not(../h:code[@codeSystem='{POSITION_SYSTEM}'])][1]"
+)
+#: a signer's speciality: the participation's functionCode in НСИ 1066, else one inside the role
+_SPECIALITY = (
+    f"../h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}'][1]"
+    f" | self::node()[not(../h:functionCode[@codeSystem='{SPECIALITY_SYSTEM}'])]"
+    f"/descendant::h:code[@codeSystem='{SPECIALITY_SYSTEM}'][1]"
+)
+
+
+#: Where each field of the ``created`` event is read, as absolute XPath 1.0 (prefixes: ``NS``). What
+#: :func:`extract` reads, published for a МИС in another language (docs/integration.md, docs/asyncapi.yaml);
+#: ``tests/test_cda.py`` evaluates each on every sample against :func:`extract`. Where a value needs more than the
+#: path (a kind derived from templateId, a department only of the form ``<organisation>.0.<n>``, a patronymic in a
+#: second ``given``), the guide says it.
+FIELD_XPATHS: dict[str, str] = {
+    "localUid": "/h:ClinicalDocument/h:id/@extension",
+    "kind": f"/h:ClinicalDocument/h:code[@codeSystem='{nsi.NSI_1520_OID}']/@code",
+    "creationTime": "/h:ClinicalDocument/h:effectiveTime/@value",
+    "documentNumber": "/h:ClinicalDocument/h:setId/@extension",
+    "organizationOid": "/h:ClinicalDocument/h:custodian/h:assignedCustodian/h:representedCustodianOrganization/h:id/@root",
+    "departmentOid": "/h:ClinicalDocument/h:author[1]/h:assignedAuthor/h:representedOrganization/h:id/@extension",
+    "patient.snils": f"/h:ClinicalDocument/h:recordTarget/h:patientRole/h:id[@root='{SNILS_ROOT}']/@extension",
+    "patient.localId": (
+        f"/h:ClinicalDocument/h:recordTarget/h:patientRole/h:id[not(@root='{SNILS_ROOT}')][@extension][1]/@extension"
+    ),
+    "patient.family": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name/h:family",
+    "patient.given": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name/h:given[1]",
+    "patient.patronymic": _patronymic("/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:name"),
+    "patient.gender": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:administrativeGenderCode/@code",
+    "patient.birthDate": "/h:ClinicalDocument/h:recordTarget/h:patientRole/h:patient/h:birthTime/@value",
+    "recipient.organizationOid": (
+        "/h:ClinicalDocument/h:informationRecipient/h:intendedRecipient/h:receivedOrganization/h:id/@root"
+    ),
+    "associations.type": "/h:ClinicalDocument/h:relatedDocument/@typeCode",
+    "associations.target": "/h:ClinicalDocument/h:relatedDocument/h:parentDocument/h:id/@extension",
+}
+#: the signers' entities, by the ``role`` the event gives them, in the event's order (every one of each)
+SIGNER_ENTITIES: dict[str, str] = {
+    "author": "/h:ClinicalDocument/h:author/h:assignedAuthor",
+    "legalAuthenticator": "/h:ClinicalDocument/h:legalAuthenticator/h:assignedEntity",
+    "authenticator": "/h:ClinicalDocument/h:authenticator/h:assignedEntity",
+}
+#: each signer's fields, relative to its entity (``..`` is the participation: author/functionCode)
+SIGNER_XPATHS: dict[str, str] = {
+    "snils": f"h:id[@root='{SNILS_ROOT}']/@extension",
+    "localId": f"h:id[not(@root='{SNILS_ROOT}')][@extension][1]/@extension",
+    "family": "h:assignedPerson/h:name/h:family",
+    "given": "h:assignedPerson/h:name/h:given[1]",
+    "patronymic": _patronymic("h:assignedPerson/h:name"),
+    "positionCode": f"({_POSITION})/@code",
+    "positionCodeSystemVersion": f"({_POSITION})/@codeSystemVersion",
+    "specialityCode": f"({_SPECIALITY})/@code",
+    "specialityCodeSystemVersion": f"({_SPECIALITY})/@codeSystemVersion",
+    "departmentOid": "h:representedOrganization/h:id/@extension",
+}
 
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4})?$")
 
@@ -149,7 +217,7 @@ class CdaMetadata:
 
     @property
     def requires_patient_snils(self) -> bool | None:
-        """Whether the kind demands the patient's СНИЛС; None when the kind is unknown to НСИ v12.14."""
+        """Whether the kind demands the patient's СНИЛС; None when the shipped НСИ 1520 does not say."""
         if self.kind is None or self.kind.kind is None:
             return None
         return self.kind.kind.requires_patient_snils
@@ -407,8 +475,12 @@ def _kind(
         missing["kind"] = nsi.explain_no_kind(code, code_system, template_ids)
     elif kind.kind is None:
         missing["kind.rules"] = (
-            f"1520 code {kind.code} is newer than НСИ 1520 v{nsi.NSI_1520_VERSION}: "
-            f"its patient and signature rules are unknown"
+            f"1520 code {kind.code} is not in {nsi.SHIPPED}: its patient and signature rules are unknown"
+        )
+    elif kind.kind.organization_signature is None:
+        missing["kind.rules"] = (
+            f"1520 code {kind.code} is a row of the supplement to НСИ 1520 v{nsi.NSI_1520_VERSION}: its patient "
+            "and signature rules are unknown"
         )
     return kind
 

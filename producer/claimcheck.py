@@ -48,8 +48,9 @@ class DocumentStore(Protocol):
         """Store ``data`` (idempotent) and return its reference URI; ``durable=False``: a file store may leave
         flushing to the OS (best-effort data: a machine crash may lose the last seconds of it)."""
 
-    def get(self, ref: str) -> bytes:
-        """The bytes behind ``ref``, verified against the SHA-256 in the name."""
+    def get(self, ref: str, *, max_bytes: int | None = None) -> bytes:
+        """The bytes behind ``ref``, verified against the SHA-256 in the name; more than ``max_bytes`` of them are
+        refused (``DOCUMENT_TOO_LARGE``) before they are read whole."""
 
     def exists(self, ref: str) -> bool:
         """Whether ``ref`` is stored."""
@@ -116,9 +117,11 @@ class FilesystemStore:
                 ) from exc
         return target.as_uri()
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str, *, max_bytes: int | None = None) -> bytes:
         digest = self._digest_of(ref)
         try:
+            if max_bytes is not None:
+                too_large(self._path(digest).stat().st_size, max_bytes)
             data = self._path(digest).read_bytes()
         except FileNotFoundError:
             raise TransientError(
@@ -141,6 +144,18 @@ class FilesystemStore:
 
     def __str__(self) -> str:
         return self.root.as_uri()
+
+
+def too_large(size: int, limit: int) -> None:
+    """``PermanentError(DOCUMENT_TOO_LARGE)`` when a document of ``size`` bytes is over ``limit``: what every reader
+    asks before it reads (or parses) the bytes."""
+    if size > limit:
+        raise PermanentError(
+            f"document is {size} bytes, over the limit of {limit} bytes",
+            reason="DOCUMENT_TOO_LARGE",
+            size=size,
+            limit=limit,
+        )
 
 
 def document_field(

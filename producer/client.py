@@ -1,6 +1,6 @@
 """The library a Python МИС embeds to hand СЭМД documents to the pipeline.
 
-    with DocumentPublisher("kafka:9092", store=FilesystemStore("/srv/emd/documents"),
+    with DocumentPublisher("kafka:9092", mis_id="dental-mis", store=FilesystemStore("/srv/emd/documents"),
                            client_id="dental-mis-01") as pub:
         published = pub.publish(xml_bytes, kind="119", organization_oid="1.2.643.5.1.13.13.12.2.77.7831")
 
@@ -15,7 +15,9 @@ does not name signs as ``DOCTOR`` (dictionary version 2.4, as the regional КР�
 each signer's position and speciality with their code-system versions and department, the recipient, the
 related documents — comes from the CDA, and a signer whose position has no ``codeSystemVersion`` is refused
 (``signers[n] (role).positionCodeSystemVersion``). ``docs/schemas/document.created.schema.json`` says which
-field comes from where.
+field comes from where. A document whose kind is not in force on its creation date (НСИ 1520 START_DATE …
+END_DATE) is refused (``KIND_NOT_VALID_ON_DATE``), as the signer and РЭМД would refuse it: a МИС dates its
+document when it is made (``effectiveTime``, to the minute, with its UTC offset), never with a template's date.
 
 Errors::
 
@@ -25,6 +27,10 @@ Errors::
     TransientError
     └── PublishError        the broker did not confirm the record in time: it may or may not be
                             stored; publishing again is safe (same key, consumers dedupe by localUid)
+
+Where: each МИС publishes to its own topic, ``emd.document.created.<misId>`` (its Kafka user may write no other),
+and reads its documents' outcomes from ``emd.document.status.<misId>`` (docs/security.md). The pipeline signs a
+document only for an organisation and a systemId the organisations file grants that МИС.
 
 Delivery: ``acks="all"``, idempotent producer, and every ``publish`` waits for the broker's
 acknowledgement (``future.get(timeout)``) — a record is either confirmed or an exception is raised.
@@ -40,18 +46,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from producer import cda, events, nsi, tracing
+from producer import cda, contract, events, nsi, tracing
 from producer.claimcheck import INLINE_DOCUMENT_LIMIT, MAX_DOCUMENT_BYTES, DocumentStore, document_field
-from producer.errors import PermanentError, TransientError
+from producer.errors import ConfigurationError, PermanentError, TransientError
 from producer.kafka import KafkaSecurity, sync_producer_config
 from producer.text import digits
-from producer.topology import CREATED
+from producer.topology import created_topic, status_topic
 from producer.xmlsafe import XmlRejected, parse_xml
 
-CREATED_TOPIC = CREATED.name
-
 __all__ = [
-    "CREATED_TOPIC",
     "META_FIELDS",
     "DocumentPublisher",
     "InvalidDocument",
@@ -121,7 +124,7 @@ def _check_kind(meta: cda.CdaMetadata, kind: str | None) -> str:
         raise _invalid("kind", meta.missing.get("kind", "document kind not found"), "KIND_UNKNOWN")
     row = nsi.kind_by_code(str(kind))
     if row is None:
-        raise _invalid("kind", f"{kind} is not in НСИ 1520 v{nsi.NSI_1520_VERSION}", "KIND_UNKNOWN")
+        raise _invalid("kind", f"{kind} is not in {nsi.SHIPPED}", "KIND_UNKNOWN")
     # A legacy template still names its 1522 type: the caller's kind must be of that type.
     for tid in meta.template_ids:
         m = re.match(r"^(?:1\.2\.643\.5\.1\.13\.13\.14|1\.2\.643\.5\.1\.13\.2\.7\.5\.1)\.(\d+)\.3$", tid)
@@ -159,6 +162,9 @@ def build_created_data(
     creation_time = _required(meta, "creationTime", meta.creation_time)
     custodian = _required(meta, "organizationOid", meta.organization_oid)
     kind_code = _check_kind(meta, kind)
+    on_date = contract.kind_date_problem(kind_code, creation_time.isoformat())
+    if on_date is not None:
+        raise _invalid("kind", on_date, "KIND_NOT_VALID_ON_DATE")
     department = _check_header_claims(meta, extra, organization_oid)
     patient = _check_patient(meta, extra, kind_code)
     doc_snils, signatures = _check_signer_claims(meta, extra)
@@ -428,9 +434,10 @@ def build_created_event(
 
 
 class DocumentPublisher:
-    """Publish СЭМД documents to ``emd.document.created``, each send confirmed by the broker.
+    """Publish СЭМД documents to the МИС's own ``emd.document.created.<misId>``, each send confirmed by the broker.
 
-    ``bootstrap_servers``: Kafka bootstrap list. ``store``: claim-check store for documents over
+    ``bootstrap_servers``: Kafka bootstrap list. ``mis_id``: the МИС's id, as the organisations file grants it
+    (its topics; its outcomes are on ``status_topic``). ``store``: claim-check store for documents over
     ``inline_limit`` bytes (default 256 KiB). ``client_id``: Kafka client id, also the event ``source``
     and ``systemId`` unless ``system_id`` is given. ``timeout``: seconds to wait for each acknowledgement
     (default 30). ``max_bytes``: largest document accepted (default 50 MiB). ``security``: TLS/SASL to
@@ -442,18 +449,27 @@ class DocumentPublisher:
         self,
         bootstrap_servers: str,
         *,
+        mis_id: str,
         store: DocumentStore | None = None,
         client_id: str = "emd-mis",
         system_id: str | None = None,
         timeout: float = 30.0,
         inline_limit: int = INLINE_DOCUMENT_LIMIT,
         max_bytes: int = MAX_DOCUMENT_BYTES,
-        topic: str = CREATED_TOPIC,
         security: KafkaSecurity | None = None,
     ) -> None:
         from kafka import KafkaProducer
 
-        self.store, self.timeout, self.topic = store, timeout, topic
+        try:
+            self.topic = created_topic(mis_id).name
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"DocumentPublisher(mis_id=...): {exc.message}", reason=exc.reason
+            ) from None
+        #: where the pipeline tells this МИС its documents' outcomes
+        self.status_topic = status_topic(mis_id).name
+        self.mis_id = mis_id
+        self.store, self.timeout = store, timeout
         self.system_id = system_id or client_id
         self.inline_limit, self.max_bytes = inline_limit, max_bytes
         config = sync_producer_config(bootstrap_servers, client_id=client_id, security=security)
@@ -502,14 +518,23 @@ class DocumentPublisher:
             return self.send(event)
 
     def send(self, event: events.Envelope) -> PublishedEvent:
-        """Send an already built and validated event; wait for the acknowledgement or raise PublishError."""
+        """Send an already built and validated event; wait for the acknowledgement or raise PublishError.
+
+        The record is checked as the signer will check it (``producer.contract``: key, headers, the kind on its
+        creation date) before anything is sent: InvalidDocument names what is wrong."""
         local_uid = event["data"]["localUid"]
+        key, headers = local_uid.encode("utf-8"), events.headers_for(event)
+        try:
+            contract.check_record(key, headers, event)
+        except PermanentError as exc:
+            field = str(exc.details.get("field", "event"))
+            raise InvalidDocument(f"{field}: {exc.message}", reason=exc.reason, field=field) from None
         try:
             future = self._producer.send(
                 self.topic,
-                key=local_uid.encode("utf-8"),
+                key=key,
                 value=events.encode(event),
-                headers=events.headers_for(event) + tracing.traceparent_for(event["traceId"]),
+                headers=headers + tracing.traceparent_for(event["traceId"]),
             )
             meta = future.get(timeout=self.timeout)
         except Exception as exc:

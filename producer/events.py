@@ -180,6 +180,8 @@ class StatusData(TypedDict):
     """``data`` of ``emd.document.status``: what the МИС shows for its document (:func:`status_data`)."""
 
     localUid: str
+    organizationOid: str | None  #: with localUid, the document's identity (None: a malformed event)
+    misId: str  #: the МИС it is for: its topic is emd.document.status.<misId>
     status: str
     emdrId: str | None
     reason: str | None
@@ -316,6 +318,8 @@ def status_data(
     local_uid: str,
     status: str,
     *,
+    organization: str | None,
+    mis_id: str,
     emdr_id: str | None = None,
     reason: str | None = None,
     remd_code: str | None = None,
@@ -323,11 +327,14 @@ def status_data(
     message_ids: Sequence[str] = (),
     warnings: Sequence[tuple[str, str]] = (),
 ) -> StatusData:
-    """The ``emd.document.status`` payload: what the МИС shows for its document. ``warnings``: РЭМД's
+    """The ``emd.document.status`` payload: what the МИС shows for its document. The document is
+    (``organization``, ``local_uid``); ``mis_id``: the МИС it is for, whose topic it goes to. ``warnings``: РЭМД's
     registrationWarnings as (code, message), remarks the МИС should show though the document is registered
     (the field is present only when there are some)."""
     data: StatusData = {
         "localUid": local_uid,
+        "organizationOid": organization,
+        "misId": mis_id,
         "status": status,
         "emdrId": emdr_id,
         "reason": reason,

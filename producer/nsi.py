@@ -1,10 +1,17 @@
 """НСИ 1.2.643.5.1.13.13.11.1520 «Электронные медицинские документы»: the document kinds РЭМД registers.
 
-The data is the ФНСИ JSON dump v12.14 (181 rows, 2023-09-21) shipped in ``producer/data/nsi/``
-(provenance: 1CMedicine/semd_validator ``data/fnsi/``, commit 480ea866, 2024-02-07). Column meanings come from
-the passport: ``TYPE`` is the kind in НСИ 1522 (Виды медицинских документов), ``GIT_LINK`` the
-templateId of the implementation guide, ``PATIENT_INFO`` whether patient data (and СНИЛС) are
-mandatory, ``MO_SIGN`` whether the organisation must sign.
+Two files in ``producer/data/nsi/`` (their provenance and why: ``producer/data/nsi/README.md``):
+
+* the official ФНСИ JSON dump **v12.14** (181 rows, published 2023-09-21), every column: it is what a row says
+  wherever it has the row;
+* a **supplement** of the 120 kinds added since (``…1520_supplement.csv``, up to ID 344, registrable from as late
+  as 2026), transcribed from a third-party copy of a newer version: ID, TYPE, NAME, FORMAT, the registration
+  dates and GIT_LINK only. Its rows' patient and signature rules (PATIENT_INFO, MO_SIGN) are unknown (None).
+
+Column meanings come from the passport: ``TYPE`` is the kind in НСИ 1522 (Виды медицинских документов),
+``GIT_LINK`` the templateId of the implementation guide, ``PATIENT_INFO`` whether patient data (and СНИЛС) are
+mandatory, ``MO_SIGN`` whether the organisation must sign, ``START_DATE`` … ``END_DATE`` the creation dates a
+document of the kind is registered for (РЭМД: ``NO_DOCUMENT_KIND_ON_DATE``; ``producer.contract``).
 
 A СЭМД names its kind in one of three ways; ``kind_for_document`` tries them in this order:
 
@@ -23,6 +30,8 @@ wins; otherwise the match is ambiguous and nothing is guessed. Old third-level t
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -37,6 +46,7 @@ __all__ = [
     "DocumentKind",
     "KindMatch",
     "all_kinds",
+    "describe_version",
     "kind_by_code",
     "kind_for_document",
     "explain_no_kind",
@@ -46,6 +56,11 @@ NSI_1520_OID = "1.2.643.5.1.13.13.11.1520"
 NSI_1522_OID = "1.2.643.5.1.13.13.11.1522"
 NSI_1520_VERSION = "12.14"
 _DUMP = f"{NSI_1520_OID}_{NSI_1520_VERSION}_part1"
+_SUPPLEMENT = f"{NSI_1520_OID}_supplement.csv"
+#: where a row came from: the official dump, or the supplement (producer/data/nsi/README.md)
+SOURCE_OFFICIAL, SOURCE_SUPPLEMENT = "official", "supplement"
+#: what messages call the shipped dictionary
+SHIPPED = f"НСИ 1520 v{NSI_1520_VERSION} with its supplement"
 
 _DERIVED = re.compile(r"^(?:1\.2\.643\.5\.1\.13\.13\.14|1\.2\.643\.5\.1\.13\.2\.7\.5\.1)\.(\d+)\.9\.(\d+)$")
 _LEGACY = re.compile(r"^(?:1\.2\.643\.5\.1\.13\.13\.14|1\.2\.643\.5\.1\.13\.2\.7\.5\.1)\.(\d+)\.3$")
@@ -61,11 +76,12 @@ class DocumentKind:
     type_code: str  #: 1522 kind (TYPE)
     edition: int | None  #: from «Редакция N»; None for PDF/A kinds
     template_id: str | None  #: GIT_LINK
-    patient_info: str  #: PATIENT_INFO as published
-    organization_signature: bool  #: MO_SIGN = «Да»
+    patient_info: str | None  #: PATIENT_INFO as published; None: unknown (a supplement row)
+    organization_signature: bool | None  #: MO_SIGN = «Да»; None: unknown (a supplement row)
     is_cda: bool  #: FORMAT 2 (CDA); 1 is PDF/A-1
     start_date: str | None
     end_date: str | None  #: registration of this kind ends (dd.mm.yyyy); None = open
+    source: str = SOURCE_OFFICIAL  #: SOURCE_OFFICIAL or SOURCE_SUPPLEMENT
 
     def registrable_on(self, day: date) -> bool:
         """РЭМД registers documents of this kind created on ``day`` (within START_DATE … END_DATE)."""
@@ -74,14 +90,16 @@ class DocumentKind:
         return (start is None or day >= start) and (end is None or day <= end)
 
     @property
-    def requires_patient(self) -> bool:
-        """Patient data are mandatory («Обязательны…»)."""
-        return self.patient_info.startswith("Обязательны")
+    def requires_patient(self) -> bool | None:
+        """Patient data are mandatory («Обязательны…»); None when the row does not say (a supplement row)."""
+        return None if self.patient_info is None else self.patient_info.startswith("Обязательны")
 
     @property
-    def requires_patient_snils(self) -> bool:
-        """The patient's СНИЛС is mandatory («Обязательны с указанием СНИЛС»)."""
-        return "СНИЛС" in self.patient_info and self.requires_patient
+    def requires_patient_snils(self) -> bool | None:
+        """The patient's СНИЛС is mandatory («Обязательны с указанием СНИЛС»); None when unknown."""
+        if self.patient_info is None:
+            return None
+        return "СНИЛС" in self.patient_info and self.patient_info.startswith("Обязательны")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +108,7 @@ class KindMatch:
 
     code: str
     method: str
-    kind: DocumentKind | None  #: None when the code came from the document but is newer than the dump
+    kind: DocumentKind | None  #: None when the code came from the document but is newer than what is shipped
 
 
 def _row(raw: list[dict[str, Any]]) -> DocumentKind:
@@ -110,11 +128,41 @@ def _row(raw: list[dict[str, Any]]) -> DocumentKind:
     )
 
 
+def _supplement_row(r: dict[str, str]) -> DocumentKind:
+    m = _EDITION.search(r["NAME"])
+    return DocumentKind(
+        code=r["ID"],
+        name=r["NAME"],
+        type_code=r["TYPE"],
+        edition=int(m.group(1)) if m else None,
+        template_id=r["GIT_LINK"] or None,
+        patient_info=None,
+        organization_signature=None,
+        is_cda=r["FORMAT"] == "2",
+        start_date=r["START_DATE"] or None,
+        end_date=r["END_DATE"] or None,
+        source=SOURCE_SUPPLEMENT,
+    )
+
+
 @cache
 def all_kinds() -> dict[str, DocumentKind]:
-    """Every 1520 row by code."""
-    text = resources.files("producer").joinpath("data", "nsi", _DUMP).read_text(encoding="utf-8")
-    return {k.code: k for k in map(_row, json.loads(text)["list"])}
+    """Every 1520 row by code: the official dump's, then the supplement's kinds it does not have."""
+    folder = resources.files("producer").joinpath("data", "nsi")
+    kinds = {
+        k.code: k for k in map(_row, json.loads(folder.joinpath(_DUMP).read_text(encoding="utf-8"))["list"])
+    }
+    supplement = csv.DictReader(io.StringIO(folder.joinpath(_SUPPLEMENT).read_text(encoding="utf-8")))
+    for row in map(_supplement_row, supplement):
+        kinds.setdefault(row.code, row)
+    return kinds
+
+
+def describe_version(kind: DocumentKind) -> str:
+    """Where the row of ``kind`` comes from, for messages: the official version, or the supplement."""
+    if kind.source == SOURCE_SUPPLEMENT:
+        return f"the supplement to v{NSI_1520_VERSION} (producer/data/nsi/README.md)"
+    return f"v{NSI_1520_VERSION}"
 
 
 def kind_by_code(code: str) -> DocumentKind | None:
@@ -176,9 +224,9 @@ def explain_no_kind(
         if m:
             return (
                 f"templateId {tid} names 1522 type {m.group(1)} edition {m.group(2)}, which has no single "
-                f"НСИ 1520 v{NSI_1520_VERSION} row"
+                f"row in {SHIPPED}"
             )
     return (
         f"ClinicalDocument/code {code!r} (codeSystem {code_system!r}) and templateIds {list(template_ids)} "
-        f"match no НСИ 1520 v{NSI_1520_VERSION} kind"
+        f"match no kind of {SHIPPED}"
     )

@@ -53,6 +53,13 @@ class Settings:
         "Kafka bootstrap servers. Empty: commands that need a broker spawn the local Tansu broker.",
     )
     kafka_client_id: str = setting("KAFKA_CLIENT_ID", "emd-pipeline", "Kafka client id prefix.")
+    mis_id: str = setting(
+        "EMD_MIS_ID",
+        "",
+        "The МИС `emd publish` and `emd clinic test` publish as (its topic emd.document.created.<id>, granted in "
+        "the organisations file's mis list). Empty: `emd publish` needs --mis; `emd clinic test` takes the МИС "
+        "granted the organisation.",
+    )
     kafka_session_timeout_ms: int = setting(
         "KAFKA_SESSION_TIMEOUT_MS",
         6000,

@@ -80,7 +80,7 @@ DEAD_LETTERS = Counter(
     registry=REGISTRY,
 )
 #: dead-letter categories (the emd-dlt-category header); "unknown" when a failure names none
-CATEGORIES = ("data", "configuration", "transient", "internal", "unknown")
+CATEGORIES = ("data", "configuration", "transient", "internal", "security", "unknown")
 RETRIES = Counter(
     "emd_retries", "Records sent to a retry topic, by reason code.", ["stage", "reason"], registry=REGISTRY
 )

@@ -6,9 +6,12 @@ support; this catalogue is the one place that says, for each, its **category** �
 docs/dead-letters.md):
 
 * ``transient``: it may pass by itself (network, a РЭМД outage, a store restarting): wait, or replay;
-* ``data``: the document or event is wrong: the МИС must send a corrected document (a new localUid);
+* ``data``: the document or event is wrong: the МИС must send a corrected document (under the same localUid, which
+  РЭМД has not registered: docs/dead-letters.md, "A corrected document");
 * ``configuration``: the deployment is wrong (keys, МЧД, endpoints): fix the organisations file, replay;
-* ``internal``: a bug or a broken invariant of ours: escalate to the developers.
+* ``internal``: a bug or a broken invariant of ours: escalate to the developers;
+* ``security``: a МИС tried to publish outside its grant (docs/security.md): support and the security officer
+  look at it, and the МИС's operator explains it; replayed only once the grant is found to be the mistake.
 
 РЭМД's own codes (НСИ 1.2.643.5.1.13.13.99.2.305) have their category and a Russian hint in
 ``services.remd.codes``; a failure that carries one (``remd_code``) takes its category and hint from
@@ -23,7 +26,7 @@ from typing import Final, Literal
 
 __all__ = ["Category", "Reason", "REASONS", "reason_info"]
 
-Category = Literal["transient", "data", "configuration", "internal"]
+Category = Literal["transient", "data", "configuration", "internal", "security"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,11 @@ T: Final = "transient"
 D: Final = "data"
 C: Final = "configuration"
 I: Final = "internal"  # noqa: E741
+S: Final = "security"
 
-_FIX_DOCUMENT = "МИС должна исправить документ и отправить его заново с новым localUid"
+_FIX_DOCUMENT = (
+    "МИС должна исправить документ и отправить его заново (под тем же localUid: он не зарегистрирован)"
+)
 _FIX_SIGNATURE = "Подпись врача, переданная МИС, не проверяется: МИС должна подписать документ заново"
 _FIX_KEYS = (
     "Исправить ключи, сертификаты или МЧД организации в файле организаций, затем повторить (emd dlq replay)"
@@ -57,6 +63,41 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
         "Поля события расходятся с самим СЭМД: МИС должна передать согласованные данные",
     ),
     ("INVALID_DOCUMENT", D, _FIX_DOCUMENT),
+    (
+        "KEY_NOT_LOCAL_UID",
+        D,
+        "Ключ записи Kafka не равен localUid документа: исправить МИС-публикатор (docs/integration.md)",
+    ),
+    (
+        "HEADER_MISSING",
+        D,
+        "В записи нет обязательного заголовка emd-event-type / emd-trace-id / emd-schema-version: исправить "
+        "МИС-публикатор (docs/integration.md)",
+    ),
+    (
+        "HEADER_MISMATCH",
+        D,
+        "Заголовок записи расходится с полем события (type, traceId, schemaVersion): исправить МИС-публикатор",
+    ),
+    (
+        "KIND_NOT_VALID_ON_DATE",
+        D,
+        "Вид документа (НСИ 1520) не действует на дату создания документа: МИС должна датировать документ "
+        "моментом его создания или выбрать действующую редакцию вида",
+    ),
+    (
+        "ORGANIZATION_NOT_ALLOWED",
+        S,
+        "МИС опубликовала документ для организации или systemId вне своего допуска (mis в файле "
+        "организаций): сообщить ответственному за безопасность и оператору МИС. Если МИС действительно "
+        "обслуживает организацию, добавить её в допуск и повторить (emd dlq replay); иначе не повторять",
+    ),
+    (
+        "KIND_NOT_VALIDATED",
+        C,
+        "Для этого вида СЭМД в поставке нет XSD и Schematron: документ не проверен и не подписан. Добавить "
+        "схему вида или разрешить организации такие виды (allow_unvalidated_kinds), затем emd dlq replay",
+    ),
     ("NOT_XML", D, _FIX_DOCUMENT),
     ("NOT_CDA", D, _FIX_DOCUMENT),
     ("DTD_FORBIDDEN", D, "Документ содержит DOCTYPE: МИС должна отправить СЭМД без DTD"),
@@ -76,7 +117,8 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
     (
         "LOCAL_UID_REUSED",
         D,
-        "Под этим localUid уже отправлен другой документ: изменённый СЭМД — только с новым localUid",
+        "Под этим localUid РЭМД уже принял или зарегистрировал другой документ: изменённый СЭМД — только с "
+        "новым localUid",
     ),
     ("DOCTOR_SIGNATURE_MISSING", D, "МИС не приложила подпись врача (режим подписи mis)"),
     ("NO_PERSONAL_SIGNATURE", D, "В событии нет ни одной подписи врача"),
@@ -106,6 +148,12 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
         "DOCTOR_KEY_UNKNOWN",
         C,
         "Нет ключа врача с этим СНИЛС (режим подписи server): добавить в файл организаций",
+    ),
+    (
+        "SERVER_SIGNING_NOT_CONSENTED",
+        C,
+        "Согласие врача на подпись его ключом на сервере не записано (server_signing_consent в файле "
+        "организаций): получить согласие или перевести врача на подпись в МИС, затем emd dlq replay",
     ),
     (
         "KEY_NOT_HELD",
@@ -151,6 +199,11 @@ _TABLE: tuple[tuple[str, Category, str], ...] = (
         "У организации нет настроек РЭМД (endpoint, ключ ИС, clientEntityId, callback_url)",
     ),
     ("CONFIGURATION_ERROR", C, "Ошибка конфигурации: см. сообщение"),
+    (
+        "MIS_ID_INVALID",
+        C,
+        "Идентификатор МИС (mis.id) недопустим: строчные латинские буквы, цифры и дефис; не dlt и не retry",
+    ),
     ("LIFECYCLE_BACKEND_UNKNOWN", C, "Неизвестная схема EMD_LIFECYCLE_STORE"),
     ("SCHEMA_BROKEN", C, "Схема СЭМД в поставке повреждена: переустановить"),
     ("SCHEMATRON_ENGINE_ERROR", C, "Правила Schematron не выполняются: проверить поставку (saxonche)"),

@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from lab.broker import LocalBroker
+from lab.dev.config import DEV_MIS_ID
 from lab.dev.local_pipeline import COMPONENTS, LocalPipeline, sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from lab.dev.watch import PipelineWatcher, Snapshot
-from producer.topology import ensure_topics
+from producer.topology import ensure_topics, status_topic
 from tests.kafka_helpers import read_all
+
+#: where the development МИС, as which every lab run publishes, reads its documents' outcomes
+STATUS_TOPIC = status_topic(DEV_MIS_ID).name
 
 #: settings that make transient faults resolve within seconds (a test run, not production)
 FAST = {
@@ -106,7 +110,7 @@ class Lab:
 
 def documents(count: int) -> list[tuple[str, bytes]]:
     """``count`` documents from the Ministry samples a clinic could register today, each with a fresh localUid."""
-    docs, _ = sample_documents(REPOSITORY_SAMPLES, count, registrable_only=True)
+    docs, _ = sample_documents(REPOSITORY_SAMPLES, count)
     return docs
 
 
@@ -132,7 +136,7 @@ def pipeline_lab(
     """
     docs = documents(count) if docs is None else docs
     with LocalBroker(log_path=tmp_path / "broker.log") as broker:
-        ensure_topics(broker.bootstrap_servers, partitions=partitions)
+        ensure_topics(broker.bootstrap_servers, partitions=partitions, mis_ids=(DEV_MIS_ID,))
         pipeline = LocalPipeline(
             workdir=tmp_path / "run",
             bootstrap_servers=broker.bootstrap_servers,

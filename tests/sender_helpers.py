@@ -8,14 +8,19 @@ from services.messaging.records import Record
 from services.pipeline.submission import Submitter
 from services.remd.transport import SubmitOutcome
 
-#: the organisation of the signed schema's example
+#: the organisation and the МИС of the signed schema's example
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
+MIS = "dental-mis"
+#: where the example's МИС reads its statuses
+STATUS_TOPIC = topology.status_topic(MIS).name
 
 
-def signed_record(uid="doc-1") -> Record:
-    """The signed schema's example under ``uid``, as a record of the signed topic."""
+def signed_record(uid="doc-1", *, organization: str = ORG, mis_id: str = MIS) -> Record:
+    """The signed schema's example under ``uid`` (of ``organization``, from the МИС ``mis_id``), as a record of the
+    signed topic."""
     data = dict(events.load_schema(events.SIGNED)["examples"][0])
     data["localUid"] = uid
+    data["organizationOid"], data["misId"] = organization, mis_id
     event = events.new_event(events.SIGNED, data, source="test")
     return Record(
         topic=topology.SIGNED.name,

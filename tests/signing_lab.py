@@ -4,7 +4,8 @@
 producer accepts (their custodian OIDs and signer СНИЛС), then adds one organisation per defect (expired
 certificate, МЧД for another employee, …) and a ``mis``-mode organisation. ``variant(oid, uid)`` gives
 the good sample ConsultRedaction4 re-addressed to one of those organisations under a new localUid, so
-each defect is exercised by an otherwise valid document.
+each defect is exercised by an otherwise valid document. The development МИС (``local-mis``) is granted every
+organisation; a second МИС (``OTHER_MIS``) only the ``mis``-mode one, to publish outside its grant.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.dev.config import dev_credential, write_dev_config
+from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS, dev_credential, write_dev_config
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
 from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
@@ -42,6 +43,11 @@ DEFECT_ORGS = {
     "wrong_key_password": ("1.2.643.5.1.13.13.12.2.77.99007", "KEY_PASSWORD_INVALID"),
 }
 MIS_OID = "1.2.643.5.1.13.13.12.2.77.99008"
+#: the lab's second МИС: granted only MIS_OID, under its own systemId (the development МИС is granted every
+#: organisation of the lab)
+OTHER_MIS, OTHER_SYSTEM_ID = "lab-other-mis", "lab-other-01"
+#: the systemId the development МИС publishes as
+SYSTEM_ID = DEV_SYSTEM_IDS[0]
 
 
 def refused_samples() -> dict[str, tuple[str, str]]:
@@ -73,7 +79,7 @@ def variant(oid: str = GOOD_OID, uid: str = "144632", data: bytes | None = None)
 
 def created_data(document: bytes, *, meta: dict | None = None) -> dict:
     """The created event for ``document`` as the producer builds it (inline)."""
-    return build_created_event(document, system_id="test-mis", store=None, inline_limit=10**9, meta=meta)
+    return build_created_event(document, system_id=SYSTEM_ID, store=None, inline_limit=10**9, meta=meta)
 
 
 def raw_event(base_document: bytes, payload: bytes) -> dict:
@@ -87,6 +93,99 @@ def raw_event(base_document: bytes, payload: bytes) -> dict:
         "inline": base64.b64encode(payload).decode(),
     }
     return events.new_event(events.CREATED, data, source="buggy-mis")
+
+
+#: ConsultRedaction4's creation time, and one before its kind 119 came into force (01.01.2022)
+GOOD_TIME = b'<effectiveTime value="202201011600+0300"/>'
+BEFORE_KIND = b'<effectiveTime value="202101251600+0300"/>'
+#: the author's position code with its codeSystemVersion, and without it
+POSITION = b'code="34" codeSystem="1.2.643.5.1.13.13.11.1002" codeSystemVersion="7.5"'
+POSITION_NO_VERSION = b'code="34" codeSystem="1.2.643.5.1.13.13.11.1002"'
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A record a МИС in another language could send that breaks the contract at the door (producer.contract):
+    its key, headers and event (not validated: the schema is part of what is broken), and the reason and the
+    field the signer and `emd publish --dry-run --record` must name."""
+
+    name: str
+    key: str
+    headers: dict[str, str]
+    event: dict
+    reason: str
+    field: str
+
+    def record_json(self) -> dict:
+        """The record as `emd publish --dry-run --record` reads it."""
+        return {"key": self.key, "headers": self.headers, "value": self.event}
+
+
+def _inline(data: dict, document: bytes) -> dict:
+    return {
+        **data,
+        "document": {
+            "sha256": hashlib.sha256(document).hexdigest(),
+            "size": len(document),
+            "mediaType": "text/xml",
+            "inline": base64.b64encode(document).decode(),
+        },
+    }
+
+
+def contract_breaches(tag: str, oid: str = GOOD_OID) -> list[Breach]:
+    """One record per breach of the contract at the door, each an otherwise valid document of ``oid``: a key that
+    is not the localUid, a missing header, a kind not registrable on the creation date, a signer with a position
+    code but no codeSystemVersion. Each document is consistent with its event (the breach is the record's)."""
+
+    def headers(event: dict) -> dict[str, str]:
+        return {k: v.decode() for k, v in events.headers_for(event)}
+
+    good = created_data(variant(oid, f"key-{tag}"))
+    missing = created_data(variant(oid, f"header-{tag}"))
+    early_doc = variant(oid, f"date-{tag}").replace(GOOD_TIME, BEFORE_KIND)
+    early = created_data(variant(oid, f"date-{tag}"))
+    early = events.new_event(
+        events.CREATED,
+        _inline({**early["data"], "creationTime": "2021-01-25T16:00:00+03:00"}, early_doc),
+        source=SYSTEM_ID,
+    )
+    position_doc = variant(oid, f"position-{tag}").replace(POSITION, POSITION_NO_VERSION)
+    position = created_data(variant(oid, f"position-{tag}"))
+    signers = [
+        {**s, "positionCodeSystemVersion": None} if s["positionCode"] == "34" else s
+        for s in position["data"]["signers"]
+    ]
+    position = {**position, "data": _inline({**position["data"], "signers": signers}, position_doc)}
+    no_version = headers(missing)
+    del no_version[events.HEADER_SCHEMA_VERSION]
+    return [
+        Breach("wrong_key", f"not-{tag}", headers(good), dict(good), "KEY_NOT_LOCAL_UID", "key"),
+        Breach(
+            "missing_header",
+            missing["data"]["localUid"],
+            no_version,
+            dict(missing),
+            "HEADER_MISSING",
+            f"headers.{events.HEADER_SCHEMA_VERSION}",
+        ),
+        Breach(
+            "kind_not_on_date",
+            early["data"]["localUid"],
+            headers(early),
+            dict(early),
+            "KIND_NOT_VALID_ON_DATE",
+            "kind",
+        ),
+        Breach(
+            "position_without_version",
+            position["data"]["localUid"],
+            headers(position),
+            position,
+            "EVENT_INVALID",
+            "data.signers[0].positionCodeSystemVersion",
+        ),
+    ]
 
 
 def xxe(document: bytes) -> bytes:
@@ -234,9 +333,12 @@ def build_lab(out: Path) -> Lab:
         Person(family="Другой", given="Глав", patronymic="Врачевич", snils="60099999999"),
     )
     young = {
-        AUTHOR: dev_credential(
-            out, "young-author", ca, SubjectInfo(family="Молодой", given="Врач Врачевич", snils=AUTHOR)
-        )
+        AUTHOR: {
+            **dev_credential(
+                out, "young-author", ca, SubjectInfo(family="Молодой", given="Врач Врачевич", snils=AUTHOR)
+            ),
+            "server_signing_consent": "lab",
+        }
     }  # valid from yesterday
     d = DEFECT_ORGS
     lab_orgs = [
@@ -254,6 +356,10 @@ def build_lab(out: Path) -> Lab:
         org(8, MIS_OID, mode="mis"),
     ]
     config["organizations"] += lab_orgs
+    (dev_mis,) = config["mis"]
+    assert dev_mis["id"] == DEV_MIS_ID
+    dev_mis["organizations"] += [o["oid"] for o in lab_orgs]
+    config["mis"].append({"id": OTHER_MIS, "organizations": [MIS_OID], "systemIds": [OTHER_SYSTEM_ID]})
     config["mchd_revoked"] = ["0D9A1C3E-0000-4000-8000-00000000BEEF"]  # case-insensitive GUIDs
     path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
 

@@ -20,6 +20,9 @@ from services.remd import soap
 from services.remd.soap import RegisterResult, RegistryItem, RemdError
 
 EXAMPLE = json.loads(Path("docs/schemas/document.signed.schema.json").read_text())["examples"][0]
+ORG = EXAMPLE["organizationOid"]
+#: the status topic of the example's МИС
+STATUS = topology.status_topic(EXAMPLE["misId"]).name
 
 
 def TEST(oid, endpoint=None):  # noqa: N802 - every organisation of these tests sends to the test stand
@@ -41,8 +44,8 @@ def _store_with_doc(path) -> lc.SqliteLifecycleStore:
 @pytest.fixture
 def store(tmp_path):
     s = _store_with_doc(tmp_path / "lc.sqlite3")
-    s.record_attempt("doc-1", M1, endpoint="http://ips")
-    s.mark_accepted("doc-1", message_id=M1)
+    s.record_attempt("doc-1", M1, organization=ORG, endpoint="http://ips")
+    s.mark_accepted("doc-1", organization=ORG, message_id=M1)
     yield s
     s.close()
 
@@ -74,11 +77,11 @@ def run(raw, store):
 def test_success_registers_and_emits_acknowledged_and_status(store):
     """A success callback marks the document registered and emits a valid acknowledged event and a status."""
     outs = run(callback(), store)
-    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, STATUS]
     event = events.decode(outs[0].value, events.ACKNOWLEDGED)
     assert event["data"]["registration"]["emdrId"] == "16.62.1"
     assert event["data"]["registration"]["messageId"] == M1
-    assert store.get("doc-1").state == lc.REGISTERED
+    assert store.get("doc-1", organization=ORG).state == lc.REGISTERED
 
 
 def test_an_organisation_configured_for_production_is_acknowledged_with_production(store):
@@ -102,7 +105,7 @@ def test_duplicate_and_stale_callbacks_change_nothing(store):
     run(callback(callback_id="c-1"), store)
     assert run(callback(callback_id="c-2"), store) == []
     assert run(callback(errors=[RemdError("RUNTIME_ERROR", "x")], callback_id="c-3"), store) == []
-    doc = store.get("doc-1")
+    doc = store.get("doc-1", organization=ORG)
     assert doc.state == lc.REGISTERED and doc.emdr_id == "16.62.1"
 
 
@@ -119,16 +122,16 @@ def test_redelivered_callback_reemits_after_crash(store):
     """The same callback (same MessageID) delivered again re-emits the same outputs: nothing lost after a crash."""
     first = run(callback(callback_id="c-1"), store)
     again = run(callback(callback_id="c-1"), store)
-    assert [o.topic for o in first] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    assert [o.topic for o in first] == [topology.ACKNOWLEDGED.name, STATUS]
     assert _content(again) == _content(first)
 
 
 def test_early_callback_before_sent_event_correlates_by_recorded_attempt(tmp_path, store):
     """A callback for an attempt recorded but not yet accepted (sent event not out) still registers the document."""
-    store.mark_failed("doc-1", reason="X")
-    store.record_attempt("doc-1", M2, endpoint="http://ips")
+    store.mark_failed("doc-1", organization=ORG, reason="X")
+    store.record_attempt("doc-1", M2, organization=ORG, endpoint="http://ips")
     outs = run(callback(M2), store)
-    assert outs and store.get("doc-1").state == lc.REGISTERED
+    assert outs and store.get("doc-1", organization=ORG).state == lc.REGISTERED
 
 
 def test_uncorrelated_callback_waits(store):
@@ -148,7 +151,7 @@ def test_permanent_error_dead_letters_with_message_ids(store):
     assert dlt.topic == topology.SENT_DLT.name
     assert M1 in dlt.headers[dl.MESSAGE_IDS].decode()
     assert dlt.headers[dl.REMD_CODE] == b"NO_SNILS" and dlt.headers[dl.HINT]
-    assert store.get("doc-1").state == lc.FAILED
+    assert store.get("doc-1", organization=ORG).state == lc.FAILED
 
 
 def test_transient_error_goes_back_to_sender_retry_and_allows_resend(store):
@@ -161,7 +164,9 @@ def test_transient_error_goes_back_to_sender_retry_and_allows_resend(store):
     assert headers[dl.RETRY_ORIGINAL_TOPIC] == topology.SIGNED.name
     assert headers[dl.RETRY_REASON] == "REMD_INTERNAL_ERROR" and headers[dl.MESSAGE_IDS] == M1
     assert int(headers[dl.RETRY_DUE]) >= (before + 60) * 1000
-    store.record_attempt("doc-1", M2, endpoint="http://ips")  # would raise LifecycleConflict otherwise
+    store.record_attempt(
+        "doc-1", M2, organization=ORG, endpoint="http://ips"
+    )  # would raise LifecycleConflict otherwise
 
 
 @pytest.mark.parametrize("found", [True, False])
@@ -171,9 +176,12 @@ def test_deadline_polls_then_registers_or_dead_letters(store, found):
     async def poll(doc):
         return RegistryItem(emdr_id="16.62.9", local_uid=doc.local_uid) if found else None
 
-    outs = asyncio.run(ack.on_deadline("doc-1", store=store, poll=poll, environments=TEST))
+    outs = asyncio.run(ack.on_deadline("doc-1", organization=ORG, store=store, poll=poll, environments=TEST))
     if found:
-        assert outs[0].topic == topology.ACKNOWLEDGED.name and store.get("doc-1").emdr_id == "16.62.9"
+        assert (
+            outs[0].topic == topology.ACKNOWLEDGED.name
+            and store.get("doc-1", organization=ORG).emdr_id == "16.62.9"
+        )
     else:
         assert outs[0].topic == topology.SENT_DLT.name
         assert (
@@ -192,9 +200,9 @@ NOT_UNIQUE = [RemdError("NOT_UNIQUE_PROVIDED_ID", "Документ уже за�
 def resent(tmp_path):
     """doc-1: attempt M1 sent and its answer lost (a crash: no outcome), then M2 sent and accepted."""
     s = _store_with_doc(tmp_path / "resent.sqlite3")
-    s.record_attempt("doc-1", M1, endpoint="http://ips")
-    s.record_attempt("doc-1", M2, endpoint="http://ips")
-    s.mark_accepted("doc-1", message_id=M2)
+    s.record_attempt("doc-1", M1, organization=ORG, endpoint="http://ips")
+    s.record_attempt("doc-1", M2, organization=ORG, endpoint="http://ips")
+    s.mark_accepted("doc-1", organization=ORG, message_id=M2)
     yield s
     s.close()
 
@@ -226,15 +234,15 @@ def test_not_unique_after_a_lost_answer_is_acknowledged_with_the_registered_emdr
     with that emdrId (naming the first attempt), records the resend as a duplicate, and dead-letters nothing."""
     registry = Registry("16.62.7")
     outs = run_with(callback(M2, errors=NOT_UNIQUE, callback_id="c-2"), resent, registry)
-    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, STATUS]
     event = events.decode(outs[0].value, events.ACKNOWLEDGED)
     registration = event["data"]["registration"]
     assert (registration["emdrId"], registration["messageId"]) == ("16.62.7", M1)
     assert event["data"]["submission"]["messageIds"] == [M1, M2]
     assert events.decode(outs[1].value, events.STATUS)["data"]["status"] == "registered"
-    doc = resent.get("doc-1")
+    doc = resent.get("doc-1", organization=ORG)
     assert (doc.state, doc.emdr_id) == (lc.REGISTERED, "16.62.7") and registry.asked == ["doc-1"]
-    assert [(a.outcome, a.code) for a in resent.history("doc-1")][1] == (
+    assert [(a.outcome, a.code) for a in resent.history("doc-1", organization=ORG)][1] == (
         "duplicate",
         "NOT_UNIQUE_PROVIDED_ID",
     )
@@ -256,8 +264,8 @@ def test_not_unique_before_the_registration_shows_waits_and_does_not_fail(resent
     with pytest.raises(TransientError) as e:
         run_with(callback(M2, errors=NOT_UNIQUE), resent, registry)
     assert e.value.reason == "REGISTRATION_UNCONFIRMED" and e.value.defer and e.value.defer > 0
-    assert resent.get("doc-1").state == lc.ACCEPTED and registry.asked == ["doc-1"]
-    assert resent.history("doc-1")[1].outcome == "accepted"  # undecided by the callback
+    assert resent.get("doc-1", organization=ORG).state == lc.ACCEPTED and registry.asked == ["doc-1"]
+    assert resent.history("doc-1", organization=ORG)[1].outcome == "accepted"  # undecided by the callback
 
 
 def test_not_unique_unconfirmed_past_the_limit_is_left_to_the_deadline(resent):
@@ -270,12 +278,12 @@ def test_not_unique_unconfirmed_past_the_limit_is_left_to_the_deadline(resent):
         )
         == []
     )
-    assert resent.get("doc-1").state == lc.ACCEPTED
+    assert resent.get("doc-1", organization=ORG).state == lc.ACCEPTED
 
     async def poll(doc):
         return None
 
-    outs = asyncio.run(ack.on_deadline("doc-1", store=resent, poll=poll, environments=TEST))
+    outs = asyncio.run(ack.on_deadline("doc-1", organization=ORG, store=resent, poll=poll, environments=TEST))
     assert outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT"
 
 
@@ -286,7 +294,7 @@ def test_not_unique_without_another_attempt_of_ours_is_a_rejection(store):
     assert (
         outs[0].topic == topology.SENT_DLT.name and outs[0].headers[dl.REMD_CODE] == b"NOT_UNIQUE_PROVIDED_ID"
     )
-    assert store.get("doc-1").state == lc.FAILED and registry.asked == []
+    assert store.get("doc-1", organization=ORG).state == lc.FAILED and registry.asked == []
 
 
 @pytest.mark.parametrize(
@@ -307,9 +315,9 @@ def test_not_unique_asks_remd_only_when_the_other_attempt_may_have_been_taken(st
     store.record_outcome(
         M1, outcome=outcome, decided_by=lc.DECIDED_BY_ANSWER, code=code, message="callback c-9"
     )
-    store.mark_failed("doc-1", reason="REMD_REJECTED")
-    store.record_attempt("doc-1", M2, endpoint="http://ips")
-    store.mark_accepted("doc-1", message_id=M2)
+    store.mark_failed("doc-1", organization=ORG, reason="REMD_REJECTED")
+    store.record_attempt("doc-1", M2, organization=ORG, endpoint="http://ips")
+    store.mark_accepted("doc-1", organization=ORG, message_id=M2)
     registry = Registry("16.62.7")
     outs = run_with(callback(M2, errors=NOT_UNIQUE), store, registry)
     assert outs[0].topic == (topology.ACKNOWLEDGED.name if taken else topology.SENT_DLT.name)
@@ -320,11 +328,11 @@ def test_not_unique_when_a_transient_error_callback_decided_the_other_attempt_is
     """An earlier attempt a transient error callback decided was not taken (its attempt records decided_by
     callback): NOT_UNIQUE for the resend stays a rejection and РЭМД is not asked."""
     run(callback(errors=[RemdError("INTERNAL_ERROR", "x")], callback_id="c-1"), store)
-    assert [(a.outcome, a.decided_by) for a in store.history("doc-1")] == [
+    assert [(a.outcome, a.decided_by) for a in store.history("doc-1", organization=ORG)] == [
         ("transient", lc.DECIDED_BY_CALLBACK)
     ]
-    store.record_attempt("doc-1", M2, endpoint="http://ips")
-    store.mark_accepted("doc-1", message_id=M2)
+    store.record_attempt("doc-1", M2, organization=ORG, endpoint="http://ips")
+    store.mark_accepted("doc-1", organization=ORG, message_id=M2)
     registry = Registry("16.62.7")
     outs = run_with(callback(M2, errors=NOT_UNIQUE), store, registry)
     assert outs[0].topic == topology.SENT_DLT.name and registry.asked == []
@@ -335,10 +343,12 @@ def test_success_after_a_rejection_dead_letter_registers(resent):
     outs = run_with(
         callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None
     )
-    assert outs[0].topic == topology.SENT_DLT.name and resent.get("doc-1").state == lc.FAILED
+    assert (
+        outs[0].topic == topology.SENT_DLT.name and resent.get("doc-1", organization=ORG).state == lc.FAILED
+    )
     outs = run_with(callback(M1, emdr="16.62.8", callback_id="c-1"), resent, None)
-    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
-    assert resent.get("doc-1").emdr_id == "16.62.8"
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, STATUS]
+    assert resent.get("doc-1", organization=ORG).emdr_id == "16.62.8"
     # the rejection callback re-delivered now changes nothing (no failure of a registered document)
     assert (
         run_with(callback(M2, errors=[RemdError("NO_SNILS", "нет СНИЛС")], callback_id="c-2"), resent, None)
@@ -364,13 +374,13 @@ def test_a_callback_naming_our_local_uid_under_another_message_id_decides_nothin
     with pytest.raises(TransientError) as e:
         run(raw, store)
     assert e.value.reason == "CALLBACK_UNCORRELATED"
-    doc = store.get("doc-1")
+    doc = store.get("doc-1", organization=ORG)
     assert doc.state == lc.ACCEPTED and doc.emdr_id is None
 
 
 def test_callback_correlates_by_emdr_id_last(store):
     """A callback whose relatesToMessage and localUid match nothing is matched by the emdrId of a registered document."""
-    store.mark_registered("doc-1", "16.62.1")
+    store.mark_registered("doc-1", "16.62.1", organization=ORG)
     result = RegisterResult(
         relates_to_message=M3, status="success", local_uid=None, registry_item=RegistryItem(emdr_id="16.62.1")
     )
@@ -402,7 +412,7 @@ def test_handle_callback_reconciles_through_the_async_poll(resent):
         )
     )
     assert outs[0].topic == topology.ACKNOWLEDGED.name and asked == ["doc-1"]
-    assert resent.get("doc-1").emdr_id == "16.62.9"
+    assert resent.get("doc-1", organization=ORG).emdr_id == "16.62.9"
 
 
 def test_registration_warnings_reach_the_mis_status(store):
@@ -447,7 +457,7 @@ class RegisteredByAnotherReplica:
         return getattr(self.store, name)
 
     def mark_failed(self, local_uid, **kw):
-        self.store.mark_registered(local_uid, self.emdr_id)
+        self.store.mark_registered(local_uid, self.emdr_id, organization=kw["organization"])
         return self.store.mark_failed(local_uid, **kw)  # refused: registered is final
 
 
@@ -458,7 +468,10 @@ def test_a_lifecycle_conflict_with_another_replica_is_not_dead_lettered(store):
         callback(errors=[RemdError("PERSON_NOT_FOUND", "x")]), RegisteredByAnotherReplica(store, "16.62.5")
     )
     assert outs == []
-    assert store.get("doc-1").state == lc.REGISTERED and store.get("doc-1").emdr_id == "16.62.5"
+    assert (
+        store.get("doc-1", organization=ORG).state == lc.REGISTERED
+        and store.get("doc-1", organization=ORG).emdr_id == "16.62.5"
+    )
 
 
 class TestMetrics:
@@ -493,7 +506,9 @@ class TestMetrics:
 
     def test_what_awaits_acknowledgment_is_read_from_the_store_at_each_scrape(self, store):
         """The collector reports the accepted document and its age, then nothing waiting once it is registered."""
-        collector = ack.AwaitingCollector(clock=lambda: store.get("doc-1").accepted_at.timestamp() + 90)
+        collector = ack.AwaitingCollector(
+            clock=lambda: store.get("doc-1", organization=ORG).accepted_at.timestamp() + 90
+        )
         collector.watch(store)
         samples = {f.name: f.samples[0].value for f in collector.collect()}
         assert {"emd_awaiting_acknowledgment": 1, "emd_awaiting_acknowledgment_oldest_seconds": 90} == samples
@@ -526,8 +541,8 @@ def test_end_to_end_latency_runs_from_the_mis_publishing_the_document(tmp_path):
         kind=data["kind"],
         signed_event=events.encode(events.new_event(events.SIGNED, data, source="t")),
     )
-    s.record_attempt("doc-1", M1, endpoint="http://ips")
-    s.mark_accepted("doc-1", message_id=M1)
+    s.record_attempt("doc-1", M1, organization=ORG, endpoint="http://ips")
+    s.mark_accepted("doc-1", organization=ORG, message_id=M1)
     before = REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0
     run(callback(), s)
     assert (REGISTRY.get_sample_value("emd_end_to_end_seconds_sum") or 0.0) - before >= 600
@@ -538,10 +553,10 @@ def test_a_mail_style_message_id_correlates_a_callback_to_its_attempt(tmp_path):
     """A callback whose relatesToMessage is written mail-style (``<…>``, upper case) and names no localUid is matched
     by MessageID to the attempt it answers: that attempt is the registered one."""
     s = _store_with_doc(tmp_path / "lc.sqlite3")
-    s.record_attempt("doc-1", M1, endpoint="http://ips")
+    s.record_attempt("doc-1", M1, organization=ORG, endpoint="http://ips")
     s.record_outcome(M1, outcome=Outcome.TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="TIMEOUT")
-    s.record_attempt("doc-1", M2, endpoint="http://ips")
-    s.mark_accepted("doc-1", message_id=M2)
+    s.record_attempt("doc-1", M2, organization=ORG, endpoint="http://ips")
+    s.mark_accepted("doc-1", organization=ORG, message_id=M2)
     raw = soap.build_register_result(
         RegisterResult(
             relates_to_message=f"<{M2.upper()}>",
@@ -555,7 +570,10 @@ def test_a_mail_style_message_id_correlates_a_callback_to_its_attempt(tmp_path):
     outs = run(raw, s)
     registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
     assert registration["messageId"] == M2 and registration["emdrId"] == "16.62.7"
-    assert [(a.message_id, a.outcome) for a in s.history("doc-1")] == [(M1, "transient"), (M2, "registered")]
+    assert [(a.message_id, a.outcome) for a in s.history("doc-1", organization=ORG)] == [
+        (M1, "transient"),
+        (M2, "registered"),
+    ]
     s.close()
 
 
@@ -581,7 +599,7 @@ def test_both_date_formats_are_kept_in_the_lifecycle_and_the_acknowledged_event(
         certificate=None,
     )
     outs = run(raw, store)
-    doc = store.get("doc-1")
+    doc = store.get("doc-1", organization=ORG)
     assert doc.registered_at == datetime(2023, 9, 22, 6, 27, 2, 104123, tzinfo=UTC)
     assert doc.store_till_date == "2048-09-22+03:00"
     registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
@@ -607,7 +625,12 @@ class AskingRegistry:
     async def ask(self, doc, item, *, purpose, attempt_message_id=None):
         mid = f"{len(self.asked) + 1:08d}-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
         self.store.record_registry_request(
-            mid, doc.local_uid, emdr_id=item.emdr_id, purpose=purpose, attempt_message_id=attempt_message_id
+            mid,
+            doc.local_uid,
+            organization=doc.organization,
+            emdr_id=item.emdr_id,
+            purpose=purpose,
+            attempt_message_id=attempt_message_id,
         )
         self.asked.append((mid, purpose, attempt_message_id))
         return True
@@ -644,11 +667,14 @@ def test_a_deadline_asks_for_the_record_and_its_answer_on_the_callback_registers
     getRegistryItemResult naming that request (mail-style spelling) registers it with РЭМД's dates; the same callback
     delivered again re-emits the same outputs, another answer to the same request changes nothing."""
     registry = AskingRegistry(store)
-    assert asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST)) == []
+    assert (
+        asyncio.run(ack.on_deadline("doc-1", organization=ORG, store=store, poll=registry, environments=TEST))
+        == []
+    )
     [(mid, purpose, _)] = registry.asked
-    assert purpose == "deadline" and store.get("doc-1").state == lc.ACCEPTED
+    assert purpose == "deadline" and store.get("doc-1", organization=ORG).state == lc.ACCEPTED
     outs = run(registry_answer(mid, callback_id="r-1"), store)
-    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, topology.STATUS.name]
+    assert [o.topic for o in outs] == [topology.ACKNOWLEDGED.name, STATUS]
     registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
     assert registration == {
         "emdrId": EMDR,
@@ -656,11 +682,11 @@ def test_a_deadline_asks_for_the_record_and_its_answer_on_the_callback_registers
         "messageId": M1,
         "storeTillDate": "2048-09-22+03:00",
     }
-    doc = store.get("doc-1")
+    doc = store.get("doc-1", organization=ORG)
     assert (doc.state, doc.emdr_id, doc.store_till_date) == (lc.REGISTERED, EMDR, "2048-09-22+03:00")
     assert _content(run(registry_answer(mid, callback_id="r-1"), store)) == _content(outs)
     assert run(registry_answer(mid, callback_id="r-2"), store) == []
-    [asked] = store.registry_requests("doc-1")
+    [asked] = store.registry_requests("doc-1", organization=ORG)
     assert (asked.outcome, asked.decided_by) == ("registered", "callback r-1")
 
 
@@ -668,10 +694,10 @@ def test_a_registry_answer_for_a_document_registered_meanwhile_changes_nothing(s
     """The registration's own callback arrives after the deadline asked for the record: the record's answer then
     emits nothing more."""
     registry = AskingRegistry(store)
-    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST))
+    asyncio.run(ack.on_deadline("doc-1", organization=ORG, store=store, poll=registry, environments=TEST))
     assert run(callback(emdr=EMDR), store)
     assert run(registry_answer(registry.asked[0][0]), store) == []
-    assert store.registry_requests("doc-1")[0].outcome == "confirmed"
+    assert store.registry_requests("doc-1", organization=ORG)[0].outcome == "confirmed"
 
 
 @pytest.mark.parametrize(
@@ -683,25 +709,27 @@ def test_a_deadline_whose_record_cannot_be_read_ends_the_wait_only_for_a_lasting
     """At a deadline, a getRegistryItemResult with a code retrying cannot change dead-letters NO_ACKNOWLEDGMENT with
     that code and what the search had found; a transient code decides nothing (the deadline asks again)."""
     registry = AskingRegistry(store)
-    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST))
+    asyncio.run(ack.on_deadline("doc-1", organization=ORG, store=store, poll=registry, environments=TEST))
     outs = run(registry_answer(registry.asked[0][0], errors=[RemdError(code, "Запись не найдена")]), store)
     if not dead:
-        assert outs == [] and store.get("doc-1").state == lc.ACCEPTED
+        assert outs == [] and store.get("doc-1", organization=ORG).state == lc.ACCEPTED
         return
-    assert [o.topic for o in outs] == [topology.SENT_DLT.name, topology.STATUS.name]
+    assert [o.topic for o in outs] == [topology.SENT_DLT.name, STATUS]
     assert (
         outs[0].headers[dl.REASON] == b"NO_ACKNOWLEDGMENT" and outs[0].headers[dl.REMD_CODE] == code.encode()
     )
-    doc = store.get("doc-1")
+    doc = store.get("doc-1", organization=ORG)
     assert doc.state == lc.FAILED and EMDR in doc.failure_message and code in doc.failure_message
 
 
 def test_an_answer_naming_another_record_registers_nothing(store):
     """A getRegistryItemResult whose record is not the one asked for (another localUid) registers nothing."""
     registry = AskingRegistry(store)
-    asyncio.run(ack.on_deadline("doc-1", store=store, poll=registry, environments=TEST, final=False))
+    asyncio.run(
+        ack.on_deadline("doc-1", organization=ORG, store=store, poll=registry, environments=TEST, final=False)
+    )
     assert run(registry_answer(registry.asked[0][0], local_uid="doc-2"), store) == []
-    assert store.get("doc-1").state == lc.ACCEPTED
+    assert store.get("doc-1", organization=ORG).state == lc.ACCEPTED
     assert registry.asked[0][1] == "poll"
 
 
@@ -741,7 +769,10 @@ def test_a_duplicate_registration_is_reconciled_by_the_record_asked_for(resent):
     outs = run(registry_answer(registry.asked[0][0], emdr="16.62.7"), resent)
     registration = events.decode(outs[0].value, events.ACKNOWLEDGED)["data"]["registration"]
     assert (registration["emdrId"], registration["messageId"]) == ("16.62.7", M1)
-    assert [(a.message_id, a.outcome) for a in resent.history("doc-1")][1] == (M2, "duplicate")
+    assert [(a.message_id, a.outcome) for a in resent.history("doc-1", organization=ORG)][1] == (
+        M2,
+        "duplicate",
+    )
 
 
 def test_handle_callback_asks_through_the_pollers_ask(resent):
@@ -757,4 +788,6 @@ def test_handle_callback_asks_through_the_pollers_ask(resent):
             environments=TEST,
         )
     )
-    assert outs == [] and len(registry.asked) == 1 and resent.get("doc-1").state == lc.ACCEPTED
+    assert (
+        outs == [] and len(registry.asked) == 1 and resent.get("doc-1", organization=ORG).state == lc.ACCEPTED
+    )

@@ -171,7 +171,7 @@ def test_each_organisations_replies_are_signed_with_its_own_system_key(broker, t
     _register_document(store, "doc-1", oid1, files["doc-1"], settings)
     _register_document(store, "doc-2", oid2, files["doc-2"], settings)
     mid = new_message_id()
-    store.record_attempt("doc-2", mid, endpoint="http://ips")
+    store.record_attempt("doc-2", mid, organization=oid2, endpoint="http://ips")
     store.close()
     bodies = [
         soap.build_file_request(local_uid=uid, to=OURS, key=key, certificate=cert)

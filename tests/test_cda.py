@@ -110,7 +110,8 @@ def test_consult_redaction4_header_in_detail():
     """ConsultRedaction4: every header field as written in the document."""
     m = _meta("ConsultRedaction4.xml")
     assert (m.local_uid, m.id_root) == ("144632", "1.2.643.5.1.13.13.12.2.77.7831.100.1.1.51")
-    assert m.creation_time == datetime(2021, 1, 25, 16, 0, tzinfo=timezone(timedelta(hours=3)))
+    # re-dated to the first day kind 119 is registrable (lab/data/samples/SOURCES.md)
+    assert m.creation_time == datetime(2022, 1, 1, 16, 0, tzinfo=timezone(timedelta(hours=3)))
     assert (m.kind.code, m.kind.method) == ("119", "derived")
     assert m.document_number == "163725" and m.version_number == 1
     assert m.organization_oid == "1.2.643.5.1.13.13.12.2.77.7831"
@@ -128,7 +129,8 @@ def test_kind_methods_on_samples():
     assert _meta("AmbStagedV2.xml").kind.method == "in_doc"
     assert _meta("MedReportOnResMedExam2.xml").kind.method == "template_id"
     assert _meta("BirthCertificate.xml").kind.code == "76"  # not its "paper form" twin 118
-    assert _meta("ConsultRedaction5.xml").kind.kind is None  # 227 is newer than НСИ v12.14
+    # 227 is newer than НСИ v12.14: a row of the supplement, whose rules are unknown
+    assert _meta("ConsultRedaction5.xml").kind.kind.source == nsi.SOURCE_SUPPLEMENT
     assert "kind.rules" in _meta("ConsultRedaction5.xml").missing
 
 
@@ -164,9 +166,11 @@ def test_parse_hl7_time():
 
 
 def test_nsi_dump_and_requirements():
-    """The НСИ dump has 181 kinds; PATIENT_INFO maps to the patient/СНИЛС requirements."""
+    """The official НСИ dump has 181 kinds and the supplement adds 120; PATIENT_INFO maps to the patient/СНИЛС
+    requirements."""
     kinds = nsi.all_kinds()
-    assert len(kinds) == 181
+    official = {c for c, k in kinds.items() if k.source == nsi.SOURCE_OFFICIAL}
+    assert (len(official), len(kinds)) == (181, 301)
     k = nsi.kind_by_code("99")
     assert k.type_code == "347" and k.edition == 1 and k.template_id == "1.2.643.5.1.13.13.15.75.1"
     assert k.requires_patient and k.requires_patient_snils and k.organization_signature
@@ -209,3 +213,99 @@ def test_recipient_skips_the_ministry_and_null_flavours():
     assert cda.extract(parse_xml((SAMPLES / "LeaveCountry.xml").read_bytes())).recipient is None  # nullFlavor
     smp = cda.extract(parse_xml((SAMPLES / "SMPCard.xml").read_bytes())).recipient
     assert smp == cda.Recipient(organization_oid="1.2.643.5.1.13.13.12.2.77.8330")
+
+
+def test_the_supplement_adds_kinds_and_changes_no_official_row():
+    """A supplement row is a kind the official dump lacks, with its dates and templateId but unknown rules; the
+    supplement file names no ID of the official dump (docs: producer/data/nsi/README.md)."""
+    import csv
+    from importlib import resources
+
+    folder = resources.files("producer").joinpath("data", "nsi")
+    supplement = {r["ID"] for r in csv.DictReader(folder.joinpath(nsi._SUPPLEMENT).open(encoding="utf-8"))}
+    official = {c for c, k in nsi.all_kinds().items() if k.source == nsi.SOURCE_OFFICIAL}
+    assert len(supplement) == 120 and not supplement & official
+    consult5 = nsi.kind_by_code("227")
+    assert (consult5.type_code, consult5.edition, consult5.template_id) == (
+        "5",
+        5,
+        "1.2.643.5.1.13.13.15.13.5",
+    )
+    assert (consult5.start_date, consult5.requires_patient_snils, consult5.organization_signature) == (
+        "07.03.2024",
+        None,
+        None,
+    )
+    assert (
+        nsi.kind_by_code("100").end_date is None
+    )  # 12.14 says it is open: the seed's 01.07.2025 is not applied
+
+
+def _xpath_value(node, path: str) -> str | None:
+    """The first node's text or attribute value a published XPath selects, stripped (None: nothing)."""
+    from lxml import etree
+
+    found = etree.XPath(path, namespaces=cda.NS)(node)
+    if not found:
+        return None
+    first = found[0]
+    text = first if isinstance(first, str) else "".join(first.itertext())
+    return text.strip() or None
+
+
+@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.xml")), ids=lambda p: p.name)
+def test_the_published_xpaths_read_what_extract_reads(path):
+    """cda.FIELD_XPATHS and SIGNER_XPATHS (what docs/integration.md and docs/asyncapi.yaml give a МИС in another
+    language) select, on every sample, the values extract() reads, where it reads them by that path."""
+    root = parse_xml(path.read_bytes())
+    m = extract(root)
+    x = {field: _xpath_value(root, p) for field, p in cda.FIELD_XPATHS.items()}
+    assert (x["localUid"], x["organizationOid"], x["documentNumber"]) == (
+        m.local_uid,
+        m.organization_oid,
+        m.document_number,
+    )
+    assert x["creationTime"] == m.creation_time_raw
+    if m.kind is not None and m.kind.method == "in_doc":
+        assert x["kind"] == m.kind.code
+    if m.department_oid is not None:
+        assert x["departmentOid"] == m.department_oid
+    if m.patient is not None:
+        p = m.patient
+        assert (x["patient.localId"], x["patient.family"], x["patient.given"], x["patient.gender"]) == (
+            p.local_id,
+            p.family,
+            p.given,
+            p.gender,
+        )
+        if p.snils is not None:
+            assert x["patient.snils"].replace("-", "").replace(" ", "") == p.snils
+        assert x["patient.patronymic"] == p.patronymic
+    entities = [
+        (role, entity)
+        for role, entity_path in cda.SIGNER_ENTITIES.items()
+        for entity in _nodes(root, entity_path)
+    ]
+    assert [role for role, _ in entities] == [s.role for s in m.signers]
+    for (_, entity), signer in zip(entities, m.signers, strict=True):
+        v = {field: _xpath_value(entity, p) for field, p in cda.SIGNER_XPATHS.items()}
+        assert (v["localId"], v["family"], v["given"]) == (signer.local_id, signer.family, signer.given)
+        if signer.snils is not None:
+            assert v["snils"].replace("-", "").replace(" ", "") == signer.snils
+        assert v["patronymic"] == signer.patronymic
+        assert (v["positionCode"], v["positionCodeSystemVersion"]) == (
+            signer.position_code,
+            signer.position_version,
+        )
+        assert (v["specialityCode"], v["specialityCodeSystemVersion"]) == (
+            signer.speciality_code,
+            signer.speciality_version,
+        )
+        if signer.department_oid is not None:
+            assert v["departmentOid"] == signer.department_oid
+
+
+def _nodes(node, path: str) -> list:
+    from lxml import etree
+
+    return etree.XPath(path, namespaces=cda.NS)(node)

@@ -121,3 +121,30 @@ def test_certs_without_an_action_prints_help_and_exits_2(capsys):
     """`emd certs` alone is a usage error."""
     assert emd(["certs"]) == 2
     assert "check" in capsys.readouterr().out
+
+
+def test_dev_config_agrees_with_the_emulator_and_the_callback_service_run_on_their_own(tmp_path, capsys):
+    """dev-config --for DOC.xml covers the document's organisation and signers, writes the emulator's systems.json
+    with each organisation's ИС, and points at `emd emulator` and `emd callbacks` on their default ports."""
+    import argparse
+    import json
+    from urllib.parse import urlsplit
+
+    from lab.commands import emulator_cmd
+    from lab.dev.samples import REPOSITORY_SAMPLES
+    from lab.emulator.systems import load_systems
+    from services.config import Settings
+
+    document = REPOSITORY_SAMPLES / "ConsultRedaction4.xml"
+    path, _ = _dev(tmp_path, capsys, "--for", str(document))
+    config = load_organizations(path)
+    (org,) = config.organizations.values()
+    assert org.oid == "1.2.643.5.1.13.13.12.2.77.7831" and set(org.doctors) == {"52415372312"}
+    (system,) = load_systems(path.parent / "systems.json")
+    raw = json.loads(path.read_text(encoding="utf-8"))["organizations"][0]["remd"]
+    assert system.client_entity_id == raw["client_entity_id"]
+    parser = argparse.ArgumentParser()
+    emulator_cmd.register(parser.add_subparsers())
+    emulator_port = parser.parse_args(["emulator"]).port
+    assert urlsplit(raw["endpoint"]).port == emulator_port
+    assert urlsplit(raw["callback_url"]).port == Settings.from_env({}).callback_port

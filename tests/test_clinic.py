@@ -169,6 +169,24 @@ def test_clinic_commands_have_help_and_refuse_bad_input(tmp_path):
     assert r.returncode == 1 and "FAIL  organisations file" in r.stdout
 
 
+def test_a_clinic_test_publishes_as_a_mis_granted_the_clinic(tmp_path):
+    """`emd clinic test` publishes as the МИС the organisations file grants the clinic (or the one named), under
+    that МИС's systemId; a МИС not granted the clinic is refused before anything is published."""
+    from producer.errors import EmdError
+    from services.commands.clinic_cmd import _publisher_of
+    from services.config import Settings
+
+    path = write_dev_config(tmp_path, oids=[OID1, OID2])
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw["mis"].append({"id": "clinic-2-mis", "organizations": [OID2], "systemIds": ["c2-01"]})
+    path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    settings = Settings.from_env({}, organizations_file=path)
+    assert _publisher_of(OID1, "", settings) == ("local-mis", "emd-clinic-test")
+    assert _publisher_of(OID2, "clinic-2-mis", settings) == ("clinic-2-mis", "c2-01")
+    with pytest.raises(EmdError, match="not granted organisation"):
+        _publisher_of(OID1, "clinic-2-mis", settings)
+
+
 def _sample_organisations() -> dict[str, set[str]]:
     """{organisation OID: the localUids of its registrable repository samples}."""
     from lab.dev.local_pipeline import sample_documents
@@ -176,7 +194,7 @@ def _sample_organisations() -> dict[str, set[str]]:
     from producer import cda
     from producer.xmlsafe import parse_xml
 
-    documents, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
+    documents, _ = sample_documents(REPOSITORY_SAMPLES, None)
     out: dict[str, set[str]] = {}
     for _, data in documents:
         meta = cda.extract(parse_xml(data))

@@ -179,6 +179,17 @@ def test_replay_is_refused_beyond_the_limit_and_goes_to_the_stage_that_takes_the
     assert plan(_letter(**{dl.ORIGINAL_TOPIC: "emd.remd.callbacks"}), limit=3)[0] == "emd.remd.callbacks"
 
 
+def test_a_created_dead_letter_is_replayed_to_the_topic_of_the_mis_that_wrote_it_and_no_other():
+    """A signer dead letter goes back to its МИС's created topic (the topic is what names its writer); a created
+    event whose original topic is not a МИС's is refused, so a replay cannot move a document into another grant."""
+    created = {"emd-event-type": "emd.document.created"}
+    mine = _letter(**created, **{dl.ORIGINAL_TOPIC: "emd.document.created.clinic-a"})
+    assert plan(mine, limit=3)[0] == "emd.document.created.clinic-a"
+    for other in ("emd.document.created", "emd.document.signed", "emd.document.created.dlt"):
+        refused = plan(_letter(**created, **{dl.ORIGINAL_TOPIC: other}), limit=3)
+        assert isinstance(refused, str) and "not a МИС's created topic" in refused, other
+
+
 @pytest.mark.integration
 def test_cli_help_and_bad_input():
     """Every `emd dlq` subcommand has --help; a bad time, number or format exits 2 naming the option."""

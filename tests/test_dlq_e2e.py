@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lab.dev.config import DEV_MIS_ID
 from producer import cda
 from producer.xmlsafe import parse_xml
-from tests.pipeline_lab import Lab, pipeline_lab
+from tests.pipeline_lab import STATUS_TOPIC, Lab, pipeline_lab
 from tests.pipeline_lab import documents as lab_documents
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,7 +83,7 @@ def sent_count(lab: Lab, uid: str) -> int:
 def statuses(lab: Lab) -> dict[str, list[dict]]:
     """localUid → the data of its emd.document.status events, in order."""
     out: dict[str, list[dict]] = {}
-    for r in lab.topic("emd.document.status"):
+    for r in lab.topic(STATUS_TOPIC):
         out.setdefault(r.key.decode(), []).append(json.loads(r.value)["data"])
     return out
 
@@ -214,7 +215,8 @@ def clinic(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configuration_fix(tmp_path):
-    """An organisation missing from the signer's configuration: status failed to the МИС, replayed once fixed, acknowledged."""
+    """An organisation missing from the signer's configuration (and so from its МИС's grant): status failed to that
+    МИС, replayed once fixed, acknowledged."""
     with pipeline_lab(tmp_path, count=3) as lab:
         orgs_file = lab.pipeline.config_dir / "organizations.json"
         original = orgs_file.read_text()
@@ -222,21 +224,25 @@ def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configurat
         missing_oid = cda.extract(parse_xml(lab.documents[0][1])).organization_oid
         config = json.loads(original)
         config["organizations"] = [o for o in config["organizations"] if o["oid"] != missing_oid]
+        for grant in config["mis"]:
+            grant["organizations"].remove(missing_oid)
         orgs_file.write_text(json.dumps(config, ensure_ascii=False))
         restart_workers(lab)  # the workers read the organisations file when they start
 
         uids = lab.publish()
         snap = lab.wait(timeout=300)
         assert [(d.local_uid, d.stage, d.reason) for d in snap.dead_letters] == [
-            (missing_uid, "signer", "ORGANIZATION_UNKNOWN")
+            (missing_uid, "signer", "ORGANIZATION_NOT_ALLOWED")
         ]
         failed = statuses(lab)[missing_uid]
         assert failed == [
             {
                 "localUid": missing_uid,
+                "organizationOid": missing_oid,
+                "misId": DEV_MIS_ID,
                 "status": "failed",
                 "emdrId": None,
-                "reason": "ORGANIZATION_UNKNOWN",
+                "reason": "ORGANIZATION_NOT_ALLOWED",
                 "remdCode": None,
                 "message": failed[0]["message"],
                 "messageIds": [],
@@ -248,13 +254,13 @@ def test_a_signer_dead_letter_tells_the_mis_and_is_replayed_after_the_configurat
         assert (
             listed.returncode == 0
             and missing_uid in listed.stdout
-            and "ORGANIZATION_UNKNOWN" in listed.stdout
+            and "ORGANIZATION_NOT_ALLOWED" in listed.stdout
         )
         assert "hint=" in listed.stdout
 
         orgs_file.write_text(original)  # the fix: the organisation is configured again
         restart_workers(lab)
-        replayed = dlq(lab, "replay", "--stage", "signer", "--reason", "ORGANIZATION_UNKNOWN")
+        replayed = dlq(lab, "replay", "--stage", "signer", "--reason", "ORGANIZATION_NOT_ALLOWED")
         assert replayed.returncode == 0 and "1 replayed" in replayed.stderr, replayed.stderr
         wait_acknowledged(lab, [missing_uid])
 

@@ -321,3 +321,74 @@ def test_the_callback_service_check_finds_the_signers_mark_and_refuses_another_s
     with pytest.raises(ConfigurationError, match="EMD_DOCUMENT_STORE") as info:
         require_signer_store(other, wait=2.0, clock=lambda: now[0], sleep=sleep)
     assert str(other) in info.value.message and "holds no mark of a signer" in info.value.message
+
+
+# --- size limits: refused before the bytes are read (issue #20, memory) ------------------------------
+
+
+def test_an_event_over_the_size_limit_is_refused_before_anything_is_fetched(tmp_path):
+    """The event's size over max_bytes: DOCUMENT_TOO_LARGE without touching a store (there need not be one)."""
+    field = {"sha256": "0" * 64, "size": 2_000_000, "mediaType": "text/xml", "ref": "file:///nowhere"}
+    with pytest.raises(PermanentError) as refused:
+        document_bytes(field, None, max_bytes=1_000_000)
+    assert (refused.value.reason, refused.value.details["size"]) == ("DOCUMENT_TOO_LARGE", 2_000_000)
+
+
+def test_a_stored_object_larger_than_its_event_says_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A МИС whose event says 100 bytes but references a 5,000-byte object: the file store refuses it by the
+    file's size, before reading a byte of it."""
+    store = FilesystemStore(tmp_path / "docs")
+    big = b"<x/>" * 1250
+    ref = store.put(big)
+    field = {"sha256": hashlib.sha256(big).hexdigest(), "size": 100, "mediaType": "text/xml", "ref": ref}
+
+    def no_read(self):
+        raise AssertionError(f"{self} was read")
+
+    monkeypatch.setattr(Path, "read_bytes", no_read)
+    with pytest.raises(PermanentError) as refused:
+        document_bytes(field, store, max_bytes=1000)
+    assert (refused.value.reason, refused.value.details["size"]) == ("DOCUMENT_TOO_LARGE", 5000)
+
+
+def test_an_inline_document_longer_than_the_limit_is_refused_before_it_is_decoded(monkeypatch):
+    """Inline base64 text that would decode to more than max_bytes is refused by its length, not decoded."""
+    import services.documents.store as docstore
+
+    data = b"a" * 3000
+    field = {"sha256": hashlib.sha256(data).hexdigest(), "size": 10, "mediaType": "text/xml"}
+    field["inline"] = base64.b64encode(data).decode()
+    monkeypatch.setattr(docstore.base64, "b64decode", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(PermanentError) as refused:
+        document_bytes(field, None, max_bytes=1000)
+    assert refused.value.reason == "DOCUMENT_TOO_LARGE"
+
+
+def test_an_s3_object_over_the_limit_is_refused_after_at_most_the_limit_and_one_chunk():
+    """S3 GET with a limit streams: an object announced larger is refused by its Content-Length, and one that does
+    not announce its length is cut off once more than the limit has arrived, the rest never read."""
+    limit, chunk = 10_000, 1024
+    sent: list[int] = []
+
+    def body():
+        for _ in range(100):  # 100 KiB on offer
+            sent.append(chunk)
+            yield b"x" * chunk
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("a" * 64):
+            return httpx.Response(200, headers={"content-length": str(10**9)}, content=b"")
+        return httpx.Response(200, content=body())
+
+    store = S3Store(
+        endpoint="http://s3",
+        bucket="b",
+        access_key="AK",
+        secret_key="SK",
+        client=httpx.Client(transport=httpx.MockTransport(server)),
+    )
+    for digest in ("a" * 64, "b" * 64):
+        with pytest.raises(PermanentError) as refused:
+            store.get(f"s3://b/{digest}", max_bytes=limit)
+        assert refused.value.reason == "DOCUMENT_TOO_LARGE"
+    assert sum(sent) <= limit + chunk

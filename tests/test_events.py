@@ -198,9 +198,11 @@ def test_every_time_an_event_carries_is_written_in_one_format():
 
 def test_the_status_payload_is_schema_valid_and_its_message_short():
     """status_data gives a valid emd.document.status payload; a long message is cut for the МИС's screen."""
+    doc = {"organization": "1.2.643.5.1.13.13.12.2.77.7831", "mis_id": "dental-mis"}
     data = events.status_data(
         "u1",
         events.STATUS_REJECTED,
+        **doc,
         reason="REMD_REJECTED",
         remd_code="X",
         message="ы" * 2000,
@@ -208,7 +210,8 @@ def test_the_status_payload_is_schema_valid_and_its_message_short():
     )
     event = events.new_event(events.STATUS, data, source="t")
     assert len(event["data"]["message"]) == events.MAX_STATUS_MESSAGE_CHARS
-    assert events.status_data("u1", events.STATUS_SENT)["message"] is None
+    assert events.status_data("u1", events.STATUS_SENT, **doc)["message"] is None
+    assert (data["organizationOid"], data["misId"]) == ("1.2.643.5.1.13.13.12.2.77.7831", "dental-mis")
 
 
 def test_the_submission_block_has_the_environment_and_one_time_format():

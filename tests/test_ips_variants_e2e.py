@@ -17,7 +17,13 @@ import pytest
 
 from lab.emulator.variants import shape_for
 from producer import events
-from tests.pipeline_lab import acknowledged_counts, dead_letter_keys, pipeline_lab, registered_counts
+from tests.pipeline_lab import (
+    STATUS_TOPIC,
+    acknowledged_counts,
+    dead_letter_keys,
+    pipeline_lab,
+    registered_counts,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,6 +49,6 @@ def test_ips_variants_200_documents_acknowledged_none_lost_none_registered_twice
         assert pulls == ["ok"] * DOCUMENTS, Counter(pulls)  # e.g. {'ok': 190, 'pending': 10}
 
         warned = {r["local_uid"] for r in lab.requests() if shape_for(r["seq"]).warnings}
-        statuses = [events.decode(r.value, events.STATUS)["data"] for r in lab.topic("emd.document.status")]
+        statuses = [events.decode(r.value, events.STATUS)["data"] for r in lab.topic(STATUS_TOPIC)]
         with_warnings = {s["localUid"] for s in statuses if s["status"] == "registered" and s.get("warnings")}
         assert warned and with_warnings == warned

@@ -12,12 +12,14 @@ from aiokafka.errors import KafkaConnectionError
 from producer.client import DocumentPublisher
 from producer.errors import ConfigurationError
 from producer.kafka import KafkaSecurity, sync_producer_config
-from producer.topology import CREATED, Topic, ensure_topics
+from producer.topology import Topic, created_topic, ensure_topics
 from services.config import Settings
 from services.messaging.clients import aio_producer_config, security_from
 from tests.kafka_helpers import read_all
 from tests.test_producer import GOOD  # the producer tests' valid СЭМД
 from tests.tls_front import TlsBroker, make_pki
+
+CREATED = created_topic("tls-mis")
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +199,9 @@ class TestOverMutualTls:
         ensure_topics(
             tls_broker.bootstrap_servers, partitions=1, topics=(CREATED,), security=security_from(settings)
         )
-        with DocumentPublisher(tls_broker.bootstrap_servers, security=security_from(settings)) as pub:
+        with DocumentPublisher(
+            tls_broker.bootstrap_servers, mis_id="tls-mis", security=security_from(settings)
+        ) as pub:
             published = pub.publish(GOOD.read_bytes())
         records = read_all(tls_broker.bootstrap_servers, CREATED.name, **_read_tls(pki))
         assert published.local_uid.encode() in [r.key for r in records]

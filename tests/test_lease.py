@@ -103,8 +103,10 @@ def test_a_database_outage_fails_no_tick_so_liveness_stays_fresh():
 def _overdue(store: lc.LifecycleStore, uid: str) -> None:
     mid = str(uuid.uuid4())
     store.register(uid, organization=ORG, kind="119", signed_event=b"{}")
-    store.record_attempt(uid, mid, endpoint="http://127.0.0.1:9/ips")
-    store.mark_accepted(uid, message_id=mid, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    store.record_attempt(uid, mid, organization=ORG, endpoint="http://127.0.0.1:9/ips")
+    store.mark_accepted(
+        uid, organization=ORG, message_id=mid, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    )
 
 
 def _deadlines(bootstrap: str, uid: str) -> int:

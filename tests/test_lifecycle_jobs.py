@@ -95,9 +95,9 @@ def test_the_migration_job_creates_the_schema_and_the_application_role_then_only
     store = lc.open_store(tmp_path, url=app_url)
     try:
         store.register("doc-1", organization="1.2.643.1", kind="119", signed_event=b"{}")
-        store.record_attempt("doc-1", M1, endpoint="https://ips")
-        store.mark_accepted("doc-1", message_id=M1)
-        assert "accepted" == store.get("doc-1").state
+        store.record_attempt("doc-1", M1, organization="1.2.643.1", endpoint="https://ips")
+        store.mark_accepted("doc-1", organization="1.2.643.1", message_id=M1)
+        assert "accepted" == store.get("doc-1", organization="1.2.643.1").state
         assert store.acquire_lease("scanners", "pod-a", ttl=30)
         assert (0, 0) == store.prune(dt.datetime.now(dt.UTC))
     finally:
@@ -151,21 +151,26 @@ def test_prune_deletes_only_documents_decided_before_the_retention(any_store, tm
     store, url = any_store
     for uid, mid in (("old-registered", M1), ("old-failed", M2), ("old-accepted", M3)):
         store.register(uid, organization="1.2.643.1", kind="119", signed_event=b"{}")
-        store.record_attempt(uid, mid, endpoint="https://ips")
-    store.mark_accepted("old-registered", message_id=M1)
-    store.mark_registered("old-registered", "16.62.1")
-    store.mark_failed("old-failed", reason="REMD_REJECTED")
-    store.mark_accepted("old-accepted", message_id=M3)
+        store.record_attempt(uid, mid, organization="1.2.643.1", endpoint="https://ips")
+    store.mark_accepted("old-registered", organization="1.2.643.1", message_id=M1)
+    store.mark_registered("old-registered", "16.62.1", organization="1.2.643.1")
+    store.mark_failed("old-failed", organization="1.2.643.1", reason="REMD_REJECTED")
+    store.mark_accepted("old-accepted", organization="1.2.643.1", message_id=M3)
     long_ago = store.db.to_db(dt.datetime.now(dt.UTC) - dt.timedelta(days=200))
     with store.db.transaction() as db:  # as if those three had last changed 200 days ago
         db.execute(store._q("UPDATE {documents} SET updated_at = ?"), (long_ago,))
     store.register("recent", organization="1.2.643.1", kind="119", signed_event=b"{}")
-    store.mark_failed("recent", reason="REMD_REJECTED")
+    store.mark_failed("recent", organization="1.2.643.1", reason="REMD_REJECTED")
 
     assert (2, 2) == prune(tmp_path, url=url, older_than_days=180)
-    assert [None, None] == [store.get("old-registered"), store.get("old-failed")]
-    assert "accepted" == store.get("old-accepted").state and [M3] == store.message_ids("old-accepted")
-    assert "failed" == store.get("recent").state
+    assert [None, None] == [
+        store.get("old-registered", organization="1.2.643.1"),
+        store.get("old-failed", organization="1.2.643.1"),
+    ]
+    assert "accepted" == store.get("old-accepted", organization="1.2.643.1").state and [
+        M3
+    ] == store.message_ids("old-accepted", organization="1.2.643.1")
+    assert "failed" == store.get("recent", organization="1.2.643.1").state
 
 
 def test_a_lease_has_one_holder_renewed_by_it_and_taken_over_once_it_lapses(any_store):

@@ -25,9 +25,9 @@ def test_pipeline_on_the_postgres_lifecycle_store_registers_every_document_once(
     store = lc.open_store(tmp_path, url=postgres_url)
     try:
         for uid in uids:
-            doc = store.get(uid)
+            (doc,) = store.documents_of(uid)
             assert doc.state == lc.REGISTERED and doc.emdr_id == emdr_ids[uid]
-            assert doc.accepted_message_id in store.message_ids(uid)
+            assert doc.accepted_message_id in store.message_ids(uid, organization=doc.organization)
             assert store.find_by_emdr_id(doc.emdr_id).local_uid == uid
     finally:
         store.close()

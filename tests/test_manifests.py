@@ -28,7 +28,8 @@ KUBERNETES_VERSION = "1.30.0"
 WORKERS = ("emd-signer", "emd-sender", "emd-status")
 COMPONENTS = (*WORKERS, "emd-callbacks")
 #: Secrets that an operator creates (Strimzi's User Operator: one per KafkaUser), not a template
-OPERATOR_SECRETS = {f"emd-{c}" for c in topology.ACCESS} | {"emd-keda"}
+ACCESS = topology.access(manifests.MIS_IDS)
+OPERATOR_SECRETS = {f"emd-{c}" for c in ACCESS} | {"emd-keda"}
 #: ConfigMaps an operator writes (trust-manager: the Kafka cluster CA, deploy/k8s/kafka/ca-bundle.yaml)
 OPERATOR_CONFIGMAPS = {"emd-kafka-ca"}
 
@@ -107,7 +108,9 @@ def test_every_overlay_renders_with_a_deployment_per_component(overlay):
 def test_prod_has_a_kafka_topic_per_topic_and_a_scaled_object_per_worker():
     """The prod overlay declares every topology topic as a KafkaTopic and scales each worker with KEDA."""
     docs = rendered("prod")
-    assert {t.name for t in topology.ALL_TOPICS} == {d["spec"]["topicName"] for d in _of(docs, "KafkaTopic")}
+    assert {t.name for t in topology.all_topics(manifests.MIS_IDS)} == {
+        d["spec"]["topicName"] for d in _of(docs, "KafkaTopic")
+    }
     assert set(WORKERS) == {d["spec"]["scaleTargetRef"]["name"] for d in _of(docs, "ScaledObject")}
     assert {"2"} == {d["spec"]["config"]["min.insync.replicas"] for d in _of(docs, "KafkaTopic")}
 
@@ -342,17 +345,19 @@ def test_a_changed_setting_changes_the_configmap_name_and_every_reference(tmp_pa
 
 def test_scaling_follows_the_consumer_groups_and_stops_at_the_partition_count():
     """Each ScaledObject watches its worker's own groups and inputs (the sender: signed, no retry tier), at most one
-    replica per partition."""
+    replica per partition; the signer's names no topic, so it follows every МИС's created topic its group reads."""
     docs = rendered("prod")
     partitions = {d["spec"]["topicName"]: d["spec"]["partitions"] for d in _of(docs, "KafkaTopic")}
     for scaled in _of(docs, "ScaledObject"):
         component = scaled["spec"]["scaleTargetRef"]["name"].removeprefix("emd-")
-        access = topology.ACCESS[component]
+        access = ACCESS[component]
         for trigger in scaled["spec"]["triggers"]:
             meta = trigger["metadata"]
-            assert meta["consumerGroup"] in access.groups and ".retry." not in meta["topic"]
-            assert meta["topic"] in {t.name for t in access.reads}
-            assert scaled["spec"]["maxReplicaCount"] <= partitions[meta["topic"]]
+            assert meta["consumerGroup"] in access.groups
+            topics = [meta["topic"]] if "topic" in meta else [t.name for t in access.reads]
+            assert (component == "signer") == ("topic" not in meta)
+            assert all(".retry." not in t and t in {r.name for r in access.reads} for t in topics)
+            assert scaled["spec"]["maxReplicaCount"] <= min(partitions[t] for t in topics)
 
 
 def test_the_partition_count_is_the_one_the_workers_are_told():
@@ -365,7 +370,7 @@ def test_the_partition_count_is_the_one_the_workers_are_told():
 def test_kafka_users_have_only_what_their_component_needs():
     """A worker's KafkaUser may read exactly its inputs and write exactly its outputs."""
     users = {d["metadata"]["name"]: d for d in _of(rendered("prod"), "KafkaUser")}
-    for component, access in topology.ACCESS.items():
+    for component, access in ACCESS.items():
         acls = users[f"emd-{component}"]["spec"]["authorization"]["acls"]
         reads = {
             a["resource"]["name"]
@@ -631,3 +636,36 @@ def test_the_runbook_states_the_supported_versions_and_the_sizing_for_120_docume
     assert f"Partitions: {partitions}" in sizing
     for stage in ("signer", "sender", "status", "callbacks"):
         assert re.search(rf"^\| {stage} \| [\d.]+ \| [\d.]+ \|", sizing, re.M), stage
+
+
+def _allowed(user: dict, resource_type: str, name: str, operation: str) -> bool:
+    """Kafka's simple authorizer on one KafkaUser's ACLs (all allow rules): a literal resource matches its name, a
+    prefixed one every name it starts."""
+    for acl in user["spec"]["authorization"]["acls"]:
+        r = acl["resource"]
+        matches = name == r["name"] if r["patternType"] == "literal" else name.startswith(r["name"])
+        if r["type"] == resource_type and matches and operation in acl["operations"]:
+            return True
+    return False
+
+
+def test_a_mis_kafka_user_may_write_only_its_own_created_topic_and_read_only_its_own_status_topic(capsys):
+    """In the KafkaUsers rendered for two МИС whose ids share a prefix (and in the prod overlay's), each МИС's user
+    may write exactly its created topic, read exactly its status topic, and join only its own groups."""
+    assert manifests.main(["--mis", "clinic-a", "--mis", "clinic-ab"]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    rendered_users = {d["metadata"]["name"]: d for d in _of(docs, "KafkaUser")}
+    topics = {d["spec"]["topicName"] for d in _of(docs, "KafkaTopic")}
+    prod_users = {d["metadata"]["name"]: d for d in _of(rendered("prod"), "KafkaUser")}
+    cases = [(rendered_users, m, ("clinic-a", "clinic-ab")) for m in ("clinic-a", "clinic-ab")]
+    cases.append((prod_users, "local-mis", manifests.MIS_IDS))
+    for users, mis_id, everyone in cases:
+        user = users[f"emd-mis-{mis_id}"]
+        names = topics | {t.name for t in topology.all_topics(everyone)}
+        assert {t for t in names if _allowed(user, "topic", t, "Write")} == {f"emd.document.created.{mis_id}"}
+        assert {t for t in names if _allowed(user, "topic", t, "Read")} == {f"emd.document.status.{mis_id}"}
+        groups = {g for m in everyone for g in (f"emd-mis-{m}", f"emd-mis-{m}.app")} | {"emd-signer"}
+        assert {g for g in groups if _allowed(user, "group", g, "Read")} == {
+            f"emd-mis-{mis_id}",
+            f"emd-mis-{mis_id}.app",
+        }

@@ -34,7 +34,7 @@ def clinic_documents() -> tuple[str, list[tuple[str, bytes]], dict[str, str]]:
     The clinic with the most samples is the broken one (``BROKEN_DOCS`` documents), the next ones are healthy
     (``DOCS_PER_HEALTHY`` each); few clinics keep the development configuration quick to write.
     """
-    samples, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
+    samples, _ = sample_documents(REPOSITORY_SAMPLES, None)
     by_org: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     for name, data in samples:
         by_org[cda.extract(parse_xml(data)).organization_oid].append((name, data))

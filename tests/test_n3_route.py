@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
 from producer import events
 from producer.client import DocumentPublisher
 from producer.errors import PermanentError
-from producer.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
+from producer.topology import CREATED_DLT, SIGNED, ensure_topics, status_topic
 from services.config import Settings
 from services.documents.store import FilesystemStore
 from services.messaging import deadletter as dl
@@ -26,6 +27,7 @@ from workers.signer.worker import build
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "services" / "data" / "n3" / "nsi-195-v374.json"
+STATUS = status_topic(DEV_MIS_ID)  # the development МИС publishes here and hears back there
 
 
 def _dictionary_without(path: Path, kind: str, version: str) -> Path:
@@ -110,12 +112,14 @@ def test_the_signer_stage_dead_letters_an_unmapped_kind_and_tells_the_mis(broker
     configuration, its message naming the kind and the dictionary version), the МИС status says failed with that
     reason, nothing is signed; a document of the same clinic N3 can take is signed."""
     bootstrap = broker.bootstrap_servers
-    ensure_topics(bootstrap, partitions=3, topics=(CREATED, SIGNED, STATUS, CREATED_DLT))
+    ensure_topics(bootstrap, partitions=3, mis_ids=(DEV_MIS_ID,))
     export = _dictionary_without(tmp_path / "nsi-195.json", "227", "375")  # the ред. 5 consultation
     refused, taken = sample("ConsultRedaction5.xml"), sample(CONSULT)
     clinic = N3Clinic.make(tmp_path / "cfg", taken, change=lambda raw: raw.update(n3_dictionary=str(export)))
     store = FilesystemStore(tmp_path / "data" / "documents")
-    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
+    with DocumentPublisher(
+        bootstrap, mis_id=DEV_MIS_ID, system_id=DEV_SYSTEM_IDS[0], store=store, timeout=30
+    ) as pub:
         refused_uid = pub.publish(refused).local_uid
         taken_uid = pub.publish(taken).local_uid
     settings = Settings.from_env(

@@ -29,7 +29,7 @@ PER_CLINIC = 4
 def two_clinics() -> tuple[str, str, list[tuple[str, bytes]], dict[str, str]]:
     """(the N3 clinic's OID — the lowest whose every document N3 can carry, as LocalPipeline picks it —, the ИПС
     clinic's — the next one —, their documents interleaved, localUid → OID)."""
-    samples, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
+    samples, _ = sample_documents(REPOSITORY_SAMPLES, None)
     by_org: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     for name, data in samples:
         by_org[cda.extract(parse_xml(data)).organization_oid].append((name, data))

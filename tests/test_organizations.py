@@ -62,7 +62,8 @@ def _org(c, i=0):
         (lambda c: c.update(schematron="maybe"), "schematron: expected one of block, warn, off"),
         (
             lambda c: _org(c).update(colour="red"),
-            ORG0 + "colour: unknown field (known: inn, name, ogrn, oid, remd, signing)",
+            ORG0
+            + "colour: unknown field (known: allow_unvalidated_kinds, inn, name, ogrn, oid, remd, signing)",
         ),
         (lambda c: _org(c).update(oid="x"), "organizations[0].oid: expected an OID (ФРМО)"),
         (lambda c: _org(c).pop("name"), ORG0 + "name: is required"),
@@ -111,6 +112,18 @@ def _org(c, i=0):
                 n3={"lpu_id": "l", "token_env": "EMD_TEST_NO_SUCH_N3_TOKEN"},
             ),
             ORG0 + "remd.n3.token_env: environment variable EMD_TEST_NO_SUCH_N3_TOKEN is not set",
+        ),
+        (lambda c: c["mis"][0].update(id="dlt"), "mis[0].id: dlt and retry are reserved"),
+        (lambda c: c["mis"][0].update(id="Clinic.A"), "mis[0].id: expected lower-case letters"),
+        (lambda c: c["mis"].append(dict(c["mis"][0])), "mis[1].id: МИС local-mis is configured twice"),
+        (
+            lambda c: c["mis"][0]["organizations"].append("1.2.643.5.1.13.13.12.2.77.1"),
+            "mis[0].organizations[2]: organisation 1.2.643.5.1.13.13.12.2.77.1 is not configured",
+        ),
+        (lambda c: c["mis"][0].update(systemIds=[]), "mis[0].systemIds: expected a non-empty list"),
+        (
+            lambda c: _org(c).update(allow_unvalidated_kinds="yes"),
+            ORG0 + "allow_unvalidated_kinds: expected true, false or a list",
         ),
         (
             lambda c: _org(c)["remd"].update(
@@ -251,3 +264,39 @@ def test_an_n3_organisation_reads_its_token_at_start(tmp_path, monkeypatch):
         "6f1c0e2a-1111-4222-8333-944455556666",
     )
     assert "6f1c0e2a" not in repr(remd)
+
+
+def test_the_mis_grants_consents_and_unvalidated_kinds_are_loaded_and_said_at_start(tmp_path):
+    """Each МИС's grant (organisations, systemIds), each doctor's recorded consent and each organisation's
+    unvalidated kinds are loaded; the operator's decisions beyond the defaults are logged (by the signer, at
+    start)."""
+
+    def mutate(c):
+        c["mis"].append({"id": "clinic-b", "organizations": [_org(c, 1)["oid"]], "systemIds": ["b-01"]})
+        _org(c).update(allow_unvalidated_kinds=["227"])
+        _org(c, 1).update(allow_unvalidated_kinds=False)
+        for doctor in _org(c, 1)["signing"]["doctors"].values():
+            doctor.pop("server_signing_consent")
+
+    config = load_organizations(_write(tmp_path, mutate))
+    with capture_logs() as logs:
+        orgs.log_operator_decisions(config)
+    first, second = config.organizations.values()
+    assert config.mis["clinic-b"] == orgs.MisGrant(
+        id="clinic-b", organizations=frozenset({second.oid}), system_ids=frozenset({"b-01"})
+    )
+    assert config.mis["local-mis"].organizations == {first.oid, second.oid}
+    assert first.consented == set(first.doctors) and second.consented == frozenset()
+    assert first.may_sign_unvalidated("227") and not first.may_sign_unvalidated("228")
+    assert not second.may_sign_unvalidated("227")
+    said = {e["event"]: e for e in logs}
+    assert (
+        said["organisation allows kinds without a shipped XSD or Schematron to be signed"]["kinds"] == "227"
+    )
+    assert (
+        said["doctors' keys without a recorded consent to server-side signing: they sign nothing"][
+            "organization"
+        ]
+        == second.oid
+    )
+    assert orgs.read_mis_ids(_write(tmp_path, mutate)) == ["local-mis", "clinic-b"]

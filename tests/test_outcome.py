@@ -32,9 +32,11 @@ def test_an_outcome_stored_on_an_attempt_reads_back_equal(tmp_path):
         store.register(
             "doc-1", organization="1.2.643.5.1.13.13.12.2.77.1", kind="119", document_ref="file:///x"
         )
-        store.record_attempt("doc-1", "m1", endpoint="https://ips")
+        store.record_attempt(
+            "doc-1", "m1", organization="1.2.643.5.1.13.13.12.2.77.1", endpoint="https://ips"
+        )
         store.record_outcome("m1", outcome=Outcome.REJECTED, decided_by=lc.DECIDED_BY_CALLBACK)
-        (attempt,) = store.history("doc-1")
+        (attempt,) = store.history("doc-1", organization="1.2.643.5.1.13.13.12.2.77.1")
     finally:
         store.close()
     assert (

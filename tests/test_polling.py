@@ -31,8 +31,10 @@ M1 = "11111111-1111-4111-8111-111111111111"
 def store(tmp_path):
     s = lc.open_store(tmp_path)
     s.register("doc-1", organization=ORG, kind="119", signed_event=b"{}")
-    s.record_attempt("doc-1", M1, endpoint="http://ips")
-    s.mark_accepted("doc-1", message_id=M1, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    s.record_attempt("doc-1", M1, organization=ORG, endpoint="http://ips")
+    s.mark_accepted(
+        "doc-1", organization=ORG, message_id=M1, accepted_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    )
     yield s
     s.close()
 
@@ -54,14 +56,14 @@ def test_an_overdue_document_gets_one_deadline_record_keyed_by_its_message_id(st
     scanner = DeadlineScanner(store=store, timeout=3600)
     [out] = asyncio.run(scanner.tick())
     assert (out.topic, out.key) == (topology.CALLBACKS.name, M1)
-    assert deadline_of(as_record(out)) == "doc-1"
+    assert deadline_of(as_record(out)) == (ORG, "doc-1")
     assert asyncio.run(scanner.tick()) == []  # already asked: not again while it is still overdue
 
 
 def test_a_document_within_its_timeout_or_decided_gets_none(store):
     """Nothing is written before the timeout, nor for a document decided meanwhile."""
     assert asyncio.run(DeadlineScanner(store=store, timeout=3 * 3600).tick()) == []
-    store.mark_registered("doc-1", "16.62.1")
+    store.mark_registered("doc-1", "16.62.1", organization=ORG)
     assert asyncio.run(DeadlineScanner(store=store, timeout=60).tick()) == []
 
 
@@ -96,7 +98,7 @@ def test_the_poll_asks_through_the_organisations_transport_as_its_information_sy
     )
     transport = FakeTransport(soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1"))
     poll = RegistryPoller(config=config, transports=Transports(preset={"ips": transport}))
-    item = asyncio.run(poll(store.get("doc-1")))
+    item = asyncio.run(poll(store.get("doc-1", organization=ORG)))
     assert item.emdr_id == "16.62.9"
     [request] = transport.asked
     assert (
@@ -114,12 +116,12 @@ def test_documents_of_routes_without_callbacks_are_polled_every_interval(store):
     again only after the interval, and none for other organisations or decided documents."""
     scanner = PollScanner(store=store, organizations=frozenset({ORG}), interval=60)
     [out] = asyncio.run(scanner.tick())
-    assert poll_of(as_record(out)) == "doc-1" and deadline_of(as_record(out)) is None
+    assert poll_of(as_record(out)) == (ORG, "doc-1") and deadline_of(as_record(out)) is None
     assert asyncio.run(scanner.tick()) == []  # asked a moment ago
-    scanner._last["doc-1"] -= 61  # the interval has passed
+    scanner._last[(ORG, "doc-1")] -= 61  # the interval has passed
     assert len(asyncio.run(scanner.tick())) == 1
     assert asyncio.run(PollScanner(store=store, organizations=frozenset({"1.2.3"}), interval=60).tick()) == []
-    store.mark_registered("doc-1", "16.62.1")
+    store.mark_registered("doc-1", "16.62.1", organization=ORG)
     scanner._last.clear()
     assert asyncio.run(scanner.tick()) == []
 
@@ -137,8 +139,13 @@ def test_a_routine_poll_that_finds_nothing_changes_nothing(store):
 
     options = {"store": store, "environments": lambda oid: "test"}
     for poll in (nothing, held):
-        assert asyncio.run(acknowledgment.on_deadline("doc-1", poll=poll, final=False, **options)) == []
-    assert store.get("doc-1").state == lc.ACCEPTED
+        assert (
+            asyncio.run(
+                acknowledgment.on_deadline("doc-1", organization=ORG, poll=poll, final=False, **options)
+            )
+            == []
+        )
+    assert store.get("doc-1", organization=ORG).state == lc.ACCEPTED
 
 
 def test_an_n3_organisation_is_polled_at_its_status_method_with_its_guid(tmp_path, store):
@@ -159,14 +166,19 @@ def test_an_n3_organisation_is_polled_at_its_status_method_with_its_guid(tmp_pat
     transports = Transports(preset={"n3": transport})
     config = load_organizations(path)
     poll = RegistryPoller(config=config, transports=transports)
-    assert asyncio.run(poll(store.get("doc-1"))) is None
+    assert asyncio.run(poll(store.get("doc-1", organization=ORG))) is None
     [request] = transport.asked
     assert (request.endpoint, request.auth_token, request.key) == ("http://n3.test/status", "n3-guid", None)
     assert callbackless(config, transports) == {ORG}
     del raw["organizations"][0]["remd"]["n3"]["status_url"]
     path.write_text(json.dumps(raw, ensure_ascii=False))
     config = load_organizations(path)
-    assert asyncio.run(RegistryPoller(config=config, transports=transports)(store.get("doc-1"))) is None
+    assert (
+        asyncio.run(
+            RegistryPoller(config=config, transports=transports)(store.get("doc-1", organization=ORG))
+        )
+        is None
+    )
     assert len(transport.asked) == 1 and callbackless(config, transports) == frozenset()
 
 
@@ -180,8 +192,8 @@ def test_an_undecided_deadline_is_asked_again_after_the_interval(store):
     assert asyncio.run(scanner.tick()) == []
     now[0] += 1
     [again] = asyncio.run(scanner.tick())
-    assert deadline_of(as_record(again)) == "doc-1"
-    store.mark_registered("doc-1", "16.62.1")
+    assert deadline_of(as_record(again)) == (ORG, "doc-1")
+    store.mark_registered("doc-1", "16.62.1", organization=ORG)
     now[0] += 600
     assert asyncio.run(scanner.tick()) == []
 
@@ -209,7 +221,9 @@ def test_ask_stores_the_question_then_asks_for_the_record_with_the_callback_addr
     transport = AskingTransport(None, store)
     poll = RegistryPoller(config=config, transports=Transports(preset={"ips": transport}), store=store)
     item = soap.RegistryItem(emdr_id="16.62.9", local_uid="doc-1")
-    assert asyncio.run(poll.ask(store.get("doc-1"), item, purpose="duplicate", attempt_message_id=M1))
+    assert asyncio.run(
+        poll.ask(store.get("doc-1", organization=ORG), item, purpose="duplicate", attempt_message_id=M1)
+    )
     [request] = transport.questions
     assert (request.emdr_id, request.endpoint, request.reply_to, request.client_entity_id) == (
         "16.62.9",
@@ -217,7 +231,7 @@ def test_ask_stores_the_question_then_asks_for_the_record_with_the_callback_addr
         "http://mis.test/cb",
         "dev-mis-1",
     )
-    [asked] = store.registry_requests("doc-1")
+    [asked] = store.registry_requests("doc-1", organization=ORG)
     assert (asked.message_id, asked.emdr_id, asked.purpose, asked.attempt_message_id) == (
         request.message_id,
         "16.62.9",
@@ -241,5 +255,5 @@ def test_ask_declines_where_the_search_must_decide(tmp_path, store):
         config=config, transports=Transports(preset={"ips": FakeTransport(None)}), store=store
     )
     for poll in (without_store, plain):
-        assert asyncio.run(poll.ask(store.get("doc-1"), item, purpose="deadline")) is False
-    assert asking.questions == [] and store.registry_requests("doc-1") == []
+        assert asyncio.run(poll.ask(store.get("doc-1", organization=ORG), item, purpose="deadline")) is False
+    assert asking.questions == [] and store.registry_requests("doc-1", organization=ORG) == []

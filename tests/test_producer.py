@@ -12,12 +12,12 @@ from lxml import etree
 from lab.dev.samples import REPOSITORY_SAMPLES as SAMPLES  # noqa: E402
 from producer import events
 from producer.client import (
-    CREATED_TOPIC,
     DocumentPublisher,
     InvalidDocument,
     build_created_event,
 )
-from producer.topology import CREATED, ensure_topics
+from producer.errors import ConfigurationError
+from producer.topology import created_topic, ensure_topics
 from services.cli import main as emd
 from services.documents.store import FilesystemStore, document_bytes
 from tests.kafka_helpers import read_all
@@ -25,6 +25,9 @@ from tests.signing_lab import accepted_samples, refused_samples
 
 GOOD = SAMPLES / "ConsultRedaction4.xml"
 ORG = "1.2.643.5.1.13.13.12.2.77.7831"
+#: the МИС these tests publish as, and its topic
+MIS = "test-mis"
+CREATED_TOPIC = created_topic(MIS).name
 
 
 def _build(data: bytes, tmp_path: Path, **kw):
@@ -64,7 +67,7 @@ def test_good_document_builds_a_valid_event(tmp_path):
         ({"meta": {"signerSnils": ["11111111111"]}}, "signerSnils[0]", "META_MISMATCH"),
         ({"meta": {"localUid": "other"}}, "localUid", "META_MISMATCH"),
         ({"meta": {"documentNumber": "1"}}, "documentNumber", "META_MISMATCH"),
-        ({"meta": {"creationTime": "2021-01-25T16:00:00+04:00"}}, "creationTime", "META_MISMATCH"),
+        ({"meta": {"creationTime": "2022-01-01T16:00:00+04:00"}}, "creationTime", "META_MISMATCH"),
         ({"meta": {"departmentOid": "1.2.3"}}, "departmentOid", "META_MISMATCH"),
         ({"meta": {"patient_snils": "1"}}, "meta.patient_snils", "META_UNKNOWN_FIELD"),
         ({"meta": {"signatures": {"52415372312": "not base64!"}}}, "signatures", "META_MISMATCH"),
@@ -79,8 +82,8 @@ def test_caller_contradicting_the_document_is_rejected(tmp_path, kw, field, reas
 
 def test_matching_creation_time_in_another_offset_is_accepted(tmp_path):
     """The same instant written in UTC agrees with the document's +03:00 effectiveTime."""
-    event = _build(GOOD.read_bytes(), tmp_path, meta={"creationTime": "2021-01-25T13:00:00+00:00"})
-    assert event["data"]["creationTime"] == "2021-01-25T16:00:00+03:00"
+    event = _build(GOOD.read_bytes(), tmp_path, meta={"creationTime": "2022-01-01T13:00:00+00:00"})
+    assert event["data"]["creationTime"] == "2022-01-01T16:00:00+03:00"
 
 
 def test_signature_from_the_mis_is_attached_to_its_signer(tmp_path):
@@ -93,11 +96,17 @@ def test_signature_from_the_mis_is_attached_to_its_signer(tmp_path):
 
 
 def test_legacy_template_needs_a_kind_of_the_same_type(tmp_path):
-    """A legacy template is published only with an explicit kind whose 1522 type matches the template."""
+    """A legacy template is published only with an explicit kind whose 1522 type matches the template, and dated
+    when that kind is in force."""
     data = (SAMPLES / "Consult.xml").read_bytes()
     assert _rejected(data, tmp_path).reason == "KIND_UNKNOWN"
     assert _rejected(data, tmp_path, kind="99").reason == "KIND_MISMATCH"  # 99 is type 347, Consult is 5
-    assert _build(data, tmp_path, kind="16")["data"]["kind"] == "16"  # Протокол консультации Редакция 2
+    # Протокол консультации Редакция 2 is registrable from 16.02.2019; the example is dated 2017
+    assert _rejected(data, tmp_path, kind="16").reason == "KIND_NOT_VALID_ON_DATE"
+    dated = data.replace(
+        b'<effectiveTime value="201709251600+0300"/>', b'<effectiveTime value="201902161600+0300"/>'
+    )
+    assert _build(dated, tmp_path, kind="16")["data"]["kind"] == "16"
 
 
 def test_department_from_meta_fills_a_document_without_one(tmp_path):
@@ -133,7 +142,7 @@ def _big_document() -> bytes:
 
 @pytest.fixture(scope="module")
 def bootstrap(broker):
-    ensure_topics(broker.bootstrap_servers, partitions=3, topics=(CREATED,))
+    ensure_topics(broker.bootstrap_servers, partitions=3, topics=(created_topic(MIS),))
     return broker.bootstrap_servers
 
 
@@ -146,6 +155,7 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
     """Nine kinds of bad input exit non-zero naming the field, and the topic gains no record."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.setenv("EMD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMD_MIS_ID", MIS)
     good = GOOD.read_bytes()
     files = {
         "notxml.xml": b"%PDF-1.7 not xml",
@@ -157,7 +167,7 @@ def test_bad_inputs_fail_and_publish_nothing(bootstrap, tmp_path, monkeypatch, c
             b'root="1.2.643.100.3" extension="25463625426"', b'root="1.2.643.100.3" extension="2546"'
         ),
         "notime.xml": good.replace(
-            b'<effectiveTime value="202101251600+0300"/>', b'<effectiveTime nullFlavor="NA"/>'
+            b'<effectiveTime value="202201011600+0300"/>', b'<effectiveTime nullFlavor="NA"/>'
         ),
     }
     for name, data in files.items():
@@ -196,7 +206,7 @@ def test_every_acceptable_sample_is_published(bootstrap, tmp_path):
     assert len(names) == len(list(SAMPLES.glob("*.xml"))) - len(refused_samples()) == 24
     before = read_all(bootstrap, CREATED_TOPIC, idle=1.0)
     store = FilesystemStore(tmp_path / "docs")
-    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
+    with DocumentPublisher(bootstrap, mis_id=MIS, store=store, client_id="test-mis", timeout=30) as pub:
         results = [pub.publish((SAMPLES / n).read_bytes()) for n in names]
     assert all(r.topic == CREATED_TOPIC for r in results)
     after = read_all(bootstrap, CREATED_TOPIC, idle=1.0, expect=len(before) + len(names))
@@ -218,7 +228,9 @@ def test_ten_megabyte_document_goes_by_claim_check(bootstrap, tmp_path):
     data = _big_document()
     assert len(data) > 10_000_000
     store = FilesystemStore(tmp_path / "docs")
-    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", max_bytes=50 * 1024 * 1024) as pub:
+    with DocumentPublisher(
+        bootstrap, mis_id=MIS, store=store, client_id="test-mis", max_bytes=50 * 1024 * 1024
+    ) as pub:
         done = pub.publish(data)
     records = [
         r
@@ -307,3 +319,23 @@ def test_recipient_and_related_documents_come_from_the_cda(tmp_path):
     }
     assert data["associations"] == [{"target": "16.62.23.09.000014500", "type": "RPLC"}]
     assert _build(GOOD.read_bytes(), tmp_path)["data"]["recipient"] is None  # only the Ministry: nobody else
+
+
+@pytest.mark.integration
+def test_publishing_needs_the_mis_it_publishes_as(bootstrap, tmp_path, monkeypatch, capsys):
+    """emd publish without --mis (or EMD_MIS_ID) publishes nothing and says how to name the МИС; a misId that could
+    name another topic (dlt) is refused; the library refuses one too."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.setenv("EMD_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("EMD_MIS_ID", raising=False)
+    (tmp_path / "good.xml").write_bytes(GOOD.read_bytes())
+    before = _count(bootstrap)
+    assert emd(["publish", str(tmp_path / "good.xml")]) == 2
+    assert "--mis" in capsys.readouterr().err
+    assert emd(["publish", "--mis", "dlt", str(tmp_path / "good.xml")]) == 2
+    assert "not dlt or retry" in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="dlt"):
+        DocumentPublisher(bootstrap, mis_id="dlt")
+    assert _count(bootstrap) == before
+    assert emd(["publish", "--mis", MIS, str(tmp_path / "good.xml")]) == 0
+    assert f"to {CREATED_TOPIC} " in capsys.readouterr().out

@@ -7,13 +7,14 @@ import pytest
 from lab.broker import LocalBroker
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer.client import DocumentPublisher, PublishError
-from producer.topology import CREATED, ensure_topics
+from producer.topology import created_topic, ensure_topics
 from services.documents.store import FilesystemStore
 from tests.kafka_helpers import read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DOC = REPOSITORY_SAMPLES / "ConsultRedaction4.xml"
+CREATED = created_topic("test-mis")
 
 
 def test_killed_broker_makes_publish_raise_and_a_restart_recovers(tmp_path):
@@ -24,7 +25,9 @@ def test_killed_broker_makes_publish_raise_and_a_restart_recovers(tmp_path):
     port = broker.port
     try:
         ensure_topics(broker.bootstrap_servers, partitions=2, topics=(CREATED,))
-        publisher = DocumentPublisher(broker.bootstrap_servers, store=store, system_id="test", timeout=8)
+        publisher = DocumentPublisher(
+            broker.bootstrap_servers, mis_id="test-mis", store=store, system_id="test", timeout=8
+        )
         first = publisher.publish(data)
         broker.kill()
         with pytest.raises(PublishError):
@@ -33,7 +36,9 @@ def test_killed_broker_makes_publish_raise_and_a_restart_recovers(tmp_path):
 
         broker = LocalBroker(port=port).start()  # memory storage: a fresh, empty broker on the same address
         ensure_topics(broker.bootstrap_servers, partitions=2, topics=(CREATED,))
-        with DocumentPublisher(broker.bootstrap_servers, store=store, system_id="test", timeout=15) as again:
+        with DocumentPublisher(
+            broker.bootstrap_servers, mis_id="test-mis", store=store, system_id="test", timeout=15
+        ) as again:
             second = again.publish(data)
         records = read_all(broker.bootstrap_servers, CREATED.name, expect=1, timeout=30)
     finally:

@@ -38,8 +38,14 @@ def test_every_reason_raised_in_the_code_is_catalogued():
 
 
 def test_every_entry_has_a_known_category_and_a_hint():
-    """Categories are the four the dead-letter format documents; every hint says something."""
-    assert {r.category for r in REASONS.values()} <= {"transient", "data", "configuration", "internal"}
+    """Categories are the five the dead-letter format documents; every hint says something."""
+    assert {r.category for r in REASONS.values()} <= {
+        "transient",
+        "data",
+        "configuration",
+        "internal",
+        "security",
+    }
     assert [code for code, r in REASONS.items() if len(r.hint) < 10] == []
 
 
@@ -68,3 +74,9 @@ def test_the_signers_configuration_reasons_stay_configuration():
     ):
         assert REASONS[code].category == "configuration", code
     assert REASONS["XSD_INVALID"].category == "data" and REASONS["UNEXPECTED_ERROR"].category == "internal"
+
+
+def test_a_publication_outside_a_grant_goes_to_security():
+    """ORGANIZATION_NOT_ALLOWED is category security (support and the security officer), not a data error."""
+    assert REASONS["ORGANIZATION_NOT_ALLOWED"].category == "security"
+    assert REASONS["KIND_NOT_VALIDATED"].category == "configuration"

@@ -58,10 +58,12 @@ def test_a_lost_callback_is_recovered_by_the_asynchronous_get_registry_item_answ
         store = lc.open_store(lab.pipeline.data_dir)
         try:
             for uid in uids:
-                [asked] = [q for q in store.registry_requests(uid) if q.outcome is not None]
+                [doc] = store.documents_of(uid)
+                questions = store.registry_requests(uid, organization=doc.organization)
+                [asked] = [q for q in questions if q.outcome is not None]
                 assert asked.purpose == "deadline" and asked.outcome == "registered"
                 assert asked.decided_by.startswith("callback ")
                 assert registered[uid]["registry_message_id"] == asked.message_id
-                assert store.get(uid).store_till_date.endswith("+03:00")
+                assert doc.store_till_date.endswith("+03:00")
         finally:
             store.close()

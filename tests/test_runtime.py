@@ -192,7 +192,13 @@ def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(kafka):
 
     def on_dead_letter(record: Record, failure: dl.Failure) -> list[Output]:
         seen.append(failure)
-        status = dead_letter_status(failure, local_uid=record.key, source="rt")
+        status = dead_letter_status(
+            failure,
+            local_uid=record.key,
+            organization="1.2.643.5.1.13.13.12.2.77.7831",
+            mis_id="m",
+            source="rt",
+        )
         return [Output(names["status"], status["data"], key=record.key)]
 
     kafka.send(names["in"], [("doc-1", b"{}")], [(dl.MESSAGE_IDS, b"m-1")])
@@ -203,6 +209,8 @@ def test_on_dead_letter_outputs_are_produced_with_the_dead_letter(kafka):
     assert _values(status) == [
         {
             "localUid": "doc-1",
+            "organizationOid": "1.2.643.5.1.13.13.12.2.77.7831",
+            "misId": "m",
             "status": "rejected",
             "emdrId": None,
             "reason": "REMD_REJECTED",

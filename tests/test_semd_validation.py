@@ -29,12 +29,33 @@ EXPECTED = [
     ("100", "CertOnPayForMedServ", True, True, 3),
     ("101", "WorkAtHeightCertificate", True, True, 20),
     ("147", "EpicrisisV5", False, True, 0),
+    # vendored from 1CMedicine/semd_validator c8164c61 (services/data/semd/SOURCES.md)
+    ("59", "PerinatalDeathCertificate", True, True, 10),
+    ("63", "Weapon", True, True, 0),
+    ("64", "Drugs", True, True, 0),
+    ("65", "Sanatory", True, True, 0),
+    ("80", "EpidContact", True, True, 0),
+    ("82", "GroupForPhysicalEducation", True, True, 0),
+    ("83", "Sport", True, True, 0),
+    ("84", "SwimmingPool", True, True, 0),
+    ("85", "ReferralCabinet", True, False, 0),
+    ("88", "LeaveCountry", True, True, 0),
+    ("96", "DDResults", True, True, 0),
+    ("110", "Instrumentalv3", True, True, 0),
+    ("116", "WeaponNotification", True, True, 1),
+    ("142", "ConclusionVaccineComplication", True, True, 0),
+    ("143", "ElderlyCareAssessment", True, True, 0),
+    ("144", "ProstheticsIndicationCert", True, True, 1),
+    ("163", "MedicalManipulationProtocol", True, True, 0),
+    ("182", "ReturnSanatory", True, True, 0),
+    ("183", "ReturnSanatoryChild", True, True, 0),
+    ("194", "MedReportOnResMedExam2", True, True, 0),
 ]
 
 
 def test_known_kinds_are_the_packaged_schema_folders():
     """known_kinds() lists every kind with an XSD or a Schematron, in numeric order."""
-    assert sv.known_kinds() == ("58", "68", "76", "81", "100", "101", "119", "147", "191")
+    assert sv.known_kinds() == tuple(sorted((k for k, *_ in EXPECTED), key=int))
     assert sv.has_xsd("68") and not sv.has_schematron("68")
     assert sv.has_schematron("147") and not sv.has_xsd("147")
 
@@ -377,3 +398,20 @@ def test_validation_from_worker_threads_gives_the_same_result():
             pool.map(lambda job: len(sv.validate_semd(sample(job[1]), job[0]).schematron_failures), jobs)
         )
     assert counts == [expected for _, _, expected in jobs]
+
+
+def test_an_embedded_attachment_reaches_the_schematron_abbreviated_with_the_same_outcome():
+    """A text over 64 KiB (a base64 PDF inside the СЭМД) is cut to its start in the copy the Schematron checks: the
+    XSD sees it whole, the Schematron outcome is the document's without it, and the original is untouched."""
+    root = etree.fromstring(sample("ConsultRedaction4"))
+    section = next(s for s in root.iter(f"{HL7}section") if s.find(f"{HL7}component") is None)
+    entry = etree.SubElement(section, f"{HL7}entry")
+    media = etree.SubElement(entry, f"{HL7}observationMedia", classCode="OBS", moodCode="EVN")
+    value = etree.SubElement(media, f"{HL7}value", mediaType="application/pdf", representation="B64")
+    value.text = "JVBERi0xLjcK" * 50_000  # 600 KB of base64
+    copy = sv.strip_hl7_namespace(root)
+    assert sv.abbreviate_large_text(copy) == 1
+    assert len(copy.find(".//observationMedia/value").text) == sv.KEPT_TEXT_CHARS
+    assert len(value.text) == 600_000  # the document itself is not changed
+    report = sv.validate_semd(root, "119")
+    assert (report.checked_xsd, report.checked_schematron, report.valid) == (True, True, True)

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from lab.dev.local_pipeline import as_new_document
-from lab.dev.samples import REPOSITORY_SAMPLES
 from lab.emulator.faults import rejection_for
 from producer.ids import normalize_message_id
 from producer.topology import DEAD_LETTER_TOPICS, SENT_DLT, SIGNED_DLT
@@ -149,13 +148,10 @@ def test_rejection_after_file_pull_is_dead_lettered_with_the_rejected_message_id
 
 def test_permanent_error_in_the_synchronous_answer_is_dead_lettered_at_once(tmp_path):
     """A permanent SOAP fault and a synchronous refusal go to emd.document.signed.dlt on the first attempt with the MessageID the emulator logged; the others are acknowledged."""
-    base = documents(10)
-    stale = (
-        REPOSITORY_SAMPLES / "DDResults.xml"
-    )  # kind 96: registrable 2021–2023, so refused synchronously today
+    base = documents(11)
     faulted_uid, refused_uid = uuid.uuid4().hex[:20], uuid.uuid4().hex[:20]
-    uids = [faulted_uid] + [uuid.uuid4().hex[:20] for _ in base[1:]] + [refused_uid]
-    docs = _with_uids(base + [(stale.name, stale.read_bytes())], uids)
+    uids = [faulted_uid] + [uuid.uuid4().hex[:20] for _ in base[1:-1]] + [refused_uid]
+    docs = _with_uids(base, uids)
     with pipeline_lab(tmp_path, docs=docs) as lab:
         lab.pipeline.add_rules(
             [
@@ -164,14 +160,22 @@ def test_permanent_error_in_the_synchronous_answer_is_dead_lettered_at_once(tmp_
                     "local_uid": faulted_uid,
                     "code": "VALIDATION_ERROR",
                     "operation": "registerDocument",
-                }
+                },
+                # a kind РЭМД has retired although the shipped НСИ 1520 still shows it in force: the door (which
+                # reads the shipped НСИ) lets it through, РЭМД refuses it in its synchronous answer
+                {
+                    "fault": "refuse",
+                    "local_uid": refused_uid,
+                    "code": "NO_DOCUMENT_KIND_ON_DATE",
+                    "operation": "registerDocument",
+                },
             ]
         )
         uids = lab.publish()
         lab.wait(timeout=300)
         expected = {
             faulted_uid: ("SOAP_FAULT", "VALIDATION_ERROR", "injected:soap_fault"),
-            refused_uid: ("REMD_REJECTED", "NO_DOCUMENT_KIND_ON_DATE", "rejected"),
+            refused_uid: ("REMD_REJECTED", "NO_DOCUMENT_KIND_ON_DATE", "injected:refuse"),
         }
 
         log = defaultdict(list)

@@ -1,9 +1,10 @@
 """The signer stage on the real local broker: every accepted Ministry sample signed, every defect dead-lettered.
 
 One run (module fixture): the lab configuration (``tests/signing_lab.py``), the 24 samples ``emd publish``
-accepts plus one document per defect published to ``emd.document.created`` (the hostile XML ones by a raw
-producer, as a buggy МИС in another language would send them), the app built by ``emd worker signer``'s
-``build`` running in-process until every record has an outcome. Records are told apart by trace id, so the
+accepts plus one document per defect published to the development МИС's ``emd.document.created.local-mis`` (the
+hostile XML ones by a raw producer, as a buggy МИС in another language would send them), and documents a МИС
+publishes outside its grant, the app built by ``emd worker signer``'s ``build`` running in-process until every
+record has an outcome. Records are told apart by trace id, so the
 tests hold on a broker other tests also write to.
 """
 
@@ -20,9 +21,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from lab.dev.config import DEV_MIS_ID
 from producer import events
 from producer.client import DocumentPublisher
-from producer.topology import CREATED, CREATED_DLT, SIGNED, STATUS, ensure_topics
+from producer.topology import CREATED_DLT, SIGNED, created_topic, ensure_topics, status_topic
 from services.config import Settings
 from services.documents.store import FilesystemStore, document_bytes
 from services.messaging import deadletter as dl
@@ -34,6 +36,9 @@ from workers.signer.worker import build
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 300.0
+CREATED = created_topic(DEV_MIS_ID)
+STATUS = status_topic(DEV_MIS_ID)
+OTHER_STATUS = status_topic(lab.OTHER_MIS)
 
 
 class _Published:
@@ -80,15 +85,19 @@ def _by_trace(records) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def run(broker, tmp_path_factory):
     bootstrap = broker.bootstrap_servers
-    ensure_topics(bootstrap, partitions=3, topics=(CREATED, SIGNED, STATUS, CREATED_DLT))
+    ensure_topics(bootstrap, partitions=3, mis_ids=(DEV_MIS_ID, lab.OTHER_MIS))
     root = tmp_path_factory.mktemp("signer")
     built = lab.build_lab(root / "config")
     store = FilesystemStore(root / "data" / "documents")
     tag = uuid.uuid4().hex[:8]
     good: list[_Published] = []
     bad: list[_Published] = []
+    refused: list[_Published] = []  # outside the publishing МИС's grant
+    breaches: list[_Published] = []  # the contract at the door broken (producer.contract)
 
-    with DocumentPublisher(bootstrap, store=store, client_id="test-mis", timeout=30) as pub:
+    with DocumentPublisher(
+        bootstrap, mis_id=DEV_MIS_ID, store=store, system_id=lab.SYSTEM_ID, timeout=30
+    ) as pub:
 
         def publish(name: str, document: bytes, reason: str | None = None, meta: dict | None = None) -> None:
             trace = events.new_trace_id()
@@ -122,6 +131,19 @@ def run(broker, tmp_path_factory):
         publish("xsd_invalid", lab.xsd_invalid(lab.variant(uid=f"xsd-{tag}")), "XSD_INVALID")
         publish("too_large", lab.too_large(lab.variant(uid=f"large-{tag}")), "DOCUMENT_TOO_LARGE")
 
+    # the attack: a МИС publishing for an organisation outside its grant, or as a systemId outside it
+    for name, mis_id, system_id, oid in (
+        ("other_clinic", lab.OTHER_MIS, lab.OTHER_SYSTEM_ID, lab.GOOD_OID),
+        ("other_system_id", DEV_MIS_ID, "not-granted-01", lab.GOOD_OID),
+    ):
+        with DocumentPublisher(bootstrap, mis_id=mis_id, store=store, system_id=system_id) as pub:
+            trace = events.new_trace_id()
+            document = lab.variant(oid, f"{name}-{tag}")
+            done = pub.publish(document, trace_id=trace)
+            refused.append(
+                _Published(name, trace, done.local_uid, done.partition, done.offset, document, mis_id)
+            )
+
     # hostile XML: `emd publish` refuses it, so a raw producer sends the event a buggy МИС would
     raw = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
@@ -148,6 +170,26 @@ def run(broker, tmp_path_factory):
                     reason,
                 )
             )
+        # the contract at the door: a wrong key, a missing header, a kind not on its date, a position without
+        # its version, each as a МИС in another language could send it
+        for breach in lab.contract_breaches(tag):
+            meta = raw.send(
+                CREATED.name,
+                key=breach.key.encode(),
+                value=events.encode(breach.event),
+                headers=[(k, v.encode()) for k, v in breach.headers.items()],
+            ).get(timeout=30)
+            breaches.append(
+                _Published(
+                    breach.name,
+                    breach.event["traceId"],
+                    breach.event["data"]["localUid"],
+                    meta.partition,
+                    meta.offset,
+                    b"",
+                    f"{breach.reason} {breach.field}",
+                )
+            )
     finally:
         raw.close()
 
@@ -163,7 +205,7 @@ def run(broker, tmp_path_factory):
     app = build(settings)
     thread, holder = _run_app(app)
     wanted_signed = {p.trace for p in good}
-    wanted_dlt = {p.trace for p in bad}
+    wanted_dlt = {p.trace for p in bad + refused + breaches}
     deadline = time.monotonic() + TIMEOUT
     signed = dead = {}
     try:
@@ -179,9 +221,13 @@ def run(broker, tmp_path_factory):
             holder[0].call_soon_threadsafe(app.request_stop)
         thread.join(timeout=60)
     status = _by_trace(read_all(bootstrap, STATUS.name, idle=0.5))
+    other_status = _by_trace(read_all(bootstrap, OTHER_STATUS.name, idle=0.5))
     return {
         "good": good,
         "bad": bad,
+        "refused": refused,
+        "breaches": breaches,
+        "other_status": other_status,
         "signed": signed,
         "dead": dead,
         "status": status,
@@ -258,6 +304,28 @@ def test_each_defect_is_dead_lettered_with_its_own_reason(run):
         assert p.trace not in run["signed"]
 
 
+def test_each_breach_of_the_contract_at_the_door_is_dead_lettered_with_its_reason(run):
+    """A record keyed other than by its localUid, one missing a required header, a kind not registrable on the
+    document's creation date, and a signer with a position code but no codeSystemVersion are each dead-lettered by
+    the signer stage with their own reason and the field named, nothing signed, and the МИС is told `failed`."""
+    assert [p.name for p in run["breaches"]] == [
+        "wrong_key",
+        "missing_header",
+        "kind_not_on_date",
+        "position_without_version",
+    ]
+    for p in run["breaches"]:
+        reason, field = p.reason.split(" ")
+        (record,) = run["dead"][p.trace]
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers[dl.REASON] == reason, (p.name, headers.get(dl.EXCEPTION_MESSAGE))
+        assert field.split(".")[-1] in headers[dl.EXCEPTION_MESSAGE], p.name
+        assert headers[dl.CATEGORY] == "data" and p.trace not in run["signed"]
+        (status,) = run["status"][p.trace]
+        told = events.decode(status.value, expected_type=events.STATUS)["data"]
+        assert (told["status"], told["reason"], told["localUid"]) == ("failed", reason, p.uid)
+
+
 def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):
     """`emd worker signer` configured only by environment signs a new document and exits 0 on SIGTERM."""
     import os
@@ -283,7 +351,7 @@ def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):
     try:
         trace = events.new_trace_id()
         document = lab.variant(uid=f"subprocess-{uuid.uuid4().hex[:8]}")
-        with DocumentPublisher(broker.bootstrap_servers, client_id="test-mis") as pub:
+        with DocumentPublisher(broker.bootstrap_servers, mis_id=DEV_MIS_ID, system_id=lab.SYSTEM_ID) as pub:
             pub.publish(document, trace_id=trace)
         deadline = time.monotonic() + 120
         found = []
@@ -299,3 +367,26 @@ def test_emd_worker_signer_subprocess_signs_and_stops_cleanly(run, broker):
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     assert code == 0
+
+
+def test_a_mis_publishing_outside_its_grant_is_dead_lettered_and_nothing_is_signed(run):
+    """The attack: a МИС publishing another clinic's document (or under a systemId it was not granted) is
+    dead-lettered ORGANIZATION_NOT_ALLOWED (category security) from its own topic, nothing is signed, and only
+    that МИС hears of it, on its own status topic."""
+    assert [p.name for p in run["refused"]] == ["other_clinic", "other_system_id"]
+    for p in run["refused"]:
+        mis_id = p.reason  # the МИС it was published as
+        (record,) = run["dead"][p.trace]
+        headers = {k: v.decode() for k, v in record.headers}
+        assert (headers[dl.REASON], headers[dl.CATEGORY]) == ("ORGANIZATION_NOT_ALLOWED", "security"), p.name
+        assert headers[dl.ORIGINAL_TOPIC] == created_topic(mis_id).name
+        assert p.trace not in run["signed"]
+        told = run["other_status"] if mis_id == lab.OTHER_MIS else run["status"]
+        (status,) = told[p.trace]
+        data = events.decode(status.value, expected_type=events.STATUS)["data"]
+        assert (data["status"], data["reason"], data["misId"]) == (
+            "failed",
+            "ORGANIZATION_NOT_ALLOWED",
+            mis_id,
+        )
+    assert run["refused"][0].trace not in run["status"]  # the development МИС hears nothing of the other's

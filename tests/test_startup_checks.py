@@ -299,7 +299,7 @@ def test_a_lifecycle_database_back_within_the_grace_is_waited_for(tmp_path):
         )  # the opener is trying meanwhile; the server starts from this thread, which outlives it
         server.resume()
         opener.join(150)
-        assert len(opened) == 1 and opened[0].get("nothing-here") is None
+        assert len(opened) == 1 and opened[0].get("nothing-here", organization="1.2.3") is None
         opened[0].close()
     finally:
         server.stop()

@@ -20,7 +20,7 @@ def data_dir(tmp_path, monkeypatch):
     store = lc.open_store(tmp_path)
     try:
         store.register("doc-1", organization=ORG, kind="119", document_ref="file:///x")
-        store.record_attempt("doc-1", "m1", endpoint="https://ips")
+        store.record_attempt("doc-1", "m1", organization=ORG, endpoint="https://ips")
         store.record_outcome(
             "m1", outcome=Outcome.TRANSIENT, decided_by=lc.DECIDED_BY_ANSWER, code="HTTP_503", message="down"
         )

@@ -16,20 +16,54 @@ from services.messaging.records import Record
 from services.pipeline.organizations import load_organizations
 from services.pipeline.submission import Submitter
 from services.remd.transport import SubmitOutcome
-from tests.sender_helpers import ORG, FakeTransport, signed_record, submitter
+from tests.sender_helpers import ORG, STATUS_TOPIC, FakeTransport, signed_record, submitter
+
+#: a second clinic, with a МИС of its own
+OTHER_ORG, OTHER_MIS = "1.2.643.5.1.13.13.12.2.77.7832", "other-mis"
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    path = write_dev_config(tmp_path_factory.mktemp("cfg"), oids=[ORG], endpoint="http://ips.test/emdr")
+    path = write_dev_config(
+        tmp_path_factory.mktemp("cfg"), oids=[ORG, OTHER_ORG], endpoint="http://ips.test/emdr"
+    )
     return load_organizations(path)
+
+
+def test_a_mis_reusing_another_clinics_local_uid_neither_touches_that_document_nor_learns_its_emdr_id(
+    config, store
+):
+    """The attack: clinic B's document "shared" is registered; МИС A publishes its own document under that localUid
+    for its clinic A. A's document is sent as a new one and fails on its own; B's stays registered with its
+    MessageID, and nothing A's МИС reads names B's emdrId."""
+    t = FakeTransport(store=store)
+    s = submitter(config, store, t)
+    asyncio.run(s.handle(signed_record("shared", organization=OTHER_ORG, mis_id=OTHER_MIS)))
+    store.mark_registered("shared", "16.62.26.11.000000042", organization=OTHER_ORG)
+    b_ids = store.message_ids("shared", organization=OTHER_ORG)
+
+    outs = asyncio.run(s.handle(signed_record("shared")))  # МИС A (the example's), its own clinic ORG
+    assert len(t.requests) == 2 and t.requests[1].registration.organization == ORG
+    told = [events.decode(o.value)["data"] for o in outs if o.topic.startswith("emd.document.status.")]
+    assert [o.topic for o in outs] == [topology.SENT.name, STATUS_TOPIC]
+    assert [(d["status"], d["emdrId"], d["organizationOid"]) for d in told] == [("sent", None, ORG)]
+    assert "16.62.26.11.000000042" not in b"".join(o.value for o in outs).decode()
+
+    t.outcomes.append(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NO_SNILS"))
+    store.mark_failed("shared", organization=ORG, reason="REMD_REJECTED")  # РЭМД refused A's document later
+    with pytest.raises(PermanentError):
+        asyncio.run(s.handle(signed_record("shared")))  # a replay of A's, refused again
+    theirs = store.get("shared", organization=OTHER_ORG)
+    assert (theirs.state, theirs.emdr_id) == (lifecycle.REGISTERED, "16.62.26.11.000000042")
+    assert store.message_ids("shared", organization=OTHER_ORG) == b_ids
+    assert store.get("shared", organization=ORG).state == lifecycle.FAILED
 
 
 def test_accepted_emits_sent_and_status(config, store):
     """An accepted registration gives a schema-valid sent event with the submission, and status "sent"."""
     t = FakeTransport(store=store)
     outs = asyncio.run(submitter(config, store, t).handle(signed_record()))
-    assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
+    assert [o.topic for o in outs] == [topology.SENT.name, STATUS_TOPIC]
     sent = events.decode(outs[0].value, expected_type=events.SENT)["data"]["submission"]
     assert sent["messageId"] == t.requests[0].message_id and sent["messageIds"] == [sent["messageId"]]
     assert (
@@ -37,7 +71,7 @@ def test_accepted_emits_sent_and_status(config, store):
     )
     assert json.loads(outs[1].value)["data"]["status"] == "sent"
     assert t.recorded_before_send == [True]
-    assert store.get("doc-1").state == lifecycle.ACCEPTED
+    assert store.get("doc-1", organization=ORG).state == lifecycle.ACCEPTED
 
 
 def test_redelivery_after_acceptance_never_sends_again(config, store):
@@ -57,7 +91,7 @@ def test_replay_of_a_registered_document_tells_the_mis_registered_not_sent(confi
     t = FakeTransport(store=store)
     s = submitter(config, store, t)
     asyncio.run(s.handle(signed_record()))
-    store.mark_registered("doc-1", "16.62.26.11.000000001")
+    store.mark_registered("doc-1", "16.62.26.11.000000001", organization=ORG)
     again = asyncio.run(s.handle(signed_record()))
     status = json.loads(again[1].value)["data"]
     assert len(t.requests) == 1
@@ -126,7 +160,7 @@ def test_permanent_dead_letters_with_code_and_message_ids(config, store):
         "fix",
     )
     assert d["message_ids"] == [t.requests[0].message_id] and d["local_uid"] == "doc-1"
-    assert store.get("doc-1").state == lifecycle.FAILED
+    assert store.get("doc-1", organization=ORG).state == lifecycle.FAILED
 
 
 def test_unknown_organization_is_permanent(config, store):
@@ -201,10 +235,11 @@ class AcceptedByAnotherReplica:
 
     def record_attempt(self, local_uid, message_id, **kw):
         other = "99999999-9999-4999-8999-999999999999"
+        org = kw["organization"]
         self.store.record_attempt(
-            local_uid, other, endpoint="http://ips.test/emdr", register=kw.get("register")
+            local_uid, other, organization=org, endpoint="http://ips.test/emdr", register=kw.get("register")
         )
-        self.store.mark_accepted(local_uid, message_id=other)
+        self.store.mark_accepted(local_uid, organization=org, message_id=other)
         return self.store.record_attempt(local_uid, message_id, **kw)  # refused: already accepted
 
 
@@ -214,19 +249,19 @@ def test_a_lifecycle_conflict_with_another_replica_is_not_a_failure(config, stor
     t = FakeTransport()
     outs = asyncio.run(submitter(config, AcceptedByAnotherReplica(store), t).handle(signed_record()))
     assert t.requests == []
-    assert [o.topic for o in outs] == [topology.SENT.name, topology.STATUS.name]
+    assert [o.topic for o in outs] == [topology.SENT.name, STATUS_TOPIC]
     sent = events.decode(outs[0].value, events.SENT)["data"]["submission"]
     assert sent["messageId"] == "99999999-9999-4999-8999-999999999999"
     assert json.loads(outs[1].value)["data"]["status"] == "sent"
 
 
 def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config, store):
-    """A signed event whose document differs from the one first held under its localUid (registered or not) is
-    dead-lettered LOCAL_UID_REUSED saying a changed СЭМД needs a new localUid; nothing is sent."""
+    """A signed event whose document differs from the one registered under its localUid is dead-lettered
+    LOCAL_UID_REUSED saying a changed СЭМД needs a new localUid; nothing is sent."""
     t = FakeTransport(store=store)
     s = submitter(config, store, t)
     asyncio.run(s.handle(signed_record()))
-    store.mark_registered("doc-1", "16.62.26.11.000000002")
+    store.mark_registered("doc-1", "16.62.26.11.000000002", organization=ORG)
     data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid="doc-1")
     data["document"] = dict(data["document"], sha256="0" * 64)
     changed = Record(
@@ -242,6 +277,62 @@ def test_other_content_under_a_known_local_uid_is_refused_in_plain_words(config,
         asyncio.run(s.handle(changed))
     assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
     assert "16.62.26.11.000000002" in exc.value.message and "new localUid" in exc.value.message
+
+
+def _changed(uid: str = "doc-1", sha: str = "0" * 64) -> Record:
+    """The signed example under ``uid`` with other bytes (a corrected СЭМД): a different sha256."""
+    data = dict(events.load_schema(events.SIGNED)["examples"][0], localUid=uid, organizationOid=ORG)
+    data["document"] = dict(data["document"], sha256=sha, ref="file:///corrected")
+    event = events.new_event(events.SIGNED, data, source="test")
+    return Record(topology.SIGNED.name, 0, 1, uid, events.encode(event), {}, 0)
+
+
+def test_a_document_remd_refused_is_sent_again_under_its_local_uid_once_corrected(config, store):
+    """РЭМД registers nothing it refuses: after a refusal with its code, the corrected document (other bytes) under
+    the same localUid is sent with a new MessageID, and the lifecycle now holds the corrected content, which is what
+    getDocumentFile will serve."""
+    t = FakeTransport(SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="PERSON_NOT_FOUND"))
+    s = submitter(config, store, t)
+    with pytest.raises(PermanentError):
+        asyncio.run(s.handle(signed_record()))
+    assert store.get("doc-1", organization=ORG).state == lifecycle.FAILED
+    corrected = _changed()
+    outs = asyncio.run(s.handle(corrected))
+    assert len(t.requests) == 2 and t.requests[0].message_id != t.requests[1].message_id
+    doc = store.get("doc-1", organization=ORG)
+    assert (doc.state, doc.signed_event, doc.document_ref) == (
+        lifecycle.ACCEPTED,
+        corrected.value,
+        "file:///corrected",
+    )
+    assert doc.failure_reason is None and len(store.message_ids("doc-1", organization=ORG)) == 2
+    assert json.loads(outs[1].value)["data"]["status"] == "sent"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        SubmitOutcome(kind="permanent", reason="REMD_REJECTED", remd_code="NOT_UNIQUE_PROVIDED_ID"),
+        SubmitOutcome(kind="permanent", reason="SOAP_FAULT"),
+    ],
+)
+def test_other_content_is_refused_while_remd_may_hold_the_local_uid(config, store, refusal):
+    """РЭМД saying the localUid is taken (NOT_UNIQUE_PROVIDED_ID), or a failure without a РЭМД refusal code, leaves
+    the localUid possibly held: other bytes under it are LOCAL_UID_REUSED, nothing is sent."""
+    t = FakeTransport(refusal)
+    s = submitter(config, store, t)
+    with pytest.raises(PermanentError):
+        asyncio.run(s.handle(signed_record()))
+    with pytest.raises(PermanentError) as exc:
+        asyncio.run(s.handle(_changed()))
+    assert exc.value.reason == "LOCAL_UID_REUSED" and len(t.requests) == 1
+
+
+def test_only_a_failed_document_takes_new_content(store):
+    """The lifecycle refuses to replace the content of a document that is not failed (in flight or done)."""
+    store.register("doc-9", organization=ORG, kind="119", signed_event=b"{}")
+    with pytest.raises(lifecycle.LifecycleConflict):
+        store.resubmit("doc-9", organization=ORG, kind="119", signed_event=b"{}")
 
 
 ORG2 = "1.2.643.5.1.13.13.12.2.77.7832"
@@ -316,7 +407,7 @@ def test_an_n3_organisation_sends_the_document_with_its_guid_and_n3s_codes(tmp_p
     assert (request.auth_token, request.lpu_id, request.key) == ("n3-secret-guid", "lpu-1", None)
     assert (request.n3_codes.document_type, request.n3_codes.staff[AUTHOR].position) == (198, 114)
     assert (request.pix_endpoint, request.add_patient) == ("http://n3.test/emk/PixService.svc", True)
-    assert store.message_ids("doc-1") == [request.message_id]
+    assert store.message_ids("doc-1", organization=ORG) == [request.message_id]
 
 
 def test_n3_adds_a_patient_once_per_patient_and_clinic(tmp_path, store):
@@ -354,7 +445,7 @@ def test_n3_warnings_reach_the_mis_in_the_sent_status(tmp_path, store):
     outputs = asyncio.run(
         Submitter(config=_n3_config(tmp_path), store=store, transports={"n3": t}).handle(_n3_record()[0])
     )
-    status = next(json.loads(o.value)["data"] for o in outputs if o.topic == topology.STATUS.name)
+    status = next(json.loads(o.value)["data"] for o in outputs if o.topic == STATUS_TOPIC)
     assert (status["status"], status["warnings"]) == ("sent", [{"code": "N3:7", "message": warning[1]}])
 
 
@@ -372,4 +463,4 @@ def test_an_n3_kind_without_a_code_never_leaves_the_sender(tmp_path, store):
         and "kind 119" in exc.value.message
         and "375" in exc.value.message
     )
-    assert t.requests == [] and store.get("doc-1") is None
+    assert t.requests == [] and store.get("doc-1", organization=ORG) is None

@@ -287,7 +287,7 @@ kafka.KafkaProducer = FakeProducer
 from lab.dev.local_pipeline import sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from producer.client import DocumentPublisher
-(_, document), = sample_documents(REPOSITORY_SAMPLES, 1, registrable_only=True)[0]
+(_, document), = sample_documents(REPOSITORY_SAMPLES, 1)[0]
 """
 
 
@@ -310,7 +310,7 @@ def test_the_mis_library_publishes_as_before_without_opentelemetry():
             """
         import json
         from producer import tracing
-        with DocumentPublisher("unused:9092") as publisher:
+        with DocumentPublisher("unused:9092", mis_id="clinic-a") as publisher:
             published = publisher.publish(document)
         print(json.dumps({"available": tracing.available(), "headers": sorted(sent[0]), "uid": published.local_uid}))
         """
@@ -331,7 +331,7 @@ def test_the_mis_library_with_the_api_and_no_sdk_sends_no_traceparent():
             """
         import json
         from opentelemetry import context, propagate
-        with DocumentPublisher("unused:9092") as publisher:
+        with DocumentPublisher("unused:9092", mis_id="clinic-a") as publisher:
             publisher.publish(document)
             parent = propagate.extract({"traceparent": f"00-{OTHER}-00f067aa0ba902b7-01"})
             token = context.attach(parent)
@@ -364,12 +364,12 @@ def test_the_mis_library_starts_the_trace_whose_id_the_event_carries():
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-        with DocumentPublisher("unused:9092") as publisher:
+        with DocumentPublisher("unused:9092", mis_id="clinic-a") as publisher:
             with trace.get_tracer("mis").start_as_current_span("mis request") as request:
                 publisher.publish(document)
             publisher.publish(document, trace_id=OTHER)
         spans = {s.name: s for s in exporter.get_finished_spans()}
-        publish = spans["publish emd.document.created"]
+        publish = spans["publish emd.document.created.clinic-a"]
         print(json.dumps({
             "trace": format(publish.context.trace_id, "032x"),
             "span": format(publish.context.span_id, "016x"),

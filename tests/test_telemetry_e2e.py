@@ -167,7 +167,7 @@ def test_a_demo_exports_one_trace_per_document_across_every_process(tmp_path):
         by_id = {s.span_id: s for s in spans}
         roots = [s for s in spans if s.parent_span_id not in by_id]
         assert [(r.service, r.name, r.parent_span_id) for r in roots] == [
-            ("emd-mis", "publish emd.document.created", "")
+            ("emd-mis", "publish emd.document.created.local-mis", "")
         ]
         assert set(CHAIN) <= {s.service for s in spans}
         # parent order: the status worker's handling of the callback descends from every process in turn

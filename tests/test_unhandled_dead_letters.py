@@ -21,6 +21,8 @@ from services.messaging import deadletter as dl
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 M1 = "11111111-1111-4111-8111-111111111111"
+ORG = "1.2.643.1"
+OTHER = "1.2.643.2"
 
 
 def _ago(**delta) -> dt.datetime:
@@ -30,43 +32,50 @@ def _ago(**delta) -> dt.datetime:
 def test_what_is_unhandled_and_how_old(store):
     """A signer dead letter of a document never signed since, a sender one whose document still has only its old
     attempt, and a failed one are unhandled; the oldest's age is per stage and category."""
-    store.register("sent-once", organization="1.2.643.1", kind="119", signed_event=b"{}")
-    store.register("rejected", organization="1.2.643.1", kind="119", signed_event=b"{}")
-    store.mark_failed("rejected", reason="REMD_REJECTED")
+    store.register("sent-once", organization=ORG, kind="119", signed_event=b"{}")
+    store.register("rejected", organization=ORG, kind="119", signed_event=b"{}")
+    store.mark_failed("rejected", organization=ORG, reason="REMD_REJECTED")
     view = UnhandledDeadLetters()
     view.add(
         [
-            Letter("never-signed", "signer", "data", _ago(days=3)),
-            Letter("sent-once", "sender", "transient", dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)),
-            Letter("rejected", "status", "data", dt.datetime.now(dt.UTC) - dt.timedelta(days=1)),
+            Letter("never-signed", ORG, "signer", "data", _ago(days=3)),
+            Letter(
+                "sent-once", ORG, "sender", "transient", dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+            ),
+            Letter("rejected", ORG, "status", "data", dt.datetime.now(dt.UTC) - dt.timedelta(days=1)),
         ]
     )
-    view.settle(store.get, NOW)
-    assert {"never-signed", "sent-once", "rejected"} == set(view.letters)
+    view.settle(_lookup(store), NOW)
+    assert {"never-signed", "sent-once", "rejected"} == {uid for _, uid in view.letters}
     summary = view.summary(NOW)
     assert (1, 3 * 86400.0) == summary[("signer", "data")]
 
 
 def test_a_replayed_or_resent_document_is_handled_and_a_newer_dead_letter_replaces_the_older(store):
     """The document recorded again after its dead letter (a replay, a corrected resend) is handled; a second dead
-    letter of one document counts once, at its own time; one older than the topics' retention is gone."""
+    letter of one document counts once, at its own time; one older than the topics' retention is gone; another
+    organisation's document under the same localUid moving on handles nothing of this one's."""
     failed_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     view = UnhandledDeadLetters(retention=dt.timedelta(days=30))
     view.add(
         [
-            Letter("replayed", "sender", "transient", failed_at),
-            Letter("twice", "signer", "data", _ago(days=10)),
-            Letter("twice", "signer", "data", _ago(days=2)),
-            Letter("expired", "signer", "data", _ago(days=31)),
+            Letter("replayed", ORG, "sender", "transient", failed_at),
+            Letter("replayed", OTHER, "sender", "transient", failed_at),
+            Letter("twice", ORG, "signer", "data", _ago(days=10)),
+            Letter("twice", ORG, "signer", "data", _ago(days=2)),
+            Letter("expired", ORG, "signer", "data", _ago(days=31)),
         ]
     )
-    store.register("replayed", organization="1.2.643.1", kind="119", signed_event=b"{}")
-    store.record_attempt(
-        "replayed", M1, endpoint="https://ips"
-    )  # the replay's attempt, after the dead letter
-    view.settle(store.get, NOW)
-    assert {"twice"} == set(view.letters)
+    store.register("replayed", organization=ORG, kind="119", signed_event=b"{}")
+    # the replay's attempt, after the dead letter
+    store.record_attempt("replayed", M1, organization=ORG, endpoint="https://ips")
+    view.settle(_lookup(store), NOW)
+    assert {(ORG, "twice"), (OTHER, "replayed")} == set(view.letters)
     assert (1, 2 * 86400.0) == view.summary(NOW)[("signer", "data")]
+
+
+def _lookup(store):
+    return lambda org, uid: store.get(uid, organization=org)
 
 
 def test_the_gauges_are_exactly_the_summary():
@@ -87,6 +96,7 @@ def _dead_letter(
         dl.STAGE: stage,
         dl.CATEGORY: category,
         dl.LOCAL_UID: uid,
+        dl.ORGANIZATION: ORG,
         dl.LAST_FAILURE: at.isoformat().replace("+00:00", "Z"),
         dl.REASON: "TEST",
     }
@@ -109,11 +119,11 @@ def test_the_watch_reads_the_topics_incrementally_and_follows_a_replay(broker, s
             producer, topology.CREATED_DLT.name, refused, stage="signer", category="data", at=a_week_ago
         )
         watch.refresh()
-        assert refused in watch.view.letters
+        assert (ORG, refused) in watch.view.letters
         assert UNHANDLED_OLDEST.labels("signer", "data")._value.get() >= 7 * 86400
 
-        store.register(rejected, organization="1.2.643.1", kind="119", signed_event=b"{}")
-        store.mark_failed(rejected, reason="REMD_REJECTED")
+        store.register(rejected, organization=ORG, kind="119", signed_event=b"{}")
+        store.mark_failed(rejected, organization=ORG, reason="REMD_REJECTED")
         _dead_letter(
             producer,
             topology.SENT_DLT.name,
@@ -125,14 +135,13 @@ def test_the_watch_reads_the_topics_incrementally_and_follows_a_replay(broker, s
         assert 1 == sum(1 for letter in watch._new_letters() if letter.local_uid == rejected)
         assert [] == [letter for letter in watch._new_letters() if letter.local_uid in (refused, rejected)]
 
-        store.record_attempt(
-            rejected, str(uuid.uuid4()), endpoint="https://ips"
-        )  # the replay reached the sender
+        # the replay reached the sender
+        store.record_attempt(rejected, str(uuid.uuid4()), organization=ORG, endpoint="https://ips")
         watch.view.add(
-            [Letter(rejected, "status", "data", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))]
+            [Letter(rejected, ORG, "status", "data", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))]
         )
         watch.refresh()
-        assert refused in watch.view.letters and rejected not in watch.view.letters
+        assert (ORG, refused) in watch.view.letters and (ORG, rejected) not in watch.view.letters
         watch.forget()
         assert [] == UNHANDLED.collect()[0].samples
     finally:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from lab.dev.config import DEV_MIS_ID
 from lab.dev.watch import PipelineWatcher
 from producer import topology
 from services.messaging import deadletter as dl
+
+CREATED = topology.created_topic(DEV_MIS_ID).name
 
 
 def _record(key: str, offset: int = 0, headers=()):
@@ -19,9 +22,9 @@ def test_unfinished_documents_are_told_from_lost_ones():
     """Of five published documents: one acknowledged, one dead-lettered, two on their way (created, sent) are
     unfinished, and the one on no topic at all is the only one counted lost; the dead letter is kept as read."""
     watcher = PipelineWatcher("unused:9092")
-    watcher._see(topology.CREATED.name, _record("done"))
+    watcher._see(CREATED, _record("done"))
     watcher._see(topology.ACKNOWLEDGED.name, _record("done"))
-    watcher._see(topology.CREATED.name, _record("waiting"))
+    watcher._see(CREATED, _record("waiting"))
     watcher._see(topology.SENT.name, _record("in-flight"))
     headers = [(dl.STAGE, b"sender"), (dl.REASON, b"REMD_REJECTED")]
     watcher._see(topology.SIGNED_DLT.name, _record("failed", offset=3, headers=headers))

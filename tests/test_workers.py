@@ -15,6 +15,7 @@ from producer import topology
 from services.commands.worker_cmd import WORKERS, load_build
 from services.config import Settings
 from services.messaging.app import App
+from services.pipeline.organizations import read_mis_ids
 from workers.callbacks.worker import build as build_callbacks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,17 +68,16 @@ def _built(settings: Settings) -> dict[str, App]:
 
 
 def test_each_stage_consumes_in_the_group_of_its_name_which_the_topology_grants(settings):
-    """Each stage a worker builds consumes in ``emd-<stage name>``, and the worker's Kafka user (``topology.ACCESS``)
-    may join exactly its stages' groups, no other."""
+    """Each stage a worker builds consumes in ``emd-<stage name>``, and the worker's Kafka user (``topology.access``
+    for the МИС of its organisations file) may join exactly its stages' groups, no other."""
     apps = _built(settings)
+    access = topology.access(read_mis_ids(settings.organizations_file))
     try:
         for name, app in apps.items():
             groups = {stage.group_id for stage in app.stages}
             assert all(stage.group_id == f"emd-{stage.name}" for stage in app.stages), name
-            assert set(topology.ACCESS[name].groups) == groups, name
-            assert {t for stage in app.stages for t in stage.topics} <= {
-                t.name for t in topology.ACCESS[name].reads
-            }
+            assert set(access[name].groups) == groups, name
+            assert {t for stage in app.stages for t in stage.topics} <= {t.name for t in access[name].reads}
         assert [s.name for s in apps["status"].stages] == ["acknowledger", "acknowledger-sent"]
         assert apps["status"].stages[0].input_topic == topology.CALLBACKS.name
     finally:

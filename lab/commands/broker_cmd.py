@@ -8,6 +8,7 @@ import sys
 import threading
 
 from lab.broker import LocalBroker
+from lab.dev.config import DEV_MIS_ID
 from producer.topology import ensure_topics
 from services.config import Settings
 from services.logs import configure
@@ -32,7 +33,10 @@ def run_broker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalBroker(port=port) as broker:
         if not args.no_topics:
-            ensure_topics(broker.bootstrap_servers, partitions=settings.kafka_topic_partitions)
+            # the development МИС's topics too: `emd run`/`emd demo` against this broker publish as it
+            ensure_topics(
+                broker.bootstrap_servers, partitions=settings.kafka_topic_partitions, mis_ids=(DEV_MIS_ID,)
+            )
         # what this broker supports: it refuses the idempotent producer, so the workers are told not to ask
         env = " ".join(f"{k}={v}" for k, v in broker.client_env().items())
         print(f"broker ready: export {env}", flush=True)

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 
+from lab.dev.ports import DEV_EMULATOR_PORT
 from producer.errors import EmdError
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -27,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Control API under /_emulator/ (see docs/emulator.md).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8099, help="port (default 8099; 0 = any free port)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEV_EMULATOR_PORT,
+        help=f"port (default {DEV_EMULATOR_PORT}, where `emd certs dev-config` points; 0 = any free port)",
+    )
     p.add_argument(
         "--scenario", default="ok", choices=SCENARIOS, help="behaviour (default ok; see --list-scenarios)"
     )

@@ -33,6 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from lab.broker import LocalBroker
+from lab.dev.config import DEV_MIS_ID
 from lab.dev.local_pipeline import LocalPipeline, sample_documents
 from lab.dev.samples import default_samples
 from lab.dev.supervisor import Supervisor
@@ -121,12 +122,10 @@ def _run(args: argparse.Namespace) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     private_dir(workdir)  # what a run writes is private (0700 directories, 0600 files)
 
-    # `emd run` publishes every sample, so a retired kind shows РЭМД's NO_DOCUMENT_KIND_ON_DATE dead letter;
-    # a demo generates only documents a clinic could register today
+    # every sample the producer accepts, made new (created now); one whose kind is not in force today would be
+    # refused at the door (KIND_NOT_VALID_ON_DATE) and is listed with the other samples left out
     samples = args.samples or default_samples()
-    documents, refused = sample_documents(
-        samples, args.documents, registrable_only=args.documents is not None
-    )
+    documents, refused = sample_documents(samples, args.documents)
     say = print if args.documents is None else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     say(
         f"{len(documents)} documents from {samples} to publish, each with a fresh localUid and created now"
@@ -144,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         ensure_topics(
             bootstrap,
             partitions=settings.kafka_topic_partitions,
+            mis_ids=(DEV_MIS_ID,),
             timeout_s=max(1.0, settings.startup_grace_seconds),
         )
         say(f"broker: {bootstrap}")

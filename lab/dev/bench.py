@@ -37,6 +37,7 @@ from typing import Any
 
 from lab.broker import LocalBroker
 from lab.dev import procstat
+from lab.dev.config import DEV_MIS_ID
 from lab.dev.local_pipeline import LocalPipeline, sample_documents
 from lab.dev.samples import REPO
 from lab.dev.watch import PipelineWatcher
@@ -242,11 +243,11 @@ def _pipeline(
 # ------------------------------------------------------------------------------------------- the runs
 def run(options: BenchOptions, *, say: Say = print) -> E2EResult:
     """Warm-up, the latency phase, the throughput phase; figures per process (module docstring)."""
-    templates, _ = sample_documents(options.samples, None, registrable_only=True)
+    templates, _ = sample_documents(options.samples, None)
     latency_n = options.latency_count
     burst_n = options.documents - latency_n
     with LocalBroker(log_path=_fresh(options.workdir) / "broker.log") as broker:
-        ensure_topics(broker.bootstrap_servers, partitions=options.partitions)
+        ensure_topics(broker.bootstrap_servers, partitions=options.partitions, mis_ids=(DEV_MIS_ID,))
         pipeline = _pipeline(options, broker, templates)
         watcher = None
         publisher = None
@@ -341,10 +342,10 @@ class BacklogResult:
 
 def run_backlog(options: BenchOptions, backlog: int, *, say: Say = print) -> BacklogResult:
     """Publish ``backlog`` documents with no worker running, then start them and follow the drain."""
-    templates, _ = sample_documents(options.samples, None, registrable_only=True)
+    templates, _ = sample_documents(options.samples, None)
     marks = sorted({c for c in CHECKPOINTS if c < backlog} | {backlog})
     with LocalBroker(log_path=_fresh(options.workdir) / "broker.log") as broker:
-        ensure_topics(broker.bootstrap_servers, partitions=options.partitions)
+        ensure_topics(broker.bootstrap_servers, partitions=options.partitions, mis_ids=(DEV_MIS_ID,))
         pipeline = _pipeline(options, broker, templates)
         publisher = _Publisher(
             broker.bootstrap_servers,

@@ -100,7 +100,7 @@ def measure(
     from services.remd._transports.ips import IpsSoapTransport
     from services.remd.transport import SubmitRequest
 
-    templates = [d for _, d in sample_documents(samples, None, registrable_only=True)[0]]
+    templates = [d for _, d in sample_documents(samples, None)[0]]
     oids, snils = participants([("", d) for d in templates])
     config_file = write_dev_config(workdir / "config", oids=oids, doctors=snils)
     config = load_organizations(config_file)
@@ -149,6 +149,7 @@ def _emulator_and_broker(
     templates: list[bytes], *, workdir: Path, seconds: float, say: Callable[[str], None]
 ) -> list[Ceiling]:
     from lab.broker import LocalBroker
+    from lab.dev.config import DEV_MIS_ID
     from producer.topology import ensure_topics
     from services.documents.store import FilesystemStore, by_reference, mark_signer_store
     from services.lifecycle import open_store
@@ -162,7 +163,7 @@ def _emulator_and_broker(
 
     out: list[Ceiling] = []
     with LocalBroker(log_path=workdir / "broker.log") as broker:
-        ensure_topics(broker.bootstrap_servers, partitions=6)
+        ensure_topics(broker.bootstrap_servers, partitions=6, mis_ids=(DEV_MIS_ID,))
         lab = LocalPipeline(
             workdir=workdir / "run",
             bootstrap_servers=broker.bootstrap_servers,
@@ -191,6 +192,7 @@ def _emulator_and_broker(
                     events.SIGNED,
                     {
                         **data,
+                        "misId": DEV_MIS_ID,
                         "document": by_reference(data["document"], document, documents),
                         "signatures": sign_document(data, document, config),
                     },

@@ -3,6 +3,12 @@
 ``emd certs dev-config``, ``emd run``/``emd demo`` and the tests write one with :func:`write_dev_config`;
 ``services.pipeline.organizations.load_organizations`` reads it like any other. Development only:
 software keys issued by nobody's CA.
+
+Its one МИС, ``local-mis`` (:data:`DEV_MIS_ID`), is granted every organisation of the file under the development
+systemIds (:data:`DEV_SYSTEM_IDS`): every development publisher (``emd run``, ``emd demo``, ``emd bench``,
+``make reliability``, the tests) writes ``emd.document.created.local-mis``. Each doctor's key carries a
+development consent to server-side signing, and the organisations allow the sample kinds no XSD or Schematron is
+shipped for (``allow_unvalidated_kinds``): an operator's decision that a development run makes for you.
 """
 
 from __future__ import annotations
@@ -17,10 +23,26 @@ from typing import Any
 
 from lab.dev.mchd import Person, build_mchd, sign_mchd
 from lab.dev.pki import DevCA, SubjectInfo, write_pem
+from lab.dev.ports import DEV_CALLBACK_URL, DEV_EMULATOR, DEV_EMULATOR_PORT
 from producer.files import private_dir, write_private
 
-__all__ = ["N3_DEV_CODES", "dev_credential", "put_on_n3", "request_config", "write_dev_config"]
+__all__ = [
+    "DEV_CALLBACK_URL",
+    "DEV_EMULATOR",
+    "DEV_EMULATOR_PORT",
+    "DEV_MIS_ID",
+    "DEV_SYSTEM_IDS",
+    "N3_DEV_CODES",
+    "dev_credential",
+    "put_on_n3",
+    "request_config",
+    "write_dev_config",
+]
 
+#: the development МИС: its topics are emd.document.created.local-mis and emd.document.status.local-mis
+DEV_MIS_ID = "local-mis"
+#: the systemIds the development МИС may publish as: the first is what the development publishers use
+DEV_SYSTEM_IDS = ("local-mis", "emd-clinic-test")
 #: the N3 codes every development doctor gets (IdSpeciality, IdPosition): the values of N3's own minimal sample
 N3_DEV_CODES = {"id_speciality": 28, "id_position": 114}
 
@@ -37,8 +59,8 @@ def dev_credential(directory: Path, name: str, ca: Any, subject: Any, **issue: A
     return {"key": f"{name}.key", "certificate": f"{name}.pem"}
 
 
-#: where the development configuration points when no emulator runs (``emd emulator``'s default port)
-DEV_EMULATOR = "http://127.0.0.1:8085"
+#: the emulator's file of registered information systems, written beside organizations.json
+SYSTEMS_FILE = "systems.json"
 
 
 def write_dev_config(
@@ -50,19 +72,27 @@ def write_dev_config(
     mode: str = "server",
     valid_from: dt.datetime | None = None,
     valid_days: int = 730,
-    endpoint: str = "http://127.0.0.1:8085/ips",
+    endpoint: str = f"{DEV_EMULATOR}/ips",
     callback_url: str | None = None,
     schematron: str = "warn",
     paramset: str = "A",
+    mis_id: str = DEV_MIS_ID,
+    system_ids: tuple[str, ...] = DEV_SYSTEM_IDS,
+    allow_unvalidated_kinds: bool = True,
 ) -> Path:
-    """A complete development configuration in ``directory``; returns the path of ``organizations.json``.
+    """A complete development configuration in ``directory``; returns the path of ``organizations.json``. Beside
+    it, ``systems.json`` registers each organisation's information system (its clientEntityId and WS-Security
+    certificate) with the emulator (``emd emulator --systems``): the defaults of both agree with ``emd emulator``
+    and ``emd callbacks`` on their default ports (:data:`DEV_EMULATOR`, :data:`DEV_CALLBACK_URL`).
 
     Writes a dev CA (``lab.dev.pki``), one key per doctor СНИЛС in ``doctors`` (shared by every
     organisation), and per organisation an employee certificate signing for it under an МЧД signed by
     its head (``lab.dev.mchd``), plus the information system's WS-Security key. ``oids``: the ФРМО
     OIDs (default ``1.2.643.5.1.13.13.12.2.77.<n>``; their count overrides ``organizations``).
     ``valid_from``: certificates' notBefore (default 2015-01-01, so the Ministry samples' creation dates
-    fall inside); ``valid_days`` counts from now. Development only: software keys, nobody's CA.
+    fall inside); ``valid_days`` counts from now. ``mis_id``/``system_ids``: the one МИС granted every
+    organisation; ``allow_unvalidated_kinds``: what each organisation says about kinds without a shipped XSD or
+    Schematron. Development only: software keys, nobody's CA.
     """
     out = Path(directory)
     out = private_dir(out)  # private keys: 0600 files in a 0700 directory
@@ -88,8 +118,10 @@ def write_dev_config(
             SubjectInfo(family=f"Врачев{n}", given="Иван Петрович", snils=snils, title="врач"),
             **window,
         )
+        doctor_entries[snils]["server_signing_consent"] = "development configuration (emd certs dev-config)"
 
     orgs = []
+    registered: list[dict[str, Any]] = []  # the emulator's systems.json
     for i, oid in enumerate(oids, start=1):
         inn, ogrn, head_snils = _dev_numbers(i)
         name = f"ГБУЗ Тестовая больница № {i}"
@@ -144,12 +176,17 @@ def write_dev_config(
             SubjectInfo(family="", common_name=f"МИС {name}", ogrn=ogrn, inn_le=inn, org=name),
             **window,
         )
+        client_entity_id = f"dev-mis-{i}"
+        registered.append(
+            {"clientEntityId": client_entity_id, "name": name, "certificates": [system["certificate"]]}
+        )
         orgs.append(
             {
                 "oid": oid,
                 "name": name,
                 "inn": inn,
                 "ogrn": ogrn,
+                "allow_unvalidated_kinds": allow_unvalidated_kinds,
                 "signing": {
                     "mode": mode,
                     "doctors": doctor_entries if mode == "server" else {},
@@ -158,8 +195,8 @@ def write_dev_config(
                 "remd": {
                     "environment": "test",
                     "endpoint": endpoint,
-                    "callback_url": callback_url or "http://127.0.0.1:8086/callback",
-                    "client_entity_id": f"dev-mis-{i}",
+                    "callback_url": callback_url or DEV_CALLBACK_URL,
+                    "client_entity_id": client_entity_id,
                     "system_key": system["key"],
                     "system_certificate": system["certificate"],
                     "rate_limit_per_minute": 600,
@@ -172,9 +209,16 @@ def write_dev_config(
         "schematron": schematron,
         "mchd_revoked": [],
         "organizations": orgs,
+        "mis": [{"id": mis_id, "organizations": list(oids), "systemIds": list(system_ids)}],
     }
     path = out / "organizations.json"
     write_private(path, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    systems = {
+        "comment": "the information systems the emulator admits (emd emulator --systems); written with "
+        "organizations.json by `emd certs dev-config`",
+        "systems": registered,
+    }
+    write_private(out / SYSTEMS_FILE, json.dumps(systems, ensure_ascii=False, indent=2) + "\n")
     return path
 
 

@@ -28,7 +28,6 @@ from lxml import etree
 from lab.broker import free_port
 from lab.dev.supervisor import Supervisor
 from producer.files import write_private
-from producer.nsi import kind_by_code
 from producer.xmlsafe import parse_xml
 from services.timestamps import cda_minute
 
@@ -42,21 +41,23 @@ COMPONENTS = ("emulator", "signer", "sender", "status", "callbacks")
 
 # ------------------------------------------------------------------------------------------- documents
 def sample_documents(
-    folder: Path, count: int | None, *, registrable_only: bool = False
+    folder: Path, count: int | None
 ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
     """(sample name, bytes) of ``count`` documents made from the samples the producer accepts (all of them once
-    when ``count`` is None), and (name, reason) of the samples left out.
+    when ``count`` is None), each with a fresh localUid and created now, and (name, reason) of the samples left out.
 
-    ``registrable_only``: leave out samples whose kind РЭМД does not register today (НСИ 1520 dates), so
-    every generated document can be acknowledged.
+    A sample is left out when the producer refuses it as it stands, or when its kind is not in force today (НСИ
+    1520 dates): a document made from it now would be refused at the door (``KIND_NOT_VALID_ON_DATE``,
+    ``producer.contract``), so every document made can be acknowledged.
     """
     from producer.client import InvalidDocument, build_created_data, read_document
+    from producer.contract import kind_date_problem
 
     files = sorted(Path(folder).glob("*.xml"))
     if not files:
         raise SystemExit(f"emd: no sample documents in {folder} (give --samples a folder of СЭМД)")
     accepted, refused = [], []
-    today = datetime.now(ZoneInfo("Europe/Moscow")).date()
+    now = datetime.now(ZoneInfo("Europe/Moscow")).isoformat()
     for f in files:
         data = f.read_bytes()
         try:  # exactly the producer's checks, without storing or sending anything
@@ -64,15 +65,9 @@ def sample_documents(
         except InvalidDocument as exc:
             refused.append((f.name, f"{exc.reason}: {exc.message}"))
             continue
-        kind = kind_by_code(created["kind"])
-        if registrable_only and kind is not None and not kind.registrable_on(today):
-            refused.append(
-                (
-                    f.name,
-                    f"NO_DOCUMENT_KIND_ON_DATE: kind {kind.code} ({kind.name}) is registrable "
-                    f"{kind.start_date or '…'} – {kind.end_date or '…'}, not today",
-                )
-            )
+        today = kind_date_problem(created["kind"], now)
+        if today is not None:
+            refused.append((f.name, f"KIND_NOT_VALID_ON_DATE: made new today, {today}"))
             continue
         accepted.append((f.name, data))
     if not accepted:
@@ -144,7 +139,8 @@ class LocalPipeline:
     """Emulator, workers and callback service as children, on a broker you give it.
 
     :param workdir: configuration, data (claim-check documents, lifecycle database) and child logs.
-    :param bootstrap_servers: the broker; topics must exist (``producer.topology.ensure_topics``).
+    :param bootstrap_servers: the broker; topics must exist (``producer.topology.ensure_topics``, with the
+        development МИС's: ``mis_ids=(lab.dev.config.DEV_MIS_ID,)``), and documents are published as that МИС.
     :param documents: the documents the configuration must cover (their organisations and signers).
     :param kafka_env: environment the children need for this broker (``LocalBroker.client_env()``).
     :param scenario: the emulator scenario; ``emulator_args`` adds options (``--outage-seconds 20``…).
@@ -385,13 +381,16 @@ class LocalPipeline:
     # --- documents ----------------------------------------------------------------------------------
     def publish(self, documents: Iterable[tuple[str, bytes]] | None = None, *, say=None) -> list[str]:
         """Publish through the МИС producer library (claim-check store in the data dir); their localUids."""
+        from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
         from producer.client import DocumentPublisher
         from services.documents.store import FilesystemStore
 
         documents = list(self.documents if documents is None else documents)
         store = FilesystemStore(self.data_dir / "documents")
         uids: list[str] = []
-        with DocumentPublisher(self.bootstrap_servers, store=store, system_id="emd-run") as publisher:
+        with DocumentPublisher(
+            self.bootstrap_servers, mis_id=DEV_MIS_ID, store=store, system_id=DEV_SYSTEM_IDS[0]
+        ) as publisher:
             for i, (_, data) in enumerate(documents, 1):
                 uids.append(publisher.publish(data).local_uid)
                 if say is not None and (i % 50 == 0 or i == len(documents)):

@@ -43,20 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=8, help="publishes in flight at once (default 8)")
     args = p.parse_args(argv)
 
+    from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
     from producer.client import DocumentPublisher
     from services.config import Settings
     from services.documents.store import FilesystemStore
     from services.logs import configure
 
     configure(fmt="json", level="warning")
-    templates = [data for _, data in sample_documents(args.samples, None, registrable_only=True)[0]]
+    templates = [data for _, data in sample_documents(args.samples, None)[0]]
     store = FilesystemStore(args.data_dir / "documents")
     limit = Settings.from_env().inline_document_limit if args.inline_limit is None else args.inline_limit
     made = 0
     ahead = threading.Semaphore(2 * max(1, args.threads))
     with (
         DocumentPublisher(
-            args.bootstrap, store=store, system_id="emd-bench", inline_limit=limit
+            args.bootstrap, mis_id=DEV_MIS_ID, store=store, system_id=DEV_SYSTEM_IDS[0], inline_limit=limit
         ) as publisher,
         ThreadPoolExecutor(max(1, args.threads)) as pool,
     ):

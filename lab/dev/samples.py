@@ -43,7 +43,7 @@ def test_document_for(oid: str) -> bytes | None:
     from producer import cda
     from producer.xmlsafe import parse_xml
 
-    documents, _ = sample_documents(default_samples(), None, registrable_only=True)
+    documents, _ = sample_documents(default_samples(), None)
     for _, data in documents:
         if cda.extract(parse_xml(data)).organization_oid == oid:
             return as_new_document(data)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
 
+from lab.dev.config import DEV_MIS_ID
 from producer import topology
 from services.desk import deadletters as desk
 from services.messaging import deadletter as dl
@@ -22,7 +23,9 @@ from services.messaging import deadletter as dl
 #: stage reached, in pipeline order; a dead letter is final whatever came before
 STAGES = ("created", "signed", "sent", "acknowledged")
 _TOPIC_STAGE = {
-    topology.CREATED.name: "created",
+    topology.created_topic(
+        DEV_MIS_ID
+    ).name: "created",  # the development МИС, which every dev run publishes as
     topology.SIGNED.name: "signed",
     topology.SENT.name: "sent",
     topology.ACKNOWLEDGED.name: "acknowledged",

@@ -13,6 +13,9 @@ Fault kinds on the synchronous exchange (the МИС's own HTTP request)::
     timeout          hold the connection ``delay`` seconds (past the client's timeout), then close it
     reset            close the connection with a TCP RST, no answer
     rate_limit       synchronous registerDocumentResponse status=error, code RATE_LIMIT
+    refuse           synchronous registerDocumentResponse status=error with ``code`` (default VALIDATION_ERROR):
+                     a refusal of РЭМД's first checks the emulator cannot make itself (a kind РЭМД has retired
+                     that the shipped НСИ 1520 still shows in force, say); nothing is registered
     soap_fault       SOAP Fault soap:Server / SystemFault, detail code ``code`` (default INTERNAL_ERROR)
     malformed        HTTP 200 with a body that is not XML
 
@@ -69,7 +72,7 @@ _REGISTRATIONS = ("registerDocument", "n3:AddMedRecord")
 _N3_ONLY = ("warn",)
 #: the asynchronous kinds getRegistryItem's answer on the callback takes
 _REGISTRY_ANSWER_FAULTS = ("callback_lost", "callback_duplicate", "callback_late")
-SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "soap_fault", "malformed")
+SYNC_FAULTS = ("latency", "http_error", "timeout", "reset", "rate_limit", "refuse", "soap_fault", "malformed")
 ASYNC_FAULTS = (
     "callback_lost",
     "callback_duplicate",

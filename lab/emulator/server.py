@@ -74,6 +74,11 @@ _PARSERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 
+def _injected_code(kind: str, rule: Rule) -> str:
+    """The РЭМД code an injected synchronous error answers with: the rule's, else the kind's own."""
+    return rule.code or {"rate_limit": "RATE_LIMIT", "refuse": "VALIDATION_ERROR"}.get(kind, "INTERNAL_ERROR")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -520,15 +525,13 @@ class Emulator:
                 self.registry.update(entry, outcome=f"injected:{kind}")
                 self._fail(h, kind, rule)
                 return
-            elif kind in ("rate_limit", "soap_fault"):
+            elif kind in ("rate_limit", "refuse", "soap_fault"):
                 self.registry.update(
-                    entry,
-                    outcome=f"injected:{kind}",
-                    sync_codes=[rule.code or ("RATE_LIMIT" if kind == "rate_limit" else "INTERNAL_ERROR")],
+                    entry, outcome=f"injected:{kind}", sync_codes=[_injected_code(kind, rule)]
                 )
                 h.send_bytes(
                     self._injected_answer(operation, kind, rule, message_id, version),
-                    status=200 if kind == "rate_limit" else 500,
+                    status=500 if kind == "soap_fault" else 200,
                     content_type=envelope.content_type(version),
                 )
                 return
@@ -573,10 +576,14 @@ class Emulator:
                 key=self.key,
                 certificate=self.certificate,
             )
-        error = RemdError(
-            "RATE_LIMIT",
-            "Доступ к сервису временно запрещён — превышен лимит запросов. "
-            "Повторите попытку через минуту или позднее",
+        error = (
+            RemdError(_injected_code(kind, rule), "Документ не принят (внедрённый отказ эмулятора)")
+            if kind == "refuse"
+            else RemdError(
+                "RATE_LIMIT",
+                "Доступ к сервису временно запрещён — превышен лимит запросов. "
+                "Повторите попытку через минуту или позднее",
+            )
         )
         if operation == "searchRegistryItem":
             return soap.build_search_response(

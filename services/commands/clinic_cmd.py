@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("oid", metavar="OID")
     q.add_argument("--document", type=Path, default=None, help="the СЭМД to register (default: a sample)")
     q.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for РЭМД (default 300)")
+    q.add_argument(
+        "--mis", default="", help="publish as this МИС (default EMD_MIS_ID, else the МИС granted the clinic)"
+    )
     q.set_defaults(func=_errors(cmd_test))
     q = csub.add_parser(
         "promote", help="switch to production (refused before a successful test unless --force)"
@@ -175,6 +178,25 @@ def _sample_for(oid: str) -> bytes:
     raise EmdError(f"no sample document of organisation {oid}: give one with --document", reason="NO_SAMPLE")
 
 
+def _publisher_of(oid: str, mis_id: str, settings: Settings) -> tuple[str, str]:
+    """(misId, systemId) the test document is published as: ``mis_id`` if given, else the МИС the organisations
+    file grants the clinic (the first by id); the systemId is the first the grant names. The signer accepts only
+    what a МИС's grant covers, for a test as for any document (docs/security.md)."""
+    from services.pipeline.organizations import read_grants
+
+    grants = read_grants(settings.organizations_file)
+    granted = sorted(g.id for g in grants.values() if oid in g.organizations)
+    chosen = mis_id or (granted[0] if granted else "")
+    if chosen not in granted:
+        raise EmdError(
+            f"no МИС is granted organisation {oid} in the organisations file (mis)"
+            if not mis_id
+            else f"МИС {mis_id} is not granted organisation {oid} in the organisations file (mis)",
+            reason="ORGANIZATION_NOT_ALLOWED",
+        )
+    return chosen, sorted(grants[chosen].system_ids)[0]
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from producer.client import DocumentPublisher
     from services.desk.onboarding import run_test
@@ -196,11 +218,19 @@ def cmd_test(args: argparse.Namespace) -> int:
             return 2
     else:
         document = _sample_for(args.oid)
+    try:
+        mis_id, system_id = _publisher_of(args.oid, args.mis or settings.mis_id, settings)
+    except EmdError as exc:
+        print(f"emd clinic test: {exc.message}", file=sys.stderr)
+        return 2
     lifecycle = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     tables = _tables(settings)
     try:
         with DocumentPublisher(
-            settings.kafka_bootstrap_servers, store=store_from_settings(settings), system_id="emd-clinic-test"
+            settings.kafka_bootstrap_servers,
+            mis_id=mis_id,
+            store=store_from_settings(settings),
+            system_id=system_id,
         ) as publisher:
             result = run_test(
                 args.oid,

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--code", help="only this РЭМД code (PERSON_NOT_FOUND…)")
         q.add_argument(
             "--category",
-            choices=("transient", "data", "configuration", "internal"),
+            choices=("transient", "data", "configuration", "internal", "security"),
             help="only this category (who must act)",
         )
         q.add_argument("--org", help="only this organisation (ФРМО OID)")
@@ -92,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show", help="one document: every attempt with MessageID, time, code, hint, request, answer"
     )
     q.add_argument("uid", metavar="LOCALUID")
+    q.add_argument("--org", help="the organisation (ФРМО OID) when several have a document under LOCALUID")
     q.add_argument("--unmask", action="store_true", help="show patient data (logged in the audit log)")
     q.add_argument("--json", action="store_true", help="JSON instead of text")
     q.set_defaults(func=_cluster_errors(cmd_show))
@@ -102,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_cluster_errors(cmd_export))
     q = dsub.add_parser("ticket", help="the Russian text of a request to СТП ЕГИСЗ for one document")
     q.add_argument("uid", metavar="LOCALUID")
+    q.add_argument("--org", help="the organisation (ФРМО OID) when several have a document under LOCALUID")
     q.set_defaults(func=_cluster_errors(cmd_ticket))
     q = dsub.add_parser("replay", help="re-publish dead letters to the stage that takes them (resumable)")
     filters(q)
@@ -262,11 +264,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _case(args: argparse.Namespace, desk: Desk) -> Any:
-    letters = _select(args, Filters(local_uid=args.uid))
+    org = getattr(args, "org", None)
+    letters = _select(args, Filters(local_uid=args.uid, organization=org))
     if not letters:
         print(f"emd dlq: no dead letter for {args.uid}", file=sys.stderr)
         return None
-    return build_case(args.uid, letters, lifecycle=desk.lifecycle, archive=desk.archive)
+    orgs = sorted({d.organization for d in letters if d.organization})
+    if org is None and len(orgs) > 1:
+        print(
+            f"emd dlq: dead letters of {len(orgs)} organisations under {args.uid} ({', '.join(orgs)}): "
+            "choose one with --org",
+            file=sys.stderr,
+        )
+        return None
+    return build_case(args.uid, letters, lifecycle=desk.lifecycle, archive=desk.archive, organization=org)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

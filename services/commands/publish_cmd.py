@@ -1,8 +1,17 @@
-"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created``) from the command line.
+"""``emd publish``: hand СЭМД files to the pipeline (``emd.document.created.<misId>``) from the command line.
+
+It publishes as one МИС (``--mis``, default ``EMD_MIS_ID``), to that МИС's own topic: the pipeline signs only
+for the organisations and systemIds the organisations file grants it (docs/security.md).
 
 Every file is read, checked and turned into its event first; only when *all* are valid is anything
 sent, so a bad file in a batch publishes nothing. ``--dry-run`` stops after the checks and prints the
 events (large documents show the reference they would get; nothing is stored or sent).
+
+``--dry-run --record REC.json`` checks a record as a МИС in another language would send it, exactly as the
+signer will (``producer.contract``): ``{"key": "<localUid>", "headers": {"emd-event-type": …, "emd-trace-id": …,
+"emd-schema-version": "1"}, "value": {<the event>}}`` (``value`` may also be the event's JSON text). A refusal
+prints its reason (``KEY_NOT_LOCAL_UID``, ``HEADER_MISSING``, ``HEADER_MISMATCH``, ``KIND_NOT_VALID_ON_DATE``,
+``EVENT_INVALID``…) and exits 1.
 """
 
 from __future__ import annotations
@@ -13,14 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from producer import contract, events, topology
 from producer.client import (
-    CREATED_TOPIC,
     DocumentPublisher,
     InvalidDocument,
     PublishError,
     build_created_event,
 )
-from producer.errors import ConfigurationError
+from producer.errors import ConfigurationError, PermanentError
 from producer.events import Envelope
 from services import telemetry
 from services.config import Settings
@@ -31,11 +40,11 @@ from services.messaging.clients import security_from
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "publish",
-        help="publish СЭМД files to emd.document.created",
+        help="publish СЭМД files to a МИС's emd.document.created.<misId>",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("files", nargs="+", type=Path, metavar="DOC.xml", help="СЭМД (HL7 CDA) files")
+    p.add_argument("files", nargs="*", type=Path, metavar="DOC.xml", help="СЭМД (HL7 CDA) files")
     p.add_argument(
         "--kind", help="НСИ 1520 kind; checked against the document (required for legacy templates)"
     )
@@ -45,10 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help=f"JSON object with any of: {', '.join(__import__('producer.client').client.META_FIELDS)}",
     )
+    p.add_argument(
+        "--mis", help="the МИС to publish as: its topic emd.document.created.<MIS> (default: EMD_MIS_ID)"
+    )
     p.add_argument("--system-id", help="registering system id (default: KAFKA_CLIENT_ID)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS)")
     p.add_argument(
         "--dry-run", action="store_true", help="check and print the events; store and send nothing"
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="REC.json",
+        help="with --dry-run: check a Kafka record (key, headers, value) as the signer will (repeatable)",
     )
     p.set_defaults(func=run_publish)
 
@@ -62,8 +82,8 @@ class _PreviewStore:
     def put(self, data: bytes, *, durable: bool = True) -> str:
         return self.real.ref_for(data)
 
-    def get(self, ref: str) -> bytes:
-        return self.real.get(ref)
+    def get(self, ref: str, *, max_bytes: int | None = None) -> bytes:
+        return self.real.get(ref, max_bytes=max_bytes)
 
     def exists(self, ref: str) -> bool:
         return self.real.exists(ref)
@@ -87,9 +107,22 @@ class _Refused(Exception):
 
 def run_publish(args: argparse.Namespace) -> int:
     try:
+        if args.record:
+            _check_records(args)
+            if not args.files:
+                return 0
+        if not args.files:
+            raise _Refused("give the СЭМД files to publish (DOC.xml …), or --dry-run --record REC.json", 2)
         return _publish(args)
     except _Refused as exc:
         return _fail(exc.message, exc.code)
+
+
+def _check_records(args: argparse.Namespace) -> None:
+    if not args.dry_run:
+        raise _Refused("--record checks a record and publishes nothing: give --dry-run with it", 2)
+    for path in args.record:
+        _check_record_file(path)
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -99,6 +132,15 @@ def _publish(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         raise _Refused(str(exc), 2) from None
     system_id = args.system_id or settings.kafka_client_id
+    mis_id = args.mis or settings.mis_id
+    if not args.dry_run and not mis_id:
+        raise _Refused(
+            "which МИС publishes? give --mis ID or set EMD_MIS_ID (the organisations file's mis list)", 2
+        )
+    if mis_id and not topology.is_mis_id(mis_id):
+        raise _Refused(
+            f"--mis {mis_id!r}: expected lower-case letters, digits and dashes (not dlt or retry)", 2
+        )
     meta = _read_meta(args.meta) if args.meta else None
     try:
         store = store_from_settings(settings)
@@ -125,12 +167,12 @@ def _publish(args: argparse.Namespace) -> int:
     try:
         publisher = DocumentPublisher(
             bootstrap,
+            mis_id=mis_id,
             store=store,
             client_id=f"{settings.kafka_client_id}-publish",
             system_id=system_id,
             inline_limit=settings.inline_document_limit,
             max_bytes=settings.max_document_bytes,
-            topic=CREATED_TOPIC,
             security=security_from(settings),
         )
     except ConfigurationError as exc:
@@ -196,4 +238,40 @@ def _checked(
         raise _Refused(f"{path}: {exc.message} [{exc.reason}]") from None
     except ConfigurationError as exc:
         raise _Refused(f"{path}: {exc}", 2) from None
+    try:  # the record publish would send, checked as the signer checks it
+        contract.check_record(event["data"]["localUid"], events.headers_for(event), event)
+    except PermanentError as exc:
+        raise _Refused(f"{path}: {exc.message} [{exc.reason}]") from None
     return path, data, event
+
+
+def _check_record_file(path: Path) -> None:
+    """One ``--record`` file checked as the signer checks a record: printed when valid, else ``_Refused``."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _Refused(f"{path}: file: not found") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Refused(f"{path}: not a JSON file ({exc})") from None
+    if not isinstance(raw, dict) or "value" not in raw:
+        raise _Refused(f'{path}: expected {{"key": …, "headers": {{…}}, "value": {{the event}}}}')
+    headers = raw.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise _Refused(f"{path}: headers: expected an object of strings")
+    key = raw.get("key")
+    if key is not None and not isinstance(key, str):
+        raise _Refused(f"{path}: key: expected a string")
+    value = raw["value"]
+    encoded = (
+        value.encode("utf-8") if isinstance(value, str) else json.dumps(value, ensure_ascii=False).encode()
+    )
+    try:
+        event = contract.read_record(key, headers, encoded)
+    except PermanentError as exc:
+        raise _Refused(f"{path}: {exc.message} [{exc.reason}]") from None
+    data = event["data"]
+    print(
+        f"{path}: record valid: localUid={data['localUid']} kind={data['kind']}, key and headers as the signer "
+        "expects; nothing published",
+        flush=True,
+    )

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "EMD_DATA_DIR: after `emd run` or `emd demo`, the EMD_DATA_DIR their last lines print.",
     )
     s.add_argument("local_uid", help="the document's localUid")
+    s.add_argument(
+        "--org",
+        help="the organisation's OID (needed when several organisations have a document under this localUid)",
+    )
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=run_status)
 
@@ -29,22 +33,36 @@ def run_status(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     store = open_store(settings.data_dir, url=settings.lifecycle_store_url)
     try:
-        doc = store.get(args.local_uid)
-        if doc is None:
+        found = (
+            [d for d in [store.get(args.local_uid, organization=args.org)] if d is not None]
+            if args.org
+            else store.documents_of(args.local_uid)
+        )
+        if not found:
             # the URL may carry a password: only the SQLite file is named
             where = (
                 "EMD_LIFECYCLE_STORE"
                 if settings.lifecycle_store_url
                 else f"{settings.data_dir}/lifecycle.sqlite3"
             )
+            of = f" of organisation {args.org}" if args.org else ""
             print(
-                f"emd status: no document {args.local_uid!r} in the lifecycle store ({where}); after "
+                f"emd status: no document {args.local_uid!r}{of} in the lifecycle store ({where}); after "
                 "`emd run` or `emd demo`, use the EMD_DATA_DIR their last lines print",
                 file=sys.stderr,
             )
             return 1
-        attempts = store.history(args.local_uid)
-        questions = store.registry_requests(args.local_uid)
+        if len(found) > 1:
+            orgs = ", ".join(d.organization for d in found)
+            print(
+                f"emd status: {len(found)} organisations have a document {args.local_uid!r} ({orgs}): "
+                "choose one with --org",
+                file=sys.stderr,
+            )
+            return 2
+        doc = found[0]
+        attempts = store.history(doc.local_uid, organization=doc.organization)
+        questions = store.registry_requests(doc.local_uid, organization=doc.organization)
     finally:
         store.close()
     report = {

@@ -1,6 +1,7 @@
 """One document's case file: its dead letters, every attempt (MessageID, time, code, hint) and the kept exchanges.
 
-``build_case`` gathers what the desk knows about a localUid from the dead-letter topics (already read),
+``build_case`` gathers what the desk knows about one organisation's document (a localUid alone may name
+documents of several organisations) from the dead-letter topics (already read),
 the lifecycle store (attempts) and the exchange archive (the signed requests and answers); ``case_json``
 and ``case_text`` render it, masked unless ``unmask`` (the caller logs an unmasked view in the audit log).
 Either store may be missing (a signer dead letter never reached the sender): the case says so.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 class Case:
     local_uid: str
     dead_letters: list[DeadLetter]  # newest first
+    organization: str | None = None  # whose document: (organization, local_uid) is its identity
     document: Document | None = None  # when the sender knew it
     attempts: list[Attempt] = field(default_factory=list)  # oldest first
     exchanges: dict[str, KeptExchange] = field(default_factory=dict)  # normalised MessageID → its exchange
@@ -51,12 +53,23 @@ def build_case(
     *,
     lifecycle: LifecycleStore | None = None,
     archive: ExchangeArchive | None = None,
+    organization: str | None = None,
 ) -> Case:
-    """The case of ``local_uid`` (``letters``: its dead letters, newest first)."""
-    case = Case(local_uid, list(letters))
-    if lifecycle is not None:
-        case.document = lifecycle.get(local_uid)
-        case.attempts = lifecycle.history(local_uid) if case.document is not None else []
+    """The case of the organisation's ``local_uid`` (``letters``: dead letters of that localUid, newest first).
+
+    ``organization``: whose document; default the organisation of the newest dead letter, else the only
+    organisation the lifecycle store knows the localUid in. Dead letters of another organisation are left out."""
+    organization = organization or next((d.organization for d in letters if d.organization), None)
+    if organization is None and lifecycle is not None:
+        known = lifecycle.documents_of(local_uid)
+        organization = known[0].organization if len(known) == 1 else None
+    mine = [d for d in letters if organization is None or d.organization in (None, organization)]
+    case = Case(local_uid, mine, organization=organization)
+    if lifecycle is not None and organization is not None:
+        case.document = lifecycle.get(local_uid, organization=organization)
+        case.attempts = (
+            lifecycle.history(local_uid, organization=organization) if case.document is not None else []
+        )
     if archive is not None:
         case.exchanges = archive.read(case.message_ids())
     return case
@@ -100,9 +113,7 @@ def case_json(case: Case, *, unmask: bool = False) -> dict[str, Any]:
         "localUid": case.local_uid,
         "state": doc.state if doc is not None else None,
         "emdrId": doc.emdr_id if doc is not None else None,
-        "organization": doc.organization
-        if doc is not None
-        else (case.latest.organization if case.latest else None),
+        "organization": doc.organization if doc is not None else case.organization,
         "kind": doc.kind if doc is not None else (case.latest.kind if case.latest else None),
         "deadLetters": [
             {**d.summary(), "headers": dict(d.headers), "event": d.event if unmask else mask_event(d.event)}

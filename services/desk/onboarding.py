@@ -73,8 +73,8 @@ def run_test(
     deadline = time.monotonic() + timeout
     seen_ids: list[str] = []
     while True:
-        doc = lifecycle.get(uid)
-        ids = lifecycle.message_ids(uid) if doc is not None else []
+        doc = lifecycle.get(uid, organization=oid)
+        ids = lifecycle.message_ids(uid, organization=oid) if doc is not None else []
         for mid in ids[len(seen_ids) :]:
             say(f"sent registerDocument, MessageID {mid}")
         seen_ids = ids

@@ -4,7 +4,9 @@ A replayed record is the original (key, value) with the failure and retry header
 count starts again) and ``emd-replay-count`` + 1; a record already replayed ``limit`` times is refused, so
 a document that keeps failing cannot loop. It goes to the topic of the stage that takes its event type
 (else its original topic): the status worker dead-letters a rejected document's *signed* event with origin
-``emd.document.sent``, whose consumer would refuse it.
+``emd.document.sent``, whose consumer would refuse it. A created event goes back to the created topic of the
+МИС that wrote it, its original topic, and to no other: the topic is what names its writer to the signer
+(docs/security.md), so a replay cannot move a document to another МИС's grant.
 
 Once each: the replay reads through its own consumer group (one per filter, ``group_for``) and commits a
 record's offset right after the broker acknowledged its re-published copy. A stop request (SIGTERM from
@@ -32,7 +34,6 @@ from services.messaging import deadletter as dl
 GROUP_PREFIX = "emd-dlq-replay"
 #: event type → the pipeline topic whose stage takes it (a replayed record goes where its type is handled)
 CONSUMES = {
-    events.CREATED: topology.CREATED.name,
     events.SIGNED: topology.SIGNED.name,
     events.SENT: topology.SENT.name,
 }
@@ -56,7 +57,10 @@ def plan(d: DeadLetter, *, limit: int) -> tuple[str, list[tuple[str, bytes]]] | 
     topic = d.header(dl.ORIGINAL_TOPIC)
     if not topic:
         return "no original-topic header"
-    topic = CONSUMES.get(d.header(events.HEADER_EVENT_TYPE) or "", topic)
+    event_type = d.header(events.HEADER_EVENT_TYPE) or ""
+    if event_type == events.CREATED and topology.mis_of_created_topic(topic) is None:
+        return f"a created event from {topic}, not a МИС's created topic"
+    topic = CONSUMES.get(event_type, topic)
     kept = [
         (k, v.encode())
         for k, v in d.headers.items()

@@ -58,6 +58,8 @@ DEAD_LETTER_TOPIC_NAMES = tuple(t.name for t in topology.DEAD_LETTER_TOPICS)
 @dataclass(frozen=True)
 class Letter:
     local_uid: str
+    #: the document's organisation (a document is the pair: docs/state.md); None when the dead letter names none
+    organization: str | None
     stage: str
     category: str
     failed_at: dt.datetime
@@ -68,7 +70,7 @@ def letter_of(d: DeadLetter) -> Letter | None:
     uid = d.local_uid
     if not uid:
         return None
-    return Letter(uid, d.stage, d.category or "unknown", d.failed_at)
+    return Letter(uid, d.organization, d.stage, d.category or "unknown", d.failed_at)
 
 
 def moved_on(doc: lc.Document | None, failed_at: dt.datetime) -> bool:
@@ -86,19 +88,24 @@ class UnhandledDeadLetters:
 
     def __init__(self, *, retention: dt.timedelta = RETENTION) -> None:
         self.retention = retention
-        self.letters: dict[str, Letter] = {}
+        #: (organisation, localUid) → its latest dead letter
+        self.letters: dict[tuple[str | None, str], Letter] = {}
 
     def add(self, letters: Iterable[Letter]) -> None:
         for letter in letters:
-            known = self.letters.get(letter.local_uid)
+            key = (letter.organization, letter.local_uid)
+            known = self.letters.get(key)
             if known is None or letter.failed_at >= known.failed_at:
-                self.letters[letter.local_uid] = letter
+                self.letters[key] = letter
 
-    def settle(self, lookup: Callable[[str], lc.Document | None], now: dt.datetime) -> None:
-        """Drop what is handled (``lookup``: the lifecycle store's ``get``) and what the topics no longer hold."""
-        for uid, letter in list(self.letters.items()):
-            if now - letter.failed_at > self.retention or moved_on(lookup(uid), letter.failed_at):
-                del self.letters[uid]
+    def settle(self, lookup: Callable[[str, str], lc.Document | None], now: dt.datetime) -> None:
+        """Drop what is handled (``lookup(organization, local_uid)``: the lifecycle store's document) and what the
+        topics no longer hold. A dead letter that names no organisation names no document: only its age ends it."""
+        for key, letter in list(self.letters.items()):
+            org, uid = key
+            doc = lookup(org, uid) if org else None
+            if now - letter.failed_at > self.retention or moved_on(doc, letter.failed_at):
+                del self.letters[key]
 
     def summary(self, now: dt.datetime) -> dict[tuple[str, str], tuple[int, float]]:
         """(stage, category) → (unhandled documents, age in seconds of the oldest)."""
@@ -175,7 +182,7 @@ class DeadLetterWatch:
         """Read what is new, drop what is handled, export the gauges (blocking: run it in a thread)."""
         self.view.add(self._new_letters())
         at = now or dt.datetime.now(dt.UTC)
-        self.view.settle(self.store.get, at)
+        self.view.settle(lambda org, uid: self.store.get(uid, organization=org), at)
         export(self.view.summary(at))
 
     def forget(self) -> None:

@@ -43,7 +43,14 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from producer.claimcheck import DocumentStore, FilesystemStore, document_field, is_sha256_hex, sha256_hex
+from producer.claimcheck import (
+    DocumentStore,
+    FilesystemStore,
+    document_field,
+    is_sha256_hex,
+    sha256_hex,
+    too_large,
+)
 from producer.errors import ConfigurationError, PermanentError, TransientError
 from services import telemetry
 from services.config import Settings
@@ -172,7 +179,8 @@ class S3Store:
             )
         return digest
 
-    def _request(self, method: str, digest: str, body: bytes = b"") -> httpx.Response:
+    def _signed(self, method: str, digest: str, body: bytes = b"") -> tuple[str, dict[str, str]]:
+        """The object's URL and the SigV4-signed headers of a request for it."""
         url = f"{self.endpoint}/{quote(self.bucket)}/{quote(self._key(digest))}"
         payload = sha256_hex(body)
         headers = {"x-amz-content-sha256": payload}
@@ -187,6 +195,10 @@ class S3Store:
             secret_key=self._secret_key,
             region=self.region,
         )
+        return url, signed
+
+    def _request(self, method: str, digest: str, body: bytes = b"") -> httpx.Response:
+        url, signed = self._signed(method, digest, body)
         try:
             response = self._client.request(
                 method, url, headers=signed, content=body if method == "PUT" else None
@@ -195,6 +207,10 @@ class S3Store:
             raise TransientError(
                 f"S3 {method} failed: {exc.__class__.__name__}", reason="DOCUMENT_STORE_UNAVAILABLE"
             ) from exc
+        return self._checked(response, method)
+
+    def _checked(self, response: httpx.Response, method: str) -> httpx.Response:
+        """``response``, unless its status means the store is unavailable or refuses our credentials."""
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise TransientError(
                 f"S3 {method} answered {response.status_code}", reason="DOCUMENT_STORE_UNAVAILABLE"
@@ -220,9 +236,9 @@ class S3Store:
             )
         return self._ref(digest)
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str, *, max_bytes: int | None = None) -> bytes:
         digest = self._digest_of(ref)
-        response = self._request("GET", digest)
+        response = self._request("GET", digest) if max_bytes is None else self._get_at_most(digest, max_bytes)
         if response.status_code == 404:
             raise TransientError(
                 f"document {digest} is not in s3://{self.bucket}", reason="DOCUMENT_MISSING", ref=ref
@@ -238,6 +254,28 @@ class S3Store:
                 ref=ref,
             )
         return response.content
+
+    def _get_at_most(self, digest: str, max_bytes: int) -> httpx.Response:
+        """GET streamed: an object over ``max_bytes`` is refused by its Content-Length, or once ``max_bytes`` + 1
+        bytes have arrived, never read whole (a reference may name any object of the bucket)."""
+        url, signed = self._signed("GET", digest)
+        try:
+            with self._client.stream("GET", url, headers=signed) as response:
+                if response.status_code != 200:
+                    response.read()
+                    return self._checked(response, "GET")
+                length = response.headers.get("content-length")
+                if length is not None and length.isdigit():
+                    too_large(int(length), max_bytes)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    too_large(len(body), max_bytes)
+        except httpx.HTTPError as exc:
+            raise TransientError(
+                f"S3 GET failed: {exc.__class__.__name__}", reason="DOCUMENT_STORE_UNAVAILABLE"
+            ) from exc
+        return httpx.Response(200, content=bytes(body))
 
     def exists(self, ref: str) -> bool:
         response = self._request("HEAD", self._digest_of(ref))
@@ -303,9 +341,9 @@ class TracedStore:
         with self._span("put", len(data)):
             return self.inner.put(data, durable=durable)
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str, *, max_bytes: int | None = None) -> bytes:
         with self._span("get") as span:
-            data = self.inner.get(ref)
+            data = self.inner.get(ref) if max_bytes is None else self.inner.get(ref, max_bytes=max_bytes)
             if span is not None:
                 span.set_attribute("emd.size", len(data))
             return data
@@ -326,9 +364,18 @@ class TracedStore:
         return str(self.inner)
 
 
-def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> bytes:
-    """Resolve an event's ``document`` object to the exact bytes, checking size and sha256."""
+def document_bytes(
+    doc_field: dict[str, Any], store: DocumentStore | None, *, max_bytes: int | None = None
+) -> bytes:
+    """Resolve an event's ``document`` object to the exact bytes, checking size and sha256.
+
+    ``max_bytes``: a document over it is refused (``DOCUMENT_TOO_LARGE``) before its bytes are decoded or read:
+    by the event's ``size``, then by the inline text's length or the stored object's size (the event may lie)."""
+    if max_bytes is not None:
+        too_large(int(doc_field.get("size") or 0), max_bytes)
     if "inline" in doc_field:
+        if max_bytes is not None:  # base64: 4 characters for every 3 bytes
+            too_large(len(doc_field["inline"]) * 3 // 4, max_bytes)
         try:
             data = base64.b64decode(doc_field["inline"], validate=True)
         except (binascii.Error, ValueError):
@@ -336,7 +383,11 @@ def document_bytes(doc_field: dict[str, Any], store: DocumentStore | None) -> by
     elif "ref" in doc_field:
         if store is None:
             raise ConfigurationError("event references a stored document but no document store is configured")
-        data = store.get(doc_field["ref"])
+        data = (
+            store.get(doc_field["ref"])
+            if max_bytes is None
+            else store.get(doc_field["ref"], max_bytes=max_bytes)
+        )
     else:
         raise PermanentError("document has neither inline bytes nor a ref", reason="DOCUMENT_CORRUPT")
     if len(data) != doc_field.get("size") or sha256_hex(data) != doc_field.get("sha256"):

@@ -2,12 +2,14 @@
 
 Schemas live in ``services/data/semd/<kind>/``: ``CDA.xsd`` (and the files it includes) and/or
 ``schematron.sch``. Provenance is in ``services/data/semd/SOURCES.md``. A kind with no schema here is
-*not checked* (``ValidationReport.checked_xsd`` / ``checked_schematron`` are False), which is not an
-error: РЭМД itself remains the final judge.
+*not checked* (``ValidationReport.checked_xsd`` / ``checked_schematron`` are False). This module reports that;
+the signer fails closed on it (``KIND_NOT_VALIDATED``, ``services.pipeline.signing``) unless the organisation
+allows unvalidated kinds.
 
 * XSD: lxml ``XMLSchema`` on the document as received (``urn:hl7-org:v3`` namespace).
 * Schematron: the Ministry rules use unprefixed paths, so — as РЭМД and 1С:Медицина do — the default
-  namespace ``urn:hl7-org:v3`` is removed from a copy of the document first; the rules are compiled to
+  namespace ``urn:hl7-org:v3`` is removed from a copy of the document first (in which a text of more than
+  64 KiB, an embedded attachment, is cut to its start: ``abbreviate_large_text``); the rules are compiled to
   XSLT by :mod:`services.documents.schematron` and run by Saxon. Both a failed ``assert`` and a fired ``report``
   are failures: the Ministry writes prohibitions ("… не должен иметь атрибут @nullFlavor") as reports.
 
@@ -344,8 +346,32 @@ def _line_of(doc: etree._Element, xpath: str, namespaces: dict[str, str]) -> int
     return getattr(node, "sourceline", None)
 
 
+#: text longer than this (an embedded attachment: a base64 PDF or image) reaches the Schematron abbreviated
+LARGE_TEXT_CHARS = 64 * 1024
+#: what is kept of it: its start, so a rule testing that it is not empty, or its alphabet, sees the same
+KEPT_TEXT_CHARS = 1024
+
+
+def abbreviate_large_text(doc: etree._Element) -> int:
+    """Cut every text over :data:`LARGE_TEXT_CHARS` characters in ``doc`` (a copy) to its first
+    :data:`KEPT_TEXT_CHARS`; the number of texts cut.
+
+    Why: Saxon holds about 30 bytes per byte of the document it checks (measured: a 10 MB СЭМД with an embedded
+    PDF took the signer from 65 to 370 MB, docs/benchmarks.md). The Ministry rules test embedded attachments'
+    attributes and counts (``@mediaType``, ``count(value)=1``), never the bytes of the payload, which the XSD has
+    checked whole; the copy the Schematron sees keeps every element, attribute and source line."""
+    cut = 0
+    for el in doc.iter():
+        if el.text is not None and len(el.text) > LARGE_TEXT_CHARS:
+            el.text, cut = el.text[:KEPT_TEXT_CHARS], cut + 1
+        if el.tail is not None and len(el.tail) > LARGE_TEXT_CHARS:
+            el.tail, cut = el.tail[:KEPT_TEXT_CHARS], cut + 1
+    return cut
+
+
 def _check_schematron(kind: str, root: etree._Element) -> tuple[SchematronFailure, ...]:
     stripped = strip_hl7_namespace(root)
+    abbreviate_large_text(stripped)
     hits = _schematron_for(kind).run(stripped)
     failures = []
     for hit in hits:

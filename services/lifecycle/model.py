@@ -27,9 +27,10 @@ class LifecycleConflict(EmdError):
     reason = "LIFECYCLE_CONFLICT"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Attempt:
     local_uid: str
+    organization: str
     message_id: str
     attempt: int
     endpoint: str
@@ -41,15 +42,17 @@ class Attempt:
     decided_by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegistryRequest:
     """One question to the registry answered on the callback (``getRegistryItem``), by its MessageID.
 
-    ``purpose`` says why it was asked (the status worker's ``deadline`` or ``poll``, or ``duplicate`` with
-    ``attempt_message_id`` the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles); ``outcome``, ``decided_by``
-    (``callback <its MessageID>``) and ``code`` are set by the first answer."""
+    ``(organization, local_uid)`` is the document it is about. ``purpose`` says why it was asked (the status
+    worker's ``deadline`` or ``poll``, or ``duplicate`` with ``attempt_message_id`` the attempt whose
+    NOT_UNIQUE_PROVIDED_ID it reconciles); ``outcome``, ``decided_by`` (``callback <its MessageID>``) and ``code``
+    are set by the first answer."""
 
     message_id: str
+    organization: str
     local_uid: str
     emdr_id: str
     purpose: str
@@ -61,8 +64,10 @@ class RegistryRequest:
     answered_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Document:
+    """One document: ``(organization, local_uid)`` is its identity (two organisations may share a localUid)."""
+
     local_uid: str
     organization: str
     kind: str
@@ -85,7 +90,11 @@ class Document:
 
 
 class LifecycleStore(Protocol):
-    """What the sender and status workers need; every method is one committed transaction."""
+    """What the sender and status workers need; every method is one committed transaction.
+
+    A document is ``(organization, local_uid)``: every method about one document takes both, so no
+    organisation's document is read or changed through another's (docs/security.md, "Tenants in the state").
+    MessageIDs and registry numbers are unique across organisations (ours and РЭМД's)."""
 
     def register(
         self,
@@ -99,20 +108,25 @@ class LifecycleStore(Protocol):
     ) -> Document:
         """Create the document in state ``signed`` if unknown; return it as stored (never overwrites state)."""
 
-    def get(self, local_uid: str) -> Document | None: ...
+    def get(self, local_uid: str, *, organization: str) -> Document | None: ...
+
+    def documents_of(self, local_uid: str) -> list[Document]:
+        """Every organisation's document under ``local_uid`` (support's search; never a pipeline decision)."""
+        ...
 
     def record_attempt(
         self,
         local_uid: str,
         message_id: str,
         *,
+        organization: str,
         endpoint: str,
         sent_at: datetime | None = None,
         register: Mapping[str, Any] | None = None,
     ) -> Attempt:
         """Number and store an attempt (state → ``sending``); refuses once accepted or registered.
-        ``register``: :meth:`register`'s keyword arguments, the document created if unknown in the same transaction
-        (the sender's first attempt is one commit)."""
+        ``register``: :meth:`register`'s keyword arguments but ``organization``, the document created if unknown in
+        the same transaction (the sender's first attempt is one commit)."""
 
     def record_outcome(
         self,
@@ -134,6 +148,7 @@ class LifecycleStore(Protocol):
         self,
         local_uid: str,
         *,
+        organization: str,
         message_id: str,
         accepted_at: datetime | None = None,
         code: str | None = None,
@@ -146,6 +161,7 @@ class LifecycleStore(Protocol):
         local_uid: str,
         emdr_id: str,
         *,
+        organization: str,
         registered_at: datetime | None = None,
         store_till_date: str | None = None,
     ) -> Document:
@@ -153,12 +169,33 @@ class LifecycleStore(Protocol):
         microsecond) and ``store_till_date`` (its storeTillDate with offset) are kept."""
 
     def mark_failed(
-        self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        reason: str,
+        code: str | None = None,
+        message: str | None = None,
     ) -> Document: ...
 
-    def history(self, local_uid: str) -> list[Attempt]: ...
+    def resubmit(
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes,
+        document_ref: str | None = None,
+    ) -> Document:
+        """A corrected document under the localUid of a failed one: its content replaces the failed one's and the
+        state goes back to ``signed`` (the failure and the acceptance cleared); the attempts stay, so every
+        MessageID ever sent for the localUid is kept. Only from ``failed`` (``LifecycleConflict`` otherwise):
+        whether РЭМД allows it is the sender's decision (``services.pipeline.submission``)."""
+        ...
 
-    def message_ids(self, local_uid: str) -> list[str]:
+    def history(self, local_uid: str, *, organization: str) -> list[Attempt]: ...
+
+    def message_ids(self, local_uid: str, *, organization: str) -> list[str]:
         """Every MessageID sent for the document, oldest first (what a dead letter and СТП need)."""
         ...
 
@@ -167,6 +204,7 @@ class LifecycleStore(Protocol):
         message_id: str,
         local_uid: str,
         *,
+        organization: str,
         emdr_id: str,
         purpose: str,
         attempt_message_id: str | None = None,
@@ -187,7 +225,7 @@ class LifecycleStore(Protocol):
         after the call, so the caller sees which answer decided it. None for an unknown question."""
         ...
 
-    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+    def registry_requests(self, local_uid: str, *, organization: str) -> list[RegistryRequest]:
         """Every registry question about the document, oldest first."""
         ...
 
@@ -197,9 +235,9 @@ class LifecycleStore(Protocol):
 
     def overdue(
         self, accepted_before: datetime, *, organizations: Collection[str] | None = None
-    ) -> list[tuple[str, str | None]]:
-        """(localUid, accepted MessageID) of documents accepted before then and still without a result (of those
-        ``organizations`` only, when given)."""
+    ) -> list[tuple[str, str, str | None]]:
+        """(organisation, localUid, accepted MessageID) of documents accepted before then and still without a
+        result (of those ``organizations`` only, when given)."""
         ...
 
     @property
@@ -240,4 +278,6 @@ def check_transition(
         raise LifecycleConflict(f"{local_uid} is registered as {doc.emdr_id}, not {emdr_id}")
     if target == FAILED and doc.state == REGISTERED:
         raise LifecycleConflict(f"{local_uid} is registered; it cannot fail")
+    if target == SIGNED and doc.state != FAILED:
+        raise LifecycleConflict(f"{local_uid} is {doc.state}: only a failed document takes new content")
     return doc

@@ -2,8 +2,9 @@
 
 The statements and rules are ``services.lifecycle.store``'s, shared with ``SqliteLifecycleStore``. This
 module holds ``PostgresDatabase`` (the connection and its error mapping, native timestamps, the schema
-created under a lock; shared with the support tables, ``services.lifecycle.support_tables``), ``POSTGRES_SCHEMA``, and
-what replaces SQLite's database-wide write lock:
+created under a lock; shared with the support tables, ``services.lifecycle.support_tables``), the store over
+``POSTGRES_SCHEMA`` (``services.lifecycle.schema``, where every dialect's DDL lives), and what replaces SQLite's
+database-wide write lock:
 
 * every transition reads the document with ``SELECT … FOR UPDATE``, so two replicas handling the same
   document (a redelivery after a rebalance) queue on that row and the second one decides on what the
@@ -40,73 +41,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from producer.errors import TransientError
-from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
+from services.lifecycle.schema import POSTGRES_SCHEMA, SCHEMA_LOCK
+from services.lifecycle.store import SqlLifecycleStore
 from services.logs import get_logger
 
 log = get_logger(__name__)
 
-#: the production schema (PostgreSQL 13+); same columns, native types
-POSTGRES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS emd_documents (
-    local_uid           text PRIMARY KEY,
-    organization        text NOT NULL,
-    kind                text NOT NULL,
-    state               text NOT NULL CHECK (state IN ('signed','sending','accepted','registered','failed')),
-    signed_event        bytea,
-    signed_ref          text,
-    document_ref        text,
-    emdr_id             text,
-    accepted_message_id text,                  -- normalised; not uuid: non-UUID ids are kept as sent
-    failure_reason      text,
-    failure_code        text,
-    failure_message     text,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    updated_at          timestamptz NOT NULL DEFAULT now(),
-    accepted_at         timestamptz,
-    registered_at       timestamptz,
-    store_till_date     text,                  -- РЭМД's xs:date with its offset, as written: 2048-09-22+03:00
-    failed_at           timestamptz
-);
-CREATE TABLE IF NOT EXISTS emd_attempts (
-    message_id   text PRIMARY KEY,                 -- normalised (normalize_message_id)
-    local_uid    text NOT NULL REFERENCES emd_documents(local_uid),
-    attempt      integer NOT NULL,
-    endpoint     text NOT NULL,
-    sent_at      timestamptz NOT NULL,
-    outcome      text,
-    code         text,
-    message      text,
-    finished_at  timestamptz,
-    decided_by   text,                             -- DECIDED_BY_ANSWER or DECIDED_BY_CALLBACK
-    UNIQUE (local_uid, attempt)
-);
-CREATE TABLE IF NOT EXISTS emd_registry_requests (
-    message_id         text PRIMARY KEY,         -- normalised; a getRegistryItem's MessageID
-    local_uid          text NOT NULL REFERENCES emd_documents(local_uid),
-    emdr_id            text NOT NULL,
-    purpose            text NOT NULL,            -- deadline | poll | duplicate
-    attempt_message_id text,                     -- duplicate: the attempt whose NOT_UNIQUE_PROVIDED_ID it reconciles
-    asked_at           timestamptz NOT NULL,
-    outcome            text,                     -- set once, by the first answer
-    decided_by         text,                     -- "callback <the answer's MessageID>"
-    code               text,
-    answered_at        timestamptz
-);
-CREATE INDEX IF NOT EXISTS emd_registry_requests_by_document ON emd_registry_requests(local_uid);
-CREATE INDEX IF NOT EXISTS emd_documents_by_emdr_id ON emd_documents(emdr_id);
-CREATE INDEX IF NOT EXISTS emd_attempts_by_document ON emd_attempts(local_uid, attempt);
-CREATE INDEX IF NOT EXISTS emd_documents_accepted ON emd_documents(accepted_at) WHERE state = 'accepted';
-CREATE INDEX IF NOT EXISTS emd_documents_decided ON emd_documents(updated_at) WHERE state IN ('registered','failed');
--- one holder at a time of what runs on a single replica (the status worker's scanners: services/pipeline/lease.py)
-CREATE TABLE IF NOT EXISTS emd_leases (
-    name       text PRIMARY KEY,
-    holder     text NOT NULL,
-    expires_at timestamptz NOT NULL
-);
--- find_by_emdr_id: SELECT * FROM emd_documents WHERE emdr_id = %s ORDER BY registered_at LIMIT 1
--- every transition: SELECT … FROM emd_documents WHERE local_uid = %s FOR UPDATE; then the same checks
--- and writes as the SQLite backend, in one transaction (services/lifecycle/store.py).
-"""
+#: the lifecycle's tables here (the DDL of every dialect is ``services.lifecycle.schema``'s)
+__all__ = ["POSTGRES_SCHEMA", "PostgresDatabase", "PostgresLifecycleStore"]
 
 #: a column of an existing table, in the schema the search path finds it in
 _COLUMN_EXISTS = (
@@ -142,14 +84,23 @@ class PostgresDatabase:
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self._closed = False
 
-    def ensure_schema(self, schema: str, *, lock_key: int, then: Callable[[Any], None] | None = None) -> None:
-        """Create ``schema`` (``CREATE … IF NOT EXISTS`` statements) if any of its objects is missing, then run
-        ``then(db)`` (an upgrade), in one transaction holding the advisory lock ``lock_key``, so replicas
-        starting together do not race."""
+    def ensure_schema(
+        self,
+        schema: str,
+        *,
+        lock_key: int,
+        first: Callable[[Any], None] | None = None,
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Run ``first(db)`` (an upgrade of existing tables), create ``schema`` (``CREATE … IF NOT EXISTS``
+        statements) if any of its objects is missing, then run ``then(db)``, in one transaction holding the
+        advisory lock ``lock_key``, so replicas starting together do not race."""
         objects = re.findall(r"IF NOT EXISTS (\w+)", schema)
         try:
             with self.transaction() as db:
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+                if first is not None:
+                    first(db)
                 # only when something is missing: CREATE … IF NOT EXISTS needs CREATE on the schema even when
                 # it exists, and the application role is granted only SELECT, INSERT, UPDATE, DELETE
                 present = db.execute(
@@ -263,10 +214,11 @@ class PostgresLifecycleStore(SqlLifecycleStore):
 
     documents_table = "emd_documents"
     attempts_table = "emd_attempts"
+    schema = POSTGRES_SCHEMA
     registry_requests_table = "emd_registry_requests"
     leases_table = "emd_leases"
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self.db = PostgresDatabase(url, connect_timeout=connect_timeout)
-        self.db.ensure_schema(POSTGRES_SCHEMA, lock_key=SCHEMA_LOCK, then=self._upgrade)
+        self.db.ensure_schema(POSTGRES_SCHEMA, lock_key=SCHEMA_LOCK, first=self._upgrade)
         log.info("lifecycle store opened", backend="postgresql", **self.db.where())

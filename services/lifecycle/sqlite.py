@@ -17,64 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from producer.files import private_file
-from services.lifecycle.store import SCHEMA_LOCK, SqlLifecycleStore
+from services.lifecycle.schema import SCHEMA_LOCK, SQLITE_SCHEMA
+from services.lifecycle.store import SqlLifecycleStore
 from services.timestamps import stored
 
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    local_uid           TEXT PRIMARY KEY,
-    organization        TEXT NOT NULL,
-    kind                TEXT NOT NULL,
-    state               TEXT NOT NULL,
-    signed_event        BLOB,
-    signed_ref          TEXT,
-    document_ref        TEXT,
-    emdr_id             TEXT,
-    accepted_message_id TEXT,
-    failure_reason      TEXT,
-    failure_code        TEXT,
-    failure_message     TEXT,
-    created_at          TEXT NOT NULL,
-    updated_at          TEXT NOT NULL,
-    accepted_at         TEXT,
-    registered_at       TEXT,
-    store_till_date     TEXT,
-    failed_at           TEXT
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    message_id   TEXT PRIMARY KEY,
-    local_uid    TEXT NOT NULL REFERENCES documents(local_uid),
-    attempt      INTEGER NOT NULL,
-    endpoint     TEXT NOT NULL,
-    sent_at      TEXT NOT NULL,
-    outcome      TEXT,
-    code         TEXT,
-    message      TEXT,
-    finished_at  TEXT,
-    decided_by   TEXT,
-    UNIQUE (local_uid, attempt)
-);
-CREATE TABLE IF NOT EXISTS registry_requests (
-    message_id         TEXT PRIMARY KEY,
-    local_uid          TEXT NOT NULL REFERENCES documents(local_uid),
-    emdr_id            TEXT NOT NULL,
-    purpose            TEXT NOT NULL,
-    attempt_message_id TEXT,
-    asked_at           TEXT NOT NULL,
-    outcome            TEXT,
-    decided_by         TEXT,
-    code               TEXT,
-    answered_at        TEXT
-);
-CREATE INDEX IF NOT EXISTS registry_requests_by_document ON registry_requests(local_uid);
-CREATE INDEX IF NOT EXISTS attempts_by_document ON attempts(local_uid, attempt);
-CREATE INDEX IF NOT EXISTS documents_by_emdr_id ON documents(emdr_id);
-CREATE TABLE IF NOT EXISTS leases (
-    name       TEXT PRIMARY KEY,
-    holder     TEXT NOT NULL,
-    expires_at TEXT NOT NULL
-);
-"""
+#: the lifecycle's tables here (the DDL of every dialect is ``services.lifecycle.schema``'s)
+__all__ = ["SQLITE_SCHEMA", "SqliteDatabase", "SqliteLifecycleStore"]
 
 
 class SqliteDatabase:
@@ -104,10 +52,20 @@ class SqliteDatabase:
             self._db.execute("PRAGMA synchronous = FULL")  # an attempt recorded must survive a power cut
             self._db.execute("PRAGMA foreign_keys = ON")
 
-    def ensure_schema(self, schema: str, *, lock_key: int, then: Callable[[Any], None] | None = None) -> None:
-        """Create what ``schema`` (``CREATE … IF NOT EXISTS`` statements) lacks, then run ``then(db)`` in the same
-        transaction (an upgrade). ``lock_key`` serialises PostgreSQL replicas; SQLite's write lock does it here."""
+    def ensure_schema(
+        self,
+        schema: str,
+        *,
+        lock_key: int,
+        first: Callable[[Any], None] | None = None,
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Run ``first(db)`` (an upgrade of existing tables), create what ``schema`` (``CREATE … IF NOT EXISTS``
+        statements) lacks, then run ``then(db)``, in one transaction. ``lock_key`` serialises PostgreSQL replicas;
+        SQLite's write lock does it here."""
         with self.transaction() as db:
+            if first is not None:
+                first(db)
             for statement in filter(str.strip, schema.split(";")):
                 db.execute(statement)
             if then is not None:
@@ -155,10 +113,11 @@ class SqliteLifecycleStore(SqlLifecycleStore):
 
     documents_table = "documents"
     attempts_table = "attempts"
+    schema = SQLITE_SCHEMA
     registry_requests_table = "registry_requests"
     leases_table = "leases"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.db = SqliteDatabase(path, busy_timeout=busy_timeout)
         self.path = self.db.path
-        self.db.ensure_schema(SQLITE_SCHEMA, lock_key=SCHEMA_LOCK, then=self._upgrade)
+        self.db.ensure_schema(SQLITE_SCHEMA, lock_key=SCHEMA_LOCK, first=self._upgrade)

@@ -1,7 +1,8 @@
 """The lifecycle store's logic, written once in SQL both backends speak (``services.lifecycle``).
 
-``SqlLifecycleStore`` holds every statement and every rule. What differs between SQLite and PostgreSQL is
-the store's ``db`` (``SqliteDatabase`` or ``PostgresDatabase``: the connection, its transactions and their
+``SqlLifecycleStore`` holds every statement and every rule. A document is ``(organization, local_uid)``: every
+statement names both, so one organisation's document is never read or changed through another's (the DDL and its
+upgrades: ``services.lifecycle.schema``). What differs between SQLite and PostgreSQL is the store's ``db`` (``SqliteDatabase`` or ``PostgresDatabase``: the connection, its transactions and their
 error mapping, the placeholder, ``FOR UPDATE``, how a timestamp is stored, whether a column exists), and
 the subclass's table names and schema. Statements here are written with ``{documents}``, ``{attempts}``,
 ``{for_update}`` and ``?``, rendered once per backend. ``register`` is ``INSERT … ON CONFLICT DO NOTHING``
@@ -34,30 +35,15 @@ from services.lifecycle.model import (
     RegistryRequest,
     check_transition,
 )
+from services.lifecycle.schema import SCHEMA_LOCK as _SCHEMA_LOCK
+from services.lifecycle.schema import ensure as _ensure_schema
 from services.outcome import Outcome
 
 _DOCUMENT_TIMES = ("created_at", "updated_at", "accepted_at", "registered_at", "failed_at")
 _ATTEMPT_TIMES = ("sent_at", "finished_at")
 
-#: columns added after the first release: (table attribute, column, SQL type, backfill of existing rows or None)
-_UPGRADES: tuple[tuple[str, str, str, tuple[str, tuple[Any, ...]] | None], ...] = (
-    # who decided an attempt was, before the column, told by the callbacks' message "callback <id>"
-    (
-        "attempts_table",
-        "decided_by",
-        "text",
-        (
-            "UPDATE {attempts} SET decided_by = CASE WHEN message LIKE ? THEN ? ELSE ? END WHERE outcome IS NOT NULL",
-            ("callback %", DECIDED_BY_CALLBACK, DECIDED_BY_ANSWER),
-        ),
-    ),
-    # РЭМД's storeTillDate of a registered document ("2048-09-22+03:00"); unknown for older registrations
-    ("documents_table", "store_till_date", "text", None),
-)
-
-
-#: pg_advisory_xact_lock key serialising the lifecycle schema's creation between replicas starting at once
-SCHEMA_LOCK = 0x454D_444C  # "EMDL"
+#: pg_advisory_xact_lock key serialising the lifecycle schema's creation (``services.lifecycle.schema``)
+SCHEMA_LOCK = _SCHEMA_LOCK
 
 
 def database_location(data_dir: Path | str, url: str = "") -> tuple[str, str]:
@@ -106,6 +92,8 @@ class SqlLifecycleStore:
     attempts_table: ClassVar[str]
     registry_requests_table: ClassVar[str]
     leases_table: ClassVar[str]
+    #: the dialect's DDL (``services.lifecycle.schema``)
+    schema: ClassVar[str]
     #: SqliteDatabase or PostgresDatabase, opened by the subclass
     db: Any
 
@@ -129,13 +117,13 @@ class SqlLifecycleStore:
         return [self.documents_table, self.attempts_table, self.registry_requests_table, self.leases_table]
 
     def _upgrade(self, db: Any) -> None:
-        """Add the columns an older database lacks (idempotent; run inside the opening transaction)."""
-        for table_attr, column, sql_type, backfill in _UPGRADES:
-            table = getattr(self, table_attr)
-            if not self.db.has_column(db, table, column):
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-                if backfill is not None:
-                    db.execute(self._q(backfill[0]), backfill[1])
+        """What an older database lacks (idempotent; run inside the opening transaction)."""
+        _ensure_schema(
+            self.db,
+            db,
+            tables=(self.documents_table, self.attempts_table, self.registry_requests_table),
+            schema=self.schema,
+        )
 
     def _time(self, value: Any) -> datetime | None:
         return None if value is None else self.db.from_db(value)
@@ -162,13 +150,15 @@ class SqlLifecycleStore:
             d[k] = self._time(d[k])
         return Attempt(**d)
 
-    def _get(self, db: Any, local_uid: str, *, lock: bool = False) -> Document | None:
-        sql = "SELECT * FROM {documents} WHERE local_uid = ?" + (" {for_update}" if lock else "")
-        return self._document(db.execute(self._q(sql), (local_uid,)).fetchone())
+    def _get(self, db: Any, organization: str, local_uid: str, *, lock: bool = False) -> Document | None:
+        sql = "SELECT * FROM {documents} WHERE organization = ? AND local_uid = ?" + (
+            " {for_update}" if lock else ""
+        )
+        return self._document(db.execute(self._q(sql), (organization, local_uid)).fetchone())
 
-    def _updated(self, db: Any, local_uid: str) -> Document:
+    def _updated(self, db: Any, organization: str, local_uid: str) -> Document:
         """The document this transaction has just updated (its transition check found it)."""
-        doc = self._get(db, local_uid)
+        doc = self._get(db, organization, local_uid)
         if doc is None:
             raise LookupError(f"document {local_uid} vanished inside its own transaction")
         return doc
@@ -191,7 +181,7 @@ class SqlLifecycleStore:
             self._q(
                 "INSERT INTO {documents} (local_uid, organization, kind, state, signed_event, signed_ref,"
                 " document_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (local_uid) DO NOTHING"
+                " ON CONFLICT (organization, local_uid) DO NOTHING"
             ),
             (local_uid, organization, kind, SIGNED, signed_event, signed_ref, document_ref, at, at),
         )
@@ -216,19 +206,20 @@ class SqlLifecycleStore:
                 signed_ref=signed_ref,
                 document_ref=document_ref,
             )
-            doc = self._get(db, local_uid)
+            doc = self._get(db, organization, local_uid)
         assert doc is not None
         return doc
 
-    def get(self, local_uid: str) -> Document | None:
+    def get(self, local_uid: str, *, organization: str) -> Document | None:
         with self.db.reading() as db:
-            return self._get(db, local_uid)
+            return self._get(db, organization, local_uid)
 
     def record_attempt(
         self,
         local_uid: str,
         message_id: str,
         *,
+        organization: str,
         endpoint: str,
         sent_at: datetime | None = None,
         register: Mapping[str, Any] | None = None,
@@ -237,26 +228,36 @@ class SqlLifecycleStore:
         sent = self.db.to_db(sent_at or _now())
         with self.db.transaction() as db:
             if register is not None:
-                self._insert(db, local_uid, **register)
+                self._insert(db, local_uid, organization=organization, **register)
             # replicas on one document queue here (PostgreSQL: the row lock; SQLite: the database lock)
-            check_transition(self._get(db, local_uid, lock=True), local_uid, SENDING)
+            check_transition(self._get(db, organization, local_uid, lock=True), local_uid, SENDING)
             n = db.execute(
-                self._q("SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts} WHERE local_uid = ?"),
-                (local_uid,),
+                self._q(
+                    "SELECT COALESCE(MAX(attempt), 0) + 1 AS n FROM {attempts}"
+                    " WHERE organization = ? AND local_uid = ?"
+                ),
+                (organization, local_uid),
             ).fetchone()["n"]
             db.execute(
                 self._q(
-                    "INSERT INTO {attempts} (message_id, local_uid, attempt, endpoint, sent_at)"
-                    " VALUES (?,?,?,?,?)"
+                    "INSERT INTO {attempts} (message_id, organization, local_uid, attempt, endpoint, sent_at)"
+                    " VALUES (?,?,?,?,?,?)"
                 ),
-                (mid, local_uid, n, endpoint, sent),
+                (mid, organization, local_uid, n, endpoint, sent),
             )
             db.execute(
-                self._q("UPDATE {documents} SET state = ?, updated_at = ? WHERE local_uid = ?"),
-                (SENDING, sent, local_uid),
+                self._q(
+                    "UPDATE {documents} SET state = ?, updated_at = ? WHERE organization = ? AND local_uid = ?"
+                ),
+                (SENDING, sent, organization, local_uid),
             )
         return Attempt(
-            local_uid=local_uid, message_id=mid, attempt=n, endpoint=endpoint, sent_at=self.db.from_db(sent)
+            local_uid=local_uid,
+            organization=organization,
+            message_id=mid,
+            attempt=n,
+            endpoint=endpoint,
+            sent_at=self.db.from_db(sent),
         )
 
     def _set_outcome(
@@ -309,7 +310,7 @@ class SqlLifecycleStore:
             if row is None:
                 return None
             attempt = self._attempt(row)
-            doc = self._get(db, attempt.local_uid)
+            doc = self._get(db, attempt.organization, attempt.local_uid)
         assert doc is not None
         return doc, attempt
 
@@ -329,6 +330,7 @@ class SqlLifecycleStore:
         self,
         local_uid: str,
         *,
+        organization: str,
         message_id: str,
         accepted_at: datetime | None = None,
         code: str | None = None,
@@ -337,7 +339,7 @@ class SqlLifecycleStore:
         at = self.db.to_db(accepted_at or _now())
         mid = normalize_message_id(message_id)
         with self.db.transaction() as db:
-            doc = check_transition(self._get(db, local_uid, lock=True), local_uid, ACCEPTED)
+            doc = check_transition(self._get(db, organization, local_uid, lock=True), local_uid, ACCEPTED)
             decided = db.execute(
                 self._q("SELECT decided_by FROM {attempts} WHERE message_id = ?"), (mid,)
             ).fetchone()
@@ -361,70 +363,113 @@ class SqlLifecycleStore:
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, accepted_message_id = ?, accepted_at = ?,"
-                    " updated_at = ? WHERE local_uid = ?"
+                    " updated_at = ? WHERE organization = ? AND local_uid = ?"
                 ),
-                (ACCEPTED, mid, at, at, local_uid),
+                (ACCEPTED, mid, at, at, organization, local_uid),
             )
-            return self._updated(db, local_uid)
+            return self._updated(db, organization, local_uid)
 
     def mark_registered(
         self,
         local_uid: str,
         emdr_id: str,
         *,
+        organization: str,
         registered_at: datetime | None = None,
         store_till_date: str | None = None,
     ) -> Document:
         at = self.db.to_db(registered_at or _now())
         with self.db.transaction() as db:
-            check_transition(self._get(db, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id)
+            check_transition(
+                self._get(db, organization, local_uid, lock=True), local_uid, REGISTERED, emdr_id=emdr_id
+            )
             # the first registration's time and storeTillDate stay: a re-emission says what the first did
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, emdr_id = ?,"
                     " registered_at = COALESCE(registered_at, ?),"
-                    " store_till_date = COALESCE(store_till_date, ?), updated_at = ? WHERE local_uid = ?"
+                    " store_till_date = COALESCE(store_till_date, ?), updated_at = ?"
+                    " WHERE organization = ? AND local_uid = ?"
                 ),
-                (REGISTERED, emdr_id, at, store_till_date, at, local_uid),
+                (REGISTERED, emdr_id, at, store_till_date, at, organization, local_uid),
             )
-            return self._updated(db, local_uid)
+            return self._updated(db, organization, local_uid)
 
     def mark_failed(
-        self, local_uid: str, *, reason: str, code: str | None = None, message: str | None = None
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        reason: str,
+        code: str | None = None,
+        message: str | None = None,
     ) -> Document:
         at = self.db.to_db(_now())
         with self.db.transaction() as db:
-            check_transition(self._get(db, local_uid, lock=True), local_uid, FAILED)
+            check_transition(self._get(db, organization, local_uid, lock=True), local_uid, FAILED)
             db.execute(
                 self._q(
                     "UPDATE {documents} SET state = ?, failure_reason = ?, failure_code = ?,"
-                    " failure_message = ?, failed_at = ?, updated_at = ? WHERE local_uid = ?"
+                    " failure_message = ?, failed_at = ?, updated_at = ? WHERE organization = ? AND local_uid = ?"
                 ),
-                (FAILED, reason, code, message, at, at, local_uid),
+                (FAILED, reason, code, message, at, at, organization, local_uid),
             )
-            return self._updated(db, local_uid)
+            return self._updated(db, organization, local_uid)
 
-    def history(self, local_uid: str) -> list[Attempt]:
+    def resubmit(
+        self,
+        local_uid: str,
+        *,
+        organization: str,
+        kind: str,
+        signed_event: bytes,
+        document_ref: str | None = None,
+    ) -> Document:
+        at = self.db.to_db(_now())
+        with self.db.transaction() as db:
+            check_transition(self._get(db, organization, local_uid, lock=True), local_uid, SIGNED)
+            db.execute(
+                self._q(
+                    "UPDATE {documents} SET state = ?, kind = ?, signed_event = ?, document_ref = ?,"
+                    " signed_ref = NULL, accepted_message_id = NULL, accepted_at = NULL, failure_reason = NULL,"
+                    " failure_code = NULL, failure_message = NULL, failed_at = NULL, updated_at = ?"
+                    " WHERE organization = ? AND local_uid = ?"
+                ),
+                (SIGNED, kind, signed_event, document_ref, at, organization, local_uid),
+            )
+            return self._updated(db, organization, local_uid)
+
+    def history(self, local_uid: str, *, organization: str) -> list[Attempt]:
         with self.db.reading() as db:
             rows = db.execute(
-                self._q("SELECT * FROM {attempts} WHERE local_uid = ? ORDER BY attempt"), (local_uid,)
+                self._q("SELECT * FROM {attempts} WHERE organization = ? AND local_uid = ? ORDER BY attempt"),
+                (organization, local_uid),
             ).fetchall()
         return [self._attempt(r) for r in rows]
 
     def overdue(
         self, accepted_before: datetime, *, organizations: Collection[str] | None = None
-    ) -> list[tuple[str, str | None]]:
+    ) -> list[tuple[str, str, str | None]]:
         only = sorted(organizations or ())
         where = f" AND organization IN ({','.join('?' * len(only))})" if only else ""
         with self.db.reading() as db:
             rows = db.execute(
                 self._q(
-                    "SELECT local_uid, accepted_message_id FROM {documents}"
+                    "SELECT organization, local_uid, accepted_message_id FROM {documents}"
                     " WHERE state = ? AND accepted_at < ?" + where + " ORDER BY accepted_at"
                 ),
                 (ACCEPTED, self.db.to_db(accepted_before), *only),
             ).fetchall()
-        return [(r["local_uid"], r["accepted_message_id"]) for r in rows]
+        return [(r["organization"], r["local_uid"], r["accepted_message_id"]) for r in rows]
+
+    def documents_of(self, local_uid: str) -> list[Document]:
+        """Every organisation's document under ``local_uid``: for support, who searches by the localUid alone
+        (``emd status``, ``emd dlq show``) and then chooses the organisation; never for the pipeline's decisions."""
+        with self.db.reading() as db:
+            rows = db.execute(
+                self._q("SELECT * FROM {documents} WHERE local_uid = ? ORDER BY organization"), (local_uid,)
+            ).fetchall()
+        return [d for d in map(self._document, rows) if d is not None]
 
     def awaiting(self) -> tuple[int, datetime | None]:
         """How many documents РЭМД accepted and has not decided yet, and when the oldest was accepted."""
@@ -435,8 +480,8 @@ class SqlLifecycleStore:
             ).fetchone()
         return int(row["n"]), self._time(row["oldest"])
 
-    def message_ids(self, local_uid: str) -> list[str]:
-        return [a.message_id for a in self.history(local_uid)]
+    def message_ids(self, local_uid: str, *, organization: str) -> list[str]:
+        return [a.message_id for a in self.history(local_uid, organization=organization)]
 
     # --- registry look-ups answered on the callback (getRegistryItem) ---------------------------------
 
@@ -445,6 +490,7 @@ class SqlLifecycleStore:
         message_id: str,
         local_uid: str,
         *,
+        organization: str,
         emdr_id: str,
         purpose: str,
         attempt_message_id: str | None = None,
@@ -454,17 +500,18 @@ class SqlLifecycleStore:
         attempt = normalize_message_id(attempt_message_id) if attempt_message_id else None
         at = self.db.to_db(asked_at or _now())
         with self.db.transaction() as db:
-            if self._get(db, local_uid) is None:
+            if self._get(db, organization, local_uid) is None:
                 raise KeyError(local_uid)
             db.execute(
                 self._q(
-                    "INSERT INTO {registry_requests} (message_id, local_uid, emdr_id, purpose, attempt_message_id,"
-                    " asked_at) VALUES (?,?,?,?,?,?)"
+                    "INSERT INTO {registry_requests} (message_id, organization, local_uid, emdr_id, purpose,"
+                    " attempt_message_id, asked_at) VALUES (?,?,?,?,?,?,?)"
                 ),
-                (mid, local_uid, emdr_id, purpose, attempt, at),
+                (mid, organization, local_uid, emdr_id, purpose, attempt, at),
             )
         return RegistryRequest(
             message_id=mid,
+            organization=organization,
             local_uid=local_uid,
             emdr_id=emdr_id,
             purpose=purpose,
@@ -481,7 +528,7 @@ class SqlLifecycleStore:
             if row is None:
                 return None
             request = self._registry_request(row)
-            doc = self._get(db, request.local_uid)
+            doc = self._get(db, request.organization, request.local_uid)
         assert doc is not None
         return doc, request
 
@@ -502,11 +549,13 @@ class SqlLifecycleStore:
             ).fetchone()
         return self._registry_request(row) if row is not None else None
 
-    def registry_requests(self, local_uid: str) -> list[RegistryRequest]:
+    def registry_requests(self, local_uid: str, *, organization: str) -> list[RegistryRequest]:
         with self.db.reading() as db:
             rows = db.execute(
-                self._q("SELECT * FROM {registry_requests} WHERE local_uid = ? ORDER BY asked_at"),
-                (local_uid,),
+                self._q(
+                    "SELECT * FROM {registry_requests} WHERE organization = ? AND local_uid = ? ORDER BY asked_at"
+                ),
+                (organization, local_uid),
             ).fetchall()
         return [self._registry_request(r) for r in rows]
 
@@ -534,15 +583,15 @@ class SqlLifecycleStore:
 
     def prune(self, decided_before: datetime) -> tuple[int, int]:
         before = self.db.to_db(decided_before)
-        decided = "SELECT local_uid FROM {documents} WHERE state IN (?, ?) AND updated_at < ?"
+        decided = (
+            " WHERE (organization, local_uid) IN"
+            " (SELECT organization, local_uid FROM {documents} WHERE state IN (?, ?) AND updated_at < ?)"
+        )
         with self.db.transaction() as db:
-            # a decided document's registry questions go with it (they reference it)
-            db.execute(
-                self._q("DELETE FROM {registry_requests} WHERE local_uid IN (" + decided + ")"),
-                (REGISTERED, FAILED, before),
-            )
+            # a decided document's registry questions and attempts go with it (they reference it)
+            db.execute(self._q("DELETE FROM {registry_requests}" + decided), (REGISTERED, FAILED, before))
             attempts = db.execute(
-                self._q("DELETE FROM {attempts} WHERE local_uid IN (" + decided + ")"),
+                self._q("DELETE FROM {attempts}" + decided),
                 (REGISTERED, FAILED, before),
             ).rowcount
             documents = db.execute(

@@ -52,9 +52,10 @@ class Output:
 
     @classmethod
     def of_event(cls, event: Mapping[str, Any], *, key: str | None = None) -> Output:
-        """The record of a pipeline event: its type's topic, keyed by its ``localUid`` unless ``key`` is given."""
+        """The record of a pipeline event: its type's topic (a status: its МИС's, by ``data.misId``), keyed by its
+        ``localUid`` unless ``key`` is given."""
         return cls(
-            topology.topic_of_event(event["type"]),
+            topology.topic_of_event(event["type"], event["data"].get("misId")),
             events.encode(dict(event)),
             key if key is not None else event["data"]["localUid"],
             dict(events.headers_for(dict(event))),

@@ -94,7 +94,7 @@ class Stage:
     """A pipeline stage: one consumer group, one handler, its dead-letter topic and optional retry tiers.
 
     :param name: the stage name: metrics label, consumer group ``emd-<name>``, health line.
-    :param input_topic: the topic the stage consumes.
+    :param input_topic: the topic the stage consumes, or several (the signer: every МИС's created topic).
     :param handler: ``async (Record) -> Sequence[Output]``.
     :param dead_letter_topic: where failures go.
     :param settings: deployment settings (timeouts, concurrency, grace period, in-place retry time).
@@ -111,7 +111,7 @@ class Stage:
         self,
         *,
         name: str,
-        input_topic: str,
+        input_topic: str | Sequence[str],
         handler: Handler,
         dead_letter_topic: str,
         settings: Settings,
@@ -126,12 +126,15 @@ class Stage:
     ) -> None:
         self.name = name
         self.group_id = consumer_group(name)
-        self.input_topic = input_topic
+        inputs = (input_topic,) if isinstance(input_topic, str) else tuple(input_topic)
+        if not inputs:
+            raise ValueError(f"stage {name}: no input topic")
+        self.input_topic = inputs[0]  #: the first input (the only one of every stage but the signer)
         self.handler = handler
         self.dead_letter_topic = dead_letter_topic
         self.settings = settings
         self.retry = retry
-        self.topics = (input_topic, *(retry.topics if retry else ()))
+        self.topics = (*inputs, *(retry.topics if retry else ()))
         self.policy = FailurePolicy(
             stage=name,
             group_id=self.group_id,

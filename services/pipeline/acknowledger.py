@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from producer import events
@@ -64,11 +65,13 @@ class Acknowledger:
     async def handle(self, record: Record) -> list[Output]:
         """One record of ``emd.remd.callbacks``: a deadline, a poll, or a callback."""
         deadline = deadline_of(record)
-        uid = deadline if deadline is not None else poll_of(record)
-        if uid is not None:
+        document = deadline if deadline is not None else poll_of(record)
+        if document is not None:
             # a deadline decides (registered or NO_ACKNOWLEDGMENT); a routine poll waits for the next one
+            organization, uid = document
             return await acknowledgment.on_deadline(
                 uid,
+                organization=organization,
                 store=self.store,
                 poll=self.poll,
                 environments=self.environments,
@@ -88,8 +91,8 @@ class Acknowledger:
     async def confirm_sent(self, record: Record) -> list[Output]:
         """One ``sent`` event: logged with the document's state in the lifecycle store; no outputs."""
         event = events.decode(record.value, events.SENT)
-        uid = event["data"]["localUid"]
-        doc = await asyncio.to_thread(self.store.get, uid)
+        uid, organization = event["data"]["localUid"], event["data"]["organizationOid"]
+        doc = await asyncio.to_thread(partial(self.store.get, uid, organization=organization))
         log.info(
             "sent event",
             local_uid=uid,

@@ -68,8 +68,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -223,19 +224,22 @@ def _signed_event(doc: lc.Document) -> dict[str, Any]:
 
 def _status(
     doc: lc.Document,
+    signed: Mapping[str, Any],
     status: str,
     ids: list[str],
     *,
-    trace: str | None,
     emdr_id: str | None = None,
     reason: str | None = None,
     code: str | None = None,
     message: str | None = None,
     warnings: Sequence[soap.RemdError] = (),
 ) -> Output:
+    """The МИС's status for ``doc``, on the status topic of the МИС the signed event came from."""
     data = events.status_data(
         doc.local_uid,
         status,
+        organization=doc.organization,
+        mis_id=signed["data"]["misId"],
         emdr_id=emdr_id,
         reason=reason,
         remd_code=code,
@@ -243,7 +247,9 @@ def _status(
         message_ids=ids,
         warnings=[(w.code, w.message) for w in warnings],
     )
-    return Output.of_event(events.new_event(events.STATUS, data, source=SOURCE, trace_id=trace))
+    return Output.of_event(
+        events.new_event(events.STATUS, data, source=SOURCE, trace_id=signed.get("traceId"))
+    )
 
 
 def registered_outputs(
@@ -258,7 +264,7 @@ def registered_outputs(
     """``acknowledged`` (the signed payload, the submission rebuilt from the attempts, the registration) and
     the МИС's ``registered`` status (with РЭМД's registrationWarnings, if any)."""
     signed = _signed_event(doc)
-    attempts = store.history(doc.local_uid)
+    attempts = store.history(doc.local_uid, organization=doc.organization)
     ids = [a.message_id for a in attempts]
     current = next(
         (a for a in attempts if same_message_id(a.message_id, message_id)), attempts[-1] if attempts else None
@@ -285,7 +291,7 @@ def registered_outputs(
     ack = events.new_event(events.ACKNOWLEDGED, data, source=SOURCE, trace_id=trace)
     return [
         Output.of_event(ack),
-        _status(doc, events.STATUS_REGISTERED, ids, trace=trace, emdr_id=emdr_id, warnings=warnings),
+        _status(doc, signed, events.STATUS_REGISTERED, ids, emdr_id=emdr_id, warnings=warnings),
     ]
 
 
@@ -311,10 +317,15 @@ def store_till(item: soap.RegistryItem | None) -> str | None:
     return day.isoformat() if day is not None else None
 
 
-def _mark_registered(store: lc.LifecycleStore, local_uid: str, item: soap.RegistryItem) -> lc.Document:
-    """``mark_registered`` with what the registry item says: its emdrId, registration time and storeTillDate."""
+def _mark_registered(store: lc.LifecycleStore, doc: lc.Document, item: soap.RegistryItem) -> lc.Document:
+    """``mark_registered`` of the organisation's document with what the registry item says: its emdrId,
+    registration time and storeTillDate."""
     return store.mark_registered(
-        local_uid, item.emdr_id or "", registered_at=registered_at(item), store_till_date=store_till(item)
+        doc.local_uid,
+        item.emdr_id or "",
+        organization=doc.organization,
+        registered_at=registered_at(item),
+        store_till_date=store_till(item),
     )
 
 
@@ -386,7 +397,7 @@ def duplicate_candidates(store: lc.LifecycleStore, doc: lc.Document, message_id:
     """Our other attempts of this document that ИПС may have taken (so may be the registered one), oldest first."""
     return [
         a
-        for a in store.history(doc.local_uid)
+        for a in store.history(doc.local_uid, organization=doc.organization)
         if not same_message_id(a.message_id, message_id) and not _definitely_not_taken(a)
     ]
 
@@ -520,10 +531,11 @@ def _on_callback(
             message=mark,
         )
     signed = _signed_event(doc)
-    ids = store.message_ids(doc.local_uid)
+    ids = store.message_ids(doc.local_uid, organization=doc.organization)
     if doc.state != lc.FAILED:
         doc = store.mark_failed(
             doc.local_uid,
+            organization=doc.organization,
             reason="REMD_TRANSIENT" if transient else "REMD_REJECTED",
             code=first.code,
             message=text[:2000],
@@ -545,9 +557,9 @@ def _on_callback(
             Output(topology.SENDER_RETRIES[0].name, doc.signed_event or b"", doc.local_uid, headers),
             _status(
                 doc,
+                signed,
                 events.STATUS_RETRYING,
                 ids,
-                trace=signed.get("traceId"),
                 reason="REMD_TRANSIENT",
                 code=first.code,
                 message=text,
@@ -568,9 +580,9 @@ def _on_callback(
         ),
         _status(
             doc,
+            signed,
             events.STATUS_REJECTED,
             ids,
-            trace=signed.get("traceId"),
             reason="REMD_REJECTED",
             code=first.code,
             message=text,
@@ -676,7 +688,7 @@ def _registered_by_callback(
             message_id=mid,
             failure_reason=doc.failure_reason,
         )
-    doc = _mark_registered(store, doc.local_uid, item)
+    doc = _mark_registered(store, doc, item)
     _acknowledged(doc, "callback")
     log.info("registered", local_uid=doc.local_uid, emdr_id=item.emdr_id, message_id=mid)
     return registered_outputs(
@@ -733,7 +745,7 @@ def _reconcile(
                 code=NOT_UNIQUE,
                 message=mark,
             )
-        doc = _mark_registered(store, doc.local_uid, item)
+        doc = _mark_registered(store, doc, item)
         _acknowledged(doc, "duplicate")
         log.info(
             "registered (duplicate registration reconciled)",
@@ -874,13 +886,13 @@ def _registered_by_answer(
                 emdr_id=item.emdr_id,
                 failure_reason=doc.failure_reason,
             )
-        doc = _mark_registered(store, doc.local_uid, item)
+        doc = _mark_registered(store, doc, item)
         _acknowledged(doc, "duplicate" if duplicate else "poll")
     if duplicate:
         others = duplicate_candidates(store, doc, asked.attempt_message_id or "")
         registering = others[0].message_id if others else asked.attempt_message_id or ""
     else:
-        ids = store.message_ids(doc.local_uid)
+        ids = store.message_ids(doc.local_uid, organization=doc.organization)
         registering = doc.accepted_message_id or (ids[-1] if ids else "")
     log.info(
         "registered (duplicate registration reconciled)" if duplicate else "registered (found by polling)",
@@ -941,8 +953,14 @@ def _registry_error(
         f"but getRegistryItem answered {said}"
     )[:2000]
     if doc.state != lc.FAILED:
-        doc = store.mark_failed(doc.local_uid, reason="NO_ACKNOWLEDGMENT", code=code, message=message)
-    ids = store.message_ids(doc.local_uid)
+        doc = store.mark_failed(
+            doc.local_uid,
+            organization=doc.organization,
+            reason="NO_ACKNOWLEDGMENT",
+            code=code,
+            message=message,
+        )
+    ids = store.message_ids(doc.local_uid, organization=doc.organization)
     log.warning(
         "no acknowledgment: the registry record could not be read, dead-lettered",
         local_uid=doc.local_uid,
@@ -965,9 +983,9 @@ def _registry_error(
         ),
         _status(
             doc,
+            signed,
             events.STATUS_FAILED,
             ids,
-            trace=signed.get("traceId"),
             reason="NO_ACKNOWLEDGMENT",
             code=code,
             message=message,
@@ -1009,17 +1027,19 @@ async def handle_callback(
 async def on_deadline(
     local_uid: str,
     *,
+    organization: str,
     store: lc.LifecycleStore,
     poll: Callable[[lc.Document], Awaitable[soap.RegistryItem | None]],
     environments: Environments,
     group: str = "emd-acknowledger",
     final: bool = True,
 ) -> list[Output]:
-    """Ask the registry about ``local_uid``: found → registered (on ИПС: its record asked for with getRegistryItem,
-    whose answer on the callback registers it, ``on_callback``). Not found: a deadline (``final``) dead-letters
-    NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``) changes nothing."""
+    """Ask the registry about the organisation's ``local_uid``: found → registered (on ИПС: its record asked for
+    with getRegistryItem, whose answer on the callback registers it, ``on_callback``). Not found: a deadline
+    (``final``) dead-letters NO_ACKNOWLEDGMENT; a routine poll of a route without callbacks (``final=False``)
+    changes nothing."""
     # the store is blocking I/O: off the event loop, which both stages of the status worker share
-    doc = await asyncio.to_thread(store.get, local_uid)
+    doc = await asyncio.to_thread(partial(store.get, local_uid, organization=organization))
     if doc is None or doc.state not in (lc.ACCEPTED, lc.SENDING):
         return []  # decided meanwhile
     item = await poll(doc)  # TransientError when РЭМД cannot be asked now: retried by the runtime
@@ -1035,23 +1055,24 @@ async def on_deadline(
         return []  # the record comes on the callback, and decides there
     try:
         return await asyncio.to_thread(
-            _after_poll, local_uid, item, store=store, environments=environments, group=group
+            partial(_after_poll, doc, item, store=store, environments=environments, group=group)
         )
     except lc.LifecycleConflict as conflict:
-        return _decided_elsewhere(conflict, local_uid=local_uid)
+        return _decided_elsewhere(conflict, local_uid=local_uid, organization=organization)
 
 
 def _after_poll(
-    local_uid: str,
+    doc: lc.Document,
     item: soap.RegistryItem | None,
     *,
     store: lc.LifecycleStore,
     environments: Environments,
     group: str,
 ) -> list[Output]:
-    ids = store.message_ids(local_uid)
+    local_uid, organization = doc.local_uid, doc.organization
+    ids = store.message_ids(local_uid, organization=organization)
     if item is not None and item.emdr_id:
-        doc = _mark_registered(store, local_uid, item)
+        doc = _mark_registered(store, doc, item)
         _acknowledged(doc, "poll")
         log.info("registered (found by polling)", local_uid=local_uid, emdr_id=item.emdr_id)
         return registered_outputs(
@@ -1063,7 +1084,10 @@ def _after_poll(
             warnings=_warnings(item),
         )
     doc = store.mark_failed(
-        local_uid, reason="NO_ACKNOWLEDGMENT", message="no callback and not found by polling"
+        local_uid,
+        organization=organization,
+        reason="NO_ACKNOWLEDGMENT",
+        message="no callback and not found by polling",
     )
     log.warning("no acknowledgment: dead-lettered", local_uid=local_uid, message_ids=ids)
     signed = _signed_event(doc)
@@ -1079,5 +1103,5 @@ def _after_poll(
             hint=None,
             group=group,
         ),
-        _status(doc, events.STATUS_FAILED, ids, trace=signed.get("traceId"), reason="NO_ACKNOWLEDGMENT"),
+        _status(doc, signed, events.STATUS_FAILED, ids, reason="NO_ACKNOWLEDGMENT"),
     ]

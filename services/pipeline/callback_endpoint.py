@@ -105,6 +105,17 @@ def reply_credentials(config: OrganizationsConfig) -> ReplyKeys:
     return ReplyKeys(credentials)
 
 
+def _only_document(store: lifecycle.LifecycleStore, local_uid: str) -> lifecycle.Document | None:
+    """The one document under ``local_uid``; None when there is none, or when several organisations use that
+    localUid (a request naming only the localUid then names no document: it is not guessed)."""
+    found = store.documents_of(local_uid)
+    if len(found) > 1:
+        log.warning(
+            "a localUid of several organisations: the request names no one document", local_uid=local_uid
+        )
+    return found[0] if len(found) == 1 else None
+
+
 def own_addresses(config: OrganizationsConfig, settings: Settings) -> list[str]:
     """The addresses a callback's wsa:To may name: every organisation's ``remd.callback_url`` (the ReplyTo the
     sender puts on its requests) and ``EMD_CALLBACK_ADDRESSES``."""
@@ -131,7 +142,7 @@ def organization_lookup(
             found = store.find_by_message_id(message_id) or store.find_registry_request(message_id)
             if found is not None:
                 return found[0].organization
-        doc = store.get(local_uid) if local_uid else None
+        doc = _only_document(store, local_uid) if local_uid else None
         return doc.organization if doc is not None else None
 
     async def run(message_id: str | None, local_uid: str | None) -> str | None:
@@ -154,18 +165,19 @@ def emdr_lookup(store: lifecycle.LifecycleStore) -> Callable[[str], Awaitable[st
 
 
 def file_lookup(
-    store: lifecycle.LifecycleStore, docs: DocumentStore | None
+    store: lifecycle.LifecycleStore, docs: DocumentStore | None, *, max_bytes: int | None = None
 ) -> Callable[[str], Awaitable[bytes | None]]:
-    """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference."""
+    """``async (localUid) -> bytes | None`` from the lifecycle store's signed event / document reference; a
+    document over ``max_bytes`` is refused before it is read."""
 
     def lookup(local_uid: str) -> bytes | None:
-        doc = store.get(local_uid)
+        doc = _only_document(store, local_uid)
         if doc is None:
             return None
         if doc.signed_event:
-            return document_bytes(json.loads(doc.signed_event)["data"]["document"], docs)
+            return document_bytes(json.loads(doc.signed_event)["data"]["document"], docs, max_bytes=max_bytes)
         if doc.document_ref and docs is not None:
-            return docs.get(doc.document_ref)
+            return docs.get(doc.document_ref, max_bytes=max_bytes)
         return None
 
     async def run(local_uid: str) -> bytes | None:
@@ -308,7 +320,7 @@ class CallbackEndpoint:
             trusted_certificates=self.trusted_certificates,
             reply_keys=self.reply_keys,
             publish=publish,
-            lookup_file=file_lookup(self.store, self.documents),
+            lookup_file=file_lookup(self.store, self.documents, max_bytes=self.settings.max_document_bytes),
             lookup_organization=organization_lookup(self.store),
             lookup_emdr_id=emdr_lookup(self.store),
             own_addresses=self.own_addresses,

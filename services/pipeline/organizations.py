@@ -13,14 +13,18 @@ problem is a ``ConfigurationError`` naming the organisation and the field (``org
       "mchd_revoked": ["<НомДовер GUID>"],   // and/or
       "mchd_revocation_file": "revoked.txt", // one GUID a line, '#' comments; re-read when it changes
       "mchd_required_powers": ["EMD_REMD_SIGN"],
+      "mis": [{"id": "dental-mis",           // who may publish for which organisation (docs/security.md)
+               "organizations": ["1.2.643.5.1.13.13.12.2.77.7831"], "systemIds": ["dental-mis-01"]}],
       "n3_dictionary": "nsi-195.json",       // N3's dictionary 195 (default: the one shipped); re-read on change
       "organizations": [{
         "oid": "1.2.643.5.1.13.13.12.2.77.7831", "name": "…", "inn": "7701234567", "ogrn": "1027700000000",
+        "allow_unvalidated_kinds": false,    // true or ["227", …]: sign kinds no XSD/Schematron is shipped for
         "signing": {
           "mode": "server",                  // "mis": the МИС attaches each doctor's detached CMS
                                              // "server": we hold the doctors' keys and sign for them
           "doctors": {"<СНИЛС>": {"key": "k.pem", "certificate": "c.pem",
-                                  "password_file": "…" | "password_env": "…"}},
+                                  "password_file": "…" | "password_env": "…",
+                                  "server_signing_consent": "…"}},   // where the doctor's consent is kept
           "organization": {"key": "…", "certificate": "…", "password_file": "…",
                            "mchd": {"xml": "mchd.xml", "signature": "mchd.sig"}}   // mchd: optional
         },
@@ -56,6 +60,12 @@ does not stop the process: the other organisations keep working, and each docume
 dead-lettered with the key's reason (``KEY_PASSWORD_INVALID``…) until the configuration is fixed.
 A missing file, an unreadable certificate or a key that does not match its certificate is a
 ``ConfigurationError`` at start. Passwords are never logged.
+
+Who may publish for whom (``mis``; docs/security.md): each МИС by its id, with the organisations and
+systemIds it may publish for. Every granted organisation must be configured, and each id given once. Which
+organisations may sign kinds no XSD or Schematron is shipped for (``allow_unvalidated_kinds``), and which
+doctors have consented to server-side signing (``server_signing_consent``), the signer logs at start
+(:func:`log_operator_decisions`).
 """
 
 from __future__ import annotations
@@ -97,9 +107,13 @@ __all__ = [
     "Mchd",
     "N3Settings",
     "RemdSettings",
+    "MisGrant",
     "Organization",
     "OrganizationsConfig",
     "load_organizations",
+    "log_operator_decisions",
+    "read_grants",
+    "read_mis_ids",
     "schema",
     "watch_organizations",
 ]
@@ -228,6 +242,25 @@ class Organization:
     organization: Credential | None  # None: the kinds it registers need no MO_SIGN
     mchd: Mchd | None
     remd: RemdSettings | None
+    #: СНИЛС of the doctors whose consent to server-side signing is recorded (``server_signing_consent``)
+    consented: frozenset[str] = frozenset()
+    #: kinds without a shipped XSD or Schematron this organisation's documents may be signed in: True (all),
+    #: a set of НСИ 1520 codes, or False (none: KIND_NOT_VALIDATED)
+    unvalidated_kinds: bool | frozenset[str] = False
+
+    def may_sign_unvalidated(self, kind: str) -> bool:
+        """Whether the operator allowed documents of ``kind`` to be signed without an XSD or Schematron."""
+        allowed = self.unvalidated_kinds
+        return allowed is True or (isinstance(allowed, frozenset) and kind in allowed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MisGrant:
+    """What one МИС may publish: for which organisations, under which systemIds (its topics carry its ``id``)."""
+
+    id: str
+    organizations: frozenset[str]
+    system_ids: frozenset[str]
 
 
 @dataclass(kw_only=True)
@@ -236,6 +269,8 @@ class OrganizationsConfig:
 
     path: Path
     organizations: dict[str, Organization]
+    #: misId → its grant (the ``mis`` list)
+    mis: dict[str, MisGrant] = field(default_factory=dict)
     schematron: str = "warn"
     max_document_bytes: int = MAX_DOCUMENT_BYTES
     required_powers: frozenset[str] = mchd.DEFAULT_REMD_POWERS
@@ -279,7 +314,7 @@ class OrganizationsConfig:
                     error=exc.message,
                 )
                 return False
-            self.organizations = new.organizations
+            self.organizations, self.mis = new.organizations, new.mis
             self.schematron, self.max_document_bytes = new.schematron, new.max_document_bytes
             self.required_powers, self.revoked_inline = new.required_powers, new.revoked_inline
             self.revocation_file, self._revocation_cache = new.revocation_file, None
@@ -497,11 +532,13 @@ def _credential(
     return cred
 
 
-def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
-    """One organisation whose shape the schema has checked: its files, keys and certificates."""
-    oid = spec["oid"]
-    signing = spec["signing"]
+def _doctors(
+    f: _File, at: Where, oid: str, signing: Mapping[str, Any]
+) -> tuple[dict[str, Credential], frozenset[str]]:
+    """The organisation's doctors' keys by СНИЛС, and the СНИЛС of those whose consent to server-side signing is
+    recorded."""
     doctors: dict[str, Credential] = {}
+    consented: set[str] = set()
     for snils, dspec in (signing.get("doctors") or {}).items():
         number = digits(snils)
         dat = at + ("signing", "doctors", snils)
@@ -512,6 +549,16 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
             )
         cred.label = f"{oid}/doctor/{cred.certificate.serial_number:x}"  # no СНИЛС in labels: personal data
         doctors[number] = cred
+        if dspec.get("server_signing_consent"):
+            consented.add(number)
+    return doctors, frozenset(consented)
+
+
+def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
+    """One organisation whose shape the schema has checked: its files, keys and certificates."""
+    oid = spec["oid"]
+    signing = spec["signing"]
+    doctors, consented = _doctors(f, at, oid, signing)
 
     org_cred: Credential | None = None
     poa: Mchd | None = None
@@ -568,7 +615,61 @@ def _organization(f: _File, at: Where, spec: dict[str, Any]) -> Organization:
         organization=org_cred,
         mchd=poa,
         remd=remd,
+        consented=consented,
+        unvalidated_kinds=_unvalidated_kinds(spec.get("allow_unvalidated_kinds", False)),
     )
+
+
+def _unvalidated_kinds(value: bool | list[str]) -> bool | frozenset[str]:
+    return frozenset(value) if isinstance(value, list) else bool(value)
+
+
+def _grants(
+    f: _File, raw: list[dict[str, Any]], organizations: Mapping[str, Organization]
+) -> dict[str, MisGrant]:
+    """The ``mis`` list: each id once, each granted organisation configured."""
+    grants: dict[str, MisGrant] = {}
+    for i, item in enumerate(raw):
+        if item["id"] in grants:
+            raise f.error(("mis", i, "id"), f"МИС {item['id']} is configured twice")
+        for j, oid in enumerate(item["organizations"]):
+            if oid not in organizations:
+                raise f.error(("mis", i, "organizations", j), f"organisation {oid} is not configured")
+        grants[item["id"]] = MisGrant(
+            id=item["id"],
+            organizations=frozenset(item["organizations"]),
+            system_ids=frozenset(item["systemIds"]),
+        )
+    return grants
+
+
+def log_operator_decisions(config: OrganizationsConfig) -> None:
+    """What the operator allowed beyond the defaults, and each МИС's grant: said once by the signer at start, the
+    one process they matter to (docs/security.md)."""
+    log = _log()
+    for org in config.organizations.values():
+        if org.unvalidated_kinds:
+            allowed = "all" if org.unvalidated_kinds is True else ",".join(sorted(org.unvalidated_kinds))
+            log.warning(
+                "organisation allows kinds without a shipped XSD or Schematron to be signed",
+                organization=org.oid,
+                kinds=allowed,
+            )
+        if org.mode == "server":
+            missing = len(set(org.doctors) - org.consented)
+            if missing:
+                log.warning(
+                    "doctors' keys without a recorded consent to server-side signing: they sign nothing",
+                    organization=org.oid,
+                    doctors=missing,
+                )
+    for grant in config.mis.values():
+        log.info(
+            "МИС granted",
+            mis=grant.id,
+            organizations=",".join(sorted(grant.organizations)),
+            system_ids=",".join(sorted(grant.system_ids)),
+        )
 
 
 def _n3(f: _File, at: Where, spec: Mapping[str, Any]) -> N3Settings:
@@ -603,6 +704,36 @@ def _n3_token(f: _File, at: Where, spec: Mapping[str, Any]) -> str:
     return token.strip()
 
 
+def _read(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{file}: no such file (EMD_ORGANIZATIONS; `emd certs dev-config DIR` writes a development one)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{file}: not readable JSON: {exc}") from None
+
+
+def read_grants(path: str | os.PathLike) -> dict[str, MisGrant]:
+    """The МИС the organisations file grants (its ``mis`` list), its shape checked, no key loaded: what ``emd
+    topics`` needs to name each МИС's topics, and ``emd clinic test`` to publish as a МИС of the clinic."""
+    file = Path(path)
+    f = _File(file, _read(file))
+    _check_shape(f)
+    return {
+        m["id"]: MisGrant(
+            id=m["id"], organizations=frozenset(m["organizations"]), system_ids=frozenset(m["systemIds"])
+        )
+        for m in f.raw.get("mis", [])
+    }
+
+
+def read_mis_ids(path: str | os.PathLike) -> list[str]:
+    """The ids of the МИС the organisations file grants, in the file's order (``read_grants``)."""
+    return list(read_grants(path))
+
+
 def load_organizations(
     path: str | os.PathLike, *, max_document_bytes: int | None = None, role: str | None = None
 ) -> OrganizationsConfig:
@@ -616,14 +747,7 @@ def load_organizations(
     if role is not None and role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     file = Path(path)
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(
-            f"{file}: no such file (EMD_ORGANIZATIONS; `emd certs dev-config DIR` writes a development one)"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"{file}: not readable JSON: {exc}") from None
+    raw = _read(file)
     f = _File(file, raw, role=role)
     _check_shape(f)
     schematron = raw.get("schematron", "warn")
@@ -650,6 +774,7 @@ def load_organizations(
         path=file,
         n3_dictionary=n3_dictionary,
         organizations=organizations,
+        mis=_grants(f, raw.get("mis", []), organizations),
         schematron=schematron,
         max_document_bytes=raw.get("max_document_bytes", max_document_bytes or MAX_DOCUMENT_BYTES),
         required_powers=frozenset(powers) if powers else mchd.DEFAULT_REMD_POWERS,
@@ -663,7 +788,12 @@ def load_organizations(
     if revocation_file is not None:
         config.revoked  # noqa: B018 - read once now, so an unreadable file fails at start
     _log().info(
-        "organisations loaded", path=str(file), count=len(organizations), schematron=schematron, role=role
+        "organisations loaded",
+        path=str(file),
+        count=len(organizations),
+        mis=len(config.mis),
+        schematron=schematron,
+        role=role,
     )
     return config
 

@@ -5,7 +5,8 @@ Callbacks drive acknowledgment (``services.pipeline.acknowledgment``). Two cases
 * **a deadline**: a document accepted ``ack_timeout`` ago has had no ``registerDocumentResult``.
   :class:`DeadlineScanner` (a runtime ``Ticker`` of the status worker) finds such documents in the
   lifecycle store and writes one *deadline record* per document to ``emd.remd.callbacks`` (header
-  ``emd-callback-kind: deadline``, key = its accepted MessageID), so the poll and its outcome go through the
+  ``emd-callback-kind: deadline``, key = its accepted MessageID, the document named by ``emd-organization`` and
+  ``emd-local-uid``: a localUid alone names no document), so the poll and its outcome go through the
   runtime's produce-then-commit path like any callback. Several replicas may write the same deadline:
   harmless, the first handled decides and the others find the document decided.
 * **a duplicate registration** (``NOT_UNIQUE_PROVIDED_ID`` for a resend): is the first one registered?
@@ -52,6 +53,7 @@ log = get_logger(__name__)
 
 KIND_HEADER = "emd-callback-kind"
 LOCAL_UID_HEADER = "emd-local-uid"
+ORGANIZATION_HEADER = "emd-organization"
 DEADLINE = "deadline"
 POLL = "poll"
 #: why a getRegistryItem was asked (kept on the lifecycle store's registry request): a deadline, a routine poll,
@@ -61,29 +63,35 @@ DUPLICATE = "duplicate"
 SEARCH_MARGIN = timedelta(days=1)
 
 
-def deadline_record(local_uid: str, accepted_message_id: str | None, *, kind: str = DEADLINE) -> Output:
-    """The record that asks the status worker to poll for ``local_uid`` (keyed like its callbacks would be):
-    a ``DEADLINE`` (the last question: not found → NO_ACKNOWLEDGMENT) or a ``POLL`` (not found → ask later)."""
+def deadline_record(
+    organization: str, local_uid: str, accepted_message_id: str | None, *, kind: str = DEADLINE
+) -> Output:
+    """The record that asks the status worker to poll for the organisation's ``local_uid`` (keyed like its
+    callbacks would be): a ``DEADLINE`` (the last question: not found → NO_ACKNOWLEDGMENT) or a ``POLL`` (not
+    found → ask later)."""
     return Output(
         topology.CALLBACKS.name,
         b"",
         accepted_message_id or local_uid,
-        {KIND_HEADER: kind, LOCAL_UID_HEADER: local_uid},
+        {KIND_HEADER: kind, ORGANIZATION_HEADER: organization, LOCAL_UID_HEADER: local_uid},
     )
 
 
-def deadline_of(record: Record) -> str | None:
-    """The localUid a deadline record is for; ``None`` for a real callback or a poll record."""
-    if record.header(KIND_HEADER) != DEADLINE:
+def _document_of(record: Record, kind: str) -> tuple[str, str] | None:
+    if record.header(KIND_HEADER) != kind:
         return None
-    return record.header(LOCAL_UID_HEADER) or ""
+    return record.header(ORGANIZATION_HEADER) or "", record.header(LOCAL_UID_HEADER) or ""
 
 
-def poll_of(record: Record) -> str | None:
-    """The localUid a poll record is for; ``None`` otherwise."""
-    if record.header(KIND_HEADER) != POLL:
-        return None
-    return record.header(LOCAL_UID_HEADER) or ""
+def deadline_of(record: Record) -> tuple[str, str] | None:
+    """(organisation, localUid) of the document a deadline record is for; ``None`` for a real callback or a poll
+    record."""
+    return _document_of(record, DEADLINE)
+
+
+def poll_of(record: Record) -> tuple[str, str] | None:
+    """(organisation, localUid) of the document a poll record is for; ``None`` otherwise."""
+    return _document_of(record, POLL)
 
 
 class DeadlineScanner:
@@ -108,24 +116,25 @@ class DeadlineScanner:
         self.timeout = timeout
         self.again = timeout if again is None else again
         self.clock = clock
-        self._fired: dict[str, float] = {}
+        self._fired: dict[tuple[str, str], float] = {}
 
     async def tick(self) -> list[Output]:
         before = datetime.now(UTC) - timedelta(seconds=self.timeout)
         overdue = await asyncio.to_thread(self.store.overdue, before)
         now = self.clock()
         # forget documents decided since: the map stays as small as the overdue list, not the history
-        waiting = {uid for uid, _ in overdue}
-        self._fired = {uid: t for uid, t in self._fired.items() if uid in waiting}
+        waiting = {(org, uid) for org, uid, _ in overdue}
+        self._fired = {key: t for key, t in self._fired.items() if key in waiting}
         out = []
-        for uid, mid in overdue:
-            fired = self._fired.get(uid)
+        for org, uid, mid in overdue:
+            fired = self._fired.get((org, uid))
             if fired is None or now - fired >= self.again:
-                self._fired[uid] = now
-                out.append(deadline_record(uid, mid))
+                self._fired[(org, uid)] = now
+                out.append(deadline_record(org, uid, mid))
                 log.info(
                     "acknowledgment overdue: polling" if fired is None else "still undecided: polling again",
                     local_uid=uid,
+                    organization=org,
                     message_id=mid,
                 )
         return out
@@ -142,7 +151,7 @@ class PollScanner:
 
     def __init__(self, *, store: lc.LifecycleStore, organizations: frozenset[str], interval: float) -> None:
         self.store, self.organizations, self.interval = store, organizations, interval
-        self._last: dict[str, float] = {}
+        self._last: dict[tuple[str, str], float] = {}
 
     async def tick(self) -> list[Output]:
         if not self.organizations:
@@ -150,12 +159,13 @@ class PollScanner:
         now = time.monotonic()
         before = datetime.now(UTC) - timedelta(seconds=self.interval)
         waiting = await asyncio.to_thread(self.store.overdue, before, organizations=self.organizations)
-        self._last = {uid: t for uid, t in self._last.items() if uid in {u for u, _ in waiting}}
+        keys = {(org, uid) for org, uid, _ in waiting}
+        self._last = {key: t for key, t in self._last.items() if key in keys}
         out = []
-        for uid, mid in waiting:
-            if now - self._last.get(uid, -self.interval) >= self.interval:
-                self._last[uid] = now
-                out.append(deadline_record(uid, mid, kind=POLL))
+        for org, uid, mid in waiting:
+            if now - self._last.get((org, uid), -self.interval) >= self.interval:
+                self._last[(org, uid)] = now
+                out.append(deadline_record(org, uid, mid, kind=POLL))
         if out:
             log.info("polling routes without callbacks", documents=len(out))
         return out
@@ -220,6 +230,7 @@ class RegistryPoller:
             self.store.record_registry_request,
             message_id,
             doc.local_uid,
+            organization=doc.organization,
             emdr_id=item.emdr_id,
             purpose=purpose,
             attempt_message_id=attempt_message_id,

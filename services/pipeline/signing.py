@@ -6,11 +6,15 @@ of ``emd.document.signed`` (docs/architecture.md). In order:
 
 1. the document, BEFORE anything is signed: size limit, hardened parsing (``producer.xmlsafe``: no DTD,
    no entities), a CDA header that agrees with the event (localUid, organisation, signers), XSD of its
-   kind (always blocks) and Schematron (per the configured policy: block / warn / off);
+   kind (always blocks) and Schematron (per the configured policy: block / warn / off). Fail closed: a kind
+   for which no XSD or Schematron is shipped is refused unless the organisation allows it
+   (``allow_unvalidated_kinds``, an operator's decision logged at start);
 2. the doctors (each distinct СНИЛС among the signers): in ``mis`` mode the detached CMS the МИС attached
    is verified over these exact bytes, its certificate valid on the creation date and at its signing time
    and now, and its СНИЛС that of the signer it is attached to; in ``server`` mode the doctor's key held
-   here signs, after the same certificate checks;
+   here signs, after the same certificate checks, and only when the doctor is configured under this
+   organisation with a recorded consent to server-side signing and is named by the CDA itself as the
+   document's author, legal authenticator or authenticator (docs/security.md, "Server-side signing");
 3. the organisation (unless the kind needs no MO_SIGN): its certificate valid now, its МЧД (when it is an
    employee's certificate) checked by ``services.crypto.mchd``; signed so that every doctor's signing time ≤ the
    organisation's ≤ ``now``.
@@ -23,11 +27,13 @@ Every failure is a ``PermanentError`` whose ``reason`` says which check failed::
     DTD_FORBIDDEN / NOT_XML      any other DOCTYPE / not well-formed
     NOT_CDA                      not a ClinicalDocument
     EVENT_DOCUMENT_MISMATCH      the event's localUid / organisation / signers are not the document's
+    KIND_NOT_VALIDATED           no XSD or Schematron is shipped for the kind, and the organisation does not allow it
     XSD_INVALID                  fails its kind's XSD
     SCHEMATRON_INVALID           fails its kind's Schematron (policy "block" only)
     ORGANIZATION_UNKNOWN         the custodian is not configured
     DOCTOR_SIGNATURE_MISSING     mis mode: a signer has no attached signature
     DOCTOR_KEY_UNKNOWN           server mode: no key configured for a signer's СНИЛС
+    SERVER_SIGNING_NOT_CONSENTED server mode: the doctor's consent to server-side signing is not recorded
     SIGNER_SNILS_MISMATCH        the signing certificate's СНИЛС is not the signer's
     DIGEST_MISMATCH, SIGNATURE_INVALID, ESS_CERT_MISMATCH, …   the attached CMS (services.crypto.cades reasons)
     CERT_NOT_YET_VALID / CERT_EXPIRED   a certificate outside its validity (``role`` detail says whose)
@@ -64,6 +70,7 @@ from services.timestamps import signature_time
 __all__ = [
     "sign_document",
     "check_document",
+    "is_validated",
     "update_expiry_metrics",
     "SIGNATURES",
     "SIGNING_DURATION",
@@ -139,10 +146,23 @@ def _parse(document: bytes, limit: int):
         raise PermanentError(f"document rejected: {exc.message}", reason=reason) from None
 
 
+def is_validated(kind: str, *, schematron: str = "warn") -> bool:
+    """Whether documents of ``kind`` are checked here at all: its XSD is shipped, or its Schematron is and the
+    policy runs it."""
+    return semd_validation.has_xsd(kind) or (schematron != "off" and semd_validation.has_schematron(kind))
+
+
 def check_document(
-    data: dict[str, Any], document: bytes, *, max_document_bytes: int, schematron: str = "warn"
+    data: dict[str, Any],
+    document: bytes,
+    *,
+    max_document_bytes: int,
+    schematron: str = "warn",
+    allow_unvalidated: bool = False,
 ) -> cda.CdaMetadata:
-    """Step 1 alone: parse, cross-check the header with the event, XSD and Schematron. Returns the header."""
+    """Step 1 alone: parse, cross-check the header with the event, XSD and Schematron. Returns the header.
+
+    ``allow_unvalidated``: sign a kind for which nothing is shipped to check it with (else KIND_NOT_VALIDATED)."""
     root = _parse(document, max_document_bytes)
     try:
         meta = cda.extract(root)
@@ -163,6 +183,13 @@ def check_document(
             fields=",".join(problems),
         )
     kind = data["kind"]
+    if not allow_unvalidated and not is_validated(kind, schematron=schematron):
+        raise PermanentError(
+            f"no XSD or Schematron is shipped for СЭМД kind {kind}, and organisation "
+            f"{data['organizationOid']} does not allow unvalidated kinds: the document is not signed",
+            reason="KIND_NOT_VALIDATED",
+            kind=kind,
+        )
     report = semd_validation.validate_semd(root, kind, schematron=schematron != "off")
     if report.xsd_errors:
         shown = "; ".join(str(e) for e in report.xsd_errors[:3])
@@ -299,6 +326,13 @@ def _doctor_on_server(
             reason="DOCTOR_KEY_UNKNOWN",
             role=role,
         )
+    if signer["snils"] not in org.consented:
+        raise PermanentError(
+            f"the {role}'s consent to server-side signing is not recorded in organisation {org.oid} "
+            "(server_signing_consent): the key held here signs nothing for this doctor",
+            reason="SERVER_SIGNING_NOT_CONSENTED",
+            role=role,
+        )
     cert = cred.certificate
     _check_validity(cert, created, role="doctor", what="document creation date")
     _check_validity(cert, at, role="doctor", what="signing time")
@@ -357,10 +391,14 @@ def sign_document(
     started = time.perf_counter()
     now = _utc_now(now)
     at = now.replace(microsecond=0)  # CMS signingTime has whole seconds: never later than now
-    meta = check_document(
-        data, document, max_document_bytes=config.max_document_bytes, schematron=config.schematron
-    )
     org = config.organization(data["organizationOid"])
+    meta = check_document(
+        data,
+        document,
+        max_document_bytes=config.max_document_bytes,
+        schematron=config.schematron,
+        allow_unvalidated=org.may_sign_unvalidated(data["kind"]),
+    )
     if on_n3_route(org):  # N3's own codes, resolved before a qualified signature is spent on the document
         n3_codes(data, org, dictionary_of(config))
     created = dt.datetime.fromisoformat(data["creationTime"])

@@ -5,7 +5,10 @@
 1. decode the ``emd.document.signed`` event; resolve the organisation's РЭМД settings;
 2. **idempotency first**: if the lifecycle store says the localUid is already accepted or registered, it
    is never sent again — the ``sent`` event is re-emitted from the store instead (a crash between the
-   acceptance and the broker's ack of the ``sent`` event must not lose it; downstream is idempotent);
+   acceptance and the broker's ack of the ``sent`` event must not lose it; downstream is idempotent). Other
+   bytes under a localUid the store holds are a corrected document: taken (the store's content replaced,
+   ``resubmit``) only when РЭМД refused what it held, for it registers nothing it refuses; else
+   ``LOCAL_UID_REUSED`` (docs/dead-letters.md, "A corrected document");
 3. per endpoint: wait while its circuit is open (holding at most ``hold_per_endpoint`` records; more are
    parked back on the first retry tier *without* using an attempt), then a rate-limit/concurrency slot;
 4. a new MessageID, recorded and committed in the lifecycle store **before** the request leaves (a document the
@@ -37,6 +40,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -211,21 +215,47 @@ def _check_route(remd: RemdSettings, org_oid: str) -> None:
         )
 
 
-def _refuse_changed_content(doc: lifecycle.Document, data: Mapping[str, Any]) -> None:
-    """Other bytes under a localUid we already hold are refused in plain words: РЭМД keeps the first content of a
-    localUid (NOT_UNIQUE_PROVIDED_ID for anything else), so a changed СЭМД must come under a new localUid."""
+#: РЭМД's refusal that says it holds the localUid (a document is registered under it)
+LOCAL_UID_TAKEN = "NOT_UNIQUE_PROVIDED_ID"
+#: failures of the pipeline's own after which nothing reached РЭМД (the request was never sent)
+NOT_SENT = frozenset({"REQUEST_BUILD_FAILED"})
+
+
+def refused_by_remd(doc: lifecycle.Document) -> bool:
+    """Whether РЭМД holds nothing under the document's localUid, so a corrected document may go under it: the
+    document failed, and either РЭМД's last word was a refusal with one of its codes (any but
+    ``NOT_UNIQUE_PROVIDED_ID``, and not a transient one, which is resent) or the request never left. A document
+    in flight, accepted, registered, or failed without an answer (``NO_ACKNOWLEDGMENT``) may be held by РЭМД."""
+    if doc.state != lifecycle.FAILED:
+        return False
+    if doc.failure_reason in NOT_SENT:
+        return True
+    code = doc.failure_code
+    if not code or code == LOCAL_UID_TAKEN or doc.failure_reason == "REMD_TRANSIENT":
+        return False
+    return not codes.classify(code).unknown
+
+
+def _is_correction(doc: lifecycle.Document, data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` brings other bytes than the document held under its localUid and РЭМД refused the held
+    one (a corrected document, to be sent under the same localUid); other bytes under a localUid РЭМД may hold are
+    refused in plain words: РЭМД keeps the first content of a localUid it registered (NOT_UNIQUE_PROVIDED_ID for
+    anything else), so a changed СЭМД must then come under a new localUid."""
     if not doc.signed_event:
-        return
+        return False
     first = (json.loads(doc.signed_event).get("data") or {}).get("document") or {}
     now = (data.get("document") or {}).get("sha256")
-    if first.get("sha256") and now and first["sha256"] != now:
-        held = f"registered in РЭМД as {doc.emdr_id}" if doc.emdr_id else f"already {doc.state}"
-        raise PermanentError(
-            f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
-            f"localUid it knows; publish the changed СЭМД under a new localUid",
-            reason="LOCAL_UID_REUSED",
-            local_uid=doc.local_uid,
-        )
+    if not (first.get("sha256") and now and first["sha256"] != now):
+        return False
+    if refused_by_remd(doc):
+        return True
+    held = f"registered in РЭМД as {doc.emdr_id}" if doc.emdr_id else f"already {doc.state}"
+    raise PermanentError(
+        f"localUid {doc.local_uid} is {held} with other content: РЭМД refuses a changed document under a "
+        f"localUid it may hold; publish the changed СЭМД under a new localUid",
+        reason="LOCAL_UID_REUSED",
+        local_uid=doc.local_uid,
+    )
 
 
 class Submitter:
@@ -328,9 +358,27 @@ class Submitter:
         _check_route(remd, org_oid)
 
         # a read: a new document is written with its first attempt, in that attempt's transaction
-        doc = await asyncio.to_thread(self.store.get, uid)
+        doc = await asyncio.to_thread(partial(self.store.get, uid, organization=org_oid))
+        if doc is not None and _is_correction(doc, data):
+            log.info(
+                "corrected document under a localUid РЭМД refused",
+                local_uid=uid,
+                refused=doc.failure_code or doc.failure_reason,
+            )
+            try:
+                doc = await asyncio.to_thread(
+                    partial(
+                        self.store.resubmit,
+                        uid,
+                        organization=org_oid,
+                        kind=data["kind"],
+                        signed_event=record.value,
+                        document_ref=(data.get("document") or {}).get("ref"),
+                    )
+                )
+            except lifecycle.LifecycleConflict as exc:  # another replica moved it on meanwhile
+                return await self._already_handled(event, uid, exc)
         if doc is not None:
-            _refuse_changed_content(doc, data)
             if doc.state in lifecycle.DONE_STATES:
                 log.info(
                     "already accepted: re-emitting sent, not sending again", local_uid=uid, state=doc.state
@@ -352,7 +400,6 @@ class Submitter:
                 "signed event has no personal signature", reason="NO_PERSONAL_SIGNATURE", local_uid=uid
             )
         new_document = {
-            "organization": org_oid,
             "kind": data["kind"],
             "signed_event": record.value,
             "document_ref": (data.get("document") or {}).get("ref"),
@@ -385,7 +432,11 @@ class Submitter:
         transport = self.transports.get(remd.transport)
         # a route that takes the document attached (N3) gets the exact signed bytes, read once per record
         document = (
-            await asyncio.to_thread(document_bytes, data["document"], self.documents)
+            await asyncio.to_thread(
+                partial(
+                    document_bytes, data["document"], self.documents, max_bytes=self.config.max_document_bytes
+                )
+            )
             if getattr(transport, "pushes_document", False)
             else None
         )
@@ -399,7 +450,14 @@ class Submitter:
                     message_id = new_message_id()
                     add_patient = await self._patient_unknown(route)
                     attempt = await asyncio.to_thread(
-                        self.store.record_attempt, uid, message_id, endpoint=endpoint, register=new_document
+                        partial(
+                            self.store.record_attempt,
+                            uid,
+                            message_id,
+                            organization=org_oid,
+                            endpoint=endpoint,
+                            register=new_document,
+                        )
                     )
                     outcome = await transport.submit(
                         SubmitRequest(
@@ -430,7 +488,14 @@ class Submitter:
             code, message = outcome.remd_code or outcome.reason, outcome.message[:500] or None
             if outcome.accepted:  # the attempt's outcome and the document's state: one transaction
                 doc = await asyncio.to_thread(
-                    self.store.mark_accepted, uid, message_id=message_id, code=code, message=message
+                    partial(
+                        self.store.mark_accepted,
+                        uid,
+                        organization=org_oid,
+                        message_id=message_id,
+                        code=code,
+                        message=message,
+                    )
                 )
                 log.info(
                     "accepted by РЭМД",
@@ -450,12 +515,13 @@ class Submitter:
                 code=code,
                 message=message,
             )
-            ids = await asyncio.to_thread(self.store.message_ids, uid)
+            ids = await asyncio.to_thread(partial(self.store.message_ids, uid, organization=org_oid))
             common = {"message_ids": ids, "local_uid": uid, "kind": data["kind"], "organization": org_oid}
             if outcome.kind == Outcome.PERMANENT:
                 await asyncio.to_thread(
                     self.store.mark_failed,
                     uid,
+                    organization=org_oid,
                     reason=outcome.reason,
                     code=outcome.remd_code,
                     message=outcome.message[:500],
@@ -495,7 +561,9 @@ class Submitter:
     ) -> list[Output]:
         """The lifecycle refused our transition: another replica (a redelivery after a rebalance) accepted or
         registered the document while we were on it. Not a failure of the document: say what the store says."""
-        doc = await asyncio.to_thread(self.store.get, uid)
+        doc = await asyncio.to_thread(
+            partial(self.store.get, uid, organization=event["data"]["organizationOid"])
+        )
         log.info(
             "already handled by another replica",
             local_uid=uid,
@@ -588,7 +656,9 @@ class Submitter:
     async def _sent_outputs(
         self, event: Mapping[str, Any], doc: lifecycle.Document, *, warnings: tuple[tuple[str, str], ...] = ()
     ) -> list[Output]:
-        history = await asyncio.to_thread(self.store.history, doc.local_uid)
+        history = await asyncio.to_thread(
+            partial(self.store.history, doc.local_uid, organization=doc.organization)
+        )
         accepted = next((a for a in history if a.message_id == doc.accepted_message_id), history[-1])
         ids = [a.message_id for a in history]
         data = dict(event["data"])
@@ -606,7 +676,15 @@ class Submitter:
         told = events.STATUS_REGISTERED if doc.state == lifecycle.REGISTERED else events.STATUS_SENT
         status = events.new_event(
             events.STATUS,
-            events.status_data(doc.local_uid, told, emdr_id=doc.emdr_id, message_ids=ids, warnings=warnings),
+            events.status_data(
+                doc.local_uid,
+                told,
+                organization=doc.organization,
+                mis_id=data["misId"],
+                emdr_id=doc.emdr_id,
+                message_ids=ids,
+                warnings=warnings,
+            ),
             source=SOURCE,
             trace_id=event["traceId"],
         )

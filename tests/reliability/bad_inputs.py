@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 from kafka import KafkaProducer
 
+from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
 from lab.dev.local_pipeline import as_new_document
 from lab.dev.pki import DevCA, SubjectInfo
 from lab.dev.samples import REPOSITORY_SAMPLES
@@ -86,7 +87,7 @@ def _variant(oid: str, uid: str) -> bytes:
 
 
 def _created(uid: str) -> dict[str, Any]:
-    return build_created_event(_good(uid), system_id="bad-mis", store=None, inline_limit=10**9)
+    return build_created_event(_good(uid), system_id=DEV_SYSTEM_IDS[0], store=None, inline_limit=10**9)
 
 
 def _raw(
@@ -160,12 +161,18 @@ def _publish_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | N
 
 
 # --- events written straight onto the topics -------------------------------------------------------
+def _outside_the_grant(e: dict[str, Any], key: str, ctx: Context) -> dict[str, Any]:
+    """The event as a МИС would publish it under a systemId its grant does not name."""
+    e["data"]["systemId"] = "not-granted-01"
+    return e
+
+
 Mutation = Callable[[dict[str, Any], str, Context], "bytes | dict[str, Any]"]
 
 
 def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | None]]]:
     stages = {
-        topology.CREATED.name: ("signer", events.CREATED),
+        topology.created_topic(DEV_MIS_ID).name: ("signer", events.CREATED),
         topology.SIGNED.name: ("sender", events.SIGNED),
         topology.SENT.name: ("acknowledger", events.SENT),
     }
@@ -230,11 +237,12 @@ def _topic_cases(run: str) -> list[tuple[Case, Callable[[Context], Outcome | Non
         e["data"].pop("submission")
         return e
 
-    created, signed, sent = topology.CREATED.name, topology.SIGNED.name, topology.SENT.name
+    created, signed, sent = topology.created_topic(DEV_MIS_ID).name, topology.SIGNED.name, topology.SENT.name
     add(created, "created_not_json", lambda e, k, c: b"{this is not json", "EVENT_INVALID")
     add(created, "created_unknown_version", version, "EVENT_INVALID")
     add(created, "created_missing_patient", no_patient, "EVENT_INVALID")
     add(created, "created_size_as_text", size_text, "EVENT_INVALID")
+    add(created, "created_outside_the_grant", _outside_the_grant, "ORGANIZATION_NOT_ALLOWED")
     add(
         created,
         "created_reference_outside_the_store",

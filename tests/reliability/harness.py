@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from lab.broker import LocalBroker
+from lab.dev.config import DEV_MIS_ID, DEV_SYSTEM_IDS
 from lab.dev.local_pipeline import LocalPipeline, as_new_document, sample_documents
 from lab.dev.samples import REPOSITORY_SAMPLES
 from lab.dev.watch import PipelineWatcher
@@ -140,7 +141,7 @@ def _valid(data: bytes) -> bool:
 def valid_documents(count: int) -> list[tuple[str, bytes]]:
     """``count`` fresh documents of the repository samples a clinic registers today that pass their XSD and
     Schematron (the run blocks on Schematron, so a failing one is bad input, not a valid document)."""
-    base, _ = sample_documents(REPOSITORY_SAMPLES, None, registrable_only=True)
+    base, _ = sample_documents(REPOSITORY_SAMPLES, None)
     pool = [(name, data) for name, data in base if _valid(data)]
     return [(pool[i % len(pool)][0], as_new_document(pool[i % len(pool)][1])) for i in range(count)]
 
@@ -224,7 +225,7 @@ class Run:
         pg = PostgresServer().start()
         try:
             with LocalBroker(log_path=self.workdir / "broker.log") as broker:
-                ensure_topics(broker.bootstrap_servers, partitions=plan.partitions)
+                ensure_topics(broker.bootstrap_servers, partitions=plan.partitions, mis_ids=(DEV_MIS_ID,))
                 evidence = self._with_broker(broker, pg, good_docs)
                 pg_log = Path(pg.root or self.workdir) / "server.log"
                 if pg_log.exists():
@@ -248,6 +249,7 @@ class Run:
             for org in lab_config["organizations"]:
                 if org["oid"] in defect_oids:
                     config["organizations"].append({**_absolute(org, lab_dir), "remd": dict(remd)})
+                    config["mis"][0]["organizations"].append(org["oid"])  # the development МИС's grant
 
         env = {**ENV, "EMD_LIFECYCLE_STORE": pg.url}
         # the configuration covers the valid documents' clinics and the Schematron-invalid sample's
@@ -278,8 +280,9 @@ class Run:
             pipeline.add_rules(FAULT_RULES)
             with DocumentPublisher(
                 broker.bootstrap_servers,
+                mis_id=DEV_MIS_ID,
                 store=store,
-                system_id="reliability-mis",
+                system_id=DEV_SYSTEM_IDS[0],
                 max_bytes=bad_inputs.MAX_BYTES,
             ) as publisher:
                 ctx = bad_inputs.Context(

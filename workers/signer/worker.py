@@ -1,8 +1,10 @@
-"""The signer: ``emd.document.created`` → ``emd.document.signed`` (+ ``emd.document.status`` "signed").
+"""The signer: every МИС's ``emd.document.created.<misId>`` → ``emd.document.signed`` (+ the МИС's "signed").
 
 The handler is ``services.pipeline.document_signer.DocumentSigner``, signing in a pool of processes, one per
 usable CPU (``services.pipeline.signing_pool``; in a thread when there is one CPU). The document store is
 marked first: the callback service, which serves its references to РЭМД, refuses to start without the mark.
+It consumes the created topic of each МИС the organisations file grants anything, and refuses to start without
+one (docs/security.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import functools
 
 from producer import topology
+from producer.errors import ConfigurationError
 from services.config import Settings
 from services.documents.store import mark_signer_store, store_from_settings
 from services.messaging.app import App
@@ -18,7 +21,7 @@ from services.messaging.records import Output
 from services.messaging.runtime import Stage, Ticker
 from services.pipeline import dead_letter_status
 from services.pipeline.document_signer import SOURCE, DocumentSigner
-from services.pipeline.organizations import load_organizations, watch_organizations
+from services.pipeline.organizations import load_organizations, log_operator_decisions, watch_organizations
 from services.pipeline.signing import update_expiry_metrics
 from services.pipeline.signing_pool import SigningPool, pool_size
 
@@ -34,6 +37,12 @@ def build(settings: Settings) -> App:
     config = load_organizations(
         settings.organizations_file, max_document_bytes=settings.max_document_bytes, role="signer"
     )
+    if not config.mis:
+        raise ConfigurationError(
+            f"{config.path}: no МИС is granted anything (mis): the signer would accept no document "
+            "(docs/security.md)"
+        )
+    log_operator_decisions(config)
     watching = watch_organizations(config, interval=settings.organizations_reload_seconds)
     update_expiry_metrics(config)
     processes = pool_size(settings.signer_processes)
@@ -61,7 +70,7 @@ def build(settings: Settings) -> App:
     signer = DocumentSigner(config=config, store=store, sign=pool.sign if pool is not None else None)
     stage = Stage(
         name=NAME,
-        input_topic=topology.CREATED.name,
+        input_topic=[topology.created_topic(m).name for m in sorted(config.mis)],
         handler=signer.handle,
         dead_letter_topic=topology.CREATED_DLT.name,
         settings=settings,
