@@ -1,10 +1,10 @@
 """Kafka connection settings shared by every client: the МИС library's producer (kafka-python), the
-pipeline's own tools, and the workers (aiokafka, ``services.messaging.clients``).
+pipeline's own tools, and the workers (aiokafka or librdkafka, ``services.messaging.clients``).
 
 ``KafkaSecurity`` is how a client reaches a secured cluster (TLS with a CA and optionally a client certificate,
 SASL SCRAM-SHA-512/256 or PLAIN), checked for consistency when it is made (a missing file or a mechanism
 without a user fails loudly, not at the first reconnect), and spelt for each library: aiokafka wants an
-``SSLContext``, kafka-python file names.
+``SSLContext``, kafka-python file names, librdkafka (confluent-kafka) its dotted configuration properties.
 """
 
 from __future__ import annotations
@@ -121,6 +121,32 @@ class KafkaSecurity:
                 sasl_mechanism=self.sasl_mechanism,
                 sasl_plain_username=self.username,
                 sasl_plain_password=self.password,
+            )
+        return options
+
+    def librdkafka_options(self) -> dict[str, str]:
+        """librdkafka's configuration properties (confluent-kafka's producer, consumer and admin client).
+
+        The same checks as the other spellings: the brokers' host name is verified
+        (``ssl.endpoint.identification.algorithm=https``), the CA is the given file or, without one, the
+        system's trust store (``probe``: the wheel's own OpenSSL does not know where Debian keeps it).
+        """
+        options = {"security.protocol": self.protocol.lower()}
+        if self.tls:
+            options["ssl.ca.location"] = self.ca_file or "probe"
+            options["ssl.endpoint.identification.algorithm"] = "https"
+            if self.cert_file:
+                options["ssl.certificate.location"] = self.cert_file
+                options["ssl.key.location"] = self.key_file
+                if self.key_password:
+                    options["ssl.key.password"] = self.key_password
+        if self.sasl:
+            options.update(
+                {
+                    "sasl.mechanism": self.sasl_mechanism,
+                    "sasl.username": self.username,
+                    "sasl.password": self.password,
+                }
             )
         return options
 

@@ -53,6 +53,12 @@ class Settings:
         "Kafka bootstrap servers. Empty: commands that need a broker spawn the local Tansu broker.",
     )
     kafka_client_id: str = setting("KAFKA_CLIENT_ID", "emd-pipeline", "Kafka client id prefix.")
+    kafka_client: str = setting(
+        "EMD_KAFKA_CLIENT",
+        "aiokafka",
+        "The Kafka client library of the workers' runtime: aiokafka or confluent (librdkafka); the same "
+        "commit discipline, rebalance handling and security either way (docs/architecture.md).",
+    )
     mis_id: str = setting(
         "EMD_MIS_ID",
         "",

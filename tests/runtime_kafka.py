@@ -3,7 +3,8 @@
 A test body gets a ``TestKafka`` (the ``kafka`` fixture of ``tests/test_runtime.py``, parametrised over both)
 and never asks which it is: it creates topics, sends inputs, builds stages on ``kafka.transport`` with
 ``kafka.settings(...)``, runs them, and reads what reached a topic as ``Record``\\ s. The real broker keeps the
-memory broker honest: every body passes on both. A third client (a librdkafka transport) is one more class here.
+memory broker honest: every body passes on both, and on the real broker through librdkafka (``ConfluentKafka``,
+the transport ``EMD_KAFKA_CLIENT=confluent`` picks).
 """
 
 from __future__ import annotations
@@ -162,3 +163,12 @@ class TansuKafka(TestKafka):
             )
             for r in sorted(raws, key=lambda r: (r.partition, r.offset))
         ]
+
+
+class ConfluentKafka(TansuKafka):
+    """The real local broker through the librdkafka transport (confluent-kafka)."""
+
+    name = "confluent"
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "kafka_client": "confluent"}

@@ -460,6 +460,33 @@ def test_related_document_notices_are_refused_with_a_documented_fault(pki, opera
     assert h.published == []
 
 
+def test_a_document_pulled_again_is_answered_from_its_kept_canonical_body(pki):
+    """The second getDocumentFile of one document reuses the canonical Body made for the first, and both
+    answers verify and carry exactly the stored bytes."""
+    data = b"<ClinicalDocument>kept \xd0\x9f</ClinicalDocument>\n" * 500
+    h = Harness(pki, files={"d-kept": data})
+    soap.file_response_body.cache_clear()
+    replies = []
+    for message_id in ("1e7c6a39-3e55-4c41-9d9e-1b1d3c4b5a6f", "2e7c6a39-3e55-4c41-9d9e-1b1d3c4b5a6f"):
+        req = soap.build_file_request(
+            local_uid="d-kept",
+            to="http://mis/cb",
+            key=pki["ips"][0],
+            certificate=pki["ips"][1],
+            reply_to=n.WSA_ANONYMOUS,
+            message_id=message_id,
+        )
+        replies.append(h.handle(req))
+    for reply, message_id in zip(replies, ("1e7c", "2e7c"), strict=True):
+        assert reply.status == 200
+        verify_envelope(reply.body, trusted_certificates=[pki["mis"][1]], required=REPLY_REFS)
+        parsed = soap.parse_file_response(reply.body)
+        assert parsed.data == data and parsed.checksum_ok
+        assert parsed.headers.relates_to.startswith(message_id)
+    info = soap.file_response_body.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+
+
 # --- nothing is trusted, and nothing is signed, before the request is authenticated ------------------------
 
 OURS = "https://mis.example.org/callback"

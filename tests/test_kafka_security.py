@@ -1,4 +1,5 @@
-"""Kafka security: TLS and SASL settings from the environment, spelt for aiokafka and kafka-python, over real TLS."""
+"""Kafka security: TLS and SASL settings from the environment, spelt for aiokafka, kafka-python and librdkafka,
+over real TLS."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from producer.errors import ConfigurationError
 from producer.kafka import KafkaSecurity, sync_producer_config
 from producer.topology import Topic, created_topic, ensure_topics
 from services.config import Settings
+from services.messaging._transports.confluent import ConfluentTransport
 from services.messaging.clients import aio_producer_config, security_from
+from services.messaging.records import Output
 from tests.kafka_helpers import read_all
 from tests.test_producer import GOOD  # the producer tests' valid СЭМД
 from tests.tls_front import TlsBroker, make_pki
@@ -83,6 +86,37 @@ class TestSettings:
             sync["sasl_mechanism"],
             sync["sasl_plain_username"],
         )
+
+    def test_librdkafka_gets_the_same_tls_and_sasl(self, pki):
+        """SASL_SSL spelt for librdkafka: the CA and client files, the host name checked, the SASL credentials;
+        without a CA file it trusts the system's store, as the other clients do."""
+        security = KafkaSecurity(
+            protocol="SASL_SSL",
+            ca_file=str(pki["ca.pem"]),
+            cert_file=str(pki["client.pem"]),
+            key_file=str(pki["client.key"]),
+            key_password="k3y",
+            sasl_mechanism="SCRAM-SHA-256",
+            username="emd-signer",
+            password="s3cret",
+        )
+        assert {
+            "security.protocol": "sasl_ssl",
+            "ssl.ca.location": str(pki["ca.pem"]),
+            "ssl.certificate.location": str(pki["client.pem"]),
+            "ssl.key.location": str(pki["client.key"]),
+            "ssl.key.password": "k3y",
+            "ssl.endpoint.identification.algorithm": "https",
+            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.username": "emd-signer",
+            "sasl.password": "s3cret",
+        } == security.librdkafka_options()
+        assert {
+            "security.protocol": "ssl",
+            "ssl.ca.location": "probe",
+            "ssl.endpoint.identification.algorithm": "https",
+        } == KafkaSecurity(protocol="SSL").librdkafka_options()
+        assert {"security.protocol": "plaintext"} == KafkaSecurity().librdkafka_options()
 
     def test_sasl_plain_without_tls(self):
         """SASL_PLAINTEXT with PLAIN carries the credentials and no TLS options."""
@@ -191,6 +225,31 @@ class TestOverMutualTls:
         asyncio.run(send())
         assert [b"over tls"] == [
             r.value for r in read_all(tls_broker.bootstrap_servers, "emd.tls", expect=1, **_read_tls(pki))
+        ]
+
+    def test_a_librdkafka_worker_producer_writes_over_tls(self, tls_broker, pki):
+        """The librdkafka transport's producer (EMD_KAFKA_CLIENT=confluent), configured from the environment,
+        writes through mutual TLS."""
+        settings = Settings.from_env(
+            {**_tls_env(pki, tls_broker.bootstrap_servers), "EMD_KAFKA_CLIENT": "confluent"}
+        )
+        ensure_topics(
+            tls_broker.bootstrap_servers,
+            partitions=1,
+            topics=(Topic("emd.tls.rd", "t"),),
+            security=security_from(settings),
+        )
+
+        async def send() -> None:
+            producer = await ConfluentTransport(settings).producer(client_id="tls-rd", topics=["emd.tls.rd"])
+            try:
+                await producer.send([Output("emd.tls.rd", b"over tls, librdkafka", key="k")])
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+        assert [b"over tls, librdkafka"] == [
+            r.value for r in read_all(tls_broker.bootstrap_servers, "emd.tls.rd", expect=1, **_read_tls(pki))
         ]
 
     def test_the_mis_publisher_publishes_over_tls(self, tls_broker, pki, tmp_path):

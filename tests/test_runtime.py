@@ -1,7 +1,8 @@
 """The worker runtime: outputs, dead letters, retries, ordering, rebalances, shutdown and burst runs.
 
-Every test body runs twice (the ``kafka`` fixture): on the in-memory broker, in milliseconds, and on the real
-broker (Tansu, through aiokafka as deployed), which keeps the memory broker honest. A stage runs in an ``App``
+Every test body runs three times (the ``kafka`` fixture): on the in-memory broker, in milliseconds, and on the
+real broker (Tansu) through aiokafka as deployed, which keeps the memory broker honest, and through librdkafka
+(``EMD_KAFKA_CLIENT=confluent``), which must keep the same promises. A stage runs in an ``App``
 in ``burst`` mode: ``run`` returns once every input is handled and every output acknowledged.
 """
 
@@ -15,26 +16,53 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from producer.errors import PermanentError, TransientError
+from producer.errors import ConfigurationError, PermanentError, TransientError
 from services.messaging import deadletter as dl
 from services.messaging.app import App
 from services.messaging.heartbeat import check_health
 from services.messaging.records import Output, Record
 from services.messaging.runtime import InPlaceRetry, RetryPolicy, Stage, Ticker
+from services.messaging.transports import CLIENTS, for_settings
 from services.metrics import REGISTRY
 from services.pipeline.dead_letter_status import dead_letter_status
-from tests.runtime_kafka import MemoryKafka, TansuKafka, TestKafka
+from tests.runtime_kafka import ConfluentKafka, MemoryKafka, TansuKafka, TestKafka
 
 #: the longest a run may take on a loaded machine (a failure, not a measurement)
 TIMEOUT = 180.0
 
 
-@pytest.fixture(params=["memory", pytest.param("tansu", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("tansu", marks=pytest.mark.integration),
+        pytest.param("confluent", marks=pytest.mark.integration),
+    ]
+)
 def kafka(request, tmp_path) -> TestKafka:
-    """The broker a test body runs on: the in-memory one, then the real one (an integration test)."""
+    """The broker a test body runs on: the in-memory one, then the real one through aiokafka and librdkafka
+    (integration tests)."""
     if request.param == "memory":
         return MemoryKafka(tmp_path)
-    return TansuKafka(tmp_path, request.getfixturevalue("broker").bootstrap_servers)
+    real = TansuKafka if request.param == "tansu" else ConfluentKafka
+    return real(tmp_path, request.getfixturevalue("broker").bootstrap_servers)
+
+
+def test_the_kafka_client_is_chosen_by_a_setting_and_a_wrong_name_is_refused(tmp_path):
+    """EMD_KAFKA_CLIENT picks the runtime's transport (aiokafka unless it says confluent); a name that is neither
+    stops the worker at start with a ConfigurationError naming the variable and the choices."""
+    from services.config import Settings
+
+    chosen = {
+        name: for_settings(Settings.from_env({"EMD_KAFKA_CLIENT": name, "EMD_DATA_DIR": str(tmp_path)})).name
+        for name in ("aiokafka", "confluent", "Confluent")
+    }
+    assert chosen == {"aiokafka": "aiokafka", "confluent": "confluent", "Confluent": "confluent"}
+    assert for_settings(Settings.from_env({"EMD_DATA_DIR": str(tmp_path)})).name == "aiokafka"
+    with pytest.raises(
+        ConfigurationError, match="EMD_KAFKA_CLIENT='librdkafka': expected one of aiokafka, confluent"
+    ):
+        for_settings(Settings.from_env({"EMD_KAFKA_CLIENT": "librdkafka"}))
+    assert sorted(CLIENTS) == ["aiokafka", "confluent"]
 
 
 def _stage(

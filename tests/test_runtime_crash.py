@@ -1,4 +1,5 @@
-"""The runtime loses nothing when its worker is killed with SIGKILL over and over during a backlog."""
+"""The runtime loses nothing when its worker is killed with SIGKILL over and over during a backlog, on either
+Kafka client (``EMD_KAFKA_CLIENT``: aiokafka as deployed, and librdkafka)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,16 @@ RECORDS = 6000
 KILLS = 6
 
 
-def _start(broker, names, tmp_path):
+def _start(broker, names, tmp_path, client):
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash_worker", broker.bootstrap_servers, *names, str(tmp_path)],
         cwd=os.path.dirname(os.path.dirname(__file__)),
+        env={**os.environ, "EMD_KAFKA_CLIENT": client},
     )
 
 
-def test_every_input_has_an_output_after_repeated_kill_9(broker, tmp_path):
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+def test_every_input_has_an_output_after_repeated_kill_9(broker, tmp_path, client):
     """Six SIGKILLs at random moments while 6,000 records flow leave no input without its output."""
     run = uuid.uuid4().hex[:8]
     names = [f"crash.{run}.in", f"crash.{run}.out", f"crash.{run}.dlt", f"crash-{run}"]
@@ -45,7 +48,7 @@ def test_every_input_has_an_output_after_repeated_kill_9(broker, tmp_path):
 
     rng = random.Random(run)
     kills = 0
-    worker = _start(broker, names, tmp_path)
+    worker = _start(broker, names, tmp_path, client)
     try:
         while kills < KILLS:
             # Long enough to join the group (~3 s here) and get through part of the backlog.
@@ -56,7 +59,7 @@ def test_every_input_has_an_output_after_repeated_kill_9(broker, tmp_path):
             if kills == KILLS:
                 # The kills must have landed mid-backlog, or this test proves nothing.
                 done_at_last_kill = len(read_all(broker.bootstrap_servers, names[1], idle=1))
-            worker = _start(broker, names, tmp_path)
+            worker = _start(broker, names, tmp_path, client)
         outputs = read_all(broker.bootstrap_servers, names[1], expect=RECORDS, timeout=240, idle=3)
     finally:
         worker.terminate()

@@ -155,3 +155,18 @@ def test_the_signing_processes_die_with_a_signer_killed_hard(built, tmp_path):
         if signer.poll() is None:
             signer.kill()
             signer.wait()
+
+
+def test_the_warning_count_is_read_from_its_counter_without_collecting_the_whole_registry(monkeypatch):
+    """A signing process reads its Schematron-warning count per kind from that one counter: it follows each
+    increment, is 0 for a kind never warned, and never asks the registry to collect every metric."""
+    from services.pipeline import signing
+
+    def whole_registry():
+        raise AssertionError("the whole registry was collected")
+
+    monkeypatch.setattr(REGISTRY, "collect", whole_registry)
+    before = signing_pool._warnings("pool-test-kind")
+    signing.SCHEMATRON_WARNINGS.labels("pool-test-kind").inc()
+    assert signing_pool._warnings("pool-test-kind") == before + 1
+    assert signing_pool._warnings("a-kind-never-warned") == 0.0

@@ -79,6 +79,38 @@ def test_exchanges_are_found_by_any_spelling_of_the_message_id(store):
     assert list(found) == [mid] and found[mid].request_ref == "file:///r" and found[mid].http_status == 200
 
 
+def test_an_exchange_is_kept_without_waiting_for_the_disk_and_other_writes_still_do(store):
+    """The exchange archive's index is committed without a flush to disk (support data, like the files it
+    points to: one fsync fewer per attempt); the connection's next transactions wait for the disk again."""
+    asked: list[bool] = []
+    real = store.db.transaction
+
+    def watching(**kw):
+        asked.append(kw.get("durable", True))
+        return real(**kw)
+
+    mid = "4f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    store.db.transaction = watching
+    store.keep_exchange(
+        mid, local_uid="u1", endpoint="e", request_ref=None, response_ref=None, http_status=200
+    )
+    store.db.transaction = real
+    with store.db.transaction(durable=False) as db:
+        inside = _waits_for_disk(store.db, db)
+    with store.db.transaction() as db:
+        after = _waits_for_disk(store.db, db)
+    assert asked == [False] and (inside, after) == (False, True)
+    assert list(store.exchanges([mid])) == [mid]
+
+
+def _waits_for_disk(database, connection) -> bool:
+    """Whether a commit on ``connection`` now waits for the disk: SQLite's ``synchronous`` FULL (2), PostgreSQL's
+    ``synchronous_commit``."""
+    if database.placeholder == "?":
+        return connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+    return connection.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+
+
 def test_audit_entries_come_newest_first_with_their_detail(store):
     """Every recorded action is listed, newest first, with actor, target and detail."""
     store.audit("dlq.unmask", actor="carol", target="u1")

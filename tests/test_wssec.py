@@ -351,3 +351,24 @@ def test_refuses_to_sign_twice(signed, pki):
     """An envelope that already carries wsse:Security is not signed again."""
     with pytest.raises(ValueError):
         sign_envelope(signed, key=pki["is"]["key"], certificate=pki["is"]["cert"], now=NOW)
+
+
+@pytest.mark.parametrize("soap_ns", [n.NS_SOAP12, n.NS_SOAP11])
+def test_an_envelope_signed_around_a_canonical_body_verifies_and_carries_that_body(pki, soap_ns):
+    """A Body canonicalised once (the file answer, kept for the next pulls) is signed inside a fresh envelope:
+    the message verifies, its Body canonicalises to exactly the kept bytes, and changing it is caught."""
+    xml = ENVELOPE.replace(n.NS_SOAP12.encode(), soap_ns.encode())
+    canonical = wssec.canonical_body(etree.fromstring(xml))
+    assert canonical.xml.startswith(b"<soap:Body") and b'wsu:Id="body"' in canonical.xml
+    empty = etree.fromstring(xml)
+    empty.find(f"{{{soap_ns}}}Body").clear()  # whatever it held is replaced by the canonical Body
+    signed = sign_envelope(
+        empty, key=pki["is"]["key"], certificate=pki["is"]["cert"], now=NOW, body=canonical
+    )
+    assert "body" in _verify(signed).signed_ids
+    placed = etree.fromstring(signed).find(f"{{{soap_ns}}}Body")
+    assert wssec.c14n(placed) == canonical.xml
+    assert placed.findtext(f".//{{{n.NS_EMDR_SERVICE}}}localUid") == "doc-1"
+    with pytest.raises(WsSecurityError) as exc:
+        _verify(signed.replace(b"doc-1", b"doc-2"))
+    assert exc.value.reason == "WSS_DIGEST_MISMATCH"

@@ -42,6 +42,7 @@ from lab.dev.local_pipeline import LocalPipeline, sample_documents
 from lab.dev.samples import REPO
 from lab.dev.watch import PipelineWatcher
 from producer.topology import ensure_topics
+from services.config import Settings
 
 __all__ = ["BenchOptions", "E2EResult", "run", "run_backlog", "summary_line", "machine", "PIPELINE"]
 
@@ -519,7 +520,8 @@ def commit() -> str:
 def record(path: Path, *, command: str, sections: list[tuple[str, str]]) -> None:
     """Append one run to ``path`` (docs/benchmarks.md): when, the machine and commit, the command, the tables."""
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = [f"\n### `{command}` — {when}\n", f"Machine: {machine()}.\n"]
+    client = Settings.from_env().kafka_client  # EMD_KAFKA_CLIENT, which every pipeline child inherits
+    text = [f"\n### `{command}` — {when}\n", f"Machine: {machine()}; the workers' Kafka client: {client}.\n"]
     for title, body in sections:
         text.append(f"{title}\n\n{body}\n")
     with open(path, "a", encoding="utf-8") as f:

@@ -163,12 +163,17 @@ class PostgresDatabase:
         return TransientError(f"database unavailable ({type(exc).__name__})", reason=self._reason, defer=5.0)
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """One committed transaction (reads in it see one snapshot)."""
+    def transaction(
+        self, *, write: bool = True, durable: bool = True
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """One committed transaction (reads in it see one snapshot); ``durable=False``: its commit does not wait
+        for the WAL flush (``synchronous_commit = off`` for this transaction only), as SQLite's."""
         with self._lock:
             conn = self._connection()
             try:
                 with conn.transaction():
+                    if not durable:
+                        conn.execute("SET LOCAL synchronous_commit = off")
                     yield conn
             except (
                 psycopg.OperationalError

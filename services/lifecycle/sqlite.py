@@ -72,16 +72,27 @@ class SqliteDatabase:
                 then(db)
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One committed transaction (``write=False``: a consistent read, a WAL snapshot taking no write lock)."""
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One committed transaction (``write=False``: a consistent read, a WAL snapshot taking no write lock).
+
+        ``durable=False``: committed without waiting for the disk (no fsync of the WAL: ``synchronous = NORMAL``
+        for this commit), for what a power cut may lose and nothing depends on (the exchange archive's index):
+        the database stays consistent, the last such commits may be gone after a power cut.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if not durable:
+                self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -1,7 +1,7 @@
 """Which ``Transport`` a process uses: the one module that knows the implementations.
 
-``for_settings(settings)`` is what a worker gets when it names none: aiokafka on the cluster of
-``KAFKA_BOOTSTRAP_SERVERS``. Tests hand a ``MemoryTransport`` to the ``App``/``Stage`` themselves. A second
+``for_settings(settings)`` is what a worker gets when it names none: the client ``EMD_KAFKA_CLIENT`` names
+(aiokafka by default, or confluent: librdkafka) on the cluster of ``KAFKA_BOOTSTRAP_SERVERS``. Tests hand a ``MemoryTransport`` to the ``App``/``Stage`` themselves. A second
 client library is a module in ``_transports/`` and one entry in ``CLIENTS``.
 """
 
@@ -9,26 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from producer.errors import ConfigurationError
 from services.config import Settings
 from services.messaging._transports.aiokafka import AiokafkaTransport
+from services.messaging._transports.confluent import ConfluentTransport
 from services.messaging._transports.memory import MemoryBroker, MemoryTransport
 from services.messaging.transport import Transport
 
 #: client name → how to make its transport from the settings
 CLIENTS: dict[str, Callable[[Settings], Transport]] = {
     "aiokafka": AiokafkaTransport,
+    "confluent": ConfluentTransport,
 }
 
 DEFAULT_CLIENT = "aiokafka"
 
 
-def for_settings(settings: Settings, client: str = DEFAULT_CLIENT) -> Transport:
-    """The transport of ``client`` (default aiokafka) on the cluster ``settings`` names."""
+def for_settings(settings: Settings, client: str | None = None) -> Transport:
+    """The transport of ``client`` (default: ``EMD_KAFKA_CLIENT``) on the cluster ``settings`` names."""
+    name = client if client is not None else settings.kafka_client
     try:
-        make = CLIENTS[client]
+        make = CLIENTS[name.strip().lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown Kafka client {client!r}: expected one of {', '.join(sorted(CLIENTS))}"
+        raise ConfigurationError(
+            f"EMD_KAFKA_CLIENT={name!r}: expected one of {', '.join(sorted(CLIENTS))}"
         ) from None
     return make(settings)
 

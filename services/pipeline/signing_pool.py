@@ -36,7 +36,6 @@ from typing import Any
 from producer.errors import TransientError
 from services import telemetry
 from services.logs import get_logger
-from services.metrics import REGISTRY
 from services.pipeline import signing
 
 __all__ = ["SigningPool", "usable_cpus", "pool_size"]
@@ -83,7 +82,16 @@ def _start(organizations_file: str, max_document_bytes: int, log_format: str, lo
 
 
 def _warnings(kind: str) -> float:
-    return REGISTRY.get_sample_value("emd_schematron_warnings_total", {"kind": kind}) or 0.0
+    """How many of ``kind`` this process signed despite Schematron failures so far.
+
+    Read from the one counter, not ``REGISTRY.get_sample_value``: that collects every metric of the registry,
+    the process collector's ``/proc`` reads included, twice per document (12 % of a signing process under py-spy).
+    """
+    for family in signing.SCHEMATRON_WARNINGS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("kind") == kind:
+                return sample.value
+    return 0.0
 
 
 def _sign(data: dict[str, Any], document: bytes, now: dt.datetime) -> tuple[dict[str, Any], float, bool]:

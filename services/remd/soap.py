@@ -42,6 +42,7 @@ done on the same bytes before parsing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,7 @@ from lxml import etree
 
 from producer.ids import new_message_id
 from services.remd import names as n
+from services.remd import wssec
 from services.remd.envelope import (
     SoapParseError,
     b64,
@@ -517,17 +519,46 @@ def build_file_response(
     soap_version: str = "1.2",
     now: datetime | None = None,
 ) -> bytes:
-    """The МИС's ``getDocumentFileResponse``: exactly the signed bytes, base64, with their checksum."""
-    ns = n.NS_EMDR_CALLBACK
-    env, body = new_envelope(
+    """The МИС's ``getDocumentFileResponse``: exactly the signed bytes, base64, with their checksum.
+
+    Signed, its Body (the document in base64, ~140 KB) is canonicalised once per document and kept for the
+    next pulls of the same document (``file_response_body``); only the headers are built and signed each time.
+    """
+    env, body = _file_envelope(soap_version, relates_to=relates_to, message_id=message_id or new_message_id())
+    if key is None:
+        _file_answer(body, data)
+        return finish(env, key, certificate, now)
+    if certificate is None:
+        raise ValueError("a certificate is needed to sign")
+    return wssec.sign_envelope(
+        env, key=key, certificate=certificate, now=now, body=file_response_body(data, soap_version)
+    )
+
+
+def _file_envelope(
+    soap_version: str, *, relates_to: str, message_id: str
+) -> tuple[etree._Element, etree._Element]:
+    return new_envelope(
         soap_version=soap_version,
         action=n.ACTION_GET_DOCUMENT_FILE_RESPONSE,
-        message_id=message_id or new_message_id(),
+        message_id=message_id,
         relates_to=relates_to,
-        body_ns=ns,
+        body_ns=n.NS_EMDR_CALLBACK,
     )
+
+
+def _file_answer(body: etree._Element, data: bytes) -> None:
+    ns = n.NS_EMDR_CALLBACK
     _signed_data(etree.SubElement(body, qname(ns, n.GET_DOCUMENT_FILE_RESPONSE)), ns, data)
-    return finish(env, key, certificate, now)
+
+
+@functools.lru_cache(maxsize=16)
+def file_response_body(data: bytes, soap_version: str) -> wssec.CanonicalBody:
+    """The canonical Body of the file answer for ``data``: made once, kept for the next pulls (ИПС asks again
+    after a timeout or a resend; the 16 latest documents, ~4 MB)."""
+    env, body = _file_envelope(soap_version, relates_to="", message_id="")
+    _file_answer(body, data)
+    return wssec.canonical_body(env)
 
 
 def build_search_request(

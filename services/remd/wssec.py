@@ -8,6 +8,13 @@ digest; every signed header element gets ``wsu:Id="id-<uuid>"``, the Body ``wsu:
 SignedInfo is exc-c14n too; SignatureValue is the raw 64-byte GOST signature, s‖r as in CMS.
 The message is serialised and re-parsed before any digest, so digests are over the final bytes.
 
+A large Body signed again and again (the file answer of ``getDocumentFile``: ~140 KB of base64) is
+canonicalised once: ``canonical_body`` gives its exc-c14n bytes and digest, and ``sign_envelope(...,
+body=)`` signs an envelope around it without serialising, parsing or canonicalising it again. Exclusive c14n
+of an element does not depend on the namespaces in scope around it (it renders on the apex exactly those it
+visibly uses), so the canonical bytes placed in the envelope canonicalise to themselves where the verifier
+finds them: the digest holds.
+
 ``verify_envelope`` checks, in this order, and raises ``WsSecurityError`` with one reason:
 
 * ``WSS_MISSING``                 no Security header, Signature, token, SignedInfo or Timestamp
@@ -41,11 +48,13 @@ from services.remd import names as n
 from services.timestamps import soap_time
 
 __all__ = [
+    "CanonicalBody",
     "DEFAULT_REFERENCES",
     "REQUIRED_REFERENCES",
     "VerifiedEnvelope",
     "WsSecurityError",
     "c14n",
+    "canonical_body",
     "sign_envelope",
     "verify_envelope",
 ]
@@ -92,6 +101,17 @@ class VerifiedEnvelope:
     signed_ids: frozenset[str]  # wsu:Id values whose digests verified
     created: datetime  # Timestamp/Created
     expires: datetime | None  # Timestamp/Expires
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalBody:
+    """A SOAP Body in its exclusive-c14n form, with ``wsu:Id="body"``, and the Streebog-256 of those bytes."""
+
+    xml: bytes
+    digest: bytes
+
+
+BODY_ID = "body"
 
 
 # --- GOST primitives, from services.crypto.gost / services.crypto.certificates --------------------------------
@@ -161,6 +181,18 @@ def _part(
 # --- signing ------------------------------------------------------------------------------------
 
 
+def canonical_body(envelope: etree._Element) -> CanonicalBody:
+    """The Body of ``envelope`` (given ``wsu:Id="body"``), exc-c14n, and its digest. No round trip through
+    bytes is needed here, unlike for the other parts: these canonical bytes are themselves what the message
+    carries, and canonicalising them again gives them back."""
+    _ns, _header, body = _soap_parts(envelope)
+    if body.get(_WSU_ID, BODY_ID) != BODY_ID:
+        raise ValueError(f"the Body's wsu:Id must be {BODY_ID!r}")
+    body.set(_WSU_ID, BODY_ID)
+    xml = c14n(body)
+    return CanonicalBody(xml=xml, digest=_streebog256(xml))
+
+
 def sign_envelope(
     envelope: etree._Element | bytes,
     *,
@@ -169,6 +201,7 @@ def sign_envelope(
     references: Iterable[str] = DEFAULT_REFERENCES,
     ttl: float | None = 300.0,
     now: datetime | None = None,
+    body: CanonicalBody | None = None,
 ) -> bytes:
     """Sign ``envelope`` for ИПС and return the serialised signed message.
 
@@ -177,12 +210,14 @@ def sign_envelope(
     ``references``: parts to sign (``DEFAULT_REFERENCES``); ReplyTo and other optional headers are
     skipped when the envelope has none. ``ttl``: seconds from Created to Expires (default 300; None: a
     Timestamp without Expires, as some senders write it).
+    ``body``: the Body, already canonical (``canonical_body``): it replaces whatever the envelope's Body holds.
     """
     sign = _signer(key)
     cert_der = _der(certificate)
     now = now or datetime.now(UTC)
     root = _parse(etree.tostring(envelope) if isinstance(envelope, etree._Element) else bytes(envelope))
-    ns, header, body = _soap_parts(root)
+    ns, header, body_el = _soap_parts(root)
+    placeholder = _hold_place(body_el) if body is not None else None
     if header is None:
         header = etree.Element(_q(ns, "Header"))
         root.insert(0, header)
@@ -205,7 +240,7 @@ def sign_envelope(
 
     ids: list[str] = []
     for name in dict.fromkeys(references):
-        elements = _part(name, header, body, security)
+        elements = _part(name, header, body_el, security)
         if not elements:
             if name in ("Body", "Timestamp"):
                 raise ValueError(f"cannot sign {name}: not found")
@@ -234,7 +269,10 @@ def sign_envelope(
         transforms = etree.SubElement(ref, _q(n.NS_DS, "Transforms"))
         etree.SubElement(transforms, _q(n.NS_DS, "Transform"), Algorithm=EXC_C14N)
         etree.SubElement(ref, _q(n.NS_DS, "DigestMethod"), Algorithm=DIGEST_GOST2012_256)
-        digest = _streebog256(c14n(by_id[id_][0]))
+        if placeholder is not None and body is not None and id_ == BODY_ID:
+            digest = body.digest  # canonicalised once, by canonical_body
+        else:
+            digest = _streebog256(c14n(by_id[id_][0]))
         etree.SubElement(ref, _q(n.NS_DS, "DigestValue")).text = base64.b64encode(digest).decode("ascii")
     etree.SubElement(sig, _q(n.NS_DS, "SignatureValue"))
     key_info = etree.SubElement(sig, _q(n.NS_DS, "KeyInfo"), Id=f"KI-{uuid.uuid4()}")
@@ -252,7 +290,36 @@ def sign_envelope(
         raise ValueError(f"GOST R 34.10-2012/256 signature must be 64 bytes, got {len(value)}")
     value_el = _found(placed.getparent(), "Signature").find(_q(n.NS_DS, "SignatureValue"))
     _found(value_el, "SignatureValue").text = base64.b64encode(value).decode("ascii")
-    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+    signed = etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+    if placeholder is None or body is None:
+        return signed
+    return _put_body(signed, placeholder, body)
+
+
+def _hold_place(body: etree._Element) -> str:
+    """Empty ``body`` but for a placeholder element, and give it the id of a canonical Body."""
+    if body.get(_WSU_ID, BODY_ID) != BODY_ID:
+        raise ValueError(f"the Body's wsu:Id must be {BODY_ID!r}")
+    body.set(_WSU_ID, BODY_ID)
+    for child in list(body):
+        body.remove(child)
+    body.text = None
+    tag = f"emd-body-{uuid.uuid4().hex}"
+    etree.SubElement(body, tag)
+    return tag
+
+
+def _put_body(signed: bytes, placeholder: str, body: CanonicalBody) -> bytes:
+    """``signed`` with its Body element (holding only ``placeholder``) replaced by the canonical Body."""
+    mark = f"<{placeholder}/>".encode()
+    at = signed.index(mark)
+    start = signed.rindex(b"<", 0, at)  # the Body's start tag: no "<" inside it (attributes escape it)
+    end = signed.index(b">", at + len(mark)) + 1  # the Body's end tag
+    if not signed[start:at].split(None, 1)[0].endswith(b":Body") or not signed[at + len(mark) : end].endswith(
+        b":Body>"
+    ):
+        raise ValueError("the signed envelope's Body is not where it was put")
+    return signed[:start] + body.xml + signed[end:]
 
 
 def _found(el: etree._Element | None, what: str) -> etree._Element:
