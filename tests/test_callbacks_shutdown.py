@@ -25,6 +25,8 @@ from tests.kafka_helpers import read_all, wait_until
 pytestmark = pytest.mark.integration
 
 GRACE = 20
+#: the address callbacks are sent to: the service refuses a wsa:To that is not one of its own
+ADDRESS = "http://callbacks.test/callback"
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def callbacks(broker, tmp_path):
         "EMD_IPS_CERTIFICATES": str(tmp_path / "ips.pem"),
         "EMD_METRICS_PORT": str(free_port()),
         "EMD_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        "EMD_CALLBACK_ADDRESSES": ADDRESS,
         "EMD_LOG_FORMAT": "json",
     }
     with open(log, "wb") as out:
@@ -81,7 +84,7 @@ def _callback(key, cert, relates: str) -> bytes:
             local_uid="shutdown-doc",
             registry_item=RegistryItem(emdr_id="16.62.9"),
         ),
-        to="http://mis",
+        to=ADDRESS,
         key=key,
         certificate=cert,
     )

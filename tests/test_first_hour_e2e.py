@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab.dev.samples import REPOSITORY_SAMPLES
+from lab.emulator.faults import REJECTION_CODES
 from tests.pipeline_lab import pipeline_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -116,19 +117,28 @@ def test_emd_demo_says_unfinished_apart_from_lost(tmp_path):
 
 
 def test_make_run_then_status_and_dlq_show_read_that_run(tmp_path):
-    """`emd run` on a fresh clone (one sample РЭМД registers, one whose kind it no longer registers) ends by printing
-    the commands that read its data; run as printed, `emd status` shows a registered document's history and
-    `emd dlq show` the dead letter's signed request, with no cluster left (the run's broker is gone)."""
+    """`emd run` on a fresh clone, РЭМД refusing about one document in ten (the ``rejections`` scenario), ends by
+    printing the commands that read its data; run as printed, `emd status` shows a registered document's history
+    and `emd dlq show` a refused document's signed request, with no cluster left (the run's broker is gone)."""
     samples = tmp_path / "samples"
     samples.mkdir()
-    for name in (
-        "CertOnPayForMedServ.xml",
-        "DDResults.xml",
-    ):  # kind 96 is no longer registered: a dead letter
-        shutil.copy(REPOSITORY_SAMPLES / name, samples / name)
+    # each document gets a fresh localUid and sha256(localUid) picks the refused ones: with 50 documents the chance
+    # that none is refused is 0.9**50, 0.5 %
+    for n in range(50):
+        shutil.copy(REPOSITORY_SAMPLES / "CertOnPayForMedServ.xml", samples / f"doc-{n:02}.xml")
     clone = tmp_path / "clone"
     clone.mkdir()
-    run = _emd("run", "--samples", str(samples), "--timeout", "600", cwd=clone, env=_fresh_env())
+    run = _emd(
+        "run",
+        "--samples",
+        str(samples),
+        "--scenario",
+        "rejections",
+        "--timeout",
+        "420",
+        cwd=clone,
+        env=_fresh_env(),
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     printed = {}
     for line in run.stdout.splitlines():
@@ -156,6 +166,6 @@ def test_make_run_then_status_and_dlq_show_read_that_run(tmp_path):
     assert letter.returncode == 0, letter.stderr
     assert "signed request: not kept" not in letter.stdout
     assert re.search(r"signed request:\n\s+<", letter.stdout), letter.stdout[-2000:]
-    assert "NO_DOCUMENT_KIND_ON_DATE" in letter.stdout
+    assert any(code in letter.stdout for code, _ in REJECTION_CODES), letter.stdout[-2000:]
     unknown = _emd("status", "no-such-document", cwd=clone, env=_fresh_env(), timeout=120)
     assert unknown.returncode == 1 and "EMD_DATA_DIR their last lines print" in unknown.stderr
