@@ -105,7 +105,11 @@ def _demo(receiver: OtlpReceiver, workdir: Path) -> tuple[subprocess.CompletedPr
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    out = proc.communicate(timeout=540)[0]
+    # stdout is read here and stderr by the reader alone: communicate() would read stderr too, and could take the
+    # "metrics:" line from under the reader
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=540)
     reader.join(30)
     assert scraper is not None, "".join(err)[-3000:]
     scraper.done.set()
