@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,6 +29,8 @@ from services.remd.transport import (
 )
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class IpsSoapTransport:
@@ -105,8 +109,8 @@ class IpsSoapTransport:
             register_date_begin=request.since.isoformat(),
             register_date_end=request.until.isoformat(),
         )
-        body, _ = await asyncio.get_running_loop().run_in_executor(
-            self._signing,
+        answer = await self._ask(
+            "searchRegistryItem",
             partial(
                 soap.build_search_request,
                 query,
@@ -115,18 +119,10 @@ class IpsSoapTransport:
                 key=request.key,
                 certificate=request.certificate,
             ),
+            endpoint=request.endpoint,
+            action=n.ACTION_SEARCH_REGISTRY_ITEM,
+            parse=soap.parse_search_response,
         )
-        try:
-            response = await self._client.post(
-                request.endpoint,
-                content=body,
-                headers=envelope.http_headers("1.2", action=n.ACTION_SEARCH_REGISTRY_ITEM),
-            )  # always built as 1.2
-            answer = soap.parse_search_response(response.content)
-        except (httpx.HTTPError, EmdError) as exc:
-            raise TransientError(
-                f"searchRegistryItem failed: {type(exc).__name__}: {exc}", reason="REGISTRY_LOOKUP_FAILED"
-            ) from None
         if isinstance(answer, soap.SoapFault) or answer.errors or answer.status != n.STATUS_SUCCESS:
             # an error answer says nothing about the document: not "unregistered", just not known now
             raise TransientError("searchRegistryItem answered an error", reason="REGISTRY_LOOKUP_FAILED")
@@ -135,8 +131,8 @@ class IpsSoapTransport:
     async def ask_registry_item(self, request: RegistryItemRequest) -> None:
         """``getRegistryItem`` for one registry number: returns once РЭМД acknowledged it; the record comes to
         ``request.reply_to`` as a ``getRegistryItemResult`` naming ``request.message_id``."""
-        body, _ = await asyncio.get_running_loop().run_in_executor(
-            self._signing,
+        answer = await self._ask(
+            "getRegistryItem",
             partial(
                 soap.build_get_registry_item,
                 emdr_id=request.emdr_id,
@@ -147,20 +143,11 @@ class IpsSoapTransport:
                 certificate=request.certificate,
                 message_id=request.message_id,
             ),
+            endpoint=request.endpoint,
+            action=n.ACTION_GET_REGISTRY_ITEM,
+            parse=soap.parse_registry_item_response,
+            message_id=request.message_id,
         )
-        try:
-            response = await self._client.post(
-                request.endpoint,
-                content=body,
-                headers=envelope.http_headers("1.2", action=n.ACTION_GET_REGISTRY_ITEM),
-            )  # always built as 1.2
-            answer = soap.parse_registry_item_response(response.content)
-        except (httpx.HTTPError, EmdError) as exc:
-            raise TransientError(
-                f"getRegistryItem failed: {type(exc).__name__}: {exc}",
-                reason="REGISTRY_LOOKUP_FAILED",
-                message_id=request.message_id,
-            ) from None
         if isinstance(answer, soap.SoapFault):
             raise TransientError(
                 f"getRegistryItem answered a fault ({answer.detail_code or answer.ips_fault or answer.code})",
@@ -178,6 +165,30 @@ class IpsSoapTransport:
                 message_id=request.message_id,
                 remd_code=answer.errors[0].code if answer.errors else None,
             )
+
+    async def _ask(
+        self,
+        operation: str,
+        build: Callable[[], tuple[bytes, Any]],
+        *,
+        endpoint: str,
+        action: str,
+        parse: Callable[[bytes], T],
+        message_id: str | None = None,
+    ) -> T:
+        """A registry question: built and signed off the event loop (always as SOAP 1.2), posted, its answer
+        parsed; a failure to get one is ``REGISTRY_LOOKUP_FAILED``, transient."""
+        body, _ = await asyncio.get_running_loop().run_in_executor(self._signing, build)
+        try:
+            response = await self._client.post(
+                endpoint, content=body, headers=envelope.http_headers("1.2", action=action)
+            )
+            return parse(response.content)
+        except (httpx.HTTPError, EmdError) as exc:
+            details: dict[str, Any] = {"message_id": message_id} if message_id else {}
+            raise TransientError(
+                f"{operation} failed: {type(exc).__name__}: {exc}", reason="REGISTRY_LOOKUP_FAILED", **details
+            ) from None
 
     async def aclose(self) -> None:
         self._signing.shutdown(wait=False)
