@@ -71,7 +71,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -597,18 +597,24 @@ def _correlated(
     may have overtaken its document), after that it is a dead letter."""
     found = correlate(store, result)
     if found is None:
-        if waited > pending_limit:
-            raise PermanentError(
-                f"callback for MessageID {result.relates_to_message} matches no document",
-                reason="CALLBACK_UNCORRELATED",
-                message_id=result.relates_to_message,
-            )
-        raise TransientError(
-            "callback arrived before its document is known; waiting",
-            reason="CALLBACK_UNCORRELATED",
-            defer=_wait_defer(waited, 30.0),
+        _uncorrelated(
+            result.relates_to_message,
+            waited=waited,
+            pending_limit=pending_limit,
+            never=f"callback for MessageID {result.relates_to_message} matches no document",
+            early="callback arrived before its document is known; waiting",
         )
     return found
+
+
+def _uncorrelated(
+    message_id: str, *, waited: float, pending_limit: float, never: str, early: str
+) -> NoReturn:
+    """An answer naming a request we do not know: it may have overtaken its request's record, so it waits (``early``)
+    until ``pending_limit`` seconds, then it is a dead letter (``never``)."""
+    if waited > pending_limit:
+        raise PermanentError(never, reason="CALLBACK_UNCORRELATED", message_id=message_id)
+    raise TransientError(early, reason="CALLBACK_UNCORRELATED", defer=_wait_defer(waited, 30.0))
 
 
 def _on_registered_document(
@@ -818,16 +824,12 @@ def _on_registry_result(
     waited = time.time() - received_ms / 1000
     found = store.find_registry_request(result.relates_to_message)
     if found is None:
-        if waited > pending_limit:
-            raise PermanentError(
-                f"getRegistryItem result for MessageID {result.relates_to_message} answers no question we asked",
-                reason="CALLBACK_UNCORRELATED",
-                message_id=result.relates_to_message,
-            )
-        raise TransientError(
-            "registry answer arrived before its question is known; waiting",
-            reason="CALLBACK_UNCORRELATED",
-            defer=_wait_defer(waited, 30.0),
+        _uncorrelated(
+            result.relates_to_message,
+            waited=waited,
+            pending_limit=pending_limit,
+            never=f"getRegistryItem result for MessageID {result.relates_to_message} answers no question we asked",
+            early="registry answer arrived before its question is known; waiting",
         )
     doc, asked = found
     if asked.outcome is None:
