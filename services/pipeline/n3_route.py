@@ -41,7 +41,8 @@ def dictionary_of(config: OrganizationsConfig) -> KindDictionary:
     return config.n3_dictionary.current()
 
 
-def _patient(data: Mapping[str, Any]) -> soap.Patient:
+def patient_of(data: Mapping[str, Any]) -> soap.Patient:
+    """The patient of an event's ``data``, as the SOAP builders of both routes take it."""
     p = data.get("patient") or {}
     return soap.Patient(
         snils=p.get("snils"),
@@ -70,7 +71,7 @@ def n3_carries(data: Mapping[str, Any], dictionary: KindDictionary) -> N3Kind:
     ``PermanentError`` (N3_KIND_*, N3_PERSON_INCOMPLETE)."""
     kind = str(data["kind"])
     row = dictionary.code_for(kind)
-    problems = n3.patient_problems(_patient(data))
+    problems = n3.patient_problems(patient_of(data))
     for s in data.get("signers") or ():
         problems += [p for p in n3.staff_problems(_signer(s)) if p not in problems]
     if problems:

@@ -57,7 +57,7 @@ from services.metrics import REGISTRY
 from services.outcome import Outcome
 from services.pipeline import routing
 from services.pipeline.exchanges import ExchangeArchive
-from services.pipeline.n3_route import dictionary_of, n3_codes
+from services.pipeline.n3_route import dictionary_of, n3_codes, patient_of
 from services.pipeline.organizations import Organization, OrganizationsConfig, RemdSettings
 from services.remd import codes, n3, soap
 from services.remd import names as remd_names
@@ -129,7 +129,6 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
     Every value is the event's: the producer read it from the CDA or took it from the МИС (the event
     contract, docs/schemas, says which). A signer without a role falls back to the default РЭМД role.
     """
-    p = data.get("patient") or {}
     signers = {(s.get("snils"), s.get("role")): s for s in data.get("signers") or []}
     personal = []
     for sig in (data.get("signatures") or {}).get("personal") or []:
@@ -177,15 +176,7 @@ def registration_from_event(data: Mapping[str, Any]) -> soap.Registration:
         local_uid=data["localUid"],
         document_number=data.get("documentNumber"),
         creation_date_time=data["creationTime"],
-        patient=soap.Patient(
-            snils=p.get("snils"),
-            local_id=p.get("localId"),
-            family=p.get("family"),
-            given=p.get("given"),
-            patronymic=p.get("patronymic"),
-            gender=p.get("gender"),
-            birth_date=p.get("birthDate"),
-        ),
+        patient=patient_of(data),
         personal_signatures=tuple(personal),
         org_signature=org_sign,
         recipient=recipient,
