@@ -610,6 +610,21 @@ class Emulator:
             certificate=self.certificate,
         )
 
+    def _without_reply_to(self, headers: soap.Headers, entry: Any, version: str) -> tuple[int, bytes] | None:
+        """The fault for a request whose answer has nowhere to go (no ReplyTo, an anonymous one, not HTTP), or
+        None: РЭМД answers every such request on the callback."""
+        reply_to = headers.reply_to
+        if reply_to and not is_anonymous(reply_to) and reply_to.startswith(("http://", "https://")):
+            return None
+        self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
+        return self._fault(
+            "ValidationFault",
+            "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного вызова",
+            relates_to=headers.message_id,
+            version=version,
+            detail_code="VALIDATION_ERROR",
+        )
+
     def _fault(
         self,
         ips_fault: str,
@@ -697,19 +712,8 @@ class Emulator:
     ) -> tuple[int, bytes]:
         reg, headers = request.registration, request.headers
         self.registry.update(entry, organization=reg.organization)
-        if (
-            not headers.reply_to
-            or is_anonymous(headers.reply_to)
-            or not headers.reply_to.startswith(("http://", "https://"))
-        ):
-            self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
-            return self._fault(
-                "ValidationFault",
-                "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного вызова",
-                relates_to=headers.message_id,
-                version=version,
-                detail_code="VALIDATION_ERROR",
-            )
+        if (refused := self._without_reply_to(headers, entry, version)) is not None:
+            return refused
         errors = checks.check_request(reg, now=arrival)
         if errors:
             self.registry.update(
@@ -782,19 +786,8 @@ class Emulator:
         version: str,
     ) -> tuple[int, bytes]:
         """Acknowledge at once; the record (only the ИС that registered it gets it) goes to ReplyTo later."""
-        if (
-            not headers.reply_to
-            or is_anonymous(headers.reply_to)
-            or not headers.reply_to.startswith(("http://", "https://"))
-        ):
-            self.registry.update(entry, outcome="fault", sync_codes=["VALIDATION_ERROR"])
-            return self._fault(
-                "ValidationFault",
-                "wsa:ReplyTo должен содержать адрес сервиса ИС для обратного вызова",
-                relates_to=headers.message_id,
-                version=version,
-                detail_code="VALIDATION_ERROR",
-            )
+        if (refused := self._without_reply_to(headers, entry, version)) is not None:
+            return refused
         self.registry.update(entry, outcome="accepted", emdr_id=emdr_id)
         question = RegistryQuestion(
             emdr_id=emdr_id, headers=headers, system=system, entry=entry, decision=decision
